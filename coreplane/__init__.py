@@ -1,0 +1,32 @@
+"""coreplane: an embeddable, Raft-replicated control plane.
+
+This module only re-exports; the sorted ``__all__`` is pinned by tests/unit/test_public_api.py.
+"""
+
+from coreplane.errors import (
+    CommandRejected,
+    CoreplaneError,
+    CorruptData,
+    DecodeError,
+    InvalidArgument,
+    InvariantViolation,
+    NotLeader,
+    Retryable,
+    StorageFull,
+    Unavailable,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CommandRejected",
+    "CoreplaneError",
+    "CorruptData",
+    "DecodeError",
+    "InvalidArgument",
+    "InvariantViolation",
+    "NotLeader",
+    "Retryable",
+    "StorageFull",
+    "Unavailable",
+]

@@ -1,0 +1,1 @@
+"""coreplane.api (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""coreplane.obs (see DESIGN.md)."""

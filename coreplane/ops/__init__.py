@@ -1,0 +1,1 @@
+"""coreplane.ops (see DESIGN.md)."""

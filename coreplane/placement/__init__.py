@@ -1,0 +1,1 @@
+"""Placement solver: a pure leaf that knows only coreplane.errors."""

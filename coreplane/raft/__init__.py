@@ -1,0 +1,1 @@
+"""Consensus adapter: the only importer of pysyncobj and lmdb (journal, wire, engine)."""

@@ -1,0 +1,1 @@
+"""ControlPlane: wires the pure core to the raft adapter; threads start here."""

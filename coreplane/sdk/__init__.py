@@ -1,0 +1,1 @@
+"""coreplane.sdk (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""coreplane.testing (see DESIGN.md)."""

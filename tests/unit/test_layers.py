@@ -1,0 +1,151 @@
+"""The layer rule of STYLE.md, enforced by walking every module's imports with `ast`.
+
+Imports point down only; core/ imports no clock, thread, socket, randomness, os or pickle; only
+raft/ imports pysyncobj and lmdb; only core/codec.py imports msgpack; pickle, marshal, eval and
+exec appear nowhere in the package. `test_checker_catches_bad_import` shows the walk fails on a
+deliberately bad module, so a green run means something.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "coreplane"
+
+# layer -> the coreplane layers it may import. "" is the package root (coreplane/__init__.py),
+# which only re-exports and may import anything.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "placement": {"errors"},
+    "core": {"errors", "placement"},
+    "raft": {"errors", "core"},
+    "runtime": {"errors", "core", "raft", "placement"},
+    "api": {"errors", "core", "raft", "runtime", "placement", "obs"},
+    "obs": {"errors", "core", "raft", "runtime", "placement"},
+    "sdk": {"errors", "core.codec"},
+    "ops": {"errors", "sdk", "core.codec"},
+    "testing": {"errors", "core", "raft", "runtime", "placement"},
+}
+FORBIDDEN_IN_CORE = {
+    "time", "datetime", "threading", "_thread", "socket", "random", "secrets", "os", "pickle",
+    "asyncio", "subprocess", "multiprocessing", "selectors", "signal", "uuid", "concurrent",
+}
+FORBIDDEN_EVERYWHERE = {"pickle", "_pickle", "marshal", "dill", "cloudpickle", "shelve"}
+FORBIDDEN_CALLS = {"eval", "exec"}
+OWNERS = {"pysyncobj": "raft", "lmdb": "raft"}  # third-party module -> the only layer importing it
+
+
+@dataclass(frozen=True)
+class Violation:
+    module: str
+    line: int
+    what: str
+
+
+def _layer_of(rel: Path) -> str:
+    parts = rel.with_suffix("").parts
+    if parts == ("__init__",):
+        return ""
+    return parts[0]
+
+
+def _imported_names(tree: ast.AST, module_parts: tuple[str, ...]) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(("coreplane", *module_parts))[: -node.level]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            # `from coreplane import core` names a layer through the alias.
+            if name == "coreplane":
+                out.extend((node.lineno, f"coreplane.{a.name}") for a in node.names)
+            else:
+                out.append((node.lineno, name))
+    return out
+
+
+def check_module(rel: Path, source: str) -> list[Violation]:
+    """All layer violations in one module, given its path relative to the package."""
+    tree = ast.parse(source)
+    layer = _layer_of(rel)
+    module_parts = rel.with_suffix("").parts
+    if module_parts[-1] == "__init__":
+        module_parts = (*module_parts[:-1], "__init__")
+    found: list[Violation] = []
+    name = str(rel)
+    for line, imported in _imported_names(tree, module_parts):
+        top = imported.split(".")[0]
+        if top in FORBIDDEN_EVERYWHERE:
+            found.append(Violation(name, line, f"imports {imported} (forbidden everywhere)"))
+        if layer == "core" and top in FORBIDDEN_IN_CORE:
+            found.append(Violation(name, line, f"core imports {imported} (impure)"))
+        if top in OWNERS and layer != OWNERS[top]:
+            found.append(Violation(name, line, f"{layer or 'root'} imports {top}"))
+        if top == "msgpack" and rel.as_posix() != "core/codec.py":
+            found.append(Violation(name, line, "msgpack outside core/codec.py"))
+        if top == "coreplane" and layer:
+            target = imported.split(".")[1:]
+            if not target:
+                found.append(Violation(name, line, "imports the package root"))
+                continue
+            if target[0] == layer:
+                continue
+            allowed = ALLOWED.get(layer, set())
+            if target[0] not in allowed and ".".join(target[:2]) not in allowed:
+                found.append(Violation(name, line, f"{layer} -> {'.'.join(target)} points up"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in FORBIDDEN_CALLS):
+            found.append(Violation(name, node.lineno, f"calls {node.func.id}()"))
+    return found
+
+
+def test_package_layers_hold() -> None:
+    violations = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        violations += check_module(rel, path.read_text(encoding="utf-8"))
+    assert violations == [], "\n".join(f"{v.module}:{v.line}: {v.what}" for v in violations)
+
+
+def test_every_module_belongs_to_a_known_layer() -> None:
+    layers = {_layer_of(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
+    assert layers - {""} <= set(ALLOWED)
+
+
+def test_checker_catches_bad_import() -> None:
+    bad = {
+        Path("core/bad.py"): "import time\nfrom coreplane.runtime import x\n",
+        Path("placement/bad.py"): "from coreplane.core import state\n",
+        Path("sdk/bad.py"): "from coreplane.core.state import State\n",
+        Path("api/bad.py"): "import pickle\nimport lmdb\n",
+        Path("core/machines/bad.py"): "from ...runtime import ControlPlane\nimport random\n",
+        Path("raft/bad.py"): "x = eval('1')\nimport msgpack\n",
+    }
+    caught = {str(rel): check_module(rel, src) for rel, src in bad.items()}
+    assert {v.what for v in caught["core/bad.py"]} == {
+        "core imports time (impure)", "core -> runtime points up"}
+    assert [v.what for v in caught["placement/bad.py"]] == ["placement -> core points up"]
+    assert [v.what for v in caught["sdk/bad.py"]] == ["sdk -> core.state points up"]
+    assert {v.what for v in caught["api/bad.py"]} == {
+        "imports pickle (forbidden everywhere)", "api imports lmdb"}
+    assert {v.what for v in caught["core/machines/bad.py"]} == {
+        "core -> runtime points up", "core imports random (impure)"}
+    assert {v.what for v in caught["raft/bad.py"]} == {
+        "calls eval()", "msgpack outside core/codec.py"}
+
+
+def test_allowed_imports_pass() -> None:
+    ok = {
+        Path("sdk/client.py"): "from coreplane.core.codec import encode\nfrom coreplane import errors\n",
+        Path("core/state.py"): "from coreplane.core import codec\nfrom .codec import encode\n",
+        Path("runtime/cp.py"): "from coreplane.raft.engine import Engine\n",
+    }
+    for rel, src in ok.items():
+        assert check_module(rel, src) == [], rel

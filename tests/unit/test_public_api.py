@@ -1,0 +1,49 @@
+"""The public face is pinned: adding or removing an export is a deliberate, reviewed change."""
+
+from __future__ import annotations
+
+import coreplane
+import coreplane.errors as errors
+
+
+def test_all_is_sorted_and_exact() -> None:
+    assert coreplane.__all__ == sorted(coreplane.__all__)
+    assert coreplane.__all__ == [
+        "CommandRejected",
+        "CoreplaneError",
+        "CorruptData",
+        "DecodeError",
+        "InvalidArgument",
+        "InvariantViolation",
+        "NotLeader",
+        "Retryable",
+        "StorageFull",
+        "Unavailable",
+    ]
+    for name in coreplane.__all__:
+        assert getattr(coreplane, name) is not None
+
+
+def test_error_tree_has_one_root() -> None:
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, errors.CoreplaneError), name
+    assert issubclass(errors.InvalidArgument, ValueError)
+    assert issubclass(errors.NotLeader, errors.Retryable)
+
+
+def test_invalid_argument_names_the_field() -> None:
+    err = errors.InvalidArgument("peers.b", "address must be host:port")
+    assert err.field == "peers.b"
+    assert str(err) == "peers.b: address must be host:port"
+
+
+def test_require_raises_not_asserts() -> None:
+    errors.require(True, "fine")
+    try:
+        errors.require(False, "two leaders in term 3")
+    except errors.InvariantViolation as exc:
+        assert "two leaders" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("require(False) did not raise")
