@@ -1,0 +1,290 @@
+"""The only msgpack call sites in coreplane: envelopes, canonical values and wire trees.
+
+Everything replicated (commands, snapshots) and everything that crosses a socket goes through
+here, so there is one place that decides what bytes mean and one place that refuses bad ones.
+Three encodings share one validator:
+
+- `encode`/`decode`: a command envelope ``[version, tag, body]`` with an integer tag and a map
+  body. Canonical (maps sorted by key, smallest integer forms) so the same value gives the same
+  bytes on every machine, which `state_hash` and replay depend on.
+- `encode_value`/`decode_value`: one canonical plain value (snapshots, hashing).
+- `encode_tree`/`decode_tree`: a value that also keeps tuples apart from lists and admits
+  registered extension types; for the consensus adapter's peer messages, never for replicated
+  state.
+
+Plain values are None, bool, int (64-bit), str, bytes, lists and str-keyed maps. No floats: they
+can differ across machines. Any bad input (truncated, trailing bytes, wrong types, unknown
+version, too deep, too large, non-str or duplicate map keys) raises `DecodeError` saying what was
+wrong; no other exception escapes a decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import msgpack
+
+from coreplane.errors import DecodeError, InvalidArgument
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_DEPTH",
+    "MAX_ENCODED_BYTES",
+    "Envelope",
+    "Value",
+    "decode",
+    "decode_tree",
+    "decode_value",
+    "encode",
+    "encode_tree",
+    "encode_value",
+]
+
+Value: TypeAlias = Any  # None | bool | int | str | bytes | list[Value] | dict[str, Value]
+
+FORMAT_VERSION = 1
+MAX_ENCODED_BYTES = 16 * 1024 * 1024  # checked before decoding; a snapshot may raise its own cap
+MAX_DEPTH = 32
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_TUPLE_EXT = 0  # ext code that keeps tuples apart from lists in wire trees
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded command envelope; `body` holds only plain values."""
+
+    version: int
+    tag: int
+    body: dict[str, Value]
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+def _canonical(value: Value, depth: int, path: str) -> Value:
+    """Validate a plain value and return it with every map's keys sorted."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(path, f"nested deeper than {MAX_DEPTH}")
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise InvalidArgument(path, "integer does not fit in 64 bits")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise InvalidArgument(path, f"map key {key!r} is not a str")
+        return {k: _canonical(value[k], depth + 1, f"{path}.{k}") for k in sorted(value)}
+    raise InvalidArgument(path, f"{type(value).__name__} is not encodable (integers, not floats)")
+
+
+def _pack(value: Value) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    if len(data) > MAX_ENCODED_BYTES:
+        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {MAX_ENCODED_BYTES}")
+    return data
+
+
+def encode(tag: int, body: Mapping[str, Value]) -> bytes:
+    """Canonical bytes of a command envelope."""
+    if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**16:
+        raise InvalidArgument("tag", f"must be an integer in [0, 65536), got {tag!r}")
+    if not isinstance(body, Mapping):
+        raise InvalidArgument("body", "must be a map")
+    return _pack([FORMAT_VERSION, tag, _canonical(dict(body), 1, "body")])
+
+
+def encode_value(value: Value) -> bytes:
+    """Canonical bytes of one plain value (snapshots, hashes)."""
+    return _pack(_canonical(value, 0, "value"))
+
+
+def encode_tree(
+    value: Any,
+    *,
+    ext: Mapping[type, tuple[int, Callable[[Any], Any]]] | None = None,
+) -> bytes:
+    """Bytes of a wire tree: plain values plus tuples and registered types.
+
+    `ext` maps a class to ``(code, to_plain)``; `to_plain` turns an instance into a tree that is
+    encoded recursively. Codes 1..127 are the caller's; 0 is reserved for tuples.
+    """
+    hooks = ext or {}
+
+    def default(obj: Any) -> msgpack.ExtType:
+        hook = hooks.get(type(obj))
+        if hook is None:
+            raise InvalidArgument("value", f"{type(obj).__name__} is not a registered wire type")
+        code, to_plain = hook
+        return msgpack.ExtType(code, encode_tree(to_plain(obj), ext=hooks))
+
+    def prepare(obj: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise InvalidArgument("value", f"nested deeper than {MAX_DEPTH}")
+        if isinstance(obj, tuple):
+            inner = [prepare(v, depth + 1) for v in obj]
+            return msgpack.ExtType(_TUPLE_EXT, msgpack.packb(inner, use_bin_type=True,
+                                                             default=default))
+        if isinstance(obj, list):
+            return [prepare(v, depth + 1) for v in obj]
+        if isinstance(obj, dict):
+            return {prepare(k, depth + 1): prepare(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, float):
+            raise InvalidArgument("value", "floats are not encodable")
+        return obj
+
+    try:
+        data: bytes = msgpack.packb(prepare(value, 0), use_bin_type=True, default=default)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, InvalidArgument):
+            raise
+        raise InvalidArgument("value", str(exc)) from exc
+    if len(data) > MAX_ENCODED_BYTES:
+        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {MAX_ENCODED_BYTES}")
+    return data
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise DecodeError(f"extension type {code} is not allowed here")
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DecodeError(f"duplicate map key {key!r}")
+        out[key] = value
+    return out
+
+
+def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise DecodeError(f"{len(data)} bytes is over the {max_bytes}-byte cap")
+    if len(data) == 0:
+        raise DecodeError("empty input")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,  # checked by _check_plain, to name the key in the error
+            object_pairs_hook=_pairs,
+            ext_hook=ext_hook,
+        )
+    except DecodeError:
+        raise
+    except msgpack.ExtraData as exc:
+        raise DecodeError("trailing bytes after the value") from exc
+    except msgpack.StackError as exc:
+        raise DecodeError("nested too deep") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError("invalid UTF-8 in a string") from exc
+    except ValueError as exc:  # truncated input, bad format bytes
+        raise DecodeError(f"not valid msgpack: {exc or 'truncated'}") from exc
+    except Exception as exc:  # noqa: BLE001 - nothing but DecodeError may escape a decoder
+        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_plain(value: Any, max_depth: int) -> None:
+    """Iteratively check a decoded value holds only plain types (no floats, str keys)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise DecodeError(f"nested deeper than {max_depth}")
+        if item is None or isinstance(item, (bool, int, str, bytes)):
+            continue
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    raise DecodeError(f"map key {key!r} is not a str")
+                stack.append((v, depth + 1))
+        else:
+            raise DecodeError(f"{type(item).__name__} is not a plain value")
+
+
+def decode_value(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES,
+                 max_depth: int = MAX_DEPTH) -> Value:
+    """Decode one plain value; any bad input raises `DecodeError`."""
+    value = _unpack(data, max_bytes, _reject_ext)
+    _check_plain(value, max_depth)
+    return value
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES) -> Envelope:
+    """Decode a command envelope; any bad input raises `DecodeError` naming the problem."""
+    value = decode_value(data, max_bytes=max_bytes)
+    if not isinstance(value, list) or len(value) != 3:
+        raise DecodeError("envelope must be [version, tag, body]")
+    version, tag, body = value
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise DecodeError(f"unknown format version {version!r}")
+    if type(tag) is not int or not 0 <= tag < 2**16:
+        raise DecodeError(f"tag must be an integer in [0, 65536), got {tag!r}")
+    if not isinstance(body, dict):
+        raise DecodeError("envelope body must be a map")
+    return Envelope(version, tag, body)
+
+
+def decode_tree(
+    data: bytes,
+    *,
+    ext: Mapping[int, Callable[[Any], Any]] | None = None,
+    max_bytes: int = MAX_ENCODED_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> Any:
+    """Decode a wire tree written by `encode_tree`; unregistered ext codes are refused.
+
+    `ext` maps a code to ``from_plain``; a `from_plain` that raises anything but `DecodeError`
+    has its exception turned into one, so no other exception escapes.
+    """
+    hooks = ext or {}
+    depth = [0]
+
+    def ext_hook(code: int, payload: bytes) -> Any:
+        depth[0] += 1
+        try:
+            if depth[0] > max_depth:
+                raise DecodeError(f"nested deeper than {max_depth}")
+            inner = _unpack(payload, max_bytes, ext_hook)
+            if code == _TUPLE_EXT:
+                if not isinstance(inner, list):
+                    raise DecodeError("tuple extension must hold an array")
+                return tuple(inner)
+            from_plain = hooks.get(code)
+            if from_plain is None:
+                raise DecodeError(f"extension type {code} is not registered")
+            try:
+                return from_plain(inner)
+            except DecodeError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise DecodeError(f"bad extension {code} payload: {exc}") from exc
+        finally:
+            depth[0] -= 1
+
+    value = _unpack(data, max_bytes, ext_hook)
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:  # floats never; depth bounded
+        item, d = stack.pop()
+        if d > max_depth:
+            raise DecodeError(f"nested deeper than {max_depth}")
+        if isinstance(item, float):
+            raise DecodeError("floats are not allowed")
+        if isinstance(item, (list, tuple)):
+            stack.extend((v, d + 1) for v in item)
+        elif isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+    return value
