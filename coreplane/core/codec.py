@@ -191,7 +191,7 @@ def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any]) 
         raise DecodeError("invalid UTF-8 in a string") from exc
     except ValueError as exc:  # truncated input, bad format bytes
         raise DecodeError(f"not valid msgpack: {exc or 'truncated'}") from exc
-    except Exception as exc:  # noqa: BLE001 - nothing but DecodeError may escape a decoder
+    except Exception as exc:
         raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
 
 
@@ -270,7 +270,7 @@ def decode_tree(
                 return from_plain(inner)
             except DecodeError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DecodeError(f"bad extension {code} payload: {exc}") from exc
         finally:
             depth[0] -= 1

@@ -1,0 +1,204 @@
+"""Replicated command types with fixed integer tags, and their codec envelopes.
+
+Tags are constants chosen once and never derived from names or declaration order: a log written
+by one version must decode the same way in the next. Client commands carry ``(client_id, seq)``
+so the state machine applies a retried duplicate once; an empty `client_id` opts out (internal
+commands such as ticks are idempotent by their own numbering).
+
+Decoding validates every field's type and range and raises `DecodeError` naming the field, so
+the apply path only ever sees well-formed commands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeAlias
+
+from coreplane.core import codec
+from coreplane.core.codec import Value
+from coreplane.errors import DecodeError, InvalidArgument
+
+__all__ = [
+    "Cas",
+    "Command",
+    "Delete",
+    "Leader",
+    "LeaseGrant",
+    "LeaseKeepAlive",
+    "LeaseRevoke",
+    "Put",
+    "Tick",
+    "UserCommand",
+    "decode",
+    "encode",
+]
+
+_U63 = 2**63 - 1
+
+
+def _check(cls_name: str, name: str, kind: type, value: Any) -> None:
+    ok = type(value) is kind if kind is not object else True
+    if kind is int and ok and not 0 <= value <= _U63:
+        raise DecodeError(f"{cls_name}.{name}: {value} is out of range [0, 2**63)")
+    if not ok:
+        raise DecodeError(
+            f"{cls_name}.{name}: expected {kind.__name__}, got {type(value).__name__}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    TAG: ClassVar[int]
+    # field name -> exact type; `object` admits any plain value (already checked by the codec).
+    TYPES: ClassVar[dict[str, type]]
+
+    def to_body(self) -> dict[str, Value]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Value]) -> Any:
+        name = cls.__name__
+        unknown = sorted(set(body) - set(cls.TYPES))
+        if unknown:
+            raise DecodeError(f"{name}: unknown field {unknown[0]!r}")
+        for field_name, kind in cls.TYPES.items():
+            if field_name not in body:
+                raise DecodeError(f"{name}.{field_name}: missing")
+            _check(name, field_name, kind, body[field_name])
+        return cls(**body)
+
+    def validate(self) -> None:
+        """Raise `InvalidArgument` naming the field if this command cannot be encoded."""
+        for field_name, kind in self.TYPES.items():
+            try:
+                _check(type(self).__name__, field_name, kind, getattr(self, field_name))
+            except DecodeError as exc:
+                raise InvalidArgument(f"{type(self).__name__}.{field_name}", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(_Base):
+    """Leader-stamped time: the only way time enters replicated state."""
+
+    TAG = 1
+    TYPES = {"n": int, "tick_ms": int}
+    n: int
+    tick_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leader(_Base):
+    """A new leader's first entry; its log index is that leader's fencing token."""
+
+    TAG = 2
+    TYPES = {"node_id": str, "term": int}
+    node_id: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put(_Base):
+    TAG = 10
+    TYPES = {"key": str, "value": bytes, "lease_id": int, "client_id": str, "seq": int}
+    key: str
+    value: bytes
+    lease_id: int = 0
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(_Base):
+    TAG = 11
+    TYPES = {"key": str, "client_id": str, "seq": int}
+    key: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cas(_Base):
+    """Write `value` only if the key's mod revision is `expected_mod_revision` (0: absent)."""
+
+    TAG = 12
+    TYPES = {
+        "key": str, "expected_mod_revision": int, "value": bytes, "lease_id": int,
+        "client_id": str, "seq": int,
+    }
+    key: str
+    expected_mod_revision: int
+    value: bytes
+    lease_id: int = 0
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant(_Base):
+    """Grant a lease of `ttl_ms` in tick time; `lease_id` 0 lets the state machine choose."""
+
+    TAG = 20
+    TYPES = {"ttl_ms": int, "lease_id": int, "client_id": str, "seq": int}
+    ttl_ms: int
+    lease_id: int = 0
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAlive(_Base):
+    TAG = 21
+    TYPES = {"lease_id": int, "client_id": str, "seq": int}
+    lease_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke(_Base):
+    TAG = 22
+    TYPES = {"lease_id": int, "client_id": str, "seq": int}
+    lease_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserCommand(_Base):
+    """A command routed to the user machine registered under `machine`."""
+
+    TAG = 30
+    TYPES = {"machine": str, "body": object, "client_id": str, "seq": int}
+    machine: str
+    body: Value
+    client_id: str = ""
+    seq: int = 0
+
+
+Command: TypeAlias = (
+    Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
+)
+_BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
+    cls.TAG: cls.from_body
+    for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
+                UserCommand)
+}
+
+
+def encode(command: Command) -> bytes:
+    """Canonical codec bytes of a command; bad fields raise `InvalidArgument` naming them."""
+    if not isinstance(command, _Base):
+        raise InvalidArgument("command", f"{type(command).__name__} is not a coreplane command")
+    command.validate()
+    return codec.encode(command.TAG, command.to_body())
+
+
+def decode(data: bytes) -> Command:
+    """Decode and validate a command; any bad input raises `DecodeError`."""
+    envelope = codec.decode(data)
+    from_body = _BY_TAG.get(envelope.tag)
+    if from_body is None:
+        raise DecodeError(f"unknown command tag {envelope.tag}")
+    command: Command = from_body(envelope.body)
+    return command

@@ -1,0 +1,1 @@
+"""Built-in machines (KV with leases) and the user-machine protocol."""

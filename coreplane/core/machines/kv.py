@@ -1,0 +1,241 @@
+"""The built-in KV machine and its leases: the etcd-like primitive everything else leans on.
+
+A global `revision` grows with every write; each key keeps its create and mod revisions and a
+version. Leases live in tick time: a lease granted with a TTL expires when a committed tick
+reaches its deadline, and the keys attached to it are deleted then (as etcd does). Every map is
+bounded and a command past a bound is refused with a stable code, identically on every replica.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from coreplane.core.codec import Value
+from coreplane.errors import CommandRejected, DecodeError
+
+__all__ = ["KVMachine", "KeyRecord", "Lease", "Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on replicated state; at a bound apply refuses deterministically."""
+
+    key_bytes_max: int = 4096
+    value_bytes_max: int = 1024 * 1024
+    keys_max: int = 2_000_000
+    leases_max: int = 100_000
+    ttl_ms_min: int = 1_000
+    ttl_ms_max: int = 7 * 24 * 3600 * 1000
+    keys_per_lease_max: int = 100_000
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease_id: int
+
+
+@dataclass(slots=True)
+class Lease:
+    ttl_ms: int
+    expires_ms: int
+    keys: set[str] = field(default_factory=set)
+
+
+class KVMachine:
+    """Keys, revisions and leases. Mutated only through the apply methods below."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.revision = 0
+        self.keys: dict[str, KeyRecord] = {}
+        self.leases: dict[int, Lease] = {}
+        self.next_lease_id = 1
+        self._sorted_keys: list[str] | None = None  # lazily rebuilt for prefix ranges
+        self._next_expiry_ms: int | None = None  # cached min(expires_ms); None = recompute
+
+    # ------------------------------------------------------------------------- reads
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        record = self.keys.get(key)
+        return None if record is None else (record.value, record.mod_revision)
+
+    def range(self, prefix: str, limit: int = 0) -> list[tuple[str, bytes, int]]:
+        """Keys starting with `prefix`, in key order, as ``(key, value, mod_revision)``."""
+        if self._sorted_keys is None:
+            self._sorted_keys = sorted(self.keys)
+        keys = self._sorted_keys
+        out: list[tuple[str, bytes, int]] = []
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix) or (limit and len(out) >= limit):
+                break
+            record = self.keys[key]
+            out.append((key, record.value, record.mod_revision))
+        return out
+
+    # ------------------------------------------------------------------------- writes
+
+    def _check_key(self, key: str) -> None:
+        if not key:
+            raise CommandRejected("key_empty", "key must not be empty")
+        if len(key.encode("utf-8", "surrogatepass")) > self.limits.key_bytes_max:
+            raise CommandRejected("key_too_large", f"key over {self.limits.key_bytes_max} bytes")
+
+    def _check_write(self, key: str, value: bytes, lease_id: int) -> None:
+        self._check_key(key)
+        if len(value) > self.limits.value_bytes_max:
+            raise CommandRejected(
+                "value_too_large", f"value over {self.limits.value_bytes_max} bytes")
+        if key not in self.keys and len(self.keys) >= self.limits.keys_max:
+            raise CommandRejected("too_many_keys", f"at the bound of {self.limits.keys_max} keys")
+        if lease_id:
+            lease = self.leases.get(lease_id)
+            if lease is None:
+                raise CommandRejected("lease_not_found", f"lease {lease_id} does not exist")
+            if key not in lease.keys and len(lease.keys) >= self.limits.keys_per_lease_max:
+                raise CommandRejected("lease_full", f"lease {lease_id} holds too many keys")
+
+    def put(self, key: str, value: bytes, lease_id: int) -> int:
+        self._check_write(key, value, lease_id)
+        self.revision += 1
+        record = self.keys.get(key)
+        if record is None:
+            self.keys[key] = KeyRecord(value, self.revision, self.revision, 1, lease_id)
+            self._sorted_keys = None
+        else:
+            if record.lease_id and record.lease_id != lease_id:
+                self._detach(key, record.lease_id)
+            record.value = value
+            record.mod_revision = self.revision
+            record.version += 1
+            record.lease_id = lease_id
+        if lease_id:
+            self.leases[lease_id].keys.add(key)
+        return self.revision
+
+    def cas(self, key: str, expected_mod_revision: int, value: bytes, lease_id: int) -> int:
+        record = self.keys.get(key)
+        actual = 0 if record is None else record.mod_revision
+        if actual != expected_mod_revision:
+            raise CommandRejected(
+                "compare_failed", f"mod revision is {actual}, not {expected_mod_revision}")
+        return self.put(key, value, lease_id)
+
+    def delete(self, key: str) -> int:
+        """Delete a key; returns how many were deleted (0 or 1). Only a deletion bumps revision."""
+        self._check_key(key)
+        if key not in self.keys:
+            return 0
+        self.revision += 1
+        self._remove(key)
+        return 1
+
+    def _remove(self, key: str) -> None:
+        record = self.keys.pop(key)
+        self._sorted_keys = None
+        if record.lease_id:
+            self._detach(key, record.lease_id)
+
+    def _detach(self, key: str, lease_id: int) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is not None:
+            lease.keys.discard(key)
+
+    # ------------------------------------------------------------------------- leases
+
+    def lease_grant(self, ttl_ms: int, lease_id: int, now_ms: int) -> int:
+        if not self.limits.ttl_ms_min <= ttl_ms <= self.limits.ttl_ms_max:
+            raise CommandRejected(
+                "ttl_out_of_range",
+                f"ttl_ms must be in [{self.limits.ttl_ms_min}, {self.limits.ttl_ms_max}]")
+        if len(self.leases) >= self.limits.leases_max:
+            raise CommandRejected("too_many_leases", f"at the bound of {self.limits.leases_max}")
+        if lease_id == 0:
+            while self.next_lease_id in self.leases:
+                self.next_lease_id += 1
+            lease_id = self.next_lease_id
+            self.next_lease_id += 1
+        elif lease_id in self.leases:
+            raise CommandRejected("lease_exists", f"lease {lease_id} already exists")
+        self.leases[lease_id] = Lease(ttl_ms, now_ms + ttl_ms)
+        self._next_expiry_ms = None
+        return lease_id
+
+    def lease_keep_alive(self, lease_id: int, now_ms: int) -> int:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            raise CommandRejected("lease_not_found", f"lease {lease_id} does not exist")
+        lease.expires_ms = now_ms + lease.ttl_ms
+        self._next_expiry_ms = None
+        return lease.expires_ms
+
+    def lease_revoke(self, lease_id: int) -> int:
+        """Revoke a lease and delete its keys in one revision; returns keys deleted."""
+        lease = self.leases.pop(lease_id, None)
+        if lease is None:
+            raise CommandRejected("lease_not_found", f"lease {lease_id} does not exist")
+        self._next_expiry_ms = None
+        if lease.keys:
+            self.revision += 1
+            for key in sorted(lease.keys):
+                record = self.keys.pop(key)
+                record.lease_id = 0
+            self._sorted_keys = None
+        return len(lease.keys)
+
+    def expire(self, now_ms: int) -> list[int]:
+        """Revoke every lease whose deadline `now_ms` has reached, in (deadline, id) order."""
+        if self._next_expiry_ms is None:
+            self._next_expiry_ms = min(
+                (lease.expires_ms for lease in self.leases.values()), default=-1)
+        if self._next_expiry_ms < 0 or now_ms < self._next_expiry_ms:
+            return []
+        due = sorted((lease.expires_ms, lease_id) for lease_id, lease in self.leases.items()
+                     if lease.expires_ms <= now_ms)
+        for _, lease_id in due:
+            self.lease_revoke(lease_id)
+        return [lease_id for _, lease_id in due]
+
+    # ------------------------------------------------------------------------- snapshot
+
+    def to_plain(self) -> dict[str, Value]:
+        return {
+            "revision": self.revision,
+            "next_lease_id": self.next_lease_id,
+            "keys": [[k, r.value, r.create_revision, r.mod_revision, r.version, r.lease_id]
+                     for k, r in sorted(self.keys.items())],
+            "leases": [[i, lease.ttl_ms, lease.expires_ms] for i, lease in sorted(
+                self.leases.items())],
+        }
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Value], limits: Limits | None = None) -> KVMachine:
+        machine = cls(limits)
+        try:
+            machine.revision = _int(plain["revision"])
+            machine.next_lease_id = _int(plain["next_lease_id"])
+            for lease_id, ttl_ms, expires_ms in plain["leases"]:
+                machine.leases[_int(lease_id)] = Lease(_int(ttl_ms), _int(expires_ms))
+            for key, value, create, mod, version, lease_id in plain["keys"]:
+                if type(key) is not str or type(value) is not bytes:
+                    raise DecodeError("snapshot kv: key must be str and value bytes")
+                machine.keys[key] = KeyRecord(value, _int(create), _int(mod), _int(version),
+                                              _int(lease_id))
+                if lease_id:
+                    if lease_id not in machine.leases:
+                        raise DecodeError(f"snapshot kv: key {key!r} names missing lease")
+                    machine.leases[lease_id].keys.add(key)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"snapshot kv section is malformed: {exc!r}") from exc
+        return machine
+
+
+def _int(value: Value) -> int:
+    if type(value) is not int:
+        raise DecodeError(f"snapshot: expected int, got {type(value).__name__}")
+    return value

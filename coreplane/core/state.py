@@ -1,0 +1,258 @@
+"""The replicated state machine: ``apply(entry, index) -> Applied``, snapshots and `state_hash`.
+
+Every replica applies the same committed entries in the same order through this class and must
+reach the same state, so apply depends only on the state and the entry: no clock (time comes
+from `Tick` entries), no randomness, no iteration over unordered collections into results, no
+floats. A refused command is an `Applied` with a stable `code`, the same on every replica; apply
+raises only `InvariantViolation`, for a bug such as an index that goes backwards.
+
+Client commands carry ``(client_id, seq)``. Each client session remembers the results of its last
+`SESSION_WINDOW` sequence numbers, so a retried duplicate returns its original result without
+applying twice, even when a client has several writes in flight; a seq older than the window is
+refused (``seq_expired``) rather than risk applying it twice. Sessions are bounded and evicted
+least-recently-used, an order that depends only on the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from coreplane.core import codec, commands
+from coreplane.core.codec import Value
+from coreplane.core.machines.kv import KVMachine, Limits
+from coreplane.core.machines.user import ApplyContext, UserMachine
+from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
+
+__all__ = ["SESSIONS_MAX", "SESSION_WINDOW", "Applied", "StateMachine"]
+
+SNAPSHOT_FORMAT = 1
+SESSION_WINDOW = 128
+SESSIONS_MAX = 10_000
+SNAPSHOT_BYTES_MAX = 4 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The result of applying one entry: a plain `value`, or a refusal with a stable `code`."""
+
+    ok: bool
+    value: Value = None
+    code: str = ""
+    message: str = ""
+
+    def unwrap(self) -> Value:
+        """The value, or `CommandRejected(code)` if the state machine refused the command."""
+        if not self.ok:
+            raise CommandRejected(self.code, self.message)
+        return self.value
+
+    def to_plain(self) -> list[Value]:
+        return [self.ok, self.value, self.code, self.message]
+
+    @staticmethod
+    def from_plain(plain: Any) -> Applied:
+        if (not isinstance(plain, (list, tuple)) or len(plain) != 4
+                or type(plain[0]) is not bool or type(plain[2]) is not str
+                or type(plain[3]) is not str):
+            raise DecodeError("an apply result is [ok, value, code, message]")
+        return Applied(plain[0], plain[1], plain[2], plain[3])
+
+
+@dataclass(slots=True)
+class _Session:
+    results: dict[int, list[Value]]
+    floor: int  # every seq <= floor has been forgotten
+
+
+class StateMachine:
+    """The whole replicated state and the one deterministic way to change it."""
+
+    def __init__(self, *, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.kv = KVMachine(self.limits)
+        self.applied_index = 0
+        self.tick_n = 0
+        self.tick_ms = 0
+        self.leader_token = 0  # log index of the last Leader entry: the fencing token
+        self.leader_node = ""
+        self.leader_term = 0
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.machine_states: dict[str, Value] = {}
+        self._machines: dict[str, UserMachine] = {}
+
+    # ------------------------------------------------------------------------ user machines
+
+    def register(self, name: str, machine: Any = None, **functions: Any) -> None:
+        """Register a user machine (an object, or ``apply=``/``on_tick=``/``initial=``).
+
+        Every replica must register the same machines before applying entries for them.
+        """
+        if name in self._machines:
+            raise InvalidArgument("name", f"a machine named {name!r} is already registered")
+        user = UserMachine.of(name, machine, **functions)
+        codec.encode_value(user.initial)  # plain data only, checked once here
+        self._machines[name] = user
+        self.machine_states.setdefault(name, user.initial)
+
+    # ------------------------------------------------------------------------ apply
+
+    def apply(self, entry: bytes, index: int) -> Applied:
+        """Apply one committed entry at log `index`; deterministic, never raises for bad input."""
+        require(index > self.applied_index,
+                f"apply at index {index} after {self.applied_index}: the log went backwards")
+        self.applied_index = index
+        try:
+            command = commands.decode(entry)
+        except DecodeError as exc:
+            return Applied(False, None, "decode_error", str(exc))
+        client_id: str = getattr(command, "client_id", "")
+        if not client_id:
+            return self._dispatch(command, index)
+        seq: int = command.seq  # type: ignore[union-attr]
+        session = self.sessions.get(client_id)
+        if session is not None:
+            self.sessions.move_to_end(client_id)
+            cached = session.results.get(seq)
+            if cached is not None:
+                return Applied.from_plain(cached)
+            if seq <= session.floor:
+                return Applied(False, None, "seq_expired",
+                               f"seq {seq} of {client_id!r} is older than the session window")
+        else:
+            session = _Session({}, 0)
+            self.sessions[client_id] = session
+            if len(self.sessions) > SESSIONS_MAX:
+                self.sessions.popitem(last=False)
+        result = self._dispatch(command, index)
+        session.results[seq] = result.to_plain()
+        if len(session.results) > SESSION_WINDOW:
+            oldest = min(session.results)
+            del session.results[oldest]
+            session.floor = max(session.floor, oldest)
+        return result
+
+    def _dispatch(self, command: commands.Command, index: int) -> Applied:
+        try:
+            return Applied(True, self._execute(command, index))
+        except CommandRejected as exc:
+            return Applied(False, None, exc.code, exc.message)
+
+    def _execute(self, command: commands.Command, index: int) -> Value:
+        kv = self.kv
+        match command:
+            case commands.Put(key=key, value=value, lease_id=lease_id):
+                return kv.put(key, value, lease_id)
+            case commands.Tick():
+                return self._tick(command, index)
+            case commands.Delete(key=key):
+                return kv.delete(key)
+            case commands.Cas(key=key, expected_mod_revision=expected, value=value,
+                              lease_id=lease_id):
+                return kv.cas(key, expected, value, lease_id)
+            case commands.LeaseGrant(ttl_ms=ttl_ms, lease_id=lease_id):
+                return kv.lease_grant(ttl_ms, lease_id, self.tick_ms)
+            case commands.LeaseKeepAlive(lease_id=lease_id):
+                return kv.lease_keep_alive(lease_id, self.tick_ms)
+            case commands.LeaseRevoke(lease_id=lease_id):
+                return kv.lease_revoke(lease_id)
+            case commands.Leader(node_id=node_id, term=term):
+                if term < self.leader_term:
+                    raise CommandRejected("stale_leader",
+                                          f"term {term} is older than {self.leader_term}")
+                self.leader_token, self.leader_node, self.leader_term = index, node_id, term
+                return index
+            case commands.UserCommand(machine=name, body=body, client_id=client_id):
+                return self._user_apply(name, body, index, client_id)
+        raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
+
+    def _tick(self, tick: commands.Tick, index: int) -> Value:
+        if tick.n <= self.tick_n:
+            raise CommandRejected("stale_tick", f"tick {tick.n} is not after {self.tick_n}")
+        # Time never goes backwards, even when a new leader's clock is behind the old one's.
+        self.tick_n, self.tick_ms = tick.n, max(self.tick_ms, tick.tick_ms)
+        expired = self.kv.expire(self.tick_ms)
+        ctx = ApplyContext(index, self.tick_ms, "")
+        for name in sorted(self._machines):
+            machine = self._machines[name]
+            if machine.on_tick is None:
+                continue
+            try:
+                self.machine_states[name] = machine.on_tick(self.machine_states[name], ctx)
+            except Exception:  # noqa: BLE001 - a failing on_tick fails alike everywhere
+                continue
+        return {"n": self.tick_n, "tick_ms": self.tick_ms, "expired_leases": expired}
+
+    def _user_apply(self, name: str, body: Value, index: int, client_id: str) -> Value:
+        machine = self._machines.get(name)
+        if machine is None:
+            raise CommandRejected("unknown_machine", f"no machine registered as {name!r}")
+        ctx = ApplyContext(index, self.tick_ms, client_id)
+        try:
+            new_state, result = machine.apply(self.machine_states[name], body, ctx)
+        except CommandRejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - deterministic: same code, same exception
+            raise CommandRejected("machine_error", f"{type(exc).__name__}: {exc}") from None
+        try:
+            codec.encode_value(result)
+        except InvalidArgument as exc:
+            raise CommandRejected("machine_error", f"result is not plain data: {exc}") from None
+        self.machine_states[name] = new_state
+        return result
+
+    # ------------------------------------------------------------------------ snapshots
+
+    def to_plain(self) -> dict[str, Value]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "applied_index": self.applied_index,
+            "tick": [self.tick_n, self.tick_ms],
+            "leader": [self.leader_token, self.leader_node, self.leader_term],
+            "kv": self.kv.to_plain(),
+            "sessions": [[cid, s.floor, sorted([seq, r] for seq, r in s.results.items())]
+                         for cid, s in self.sessions.items()],
+            "machines": self.machine_states,
+        }
+
+    def snapshot(self) -> bytes:
+        """Canonical bytes of the whole state; equal states give equal bytes."""
+        try:
+            return codec.encode_value(self.to_plain())
+        except InvalidArgument as exc:  # a user machine stored something that is not plain
+            raise InvalidArgument("machine_states", f"state is not plain data: {exc}") from exc
+
+    def state_hash(self) -> str:
+        """A stable digest: replicas agree on it at the same applied index."""
+        return hashlib.blake2b(self.snapshot(), digest_size=16).hexdigest()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the state with a snapshot's; registered machines stay registered."""
+        plain = codec.decode_value(data, max_bytes=SNAPSHOT_BYTES_MAX)
+        try:
+            if plain["format"] != SNAPSHOT_FORMAT:
+                raise DecodeError(f"unknown snapshot format {plain['format']!r}")
+            kv = KVMachine.from_plain(plain["kv"], self.limits)
+            tick_n, tick_ms = plain["tick"]
+            token, node, term = plain["leader"]
+            sessions: OrderedDict[str, _Session] = OrderedDict()
+            for cid, floor, results in plain["sessions"]:
+                sessions[cid] = _Session({seq: r for seq, r in results}, floor)
+            machines = dict(plain["machines"])
+            applied_index = plain["applied_index"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"snapshot is malformed: {exc!r}") from exc
+        self.kv, self.sessions = kv, sessions
+        self.applied_index, self.tick_n, self.tick_ms = applied_index, tick_n, tick_ms
+        self.leader_token, self.leader_node, self.leader_term = token, node, term
+        for name, user in self._machines.items():
+            machines.setdefault(name, user.initial)
+        self.machine_states = machines
+
+    @classmethod
+    def from_snapshot(cls, data: bytes, *, limits: Limits | None = None) -> StateMachine:
+        machine = cls(limits=limits)
+        machine.restore(data)
+        return machine
