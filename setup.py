@@ -54,10 +54,7 @@ def _extensions() -> list:  # type: ignore[type-arg]
         if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
             raise
         return []
-    exts = [
-        Extension(mod, [src], extra_compile_args=["-O3"], define_macros=[("NPY_NO_DEPRECATED_API", "0")])
-        for src, mod in sources.items()
-    ]
+    exts = [Extension(mod, [src], extra_compile_args=["-O3"]) for src, mod in sources.items()]
     return cythonize(exts, language_level=3, compiler_directives={"boundscheck": False,
                                                                    "wraparound": False,
                                                                    "cdivision": True})
