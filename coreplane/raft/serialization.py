@@ -1,0 +1,275 @@
+"""The replacement for pysyncobj's pickle: every frame, command, membership change and snapshot.
+
+pysyncobj 0.3.17 routes every dump and load through its module `pysyncobj.pickle` (called as
+``pickle.dumps(...)`` from syncobj.py, serializer.py and tcp_connection.py; journal.py binds
+``loads``/``dumps`` at import). `install` swaps those functions, process-wide and idempotently,
+for ones built on `coreplane.core.codec.encode_tree`/`decode_tree`: msgpack with tuples kept
+apart from lists and an explicit allowlist of extension types (sets and pysyncobj node classes,
+each rebuilt from plain data by a constructor we wrote). Pickle bytes, from a peer with or
+without the cluster secret, from disk or from a snapshot, fail with `DecodeError`; nothing in
+them can name a callable, so nothing runs.
+
+Owns: the codec hooks, the node class registry, `install`/`uninstall`. Must not import pickle,
+msgpack (only through core.codec) or anything above raft.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+import pysyncobj.journal
+import pysyncobj.node
+import pysyncobj.pickle
+
+from coreplane.core.codec import MAX_DEPTH, MAX_ENCODED_BYTES, decode_tree, encode_tree
+from coreplane.errors import DecodeError, InvalidArgument
+
+__all__ = [
+    "EXT_CODES_RESERVED",
+    "decode",
+    "dump",
+    "dumps",
+    "encode",
+    "install",
+    "installed",
+    "load",
+    "loads",
+    "register_node_class",
+    "uninstall",
+]
+
+# Ext codes 1..15 are this module's; 16..127 are for node classes registered by other raft
+# modules (the wire's PeerNode). Code 0 is codec's tuple marker.
+_EXT_SET = 1
+_EXT_FROZENSET = 2
+_EXT_NODE = 3
+_EXT_TCP_NODE = 4
+EXT_CODES_RESERVED = range(0, 16)
+_NODE_ATTRS_MAX = 16
+
+ToPlain = Callable[[Any], Any]
+FromPlain = Callable[[Any], Any]
+
+_lock = threading.RLock()
+_encoders: dict[type, tuple[int, ToPlain]] = {}
+_decoders: dict[int, FromPlain] = {}
+_originals: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------------ node (de)construction
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, str, bytes))
+
+
+def _node_id(value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DecodeError(f"node id must be a str or int, got {type(value).__name__}")
+    return value
+
+
+def _public_attrs(node: pysyncobj.node.Node) -> dict[str, Any]:
+    """The extra kwargs a Node was built with: public, plain scalars only."""
+    attrs = {k: v for k, v in vars(node).items() if not k.startswith("_")}
+    for key, value in attrs.items():
+        if not _scalar(value):
+            raise InvalidArgument(f"node.{key}", "node attributes must be plain scalars")
+    return attrs
+
+
+def _checked_attrs(value: Any) -> dict[str, Any]:
+    """Validate decoded node attributes before they become `setattr` calls."""
+    if not isinstance(value, dict) or len(value) > _NODE_ATTRS_MAX:
+        raise DecodeError("node attributes must be a small map")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise DecodeError(f"node attribute name {key!r} is not allowed")
+        if key in ("id", "address", "host", "port", "ip") or not _scalar(item):
+            raise DecodeError(f"node attribute {key!r} is not allowed")
+    return value
+
+
+def _node_to_plain(node: pysyncobj.node.Node) -> list[Any]:
+    return [node.id, _public_attrs(node)]
+
+
+def _node_from_plain(value: Any) -> pysyncobj.node.Node:
+    if not isinstance(value, list) or len(value) != 2:
+        raise DecodeError("Node must be [id, attrs]")
+    return pysyncobj.node.Node(_node_id(value[0]), **_checked_attrs(value[1]))
+
+
+def _tcp_node_to_plain(node: pysyncobj.node.TCPNode) -> list[Any]:
+    return [node.address, _public_attrs(node)]
+
+
+def _tcp_node_from_plain(value: Any) -> pysyncobj.node.TCPNode:
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
+        raise DecodeError("TCPNode must be [address, attrs]")
+    address = value[0]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or len(address) > 300:
+        raise DecodeError(f"TCPNode address {address!r} is not host:port")
+    return pysyncobj.node.TCPNode(address, **_checked_attrs(value[1]))
+
+
+def _set_from_plain(value: Any) -> set[Any]:
+    if not isinstance(value, list):
+        raise DecodeError("set must hold an array")
+    return set(value)  # unhashable members raise TypeError -> DecodeError in codec
+
+
+def _frozenset_from_plain(value: Any) -> frozenset[Any]:
+    return frozenset(_set_from_plain(value))
+
+
+def _default_to_plain(node: Any) -> list[Any]:
+    return [node.id, getattr(node, "address", None)]
+
+
+def _default_from_plain(cls: type) -> FromPlain:
+    def from_plain(value: Any) -> Any:
+        if not isinstance(value, list) or len(value) != 2:
+            raise DecodeError(f"{cls.__name__} must be [id, address]")
+        node_id, address = _node_id(value[0]), value[1]
+        if address is None:
+            return cls(node_id)
+        if not isinstance(address, str):
+            raise DecodeError(f"{cls.__name__} address must be a str")
+        return cls(node_id, address=address)
+
+    return from_plain
+
+
+def _register(cls: type, code: int, to_plain: ToPlain, from_plain: FromPlain) -> None:
+    with _lock:
+        known = _encoders.get(cls)
+        if known is not None and known[0] == code:
+            return  # idempotent: module reloads and repeated installs
+        if known is not None:
+            raise InvalidArgument("cls", f"{cls.__name__} already registered as ext {known[0]}")
+        if code in _decoders:
+            raise InvalidArgument("code", f"ext code {code} is already taken")
+        _encoders[cls] = (code, to_plain)
+        _decoders[code] = from_plain
+
+
+def register_node_class(
+    cls: type,
+    code: int,
+    *,
+    to_plain: ToPlain | None = None,
+    from_plain: FromPlain | None = None,
+) -> None:
+    """Admit one more `pysyncobj.node.Node` subclass to the wire and to snapshots.
+
+    `code` is an ext code in 16..127, fixed forever (it is in stored snapshots and logs).
+    By default a node travels as ``[id, address]`` and is rebuilt as ``cls(id, address=...)``
+    (or ``cls(id)`` when the address is None); pass `to_plain`/`from_plain` otherwise. The
+    class is matched exactly, so a subclass of a registered class is not admitted implicitly.
+    """
+    if not isinstance(cls, type) or not issubclass(cls, pysyncobj.node.Node):
+        raise InvalidArgument("cls", "must be a pysyncobj.node.Node subclass")
+    if isinstance(code, bool) or not isinstance(code, int) or not 16 <= code <= 127:
+        raise InvalidArgument("code", f"must be an integer in 16..127, got {code!r}")
+    _register(cls, code, to_plain or _default_to_plain, from_plain or _default_from_plain(cls))
+
+
+_register(set, _EXT_SET, list, _set_from_plain)
+_register(frozenset, _EXT_FROZENSET, list, _frozenset_from_plain)
+_register(pysyncobj.node.Node, _EXT_NODE, _node_to_plain, _node_from_plain)
+_register(pysyncobj.node.TCPNode, _EXT_TCP_NODE, _tcp_node_to_plain, _tcp_node_from_plain)
+
+
+# ------------------------------------------------------------------------ the four functions
+
+
+def encode(obj: Any) -> bytes:
+    """Bytes of a pysyncobj value (message, command, snapshot part); `InvalidArgument` if the
+    value holds a type that is not allowlisted (floats included)."""
+    with _lock:
+        hooks = dict(_encoders)
+    return encode_tree(obj, ext=hooks)
+
+
+def decode(data: bytes | bytearray | memoryview | str, *,
+           max_bytes: int = MAX_ENCODED_BYTES) -> Any:
+    """Decode bytes written by `encode`; anything else raises `DecodeError`, never runs code."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")  # pysyncobj's to_bytes did the same for str
+    with _lock:
+        hooks = dict(_decoders)
+    return decode_tree(data, ext=hooks, max_bytes=max_bytes, max_depth=MAX_DEPTH)
+
+
+def dumps(obj: Any, protocol: int | None = None) -> bytes:
+    """`pysyncobj.pickle.dumps` replacement; `protocol` is accepted and ignored."""
+    return encode(obj)
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """`pysyncobj.pickle.loads` replacement: no fallback unpickler, `DecodeError` on bad bytes."""
+    return decode(data)
+
+
+def dump(obj: Any, file: IO[bytes], protocol: int | None = None) -> None:
+    """`pysyncobj.pickle.dump` replacement (pysyncobj writes gzip streams with it)."""
+    file.write(encode(obj))
+
+
+def load(file: IO[bytes]) -> Any:
+    """`pysyncobj.pickle.load` replacement: reads at most the decode cap plus one byte."""
+    try:
+        data = file.read(MAX_ENCODED_BYTES + 1)
+    except (OSError, EOFError, ValueError) as exc:  # gzip raises these on a bad stream
+        raise DecodeError(f"cannot read serialized stream: {exc}") from exc
+    return decode(data)
+
+
+# ------------------------------------------------------------------------ install
+
+
+_TARGETS: tuple[tuple[Any, str, Callable[..., Any]], ...] = (
+    (pysyncobj.pickle, "dumps", dumps),
+    (pysyncobj.pickle, "loads", loads),
+    (pysyncobj.pickle, "dump", dump),
+    (pysyncobj.pickle, "load", load),
+    (pysyncobj.journal, "dumps", dumps),  # bound by `from .pickle import` at import time
+    (pysyncobj.journal, "loads", loads),
+)
+
+
+def _register_wire_nodes() -> None:
+    """Import the wire module if it exists so its PeerNode registers before the first frame."""
+    if importlib.util.find_spec("coreplane.raft.wire") is not None:
+        importlib.import_module("coreplane.raft.wire")
+
+
+def install() -> None:
+    """Replace pysyncobj's pickle functions, process-wide. Idempotent and thread-safe."""
+    with _lock:
+        if not _originals:
+            for module, name, _ in _TARGETS:
+                _originals[f"{module.__name__}.{name}"] = getattr(module, name)
+        for module, name, replacement in _TARGETS:
+            setattr(module, name, replacement)
+    _register_wire_nodes()
+
+
+def uninstall() -> None:
+    """Put pysyncobj's own functions back (tests only: a running cluster must never do this)."""
+    with _lock:
+        for module, name, _ in _TARGETS:
+            original = _originals.get(f"{module.__name__}.{name}")
+            if original is not None:
+                setattr(module, name, original)
+        _originals.clear()
+
+
+def installed() -> bool:
+    """True if every pysyncobj pickle call site resolves to this module's functions."""
+    return all(getattr(module, name) is fn for module, name, fn in _TARGETS)

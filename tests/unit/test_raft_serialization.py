@@ -1,0 +1,325 @@
+"""The pickle replacement: round trips, refusal of pickle bytes, and the marker-file proofs.
+
+A pickle payload whose ``__reduce__`` creates a marker file is fed to pysyncobj through every
+path its own pickle module served: a TCP frame, a replicated log entry, a membership command,
+a version command and a snapshot (file and in-memory). With `serialization.install()` the marker
+never appears; the control test shows the same payload does create it through the stock module,
+so a green run means the replacement is what stops it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle  # tests only: builds the malicious payloads (the package never imports it)
+import socket
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pysyncobj.journal
+import pysyncobj.pickle
+import pytest
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import Node, TCPNode
+from pysyncobj.serializer import Serializer
+
+from coreplane.errors import DecodeError, InvalidArgument
+from coreplane.raft import serialization
+
+
+class _Marker:
+    """Unpickling this calls ``open(path, "w")``: harmless, but visible as a new file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def _evil(path: Path) -> bytes:
+    return pickle.dumps({"type": "append_entries", "x": _Marker(path)}, protocol=2)
+
+
+@pytest.fixture()
+def installed() -> Iterator[None]:
+    serialization.install()
+    yield
+    serialization.uninstall()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------------------ round trips
+
+
+def test_install_is_idempotent_and_reversible() -> None:
+    stock = pysyncobj.pickle.loads
+    serialization.install()
+    serialization.install()
+    assert serialization.installed()
+    assert pysyncobj.pickle.loads is serialization.loads
+    serialization.uninstall()
+    assert pysyncobj.pickle.loads is stock
+    assert not serialization.installed()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "append_entries", "term": 3, "commit_index": 7, "prevLogIdx": 6,
+         "prevLogTerm": 2, "entries": [(b"\x00abc", 7, 3), (b"\x01", 8, 3)]},
+        {"type": "append_entries", "serialized": (b"chunk", True, False), "term": 1},
+        ["add", "n2", Node("n2")],
+        ["rem", "127.0.0.1:4001", TCPNode("127.0.0.1:4001")],
+        (None, (b"\x01", 2, 1), (b"\x01", 1, 0), {Node("a"), TCPNode("127.0.0.1:1")}),
+        (5, (1, 2), {"k": [1, (2, 3)]}),
+        frozenset({1, 2}),
+        "127.0.0.1:4001",
+        b"\x00" * 32,
+        7,
+    ],
+)
+def test_pysyncobj_values_round_trip(value: Any) -> None:
+    assert serialization.loads(serialization.dumps(value)) == value
+
+
+def test_nodes_keep_their_class_and_attributes() -> None:
+    node = TCPNode("127.0.0.1:4001", zone="a")
+    back = serialization.loads(serialization.dumps([node, Node("x", rack=3)]))
+    assert type(back[0]) is TCPNode and back[0].address == "127.0.0.1:4001"
+    assert back[0].port == 4001 and back[0].zone == "a"
+    assert type(back[1]) is Node and back[1].id == "x" and back[1].rack == 3
+
+
+def test_dump_and_load_through_gzip_like_pysyncobj() -> None:
+    value = (None, (b"\x01", 2, 1), (b"\x01", 1, 0), {TCPNode("127.0.0.1:1")})
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as g:
+        serialization.dump(value, g)
+    with gzip.GzipFile(fileobj=io.BytesIO(buf.getvalue()), mode="rb") as g:
+        assert serialization.load(g) == value
+
+
+@pytest.mark.parametrize("value", [1.5, {"a": 0.0}, object(), Node("x", bad=[1])])
+def test_unregistered_types_are_refused_on_encode(value: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        serialization.dumps(value)
+
+
+def test_unregistered_node_subclass_is_refused() -> None:
+    class Other(Node):
+        pass
+
+    with pytest.raises(InvalidArgument):
+        serialization.dumps(Other("x"))
+
+
+def test_register_node_class_round_trips_and_validates() -> None:
+    class Peer(Node):
+        def __init__(self, node_id: str, address: str | None = None) -> None:
+            super().__init__(node_id)
+            self.address = address
+
+    serialization.register_node_class(Peer, 120)
+    serialization.register_node_class(Peer, 120)  # idempotent
+    back = serialization.loads(serialization.dumps({Peer("n1", "127.0.0.1:9")}))
+    (peer,) = back
+    assert type(peer) is Peer and peer.id == "n1" and peer.address == "127.0.0.1:9"
+    with pytest.raises(InvalidArgument):
+        serialization.register_node_class(Peer, 121)
+    with pytest.raises(InvalidArgument):
+        serialization.register_node_class(Node, 3)  # reserved range
+    with pytest.raises(InvalidArgument):
+        serialization.register_node_class(dict, 122)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        pickle.dumps([1, 2], protocol=2),
+        pickle.dumps({"type": "x"}, protocol=4),
+        serialization.dumps([1, 2]) + b"\x00",
+        bytes([0xC7, 2, 99, 0x90, 0x90]),  # ext code 99: not registered
+        bytes([0xCB]) + struct.pack(">d", 1.5),  # a float
+        bytes([0xD4, 3, 0x01]),  # Node ext holding a bare int
+    ],
+)
+def test_bad_bytes_raise_decode_error_only(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        serialization.loads(data)
+
+
+def test_node_attribute_names_cannot_reach_dunders() -> None:
+    forged = serialization.dumps(Node("x", ok=1)).replace(b"ok", b"__")
+    with pytest.raises(DecodeError):
+        serialization.loads(forged)
+
+
+# ------------------------------------------------------------------------ marker proofs
+
+
+def test_control_stock_pysyncobj_pickle_runs_the_payload(tmp_path: Path) -> None:
+    """Without the replacement the payload executes: the marker tests below are meaningful."""
+    serialization.uninstall()
+    marker = tmp_path / "pwned"
+    pysyncobj.pickle.loads(_evil(marker))
+    assert marker.exists()
+
+
+def test_payload_as_direct_call_to_every_module_function(installed: None, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = _evil(marker)
+    with pytest.raises(DecodeError):
+        pysyncobj.pickle.loads(payload)
+    with pytest.raises(DecodeError):
+        pysyncobj.pickle.load(io.BytesIO(payload))
+    with pytest.raises(DecodeError):
+        pysyncobj.journal.loads(payload)
+    assert not marker.exists()
+
+
+class _Counter(SyncObj):
+    def __init__(self, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
+        super().__init__(self_addr, others, conf)
+        self.value = 0
+
+    @replicated
+    def incr(self, by: int) -> int:
+        self.value += by
+        return self.value
+
+
+def _conf(**kw: Any) -> SyncObjConf:
+    base: dict[str, Any] = {"autoTick": False, "raftMinTimeout": 0.1, "raftMaxTimeout": 0.2,
+                            "appendEntriesPeriod": 0.02,
+                            "connectionRetryTime": 0.1}
+    base.update(kw)
+    return SyncObjConf(**base)
+
+
+def _tick_until(objs: list[SyncObj], done: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for obj in objs:
+            obj.doTick(0.005)
+        if done():
+            return True
+    return False
+
+
+def test_payload_as_tcp_frame_is_dropped(installed: None, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    port = _free_port()
+    obj = _Counter(f"127.0.0.1:{port}", [], _conf())
+    try:
+        frame = zlib.compress(_evil(marker), 3)
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(struct.pack("i", len(frame)) + frame)
+            _tick_until([obj], lambda: False, seconds=0.3)
+            sock.settimeout(0.5)
+            try:
+                closed = sock.recv(1) == b""
+            except (TimeoutError, ConnectionResetError):
+                closed = True
+        assert closed
+        assert not marker.exists()
+    finally:
+        obj.destroy()
+
+
+def _leader(tmp_path: Path, **kw: Any) -> _Counter:
+    obj = _Counter(f"127.0.0.1:{_free_port()}", [], _conf(**kw))
+    assert _tick_until([obj], obj._isLeader)
+    return obj
+
+
+@pytest.mark.parametrize("kind", [0, 2, 3], ids=["regular", "membership", "version"])
+def test_payload_as_committed_log_entry_is_never_applied(
+    installed: None, tmp_path: Path, kind: int
+) -> None:
+    marker = tmp_path / "pwned"
+    obj = _leader(tmp_path, dynamicMembershipChange=True)
+    try:
+        log = obj._SyncObj__raftLog
+        last_idx, term = log[-1][1], log[-1][2]
+        log.add(bytes([kind]) + _evil(marker), last_idx + 1, term)
+        with pytest.raises(DecodeError):
+            for _ in range(50):
+                obj.doTick(0.001)
+        assert not marker.exists()
+        assert obj.raftLastApplied <= last_idx
+    finally:
+        obj.destroy()
+
+
+def test_payload_as_snapshot_file_is_never_loaded(installed: None, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    dump = tmp_path / "dump.bin"
+    with gzip.open(dump, "wb") as g:
+        g.write(_evil(marker))
+    obj = _Counter(f"127.0.0.1:{_free_port()}", [], _conf(fullDumpFile=str(dump)))
+    try:
+        _tick_until([obj], lambda: False, seconds=0.2)  # first tick loads the dump file
+        assert not marker.exists()
+        assert obj.value == 0
+    finally:
+        obj.destroy()
+
+
+def test_payload_as_snapshot_transmission_is_never_loaded(
+    installed: None, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    serializer = Serializer(None, 1024, False, None, None, None)  # in-memory, as on followers
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as g:
+        g.write(_evil(marker))
+    assert serializer.setTransmissionData((buf.getvalue(), True, True))
+    with pytest.raises(DecodeError):
+        serializer.deserialize()
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------ a real cluster
+
+
+@pytest.mark.slow
+def test_three_node_cluster_replicates_and_compacts_through_the_replacement(
+    installed: None, tmp_path: Path
+) -> None:
+    """Elections, appends, membership, in-memory snapshots and their transmission all work."""
+    ports = [_free_port() for _ in range(3)]
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    objs = [
+        _Counter(a, [b for b in addrs if b != a],
+                 _conf(logCompactionMinEntries=20, logCompactionMinTime=0.2,
+                       dynamicMembershipChange=True))
+        for a in addrs
+    ]
+    try:
+        assert _tick_until(objs, lambda: any(o._isLeader() for o in objs))
+        leader = next(o for o in objs if o._isLeader())
+        for i in range(60):
+            leader.incr(1)
+            if i % 10 == 0:
+                _tick_until(objs, lambda: False, seconds=0.05)
+        assert _tick_until(objs, lambda: all(o.value == 60 for o in objs), seconds=10)
+        status = leader.getStatus()
+        assert serialization.loads(serialization.dumps(status)) == status
+        assert _tick_until(objs, lambda: all(len(o._SyncObj__raftLog) < 40 for o in objs))
+    finally:
+        for obj in objs:
+            obj.destroy()
+    assert os.listdir(tmp_path) == []
