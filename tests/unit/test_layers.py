@@ -143,7 +143,8 @@ def test_checker_catches_bad_import() -> None:
 
 def test_allowed_imports_pass() -> None:
     ok = {
-        Path("sdk/client.py"): "from coreplane.core.codec import encode\nfrom coreplane import errors\n",
+        Path("sdk/client.py"): (
+            "from coreplane.core.codec import encode\nfrom coreplane import errors\n"),
         Path("core/state.py"): "from coreplane.core import codec\nfrom .codec import encode\n",
         Path("runtime/cp.py"): "from coreplane.raft.engine import Engine\n",
     }

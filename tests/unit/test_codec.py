@@ -1,0 +1,100 @@
+"""codec: canonical bytes, and a clear DecodeError for every kind of bad input."""
+
+from __future__ import annotations
+
+import msgpack  # tests may build raw msgpack to forge inputs the codec would never write
+import pytest
+
+from coreplane.core import codec
+from coreplane.errors import DecodeError, InvalidArgument
+
+
+def test_envelope_round_trip() -> None:
+    data = codec.encode(7, {"b": [1, b"x", None, True], "a": {"z": -3, "y": "s"}})
+    env = codec.decode(data)
+    assert (env.version, env.tag) == (codec.FORMAT_VERSION, 7)
+    assert env.body == {"a": {"y": "s", "z": -3}, "b": [1, b"x", None, True]}
+
+
+def test_canonical_bytes_ignore_insertion_order() -> None:
+    assert codec.encode(1, {"a": 1, "b": {"c": 2, "d": 3}}) == codec.encode(
+        1, {"b": {"d": 3, "c": 2}, "a": 1})
+    assert codec.encode_value((1, 2)) == codec.encode_value([1, 2])
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [(1.5, "body.x"), ({1: 2}, "body.x"), (2**64, "body.x"), (object(), "body.x")],
+)
+def test_encode_refuses_non_plain_values_naming_the_field(value: object, field: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        codec.encode(1, {"x": value})
+    assert err.value.field == field
+
+
+def test_encode_refuses_bad_tag() -> None:
+    with pytest.raises(InvalidArgument, match="tag"):
+        codec.encode(-1, {})
+    with pytest.raises(InvalidArgument, match="tag"):
+        codec.encode(True, {})  # bool is not a tag
+
+
+def _deep(n: int) -> bytes:
+    return b"\x91" * n + b"\xc0"
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "empty"),
+        (codec.encode(1, {"a": 1})[:-1], "msgpack"),
+        (codec.encode(1, {"a": 1}) + b"\x00", "trailing"),
+        (msgpack.packb([2, 1, {}]), "version"),
+        (msgpack.packb([1, -1, {}]), "tag"),
+        (msgpack.packb([1, 1, []]), "body must be a map"),
+        (msgpack.packb([1, 1]), "envelope"),
+        (msgpack.packb([1, 1, {"x": 1.0}]), "float"),
+        (msgpack.packb([1, 1, {1: 1}]), "map key 1"),
+        (b"\x93\x01\x01\x82\xa1a\x01\xa1a\x02", "duplicate map key"),
+        (msgpack.packb([1, 1, {"x": msgpack.ExtType(5, b"")}]), "extension"),
+        (b"\x93\x01\x01\x81\xa1a\xa2\xff\xfe", "UTF-8"),
+        (b"\x93\x01\x01\x81\xa1x" + _deep(40), "deep"),
+        (_deep(5000), "deep"),
+        (b"\xdd\xff\xff\xff\xff", "msgpack"),  # array32 claiming 4G items
+        ("text", "expected bytes"),
+    ],
+)
+def test_decode_names_what_is_wrong(data: bytes, why: str) -> None:
+    with pytest.raises(DecodeError, match=why):
+        codec.decode(data)  # type: ignore[arg-type]
+
+
+def test_size_cap_checked_before_decoding() -> None:
+    big = codec.encode(1, {"v": b"x" * 1000})
+    with pytest.raises(DecodeError, match="cap"):
+        codec.decode(big, max_bytes=100)
+
+
+def test_tree_keeps_tuples_and_registered_types() -> None:
+    class Node:
+        def __init__(self, ident: str) -> None:
+            self.ident = ident
+
+    ext = {Node: (1, lambda n: n.ident)}
+    data = codec.encode_tree({"e": [(b"c", 1, 2)], "n": Node("a")}, ext=ext)
+    out = codec.decode_tree(data, ext={1: Node})
+    assert out["e"] == [(b"c", 1, 2)]
+    assert isinstance(out["n"], Node) and out["n"].ident == "a"
+    with pytest.raises(DecodeError, match="not registered"):
+        codec.decode_tree(data)
+    with pytest.raises(InvalidArgument):
+        codec.encode_tree({"f": 1.0})
+
+
+def test_tree_ext_constructor_errors_become_decode_errors() -> None:
+    def boom(_: object) -> object:
+        raise RuntimeError("no")
+
+    data = msgpack.packb(msgpack.ExtType(3, msgpack.packb(1)))
+    with pytest.raises(DecodeError, match="bad extension 3"):
+        codec.decode_tree(data, ext={3: boom})
