@@ -1,0 +1,352 @@
+"""The pysyncobj engine adapter: one SyncObj subclass, its config, and its snapshot files.
+
+This is the only place the runtime touches pysyncobj. The engine knows the core only through
+two seams: ``apply_fn(data: bytes, index: int) -> result`` called in log order on the tick
+thread, and a `SnapshotSource` (``snapshot() -> bytes`` / ``restore(bytes)``) used when the log
+is compacted or a snapshot arrives from the leader. Commands are opaque codec bytes here.
+
+Why the shape:
+- exactly one replicated entry point (`apply_entry`), because pysyncobj numbers replicated
+  methods by their sorted names; one name means one id forever;
+- the core's state is never pickled: pysyncobj's ``serializer``/``deserializer`` hooks write our
+  own snapshot file (msgpack through `core.codec`, SHA-256 checked) and ignore pysyncobj's
+  ``__dict__`` capture (attributes set before ``SyncObj.__init__`` are not snapshotted anyway);
+- the engine stays constructible with ``auto_tick=False`` and an injected transport class and
+  journal, so a simulation can drive ``doTick()`` by hand.
+
+Must not import coreplane.runtime (layers point down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.node import Node, TCPNode
+
+from coreplane.core import codec
+from coreplane.errors import CorruptData, DecodeError, InvalidArgument
+
+__all__ = [
+    "FAIL",
+    "SNAPSHOT_MAGIC",
+    "EngineTiming",
+    "RaftEngine",
+    "SnapshotSource",
+    "build_conf",
+    "read_snapshot_file",
+]
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_MAGIC = b"CPSNAP1\n"
+ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class FAIL:
+    """pysyncobj's FAIL_REASON codes, re-exported so the runtime never imports pysyncobj."""
+
+    SUCCESS = FAIL_REASON.SUCCESS
+    QUEUE_FULL = FAIL_REASON.QUEUE_FULL
+    MISSING_LEADER = FAIL_REASON.MISSING_LEADER
+    DISCARDED = FAIL_REASON.DISCARDED
+    NOT_LEADER = FAIL_REASON.NOT_LEADER
+    LEADER_CHANGED = FAIL_REASON.LEADER_CHANGED
+    REQUEST_DENIED = FAIL_REASON.REQUEST_DENIED
+    UNKNOWN_OUTCOME = FAIL_REASON.UNKNOWN_OUTCOME
+
+
+class SnapshotSource(Protocol):
+    """What the engine needs from the state it replicates to compact the log."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTiming:
+    """Raft timing in milliseconds; defaults suit 127.0.0.1 and fast failover.
+
+    pysyncobj's own defaults (30 s leader fallback, 5 s reconnect) are far too slow for a
+    control plane: a partitioned leader would keep acting for 30 s.
+    """
+
+    election_timeout_ms_min: int = 300
+    election_timeout_ms_max: int = 700
+    heartbeat_ms: int = 50
+    auto_tick_ms: int = 20
+    connection_timeout_ms: int = 1000
+    reconnect_ms: int = 200
+    # check-quorum: a leader that has not heard from a quorum for this long steps down.
+    leader_lease_ms: int = 0  # 0 = election_timeout_ms_min
+
+    def validate(self) -> None:
+        """Raise InvalidArgument on timings pysyncobj would reject with a bare assert."""
+        if self.heartbeat_ms <= 0 or self.auto_tick_ms <= 0:
+            raise InvalidArgument("timing", "heartbeat_ms and auto_tick_ms must be positive")
+        if self.election_timeout_ms_min <= 3 * self.heartbeat_ms:
+            raise InvalidArgument("election_timeout_ms", "min must exceed 3 x heartbeat_ms")
+        if self.election_timeout_ms_max <= self.election_timeout_ms_min:
+            raise InvalidArgument("election_timeout_ms", "max must exceed min")
+        if self.connection_timeout_ms < self.election_timeout_ms_max:
+            raise InvalidArgument("timing", "connection_timeout_ms must be >= election max")
+
+    @property
+    def lease_ms(self) -> int:
+        return self.leader_lease_ms or self.election_timeout_ms_min
+
+
+def build_conf(
+    *,
+    timing: EngineTiming,
+    journal_file: str | None,
+    dump_file: str | None,
+    snapshot_source: SnapshotSource | None,
+    node_to_plain: Callable[[Node], Any],
+    node_from_plain: Callable[[Any], Node],
+    on_state_changed: Callable[[int, int], None] | None = None,
+    auto_tick: bool = True,
+    log_compaction_min_entries: int = 5000,
+    log_compaction_min_time_s: int = 300,
+    fsync: bool = True,
+    bind_address: str | None = None,
+) -> SyncObjConf:
+    """A validated SyncObjConf; snapshots go through our hooks when a source is given."""
+    timing.validate()
+    if log_compaction_min_entries < 2:
+        raise InvalidArgument("log_compaction_min_entries", "must be >= 2")
+    serializer = deserializer = None
+    if snapshot_source is not None:
+        if dump_file is None:
+            raise InvalidArgument("dump_file", "required with a snapshot source")
+        serializer, deserializer = _snapshot_hooks(
+            snapshot_source, node_to_plain, node_from_plain, fsync=fsync
+        )
+    conf = SyncObjConf(
+        autoTick=auto_tick,
+        autoTickPeriod=timing.auto_tick_ms / 1000,
+        raftMinTimeout=timing.election_timeout_ms_min / 1000,
+        raftMaxTimeout=timing.election_timeout_ms_max / 1000,
+        appendEntriesPeriod=timing.heartbeat_ms / 1000,
+        connectionTimeout=timing.connection_timeout_ms / 1000,
+        connectionRetryTime=timing.reconnect_ms / 1000,
+        leaderFallbackTimeout=timing.lease_ms / 1000,
+        journalFile=journal_file,
+        bindAddress=bind_address,  # stock TCPTransport binds 0.0.0.0 without it
+        fullDumpFile=dump_file,
+        serializer=serializer,
+        deserializer=deserializer,
+        dynamicMembershipChange=True,
+        logCompactionMinEntries=log_compaction_min_entries,
+        logCompactionMinTime=log_compaction_min_time_s,
+        onStateChanged=on_state_changed,
+        commandsWaitLeader=True,
+        bindRetryTime=0.1,
+        useFork=False,
+    )
+    try:
+        conf.validate()
+    except AssertionError as exc:
+        raise InvalidArgument("timing", "rejected by pysyncobj's config check") from exc
+    return conf
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+
+def _entry_to_plain(entry: Any) -> list[Any]:
+    command, idx, term = entry
+    return [bytes(command), int(idx), int(term)]
+
+
+def _entry_from_plain(value: Any) -> tuple[bytes, int, int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not isinstance(value[0], bytes)
+        or type(value[1]) is not int
+        or type(value[2]) is not int
+    ):
+        raise CorruptData("snapshot: bad log entry")
+    return value[0], value[1], value[2]
+
+
+def encode_snapshot(state: bytes, last: Any, prev: Any, members: list[Any]) -> bytes:
+    """Our snapshot file: magic, SHA-256 of the body, canonical msgpack body."""
+    body = codec.encode_value(
+        {
+            "last": _entry_to_plain(last),
+            "prev": _entry_to_plain(prev),
+            "members": members,
+            "state": state,
+        }
+    )
+    return SNAPSHOT_MAGIC + hashlib.sha256(body).digest() + body
+
+
+def decode_snapshot(data: bytes) -> dict[str, Any]:
+    """Check and decode a snapshot file; CorruptData on any mismatch (never a silent reset)."""
+    if not data.startswith(SNAPSHOT_MAGIC):
+        raise CorruptData("snapshot: not a coreplane snapshot file (bad magic)")
+    digest, body = data[len(SNAPSHOT_MAGIC) : len(SNAPSHOT_MAGIC) + 32], data[
+        len(SNAPSHOT_MAGIC) + 32 :
+    ]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptData("snapshot: checksum mismatch")
+    try:
+        value = codec.decode_value(body, max_bytes=1 << 31)
+    except DecodeError as exc:
+        raise CorruptData(f"snapshot: {exc}") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("state"), bytes):
+        raise CorruptData("snapshot: bad layout")
+    if not isinstance(value.get("members"), list):
+        raise CorruptData("snapshot: bad member list")
+    value["last"] = _entry_from_plain(value.get("last"))
+    value["prev"] = _entry_from_plain(value.get("prev"))
+    return value
+
+
+def read_snapshot_file(path: str) -> dict[str, Any] | None:
+    """The decoded snapshot at `path`, None when there is none; CorruptData when bad."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CorruptData(f"snapshot {path}: {exc}") from exc
+    return decode_snapshot(data)
+
+
+def _snapshot_hooks(
+    source: SnapshotSource,
+    node_to_plain: Callable[[Node], Any],
+    node_from_plain: Callable[[Any], Node],
+    *,
+    fsync: bool,
+) -> tuple[Callable[[str, Any], None], Callable[[str], tuple[Any, Any, Any]]]:
+    """pysyncobj's serializer(tmpFile, (last, prev, cluster)) and deserializer(file)."""
+
+    def serializer(tmp_file: str, data: Any) -> None:
+        last, prev, cluster = data
+        members = sorted((node_to_plain(n) for n in cluster), key=repr)
+        blob = encode_snapshot(source.snapshot(), last, prev, members)
+        with open(tmp_file, "wb") as f:
+            f.write(blob)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+
+    def deserializer(file_name: str) -> tuple[Any, Any, Any]:
+        snap = read_snapshot_file(file_name)
+        if snap is None:
+            raise CorruptData(f"snapshot {file_name} vanished")
+        source.restore(snap["state"])
+        cluster = [node_from_plain(m) for m in snap["members"]]
+        return snap["last"], snap["prev"], cluster
+
+    return serializer, deserializer
+
+
+# ---------------------------------------------------------------------------------- engine
+
+
+def tcp_node_to_plain(node: Node) -> Any:
+    return node.id
+
+
+def tcp_node_from_plain(value: Any) -> Node:
+    if not isinstance(value, str):
+        raise CorruptData("snapshot: bad member")
+    return TCPNode(value)
+
+
+@contextlib.contextmanager
+def _journal_installed(journal: Any | None) -> Iterator[None]:
+    """Install a per-instance journal for the duration of SyncObj.__init__ (if given)."""
+    if journal is None:
+        yield
+        return
+    from coreplane.raft import seams  # the journal engineer's swap of createJournal
+
+    with seams.journal_factory(lambda _path: journal):
+        yield
+
+
+class RaftEngine(SyncObj):
+    """pysyncobj SyncObj with one replicated entry point taking codec bytes.
+
+    `apply_fn(data, index)` runs on the tick thread in log order; its return value is handed
+    to the proposer's callback on the node that proposed (results never cross the wire).
+    """
+
+    def __init__(
+        self,
+        *,
+        self_node: Node | str,
+        other_nodes: Iterable[Node | str],
+        conf: SyncObjConf,
+        apply_fn: Callable[[bytes, int], Any],
+        transport_class: type | None = None,
+        journal: Any | None = None,
+        node_class: type = TCPNode,
+    ) -> None:
+        # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
+        self._apply_fn = apply_fn
+        self._cp_apply_lock = threading.Lock()
+        kwargs: dict[str, Any] = {"nodeClass": node_class}
+        if transport_class is not None:
+            kwargs["transportClass"] = transport_class
+        with _journal_installed(journal):
+            super().__init__(self_node, list(other_nodes), conf, **kwargs)
+
+    @replicated
+    def apply_entry(self, data: bytes) -> Any:
+        """The one replicated method: apply codec bytes at the entry's log index."""
+        # pysyncobj increments raftLastApplied right after this call returns.
+        return self._apply_fn(bytes(data), self.raftLastApplied + 1)
+
+    def propose(self, data: bytes, callback: Callable[[Any, int], None]) -> None:
+        """Queue codec bytes for replication; callback(result, fail_code) on the tick thread."""
+        self.apply_entry(data, callback=callback)
+
+    # -------------------------------------------------------------------- read-only views
+    # Methods, not properties: SyncObj.__init__ getattr()s every name in dir(self) while
+    # looking for replicated methods, before its own attributes exist.
+
+    def is_leader(self) -> bool:
+        return bool(self._isLeader())
+
+    def leader_node(self) -> Node | None:
+        return self._getLeader()
+
+    def term(self) -> int:
+        return int(self._getTerm())
+
+    def safe_status(self) -> dict[str, Any]:
+        """getStatus() read from another thread; retried if a dict changes under it."""
+        for _ in range(5):
+            try:
+                return dict(self.getStatus())
+            except RuntimeError:  # "dictionary changed size during iteration"
+                continue
+        return {}
+
+    def add_voter(self, node: Node, callback: Callable[[Any, int], None]) -> None:
+        self.addNodeToCluster(node, callback=callback)
+
+    def remove_voter(self, node: Node, callback: Callable[[Any, int], None]) -> None:
+        self.removeNodeFromCluster(node, callback=callback)
+
+    def members(self) -> set[Node]:
+        """Voters as this node sees them, itself included."""
+        return {*self.otherNodes, self.selfNode}

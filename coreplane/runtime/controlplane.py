@@ -1,0 +1,584 @@
+"""`ControlPlane`: one node of the replicated brain, embedded in a host process.
+
+Wires the pure core (`StateMachine`) to the raft adapter (`RaftEngine`) and runs the leader's
+work on a runtime thread of its own: establishing leadership (a `Leader` entry whose index is
+the fencing token), stamping time (`Tick` entries), and telling the host when leadership is
+gained or lost. Threads start here and nowhere below.
+
+Why the shapes:
+- every proposal carries ``(client_id, seq)`` fixed before the first attempt; a retry after
+  LEADER_CHANGED, UNKNOWN_OUTCOME or a timeout re-sends the same bytes and the core's sessions
+  apply it once. pysyncobj's failure codes never mean "not applied", so they are never surfaced
+  as "your write failed": only a deadline turns into `Unavailable` (outcome unknown);
+- linearizable reads go through the log (a barrier entry): correct on a follower too and needs
+  no clock assumptions; ``stale_ok=True`` reads the local replica;
+- the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
+  the thread that built it exits; the host may call `start()` from any thread;
+- pysyncobj callbacks run on its tick thread: ours only record and wake, never block.
+
+Only `coreplane.errors` types leave this module's public methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coreplane.core import commands as C
+from coreplane.core.codec import Value
+from coreplane.core.machines.kv import Limits
+from coreplane.core.state import Applied, StateMachine
+from coreplane.errors import (
+    CommandRejected,
+    CoreplaneError,
+    InvalidArgument,
+    InvariantViolation,
+    Unavailable,
+)
+from coreplane.raft import engine as E
+from coreplane.runtime.config import NodeConfig, parse_address, validate_config
+from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+
+__all__ = ["BARRIER_MACHINE", "KV", "ControlPlane", "LeadershipCallback"]
+
+logger = logging.getLogger(__name__)
+
+BARRIER_MACHINE = "coreplane.barrier"
+LeadershipCallback = Callable[[bool, "int | None"], None]
+_RETRY_CODES = {
+    E.FAIL.QUEUE_FULL, E.FAIL.MISSING_LEADER, E.FAIL.DISCARDED, E.FAIL.NOT_LEADER,
+    E.FAIL.LEADER_CHANGED, E.FAIL.UNKNOWN_OUTCOME,
+}
+
+
+def _barrier_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
+    """A no-op entry: once it is applied locally, every earlier write is too."""
+    return state, ctx.index
+
+
+class _Attempt:
+    """One proposal's outcome, filled in on the tick thread."""
+
+    __slots__ = ("code", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: Any = None
+        self.code: int | None = None
+
+    def __call__(self, result: Any, code: int) -> None:
+        self.result, self.code = result, code
+        self.event.set()
+
+
+class KV:
+    """The built-in key-value machine seen through one ControlPlane; thread-safe."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+
+    def put(self, key: str, value: bytes, *, lease_id: int = 0,
+            timeout_s: float | None = None) -> int:
+        """Write and wait until committed and applied here; returns the new mod revision."""
+        return int(self._cp.call_command(C.Put(key=key, value=value, lease_id=lease_id),
+                                         timeout_s=timeout_s))
+
+    def delete(self, key: str, *, timeout_s: float | None = None) -> int:
+        """Delete; returns 1 if the key existed, else 0."""
+        return int(self._cp.call_command(C.Delete(key=key), timeout_s=timeout_s))
+
+    def cas(self, key: str, expected_mod_revision: int, value: bytes, *, lease_id: int = 0,
+            timeout_s: float | None = None) -> int:
+        """Compare-and-set on mod revision (0: absent); CommandRejected("compare_failed")."""
+        return int(self._cp.call_command(
+            C.Cas(key=key, expected_mod_revision=expected_mod_revision, value=value,
+                  lease_id=lease_id), timeout_s=timeout_s))
+
+    def get(self, key: str, *, stale_ok: bool = False,
+            timeout_s: float | None = None) -> tuple[bytes, int] | None:
+        """(value, mod_revision) or None; linearizable unless `stale_ok`."""
+        if not isinstance(key, str):
+            raise InvalidArgument("key", "must be a str")
+        return self._cp.read(lambda sm: sm.kv.get(key), stale_ok=stale_ok, timeout_s=timeout_s)
+
+    def range(self, prefix: str, *, limit: int = 0, stale_ok: bool = False,
+              timeout_s: float | None = None) -> list[tuple[str, bytes, int]]:
+        """Keys with `prefix` in key order as (key, value, mod_revision)."""
+        if not isinstance(prefix, str):
+            raise InvalidArgument("prefix", "must be a str")
+        return self._cp.read(lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok,
+                             timeout_s=timeout_s)
+
+
+class ControlPlane:
+    """One voter of a coreplane cluster: replicated KV, user machines, fenced leadership."""
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        peers: dict[str, str],
+        data_dir: str | os.PathLike[str],
+        secret: bytes,
+        *,
+        tick_interval_ms: int = 200,
+        election_timeout_ms: tuple[int, int] = (300, 700),
+        heartbeat_ms: int = 50,
+        propose_timeout_s: float = 10.0,
+        log_compaction_min_entries: int = 5000,
+        log_compaction_min_time_s: int = 300,
+        durability: str = "fsync",
+        limits: Limits | None = None,
+    ) -> None:
+        self._config: NodeConfig = validate_config(
+            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
+        if not isinstance(tick_interval_ms, int) or tick_interval_ms <= 0:
+            raise InvalidArgument("tick_interval_ms", "must be a positive integer")
+        if not (isinstance(propose_timeout_s, (int, float)) and propose_timeout_s > 0):
+            raise InvalidArgument("propose_timeout_s", "must be positive")
+        if durability not in ("fsync", "none"):
+            raise InvalidArgument("durability", "must be 'fsync' or 'none'")
+        try:
+            lo, hi = election_timeout_ms
+        except (TypeError, ValueError):
+            raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)") from None
+        self._timing = E.EngineTiming(
+            election_timeout_ms_min=int(lo), election_timeout_ms_max=int(hi),
+            heartbeat_ms=int(heartbeat_ms), connection_timeout_ms=max(1000, int(hi)))
+        self._timing.validate()
+        if not isinstance(log_compaction_min_entries, int) or log_compaction_min_entries < 2:
+            raise InvalidArgument("log_compaction_min_entries", "must be an integer >= 2")
+        self._tick_interval_s = tick_interval_ms / 1000
+        self._propose_timeout_s = float(propose_timeout_s)
+        self._compaction = (log_compaction_min_entries, int(log_compaction_min_time_s))
+        self._durability = durability
+        self._fingerprint = cluster_fingerprint(self._config.secret)
+        self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
+                                     secret=self._config.secret, members=self._config.members)
+        E.read_snapshot_file(self._datadir.snapshot_file)  # CorruptData now, not at runtime
+        self._addresses: dict[str, str] = dict(self._datadir.members)
+
+        self._sm = StateMachine(limits=limits)
+        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+        self._sm_lock = threading.Lock()
+        self.kv = KV(self)
+
+        self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+
+        self._engine: E.RaftEngine | None = None
+        self._journal: Any = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopping = threading.Event()
+        self._start_error: BaseException | None = None
+        self._fatal: BaseException | None = None
+
+        self._callbacks: list[LeadershipCallback] = []
+        self._callbacks_lock = threading.Lock()
+        self._led_term: int | None = None
+        self._emitted_token: int | None = None
+        self._next_tick_at = 0.0
+
+    def __repr__(self) -> str:
+        return (f"ControlPlane(node_id={self._config.node_id!r}, "
+                f"address={self._config.address!r}, data_dir={self._config.data_dir!r})")
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    @property
+    def node_id(self) -> str:
+        return self._config.node_id
+
+    @property
+    def address(self) -> str:
+        return self._config.address
+
+    def register_machine(self, name: str, machine: Any = None, **functions: Any) -> None:
+        """Register a user machine; every node must register the same ones before start()."""
+        if self._thread is not None:
+            raise InvalidArgument("name", "register machines before start()")
+        if name == BARRIER_MACHINE:
+            raise InvalidArgument("name", f"{name!r} is reserved")
+        with self._sm_lock:
+            self._sm.register(name, machine, **functions)
+
+    def start(self) -> None:
+        """Start the engine and the runtime thread; returns once the node listens."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            err = self._start_error
+            self._thread.join(timeout=5)
+            if isinstance(err, CoreplaneError):
+                raise err
+            raise Unavailable(f"engine failed to start: {err}") from err
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop ticking, close sockets and files; the data dir is left consistent."""
+        if self._thread is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._thread.join(timeout=timeout_s)
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _make_engine(self) -> E.RaftEngine:
+        cfg = self._config
+        conf = E.build_conf(
+            timing=self._timing,
+            journal_file=self._datadir.journal_file,
+            dump_file=self._datadir.snapshot_file,
+            snapshot_source=_SnapshotSource(self),
+            node_to_plain=E.tcp_node_to_plain,
+            node_from_plain=E.tcp_node_from_plain,
+            log_compaction_min_entries=self._compaction[0],
+            log_compaction_min_time_s=self._compaction[1],
+            fsync=self._durability == "fsync",
+            bind_address=cfg.address,
+        )
+        return E.RaftEngine(
+            self_node=cfg.address,
+            other_nodes=[addr for nid, addr in self._datadir.members.items() if nid != cfg.node_id],
+            conf=conf,
+            apply_fn=self._apply,
+        )
+
+    def _run(self) -> None:
+        try:
+            self._engine = self._make_engine()
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while not self._stopping.wait(0.02):
+                if self._fatal is not None:
+                    logger.error("node %s stops: %s", self.node_id, self._fatal)
+                    break
+                try:
+                    self._step()
+                except Exception:
+                    logger.exception("runtime step failed on %s", self.node_id)
+        finally:
+            self._lose_leadership()
+            try:
+                self._engine.destroy_synchronous()
+            except Exception:
+                logger.exception("engine destroy failed on %s", self.node_id)
+
+    # ------------------------------------------------------------------------ apply (tick thread)
+
+    def _apply(self, data: bytes, index: int) -> Applied:
+        with self._sm_lock:
+            try:
+                return self._sm.apply(data, index)
+            except InvariantViolation as exc:
+                # Do not let pysyncobj advance past an entry we could not apply: stop instead.
+                self._fatal = exc
+                raise
+
+    # ------------------------------------------------------------------------ leader work
+
+    def _step(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        self._persist_members(engine)
+        if not engine.is_leader():
+            self._lose_leadership()
+            return
+        term = engine.term()
+        if self._led_term != term:
+            self._lose_leadership()
+            self._establish(engine, term)
+            return
+        now = time.monotonic()
+        if now >= self._next_tick_at:
+            self._next_tick_at = now + self._tick_interval_s
+            with self._sm_lock:
+                n, last_ms = self._sm.tick_n + 1, self._sm.tick_ms
+            tick = C.Tick(n=n, tick_ms=max(time.time_ns() // 1_000_000, last_ms))
+            self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
+
+    def _establish(self, engine: E.RaftEngine, term: int) -> None:
+        """Commit a Leader entry for this term; its index is the fencing token."""
+        entry = C.encode(C.Leader(node_id=self.node_id, term=term))
+        self._attempt(entry, timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
+        token = self._token_for(term)
+        if token is not None and engine.is_leader() and engine.term() == term:
+            self._led_term = term
+            self._next_tick_at = 0.0
+            self._emitted_token = token
+            self._emit(True, token)
+
+    def _token_for(self, term: int) -> int | None:
+        with self._sm_lock:
+            sm = self._sm
+            if sm.leader_node == self.node_id and sm.leader_term == term:
+                return sm.leader_token
+        return None
+
+    def _lose_leadership(self) -> None:
+        if self._emitted_token is None:
+            self._led_term = None
+            return
+        token, self._emitted_token, self._led_term = self._emitted_token, None, None
+        self._emit(False, token)
+
+    def _emit(self, gained: bool, token: int | None) -> None:
+        with self._callbacks_lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(gained, token)
+            except Exception:
+                logger.exception("on_leadership callback failed")
+
+    def _persist_members(self, engine: E.RaftEngine) -> None:
+        try:
+            nodes = engine.members()
+        except RuntimeError:  # a set changed under us on the tick thread; next step
+            return
+        by_address = {addr: nid for nid, addr in self._addresses.items()}
+        members = {by_address.get(n.id, n.id): n.id for n in nodes}
+        if members != self._datadir.members:
+            self._datadir.save_members(members, self._fingerprint)
+
+    # ------------------------------------------------------------------------ proposals
+
+    def _require_engine(self) -> E.RaftEngine:
+        if self._fatal is not None:
+            raise Unavailable(f"node stopped after a fatal error: {self._fatal}")
+        engine = self._engine
+        if engine is None or self._stopping.is_set():
+            raise Unavailable("the control plane is not running")
+        return engine
+
+    def _attempt(self, data: bytes, timeout_s: float) -> tuple[Any, int | None]:
+        """Propose once; (result, fail code) or (None, None) if no answer in time."""
+        engine = self._require_engine()
+        attempt = _Attempt()
+        engine.propose(data, attempt)
+        if not attempt.event.wait(timeout_s):
+            return None, None
+        return attempt.result, attempt.code
+
+    def propose(self, command: bytes | C.Command, *, timeout_s: float | None = None) -> Applied:
+        """Replicate one command and return how it applied (a refusal is not raised).
+
+        Commands with a ``client_id`` field get this node's client id and a fresh seq if they
+        carry none. The same bytes are re-sent until applied or the deadline passes.
+        """
+        data = command if isinstance(command, bytes) else C.encode(self._with_session(command))
+        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        attempt_s = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        backoff_s = 0.02
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable("no commit before the deadline; the outcome is unknown "
+                                  "(retrying with the same command is safe)")
+            result, code = self._attempt(data, min(remaining, attempt_s))
+            if code == E.FAIL.SUCCESS:
+                if isinstance(result, Applied):
+                    return result
+                raise InvariantViolation(f"engine returned {type(result).__name__}")
+            if code == E.FAIL.REQUEST_DENIED:
+                raise CommandRejected("request_denied", "the leader refused the proposal")
+            if code is not None and code not in _RETRY_CODES:
+                raise Unavailable(f"proposal failed with engine code {code}")
+            time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
+            backoff_s = min(backoff_s * 2, 0.2)
+
+    def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
+        """`propose` and unwrap: the value, or CommandRejected(code)."""
+        return self.propose(command, timeout_s=timeout_s).unwrap()
+
+    def call(self, machine: str, body: Value, *, timeout_s: float | None = None) -> Value:
+        """Run a command on a registered user machine; its result or CommandRejected(code)."""
+        return self.call_command(C.UserCommand(machine=machine, body=body), timeout_s=timeout_s)
+
+    def _with_session(self, command: C.Command) -> C.Command:
+        if not isinstance(command, C._Base):
+            raise InvalidArgument("command", f"{type(command).__name__} is not a command")
+        if "client_id" not in command.TYPES or getattr(command, "client_id", ""):
+            return command
+        with self._seq_lock:
+            seq = next(self._seq)
+        return dataclasses.replace(command, client_id=self._client_id, seq=seq)  # type: ignore[type-var]
+
+    # ------------------------------------------------------------------------ reads
+
+    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+             timeout_s: float | None = None) -> Any:
+        """Run `fn` on the local state; after a log barrier unless `stale_ok`."""
+        if not stale_ok:
+            barrier = C.UserCommand(machine=BARRIER_MACHINE, body=None)
+            self.propose(C.encode(barrier), timeout_s=timeout_s)
+        else:
+            self._require_engine()
+        with self._sm_lock:
+            return fn(self._sm)
+
+    def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
+        """The replicated state of a registered user machine."""
+        return self.read(lambda sm: sm.machine_states.get(name), stale_ok=stale_ok)
+
+    def state_hash(self) -> tuple[int, str]:
+        """(applied index of the core, state hash): replicas agree at equal indexes."""
+        with self._sm_lock:
+            return self._sm.applied_index, self._sm.state_hash()
+
+    # ------------------------------------------------------------------------ leadership
+
+    def is_leader(self) -> bool:
+        engine = self._engine
+        return bool(engine is not None and not self._stopping.is_set() and engine.is_leader())
+
+    @property
+    def leader_id(self) -> str | None:
+        engine = self._engine
+        node = engine.leader_node() if engine is not None else None
+        if node is None:
+            return None
+        by_address = {addr: nid for nid, addr in self._addresses.items()}
+        return by_address.get(node.id, node.id)
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The index of this leader's Leader entry while it leads and is established."""
+        engine = self._engine
+        term = self._led_term
+        if engine is None or term is None or not engine.is_leader() or engine.term() != term:
+            return None
+        return self._token_for(term)
+
+    def on_leadership(self, callback: LeadershipCallback) -> None:
+        """callback(gained, token) on the runtime thread: gained=True once established with
+        its fencing token; gained=False with the token that is no longer valid."""
+        if not callable(callback):
+            raise InvalidArgument("callback", "must be callable")
+        with self._callbacks_lock:
+            self._callbacks.append(callback)
+
+    def wait_for_leader(self, timeout_s: float = 10.0) -> str:
+        """Block until a leader is established (its Leader entry applied here); its id."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            engine = self._require_engine()
+            leader = self.leader_id
+            if leader is not None:
+                with self._sm_lock:
+                    established = (self._sm.leader_node == leader
+                                   and self._sm.leader_term == engine.term())
+                if established:
+                    return leader
+            time.sleep(0.02)
+        raise Unavailable(f"no leader established within {timeout_s} s")
+
+    # ------------------------------------------------------------------------ membership
+
+    def members(self) -> dict[str, str]:
+        """Voters as this node knows them, id -> address."""
+        return dict(self._datadir.members)
+
+    def add_voter(self, node_id: str, address: str, *, timeout_s: float | None = None) -> None:
+        """Add one voter and wait until this node sees it; no-op if it is already a voter."""
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgument("node_id", "must be a non-empty str")
+        parse_address(address, "address")
+        known = self._addresses.get(node_id)
+        if known is not None and known != address:
+            raise InvalidArgument("address", f"{node_id!r} is already known at {known}")
+        self._addresses[node_id] = address
+        self._change_membership(address, add=True, timeout_s=timeout_s)
+
+    def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
+        """Remove one voter (not the current leader); no-op if it is not a voter."""
+        address = self._addresses.get(node_id)
+        if address is None:
+            return
+        if node_id == self.leader_id:
+            raise InvalidArgument("node_id", "cannot remove the current leader")
+        self._change_membership(address, add=False, timeout_s=timeout_s)
+
+    def _change_membership(self, address: str, *, add: bool, timeout_s: float | None) -> None:
+        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        while time.monotonic() < deadline:
+            engine = self._require_engine()
+            present = any(n.id == address for n in engine.members())
+            if present == add:
+                return
+            attempt = _Attempt()
+            node = E.TCPNode(address)
+            if add:
+                engine.add_voter(node, attempt)
+            else:
+                engine.remove_voter(node, attempt)
+            attempt.event.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            time.sleep(0.05)  # denied while another change or the leader's no-op is in flight
+        raise Unavailable("membership change not confirmed before the deadline")
+
+    # ------------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """A plain dict: role, term, commit/applied index, leader, peers, token, tick."""
+        engine = self._engine
+        with self._sm_lock:
+            core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
+                    "tick_n": self._sm.tick_n}
+        base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core}
+        if engine is None or self._stopping.is_set():
+            return {**base, "role": "stopped", "term": None, "commit_index": None,
+                    "applied_index": None, "leader": None, "peers": {}, "fencing_token": None}
+        st = engine.safe_status()
+        peers = {
+            nid: {"address": addr,
+                  "connected": st.get(f"partner_node_status_server_{addr}") == 2}
+            for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
+        }
+        return {
+            **base,
+            "role": E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
+            "term": st.get("raft_term"),
+            "commit_index": st.get("commit_idx"),
+            "applied_index": st.get("last_applied"),
+            "leader": self.leader_id,
+            "has_quorum": st.get("has_quorum"),
+            "log_len": st.get("log_len"),
+            "peers": peers,
+            "fencing_token": self.fencing_token,
+        }
+
+
+class _SnapshotSource:
+    """The engine's view of the core state for log compaction (tick thread)."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+
+    def snapshot(self) -> bytes:
+        with self._cp._sm_lock:
+            return self._cp._sm.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        with self._cp._sm_lock:
+            self._cp._sm.restore(data)
