@@ -34,14 +34,20 @@ from pysyncobj.node import Node, TCPNode
 
 from coreplane.core import codec
 from coreplane.errors import CorruptData, DecodeError, InvalidArgument
+from coreplane.raft import serialization
+from coreplane.raft.wire import PeerNode, make_transport_class
 
 __all__ = [
     "FAIL",
     "SNAPSHOT_MAGIC",
     "EngineTiming",
+    "PeerNode",
     "RaftEngine",
     "SnapshotSource",
     "build_conf",
+    "make_transport_class",
+    "peer_node_from_plain",
+    "peer_node_to_plain",
     "read_snapshot_file",
 ]
 
@@ -260,6 +266,21 @@ def _snapshot_hooks(
 # ---------------------------------------------------------------------------------- engine
 
 
+def peer_node_to_plain(node: Node) -> Any:
+    """Snapshot form of a member: [node_id, address]."""
+    return [str(node.id), str(getattr(node, "address", ""))]
+
+
+def peer_node_from_plain(value: Any) -> Node:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, str) for v in value)):
+        raise CorruptData("snapshot: bad member")
+    try:
+        return PeerNode(value[0], value[1])
+    except InvalidArgument as exc:
+        raise CorruptData(f"snapshot: bad member: {exc}") from exc
+
+
 def tcp_node_to_plain(node: Node) -> Any:
     return node.id
 
@@ -298,11 +319,12 @@ class RaftEngine(SyncObj):
         apply_fn: Callable[[bytes, int], Any],
         transport_class: type | None = None,
         journal: Any | None = None,
-        node_class: type = TCPNode,
+        node_class: type = PeerNode,
     ) -> None:
         # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
         self._apply_fn = apply_fn
         self._cp_apply_lock = threading.Lock()
+        serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
         kwargs: dict[str, Any] = {"nodeClass": node_class}
         if transport_class is not None:
             kwargs["transportClass"] = transport_class

@@ -163,7 +163,7 @@ class ControlPlane:
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
         E.read_snapshot_file(self._datadir.snapshot_file)  # CorruptData now, not at runtime
-        self._addresses: dict[str, str] = dict(self._datadir.members)
+        self._transport_class = self._make_transport_class()
 
         self._sm = StateMachine(limits=limits)
         self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
@@ -240,6 +240,23 @@ class ControlPlane:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _make_transport_class(self) -> type:
+        """The authenticated wire, bound to this node; journal synced before any send."""
+        cfg = self._config
+        try:
+            return E.make_transport_class(
+                node_id=cfg.node_id, secret=cfg.secret, listen=cfg.address, peers=cfg.peers,
+                on_before_send=self._flush_journal)
+        except InvalidArgument as exc:
+            field = {"listen": "address"}.get(exc.field, exc.field)
+            raise InvalidArgument(field, exc.reason) from None
+
+    def _flush_journal(self) -> None:
+        journal = self._journal
+        flush = getattr(journal, "flush", None)
+        if flush is not None:
+            flush()
+
     def _make_engine(self) -> E.RaftEngine:
         cfg = self._config
         conf = E.build_conf(
@@ -247,18 +264,20 @@ class ControlPlane:
             journal_file=self._datadir.journal_file,
             dump_file=self._datadir.snapshot_file,
             snapshot_source=_SnapshotSource(self),
-            node_to_plain=E.tcp_node_to_plain,
-            node_from_plain=E.tcp_node_from_plain,
+            node_to_plain=E.peer_node_to_plain,
+            node_from_plain=E.peer_node_from_plain,
             log_compaction_min_entries=self._compaction[0],
             log_compaction_min_time_s=self._compaction[1],
             fsync=self._durability == "fsync",
             bind_address=cfg.address,
         )
         return E.RaftEngine(
-            self_node=cfg.address,
-            other_nodes=[addr for nid, addr in self._datadir.members.items() if nid != cfg.node_id],
+            self_node=E.PeerNode(cfg.node_id, cfg.address),
+            other_nodes=[E.PeerNode(nid, addr) for nid, addr in self._datadir.members.items()
+                         if nid != cfg.node_id],
             conf=conf,
             apply_fn=self._apply,
+            transport_class=self._transport_class,
         )
 
     def _run(self) -> None:
@@ -357,8 +376,7 @@ class ControlPlane:
             nodes = engine.members()
         except RuntimeError:  # a set changed under us on the tick thread; next step
             return
-        by_address = {addr: nid for nid, addr in self._addresses.items()}
-        members = {by_address.get(n.id, n.id): n.id for n in nodes}
+        members = {str(n.id): str(getattr(n, "address", "")) for n in nodes}
         if members != self._datadir.members:
             self._datadir.save_members(members, self._fingerprint)
 
@@ -457,10 +475,7 @@ class ControlPlane:
     def leader_id(self) -> str | None:
         engine = self._engine
         node = engine.leader_node() if engine is not None else None
-        if node is None:
-            return None
-        by_address = {addr: nid for nid, addr in self._addresses.items()}
-        return by_address.get(node.id, node.id)
+        return None if node is None else str(node.id)
 
     @property
     def fencing_token(self) -> int | None:
@@ -505,30 +520,29 @@ class ControlPlane:
         if not isinstance(node_id, str) or not node_id:
             raise InvalidArgument("node_id", "must be a non-empty str")
         parse_address(address, "address")
-        known = self._addresses.get(node_id)
+        known = self._datadir.members.get(node_id)
         if known is not None and known != address:
-            raise InvalidArgument("address", f"{node_id!r} is already known at {known}")
-        self._addresses[node_id] = address
-        self._change_membership(address, add=True, timeout_s=timeout_s)
+            raise InvalidArgument("address", f"{node_id!r} is already a voter at {known}")
+        self._change_membership(E.PeerNode(node_id, address), add=True, timeout_s=timeout_s)
 
     def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
         """Remove one voter (not the current leader); no-op if it is not a voter."""
-        address = self._addresses.get(node_id)
+        address = self._datadir.members.get(node_id)
         if address is None:
             return
         if node_id == self.leader_id:
             raise InvalidArgument("node_id", "cannot remove the current leader")
-        self._change_membership(address, add=False, timeout_s=timeout_s)
+        self._change_membership(E.PeerNode(node_id, address), add=False, timeout_s=timeout_s)
 
-    def _change_membership(self, address: str, *, add: bool, timeout_s: float | None) -> None:
+    def _change_membership(self, node: E.PeerNode, *, add: bool,
+                           timeout_s: float | None) -> None:
         deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
-            present = any(n.id == address for n in engine.members())
+            present = any(n.id == node.id for n in engine.members())
             if present == add:
                 return
             attempt = _Attempt()
-            node = E.TCPNode(address)
             if add:
                 engine.add_voter(node, attempt)
             else:
@@ -552,7 +566,7 @@ class ControlPlane:
         st = engine.safe_status()
         peers = {
             nid: {"address": addr,
-                  "connected": st.get(f"partner_node_status_server_{addr}") == 2}
+                  "connected": st.get(f"partner_node_status_server_{nid}") == 2}
             for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
         }
         return {
