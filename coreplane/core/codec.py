@@ -50,6 +50,7 @@ MAX_DEPTH = 32
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _TUPLE_EXT = 0  # ext code that keeps tuples apart from lists in wire trees
+_PLAIN_TYPES = frozenset({type(None), bool, int, str, bytes})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +65,39 @@ class Envelope:
 # ---------------------------------------------------------------------------------- encoding
 
 
+_PLAIN_NOT_INT = frozenset({type(None), bool, str, bytes})
+
+
 def _canonical(value: Value, depth: int, path: str) -> Value:
-    """Validate a plain value and return it with every map's keys sorted."""
+    """Validate a plain value and return it with every map's keys sorted.
+
+    Scalars inside containers are checked inline, without recursion or path strings: snapshots
+    are mostly long lists of scalars, and this walk is most of the cost of taking one.
+    """
     if depth > MAX_DEPTH:
         raise InvalidArgument(path, f"nested deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, (bool, str, bytes)):
+    kind = type(value)
+    if kind in _PLAIN_NOT_INT:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise InvalidArgument(path, "integer does not fit in 64 bits")
         return value
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
+    if kind is list or kind is tuple:
+        out = []
+        for i, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind in _PLAIN_NOT_INT or (item_kind is int and _INT_MIN <= item <= _INT_MAX):
+                out.append(item)
+            else:
+                out.append(_canonical(item, depth + 1, f"{path}[{i}]"))
+        return out
+    if kind is dict:
         for key in value:
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise InvalidArgument(path, f"map key {key!r} is not a str")
         return {k: _canonical(value[k], depth + 1, f"{path}.{k}") for k in sorted(value)}
-    raise InvalidArgument(path, f"{type(value).__name__} is not encodable (integers, not floats)")
+    raise InvalidArgument(path, f"{kind.__name__} is not encodable (integers, not floats)")
 
 
 def _pack(value: Value) -> bytes:
@@ -166,7 +182,8 @@ def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
-def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any]) -> Any:
+def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any],
+            pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = _pairs) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
@@ -178,7 +195,7 @@ def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any]) 
             data,
             raw=False,
             strict_map_key=False,  # checked by _check_plain, to name the key in the error
-            object_pairs_hook=_pairs,
+            object_pairs_hook=pairs_hook,
             ext_hook=ext_hook,
         )
     except DecodeError:
@@ -196,30 +213,49 @@ def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any]) 
 
 
 def _check_plain(value: Any, max_depth: int) -> None:
-    """Iteratively check a decoded value holds only plain types (no floats, str keys)."""
+    """Check a decoded value holds only plain types (no floats, str keys), without recursion.
+
+    Scalars are checked inline and only containers go on the stack: this runs on every entry
+    applied and on every snapshot restored.
+    """
+    if type(value) in _PLAIN_TYPES:
+        return
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if depth > max_depth:
             raise DecodeError(f"nested deeper than {max_depth}")
-        if item is None or isinstance(item, (bool, int, str, bytes)):
-            continue
-        if isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-        elif isinstance(item, dict):
-            for key, v in item.items():
-                if not isinstance(key, str):
+        if type(item) is list:
+            children: Any = item
+        elif type(item) is dict:
+            for key in item:
+                if type(key) is not str:
                     raise DecodeError(f"map key {key!r} is not a str")
-                stack.append((v, depth + 1))
+            children = item.values()
         else:
             raise DecodeError(f"{type(item).__name__} is not a plain value")
+        for child in children:
+            kind = type(child)
+            if kind in _PLAIN_TYPES:
+                continue
+            if kind is list or kind is dict:
+                stack.append((child, depth + 1))
+            else:
+                raise DecodeError(f"{kind.__name__} is not a plain value")
 
 
 def decode_value(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES,
                  max_depth: int = MAX_DEPTH) -> Value:
-    """Decode one plain value; any bad input raises `DecodeError`."""
-    value = _unpack(data, max_bytes, _reject_ext)
+    """Decode one plain value; any bad input raises `DecodeError`.
+
+    Only canonical-form bytes are accepted (minimal integer and length forms, no duplicate map
+    keys): re-encoding the decoded value must give the input back. That one C-speed check
+    replaces a per-map Python hook and makes an ambiguous encoding impossible to smuggle in.
+    """
+    value = _unpack(data, max_bytes, _reject_ext, pairs_hook=None)
     _check_plain(value, max_depth)
+    if msgpack.packb(value, use_bin_type=True) != data:
+        raise DecodeError("not in canonical form (a duplicate map key or a non-minimal encoding)")
     return value
 
 

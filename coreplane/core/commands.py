@@ -38,7 +38,7 @@ _U63 = 2**63 - 1
 
 
 def _check(cls_name: str, name: str, kind: type, value: Any) -> None:
-    ok = type(value) is kind if kind is not object else True
+    ok = kind is object or type(value) is kind
     if kind is int and ok and not 0 <= value <= _U63:
         raise DecodeError(f"{cls_name}.{name}: {value} is out of range [0, 2**63)")
     if not ok:
@@ -58,14 +58,16 @@ class _Base:
 
     @classmethod
     def from_body(cls, body: dict[str, Value]) -> Any:
-        name = cls.__name__
-        unknown = sorted(set(body) - set(cls.TYPES))
-        if unknown:
-            raise DecodeError(f"{name}: unknown field {unknown[0]!r}")
+        if body.keys() != cls.TYPES.keys():
+            unknown = sorted(set(body) - set(cls.TYPES))
+            if unknown:
+                raise DecodeError(f"{cls.__name__}: unknown field {unknown[0]!r}")
+            missing = sorted(set(cls.TYPES) - set(body))
+            raise DecodeError(f"{cls.__name__}.{missing[0]}: missing")
         for field_name, kind in cls.TYPES.items():
-            if field_name not in body:
-                raise DecodeError(f"{name}.{field_name}: missing")
-            _check(name, field_name, kind, body[field_name])
+            value = body[field_name]
+            if type(value) is not kind or (kind is int and not 0 <= value <= _U63):
+                _check(cls.__name__, field_name, kind, value)
         return cls(**body)
 
     def validate(self) -> None:

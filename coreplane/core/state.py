@@ -129,7 +129,9 @@ class StateMachine:
         result = self._dispatch(command, index)
         session.results[seq] = result.to_plain()
         if len(session.results) > SESSION_WINDOW:
-            oldest = min(session.results)
+            # Forget the earliest-applied seq (O(1); insertion order depends only on the log).
+            # Anything at or below the floor that is not remembered is refused, never re-run.
+            oldest = next(iter(session.results))
             del session.results[oldest]
             session.floor = max(session.floor, oldest)
         return result
@@ -212,7 +214,7 @@ class StateMachine:
             "tick": [self.tick_n, self.tick_ms],
             "leader": [self.leader_token, self.leader_node, self.leader_term],
             "kv": self.kv.to_plain(),
-            "sessions": [[cid, s.floor, sorted([seq, r] for seq, r in s.results.items())]
+            "sessions": [[cid, s.floor, [[seq, r] for seq, r in s.results.items()]]
                          for cid, s in self.sessions.items()],
             "machines": self.machine_states,
         }

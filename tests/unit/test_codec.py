@@ -56,6 +56,7 @@ def _deep(n: int) -> bytes:
         (msgpack.packb([1, 1, {"x": 1.0}]), "float"),
         (msgpack.packb([1, 1, {1: 1}]), "map key 1"),
         (b"\x93\x01\x01\x82\xa1a\x01\xa1a\x02", "duplicate map key"),
+        (b"\x93\xcc\x01\x01\x80", "canonical"),  # version 1 written as uint8: not minimal
         (msgpack.packb([1, 1, {"x": msgpack.ExtType(5, b"")}]), "extension"),
         (b"\x93\x01\x01\x81\xa1a\xa2\xff\xfe", "UTF-8"),
         (b"\x93\x01\x01\x81\xa1x" + _deep(40), "deep"),

@@ -1,0 +1,128 @@
+"""Apply throughput of the replicated state machine, and snapshot/restore at scale.
+
+Measures, in one run, on seeded inputs:
+- `put_us`: apply of a small KV put (decode + session dedup + write), per entry;
+- `mix_apply_per_s`: entries/s for a realistic mix (puts with client sessions, CAS, deletes,
+  ticks, lease keep-alives, user-machine commands);
+- snapshot, restore and `state_hash` of a state holding `keys` keys (100k by default).
+The anchor, measured in the same run on the same bytes, is the floor any design pays: a raw
+`msgpack.unpackb` plus a dict store per entry, and a raw `msgpack.packb`/`unpackb` of the same
+keys and values. Ratios against it are what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import msgpack
+
+from coreplane.core import commands as C
+from coreplane.core.state import StateMachine
+
+
+def _best_of(fn: Any, repeat: int) -> float:
+    """Best wall time of `repeat` runs: the least noisy estimate on a shared machine."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _puts(n: int, rng: random.Random) -> list[bytes]:
+    return [C.encode(C.Put(f"svc/{rng.randrange(10_000):05d}", rng.randbytes(32),
+                           client_id=f"client-{i % 16}", seq=i // 16 + 1)) for i in range(n)]
+
+
+def _mix(n: int, rng: random.Random) -> list[bytes]:
+    out: list[bytes] = [C.encode(C.LeaseGrant(60_000)) for _ in range(8)]
+    tick = 0
+    for i in range(n):
+        r = rng.random()
+        key = f"svc/{rng.randrange(10_000):05d}"
+        meta = {"client_id": f"client-{i % 16}", "seq": i // 16 + 1}
+        if r < 0.60:
+            cmd: C.Command = C.Put(key, rng.randbytes(32), lease_id=rng.choice([0, 0, 0, 1]),
+                                   **meta)
+        elif r < 0.75:
+            cmd = C.Cas(key, rng.randrange(3), rng.randbytes(32), **meta)
+        elif r < 0.85:
+            cmd = C.Delete(key, **meta)
+        elif r < 0.90:
+            tick += 1
+            cmd = C.Tick(tick, tick * 200)
+        elif r < 0.95:
+            cmd = C.LeaseKeepAlive(rng.randint(1, 8), **meta)
+        else:
+            cmd = C.UserCommand("counter", {"add": rng.randrange(100)}, **meta)
+        out.append(C.encode(cmd))
+    return out
+
+
+def _fresh() -> StateMachine:
+    sm = StateMachine()
+    sm.register("counter", apply=lambda s, c, ctx: (s + c["add"], s + c["add"]), initial=0)
+    return sm
+
+
+def _apply_all(entries: list[bytes]) -> StateMachine:
+    sm = _fresh()
+    for i, entry in enumerate(entries, 1):
+        sm.apply(entry, i)
+    return sm
+
+
+def _anchor_apply(entries: list[bytes]) -> None:
+    store: dict[Any, Any] = {}
+    for entry in entries:
+        _, _, body = msgpack.unpackb(entry)
+        store[body.get("key")] = body
+
+
+def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
+    rng = random.Random(20261129)
+    n_put, n_mix, n_keys, repeat = (2_000, 2_000, 5_000, 2) if smoke else (50_000, 50_000,
+                                                                          100_000, 3)
+    puts, mix = _puts(n_put, rng), _mix(n_mix, rng)
+    put_s = _best_of(lambda: _apply_all(puts), repeat)
+    anchor_put_s = _best_of(lambda: _anchor_apply(puts), repeat)
+    mix_s = _best_of(lambda: _apply_all(mix), repeat)
+
+    big = _fresh()
+    for i in range(n_keys):
+        big.apply(C.encode(C.Put(f"key/{i:07d}", rng.randbytes(32))), i + 1)
+    snap = big.snapshot()
+    snapshot_s = _best_of(big.snapshot, repeat)
+    restore_s = _best_of(lambda: _fresh().restore(snap), repeat)
+    hash_s = _best_of(big.state_hash, repeat)
+    raw = {k: r.value for k, r in big.kv.keys.items()}
+    anchor_pack_s = _best_of(lambda: msgpack.packb(raw), repeat)
+    packed = msgpack.packb(raw)
+    anchor_unpack_s = _best_of(lambda: msgpack.unpackb(packed), repeat)
+
+    summary = {
+        "put_us": put_s / n_put * 1e6,
+        "put_over_anchor": put_s / anchor_put_s,
+        "mix_apply_per_s": n_mix / mix_s,
+        "mix_us": mix_s / n_mix * 1e6,
+        "keys": n_keys,
+        "snapshot_s": snapshot_s,
+        "snapshot_over_anchor": snapshot_s / anchor_pack_s,
+        "restore_s": restore_s,
+        "restore_over_anchor": restore_s / anchor_unpack_s,
+        "state_hash_s": hash_s,
+        "snapshot_bytes": len(snap),
+        "anchor_put_us": anchor_put_s / n_put * 1e6,
+        "anchor_pack_s": anchor_pack_s,
+        "anchor_unpack_s": anchor_unpack_s,
+    }
+    return {
+        "bench": "apply",
+        "params": {"n_put": n_put, "n_mix": n_mix, "keys": n_keys, "repeat": repeat,
+                   "smoke": smoke, "seed": 20261129},
+        "summary": summary,
+        "goals": {"put_us_max": 20.0, "snapshot_s_max_at_100k": 0.5},
+    }
