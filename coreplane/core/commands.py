@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, cast
 
 from coreplane.core import codec
 from coreplane.core.codec import Value
@@ -66,7 +66,7 @@ class _Base:
             raise DecodeError(f"{cls.__name__}.{missing[0]}: missing")
         for field_name, kind in cls.TYPES.items():
             value = body[field_name]
-            if type(value) is not kind or (kind is int and not 0 <= value <= _U63):
+            if type(value) is not kind or (kind is int and not 0 <= cast(int, value) <= _U63):
                 _check(cls.__name__, field_name, kind, value)
         return cls(**body)
 
