@@ -156,6 +156,9 @@ def build_conf(
         logCompactionMinTime=log_compaction_min_time_s,
         onStateChanged=on_state_changed,
         commandsWaitLeader=True,
+        # Send each proposal at once (and wake the poller through a pipe) instead of waiting
+        # for the next heartbeat: a control plane wants latency, not bulk throughput.
+        appendEntriesUseBatch=False,
         bindRetryTime=0.1,
         useFork=False,
     )

@@ -1,0 +1,99 @@
+"""One coreplane node in its own OS process, driven over stdin/stdout with JSON lines.
+
+Used by `three_node_demo.py` and the kill -9 tests: the parent writes one request per line
+(``{"id": 1, "op": "put", "key": "k", "value": "v"}``) and reads one reply per line
+(``{"id": 1, "ok": true, ...}``). The node's configuration comes as one JSON argument; the
+cluster secret comes in the environment (``COREPLANE_DEMO_SECRET``, hex) so it is never on a
+command line that `ps` shows. Requests are served on worker threads, so a slow write does not
+hold up a status query; replies may come out of order and carry the request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from coreplane.errors import CoreplaneError
+from coreplane.runtime.controlplane import ControlPlane
+
+_out_lock = threading.Lock()
+
+
+def _reply(message: dict[str, Any]) -> None:
+    line = json.dumps(message, sort_keys=True)
+    with _out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
+    op = req.get("op")
+    timeout_s = float(req.get("timeout_s", 5.0))
+    if op == "put":
+        rev = cp.kv.put(req["key"], req["value"].encode(), timeout_s=timeout_s)
+        return {"rev": rev}
+    if op == "get":
+        got = cp.kv.get(req["key"], stale_ok=bool(req.get("stale_ok")), timeout_s=timeout_s)
+        return {"value": None if got is None else got[0].decode(),
+                "rev": None if got is None else got[1]}
+    if op == "dump":
+        items = cp.kv.range(req.get("prefix", ""), stale_ok=True)
+        return {"items": {k: v.decode() for k, v, _ in items}}
+    if op == "hash":
+        index, digest = cp.state_hash()
+        return {"index": index, "hash": digest}
+    if op == "status":
+        return {"status": cp.status()}
+    if op == "wait_leader":
+        return {"leader": cp.wait_for_leader(timeout_s=timeout_s)}
+    raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> int:
+    config = json.loads(sys.argv[1])
+    logging.basicConfig(level=getattr(logging, config.get("log_level", "WARNING")),
+                        format=f"[{config['node_id']}] %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    secret = bytes.fromhex(os.environ["COREPLANE_DEMO_SECRET"])
+    cp = ControlPlane(
+        config["node_id"], config["address"], config["peers"], config["data_dir"], secret,
+        **config.get("options", {}),
+    )
+    cp.on_leadership(lambda gained, token: _reply(
+        {"event": "leadership", "gained": gained, "token": token}))
+    cp.start()
+    _reply({"event": "ready", "node_id": cp.node_id})
+    pool = ThreadPoolExecutor(max_workers=8)
+
+    def serve(req: dict[str, Any]) -> None:
+        try:
+            _reply({"id": req.get("id"), "ok": True, **_handle(cp, req)})
+        except CoreplaneError as exc:
+            _reply({"id": req.get("id"), "ok": False, "error": type(exc).__name__,
+                    "message": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bad request must not kill the node
+            _reply({"id": req.get("id"), "ok": False, "error": type(exc).__name__,
+                    "message": str(exc)})
+
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            if req.get("op") == "stop":
+                break
+            pool.submit(serve, req)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        cp.stop()
+        _reply({"event": "stopped"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
