@@ -1,0 +1,734 @@
+"""The Raft log, term/vote and snapshots of one node in one LMDB environment.
+
+pysyncobj keeps its log in an mmap file it never syncs and its term, vote and snapshot in
+separate files written without fsync; a journal without its dump file loses the compacted state
+on restart. `LmdbJournal` implements pysyncobj's journal interface (list positions, not Raft
+indexes) on LMDB instead:
+
+- **Group commit.** `add` only appends to an in-memory tail; `flush` writes everything since
+  the last flush in one write transaction. With ``durability="fsync"`` (default) LMDB syncs the
+  data and meta pages before the commit returns, so an entry is durable before any ack, vote or
+  leader send that the caller makes after `flush`. ``"relaxed"`` skips the meta-page sync: the
+  store stays consistent but a power loss may undo the last batch. `setCurrentTerm` flushes at
+  once because a vote must never be sent before its term and vote are durable.
+- **Checksums.** Each entry is stored as ``crc32(key, term, command) | term | command`` and
+  verified whenever it is read from LMDB (and, by default, all of them at open); a mismatch or a
+  hole raises `CorruptData` naming the index. The entry is never returned, so never applied.
+- **Full map or disk.** `MapFullError` grows the map (doubling, up to `map_size_max_bytes`) and
+  retries the same transaction; past the cap, or on ENOSPC, `flush` raises `StorageFull` and
+  keeps the batch in memory. A failed transaction is aborted whole, so nothing half-written is
+  visible, and the next `flush` retries it.
+- **Identity.** A record of format version, node id and cluster id; a data dir written by
+  another node or cluster, by something that is not this journal, or with a damaged record is
+  refused with `CorruptData` / `InvalidArgument` naming the path; it is never reset.
+- **Snapshots.** `save_snapshot` writes the snapshot in chunked transactions (so a tick-thread
+  `flush` waits for at most one chunk) and publishes it in one final transaction together with
+  its last included entries. That publish is what compacts the log: at the next open every
+  entry below the snapshot is dropped, and a log that disagrees with the snapshot is reset to it
+  (Raft's InstallSnapshot rule). Physical deletion of compacted keys happens in small batches
+  inside later flushes.
+
+Owns: the LMDB environment of one node. Imports lmdb and pysyncobj's journal base only; no
+pickle, no msgpack (meta records go through core.codec).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, overload
+
+import lmdb
+import pysyncobj.journal
+
+from coreplane.core.codec import decode_value, encode_value
+from coreplane.errors import (
+    CorruptData,
+    DecodeError,
+    InvalidArgument,
+    InvariantViolation,
+    StorageFull,
+    Unavailable,
+)
+
+__all__ = ["FORMAT_VERSION", "Entry", "LmdbJournal", "Snapshot", "snapshot_marker_path"]
+
+logger = logging.getLogger(__name__)
+
+Entry: TypeAlias = tuple[bytes, int, int]  # (command, Raft index, term), as pysyncobj uses it
+T = TypeVar("T")
+
+FORMAT_VERSION = 1
+MIB = 1024 * 1024
+SNAPSHOT_MARKER = "snapshot.present"
+_OWN_FILES = frozenset({"data.mdb", "lock.mdb", SNAPSHOT_MARKER})
+_KEY = struct.Struct(">Q")
+_HEAD = struct.Struct(">IQ")  # crc32, term
+_CRC = struct.Struct(">I")
+_GARBAGE_PER_FLUSH = 4096  # compacted keys deleted per flush: bounds the tick-thread cost
+_LAZY_SLICE_MIN = 64  # longer slices that miss the cache are read lazily
+_SNAPSHOT_CHUNK_BYTES = 1 * MIB
+_ENOSPC = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_LMDB_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                 lmdb.VersionMismatchError, lmdb.PanicError, lmdb.BadTxnError)
+
+
+def snapshot_marker_path(path: str) -> str:
+    """The file that exists iff the journal at `path` holds a snapshot.
+
+    Point ``SyncObjConf.fullDumpFile`` at it: pysyncobj loads a snapshot at its first tick only
+    if that file exists. The journal recreates it from LMDB at open, so it is never the truth.
+    """
+    return os.path.join(path, SNAPSHOT_MARKER)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stored snapshot: opaque payload plus the last two entries it includes."""
+
+    payload: bytes
+    last_entry: Entry
+    prev_entry: Entry
+
+
+class _MapFull(Exception):
+    """Internal: LMDB's map is full; the caller grows it or gives up."""
+
+
+def _crc(key: bytes, term: int, command: bytes) -> int:
+    return zlib.crc32(command, zlib.crc32(key + _KEY.pack(term)))
+
+
+def _pack_entry(key: bytes, command: bytes, term: int) -> bytes:
+    return _HEAD.pack(_crc(key, term, command), term) + command
+
+
+def _unpack_entry(key: bytes, raw: bytes | None, idx: int) -> Entry:
+    if raw is None:
+        raise CorruptData(f"journal entry {idx} is missing")
+    if len(raw) < _HEAD.size:
+        raise CorruptData(f"journal entry {idx} is truncated")
+    crc, term = _HEAD.unpack_from(raw)
+    command = bytes(raw[_HEAD.size:])
+    if _crc(key, term, command) != crc:
+        raise CorruptData(f"journal entry {idx} failed its checksum")
+    return command, idx, term
+
+
+def _pack_meta(value: Any) -> bytes:
+    body = encode_value(value)
+    return _CRC.pack(zlib.crc32(body)) + body
+
+
+def _unpack_meta(raw: bytes, what: str, path: str) -> Any:
+    if len(raw) < _CRC.size or _CRC.unpack_from(raw)[0] != zlib.crc32(raw[_CRC.size:]):
+        raise CorruptData(f"{path}: {what} record failed its checksum")
+    try:
+        return decode_value(raw[_CRC.size:])
+    except DecodeError as exc:
+        raise CorruptData(f"{path}: {what} record is not decodable: {exc}") from exc
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    code = getattr(exc, "errno", None)
+    if code in _ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left" in text or "Disk quota" in text or "File too large" in text
+
+
+@contextlib.contextmanager
+def _translated(path: str, what: str) -> Iterator[None]:
+    """Turn lmdb and OS errors into coreplane errors at the boundary."""
+    try:
+        yield
+    except lmdb.MapFullError as exc:
+        raise _MapFull() from exc
+    except (lmdb.Error, OSError) as exc:
+        if _is_no_space(exc):
+            raise StorageFull(f"{path}: disk full while {what}: {exc}") from exc
+        if isinstance(exc, _LMDB_CORRUPT):
+            raise CorruptData(f"{path}: LMDB refused the data while {what}: {exc}") from exc
+        raise Unavailable(f"{path}: storage error while {what}: {exc}") from exc
+
+
+class _LazyEntries(Sequence[Entry]):
+    """A slice of the log read on demand, so pysyncobj's open-ended slices stay cheap."""
+
+    def __init__(self, journal: LmdbJournal, first_idx: int, count: int) -> None:
+        self._journal = journal
+        self._first_idx = first_idx
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | list[Entry]:
+        if isinstance(item, slice):
+            start, stop, step = item.indices(self._count)
+            return [self._journal._entry(self._first_idx + i) for i in range(start, stop, step)]
+        if item < 0:
+            item += self._count
+        if not 0 <= item < self._count:
+            raise IndexError("log slice index out of range")
+        return self._journal._entry(self._first_idx + item)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for i in range(self._count):
+            yield self._journal._entry(self._first_idx + i)
+
+
+class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
+    """pysyncobj's journal on LMDB, with group commit, checksums and snapshots.
+
+    ``LmdbJournal(path, *, node_id, cluster_id=None, durability="fsync",
+    map_size_bytes=64 MiB, map_size_max_bytes=8 GiB, cache_entries_max=4096,
+    verify_on_open=True)``. `path` is a directory owned by this journal (created if missing).
+    All methods are thread-safe; pysyncobj calls them on its tick thread, `save_snapshot` runs on
+    a writer thread. Call `flush` before sending anything that depends on the log or the vote,
+    and `close` (pysyncobj calls `_destroy`) when done.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        node_id: str,
+        cluster_id: str | None = None,
+        durability: str = "fsync",
+        map_size_bytes: int = 64 * MIB,
+        map_size_max_bytes: int = 8192 * MIB,
+        cache_entries_max: int = 4096,
+        verify_on_open: bool = True,
+    ) -> None:
+        if not isinstance(path, str) or not path:
+            raise InvalidArgument("path", "must be a non-empty directory path")
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgument("node_id", "must be a non-empty str")
+        if cluster_id is not None and (not isinstance(cluster_id, str) or not cluster_id):
+            raise InvalidArgument("cluster_id", "must be None or a non-empty str")
+        if durability not in ("fsync", "relaxed"):
+            raise InvalidArgument("durability", f"must be 'fsync' or 'relaxed', not {durability!r}")
+        if not isinstance(map_size_bytes, int) or map_size_bytes < 64 * 1024:
+            raise InvalidArgument("map_size_bytes", "must be an int of at least 64 KiB")
+        if not isinstance(map_size_max_bytes, int) or map_size_max_bytes < map_size_bytes:
+            raise InvalidArgument("map_size_max_bytes", "must be an int >= map_size_bytes")
+        if not isinstance(cache_entries_max, int) or cache_entries_max < 2:
+            raise InvalidArgument("cache_entries_max", "must be an int >= 2")
+        self.path = path
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.durability = durability
+        self._map_size_max = map_size_max_bytes
+        self._cache_max = cache_entries_max
+        self._lock = threading.RLock()
+        self._closed = False
+        # Logical log [first, first + n) and the in-memory tail that holds every unflushed entry.
+        self._first = 1
+        self._n = 0
+        self._tail: list[Entry] = []
+        self._tail_start = 1
+        self._dirty_from: int | None = None  # smallest index not yet written to LMDB
+        self._meta_dirty = False
+        self._garbage = True  # keys outside [first, last] may exist in LMDB
+        self._head: Entry | None = None  # entry at `first`: pysyncobj reads [0] constantly
+        self._term = 0
+        self._voted_for: str | int | None = None
+        self._commit = 1
+        self._snapshot_gen = 0
+        self._snapshot_meta: dict[str, Any] | None = None
+        self._check_dir()
+        self._env = self._open_env(map_size_bytes)
+        try:
+            self._load(verify_on_open)
+        except BaseException:
+            self._env.close()
+            raise
+
+    # ------------------------------------------------------------------ open
+
+    def _check_dir(self) -> None:
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise InvalidArgument("path", f"{self.path} exists and is not a directory")
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            foreign = sorted(set(os.listdir(self.path)) - _OWN_FILES)
+        except OSError as exc:
+            raise InvalidArgument("path", f"{self.path}: {exc}") from exc
+        if foreign:
+            raise CorruptData(f"{self.path} is not a coreplane journal directory "
+                              f"(unexpected files: {', '.join(foreign[:5])})")
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        try:
+            return lmdb.open(self.path, map_size=map_size, subdir=True, max_dbs=3,
+                             sync=True, metasync=self.durability == "fsync",
+                             writemap=False, readahead=False, lock=True)
+        except lmdb.InvalidError as exc:
+            raise CorruptData(f"{self.path}: data.mdb is not an LMDB file: {exc}") from exc
+        except (lmdb.Error, OSError) as exc:
+            if _is_no_space(exc):
+                raise StorageFull(f"{self.path}: disk full opening the journal") from exc
+            if "already open" in str(exc):
+                raise InvalidArgument("path", f"{self.path} is already open in this process"
+                                      ) from exc
+            raise CorruptData(f"{self.path}: cannot open the journal: {exc}") from exc
+
+    def _load(self, verify: bool) -> None:
+        with _translated(self.path, "opening"):
+            self._dbs = {name: self._env.open_db(name) for name in (b"log", b"meta", b"snap")}
+            with self._env.begin() as txn:
+                identity = txn.get(b"identity", db=self._dbs[b"meta"])
+                meta = {key: txn.get(key, db=self._dbs[b"meta"])
+                        for key in (b"log", b"term", b"commit")}
+                snap_raw = txn.get(b"current", db=self._dbs[b"snap"])
+                has_entries = txn.stat(self._dbs[b"log"])["entries"] > 0
+        if identity is None:
+            if has_entries or any(v is not None for v in meta.values()) or snap_raw is not None:
+                raise CorruptData(f"{self.path}: journal data without an identity record "
+                                  "(foreign or damaged data dir); refusing to reuse it")
+            self._write_identity()
+        else:
+            self._check_identity(_unpack_meta(identity, "identity", self.path))
+        if meta[b"term"] is not None:
+            term, voted_for = self._checked(meta[b"term"], "term", list, 2)
+            self._term, self._voted_for = term, voted_for
+        if meta[b"commit"] is not None:
+            self._commit = self._checked(meta[b"commit"], "commit", int)
+        if meta[b"log"] is not None:
+            self._first, self._n = self._checked(meta[b"log"], "log bounds", list, 2)
+            self._tail_start = self._first + self._n
+        if snap_raw is not None:
+            self._snapshot_meta = self._checked_snapshot_meta(snap_raw)
+            self._snapshot_gen = self._snapshot_meta["gen"]
+            self._apply_snapshot_floor()
+            self._touch_marker()
+        if verify:
+            self.verify()
+
+    def _checked(self, raw: bytes, what: str, kind: type[T], size: int | None = None) -> T:
+        value = _unpack_meta(raw, what, self.path)
+        if not isinstance(value, kind) or (size is not None and len(value) != size):  # type: ignore[arg-type]
+            raise CorruptData(f"{self.path}: {what} record has the wrong shape")
+        return value
+
+    def _checked_snapshot_meta(self, raw: bytes) -> dict[str, Any]:
+        meta = self._checked(raw, "snapshot", dict)
+        ints = all(type(meta.get(k)) is int and meta[k] >= 0 for k in ("gen", "size", "chunks"))
+        entries = all(
+            isinstance(meta.get(k), list) and len(meta[k]) == 3 and isinstance(meta[k][0], bytes)
+            and type(meta[k][1]) is int and type(meta[k][2]) is int for k in ("last", "prev"))
+        if not (ints and entries and isinstance(meta.get("digest"), bytes)):
+            raise CorruptData(f"{self.path}: snapshot record has the wrong shape")
+        return meta
+
+    def _write_identity(self) -> None:
+        record = {"format": FORMAT_VERSION, "node_id": self.node_id, "cluster_id": self.cluster_id}
+        with _translated(self.path, "writing the identity"), self._env.begin(write=True) as txn:
+            txn.put(b"identity", _pack_meta(record), db=self._dbs[b"meta"])
+
+    def _check_identity(self, record: Any) -> None:
+        if not isinstance(record, dict) or "format" not in record:
+            raise CorruptData(f"{self.path}: identity record has the wrong shape")
+        if record["format"] != FORMAT_VERSION:
+            raise CorruptData(f"{self.path}: journal format {record['format']!r}, this code "
+                              f"reads {FORMAT_VERSION}")
+        if record.get("node_id") != self.node_id:
+            raise InvalidArgument("node_id", f"{self.path} belongs to node "
+                                  f"{record.get('node_id')!r}, not {self.node_id!r}")
+        if record.get("cluster_id") != self.cluster_id:
+            raise InvalidArgument("cluster_id", f"{self.path} belongs to cluster "
+                                  f"{record.get('cluster_id')!r}, not {self.cluster_id!r}")
+
+    def _apply_snapshot_floor(self) -> None:
+        """Drop entries a published snapshot covers; reset a log that contradicts it.
+
+        A corrupt entry at the snapshot boundary propagates as `CorruptData` rather than
+        triggering a reset, which could discard acknowledged entries after it.
+        """
+        prev, last = self._meta_entry("prev"), self._meta_entry("last")
+        boundary = prev[1]
+        inside = self._n and self._first <= boundary < self._first + self._n - 1
+        if inside and self._entry(boundary) == prev and self._entry(boundary + 1) == last:
+            if self._first < boundary:
+                self._n -= boundary - self._first
+                self._first = boundary
+                self._tail_start = max(self._tail_start, boundary)
+                self._head = None
+                self._meta_dirty = True
+            return
+        # The log ends before the snapshot or disagrees with it: the snapshot wins.
+        self._n, self._tail, self._dirty_from, self._head = 0, [], None, None
+        self._append(prev)
+        self._append(last)
+
+    def _meta_entry(self, key: str) -> Entry:
+        assert self._snapshot_meta is not None
+        command, idx, term = self._snapshot_meta[key]
+        return bytes(command), int(idx), int(term)
+
+    def verify(self) -> None:
+        """Read and checksum every entry of the log; `CorruptData` names the first bad one."""
+        with self._lock, _translated(self.path, "verifying"):
+            last = self._first + self._n - 1
+            stop = min(last, self._tail_start - 1)
+            with self._env.begin(db=self._dbs[b"log"]) as txn:
+                for idx in range(self._first, stop + 1):
+                    key = _KEY.pack(idx)
+                    _unpack_entry(key, txn.get(key), idx)
+
+    # ------------------------------------------------------------------ reads
+
+    def _entry(self, idx: int) -> Entry:
+        with self._lock:
+            if self._tail and idx >= self._tail_start:
+                return self._tail[idx - self._tail_start]
+            if idx == self._first and self._head is not None:
+                return self._head
+            key = _KEY.pack(idx)
+            with _translated(self.path, "reading"), self._env.begin(db=self._dbs[b"log"]) as txn:
+                entry = _unpack_entry(key, txn.get(key), idx)
+            if idx == self._first:
+                self._head = entry
+            return entry
+
+    @overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> Sequence[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | Sequence[Entry]:
+        with self._lock:
+            n = self._n
+            if isinstance(item, slice):
+                start, stop, step = item.indices(n)
+                if step != 1:
+                    return [self._entry(self._first + p) for p in range(start, stop, step)]
+                count = max(0, stop - start)
+                first_idx = self._first + start
+                if count <= _LAZY_SLICE_MIN or (self._tail and first_idx >= self._tail_start):
+                    return [self._entry(first_idx + i) for i in range(count)]
+                return _LazyEntries(self, first_idx, count)
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise TypeError("journal indices must be integers or slices")
+            pos = item + n if item < 0 else item
+            if not 0 <= pos < n:
+                raise IndexError("journal index out of range")
+            return self._entry(self._first + pos)
+
+    def __len__(self) -> int:
+        return self._n
+
+    # ------------------------------------------------------------------ writes (memory only)
+
+    def _append(self, entry: Entry) -> None:
+        idx = entry[1]
+        if not self._tail:
+            self._tail_start = idx
+        self._tail.append(entry)
+        if self._dirty_from is None:
+            self._dirty_from = idx
+        if self._n == 0:
+            self._first = idx
+            self._head = entry
+        self._n += 1
+        self._meta_dirty = True
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        """Append one entry in memory; it becomes durable at the next `flush`."""
+        if isinstance(command, str):
+            command = command.encode("utf-8")  # pysyncobj's to_bytes does the same
+        if not isinstance(command, (bytes, bytearray)) or type(idx) is not int or \
+                type(term) is not int or idx < 0 or term < 0:
+            raise InvalidArgument("entry", "must be (bytes, int index, int term)")
+        with self._lock:
+            self._require_open()
+            if self._n and idx != self._first + self._n:
+                raise InvariantViolation(
+                    f"journal append of index {idx} after {self._first + self._n - 1}")
+            self._append((bytes(command), idx, term))
+
+    def clear(self) -> None:
+        """Empty the log (pysyncobj does this before adding a received snapshot's entries)."""
+        with self._lock:
+            self._n = 0
+            self._tail, self._dirty_from, self._head = [], None, None
+            self._tail_start = self._first
+            self._meta_dirty = self._garbage = True
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        """Drop positions >= entryFrom (a conflicting suffix)."""
+        with self._lock:
+            if entryFrom >= self._n:
+                return
+            self._n = max(0, entryFrom)
+            last = self._first + self._n - 1
+            if self._tail:
+                keep = max(0, last - self._tail_start + 1)
+                del self._tail[keep:]
+                if not self._tail:
+                    self._tail_start = last + 1
+            if self._dirty_from is not None and self._dirty_from > last:
+                self._dirty_from = None
+            if self._n == 0:
+                self._head = None
+            self._meta_dirty = self._garbage = True
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        """Drop positions < entryTo (a prefix a snapshot now covers)."""
+        with self._lock:
+            if entryTo <= 0:
+                return
+            entryTo = min(entryTo, self._n)
+            self._first += entryTo
+            self._n -= entryTo
+            if self._tail and self._tail_start < self._first:
+                del self._tail[: self._first - self._tail_start]
+                self._tail_start = self._first
+            if not self._tail:
+                self._tail_start = self._first
+            if self._dirty_from is not None:
+                self._dirty_from = max(self._dirty_from, self._first)
+            self._head = None
+            self._meta_dirty = self._garbage = True
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        """Remember the commit index; written with the next flush (it is only a hint)."""
+        with self._lock:
+            if raftCommitIndex != self._commit:
+                self._commit = raftCommitIndex
+                self._meta_dirty = True
+
+    def getRaftCommitIndex(self) -> int:
+        return self._commit
+
+    def setCurrentTerm(self, term: int, votedForNodeId: str | int | None) -> None:
+        """Store term and vote and flush now: pysyncobj sends the vote right after this."""
+        with self._lock:
+            self._term, self._voted_for = term, votedForNodeId
+            self._meta_dirty = True
+            self.flush()
+
+    def getCurrentTerm(self) -> int:
+        return self._term
+
+    def getVotedForNodeId(self) -> str | int | None:
+        return self._voted_for
+
+    def onOneSecondTimer(self) -> None:
+        """A safety net for callers that forget to flush; normally a no-op."""
+        self.flush()
+
+    # ------------------------------------------------------------------ flush
+
+    @property
+    def dirty(self) -> bool:
+        """True if `flush` has something to write."""
+        return self._dirty_from is not None or self._meta_dirty
+
+    def flush(self) -> None:
+        """Write everything since the last flush in one transaction and sync it (group commit).
+
+        Raises `StorageFull` (disk or map at its cap) with the batch kept in memory, so a later
+        flush retries it; nothing of a failed batch is visible in LMDB.
+        """
+        with self._lock:
+            self._require_open()
+            if not self.dirty and not self._garbage:
+                return
+            self._with_map_growth(self._flush_txn, "flushing the log")
+            self._dirty_from = None
+            self._meta_dirty = False
+            if len(self._tail) > self._cache_max:
+                drop = len(self._tail) - self._cache_max
+                del self._tail[:drop]
+                self._tail_start += drop
+
+    def _flush_txn(self) -> None:
+        """One write transaction: garbage deletions, then the batch, then the bounds.
+
+        Deleting keys outside the live range is only safe together with the bounds that make
+        them garbage, so both are in this one transaction.
+        """
+        log_db, meta_db = self._dbs[b"log"], self._dbs[b"meta"]
+        last = self._first + self._n - 1
+        with self._env.begin(write=True) as txn:
+            garbage_left = self._delete_garbage(txn, log_db, last) if self._garbage else False
+            if self._dirty_from is not None:
+                for entry in self._tail[self._dirty_from - self._tail_start:]:
+                    key = _KEY.pack(entry[1])
+                    txn.put(key, _pack_entry(key, entry[0], entry[2]), db=log_db)
+            if self._meta_dirty:
+                txn.put(b"log", _pack_meta([self._first, self._n]), db=meta_db)
+                txn.put(b"term", _pack_meta([self._term, self._voted_for]), db=meta_db)
+                txn.put(b"commit", _pack_meta(self._commit), db=meta_db)
+        self._garbage = garbage_left
+
+    def _delete_garbage(self, txn: lmdb.Transaction, log_db: Any, last: int) -> bool:
+        """Delete up to a bounded number of keys outside the live range; True if more remain."""
+        budget = _GARBAGE_PER_FLUSH
+        cursor = txn.cursor(db=log_db)
+        low = _KEY.pack(self._first) if self._n else None
+        if cursor.first():
+            while budget and (low is None or cursor.key() < low):
+                if not cursor.delete():
+                    break
+                budget -= 1
+        if self._n and cursor.set_range(_KEY.pack(last + 1)):
+            while budget and cursor.delete():
+                budget -= 1
+        return budget == 0
+
+    def _with_map_growth(self, fn: Callable[[], T], what: str) -> T:
+        """Run a write, growing the map on MapFullError up to the cap; then StorageFull."""
+        while True:
+            try:
+                with _translated(self.path, what):
+                    return fn()
+            except _MapFull as exc:
+                size = int(self._env.info()["map_size"])
+                if size >= self._map_size_max:
+                    raise StorageFull(f"{self.path}: LMDB map full at {size} bytes "
+                                      f"(map_size_max_bytes={self._map_size_max})") from exc
+                new = min(self._map_size_max, size * 2)
+                logger.warning("journal %s: growing the LMDB map %d -> %d", self.path, size, new)
+                with _translated(self.path, "growing the map"):
+                    self._env.set_mapsize(new)
+
+    def set_map_size_max(self, map_size_max_bytes: int) -> None:
+        """Raise (or lower) the map growth cap, e.g. after an operator freed disk space."""
+        if not isinstance(map_size_max_bytes, int) or map_size_max_bytes < 64 * 1024:
+            raise InvalidArgument("map_size_max_bytes", "must be an int of at least 64 KiB")
+        self._map_size_max = map_size_max_bytes
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save_snapshot(self, payload: bytes, *, last_entry: Entry, prev_entry: Entry) -> None:
+        """Store a snapshot and publish it atomically with its two last included entries.
+
+        Safe to call from a writer thread: the payload goes in 1 MiB chunk transactions, each
+        under the journal lock for a few milliseconds, and one final transaction publishes it.
+        Publishing compacts the log below `prev_entry` at the next open; pysyncobj's own
+        `deleteEntriesTo` drops the prefix in memory right after.
+        """
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise InvalidArgument("payload", "must be bytes")
+        for name, entry in (("last_entry", last_entry), ("prev_entry", prev_entry)):
+            if not (isinstance(entry, tuple) and len(entry) == 3
+                    and isinstance(entry[0], bytes) and type(entry[1]) is int
+                    and type(entry[2]) is int):
+                raise InvalidArgument(name, "must be (bytes, int, int)")
+        if prev_entry[1] + 1 != last_entry[1]:
+            raise InvalidArgument("prev_entry", "must directly precede last_entry")
+        data = bytes(payload)
+        with self._lock:
+            gen = self._snapshot_gen + 1
+        snap_db = self._dbs[b"snap"]
+        chunks = max(1, -(-len(data) // _SNAPSHOT_CHUNK_BYTES))
+        for i in range(chunks):
+            chunk = data[i * _SNAPSHOT_CHUNK_BYTES:(i + 1) * _SNAPSHOT_CHUNK_BYTES]
+            key = b"d" + _KEY.pack(gen) + _CRC.pack(i)
+
+            def put_chunk(key: bytes = key, chunk: bytes = chunk) -> None:
+                with self._env.begin(write=True) as txn:
+                    txn.put(key, chunk, db=snap_db)
+
+            with self._lock:
+                self._require_open()
+                self._with_map_growth(put_chunk, "writing a snapshot")
+        meta = {"gen": gen, "size": len(data), "chunks": chunks,
+                "digest": hashlib.blake2b(data, digest_size=16).digest(),
+                "last": list(last_entry), "prev": list(prev_entry)}
+
+        def publish() -> None:
+            with self._env.begin(write=True) as txn:
+                txn.put(b"current", _pack_meta(meta), db=snap_db)
+                cursor = txn.cursor(db=snap_db)
+                if cursor.set_range(b"d"):  # older generations and abandoned writes
+                    while cursor.key().startswith(b"d"):
+                        if cursor.key()[1:9] == _KEY.pack(gen):
+                            if not cursor.next():
+                                break
+                        elif not cursor.delete():
+                            break
+
+        with self._lock:
+            self._require_open()
+            self._with_map_growth(publish, "publishing a snapshot")
+            self._snapshot_gen, self._snapshot_meta = gen, meta
+        self._touch_marker()
+
+    def load_snapshot(self) -> Snapshot | None:
+        """The published snapshot, verified against its digest; `CorruptData` if damaged."""
+        with self._lock:
+            meta = self._snapshot_meta
+            if meta is None:
+                return None
+            parts = []
+            with _translated(self.path, "reading a snapshot"), \
+                    self._env.begin(db=self._dbs[b"snap"]) as txn:
+                for i in range(int(meta["chunks"])):
+                    raw = txn.get(b"d" + _KEY.pack(int(meta["gen"])) + _CRC.pack(i))
+                    if raw is None:
+                        raise CorruptData(f"{self.path}: snapshot chunk {i} is missing")
+                    parts.append(raw)
+            data = b"".join(parts)
+            if len(data) != meta["size"] or \
+                    hashlib.blake2b(data, digest_size=16).digest() != meta["digest"]:
+                raise CorruptData(f"{self.path}: snapshot {meta['gen']} failed its checksum")
+            return Snapshot(data, self._meta_entry("last"), self._meta_entry("prev"))
+
+    def _touch_marker(self) -> None:
+        marker = snapshot_marker_path(self.path)
+        if not os.path.exists(marker):
+            try:
+                with open(marker, "wb"):
+                    pass
+            except OSError as exc:  # derived state: recreated at the next open
+                logger.warning("journal %s: cannot create %s: %s", self.path, marker, exc)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument("journal", f"{self.path} is closed")
+
+    def close(self) -> None:
+        """Flush what can be flushed and close the environment; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self.flush()
+            except StorageFull:
+                logger.error("journal %s: closing with an unflushed batch (storage full)",
+                             self.path)
+            finally:
+                self._closed = True
+                self._env.close()
+
+    def _destroy(self) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Sizes for health checks and tests."""
+        with self._lock:
+            info = self._env.info()
+            return {"first_index": self._first, "entries": self._n,
+                    "cached_entries": len(self._tail), "map_size_bytes": int(info["map_size"]),
+                    "last_page": int(info["last_pgno"]), "snapshot_gen": self._snapshot_gen}
