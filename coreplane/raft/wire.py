@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES_DEFAULT = 16 * 1024 * 1024  # the codec's own decode cap; raise both together
 PEER_NODE_EXT_CODE = 16  # fixed forever: it is stored in snapshots and membership entries
 SECRET_BYTES_MIN = 16
-_PENDING_INBOUND_MAX = 64  # unauthenticated connections held at once; more are closed at accept
+_PENDING_INBOUND_MAX = 64  # unauthenticated connections held at once; the oldest goes first
 _RECV_CHUNK_BYTES = 256 * 1024
 _ACCEPTS_PER_EVENT = 16
 _RECVS_PER_EVENT = 16
@@ -475,9 +475,10 @@ class WireTransport(Transport):
                 logger.warning("accept failed: %s", exc)
                 return
             if len(self._pending) >= _PENDING_INBOUND_MAX:
+                # Evict the oldest: a real peer finishes its handshake in one round trip, so a
+                # flood of idle connections cannot lock peers out for a whole timeout.
                 self._reject("too_many_pending")
-                sock.close()
-                continue
+                self._close(next(iter(self._pending.values())), "too_many_pending")
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             now = time.monotonic()

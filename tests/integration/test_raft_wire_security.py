@@ -369,3 +369,19 @@ def test_authenticated_admin_command_is_not_a_raft_message(node: Node, peer: Pee
                for m in answers)
     assert node.rejected("not_a_raft_message") == 1
     node.assert_no_trace()
+
+
+def test_flood_of_idle_connections_cannot_lock_out_a_peer(node: Node) -> None:
+    idle = [socket.create_connection(node.endpoint, timeout=WAIT_S) for _ in range(80)]
+    try:
+        wait_until(lambda: node.transport.stats().get("accepted", 0)
+                   - node.before.get("accepted", 0) >= 80)
+        assert len(node.transport._pending) <= 64
+        p = Peer(node)
+        p.handshake()
+        wait_until(lambda: node.transport.connected_peer_ids() == ["b"])
+        p.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    node.assert_no_trace()
