@@ -16,6 +16,7 @@ msgpack (only through core.codec) or anything above raft.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable
 from typing import IO, Any
@@ -29,6 +30,7 @@ from coreplane.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "EXT_CODES_RESERVED",
+    "SnapshotSerializer",
     "decode",
     "dump",
     "dumps",
@@ -273,3 +275,226 @@ def uninstall() -> None:
 def installed() -> bool:
     """True if every pysyncobj pickle call site resolves to this module's functions."""
     return all(getattr(module, name) is fn for module, name, fn in _TARGETS)
+
+
+# ------------------------------------------------------------------------ snapshots
+
+
+_SNAPSHOT_FORMAT = 1
+_KIND_TREE = 0  # pysyncobj's own capture (SyncObj attributes, consumers), as a wire tree
+_KIND_HOST = 1  # opaque bytes from the host's capture hook, handed back to its restore hook
+_TRANSMIT_FORMAT = 1
+SNAPSHOT_BYTES_MAX = 1 << 30
+
+Capture = Callable[[], Callable[[], bytes]]
+
+
+class SnapshotSerializer:
+    """pysyncobj's `Serializer`, storing snapshots in the LMDB journal off the tick thread.
+
+    Installed with ``seams.journal_factory(make_journal, serializer_factory=lambda j, *a:
+    SnapshotSerializer(j, ...))``; set ``conf.fullDumpFile = journal.snapshot_marker_path(path)``
+    so pysyncobj loads the stored snapshot at its first tick (the marker exists iff LMDB holds a
+    snapshot). pysyncobj's protocol, kept: `serialize` starts a snapshot, `checkSerializing`
+    reports it (then pysyncobj drops the prefix with `deleteEntriesTo`), `deserialize` returns
+    ``(data, last_entry, prev_entry, cluster)``, and `getTransmissionData` /
+    `setTransmissionData` stream a snapshot to a lagging follower in chunks.
+
+    What runs where: with `capture` (``capture() -> thunk``; ``thunk() -> bytes``), the tick
+    thread only calls `capture`, which must be cheap (e.g. take a reference to immutable state),
+    and the writer thread runs the thunk, then writes and syncs LMDB. Without it, pysyncobj's own
+    capture (a dict of SyncObj attributes) is mutable, so it is encoded on the tick thread and
+    only the LMDB write and sync move off it. `restore(bytes)` runs on the tick thread when a
+    snapshot is loaded. A received snapshot is validated before it is stored.
+    """
+
+    def __init__(
+        self,
+        journal: Any,
+        *,
+        capture: Capture | None = None,
+        restore: Callable[[bytes], None] | None = None,
+        transmission_batch_bytes: int = 256 * 1024,
+        snapshot_bytes_max: int = SNAPSHOT_BYTES_MAX,
+    ) -> None:
+        if (capture is None) != (restore is None):
+            raise InvalidArgument("capture", "capture and restore come together")
+        if transmission_batch_bytes <= 0 or snapshot_bytes_max <= 0:
+            raise InvalidArgument("transmission_batch_bytes", "sizes must be positive")
+        self._journal = journal
+        self._capture = capture
+        self._restore = restore
+        self._batch = transmission_batch_bytes
+        self._max = snapshot_bytes_max
+        self._thread: threading.Thread | _DoneThread | None = None
+        self._failed: BaseException | None = None
+        self._current_id: Any = None
+        self._transmissions: dict[Any, list[Any]] = {}
+        self._incoming: bytearray | None = None
+        self.last_error: BaseException | None = None
+
+    # ---------------------------------------------------------------- taking a snapshot
+
+    def serialize(self, data: Any, id: Any) -> None:
+        """Start a snapshot of ``(data, last_entry, prev_entry, cluster)``; returns at once."""
+        if self._thread is not None:
+            return
+        self._current_id = id
+        self._failed = None
+        try:
+            app, last_entry, prev_entry, cluster = data
+            cluster_bytes = encode(set(cluster))
+            if self._capture is not None:
+                kind, thunk = _KIND_HOST, self._capture()
+            else:
+                state = encode(app)  # mutable: encode now, on the tick thread
+                kind, thunk = _KIND_TREE, (lambda: state)
+        except Exception as exc:  # noqa: BLE001 - reported through checkSerializing
+            _log_error("snapshot capture failed", exc)
+            self._failed = self.last_error = exc
+            self._thread = _DoneThread()
+            return
+
+        def write() -> None:
+            try:
+                payload = encode([_SNAPSHOT_FORMAT, kind, thunk(), cluster_bytes])
+                self._journal.save_snapshot(payload, last_entry=tuple(last_entry),
+                                            prev_entry=tuple(prev_entry))
+            except Exception as exc:  # noqa: BLE001 - reported through checkSerializing
+                _log_error("snapshot write failed", exc)
+                self._failed = self.last_error = exc
+
+        self._thread = threading.Thread(target=write, name="coreplane-snapshot", daemon=True)
+        self._thread.start()
+
+    def checkSerializing(self) -> tuple[int, Any]:
+        """pysyncobj polls this each tick: SERIALIZING, then SUCCESS or FAILED once."""
+        from pysyncobj.config import SERIALIZER_STATE
+
+        thread = self._thread
+        if thread is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING, None
+        if thread.is_alive():
+            return SERIALIZER_STATE.SERIALIZING, self._current_id
+        thread.join()
+        self._thread = None
+        if self._failed is not None:
+            return SERIALIZER_STATE.FAILED, self._current_id
+        self._transmissions.clear()  # a newer snapshot: restart transmissions from it
+        return SERIALIZER_STATE.SUCCESS, self._current_id
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until a running snapshot write ends (tests, shutdown); True if none runs."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
+
+    # ---------------------------------------------------------------- loading
+
+    def _decode_payload(self, payload: bytes) -> tuple[int, bytes, set[Any]]:
+        parts = decode(payload, max_bytes=self._max)
+        if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == _SNAPSHOT_FORMAT
+                and parts[1] in (_KIND_TREE, _KIND_HOST) and isinstance(parts[2], bytes)
+                and isinstance(parts[3], bytes)):
+            raise DecodeError("snapshot payload has the wrong layout")
+        cluster = decode(parts[3])
+        if not isinstance(cluster, set) or not all(
+                isinstance(n, pysyncobj.node.Node) for n in cluster):
+            raise DecodeError("snapshot cluster must be a set of nodes")
+        if parts[1] == _KIND_TREE:
+            decode(parts[2], max_bytes=self._max)  # validate now; decoded again on load
+        elif self._restore is None:
+            raise DecodeError("snapshot holds host state but no restore hook is set")
+        return parts[1], parts[2], cluster
+
+    def deserialize(self) -> tuple[Any, Any, Any, Any]:
+        """The stored snapshot as pysyncobj wants it; host state goes to `restore` first."""
+        snap = self._journal.load_snapshot()
+        if snap is None:
+            raise DecodeError("no snapshot stored")
+        kind, state, cluster = self._decode_payload(snap.payload)
+        app = None
+        if kind == _KIND_TREE:
+            app = decode(state, max_bytes=self._max)
+        else:
+            assert self._restore is not None
+            self._restore(state)
+        return app, snap.last_entry, snap.prev_entry, cluster
+
+    # ---------------------------------------------------------------- transmission
+
+    def getTransmissionData(self, transmissionID: Any) -> tuple[bytes, bool, bool] | None:
+        """The next chunk of the stored snapshot for one follower; None while writing one."""
+        if self._thread is not None:
+            return None
+        state = self._transmissions.get(transmissionID)
+        if state is None:
+            snap = self._journal.load_snapshot()
+            if snap is None:
+                return None
+            blob = encode([_TRANSMIT_FORMAT, snap.last_entry, snap.prev_entry, snap.payload])
+            state = self._transmissions[transmissionID] = [blob, 0]
+        blob, offset = state
+        chunk = blob[offset:offset + self._batch]
+        state[1] = offset + len(chunk)
+        is_last = not chunk
+        if is_last:
+            self._transmissions.pop(transmissionID, None)
+        return chunk, offset == 0, is_last
+
+    def setTransmissionData(self, data: Any) -> bool:
+        """Accumulate a chunk from the leader; True once a complete, valid snapshot is stored."""
+        if not (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], bytes)
+                and isinstance(data[1], bool) and isinstance(data[2], bool)):
+            return False
+        chunk, is_first, is_last = data
+        if is_first:
+            self._incoming = bytearray()
+        if self._incoming is None:
+            return False
+        if len(self._incoming) + len(chunk) > self._max + 1024:
+            self._incoming = None
+            _log_error("snapshot from the leader is over the size cap", None)
+            return False
+        self._incoming += chunk
+        if not is_last:
+            return False
+        blob, self._incoming = bytes(self._incoming), None
+        try:
+            parts = decode(blob, max_bytes=self._max + 1024)
+            if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == _TRANSMIT_FORMAT
+                    and isinstance(parts[3], bytes)):
+                raise DecodeError("snapshot transmission has the wrong layout")
+            last_entry, prev_entry = _entry(parts[1]), _entry(parts[2])
+            self._decode_payload(parts[3])
+        except DecodeError as exc:
+            _log_error("snapshot from the leader refused", exc)
+            return False
+        self._journal.save_snapshot(parts[3], last_entry=last_entry, prev_entry=prev_entry)
+        return True
+
+    def cancelTransmisstion(self, id: Any) -> None:
+        self._transmissions.pop(id, None)
+
+
+def _entry(value: Any) -> tuple[bytes, int, int]:
+    if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], bytes)
+            and type(value[1]) is int and type(value[2]) is int):
+        raise DecodeError("snapshot entry must be (bytes, int, int)")
+    return value
+
+
+class _DoneThread:
+    """Stands in for a writer thread that failed before it started."""
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def _log_error(message: str, exc: BaseException | None) -> None:
+    logging.getLogger(__name__).error("%s: %s", message, exc)
