@@ -370,10 +370,14 @@ def test_leader_failover_is_not_held_up_by_reconnects(proxied_cluster) -> None:
     old = leader_of(nodes)
     old.incr(sync=True, timeout=WAIT_S)
     rest = [n for n in nodes if n is not old]
+    # Stay idle past connectionTimeout (1.5 s): the stock transport lets the follower-follower
+    # link die here and redials it only every 5 s, so its failover took ~2.7 s in this setup.
+    time.sleep(2.0)
+    assert all(len(n.transport.connected_peer_ids()) == 2 for n in nodes)
     old.destroy()
     started = time.monotonic()
     wait_until(lambda: leader_of(rest) is not None)
     failover_s = time.monotonic() - started
     leader_of(rest).incr(sync=True, timeout=WAIT_S)
     wait_until(lambda: [n.value for n in rest] == [2, 2])
-    assert failover_s < STOCK_RETRY_S  # election timeout is 0.3-0.6 s; never the 5 s retry
+    assert failover_s < 2.0  # generous: election timeout is 0.3-0.6 s, measured ~0.4 s
