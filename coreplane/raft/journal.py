@@ -77,6 +77,7 @@ _GARBAGE_PER_FLUSH = 4096  # compacted keys deleted per flush: bounds the tick-t
 _LAZY_SLICE_MIN = 64  # longer slices that miss the cache are read lazily
 _SNAPSHOT_CHUNK_BYTES = 1 * MIB
 _ENOSPC = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NEARLY_FULL_BYTES = 1 * MIB
 _LMDB_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                  lmdb.VersionMismatchError, lmdb.PanicError, lmdb.BadTxnError)
 
@@ -137,12 +138,26 @@ def _unpack_meta(raw: bytes, what: str, path: str) -> Any:
         raise CorruptData(f"{path}: {what} record is not decodable: {exc}") from exc
 
 
-def _is_no_space(exc: BaseException) -> bool:
+def _free_bytes(path: str) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _is_no_space(exc: BaseException, path: str | None = None) -> bool:
     code = getattr(exc, "errno", None)
-    if code in _ENOSPC:
-        return True
     text = str(exc)
-    return "No space left" in text or "Disk quota" in text or "File too large" in text
+    if code in _ENOSPC or "No space left" in text or "Disk quota" in text \
+            or "File too large" in text:
+        return True
+    # LMDB reports a short write as EIO ("TODO: Use which error code?" in mdb_page_flush):
+    # on a nearly full filesystem that is a full disk, not a failing one.
+    if path is not None and (code == errno.EIO or "Input/output error" in text):
+        free = _free_bytes(path)
+        return free is not None and free < _NEARLY_FULL_BYTES
+    return False
 
 
 @contextlib.contextmanager
@@ -153,7 +168,7 @@ def _translated(path: str, what: str) -> Iterator[None]:
     except lmdb.MapFullError as exc:
         raise _MapFull() from exc
     except (lmdb.Error, OSError) as exc:
-        if _is_no_space(exc):
+        if _is_no_space(exc, path):
             raise StorageFull(f"{path}: disk full while {what}: {exc}") from exc
         if isinstance(exc, _LMDB_CORRUPT):
             raise CorruptData(f"{path}: LMDB refused the data while {what}: {exc}") from exc
