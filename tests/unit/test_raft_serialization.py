@@ -15,6 +15,7 @@ import os
 import pickle  # tests only: builds the malicious payloads (the package never imports it)
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -25,11 +26,13 @@ import pysyncobj.journal
 import pysyncobj.pickle
 import pytest
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.serializer import Serializer
 
 from coreplane.errors import DecodeError, InvalidArgument
-from coreplane.raft import serialization
+from coreplane.raft import seams, serialization
+from coreplane.raft.journal import LmdbJournal
 
 
 class _Marker:
@@ -323,3 +326,162 @@ def test_three_node_cluster_replicates_and_compacts_through_the_replacement(
         for obj in objs:
             obj.destroy()
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------ snapshots in LMDB
+
+
+def _journal(tmp_path: Path, name: str = "j") -> LmdbJournal:
+    journal = LmdbJournal(str(tmp_path / name), node_id="n1", durability="relaxed")
+    for i in range(1, 6):
+        journal.add(b"\x00" + bytes([i]), i, 1)
+    journal.flush()
+    return journal
+
+
+def _finish(serializer: serialization.SnapshotSerializer) -> int:
+    assert serializer.wait(10)
+    state, _ = serializer.checkSerializing()
+    return int(state)
+
+
+def test_snapshot_of_pysyncobj_state_round_trips_through_lmdb(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    try:
+        ser = serialization.SnapshotSerializer(journal)
+        cluster = {TCPNode("127.0.0.1:1"), TCPNode("127.0.0.1:2")}
+        ser.serialize(({"value": 5, "log": [1, 2]}, journal[3], journal[2], cluster), 3)
+        assert _finish(ser) == SERIALIZER_STATE.SUCCESS
+        assert ser.checkSerializing()[0] == SERIALIZER_STATE.NOT_SERIALIZING
+        app, last, prev, members = ser.deserialize()
+        assert app == {"value": 5, "log": [1, 2]}
+        assert (last, prev, members) == (journal[3], journal[2], cluster)
+    finally:
+        journal.close()
+
+
+def test_capture_hook_runs_off_the_tick_thread(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    release = threading.Event()
+    restored: list[bytes] = []
+
+    def capture() -> Any:
+        frozen = b"host state"  # a cheap reference on the tick thread
+
+        def thunk() -> bytes:
+            assert release.wait(10)  # the expensive part, on the writer thread
+            return frozen
+
+        return thunk
+
+    try:
+        ser = serialization.SnapshotSerializer(journal, capture=capture, restore=restored.append)
+        ser.serialize((None, journal[1], journal[0], {Node("n1")}), 1)
+        assert ser.checkSerializing()[0] == SERIALIZER_STATE.SERIALIZING  # tick went on
+        assert ser.getTransmissionData("n2") is None  # nothing to stream while writing
+        release.set()
+        assert _finish(ser) == SERIALIZER_STATE.SUCCESS
+        app, last, _, members = ser.deserialize()
+        assert app is None and restored == [b"host state"] and members == {Node("n1")}
+        assert last == journal[1]
+    finally:
+        release.set()
+        journal.close()
+
+
+def test_snapshot_failures_are_reported_not_raised(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    try:
+        ser = serialization.SnapshotSerializer(journal)
+        ser.serialize(({"x": 1.5}, journal[1], journal[0], set()), 1)  # a float: refused
+        assert _finish(ser) == SERIALIZER_STATE.FAILED
+        assert isinstance(ser.last_error, InvalidArgument)
+        assert journal.load_snapshot() is None
+    finally:
+        journal.close()
+
+
+def _stream(src: serialization.SnapshotSerializer, dst: serialization.SnapshotSerializer) -> bool:
+    for _ in range(1000):
+        chunk = src.getTransmissionData("dst")
+        assert chunk is not None
+        done = dst.setTransmissionData(serialization.loads(serialization.dumps(chunk)))
+        if chunk[2]:
+            return done
+    raise AssertionError("transmission did not end")
+
+
+def test_snapshot_streams_to_a_follower_in_chunks(tmp_path: Path) -> None:
+    leader, follower = _journal(tmp_path, "a"), _journal(tmp_path, "b")
+    try:
+        src = serialization.SnapshotSerializer(leader, transmission_batch_bytes=1000)
+        dst = serialization.SnapshotSerializer(follower)
+        state = {"blob": os.urandom(10_000)}
+        src.serialize((state, leader[4], leader[3], {Node("a")}), 4)
+        assert _finish(src) == SERIALIZER_STATE.SUCCESS
+        assert _stream(src, dst)
+        app, last, prev, _ = dst.deserialize()
+        assert app == state and (last, prev) == (leader[4], leader[3])
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_payload_as_streamed_snapshot_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    journal = _journal(tmp_path)
+    try:
+        dst = serialization.SnapshotSerializer(journal)
+        assert not dst.setTransmissionData((_evil(marker), True, True))
+        inner = serialization.dumps([1, (b"\x00", 5, 1), (b"\x00", 4, 1), _evil(marker)])
+        assert not dst.setTransmissionData((inner, True, True))
+        assert not dst.setTransmissionData("not a chunk")
+        assert journal.load_snapshot() is None  # nothing stored
+        assert not marker.exists()
+    finally:
+        journal.close()
+
+
+def test_payload_as_stored_lmdb_snapshot_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    journal = _journal(tmp_path)
+    try:
+        journal.save_snapshot(_evil(marker), last_entry=journal[1], prev_entry=journal[0])
+        with pytest.raises(DecodeError):
+            serialization.SnapshotSerializer(journal).deserialize()
+        assert not marker.exists()
+    finally:
+        journal.close()
+
+
+def test_payload_as_lmdb_log_entry_is_never_applied(installed: None, tmp_path: Path) -> None:
+    """The pickle payload survives a restart in the LMDB log and is still refused."""
+    marker = tmp_path / "pwned"
+    addr = f"127.0.0.1:{_free_port()}"
+    path = str(tmp_path / "j")
+
+    def build() -> tuple[_Counter, LmdbJournal]:
+        holder: dict[str, LmdbJournal] = {}
+
+        def make(_file: str | None) -> LmdbJournal:
+            holder["j"] = LmdbJournal(path, node_id=addr)
+            return holder["j"]
+
+        with seams.journal_factory(make):
+            obj = _Counter(addr, [], _conf())
+        return obj, holder["j"]
+
+    obj, journal = build()
+    assert _tick_until([obj], obj._isLeader)
+    last_idx, term = journal[-1][1], journal[-1][2]
+    journal.add(b"\x00" + _evil(marker), last_idx + 1, term)
+    journal.flush()
+    obj._doDestroy()
+    obj, journal = build()
+    try:
+        with pytest.raises(DecodeError):
+            for _ in range(100):
+                obj.doTick(0.005)
+        assert not marker.exists()
+    finally:
+        obj._doDestroy()
