@@ -212,9 +212,15 @@ class ProcCluster:
                 except (NodeDown, TimeoutError):
                     continue
                 if reply.get("ok") and reply["leader"] != exclude:
-                    leader = self.nodes.get(reply["leader"])
-                    if leader is not None and leader.alive:
-                        return str(reply["leader"])
+                    # A follower keeps naming a killed leader until its election timeout, and
+                    # a restarted process of that name is not the leader: ask the node itself.
+                    leader_id = str(reply["leader"])
+                    try:
+                        status = self.status(leader_id)
+                    except (KeyError, NodeDown, TimeoutError):
+                        continue
+                    if status["role"] == "leader" and status["fencing_token"] is not None:
+                        return leader_id
             time.sleep(0.05)
         raise TimeoutError(f"no leader within {timeout_s} s")
 
