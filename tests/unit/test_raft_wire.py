@@ -6,13 +6,17 @@ bad bytes (or rejects them later, after decoding) shows up here before any socke
 
 from __future__ import annotations
 
+import inspect
 import os
 import struct
 import tracemalloc
 import zlib
 
+import pysyncobj.version
 import pytest
+from pysyncobj import SyncObj
 from pysyncobj.node import Node
+from pysyncobj.transport import Transport
 
 from coreplane.errors import DecodeError, InvalidArgument
 from coreplane.raft import _frames, serialization
@@ -289,3 +293,22 @@ def test_peer_node_rejects_bad_arguments() -> None:
         PeerNode("", "h:1")
     with pytest.raises(InvalidArgument):
         PeerNode("b", "no-port")
+
+
+# ---------------------------------------------------------------------------------- the seam
+
+
+def test_pysyncobj_seams_the_transport_relies_on_are_unchanged() -> None:
+    """wire.py uses only public Transport hooks plus SyncObj's `_poller`, `conf` and tick
+    callbacks; if an upgrade moves any of them, this fails before a cluster does."""
+    assert pysyncobj.version.VERSION == "0.3.17"
+    init = inspect.getsource(SyncObj.__init__)
+    assert "self._poller = createPoller(" in init
+    assert init.index("self._poller = createPoller(") < \
+        init.index("transportClass(self, self.__selfNode, self.__otherNodes)")
+    assert callable(SyncObj.addOnTickCallback)
+    tick = inspect.getsource(SyncObj._onTick)
+    assert tick.index("callback()") < tick.index("self._poller.poll(timeToWait)")
+    for name in ("tryGetReady", "waitReady", "addNode", "dropNode", "send", "destroy",
+                 "_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected"):
+        assert callable(getattr(Transport, name)), name
