@@ -75,6 +75,7 @@ _HEAD = struct.Struct(">IQ")  # crc32, term
 _CRC = struct.Struct(">I")
 _GARBAGE_PER_FLUSH = 4096  # compacted keys deleted per flush: bounds the tick-thread cost
 _LAZY_SLICE_MIN = 64  # longer slices that miss the cache are read lazily
+_LAZY_BLOCK = 256  # entries read per LMDB transaction when iterating a lazy slice
 _SNAPSHOT_CHUNK_BYTES = 1 * MIB
 _ENOSPC = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NEARLY_FULL_BYTES = 1 * MIB
@@ -195,6 +196,8 @@ class _LazyEntries(Sequence[Entry]):
     def __getitem__(self, item: int | slice) -> Entry | list[Entry]:
         if isinstance(item, slice):
             start, stop, step = item.indices(self._count)
+            if step == 1:
+                return self._journal._range(self._first_idx + start, max(0, stop - start))
             return [self._journal._entry(self._first_idx + i) for i in range(start, stop, step)]
         if item < 0:
             item += self._count
@@ -203,8 +206,9 @@ class _LazyEntries(Sequence[Entry]):
         return self._journal._entry(self._first_idx + item)
 
     def __iter__(self) -> Iterator[Entry]:
-        for i in range(self._count):
-            yield self._journal._entry(self._first_idx + i)
+        for lo in range(0, self._count, _LAZY_BLOCK):
+            yield from self._journal._range(self._first_idx + lo,
+                                            min(_LAZY_BLOCK, self._count - lo))
 
 
 class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
@@ -421,6 +425,30 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 self._head = entry
             return entry
 
+    def _range(self, first_idx: int, count: int) -> list[Entry]:
+        """`count` entries from `first_idx`: the cached tail from memory, the rest from LMDB
+        with one read transaction and one cursor, each entry checksummed."""
+        with self._lock:
+            out: list[Entry] = []
+            stop = first_idx + count
+            lmdb_stop = min(stop, self._tail_start) if self._tail else stop
+            if first_idx < lmdb_stop:
+                with _translated(self.path, "reading"), \
+                        self._env.begin(db=self._dbs[b"log"]) as txn:
+                    cursor = txn.cursor()
+                    idx = first_idx
+                    if cursor.set_key(_KEY.pack(idx)):
+                        for key, raw in cursor.iternext():
+                            if idx >= lmdb_stop or key != _KEY.pack(idx):
+                                break
+                            out.append(_unpack_entry(key, raw, idx))
+                            idx += 1
+                    if idx < lmdb_stop:
+                        _unpack_entry(_KEY.pack(idx), None, idx)  # raises: a hole in the log
+            for idx in range(max(first_idx, lmdb_stop), stop):
+                out.append(self._tail[idx - self._tail_start])
+            return out
+
     @overload
     def __getitem__(self, item: int) -> Entry: ...
 
@@ -437,7 +465,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 count = max(0, stop - start)
                 first_idx = self._first + start
                 if count <= _LAZY_SLICE_MIN or (self._tail and first_idx >= self._tail_start):
-                    return [self._entry(first_idx + i) for i in range(count)]
+                    return self._range(first_idx, count)
                 return _LazyEntries(self, first_idx, count)
             if isinstance(item, bool) or not isinstance(item, int):
                 raise TypeError("journal indices must be integers or slices")
