@@ -674,8 +674,8 @@ class WireTransport(Transport):
                 del conn.rbuf[:used]
                 conn.wbuf += _frames.build_confirm(key, conn.id_c, conn.id_s, conn.nonce_c,
                                                    conn.nonce_s)
+                self._write(conn)  # before OPEN: nothing SyncObj queues may skip the sync hook
                 self._open(conn)
-                self._write(conn)
             elif conn.state == _CONFIRM:
                 used = _frames.parse_confirm(conn.rbuf, key, conn.id_c, conn.id_s, conn.nonce_c,
                                              conn.nonce_s)
