@@ -269,6 +269,8 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         self._voted_for: str | int | None = None
         self._commit = 1
         self._snapshot_gen = 0
+        self._snapshot_gen_next = 0
+        self._snapshot_writing: set[int] = set()
         self._snapshot_meta: dict[str, Any] | None = None
         self._check_dir()
         self._env = self._open_env(map_size_bytes)
@@ -374,15 +376,21 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                                   f"{record.get('cluster_id')!r}, not {self.cluster_id!r}")
 
     def _apply_snapshot_floor(self) -> None:
-        """Drop entries a published snapshot covers; reset a log that contradicts it.
+        """Drop entries a published snapshot covers; reset a log that ends before it or
+        contradicts it at its boundary (Raft's InstallSnapshot rule).
 
-        A corrupt entry at the snapshot boundary propagates as `CorruptData` rather than
+        A log that starts after the snapshot's boundary cannot be explained by any crash and
+        is refused; a corrupt entry at the boundary propagates as `CorruptData` rather than
         triggering a reset, which could discard acknowledged entries after it.
         """
         prev, last = self._meta_entry("prev"), self._meta_entry("last")
         boundary = prev[1]
-        inside = self._n and self._first <= boundary < self._first + self._n - 1
-        if inside and self._entry(boundary) == prev and self._entry(boundary + 1) == last:
+        log_last = self._first + self._n - 1
+        if self._n and self._first > boundary:
+            raise CorruptData(f"{self.path}: log starts at {self._first}, after the snapshot "
+                              f"boundary {boundary}: entries are missing")
+        if self._n and boundary + 1 <= log_last and self._entry(boundary) == prev \
+                and self._entry(boundary + 1) == last:
             if self._first < boundary:
                 self._n -= boundary - self._first
                 self._first = boundary
@@ -390,7 +398,8 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 self._head = None
                 self._meta_dirty = True
             return
-        # The log ends before the snapshot or disagrees with it: the snapshot wins.
+        logger.warning("journal %s: log (%d..%d) ends before or contradicts snapshot at %d; "
+                       "reset to the snapshot", self.path, self._first, log_last, last[1])
         self._n, self._tail, self._dirty_from, self._head = 0, [], None, None
         self._append(prev)
         self._append(last)
@@ -661,13 +670,15 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ snapshots
 
-    def save_snapshot(self, payload: bytes, *, last_entry: Entry, prev_entry: Entry) -> None:
+    def save_snapshot(self, payload: bytes, *, last_entry: Entry, prev_entry: Entry) -> bool:
         """Store a snapshot and publish it atomically with its two last included entries.
 
         Safe to call from a writer thread: the payload goes in 1 MiB chunk transactions, each
         under the journal lock for a few milliseconds, and one final transaction publishes it.
         Publishing compacts the log below `prev_entry` at the next open; pysyncobj's own
-        `deleteEntriesTo` drops the prefix in memory right after.
+        `deleteEntriesTo` drops the prefix in memory right after. Returns False (and stores
+        nothing) if a snapshot of a later entry was published meanwhile, e.g. one installed
+        from the leader while this one was being written.
         """
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise InvalidArgument("payload", "must be bytes")
@@ -680,7 +691,17 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             raise InvalidArgument("prev_entry", "must directly precede last_entry")
         data = bytes(payload)
         with self._lock:
-            gen = self._snapshot_gen + 1
+            self._require_open()
+            gen = self._snapshot_gen_next = max(self._snapshot_gen, self._snapshot_gen_next) + 1
+            self._snapshot_writing.add(gen)
+        try:
+            return self._write_snapshot(gen, data, last_entry, prev_entry)
+        finally:
+            with self._lock:
+                self._snapshot_writing.discard(gen)
+
+    def _write_snapshot(self, gen: int, data: bytes, last_entry: Entry,
+                        prev_entry: Entry) -> bool:
         snap_db = self._dbs[b"snap"]
         chunks = max(1, -(-len(data) // _SNAPSHOT_CHUNK_BYTES))
         for i in range(chunks):
@@ -698,13 +719,18 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 "digest": hashlib.blake2b(data, digest_size=16).digest(),
                 "last": list(last_entry), "prev": list(prev_entry)}
 
-        def publish() -> None:
+        current = self._snapshot_meta
+
+        def publish(newer: bool) -> None:
+            keep = {gen} if newer else {int(current["gen"])} if current else set()
+            keep |= self._snapshot_writing - {gen}
             with self._env.begin(write=True) as txn:
-                txn.put(b"current", _pack_meta(meta), db=snap_db)
+                if newer:
+                    txn.put(b"current", _pack_meta(meta), db=snap_db)
                 cursor = txn.cursor(db=snap_db)
-                if cursor.set_range(b"d"):  # older generations and abandoned writes
+                if cursor.set_range(b"d"):  # superseded generations and abandoned writes
                     while cursor.key().startswith(b"d"):
-                        if cursor.key()[1:9] == _KEY.pack(gen):
+                        if _KEY.unpack_from(cursor.key(), 1)[0] in keep:
                             if not cursor.next():
                                 break
                         elif not cursor.delete():
@@ -712,9 +738,14 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
 
         with self._lock:
             self._require_open()
-            self._with_map_growth(publish, "publishing a snapshot")
-            self._snapshot_gen, self._snapshot_meta = gen, meta
-        self._touch_marker()
+            current = self._snapshot_meta
+            newer = current is None or current["last"][1] <= last_entry[1]
+            self._with_map_growth(lambda: publish(newer), "publishing a snapshot")
+            if newer:
+                self._snapshot_gen, self._snapshot_meta = gen, meta
+        if newer:
+            self._touch_marker()
+        return newer
 
     def load_snapshot(self) -> Snapshot | None:
         """The published snapshot, verified against its digest; `CorruptData` if damaged."""

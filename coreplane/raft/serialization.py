@@ -358,8 +358,10 @@ class SnapshotSerializer:
         def write() -> None:
             try:
                 payload = encode([_SNAPSHOT_FORMAT, kind, thunk(), cluster_bytes])
-                self._journal.save_snapshot(payload, last_entry=tuple(last_entry),
-                                            prev_entry=tuple(prev_entry))
+                if not self._journal.save_snapshot(payload, last_entry=tuple(last_entry),
+                                                   prev_entry=tuple(prev_entry)):
+                    # A later snapshot (from the leader) won: do not compact for this one.
+                    self._failed = DecodeError("superseded by a later snapshot")
             except Exception as exc:  # noqa: BLE001 - reported through checkSerializing
                 _log_error("snapshot write failed", exc)
                 self._failed = self.last_error = exc
@@ -472,8 +474,8 @@ class SnapshotSerializer:
         except DecodeError as exc:
             _log_error("snapshot from the leader refused", exc)
             return False
-        self._journal.save_snapshot(parts[3], last_entry=last_entry, prev_entry=prev_entry)
-        return True
+        return bool(self._journal.save_snapshot(parts[3], last_entry=last_entry,
+                                                prev_entry=prev_entry))
 
     def cancelTransmisstion(self, id: Any) -> None:
         self._transmissions.pop(id, None)

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -494,3 +495,62 @@ def test_corrupt_snapshot_is_refused(tmp_path: Path) -> None:
             journal.load_snapshot()
     finally:
         journal.close()
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j")
+    try:
+        for i in range(1, 31):
+            journal.add(_cmd(i), i, 1)
+        journal.flush()
+        assert journal.save_snapshot(b"new" * 400_000, last_entry=journal[20],
+                                     prev_entry=journal[19])
+        assert not journal.save_snapshot(b"old", last_entry=journal[5], prev_entry=journal[4])
+        snap = journal.load_snapshot()
+        assert snap is not None and snap.payload == b"new" * 400_000
+    finally:
+        journal.close()
+
+
+def test_concurrent_snapshot_writers_leave_one_intact_snapshot(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j", durability="relaxed")
+    try:
+        for i in range(1, 41):
+            journal.add(_cmd(i), i, 1)
+        journal.flush()
+        payloads = {k: bytes([k]) * 2_500_000 for k in range(4)}
+        threads = [threading.Thread(target=journal.save_snapshot, args=(payloads[k],),
+                                    kwargs={"last_entry": journal[10 + k],
+                                            "prev_entry": journal[9 + k]})
+                   for k in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(41, 61):  # the tick thread keeps flushing meanwhile
+            journal.add(_cmd(i), i, 1)
+            journal.flush()
+        for t in threads:
+            t.join(30)
+        snap = journal.load_snapshot()
+        assert snap is not None and snap.payload == payloads[3]
+        assert snap.last_entry == journal[13]
+    finally:
+        journal.close()
+    journal = _open(tmp_path / "j")
+    try:
+        snap = journal.load_snapshot()
+        assert snap is not None and snap.payload == payloads[3]
+        assert journal[0][1] == 13  # compacted below the snapshot at open
+    finally:
+        journal.close()
+
+
+def test_a_log_starting_after_the_snapshot_is_refused(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j")
+    for i in range(1, 31):
+        journal.add(_cmd(i), i, 1)
+    journal.flush()
+    journal.save_snapshot(b"s", last_entry=journal[10], prev_entry=journal[9])
+    journal.deleteEntriesTo(20)  # a gap no crash can explain
+    journal.close()
+    with pytest.raises(CorruptData, match="after the snapshot boundary"):
+        _open(tmp_path / "j")
