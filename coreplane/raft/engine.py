@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,7 +33,8 @@ from pysyncobj.node import Node, TCPNode
 
 from coreplane.core import codec
 from coreplane.errors import CorruptData, DecodeError, InvalidArgument
-from coreplane.raft import serialization
+from coreplane.raft import seams, serialization
+from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 from coreplane.raft.wire import PeerNode, make_transport_class
 
 __all__ = [
@@ -46,9 +46,11 @@ __all__ = [
     "SnapshotSource",
     "build_conf",
     "make_transport_class",
+    "open_journal",
     "peer_node_from_plain",
     "peer_node_to_plain",
     "read_snapshot_file",
+    "snapshot_marker_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -294,16 +296,30 @@ def tcp_node_from_plain(value: Any) -> Node:
     return TCPNode(value)
 
 
-@contextlib.contextmanager
-def _journal_installed(journal: Any | None) -> Iterator[None]:
-    """Install a per-instance journal for the duration of SyncObj.__init__ (if given)."""
-    if journal is None:
-        yield
-        return
-    from coreplane.raft import seams  # the journal engineer's swap of createJournal
+def open_journal(path: str, *, node_id: str, cluster_id: str,
+                 durability: str = "fsync") -> LmdbJournal:
+    """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged."""
+    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability)
 
-    with seams.journal_factory(lambda _path: journal):
-        yield
+
+@contextlib.contextmanager
+def _journal_installed(
+    journal: Any | None,
+    capture: Callable[[], Callable[[], bytes]] | None,
+    restore: Callable[[bytes], None] | None,
+) -> Iterator[seams.Installed | None]:
+    """Give the SyncObj built inside this block `journal` and, with it, snapshots in LMDB."""
+    if journal is None:
+        yield None
+        return
+
+    def serializer_factory(j: Any, _file: Any, batch: int, *_rest: Any) -> Any:
+        return serialization.SnapshotSerializer(j, capture=capture, restore=restore,
+                                                transmission_batch_bytes=batch)
+
+    with seams.journal_factory(lambda _path: journal,
+                               serializer_factory=serializer_factory) as installed:
+        yield installed
 
 
 class RaftEngine(SyncObj):
@@ -322,17 +338,44 @@ class RaftEngine(SyncObj):
         apply_fn: Callable[[bytes, int], Any],
         transport_class: type | None = None,
         journal: Any | None = None,
+        snapshot_source: SnapshotSource | None = None,
         node_class: type = PeerNode,
     ) -> None:
+        """With `journal` (an LmdbJournal), snapshots of `snapshot_source` are stored in it
+        (conf.fullDumpFile must be its marker path); without, conf's own hooks apply."""
         # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
         self._apply_fn = apply_fn
-        self._cp_apply_lock = threading.Lock()
+        self._cp_journal = journal
+        self._cp_installed: list[Any] = []
         serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
         kwargs: dict[str, Any] = {"nodeClass": node_class}
         if transport_class is not None:
             kwargs["transportClass"] = transport_class
-        with _journal_installed(journal):
+        capture = restore = None
+        if journal is not None and snapshot_source is not None:
+            source = snapshot_source
+
+            def capture() -> Callable[[], bytes]:
+                # The state is mutable and the tick thread applies the next entry right after:
+                # encode now, at exactly the snapshot's index; the LMDB write runs off-thread.
+                data = source.snapshot()
+                return lambda: data
+
+            restore = source.restore
+        with _journal_installed(journal, capture, restore) as installed:
             super().__init__(self_node, list(other_nodes), conf, **kwargs)
+        if installed is not None:
+            self._cp_installed.append(installed)
+        if journal is not None:
+            self.addOnTickCallback(journal.flush)  # group commit at the end of every tick
+
+    def wait_snapshot_writer(self, timeout_s: float = 10.0) -> bool:
+        """Let a running snapshot write finish (shutdown); True if none is running."""
+        for installed in self._cp_installed:
+            waiter = getattr(installed.serializer, "wait", None)
+            if waiter is not None and not waiter(timeout_s):
+                return False
+        return True
 
     @replicated
     def apply_entry(self, data: bytes) -> Any:

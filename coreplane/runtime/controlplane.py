@@ -143,8 +143,8 @@ class ControlPlane:
             raise InvalidArgument("tick_interval_ms", "must be a positive integer")
         if not (isinstance(propose_timeout_s, (int, float)) and propose_timeout_s > 0):
             raise InvalidArgument("propose_timeout_s", "must be positive")
-        if durability not in ("fsync", "none"):
-            raise InvalidArgument("durability", "must be 'fsync' or 'none'")
+        if durability not in ("fsync", "relaxed"):
+            raise InvalidArgument("durability", "must be 'fsync' or 'relaxed'")
         try:
             lo, hi = election_timeout_ms
         except (TypeError, ValueError):
@@ -162,8 +162,14 @@ class ControlPlane:
         self._fingerprint = cluster_fingerprint(self._config.secret)
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        E.read_snapshot_file(self._datadir.snapshot_file)  # CorruptData now, not at runtime
         self._transport_class = self._make_transport_class()
+        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+        try:
+            self._journal: Any = E.open_journal(
+                self._datadir.lmdb_path, node_id=self._config.node_id,
+                cluster_id=self._fingerprint, durability=durability)
+        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+            raise InvalidArgument("data_dir", exc.reason) from None
 
         self._sm = StateMachine(limits=limits)
         self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
@@ -175,7 +181,6 @@ class ControlPlane:
         self._seq_lock = threading.Lock()
 
         self._engine: E.RaftEngine | None = None
-        self._journal: Any = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping = threading.Event()
@@ -228,9 +233,12 @@ class ControlPlane:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
-        if self._thread is None or self._stopping.is_set():
+        if self._stopping.is_set():
             return
         self._stopping.set()
+        if self._thread is None:  # never started: only the journal is open
+            self._journal.close()
+            return
         self._thread.join(timeout=timeout_s)
 
     def __enter__(self) -> ControlPlane:
@@ -261,9 +269,9 @@ class ControlPlane:
         cfg = self._config
         conf = E.build_conf(
             timing=self._timing,
-            journal_file=self._datadir.journal_file,
-            dump_file=self._datadir.snapshot_file,
-            snapshot_source=_SnapshotSource(self),
+            journal_file=None,
+            dump_file=E.snapshot_marker_path(self._datadir.lmdb_path),
+            snapshot_source=None,  # snapshots go to the journal, see RaftEngine
             node_to_plain=E.peer_node_to_plain,
             node_from_plain=E.peer_node_from_plain,
             log_compaction_min_entries=self._compaction[0],
@@ -278,6 +286,8 @@ class ControlPlane:
             conf=conf,
             apply_fn=self._apply,
             transport_class=self._transport_class,
+            journal=self._journal,
+            snapshot_source=_SnapshotSource(self),
         )
 
     def _run(self) -> None:
@@ -285,6 +295,7 @@ class ControlPlane:
             self._engine = self._make_engine()
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
+            self._journal.close()
             self._started.set()
             return
         self._started.set()
@@ -300,7 +311,8 @@ class ControlPlane:
         finally:
             self._lose_leadership()
             try:
-                self._engine.destroy_synchronous()
+                self._engine.wait_snapshot_writer(5.0)
+                self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
 

@@ -145,7 +145,8 @@ def test_restart_from_data_dirs_after_compaction(cluster_factory: Any) -> None:
     cluster.nodes["a"].wait_for_leader(timeout_s=10)
     revs = {f"k{i}": cluster.nodes["abc"[i % 3]].kv.put(f"k{i}", str(i).encode())
             for i in range(60)}
-    assert any((cluster.base / n / "snapshot").exists() for n in cluster.addresses), \
+    assert any((cluster.base / n / "journal.lmdb" / "snapshot.present").exists()
+               for n in cluster.addresses), \
         "log compaction should have written a snapshot"
     cluster.stop_all()
     cluster.created.clear()

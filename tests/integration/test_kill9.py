@@ -89,7 +89,8 @@ def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path) -> None:
                         for e in n.events if e.get("event") == "leadership" and e["gained"])
         assert [t for _, t in tokens] == sorted({t for _, t in tokens}), \
             f"seed {SEED}: fencing tokens did not grow strictly: {tokens}"
-        snapshots = [n for n in cluster.nodes if (tmp_path / n / "snapshot").exists()]
+        snapshots = [n for n in cluster.nodes
+                     if (tmp_path / n / "journal.lmdb" / "snapshot.present").exists()]
         assert snapshots, "log compaction never ran: restarts did not exercise snapshots"
         codes = {n: node.stop() for n, node in cluster.nodes.items()}
         assert all(c == 0 for c in codes.values()), codes

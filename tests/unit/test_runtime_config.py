@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,24 @@ SECRET = b"unit-test-secret-0123456789abcdef"
 PEERS = {"b": "127.0.0.1:7002", "c": "127.0.0.1:7003"}
 
 
+_made: list[ControlPlane] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_journals() -> Iterator[None]:
+    """A constructed ControlPlane holds its data dir's journal open until stop()."""
+    yield
+    while _made:
+        _made.pop().stop()
+
+
 def make(tmp_path: Path, **overrides: Any) -> ControlPlane:
     args: dict[str, Any] = {"node_id": "a", "address": "127.0.0.1:7001", "peers": dict(PEERS),
                             "data_dir": tmp_path / "a", "secret": SECRET}
     args.update(overrides)
-    return ControlPlane(**args)
+    cp = ControlPlane(**args)
+    _made.append(cp)
+    return cp
 
 
 def field_of(tmp_path: Path, **overrides: Any) -> str:
@@ -61,7 +75,7 @@ def test_valid_config_constructs_without_threads(tmp_path: Path) -> None:
         ({"secret": "a str, not bytes, long enough"}, "secret"),
         ({"election_timeout_ms": (300, 200)}, "election_timeout_ms"),
         ({"tick_interval_ms": 0}, "tick_interval_ms"),
-        ({"durability": "sometimes"}, "durability"),
+        ({"durability": "none"}, "durability"),
         ({"log_compaction_min_entries": 1}, "log_compaction_min_entries"),
     ],
 )
@@ -77,20 +91,25 @@ def test_unwritable_data_dir(tmp_path: Path) -> None:
 
 
 def test_peers_must_agree_with_the_data_dir(tmp_path: Path) -> None:
-    make(tmp_path)
+    make(tmp_path).stop()
     assert field_of(tmp_path, peers={"b": "127.0.0.1:7002", "c": "127.0.0.1:7004"}) == "peers"
     assert field_of(tmp_path, peers={"b": "127.0.0.1:7002"}) == "peers"
     make(tmp_path)  # the recorded membership still opens
 
 
 def test_foreign_data_dirs_are_refused_not_reset(tmp_path: Path) -> None:
-    make(tmp_path)
+    make(tmp_path).stop()
     meta = (tmp_path / "a" / META_FILE).read_bytes()
     with pytest.raises(CorruptData, match="belongs to node 'a'"):
         make(tmp_path, node_id="x", peers=dict(PEERS))
     with pytest.raises(CorruptData, match="another cluster"):
         make(tmp_path, secret=b"another-cluster-secret-0123456789")
     assert (tmp_path / "a" / META_FILE).read_bytes() == meta  # untouched
+
+
+def test_same_data_dir_twice_in_one_process(tmp_path: Path) -> None:
+    make(tmp_path)
+    assert field_of(tmp_path) == "data_dir"
 
 
 def test_corrupted_data_dirs_are_refused(tmp_path: Path) -> None:
@@ -100,7 +119,7 @@ def test_corrupted_data_dirs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CorruptData, match="not a coreplane data dir"):
         make(tmp_path, data_dir=junk)
 
-    make(tmp_path)
+    make(tmp_path).stop()
     meta_path = tmp_path / "a" / META_FILE
     good = meta_path.read_bytes()
     meta_path.write_bytes(b"{not json")
@@ -110,8 +129,9 @@ def test_corrupted_data_dirs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CorruptData):
         make(tmp_path)
     meta_path.write_bytes(good)
-    (tmp_path / "a" / "snapshot").write_bytes(b"garbage that is not a snapshot")
-    with pytest.raises(CorruptData, match="snapshot"):
+    make(tmp_path).stop()
+    (tmp_path / "a" / "journal.lmdb" / "data.mdb").write_bytes(b"garbage, not LMDB" * 512)
+    with pytest.raises(CorruptData, match="journal"):
         make(tmp_path)
 
 
