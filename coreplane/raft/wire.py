@@ -379,8 +379,8 @@ class WireTransport(Transport):
         self._next_dial.pop(raw, None)
         self._backoff.pop(raw, None)
         conn = self._conns.get(raw)
-        if conn is not None:
-            self._close(conn, "dropped", notify=False)
+        if conn is not None:  # SyncObj hears of it (as with the stock transport); no redial
+            self._close(conn, "dropped")
 
     def send(self, node: Node, message: Any) -> bool:
         """Queue one message; it leaves at the next flush, after `on_before_send`."""

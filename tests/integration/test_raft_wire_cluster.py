@@ -198,6 +198,28 @@ def test_dialer_refuses_a_listener_with_another_identity() -> None:
         b.close()
 
 
+def test_membership_changes_admit_and_expel_peers_by_id() -> None:
+    a = Harness("a", {"b": "127.0.0.1:9"})
+    c = Harness("c", {"a": a.address})
+    try:
+        wait_until(lambda: a.transport.stats().get("reject:unknown_peer_id", 0) >= 1,
+                   step=run(a, c))  # not a member yet: refused after its MAC checked out
+        assert a.transport.connected_peer_ids() == []
+        node_c = PeerNode("c", "127.0.0.1:9")  # a never dials c (c > a), so no address needed
+        a.transport.addNode(node_c)
+        wait_until(lambda: a.transport.connected_peer_ids() == ["c"], step=run(a, c))
+        assert ("up", "c") in a.events
+        a.transport.dropNode(node_c)
+        assert a.transport.connected_peer_ids() == [] and a.events[-1] == ("down", "c")
+        rejected = a.transport.stats()["reject:unknown_peer_id"]
+        wait_until(lambda: a.transport.stats()["reject:unknown_peer_id"] > rejected,
+                   step=run(a, c))  # c keeps redialing and keeps being refused
+        assert a.transport.connected_peer_ids() == [] and a.events[-1] == ("down", "c")
+    finally:
+        a.close()
+        c.close()
+
+
 def test_idle_connection_is_kept_alive_by_pings() -> None:
     a = Harness("a", {"b": "127.0.0.1:9"}, connection_timeout_s=0.4)
     b = Harness("b", {"a": a.address}, connection_timeout_s=0.4)
