@@ -653,7 +653,8 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 with _translated(self.path, what):
                     return fn()
             except _MapFull as exc:
-                size = int(self._env.info()["map_size"])
+                with _translated(self.path, "reading the map size"):
+                    size = int(self._env.info()["map_size"])
                 if size >= self._map_size_max:
                     raise StorageFull(f"{self.path}: LMDB map full at {size} bytes "
                                       f"(map_size_max_bytes={self._map_size_max})") from exc
@@ -801,7 +802,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
 
     def stats(self) -> dict[str, int]:
         """Sizes for health checks and tests."""
-        with self._lock:
+        with self._lock, _translated(self.path, "reading stats"):
             info = self._env.info()
             return {"first_index": self._first, "entries": self._n,
                     "cached_entries": len(self._tail), "map_size_bytes": int(info["map_size"]),

@@ -203,6 +203,10 @@ class _Counter(SyncObj):
         self.value += by
         return self.value
 
+    @replicated
+    def put(self, value: Any) -> None:
+        self.last = value
+
 
 def _conf(**kw: Any) -> SyncObjConf:
     base: dict[str, Any] = {"autoTick": False, "raftMinTimeout": 0.1, "raftMaxTimeout": 0.2,
@@ -322,6 +326,21 @@ def test_three_node_cluster_replicates_and_compacts_through_the_replacement(
         status = leader.getStatus()
         assert serialization.loads(serialization.dumps(status)) == status
         assert _tick_until(objs, lambda: all(len(o._SyncObj__raftLog) < 40 for o in objs))
+        # A large entry (pysyncobj streams it as dumps(entry) chunks), a version command and
+        # a membership change (TCPNode inside the command) all pass through the replacement.
+        value = (b"x" * 200_000, [1, (2, None)], {"k": True})
+        leader.put(value)
+        leader.setCodeVersion(0)
+        spare = f"127.0.0.1:{_free_port()}"
+        leader.addNodeToCluster(spare)
+        assert _tick_until(objs, lambda: all(getattr(o, "last", None) == value for o in objs))
+
+        def partners(count: int) -> Any:
+            return lambda: all(o.getStatus()["partner_nodes_count"] == count for o in objs)
+
+        assert _tick_until(objs, partners(3))
+        leader.removeNodeFromCluster(spare)
+        assert _tick_until(objs, partners(2))
     finally:
         for obj in objs:
             obj.destroy()
