@@ -1,1 +1,36 @@
-"""Placement solver: a pure leaf that knows only coreplane.errors."""
+"""Placement solver: a pure leaf that knows only coreplane.errors.
+
+`solve(problem)` plans where every partition replica lives (Cython kernel when built, else the
+byte-identical pure-Python twin; `BACKEND` says which); `lower_bound(problem)` is the provable
+minimum number of moves; `events` builds the problems of the usual cluster events.
+"""
+
+from coreplane.placement.backend import BACKEND, available_backends, solve
+from coreplane.placement.bounds import lower_bound
+from coreplane.placement.model import (
+    ALIVE,
+    DEAD,
+    DRAINING,
+    Metrics,
+    Move,
+    Node,
+    Partition,
+    Plan,
+    Problem,
+)
+
+__all__ = [
+    "ALIVE",
+    "BACKEND",
+    "DEAD",
+    "DRAINING",
+    "Metrics",
+    "Move",
+    "Node",
+    "Partition",
+    "Plan",
+    "Problem",
+    "available_backends",
+    "lower_bound",
+    "solve",
+]

@@ -1,0 +1,337 @@
+"""The pure-Python twin of the placement kernel: the reference the Cython kernel must match.
+
+It runs on the dense integer arrays of `bounds.Dense` and returns the raw move list; the kernel in
+ext/placement_kernel.pyx implements the same phases with the same keys, so both give the same
+moves byte for byte. Every choice is the minimum of an explicit integer key with the index
+breaking ties, so the heaps here and the kernel's own heaps agree. Imports nothing from coreplane
+but the dense model.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from coreplane.placement.bounds import Dense
+
+__all__ = ["OK", "Raw", "solve_dense"]
+
+OK = 0
+NO_ROOM = 1      # arg: partition index that found no node
+OVER_BUDGET = 2  # arg: moves the hard constraints need
+SHIFT = 20       # fixed-point bits of the integer fill and heat keys
+
+Raw = tuple[int, int, list[int], list[int], list[int], list[int], list[int], list[int]]
+
+
+class _State:
+    """Counts, heat and replica sets as the plan is built, plus the move list."""
+
+    def __init__(self, d: Dense) -> None:
+        self.d = d
+        n_nodes = len(d.zone)
+        self.count = [0] * n_nodes
+        self.nheat = [0] * n_nodes
+        self.node_reps: list[set[int]] = [set() for _ in range(n_nodes)]
+        self.part_reps: list[list[int]] = []
+        self.zc = [0] * d.zones
+        self.mp: list[int] = []
+        self.ms: list[int] = []
+        self.md: list[int] = []
+
+    def fill(self, n: int) -> int:
+        return (self.count[n] << SHIFT) // self.d.tq[n]
+
+    def hkey(self, n: int) -> int:
+        return (self.nheat[n] << SHIFT) // max(1, self.d.hcap[n])
+
+    def zkey(self, z: int) -> int:
+        return (self.zc[z] << SHIFT) // self.d.zshare[z]
+
+    def klass(self, n: int) -> int:
+        """0: below its band (deficit), 1: room left below hi, 2: full."""
+        if self.count[n] < self.d.lo[n]:
+            return 0
+        return 1 if self.count[n] < self.d.hi[n] else 2
+
+    def add(self, p: int, n: int) -> None:
+        self.count[n] += 1
+        self.nheat[n] += self.d.heat[p]
+        self.node_reps[n].add(p)
+        self.part_reps[p].append(n)
+        if self.d.elig[n]:
+            self.zc[self.d.zone[n]] += 1
+
+    def remove(self, p: int, n: int) -> None:
+        self.count[n] -= 1
+        self.nheat[n] -= self.d.heat[p]
+        self.node_reps[n].discard(p)
+        self.part_reps[p].remove(n)
+        if self.d.elig[n]:
+            self.zc[self.d.zone[n]] -= 1
+
+    def move(self, p: int, src: int, dst: int) -> None:
+        self.mp.append(p)
+        self.ms.append(src)
+        self.md.append(dst)
+
+
+def _normalize(s: _State, orphans: list[tuple[int, int]]) -> None:
+    """Evict replicas on ineligible nodes or in a zone already used; drop those beyond RF."""
+    d = s.d
+    for p in range(len(d.rf)):
+        s.part_reps.append([])
+        for n in d.rep[d.off[p]:d.off[p + 1]]:
+            s.add(p, n)
+    for p in range(len(d.rf)):
+        kept: list[int] = []
+        evicted: list[int] = []
+        used: set[int] = set()
+        for n in list(s.part_reps[p]):
+            if d.elig[n] and d.zone[n] not in used:
+                kept.append(n)
+                used.add(d.zone[n])
+            else:
+                evicted.append(n)
+        for n in evicted:
+            s.remove(p, n)
+        while len(kept) > d.rf[p]:
+            victim = max(kept, key=lambda n: (s.fill(n), n))
+            kept.remove(victim)
+            s.remove(p, victim)
+            s.move(p, victim, -1)
+        need = d.rf[p] - len(kept)
+        for j, n in enumerate(evicted):
+            if j < need:
+                orphans.append((p, n))
+            else:
+                s.move(p, n, -1)
+        orphans.extend((p, -1) for _ in range(len(evicted), need))
+
+
+def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
+    """Take replicas off nodes above their band: hottest first from a hot node, else coldest."""
+    d = s.d
+    for n in range(len(d.zone)):
+        while d.elig[n] and s.count[n] > d.hi[n] and allowance > 0:
+            reps = s.node_reps[n]
+            cool = [p for p in reps if not d.split[p]]
+            if s.nheat[n] > d.hcap[n] and cool:
+                p = max(cool, key=lambda q: (d.heat[q], -q))
+            else:
+                p = min(reps, key=lambda q: (d.heat[q], q))
+            s.remove(p, n)
+            orphans.append((p, n))
+            allowance -= 1
+
+
+def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int] | None:
+    while heap:
+        key, n = heap[0]
+        if s.klass(n) == klass and key == s.hkey(n):
+            return key, n
+        heapq.heappop(heap)
+    return None
+
+
+def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
+    """Place each orphan (hottest first) on the coolest node of the best free zone.
+
+    Key: (not a deficit node, zone fill, node heat key, node index). Returns -1 or the index of a
+    partition that found no node.
+    """
+    d = s.d
+    heaps: list[list[list[tuple[int, int]]]] = [[[], []] for _ in range(d.zones)]
+    for n in range(len(d.zone)):
+        k = s.klass(n)
+        if d.elig[n] and k < 2:
+            heaps[d.zone[n]][k].append((s.hkey(n), n))
+    for pair in heaps:
+        heapq.heapify(pair[0])
+        heapq.heapify(pair[1])
+    orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
+    for p, src in orphans:
+        used = {d.zone[n] for n in s.part_reps[p]}
+        best: tuple[int, int, int, int] | None = None
+        for z in range(d.zones):
+            if z in used:
+                continue
+            for k in (0, 1):
+                top = _peek(s, heaps[z][k], k)
+                if top is not None:
+                    cand = (k, s.zkey(z), top[0], top[1])
+                    if best is None or cand < best:
+                        best = cand
+                    break
+        if best is not None:
+            dst = best[3]
+        else:
+            dst = _fallback(s, p, src, used)
+            if dst < 0:
+                return p
+        s.add(p, dst)
+        s.move(p, src, dst)
+        k = s.klass(dst)
+        if k < 2:
+            heapq.heappush(heaps[d.zone[dst]][k], (s.hkey(dst), dst))
+    return -1
+
+
+def _fallback(s: _State, p: int, src: int, used: set[int]) -> int:
+    """Every free zone is at its band: take the emptiest node that still has a slot."""
+    d = s.d
+    cands = [n for n in range(len(d.zone))
+             if d.elig[n] and n != src and d.zone[n] not in used and s.count[n] < d.slots[n]]
+    return min(cands, key=lambda n: (s.fill(n), n)) if cands else -1
+
+
+def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
+    """The donor's replica whose heat best matches what `dst` still lacks per missing replica.
+
+    `zone_ok` >= 0 restricts to partitions with no replica in that zone. Split candidates only
+    move when nothing else can.
+    """
+    d = s.d
+    k = max(1, d.tq[dst] - s.count[dst])
+    gap = d.hfair[dst] - s.nheat[dst]
+    best = -1
+    best_key = (0, 0, 0)
+    for p in s.node_reps[donor]:
+        if zone_ok >= 0 and any(d.zone[n] == zone_ok for n in s.part_reps[p]):
+            continue
+        key = (d.split[p], abs(d.heat[p] * k - gap), p)
+        if best < 0 or key < best_key:
+            best, best_key = p, key
+    return best
+
+
+def _fill_deficits(s: _State, allowance: int) -> int:
+    """Bring every node up to its band from the fullest node of its zone, else of another zone."""
+    d = s.d
+    donors: list[list[tuple[int, int]]] = [[] for _ in range(d.zones)]
+    for n in range(len(d.zone)):
+        if d.elig[n] and s.count[n] > d.lo[n]:
+            donors[d.zone[n]].append((-s.fill(n), n))
+    for h in donors:
+        heapq.heapify(h)
+    for dst in range(len(d.zone)):
+        while d.elig[dst] and s.count[dst] < d.lo[dst] and allowance > 0:
+            z = d.zone[dst]
+            heap = donors[z]
+            donor = -1
+            while heap:
+                key, e = heap[0]
+                if s.count[e] > d.lo[e] and key == -s.fill(e):
+                    donor = e
+                    break
+                heapq.heappop(heap)
+            p = _pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+            if p < 0:
+                donor, p = _cross_zone_donor(s, dst)
+                if p < 0:
+                    break
+            s.remove(p, donor)
+            s.add(p, dst)
+            s.move(p, donor, dst)
+            allowance -= 1
+            if s.count[donor] > d.lo[donor]:
+                heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
+    return allowance
+
+
+def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
+    d = s.d
+    z = d.zone[dst]
+    cands = sorted((-s.fill(e), e) for e in range(len(d.zone))
+                   if d.elig[e] and d.zone[e] != z and s.count[e] > d.lo[e])
+    for _, e in cands:
+        p = _pick_gift(s, e, dst, z)
+        if p >= 0:
+            return e, p
+    return -1, -1
+
+
+def _cool(s: _State, allowance: int) -> None:
+    """Fix each node above its heat cap with one move, or one swap, to its roomiest zone peer.
+
+    The coldest replica that alone removes the excess goes; a node at the bottom of its band
+    (or a full peer) swaps for the peer's coldest replica. A node no single move or swap can fix
+    is left alone and reported: partial fixes would churn the same replicas on every event.
+    Split candidates stay where they are and raise their node's cap by their own heat.
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    ecap = list(d.hcap)
+    for n in range(n_nodes):
+        for p in s.node_reps[n]:
+            if d.split[p]:
+                ecap[n] += d.heat[p]
+    order = sorted((-s.hkey(n), n) for n in range(n_nodes) if d.elig[n] and s.nheat[n] > ecap[n])
+    for _, n in order:
+        excess = s.nheat[n] - ecap[n]
+        peers = [t for t in range(n_nodes) if d.elig[t] and t != n and d.zone[t] == d.zone[n]]
+        if excess <= 0 or not peers or allowance <= 0:
+            continue
+        t = min(peers, key=lambda t: (s.nheat[t] - d.hcap[t], t))
+        room = d.hcap[t] - s.nheat[t]
+        single = s.count[n] > d.lo[n] and s.count[t] < d.hi[t]
+        q = -1 if single else min(s.node_reps[t], key=lambda q: (d.heat[q], q), default=-1)
+        if not single and (q < 0 or allowance < 2):
+            continue
+        back = d.heat[q] if q >= 0 else 0
+        fits = [p for p in s.node_reps[n]
+                if not d.split[p] and excess <= d.heat[p] - back <= room]
+        if not fits:
+            continue
+        r = min(fits, key=lambda p: (d.heat[p], p))
+        s.remove(r, n)
+        s.add(r, t)
+        s.move(r, n, t)
+        allowance -= 1
+        if q >= 0:
+            s.remove(q, t)
+            s.add(q, n)
+            s.move(q, t, n)
+            allowance -= 1
+
+
+def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[int]:
+    """First-fit waves: at most `inflight` moves per node per wave, one per partition per wave."""
+    next_wave: dict[int, int] = {}
+    load: dict[tuple[int, int], int] = {}
+    first_free: dict[int, int] = {}
+    out: list[int] = []
+    for p, src, dst in zip(mp, ms, md, strict=True):
+        ends = [n for n in (src, dst) if n >= 0]
+        w = max([next_wave.get(p, 0)] + [first_free.get(n, 0) for n in ends])
+        while any(load.get((n, w), 0) >= inflight for n in ends):
+            w += 1
+        for n in ends:
+            load[(n, w)] = load.get((n, w), 0) + 1
+            f = first_free.get(n, 0)
+            while load.get((n, f), 0) >= inflight:
+                f += 1
+            first_free[n] = f
+        next_wave[p] = w + 1
+        out.append(w)
+    return out
+
+
+def solve_dense(d: Dense) -> Raw:
+    """Run every phase: (status, arg, partitions, sources, targets, waves, count, heat)."""
+    s = _State(d)
+    orphans: list[tuple[int, int]] = []
+    _normalize(s, orphans)
+    hard = len(s.mp) + len(orphans)
+    unlimited = 1 << 62
+    allowance = unlimited if d.budget < 0 else d.budget - hard
+    if allowance < 0:
+        return OVER_BUDGET, hard, [], [], [], [], [], []
+    shed_before = len(orphans)
+    _shed(s, orphans, allowance)
+    allowance -= len(orphans) - shed_before
+    failed = _place(s, orphans)
+    if failed >= 0:
+        return NO_ROOM, failed, [], [], [], [], [], []
+    allowance = _fill_deficits(s, allowance)
+    _cool(s, allowance)
+    return OK, 0, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, s.nheat

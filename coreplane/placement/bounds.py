@@ -1,0 +1,241 @@
+"""Fair shares, bands, heat caps and the provable lower bound on moves.
+
+Shares are exact rationals (`Fraction`), water-filled across zones because a zone holds at most
+one replica of each partition; every number handed to a solver is an integer derived from them.
+Also compiles a `Problem` into the dense integer arrays both solver backends run on (ids mapped to
+indexes in sorted order). Imports only coreplane.errors and the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from coreplane.placement.model import ALIVE, Problem
+
+__all__ = ["Dense", "compile_problem", "lower_bound", "water_fill"]
+
+BAND_LO_PCT = 95
+BAND_HI_PCT = 105
+HEAT_CAP_PCT = 110
+
+
+def water_fill(total: Fraction, weights: list[int], caps: list[int]) -> list[Fraction]:
+    """Shares s_i = min(cap_i, lam * w_i) summing to `total` (or every cap if they cannot).
+
+    Items are taken in the order of their cap per weight, the index breaking ties, so the result
+    depends only on the inputs.
+    """
+    shares = [Fraction(0)] * len(weights)
+    order = sorted(range(len(weights)), key=lambda i: (Fraction(caps[i], weights[i]), i))
+    left = total
+    weight_left = sum(weights)
+    for pos, i in enumerate(order):
+        if weight_left == 0:
+            break
+        fair = left * weights[i] / weight_left
+        if caps[i] <= fair:
+            shares[i] = Fraction(caps[i])
+            left -= caps[i]
+            weight_left -= weights[i]
+            continue
+        for j in order[pos:]:
+            shares[j] = left * weights[j] / weight_left
+        break
+    return shares
+
+
+def _floor(x: Fraction) -> int:
+    return x.numerator // x.denominator
+
+
+def _ceil(x: Fraction) -> int:
+    return -((-x.numerator) // x.denominator)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """The problem as integer arrays, indexes in sorted-id order; what the backends consume."""
+
+    node_ids: list[str]
+    part_ids: list[str]
+    zone: list[int]          # node -> zone index (zones in sorted name order)
+    zones: int
+    elig: list[int]          # 1 if alive (not draining, not dead)
+    slots: list[int]
+    lo: list[int]            # replica-count band per node (0 for ineligible nodes)
+    hi: list[int]
+    tq: list[int]            # integer fair count, >= 1: the denominator of a node's fill key
+    hcap: list[int]          # floor(1.10 * fair heat share)
+    hfair: list[int]         # floor(fair heat share)
+    zshare: list[int]        # integer fair count per zone, >= 1
+    rf: list[int]
+    heat: list[int]
+    split: list[int]         # 1 if the partition is hotter than every node's fair heat share
+    off: list[int]           # CSR offsets into rep, length P + 1
+    rep: list[int]           # current replicas, node indexes ascending per partition
+    inflight: int
+    budget: int              # -1 when unlimited
+    eligible_zones: int
+
+
+def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zones: int,
+                 elig: list[int], total: int, zone_cap: list[int],
+                 use_slots: bool) -> list[Fraction]:
+    """Water-fill `total` across zones (capped by `zone_cap`) then across each zone's nodes."""
+    by_id = {n.id: n for n in problem.nodes}
+    weights = [by_id[nid].weight for nid in node_ids]
+    slots = [by_id[nid].slots for nid in node_ids]
+    zone_w = [0] * zones
+    zone_slots = [0] * zones
+    for i in range(len(node_ids)):
+        if elig[i]:
+            zone_w[zone_of[i]] += weights[i]
+            zone_slots[zone_of[i]] += slots[i]
+    live = [z for z in range(zones) if zone_w[z] > 0]
+    caps = [min(zone_cap[z], zone_slots[z]) if use_slots else zone_cap[z] for z in live]
+    zshares = water_fill(Fraction(total), [zone_w[z] for z in live], caps)
+    out = [Fraction(0)] * len(node_ids)
+    for z, zs in zip(live, zshares, strict=True):
+        members = [i for i in range(len(node_ids)) if elig[i] and zone_of[i] == z]
+        no_cap = _ceil(zs) + 1
+        caps_n = [slots[i] if use_slots else no_cap for i in members]
+        for i, s in zip(members, water_fill(zs, [weights[i] for i in members], caps_n),
+                        strict=True):
+            out[i] = s
+    return out
+
+
+def compile_problem(problem: Problem) -> Dense:
+    """Map ids to dense indexes and derive every integer target the solvers use."""
+    node_ids = sorted(n.id for n in problem.nodes)
+    node_idx = {nid: i for i, nid in enumerate(node_ids)}
+    by_id = {n.id: n for n in problem.nodes}
+    zone_names = sorted({n.zone for n in problem.nodes})
+    zone_idx = {z: i for i, z in enumerate(zone_names)}
+    zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
+    elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
+    slots = [by_id[nid].slots for nid in node_ids]
+    parts = sorted(problem.partitions, key=lambda p: p.id)
+    part_ids = [p.id for p in parts]
+    rf = [p.rf for p in parts]
+    heat = [p.heat for p in parts]
+    replicas_total = sum(rf)
+    heat_total = sum(h * r for h, r in zip(heat, rf, strict=True))
+    zones = len(zone_names)
+    count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
+                            [len(parts)] * zones, True)
+    heat_sh = _node_shares(problem, node_ids, zone_of, zones, elig, heat_total,
+                           [sum(heat)] * zones, False)
+    lo = [_floor(s * BAND_LO_PCT / 100) if e else 0 for s, e in zip(count_sh, elig, strict=True)]
+    hi = [min(_ceil(s * BAND_HI_PCT / 100), sl) if e else 0
+          for s, e, sl in zip(count_sh, elig, slots, strict=True)]
+    tq = [max(1, _ceil(s)) for s in count_sh]
+    hcap = [_floor(s * HEAT_CAP_PCT / 100) for s in heat_sh]
+    hfair = [_floor(s) for s in heat_sh]
+    zcount = [Fraction(0)] * zones
+    for i, s in enumerate(count_sh):
+        zcount[zone_of[i]] += s
+    zshare = [max(1, _ceil(s)) for s in zcount]
+    hottest_share = max((s for s, e in zip(heat_sh, elig, strict=True) if e), default=Fraction(0))
+    split = [1 if h > hottest_share else 0 for h in heat]
+    off = [0]
+    rep: list[int] = []
+    assignment = problem.assignment
+    for pid in part_ids:
+        cur = assignment.get(pid)
+        if cur:
+            rep.extend(sorted(node_idx[nid] for nid in cur))
+        off.append(len(rep))
+    budget = -1 if problem.moves_max is None else problem.moves_max
+    eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
+    return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,
+                 zshare, rf, heat, split, off, rep, problem.moves_in_flight_per_node, budget,
+                 eligible_zones)
+
+
+def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:
+    """Per node over its cap: the fewest of its hottest replicas whose removal brings it under."""
+    heats: dict[int, list[int]] = {n: [] for n in caps}
+    for p in range(len(d.rf)):
+        if d.split[p]:
+            continue
+        for n in d.rep[d.off[p]:d.off[p + 1]]:
+            if n in heats:
+                heats[n].append(d.heat[p])
+    out: dict[int, int] = {}
+    for n, cap in caps.items():
+        hs = sorted(heats[n], reverse=True)
+        total = sum(hs)
+        k = 0
+        while total > cap:
+            total -= hs[k]
+            k += 1
+        out[n] = k
+    return out
+
+
+def lower_bound_dense(d: Dense) -> int:
+    """max(replicas that must leave nodes, replicas that must arrive): each move does one of each.
+
+    Node view: a dead or draining node loses all; a node above its band (or slots) loses the
+    excess; a node whose heat (split candidates aside, they are reported, not moved) is above
+    max(1.10 x fair share, hottest movable replica anywhere), a cap no plan meeting the heat
+    target can exceed, loses its fewest hottest replicas that bring it under; a node below its
+    band gains the shortfall. Partition view: replicas on dead or draining nodes, same-zone
+    duplicates and replicas beyond RF must leave; missing replicas must arrive. Each view alone is
+    a valid bound, so the larger one is.
+    """
+    n_nodes = len(d.zone)
+    count = [0] * n_nodes
+    nheat = [0] * n_nodes
+    part_leave = 0
+    part_arrive = 0
+    for p in range(len(d.rf)):
+        zones_seen: set[int] = set()
+        valid = 0
+        reps = d.rep[d.off[p]:d.off[p + 1]]
+        h = 0 if d.split[p] else d.heat[p]
+        for n in reps:
+            count[n] += 1
+            nheat[n] += h
+            if d.elig[n] and d.zone[n] not in zones_seen:
+                zones_seen.add(d.zone[n])
+                valid += 1
+        kept = min(valid, d.rf[p])
+        part_leave += len(reps) - kept
+        part_arrive += d.rf[p] - kept
+    hottest = max((h for h, s in zip(d.heat, d.split, strict=True) if not s), default=0)
+    over = {n: max(d.hcap[n], hottest) for n in range(n_nodes)
+            if d.elig[n] and nheat[n] > max(d.hcap[n], hottest)}
+    heat_leave = _heat_leavers(d, over) if over else {}
+    node_leave = 0
+    node_arrive = 0
+    for n in range(n_nodes):
+        if not d.elig[n]:
+            node_leave += count[n]
+            continue
+        node_leave += max(0, count[n] - d.hi[n], heat_leave.get(n, 0))
+        node_arrive += max(0, d.lo[n] - count[n])
+    return max(node_leave, node_arrive, part_leave, part_arrive)
+
+
+def hard_lower_bound_dense(d: Dense) -> int:
+    """The part of the bound that only the hard constraints force (dead nodes, RF, zones)."""
+    part_leave = 0
+    part_arrive = 0
+    for p in range(len(d.rf)):
+        zones_seen: set[int] = set()
+        reps = d.rep[d.off[p]:d.off[p + 1]]
+        for n in reps:
+            if d.elig[n]:
+                zones_seen.add(d.zone[n])
+        kept = min(len(zones_seen), d.rf[p])
+        part_leave += len(reps) - kept
+        part_arrive += d.rf[p] - kept
+    return max(part_leave, part_arrive)
+
+
+def lower_bound(problem: Problem) -> int:
+    """The provable minimum number of moves for `problem` (see `lower_bound_dense`)."""
+    return lower_bound_dense(compile_problem(problem))

@@ -1,0 +1,674 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Placement kernel: coreplane/placement/_pure.py in C, byte for byte, with the GIL released.
+
+Every phase, key and tie-break mirrors the twin; read the twin for the why. The Python side
+hands over `bounds.Dense` (lists of ints); they are copied into C arrays, the whole solve runs
+under `nogil` so Raft heartbeats keep flowing on other threads, and the raw moves come back as
+lists. Integer arithmetic only (int64; model validation keeps every product in range).
+"""
+
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+
+cdef enum:
+    SHIFT = 20
+cdef int64_t UNLIMITED = (<int64_t>1) << 62
+
+
+cdef struct Heap:
+    int64_t *key
+    int64_t *val
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef inline bint _less(int64_t ka, int64_t va, int64_t kb, int64_t vb) noexcept nogil:
+    return ka < kb or (ka == kb and va < vb)
+
+
+cdef void heap_push(Heap *h, int64_t k, int64_t v) noexcept nogil:
+    cdef Py_ssize_t i, parent
+    if h.size == h.cap:
+        h.cap = h.cap * 2 + 16
+        h.key = <int64_t *>realloc(h.key, h.cap * sizeof(int64_t))
+        h.val = <int64_t *>realloc(h.val, h.cap * sizeof(int64_t))
+    i = h.size
+    h.size += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _less(k, v, h.key[parent], h.val[parent]):
+            break
+        h.key[i] = h.key[parent]
+        h.val[i] = h.val[parent]
+        i = parent
+    h.key[i] = k
+    h.val[i] = v
+
+
+cdef void heap_pop(Heap *h) noexcept nogil:
+    cdef Py_ssize_t i = 0, child
+    cdef int64_t k, v
+    h.size -= 1
+    if h.size == 0:
+        return
+    k = h.key[h.size]
+    v = h.val[h.size]
+    while True:
+        child = 2 * i + 1
+        if child >= h.size:
+            break
+        if child + 1 < h.size and _less(h.key[child + 1], h.val[child + 1],
+                                        h.key[child], h.val[child]):
+            child += 1
+        if not _less(h.key[child], h.val[child], k, v):
+            break
+        h.key[i] = h.key[child]
+        h.val[i] = h.val[child]
+        i = child
+    h.key[i] = k
+    h.val[i] = v
+
+
+cdef struct Pair:
+    int64_t a
+    int64_t b
+    int64_t c
+
+
+cdef int _cmp_triple(const void *x, const void *y) noexcept nogil:
+    cdef const Pair *p = <const Pair *>x
+    cdef const Pair *q = <const Pair *>y
+    if p.a != q.a:
+        return -1 if p.a < q.a else 1
+    if p.b != q.b:
+        return -1 if p.b < q.b else 1
+    if p.c != q.c:
+        return -1 if p.c < q.c else 1
+    return 0
+
+
+cdef struct S:
+    # sizes
+    Py_ssize_t N, Z, P, RMAX
+    # inputs
+    int64_t *zone
+    int64_t *elig
+    int64_t *slots
+    int64_t *lo
+    int64_t *hi
+    int64_t *tq
+    int64_t *hcap
+    int64_t *hfair
+    int64_t *zshare
+    int64_t *rf
+    int64_t *heat
+    int64_t *split
+    int64_t *off
+    int64_t *rep
+    int64_t inflight
+    int64_t budget
+    # state
+    int64_t *count
+    int64_t *nheat
+    int64_t *zc
+    int64_t **nr          # node -> partitions on it (unordered)
+    int64_t *nr_len
+    int64_t *nr_cap
+    int64_t *pn           # partition -> nodes, RMAX per partition
+    int64_t *pn_pos       # position of that partition in the node's list
+    int64_t *pn_len
+    # moves
+    int64_t *mp
+    int64_t *ms
+    int64_t *md
+    Py_ssize_t nm, mcap
+    # orphans (partition, source)
+    int64_t *op
+    int64_t *os
+    Py_ssize_t no, ocap
+
+
+cdef inline int64_t fill(S *s, int64_t n) noexcept nogil:
+    return (s.count[n] << SHIFT) // s.tq[n]
+
+
+cdef inline int64_t hkey(S *s, int64_t n) noexcept nogil:
+    cdef int64_t c = s.hcap[n]
+    if c < 1:
+        c = 1
+    return (s.nheat[n] << SHIFT) // c
+
+
+cdef inline int64_t zkey(S *s, int64_t z) noexcept nogil:
+    return (s.zc[z] << SHIFT) // s.zshare[z]
+
+
+cdef inline int klass(S *s, int64_t n) noexcept nogil:
+    if s.count[n] < s.lo[n]:
+        return 0
+    return 1 if s.count[n] < s.hi[n] else 2
+
+
+cdef void add(S *s, int64_t p, int64_t n) noexcept nogil:
+    cdef int64_t j
+    s.count[n] += 1
+    s.nheat[n] += s.heat[p]
+    if s.nr_len[n] == s.nr_cap[n]:
+        s.nr_cap[n] = s.nr_cap[n] * 2 + 8
+        s.nr[n] = <int64_t *>realloc(s.nr[n], s.nr_cap[n] * sizeof(int64_t))
+    s.nr[n][s.nr_len[n]] = p
+    j = s.pn_len[p]
+    s.pn[p * s.RMAX + j] = n
+    s.pn_pos[p * s.RMAX + j] = s.nr_len[n]
+    s.pn_len[p] += 1
+    s.nr_len[n] += 1
+    if s.elig[n]:
+        s.zc[s.zone[n]] += 1
+
+
+cdef void remove(S *s, int64_t p, int64_t n) noexcept nogil:
+    cdef int64_t j, k, pos = -1, last, q, base = p * s.RMAX, qbase
+    s.count[n] -= 1
+    s.nheat[n] -= s.heat[p]
+    for j in range(s.pn_len[p]):
+        if s.pn[base + j] == n:
+            pos = s.pn_pos[base + j]
+            # order-preserving removal from the partition's list, as list.remove does
+            for k in range(j, s.pn_len[p] - 1):
+                s.pn[base + k] = s.pn[base + k + 1]
+                s.pn_pos[base + k] = s.pn_pos[base + k + 1]
+            s.pn_len[p] -= 1
+            break
+    last = s.nr_len[n] - 1
+    q = s.nr[n][last]
+    s.nr[n][pos] = q
+    s.nr_len[n] = last
+    if q != p:
+        qbase = q * s.RMAX
+        for j in range(s.pn_len[q]):
+            if s.pn[qbase + j] == n:
+                s.pn_pos[qbase + j] = pos
+                break
+    if s.elig[n]:
+        s.zc[s.zone[n]] -= 1
+
+
+cdef void record(S *s, int64_t p, int64_t src, int64_t dst) noexcept nogil:
+    if s.nm == s.mcap:
+        s.mcap = s.mcap * 2 + 64
+        s.mp = <int64_t *>realloc(s.mp, s.mcap * sizeof(int64_t))
+        s.ms = <int64_t *>realloc(s.ms, s.mcap * sizeof(int64_t))
+        s.md = <int64_t *>realloc(s.md, s.mcap * sizeof(int64_t))
+    s.mp[s.nm] = p
+    s.ms[s.nm] = src
+    s.md[s.nm] = dst
+    s.nm += 1
+
+
+cdef void orphan(S *s, int64_t p, int64_t src) noexcept nogil:
+    if s.no == s.ocap:
+        s.ocap = s.ocap * 2 + 64
+        s.op = <int64_t *>realloc(s.op, s.ocap * sizeof(int64_t))
+        s.os = <int64_t *>realloc(s.os, s.ocap * sizeof(int64_t))
+    s.op[s.no] = p
+    s.os[s.no] = src
+    s.no += 1
+
+
+cdef void normalize(S *s) noexcept nogil:
+    cdef int64_t p, j, n, i, need, best, nk, ne
+    cdef int64_t kept[64]
+    cdef int64_t evicted[64]
+    cdef bint dup
+    for p in range(s.P):
+        for j in range(s.off[p], s.off[p + 1]):
+            add(s, p, s.rep[j])
+    for p in range(s.P):
+        nk = 0
+        ne = 0
+        for j in range(s.off[p], s.off[p + 1]):
+            n = s.rep[j]
+            dup = False
+            for i in range(nk):
+                if s.zone[kept[i]] == s.zone[n]:
+                    dup = True
+            if s.elig[n] and not dup:
+                kept[nk] = n
+                nk += 1
+            else:
+                evicted[ne] = n
+                ne += 1
+        for i in range(ne):
+            remove(s, p, evicted[i])
+        while nk > s.rf[p]:
+            best = 0
+            for i in range(1, nk):
+                if (fill(s, kept[i]) > fill(s, kept[best])
+                        or (fill(s, kept[i]) == fill(s, kept[best]) and kept[i] > kept[best])):
+                    best = i
+            n = kept[best]
+            for i in range(best, nk - 1):
+                kept[i] = kept[i + 1]
+            nk -= 1
+            remove(s, p, n)
+            record(s, p, n, -1)
+        need = s.rf[p] - nk
+        for i in range(ne):
+            if i < need:
+                orphan(s, p, evicted[i])
+            else:
+                record(s, p, evicted[i], -1)
+        for i in range(ne, need):
+            orphan(s, p, -1)
+
+
+cdef int64_t hottest_movable(S *s, int64_t n) noexcept nogil:
+    """max (heat, -p) over non-split replicas of n, or -1."""
+    cdef int64_t i, p, best = -1
+    for i in range(s.nr_len[n]):
+        p = s.nr[n][i]
+        if s.split[p]:
+            continue
+        if best < 0 or s.heat[p] > s.heat[best] or (s.heat[p] == s.heat[best] and p < best):
+            best = p
+    return best
+
+
+cdef int64_t coldest(S *s, int64_t n) noexcept nogil:
+    """min (heat, p) over all replicas of n, or -1."""
+    cdef int64_t i, p, best = -1
+    for i in range(s.nr_len[n]):
+        p = s.nr[n][i]
+        if best < 0 or s.heat[p] < s.heat[best] or (s.heat[p] == s.heat[best] and p < best):
+            best = p
+    return best
+
+
+cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
+    cdef int64_t n, p, hot
+    for n in range(s.N):
+        while s.elig[n] and s.count[n] > s.hi[n] and allowance > 0:
+            hot = hottest_movable(s, n)
+            if s.nheat[n] > s.hcap[n] and hot >= 0:
+                p = hot
+            else:
+                p = coldest(s, n)
+            remove(s, p, n)
+            orphan(s, p, n)
+            allowance -= 1
+    return allowance
+
+
+cdef bint peek(S *s, Heap *h, int k, int64_t *key, int64_t *node) noexcept nogil:
+    cdef int64_t n
+    while h.size > 0:
+        n = h.val[0]
+        if klass(s, n) == k and h.key[0] == hkey(s, n):
+            key[0] = h.key[0]
+            node[0] = n
+            return True
+        heap_pop(h)
+    return False
+
+
+cdef inline bint zone_used(S *s, int64_t p, int64_t z) noexcept nogil:
+    cdef int64_t j
+    for j in range(s.pn_len[p]):
+        if s.zone[s.pn[p * s.RMAX + j]] == z:
+            return True
+    return False
+
+
+cdef int64_t fallback(S *s, int64_t p, int64_t src) noexcept nogil:
+    cdef int64_t n, best = -1
+    for n in range(s.N):
+        if (s.elig[n] and n != src and not zone_used(s, p, s.zone[n])
+                and s.count[n] < s.slots[n]):
+            if best < 0 or fill(s, n) < fill(s, best):
+                best = n
+    return best
+
+
+cdef int64_t place(S *s) noexcept nogil:
+    cdef Heap *heaps = <Heap *>calloc(2 * s.Z, sizeof(Heap))
+    cdef Pair *order = <Pair *>malloc((s.no + 1) * sizeof(Pair))
+    cdef int64_t n, z, i, p, src, dst, key, node, failed = -1
+    cdef int k
+    cdef bint have
+    cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0
+    for n in range(s.N):
+        k = klass(s, n)
+        if s.elig[n] and k < 2:
+            heap_push(&heaps[2 * s.zone[n] + k], hkey(s, n), n)
+    for i in range(s.no):
+        order[i].a = -s.heat[s.op[i]]
+        order[i].b = s.op[i]
+        order[i].c = s.os[i]
+    qsort(order, s.no, sizeof(Pair), _cmp_triple)
+    for i in range(s.no):
+        p = order[i].b
+        src = order[i].c
+        have = False
+        for z in range(s.Z):
+            if zone_used(s, p, z):
+                continue
+            for k in range(2):
+                if peek(s, &heaps[2 * z + k], k, &key, &node):
+                    if (not have or k < bk or (k == bk and (zkey(s, z) < bz or (
+                            zkey(s, z) == bz and (key < bkey or (key == bkey and node < bn)))))):
+                        have = True
+                        bk = k
+                        bz = zkey(s, z)
+                        bkey = key
+                        bn = node
+                    break
+        if have:
+            dst = bn
+        else:
+            dst = fallback(s, p, src)
+            if dst < 0:
+                failed = p
+                break
+        add(s, p, dst)
+        record(s, p, src, dst)
+        k = klass(s, dst)
+        if k < 2:
+            heap_push(&heaps[2 * s.zone[dst] + k], hkey(s, dst), dst)
+    for z in range(2 * s.Z):
+        free(heaps[z].key)
+        free(heaps[z].val)
+    free(heaps)
+    free(order)
+    return failed
+
+
+cdef inline int64_t iabs(int64_t x) noexcept nogil:
+    return -x if x < 0 else x
+
+
+cdef int64_t pick_gift(S *s, int64_t donor, int64_t dst, int64_t zone_ok) noexcept nogil:
+    cdef int64_t k = s.tq[dst] - s.count[dst]
+    cdef int64_t gap = s.hfair[dst] - s.nheat[dst]
+    cdef int64_t i, p, best = -1, bs = 0, bd = 0, dist
+    if k < 1:
+        k = 1
+    for i in range(s.nr_len[donor]):
+        p = s.nr[donor][i]
+        if zone_ok >= 0 and zone_used(s, p, zone_ok):
+            continue
+        dist = iabs(s.heat[p] * k - gap)
+        if (best < 0 or s.split[p] < bs or (s.split[p] == bs and (
+                dist < bd or (dist == bd and p < best)))):
+            best = p
+            bs = s.split[p]
+            bd = dist
+    return best
+
+
+cdef int64_t cross_zone_donor(S *s, int64_t dst, int64_t *pout) noexcept nogil:
+    cdef Pair *cands = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t e, nc = 0, i, p, z = s.zone[dst], found = -1
+    pout[0] = -1
+    for e in range(s.N):
+        if s.elig[e] and s.zone[e] != z and s.count[e] > s.lo[e]:
+            cands[nc].a = -fill(s, e)
+            cands[nc].b = e
+            cands[nc].c = 0
+            nc += 1
+    qsort(cands, nc, sizeof(Pair), _cmp_triple)
+    for i in range(nc):
+        p = pick_gift(s, cands[i].b, dst, z)
+        if p >= 0:
+            found = cands[i].b
+            pout[0] = p
+            break
+    free(cands)
+    return found
+
+
+cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
+    cdef Heap *donors = <Heap *>calloc(s.Z, sizeof(Heap))
+    cdef Heap *h
+    cdef int64_t n, dst, donor, e, p, z
+    for n in range(s.N):
+        if s.elig[n] and s.count[n] > s.lo[n]:
+            heap_push(&donors[s.zone[n]], -fill(s, n), n)
+    for dst in range(s.N):
+        while s.elig[dst] and s.count[dst] < s.lo[dst] and allowance > 0:
+            z = s.zone[dst]
+            h = &donors[z]
+            donor = -1
+            while h.size > 0:
+                e = h.val[0]
+                if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e):
+                    donor = e
+                    break
+                heap_pop(h)
+            p = pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+            if p < 0:
+                donor = cross_zone_donor(s, dst, &p)
+                if p < 0:
+                    break
+            remove(s, p, donor)
+            add(s, p, dst)
+            record(s, p, donor, dst)
+            allowance -= 1
+            if s.count[donor] > s.lo[donor]:
+                heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
+    for z in range(s.Z):
+        free(donors[z].key)
+        free(donors[z].val)
+    free(donors)
+    return allowance
+
+
+cdef void cool(S *s, int64_t allowance) noexcept nogil:
+    cdef int64_t *ecap = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, i, j, p, no = 0, r, t, q, room, excess, back
+    cdef bint single
+    for n in range(s.N):
+        ecap[n] = s.hcap[n]
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if s.split[p]:
+                ecap[n] += s.heat[p]
+        if s.elig[n] and s.nheat[n] > ecap[n]:
+            order[no].a = -hkey(s, n)
+            order[no].b = n
+            order[no].c = 0
+            no += 1
+    qsort(order, no, sizeof(Pair), _cmp_triple)
+    for i in range(no):
+        n = order[i].b
+        excess = s.nheat[n] - ecap[n]
+        t = -1
+        for j in range(s.N):
+            if s.elig[j] and j != n and s.zone[j] == s.zone[n]:
+                if t < 0 or s.nheat[j] - s.hcap[j] < s.nheat[t] - s.hcap[t]:
+                    t = j
+        if excess <= 0 or t < 0 or allowance <= 0:
+            continue
+        room = s.hcap[t] - s.nheat[t]
+        single = s.count[n] > s.lo[n] and s.count[t] < s.hi[t]
+        q = -1 if single else coldest(s, t)
+        if not single and (q < 0 or allowance < 2):
+            continue
+        back = s.heat[q] if q >= 0 else 0
+        r = -1
+        for j in range(s.nr_len[n]):
+            p = s.nr[n][j]
+            if s.split[p] or s.heat[p] - back < excess or s.heat[p] - back > room:
+                continue
+            if r < 0 or s.heat[p] < s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
+                r = p
+        if r < 0:
+            continue
+        remove(s, r, n)
+        add(s, r, t)
+        record(s, r, n, t)
+        allowance -= 1
+        if q >= 0:
+            remove(s, q, t)
+            add(s, q, n)
+            record(s, q, t, n)
+            allowance -= 1
+    free(ecap)
+    free(order)
+
+
+cdef int64_t *waves(S *s) noexcept nogil:
+    cdef int64_t *out = <int64_t *>malloc((s.nm + 1) * sizeof(int64_t))
+    cdef int64_t *next_wave = <int64_t *>calloc(s.P + 1, sizeof(int64_t))
+    cdef int64_t *first_free = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef Py_ssize_t wcap = 64, newcap
+    cdef int64_t *load = <int64_t *>calloc(s.N * wcap + 1, sizeof(int64_t))
+    cdef int64_t *grown
+    cdef Py_ssize_t i
+    cdef int64_t p, w, e, n, f, L = s.inflight
+    cdef int64_t ends[2]
+    cdef int ne, j
+    cdef bint busy
+    for i in range(s.nm):
+        p = s.mp[i]
+        ne = 0
+        if s.ms[i] >= 0:
+            ends[ne] = s.ms[i]
+            ne += 1
+        if s.md[i] >= 0:
+            ends[ne] = s.md[i]
+            ne += 1
+        w = next_wave[p]
+        for j in range(ne):
+            if first_free[ends[j]] > w:
+                w = first_free[ends[j]]
+        while True:
+            if w + 2 >= wcap:
+                newcap = 2 * wcap + w + 2
+                grown = <int64_t *>calloc(s.N * newcap + 1, sizeof(int64_t))
+                for n in range(s.N):
+                    for e in range(wcap):
+                        grown[n * newcap + e] = load[n * wcap + e]
+                free(load)
+                load = grown
+                wcap = newcap
+            busy = False
+            for j in range(ne):
+                if load[ends[j] * wcap + w] >= L:
+                    busy = True
+            if not busy:
+                break
+            w += 1
+        for j in range(ne):
+            n = ends[j]
+            load[n * wcap + w] += 1
+            f = first_free[n]
+            while f < wcap and load[n * wcap + f] >= L:
+                f += 1
+            first_free[n] = f
+        next_wave[p] = w + 1
+        out[i] = w
+    free(next_wave)
+    free(first_free)
+    free(load)
+    return out
+
+
+cdef int64_t *to_c(object values, Py_ssize_t n) except NULL:
+    cdef int64_t *out = <int64_t *>malloc((n + 1) * sizeof(int64_t))
+    cdef Py_ssize_t i = 0
+    if out == NULL:
+        raise MemoryError()
+    for v in values:
+        out[i] = v
+        i += 1
+    return out
+
+
+cdef list to_list(int64_t *values, Py_ssize_t n):
+    return [values[i] for i in range(n)]
+
+
+def solve_dense(d):
+    """Same contract as `_pure.solve_dense`: (status, arg, parts, sources, targets, waves,
+    count, heat)."""
+    cdef S s
+    cdef Py_ssize_t i, maxlen = 0
+    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0
+    cdef int64_t *mw = NULL
+    s.N = len(d.zone)
+    s.Z = d.zones
+    s.P = len(d.rf)
+    for i in range(s.P):
+        maxlen = max(maxlen, d.off[i + 1] - d.off[i], d.rf[i])
+    if maxlen > 60:
+        raise ValueError("replication factor above 60 is not supported by the kernel")
+    s.RMAX = maxlen + 1
+    s.zone = to_c(d.zone, s.N)
+    s.elig = to_c(d.elig, s.N)
+    s.slots = to_c(d.slots, s.N)
+    s.lo = to_c(d.lo, s.N)
+    s.hi = to_c(d.hi, s.N)
+    s.tq = to_c(d.tq, s.N)
+    s.hcap = to_c(d.hcap, s.N)
+    s.hfair = to_c(d.hfair, s.N)
+    s.zshare = to_c(d.zshare, s.Z)
+    s.rf = to_c(d.rf, s.P)
+    s.heat = to_c(d.heat, s.P)
+    s.split = to_c(d.split, s.P)
+    s.off = to_c(d.off, s.P + 1)
+    s.rep = to_c(d.rep, len(d.rep))
+    s.inflight = d.inflight
+    s.budget = d.budget
+    s.count = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    s.nheat = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    s.zc = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
+    s.nr = <int64_t **>calloc(s.N + 1, sizeof(int64_t *))
+    s.nr_len = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    s.nr_cap = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    s.pn = <int64_t *>calloc(s.P * s.RMAX + 1, sizeof(int64_t))
+    s.pn_pos = <int64_t *>calloc(s.P * s.RMAX + 1, sizeof(int64_t))
+    s.pn_len = <int64_t *>calloc(s.P + 1, sizeof(int64_t))
+    s.mp = NULL
+    s.ms = NULL
+    s.md = NULL
+    s.nm = 0
+    s.mcap = 0
+    s.op = NULL
+    s.os = NULL
+    s.no = 0
+    s.ocap = 0
+    if s.pn == NULL or s.pn_pos == NULL or s.nr == NULL:
+        raise MemoryError()
+    with nogil:
+        normalize(&s)
+        hard = s.nm + s.no
+        allowance = UNLIMITED if s.budget < 0 else s.budget - hard
+        if allowance < 0:
+            status = 2
+            arg = hard
+        else:
+            i = s.no
+            shed(&s, allowance)
+            allowance -= s.no - i
+            failed = place(&s)
+            if failed >= 0:
+                status = 1
+                arg = failed
+            else:
+                allowance = fill_deficits(&s, allowance)
+                cool(&s, allowance)
+                mw = waves(&s)
+    try:
+        if status != 0:
+            return status, arg, [], [], [], [], [], []
+        return (0, 0, to_list(s.mp, s.nm), to_list(s.ms, s.nm), to_list(s.md, s.nm),
+                to_list(mw, s.nm), to_list(s.count, s.N), to_list(s.nheat, s.N))
+    finally:
+        for i in range(s.N):
+            free(s.nr[i])
+        free(s.zone); free(s.elig); free(s.slots); free(s.lo); free(s.hi); free(s.tq)
+        free(s.hcap); free(s.hfair); free(s.zshare); free(s.rf); free(s.heat); free(s.split)
+        free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
+        free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
+        free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw)

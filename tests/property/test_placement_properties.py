@@ -1,0 +1,127 @@
+"""Placement properties on random instances: kernel == twin byte for byte, hard constraints after
+every event, moves >= lower bound, and plans that ignore the order nodes and partitions come in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coreplane.placement import Node, Partition, Plan, Problem, available_backends, solve
+from coreplane.placement import events as ev
+from coreplane.placement.bounds import compile_problem, hard_lower_bound_dense
+
+EVENTS = ("none", "add", "dead", "drain", "heat", "rf", "budget")
+
+
+@st.composite
+def instances(draw: st.DrawFn) -> tuple[Problem, str, int]:
+    zones = draw(st.integers(2, 5))
+    n_nodes = draw(st.integers(zones, 14))
+    nodes = [Node(f"n{i:02d}", f"z{i % zones}", weight=draw(st.integers(1, 3)))
+             for i in range(n_nodes)]
+    n_parts = draw(st.integers(1, 40))
+    rf_max = min(3, zones)
+    parts = [Partition(f"p{i:03d}", draw(st.integers(1, rf_max)), draw(st.integers(0, 1000)))
+             for i in range(n_parts)]
+    inflight = draw(st.integers(1, 3))
+    problem = ev.bootstrap(nodes, parts, moves_in_flight_per_node=inflight)
+    return problem, draw(st.sampled_from(EVENTS)), draw(st.integers(0, 10**6))
+
+
+def _event(problem: Problem, event: str, seed: int) -> Problem:
+    nodes = sorted(problem.nodes, key=lambda n: n.id)
+    parts = sorted(problem.partitions, key=lambda p: p.id)
+    zones = sorted({n.zone for n in nodes})
+    if event == "add":
+        return ev.add_nodes(problem, [Node(f"m{i}", zones[(seed + i) % len(zones)], weight=2)
+                                      for i in range(1 + seed % 3)])
+    if event == "dead":
+        return ev.node_dead(problem, nodes[seed % len(nodes)].id)
+    if event == "drain":
+        return ev.drain_zone(problem, zones[seed % len(zones)])
+    if event == "heat":
+        return ev.shift_heat(problem, {p.id: (seed * (i + 7)) % 2000
+                                       for i, p in enumerate(parts) if i % 3 == seed % 3})
+    if event == "rf":
+        return ev.change_rf(problem, {p.id: 1 + (seed + i) % min(3, len(zones))
+                                      for i, p in enumerate(parts) if i % 2 == 0})
+    if event == "budget":
+        return ev.with_budget(ev.add_nodes(problem, [Node("m0", zones[0], weight=3)]),
+                              seed % 20)
+    return problem
+
+
+def _check(problem: Problem, plan: Plan) -> None:
+    if not plan.feasible:
+        assert plan.reason and plan.moves == ()
+        return
+    assert ev.hard_violations(problem, plan.assignment) == []
+    d = compile_problem(problem)
+    assert plan.metrics.moves == len(plan.moves) >= hard_lower_bound_dense(d)
+    if plan.metrics.band_violations == 0 and plan.metrics.heat_over_cap == 0:
+        assert plan.metrics.moves >= plan.metrics.lower_bound
+    if problem.moves_max is not None:
+        assert len(plan.moves) <= problem.moves_max
+    per_wave: dict[tuple[str, int], int] = {}
+    for move in plan.moves:
+        for nid in (move.source, move.target):
+            if nid is not None:
+                per_wave[(nid, move.wave)] = per_wave.get((nid, move.wave), 0) + 1
+    assert max(per_wave.values(), default=0) <= problem.moves_in_flight_per_node
+    waves_of: dict[str, list[int]] = {}
+    for move in plan.moves:
+        waves_of.setdefault(move.partition, []).append(move.wave)
+    for waves in waves_of.values():  # one replica of a partition in flight at a time
+        assert waves == sorted(waves) and len(set(waves)) == len(waves)
+
+
+def _solve_all(problem: Problem) -> Plan:
+    plans = [solve(problem, backend=b) for b in available_backends()]
+    for other in plans[1:]:
+        assert other.canonical() == plans[0].canonical()
+    return plans[0]
+
+
+@given(instances())
+def test_backends_agree_and_hard_constraints_hold_after_events(
+        case: tuple[Problem, str, int]) -> None:
+    problem, event, seed = case
+    plan = _solve_all(problem)
+    _check(problem, plan)
+    if not plan.feasible:
+        return
+    nxt = _event(ev.after(problem, plan), event, seed)
+    plan2 = _solve_all(nxt)
+    _check(nxt, plan2)
+    met = plan2.metrics.band_violations == 0 and plan2.metrics.heat_over_cap == 0
+    if plan2.feasible and met:
+        again = _solve_all(ev.after(nxt, plan2))  # a cluster that meets every target stays put
+        assert again.moves == ()
+
+
+@given(instances(), st.randoms(use_true_random=False))
+def test_input_order_does_not_change_the_plan(case: tuple[Problem, str, int], rnd: object) -> None:
+    problem, _, _ = case
+    nodes = list(problem.nodes)
+    parts = list(problem.partitions)
+    rnd.shuffle(nodes)  # type: ignore[attr-defined]
+    rnd.shuffle(parts)  # type: ignore[attr-defined]
+    shuffled = dataclasses.replace(problem, nodes=tuple(nodes), partitions=tuple(parts))
+    assert solve(shuffled).canonical() == solve(problem).canonical()
+
+
+@given(instances())
+def test_relabeling_ids_relabels_the_plan(case: tuple[Problem, str, int]) -> None:
+    problem, _, _ = case
+    renamed = Problem(
+        tuple(dataclasses.replace(n, id="x" + n.id, zone="y" + n.zone) for n in problem.nodes),
+        tuple(dataclasses.replace(p, id="x" + p.id) for p in problem.partitions),
+        moves_in_flight_per_node=problem.moves_in_flight_per_node)
+    a = solve(problem)
+    b = solve(renamed)
+    assert [(m.partition, m.source, m.target, m.wave) for m in a.moves] == [
+        (m.partition[1:], m.source and m.source[1:], m.target and m.target[1:], m.wave)
+        for m in b.moves]

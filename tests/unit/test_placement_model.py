@@ -1,0 +1,168 @@
+"""Placement model, bounds and backend switch: bad input, infeasibility, exact small answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+
+import coreplane.placement as placement
+from coreplane.errors import InvalidArgument
+from coreplane.placement import (
+    BACKEND,
+    Node,
+    Partition,
+    Problem,
+    available_backends,
+    lower_bound,
+    solve,
+)
+from coreplane.placement import events as ev
+from coreplane.placement.bounds import compile_problem, water_fill
+
+
+def _nodes(zones: int, per_zone: int) -> list[Node]:
+    return [Node(f"n{z}{i}", f"z{z}") for z in range(zones) for i in range(per_zone)]
+
+
+def _parts(count: int, rf: int = 3) -> list[Partition]:
+    return [Partition(f"p{i:03d}", rf, heat=1 + i % 7) for i in range(count)]
+
+
+def test_all_is_sorted() -> None:
+    assert placement.__all__ == sorted(placement.__all__)
+
+
+@pytest.mark.parametrize(("build", "field"), [
+    (lambda: Problem((Node("a", "z"), Node("a", "y")), ()), "nodes[1].id"),
+    (lambda: Problem((Node("a", "z"),), (Partition("p", 2),)), "partitions[0].rf"),
+    (lambda: Problem((Node("a", "z"),), (Partition("p", 1, heat=-1),)), "partitions[0].heat"),
+    (lambda: Problem((Node("a", "z"),), (Partition("p", 1), Partition("p", 1))),
+     "partitions[1].id"),
+    (lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"p": ("b",)}),
+     "assignment['p']"),
+    (lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"q": ("a",)}),
+     "assignment['q']"),
+    (lambda: Problem((Node("a", "z"), Node("b", "y")), (Partition("p", 2),), {"p": ("a", "a")}),
+     "assignment['p']"),
+    (lambda: Problem((Node("a", "z", weight=0),), ()), "nodes[0].weight"),
+    (lambda: Problem((Node("a", "z", state="gone"),), ()), "nodes[0].state"),
+    (lambda: Problem((Node("a", "z"),), (), moves_in_flight_per_node=0),
+     "moves_in_flight_per_node"),
+    (lambda: Problem((Node("a", "z"),), (), moves_max=-1), "moves_max"),
+])
+def test_bad_input_names_the_item(build: object, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        build()  # type: ignore[operator]
+    assert info.value.field == field
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        solve(Problem((Node("a", "z"),), ()), backend="fortran")
+
+
+def test_water_fill_caps_a_big_zone() -> None:
+    # Three zones weights 1, 1, 4; 30 replicas of 10 partitions: the big zone holds at most 10.
+    shares = water_fill(Fraction(30), [1, 1, 4], [10, 10, 10])
+    assert shares == [Fraction(10), Fraction(10), Fraction(10)]
+    assert water_fill(Fraction(12), [1, 2, 3], [100, 100, 100]) == [2, 4, 6]
+
+
+def test_bootstrap_balances_exactly_and_meets_lower_bound() -> None:
+    problem = ev.bootstrap(_nodes(3, 4), _parts(120))
+    plan = solve(problem)
+    assert plan.feasible and plan.metrics.band_violations == 0
+    assert len(plan.moves) == lower_bound(problem) == 360
+    assert ev.hard_violations(problem, plan.assignment) == []
+    counts: dict[str, int] = {}
+    for reps in plan.assignment.values():
+        for nid in reps:
+            counts[nid] = counts.get(nid, 0) + 1
+    assert set(counts.values()) <= {29, 30, 31}
+
+
+def test_dead_node_moves_exactly_its_replicas_within_its_zone() -> None:
+    problem = ev.bootstrap(_nodes(3, 4), _parts(120))
+    base = ev.after(problem, solve(problem))
+    dead = ev.node_dead(base, "n10")
+    plan = solve(dead)
+    assert lower_bound(dead) == 30
+    assert len(plan.moves) == 30
+    assert all(m.source == "n10" and m.target and m.target.startswith("n1") for m in plan.moves)
+    assert ev.hard_violations(dead, plan.assignment) == []
+
+
+def test_draining_the_only_spare_zone_is_infeasible_with_a_reason() -> None:
+    problem = ev.bootstrap(_nodes(3, 2), _parts(10))
+    plan = solve(ev.drain_zone(ev.after(problem, solve(problem)), "z0"))
+    assert not plan.feasible and plan.moves == ()
+    assert "needs 3 zones" in plan.reason
+
+
+def test_budget_below_the_hard_moves_is_infeasible_and_budget_is_respected() -> None:
+    problem = ev.bootstrap(_nodes(3, 2), _parts(10))
+    base = ev.after(problem, solve(problem))
+    dead = ev.node_dead(base, "n00")
+    assert not solve(ev.with_budget(dead, 1)).feasible
+    grown = ev.add_nodes(base, [Node("m0", "z0"), Node("m1", "z1")])
+    plan = solve(ev.with_budget(grown, 3))
+    assert plan.feasible and len(plan.moves) == 3
+    assert ev.hard_violations(grown, plan.assignment) == []
+
+
+def test_lower_bound_counts_dead_and_deficit_nodes() -> None:
+    nodes = _nodes(3, 1)
+    parts = _parts(6)
+    assignment = {p.id: ("n00", "n10", "n20") for p in parts}
+    problem = Problem(tuple(nodes), tuple(parts), assignment)
+    assert lower_bound(problem) == 0
+    grown = ev.add_nodes(problem, [Node("n01", "z0")])
+    # z0's share 6 splits 3/3 between two equal nodes: the newcomer must gain >= floor(0.95*3).
+    assert lower_bound(grown) == 2
+    d = compile_problem(grown)
+    assert d.lo[d.node_ids.index("n01")] == 2
+
+
+def test_split_candidates_are_reported() -> None:
+    parts = [*_parts(30), Partition("hot", 3, heat=10_000)]
+    plan = solve(ev.bootstrap(_nodes(3, 3), parts))
+    assert plan.split_candidates == ("hot",)
+
+
+def test_rf_change_adds_and_drops_replicas() -> None:
+    problem = ev.bootstrap(_nodes(3, 2), _parts(10, rf=2))
+    base = ev.after(problem, solve(problem))
+    plan = solve(ev.change_rf(base, {"p000": 3, "p001": 1}))
+    assert sorted((m.partition, m.source is None, m.target is None) for m in plan.moves) == [
+        ("p000", True, False), ("p001", False, True)]
+
+
+def test_backend_switch() -> None:
+    assert BACKEND in available_backends()
+    if os.environ.get("COREPLANE_PURE_PYTHON") == "1":
+        assert BACKEND == "python"
+    if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
+        assert "cython" in available_backends()
+    env = {**os.environ, "COREPLANE_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c",
+                          "import coreplane.placement as p; print(p.BACKEND)"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"
+
+
+def test_require_ext_fails_loudly_without_the_kernel() -> None:
+    # sys.modules[name] = None makes that import raise ImportError, as a missing build would.
+    code = ("import sys; sys.modules['coreplane.placement._kernel'] = None\n"
+            "import coreplane.placement as p; print(p.BACKEND)")
+    env = {**os.environ, "COREPLANE_REQUIRE_EXT": "1"}
+    env.pop("COREPLANE_PURE_PYTHON", None)
+    loud = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert loud.returncode != 0 and "COREPLANE_REQUIRE_EXT=1" in loud.stderr
+    env["COREPLANE_REQUIRE_EXT"] = "0"
+    quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True)
+    assert quiet.stdout.strip() == "python"
