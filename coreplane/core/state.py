@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,23 +209,50 @@ class StateMachine:
     # ------------------------------------------------------------------------ snapshots
 
     def to_plain(self) -> dict[str, Value]:
-        return {
+        return self._capture_plain()()
+
+    def _capture_plain(self) -> Callable[[], dict[str, Value]]:
+        kv = self.kv.capture()
+        sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
+        # User states are encoded now: a machine may (against its contract) mutate in place.
+        machines = codec.encode_value(self.machine_states)
+        head = {
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
             "tick": [self.tick_n, self.tick_ms],
             "leader": [self.leader_token, self.leader_node, self.leader_term],
-            "kv": self.kv.to_plain(),
-            "sessions": [[cid, s.floor, [[seq, r] for seq, r in s.results.items()]]
-                         for cid, s in self.sessions.items()],
-            "machines": self.machine_states,
         }
+
+        def build() -> dict[str, Value]:
+            return {
+                **head,
+                "kv": kv(),
+                "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
+                             for cid, floor, results in sessions],
+                "machines": codec.decode_value(machines),
+            }
+
+        return build
 
     def snapshot(self) -> bytes:
         """Canonical bytes of the whole state; equal states give equal bytes."""
+        return self.snapshot_view()()
+
+    def snapshot_view(self) -> Callable[[], bytes]:
+        """Capture the state cheaply on the apply thread; call the result anywhere to encode.
+
+        The capture costs pointer copies (records are immutable), so taking a snapshot blocks
+        apply for milliseconds rather than for the whole encode.
+        """
         try:
-            return codec.encode_value(self.to_plain())
+            build = self._capture_plain()
         except InvalidArgument as exc:  # a user machine stored something that is not plain
             raise InvalidArgument("machine_states", f"state is not plain data: {exc}") from exc
+
+        def encode() -> bytes:
+            return codec.encode_value(build())
+
+        return encode
 
     def state_hash(self) -> str:
         """A stable digest: replicas agree on it at the same applied index."""

@@ -9,6 +9,7 @@ bounded and a command past a bound is refused with a stable code, identically on
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coreplane.core.codec import Value
@@ -30,8 +31,10 @@ class Limits:
     keys_per_lease_max: int = 100_000
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
+    """Immutable, so a snapshot view can share records with the live state (copy-on-write)."""
+
     value: bytes
     create_revision: int
     mod_revision: int
@@ -110,10 +113,8 @@ class KVMachine:
         else:
             if record.lease_id and record.lease_id != lease_id:
                 self._detach(key, record.lease_id)
-            record.value = value
-            record.mod_revision = self.revision
-            record.version += 1
-            record.lease_id = lease_id
+            self.keys[key] = KeyRecord(value, record.create_revision, self.revision,
+                                       record.version + 1, lease_id)
         if lease_id:
             self.leases[lease_id].keys.add(key)
         return self.revision
@@ -183,8 +184,7 @@ class KVMachine:
         if lease.keys:
             self.revision += 1
             for key in sorted(lease.keys):
-                record = self.keys.pop(key)
-                record.lease_id = 0
+                del self.keys[key]
             self._sorted_keys = None
         return len(lease.keys)
 
@@ -204,14 +204,28 @@ class KVMachine:
     # ------------------------------------------------------------------------- snapshot
 
     def to_plain(self) -> dict[str, Value]:
-        return {
-            "revision": self.revision,
-            "next_lease_id": self.next_lease_id,
-            "keys": [[k, r.value, r.create_revision, r.mod_revision, r.version, r.lease_id]
-                     for k, r in sorted(self.keys.items())],
-            "leases": [[i, lease.ttl_ms, lease.expires_ms] for i, lease in sorted(
-                self.leases.items())],
-        }
+        return self.capture()()
+
+    def capture(self) -> Callable[[], dict[str, Value]]:
+        """A consistent view taken in pointer copies; the returned thunk builds the plain form.
+
+        Records are immutable and leases are copied, so the thunk may run on another thread
+        while apply goes on: the apply thread pays a dict copy, not an encode.
+        """
+        keys = self.keys.copy()
+        leases = [[i, lease.ttl_ms, lease.expires_ms] for i, lease in self.leases.items()]
+        revision, next_lease_id = self.revision, self.next_lease_id
+
+        def build() -> dict[str, Value]:
+            return {
+                "revision": revision,
+                "next_lease_id": next_lease_id,
+                "keys": [[k, r.value, r.create_revision, r.mod_revision, r.version, r.lease_id]
+                         for k, r in sorted(keys.items())],
+                "leases": sorted(leases),
+            }
+
+        return build
 
     @classmethod
     def from_plain(cls, plain: dict[str, Value], limits: Limits | None = None) -> KVMachine:
