@@ -229,3 +229,23 @@ def test_snapshot_restore_round_trip_and_hash() -> None:
     assert restored.kv.get("a") is None
     with pytest.raises(DecodeError):
         StateMachine.from_snapshot(b"\x80")
+
+
+def test_snapshot_view_is_unaffected_by_later_applies() -> None:
+    """The engine captures on the apply thread and encodes elsewhere while apply goes on."""
+    sm = StateMachine()
+    sm.register("m", apply=lambda s, c, ctx: ({**s, "n": s.get("n", 0) + c}, 0), initial={})
+    log = Log(sm)
+    log(C.Tick(1, 1_000))
+    lease = log(C.LeaseGrant(ttl_ms=2_000, client_id="c", seq=1)).value
+    log(C.Put("a", b"1", lease_id=lease))
+    log(C.UserCommand("m", 1))
+    expected = sm.snapshot()
+    view = sm.snapshot_view()
+    log(C.Put("a", b"2", client_id="c", seq=2))
+    log(C.Put("b", b"3"))
+    log(C.LeaseKeepAlive(lease))
+    log(C.UserCommand("m", 5))
+    log(C.Tick(2, 9_000))
+    assert view() == expected
+    assert sm.snapshot() != expected
