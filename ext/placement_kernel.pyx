@@ -215,14 +215,80 @@ cdef void orphan(S *s, int64_t p, int64_t src) noexcept nogil:
     s.no += 1
 
 
+cdef int _cmp_desc(const void *x, const void *y) noexcept nogil:
+    cdef int64_t a = (<const int64_t *>x)[0]
+    cdef int64_t b = (<const int64_t *>y)[0]
+    return -1 if a > b else (1 if a < b else 0)
+
+
+cdef int64_t lower_bound(S *s) noexcept nogil:
+    """bounds.lower_bound_dense on the state right after every current replica was added."""
+    cdef int64_t p, j, i, n, valid, kept, dup, hottest = 0, cap, total, k, m
+    cdef int64_t part_leave = 0, part_arrive = 0, node_leave = 0, node_arrive = 0, leave
+    cdef int64_t *mheat = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t *hs
+    for p in range(s.P):
+        valid = 0
+        for j in range(s.off[p], s.off[p + 1]):
+            n = s.rep[j]
+            if not s.split[p]:
+                mheat[n] += s.heat[p]
+            if s.elig[n]:
+                dup = 0
+                for i in range(s.off[p], j):
+                    if s.elig[s.rep[i]] and s.zone[s.rep[i]] == s.zone[n]:
+                        dup = 1
+                if not dup:
+                    valid += 1
+        kept = valid if valid < s.rf[p] else s.rf[p]
+        part_leave += (s.off[p + 1] - s.off[p]) - kept
+        part_arrive += s.rf[p] - kept
+        if not s.split[p] and s.heat[p] > hottest:
+            hottest = s.heat[p]
+    for n in range(s.N):
+        if not s.elig[n]:
+            node_leave += s.count[n]
+            continue
+        leave = s.count[n] - s.hi[n]
+        if leave < 0:
+            leave = 0
+        cap = s.hcap[n] if s.hcap[n] > hottest else hottest
+        if mheat[n] > cap:
+            hs = <int64_t *>malloc((s.nr_len[n] + 1) * sizeof(int64_t))
+            m = 0
+            for i in range(s.nr_len[n]):
+                p = s.nr[n][i]
+                if not s.split[p]:
+                    hs[m] = s.heat[p]
+                    m += 1
+            qsort(hs, m, sizeof(int64_t), _cmp_desc)
+            total = mheat[n]
+            k = 0
+            while total > cap:
+                total -= hs[k]
+                k += 1
+            free(hs)
+            if k > leave:
+                leave = k
+        node_leave += leave
+        if s.lo[n] > s.count[n]:
+            node_arrive += s.lo[n] - s.count[n]
+    free(mheat)
+    return max(max(node_leave, node_arrive), max(part_leave, part_arrive))
+
+
+cdef void add_all(S *s) noexcept nogil:
+    cdef int64_t p, j
+    for p in range(s.P):
+        for j in range(s.off[p], s.off[p + 1]):
+            add(s, p, s.rep[j])
+
+
 cdef void normalize(S *s) noexcept nogil:
     cdef int64_t p, j, n, i, need, best, nk, ne
     cdef int64_t kept[64]
     cdef int64_t evicted[64]
     cdef bint dup
-    for p in range(s.P):
-        for j in range(s.off[p], s.off[p + 1]):
-            add(s, p, s.rep[j])
     for p in range(s.P):
         nk = 0
         ne = 0
@@ -589,12 +655,55 @@ cdef list to_list(int64_t *values, Py_ssize_t n):
     return [values[i] for i in range(n)]
 
 
+cdef list movable_heat(S *s):
+    cdef list out = []
+    cdef int64_t n, i, p, h
+    for n in range(s.N):
+        h = 0
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                h += s.heat[p]
+        out.append(h)
+    return out
+
+
+cdef tuple touched(S *s):
+    """Partitions the moves touched (ascending) with their final replicas (ascending)."""
+    cdef char *seen = <char *>calloc(s.P + 1, 1)
+    cdef list tp = [], toff = [0], tn = []
+    cdef Py_ssize_t i
+    cdef int64_t p, j, k, tmp, base
+    cdef int64_t buf[64]
+    for i in range(s.nm):
+        seen[s.mp[i]] = 1
+    for p in range(s.P):
+        if not seen[p]:
+            continue
+        tp.append(p)
+        base = p * s.RMAX
+        for j in range(s.pn_len[p]):
+            buf[j] = s.pn[base + j]
+        for j in range(1, s.pn_len[p]):  # insertion sort: at most RMAX entries
+            tmp = buf[j]
+            k = j - 1
+            while k >= 0 and buf[k] > tmp:
+                buf[k + 1] = buf[k]
+                k -= 1
+            buf[k + 1] = tmp
+        for j in range(s.pn_len[p]):
+            tn.append(buf[j])
+        toff.append(len(tn))
+    free(seen)
+    return tp, toff, tn
+
+
 def solve_dense(d):
     """Same contract as `_pure.solve_dense`: (status, arg, parts, sources, targets, waves,
     count, heat)."""
     cdef S s
     cdef Py_ssize_t i, maxlen = 0
-    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0
+    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0, lb = 0
     cdef int64_t *mw = NULL
     s.N = len(d.zone)
     s.Z = d.zones
@@ -641,6 +750,8 @@ def solve_dense(d):
     if s.pn == NULL or s.pn_pos == NULL or s.nr == NULL:
         raise MemoryError()
     with nogil:
+        add_all(&s)
+        lb = lower_bound(&s)
         normalize(&s)
         hard = s.nm + s.no
         allowance = UNLIMITED if s.budget < 0 else s.budget - hard
@@ -661,9 +772,9 @@ def solve_dense(d):
                 mw = waves(&s)
     try:
         if status != 0:
-            return status, arg, [], [], [], [], [], []
-        return (0, 0, to_list(s.mp, s.nm), to_list(s.ms, s.nm), to_list(s.md, s.nm),
-                to_list(mw, s.nm), to_list(s.count, s.N), to_list(s.nheat, s.N))
+            return status, arg, lb, [], [], [], [], [], [], [], [], []
+        return (0, 0, lb, to_list(s.mp, s.nm), to_list(s.ms, s.nm), to_list(s.md, s.nm),
+                to_list(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *touched(&s))
     finally:
         for i in range(s.N):
             free(s.nr[i])

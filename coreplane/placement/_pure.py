@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 
-from coreplane.placement.bounds import Dense
+from coreplane.placement.bounds import Dense, lower_bound_dense
 
 __all__ = ["OK", "Raw", "solve_dense"]
 
@@ -20,7 +20,10 @@ NO_ROOM = 1      # arg: partition index that found no node
 OVER_BUDGET = 2  # arg: moves the hard constraints need
 SHIFT = 20       # fixed-point bits of the integer fill and heat keys
 
-Raw = tuple[int, int, list[int], list[int], list[int], list[int], list[int], list[int]]
+# (status, arg, lower bound, move partitions, sources, targets, waves, final count per node,
+#  final heat per node without split candidates, touched partitions, their offsets, their nodes)
+Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
+            list[int], list[int], list[int]]
 
 
 class _State:
@@ -317,7 +320,8 @@ def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[in
 
 
 def solve_dense(d: Dense) -> Raw:
-    """Run every phase: (status, arg, partitions, sources, targets, waves, count, heat)."""
+    """Run every phase; see `Raw` for what comes back (lists empty unless status is OK)."""
+    lb = lower_bound_dense(d)
     s = _State(d)
     orphans: list[tuple[int, int]] = []
     _normalize(s, orphans)
@@ -325,13 +329,21 @@ def solve_dense(d: Dense) -> Raw:
     unlimited = 1 << 62
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
-        return OVER_BUDGET, hard, [], [], [], [], [], []
+        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], [], []
     shed_before = len(orphans)
     _shed(s, orphans, allowance)
     allowance -= len(orphans) - shed_before
     failed = _place(s, orphans)
     if failed >= 0:
-        return NO_ROOM, failed, [], [], [], [], [], []
+        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], []
     allowance = _fill_deficits(s, allowance)
     _cool(s, allowance)
-    return OK, 0, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, s.nheat
+    mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
+    touched = sorted(set(s.mp))
+    toff = [0]
+    tnodes: list[int] = []
+    for p in touched:
+        tnodes.extend(sorted(s.part_reps[p]))
+        toff.append(len(tnodes))
+    return (OK, 0, lb, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, mheat,
+            touched, toff, tnodes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -19,7 +20,7 @@ from coreplane.placement import _pure
 from coreplane.placement.bounds import Dense, compile_problem, lower_bound_dense
 from coreplane.placement.model import Metrics, Move, Plan, Problem
 
-__all__ = ["BACKEND", "available_backends", "solve"]
+__all__ = ["BACKEND", "available_backends", "solve", "solve_timed"]
 
 Core = Callable[[Dense], tuple[Any, ...]]
 
@@ -61,72 +62,74 @@ def _precheck(d: Dense) -> str:
     return ""
 
 
-def _empty(problem: Problem, d: Dense, reason: str, backend: str) -> Plan:
-    metrics = Metrics(0, lower_bound_dense(d), 0.0, 0.0, 0, 0, 0)
+def _empty(problem: Problem, d: Dense, lb: int, reason: str, backend: str) -> Plan:
+    metrics = Metrics(0, lb, 0.0, 0.0, 0, 0, 0)
     return Plan(False, reason, (), MappingProxyType(dict(problem.assignment)), (), metrics,
                 backend)
 
 
 def solve(problem: Problem, *, backend: str | None = None) -> Plan:
     """Plan where every replica lives; infeasible instances come back with a reason, no moves."""
+    return solve_timed(problem, backend=backend)[0]
+
+
+def solve_timed(problem: Problem, *,
+                backend: str | None = None) -> tuple[Plan, dict[str, float]]:
+    """`solve`, plus the seconds spent compiling, in the backend core and assembling the plan.
+
+    For benchmarks and the leader's metrics only; the plan never depends on a clock.
+    """
     name = BACKEND if backend is None else backend
     if name not in _CORES:
         raise InvalidArgument("backend", f"must be one of {available_backends()}")
+    t0 = time.perf_counter()
     d = compile_problem(problem)
+    t1 = time.perf_counter()
+    timings = {"compile_s": t1 - t0, "core_s": 0.0, "assemble_s": 0.0}
     reason = _precheck(d)
     if reason:
-        return _empty(problem, d, reason, name)
-    status, arg, mp, ms, md, mw, count, nheat = _CORES[name](d)
+        return _empty(problem, d, lower_bound_dense(d), reason, name), timings
+    raw = _CORES[name](d)
+    t2 = time.perf_counter()
+    timings["core_s"] = t2 - t1
+    status, arg, lb = raw[0], raw[1], raw[2]
     if status == _pure.NO_ROOM:
-        return _empty(problem, d, f"no alive node with a free slot in a free zone for "
-                                  f"partition {d.part_ids[arg]!r}", name)
-    if status == _pure.OVER_BUDGET:
-        return _empty(problem, d, f"moves_max={d.budget} is below the {arg} moves the hard "
-                                  f"constraints need", name)
-    require(status == _pure.OK, f"placement core returned status {status}")
-    return _assemble(problem, d, name, (list(mp), list(ms), list(md), list(mw)),
-                     list(count), list(nheat))
+        plan = _empty(problem, d, lb, f"no alive node with a free slot in a free zone for "
+                                      f"partition {d.part_ids[arg]!r}", name)
+    elif status == _pure.OVER_BUDGET:
+        plan = _empty(problem, d, lb, f"moves_max={d.budget} is below the {arg} moves the hard "
+                                      f"constraints need", name)
+    else:
+        require(status == _pure.OK, f"placement core returned status {status}")
+        plan = _assemble(problem, d, name, raw)
+    timings["assemble_s"] = time.perf_counter() - t2
+    return plan, timings
 
 
-def _assemble(problem: Problem, d: Dense, name: str,
-              raw: tuple[list[int], list[int], list[int], list[int]],
-              count: list[int], nheat: list[int]) -> Plan:
-    mp, ms, md, mw = raw
-    nid = d.node_ids
-    moves = tuple(Move(d.part_ids[p], nid[s] if s >= 0 else None, nid[t] if t >= 0 else None, w)
-                  for p, s, t, w in zip(mp, ms, md, mw, strict=True))
-    touched: dict[int, list[int]] = {}
-    for p, s, t in zip(mp, ms, md, strict=True):
-        reps = touched.get(p)
-        if reps is None:
-            reps = touched[p] = list(d.rep[d.off[p]:d.off[p + 1]])
-        if s >= 0:
-            reps.remove(s)
-        if t >= 0:
-            reps.append(t)
+def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Plan:
+    """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
+    lb = int(raw[2])
+    mp, ms, md, mw, count, mheat, tp, toff, tn = (list(x) for x in raw[3:])
+    nid = [*d.node_ids, None]  # index -1 (no source / no target) maps to None
+    pid = d.part_ids
+    moves = tuple(map(Move, map(pid.__getitem__, mp), map(nid.__getitem__, ms),
+                      map(nid.__getitem__, md), mw))
     assignment = dict(problem.assignment)
-    for p, reps in touched.items():
-        assignment[d.part_ids[p]] = tuple(nid[n] for n in sorted(reps))
-    split_heat = [0] * len(nid)
-    for p in range(len(d.rf)):
-        if d.split[p]:
-            reps = touched.get(p)
-            for n in reps if reps is not None else d.rep[d.off[p]:d.off[p + 1]]:
-                split_heat[n] += d.heat[p]
+    node_of = nid.__getitem__
+    for i, p in enumerate(tp):
+        assignment[pid[p]] = tuple(map(node_of, tn[toff[i]:toff[i + 1]]))
     band = 0
     hot = 0
     ratio = 0.0
-    for n in range(len(nid)):
+    for n in range(len(d.node_ids)):
         if not d.elig[n]:
             band += count[n] > 0
             continue
         band += not d.lo[n] <= count[n] <= d.hi[n]
-        movable = nheat[n] - split_heat[n]
-        hot += movable > d.hcap[n]
+        hot += mheat[n] > d.hcap[n]
         if d.hfair[n] > 0:
-            ratio = max(ratio, movable / d.hfair[n])
-    lb = lower_bound_dense(d)
+            ratio = max(ratio, mheat[n] / d.hfair[n])
     over_lb = 1.0 if len(moves) == lb == 0 else len(moves) / max(lb, 1)
     metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, max(mw) + 1 if mw else 0)
-    split = tuple(d.part_ids[p] for p in range(len(d.rf)) if d.split[p])
+    split = tuple(pid[p] for p in range(len(d.rf)) if d.split[p])
     return Plan(True, "", moves, MappingProxyType(assignment), split, metrics, name)

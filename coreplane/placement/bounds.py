@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from operator import attrgetter, mul
 
 from coreplane.placement.model import ALIVE, Problem
 
@@ -116,12 +117,12 @@ def compile_problem(problem: Problem) -> Dense:
     zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
     elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
     slots = [by_id[nid].slots for nid in node_ids]
-    parts = sorted(problem.partitions, key=lambda p: p.id)
-    part_ids = [p.id for p in parts]
-    rf = [p.rf for p in parts]
-    heat = [p.heat for p in parts]
+    parts = sorted(problem.partitions, key=attrgetter("id"))
+    part_ids = list(map(attrgetter("id"), parts))
+    rf = list(map(attrgetter("rf"), parts))
+    heat = list(map(attrgetter("heat"), parts))
     replicas_total = sum(rf)
-    heat_total = sum(h * r for h, r in zip(heat, rf, strict=True))
+    heat_total = sum(map(mul, heat, rf))
     zones = len(zone_names)
     count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
                             [len(parts)] * zones, True)
@@ -137,16 +138,21 @@ def compile_problem(problem: Problem) -> Dense:
     for i, s in enumerate(count_sh):
         zcount[zone_of[i]] += s
     zshare = [max(1, _ceil(s)) for s in zcount]
-    hottest_share = max((s for s, e in zip(heat_sh, elig, strict=True) if e), default=Fraction(0))
-    split = [1 if h > hottest_share else 0 for h in heat]
+    # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
+    split_above = _floor(max((s for s, e in zip(heat_sh, elig, strict=True) if e),
+                             default=Fraction(0)))
+    split = [int(h > split_above) for h in heat]
     off = [0]
     rep: list[int] = []
-    assignment = problem.assignment
+    get = problem.assignment.get
+    index = node_idx.__getitem__
+    extend = rep.extend
+    append = off.append
     for pid in part_ids:
-        cur = assignment.get(pid)
+        cur = get(pid)
         if cur:
-            rep.extend(sorted(node_idx[nid] for nid in cur))
-        off.append(len(rep))
+            extend(sorted(map(index, cur)))
+        append(len(rep))
     budget = -1 if problem.moves_max is None else problem.moves_max
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,
