@@ -112,12 +112,12 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Pl
     mp, ms, md, mw, count, mheat, tp, toff, tn = (list(x) for x in raw[3:])
     nid = [*d.node_ids, None]  # index -1 (no source / no target) maps to None
     pid = d.part_ids
-    moves = tuple(map(Move, map(pid.__getitem__, mp), map(nid.__getitem__, ms),
-                      map(nid.__getitem__, md), mw))
+    moves = tuple(map(Move, [pid[p] for p in mp], [nid[n] for n in ms], [nid[n] for n in md],
+                      mw))
     assignment = dict(problem.assignment)
-    node_of = nid.__getitem__
+    names = [nid[n] for n in tn]
     for i, p in enumerate(tp):
-        assignment[pid[p]] = tuple(map(node_of, tn[toff[i]:toff[i + 1]]))
+        assignment[pid[p]] = tuple(names[toff[i]:toff[i + 1]])
     band = 0
     hot = 0
     ratio = 0.0
