@@ -127,6 +127,7 @@ def build_conf(
     log_compaction_min_time_s: int = 300,
     fsync: bool = True,
     bind_address: str | None = None,
+    bind_retries: int = 30,
 ) -> SyncObjConf:
     """A validated SyncObjConf; snapshots go through our hooks when a source is given."""
     timing.validate()
@@ -162,6 +163,7 @@ def build_conf(
         # for the next heartbeat: a control plane wants latency, not bulk throughput.
         appendEntriesUseBatch=False,
         bindRetryTime=0.1,
+        maxBindRetries=bind_retries,  # then waitBinded() fails instead of waiting forever
         useFork=False,
     )
     try:
@@ -414,6 +416,22 @@ class RaftEngine(SyncObj):
 
     def remove_voter(self, node: Node, callback: Callable[[Any, int], None]) -> None:
         self.removeNodeFromCluster(node, callback=callback)
+
+    def transfer_leadership(self, callback: Callable[[Any, int], None]) -> None:
+        """Hand leadership to the most caught-up follower (Raft TimeoutNow); leader only."""
+        self.transferLeadership(None, callback=callback)
+
+    def wait_bound(self) -> bool:
+        """Block until the transport listens, or its bind retries ran out (False)."""
+        try:
+            self.waitBinded()
+        except Exception:  # noqa: BLE001 - pysyncobj raises SyncObjException('BindError')
+            return False
+        return True
+
+    def connected_peers(self) -> list[Node]:
+        """Voters this node has a live connection to."""
+        return [n for n in self.otherNodes if self.isNodeConnected(n)]
 
     def members(self) -> set[Node]:
         """Voters as this node sees them, itself included."""

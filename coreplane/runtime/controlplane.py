@@ -46,11 +46,12 @@ from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, parse_address, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 
-__all__ = ["BARRIER_MACHINE", "KV", "ControlPlane", "LeadershipCallback"]
+__all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
 logger = logging.getLogger(__name__)
 
 BARRIER_MACHINE = "coreplane.barrier"
+STEPDOWN_MACHINE = "coreplane.stepdown"
 LeadershipCallback = Callable[[bool, "int | None"], None]
 _RETRY_CODES = {
     E.FAIL.QUEUE_FULL, E.FAIL.MISSING_LEADER, E.FAIL.DISCARDED, E.FAIL.NOT_LEADER,
@@ -61,6 +62,13 @@ _RETRY_CODES = {
 def _barrier_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
     """A no-op entry: once it is applied locally, every earlier write is too."""
     return state, ctx.index
+
+
+def _stepdown_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
+    """Record "node X should hand over leadership" at this index; the leader acts on it."""
+    if not isinstance(body, dict) or not isinstance(body.get("node"), str):
+        raise CommandRejected("bad_stepdown", "body must be {'node': str}")
+    return [body["node"], ctx.index], ctx.index
 
 
 class _Attempt:
@@ -173,6 +181,8 @@ class ControlPlane:
 
         self._sm = StateMachine(limits=limits)
         self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
 
@@ -211,7 +221,7 @@ class ControlPlane:
         """Register a user machine; every node must register the same ones before start()."""
         if self._thread is not None:
             raise InvalidArgument("name", "register machines before start()")
-        if name == BARRIER_MACHINE:
+        if name in (BARRIER_MACHINE, STEPDOWN_MACHINE):
             raise InvalidArgument("name", f"{name!r} is reserved")
         with self._sm_lock:
             self._sm.register(name, machine, **functions)
@@ -293,6 +303,9 @@ class ControlPlane:
     def _run(self) -> None:
         try:
             self._engine = self._make_engine()
+            if not self._engine.wait_bound():
+                self._engine.destroy_synchronous()
+                raise Unavailable(f"cannot listen on {self.address} (address in use?)")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._journal.close()
@@ -341,6 +354,7 @@ class ControlPlane:
             self._lose_leadership()
             self._establish(engine, term)
             return
+        self._maybe_step_down(engine)
         now = time.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
@@ -349,11 +363,22 @@ class ControlPlane:
             tick = C.Tick(n=n, tick_ms=max(time.time_ns() // 1_000_000, last_ms))
             self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
 
+    def _maybe_step_down(self, engine: E.RaftEngine) -> None:
+        """Hand over leadership when a committed stepdown entry names this node."""
+        with self._sm_lock:
+            request = self._sm.machine_states.get(STEPDOWN_MACHINE)
+        if (isinstance(request, list) and request[0] == self.node_id
+                and request[1] > self._stepdown_handled):
+            self._stepdown_handled = request[1]
+            engine.transfer_leadership(lambda _result, _code: None)
+
     def _establish(self, engine: E.RaftEngine, term: int) -> None:
         """Commit a Leader entry for this term; its index is the fencing token."""
-        entry = C.encode(C.Leader(node_id=self.node_id, term=term))
-        self._attempt(entry, timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
         token = self._token_for(term)
+        if token is None:  # not yet applied here (a retry must not mint a second token)
+            entry = C.encode(C.Leader(node_id=self.node_id, term=term))
+            self._attempt(entry, timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
+            token = self._token_for(term)
         if token is not None and engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
@@ -425,7 +450,7 @@ class ControlPlane:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
-                                  "(retrying with the same command is safe)")
+                                  "(propose() the same command bytes again to retry safely)")
             result, code = self._attempt(data, min(remaining, attempt_s))
             if code == E.FAIL.SUCCESS:
                 if isinstance(result, Applied):
@@ -538,13 +563,28 @@ class ControlPlane:
         self._change_membership(E.PeerNode(node_id, address), add=True, timeout_s=timeout_s)
 
     def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
-        """Remove one voter (not the current leader); no-op if it is not a voter."""
+        """Remove one voter, from any node; no-op if it is not a voter.
+
+        A pysyncobj leader cannot remove itself, so when `node_id` leads, a committed stepdown
+        entry first makes it hand leadership to its most caught-up follower. Removing this node
+        itself is confirmed when the other voters disconnect it (the leader drops it from the
+        wire as soon as the change is appended, so no commit reaches it)."""
         address = self._datadir.members.get(node_id)
         if address is None:
             return
-        if node_id == self.leader_id:
-            raise InvalidArgument("node_id", "cannot remove the current leader")
-        self._change_membership(E.PeerNode(node_id, address), add=False, timeout_s=timeout_s)
+        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        while self.leader_id in (node_id, None):
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"{node_id} did not hand over leadership before the deadline")
+            if self.leader_id == node_id:
+                self.call_command(C.UserCommand(machine=STEPDOWN_MACHINE, body={"node": node_id}),
+                                  timeout_s=max(0.1, deadline - time.monotonic()))
+            wait_s = min(1.0, max(0.0, deadline - time.monotonic()))
+            end = time.monotonic() + wait_s
+            while self.leader_id in (node_id, None) and time.monotonic() < end:
+                time.sleep(0.02)
+        self._change_membership(E.PeerNode(node_id, address), add=False,
+                                timeout_s=max(0.1, deadline - time.monotonic()))
 
     def _change_membership(self, node: E.PeerNode, *, add: bool,
                            timeout_s: float | None) -> None:
@@ -560,6 +600,9 @@ class ControlPlane:
             else:
                 engine.remove_voter(node, attempt)
             attempt.event.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            if node.id == self.node_id and not add and (
+                    attempt.code == E.FAIL.SUCCESS or not engine.connected_peers()):
+                return  # pysyncobj never drops itself from its own view (see remove_voter)
             time.sleep(0.05)  # denied while another change or the leader's no-op is in flight
         raise Unavailable("membership change not confirmed before the deadline")
 

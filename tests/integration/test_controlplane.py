@@ -9,6 +9,7 @@ voters are added and removed one at a time, idempotently; errors are coreplane t
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
@@ -206,3 +207,38 @@ def test_no_quorum_write_times_out_as_unavailable(cluster_factory: Any) -> None:
     with pytest.raises(Unavailable):
         cp.kv.put("k", b"v", timeout_s=0.5)
     assert "secret" not in repr(cp)
+
+
+def test_removing_the_leader_hands_over_first(cluster_factory: Any) -> None:
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    f1, f2 = cluster.followers()
+    f1.remove_voter(leader.node_id)  # from a follower: the leader steps down, then leaves
+    wait_until(lambda: leader.node_id not in f2.members(), 10, "the old leader to leave")
+    assert leader.node_id not in f1.members()
+    assert cluster.leader() is not leader
+    assert f2.kv.put("after", b"handover") > 0
+
+
+def test_leader_removes_itself(cluster_factory: Any) -> None:
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    leader.remove_voter(leader.node_id)
+    survivors = [cp for cp in cluster.nodes.values() if cp is not leader]
+    wait_until(lambda: all(leader.node_id not in cp.members() for cp in survivors), 10,
+               "the survivors to drop the old leader")
+    assert survivors[0].kv.put("after", b"self-removal") > 0
+
+
+def test_address_in_use_fails_start(cluster_factory: Any) -> None:
+    cluster = cluster_factory()
+    host, port = cluster.addresses["a"].rsplit(":", 1)
+    blocker = socket.socket()
+    blocker.bind((host, int(port)))
+    blocker.listen(1)
+    try:
+        cp = cluster.make("a", start=False)
+        with pytest.raises(Unavailable, match="cannot listen"):
+            cp.start()
+    finally:
+        blocker.close()
