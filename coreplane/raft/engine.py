@@ -1,4 +1,4 @@
-"""The pysyncobj engine adapter: one SyncObj subclass, its config, and its snapshot files.
+"""The pysyncobj engine adapter: one SyncObj subclass, its config, its journal and snapshots.
 
 This is the only place the runtime touches pysyncobj. The engine knows the core only through
 two seams: ``apply_fn(data: bytes, index: int) -> result`` called in log order on the tick
@@ -8,9 +8,14 @@ is compacted or a snapshot arrives from the leader. Commands are opaque codec by
 Why the shape:
 - exactly one replicated entry point (`apply_entry`), because pysyncobj numbers replicated
   methods by their sorted names; one name means one id forever;
-- the core's state is never pickled: pysyncobj's ``serializer``/``deserializer`` hooks write our
-  own snapshot file (msgpack through `core.codec`, SHA-256 checked) and ignore pysyncobj's
-  ``__dict__`` capture (attributes set before ``SyncObj.__init__`` are not snapshotted anyway);
+- the core's state is never pickled: with an `LmdbJournal`, pysyncobj's Serializer is replaced
+  (through `seams.journal_factory`) by `serialization.SnapshotSerializer`, which stores the
+  source's bytes in LMDB next to the log and streams them to lagging followers; pysyncobj's own
+  ``__dict__`` capture is ignored (attributes set before ``SyncObj.__init__`` are not in it);
+- group commit: the journal is flushed before the wire sends anything (the transport's
+  ``on_before_send``) and at the end of every tick;
+- no private (name-mangled) pysyncobj method is overridden; only its public and single-underscore
+  methods are called (`getStatus`, `_isLeader`, `_getLeader`, `_getTerm`, `transferLeadership`);
 - the engine stays constructible with ``auto_tick=False`` and an injected transport class and
   journal, so a simulation can drive ``doTick()`` by hand.
 
@@ -20,26 +25,22 @@ Must not import coreplane.runtime (layers point down).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
-from pysyncobj.node import Node, TCPNode
+from pysyncobj.node import Node
 
-from coreplane.core import codec
-from coreplane.errors import CorruptData, DecodeError, InvalidArgument
+from coreplane.errors import InvalidArgument
 from coreplane.raft import seams, serialization
 from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 from coreplane.raft.wire import PeerNode, make_transport_class
 
 __all__ = [
     "FAIL",
-    "SNAPSHOT_MAGIC",
     "EngineTiming",
     "PeerNode",
     "RaftEngine",
@@ -47,15 +48,11 @@ __all__ = [
     "build_conf",
     "make_transport_class",
     "open_journal",
-    "peer_node_from_plain",
-    "peer_node_to_plain",
-    "read_snapshot_file",
     "snapshot_marker_path",
 ]
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_MAGIC = b"CPSNAP1\n"
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -94,13 +91,15 @@ class EngineTiming:
     auto_tick_ms: int = 20
     connection_timeout_ms: int = 1000
     reconnect_ms: int = 200
-    # check-quorum: a leader that has not heard from a quorum for this long steps down.
-    leader_lease_ms: int = 0  # 0 = election_timeout_ms_min
+    # check-quorum: a leader that has not heard from a quorum for this long steps down. Shorter
+    # than the minimum election timeout by a heartbeat and a tick, so a partitioned leader
+    # stops acting before the majority side can have elected a new one.
+    leader_lease_ms: int = 0  # 0 = election_timeout_ms_min - heartbeat_ms - auto_tick_ms
 
     def validate(self) -> None:
         """Raise InvalidArgument on timings pysyncobj would reject with a bare assert."""
         if self.heartbeat_ms <= 0 or self.auto_tick_ms <= 0:
-            raise InvalidArgument("timing", "heartbeat_ms and auto_tick_ms must be positive")
+            raise InvalidArgument("heartbeat_ms", "heartbeat_ms and auto_tick_ms must be positive")
         if self.election_timeout_ms_min <= 3 * self.heartbeat_ms:
             raise InvalidArgument("election_timeout_ms", "min must exceed 3 x heartbeat_ms")
         if self.election_timeout_ms_max <= self.election_timeout_ms_min:
@@ -110,7 +109,10 @@ class EngineTiming:
 
     @property
     def lease_ms(self) -> int:
-        return self.leader_lease_ms or self.election_timeout_ms_min
+        if self.leader_lease_ms:
+            return self.leader_lease_ms
+        floor = 2 * self.heartbeat_ms + 1  # pysyncobj needs it above the heartbeat period
+        return max(floor, self.election_timeout_ms_min - self.heartbeat_ms - self.auto_tick_ms)
 
 
 def build_conf(
@@ -118,28 +120,17 @@ def build_conf(
     timing: EngineTiming,
     journal_file: str | None,
     dump_file: str | None,
-    snapshot_source: SnapshotSource | None,
-    node_to_plain: Callable[[Node], Any],
-    node_from_plain: Callable[[Any], Node],
     on_state_changed: Callable[[int, int], None] | None = None,
     auto_tick: bool = True,
     log_compaction_min_entries: int = 5000,
     log_compaction_min_time_s: int = 300,
-    fsync: bool = True,
     bind_address: str | None = None,
     bind_retries: int = 30,
 ) -> SyncObjConf:
-    """A validated SyncObjConf; snapshots go through our hooks when a source is given."""
+    """A validated SyncObjConf. With an LmdbJournal, `dump_file` is its snapshot marker."""
     timing.validate()
     if log_compaction_min_entries < 2:
         raise InvalidArgument("log_compaction_min_entries", "must be >= 2")
-    serializer = deserializer = None
-    if snapshot_source is not None:
-        if dump_file is None:
-            raise InvalidArgument("dump_file", "required with a snapshot source")
-        serializer, deserializer = _snapshot_hooks(
-            snapshot_source, node_to_plain, node_from_plain, fsync=fsync
-        )
     conf = SyncObjConf(
         autoTick=auto_tick,
         autoTickPeriod=timing.auto_tick_ms / 1000,
@@ -150,10 +141,8 @@ def build_conf(
         connectionRetryTime=timing.reconnect_ms / 1000,
         leaderFallbackTimeout=timing.lease_ms / 1000,
         journalFile=journal_file,
-        bindAddress=bind_address,  # stock TCPTransport binds 0.0.0.0 without it
+        bindAddress=bind_address,
         fullDumpFile=dump_file,
-        serializer=serializer,
-        deserializer=deserializer,
         dynamicMembershipChange=True,
         logCompactionMinEntries=log_compaction_min_entries,
         logCompactionMinTime=log_compaction_min_time_s,
@@ -173,129 +162,7 @@ def build_conf(
     return conf
 
 
-# ------------------------------------------------------------------------------ snapshots
-
-
-def _entry_to_plain(entry: Any) -> list[Any]:
-    command, idx, term = entry
-    return [bytes(command), int(idx), int(term)]
-
-
-def _entry_from_plain(value: Any) -> tuple[bytes, int, int]:
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or not isinstance(value[0], bytes)
-        or type(value[1]) is not int
-        or type(value[2]) is not int
-    ):
-        raise CorruptData("snapshot: bad log entry")
-    return value[0], value[1], value[2]
-
-
-def encode_snapshot(state: bytes, last: Any, prev: Any, members: list[Any]) -> bytes:
-    """Our snapshot file: magic, SHA-256 of the body, canonical msgpack body."""
-    body = codec.encode_value(
-        {
-            "last": _entry_to_plain(last),
-            "prev": _entry_to_plain(prev),
-            "members": members,
-            "state": state,
-        }
-    )
-    return SNAPSHOT_MAGIC + hashlib.sha256(body).digest() + body
-
-
-def decode_snapshot(data: bytes) -> dict[str, Any]:
-    """Check and decode a snapshot file; CorruptData on any mismatch (never a silent reset)."""
-    if not data.startswith(SNAPSHOT_MAGIC):
-        raise CorruptData("snapshot: not a coreplane snapshot file (bad magic)")
-    digest, body = data[len(SNAPSHOT_MAGIC) : len(SNAPSHOT_MAGIC) + 32], data[
-        len(SNAPSHOT_MAGIC) + 32 :
-    ]
-    if hashlib.sha256(body).digest() != digest:
-        raise CorruptData("snapshot: checksum mismatch")
-    try:
-        value = codec.decode_value(body, max_bytes=1 << 31)
-    except DecodeError as exc:
-        raise CorruptData(f"snapshot: {exc}") from exc
-    if not isinstance(value, dict) or not isinstance(value.get("state"), bytes):
-        raise CorruptData("snapshot: bad layout")
-    if not isinstance(value.get("members"), list):
-        raise CorruptData("snapshot: bad member list")
-    value["last"] = _entry_from_plain(value.get("last"))
-    value["prev"] = _entry_from_plain(value.get("prev"))
-    return value
-
-
-def read_snapshot_file(path: str) -> dict[str, Any] | None:
-    """The decoded snapshot at `path`, None when there is none; CorruptData when bad."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CorruptData(f"snapshot {path}: {exc}") from exc
-    return decode_snapshot(data)
-
-
-def _snapshot_hooks(
-    source: SnapshotSource,
-    node_to_plain: Callable[[Node], Any],
-    node_from_plain: Callable[[Any], Node],
-    *,
-    fsync: bool,
-) -> tuple[Callable[[str, Any], None], Callable[[str], tuple[Any, Any, Any]]]:
-    """pysyncobj's serializer(tmpFile, (last, prev, cluster)) and deserializer(file)."""
-
-    def serializer(tmp_file: str, data: Any) -> None:
-        last, prev, cluster = data
-        members = sorted((node_to_plain(n) for n in cluster), key=repr)
-        blob = encode_snapshot(source.snapshot(), last, prev, members)
-        with open(tmp_file, "wb") as f:
-            f.write(blob)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-
-    def deserializer(file_name: str) -> tuple[Any, Any, Any]:
-        snap = read_snapshot_file(file_name)
-        if snap is None:
-            raise CorruptData(f"snapshot {file_name} vanished")
-        source.restore(snap["state"])
-        cluster = [node_from_plain(m) for m in snap["members"]]
-        return snap["last"], snap["prev"], cluster
-
-    return serializer, deserializer
-
-
 # ---------------------------------------------------------------------------------- engine
-
-
-def peer_node_to_plain(node: Node) -> Any:
-    """Snapshot form of a member: [node_id, address]."""
-    return [str(node.id), str(getattr(node, "address", ""))]
-
-
-def peer_node_from_plain(value: Any) -> Node:
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, str) for v in value)):
-        raise CorruptData("snapshot: bad member")
-    try:
-        return PeerNode(value[0], value[1])
-    except InvalidArgument as exc:
-        raise CorruptData(f"snapshot: bad member: {exc}") from exc
-
-
-def tcp_node_to_plain(node: Node) -> Any:
-    return node.id
-
-
-def tcp_node_from_plain(value: Any) -> Node:
-    if not isinstance(value, str):
-        raise CorruptData("snapshot: bad member")
-    return TCPNode(value)
 
 
 def open_journal(path: str, *, node_id: str, cluster_id: str,

@@ -14,7 +14,10 @@ Why the shapes:
   no clock assumptions; ``stale_ok=True`` reads the local replica;
 - the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
   the thread that built it exits; the host may call `start()` from any thread;
-- pysyncobj callbacks run on its tick thread: ours only record and wake, never block.
+- pysyncobj callbacks run on its tick thread: ours only record and wake, never block;
+- durable by default: the Raft log, term/vote and snapshots live in one LMDB journal in the data
+  dir, flushed (fsync) before any message leaves the node; the journal and the data dir's
+  identity are checked at construction, so a foreign or damaged dir is refused before start.
 
 Only `coreplane.errors` types leave this module's public methods.
 """
@@ -126,7 +129,19 @@ class KV:
 
 
 class ControlPlane:
-    """One voter of a coreplane cluster: replicated KV, user machines, fenced leadership."""
+    """One voter of a coreplane cluster: replicated KV, user machines, fenced leadership.
+
+    ``ControlPlane(node_id, address, peers, data_dir, secret, *, ...)``: `address` is the
+    ``ip:port`` this node listens on (bound exactly); `peers` maps every other voter's id to
+    its address and must match the membership recorded in an existing `data_dir`; `secret`
+    (>= 16 bytes) authenticates every peer frame and is never logged. Keyword options:
+    `tick_interval_ms` (leader's Tick period), `election_timeout_ms` (min, max),
+    `heartbeat_ms`, `propose_timeout_s` (default deadline of a write or linearizable read),
+    `log_compaction_min_entries`/`log_compaction_min_time_s`, `durability` ("fsync" or
+    "relaxed": may lose the last batch on power loss, never on a process crash), `limits`.
+    Construction checks everything and opens the journal but starts nothing: call `start()`
+    (or use ``with``), and `stop()` to release the data dir.
+    """
 
     def __init__(
         self,
@@ -154,12 +169,14 @@ class ControlPlane:
         if durability not in ("fsync", "relaxed"):
             raise InvalidArgument("durability", "must be 'fsync' or 'relaxed'")
         try:
-            lo, hi = election_timeout_ms
+            lo, hi = (int(v) for v in election_timeout_ms)
         except (TypeError, ValueError):
             raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)") from None
+        if isinstance(heartbeat_ms, bool) or not isinstance(heartbeat_ms, int):
+            raise InvalidArgument("heartbeat_ms", "must be an integer")
         self._timing = E.EngineTiming(
-            election_timeout_ms_min=int(lo), election_timeout_ms_max=int(hi),
-            heartbeat_ms=int(heartbeat_ms), connection_timeout_ms=max(1000, int(hi)))
+            election_timeout_ms_min=lo, election_timeout_ms_max=hi,
+            heartbeat_ms=heartbeat_ms, connection_timeout_ms=max(1000, hi))
         self._timing.validate()
         if not isinstance(log_compaction_min_entries, int) or log_compaction_min_entries < 2:
             raise InvalidArgument("log_compaction_min_entries", "must be an integer >= 2")
@@ -281,12 +298,8 @@ class ControlPlane:
             timing=self._timing,
             journal_file=None,
             dump_file=E.snapshot_marker_path(self._datadir.lmdb_path),
-            snapshot_source=None,  # snapshots go to the journal, see RaftEngine
-            node_to_plain=E.peer_node_to_plain,
-            node_from_plain=E.peer_node_from_plain,
             log_compaction_min_entries=self._compaction[0],
             log_compaction_min_time_s=self._compaction[1],
-            fsync=self._durability == "fsync",
             bind_address=cfg.address,
         )
         return E.RaftEngine(

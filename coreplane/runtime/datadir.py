@@ -6,8 +6,8 @@ identity file and a mismatch is refused, never "fixed" by starting empty. Layout
 
 - ``coreplane.meta``: JSON ``{"format", "node_id", "cluster", "members"}``; ``cluster`` is a
   keyed digest of the secret (it tells clusters apart without storing the secret);
-- ``journal``/``journal.lmdb``: the Raft log (owned by the raft layer);
-- ``snapshot``: the last compacted state (`coreplane.raft.engine` format).
+- ``journal.lmdb/``: the Raft log, term/vote and snapshots (`coreplane.raft.journal`, which
+  checks its own identity and checksums).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ __all__ = ["META_FILE", "DataDir"]
 
 META_FILE = "coreplane.meta"
 FORMAT = 1
-_OWN_FILES = {META_FILE, "journal", "journal.meta", "journal.lmdb", "snapshot", "snapshot.tmp",
-              "snapshot.1.tmp", META_FILE + ".tmp"}
 
 
 def cluster_fingerprint(secret: bytes) -> str:
@@ -57,16 +55,8 @@ class DataDir:
     fresh: bool
 
     @property
-    def journal_file(self) -> str:
-        return os.path.join(self.path, "journal")
-
-    @property
     def lmdb_path(self) -> str:
         return os.path.join(self.path, "journal.lmdb")
-
-    @property
-    def snapshot_file(self) -> str:
-        return os.path.join(self.path, "snapshot")
 
     @classmethod
     def open(cls, path: str, *, node_id: str, secret: bytes, members: dict[str, str]) -> DataDir:

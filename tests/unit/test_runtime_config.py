@@ -74,6 +74,11 @@ def test_valid_config_constructs_without_threads(tmp_path: Path) -> None:
         ({"secret": b"short"}, "secret"),
         ({"secret": "a str, not bytes, long enough"}, "secret"),
         ({"election_timeout_ms": (300, 200)}, "election_timeout_ms"),
+        ({"election_timeout_ms": ("x", 200)}, "election_timeout_ms"),
+        ({"election_timeout_ms": (100, 200)}, "election_timeout_ms"),  # < 3 heartbeats
+        ({"heartbeat_ms": 0}, "heartbeat_ms"),
+        ({"heartbeat_ms": 0.05}, "heartbeat_ms"),
+        ({"propose_timeout_s": 0}, "propose_timeout_s"),
         ({"tick_interval_ms": 0}, "tick_interval_ms"),
         ({"durability": "none"}, "durability"),
         ({"log_compaction_min_entries": 1}, "log_compaction_min_entries"),
