@@ -225,6 +225,7 @@ cdef int64_t lower_bound(S *s) noexcept nogil:
     """bounds.lower_bound_dense on the state right after every current replica was added."""
     cdef int64_t p, j, i, n, valid, kept, dup, hottest = 0, cap, total, k, m
     cdef int64_t part_leave = 0, part_arrive = 0, node_leave = 0, node_arrive = 0, leave
+    cdef int64_t drops = 0, adds = 0, size
     cdef int64_t *mheat = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     cdef int64_t *hs
     for p in range(s.P):
@@ -241,7 +242,12 @@ cdef int64_t lower_bound(S *s) noexcept nogil:
                 if not dup:
                     valid += 1
         kept = valid if valid < s.rf[p] else s.rf[p]
-        part_leave += (s.off[p + 1] - s.off[p]) - kept
+        size = s.off[p + 1] - s.off[p]
+        if size > s.rf[p]:
+            drops += size - s.rf[p]
+        else:
+            adds += s.rf[p] - size
+        part_leave += size - kept
         part_arrive += s.rf[p] - kept
         if not s.split[p] and s.heat[p] > hottest:
             hottest = s.heat[p]
@@ -274,7 +280,7 @@ cdef int64_t lower_bound(S *s) noexcept nogil:
         if s.lo[n] > s.count[n]:
             node_arrive += s.lo[n] - s.count[n]
     free(mheat)
-    return max(max(node_leave, node_arrive), max(part_leave, part_arrive))
+    return max(drops + max(node_arrive, part_arrive), adds + max(node_leave, part_leave))
 
 
 cdef void add_all(S *s) noexcept nogil:
@@ -350,18 +356,62 @@ cdef int64_t coldest(S *s, int64_t n) noexcept nogil:
     return best
 
 
+cdef inline bint zone_used(S *s, int64_t p, int64_t z) noexcept nogil:
+    cdef int64_t j
+    for j in range(s.pn_len[p]):
+        if s.zone[s.pn[p * s.RMAX + j]] == z:
+            return True
+    return False
+
+
+cdef int64_t wanted_zone(S *s, int64_t p, int64_t *need) noexcept nogil:
+    cdef int64_t z
+    for z in range(s.Z):
+        if need[z] > 0 and not zone_used(s, p, z):
+            return z
+    return -1
+
+
+cdef int64_t pick_shed(S *s, int64_t n, int64_t *need, bint restrict) noexcept nogil:
+    """_pure._shed's choice: hottest movable from a hot node, else coldest, in the pool."""
+    cdef int64_t i, p, hot = -1, cold = -1
+    for i in range(s.nr_len[n]):
+        p = s.nr[n][i]
+        if restrict and wanted_zone(s, p, need) < 0:
+            continue
+        if not s.split[p] and (hot < 0 or s.heat[p] > s.heat[hot]
+                               or (s.heat[p] == s.heat[hot] and p < hot)):
+            hot = p
+        if cold < 0 or s.heat[p] < s.heat[cold] or (s.heat[p] == s.heat[cold] and p < cold):
+            cold = p
+    if cold < 0:
+        return -1
+    if s.nheat[n] > s.hcap[n] and hot >= 0:
+        return hot
+    return cold
+
+
 cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
-    cdef int64_t n, p, hot
+    cdef int64_t n, p, z, home
+    cdef int64_t *need = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
+    for n in range(s.N):
+        if s.elig[n] and s.count[n] < s.lo[n]:
+            need[s.zone[n]] += s.lo[n] - s.count[n]
     for n in range(s.N):
         while s.elig[n] and s.count[n] > s.hi[n] and allowance > 0:
-            hot = hottest_movable(s, n)
-            if s.nheat[n] > s.hcap[n] and hot >= 0:
-                p = hot
-            else:
-                p = coldest(s, n)
+            home = s.zone[n]
+            p = -1
+            if need[home] <= 0:
+                p = pick_shed(s, n, need, True)
+            if p < 0:
+                p = pick_shed(s, n, need, False)
+            z = home if need[home] > 0 else wanted_zone(s, p, need)
+            if z >= 0:
+                need[z] -= 1
             remove(s, p, n)
             orphan(s, p, n)
             allowance -= 1
+    free(need)
     return allowance
 
 
@@ -374,14 +424,6 @@ cdef bint peek(S *s, Heap *h, int k, int64_t *key, int64_t *node) noexcept nogil
             node[0] = n
             return True
         heap_pop(h)
-    return False
-
-
-cdef inline bint zone_used(S *s, int64_t p, int64_t z) noexcept nogil:
-    cdef int64_t j
-    for j in range(s.pn_len[p]):
-        if s.zone[s.pn[p * s.RMAX + j]] == z:
-            return True
     return False
 
 

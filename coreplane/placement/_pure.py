@@ -112,19 +112,46 @@ def _normalize(s: _State, orphans: list[tuple[int, int]]) -> None:
 
 
 def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
-    """Take replicas off nodes above their band: hottest first from a hot node, else coldest."""
+    """Take replicas off nodes above their band, preferring ones a deficit node can take.
+
+    A replica can land on a node below its band if that node is in the shedding node's zone, or
+    in a zone the partition does not use yet; shedding those first makes each shed move also
+    fill a deficit, so one move does both jobs (this is what keeps moves at the lower bound
+    when zone shares shift). Among them: hottest first from a hot node, else coldest.
+    """
     d = s.d
+    need = [0] * d.zones  # replicas still wanted by nodes below their band, per zone
+    for n in range(len(d.zone)):
+        if d.elig[n] and s.count[n] < d.lo[n]:
+            need[d.zone[n]] += d.lo[n] - s.count[n]
     for n in range(len(d.zone)):
         while d.elig[n] and s.count[n] > d.hi[n] and allowance > 0:
+            home = d.zone[n]
             reps = s.node_reps[n]
-            cool = [p for p in reps if not d.split[p]]
+            pool = list(reps)
+            if need[home] <= 0:
+                good = [p for p in reps if _wanted_zone(s, p, need) >= 0]
+                pool = good or pool
+            cool = [p for p in pool if not d.split[p]]
             if s.nheat[n] > d.hcap[n] and cool:
                 p = max(cool, key=lambda q: (d.heat[q], -q))
             else:
-                p = min(reps, key=lambda q: (d.heat[q], q))
+                p = min(pool, key=lambda q: (d.heat[q], q))
+            z = home if need[home] > 0 else _wanted_zone(s, p, need)
+            if z >= 0:
+                need[z] -= 1
             s.remove(p, n)
             orphans.append((p, n))
             allowance -= 1
+
+
+def _wanted_zone(s: _State, p: int, need: list[int]) -> int:
+    """The first zone with unmet need that partition `p` does not use, or -1."""
+    used = {s.d.zone[n] for n in s.part_reps[p]}
+    for z in range(s.d.zones):
+        if need[z] > 0 and z not in used:
+            return z
+    return -1
 
 
 def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int] | None:

@@ -190,17 +190,27 @@ def lower_bound_dense(d: Dense) -> int:
     target can exceed, loses its fewest hottest replicas that bring it under; a node below its
     band gains the shortfall. Partition view: replicas on dead or draining nodes, same-zone
     duplicates and replicas beyond RF must leave; missing replicas must arrive. Each view alone is
-    a valid bound, so the larger one is.
+    a valid bound on leaves (L) and arrivals (A).
+
+    A move is a relocation (one leave, one arrival), an add (arrival only: RF raised, bootstrap)
+    or a drop (leave only: RF lowered). A partition with k replicas too many needs at least k
+    drops, one with k too few at least k adds, so moves >= drops + A >= D_min + A and
+    moves >= adds + L >= A_min + L: the bound is the larger of the two (it is max(L, A) when
+    RF does not change).
     """
     n_nodes = len(d.zone)
     count = [0] * n_nodes
     nheat = [0] * n_nodes
     part_leave = 0
     part_arrive = 0
+    drops = 0
+    adds = 0
     for p in range(len(d.rf)):
         zones_seen: set[int] = set()
         valid = 0
         reps = d.rep[d.off[p]:d.off[p + 1]]
+        drops += max(0, len(reps) - d.rf[p])
+        adds += max(0, d.rf[p] - len(reps))
         h = 0 if d.split[p] else d.heat[p]
         for n in reps:
             count[n] += 1
@@ -223,7 +233,7 @@ def lower_bound_dense(d: Dense) -> int:
             continue
         node_leave += max(0, count[n] - d.hi[n], heat_leave.get(n, 0))
         node_arrive += max(0, d.lo[n] - count[n])
-    return max(node_leave, node_arrive, part_leave, part_arrive)
+    return max(drops + max(node_arrive, part_arrive), adds + max(node_leave, part_leave))
 
 
 def hard_lower_bound_dense(d: Dense) -> int:

@@ -1,0 +1,446 @@
+"""Placement solver against its twin and two production-style baselines, on seeded instances.
+
+Instances: nodes round-robin across Z zones (Z = 3, 4, 5), 20% of them double capacity; RF=3
+partitions with Zipf heat (mild s=0.6, skewed s=1.0, integer units, shuffled ranks). Sizes
+P=10k/N=100 and P=100k/N=1,000 (smoke: P=600/N=15). Events from one bootstrapped base: bootstrap,
+add 10% nodes, one node dead, drain zone z0, heat shift (5% of partitions redrawn), RF change
+(10% of partitions: 3 -> 2, or 3 -> 4 where Z >= 4), budget (add nodes with 10% of its bound).
+
+Solvers in the same run: the Cython kernel, the pure-Python twin (the anchor: `speedup_vs_twin`),
+a straightforward threshold greedy (PD / Cruise Control style: repair to the least loaded node,
+then move from the fullest to the emptiest until every node is in band, then hottest replica off
+any node above 1.10x), and weighted rendezvous hashing (straw2-like: zones then nodes by
+ln(u)/weight; stateless, so its moves are the replicas whose placement changed). All are
+scored by the same checker against the same bands and lower bound. Full runs also time the kernel
+on P=1M/N=10k bootstrap and node-dead (set COREPLANE_BENCH_SKIP_HUGE=1 to skip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+from coreplane.placement import Node, Partition, Problem, available_backends
+from coreplane.placement import events as ev
+from coreplane.placement._pure import waves as first_fit_waves
+from coreplane.placement.backend import solve_timed
+from coreplane.placement.bounds import Dense, compile_problem
+
+EVENTS = ("bootstrap", "add_nodes", "node_dead", "drain", "heat_shift", "rf_change", "budget")
+HEAT_SKEW = {"mild": 0.6, "skewed": 1.0}
+SHIFT = 20
+
+
+def generate(parts: int, nodes: int, zones: int, skew: float, seed: int
+             ) -> tuple[list[Node], list[Partition]]:
+    """Nodes round-robin over zones, 20% double capacity; Zipf heat on shuffled ranks."""
+    rng = random.Random(seed)
+    node_list = [Node(f"n{i:06d}", f"z{i % zones}", weight=2 if rng.random() < 0.2 else 1)
+                 for i in range(nodes)]
+    ranks = list(range(1, parts + 1))
+    rng.shuffle(ranks)
+    part_list = [Partition(f"p{i:08d}", 3, max(1, int(1_000_000 / ranks[i] ** skew)))
+                 for i in range(parts)]
+    return node_list, part_list
+
+
+def event_problem(event: str, base: Problem, zones: int, skew: float, seed: int) -> Problem:
+    rng = random.Random(seed)
+    nodes = sorted(base.nodes, key=lambda n: n.id)
+    parts = sorted(base.partitions, key=lambda p: p.id)
+    if event == "add_nodes" or event == "budget":
+        extra = max(1, len(nodes) // 10)
+        grown = ev.add_nodes(base, [Node(f"m{i:06d}", f"z{i % zones}",
+                                         weight=2 if rng.random() < 0.2 else 1)
+                                    for i in range(extra)])
+        return grown
+    if event == "node_dead":
+        return ev.node_dead(base, nodes[rng.randrange(len(nodes))].id)
+    if event == "drain":
+        return ev.drain_zone(base, "z0")
+    if event == "heat_shift":
+        picked = rng.sample(parts, max(1, len(parts) // 20))
+        return ev.shift_heat(base, {p.id: max(1, int(1_000_000 / rng.randint(1, len(parts))
+                                                     ** skew)) for p in picked})
+    if event == "rf_change":
+        picked = rng.sample(parts, max(1, len(parts) // 10))
+        return ev.change_rf(base, {p.id: (2 if i % 2 == 0 or zones < 4 else 4)
+                                   for i, p in enumerate(picked)})
+    raise ValueError(event)
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+def score(problem: Problem, d: Dense, assignment: Any, moves: int, waves: int) -> dict[str, Any]:
+    """The same yardstick for every solver: bands, heat over fair, hard constraints."""
+    index = {nid: i for i, nid in enumerate(d.node_ids)}
+    count = [0] * len(d.node_ids)
+    heat = [0] * len(d.node_ids)
+    for p, pid in enumerate(d.part_ids):
+        h = 0 if d.split[p] else d.heat[p]
+        for nid in assignment.get(pid, ()):
+            n = index[nid]
+            count[n] += 1
+            heat[n] += h
+    band = 0
+    ratio = 0.0
+    for n in range(len(count)):
+        if not d.elig[n]:
+            band += count[n] > 0
+            continue
+        band += not d.lo[n] <= count[n] <= d.hi[n]
+        if d.hfair[n]:
+            ratio = max(ratio, heat[n] / d.hfair[n])
+    return {"moves": moves, "band_violations": band, "heat_max_over_fair": round(ratio, 4),
+            "hard_violations": len(ev.hard_violations(problem, assignment)), "waves": waves}
+
+
+# --- baseline: threshold greedy ----------------------------------------------------------------
+
+def greedy(d: Dense) -> list[tuple[int, int, int]]:
+    """Repair, then fullest -> emptiest until in band, then hottest replica off hot nodes."""
+    n_nodes = len(d.zone)
+    count = [0] * n_nodes
+    heat = [0] * n_nodes
+    on: list[set[int]] = [set() for _ in range(n_nodes)]
+    reps: list[list[int]] = []
+    moves: list[tuple[int, int, int]] = []
+
+    def fill(n: int) -> int:
+        return (count[n] << SHIFT) // d.tq[n]
+
+    def put(p: int, n: int) -> None:
+        count[n] += 1
+        heat[n] += d.heat[p]
+        on[n].add(p)
+        reps[p].append(n)
+
+    def take(p: int, n: int) -> None:
+        count[n] -= 1
+        heat[n] -= d.heat[p]
+        on[n].discard(p)
+        reps[p].remove(n)
+
+    for p in range(len(d.rf)):
+        reps.append([])
+        for n in d.rep[d.off[p]:d.off[p + 1]]:
+            put(p, n)
+    heaps: list[list[tuple[int, int]]] = [[] for _ in range(d.zones)]
+    for n in range(n_nodes):
+        if d.elig[n]:
+            heaps[d.zone[n]].append((fill(n), n))
+    for h in heaps:
+        heapq.heapify(h)
+
+    def emptiest(zones: set[int], exclude: int) -> int:
+        best = (1 << 62, -1)
+        for z in range(d.zones):
+            if z in zones:
+                continue
+            h = heaps[z]
+            while h and h[0][0] != fill(h[0][1]):
+                heapq.heappop(h)
+            for key, n in heapq.nsmallest(2, h):
+                if n != exclude and count[n] < d.slots[n] and (key, n) < best:
+                    best = (key, n)
+        return best[1]
+
+    def moved(p: int, n: int) -> None:
+        if n >= 0 and d.elig[n]:
+            heapq.heappush(heaps[d.zone[n]], (fill(n), n))
+
+    for p in range(len(d.rf)):  # repair
+        zones: set[int] = set()
+        bad = []
+        for n in list(reps[p]):
+            if d.elig[n] and d.zone[n] not in zones:
+                zones.add(d.zone[n])
+            else:
+                bad.append(n)
+        while len(reps[p]) - len(bad) > d.rf[p]:
+            bad.append(max(n for n in reps[p] if n not in bad))
+        for n in bad:
+            take(p, n)
+        need = d.rf[p] - len(reps[p])
+        for src in bad[:need] + [-1] * (need - len(bad[:need])):
+            dst = emptiest({d.zone[n] for n in reps[p]}, -1)
+            if dst < 0:
+                return moves
+            put(p, dst)
+            moves.append((p, src, dst))
+            moved(p, dst)
+        moves.extend((p, src, -1) for src in bad[need:])
+    elig = [n for n in range(n_nodes) if d.elig[n]]
+    for _ in range(len(d.rep) + 1):  # balance: fullest -> emptiest
+        hi_n = max(elig, key=lambda n: (fill(n), -n))
+        lo_n = min(elig, key=lambda n: (fill(n), n))
+        if count[hi_n] <= d.hi[hi_n] and count[lo_n] >= d.lo[lo_n]:
+            break
+        cand = [p for p in sorted(on[hi_n])
+                if d.zone[lo_n] == d.zone[hi_n] or all(d.zone[n] != d.zone[lo_n] for n in reps[p])]
+        if not cand or fill(hi_n) <= fill(lo_n):
+            break
+        take(cand[0], hi_n)
+        put(cand[0], lo_n)
+        moves.append((cand[0], hi_n, lo_n))
+    for n in sorted(elig, key=lambda n: (-heat[n], n)):  # heat
+        for _ in range(8):
+            if heat[n] <= d.hcap[n] or count[n] <= d.lo[n]:
+                break
+            p = max(on[n], key=lambda q: (d.heat[q], -q))
+            zones = {d.zone[m] for m in reps[p] if m != n}
+            targets = [t for t in elig if d.zone[t] not in zones and count[t] < d.hi[t]
+                       and heat[t] + d.heat[p] < heat[n]]
+            if not targets:
+                break
+            t = min(targets, key=lambda t: ((heat[t] << SHIFT) // max(1, d.hcap[t]), t))
+            take(p, n)
+            put(p, t)
+            moves.append((p, n, t))
+    return moves
+
+
+# --- baseline: weighted rendezvous (straw2-like) ------------------------------------------------
+
+def _key64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def rendezvous(d: Dense, weight_of: dict[str, int]) -> list[tuple[int, ...]] | None:
+    """Per partition: the rf best zones by ln(u)/zone weight, then the best node in each."""
+    try:
+        import numpy as np
+    except ImportError:  # the baseline needs numpy; the rest of the bench does not
+        return None
+    weights = [0] * len(d.zone)
+    by_zone: list[list[int]] = [[] for _ in range(d.zones)]
+    for n, nid in enumerate(d.node_ids):
+        weights[n] = weight_of[nid]
+        if d.elig[n]:
+            by_zone[d.zone[n]].append(n)
+    pk = np.array([_key64(p) for p in d.part_ids], dtype=np.uint64)
+    nk = np.array([_key64(n) for n in d.node_ids], dtype=np.uint64)
+    zk = np.array([_key64(f"zone{z}") for z in range(d.zones)], dtype=np.uint64)
+
+    def unit(x: Any) -> Any:
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+        return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+    live = [z for z in range(d.zones) if by_zone[z]]
+    zone_w = np.array([sum(weights[n] for n in by_zone[z]) for z in live], dtype=np.float64)
+    zscore = np.log(unit(pk[:, None] ^ zk[None, live])) / zone_w[None, :]
+    best_node = {}
+    for z in live:
+        members = np.array(by_zone[z])
+        w = np.array([weights[n] for n in by_zone[z]], dtype=np.float64)
+        picks = np.empty(len(pk), dtype=np.int64)
+        for lo in range(0, len(pk), 8192):
+            s = np.log(unit(pk[lo:lo + 8192, None] ^ nk[None, members])) / w[None, :]
+            picks[lo:lo + 8192] = members[np.argmax(s, axis=1)]
+        best_node[z] = picks
+    order = np.argsort(-zscore, axis=1, kind="stable")
+    out: list[tuple[int, ...]] = []
+    for p in range(len(pk)):
+        chosen = [live[i] for i in order[p, :d.rf[p]]]
+        out.append(tuple(sorted(int(best_node[z][p]) for z in chosen)))
+    return out
+
+
+def _diff_moves(old: list[tuple[int, ...]], new: list[tuple[int, ...]]
+                ) -> list[tuple[int, int, int]]:
+    moves = []
+    for p, (a, b) in enumerate(zip(old, new, strict=True)):
+        gone = sorted(set(a) - set(b))
+        came = sorted(set(b) - set(a))
+        for i in range(max(len(gone), len(came))):
+            moves.append((p, gone[i] if i < len(gone) else -1, came[i] if i < len(came) else -1))
+    return moves
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def _waves(moves: list[tuple[int, int, int]], inflight: int) -> int:
+    w = first_fit_waves([m[0] for m in moves], [m[1] for m in moves], [m[2] for m in moves],
+                        inflight)
+    return max(w) + 1 if w else 0
+
+
+def _assignment(d: Dense, rows: list[tuple[int, ...]]) -> dict[str, tuple[str, ...]]:
+    return {pid: tuple(d.node_ids[n] for n in row) for pid, row in zip(d.part_ids, rows,
+                                                                         strict=True)}
+
+
+def _apply(d: Dense, moves: list[tuple[int, int, int]]) -> dict[str, tuple[str, ...]]:
+    rows = [list(d.rep[d.off[p]:d.off[p + 1]]) for p in range(len(d.rf))]
+    for p, s, t in moves:
+        if s >= 0:
+            rows[p].remove(s)
+        if t >= 0:
+            rows[p].append(t)
+    return _assignment(d, [tuple(r) for r in rows])
+
+
+def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
+             with_twin: bool) -> list[dict[str, Any]]:
+    """Every event on one instance; each record holds all four solvers' scores."""
+    skew = HEAT_SKEW[heat]
+    node_list, part_list = generate(parts, nodes, zones, skew, seed)
+    empty = ev.bootstrap(node_list, part_list)
+    kernel = "cython" if "cython" in available_backends() else "python"
+    boot_plan, _ = solve_timed(empty, backend=kernel)
+    base = ev.after(empty, boot_plan)
+    weight_of = {n.id: n.weight for n in node_list}
+    rv_boot = rendezvous(compile_problem(empty), weight_of)
+    records = []
+    for event in EVENTS:
+        problem = empty if event == "bootstrap" else event_problem(event, base, zones, skew,
+                                                                   seed + 1)
+        if event == "budget":
+            lb_full = solve_timed(problem, backend=kernel)[0].metrics.lower_bound
+            problem = ev.with_budget(problem, max(1, lb_full // 10))
+        d = compile_problem(problem)
+        rec: dict[str, Any] = {"parts": parts, "nodes": nodes, "zones": zones, "heat": heat,
+                               "event": event, "seed": seed}
+        plan, t = solve_timed(problem, backend=kernel)
+        rec["feasible"] = plan.feasible
+        rec["reason"] = plan.reason
+        rec["lower_bound"] = plan.metrics.lower_bound
+        if not plan.feasible:
+            records.append(rec)
+            continue
+        rec["kernel"] = {"backend": kernel, "solve_s": sum(t.values()), **t,
+                         **score(problem, d, plan.assignment, len(plan.moves),
+                                 plan.metrics.waves)}
+        if event == "budget":
+            rec["band_violations_before"] = score(problem, d, problem.assignment, 0,
+                                                  0)["band_violations"]
+        if with_twin:
+            twin, tt = solve_timed(problem, backend="python")
+            rec["twin"] = {"solve_s": sum(tt.values()), **tt,
+                           "identical": twin.canonical() == plan.canonical()}
+        t0 = time.perf_counter()
+        gm = greedy(d)
+        if problem.moves_max is not None:
+            gm = gm[:problem.moves_max]
+        g_s = time.perf_counter() - t0
+        rec["greedy"] = {"solve_s": g_s, **score(problem, d, _apply(d, gm), len(gm),
+                                                 _waves(gm, problem.moves_in_flight_per_node))}
+        t0 = time.perf_counter()
+        weight_of.update({n.id: n.weight for n in problem.nodes})
+        rv_new = rendezvous(d, weight_of)
+        rv_s = time.perf_counter() - t0
+        if rv_new is not None and rv_boot is not None:
+            if event == "bootstrap":
+                rv_old: list[tuple[int, ...]] = [()] * len(rv_new)
+            else:  # stateless: compare with its own placement of the base, in d's indexes
+                base_d = compile_problem(empty)
+                remap = [d.node_ids.index(nid) for nid in base_d.node_ids]
+                rv_old = [tuple(remap[n] for n in row) for row in rv_boot]
+            rm = _diff_moves(rv_old, rv_new)
+            rec["rendezvous"] = {"solve_s": rv_s, **score(
+                problem, d, _assignment(d, rv_new), len(rm),
+                _waves(rm, problem.moves_in_flight_per_node))}
+        records.append(rec)
+    return records
+
+
+def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in sorted({(r["parts"], r["nodes"]) for r in records}):
+        per_event: dict[str, Any] = {}
+        for event in EVENTS:
+            rs = [r for r in records if (r["parts"], r["nodes"]) == size and r["event"] == event]
+            ok = [r for r in rs if r["feasible"]]
+            entry: dict[str, Any] = {"cases": len(rs), "infeasible": len(rs) - len(ok),
+                                     "infeasible_reasons": sorted({r["reason"] for r in rs
+                                                                   if not r["feasible"]})}
+            if ok:
+                k = [r["kernel"] for r in ok]
+                lbs = sum(r["lower_bound"] for r in ok)
+                entry.update({
+                    "solve_s": statistics.median(x["solve_s"] for x in k),
+                    "solve_s_max": max(x["solve_s"] for x in k),
+                    "core_s": statistics.median(x["core_s"] for x in k),
+                    "moves": sum(x["moves"] for x in k),
+                    "lower_bound": lbs,
+                    "moves_over_lb": max(x["moves"] / max(1, r["lower_bound"])
+                                         for x, r in zip(k, ok, strict=True)),
+                    "heat_max_over_fair": max(x["heat_max_over_fair"] for x in k),
+                    "band_violations": sum(x["band_violations"] for x in k),
+                    "hard_violations": sum(x["hard_violations"] for x in k),
+                    "waves": max(x["waves"] for x in k),
+                })
+                twins = [r for r in ok if "twin" in r]
+                if twins:
+                    entry["speedup_vs_twin"] = statistics.median(
+                        r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins)
+                    entry["core_speedup_vs_twin"] = statistics.median(
+                        r["twin"]["core_s"] / max(1e-9, r["kernel"]["core_s"]) for r in twins)
+                    entry["twin_identical"] = all(r["twin"]["identical"] for r in twins)
+                if event == "budget":
+                    entry["band_violations_before"] = sum(r["band_violations_before"]
+                                                          for r in ok)
+                for base in ("greedy", "rendezvous"):
+                    bs = [r[base] for r in ok if base in r]
+                    if bs:
+                        entry[base] = {
+                            "solve_s": statistics.median(x["solve_s"] for x in bs),
+                            "moves": sum(x["moves"] for x in bs),
+                            "moves_over_lb": max(x["moves"] / max(1, r["lower_bound"])
+                                                 for x, r in zip(bs, ok, strict=True)),
+                            "heat_max_over_fair": max(x["heat_max_over_fair"] for x in bs),
+                            "band_violations": sum(x["band_violations"] for x in bs),
+                            "hard_violations": sum(x["hard_violations"] for x in bs),
+                            "waves": max(x["waves"] for x in bs)}
+            per_event[event] = entry
+        out[f"P={size[0]}/N={size[1]}"] = per_event
+    return out
+
+
+def _huge(kernel: str) -> dict[str, Any]:
+    """P=1M/N=10k bootstrap and node-dead, kernel only, timed once each."""
+    node_list, part_list = generate(1_000_000, 10_000, 4, HEAT_SKEW["mild"], 7)
+    empty = ev.bootstrap(node_list, part_list)
+    plan, t = solve_timed(empty, backend=kernel)
+    out: dict[str, Any] = {"bootstrap": {"solve_s": sum(t.values()), **t,
+                                         "moves": len(plan.moves),
+                                         "band_violations": plan.metrics.band_violations}}
+    dead = ev.node_dead(ev.after(empty, plan), "n000123")
+    plan, t = solve_timed(dead, backend=kernel)
+    out["node_dead"] = {"solve_s": sum(t.values()), **t, "moves": len(plan.moves),
+                        "lower_bound": plan.metrics.lower_bound,
+                        "band_violations": plan.metrics.band_violations,
+                        "hard_violations": len(ev.hard_violations(dead, plan.assignment))}
+    return out
+
+
+def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
+    sizes = [(600, 15)] if smoke else [(10_000, 100), (100_000, 1_000)]
+    zone_counts = (3, 4) if smoke else (3, 4, 5)
+    records: list[dict[str, Any]] = []
+    for parts, nodes in sizes:
+        for zones in zone_counts:
+            for heat in HEAT_SKEW:
+                records += run_case(parts, nodes, zones, heat, seed=zones * 100 + len(heat),
+                                    with_twin=True)
+    kernel = "cython" if "cython" in available_backends() else "python"
+    result: dict[str, Any] = {
+        "bench": "placement",
+        "params": {"smoke": smoke, "sizes": sizes, "zones": zone_counts, "heat": HEAT_SKEW,
+                   "rf": 3, "events": EVENTS, "backend": kernel,
+                   "anchor": "pure-Python twin, same instances, same run"},
+        "summary": _summary(records),
+        "records": records,
+    }
+    if not smoke and os.environ.get("COREPLANE_BENCH_SKIP_HUGE") != "1":
+        result["summary"]["P=1000000/N=10000"] = _huge(kernel)
+    return result

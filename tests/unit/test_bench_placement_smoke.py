@@ -1,0 +1,35 @@
+"""The placement bench runs small inside the suite so it never rots (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = ("solve_s", "moves", "lower_bound", "moves_over_lb", "heat_max_over_fair",
+        "band_violations", "hard_violations", "waves", "speedup_vs_twin")
+
+
+def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "placement.json"
+    subprocess.run([sys.executable, "-m", "benches", "placement", "--json", str(out), "--smoke"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    record = json.loads(out.read_text())
+    assert record["bench"] == "placement"
+    assert record["params"]["smoke"] is True
+    assert record["git_revision"]
+    for size, events in record["summary"].items():
+        assert set(events) == {"bootstrap", "add_nodes", "node_dead", "drain", "heat_shift",
+                               "rf_change", "budget"}, size
+        for event, entry in events.items():
+            if entry["infeasible"] == entry["cases"]:
+                continue
+            for key in KEYS:
+                assert key in entry, (size, event, key)
+            assert entry["hard_violations"] == 0, (size, event)
+            assert entry["twin_identical"], (size, event)
+            assert entry["moves"] >= 0 and entry["lower_bound"] >= 0
+    reasons = record["summary"]["P=600/N=15"]["drain"]["infeasible_reasons"]
+    assert any("needs 3 zones" in r for r in reasons)  # draining a zone of three is refused
