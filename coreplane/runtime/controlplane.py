@@ -260,10 +260,8 @@ class ControlPlane:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
-        if self._stopping.is_set():
-            return
         self._stopping.set()
-        if self._thread is None:  # never started: only the journal is open
+        if self._thread is None:  # never started: only the journal is open (close is idempotent)
             self._journal.close()
             return
         self._thread.join(timeout=timeout_s)
@@ -335,6 +333,7 @@ class ControlPlane:
                 except Exception:
                     logger.exception("runtime step failed on %s", self.node_id)
         finally:
+            self._stopping.set()
             self._lose_leadership()
             try:
                 self._engine.wait_snapshot_writer(5.0)
@@ -348,9 +347,12 @@ class ControlPlane:
         with self._sm_lock:
             try:
                 return self._sm.apply(data, index)
-            except InvariantViolation as exc:
-                # Do not let pysyncobj advance past an entry we could not apply: stop instead.
-                self._fatal = exc
+            except Exception as exc:
+                # Never let pysyncobj advance past an entry we could not apply: raising keeps
+                # its applied index where it is, and the runtime thread stops the node.
+                if self._fatal is None:
+                    self._fatal = exc if isinstance(exc, InvariantViolation) else \
+                        InvariantViolation(f"apply failed at index {index}: {exc!r}")
                 raise
 
     # ------------------------------------------------------------------------ leader work

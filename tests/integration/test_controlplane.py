@@ -242,3 +242,22 @@ def test_address_in_use_fails_start(cluster_factory: Any) -> None:
             cp.start()
     finally:
         blocker.close()
+
+
+def test_a_node_that_cannot_apply_stops_instead_of_diverging(cluster_factory: Any) -> None:
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    victim = cluster.followers()[0]
+    real_apply = victim._sm.apply
+
+    def broken_apply(entry: bytes, index: int) -> Any:
+        if b"poison" in entry:
+            raise RuntimeError("simulated bug in apply")
+        return real_apply(entry, index)
+
+    victim._sm.apply = broken_apply  # type: ignore[method-assign]
+    leader.kv.put("poison", b"x")  # the other two still commit it
+    wait_until(lambda: victim.status()["role"] == "stopped", 10, "the victim to stop")
+    with pytest.raises(Unavailable, match="fatal"):
+        victim.kv.get("poison", stale_ok=True)
+    assert leader.kv.get("poison") is not None
