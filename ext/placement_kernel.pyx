@@ -9,6 +9,11 @@ lists. Integer arithmetic only (int64; model validation keeps every product in r
 
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+from libc.string cimport memcpy
+from cpython cimport array
+import array as _array
+
+cdef array.array _QARRAY = _array.array("q")
 
 cdef enum:
     SHIFT = 20
@@ -685,8 +690,14 @@ cdef int64_t *waves(S *s) noexcept nogil:
 cdef int64_t *to_c(object values, Py_ssize_t n) except NULL:
     cdef int64_t *out = <int64_t *>malloc((n + 1) * sizeof(int64_t))
     cdef Py_ssize_t i = 0
+    cdef const long long[:] view
     if out == NULL:
         raise MemoryError()
+    if isinstance(values, array.array) and values.typecode == "q":
+        view = values
+        if n:
+            memcpy(out, &view[0], n * sizeof(int64_t))
+        return out
     for v in values:
         out[i] = v
         i += 1
@@ -695,6 +706,34 @@ cdef int64_t *to_c(object values, Py_ssize_t n) except NULL:
 
 cdef list to_list(int64_t *values, Py_ssize_t n):
     return [values[i] for i in range(n)]
+
+
+cdef tuple final_csr(S *s):
+    """The final assignment as CSR arrays('q'), node indexes ascending per partition."""
+    cdef array.array off = array.clone(_QARRAY, s.P + 1, False)
+    cdef int64_t total = 0, p, j, k, tmp, base
+    cdef int64_t i
+    for p in range(s.P):
+        total += s.pn_len[p]
+    cdef array.array rep = array.clone(_QARRAY, total, False)
+    cdef long long *o = off.data.as_longlongs
+    cdef long long *r = rep.data.as_longlongs
+    total = 0
+    for p in range(s.P):
+        o[p] = total
+        base = p * s.RMAX
+        for j in range(s.pn_len[p]):
+            r[total + j] = s.pn[base + j]
+        for j in range(1, s.pn_len[p]):
+            tmp = r[total + j]
+            k = j - 1
+            while k >= 0 and r[total + k] > tmp:
+                r[total + k + 1] = r[total + k]
+                k -= 1
+            r[total + k + 1] = tmp
+        total += s.pn_len[p]
+    o[s.P] = total
+    return off, rep
 
 
 cdef list movable_heat(S *s):
@@ -814,9 +853,10 @@ def solve_dense(d):
                 mw = waves(&s)
     try:
         if status != 0:
-            return status, arg, lb, [], [], [], [], [], [], [], [], []
+            return status, arg, lb, [], [], [], [], [], [], [], [], [], [], []
         return (0, 0, lb, to_list(s.mp, s.nm), to_list(s.ms, s.nm), to_list(s.md, s.nm),
-                to_list(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *touched(&s))
+                to_list(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *touched(&s),
+                *final_csr(&s))
     finally:
         for i in range(s.N):
             free(s.nr[i])
@@ -825,3 +865,34 @@ def solve_dense(d):
         free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
         free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
         free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw)
+
+
+def dense_replicas(list part_ids, object assignment, dict node_idx):
+    """Compiled `bounds.dense_replicas`: the same CSR lists, without the interpreter loop."""
+    cdef list off = [0]
+    cdef list rep = []
+    cdef Py_ssize_t total = 0, k, j, i
+    cdef int64_t tmp
+    cdef int64_t buf[64]
+    get = assignment.get
+    for pid in part_ids:
+        cur = get(pid)
+        if cur:
+            k = 0
+            for n in cur:
+                if k == 64:
+                    raise ValueError("more than 64 replicas of one partition")
+                buf[k] = node_idx[n]
+                k += 1
+            for j in range(1, k):
+                tmp = buf[j]
+                i = j - 1
+                while i >= 0 and buf[i] > tmp:
+                    buf[i + 1] = buf[i]
+                    i -= 1
+                buf[i + 1] = tmp
+            for j in range(k):
+                rep.append(buf[j])
+            total += k
+        off.append(total)
+    return off, rep

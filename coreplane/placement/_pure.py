@@ -21,9 +21,10 @@ OVER_BUDGET = 2  # arg: moves the hard constraints need
 SHIFT = 20       # fixed-point bits of the integer fill and heat keys
 
 # (status, arg, lower bound, move partitions, sources, targets, waves, final count per node,
-#  final heat per node without split candidates, touched partitions, their offsets, their nodes)
+#  final heat per node without split candidates, touched partitions, their offsets, their nodes,
+#  final CSR offsets, final CSR nodes)
 Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
-            list[int], list[int], list[int]]
+            list[int], list[int], list[int], list[int], list[int]]
 
 
 class _State:
@@ -356,13 +357,13 @@ def solve_dense(d: Dense) -> Raw:
     unlimited = 1 << 62
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
-        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], [], []
+        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], [], [], [], []
     shed_before = len(orphans)
     _shed(s, orphans, allowance)
     allowance -= len(orphans) - shed_before
     failed = _place(s, orphans)
     if failed >= 0:
-        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], []
+        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], [], [], []
     allowance = _fill_deficits(s, allowance)
     _cool(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
@@ -372,5 +373,10 @@ def solve_dense(d: Dense) -> Raw:
     for p in touched:
         tnodes.extend(sorted(s.part_reps[p]))
         toff.append(len(tnodes))
+    off = [0]
+    rep: list[int] = []
+    for reps in s.part_reps:
+        rep.extend(sorted(reps))
+        off.append(len(rep))
     return (OK, 0, lb, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, mheat,
-            touched, toff, tnodes)
+            touched, toff, tnodes, off, rep)

@@ -11,21 +11,27 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable
-from types import MappingProxyType
+from collections.abc import Callable, Iterable
+from itertools import compress
 from typing import Any
 
 from coreplane.errors import InvalidArgument, require
 from coreplane.placement import _pure
-from coreplane.placement.bounds import Dense, compile_problem, lower_bound_dense
-from coreplane.placement.model import Metrics, Move, Plan, Problem
+from coreplane.placement.bounds import (
+    Dense,
+    Replicas,
+    compile_problem,
+    dense_replicas,
+    lower_bound_dense,
+)
+from coreplane.placement.model import Assignment, Metrics, MoveList, Plan, Problem
 
 __all__ = ["BACKEND", "available_backends", "solve", "solve_timed"]
 
 Core = Callable[[Dense], tuple[Any, ...]]
 
 
-def _load_kernel() -> Core | None:
+def _load_kernel() -> tuple[Core, Replicas] | None:
     try:
         kernel = importlib.import_module("coreplane.placement._kernel")
     except ImportError as exc:
@@ -34,11 +40,13 @@ def _load_kernel() -> Core | None:
                               "coreplane.placement._kernel is not built (pip install .)") from exc
         return None
     solve_dense: Core = kernel.solve_dense
-    return solve_dense
+    replicas: Replicas = kernel.dense_replicas
+    return solve_dense, replicas
 
 
 _KERNEL = _load_kernel()
-_CORES: dict[str, Core] = {"python": _pure.solve_dense}
+# backend -> (core, compiler of the current replicas); the pure one is all Python.
+_CORES: dict[str, tuple[Core, Replicas]] = {"python": (_pure.solve_dense, dense_replicas)}
 if _KERNEL is not None:
     _CORES["cython"] = _KERNEL
 BACKEND = ("python" if os.environ.get("COREPLANE_PURE_PYTHON") == "1" or _KERNEL is None
@@ -52,10 +60,10 @@ def available_backends() -> tuple[str, ...]:
 
 def _precheck(d: Dense) -> str:
     """The reason an instance is infeasible before any search, or ""."""
-    for p, rf in enumerate(d.rf):
-        if rf > d.eligible_zones:
-            return (f"partition {d.part_ids[p]!r} needs {rf} zones but only "
-                    f"{d.eligible_zones} zones have alive nodes")
+    if d.rf and max(d.rf) > d.eligible_zones:
+        p = next(p for p, rf in enumerate(d.rf) if rf > d.eligible_zones)
+        return (f"partition {d.part_ids[p]!r} needs {d.rf[p]} zones but only "
+                f"{d.eligible_zones} zones have alive nodes")
     slots = sum(s for s, e in zip(d.slots, d.elig, strict=True) if e)
     if slots < sum(d.rf):
         return f"{sum(d.rf)} replicas do not fit in the {slots} slots of alive nodes"
@@ -64,7 +72,7 @@ def _precheck(d: Dense) -> str:
 
 def _empty(problem: Problem, d: Dense, lb: int, reason: str, backend: str) -> Plan:
     metrics = Metrics(0, lb, 0.0, 0.0, 0, 0, 0)
-    return Plan(False, reason, (), MappingProxyType(dict(problem.assignment)), (), metrics,
+    return Plan(False, reason, (), problem.assignment, (), metrics,
                 backend)
 
 
@@ -83,13 +91,14 @@ def solve_timed(problem: Problem, *,
     if name not in _CORES:
         raise InvalidArgument("backend", f"must be one of {available_backends()}")
     t0 = time.perf_counter()
-    d = compile_problem(problem)
+    core, replicas = _CORES[name]
+    d = compile_problem(problem, replicas)
     t1 = time.perf_counter()
     timings = {"compile_s": t1 - t0, "core_s": 0.0, "assemble_s": 0.0}
     reason = _precheck(d)
     if reason:
         return _empty(problem, d, lower_bound_dense(d), reason, name), timings
-    raw = _CORES[name](d)
+    raw = core(d)
     t2 = time.perf_counter()
     timings["core_s"] = t2 - t1
     status, arg, lb = raw[0], raw[1], raw[2]
@@ -109,15 +118,20 @@ def solve_timed(problem: Problem, *,
 def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Plan:
     """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
     lb = int(raw[2])
-    mp, ms, md, mw, count, mheat, tp, toff, tn = (list(x) for x in raw[3:])
+    mp, ms, md, mw, count, mheat, tp, toff, tn = (list(x) for x in raw[3:12])
     nid = [*d.node_ids, None]  # index -1 (no source / no target) maps to None
     pid = d.part_ids
-    moves = tuple(map(Move, [pid[p] for p in mp], [nid[n] for n in ms], [nid[n] for n in md],
-                      mw))
-    assignment = dict(problem.assignment)
+    moves = MoveList(pid, nid, (mp, ms, md, mw))
+    assignment = Assignment(problem.assignment)
+    assignment.dense = (d.node_ids, d.part_ids, raw[12], raw[13])
     names = [nid[n] for n in tn]
-    for i, p in enumerate(tp):
-        assignment[pid[p]] = tuple(names[toff[i]:toff[i + 1]])
+    width = toff[1] if len(toff) > 1 else 0
+    if toff == list(range(0, width * len(tp) + 1, width or 1))[:len(tp) + 1]:
+        rows: Iterable[tuple[str | None, ...]] = zip(*[iter(names)] * width, strict=True)
+    else:
+        rows = (tuple(names[toff[i]:toff[i + 1]]) for i in range(len(tp)))
+    # dict.update: the Assignment refuses writes once handed out; this is its construction.
+    dict.update(assignment, zip([pid[p] for p in tp], rows, strict=True))
     band = 0
     hot = 0
     ratio = 0.0
@@ -131,5 +145,5 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Pl
             ratio = max(ratio, mheat[n] / d.hfair[n])
     over_lb = 1.0 if len(moves) == lb == 0 else len(moves) / max(lb, 1)
     metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, max(mw) + 1 if mw else 0)
-    split = tuple(pid[p] for p in range(len(d.rf)) if d.split[p])
-    return Plan(True, "", moves, MappingProxyType(assignment), split, metrics, name)
+    split = tuple(compress(pid, d.split))
+    return Plan(True, "", moves, assignment, split, metrics, name)

@@ -8,11 +8,12 @@ indexes in sorted order). Imports only coreplane.errors and the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from operator import attrgetter, mul
 
-from coreplane.placement.model import ALIVE, Problem
+from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
 
 __all__ = ["Dense", "compile_problem", "lower_bound", "water_fill"]
 
@@ -50,6 +51,11 @@ def _floor(x: Fraction) -> int:
     return x.numerator // x.denominator
 
 
+def _floor_pct(x: Fraction, pct: int) -> int:
+    """floor(x * pct / 100) in integers (Fraction arithmetic per node is slow at 10k nodes)."""
+    return (x.numerator * pct) // (x.denominator * 100)
+
+
 def _ceil(x: Fraction) -> int:
     return -((-x.numerator) // x.denominator)
 
@@ -73,8 +79,8 @@ class Dense:
     rf: list[int]
     heat: list[int]
     split: list[int]         # 1 if the partition is hotter than every node's fair heat share
-    off: list[int]           # CSR offsets into rep, length P + 1
-    rep: list[int]           # current replicas, node indexes ascending per partition
+    off: Sequence[int]       # CSR offsets into rep, length P + 1 (a list or an array('q'))
+    rep: Sequence[int]       # current replicas, node indexes ascending per partition
     inflight: int
     budget: int              # -1 when unlimited
     eligible_zones: int
@@ -99,52 +105,27 @@ def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zone
     out = [Fraction(0)] * len(node_ids)
     for z, zs in zip(live, zshares, strict=True):
         members = [i for i in range(len(node_ids)) if elig[i] and zone_of[i] == z]
-        no_cap = _ceil(zs) + 1
-        caps_n = [slots[i] if use_slots else no_cap for i in members]
-        for i, s in zip(members, water_fill(zs, [weights[i] for i in members], caps_n),
-                        strict=True):
+        num, den, wz = zs.numerator, zs.denominator, zone_w[z]
+        if not use_slots or all(slots[i] * wz * den >= num * weights[i] for i in members):
+            for i in members:  # no slot cap binds: plain weight-proportional shares
+                out[i] = Fraction(num * weights[i], den * wz)
+            continue
+        for i, s in zip(members, water_fill(zs, [weights[i] for i in members],
+                                            [slots[i] for i in members]), strict=True):
             out[i] = s
     return out
 
 
-def compile_problem(problem: Problem) -> Dense:
-    """Map ids to dense indexes and derive every integer target the solvers use."""
-    node_ids = sorted(n.id for n in problem.nodes)
-    node_idx = {nid: i for i, nid in enumerate(node_ids)}
-    by_id = {n.id: n for n in problem.nodes}
-    zone_names = sorted({n.zone for n in problem.nodes})
-    zone_idx = {z: i for i, z in enumerate(zone_names)}
-    zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
-    elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
-    slots = [by_id[nid].slots for nid in node_ids]
-    parts = sorted(problem.partitions, key=attrgetter("id"))
-    part_ids = list(map(attrgetter("id"), parts))
-    rf = list(map(attrgetter("rf"), parts))
-    heat = list(map(attrgetter("heat"), parts))
-    replicas_total = sum(rf)
-    heat_total = sum(map(mul, heat, rf))
-    zones = len(zone_names)
-    count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
-                            [len(parts)] * zones, True)
-    heat_sh = _node_shares(problem, node_ids, zone_of, zones, elig, heat_total,
-                           [sum(heat)] * zones, False)
-    lo = [_floor(s * BAND_LO_PCT / 100) if e else 0 for s, e in zip(count_sh, elig, strict=True)]
-    hi = [min(_ceil(s * BAND_HI_PCT / 100), sl) if e else 0
-          for s, e, sl in zip(count_sh, elig, slots, strict=True)]
-    tq = [max(1, _ceil(s)) for s in count_sh]
-    hcap = [_floor(s * HEAT_CAP_PCT / 100) for s in heat_sh]
-    hfair = [_floor(s) for s in heat_sh]
-    zcount = [Fraction(0)] * zones
-    for i, s in enumerate(count_sh):
-        zcount[zone_of[i]] += s
-    zshare = [max(1, _ceil(s)) for s in zcount]
-    # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
-    split_above = _floor(max((s for s, e in zip(heat_sh, elig, strict=True) if e),
-                             default=Fraction(0)))
-    split = [int(h > split_above) for h in heat]
+def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]],
+                   node_idx: dict[str, int]) -> tuple[list[int], list[int]]:
+    """Current replicas as CSR (offsets, node indexes ascending per partition).
+
+    The kernel module has a compiled twin of this loop (`_kernel.dense_replicas`), the one
+    O(replicas) step of compiling a problem; tests check both give the same lists.
+    """
     off = [0]
     rep: list[int] = []
-    get = problem.assignment.get
+    get = assignment.get
     index = node_idx.__getitem__
     extend = rep.extend
     append = off.append
@@ -153,6 +134,104 @@ def compile_problem(problem: Problem) -> Dense:
         if cur:
             extend(sorted(map(index, cur)))
         append(len(rep))
+    return off, rep
+
+
+Replicas = Callable[[list[str], Mapping[str, tuple[str, ...]], dict[str, int]],
+                    tuple[list[int], list[int]]]
+
+
+def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str, int],
+                      part_ids: list[str], replicas: Replicas
+                      ) -> tuple[Sequence[int], Sequence[int]]:
+    """The CSR of the current assignment: the memo a plan left on it, else built (and kept).
+
+    Added nodes only shift indexes, monotonically (ids are sorted), so a memo made before they
+    joined is remapped rather than rebuilt.
+    """
+    assignment = problem.assignment
+    memo = assignment.dense if isinstance(assignment, Assignment) else None
+    if memo is not None and (memo[1] is part_ids or memo[1] == part_ids):
+        old_nodes, _, off, rep = memo
+        if old_nodes == node_ids:
+            return off, rep
+        if all(nid in node_idx for nid in old_nodes):
+            remap = [node_idx[nid] for nid in old_nodes]
+            return off, [remap[n] for n in rep]
+    off, rep = replicas(part_ids, assignment, node_idx)
+    if isinstance(assignment, Assignment):
+        assignment.dense = (node_ids, part_ids, off, rep)
+    return off, rep
+
+
+PartitionArrays = tuple[list[str], list[int], list[int], int, int, int]
+# One-entry memo of the per-partition arrays, keyed by the identity of the (immutable) partitions
+# tuple: node events (dead, drain, add) reuse the same tuple, and re-deriving 100k partitions'
+# arrays would cost more than the solve. The value is a pure function of the key.
+_PARTS_MEMO: list[tuple[tuple[Partition, ...], PartitionArrays]] = []
+_SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, list[int]]] = []
+
+
+def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
+    """Ids, RF and heat in sorted-id order, with the totals the shares need."""
+    memo = _PARTS_MEMO[:1]
+    if memo and memo[0][0] is partitions:
+        return memo[0][1]
+    parts = sorted(partitions, key=attrgetter("id"))
+    rf = list(map(attrgetter("rf"), parts))
+    heat = list(map(attrgetter("heat"), parts))
+    out = (list(map(attrgetter("id"), parts)), rf, heat, sum(rf), sum(map(mul, heat, rf)),
+           sum(heat))
+    _PARTS_MEMO[:] = [(partitions, out)]
+    return out
+
+
+def _split_flags(partitions: tuple[Partition, ...], heat: list[int], above: int) -> list[int]:
+    """1 for partitions hotter than `above` (every node's fair heat share), else 0."""
+    memo = _SPLIT_MEMO[:1]
+    if memo and memo[0][0] is partitions and memo[0][1] == above:
+        return memo[0][2]
+    out = [int(h > above) for h in heat]
+    _SPLIT_MEMO[:] = [(partitions, above, out)]
+    return out
+
+
+def compile_problem(problem: Problem, replicas: Replicas | None = None) -> Dense:
+    """Map ids to dense indexes and derive every integer target the solvers use.
+
+    `replicas` replaces `dense_replicas` (the compiled one, when the kernel backend runs).
+    """
+    node_ids = sorted(n.id for n in problem.nodes)
+    node_idx = {nid: i for i, nid in enumerate(node_ids)}
+    by_id = {n.id: n for n in problem.nodes}
+    zone_names = sorted({n.zone for n in problem.nodes})
+    zone_idx = {z: i for i, z in enumerate(zone_names)}
+    zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
+    elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
+    slots = [by_id[nid].slots for nid in node_ids]
+    part_ids, rf, heat, replicas_total, heat_total, heat_sum = _partition_arrays(
+        problem.partitions)
+    zones = len(zone_names)
+    count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
+                            [len(part_ids)] * zones, True)
+    heat_sh = _node_shares(problem, node_ids, zone_of, zones, elig, heat_total,
+                           [heat_sum] * zones, False)
+    lo = [_floor_pct(s, BAND_LO_PCT) if e else 0 for s, e in zip(count_sh, elig, strict=True)]
+    hi = [min(-_floor_pct(-s, BAND_HI_PCT), sl) if e else 0
+          for s, e, sl in zip(count_sh, elig, slots, strict=True)]
+    tq = [max(1, _ceil(s)) for s in count_sh]
+    hcap = [_floor_pct(s, HEAT_CAP_PCT) for s in heat_sh]
+    hfair = [_floor(s) for s in heat_sh]
+    zcount = [Fraction(0)] * zones
+    for i, s in enumerate(count_sh):
+        zcount[zone_of[i]] += s
+    zshare = [max(1, _ceil(s)) for s in zcount]
+    # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
+    split_above = _floor(max((s for s, e in zip(heat_sh, elig, strict=True) if e),
+                             default=Fraction(0)))
+    split = _split_flags(problem.partitions, heat, split_above)
+    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids,
+                                 replicas or dense_replicas)
     budget = -1 if problem.moves_max is None else problem.moves_max
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,

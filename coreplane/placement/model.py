@@ -6,10 +6,9 @@ Owns the public value types of the solver and the checks that turn bad input int
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn, overload
 
 from coreplane.errors import InvalidArgument
 
@@ -18,8 +17,10 @@ __all__ = [
     "DEAD",
     "DRAINING",
     "NODE_STATES",
+    "Assignment",
     "Metrics",
     "Move",
+    "MoveList",
     "Node",
     "Partition",
     "Plan",
@@ -60,6 +61,31 @@ class Partition:
     heat: int = 1
 
 
+class Assignment(dict[str, tuple[str, ...]]):
+    """A read-only partition id -> replica node ids mapping.
+
+    Plans hand their result over as one, and a Problem keeps one as is, so the dense form the
+    solver already computed (`dense`, a memo: sorted node ids, sorted partition ids, CSR offsets
+    and node indexes) follows the assignment into the next event instead of being rebuilt from
+    100k string tuples.
+    """
+
+    __slots__ = ("dense",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dense: tuple[list[str], list[str], Sequence[int], Sequence[int]] | None = None
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("Assignment is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Assignment, (dict(self),))
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything one solve depends on; `assignment` maps partition id -> replica node ids.
@@ -77,7 +103,8 @@ class Problem:
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))
         object.__setattr__(self, "partitions", tuple(self.partitions))
-        object.__setattr__(self, "assignment", MappingProxyType(dict(self.assignment)))
+        if not isinstance(self.assignment, Assignment):
+            object.__setattr__(self, "assignment", Assignment(self.assignment))
         _validate(self)
 
 
@@ -163,6 +190,52 @@ class Move(NamedTuple):
     wave: int
 
 
+class MoveList(Sequence[Move]):
+    """The plan's moves as a lazy, immutable sequence of `Move`.
+
+    A bootstrap at 100k partitions has 300k moves; building 300k objects would cost more than
+    the solve, so the dense lists are kept and a `Move` is made when one is looked at.
+    """
+
+    __slots__ = ("_nodes", "_parts", "_raw")
+
+    def __init__(self, parts: Sequence[str], nodes: Sequence[str | None],
+                 raw: tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int]]) -> None:
+        self._parts = parts
+        self._nodes = nodes  # index -1 (no source or no target) must map to None
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw[0])
+
+    @overload
+    def __getitem__(self, i: int) -> Move: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Move, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Move | tuple[Move, ...]:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        mp, ms, md, mw = self._raw
+        return Move(self._parts[mp[i]], self._nodes[ms[i]], self._nodes[md[i]], mw[i])
+
+    def __iter__(self) -> Iterator[Move]:
+        parts, nodes = self._parts, self._nodes
+        for p, s, t, w in zip(*self._raw, strict=True):
+            yield Move(parts[p], nodes[s], nodes[t], w)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"MoveList({list(self)!r})"
+
+
 @dataclass(frozen=True)
 class Metrics:
     """Plan quality; floats appear only here, never in anything the plan depends on.
@@ -191,7 +264,7 @@ class Plan:
 
     feasible: bool
     reason: str
-    moves: tuple[Move, ...]
+    moves: Sequence[Move]
     assignment: Mapping[str, tuple[str, ...]]
     split_candidates: tuple[str, ...]
     metrics: Metrics

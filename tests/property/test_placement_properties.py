@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from coreplane.placement import Node, Partition, Plan, Problem, available_backends, solve
 from coreplane.placement import events as ev
-from coreplane.placement.bounds import compile_problem, hard_lower_bound_dense
+from coreplane.placement.bounds import compile_problem, dense_replicas, hard_lower_bound_dense
+from coreplane.placement.model import Assignment
 
 EVENTS = ("none", "add", "dead", "drain", "heat", "rf", "budget")
 
@@ -82,6 +83,13 @@ def _solve_all(problem: Problem) -> Plan:
     plans = [solve(problem, backend=b) for b in available_backends()]
     for other in plans[1:]:
         assert other.canonical() == plans[0].canonical()
+    for plan in plans:  # the dense memo a plan leaves behind is the assignment it describes
+        memo = plan.assignment.dense if isinstance(plan.assignment, Assignment) else None
+        if plan.feasible and memo is not None:
+            node_ids, part_ids, off, rep = memo
+            fresh = dense_replicas(part_ids, plan.assignment,
+                                   {n: i for i, n in enumerate(node_ids)})
+            assert (list(off), list(rep)) == fresh
     return plans[0]
 
 

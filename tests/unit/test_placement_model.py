@@ -21,7 +21,8 @@ from coreplane.placement import (
     solve,
 )
 from coreplane.placement import events as ev
-from coreplane.placement.bounds import compile_problem, water_fill
+from coreplane.placement.bounds import compile_problem, dense_replicas, water_fill
+from coreplane.placement.model import Assignment
 
 
 def _nodes(zones: int, per_zone: int) -> list[Node]:
@@ -166,3 +167,31 @@ def test_require_ext_fails_loudly_without_the_kernel() -> None:
     quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                            check=True)
     assert quiet.stdout.strip() == "python"
+
+
+def test_assignment_is_read_only_and_plans_hand_one_over() -> None:
+    problem = ev.bootstrap(_nodes(3, 2), _parts(4))
+    plan = solve(problem)
+    with pytest.raises(TypeError):
+        plan.assignment["p000"] = ()  # type: ignore[index]
+    with pytest.raises(TypeError):
+        plan.assignment.update({})  # type: ignore[attr-defined]
+    assert ev.after(problem, plan).assignment is plan.assignment
+
+
+def test_compiled_replicas_match_the_python_loop() -> None:
+    kernel = pytest.importorskip("coreplane.placement._kernel")
+    problem = ev.bootstrap(_nodes(3, 3), _parts(30))
+    plan = solve(problem)
+    d = compile_problem(ev.after(problem, plan))
+    idx = {n: i for i, n in enumerate(d.node_ids)}
+    fresh = Assignment(dict(plan.assignment))
+    assert kernel.dense_replicas(d.part_ids, fresh, idx) == dense_replicas(d.part_ids, fresh, idx)
+
+
+def test_moves_are_a_lazy_sequence_of_moves() -> None:
+    plan = solve(ev.bootstrap(_nodes(3, 1), _parts(2)))
+    moves = list(plan.moves)
+    assert len(plan.moves) == 6 and plan.moves[0] == moves[0] and plan.moves[-1] == moves[-1]
+    assert plan.moves[1:3] == tuple(moves[1:3])
+    assert moves[0].source is None and moves[0].target is not None
