@@ -125,7 +125,7 @@ def build_conf(
     log_compaction_min_entries: int = 5000,
     log_compaction_min_time_s: int = 300,
     bind_address: str | None = None,
-    bind_retries: int = 30,
+    bind_retries: int = 15,
 ) -> SyncObjConf:
     """A validated SyncObjConf. With an LmdbJournal, `dump_file` is its snapshot marker."""
     timing.validate()
