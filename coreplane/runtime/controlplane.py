@@ -379,11 +379,12 @@ class ControlPlane:
             self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
-        """Hand over leadership when a committed stepdown entry names this node."""
+        """Hand over leadership when a stepdown entry committed during this leadership (after
+        its Leader entry) names this node; older requests were for an earlier term."""
         with self._sm_lock:
             request = self._sm.machine_states.get(STEPDOWN_MACHINE)
-        if (isinstance(request, list) and request[0] == self.node_id
-                and request[1] > self._stepdown_handled):
+        since = max(self._stepdown_handled, self._emitted_token or 0)
+        if isinstance(request, list) and request[0] == self.node_id and request[1] > since:
             self._stepdown_handled = request[1]
             engine.transfer_leadership(lambda _result, _code: None)
 
