@@ -117,15 +117,18 @@ class KV:
         """(value, mod_revision) or None; linearizable unless `stale_ok`."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        return self._cp.read(lambda sm: sm.kv.get(key), stale_ok=stale_ok, timeout_s=timeout_s)
+        got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
+                                                      stale_ok=stale_ok, timeout_s=timeout_s)
+        return got
 
     def range(self, prefix: str, *, limit: int = 0, stale_ok: bool = False,
               timeout_s: float | None = None) -> list[tuple[str, bytes, int]]:
         """Keys with `prefix` in key order as (key, value, mod_revision)."""
         if not isinstance(prefix, str):
             raise InvalidArgument("prefix", "must be a str")
-        return self._cp.read(lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok,
-                             timeout_s=timeout_s)
+        items: list[tuple[str, bytes, int]] = self._cp.read(
+            lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
+        return items
 
 
 class ControlPlane:
@@ -490,11 +493,13 @@ class ControlPlane:
     def _with_session(self, command: C.Command) -> C.Command:
         if not isinstance(command, C._Base):
             raise InvalidArgument("command", f"{type(command).__name__} is not a command")
-        if "client_id" not in command.TYPES or getattr(command, "client_id", ""):
+        fields: Any = command  # every client command has client_id and seq (commands.py)
+        if "client_id" not in fields.TYPES or fields.client_id:
             return command
         with self._seq_lock:
             seq = next(self._seq)
-        return dataclasses.replace(command, client_id=self._client_id, seq=seq)  # type: ignore[type-var]
+        with_session: C.Command = dataclasses.replace(fields, client_id=self._client_id, seq=seq)
+        return with_session
 
     # ------------------------------------------------------------------------ reads
 
