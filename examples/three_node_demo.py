@@ -64,7 +64,9 @@ def run(base: Path) -> int:
         t = time.monotonic()
         cluster.start_all()
         leader = cluster.wait_leader(timeout_s=15)
-        say(f"leader elected: {leader}, {time.monotonic() - t:.2f}s after the processes started")
+        token1 = cluster.status(leader)["fencing_token"]
+        say(f"leader elected: {leader} (fencing token {token1}), "
+            f"{time.monotonic() - t:.2f}s after the processes started")
         followers = [n for n in cluster.nodes if n != leader]
 
         say("writing 30 keys through the leader and 10 through a follower (forwarded)")
@@ -85,6 +87,8 @@ def run(base: Path) -> int:
         say(f"new leader: {new_leader}, established {t_elected:.2f}s after the kill; "
             f"first acknowledged write {first_write or float('nan'):.2f}s after the kill")
         checks.check(new_leader != leader, "a different node leads after the kill")
+        token2 = cluster.status(new_leader)["fencing_token"]
+        checks.check(token2 > token1, f"the new leader's fencing token {token2} > {token1}")
         checks.check(len(acked) == 60, f"{len(acked)}/60 writes acknowledged across failover")
         verify(cluster, acked, checks, "after failover (2 nodes)")
 
