@@ -176,18 +176,34 @@ def greedy(d: Dense) -> list[tuple[int, int, int]]:
             moved(p, dst)
         moves.extend((p, src, -1) for src in bad[need:])
     elig = [n for n in range(n_nodes) if d.elig[n]]
-    for _ in range(len(d.rep) + 1):  # balance: fullest -> emptiest
-        hi_n = max(elig, key=lambda n: (fill(n), -n))
-        lo_n = min(elig, key=lambda n: (fill(n), n))
-        if count[hi_n] <= d.hi[hi_n] and count[lo_n] >= d.lo[lo_n]:
-            break
-        cand = [p for p in sorted(on[hi_n])
-                if d.zone[lo_n] == d.zone[hi_n] or all(d.zone[n] != d.zone[lo_n] for n in reps[p])]
-        if not cand or fill(hi_n) <= fill(lo_n):
-            break
-        take(cand[0], hi_n)
-        put(cand[0], lo_n)
-        moves.append((cand[0], hi_n, lo_n))
+
+    def shift(src: int, dst: int) -> bool:
+        z = d.zone[dst]
+        for p in sorted(on[src]):
+            if d.zone[src] == z or all(d.zone[m] != z for m in reps[p]):
+                take(p, src)
+                put(p, dst)
+                moves.append((p, src, dst))
+                return True
+        return False
+
+    for z in range(d.zones):  # balance inside each zone: fullest -> emptiest, like PD
+        members = [n for n in elig if d.zone[n] == z]
+        for _ in range(len(d.rep) + 1):
+            if not members:
+                break
+            src = max(members, key=lambda n: (fill(n), -n))
+            dst = min(members, key=lambda n: (fill(n), n))
+            if (count[src] <= d.hi[src] and count[dst] >= d.lo[dst]) or src == dst:
+                break
+            if not shift(src, dst):
+                break
+    for dst in elig:  # zone totals moved (weights changed): fill what is left across zones
+        while count[dst] < d.lo[dst]:
+            donors = sorted((n for n in elig if d.zone[n] != d.zone[dst] and count[n] > d.lo[n]),
+                            key=lambda n: (-fill(n), n))
+            if not any(shift(src, dst) for src in donors[:8]):
+                break
     for n in sorted(elig, key=lambda n: (-heat[n], n)):  # heat
         for _ in range(8):
             if heat[n] <= d.hcap[n] or count[n] <= d.lo[n]:

@@ -379,12 +379,12 @@ cdef int64_t wanted_zone(S *s, int64_t p, int64_t *need) noexcept nogil:
 
 cdef int64_t pick_shed(S *s, int64_t n, int64_t *need, bint restrict) noexcept nogil:
     """_pure._shed's choice: hottest movable from a hot node, else coldest, in the pool."""
-    cdef int64_t i, p, hot = -1, cold = -1
+    cdef int64_t i, p, hot = -1, cold = -1, excess = s.nheat[n] - s.hfair[n]
     for i in range(s.nr_len[n]):
         p = s.nr[n][i]
         if restrict and wanted_zone(s, p, need) < 0:
             continue
-        if not s.split[p] and (hot < 0 or s.heat[p] > s.heat[hot]
+        if not s.split[p] and s.heat[p] <= excess and (hot < 0 or s.heat[p] > s.heat[hot]
                                or (s.heat[p] == s.heat[hot] and p < hot)):
             hot = p
         if cold < 0 or s.heat[p] < s.heat[cold] or (s.heat[p] == s.heat[cold] and p < cold):
@@ -467,8 +467,9 @@ cdef int64_t place(S *s) noexcept nogil:
                 continue
             for k in range(2):
                 if peek(s, &heaps[2 * z + k], k, &key, &node):
-                    if (not have or k < bk or (k == bk and (zkey(s, z) < bz or (
-                            zkey(s, z) == bz and (key < bkey or (key == bkey and node < bn)))))):
+                    if (not have or k < bk or (k == bk and (key < bkey or (
+                            key == bkey and (zkey(s, z) < bz or (
+                                zkey(s, z) == bz and node < bn)))))):
                         have = True
                         bk = k
                         bz = zkey(s, z)

@@ -118,7 +118,9 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
     A replica can land on a node below its band if that node is in the shedding node's zone, or
     in a zone the partition does not use yet; shedding those first makes each shed move also
     fill a deficit, so one move does both jobs (this is what keeps moves at the lower bound
-    when zone shares shift). Among them: hottest first from a hot node, else coldest.
+    when zone shares shift). Among them, from a node above its heat cap: the hottest replica no
+    hotter than the node's heat above its fair share (shedding a huge one only moves the
+    problem to the receiver); else the coldest.
     """
     d = s.d
     need = [0] * d.zones  # replicas still wanted by nodes below their band, per zone
@@ -133,7 +135,8 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
             if need[home] <= 0:
                 good = [p for p in reps if _wanted_zone(s, p, need) >= 0]
                 pool = good or pool
-            cool = [p for p in pool if not d.split[p]]
+            excess = s.nheat[n] - d.hfair[n]
+            cool = [p for p in pool if not d.split[p] and d.heat[p] <= excess]
             if s.nheat[n] > d.hcap[n] and cool:
                 p = max(cool, key=lambda q: (d.heat[q], -q))
             else:
@@ -167,8 +170,9 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
 def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
     """Place each orphan (hottest first) on the coolest node of the best free zone.
 
-    Key: (not a deficit node, zone fill, node heat key, node index). Returns -1 or the index of a
-    partition that found no node.
+    Key: (not a deficit node, node heat key, zone fill, node index): a hot replica goes to the
+    coolest node that needs replicas, whatever its zone. Returns -1 or the index of a partition
+    that found no node.
     """
     d = s.d
     heaps: list[list[list[tuple[int, int]]]] = [[[], []] for _ in range(d.zones)]
@@ -189,7 +193,7 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
             for k in (0, 1):
                 top = _peek(s, heaps[z][k], k)
                 if top is not None:
-                    cand = (k, s.zkey(z), top[0], top[1])
+                    cand = (k, top[0], s.zkey(z), top[1])
                     if best is None or cand < best:
                         best = cand
                     break
