@@ -70,9 +70,13 @@ class FAIL:
 
 
 class SnapshotSource(Protocol):
-    """What the engine needs from the state it replicates to compact the log."""
+    """What the engine needs from the state it replicates to compact the log.
 
-    def snapshot(self) -> bytes: ...
+    `snapshot_view` runs on the tick thread at exactly the snapshot's index and must be cheap
+    (capture, not encode); the bytes it promises are produced on the snapshot writer thread.
+    """
+
+    def snapshot_view(self) -> Callable[[], bytes]: ...
 
     def restore(self, data: bytes) -> None: ...
 
@@ -224,12 +228,7 @@ class RaftEngine(SyncObj):
         if journal is not None and snapshot_source is not None:
             source = snapshot_source
 
-            def capture() -> Callable[[], bytes]:
-                # The state is mutable and the tick thread applies the next entry right after:
-                # encode now, at exactly the snapshot's index; the LMDB write runs off-thread.
-                data = source.snapshot()
-                return lambda: data
-
+            capture = source.snapshot_view  # tick thread: capture; writer thread: encode
             restore = source.restore
         with _journal_installed(journal, capture, restore) as installed:
             super().__init__(self_node, list(other_nodes), conf, **kwargs)

@@ -665,9 +665,9 @@ class _SnapshotSource:
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
 
-    def snapshot(self) -> bytes:
+    def snapshot_view(self) -> Callable[[], bytes]:
         with self._cp._sm_lock:
-            return self._cp._sm.snapshot()
+            return self._cp._sm.snapshot_view()
 
     def restore(self, data: bytes) -> None:
         with self._cp._sm_lock:
