@@ -15,7 +15,9 @@ Why the shape:
 - group commit: the journal is flushed before the wire sends anything (the transport's
   ``on_before_send``) and at the end of every tick;
 - no private (name-mangled) pysyncobj method is overridden; only its public and single-underscore
-  methods are called (`getStatus`, `_isLeader`, `_getLeader`, `_getTerm`, `transferLeadership`);
+  methods are called (`getStatus`, `_isLeader`, `_getLeader`, `_getTerm`, `transferLeadership`).
+  One upstream behaviour is corrected from outside: the journal is wrapped in
+  `engine_overrides.ConflictAwareLog`, so a follower truncates its log only on a term conflict;
 - the engine stays constructible with ``auto_tick=False`` and an injected transport class and
   journal, so a simulation can drive ``doTick()`` by hand.
 
@@ -36,6 +38,7 @@ from pysyncobj.node import Node
 
 from coreplane.errors import InvalidArgument
 from coreplane.raft import seams, serialization
+from coreplane.raft.engine_overrides import ConflictAwareLog
 from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 from coreplane.raft.wire import PeerNode, make_transport_class
 
@@ -218,6 +221,8 @@ class RaftEngine(SyncObj):
         (conf.fullDumpFile must be its marker path); without, conf's own hooks apply."""
         # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
         self._apply_fn = apply_fn
+        if journal is not None:
+            journal = ConflictAwareLog(journal)  # truncate on term conflicts only (Raft §5.3)
         self._cp_journal = journal
         self._cp_installed: list[Any] = []
         serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
