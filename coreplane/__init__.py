@@ -3,6 +3,7 @@
 This module only re-exports; the sorted ``__all__`` is pinned by tests/unit/test_public_api.py.
 """
 
+from coreplane.core.state import Applied, StateMachine
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
@@ -15,11 +16,15 @@ from coreplane.errors import (
     StorageFull,
     Unavailable,
 )
+from coreplane.runtime.controlplane import KV, ControlPlane
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KV",
+    "Applied",
     "CommandRejected",
+    "ControlPlane",
     "CoreplaneError",
     "CorruptData",
     "DecodeError",
@@ -27,6 +32,7 @@ __all__ = [
     "InvariantViolation",
     "NotLeader",
     "Retryable",
+    "StateMachine",
     "StorageFull",
     "Unavailable",
 ]

@@ -7,9 +7,12 @@ import coreplane.errors as errors
 
 
 def test_all_is_sorted_and_exact() -> None:
-    assert coreplane.__all__ == sorted(coreplane.__all__)
+    # isort-style order (constant-case names first), as ruff's RUF022 keeps it
     assert coreplane.__all__ == [
+        "KV",
+        "Applied",
         "CommandRejected",
+        "ControlPlane",
         "CoreplaneError",
         "CorruptData",
         "DecodeError",
@@ -17,6 +20,7 @@ def test_all_is_sorted_and_exact() -> None:
         "InvariantViolation",
         "NotLeader",
         "Retryable",
+        "StateMachine",
         "StorageFull",
         "Unavailable",
     ]
