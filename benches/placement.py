@@ -89,14 +89,17 @@ def score(problem: Problem, d: Dense, assignment: Any, moves: int, waves: int) -
             heat[n] += h
     band = 0
     ratio = 0.0
+    spread = 0.0  # the largest |count / fair count - 1|: how far the worst node is off
     for n in range(len(count)):
         if not d.elig[n]:
             band += count[n] > 0
             continue
         band += not d.lo[n] <= count[n] <= d.hi[n]
+        spread = max(spread, abs(count[n] / d.tq[n] - 1))
         if d.hfair[n]:
             ratio = max(ratio, heat[n] / d.hfair[n])
     return {"moves": moves, "band_violations": band, "heat_max_over_fair": round(ratio, 4),
+            "count_max_off_fair": round(spread, 4),
             "hard_violations": len(ev.hard_violations(problem, assignment)), "waves": waves}
 
 
@@ -337,8 +340,9 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
                          **score(problem, d, plan.assignment, len(plan.moves),
                                  plan.metrics.waves)}
         if event == "budget":
-            rec["band_violations_before"] = score(problem, d, problem.assignment, 0,
-                                                  0)["band_violations"]
+            before = score(problem, d, problem.assignment, 0, 0)
+            rec["band_violations_before"] = before["band_violations"]
+            rec["count_max_off_fair_before"] = before["count_max_off_fair"]
         if with_twin:
             twin, tt = solve_timed(problem, backend="python")
             rec["twin"] = {"solve_s": sum(tt.values()), **tt,
@@ -405,6 +409,9 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                 if event == "budget":
                     entry["band_violations_before"] = sum(r["band_violations_before"]
                                                           for r in ok)
+                    entry["count_max_off_fair_before"] = max(r["count_max_off_fair_before"]
+                                                             for r in ok)
+                    entry["count_max_off_fair"] = max(x["count_max_off_fair"] for x in k)
                 for base in ("greedy", "rendezvous"):
                     bs = [r[base] for r in ok if base in r]
                     if bs:
@@ -415,6 +422,7 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                                                  for x, r in zip(bs, ok, strict=True)),
                             "heat_max_over_fair": max(x["heat_max_over_fair"] for x in bs),
                             "band_violations": sum(x["band_violations"] for x in bs),
+                            "count_max_off_fair": max(x["count_max_off_fair"] for x in bs),
                             "hard_violations": sum(x["hard_violations"] for x in bs),
                             "waves": max(x["waves"] for x in bs)}
             per_event[event] = entry

@@ -11,6 +11,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy
 from cpython cimport array
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 import array as _array
 
 cdef array.array _QARRAY = _array.array("q")
@@ -380,14 +382,19 @@ cdef int64_t wanted_zone(S *s, int64_t p, int64_t *need) noexcept nogil:
 cdef int64_t pick_shed(S *s, int64_t n, int64_t *need, bint restrict) noexcept nogil:
     """_pure._shed's choice: hottest movable from a hot node, else coldest, in the pool."""
     cdef int64_t i, p, hot = -1, cold = -1, excess = s.nheat[n] - s.hfair[n]
+    cdef bint better_hot, better_cold
     for i in range(s.nr_len[n]):
         p = s.nr[n][i]
-        if restrict and wanted_zone(s, p, need) < 0:
+        better_hot = (not s.split[p] and s.heat[p] <= excess and (
+            hot < 0 or s.heat[p] > s.heat[hot] or (s.heat[p] == s.heat[hot] and p < hot)))
+        better_cold = (cold < 0 or s.heat[p] < s.heat[cold]
+                       or (s.heat[p] == s.heat[cold] and p < cold))
+        # the zone test is the costly one: only for a replica that would win
+        if not (better_hot or better_cold) or (restrict and wanted_zone(s, p, need) < 0):
             continue
-        if not s.split[p] and s.heat[p] <= excess and (hot < 0 or s.heat[p] > s.heat[hot]
-                               or (s.heat[p] == s.heat[hot] and p < hot)):
+        if better_hot:
             hot = p
-        if cold < 0 or s.heat[p] < s.heat[cold] or (s.heat[p] == s.heat[cold] and p < cold):
+        if better_cold:
             cold = p
     if cold < 0:
         return -1
@@ -402,20 +409,33 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
     for n in range(s.N):
         if s.elig[n] and s.count[n] < s.lo[n]:
             need[s.zone[n]] += s.lo[n] - s.count[n]
+    cdef Heap over
+    over.key = NULL
+    over.val = NULL
+    over.size = 0
+    over.cap = 0
     for n in range(s.N):
-        while s.elig[n] and s.count[n] > s.hi[n] and allowance > 0:
-            home = s.zone[n]
-            p = -1
-            if need[home] <= 0:
-                p = pick_shed(s, n, need, True)
-            if p < 0:
-                p = pick_shed(s, n, need, False)
-            z = home if need[home] > 0 else wanted_zone(s, p, need)
-            if z >= 0:
-                need[z] -= 1
-            remove(s, p, n)
-            orphan(s, p, n)
-            allowance -= 1
+        if s.elig[n] and s.count[n] > s.hi[n]:
+            heap_push(&over, -fill(s, n), n)
+    while over.size > 0 and allowance > 0:
+        n = over.val[0]
+        heap_pop(&over)
+        home = s.zone[n]
+        p = -1
+        if need[home] <= 0:
+            p = pick_shed(s, n, need, True)
+        if p < 0:
+            p = pick_shed(s, n, need, False)
+        z = home if need[home] > 0 else wanted_zone(s, p, need)
+        if z >= 0:
+            need[z] -= 1
+        remove(s, p, n)
+        orphan(s, p, n)
+        allowance -= 1
+        if s.count[n] > s.hi[n]:
+            heap_push(&over, -fill(s, n), n)
+    free(over.key)
+    free(over.val)
     free(need)
     return allowance
 
@@ -547,28 +567,41 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.lo[n]:
             heap_push(&donors[s.zone[n]], -fill(s, n), n)
-    for dst in range(s.N):
-        while s.elig[dst] and s.count[dst] < s.lo[dst] and allowance > 0:
-            z = s.zone[dst]
-            h = &donors[z]
-            donor = -1
-            while h.size > 0:
-                e = h.val[0]
-                if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e):
-                    donor = e
-                    break
-                heap_pop(h)
-            p = pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+    cdef Heap short
+    short.key = NULL
+    short.val = NULL
+    short.size = 0
+    short.cap = 0
+    for n in range(s.N):
+        if s.elig[n] and s.count[n] < s.lo[n]:
+            heap_push(&short, fill(s, n), n)
+    while short.size > 0 and allowance > 0:
+        dst = short.val[0]
+        heap_pop(&short)
+        z = s.zone[dst]
+        h = &donors[z]
+        donor = -1
+        while h.size > 0:
+            e = h.val[0]
+            if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e):
+                donor = e
+                break
+            heap_pop(h)
+        p = pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+        if p < 0:
+            donor = cross_zone_donor(s, dst, &p)
             if p < 0:
-                donor = cross_zone_donor(s, dst, &p)
-                if p < 0:
-                    break
-            remove(s, p, donor)
-            add(s, p, dst)
-            record(s, p, donor, dst)
-            allowance -= 1
-            if s.count[donor] > s.lo[donor]:
-                heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
+                continue
+        remove(s, p, donor)
+        add(s, p, dst)
+        record(s, p, donor, dst)
+        allowance -= 1
+        if s.count[donor] > s.lo[donor]:
+            heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
+        if s.count[dst] < s.lo[dst]:
+            heap_push(&short, fill(s, dst), dst)
+    free(short.key)
+    free(short.val)
     for z in range(s.Z):
         free(donors[z].key)
         free(donors[z].val)
@@ -576,7 +609,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
     return allowance
 
 
-cdef void cool(S *s, int64_t allowance) noexcept nogil:
+cdef int64_t cool(S *s, int64_t allowance) noexcept nogil:
     cdef int64_t *ecap = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, i, j, p, no = 0, r, t, q, room, excess, back
@@ -628,6 +661,83 @@ cdef void cool(S *s, int64_t allowance) noexcept nogil:
             record(s, q, t, n)
             allowance -= 1
     free(ecap)
+    free(order)
+    return allowance
+
+
+cdef inline int64_t fair_key(S *s, int64_t heat, int64_t n) noexcept nogil:
+    cdef int64_t f = s.hfair[n]
+    if f < 1:
+        f = 1
+    return (heat << SHIFT) // f
+
+
+cdef void shave(S *s, int64_t allowance) noexcept nogil:
+    """_pure._shave: one move off each node above the unavoidable ratio U."""
+    cdef int64_t *movable = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, i, j, p, top, ukey = 0, no = 0, r, h, t, m, k
+    cdef bint ok
+    for n in range(s.N):
+        top = 0
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                movable[n] += s.heat[p]
+                if s.heat[p] > top:
+                    top = s.heat[p]
+        if s.elig[n] and fair_key(s, top, n) > ukey:
+            ukey = fair_key(s, top, n)
+    for n in range(s.N):
+        if s.elig[n] and movable[n] > s.hcap[n] and fair_key(s, movable[n], n) > ukey:
+            order[no].a = -fair_key(s, movable[n], n)
+            order[no].b = n
+            order[no].c = 0
+            no += 1
+    qsort(order, no, sizeof(Pair), _cmp_triple)
+    for i in range(no):
+        if allowance <= 0:
+            break
+        n = order[i].b
+        if s.count[n] <= s.lo[n]:
+            continue
+        r = -1
+        for j in range(s.nr_len[n]):  # smallest replica that brings n to U
+            p = s.nr[n][j]
+            if s.split[p] or s.heat[p] <= 0 or fair_key(s, movable[n] - s.heat[p], n) > ukey:
+                continue
+            if r < 0 or s.heat[p] < s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
+                r = p
+        if r < 0:  # none does: the hottest one
+            for j in range(s.nr_len[n]):
+                p = s.nr[n][j]
+                if s.split[p] or s.heat[p] <= 0:
+                    continue
+                if r < 0 or s.heat[p] > s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
+                    r = p
+        if r < 0:
+            continue
+        h = s.heat[r]
+        t = -1
+        for m in range(s.N):
+            if (not s.elig[m] or m == n or s.count[m] >= s.hi[m]
+                    or fair_key(s, movable[m] + h, m) > ukey):
+                continue
+            ok = True
+            for k in range(s.pn_len[r]):
+                if s.pn[r * s.RMAX + k] != n and s.zone[s.pn[r * s.RMAX + k]] == s.zone[m]:
+                    ok = False
+            if ok and (t < 0 or hkey(s, m) < hkey(s, t)):
+                t = m
+        if t < 0:
+            continue
+        remove(s, r, n)
+        add(s, r, t)
+        record(s, r, n, t)
+        movable[n] -= h
+        movable[t] += h
+        allowance -= 1
+    free(movable)
     free(order)
 
 
@@ -850,7 +960,8 @@ def solve_dense(d):
                 arg = failed
             else:
                 allowance = fill_deficits(&s, allowance)
-                cool(&s, allowance)
+                allowance = cool(&s, allowance)
+                shave(&s, allowance)
                 mw = waves(&s)
     try:
         if status != 0:
@@ -897,3 +1008,34 @@ def dense_replicas(list part_ids, object assignment, dict node_idx):
             total += k
         off.append(total)
     return off, rep
+
+
+def remap_nodes(object rep, list remap):
+    """`[remap[n] for n in rep]` as an array('q'): node indexes after nodes joined."""
+    cdef Py_ssize_t i, n = len(rep), m = len(remap)
+    cdef array.array out = array.clone(_QARRAY, n, False)
+    cdef long long *o = out.data.as_longlongs
+    cdef int64_t *table = to_c(remap, m)
+    cdef int64_t *src = to_c(rep, n)
+    for i in range(n):
+        o[i] = table[src[i]]
+    free(table)
+    free(src)
+    return out
+
+
+def touched_rows(list part_ids, list node_ids, object tp, object toff, object tn):
+    """(partition id, replica node ids) for each touched partition, as `backend` builds them."""
+    cdef list out = []
+    cdef Py_ssize_t i, j, lo, hi
+    cdef tuple row
+    for i in range(len(tp)):
+        lo = toff[i]
+        hi = toff[i + 1]
+        row = PyTuple_New(hi - lo)
+        for j in range(lo, hi):
+            name = node_ids[tn[j]]
+            Py_INCREF(name)
+            PyTuple_SET_ITEM(row, j - lo, name)
+        out.append((part_ids[tp[i]], row))
+    return out

@@ -127,26 +127,31 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
     for n in range(len(d.zone)):
         if d.elig[n] and s.count[n] < d.lo[n]:
             need[d.zone[n]] += d.lo[n] - s.count[n]
-    for n in range(len(d.zone)):
-        while d.elig[n] and s.count[n] > d.hi[n] and allowance > 0:
-            home = d.zone[n]
-            reps = s.node_reps[n]
-            pool = list(reps)
-            if need[home] <= 0:
-                good = [p for p in reps if _wanted_zone(s, p, need) >= 0]
-                pool = good or pool
-            excess = s.nheat[n] - d.hfair[n]
-            cool = [p for p in pool if not d.split[p] and d.heat[p] <= excess]
-            if s.nheat[n] > d.hcap[n] and cool:
-                p = max(cool, key=lambda q: (d.heat[q], -q))
-            else:
-                p = min(pool, key=lambda q: (d.heat[q], q))
-            z = home if need[home] > 0 else _wanted_zone(s, p, need)
-            if z >= 0:
-                need[z] -= 1
-            s.remove(p, n)
-            orphans.append((p, n))
-            allowance -= 1
+    # Fullest node first, one replica at a time: with a budget the moves go where the excess is.
+    over = [(-s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] > d.hi[n]]
+    heapq.heapify(over)
+    while over and allowance > 0:
+        _, n = heapq.heappop(over)
+        home = d.zone[n]
+        reps = s.node_reps[n]
+        pool = list(reps)
+        if need[home] <= 0:
+            good = [p for p in reps if _wanted_zone(s, p, need) >= 0]
+            pool = good or pool
+        excess = s.nheat[n] - d.hfair[n]
+        cool = [p for p in pool if not d.split[p] and d.heat[p] <= excess]
+        if s.nheat[n] > d.hcap[n] and cool:
+            p = max(cool, key=lambda q: (d.heat[q], -q))
+        else:
+            p = min(pool, key=lambda q: (d.heat[q], q))
+        z = home if need[home] > 0 else _wanted_zone(s, p, need)
+        if z >= 0:
+            need[z] -= 1
+        s.remove(p, n)
+        orphans.append((p, n))
+        allowance -= 1
+        if s.count[n] > d.hi[n]:
+            heapq.heappush(over, (-s.fill(n), n))
 
 
 def _wanted_zone(s: _State, p: int, need: list[int]) -> int:
@@ -240,7 +245,10 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
 
 
 def _fill_deficits(s: _State, allowance: int) -> int:
-    """Bring every node up to its band from the fullest node of its zone, else of another zone."""
+    """Bring every node up to its band from the fullest node of its zone, else of another zone.
+
+    Always the emptiest node next, so a budget (moves_max) is spent where imbalance is worst.
+    """
     d = s.d
     donors: list[list[tuple[int, int]]] = [[] for _ in range(d.zones)]
     for n in range(len(d.zone)):
@@ -248,28 +256,33 @@ def _fill_deficits(s: _State, allowance: int) -> int:
             donors[d.zone[n]].append((-s.fill(n), n))
     for h in donors:
         heapq.heapify(h)
-    for dst in range(len(d.zone)):
-        while d.elig[dst] and s.count[dst] < d.lo[dst] and allowance > 0:
-            z = d.zone[dst]
-            heap = donors[z]
-            donor = -1
-            while heap:
-                key, e = heap[0]
-                if s.count[e] > d.lo[e] and key == -s.fill(e):
-                    donor = e
-                    break
-                heapq.heappop(heap)
-            p = _pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+    # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
+    short = [(s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
+    heapq.heapify(short)
+    while short and allowance > 0:
+        _, dst = heapq.heappop(short)
+        z = d.zone[dst]
+        heap = donors[z]
+        donor = -1
+        while heap:
+            key, e = heap[0]
+            if s.count[e] > d.lo[e] and key == -s.fill(e):
+                donor = e
+                break
+            heapq.heappop(heap)
+        p = _pick_gift(s, donor, dst, -1) if donor >= 0 else -1
+        if p < 0:
+            donor, p = _cross_zone_donor(s, dst)
             if p < 0:
-                donor, p = _cross_zone_donor(s, dst)
-                if p < 0:
-                    break
-            s.remove(p, donor)
-            s.add(p, dst)
-            s.move(p, donor, dst)
-            allowance -= 1
-            if s.count[donor] > d.lo[donor]:
-                heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
+                continue  # nothing can reach this node: it stays short (a band violation)
+        s.remove(p, donor)
+        s.add(p, dst)
+        s.move(p, donor, dst)
+        allowance -= 1
+        if s.count[donor] > d.lo[donor]:
+            heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
+        if s.count[dst] < d.lo[dst]:
+            heapq.heappush(short, (s.fill(dst), dst))
     return allowance
 
 
@@ -285,7 +298,7 @@ def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
     return -1, -1
 
 
-def _cool(s: _State, allowance: int) -> None:
+def _cool(s: _State, allowance: int) -> int:
     """Fix each node above its heat cap with one move, or one swap, to its roomiest zone peer.
 
     The coldest replica that alone removes the excess goes; a node at the bottom of its band
@@ -327,6 +340,54 @@ def _cool(s: _State, allowance: int) -> None:
             s.add(q, n)
             s.move(q, t, n)
             allowance -= 1
+    return allowance
+
+
+def _fair_key(s: _State, heat: int, n: int) -> int:
+    return (heat << SHIFT) // max(1, s.d.hfair[n])
+
+
+def _shave(s: _State, allowance: int) -> None:
+    """One move off each node hotter than the hottest replica anywhere makes some node.
+
+    U = max over nodes of (hottest movable replica on it) / fair heat is a ratio some node keeps
+    whatever the plan; a node above U (split candidates aside) after `_cool` gets one move that
+    brings it to U or closest, to the coolest node in any zone the partition allows that stays
+    <= U. Nodes at U are left alone, so the same replicas are not moved again on every event.
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    movable = [sum(d.heat[p] for p in s.node_reps[n] if not d.split[p]) for n in range(n_nodes)]
+    ukey = 0
+    for n in range(n_nodes):
+        if d.elig[n]:
+            top = max((d.heat[p] for p in s.node_reps[n] if not d.split[p]), default=0)
+            ukey = max(ukey, _fair_key(s, top, n))
+    order = sorted((-_fair_key(s, movable[n], n), n) for n in range(n_nodes)
+                   if d.elig[n] and movable[n] > d.hcap[n] and _fair_key(s, movable[n], n) > ukey)
+    for _, n in order:
+        if allowance <= 0:
+            break
+        cands = [p for p in s.node_reps[n] if not d.split[p] and d.heat[p] > 0]
+        if s.count[n] <= d.lo[n] or not cands:
+            continue
+        enough = [p for p in cands if _fair_key(s, movable[n] - d.heat[p], n) <= ukey]
+        r = (min(enough, key=lambda p: (d.heat[p], p)) if enough
+             else max(cands, key=lambda p: (d.heat[p], -p)))
+        h = d.heat[r]
+        used = {d.zone[m] for m in s.part_reps[r] if m != n}
+        targets = [t for t in range(n_nodes)
+                   if d.elig[t] and t != n and d.zone[t] not in used and s.count[t] < d.hi[t]
+                   and _fair_key(s, movable[t] + h, t) <= ukey]
+        if not targets:
+            continue
+        t = min(targets, key=lambda t: (s.hkey(t), t))
+        s.remove(r, n)
+        s.add(r, t)
+        s.move(r, n, t)
+        movable[n] -= h
+        movable[t] += h
+        allowance -= 1
 
 
 def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[int]:
@@ -369,7 +430,8 @@ def solve_dense(d: Dense) -> Raw:
     if failed >= 0:
         return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], [], [], []
     allowance = _fill_deficits(s, allowance)
-    _cool(s, allowance)
+    allowance = _cool(s, allowance)
+    _shave(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
     touched = sorted(set(s.mp))
     toff = [0]

@@ -11,19 +11,13 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from itertools import compress
 from typing import Any
 
 from coreplane.errors import InvalidArgument, require
 from coreplane.placement import _pure
-from coreplane.placement.bounds import (
-    Dense,
-    Replicas,
-    compile_problem,
-    dense_replicas,
-    lower_bound_dense,
-)
+from coreplane.placement.bounds import Accel, Dense, compile_problem, lower_bound_dense
 from coreplane.placement.model import Assignment, Metrics, MoveList, Plan, Problem
 
 __all__ = ["BACKEND", "available_backends", "solve", "solve_timed"]
@@ -31,7 +25,7 @@ __all__ = ["BACKEND", "available_backends", "solve", "solve_timed"]
 Core = Callable[[Dense], tuple[Any, ...]]
 
 
-def _load_kernel() -> tuple[Core, Replicas] | None:
+def _load_kernel() -> tuple[Core, Accel] | None:
     try:
         kernel = importlib.import_module("coreplane.placement._kernel")
     except ImportError as exc:
@@ -40,13 +34,12 @@ def _load_kernel() -> tuple[Core, Replicas] | None:
                               "coreplane.placement._kernel is not built (pip install .)") from exc
         return None
     solve_dense: Core = kernel.solve_dense
-    replicas: Replicas = kernel.dense_replicas
-    return solve_dense, replicas
+    return solve_dense, Accel(kernel.dense_replicas, kernel.remap_nodes, kernel.touched_rows)
 
 
 _KERNEL = _load_kernel()
 # backend -> (core, compiler of the current replicas); the pure one is all Python.
-_CORES: dict[str, tuple[Core, Replicas]] = {"python": (_pure.solve_dense, dense_replicas)}
+_CORES: dict[str, tuple[Core, Accel]] = {"python": (_pure.solve_dense, Accel())}
 if _KERNEL is not None:
     _CORES["cython"] = _KERNEL
 BACKEND = ("python" if os.environ.get("COREPLANE_PURE_PYTHON") == "1" or _KERNEL is None
@@ -91,8 +84,8 @@ def solve_timed(problem: Problem, *,
     if name not in _CORES:
         raise InvalidArgument("backend", f"must be one of {available_backends()}")
     t0 = time.perf_counter()
-    core, replicas = _CORES[name]
-    d = compile_problem(problem, replicas)
+    core, accel = _CORES[name]
+    d = compile_problem(problem, accel)
     t1 = time.perf_counter()
     timings = {"compile_s": t1 - t0, "core_s": 0.0, "assemble_s": 0.0}
     reason = _precheck(d)
@@ -110,12 +103,12 @@ def solve_timed(problem: Problem, *,
                                       f"constraints need", name)
     else:
         require(status == _pure.OK, f"placement core returned status {status}")
-        plan = _assemble(problem, d, name, raw)
+        plan = _assemble(problem, d, name, raw, accel)
     timings["assemble_s"] = time.perf_counter() - t2
     return plan, timings
 
 
-def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Plan:
+def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel: Accel) -> Plan:
     """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
     lb = int(raw[2])
     mp, ms, md, mw, count, mheat, tp, toff, tn = (list(x) for x in raw[3:12])
@@ -124,14 +117,8 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...]) -> Pl
     moves = MoveList(pid, nid, (mp, ms, md, mw))
     assignment = Assignment(problem.assignment)
     assignment.dense = (d.node_ids, d.part_ids, raw[12], raw[13])
-    names = [nid[n] for n in tn]
-    width = toff[1] if len(toff) > 1 else 0
-    if toff == list(range(0, width * len(tp) + 1, width or 1))[:len(tp) + 1]:
-        rows: Iterable[tuple[str | None, ...]] = zip(*[iter(names)] * width, strict=True)
-    else:
-        rows = (tuple(names[toff[i]:toff[i + 1]]) for i in range(len(tp)))
     # dict.update: the Assignment refuses writes once handed out; this is its construction.
-    dict.update(assignment, zip([pid[p] for p in tp], rows, strict=True))
+    dict.update(assignment, accel.rows(pid, nid, tp, toff, tn))
     band = 0
     hot = 0
     ratio = 0.0

@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from operator import attrgetter, mul
+from typing import Any, NamedTuple
 
 from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
 
-__all__ = ["Dense", "compile_problem", "lower_bound", "water_fill"]
+__all__ = ["Accel", "Dense", "compile_problem", "lower_bound", "water_fill"]
 
 BAND_LO_PCT = 95
 BAND_HI_PCT = 105
@@ -139,10 +140,33 @@ def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]
 
 Replicas = Callable[[list[str], Mapping[str, tuple[str, ...]], dict[str, int]],
                     tuple[list[int], list[int]]]
+Remap = Callable[[Sequence[int], list[int]], Sequence[int]]
+Rows = Callable[[list[str], list[str | None], Sequence[int], Sequence[int], Sequence[int]],
+                list[tuple[str, tuple[str, ...]]]]
+
+
+def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
+    """Node indexes of a CSR after nodes joined (ids sorted: the map is monotonic)."""
+    return [remap[n] for n in rep]
+
+
+def touched_rows(part_ids: list[str], node_ids: list[str | None], tp: Sequence[int],
+                 toff: Sequence[int], tn: Sequence[int]) -> list[tuple[str, tuple[str, ...]]]:
+    """(partition id, replica node ids) of each partition a plan touched."""
+    names: list[Any] = [node_ids[n] for n in tn]  # never None: -1 is not a replica
+    return [(part_ids[p], tuple(names[toff[i]:toff[i + 1]])) for i, p in enumerate(tp)]
+
+
+class Accel(NamedTuple):
+    """The O(P) steps around a solve; the kernel module has compiled twins of each."""
+
+    replicas: Replicas = dense_replicas
+    remap: Remap = remap_nodes
+    rows: Rows = touched_rows
 
 
 def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str, int],
-                      part_ids: list[str], replicas: Replicas
+                      part_ids: list[str], accel: Accel
                       ) -> tuple[Sequence[int], Sequence[int]]:
     """The CSR of the current assignment: the memo a plan left on it, else built (and kept).
 
@@ -156,9 +180,11 @@ def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str,
         if old_nodes == node_ids:
             return off, rep
         if all(nid in node_idx for nid in old_nodes):
-            remap = [node_idx[nid] for nid in old_nodes]
-            return off, [remap[n] for n in rep]
-    off, rep = replicas(part_ids, assignment, node_idx)
+            rep = accel.remap(rep, [node_idx[nid] for nid in old_nodes])
+            if isinstance(assignment, Assignment):
+                assignment.dense = (node_ids, part_ids, off, rep)
+            return off, rep
+    off, rep = accel.replicas(part_ids, assignment, node_idx)
     if isinstance(assignment, Assignment):
         assignment.dense = (node_ids, part_ids, off, rep)
     return off, rep
@@ -196,10 +222,10 @@ def _split_flags(partitions: tuple[Partition, ...], heat: list[int], above: int)
     return out
 
 
-def compile_problem(problem: Problem, replicas: Replicas | None = None) -> Dense:
+def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     """Map ids to dense indexes and derive every integer target the solvers use.
 
-    `replicas` replaces `dense_replicas` (the compiled one, when the kernel backend runs).
+    `accel` swaps in the compiled helpers (when the kernel backend runs); same lists either way.
     """
     node_ids = sorted(n.id for n in problem.nodes)
     node_idx = {nid: i for i, nid in enumerate(node_ids)}
@@ -230,8 +256,7 @@ def compile_problem(problem: Problem, replicas: Replicas | None = None) -> Dense
     split_above = _floor(max((s for s, e in zip(heat_sh, elig, strict=True) if e),
                              default=Fraction(0)))
     split = _split_flags(problem.partitions, heat, split_above)
-    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids,
-                                 replicas or dense_replicas)
+    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel or Accel())
     budget = -1 if problem.moves_max is None else problem.moves_max
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,

@@ -133,6 +133,7 @@ def _validate_nodes(nodes: tuple[Node, ...]) -> set[str]:
 def _validate_partitions(partitions: tuple[Partition, ...], zones: int) -> set[str]:
     seen: set[str] = set()
     heat_total = 0
+    replicas_total = 0
     for i, part in enumerate(partitions):
         where = f"partitions[{i}]"
         if not isinstance(part, Partition):
@@ -150,8 +151,12 @@ def _validate_partitions(partitions: tuple[Partition, ...], zones: int) -> set[s
         if not _is_int(part.heat) or part.heat < 0:
             raise InvalidArgument(f"{where}.heat", "must be an int >= 0")
         heat_total += part.heat * part.rf
+        replicas_total += part.rf
     if heat_total >= HEAT_TOTAL_MAX:
         raise InvalidArgument("partitions", f"total heat must stay below 2**40, got {heat_total}")
+    if heat_total * (replicas_total + 1) >= 1 << 62:  # the kernel multiplies heat by counts
+        raise InvalidArgument("partitions", "total heat times total replicas must stay below "
+                                            "2**62 (use coarser heat units)")
     return seen
 
 
@@ -269,6 +274,14 @@ class Plan:
     split_candidates: tuple[str, ...]
     metrics: Metrics
     backend: str = ""
+
+    def by_wave(self) -> tuple[tuple[Move, ...], ...]:
+        """The moves grouped into execution waves, in wave order (plan order inside a wave)."""
+        count = max((m.wave for m in self.moves), default=-1) + 1
+        groups: list[list[Move]] = [[] for _ in range(count)]
+        for move in self.moves:
+            groups[move.wave].append(move)
+        return tuple(tuple(g) for g in groups)
 
     def canonical(self) -> tuple[object, ...]:
         """A backend-independent value to compare plans byte for byte (excludes `backend`)."""

@@ -21,7 +21,8 @@ EVENTS = ("none", "add", "dead", "drain", "heat", "rf", "budget")
 def instances(draw: st.DrawFn) -> tuple[Problem, str, int]:
     zones = draw(st.integers(2, 5))
     n_nodes = draw(st.integers(zones, 14))
-    nodes = [Node(f"n{i:02d}", f"z{i % zones}", weight=draw(st.integers(1, 3)))
+    nodes = [Node(f"n{i:02d}", f"z{i % zones}", weight=draw(st.integers(1, 3)),
+                  slots=draw(st.sampled_from([1 << 20, 1 << 20, 2, 5, 12])))
              for i in range(n_nodes)]
     n_parts = draw(st.integers(1, 40))
     rf_max = min(3, zones)

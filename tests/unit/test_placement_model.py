@@ -195,3 +195,6 @@ def test_moves_are_a_lazy_sequence_of_moves() -> None:
     assert len(plan.moves) == 6 and plan.moves[0] == moves[0] and plan.moves[-1] == moves[-1]
     assert plan.moves[1:3] == tuple(moves[1:3])
     assert moves[0].source is None and moves[0].target is not None
+    waves = plan.by_wave()
+    assert sum(len(w) for w in waves) == 6 and len(waves) == plan.metrics.waves
+    assert all(m.wave == i for i, w in enumerate(waves) for m in w)
