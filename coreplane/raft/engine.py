@@ -14,19 +14,39 @@ Why the shape:
   ``__dict__`` capture is ignored (attributes set before ``SyncObj.__init__`` are not in it);
 - group commit: the journal is flushed before the wire sends anything (the transport's
   ``on_before_send``) and at the end of every tick;
-- no private (name-mangled) pysyncobj method is overridden; only its public and single-underscore
-  methods are called (`getStatus`, `_isLeader`, `_getLeader`, `_getTerm`, `transferLeadership`).
-  One upstream behaviour is corrected from outside: the journal is wrapped in
-  `engine_overrides.ConflictAwareLog`, so a follower truncates its log only on a term conflict;
+- pysyncobj's private behaviour is corrected in one place, `engine_overrides` (pinned by source
+  hash in `seams`): log safety (truncate only on a term conflict, never a committed entry),
+  a check-quorum lease with leader stickiness, fast failover on a dropped leader connection,
+  adaptive batching with a fair send loop, and a tick that fails for good stops the node;
+- linearizable reads use ReadIndex (`request_read_index`): the leader answers with its commit
+  index once it has committed an entry of its term and either holds a valid lease or a quorum
+  acknowledged a heartbeat sent after the index was taken; a follower asks the leader;
 - the engine stays constructible with ``auto_tick=False`` and an injected transport class and
   journal, so a simulation can drive ``doTick()`` by hand.
+
+Clocks: every Raft decision reads `monotonic_s()` (``pysyncobj.syncobj.monotonicTime`` looked
+up at call time, so a simulated clock reaches it): the leader's lease and its send stamps, a
+follower's stickiness window (its own clock), the failover shortcut, read-index deadlines.
+pysyncobj itself uses the same global for election and heartbeat timers. Nothing here reads the
+wall clock; the runtime stamps wall time into Tick entries.
+
+Timing (defaults, 127.0.0.1): heartbeat 50 ms; election timeout 300..700 ms; a voter ignores
+vote requests for 300 ms after it heard its leader; the leader's lease is
+``300 * (1 - DRIFT_MAX) - auto_tick_ms`` = 274 ms from the send time of the newest heartbeat a
+quorum acknowledged, so a partitioned leader stops acting at least ~26 ms (plus any clock
+drift up to 2 %) before anyone else can be elected. A follower that sees its leader's
+connection drop calls an election right after its 300 ms window (+0..100 ms spread) instead of
+a full election timeout later; a planned restart hands leadership over first
+(`transfer_leadership`, Raft TimeoutNow), during which the old leader stops acting at once.
 
 Must not import coreplane.runtime (layers point down).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,10 +55,17 @@ from typing import Any, Protocol
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.node import Node
+from pysyncobj.transport import TCPTransport
 
 from coreplane.errors import InvalidArgument
 from coreplane.raft import seams, serialization
-from coreplane.raft.engine_overrides import ConflictAwareLog
+from coreplane.raft.engine_overrides import (
+    DRIFT_MAX,
+    ConflictAwareLog,
+    RaftOverrides,
+    monotonic_s,
+    stamping_transport,
+)
 from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 from coreplane.raft.wire import PeerNode, make_transport_class
 
@@ -50,6 +77,7 @@ __all__ = [
     "SnapshotSource",
     "build_conf",
     "make_transport_class",
+    "monotonic_s",
     "open_journal",
     "snapshot_marker_path",
 ]
@@ -98,10 +126,13 @@ class EngineTiming:
     auto_tick_ms: int = 20
     connection_timeout_ms: int = 1000
     reconnect_ms: int = 200
-    # check-quorum: a leader that has not heard from a quorum for this long steps down. Shorter
-    # than the minimum election timeout by a heartbeat and a tick, so a partitioned leader
-    # stops acting before the majority side can have elected a new one.
-    leader_lease_ms: int = 0  # 0 = election_timeout_ms_min - heartbeat_ms - auto_tick_ms
+    # check-quorum lease, from the send time of the newest heartbeat a quorum acknowledged.
+    # Voters ignore vote requests for election_timeout_ms_min after hearing their leader, so the
+    # lease is that window shortened by the clock drift bound and a tick (see engine_overrides).
+    leader_lease_ms: int = 0  # 0 = election_timeout_ms_min * (1 - DRIFT_MAX) - auto_tick_ms
+    # a follower whose leader's connection drops calls an election after its stickiness window
+    # plus a random 0..failover_spread_ms (not a full election timeout later)
+    failover_spread_ms: int = 100
 
     def validate(self) -> None:
         """Raise InvalidArgument on timings pysyncobj would reject with a bare assert."""
@@ -116,10 +147,17 @@ class EngineTiming:
 
     @property
     def lease_ms(self) -> int:
-        if self.leader_lease_ms:
-            return self.leader_lease_ms
-        floor = 2 * self.heartbeat_ms + 1  # pysyncobj needs it above the heartbeat period
-        return max(floor, self.election_timeout_ms_min - self.heartbeat_ms - self.auto_tick_ms)
+        return lease_ms_for(self.election_timeout_ms_min, self.auto_tick_ms,
+                            self.heartbeat_ms, self.leader_lease_ms)
+
+
+def lease_ms_for(election_ms_min: float, auto_tick_ms: float, heartbeat_ms: float,
+                 wanted_ms: float = 0) -> int:
+    """The longest safe lease: inside the voters' stickiness window on a slow clock."""
+    safe = int(election_ms_min * (1 - DRIFT_MAX) - auto_tick_ms)
+    floor = int(2 * heartbeat_ms + 1)  # pysyncobj needs it above the heartbeat period
+    lease = min(safe, int(wanted_ms)) if wanted_ms else safe
+    return max(floor, lease)
 
 
 def build_conf(
@@ -198,11 +236,15 @@ def _journal_installed(
         yield installed
 
 
-class RaftEngine(SyncObj):
+ReadCallback = Callable[["int | None", int], None]  # (read index, FAIL code)
+
+
+class RaftEngine(RaftOverrides, SyncObj):
     """pysyncobj SyncObj with one replicated entry point taking codec bytes.
 
     `apply_fn(data, index)` runs on the tick thread in log order; its return value is handed
     to the proposer's callback on the node that proposed (results never cross the wire).
+    `is_leader()` is true only while the check-quorum lease holds.
     """
 
     def __init__(
@@ -225,10 +267,23 @@ class RaftEngine(SyncObj):
             journal = ConflictAwareLog(journal)  # truncate on term conflicts only (Raft §5.3)
         self._cp_journal = journal
         self._cp_installed: list[Any] = []
+        stick_s = float(conf.raftMinTimeout)
+        lease_s = lease_ms_for(stick_s * 1000, conf.autoTickPeriod * 1000,
+                               conf.appendEntriesPeriod * 1000,
+                               conf.leaderFallbackTimeout * 1000) / 1000
+        self._cp_init_overrides(stick_s=stick_s, lease_s=lease_s,
+                                failover_spread_s=min(0.1, conf.raftMaxTimeout - stick_s),
+                                log=journal)
+        self._cp_read_queue: collections.deque[ReadCallback] = collections.deque()
+        self._cp_leader_reads: list[list[Any]] = []  # [taken_at, index|None, callback, deadline]
+        self._cp_remote_reads: dict[int, tuple[ReadCallback, float, Any]] = {}
+        self._cp_read_ids = itertools.count(1)
+        self._cp_read_timeout_s = 2 * float(conf.raftMaxTimeout)
         serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
-        kwargs: dict[str, Any] = {"nodeClass": node_class}
-        if transport_class is not None:
-            kwargs["transportClass"] = transport_class
+        kwargs: dict[str, Any] = {
+            "nodeClass": node_class,
+            "transportClass": stamping_transport(transport_class or TCPTransport),
+        }
         capture = restore = None
         if journal is not None and snapshot_source is not None:
             source = snapshot_source
@@ -239,8 +294,10 @@ class RaftEngine(SyncObj):
             super().__init__(self_node, list(other_nodes), conf, **kwargs)
         if installed is not None:
             self._cp_installed.append(installed)
-        if journal is not None:
-            self.addOnTickCallback(journal.flush)  # group commit at the end of every tick
+        self.addOnTickCallback(self._cp_reads_tick)
+        flush = getattr(journal, "flush", None) if journal is not None else None
+        if flush is not None:
+            self.addOnTickCallback(flush)  # group commit at the end of every tick
 
     def wait_snapshot_writer(self, timeout_s: float = 10.0) -> bool:
         """Let a running snapshot write finish (shutdown); True if none is running."""
@@ -258,14 +315,144 @@ class RaftEngine(SyncObj):
 
     def propose(self, data: bytes, callback: Callable[[Any, int], None]) -> None:
         """Queue codec bytes for replication; callback(result, fail_code) on the tick thread."""
-        self.apply_entry(data, callback=callback)
+        # BlockingIOError: pysyncobj's wake-up pipe is full, so the tick is awake anyway.
+        with contextlib.suppress(BlockingIOError):
+            self.apply_entry(data, callback=callback)
+
+    # -------------------------------------------------------------------- ReadIndex
+
+    def request_read_index(self, callback: ReadCallback) -> None:
+        """Any thread: callback(index, SUCCESS) once reading at `index` is linearizable, i.e.
+        after this call the leader had committed `index` and was still leader; else
+        callback(None, code) with a retryable code. Runs on the tick thread."""
+        fast = self._cp_lease_read_index()
+        if fast is not None:
+            callback(fast, FAIL.SUCCESS)
+            return
+        self._cp_read_queue.append(callback)
+        self._cp_wake()
+
+    def _cp_lease_read_index(self) -> int | None:
+        """The commit index if this leader holds its lease and committed in its term."""
+        noop = self._SyncObj__noopIDx  # type: ignore[attr-defined]
+        if noop is None or self.lease_remaining_s() <= 0:
+            return None
+        commit = int(self.raftCommitIndex)
+        return commit if commit >= noop else None
+
+    def _cp_wake(self) -> None:
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            with contextlib.suppress(OSError):
+                notifier.notify()
+
+    def _cp_reads_tick(self) -> None:
+        now = monotonic_s()
+        while self._cp_read_queue:
+            self._cp_start_read(self._cp_read_queue.popleft(), now)
+        if self._cp_leader_reads:
+            self._cp_resolve_reads(now)
+        if self._cp_remote_reads:
+            leader = self._getLeader()
+            for rid, (callback, deadline, asked) in list(self._cp_remote_reads.items()):
+                if now > deadline or leader != asked:
+                    del self._cp_remote_reads[rid]
+                    callback(None, FAIL.LEADER_CHANGED)
+
+    def _cp_start_read(self, callback: ReadCallback, now: float) -> None:
+        if self._isLeader():
+            self._cp_leader_reads.append([now, None, callback, now + self._cp_read_timeout_s])
+            self._cp_resolve_reads(now)
+            return
+        leader = self._getLeader()
+        if leader is None:
+            callback(None, FAIL.MISSING_LEADER)
+            return
+        rid = next(self._cp_read_ids)
+        self._cp_remote_reads[rid] = (callback, now + self._cp_read_timeout_s, leader)
+        self._SyncObj__transport.send(leader, {"type": "cp_read_index", "rid": rid})
+
+    def _cp_resolve_reads(self, now: float) -> None:
+        """Answer leader reads whose leadership is confirmed (lease, or a quorum round)."""
+        reads, self._cp_leader_reads = self._cp_leader_reads, []
+        if not self._isLeader():
+            for read in reads:
+                read[2](None, FAIL.NOT_LEADER)
+            return
+        noop = self._SyncObj__noopIDx  # type: ignore[attr-defined]
+        commit = int(self.raftCommitIndex)
+        established = noop is not None and commit >= noop
+        lease_ok = self.lease_remaining_s() > 0
+        confirmed_since = self._cp_lease_start()
+        waiting = []
+        for read in reads:
+            taken_at, index, callback, deadline = read
+            if now > deadline:
+                callback(None, FAIL.UNKNOWN_OUTCOME)
+            elif index is None and not established:
+                waiting.append(read)
+            elif index is None:
+                read[0], read[1] = now, commit
+                if lease_ok:
+                    callback(commit, FAIL.SUCCESS)
+                else:
+                    waiting.append(read)
+            elif confirmed_since >= taken_at:  # a quorum acked a heartbeat sent after it
+                callback(index, FAIL.SUCCESS)
+            else:
+                waiting.append(read)
+        self._cp_leader_reads = waiting
+        if waiting and not lease_ok:
+            self._SyncObj__newAppendEntriesTime = 0.0  # heartbeat now, not in up to 50 ms
+
+    def _cp_on_custom(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "cp_read_index":
+            rid = message["rid"]
+            transport = self._SyncObj__transport  # type: ignore[attr-defined]
+
+            def reply(index: int | None, code: int) -> None:
+                transport.send(node, {"type": "cp_read_index_resp", "rid": rid,
+                                      "index": index, "code": code})
+
+            self._cp_start_read(reply, monotonic_s())
+        elif kind == "cp_read_index_resp":
+            pending = self._cp_remote_reads.pop(message["rid"], None)
+            if pending is not None:
+                index = message.get("index")
+                pending[0](None if index is None else int(index), int(message["code"]))
 
     # -------------------------------------------------------------------- read-only views
     # Methods, not properties: SyncObj.__init__ getattr()s every name in dir(self) while
     # looking for replicated methods, before its own attributes exist.
 
     def is_leader(self) -> bool:
+        """Raft leader holding its check-quorum lease (engine_overrides): safe to act."""
+        return bool(self._isLeader()) and self.lease_remaining_s() > 0
+
+    def raft_role_is_leader(self) -> bool:
+        """pysyncobj's own role, lease or not (diagnostics and tests)."""
         return bool(self._isLeader())
+
+    def applied_index(self) -> int:
+        return int(self.raftLastApplied)
+
+    def ms_since_leader_heard(self) -> int | None:
+        """0 on a leader with its lease; else ms since the last append from a leader (None:
+        never heard one)."""
+        if self.is_leader():
+            return 0
+        heard = self._cp_heard_at
+        return None if heard == -float("inf") else int((monotonic_s() - heard) * 1000)
+
+    def counters(self) -> dict[str, int]:
+        """What the overrides did: votes ignored, stale resets clamped, truncations, ..."""
+        out = dict(self._cp_counters)
+        log = self._cp_log
+        if log is not None:
+            out["deferred_truncations"] = log.deferred_truncations
+            out["conflict_truncations"] = log.conflict_truncations
+        return out
 
     def leader_node(self) -> Node | None:
         return self._getLeader()
@@ -289,8 +476,18 @@ class RaftEngine(SyncObj):
         self.removeNodeFromCluster(node, callback=callback)
 
     def transfer_leadership(self, callback: Callable[[Any, int], None]) -> None:
-        """Hand leadership to the most caught-up follower (Raft TimeoutNow); leader only."""
-        self.transferLeadership(None, callback=callback)
+        """Hand leadership to the most caught-up follower (Raft TimeoutNow); leader only.
+
+        This leader stops acting at once (its lease is revoked for two election timeouts):
+        the voters will elect the target without waiting for their stickiness to run out."""
+        self.revoke_lease(2 * float(self.conf.raftMaxTimeout))
+
+        def done(result: Any, code: int) -> None:
+            if code != FAIL.SUCCESS:
+                self.revoke_lease(-1.0)  # nothing was sent: act again
+            callback(result, code)
+
+        self.transferLeadership(None, callback=done)
 
     def wait_bound(self) -> bool:
         """Block until the transport listens, or its bind retries ran out (False)."""

@@ -1,46 +1,109 @@
 """Corrections to pysyncobj 0.3.17 behaviour that coreplane's engine applies, in one place.
 
-`ConflictAwareLog` wraps the journal handed to SyncObj. Why: on ``append_entries`` a pysyncobj
-follower deletes its whole log after ``prevLogIdx`` whenever it holds more entries than that,
-then appends what the message carries, with no term check (``SyncObj.__onMessageReceived``;
-Raft §5.3 says to truncate only from the first *conflicting* entry). A leader moves a
-follower's ``nextIndex`` back on every ``reset`` reply, including a stale one that arrives after
-the follower has already caught up, so it then resends entries the follower has acknowledged;
-if the follower held more than the message carries, it drops entries the leader already counted
-towards a commit. Seen in kill -9 runs as pysyncobj's CRITICAL "truncating already-applied log
-entries" line. A leader crash in that window can lose an acknowledged write.
+Everything here reaches into pysyncobj's private (name-mangled ``_SyncObj__x``) names. Each
+upstream function overridden or relied on is pinned by source hash in `coreplane.raft.seams`
+(`UPSTREAM`), so a pysyncobj upgrade fails a test and forces a review of this module.
 
-The wrapper defers such a truncation and applies it only at the first new entry whose term
-differs from the stored one, as Raft does, under a conservative condition: every entry that
-would be deleted carries the follower's current term (so the current leader wrote it and still
-has it; pysyncobj sets the term before it appends, and commits up to min(leader commit, last
-index), which is then safe) and none is a membership change (pysyncobj has already reverted
-their effect). Otherwise it deletes at once, exactly as pysyncobj asked. Nothing else changes:
-every other call goes straight to the journal.
+What is corrected, and why:
 
-The upstream function this depends on is pinned by source hash in `coreplane.raft.seams`
-(``SyncObj.__onMessageReceived``), so a pysyncobj upgrade forces a review of this module.
+1. **Log safety** (`ConflictAwareLog` + `RaftOverrides._cp_after_append`). On ``append_entries``
+   a pysyncobj follower deletes its whole log after ``prevLogIdx`` whenever it holds more entries
+   than that, then appends what the message carries, with no term check. A leader moves a
+   follower's ``nextIndex`` back on every ``reset`` reply, including a stale one that arrives
+   after the follower caught up, so it resends entries the follower acknowledged; a reordered or
+   duplicated message does the same. The follower then dropped entries the leader had counted
+   towards a commit (pysyncobj's CRITICAL "truncating already-applied log entries"); a leader
+   crash in that window loses an acknowledged write. Now, as Raft §5.3 says: a follower skips
+   entries it holds with the same term, truncates only from the first entry whose term differs,
+   never at or below its commit index (that would be a broken invariant: the node stops), keeps
+   a tail past the message, and commits at most up to the message's last entry. The leader also
+   ignores a ``reset`` that would move ``nextIndex`` at or below what the follower acknowledged.
+
+2. **Check-quorum lease and leader stickiness**. pysyncobj's leader steps down only after
+   ``leaderFallbackTimeout`` without replies (30 s by default), counted from when replies were
+   *received*, and every voter grants a vote whenever asked. Now: the leader stamps each
+   ``append_entries`` with its monotonic send time (``cp_t``, integer microseconds); followers
+   echo the stamp in their reply (``cp_echo``); the leader's lease runs until the quorum-th
+   newest echoed stamp plus ``lease_s``. A voter that heard from a live leader within
+   ``stick_s`` (the minimum election timeout, on its own clock) ignores vote requests, except
+   for a leadership transfer (flagged ``cp_transfer`` by the candidate the leader asked). So
+   no other leader can be elected before ``stamp + stick_s``, and
+   ``lease_s = stick_s * (1 - DRIFT_MAX) - margin`` keeps the lease strictly inside that window
+   on a leader clock that runs up to ``DRIFT_MAX`` slow. A node that hears a leader of an older
+   term answers ``cp_term`` so that leader steps down (pysyncobj says nothing, and a candidate
+   partitioned at a higher term would never rejoin).
+
+3. **Fast failover**: when a follower's connection to its leader drops (the leader process
+   died), it schedules its election just after its stickiness window instead of a full random
+   election timeout later.
+
+4. **Adaptive batching and fair sending**. With ``appendEntriesUseBatch=False`` pysyncobj sends
+   to every follower once per proposal (O(proposals x followers) messages under load); with it,
+   entries wait for the next heartbeat (100 ms by default). Now the proposals drained in one
+   loop iteration go out in one message per follower: one proposal when idle (sent at once),
+   many under load. The send loop gives each follower its own time budget (upstream shares one
+   budget, so the first follower in set order starved the others).
+
+5. **No silent wedge**: a tick that keeps raising (pysyncobj's autoTick thread logs and retries
+   forever) marks the engine failed after `TICK_FAILURES_MAX` consecutive failures; the runtime
+   stops the node and reports the error.
+
+Clocks: every decision here reads `monotonic_s()`, which calls the module global
+``pysyncobj.syncobj.monotonicTime`` at call time, so a simulation that patches it reaches them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
-__all__ = ["MEMBERSHIP_COMMAND_TYPE", "ConflictAwareLog"]
+import pysyncobj.syncobj as _so
+
+from coreplane.errors import InvariantViolation
+
+__all__ = [
+    "DRIFT_MAX",
+    "MEMBERSHIP_COMMAND_TYPE",
+    "TICK_FAILURES_MAX",
+    "ConflictAwareLog",
+    "RaftOverrides",
+    "monotonic_s",
+    "stamping_transport",
+]
 
 logger = logging.getLogger(__name__)
 
 MEMBERSHIP_COMMAND_TYPE = b"\x02"  # pysyncobj _COMMAND_TYPE.MEMBERSHIP, first byte of a command
+DRIFT_MAX = 0.02  # how much slower than a follower's clock the leader's may run (2%, generous)
+TICK_FAILURES_MAX = 50  # consecutive failed ticks (about a second) before the engine gives up
+_FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
+
+
+def monotonic_s() -> float:
+    """The engine's clock: pysyncobj's, looked up at call time (simulations patch it)."""
+    return float(_so.monotonicTime())
+
+
+# ---------------------------------------------------------------------------------- the log
 
 
 class ConflictAwareLog:
-    """A pysyncobj journal that truncates only on a term conflict (see the module docstring)."""
+    """A pysyncobj journal that truncates only on a term conflict (see the module docstring).
+
+    Used with `RaftOverrides`, which sets `commit_floor` before each ``append_entries`` and
+    fixes the commit index and membership after it (`deleteEntriesFrom` only defers).
+    """
 
     def __init__(self, journal: Any) -> None:
         self._journal = journal
         self._pending: int | None = None  # list position of a deferred truncation
         self.deferred_truncations = 0  # how often pysyncobj's truncation was avoided (tests)
+        self.conflict_truncations = 0  # truncations done at a real term conflict
+        self.commit_floor = 0  # never delete an entry at or below this Raft index
+        self.deferred_in_message = False
+        self.refused: str | None = None  # set if asked to replace a committed entry
 
     def __getattr__(self, name: str) -> Any:  # flush, save_snapshot, stats, ...
         return getattr(self._journal, name)
@@ -52,19 +115,14 @@ class ConflictAwareLog:
         return self._journal[item]
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        """Defer the truncation when the tail is the current leader's own entries."""
+        """Defer: the entries go only where a new entry's term differs (`add`)."""
         self._pending = None
-        journal = self._journal
-        if 0 <= entryFrom < len(journal):
-            term = journal.getCurrentTerm()
-            tail = journal[entryFrom:]
-            if all(e[2] == term and bytes(e[0][:1]) != MEMBERSHIP_COMMAND_TYPE for e in tail):
-                self._pending = entryFrom
-                self.deferred_truncations += 1
-                logger.info("kept %d log entries of term %d past index %d that pysyncobj would "
-                            "have truncated without a conflict", len(tail), term, tail[0][1])
-                return
-        journal.deleteEntriesFrom(entryFrom)
+        if 0 <= entryFrom < len(self._journal):
+            self._pending = entryFrom
+            self.deferred_truncations += 1
+            self.deferred_in_message = True
+            return
+        self._journal.deleteEntriesFrom(entryFrom)
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         """Skip an entry already stored with the same term; truncate at the first conflict."""
@@ -75,7 +133,14 @@ class ConflictAwareLog:
             if stored[1] == idx and stored[2] == term:
                 self._pending = pending + 1  # same index and term: the same entry (Raft)
                 return
+            if idx <= self.commit_floor:
+                self.refused = (f"leader sent term {term} at index {idx}, which is committed "
+                                f"here with term {stored[2]}")
+                logger.critical("refusing to replace a committed entry: %s", self.refused)
+                self._pending = pending + 1
+                return
             journal.deleteEntriesFrom(pending)
+            self.conflict_truncations += 1
         journal.add(command, idx, term)
 
     def clear(self) -> None:
@@ -86,8 +151,7 @@ class ConflictAwareLog:
         self._pending = None  # positions shift
         self._journal.deleteEntriesTo(entryTo)
 
-    # Explicit delegation for the rest of pysyncobj's journal interface (clearer than
-    # relying on __getattr__ for the calls SyncObj makes on every tick).
+    # Explicit delegation for the rest of pysyncobj's journal interface.
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         self._journal.setRaftCommitIndex(raftCommitIndex)
@@ -109,3 +173,336 @@ class ConflictAwareLog:
 
     def _destroy(self) -> None:
         self._journal._destroy()
+
+
+# ---------------------------------------------------------------------------- the transport
+
+
+def stamping_transport(base: type) -> type:
+    """`base` plus the lease fields: send stamps, their echoes, the transfer flag."""
+
+    class StampingTransport(base):  # type: ignore[misc, valid-type]
+        def __init__(self, syncObj: Any, *args: Any, **kwargs: Any) -> None:
+            self._cp_sync = syncObj
+            super().__init__(syncObj, *args, **kwargs)
+
+        def send(self, node: Any, message: Any) -> Any:
+            if isinstance(message, dict):
+                message = _stamp(self._cp_sync, node, message)
+            return super().send(node, message)
+
+    StampingTransport.__name__ = StampingTransport.__qualname__ = f"Stamping{base.__name__}"
+    return StampingTransport
+
+
+def _stamp_us(t_s: float) -> int:
+    """Stamps cross the wire as integer microseconds (the codec carries no floats)."""
+    return int(t_s * 1_000_000)
+
+
+def _stamp(engine: Any, node: Any, message: dict[str, Any]) -> dict[str, Any]:
+    kind = message.get("type")
+    if kind == "append_entries":
+        return {**message, "cp_t": _stamp_us(monotonic_s())}
+    if kind == "next_node_idx":
+        echo = getattr(engine, "_cp_echo", None)
+        if echo is not None and echo[0] == node:
+            return {**message, "cp_echo": echo[1]}
+    elif kind == "request_vote" and message.get("term") == getattr(engine, "_cp_transfer_term",
+                                                                     None):
+        return {**message, "cp_transfer": True}
+    return message
+
+
+# ---------------------------------------------------------------------------- the overrides
+
+
+class RaftOverrides:
+    """Mixin placed before SyncObj: the private-method overrides listed in the module doc.
+
+    The host class calls `_cp_init_overrides` before ``SyncObj.__init__`` and defines
+    ``_cp_on_custom(node, message)`` for coreplane's own message types (``cp_*``).
+    """
+
+    _cp_log: ConflictAwareLog | None
+
+    def _cp_init_overrides(self, *, stick_s: float, lease_s: float, failover_spread_s: float,
+                           log: ConflictAwareLog | None) -> None:
+        self._cp_stick_s = stick_s
+        self._cp_lease_s = lease_s
+        self._cp_failover_spread_s = failover_spread_s
+        self._cp_log = log
+        self._cp_acks: dict[Any, float] = {}  # follower -> newest echoed send stamp
+        self._cp_leader_since_floor = math.inf
+        self._cp_heard_at = -math.inf  # when this node last heard its leader (follower)
+        self._cp_echo: tuple[Any, Any] | None = None
+        self._cp_transfer_until = -math.inf
+        self._cp_transfer_term: int | None = None  # the election a leader asked this node for
+        self._cp_coalesce = False
+        self._cp_send_wanted = False
+        self._cp_tick_failures = 0
+        self._cp_fatal: BaseException | None = None
+        self._cp_counters = {"votes_ignored": 0, "term_notices": 0, "stale_resets": 0,
+                             "stepdowns_on_notice": 0}
+
+    # -------------------------------------------------------------------- lease
+
+    def _cp_lease_start(self) -> float:
+        """Send time of the newest heartbeat a quorum (this node included) acknowledged."""
+        others = list(self._SyncObj__otherNodes)  # type: ignore[attr-defined]
+        need = (len(others) + 1) // 2  # followers needed besides this node for a majority
+        if need == 0:
+            return math.inf
+        stamps = sorted((self._cp_acks.get(n, -math.inf) for n in others), reverse=True)
+        return stamps[need - 1]
+
+    def lease_remaining_s(self) -> float:
+        """How long this leader may still act; <= 0 when not leader or the lease ran out."""
+        for _ in range(5):
+            try:
+                if self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
+                    return 0.0
+                now = monotonic_s()
+                if now < self._cp_transfer_until:
+                    return 0.0
+                return self._cp_lease_start() + self._cp_lease_s - now
+            except RuntimeError:  # a set changed size under us (tick thread); read again
+                continue
+        return 0.0
+
+    def _cp_in_lease(self, now: float) -> bool:
+        """True while this node must not help elect anyone else (leader stickiness)."""
+        if self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
+            return self.lease_remaining_s() > 0
+        return (self._SyncObj__raftLeader is not None  # type: ignore[attr-defined]
+                and now - self._cp_heard_at < self._cp_stick_s)
+
+    def revoke_lease(self, duration_s: float) -> None:
+        """Stop acting as leader for `duration_s` (a leadership transfer is under way)."""
+        self._cp_transfer_until = monotonic_s() + duration_s
+
+    # -------------------------------------------------------------------- messages
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type")
+        now = monotonic_s()
+        current = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
+        if isinstance(kind, str) and kind.startswith("cp_"):
+            self._cp_on_message(node, message, current)
+            return
+        if kind == "timeout_now" and message["term"] >= current \
+                and node == self._SyncObj__raftLeader:  # type: ignore[attr-defined]
+            # pysyncobj clears its transfer flag before it asks for votes: remember the term.
+            self._cp_transfer_term = current + 1
+        if kind == "request_vote" and not message.get("cp_transfer") and self._cp_in_lease(now):
+            self._cp_counters["votes_ignored"] += 1
+            return
+        if kind == "append_entries":
+            if message["term"] < current:
+                self._cp_counters["term_notices"] += 1
+                self._SyncObj__transport.send(  # type: ignore[attr-defined]
+                    node, {"type": "cp_term", "term": current})
+                return
+            self._cp_on_append(node, message, now)
+            return
+        if kind == "next_node_idx" and self._SyncObj__raftState == _LEADER:  # type: ignore
+            self._cp_on_reply(node, message)
+        _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+
+    def _cp_on_message(self, node: Any, message: dict[str, Any], current: int) -> None:
+        if message["type"] == "cp_term":
+            term = int(message["term"])
+            if term > current and self._SyncObj__raftState != _FOLLOWER:  # type: ignore
+                self._cp_counters["stepdowns_on_notice"] += 1
+                self._SyncObj__setCurrentTerm(term, None)  # type: ignore[attr-defined]
+                self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
+                self._SyncObj__raftLeader = None
+            return
+        self._cp_on_custom(node, message)
+
+    def _cp_on_custom(self, node: Any, message: dict[str, Any]) -> None:
+        """Coreplane message types other than ``cp_term``; the engine handles them."""
+
+    def _cp_on_reply(self, node: Any, message: dict[str, Any]) -> None:
+        stamp_us = message.get("cp_echo")
+        if isinstance(stamp_us, int) and not isinstance(stamp_us, bool):
+            stamp = stamp_us / 1_000_000  # floor-rounded at send: never later than the send
+            if stamp >= self._cp_leader_since_floor and stamp > self._cp_acks.get(node, -math.inf):
+                self._cp_acks[node] = stamp
+        match = self._SyncObj__raftMatchIndex.get(node, 0)  # type: ignore[attr-defined]
+        if message.get("reset") and not message.get("success") \
+                and message.get("next_node_idx", 0) <= match:
+            # Stale (reordered) reply: the follower already acknowledged up to `match`.
+            self._cp_counters["stale_resets"] += 1
+            message["next_node_idx"] = match + 1
+
+    def _cp_on_append(self, node: Any, message: dict[str, Any], now: float) -> None:
+        log = self._cp_log
+        before = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+        if log is not None:
+            log.commit_floor = before
+            log.deferred_in_message = False
+        self._cp_heard_at = now
+        self._cp_echo = (node, message.get("cp_t"))
+        try:
+            _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore
+        finally:
+            self._cp_echo = None
+        if log is not None:
+            if log.deferred_in_message:
+                self._cp_after_append(message, before)
+            if log.refused is not None and self._cp_fatal is None:
+                self._cp_fatal = InvariantViolation(log.refused)
+
+    def _cp_after_append(self, message: dict[str, Any], before: int) -> None:
+        """Commit at most to the message's last entry; redo membership kept past it."""
+        transmission = message.get("transmission")
+        if "prevLogIdx" not in message or transmission in ("start", "process"):
+            return
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        count = 1 if transmission == "finish" else len(message.get("entries", ()))
+        last_new = int(message["prevLogIdx"]) + count
+        if raft_log[-1][1] <= last_new:
+            return
+        cap = max(before, min(int(message["commit_index"]), last_new))
+        if self._SyncObj__raftCommitIndex > cap:  # type: ignore[attr-defined]
+            self._SyncObj__raftCommitIndex = cap
+            raft_log.setRaftCommitIndex(cap)
+        first = raft_log[0][1]
+        for entry in raft_log[last_new + 1 - first:]:
+            # pysyncobj reverted every membership change past prevLogIdx; these stay.
+            request = self._SyncObj__parseChangeClusterRequest(entry[0])  # type: ignore
+            if request is not None:
+                self._SyncObj__doChangeCluster(request)  # type: ignore[attr-defined]
+
+    # -------------------------------------------------------------------- leadership
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        self._cp_acks.clear()
+        self._cp_leader_since_floor = _stamp_us(monotonic_s()) / 1_000_000
+        self._cp_transfer_until = -math.inf
+        _so.SyncObj._SyncObj__onBecomeLeader(self)  # type: ignore[attr-defined]
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
+        _so.SyncObj._SyncObj__onNodeDisconnected(self, node)  # type: ignore[attr-defined]
+        self._cp_acks.pop(node, None)
+        state = self._SyncObj__raftState  # type: ignore[attr-defined]
+        if state == _LEADER:
+            # It may come back with a shorter log (a memory journal): learn its match again.
+            match = self._SyncObj__raftMatchIndex  # type: ignore[attr-defined]
+            if node in match:
+                match[node] = 0
+        elif state == _FOLLOWER and node == self._SyncObj__raftLeader:  # type: ignore
+            now = monotonic_s()
+            soon = max(now, self._cp_heard_at + self._cp_stick_s) \
+                + self._cp_failover_spread_s * _so.random.random()
+            if soon < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
+                self._SyncObj__raftElectionDeadline = soon
+
+    # -------------------------------------------------------------------- sending
+
+    def _checkCommandsToApply(self) -> None:
+        """Drain queued proposals, then send once: adaptive batching."""
+        self._cp_coalesce, self._cp_send_wanted = True, False
+        try:
+            _so.SyncObj._checkCommandsToApply(self)
+        finally:
+            self._cp_coalesce = False
+        if self._cp_send_wanted:
+            self._cp_send_wanted = False
+            self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """Upstream's send loop with one time budget per follower (not one shared)."""
+        if self._cp_coalesce:
+            self._cp_send_wanted = True
+            return
+        conf = self._SyncObj__conf  # type: ignore[attr-defined]
+        period = conf.appendEntriesPeriod
+        self._SyncObj__newAppendEntriesTime = monotonic_s() + period
+        batch_bytes = conf.appendEntriesBatchSizeBytes
+        connected = self._SyncObj__connectedNodes  # type: ignore[attr-defined]
+        log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        next_index = self._SyncObj__raftNextIndex  # type: ignore[attr-defined]
+        term = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
+        transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        serializer = self._SyncObj__serializer  # type: ignore[attr-defined]
+        nodes = self._SyncObj__otherNodes | self._SyncObj__readonlyNodes  # type: ignore
+        for node in nodes:
+            if node not in connected:
+                serializer.cancelTransmisstion(node)
+                continue
+            start = monotonic_s()
+            send_single, sending_serialized = True, False
+            node_next = next_index[node]
+            while node_next <= log[-1][1] or send_single or sending_serialized:
+                commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+                if node_next > log[0][1]:
+                    prev_idx, prev_term = \
+                        self._SyncObj__getPrevLogIndexTerm(node_next)  # type: ignore
+                    entries: list[Any] = []
+                    if node_next <= log[-1][1]:
+                        entries = self._SyncObj__getEntries(  # type: ignore[attr-defined]
+                            node_next, None, batch_bytes)
+                        next_index[node] = entries[-1][1] + 1
+                    if len(entries) == 1 and len(entries[0][0]) >= batch_bytes:
+                        data = _so.pickle.dumps(entries[0])
+                        for pos in range(0, len(data), batch_bytes):
+                            if pos == 0:
+                                transmission = "start"
+                            elif pos + batch_bytes >= len(entries[0][0]):
+                                transmission = "finish"
+                            else:
+                                transmission = "process"
+                            transport.send(node, {
+                                "type": "append_entries", "transmission": transmission,
+                                "data": data[pos:pos + batch_bytes], "term": term,
+                                "commit_index": commit, "prevLogIdx": prev_idx,
+                                "prevLogTerm": prev_term})
+                            if node not in connected:
+                                break
+                    else:
+                        transport.send(node, {
+                            "type": "append_entries", "term": term, "commit_index": commit,
+                            "entries": entries, "prevLogIdx": prev_idx,
+                            "prevLogTerm": prev_term})
+                        if node not in connected:
+                            break
+                else:
+                    data = serializer.getTransmissionData(node)
+                    transport.send(node, {"type": "append_entries", "term": term,
+                                          "commit_index": commit, "serialized": data})
+                    if node not in connected:
+                        break
+                    if data is not None and data[2]:
+                        next_index[node] = log[1][1] + 1
+                        sending_serialized = False
+                    else:
+                        sending_serialized = data is not None
+                node_next = next_index[node]
+                send_single = False
+                if monotonic_s() - start > period:
+                    break
+
+    # -------------------------------------------------------------------- ticks
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        """Upstream's tick; a tick that keeps failing marks the engine failed (no wedge)."""
+        if self._cp_fatal is not None:
+            if timeToWait > 0:
+                time.sleep(timeToWait)  # failed: no more Raft work; the runtime stops the node
+            return
+        try:
+            _so.SyncObj._onTick(self, timeToWait)
+        except Exception as exc:
+            self._cp_tick_failures += 1
+            if self._cp_tick_failures >= TICK_FAILURES_MAX:
+                self._cp_fatal = InvariantViolation(
+                    f"raft tick failed {self._cp_tick_failures} times in a row: {exc!r}")
+                logger.critical("engine stops ticking: %s", self._cp_fatal)
+            raise
+        self._cp_tick_failures = 0
+
+    def fatal_error(self) -> BaseException | None:
+        """Why this engine stopped working, or None while it works."""
+        return self._cp_fatal

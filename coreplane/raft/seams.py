@@ -55,6 +55,12 @@ PINNED_VERSION = "0.3.17"
 #   SyncObj.__onMessageReceived .... pickle.loads of large entries, setTransmissionData
 #   SyncObj.__sendAppendEntries .... pickle.dumps of large entries, getTransmissionData
 #   TcpConnection.send / __processParseMessage  zlib(pickle(message)) frames
+# Overridden or relied on by engine_overrides (lease, log safety, batching, no wedge):
+#   SyncObj.__onBecomeLeader / __onNodeDisconnected / _checkCommandsToApply  overridden
+#   SyncObj.__doChangeCluster / __getPrevLogIndexTerm / __setState  called by the overrides
+#   SyncObj._autoTickThread ........ logs and retries a failing tick (the wedge we bound)
+#   SyncObj.transferLeadership ..... sends timeout_now; the target clears its flag before voting
+#   SyncObj.__applyLogEntries ...... bumps raftLastApplied after each apply (ReadIndex waits)
 UPSTREAM: dict[str, str] = {
     "pysyncobj.syncobj.createJournal":
         "9ea9e463ae2a0b8bc28887a9cc9ec1f58b2b789c33a2f88973182d69a47d1169",
@@ -88,6 +94,24 @@ UPSTREAM: dict[str, str] = {
         "ddfe34b6c02821795146dc533fb7c0fcf6574a082a68a227b4c885c9e14be206",
     "SyncObj.__sendAppendEntries":
         "9cb9073128c392fa9e5efc4691420ba435bfafb4c74e83a34f931fa16aa760c6",
+    "SyncObj.__onBecomeLeader":
+        "5a3fd97bc17dc1cf3070b007538b6a8d46adb71f0b6523f3922dc953420645e8",
+    "SyncObj.__onNodeDisconnected":
+        "a81c0475ba2218cc4732ab756b39e64ec22e8d9f3ff5987bc34649f9a2536c95",
+    "SyncObj._checkCommandsToApply":
+        "a386a8079361d204f2c11f895416548c432a254671a9114258921c25108a966e",
+    "SyncObj.__doChangeCluster":
+        "247d4d4101b8cd3ce82232ec9cf69d3556c78df7e6d0002a277d38676e630350",
+    "SyncObj.__getPrevLogIndexTerm":
+        "6766914806ae2311c345dc6307143c7e379adea0f80e1887c226f8a95ad225af",
+    "SyncObj.__setState":
+        "2c1f239f7bd79b3945b63418b4f564c40c07893d3cf747af2ddd5c6a045093a8",
+    "SyncObj._autoTickThread":
+        "0edc1a54be46aed237703fca428ad482f0a8a626c1865cb12ba4e7b58946cc8d",
+    "SyncObj.transferLeadership":
+        "c3ac67963962d9aa847c52e6331403ca86596707869eced2438472b7ccd3fae2",
+    "SyncObj.__applyLogEntries":
+        "073db677773b5a2dddf17cc51f84ac8803ed456da0f0011e15240d6bd1600684",
     "TcpConnection.send":
         "cb29077c32990abb055f388a1bad7fc94d1f2a20d9513698f09ebba8804520a6",
     "TcpConnection.__processParseMessage":
@@ -115,6 +139,15 @@ def _targets() -> dict[str, Any]:
         "SyncObj.__parseChangeClusterRequest": sync_obj._SyncObj__parseChangeClusterRequest,
         "SyncObj.__onMessageReceived": sync_obj._SyncObj__onMessageReceived,
         "SyncObj.__sendAppendEntries": sync_obj._SyncObj__sendAppendEntries,
+        "SyncObj.__onBecomeLeader": sync_obj._SyncObj__onBecomeLeader,
+        "SyncObj.__onNodeDisconnected": sync_obj._SyncObj__onNodeDisconnected,
+        "SyncObj._checkCommandsToApply": sync_obj._checkCommandsToApply,
+        "SyncObj.__doChangeCluster": sync_obj._SyncObj__doChangeCluster,
+        "SyncObj.__getPrevLogIndexTerm": sync_obj._SyncObj__getPrevLogIndexTerm,
+        "SyncObj.__setState": sync_obj._SyncObj__setState,
+        "SyncObj._autoTickThread": sync_obj._autoTickThread,
+        "SyncObj.transferLeadership": sync_obj.transferLeadership,
+        "SyncObj.__applyLogEntries": sync_obj._SyncObj__applyLogEntries,
         "TcpConnection.send": conn.send,
         "TcpConnection.__processParseMessage": conn._TcpConnection__processParseMessage,
     }

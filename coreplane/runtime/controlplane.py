@@ -10,8 +10,14 @@ Why the shapes:
   LEADER_CHANGED, UNKNOWN_OUTCOME or a timeout re-sends the same bytes and the core's sessions
   apply it once. pysyncobj's failure codes never mean "not applied", so they are never surfaced
   as "your write failed": only a deadline turns into `Unavailable` (outcome unknown);
-- linearizable reads go through the log (a barrier entry): correct on a follower too and needs
-  no clock assumptions; ``stale_ok=True`` reads the local replica;
+- linearizable reads use ReadIndex (no log entry): the leader confirms it still leads (its
+  check-quorum lease, or a quorum round of heartbeats) and hands out its commit index; a follower
+  asks the leader for it; the read runs once this replica applied that index. ``stale_ok=True``
+  reads the local replica, and `stale_read_bound` says how far behind it may be. (The barrier
+  machine stays registered: logs written by earlier versions contain barrier entries.)
+- a leader acts (ticks, stepdowns, `fencing_token`, `on_leadership`) only while its lease
+  holds (`RaftEngine.is_leader`); a node whose engine failed for good stops and says why in
+  `status()["error"]` instead of lingering as a silent non-voter;
 - the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
   the thread that built it exits; the host may call `start()` from any thread;
 - pysyncobj callbacks run on its tick thread: ours only record and wake, never block;
@@ -114,12 +120,18 @@ class KV:
 
     def get(self, key: str, *, stale_ok: bool = False,
             timeout_s: float | None = None) -> tuple[bytes, int] | None:
-        """(value, mod_revision) or None; linearizable unless `stale_ok`."""
+        """(value, mod_revision) or None; linearizable (ReadIndex) unless `stale_ok`, which
+        reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
         got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
+
+    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, dict[str, Any]]:
+        """A local read and its staleness bound (`ControlPlane.stale_read_bound`)."""
+        bound = self._cp.stale_read_bound()
+        return self.get(key, stale_ok=True), bound
 
     def range(self, prefix: str, *, limit: int = 0, stale_ok: bool = False,
               timeout_s: float | None = None) -> list[tuple[str, bytes, int]]:
@@ -222,6 +234,7 @@ class ControlPlane:
         self._led_term: int | None = None
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
+        self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
         return (f"ControlPlane(node_id={self._config.node_id!r}, "
@@ -303,7 +316,7 @@ class ControlPlane:
             log_compaction_min_time_s=self._compaction[1],
             bind_address=cfg.address,
         )
-        return E.RaftEngine(
+        engine = E.RaftEngine(
             self_node=E.PeerNode(cfg.node_id, cfg.address),
             other_nodes=[E.PeerNode(nid, addr) for nid, addr in self._datadir.members.items()
                          if nid != cfg.node_id],
@@ -313,6 +326,13 @@ class ControlPlane:
             journal=self._journal,
             snapshot_source=_SnapshotSource(self),
         )
+        engine.addOnTickCallback(self._on_engine_tick)
+        return engine
+
+    def _on_engine_tick(self) -> None:
+        """Tick thread, after apply: wake readers waiting for an applied index."""
+        with self._applied_cond:
+            self._applied_cond.notify_all()
 
     def _run(self) -> None:
         try:
@@ -328,6 +348,9 @@ class ControlPlane:
         self._started.set()
         try:
             while not self._stopping.wait(0.02):
+                engine_error = self._engine.fatal_error()
+                if engine_error is not None and self._fatal is None:
+                    self._fatal = engine_error
                 if self._fatal is not None:
                     logger.error("node %s stops: %s", self.node_id, self._fatal)
                     break
@@ -505,14 +528,48 @@ class ControlPlane:
 
     def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
-        """Run `fn` on the local state; after a log barrier unless `stale_ok`."""
+        """Run `fn` on the local state: linearizable (ReadIndex) unless `stale_ok`."""
         if not stale_ok:
-            barrier = C.UserCommand(machine=BARRIER_MACHINE, body=None)
-            self.propose(C.encode(barrier), timeout_s=timeout_s)
+            self._wait_read_index(timeout_s)
         else:
             self._require_engine()
         with self._sm_lock:
             return fn(self._sm)
+
+    def _wait_read_index(self, timeout_s: float | None) -> int:
+        """Get a confirmed read index from the leader, then wait until it is applied here."""
+        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        backoff_s = 0.005
+        while True:
+            engine = self._require_engine()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable("no leader confirmed a read index before the deadline")
+            attempt = _Attempt()
+            engine.request_read_index(attempt)
+            if attempt.event.wait(remaining) and attempt.code == E.FAIL.SUCCESS:
+                index = int(attempt.result)
+                with self._applied_cond:
+                    while engine.applied_index() < index:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or self._stopping.is_set():
+                            raise Unavailable(f"read index {index} not applied here in time")
+                        self._applied_cond.wait(min(left, 0.05))
+                return index
+            time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
+            backoff_s = min(backoff_s * 2, 0.1)
+
+    def stale_read_bound(self) -> dict[str, Any]:
+        """How far behind a ``stale_ok=True`` read here may be: entries this replica knows are
+        committed but not applied, and how long ago it last heard a leader (0 on the leader).
+        Writes committed since then are unknown here, so the age is the real bound."""
+        engine = self._require_engine()
+        st = engine.safe_status()
+        applied = engine.applied_index()
+        known = max(int(st.get("commit_idx") or 0), int(st.get("leader_commit_idx") or 0))
+        return {"applied_index": applied, "known_commit_index": known,
+                "entries_behind_min": max(0, known - applied),
+                "ms_since_leader_heard": engine.ms_since_leader_heard()}
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
@@ -526,8 +583,28 @@ class ControlPlane:
     # ------------------------------------------------------------------------ leadership
 
     def is_leader(self) -> bool:
+        """Leader holding its check-quorum lease: false before another can be elected."""
         engine = self._engine
         return bool(engine is not None and not self._stopping.is_set() and engine.is_leader())
+
+    def transfer_leadership(self, *, timeout_s: float | None = None) -> str:
+        """Planned restart: hand leadership to the most caught-up follower; the new leader's
+        id. This node stops acting as leader at once. No-op (its id) when not leader."""
+        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        while time.monotonic() < deadline:
+            engine = self._require_engine()
+            leader = self.leader_id
+            if leader is not None and leader != self.node_id:
+                return leader
+            if engine.is_leader():
+                engine.transfer_leadership(lambda _result, _code: None)
+                end = min(deadline, time.monotonic() + 2 * self._timing.election_timeout_ms_max
+                          / 1000)
+                while time.monotonic() < end and self.leader_id in (self.node_id, None):
+                    time.sleep(0.01)
+            else:
+                time.sleep(0.02)
+        raise Unavailable("leadership was not handed over before the deadline")
 
     @property
     def leader_id(self) -> str | None:
@@ -635,8 +712,11 @@ class ControlPlane:
         with self._sm_lock:
             core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
                     "tick_n": self._sm.tick_n}
-        base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core}
-        if engine is None or self._stopping.is_set():
+        base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core,
+                                "error": None if self._fatal is None else str(self._fatal)}
+        if engine is not None and engine.fatal_error() is not None and self._fatal is None:
+            base["error"] = str(engine.fatal_error())
+        if engine is None or self._stopping.is_set() or base["error"] is not None:
             return {**base, "role": "stopped", "term": None, "commit_index": None,
                     "applied_index": None, "leader": None, "peers": {}, "fencing_token": None}
         st = engine.safe_status()
@@ -656,6 +736,8 @@ class ControlPlane:
             "log_len": st.get("log_len"),
             "peers": peers,
             "fencing_token": self.fencing_token,
+            "lease_remaining_ms": max(0, int(engine.lease_remaining_s() * 1000)),
+            "raft": engine.counters(),
         }
 
 

@@ -1,4 +1,5 @@
-"""`ConflictAwareLog`: a follower truncates its log only where a new entry conflicts (Raft §5.3).
+"""`ConflictAwareLog`: a follower truncates its log only where a new entry conflicts (Raft §5.3),
+and never at or below its commit index.
 
 The calls are the ones pysyncobj 0.3.17 makes when an ``append_entries`` reaches a follower that
 holds more entries than ``prevLogIdx``: ``deleteEntriesFrom(position)`` then ``add`` per entry.
@@ -47,13 +48,22 @@ def test_heartbeat_below_the_end_truncates_nothing() -> None:
     assert len(log) == 10
 
 
-def test_conflicting_entry_truncates_from_there() -> None:
-    log = log_with(entries(1, 10, 3), term=4)  # 6..10 are an older leader's: eager, as upstream
+def test_older_term_tail_waits_for_a_real_conflict() -> None:
+    log = log_with(entries(1, 10, 3), term=4)  # 6..10 are an older leader's
     log.deleteEntriesFrom(5)
-    assert contents(log) == [(i, 3) for i in range(1, 6)]
-    log = log_with([*entries(1, 5, 2), *entries(6, 10, 3)], term=3)
-    log.deleteEntriesFrom(2)  # 3..5 carry term 2: not this leader's, so delete at once
-    assert len(log) == 2
+    assert len(log) == 10  # nothing goes until an entry's term differs
+    log.add(b"\x00z", 6, 4)
+    assert contents(log) == [*[(i, 3) for i in range(1, 6)], (6, 4)]
+    assert log.conflict_truncations == 1
+
+
+def test_a_conflict_at_or_below_the_commit_index_is_refused() -> None:
+    log = log_with(entries(1, 10, 3), term=4)
+    log.commit_floor = 7
+    log.deleteEntriesFrom(5)
+    log.add(b"\x00z", 6, 4)  # index 6 is committed here: Raft says this cannot happen
+    assert len(log) == 10
+    assert log.refused is not None and "index 6" in log.refused
 
 
 def test_same_term_conflict_is_still_applied() -> None:
@@ -64,10 +74,11 @@ def test_same_term_conflict_is_still_applied() -> None:
     assert contents(log) == [*[(i, 3) for i in range(1, 7)], (7, 4)]
 
 
-def test_membership_entries_are_truncated_as_upstream_does() -> None:
+def test_membership_entries_are_kept_too() -> None:
+    # The engine re-applies kept membership changes pysyncobj reverted (engine_overrides).
     log = log_with([*entries(1, 6, 3), *entries(7, 7, 3, MEMBERSHIP), *entries(8, 9, 3)], term=3)
     log.deleteEntriesFrom(5)
-    assert len(log) == 5
+    assert len(log) == 9 and log.deferred_in_message
 
 
 def test_a_lingering_deferral_never_deletes_a_leaders_own_appends() -> None:
