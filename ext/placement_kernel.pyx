@@ -672,7 +672,7 @@ cdef inline int64_t fair_key(S *s, int64_t heat, int64_t n) noexcept nogil:
     return (heat << SHIFT) // f
 
 
-cdef void shave(S *s, int64_t allowance) noexcept nogil:
+cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
     """_pure._shave: one move off each node above the unavoidable ratio U."""
     cdef int64_t *movable = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
@@ -739,6 +739,116 @@ cdef void shave(S *s, int64_t allowance) noexcept nogil:
         allowance -= 1
     free(movable)
     free(order)
+    return allowance
+
+
+cdef enum:
+    PEAK_ROUNDS = 256
+    PEAK_CANDIDATES = 4
+    PEAK_GAIN_PCT = 1
+
+
+cdef void peak(S *s, int64_t allowance) noexcept nogil:
+    """_pure._peak: lower the hottest node while one move does it."""
+    cdef int64_t *movable = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t *cold = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))  # -2: not computed
+    cdef int64_t hot[PEAK_CANDIDATES]
+    cdef int64_t n, m, i, j, k, p, r, t, h, round_, nh, top, after_n, after_t, worst
+    cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back
+    cdef bint ok, swap
+    for n in range(s.N):
+        cold[n] = -2
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                movable[n] += s.heat[p]
+    for round_ in range(PEAK_ROUNDS):
+        if allowance <= 0:
+            break
+        n = -1
+        for m in range(s.N):
+            if s.elig[m] and (n < 0 or fair_key(s, movable[m], m) > fair_key(s, movable[n], n)):
+                n = m
+        if n < 0:
+            break
+        top = fair_key(s, movable[n], n)
+        nh = 0  # the PEAK_CANDIDATES hottest movable replicas, by (-heat, p)
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if s.split[p] or s.heat[p] <= 0:
+                continue
+            j = nh
+            while j > 0 and (s.heat[hot[j - 1]] < s.heat[p] or (
+                    s.heat[hot[j - 1]] == s.heat[p] and hot[j - 1] > p)):
+                if j < PEAK_CANDIDATES:
+                    hot[j] = hot[j - 1]
+                j -= 1
+            if j < PEAK_CANDIDATES:
+                hot[j] = p
+                if nh < PEAK_CANDIDATES:
+                    nh += 1
+        swap = s.count[n] <= s.lo[n]
+        if swap and allowance < 2:
+            break
+        br = -1
+        bq = -1
+        for k in range(nh):
+            r = hot[k]
+            h = s.heat[r]
+            for t in range(s.N):
+                if not s.elig[t] or t == n or (not swap and s.count[t] >= s.hi[t]):
+                    continue
+                ok = True
+                for i in range(s.pn_len[r]):
+                    m = s.pn[r * s.RMAX + i]
+                    if m != n and s.zone[m] == s.zone[t]:
+                        ok = False
+                if not ok:
+                    continue
+                q = -1
+                back = 0
+                if swap:
+                    if cold[t] == -2:
+                        cold[t] = coldest(s, t)
+                    q = cold[t]
+                    if q < 0 or s.split[q]:
+                        continue
+                    for i in range(s.pn_len[q]):
+                        m = s.pn[q * s.RMAX + i]
+                        if m != t and s.zone[m] == s.zone[n]:
+                            ok = False
+                    if not ok:
+                        continue
+                    back = s.heat[q]
+                after_n = fair_key(s, movable[n] - h + back, n)
+                after_t = fair_key(s, movable[t] + h - back, t)
+                worst = after_n if after_n > after_t else after_t
+                if (br < 0 or worst < bk0 or (worst == bk0 and (after_t < bk1 or (
+                        after_t == bk1 and (r < br or (r == br and t < bt)))))):
+                    bk0 = worst
+                    bk1 = after_t
+                    br = r
+                    bt = t
+                    bq = q
+        if br < 0 or bk0 * 100 > top * (100 - PEAK_GAIN_PCT):
+            break
+        cold[n] = -2
+        cold[bt] = -2
+        remove(s, br, n)
+        add(s, br, bt)
+        record(s, br, n, bt)
+        movable[n] -= s.heat[br]
+        movable[bt] += s.heat[br]
+        allowance -= 1
+        if bq >= 0:
+            remove(s, bq, bt)
+            add(s, bq, n)
+            record(s, bq, bt, n)
+            movable[bt] -= s.heat[bq]
+            movable[n] += s.heat[bq]
+            allowance -= 1
+    free(movable)
+    free(cold)
 
 
 cdef int64_t *waves(S *s) noexcept nogil:
@@ -961,7 +1071,8 @@ def solve_dense(d):
             else:
                 allowance = fill_deficits(&s, allowance)
                 allowance = cool(&s, allowance)
-                shave(&s, allowance)
+                allowance = shave(&s, allowance)
+                peak(&s, allowance)
                 mw = waves(&s)
     try:
         if status != 0:

@@ -347,7 +347,7 @@ def _fair_key(s: _State, heat: int, n: int) -> int:
     return (heat << SHIFT) // max(1, s.d.hfair[n])
 
 
-def _shave(s: _State, allowance: int) -> None:
+def _shave(s: _State, allowance: int) -> int:
     """One move off each node hotter than the hottest replica anywhere makes some node.
 
     U = max over nodes of (hottest movable replica on it) / fair heat is a ratio some node keeps
@@ -388,6 +388,80 @@ def _shave(s: _State, allowance: int) -> None:
         movable[n] -= h
         movable[t] += h
         allowance -= 1
+    return allowance
+
+
+PEAK_ROUNDS = 256
+PEAK_CANDIDATES = 4
+PEAK_GAIN_PCT = 1  # a round must lower the peak by at least this much, or the pass stops
+
+
+def _movable(s: _State, n: int) -> int:
+    return sum(s.d.heat[p] for p in s.node_reps[n] if not s.d.split[p])
+
+
+def _peak(s: _State, allowance: int) -> None:
+    """Lower the hottest node while one move (or swap) lowers it by at least 1%.
+
+    Each round takes the node with the highest heat over fair share and moves one of its
+    hottest replicas to the node, in any zone the partition allows, that leaves the larger of
+    the two lowest (a node at the bottom of its band swaps: it takes the target's coldest
+    replica back); it stops when no move lowers the peak by PEAK_GAIN_PCT, so a cluster that
+    is already flat is left alone on the next event instead of being polished move by move.
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    movable = [_movable(s, n) for n in range(n_nodes)]
+    elig = [n for n in range(n_nodes) if d.elig[n]]
+    coldest: dict[int, int] = {}  # node -> its coldest replica, dropped when the node changes
+    for _ in range(PEAK_ROUNDS):
+        if allowance <= 0 or not elig:
+            return
+        n = min(elig, key=lambda m: (-_fair_key(s, movable[m], m), m))
+        peak = _fair_key(s, movable[n], n)
+        swap = s.count[n] <= d.lo[n]  # at the bottom of its band: take a cold one back
+        if swap and allowance < 2:
+            return
+        hot = sorted((-d.heat[p], p) for p in s.node_reps[n] if not d.split[p] and d.heat[p] > 0)
+        best: tuple[int, int, int, int, int] | None = None
+        for _, r in hot[:PEAK_CANDIDATES]:
+            h = d.heat[r]
+            used = {d.zone[m] for m in s.part_reps[r] if m != n}
+            for t in elig:
+                if t == n or d.zone[t] in used or (not swap and s.count[t] >= d.hi[t]):
+                    continue
+                q, back = -1, 0
+                if swap:
+                    if t not in coldest:
+                        coldest[t] = min(s.node_reps[t], key=lambda p: (d.heat[p], p), default=-1)
+                    q = coldest[t]
+                    if q < 0 or d.split[q] or any(d.zone[m] == d.zone[n] and m != t
+                                                  for m in s.part_reps[q]):
+                        continue
+                    back = d.heat[q]
+                after_n = _fair_key(s, movable[n] - h + back, n)
+                after_t = _fair_key(s, movable[t] + h - back, t)
+                key = (max(after_n, after_t), after_t, r, t, q)
+                if best is None or key < best:
+                    best = key
+        if best is None or best[0] * 100 > peak * (100 - PEAK_GAIN_PCT):
+            return
+        r, t, q = best[2], best[3], best[4]
+        coldest.pop(n, None)
+        coldest.pop(t, None)
+        s.remove(r, n)
+        s.add(r, t)
+        s.move(r, n, t)
+        movable[n] -= d.heat[r]
+        movable[t] += d.heat[r]
+        allowance -= 1
+        if q >= 0:
+            s.remove(q, t)
+            s.add(q, n)
+            s.move(q, t, n)
+            movable[t] -= d.heat[q]
+            movable[n] += d.heat[q]
+            allowance -= 1
 
 
 def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[int]:
@@ -431,7 +505,8 @@ def solve_dense(d: Dense) -> Raw:
         return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], [], [], []
     allowance = _fill_deficits(s, allowance)
     allowance = _cool(s, allowance)
-    _shave(s, allowance)
+    allowance = _shave(s, allowance)
+    _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
     touched = sorted(set(s.mp))
     toff = [0]
