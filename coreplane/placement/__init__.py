@@ -5,14 +5,17 @@ byte-identical pure-Python twin; `BACKEND` says which); `lower_bound(problem)` i
 minimum number of moves; `events` builds the problems of the usual cluster events.
 """
 
-from coreplane.placement.backend import BACKEND, available_backends, solve
+from coreplane.placement import events
+from coreplane.placement.backend import BACKEND, available_backends, solve, solve_timed
 from coreplane.placement.bounds import lower_bound
 from coreplane.placement.model import (
     ALIVE,
     DEAD,
     DRAINING,
+    Assignment,
     Metrics,
     Move,
+    MoveList,
     Node,
     Partition,
     Plan,
@@ -24,13 +27,17 @@ __all__ = [
     "BACKEND",
     "DEAD",
     "DRAINING",
+    "Assignment",
     "Metrics",
     "Move",
+    "MoveList",
     "Node",
     "Partition",
     "Plan",
     "Problem",
     "available_backends",
+    "events",
     "lower_bound",
     "solve",
+    "solve_timed",
 ]
