@@ -203,3 +203,21 @@ def test_moves_are_a_lazy_sequence_of_moves() -> None:
     waves = plan.by_wave()
     assert sum(len(w) for w in waves) == 6 and len(waves) == plan.metrics.waves
     assert all(m.wave == i for i, w in enumerate(waves) for m in w)
+
+
+def test_same_bytes_whatever_the_hash_seed() -> None:
+    code = (
+        "import hashlib\n"
+        "from coreplane.placement import Node, Partition, solve, events as ev\n"
+        "nodes = [Node(f'n{i}', f'z{i % 4}', weight=1 + i % 3) for i in range(13)]\n"
+        "parts = [Partition(f'p{i}', 3, heat=(i * 7919) % 1000) for i in range(200)]\n"
+        "p = ev.bootstrap(nodes, parts)\n"
+        "plan = solve(ev.node_dead(ev.after(p, solve(p)), 'n3'))\n"
+        "print(hashlib.sha256(repr(plan.canonical()).encode()).hexdigest())\n")
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
