@@ -1,1 +1,45 @@
-"""coreplane.testing (see DESIGN.md)."""
+"""coreplane.testing: the public chaos kit (DESIGN.md section 10).
+
+`SimCluster(seed)` runs real ControlPlane nodes on a simulated network, clock and disk in one
+thread; `run_schedule` is one seeded chaos experiment with its checks; `catch` runs a known-bug
+canary; the Wing-Gong-Lowe checker is `check_kv` / `check`. The runner is
+``python -m coreplane.testing.chaos``.
+"""
+
+from coreplane.testing.canaries import CANARIES, CanaryResult, catch
+from coreplane.testing.cluster import NetworkConfig, Op, SimCluster, Violation
+from coreplane.testing.linearizability import (
+    CheckResult,
+    Model,
+    Operation,
+    Verdict,
+    check,
+    check_brute_force,
+    check_kv,
+    kv_register_model,
+)
+from coreplane.testing.node import Canaries, SimNode
+from coreplane.testing.workload import ScheduleResult, replay_command, run_schedule
+
+__all__ = [
+    "CANARIES",
+    "Canaries",
+    "CanaryResult",
+    "CheckResult",
+    "Model",
+    "NetworkConfig",
+    "Op",
+    "Operation",
+    "ScheduleResult",
+    "SimCluster",
+    "SimNode",
+    "Verdict",
+    "Violation",
+    "catch",
+    "check",
+    "check_brute_force",
+    "check_kv",
+    "kv_register_model",
+    "replay_command",
+    "run_schedule",
+]
