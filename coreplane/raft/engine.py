@@ -430,6 +430,15 @@ class RaftEngine(RaftOverrides, SyncObj):
         """Raft leader holding its check-quorum lease (engine_overrides): safe to act."""
         return bool(self._isLeader()) and self.lease_remaining_s() > 0
 
+    def may_send_before_sync(self) -> bool:
+        """True on a leader: its AppendEntries may leave before its own journal sync.
+
+        pysyncobj counts the leader's copy towards a commit only at the start of a tick, and
+        the journal is flushed at the end of every tick (and right after the no-op a new
+        leader appends), so the leader's copy is durable before it counts. Followers and
+        candidates must sync first: their replies and votes promise durability."""
+        return bool(self._isLeader())
+
     def raft_role_is_leader(self) -> bool:
         """pysyncobj's own role, lease or not (diagnostics and tests)."""
         return bool(self._isLeader())

@@ -38,11 +38,13 @@ What is corrected, and why:
    election timeout later.
 
 4. **Adaptive batching and fair sending**. With ``appendEntriesUseBatch=False`` pysyncobj sends
-   to every follower once per proposal (O(proposals x followers) messages under load); with it,
-   entries wait for the next heartbeat (100 ms by default). Now the proposals drained in one
-   loop iteration go out in one message per follower: one proposal when idle (sent at once),
-   many under load. The send loop gives each follower its own time budget (upstream shares one
-   budget, so the first follower in set order starved the others).
+   to every follower once per proposal (O(proposals x followers) messages under load) and
+   writes to its wake-up pipe once per proposal; with it, entries wait for the next heartbeat
+   (100 ms by default). Now the proposals drained in one loop iteration go out in one message
+   per follower: one proposal when idle (sent at once), many under load, like etcd's and
+   group-commit databases' batching; the tick thread is woken once per batch. The send loop
+   gives each follower its own time budget (upstream shares one, so the first follower in set
+   order starved the others).
 
 5. **No silent wedge**: a tick that keeps raising (pysyncobj's autoTick thread logs and retries
    forever) marks the engine failed after `TICK_FAILURES_MAX` consecutive failures; the runtime
@@ -54,6 +56,7 @@ Clocks: every decision here reads `monotonic_s()`, which calls the module global
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -382,6 +385,9 @@ class RaftOverrides:
         self._cp_leader_since_floor = _stamp_us(monotonic_s()) / 1_000_000
         self._cp_transfer_until = -math.inf
         _so.SyncObj._SyncObj__onBecomeLeader(self)  # type: ignore[attr-defined]
+        flush = getattr(self._cp_log, "flush", None)
+        if flush is not None:
+            flush()  # the no-op may leave before the tick's flush (may_send_before_sync)
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         _so.SyncObj._SyncObj__onNodeDisconnected(self, node)  # type: ignore[attr-defined]
@@ -401,6 +407,33 @@ class RaftOverrides:
 
     # -------------------------------------------------------------------- sending
 
+    def _applyCommand(self, command: Any, callback: Any, commandType: Any = None) -> None:
+        """Queue a proposal; wake the tick thread only if the queue was empty.
+
+        Upstream writes to its wake-up pipe for every proposal (a syscall and a GIL hand-off
+        each); one wake-up per batch is enough, because the tick drains the whole queue and
+        re-wakes itself if it stopped early (`_checkCommandsToApply`)."""
+        queue = self._SyncObj__commandsQueue  # type: ignore[attr-defined]
+        items = queue._FastQueue__queue
+        if commandType is not None:
+            command = bytes([commandType]) + command
+        with queue._FastQueue__lock:
+            size_max = queue._FastQueue__maxSize
+            full = size_max > 0 and len(items) >= size_max
+            was_empty = not items
+            if not full:
+                items.append((command, callback))
+        if full:
+            self._SyncObj__callErrCallback(_so.FAIL_REASON.QUEUE_FULL, callback)  # type: ignore
+        elif was_empty:
+            self._cp_notify()
+
+    def _cp_notify(self) -> None:
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            with contextlib.suppress(BlockingIOError):  # full of wake-ups already
+                notifier.notify()
+
     def _checkCommandsToApply(self) -> None:
         """Drain queued proposals, then send once: adaptive batching."""
         self._cp_coalesce, self._cp_send_wanted = True, False
@@ -411,6 +444,9 @@ class RaftOverrides:
         if self._cp_send_wanted:
             self._cp_send_wanted = False
             self._SyncObj__sendAppendEntries()
+        if self._SyncObj__commandsQueue._FastQueue__queue \
+                and self._SyncObj__raftLeader is not None:  # type: ignore[attr-defined]
+            self._cp_notify()  # stopped at its time budget: come back at once
 
     def _SyncObj__sendAppendEntries(self) -> None:
         """Upstream's send loop with one time budget per follower (not one shared)."""

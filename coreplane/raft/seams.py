@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pysyncobj.fast_queue
 import pysyncobj.journal
 import pysyncobj.pickle
 import pysyncobj.serializer
@@ -56,7 +57,8 @@ PINNED_VERSION = "0.3.17"
 #   SyncObj.__sendAppendEntries .... pickle.dumps of large entries, getTransmissionData
 #   TcpConnection.send / __processParseMessage  zlib(pickle(message)) frames
 # Overridden or relied on by engine_overrides (lease, log safety, batching, no wedge):
-#   SyncObj.__onBecomeLeader / __onNodeDisconnected / _checkCommandsToApply  overridden
+#   SyncObj.__onBecomeLeader / __onNodeDisconnected / _checkCommandsToApply / _applyCommand
+#     overridden; FastQueue's private deque and lock are used by the _applyCommand override
 #   SyncObj.__doChangeCluster / __getPrevLogIndexTerm / __setState  called by the overrides
 #   SyncObj._autoTickThread ........ logs and retries a failing tick (the wedge we bound)
 #   SyncObj.transferLeadership ..... sends timeout_now; the target clears its flag before voting
@@ -112,6 +114,12 @@ UPSTREAM: dict[str, str] = {
         "c3ac67963962d9aa847c52e6331403ca86596707869eced2438472b7ccd3fae2",
     "SyncObj.__applyLogEntries":
         "073db677773b5a2dddf17cc51f84ac8803ed456da0f0011e15240d6bd1600684",
+    "SyncObj._applyCommand":
+        "827f207d515b2d64cce9033f558ca15033e8886cd917b96a29c888327403bbe2",
+    "SyncObj.__callErrCallback":
+        "6037c14ef64c2763bde217077685c080da70a6f0a7823940793ac0e9e70e78ed",
+    "pysyncobj.fast_queue.FastQueue":
+        "0206b57b148b047d1335f1ccb06dbaa75e9bbb588c75fcf4147521e2ab738beb",
     "TcpConnection.send":
         "cb29077c32990abb055f388a1bad7fc94d1f2a20d9513698f09ebba8804520a6",
     "TcpConnection.__processParseMessage":
@@ -148,6 +156,9 @@ def _targets() -> dict[str, Any]:
         "SyncObj._autoTickThread": sync_obj._autoTickThread,
         "SyncObj.transferLeadership": sync_obj.transferLeadership,
         "SyncObj.__applyLogEntries": sync_obj._SyncObj__applyLogEntries,
+        "SyncObj._applyCommand": sync_obj._applyCommand,
+        "SyncObj.__callErrCallback": sync_obj._SyncObj__callErrCallback,
+        "pysyncobj.fast_queue.FastQueue": pysyncobj.fast_queue.FastQueue,
         "TcpConnection.send": conn.send,
         "TcpConnection.__processParseMessage": conn._TcpConnection__processParseMessage,
     }

@@ -301,6 +301,12 @@ class ControlPlane:
             raise InvalidArgument(field, exc.reason) from None
 
     def _flush_journal(self) -> None:
+        """Before any message leaves: make the journal durable, except on the leader, whose
+        own entries are synced at the end of the same tick, in parallel with the followers'
+        syncs and before the next tick can count them towards a commit (Raft §10.2.1)."""
+        engine = self._engine
+        if engine is not None and engine.may_send_before_sync():
+            return
         journal = self._journal
         flush = getattr(journal, "flush", None)
         if flush is not None:

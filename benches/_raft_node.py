@@ -1,0 +1,285 @@
+"""One replicated node in its own process for `benches.raft`, with its load generator inside.
+
+coreplane is embedded: its clients are threads of the host process, so the load runs in the
+node process and goes through the engine's asynchronous propose (the same path `kv.put` takes,
+without one waiting thread per request). Raw pysyncobj is driven the same way (a replicated
+``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on stdout.
+
+Ops: ``role`` (am I the leader), ``closed`` (keep `inflight` writes outstanding for
+`duration_s`), ``open`` (one write every 1/`rate` s for `duration_s`, latency from the
+scheduled send time to the callback, so queueing counts), ``writer_start``/``writer_stop``
+(sequential acknowledged writes for the kill -9 runs, with completion times on the shared
+CLOCK_MONOTONIC), ``keys`` (local keys with a prefix), ``stop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+_out = threading.Lock()
+VALUE = b"v" * 64
+
+
+def _reply(message: dict[str, Any]) -> None:
+    with _out:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+
+class CoreplaneNode:
+    """A ControlPlane; writes through its engine's async propose (commit + apply here)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from coreplane.core import commands as C
+        from coreplane.runtime.controlplane import ControlPlane
+
+        self._C = C
+        self.cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"],
+                               bytes.fromhex(cfg["secret"]), **cfg.get("options", {}))
+        self.cp.start()
+        self._keys: set[str] = set()
+
+    def is_leader(self) -> bool:
+        return self.cp.is_leader() and self.cp.fencing_token is not None
+
+    def propose(self, key: str, done: Callable[[bool], None]) -> None:
+        C = self._C
+        data = C.encode(self.cp._with_session(C.Put(key=key, value=VALUE)))
+        engine = self.cp._engine
+        if engine is None:
+            done(False)
+            return
+        engine.propose(data, lambda result, code: done(code == 0))
+
+    def put_sync(self, key: str, timeout_s: float) -> bool:
+        try:
+            self.cp.kv.put(key, VALUE, timeout_s=timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - any failure is "not acknowledged"
+            return False
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k, _, _ in self.cp.kv.range(prefix, stale_ok=True)]
+
+    def stop(self) -> None:
+        self.cp.stop()
+
+
+class RawNode:
+    """Stock pysyncobj: TCP transport, its file journal, every other option at its default."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from pysyncobj import SyncObj, SyncObjConf, replicated
+
+        class KV(SyncObj):  # type: ignore[misc]
+            def __init__(self, self_addr: str, peers: list[str], conf: Any) -> None:
+                self._data: dict[str, bytes] = {}
+                super().__init__(self_addr, peers, conf)
+
+            @replicated  # type: ignore[misc]
+            def set(self, key: str, value: bytes) -> bool:
+                self._data[key] = value
+                return True
+
+        os.makedirs(cfg["data_dir"], exist_ok=True)
+        conf = SyncObjConf(journalFile=os.path.join(cfg["data_dir"], "journal.bin"))
+        self.obj = KV(cfg["address"], list(cfg["peers"].values()), conf)
+
+    def is_leader(self) -> bool:
+        return bool(self.obj._isLeader())
+
+    def propose(self, key: str, done: Callable[[bool], None]) -> None:
+        self.obj.set(key, VALUE, callback=lambda result, err: done(err == 0))
+
+    def put_sync(self, key: str, timeout_s: float) -> bool:
+        box: list[bool] = []
+        event = threading.Event()
+
+        def done(ok: bool) -> None:
+            box.append(ok)
+            event.set()
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            event.clear()
+            box.clear()
+            self.propose(key, done)
+            if event.wait(max(0.0, deadline - time.monotonic())) and box[0]:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k in list(self.obj._data) if k.startswith(prefix)]
+
+    def stop(self) -> None:
+        self.obj.destroy()
+
+
+def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dict[str, Any]:
+    """Keep `inflight` writes outstanding; committed writes per second."""
+    sem = threading.Semaphore(inflight)
+    counts = {"ok": 0, "failed": 0}
+    lock = threading.Lock()
+
+    def done(ok: bool) -> None:
+        with lock:
+            counts["ok" if ok else "failed"] += 1
+        sem.release()
+
+    start = time.monotonic()
+    end = start + duration_s
+    i = 0
+    while time.monotonic() < end:
+        if not sem.acquire(timeout=0.5):
+            continue
+        node.propose(f"{prefix}{i}", done)
+        i += 1
+    for _ in range(inflight):  # drain (bounded)
+        sem.acquire(timeout=5)
+    elapsed = time.monotonic() - start
+    return {"ok": counts["ok"], "failed": counts["failed"], "elapsed_s": elapsed,
+            "writes_per_s": counts["ok"] / elapsed}
+
+
+def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[str, Any]:
+    """One write every 1/rate s; latency from its scheduled time to its commit callback."""
+    n = int(rate * duration_s)
+    lat: list[float] = [-1.0] * n
+    finished = threading.Semaphore(0)
+    start = time.monotonic() + 0.05
+
+    def make_done(i: int, scheduled: float) -> Callable[[bool], None]:
+        def done(ok: bool) -> None:
+            lat[i] = (time.monotonic() - scheduled) * 1000 if ok else -1.0
+            finished.release()
+        return done
+
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        node.propose(f"{prefix}{i}", make_done(i, scheduled))
+    for _ in range(n):
+        if not finished.acquire(timeout=10):
+            break
+    ok = sorted(x for x in lat if x >= 0)
+    return {"sent": n, "ok": len(ok), "lat_ms": ok}
+
+
+class Writer:
+    """Sequential writes of unique keys; what was acknowledged and when (CLOCK_MONOTONIC)."""
+
+    def __init__(self, node: Any, prefix: str) -> None:
+        self.node, self.prefix = node, prefix
+        self.acked: list[str] = []
+        self.done_at: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            key = f"{self.prefix}{i}"
+            if self.node.put_sync(key, timeout_s=0.5):
+                self.acked.append(key)
+                self.done_at.append(time.monotonic())
+                i += 1
+            time.sleep(0.002)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return {"acked": self.acked, "done_at": self.done_at}
+
+
+def _sample_stacks(path: str, stop: threading.Event) -> None:
+    """Diagnostics (BENCH_SAMPLE=path): where every thread spends wall time, 1 ms samples."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    me = threading.get_ident()
+    while not stop.wait(0.001):
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            names = []
+            f: Any = frame
+            while f is not None and len(names) < 40:
+                names.append(f"{f.f_code.co_name}:{os.path.basename(f.f_code.co_filename)}"
+                             f":{f.f_lineno}")
+                f = f.f_back
+            counts[" <- ".join(names)] += 1
+    with open(path, "w") as out:
+        for stack, n in counts.most_common(100000):
+            out.write(f"{n}\t{stack}\n")
+
+
+def main() -> int:
+    cfg = json.loads(sys.argv[1])
+    if cfg.get("switch_interval_s"):
+        sys.setswitchinterval(cfg["switch_interval_s"])
+    sample_stop = threading.Event()
+    sample_path = os.environ.get("BENCH_SAMPLE")
+    sampler = None
+    if sample_path:
+        sampler = threading.Thread(target=_sample_stacks,
+                                   args=(f"{sample_path}.{cfg['node_id']}", sample_stop),
+                                   daemon=True)
+        sampler.start()
+    cfg["secret"] = os.environ.get("BENCH_SECRET", "00" * 32)
+    node: Any = CoreplaneNode(cfg) if cfg["kind"] == "coreplane" else RawNode(cfg)
+    writers: dict[str, Writer] = {}
+    _reply({"event": "ready"})
+
+    def serve(req: dict[str, Any]) -> None:
+        op = req["op"]
+        try:
+            if op == "role":
+                out: dict[str, Any] = {"leader": node.is_leader()}
+            elif op == "closed":
+                out = closed_loop(node, req["inflight"], req["duration_s"], req["prefix"])
+            elif op == "open":
+                out = open_loop(node, req["rate"], req["duration_s"], req["prefix"])
+            elif op == "writer_start":
+                writers[req["prefix"]] = Writer(node, req["prefix"])
+                out = {}
+            elif op == "writer_last":
+                w = writers[req["prefix"]]
+                out = {"last": w.done_at[-1] if w.done_at else None}
+            elif op == "writer_stop":
+                out = writers.pop(req["prefix"]).stop()
+            elif op == "keys":
+                out = {"keys": node.keys(req["prefix"])}
+            else:
+                out = {"error": f"unknown op {op}"}
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            out = {"error": repr(exc)}
+        _reply({"id": req["id"], **out})
+
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            req = json.loads(line)
+            if req.get("op") == "stop":
+                break
+            threading.Thread(target=serve, args=(req,), daemon=True).start()
+    finally:
+        node.stop()
+        sample_stop.set()
+        if sampler is not None:
+            sampler.join(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Replication: coreplane vs raw pysyncobj vs etcd, 3 processes each on 127.0.0.1, durable.
+
+Measured in one run, each system a fresh 3-member cluster with its own data dirs:
+- ``tput``: committed writes/s with many writes in flight (closed loop);
+- ``lat``: commit latency p50/p99 at 100 and 1,000 writes/s (open loop: latency from the
+  scheduled send time to the acknowledgement, so queueing counts);
+- ``failover``: leader kill -9 -> first acknowledged write on a survivor (sequential writers
+  on every survivor; median and max over the kills), and ``acked_lost``: acknowledged writes
+  missing from the cluster at the end.
+
+Durability: coreplane fsyncs its LMDB journal before any message leaves a node (default);
+etcd fsyncs its WAL (default); raw pysyncobj uses its file journal (an mmap it msyncs once a
+second: its only durable mode) and every other option at its default (100 ms batching,
+0.4-1.4 s election timeout). Load: coreplane and pysyncobj are libraries, so the load runs in
+the leader's process through their asynchronous propose (callback on commit + apply). etcd is
+a server: its load comes from separate client processes over the v3 JSON gateway on keep-alive
+HTTP/1.1 connections (one per client thread, writes in flight = threads x processes), sent to
+the leader member, as etcd's own benchmark does. Each config runs `repeats` times; medians are
+reported. The anchor is etcd measured in the same run (``tput_ratio_vs_etcd``); when etcd is
+not installed it is recorded as ``"not installed"`` and the ratio is null.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benches._raft_procs import (
+    ROOT,
+    EtcdCluster,
+    EtcdPutter,
+    NodeCluster,
+    etcd_binary,
+    etcd_keys,
+)
+
+FULL = {"tput_s": 5.0, "inflight": 256, "lat_s": 5.0, "rates": [100, 1000], "kills": 9,
+        "raw_kills": 3, "repeats": 3, "etcd_client_procs": 4, "etcd_client_threads": 64}
+SMOKE = {"tput_s": 1.5, "inflight": 32, "lat_s": 1.0, "rates": [100], "kills": 1,
+         "raw_kills": 0, "repeats": 1, "etcd_client_procs": 0, "etcd_client_threads": 0}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _median(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _lat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    p50s = [_pct(r["lat_ms"], 0.50) for r in runs]
+    p99s = [_pct(r["lat_ms"], 0.99) for r in runs]
+    return {"p50_ms": _median(p50s), "p99_ms": _median(p99s), "p50_ms_runs": p50s,
+            "p99_ms_runs": p99s, "ok": [r["ok"] for r in runs], "sent": [r["sent"] for r in runs]}
+
+
+# ------------------------------------------------------------------ coreplane and pysyncobj
+
+
+def _bench_library(kind: str, base: Path, p: dict[str, Any], kills: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with NodeCluster(kind, base) as cluster:
+        leader = cluster.leader()
+        leader.request("closed", inflight=8, duration_s=0.5, prefix="warm-")
+        tputs = []
+        for r in range(p["repeats"]):
+            leader = cluster.leader()
+            res = leader.request("closed", inflight=p["inflight"], duration_s=p["tput_s"],
+                                 prefix=f"t{r}-", timeout_s=p["tput_s"] + 60)
+            tputs.append(res["writes_per_s"])
+        out["tput_writes_per_s"] = _median(tputs)
+        out["tput_runs"] = tputs
+        for rate in p["rates"]:
+            runs = []
+            for r in range(p["repeats"]):
+                leader = cluster.leader()
+                runs.append(leader.request("open", rate=rate, duration_s=p["lat_s"],
+                                           prefix=f"l{rate}-{r}-", timeout_s=p["lat_s"] + 60))
+            out[f"lat_at_{rate}"] = _lat_summary(runs)
+        if kills:
+            out["failover"] = _kills_library(cluster, kills)
+    return out
+
+
+def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
+    failovers: list[float | None] = []
+    acked: list[str] = []
+    for k in range(kills):
+        leader = cluster.leader()
+        survivors = [n for n in cluster.nodes.values() if n is not leader]
+        prefixes = {n.node_id: f"k{k}{n.node_id}-" for n in survivors}
+        for n in survivors:
+            n.request("writer_start", prefix=prefixes[n.node_id])
+        time.sleep(0.3)
+        killed_at = time.monotonic()
+        leader.kill9()
+        deadline = killed_at + 10
+        while time.monotonic() < deadline:
+            lasts = [n.request("writer_last", prefix=prefixes[n.node_id])["last"]
+                     for n in survivors]
+            if any(t is not None and t > killed_at for t in lasts):
+                break
+            time.sleep(0.05)
+        firsts = []
+        for n in survivors:
+            res = n.request("writer_stop", prefix=prefixes[n.node_id])
+            acked.extend(res["acked"])
+            firsts += [t for t in res["done_at"] if t > killed_at + 0.001]
+        failovers.append(min(firsts) - killed_at if firsts else None)
+        leader.start()
+        time.sleep(1.0)  # catch up before the next kill
+    cluster.leader()
+    time.sleep(1.0)
+    present: set[str] = set()
+    for n in cluster.nodes.values():  # a write is lost if no replica has it
+        present |= set(n.request("keys", prefix="k")["keys"])
+    lost = [key for key in acked if key not in present]
+    return _failover_summary(failovers, len(acked), lost)
+
+
+def _failover_summary(failovers: list[float | None], acked: int,
+                      lost: list[str]) -> dict[str, Any]:
+    measured = [f for f in failovers if f is not None]
+    return {"kills": len(failovers), "failover_s": failovers,
+            "failover_s_median": _median(measured),
+            "failover_s_max": max(measured) if len(measured) == len(failovers) and measured
+            else None,
+            "acked": acked, "acked_lost": len(lost), "lost_sample": lost[:10]}
+
+
+# ---------------------------------------------------------------------------------- etcd
+
+
+def _etcd_clients(mode: str, port: int, args: list[str], procs: int) -> list[dict[str, Any]]:
+    running = [subprocess.Popen([sys.executable, "-m", "benches._raft_etcd_client", mode,
+                                 str(port), *args[:-1], f"{args[-1]}{i}-"], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True) for i in range(procs)]
+    results = []
+    for proc in running:
+        try:
+            stdout, _ = proc.communicate(timeout=120)
+            results.append(json.loads(stdout))
+        except (subprocess.TimeoutExpired, ValueError):
+            proc.kill()
+            proc.wait(timeout=10)
+    return results
+
+
+def _bench_etcd(base: Path, p: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with EtcdCluster(base) as etcd:
+        leader = etcd.leader()
+        assert leader is not None
+        port = etcd.client[leader]
+        _etcd_clients("closed", port, ["8", "0.5", "warm-"], 1)
+        tputs = []
+        for r in range(p["repeats"]):
+            res = _etcd_clients("closed", port, [str(p["etcd_client_threads"]),
+                                                 str(p["tput_s"]), f"t{r}-"],
+                                p["etcd_client_procs"])
+            elapsed = max(x["elapsed_s"] for x in res)
+            tputs.append(sum(x["ok"] for x in res) / elapsed)
+        out["tput_writes_per_s"] = _median(tputs)
+        out["tput_runs"] = tputs
+        out["writes_in_flight"] = p["etcd_client_threads"] * p["etcd_client_procs"]
+        for rate in p["rates"]:
+            runs = [_etcd_clients("open", port, [str(rate), str(p["lat_s"]), f"l{rate}-{r}-"],
+                                  1)[0] for r in range(p["repeats"])]
+            out[f"lat_at_{rate}"] = _lat_summary(runs)
+        out["failover"] = _kills_etcd(etcd, p["kills"])
+    return out
+
+
+def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
+    failovers: list[float | None] = []
+    acked: list[str] = []
+    for k in range(kills):
+        leader = etcd.leader()
+        deadline = time.monotonic() + 20
+        while leader is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            leader = etcd.leader()
+        assert leader is not None
+        survivors = [n for n in etcd.names if n != leader]
+        done_at: list[float] = []
+        stop = threading.Event()
+
+        def writer(name: str, k: int = k, sink: list[float] = done_at,
+                   stop: threading.Event = stop) -> None:
+            putter = EtcdPutter(etcd.client[name], timeout_s=0.5)
+            i = 0
+            while not stop.is_set():
+                key = f"k{k}{name}-{i}"
+                if putter.put(key):
+                    acked.append(key)
+                    sink.append(time.monotonic())
+                    i += 1
+                time.sleep(0.002)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in survivors]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        killed_at = time.monotonic()
+        etcd.kill9(leader)
+        end = killed_at + 10
+        while time.monotonic() < end and not any(t > killed_at for t in list(done_at)):
+            time.sleep(0.01)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        after = [t for t in done_at if t > killed_at + 0.001]
+        failovers.append(min(after) - killed_at if after else None)
+        etcd.start(leader, state="existing")
+        time.sleep(1.0)
+    time.sleep(1.0)
+    present: set[str] = set()
+    for name in etcd.names:
+        with contextlib.suppress(OSError):
+            present |= set(etcd_keys(etcd.client[name], "k"))
+    lost = [key for key in acked if key not in present]
+    return _failover_summary(failovers, len(acked), lost)
+
+
+# ---------------------------------------------------------------------------------- run
+
+
+def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
+    p = dict(SMOKE if smoke else FULL)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp:
+        base = Path(tmp)
+        results["coreplane"] = _bench_library("coreplane", base / "coreplane", p, p["kills"])
+        results["pysyncobj"] = _bench_library("pysyncobj", base / "pysyncobj", p,
+                                              p["raw_kills"])
+        if smoke:
+            results["etcd"] = "skipped (--smoke)"
+        elif etcd_binary() is None:
+            results["etcd"] = "not installed"
+        else:
+            results["etcd"] = _bench_etcd(base / "etcd", p)
+    cp = results["coreplane"]
+    etcd = results["etcd"] if isinstance(results["etcd"], dict) else None
+    failover = cp.get("failover", {})
+    summary = {
+        "tput_writes_per_s": cp["tput_writes_per_s"],
+        "tput_ratio_vs_etcd": (cp["tput_writes_per_s"] / etcd["tput_writes_per_s"]
+                               if etcd and etcd["tput_writes_per_s"] else None),
+        "tput_ratio_vs_pysyncobj": (cp["tput_writes_per_s"]
+                                    / results["pysyncobj"]["tput_writes_per_s"]),
+        "p50_ms_at_100": cp["lat_at_100"]["p50_ms"],
+        "p99_ms_at_100": cp["lat_at_100"]["p99_ms"],
+        "p50_ms_at_1000": cp.get("lat_at_1000", {}).get("p50_ms"),
+        "p99_ms_at_1000": cp.get("lat_at_1000", {}).get("p99_ms"),
+        "failover_s_median": failover.get("failover_s_median"),
+        "failover_s_max": failover.get("failover_s_max"),
+        "acked_lost": failover.get("acked_lost"),
+        "etcd": "measured" if etcd else results["etcd"],
+    }
+    return {"bench": "raft", "params": {**p, "smoke": smoke}, "results": results,
+            "summary": summary}
