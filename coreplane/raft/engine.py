@@ -275,6 +275,7 @@ class RaftEngine(RaftOverrides, SyncObj):
                                 failover_spread_s=min(0.1, conf.raftMaxTimeout - stick_s),
                                 log=journal)
         self._cp_read_queue: collections.deque[ReadCallback] = collections.deque()
+        self._cp_tick_calls: collections.deque[Callable[[], None]] = collections.deque()
         self._cp_leader_reads: list[list[Any]] = []  # [taken_at, index|None, callback, deadline]
         self._cp_remote_reads: dict[int, tuple[ReadCallback, float, Any]] = {}
         self._cp_read_ids = itertools.count(1)
@@ -347,6 +348,8 @@ class RaftEngine(RaftOverrides, SyncObj):
                 notifier.notify()
 
     def _cp_reads_tick(self) -> None:
+        while self._cp_tick_calls:
+            self._cp_tick_calls.popleft()()
         now = monotonic_s()
         while self._cp_read_queue:
             self._cp_start_read(self._cp_read_queue.popleft(), now)
@@ -496,7 +499,9 @@ class RaftEngine(RaftOverrides, SyncObj):
                 self.revoke_lease(-1.0)  # nothing was sent: act again
             callback(result, code)
 
-        self.transferLeadership(None, callback=done)
+        # pysyncobj's transport is not thread-safe: send from the tick thread.
+        self._cp_tick_calls.append(lambda: self.transferLeadership(None, callback=done))
+        self._cp_wake()
 
     def wait_bound(self) -> bool:
         """Block until the transport listens, or its bind retries ran out (False)."""

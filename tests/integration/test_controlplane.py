@@ -261,3 +261,24 @@ def test_a_node_that_cannot_apply_stops_instead_of_diverging(cluster_factory: An
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("poison", stale_ok=True)
     assert leader.kv.get("poison") is not None
+
+
+def test_a_node_whose_raft_tick_keeps_failing_stops_with_a_clear_error(
+        cluster_factory: Any) -> None:
+    # Issue 4, defect 10: pysyncobj's tick thread logs and retries a failing tick forever, so a
+    # node whose log broke (IndexError on an empty log) lingered as a silent non-voter.
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    victim = cluster.followers()[0]
+    assert victim._engine is not None
+
+    def broken() -> bool:
+        raise IndexError("list index out of range")
+
+    victim._engine._SyncObj__applyLogEntries = broken  # type: ignore[attr-defined]
+    wait_until(lambda: victim.status()["error"] is not None, 15, "the victim to report")
+    status = victim.status()
+    assert status["role"] == "stopped" and "IndexError" in status["error"]
+    with pytest.raises(Unavailable, match="fatal"):
+        victim.kv.get("x", stale_ok=True)
+    assert leader.kv.put("still", b"ok") > 0  # the other two go on

@@ -100,3 +100,19 @@ def test_an_isolated_follower_rejoins_without_disrupting_the_leader(cluster_fact
     wait_until(lambda: lonely.kv.get("while-away", timeout_s=2) is not None, 15,
                "the isolated follower to catch up")
     assert cluster.leader().fencing_token > token  # type: ignore[operator]
+
+
+def test_planned_handover_stops_the_old_leader_first(cluster_factory: Any) -> None:
+    cluster = cluster_factory().start_all()
+    old = cluster.leader()
+    token = old.fencing_token
+    assert token is not None
+    gained: list[tuple[bool, int | None]] = []
+    old.on_leadership(lambda up, tok: gained.append((up, tok)))
+    new_id = old.transfer_leadership(timeout_s=10)
+    assert new_id != old.node_id
+    assert not old.is_leader() and old.fencing_token is None
+    new = cluster.leader()
+    assert new.node_id == new_id and new.fencing_token > token  # type: ignore[operator]
+    wait_until(lambda: (False, token) in gained, 5, "the old leader to hand its token back")
+    assert new.kv.put("after-handover", b"1") > 0
