@@ -156,7 +156,8 @@ class SimCluster:
 
     ``SimCluster(seed, nodes=3, *, journal="memory"|"lmdb", canaries=Canaries(),
     network=NetworkConfig(), log_compaction_min_entries=200, machines=())``.
-    `machines` is a sequence of ``(name, machine)`` registered on every node (user machines).
+    `machines` is a sequence of ``(name, machine)`` registered on every node (user machines;
+    `machine` is an object, or a dict of ``apply=``/``on_tick=``/``initial=`` functions).
     Use as a context manager, or call `close()`: it restores pysyncobj's globals and removes
     the temporary data dirs.
     """
@@ -292,7 +293,10 @@ class SimCluster:
                            disk=slot.disk, on_propose=self._on_runtime_propose,
                            on_apply=self._on_apply, canaries=self.canaries, **self._options)
             for name, machine in self._machines:
-                node.register_machine(name, machine)
+                if isinstance(machine, dict):  # plain functions: apply=, on_tick=, initial=
+                    node.register_machine(name, **machine)
+                else:
+                    node.register_machine(name, machine)
             node.on_leadership(lambda gained, token, s=slot: self._on_leadership(s, gained, token))
             node.start()
         except Exception as exc:  # noqa: BLE001 - e.g. CorruptData from a flipped bit
@@ -722,7 +726,17 @@ class SimCluster:
                 slot.inflight.remove(op)
             on_done(op, result, code)
 
+        if slot.paused_until > self.now:  # a paused process reads its socket on resume
+            self.at_us(slot.paused_until - self.now, self._submit, slot, data, callback)
+            return
+        self._submit(slot, data, callback)
+
+    def _submit(self, slot: _Slot, data: bytes, callback: Callable[[Any, int], None]) -> None:
+        node = slot.node
+        if node is None:
+            return  # crashed meanwhile: `_drop_node` made the op unknown
         with self._running():
+            self._current = slot
             node.engine.propose(data, callback)
         self._flush_sends()
         self._wake(slot, max(self.now + self._eps(), slot.paused_until))
@@ -823,10 +837,19 @@ class SimCluster:
             op.index = int(index)  # answered once applied here (`_resolve_reads`)
             self._resolve_reads(slot)
 
-        with self._running():
-            request(on_index)
-        self._flush_sends()
-        self._wake(slot, max(self.now + self._eps(), slot.paused_until))
+        def ask() -> None:
+            if slot.node is not node or op.done:
+                return
+            with self._running():
+                self._current = slot
+                request(on_index)
+            self._flush_sends()
+            self._wake(slot, max(self.now + self._eps(), slot.paused_until))
+
+        if slot.paused_until > self.now:  # a paused process reads its socket on resume
+            self.at_us(slot.paused_until - self.now, ask)
+        else:
+            ask()
         return op
 
     def _resolve_reads(self, slot: _Slot) -> None:
