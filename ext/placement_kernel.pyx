@@ -925,6 +925,13 @@ cdef int64_t *to_c(object values, Py_ssize_t n) except NULL:
     return out
 
 
+cdef array.array to_array(int64_t *values, Py_ssize_t n):
+    cdef array.array out = array.clone(_QARRAY, n, False)
+    if n:
+        memcpy(out.data.as_longlongs, values, n * sizeof(int64_t))
+    return out
+
+
 cdef list to_list(int64_t *values, Py_ssize_t n):
     return [values[i] for i in range(n)]
 
@@ -968,36 +975,6 @@ cdef list movable_heat(S *s):
                 h += s.heat[p]
         out.append(h)
     return out
-
-
-cdef tuple touched(S *s):
-    """Partitions the moves touched (ascending) with their final replicas (ascending)."""
-    cdef char *seen = <char *>calloc(s.P + 1, 1)
-    cdef list tp = [], toff = [0], tn = []
-    cdef Py_ssize_t i
-    cdef int64_t p, j, k, tmp, base
-    cdef int64_t buf[64]
-    for i in range(s.nm):
-        seen[s.mp[i]] = 1
-    for p in range(s.P):
-        if not seen[p]:
-            continue
-        tp.append(p)
-        base = p * s.RMAX
-        for j in range(s.pn_len[p]):
-            buf[j] = s.pn[base + j]
-        for j in range(1, s.pn_len[p]):  # insertion sort: at most RMAX entries
-            tmp = buf[j]
-            k = j - 1
-            while k >= 0 and buf[k] > tmp:
-                buf[k + 1] = buf[k]
-                k -= 1
-            buf[k + 1] = tmp
-        for j in range(s.pn_len[p]):
-            tn.append(buf[j])
-        toff.append(len(tn))
-    free(seen)
-    return tp, toff, tn
 
 
 def solve_dense(d):
@@ -1076,10 +1053,9 @@ def solve_dense(d):
                 mw = waves(&s)
     try:
         if status != 0:
-            return status, arg, lb, [], [], [], [], [], [], [], [], [], [], []
-        return (0, 0, lb, to_list(s.mp, s.nm), to_list(s.ms, s.nm), to_list(s.md, s.nm),
-                to_list(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *touched(&s),
-                *final_csr(&s))
+            return status, arg, lb, [], [], [], [], [], [], [], []
+        return (0, 0, lb, to_array(s.mp, s.nm), to_array(s.ms, s.nm), to_array(s.md, s.nm),
+                to_array(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *final_csr(&s))
     finally:
         for i in range(s.N):
             free(s.nr[i])
@@ -1135,18 +1111,30 @@ def remap_nodes(object rep, list remap):
     return out
 
 
-def touched_rows(list part_ids, list node_ids, object tp, object toff, object tn):
-    """(partition id, replica node ids) for each touched partition, as `backend` builds them."""
+def touched_rows(list part_ids, list node_ids, object moved, object off, object rep):
+    """Compiled `bounds.touched_rows`: the same (partition id, node ids) pairs."""
+    cdef Py_ssize_t i, j, nm = len(moved), P = len(part_ids), lo, hi
+    cdef int64_t *mp = to_c(moved, nm)
+    cdef int64_t *o = to_c(off, P + 1)
+    cdef int64_t *r = to_c(rep, len(rep))
+    cdef char *seen = <char *>calloc(P + 1, 1)
     cdef list out = []
-    cdef Py_ssize_t i, j, lo, hi
     cdef tuple row
-    for i in range(len(tp)):
-        lo = toff[i]
-        hi = toff[i + 1]
+    for i in range(nm):
+        seen[mp[i]] = 1
+    for i in range(P):
+        if not seen[i]:
+            continue
+        lo = o[i]
+        hi = o[i + 1]
         row = PyTuple_New(hi - lo)
         for j in range(lo, hi):
-            name = node_ids[tn[j]]
+            name = node_ids[r[j]]
             Py_INCREF(name)
             PyTuple_SET_ITEM(row, j - lo, name)
-        out.append((part_ids[tp[i]], row))
+        out.append((part_ids[i], row))
+    free(mp)
+    free(o)
+    free(r)
+    free(seen)
     return out

@@ -9,6 +9,7 @@ but the dense model.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 
 from coreplane.placement.bounds import Dense, lower_bound_dense
@@ -21,10 +22,9 @@ OVER_BUDGET = 2  # arg: moves the hard constraints need
 SHIFT = 20       # fixed-point bits of the integer fill and heat keys
 
 # (status, arg, lower bound, move partitions, sources, targets, waves, final count per node,
-#  final heat per node without split candidates, touched partitions, their offsets, their nodes,
-#  final CSR offsets, final CSR nodes)
+#  final heat per node without split candidates, final CSR offsets, final CSR nodes)
 Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
-            list[int], list[int], list[int], list[int], list[int]]
+            list[int], list[int]]
 
 
 class _State:
@@ -488,6 +488,9 @@ def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[in
 
 def solve_dense(d: Dense) -> Raw:
     """Run every phase; see `Raw` for what comes back (lists empty unless status is OK)."""
+    # Plain lists: the memoized arrays('q') suit the kernel's memcpy, lists index faster here.
+    d = dataclasses.replace(d, rf=list(d.rf), heat=list(d.heat), split=list(d.split),
+                            off=list(d.off), rep=list(d.rep))
     lb = lower_bound_dense(d)
     s = _State(d)
     orphans: list[tuple[int, int]] = []
@@ -496,28 +499,22 @@ def solve_dense(d: Dense) -> Raw:
     unlimited = 1 << 62
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
-        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], [], [], [], []
+        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], []
     shed_before = len(orphans)
     _shed(s, orphans, allowance)
     allowance -= len(orphans) - shed_before
     failed = _place(s, orphans)
     if failed >= 0:
-        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], [], [], [], []
+        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], []
     allowance = _fill_deficits(s, allowance)
     allowance = _cool(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
-    touched = sorted(set(s.mp))
-    toff = [0]
-    tnodes: list[int] = []
-    for p in touched:
-        tnodes.extend(sorted(s.part_reps[p]))
-        toff.append(len(tnodes))
     off = [0]
     rep: list[int] = []
     for reps in s.part_reps:
         rep.extend(sorted(reps))
         off.append(len(rep))
     return (OK, 0, lb, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, mheat,
-            touched, toff, tnodes, off, rep)
+            off, rep)

@@ -8,11 +8,12 @@ indexes in sorted order). Imports only coreplane.errors and the model.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from operator import attrgetter, mul
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
 
@@ -77,9 +78,9 @@ class Dense:
     hcap: list[int]          # floor(1.10 * fair heat share)
     hfair: list[int]         # floor(fair heat share)
     zshare: list[int]        # integer fair count per zone, >= 1
-    rf: list[int]
-    heat: list[int]
-    split: list[int]         # 1 if the partition is hotter than every node's fair heat share
+    rf: Sequence[int]        # per partition, sorted-id order (array('q') from the memo)
+    heat: Sequence[int]
+    split: Sequence[int]     # 1 if the partition is hotter than every node's fair heat share
     off: Sequence[int]       # CSR offsets into rep, length P + 1 (a list or an array('q'))
     rep: Sequence[int]       # current replicas, node indexes ascending per partition
     inflight: int
@@ -141,7 +142,7 @@ def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]
 Replicas = Callable[[list[str], Mapping[str, tuple[str, ...]], dict[str, int]],
                     tuple[list[int], list[int]]]
 Remap = Callable[[Sequence[int], list[int]], Sequence[int]]
-Rows = Callable[[list[str], list[str | None], Sequence[int], Sequence[int], Sequence[int]],
+Rows = Callable[[list[str], list[str], Sequence[int], Sequence[int], Sequence[int]],
                 list[tuple[str, tuple[str, ...]]]]
 
 
@@ -150,11 +151,11 @@ def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
     return [remap[n] for n in rep]
 
 
-def touched_rows(part_ids: list[str], node_ids: list[str | None], tp: Sequence[int],
-                 toff: Sequence[int], tn: Sequence[int]) -> list[tuple[str, tuple[str, ...]]]:
-    """(partition id, replica node ids) of each partition a plan touched."""
-    names: list[Any] = [node_ids[n] for n in tn]  # never None: -1 is not a replica
-    return [(part_ids[p], tuple(names[toff[i]:toff[i + 1]])) for i, p in enumerate(tp)]
+def touched_rows(part_ids: list[str], node_ids: list[str], moved: Sequence[int],
+                 off: Sequence[int], rep: Sequence[int]) -> list[tuple[str, tuple[str, ...]]]:
+    """(partition id, final replica node ids) for each partition a move touched, ascending."""
+    return [(part_ids[p], tuple(node_ids[n] for n in rep[off[p]:off[p + 1]]))
+            for p in sorted(set(moved))]
 
 
 class Accel(NamedTuple):
@@ -190,12 +191,12 @@ def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str,
     return off, rep
 
 
-PartitionArrays = tuple[list[str], list[int], list[int], int, int, int]
+PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int]
 # One-entry memo of the per-partition arrays, keyed by the identity of the (immutable) partitions
 # tuple: node events (dead, drain, add) reuse the same tuple, and re-deriving 100k partitions'
 # arrays would cost more than the solve. The value is a pure function of the key.
 _PARTS_MEMO: list[tuple[tuple[Partition, ...], PartitionArrays]] = []
-_SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, list[int]]] = []
+_SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, Sequence[int]]] = []
 
 
 def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
@@ -204,20 +205,22 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
     if memo and memo[0][0] is partitions:
         return memo[0][1]
     parts = sorted(partitions, key=attrgetter("id"))
-    rf = list(map(attrgetter("rf"), parts))
-    heat = list(map(attrgetter("heat"), parts))
+    # array('q'): the kernel copies it with one memcpy instead of converting 100k ints.
+    rf = array("q", map(attrgetter("rf"), parts))
+    heat = array("q", map(attrgetter("heat"), parts))
     out = (list(map(attrgetter("id"), parts)), rf, heat, sum(rf), sum(map(mul, heat, rf)),
            sum(heat))
     _PARTS_MEMO[:] = [(partitions, out)]
     return out
 
 
-def _split_flags(partitions: tuple[Partition, ...], heat: list[int], above: int) -> list[int]:
+def _split_flags(partitions: tuple[Partition, ...], heat: Sequence[int],
+                 above: int) -> Sequence[int]:
     """1 for partitions hotter than `above` (every node's fair heat share), else 0."""
     memo = _SPLIT_MEMO[:1]
     if memo and memo[0][0] is partitions and memo[0][1] == above:
         return memo[0][2]
-    out = [int(h > above) for h in heat]
+    out = array("q", [int(h > above) for h in heat])
     _SPLIT_MEMO[:] = [(partitions, above, out)]
     return out
 
