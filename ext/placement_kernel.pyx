@@ -1038,15 +1038,25 @@ def solve_dense(d):
             status = 2
             arg = hard
         else:
-            i = s.no
-            shed(&s, allowance)
-            allowance -= s.no - i
-            failed = place(&s)
+            if s.budget < 0:  # see _pure.solve_dense for the two orders
+                i = s.no
+                shed(&s, allowance)
+                allowance -= s.no - i
+                failed = place(&s)
+                if failed < 0:
+                    allowance = fill_deficits(&s, allowance)
+            else:
+                failed = place(&s)
+                if failed < 0:
+                    allowance = fill_deficits(&s, allowance)
+                    s.no = 0
+                    shed(&s, allowance)
+                    allowance -= s.no
+                    failed = place(&s)
             if failed >= 0:
                 status = 1
                 arg = failed
             else:
-                allowance = fill_deficits(&s, allowance)
                 allowance = cool(&s, allowance)
                 allowance = shave(&s, allowance)
                 peak(&s, allowance)

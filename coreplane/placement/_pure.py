@@ -500,13 +500,27 @@ def solve_dense(d: Dense) -> Raw:
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
         return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], []
-    shed_before = len(orphans)
-    _shed(s, orphans, allowance)
-    allowance -= len(orphans) - shed_before
-    failed = _place(s, orphans)
+    if d.budget < 0:
+        # Shed first: a shed replica that lands on a node below its band does two jobs in one
+        # move, which is what keeps the plan at the lower bound.
+        shed_before = len(orphans)
+        _shed(s, orphans, allowance)
+        allowance -= len(orphans) - shed_before
+        failed = _place(s, orphans)
+        if failed < 0:
+            allowance = _fill_deficits(s, allowance)
+    else:
+        # Budget mode: hard repairs, then fullest-donor -> emptiest-node moves, which shrink
+        # both ends of the imbalance with every move, then shedding if moves are left.
+        failed = _place(s, orphans)
+        if failed < 0:
+            allowance = _fill_deficits(s, allowance)
+            shed: list[tuple[int, int]] = []
+            _shed(s, shed, allowance)
+            allowance -= len(shed)
+            failed = _place(s, shed)
     if failed >= 0:
         return NO_ROOM, failed, lb, [], [], [], [], [], [], [], []
-    allowance = _fill_deficits(s, allowance)
     allowance = _cool(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
