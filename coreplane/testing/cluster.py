@@ -211,6 +211,7 @@ class SimCluster:
         # invariant state
         self._leader_of_term: dict[int, str] = {}
         self._log_crc: dict[int, int] = {}
+        self._hash_at: dict[int, tuple[str, str]] = {}
         self._gained: list[tuple[int, int, str, int]] = []  # (t, token, node, term)
         self._established: tuple[int, int] = (0, 0)  # newest (token, t)
         self.resource_tokens: list[tuple[int, str, int]] = []  # accepted (token, node, t)
@@ -909,6 +910,18 @@ class SimCluster:
                 continue
             index, digest = node.state_hash()
             other = seen.setdefault(index, (node_id, digest))
+            if other[1] != digest:
+                self.violate("state_hash", f"{other[0]} and {node_id} differ at index {index}")
+
+    def sample_hashes(self) -> None:
+        """Record each running node's (applied index, state hash); any two nodes seen at the
+        same index, now or at another time, must agree."""
+        for node_id in self.node_ids:
+            node = self.slots[node_id].node
+            if node is None:
+                continue
+            index, digest = node.state_hash()
+            other = self._hash_at.setdefault(index, (node_id, digest))
             if other[1] != digest:
                 self.violate("state_hash", f"{other[0]} and {node_id} differ at index {index}")
 

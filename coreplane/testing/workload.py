@@ -311,6 +311,13 @@ def run_schedule(seed: int, nodes: int = 3, *, journal: str = "memory",
         for client in [*clients, *lockers]:
             client.start()
         chaos_end = cluster.now + rng.randrange(*chaos_ms) * 1000
+
+        def sample() -> None:
+            cluster.sample_hashes()
+            if cluster.now < chaos_end:
+                cluster.at(500, sample)
+
+        cluster.at(500, sample)
         menu = list(faults) + (["bitflip"] if bitflips else [])
         while cluster.now < chaos_end:
             cluster.run_for(rng.randrange(*fault_gap_ms))
@@ -340,6 +347,7 @@ def run_schedule(seed: int, nodes: int = 3, *, journal: str = "memory",
         cluster.run_until(lambda: all(op.done for op in finals), 5_000)
         cluster.run_until(cluster.converged, 5_000)
         cluster.check_hashes()
+        cluster.sample_hashes()
         cluster.check_acknowledged()
         verdict, checked, _ = cluster.check_linearizable(max_steps_per_key)
         unknown_results = 1 if verdict is Verdict.UNKNOWN else 0
