@@ -371,7 +371,8 @@ class SimCluster:
         self._current = None
         if reschedule:
             poller = engine._poller
-            busy = poller.delivered or engine._SyncObj__transport.sim_pending()
+            transport = self._transports.get(slot.node_id)
+            busy = poller.delivered or (transport is not None and transport.sim_pending())
             self._wake(slot, self.now + (self._eps() if busy else AUTO_TICK_US))
 
     def _runtime(self, slot: _Slot) -> None:

@@ -7,6 +7,7 @@ A failure shrinks to a short rule sequence whose notes name the SimCluster seed.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import settings
@@ -36,10 +37,15 @@ class CounterMachine(ClusterMachine):
                 assert value <= self.seq
 
 
+# Short by default; the `chaos` hypothesis profile (COREPLANE_HYPOTHESIS_PROFILE=chaos) runs
+# its own, much larger number of examples.
+_LONG = os.environ.get("COREPLANE_HYPOTHESIS_PROFILE") == "chaos"
 TestCluster = ClusterMachine.TestCase
-TestCluster.settings = settings(max_examples=6, stateful_step_count=25, deadline=None)
+TestCluster.settings = settings(max_examples=settings.default.max_examples if _LONG else 6,
+                                stateful_step_count=50 if _LONG else 25, deadline=None)
 TestCounter = CounterMachine.TestCase
-TestCounter.settings = settings(max_examples=4, stateful_step_count=25, deadline=None)
+TestCounter.settings = settings(max_examples=settings.default.max_examples if _LONG else 4,
+                                stateful_step_count=50 if _LONG else 25, deadline=None)
 
 
 def test_fault_schedule_strategy_draws_known_faults() -> None:
