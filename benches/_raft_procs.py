@@ -231,7 +231,10 @@ class EtcdCluster:
             proc.wait(timeout=10)
 
     def leader(self) -> str | None:
-        """The member that says it leads (maintenance status: leader == member id)."""
+        """The leader every live member names (maintenance status), or None while they
+        disagree (an election is under way)."""
+        named: dict[str, str] = {}  # member name -> the leader's member id it reports
+        ids: dict[str, str] = {}  # member id -> name
         for name in self.names:
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
@@ -239,11 +242,13 @@ class EtcdCluster:
             try:
                 status = post(self.client[name], "/v3/maintenance/status", {}, timeout_s=1)
             except OSError:
-                continue
-            header = status.get("header", {})
-            if status.get("leader") and status.get("leader") == header.get("member_id"):
-                return name
-        return None
+                return None
+            ids[str(status.get("header", {}).get("member_id"))] = name
+            named[name] = str(status.get("leader"))
+        leaders = set(named.values())
+        if len(leaders) != 1:
+            return None
+        return ids.get(leaders.pop())
 
 
 def post(port: int, path: str, body: dict[str, Any], timeout_s: float = 5) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport
 
-from coreplane.errors import InvalidArgument
+from coreplane.errors import InvalidArgument, InvariantViolation
 from coreplane.raft import seams, serialization
 from coreplane.raft.engine_overrides import (
     DRIFT_MAX,
@@ -221,15 +221,31 @@ def _journal_installed(
     journal: Any | None,
     capture: Callable[[], Callable[[], bytes]] | None,
     restore: Callable[[bytes], None] | None,
+    on_load_error: Callable[[BaseException], None] | None = None,
 ) -> Iterator[seams.Installed | None]:
-    """Give the SyncObj built inside this block `journal` and, with it, snapshots in LMDB."""
+    """Give the SyncObj built inside this block `journal` and, with it, snapshots in LMDB.
+
+    pysyncobj catches and only logs any error while loading a snapshot, then runs on with
+    whatever state it had; `on_load_error` hears of it first (the engine then stops)."""
     if journal is None:
         yield None
         return
 
     def serializer_factory(j: Any, _file: Any, batch: int, *_rest: Any) -> Any:
-        return serialization.SnapshotSerializer(j, capture=capture, restore=restore,
-                                                transmission_batch_bytes=batch)
+        serializer = serialization.SnapshotSerializer(j, capture=capture, restore=restore,
+                                                      transmission_batch_bytes=batch)
+        if on_load_error is not None:
+            load = serializer.deserialize
+
+            def deserialize() -> Any:
+                try:
+                    return load()
+                except Exception as exc:
+                    on_load_error(exc)
+                    raise
+
+            serializer.deserialize = deserialize
+        return serializer
 
     with seams.journal_factory(lambda _path: journal,
                                serializer_factory=serializer_factory) as installed:
@@ -291,7 +307,12 @@ class RaftEngine(RaftOverrides, SyncObj):
 
             capture = source.snapshot_view  # tick thread: capture; writer thread: encode
             restore = source.restore
-        with _journal_installed(journal, capture, restore) as installed:
+        def on_load_error(exc: BaseException) -> None:
+            if self._cp_fatal is None:
+                self._cp_fatal = InvariantViolation(f"snapshot could not be loaded: {exc!r}")
+                logger.critical("engine stops: %s", self._cp_fatal)
+
+        with _journal_installed(journal, capture, restore, on_load_error) as installed:
             super().__init__(self_node, list(other_nodes), conf, **kwargs)
         if installed is not None:
             self._cp_installed.append(installed)

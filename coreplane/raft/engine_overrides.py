@@ -35,7 +35,9 @@ What is corrected, and why:
 
 3. **Fast failover**: when a follower's connection to its leader drops (the leader process
    died), it schedules its election just after its stickiness window instead of a full random
-   election timeout later.
+   election timeout later; a voter that ignores a vote request because it still heard its
+   leader recently answers ``cp_vote_later`` with when it will listen, and the candidate
+   retries then (rather than a whole random election timeout later).
 
 4. **Adaptive batching and fair sending**. With ``appendEntriesUseBatch=False`` pysyncobj sends
    to every follower once per proposal (O(proposals x followers) messages under load) and
@@ -299,6 +301,12 @@ class RaftOverrides:
             self._cp_transfer_term = current + 1
         if kind == "request_vote" and not message.get("cp_transfer") and self._cp_in_lease(now):
             self._cp_counters["votes_ignored"] += 1
+            if self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
+                # Tell the candidate when this voter will listen: it retries then, instead of
+                # a whole random election timeout later (fast failover after a leader crash).
+                wait_ms = int((self._cp_heard_at + self._cp_stick_s - now) * 1000) + 1
+                self._SyncObj__transport.send(  # type: ignore[attr-defined]
+                    node, {"type": "cp_vote_later", "term": message["term"], "ms": wait_ms})
             return
         if kind == "append_entries":
             if message["term"] < current:
@@ -320,6 +328,13 @@ class RaftOverrides:
                 self._SyncObj__setCurrentTerm(term, None)  # type: ignore[attr-defined]
                 self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
                 self._SyncObj__raftLeader = None
+            return
+        if message["type"] == "cp_vote_later":
+            if self._SyncObj__raftState == _CANDIDATE and message["term"] == current:  # type: ignore
+                retry_at = monotonic_s() + min(int(message["ms"]), 1000) / 1000 \
+                    + 0.02 * _so.random.random()
+                if retry_at < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
+                    self._SyncObj__raftElectionDeadline = retry_at
             return
         self._cp_on_custom(node, message)
 

@@ -282,3 +282,24 @@ def test_a_node_whose_raft_tick_keeps_failing_stops_with_a_clear_error(
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("x", stale_ok=True)
     assert leader.kv.put("still", b"ok") > 0  # the other two go on
+
+
+def test_a_snapshot_that_cannot_be_loaded_stops_the_node(cluster_factory: Any) -> None:
+    # pysyncobj catches and only logs a failed snapshot load, then runs on with an empty state.
+    cluster = cluster_factory(log_compaction_min_entries=20)
+    cluster.start_all()
+    cluster.nodes["a"].wait_for_leader(timeout_s=10)
+    for i in range(60):
+        cluster.nodes["a"].kv.put(f"k{i}", b"v")
+    wait_until(lambda: (cluster.base / "b" / "journal.lmdb" / "snapshot.present").exists(), 10,
+               "b to write a snapshot")
+    cluster.nodes["b"].stop()
+    b = cluster.make("b", start=False)
+
+    def broken_restore(data: bytes) -> None:
+        raise ValueError("simulated bad snapshot")
+
+    b._sm.restore = broken_restore  # type: ignore[method-assign]
+    b.start()
+    wait_until(lambda: b.status()["error"] is not None, 10, "b to report the failed load")
+    assert "snapshot could not be loaded" in b.status()["error"]

@@ -113,3 +113,40 @@ def test_a_tick_that_keeps_failing_stops_the_engine(fake_clock: list[float]) -> 
     assert isinstance(error, InvariantViolation) and "IndexError" in str(error)
     assert not node.is_leader()
     node.destroy()
+
+
+def test_a_voter_that_heard_its_leader_ignores_vote_requests(fake_clock: list[float]) -> None:
+    # Leader stickiness makes the lease safe: pysyncobj grants a vote whenever asked.
+    from tests.integration.test_log_safety import _append, _follower
+
+    node = _follower(upstream=False)
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)  # heard its leader now
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    vote = {"type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1}
+    node._SyncObj__onMessageReceived(Node("other"), dict(vote))
+    assert node.raftCurrentTerm == 1  # not even the term moved
+    (reply,) = [m for _, m in transport.sent]
+    assert reply["type"] == "cp_vote_later" and 0 < reply["ms"] <= 300
+    fake_clock[0] += 0.301  # the window (minimum election timeout) has passed
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("other"), dict(vote))
+    assert [m["type"] for _, m in transport.sent] == ["response_vote"]
+    assert node.counters()["votes_ignored"] == 1
+    node.destroy()
+
+
+def test_a_transfer_vote_is_granted_at_once(fake_clock: list[float]) -> None:
+    from tests.integration.test_log_safety import _append, _follower
+
+    node = _follower(upstream=False)
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("other"), {
+        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1,
+        "cp_transfer": True})
+    assert [m["type"] for _, m in transport.sent] == ["response_vote"]
+    node.destroy()
