@@ -90,11 +90,6 @@ class Op:
     index: int | None = None  # log index of an acknowledged write
     then: Callable[[Op], None] | None = None  # called once the op finished
 
-    def to_operation(self) -> Operation:
-        return Operation(client=self.client, call=self.call_us,
-                         ret=None if self.unknown else self.ret_us, kind=self.kind,
-                         key=self.key, arg=self.arg, result=self.result)
-
 
 @dataclass(slots=True)
 class _Clock:
@@ -406,7 +401,10 @@ class SimCluster:
         self._schedule_runtime(slot, self.now + RUNTIME_STEP_US)
 
     def _halt(self, slot: _Slot, why: str) -> None:
+        """A node whose engine or apply failed stops, as the runtime stops it. That is a
+        detected bug (an InvariantViolation), so it is reported, never restarted."""
         self.record("halt", slot.node_id)
+        self.violate("node_halted", f"{slot.node_id}: {why}")
         self._drop_node(slot)
         slot.corrupt = True
 
