@@ -180,6 +180,7 @@ class Writer:
     def __init__(self, node: Any, prefix: str) -> None:
         self.node, self.prefix = node, prefix
         self.acked: list[str] = []
+        self.started_at: list[float] = []  # when each acknowledged write was first sent
         self.done_at: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -189,8 +190,10 @@ class Writer:
         i = 0
         while not self._stop.is_set():
             key = f"{self.prefix}{i}"
+            started = time.monotonic()
             if self.node.put_sync(key, timeout_s=0.5):
                 self.acked.append(key)
+                self.started_at.append(started)
                 self.done_at.append(time.monotonic())
                 i += 1
             time.sleep(0.002)
@@ -198,7 +201,7 @@ class Writer:
     def stop(self) -> dict[str, Any]:
         self._stop.set()
         self._thread.join(timeout=10)
-        return {"acked": self.acked, "done_at": self.done_at}
+        return {"acked": self.acked, "started_at": self.started_at, "done_at": self.done_at}
 
 
 def _sample_stacks(path: str, stop: threading.Event) -> None:
@@ -254,7 +257,7 @@ def main() -> int:
                 out = {}
             elif op == "writer_last":
                 w = writers[req["prefix"]]
-                out = {"last": w.done_at[-1] if w.done_at else None}
+                out = {"last": w.started_at[-1] if w.started_at else None}
             elif op == "writer_stop":
                 out = writers.pop(req["prefix"]).stop()
             elif op == "keys":
