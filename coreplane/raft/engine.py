@@ -222,6 +222,7 @@ def _journal_installed(
     capture: Callable[[], Callable[[], bytes]] | None,
     restore: Callable[[bytes], None] | None,
     on_load_error: Callable[[BaseException], None] | None = None,
+    commit_index: Callable[[], int] | None = None,
 ) -> Iterator[seams.Installed | None]:
     """Give the SyncObj built inside this block `journal` and, with it, snapshots in LMDB.
 
@@ -245,11 +246,51 @@ def _journal_installed(
                     raise
 
             serializer.deserialize = deserialize
+        if commit_index is not None:
+            serializer.setTransmissionData = _refusing_stale_snapshots(
+                serializer.setTransmissionData, commit_index)
         return serializer
 
     with seams.journal_factory(lambda _path: journal,
                                serializer_factory=serializer_factory) as installed:
         yield installed
+
+
+def _refusing_stale_snapshots(set_data: Callable[[Any], bool],
+                              commit_index: Callable[[], int]) -> Callable[[Any], bool]:
+    """Refuse a snapshot from the leader that ends at or below this node's commit index.
+
+    pysyncobj installs any snapshot it is sent with ``clearJournal=True``: a follower sent an
+    older snapshot (the leader walked ``nextIndex`` back past its compacted start) dropped
+    committed entries and went back in time. Raft §7: such a follower already holds
+    everything in it and keeps its log; the leader then resumes from the snapshot's end."""
+    chunks: list[bytes] = []
+
+    def set_transmission(data: Any) -> bool:
+        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], bytes):
+            chunk, first, last = data
+            if first:
+                chunks.clear()
+            chunks.append(chunk)
+            if last:
+                blob = b"".join(chunks)
+                chunks.clear()
+                index = _snapshot_last_index(blob)
+                if index is not None and index <= commit_index():
+                    logger.warning("refused a snapshot ending at %d: committed up to %d here",
+                                   index, commit_index())
+                    return False
+        return set_data(data)
+
+    return set_transmission
+
+
+def _snapshot_last_index(blob: bytes) -> int | None:
+    try:
+        parts = serialization.decode(blob)
+        return int(parts[1][1])
+    except Exception:  # noqa: BLE001 - malformed: the serializer itself refuses it
+        return None
 
 
 ReadCallback = Callable[["int | None", int], None]  # (read index, FAIL code)
@@ -312,7 +353,8 @@ class RaftEngine(RaftOverrides, SyncObj):
                 self._cp_fatal = InvariantViolation(f"snapshot could not be loaded: {exc!r}")
                 logger.critical("engine stops: %s", self._cp_fatal)
 
-        with _journal_installed(journal, capture, restore, on_load_error) as installed:
+        with _journal_installed(journal, capture, restore, on_load_error,
+                                lambda: int(self.raftCommitIndex)) as installed:
             super().__init__(self_node, list(other_nodes), conf, **kwargs)
         if installed is not None:
             self._cp_installed.append(installed)

@@ -16,8 +16,11 @@ What is corrected, and why:
    crash in that window loses an acknowledged write. Now, as Raft §5.3 says: a follower skips
    entries it holds with the same term, truncates only from the first entry whose term differs,
    never at or below its commit index (that would be a broken invariant: the node stops), keeps
-   a tail past the message, and commits at most up to the message's last entry. The leader also
-   ignores a ``reset`` that would move ``nextIndex`` at or below what the follower acknowledged.
+   a tail past the message, and commits at most up to the message's last entry; a snapshot
+   chunk that installs nothing moves no commit index (pysyncobj committed up to its own last
+   index after any ``append_entries``, so a rejoining ex-leader applied its own stale entries).
+   The leader also ignores a ``reset`` that would move ``nextIndex`` at or below what the
+   follower acknowledged.
 
 2. **Check-quorum lease and leader stickiness**. pysyncobj's leader steps down only after
    ``leaderFallbackTimeout`` without replies (30 s by default), counted from when replies were
@@ -362,10 +365,18 @@ class RaftOverrides:
             log.deferred_in_message = False
         self._cp_heard_at = now
         self._cp_echo = (node, message.get("cp_t"))
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        head = raft_log[0] if "serialized" in message else None
         try:
             _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore
         finally:
             self._cp_echo = None
+        if head is not None and raft_log[0] == head \
+                and self._SyncObj__raftCommitIndex > before:  # type: ignore[attr-defined]
+            # A snapshot chunk that installed nothing verified nothing about this log, but
+            # pysyncobj still set commit = min(leader commit, own last index): undo that.
+            self._SyncObj__raftCommitIndex = before
+            raft_log.setRaftCommitIndex(before)
         if log is not None:
             if log.deferred_in_message:
                 self._cp_after_append(message, before)

@@ -198,3 +198,15 @@ def test_leader_ignores_a_stale_reset_reply() -> None:
     assert node._SyncObj__raftNextIndex[f1] == last + 1
     assert node.counters()["stale_resets"] == 1
     node.destroy()
+
+
+def test_a_snapshot_chunk_moves_no_commit_index(follower: Any) -> None:
+    # Found by the simulator (tests/chaos/test_raft_regressions.py): pysyncobj sets
+    # commit = min(leader commit, own last index) after any append_entries, including a
+    # snapshot chunk that verified nothing, so a rejoining ex-leader applied its stale tail.
+    upstream = not isinstance(follower, E.RaftEngine)
+    _append(follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
+    follower._SyncObj__onMessageReceived(Node("leader"), {
+        "type": "append_entries", "term": 2, "commit_index": 8,
+        "serialized": (b"first chunk of a snapshot", True, False)})
+    assert follower.raftCommitIndex == (8 if upstream else 2)
