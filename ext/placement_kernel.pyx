@@ -756,13 +756,16 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
     cdef int64_t n, m, i, j, k, p, r, t, h, round_, nh, top, after_n, after_t, worst
     cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back
     cdef bint ok, swap
+    cdef bint over = False
     for n in range(s.N):
         cold[n] = -2
         for i in range(s.nr_len[n]):
             p = s.nr[n][i]
             if not s.split[p]:
                 movable[n] += s.heat[p]
-    for round_ in range(PEAK_ROUNDS):
+        if s.elig[n] and movable[n] > s.hcap[n]:
+            over = True
+    for round_ in range(PEAK_ROUNDS if over else 0):
         if allowance <= 0:
             break
         n = -1

@@ -413,6 +413,8 @@ def _peak(s: _State, allowance: int) -> None:
     n_nodes = len(d.zone)
     movable = [_movable(s, n) for n in range(n_nodes)]
     elig = [n for n in range(n_nodes) if d.elig[n]]
+    if all(movable[n] <= d.hcap[n] for n in elig):
+        return  # every heat target is met: fewer moves beat a lower peak
     coldest: dict[int, int] = {}  # node -> its coldest replica, dropped when the node changes
     for _ in range(PEAK_ROUNDS):
         if allowance <= 0 or not elig:
