@@ -12,8 +12,12 @@ Why the shape:
   (through `seams.journal_factory`) by `serialization.SnapshotSerializer`, which stores the
   source's bytes in LMDB next to the log and streams them to lagging followers; pysyncobj's own
   ``__dict__`` capture is ignored (attributes set before ``SyncObj.__init__`` are not in it);
-- group commit: the journal is flushed before the wire sends anything (the transport's
-  ``on_before_send``) and at the end of every tick;
+- group commit: the journal is flushed at the end of every tick and, on followers and
+  candidates, before the wire sends anything (the transport's ``on_before_send``: a reply or a
+  vote promises durability); a leader's AppendEntries leave before its own sync, which ends the
+  same tick, before the next tick can count the leader's copy (`may_send_before_sync`);
+- snapshots from the leader that end at or below this node's commit index are refused (Raft
+  §7), and a snapshot that cannot be loaded stops the engine (pysyncobj only logged it);
 - pysyncobj's private behaviour is corrected in one place, `engine_overrides` (pinned by source
   hash in `seams`): log safety (truncate only on a term conflict, never a committed entry),
   a check-quorum lease with leader stickiness, fast failover on a dropped leader connection,
