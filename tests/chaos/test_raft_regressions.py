@@ -19,8 +19,7 @@ by scripted scenarios that do not depend on timing (`_stale_leader_rejoins`).
    its own stale, never-committed entries (``log_agreement``: two replicas applied different
    entries at one index).
 
-The fixes belong in ``coreplane/raft/engine_overrides.py`` (owned by issue 4); until they
-land these are expected failures (non-strict, so the fix turns them into plain passes).
+Both are fixed in ``coreplane/raft/engine_overrides.py`` (d308044); these keep them fixed.
 """
 
 from __future__ import annotations
@@ -35,8 +34,6 @@ SNAPSHOT_CHUNK_COMMIT = [(135, 3), (1000107, 5), (1000124, 5), (20261363, 3)]
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="raft: stale snapshot install regresses a follower (issue 4 fix)",
-                   strict=False)
 @pytest.mark.parametrize(("seed", "nodes"), STALE_SNAPSHOT)
 def test_stale_snapshot_install_does_not_regress_a_follower(seed: int, nodes: int) -> None:
     result = run_schedule(seed, nodes)
@@ -44,8 +41,6 @@ def test_stale_snapshot_install_does_not_regress_a_follower(seed: int, nodes: in
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="raft: a snapshot chunk advances the commit index (issue 4 fix)",
-                   strict=False)
 @pytest.mark.parametrize(("seed", "nodes"), SNAPSHOT_CHUNK_COMMIT)
 def test_snapshot_chunk_does_not_commit_unverified_entries(seed: int, nodes: int) -> None:
     result = run_schedule(seed, nodes)
@@ -83,16 +78,12 @@ def _stale_leader_rejoins(seed: int, *, writes_before: int, writes_after: int) -
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="raft: a snapshot chunk advances the commit index (issue 4 fix)",
-                   strict=False)
 @pytest.mark.parametrize("seed", [2, 4])
 def test_rejoining_stale_leader_never_applies_its_uncommitted_entries(seed: int) -> None:
     assert _stale_leader_rejoins(seed, writes_before=0, writes_after=150) == []
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(reason="raft: stale snapshot install / commit from a snapshot chunk "
-                   "(issue 4 fix)", strict=False)
 @pytest.mark.parametrize("seed", [0, 1, 3, 4, 5])
 def test_rejoining_stale_leader_keeps_its_committed_prefix(seed: int) -> None:
     """The walk back over the old leader's conflicting tail reaches the compacted start, so
