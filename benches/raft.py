@@ -1,7 +1,9 @@
 """Replication: coreplane vs raw pysyncobj vs etcd, 3 processes each on 127.0.0.1, durable.
 
-Measured in one run, each system a fresh 3-member cluster with its own data dirs, in this order
-(latency first, on a small state, then throughput, then the kills):
+Measured in one run, each system a fresh 3-member cluster with its own data dirs, all three up
+at once and measured in turn, phase by phase and round by round (so a change in the shared
+machine's background load hits every system alike): latency first, on a small state, then
+throughput, then the kills:
 - ``tput``: committed writes/s with many writes in flight (closed loop);
 - ``lat``: commit latency p50/p99 at 100 and 1,000 writes/s (open loop: latency from the
   scheduled send time to the acknowledgement, so queueing counts);
@@ -72,28 +74,75 @@ def _lat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------ coreplane and pysyncobj
 
 
-def _bench_library(kind: str, base: Path, p: dict[str, Any], kills: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    with NodeCluster(kind, base) as cluster:
-        leader = cluster.leader()
-        leader.request("closed", inflight=8, duration_s=0.5, prefix="warm-")
-        for rate in p["rates"]:  # latency first, on a small state, for every system alike
-            runs = []
-            for r in range(p["repeats"]):
-                leader = cluster.leader()
-                runs.append(leader.request("open", rate=rate, duration_s=p["lat_s"],
-                                           prefix=f"l{rate}-{r}-", timeout_s=p["lat_s"] + 60))
-            out[f"lat_at_{rate}"] = _lat_summary(runs)
-        tputs = []
+class _Library:
+    """Load phases of one library cluster (coreplane or raw pysyncobj), load in the leader."""
+
+    def __init__(self, cluster: NodeCluster) -> None:
+        self.cluster = cluster
+
+    def warm(self) -> None:
+        self.cluster.leader().request("closed", inflight=8, duration_s=0.5, prefix="warm-")
+
+    def lat(self, rate: int, r: int, p: dict[str, Any]) -> dict[str, Any]:
+        return self.cluster.leader().request("open", rate=rate, duration_s=p["lat_s"],
+                                             prefix=f"l{rate}-{r}-", timeout_s=p["lat_s"] + 60)
+
+    def tput(self, r: int, p: dict[str, Any]) -> float:
+        res = self.cluster.leader().request("closed", inflight=p["inflight"],
+                                            duration_s=p["tput_s"], prefix=f"t{r}-",
+                                            timeout_s=p["tput_s"] + 60)
+        return float(res["writes_per_s"])
+
+
+class _Etcd:
+    """Load phases of the etcd cluster, from separate client processes to the leader."""
+
+    def __init__(self, etcd: EtcdCluster) -> None:
+        self.etcd = etcd
+
+    def _port(self) -> int:
+        deadline = time.monotonic() + 20
+        leader = self.etcd.leader()
+        while leader is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            leader = self.etcd.leader()
+        assert leader is not None
+        return self.etcd.client[leader]
+
+    def warm(self) -> None:
+        _etcd_clients("closed", self._port(), ["8", "0.5", "warm-"], 1)
+
+    def lat(self, rate: int, r: int, p: dict[str, Any]) -> dict[str, Any]:
+        return _etcd_clients("open", self._port(), [str(rate), str(p["lat_s"]),
+                                                    f"l{rate}-{r}-"], 1)[0]
+
+    def tput(self, r: int, p: dict[str, Any]) -> float:
+        res = _etcd_clients("closed", self._port(), [str(p["etcd_client_threads"]),
+                                                     str(p["tput_s"]), f"t{r}-"],
+                            p["etcd_client_procs"])
+        return sum(x["ok"] for x in res) / max(x["elapsed_s"] for x in res)
+
+
+def _measure(systems: dict[str, Any], p: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every phase runs once per system in turn, `repeats` rounds, so a change in the
+    machine's background load hits all systems alike (the machine is shared)."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in systems}
+    for system in systems.values():
+        system.warm()
+    for rate in p["rates"]:  # latency first, on a small state, for every system alike
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
         for r in range(p["repeats"]):
-            leader = cluster.leader()
-            res = leader.request("closed", inflight=p["inflight"], duration_s=p["tput_s"],
-                                 prefix=f"t{r}-", timeout_s=p["tput_s"] + 60)
-            tputs.append(res["writes_per_s"])
-        out["tput_writes_per_s"] = _median(tputs)
-        out["tput_runs"] = tputs
-        if kills:
-            out["failover"] = _kills_library(cluster, kills)
+            for name, system in systems.items():
+                runs[name].append(system.lat(rate, r, p))
+        for name in systems:
+            out[name][f"lat_at_{rate}"] = _lat_summary(runs[name])
+    tputs: dict[str, list[float]] = {name: [] for name in systems}
+    for r in range(p["repeats"]):
+        for name, system in systems.items():
+            tputs[name].append(system.tput(r, p))
+    for name in systems:
+        out[name]["tput_writes_per_s"] = _median(tputs[name])
+        out[name]["tput_runs"] = tputs[name]
     return out
 
 
@@ -162,31 +211,6 @@ def _etcd_clients(mode: str, port: int, args: list[str], procs: int) -> list[dic
     return results
 
 
-def _bench_etcd(base: Path, p: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    with EtcdCluster(base) as etcd:
-        leader = etcd.leader()
-        assert leader is not None
-        port = etcd.client[leader]
-        _etcd_clients("closed", port, ["8", "0.5", "warm-"], 1)
-        for rate in p["rates"]:
-            runs = [_etcd_clients("open", port, [str(rate), str(p["lat_s"]), f"l{rate}-{r}-"],
-                                  1)[0] for r in range(p["repeats"])]
-            out[f"lat_at_{rate}"] = _lat_summary(runs)
-        tputs = []
-        for r in range(p["repeats"]):
-            res = _etcd_clients("closed", port, [str(p["etcd_client_threads"]),
-                                                 str(p["tput_s"]), f"t{r}-"],
-                                p["etcd_client_procs"])
-            elapsed = max(x["elapsed_s"] for x in res)
-            tputs.append(sum(x["ok"] for x in res) / elapsed)
-        out["tput_writes_per_s"] = _median(tputs)
-        out["tput_runs"] = tputs
-        out["writes_in_flight"] = p["etcd_client_threads"] * p["etcd_client_procs"]
-        out["failover"] = _kills_etcd(etcd, p["kills"])
-    return out
-
-
 def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
     failovers: list[float | None] = []
     acked: list[str] = []
@@ -248,17 +272,28 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
 def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
     p = dict(SMOKE if smoke else FULL)
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp, \
+            contextlib.ExitStack() as stack:
         base = Path(tmp)
-        results["coreplane"] = _bench_library("coreplane", base / "coreplane", p, p["kills"])
-        results["pysyncobj"] = _bench_library("pysyncobj", base / "pysyncobj", p,
-                                              p["raw_kills"])
+        core = stack.enter_context(NodeCluster("coreplane", base / "coreplane"))
+        raw = stack.enter_context(NodeCluster("pysyncobj", base / "pysyncobj"))
+        systems: dict[str, Any] = {"coreplane": _Library(core), "pysyncobj": _Library(raw)}
+        etcd: EtcdCluster | None = None
         if smoke:
             results["etcd"] = "skipped (--smoke)"
         elif etcd_binary() is None:
             results["etcd"] = "not installed"
         else:
-            results["etcd"] = _bench_etcd(base / "etcd", p)
+            etcd = stack.enter_context(EtcdCluster(base / "etcd"))
+            systems["etcd"] = _Etcd(etcd)
+        results.update(_measure(systems, p))
+        results["coreplane"]["failover"] = _kills_library(core, p["kills"])
+        if p["raw_kills"]:
+            results["pysyncobj"]["failover"] = _kills_library(raw, p["raw_kills"])
+        if etcd is not None:
+            results["etcd"]["writes_in_flight"] = (p["etcd_client_threads"]
+                                                   * p["etcd_client_procs"])
+            results["etcd"]["failover"] = _kills_etcd(etcd, p["kills"])
     cp = results["coreplane"]
     etcd = results["etcd"] if isinstance(results["etcd"], dict) else None
     failover = cp.get("failover", {})
