@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,25 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coreplane.testing.ports import free_ports
+
 NODE_SCRIPT = Path(__file__).resolve().parent / "_demo_node.py"
 
 
 class NodeDown(Exception):
     """The node process is not running (killed, crashed or not started)."""
 
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class NodeProc:

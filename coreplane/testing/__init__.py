@@ -19,6 +19,7 @@ from coreplane.testing.linearizability import (
     kv_register_model,
 )
 from coreplane.testing.node import Canaries, SimNode
+from coreplane.testing.ports import free_ports
 from coreplane.testing.workload import ScheduleResult, replay_command, run_schedule
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "check",
     "check_brute_force",
     "check_kv",
+    "free_ports",
     "kv_register_model",
     "replay_command",
     "run_schedule",

@@ -6,7 +6,6 @@ test never leaves threads or sockets behind for the next one.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,23 +14,11 @@ from typing import Any
 import pytest
 
 from coreplane.runtime.controlplane import ControlPlane
+from coreplane.testing.ports import free_ports
 
 SECRET = b"integration-test-secret-0123456789"
 FAST = {"election_timeout_ms": (200, 400), "heartbeat_ms": 40, "tick_interval_ms": 100}
 
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
