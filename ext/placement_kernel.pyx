@@ -9,11 +9,15 @@ lists. Integer arithmetic only (int64; model validation keeps every product in r
 
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from cpython cimport array
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.dict cimport PyDict_SetItem
 import array as _array
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr) noexcept nogil
 
 cdef array.array _QARRAY = _array.array("q")
 
@@ -94,6 +98,75 @@ cdef int _cmp_triple(const void *x, const void *y) noexcept nogil:
     return 0
 
 
+cdef inline bint _pair_less(const Pair *p, const Pair *q) noexcept nogil:
+    if p.a != q.a:
+        return p.a < q.a
+    if p.b != q.b:
+        return p.b < q.b
+    return p.c < q.c
+
+
+cdef void sort_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
+    """The order qsort(_cmp_triple) gives (a total order, so any sort agrees), as a bottom-up
+    merge sort with the comparison inlined: glibc's qsort calling back per comparison was the
+    largest single cost of a bootstrap (300k orphans)."""
+    cdef Pair *tmp
+    cdef Pair *src = items
+    cdef Pair *dst
+    cdef Pair *swap
+    cdef Pair t
+    cdef Py_ssize_t run = 16, lo, mid, hi, i, j, k
+    if n < 2:
+        return
+    lo = 0
+    while lo < n:  # insertion-sort runs of 16
+        hi = lo + run if lo + run < n else n
+        for i in range(lo + 1, hi):
+            t = items[i]
+            j = i - 1
+            while j >= lo and _pair_less(&t, &items[j]):
+                items[j + 1] = items[j]
+                j -= 1
+            items[j + 1] = t
+        lo = hi
+    if n <= run:
+        return
+    tmp = <Pair *>malloc(n * sizeof(Pair))
+    dst = tmp
+    while run < n:
+        lo = 0
+        while lo < n:
+            mid = lo + run if lo + run < n else n
+            hi = lo + 2 * run if lo + 2 * run < n else n
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if _pair_less(&src[j], &src[i]):
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            lo = hi
+        swap = src
+        src = dst
+        dst = swap
+        run *= 2
+    if src != items:
+        memcpy(items, src, n * sizeof(Pair))
+    free(tmp)
+
+
 cdef struct S:
     # sizes
     Py_ssize_t N, Z, P, RMAX
@@ -133,6 +206,9 @@ cdef struct S:
     int64_t *op
     int64_t *os
     Py_ssize_t no, ocap
+    # every partition by (-heat, p): from the module cache, or made here by a big orphan_order
+    int64_t *horder
+    bint horder_ok, horder_new
 
 
 cdef inline int64_t fill(S *s, int64_t n) noexcept nogil:
@@ -440,11 +516,12 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
     return allowance
 
 
-cdef bint peek(S *s, Heap *h, int k, int64_t *key, int64_t *node) noexcept nogil:
+cdef bint peek(S *s, Heap *h, int k, int64_t *hk, int64_t *key, int64_t *node) noexcept nogil:
+    """The top valid entry of a lazy heap; `hk` holds every node's current hkey (no division)."""
     cdef int64_t n
     while h.size > 0:
         n = h.val[0]
-        if klass(s, n) == k and h.key[0] == hkey(s, n):
+        if klass(s, n) == k and h.key[0] == hk[n]:
             key[0] = h.key[0]
             node[0] = n
             return True
@@ -462,23 +539,106 @@ cdef int64_t fallback(S *s, int64_t p, int64_t src) noexcept nogil:
     return best
 
 
+# The last order of all partitions by (-heat, partition) and the heat it was made for (GIL held
+# to read or replace): node events keep the heat, and sorting 100k partitions again would cost
+# more than a small solve. Valid only for an equal heat array, checked in full (memcmp).
+cdef int64_t *_HEAT_KEY = NULL
+cdef int64_t *_HEAT_ORDER = NULL
+cdef Py_ssize_t _HEAT_N = -1
+
+
+cdef void orphan_order(S *s, Pair *order) noexcept nogil:
+    """The orphans as (-heat, partition, source), sorted: the partitions (a bootstrap has a third
+    as many as orphans) are sorted, then each one's orphans are laid out in its slot and sorted
+    by source. The same order as sorting every triple."""
+    cdef int64_t *start = <int64_t *>calloc(s.P + 1, sizeof(int64_t))
+    cdef Pair *parts = <Pair *>malloc((s.no + 1) * sizeof(Pair))
+    cdef Py_ssize_t i, j, k, m, np = 0, pos = 0
+    cdef int64_t p
+    cdef Pair t
+    cdef Pair *every
+    for i in range(s.no):
+        p = s.op[i]
+        if start[p] == 0:
+            parts[np].a = -s.heat[p]
+            parts[np].b = p
+            parts[np].c = 0
+            np += 1
+        start[p] += 1
+    if np * 16 > s.P and not s.horder_ok:  # many partitions: sort them all once, keep the order
+        every = <Pair *>malloc((s.P + 1) * sizeof(Pair))
+        for i in range(s.P):
+            every[i].a = -s.heat[i]
+            every[i].b = i
+            every[i].c = 0
+        sort_pairs(every, s.P)
+        for i in range(s.P):
+            s.horder[i] = every[i].b
+        free(every)
+        s.horder_ok = True
+        s.horder_new = True
+    if np * 16 > s.P:  # the orphans' partitions, picked out of the order of all
+        k = 0
+        for i in range(s.P):
+            p = s.horder[i]
+            if start[p]:
+                parts[k].b = p
+                k += 1
+    else:
+        sort_pairs(parts, np)
+    for i in range(np):
+        p = parts[i].b
+        k = start[p]
+        start[p] = pos
+        pos += k
+    for i in range(s.no):
+        p = s.op[i]
+        k = start[p]
+        start[p] += 1
+        order[k].a = -s.heat[p]
+        order[k].b = p
+        order[k].c = s.os[i]
+    pos = 0
+    for i in range(np):  # each partition's few orphans, by source
+        k = start[parts[i].b]
+        for j in range(pos + 1, k):
+            t = order[j]
+            m = j
+            while m > pos and t.c < order[m - 1].c:
+                order[m] = order[m - 1]
+                m -= 1
+            order[m] = t
+        pos = k
+    free(parts)
+    free(start)
+
+
 cdef int64_t place(S *s) noexcept nogil:
     cdef Heap *heaps = <Heap *>calloc(2 * s.Z, sizeof(Heap))
     cdef Pair *order = <Pair *>malloc((s.no + 1) * sizeof(Pair))
     cdef int64_t n, z, i, p, src, dst, key, node, failed = -1
     cdef int k
     cdef bint have
-    cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0
+    cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk
+    # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
+    # them, and a 64-bit division per heap peek was most of this loop
+    cdef int64_t *hk = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *zks = <int64_t *>malloc((s.Z + 1) * sizeof(int64_t))
+    for z in range(s.Z):
+        zks[z] = zkey(s, z)
     for n in range(s.N):
+        hk[n] = hkey(s, n)
         k = klass(s, n)
         if s.elig[n] and k < 2:
-            heap_push(&heaps[2 * s.zone[n] + k], hkey(s, n), n)
+            heap_push(&heaps[2 * s.zone[n] + k], hk[n], n)
+    orphan_order(s, order)
     for i in range(s.no):
-        order[i].a = -s.heat[s.op[i]]
-        order[i].b = s.op[i]
-        order[i].c = s.os[i]
-    qsort(order, s.no, sizeof(Pair), _cmp_triple)
-    for i in range(s.no):
+        if i + 8 < s.no:  # heat order visits partitions at random: fetch their rows early
+            p = order[i + 8].b
+            __builtin_prefetch(&s.pn_len[p])
+            __builtin_prefetch(&s.pn[p * s.RMAX])
+            __builtin_prefetch(&s.pn_pos[p * s.RMAX])
+            __builtin_prefetch(&s.heat[p])
         p = order[i].b
         src = order[i].c
         have = False
@@ -486,13 +646,13 @@ cdef int64_t place(S *s) noexcept nogil:
             if zone_used(s, p, z):
                 continue
             for k in range(2):
-                if peek(s, &heaps[2 * z + k], k, &key, &node):
+                if peek(s, &heaps[2 * z + k], k, hk, &key, &node):
+                    zk = zks[z]
                     if (not have or k < bk or (k == bk and (key < bkey or (
-                            key == bkey and (zkey(s, z) < bz or (
-                                zkey(s, z) == bz and node < bn)))))):
+                            key == bkey and (zk < bz or (zk == bz and node < bn)))))):
                         have = True
                         bk = k
-                        bz = zkey(s, z)
+                        bz = zk
                         bkey = key
                         bn = node
                     break
@@ -505,14 +665,18 @@ cdef int64_t place(S *s) noexcept nogil:
                 break
         add(s, p, dst)
         record(s, p, src, dst)
+        hk[dst] = hkey(s, dst)
+        zks[s.zone[dst]] = zkey(s, s.zone[dst])
         k = klass(s, dst)
         if k < 2:
-            heap_push(&heaps[2 * s.zone[dst] + k], hkey(s, dst), dst)
+            heap_push(&heaps[2 * s.zone[dst] + k], hk[dst], dst)
     for z in range(2 * s.Z):
         free(heaps[z].key)
         free(heaps[z].val)
     free(heaps)
     free(order)
+    free(hk)
+    free(zks)
     return failed
 
 
@@ -609,17 +773,26 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
     return allowance
 
 
+cdef int64_t *split_heat(S *s) noexcept nogil:
+    """Per node, the heat of its split-candidate replicas (node heat minus this is its movable
+    heat): a scan of the partitions, in order, instead of every replica's split flag at random."""
+    cdef int64_t *out = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t p, j
+    for p in range(s.P):
+        if s.split[p]:
+            for j in range(s.pn_len[p]):
+                out[s.pn[p * s.RMAX + j]] += s.heat[p]
+    return out
+
+
 cdef int64_t cool(S *s, int64_t allowance) noexcept nogil:
     cdef int64_t *ecap = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, i, j, p, no = 0, r, t, q, room, excess, back
     cdef bint single
+    cdef int64_t *sh = split_heat(s)
     for n in range(s.N):
-        ecap[n] = s.hcap[n]
-        for i in range(s.nr_len[n]):
-            p = s.nr[n][i]
-            if s.split[p]:
-                ecap[n] += s.heat[p]
+        ecap[n] = s.hcap[n] + sh[n]
         if s.elig[n] and s.nheat[n] > ecap[n]:
             order[no].a = -hkey(s, n)
             order[no].b = n
@@ -662,6 +835,7 @@ cdef int64_t cool(S *s, int64_t allowance) noexcept nogil:
             allowance -= 1
     free(ecap)
     free(order)
+    free(sh)
     return allowance
 
 
@@ -757,12 +931,10 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
     cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back
     cdef bint ok, swap
     cdef bint over = False
+    cdef int64_t *sh = split_heat(s)
     for n in range(s.N):
         cold[n] = -2
-        for i in range(s.nr_len[n]):
-            p = s.nr[n][i]
-            if not s.split[p]:
-                movable[n] += s.heat[p]
+        movable[n] = s.nheat[n] - sh[n]
         if s.elig[n] and movable[n] > s.hcap[n]:
             over = True
     for round_ in range(PEAK_ROUNDS if over else 0):
@@ -852,6 +1024,7 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
             allowance -= 1
     free(movable)
     free(cold)
+    free(sh)
 
 
 cdef int64_t *waves(S *s) noexcept nogil:
@@ -968,16 +1141,28 @@ cdef tuple final_csr(S *s):
 
 
 cdef list movable_heat(S *s):
-    cdef list out = []
-    cdef int64_t n, i, p, h
-    for n in range(s.N):
-        h = 0
-        for i in range(s.nr_len[n]):
-            p = s.nr[n][i]
-            if not s.split[p]:
-                h += s.heat[p]
-        out.append(h)
+    cdef int64_t *sh = split_heat(s)
+    cdef list out = [s.nheat[n] - sh[n] for n in range(s.N)]
+    free(sh)
     return out
+
+
+cdef void _keep_heat_order(S *s):
+    """Hand a freshly made order of all partitions to the module cache (GIL held)."""
+    global _HEAT_KEY, _HEAT_ORDER, _HEAT_N
+    cdef int64_t *key
+    if not s.horder_new:
+        return
+    key = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    if key == NULL:
+        return
+    memcpy(key, s.heat, s.P * sizeof(int64_t))
+    free(_HEAT_KEY)
+    free(_HEAT_ORDER)
+    _HEAT_KEY = key
+    _HEAT_ORDER = s.horder
+    _HEAT_N = s.P
+    s.horder = NULL
 
 
 def solve_dense(d):
@@ -990,9 +1175,16 @@ def solve_dense(d):
     s.N = len(d.zone)
     s.Z = d.zones
     s.P = len(d.rf)
-    for i in range(s.P):
-        maxlen = max(maxlen, d.off[i + 1] - d.off[i], d.rf[i])
+    s.rf = to_c(d.rf, s.P)
+    s.off = to_c(d.off, s.P + 1)
+    for i in range(s.P):  # in C: a Python-level loop here cost more than a small solve
+        if s.off[i + 1] - s.off[i] > maxlen:
+            maxlen = s.off[i + 1] - s.off[i]
+        if s.rf[i] > maxlen:
+            maxlen = s.rf[i]
     if maxlen > 60:
+        free(s.rf)
+        free(s.off)
         raise ValueError("replication factor above 60 is not supported by the kernel")
     s.RMAX = maxlen + 1
     s.zone = to_c(d.zone, s.N)
@@ -1004,10 +1196,8 @@ def solve_dense(d):
     s.hcap = to_c(d.hcap, s.N)
     s.hfair = to_c(d.hfair, s.N)
     s.zshare = to_c(d.zshare, s.Z)
-    s.rf = to_c(d.rf, s.P)
     s.heat = to_c(d.heat, s.P)
     s.split = to_c(d.split, s.P)
-    s.off = to_c(d.off, s.P + 1)
     s.rep = to_c(d.rep, len(d.rep))
     s.inflight = d.inflight
     s.budget = d.budget
@@ -1029,8 +1219,14 @@ def solve_dense(d):
     s.os = NULL
     s.no = 0
     s.ocap = 0
-    if s.pn == NULL or s.pn_pos == NULL or s.nr == NULL:
+    s.horder = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    s.horder_ok = False
+    s.horder_new = False
+    if s.pn == NULL or s.pn_pos == NULL or s.nr == NULL or s.horder == NULL:
         raise MemoryError()
+    if _HEAT_N == s.P and s.P > 0 and memcmp(_HEAT_KEY, s.heat, s.P * sizeof(int64_t)) == 0:
+        memcpy(s.horder, _HEAT_ORDER, s.P * sizeof(int64_t))
+        s.horder_ok = True
     with nogil:
         add_all(&s)
         lb = lower_bound(&s)
@@ -1064,6 +1260,7 @@ def solve_dense(d):
                 allowance = shave(&s, allowance)
                 peak(&s, allowance)
                 mw = waves(&s)
+    _keep_heat_order(&s)
     try:
         if status != 0:
             return status, arg, lb, [], [], [], [], [], [], [], []
@@ -1076,7 +1273,7 @@ def solve_dense(d):
         free(s.hcap); free(s.hfair); free(s.zshare); free(s.rf); free(s.heat); free(s.split)
         free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
         free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
-        free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw)
+        free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw); free(s.horder)
 
 
 def dense_replicas(list part_ids, object assignment, dict node_idx):
@@ -1124,14 +1321,13 @@ def remap_nodes(object rep, list remap):
     return out
 
 
-def touched_rows(list part_ids, list node_ids, object moved, object off, object rep):
-    """Compiled `bounds.touched_rows`: the same (partition id, node ids) pairs."""
+def touched_rows(object out, list part_ids, list node_ids, object moved, object off, object rep):
+    """Compiled `bounds.touched_rows`: the same rows, set in `out` directly (no pair tuples)."""
     cdef Py_ssize_t i, j, nm = len(moved), P = len(part_ids), lo, hi
     cdef int64_t *mp = to_c(moved, nm)
     cdef int64_t *o = to_c(off, P + 1)
     cdef int64_t *r = to_c(rep, len(rep))
     cdef char *seen = <char *>calloc(P + 1, 1)
-    cdef list out = []
     cdef tuple row
     for i in range(nm):
         seen[mp[i]] = 1
@@ -1145,9 +1341,8 @@ def touched_rows(list part_ids, list node_ids, object moved, object off, object 
             name = node_ids[r[j]]
             Py_INCREF(name)
             PyTuple_SET_ITEM(row, j - lo, name)
-        out.append((part_ids[i], row))
+        PyDict_SetItem(out, part_ids[i], row)
     free(mp)
     free(o)
     free(r)
     free(seen)
-    return out

@@ -13,7 +13,6 @@ import importlib
 import os
 import time
 from collections.abc import Callable
-from itertools import compress
 from typing import Any
 
 from coreplane.errors import InvalidArgument, require
@@ -54,13 +53,13 @@ def available_backends() -> tuple[str, ...]:
 
 def _precheck(d: Dense) -> str:
     """The reason an instance is infeasible before any search, or ""."""
-    if d.rf and max(d.rf) > d.eligible_zones:
+    if d.rf_max > d.eligible_zones:
         p = next(p for p, rf in enumerate(d.rf) if rf > d.eligible_zones)
         return (f"partition {d.part_ids[p]!r} needs {d.rf[p]} zones but only "
                 f"{d.eligible_zones} zones have alive nodes")
     slots = sum(s for s, e in zip(d.slots, d.elig, strict=True) if e)
-    if slots < sum(d.rf):
-        return f"{sum(d.rf)} replicas do not fit in the {slots} slots of alive nodes"
+    if slots < d.replicas:
+        return f"{d.replicas} replicas do not fit in the {slots} slots of alive nodes"
     return ""
 
 
@@ -130,8 +129,9 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel
     moves = MoveList(pid, nid, (mp, ms, md, mw))
     assignment = Assignment(problem.assignment)
     assignment.dense = (d.node_ids, d.part_ids, off, rep)
-    # dict.update: the Assignment refuses writes once handed out; this is its construction.
-    dict.update(assignment, accel.rows(pid, d.node_ids, mp, off, rep))
+    # written with dict's methods: the Assignment refuses writes once handed out; this is its
+    # construction.
+    accel.rows(assignment, pid, d.node_ids, mp, off, rep)
     band = 0
     hot = 0
     ratio = 0.0
@@ -145,5 +145,4 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel
             ratio = max(ratio, mheat[n] / d.hfair[n])
     over_lb = 1.0 if len(moves) == lb == 0 else len(moves) / max(lb, 1)
     metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, max(mw) + 1 if len(mw) else 0)
-    split = tuple(compress(pid, d.split))
-    return Plan(True, "", moves, assignment, split, metrics, name)
+    return Plan(True, "", moves, assignment, d.split_ids, metrics, name)

@@ -12,6 +12,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import compress
 from operator import attrgetter, mul
 from typing import NamedTuple
 
@@ -86,6 +87,9 @@ class Dense:
     inflight: int
     budget: int              # -1 when unlimited
     eligible_zones: int
+    replicas: int            # sum(rf) and max(rf) (0 without partitions), from the memo
+    rf_max: int
+    split_ids: tuple[str, ...]  # ids of the partitions flagged in `split`, ascending
 
 
 def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zones: int,
@@ -109,8 +113,12 @@ def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zone
         members = [i for i in range(len(node_ids)) if elig[i] and zone_of[i] == z]
         num, den, wz = zs.numerator, zs.denominator, zone_w[z]
         if not use_slots or all(slots[i] * wz * den >= num * weights[i] for i in members):
+            share_of: dict[int, Fraction] = {}  # one Fraction per distinct weight
             for i in members:  # no slot cap binds: plain weight-proportional shares
-                out[i] = Fraction(num * weights[i], den * wz)
+                w = weights[i]
+                if w not in share_of:
+                    share_of[w] = Fraction(num * w, den * wz)
+                out[i] = share_of[w]
             continue
         for i, s in zip(members, water_fill(zs, [weights[i] for i in members],
                                             [slots[i] for i in members]), strict=True):
@@ -142,8 +150,8 @@ def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]
 Replicas = Callable[[list[str], Mapping[str, tuple[str, ...]], dict[str, int]],
                     tuple[list[int], list[int]]]
 Remap = Callable[[Sequence[int], list[int]], Sequence[int]]
-Rows = Callable[[list[str], list[str], Sequence[int], Sequence[int], Sequence[int]],
-                list[tuple[str, tuple[str, ...]]]]
+Rows = Callable[[dict[str, tuple[str, ...]], list[str], list[str], Sequence[int], Sequence[int],
+                 Sequence[int]], None]
 
 
 def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
@@ -151,11 +159,15 @@ def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
     return [remap[n] for n in rep]
 
 
-def touched_rows(part_ids: list[str], node_ids: list[str], moved: Sequence[int],
-                 off: Sequence[int], rep: Sequence[int]) -> list[tuple[str, tuple[str, ...]]]:
-    """(partition id, final replica node ids) for each partition a move touched, ascending."""
-    return [(part_ids[p], tuple(node_ids[n] for n in rep[off[p]:off[p + 1]]))
-            for p in sorted(set(moved))]
+def touched_rows(out: dict[str, tuple[str, ...]], part_ids: list[str], node_ids: list[str],
+                 moved: Sequence[int], off: Sequence[int], rep: Sequence[int]) -> None:
+    """Set out[partition id] = final replica node ids for each partition a move touched.
+
+    `out` is written with dict's own methods (an `Assignment` refuses item assignment once it is
+    handed out; this is its construction), in ascending partition order.
+    """
+    dict.update(out, [(part_ids[p], tuple(node_ids[n] for n in rep[off[p]:off[p + 1]]))
+                      for p in sorted(set(moved))])
 
 
 class Accel(NamedTuple):
@@ -191,16 +203,16 @@ def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str,
     return off, rep
 
 
-PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int]
+PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int, int]
 # One-entry memo of the per-partition arrays, keyed by the identity of the (immutable) partitions
 # tuple: node events (dead, drain, add) reuse the same tuple, and re-deriving 100k partitions'
 # arrays would cost more than the solve. The value is a pure function of the key.
 _PARTS_MEMO: list[tuple[tuple[Partition, ...], PartitionArrays]] = []
-_SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, Sequence[int]]] = []
+_SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, tuple[Sequence[int], tuple[str, ...]]]] = []
 
 
 def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
-    """Ids, RF and heat in sorted-id order, with the totals the shares need."""
+    """Ids, RF and heat in sorted-id order, with the totals the shares need and the top RF."""
     memo = _PARTS_MEMO[:1]
     if memo and memo[0][0] is partitions:
         return memo[0][1]
@@ -209,18 +221,19 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
     rf = array("q", map(attrgetter("rf"), parts))
     heat = array("q", map(attrgetter("heat"), parts))
     out = (list(map(attrgetter("id"), parts)), rf, heat, sum(rf), sum(map(mul, heat, rf)),
-           sum(heat))
+           sum(heat), max(rf, default=0))
     _PARTS_MEMO[:] = [(partitions, out)]
     return out
 
 
-def _split_flags(partitions: tuple[Partition, ...], heat: Sequence[int],
-                 above: int) -> Sequence[int]:
-    """1 for partitions hotter than `above` (every node's fair heat share), else 0."""
+def _split_flags(partitions: tuple[Partition, ...], part_ids: list[str], heat: Sequence[int],
+                 above: int) -> tuple[Sequence[int], tuple[str, ...]]:
+    """1 for partitions hotter than `above` (every node's fair heat share), else 0; their ids."""
     memo = _SPLIT_MEMO[:1]
     if memo and memo[0][0] is partitions and memo[0][1] == above:
         return memo[0][2]
-    out = array("q", [int(h > above) for h in heat])
+    flags = array("q", [int(h > above) for h in heat])
+    out = (flags, tuple(compress(part_ids, flags)))
     _SPLIT_MEMO[:] = [(partitions, above, out)]
     return out
 
@@ -238,7 +251,7 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
     elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
     slots = [by_id[nid].slots for nid in node_ids]
-    part_ids, rf, heat, replicas_total, heat_total, heat_sum = _partition_arrays(
+    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max = _partition_arrays(
         problem.partitions)
     zones = len(zone_names)
     count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
@@ -251,20 +264,23 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     tq = [max(1, _ceil(s)) for s in count_sh]
     hcap = [_floor_pct(s, HEAT_CAP_PCT) for s in heat_sh]
     hfair = [_floor(s) for s in heat_sh]
-    zcount = [Fraction(0)] * zones
+    # Per zone, numerators summed per denominator (exact), then the few sums added as Fractions.
+    by_den: list[dict[int, int]] = [{} for _ in range(zones)]
     for i, s in enumerate(count_sh):
-        zcount[zone_of[i]] += s
+        sums = by_den[zone_of[i]]
+        sums[s.denominator] = sums.get(s.denominator, 0) + s.numerator
+    zcount = [sum((Fraction(n, den) for den, n in sums.items()), Fraction(0)) for sums in by_den]
     zshare = [max(1, _ceil(s)) for s in zcount]
     # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
-    split_above = _floor(max((s for s, e in zip(heat_sh, elig, strict=True) if e),
-                             default=Fraction(0)))
-    split = _split_flags(problem.partitions, heat, split_above)
+    # floor is monotonic: the floor of the largest share is the largest floor.
+    split_above = max((f for f, e in zip(hfair, elig, strict=True) if e), default=0)
+    split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above)
     off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel or Accel())
     budget = -1 if problem.moves_max is None else problem.moves_max
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,
                  zshare, rf, heat, split, off, rep, problem.moves_in_flight_per_node, budget,
-                 eligible_zones)
+                 eligible_zones, replicas_total, rf_max, split_ids)
 
 
 def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:

@@ -21,7 +21,13 @@ from coreplane.placement import (
     solve,
 )
 from coreplane.placement import events as ev
-from coreplane.placement.bounds import compile_problem, dense_replicas, water_fill
+from coreplane.placement.bounds import (
+    Dense,
+    compile_problem,
+    dense_replicas,
+    touched_rows,
+    water_fill,
+)
 from coreplane.placement.model import Assignment
 
 
@@ -192,6 +198,41 @@ def test_compiled_replicas_match_the_python_loop() -> None:
     idx = {n: i for i, n in enumerate(d.node_ids)}
     fresh = Assignment(dict(plan.assignment))
     assert kernel.dense_replicas(d.part_ids, fresh, idx) == dense_replicas(d.part_ids, fresh, idx)
+
+
+def test_compiled_rows_match_the_python_loop() -> None:
+    kernel = pytest.importorskip("coreplane.placement._kernel")
+    problem = ev.bootstrap(_nodes(3, 3), _parts(30))
+    d = compile_problem(ev.after(problem, solve(problem)))
+    moved = [5, 2, 5, 29, 0]
+    ours: dict[str, tuple[str, ...]] = {"p001": ("x",), "p002": ("y",)}
+    theirs = dict(ours)
+    touched_rows(ours, d.part_ids, d.node_ids, moved, d.off, d.rep)
+    kernel.touched_rows(theirs, d.part_ids, d.node_ids, moved, d.off, d.rep)
+    assert list(ours.items()) == list(theirs.items())
+    assert ours["p001"] == ("x",) and ours["p002"] == problem_row(d, 2)
+
+
+def problem_row(d: Dense, p: int) -> tuple[str, ...]:
+    return tuple(d.node_ids[n] for n in d.rep[d.off[p]:d.off[p + 1]])
+
+
+def test_kernel_heat_order_cache_keeps_plans_identical() -> None:
+    # The kernel keeps its order of all partitions by heat between solves with the same heat;
+    # plans must not depend on whether it was reused, rebuilt or made for another heat.
+    if "cython" not in available_backends():
+        pytest.skip("kernel not built")
+    problem = ev.bootstrap(_nodes(4, 3), _parts(300))
+    first = solve(problem, backend="cython")
+    again = solve(problem, backend="cython")  # cached order
+    twin = solve(problem, backend="python")
+    assert first.canonical() == again.canonical() == twin.canonical()
+    base = ev.after(problem, first)
+    for nxt in (ev.drain_zone(base, "z1"),
+                ev.shift_heat(base, {f"p{i:03d}": 50 + i for i in range(0, 300, 3)}),
+                ev.node_dead(base, "n20")):
+        assert (solve(nxt, backend="cython").canonical()
+                == solve(nxt, backend="python").canonical())
 
 
 def test_moves_are_a_lazy_sequence_of_moves() -> None:
