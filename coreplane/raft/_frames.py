@@ -30,7 +30,6 @@ Must not import pysyncobj, msgpack or anything that decodes objects.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 import zlib
@@ -90,7 +89,7 @@ class Rejected(DecodeError):
 
 
 def _mac(key: bytes, *parts: bytes) -> bytes:
-    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+    return hmac.digest(key, b"".join(parts), "sha256")  # one-shot C path, no HMAC object
 
 
 def _lp(data: bytes) -> bytes:

@@ -24,7 +24,7 @@ from pysyncobj.transport import Transport
 from coreplane.errors import InvariantViolation
 from coreplane.raft import engine as E
 
-REGULAR = b"\x00"
+ENTRY = E.ENTRY_COMMAND_TYPE
 
 
 class RecordingTransport(Transport):
@@ -87,7 +87,7 @@ def _append(node: Any, *, prev: int, prev_term: int, entries: list[tuple[int, in
     transport.sent.clear()
     message = {"type": "append_entries", "term": term, "commit_index": commit,
                "prevLogIdx": prev, "prevLogTerm": prev_term,
-               "entries": [(REGULAR + bytes([i]), i, t) for i, t in entries]}
+               "entries": [(ENTRY + bytes([i]), i, t) for i, t in entries]}
     node._SyncObj__onMessageReceived(Node("leader"), message)
     replies = [m for to, m in transport.sent if m["type"] == "next_node_idx"]
     assert len(replies) == 1

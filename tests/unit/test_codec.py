@@ -92,6 +92,25 @@ def test_tree_keeps_tuples_and_registered_types() -> None:
         codec.encode_tree({"f": 1.0})
 
 
+def test_tree_fast_paths_keep_the_rules() -> None:
+    # Flat tuples (log entries) skip the per-element walk; the limits must not move with it.
+    flat = (b"entry", 7, 3, "s", None, True)
+    assert codec.decode_tree(codec.encode_tree([flat, (flat,)])) == [flat, (flat,)]
+    deepest: object = (1, 2)
+    for _ in range(codec.MAX_DEPTH - 1):
+        deepest = [deepest]
+    assert codec.decode_tree(codec.encode_tree(deepest)) == deepest
+    with pytest.raises(InvalidArgument, match="deeper"):
+        codec.encode_tree([deepest])
+    with pytest.raises(InvalidArgument):
+        codec.encode_tree([(1, 2.5)])
+    with pytest.raises(DecodeError, match="floats"):  # a float map key is refused too
+        codec.decode_tree(msgpack.packb({1.5: 1}))
+    too_deep = msgpack.packb([[[1]]])
+    with pytest.raises(DecodeError, match="deeper"):
+        codec.decode_tree(too_deep, max_depth=2)
+
+
 def test_tree_ext_constructor_errors_become_decode_errors() -> None:
     def boom(_: object) -> object:
         raise RuntimeError("no")

@@ -5,6 +5,8 @@
 - No starved follower (defect 6): one send round gives every lagging follower its own time
   budget; upstream shared one budget, so the first follower in set order got everything.
 - Adaptive batching: proposals queued together leave in one message per follower.
+- Entries are coreplane's own command type: codec bytes after one type byte, never a pickled
+  ``@replicated`` call (which a coreplane log must not contain).
 """
 
 from __future__ import annotations
@@ -149,4 +151,32 @@ def test_a_transfer_vote_is_granted_at_once(fake_clock: list[float]) -> None:
         "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1,
         "cp_transfer": True})
     assert [m["type"] for _, m in transport.sent] == ["response_vote"]
+    node.destroy()
+
+
+def test_entries_carry_codec_bytes_after_their_own_type_byte(fake_clock: list[float]) -> None:
+    # No pickled (funcID, args) wrapper: the log holds the type byte, then the proposal's bytes,
+    # and apply_fn gets those bytes back at the entry's index.
+    applied: list[tuple[bytes, int]] = []
+    node = _leader(False, RecordingTransport)
+    node._apply_fn = lambda data, index: applied.append((data, index)) or "ok"
+    results: list[tuple[Any, int]] = []
+    node.propose(b"\x93\x01\x0a\x80", lambda result, code: results.append((result, code)))
+    node.doTick()
+    last = node._SyncObj__raftLog[-1]
+    assert last[0] == E.ENTRY_COMMAND_TYPE + b"\x93\x01\x0a\x80"
+    for follower in ("f1", "f2"):
+        node._SyncObj__onMessageReceived(Node(follower), {
+            "type": "next_node_idx", "term": node.raftCurrentTerm, "success": True,
+            "next_node_idx": last[1] + 1, "reset": False})
+    node.doTick()
+    assert applied == [(b"\x93\x01\x0a\x80", last[1])]
+    assert results == [("ok", E.FAIL.SUCCESS)]
+    node.destroy()
+
+
+def test_a_pysyncobj_replicated_entry_is_refused_not_unpickled(fake_clock: list[float]) -> None:
+    node = _leader(False, RecordingTransport)
+    with pytest.raises(InvariantViolation, match="@replicated"):
+        node._SyncObj__doApplyCommand(b"\x00" + b"\x92\x00\x91\xc4\x01x")
     node.destroy()
