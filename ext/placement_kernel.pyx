@@ -16,6 +16,8 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_SetItem
 import array as _array
 
+from coreplane.placement import bounds as _bounds
+
 cdef extern from *:
     void __builtin_prefetch(const void *addr) noexcept nogil
 
@@ -304,19 +306,40 @@ cdef int _cmp_desc(const void *x, const void *y) noexcept nogil:
     return -1 if a > b else (1 if a < b else 0)
 
 
-cdef int64_t lower_bound(S *s) noexcept nogil:
-    """bounds.lower_bound_dense on the state right after every current replica was added."""
-    cdef int64_t p, j, i, n, valid, kept, dup, hottest = 0, cap, total, k, m
-    cdef int64_t part_leave = 0, part_arrive = 0, node_leave = 0, node_arrive = 0, leave
-    cdef int64_t drops = 0, adds = 0, size
-    cdef int64_t *mheat = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    cdef int64_t *hs
+cdef struct LB:
+    # bounds.lower_bound_dense, split in two: what the current assignment alone decides (made
+    # once, before the solve) and the node view for given caps and bands (after it).
+    int64_t drops, adds, part_leave, part_arrive, hottest
+    int64_t *count0       # replicas per node in the current assignment
+    int64_t *mheat0       # movable heat per node in the current assignment
+    int64_t *hs_off       # N + 1 offsets into hs
+    int64_t *hs           # movable heats, hottest first, of each node over its target cap
+
+
+cdef inline int64_t target_cap(S *s, LB *b, int64_t n) noexcept nogil:
+    return s.hcap[n] if s.hcap[n] > b.hottest else b.hottest
+
+
+cdef void lb_prepare(S *s, LB *b) noexcept nogil:
+    """The partition view, per-node load and the sorted heats of nodes over their target cap,
+    on the state right after every current replica was added. A plan's caps are never below
+    the target caps (bounds.heat_caps), so only these nodes can be over one."""
+    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0
+    b.drops = 0
+    b.adds = 0
+    b.part_leave = 0
+    b.part_arrive = 0
+    b.hottest = 0
+    b.count0 = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    b.mheat0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    b.hs_off = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    memcpy(b.count0, s.count, s.N * sizeof(int64_t))
     for p in range(s.P):
         valid = 0
         for j in range(s.off[p], s.off[p + 1]):
             n = s.rep[j]
             if not s.split[p]:
-                mheat[n] += s.heat[p]
+                b.mheat0[n] += s.heat[p]
             if s.elig[n]:
                 dup = 0
                 for i in range(s.off[p], j):
@@ -327,43 +350,106 @@ cdef int64_t lower_bound(S *s) noexcept nogil:
         kept = valid if valid < s.rf[p] else s.rf[p]
         size = s.off[p + 1] - s.off[p]
         if size > s.rf[p]:
-            drops += size - s.rf[p]
+            b.drops += size - s.rf[p]
         else:
-            adds += s.rf[p] - size
-        part_leave += size - kept
-        part_arrive += s.rf[p] - kept
-        if not s.split[p] and s.heat[p] > hottest:
-            hottest = s.heat[p]
+            b.adds += s.rf[p] - size
+        b.part_leave += size - kept
+        b.part_arrive += s.rf[p] - kept
+        if not s.split[p] and s.heat[p] > b.hottest:
+            b.hottest = s.heat[p]
+    for n in range(s.N):
+        b.hs_off[n] = total
+        if s.elig[n] and b.mheat0[n] > target_cap(s, b, n):
+            total += s.nr_len[n]
+    b.hs_off[s.N] = total
+    b.hs = <int64_t *>malloc((total + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        if b.hs_off[n + 1] == b.hs_off[n]:
+            continue
+        m = 0
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                b.hs[b.hs_off[n] + m] = s.heat[p]
+                m += 1
+        qsort(&b.hs[b.hs_off[n]], m, sizeof(int64_t), _cmp_desc)
+        # split replicas take no heat: the tail is zeros, never reached (heat left > cap >= 0)
+        for i in range(m, b.hs_off[n + 1] - b.hs_off[n]):
+            b.hs[b.hs_off[n] + i] = 0
+
+
+cdef int64_t lb_finish(S *s, LB *b, int64_t *caps, int64_t *lo, int64_t *hi) noexcept nogil:
+    """The bound over plans within `caps` (never below the target caps) and the bands."""
+    cdef int64_t n, total, k, leave, node_leave = 0, node_arrive = 0
     for n in range(s.N):
         if not s.elig[n]:
-            node_leave += s.count[n]
+            node_leave += b.count0[n]
             continue
-        leave = s.count[n] - s.hi[n]
+        leave = b.count0[n] - hi[n]
         if leave < 0:
             leave = 0
-        cap = s.hcap[n] if s.hcap[n] > hottest else hottest
-        if mheat[n] > cap:
-            hs = <int64_t *>malloc((s.nr_len[n] + 1) * sizeof(int64_t))
-            m = 0
-            for i in range(s.nr_len[n]):
-                p = s.nr[n][i]
-                if not s.split[p]:
-                    hs[m] = s.heat[p]
-                    m += 1
-            qsort(hs, m, sizeof(int64_t), _cmp_desc)
-            total = mheat[n]
+        if b.mheat0[n] > caps[n]:
+            total = b.mheat0[n]
             k = 0
-            while total > cap:
-                total -= hs[k]
+            while total > caps[n]:
+                total -= b.hs[b.hs_off[n] + k]
                 k += 1
-            free(hs)
             if k > leave:
                 leave = k
         node_leave += leave
-        if s.lo[n] > s.count[n]:
-            node_arrive += s.lo[n] - s.count[n]
-    free(mheat)
-    return max(drops + max(node_arrive, part_arrive), adds + max(node_leave, part_leave))
+        if lo[n] > b.count0[n]:
+            node_arrive += lo[n] - b.count0[n]
+    return max(b.drops + max(node_arrive, b.part_arrive),
+               b.adds + max(node_leave, b.part_leave))
+
+
+cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
+    """bounds.lower_bound_dense(d): the bound over plans meeting the targets."""
+    cdef int64_t n, out
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        caps[n] = target_cap(s, b, n)
+    out = lb_finish(s, b, caps, s.lo, s.hi)
+    free(caps)
+    return out
+
+
+cdef int64_t lb_plan(S *s, LB *b, object d, list mheat) except -1:
+    """bounds.plan_lower_bound_dense(d, count, mheat) on the final state: the bound over plans
+    at least as good as this one (bands widened to its counts, heat caps relaxed to the peak
+    ratio it reached). The peak ratio needs products beyond int64, so a plan missing the heat
+    target gets its caps from bounds.heat_caps itself (O(nodes), once)."""
+    cdef int64_t n, out
+    cdef bint met = True
+    cdef int64_t *caps = NULL
+    cdef int64_t *lo = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *hi = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        lo[n] = s.lo[n] if s.lo[n] < s.count[n] else s.count[n]
+        hi[n] = s.hi[n] if s.hi[n] > s.count[n] else s.count[n]
+        if s.elig[n] and <int64_t>mheat[n] > target_cap(s, b, n):
+            met = False
+    try:
+        if met:
+            caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+            for n in range(s.N):
+                caps[n] = target_cap(s, b, n)
+        else:
+            caps = to_c(_bounds.heat_caps(d, _bounds.heat_level(d, mheat, b.hottest), b.hottest),
+                        s.N)
+        out = lb_finish(s, b, caps, lo, hi)
+    finally:
+        free(caps)
+        free(lo)
+        free(hi)
+    return out
+
+
+cdef void lb_free(LB *b) noexcept nogil:
+    free(b.count0)
+    free(b.mheat0)
+    free(b.hs_off)
+    free(b.hs)
 
 
 cdef void add_all(S *s) noexcept nogil:
@@ -1169,6 +1255,8 @@ def solve_dense(d):
     """Same contract as `_pure.solve_dense`: (status, arg, parts, sources, targets, waves,
     count, heat)."""
     cdef S s
+    cdef LB b
+    cdef list count, mheat
     cdef Py_ssize_t i, maxlen = 0
     cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0, lb = 0
     cdef int64_t *mw = NULL
@@ -1229,7 +1317,7 @@ def solve_dense(d):
         s.horder_ok = True
     with nogil:
         add_all(&s)
-        lb = lower_bound(&s)
+        lb_prepare(&s, &b)
         normalize(&s)
         hard = s.nm + s.no
         allowance = UNLIMITED if s.budget < 0 else s.budget - hard
@@ -1260,13 +1348,19 @@ def solve_dense(d):
                 allowance = shave(&s, allowance)
                 peak(&s, allowance)
                 mw = waves(&s)
+        if status != 0:
+            lb = lb_target(&s, &b)
     _keep_heat_order(&s)
     try:
         if status != 0:
             return status, arg, lb, [], [], [], [], [], [], [], []
+        count = to_list(s.count, s.N)
+        mheat = movable_heat(&s)
+        lb = lb_plan(&s, &b, d, mheat)
         return (0, 0, lb, to_array(s.mp, s.nm), to_array(s.ms, s.nm), to_array(s.md, s.nm),
-                to_array(mw, s.nm), to_list(s.count, s.N), movable_heat(&s), *final_csr(&s))
+                to_array(mw, s.nm), count, mheat, *final_csr(&s))
     finally:
+        lb_free(&b)
         for i in range(s.N):
             free(s.nr[i])
         free(s.zone); free(s.elig); free(s.slots); free(s.lo); free(s.hi); free(s.tq)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 
-from coreplane.placement.bounds import Dense, lower_bound_dense
+from coreplane.placement.bounds import Dense, lower_bound_dense, plan_lower_bound_dense
 
 __all__ = ["OK", "Raw", "solve_dense"]
 
@@ -21,8 +21,9 @@ NO_ROOM = 1      # arg: partition index that found no node
 OVER_BUDGET = 2  # arg: moves the hard constraints need
 SHIFT = 20       # fixed-point bits of the integer fill and heat keys
 
-# (status, arg, lower bound, move partitions, sources, targets, waves, final count per node,
-#  final heat per node without split candidates, final CSR offsets, final CSR nodes)
+# (status, arg, lower bound (the plan's own when OK, else the problem's), move partitions,
+#  sources, targets, waves, final count per node, final heat per node without split candidates,
+#  final CSR offsets, final CSR nodes)
 Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
             list[int], list[int]]
 
@@ -493,7 +494,6 @@ def solve_dense(d: Dense) -> Raw:
     # Plain lists: the memoized arrays('q') suit the kernel's memcpy, lists index faster here.
     d = dataclasses.replace(d, rf=list(d.rf), heat=list(d.heat), split=list(d.split),
                             off=list(d.off), rep=list(d.rep))
-    lb = lower_bound_dense(d)
     s = _State(d)
     orphans: list[tuple[int, int]] = []
     _normalize(s, orphans)
@@ -501,7 +501,7 @@ def solve_dense(d: Dense) -> Raw:
     unlimited = 1 << 62
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
-        return OVER_BUDGET, hard, lb, [], [], [], [], [], [], [], []
+        return OVER_BUDGET, hard, lower_bound_dense(d), [], [], [], [], [], [], [], []
     if d.budget < 0:
         # Shed first: a shed replica that lands on a node below its band does two jobs in one
         # move, which is what keeps the plan at the lower bound.
@@ -522,11 +522,12 @@ def solve_dense(d: Dense) -> Raw:
             allowance -= len(shed)
             failed = _place(s, shed)
     if failed >= 0:
-        return NO_ROOM, failed, lb, [], [], [], [], [], [], [], []
+        return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], []
     allowance = _cool(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
+    lb = plan_lower_bound_dense(d, s.count, mheat)  # over plans at least as good as this one
     off = [0]
     rep: list[int] = []
     for reps in s.part_reps:

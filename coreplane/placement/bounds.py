@@ -1,5 +1,9 @@
 """Fair shares, bands, heat caps and the provable lower bound on moves.
 
+The bound is over a class of plans (`lower_bound_dense`): by default those meeting the targets;
+a plan's own bound (`plan_lower_bound_dense`) is over the plans at least as good as it, so no plan
+ever comes in under the bound it reports, even when a target is out of reach.
+
 Shares are exact rationals (`Fraction`), water-filled across zones because a zone holds at most
 one replica of each partition; every number handed to a solver is an integer derived from them.
 Also compiles a `Problem` into the dense integer arrays both solver backends run on (ids mapped to
@@ -16,9 +20,23 @@ from itertools import compress
 from operator import attrgetter, mul
 from typing import NamedTuple
 
+from coreplane.errors import InvalidArgument
 from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
 
-__all__ = ["Accel", "Dense", "compile_problem", "lower_bound", "water_fill"]
+__all__ = [
+    "UNCAPPED",
+    "Accel",
+    "Dense",
+    "HeatLevel",
+    "compile_problem",
+    "heat_caps",
+    "heat_level",
+    "lower_bound",
+    "lower_bound_dense",
+    "plan_bands",
+    "plan_lower_bound_dense",
+    "water_fill",
+]
 
 BAND_LO_PCT = 95
 BAND_HI_PCT = 105
@@ -283,6 +301,58 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
                  eligible_zones, replicas_total, rf_max, split_ids)
 
 
+HeatLevel = tuple[int, int]
+# A heat cap no node can exceed (total heat is below 2**40); int64 in the kernel.
+UNCAPPED = 1 << 62
+
+
+def hottest_movable(d: Dense) -> int:
+    """The hottest replica a plan may move (split candidates are reported, never moved), or 0."""
+    return max(compress(d.heat, [not s for s in d.split]), default=0)
+
+
+def heat_level(d: Dense, mheat: Sequence[int], hottest: int) -> HeatLevel | None:
+    """The heat level a plan reached: None if it meets the heat target, else its peak ratio.
+
+    `mheat` is the plan's movable heat per node. The target: every eligible node at or below
+    max(hcap, hottest). A plan missing it reached (num, den): the largest num / den over eligible
+    nodes with a positive fair share of mheat / hfair (exact, cross-multiplied; the lowest node
+    index wins a tie), (0, 1) when no eligible node has one. This is the plan's
+    `heat_max_over_fair`, kept as a rational so both backends agree on it.
+    """
+    num, den, met = 0, 1, True
+    for n, e in enumerate(d.elig):
+        if not e:
+            continue
+        if mheat[n] > max(d.hcap[n], hottest):
+            met = False
+        if d.hfair[n] > 0 and mheat[n] * den > num * d.hfair[n]:
+            num, den = mheat[n], d.hfair[n]
+    return None if met else (num, den)
+
+
+def heat_caps(d: Dense, level: HeatLevel | None, hottest: int) -> list[int]:
+    """Per node, a movable heat that no plan at heat `level` exceeds (see `lower_bound_dense`).
+
+    None (the target): max(hcap, hottest). A level num / den: max(hcap, hottest,
+    floor(num / den x hfair)) on nodes with a positive fair share; UNCAPPED on the others (a
+    ratio over fair share says nothing about a node without one). Never below the target caps.
+    """
+    caps = [max(c, hottest) for c in d.hcap]
+    if level is None:
+        return caps
+    num, den = level
+    return [min(UNCAPPED, max(c, num * f // den)) if f > 0 else UNCAPPED
+            for c, f in zip(caps, d.hfair, strict=True)]
+
+
+def plan_bands(d: Dense, count: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Each node's band widened to take in the plan's final replica count `count`."""
+    lo = [min(b, c) for b, c in zip(d.lo, count, strict=True)]
+    hi = [max(b, c) for b, c in zip(d.hi, count, strict=True)]
+    return lo, hi
+
+
 def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:
     """Per node over its cap: the fewest of its hottest replicas whose removal brings it under."""
     heats: dict[int, list[int]] = {n: [] for n in caps}
@@ -304,22 +374,32 @@ def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:
     return out
 
 
-def lower_bound_dense(d: Dense) -> int:
+def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
+                      lo: Sequence[int] | None = None, hi: Sequence[int] | None = None) -> int:
     """max(replicas that must leave nodes, replicas that must arrive): each move does one of each.
 
-    Node view: a dead or draining node loses all; a node above its band (or slots) loses the
-    excess; a node whose heat (split candidates aside, they are reported, not moved) is above
-    max(1.10 x fair share, hottest movable replica anywhere), a cap no plan meeting the heat
-    target can exceed, loses its fewest hottest replicas that bring it under; a node below its
-    band gains the shortfall. Partition view: replicas on dead or draining nodes, same-zone
-    duplicates and replicas beyond RF must leave; missing replicas must arrive. Each view alone is
-    a valid bound on leaves (L) and arrivals (A).
+    The bound holds over every plan that ends with each eligible node's replica count in
+    [lo, hi] and its movable heat (split candidates aside: they are reported, not moved) at or
+    below its cap; by default the targets: the band, and max(1.10 x fair share, hottest movable
+    replica) as the heat cap (`heat_caps(d, None, ...)`). Why each term holds for such a plan:
+
+    Node view. A node keeps some of its current replicas and gains others; every current
+    replica it does not keep is the source of a move. A dead or draining node keeps none. A node
+    ending at most `hi` keeps at most `hi` of its replicas: the excess leaves. A node ending at
+    or below its heat cap keeps a subset of its replicas whose heat is at most the cap (heat is
+    never negative), so at least the fewest hottest replicas whose removal brings it under
+    leave. A node ending at least `lo` gains the shortfall. Partition view: replicas on dead or
+    draining nodes, same-zone duplicates and replicas beyond RF must leave; missing replicas
+    must arrive. Each view alone is a valid bound on leaves (L) and arrivals (A).
 
     A move is a relocation (one leave, one arrival), an add (arrival only: RF raised, bootstrap)
     or a drop (leave only: RF lowered). A partition with k replicas too many needs at least k
     drops, one with k too few at least k adds, so moves >= drops + A >= D_min + A and
     moves >= adds + L >= A_min + L: the bound is the larger of the two (it is max(L, A) when
     RF does not change).
+
+    A plan's own bound (`plan_lower_bound_dense`) passes caps and bands the plan itself meets,
+    so its moves are never below it, whether or not the targets can be met.
     """
     n_nodes = len(d.zone)
     count = [0] * n_nodes
@@ -344,9 +424,11 @@ def lower_bound_dense(d: Dense) -> int:
         kept = min(valid, d.rf[p])
         part_leave += len(reps) - kept
         part_arrive += d.rf[p] - kept
-    hottest = max((h for h, s in zip(d.heat, d.split, strict=True) if not s), default=0)
-    over = {n: max(d.hcap[n], hottest) for n in range(n_nodes)
-            if d.elig[n] and nheat[n] > max(d.hcap[n], hottest)}
+    if caps is None:
+        caps = heat_caps(d, None, hottest_movable(d))
+    lo = d.lo if lo is None else lo
+    hi = d.hi if hi is None else hi
+    over = {n: caps[n] for n in range(n_nodes) if d.elig[n] and nheat[n] > caps[n]}
     heat_leave = _heat_leavers(d, over) if over else {}
     node_leave = 0
     node_arrive = 0
@@ -354,9 +436,21 @@ def lower_bound_dense(d: Dense) -> int:
         if not d.elig[n]:
             node_leave += count[n]
             continue
-        node_leave += max(0, count[n] - d.hi[n], heat_leave.get(n, 0))
-        node_arrive += max(0, d.lo[n] - count[n])
+        node_leave += max(0, count[n] - hi[n], heat_leave.get(n, 0))
+        node_arrive += max(0, lo[n] - count[n])
     return max(drops + max(node_arrive, part_arrive), adds + max(node_leave, part_leave))
+
+
+def plan_lower_bound_dense(d: Dense, count: Sequence[int], mheat: Sequence[int]) -> int:
+    """The bound over every plan at least as good as one that ends with `count` replicas and
+    `mheat` movable heat per node: each node's count no further outside its band, the peak heat
+    over fair share no higher (`heat_level`). The plan is one of them, so its moves are never
+    below this, even when a target cannot be met; when it meets both targets this is
+    `lower_bound_dense(d)` exactly. What `Metrics.lower_bound` reports for a feasible plan.
+    """
+    hottest = hottest_movable(d)
+    lo, hi = plan_bands(d, count)
+    return lower_bound_dense(d, heat_caps(d, heat_level(d, mheat, hottest), hottest), lo, hi)
 
 
 def hard_lower_bound_dense(d: Dense) -> int:
@@ -375,6 +469,45 @@ def hard_lower_bound_dense(d: Dense) -> int:
     return max(part_leave, part_arrive)
 
 
-def lower_bound(problem: Problem) -> int:
-    """The provable minimum number of moves for `problem` (see `lower_bound_dense`)."""
-    return lower_bound_dense(compile_problem(problem))
+def lower_bound(problem: Problem, *, heat_level: HeatLevel | None = None,
+                reached: Mapping[str, tuple[str, ...]] | None = None) -> int:
+    """The provable minimum number of moves for `problem` (see `lower_bound_dense`).
+
+    By default over plans meeting the targets (band and heat cap). `heat_level=(num, den)`
+    relaxes the heat target to a peak heat over fair share of num / den: the fewest moves any
+    plan whose nodes all stay at or below max(1.10 x fair, hottest replica, num / den x fair)
+    needs. `reached=` an assignment the problem can end in (a plan's): the bound over every plan
+    at least as good on the targets (`plan_lower_bound_dense`); a plan's moves are never below it
+    and it is what the plan's `metrics.lower_bound` reports.
+    """
+    if heat_level is not None and reached is not None:
+        raise InvalidArgument("heat_level", "give heat_level or reached, not both")
+    d = compile_problem(problem)
+    if reached is not None:
+        return plan_lower_bound_dense(d, *_reached_load(d, reached))
+    if heat_level is None:
+        return lower_bound_dense(d)
+    if (not isinstance(heat_level, tuple) or len(heat_level) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in heat_level)
+            or heat_level[0] < 0 or heat_level[1] < 1):
+        raise InvalidArgument("heat_level", "must be a pair of ints (num >= 0, den >= 1)")
+    return lower_bound_dense(d, heat_caps(d, heat_level, hottest_movable(d)))
+
+
+def _reached_load(d: Dense, reached: Mapping[str, tuple[str, ...]]
+                  ) -> tuple[list[int], list[int]]:
+    """Replicas and movable heat per node (dense indexes) of the assignment `reached`."""
+    node_idx = {nid: i for i, nid in enumerate(d.node_ids)}
+    part_idx = {pid: p for p, pid in enumerate(d.part_ids)}
+    count = [0] * len(d.node_ids)
+    mheat = [0] * len(d.node_ids)
+    for pid in sorted(reached):
+        if pid not in part_idx:
+            raise InvalidArgument("reached", f"unknown partition id {pid!r}")
+        p = part_idx[pid]
+        for nid in reached[pid]:
+            if nid not in node_idx:
+                raise InvalidArgument("reached", f"unknown node id {nid!r} for {pid!r}")
+            count[node_idx[nid]] += 1
+            mheat[node_idx[nid]] += 0 if d.split[p] else d.heat[p]
+    return count, mheat

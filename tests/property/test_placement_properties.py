@@ -1,5 +1,6 @@
 """Placement properties on random instances: kernel == twin byte for byte, hard constraints after
-every event, moves >= lower bound, and plans that ignore the order nodes and partitions come in.
+every event, moves >= the plan's lower bound (always) and >= lower_bound(problem) (when the plan
+meets the targets), and plans that ignore the order nodes and partitions come in.
 """
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coreplane.placement import Node, Partition, Plan, Problem, available_backends, solve
+from coreplane.placement import (
+    Node,
+    Partition,
+    Plan,
+    Problem,
+    available_backends,
+    lower_bound,
+    solve,
+)
 from coreplane.placement import events as ev
 from coreplane.placement.bounds import compile_problem, dense_replicas, hard_lower_bound_dense
 from coreplane.placement.model import Assignment
@@ -62,9 +71,14 @@ def _check(problem: Problem, plan: Plan) -> None:
         return
     assert ev.hard_violations(problem, plan.assignment) == []
     d = compile_problem(problem)
-    assert plan.metrics.moves == len(plan.moves) >= hard_lower_bound_dense(d)
+    # The plan's bound is over plans at least as good as it: no plan comes in under its own.
+    assert plan.metrics.moves == len(plan.moves) >= plan.metrics.lower_bound
+    assert plan.metrics.lower_bound >= hard_lower_bound_dense(d)
+    assert plan.metrics.lower_bound == lower_bound(problem, reached=plan.assignment)
+    target = lower_bound(problem)
+    assert plan.metrics.lower_bound <= target  # a wider class of plans, a smaller bound
     if plan.metrics.band_violations == 0 and plan.metrics.heat_over_cap == 0:
-        assert plan.metrics.moves >= plan.metrics.lower_bound
+        assert plan.metrics.lower_bound == target <= plan.metrics.moves
     if problem.moves_max is not None:
         assert len(plan.moves) <= problem.moves_max
     per_wave: dict[tuple[str, int], int] = {}

@@ -139,6 +139,51 @@ def test_lower_bound_counts_dead_and_deficit_nodes() -> None:
     assert d.lo[d.node_ids.index("n01")] == 2
 
 
+def test_plan_bound_holds_when_the_heat_target_is_out_of_reach() -> None:
+    # p01 (RF=2) pins 300 on both nodes; the 500 of p00 overloads whichever node holds it. No
+    # plan meets the heat target, so lower_bound(problem) (over plans that do: none) said one
+    # move while the best plan, staying put, makes none. The plan's own bound is over plans
+    # whose peak heat over fair share is no higher than its 800/660, and that needs no move.
+    nodes = (Node("n0", "z0", weight=3), Node("n1", "z1", weight=2))
+    parts = (Partition("p00", 1, heat=500), Partition("p01", 2, heat=300))
+    problem = Problem(nodes, parts, {"p00": ("n0",), "p01": ("n0", "n1")})
+    d = compile_problem(problem)
+    assert (d.hfair, d.hcap) == ([660, 440], [726, 484])
+    assert lower_bound(problem) == 1
+    for backend in available_backends():
+        plan = solve(problem, backend=backend)
+        assert plan.feasible and plan.moves == ()
+        assert plan.metrics.heat_over_cap == 1 and plan.metrics.band_violations == 0
+        assert plan.metrics.heat_max_over_fair == 800 / 660
+        assert plan.metrics.lower_bound == 0 == lower_bound(problem, reached=plan.assignment)
+    assert lower_bound(problem, heat_level=(800, 660)) == 0
+    assert lower_bound(problem, heat_level=(799, 660)) == 1  # n0 must shed p00 to get there
+
+
+def test_plan_bound_holds_when_a_budget_leaves_bands_unmet() -> None:
+    problem = ev.bootstrap(_nodes(3, 2), _parts(30))
+    grown = ev.add_nodes(ev.after(problem, solve(problem)), [Node("m0", "z0"), Node("m1", "z1")])
+    assert lower_bound(grown) > 3
+    plan = solve(ev.with_budget(grown, 3))
+    assert plan.feasible and len(plan.moves) == 3 and plan.metrics.band_violations > 0
+    assert plan.metrics.lower_bound <= 3
+    assert plan.metrics.lower_bound == lower_bound(grown, reached=plan.assignment)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"heat_level": (1, 0)}, "heat_level"),
+    ({"heat_level": (-1, 2)}, "heat_level"),
+    ({"heat_level": (1, 1), "reached": {}}, "heat_level"),
+    ({"reached": {"nope": ("n00",)}}, "reached"),
+    ({"reached": {"p000": ("nope",)}}, "reached"),
+])
+def test_lower_bound_options_are_checked(kwargs: dict[str, object], field: str) -> None:
+    problem = ev.bootstrap(_nodes(3, 1), _parts(2))
+    with pytest.raises(InvalidArgument) as info:
+        lower_bound(problem, **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
 def test_split_candidates_are_reported() -> None:
     parts = [*_parts(30), Partition("hot", 3, heat=10_000)]
     plan = solve(ev.bootstrap(_nodes(3, 3), parts))
