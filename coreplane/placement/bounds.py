@@ -110,25 +110,29 @@ class Dense:
     split_ids: tuple[str, ...]  # ids of the partitions flagged in `split`, ascending
 
 
-def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zones: int,
+def _node_shares(weights: list[int], slots: list[int], zone_of: list[int], zones: int,
                  elig: list[int], total: int, zone_cap: list[int],
                  use_slots: bool) -> list[Fraction]:
-    """Water-fill `total` across zones (capped by `zone_cap`) then across each zone's nodes."""
-    by_id = {n.id: n for n in problem.nodes}
-    weights = [by_id[nid].weight for nid in node_ids]
-    slots = [by_id[nid].slots for nid in node_ids]
+    """Water-fill `total` across zones (capped by `zone_cap`) then across each zone's nodes.
+
+    Nodes of a zone with the same weight get the same Fraction object when no slot cap binds
+    (`_per_share` relies on it only for speed).
+    """
+    node_count = len(weights)
     zone_w = [0] * zones
     zone_slots = [0] * zones
-    for i in range(len(node_ids)):
+    members_of: list[list[int]] = [[] for _ in range(zones)]
+    for i in range(node_count):
         if elig[i]:
             zone_w[zone_of[i]] += weights[i]
             zone_slots[zone_of[i]] += slots[i]
+            members_of[zone_of[i]].append(i)
     live = [z for z in range(zones) if zone_w[z] > 0]
     caps = [min(zone_cap[z], zone_slots[z]) if use_slots else zone_cap[z] for z in live]
     zshares = water_fill(Fraction(total), [zone_w[z] for z in live], caps)
-    out = [Fraction(0)] * len(node_ids)
+    out = [Fraction(0)] * node_count
     for z, zs in zip(live, zshares, strict=True):
-        members = [i for i in range(len(node_ids)) if elig[i] and zone_of[i] == z]
+        members = members_of[z]
         num, den, wz = zs.numerator, zs.denominator, zone_w[z]
         if not use_slots or all(slots[i] * wz * den >= num * weights[i] for i in members):
             share_of: dict[int, Fraction] = {}  # one Fraction per distinct weight
@@ -141,6 +145,26 @@ def _node_shares(problem: Problem, node_ids: list[str], zone_of: list[int], zone
         for i, s in zip(members, water_fill(zs, [weights[i] for i in members],
                                             [slots[i] for i in members]), strict=True):
             out[i] = s
+    return out
+
+
+Targets = tuple[int, int, int, int, int]
+
+
+def _per_share(shares: list[Fraction], derive: Callable[[Fraction], Targets]) -> list[Targets]:
+    """`derive` of each share, once per distinct share object.
+
+    `_node_shares` hands the nodes of a zone with one weight the same Fraction, so a thousand
+    nodes have a handful of shares: Fraction arithmetic per node was most of a compile. Keyed
+    by identity, which is sound while `shares` holds the objects.
+    """
+    memo: dict[int, Targets] = {}
+    out: list[Targets] = []
+    for s in shares:
+        t = memo.get(id(s))
+        if t is None:
+            t = memo[id(s)] = derive(s)
+        out.append(t)
     return out
 
 
@@ -264,29 +288,34 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     node_ids = sorted(n.id for n in problem.nodes)
     node_idx = {nid: i for i, nid in enumerate(node_ids)}
     by_id = {n.id: n for n in problem.nodes}
+    nodes = [by_id[nid] for nid in node_ids]
     zone_names = sorted({n.zone for n in problem.nodes})
     zone_idx = {z: i for i, z in enumerate(zone_names)}
-    zone_of = [zone_idx[by_id[nid].zone] for nid in node_ids]
-    elig = [1 if by_id[nid].state == ALIVE else 0 for nid in node_ids]
-    slots = [by_id[nid].slots for nid in node_ids]
+    zone_of = [zone_idx[n.zone] for n in nodes]
+    elig = [1 if n.state == ALIVE else 0 for n in nodes]
+    slots = [n.slots for n in nodes]
+    weights = [n.weight for n in nodes]
     part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max = _partition_arrays(
         problem.partitions)
     zones = len(zone_names)
-    count_sh = _node_shares(problem, node_ids, zone_of, zones, elig, replicas_total,
+    count_sh = _node_shares(weights, slots, zone_of, zones, elig, replicas_total,
                             [len(part_ids)] * zones, True)
-    heat_sh = _node_shares(problem, node_ids, zone_of, zones, elig, heat_total,
+    heat_sh = _node_shares(weights, slots, zone_of, zones, elig, heat_total,
                            [heat_sum] * zones, False)
-    lo = [_floor_pct(s, BAND_LO_PCT) if e else 0 for s, e in zip(count_sh, elig, strict=True)]
-    hi = [min(-_floor_pct(-s, BAND_HI_PCT), sl) if e else 0
-          for s, e, sl in zip(count_sh, elig, slots, strict=True)]
-    tq = [max(1, _ceil(s)) for s in count_sh]
-    hcap = [_floor_pct(s, HEAT_CAP_PCT) for s in heat_sh]
-    hfair = [_floor(s) for s in heat_sh]
+    count_t = _per_share(count_sh, lambda s: (
+        _floor_pct(s, BAND_LO_PCT), -_floor_pct(-s, BAND_HI_PCT), max(1, _ceil(s)),
+        s.numerator, s.denominator))
+    heat_t = _per_share(heat_sh, lambda s: (_floor_pct(s, HEAT_CAP_PCT), _floor(s), 0, 0, 0))
+    lo = [t[0] if e else 0 for t, e in zip(count_t, elig, strict=True)]
+    hi = [min(t[1], sl) if e else 0 for t, e, sl in zip(count_t, elig, slots, strict=True)]
+    tq = [t[2] for t in count_t]
+    hcap = [t[0] for t in heat_t]
+    hfair = [t[1] for t in heat_t]
     # Per zone, numerators summed per denominator (exact), then the few sums added as Fractions.
     by_den: list[dict[int, int]] = [{} for _ in range(zones)]
-    for i, s in enumerate(count_sh):
+    for i, t in enumerate(count_t):
         sums = by_den[zone_of[i]]
-        sums[s.denominator] = sums.get(s.denominator, 0) + s.numerator
+        sums[t[4]] = sums.get(t[4], 0) + t[3]
     zcount = [sum((Fraction(n, den) for den, n in sums.items()), Fraction(0)) for sums in by_den]
     zshare = [max(1, _ceil(s)) for s in zcount]
     # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
