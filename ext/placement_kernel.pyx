@@ -7,19 +7,27 @@ under `nogil` so Raft heartbeats keep flowing on other threads, and the raw move
 lists. Integer arithmetic only (int64; model validation keeps every product in range).
 """
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcmp, memcpy
 from cpython cimport array
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from cpython.dict cimport PyDict_SetItem
+from cpython.dict cimport PyDict_Update
+from cpython.list cimport PyList_GET_ITEM
+from cpython.object cimport PyObject, PyObject_Hash
+
+cdef extern from "Python.h":
+    ctypedef struct PyASCIIObject:
+        Py_ssize_t hash
+    object _PyDict_NewPresized(Py_ssize_t minused)
+    int _PyDict_SetItem_KnownHash(object mp, object key, object item, Py_ssize_t hash) except -1
 import array as _array
 
-from coreplane.placement import bounds as _bounds
 
 cdef extern from *:
     void __builtin_prefetch(const void *addr) noexcept nogil
+    ctypedef long long int128 "__int128"
 
 cdef array.array _QARRAY = _array.array("q")
 
@@ -208,6 +216,9 @@ cdef struct S:
     int64_t *op
     int64_t *os
     Py_ssize_t no, ocap
+    # partitions normalize has work on (evictions or drops), ascending
+    int64_t *dirty
+    Py_ssize_t nd
     # every partition by (-heat, p): from the module cache, or made here by a big orphan_order
     int64_t *horder
     bint horder_ok, horder_new
@@ -320,43 +331,75 @@ cdef inline int64_t target_cap(S *s, LB *b, int64_t n) noexcept nogil:
     return s.hcap[n] if s.hcap[n] > b.hottest else b.hottest
 
 
-cdef void lb_prepare(S *s, LB *b) noexcept nogil:
-    """The partition view, per-node load and the sorted heats of nodes over their target cap,
-    on the state right after every current replica was added. A plan's caps are never below
-    the target caps (bounds.heat_caps), so only these nodes can be over one."""
-    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0
+cdef void add_all(S *s, LB *b) noexcept nogil:
+    """Every current replica added (as `add` would, in partition order), with the bound's
+    partition view, per-node load and the sorted heats of nodes over their target cap taken on
+    the way (bounds.lower_bound_dense). A plan's caps are never below the target caps
+    (bounds.heat_caps), so only those nodes can be over one. Node lists are sized once from a
+    count, not grown replica by replica.
+
+    Replicas on ineligible nodes are left out: `normalize` would take every one of them off
+    again, and nothing reads an ineligible node's count, heat or list before it does (the only
+    state they touch). Partitions `normalize` has work on are listed in `s.dirty`."""
+    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0, h, zn, pos, placed
+    cdef int64_t *row
+    cdef const int64_t *cur
     b.drops = 0
     b.adds = 0
     b.part_leave = 0
     b.part_arrive = 0
     b.hottest = 0
-    b.count0 = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    b.count0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     b.mheat0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     b.hs_off = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    memcpy(b.count0, s.count, s.N * sizeof(int64_t))
+    s.dirty = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    s.nd = 0
+    for j in range(s.off[s.P]):
+        b.count0[s.rep[j]] += 1
+    for n in range(s.N):
+        s.nr_cap[n] = (b.count0[n] if s.elig[n] else 0) + 8
+        s.nr[n] = <int64_t *>malloc(s.nr_cap[n] * sizeof(int64_t))
     for p in range(s.P):
         valid = 0
-        for j in range(s.off[p], s.off[p + 1]):
-            n = s.rep[j]
-            if not s.split[p]:
-                b.mheat0[n] += s.heat[p]
-            if s.elig[n]:
-                dup = 0
-                for i in range(s.off[p], j):
-                    if s.elig[s.rep[i]] and s.zone[s.rep[i]] == s.zone[n]:
-                        dup = 1
-                if not dup:
-                    valid += 1
-        kept = valid if valid < s.rf[p] else s.rf[p]
+        placed = 0
+        h = s.heat[p]
+        row = &s.pn[p * s.RMAX]
+        cur = &s.rep[s.off[p]]
         size = s.off[p + 1] - s.off[p]
+        for j in range(size):
+            n = cur[j]
+            if not s.split[p]:
+                b.mheat0[n] += h
+            if not s.elig[n]:
+                continue
+            pos = s.nr_len[n]
+            s.nr[n][pos] = p
+            s.nr_len[n] = pos + 1
+            row[placed] = n
+            s.pn_pos[p * s.RMAX + placed] = pos
+            placed += 1
+            s.count[n] += 1
+            s.nheat[n] += h
+            zn = s.zone[n]
+            s.zc[zn] += 1
+            dup = 0
+            for i in range(j):
+                if s.elig[cur[i]] and s.zone[cur[i]] == zn:
+                    dup = 1
+            valid += 1 - dup
+        s.pn_len[p] = placed
+        if valid != size or size > s.rf[p]:  # evictions or drops for normalize
+            s.dirty[s.nd] = p
+            s.nd += 1
+        kept = valid if valid < s.rf[p] else s.rf[p]
         if size > s.rf[p]:
             b.drops += size - s.rf[p]
         else:
             b.adds += s.rf[p] - size
         b.part_leave += size - kept
         b.part_arrive += s.rf[p] - kept
-        if not s.split[p] and s.heat[p] > b.hottest:
-            b.hottest = s.heat[p]
+        if not s.split[p] and h > b.hottest:
+            b.hottest = h
     for n in range(s.N):
         b.hs_off[n] = total
         if s.elig[n] and b.mheat0[n] > target_cap(s, b, n):
@@ -414,34 +457,42 @@ cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
     return out
 
 
-cdef int64_t lb_plan(S *s, LB *b, object d, list mheat) except -1:
+cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
     """bounds.plan_lower_bound_dense(d, count, mheat) on the final state: the bound over plans
-    at least as good as this one (bands widened to its counts, heat caps relaxed to the peak
-    ratio it reached). The peak ratio needs products beyond int64, so a plan missing the heat
-    target gets its caps from bounds.heat_caps itself (O(nodes), once)."""
-    cdef int64_t n, out
+    at least as good as this one (bands widened to its counts; heat caps relaxed to the peak
+    heat over fair share it reached, bounds.heat_level and bounds.heat_caps). The ratios are
+    compared cross-multiplied in 128 bits (heat and fair share each reach 2**40)."""
+    cdef int64_t n, out, num = 0, den = 1
+    cdef int128 scaled
     cdef bint met = True
-    cdef int64_t *caps = NULL
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *lo = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *hi = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     for n in range(s.N):
         lo[n] = s.lo[n] if s.lo[n] < s.count[n] else s.count[n]
         hi[n] = s.hi[n] if s.hi[n] > s.count[n] else s.count[n]
-        if s.elig[n] and <int64_t>mheat[n] > target_cap(s, b, n):
+        caps[n] = target_cap(s, b, n)
+        if not s.elig[n]:
+            continue
+        if mheat[n] > caps[n]:
             met = False
-    try:
-        if met:
-            caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-            for n in range(s.N):
-                caps[n] = target_cap(s, b, n)
-        else:
-            caps = to_c(_bounds.heat_caps(d, _bounds.heat_level(d, mheat, b.hottest), b.hottest),
-                        s.N)
-        out = lb_finish(s, b, caps, lo, hi)
-    finally:
-        free(caps)
-        free(lo)
-        free(hi)
+        if s.hfair[n] > 0 and <int128>mheat[n] * den > <int128>num * s.hfair[n]:
+            num = mheat[n]
+            den = s.hfair[n]
+    if not met:
+        for n in range(s.N):
+            if s.hfair[n] <= 0:
+                caps[n] = UNLIMITED
+                continue
+            scaled = <int128>num * s.hfair[n] // den
+            if scaled > UNLIMITED:
+                scaled = UNLIMITED
+            if scaled > caps[n]:
+                caps[n] = <int64_t>scaled
+    out = lb_finish(s, b, caps, lo, hi)
+    free(caps)
+    free(lo)
+    free(hi)
     return out
 
 
@@ -452,19 +503,19 @@ cdef void lb_free(LB *b) noexcept nogil:
     free(b.hs)
 
 
-cdef void add_all(S *s) noexcept nogil:
-    cdef int64_t p, j
-    for p in range(s.P):
-        for j in range(s.off[p], s.off[p + 1]):
-            add(s, p, s.rep[j])
-
-
 cdef void normalize(S *s) noexcept nogil:
-    cdef int64_t p, j, n, i, need, best, nk, ne
+    """_pure._normalize. A partition not in `s.dirty` has every replica kept and none too many:
+    its only work is orphans for the replicas it lacks, made here in the same order."""
+    cdef int64_t p, j, n, i, need, best, nk, ne, d = 0
     cdef int64_t kept[64]
     cdef int64_t evicted[64]
     cdef bint dup
     for p in range(s.P):
+        if d >= s.nd or s.dirty[d] != p:
+            for i in range(s.off[p + 1] - s.off[p], s.rf[p]):
+                orphan(s, p, -1)
+            continue
+        d += 1
         nk = 0
         ne = 0
         for j in range(s.off[p], s.off[p + 1]):
@@ -480,7 +531,8 @@ cdef void normalize(S *s) noexcept nogil:
                 evicted[ne] = n
                 ne += 1
         for i in range(ne):
-            remove(s, p, evicted[i])
+            if s.elig[evicted[i]]:  # add_all left the others out
+                remove(s, p, evicted[i])
         while nk > s.rf[p]:
             best = 0
             for i in range(1, nk):
@@ -501,18 +553,6 @@ cdef void normalize(S *s) noexcept nogil:
                 record(s, p, evicted[i], -1)
         for i in range(ne, need):
             orphan(s, p, -1)
-
-
-cdef int64_t hottest_movable(S *s, int64_t n) noexcept nogil:
-    """max (heat, -p) over non-split replicas of n, or -1."""
-    cdef int64_t i, p, best = -1
-    for i in range(s.nr_len[n]):
-        p = s.nr[n][i]
-        if s.split[p]:
-            continue
-        if best < 0 or s.heat[p] > s.heat[best] or (s.heat[p] == s.heat[best] and p < best):
-            best = p
-    return best
 
 
 cdef int64_t coldest(S *s, int64_t n) noexcept nogil:
@@ -602,19 +642,6 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
     return allowance
 
 
-cdef bint peek(S *s, Heap *h, int k, int64_t *hk, int64_t *key, int64_t *node) noexcept nogil:
-    """The top valid entry of a lazy heap; `hk` holds every node's current hkey (no division)."""
-    cdef int64_t n
-    while h.size > 0:
-        n = h.val[0]
-        if klass(s, n) == k and h.key[0] == hk[n]:
-            key[0] = h.key[0]
-            node[0] = n
-            return True
-        heap_pop(h)
-    return False
-
-
 cdef int64_t fallback(S *s, int64_t p, int64_t src) noexcept nogil:
     cdef int64_t n, best = -1
     for n in range(s.N):
@@ -699,24 +726,75 @@ cdef void orphan_order(S *s, Pair *order) noexcept nogil:
     free(start)
 
 
+cdef inline int64_t _winner(const int64_t *hk, int64_t a, int64_t b) noexcept nogil:
+    """The node with the least (hkey, node) of two, without a branch (the outcome is a coin
+    toss to the predictor). An empty slot holds N, whose hkey is INT64_MAX."""
+    cdef int64_t ka = hk[a], kb = hk[b]
+    cdef int64_t lt = (ka < kb) | ((ka == kb) & (a < b))
+    return b ^ ((a ^ b) & -lt)
+
+
+cdef inline void tree_set(int64_t *win, Py_ssize_t size, Py_ssize_t leaf, int64_t node,
+                          const int64_t *hk) noexcept nogil:
+    """Put `node` (or N: empty) at `leaf` of a winner tree and replay the matches above it."""
+    cdef Py_ssize_t i = size + leaf
+    cdef int64_t cur = node
+    win[i] = cur
+    while i > 1:
+        cur = _winner(hk, cur, win[i ^ 1]) if (i & 1) == 0 else _winner(hk, win[i ^ 1], cur)
+        i >>= 1
+        win[i] = cur
+
+
 cdef int64_t place(S *s) noexcept nogil:
-    cdef Heap *heaps = <Heap *>calloc(2 * s.Z, sizeof(Heap))
+    """_pure._place. Where the twin keeps a lazy heap per (zone, class), this keeps a winner
+    tree over the zone's eligible nodes (leaf: the node if it is in that class, else N): the
+    root is the same least (hkey, node) the heap's top valid entry is, read in O(1), and a
+    landed replica replays one leaf-to-root path instead of a push plus a pop of the stale
+    entry (the heap pops were the largest cost of a bootstrap)."""
     cdef Pair *order = <Pair *>malloc((s.no + 1) * sizeof(Pair))
-    cdef int64_t n, z, i, p, src, dst, key, node, failed = -1
-    cdef int k
+    cdef int64_t n, z, i, p, src, dst, node, failed = -1
+    cdef int k, k1, k2
     cdef bint have
     cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk
     # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
-    # them, and a 64-bit division per heap peek was most of this loop
+    # them, and a 64-bit division per comparison was most of this loop
     cdef int64_t *hk = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *zks = <int64_t *>malloc((s.Z + 1) * sizeof(int64_t))
+    cdef int64_t empty = s.N
+    cdef Py_ssize_t *tsize = <Py_ssize_t *>calloc(s.Z + 1, sizeof(Py_ssize_t))
+    cdef Py_ssize_t *tbase = <Py_ssize_t *>malloc((2 * s.Z + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *leaf = <Py_ssize_t *>malloc((s.N + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t total = 0, j, size
+    cdef int64_t *win
     for z in range(s.Z):
         zks[z] = zkey(s, z)
+    hk[s.N] = INT64_MAX
     for n in range(s.N):
         hk[n] = hkey(s, n)
+        leaf[n] = -1
+        if s.elig[n]:
+            leaf[n] = tsize[s.zone[n]]
+            tsize[s.zone[n]] += 1
+    for z in range(s.Z):
+        size = 1
+        while size < tsize[z]:
+            size <<= 1
+        tsize[z] = size
+        tbase[2 * z] = total
+        tbase[2 * z + 1] = total + 2 * size
+        total += 4 * size
+    win = <int64_t *>malloc((total + 1) * sizeof(int64_t))
+    for j in range(total):
+        win[j] = empty
+    for n in range(s.N):
         k = klass(s, n)
         if s.elig[n] and k < 2:
-            heap_push(&heaps[2 * s.zone[n] + k], hk[n], n)
+            win[tbase[2 * s.zone[n] + k] + tsize[s.zone[n]] + leaf[n]] = n
+    for z in range(2 * s.Z):
+        size = tsize[z >> 1]
+        for j in range(size - 1, 0, -1):
+            win[tbase[z] + j] = _winner(hk, win[tbase[z] + 2 * j], win[tbase[z] + 2 * j + 1])
     orphan_order(s, order)
     for i in range(s.no):
         if i + 8 < s.no:  # heat order visits partitions at random: fetch their rows early
@@ -732,14 +810,15 @@ cdef int64_t place(S *s) noexcept nogil:
             if zone_used(s, p, z):
                 continue
             for k in range(2):
-                if peek(s, &heaps[2 * z + k], k, hk, &key, &node):
+                node = win[tbase[2 * z + k] + 1]
+                if node != empty:
                     zk = zks[z]
-                    if (not have or k < bk or (k == bk and (key < bkey or (
-                            key == bkey and (zk < bz or (zk == bz and node < bn)))))):
+                    if (not have or k < bk or (k == bk and (hk[node] < bkey or (
+                            hk[node] == bkey and (zk < bz or (zk == bz and node < bn)))))):
                         have = True
                         bk = k
                         bz = zk
-                        bkey = key
+                        bkey = hk[node]
                         bn = node
                     break
         if have:
@@ -749,20 +828,25 @@ cdef int64_t place(S *s) noexcept nogil:
             if dst < 0:
                 failed = p
                 break
+        k1 = klass(s, dst)
         add(s, p, dst)
         record(s, p, src, dst)
         hk[dst] = hkey(s, dst)
-        zks[s.zone[dst]] = zkey(s, s.zone[dst])
-        k = klass(s, dst)
-        if k < 2:
-            heap_push(&heaps[2 * s.zone[dst] + k], hk[dst], dst)
-    for z in range(2 * s.Z):
-        free(heaps[z].key)
-        free(heaps[z].val)
-    free(heaps)
+        z = s.zone[dst]
+        zks[z] = zkey(s, z)
+        k2 = klass(s, dst)
+        if k1 < 2:
+            tree_set(&win[tbase[2 * z + k1]], tsize[z], leaf[dst], dst if k2 == k1 else empty,
+                     hk)
+        if k2 < 2 and k2 != k1:
+            tree_set(&win[tbase[2 * z + k2]], tsize[z], leaf[dst], dst, hk)
     free(order)
     free(hk)
     free(zks)
+    free(tsize)
+    free(tbase)
+    free(leaf)
+    free(win)
     return failed
 
 
@@ -1226,10 +1310,12 @@ cdef tuple final_csr(S *s):
     return off, rep
 
 
-cdef list movable_heat(S *s):
-    cdef int64_t *sh = split_heat(s)
-    cdef list out = [s.nheat[n] - sh[n] for n in range(s.N)]
-    free(sh)
+cdef int64_t *movable_heat(S *s) noexcept nogil:
+    """Per node, its heat without split candidates (what the metrics and the bound count)."""
+    cdef int64_t *out = split_heat(s)
+    cdef int64_t n
+    for n in range(s.N):
+        out[n] = s.nheat[n] - out[n]
     return out
 
 
@@ -1252,13 +1338,12 @@ cdef void _keep_heat_order(S *s):
 
 
 def solve_dense(d):
-    """Same contract as `_pure.solve_dense`: (status, arg, parts, sources, targets, waves,
-    count, heat)."""
+    """Same contract as `_pure.solve_dense` (see `_pure.Raw`)."""
     cdef S s
     cdef LB b
-    cdef list count, mheat
+    cdef int64_t *mheat = NULL
     cdef Py_ssize_t i, maxlen = 0
-    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0, lb = 0
+    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0, lb = 0, wave_count = 0
     cdef int64_t *mw = NULL
     s.N = len(d.zone)
     s.Z = d.zones
@@ -1307,6 +1392,7 @@ def solve_dense(d):
     s.os = NULL
     s.no = 0
     s.ocap = 0
+    s.dirty = NULL
     s.horder = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
     s.horder_ok = False
     s.horder_new = False
@@ -1316,8 +1402,7 @@ def solve_dense(d):
         memcpy(s.horder, _HEAT_ORDER, s.P * sizeof(int64_t))
         s.horder_ok = True
     with nogil:
-        add_all(&s)
-        lb_prepare(&s, &b)
+        add_all(&s, &b)
         normalize(&s)
         hard = s.nm + s.no
         allowance = UNLIMITED if s.budget < 0 else s.budget - hard
@@ -1348,17 +1433,20 @@ def solve_dense(d):
                 allowance = shave(&s, allowance)
                 peak(&s, allowance)
                 mw = waves(&s)
+                mheat = movable_heat(&s)
+                lb = lb_plan(&s, &b, mheat)
         if status != 0:
             lb = lb_target(&s, &b)
     _keep_heat_order(&s)
     try:
         if status != 0:
-            return status, arg, lb, [], [], [], [], [], [], [], []
-        count = to_list(s.count, s.N)
-        mheat = movable_heat(&s)
-        lb = lb_plan(&s, &b, d, mheat)
+            return status, arg, lb, [], [], [], [], [], [], [], [], 0
+        for i in range(s.nm):
+            if mw[i] >= wave_count:
+                wave_count = mw[i] + 1
         return (0, 0, lb, to_array(s.mp, s.nm), to_array(s.ms, s.nm), to_array(s.md, s.nm),
-                to_array(mw, s.nm), count, mheat, *final_csr(&s))
+                to_array(mw, s.nm), to_list(s.count, s.N), to_list(mheat, s.N),
+                *final_csr(&s), wave_count)
     finally:
         lb_free(&b)
         for i in range(s.N):
@@ -1368,6 +1456,8 @@ def solve_dense(d):
         free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
         free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
         free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw); free(s.horder)
+        free(mheat)
+        free(s.dirty)
 
 
 def dense_replicas(list part_ids, object assignment, dict node_idx):
@@ -1416,27 +1506,45 @@ def remap_nodes(object rep, list remap):
 
 
 def touched_rows(object out, list part_ids, list node_ids, object moved, object off, object rep):
-    """Compiled `bounds.touched_rows`: the same rows, set in `out` directly (no pair tuples)."""
-    cdef Py_ssize_t i, j, nm = len(moved), P = len(part_ids), lo, hi
+    """Compiled `bounds.touched_rows`: the same rows, set in `out` directly (no pair tuples).
+
+    Borrowed pointers and the strings' cached hashes throughout: per row one tuple and one
+    dict store, no reference-count traffic beyond the row's own. An empty `out` (a bootstrap)
+    is filled through a dict made at its final size, then cloned in, instead of growing."""
+    cdef Py_ssize_t i, j, nm = len(moved), P = len(part_ids), lo, hi, rows = 0
     cdef int64_t *mp = to_c(moved, nm)
     cdef int64_t *o = to_c(off, P + 1)
     cdef int64_t *r = to_c(rep, len(rep))
     cdef char *seen = <char *>calloc(P + 1, 1)
-    cdef tuple row
-    for i in range(nm):
-        seen[mp[i]] = 1
-    for i in range(P):
-        if not seen[i]:
-            continue
-        lo = o[i]
-        hi = o[i + 1]
-        row = PyTuple_New(hi - lo)
-        for j in range(lo, hi):
-            name = node_ids[r[j]]
-            Py_INCREF(name)
-            PyTuple_SET_ITEM(row, j - lo, name)
-        PyDict_SetItem(out, part_ids[i], row)
-    free(mp)
-    free(o)
-    free(r)
-    free(seen)
+    cdef PyObject *name
+    cdef PyObject *key
+    cdef Py_ssize_t h
+    cdef object row
+    cdef object target
+    try:
+        for i in range(nm):
+            if not seen[mp[i]]:
+                seen[mp[i]] = 1
+                rows += 1
+        target = _PyDict_NewPresized(rows) if len(out) == 0 and rows > 0 else out
+        for i in range(P):
+            if not seen[i]:
+                continue
+            lo = o[i]
+            hi = o[i + 1]
+            row = PyTuple_New(hi - lo)
+            for j in range(lo, hi):
+                name = PyList_GET_ITEM(node_ids, r[j])
+                Py_INCREF(<object>name)
+                PyTuple_SET_ITEM(row, j - lo, <object>name)
+            key = PyList_GET_ITEM(part_ids, i)
+            h = (<PyASCIIObject *>key).hash  # the cached hash; -1 until first hashed
+            _PyDict_SetItem_KnownHash(target, <object>key, row,
+                                      h if h != -1 else PyObject_Hash(<object>key))
+        if target is not out:
+            PyDict_Update(out, target)
+    finally:
+        free(mp)
+        free(o)
+        free(r)
+        free(seen)

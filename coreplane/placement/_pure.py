@@ -23,9 +23,9 @@ SHIFT = 20       # fixed-point bits of the integer fill and heat keys
 
 # (status, arg, lower bound (the plan's own when OK, else the problem's), move partitions,
 #  sources, targets, waves, final count per node, final heat per node without split candidates,
-#  final CSR offsets, final CSR nodes)
+#  final CSR offsets, final CSR nodes, number of waves)
 Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
-            list[int], list[int]]
+            list[int], list[int], int]
 
 
 class _State:
@@ -501,7 +501,7 @@ def solve_dense(d: Dense) -> Raw:
     unlimited = 1 << 62
     allowance = unlimited if d.budget < 0 else d.budget - hard
     if allowance < 0:
-        return OVER_BUDGET, hard, lower_bound_dense(d), [], [], [], [], [], [], [], []
+        return OVER_BUDGET, hard, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
     if d.budget < 0:
         # Shed first: a shed replica that lands on a node below its band does two jobs in one
         # move, which is what keeps the plan at the lower bound.
@@ -522,7 +522,7 @@ def solve_dense(d: Dense) -> Raw:
             allowance -= len(shed)
             failed = _place(s, shed)
     if failed >= 0:
-        return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], []
+        return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
     allowance = _cool(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
@@ -533,5 +533,5 @@ def solve_dense(d: Dense) -> Raw:
     for reps in s.part_reps:
         rep.extend(sorted(reps))
         off.append(len(rep))
-    return (OK, 0, lb, s.mp, s.ms, s.md, waves(s.mp, s.ms, s.md, d.inflight), s.count, mheat,
-            off, rep)
+    mw = waves(s.mp, s.ms, s.md, d.inflight)
+    return OK, 0, lb, s.mp, s.ms, s.md, mw, s.count, mheat, off, rep, max(mw, default=-1) + 1

@@ -123,7 +123,7 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
 def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel: Accel) -> Plan:
     """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
     lb = int(raw[2])
-    mp, ms, md, mw, count, mheat, off, rep = raw[3:11]
+    mp, ms, md, mw, count, mheat, off, rep, wave_count = raw[3:12]
     nid = [*d.node_ids, None]  # index -1 (no source / no target) maps to None
     pid = d.part_ids
     moves = MoveList(pid, nid, (mp, ms, md, mw))
@@ -144,5 +144,5 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel
         if d.hfair[n] > 0:
             ratio = max(ratio, mheat[n] / d.hfair[n])
     over_lb = 1.0 if len(moves) == lb == 0 else len(moves) / max(lb, 1)
-    metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, max(mw) + 1 if len(mw) else 0)
+    metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, wave_count)
     return Plan(True, "", moves, assignment, d.split_ids, metrics, name)
