@@ -3,7 +3,8 @@
 coreplane is embedded: its clients are threads of the host process, so the load runs in the
 node process and goes through the engine's asynchronous propose (the same path `kv.put` takes,
 without one waiting thread per request). Raw pysyncobj is driven the same way (a replicated
-``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on stdout.
+``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on stdout
+(`coreplane.testing.procs`).
 
 Ops: ``role`` (am I the leader), ``closed`` (keep `inflight` writes outstanding for
 `duration_s`), ``open`` (one write every 1/`rate` s for `duration_s`, latency from the
@@ -22,14 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-_out = threading.Lock()
+from coreplane.testing.procs import emit, serve_json_lines
+
 VALUE = b"v" * 64
-
-
-def _reply(message: dict[str, Any]) -> None:
-    with _out:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
 
 
 class CoreplaneNode:
@@ -241,41 +237,30 @@ def main() -> int:
     cfg["secret"] = os.environ.get("BENCH_SECRET", "00" * 32)
     node: Any = CoreplaneNode(cfg) if cfg["kind"] == "coreplane" else RawNode(cfg)
     writers: dict[str, Writer] = {}
-    _reply({"event": "ready"})
 
-    def serve(req: dict[str, Any]) -> None:
+    def handle(req: dict[str, Any]) -> dict[str, Any]:
         op = req["op"]
-        try:
-            if op == "role":
-                out: dict[str, Any] = {"leader": node.is_leader()}
-            elif op == "closed":
-                out = closed_loop(node, req["inflight"], req["duration_s"], req["prefix"])
-            elif op == "open":
-                out = open_loop(node, req["rate"], req["duration_s"], req["prefix"])
-            elif op == "writer_start":
-                writers[req["prefix"]] = Writer(node, req["prefix"])
-                out = {}
-            elif op == "writer_last":
-                w = writers[req["prefix"]]
-                out = {"last": w.started_at[-1] if w.started_at else None}
-            elif op == "writer_stop":
-                out = writers.pop(req["prefix"]).stop()
-            elif op == "keys":
-                out = {"keys": node.keys(req["prefix"])}
-            else:
-                out = {"error": f"unknown op {op}"}
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
-            out = {"error": repr(exc)}
-        _reply({"id": req["id"], **out})
+        if op == "role":
+            return {"leader": node.is_leader()}
+        if op == "closed":
+            return closed_loop(node, req["inflight"], req["duration_s"], req["prefix"])
+        if op == "open":
+            return open_loop(node, req["rate"], req["duration_s"], req["prefix"])
+        if op == "writer_start":
+            writers[req["prefix"]] = Writer(node, req["prefix"])
+            return {}
+        if op == "writer_last":
+            w = writers[req["prefix"]]
+            return {"last": w.started_at[-1] if w.started_at else None}
+        if op == "writer_stop":
+            return writers.pop(req["prefix"]).stop()
+        if op == "keys":
+            return {"keys": node.keys(req["prefix"])}
+        raise ValueError(f"unknown op {op!r}")
 
+    emit({"event": "ready"})
     try:
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            req = json.loads(line)
-            if req.get("op") == "stop":
-                break
-            threading.Thread(target=serve, args=(req,), daemon=True).start()
+        serve_json_lines(handle)
     finally:
         node.stop()
         sample_stop.set()

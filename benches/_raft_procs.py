@@ -12,112 +12,41 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
-import itertools
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from coreplane.testing.ports import free_ports
+from coreplane.testing.procs import JsonLineChild
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 
-class NodeProcess:
-    """One `_raft_node` process and its JSON-line channel."""
+class NodeProcess(JsonLineChild):
+    """One `_raft_node` process and its JSON-line channel (`coreplane.testing.procs`)."""
 
     def __init__(self, cfg: dict[str, Any], log_path: Path, secret_hex: str) -> None:
-        self.cfg, self.log_path, self.secret_hex = cfg, log_path, secret_hex
-        self.proc: subprocess.Popen[str] | None = None
-        self._ids = itertools.count(1)
-        self._boxes: dict[int, queue.Queue[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
+        super().__init__(str(cfg["node_id"]),
+                         [sys.executable, "-m", "benches._raft_node", json.dumps(cfg)],
+                         log_path=log_path, env={"BENCH_SECRET": secret_hex}, cwd=ROOT)
+        self.cfg = cfg
 
     @property
     def node_id(self) -> str:
-        return str(self.cfg["node_id"])
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.name
 
     def start(self, timeout_s: float = 20.0) -> None:
-        env = dict(os.environ, BENCH_SECRET=self.secret_hex, PYTHONUNBUFFERED="1")
-        self._ready.clear()
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benches._raft_node", json.dumps(self.cfg)], cwd=ROOT,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                bufsize=1, env=env)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError(f"{self.node_id} did not start")
+        super().start(timeout_s)
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if msg.get("event") == "ready":
-                self._ready.set()
-            elif "id" in msg:
-                with self._lock:
-                    box = self._boxes.get(msg["id"])
-                if box is not None:
-                    box.put(msg)
-
-    def request(self, op: str, timeout_s: float = 30.0, **fields: Any) -> dict[str, Any]:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            raise ConnectionError(f"{self.node_id} is down")
-        rid = next(self._ids)
-        box: queue.Queue[dict[str, Any]] = queue.Queue()
-        with self._lock:
-            self._boxes[rid] = box
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"id": rid, "op": op, **fields}) + "\n")
-            proc.stdin.flush()
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    return box.get(timeout=0.05)
-                if proc.poll() is not None:
-                    raise ConnectionError(f"{self.node_id} died")
-            raise TimeoutError(f"{self.node_id}: no reply to {op}")
-        finally:
-            with self._lock:
-                self._boxes.pop(rid, None)
-
-    def kill9(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
-            proc.stdin.flush()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    def request(self, op: str, *, timeout_s: float = 30.0, **fields: Any) -> dict[str, Any]:
+        return super().request(op, timeout_s=timeout_s, **fields)
 
 
 class NodeCluster:
@@ -157,7 +86,7 @@ class NodeCluster:
         while time.monotonic() < deadline:
             for node in self.nodes.values():
                 with contextlib.suppress(ConnectionError, TimeoutError):
-                    if node.alive() and node.request("role", timeout_s=2)["leader"]:
+                    if node.alive and node.request("role", timeout_s=2)["leader"]:
                         return node
             time.sleep(0.05)
         raise TimeoutError("no leader")

@@ -1,20 +1,16 @@
 """Run coreplane nodes as OS processes on 127.0.0.1 and talk to them (demo and kill -9 tests).
 
-Each node is `_demo_node.py` in its own process; `NodeProc` sends JSON-line requests and waits
-for the reply with the same id, with a bounded wait, so a killed or hung node shows up as a
-`TimeoutError`/`NodeDown`, never as a hang of the caller. `ProcCluster` owns ports, data dirs
+Each node is `_demo_node.py` in its own process, driven over the JSON-line channel of
+`coreplane.testing.procs` (bounded waits: a killed or hung node shows up as a
+`TimeoutError`/`NodeDown`, never as a hang of the caller). `ProcCluster` owns ports, data dirs
 and the processes, and always kills what it started (use it as a context manager).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,130 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from coreplane.testing.ports import free_ports
+from coreplane.testing.procs import JsonLineChild, ProcessDown
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "_demo_node.py"
 
 
-class NodeDown(Exception):
-    """The node process is not running (killed, crashed or not started)."""
+NodeDown = ProcessDown  # the node process is not running (killed, crashed or not started)
 
 
-
-class NodeProc:
-    """One node process and its JSON-line channel."""
+class NodeProc(JsonLineChild):
+    """One `_demo_node.py` process; the cluster secret travels in its environment."""
 
     def __init__(self, node_id: str, config: dict[str, Any], secret_hex: str,
                  log_path: Path) -> None:
+        super().__init__(node_id, [sys.executable, str(NODE_SCRIPT), json.dumps(config)],
+                         log_path=log_path, env={"COREPLANE_DEMO_SECRET": secret_hex})
         self.node_id = node_id
         self.config = config
-        self._secret_hex = secret_hex
-        self._log_path = log_path
-        self._proc: subprocess.Popen[str] | None = None
-        self._ids = itertools.count(1)
-        self._replies: dict[int, queue.Queue[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        self.events: list[dict[str, Any]] = []
-        self._ready = threading.Event()
-        self._stopped = threading.Event()
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    def start(self, timeout_s: float = 15.0) -> None:
-        env = dict(os.environ, COREPLANE_DEMO_SECRET=self._secret_hex, PYTHONUNBUFFERED="1")
-        self._ready.clear()
-        self._stopped.clear()
-        log = open(self._log_path, "a")  # noqa: SIM115 - owned by the process's lifetime
-        self._proc = subprocess.Popen(
-            [sys.executable, str(NODE_SCRIPT), json.dumps(self.config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
-            env=env,
-        )
-        log.close()
-        threading.Thread(target=self._read, args=(self._proc,), daemon=True).start()
-        if not self._ready.wait(timeout_s):
-            raise TimeoutError(f"node {self.node_id} did not start within {timeout_s} s")
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "id" in msg and msg["id"] is not None:
-                with self._lock:
-                    box = self._replies.get(msg["id"])
-                if box is not None:
-                    box.put(msg)
-                continue
-            msg["at"] = time.monotonic()
-            self.events.append(msg)
-            if msg.get("event") == "ready":
-                self._ready.set()
-            elif msg.get("event") == "stopped":
-                self._stopped.set()
-
-    def request(self, op: str, *, timeout_s: float = 5.0, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its reply (node-side timeout plus slack)."""
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            raise NodeDown(self.node_id)
-        rid = next(self._ids)
-        box: queue.Queue[dict[str, Any]] = queue.Queue()
-        with self._lock:
-            self._replies[rid] = box
-        try:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(json.dumps({"id": rid, "op": op, "timeout_s": timeout_s,
-                                             **fields}) + "\n")
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise NodeDown(self.node_id) from exc
-            deadline = time.monotonic() + timeout_s + 2.0
-            while True:
-                try:
-                    return box.get(timeout=0.05)
-                except queue.Empty:
-                    if proc.poll() is not None:
-                        raise NodeDown(self.node_id) from None
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.node_id}: no reply to {op}") from None
-        finally:
-            with self._lock:
-                self._replies.pop(rid, None)
-
-    def kill9(self) -> None:
-        """SIGKILL: no cleanup runs in the node, exactly like a crash."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 10.0) -> int | None:
-        """Ask the node to stop cleanly; kill it if it does not. Returns its exit status."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
-                proc.stdin.flush()
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return proc.returncode
 
 
 class ProcCluster:

@@ -4,8 +4,8 @@ Used by `three_node_demo.py` and the kill -9 tests: the parent writes one reques
 (``{"id": 1, "op": "put", "key": "k", "value": "v"}``) and reads one reply per line
 (``{"id": 1, "ok": true, ...}``). The node's configuration comes as one JSON argument; the
 cluster secret comes in the environment (``COREPLANE_DEMO_SECRET``, hex) so it is never on a
-command line that `ps` shows. Requests are served on worker threads, so a slow write does not
-hold up a status query; replies may come out of order and carry the request id.
+command line that `ps` shows. The channel is `coreplane.testing.procs`: requests are served on
+their own threads, so a slow write does not hold up a status query.
 """
 
 from __future__ import annotations
@@ -14,21 +14,10 @@ import json
 import logging
 import os
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from coreplane.errors import CoreplaneError
 from coreplane.runtime.controlplane import ControlPlane
-
-_out_lock = threading.Lock()
-
-
-def _reply(message: dict[str, Any]) -> None:
-    line = json.dumps(message, sort_keys=True)
-    with _out_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+from coreplane.testing.procs import emit, serve_json_lines
 
 
 def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
@@ -64,34 +53,15 @@ def main() -> int:
         config["node_id"], config["address"], config["peers"], config["data_dir"], secret,
         **config.get("options", {}),
     )
-    cp.on_leadership(lambda gained, token: _reply(
+    cp.on_leadership(lambda gained, token: emit(
         {"event": "leadership", "gained": gained, "token": token}))
     cp.start()
-    _reply({"event": "ready", "node_id": cp.node_id})
-    pool = ThreadPoolExecutor(max_workers=8)
-
-    def serve(req: dict[str, Any]) -> None:
-        try:
-            _reply({"id": req.get("id"), "ok": True, **_handle(cp, req)})
-        except CoreplaneError as exc:
-            _reply({"id": req.get("id"), "ok": False, "error": type(exc).__name__,
-                    "message": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a bad request must not kill the node
-            _reply({"id": req.get("id"), "ok": False, "error": type(exc).__name__,
-                    "message": str(exc)})
-
+    emit({"event": "ready", "node_id": cp.node_id})
     try:
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            req = json.loads(line)
-            if req.get("op") == "stop":
-                break
-            pool.submit(serve, req)
+        serve_json_lines(lambda req: _handle(cp, req))
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
         cp.stop()
-        _reply({"event": "stopped"})
+        emit({"event": "stopped"})
     return 0
 
 
