@@ -180,3 +180,66 @@ def test_a_pysyncobj_replicated_entry_is_refused_not_unpickled(fake_clock: list[
     with pytest.raises(InvariantViolation, match="@replicated"):
         node._SyncObj__doApplyCommand(b"\x00" + b"\x92\x00\x91\xc4\x01x")
     node.destroy()
+
+
+def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> None:
+    # After a leader crash the survivors' logs can differ; the one behind may time out first,
+    # and its request is refused without a reply. The refuser stands right away (it is the one
+    # that can win) instead of a whole election timeout later.
+    from tests.integration.test_log_safety import _append, _follower
+
+    node = _follower(upstream=False)
+    node._SyncObj__transport.tryGetReady()  # connected to its peers
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=[(2, 1), (3, 1)], commit=2)
+    fake_clock[0] += 0.31  # out of its stickiness window: the leader went quiet
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("other"), {
+        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1})
+    assert transport.sent == []  # refused: its log (index 3) is ahead of the candidate's (2)
+    assert node._SyncObj__raftElectionDeadline <= fake_clock[0] + 0.01
+    fake_clock[0] += 0.011
+    node.doTick()
+    votes = [m for _, m in transport.sent if m["type"] == "request_vote"]
+    assert votes and all(m["term"] == 3 and m["last_log_index"] == 3 for m in votes)
+    assert node.counters()["stood_for_better_log"] == 1
+    node.destroy()
+
+
+def test_a_voter_no_further_ahead_keeps_its_timer(fake_clock: list[float]) -> None:
+    from tests.integration.test_log_safety import _append, _follower
+
+    node = _follower(upstream=False)
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)
+    fake_clock[0] += 0.31
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("other"), {
+        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1})
+    assert [m["type"] for _, m in transport.sent] == ["response_vote"]  # granted as before
+    assert node._SyncObj__raftElectionDeadline > fake_clock[0] + 0.2
+    assert node.counters()["stood_for_better_log"] == 0
+    node.destroy()
+
+
+def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[float]) -> None:
+    from tests.integration.test_log_safety import _follower
+
+    node = _follower(upstream=False)  # id "f"
+    node._SyncObj__transport.tryGetReady()
+    node._SyncObj__raftElectionDeadline = 0
+    node.doTick()  # candidate at term 1, voted for itself
+    assert node._SyncObj__raftState == 1 and node.raftCurrentTerm == 1
+    transport = node._SyncObj__transport
+    split = {"type": "request_vote", "term": 1, "last_log_index": 1, "last_log_term": 0}
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("b"), dict(split))  # "f" > "b": stand again
+    assert transport.sent == [] and node._SyncObj__raftElectionDeadline <= fake_clock[0] + 0.005
+    assert node.counters()["stood_after_split"] == 1
+    node._SyncObj__raftElectionDeadline = fake_clock[0] + 0.3
+    node._SyncObj__onMessageReceived(Node("x"), dict(split))  # "f" < "x": x stands, f waits
+    assert node._SyncObj__raftElectionDeadline == fake_clock[0] + 0.3
+    assert node.counters()["stood_after_split"] == 1
+    node.destroy()
