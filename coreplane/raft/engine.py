@@ -43,7 +43,11 @@ vote requests for 300 ms after it heard its leader; the leader's lease is
 quorum acknowledged, so a partitioned leader stops acting at least ~26 ms (plus any clock
 drift up to 2 %) before anyone else can be elected. A follower that sees its leader's
 connection drop calls an election right after its 300 ms window (+0..100 ms spread) instead of
-a full election timeout later; a planned restart hands leadership over first
+a full election timeout later; followers wake for their election deadline rather than at the
+next 20 ms tick, and when the survivors' elections still collide (a split vote, or a candidate
+whose log is behind a voter's), the voter with the more complete log, or the larger node id,
+stands again at once (`_cp_should_stand`): no second random timeout (kill -9 -> first commit:
+max 0.39 s over 14 kills, was 0.9-1.0 s). A planned restart hands leadership over first
 (`transfer_leadership`, Raft TimeoutNow), during which the old leader stops acting at once.
 
 Must not import coreplane.runtime (layers point down).
