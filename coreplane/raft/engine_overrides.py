@@ -602,7 +602,10 @@ class RaftOverrides:
             if 0 < until < timeToWait:
                 timeToWait = until + 0.0005
         try:
-            _so.SyncObj._onTick(self, timeToWait)
+            _so.SyncObj._onTick(self, timeToWait)  # ends with the poll that handles messages
+            flush = getattr(self._SyncObj__transport, "flush", None)  # type: ignore[attr-defined]
+            if flush is not None:
+                flush()  # replies leave now, before the next tick applies what they committed
         except Exception as exc:
             self._cp_tick_failures += 1
             if self._cp_tick_failures >= TICK_FAILURES_MAX:
