@@ -243,3 +243,35 @@ def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[fl
     assert node._SyncObj__raftElectionDeadline == fake_clock[0] + 0.3
     assert node.counters()["stood_after_split"] == 1
     node.destroy()
+
+
+def test_a_leader_whose_own_copy_decides_wakes_its_next_tick(fake_clock: list[float]) -> None:
+    # A one-voter group: the leader's own synced copy is the quorum. Without the wake, the
+    # commit waited for the poll timeout (21 ms a write).
+    node = E.RaftEngine(self_node=Node("solo"), other_nodes=[], conf=_conf(),
+                        apply_fn=lambda data, index: "ok", transport_class=RecordingTransport,
+                        journal=MemoryJournal(), node_class=Node)
+    node._SyncObj__raftElectionDeadline = 0
+    node.doTick()
+    node.doTick()
+    assert node._isLeader()
+    wakes: list[int] = []
+    node._cp_wake = lambda: wakes.append(1)
+    done: list[Any] = []
+    node.propose(b"\x93\x01\x0a\x80", lambda result, code: done.append(result))
+    node.doTick()  # appends, then the group commit syncs it and wakes the next tick
+    assert wakes == [1] and done == []
+    node.doTick()
+    assert done == ["ok"]
+    node.destroy()
+
+
+def test_a_leader_waiting_for_followers_does_not_spin(fake_clock: list[float]) -> None:
+    node = _leader(False, RecordingTransport)
+    node.doTick()
+    wakes: list[int] = []
+    node._cp_wake = lambda: wakes.append(1)
+    node.propose(b"\x93\x01\x0a\x80", lambda result, code: None)
+    node.doTick()  # appended and sent; no follower has it yet: the followers' replies wake it
+    assert wakes == []
+    node.destroy()
