@@ -51,7 +51,17 @@ What is corrected, and why:
    gives each follower its own time budget (upstream shares one, so the first follower in set
    order starved the others).
 
-5. **No silent wedge**: a tick that keeps raising (pysyncobj's autoTick thread logs and retries
+5. **Pre-vote** (Raft §9.6; `_cp_prevote_gate`). Upstream raises its term at every election,
+   so a node cut off from the others climbed terms alone and, on rejoining, its higher term
+   made a healthy leader step down (a new election, a new fencing token, for nothing). Now an
+   election that falls due first asks every peer ``cp_prevote`` ("would you vote for me at
+   term+1?"), which changes no one's term or vote; only a majority of yeses starts the real
+   election. Voters that still hear their leader say no, with when they will listen (as for
+   ``cp_vote_later``). A leadership transfer skips it. After a leader crash, a voter whose log
+   is more complete than a candidate's, or the larger id of two split candidates, stands at
+   once instead of a random election timeout later (`_cp_should_stand`).
+
+6. **No silent wedge**: a tick that keeps raising (pysyncobj's autoTick thread logs and retries
    forever) marks the engine failed after `TICK_FAILURES_MAX` consecutive failures; the runtime
    stops the node and reports the error.
 
@@ -250,7 +260,10 @@ class RaftOverrides:
         self._cp_send_wanted = False
         self._cp_tick_failures = 0
         self._cp_fatal: BaseException | None = None
+        self._cp_prevote: list[int] | None = None  # [term asked for, grants incl. own]
+        self._cp_prevote_won: int | None = None  # the term a pre-vote round won
         self._cp_counters = {"votes_ignored": 0, "term_notices": 0, "stale_resets": 0,
+                             "prevotes_refused": 0, "prevote_rounds": 0,
                              "stepdowns_on_notice": 0, "stood_for_better_log": 0,
                              "stood_after_split": 0}
 
@@ -319,10 +332,7 @@ class RaftOverrides:
                 # election timeout later: the refused candidate votes for us at the next term.
                 _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore
                 if self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
-                    self._cp_counters[reason] += 1
-                    soon = now + 0.005 * _so.random.random()
-                    if soon < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
-                        self._SyncObj__raftElectionDeadline = soon
+                    self._cp_stand_soon(reason, now)
                 return
         if kind == "append_entries":
             if message["term"] < current:
@@ -371,6 +381,12 @@ class RaftOverrides:
                 self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
                 self._SyncObj__raftLeader = None
             return
+        if message["type"] == "cp_prevote":
+            self._cp_on_prevote(node, message, current)
+            return
+        if message["type"] == "cp_prevote_reply":
+            self._cp_on_prevote_reply(message)
+            return
         if message["type"] == "cp_vote_later":
             if self._SyncObj__raftState == _CANDIDATE and message["term"] == current:  # type: ignore
                 retry_at = monotonic_s() + min(int(message["ms"]), 1000) / 1000 \
@@ -379,6 +395,83 @@ class RaftOverrides:
                     self._SyncObj__raftElectionDeadline = retry_at
             return
         self._cp_on_custom(node, message)
+
+    # -------------------------------------------------------------------- pre-vote
+
+    def _cp_prevote_gate(self, now: float) -> None:
+        """Before upstream's tick: an election that is due first needs a pre-vote round won.
+
+        Upstream raises its term on every election, so a node cut off from the others climbs
+        terms alone and, when it comes back, its higher term deposes a healthy leader (Raft
+        §9.6). A pre-vote asks "would you vote for me at term+1?" without changing anyone's
+        term or vote; only a majority of yeses lets the real election start. Voters that still
+        hear their leader say no, so an isolated node never disrupts anyone. A leadership
+        transfer (the leader asked) skips it.
+        """
+        if self._SyncObj__raftState == _LEADER or self._SyncObj__selfNode is None:  # type: ignore
+            return
+        if self._SyncObj__raftElectionDeadline >= now:  # type: ignore[attr-defined]
+            return  # no election due
+        if self._SyncObj__transferInProgress:  # type: ignore[attr-defined]
+            return
+        others = self._SyncObj__otherNodes  # type: ignore[attr-defined]
+        term = self._SyncObj__raftCurrentTerm + 1  # type: ignore[attr-defined]
+        if not others or self._cp_prevote_won == term:
+            return  # upstream runs the election this tick
+        if not self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
+            return  # upstream will not start one either
+        self._cp_counters["prevote_rounds"] += 1
+        self._cp_prevote = [term, 1]
+        self._SyncObj__raftElectionDeadline = (  # the next round, if this one fails
+            now + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
+        request = {"type": "cp_prevote", "term": term,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),  # type: ignore
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}  # type: ignore
+        for node in list(others):
+            self._SyncObj__transport.send(node, dict(request))  # type: ignore[attr-defined]
+
+    def _cp_on_prevote(self, node: Any, request: dict[str, Any], current: int) -> None:
+        """Would this node vote for `node` at the asked term? Answer; change nothing."""
+        now = monotonic_s()
+        mine = (self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
+                self._SyncObj__getCurrentLogIndex())  # type: ignore[attr-defined]
+        theirs = (int(request["last_log_term"]), int(request["last_log_index"]))
+        in_lease = self._cp_in_lease(now)
+        granted = int(request["term"]) > current and not in_lease and theirs >= mine
+        wait_ms = 0
+        if not granted:
+            self._cp_counters["prevotes_refused"] += 1
+            if in_lease and self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
+                wait_ms = int((self._cp_heard_at + self._cp_stick_s - now) * 1000) + 1
+            elif not in_lease and mine > theirs and int(request["term"]) > current:
+                self._cp_stand_soon("stood_for_better_log", now)
+        self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
+            "type": "cp_prevote_reply", "term": int(request["term"]), "granted": granted,
+            "ms": wait_ms})
+
+    def _cp_on_prevote_reply(self, reply: dict[str, Any]) -> None:
+        round_ = self._cp_prevote
+        if round_ is None or reply["term"] != round_[0] \
+                or self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
+            return
+        now = monotonic_s()
+        if reply.get("granted"):
+            round_[1] += 1
+            voters = len(self._SyncObj__otherNodes) + 1  # type: ignore[attr-defined]
+            if 2 * round_[1] > voters:
+                self._cp_prevote, self._cp_prevote_won = None, round_[0]
+                self._SyncObj__raftElectionDeadline = 0  # due: the next tick elects (as upstream)
+        elif reply.get("ms"):  # the voter still hears its leader: ask again when it will not
+            retry_at = now + min(int(reply["ms"]), 1000) / 1000 + 0.02 * _so.random.random()
+            if retry_at < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
+                self._SyncObj__raftElectionDeadline = retry_at
+
+    def _cp_stand_soon(self, reason: str, now: float) -> None:
+        """Call an election (pre-vote first) within 5 ms, for `reason` (a counter)."""
+        self._cp_counters[reason] += 1
+        soon = now + 0.005 * _so.random.random()
+        if soon < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
+            self._SyncObj__raftElectionDeadline = soon
 
     def _cp_on_custom(self, node: Any, message: dict[str, Any]) -> None:
         """Coreplane message types other than ``cp_term``; the engine handles them."""
@@ -403,6 +496,7 @@ class RaftOverrides:
             log.commit_floor = before
             log.deferred_in_message = False
         self._cp_heard_at = now
+        self._cp_prevote = self._cp_prevote_won = None  # a leader is alive: no election due
         self._cp_echo = (node, message.get("cp_t"))
         raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
         head = raft_log[0] if "serialized" in message else None
@@ -593,15 +687,16 @@ class RaftOverrides:
             if timeToWait > 0:
                 time.sleep(timeToWait)  # failed: no more Raft work; the runtime stops the node
             return
-        if timeToWait > 0 and self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
-            # Wake for the election deadline, not at the next auto tick (20 ms later): with
-            # tick-rounded deadlines, two survivors' spread-out elections often fired in the
-            # same tick and split the vote. A deadline already past (no peer connected, so
-            # no election) keeps the normal tick: no busy loop.
-            until = self._SyncObj__raftElectionDeadline - monotonic_s()  # type: ignore
-            if 0 < until < timeToWait:
-                timeToWait = until + 0.0005
         try:
+            self._cp_prevote_gate(monotonic_s())
+            if timeToWait > 0 and self._SyncObj__raftState != _LEADER:  # type: ignore
+                # Wake for the election deadline, not at the next auto tick (20 ms later):
+                # with tick-rounded deadlines, two survivors' spread-out elections often fired
+                # in the same tick and split the vote. A deadline already past (no peer
+                # connected, so no election) keeps the normal tick: no busy loop.
+                until = self._SyncObj__raftElectionDeadline - monotonic_s()  # type: ignore
+                if 0 < until < timeToWait:
+                    timeToWait = until + 0.0005
             _so.SyncObj._onTick(self, timeToWait)  # ends with the poll that handles messages
             flush = getattr(self._SyncObj__transport, "flush", None)  # type: ignore[attr-defined]
             if flush is not None:

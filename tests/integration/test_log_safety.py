@@ -175,6 +175,9 @@ def _leader() -> tuple[Any, RecordingTransport]:
                         journal=MemoryJournal(), node_class=Node)
     node._SyncObj__transport.tryGetReady()  # connect the peers
     node._SyncObj__raftElectionDeadline = 0
+    node.doTick()  # a pre-vote round for term 1
+    node._SyncObj__onMessageReceived(Node("f1"), {"type": "cp_prevote_reply", "term": 1,
+                                                  "granted": True, "ms": 0})
     node.doTick()  # candidate
     transport = node._SyncObj__transport
     node._SyncObj__onMessageReceived(Node("f1"), {"type": "response_vote",

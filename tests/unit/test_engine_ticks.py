@@ -61,12 +61,23 @@ def _leader(upstream: bool, transport: type, **conf: Any) -> Any:
                             apply_fn=lambda data, index: None, transport_class=transport,
                             journal=MemoryJournal(), node_class=Node)
     node._SyncObj__transport.tryGetReady()
-    node._SyncObj__raftElectionDeadline = 0
-    node.doTick()
-    node._SyncObj__onMessageReceived(Node("f1"), {"type": "response_vote",
-                                                  "term": node.raftCurrentTerm})
+    _elect(node, upstream)
     assert node._isLeader()
     return node
+
+
+def _elect(node: Any, upstream: bool = False) -> None:
+    """Run one election to a win: the pre-vote round first (coreplane), then the vote."""
+    node._SyncObj__raftElectionDeadline = 0
+    node.doTick()
+    if not upstream:
+        (prevote,) = {m["term"] for _, m in node._SyncObj__transport.sent
+                      if m["type"] == "cp_prevote"}
+        node._SyncObj__onMessageReceived(Node("f1"), {"type": "cp_prevote_reply",
+                                                      "term": prevote, "granted": True, "ms": 0})
+        node.doTick()
+    node._SyncObj__onMessageReceived(Node("f1"), {"type": "response_vote",
+                                                  "term": node.raftCurrentTerm})
 
 
 @pytest.mark.parametrize("upstream", [False, True])
@@ -200,9 +211,9 @@ def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> No
     assert transport.sent == []  # refused: its log (index 3) is ahead of the candidate's (2)
     assert node._SyncObj__raftElectionDeadline <= fake_clock[0] + 0.01
     fake_clock[0] += 0.011
-    node.doTick()
-    votes = [m for _, m in transport.sent if m["type"] == "request_vote"]
-    assert votes and all(m["term"] == 3 and m["last_log_index"] == 3 for m in votes)
+    node.doTick()  # its election starts with a pre-vote round for term 3
+    asks = [m for _, m in transport.sent if m["type"] == "cp_prevote"]
+    assert asks and all(m["term"] == 3 and m["last_log_index"] == 3 for m in asks)
     assert node.counters()["stood_for_better_log"] == 1
     node.destroy()
 
@@ -230,6 +241,9 @@ def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[fl
     node = _follower(upstream=False)  # id "f"
     node._SyncObj__transport.tryGetReady()
     node._SyncObj__raftElectionDeadline = 0
+    node.doTick()  # a pre-vote round for term 1, won below
+    node._SyncObj__onMessageReceived(Node("other"), {"type": "cp_prevote_reply", "term": 1,
+                                                     "granted": True, "ms": 0})
     node.doTick()  # candidate at term 1, voted for itself
     assert node._SyncObj__raftState == 1 and node.raftCurrentTerm == 1
     transport = node._SyncObj__transport
@@ -274,4 +288,42 @@ def test_a_leader_waiting_for_followers_does_not_spin(fake_clock: list[float]) -
     node.propose(b"\x93\x01\x0a\x80", lambda result, code: None)
     node.doTick()  # appended and sent; no follower has it yet: the followers' replies wake it
     assert wakes == []
+    node.destroy()
+
+
+def test_an_isolated_node_never_raises_its_term_alone(fake_clock: list[float]) -> None:
+    # Pre-vote (Raft §9.6): a node that hears nobody asks "would you vote for me?" and keeps
+    # its term until a majority says yes, so when it comes back it cannot depose a leader.
+    from tests.integration.test_log_safety import _follower
+
+    node = _follower(upstream=False)
+    node._SyncObj__transport.tryGetReady()
+    for _ in range(20):  # twenty election timeouts with no answer (partitioned)
+        fake_clock[0] += 0.75
+        node.doTick()
+    assert node.raftCurrentTerm == 0 and node._SyncObj__raftState == 0
+    assert node.counters()["prevote_rounds"] == 20
+    node.destroy()
+
+
+def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
+        fake_clock: list[float]) -> None:
+    from tests.integration.test_log_safety import _append, _follower
+
+    node = _follower(upstream=False)
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)  # heard its leader now
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    ask = {"type": "cp_prevote", "term": 2, "last_log_index": 9, "last_log_term": 1}
+    node._SyncObj__onMessageReceived(Node("other"), dict(ask))
+    ((_, reply),) = transport.sent
+    assert reply["type"] == "cp_prevote_reply" and not reply["granted"]
+    assert 0 < reply["ms"] <= 300
+    assert node.raftCurrentTerm == 1 and node._SyncObj__votedForNodeId is None  # unchanged
+    fake_clock[0] += 0.301
+    transport.sent.clear()
+    node._SyncObj__onMessageReceived(Node("other"), dict(ask))
+    ((_, reply),) = transport.sent
+    assert reply["granted"] and node.raftCurrentTerm == 1  # a yes changes nothing either
     node.destroy()
