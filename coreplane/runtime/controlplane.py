@@ -636,7 +636,11 @@ class ControlPlane:
 
     def on_leadership(self, callback: LeadershipCallback) -> None:
         """callback(gained, token) on the runtime thread: gained=True once established with
-        its fencing token; gained=False with the token that is no longer valid."""
+        its fencing token; gained=False with the token that is no longer valid.
+
+        If the lease lapses and comes back within the same term (a starved CPU, a slow quorum),
+        the host sees False then True with the same token: no other leader can have acted in
+        between (that needs a higher term, hence a higher token), so the token stays valid."""
         if not callable(callback):
             raise InvalidArgument("callback", "must be callable")
         with self._callbacks_lock:
