@@ -27,7 +27,6 @@ import array as _array
 
 cdef extern from *:
     void __builtin_prefetch(const void *addr) noexcept nogil
-    ctypedef long long int128 "__int128"
 
 cdef array.array _QARRAY = _array.array("q")
 
@@ -335,7 +334,7 @@ cdef void add_all(S *s, LB *b) noexcept nogil:
     """Every current replica added (as `add` would, in partition order), with the bound's
     partition view, per-node load and the sorted heats of nodes over their target cap taken on
     the way (bounds.lower_bound_dense). A plan's caps are never below the target caps
-    (bounds.heat_caps), so only those nodes can be over one. Node lists are sized once from a
+    (bounds.plan_heat_caps), so only those nodes can be over one. Node lists are sized once from a
     count, not grown replica by replica.
 
     Replicas on ineligible nodes are left out: `normalize` would take every one of them off
@@ -458,13 +457,10 @@ cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
 
 
 cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
-    """bounds.plan_lower_bound_dense(d, count, mheat) on the final state: the bound over plans
-    at least as good as this one (bands widened to its counts; heat caps relaxed to the peak
-    heat over fair share it reached, bounds.heat_level and bounds.heat_caps). The ratios are
-    compared cross-multiplied in 128 bits (heat and fair share each reach 2**40)."""
-    cdef int64_t n, out, num = 0, den = 1
-    cdef int128 scaled
-    cdef bint met = True
+    """bounds.plan_lower_bound_dense(d, count, mheat) on the final state: each node's band
+    widened to its final count and its heat cap raised to its final movable heat, per node
+    (bounds.plan_bands, bounds.plan_heat_caps). Never below the target caps, as lb_finish needs."""
+    cdef int64_t n, out
     cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *lo = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *hi = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
@@ -472,23 +468,8 @@ cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
         lo[n] = s.lo[n] if s.lo[n] < s.count[n] else s.count[n]
         hi[n] = s.hi[n] if s.hi[n] > s.count[n] else s.count[n]
         caps[n] = target_cap(s, b, n)
-        if not s.elig[n]:
-            continue
         if mheat[n] > caps[n]:
-            met = False
-        if s.hfair[n] > 0 and <int128>mheat[n] * den > <int128>num * s.hfair[n]:
-            num = mheat[n]
-            den = s.hfair[n]
-    if not met:
-        for n in range(s.N):
-            if s.hfair[n] <= 0:
-                caps[n] = UNLIMITED
-                continue
-            scaled = <int128>num * s.hfair[n] // den
-            if scaled > UNLIMITED:
-                scaled = UNLIMITED
-            if scaled > caps[n]:
-                caps[n] = <int64_t>scaled
+            caps[n] = mheat[n]
     out = lb_finish(s, b, caps, lo, hi)
     free(caps)
     free(lo)
@@ -751,10 +732,14 @@ cdef int64_t place(S *s) noexcept nogil:
     tree over the zone's eligible nodes (leaf: the node if it is in that class, else N): the
     root is the same least (hkey, node) the heap's top valid entry is, read in O(1), and a
     landed replica replays one leaf-to-root path instead of a push plus a pop of the stale
-    entry (the heap pops were the largest cost of a bootstrap)."""
+    entry (the heap pops were the largest cost of a bootstrap). A candidate's rank is the
+    twin's (class, looseness) pair as one number: 0 a deficit node in a tight zone, 1 another
+    deficit node, 2 a node with room."""
     cdef Pair *order = <Pair *>malloc((s.no + 1) * sizeof(Pair))
     cdef int64_t n, z, i, p, src, dst, node, failed = -1
-    cdef int k, k1, k2
+    cdef int k, k1, k2, r
+    cdef int64_t *need = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
+    cdef int64_t *supply = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
     cdef bint have
     cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk
     # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
@@ -791,6 +776,12 @@ cdef int64_t place(S *s) noexcept nogil:
         k = klass(s, n)
         if s.elig[n] and k < 2:
             win[tbase[2 * s.zone[n] + k] + tsize[s.zone[n]] + leaf[n]] = n
+            if k == 0:
+                need[s.zone[n]] += s.lo[n] - s.count[n]
+    for i in range(s.no):
+        for z in range(s.Z):
+            if not zone_used(s, s.op[i], z):
+                supply[z] += 1
     for z in range(2 * s.Z):
         size = tsize[z >> 1]
         for j in range(size - 1, 0, -1):
@@ -809,14 +800,18 @@ cdef int64_t place(S *s) noexcept nogil:
         for z in range(s.Z):
             if zone_used(s, p, z):
                 continue
+            supply[z] -= 1
             for k in range(2):
                 node = win[tbase[2 * z + k] + 1]
                 if node != empty:
                     zk = zks[z]
-                    if (not have or k < bk or (k == bk and (hk[node] < bkey or (
+                    r = 2 * k
+                    if k == 0 and need[z] <= supply[z]:
+                        r = 1  # a deficit node in a zone that is not tight
+                    if (not have or r < bk or (r == bk and (hk[node] < bkey or (
                             hk[node] == bkey and (zk < bz or (zk == bz and node < bn)))))):
                         have = True
-                        bk = k
+                        bk = r
                         bz = zk
                         bkey = hk[node]
                         bn = node
@@ -829,6 +824,8 @@ cdef int64_t place(S *s) noexcept nogil:
                 failed = p
                 break
         k1 = klass(s, dst)
+        if k1 == 0:
+            need[s.zone[dst]] -= 1
         add(s, p, dst)
         record(s, p, src, dst)
         hk[dst] = hkey(s, dst)
@@ -841,6 +838,8 @@ cdef int64_t place(S *s) noexcept nogil:
         if k2 < 2 and k2 != k1:
             tree_set(&win[tbase[2 * z + k2]], tsize[z], leaf[dst], dst, hk)
     free(order)
+    free(need)
+    free(supply)
     free(hk)
     free(zks)
     free(tsize)

@@ -176,39 +176,55 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
 def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
     """Place each orphan (hottest first) on the coolest node of the best free zone.
 
-    Key: (not a deficit node, node heat key, zone fill, node index): a hot replica goes to the
-    coolest node that needs replicas, whatever its zone. Returns -1 or the index of a partition
-    that found no node.
+    Key: (not a deficit node, deficit node in a zone that is not tight, node heat key, zone
+    fill, node index): a hot replica goes to the coolest node that needs replicas, whatever its
+    zone, except that a tight zone comes first. A zone is tight when its deficit nodes still
+    lack at least as many replicas as there are orphans left that may enter it: each of those
+    must land there, or a deficit left over costs an extra move later (`_fill_deficits`): after
+    a node dies, the zone whose nodes the dead node's partitions mostly use already is one.
+    Returns -1 or the index of a partition that found no node.
     """
     d = s.d
     heaps: list[list[list[tuple[int, int]]]] = [[[], []] for _ in range(d.zones)]
+    need = [0] * d.zones  # replicas the zone's deficit nodes still lack
     for n in range(len(d.zone)):
         k = s.klass(n)
         if d.elig[n] and k < 2:
             heaps[d.zone[n]][k].append((s.hkey(n), n))
+            if k == 0:
+                need[d.zone[n]] += d.lo[n] - s.count[n]
     for pair in heaps:
         heapq.heapify(pair[0])
         heapq.heapify(pair[1])
+    supply = [0] * d.zones  # orphans left that may enter the zone (zones free when placed)
+    for p, _ in orphans:
+        used = {d.zone[n] for n in s.part_reps[p]}
+        for z in range(d.zones):
+            supply[z] += z not in used
     orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
     for p, src in orphans:
         used = {d.zone[n] for n in s.part_reps[p]}
-        best: tuple[int, int, int, int] | None = None
+        best: tuple[int, int, int, int, int] | None = None
         for z in range(d.zones):
             if z in used:
                 continue
+            supply[z] -= 1
             for k in (0, 1):
                 top = _peek(s, heaps[z][k], k)
                 if top is not None:
-                    cand = (k, top[0], s.zkey(z), top[1])
+                    loose = k + (k == 0 and need[z] <= supply[z])
+                    cand = (k, loose, top[0], s.zkey(z), top[1])
                     if best is None or cand < best:
                         best = cand
                     break
         if best is not None:
-            dst = best[3]
+            dst = best[4]
         else:
             dst = _fallback(s, p, src, used)
             if dst < 0:
                 return p
+        if s.klass(dst) == 0:
+            need[d.zone[dst]] -= 1
         s.add(p, dst)
         s.move(p, src, dst)
         k = s.klass(dst)
@@ -527,7 +543,7 @@ def solve_dense(d: Dense) -> Raw:
     allowance = _shave(s, allowance)
     _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]
-    lb = plan_lower_bound_dense(d, s.count, mheat)  # over plans at least as good as this one
+    lb = plan_lower_bound_dense(d, s.count, mheat)  # targets widened per node to this plan
     off = [0]
     rep: list[int] = []
     for reps in s.part_reps:

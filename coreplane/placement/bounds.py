@@ -1,8 +1,9 @@
 """Fair shares, bands, heat caps and the provable lower bound on moves.
 
 The bound is over a class of plans (`lower_bound_dense`): by default those meeting the targets;
-a plan's own bound (`plan_lower_bound_dense`) is over the plans at least as good as it, so no plan
-ever comes in under the bound it reports, even when a target is out of reach.
+a plan's own bound (`plan_lower_bound_dense`) is over the plans whose every node ends no further
+from its targets than it does, so no plan ever comes in under the bound it reports, even when a
+target is out of reach.
 
 Shares are exact rationals (`Fraction`), water-filled across zones because a zone holds at most
 one replica of each partition; every number handed to a solver is an integer derived from them.
@@ -24,16 +25,14 @@ from coreplane.errors import InvalidArgument
 from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
 
 __all__ = [
-    "UNCAPPED",
     "Accel",
     "Dense",
-    "HeatLevel",
     "compile_problem",
     "heat_caps",
-    "heat_level",
     "lower_bound",
     "lower_bound_dense",
     "plan_bands",
+    "plan_heat_caps",
     "plan_lower_bound_dense",
     "water_fill",
 ]
@@ -330,49 +329,23 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
                  eligible_zones, replicas_total, rf_max, split_ids)
 
 
-HeatLevel = tuple[int, int]
-# A heat cap no node can exceed (total heat is below 2**40); int64 in the kernel.
-UNCAPPED = 1 << 62
-
-
 def hottest_movable(d: Dense) -> int:
     """The hottest replica a plan may move (split candidates are reported, never moved), or 0."""
     return max(compress(d.heat, [not s for s in d.split]), default=0)
 
 
-def heat_level(d: Dense, mheat: Sequence[int], hottest: int) -> HeatLevel | None:
-    """The heat level a plan reached: None if it meets the heat target, else its peak ratio.
+def heat_caps(d: Dense, hottest: int) -> list[int]:
+    """The heat target per node: max(1.10 x fair share, the hottest movable replica)."""
+    return [max(c, hottest) for c in d.hcap]
 
-    `mheat` is the plan's movable heat per node. The target: every eligible node at or below
-    max(hcap, hottest). A plan missing it reached (num, den): the largest num / den over eligible
-    nodes with a positive fair share of mheat / hfair (exact, cross-multiplied; the lowest node
-    index wins a tie), (0, 1) when no eligible node has one. This is the plan's
-    `heat_max_over_fair`, kept as a rational so both backends agree on it.
+
+def plan_heat_caps(d: Dense, mheat: Sequence[int], hottest: int) -> list[int]:
+    """Each node's heat cap raised to the plan's final movable heat `mheat` where it ended over.
+
+    Per node, as `plan_bands` does for counts: a node the plan could not bring under its cap
+    gets a cap of what it reached, every other node keeps its target cap.
     """
-    num, den, met = 0, 1, True
-    for n, e in enumerate(d.elig):
-        if not e:
-            continue
-        if mheat[n] > max(d.hcap[n], hottest):
-            met = False
-        if d.hfair[n] > 0 and mheat[n] * den > num * d.hfair[n]:
-            num, den = mheat[n], d.hfair[n]
-    return None if met else (num, den)
-
-
-def heat_caps(d: Dense, level: HeatLevel | None, hottest: int) -> list[int]:
-    """Per node, a movable heat that no plan at heat `level` exceeds (see `lower_bound_dense`).
-
-    None (the target): max(hcap, hottest). A level num / den: max(hcap, hottest,
-    floor(num / den x hfair)) on nodes with a positive fair share; UNCAPPED on the others (a
-    ratio over fair share says nothing about a node without one). Never below the target caps.
-    """
-    caps = [max(c, hottest) for c in d.hcap]
-    if level is None:
-        return caps
-    num, den = level
-    return [min(UNCAPPED, max(c, num * f // den)) if f > 0 else UNCAPPED
-            for c, f in zip(caps, d.hfair, strict=True)]
+    return [max(c, m) for c, m in zip(heat_caps(d, hottest), mheat, strict=True)]
 
 
 def plan_bands(d: Dense, count: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -410,7 +383,7 @@ def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
     The bound holds over every plan that ends with each eligible node's replica count in
     [lo, hi] and its movable heat (split candidates aside: they are reported, not moved) at or
     below its cap; by default the targets: the band, and max(1.10 x fair share, hottest movable
-    replica) as the heat cap (`heat_caps(d, None, ...)`). Why each term holds for such a plan:
+    replica) as the heat cap (`heat_caps`). Why each term holds for such a plan:
 
     Node view. A node keeps some of its current replicas and gains others; every current
     replica it does not keep is the source of a move. A dead or draining node keeps none. A node
@@ -428,7 +401,9 @@ def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
     RF does not change).
 
     A plan's own bound (`plan_lower_bound_dense`) passes caps and bands the plan itself meets,
-    so its moves are never below it, whether or not the targets can be met.
+    so its moves are never below it, whether or not the targets can be met. Caps and bands are
+    per node and only ever widen the targets: a node the plan leaves within its targets still
+    counts every move it forces.
     """
     n_nodes = len(d.zone)
     count = [0] * n_nodes
@@ -454,7 +429,7 @@ def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
         part_leave += len(reps) - kept
         part_arrive += d.rf[p] - kept
     if caps is None:
-        caps = heat_caps(d, None, hottest_movable(d))
+        caps = heat_caps(d, hottest_movable(d))
     lo = d.lo if lo is None else lo
     hi = d.hi if hi is None else hi
     over = {n: caps[n] for n in range(n_nodes) if d.elig[n] and nheat[n] > caps[n]}
@@ -471,15 +446,21 @@ def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
 
 
 def plan_lower_bound_dense(d: Dense, count: Sequence[int], mheat: Sequence[int]) -> int:
-    """The bound over every plan at least as good as one that ends with `count` replicas and
-    `mheat` movable heat per node: each node's count no further outside its band, the peak heat
-    over fair share no higher (`heat_level`). The plan is one of them, so its moves are never
-    below this, even when a target cannot be met; when it meets both targets this is
-    `lower_bound_dense(d)` exactly. What `Metrics.lower_bound` reports for a feasible plan.
+    """The bound for a plan that ends with `count` replicas and `mheat` movable heat per node.
+
+    Targets relaxed per node to what the plan reached, never globally: lo'_n = min(lo_n,
+    count_n), hi'_n = max(hi_n, count_n) (`plan_bands`) and cap'_n = max(cap_n, mheat_n)
+    (`plan_heat_caps`), so only a node that ended outside a target has it widened, and only as
+    far as the plan took it. Sound: `lower_bound_dense` holds over every plan ending with each
+    eligible node's count in [lo'_n, hi'_n] and its movable heat at or below cap'_n; the plan is
+    such a plan, so its moves are never below this, even when a target cannot be met. Tight:
+    when the plan meets both targets, lo', hi' and cap' are the targets and this is
+    `lower_bound_dense(d)` exactly; when one node cannot get under its heat cap, the heat moves
+    forced on every other node still count. What `Metrics.lower_bound` reports for a feasible
+    plan.
     """
-    hottest = hottest_movable(d)
-    lo, hi = plan_bands(d, count)
-    return lower_bound_dense(d, heat_caps(d, heat_level(d, mheat, hottest), hottest), lo, hi)
+    return lower_bound_dense(d, plan_heat_caps(d, mheat, hottest_movable(d)),
+                             *plan_bands(d, count))
 
 
 def hard_lower_bound_dense(d: Dense) -> int:
@@ -498,29 +479,19 @@ def hard_lower_bound_dense(d: Dense) -> int:
     return max(part_leave, part_arrive)
 
 
-def lower_bound(problem: Problem, *, heat_level: HeatLevel | None = None,
+def lower_bound(problem: Problem, *,
                 reached: Mapping[str, tuple[str, ...]] | None = None) -> int:
     """The provable minimum number of moves for `problem` (see `lower_bound_dense`).
 
-    By default over plans meeting the targets (band and heat cap). `heat_level=(num, den)`
-    relaxes the heat target to a peak heat over fair share of num / den: the fewest moves any
-    plan whose nodes all stay at or below max(1.10 x fair, hottest replica, num / den x fair)
-    needs. `reached=` an assignment the problem can end in (a plan's): the bound over every plan
-    at least as good on the targets (`plan_lower_bound_dense`); a plan's moves are never below it
-    and it is what the plan's `metrics.lower_bound` reports.
+    By default over plans meeting the targets (band and heat cap). `reached=` an assignment the
+    problem can end in (a plan's): the bound over every plan whose nodes each end no further
+    outside their band and heat cap than in `reached` (`plan_lower_bound_dense`); a plan's moves
+    are never below it and it is what the plan's `metrics.lower_bound` reports.
     """
-    if heat_level is not None and reached is not None:
-        raise InvalidArgument("heat_level", "give heat_level or reached, not both")
     d = compile_problem(problem)
-    if reached is not None:
-        return plan_lower_bound_dense(d, *_reached_load(d, reached))
-    if heat_level is None:
+    if reached is None:
         return lower_bound_dense(d)
-    if (not isinstance(heat_level, tuple) or len(heat_level) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in heat_level)
-            or heat_level[0] < 0 or heat_level[1] < 1):
-        raise InvalidArgument("heat_level", "must be a pair of ints (num >= 0, den >= 1)")
-    return lower_bound_dense(d, heat_caps(d, heat_level, hottest_movable(d)))
+    return plan_lower_bound_dense(d, *_reached_load(d, reached))
 
 
 def _reached_load(d: Dense, reached: Mapping[str, tuple[str, ...]]

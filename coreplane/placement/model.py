@@ -247,9 +247,9 @@ class Metrics:
 
     Heat figures leave out split candidates (reported instead of moved): `heat_max_over_fair`
     is the largest node heat over its fair share, `heat_over_cap` counts nodes above 1.10x.
-    `lower_bound` of a feasible plan is the fewest moves of any plan at least as good as this
-    one on the targets (no node further outside its band, no higher peak heat over fair share;
-    `lower_bound(problem, reached=plan.assignment)`), so `moves >= lower_bound` always holds;
+    `lower_bound` of a feasible plan is the fewest moves of any plan whose every node ends no
+    further outside its band and no further over its heat cap than in this one
+    (`lower_bound(problem, reached=plan.assignment)`), so `moves >= lower_bound` always holds;
     when the plan meets every target it equals `lower_bound(problem)`. An infeasible plan
     reports `lower_bound(problem)`.
     """

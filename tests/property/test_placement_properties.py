@@ -71,7 +71,8 @@ def _check(problem: Problem, plan: Plan) -> None:
         return
     assert ev.hard_violations(problem, plan.assignment) == []
     d = compile_problem(problem)
-    # The plan's bound is over plans at least as good as it: no plan comes in under its own.
+    # The plan's bound is over plans ending within its own per-node counts and heats: no plan
+    # comes in under its own.
     assert plan.metrics.moves == len(plan.moves) >= plan.metrics.lower_bound
     assert plan.metrics.lower_bound >= hard_lower_bound_dense(d)
     assert plan.metrics.lower_bound == lower_bound(problem, reached=plan.assignment)
