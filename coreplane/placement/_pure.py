@@ -79,6 +79,12 @@ class _State:
         self.ms.append(src)
         self.md.append(dst)
 
+    def relocate(self, p: int, src: int, dst: int) -> None:
+        """Move p's replica from `src` to `dst`, and record the move."""
+        self.remove(p, src)
+        self.add(p, dst)
+        self.move(p, src, dst)
+
 
 def _normalize(s: _State, orphans: list[tuple[int, int]]) -> None:
     """Evict replicas on ineligible nodes or in a zone already used; drop those beyond RF."""
@@ -292,9 +298,7 @@ def _fill_deficits(s: _State, allowance: int) -> int:
             donor, p = _cross_zone_donor(s, dst)
             if p < 0:
                 continue  # nothing can reach this node: it stays short (a band violation)
-        s.remove(p, donor)
-        s.add(p, dst)
-        s.move(p, donor, dst)
+        s.relocate(p, donor, dst)
         allowance -= 1
         if s.count[donor] > d.lo[donor]:
             heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
@@ -348,14 +352,10 @@ def _cool(s: _State, allowance: int) -> int:
         if not fits:
             continue
         r = min(fits, key=lambda p: (d.heat[p], p))
-        s.remove(r, n)
-        s.add(r, t)
-        s.move(r, n, t)
+        s.relocate(r, n, t)
         allowance -= 1
         if q >= 0:
-            s.remove(q, t)
-            s.add(q, n)
-            s.move(q, t, n)
+            s.relocate(q, t, n)
             allowance -= 1
     return allowance
 
@@ -399,9 +399,7 @@ def _shave(s: _State, allowance: int) -> int:
         if not targets:
             continue
         t = min(targets, key=lambda t: (s.hkey(t), t))
-        s.remove(r, n)
-        s.add(r, t)
-        s.move(r, n, t)
+        s.relocate(r, n, t)
         movable[n] -= h
         movable[t] += h
         allowance -= 1
@@ -468,16 +466,12 @@ def _peak(s: _State, allowance: int) -> None:
         r, t, q = best[2], best[3], best[4]
         coldest.pop(n, None)
         coldest.pop(t, None)
-        s.remove(r, n)
-        s.add(r, t)
-        s.move(r, n, t)
+        s.relocate(r, n, t)
         movable[n] -= d.heat[r]
         movable[t] += d.heat[r]
         allowance -= 1
         if q >= 0:
-            s.remove(q, t)
-            s.add(q, n)
-            s.move(q, t, n)
+            s.relocate(q, t, n)
             movable[t] -= d.heat[q]
             movable[n] += d.heat[q]
             allowance -= 1

@@ -99,6 +99,11 @@ TICK_FAILURES_MAX = 50  # consecutive failed ticks (about a second) before the e
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
 
+def _last_log_of(request: dict[str, Any]) -> tuple[int, int]:
+    """(term, index) of a candidate's last entry, from its (pre-)vote request."""
+    return int(request["last_log_term"]), int(request["last_log_index"])
+
+
 def monotonic_s() -> float:
     """The engine's clock: pysyncobj's, looked up at call time (simulations patch it)."""
     return float(_so.monotonicTime())
@@ -346,6 +351,11 @@ class RaftOverrides:
             self._cp_on_reply(node, message)
         _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
 
+    def _cp_last_log(self) -> tuple[int, int]:
+        """(term, index) of this node's last entry: what Raft §5.4.1 compares for votes."""
+        return (self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
+                self._SyncObj__getCurrentLogIndex())  # type: ignore[attr-defined]
+
     def _cp_should_stand(self, node: Any, request: dict[str, Any], current: int) -> str | None:
         """Why this node, refusing `request`, should call its own election at once, or None.
 
@@ -360,9 +370,7 @@ class RaftOverrides:
         """
         if request["term"] < current:
             return None  # a stale request (upstream ignores it): nothing new about the leader
-        mine = (self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
-                self._SyncObj__getCurrentLogIndex())  # type: ignore[attr-defined]
-        theirs = (int(request["last_log_term"]), int(request["last_log_index"]))
+        mine, theirs = self._cp_last_log(), _last_log_of(request)
         if mine > theirs:
             return "stood_for_better_log"
         self_node = self._SyncObj__selfNode  # type: ignore[attr-defined]
@@ -424,18 +432,16 @@ class RaftOverrides:
         self._cp_prevote = [term, 1]
         self._SyncObj__raftElectionDeadline = (  # the next round, if this one fails
             now + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
-        request = {"type": "cp_prevote", "term": term,
-                   "last_log_index": self._SyncObj__getCurrentLogIndex(),  # type: ignore
-                   "last_log_term": self._SyncObj__getCurrentLogTerm()}  # type: ignore
+        last_term, last_index = self._cp_last_log()
+        request = {"type": "cp_prevote", "term": term, "last_log_index": last_index,
+                   "last_log_term": last_term}
         for node in list(others):
             self._SyncObj__transport.send(node, dict(request))  # type: ignore[attr-defined]
 
     def _cp_on_prevote(self, node: Any, request: dict[str, Any], current: int) -> None:
         """Would this node vote for `node` at the asked term? Answer; change nothing."""
         now = monotonic_s()
-        mine = (self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
-                self._SyncObj__getCurrentLogIndex())  # type: ignore[attr-defined]
-        theirs = (int(request["last_log_term"]), int(request["last_log_index"]))
+        mine, theirs = self._cp_last_log(), _last_log_of(request)
         in_lease = self._cp_in_lease(now)
         granted = int(request["term"]) > current and not in_lease and theirs >= mine
         wait_ms = 0

@@ -23,7 +23,7 @@ from pysyncobj.node import Node
 from coreplane.errors import InvariantViolation
 from coreplane.raft import engine as E
 from coreplane.raft.engine_overrides import TICK_FAILURES_MAX
-from tests.integration.test_log_safety import RecordingTransport
+from tests.integration.test_log_safety import RecordingTransport, _append, _follower
 
 
 class SlowTransport(RecordingTransport):
@@ -80,6 +80,17 @@ def _elect(node: Any, upstream: bool = False) -> None:
                                                   "term": node.raftCurrentTerm})
 
 
+def _heard_leader(entries: list[tuple[int, int]], *, connected: bool = False) -> Any:
+    """A coreplane follower that just took `entries` ((index, term), from index 2) from its
+    leader; `connected` also connects its peers, as an election needs."""
+    node = _follower(upstream=False)
+    if connected:
+        node._SyncObj__transport.tryGetReady()
+    node.doTick()
+    _append(node, prev=1, prev_term=0, entries=entries, commit=2)
+    return node
+
+
 @pytest.mark.parametrize("upstream", [False, True])
 def test_every_lagging_follower_gets_its_own_budget(fake_clock: list[float],
                                                     upstream: bool) -> None:
@@ -130,11 +141,7 @@ def test_a_tick_that_keeps_failing_stops_the_engine(fake_clock: list[float]) -> 
 
 def test_a_voter_that_heard_its_leader_ignores_vote_requests(fake_clock: list[float]) -> None:
     # Leader stickiness makes the lease safe: pysyncobj grants a vote whenever asked.
-    from tests.integration.test_log_safety import _append, _follower
-
-    node = _follower(upstream=False)
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)  # heard its leader now
+    node = _heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     vote = {"type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1}
@@ -151,11 +158,7 @@ def test_a_voter_that_heard_its_leader_ignores_vote_requests(fake_clock: list[fl
 
 
 def test_a_transfer_vote_is_granted_at_once(fake_clock: list[float]) -> None:
-    from tests.integration.test_log_safety import _append, _follower
-
-    node = _follower(upstream=False)
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)
+    node = _heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     node._SyncObj__onMessageReceived(Node("other"), {
@@ -197,12 +200,7 @@ def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> No
     # After a leader crash the survivors' logs can differ; the one behind may time out first,
     # and its request is refused without a reply. The refuser stands right away (it is the one
     # that can win) instead of a whole election timeout later.
-    from tests.integration.test_log_safety import _append, _follower
-
-    node = _follower(upstream=False)
-    node._SyncObj__transport.tryGetReady()  # connected to its peers
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(2, 1), (3, 1)], commit=2)
+    node = _heard_leader([(2, 1), (3, 1)], connected=True)
     fake_clock[0] += 0.31  # out of its stickiness window: the leader went quiet
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -219,11 +217,7 @@ def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> No
 
 
 def test_a_voter_no_further_ahead_keeps_its_timer(fake_clock: list[float]) -> None:
-    from tests.integration.test_log_safety import _append, _follower
-
-    node = _follower(upstream=False)
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)
+    node = _heard_leader([(2, 1)])
     fake_clock[0] += 0.31
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -236,8 +230,6 @@ def test_a_voter_no_further_ahead_keeps_its_timer(fake_clock: list[float]) -> No
 
 
 def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[float]) -> None:
-    from tests.integration.test_log_safety import _follower
-
     node = _follower(upstream=False)  # id "f"
     node._SyncObj__transport.tryGetReady()
     node._SyncObj__raftElectionDeadline = 0
@@ -294,8 +286,6 @@ def test_a_leader_waiting_for_followers_does_not_spin(fake_clock: list[float]) -
 def test_an_isolated_node_never_raises_its_term_alone(fake_clock: list[float]) -> None:
     # Pre-vote (Raft §9.6): a node that hears nobody asks "would you vote for me?" and keeps
     # its term until a majority says yes, so when it comes back it cannot depose a leader.
-    from tests.integration.test_log_safety import _follower
-
     node = _follower(upstream=False)
     node._SyncObj__transport.tryGetReady()
     for _ in range(20):  # twenty election timeouts with no answer (partitioned)
@@ -308,11 +298,7 @@ def test_an_isolated_node_never_raises_its_term_alone(fake_clock: list[float]) -
 
 def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
         fake_clock: list[float]) -> None:
-    from tests.integration.test_log_safety import _append, _follower
-
-    node = _follower(upstream=False)
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(2, 1)], commit=2)  # heard its leader now
+    node = _heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     ask = {"type": "cp_prevote", "term": 2, "last_log_index": 9, "last_log_term": 1}
