@@ -61,7 +61,9 @@ What is corrected, and why:
    is more complete than a candidate's, or the larger id of two split candidates, stands at
    once instead of a random election timeout later (`_cp_should_stand`).
 
-6. **No silent wedge**: a tick that keeps raising (pysyncobj's autoTick thread logs and retries
+6. **No silent wedge**: a leader that steps down fails its uncommitted proposals at once with
+   ``UNKNOWN_OUTCOME`` (upstream kept them until some entry reached their index, which may be
+   never), and a tick that keeps raising (pysyncobj's autoTick thread logs and retries
    forever) marks the engine failed after `TICK_FAILURES_MAX` consecutive failures; the runtime
    stops the node and reports the error.
 
@@ -553,6 +555,26 @@ class RaftOverrides:
         flush = getattr(self._cp_log, "flush", None)
         if flush is not None:
             flush()  # the no-op may leave before the tick's flush (may_send_before_sync)
+
+    def _SyncObj__setState(self, new_state: int) -> None:
+        """A leader that steps down fails, at once, its proposals still waiting to commit.
+
+        Upstream keeps each callback until some entry reaches its index, which a deposed
+        leader may never see (the next leader truncates its uncommitted tail, and a quiet
+        cluster writes nothing there): the writer waited for its whole deadline, and a load
+        generator draining its writes hung. Such an entry may still commit under the next
+        leader, so the code is UNKNOWN_OUTCOME, which the runtime retries with the same
+        session bytes (the core applies them once). Entries at or below the commit index are
+        applied by this node anyway and keep their callbacks."""
+        was_leader = self._SyncObj__raftState == _LEADER  # type: ignore[attr-defined]
+        _so.SyncObj._SyncObj__setState(self, new_state)  # type: ignore[attr-defined]
+        if not was_leader or new_state == _LEADER:
+            return
+        waiting = self._SyncObj__commandsWaitingCommit  # type: ignore[attr-defined]
+        commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+        for idx in sorted(i for i in waiting if i > commit):
+            for _term, callback in waiting.pop(idx):
+                callback(None, _so.FAIL_REASON.UNKNOWN_OUTCOME)
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         _so.SyncObj._SyncObj__onNodeDisconnected(self, node)  # type: ignore[attr-defined]

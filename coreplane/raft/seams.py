@@ -57,9 +57,10 @@ PINNED_VERSION = "0.3.17"
 #   SyncObj.__sendAppendEntries .... pickle.dumps of large entries, getTransmissionData
 #   TcpConnection.send / __processParseMessage  zlib(pickle(message)) frames
 # Overridden or relied on by engine_overrides (lease, log safety, batching, no wedge):
-#   SyncObj.__onBecomeLeader / __onNodeDisconnected / _checkCommandsToApply / _applyCommand
-#     overridden; FastQueue's private deque and lock are used by the _applyCommand override
-#   SyncObj.__doChangeCluster / __getPrevLogIndexTerm / __setState  called by the overrides
+#   SyncObj.__onBecomeLeader / __onNodeDisconnected / __setState / _checkCommandsToApply /
+#     _applyCommand overridden; FastQueue's private deque and lock are used by the
+#     _applyCommand override
+#   SyncObj.__doChangeCluster / __getPrevLogIndexTerm  called by the overrides
 #   SyncObj._autoTickThread ........ logs and retries a failing tick (the wedge we bound)
 #   SyncObj.transferLeadership ..... sends timeout_now; the target clears its flag before voting
 #   SyncObj.__applyLogEntries ...... bumps raftLastApplied after each apply (ReadIndex waits)

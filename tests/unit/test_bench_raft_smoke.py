@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_raft_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "raft.json"
-    subprocess.run([sys.executable, "-m", "benches", "raft", "--json", str(out), "--smoke"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=180)
+    done = subprocess.run([sys.executable, "-m", "benches", "raft", "--json", str(out),
+                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-4000:]  # the bench's traceback, in CI's log
     record = json.loads(out.read_text())
     assert record["bench"] == "raft" and record["params"]["smoke"] is True
     summary = record["summary"]

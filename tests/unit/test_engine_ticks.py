@@ -313,3 +313,28 @@ def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
     ((_, reply),) = transport.sent
     assert reply["granted"] and node.raftCurrentTerm == 1  # a yes changes nothing either
     node.destroy()
+
+
+@pytest.mark.parametrize("upstream", [False, True])
+def test_a_deposed_leader_fails_its_uncommitted_proposals_at_once(
+        fake_clock: list[float], upstream: bool) -> None:
+    node = _leader(upstream, RecordingTransport)
+    node.doTick()
+    results: list[tuple[int, Any]] = []
+    for i in range(3):  # (upstream: typed like a @replicated call; never applied here)
+        propose = node.propose if not upstream else lambda data, cb: node._applyCommand(
+            bytes([0]) + data, cb)
+        propose(bytes([i]), lambda _r, code, i=i: results.append((i, code)))
+    node.doTick()  # appended to the leader's log, sent, never acknowledged
+    assert results == []
+    # A new leader at a higher term writes to this node: it steps down.
+    node._SyncObj__onMessageReceived(Node("f1"), {
+        "type": "append_entries", "term": node.raftCurrentTerm + 1, "commit_index": 1,
+        "prevLogIdx": 1, "prevLogTerm": 0, "entries": []})
+    assert not node._isLeader()
+    node.doTick()
+    if upstream:  # the defect: the writers hear nothing until some entry reaches their index
+        assert results == []
+    else:
+        assert results == [(i, E.FAIL.UNKNOWN_OUTCOME) for i in range(3)]
+    node.destroy()
