@@ -68,15 +68,19 @@ class CoreplaneNode:
 
 
 class RawNode:
-    """Stock pysyncobj: TCP transport, its file journal, every other option at its default."""
+    """Stock pysyncobj: TCP transport, its file journal and full dump file (the pair it needs
+    to restart after log compaction), every other option at its default."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         from pysyncobj import SyncObj, SyncObjConf, replicated
 
         class KV(SyncObj):  # type: ignore[misc]
             def __init__(self, self_addr: str, peers: list[str], conf: Any) -> None:
-                self._data: dict[str, bytes] = {}
                 super().__init__(self_addr, peers, conf)
+                # After super().__init__, as pysyncobj's examples do: attributes that exist
+                # when SyncObj.__init__ ends are its own and left out of every snapshot, so
+                # a node restored from a snapshot (or a restart after compaction) had no data.
+                self._data: dict[str, bytes] = {}
 
             @replicated  # type: ignore[misc]
             def set(self, key: str, value: bytes) -> bool:
@@ -84,7 +88,8 @@ class RawNode:
                 return True
 
         os.makedirs(cfg["data_dir"], exist_ok=True)
-        conf = SyncObjConf(journalFile=os.path.join(cfg["data_dir"], "journal.bin"))
+        conf = SyncObjConf(journalFile=os.path.join(cfg["data_dir"], "journal.bin"),
+                           fullDumpFile=os.path.join(cfg["data_dir"], "dump.bin"))
         self.obj = KV(cfg["address"], list(cfg["peers"].values()), conf)
 
     def is_leader(self) -> bool:

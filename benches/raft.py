@@ -14,7 +14,8 @@ throughput, then the kills:
 
 Durability: coreplane fsyncs its LMDB journal before any message leaves a node (default);
 etcd fsyncs its WAL (default); raw pysyncobj uses its file journal (an mmap it msyncs once a
-second: its only durable mode) and every other option at its default (100 ms batching,
+second: its only durable mode) with its full dump file (which a restart after log compaction
+needs) and every other option at its default (100 ms batching,
 0.4-1.4 s election timeout). Load: coreplane and pysyncobj are libraries, so the load runs in
 the leader's process through their asynchronous propose (callback on commit + apply). etcd is
 a server: its load comes from separate client processes over the v3 JSON gateway on keep-alive
