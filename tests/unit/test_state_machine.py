@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from coreplane.core import commands as C
@@ -28,8 +30,10 @@ def test_revisions_grow_with_every_write() -> None:
     assert log(C.Put("b", b"2")).value == 2
     assert log(C.Put("a", b"3")).value == 3
     assert log.sm.kv.get("a") == (b"3", 3)
-    record = log.sm.kv.keys["a"]
+    record = log.sm.kv.record("a")
+    assert record is not None
     assert (record.create_revision, record.mod_revision, record.version) == (1, 3, 2)
+    assert log.sm.kv.record("missing") is None
     assert log(C.Delete("a")).value == 1
     assert log(C.Delete("a")).value == 0  # deleting nothing changes nothing
     assert log.sm.kv.revision == 4
@@ -249,3 +253,15 @@ def test_snapshot_view_is_unaffected_by_later_applies() -> None:
     log(C.Tick(2, 9_000))
     assert view() == expected
     assert sm.snapshot() != expected
+
+
+def test_key_records_leave_the_garbage_collectors_sight() -> None:
+    """A full collection scans every tracked object: records must not be among them (with
+    1M keys a collection took 120 ms as dataclasses, 1.4 ms as plain tuples)."""
+    log = Log()
+    lease = log(C.LeaseGrant(ttl_ms=5_000)).value
+    for i in range(100):
+        log(C.Put(f"k{i}", b"v", lease_id=lease if i % 2 else 0))
+    log(C.Put("k0", b"again"))
+    gc.collect()
+    assert not any(gc.is_tracked(record) for record in log.sm.kv.keys.values())
