@@ -893,13 +893,81 @@ cdef int64_t cross_zone_donor(S *s, int64_t dst, int64_t *pout) noexcept nogil:
     return found
 
 
-cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
-    cdef Heap *donors = <Heap *>calloc(s.Z, sizeof(Heap))
+cdef int64_t shave_pick(S *s, int64_t n, int64_t movable, int64_t ukey) noexcept nogil:
+    """_pure._shave_pick: the coldest replica that brings n to U, else the hottest; or -1."""
+    cdef int64_t j, p, r = -1
+    for j in range(s.nr_len[n]):
+        p = s.nr[n][j]
+        if s.split[p] or s.heat[p] <= 0 or fair_key(s, movable - s.heat[p], n) > ukey:
+            continue
+        if r < 0 or s.heat[p] < s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
+            r = p
+    if r < 0:
+        for j in range(s.nr_len[n]):
+            p = s.nr[n][j]
+            if s.split[p] or s.heat[p] <= 0:
+                continue
+            if r < 0 or s.heat[p] > s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
+                r = p
+    return r
+
+
+cdef int64_t hot_donor(S *s, int64_t *hot, Py_ssize_t nhot, int64_t dst, int64_t *mov,
+                       int64_t ukey, int64_t *pout) noexcept nogil:
+    """_pure._hot_donor: the hottest zone peer above U whose _shave pick fits under dst's cap."""
+    cdef int64_t n, p, best = -1, z = s.zone[dst]
+    cdef Py_ssize_t j
+    pout[0] = -1
+    for j in range(nhot):
+        n = hot[j]
+        if n < 0 or s.zone[n] != z:
+            continue
+        if s.count[n] <= s.lo[n] or fair_key(s, mov[n], n) <= ukey:
+            continue
+        if best >= 0 and fair_key(s, mov[n], n) <= fair_key(s, mov[best], best):
+            continue
+        p = shave_pick(s, n, mov[n], ukey)
+        if p >= 0 and mov[dst] + s.heat[p] <= s.hcap[dst]:
+            best = n
+            pout[0] = p
+    return best
+
+
+cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nogil:
+    cdef Heap *donors
     cdef Heap *h
-    cdef int64_t n, dst, donor, e, p, z
+    cdef int64_t n, dst, donor, e, p, z, i
+    cdef int64_t *mov
+    cdef int64_t *hot
+    cdef Py_ssize_t nhot = 0, j
+    for n in range(s.N):
+        if s.elig[n] and s.count[n] < s.lo[n]:
+            break
+    else:
+        return allowance  # no node is short: as _pure, skip the set-up
+    donors = <Heap *>calloc(s.Z, sizeof(Heap))
+    mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    hot = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.lo[n]:
             heap_push(&donors[s.zone[n]], -fill(s, n), n)
+    cdef int64_t top, ukey = 0
+    for n in range(s.N):
+        mov[n] = 0
+        top = 0
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                mov[n] += s.heat[p]
+                if s.heat[p] > top:
+                    top = s.heat[p]
+        if s.elig[n] and fair_key(s, top, n) > ukey:
+            ukey = fair_key(s, top, n)
+    for n in range(s.N):
+        if (hot_first and s.elig[n] and mov[n] > s.hcap[n]
+                and fair_key(s, mov[n], n) > ukey):
+            hot[nhot] = n  # ascending, as _pure's per-zone lists; -1 once it gave
+            nhot += 1
     cdef Heap short
     short.key = NULL
     short.val = NULL
@@ -914,13 +982,20 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
         z = s.zone[dst]
         h = &donors[z]
         donor = -1
-        while h.size > 0:
+        p = -1
+        if s.count[dst] + 1 == s.lo[dst]:
+            donor = hot_donor(s, hot, nhot, dst, mov, ukey, &p)
+        if p >= 0:
+            for j in range(nhot):
+                if hot[j] == donor:
+                    hot[j] = -1
+        while p < 0 and h.size > 0:
             e = h.val[0]
             if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e):
                 donor = e
+                p = pick_gift(s, donor, dst, -1)
                 break
             heap_pop(h)
-        p = pick_gift(s, donor, dst, -1) if donor >= 0 else -1
         if p < 0:
             donor = cross_zone_donor(s, dst, &p)
             if p < 0:
@@ -928,6 +1003,9 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
         remove(s, p, donor)
         add(s, p, dst)
         record(s, p, donor, dst)
+        if not s.split[p]:
+            mov[donor] -= s.heat[p]
+            mov[dst] += s.heat[p]
         allowance -= 1
         if s.count[donor] > s.lo[donor]:
             heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
@@ -939,6 +1017,8 @@ cdef int64_t fill_deficits(S *s, int64_t allowance) noexcept nogil:
         free(donors[z].key)
         free(donors[z].val)
     free(donors)
+    free(mov)
+    free(hot)
     return allowance
 
 
@@ -1044,20 +1124,7 @@ cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
         n = order[i].b
         if s.count[n] <= s.lo[n]:
             continue
-        r = -1
-        for j in range(s.nr_len[n]):  # smallest replica that brings n to U
-            p = s.nr[n][j]
-            if s.split[p] or s.heat[p] <= 0 or fair_key(s, movable[n] - s.heat[p], n) > ukey:
-                continue
-            if r < 0 or s.heat[p] < s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
-                r = p
-        if r < 0:  # none does: the hottest one
-            for j in range(s.nr_len[n]):
-                p = s.nr[n][j]
-                if s.split[p] or s.heat[p] <= 0:
-                    continue
-                if r < 0 or s.heat[p] > s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
-                    r = p
+        r = shave_pick(s, n, movable[n], ukey)
         if r < 0:
             continue
         h = s.heat[r]
@@ -1415,11 +1482,11 @@ def solve_dense(d):
                 allowance -= s.no - i
                 failed = place(&s)
                 if failed < 0:
-                    allowance = fill_deficits(&s, allowance)
+                    allowance = fill_deficits(&s, allowance, True)
             else:
                 failed = place(&s)
                 if failed < 0:
-                    allowance = fill_deficits(&s, allowance)
+                    allowance = fill_deficits(&s, allowance, False)
                     s.no = 0
                     shed(&s, allowance)
                     allowance -= s.no

@@ -267,44 +267,109 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
     return best
 
 
-def _fill_deficits(s: _State, allowance: int) -> int:
+def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """Bring every node up to its band from the fullest node of its zone, else of another zone.
 
     Always the emptiest node next, so a budget (moves_max) is spent where imbalance is worst.
+    With `hot_first` (no budget), a node's last missing replica comes first from a zone peer
+    that `_shave` would take one off (`_hot_donor`).
     """
     d = s.d
+    # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
+    short = [(s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
+    if not short:
+        return allowance
+    heapq.heapify(short)
     donors: list[list[tuple[int, int]]] = [[] for _ in range(d.zones)]
     for n in range(len(d.zone)):
         if d.elig[n] and s.count[n] > d.lo[n]:
             donors[d.zone[n]].append((-s.fill(n), n))
     for h in donors:
         heapq.heapify(h)
-    # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
-    short = [(s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
-    heapq.heapify(short)
+    mov = [_movable(s, n) for n in range(len(d.zone))]
+    ukey = _ukey(s) if hot_first else 0
+    hot: list[list[int]] = [[] for _ in range(d.zones)]  # `_shave`'s nodes, yet to give
+    for n in range(len(d.zone)):
+        if hot_first and d.elig[n] and mov[n] > d.hcap[n] and _fair_key(s, mov[n], n) > ukey:
+            hot[d.zone[n]].append(n)
     while short and allowance > 0:
         _, dst = heapq.heappop(short)
         z = d.zone[dst]
+        donor, p = -1, -1
+        if s.count[dst] + 1 == d.lo[dst]:  # its last one: the room check sees its final heat
+            donor, p = _hot_donor(s, hot[z], dst, mov, ukey)
+        if p >= 0:
+            hot[z].remove(donor)  # one leave is what the heat cap forces: give once
         heap = donors[z]
-        donor = -1
-        while heap:
+        while p < 0 and heap:
             key, e = heap[0]
             if s.count[e] > d.lo[e] and key == -s.fill(e):
                 donor = e
+                p = _pick_gift(s, donor, dst, -1)
                 break
             heapq.heappop(heap)
-        p = _pick_gift(s, donor, dst, -1) if donor >= 0 else -1
         if p < 0:
             donor, p = _cross_zone_donor(s, dst)
             if p < 0:
                 continue  # nothing can reach this node: it stays short (a band violation)
         s.relocate(p, donor, dst)
+        if not d.split[p]:
+            mov[donor] -= d.heat[p]
+            mov[dst] += d.heat[p]
         allowance -= 1
         if s.count[donor] > d.lo[donor]:
             heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
         if s.count[dst] < d.lo[dst]:
             heapq.heappush(short, (s.fill(dst), dst))
     return allowance
+
+
+def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int
+               ) -> tuple[int, int]:
+    """A zone peer of `dst` that `_shave` would take a replica off, and that replica.
+
+    After a node dies, the dead node's partitions that may still enter a zone can be fewer
+    than the replicas its nodes lack; each deficit left over is then filled by a move whose
+    leave the bound does not count, unless it comes from a node that loses a replica anyway.
+    A node above U (`ukey`) is one (`_shave` moves a replica off it later), so filling the
+    deficit with the very replica `_shave` would move does both jobs in one move. Of the peers
+    above U with a replica to spare, the hottest whose `_shave` pick keeps `dst` under its heat
+    cap; (-1, -1) when there is none. Only a node's last missing replica comes from here, so
+    that check sees the heat the node ends this pass with; each peer gives once.
+    """
+    d = s.d
+    best, best_p = -1, -1
+    for n in hot:
+        if s.count[n] <= d.lo[n] or _fair_key(s, mov[n], n) <= ukey:
+            continue
+        if best >= 0 and _fair_key(s, mov[n], n) <= _fair_key(s, mov[best], best):
+            continue
+        p = _shave_pick(s, n, mov[n], ukey)
+        if p >= 0 and mov[dst] + d.heat[p] <= d.hcap[dst]:
+            best, best_p = n, p
+    return best, best_p
+
+
+def _shave_pick(s: _State, n: int, movable: int, ukey: int) -> int:
+    """The replica `_shave` moves off `n`: the coldest that brings it to U, else the hottest."""
+    d = s.d
+    cands = [p for p in s.node_reps[n] if not d.split[p] and d.heat[p] > 0]
+    if not cands:
+        return -1
+    enough = [p for p in cands if _fair_key(s, movable - d.heat[p], n) <= ukey]
+    return (min(enough, key=lambda p: (d.heat[p], p)) if enough
+            else max(cands, key=lambda p: (d.heat[p], -p)))
+
+
+def _ukey(s: _State) -> int:
+    """U of `_shave`: the largest (hottest movable replica on a node) / its fair heat."""
+    d = s.d
+    ukey = 0
+    for n in range(len(d.zone)):
+        if d.elig[n]:
+            top = max((d.heat[p] for p in s.node_reps[n] if not d.split[p]), default=0)
+            ukey = max(ukey, _fair_key(s, top, n))
+    return ukey
 
 
 def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
@@ -375,22 +440,17 @@ def _shave(s: _State, allowance: int) -> int:
     d = s.d
     n_nodes = len(d.zone)
     movable = [sum(d.heat[p] for p in s.node_reps[n] if not d.split[p]) for n in range(n_nodes)]
-    ukey = 0
-    for n in range(n_nodes):
-        if d.elig[n]:
-            top = max((d.heat[p] for p in s.node_reps[n] if not d.split[p]), default=0)
-            ukey = max(ukey, _fair_key(s, top, n))
+    ukey = _ukey(s)
     order = sorted((-_fair_key(s, movable[n], n), n) for n in range(n_nodes)
                    if d.elig[n] and movable[n] > d.hcap[n] and _fair_key(s, movable[n], n) > ukey)
     for _, n in order:
         if allowance <= 0:
             break
-        cands = [p for p in s.node_reps[n] if not d.split[p] and d.heat[p] > 0]
-        if s.count[n] <= d.lo[n] or not cands:
+        if s.count[n] <= d.lo[n]:
             continue
-        enough = [p for p in cands if _fair_key(s, movable[n] - d.heat[p], n) <= ukey]
-        r = (min(enough, key=lambda p: (d.heat[p], p)) if enough
-             else max(cands, key=lambda p: (d.heat[p], -p)))
+        r = _shave_pick(s, n, movable[n], ukey)
+        if r < 0:
+            continue
         h = d.heat[r]
         used = {d.zone[m] for m in s.part_reps[r] if m != n}
         targets = [t for t in range(n_nodes)
@@ -520,13 +580,13 @@ def solve_dense(d: Dense) -> Raw:
         allowance -= len(orphans) - shed_before
         failed = _place(s, orphans)
         if failed < 0:
-            allowance = _fill_deficits(s, allowance)
+            allowance = _fill_deficits(s, allowance, True)
     else:
         # Budget mode: hard repairs, then fullest-donor -> emptiest-node moves, which shrink
         # both ends of the imbalance with every move, then shedding if moves are left.
         failed = _place(s, orphans)
         if failed < 0:
-            allowance = _fill_deficits(s, allowance)
+            allowance = _fill_deficits(s, allowance, False)
             shed: list[tuple[int, int]] = []
             _shed(s, shed, allowance)
             allowance -= len(shed)

@@ -347,3 +347,38 @@ def test_orphans_fill_a_zone_only_few_of_them_can_enter() -> None:
         assert [(m.partition, m.source, m.target) for m in plan.moves] == [
             ("p04", "n21", "n12"), ("p05", "n21", "n02"), ("p13", "n21", "n22")]
         assert plan.metrics.lower_bound == 3
+
+
+def test_a_deficit_no_orphan_can_enter_is_filled_by_a_node_over_its_heat_cap() -> None:
+    # a1 dies holding 10 partitions that all keep a replica on d3, so none may enter zone d,
+    # where d1 still lacks one replica. d2 is above its heat cap (two replicas of heat 20) and
+    # loses one anyway: filling d1 with the replica that brings d2 down does both jobs in one
+    # move. d1 used to take a cold replica from its fullest peer d3 while one of d2's moved
+    # elsewhere: 12 moves where the bound is 11.
+    counts = {"a1": 10, "a2": 31, "b1": 30, "b2": 30, "c1": 30, "c2": 30,
+              "d1": 24, "d2": 27, "d3": 28}
+    rows = [("a1", "b1" if i < 5 else "c1", "d3") for i in range(10)]
+    left = dict(counts)
+    for nid in (nid for row in rows for nid in row):
+        left[nid] -= 1
+    while len(rows) < 80:  # the rest: the three zones with the most replicas left, fullest node
+        zone_left = {z: sum(v for nid, v in left.items() if nid[0] == z) for z in "abcd"}
+        zones = sorted(zone_left, key=lambda z: (-zone_left[z], z))[:3]
+        row = tuple(max((nid for nid in left if nid[0] == z), key=lambda nid: (left[nid], nid))
+                    for z in zones)
+        for nid in row:
+            left[nid] -= 1
+        rows.append(row)
+    assert set(left.values()) == {0}
+    hot = [i for i, row in enumerate(rows) if "d2" in row][:2]
+    heat = [20 if i in hot else 8 if "d3" in row else 10 for i, row in enumerate(rows)]
+    nodes = tuple(Node(nid, f"z{nid[0]}") for nid in counts)
+    parts = tuple(Partition(f"p{i:02d}", 3, heat=h) for i, h in enumerate(heat))
+    base = Problem(nodes, parts, {f"p{i:02d}": tuple(sorted(r)) for i, r in enumerate(rows)})
+    problem = ev.node_dead(base, "a1")
+    for backend in available_backends():
+        plan = solve(problem, backend=backend)
+        assert plan.metrics.band_violations == 0 and plan.metrics.heat_over_cap == 0
+        assert [m.source for m in plan.moves] == ["a1"] * 10 + ["d2"]
+        assert plan.moves[-1] == (f"p{hot[0]:02d}", "d2", "d1", plan.moves[-1].wave)
+        assert plan.metrics.lower_bound == 11 == len(plan.moves)
