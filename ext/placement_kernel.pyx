@@ -927,8 +927,9 @@ cdef int64_t hot_donor(S *s, int64_t *hot, Py_ssize_t nhot, int64_t dst, int64_t
         if best >= 0 and fair_key(s, mov[n], n) <= fair_key(s, mov[best], best):
             continue
         p = shave_pick(s, n, mov[n], ukey)
-        if p >= 0 and mov[dst] + s.heat[p] <= s.hcap[dst]:
-            best = n
+        if (p >= 0 and mov[dst] + s.heat[p] <= s.hcap[dst]
+                and (mov[n] - s.heat[p] <= s.hcap[n] or s.count[n] - s.lo[n] >= 3)):
+            best = n  # to its cap, or two replicas above its band left: see _pure
             pout[0] = p
     return best
 

@@ -336,6 +336,12 @@ def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int
     above U with a replica to spare, the hottest whose `_shave` pick keeps `dst` under its heat
     cap; (-1, -1) when there is none. Only a node's last missing replica comes from here, so
     that check sees the heat the node ends this pass with; each peer gives once.
+
+    A peer gives only if the gift brings it to its own heat cap, or it keeps two replicas above
+    its band after it. Else the heat passes still move replicas off it, as swaps once it sits at
+    its band (two moves each), and its zone's fullest peer, which the fullest-donor order would
+    have emptied by one, stays full for them: on small clusters that costs more than it saves
+    (9-node instances: 22 of 256 took a move more than the fullest-donor order).
     """
     d = s.d
     best, best_p = -1, -1
@@ -345,7 +351,8 @@ def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int
         if best >= 0 and _fair_key(s, mov[n], n) <= _fair_key(s, mov[best], best):
             continue
         p = _shave_pick(s, n, mov[n], ukey)
-        if p >= 0 and mov[dst] + d.heat[p] <= d.hcap[dst]:
+        if (p >= 0 and mov[dst] + d.heat[p] <= d.hcap[dst]
+                and (mov[n] - d.heat[p] <= d.hcap[n] or s.count[n] - d.lo[n] >= 3)):
             best, best_p = n, p
     return best, best_p
 
