@@ -430,7 +430,7 @@ def test_a_hot_peer_fills_a_deficit_only_when_that_never_costs_a_move_on_nine_no
     old = {k: len(solve(_nine_node_dead(*k), backend="python").moves) for k in NINE_NODE_GRID}
     fewer = [k for k in NINE_NODE_GRID if len(plans[k].moves) < old[k]]
     assert all(len(plans[k].moves) <= old[k] for k in NINE_NODE_GRID)
-    assert len(fewer) == 29
+    assert len(fewer) >= 29  # the gift's savings are kept (29 at 4cdfadf; more is welcome)
     # (200, 4, 1): d2 ends its gift 5 over its cap with one replica to spare, d3 is full; the
     # gift made 25 moves where the fullest-donor order makes 24 (bound 12): d3 fills d1 again.
     assert len(plans[(200, 4, 1)].moves) == old[(200, 4, 1)] == 24
