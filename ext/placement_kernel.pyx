@@ -937,7 +937,7 @@ cdef int64_t hot_donor(S *s, int64_t *hot, Py_ssize_t nhot, int64_t dst, int64_t
 cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nogil:
     cdef Heap *donors
     cdef Heap *h
-    cdef int64_t n, dst, donor, e, p, z, i
+    cdef int64_t n, dst, donor, e, p, z
     cdef int64_t *mov
     cdef int64_t *hot
     cdef Py_ssize_t nhot = 0, j
@@ -952,18 +952,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.lo[n]:
             heap_push(&donors[s.zone[n]], -fill(s, n), n)
-    cdef int64_t top, ukey = 0
-    for n in range(s.N):
-        mov[n] = 0
-        top = 0
-        for i in range(s.nr_len[n]):
-            p = s.nr[n][i]
-            if not s.split[p]:
-                mov[n] += s.heat[p]
-                if s.heat[p] > top:
-                    top = s.heat[p]
-        if s.elig[n] and fair_key(s, top, n) > ukey:
-            ukey = fair_key(s, top, n)
+    cdef int64_t ukey = movable_and_u(s, mov)
     for n in range(s.N):
         if (hot_first and s.elig[n] and mov[n] > s.hcap[n]
                 and fair_key(s, mov[n], n) > ukey):
@@ -1096,22 +1085,31 @@ cdef inline int64_t fair_key(S *s, int64_t heat, int64_t n) noexcept nogil:
     return (heat << SHIFT) // f
 
 
-cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
-    """_pure._shave: one move off each node above the unavoidable ratio U."""
-    cdef int64_t *movable = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
-    cdef int64_t n, i, j, p, top, ukey = 0, no = 0, r, h, t, m, k
-    cdef bint ok
+cdef int64_t movable_and_u(S *s, int64_t *mov) noexcept nogil:
+    """Each node's movable (unsplit) heat into `mov`; returns U (_pure._ukey), the largest
+    fair key of a node's hottest movable replica over eligible nodes."""
+    cdef int64_t n, i, p, top, ukey = 0
     for n in range(s.N):
+        mov[n] = 0
         top = 0
         for i in range(s.nr_len[n]):
             p = s.nr[n][i]
             if not s.split[p]:
-                movable[n] += s.heat[p]
+                mov[n] += s.heat[p]
                 if s.heat[p] > top:
                     top = s.heat[p]
         if s.elig[n] and fair_key(s, top, n) > ukey:
             ukey = fair_key(s, top, n)
+    return ukey
+
+
+cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
+    """_pure._shave: one move off each node above the unavoidable ratio U."""
+    cdef int64_t *movable = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, i, j, p, no = 0, r, h, t, m, k
+    cdef bint ok
+    cdef int64_t ukey = movable_and_u(s, movable)
     for n in range(s.N):
         if s.elig[n] and movable[n] > s.hcap[n] and fair_key(s, movable[n], n) > ukey:
             order[no].a = -fair_key(s, movable[n], n)

@@ -446,7 +446,7 @@ def _shave(s: _State, allowance: int) -> int:
     """
     d = s.d
     n_nodes = len(d.zone)
-    movable = [sum(d.heat[p] for p in s.node_reps[n] if not d.split[p]) for n in range(n_nodes)]
+    movable = [_movable(s, n) for n in range(n_nodes)]
     ukey = _ukey(s)
     order = sorted((-_fair_key(s, movable[n], n), n) for n in range(n_nodes)
                    if d.elig[n] and movable[n] > d.hcap[n] and _fair_key(s, movable[n], n) > ukey)

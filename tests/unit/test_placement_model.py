@@ -349,19 +349,19 @@ def test_orphans_fill_a_zone_only_few_of_them_can_enter() -> None:
         assert plan.metrics.lower_bound == 3
 
 
-def test_a_deficit_no_orphan_can_enter_is_filled_by_a_node_over_its_heat_cap() -> None:
-    # a1 dies holding 10 partitions that all keep a replica on d3, so none may enter zone d,
-    # where d1 still lacks one replica. d2 is above its heat cap (two replicas of heat 20) and
-    # loses one anyway: filling d1 with the replica that brings d2 down does both jobs in one
-    # move. d1 used to take a cold replica from its fullest peer d3 while one of d2's moved
-    # elsewhere: 12 moves where the bound is 11.
-    counts = {"a1": 10, "a2": 31, "b1": 30, "b2": 30, "c1": 30, "c2": 30,
-              "d1": 24, "d2": 27, "d3": 28}
-    rows = [("a1", "b1" if i < 5 else "c1", "d3") for i in range(10)]
-    left = dict(counts)
+NINE_NODE_COUNTS = {"a1": 10, "a2": 31, "b1": 30, "b2": 30, "c1": 30, "c2": 30,
+                    "d1": 24, "d2": 27, "d3": 28}
+
+
+def _nine_node_rows() -> list[tuple[str, ...]]:
+    """80 RF=3 rows over zones a-d giving each node its `NINE_NODE_COUNTS`: a1's 10 all keep a
+    replica on d3 (none may enter zone d); the rest take the three zones with the most
+    replicas left, and each zone's fullest node."""
+    rows: list[tuple[str, ...]] = [("a1", "b1" if i < 5 else "c1", "d3") for i in range(10)]
+    left = dict(NINE_NODE_COUNTS)
     for nid in (nid for row in rows for nid in row):
         left[nid] -= 1
-    while len(rows) < 80:  # the rest: the three zones with the most replicas left, fullest node
+    while len(rows) < 80:
         zone_left = {z: sum(v for nid, v in left.items() if nid[0] == z) for z in "abcd"}
         zones = sorted(zone_left, key=lambda z: (-zone_left[z], z))[:3]
         row = tuple(max((nid for nid in left if nid[0] == z), key=lambda nid: (left[nid], nid))
@@ -370,9 +370,19 @@ def test_a_deficit_no_orphan_can_enter_is_filled_by_a_node_over_its_heat_cap() -
             left[nid] -= 1
         rows.append(row)
     assert set(left.values()) == {0}
+    return rows
+
+
+def test_a_deficit_no_orphan_can_enter_is_filled_by_a_node_over_its_heat_cap() -> None:
+    # a1 dies holding 10 partitions that all keep a replica on d3, so none may enter zone d,
+    # where d1 still lacks one replica. d2 is above its heat cap (two replicas of heat 20) and
+    # loses one anyway: filling d1 with the replica that brings d2 down does both jobs in one
+    # move. d1 used to take a cold replica from its fullest peer d3 while one of d2's moved
+    # elsewhere: 12 moves where the bound is 11.
+    rows = _nine_node_rows()
     hot = [i for i, row in enumerate(rows) if "d2" in row][:2]
     heat = [20 if i in hot else 8 if "d3" in row else 10 for i, row in enumerate(rows)]
-    nodes = tuple(Node(nid, f"z{nid[0]}") for nid in counts)
+    nodes = tuple(Node(nid, f"z{nid[0]}") for nid in NINE_NODE_COUNTS)
     parts = tuple(Partition(f"p{i:02d}", 3, heat=h) for i, h in enumerate(heat))
     base = Problem(nodes, parts, {f"p{i:02d}": tuple(sorted(r)) for i, r in enumerate(rows)})
     problem = ev.node_dead(base, "a1")
@@ -388,24 +398,11 @@ def _nine_node_dead(extra_heat: int, n_hot: int, cold_heat: int) -> Problem:
     """a1 dies; its 10 partitions all keep a replica on d3, so none may enter zone d, where d1
     lacks a replica. The first `n_hot` other partitions on d2 have heat 20, the rest on d3
     `cold_heat`, one partition on none of d1-d3 `extra_heat`, every other one 10."""
-    counts = {"a1": 10, "a2": 31, "b1": 30, "b2": 30, "c1": 30, "c2": 30,
-              "d1": 24, "d2": 27, "d3": 28}
-    rows = [("a1", "b1" if i < 5 else "c1", "d3") for i in range(10)]
-    left = dict(counts)
-    for nid in (nid for row in rows for nid in row):
-        left[nid] -= 1
-    while len(rows) < 80:  # as in the test above: fullest zones, fullest node
-        zone_left = {z: sum(v for nid, v in left.items() if nid[0] == z) for z in "abcd"}
-        zones = sorted(zone_left, key=lambda z: (-zone_left[z], z))[:3]
-        row = tuple(max((nid for nid in left if nid[0] == z), key=lambda nid: (left[nid], nid))
-                    for z in zones)
-        for nid in row:
-            left[nid] -= 1
-        rows.append(row)
+    rows = _nine_node_rows()
     hot = [i for i, row in enumerate(rows) if "d2" in row and "a1" not in row][:n_hot]
     heat = [20 if i in hot else cold_heat if "d3" in row else 10 for i, row in enumerate(rows)]
     heat[next(i for i, row in enumerate(rows) if not {"d1", "d2", "d3"} & set(row))] = extra_heat
-    nodes = tuple(Node(nid, f"z{nid[0]}") for nid in counts)
+    nodes = tuple(Node(nid, f"z{nid[0]}") for nid in NINE_NODE_COUNTS)
     parts = tuple(Partition(f"p{i:03d}", 3, heat=h) for i, h in enumerate(heat))
     base = Problem(nodes, parts, {f"p{i:03d}": tuple(sorted(r)) for i, r in enumerate(rows)})
     return ev.node_dead(base, "a1")
