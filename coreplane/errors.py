@@ -15,6 +15,7 @@ __all__ = [
     "DecodeError",
     "InvalidArgument",
     "InvariantViolation",
+    "LockLost",
     "NotLeader",
     "Retryable",
     "StorageFull",
@@ -64,6 +65,15 @@ class NotLeader(Retryable):
 
 class Unavailable(Retryable):
     """No quorum, a timeout, or a node that is stopping: the outcome may be unknown."""
+
+
+class LockLost(CoreplaneError):
+    """A lock this client held lapsed (its session expired or was closed): the guarded work
+    must stop, because another holder with a higher fencing token may already be acting."""
+
+    def __init__(self, name: str, message: str = "") -> None:
+        super().__init__(f"lock {name!r} was lost" + (f": {message}" if message else ""))
+        self.name = name
 
 
 class DecodeError(CoreplaneError):
