@@ -17,6 +17,7 @@ __all__ = [
     "InvariantViolation",
     "LockLost",
     "NotLeader",
+    "PermissionDenied",
     "Retryable",
     "StorageFull",
     "Unavailable",
@@ -74,6 +75,15 @@ class LockLost(CoreplaneError):
     def __init__(self, name: str, message: str = "") -> None:
         super().__init__(f"lock {name!r} was lost" + (f": {message}" if message else ""))
         self.name = name
+
+
+class PermissionDenied(CoreplaneError):
+    """The API refused the caller's credentials: no or unknown token (401) or a role that may
+    not make this request (403). Not retryable: fix the token."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DecodeError(CoreplaneError):

@@ -1,0 +1,26 @@
+"""A LocalControlPlane behind a real ApiServer on 127.0.0.1 (a free port), per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from coreplane.api.server import ApiServer
+from tests.api.local import LocalControlPlane
+
+ADMIN = "admin-token-0123456789"
+CLIENT = "client-token-0123456789"
+AGENT = "agent-token-n7-0123456789"
+TOKENS = {ADMIN: "admin", CLIENT: "client", AGENT: "agent:n7"}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[LocalControlPlane, ApiServer]]:
+    cp = LocalControlPlane()
+    server = ApiServer(cp, "127.0.0.1:0", tokens=TOKENS, body_bytes_max=64 * 1024)
+    server.start()
+    try:
+        yield cp, server
+    finally:
+        server.stop()
