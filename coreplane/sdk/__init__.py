@@ -5,6 +5,7 @@ Re-exports only. Imports nothing of the server side but `coreplane.core.codec` a
 """
 
 from coreplane.errors import LockLost
+from coreplane.sdk.client import AsyncClient, Client, Endpoints
 from coreplane.sdk.config import (
     ClientConfig,
     ContainerConfig,
@@ -14,15 +15,21 @@ from coreplane.sdk.config import (
     detect_profile,
 )
 from coreplane.sdk.fencing import FencedResource
+from coreplane.sdk.lock import AsyncLock, Lock
 from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
 
 __all__ = [
+    "AsyncClient",
+    "AsyncLock",
     "Backoff",
     "CallPlan",
     "CircuitBreaker",
+    "Client",
     "ClientConfig",
     "ContainerConfig",
+    "Endpoints",
     "FencedResource",
+    "Lock",
     "LockLost",
     "LongRunningConfig",
     "Outcome",
