@@ -1,0 +1,125 @@
+"""The API and the SDK against a real 3-node cluster on 127.0.0.1 (pysyncobj, LMDB)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from coreplane.api.server import ApiServer
+from coreplane.errors import CommandRejected, LockLost
+from coreplane.sdk import Client, FencedResource, LongRunningConfig
+from coreplane.testing.ports import free_ports
+
+from .conftest import InProcessCluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "integration-client-token-0123"
+CONFIG = LongRunningConfig(backoff_base_ms=20, backoff_cap_ms=500, lock_poll_ms=20,
+                           health_check_interval_ms=500, request_timeout_ms=5_000,
+                           max_attempts=8, budget_min_retries_per_s=5.0)
+
+
+@pytest.fixture
+def api_cluster(cluster_factory: Callable[..., InProcessCluster]
+                ) -> Iterator[tuple[InProcessCluster, dict[str, ApiServer]]]:
+    cluster = cluster_factory().start_all()
+    cluster.leader()
+    ports = dict(zip(cluster.nodes, free_ports(len(cluster.nodes)), strict=True))
+    urls = {nid: f"http://127.0.0.1:{port}" for nid, port in ports.items()}
+    servers = {}
+    for nid, cp in cluster.nodes.items():
+        server = ApiServer(cp, f"127.0.0.1:{ports[nid]}", tokens={TOKEN: "client"},
+                           api_peers={n: u for n, u in urls.items() if n != nid})
+        server.start()
+        servers[nid] = server
+    try:
+        yield cluster, servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def test_kv_through_any_node_and_leader_discovery(api_cluster: Any) -> None:
+    cluster, servers = api_cluster
+    leader = cluster.leader()
+    follower = next(nid for nid in servers if nid != leader.node_id)
+    with Client([servers[follower].url], TOKEN, CONFIG) as c:
+        rev = c.put("it/a", b"1")  # a follower forwards the write through Raft
+        assert c.get("it/a") == (b"1", rev)
+        c.refresh()
+        assert c.endpoints.leader_url == servers[leader.node_id].url
+        assert len(c.endpoints.all()) == 3
+        assert c.status()["role"] in ("leader", "follower")
+    for cp in cluster.nodes.values():
+        wait_until(lambda cp=cp: cp.kv.get("it/a", stale_ok=True) == (b"1", rev), 5,
+                   "the write on every replica")
+
+
+def test_lock_fifo_and_fencing_across_clients(api_cluster: Any) -> None:
+    _cluster, servers = api_cluster
+    urls = [s.url for s in servers.values()]
+    fence = FencedResource()
+    log: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            with Client(urls, TOKEN, CONFIG) as c:
+                for _ in range(3):
+                    with c.lock("it-lock", ttl_ms=3_000) as lock:
+                        fence.check("resource", lock.token)
+                        log.append((name, lock.token))
+                        c.put("it/owner", name.encode(), guard=lock)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    tokens = [token for _name, token in log]
+    assert len(log) == 9 and tokens == sorted(tokens) and len(set(tokens)) == 9
+
+
+def test_client_survives_leader_failover_and_tokens_keep_growing(api_cluster: Any) -> None:
+    cluster, servers = api_cluster
+    urls = [s.url for s in servers.values()]
+    with Client(urls, TOKEN, CONFIG) as c:
+        with c.lock("failover", ttl_ms=2_000) as lock:
+            first = lock.token
+        c.refresh()
+        old = cluster.leader()
+        servers[old.node_id].stop()
+        old.stop()
+        del cluster.nodes[old.node_id]
+        cluster.leader(timeout_s=15)
+        rev = c.put("it/after", b"x")  # retried onto the survivors
+        assert c.get("it/after") == (b"x", rev)
+        with c.lock("failover", ttl_ms=2_000) as lock:
+            assert lock.token > first
+
+
+def test_a_lock_whose_keepalives_stop_is_lost_and_the_next_holder_is_fenced(
+        api_cluster: Any) -> None:
+    _cluster, servers = api_cluster
+    urls = [s.url for s in servers.values()]
+    fence = FencedResource()
+    lost: list[object] = []
+    with Client(urls, TOKEN, CONFIG) as a, Client(urls, TOKEN, CONFIG) as b:
+        la = a.lock("paused", ttl_ms=1_000, on_lost=lost.append).acquire()
+        fence.check("r", la.token)
+        la._stop.set()  # the holder's keep-alives stop, as in a long pause
+        with b.lock("paused", ttl_ms=2_000, acquire_timeout_s=20) as lb:
+            assert lb.token > la.token
+            fence.check("r", lb.token)
+            assert la.lost and lost == [la]
+            with pytest.raises(LockLost):
+                a.put("paused/x", b"late", guard=la)
+            with pytest.raises(CommandRejected):
+                fence.check("r", la.token)  # a write already in flight is refused too
