@@ -31,11 +31,13 @@ Only `coreplane.errors` types leave this module's public methods.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -383,7 +385,8 @@ class ControlPlane:
             self._engine = self._make_engine()
             if not self._engine.wait_bound():
                 self._engine.destroy_synchronous()
-                raise Unavailable(f"cannot listen on {self.address} (address in use?)")
+                raise Unavailable(f"cannot listen on {self.address}: "
+                                  f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._journal.close()
@@ -845,6 +848,24 @@ class ControlPlane:
             "lease_remaining_ms": _lease_ms(engine.lease_remaining_s()),
             "raft": engine.counters(),
         }
+
+
+def _bind_problem(address: str) -> str:
+    """Why this node cannot listen, in words: bind the address once more and read the error."""
+    host, port = parse_address(address, "address")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "the port is in use (another process, or this node already running?)"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine"
+        if exc.errno == errno.EACCES:
+            return f"permission denied for port {port}"
+        return str(exc)
+    return "the listener did not come up in time"
 
 
 def _lease_ms(remaining_s: float) -> int | None:
