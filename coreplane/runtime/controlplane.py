@@ -17,7 +17,7 @@ Why the shapes:
   machine stays registered: logs written by earlier versions contain barrier entries.)
 - a leader acts (ticks, stepdowns, `fencing_token`, `on_leadership`) only while its lease
   holds (`RaftEngine.is_leader`); a node whose engine failed for good stops and says why in
-  `status()["error"]` instead of lingering as a silent non-voter;
+  `status().error` instead of lingering as a silent non-voter;
 - the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
   the thread that built it exits; the host may call `start()` from any thread;
 - pysyncobj callbacks run on its tick thread: ours only record and wake, never block;
@@ -58,6 +58,7 @@ from coreplane.errors import (
 from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -151,7 +152,7 @@ class KV:
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
-    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, dict[str, Any]]:
+    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, StaleReadBound]:
         """A local read and its staleness bound (`ControlPlane.stale_read_bound`)."""
         bound = self._cp.stale_read_bound()
         return self.get(key, stale_ok=True), bound
@@ -314,7 +315,7 @@ class ControlPlane:
                 raise err
             raise Unavailable(f"engine failed to start: {err}") from err
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, *, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
@@ -655,17 +656,15 @@ class ControlPlane:
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.1)
 
-    def stale_read_bound(self) -> dict[str, Any]:
-        """How far behind a ``stale_ok=True`` read here may be: entries this replica knows are
-        committed but not applied, and how long ago it last heard a leader (0 on the leader).
-        Writes committed since then are unknown here, so the age is the real bound."""
+    def stale_read_bound(self) -> StaleReadBound:
+        """How far behind a ``stale_ok=True`` read here may be (see `StaleReadBound`)."""
         engine = self._require_engine()
         st = engine.safe_status()
         applied = engine.applied_index()
         known = max(int(st.get("commit_idx") or 0), int(st.get("leader_commit_idx") or 0))
-        return {"applied_index": applied, "known_commit_index": known,
-                "entries_behind_min": max(0, known - applied),
-                "ms_since_leader_heard": engine.ms_since_leader_heard()}
+        return StaleReadBound(applied_index=applied, known_commit_index=known,
+                              entries_behind_min=max(0, known - applied),
+                              ms_since_leader_heard=int(engine.ms_since_leader_heard()))
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
@@ -732,7 +731,7 @@ class ControlPlane:
         with self._callbacks_lock:
             self._callbacks.append(callback)
 
-    def wait_for_leader(self, timeout_s: float = 10.0) -> str:
+    def wait_for_leader(self, *, timeout_s: float = 10.0) -> str:
         """Block until a leader is established (its Leader entry applied here); its id."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -815,39 +814,36 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
-        """A plain dict: role, term, commit/applied index, leader, peers, token, tick."""
+    def status(self) -> NodeStatus:
+        """Role, term, commit/applied index, leader, peers, fencing token, cluster time."""
         engine = self._engine
         with self._sm_lock:
             core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
                     "tick_n": self._sm.tick_n}
+        fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core,
-                                "error": None if self._fatal is None else str(self._fatal)}
-        if engine is not None and engine.fatal_error() is not None and self._fatal is None:
-            base["error"] = str(engine.fatal_error())
-        if engine is None or self._stopping.is_set() or base["error"] is not None:
-            return {**base, "role": "stopped", "term": None, "commit_index": None,
-                    "applied_index": None, "leader": None, "peers": {}, "fencing_token": None}
+                                "error": None if fatal is None else str(fatal)}
+        if engine is None or self._stopping.is_set() or fatal is not None:
+            return NodeStatus(role="stopped", **base)
         st = engine.safe_status()
         peers = {
-            nid: {"address": addr,
-                  "connected": st.get(f"partner_node_status_server_{nid}") == 2}
+            nid: PeerStatus(addr, st.get(f"partner_node_status_server_{nid}") == 2)
             for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
         }
-        return {
+        return NodeStatus(
             **base,
-            "role": E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
-            "term": st.get("raft_term"),
-            "commit_index": st.get("commit_idx"),
-            "applied_index": st.get("last_applied"),
-            "leader": self.leader_id,
-            "has_quorum": st.get("has_quorum"),
-            "log_len": st.get("log_len"),
-            "peers": peers,
-            "fencing_token": self.fencing_token,
-            "lease_remaining_ms": _lease_ms(engine.lease_remaining_s()),
-            "raft": engine.counters(),
-        }
+            role=E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
+            term=st.get("raft_term"),
+            commit_index=st.get("commit_idx"),
+            applied_index=st.get("last_applied"),
+            leader=self.leader_id,
+            has_quorum=st.get("has_quorum"),
+            log_len=st.get("log_len"),
+            peers=peers,
+            fencing_token=self.fencing_token,
+            lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
+            raft=dict(engine.counters()),
+        )
 
 
 def _bind_problem(address: str) -> str:

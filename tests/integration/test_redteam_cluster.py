@@ -25,7 +25,7 @@ def test_forged_internal_commands_change_nothing(
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     token = leader.fencing_token
-    before = leader.status()["tick_n"]
+    before = leader.status().tick_n
     for cp in cluster.nodes.values():
         for forged in (C.Leader(node_id=cp.node_id, term=2**62), C.Tick(n=2**63 - 1,
                                                                         elapsed_ms=0)):
@@ -33,7 +33,7 @@ def test_forged_internal_commands_change_nothing(
                 cp.propose(forged)
             with pytest.raises(InvalidArgument):
                 cp.propose(codec.encode(forged.TAG, forged.to_body()))
-    wait_until(lambda: leader.status()["tick_n"] > before + 3, 5, "ticks going on")
+    wait_until(lambda: leader.status().tick_n > before + 3, 5, "ticks going on")
     assert leader.fencing_token == token and leader.is_leader()
     assert leader.kv.put("still", b"writable") > 0
 
@@ -43,9 +43,9 @@ def test_one_voter_status_has_no_finite_lease(tmp_path: Any) -> None:
     (port,) = free_ports(1)
     with ControlPlane("solo", f"127.0.0.1:{port}", {}, tmp_path / "solo", b"s" * 32,
                       election_timeout_ms=(200, 400), heartbeat_ms=40) as cp:
-        cp.wait_for_leader(10)
+        cp.wait_for_leader(timeout_s=10)
         status = cp.status()  # once: OverflowError (an infinite lease as int)
-        assert status["role"] == "leader" and status["lease_remaining_ms"] is None
+        assert status.role == "leader" and status.lease_remaining_ms is None
 
 
 def test_a_member_with_the_wrong_secret_is_named(
