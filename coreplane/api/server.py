@@ -506,7 +506,8 @@ class ApiServer:
             return cp.read(look, stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
 
         def status(_b: dict[str, Any]) -> Any:
-            return cp.status()
+            st = cp.status()
+            return st.to_dict() if hasattr(st, "to_dict") else st  # NodeStatus -> plain
 
         def members(_b: dict[str, Any]) -> Any:
             return {"node_id": cp.node_id, "leader": cp.leader_id or "",

@@ -56,10 +56,12 @@ class LocalControlPlane:
         return self.propose(command, timeout_s=timeout_s).unwrap()
 
     def tick(self, tick_ms: int) -> None:
+        """Advance cluster time to `tick_ms`."""
         with self._lock:
             self._ticks += 1
             self._index += 1
-            self.sm.apply(C.encode(C.Tick(self._ticks, tick_ms)), self._index)
+            step = C.Tick(self._ticks, tick_ms - self.sm.tick_ms)  # ticks carry elapsed time
+            self.sm.apply(C.encode_internal(step), self._index)
 
     def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:

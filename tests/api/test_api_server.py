@@ -177,8 +177,9 @@ def test_transport_level_errors_are_json(served) -> None:  # type: ignore[no-unt
 
 def test_no_route_accepts_internal_commands(served) -> None:  # type: ignore[no-untyped-def]
     cp, server = served
-    tick = C.encode(C.Tick(n=10**6, tick_ms=10**12))
-    leader = C.encode(C.Leader(node_id="evil", term=10**6))
+    # Even with the runtime's internal marker (a forged log entry), not just plain envelopes.
+    tick = C.encode_internal(C.Tick(n=10**6, elapsed_ms=500_000))
+    leader = C.encode_internal(C.Leader(node_id="evil", term=10**6))
     for _method, path, _roles in server.routes:
         for payload in (tick, leader):
             r = httpx.post(server.url + path, content=payload, headers={
