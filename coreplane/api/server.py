@@ -12,7 +12,11 @@ Why the shapes:
   behind a stale leader hint; the SDK still prefers the leader (one hop less), found through
   ``GET /v1/members`` (its id and the API URL of every node the host configured).
 - **Routes** are ``POST /v1/<area>/<verb>`` with a body (as etcd's JSON gateway), plus
-  ``GET /v1/status``, ``/v1/members`` and ``/v1/health``. Bodies are JSON (bytes as base64
+  ``GET /v1/status``, ``/v1/members`` and ``/v1/health``. ``POST /v1/kv/watch`` is a long
+  poll by revision: it answers the events from ``start_revision`` on (a prefix filters keys)
+  as soon as there are some, or an empty list after ``wait_ms``, with the revision to resume
+  from; a revision older than the bounded history answers 409 ``compacted`` naming the oldest
+  available, so a resuming client never silently misses an event. Bodies are JSON (bytes as base64
   strings) or, with ``Content-Type: application/msgpack``, canonical msgpack through
   `coreplane.core.codec` (bytes as bytes); answers use the request's type unless ``Accept``
   asks for the other. Nothing is unpickled; no route takes command bytes, so the runtime's
@@ -71,6 +75,7 @@ _KEY_BYTES_MAX = 4096
 _NAME_BYTES_MAX = 512
 _RANGE_LIMIT_MAX = 10_000
 _TIMEOUT_MS_MAX = 60_000
+_WATCH_LIMIT_MAX = 10_000
 
 
 # ------------------------------------------------------------------------------ validation
@@ -230,6 +235,7 @@ class _Route:
     spec: Mapping[str, F]
     handler: Handler
     bytes_fields: frozenset[str] = frozenset()
+    long_poll: bool = False  # re-run the handler until it has "events" or wait_ms passes
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +256,7 @@ class ApiServer:
                  ssl_context: ssl.SSLContext | None = None,
                  api_peers: Mapping[str, str] | None = None,
                  body_bytes_max: int = 2 * 1024 * 1024, workers: int = 32,
-                 keepalive_timeout_s: float = 75.0) -> None:
+                 keepalive_timeout_s: float = 75.0, watch_wait_ms_max: int = 30_000) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidArgument("address", "must be host:port")
@@ -263,6 +269,7 @@ class ApiServer:
         self._api_peers = dict(api_peers or {})
         self._body_bytes_max = int(body_bytes_max)
         self._keepalive_timeout_s = float(keepalive_timeout_s)
+        self._watch_wait_ms_max = int(watch_wait_ms_max)  # a longer wait_ms is shortened
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
         self._routes = self._build_routes()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -403,6 +410,8 @@ class ApiServer:
                 args = _check_fields(body, route.spec)
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._pool, route.handler, args)
+                if route.long_poll:
+                    result = await self._long_poll(route, args, result)
                 return _encode(request, 200, result)
             except web.HTTPException:
                 raise
@@ -421,6 +430,19 @@ class ApiServer:
                 return _encode(request, *_error(503, "unavailable", str(exc)))
 
         return handle
+
+    async def _long_poll(self, route: _Route, args: dict[str, Any], result: Any) -> Any:
+        """Hold a watch until it has events or its wait is over, polling the local replica
+        (10 ms, doubling to 100 ms) on the event loop: a waiting watch holds no pool thread."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(args["wait_ms"], self._watch_wait_ms_max) / 1000
+        delay_s = 0.01
+        while not result["events"] and loop.time() < deadline:
+            await asyncio.sleep(min(delay_s, max(0.0, deadline - loop.time())))
+            delay_s = min(delay_s * 2, 0.1)
+            args = {**args, "start_revision": result["next_revision"]}
+            result = await loop.run_in_executor(self._pool, route.handler, args)
+        return result
 
     # -------------------------------------------------------------------------- routes
 
@@ -505,6 +527,21 @@ class ApiServer:
 
             return cp.read(look, stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
 
+        def kv_watch(b: dict[str, Any]) -> Any:
+            if not 1 <= b["limit"] <= _WATCH_LIMIT_MAX:
+                raise InvalidArgument("limit", f"must be in [1, {_WATCH_LIMIT_MAX}]")
+            if b["start_revision"] < 1:
+                raise InvalidArgument("start_revision", "must be >= 1")
+
+            def look(sm: Any) -> Any:
+                events, next_revision = sm.kv.history.since(b["start_revision"], b["prefix"],
+                                                            b["limit"])
+                return {"events": [{"revision": rev, "type": kind, "key": key, "value": value}
+                                   for rev, kind, key, value, _mod in events],
+                        "next_revision": next_revision, "revision": sm.kv.revision}
+
+            return cp.read(look, stale_ok=True)
+
         def status(_b: dict[str, Any]) -> Any:
             st = cp.status()
             return st.to_dict() if hasattr(st, "to_dict") else st  # NodeStatus -> plain
@@ -549,6 +586,10 @@ class ApiServer:
                     "lease_id": lease, **_SESSION, **_TIMEOUT}, kv_cas, value_bytes),
             _Route("POST", "/v1/kv/delete", users, {"key": key, **_SESSION, **_TIMEOUT},
                    kv_delete),
+            _Route("POST", "/v1/kv/watch", users,
+                   {"prefix": F("str", "", _KEY_BYTES_MAX), "start_revision": F("int", None),
+                    "limit": F("int", 1000), "wait_ms": F("int", 10_000)}, kv_watch,
+                   long_poll=True),
             _Route("POST", "/v1/leases/grant", users,
                    {"ttl_ms": F("int", None), "lease_id": lease, **_SESSION, **_TIMEOUT},
                    lease_grant),

@@ -31,7 +31,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from random import Random
 from typing import Any
 
@@ -50,7 +50,9 @@ from coreplane.sdk.config import ClientConfig, detect_config
 from coreplane.sdk.lock import AsyncLock, Lock
 from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
 
-__all__ = ["AsyncClient", "Client", "Endpoints"]
+__all__ = ["AsyncClient", "Client", "Endpoints", "WatchEvent"]
+
+WatchEvent = tuple[int, str, str, bytes]  # (revision, "put" | "delete", key, value)
 
 MSGPACK = "application/msgpack"
 
@@ -241,6 +243,18 @@ class _Core:
     def _items(answer: dict[str, Any]) -> list[tuple[str, bytes, int]]:
         return [(i["key"], i["value"], i["mod_revision"]) for i in answer["items"]]
 
+    def _watch_body(self, prefix: str, start_revision: int, wait_ms: int,
+                    limit: int) -> dict[str, Any]:
+        # The long poll must end before the request times out, or it would count as a failure.
+        wait = max(0, min(wait_ms, self.config.request_timeout_ms - 1_000))
+        return {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait,
+                "limit": limit}
+
+    @staticmethod
+    def _events(answer: dict[str, Any]) -> tuple[list[WatchEvent], int]:
+        return ([(e["revision"], e["type"], e["key"], e["value"]) for e in answer["events"]],
+                int(answer["next_revision"]))
+
 
 def _check_bytes(value: Any) -> bytes:
     if not isinstance(value, (bytes, bytearray, memoryview)):
@@ -379,6 +393,23 @@ class Client(_Core):
         if guard is not None:
             guard.check()
         return int(self._call("/v1/kv/delete", self._write({"key": key}))["deleted"])
+
+    def watch(self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000,
+              limit: int = 1000) -> tuple[list[WatchEvent], int]:
+        """One long poll: the events from `start_revision` on (keys with `prefix`) as soon as
+        there are any, or none after `wait_ms`; and the revision to resume from. A revision
+        older than the server's history raises CommandRejected("compacted"): re-read the
+        state (`range`) and watch from its revision + 1."""
+        return self._events(self._call("/v1/kv/watch", self._watch_body(
+            prefix, start_revision, wait_ms, limit)))
+
+    def watch_events(self, prefix: str = "", *, start_revision: int,
+                     wait_ms: int = 10_000) -> Iterator[WatchEvent]:
+        """Every event from `start_revision` on, forever, resuming by revision (none missed)."""
+        while True:
+            events, start_revision = self.watch(prefix, start_revision=start_revision,
+                                                wait_ms=wait_ms)
+            yield from events
 
     # -------------------------------------------------------------------------- leases
 
@@ -539,6 +570,19 @@ class AsyncClient(_Core):
         if guard is not None:
             guard.check()
         return int((await self._call("/v1/kv/delete", self._write({"key": key})))["deleted"])
+
+    async def watch(self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000,
+                    limit: int = 1000) -> tuple[list[WatchEvent], int]:
+        return self._events(await self._call("/v1/kv/watch", self._watch_body(
+            prefix, start_revision, wait_ms, limit)))
+
+    async def watch_events(self, prefix: str = "", *, start_revision: int,
+                           wait_ms: int = 10_000) -> AsyncIterator[WatchEvent]:
+        while True:
+            events, start_revision = await self.watch(prefix, start_revision=start_revision,
+                                                      wait_ms=wait_ms)
+            for event in events:
+                yield event
 
     async def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> int:
         body = self._write({"ttl_ms": ttl_ms, "lease_id": lease_id})

@@ -18,11 +18,12 @@ ROUTES = [
     ("POST", "/v1/kv/delete"), ("POST", "/v1/leases/grant"), ("POST", "/v1/leases/keepalive"),
     ("POST", "/v1/leases/revoke"), ("POST", "/v1/locks/session"), ("POST", "/v1/locks/keepalive"),
     ("POST", "/v1/locks/close"), ("POST", "/v1/locks/acquire"), ("POST", "/v1/locks/release"),
-    ("POST", "/v1/locks/describe"), ("POST", "/v1/nope"), ("PUT", "/v1/kv/put"),
+    ("POST", "/v1/locks/describe"), ("POST", "/v1/kv/watch"), ("POST", "/v1/nope"),
+    ("PUT", "/v1/kv/put"),
 ]
 FIELDS = ["key", "value", "prefix", "limit", "stale_ok", "lease_id", "ttl_ms", "session_id",
           "name", "client_id", "seq", "expected_mod_revision", "timeout_ms", "node_id",
-          "address", "zzz"]
+          "address", "start_revision", "wait_ms", "zzz"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
                     st.text(max_size=20), st.sampled_from(["", "aGk=", "!!", "k", "\ud800"]))
 json_values = st.recursive(scalars, lambda inner: st.one_of(

@@ -201,3 +201,24 @@ def test_constructor_validates() -> None:
         assert info.value.field == field
     with pytest.raises(InvalidArgument):
         ApiServer(cp, "nonsense", tokens={"x" * 20: "admin"})
+
+
+def test_watch_long_poll_answers_when_an_event_arrives(served) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    cp, server = served
+    start = cp.sm.kv.revision + 1
+    timer = threading.Timer(0.05, lambda: cp.call_command(C.Put(key="w/1", value=b"x")))
+    timer.start()
+    r = post(server, "/v1/kv/watch", {"prefix": "w/", "start_revision": start,
+                                      "wait_ms": 5_000})
+    timer.join()
+    answer = r.json()
+    assert [(e["type"], e["key"]) for e in answer["events"]] == [("put", "w/1")]
+    assert answer["next_revision"] == answer["events"][0]["revision"] + 1
+    empty = post(server, "/v1/kv/watch", {"start_revision": answer["next_revision"],
+                                          "wait_ms": 50}).json()
+    assert empty["events"] == [] and empty["next_revision"] == answer["next_revision"]
+    cp.sm.kv.history.floor = max(cp.sm.kv.history.floor, 1)  # as if revision 1 was evicted
+    compacted = post(server, "/v1/kv/watch", {"start_revision": 1})
+    assert compacted.status_code == 409 and compacted.json()["code"] == "compacted"

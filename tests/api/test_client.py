@@ -166,3 +166,18 @@ def test_the_async_client_has_the_same_shape(served) -> None:  # type: ignore[no
                 await c.cas("async/a", 0, b"x")
 
     asyncio.run(main())
+
+
+def test_watch_through_the_client_resumes_by_revision(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], CLIENT, FAST) as c:
+        first = c.put("watch/a", b"1")
+        c.put("other/z", b"-")
+        c.delete("watch/a")
+        events = c.watch_events("watch/", start_revision=first, wait_ms=100)
+        got = [next(events), next(events)]
+        assert [(kind, key) for _r, kind, key, _v in got] == [("put", "watch/a"),
+                                                              ("delete", "watch/a")]
+        assert got[0][3] == b"1"
+        batch, resume = c.watch("watch/", start_revision=got[1][0] + 1, wait_ms=50)
+        assert batch == [] and resume >= got[1][0] + 1

@@ -123,3 +123,17 @@ def test_a_lock_whose_keepalives_stop_is_lost_and_the_next_holder_is_fenced(
                 a.put("paused/x", b"late", guard=la)
             with pytest.raises(CommandRejected):
                 fence.check("r", la.token)  # a write already in flight is refused too
+
+
+def test_watch_on_a_follower_sees_every_write_in_order(api_cluster: Any) -> None:
+    cluster, servers = api_cluster
+    leader = cluster.leader()
+    follower = next(nid for nid in servers if nid != leader.node_id)
+    with Client([servers[leader.node_id].url], TOKEN, CONFIG) as writer, \
+            Client([servers[follower].url], TOKEN, CONFIG) as watcher:
+        start = writer.put("watch/0", b"0")
+        revisions = [start] + [writer.put(f"watch/{i}", str(i).encode()) for i in range(1, 20)]
+        events = watcher.watch_events("watch/", start_revision=start, wait_ms=2_000)
+        got = [next(events) for _ in range(20)]
+        assert [r for r, _k, _key, _v in got] == revisions
+        assert [key for _r, _k, key, _v in got] == [f"watch/{i}" for i in range(20)]
