@@ -248,15 +248,17 @@ class ApiServer:
     """``ApiServer(cp, "127.0.0.1:8470", tokens={...}, ssl_context=None)``; `start()`/`stop()`.
 
     `cp` is a ControlPlane (only its public methods are used). `api_peers` maps node ids to
-    the API URLs of the other nodes, for leader discovery by clients. ``address`` with port 0
-    binds a free port; `url` says which.
+    the API URLs of the other nodes, for leader discovery by clients; `advertise_url` is how
+    clients reach this one (default: the bound address, wrong behind NAT or on 0.0.0.0).
+    ``address`` with port 0 binds a free port; `url` says which.
     """
 
     def __init__(self, cp: Any, address: str, *, tokens: Mapping[str, str],
                  ssl_context: ssl.SSLContext | None = None,
                  api_peers: Mapping[str, str] | None = None,
                  body_bytes_max: int = 2 * 1024 * 1024, workers: int = 32,
-                 keepalive_timeout_s: float = 75.0, watch_wait_ms_max: int = 30_000) -> None:
+                 keepalive_timeout_s: float = 75.0, watch_wait_ms_max: int = 30_000,
+                 advertise_url: str | None = None) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidArgument("address", "must be host:port")
@@ -270,6 +272,10 @@ class ApiServer:
         self._body_bytes_max = int(body_bytes_max)
         self._keepalive_timeout_s = float(keepalive_timeout_s)
         self._watch_wait_ms_max = int(watch_wait_ms_max)  # a longer wait_ms is shortened
+        if advertise_url is not None and (not isinstance(advertise_url, str)
+                                          or "://" not in advertise_url):
+            raise InvalidArgument("advertise_url", "must be a URL such as https://host:8470")
+        self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
         self._routes = self._build_routes()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -548,7 +554,8 @@ class ApiServer:
 
         def members(_b: dict[str, Any]) -> Any:
             return {"node_id": cp.node_id, "leader": cp.leader_id or "",
-                    "members": cp.members(), "api": {cp.node_id: self.url, **self._api_peers}}
+                    "members": cp.members(),
+                    "api": {cp.node_id: self._advertise_url or self.url, **self._api_peers}}
 
         def health(_b: dict[str, Any]) -> Any:
             return {"node_id": cp.node_id, "leader": cp.leader_id or "",
