@@ -47,7 +47,7 @@ from coreplane.errors import (
     Unavailable,
 )
 from coreplane.sdk.config import ClientConfig, detect_config
-from coreplane.sdk.lock import AsyncLock, Lock
+from coreplane.sdk.lock import AsyncLock, AsyncLockSession, Lock, LockSession
 from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
 
 __all__ = ["AsyncClient", "Client", "Endpoints", "WatchEvent"]
@@ -275,6 +275,8 @@ class Client(_Core):
         super().__init__(endpoints, token, config, client_id)
         self._http = httpx.Client(limits=self._limits(), timeout=self._timeout(),
                                   verify=verify)
+        self._sessions: dict[int, LockSession] = {}  # lock sessions by TTL
+        self._sessions_lock = threading.Lock()
         self._stop = threading.Event()
         self._health: threading.Thread | None = None
         if self.config.health_check_interval_ms > 0:
@@ -347,7 +349,21 @@ class Client(_Core):
             with contextlib.suppress(CoreplaneError):
                 self.refresh()
 
+    def _lock_session(self, ttl_ms: int) -> LockSession:
+        """This client's open lock session of `ttl_ms`, opened (again) if need be."""
+        with self._sessions_lock:
+            session = self._sessions.get(ttl_ms)
+            if session is None or session.lost:
+                session = LockSession(self, ttl_ms).open()
+                self._sessions[ttl_ms] = session
+            return session
+
     def close(self) -> None:
+        """Close lock sessions (their locks are released), stop health checks, close the pool."""
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
         self._closed = True
         self._stop.set()
         self._http.close()
@@ -456,6 +472,8 @@ class AsyncClient(_Core):
         self._http = httpx.AsyncClient(limits=self._limits(), timeout=self._timeout(),
                                        verify=verify)
         self._health: asyncio.Task[None] | None = None
+        self._sessions: dict[int, AsyncLockSession] = {}
+        self._sessions_lock: asyncio.Lock | None = None
 
     def _ensure_health(self) -> None:
         if self._health is None and self.config.health_check_interval_ms > 0:
@@ -526,7 +544,20 @@ class AsyncClient(_Core):
             with contextlib.suppress(CoreplaneError):
                 await self.refresh()
 
+    async def _lock_session(self, ttl_ms: int) -> AsyncLockSession:
+        if self._sessions_lock is None:
+            self._sessions_lock = asyncio.Lock()
+        async with self._sessions_lock:
+            session = self._sessions.get(ttl_ms)
+            if session is None or session.lost:
+                session = await AsyncLockSession(self, ttl_ms).open()
+                self._sessions[ttl_ms] = session
+            return session
+
     async def aclose(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
         self._closed = True
         if self._health is not None:
             self._health.cancel()

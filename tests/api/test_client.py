@@ -181,3 +181,25 @@ def test_watch_through_the_client_resumes_by_revision(served) -> None:  # type: 
         assert got[0][3] == b"1"
         batch, resume = c.watch("watch/", start_revision=got[1][0] + 1, wait_ms=50)
         assert batch == [] and resume >= got[1][0] + 1
+
+
+def test_a_client_reuses_one_lock_session_per_ttl_until_it_is_lost(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.core import commands as C
+
+    cp, server = served
+
+    def grants() -> int:
+        return sum(C.decode(p).TAG == C.LockSessionGrant.TAG for p in cp.proposed)
+
+    with Client([server.url], CLIENT, FAST) as c:
+        before = grants()
+        tokens = []
+        for _ in range(3):
+            with c.lock("reuse", ttl_ms=4_000) as lock:
+                tokens.append(lock.token)
+        assert grants() == before + 1 and tokens == sorted(set(tokens))  # 2 proposals a cycle
+        session = lock._session
+        cp.tick(cp.sm.tick_ms + 4_000)  # the cluster expires the idle session
+        with c.lock("reuse", ttl_ms=4_000) as again:
+            assert again._session is not session and again.token > tokens[-1]
+        assert grants() == before + 2
