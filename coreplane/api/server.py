@@ -62,7 +62,7 @@ from coreplane.errors import (
     Unavailable,
 )
 
-__all__ = ["ROLES", "ApiServer"]
+__all__ = ["ROLES", "ApiServer", "F"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ class _Route:
     handler: Handler
     bytes_fields: frozenset[str] = frozenset()
     long_poll: bool = False  # re-run the handler until it has "events" or wait_ms passes
+    node_field: str = ""  # the body field naming a node: an agent may only name its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +415,11 @@ class ApiServer:
                     raw = await request.read()
                     body = _decode_body(raw, request.content_type, route.bytes_fields)
                 args = _check_fields(body, route.spec)
+                if (principal.role == "agent" and route.node_field
+                        and args.get(route.node_field) != principal.node_id):
+                    return _encode(request, *_error(
+                        403, "forbidden", f"an agent token of {principal.node_id!r} may only "
+                                          f"act for its own node", field=route.node_field))
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._pool, route.handler, args)
                 if route.long_poll:
@@ -620,6 +626,21 @@ class ApiServer:
             _Route("POST", "/v1/locks/describe", users,
                    {"name": name, "session_id": F("int", 0), **read}, lock_describe),
         ]
+
+    def add_route(self, method: str, path: str, *, roles: set[str] | frozenset[str],
+                  fields: Mapping[str, F], handler: Handler, node_field: str = "",
+                  bytes_fields: set[str] | frozenset[str] = frozenset()) -> None:
+        """Add a route before `start()` (how the fleet contract and hosts extend the API):
+        `handler(args)` runs in the thread pool with the validated body and returns plain
+        data; `node_field` names the body field an agent token must match to its own node."""
+        if self._thread is not None:
+            raise InvalidArgument("path", "add routes before start()")
+        if method not in ("GET", "POST") or not path.startswith("/v1/"):
+            raise InvalidArgument("path", "a GET or POST route under /v1/")
+        if not set(roles) <= set(ROLES) or (node_field and node_field not in fields):
+            raise InvalidArgument("roles", f"roles among {ROLES}; node_field one of the fields")
+        self._routes.append(_Route(method, path, frozenset(roles), dict(fields), handler,
+                                   frozenset(bytes_fields), node_field=node_field))
 
     @property
     def routes(self) -> list[tuple[str, str, frozenset[str]]]:

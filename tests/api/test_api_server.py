@@ -222,3 +222,25 @@ def test_watch_long_poll_answers_when_an_event_arrives(served) -> None:  # type:
     cp.sm.kv.history.floor = max(cp.sm.kv.history.floor, 1)  # as if revision 1 was evicted
     compacted = post(server, "/v1/kv/watch", {"start_revision": 1})
     assert compacted.status_code == 409 and compacted.json()["code"] == "compacted"
+
+
+def test_an_agent_token_acts_only_for_its_own_node() -> None:
+    from coreplane.api.server import F
+    from tests.api.local import LocalControlPlane
+
+    server = ApiServer(LocalControlPlane(), "127.0.0.1:0", tokens={AGENT: "agent:n7",
+                                                                   ADMIN: "admin"})
+    seen: list[str] = []
+    server.add_route("POST", "/v1/fleet/heartbeat", roles={"agent", "admin"},
+                     fields={"node_id": F("str", None, 128, True)},
+                     handler=lambda b: seen.append(b["node_id"]) or {"ok": True},
+                     node_field="node_id")
+    with server:
+        own = post(server, "/v1/fleet/heartbeat", {"node_id": "n7"}, token=AGENT)
+        other = post(server, "/v1/fleet/heartbeat", {"node_id": "n8"}, token=AGENT)
+        admin = post(server, "/v1/fleet/heartbeat", {"node_id": "n8"}, token=ADMIN)
+        with pytest.raises(InvalidArgument):
+            server.add_route("GET", "/v1/late", roles={"admin"}, fields={}, handler=dict)
+    assert own.status_code == 200 and admin.status_code == 200
+    assert other.status_code == 403 and other.json()["field"] == "node_id"
+    assert seen == ["n7", "n8"]
