@@ -9,6 +9,9 @@ deliberately bad module, so a green run means something.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +153,37 @@ def test_allowed_imports_pass() -> None:
     }
     for rel, src in ok.items():
         assert check_module(rel, src) == [], rel
+
+
+# ------------------------------------------------------------------------ a light root
+
+_LIGHT_ROOT_PROBE = """
+import json, sys
+import coreplane, coreplane.sdk, coreplane.core, coreplane.core.codec, coreplane.placement
+light = sorted(m for m in sys.modules if m.split(".")[0] in ("pysyncobj", "lmdb"))
+runtime_loaded = "coreplane.runtime" in sys.modules
+from coreplane import ControlPlane
+import pysyncobj.pickle
+print(json.dumps({
+    "light": light,
+    "runtime_loaded": runtime_loaded,
+    "control_plane": f"{ControlPlane.__module__}.{ControlPlane.__qualname__}",
+    "heavy": sorted(m for m in ("pysyncobj", "lmdb") if m in sys.modules),
+    "pickle_untouched": pysyncobj.pickle.dumps.__module__ == "pysyncobj.pickle",
+}))
+"""
+
+
+def test_importing_the_light_layers_loads_no_pysyncobj_nor_lmdb() -> None:
+    """A client (sdk, codec, placement) must not pay for the server side: checked in a fresh
+    interpreter, since this one has long imported everything."""
+    out = subprocess.run([sys.executable, "-c", _LIGHT_ROOT_PROBE], capture_output=True,
+                         text=True, check=True, cwd=PACKAGE.parent, timeout=60)
+    probe = json.loads(out.stdout)
+    assert probe["light"] == []
+    assert probe["runtime_loaded"] is False
+    # The lazy name still resolves, and only then does the server side load.
+    assert probe["control_plane"] == "coreplane.runtime.controlplane.ControlPlane"
+    assert probe["heavy"] == ["lmdb", "pysyncobj"]
+    # Importing the raft layer does not swap pysyncobj's pickle; building an engine does.
+    assert probe["pickle_untouched"] is True
