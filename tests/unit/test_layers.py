@@ -187,3 +187,140 @@ def test_importing_the_light_layers_loads_no_pysyncobj_nor_lmdb() -> None:
     assert probe["heavy"] == ["lmdb", "pysyncobj"]
     # Importing the raft layer does not swap pysyncobj's pickle; building an engine does.
     assert probe["pickle_untouched"] is True
+
+
+# ------------------------------------------------------------------------ no import cycles
+#
+# Every import counts, wherever it sits: module level, inside a function, or by a literal name
+# through importlib (`import_module("coreplane.x")`, `find_spec(...)`). A function-level import
+# is a dependency deferred, not removed, and deferring is exactly how a cycle hides (the
+# serialization <-> wire cycle was one: a function-level `import_module`). Only imports under
+# `if TYPE_CHECKING:` are left out: they never run, and annotations may name anything.
+
+_DYNAMIC_IMPORTS = {"import_module", "find_spec", "__import__"}
+
+
+def _module_name(rel: Path) -> str:
+    parts = rel.with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(("coreplane", *parts))
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
+    return skip
+
+
+def module_imports(rel: Path, source: str, modules: set[str]) -> set[str]:
+    """The package modules one module imports (directly), as dotted names."""
+    tree = ast.parse(source)
+    skip = _type_checking_nodes(tree)
+    package = _module_name(rel).split(".")
+    if rel.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] if node.level else [])
+            name = ".".join(p for p in (base, node.module or "") if p)
+            for alias in node.names:
+                sub = f"{name}.{alias.name}"
+                found.add(sub if sub in modules else name)
+        elif (isinstance(node, ast.Call) and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) in _DYNAMIC_IMPORTS):
+            found.add(node.args[0].value)
+    return {name for name in found if name in modules}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (or a self-loop)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan; the package is small, recursion is fine
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_a_cycle_in(graph, comp) for comp in sorted(components)]
+
+
+def _a_cycle_in(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """A readable witness: a path from the component's first module back to itself."""
+    members, start = set(component), component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph.get(node, ()) & members):
+            if nxt == start:
+                return [*paths[node], start]
+            if nxt not in paths:
+                paths[nxt] = [*paths[node], nxt]
+                queue.append(nxt)
+    return component  # unreachable for a real component
+
+
+def package_graph() -> dict[str, set[str]]:
+    files = {_module_name(p.relative_to(PACKAGE)): p for p in sorted(PACKAGE.rglob("*.py"))}
+    modules = set(files)
+    return {name: module_imports(path.relative_to(PACKAGE), path.read_text(encoding="utf-8"),
+                                 modules) - {name}
+            for name, path in files.items()}
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    cycles = find_cycles(package_graph())
+    assert cycles == [], "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_cycle_check_sees_function_level_and_dynamic_imports() -> None:
+    modules = {"coreplane.raft", "coreplane.raft.a", "coreplane.raft.b", "coreplane.raft.c"}
+    a = "from coreplane.raft import b\n"
+    b = "def f():\n    from . import c\n"
+    c = "import importlib\nimportlib.import_module('coreplane.raft.a')\n"
+    typed = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from coreplane.raft import a\n")
+    graph = {
+        "coreplane.raft.a": module_imports(Path("raft/a.py"), a, modules),
+        "coreplane.raft.b": module_imports(Path("raft/b.py"), b, modules),
+        "coreplane.raft.c": module_imports(Path("raft/c.py"), c, modules),
+    }
+    assert graph == {"coreplane.raft.a": {"coreplane.raft.b"},
+                     "coreplane.raft.b": {"coreplane.raft.c"},
+                     "coreplane.raft.c": {"coreplane.raft.a"}}
+    assert find_cycles(graph) == [
+        ["coreplane.raft.a", "coreplane.raft.b", "coreplane.raft.c", "coreplane.raft.a"]]
+    graph["coreplane.raft.c"] = module_imports(Path("raft/c.py"), typed, modules)
+    assert find_cycles(graph) == []

@@ -504,3 +504,21 @@ def test_payload_as_lmdb_log_entry_is_never_applied(installed: None, tmp_path: P
         assert not marker.exists()
     finally:
         obj._doDestroy()
+
+
+def test_peer_nodes_decode_without_the_wire_module() -> None:
+    """The serializer knows PeerNode by itself (raft/nodes.py), not because the wire happened to
+    be imported first: checked in a fresh interpreter that never imports the wire."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from coreplane.raft import serialization\n"
+        "from coreplane.raft.nodes import PeerNode\n"
+        "node = serialization.decode(serialization.encode({PeerNode('a', '10.0.0.1:4321')}))\n"
+        "print(repr(node), 'coreplane.raft.wire' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.stdout.split() == ["{PeerNode('a',", "'10.0.0.1:4321')}", "False"]
