@@ -9,6 +9,15 @@ each rebuilt from plain data by a constructor we wrote). Pickle bytes, from a pe
 without the cluster secret, from disk or from a snapshot, fail with `DecodeError`; nothing in
 them can name a callable, so nothing runs.
 
+Host-process manners: importing this module swaps nothing; the first `RaftEngine` built calls
+`install` (so does the simulator), logs it once at INFO, and the swap lasts for the process.
+It cannot be limited to coreplane's own SyncObj: pysyncobj looks ``pickle`` up as a module
+global of syncobj.py at every call and takes no per-instance serializer, so any other SyncObj
+in the host process gets this codec too (plain data only: no floats, no custom classes) and
+cannot read a file journal or dump that stock pysyncobj pickled. The README's security section
+says so to users; a per-instance swap would need a private copy of pysyncobj's modules, that is
+a fork, which the pinned seams (`seams.UPSTREAM`) exist to avoid.
+
 Owns: the codec hooks, the node class registry, `install`/`uninstall`. Must not import pickle,
 msgpack (only through core.codec) or anything above raft.
 """
@@ -252,11 +261,16 @@ _TARGETS: tuple[tuple[Any, str, Callable[..., Any]], ...] = (
 def install() -> None:
     """Replace pysyncobj's pickle functions, process-wide. Idempotent and thread-safe."""
     with _lock:
-        if not _originals:
+        first = not _originals
+        if first:
             for module, name, _ in _TARGETS:
                 _originals[f"{module.__name__}.{name}"] = getattr(module, name)
         for module, name, replacement in _TARGETS:
             setattr(module, name, replacement)
+    if first:  # a host that also uses pysyncobj directly should be able to find out why
+        logging.getLogger(__name__).info(
+            "replaced pysyncobj.pickle dumps/loads/dump/load process-wide: every SyncObj in "
+            "this process now encodes with coreplane's msgpack codec (plain data only)")
 
 
 def uninstall() -> None:

@@ -532,3 +532,16 @@ def test_peer_nodes_decode_without_the_wire_module() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert out.stdout.split() == ["{PeerNode('a',", "'10.0.0.1:4321')}", "False"]
+
+
+def test_the_process_wide_swap_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A host that also uses pysyncobj can find out from its logs why pickle stopped working."""
+    serialization.uninstall()
+    caplog.set_level("INFO", logger="coreplane.raft.serialization")
+    try:
+        serialization.install()
+        serialization.install()
+        swaps = [r for r in caplog.records if "process-wide" in r.getMessage()]
+        assert len(swaps) == 1 and "pysyncobj.pickle" in swaps[0].getMessage()
+    finally:
+        serialization.uninstall()
