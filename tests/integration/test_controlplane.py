@@ -19,7 +19,7 @@ from coreplane.core import commands as C
 from coreplane.errors import CommandRejected, InvalidArgument, Unavailable
 from coreplane.runtime.controlplane import ControlPlane
 
-# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as STYLE.md says.
+# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
 pytestmark = pytest.mark.slow
 
 

@@ -22,7 +22,7 @@ from pysyncobj.poller import createPoller
 
 from coreplane.raft.wire import PeerNode, make_transport_class
 
-# Real pysyncobj nodes on the wire over 127.0.0.1: opt-in (`pytest -m slow`), as STYLE.md says.
+# Real pysyncobj nodes on 127.0.0.1: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
 pytestmark = pytest.mark.slow
 
 SECRET = b"cluster-test-secret-0123456789ab"

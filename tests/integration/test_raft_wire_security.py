@@ -26,7 +26,7 @@ from pysyncobj.utility import TcpUtility, UtilityException
 from coreplane.raft import _frames, serialization, wire
 from coreplane.raft.wire import PeerNode, make_transport_class
 
-# Real sockets on 127.0.0.1 (attacks on a listener): opt-in (`pytest -m slow`), as STYLE.md says.
+# Attacks on a real listener on 127.0.0.1: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
 pytestmark = pytest.mark.slow
 
 SECRET = b"integration-test-secret-0123456789"

@@ -13,7 +13,7 @@ import pytest
 
 from coreplane.runtime.status import NodeStatus
 
-# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as STYLE.md says.
+# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
 pytestmark = pytest.mark.slow
 
 

@@ -1,9 +1,12 @@
-"""The layer rule of STYLE.md, enforced by walking every module's imports with `ast`.
+"""The layer rules (CONTRIBUTING.md, docs/architecture.md), enforced by walking every module's
+imports with `ast`.
 
 Imports point down only; core/ imports no clock, thread, socket, randomness, os or pickle; only
 raft/ imports pysyncobj and lmdb; only core/codec.py imports msgpack; pickle, marshal, eval and
-exec appear nowhere in the package. `test_checker_catches_bad_import` shows the walk fails on a
-deliberately bad module, so a green run means something.
+exec appear nowhere in the package; no module takes part in an import cycle; and the package
+root is light (importing coreplane, sdk, core or placement loads neither pysyncobj nor lmdb).
+`test_checker_catches_bad_import` and `test_cycle_check_sees_function_level_and_dynamic_imports`
+show the walks fail on deliberately bad modules, so a green run means something.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from coreplane.testing.procs import JsonLineChild, ProcessDown
 
-# Real child processes: opt-in (`pytest -m slow`), as STYLE.md says.
+# Real child processes: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
 pytestmark = pytest.mark.slow
 
 CHILD = """
