@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import itertools
 import logging
 import math
 import os
@@ -58,6 +57,8 @@ from coreplane.errors import (
 from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
@@ -104,6 +105,10 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
     return seconds
 
 
+def _unwrap_int(applied: Applied) -> int:
+    return int(applied.unwrap())
+
+
 class _Attempt:
     """One proposal's outcome, filled in on the tick thread."""
 
@@ -130,6 +135,14 @@ class KV:
         """Write and wait until committed and applied here; returns the new mod revision."""
         return int(self._cp.call_command(C.Put(key=key, value=value, lease_id=lease_id),
                                          timeout_s=timeout_s))
+
+    def put_async(self, key: str, value: bytes, *, lease_id: int = 0,
+                  timeout_s: float | None = None) -> ProposalFuture[int]:
+        """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
+        Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
+        for the ordering of writes in flight."""
+        return self._cp.propose_async(C.Put(key=key, value=value, lease_id=lease_id),
+                                      timeout_s=timeout_s, transform=_unwrap_int)
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
@@ -253,10 +266,11 @@ class ControlPlane:
         self.kv = KV(self)
 
         self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
-        self._seq = itertools.count(1)
+        self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
         self._engine: E.RaftEngine | None = None
+        self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping = threading.Event()
@@ -308,6 +322,9 @@ class ControlPlane:
                                         daemon=True)
         self._thread.start()
         self._started.wait()
+        if self._start_error is None:
+            self._pipeline = Pipeline(self._require_engine, frozenset(_RETRY_CODES),
+                                      attempt_s=self._attempt_s(), name=self.node_id)
         if self._start_error is not None:
             err = self._start_error
             self._thread.join(timeout=5)
@@ -318,6 +335,8 @@ class ControlPlane:
     def stop(self, *, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
+        if self._pipeline is not None:
+            self._pipeline.close()
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
             self._journal.close()
             return
@@ -408,6 +427,8 @@ class ControlPlane:
                     logger.exception("runtime step failed on %s", self.node_id)
         finally:
             self._stopping.set()
+            if self._pipeline is not None:
+                self._pipeline.close()
             self._lose_leadership()
             try:
                 self._engine.wait_snapshot_writer(5.0)
@@ -553,9 +574,16 @@ class ControlPlane:
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
-        data = self._proposal(command)
         deadline = time.monotonic() + self._timeout(timeout_s)
-        attempt_s = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        data, release = self._proposal(command)
+        try:
+            return self._propose_until(data, deadline)
+        finally:
+            if release is not None:
+                release()
+
+    def _propose_until(self, data: bytes, deadline: float) -> Applied:
+        attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
             remaining = deadline - time.monotonic()
@@ -574,10 +602,12 @@ class ControlPlane:
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
 
-    def _proposal(self, command: object) -> bytes:
+    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
         """The bytes to propose for a host's command, after every check apply would make on
         its own: internal commands and the runtime's marker are refused (only the runtime
-        ticks and establishes leaders), and so is anything over a size limit."""
+        ticks and establishes leaders), and so is anything over a size limit. The second item
+        releases the session seq the command was given (call it once the write completed)."""
+        release: Callable[[], None] | None = None
         if isinstance(command, (bytes, bytearray, memoryview)):
             data = bytes(command)
             if len(data) > self._sm.limits.entry_bytes_max:
@@ -588,19 +618,50 @@ class ControlPlane:
         elif isinstance(command, C._Base):
             if command.TAG in C.INTERNAL_TAGS:
                 C.encode(command)  # raises InvalidArgument: internal commands are the runtime's
-            decoded = self._with_session(command)
-            data = C.encode(decoded)
+            decoded, release = self._with_session(command)
+            try:
+                data = C.encode(decoded)
+            except BaseException:
+                if release is not None:
+                    release()
+                raise
         else:
             raise InvalidArgument("command", f"{type(command).__name__} is not a command "
                                              "(a coreplane.core.commands type or its bytes)")
-        check_limits(decoded, len(data), self._sm.limits)
-        return data
+        try:
+            check_limits(decoded, len(data), self._sm.limits)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return data, release
+
+    def _attempt_s(self) -> float:
+        """How long one attempt may go unanswered before the same bytes are sent again."""
+        return max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
 
     def _timeout(self, timeout_s: object) -> float:
         """A caller's deadline in seconds: None means the configured default, 0 means now."""
         if timeout_s is None:
             return self._propose_timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
+
+    def propose_async(self, command: bytes | C.Command, *, timeout_s: float | None = None,
+                      transform: Callable[[Applied], Any] | None = None
+                      ) -> ProposalFuture[Any]:
+        """`propose` pipelined: returns at once with a future of the `Applied` (or of
+        ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
+        here, before anything is proposed; everything after is in the future."""
+        timeout = self._timeout(timeout_s)
+        pipeline = self._pipeline
+        if pipeline is None or self._stopping.is_set():
+            self._require_engine()
+            raise Unavailable("the control plane is not running")
+        data, release = self._proposal(command)
+        future = pipeline.submit(data, timeout, transform)
+        if release is not None:
+            future.add_done_callback(lambda _f: release())
+        return future
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""
@@ -610,16 +671,25 @@ class ControlPlane:
         """Run a command on a registered user machine; its result or CommandRejected(code)."""
         return self.call_command(C.UserCommand(machine=machine, body=body), timeout_s=timeout_s)
 
-    def _with_session(self, command: C.Command) -> C.Command:
-        if not isinstance(command, C._Base):
-            raise InvalidArgument("command", f"{type(command).__name__} is not a command")
+    def _with_session(self, command: C.Command
+                      ) -> tuple[C.Command, Callable[[], None] | None]:
+        """The command with this node's session and a fresh seq (see `SessionLanes`) unless
+        it carries its own; and what releases that seq once the write completed."""
         fields: Any = command  # every client command has client_id and seq (commands.py)
         if "client_id" not in fields.TYPES or fields.client_id:
-            return command
-        with self._seq_lock:
-            seq = next(self._seq)
-        with_session: C.Command = dataclasses.replace(fields, client_id=self._client_id, seq=seq)
-        return with_session
+            return command, None
+        lanes = self._lanes
+        if lanes is None:
+            with self._seq_lock:
+                if self._lanes is None:
+                    self._lanes = SessionLanes(self._client_id)
+                lanes = self._lanes
+        got = lanes.acquire(timeout_s=self._propose_timeout_s)
+        if got is None:
+            raise Unavailable("too many writes in flight on this node")
+        lane, seq = got
+        with_session: C.Command = dataclasses.replace(fields, client_id=lane.client_id, seq=seq)
+        return with_session, lambda: lanes.release(lane, seq)
 
     # ------------------------------------------------------------------------ reads
 
