@@ -5,6 +5,8 @@ Imports point down only; core/ imports no clock, thread, socket, randomness, os 
 raft/ imports pysyncobj and lmdb; only core/codec.py imports msgpack; pickle, marshal, eval and
 exec appear nowhere in the package; no module takes part in an import cycle; and the package
 root is light (importing coreplane, sdk, core or placement loads neither pysyncobj nor lmdb).
+The tests themselves share set-up through fixtures: no test imports another test module or a
+conftest, and none edits sys.path.
 `test_checker_catches_bad_import` and `test_cycle_check_sees_function_level_and_dynamic_imports`
 show the walks fail on deliberately bad modules, so a green run means something.
 """
@@ -327,3 +329,63 @@ def test_cycle_check_sees_function_level_and_dynamic_imports() -> None:
         ["coreplane.raft.a", "coreplane.raft.b", "coreplane.raft.c", "coreplane.raft.a"]]
     graph["coreplane.raft.c"] = module_imports(Path("raft/c.py"), typed, modules)
     assert find_cycles(graph) == []
+
+
+# ------------------------------------------------------------------------ tests share fixtures
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def _is_sys_path(node: ast.AST | None) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "path"
+            and isinstance(node.value, ast.Name) and node.value.id == "sys")
+
+
+def hygiene_violations(source: str) -> list[str]:
+    """What a test module does that CONTRIBUTING.md forbids: importing another test module or a
+    conftest (share set-up through fixtures instead), or editing sys.path."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [base] if base else [alias.name for alias in node.names]
+            names += [f"{base}.{alias.name}" for alias in node.names if base]
+        for name in names:
+            last = name.split(".")[-1]
+            if last == "conftest" or last.startswith("test_"):
+                found.append(f"line {node.lineno}: imports {name} (use a fixture)")
+                break
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and _is_sys_path(node.func.value):
+            found.append(f"line {node.lineno}: edits sys.path")
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and any(
+                _is_sys_path(t) for t in getattr(node, "targets", [getattr(node, "target", None)])):
+            found.append(f"line {node.lineno}: edits sys.path")
+    return sorted(set(found))
+
+
+def test_tests_share_setup_through_fixtures() -> None:
+    problems = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for problem in hygiene_violations(path.read_text(encoding="utf-8")):
+            problems.append(f"{path.relative_to(TESTS.parent)}: {problem}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_hygiene_check_catches_imports_and_path_edits() -> None:
+    bad = ("import sys\nfrom tests.integration.conftest import wait_until\n"
+           "from .conftest import x\nfrom tests.integration.test_log_safety import _append\n"
+           "import test_codec\nsys.path.insert(0, 'examples')\n")
+    assert hygiene_violations(bad) == [
+        "line 2: imports tests.integration.conftest (use a fixture)",
+        "line 3: imports conftest (use a fixture)",
+        "line 4: imports tests.integration.test_log_safety (use a fixture)",
+        "line 5: imports test_codec (use a fixture)",
+        "line 6: edits sys.path",
+    ]
+    assert hygiene_violations("import sys\nsys.path = []\n") == ["line 2: edits sys.path"]
+    ok = "from .logs import command_logs\nimport pytest\nprint(sys.path)\n"
+    assert hygiene_violations(ok) == []
