@@ -59,13 +59,16 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value  # later lookups are plain attribute hits
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers: a visible module __getattr__ would make
+    # mypy accept any attribute (`coreplane.ControlPlan` too); they see the imports above.
+
+    def __getattr__(name: str) -> Any:
+        module_name = _LAZY.get(name)
+        if module_name is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_name), name)
+        globals()[name] = value  # later lookups are plain attribute hits
+        return value
 
 
 def __dir__() -> list[str]:
