@@ -48,6 +48,7 @@ from coreplane.core import commands as C
 from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import Limits
+from coreplane.core.machines.user import Machine
 from coreplane.core.state import Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
@@ -63,6 +64,7 @@ from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
+from coreplane.runtime.view import StateView
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -190,7 +192,7 @@ class KV:
         reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
+        got: tuple[bytes, int] | None = self._cp._read_state(lambda sm: sm.kv.get(key),
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
@@ -206,7 +208,7 @@ class KV:
             raise InvalidArgument("prefix", "must be a str")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
-        items: list[tuple[str, bytes, int]] = self._cp.read(
+        items: list[tuple[str, bytes, int]] = self._cp._read_state(
             lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
         return items
 
@@ -336,8 +338,10 @@ class ControlPlane:
     def address(self) -> str:
         return self._config.address
 
-    def register_machine(self, name: str, machine: Any = None, **functions: Any) -> None:
-        """Register a user machine; every node must register the same ones before start()."""
+    def register_machine(self, name: str, machine: Machine | None = None,
+                         **functions: Any) -> None:
+        """Register a user machine (a `Machine`, or its parts as ``apply=``, ``on_tick=``,
+        ``initial=``); every node must register the same ones, before start()."""
         if self._thread is not None:
             raise InvalidArgument("name", "register machines before start()")
         if name in (BARRIER_MACHINE, STEPDOWN_MACHINE):
@@ -671,7 +675,7 @@ class ControlPlane:
             return None, None
         return attempt.result, attempt.code
 
-    def propose(self, command: bytes | C.Command, *, timeout_s: float | None = None) -> Applied:
+    def propose(self, command: C.Proposable, *, timeout_s: float | None = None) -> Applied:
         """Replicate one command and return how it applied (a refusal is not raised).
 
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
@@ -749,7 +753,7 @@ class ControlPlane:
             return self._propose_timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
-    def propose_async(self, command: bytes | C.Command, *, timeout_s: float | None = None,
+    def propose_async(self, command: C.Proposable, *, timeout_s: float | None = None,
                       transform: Callable[[Applied], Any] | None = None
                       ) -> ProposalFuture[Any]:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
@@ -796,9 +800,19 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ reads
 
-    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
-        """Run `fn` on the local state: linearizable (ReadIndex) unless `stale_ok`."""
+        """Run ``fn(view)`` on this replica's state and return its result: linearizable
+        (ReadIndex) unless `stale_ok`. `view` is a read-only `StateView`, valid during the
+        call only; apply waits while `fn` runs, so keep it short."""
+        if not callable(fn):
+            raise InvalidArgument("fn", "must be callable")
+        return self._read_state(lambda sm: fn(StateView(sm)), stale_ok=stale_ok,
+                                timeout_s=timeout_s)
+
+    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+                    timeout_s: float | None = None) -> Any:
+        """`read` for the runtime's own facades, on the live state machine (never mutate)."""
         if not stale_ok:
             self._wait_read_index(timeout_s)
         else:
@@ -841,7 +855,7 @@ class ControlPlane:
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
-        return self.read(lambda sm: sm.machine_states.get(name), stale_ok=stale_ok)
+        return self.read(lambda view: view.machine_state(name), stale_ok=stale_ok)
 
     def state_hash(self) -> tuple[int, str]:
         """(applied index of the core, state hash): replicas agree at equal indexes."""
