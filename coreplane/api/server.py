@@ -546,8 +546,8 @@ class ApiServer:
                 raise InvalidArgument("start_revision", "must be >= 1")
 
             def look(sm: Any) -> Any:
-                events, next_revision = sm.kv.history.since(b["start_revision"], b["prefix"],
-                                                            b["limit"])
+                events, next_revision = sm.kv.events(b["start_revision"], b["prefix"],
+                                                     b["limit"])
                 return {"events": [{"revision": rev, "type": kind, "key": key, "value": value}
                                    for rev, kind, key, value, _mod in events],
                         "next_revision": next_revision, "revision": sm.kv.revision}

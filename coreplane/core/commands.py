@@ -41,6 +41,7 @@ __all__ = [
     "LockSessionClose",
     "LockSessionGrant",
     "LockSessionKeepAlive",
+    "Proposable",
     "Put",
     "Tick",
     "UserCommand",
@@ -279,6 +280,8 @@ Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
     | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
 )
+# What `ControlPlane.propose` accepts: a client command, or its codec bytes.
+Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,

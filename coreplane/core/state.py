@@ -284,7 +284,10 @@ class StateMachine:
                 "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
                              for cid, floor, results in sessions],
                 "machines": codec.decode_value(machines),
-                "locks": locks(),
+                # Only once locks were used: states without them keep the snapshot bytes and
+                # hashes they had before the lock machine existed (restore reads it as empty).
+                **({"locks": lock_plain} if (lock_plain := locks())["sessions"]
+                   or lock_plain["next_session_id"] != 1 else {}),
             }
 
         return build

@@ -7,12 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from coreplane.api.server import ApiServer
-from tests.api.local import LocalControlPlane
-
-ADMIN = "admin-token-0123456789"
-CLIENT = "client-token-0123456789"
-AGENT = "agent-token-n7-0123456789"
-TOKENS = {ADMIN: "admin", CLIENT: "client", AGENT: "agent:n7"}
+from tests.api.local import TOKENS, LocalControlPlane
 
 
 @pytest.fixture(scope="module")

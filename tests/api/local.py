@@ -16,6 +16,12 @@ from coreplane.core import commands as C
 from coreplane.core.state import Applied, StateMachine
 from coreplane.errors import Unavailable
 from coreplane.runtime.controlplane import KV
+from coreplane.runtime.view import StateView
+
+ADMIN = "admin-token-0123456789"
+CLIENT = "client-token-0123456789"
+AGENT = "agent-token-n7-0123456789"
+TOKENS = {ADMIN: "admin", CLIENT: "client", AGENT: "agent:n7"}
 
 
 class LocalControlPlane:
@@ -63,8 +69,14 @@ class LocalControlPlane:
             step = C.Tick(self._ticks, tick_ms - self.sm.tick_ms)  # ticks carry elapsed time
             self.sm.apply(C.encode_internal(step), self._index)
 
-    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
+        self._check()
+        with self._lock:
+            return fn(StateView(self.sm))
+
+    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+                    timeout_s: float | None = None) -> Any:
         self._check()
         with self._lock:
             return fn(self.sm)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coreplane.core import codec
-from tests.api.conftest import ADMIN, AGENT, CLIENT
+from tests.api.local import ADMIN, AGENT, CLIENT
 
 ROUTES = [
     ("GET", "/v1/health"), ("GET", "/v1/status"), ("GET", "/v1/members"),

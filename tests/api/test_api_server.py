@@ -11,7 +11,7 @@ from coreplane.api.server import ApiServer
 from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.errors import InvalidArgument
-from tests.api.conftest import ADMIN, AGENT, CLIENT
+from tests.api.local import ADMIN, AGENT, CLIENT
 
 B64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
 

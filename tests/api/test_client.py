@@ -17,7 +17,7 @@ from coreplane.errors import (
 )
 from coreplane.sdk import AsyncClient, Client, FencedResource, LongRunningConfig
 from coreplane.testing.ports import free_ports
-from tests.api.conftest import AGENT, CLIENT
+from tests.api.local import AGENT, CLIENT
 
 FAST = LongRunningConfig(backoff_base_ms=1, backoff_cap_ms=5, health_check_interval_ms=0,
                          lock_poll_ms=5, connect_timeout_ms=500, request_timeout_ms=2_000)

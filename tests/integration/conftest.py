@@ -6,9 +6,11 @@ test never leaves threads or sockets behind for the next one.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -75,6 +77,25 @@ class InProcessCluster:
             cp.stop()
 
 
+@pytest.fixture(scope="session")
+def demo_harness() -> ModuleType:
+    """examples/_demo_harness.py (ProcCluster: real node processes), loaded from its file.
+
+    The examples are scripts, not a package: loading the file keeps `sys.path` untouched."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "_demo_harness.py"
+    spec = importlib.util.spec_from_file_location("coreplane_examples_demo_harness", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """`wait_until(predicate, timeout_s=10.0, what="")`, for tests (never import conftest)."""
+    return wait_until
+
+
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]:
     made: list[InProcessCluster] = []
@@ -87,3 +108,20 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]
     yield factory
     for c in made:
         c.stop_all()
+
+
+@pytest.fixture
+def api_cluster(cluster_factory: Callable[..., InProcessCluster]
+                ) -> Iterator[tuple[InProcessCluster, dict[str, Any]]]:
+    """A started 3-node cluster with an ApiServer per node (tests/integration/api_support.py);
+    the servers stop in the finalizer, before the cluster does."""
+    from tests.integration.api_support import start_api_servers
+
+    cluster = cluster_factory().start_all()
+    cluster.leader()
+    servers = start_api_servers(dict(cluster.nodes))
+    try:
+        yield cluster, servers
+    finally:
+        for server in servers.values():
+            server.stop()

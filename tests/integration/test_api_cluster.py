@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from coreplane.api.server import ApiServer
 from coreplane.errors import CommandRejected, LockLost
-from coreplane.sdk import Client, FencedResource, LongRunningConfig
-from coreplane.testing.ports import free_ports
-
-from .conftest import InProcessCluster, wait_until
+from coreplane.sdk import Client, FencedResource
+from tests.integration.api_support import CONFIG, TOKEN
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "integration-client-token-0123"
-CONFIG = LongRunningConfig(backoff_base_ms=20, backoff_cap_ms=500, lock_poll_ms=20,
-                           health_check_interval_ms=500, request_timeout_ms=5_000,
-                           max_attempts=8, budget_min_retries_per_s=5.0)
 
-
-@pytest.fixture
-def api_cluster(cluster_factory: Callable[..., InProcessCluster]
-                ) -> Iterator[tuple[InProcessCluster, dict[str, ApiServer]]]:
-    cluster = cluster_factory().start_all()
-    cluster.leader()
-    ports = dict(zip(cluster.nodes, free_ports(len(cluster.nodes)), strict=True))
-    urls = {nid: f"http://127.0.0.1:{port}" for nid, port in ports.items()}
-    servers = {}
-    for nid, cp in cluster.nodes.items():
-        server = ApiServer(cp, f"127.0.0.1:{ports[nid]}", tokens={TOKEN: "client"},
-                           api_peers={n: u for n, u in urls.items() if n != nid})
-        server.start()
-        servers[nid] = server
-    try:
-        yield cluster, servers
-    finally:
-        for server in servers.values():
-            server.stop()
-
-
-def test_kv_through_any_node_and_leader_discovery(api_cluster: Any) -> None:
+def test_kv_through_any_node_and_leader_discovery(api_cluster: Any,
+                                                  wait_until: Callable[..., Any]) -> None:
     cluster, servers = api_cluster
     leader = cluster.leader()
     follower = next(nid for nid in servers if nid != leader.node_id)

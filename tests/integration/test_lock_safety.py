@@ -24,8 +24,7 @@ import pytest
 
 from coreplane.errors import CommandRejected
 from coreplane.sdk import FencedResource
-
-from .test_api_cluster import TOKEN, api_cluster  # noqa: F401 - the fixture
+from tests.integration.api_support import TOKEN
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +101,7 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run_schedule(api_cluster: Any, fenced: bool) -> Resource:  # noqa: F811
+def run_schedule(api_cluster: Any, fenced: bool) -> Resource:
     _cluster, servers = api_cluster
     urls = [s.url for s in servers.values()]
     resource = Resource(fenced)
@@ -131,7 +130,7 @@ def run_schedule(api_cluster: Any, fenced: bool) -> Resource:  # noqa: F811
     return resource
 
 
-def test_fenced_writes_never_go_back_even_after_a_pause_past_the_ttl(api_cluster: Any) -> None:  # noqa: F811
+def test_fenced_writes_never_go_back_even_after_a_pause_past_the_ttl(api_cluster: Any) -> None:
     resource = run_schedule(api_cluster, fenced=True)
     print("fenced: accepted", resource.log, "refused", resource.refused)
     assert violations(resource.log) == []
@@ -139,7 +138,7 @@ def test_fenced_writes_never_go_back_even_after_a_pause_past_the_ttl(api_cluster
     assert len({h for _t, h in resource.log}) == 2  # both holders wrote
 
 
-def test_negative_control_without_the_token_check_shows_the_violation(api_cluster: Any) -> None:  # noqa: F811
+def test_negative_control_without_the_token_check_shows_the_violation(api_cluster: Any) -> None:
     resource = run_schedule(api_cluster, fenced=False)
     print("unfenced: accepted", resource.log, "violations", violations(resource.log))
     assert violations(resource.log), "without fencing the stale write must get through"
