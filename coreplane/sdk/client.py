@@ -337,17 +337,26 @@ class Client(_Core):
     def _health_loop(self) -> None:
         interval_s = self.config.health_check_interval_ms / 1000
         while not self._stop.wait(interval_s):
-            for url in self.endpoints.all():
-                breaker = self.endpoints.breakers[url]
-                if breaker.state == CircuitBreaker.CLOSED or breaker.allow():
-                    try:
-                        response = self._http.get(url + "/v1/health", headers=self._headers)
-                        ok = response.status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    breaker.record(Outcome.OK if ok else Outcome.FAILED)
-            with contextlib.suppress(CoreplaneError):
-                self.refresh()
+            try:
+                self._health_check()
+            except RuntimeError:  # httpx: the client was closed under us
+                if self._stop.is_set():
+                    return
+                raise
+
+    def _health_check(self) -> None:
+        """Probe each endpoint whose breaker admits it; a failure counts against it."""
+        for url in self.endpoints.all():
+            breaker = self.endpoints.breakers[url]
+            if breaker.state == CircuitBreaker.CLOSED or breaker.allow():
+                try:
+                    response = self._http.get(url + "/v1/health", headers=self._headers)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                breaker.record(Outcome.OK if ok else Outcome.FAILED)
+        with contextlib.suppress(CoreplaneError):
+            self.refresh()
 
     def _lock_session(self, ttl_ms: int) -> LockSession:
         """This client's open lock session of `ttl_ms`, opened (again) if need be."""
@@ -366,6 +375,8 @@ class Client(_Core):
             session.close()
         self._closed = True
         self._stop.set()
+        if self._health is not None:
+            self._health.join(timeout=self.config.connect_timeout_ms / 1000 + 1)
         self._http.close()
 
     def __enter__(self) -> Client:

@@ -203,3 +203,17 @@ def test_a_client_reuses_one_lock_session_per_ttl_until_it_is_lost(served) -> No
         with c.lock("reuse", ttl_ms=4_000) as again:
             assert again._session is not session and again.token > tokens[-1]
         assert grants() == before + 2
+
+
+def test_health_checks_open_a_dead_endpoints_breaker_without_user_traffic(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    config = FAST.with_(health_check_interval_ms=20, breaker_failures=3)
+    with Client([dead, server.url], CLIENT, config) as c:
+        deadline = time.monotonic() + 10
+        while c.endpoints.breakers[dead].state == "closed":
+            assert time.monotonic() < deadline, "the health checks never opened the breaker"
+            time.sleep(0.01)
+        assert c.endpoints.breakers[server.url].state == "closed"
+        assert c.endpoints.leader_url == server.url  # refreshed by the health loop too
+    assert not c._health.is_alive()  # close() waited for the health thread
