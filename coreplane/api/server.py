@@ -51,8 +51,16 @@ from typing import Any
 
 from aiohttp import web
 
+from coreplane.api.routes import (
+    ROLES,
+    F,
+    Handler,
+    Handlers,
+    Route,
+    check_fields,
+    default_routes,
+)
 from coreplane.core import codec
-from coreplane.core import commands as C
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
@@ -62,91 +70,12 @@ from coreplane.errors import (
     Unavailable,
 )
 
-__all__ = ["ROLES", "ApiServer", "F"]
+__all__ = ["ROLES", "ApiServer", "F", "Route"]
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("admin", "client", "agent")
 MSGPACK = "application/msgpack"
 JSON = "application/json"
-_U63 = 2**63 - 1
-_CLIENT_ID_BYTES_MAX = 128
-_KEY_BYTES_MAX = 4096
-_NAME_BYTES_MAX = 512
-_RANGE_LIMIT_MAX = 10_000
-_TIMEOUT_MS_MAX = 60_000
-_WATCH_LIMIT_MAX = 10_000
-
-
-# ------------------------------------------------------------------------------ validation
-
-
-@dataclass(frozen=True, slots=True)
-class F:
-    """One body field: its type ("str", "int", "bool", "bytes"), default (None: required)."""
-
-    kind: str
-    default: Any = None
-    max_bytes: int = 0  # str/bytes: 0 = no cap beyond the body's
-    non_empty: bool = False
-
-
-_SESSION = {"client_id": F("str", "", _CLIENT_ID_BYTES_MAX), "seq": F("int", 0)}
-_TIMEOUT = {"timeout_ms": F("int", 0)}
-
-
-def _check_fields(body: Any, spec: Mapping[str, F]) -> dict[str, Any]:
-    """The validated body, or InvalidArgument naming the first bad field."""
-    if not isinstance(body, dict):
-        raise InvalidArgument("body", "must be a map")
-    unknown = sorted(k for k in body if k not in spec)
-    if unknown:
-        raise InvalidArgument(str(unknown[0])[:64], "unknown field")
-    out: dict[str, Any] = {}
-    for name, f in spec.items():
-        if name not in body:
-            if f.default is None:
-                raise InvalidArgument(name, "missing")
-            out[name] = f.default
-            continue
-        value = body[name]
-        if f.kind == "int":
-            if type(value) is not int or not 0 <= value <= _U63:
-                raise InvalidArgument(name, "must be an integer in [0, 2**63)")
-        elif f.kind == "bool":
-            if type(value) is not bool:
-                raise InvalidArgument(name, "must be true or false")
-        elif f.kind == "str":
-            if type(value) is not str:
-                raise InvalidArgument(name, "must be a string")
-            try:
-                size = len(value.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise InvalidArgument(name, "must be valid UTF-8") from None
-            if f.max_bytes and size > f.max_bytes:
-                raise InvalidArgument(name, f"over {f.max_bytes} bytes")
-            if f.non_empty and not value:
-                raise InvalidArgument(name, "must not be empty")
-        elif f.kind == "bytes" and type(value) is not bytes:
-            raise InvalidArgument(name, "must be bytes (base64 in JSON)")
-        out[name] = value
-    if out.get("seq") and not out.get("client_id"):
-        raise InvalidArgument("client_id", "a seq needs a client_id")
-    if out.get("client_id") and not out.get("seq"):
-        raise InvalidArgument("seq", "a client_id needs a seq >= 1")
-    if out.get("timeout_ms", 0) > _TIMEOUT_MS_MAX:
-        raise InvalidArgument("timeout_ms", f"at most {_TIMEOUT_MS_MAX}")
-    return out
-
-
-def _session(body: dict[str, Any]) -> dict[str, Any]:
-    cid = body["client_id"]
-    return {"client_id": f"api:{cid}" if cid else "", "seq": body["seq"]}
-
-
-def _timeout_s(body: dict[str, Any]) -> float | None:
-    ms = body.get("timeout_ms", 0)
-    return ms / 1000 if ms else None
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -224,21 +153,6 @@ def _error(status: int, error: str, message: str, **extra: Any) -> tuple[int, di
 # ------------------------------------------------------------------------------ server
 
 
-Handler = Callable[[dict[str, Any]], Any]  # runs in the thread pool; returns plain data
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    method: str
-    path: str
-    roles: frozenset[str]
-    spec: Mapping[str, F]
-    handler: Handler
-    bytes_fields: frozenset[str] = frozenset()
-    long_poll: bool = False  # re-run the handler until it has "events" or wait_ms passes
-    node_field: str = ""  # the body field naming a node: an agent may only name its own
-
-
 @dataclass(frozen=True, slots=True)
 class _Principal:
     role: str
@@ -278,7 +192,7 @@ class ApiServer:
             raise InvalidArgument("advertise_url", "must be a URL such as https://host:8470")
         self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
-        self._routes = self._build_routes()
+        self._routes = default_routes(Handlers(cp, self._api_urls))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -397,7 +311,7 @@ class ApiServer:
                 found = principal
         return found
 
-    def _endpoint(self, route: _Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _endpoint(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             principal = self._authenticate(request)
             if principal is None:
@@ -414,7 +328,7 @@ class ApiServer:
                 else:
                     raw = await request.read()
                     body = _decode_body(raw, request.content_type, route.bytes_fields)
-                args = _check_fields(body, route.spec)
+                args = check_fields(body, route.spec)
                 if (principal.role == "agent" and route.node_field
                         and args.get(route.node_field) != principal.node_id):
                     return _encode(request, *_error(
@@ -443,7 +357,7 @@ class ApiServer:
 
         return handle
 
-    async def _long_poll(self, route: _Route, args: dict[str, Any], result: Any) -> Any:
+    async def _long_poll(self, route: Route, args: dict[str, Any], result: Any) -> Any:
         """Hold a watch until it has events or its wait is over, polling the local replica
         (10 ms, doubling to 100 ms) on the event loop: a waiting watch holds no pool thread."""
         loop = asyncio.get_running_loop()
@@ -458,174 +372,8 @@ class ApiServer:
 
     # -------------------------------------------------------------------------- routes
 
-    def _build_routes(self) -> list[_Route]:
-        cp = self._cp
-        everyone = frozenset({"admin", "client", "agent"})
-        users = frozenset({"admin", "client"})
-        admin = frozenset({"admin"})
-        key = F("str", None, _KEY_BYTES_MAX, non_empty=True)
-        name = F("str", None, _NAME_BYTES_MAX, non_empty=True)
-        read = {"stale_ok": F("bool", False), **_TIMEOUT}
-
-        def write(command: Any, body: dict[str, Any]) -> Any:
-            return cp.call_command(command, timeout_s=_timeout_s(body))
-
-        def kv_get(b: dict[str, Any]) -> Any:
-            got = cp.kv.get(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
-            if got is None:
-                return {"found": False, "value": b"", "mod_revision": 0}
-            return {"found": True, "value": got[0], "mod_revision": got[1]}
-
-        def kv_range(b: dict[str, Any]) -> Any:
-            if b["limit"] > _RANGE_LIMIT_MAX:
-                raise InvalidArgument("limit", f"at most {_RANGE_LIMIT_MAX}")
-            items = cp.kv.range(b["prefix"], limit=b["limit"] or _RANGE_LIMIT_MAX,
-                                stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
-            return {"items": [{"key": k, "value": v, "mod_revision": r} for k, v, r in items]}
-
-        def kv_put(b: dict[str, Any]) -> Any:
-            return {"revision": write(C.Put(key=b["key"], value=b["value"],
-                                            lease_id=b["lease_id"], **_session(b)), b)}
-
-        def kv_cas(b: dict[str, Any]) -> Any:
-            return {"revision": write(C.Cas(
-                key=b["key"], expected_mod_revision=b["expected_mod_revision"],
-                value=b["value"], lease_id=b["lease_id"], **_session(b)), b)}
-
-        def kv_delete(b: dict[str, Any]) -> Any:
-            return {"deleted": write(C.Delete(key=b["key"], **_session(b)), b)}
-
-        def lease_grant(b: dict[str, Any]) -> Any:
-            return {"lease_id": write(C.LeaseGrant(ttl_ms=b["ttl_ms"], lease_id=b["lease_id"],
-                                                   **_session(b)), b)}
-
-        def lease_keepalive(b: dict[str, Any]) -> Any:
-            return {"expires_ms": write(C.LeaseKeepAlive(lease_id=b["lease_id"],
-                                                         **_session(b)), b)}
-
-        def lease_revoke(b: dict[str, Any]) -> Any:
-            return {"deleted_keys": write(C.LeaseRevoke(lease_id=b["lease_id"],
-                                                        **_session(b)), b)}
-
-        def lock_session(b: dict[str, Any]) -> Any:
-            return {"session_id": write(C.LockSessionGrant(
-                ttl_ms=b["ttl_ms"], session_id=b["session_id"], **_session(b)), b)}
-
-        def lock_keepalive(b: dict[str, Any]) -> Any:
-            return {"expires_ms": write(C.LockSessionKeepAlive(
-                session_id=b["session_id"], **_session(b)), b)}
-
-        def lock_close(b: dict[str, Any]) -> Any:
-            return {"released": write(C.LockSessionClose(session_id=b["session_id"],
-                                                         **_session(b)), b)}
-
-        def lock_acquire(b: dict[str, Any]) -> Any:
-            result: dict[str, Any] = write(C.LockAcquire(
-                name=b["name"], session_id=b["session_id"], **_session(b)), b)
-            return result
-
-        def lock_release(b: dict[str, Any]) -> Any:
-            result: dict[str, Any] = write(C.LockRelease(
-                name=b["name"], session_id=b["session_id"], **_session(b)), b)
-            return result
-
-        def lock_describe(b: dict[str, Any]) -> Any:
-            name_, sid = b["name"], b["session_id"]
-
-            def look(sm: Any) -> Any:
-                return {**sm.locks.describe(name_, sid),
-                        "session": sm.locks.session(sid) if sid else None,
-                        "tick_ms": sm.tick_ms}
-
-            return cp.read(look, stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
-
-        def kv_watch(b: dict[str, Any]) -> Any:
-            if not 1 <= b["limit"] <= _WATCH_LIMIT_MAX:
-                raise InvalidArgument("limit", f"must be in [1, {_WATCH_LIMIT_MAX}]")
-            if b["start_revision"] < 1:
-                raise InvalidArgument("start_revision", "must be >= 1")
-
-            def look(sm: Any) -> Any:
-                events, next_revision = sm.kv.events(b["start_revision"], b["prefix"],
-                                                     b["limit"])
-                return {"events": [{"revision": rev, "type": kind, "key": key, "value": value}
-                                   for rev, kind, key, value, _mod in events],
-                        "next_revision": next_revision, "revision": sm.kv.revision}
-
-            return cp.read(look, stale_ok=True)
-
-        def status(_b: dict[str, Any]) -> Any:
-            st = cp.status()
-            return st.to_dict() if hasattr(st, "to_dict") else st  # NodeStatus -> plain
-
-        def members(_b: dict[str, Any]) -> Any:
-            return {"node_id": cp.node_id, "leader": cp.leader_id or "",
-                    "members": cp.members(),
-                    "api": {cp.node_id: self._advertise_url or self.url, **self._api_peers}}
-
-        def health(_b: dict[str, Any]) -> Any:
-            return {"node_id": cp.node_id, "leader": cp.leader_id or "",
-                    "is_leader": cp.is_leader()}
-
-        def add_voter(b: dict[str, Any]) -> Any:
-            cp.add_voter(b["node_id"], b["address"], timeout_s=_timeout_s(b))
-            return {"members": cp.members()}
-
-        def remove_voter(b: dict[str, Any]) -> Any:
-            cp.remove_voter(b["node_id"], timeout_s=_timeout_s(b))
-            return {"members": cp.members()}
-
-        value = F("bytes", None)
-        value_bytes = frozenset({"value"})
-        lease = F("int", 0)
-        return [
-            _Route("GET", "/v1/health", everyone, {}, health),
-            _Route("GET", "/v1/status", everyone, {}, status),
-            _Route("GET", "/v1/members", everyone, {}, members),
-            _Route("POST", "/v1/members/add", admin,
-                   {"node_id": F("str", None, 128, True), "address": F("str", None, 256, True),
-                    **_TIMEOUT}, add_voter),
-            _Route("POST", "/v1/members/remove", admin,
-                   {"node_id": F("str", None, 128, True), **_TIMEOUT}, remove_voter),
-            _Route("POST", "/v1/kv/get", users, {"key": key, **read}, kv_get),
-            _Route("POST", "/v1/kv/range",
-                   users, {"prefix": F("str", None, _KEY_BYTES_MAX), "limit": F("int", 0),
-                           **read}, kv_range),
-            _Route("POST", "/v1/kv/put", users,
-                   {"key": key, "value": value, "lease_id": lease, **_SESSION, **_TIMEOUT},
-                   kv_put, value_bytes),
-            _Route("POST", "/v1/kv/cas", users,
-                   {"key": key, "expected_mod_revision": F("int", None), "value": value,
-                    "lease_id": lease, **_SESSION, **_TIMEOUT}, kv_cas, value_bytes),
-            _Route("POST", "/v1/kv/delete", users, {"key": key, **_SESSION, **_TIMEOUT},
-                   kv_delete),
-            _Route("POST", "/v1/kv/watch", users,
-                   {"prefix": F("str", "", _KEY_BYTES_MAX), "start_revision": F("int", None),
-                    "limit": F("int", 1000), "wait_ms": F("int", 10_000)}, kv_watch,
-                   long_poll=True),
-            _Route("POST", "/v1/leases/grant", users,
-                   {"ttl_ms": F("int", None), "lease_id": lease, **_SESSION, **_TIMEOUT},
-                   lease_grant),
-            _Route("POST", "/v1/leases/keepalive", users,
-                   {"lease_id": F("int", None), **_SESSION, **_TIMEOUT}, lease_keepalive),
-            _Route("POST", "/v1/leases/revoke", users,
-                   {"lease_id": F("int", None), **_SESSION, **_TIMEOUT}, lease_revoke),
-            _Route("POST", "/v1/locks/session", users,
-                   {"ttl_ms": F("int", None), "session_id": F("int", 0), **_SESSION,
-                    **_TIMEOUT}, lock_session),
-            _Route("POST", "/v1/locks/keepalive", users,
-                   {"session_id": F("int", None), **_SESSION, **_TIMEOUT}, lock_keepalive),
-            _Route("POST", "/v1/locks/close", users,
-                   {"session_id": F("int", None), **_SESSION, **_TIMEOUT}, lock_close),
-            _Route("POST", "/v1/locks/acquire", users,
-                   {"name": name, "session_id": F("int", None), **_SESSION, **_TIMEOUT},
-                   lock_acquire),
-            _Route("POST", "/v1/locks/release", users,
-                   {"name": name, "session_id": F("int", None), **_SESSION, **_TIMEOUT},
-                   lock_release),
-            _Route("POST", "/v1/locks/describe", users,
-                   {"name": name, "session_id": F("int", 0), **read}, lock_describe),
-        ]
+    def _api_urls(self) -> dict[str, str]:
+        return {self._cp.node_id: self._advertise_url or self.url, **self._api_peers}
 
     def add_route(self, method: str, path: str, *, roles: set[str] | frozenset[str],
                   fields: Mapping[str, F], handler: Handler, node_field: str = "",
@@ -639,7 +387,7 @@ class ApiServer:
             raise InvalidArgument("path", "a GET or POST route under /v1/")
         if not set(roles) <= set(ROLES) or (node_field and node_field not in fields):
             raise InvalidArgument("roles", f"roles among {ROLES}; node_field one of the fields")
-        self._routes.append(_Route(method, path, frozenset(roles), dict(fields), handler,
+        self._routes.append(Route(method, path, frozenset(roles), dict(fields), handler,
                                    frozenset(bytes_fields), node_field=node_field))
 
     @property
