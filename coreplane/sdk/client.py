@@ -178,6 +178,15 @@ class _Core:
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK,
                          "Accept": MSGPACK}
         self._closed = False
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
+
+    def _url(self, endpoint: str, path: str) -> httpx.URL:
+        """Parsed once per (endpoint, path): httpx's URL parsing is a visible share of a call."""
+        key = (endpoint, path)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls.setdefault(key, httpx.URL(endpoint + path))
+        return url
 
     def _limits(self) -> httpx.Limits:
         c = self.config
@@ -274,7 +283,7 @@ class Client(_Core):
                  verify: Any = True) -> None:
         super().__init__(endpoints, token, config, client_id)
         self._http = httpx.Client(limits=self._limits(), timeout=self._timeout(),
-                                  verify=verify)
+                                  verify=verify, headers=self._headers)
         self._sessions: dict[int, LockSession] = {}  # lock sessions by TTL
         self._sessions_lock = threading.Lock()
         self._stop = threading.Event()
@@ -299,8 +308,7 @@ class Client(_Core):
         while True:
             self.endpoints.started(url)
             try:
-                response = self._http.request(method, url + path, content=data,
-                                              headers=self._headers)
+                response = self._http.request(method, self._url(url, path), content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
                 outcome, answer = Outcome.FAILED, None
@@ -481,7 +489,7 @@ class AsyncClient(_Core):
                  verify: Any = True) -> None:
         super().__init__(endpoints, token, config, client_id)
         self._http = httpx.AsyncClient(limits=self._limits(), timeout=self._timeout(),
-                                       verify=verify)
+                                       verify=verify, headers=self._headers)
         self._health: asyncio.Task[None] | None = None
         self._sessions: dict[int, AsyncLockSession] = {}
         self._sessions_lock: asyncio.Lock | None = None
@@ -504,8 +512,8 @@ class AsyncClient(_Core):
         while True:
             self.endpoints.started(url)
             try:
-                response = await self._http.request(method, url + path, content=data,
-                                                    headers=self._headers)
+                response = await self._http.request(method, self._url(url, path),
+                                                    content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
                 outcome, answer = Outcome.FAILED, None
