@@ -114,6 +114,12 @@ def _unwrap_int(applied: Applied) -> int:
     return int(applied.unwrap())
 
 
+def register_builtins(sm: StateMachine) -> None:
+    """The runtime's own machines, registered alike by every node and by `replay`."""
+    sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+    sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+
+
 class _Attempt:
     """One proposal's outcome, filled in on the tick thread.
 
@@ -295,8 +301,7 @@ class ControlPlane:
             raise InvalidArgument("data_dir", exc.reason) from None
 
         self._sm = StateMachine(limits=limits)
-        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
-        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
