@@ -225,9 +225,11 @@ def build_conf(
 
 
 def open_journal(path: str, *, node_id: str, cluster_id: str,
-                 durability: str = "fsync") -> LmdbJournal:
-    """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged."""
-    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability)
+                 durability: str = "fsync", create: bool = True) -> LmdbJournal:
+    """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged,
+    or (``create=False``) if no journal is there although one was created."""
+    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability,
+                       create=create)
 
 
 @contextlib.contextmanager

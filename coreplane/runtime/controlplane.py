@@ -206,16 +206,27 @@ class ControlPlane:
         self._compaction = (log_compaction_min_entries, int(log_compaction_min_time_s))
         self._durability = durability
         self._fingerprint = cluster_fingerprint(self._config.secret)
+        # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        self._transport_class = self._make_transport_class()
-        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
         try:
-            self._journal: Any = E.open_journal(
-                self._datadir.lmdb_path, node_id=self._config.node_id,
-                cluster_id=self._fingerprint, durability=durability)
-        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
-            raise InvalidArgument("data_dir", exc.reason) from None
+            self._transport_class = self._make_transport_class()
+            # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+            try:
+                self._journal: Any = E.open_journal(
+                    self._datadir.lmdb_path, node_id=self._config.node_id,
+                    cluster_id=self._fingerprint, durability=durability,
+                    create=not self._datadir.journal_created)
+            except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+                raise InvalidArgument("data_dir", exc.reason) from None
+            try:
+                self._datadir.mark_journal_created()  # from now on, losing it is refused
+            except BaseException:
+                self._journal.close()
+                raise
+        except BaseException:
+            self._datadir.release()
+            raise
 
         self._sm = StateMachine(limits=limits)
         self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
@@ -284,7 +295,7 @@ class ControlPlane:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
-            self._journal.close()
+            self._close_storage()
             return
         self._thread.join(timeout=timeout_s)
 
@@ -354,7 +365,7 @@ class ControlPlane:
                 raise Unavailable(f"cannot listen on {self.address} (address in use?)")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
-            self._journal.close()
+            self._close_storage()
             self._started.set()
             return
         self._started.set()
@@ -378,6 +389,17 @@ class ControlPlane:
                 self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
+            finally:
+                self._close_storage()
+
+    def _close_storage(self) -> None:
+        """Close the journal (idempotent), then release the data dir lock."""
+        try:
+            self._journal.close()
+        except Exception:
+            logger.exception("journal close failed on %s", self.node_id)
+        finally:
+            self._datadir.release()
 
     # ------------------------------------------------------------------------ apply (tick thread)
 

@@ -93,6 +93,9 @@ class SimNode(ControlPlane):
             with _swapped(E, "open_journal", open_journal):
                 super().__init__(node_id, address, peers, data_dir, secret, **options)
         self._client_id = f"{node_id}/sim"  # deterministic (the real one is random)
+        # A simulated crash drops this object without stop(); the restart opens the same dir in
+        # this process. The OS drops a killed process's lock, so the sim does not hold one.
+        self._datadir.release()
 
     def _make_transport_class(self) -> type:
         return make_sim_transport_class(self._sim_hub, self.node_id,
