@@ -218,7 +218,7 @@ def test_truncated_data_mdb_is_refused_not_a_sigbus(stopped_node_dir: Path) -> N
 def test_data_mdb_truncated_to_one_page_is_refused(stopped_node_dir: Path) -> None:
     data = stopped_node_dir / "journal.lmdb" / "data.mdb"
     os.truncate(data, 4096)
-    with pytest.raises(CorruptData, match="data.mdb"):
+    with pytest.raises(CorruptData, match=r"data\.mdb"):
         _node(stopped_node_dir)
 
 
