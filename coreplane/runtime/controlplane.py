@@ -49,6 +49,7 @@ from coreplane.errors import (
     CoreplaneError,
     InvalidArgument,
     InvariantViolation,
+    StorageFull,
     Unavailable,
 )
 from coreplane.raft import engine as E
@@ -524,6 +525,7 @@ class ControlPlane:
         attempt_s = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
         backoff_s = 0.02
         while True:
+            self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
@@ -539,6 +541,16 @@ class ControlPlane:
                 raise Unavailable(f"proposal failed with engine code {code}")
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
+
+    def _refuse_if_storage_full(self) -> None:
+        """Writes wait for disk space (etcd's NOSPACE alarm): the journal retries every tick and
+        the node resumes by itself; reads and elections it can serve go on."""
+        engine = self._engine
+        if engine is not None and engine.storage_full():
+            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
+                              "cannot be written (disk or map full); writes resume by "
+                              "themselves once space is freed (the outcome of an earlier "
+                              "attempt of this command is unknown: retry the same bytes)")
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""

@@ -333,3 +333,146 @@ def _try_put(cp: ControlPlane, key: str, value: bytes) -> int | None:
         return cp.kv.put(key, value, timeout_s=2)
     except StorageFull:
         return None
+
+
+# ------------------------------------------------------------------------ disk full, simulated
+# Whole clusters on the simulated network with real LMDB journals; one node's journal hits
+# ENOSPC on every write transaction for a while. The checkers hold Raft safety: no
+# acknowledged write lost (even when the full node is then killed, losing its unsynced
+# batch), linearizable histories, equal state hashes.
+
+
+def _sim_disk_full(c: Any, node_id: str) -> Callable[[bool], None]:
+    journal = c.slots[node_id].node.journal
+    assert isinstance(journal, LmdbJournal)
+    real = journal._flush_txn
+    state = {"full": False}
+
+    def flush_txn() -> None:
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real()
+
+    journal._flush_txn = flush_txn  # type: ignore[method-assign]
+    return lambda full: state.update(full=full)
+
+
+def _load(c: Any, client: str, first_seq: int, count: int, via: str | None = None,
+          keys: str = "k") -> list[Any]:
+    ops = []
+    for i in range(count):
+        ops.append(c.put(client, first_seq + i, f"{keys}{i % 4}",
+                         b"%s-%d" % (client.encode(), i), via=via))
+        c.run_for(9)
+    return ops
+
+
+def _checked(c: Any) -> None:
+    assert c.run_until(c.converged, 20_000), "no convergence once space returned"
+    c.check_hashes()
+    c.check_acknowledged()
+    c.check_linearizable()
+    assert c.violations == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sim_full_leader_steps_down_and_a_crash_then_loses_no_acked_write(seed: int) -> None:
+    from coreplane.testing import SimCluster
+
+    with SimCluster(seed, journal="lmdb") as c:
+        assert c.run_until(c.converged, 5_000)
+        old = c.leader()
+        assert old is not None
+        full = _sim_disk_full(c, old)
+        _load(c, "a", 1, 10)
+        full(True)  # mid-load: the leader's next batches cannot be synced
+        ops = _load(c, "b", 1, 60)
+        assert c.slots[old].node.engine.storage_full()
+        assert c.leader() not in (None, old)  # stepped down; the others lead on
+        others = [o for o in ops if o.via != old]
+        assert any(o.done and not o.unknown for o in others), "no write through the others"
+        c.crash(old)  # kill -9 while full: its unsynced batch is gone
+        _load(c, "c", 1, 10)
+        c.restart(old)
+        _checked(c)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_sim_full_follower_acks_nothing_unsynced_and_catches_up(seed: int) -> None:
+    from coreplane.testing import SimCluster
+
+    with SimCluster(seed, journal="lmdb") as c:
+        assert c.run_until(c.converged, 5_000)
+        leader = c.leader()
+        follower = next(n for n in c.node_ids if n != leader)
+        full = _sim_disk_full(c, follower)
+        full(True)
+        _load(c, "a", 1, 40)
+        journal = c.slots[follower].node.journal
+        assert journal.storage_full
+        engine = c.slots[leader].node.engine
+        peer = next(n for n in engine.otherNodes if str(n.id) == follower)
+        # The leader never learnt a match index past what the follower stored durably.
+        assert engine._SyncObj__raftMatchIndex.get(peer, 0) <= _durable_last(journal)
+        assert c.leader() == leader  # the others commit on
+        assert c.slots[follower].node.engine.fatal_error() is None  # waits, not stopped
+        full(False)
+        _load(c, "b", 1, 10)
+        _checked(c)
+
+
+def _durable_last(journal: LmdbJournal) -> int:
+    """The last log index LMDB holds for `journal` (what survives a crash)."""
+    with journal._env.begin(db=journal._dbs[b"log"]) as txn:
+        cursor = txn.cursor()
+        return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_sim_majority_full_elects_no_one_then_resumes(seed: int) -> None:
+    from coreplane.testing import SimCluster
+
+    with SimCluster(seed, journal="lmdb") as c:
+        assert c.run_until(c.converged, 5_000)
+        switches = [_sim_disk_full(c, n) for n in c.node_ids[:2]]
+        for switch in switches:
+            switch(True)
+        _load(c, "a", 1, 40)
+        c.run_for(3_000)
+        for switch in switches:
+            switch(False)
+        _load(c, "b", 1, 10)
+        _checked(c)
+
+
+@pytest.mark.parametrize("seed", [8, 9, 10, 11])
+def test_sim_full_leader_never_counts_its_unsynced_copy(seed: int) -> None:
+    """Leader L and follower f1 form the only quorum (f2 cut off). L's disk fills: its batch
+    leaves before its own sync (as a leader's does) and f1 stores it, but L's sync fails. If L
+    counted its own copy, the write would be acknowledged with one durable copy: killing L and
+    f1 and letting f2 and the restarted L elect a leader would lose it."""
+    from coreplane.testing import SimCluster
+
+    with SimCluster(seed, journal="lmdb") as c:
+        assert c.run_until(c.converged, 5_000)
+        leader = c.leader()
+        assert leader is not None
+        f1, f2 = (n for n in c.node_ids if n != leader)
+        c.partition([leader, f1], [f2])
+        _load(c, "a", 1, 5, via=leader)
+        full = _sim_disk_full(c, leader)
+        full(True)
+        ops = _load(c, "b", 1, 5, via=leader, keys="b")  # keys no later write touches
+        c.run_for(300)
+        c.crash(leader)
+        c.crash(f1)
+        c.heal()
+        c.restart(leader)  # restarted with space, without its unsynced batch
+        assert c.run_until(lambda: c.leader() is not None, 10_000)
+        _load(c, "c", 1, 8)
+        c.restart(f1)
+        assert c.run_until(c.converged, 20_000)
+        reads = [c.get("r", f"b{i}") for i in range(4)]
+        assert c.run_until(lambda: all(r.done for r in reads), 5_000)
+        assert all(o.done for o in ops)
+        _checked(c)
