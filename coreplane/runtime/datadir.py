@@ -25,6 +25,7 @@ dir, and add it back as a new voter (``add_voter``) that catches up from the lea
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -32,7 +33,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from coreplane.errors import CorruptData, InvalidArgument
+from coreplane.errors import CorruptData, InvalidArgument, StorageFull
 
 __all__ = ["LOCK_FILE", "META_FILE", "DataDir"]
 
@@ -179,7 +180,13 @@ class DataDir:
     def _write_meta(self) -> None:
         meta = {"format": FORMAT, "node_id": self.node_id, "cluster": self.cluster,
                 "members": dict(sorted(self.members.items())), "journal": self.journal_created}
-        _write_atomic(os.path.join(self.path, META_FILE), json.dumps(meta, sort_keys=True).encode())
+        meta_path = os.path.join(self.path, META_FILE)
+        try:
+            _write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"cannot write {meta_path}: {exc}") from exc
+            raise InvalidArgument("data_dir", f"cannot write {meta_path}: {exc}") from exc
 
     def mark_journal_created(self) -> None:
         """Record (durably) that the journal exists: from now on, losing it is refused."""

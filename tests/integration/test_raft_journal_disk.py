@@ -95,6 +95,69 @@ def test_disk_full_stops_writes_keeps_synced_entries_and_recovers(tiny_disk: Pat
         journal.close()
 
 
+@pytest.mark.slow
+def test_controlplane_on_a_full_disk_refuses_writes_and_resumes(tiny_disk: Path) -> None:
+    """A real full filesystem under a running node: writes fail with `StorageFull` (not
+    `Unavailable`), the node does not stop, stale reads work, and freeing space resumes writes
+    with no restart. Every write acknowledged before, during and after survives a restart."""
+    from coreplane.runtime.controlplane import ControlPlane
+    from coreplane.testing.ports import free_ports
+
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    data_dir = tiny_disk / "a"
+
+    def node() -> ControlPlane:
+        return ControlPlane("a", address, {}, data_dir, b"tiny-disk-secret-0123456789",
+                            election_timeout_ms=(200, 400), heartbeat_ms=40,
+                            tick_interval_ms=100)
+
+    def leader(cp: ControlPlane) -> None:
+        deadline = time.monotonic() + 10
+        while not (cp.is_leader() and cp.fencing_token is not None):
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.02)
+
+    cp = node()
+    cp.start()
+    acked: dict[str, bytes] = {}
+    try:
+        leader(cp)
+        (tiny_disk / "ballast").write_bytes(b"\x00" * 256 * 1024)  # what is freed later
+        with pytest.raises(StorageFull):
+            for i in range(10_000):  # bounded: 2 MiB cannot hold 10k x 4 KiB
+                value = i.to_bytes(4, "big") * 1024
+                cp.kv.put(f"k{i:05d}", value, timeout_s=5)
+                acked[f"k{i:05d}"] = value
+        assert acked
+        with pytest.raises(StorageFull):
+            cp.kv.put("while-full", b"x", timeout_s=2)
+        assert cp.status()["error"] is None
+        last = max(acked)
+        got = cp.kv.get(last, stale_ok=True)
+        assert got is not None and got[0] == acked[last]
+        (tiny_disk / "ballast").unlink()  # space returns
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                cp.kv.put("after", b"back", timeout_s=2)
+                break
+            except StorageFull:
+                assert time.monotonic() < deadline, "writes did not resume"
+                time.sleep(0.1)
+        acked["after"] = b"back"
+    finally:
+        cp.stop()
+    cp = node()
+    cp.start()
+    try:
+        leader(cp)
+        for key, value in acked.items():
+            got = cp.kv.get(key)
+            assert got is not None and got[0] == value, key
+    finally:
+        cp.stop()
+
+
 # ------------------------------------------------------------------------ real clusters
 
 
