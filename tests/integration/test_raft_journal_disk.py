@@ -10,12 +10,14 @@ and a lagging node catches up from a snapshot streamed out of the leader's LMDB.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -156,6 +158,67 @@ def test_controlplane_on_a_full_disk_refuses_writes_and_resumes(tiny_disk: Path)
             assert got is not None and got[0] == value, key
     finally:
         cp.stop()
+
+
+def _enospc_switch(cp: Any) -> Callable[[bool], None]:
+    """Every journal write transaction of `cp` fails with ENOSPC while switched on."""
+    journal = cp._journal
+    real = journal._flush_txn
+    state = {"full": False}
+
+    def flush_txn() -> None:
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real()
+
+    journal._flush_txn = flush_txn
+    return lambda full: state.update(full=full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who", ["follower", "leader"])
+def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
+        cluster_factory: Any, who: str) -> None:
+    """Three in-process nodes on the real wire. One node's journal cannot be written: writes
+    through it fail with `StorageFull`, the other two keep committing (a full leader hands
+    over), and once space returns it catches up and holds every acknowledged write."""
+    from tests.integration.conftest import wait_until
+
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    victim = leader if who == "leader" else cluster.followers()[0]
+    full = _enospc_switch(victim)
+    acked: dict[str, bytes] = {}
+    for i in range(10):
+        leader.kv.put(f"before{i}", b"b%d" % i)
+        acked[f"before{i}"] = b"b%d" % i
+    full(True)
+    wait_until(lambda: _victim_full(victim), 10, "the victim's journal to fail")
+    with pytest.raises(StorageFull):
+        victim.kv.put("through-victim", b"x", timeout_s=3)
+    others = [cp for cp in cluster.nodes.values() if cp is not victim]
+    new_leader = wait_until(lambda: next((cp for cp in others if cp.is_leader()), None), 10,
+                            "a leader among the nodes with space")
+    for i in range(20):
+        new_leader.kv.put(f"during{i}", b"d%d" % i, timeout_s=10)
+        acked[f"during{i}"] = b"d%d" % i
+    assert victim.status()["error"] is None
+    full(False)
+    wait_until(lambda: _has_all(victim, acked), 20, "the victim to catch up")
+    victim.kv.put("after", b"a", timeout_s=10)
+
+
+def _victim_full(cp: Any) -> bool:
+    engine = cp._engine
+    return engine is not None and engine.storage_full()
+
+
+def _has_all(cp: Any, acked: dict[str, bytes]) -> bool:
+    try:
+        return all(cp.kv.get(k, stale_ok=True) is not None
+                   and cp.kv.get(k, stale_ok=True)[0] == v for k, v in acked.items())
+    except Exception:  # noqa: BLE001 - not caught up yet
+        return False
 
 
 # ------------------------------------------------------------------------ real clusters
