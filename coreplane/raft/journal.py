@@ -394,6 +394,9 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             except OSError:
                 holder = ""
             os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise InvalidArgument("path", f"cannot lock {lock_path}: {exc} (a file "
+                                      "system without flock is not supported)") from exc
             mine = ", this process" if holder == str(os.getpid()) else ""
             raise InvalidArgument("path", f"{self.path} is already open (locked by pid "
                                   f"{holder or '(unknown)'}{mine})") from exc

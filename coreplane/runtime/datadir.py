@@ -78,6 +78,9 @@ def _lock_dir(path: str) -> int:
     except OSError as exc:
         holder = _read_holder(fd)
         os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise InvalidArgument("data_dir", f"cannot lock {lock_path}: {exc} (a file system "
+                                  "without flock is not supported)") from exc
         mine = " (this process)" if holder == str(os.getpid()) else ""
         raise InvalidArgument(
             "data_dir", f"{path} is in use by another coreplane node: locked by pid "

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from coreplane.errors import CorruptData, InvalidArgument, StorageFull
+from coreplane.errors import CoreplaneError, CorruptData, InvalidArgument, StorageFull
 from coreplane.raft.journal import LmdbJournal
 from coreplane.runtime.controlplane import ControlPlane
 from coreplane.runtime.datadir import META_FILE
@@ -99,6 +99,29 @@ def test_second_open_of_a_data_dir_is_refused_naming_the_holder(tmp_path: Path) 
     finally:
         cp.stop()
     _node(tmp_path / "a").stop()  # released by stop()
+
+
+def test_a_refused_construction_releases_the_lock(tmp_path: Path) -> None:
+    _node(tmp_path / "a").stop()
+    address = json.loads((tmp_path / "a" / META_FILE).read_text())["members"]["a"]
+    with pytest.raises(InvalidArgument, match="peers"):  # refused after the lock was taken
+        ControlPlane("a", address, {"b": "127.0.0.1:1"}, tmp_path / "a", SECRET, **FAST)
+    _node(tmp_path / "a").stop()  # not "in use"
+
+
+@pytest.mark.slow
+def test_a_failed_start_releases_the_lock(tmp_path: Path) -> None:
+    import socket
+
+    cp = _node(tmp_path / "a")
+    host, port = cp.address.rsplit(":", 1)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        with pytest.raises(CoreplaneError):
+            cp.start()  # the port is taken
+    _node(tmp_path / "a").stop()  # the data dir is free again
 
 
 def test_the_lock_file_records_the_holder_pid(tmp_path: Path) -> None:
