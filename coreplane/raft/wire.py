@@ -31,6 +31,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import os
 import socket
 import threading
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES_DEFAULT = 16 * 1024 * 1024  # the codec's own decode cap; raise both together
 PEER_NODE_EXT_CODE = 16  # fixed forever: it is stored in snapshots and membership entries
 SECRET_BYTES_MIN = 16
+_AUTH_FAILURES = frozenset({"bad_hello_mac", "bad_reply_mac", "bad_confirm_mac"})
+_AUTH_WARN_EVERY_S = 60.0
 _PENDING_INBOUND_MAX = 64  # unauthenticated connections held at once; the oldest goes first
 _RECV_CHUNK_BYTES = 256 * 1024
 _ACCEPTS_PER_EVENT = 16
@@ -315,6 +318,7 @@ class WireTransport(Transport):
         self._unsynced = False
         self._destroyed = False
         self._stats: Counter[str] = Counter()
+        self._auth_warned: dict[str, float] = {}  # peer -> monotonic time of the last warning
         self.bound_address: str | None = None
         for node in otherNodes:
             self.addNode(node)
@@ -428,6 +432,20 @@ class WireTransport(Transport):
     def _dials(self, raw: bytes) -> bool:
         """Exactly one side of each pair dials: the one with the larger id."""
         return self._self_id > raw
+
+    def _warn_auth_failure(self, conn: _Conn, reason: str) -> None:
+        """Say once a minute per peer that it failed authentication: a member started with
+        the wrong secret otherwise shows only as 'not connected' on both sides."""
+        who = f"{conn.node.id} ({conn.peer_addr})" if conn.dialer and conn.node else \
+            conn.peer_addr.rpartition(":")[0]
+        now = time.monotonic()
+        if now - self._auth_warned.get(who, -math.inf) < _AUTH_WARN_EVERY_S:
+            return
+        if len(self._auth_warned) >= _PENDING_INBOUND_MAX:
+            self._auth_warned.clear()  # bounded: a scan from many addresses cannot grow it
+        self._auth_warned[who] = now
+        logger.warning("peer %s failed authentication (%s): is it a member of this cluster, "
+                       "started with the same secret?", who, reason)
 
     def _reject(self, reason: str) -> None:
         self._stats[f"reject:{reason}"] += 1
@@ -656,6 +674,8 @@ class WireTransport(Transport):
                 self._reject(exc.reason)
                 if conn.state == _OPEN:
                     logger.warning("peer %s broke the protocol: %s", conn.node, exc.reason)
+                elif exc.reason in _AUTH_FAILURES:
+                    self._warn_auth_failure(conn, exc.reason)
                 else:
                     logger.debug("rejected connection %s: %s", conn.peer_addr, exc.reason)
                 self._close(conn, exc.reason)

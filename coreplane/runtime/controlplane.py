@@ -17,7 +17,7 @@ Why the shapes:
   machine stays registered: logs written by earlier versions contain barrier entries.)
 - a leader acts (ticks, stepdowns, `fencing_token`, `on_leadership`) only while its lease
   holds (`RaftEngine.is_leader`); a node whose engine failed for good stops and says why in
-  `status()["error"]` instead of lingering as a silent non-voter;
+  `status().error` instead of lingering as a silent non-voter;
 - the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
   the thread that built it exits; the host may call `start()` from any thread;
 - pysyncobj callbacks run on its tick thread: ours only record and wake, never block;
@@ -31,19 +31,22 @@ Only `coreplane.errors` types leave this module's public methods.
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import errno
 import logging
+import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from coreplane.core import commands as C
+from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import Limits
-from coreplane.core.state import Applied, StateMachine
+from coreplane.core.state import Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
@@ -53,8 +56,11 @@ from coreplane.errors import (
     Unavailable,
 )
 from coreplane.raft import engine as E
-from coreplane.runtime.config import NodeConfig, parse_address, validate_config
+from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.sessions import SessionLanes
+from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -79,6 +85,29 @@ def _stepdown_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
     if not isinstance(body, dict) or not isinstance(body.get("node"), str):
         raise CommandRejected("bad_stepdown", "body must be {'node': str}")
     return [body["node"], ctx.index], ctx.index
+
+
+def _check_int(field: str, value: object, lo: int, hi: int) -> int:
+    """An integer option in [lo, hi]; bools, floats and strings are refused, never int()-ed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float:
+    """A finite, non-negative duration in seconds (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(field, f"must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
+        raise InvalidArgument(field, f"must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _unwrap_int(applied: Applied) -> int:
+    return int(applied.unwrap())
 
 
 class _Attempt:
@@ -108,6 +137,14 @@ class KV:
         return int(self._cp.call_command(C.Put(key=key, value=value, lease_id=lease_id),
                                          timeout_s=timeout_s))
 
+    def put_async(self, key: str, value: bytes, *, lease_id: int = 0,
+                  timeout_s: float | None = None) -> ProposalFuture[int]:
+        """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
+        Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
+        for the ordering of writes in flight."""
+        return self._cp.propose_async(C.Put(key=key, value=value, lease_id=lease_id),
+                                      timeout_s=timeout_s, transform=_unwrap_int)
+
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
         return int(self._cp.call_command(C.Delete(key=key), timeout_s=timeout_s))
@@ -129,7 +166,7 @@ class KV:
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
-    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, dict[str, Any]]:
+    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, StaleReadBound]:
         """A local read and its staleness bound (`ControlPlane.stale_read_bound`)."""
         bound = self._cp.stale_read_bound()
         return self.get(key, stale_ok=True), bound
@@ -139,6 +176,8 @@ class KV:
         """Keys with `prefix` in key order as (key, value, mod_revision)."""
         if not isinstance(prefix, str):
             raise InvalidArgument("prefix", "must be a str")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
         items: list[tuple[str, bytes, int]] = self._cp.read(
             lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
         return items
@@ -182,30 +221,32 @@ class ControlPlane:
         durability: str = "fsync",
         limits: Limits | None = None,
     ) -> None:
-        self._config: NodeConfig = validate_config(
-            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
-        if not isinstance(tick_interval_ms, int) or tick_interval_ms <= 0:
-            raise InvalidArgument("tick_interval_ms", "must be a positive integer")
-        if not (isinstance(propose_timeout_s, (int, float)) and propose_timeout_s > 0):
-            raise InvalidArgument("propose_timeout_s", "must be positive")
+        _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
+        self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
+        if self._propose_timeout_s > 24 * 3600:
+            raise InvalidArgument("propose_timeout_s", "must be at most one day")
         if durability not in ("fsync", "relaxed"):
             raise InvalidArgument("durability", "must be 'fsync' or 'relaxed'")
-        try:
-            lo, hi = (int(v) for v in election_timeout_ms)
-        except (TypeError, ValueError):
-            raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)") from None
-        if isinstance(heartbeat_ms, bool) or not isinstance(heartbeat_ms, int):
-            raise InvalidArgument("heartbeat_ms", "must be an integer")
+        if not isinstance(election_timeout_ms, (tuple, list)) or len(election_timeout_ms) != 2:
+            raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)")
+        lo = _check_int("election_timeout_ms", election_timeout_ms[0], 1, 60_000)
+        hi = _check_int("election_timeout_ms", election_timeout_ms[1], 1, 60_000)
+        _check_int("heartbeat_ms", heartbeat_ms, 1, 60_000)
         self._timing = E.EngineTiming(
             election_timeout_ms_min=lo, election_timeout_ms_max=hi,
             heartbeat_ms=heartbeat_ms, connection_timeout_ms=max(1000, hi))
         self._timing.validate()
-        if not isinstance(log_compaction_min_entries, int) or log_compaction_min_entries < 2:
-            raise InvalidArgument("log_compaction_min_entries", "must be an integer >= 2")
+        _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
+        _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidArgument("limits", f"must be a coreplane Limits, got "
+                                            f"{type(limits).__name__}")
         self._tick_interval_s = tick_interval_ms / 1000
-        self._propose_timeout_s = float(propose_timeout_s)
-        self._compaction = (log_compaction_min_entries, int(log_compaction_min_time_s))
+        self._compaction = (log_compaction_min_entries, log_compaction_min_time_s)
         self._durability = durability
+        # Last: it creates the data dir, so a call refused for another field leaves no trace.
+        self._config: NodeConfig = validate_config(
+            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
         self._fingerprint = cluster_fingerprint(self._config.secret)
         # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
@@ -237,10 +278,11 @@ class ControlPlane:
         self.kv = KV(self)
 
         self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
-        self._seq = itertools.count(1)
+        self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
         self._engine: E.RaftEngine | None = None
+        self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping = threading.Event()
@@ -252,6 +294,7 @@ class ControlPlane:
         self._led_term: int | None = None
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
+        self._tick_mono: float | None = None  # monotonic time of this leader's last tick
         self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
@@ -278,13 +321,22 @@ class ControlPlane:
             self._sm.register(name, machine, **functions)
 
     def start(self) -> None:
-        """Start the engine and the runtime thread; returns once the node listens."""
+        """Start the engine and the runtime thread; returns once the node listens.
+
+        A ControlPlane runs once: start() while running is a no-op, and after stop() or a
+        failed start() it raises (the data dir was released; construct a new one)."""
+        if self._stopping.is_set() or self._start_error is not None:
+            raise InvalidArgument("start", "this ControlPlane was stopped or failed to start; "
+                                           "construct a new one on the same data dir")
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
                                         daemon=True)
         self._thread.start()
         self._started.wait()
+        if self._start_error is None:
+            self._pipeline = Pipeline(self._require_engine, frozenset(_RETRY_CODES),
+                                      attempt_s=self._attempt_s(), name=self.node_id)
         if self._start_error is not None:
             err = self._start_error
             self._thread.join(timeout=5)
@@ -292,9 +344,11 @@ class ControlPlane:
                 raise err
             raise Unavailable(f"engine failed to start: {err}") from err
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, *, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
+        if self._pipeline is not None:
+            self._pipeline.close()
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
             self._close_storage()
             return
@@ -363,7 +417,8 @@ class ControlPlane:
             self._engine = self._make_engine()
             if not self._engine.wait_bound():
                 self._engine.destroy_synchronous()
-                raise Unavailable(f"cannot listen on {self.address} (address in use?)")
+                raise Unavailable(f"cannot listen on {self.address}: "
+                                  f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._close_storage()
@@ -384,6 +439,8 @@ class ControlPlane:
                     logger.exception("runtime step failed on %s", self.node_id)
         finally:
             self._stopping.set()
+            if self._pipeline is not None:
+                self._pipeline.close()
             self._lose_leadership()
             try:
                 self._engine.wait_snapshot_writer(5.0)
@@ -434,10 +491,29 @@ class ControlPlane:
         now = time.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
-            with self._sm_lock:
-                n, last_ms = self._sm.tick_n + 1, self._sm.tick_ms
-            tick = C.Tick(n=n, tick_ms=max(time.time_ns() // 1_000_000, last_ms))
-            self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
+            self._propose_tick(now)
+
+    def _propose_tick(self, now: float) -> None:
+        """Advance cluster time by this leader's monotonic time since its last committed tick,
+        at most two intervals (a paused or starved leader slows cluster time down, never
+        speeds it up); a new leader's first tick is one interval after the last committed one.
+        No wall clock is read, so a clock stepped by a day moves nothing."""
+        interval_ms = round(self._tick_interval_s * 1000)
+        last = self._tick_mono
+        elapsed_ms = interval_ms if last is None else round((now - last) * 1000)
+        elapsed_ms = max(0, min(elapsed_ms, 2 * interval_ms))
+        with self._sm_lock:
+            n = self._sm.tick_n + 1
+        _result, code = self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
+                                               timeout_s=self._tick_interval_s * 5)
+        if code == E.FAIL.SUCCESS:
+            self._tick_mono = now
+
+    def _propose_internal(self, command: C.Command, *,
+                          timeout_s: float) -> tuple[Any, int | None]:
+        """The runtime's own path into the log: internal commands (ticks, leader entries and
+        the leader's other decisions) carry the marker that `propose` refuses to forward."""
+        return self._attempt(C.encode_internal(command), timeout_s=timeout_s)
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
         """Hand over leadership when a stepdown entry committed during this leadership (after
@@ -453,12 +529,13 @@ class ControlPlane:
         """Commit a Leader entry for this term; its index is the fencing token."""
         token = self._token_for(term)
         if token is None:  # not yet applied here (a retry must not mint a second token)
-            entry = C.encode(C.Leader(node_id=self.node_id, term=term))
-            self._attempt(entry, timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
+            self._propose_internal(C.Leader(node_id=self.node_id, term=term),
+                                   timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
             token = self._token_for(term)
         if token is not None and engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
+            self._tick_mono = None
             self._emitted_token = token
             self._emit(True, token)
 
@@ -520,9 +597,16 @@ class ControlPlane:
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
-        data = command if isinstance(command, bytes) else C.encode(self._with_session(command))
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
-        attempt_s = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        deadline = time.monotonic() + self._timeout(timeout_s)
+        data, release = self._proposal(command)
+        try:
+            return self._propose_until(data, deadline)
+        finally:
+            if release is not None:
+                release()
+
+    def _propose_until(self, data: bytes, deadline: float) -> Applied:
+        attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
             self._refuse_if_storage_full()
@@ -552,6 +636,68 @@ class ControlPlane:
                               "themselves once space is freed (the outcome of an earlier "
                               "attempt of this command is unknown: retry the same bytes)")
 
+    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
+        """The bytes to propose for a host's command, after every check apply would make on
+        its own: internal commands and the runtime's marker are refused (only the runtime
+        ticks and establishes leaders), and so is anything over a size limit. The second item
+        releases the session seq the command was given (call it once the write completed)."""
+        release: Callable[[], None] | None = None
+        if isinstance(command, (bytes, bytearray, memoryview)):
+            data = bytes(command)
+            if len(data) > self._sm.limits.entry_bytes_max:
+                raise InvalidArgument("limits.entry_bytes_max",
+                                      f"the command is {len(data)} bytes, over the "
+                                      f"{self._sm.limits.entry_bytes_max}-byte limit")
+            decoded = C.check_proposable(data)
+        elif isinstance(command, C._Base):
+            if command.TAG in C.INTERNAL_TAGS:
+                C.encode(command)  # raises InvalidArgument: internal commands are the runtime's
+            decoded, release = self._with_session(command)
+            try:
+                data = C.encode(decoded)
+            except BaseException:
+                if release is not None:
+                    release()
+                raise
+        else:
+            raise InvalidArgument("command", f"{type(command).__name__} is not a command "
+                                             "(a coreplane.core.commands type or its bytes)")
+        try:
+            check_limits(decoded, len(data), self._sm.limits)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return data, release
+
+    def _attempt_s(self) -> float:
+        """How long one attempt may go unanswered before the same bytes are sent again."""
+        return max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+
+    def _timeout(self, timeout_s: object) -> float:
+        """A caller's deadline in seconds: None means the configured default, 0 means now."""
+        if timeout_s is None:
+            return self._propose_timeout_s
+        return _check_seconds("timeout_s", timeout_s, zero_ok=True)
+
+    def propose_async(self, command: bytes | C.Command, *, timeout_s: float | None = None,
+                      transform: Callable[[Applied], Any] | None = None
+                      ) -> ProposalFuture[Any]:
+        """`propose` pipelined: returns at once with a future of the `Applied` (or of
+        ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
+        here, before anything is proposed; everything after is in the future."""
+        timeout = self._timeout(timeout_s)
+        pipeline = self._pipeline
+        if pipeline is None or self._stopping.is_set():
+            self._require_engine()
+            raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
+        data, release = self._proposal(command)
+        future = pipeline.submit(data, timeout, transform)
+        if release is not None:
+            future.add_done_callback(lambda _f: release())
+        return future
+
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""
         return self.propose(command, timeout_s=timeout_s).unwrap()
@@ -560,16 +706,25 @@ class ControlPlane:
         """Run a command on a registered user machine; its result or CommandRejected(code)."""
         return self.call_command(C.UserCommand(machine=machine, body=body), timeout_s=timeout_s)
 
-    def _with_session(self, command: C.Command) -> C.Command:
-        if not isinstance(command, C._Base):
-            raise InvalidArgument("command", f"{type(command).__name__} is not a command")
+    def _with_session(self, command: C.Command
+                      ) -> tuple[C.Command, Callable[[], None] | None]:
+        """The command with this node's session and a fresh seq (see `SessionLanes`) unless
+        it carries its own; and what releases that seq once the write completed."""
         fields: Any = command  # every client command has client_id and seq (commands.py)
         if "client_id" not in fields.TYPES or fields.client_id:
-            return command
-        with self._seq_lock:
-            seq = next(self._seq)
-        with_session: C.Command = dataclasses.replace(fields, client_id=self._client_id, seq=seq)
-        return with_session
+            return command, None
+        lanes = self._lanes
+        if lanes is None:
+            with self._seq_lock:
+                if self._lanes is None:
+                    self._lanes = SessionLanes(self._client_id)
+                lanes = self._lanes
+        got = lanes.acquire(timeout_s=self._propose_timeout_s)
+        if got is None:
+            raise Unavailable("too many writes in flight on this node")
+        lane, seq = got
+        with_session: C.Command = dataclasses.replace(fields, client_id=lane.client_id, seq=seq)
+        return with_session, lambda: lanes.release(lane, seq)
 
     # ------------------------------------------------------------------------ reads
 
@@ -585,7 +740,7 @@ class ControlPlane:
 
     def _wait_read_index(self, timeout_s: float | None) -> int:
         """Get a confirmed read index from the leader, then wait until it is applied here."""
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         backoff_s = 0.005
         while True:
             engine = self._require_engine()
@@ -606,17 +761,15 @@ class ControlPlane:
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.1)
 
-    def stale_read_bound(self) -> dict[str, Any]:
-        """How far behind a ``stale_ok=True`` read here may be: entries this replica knows are
-        committed but not applied, and how long ago it last heard a leader (0 on the leader).
-        Writes committed since then are unknown here, so the age is the real bound."""
+    def stale_read_bound(self) -> StaleReadBound:
+        """How far behind a ``stale_ok=True`` read here may be (see `StaleReadBound`)."""
         engine = self._require_engine()
         st = engine.safe_status()
         applied = engine.applied_index()
         known = max(int(st.get("commit_idx") or 0), int(st.get("leader_commit_idx") or 0))
-        return {"applied_index": applied, "known_commit_index": known,
-                "entries_behind_min": max(0, known - applied),
-                "ms_since_leader_heard": engine.ms_since_leader_heard()}
+        return StaleReadBound(applied_index=applied, known_commit_index=known,
+                              entries_behind_min=max(0, known - applied),
+                              ms_since_leader_heard=int(engine.ms_since_leader_heard()))
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
@@ -637,7 +790,7 @@ class ControlPlane:
     def transfer_leadership(self, *, timeout_s: float | None = None) -> str:
         """Planned restart: hand leadership to the most caught-up follower; the new leader's
         id. This node stops acting as leader at once. No-op (its id) when not leader."""
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
             leader = self.leader_id
@@ -655,8 +808,11 @@ class ControlPlane:
 
     @property
     def leader_id(self) -> str | None:
+        """The current leader's id as this node knows it; None when unknown or stopped."""
         engine = self._engine
-        node = engine.leader_node() if engine is not None else None
+        if engine is None or self._stopping.is_set():
+            return None
+        node = engine.leader_node()
         return None if node is None else str(node.id)
 
     @property
@@ -680,7 +836,7 @@ class ControlPlane:
         with self._callbacks_lock:
             self._callbacks.append(callback)
 
-    def wait_for_leader(self, timeout_s: float = 10.0) -> str:
+    def wait_for_leader(self, *, timeout_s: float = 10.0) -> str:
         """Block until a leader is established (its Leader entry applied here); its id."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -703,12 +859,18 @@ class ControlPlane:
 
     def add_voter(self, node_id: str, address: str, *, timeout_s: float | None = None) -> None:
         """Add one voter and wait until this node sees it; no-op if it is already a voter."""
-        if not isinstance(node_id, str) or not node_id:
-            raise InvalidArgument("node_id", "must be a non-empty str")
+        check_node_id(node_id, "node_id")
         parse_address(address, "address")
         known = self._datadir.members.get(node_id)
         if known is not None and known != address:
             raise InvalidArgument("address", f"{node_id!r} is already a voter at {known}")
+        key = endpoint_key(address)
+        for other_id, other_address in sorted(self._datadir.members.items()):
+            if other_id != node_id and endpoint_key(other_address) == key:
+                # A second id on one endpoint is a phantom voter: it raises the quorum and no
+                # config can reconstruct either node afterwards.
+                raise InvalidArgument("address", f"{address} is already voter {other_id!r}'s "
+                                                 "address")
         self._change_membership(E.PeerNode(node_id, address), add=True, timeout_s=timeout_s)
 
     def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
@@ -721,7 +883,7 @@ class ControlPlane:
         address = self._datadir.members.get(node_id)
         if address is None:
             return
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while self.leader_id in (node_id, None):
             if time.monotonic() >= deadline:
                 raise Unavailable(f"{node_id} did not hand over leadership before the deadline")
@@ -737,7 +899,7 @@ class ControlPlane:
 
     def _change_membership(self, node: E.PeerNode, *, add: bool,
                            timeout_s: float | None) -> None:
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
             present = any(n.id == node.id for n in engine.members())
@@ -757,39 +919,61 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
-        """A plain dict: role, term, commit/applied index, leader, peers, token, tick."""
+    def status(self) -> NodeStatus:
+        """Role, term, commit/applied index, leader, peers, fencing token, cluster time."""
         engine = self._engine
         with self._sm_lock:
             core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
                     "tick_n": self._sm.tick_n}
+        fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core,
-                                "error": None if self._fatal is None else str(self._fatal)}
-        if engine is not None and engine.fatal_error() is not None and self._fatal is None:
-            base["error"] = str(engine.fatal_error())
-        if engine is None or self._stopping.is_set() or base["error"] is not None:
-            return {**base, "role": "stopped", "term": None, "commit_index": None,
-                    "applied_index": None, "leader": None, "peers": {}, "fencing_token": None}
+                                "error": None if fatal is None else str(fatal)}
+        if engine is None or self._stopping.is_set() or fatal is not None:
+            return NodeStatus(role="stopped", **base)
         st = engine.safe_status()
         peers = {
-            nid: {"address": addr,
-                  "connected": st.get(f"partner_node_status_server_{nid}") == 2}
+            nid: PeerStatus(addr, st.get(f"partner_node_status_server_{nid}") == 2)
             for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
         }
-        return {
+        return NodeStatus(
             **base,
-            "role": E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
-            "term": st.get("raft_term"),
-            "commit_index": st.get("commit_idx"),
-            "applied_index": st.get("last_applied"),
-            "leader": self.leader_id,
-            "has_quorum": st.get("has_quorum"),
-            "log_len": st.get("log_len"),
-            "peers": peers,
-            "fencing_token": self.fencing_token,
-            "lease_remaining_ms": max(0, int(engine.lease_remaining_s() * 1000)),
-            "raft": engine.counters(),
-        }
+            role=E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
+            term=st.get("raft_term"),
+            commit_index=st.get("commit_idx"),
+            applied_index=st.get("last_applied"),
+            leader=self.leader_id,
+            has_quorum=st.get("has_quorum"),
+            log_len=st.get("log_len"),
+            peers=peers,
+            fencing_token=self.fencing_token,
+            lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
+            raft=dict(engine.counters()),
+        )
+
+
+def _bind_problem(address: str) -> str:
+    """Why this node cannot listen, in words: bind the address once more and read the error."""
+    host, port = parse_address(address, "address")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "the port is in use (another process, or this node already running?)"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine"
+        if exc.errno == errno.EACCES:
+            return f"permission denied for port {port}"
+        return str(exc)
+    return "the listener did not come up in time"
+
+
+def _lease_ms(remaining_s: float) -> int | None:
+    """The leader's lease left in ms; None when it never ends (a one-voter cluster)."""
+    if math.isinf(remaining_s):
+        return None
+    return max(0, int(remaining_s * 1000))
 
 
 class _SnapshotSource:

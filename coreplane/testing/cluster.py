@@ -460,6 +460,17 @@ class SimCluster:
             self.violate("tick_time_monotonic", f"{node.node_id}: tick time went from "
                          f"{slot.tick_ms_seen} to {tick_ms} at index {index}")
         slot.tick_ms_seen = tick_ms
+        self._check_cluster_time(node.node_id, tick_ms, index)
+
+    def _check_cluster_time(self, node_id: str, tick_ms: int, index: int) -> None:
+        """Cluster time may run ahead of real (simulated) time only by the clocks' drift bound
+        (2%) plus one tick interval per leadership, whatever any node's wall clock says: a
+        clock stepped by a day must not expire a lease early."""
+        allowed_ms = (self.now * 102 // 100_000 + 2 * self._options["tick_interval_ms"]
+                      * (len(self._leader_of_term) + 1))
+        if tick_ms > allowed_ms:
+            self.violate("cluster_time_rate", f"{node_id}: tick time {tick_ms} ms at index "
+                         f"{index} after {self.now // 1000} ms of real time")
 
     # ------------------------------------------------------------------ the network (hub)
     def attach(self, node_id: str, transport: Any) -> None:

@@ -98,9 +98,9 @@ def test_leadership_callbacks_and_growing_tokens(cluster_factory: Any) -> None:
     assert all(cp.fencing_token is None for cp in cluster.followers())
     wait_until(lambda: (first.node_id, True, token1) in events, 5, "a gained event")
     status = first.status()
-    assert status["role"] == "leader" and status["leader"] == first.node_id
-    assert status["fencing_token"] == token1 and status["term"] >= 1
-    assert set(status["peers"]) == set(cluster.addresses) - {first.node_id}
+    assert status.role == "leader" and status.leader == first.node_id
+    assert status.fencing_token == token1 and status.term >= 1
+    assert set(status.peers) == set(cluster.addresses) - {first.node_id}
 
     first.stop()
     assert (first.node_id, False, token1) in events  # lost, with the token it gave up
@@ -192,12 +192,12 @@ def test_add_and_remove_voter(cluster_factory: Any) -> None:
 def test_stopped_node_refuses_with_coreplane_errors(cluster_factory: Any) -> None:
     cluster = cluster_factory()
     with cluster.make("a", start=False) as cp:
-        assert cp.status()["role"] in {"follower", "candidate", "leader"}
+        assert cp.status().role in {"follower", "candidate", "leader"}
     with pytest.raises(Unavailable):
         cp.kv.put("k", b"v")
     with pytest.raises(Unavailable):
         cp.kv.get("k", stale_ok=True)
-    assert cp.status()["role"] == "stopped"
+    assert cp.status().role == "stopped"
     cp.stop()  # idempotent
 
 
@@ -257,7 +257,7 @@ def test_a_node_that_cannot_apply_stops_instead_of_diverging(cluster_factory: An
 
     victim._sm.apply = broken_apply  # type: ignore[method-assign]
     leader.kv.put("poison", b"x")  # the other two still commit it
-    wait_until(lambda: victim.status()["role"] == "stopped", 10, "the victim to stop")
+    wait_until(lambda: victim.status().role == "stopped", 10, "the victim to stop")
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("poison", stale_ok=True)
     assert leader.kv.get("poison") is not None
@@ -276,9 +276,9 @@ def test_a_node_whose_raft_tick_keeps_failing_stops_with_a_clear_error(
         raise IndexError("list index out of range")
 
     victim._engine._SyncObj__applyLogEntries = broken  # type: ignore[attr-defined]
-    wait_until(lambda: victim.status()["error"] is not None, 15, "the victim to report")
+    wait_until(lambda: victim.status().error is not None, 15, "the victim to report")
     status = victim.status()
-    assert status["role"] == "stopped" and "IndexError" in status["error"]
+    assert status.role == "stopped" and "IndexError" in status.error
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("x", stale_ok=True)
     assert leader.kv.put("still", b"ok") > 0  # the other two go on
@@ -301,5 +301,5 @@ def test_a_snapshot_that_cannot_be_loaded_stops_the_node(cluster_factory: Any) -
 
     b._sm.restore = broken_restore  # type: ignore[method-assign]
     b.start()
-    wait_until(lambda: b.status()["error"] is not None, 10, "b to report the failed load")
-    assert "snapshot could not be loaded" in b.status()["error"]
+    wait_until(lambda: b.status().error is not None, 10, "b to report the failed load")
+    assert "snapshot could not be loaded" in b.status().error

@@ -91,11 +91,11 @@ def test_an_isolated_follower_rejoins_without_disrupting_the_leader(cluster_fact
     leader = cluster.leader()
     token = leader.fencing_token
     lonely = cluster.followers()[0]
-    term = lonely.status()["term"]
+    term = lonely.status().term
     heal = _isolate(lonely)
     time.sleep(1.5)  # it times out again and again: pre-vote rounds nobody answers
     assert leader.is_leader() and leader.fencing_token == token
-    assert lonely.status()["term"] == term  # pre-vote: no term climbed alone
+    assert lonely.status().term == term  # pre-vote: no term climbed alone
     leader.kv.put("while-away", b"1")
     heal()
     wait_until(lambda: lonely.kv.get("while-away", timeout_s=2) is not None, 15,

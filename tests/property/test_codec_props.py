@@ -58,7 +58,8 @@ def _seeds() -> list[bytes]:
         commands.UserCommand("m", {"a": [1, 2, {"b": b"x"}]}),
         commands.LeaseGrant(5_000),
     ]
-    out = [commands.encode(c) for c in cmds]
+    out = [commands.encode_internal(c) if c.TAG in commands.INTERNAL_TAGS else commands.encode(c)
+           for c in cmds]
     out.append(codec.encode_tree({"t": (1, [b"x", (2, 3)])}))
     return out
 
