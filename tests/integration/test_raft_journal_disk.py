@@ -133,7 +133,7 @@ def test_controlplane_on_a_full_disk_refuses_writes_and_resumes(tiny_disk: Path)
         assert acked
         with pytest.raises(StorageFull):
             cp.kv.put("while-full", b"x", timeout_s=2)
-        assert cp.status()["error"] is None
+        assert cp.status().error is None
         last = max(acked)
         got = cp.kv.get(last, stale_ok=True)
         assert got is not None and got[0] == acked[last]
@@ -202,7 +202,7 @@ def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
     for i in range(20):
         new_leader.kv.put(f"during{i}", b"d%d" % i, timeout_s=10)
         acked[f"during{i}"] = b"d%d" % i
-    assert victim.status()["error"] is None
+    assert victim.status().error is None
     full(False)
     wait_until(lambda: _has_all(victim, acked), 20, "the victim to catch up")
     victim.kv.put("after", b"a", timeout_s=10)

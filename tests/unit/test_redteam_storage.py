@@ -333,8 +333,9 @@ def test_disk_full_refuses_writes_with_storage_full_and_resumes(tmp_path: Path) 
         time.sleep(1.5)  # longer than the engine's old give-up point (50 failed ticks)
         with pytest.raises(StorageFull):
             cp.kv.put("during", b"3", timeout_s=3)
-        assert cp.status()["error"] is None  # not stopped for good
-        assert cp.kv.get("before", stale_ok=True) == (b"1", cp.kv.get_stale("before")[0][1])
+        assert cp.status().error is None  # not stopped for good
+        got = cp.kv.get("before", stale_ok=True)  # reads this node can serve go on
+        assert got is not None and got[0] == b"1"
         disk_full(False)
         rev = _wait(lambda: _try_put(cp, "after", b"4"), "a write after space returns")
         assert rev > 0
