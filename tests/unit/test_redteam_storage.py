@@ -153,8 +153,10 @@ def _last_txnid(path: Path) -> int:
 
 
 def test_opening_and_closing_a_journal_writes_nothing(tmp_path: Path) -> None:
-    """The garbage sweep runs only for keys this journal made garbage, never at a bare open:
-    an opener with a stale view of the log end would delete entries written after it looked."""
+    """A bare open and close commits no transaction: the garbage sweep runs only for keys
+    outside the live range that LMDB held at open or that this journal's own truncations left
+    (an opener with a stale view of the log end once deleted entries written after it looked;
+    the owner lock now also keeps such an opener out)."""
     path = tmp_path / "j"
     journal = LmdbJournal(str(path), node_id="n1")
     for i in range(1, 11):
