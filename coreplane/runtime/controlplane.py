@@ -30,6 +30,8 @@ Only `coreplane.errors` types leave this module's public methods.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -59,6 +61,7 @@ from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 
@@ -111,18 +114,44 @@ def _unwrap_int(applied: Applied) -> int:
 
 
 class _Attempt:
-    """One proposal's outcome, filled in on the tick thread."""
+    """One proposal's outcome, filled in on the tick thread.
 
-    __slots__ = ("code", "event", "result")
+    The waiter blocks on a bare lock the callback releases, not on a `threading.Event`: an
+    Event is a Condition in Python code, and with 256 writer threads its wait/notify
+    bookkeeping was over half of the leader's GIL time (py-spy --gil); a lock's acquire and
+    release are single C calls."""
+
+    __slots__ = ("_lock", "code", "fired", "result")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
         self.result: Any = None
         self.code: int | None = None
+        self.fired = False
 
     def __call__(self, result: Any, code: int) -> None:
-        self.result, self.code = result, code
-        self.event.set()
+        self.result, self.code, self.fired = result, code, True
+        with contextlib.suppress(RuntimeError):  # a second callback for the same attempt
+            self._lock.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the callback ran; False after `timeout_s` without it."""
+        return self._lock.acquire(timeout=max(0.0, timeout_s))
+
+
+class _Waiting:
+    """The leader work's proposal in flight, and when to stop waiting for it."""
+
+    __slots__ = ("attempt", "deadline")
+
+    def __init__(self, attempt: _Attempt, deadline: float) -> None:
+        self.attempt = attempt
+        self.deadline = deadline
+
+
+class _Yield(Exception):
+    """Ends a pass of the leader work after it proposed an entry (see `ControlPlane.step`)."""
 
 
 class KV:
@@ -220,6 +249,7 @@ class ControlPlane:
         log_compaction_min_time_s: int = 300,
         durability: str = "fsync",
         limits: Limits | None = None,
+        seams: Seams | None = None,
     ) -> None:
         _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
         self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
@@ -238,6 +268,10 @@ class ControlPlane:
         self._timing.validate()
         _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
         _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
+        if seams is not None and not isinstance(seams, Seams):
+            raise InvalidArgument("seams", "must be a coreplane.runtime.seams.Seams")
+        self._seams = seams or Seams()
+        self._clock: Clock = self._seams.clock or SystemClock()
         if limits is not None and not isinstance(limits, Limits):
             raise InvalidArgument("limits", f"must be a coreplane Limits, got "
                                             f"{type(limits).__name__}")
@@ -255,7 +289,7 @@ class ControlPlane:
             self._transport_class = self._make_transport_class()
             # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
             try:
-                self._journal: Any = E.open_journal(
+                self._journal: Any = (self._seams.journal_factory or E.open_journal)(
                     self._datadir.lmdb_path, node_id=self._config.node_id,
                     cluster_id=self._fingerprint, durability=durability,
                     create=not self._datadir.journal_created)
@@ -277,7 +311,8 @@ class ControlPlane:
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
 
-        self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
+        self._client_id = (self._seams.client_id
+                           or f"{self._config.node_id}/{os.urandom(6).hex()}")
         self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
@@ -295,6 +330,8 @@ class ControlPlane:
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
         self._tick_mono: float | None = None  # monotonic time of this leader's last tick
+        self._tick_sent: tuple[int, float] | None = None  # (n, monotonic) of the tick in flight
+        self._waiting: _Waiting | None = None  # the leader work's proposal in flight
         self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
@@ -328,7 +365,11 @@ class ControlPlane:
         if self._stopping.is_set() or self._start_error is not None:
             raise InvalidArgument("start", "this ControlPlane was stopped or failed to start; "
                                            "construct a new one on the same data dir")
-        if self._thread is not None:
+        if self._thread is not None or self._engine is not None:
+            return
+        if not self._seams.threaded:  # a driver ticks the engine and steps the runtime
+            self._engine = self._make_engine()
+            self._started.set()
             return
         self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
                                         daemon=True)
@@ -349,6 +390,13 @@ class ControlPlane:
         self._stopping.set()
         if self._pipeline is not None:
             self._pipeline.close()
+        if not self._seams.threaded and self._engine is not None:
+            engine, self._engine = self._engine, None
+            try:
+                engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            finally:
+                self._close_storage()
+            return
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
             self._close_storage()
             return
@@ -364,6 +412,8 @@ class ControlPlane:
     def _make_transport_class(self) -> type:
         """The authenticated wire, bound to this node; journal synced before any send."""
         cfg = self._config
+        if self._seams.transport_factory is not None:
+            return self._seams.transport_factory(cfg.node_id, self._flush_journal)
         try:
             return E.make_transport_class(
                 node_id=cfg.node_id, secret=cfg.secret, listen=cfg.address, peers=cfg.peers,
@@ -393,6 +443,7 @@ class ControlPlane:
             log_compaction_min_entries=self._compaction[0],
             log_compaction_min_time_s=self._compaction[1],
             bind_address=cfg.address,
+            auto_tick=self._seams.threaded,
         )
         engine = E.RaftEngine(
             self_node=E.PeerNode(cfg.node_id, cfg.address),
@@ -426,17 +477,25 @@ class ControlPlane:
             return
         self._started.set()
         try:
-            while not self._stopping.wait(0.02):
+            while not self._stopping.is_set():
                 engine_error = self._engine.fatal_error()
                 if engine_error is not None and self._fatal is None:
                     self._fatal = engine_error
                 if self._fatal is not None:
                     logger.error("node %s stops: %s", self.node_id, self._fatal)
                     break
+                waiting = self._waiting
+                if waiting is not None and not waiting.attempt.fired:
+                    left = waiting.deadline - self._clock.monotonic()
+                    if left > 0:
+                        waiting.attempt.wait(min(left, 0.02))
+                        continue
                 try:
-                    self._step()
+                    self.step()
                 except Exception:
                     logger.exception("runtime step failed on %s", self.node_id)
+                if self._waiting is None:
+                    self._stopping.wait(0.02)
         finally:
             self._stopping.set()
             if self._pipeline is not None:
@@ -462,9 +521,10 @@ class ControlPlane:
     # ------------------------------------------------------------------------ apply (tick thread)
 
     def _apply(self, data: bytes, index: int) -> Applied:
+        observer = self._seams.on_apply
         with self._sm_lock:
             try:
-                return self._sm.apply(data, index)
+                result = self._sm.apply(data, index)
             except Exception as exc:
                 # Never let pysyncobj advance past an entry we could not apply: raising keeps
                 # its applied index where it is, and the runtime thread stops the node.
@@ -472,8 +532,44 @@ class ControlPlane:
                     self._fatal = exc if isinstance(exc, InvariantViolation) else \
                         InvariantViolation(f"apply failed at index {index}: {exc!r}")
                 raise
+        if observer is not None:
+            observer(data, index)
+        return result
 
     # ------------------------------------------------------------------------ leader work
+
+    def step(self) -> bool:
+        """One pass of this node's leader work (establish, tick, hand over, the fleet's work);
+        never blocks. The runtime thread calls it; a threadless driver (``Seams(threaded=
+        False)``) calls it itself. A pass that proposes an entry ends there: until that entry
+        answered or its deadline passed, `step` returns False without doing anything, and the
+        next pass starts from the top (the work re-derives everything from replicated state).
+        """
+        waiting = self._waiting
+        if waiting is not None:
+            if not waiting.attempt.fired and self._clock.monotonic() < waiting.deadline:
+                return False
+            self._waiting = None
+        if self._engine is None or self._stopping.is_set() or self._fatal is not None:
+            return True
+        try:
+            self._step()
+        except _Yield:
+            return False
+        return True
+
+    @property
+    def step_ready(self) -> bool:
+        """Whether `step` would do work now: no proposal of the leader work is in flight, or
+        it has been answered (a threadless driver's cue to call `step` again)."""
+        waiting = self._waiting
+        return waiting is None or waiting.attempt.fired
+
+    def tick_engine(self, timeout_s: float = 0.0) -> None:
+        """Threadless driving: one Raft tick (poll messages up to `timeout_s`, timers, apply)."""
+        if self._seams.threaded:
+            raise InvalidArgument("tick_engine", "only with Seams(threaded=False)")
+        self._require_engine().doTick(timeout_s)
 
     def _step(self) -> None:
         engine = self._engine
@@ -488,7 +584,7 @@ class ControlPlane:
             self._establish(engine, term)
             return
         self._maybe_step_down(engine)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
@@ -498,22 +594,33 @@ class ControlPlane:
         at most two intervals (a paused or starved leader slows cluster time down, never
         speeds it up); a new leader's first tick is one interval after the last committed one.
         No wall clock is read, so a clock stepped by a day moves nothing."""
+        with self._sm_lock:
+            n = self._sm.tick_n + 1
+        sent = self._tick_sent
+        if sent is not None and n > sent[0]:  # our previous tick committed
+            self._tick_mono = sent[1]
         interval_ms = round(self._tick_interval_s * 1000)
         last = self._tick_mono
         elapsed_ms = interval_ms if last is None else round((now - last) * 1000)
         elapsed_ms = max(0, min(elapsed_ms, 2 * interval_ms))
-        with self._sm_lock:
-            n = self._sm.tick_n + 1
-        _result, code = self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
-                                               timeout_s=self._tick_interval_s * 5)
-        if code == E.FAIL.SUCCESS:
-            self._tick_mono = now
+        self._tick_sent = (n, now)
+        self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
+                               timeout_s=self._tick_interval_s * 5)
 
-    def _propose_internal(self, command: C.Command, *,
-                          timeout_s: float) -> tuple[Any, int | None]:
+    def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
         """The runtime's own path into the log: internal commands (ticks, leader entries and
-        the leader's other decisions) carry the marker that `propose` refuses to forward."""
-        return self._attempt(C.encode_internal(command), timeout_s=timeout_s)
+        the leader's other decisions) carry the marker that `propose` refuses to forward.
+
+        Never returns: the pass of the leader work ends here (`_Yield`) and `step` runs it
+        again from the top once the entry answered or `timeout_s` passed."""
+        engine = self._require_engine()
+        attempt = _Attempt()
+        engine.propose(C.encode_internal(command), attempt)
+        self._waiting = _Waiting(attempt, self._clock.monotonic() + timeout_s)
+        hook = self._seams.on_runtime_propose
+        if hook is not None:
+            hook(timeout_s)
+        raise _Yield
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
         """Hand over leadership when a stepdown entry committed during this leadership (after
@@ -531,11 +638,10 @@ class ControlPlane:
         if token is None:  # not yet applied here (a retry must not mint a second token)
             self._propose_internal(C.Leader(node_id=self.node_id, term=term),
                                    timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
-            token = self._token_for(term)
-        if token is not None and engine.is_leader() and engine.term() == term:
+        if engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
-            self._tick_mono = None
+            self._tick_mono = self._tick_sent = None
             self._emitted_token = token
             self._emit(True, token)
 
@@ -587,7 +693,7 @@ class ControlPlane:
         engine = self._require_engine()
         attempt = _Attempt()
         engine.propose(data, attempt)
-        if not attempt.event.wait(timeout_s):
+        if not attempt.wait(timeout_s):
             return None, None
         return attempt.result, attempt.code
 
@@ -749,7 +855,7 @@ class ControlPlane:
                 raise Unavailable("no leader confirmed a read index before the deadline")
             attempt = _Attempt()
             engine.request_read_index(attempt)
-            if attempt.event.wait(remaining) and attempt.code == E.FAIL.SUCCESS:
+            if attempt.wait(remaining) and attempt.code == E.FAIL.SUCCESS:
                 index = int(attempt.result)
                 with self._applied_cond:
                     while engine.applied_index() < index:
@@ -910,7 +1016,7 @@ class ControlPlane:
                 engine.add_voter(node, attempt)
             else:
                 engine.remove_voter(node, attempt)
-            attempt.event.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            attempt.wait(max(0.0, min(1.0, deadline - time.monotonic())))
             if node.id == self.node_id and not add and (
                     attempt.code == E.FAIL.SUCCESS or not engine.connected_peers()):
                 return  # pysyncobj never drops itself from its own view (see remove_voter)

@@ -178,12 +178,10 @@ def _enospc_switch(cp: Any) -> Callable[[bool], None]:
 @pytest.mark.slow
 @pytest.mark.parametrize("who", ["follower", "leader"])
 def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
-        cluster_factory: Any, who: str) -> None:
+        cluster_factory: Any, wait_until: Any, who: str) -> None:
     """Three in-process nodes on the real wire. One node's journal cannot be written: writes
     through it fail with `StorageFull`, the other two keep committing (a full leader hands
     over), and once space returns it catches up and holds every acknowledged write."""
-    from tests.integration.conftest import wait_until
-
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     victim = leader if who == "leader" else cluster.followers()[0]

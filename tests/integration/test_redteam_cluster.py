@@ -15,13 +15,12 @@ from coreplane import InvalidArgument, Unavailable
 from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.runtime.controlplane import ControlPlane
-from tests.integration.conftest import InProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def test_forged_internal_commands_change_nothing(
-        cluster_factory: Callable[..., InProcessCluster]) -> None:
+        wait_until: Any, cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     token = leader.fencing_token
@@ -49,7 +48,7 @@ def test_one_voter_status_has_no_finite_lease(tmp_path: Any) -> None:
 
 
 def test_a_member_with_the_wrong_secret_is_named(
-        cluster_factory: Callable[..., InProcessCluster],
+        wait_until: Any, cluster_factory: Callable[..., Any],
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="coreplane.raft.wire")
     cluster = cluster_factory()
