@@ -78,6 +78,9 @@ What is corrected, and why:
    towards `TICK_FAILURES_MAX`; the engine resumes by itself at the first successful flush,
    and the runtime refuses proposals with `StorageFull` meanwhile.
 
+8. **No phantom voter**: a membership change that adds a second id at an existing member's
+   address is ignored where it applies, on every node alike (`_SyncObj__doChangeCluster`).
+
 Clocks: every decision here reads `monotonic_s()`, which calls the module global
 ``pysyncobj.syncobj.monotonicTime`` at call time, so a simulation that patches it reaches them.
 """
@@ -92,7 +95,8 @@ from typing import Any
 
 import pysyncobj.syncobj as _so
 
-from coreplane.errors import InvariantViolation, StorageFull
+from coreplane.core.address import endpoint_key
+from coreplane.errors import InvalidArgument, InvariantViolation, StorageFull
 
 __all__ = [
     "DRIFT_MAX",
@@ -262,6 +266,14 @@ def _stamp(engine: Any, node: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the overrides
+
+
+def _endpoint(address: str) -> tuple[str, int] | str:
+    """An address's canonical endpoint (the address itself if it does not parse)."""
+    try:
+        return endpoint_key(address)
+    except InvalidArgument:
+        return address
 
 
 class RaftOverrides:
@@ -568,6 +580,30 @@ class RaftOverrides:
                 self._SyncObj__doChangeCluster(request)  # type: ignore[attr-defined]
 
     # -------------------------------------------------------------------- leadership
+
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
+        """8. No phantom voter: adding a member at an address another member already has is
+        ignored, identically on every node (membership applies in log order). A second id on
+        one endpoint raised the quorum to count a voter that can never answer, and no config
+        could reconstruct either node afterwards. The runtime refuses such a call up front;
+        this is the same check where the change applies, for anything that reaches the log."""
+        if not reverse and len(request) >= 3 and request[0] == "add":
+            node = request[2]
+            address = getattr(node, "address", None)
+            if isinstance(address, str):
+                key = _endpoint(address)
+                members = [self._SyncObj__selfNode,  # type: ignore[attr-defined]
+                           *self._SyncObj__otherNodes]  # type: ignore[attr-defined]
+                for member in members:
+                    other = getattr(member, "address", None)
+                    if member != node and isinstance(other, str) and _endpoint(other) == key:
+                        logger.warning("membership: not adding %s at %s, already %s's address",
+                                       getattr(node, "id", node), address,
+                                       getattr(member, "id", member))
+                        return False
+        result: bool = _so.SyncObj._SyncObj__doChangeCluster(  # type: ignore[attr-defined]
+            self, request, reverse)
+        return result
 
     def _SyncObj__onBecomeLeader(self) -> None:
         self._cp_acks.clear()

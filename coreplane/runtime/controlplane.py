@@ -1073,6 +1073,7 @@ class ControlPlane:
             fencing_token=self.fencing_token,
             lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
             raft=dict(engine.counters()),
+            storage_full=bool(engine.storage_full()),
         )
 
 

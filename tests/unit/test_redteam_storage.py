@@ -336,11 +336,13 @@ def test_disk_full_refuses_writes_with_storage_full_and_resumes(tmp_path: Path) 
         with pytest.raises(StorageFull):
             cp.kv.put("during", b"3", timeout_s=3)
         assert cp.status().error is None  # not stopped for good
+        assert cp.status().storage_full  # and says why writes are refused
         got = cp.kv.get("before", stale_ok=True)  # reads this node can serve go on
         assert got is not None and got[0] == b"1"
         disk_full(False)
         rev = _wait(lambda: _try_put(cp, "after", b"4"), "a write after space returns")
         assert rev > 0
+        assert not cp.status().storage_full
         assert cp.kv.get("after") is not None and cp.kv.get("after")[0] == b"4"  # type: ignore[index]
     finally:
         cp.stop()
