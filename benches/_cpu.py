@@ -18,8 +18,8 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 NEAR_CEILING = 0.9  # a generator using >= 90% of the cores it could use is "near its ceiling"
 
 
-def process_cpu_s(pid: int | None) -> float | None:
-    """utime + stime of process `pid` in seconds, or None if it is gone (or not Linux)."""
+def process_times_s(pid: int | None) -> tuple[float, float] | None:
+    """(utime, stime) of process `pid` in seconds, or None if it is gone (or not Linux)."""
     if pid is None:
         return None
     try:
@@ -28,7 +28,13 @@ def process_cpu_s(pid: int | None) -> float | None:
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
-    return (int(fields[11]) + int(fields[12])) * _TICK_S  # fields 14 and 15 of proc(5)
+    return int(fields[11]) * _TICK_S, int(fields[12]) * _TICK_S  # fields 14, 15 of proc(5)
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """utime + stime of process `pid` in seconds, or None if it is gone (or not Linux)."""
+    times = process_times_s(pid)
+    return None if times is None else times[0] + times[1]
 
 
 def machine_busy_s() -> float | None:
@@ -49,11 +55,12 @@ class Meter:
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
         self.cpu_s: dict[str, float | None] = {}
+        self.sys_s: dict[str, float | None] = {}  # the kernel's part of cpu_s
         self.machine_busy_cores: float | None = None
         self.wall_s = 0.0
 
     def __enter__(self) -> Meter:
-        self._start = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        self._start = {name: process_times_s(pid) for name, pid in self.pids.items()}
         self._busy = machine_busy_s()
         self._t0 = time.monotonic()
         return self
@@ -61,8 +68,12 @@ class Meter:
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.monotonic() - self._t0
         for name, pid in self.pids.items():
-            before, after = self._start[name], process_cpu_s(pid)
-            self.cpu_s[name] = None if before is None or after is None else after - before
+            before, after = self._start[name], process_times_s(pid)
+            if before is None or after is None:
+                self.cpu_s[name] = self.sys_s[name] = None
+            else:
+                self.cpu_s[name] = sum(after) - sum(before)
+                self.sys_s[name] = after[1] - before[1]
         busy = machine_busy_s()
         if busy is not None and self._busy is not None and self.wall_s > 0:
             self.machine_busy_cores = (busy - self._busy) / self.wall_s

@@ -9,9 +9,8 @@ scheduled send time to the response, so queueing counts.
 
 Both report ``cpu_s``: this process's CPU time (every thread, gRPC's own included) over the
 load, so the bench can say what the generator cost per write and whether it was near its
-ceiling. No protobuf stubs: a PutRequest is hand-encoded (field 1 key, field 2 value, both
-length-delimited) and the PutResponse is not decoded (a reply without error is the
-acknowledgement). grpcio is imported here only: the bench's --smoke mode never needs it.
+ceiling. No protobuf stubs: the PutRequest is hand-encoded (`benches._etcd_proto`). grpcio is
+imported here only: the bench's --smoke mode never needs it.
 """
 
 from __future__ import annotations
@@ -24,24 +23,10 @@ from typing import Any
 
 import grpc  # the bench's full mode installs it (benches/raft.py); see pyproject's `bench`
 
-PUT = "/etcdserverpb.KV/Put"
+from benches._etcd_proto import PUT_METHOD, put_request
+
 VALUE = b"v" * 64
 CHANNELS = 4  # HTTP/2 connections per process; the in-flight calls are spread over them
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        if not n:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def put_request(key: bytes, value: bytes) -> bytes:
-    """An etcdserverpb.PutRequest: key (field 1) and value (field 2), wire type 2."""
-    return b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
 
 
 def _raw(data: bytes) -> bytes:
@@ -55,7 +40,7 @@ def _puts(port: int) -> list[Any]:
     for _ in range(CHANNELS):
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
                                             options=[("grpc.use_local_subchannel_pool", 1)])
-        calls.append(channel.unary_unary(PUT, request_serializer=_raw,
+        calls.append(channel.unary_unary(PUT_METHOD, request_serializer=_raw,
                                          response_deserializer=_raw))
     return calls
 

@@ -106,6 +106,7 @@ def _tput_record(ok: int, elapsed_s: float, meter: _cpu.Meter, leader: str,
     leader_cpu = meter.cpu_s.get(leader)
     return {"writes_per_s": ok / elapsed_s if elapsed_s > 0 else 0.0, "ok": ok,
             "elapsed_s": elapsed_s, "leader_cpu_us_per_write": members.get(leader),
+            "leader_sys_us_per_write": _cpu.per_write_us(meter.sys_s.get(leader), ok),
             "leader_cores": None if leader_cpu is None else leader_cpu / meter.wall_s,
             "members_cpu_us_per_write": members,
             "machine_busy_cores": meter.machine_busy_cores, "generator": generator, **extra}
@@ -117,6 +118,7 @@ def _tput_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tput_writes_per_s": _median([r["writes_per_s"] for r in runs]),
         "tput_runs": [r["writes_per_s"] for r in runs],
         "leader_cpu_us_per_write": _median([r["leader_cpu_us_per_write"] for r in runs]),
+        "leader_sys_us_per_write": _median([r["leader_sys_us_per_write"] for r in runs]),
         "leader_cores": _median([r["leader_cores"] for r in runs]),
         "machine_busy_cores": _median([r["machine_busy_cores"] for r in runs]),
         "generator": {
