@@ -35,6 +35,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseKeepAlive",
     "LeaseRevoke",
+    "Proposable",
     "Put",
     "Tick",
     "UserCommand",
@@ -208,6 +209,8 @@ class UserCommand(_Base):
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
 )
+# What `ControlPlane.propose` accepts: a client command, or its codec bytes.
+Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,

@@ -48,20 +48,24 @@ from coreplane.core import commands as C
 from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import Limits
+from coreplane.core.machines.user import Machine
 from coreplane.core.state import Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
     InvalidArgument,
     InvariantViolation,
+    StorageFull,
     Unavailable,
 )
 from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
+from coreplane.runtime.view import StateView
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -111,6 +115,12 @@ def _unwrap_int(applied: Applied) -> int:
     return int(applied.unwrap())
 
 
+def register_builtins(sm: StateMachine) -> None:
+    """The runtime's own machines, registered alike by every node and by `replay`."""
+    sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+    sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+
+
 class _Attempt:
     """One proposal's outcome, filled in on the tick thread.
 
@@ -119,22 +129,37 @@ class _Attempt:
     bookkeeping was over half of the leader's GIL time (py-spy --gil); a lock's acquire and
     release are single C calls."""
 
-    __slots__ = ("_lock", "code", "result")
+    __slots__ = ("_lock", "code", "fired", "result")
 
     def __init__(self) -> None:
         self._lock = _thread.allocate_lock()
         self._lock.acquire()
         self.result: Any = None
         self.code: int | None = None
+        self.fired = False
 
     def __call__(self, result: Any, code: int) -> None:
-        self.result, self.code = result, code
+        self.result, self.code, self.fired = result, code, True
         with contextlib.suppress(RuntimeError):  # a second callback for the same attempt
             self._lock.release()
 
     def wait(self, timeout_s: float) -> bool:
         """True once the callback ran; False after `timeout_s` without it."""
         return self._lock.acquire(timeout=max(0.0, timeout_s))
+
+
+class _Waiting:
+    """The leader work's proposal in flight, and when to stop waiting for it."""
+
+    __slots__ = ("attempt", "deadline")
+
+    def __init__(self, attempt: _Attempt, deadline: float) -> None:
+        self.attempt = attempt
+        self.deadline = deadline
+
+
+class _Yield(Exception):
+    """Ends a pass of the leader work after it proposed an entry (see `ControlPlane.step`)."""
 
 
 class KV:
@@ -174,7 +199,7 @@ class KV:
         reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
+        got: tuple[bytes, int] | None = self._cp._read_state(lambda sm: sm.kv.get(key),
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
@@ -190,7 +215,7 @@ class KV:
             raise InvalidArgument("prefix", "must be a str")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
-        items: list[tuple[str, bytes, int]] = self._cp.read(
+        items: list[tuple[str, bytes, int]] = self._cp._read_state(
             lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
         return items
 
@@ -232,6 +257,7 @@ class ControlPlane:
         log_compaction_min_time_s: int = 300,
         durability: str = "fsync",
         limits: Limits | None = None,
+        seams: Seams | None = None,
     ) -> None:
         _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
         self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
@@ -250,6 +276,10 @@ class ControlPlane:
         self._timing.validate()
         _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
         _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
+        if seams is not None and not isinstance(seams, Seams):
+            raise InvalidArgument("seams", "must be a coreplane.runtime.seams.Seams")
+        self._seams = seams or Seams()
+        self._clock: Clock = self._seams.clock or SystemClock()
         if limits is not None and not isinstance(limits, Limits):
             raise InvalidArgument("limits", f"must be a coreplane Limits, got "
                                             f"{type(limits).__name__}")
@@ -260,25 +290,36 @@ class ControlPlane:
         self._config: NodeConfig = validate_config(
             node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
         self._fingerprint = cluster_fingerprint(self._config.secret)
+        # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        self._transport_class = self._make_transport_class()
-        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
         try:
-            self._journal: Any = E.open_journal(
-                self._datadir.lmdb_path, node_id=self._config.node_id,
-                cluster_id=self._fingerprint, durability=durability)
-        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
-            raise InvalidArgument("data_dir", exc.reason) from None
+            self._transport_class = self._make_transport_class()
+            # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+            try:
+                self._journal: Any = (self._seams.journal_factory or E.open_journal)(
+                    self._datadir.lmdb_path, node_id=self._config.node_id,
+                    cluster_id=self._fingerprint, durability=durability,
+                    create=not self._datadir.journal_created)
+            except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+                raise InvalidArgument("data_dir", exc.reason) from None
+            try:
+                self._datadir.mark_journal_created()  # from now on, losing it is refused
+            except BaseException:
+                self._journal.close()
+                raise
+        except BaseException:
+            self._datadir.release()
+            raise
 
         self._sm = StateMachine(limits=limits)
-        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
-        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
 
-        self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
+        self._client_id = (self._seams.client_id
+                           or f"{self._config.node_id}/{os.urandom(6).hex()}")
         self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
@@ -296,6 +337,8 @@ class ControlPlane:
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
         self._tick_mono: float | None = None  # monotonic time of this leader's last tick
+        self._tick_sent: tuple[int, float] | None = None  # (n, monotonic) of the tick in flight
+        self._waiting: _Waiting | None = None  # the leader work's proposal in flight
         self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
@@ -312,8 +355,10 @@ class ControlPlane:
     def address(self) -> str:
         return self._config.address
 
-    def register_machine(self, name: str, machine: Any = None, **functions: Any) -> None:
-        """Register a user machine; every node must register the same ones before start()."""
+    def register_machine(self, name: str, machine: Machine | None = None,
+                         **functions: Any) -> None:
+        """Register a user machine (a `Machine`, or its parts as ``apply=``, ``on_tick=``,
+        ``initial=``); every node must register the same ones, before start()."""
         if self._thread is not None:
             raise InvalidArgument("name", "register machines before start()")
         if name in (BARRIER_MACHINE, STEPDOWN_MACHINE):
@@ -329,7 +374,11 @@ class ControlPlane:
         if self._stopping.is_set() or self._start_error is not None:
             raise InvalidArgument("start", "this ControlPlane was stopped or failed to start; "
                                            "construct a new one on the same data dir")
-        if self._thread is not None:
+        if self._thread is not None or self._engine is not None:
+            return
+        if not self._seams.threaded:  # a driver ticks the engine and steps the runtime
+            self._engine = self._make_engine()
+            self._started.set()
             return
         self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
                                         daemon=True)
@@ -350,8 +399,15 @@ class ControlPlane:
         self._stopping.set()
         if self._pipeline is not None:
             self._pipeline.close()
+        if not self._seams.threaded and self._engine is not None:
+            engine, self._engine = self._engine, None
+            try:
+                engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            finally:
+                self._close_storage()
+            return
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
-            self._journal.close()
+            self._close_storage()
             return
         self._thread.join(timeout=timeout_s)
 
@@ -365,6 +421,8 @@ class ControlPlane:
     def _make_transport_class(self) -> type:
         """The authenticated wire, bound to this node; journal synced before any send."""
         cfg = self._config
+        if self._seams.transport_factory is not None:
+            return self._seams.transport_factory(cfg.node_id, self._flush_journal)
         try:
             return E.make_transport_class(
                 node_id=cfg.node_id, secret=cfg.secret, listen=cfg.address, peers=cfg.peers,
@@ -394,6 +452,7 @@ class ControlPlane:
             log_compaction_min_entries=self._compaction[0],
             log_compaction_min_time_s=self._compaction[1],
             bind_address=cfg.address,
+            auto_tick=self._seams.threaded,
         )
         engine = E.RaftEngine(
             self_node=E.PeerNode(cfg.node_id, cfg.address),
@@ -422,22 +481,30 @@ class ControlPlane:
                                   f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
-            self._journal.close()
+            self._close_storage()
             self._started.set()
             return
         self._started.set()
         try:
-            while not self._stopping.wait(0.02):
+            while not self._stopping.is_set():
                 engine_error = self._engine.fatal_error()
                 if engine_error is not None and self._fatal is None:
                     self._fatal = engine_error
                 if self._fatal is not None:
                     logger.error("node %s stops: %s", self.node_id, self._fatal)
                     break
+                waiting = self._waiting
+                if waiting is not None and not waiting.attempt.fired:
+                    left = waiting.deadline - self._clock.monotonic()
+                    if left > 0:
+                        waiting.attempt.wait(min(left, 0.02))
+                        continue
                 try:
-                    self._step()
+                    self.step()
                 except Exception:
                     logger.exception("runtime step failed on %s", self.node_id)
+                if self._waiting is None:
+                    self._stopping.wait(0.02)
         finally:
             self._stopping.set()
             if self._pipeline is not None:
@@ -448,13 +515,25 @@ class ControlPlane:
                 self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
+            finally:
+                self._close_storage()
+
+    def _close_storage(self) -> None:
+        """Close the journal (idempotent), then release the data dir lock."""
+        try:
+            self._journal.close()
+        except Exception:
+            logger.exception("journal close failed on %s", self.node_id)
+        finally:
+            self._datadir.release()
 
     # ------------------------------------------------------------------------ apply (tick thread)
 
     def _apply(self, data: bytes, index: int) -> Applied:
+        observer = self._seams.on_apply
         with self._sm_lock:
             try:
-                return self._sm.apply(data, index)
+                result = self._sm.apply(data, index)
             except Exception as exc:
                 # Never let pysyncobj advance past an entry we could not apply: raising keeps
                 # its applied index where it is, and the runtime thread stops the node.
@@ -462,8 +541,44 @@ class ControlPlane:
                     self._fatal = exc if isinstance(exc, InvariantViolation) else \
                         InvariantViolation(f"apply failed at index {index}: {exc!r}")
                 raise
+        if observer is not None:
+            observer(data, index)
+        return result
 
     # ------------------------------------------------------------------------ leader work
+
+    def step(self) -> bool:
+        """One pass of this node's leader work (establish, tick, hand over, the fleet's work);
+        never blocks. The runtime thread calls it; a threadless driver (``Seams(threaded=
+        False)``) calls it itself. A pass that proposes an entry ends there: until that entry
+        answered or its deadline passed, `step` returns False without doing anything, and the
+        next pass starts from the top (the work re-derives everything from replicated state).
+        """
+        waiting = self._waiting
+        if waiting is not None:
+            if not waiting.attempt.fired and self._clock.monotonic() < waiting.deadline:
+                return False
+            self._waiting = None
+        if self._engine is None or self._stopping.is_set() or self._fatal is not None:
+            return True
+        try:
+            self._step()
+        except _Yield:
+            return False
+        return True
+
+    @property
+    def step_ready(self) -> bool:
+        """Whether `step` would do work now: no proposal of the leader work is in flight, or
+        it has been answered (a threadless driver's cue to call `step` again)."""
+        waiting = self._waiting
+        return waiting is None or waiting.attempt.fired
+
+    def tick_engine(self, timeout_s: float = 0.0) -> None:
+        """Threadless driving: one Raft tick (poll messages up to `timeout_s`, timers, apply)."""
+        if self._seams.threaded:
+            raise InvalidArgument("tick_engine", "only with Seams(threaded=False)")
+        self._require_engine().doTick(timeout_s)
 
     def _step(self) -> None:
         engine = self._engine
@@ -478,7 +593,7 @@ class ControlPlane:
             self._establish(engine, term)
             return
         self._maybe_step_down(engine)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
@@ -488,22 +603,33 @@ class ControlPlane:
         at most two intervals (a paused or starved leader slows cluster time down, never
         speeds it up); a new leader's first tick is one interval after the last committed one.
         No wall clock is read, so a clock stepped by a day moves nothing."""
+        with self._sm_lock:
+            n = self._sm.tick_n + 1
+        sent = self._tick_sent
+        if sent is not None and n > sent[0]:  # our previous tick committed
+            self._tick_mono = sent[1]
         interval_ms = round(self._tick_interval_s * 1000)
         last = self._tick_mono
         elapsed_ms = interval_ms if last is None else round((now - last) * 1000)
         elapsed_ms = max(0, min(elapsed_ms, 2 * interval_ms))
-        with self._sm_lock:
-            n = self._sm.tick_n + 1
-        _result, code = self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
-                                               timeout_s=self._tick_interval_s * 5)
-        if code == E.FAIL.SUCCESS:
-            self._tick_mono = now
+        self._tick_sent = (n, now)
+        self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
+                               timeout_s=self._tick_interval_s * 5)
 
-    def _propose_internal(self, command: C.Command, *,
-                          timeout_s: float) -> tuple[Any, int | None]:
+    def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
         """The runtime's own path into the log: internal commands (ticks, leader entries and
-        the leader's other decisions) carry the marker that `propose` refuses to forward."""
-        return self._attempt(C.encode_internal(command), timeout_s=timeout_s)
+        the leader's other decisions) carry the marker that `propose` refuses to forward.
+
+        Never returns: the pass of the leader work ends here (`_Yield`) and `step` runs it
+        again from the top once the entry answered or `timeout_s` passed."""
+        engine = self._require_engine()
+        attempt = _Attempt()
+        engine.propose(C.encode_internal(command), attempt)
+        self._waiting = _Waiting(attempt, self._clock.monotonic() + timeout_s)
+        hook = self._seams.on_runtime_propose
+        if hook is not None:
+            hook(timeout_s)
+        raise _Yield
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
         """Hand over leadership when a stepdown entry committed during this leadership (after
@@ -521,11 +647,10 @@ class ControlPlane:
         if token is None:  # not yet applied here (a retry must not mint a second token)
             self._propose_internal(C.Leader(node_id=self.node_id, term=term),
                                    timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
-            token = self._token_for(term)
-        if token is not None and engine.is_leader() and engine.term() == term:
+        if engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
-            self._tick_mono = None
+            self._tick_mono = self._tick_sent = None
             self._emitted_token = token
             self._emit(True, token)
 
@@ -581,7 +706,7 @@ class ControlPlane:
             return None, None
         return attempt.result, attempt.code
 
-    def propose(self, command: bytes | C.Command, *, timeout_s: float | None = None) -> Applied:
+    def propose(self, command: C.Proposable, *, timeout_s: float | None = None) -> Applied:
         """Replicate one command and return how it applied (a refusal is not raised).
 
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
@@ -599,6 +724,7 @@ class ControlPlane:
         attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
+            self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
@@ -614,6 +740,16 @@ class ControlPlane:
                 raise Unavailable(f"proposal failed with engine code {code}")
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
+
+    def _refuse_if_storage_full(self) -> None:
+        """Writes wait for disk space (etcd's NOSPACE alarm): the journal retries every tick and
+        the node resumes by itself; reads and elections it can serve go on."""
+        engine = self._engine
+        if engine is not None and engine.storage_full():
+            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
+                              "cannot be written (disk or map full); writes resume by "
+                              "themselves once space is freed (the outcome of an earlier "
+                              "attempt of this command is unknown: retry the same bytes)")
 
     def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
         """The bytes to propose for a host's command, after every check apply would make on
@@ -659,7 +795,7 @@ class ControlPlane:
             return self._propose_timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
-    def propose_async(self, command: bytes | C.Command, *, timeout_s: float | None = None,
+    def propose_async(self, command: C.Proposable, *, timeout_s: float | None = None,
                       transform: Callable[[Applied], Any] | None = None
                       ) -> ProposalFuture[Any]:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
@@ -670,6 +806,7 @@ class ControlPlane:
         if pipeline is None or self._stopping.is_set():
             self._require_engine()
             raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
         data, release = self._proposal(command)
         future = pipeline.submit(data, timeout, transform)
         if release is not None:
@@ -706,9 +843,19 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ reads
 
-    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
-        """Run `fn` on the local state: linearizable (ReadIndex) unless `stale_ok`."""
+        """Run ``fn(view)`` on this replica's state and return its result: linearizable
+        (ReadIndex) unless `stale_ok`. `view` is a read-only `StateView`, valid during the
+        call only; apply waits while `fn` runs, so keep it short."""
+        if not callable(fn):
+            raise InvalidArgument("fn", "must be callable")
+        return self._read_state(lambda sm: fn(StateView(sm)), stale_ok=stale_ok,
+                                timeout_s=timeout_s)
+
+    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+                    timeout_s: float | None = None) -> Any:
+        """`read` for the runtime's own facades, on the live state machine (never mutate)."""
         if not stale_ok:
             self._wait_read_index(timeout_s)
         else:
@@ -751,7 +898,7 @@ class ControlPlane:
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
-        return self.read(lambda sm: sm.machine_states.get(name), stale_ok=stale_ok)
+        return self.read(lambda view: view.machine_state(name), stale_ok=stale_ok)
 
     def state_hash(self) -> tuple[int, str]:
         """(applied index of the core, state hash): replicas agree at equal indexes."""
@@ -926,6 +1073,7 @@ class ControlPlane:
             fencing_token=self.fencing_token,
             lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
             raft=dict(engine.counters()),
+            storage_full=bool(engine.storage_full()),
         )
 
 

@@ -5,19 +5,20 @@ failover (each acknowledged write applied exactly once, none lost), and refusals
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from coreplane import CommandRejected, InvalidArgument, Unavailable
 from coreplane.core import commands as C
-from tests.integration.conftest import InProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def test_many_writes_in_flight_from_one_thread(
-        cluster_factory: Callable[..., InProcessCluster]) -> None:
+        cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     futures = [leader.kv.put_async(f"k/{i:04d}", b"v%d" % i) for i in range(2000)]
@@ -28,7 +29,7 @@ def test_many_writes_in_flight_from_one_thread(
     assert len(follower.kv.range("k/")) == 2000
 
 
-def test_through_a_follower_and_awaited(cluster_factory: Callable[..., InProcessCluster]) -> None:
+def test_through_a_follower_and_awaited(cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     cluster.leader()
     follower = cluster.followers()[0]
@@ -45,7 +46,7 @@ def test_through_a_follower_and_awaited(cluster_factory: Callable[..., InProcess
                                transform=lambda a: a.unwrap()).result(timeout=10)
 
 
-def test_bad_commands_raise_at_the_call(cluster_factory: Callable[..., InProcessCluster]) -> None:
+def test_bad_commands_raise_at_the_call(cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     with pytest.raises(InvalidArgument):
@@ -55,7 +56,7 @@ def test_bad_commands_raise_at_the_call(cluster_factory: Callable[..., InProcess
 
 
 def test_writes_in_flight_survive_a_leader_failover(
-        cluster_factory: Callable[..., InProcessCluster]) -> None:
+        wait_until: Any, cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     old = cluster.leader()
     writer = cluster.followers()[0]
@@ -63,10 +64,8 @@ def test_writes_in_flight_survive_a_leader_failover(
     old.stop()  # the leader goes away with writes in flight
     acked = {}
     for i, f in enumerate(futures):
-        try:
+        with contextlib.suppress(Unavailable):
             acked[f"f/{i:04d}"] = f.result(timeout=30)
-        except Unavailable:
-            pass
     assert len(acked) >= 2900  # retried with the same bytes through the new leader
     assert len(set(acked.values())) == len(acked)  # exactly once: distinct revisions
     survivor = next(cp for cp in cluster.nodes.values() if cp is not old)
@@ -77,7 +76,7 @@ def test_writes_in_flight_survive_a_leader_failover(
 
 
 def test_a_stopped_node_fails_its_futures(
-        cluster_factory: Callable[..., InProcessCluster]) -> None:
+        cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory(ids=("solo",)).start_all()
     node = cluster.leader()
     node.stop()
