@@ -55,6 +55,7 @@ from coreplane.errors import (
     CoreplaneError,
     InvalidArgument,
     InvariantViolation,
+    StorageFull,
     Unavailable,
 )
 from coreplane.raft import engine as E
@@ -112,6 +113,12 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
 
 def _unwrap_int(applied: Applied) -> int:
     return int(applied.unwrap())
+
+
+def register_builtins(sm: StateMachine) -> None:
+    """The runtime's own machines, registered alike by every node and by `replay`."""
+    sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+    sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
 
 
 class _Attempt:
@@ -283,20 +290,30 @@ class ControlPlane:
         self._config: NodeConfig = validate_config(
             node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
         self._fingerprint = cluster_fingerprint(self._config.secret)
+        # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        self._transport_class = self._make_transport_class()
-        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
         try:
-            self._journal: Any = (self._seams.journal_factory or E.open_journal)(
-                self._datadir.lmdb_path, node_id=self._config.node_id,
-                cluster_id=self._fingerprint, durability=durability)
-        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
-            raise InvalidArgument("data_dir", exc.reason) from None
+            self._transport_class = self._make_transport_class()
+            # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+            try:
+                self._journal: Any = (self._seams.journal_factory or E.open_journal)(
+                    self._datadir.lmdb_path, node_id=self._config.node_id,
+                    cluster_id=self._fingerprint, durability=durability,
+                    create=not self._datadir.journal_created)
+            except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+                raise InvalidArgument("data_dir", exc.reason) from None
+            try:
+                self._datadir.mark_journal_created()  # from now on, losing it is refused
+            except BaseException:
+                self._journal.close()
+                raise
+        except BaseException:
+            self._datadir.release()
+            raise
 
         self._sm = StateMachine(limits=limits)
-        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
-        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
@@ -384,10 +401,13 @@ class ControlPlane:
             self._pipeline.close()
         if not self._seams.threaded and self._engine is not None:
             engine, self._engine = self._engine, None
-            engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            try:
+                engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            finally:
+                self._close_storage()
             return
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
-            self._journal.close()
+            self._close_storage()
             return
         self._thread.join(timeout=timeout_s)
 
@@ -461,7 +481,7 @@ class ControlPlane:
                                   f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
-            self._journal.close()
+            self._close_storage()
             self._started.set()
             return
         self._started.set()
@@ -495,6 +515,17 @@ class ControlPlane:
                 self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
+            finally:
+                self._close_storage()
+
+    def _close_storage(self) -> None:
+        """Close the journal (idempotent), then release the data dir lock."""
+        try:
+            self._journal.close()
+        except Exception:
+            logger.exception("journal close failed on %s", self.node_id)
+        finally:
+            self._datadir.release()
 
     # ------------------------------------------------------------------------ apply (tick thread)
 
@@ -693,6 +724,7 @@ class ControlPlane:
         attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
+            self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
@@ -708,6 +740,16 @@ class ControlPlane:
                 raise Unavailable(f"proposal failed with engine code {code}")
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
+
+    def _refuse_if_storage_full(self) -> None:
+        """Writes wait for disk space (etcd's NOSPACE alarm): the journal retries every tick and
+        the node resumes by itself; reads and elections it can serve go on."""
+        engine = self._engine
+        if engine is not None and engine.storage_full():
+            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
+                              "cannot be written (disk or map full); writes resume by "
+                              "themselves once space is freed (the outcome of an earlier "
+                              "attempt of this command is unknown: retry the same bytes)")
 
     def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
         """The bytes to propose for a host's command, after every check apply would make on
@@ -764,6 +806,7 @@ class ControlPlane:
         if pipeline is None or self._stopping.is_set():
             self._require_engine()
             raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
         data, release = self._proposal(command)
         future = pipeline.submit(data, timeout, transform)
         if release is not None:
@@ -1030,6 +1073,7 @@ class ControlPlane:
             fencing_token=self.fencing_token,
             lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
             raft=dict(engine.counters()),
+            storage_full=bool(engine.storage_full()),
         )
 
 

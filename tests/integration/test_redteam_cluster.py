@@ -100,3 +100,24 @@ def test_read_gets_a_read_only_view(cluster_factory: Callable[..., Any]) -> None
     node.read(vandal, stale_ok=True)
     assert node.state_hash() == before
     assert node.machine_state("bag") == [{"x": [1, 2]}]
+
+
+def test_a_phantom_voter_never_joins(cluster_factory: Callable[..., Any],
+                                     wait_until: Any) -> None:
+    """add_voter('d', <b's address>) once made d a voter: the quorum counted a node that can
+    never answer. The runtime refuses the call; the engine ignores such a change even if it
+    reaches the log some other way (driven here through the engine directly)."""
+    from coreplane.raft import engine as E
+
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    b_address = cluster.addresses["b"]
+    with pytest.raises(InvalidArgument):
+        leader.add_voter("d", b_address)
+    done: list[int] = []
+    leader._engine.add_voter(E.PeerNode("d", b_address), lambda _r, code: done.append(code))
+    wait_until(lambda: done, 10, "the change to commit")
+    leader.kv.put("after", b"1")
+    for cp in cluster.nodes.values():
+        assert "d" not in cp.members()
+        assert sorted(str(n.id) for n in cp._engine.members()) == ["a", "b", "c"]
