@@ -79,7 +79,8 @@ class LockLost(CoreplaneError):
 
 class PermissionDenied(CoreplaneError):
     """The API refused the caller's credentials: no or unknown token (401) or a role that may
-    not make this request (403). Not retryable: fix the token."""
+    not make this request (403); or the client does not trust the server's TLS certificate
+    (`status` 0). Not retryable: fix the token or the trust store."""
 
     def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)

@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -235,6 +236,19 @@ class _Core:
         return Outcome.OK, None, CoreplaneError(f"HTTP {status}: {message}")
 
     @staticmethod
+    def _transport_error(url: str, exc: httpx.HTTPError
+                         ) -> tuple[Outcome, None, CoreplaneError]:
+        """A failed exchange: retryable (Unavailable), except a certificate the client does
+        not trust, which no retry fixes (and which must not count against the endpoint)."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return Outcome.OK, None, PermissionDenied(
+                    f"{url}: TLS certificate not trusted: {cause}", 0)
+            cause = cause.__cause__ or cause.__context__
+        return Outcome.FAILED, None, Unavailable(f"{url}: {type(exc).__name__}: {exc}")
+
+    @staticmethod
     def _give_up(error: CoreplaneError | None, reason: str) -> CoreplaneError:
         if error is None:
             return Unavailable(reason)
@@ -311,8 +325,7 @@ class Client(_Core):
                 response = self._http.request(method, self._url(url, path), content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
-                outcome, answer = Outcome.FAILED, None
-                error = Unavailable(f"{url}: {type(exc).__name__}: {exc}")
+                outcome, answer, error = self._transport_error(url, exc)
             finally:
                 self.endpoints.finished(url)
             decision = plan.after(outcome)
@@ -516,8 +529,7 @@ class AsyncClient(_Core):
                                                     content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
-                outcome, answer = Outcome.FAILED, None
-                error = Unavailable(f"{url}: {type(exc).__name__}: {exc}")
+                outcome, answer, error = self._transport_error(url, exc)
             finally:
                 self.endpoints.finished(url)
             decision = plan.after(outcome)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from coreplane.api.server import ApiServer
-from coreplane.errors import Unavailable
+from coreplane.errors import PermissionDenied
 from coreplane.sdk import Client, LongRunningConfig
 from tests.api.local import CLIENT, TOKENS, LocalControlPlane
 
@@ -41,7 +41,10 @@ def test_https_with_a_verified_certificate(cert: tuple[Path, Path]) -> None:
         with Client([server.url], CLIENT, FAST, verify=trusted) as c:
             assert c.get("k", stale_ok=True) is None
             assert c.put("k", b"v") > 0
-        with Client([server.url], CLIENT, FAST) as untrusted, pytest.raises(Unavailable):
-            untrusted.get("k")  # the system CAs do not know this certificate
+        config = FAST.with_(max_attempts=3)
+        with Client([server.url], CLIENT, config) as untrusted:
+            with pytest.raises(PermissionDenied, match="not trusted"):
+                untrusted.get("k")  # the system CAs do not know it: not retried, no breaker
+            assert untrusted.endpoints.breakers[server.url].failures == 0
         with pytest.raises(httpx.HTTPError):  # no plain http on the TLS port
             httpx.get(server.url.replace("https://", "http://") + "/v1/health", timeout=5)
