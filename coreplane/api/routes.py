@@ -132,8 +132,16 @@ class Handlers:
         self.cp = cp
         self.api_urls = api_urls  # node id -> API URL, this node's included
 
-    def _write(self, command: Any, body: dict[str, Any]) -> Any:
-        return self.cp.call_command(command, timeout_s=_timeout_s(body))
+    def _write(self, command: Any, body: dict[str, Any],
+               shape: Callable[[Any], Any] = lambda value: value) -> Any:
+        """Propose `command`; the answer is ``shape(value)``. With a pipelined ControlPlane
+        (`propose_async`) this returns a future at once, which the server awaits on its event
+        loop, so a write in flight holds no pool thread; otherwise it blocks until applied."""
+        propose_async = getattr(self.cp, "propose_async", None)
+        if propose_async is None:
+            return shape(self.cp.call_command(command, timeout_s=_timeout_s(body)))
+        return propose_async(command, timeout_s=_timeout_s(body),
+                             transform=lambda applied: shape(applied.unwrap()))
 
     # -- kv ------------------------------------------------------------------------------
 
@@ -151,16 +159,16 @@ class Handlers:
         return {"items": [{"key": k, "value": v, "mod_revision": r} for k, v, r in items]}
 
     def kv_put(self, b: dict[str, Any]) -> Any:
-        return {"revision": self._write(C.Put(key=b["key"], value=b["value"],
-                                              lease_id=b["lease_id"], **_session(b)), b)}
+        put = C.Put(key=b["key"], value=b["value"], lease_id=b["lease_id"], **_session(b))
+        return self._write(put, b, lambda v: {"revision": v})
 
     def kv_cas(self, b: dict[str, Any]) -> Any:
-        return {"revision": self._write(C.Cas(
-            key=b["key"], expected_mod_revision=b["expected_mod_revision"], value=b["value"],
-            lease_id=b["lease_id"], **_session(b)), b)}
+        cas = C.Cas(key=b["key"], expected_mod_revision=b["expected_mod_revision"],
+                    value=b["value"], lease_id=b["lease_id"], **_session(b))
+        return self._write(cas, b, lambda v: {"revision": v})
 
     def kv_delete(self, b: dict[str, Any]) -> Any:
-        return {"deleted": self._write(C.Delete(key=b["key"], **_session(b)), b)}
+        return self._write(C.Delete(key=b["key"], **_session(b)), b, lambda v: {"deleted": v})
 
     def kv_watch(self, b: dict[str, Any]) -> Any:
         """One look at the local replica's history; the server long-polls it."""
@@ -180,30 +188,31 @@ class Handlers:
     # -- leases --------------------------------------------------------------------------
 
     def lease_grant(self, b: dict[str, Any]) -> Any:
-        return {"lease_id": self._write(C.LeaseGrant(
-            ttl_ms=b["ttl_ms"], lease_id=b["lease_id"], **_session(b)), b)}
+        grant = C.LeaseGrant(ttl_ms=b["ttl_ms"], lease_id=b["lease_id"], **_session(b))
+        return self._write(grant, b, lambda v: {"lease_id": v})
 
     def lease_keepalive(self, b: dict[str, Any]) -> Any:
-        return {"expires_ms": self._write(C.LeaseKeepAlive(lease_id=b["lease_id"],
-                                                           **_session(b)), b)}
+        keep = C.LeaseKeepAlive(lease_id=b["lease_id"], **_session(b))
+        return self._write(keep, b, lambda v: {"expires_ms": v})
 
     def lease_revoke(self, b: dict[str, Any]) -> Any:
-        return {"deleted_keys": self._write(C.LeaseRevoke(lease_id=b["lease_id"],
-                                                          **_session(b)), b)}
+        revoke = C.LeaseRevoke(lease_id=b["lease_id"], **_session(b))
+        return self._write(revoke, b, lambda v: {"deleted_keys": v})
 
     # -- locks ---------------------------------------------------------------------------
 
     def lock_session(self, b: dict[str, Any]) -> Any:
-        return {"session_id": self._write(C.LockSessionGrant(
-            ttl_ms=b["ttl_ms"], session_id=b["session_id"], **_session(b)), b)}
+        grant = C.LockSessionGrant(ttl_ms=b["ttl_ms"], session_id=b["session_id"],
+                                   **_session(b))
+        return self._write(grant, b, lambda v: {"session_id": v})
 
     def lock_keepalive(self, b: dict[str, Any]) -> Any:
-        return {"expires_ms": self._write(C.LockSessionKeepAlive(
-            session_id=b["session_id"], **_session(b)), b)}
+        keep = C.LockSessionKeepAlive(session_id=b["session_id"], **_session(b))
+        return self._write(keep, b, lambda v: {"expires_ms": v})
 
     def lock_close(self, b: dict[str, Any]) -> Any:
-        return {"released": self._write(C.LockSessionClose(session_id=b["session_id"],
-                                                           **_session(b)), b)}
+        close = C.LockSessionClose(session_id=b["session_id"], **_session(b))
+        return self._write(close, b, lambda v: {"released": v})
 
     def lock_acquire(self, b: dict[str, Any]) -> Any:
         return self._write(C.LockAcquire(name=b["name"], session_id=b["session_id"],

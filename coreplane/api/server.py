@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import hmac
 import json
 import logging
@@ -336,6 +337,8 @@ class ApiServer:
                                           f"act for its own node", field=route.node_field))
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._pool, route.handler, args)
+                if isinstance(result, concurrent.futures.Future):  # a pipelined write
+                    result = await asyncio.wrap_future(result)
                 if route.long_poll:
                     result = await self._long_poll(route, args, result)
                 return _encode(request, 200, result)
