@@ -8,11 +8,11 @@ commands such as ticks are idempotent by their own numbering).
 Decoding validates every field's type and range and raises `DecodeError` naming the field, so
 the apply path only ever sees well-formed commands.
 
-*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment) move cluster time and
-fencing tokens, so only the runtime may write them: `encode_internal` marks their envelope,
-`encode` and `check_proposable` refuse them, and apply refuses an internal command without the
-marker (or a client command with it). A host, a client of the coming HTTP API or a forged log
-entry therefore cannot freeze time or mint a leader term.
+*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment, quota allotments) move
+cluster time, fencing tokens and routers' shares, so only the runtime may write them:
+`encode_internal` marks their envelope, `encode` and `check_proposable` refuse them, and apply
+refuses an internal command without the marker (or a client command with it). A host, a client
+of the HTTP API or a forged log entry therefore cannot freeze time or mint a leader term.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from coreplane.errors import DecodeError, InvalidArgument
 __all__ = [
     "INTERNAL_TAGS",
     "LOCK_COMMANDS",
+    "QUOTA_COMMANDS",
     "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
@@ -43,6 +44,9 @@ __all__ = [
     "LockSessionKeepAlive",
     "Proposable",
     "Put",
+    "QuotaAllot",
+    "QuotaDeleteLimit",
+    "QuotaSetLimit",
     "Tick",
     "UserCommand",
     "check_proposable",
@@ -276,20 +280,65 @@ LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockA
                  LockRelease)
 
 
+# Quotas (tags 90..99; see coreplane/core/machines/quotas.py): global rate limits per key,
+# allotted to routers per epoch by the leader; an allotment's log index is its fencing token.
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSetLimit(_Base):
+    """Set key's global limit (milli-requests/s) for at most `routers_max` routers."""
+
+    TAG = 90
+    TYPES = {"key": str, "limit_milli": int, "routers_max": int, "client_id": str, "seq": int}
+    key: str
+    limit_milli: int
+    routers_max: int = 16
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDeleteLimit(_Base):
+    TAG = 91
+    TYPES = {"key": str, "client_id": str, "seq": int}
+    key: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAllot(_Base):
+    """Internal: the leader's epoch `epoch` of key's limit: `shares` [[router, share_milli,
+    demand_milli]] sorted by router, `reserved` the routers (sorted) that may be spending their
+    fallback share during this epoch; valid `lease_ms` of tick time from its commit."""
+
+    TAG = 92
+    TYPES = {"key": str, "epoch": int, "lease_ms": int, "shares": list, "reserved": list}
+    key: str
+    epoch: int
+    lease_ms: int
+    shares: list[Any]
+    reserved: list[Any]
+
+
+QUOTA_COMMANDS = (QuotaSetLimit, QuotaDeleteLimit, QuotaAllot)
+
+
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
     | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
+    | QuotaSetLimit | QuotaDeleteLimit | QuotaAllot
 )
 # What `ControlPlane.propose` accepts: a client command, or its codec bytes.
 Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
-                UserCommand, *LOCK_COMMANDS)
+                UserCommand, *LOCK_COMMANDS, *QUOTA_COMMANDS)
 }
 
 
-INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG})
+INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG, QuotaAllot.TAG})
 
 
 def _refuse_internal(name: str) -> InvalidArgument:

@@ -25,6 +25,7 @@ from coreplane.core import codec, commands
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import KVMachine, Limits
 from coreplane.core.machines.locks import LockMachine
+from coreplane.core.machines.quotas import QuotaMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
@@ -105,6 +106,7 @@ class StateMachine:
         self.limits = limits or Limits()
         self.kv = KVMachine(self.limits)
         self.locks = LockMachine()
+        self.quotas = QuotaMachine()
         self.applied_index = 0
         self.tick_n = 0
         self.tick_ms = 0
@@ -219,6 +221,14 @@ class StateMachine:
                 return self.locks.acquire(name, session_id, index)
             case commands.LockRelease(name=name, session_id=session_id):
                 return self.locks.release(name, session_id, index)
+            case commands.QuotaSetLimit(key=key, limit_milli=limit, routers_max=routers_max):
+                return self.quotas.set_limit(key, limit, routers_max)
+            case commands.QuotaDeleteLimit(key=key):
+                return self.quotas.delete_limit(key)
+            case commands.QuotaAllot(key=key, epoch=epoch, lease_ms=lease_ms, shares=shares,
+                                     reserved=reserved):
+                return self.quotas.allot(key, epoch, lease_ms, shares, reserved, index,
+                                         self.tick_ms, self.leader_token)
         raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
 
     def _tick(self, tick: commands.Tick, index: int) -> Value:
@@ -267,6 +277,7 @@ class StateMachine:
     def _capture_plain(self) -> Callable[[], dict[str, Value]]:
         kv = self.kv.capture()
         locks = self.locks.capture()
+        quotas = self.quotas.capture() if self.quotas.used else None
         sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
         # User states are encoded now: a machine may (against its contract) mutate in place.
         machines = codec.encode_value(self.machine_states)
@@ -288,6 +299,8 @@ class StateMachine:
                 # hashes they had before the lock machine existed (restore reads it as empty).
                 **({"locks": lock_plain} if (lock_plain := locks())["sessions"]
                    or lock_plain["next_session_id"] != 1 else {}),
+                # Likewise for quotas: only once a limit exists (restore reads it as empty).
+                **({"quotas": quotas()} if quotas is not None else {}),
             }
 
         return build
@@ -324,6 +337,7 @@ class StateMachine:
                 raise DecodeError(f"unknown snapshot format {plain['format']!r}")
             kv = KVMachine.from_plain(plain["kv"], self.limits)
             locks = LockMachine.from_plain(plain.get("locks"), self.locks.limits)
+            quotas = QuotaMachine.from_plain(plain.get("quotas"), self.quotas.limits)
             tick_n, tick_ms = plain["tick"]
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -333,7 +347,7 @@ class StateMachine:
             applied_index = plain["applied_index"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot is malformed: {exc!r}") from exc
-        self.kv, self.sessions, self.locks = kv, sessions, locks
+        self.kv, self.sessions, self.locks, self.quotas = kv, sessions, locks, quotas
         self.applied_index, self.tick_n, self.tick_ms = applied_index, tick_n, tick_ms
         self.leader_token, self.leader_node, self.leader_term = token, node, term
         for name, user in self._machines.items():

@@ -62,6 +62,7 @@ from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
@@ -258,6 +259,7 @@ class ControlPlane:
         durability: str = "fsync",
         limits: Limits | None = None,
         seams: Seams | None = None,
+        quota_config: QuotaConfig | None = None,
     ) -> None:
         _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
         self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
@@ -317,6 +319,7 @@ class ControlPlane:
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
+        self.quotas = Quotas(self, quota_config)  # global rate limits (runtime/quotas.py)
 
         self._client_id = (self._seams.client_id
                            or f"{self._config.node_id}/{os.urandom(6).hex()}")
@@ -597,6 +600,7 @@ class ControlPlane:
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
+        self.quotas.leader_step()
 
     def _propose_tick(self, now: float) -> None:
         """Advance cluster time by this leader's monotonic time since its last committed tick,
@@ -662,6 +666,7 @@ class ControlPlane:
         return None
 
     def _lose_leadership(self) -> None:
+        self.quotas.lost_leadership()
         if self._emitted_token is None:
             self._led_term = None
             return
