@@ -49,7 +49,7 @@ class QuotaConfig:
     slowest answer a router accepts (`rtt_max_ms`), the tick slack and a margin."""
 
     epoch_ms: int = 1000
-    lease_ms: int = 1500
+    lease_ms: int = 2000  # > epoch_ms + tick slack + margin + a report interval + a commit
     spacing_max_ms: int = 1500
     rtt_max_ms: int = 500
     margin_ms: int = 100

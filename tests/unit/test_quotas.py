@@ -236,7 +236,7 @@ def test_allotter_serves_only_its_own_epochs_with_the_smaller_remaining_lease() 
     allotter.proposed("api", 1, 0)
     got = allotter.serve("api", "a", q, log.sm.tick_ms, 700)
     assert got["epoch"] == 1 and got["token"] == log.index - 0
-    assert got["remaining_ms"] == min(1500 - 400, 1500 - 700) - cfg.margin_ms
+    assert got["remaining_ms"] == min(cfg.lease_ms - 400, cfg.lease_ms - 700) - cfg.margin_ms
     other = Allotter(cfg, log.sm.leader_token + 99, 0, 400)
     assert other.serve("api", "a", q, log.sm.tick_ms, 0)["epoch"] == 0
 
