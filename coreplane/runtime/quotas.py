@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from coreplane.core import commands as C
 from coreplane.core.codec import Value
-from coreplane.core.machines.quotas import KeyQuota, plan_allotment
+from coreplane.core.machines.quotas import BURST_MS, KeyQuota, plan_allotment
 from coreplane.errors import InvalidArgument, NotLeader
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class Allotter:
             "limit_milli": quota.limit_milli, "fallback_milli": quota.fallback_milli,
             "zone_ms": cfg.zone_ms(slack), "rtt_max_ms": cfg.rtt_max_ms,
             "fallback_max_ms": cfg.fallback_max_ms(slack), "report_ms": cfg.epoch_ms // 4,
+            "burst_ms": BURST_MS,
         }
         k = self.keys.get(key)
         if not quota.epochs or k is None or quota.leader_token != self.leader_token:
@@ -224,23 +225,37 @@ class Quotas:
     def report(self, key: str, router: str, demand_milli: int,
                held_epoch: int = 0) -> dict[str, Value]:
         """A router's demand report and share fetch in one call (leader only)."""
+        return self._serve(key, router, demand_milli, held_epoch)
+
+    def share(self, key: str, router: str, held_epoch: int = 0) -> dict[str, Value]:
+        """The router's share, keeping the demand it last reported (leader only)."""
+        return self._serve(key, router, None, held_epoch)
+
+    def _serve(self, key: str, router: str, demand_milli: int | None,
+               held_epoch: int) -> dict[str, Value]:
         _check_str("key", key, _KEY_BYTES_MAX)
         _check_str("router", router, _ID_BYTES_MAX)
-        _check_int("demand_milli", demand_milli)
+        if demand_milli is not None:
+            _check_int("demand_milli", demand_milli)
         _check_int("held_epoch", held_epoch)
         cp = self._cp
         now_ms = self._now_ms()
         with self._lock:
             allotter = self._allotter
-            if allotter is None or not cp.is_leader() or cp._emitted_token != \
-                    allotter.leader_token:
-                raise NotLeader(cp.leader_id if cp.leader_id != cp.node_id else None,
+            if (allotter is None or not cp.is_leader()
+                    or cp._emitted_token != allotter.leader_token):
+                leader = cp.leader_id
+                raise NotLeader(leader if leader != cp.node_id else None,
                                 "quota reports go to the leader")
             with cp._sm_lock:
                 quota = cp._sm.quotas.keys.get(key)
                 tick_ms = cp._sm.tick_ms
                 if quota is None:
                     return {"epoch": 0, "no_limit": True}
+                if demand_milli is None:
+                    known = allotter.keys.get(key)
+                    current = known.routers.get(router) if known is not None else None
+                    demand_milli = current.demand_milli if current is not None else 0
                 allotter.report(key, router, demand_milli, held_epoch, now_ms)
                 return allotter.serve(key, router, quota, tick_ms, now_ms)
 

@@ -17,6 +17,7 @@ from coreplane.sdk.config import (
 from coreplane.sdk.fencing import FencedResource
 from coreplane.sdk.lock import AsyncLock, Lock
 from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
+from coreplane.sdk.router import Router
 
 __all__ = [
     "AsyncClient",
@@ -34,6 +35,7 @@ __all__ = [
     "LongRunningConfig",
     "Outcome",
     "RetryBudget",
+    "Router",
     "ServerlessConfig",
     "detect_config",
     "detect_profile",
