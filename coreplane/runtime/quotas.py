@@ -167,7 +167,10 @@ class Allotter:
             return out
         epoch = quota.epochs[-1]
         proposed = k.proposed.get(epoch.n)
-        if proposed is None:
+        listed = router in epoch.reserved or any(r == router for r, _s, _d in epoch.shares)
+        if proposed is None or not listed:
+            # A router the epoch does not list holds nothing of it: were it to take the
+            # epoch, it would spend a fallback later that no epoch has reserved room for.
             return out
         remaining_tick = epoch.end_ms - tick_ms - slack
         remaining_real = proposed + cfg.lease_ms - now_ms

@@ -201,8 +201,10 @@ class Router:
         with self._mu:
             elapsed = max(1, send - self._asked_since_ms)
             measured = self._asked * 1_000_000 // elapsed  # milli-requests/s
-            self._demand_milli = (self._demand_milli + measured) // 2 if self._demand_milli \
-                else measured
+            # EWMA (1/4): a few requests per report interval are noisy, and every change of
+            # the reported demand moves shares that may only grow an epoch later.
+            self._demand_milli = (3 * self._demand_milli + measured) // 4 \
+                if self._demand_milli else measured
             self._asked, self._asked_since_ms = 0, send
             body = {"key": self.key, "router": self.router_id,
                     "demand_milli": self._demand_milli, "held_epoch": self.schedule.epoch}

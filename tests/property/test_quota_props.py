@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from coreplane.core import commands as C
@@ -147,7 +147,8 @@ class Cluster:
         return sum(r.spend(now) for r in self.routers)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
+@example(seed=180, routers=4, spare=0)  # a router served an epoch that did not list it
 @given(seed=st.integers(0, 2**32 - 1), routers=st.integers(1, 6), spare=st.integers(0, 3))
 def test_routers_never_spend_more_than_the_limit(seed: int, routers: int, spare: int) -> None:
     rng = random.Random(seed)

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from coreplane.core.codec import Value
 from coreplane.errors import CommandRejected, DecodeError
 
-__all__ = ["BURST_MS", "Epoch", "KeyQuota", "QuotaLimits", "QuotaMachine", "fallback_milli",
+__all__ = ["BURST_MS", "HYSTERESIS_PERMILLE", "Epoch", "KeyQuota", "QuotaLimits", "QuotaMachine", "fallback_milli",
            "plan_allotment", "usable_milli"]
 
 _U63 = 2**63 - 1
 BURST_MS = 20  # a router's bucket holds this much of its share, plus one request
+HYSTERESIS_PERMILLE = 50  # a live share is kept while the target is within 5% under it
 TOKEN_MILLI = 1000  # one request
 
 
@@ -124,7 +125,9 @@ def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
 
     A router's *floor* is what it may already be spending (its largest live share, its
     fallback if reserved); granting up to the floor costs nothing, and the headroom left above
-    the sum of floors goes to the routers whose target exceeds their floor, in proportion."""
+    the sum of floors goes to the routers whose target exceeds their floor, in proportion.
+    A share a little over its target (`HYSTERESIS_PERMILLE`) is kept: shrinking it would free
+    budget only from the next epoch on, and leave it unused in this one."""
     usable, fallback = quota.usable_milli, quota.fallback_milli
     live = quota.live(now_ms)
     reserved_set = set(reserved)
@@ -141,6 +144,10 @@ def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
     total_demand = sum(max(0, d) for d in demands.values())
     targets = {name: (usable * max(0, demands.get(name, 0)) // total_demand
                       if total_demand else 0) for name in names}
+    for name in names:
+        held = max((e.share(name) for e in live), default=0)
+        if held > targets[name] >= held - held * HYSTERESIS_PERMILLE // 1000:
+            targets[name] = held
     wants = {n: targets[n] - floors[n] for n in names if targets[n] > floors[n]}
     want_total = sum(wants.values())
     out: list[list[Value]] = []
