@@ -309,16 +309,19 @@ class QuotaDeleteLimit(_Base):
 @dataclass(frozen=True, slots=True)
 class QuotaAllot(_Base):
     """Internal: the leader's epoch `epoch` of key's limit: `shares` [[router, share_milli,
-    demand_milli]] sorted by router, `reserved` the routers (sorted) that may be spending their
-    fallback share during this epoch; valid `lease_ms` of tick time from its commit."""
+    demand_milli]] sorted by router; the routers (sorted) that may be spending their fallback
+    share during this epoch, `reserved_now` while live epochs' shares are still spent and
+    `reserved` after; valid `lease_ms` of tick time from its commit."""
 
     TAG = 92
-    TYPES = {"key": str, "epoch": int, "lease_ms": int, "shares": list, "reserved": list}
+    TYPES = {"key": str, "epoch": int, "lease_ms": int, "shares": list, "reserved": list,
+             "reserved_now": list}
     key: str
     epoch: int
     lease_ms: int
     shares: list[Any]
     reserved: list[Any]
+    reserved_now: list[Any]
 
 
 QUOTA_COMMANDS = (QuotaSetLimit, QuotaDeleteLimit, QuotaAllot)

@@ -226,9 +226,9 @@ class StateMachine:
             case commands.QuotaDeleteLimit(key=key):
                 return self.quotas.delete_limit(key)
             case commands.QuotaAllot(key=key, epoch=epoch, lease_ms=lease_ms, shares=shares,
-                                     reserved=reserved):
-                return self.quotas.allot(key, epoch, lease_ms, shares, reserved, index,
-                                         self.tick_ms, self.leader_token)
+                                     reserved=reserved, reserved_now=reserved_now):
+                return self.quotas.allot(key, epoch, lease_ms, shares, reserved, reserved_now,
+                                         index, self.tick_ms, self.leader_token)
         raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
 
     def _tick(self, tick: commands.Tick, index: int) -> Value:

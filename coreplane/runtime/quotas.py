@@ -135,11 +135,20 @@ class Allotter:
             keep = listed | set(newcomers[:max(0, quota.routers_max - len(listed))])
             demands = {n: d for n, d in demands.items() if n in keep}
             reserved = tuple(n for n in reserved if n in keep)
-        plan = plan_allotment(quota, tick_ms, demands, reserved)
+        # While the newest live epoch's shares are spent, only routers it reserved can be on
+        # fallback, and of those not the ones that have since picked it up (their fallback
+        # comes after its shares end).
+        newest = quota.epochs[-1] if quota.epochs else None
+        reserved_now: tuple[str, ...] = ()
+        if newest is not None and newest.end_ms > tick_ms:
+            reserved_now = tuple(n for n in newest.reserved
+                                 if not (n in k.routers and k.routers[n].held_epoch >= newest.n))
+        plan = plan_allotment(quota, tick_ms, demands, reserved, reserved_now)
         if plan is None:
             return None
         return C.QuotaAllot(key=key, epoch=quota.next_epoch, lease_ms=cfg.lease_ms,
-                            shares=plan, reserved=list(reserved))
+                            shares=plan, reserved=list(reserved),
+                            reserved_now=list(reserved_now))
 
     def proposed(self, key: str, epoch: int, now_ms: int) -> None:
         k = self.keys.setdefault(key, _Key())

@@ -227,7 +227,7 @@ class _NoReservations(Allotter):
         if got is None or quota.leader_token != self.leader_token:
             return got
         return C.QuotaAllot(key=got.key, epoch=got.epoch, lease_ms=got.lease_ms,
-                            shares=got.shares, reserved=[])
+                            shares=got.shares, reserved=[], reserved_now=[])
 
 
 class _TrustingCluster(Cluster):

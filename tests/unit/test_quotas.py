@@ -54,7 +54,7 @@ FALLBACK = fallback_milli(LIMIT, 4)
 def allot(epoch: int, shares: list[list[object]], reserved: list[str] = (),  # type: ignore[assignment]
           lease_ms: int = 1500) -> C.QuotaAllot:
     return C.QuotaAllot(key="api", epoch=epoch, lease_ms=lease_ms, shares=shares,
-                        reserved=list(reserved))
+                        reserved=list(reserved), reserved_now=[])
 
 
 def started() -> Log:
@@ -149,7 +149,7 @@ def test_malformed_allotments_are_refused_with_stable_codes(
         shares: list[object], reserved: list[str], code: str) -> None:
     log = started()
     got = log.run(C.QuotaAllot(key="api", epoch=1, lease_ms=1500, shares=shares,
-                               reserved=reserved))
+                               reserved=reserved, reserved_now=[]))
     assert not got.ok and got.code == code
 
 
@@ -158,7 +158,7 @@ def test_stale_epoch_no_limit_and_lease_range() -> None:
     assert log.run(allot(2, [])).code == "stale_epoch"
     assert log.run(allot(1, [], lease_ms=10)).code == "lease_out_of_range"
     assert log.run(C.QuotaAllot(key="nope", epoch=1, lease_ms=1500, shares=[],
-                                reserved=[])).code == "no_limit"
+                                reserved=[], reserved_now=[])).code == "no_limit"
 
 
 def test_set_limit_bounds_and_delete() -> None:
@@ -195,10 +195,33 @@ def test_plan_waits_when_reservations_and_live_shares_fill_the_budget() -> None:
     log = started()
     log.ok(allot(1, [["a", USABLE, 1]]))  # the key knew no router: nothing to reserve
     q = log.sm.quotas.keys["api"]
-    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) is None
-    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a",)) == [["b", 0, 1]]
+    # b on fallback while a may still spend its whole live share: nothing can pass
+    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b"), ("b",)) is None
+    # fallback only after the live shares end: b gets nothing now, a keeps its share
+    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [["b", 0, 1]]
     log.tick(1_000 + 1500)
-    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [["b", USABLE - FALLBACK, 1]]
+    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [
+        ["b", USABLE - FALLBACK, 1]]
+
+
+def test_a_new_leader_allots_at_once_within_old_shares_and_fallbacks() -> None:
+    """Phase A (old shares live, nobody on fallback yet) and phase B (everyone may be on
+    fallback) both bound the first epoch: min(target, old share, fallback) passes at once."""
+    log = started()
+    big, small = USABLE * 3 // 4, USABLE // 4
+    log.ok(allot(1, [["a", big, 3], ["b", small, 1]]))
+    log.leader("n2")
+    q = log.sm.quotas.keys["api"]
+    plan = plan_allotment(q, log.sm.tick_ms, {"a": 3, "b": 1}, ("a", "b"))
+    # two of four routers: phase B leaves room for a's old share next to b's fallback
+    assert plan == [["a", big, 3], ["b", small, 1]]
+    got = log.run(C.QuotaAllot(key="api", epoch=2, lease_ms=1500, shares=plan,
+                               reserved=["a", "b"], reserved_now=[]))
+    assert got.ok, got
+    over = [["a", USABLE - 1000, 3], ["b", 1000, 1]]  # b's fallback on top: phase B overflows
+    refused = log.run(C.QuotaAllot(key="api", epoch=3, lease_ms=1500, shares=over,
+                                   reserved=["a", "b"], reserved_now=[]))
+    assert refused.code == "over_limit"
 
 
 def test_allotter_reserves_everyone_first_then_only_routers_that_missed_the_last_epoch() -> None:

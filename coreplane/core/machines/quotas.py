@@ -16,13 +16,15 @@ the limit.
 **The overlap rule (why the sum never exceeds the limit).** A router may still spend its share
 of an older epoch while a newer one is granted, and one that lost the leader may be spending
 its fallback share. At every instant a router spends at most one of: a share of a *live* epoch
-(one whose lease has not ended in tick time), or, if the allotment lists it as *reserved*, its
-fallback share. Apply therefore accepts an epoch only if, summed over every router,
-``max(new share, its shares in live epochs, fallback if reserved) <= usable``; shrinking shares
-take effect at once, growing ones once the larger old shares have expired. The first epoch
-under a new leader must reserve every router the key knows (that leader cannot know who fell
-back); the runtime decides the reservations of later epochs (coreplane/runtime/quotas.py) and
-`plan_allotment` computes shares that pass this check.
+(one whose lease has not ended in tick time), its new share, or its fallback share. An epoch
+lists two sets of routers that may be on fallback during its life: `reserved_now` while shares
+of the live epochs are still spent (phase A), `reserved` once they are not (phase B). Apply
+accepts it only if, in each phase, summed over every router, the largest of what it may spend
+there stays within the usable budget (`spend_bounds`); shrinking shares take effect at once,
+growing ones once the larger old shares have expired. Why a router outside those sets cannot
+be on fallback then is the runtime's reservation rule (coreplane/runtime/quotas.py), checked by
+tests/property/test_quota_props.py. Apply insists on one case it can see: the first epoch under
+a new leader reserves every router the key lists (that leader cannot know who fell back).
 
 Pure and deterministic: no clock (time is the committed tick time passed in), integers only,
 every map bounded (`QuotaLimits`), explicit order (keys and routers sorted). Imports only
@@ -31,14 +33,14 @@ every map bounded (`QuotaLimits`), explicit order (keys and routers sorted). Imp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from coreplane.core.codec import Value
 from coreplane.errors import CommandRejected, DecodeError
 
-__all__ = ["BURST_MS", "HYSTERESIS_PERMILLE", "Epoch", "KeyQuota", "QuotaLimits", "QuotaMachine", "fallback_milli",
-           "plan_allotment", "usable_milli"]
+__all__ = ["BURST_MS", "HYSTERESIS_PERMILLE", "Epoch", "KeyQuota", "QuotaLimits",
+           "QuotaMachine", "fallback_milli", "plan_allotment", "spend_bounds", "usable_milli"]
 
 _U63 = 2**63 - 1
 BURST_MS = 20  # a router's bucket holds this much of its share, plus one request
@@ -117,47 +119,71 @@ class KeyQuota:
         return tuple(sorted({r for r, _s, _d in newest.shares} | set(newest.reserved)))
 
 
-def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
-                   reserved: tuple[str, ...]) -> list[list[Value]] | None:
-    """Shares proportional to demand that pass the overlap rule at tick time `now_ms`, as
-    [[router, share_milli, demand_milli]] sorted; None if no allotment can pass yet (the
-    reservations and the live epochs' shares already fill the budget: wait for them to end).
+def spend_bounds(quota: KeyQuota, now_ms: int, new: Mapping[str, int],
+                 reserved_now: Collection[str], reserved: Collection[str]) -> tuple[int, int]:
+    """What the routers could spend at once during the new epoch, in its two phases.
 
-    A router's *floor* is what it may already be spending (its largest live share, its
-    fallback if reserved); granting up to the floor costs nothing, and the headroom left above
-    the sum of floors goes to the routers whose target exceeds their floor, in proportion.
-    A share a little over its target (`HYSTERESIS_PERMILLE`) is kept: shrinking it would free
+    (A) while a share of a live epoch may still be spent: per router the largest of its new
+    share, its live shares, and its fallback if `reserved_now` names it;
+    (B) once no live epoch's share is spent any more: the largest of its new share and its
+    fallback if `reserved` names it. Both must stay within the usable budget."""
+    fallback = quota.fallback_milli
+    live = quota.live(now_ms)
+    names_a = sorted(set(new) | set(reserved_now) | {r for e in live for r, _s, _d in e.shares})
+    total_a = 0
+    for name in names_a:
+        spend = max([new.get(name, 0), *(e.share(name) for e in live)])
+        total_a += max(spend, fallback) if name in reserved_now else spend
+    total_b = sum(new.values()) + sum(max(0, fallback - new.get(name, 0))
+                                      for name in set(reserved))
+    return total_a, total_b
+
+
+def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
+                   reserved: tuple[str, ...],
+                   reserved_now: tuple[str, ...] = ()) -> list[list[Value]] | None:
+    """Shares proportional to demand that pass apply's two checks (`spend_bounds`) at tick
+    time `now_ms`, as [[router, share_milli, demand_milli]] sorted; None if none can pass yet
+    (what the routers may already be spending fills the budget: wait for it to end).
+
+    A router's *floor* in each phase is what it may already be spending there (phase A: its
+    largest live share, its fallback if in `reserved_now`; phase B: its fallback if in
+    `reserved`); granting up to the floor costs nothing, and the headroom above the sum of the
+    floors goes to the routers whose target exceeds their floor, in proportion. A live share
+    a little over its new target (`HYSTERESIS_PERMILLE`) is kept: shrinking it would free
     budget only from the next epoch on, and leave it unused in this one."""
     usable, fallback = quota.usable_milli, quota.fallback_milli
     live = quota.live(now_ms)
-    reserved_set = set(reserved)
-    names = sorted(set(demands) | reserved_set | {r for e in live for r, _s, _d in e.shares})
-    floors = {}
-    for name in names:
-        floor = max((e.share(name) for e in live), default=0)
-        if name in reserved_set:
-            floor = max(floor, fallback)
-        floors[name] = floor
-    headroom = usable - sum(floors.values())
-    if headroom < 0:
+    names = sorted(set(demands) | set(reserved) | set(reserved_now)
+                   | {r for e in live for r, _s, _d in e.shares})
+    held = {n: max((e.share(n) for e in live), default=0) for n in names}
+    floor_a = {n: max(held[n], fallback if n in reserved_now else 0) for n in names}
+    floor_b = {n: fallback if n in reserved else 0 for n in names}
+    room_a = usable - sum(floor_a.values())
+    room_b = usable - sum(floor_b.values())
+    if room_a < 0 or room_b < 0:
         return None
     total_demand = sum(max(0, d) for d in demands.values())
-    targets = {name: (usable * max(0, demands.get(name, 0)) // total_demand
-                      if total_demand else 0) for name in names}
-    for name in names:
-        held = max((e.share(name) for e in live), default=0)
-        if held > targets[name] >= held - held * HYSTERESIS_PERMILLE // 1000:
-            targets[name] = held
-    wants = {n: targets[n] - floors[n] for n in names if targets[n] > floors[n]}
-    want_total = sum(wants.values())
+    targets = {n: (usable * max(0, demands.get(n, 0)) // total_demand if total_demand else 0)
+               for n in names}
+    for n in names:
+        if held[n] > targets[n] >= held[n] - held[n] * HYSTERESIS_PERMILLE // 1000:
+            targets[n] = held[n]
+    grants = []
+    for floors, room in ((floor_a, room_a), (floor_b, room_b)):
+        wants = {n: targets[n] - floors[n] for n in names if targets[n] > floors[n]}
+        want_total = sum(wants.values())
+        grants.append({n: (w if want_total <= room else w * room // want_total)
+                       for n, w in wants.items()})
     out: list[list[Value]] = []
-    for name in names:
-        if name not in demands:
+    for n in names:
+        if n not in demands:
             continue
-        share = targets[name]
-        if name in wants and want_total > headroom:
-            share = floors[name] + wants[name] * headroom // want_total
-        out.append([name, share, demands[name]])
+        share = targets[n]
+        for floors, grant in zip((floor_a, floor_b), grants, strict=True):
+            if n in grant:
+                share = min(share, floors[n] + grant[n])
+        out.append([n, share, demands[n]])
     return out
 
 
@@ -230,7 +256,7 @@ class QuotaMachine:
     # ------------------------------------------------------------------------- epochs
 
     def allot(self, key: str, epoch: int, lease_ms: int, shares: list[Value],
-              reserved: list[Value], index: int, now_ms: int,
+              reserved: list[Value], reserved_now: list[Value], index: int, now_ms: int,
               leader_token: int) -> dict[str, Value]:
         """Accept epoch `epoch` of `key` at log `index` (its token) if it passes the overlap
         rule at tick time `now_ms`; refused with a stable code otherwise."""
@@ -255,16 +281,12 @@ class QuotaMachine:
             raise CommandRejected("reserve_required", "the first epoch under a new leader "
                                                       "must reserve every known router")
         new = {r: s for r, s, _d in rows}
-        fallback, reserved_set = q.fallback_milli, set(marks)
-        total = 0
-        for name in sorted(set(new) | reserved_set | {r for e in live for r, _s, _d in e.shares}):
-            spend = max([new.get(name, 0), *(e.share(name) for e in live)])
-            if name in reserved_set:
-                spend = max(spend, fallback)
-            total += spend
+        now_marks = self._check_reserved(reserved_now)
+        total_a, total_b = spend_bounds(q, now_ms, new, now_marks, marks)
+        total = max(total_a, total_b)
         if total > q.usable_milli:
-            raise CommandRejected("over_limit", f"the live and new shares could spend {total}"
-                                                f" > {q.usable_milli} milli-requests/s")
+            raise CommandRejected("over_limit", f"the routers could spend {total} > "
+                                                f"{q.usable_milli} milli-requests/s at once")
         q.epochs = [*live, Epoch(epoch, index, now_ms, now_ms + lease_ms, rows, marks)]
         q.next_epoch += 1
         q.leader_token = leader_token
