@@ -113,6 +113,12 @@ class Allotter:
         known |= set(k.routers)
         demands = {name: r.demand_milli for name, r in k.routers.items()
                    if now_ms - r.heard_ms <= cfg.active_ms}
+        if quota.epochs and now_ms - self.start_ms <= cfg.active_ms:
+            # A new leader has heard few routers yet: the newest epoch's demands stand in for
+            # the others, so its first epoch does not take their shares away.
+            for name, _share, demand in quota.epochs[-1].shares:
+                if name not in k.routers:
+                    demands.setdefault(name, demand)
         previous = quota.next_epoch - 1
         continuous = (quota.leader_token == self.leader_token and previous in k.proposed
                       and now_ms - k.proposed[previous] <= cfg.spacing_max_ms)

@@ -10,7 +10,8 @@ local bucket filled at the share's rate: no network on the request path.
 
 - its newest share until ``send time + remaining_ms`` of the answer that brought it (the answer
   bounds the lease by both cluster time and the leader's own clock; an answer slower than
-  ``rtt_max_ms`` is not used);
+  ``rtt_max_ms`` is not used), or the share it replaced if that was larger, until that one's
+  own deadline (a shrink takes effect when the old share expires: the leader counted both);
 - then, when no newer share came (the leader is unreachable), **nothing** for ``zone_ms``: other
   routers' shares of epochs that did not reserve room for this one run out meanwhile;
 - then its **fallback** share, ``usable / routers_max`` of the key (every router on fallback
@@ -52,6 +53,10 @@ class Schedule:
         self.fallback_max_ms = 0
         self.burst_ms = 20
         self.unlimited = False
+        # The share this answer replaced, spendable until its own deadline (an epoch's check
+        # counts a router's largest share over the live epochs): a shrink waits for it.
+        self.previous_milli = 0
+        self.previous_deadline_ms = -1
 
     def accept(self, answer: dict[str, Any], send_ms: int, receive_ms: int) -> bool:
         """Take a leader's answer to a request sent at `send_ms`; False if it was not used."""
@@ -64,6 +69,8 @@ class Schedule:
         if epoch < self.epoch:
             return False
         self.unlimited = False
+        if epoch > self.epoch:
+            self.previous_milli, self.previous_deadline_ms = self.share_milli, self.deadline_ms
         self.epoch, self.token = epoch, int(answer["token"])
         self.share_milli = int(answer["share_milli"])
         self.deadline_ms = send_ms + int(answer["remaining_ms"])
@@ -78,8 +85,12 @@ class Schedule:
         if self.epoch == 0:
             return [(-(2**62), 0)]
         d = self.deadline_ms
-        return [(-(2**62), self.share_milli), (d, 0), (d + self.zone_ms, self.fallback_milli),
+        late = [(d, 0), (d + self.zone_ms, self.fallback_milli),
                 (d + self.zone_ms + self.fallback_max_ms, 0)]
+        p = min(self.previous_deadline_ms, d)
+        if self.previous_milli > self.share_milli and p > -(2**62):
+            return [(-(2**62), self.previous_milli), (p, self.share_milli), *late]
+        return [(-(2**62), self.share_milli), *late]
 
     def rate(self, now_ms: int) -> int:
         rate = 0

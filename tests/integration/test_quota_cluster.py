@@ -96,7 +96,13 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         first_new = wait_until(
             lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token),
                          None), 15, "a share from the new leader")
-        time.sleep(10.0)
+        timeline = []
+        for _ in range(60):
+            timeline.append((round(time.monotonic() - kill_at, 2),
+                             [(r.mode[0], r.schedule.epoch, r.rate_milli // 1000,
+                               type(r.last_error).__name__[:4]) for r in routers]))
+            time.sleep(0.05)
+        time.sleep(7.0)
     finally:
         stop.set()
         for o in offered:
@@ -131,6 +137,8 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         "admitted_per_router": [len(o.admitted) for o in offered],
     }
     print(json.dumps(report, indent=1))
+    for row in timeline:
+        print(*row)
     path = os.environ.get("COREPLANE_QUOTA_REPORT")
     if path:
         with open(path, "w") as fh:

@@ -7,9 +7,10 @@ delayed both ways or too slow to accept, and routers cut off alone for seconds.
 
 The leader side is the code the runtime runs (`Allotter` deciding, `QuotaMachine` applying).
 The router side models `coreplane.sdk.Router`: it spends its newest share until ``send time +
-remaining_ms``, nothing for ``zone_ms``, then its fallback share for ``fallback_max_ms``, then
-nothing. At every step the sum of what the routers may spend is at most the usable budget
-(`usable_milli`): with every bucket's depth, that keeps any one-second window within the limit.
+remaining_ms`` (the share it replaced instead, if larger, until that one's deadline), nothing
+for ``zone_ms``, then its fallback share for ``fallback_max_ms``, then nothing. At every step
+the sum of what the routers may spend is at most the usable budget (`usable_milli`): with every
+bucket's depth, that keeps any one-second window within the limit.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ class RouterModel:
     cut_until: int = -1  # cut off from the cluster until then
     pending: tuple[int, int, dict] | None = None  # (arrive_ms, send_ms, answer)
 
+    prev_share: int = 0
+    prev_deadline: int = -1
+
     def spend(self, now: int) -> int:
         if self.held == 0:
             return 0
         if now < self.deadline:
-            return self.share
+            return max(self.share, self.prev_share if now < self.prev_deadline else 0)
         if now < self.deadline + self.zone:
             return 0
         if now < self.deadline + self.zone + self.fallback_max:
@@ -69,6 +73,8 @@ class RouterModel:
             return
         if answer["epoch"] < self.held:
             return
+        if answer["epoch"] > self.held:
+            self.prev_share, self.prev_deadline = self.share, self.deadline
         self.held, self.share = answer["epoch"], answer["share_milli"]
         self.deadline = send + answer["remaining_ms"]
         self.fallback, self.zone = answer["fallback_milli"], answer["zone_ms"]
