@@ -307,13 +307,15 @@ class FleetReport(_Base):
 @dataclass(frozen=True, slots=True)
 class FleetPlan(_Base):
     """Internal: the solver's moves [[pid, source, target]] ("" for none), computed on the
-    fleet state at log index `base_index`, and the split candidates it found."""
+    fleet state at log index `base_index`, and the split candidates it found; `more` says the
+    plan had further moves (the leader solves again once these drain)."""
 
     TAG = 51
-    TYPES = {"base_index": int, "moves": list, "splits": list}
+    TYPES = {"base_index": int, "moves": list, "splits": list, "more": bool}
     base_index: int
     moves: list[Any]
     splits: list[Any]
+    more: bool = False
 
 
 FLEET_TAGS = frozenset(range(40, 70))

@@ -222,6 +222,7 @@ class FleetMachine:
         self.journal: deque[list[Value]] = deque()
         self.dirty_index = 0
         self.plan_index = 0
+        self.plan_more = 0  # 1: the newest plan left moves out; solve again once the queue drains
         self.grace_until_ms = 0
         self.tick_ms = 0
         self.index = 0
@@ -291,8 +292,9 @@ class FleetMachine:
         self.dirty_index = self.index
 
     def needs_plan(self) -> bool:
-        """A change since the newest plan calls for the solver."""
-        return self.dirty_index > self.plan_index
+        """A change since the newest plan calls for the solver (or the plan left moves out and
+        its queue drained)."""
+        return self.dirty_index > self.plan_index or bool(self.plan_more and not self.queue)
 
     # ------------------------------------------------------------------ hooks from StateMachine
 
@@ -581,7 +583,8 @@ class FleetMachine:
 
     # ------------------------------------------------------------------ plans
 
-    def plan(self, base_index: int, moves: Value, splits: Value, index: int) -> Value:
+    def plan(self, base_index: int, moves: Value, splits: Value, index: int,
+             more: bool = False) -> Value:
         """Replace the queue with the moves of a plan computed at `base_index`."""
         self.index = index
         if base_index < self.plan_index:
@@ -602,7 +605,7 @@ class FleetMachine:
             else:
                 queue.append((pid, source, target))
         self.queue = queue
-        self.plan_index = base_index
+        self.plan_index, self.plan_more = base_index, int(more)
         for pid in split_ids:
             rec = self.parts.get(pid)
             if rec is not None and not rec[_SPLIT]:
@@ -853,7 +856,8 @@ class FleetMachine:
         if tag == 50:
             return self.report(command.to_body(), index)
         if tag == 51:
-            return self.plan(command.base_index, command.moves, command.splits, index)
+            return self.plan(command.base_index, command.moves, command.splits, index,
+                             command.more)
         if tag == 47:
             return self.ack(command.node_id, command.action_id, command.token, command.ok,
                             command.detail)
@@ -940,8 +944,8 @@ class FleetMachine:
         ops = [op.to_plain() for op in self.ops.values()]
         queue = list(self.queue)
         journal = list(self.journal)
-        scalars = [self.dirty_index, self.plan_index, self.grace_until_ms, self.tick_ms,
-                   self.index]
+        scalars = [self.dirty_index, self.plan_index, self.plan_more, self.grace_until_ms,
+                   self.tick_ms, self.index]
 
         def build() -> dict[str, Value]:
             return {
@@ -971,8 +975,8 @@ class FleetMachine:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
             machine.journal = deque([i, t, list(s), x] for i, t, s, x in plain["journal"])
-            (machine.dirty_index, machine.plan_index, machine.grace_until_ms,
-             machine.tick_ms, machine.index) = plain["scalars"]
+            (machine.dirty_index, machine.plan_index, machine.plan_more,
+             machine.grace_until_ms, machine.tick_ms, machine.index) = plain["scalars"]
             machine._derive()
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot fleet section is malformed: {exc!r}") from exc
