@@ -42,6 +42,7 @@ from typing import Any
 
 from coreplane.core import commands as C
 from coreplane.core.codec import Value
+from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.machines.kv import Limits
 from coreplane.core.state import Applied, StateMachine
 from coreplane.errors import (
@@ -54,6 +55,7 @@ from coreplane.errors import (
 from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, parse_address, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.fleet import Fleet
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -180,6 +182,8 @@ class ControlPlane:
         log_compaction_min_time_s: int = 300,
         durability: str = "fsync",
         limits: Limits | None = None,
+        fleet_config: FleetConfig | None = None,
+        provider: Any = None,
     ) -> None:
         self._config: NodeConfig = validate_config(
             node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
@@ -217,12 +221,13 @@ class ControlPlane:
         except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
             raise InvalidArgument("data_dir", exc.reason) from None
 
-        self._sm = StateMachine(limits=limits)
+        self._sm = StateMachine(limits=limits, fleet=fleet_config)
         self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
         self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
+        self.fleet = Fleet(self, provider=provider)  # the fleet brain (runtime/fleet.py)
 
         self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
         self._seq = itertools.count(1)
@@ -415,6 +420,7 @@ class ControlPlane:
                 n, last_ms = self._sm.tick_n + 1, self._sm.tick_ms
             tick = C.Tick(n=n, tick_ms=max(time.time_ns() // 1_000_000, last_ms))
             self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
+        self.fleet.leader_step()
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
         """Hand over leadership when a stepdown entry committed during this leadership (after

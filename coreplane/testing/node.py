@@ -93,6 +93,7 @@ class SimNode(ControlPlane):
             with _swapped(E, "open_journal", open_journal):
                 super().__init__(node_id, address, peers, data_dir, secret, **options)
         self._client_id = f"{node_id}/sim"  # deterministic (the real one is random)
+        self.fleet.solver = "inline"  # one thread: the solve runs inside the runtime step
 
     def _make_transport_class(self) -> type:
         return make_sim_transport_class(self._sim_hub, self.node_id,

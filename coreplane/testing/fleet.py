@@ -1,0 +1,261 @@
+"""Simulated storage agents for `SimCluster`: the fleet the control plane manages, in sim time.
+
+`FleetWorld(cluster)` adds toy storage nodes (`SimAgent`) that do what a real agent does through
+the public agent protocol of `cp.fleet`: heartbeat to the leader every `heartbeat_ms` (with the
+heat of what they serve), read their pending actions, copy partitions from a peer (taking
+`copy_ms` of simulated time, scaled by an injectable slowness), drop replicas, and acknowledge
+each action through the log with its fencing token. An agent acts only on the highest token it
+has seen per partition. Faults: `crash` (the process stops; its data stays on disk unless
+`wipe=True`), `restart`, `lose` (a replica's data is gone; the agent reports it), `slow`.
+
+Every random choice comes from the cluster's seeded RNG, so a world replays exactly.
+
+Checks (`check`, also run as `sample` during a run) are the fleet invariants: no duplicate
+replica in a committed replica set; every committed replica on a running agent holds the data
+(so no cutover ever happened before its copy caught up, unless a loss was injected); and at the
+end, every partition at RF with healthy replicas, each repair started exactly once
+(`repairs`). Violations go to `cluster.violations` like the cluster's own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from coreplane.core import commands as C
+from coreplane.errors import CoreplaneError
+from coreplane.testing.cluster import Op, SimCluster
+
+__all__ = ["FleetWorld", "SimAgent"]
+
+
+@dataclass(slots=True)
+class SimAgent:
+    """One toy storage node: which partitions it holds, and what it is doing."""
+
+    node_id: str
+    zone: str
+    weight: int = 1
+    slots: int = 1_000
+    up: bool = True
+    slowness: int = 1  # copy time multiplier
+    held: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)  # lost, not yet reported
+    busy: set[str] = field(default_factory=set)  # action ids in progress
+    max_token: dict[str, int] = field(default_factory=dict)
+    heat: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    gen: int = 0  # bumps on crash: timers of the old process do nothing
+
+
+class FleetWorld:
+    """Agents of one SimCluster; see the module docstring."""
+
+    def __init__(self, cluster: SimCluster, *, heartbeat_ms: int = 1_000,
+                 copy_ms: tuple[int, int] = (200, 1_500)) -> None:
+        self.c = cluster
+        self.heartbeat_ms = heartbeat_ms
+        self.copy_ms = copy_ms
+        self.agents: dict[str, SimAgent] = {}
+        self.copies: Counter[tuple[str, str]] = Counter()  # (pid, node) copies performed
+        self.refused_tokens = 0
+        self.acks_rejected: Counter[str] = Counter()
+        self.injected_loss: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ agents and faults
+
+    def add_agent(self, node_id: str, zone: str, *, weight: int = 1,
+                  slots: int = 1_000) -> SimAgent:
+        agent = SimAgent(node_id, zone, weight, slots)
+        self.agents[node_id] = agent
+        self.c.at(self.c.rng.randrange(0, self.heartbeat_ms), self._beat, agent, agent.gen)
+        return agent
+
+    def crash(self, node_id: str, *, wipe: bool = False) -> None:
+        agent = self.agents[node_id]
+        agent.up, agent.gen = False, agent.gen + 1
+        agent.busy.clear()
+        if wipe:
+            for pid in sorted(agent.held):
+                self.injected_loss.add((node_id, pid))
+                agent.lost.add(pid)
+            agent.held.clear()
+        self.c.record("agent_crash", node_id, wipe)
+
+    def restart(self, node_id: str) -> None:
+        agent = self.agents[node_id]
+        if agent.up:
+            return
+        agent.up, agent.gen = True, agent.gen + 1
+        self.c.record("agent_restart", node_id)
+        self.c.at(self.c.rng.randrange(0, self.heartbeat_ms), self._beat, agent, agent.gen)
+
+    def lose(self, node_id: str, pid: str) -> None:
+        agent = self.agents[node_id]
+        if pid in agent.held:
+            agent.held.discard(pid)
+            agent.lost.add(pid)
+            self.injected_loss.add((node_id, pid))
+            self.c.record("agent_lose", node_id, pid)
+
+    def slow(self, node_id: str, factor: int) -> None:
+        self.agents[node_id].slowness = max(1, factor)
+
+    def set_heat(self, pid: str, heat: int) -> None:
+        for agent in self.agents.values():
+            agent.heat[pid] = heat
+
+    # ------------------------------------------------------------------ the agent loop
+
+    def _beat(self, agent: SimAgent, gen: int) -> None:
+        if not agent.up or agent.gen != gen:
+            return
+        c = self.c
+        c.at(self.heartbeat_ms + c.rng.randrange(0, 100), self._beat, agent, gen)
+        leader = c.leader()
+        if leader is None:
+            return
+        heat = {pid: agent.heat.get(pid, 1) for pid in sorted(agent.held)}
+        lost = sorted(agent.lost)
+
+        def beat(node: Any) -> Any:
+            try:
+                node.fleet.heartbeat(agent.node_id, zone=agent.zone, weight=agent.weight,
+                                     slots=agent.slots, heat=heat, lost=lost)
+                return node.fleet.actions(agent.node_id, stale_ok=True)
+            except CoreplaneError:
+                return None
+
+        actions = c.ask(leader, beat)
+        if actions is None:
+            return
+        # Reported; a report a failover swallowed is sent again while the replica stays assigned.
+        agent.lost = {pid for pid in agent.lost if self._still_assigned(leader, agent.node_id, pid)}
+        for action in actions:
+            self._act(agent, action)
+
+    def _still_assigned(self, leader: str, node_id: str, pid: str) -> bool:
+        def look(node: Any) -> bool:
+            rec = node.state.fleet.parts.get(pid)
+            return rec is not None and node_id in rec[2]
+
+        return bool(self.c.ask(leader, look))
+
+    def _act(self, agent: SimAgent, action: Any) -> None:
+        if action.id in agent.busy:
+            return
+        pid = action.partition
+        if action.token < agent.max_token.get(pid, 0):
+            self.refused_tokens += 1
+            return
+        agent.max_token[pid] = action.token
+        agent.busy.add(action.id)
+        c = self.c
+        if action.kind == "remove_replica":
+            agent.held.discard(pid)
+            self._ack(agent, action, True, "")
+            return
+        if pid in agent.held:  # an earlier attempt already copied it: idempotent
+            self._ack(agent, action, True, "already held")
+            return
+        lo, hi = self.copy_ms
+        delay = c.rng.randrange(lo, hi + 1) * agent.slowness
+        c.at(delay, self._copied, agent, agent.gen, action)
+
+    def _copied(self, agent: SimAgent, gen: int, action: Any) -> None:
+        if not agent.up or agent.gen != gen:
+            return
+        source = self.agents.get(action.source) if action.source else None
+        if action.source and (source is None or not source.up
+                              or action.partition not in source.held):
+            self._ack(agent, action, False, f"source {action.source} unavailable")
+            return
+        agent.held.add(action.partition)
+        self.copies[(action.partition, agent.node_id)] += 1
+        self._ack(agent, action, True, "")
+
+    def _ack(self, agent: SimAgent, action: Any, ok: bool, detail: str) -> None:
+        agent.seq += 1
+        client = f"agent/{agent.node_id}/{agent.gen}"
+        cmd = C.FleetAck(node_id=agent.node_id, action_id=action.id, token=action.token, ok=ok,
+                         detail=detail, client_id=client, seq=agent.seq)
+        gen = agent.gen
+
+        def done(op: Op) -> None:
+            if agent.gen == gen:
+                agent.busy.discard(action.id)  # listed again if it did not apply: re-done
+            result = op.result
+            if result is not None and not result.ok:
+                self.acks_rejected[result.code] += 1
+
+        alive = [n for n in self.c.node_ids if self.c.slots[n].node is not None]
+        if not alive:
+            agent.busy.discard(action.id)
+            return
+        self.c.command(client, cmd, done, via=self.c.rng.choice(alive), kind="fleet_ack")
+
+    # ------------------------------------------------------------------ checks
+
+    def fleet_state(self) -> Any:
+        """The fleet machine of the most advanced running node (None if none runs)."""
+        best = None
+        for node_id in self.c.node_ids:
+            node = self.c.slots[node_id].node
+            if node is not None and (best is None
+                                     or node.state.applied_index > best.state.applied_index):
+                best = node
+        return None if best is None else best.state.fleet
+
+    def sample(self) -> None:
+        """Invariants that must hold at every moment (call between events)."""
+        fleet = self.fleet_state()
+        if fleet is None:
+            return
+        for pid in sorted(fleet.parts):
+            replicas = fleet.parts[pid][2]
+            if len(set(replicas)) != len(replicas):
+                self.c.violate("fleet_duplicate_replica", f"{pid} on {replicas}")
+            for node_id in replicas:
+                agent = self.agents.get(node_id)
+                if (agent is not None and agent.up and pid not in agent.held
+                        and (node_id, pid) not in self.injected_loss
+                        and pid not in agent.lost):
+                    self.c.violate("fleet_replica_without_data",
+                                   f"{pid} is committed on {node_id}, which never got it")
+
+    def converged(self) -> bool:
+        fleet = self.fleet_state()
+        return bool(fleet is not None and not fleet.ops and not fleet.queue
+                    and not fleet.under and not fleet.needs_plan()
+                    and all(fleet.partition_view(p)["health"] == "healthy"
+                            for p in fleet.parts))
+
+    def repairs(self, node_id: str) -> Counter[str]:
+        """How many operations were started to replace each replica lost on `node_id`."""
+        fleet = self.fleet_state()
+        out: Counter[str] = Counter()
+        if fleet is None:
+            return out
+        for _index, _ms, _subjects, text in fleet.journal:
+            if " started (" in text:
+                pid, source = text.split(": ", 1)[1].split(" ")[:2]
+                if source == node_id:
+                    out[pid] += 1
+        return out
+
+    def run(self, ms: int, *, sample_every_ms: int = 250) -> None:
+        """Run the cluster for `ms`, sampling the invariants."""
+        for _ in range(max(1, ms // sample_every_ms)):
+            self.c.run_for(sample_every_ms)
+            self.sample()
+
+    def run_until_converged(self, timeout_ms: int, *, sample_every_ms: int = 250) -> bool:
+        waited = 0
+        while waited < timeout_ms:
+            self.c.run_for(sample_every_ms)
+            waited += sample_every_ms
+            self.sample()
+            if self.converged():
+                return True
+        return False
