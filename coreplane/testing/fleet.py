@@ -27,7 +27,7 @@ from coreplane.core import commands as C
 from coreplane.errors import CoreplaneError
 from coreplane.testing.cluster import Op, SimCluster
 
-__all__ = ["FleetWorld", "SimAgent"]
+__all__ = ["FleetWorld", "SimAgent", "started_moves", "undone_moves"]
 
 
 @dataclass(slots=True)
@@ -234,15 +234,9 @@ class FleetWorld:
     def repairs(self, node_id: str) -> Counter[str]:
         """How many operations were started to replace each replica lost on `node_id`."""
         fleet = self.fleet_state()
-        out: Counter[str] = Counter()
         if fleet is None:
-            return out
-        for _index, _ms, _subjects, text in fleet.journal:
-            if " started (" in text:
-                pid, source = text.split(": ", 1)[1].split(" ")[:2]
-                if source == node_id:
-                    out[pid] += 1
-        return out
+            return Counter()
+        return Counter(pid for _i, pid, source, _t in started_moves(fleet) if source == node_id)
 
     def run(self, ms: int, *, sample_every_ms: int = 250) -> None:
         """Run the cluster for `ms`, sampling the invariants."""
@@ -259,3 +253,24 @@ class FleetWorld:
             if self.converged():
                 return True
         return False
+
+
+def started_moves(fleet: Any) -> list[tuple[int, str, str, str]]:
+    """(index, pid, source, target) of every operation started, from the decision journal."""
+    out = []
+    for index, _ms, _subjects, text in fleet.journal:
+        if " started (" in text:
+            pid, source, _arrow, target = text.split(": ", 1)[1].split(" ")[:4]
+            out.append((index, pid, source, target))
+    return out
+
+
+def undone_moves(fleet: Any) -> list[tuple[str, str, str]]:
+    """Moves later reversed (a replica of p went a -> b, then b -> a): oscillation."""
+    seen: set[tuple[str, str, str]] = set()
+    undone = []
+    for _index, pid, source, target in started_moves(fleet):
+        if source != "-" and target != "-" and (pid, target, source) in seen:
+            undone.append((pid, source, target))
+        seen.add((pid, source, target))
+    return undone

@@ -14,7 +14,7 @@ import pytest
 from coreplane.core import commands as C
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing import SimCluster
-from coreplane.testing.fleet import FleetWorld
+from coreplane.testing.fleet import FleetWorld, started_moves, undone_moves
 
 CFG = FleetConfig(suspect_after_ms=3_000, dead_after_ms=6_000, copy_timeout_ms=8_000,
                   cleanup_timeout_ms=5_000, moves_in_flight_per_node=2, moves_in_flight_max=16)
@@ -63,3 +63,92 @@ def test_a_killed_storage_node_is_repaired_exactly_once(seed: int) -> None:
         for pid in lost:
             assert "s1" not in fleet.parts[pid][2]
         assert c.violations == [], f"seed {seed}: {c.violations}"
+
+
+def _one_move_world(seed: int) -> tuple[SimCluster, FleetWorld, str]:
+    """Four zones, one partition at rf=3: draining a holder makes exactly one move."""
+    c, world = _world(seed, agents=4, zones=4, partitions=1)
+    assert world.run_until_converged(60_000), f"seed {seed}"
+    holder = world.fleet_state().parts["p0"][2][0]
+    return c, world, holder
+
+
+STEPS = ["drain_committed", "copy_issued", "copy_done_unacked", "cleanup_issued", "done"]
+
+
+def _reached(world: FleetWorld, step: str, holder: str) -> bool:
+    fleet = world.fleet_state()
+    op = next(iter(fleet.ops.values()), None)
+    if step == "drain_committed":
+        return fleet.nodes[holder].admin == "draining"
+    if step == "copy_issued":
+        return op is not None and op.step == "copy"
+    if step == "copy_done_unacked":
+        return op is not None and op.step == "copy" and any(
+            world.copies[("p0", n)] for n in world.agents if n != holder)
+    if step == "cleanup_issued":
+        return op is not None and op.step == "cleanup"
+    return not fleet.ops and holder not in fleet.parts["p0"][2]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killing_the_leader_at_every_step_of_a_move_completes_it_once(step: str) -> None:
+    seed = 10 + STEPS.index(step)
+    c, world, holder = _one_move_world(seed)
+    with c:
+        c.command("admin", C.FleetDrain(holder, client_id="admin", seq=100), lambda op: None)
+        assert c.run_until(lambda: _reached(world, step, holder), 30_000), f"seed {seed} {step}"
+        leader = c.leader()
+        c.crash(leader)
+        world.run(2_000)
+        c.restart(leader)
+        assert world.run_until_converged(90_000), f"seed {seed}: not converged after {step}"
+        fleet = world.fleet_state()
+        moves = [m for m in started_moves(fleet) if m[2] == holder]
+        assert len(moves) == 1, moves  # exactly once
+        assert holder not in fleet.parts["p0"][2]
+        assert fleet.partition_view("p0")["health"] == "healthy"
+        assert not world.agents[holder].held  # cleaned up
+        assert c.violations == [], f"seed {seed}: {c.violations}"
+
+
+def test_drain_empties_a_node_and_keeps_rf() -> None:
+    c, world = _world(21, agents=6, zones=3, partitions=18)
+    with c:
+        assert world.run_until_converged(60_000)
+        c.command("admin", C.FleetDrain("s0", client_id="admin", seq=100), lambda op: None)
+        world.run(1_000)
+        assert world.run_until_converged(120_000)
+        fleet = world.fleet_state()
+        assert not fleet.node_parts["s0"] and not world.agents["s0"].held
+        assert fleet.node_view("s0")["state"] == "draining"
+        assert c.violations == []
+
+
+def test_a_hot_partition_is_flagged_as_a_split_candidate_and_not_moved_back_and_forth() -> None:
+    c, world = _world(22, agents=6, zones=3, partitions=12)
+    with c:
+        assert world.run_until_converged(60_000)
+        for i in range(12):
+            world.set_heat(f"p{i}", 1_000)
+        world.set_heat("p5", 200_000)
+        world.run(60_000)
+        fleet = world.fleet_state()
+        assert fleet.partition_view("p5")["split_candidate"] is True
+        assert any("split candidate" in e["text"] for e in fleet.explain("p5"))
+        assert undone_moves(fleet) == []
+        assert len([m for m in started_moves(fleet) if m[1] == "p5"]) <= 3  # placed, not chased
+        assert c.violations == []
+
+
+def test_noisy_heat_for_a_thousand_ticks_undoes_no_move() -> None:
+    c, world = _world(23, agents=6, zones=3, partitions=18)
+    with c:
+        assert world.run_until_converged(60_000)
+        for _ in range(100):  # 100 x 1 s = 1,000 ticks of 100 ms
+            for i in range(18):
+                world.set_heat(f"p{i}", 1_000 + c.rng.randrange(-300, 300))
+            world.run(1_000)
+        fleet = world.fleet_state()
+        assert undone_moves(fleet) == []
+        assert c.violations == []

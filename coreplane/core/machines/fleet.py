@@ -70,14 +70,22 @@ _HEAT_MAX = 1 << 40
 _WEIGHT_MAX = 1 << 20
 _SLOTS_MAX = 1 << 30
 
-# A partition record is a plain tuple (rf, heat, replicas, split, created_index): immutable,
-# so a solver capture is one dict copy, and CPython stops GC-tracking it (see kv.Record).
-PartRecord = tuple[int, int, tuple[str, ...], int, int]
+# A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms):
+# immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
+# kv.Record). moved_ms is the tick time of its last rebalance cutover (-1: never).
+PartRecord = tuple[int, int, tuple[str, ...], int, int, int]
 _RF: Final = 0
 _HEAT: Final = 1
 _REPLICAS: Final = 2
 _SPLIT: Final = 3
 _CREATED: Final = 4
+_MOVED: Final = 5
+
+
+def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
+    out = list(rec)
+    out[field] = value
+    return (out[0], out[1], out[2], out[3], out[4], out[5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,8 @@ class FleetConfig:
     moves_in_flight_per_node: int = 2
     moves_in_flight_max: int = 64
     heat_cap_pct: int = 110
+    rebalance_trigger_pct: int = 125
+    rebalance_cooldown_ms: int = 600_000
     nodes_max: int = 10_000
     partitions_max: int = 1_000_000
     queue_max: int = 1_000_000
@@ -115,6 +125,8 @@ class FleetConfig:
             raise InvalidArgument("fleet.dead_after_ms", "must be >= suspect_after_ms")
         if self.heat_cap_pct < 100:
             raise InvalidArgument("fleet.heat_cap_pct", "must be >= 100")
+        if self.rebalance_trigger_pct < self.heat_cap_pct:
+            raise InvalidArgument("fleet.rebalance_trigger_pct", "must be >= heat_cap_pct")
 
 
 @dataclass(slots=True)
@@ -465,23 +477,26 @@ class FleetMachine:
         for node_id in rec[_REPLICAS]:
             self.node_heat[node_id] += delta
         self.heat_total += delta * len(rec[_REPLICAS])
-        self.parts[pid] = (rec[_RF], heat, rec[_REPLICAS], rec[_SPLIT], rec[_CREATED])
+        self.parts[pid] = _with(rec, _HEAT, heat)
         return True
 
-    def over_cap(self, node_id: str) -> bool:
-        """Node heat above `heat_cap_pct` of its weighted fair share."""
+    def over_cap(self, node_id: str, pct: int = 0) -> bool:
+        """Node heat above `pct` (default `heat_cap_pct`) of its weighted fair share."""
         node = self.nodes[node_id]
         if node.gone or self._weight_total == 0:
             return False
         return (self.node_heat[node_id] * self._weight_total * 100
-                > self.config.heat_cap_pct * self.heat_total * node.weight)
+                > (pct or self.config.heat_cap_pct) * self.heat_total * node.weight)
 
     def _check_heat(self, pids: list[str]) -> None:
+        """A rebalance is asked for only past `rebalance_trigger_pct` (hysteresis above the
+        solver's own cap), so heat noise around the cap does not start solves."""
         touched = sorted({n for pid in pids for n in self.parts[pid][_REPLICAS]})
-        hot = [n for n in touched if self.over_cap(n)]
+        trigger = self.config.rebalance_trigger_pct
+        hot = [n for n in touched if self.over_cap(n, trigger)]
         if hot:
-            self._note(tuple(hot[:8]), f"{', '.join(hot[:8])} over the heat cap "
-                                       f"({self.config.heat_cap_pct}% of fair share)")
+            self._note(tuple(hot[:8]), f"{', '.join(hot[:8])} over {trigger}% of its fair "
+                                       f"heat share: rebalance asked for")
             self._dirty()
 
     def _lost(self, node_id: str, pid: str) -> int:
@@ -510,7 +525,7 @@ class FleetMachine:
         if len(self.parts) >= self.config.partitions_max:
             raise CommandRejected("too_many_partitions",
                                   f"at the bound of {self.config.partitions_max} partitions")
-        self.parts[pid] = (rf, heat, (), 0, self.index)
+        self.parts[pid] = (rf, heat, (), 0, self.index, -1)
         self.under.add(pid)
         self._note((pid,), f"{pid} created with rf={rf}, heat={heat}")
         self._dirty()
@@ -521,7 +536,7 @@ class FleetMachine:
         _check_int("rf", rf, 1, 64)
         if rec[_RF] == rf:
             return rf
-        self.parts[pid] = (rf, rec[_HEAT], rec[_REPLICAS], rec[_SPLIT], rec[_CREATED])
+        self.parts[pid] = _with(rec, _RF, rf)
         self._recheck(pid)
         self._note((pid,), f"{pid} rf {rec[_RF]} -> {rf}")
         self._dirty()
@@ -600,8 +615,9 @@ class FleetMachine:
             pid, source, target = _fields(item, 3, "moves")
             if type(pid) is not str or type(source) is not str or type(target) is not str:
                 raise CommandRejected("bad_argument", "a move is [pid, source, target] of str")
-            if self._move_problem(pid, source, target, admission=False):
-                dropped += 1
+            problem = self._move_problem(pid, source, target, admission=False)
+            if problem:
+                dropped += problem != _COOLDOWN
             else:
                 queue.append((pid, source, target))
         self.queue = queue
@@ -609,7 +625,7 @@ class FleetMachine:
         for pid in split_ids:
             rec = self.parts.get(pid)
             if rec is not None and not rec[_SPLIT]:
-                self.parts[pid] = (rec[_RF], rec[_HEAT], rec[_REPLICAS], 1, rec[_CREATED])
+                self.parts[pid] = _with(rec, _SPLIT, 1)
                 self.splits.add(pid)
                 self._note((pid,), f"{pid} flagged as a split candidate: heat {rec[_HEAT]} "
                                    f"alone exceeds what a node's heat cap allows")
@@ -633,6 +649,11 @@ class FleetMachine:
             return f"{source} no longer holds it"
         if not target:
             return "" if len(replicas) > rec[_RF] else "would go below rf"
+        if (source and rec[_MOVED] >= 0 and len(replicas) <= rec[_RF]
+                and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
+                and self.nodes[source].admin in (ACTIVE, CORDONED)
+                and not self.nodes[source].gone):
+            return _COOLDOWN
         node = self.nodes.get(target)
         if node is None or not node.eligible:
             return f"target {target} not eligible"
@@ -681,7 +702,7 @@ class FleetMachine:
                 continue
             problem = self._move_problem(pid, source, target, admission=True)
             if problem:
-                dropped += 1
+                dropped += problem != _COOLDOWN
                 continue
             copy_from = self._copy_source(pid, target, source) if target else ""
             if self._throttled(n for n in (source, target, copy_from) if n):
@@ -774,6 +795,8 @@ class FleetMachine:
         if op.target:
             replicas.append(op.target)
         self._set_replicas(op.pid, tuple(sorted(replicas)))
+        if op.source and op.target:
+            self.parts[op.pid] = _with(self.parts[op.pid], _MOVED, self.tick_ms)
         self._note((op.pid, op.op_id), f"{op.op_id} cutover: {op.pid} on "
                                        f"{', '.join(sorted(replicas)) or 'no node'}")
         source = self.nodes.get(op.source)
@@ -797,7 +820,7 @@ class FleetMachine:
                 self.node_parts[node_id].add(pid)
                 self.node_heat[node_id] += rec[_HEAT]
         self.heat_total += rec[_HEAT] * (len(replicas) - len(old))
-        self.parts[pid] = (rec[_RF], rec[_HEAT], replicas, rec[_SPLIT], rec[_CREATED])
+        self.parts[pid] = _with(rec, _REPLICAS, replicas)
         self._recheck(pid)
         for node_id in old:
             if node_id not in replicas:
@@ -951,7 +974,7 @@ class FleetMachine:
             return {
                 "nodes": sorted(nodes),
                 "parts": [[pid, rec[_RF], rec[_HEAT], list(rec[_REPLICAS]), rec[_SPLIT],
-                           rec[_CREATED]] for pid, rec in sorted(parts.items())],
+                           rec[_CREATED], rec[_MOVED]] for pid, rec in sorted(parts.items())],
                 "ops": sorted(ops),
                 "queue": [list(m) for m in queue],
                 "journal": [[i, t, list(s), x] for i, t, s, x in journal],
@@ -969,8 +992,8 @@ class FleetMachine:
                  gen) = row
                 machine.nodes[node_id] = FleetNode(zone, weight, slots, reg, liveness, lsince,
                                                    admin, asince, silent, gen)
-            for pid, rf, heat, replicas, split, created in plain["parts"]:
-                machine.parts[pid] = (rf, heat, tuple(replicas), split, created)
+            for pid, rf, heat, replicas, split, created, moved in plain["parts"]:
+                machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved)
             for row in plain["ops"]:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
@@ -985,6 +1008,7 @@ class FleetMachine:
         return machine
 
 
+_COOLDOWN: Final = "moved recently (rebalance cooldown)"
 _ADMIN_BY_TAG: Final = {43: CORDONED, 44: ACTIVE, 45: DRAINING, 46: DECOMMISSIONING}
 
 
