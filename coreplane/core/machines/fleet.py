@@ -83,9 +83,8 @@ _MOVED: Final = 5
 
 
 def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
-    out = list(rec)
-    out[field] = value
-    return (out[0], out[1], out[2], out[3], out[4], out[5])
+    out: PartRecord = (*rec[:field], value, *rec[field + 1:])  # type: ignore[assignment]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
