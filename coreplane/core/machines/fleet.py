@@ -83,7 +83,7 @@ _MOVED: Final = 5
 
 
 def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
-    out: PartRecord = (*rec[:field], value, *rec[field + 1:])  # type: ignore[assignment]
+    out: PartRecord = (*rec[:field], value, *rec[field + 1:])
     return out
 
 
