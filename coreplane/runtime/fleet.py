@@ -217,35 +217,35 @@ class Fleet:
 
     def node(self, node_id: str, *, stale_ok: bool = False,
              timeout_s: float | None = None) -> dict[str, Any] | None:
-        return self._read(lambda f: f.node_view(node_id), stale_ok, timeout_s)  # type: ignore[no-any-return]
+        return self._read(lambda f: f.node_view(node_id), stale_ok, timeout_s)
 
     def nodes(self, *, stale_ok: bool = False,
               timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.node_view(n) for n in sorted(f.nodes)], stale_ok,  # type: ignore[no-any-return]
+        return self._read(lambda f: [f.node_view(n) for n in sorted(f.nodes)], stale_ok,
                           timeout_s)
 
     def partition(self, pid: str, *, stale_ok: bool = False,
                   timeout_s: float | None = None) -> dict[str, Any] | None:
-        return self._read(lambda f: f.partition_view(pid), stale_ok, timeout_s)  # type: ignore[no-any-return]
+        return self._read(lambda f: f.partition_view(pid), stale_ok, timeout_s)
 
     def partitions(self, *, stale_ok: bool = False,
                    timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.partition_view(p) for p in sorted(f.parts)], stale_ok,  # type: ignore[no-any-return]
+        return self._read(lambda f: [f.partition_view(p) for p in sorted(f.parts)], stale_ok,
                           timeout_s)
 
     def operations(self, *, stale_ok: bool = False,
                    timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.ops[o].view() for o in sorted(f.ops)], stale_ok,  # type: ignore[no-any-return]
+        return self._read(lambda f: [f.ops[o].view() for o in sorted(f.ops)], stale_ok,
                           timeout_s)
 
     def explain(self, thing: str, *, limit: int = 100, stale_ok: bool = False,
                 timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Committed decisions naming a node, partition or operation id: index, tick_ms, text."""
-        return self._read(lambda f: f.explain(thing, limit), stale_ok, timeout_s)  # type: ignore[no-any-return]
+        return self._read(lambda f: f.explain(thing, limit), stale_ok, timeout_s)
 
     def split_candidates(self, *, stale_ok: bool = False,
                          timeout_s: float | None = None) -> list[str]:
-        return self._read(lambda f: sorted(f.splits), stale_ok, timeout_s)  # type: ignore[no-any-return]
+        return self._read(lambda f: sorted(f.splits), stale_ok, timeout_s)
 
     # ------------------------------------------------------------------ leader work
 
