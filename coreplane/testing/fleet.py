@@ -19,7 +19,10 @@ end, every partition at RF with healthy replicas, each repair started exactly on
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +30,7 @@ from coreplane.core import commands as C
 from coreplane.errors import CoreplaneError
 from coreplane.testing.cluster import Op, SimCluster
 
-__all__ = ["FleetWorld", "SimAgent", "started_moves", "undone_moves"]
+__all__ = ["FleetWorld", "SimAgent", "ThreadAgent", "started_moves", "undone_moves"]
 
 
 @dataclass(slots=True)
@@ -274,3 +277,94 @@ def undone_moves(fleet: Any) -> list[tuple[str, str, str]]:
             undone.append((pid, source, target))
         seen.add((pid, source, target))
     return undone
+
+
+class ThreadAgent:
+    """A toy storage node on a real thread, for real clusters (in-process or processes).
+
+    `endpoints` are callables ``call(op, **fields) -> reply`` for each control-plane node,
+    with ops ``heartbeat`` (raises on a non-leader), ``actions`` and ``ack``; the agent finds
+    the leader by trying them in turn. `peers` is the shared map of agents, where a copy reads
+    its source's data. Copies take `copy_s`; acks are retried while the action stays listed.
+    """
+
+    def __init__(self, node_id: str, zone: str, endpoints: list[Callable[..., Any]],
+                 peers: dict[str, ThreadAgent], *, heartbeat_s: float = 0.2,
+                 copy_s: float = 0.05, slots: int = 1_000) -> None:
+        self.node_id, self.zone, self.slots = node_id, zone, slots
+        self.endpoints = endpoints
+        self.peers = peers
+        self.heartbeat_s, self.copy_s = heartbeat_s, copy_s
+        self.held: set[str] = set()
+        self.max_token: dict[str, int] = {}
+        self.copies: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._leader = 0
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"agent-{self.node_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The agent process dies (its data stays)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def holds(self, pid: str) -> bool:
+        with self._lock:
+            return pid in self.held
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        n = len(self.endpoints)
+        for k in range(n):
+            i = (self._leader + k) % n
+            try:
+                reply = self.endpoints[i](op, **fields)
+            except Exception as exc:  # noqa: BLE001 - any failure: try the next node
+                self.errors[type(exc).__name__] += 1
+                continue
+            self._leader = i
+            return reply
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._lock:
+                heat = dict.fromkeys(sorted(self.held), 1)
+            if self._call("heartbeat", node_id=self.node_id, zone=self.zone, slots=self.slots,
+                          heat=heat) is None:
+                continue
+            actions = self._call("actions", node_id=self.node_id) or []
+            for action in actions:
+                if self._stop.is_set():
+                    return
+                self._act(action)
+
+    def _act(self, action: dict[str, Any]) -> None:
+        pid, token = action["partition"], action["token"]
+        if token < self.max_token.get(pid, 0):
+            self.errors["refused_token"] += 1
+            return
+        self.max_token[pid] = token
+        ok, detail = True, ""
+        if action["kind"] == "remove_replica":
+            with self._lock:
+                self.held.discard(pid)
+        elif not self.holds(pid):
+            source = self.peers.get(action["source"]) if action["source"] else None
+            time.sleep(self.copy_s)
+            if action["source"] and (source is None or source._stop.is_set()
+                                     or not source.holds(pid)):
+                ok, detail = False, f"source {action['source']} unavailable"
+            else:
+                with self._lock:
+                    self.held.add(pid)
+                self.copies[pid] += 1
+        self._call("ack", node_id=self.node_id, action_id=action["id"], token=token, ok=ok,
+                   detail=detail)
