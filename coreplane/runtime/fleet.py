@@ -92,7 +92,8 @@ class Fleet:
 
     Options (plain attributes, leader-side only, never replicated): `silent_after_ms` (2 s: a
     node not heard for this long is committed as silent; apply then decides suspect and dead),
-    `heat_hysteresis_pct` (20: a heat report is committed when it moved this much from the
+    `heat_smoothing` (8: reports feed an integer moving average of weight 1/8 per partition),
+    `heat_hysteresis_pct` (20: the average is committed when it moved this much from the
     committed value) and `heat_min_delta` (absolute floor), `solve_interval_ms` (500 ms of tick
     time between solves), `plan_moves_max` (moves per proposed plan), `solver` ("thread" or
     "inline"), `on_split_candidate(pid)` (called on the leader, once per flagged partition).
@@ -103,6 +104,7 @@ class Fleet:
         self.provider = provider
         self.silent_after_ms = 2_000
         self.heat_hysteresis_pct = 20
+        self.heat_smoothing = 8
         self.heat_min_delta = 2
         self.solve_interval_ms = 500
         self.plan_moves_max = 2_000
@@ -182,11 +184,17 @@ class Fleet:
             self._heard[node_id] = tick_ms
             self._specs[node_id] = (zone, weight, slots)
             if heat:
-                reported = self._heat
+                # An integer moving average per partition (weight 1/heat_smoothing), so noise
+                # in single samples never reaches the log; every replica's report is a sample.
+                reported, k = self._heat, self.heat_smoothing
                 for pid, value in heat.items():
-                    if reported.get(pid) != value:
-                        _check_int(f"heat[{pid!r}]", value, 0, _HEAT_MAX)
-                        reported[pid] = value
+                    old = reported.get(pid)
+                    if old == value:
+                        continue
+                    _check_int(f"heat[{pid!r}]", value, 0, _HEAT_MAX)
+                    new = value if old is None else old + (value - old) // k
+                    if new != old:
+                        reported[pid] = new
                         self._heat_changed.add(pid)
             for pid in lost:
                 self._lost.add((node_id, _check_id("lost", pid)))

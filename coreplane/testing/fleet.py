@@ -30,7 +30,8 @@ from coreplane.core import commands as C
 from coreplane.errors import CoreplaneError
 from coreplane.testing.cluster import Op, SimCluster
 
-__all__ = ["FleetWorld", "SimAgent", "ThreadAgent", "started_moves", "undone_moves"]
+__all__ = ["FleetWorld", "SimAgent", "ThreadAgent", "completed_moves", "started_moves",
+           "undone_moves"]
 
 
 @dataclass(slots=True)
@@ -268,11 +269,24 @@ def started_moves(fleet: Any) -> list[tuple[int, str, str, str]]:
     return out
 
 
+def completed_moves(fleet: Any) -> list[tuple[int, str, str, str]]:
+    """(index, pid, source, target) of every operation that reached its cutover."""
+    started = {f"{pid}@{index}": (pid, source, target)
+               for index, pid, source, target in started_moves(fleet)}
+    out = []
+    for index, _ms, _subjects, text in fleet.journal:
+        if " cutover: " in text:
+            op = started.get(text.split(" ", 1)[0])
+            if op is not None:
+                out.append((index, *op))
+    return out
+
+
 def undone_moves(fleet: Any) -> list[tuple[str, str, str]]:
-    """Moves later reversed (a replica of p went a -> b, then b -> a): oscillation."""
+    """Completed moves later reversed (a replica of p went a -> b, then b -> a)."""
     seen: set[tuple[str, str, str]] = set()
     undone = []
-    for _index, pid, source, target in started_moves(fleet):
+    for _index, pid, source, target in completed_moves(fleet):
         if source != "-" and target != "-" and (pid, target, source) in seen:
             undone.append((pid, source, target))
         seen.add((pid, source, target))
