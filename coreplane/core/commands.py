@@ -32,6 +32,8 @@ __all__ = [
     "FleetDeletePartition",
     "FleetDrain",
     "FleetPlan",
+    "FleetProviderRequest",
+    "FleetProviderResult",
     "FleetReport",
     "FleetSetRF",
     "FleetUncordon",
@@ -318,20 +320,46 @@ class FleetPlan(_Base):
     more: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FleetProviderRequest(_Base):
+    """Internal: the leader asks the host's provider to ``provision`` a node for `subject` (a
+    need such as ``zone-4``) in `zone` ("" = a zone the fleet lacks), or to ``decommission``
+    node `subject`; apply derives the request id."""
+
+    TAG = 52
+    TYPES = {"kind": str, "subject": str, "zone": str}
+    kind: str
+    subject: str
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProviderResult(_Base):
+    """Internal: the provider's answer to `request_id` (`result`: the new node id, or why not)."""
+
+    TAG = 53
+    TYPES = {"request_id": str, "ok": bool, "result": str}
+    request_id: str
+    ok: bool
+    result: str = ""
+
+
 FLEET_TAGS = frozenset(range(40, 70))
-FLEET_INTERNAL_TAGS = frozenset({FleetReport.TAG, FleetPlan.TAG})
+FLEET_INTERNAL_TAGS = frozenset({FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG,
+                                 FleetProviderResult.TAG})
 
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
     | FleetCreatePartition | FleetSetRF | FleetDeletePartition | FleetCordon | FleetUncordon
-    | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan
+    | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan | FleetProviderRequest
+    | FleetProviderResult
 )
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
                 UserCommand, FleetCreatePartition, FleetSetRF, FleetDeletePartition,
                 FleetCordon, FleetUncordon, FleetDrain, FleetDecommission, FleetAck,
-                FleetReport, FleetPlan)
+                FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult)
 }
 
 

@@ -36,6 +36,7 @@ class Solve:
     index: int
     problem: Problem
     capped: tuple[str, ...]  # partitions whose RF was capped at the eligible zones
+    zones: int  # zones that can take a replica
 
 
 def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: int) -> Solve:
@@ -83,7 +84,7 @@ def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: i
         partitions.append(Partition(pid, rf, rec[_HEAT]))
     problem = Problem(tuple(nodes), tuple(partitions), assignment,
                       moves_in_flight_per_node=moves_in_flight_per_node)
-    return Solve(int(view["index"]), problem, tuple(capped))
+    return Solve(int(view["index"]), problem, tuple(capped), zones_cap)
 
 
 def plan_moves(plan: Plan, limit: int) -> tuple[list[list[str]], bool]:

@@ -123,6 +123,9 @@ class Fleet:
         self._solve_after_ms = 0
         self._solving: _SolveJob | None = None
         self._splits_seen: set[str] = set()
+        self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
+        self._provider_inflight: set[str] = set()
+        self._provider_results: list[tuple[str, bool, str]] = []
         self.stats = {"reports": 0, "report_bytes": 0, "plans": 0, "solves": 0,
                       "heartbeats": 0}
 
@@ -274,6 +277,8 @@ class Fleet:
                 self.stats["reports"] += 1
                 self.stats["report_bytes"] += len(C.encode(report))
                 _propose_internal(cp, report, timeout_s=2.0)
+            if self.provider is not None:
+                self._provider_step(token)
         self._plan_step()
         self._split_callbacks()
 
@@ -289,6 +294,8 @@ class Fleet:
         self._batch_tick = -1
         self._solve_after_ms = 0
         self._solving = None
+        self._provider_inflight.clear()
+        self._provider_results.clear()
 
     def _report(self) -> C.FleetReport | None:
         """The changes between this leader's soft state and the committed fleet, or None."""
@@ -340,6 +347,7 @@ class Fleet:
             if not job.done.is_set():
                 return
             self._solving = None
+            self._zones_short = job.zones_short
             if job.plan is not None:
                 self.stats["plans"] += 1
                 _propose_internal(cp, job.plan, timeout_s=5.0)
@@ -356,6 +364,7 @@ class Fleet:
         job = _SolveJob(view, per_node, self.plan_moves_max)
         if self.solver == "inline":
             job.run()
+            self._zones_short = job.zones_short
             if job.plan is not None:
                 self.stats["plans"] += 1
                 _propose_internal(cp, job.plan, timeout_s=5.0)
@@ -363,6 +372,40 @@ class Fleet:
         self._solving = job
         threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}",
                          daemon=True).start()
+
+    def _provider_step(self, token: int) -> None:
+        """Ask for nodes the placement lacks, decommission what the fleet released, call the
+        provider for pending requests (worker threads; inline in simulation) and commit its
+        answers. Request ids come from the replicated state, so after a failover the new
+        leader calls again with the same id and the provider returns its first answer."""
+        cp = self._cp
+        results, self._provider_results = self._provider_results, []
+        for request_id, ok, result in results:
+            self._provider_inflight.discard(request_id)  # pending again later: call again
+            _propose_internal(cp, C.FleetProviderResult(request_id=request_id, ok=ok,
+                                                        result=result), timeout_s=2.0)
+        zones, rf_max = self._zones_short
+        with cp._sm_lock:
+            fleet = cp._sm.fleet
+            asked = {(r[0], r[1]) for r in fleet.requests.values() if r[3] != "failed"}
+            wanted = [("provision", f"zone-{z}") for z in range(zones + 1, rf_max + 1)]
+            wanted += [("decommission", n) for n in sorted(fleet.nodes)
+                       if fleet.nodes[n].admin == "decommissioned"]
+            pending = fleet.pending_requests()
+        for kind, subject in wanted:
+            if (kind, subject) not in asked:
+                _propose_internal(cp, C.FleetProviderRequest(kind=kind, subject=subject),
+                                  timeout_s=2.0)
+        for request_id, kind, subject, zone in pending:
+            if request_id in self._provider_inflight:
+                continue
+            self._provider_inflight.add(request_id)
+            call = _ProviderCall(self, request_id, kind, subject, zone, token)
+            if self.solver == "inline":
+                call.run()
+            else:
+                threading.Thread(target=call.run, name=f"coreplane-provider-{request_id}",
+                                 daemon=True).start()
 
     def _split_callbacks(self) -> None:
         cp = self._cp
@@ -381,6 +424,31 @@ class Fleet:
                 logger.exception("on_split_candidate callback failed")
 
 
+class _ProviderCall:
+    """One call to the host's provider, off the runtime thread; the answer is committed by the
+    leader's next step (`FleetProviderResult`)."""
+
+    def __init__(self, fleet: Fleet, request_id: str, kind: str, subject: str, zone: str,
+                 token: int) -> None:
+        self.fleet, self.request_id, self.kind = fleet, request_id, kind
+        self.subject, self.zone, self.token = subject, zone, token
+
+    def run(self) -> None:
+        provider = self.fleet.provider
+        try:
+            if self.kind == "provision":
+                spec = {"reason": self.subject}
+                node_id = provider.provision(self.zone or None, spec, self.request_id,
+                                             token=self.token)
+                answer = (True, str(node_id))
+            else:
+                provider.decommission(self.subject, self.request_id, token=self.token)
+                answer = (True, "")
+        except Exception as exc:  # noqa: BLE001 - the host's failure is committed as such
+            answer = (False, f"{type(exc).__name__}: {exc}")
+        self.fleet._provider_results.append((self.request_id, *answer))
+
+
 class _SolveJob:
     """One solve off the Raft thread: capture -> problem -> plan -> FleetPlan."""
 
@@ -389,11 +457,16 @@ class _SolveJob:
         self._per_node = per_node
         self._moves_max = moves_max
         self.plan: C.FleetPlan | None = None
+        self.zones_short: tuple[int, int] = (0, 0)
         self.done = threading.Event()
 
     def run(self) -> None:
         try:
-            solve = problem_from_capture(self._view(), moves_in_flight_per_node=self._per_node)
+            view = self._view()
+            solve = problem_from_capture(view, moves_in_flight_per_node=self._per_node)
+            parts = view["parts"]
+            self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped),
+                                                 default=0))
             plan = placement.solve(solve.problem)
             if not plan.feasible:
                 logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)

@@ -190,6 +190,7 @@ class SimCluster:
         if fleet_config is not None:
             self._options["fleet_config"] = fleet_config
         self._machines = tuple(machines)
+        self.fleet_provider: Any = None  # given to each node's fleet at boot (testing.fleet)
         self._tmp = tempfile.mkdtemp(prefix="coreplane-sim-")
         ids = [f"n{i}" for i in range(1, nodes + 1)]
         self.slots: dict[str, _Slot] = {}
@@ -297,6 +298,7 @@ class SimCluster:
                     node.register_machine(name, **machine)
                 else:
                     node.register_machine(name, machine)
+            node.fleet.provider = self.fleet_provider
             node.on_leadership(lambda gained, token, s=slot: self._on_leadership(s, gained, token))
             node.start()
         except Exception as exc:  # noqa: BLE001 - e.g. CorruptData from a flipped bit

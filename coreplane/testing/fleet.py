@@ -30,8 +30,8 @@ from coreplane.core import commands as C
 from coreplane.errors import CoreplaneError
 from coreplane.testing.cluster import Op, SimCluster
 
-__all__ = ["FleetWorld", "SimAgent", "ThreadAgent", "completed_moves", "started_moves",
-           "undone_moves"]
+__all__ = ["FleetWorld", "SimAgent", "SimProvider", "ThreadAgent", "completed_moves",
+           "started_moves", "undone_moves"]
 
 
 @dataclass(slots=True)
@@ -51,6 +51,39 @@ class SimAgent:
     heat: dict[str, int] = field(default_factory=dict)
     seq: int = 0
     gen: int = 0  # bumps on crash: timers of the old process do nothing
+
+
+class SimProvider:
+    """The host's provider in simulation: `provision` starts an agent (in `zone`, or in a new
+    zone when None), `decommission` stops one; a repeated request id returns the first answer,
+    and calls are recorded with their tokens (`calls`)."""
+
+    def __init__(self, world: FleetWorld) -> None:
+        self.world = world
+        self.answers: dict[str, str] = {}
+        self.calls: list[tuple[str, str, int]] = []  # (kind, request_id, token)
+
+    def provision(self, zone: str | None, spec: dict[str, Any], request_id: str, *,
+                  token: int) -> str:
+        self.calls.append(("provision", request_id, token))
+        if request_id in self.answers:
+            return self.answers[request_id]
+        zones = {a.zone for a in self.world.agents.values()}
+        if zone is None:
+            zone = next(f"z{i}" for i in range(len(zones) + 1) if f"z{i}" not in zones)
+        node_id = f"prov{len(self.answers) + 1}"
+        self.world.add_agent(node_id, zone)
+        self.answers[request_id] = node_id
+        return node_id
+
+    def decommission(self, node_id: str, request_id: str, *, token: int) -> None:
+        self.calls.append(("decommission", request_id, token))
+        if request_id in self.answers:
+            return
+        self.answers[request_id] = node_id
+        agent = self.world.agents.get(node_id)
+        if agent is not None and agent.up:
+            self.world.crash(node_id, wipe=True)
 
 
 class FleetWorld:
@@ -105,6 +138,16 @@ class FleetWorld:
 
     def slow(self, node_id: str, factor: int) -> None:
         self.agents[node_id].slowness = max(1, factor)
+
+    def provider(self) -> SimProvider:
+        """Install a host provider whose `provision` starts a new agent in a new zone, on
+        every node (and on nodes restarted later)."""
+        provider = SimProvider(self)
+        self.c.fleet_provider = provider
+        for slot in self.c.slots.values():
+            if slot.node is not None:
+                slot.node.fleet.provider = provider
+        return provider
 
     def set_heat(self, pid: str, heat: int) -> None:
         for agent in self.agents.values():

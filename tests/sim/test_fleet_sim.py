@@ -152,3 +152,69 @@ def test_noisy_heat_for_a_thousand_ticks_undoes_no_move() -> None:
         fleet = world.fleet_state()
         assert undone_moves(fleet) == []
         assert c.violations == []
+
+
+def test_scale_up_past_the_zones_provisions_through_the_provider_then_places() -> None:
+    c, world = _world(31, agents=3, zones=3, partitions=2)
+    with c:
+        provider = world.provider()
+        assert world.run_until_converged(60_000)
+        c.command("admin", C.FleetSetRF("p0", 4, client_id="admin", seq=100), lambda op: None)
+        assert c.run_until(lambda: world.fleet_state().partition_view("p0")["health"]
+                           == "healthy" and len(world.fleet_state().parts["p0"][2]) == 4,
+                           60_000)
+        assert [k for k, _r, _t in provider.calls] == ["provision"]
+        request_id = provider.calls[0][1]
+        assert request_id == "provision/zone-4#1"
+        fleet = world.fleet_state()
+        assert fleet.requests[request_id][3] == "done"
+        assert any("provider provision" in e["text"] for e in fleet.explain(request_id))
+        assert len({fleet.nodes[n].zone for n in fleet.parts["p0"][2]}) == 4
+        assert c.violations == []
+
+
+def test_decommission_drains_then_releases_the_node_through_the_provider() -> None:
+    c, world = _world(32, agents=4, zones=4, partitions=3, rf=3)
+    with c:
+        provider = world.provider()
+        assert world.run_until_converged(60_000)
+        holder = world.fleet_state().parts["p0"][2][0]
+        c.command("admin", C.FleetDecommission(holder, client_id="admin", seq=100),
+                  lambda op: None)
+        assert c.run_until(lambda: any(k == "decommission" for k, _r, _t in provider.calls),
+                           60_000)
+        _kind, request_id, token = provider.calls[-1]
+        assert request_id == f"decommission/{holder}#1" and token > 0
+        assert not world.agents[holder].up
+        world.run(5_000)
+        fleet = world.fleet_state()
+        assert fleet.node_view(holder)["state"] == "decommissioned"
+        assert fleet.requests[request_id][3] == "done"
+        assert world.converged() and c.violations == []
+
+
+def test_a_failover_mid_provision_calls_again_with_the_same_request_id() -> None:
+    c, world = _world(33, agents=3, zones=3, partitions=1)
+    with c:
+        provider = world.provider()
+        assert world.run_until_converged(60_000)
+        first = provider.provision
+
+        def provision_then_lose_the_leader(*args: object, **kw: object) -> str:
+            node_id = first(*args, **kw)  # type: ignore[arg-type]
+            if len(provider.calls) == 1:
+                leader = c.leader()
+                c.at(0, c.crash, leader)
+                c.at(3_000, c.restart, leader)
+            return node_id
+
+        provider.provision = provision_then_lose_the_leader  # type: ignore[method-assign]
+        c.command("admin", C.FleetSetRF("p0", 4, client_id="admin", seq=100), lambda op: None)
+        assert c.run_until(lambda: len(world.fleet_state().parts["p0"][2]) == 4, 60_000)
+        ids = [r for k, r, _t in provider.calls if k == "provision"]
+        assert len(ids) >= 2, "the new leader did not call again"
+        assert set(ids) == {"provision/zone-4#1"}  # the same request, never a second node
+        assert len(provider.answers) == 1
+        tokens = [t for _k, _r, t in provider.calls]
+        assert tokens == sorted(tokens)
+        assert c.violations == []

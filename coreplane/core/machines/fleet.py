@@ -113,6 +113,7 @@ class FleetConfig:
     partitions_max: int = 1_000_000
     queue_max: int = 1_000_000
     journal_max: int = 10_000
+    requests_max: int = 1_000
     admit_scan_max: int = 256
 
     def validate(self) -> None:
@@ -231,6 +232,8 @@ class FleetMachine:
         self.ops: dict[str, Operation] = {}
         self.queue: deque[tuple[str, str, str]] = deque()
         self.journal: deque[list[Value]] = deque()
+        # provider requests: id -> [kind, subject, zone, state, result, index]; see `request`
+        self.requests: dict[str, list[Value]] = {}
         self.dirty_index = 0
         self.plan_index = 0
         self.plan_more = 0  # 1: the newest plan left moves out; solve again once the queue drains
@@ -595,6 +598,63 @@ class FleetMachine:
             self._note((node_id,), f"{node_id} decommissioned: it holds no replica and runs no "
                                    f"operation")
 
+    # ------------------------------------------------------------------ provider requests
+
+    def request(self, kind: str, subject: str, zone: str, index: int) -> Value:
+        """Record that the leader asks the host's provider to `provision` a node (`subject`
+        names the need, e.g. ``zone-4``; `zone` "" = a zone the fleet lacks) or to
+        `decommission` node `subject`. The request id is derived from the request, so asking
+        again returns the same id while it is pending or done; a failed one gets a new
+        attempt. The token the provider sees is the leader's fencing token."""
+        self.index = index
+        if kind not in ("provision", "decommission"):
+            raise CommandRejected("bad_argument", "kind must be provision or decommission")
+        _check_id("subject", subject)
+        if type(zone) is not str or len(zone) > ID_CHARS_MAX:
+            raise CommandRejected("bad_argument", "zone must be a str")
+        if kind == "decommission":
+            node = self._node(subject)
+            if node.admin != DECOMMISSIONED:
+                raise CommandRejected("not_decommissioned", f"{subject} is {node.admin}")
+        attempt = 1
+        while True:
+            request_id = f"{kind}/{subject}#{attempt}"
+            row = self.requests.get(request_id)
+            if row is None or row[3] != "failed":
+                break
+            attempt += 1
+        if row is not None:
+            return request_id
+        if len(self.requests) >= self.config.requests_max:
+            finished = sorted((r[5], rid) for rid, r in self.requests.items()
+                              if r[3] != "pending")
+            if not finished:
+                raise CommandRejected("too_many_requests", "provider requests at their bound")
+            del self.requests[finished[0][1]]
+        self.requests[request_id] = [kind, subject, zone, "pending", "", index]
+        self._note((request_id, subject), f"provider asked to {kind} {subject} "
+                                          f"({request_id})")
+        return request_id
+
+    def request_done(self, request_id: str, ok: bool, result: str, index: int) -> Value:
+        self.index = index
+        row = self.requests.get(request_id)
+        if row is None:
+            raise CommandRejected("unknown_request", f"no provider request {request_id}")
+        if row[3] != "pending":
+            return row[3]
+        row[3], row[4] = ("done" if ok else "failed"), str(result)[:ID_CHARS_MAX]
+        self._note((request_id, row[1], *((row[4],) if ok and row[4] else ())),
+                   f"provider {row[0]} {row[1]} {'done' if ok else 'failed'}: {row[4]}")
+        if not ok:
+            self._dirty()  # the need is still there: the leader may ask again
+        return row[3]
+
+    def pending_requests(self) -> list[tuple[str, str, str, str]]:
+        """(request_id, kind, subject, zone) of requests still waiting, in id order."""
+        return [(rid, r[0], r[1], r[2]) for rid, r in sorted(self.requests.items())
+                if r[3] == "pending"]
+
     # ------------------------------------------------------------------ plans
 
     def plan(self, base_index: int, moves: Value, splits: Value, index: int,
@@ -889,6 +949,10 @@ class FleetMachine:
             return self.set_rf(command.pid, command.rf)
         if tag == 42:
             return self.delete_partition(command.pid)
+        if tag == 52:
+            return self.request(command.kind, command.subject, command.zone, index)
+        if tag == 53:
+            return self.request_done(command.request_id, command.ok, command.result, index)
         admin = _ADMIN_BY_TAG.get(tag)
         if admin is not None:
             return self.set_admin(command.node_id, admin)
@@ -966,6 +1030,7 @@ class FleetMachine:
         ops = [op.to_plain() for op in self.ops.values()]
         queue = list(self.queue)
         journal = list(self.journal)
+        requests = [[rid, *row] for rid, row in self.requests.items()]
         scalars = [self.dirty_index, self.plan_index, self.plan_more, self.grace_until_ms,
                    self.tick_ms, self.index]
 
@@ -977,6 +1042,7 @@ class FleetMachine:
                 "ops": sorted(ops),
                 "queue": [list(m) for m in queue],
                 "journal": [[i, t, list(s), x] for i, t, s, x in journal],
+                "requests": sorted(requests),
                 "scalars": scalars,
             }
 
@@ -997,6 +1063,7 @@ class FleetMachine:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
             machine.journal = deque([i, t, list(s), x] for i, t, s, x in plain["journal"])
+            machine.requests = {row[0]: list(row[1:]) for row in plain["requests"]}
             (machine.dirty_index, machine.plan_index, machine.plan_more,
              machine.grace_until_ms, machine.tick_ms, machine.index) = plain["scalars"]
             machine._derive()
