@@ -121,6 +121,7 @@ class Fleet:
         self._lost: set[tuple[str, str]] = set()
         self._batch_tick = -1
         self._solve_after_ms = 0
+        self._backoff_ms = 0
         self._solving: _SolveJob | None = None
         self._splits_seen: set[str] = set()
         self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
@@ -359,7 +360,12 @@ class Fleet:
                 return
             view = fleet.capture()
             per_node = fleet.config.moves_in_flight_per_node
-        self._solve_after_ms = now + self.solve_interval_ms
+            by_plan = fleet.dirty_by_plan
+        # A solve asked for by the previous plan's own stale moves backs off (x2, up to 30 s):
+        # the solver and apply's per-move checks disagreeing must not become a solve loop.
+        self._backoff_ms = (min(max(self._backoff_ms * 2, self.solve_interval_ms), 30_000)
+                            if by_plan else self.solve_interval_ms)
+        self._solve_after_ms = now + self._backoff_ms
         self.stats["solves"] += 1
         job = _SolveJob(view, per_node, self.plan_moves_max)
         if self.solver == "inline":

@@ -51,6 +51,8 @@ class SimAgent:
     heat: dict[str, int] = field(default_factory=dict)
     seq: int = 0
     gen: int = 0  # bumps on crash: timers of the old process do nothing
+    cut_until_us: int = 0  # agent-to-leader partition: nothing it sends arrives before this
+    last_heard_us: int = -1  # when a leader last accepted its heartbeat
 
 
 class SimProvider:
@@ -99,6 +101,8 @@ class FleetWorld:
         self.refused_tokens = 0
         self.acks_rejected: Counter[str] = Counter()
         self.injected_loss: set[tuple[str, str]] = set()
+        self.dead_after_ms = 0  # > 0: check that no node heard recently is declared dead
+        self._dead_seen: set[str] = set()
 
     # ------------------------------------------------------------------ agents and faults
 
@@ -136,6 +140,11 @@ class FleetWorld:
             self.injected_loss.add((node_id, pid))
             self.c.record("agent_lose", node_id, pid)
 
+    def cut(self, node_id: str, ms: int) -> None:
+        """The agent cannot reach the control plane for `ms` (its data stays served)."""
+        self.agents[node_id].cut_until_us = self.c.now + ms * 1000
+        self.c.record("agent_cut", node_id, ms)
+
     def slow(self, node_id: str, factor: int) -> None:
         self.agents[node_id].slowness = max(1, factor)
 
@@ -161,7 +170,7 @@ class FleetWorld:
         c = self.c
         c.at(self.heartbeat_ms + c.rng.randrange(0, 100), self._beat, agent, gen)
         leader = c.leader()
-        if leader is None:
+        if leader is None or c.now < agent.cut_until_us:
             return
         heat = {pid: agent.heat.get(pid, 1) for pid in sorted(agent.held)}
         lost = sorted(agent.lost)
@@ -177,6 +186,7 @@ class FleetWorld:
         actions = c.ask(leader, beat)
         if actions is None:
             return
+        agent.last_heard_us = c.now
         # Reported; a report a failover swallowed is sent again while the replica stays assigned.
         agent.lost = {pid for pid in agent.lost if self._still_assigned(leader, agent.node_id, pid)}
         for action in actions:
@@ -200,6 +210,11 @@ class FleetWorld:
         agent.busy.add(action.id)
         c = self.c
         if action.kind == "remove_replica":
+            fleet = self.fleet_state()
+            if (fleet is not None and pid in fleet.parts and agent.node_id in fleet.parts[pid][2]
+                    and pid in agent.held):
+                c.violate("fleet_removed_committed_replica",
+                          f"{agent.node_id} told to delete {pid}, which the state still counts")
             agent.held.discard(pid)
             self._ack(agent, action, True, "")
             return
@@ -223,6 +238,9 @@ class FleetWorld:
         self._ack(agent, action, True, "")
 
     def _ack(self, agent: SimAgent, action: Any, ok: bool, detail: str) -> None:
+        if self.c.now < agent.cut_until_us:
+            agent.busy.discard(action.id)  # lost on the way: done again when listed again
+            return
         agent.seq += 1
         client = f"agent/{agent.node_id}/{agent.gen}"
         cmd = C.FleetAck(node_id=agent.node_id, action_id=action.id, token=action.token, ok=ok,
@@ -259,6 +277,8 @@ class FleetWorld:
         fleet = self.fleet_state()
         if fleet is None:
             return
+        if self.dead_after_ms:
+            self._check_deaths(fleet)
         for pid in sorted(fleet.parts):
             replicas = fleet.parts[pid][2]
             if len(set(replicas)) != len(replicas):
@@ -270,6 +290,19 @@ class FleetWorld:
                         and pid not in agent.lost):
                     self.c.violate("fleet_replica_without_data",
                                    f"{pid} is committed on {node_id}, which never got it")
+
+    def _check_deaths(self, fleet: Any) -> None:
+        """A node declared dead while its agent was heard within half of dead_after: a false
+        death (the mass death after a failover that Kubernetes operators know)."""
+        dead = {n for n, node in fleet.nodes.items() if node.liveness == "dead"}
+        for node_id in sorted(dead - self._dead_seen):
+            agent = self.agents.get(node_id)
+            window_us = self.dead_after_ms * 500
+            if (agent is not None and agent.up and agent.last_heard_us >= 0
+                    and self.c.now - agent.last_heard_us < window_us):
+                self.c.violate("fleet_false_death", f"{node_id} declared dead, heard "
+                               f"{(self.c.now - agent.last_heard_us) // 1000} ms ago")
+        self._dead_seen = dead
 
     def converged(self) -> bool:
         fleet = self.fleet_state()

@@ -218,3 +218,12 @@ def test_a_failover_mid_provision_calls_again_with_the_same_request_id() -> None
         tokens = [t for _k, _r, t in provider.calls]
         assert tokens == sorted(tokens)
         assert c.violations == []
+
+
+@pytest.mark.parametrize("seed", [101, 102])
+def test_fleet_chaos_schedules_hold_the_fleet_invariants(seed: int) -> None:
+    from coreplane.testing.fleet_chaos import run_fleet_schedule
+
+    result = run_fleet_schedule(seed)
+    assert result.ok, f"{result.violations[:3]}; replay: {result.replay}"
+    assert result.moves_completed > 0 and result.faults

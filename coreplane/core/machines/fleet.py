@@ -237,6 +237,7 @@ class FleetMachine:
         self.dirty_index = 0
         self.plan_index = 0
         self.plan_more = 0  # 1: the newest plan left moves out; solve again once the queue drains
+        self.dirty_by_plan = 0
         self.grace_until_ms = 0
         self.tick_ms = 0
         self.index = 0
@@ -302,8 +303,11 @@ class FleetMachine:
         if len(self.journal) > self.config.journal_max:
             self.journal.popleft()
 
-    def _dirty(self) -> None:
+    def _dirty(self, *, by_plan: bool = False) -> None:
+        """Ask for a solve. `by_plan`: the cause is a plan's own stale moves, which the leader
+        answers with a growing back-off rather than a solve loop."""
         self.dirty_index = self.index
+        self.dirty_by_plan = int(by_plan)
 
     def needs_plan(self) -> bool:
         """A change since the newest plan calls for the solver (or the plan left moves out and
@@ -676,7 +680,7 @@ class FleetMachine:
                 raise CommandRejected("bad_argument", "a move is [pid, source, target] of str")
             problem = self._move_problem(pid, source, target, admission=False)
             if problem:
-                dropped += problem != _COOLDOWN
+                dropped += problem not in _QUIET
             else:
                 queue.append((pid, source, target))
         self.queue = queue
@@ -692,7 +696,7 @@ class FleetMachine:
             self._note(("plan",), f"plan computed at index {base_index}: {len(queue)} moves "
                                   f"queued, {dropped} stale dropped")
         if dropped:
-            self._dirty()
+            self._dirty(by_plan=True)
         self._admit()
         return {"queued": len(queue), "dropped": dropped}
 
@@ -721,12 +725,15 @@ class FleetMachine:
         if not source and len(replicas) >= rec[_RF]:
             return "already at rf"
         zone = node.zone
-        if any(self.nodes[n].zone == zone for n in replicas if n != source):
+        # A replica on a gone node does not hold its zone: it is about to be replaced (a plan
+        # replacing two dead replicas may reuse one's zone for the other).
+        if any(self.nodes[n].zone == zone and not self.nodes[n].gone
+               for n in replicas if n != source):
             return f"zone {zone} already holds a replica"
         if len(self.node_parts[target]) >= node.slots:
             return f"{target} has no free slot"
         if admission and replicas and not self._copy_source(pid, target, source):
-            return "no live replica to copy from"
+            return _NO_SOURCE
         return ""
 
     def _copy_source(self, pid: str, target: str, source: str) -> str:
@@ -761,7 +768,7 @@ class FleetMachine:
                 continue
             problem = self._move_problem(pid, source, target, admission=True)
             if problem:
-                dropped += problem != _COOLDOWN
+                dropped += problem not in _QUIET
                 continue
             copy_from = self._copy_source(pid, target, source) if target else ""
             if self._throttled(n for n in (source, target, copy_from) if n):
@@ -770,7 +777,7 @@ class FleetMachine:
                 continue
             self._start(pid, source, target, copy_from)
         if dropped:
-            self._dirty()
+            self._dirty(by_plan=True)
 
     # ------------------------------------------------------------------ operations
 
@@ -1031,8 +1038,8 @@ class FleetMachine:
         queue = list(self.queue)
         journal = list(self.journal)
         requests = [[rid, *row] for rid, row in self.requests.items()]
-        scalars = [self.dirty_index, self.plan_index, self.plan_more, self.grace_until_ms,
-                   self.tick_ms, self.index]
+        scalars = [self.dirty_index, self.plan_index, self.plan_more, self.dirty_by_plan,
+                   self.grace_until_ms, self.tick_ms, self.index]
 
         def build() -> dict[str, Value]:
             return {
@@ -1064,7 +1071,7 @@ class FleetMachine:
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
             machine.journal = deque([i, t, list(s), x] for i, t, s, x in plain["journal"])
             machine.requests = {row[0]: list(row[1:]) for row in plain["requests"]}
-            (machine.dirty_index, machine.plan_index, machine.plan_more,
+            (machine.dirty_index, machine.plan_index, machine.plan_more, machine.dirty_by_plan,
              machine.grace_until_ms, machine.tick_ms, machine.index) = plain["scalars"]
             machine._derive()
         except (KeyError, TypeError, ValueError) as exc:
@@ -1075,6 +1082,9 @@ class FleetMachine:
 
 
 _COOLDOWN: Final = "moved recently (rebalance cooldown)"
+_NO_SOURCE: Final = "no live replica to copy from"
+# Drops that a new solve cannot fix (only a later change can, and that change dirties anyway).
+_QUIET: Final = frozenset({_COOLDOWN, _NO_SOURCE})
 _ADMIN_BY_TAG: Final = {43: CORDONED, 44: ACTIVE, 45: DRAINING, 46: DECOMMISSIONING}
 
 
