@@ -53,7 +53,7 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
     emit(C.FleetReport([[n, f"z{i % 4}", 1 + i % 2, 4] for i, n in enumerate(NODES)],
                        [], [], [], []))
     for seq in range(1, len(choices) // 3 + 1):
-        kind = pick(12)
+        kind = pick(13)
         node, pid = NODES[pick(len(NODES))], PIDS[pick(len(PIDS))]
         if kind <= 1:
             tick_n += 1
@@ -81,9 +81,16 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
             emit(cls(node, client_id="c", seq=seq))
         elif kind == 10:
             emit(C.FleetSetRF(pid, 1 + pick(3), client_id="c", seq=seq))
-        else:
+        elif kind == 11:
             emit([C.FleetDeletePartition(pid, client_id="c", seq=seq),
                   C.Leader("cp", 1 + pick(3))][pick(2)])
+        else:
+            pending = sm.fleet.pending_requests()
+            if pending and pick(2):
+                emit(C.FleetProviderResult(pending[0][0], pick(3) != 0, f"new{seq}"))
+            else:
+                emit(C.FleetProviderRequest(["provision", "decommission"][pick(2)],
+                                            [f"zone-{pick(3)}", node][pick(2)]))
     return log
 
 
