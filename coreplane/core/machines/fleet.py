@@ -114,7 +114,7 @@ class FleetConfig:
     queue_max: int = 1_000_000
     journal_max: int = 10_000
     requests_max: int = 1_000
-    admit_scan_max: int = 256
+    admit_scan_max: int = 128
 
     def validate(self) -> None:
         for name in self.__dataclass_fields__:
@@ -231,7 +231,8 @@ class FleetMachine:
         self.parts: dict[str, PartRecord] = {}
         self.ops: dict[str, Operation] = {}
         self.queue: deque[tuple[str, str, str]] = deque()
-        self.journal: deque[list[Value]] = deque()
+        # (index, tick_ms, subjects, text) tuples: immutable, so the GC stops tracking them
+        self.journal: deque[tuple[int, int, tuple[str, ...], str]] = deque()
         # provider requests: id -> [kind, subject, zone, state, result, index]; see `request`
         self.requests: dict[str, list[Value]] = {}
         self.dirty_index = 0
@@ -299,7 +300,7 @@ class FleetMachine:
     # ------------------------------------------------------------------ journal and worklist
 
     def _note(self, subjects: tuple[str, ...], text: str) -> None:
-        self.journal.append([self.index, self.tick_ms, list(subjects), text])
+        self.journal.append((self.index, self.tick_ms, subjects, text))
         if len(self.journal) > self.config.journal_max:
             self.journal.popleft()
 
@@ -678,7 +679,7 @@ class FleetMachine:
             pid, source, target = _fields(item, 3, "moves")
             if type(pid) is not str or type(source) is not str or type(target) is not str:
                 raise CommandRejected("bad_argument", "a move is [pid, source, target] of str")
-            problem = self._move_problem(pid, source, target, admission=False)
+            problem = self._move_problem(pid, source, target)
             if problem:
                 dropped += problem not in _QUIET
             else:
@@ -700,7 +701,7 @@ class FleetMachine:
         self._admit()
         return {"queued": len(queue), "dropped": dropped}
 
-    def _move_problem(self, pid: str, source: str, target: str, *, admission: bool) -> str:
+    def _move_problem(self, pid: str, source: str, target: str) -> str:
         """Why this move is invalid now ("" if it is valid); cheap, O(RF)."""
         rec = self.parts.get(pid)
         if rec is None:
@@ -732,8 +733,6 @@ class FleetMachine:
             return f"zone {zone} already holds a replica"
         if len(self.node_parts[target]) >= node.slots:
             return f"{target} has no free slot"
-        if admission and replicas and not self._copy_source(pid, target, source):
-            return _NO_SOURCE
         return ""
 
     def _copy_source(self, pid: str, target: str, source: str) -> str:
@@ -748,32 +747,37 @@ class FleetMachine:
             best = key if best is None or key < best else best
         return "" if best is None else best[3]
 
-    def _throttled(self, nodes: Iterable[str]) -> bool:
-        if len(self.ops) >= self.config.moves_in_flight_max:
-            return True
-        limit = self.config.moves_in_flight_per_node
-        return any(len(self.node_ops[n]) >= limit for n in nodes
-                   if not self.nodes[n].gone)
+    def _busy(self, node_id: str) -> bool:
+        """At its per-node throttle (a gone node is never busy: nothing runs there)."""
+        return (bool(node_id) and not self.nodes[node_id].gone
+                and len(self.node_ops[node_id]) >= self.config.moves_in_flight_per_node)
 
     def _admit(self) -> None:
-        """Start queued moves while throttles allow; look at most `admit_scan_max` of them."""
-        queue, dropped, held = self.queue, 0, 0
+        """Start queued moves while throttles allow; look at most `admit_scan_max` of them.
+
+        Throttles are checked first (O(1)): a queue of moves waiting for busy nodes costs about
+        a microsecond per move looked at, so a tick stays cheap while a large plan runs."""
+        queue, dropped = self.queue, 0
+        flight_max = self.config.moves_in_flight_max
         for _ in range(min(len(queue), self.config.admit_scan_max)):
-            if len(self.ops) >= self.config.moves_in_flight_max:
+            if len(self.ops) >= flight_max:
                 break
-            pid, source, target = queue.popleft()
-            if pid in self.op_of_pid:
-                queue.append((pid, source, target))
-                held += 1
+            move = queue.popleft()
+            pid, source, target = move
+            if pid in self.op_of_pid or self._busy(source) or self._busy(target):
+                queue.append(move)
                 continue
-            problem = self._move_problem(pid, source, target, admission=True)
+            problem = self._move_problem(pid, source, target)
+            copy_from = ""
+            if not problem and target:
+                copy_from = self._copy_source(pid, target, source)
+                if not copy_from and self.parts[pid][_REPLICAS]:
+                    problem = _NO_SOURCE
             if problem:
                 dropped += problem not in _QUIET
                 continue
-            copy_from = self._copy_source(pid, target, source) if target else ""
-            if self._throttled(n for n in (source, target, copy_from) if n):
-                queue.append((pid, source, target))
-                held += 1
+            if self._busy(copy_from):
+                queue.append(move)
                 continue
             self._start(pid, source, target, copy_from)
         if dropped:
@@ -1069,7 +1073,7 @@ class FleetMachine:
             for row in plain["ops"]:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
-            machine.journal = deque([i, t, list(s), x] for i, t, s, x in plain["journal"])
+            machine.journal = deque((i, t, tuple(s), x) for i, t, s, x in plain["journal"])
             machine.requests = {row[0]: list(row[1:]) for row in plain["requests"]}
             (machine.dirty_index, machine.plan_index, machine.plan_more, machine.dirty_by_plan,
              machine.grace_until_ms, machine.tick_ms, machine.index) = plain["scalars"]
