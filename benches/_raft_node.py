@@ -29,13 +29,11 @@ VALUE = b"v" * 64
 
 
 class CoreplaneNode:
-    """A ControlPlane; writes through its engine's async propose (commit + apply here)."""
+    """A ControlPlane; writes through its public API (commit + apply here)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        from coreplane.core import commands as C
         from coreplane.runtime.controlplane import ControlPlane
 
-        self._C = C
         self.cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"],
                                bytes.fromhex(cfg["secret"]), **cfg.get("options", {}))
         self.cp.start()
@@ -45,13 +43,13 @@ class CoreplaneNode:
         return self.cp.is_leader() and self.cp.fencing_token is not None
 
     def propose(self, key: str, done: Callable[[bool], None]) -> None:
-        C = self._C
-        data = C.encode(self.cp._with_session(C.Put(key=key, value=VALUE)))
-        engine = self.cp._engine
-        if engine is None:
+        """The public pipelined write (`kv.put_async`): retries and sessions included."""
+        try:
+            future = self.cp.kv.put_async(key, VALUE, timeout_s=10.0)
+        except Exception:  # noqa: BLE001 - not running: "not acknowledged"
             done(False)
             return
-        engine.propose(data, lambda result, code: done(code == 0))
+        future.add_done_callback(lambda f: done(f.exception() is None))
 
     def put_sync(self, key: str, timeout_s: float) -> bool:
         try:

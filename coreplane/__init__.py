@@ -1,9 +1,19 @@
 """coreplane: an embeddable, Raft-replicated control plane.
 
 This module only re-exports; the sorted ``__all__`` is pinned by tests/unit/test_public_api.py.
+
+The root is light: importing ``coreplane`` (and so ``coreplane.core.codec``, ``coreplane.sdk``
+or ``coreplane.placement``) loads only the error tree. The names that live in heavier layers
+are resolved on first use through a module ``__getattr__`` (PEP 562), so pysyncobj, lmdb and
+the socket machinery load only when the host touches ``ControlPlane`` or ``KV``.
+tests/unit/test_layers.py checks this in a fresh interpreter.
 """
 
-from coreplane.core.state import Applied, StateMachine
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
@@ -16,7 +26,10 @@ from coreplane.errors import (
     StorageFull,
     Unavailable,
 )
-from coreplane.runtime.controlplane import KV, ControlPlane
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` resolves these
+    from coreplane.core.state import Applied, StateMachine
+    from coreplane.runtime.controlplane import KV, ControlPlane
 
 __version__ = "0.1.0"
 
@@ -36,3 +49,27 @@ __all__ = [
     "StorageFull",
     "Unavailable",
 ]
+
+# exported name -> the module that defines it, imported on first access
+_LAZY: dict[str, str] = {
+    "KV": "coreplane.runtime.controlplane",
+    "Applied": "coreplane.core.state",
+    "ControlPlane": "coreplane.runtime.controlplane",
+    "StateMachine": "coreplane.core.state",
+}
+
+
+if not TYPE_CHECKING:  # hidden from type checkers: a visible module __getattr__ would make
+    # mypy accept any attribute (`coreplane.ControlPlan` too); they see the imports above.
+
+    def __getattr__(name: str) -> Any:
+        module_name = _LAZY.get(name)
+        if module_name is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_name), name)
+        globals()[name] = value  # later lookups are plain attribute hits
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -66,13 +66,11 @@ class Action:
     operation: str
 
 
-def _propose_internal(cp: ControlPlane, command: C.Command, timeout_s: float) -> Any:
-    """The one place internal fleet commands are proposed (the runtime's internal path once it
-    exists, else a plain attempt); returns the engine's (result, code) or None."""
-    internal = getattr(cp, "_propose_internal", None)
-    if internal is not None:
-        return internal(command, timeout_s=timeout_s)
-    return cp._attempt(C.encode(command), timeout_s=timeout_s)
+def _propose_internal(cp: ControlPlane, command: C.Command, timeout_s: float) -> None:
+    """The one place internal fleet commands are proposed: the runtime's internal path, which
+    marks the entry and ends this pass of the leader work (the next pass starts from the top
+    and re-derives what to do from replicated state)."""
+    cp._propose_internal(command, timeout_s=timeout_s)
 
 
 def _check_id(field: str, value: object) -> str:
@@ -108,7 +106,8 @@ class Fleet:
         self.heat_min_delta = 2
         self.solve_interval_ms = 500
         self.plan_moves_max = 2_000
-        self.solver = "thread"
+        seams = getattr(cp, "_seams", None)  # a threadless node (simulation) solves inline
+        self.solver = "thread" if seams is None or seams.threaded else "inline"
         self.on_split_candidate: Callable[[str], None] | None = None
         self.nodes_soft_max = 100_000
         self._lock = threading.Lock()
@@ -126,6 +125,7 @@ class Fleet:
         self._splits_seen: set[str] = set()
         self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
         self._provider_inflight: set[str] = set()
+        self._provider_tick = -1
         self._provider_results: list[tuple[str, bool, str]] = []
         self.stats = {"reports": 0, "report_bytes": 0, "plans": 0, "solves": 0,
                       "heartbeats": 0}
@@ -276,10 +276,10 @@ class Fleet:
             report = self._report()
             if report is not None:
                 self.stats["reports"] += 1
-                self.stats["report_bytes"] += len(C.encode(report))
+                self.stats["report_bytes"] += len(C.encode_internal(report))
                 _propose_internal(cp, report, timeout_s=2.0)
-            if self.provider is not None:
-                self._provider_step(token)
+        if self.provider is not None:
+            self._provider_step(token, sm.tick_n)
         self._plan_step()
         self._split_callbacks()
 
@@ -297,6 +297,7 @@ class Fleet:
         self._solving = None
         self._provider_inflight.clear()
         self._provider_results.clear()
+        self._provider_tick = -1
 
     def _report(self) -> C.FleetReport | None:
         """The changes between this leader's soft state and the committed fleet, or None."""
@@ -379,17 +380,20 @@ class Fleet:
         threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}",
                          daemon=True).start()
 
-    def _provider_step(self, token: int) -> None:
+    def _provider_step(self, token: int, tick_n: int) -> None:
         """Ask for nodes the placement lacks, decommission what the fleet released, call the
         provider for pending requests (worker threads; inline in simulation) and commit its
         answers. Request ids come from the replicated state, so after a failover the new
         leader calls again with the same id and the provider returns its first answer."""
         cp = self._cp
-        results, self._provider_results = self._provider_results, []
-        for request_id, ok, result in results:
-            self._provider_inflight.discard(request_id)  # pending again later: call again
+        if self._provider_results:  # one per pass: a proposal ends the pass
+            request_id, ok, result = self._provider_results.pop(0)
+            self._provider_inflight.discard(request_id)  # still pending later: call again
             _propose_internal(cp, C.FleetProviderResult(request_id=request_id, ok=ok,
                                                         result=result), timeout_s=2.0)
+        if tick_n == self._provider_tick:
+            return
+        self._provider_tick = tick_n
         zones, rf_max = self._zones_short
         with cp._sm_lock:
             fleet = cp._sm.fleet
@@ -398,10 +402,6 @@ class Fleet:
             wanted += [("decommission", n) for n in sorted(fleet.nodes)
                        if fleet.nodes[n].admin == "decommissioned"]
             pending = fleet.pending_requests()
-        for kind, subject in wanted:
-            if (kind, subject) not in asked:
-                _propose_internal(cp, C.FleetProviderRequest(kind=kind, subject=subject),
-                                  timeout_s=2.0)
         for request_id, kind, subject, zone in pending:
             if request_id in self._provider_inflight:
                 continue
@@ -412,6 +412,10 @@ class Fleet:
             else:
                 threading.Thread(target=call.run, name=f"coreplane-provider-{request_id}",
                                  daemon=True).start()
+        for kind, subject in wanted:
+            if (kind, subject) not in asked:
+                _propose_internal(cp, C.FleetProviderRequest(kind=kind, subject=subject),
+                                  timeout_s=2.0)
 
     def _split_callbacks(self) -> None:
         cp = self._cp

@@ -14,8 +14,6 @@ from coreplane.errors import NotLeader
 from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.fleet import ThreadAgent, started_moves
 
-from .conftest import wait_until
-
 CFG = FleetConfig(suspect_after_ms=1_000, dead_after_ms=2_000, copy_timeout_ms=3_000,
                   cleanup_timeout_ms=3_000, moves_in_flight_per_node=4)
 
@@ -43,7 +41,8 @@ def _converged(cp: ControlPlane) -> bool:
 
 
 @pytest.mark.slow
-def test_fleet_bootstraps_and_repairs_a_dead_storage_node(cluster_factory: Any) -> None:
+def test_fleet_bootstraps_and_repairs_a_dead_storage_node(cluster_factory: Any,
+                                                          wait_until: Any) -> None:
     cluster = cluster_factory().start_all(fleet_config=CFG)
     leader = cluster.leader()
     follower = cluster.followers()[0]

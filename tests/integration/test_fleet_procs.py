@@ -9,15 +9,11 @@ Node logs are in the test's tmp dir (``<node>.log``).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from _demo_harness import ProcCluster
 
 from coreplane.testing.fleet import ThreadAgent
 
@@ -41,7 +37,7 @@ def _endpoint(node: Any) -> Any:
     return call
 
 
-def _partitions(cluster: ProcCluster) -> list[dict[str, Any]]:
+def _partitions(cluster: Any) -> list[dict[str, Any]]:
     leader = cluster.wait_leader(20)
     return list(cluster.nodes[leader].request("fleet_partitions", timeout_s=5)["partitions"])
 
@@ -58,7 +54,7 @@ def _wait(pred: Any, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _healthy(cluster: ProcCluster, count: int) -> bool:
+def _healthy(cluster: Any, count: int) -> bool:
     parts = _partitions(cluster)
     leader = cluster.wait_leader(20)
     ops = cluster.nodes[leader].request("fleet_operations", timeout_s=5)["operations"]
@@ -69,10 +65,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_kill9_leader_mid_move_and_a_storage_node(tmp_path: Path,
+def test_kill9_leader_mid_move_and_a_storage_node(tmp_path: Path, demo_harness: Any,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the children run this checkout's coreplane
-    with ProcCluster(tmp_path, options=OPTIONS) as cluster:
+    with demo_harness.ProcCluster(tmp_path, options=OPTIONS) as cluster:
         cluster.start_all()
         leader = cluster.wait_leader(20)
         endpoints = [_endpoint(n) for n in cluster.nodes.values()]

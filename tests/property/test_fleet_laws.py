@@ -44,7 +44,7 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
     tick_n, tick_ms = 0, 0
 
     def emit(cmd: C.Command) -> None:
-        data = C.encode(cmd)
+        data = C.encode_internal(cmd) if cmd.TAG in C.INTERNAL_TAGS else C.encode(cmd)
         for _ in range(2 if duplicate and getattr(cmd, "client_id", "") else 1):
             log.append(data)
             sm.apply(data, len(log))
@@ -57,8 +57,9 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
         node, pid = NODES[pick(len(NODES))], PIDS[pick(len(PIDS))]
         if kind <= 1:
             tick_n += 1
-            tick_ms += 300 + 700 * pick(4)
-            emit(C.Tick(tick_n, tick_ms))
+            step_ms = 300 + 700 * pick(4)
+            tick_ms += step_ms
+            emit(C.Tick(tick_n, step_ms))
         elif kind == 2:
             emit(C.FleetCreatePartition(pid, rf=1 + pick(3), client_id="c", seq=seq))
         elif kind == 3:

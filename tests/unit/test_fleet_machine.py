@@ -30,7 +30,9 @@ class Log:
 
     def apply(self, command: C.Command) -> Applied:
         self.index += 1
-        return self.sm.apply(C.encode(command), self.index)
+        internal = command.TAG in C.INTERNAL_TAGS
+        return self.sm.apply(C.encode_internal(command) if internal else C.encode(command),
+                             self.index)
 
     def ok(self, command: C.Command) -> Any:
         result = self.apply(command)
@@ -42,8 +44,10 @@ class Log:
         return self.ok(type(command)(**{**command.to_body(), "client_id": "c", "seq": self.seq}))
 
     def tick(self, ms: int) -> None:
+        """Advance cluster time to `ms` (ticks carry the elapsed step)."""
         self.tick_n += 1
-        self.ok(C.Tick(self.tick_n, ms))
+        self.ok(C.Tick(self.tick_n, ms - self.sm.tick_ms))
+        assert self.sm.tick_ms == ms
 
     def report(self, *, nodes: Any = (), heard: Any = (), silent: Any = (), heat: Any = (),
                lost: Any = ()) -> Any:

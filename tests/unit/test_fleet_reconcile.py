@@ -34,7 +34,8 @@ class Loop:
         if getattr(cmd, "client_id", None) == "":
             self.seq += 1
             cmd = type(cmd)(**{**cmd.to_body(), "client_id": "c", "seq": self.seq})
-        result = self.sm.apply(C.encode(cmd), self.index)
+        data = C.encode_internal(cmd) if cmd.TAG in C.INTERNAL_TAGS else C.encode(cmd)
+        result = self.sm.apply(data, self.index)
         assert result.ok, result
         return result.value
 
@@ -42,7 +43,7 @@ class Loop:
         fleet = self.sm.fleet
         self.tick_n += 1
         self.ms += 500
-        self.apply(C.Tick(self.tick_n, self.ms))
+        self.apply(C.Tick(self.tick_n, 500))
         if fleet.needs_plan():
             solve = problem_from_capture(fleet.capture()(), moves_in_flight_per_node=4)
             plan = placement.solve(solve.problem)

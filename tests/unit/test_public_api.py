@@ -51,3 +51,15 @@ def test_require_raises_not_asserts() -> None:
         assert "two leaders" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("require(False) did not raise")
+
+
+def test_lazy_names_are_listed_and_resolve_to_their_home() -> None:
+    from coreplane.core.state import Applied, StateMachine
+    from coreplane.runtime.controlplane import KV, ControlPlane
+
+    assert set(coreplane.__all__) <= set(dir(coreplane))
+    assert coreplane.ControlPlane is ControlPlane
+    assert coreplane.KV is KV
+    assert coreplane.Applied is Applied
+    assert coreplane.StateMachine is StateMachine
+    assert not hasattr(coreplane, "NoSuchName")
