@@ -313,8 +313,9 @@ class StateMachine:
             if plain["format"] != SNAPSHOT_FORMAT:
                 raise DecodeError(f"unknown snapshot format {plain['format']!r}")
             kv = KVMachine.from_plain(plain["kv"], self.limits)
-            fleet = (FleetMachine.from_plain(plain["fleet"], self.fleet.config)
-                     if "fleet" in plain else FleetMachine(self.fleet.config))
+            kind = type(self.fleet)  # a subclass given to this replica stays in force
+            fleet = (kind.from_plain(plain["fleet"], self.fleet.config)
+                     if "fleet" in plain else kind(self.fleet.config))
             tick_n, tick_ms = plain["tick"]
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()

@@ -144,7 +144,8 @@ class SimCluster:
     network=NetworkConfig(), log_compaction_min_entries=200, machines=())``.
     `machines` is a sequence of ``(name, machine)`` registered on every node (user machines;
     `machine` is an object, or a dict of ``apply=``/``on_tick=``/``initial=`` functions);
-    `fleet_config` (a `FleetConfig`) is given to every node's fleet machine.
+    `fleet_config` (a `FleetConfig`) is given to every node's fleet machine; `node_hook(node)`
+    runs on every node built (also on restarts), before it starts (the fleet canaries use it).
     Use as a context manager, or call `close()`: it restores pysyncobj's globals and removes
     the temporary data dirs.
     """
@@ -153,7 +154,8 @@ class SimCluster:
                  canaries: Canaries | None = None, network: NetworkConfig | None = None,
                  log_compaction_min_entries: int = 200,
                  machines: tuple[tuple[str, Any], ...] = (), keep_trace: bool = True,
-                 fleet_config: Any = None) -> None:
+                 fleet_config: Any = None,
+                 node_hook: Callable[[SimNode], None] | None = None) -> None:
         if not isinstance(seed, int):
             raise InvalidArgument("seed", "must be an int")
         if nodes not in (1, 3, 5, 7):
@@ -182,6 +184,7 @@ class SimCluster:
             self._options["fleet_config"] = fleet_config
         self._machines = tuple(machines)
         self.fleet_provider: Any = None  # given to each node's fleet at boot (testing.fleet)
+        self._node_hook = node_hook
         self._tmp = tempfile.mkdtemp(prefix="coreplane-sim-")
         ids = [f"n{i}" for i in range(1, nodes + 1)]
         self.slots: dict[str, _Slot] = {}
@@ -288,6 +291,8 @@ class SimCluster:
                 else:
                     node.register_machine(name, machine)
             node.fleet.provider = self.fleet_provider
+            if self._node_hook is not None:
+                self._node_hook(node)
             node.on_leadership(lambda gained, token, s=slot: self._on_leadership(s, gained, token))
             node.start()
         except Exception as exc:  # noqa: BLE001 - e.g. CorruptData from a flipped bit

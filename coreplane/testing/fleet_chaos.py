@@ -25,17 +25,15 @@ never heard as silent since time 0, with no grace).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from coreplane.core import commands as C
-from coreplane.core import state as _state
 from coreplane.core.machines.fleet import COPY, FleetConfig, FleetMachine
-from coreplane.runtime import fleet as _rt_fleet
+from coreplane.runtime.fleet import Fleet
 from coreplane.testing.cluster import SimCluster
 from coreplane.testing.fleet import FleetWorld, completed_moves
 
@@ -85,36 +83,34 @@ class _RemoveBeforeAdd(FleetMachine):
 
 
 class _NoGrace(FleetMachine):
-    """Canary (with `_never_heard_is_silent`): no grace for a new leader."""
+    """Canary (with `_ForgetfulLeader`): no grace for a new leader."""
 
     def on_leader(self, index: int, tick_ms: int) -> None:
         self.index, self.tick_ms = index, tick_ms
 
 
-def _never_heard_is_silent(self: Any, token: int, tick_ms: int) -> None:
-    _ORIGINAL_TAKE_OVER(self, token, tick_ms)
-    self._lead_start_ms = 0
+class _ForgetfulLeader(Fleet):
+    """Canary: a new leader treats nodes it has not heard yet as silent since time 0."""
+
+    def _take_over(self, token: int, tick_ms: int) -> None:
+        super()._take_over(token, tick_ms)
+        self._lead_start_ms = 0
 
 
-_ORIGINAL_TAKE_OVER = _rt_fleet.Fleet._take_over
+def _canary_hook(names: tuple[str, ...]) -> Callable[[Any], None] | None:
+    """Install the canaries' buggy machine and leader code on each node as it is built."""
+    if not names:
+        return None
 
+    def hook(node: Any) -> None:
+        sm = node.state
+        if "remove_before_add" in names:
+            sm.fleet = _RemoveBeforeAdd(sm.fleet.config)
+        if "dead_on_failover" in names:
+            sm.fleet = _NoGrace(sm.fleet.config)
+            node.fleet = _ForgetfulLeader(node, provider=node.fleet.provider)
 
-@contextlib.contextmanager
-def _canaries(names: tuple[str, ...]) -> Iterator[None]:
-    machine: type[FleetMachine] = FleetMachine
-    if "remove_before_add" in names:
-        machine = _RemoveBeforeAdd
-    if "dead_on_failover" in names:
-        machine = _NoGrace
-    saved = _state.FleetMachine
-    _state.FleetMachine = machine  # type: ignore[misc]
-    if "dead_on_failover" in names:
-        _rt_fleet.Fleet._take_over = _never_heard_is_silent  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        _state.FleetMachine = saved  # type: ignore[misc]
-        _rt_fleet.Fleet._take_over = _ORIGINAL_TAKE_OVER  # type: ignore[method-assign]
+    return hook
 
 
 def replay_fleet_command(seed: int, canaries: tuple[str, ...] = ()) -> str:
@@ -130,7 +126,8 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
                        admin: tuple[str, ...] = ADMIN) -> FleetScheduleResult:
     """One seeded fleet experiment; see the module docstring."""
     wall0 = time.perf_counter()
-    with _canaries(canaries), SimCluster(seed, fleet_config=CFG, keep_trace=False) as c:
+    with SimCluster(seed, fleet_config=CFG, keep_trace=False,
+                    node_hook=_canary_hook(canaries)) as c:
         rng = c.rng
         faults: list[str] = []
         if not c.run_until(c.converged, 10_000):
