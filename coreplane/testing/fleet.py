@@ -9,6 +9,9 @@ has seen per partition. Faults: `crash` (the process stops; its data stays on di
 `wipe=True`), `restart`, `lose` (a replica's data is gone; the agent reports it), `slow`.
 
 Every random choice comes from the cluster's seeded RNG, so a world replays exactly.
+`SimProvider` is the host's provider in simulation (`FleetWorld.provider()` installs it), and
+`ThreadAgent` is the same toy agent on a real thread, for real clusters (in-process or across
+processes).
 
 Checks (`check`, also run as `sample` during a run) are the fleet invariants: no duplicate
 replica in a committed replica set; every committed replica on a running agent holds the data
