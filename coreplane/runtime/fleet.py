@@ -300,47 +300,58 @@ class Fleet:
         self._provider_tick = -1
 
     def _report(self) -> C.FleetReport | None:
-        """The changes between this leader's soft state and the committed fleet, or None."""
+        """The changes between this leader's soft state and the committed fleet, or None.
+
+        The state lock is held only for copies and for the few partitions whose heat or loss
+        was reported; the scan over every node runs outside it (apply is not held up)."""
         cp = self._cp
-        with cp._sm_lock, self._lock:
+        with cp._sm_lock:
             fleet = cp._sm.fleet
             now = cp._sm.tick_ms
-            nodes = []
-            for node_id in sorted(self._specs):
-                spec = self._specs[node_id]
-                known = fleet.nodes.get(node_id)
-                if known is None or (known.zone, known.weight, known.slots) != spec:
-                    nodes.append([node_id, *spec])
-            heard, silent = [], []
-            start = self._lead_start_ms
-            for node_id in sorted(fleet.nodes):
-                node = fleet.nodes[node_id]
-                if node.admin == "decommissioned":
-                    continue
-                last = self._heard.get(node_id)
-                if node.silent_since_ms >= 0:
-                    if last is not None and last > node.silent_since_ms:
-                        heard.append(node_id)
-                elif now - (start if last is None else last) >= self.silent_after_ms:
-                    silent.append([node_id, start if last is None else last])
-            heat = []
-            for pid in sorted(self._heat_changed):
-                rec = fleet.parts.get(pid)
-                value = self._heat[pid]
-                if rec is None:
-                    continue
-                delta = abs(value - rec[1])
-                if delta >= self.heat_min_delta and (
-                        delta * 100 >= self.heat_hysteresis_pct * max(rec[1], 1)):
-                    heat.append([pid, value])
-            self._heat_changed.clear()
-            lost = sorted([n, p] for n, p in self._lost
-                          if p in fleet.parts and n in fleet.parts[p][2])
-            self._lost = {(n, p) for n, p in lost}
+            items = list(fleet.nodes.items())  # C-speed copy; fields are read below, unlocked
+            with self._lock:
+                heat = self._heat_report(fleet)
+                lost = sorted([n, p] for n, p in self._lost
+                              if p in fleet.parts and n in fleet.parts[p][2])
+                self._lost = {(n, p) for n, p in lost}
+        with self._lock:
+            specs = dict(self._specs)
+            last_heard = dict(self._heard)
+        # A field apply changes meanwhile is read old or new, never torn: at worst this batch
+        # misses a change the next tick's batch carries.
+        liveness = [(n, node.silent_since_ms, node.admin, node.zone, node.weight, node.slots)
+                    for n, node in items]
+        known = {row[0]: row[3:] for row in liveness}
+        nodes = [[n, *spec] for n, spec in sorted(specs.items()) if known.get(n) != spec]
+        heard, silent = [], []
+        start = self._lead_start_ms
+        for node_id, silent_since, admin, *_spec in sorted(liveness):
+            if admin == "decommissioned":
+                continue
+            last = last_heard.get(node_id)
+            if silent_since >= 0:
+                if last is not None and last > silent_since:
+                    heard.append(node_id)
+            elif now - (start if last is None else last) >= self.silent_after_ms:
+                silent.append([node_id, start if last is None else last])
         if not (nodes or heard or silent or heat or lost):
             return None
-        return C.FleetReport(nodes=nodes, heard=heard, silent=silent, heat=heat,
-                             lost=[list(x) for x in lost])
+        return C.FleetReport(nodes=nodes, heard=heard, silent=silent, heat=heat, lost=lost)
+
+    def _heat_report(self, fleet: Any) -> list[list[Any]]:
+        """Averages that moved past the hysteresis from the committed heat (state lock held)."""
+        heat = []
+        for pid in sorted(self._heat_changed):
+            rec = fleet.parts.get(pid)
+            if rec is None:
+                continue
+            value = self._heat[pid]
+            delta = abs(value - rec[1])
+            if delta >= self.heat_min_delta and (
+                    delta * 100 >= self.heat_hysteresis_pct * max(rec[1], 1)):
+                heat.append([pid, value])
+        self._heat_changed.clear()
+        return heat
 
     def _plan_step(self) -> None:
         cp = self._cp
