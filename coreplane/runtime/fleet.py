@@ -30,6 +30,7 @@ Tick time is read only from the state machine (`StateMachine.tick_ms`), never fr
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -470,6 +471,28 @@ class _ProviderCall:
         self.fleet._provider_results.append((self.request_id, *answer))
 
 
+_NAMED = re.compile(r"partition '([^']+)'")
+_SKIP_MAX = 16
+
+
+def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tuple[str, str]]]:
+    """Solve; when one partition makes the whole problem infeasible (no free slot in a free
+    zone for it), leave that partition out and solve again, up to `_SKIP_MAX` times, so one
+    unplaceable partition does not hold back the repair of all the others."""
+    skipped: list[tuple[str, str]] = []
+    while True:
+        plan = placement.solve(problem)
+        match = _NAMED.search(plan.reason) if not plan.feasible else None
+        if match is None or len(skipped) >= _SKIP_MAX:
+            return plan, skipped
+        pid = match.group(1)
+        skipped.append((pid, plan.reason))
+        problem = placement.Problem(
+            problem.nodes, tuple(p for p in problem.partitions if p.id != pid),
+            {k: v for k, v in problem.assignment.items() if k != pid},
+            moves_in_flight_per_node=problem.moves_in_flight_per_node)
+
+
 class _SolveJob:
     """One solve off the Raft thread: capture -> problem -> plan -> FleetPlan."""
 
@@ -488,7 +511,10 @@ class _SolveJob:
             parts = view["parts"]
             self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped),
                                                  default=0))
-            plan = placement.solve(solve.problem)
+            plan, skipped = _solve_around(solve.problem)
+            if skipped:
+                logger.warning("fleet plan at index %d leaves out %s: %s", solve.index,
+                               ", ".join(p for p, _ in skipped), skipped[0][1])
             if not plan.feasible:
                 logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
                 self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[],

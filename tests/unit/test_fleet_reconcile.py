@@ -128,3 +128,16 @@ def test_rf_above_the_zones_is_capped_for_the_solve() -> None:
     solve = problem_from_capture(loop.sm.fleet.capture()(), moves_in_flight_per_node=2)
     assert solve.capped == ("p",)
     assert solve.problem.partitions[0].rf == 2
+
+
+def test_one_unplaceable_partition_does_not_hold_back_the_others() -> None:
+    from coreplane.runtime.fleet import _solve_around
+
+    nodes = (placement.Node("n0", "z0", 1, 10), placement.Node("n1", "z1", 1, 10),
+             placement.Node("n2", "z2", 1, 0))  # z2 has no free slot: b (rf=3) cannot fit
+    problem = placement.Problem(nodes, (placement.Partition("a", 2, 1),
+                                        placement.Partition("b", 3, 1)), {})
+    assert not placement.solve(problem).feasible
+    plan, skipped = _solve_around(problem)
+    assert plan.feasible and [pid for pid, _ in skipped] == ["b"]
+    assert sorted(m.target for m in plan.moves if m.partition == "a") == ["n0", "n1"]
