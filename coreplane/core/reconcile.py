@@ -87,13 +87,18 @@ def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: i
     return Solve(int(view["index"]), problem, tuple(capped), zones_cap)
 
 
-def plan_moves(plan: Plan, limit: int) -> tuple[list[list[str]], bool]:
+def plan_moves(plan: Plan, limit: int,
+               capped: tuple[str, ...] = ()) -> tuple[list[list[str]], bool]:
     """The first `limit` moves of a feasible plan in wave order as ``[pid, source, target]``
     ("" for none), and whether moves were left out (the leader solves again once the queue
-    drains)."""
+    drains). A partition whose RF was `capped` for the solve keeps every replica it has: the
+    solver's drops for it would take it further below its real RF (apply refuses them)."""
     out: list[list[str]] = []
+    keep = set(capped)
     for wave in plan.by_wave():
         for move in wave:
+            if move.target is None and move.partition in keep:
+                continue
             if len(out) >= limit:
                 return out, True
             out.append([move.partition, move.source or "", move.target or ""])

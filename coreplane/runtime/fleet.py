@@ -520,7 +520,7 @@ class _SolveJob:
                 self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[],
                                         more=False)
                 return
-            moves, more = plan_moves(plan, self._moves_max)
+            moves, more = plan_moves(plan, self._moves_max, solve.capped)
             self.plan = C.FleetPlan(base_index=solve.index, moves=moves,
                                     splits=list(plan.split_candidates), more=more)
         except Exception:

@@ -59,7 +59,7 @@ class FleetScheduleResult:
     moves_completed: int
     repairs: int
     restore_ms: int
-    lost_by_faults: list[str]
+    lost_by_faults: list[str]  # lost every copy, or RF unreachable with the zones left
     sim_seconds: float
     wall_seconds: float
     replay: str
@@ -171,14 +171,21 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
             c.restart(node_id)
         for agent in world.agents.values():
             agent.slowness, agent.cut_until_us = 1, 0
+        for node_id in sorted(world.agents):  # the admin's drains end too
+            admin_cmd(C.FleetUncordon(node_id))
         t0 = c.now
 
         def recoverable(fleet: Any) -> set[str]:
-            """Partitions a running agent of their committed replica set still holds; the
-            others lost every copy to injected faults and cannot come back."""
+            """Partitions that can be at RF: a running agent of their committed replica set
+            still holds them (else every copy was lost to injected faults), and enough zones
+            have a running, active node (drains the admin left in place can make RF
+            unreachable; coreplane then keeps what it has)."""
+            zones = {node.zone for n, node in fleet.nodes.items()
+                     if node.eligible and n in world.agents and world.agents[n].up}
             return {p for p, rec in fleet.parts.items()
-                    if any(world.agents[n].up and p in world.agents[n].held
-                           for n in rec[2] if n in world.agents)}
+                    if rec[0] <= len(zones) and any(
+                        world.agents[n].up and p in world.agents[n].held
+                        for n in rec[2] if n in world.agents)}
 
         def restored_now() -> bool:
             fleet = world.fleet_state()
@@ -193,7 +200,7 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
             world.run(250)
             restored = restored_now()
         restore_ms = (c.now - t0) // 1000
-        lost_by_faults: list[str] = []
+        lost_by_faults: list[str]  # lost every copy, or RF unreachable with the zones left = []
         fleet = world.fleet_state()
         if fleet is not None:
             alive = recoverable(fleet)
