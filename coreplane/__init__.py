@@ -28,14 +28,22 @@ from coreplane.errors import (
 )
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` resolves these
+    from coreplane.core.commands import Proposable
+    from coreplane.core.machines.kv import Limits
+    from coreplane.core.machines.user import ApplyContext, Machine
     from coreplane.core.state import Applied, StateMachine
     from coreplane.runtime.controlplane import KV, ControlPlane
+    from coreplane.runtime.pipeline import ProposalFuture
+    from coreplane.runtime.seams import Seams
+    from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
+    from coreplane.runtime.view import StateView
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KV",
     "Applied",
+    "ApplyContext",
     "CommandRejected",
     "ControlPlane",
     "CoreplaneError",
@@ -43,9 +51,18 @@ __all__ = [
     "DecodeError",
     "InvalidArgument",
     "InvariantViolation",
+    "Limits",
+    "Machine",
+    "NodeStatus",
     "NotLeader",
+    "PeerStatus",
+    "Proposable",
+    "ProposalFuture",
     "Retryable",
+    "Seams",
+    "StaleReadBound",
     "StateMachine",
+    "StateView",
     "StorageFull",
     "Unavailable",
 ]
@@ -54,8 +71,18 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "KV": "coreplane.runtime.controlplane",
     "Applied": "coreplane.core.state",
+    "ApplyContext": "coreplane.core.machines.user",
     "ControlPlane": "coreplane.runtime.controlplane",
+    "Limits": "coreplane.core.machines.kv",
+    "Machine": "coreplane.core.machines.user",
+    "NodeStatus": "coreplane.runtime.status",
+    "PeerStatus": "coreplane.runtime.status",
+    "Proposable": "coreplane.core.commands",
+    "ProposalFuture": "coreplane.runtime.pipeline",
+    "Seams": "coreplane.runtime.seams",
+    "StaleReadBound": "coreplane.runtime.status",
     "StateMachine": "coreplane.core.state",
+    "StateView": "coreplane.runtime.view",
 }
 
 

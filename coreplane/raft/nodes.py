@@ -16,6 +16,7 @@ from typing import Any
 
 from pysyncobj.node import Node
 
+from coreplane.core.address import parse_address as _parse_address
 from coreplane.errors import DecodeError, InvalidArgument
 from coreplane.raft import _frames
 
@@ -37,18 +38,9 @@ def check_node_id(field_name: str, node_id: object) -> bytes:
 
 
 def parse_address(field_name: str, address: object, *, port_zero_ok: bool) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port); `InvalidArgument` naming the field."""
-    if not isinstance(address, str):
-        raise InvalidArgument(field_name, "must be a 'host:port' str")
-    host, sep, port_text = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or any(ch.isspace() for ch in host) or not port_text.isdigit():
-        raise InvalidArgument(field_name, f"{address!r} is not 'host:port'")
-    port = int(port_text)
-    if not (0 if port_zero_ok else 1) <= port <= 65535:
-        raise InvalidArgument(field_name, f"port {port} is out of range")
-    return host, port
+    """'host:port' or '[v6]:port' -> (host, port): the one parser of `coreplane.core.address`,
+    so configuration and the wire accept exactly the same spellings."""
+    return _parse_address(address, field_name, port_zero_ok=port_zero_ok)
 
 
 class PeerNode(Node):

@@ -47,7 +47,7 @@ from pysyncobj.node import Node
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from coreplane.errors import DecodeError, InvalidArgument
+from coreplane.errors import DecodeError, InvalidArgument, StorageFull
 from coreplane.raft import _frames, serialization
 from coreplane.raft.nodes import PEER_NODE_EXT_CODE, PeerNode, check_node_id, parse_address
 
@@ -533,7 +533,10 @@ class WireTransport(Transport):
                  if c.wbuf and c.state != _CONNECTING]
         if not conns:
             return
-        self._sync_if_needed()
+        try:
+            self._sync_if_needed()
+        except StorageFull:
+            return  # nothing leaves before the journal is durable; the next flush retries
         for conn in conns:
             self._write(conn)
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 from coreplane.core.address import endpoint_key, parse_address
 from coreplane.errors import InvalidArgument
+from coreplane.raft.wire import SECRET_BYTES_MIN
 
-__all__ = ["SECRET_BYTES_MIN", "NodeConfig", "check_node_id", "parse_address", "validate_config"]
+__all__ = [
+    "SECRET_BYTES_MIN", "NodeConfig", "check_node_id", "parse_address", "validate_config",
+]
 
-SECRET_BYTES_MIN = 16
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

@@ -49,12 +49,14 @@ from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.machines.kv import Limits
+from coreplane.core.machines.user import Machine
 from coreplane.core.state import Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
     InvalidArgument,
     InvariantViolation,
+    StorageFull,
     Unavailable,
 )
 from coreplane.raft import engine as E
@@ -65,6 +67,7 @@ from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
+from coreplane.runtime.view import StateView
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -112,6 +115,12 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
 
 def _unwrap_int(applied: Applied) -> int:
     return int(applied.unwrap())
+
+
+def register_builtins(sm: StateMachine) -> None:
+    """The runtime's own machines, registered alike by every node and by `replay`."""
+    sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+    sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
 
 
 class _Attempt:
@@ -192,7 +201,7 @@ class KV:
         reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
+        got: tuple[bytes, int] | None = self._cp._read_state(lambda sm: sm.kv.get(key),
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
@@ -208,7 +217,7 @@ class KV:
             raise InvalidArgument("prefix", "must be a str")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
-        items: list[tuple[str, bytes, int]] = self._cp.read(
+        items: list[tuple[str, bytes, int]] = self._cp._read_state(
             lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
         return items
 
@@ -285,20 +294,30 @@ class ControlPlane:
         self._config: NodeConfig = validate_config(
             node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
         self._fingerprint = cluster_fingerprint(self._config.secret)
+        # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        self._transport_class = self._make_transport_class()
-        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
         try:
-            self._journal: Any = (self._seams.journal_factory or E.open_journal)(
-                self._datadir.lmdb_path, node_id=self._config.node_id,
-                cluster_id=self._fingerprint, durability=durability)
-        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
-            raise InvalidArgument("data_dir", exc.reason) from None
+            self._transport_class = self._make_transport_class()
+            # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+            try:
+                self._journal: Any = (self._seams.journal_factory or E.open_journal)(
+                    self._datadir.lmdb_path, node_id=self._config.node_id,
+                    cluster_id=self._fingerprint, durability=durability,
+                    create=not self._datadir.journal_created)
+            except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+                raise InvalidArgument("data_dir", exc.reason) from None
+            try:
+                self._datadir.mark_journal_created()  # from now on, losing it is refused
+            except BaseException:
+                self._journal.close()
+                raise
+        except BaseException:
+            self._datadir.release()
+            raise
 
         self._sm = StateMachine(limits=limits, fleet=fleet_config)
-        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
-        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
@@ -341,8 +360,10 @@ class ControlPlane:
     def address(self) -> str:
         return self._config.address
 
-    def register_machine(self, name: str, machine: Any = None, **functions: Any) -> None:
-        """Register a user machine; every node must register the same ones before start()."""
+    def register_machine(self, name: str, machine: Machine | None = None,
+                         **functions: Any) -> None:
+        """Register a user machine (a `Machine`, or its parts as ``apply=``, ``on_tick=``,
+        ``initial=``); every node must register the same ones, before start()."""
         if self._thread is not None:
             raise InvalidArgument("name", "register machines before start()")
         if name in (BARRIER_MACHINE, STEPDOWN_MACHINE):
@@ -385,10 +406,13 @@ class ControlPlane:
             self._pipeline.close()
         if not self._seams.threaded and self._engine is not None:
             engine, self._engine = self._engine, None
-            engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            try:
+                engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            finally:
+                self._close_storage()
             return
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
-            self._journal.close()
+            self._close_storage()
             return
         self._thread.join(timeout=timeout_s)
 
@@ -462,7 +486,7 @@ class ControlPlane:
                                   f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
-            self._journal.close()
+            self._close_storage()
             self._started.set()
             return
         self._started.set()
@@ -496,6 +520,17 @@ class ControlPlane:
                 self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
+            finally:
+                self._close_storage()
+
+    def _close_storage(self) -> None:
+        """Close the journal (idempotent), then release the data dir lock."""
+        try:
+            self._journal.close()
+        except Exception:
+            logger.exception("journal close failed on %s", self.node_id)
+        finally:
+            self._datadir.release()
 
     # ------------------------------------------------------------------------ apply (tick thread)
 
@@ -677,7 +712,7 @@ class ControlPlane:
             return None, None
         return attempt.result, attempt.code
 
-    def propose(self, command: bytes | C.Command, *, timeout_s: float | None = None) -> Applied:
+    def propose(self, command: C.Proposable, *, timeout_s: float | None = None) -> Applied:
         """Replicate one command and return how it applied (a refusal is not raised).
 
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
@@ -695,6 +730,7 @@ class ControlPlane:
         attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
+            self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
@@ -710,6 +746,16 @@ class ControlPlane:
                 raise Unavailable(f"proposal failed with engine code {code}")
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
+
+    def _refuse_if_storage_full(self) -> None:
+        """Writes wait for disk space (etcd's NOSPACE alarm): the journal retries every tick and
+        the node resumes by itself; reads and elections it can serve go on."""
+        engine = self._engine
+        if engine is not None and engine.storage_full():
+            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
+                              "cannot be written (disk or map full); writes resume by "
+                              "themselves once space is freed (the outcome of an earlier "
+                              "attempt of this command is unknown: retry the same bytes)")
 
     def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
         """The bytes to propose for a host's command, after every check apply would make on
@@ -755,7 +801,7 @@ class ControlPlane:
             return self._propose_timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
-    def propose_async(self, command: bytes | C.Command, *, timeout_s: float | None = None,
+    def propose_async(self, command: C.Proposable, *, timeout_s: float | None = None,
                       transform: Callable[[Applied], Any] | None = None
                       ) -> ProposalFuture[Any]:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
@@ -766,6 +812,7 @@ class ControlPlane:
         if pipeline is None or self._stopping.is_set():
             self._require_engine()
             raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
         data, release = self._proposal(command)
         future = pipeline.submit(data, timeout, transform)
         if release is not None:
@@ -802,9 +849,19 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ reads
 
-    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
-        """Run `fn` on the local state: linearizable (ReadIndex) unless `stale_ok`."""
+        """Run ``fn(view)`` on this replica's state and return its result: linearizable
+        (ReadIndex) unless `stale_ok`. `view` is a read-only `StateView`, valid during the
+        call only; apply waits while `fn` runs, so keep it short."""
+        if not callable(fn):
+            raise InvalidArgument("fn", "must be callable")
+        return self._read_state(lambda sm: fn(StateView(sm)), stale_ok=stale_ok,
+                                timeout_s=timeout_s)
+
+    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+                    timeout_s: float | None = None) -> Any:
+        """`read` for the runtime's own facades, on the live state machine (never mutate)."""
         if not stale_ok:
             self._wait_read_index(timeout_s)
         else:
@@ -847,7 +904,7 @@ class ControlPlane:
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
-        return self.read(lambda sm: sm.machine_states.get(name), stale_ok=stale_ok)
+        return self.read(lambda view: view.machine_state(name), stale_ok=stale_ok)
 
     def state_hash(self) -> tuple[int, str]:
         """(applied index of the core, state hash): replicas agree at equal indexes."""
@@ -1022,6 +1079,7 @@ class ControlPlane:
             fencing_token=self.fencing_token,
             lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
             raft=dict(engine.counters()),
+            storage_full=bool(engine.storage_full()),
         )
 
 

@@ -38,8 +38,9 @@ class Seams:
 
     - `clock`: read by the leader work (tick pacing and the monotonic time a tick carries,
       deadlines of the runtime's own proposals);
-    - `journal_factory(path, *, node_id, cluster_id, durability)`: the Raft journal to use
-      instead of the LMDB journal in the data dir;
+    - `journal_factory(path, *, node_id, cluster_id, durability, create)`: the Raft journal to
+      use instead of the LMDB journal in the data dir (``create=False``: the data dir records
+      that a journal was created, so a missing one must be refused);
     - `transport_factory(node_id, on_before_send)`: the peer transport *class* instead of the
       authenticated TCP wire (``on_before_send`` must run before any message leaves);
     - `threaded=False`: `start()` builds the engine on the calling thread and starts no thread;

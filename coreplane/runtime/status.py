@@ -43,6 +43,7 @@ class NodeStatus:
     fencing_token: int | None = None  # set only on the established leader holding its lease
     lease_remaining_ms: int | None = None  # None on a one-voter cluster (it never lapses)
     raft: dict[str, int] = field(default_factory=dict)  # engine counters
+    storage_full: bool = False  # the journal cannot write: writes refused until space returns
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

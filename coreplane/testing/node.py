@@ -77,6 +77,9 @@ class SimNode(ControlPlane):
                       on_apply=lambda data, index: on_apply(self, data, index),
                       on_runtime_propose=lambda timeout_s: on_propose(self, timeout_s))
         super().__init__(node_id, address, peers, data_dir, secret, seams=seams, **options)
+        # A simulated crash drops this object without stop(); the restart opens the same dir in
+        # this process. The OS drops a killed process's lock, so the sim does not hold one.
+        self._datadir.release()
 
     @property
     def engine(self) -> E.RaftEngine:

@@ -71,3 +71,53 @@ def test_a_foreign_listen_address_says_so() -> None:
         cp = ControlPlane("a", "192.0.2.1:7301", {}, tmp, b"s" * 32)  # TEST-NET-1: not ours
         with pytest.raises(Unavailable, match="not an address of this machine"):
             cp.start()
+
+
+def test_read_gets_a_read_only_view(cluster_factory: Callable[..., Any]) -> None:
+    """read(fn) once handed fn the live StateMachine: a read could apply or mutate and that
+    replica would diverge silently."""
+    cluster = cluster_factory(ids=("solo",))
+    node = cluster.make("solo", start=False)
+    node.register_machine("bag", apply=lambda s, c, ctx: ([*s, c], len(s) + 1), initial=[])
+    node.start()
+    node.wait_for_leader(timeout_s=10)
+    node.call("bag", {"x": [1, 2]})
+    node.kv.put("k", b"v")
+    before = node.state_hash()
+    assert node.read(lambda v: v.kv.get("k"))[0] == b"v"
+    assert node.read(lambda v: v.kv.record("k").version) == 1
+
+    def vandal(view: Any) -> None:
+        view.machine_state("bag")[0]["x"].append(3)  # a copy: nothing replicated changes
+        for name in ("apply", "restore", "kv.put", "_sm"):
+            obj = view
+            with pytest.raises(AttributeError):
+                for part in name.split("."):
+                    obj = getattr(obj, part)
+        with pytest.raises(AttributeError):
+            view.tick_ms = 0
+
+    node.read(vandal, stale_ok=True)
+    assert node.state_hash() == before
+    assert node.machine_state("bag") == [{"x": [1, 2]}]
+
+
+def test_a_phantom_voter_never_joins(cluster_factory: Callable[..., Any],
+                                     wait_until: Any) -> None:
+    """add_voter('d', <b's address>) once made d a voter: the quorum counted a node that can
+    never answer. The runtime refuses the call; the engine ignores such a change even if it
+    reaches the log some other way (driven here through the engine directly)."""
+    from coreplane.raft import engine as E
+
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    b_address = cluster.addresses["b"]
+    with pytest.raises(InvalidArgument):
+        leader.add_voter("d", b_address)
+    done: list[int] = []
+    leader._engine.add_voter(E.PeerNode("d", b_address), lambda _r, code: done.append(code))
+    wait_until(lambda: done, 10, "the change to commit")
+    leader.kv.put("after", b"1")
+    for cp in cluster.nodes.values():
+        assert "d" not in cp.members()
+        assert sorted(str(n.id) for n in cp._engine.members()) == ["a", "b", "c"]
