@@ -208,8 +208,8 @@ class Fleet:
     def actions(self, node_id: str, *, stale_ok: bool = False,
                 timeout_s: float | None = None) -> list[Action]:
         """Pending actions for `node_id` (a read; linearizable unless `stale_ok`)."""
-        rows = self._cp.read(lambda sm: sm.fleet.actions(node_id), stale_ok=stale_ok,
-                             timeout_s=timeout_s)
+        rows = self._cp._read_state(lambda sm: sm.fleet.actions(node_id), stale_ok=stale_ok,
+                                    timeout_s=timeout_s)
         return [Action(r["id"], r["kind"], r["partition"], r["source"], r["token"],
                        r["operation"]) for r in rows]
 
@@ -226,7 +226,8 @@ class Fleet:
     # ------------------------------------------------------------------ views
 
     def _read(self, fn: Callable[[Any], Any], stale_ok: bool, timeout_s: float | None) -> Any:
-        return self._cp.read(lambda sm: fn(sm.fleet), stale_ok=stale_ok, timeout_s=timeout_s)
+        return self._cp._read_state(lambda sm: fn(sm.fleet), stale_ok=stale_ok,
+                                    timeout_s=timeout_s)
 
     def node(self, node_id: str, *, stale_ok: bool = False,
              timeout_s: float | None = None) -> dict[str, Any] | None:
