@@ -287,7 +287,7 @@ def day_of_churn(nodes: int, partitions: int, seconds: int, seed: int) -> dict[s
         d.leader_step()
         d.ack_all(down | {n for n, u in flap_until.items() if u > s})
     fleet = d.sm.fleet
-    repairs = Counter((pid, src) for _i, pid, src, _t in completed_moves(fleet)
+    repairs = Counter((pid, src) for _i, pid, src, _t in completed_moves(fleet, "repair")
                       if src in dead_for_good)
     duplicates = sum(1 for r in fleet.parts.values() if len(set(r[2])) != len(r[2]))
     return {"oscillating_moves": len(undone_moves(fleet)),

@@ -350,20 +350,22 @@ class FleetWorld:
         return False
 
 
-def started_moves(fleet: Any) -> list[tuple[int, str, str, str]]:
-    """(index, pid, source, target) of every operation started, from the decision journal."""
+def started_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]]:
+    """(index, pid, source, target) of every operation started (only those started for
+    `cause`, e.g. "repair", if given), from the decision journal."""
     out = []
     for index, _ms, _subjects, text in fleet.journal:
-        if " started (" in text:
+        if " started (" in text and (not cause or f" started ({cause}): " in text):
             pid, source, _arrow, target = text.split(": ", 1)[1].split(" ")[:4]
             out.append((index, pid, source, target))
     return out
 
 
-def completed_moves(fleet: Any) -> list[tuple[int, str, str, str]]:
-    """(index, pid, source, target) of every operation that reached its cutover."""
+def completed_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]]:
+    """(index, pid, source, target) of every operation (for `cause`, if given) that reached
+    its cutover."""
     started = {f"{pid}@{index}": (pid, source, target)
-               for index, pid, source, target in started_moves(fleet)}
+               for index, pid, source, target in started_moves(fleet, cause)}
     out = []
     for index, _ms, _subjects, text in fleet.journal:
         if " cutover: " in text:

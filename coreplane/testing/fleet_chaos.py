@@ -219,7 +219,8 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
         c.sample_hashes()
         fleet = world.fleet_state()
         completed = completed_moves(fleet) if fleet is not None else []
-        repairs = Counter((pid, src) for _i, pid, src, _t in completed if src in dead_for_good)
+        repaired = completed_moves(fleet, "repair") if fleet is not None else []
+        repairs = Counter((pid, src) for _i, pid, src, _t in repaired if src in dead_for_good)
         for (pid, src), count in sorted(repairs.items()):
             if count > 1:
                 c.violate("fleet_repair_twice", f"{pid} lost on {src} re-created {count} times")

@@ -108,7 +108,7 @@ class FleetConfig:
     moves_in_flight_max: int = 64
     heat_cap_pct: int = 110
     rebalance_trigger_pct: int = 125
-    rebalance_cooldown_ms: int = 600_000
+    rebalance_cooldown_ms: int = 600_000  # not for a partition below its RF (its repair)
     nodes_max: int = 10_000
     partitions_max: int = 1_000_000
     queue_max: int = 1_000_000
@@ -713,7 +713,7 @@ class FleetMachine:
             return f"{source} no longer holds it"
         if not target:
             return "" if len(replicas) > rec[_RF] else "would go below rf"
-        if (source and rec[_MOVED] >= 0 and len(replicas) <= rec[_RF]
+        if (source and rec[_MOVED] >= 0 and len(replicas) <= rec[_RF] and pid not in self.under
                 and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
                 and self.nodes[source].admin in (ACTIVE, CORDONED)
                 and not self.nodes[source].gone):
