@@ -302,3 +302,18 @@ def test_config_is_validated(field: str) -> None:
 
     with pytest.raises(InvalidArgument, match=field):
         FleetConfig(**{field: 0}).validate()
+
+
+def test_the_rebalance_cooldown_holds_moves_back_but_never_a_repair() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))  # a rebalance: cooldown starts
+    _ack_all(log)
+    _ack_all(log)
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2"]
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))  # moving it back: held off
+    assert not log.fleet.ops and not log.fleet.queue
+    assert not log.fleet.needs_plan()  # a cooldown drop asks for no new solve
+    log.client(C.FleetSetRF("p", 3))  # now below RF: its plan may move it again
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))
+    assert len(log.fleet.ops) == 1
