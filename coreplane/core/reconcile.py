@@ -18,8 +18,10 @@ Imports only `coreplane.placement` (its model) and `coreplane.errors`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from coreplane.placement.model import ALIVE, DEAD, DRAINING, Node, Partition, Plan, Problem
@@ -39,23 +41,26 @@ class Solve:
     zones: int  # zones that can take a replica
 
 
-def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: int) -> Solve:
-    """The placement problem of a `FleetMachine.capture()` result."""
+def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: int,
+                         cache: dict[str, Partition] | None = None) -> Solve:
+    """The placement problem of a `FleetMachine.capture()` result.
+
+    `cache` (kept by the caller between solves) reuses the `Partition` objects of partitions
+    whose RF and heat did not change: at 100k partitions, building them is most of the cost."""
     parts: Mapping[str, tuple[Any, ...]] = view["parts"]
+    pids = sorted(parts)
     projected: dict[str, tuple[str, ...]] = {}
     for pid, source, target, step in view["inflight"]:
         rec = parts.get(pid)
         if rec is None or step != "copy":
             continue
         projected[pid] = tuple(sorted({n for n in rec[_REPLICAS] if n != source} | {target}))
-    holding: dict[str, int] = {}
     assignment: dict[str, tuple[str, ...]] = {}
-    for pid in sorted(parts):
-        replicas = projected.get(pid, parts[pid][_REPLICAS])
+    for pid in pids:
+        replicas = projected.get(pid) or parts[pid][_REPLICAS]
         if replicas:
             assignment[pid] = replicas
-            for node_id in replicas:
-                holding[node_id] = holding.get(node_id, 0) + 1
+    holding = Counter(chain.from_iterable(assignment.values()))
     nodes: list[Node] = []
     eligible_zones: set[str] = set()
     for node_id, zone, weight, slots, liveness, admin in view["nodes"]:
@@ -73,15 +78,21 @@ def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: i
             state, free = ALIVE, holding.get(node_id, 0)
         nodes.append(Node(node_id, zone, weight, min(free, 1 << 30), state))
     zones_cap = len(eligible_zones | {n.zone for n in nodes if n.state == ALIVE})
+    memo = {} if cache is None else cache
+    if len(memo) > 2 * len(parts) + 1024:
+        memo.clear()  # deleted partitions: start over rather than grow
     partitions: list[Partition] = []
     capped: list[str] = []
-    for pid in sorted(parts):
+    for pid in pids:
         rec = parts[pid]
         rf = rec[_RF]
         if rf > zones_cap:
             capped.append(pid)
             rf = max(1, zones_cap)
-        partitions.append(Partition(pid, rf, rec[_HEAT]))
+        part = memo.get(pid)
+        if part is None or part.rf != rf or part.heat != rec[_HEAT]:
+            part = memo[pid] = Partition(pid, rf, rec[_HEAT])
+        partitions.append(part)
     problem = Problem(tuple(nodes), tuple(partitions), assignment,
                       moves_in_flight_per_node=moves_in_flight_per_node)
     return Solve(int(view["index"]), problem, tuple(capped), zones_cap)
