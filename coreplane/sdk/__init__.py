@@ -5,6 +5,7 @@ Re-exports only. Imports nothing of the server side but `coreplane.core.codec` a
 """
 
 from coreplane.errors import LockLost
+from coreplane.sdk.agent import Agent, FleetAction
 from coreplane.sdk.client import AsyncClient, Client, Endpoints
 from coreplane.sdk.config import (
     ClientConfig,
@@ -20,6 +21,7 @@ from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, Retr
 from coreplane.sdk.router import Router
 
 __all__ = [
+    "Agent",
     "AsyncClient",
     "AsyncLock",
     "Backoff",
@@ -30,6 +32,7 @@ __all__ = [
     "ContainerConfig",
     "Endpoints",
     "FencedResource",
+    "FleetAction",
     "Lock",
     "LockLost",
     "LongRunningConfig",
