@@ -11,13 +11,26 @@ Two faces:
 
 The leader's work (`leader_step`, from `ControlPlane._step`): once per `epoch_ms` per key it
 proposes one internal `QuotaAllot`, shares proportional to the reported demands
-(`plan_allotment`). The **reservation rule**: a router that lost the leader spends nothing for
-`zone_ms` after its share's lease, then its fallback share. A router is left out of an epoch's
-reservations only if it reported holding the previous epoch, which this leader proposed at most
-`spacing_max_ms` earlier: such a router's fallback cannot start before the new epoch's shares
-have ended everywhere, because ``zone_ms >= spacing_max_ms + rtt_max_ms + tick slack +
-margin`` (the proof is in docs and in tests/property/test_quota_props.py). Every other router
-the key knows is reserved; after a leader change, every one is (apply insists).
+(`plan_allotment`; a new leader uses the newest epoch's recorded demands for routers it has not
+heard yet). A router that lost the leader spends nothing for `zone_ms` after its share's lease,
+then its fallback share. The **reservation rules** (why a router left out cannot be on
+fallback while the epoch's shares are spent; a share's real end is at most its proposal time
+plus `lease_ms`, a router's fallback starts at least ``lease_ms + zone_ms - rtt_max_ms - tick
+slack - margin`` after the proposal of the newest epoch it holds):
+
+- `reserved` (once the live epochs' shares have ended): every router the key knows, except
+  one that reported holding the previous epoch, proposed by this leader at most
+  `spacing_max_ms` earlier (``zone_ms >= spacing_max_ms + rtt_max_ms + tick slack + margin``
+  puts its fallback after this epoch's shares), and one that holds nothing and was never
+  listed. After a leader change, every router the key lists (apply insists).
+- `reserved_now` (while the newest live epoch's shares may still be spent): that epoch's
+  `reserved`, less the routers that reported holding it (their fallback comes after its shares
+  end). A router it did not reserve cannot be on fallback before its shares end, by the rule
+  above applied to that epoch.
+
+tests/property/test_quota_props.py checks the sum law on random histories with crashes, late
+commits, dropped and slow answers and routers cut off alone, and shows that an allotter
+without reservations breaks it.
 
 `Allotter` holds the decisions with explicit times (no clock), so the property test drives the
 very code the leader runs. Tick time is read only from the state machine.
