@@ -623,7 +623,17 @@ class RaftEngine(RaftOverrides, SyncObj):
             "terms": [(now - at, term) for at, term in list(self._cp_terms)],
             "leader_changes": self._cp_leader_changes,
             "journal": None, "flush_latency": None, "wire": {}, "auth_failures": {},
+            # on a leader: seconds since each follower last echoed a heartbeat stamp, and its
+            # match index; a connected follower that stops echoing is cut off
+            "ack_age_s": {},
         }
+        if self._isLeader():
+            acks = dict(self._cp_acks)
+            others = list(self._SyncObj__otherNodes)  # type: ignore[attr-defined]
+            match = dict(self._SyncObj__raftMatchIndex)  # type: ignore[attr-defined]
+            out["ack_age_s"] = {str(n.id): None if n not in acks else now - acks[n]
+                                for n in others}  # None: no echo this leadership
+            out["match_index"] = {str(n.id): int(match.get(n, 0)) for n in others}
         if journal is not None:
             stats = getattr(journal, "stats", None)
             hist = getattr(journal, "flush_latency", None)
