@@ -115,8 +115,11 @@ def check_quorum(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     out: list[Finding] = []
     members = _members(inputs)
     local = inputs.local
-    reachable = [n for n in members if inputs.samples.get(n) is not None]
-    down = [n for n in members if inputs.samples.get(n) is None]
+    # a voter not asked (no API address known) counts as up while the observer's Raft
+    # connection to it is
+    down = [n for n in members if (inputs.samples.get(n) is None if n in inputs.samples
+                                   else _connected(local, n) is False)]
+    reachable = [n for n in members if n not in down]
     majority = len(members) // 2 + 1
     for nid in down:
         connected = _connected(local, nid)
@@ -125,8 +128,10 @@ def check_quorum(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
             "quorum", CRITICAL if len(reachable) < majority else WARNING,
             f"voter {nid} is down or unreachable",
             (_voter(nid),),
-            f"{inputs.observer} got no sample from {nid} ({addr}) and its Raft connection to "
-            f"it is {'up' if connected else 'down'}; {len(reachable)} of {len(members)} voters "
+            (f"{inputs.observer} got no sample from {nid} ({addr}) and its Raft connection "
+             f"to it is {'up' if connected else 'down'}" if nid in inputs.samples else
+             f"{inputs.observer}'s Raft connection to {nid} ({addr}) is down") +
+            f"; {len(reachable)} of {len(members)} voters "
             f"answer, a quorum needs {majority}",
             f"coreplane members remove {nid}",
             f"first restart {nid}'s process on its host (its data dir is intact: it catches up "
@@ -135,8 +140,8 @@ def check_quorum(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
             {"reachable": len(reachable), "voters": len(members), "quorum": majority,
              "raft_connected": connected}))
     for nid in reachable:
-        s = inputs.samples[nid]
-        assert s is not None
+        if inputs.samples.get(nid) is None:
+            continue  # not asked: nothing more to say
         if nid != inputs.observer and _connected(local, nid) is False:
             out.append(Finding(
                 "quorum", WARNING, f"voter {nid} answers but has no Raft connection to "
@@ -147,8 +152,10 @@ def check_quorum(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
                 f"coreplane health why voter {nid}",
                 f"check the network path to {local.members.get(nid, '?') if local else '?'}",
                 {"raft_connected": False}))
-    if inputs.leader_sample is None and reachable:
-        roles = {n: inputs.samples[n].status.get("role") for n in reachable}  # type: ignore[union-attr]
+    known = any(s is not None and s.status.get("leader") for s in inputs.samples.values())
+    if inputs.leader_sample is None and not known and reachable:
+        roles = {n: s.status.get("role") for n, s in sorted(inputs.samples.items())
+                 if s is not None}
         out.append(Finding(
             "quorum", CRITICAL, "the cluster has no leader: writes and linearizable reads stop",
             (Place("cluster", "leader"),),

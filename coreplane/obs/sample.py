@@ -80,9 +80,10 @@ class ClockSample:
 class ClusterInputs:
     """Everything `diagnose` and the health hierarchy look at.
 
-    `observer` is the node answering; `samples` holds a sample per voter it could reach
-    (None: unreachable); `previous` that node's sample from an earlier look, for rates;
-    `clocks` each reachable peer's clock offset against the observer."""
+    `observer` is the node answering; `samples` holds a sample per voter it asked (None: no
+    answer); a voter it did not ask (no API address known) is judged by the observer's own Raft
+    connection to it. `previous` is the observer's sample from an earlier look, for rates;
+    `clocks` each answering peer's clock offset against the observer."""
 
     observer: str
     samples: dict[str, LocalSample | None]
@@ -206,8 +207,7 @@ class Observer:
             self.sample()
             time.sleep(window_s)
         local = self.sample()
-        samples: dict[str, LocalSample | None] = {nid: None for nid in local.members}
-        samples.update(peers or {})
+        samples: dict[str, LocalSample | None] = dict(peers or {})
         samples[local.node_id] = local
         return ClusterInputs(observer=local.node_id, samples=samples,
                              previous=self.previous(min_age_s=min(0.5, window_s or 0.5)),

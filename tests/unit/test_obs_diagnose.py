@@ -46,7 +46,8 @@ def sample(nid: str, *, role: str = "follower", term: int = 3, commit: int = 500
     peers = {p: {"address": MEMBERS[p], "connected": (connected or {}).get(p, True)}
              for p in MEMBERS if p != nid}
     status = {"node_id": nid, "address": MEMBERS[nid], "role": role, "term": term,
-              "commit_index": commit, "applied_index": commit, "leader": "a",
+              "commit_index": commit, "applied_index": commit,
+              "leader": None if role == "candidate" else "a",
               "has_quorum": True, "peers": peers, "tick_ms": tick_ms, "tick_n": tick_n,
               "storage_full": extra.pop("storage_full", False), "raft": {}}
     raft = {"journal": journal(), "flush_latency": hist(), "commit_latency": hist(),
@@ -301,3 +302,11 @@ def test_quantile_reads_bucket_upper_bounds() -> None:
 
 def test_thresholds_are_plain_data() -> None:
     assert Thresholds().to_dict()["clock_skew_ms_max"] == 500
+
+
+def test_a_node_that_asked_no_peer_judges_them_by_its_raft_connections() -> None:
+    alone = ClusterInputs("b", {"b": sample("b")})
+    assert diagnose(alone) == []  # b follows leader a, connected to both
+    cut = ClusterInputs("b", {"b": sample("b", connected={"c": False})})
+    f = only(diagnose(cut), "quorum")
+    assert f.where == (Place("voter", "c"),) and "b's Raft connection to c" in f.why
