@@ -168,8 +168,10 @@ class Observer:
         self._previous: LocalSample | None = None
         self._last: LocalSample | None = None
 
-    def sample(self) -> LocalSample:
-        """A fresh sample of this node (and remember the one before it)."""
+    def sample(self, *, remember: bool = True) -> LocalSample:
+        """A fresh sample of this node; with `remember`, it becomes the newest look (and the
+        one before it the previous, for rates). Samples handed to other nodes are not
+        remembered, so they never shorten this node's own window."""
         cp = self.cp
         status = cp.status().to_dict()
         engine = _engine_of(cp)
@@ -184,8 +186,9 @@ class Observer:
             node_id=cp.node_id, address=cp.address, version=self.version,
             wall_ms=int(self.wall_clock_s() * 1000), mono_s=time.monotonic(),
             status=status, members=cp.members(), raft=raft, fleet=_read_fleet(cp), api=api)
-        with self._lock:
-            self._previous, self._last = self._last, sample
+        if remember:
+            with self._lock:
+                self._previous, self._last = self._last, sample
         return sample
 
     def previous(self, *, min_age_s: float = 0.5, max_age_s: float = 120.0
