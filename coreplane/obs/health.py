@@ -167,28 +167,13 @@ def _state(inputs: ClusterInputs, place: Place) -> dict[str, Any] | None:
         return _voter_state(inputs, ident)
     if kind == "cluster":
         return _cluster_state(inputs)
-    fleet = None
+    fleet: dict[str, Any] | None = None
     for s in (inputs.leader_sample, inputs.local):
         if s is not None and s.fleet is not None:
             fleet = s.fleet
             break
-    if kind in ("node", "zone", "partition", "operation") and fleet is None:
-        return None
-    if kind == "node":
-        return next(({"node": n} for n in fleet["nodes"] if n["id"] == ident), None)  # type: ignore[index]
-    if kind == "zone":
-        nodes = [n for n in fleet["nodes"] if str(n["zone"]) == ident]  # type: ignore[index]
-        if not nodes:
-            return None
-        states: dict[str, int] = {}
-        for n in nodes:
-            states[n["state"]] = states.get(n["state"], 0) + 1
-        return {"zone": ident, "nodes": [n["id"] for n in nodes], "by_state": states}
-    if kind == "partition":
-        rows = [*fleet["under_replicated"], *(fleet.get("split_views") or [])]  # type: ignore[index]
-        return next(({"partition": p} for p in rows if p["id"] == ident), None)
-    if kind == "operation":
-        return next(({"operation": o} for o in fleet["operations"] if o["id"] == ident), None)  # type: ignore[index]
+    if kind in ("node", "zone", "partition", "operation"):
+        return None if fleet is None else _fleet_state(fleet, kind, ident)
     if kind in ("peer", "client"):
         key = "auth_failures" if kind == "peer" else "unauthorized_by_remote"
         seen = {}
@@ -200,6 +185,23 @@ def _state(inputs: ClusterInputs, place: Place) -> dict[str, Any] | None:
                 seen[nid] = bag[ident]
         return {kind: ident, "failures_by_voter": seen} if seen else None
     return None
+
+
+def _fleet_state(fleet: dict[str, Any], kind: str, ident: str) -> dict[str, Any] | None:
+    if kind == "node":
+        return next(({"node": n} for n in fleet["nodes"] if n["id"] == ident), None)
+    if kind == "zone":
+        nodes = [n for n in fleet["nodes"] if str(n["zone"]) == ident]
+        if not nodes:
+            return None
+        states: dict[str, int] = {}
+        for n in nodes:
+            states[n["state"]] = states.get(n["state"], 0) + 1
+        return {"zone": ident, "nodes": [n["id"] for n in nodes], "by_state": states}
+    if kind == "partition":
+        rows = [*fleet["under_replicated"], *(fleet.get("split_views") or [])]
+        return next(({"partition": p} for p in rows if p["id"] == ident), None)
+    return next(({"operation": o} for o in fleet["operations"] if o["id"] == ident), None)
 
 
 def _latency(hist: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -310,3 +310,25 @@ def test_a_node_that_asked_no_peer_judges_them_by_its_raft_connections() -> None
     cut = ClusterInputs("b", {"b": sample("b", connected={"c": False})})
     f = only(diagnose(cut), "quorum")
     assert f.where == (Place("voter", "c"),) and "b's Raft connection to c" in f.why
+
+
+def test_why_drills_from_an_operation_to_its_node_and_zone() -> None:
+    f0 = fleet()
+    f0["nodes"][2].update(liveness="dead", state="dead", silent_since_ms=20_000)
+    f0["operations"] = [{"id": "op-9", "partition": "p2", "source": "n3", "target": "n1",
+                        "step": "copy", "node": "n1", "action_id": "op-9#900",
+                        "kind": "add_replica", "copy_from": "n3", "token": 900,
+                        "deadline_ms": 50_000, "attempt": 1, "created_index": 880,
+                        "cause": "repair"}]
+    inputs = with_fleet(f0)
+    findings = diagnose(inputs)
+    op = why(inputs, findings, "operation/op-9")
+    assert op.state["operation"]["step"] == "copy" and not op.healthy
+    assert "/health/why/node/n1" in op.related and "/health/why/partition/p2" in op.related
+    node = why(inputs, findings, "node/n3")
+    assert node.state["node"]["liveness"] == "dead"
+    assert [f.check for f in node.findings] == ["silent_agent"]
+    zone = why(inputs, findings, "zone/z3")
+    assert zone.state == {"zone": "z3", "nodes": ["n3"], "by_state": {"dead": 1}}
+    kinds = where(inputs, findings).by_kind()
+    assert kinds["node"] == ["n3", "n1"] and kinds["operation"] == ["op-9"]
