@@ -388,9 +388,9 @@ def check_tick_lag(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         "heartbeat timeouts and operation deadlines all count cluster time, so they stretch: "
         "the leader's runtime thread is starved (CPU, GIL, a blocking host callback) or its "
         "tick proposals do not commit",
-        f"coreplane members remove {now.node_id}" if ticks == 0 else "coreplane diagnose",
-        "move leadership off a starved host (restart it: the others elect a new leader), "
-        "then look at its CPU", {"window_ms": window_ms, "advanced_ms": advanced,
+        f"restart voter {now.node_id}'s process",
+        "coreplane has no command to move leadership yet: a restart hands it to a caught-up "
+        "voter (transfer_leadership on a planned stop); then look at that host's CPU", {"window_ms": window_ms, "advanced_ms": advanced,
                                  "ticks": ticks})]
 
 
