@@ -147,7 +147,8 @@ class ObsEndpoints:
                 resource = request.match_info.route.resource
                 route = resource.canonical if resource is not None else "unmatched"
                 api.observe(route, request.method, code, time.monotonic() - started,
-                            request.remote)
+                            request.remote,
+                            token_sent=bool(request.headers.get("Authorization")))
 
         return observe
 

@@ -224,10 +224,12 @@ class ApiMetrics:
         self._unauthorized: dict[str, int] = {}
 
     def observe(self, route: str, method: str, code: int, seconds: float,
-                remote: str | None = None) -> None:
+                remote: str | None = None, *, token_sent: bool = False) -> None:
+        """One answered request; a 401 to a request that sent a token is a wrong token
+        (one without a token is only someone who did not log in)."""
         self.requests.labels(self.node_id, route, method, str(code)).inc()
         self.latency.labels(self.node_id, route, method).observe(seconds)
-        if code == 401:
+        if code == 401 and token_sent:
             who = remote or "unknown"
             with self._lock:
                 if who not in self._unauthorized and len(self._unauthorized) >= _REMOTES_MAX:

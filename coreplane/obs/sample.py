@@ -173,7 +173,8 @@ class Observer:
         one before it the previous, for rates). Samples handed to other nodes are not
         remembered, so they never shorten this node's own window."""
         cp = self.cp
-        status = cp.status().to_dict()
+        st = cp.status()
+        status = st.to_dict() if hasattr(st, "to_dict") else dict(st)
         engine = _engine_of(cp)
         raft: dict[str, Any] = {}
         if engine is not None and status.get("role") != "stopped":
