@@ -390,8 +390,8 @@ def check_tick_lag(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         "tick proposals do not commit",
         f"restart voter {now.node_id}'s process",
         "coreplane has no command to move leadership yet: a restart hands it to a caught-up "
-        "voter (transfer_leadership on a planned stop); then look at that host's CPU", {"window_ms": window_ms, "advanced_ms": advanced,
-                                 "ticks": ticks})]
+        "voter (transfer_leadership on a planned stop); then look at that host's CPU",
+        {"window_ms": window_ms, "advanced_ms": advanced, "ticks": ticks})]
 
 
 def check_auth(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
