@@ -27,6 +27,7 @@ from coreplane.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "INTERNAL_TAGS",
+    "LOCK_COMMANDS",
     "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
@@ -35,6 +36,11 @@ __all__ = [
     "LeaseGrant",
     "LeaseKeepAlive",
     "LeaseRevoke",
+    "LockAcquire",
+    "LockRelease",
+    "LockSessionClose",
+    "LockSessionGrant",
+    "LockSessionKeepAlive",
     "Proposable",
     "Put",
     "Tick",
@@ -206,15 +212,80 @@ class UserCommand(_Base):
     seq: int = 0
 
 
+# Locks (tags 70..89; see coreplane/core/machines/locks.py): sessions with a TTL in tick time
+# hold locks or wait for them in a FIFO queue; a grant's log index is its fencing token.
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionGrant(_Base):
+    """Open a lock session of `ttl_ms` in tick time; `session_id` 0 lets the machine choose."""
+
+    TAG = 70
+    TYPES = {"ttl_ms": int, "session_id": int, "client_id": str, "seq": int}
+    ttl_ms: int
+    session_id: int = 0
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionKeepAlive(_Base):
+    TAG = 71
+    TYPES = {"session_id": int, "client_id": str, "seq": int}
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionClose(_Base):
+    """End a session: its locks go to their next waiters, its queue places are dropped."""
+
+    TAG = 72
+    TYPES = {"session_id": int, "client_id": str, "seq": int}
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockAcquire(_Base):
+    """Take lock `name` for the session or join its FIFO queue."""
+
+    TAG = 73
+    TYPES = {"name": str, "session_id": int, "client_id": str, "seq": int}
+    name: str
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockRelease(_Base):
+    """Release lock `name` (holder) or leave its queue (waiter)."""
+
+    TAG = 74
+    TYPES = {"name": str, "session_id": int, "client_id": str, "seq": int}
+    name: str
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockAcquire,
+                 LockRelease)
+
+
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
+    | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
 )
 # What `ControlPlane.propose` accepts: a client command, or its codec bytes.
 Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
-                UserCommand)
+                UserCommand, *LOCK_COMMANDS)
 }
 
 

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "placement": {"errors"},
     "core": {"errors", "placement"},
     "raft": {"errors", "core"},
-    "runtime": {"errors", "core", "raft", "placement"},
+    "runtime": {"errors", "core", "raft", "placement", "sdk.fencing"},  # re-export
     "api": {"errors", "core", "raft", "runtime", "placement", "obs"},
     "obs": {"errors", "core", "raft", "runtime", "placement"},
     "sdk": {"errors", "core.codec"},
