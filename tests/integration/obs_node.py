@@ -1,0 +1,49 @@
+"""One coreplane voter with its HTTP API in its own OS process, for test_diagnose_procs.py.
+
+Configuration is one JSON argument (node_id, address, peers, data_dir, api_address, api_peers,
+tokens, clock_skew_s); the cluster secret comes hex-encoded in COREPLANE_TEST_SECRET (never on
+a command line). `clock_skew_s` shifts the wall clock coreplane.obs reads in this process (the
+fault a wrong system clock would be). Emits {"event": "ready"} once both listen and serves
+JSON lines (`status`) until stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from coreplane.api.server import ApiServer
+from coreplane.runtime.controlplane import ControlPlane
+from coreplane.testing.procs import emit, serve_json_lines
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    secret = bytes.fromhex(os.environ["COREPLANE_TEST_SECRET"])
+    cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"], secret,
+                      election_timeout_ms=(200, 400), heartbeat_ms=40, tick_interval_ms=100)
+    cp.start()
+    api = ApiServer(cp, cfg["api_address"], tokens=cfg["tokens"], api_peers=cfg["api_peers"])
+    skew_s = float(cfg.get("clock_skew_s", 0.0))
+    if skew_s and api.obs is not None:
+        api.obs.observer.wall_clock_s = lambda: time.time() + skew_s
+    api.start()
+    emit({"event": "ready"})
+
+    def handle(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("op") == "status":
+            return {"status": cp.status().to_dict()}
+        raise ValueError(f"unknown op {req.get('op')!r}")
+
+    try:
+        serve_json_lines(handle)
+    finally:
+        api.stop()
+        cp.stop()
+
+
+if __name__ == "__main__":
+    main()
