@@ -1,6 +1,7 @@
 """`diagnose` over the HTTP API of three real voter processes on 127.0.0.1: healthy gives no
-finding; a voter killed with SIGKILL, a process whose wall clock is 3 s ahead, and a voter
-started with the wrong cluster secret are each found, placed, explained and given a fix."""
+finding; a voter killed with SIGKILL, a process whose wall clock is 3 s ahead, a voter started
+with the wrong cluster secret, a voter on a slow disk, a voter whose LMDB map is nearly full and
+a client sending a wrong token are each found, placed, explained and given a fix."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ ADMIN = "procs-admin-token-0123456789"
 
 class Procs:
     def __init__(self, base: Path, *, skew: dict[str, float] | None = None,
-                 secrets: dict[str, str] | None = None) -> None:
+                 secrets: dict[str, str] | None = None,
+                 faults: dict[str, dict[str, Any]] | None = None) -> None:
         ids = ("a", "b", "c")
         base.mkdir(parents=True, exist_ok=True)
         ports = free_ports(6)  # one call: six distinct ports
@@ -39,7 +41,8 @@ class Procs:
                    "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
                    "data_dir": str(base / nid), "api_address": f"127.0.0.1:{http[nid]}",
                    "api_peers": {p: u for p, u in self.urls.items() if p != nid},
-                   "tokens": {ADMIN: "admin"}, "clock_skew_s": (skew or {}).get(nid, 0.0)}
+                   "tokens": {ADMIN: "admin"}, "clock_skew_s": (skew or {}).get(nid, 0.0),
+                   **(faults or {}).get(nid, {})}
             secret = (secrets or {}).get(nid, SECRET)
             self.nodes[nid] = JsonLineChild(
                 nid, [sys.executable, "-m", "tests.integration.obs_node", json.dumps(cfg)],
@@ -125,3 +128,61 @@ def test_a_voter_with_the_wrong_secret(procs: Any, wait_until: Any) -> None:
     assert f["where"][0] == {"kind": "voter", "id": "c", "link": "/health/why/voter/c"}
     assert "failed the wire's HMAC handshake" in f["why"]
     assert f["fix"] == "coreplane members remove c"
+
+
+def _found(cluster: Procs, nid: str, check: str, wait_until: Any) -> dict[str, Any]:
+    def look() -> dict[str, Any] | None:
+        return next((f for f in cluster.diagnose(nid) if f["check"] == check), None)
+
+    found: dict[str, Any] = wait_until(look, 20.0, f"a {check} finding")
+    return found
+
+
+def _put(cluster: Procs, nid: str, n: int, size: int = 10) -> None:
+    for i in range(n):
+        reply = cluster.nodes[nid].request("put", key=f"k{i}", value="x" * size)
+        assert reply["ok"], reply
+
+
+def test_a_voter_on_a_slow_disk(procs: Any, wait_until: Any) -> None:
+    cluster = procs(faults={"c": {"slow_flush_ms": 150}})
+    leader = cluster.leader(wait_until)
+    _put(cluster, leader, 30)
+    f = _found(cluster, leader, "fsync_latency", wait_until)
+    assert f["where"][0]["id"] == "c" and "took over 100 ms" in f["why"]
+    assert f["fix"] == "coreplane members remove c"
+
+
+def test_a_voter_with_its_lmdb_map_nearly_full(procs: Any, wait_until: Any) -> None:
+    cap = 1 << 20
+    cluster = procs(faults={"b": {"map_max_bytes": cap}})
+    leader = cluster.leader(wait_until)
+
+    def use_pct() -> int:
+        answer = httpx.get(cluster.urls["b"] + "/v1/obs/sample", timeout=10.0,
+                           headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        j = answer["raft"]["journal"]
+        return int((j["last_page"] + 1) * j["page_bytes"] * 100 // j["map_size_max_bytes"])
+
+    i = 0
+    while use_pct() < 82:
+        reply = cluster.nodes[leader].request("put", key=f"big{i}", value="x" * 8000)
+        assert reply["ok"], reply
+        i += 1
+        assert i < 500, "the map never filled"
+    f = _found(cluster, leader, "storage", wait_until)
+    assert f["where"][0]["id"] == "b" and "LMDB map is" in f["what"]
+    assert f["fix"] == "restart voter b with a larger map_size_max_bytes"
+
+
+def test_a_client_with_a_wrong_token(procs: Any, wait_until: Any) -> None:
+    cluster = procs()
+    leader = cluster.leader(wait_until)
+    for _ in range(2):
+        bad = httpx.get(cluster.urls[leader] + "/v1/status", timeout=10.0,
+                        headers={"Authorization": "Bearer not-this-clusters-token-000"})
+        assert bad.status_code == 401
+    f = _found(cluster, leader, "token_mismatch", wait_until)
+    assert f["where"][0] == {"kind": "client", "id": "127.0.0.1",
+                             "link": "/health/why/client/127.0.0.1"}
+    assert f["evidence"]["unauthorized"] == 2
