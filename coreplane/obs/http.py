@@ -169,7 +169,7 @@ class ObsEndpoints:
                            "summary": what(inputs, findings).summary})
 
         def sample(_body: dict[str, Any]) -> Any:
-            return _plain(self.observer.sample(remember=False).to_dict())
+            return _plain(self.observer.sample(remember=False, fleet=False).to_dict())
 
         return {"/v1/diagnose": run_diagnose, "/v1/obs/sample": sample}
 

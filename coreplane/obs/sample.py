@@ -168,10 +168,11 @@ class Observer:
         self._previous: LocalSample | None = None
         self._last: LocalSample | None = None
 
-    def sample(self, *, remember: bool = True) -> LocalSample:
+    def sample(self, *, remember: bool = True, fleet: bool = True) -> LocalSample:
         """A fresh sample of this node; with `remember`, it becomes the newest look (and the
         one before it the previous, for rates). Samples handed to other nodes are not
-        remembered, so they never shorten this node's own window."""
+        remembered, so they never shorten this node's own window, and carry no fleet
+        (``fleet=False``): the fleet is replicated, the asking node reads its own replica."""
         cp = self.cp
         st = cp.status()
         status = st.to_dict() if hasattr(st, "to_dict") else dict(st)
@@ -186,7 +187,8 @@ class Observer:
         sample = LocalSample(
             node_id=cp.node_id, address=cp.address, version=self.version,
             wall_ms=int(self.wall_clock_s() * 1000), mono_s=time.monotonic(),
-            status=status, members=cp.members(), raft=raft, fleet=_read_fleet(cp), api=api)
+            status=status, members=cp.members(), raft=raft,
+            fleet=_read_fleet(cp) if fleet else None, api=api)
         if remember:
             with self._lock:
                 self._previous, self._last = self._last, sample
