@@ -51,14 +51,27 @@ def _histogram(name: str, doc: str, hist: dict[str, Any], labels: dict[str, str]
     return family
 
 
+def _gauge(name: str, doc: str, node: str, value: float | None) -> Iterator[Metric]:
+    """One gauge series labelled with the node, or nothing when the value is unknown."""
+    if value is None:
+        return
+    g = GaugeMetricFamily(name, doc, labels=["node"])
+    g.add_metric([node], float(value))
+    yield g
+
+
+def _counter(name: str, doc: str, node: str, value: float) -> Metric:
+    c = CounterMetricFamily(name, doc, labels=["node"])
+    c.add_metric([node], float(value))
+    return c
+
+
 class _ControlPlaneCollector(Collector):
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
 
     def collect(self) -> Iterator[Metric]:
         cp = self._cp
-        node = cp.node_id
-        lab = {"node": node}
         st = cp.status()
         engine = getattr(cp, "_engine", None)
         obs: dict[str, Any] = {}
@@ -67,54 +80,55 @@ class _ControlPlaneCollector(Collector):
                 obs = engine.observations()
             except Exception:  # noqa: BLE001 - a racing shutdown: status alone
                 obs = {}
+        yield from self._raft(cp, st, obs)
+        yield from self._peers(cp.node_id, st, obs)
+        yield from self._storage(cp.node_id, obs)
+        yield from self._fleet(cp, cp.node_id)
 
-        def gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
-            if value is None:
-                return
-            g = GaugeMetricFamily(name, doc, labels=["node"])
-            g.add_metric([node], float(value))
-            yield g
-
+    def _raft(self, cp: ControlPlane, st: Any, obs: dict[str, Any]) -> Iterator[Metric]:
+        node = cp.node_id
         role = GaugeMetricFamily("coreplane_raft_role", "1 for this node's current role",
                                  labels=["node", "role"])
         for r in ROLES:
             role.add_metric([node, r], 1.0 if st.role == r else 0.0)
         yield role
-        yield from gauge("coreplane_raft_term", "Current Raft term", st.term)
-        yield from gauge("coreplane_raft_commit_index", "Highest log index known committed",
-                         st.commit_index)
-        yield from gauge("coreplane_raft_applied_index", "Highest log index applied here",
-                         st.applied_index)
+        yield from _gauge("coreplane_raft_term", "Current Raft term", node, st.term)
+        yield from _gauge("coreplane_raft_commit_index", "Highest log index known committed",
+                          node, st.commit_index)
+        yield from _gauge("coreplane_raft_applied_index", "Highest log index applied here",
+                          node, st.applied_index)
         if st.commit_index is not None and st.applied_index is not None:
-            yield from gauge("coreplane_raft_apply_lag_entries",
-                             "Committed entries not yet applied here",
-                             max(0, st.commit_index - st.applied_index))
-        yield from gauge("coreplane_raft_log_entries", "Entries in the local log (since the "
-                         "last snapshot)", st.log_len)
-        yield from gauge("coreplane_raft_is_leader",
-                         "1 while this node leads and holds its lease", 1 if cp.is_leader()
-                         else 0)
-        yield from gauge("coreplane_raft_has_quorum", "1 when this node sees a quorum",
-                         None if st.has_quorum is None else int(bool(st.has_quorum)))
-        yield from gauge("coreplane_storage_full", "1 while the journal refuses writes",
-                         int(st.storage_full))
-        yield from gauge("coreplane_tick_n", "Committed ticks", st.tick_n)
-        yield from gauge("coreplane_cluster_time_ms", "Cluster time: committed tick time",
-                         st.tick_ms)
+            yield from _gauge("coreplane_raft_apply_lag_entries",
+                              "Committed entries not yet applied here", node,
+                              max(0, st.commit_index - st.applied_index))
+        yield from _gauge("coreplane_raft_log_entries", "Entries in the local log (since the "
+                          "last snapshot)", node, st.log_len)
+        yield from _gauge("coreplane_raft_is_leader", "1 while this node leads and holds its "
+                          "lease", node, 1 if cp.is_leader() else 0)
+        yield from _gauge("coreplane_raft_has_quorum", "1 when this node sees a quorum", node,
+                          None if st.has_quorum is None else int(bool(st.has_quorum)))
+        yield from _gauge("coreplane_storage_full", "1 while the journal refuses writes", node,
+                          int(st.storage_full))
+        yield from _gauge("coreplane_tick_n", "Committed ticks", node, st.tick_n)
+        yield from _gauge("coreplane_cluster_time_ms", "Cluster time: committed tick time",
+                          node, st.tick_ms)
         if st.error is not None:
-            yield from gauge("coreplane_node_stopped_on_error", "1: stopped on a fatal error", 1)
-
-        changes = CounterMetricFamily("coreplane_raft_leader_changes",
-                                      "Leader changes this node saw", labels=["node"])
-        changes.add_metric([node], float(obs.get("leader_changes", 0)))
-        yield changes
+            yield from _gauge("coreplane_node_stopped_on_error", "1: stopped on a fatal error",
+                              node, 1)
+        yield _counter("coreplane_raft_leader_changes", "Leader changes this node saw", node,
+                       obs.get("leader_changes", 0))
         events = CounterMetricFamily("coreplane_raft_events", "Engine events by kind "
                                      "(votes ignored, prevote rounds, stepdowns, ...)",
                                      labels=["node", "event"])
         for name, value in sorted(st.raft.items()):
             events.add_metric([node, name], float(value))
         yield events
+        if obs.get("commit_latency"):
+            yield _histogram("coreplane_raft_commit_seconds", "Proposal to commit-and-apply "
+                             "latency of writes proposed on this node", obs["commit_latency"],
+                             {"node": node})
 
+    def _peers(self, node: str, st: Any, obs: dict[str, Any]) -> Iterator[Metric]:
         peers = GaugeMetricFamily("coreplane_raft_peer_connected",
                                   "1 while the authenticated connection to a voter is up",
                                   labels=["node", "peer"])
@@ -139,34 +153,30 @@ class _ControlPlaneCollector(Collector):
         for who, count in sorted((obs.get("auth_failures") or {}).items()):
             auth.add_metric([node, who], float(count))
         yield auth
-        wire = obs.get("wire") or {}
-        for key, name in (("bytes_in", "coreplane_wire_received_bytes"),
-                          ("bytes_out", "coreplane_wire_sent_bytes"),
-                          ("handshakes", "coreplane_wire_handshakes")):
-            if key in wire:
-                c = CounterMetricFamily(name, f"Wire {key.replace('_', ' ')}", labels=["node"])
-                c.add_metric([node], float(wire[key]))
-                yield c
+        if "wire" in obs:  # counters start at 0 (a one-voter node never sends anything)
+            wire = obs["wire"] or {}
+            for key, name in (("bytes_in", "coreplane_wire_received_bytes"),
+                              ("bytes_out", "coreplane_wire_sent_bytes"),
+                              ("handshakes", "coreplane_wire_handshakes")):
+                yield _counter(name, f"Wire {key.replace('_', ' ')}", node, wire.get(key, 0))
 
+    def _storage(self, node: str, obs: dict[str, Any]) -> Iterator[Metric]:
         journal = obs.get("journal")
         if journal:
-            yield from gauge("coreplane_journal_map_used_bytes", "LMDB pages in use x page "
-                             "size", (journal["last_page"] + 1) * journal.get("page_bytes", 4096))
-            yield from gauge("coreplane_journal_map_size_bytes", "LMDB map size now",
-                             journal["map_size_bytes"])
-            yield from gauge("coreplane_journal_map_max_bytes", "LMDB map cap "
-                             "(map_size_max_bytes)", journal.get("map_size_max_bytes"))
+            yield from _gauge("coreplane_journal_map_used_bytes", "LMDB pages in use x page "
+                              "size", node,
+                              (journal["last_page"] + 1) * journal.get("page_bytes", 4096))
+            yield from _gauge("coreplane_journal_map_size_bytes", "LMDB map size now", node,
+                              journal["map_size_bytes"])
+            yield from _gauge("coreplane_journal_map_max_bytes", "LMDB map cap "
+                              "(map_size_max_bytes)", node, journal.get("map_size_max_bytes"))
             free = journal.get("disk_free_bytes", -1)
-            yield from gauge("coreplane_disk_free_bytes", "Free bytes on the data dir's "
-                             "filesystem", None if free < 0 else free)
+            yield from _gauge("coreplane_disk_free_bytes", "Free bytes on the data dir's "
+                              "filesystem", node, None if free < 0 else free)
         if obs.get("flush_latency"):
             yield _histogram("coreplane_raft_fsync_seconds", "Journal flush latency (LMDB write "
-                             "transaction + fsync), flushes that wrote", obs["flush_latency"], lab)
-        if obs.get("commit_latency"):
-            yield _histogram("coreplane_raft_commit_seconds", "Proposal to commit-and-apply "
-                             "latency of writes proposed on this node", obs["commit_latency"],
-                             lab)
-        yield from self._fleet(cp, node)
+                             "transaction + fsync), flushes that wrote", obs["flush_latency"],
+                             {"node": node})
 
     def _fleet(self, cp: ControlPlane, node: str) -> Iterator[Metric]:
         if getattr(cp, "fleet", None) is None:

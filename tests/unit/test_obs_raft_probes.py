@@ -67,3 +67,36 @@ def test_a_single_voter_observes_its_term_commits_and_flushes(tmp_path: Path) ->
         assert obs["leader_changes"] == 1
         assert obs["ack_age_s"] == {} and obs["match_index"] == {}  # no followers
         assert obs["journal"]["entries"] >= 5 and obs["auth_failures"] == {}
+
+
+def _documented(section: str) -> set[str]:
+    """The metric names in one section's table of docs/metrics.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    body = text.split(f"### {section}", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    names = set()
+    for line in body.splitlines():
+        if line.startswith("| `coreplane_"):
+            names |= {part.strip("`") for part in line.split("|")[1].split(", ")}
+    return {n.strip().strip("`").removesuffix("_total") for n in names}
+
+
+@pytest.mark.slow  # one real node on a 127.0.0.1 socket
+def test_every_exported_raft_metric_is_documented_and_back(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from coreplane.obs import Metrics
+
+    (port,) = free_ports(1)
+    cp = ControlPlane("a", f"127.0.0.1:{port}", {}, tmp_path / "a", SECRET)
+    with cp:
+        cp.wait_for_leader(timeout_s=10)
+        cp.kv.put("k", b"v")
+        m = Metrics(cp)
+        m.api.observe("/v1/kv/get", "GET", 200, 0.001)
+        exported = {f.name for f in text_string_to_metric_families(m.generate().decode())
+                    if not f.name.endswith("_created")}  # prometheus_client's own timestamps
+    raft = _documented("Raft and storage")
+    api = _documented("API")
+    assert exported - raft - api == set()
+    assert raft - exported == {"coreplane_node_stopped_on_error"}  # only after a fatal error
+    assert api <= exported
