@@ -13,10 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coreplane.api.server import ApiServer
 from coreplane.testing.ports import free_ports
-
-# Until the HTTP API (issue 13) is on this branch, the module is skipped, not failed.
-ApiServer = pytest.importorskip("coreplane.api.server").ApiServer
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coreplane.core.machines.fleet import FleetConfig
 from coreplane.obs import Metrics, Observer, Place, diagnose, gather_inprocess, where, why
 from coreplane.runtime.controlplane import ControlPlane
-
-# Until the fleet (issue 12) is on this branch, the module is skipped, not failed.
-FleetConfig = pytest.importorskip("coreplane.core.machines.fleet").FleetConfig
-ThreadAgent = pytest.importorskip("coreplane.testing.fleet").ThreadAgent
+from coreplane.testing.fleet import ThreadAgent
 
 pytestmark = pytest.mark.slow
 
