@@ -1,7 +1,8 @@
 """Fleet faults for `diagnose` on three real ControlPlanes in this process (127.0.0.1) with
 agents on threads: a silent agent (stopped), the partitions it leaves under-replicated when no
 other zone can take them, and an operation stuck on an agent that heartbeats but never acts;
-each found, placed, explained and given its fix. A converged fleet gives no finding."""
+each found, placed, explained and given its fix; and a partition too hot for any node (a split
+candidate). A converged fleet gives no finding."""
 
 from __future__ import annotations
 
@@ -135,3 +136,23 @@ def test_an_operation_stuck_on_an_idle_agent(fleet: Any, wait_until: Any) -> Non
     assert f.fix == f"coreplane ops resume {op.id}"
     answer = why(_inspect(cluster), diagnose(_inspect(cluster)), f"operation/{op.id}")
     assert answer.state["operation"]["node"] == "s1"
+
+
+def test_a_partition_too_hot_for_any_node(fleet: Any, wait_until: Any) -> None:
+    cluster, agents = fleet
+    for i in range(3):
+        _start(cluster, agents, f"s{i}", f"z{i}")
+    leader = cluster.leader()
+    wait_until(lambda: len(leader.fleet.nodes()) == 3, 10, "three nodes")
+    for i in range(3):
+        leader.fleet.create_partition(f"cool{i}", rf=1, heat=1)
+    leader.fleet.create_partition("hot", rf=1, heat=1_000)
+
+    def split() -> Any:
+        hits = [f for f in diagnose(_inspect(cluster)) if f.check == "split_candidate"]
+        return hits[0] if hits else None
+
+    f = wait_until(split, 20, "a split candidate")
+    assert f.where == (Place("partition", "hot"),)
+    assert f.fix == "coreplane update partition hot --scale-up --new-num-nodes 2"
+    assert why(_inspect(cluster), [f], "partition/hot").state["partition"]["split_candidate"]
