@@ -359,6 +359,7 @@ class RaftEngine(RaftOverrides, SyncObj):
         self._cp_terms: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
         self._cp_seen: tuple[int, Any] | None = None  # (term, leader) at the last tick
         self._cp_leader_changes = 0
+        self._cp_first_leader_at: float | None = None  # when this node first knew a leader
         serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
         kwargs: dict[str, Any] = {
             "nodeClass": node_class,
@@ -451,6 +452,8 @@ class RaftEngine(RaftOverrides, SyncObj):
             self._cp_terms.append((monotonic_s(), seen[0]))
         if last is not None and seen[1] is not None and seen[1] != last[1]:
             self._cp_leader_changes += 1
+            if self._cp_first_leader_at is None:
+                self._cp_first_leader_at = monotonic_s()
         self._cp_seen = seen
 
     # -------------------------------------------------------------------- ReadIndex
@@ -622,6 +625,9 @@ class RaftEngine(RaftOverrides, SyncObj):
             "commit_latency": self._cp_commit_latency.snapshot(),
             "terms": [(now - at, term) for at, term in list(self._cp_terms)],
             "leader_changes": self._cp_leader_changes,
+            # None until this node knew a leader: elections before it are start-up, not churn
+            "first_leader_age_s": None if self._cp_first_leader_at is None
+            else now - self._cp_first_leader_at,
             "journal": None, "flush_latency": None, "wire": {}, "auth_failures": {},
             # on a leader: seconds since each follower last echoed a heartbeat stamp, and its
             # match index; a connected follower that stops echoing is cut off

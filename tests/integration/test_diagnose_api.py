@@ -65,7 +65,7 @@ def test_a_healthy_cluster_over_http(api: ApiCluster) -> None:
     leader = api.cluster.leader().node_id
     assert _diagnose(api, leader) == []
     top = api.get(leader, "/health", token=None)  # probes need no token
-    assert top.status_code == 200 and top.json()["healthy"] is True
+    assert top.status_code == 200 and top.json()["healthy"] is True, top.json()
     assert top.json()["links"] == ["/health/where"]
     assert top.json()["summary"].startswith(f"healthy: leader {leader}")
     assert api.get(leader, "/health/where", token=None).status_code == 401

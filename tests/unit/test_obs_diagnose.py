@@ -118,9 +118,13 @@ def test_a_far_behind_voter_is_a_warning() -> None:
 
 
 def test_term_churn_is_leader_instability() -> None:
-    b = sample("b", raft={"terms": [[55.0, 3], [30.0, 4], [20.0, 5], [10.0, 6], [2.0, 7]]})
+    terms = [[55.0, 3], [30.0, 4], [20.0, 5], [10.0, 6], [2.0, 7]]
+    b = sample("b", raft={"terms": terms, "first_leader_age_s": 56.0})
     f = only(diagnose(cluster(b=b)), "leader_stability")
     assert Place("cluster", "leader") in f.where and "terms 4, 5, 6, 7" in f.why
+    # the same elections before b first knew a leader are a start, not churn
+    start = sample("b", raft={"terms": terms, "first_leader_age_s": 1.0})
+    assert diagnose(cluster(b=start)) == []
 
 
 def test_lmdb_map_nearly_full_and_storage_full() -> None:
