@@ -174,7 +174,7 @@ class Observer:
         remembered, so they never shorten this node's own window, and carry no fleet
         (``fleet=False``): the fleet is replicated, the asking node reads its own replica."""
         cp = self.cp
-        st = cp.status()
+        st: Any = cp.status()  # a NodeStatus (a host's stand-in may hand out a plain dict)
         status = st.to_dict() if hasattr(st, "to_dict") else dict(st)
         engine = _engine_of(cp)
         raft: dict[str, Any] = {}
