@@ -267,3 +267,15 @@ def test_allotter_serves_only_its_own_epochs_with_the_smaller_remaining_lease() 
 def test_refused_set_limit_names_the_field() -> None:
     with pytest.raises(CommandRejected):
         started().ok(C.QuotaSetLimit(key="", limit_milli=1))
+
+
+def test_state_view_reads_quotas_as_plain_data() -> None:
+    from coreplane.runtime.view import StateView
+
+    log = started()
+    log.ok(allot(1, [["a", 5, 1]]))
+    view = StateView(log.sm)
+    described = view.quotas.describe("api")
+    assert described is not None and described["limit_milli"] == LIMIT
+    assert view.quotas.share("api", "a")["share_milli"] == 5  # type: ignore[index]
+    assert view.quotas.describe("nope") is None
