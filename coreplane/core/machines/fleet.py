@@ -115,6 +115,7 @@ class FleetConfig:
     journal_max: int = 10_000
     requests_max: int = 1_000
     admit_scan_max: int = 128
+    admit_per_tick_max: int = 16  # operations started per entry: bounds a tick's apply cost
 
     def validate(self) -> None:
         for name in self.__dataclass_fields__:
@@ -757,10 +758,10 @@ class FleetMachine:
 
         Throttles are checked first (O(1)): a queue of moves waiting for busy nodes costs about
         a microsecond per move looked at, so a tick stays cheap while a large plan runs."""
-        queue, dropped = self.queue, 0
+        queue, dropped, started = self.queue, 0, 0
         flight_max = self.config.moves_in_flight_max
         for _ in range(min(len(queue), self.config.admit_scan_max)):
-            if len(self.ops) >= flight_max:
+            if len(self.ops) >= flight_max or started >= self.config.admit_per_tick_max:
                 break
             move = queue.popleft()
             pid, source, target = move
@@ -780,6 +781,7 @@ class FleetMachine:
                 queue.append(move)
                 continue
             self._start(pid, source, target, copy_from)
+            started += 1
         if dropped:
             self._dirty(by_plan=True)
 
