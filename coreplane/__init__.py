@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
     from coreplane.core.machines.kv import Limits
     from coreplane.core.machines.user import ApplyContext, Machine
     from coreplane.core.state import Applied, StateMachine
-    from coreplane.runtime.controlplane import KV, ControlPlane
+    from coreplane.host import ControlPlane
+    from coreplane.runtime.controlplane import KV
     from coreplane.runtime.pipeline import ProposalFuture
     from coreplane.runtime.seams import Seams
     from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
@@ -72,7 +73,7 @@ _LAZY: dict[str, str] = {
     "KV": "coreplane.runtime.controlplane",
     "Applied": "coreplane.core.state",
     "ApplyContext": "coreplane.core.machines.user",
-    "ControlPlane": "coreplane.runtime.controlplane",
+    "ControlPlane": "coreplane.host",
     "Limits": "coreplane.core.machines.kv",
     "Machine": "coreplane.core.machines.user",
     "NodeStatus": "coreplane.runtime.status",

@@ -15,7 +15,9 @@ __all__ = [
     "DecodeError",
     "InvalidArgument",
     "InvariantViolation",
+    "LockLost",
     "NotLeader",
+    "PermissionDenied",
     "Retryable",
     "StorageFull",
     "Unavailable",
@@ -64,6 +66,25 @@ class NotLeader(Retryable):
 
 class Unavailable(Retryable):
     """No quorum, a timeout, or a node that is stopping: the outcome may be unknown."""
+
+
+class LockLost(CoreplaneError):
+    """A lock this client held lapsed (its session expired or was closed): the guarded work
+    must stop, because another holder with a higher fencing token may already be acting."""
+
+    def __init__(self, name: str, message: str = "") -> None:
+        super().__init__(f"lock {name!r} was lost" + (f": {message}" if message else ""))
+        self.name = name
+
+
+class PermissionDenied(CoreplaneError):
+    """The API refused the caller's credentials: no or unknown token (401) or a role that may
+    not make this request (403); or the client does not trust the server's TLS certificate
+    (`status` 0). Not retryable: fix the token or the trust store."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DecodeError(CoreplaneError):

@@ -8,9 +8,8 @@ commands such as ticks are idempotent by their own numbering).
 Decoding validates every field's type and range and raises `DecodeError` naming the field, so
 the apply path only ever sees well-formed commands.
 
-*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment, the fleet leader's reports,
-plans and provider requests) move cluster time, fencing tokens and the fleet, so only the
-runtime may write them: `encode_internal` marks their envelope,
+*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment) move cluster time and
+fencing tokens, so only the runtime may write them: `encode_internal` marks their envelope,
 `encode` and `check_proposable` refuse them, and apply refuses an internal command without the
 marker (or a client command with it). A host, a client of the coming HTTP API or a forged log
 entry therefore cannot freeze time or mint a leader term.
@@ -30,6 +29,7 @@ __all__ = [
     "FLEET_INTERNAL_TAGS",
     "FLEET_TAGS",
     "INTERNAL_TAGS",
+    "LOCK_COMMANDS",
     "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
@@ -50,6 +50,11 @@ __all__ = [
     "LeaseGrant",
     "LeaseKeepAlive",
     "LeaseRevoke",
+    "LockAcquire",
+    "LockRelease",
+    "LockSessionClose",
+    "LockSessionGrant",
+    "LockSessionKeepAlive",
     "Proposable",
     "Put",
     "Tick",
@@ -377,8 +382,74 @@ FLEET_TAGS = frozenset(range(40, 70))
 FLEET_INTERNAL_TAGS = frozenset({FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG,
                                  FleetProviderResult.TAG})
 
+
+# Locks (tags 70..89; see coreplane/core/machines/locks.py): sessions with a TTL in tick time
+# hold locks or wait for them in a FIFO queue; a grant's log index is its fencing token.
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionGrant(_Base):
+    """Open a lock session of `ttl_ms` in tick time; `session_id` 0 lets the machine choose."""
+
+    TAG = 70
+    TYPES = {"ttl_ms": int, "session_id": int, "client_id": str, "seq": int}
+    ttl_ms: int
+    session_id: int = 0
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionKeepAlive(_Base):
+    TAG = 71
+    TYPES = {"session_id": int, "client_id": str, "seq": int}
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockSessionClose(_Base):
+    """End a session: its locks go to their next waiters, its queue places are dropped."""
+
+    TAG = 72
+    TYPES = {"session_id": int, "client_id": str, "seq": int}
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockAcquire(_Base):
+    """Take lock `name` for the session or join its FIFO queue."""
+
+    TAG = 73
+    TYPES = {"name": str, "session_id": int, "client_id": str, "seq": int}
+    name: str
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockRelease(_Base):
+    """Release lock `name` (holder) or leave its queue (waiter)."""
+
+    TAG = 74
+    TYPES = {"name": str, "session_id": int, "client_id": str, "seq": int}
+    name: str
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+
+
+LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockAcquire,
+                 LockRelease)
+
+
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
+    | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
     | FleetCreatePartition | FleetSetRF | FleetDeletePartition | FleetCordon | FleetUncordon
     | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan | FleetProviderRequest
     | FleetProviderResult
@@ -388,9 +459,9 @@ Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
-                UserCommand, FleetCreatePartition, FleetSetRF, FleetDeletePartition,
-                FleetCordon, FleetUncordon, FleetDrain, FleetDecommission, FleetAck,
-                FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult)
+                UserCommand, *LOCK_COMMANDS, FleetCreatePartition, FleetSetRF,
+                FleetDeletePartition, FleetCordon, FleetUncordon, FleetDrain, FleetDecommission,
+                FleetAck, FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult)
 }
 
 

@@ -25,6 +25,7 @@ from coreplane.core import codec, commands
 from coreplane.core.codec import Value
 from coreplane.core.machines.fleet import FleetConfig, FleetMachine
 from coreplane.core.machines.kv import KVMachine, Limits
+from coreplane.core.machines.locks import LockMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
@@ -104,6 +105,7 @@ class StateMachine:
     def __init__(self, *, limits: Limits | None = None, fleet: FleetConfig | None = None) -> None:
         self.limits = limits or Limits()
         self.kv = KVMachine(self.limits)
+        self.locks = LockMachine()
         self.fleet = FleetMachine(fleet)  # built-in: nodes, partitions, operations (DESIGN 7)
         self.applied_index = 0
         self.tick_n = 0
@@ -212,6 +214,16 @@ class StateMachine:
                 return index
             case commands.UserCommand(machine=name, body=body, client_id=client_id):
                 return self._user_apply(name, body, index, client_id)
+            case commands.LockSessionGrant(ttl_ms=ttl_ms, session_id=session_id):
+                return self.locks.session_grant(ttl_ms, session_id, self.tick_ms)
+            case commands.LockSessionKeepAlive(session_id=session_id):
+                return self.locks.session_keep_alive(session_id, self.tick_ms)
+            case commands.LockSessionClose(session_id=session_id):
+                return self.locks.session_close(session_id, index)
+            case commands.LockAcquire(name=name, session_id=session_id):
+                return self.locks.acquire(name, session_id, index)
+            case commands.LockRelease(name=name, session_id=session_id):
+                return self.locks.release(name, session_id, index)
         raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
 
     def _tick(self, tick: commands.Tick, index: int) -> Value:
@@ -222,6 +234,7 @@ class StateMachine:
         step_ms = min(tick.elapsed_ms, commands.TICK_ELAPSED_MS_MAX)
         self.tick_n, self.tick_ms = tick.n, self.tick_ms + step_ms
         expired = self.kv.expire(self.tick_ms)
+        self.locks.expire(self.tick_ms, index)  # waiters granted at this tick's index
         self.fleet.on_tick(index, self.tick_ms)
         ctx = ApplyContext(index, self.tick_ms, "")
         for name in sorted(self._machines):
@@ -259,6 +272,7 @@ class StateMachine:
 
     def _capture_plain(self) -> Callable[[], dict[str, Value]]:
         kv = self.kv.capture()
+        locks = self.locks.capture()
         fleet = self.fleet.snapshot_capture()
         sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
         # User states are encoded now: a machine may (against its contract) mutate in place.
@@ -278,6 +292,10 @@ class StateMachine:
                 "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
                              for cid, floor, results in sessions],
                 "machines": codec.decode_value(machines),
+                # Only once locks were used: states without them keep the snapshot bytes and
+                # hashes they had before the lock machine existed (restore reads it as empty).
+                **({"locks": lock_plain} if (lock_plain := locks())["sessions"]
+                   or lock_plain["next_session_id"] != 1 else {}),
             }
 
         return build
@@ -313,6 +331,7 @@ class StateMachine:
             if plain["format"] != SNAPSHOT_FORMAT:
                 raise DecodeError(f"unknown snapshot format {plain['format']!r}")
             kv = KVMachine.from_plain(plain["kv"], self.limits)
+            locks = LockMachine.from_plain(plain.get("locks"), self.locks.limits)
             kind = type(self.fleet)  # a subclass given to this replica stays in force
             fleet = (kind.from_plain(plain["fleet"], self.fleet.config)
                      if "fleet" in plain else kind(self.fleet.config))
@@ -325,7 +344,7 @@ class StateMachine:
             applied_index = plain["applied_index"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot is malformed: {exc!r}") from exc
-        self.kv, self.sessions, self.fleet = kv, sessions, fleet
+        self.kv, self.sessions, self.locks, self.fleet = kv, sessions, locks, fleet
         self.applied_index, self.tick_n, self.tick_ms = applied_index, tick_n, tick_ms
         self.leader_token, self.leader_node, self.leader_term = token, node, term
         for name, user in self._machines.items():

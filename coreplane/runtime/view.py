@@ -16,7 +16,7 @@ from coreplane.core.codec import Value
 from coreplane.core.machines.kv import KeyRecord
 from coreplane.core.state import StateMachine
 
-__all__ = ["KVView", "LeaseView", "StateView"]
+__all__ = ["KVView", "LeaseView", "LocksView", "StateView"]
 
 
 class _ReadOnly:
@@ -52,12 +52,15 @@ class LeaseView(_ReadOnly):
 class KVView(_ReadOnly):
     """Queries on the replicated KV (records are immutable, so they are shared, not copied)."""
 
-    __slots__ = ("get", "lease", "range", "record", "revision")
+    __slots__ = ("events", "get", "lease", "range", "record", "revision")
     revision: int
     get: Callable[[str], tuple[bytes, int] | None]  # (value, mod_revision)
     record: Callable[[str], KeyRecord | None]
     range: Callable[..., list[tuple[str, bytes, int]]]  # (prefix, limit=0)
     lease: Callable[[int], LeaseView | None]
+    # (start_revision, prefix="", limit=1000) -> (events, next_revision); events are tuples of
+    # immutable values; CommandRejected("compacted") past the history (machines/history.py)
+    events: Callable[..., tuple[list[tuple[int, str, str, bytes, int]], int]]
 
     def __init__(self, sm: StateMachine) -> None:
         kv = sm.kv
@@ -71,13 +74,25 @@ class KVView(_ReadOnly):
         get: Callable[[str], tuple[bytes, int] | None] = kv.get
         record: Callable[[str], KeyRecord | None] = kv.record
         range_: Callable[..., list[tuple[str, bytes, int]]] = kv.range
-        self._init(revision=kv.revision, get=get, record=record, range=range_, lease=lease)
+        self._init(revision=kv.revision, get=get, record=record, range=range_, lease=lease,
+                   events=kv.history.since)
+
+
+class LocksView(_ReadOnly):
+    """Queries on the lock machine; both answer fresh plain dicts (nothing shared)."""
+
+    __slots__ = ("describe", "session")
+    describe: Callable[..., dict[str, Value]]  # (name, session_id=0)
+    session: Callable[[int], dict[str, Value] | None]
+
+    def __init__(self, sm: StateMachine) -> None:
+        self._init(describe=sm.locks.describe, session=sm.locks.session)
 
 
 class StateView(_ReadOnly):
     """The replica's state at one applied index, for reading only."""
 
-    __slots__ = ("applied_index", "kv", "leader_node", "leader_term", "leader_token",
+    __slots__ = ("applied_index", "kv", "leader_node", "leader_term", "leader_token", "locks",
                  "machine_state", "machines", "tick_ms", "tick_n")
     applied_index: int
     tick_n: int
@@ -86,6 +101,7 @@ class StateView(_ReadOnly):
     leader_node: str
     leader_term: int
     kv: KVView
+    locks: LocksView
     machine_state: Callable[[str], Value]
     machines: tuple[str, ...]
 
@@ -102,5 +118,6 @@ class StateView(_ReadOnly):
         # tick_ms is cluster time (the sum of the leaders' ticks), never a wall clock.
         self._init(applied_index=sm.applied_index, tick_n=sm.tick_n, tick_ms=sm.tick_ms,
                    leader_token=sm.leader_token, leader_node=sm.leader_node,
-                   leader_term=sm.leader_term, kv=KVView(sm), machine_state=machine_state,
+                   leader_term=sm.leader_term, kv=KVView(sm), locks=LocksView(sm),
+                   machine_state=machine_state,
                    machines=tuple(sorted(states)))

@@ -108,3 +108,20 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]
     yield factory
     for c in made:
         c.stop_all()
+
+
+@pytest.fixture
+def api_cluster(cluster_factory: Callable[..., InProcessCluster]
+                ) -> Iterator[tuple[InProcessCluster, dict[str, Any]]]:
+    """A started 3-node cluster with an ApiServer per node (tests/integration/api_support.py);
+    the servers stop in the finalizer, before the cluster does."""
+    from tests.integration.api_support import start_api_servers
+
+    cluster = cluster_factory().start_all()
+    cluster.leader()
+    servers = start_api_servers(dict(cluster.nodes))
+    try:
+        yield cluster, servers
+    finally:
+        for server in servers.values():
+            server.stop()

@@ -29,12 +29,14 @@ ALLOWED: dict[str, set[str]] = {
     "placement": {"errors"},
     "core": {"errors", "placement"},
     "raft": {"errors", "core"},
-    "runtime": {"errors", "core", "raft", "placement"},
+    "runtime": {"errors", "core", "raft", "placement", "sdk.fencing"},  # re-export
     "api": {"errors", "core", "raft", "runtime", "placement", "obs"},
     "obs": {"errors", "core", "raft", "runtime", "placement"},
     "sdk": {"errors", "core.codec"},
     "ops": {"errors", "sdk", "core.codec"},
     "testing": {"errors", "core", "raft", "runtime", "placement"},
+    # The host's ControlPlane: the node plus the services it serves (root-level, like __init__).
+    "host": {"errors", "core", "raft", "runtime", "placement", "api", "obs"},
 }
 FORBIDDEN_IN_CORE = {
     "time", "datetime", "threading", "_thread", "socket", "random", "secrets", "os", "pickle",
@@ -188,7 +190,7 @@ def test_importing_the_light_layers_loads_no_pysyncobj_nor_lmdb() -> None:
     assert probe["light"] == []
     assert probe["runtime_loaded"] is False
     # The lazy name still resolves, and only then does the server side load.
-    assert probe["control_plane"] == "coreplane.runtime.controlplane.ControlPlane"
+    assert probe["control_plane"] == "coreplane.host.ControlPlane"
     assert probe["heavy"] == ["lmdb", "pysyncobj"]
     # Importing the raft layer does not swap pysyncobj's pickle; building an engine does.
     assert probe["pickle_untouched"] is True

@@ -65,10 +65,13 @@ def test_require_raises_not_asserts() -> None:
 
 def test_lazy_names_are_listed_and_resolve_to_their_home() -> None:
     from coreplane.core.state import Applied, StateMachine
-    from coreplane.runtime.controlplane import KV, ControlPlane
+    from coreplane.host import ControlPlane
+    from coreplane.runtime.controlplane import KV
+    from coreplane.runtime.controlplane import ControlPlane as Node
 
     assert set(coreplane.__all__) <= set(dir(coreplane))
-    assert coreplane.ControlPlane is ControlPlane
+    assert coreplane.ControlPlane is ControlPlane  # the node plus its HTTP API
+    assert issubclass(ControlPlane, Node)
     assert coreplane.KV is KV
     assert coreplane.Applied is Applied
     assert coreplane.StateMachine is StateMachine

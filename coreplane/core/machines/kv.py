@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from coreplane.core.codec import Value
+from coreplane.core.machines.history import History
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument
 
 __all__ = ["KVMachine", "KeyRecord", "Lease", "Limits", "Record"]
@@ -91,6 +92,7 @@ class KVMachine:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
+        self.history = History()  # for watches: derived, not snapshotted (history.py)
         self.revision = 0
         self.keys: dict[str, Record] = {}  # plain tuples: see Record
         self.leases: dict[int, Lease] = {}
@@ -159,6 +161,7 @@ class KVMachine:
                               lease_id)
         if lease_id:
             self.leases[lease_id].keys.add(key)
+        self.history.record(self.revision, "put", key, value, self.revision)
         return self.revision
 
     def cas(self, key: str, expected_mod_revision: int, value: bytes, lease_id: int) -> int:
@@ -176,6 +179,7 @@ class KVMachine:
             return 0
         self.revision += 1
         self._remove(key)
+        self.history.record(self.revision, "delete", key, b"", self.revision)
         return 1
 
     def _remove(self, key: str) -> None:
@@ -227,6 +231,7 @@ class KVMachine:
             self.revision += 1
             for key in sorted(lease.keys):
                 del self.keys[key]
+                self.history.record(self.revision, "delete", key, b"", self.revision)
             self._sorted_keys = None
         return len(lease.keys)
 
@@ -273,6 +278,7 @@ class KVMachine:
         machine = cls(limits)
         try:
             machine.revision = _int(plain["revision"])
+            machine.history.floor = machine.revision  # events before the snapshot: unknown
             machine.next_lease_id = _int(plain["next_lease_id"])
             for lease_id, ttl_ms, expires_ms in plain["leases"]:
                 machine.leases[_int(lease_id)] = Lease(_int(ttl_ms), _int(expires_ms))

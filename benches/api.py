@@ -1,0 +1,148 @@
+"""The HTTP API and the SDK against etcd 3.4's gateway: KV puts and gets, lock cycles.
+
+Measured in one run: a fresh 3-node coreplane cluster (each node a process with its
+`ApiServer`, LMDB journal fsynced, the default) and, when `etcd` is installed, a fresh 3-member
+etcd cluster (WAL fsynced, its default), both on 127.0.0.1. Each phase drives one system at a
+time from `procs` client processes of `threads` threads each, closed loop (one request
+outstanding per thread), the same concurrency for both:
+- ``put``: coreplane through the SDK (`Client.put`, msgpack over HTTP/1.1 keep-alive) vs
+  etcd's v3 JSON gateway ``/v3/kv/put``, to the leader;
+- ``get``: linearizable reads (`Client.get`: ReadIndex) vs ``/v3/kv/range`` (linearizable);
+- ``lock``: a lock cycle, acquire + release, uncontended (one lock name per thread):
+  ``with client.lock(...)`` (session, acquire, close: three proposals) vs etcd's v3lock
+  service ``/v3/lock/lock`` + ``/v3/lock/unlock`` with a lease granted once per thread.
+Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd for
+throughput, etcd / coreplane for latency: > 1 is better for coreplane either way). The clients
+share the machine with the servers (2 cores here): the figures compare, they do not size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benches._raft_procs import ROOT, EtcdCluster, etcd_binary
+from coreplane.testing.ports import free_ports
+from coreplane.testing.procs import JsonLineChild
+
+FULL = {"duration_s": 5.0, "procs": 2, "threads": 16}
+SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2}
+TOKEN = "bench-api-token-" + os.urandom(8).hex()
+OPS = ("put", "get", "lock")
+
+
+class _Nodes:
+    def __init__(self, base: Path) -> None:
+        base.mkdir(parents=True, exist_ok=True)
+        ids = ("a", "b", "c")
+        raft = dict(zip(ids, free_ports(3), strict=True))
+        api = dict(zip(ids, free_ports(3), strict=True))
+        urls = {n: f"http://127.0.0.1:{p}" for n, p in api.items()}
+        secret = os.urandom(32).hex()
+        self.nodes = {}
+        for nid in ids:
+            cfg = {"node_id": nid, "address": f"127.0.0.1:{raft[nid]}",
+                   "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
+                   "data_dir": str(base / nid), "api_address": f"127.0.0.1:{api[nid]}",
+                   "api_peers": {p: u for p, u in urls.items() if p != nid}}
+            self.nodes[nid] = JsonLineChild(
+                nid, [sys.executable, "-m", "benches._api_node", json.dumps(cfg)],
+                log_path=base / f"{nid}.log", env={"BENCH_SECRET": secret,
+                                                   "BENCH_TOKEN": TOKEN}, cwd=ROOT)
+        self.urls = [urls[n] for n in ids]
+        self.by_id = urls
+
+    def __enter__(self) -> _Nodes:
+        for node in self.nodes.values():
+            node.start(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                node.stop()
+            with contextlib.suppress(Exception):
+                node.kill9()
+
+    def leader_url(self, timeout_s: float = 30) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for nid, node in self.nodes.items():
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    if node.request("role", timeout_s=2)["leader"]:
+                        return self.by_id[nid]
+            time.sleep(0.05)
+        raise TimeoutError("no coreplane leader")
+
+
+def _load(system: str, op: str, targets: list[str], params: dict[str, Any],
+          prefix: str) -> dict[str, Any]:
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "benches._api_client", system, op, str(params["threads"]),
+         str(params["duration_s"]), f"{prefix}{i}/", *targets],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BENCH_TOKEN": TOKEN}) for i in range(params["procs"])]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=params["duration_s"] + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{system} {op} client failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    lat = [x for r in results for x in r["lat_ms"]]
+    elapsed = max(r["elapsed_s"] for r in results)
+    return {"ops_per_s": sum(r["ok"] for r in results) / elapsed,
+            "p50_ms": statistics.median(lat) if lat else None,
+            "errors": sum(r["errors"] for r in results), "ops": sum(r["ok"] for r in results)}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
+    params = dict(SMOKE if smoke else FULL)
+    results: dict[str, dict[str, Any]] = {"coreplane": {}, "etcd": {}}
+    etcd_state = "skipped (--smoke)" if smoke else (
+        "measured" if etcd_binary() else "not installed")
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        base = Path(tmp)
+        with _Nodes(base / "cp") as nodes, contextlib.ExitStack() as stack:
+            leader = nodes.leader_url()
+            targets = [leader] + [u for u in nodes.urls if u != leader]
+            etcd = stack.enter_context(EtcdCluster(base / "etcd")) \
+                if etcd_state == "measured" else None
+            for op in OPS:
+                results["coreplane"][op] = _load("coreplane", op, targets, params, f"cp-{op}")
+                if etcd is not None:
+                    member = etcd.leader()
+                    assert member is not None
+                    results["etcd"][op] = _load("etcd", op, [str(etcd.client[member])], params,
+                                                f"etcd-{op}")
+    cp, et = results["coreplane"], results["etcd"]
+
+    def pick(system: dict[str, Any], op: str, key: str) -> float | None:
+        value = system.get(op, {}).get(key)
+        return None if value is None else float(value)
+
+    summary: dict[str, Any] = {"etcd": etcd_state}
+    for name, op, key, better in (("put_per_s", "put", "ops_per_s", "higher"),
+                                  ("get_per_s", "get", "ops_per_s", "higher"),
+                                  ("put_p50_ms", "put", "p50_ms", "lower"),
+                                  ("lock_cycle_per_s", "lock", "ops_per_s", "higher"),
+                                  ("lock_p50_ms", "lock", "p50_ms", "lower")):
+        ours, theirs = pick(cp, op, key), pick(et, op, key)
+        summary[name] = ours
+        summary[f"{name}_etcd"] = theirs
+        summary[f"{name}_ratio_vs_etcd"] = (_ratio(ours, theirs) if better == "higher"
+                                            else _ratio(theirs, ours))
+    summary["errors"] = {s: {op: r.get("errors") for op, r in res.items()}
+                         for s, res in results.items()}
+    return {"params": {**params, "smoke": smoke}, "results": results, "summary": summary}

@@ -1,0 +1,79 @@
+"""The KV machine's bounded event history, for watches (long polls by revision).
+
+Every KV change appends an event ``(revision, kind, key, value, mod_revision)`` (kind "put" or
+"delete"; one lease revocation deletes several keys in one revision). The history keeps the
+latest events up to `events_max` and `bytes_max`, whichever binds first; evicting an event
+raises `floor`, the newest revision that may have lost events. A watch from revision `s` is
+complete only if ``s > floor``; otherwise it is refused with code ``compacted``, naming the
+oldest revision still complete (``floor + 1``), so a client never silently misses an event.
+
+Derived state, not replicated state: it is rebuilt from the log as entries apply and is left
+out of snapshots and `state_hash` (a replica restored from a snapshot at revision r starts with
+``floor = r``, and answers older watches with ``compacted``, as etcd does after compaction).
+Pure: no clock, no I/O; bounded.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from coreplane.errors import CommandRejected
+
+__all__ = ["Event", "History"]
+
+Event = tuple[int, str, str, bytes, int]  # (revision, kind, key, value, mod_revision)
+_EVENT_OVERHEAD_BYTES = 100  # a tuple, its ints and the key object, roughly
+
+
+class History:
+    def __init__(self, *, events_max: int = 10_000, bytes_max: int = 64 * 1024 * 1024,
+                 floor: int = 0) -> None:
+        self.events_max, self.bytes_max = events_max, bytes_max
+        self.floor = floor
+        self._events: list[Event] = []
+        self._revisions: list[int] = []  # parallel to _events, for bisect
+        self._start = 0  # events before this position are evicted (trimmed in batches)
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._events) - self._start
+
+    def record(self, revision: int, kind: str, key: str, value: bytes, mod_revision: int) -> None:
+        self._events.append((revision, kind, key, value, mod_revision))
+        self._revisions.append(revision)
+        self._bytes += len(key) + len(value) + _EVENT_OVERHEAD_BYTES
+        while len(self) > self.events_max or (self._bytes > self.bytes_max and len(self) > 1):
+            old = self._events[self._start]
+            self._bytes -= len(old[2]) + len(old[3]) + _EVENT_OVERHEAD_BYTES
+            self.floor = max(self.floor, old[0])
+            self._start += 1
+        if self._start > 1024 and self._start * 2 > len(self._events):  # amortized trim
+            del self._events[: self._start]
+            del self._revisions[: self._start]
+            self._start = 0
+
+    def since(self, start_revision: int, prefix: str = "",
+              limit: int = 1000) -> tuple[list[Event], int]:
+        """Events with revision >= `start_revision` whose key starts with `prefix`, oldest
+        first, at most about `limit` (one revision's events are never split), and the revision
+        to resume from. Raises CommandRejected("compacted") if some may have been evicted."""
+        if start_revision <= self.floor:
+            raise CommandRejected("compacted", f"revision {start_revision} is compacted; the "
+                                               f"oldest available is {self.floor + 1}")
+        i = max(self._start, bisect.bisect_left(self._revisions, start_revision))
+        out: list[Event] = []
+        events = self._events
+        next_revision = start_revision
+        while i < len(events):
+            event = events[i]
+            if len(out) >= limit and event[0] != out[-1][0]:
+                break
+            if event[2].startswith(prefix):
+                out.append(event)
+            next_revision = event[0] + 1
+            i += 1
+        return out, next_revision
+
+    def describe(self) -> dict[str, Any]:
+        return {"floor": self.floor, "events": len(self), "bytes": self._bytes}

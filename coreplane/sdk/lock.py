@@ -1,0 +1,363 @@
+"""`Lock` and `AsyncLock`: a fenced, FIFO-fair lock in replicated state, kept alive for you.
+
+``with client.lock("name", ttl_ms=10_000) as lock:`` asks for the lock (queued FIFO behind
+earlier waiters) and gives you `lock.token`, the log index of the grant: send it with every
+write to the guarded resource, which keeps the highest token it has seen and refuses lower ones
+(`FencedResource`).
+
+Liveness is a **lock session** (as etcd's ``concurrency.Session`` or a ZooKeeper session): a
+client opens one session per TTL on first use, keeps it alive in the background (every TTL/3)
+and reuses it for all its locks of that TTL, so a lock cycle costs two proposals (acquire,
+release). A session the cluster expired is replaced on the next `lock()`.
+
+When can a lock be lost? If no keep-alive sent at time t is acknowledged, the cluster may
+expire the session at t + TTL of its own (tick) time, and then grant the lock to the next
+waiter. So a session counts as **lost** locally as soon as ``now > last acknowledged send +
+0.9 TTL`` (cluster time advances by the leader's monotonic steps, never faster than ours; the
+margin absorbs scheduling), or a keep-alive hears that it is gone. A process paused for longer
+than the TTL (GC, SIGSTOP, a VM migration) therefore wakes up to a lost lock: `lock.lost` is
+True, `on_lost(lock)` is called once, and the next guarded call (`lock.check()`, or a client
+write with ``guard=lock``) raises `LockLost`. The token still matters after that: a write
+already in flight when the pause began reaches the resource with the old token and is refused
+there, which no local check can do (tests/integration/test_lock_safety.py shows both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coreplane.errors import CommandRejected, CoreplaneError, InvalidArgument, LockLost, Unavailable
+
+__all__ = ["AsyncLock", "Lock"]
+
+_SAFETY = 0.9  # of the TTL: the part of a lease a holder may count on after its last ack
+
+
+def _new_session_id() -> int:
+    # Client-chosen and random: another API client cannot guess it to release our locks.
+    return int.from_bytes(os.urandom(8), "big") % (2**63 - 1) + 1
+
+
+class _SessionState:
+    """What sync and async sessions share: the deadline, the lost flag, the locks to tell."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+        self.session_id = _new_session_id()
+        self.deadline = 0.0
+        self.reason = ""
+        self._lost = False
+        self._mu = threading.Lock()
+        self.locks: set[_LockBase] = set()
+
+    def acked(self, sent: float) -> None:
+        self.deadline = max(self.deadline, sent + self.ttl_ms / 1000 * _SAFETY)
+
+    @property
+    def lost(self) -> bool:
+        if not self._lost and self.deadline and time.monotonic() > self.deadline:
+            self.mark_lost(f"no keep-alive acknowledged within the TTL of {self.ttl_ms} ms")
+        return self._lost
+
+    def mark_lost(self, reason: str) -> None:
+        with self._mu:
+            if self._lost:
+                return
+            self._lost, self.reason = True, reason
+            locks = list(self.locks)
+        for lock in locks:
+            lock._session_lost(reason)
+
+
+class LockSession(_SessionState):
+    """A sync client's lock session of one TTL, kept alive by a daemon thread."""
+
+    def __init__(self, client: Any, ttl_ms: int) -> None:
+        super().__init__(ttl_ms)
+        self.client = client
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> LockSession:
+        c = self.client
+        sent = time.monotonic()
+        c._call("/v1/locks/session", c._write({"ttl_ms": self.ttl_ms,
+                                                "session_id": self.session_id}))
+        self.acked(sent)
+        self._thread = threading.Thread(target=self._keep_alive, daemon=True,
+                                        name=f"coreplane-lock-session-{self.ttl_ms}")
+        self._thread.start()
+        return self
+
+    def _keep_alive(self) -> None:
+        c = self.client
+        while not self._stop.wait(self.ttl_ms / 3000):
+            if self.lost:
+                return
+            sent = time.monotonic()
+            try:
+                c._call("/v1/locks/keepalive", c._write({"session_id": self.session_id}))
+            except CommandRejected as exc:
+                self.mark_lost(f"keep-alive refused: {exc.code}")
+                return
+            except CoreplaneError:
+                continue  # tried again next round; lost once the deadline passes
+            self.acked(sent)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.ttl_ms / 1000)
+        if not self._lost:
+            c = self.client
+            with contextlib.suppress(CoreplaneError):
+                c._call("/v1/locks/close", c._write({"session_id": self.session_id}))
+        self._lost, self.reason = True, "session closed"
+
+
+class AsyncLockSession(_SessionState):
+    """An async client's lock session, kept alive by a task."""
+
+    def __init__(self, client: Any, ttl_ms: int) -> None:
+        super().__init__(ttl_ms)
+        self.client = client
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> AsyncLockSession:
+        c = self.client
+        sent = time.monotonic()
+        await c._call("/v1/locks/session", c._write({"ttl_ms": self.ttl_ms,
+                                                      "session_id": self.session_id}))
+        self.acked(sent)
+        self._task = asyncio.get_running_loop().create_task(self._keep_alive())
+        return self
+
+    async def _keep_alive(self) -> None:
+        c = self.client
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            if self.lost:
+                return
+            sent = time.monotonic()
+            try:
+                await c._call("/v1/locks/keepalive", c._write({"session_id": self.session_id}))
+            except CommandRejected as exc:
+                self.mark_lost(f"keep-alive refused: {exc.code}")
+                return
+            except CoreplaneError:
+                continue
+            self.acked(sent)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self._lost:
+            c = self.client
+            with contextlib.suppress(CoreplaneError):
+                await c._call("/v1/locks/close", c._write({"session_id": self.session_id}))
+        self._lost, self.reason = True, "session closed"
+
+
+class _LockBase:
+    def __init__(self, client: Any, name: str, *, ttl_ms: int,
+                 on_lost: Callable[[Any], None] | None, acquire_timeout_s: float | None) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("name", "must be a non-empty str")
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1_000:
+            raise InvalidArgument("ttl_ms", "must be an integer >= 1000 (ticks are 200 ms)")
+        if on_lost is not None and not callable(on_lost):
+            raise InvalidArgument("on_lost", "must be callable")
+        self.client, self.name, self.ttl_ms = client, name, ttl_ms
+        self.on_lost = on_lost
+        self.acquire_timeout_s = acquire_timeout_s
+        self.token: int | None = None
+        self._session: _SessionState | None = None
+        self._lost_reason = ""
+        self._lost_flag = False
+        self._released = False
+        self._flag_lock = threading.Lock()
+
+    @property
+    def session_id(self) -> int:
+        return self._session.session_id if self._session is not None else 0
+
+    def _session_lost(self, reason: str) -> None:
+        if self._released:
+            return
+        with self._flag_lock:
+            if self._lost_flag:
+                return
+            self._lost_flag, self._lost_reason = True, reason
+        if self.on_lost is not None:
+            with contextlib.suppress(Exception):
+                self.on_lost(self)
+
+    @property
+    def lost(self) -> bool:
+        """True once the lock may have passed to someone else (see the module docstring)."""
+        if not self._lost_flag and not self._released and self._session is not None:
+            _ = self._session.lost  # checks the deadline; tells this lock if it passed
+        return self._lost_flag
+
+    def check(self) -> int:
+        """The token if the lock is still held; raises `LockLost` otherwise."""
+        if self.token is None or self._released:
+            raise LockLost(self.name, "released" if self._released else "not acquired")
+        if self.lost:
+            raise LockLost(self.name, self._lost_reason)
+        return self.token
+
+    def _granted(self, answer: dict[str, Any]) -> bool:
+        if answer.get("held"):
+            self.token = int(answer["token"])
+            return True
+        if "session" in answer and answer["session"] is None and self._session is not None:
+            self._session.mark_lost("the lock session expired while waiting")
+        if self.lost:
+            raise LockLost(self.name, self._lost_reason)
+        return False
+
+    def _forget(self, session: _SessionState) -> None:
+        """Detach from a session the cluster no longer has, without losing this lock."""
+        with session._mu:
+            session.locks.discard(self)
+        session.mark_lost("the cluster ended the session")
+
+    def _timed_out(self, started: float) -> bool:
+        return (self.acquire_timeout_s is not None
+                and time.monotonic() - started > self.acquire_timeout_s)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, token={self.token}, "
+                f"lost={self._lost_flag})")
+
+
+class Lock(_LockBase):
+    """A held-or-lost lock for the sync `Client`; see the module docstring."""
+
+    def __init__(self, client: Any, name: str, *, ttl_ms: int = 10_000,
+                 on_lost: Callable[[Any], None] | None = None,
+                 acquire_timeout_s: float | None = None) -> None:
+        super().__init__(client, name, ttl_ms=ttl_ms, on_lost=on_lost,
+                         acquire_timeout_s=acquire_timeout_s)
+
+    def acquire(self) -> Lock:
+        """Block until granted (FIFO); raises LockLost or Unavailable (acquire timeout)."""
+        c = self.client
+        try:
+            for attempt in range(2):
+                session = c._lock_session(self.ttl_ms)
+                self._session = session
+                with session._mu:
+                    session.locks.add(self)
+                try:
+                    answer = c._call("/v1/locks/acquire", c._write({
+                        "name": self.name, "session_id": session.session_id}))
+                    break
+                except CommandRejected as exc:
+                    # The cluster ended the session before we noticed: open another, once.
+                    if exc.code != "session_not_found" or attempt:
+                        raise
+                    self._forget(session)
+            started = time.monotonic()
+            while not self._granted(answer):
+                if self._timed_out(started):
+                    raise Unavailable(f"lock {self.name!r} not granted within "
+                                      f"{self.acquire_timeout_s} s")
+                time.sleep(c.config.lock_poll_ms / 1000)
+                answer = c._call("/v1/locks/describe", {"name": self.name,
+                                                        "session_id": session.session_id})
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        """Release the lock (or leave its queue); the session stays for the next lock."""
+        if self._released:
+            return
+        self._released = True
+        session = self._session
+        if session is None:
+            return
+        with session._mu:
+            session.locks.discard(self)
+        if not session.lost:
+            c = self.client
+            with contextlib.suppress(CoreplaneError):
+                c._call("/v1/locks/release", c._write({"name": self.name,
+                                                       "session_id": session.session_id}))
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class AsyncLock(_LockBase):
+    """The same for `AsyncClient`: ``async with client.lock("name") as lock:``."""
+
+    def __init__(self, client: Any, name: str, *, ttl_ms: int = 10_000,
+                 on_lost: Callable[[Any], None] | None = None,
+                 acquire_timeout_s: float | None = None) -> None:
+        super().__init__(client, name, ttl_ms=ttl_ms, on_lost=on_lost,
+                         acquire_timeout_s=acquire_timeout_s)
+
+    async def acquire(self) -> AsyncLock:
+        c = self.client
+        try:
+            for attempt in range(2):
+                session = await c._lock_session(self.ttl_ms)
+                self._session = session
+                with session._mu:
+                    session.locks.add(self)
+                try:
+                    answer = await c._call("/v1/locks/acquire", c._write({
+                        "name": self.name, "session_id": session.session_id}))
+                    break
+                except CommandRejected as exc:
+                    if exc.code != "session_not_found" or attempt:
+                        raise
+                    self._forget(session)
+            started = time.monotonic()
+            while not self._granted(answer):
+                if self._timed_out(started):
+                    raise Unavailable(f"lock {self.name!r} not granted within "
+                                      f"{self.acquire_timeout_s} s")
+                await asyncio.sleep(c.config.lock_poll_ms / 1000)
+                answer = await c._call("/v1/locks/describe", {
+                    "name": self.name, "session_id": session.session_id})
+        except BaseException:
+            await self.release()
+            raise
+        return self
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        session = self._session
+        if session is None:
+            return
+        with session._mu:
+            session.locks.discard(self)
+        if not session.lost:
+            c = self.client
+            with contextlib.suppress(CoreplaneError):
+                await c._call("/v1/locks/release", c._write({
+                    "name": self.name, "session_id": session.session_id}))
+
+    async def __aenter__(self) -> AsyncLock:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()

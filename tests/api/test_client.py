@@ -1,0 +1,219 @@
+"""The SDK clients against a real ApiServer over a LocalControlPlane (fast, exact)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from coreplane.errors import (
+    CommandRejected,
+    InvalidArgument,
+    LockLost,
+    PermissionDenied,
+    Unavailable,
+)
+from coreplane.sdk import AsyncClient, Client, FencedResource, LongRunningConfig
+from coreplane.testing.ports import free_ports
+from tests.api.local import AGENT, CLIENT
+
+FAST = LongRunningConfig(backoff_base_ms=1, backoff_cap_ms=5, health_check_interval_ms=0,
+                         lock_poll_ms=5, connect_timeout_ms=500, request_timeout_ms=2_000)
+
+
+def test_kv_and_leases_through_the_client(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], CLIENT, FAST) as c:
+        rev = c.put("sdk/a", b"1")
+        assert c.get("sdk/a") == (b"1", rev)
+        assert c.get("sdk/none", stale_ok=True) is None
+        with pytest.raises(CommandRejected) as info:
+            c.cas("sdk/a", rev + 1000, b"2")
+        assert info.value.code == "compare_failed"
+        assert c.cas("sdk/a", rev, b"2") > rev
+        c.put("sdk/b", b"3")
+        assert [k for k, _v, _r in c.range("sdk/")] == ["sdk/a", "sdk/b"]
+        assert c.delete("sdk/b") == 1
+        lease = c.lease_grant(5_000)
+        c.put("sdk/leased", b"x", lease_id=lease)
+        assert c.lease_keep_alive(lease) > 0
+        assert c.lease_revoke(lease) == 1
+        assert c.status()["node_id"] == "n1"
+        assert c.members()["leader"] == "n1"
+        with pytest.raises(InvalidArgument) as bad:
+            c.put("", b"x")
+        assert bad.value.field == "key"
+
+
+def test_wrong_role_is_permission_denied_and_not_retried(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], AGENT, FAST) as c:
+        with pytest.raises(PermissionDenied):
+            c.get("k")
+        assert c.endpoints.breakers[server.url].failures == 0
+
+
+def test_a_dead_endpoint_is_skipped_and_the_leader_is_preferred(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    with Client([dead, server.url], CLIENT, FAST) as c:
+        for i in range(5):
+            c.put(f"fail/{i}", b"v")  # the first attempt hits the dead one, then moves on
+        assert c.endpoints.breakers[dead].failures == 1  # then the leader was learned
+        assert c.endpoints.order()[0] == server.url == c.endpoints.leader_url
+
+
+def test_the_breaker_opens_on_a_dead_endpoint_and_then_fails_fast() -> None:
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    with Client([dead], CLIENT, FAST.with_(max_attempts=2)) as c:
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                c.get("k")
+        breaker = c.endpoints.breakers[dead]
+        assert breaker.state == "open" and breaker.opened == 1
+        with pytest.raises(Unavailable, match="circuit breaker is open"):
+            c.get("k")
+
+
+def test_unavailable_is_retried_within_the_budget_then_raised(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    cp.down = True
+    try:
+        with Client([server.url], CLIENT, FAST.with_(max_attempts=3)) as c:
+            with pytest.raises(Unavailable) as info:
+                c.get("k")
+            assert "3 attempts" in str(info.value)
+    finally:
+        cp.down = False
+
+
+def test_draining_sends_no_new_request_and_forgets_when_idle(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    other = "http://127.0.0.1:9"  # never used: drained before any call
+    with Client([other, server.url], CLIENT, FAST) as c:
+        c.drain(other)
+        assert c.endpoints.all() == [server.url]
+        c.put("drain/k", b"v")
+        assert c.endpoints.breakers[server.url].failures == 0
+
+
+def test_lock_fifo_between_two_clients_and_fenced_writes(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    fence = FencedResource()
+    order: list[str] = []
+    with Client([server.url], CLIENT, FAST) as a, Client([server.url], CLIENT, FAST) as b:
+        with a.lock("fifo", ttl_ms=5_000) as la:
+            fence.check("res", la.token)
+            got_b = threading.Event()
+
+            def second() -> None:
+                with b.lock("fifo", ttl_ms=5_000) as lb:
+                    order.append("b")
+                    fence.check("res", lb.token)
+                    got_b.set()
+
+            t = threading.Thread(target=second)
+            t.start()
+            deadline = time.monotonic() + 5
+            while cp.read(lambda sm: sm.locks.describe("fifo")["waiters"]) != 1:
+                assert time.monotonic() < deadline, "b never queued"
+                time.sleep(0.01)
+            assert not got_b.is_set()  # queued behind a
+            order.append("a")
+            a.put("fifo/owner", b"a", guard=la)
+            first_token = la.token
+        t.join(5)
+        assert order == ["a", "b"] and got_b.is_set()
+        assert fence.highest("res") > first_token
+        with pytest.raises(LockLost):
+            la.check()  # released
+
+
+def test_lock_lost_when_the_session_expires(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    cp.tick(10_000)
+    lost: list[object] = []
+    with Client([server.url], CLIENT, FAST) as c:
+        lock = c.lock("expiring", ttl_ms=1_000, on_lost=lost.append).acquire()
+        token = lock.check()
+        cp.tick(10_000 + 1_000)  # cluster time passes the TTL: the session expires
+        deadline = time.monotonic() + 5
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock.lost and lost == [lock]
+        with pytest.raises(LockLost):
+            c.put("expiring/x", b"v", guard=lock)
+        assert token > 0
+        lock.release()
+
+
+def test_the_async_client_has_the_same_shape(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+
+    async def main() -> None:
+        async with AsyncClient([server.url], CLIENT, FAST) as c:
+            rev = await c.put("async/a", b"1")
+            assert await c.get("async/a") == (b"1", rev)
+            assert [k for k, _v, _r in await c.range("async/")] == ["async/a"]
+            async with c.lock("async-lock", ttl_ms=2_000) as lock:
+                assert lock.check() > 0
+                await c.put("async/b", b"2", guard=lock)
+            with pytest.raises(LockLost):
+                lock.check()
+            with pytest.raises(CommandRejected):
+                await c.cas("async/a", 0, b"x")
+
+    asyncio.run(main())
+
+
+def test_watch_through_the_client_resumes_by_revision(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], CLIENT, FAST) as c:
+        first = c.put("watch/a", b"1")
+        c.put("other/z", b"-")
+        c.delete("watch/a")
+        events = c.watch_events("watch/", start_revision=first, wait_ms=100)
+        got = [next(events), next(events)]
+        assert [(kind, key) for _r, kind, key, _v in got] == [("put", "watch/a"),
+                                                              ("delete", "watch/a")]
+        assert got[0][3] == b"1"
+        batch, resume = c.watch("watch/", start_revision=got[1][0] + 1, wait_ms=50)
+        assert batch == [] and resume >= got[1][0] + 1
+
+
+def test_a_client_reuses_one_lock_session_per_ttl_until_it_is_lost(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.core import commands as C
+
+    cp, server = served
+
+    def grants() -> int:
+        return sum(C.decode(p).TAG == C.LockSessionGrant.TAG for p in cp.proposed)
+
+    with Client([server.url], CLIENT, FAST) as c:
+        before = grants()
+        tokens = []
+        for _ in range(3):
+            with c.lock("reuse", ttl_ms=4_000) as lock:
+                tokens.append(lock.token)
+        assert grants() == before + 1 and tokens == sorted(set(tokens))  # 2 proposals a cycle
+        session = lock._session
+        cp.tick(cp.sm.tick_ms + 4_000)  # the cluster expires the idle session
+        with c.lock("reuse", ttl_ms=4_000) as again:
+            assert again._session is not session and again.token > tokens[-1]
+        assert grants() == before + 2
+
+
+def test_health_checks_open_a_dead_endpoints_breaker_without_user_traffic(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    config = FAST.with_(health_check_interval_ms=20, breaker_failures=3)
+    with Client([dead, server.url], CLIENT, config) as c:
+        deadline = time.monotonic() + 10
+        while c.endpoints.breakers[dead].state == "closed":
+            assert time.monotonic() < deadline, "the health checks never opened the breaker"
+            time.sleep(0.01)
+        assert c.endpoints.breakers[server.url].state == "closed"
+        assert c.endpoints.leader_url == server.url  # refreshed by the health loop too
+    assert not c._health.is_alive()  # close() waited for the health thread

@@ -1,0 +1,27 @@
+"""The API bench runs at a small size inside the suite so it never rots (no etcd, no timing
+assertions: only that every figure the summary promises is there and nothing failed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_api_bench_smoke_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "api.json"
+    done = subprocess.run([sys.executable, "-m", "benches", "api", "--json", str(out),
+                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    record = json.loads(out.read_text())
+    summary = record["summary"]
+    for key in ("put_per_s", "get_per_s", "put_p50_ms", "lock_cycle_per_s", "lock_p50_ms"):
+        assert summary[key] > 0, key
+        assert summary[f"{key}_ratio_vs_etcd"] is None  # etcd is skipped under --smoke
+    assert summary["errors"]["coreplane"] == {"put": 0, "get": 0, "lock": 0}
