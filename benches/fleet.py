@@ -16,8 +16,7 @@ Keys (targets from issue 12):
   15 s) every 10 s (targets <= 50 entries/s, <= 100 KB/s);
 - `detect_to_plan_s`: from the committed dead decision to the plan's commit on a 1k/100k fleet
   = one runtime step (20 ms) + capture + problem + solve + plan apply, each measured (target
-  <= 1 s); the components are reported too (the problem with the leader's Partition cache
-  warm from an earlier solve, as in steady state; `problem_cold_ms` without it);
+  <= 1 s); the components are reported too;
 - `plan_apply_ms`: the apply of one ~1,500-move FleetPlan (five nodes dead), decode included
   (target <= 20 ms); `heal_moves_over_lb`: that plan's moves over the placement lower bound;
   `tick_apply_us_p99_during_heal`: Tick apply while that plan's operations run (agents ack
@@ -208,11 +207,6 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
     """Kill `dead` nodes of a placed fleet; time capture, problem, solve and plan apply."""
     cfg = FleetConfig(suspect_after_ms=5_000, dead_after_ms=30_000)
     d = Driver(cfg, nodes=nodes, zones=4, partitions=partitions)
-    cache: dict[str, Any] = {}  # the leader's Partition reuse, warm from its earlier solves
-    t_cold = time.perf_counter()
-    problem_from_capture(d.sm.fleet.capture()(),
-                         moves_in_flight_per_node=cfg.moves_in_flight_per_node, cache=cache)
-    problem_cold_ms = (time.perf_counter() - t_cold) * 1e3
     victims = d.node_ids[:: max(1, nodes // dead)][:dead]
     d.apply(C.FleetReport([], [], [[v, d.tick_ms] for v in victims], [], []))
     for _ in range(200):
@@ -223,8 +217,7 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
     t0 = time.perf_counter()
     view = fleet.capture()
     t1 = time.perf_counter()
-    solve = problem_from_capture(view(), moves_in_flight_per_node=cfg.moves_in_flight_per_node,
-                                 cache=cache)
+    solve = problem_from_capture(view(), moves_in_flight_per_node=cfg.moves_in_flight_per_node)
     t2 = time.perf_counter()
     plan = placement.solve(solve.problem)
     t3 = time.perf_counter()
@@ -250,8 +243,7 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
             "heal_ticks": len(during), "heal_queue_left": len(d.sm.fleet.queue),
             "heal_moves_over_lb": metrics.moves_over_lb,
             "heal_lower_bound": metrics.lower_bound, "capture_ms": (t1 - t0) * 1e3,
-            "problem_ms": (t2 - t1) * 1e3, "problem_cold_ms": problem_cold_ms,
-            "solve_ms": (t3 - t2) * 1e3,
+            "problem_ms": (t2 - t1) * 1e3, "solve_ms": (t3 - t2) * 1e3,
             "solver_backend": placement.BACKEND, "plan_entry_bytes": len(entry),
             "detect_to_plan_s": 0.020 + (t1 - t0) + (t2 - t1) + (t3 - t2) + (t5 - t4)}
 

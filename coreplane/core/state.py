@@ -190,7 +190,7 @@ class StateMachine:
     def _execute(self, command: commands.Command, index: int) -> Value:
         kv = self.kv
         if command.TAG in commands.FLEET_TAGS:
-            return self.fleet.execute(command, index)
+            return self.fleet.execute(command, index, self.tick_ms)
         match command:
             case commands.Put(key=key, value=value, lease_id=lease_id):
                 return kv.put(key, value, lease_id)
@@ -299,7 +299,7 @@ class StateMachine:
             return {
                 **head,
                 "kv": kv(),
-                "fleet": fleet(),
+                **({"fleet": fleet_plain} if (fleet_plain := fleet()) is not None else {}),
                 "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
                              for cid, floor, results in sessions],
                 "machines": codec.decode_value(machines),

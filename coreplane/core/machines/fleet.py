@@ -115,6 +115,7 @@ class FleetConfig:
     journal_max: int = 10_000
     requests_max: int = 1_000
     admit_scan_max: int = 128
+    admit_per_tick_max: int = 16  # operations started per entry: bounds a tick's apply cost
 
     def validate(self) -> None:
         for name in self.__dataclass_fields__:
@@ -318,12 +319,17 @@ class FleetMachine:
     # ------------------------------------------------------------------ hooks from StateMachine
 
     def on_leader(self, index: int, tick_ms: int) -> None:
-        """A new leader: nobody turns suspect or dead for `suspect_after_ms` of tick time."""
-        self.index, self.tick_ms = index, tick_ms
-        self.grace_until_ms = -1  # starts at the new leader's first tick (its time may jump)
+        """A new leader: nobody turns suspect or dead for `suspect_after_ms` of tick time
+        (counted from its first tick). A fleet with no node has nobody to spare: it stays
+        pristine (and out of the snapshot, see `pristine`)."""
+        if self.nodes:
+            self.index, self.tick_ms = index, tick_ms
+            self.grace_until_ms = -1
 
     def on_tick(self, index: int, tick_ms: int) -> None:
         """Liveness deadlines, operation deadlines and plan admission: O(what is due)."""
+        if self.pristine():
+            return
         self.index, self.tick_ms = index, tick_ms
         if self.grace_until_ms < 0:
             self.grace_until_ms = tick_ms + self.config.suspect_after_ms
@@ -757,10 +763,10 @@ class FleetMachine:
 
         Throttles are checked first (O(1)): a queue of moves waiting for busy nodes costs about
         a microsecond per move looked at, so a tick stays cheap while a large plan runs."""
-        queue, dropped = self.queue, 0
+        queue, dropped, started = self.queue, 0, 0
         flight_max = self.config.moves_in_flight_max
         for _ in range(min(len(queue), self.config.admit_scan_max)):
-            if len(self.ops) >= flight_max:
+            if len(self.ops) >= flight_max or started >= self.config.admit_per_tick_max:
                 break
             move = queue.popleft()
             pid, source, target = move
@@ -780,6 +786,7 @@ class FleetMachine:
                 queue.append(move)
                 continue
             self._start(pid, source, target, copy_from)
+            started += 1
         if dropped:
             self._dirty(by_plan=True)
 
@@ -942,9 +949,16 @@ class FleetMachine:
 
     # ------------------------------------------------------------------ dispatch
 
-    def execute(self, command: Any, index: int) -> Value:
-        """Apply one fleet command (a `coreplane.core.commands` Fleet* instance)."""
-        self.index = index
+    def pristine(self) -> bool:
+        """Nothing was ever asked of the fleet: no node, partition, request or decision. A
+        pristine fleet is left out of snapshots (so is everything that ticks cannot change)."""
+        return not (self.nodes or self.parts or self.requests or self.journal or self.ops
+                    or self.queue or self.dirty_index or self.plan_index or self.plan_more)
+
+    def execute(self, command: Any, index: int, tick_ms: int) -> Value:
+        """Apply one fleet command (a `coreplane.core.commands` Fleet* instance) at log
+        `index` and committed tick time `tick_ms`."""
+        self.index, self.tick_ms = index, tick_ms
         tag = command.TAG
         if tag == 50:
             return self.report(command.to_body(), index)
@@ -1030,12 +1044,15 @@ class FleetMachine:
 
     # ------------------------------------------------------------------ snapshot
 
-    def to_plain(self) -> dict[str, Value]:
+    def to_plain(self) -> dict[str, Value] | None:
         return self.snapshot_capture()()
 
-    def snapshot_capture(self) -> Callable[[], dict[str, Value]]:
+    def snapshot_capture(self) -> Callable[[], dict[str, Value] | None]:
         """Pointer copies on the apply thread (records are immutable tuples; nodes, operations
-        and journal rows are copied small); the thunk builds the plain form anywhere."""
+        and journal rows are copied small); the thunk builds the plain form anywhere (None
+        for a pristine fleet)."""
+        if self.pristine():
+            return lambda: None
         nodes = [self.nodes[n].to_plain(n) for n in self.nodes]
         parts = self.parts.copy()
         ops = [op.to_plain() for op in self.ops.values()]
