@@ -1024,57 +1024,301 @@ cdef int64_t *split_heat(S *s) noexcept nogil:
     return out
 
 
-cdef int64_t cool(S *s, int64_t allowance) noexcept nogil:
-    cdef int64_t *ecap = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+cdef enum:
+    CAP_SWAP_CANDIDATES = 8
+    CAP_SLACK_NUM = 6
+    CAP_SLACK_ADD = 6
+    CAP_SWAP_SCAN = 8
+
+
+cdef struct Cap:
+    # _pure._cap's working state: caps, movable heat, move chains, per-node replicas by heat
+    int64_t *caps
+    int64_t *mov
+    int64_t *head        # partition -> its last move, -1
+    int64_t *prev        # move -> the partition's move before it, -1
+    Py_ssize_t pcap
+    Pair **bh            # node -> movable replicas as (heat, index, 0), coldest first
+    int64_t *bh_len
+    bint *bh_ok
+
+
+cdef int64_t cap_fresh(S *s, Cap *c, int64_t p, int64_t n) noexcept nogil:
+    """_pure._fresh: the last move of p onto n in the plan, or -1."""
+    cdef int64_t i = c.head[p]
+    while i >= 0:
+        if s.md[i] == n:
+            return i
+        i = c.prev[i]
+    return -1
+
+
+cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
+    """_pure._by_heat, cached until t changes."""
+    cdef int64_t j, p, k = 0
+    if not c.bh_ok[t]:
+        free(c.bh[t])
+        c.bh[t] = <Pair *>malloc((s.nr_len[t] + 1) * sizeof(Pair))
+        for j in range(s.nr_len[t]):
+            p = s.nr[t][j]
+            if not s.split[p]:
+                c.bh[t][k].a = s.heat[p]
+                c.bh[t][k].b = p
+                c.bh[t][k].c = 0
+                k += 1
+        sort_pairs(c.bh[t], k)
+        c.bh_len[t] = k
+        c.bh_ok[t] = True
+    return c.bh[t]
+
+
+cdef inline bint on_node(S *s, int64_t p, int64_t n) noexcept nogil:
+    cdef int64_t j
+    for j in range(s.pn_len[p]):
+        if s.pn[p * s.RMAX + j] == n:
+            return True
+    return False
+
+
+cdef inline bint act_less(int64_t *x, int64_t *y) noexcept nogil:
+    """x < y on the 8-int actions of _pure.CapAct, compared whole."""
+    cdef int k
+    for k in range(8):
+        if x[k] != y[k]:
+            return x[k] < y[k]
+    return False
+
+
+cdef bint cap_single(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                     Pair *rooms, Py_ssize_t nrooms, int64_t allowance,
+                     int64_t *best) noexcept nogil:
+    """_pure._cap_single; the action into `best`, True if there is one."""
+    cdef Py_ssize_t a, b
+    cdef int64_t h, p, i, cost, src, t, j, m, short
+    cdef bint found = False, used
+    cdef int64_t cand[8]
+    for a in range(nhot):
+        h = hot[a].a
+        p = hot[a].b
+        if h <= 0:
+            continue
+        i = cap_fresh(s, c, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance:
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        for b in range(nrooms):
+            t = rooms[b].b
+            if -rooms[b].a < h:
+                break
+            used = False
+            for j in range(s.pn_len[p]):
+                m = s.pn[p * s.RMAX + j]
+                if m != n and s.zone[m] == s.zone[t]:
+                    used = True
+                    break
+            if used or s.count[t] >= s.hi[t] or t == src:
+                continue
+            short = 1 if h < excess else 0
+            cand[0] = short
+            cand[1] = cost
+            cand[2] = -h if short else h
+            cand[3] = p
+            cand[4] = t
+            cand[5] = -1
+            cand[6] = i
+            cand[7] = -1
+            if not found or act_less(cand, best):
+                memcpy(best, cand, 8 * sizeof(int64_t))
+                found = True
+            break
+    return found
+
+
+cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                   int64_t allowance, int64_t *best) noexcept nogil:
+    """_pure._cap_swap; the action into `best`, True if there is one."""
+    cdef int64_t zn = s.zone[n], zt, t, room, h, p, i, j, m, q, bq, cost, gain, short
+    cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
+    cdef Py_ssize_t lo, hi, mid, k, rlen
+    cdef Pair *row
+    cdef bint found = False, bad
+    cdef int64_t cand[8]
+    for t in range(s.N):
+        if not s.elig[t] or t == n:
+            continue
+        row = cap_by_heat(s, c, t)
+        rlen = c.bh_len[t]
+        room = c.caps[t] - c.mov[t]
+        zt = s.zone[t]
+        for a in range(first, nhot):
+            h = hot[a].a
+            p = hot[a].b
+            if on_node(s, p, t):
+                continue
+            if zt != zn:
+                bad = False
+                for j in range(s.pn_len[p]):
+                    if s.zone[s.pn[p * s.RMAX + j]] == zt:
+                        bad = True
+                        break
+                if bad:
+                    continue
+            i = cap_fresh(s, c, p, n)
+            if i >= 0 and s.ms[i] == t:
+                continue
+            lo = 0  # bisect_left(row, (h - room, -1)): the first heat >= h - room
+            hi = rlen
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if row[mid].a < h - room:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for k in range(lo, min(lo + CAP_SWAP_SCAN, rlen)):
+                bq = row[k].a
+                q = row[k].b
+                if bq >= h:
+                    break
+                if on_node(s, q, n):
+                    continue
+                if zt != zn:
+                    bad = False
+                    for j in range(s.pn_len[q]):
+                        if s.zone[s.pn[q * s.RMAX + j]] == zn:
+                            bad = True
+                            break
+                    if bad:
+                        continue
+                j = cap_fresh(s, c, q, t)
+                if j >= 0 and s.ms[j] == n:
+                    continue
+                cost = (1 if i < 0 else 0) + (1 if j < 0 else 0)
+                if cost > allowance:
+                    break
+                gain = h - bq
+                short = 1 if gain < excess else 0
+                cand[0] = short
+                cand[1] = cost
+                cand[2] = -gain if short else gain
+                cand[3] = p
+                cand[4] = t
+                cand[5] = q
+                cand[6] = i
+                cand[7] = j
+                if not found or act_less(cand, best):
+                    memcpy(best, cand, 8 * sizeof(int64_t))
+                    found = True
+                break
+    return found
+
+
+cdef int64_t cap_shift(S *s, Cap *c, int64_t p, int64_t src, int64_t dst,
+                       int64_t i) noexcept nogil:
+    """_pure._cap_shift: re-target move i when >= 0 (free), else record a new move."""
+    remove(s, p, src)
+    add(s, p, dst)
+    if i >= 0:
+        s.md[i] = dst
+        return 0
+    if s.nm >= c.pcap:
+        c.pcap = c.pcap * 2 + 64
+        c.prev = <int64_t *>realloc(c.prev, c.pcap * sizeof(int64_t))
+    c.prev[s.nm] = c.head[p]
+    c.head[p] = s.nm
+    record(s, p, src, dst)
+    return 1
+
+
+cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
+    """_pure._cap: every node under its heat cap with the fewest moves, re-targets first."""
+    cdef Cap c
     cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
-    cdef int64_t n, i, j, p, no = 0, r, t, q, room, excess, back
-    cdef bint single
-    cdef int64_t *sh = split_heat(s)
+    cdef Pair *rooms = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef Pair *hot
+    cdef int64_t n, t, p, q, x, no = 0, actions, excess, k, rest
+    cdef Py_ssize_t a, nhot, nrooms, ii
+    cdef bint have, have_swap
+    cdef int64_t act[8]
+    cdef int64_t swp[8]
+    c.caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    c.mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    movable_and_u(s, c.mov)
     for n in range(s.N):
-        ecap[n] = s.hcap[n] + sh[n]
-        if s.elig[n] and s.nheat[n] > ecap[n]:
-            order[no].a = -hkey(s, n)
+        c.caps[n] = target_cap(s, lb, n)
+        if s.elig[n] and c.mov[n] > c.caps[n]:
+            x = c.caps[n] if c.caps[n] > 1 else 1
+            order[no].a = -((c.mov[n] << SHIFT) // x)
             order[no].b = n
             order[no].c = 0
             no += 1
+    if no == 0:
+        free(order); free(rooms); free(c.caps); free(c.mov)
+        return allowance
     qsort(order, no, sizeof(Pair), _cmp_triple)
-    for i in range(no):
-        n = order[i].b
-        excess = s.nheat[n] - ecap[n]
-        t = -1
-        for j in range(s.N):
-            if s.elig[j] and j != n and s.zone[j] == s.zone[n]:
-                if t < 0 or s.nheat[j] - s.hcap[j] < s.nheat[t] - s.hcap[t]:
-                    t = j
-        if excess <= 0 or t < 0 or allowance <= 0:
-            continue
-        room = s.hcap[t] - s.nheat[t]
-        single = s.count[n] > s.lo[n] and s.count[t] < s.hi[t]
-        q = -1 if single else coldest(s, t)
-        if not single and (q < 0 or allowance < 2):
-            continue
-        back = s.heat[q] if q >= 0 else 0
-        r = -1
-        for j in range(s.nr_len[n]):
-            p = s.nr[n][j]
-            if s.split[p] or s.heat[p] - back < excess or s.heat[p] - back > room:
-                continue
-            if r < 0 or s.heat[p] < s.heat[r] or (s.heat[p] == s.heat[r] and p < r):
-                r = p
-        if r < 0:
-            continue
-        remove(s, r, n)
-        add(s, r, t)
-        record(s, r, n, t)
-        allowance -= 1
-        if q >= 0:
-            remove(s, q, t)
-            add(s, q, n)
-            record(s, q, t, n)
-            allowance -= 1
-    free(ecap)
-    free(order)
-    free(sh)
+    c.head = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    c.pcap = s.nm + 64
+    c.prev = <int64_t *>malloc(c.pcap * sizeof(int64_t))
+    for p in range(s.P):
+        c.head[p] = -1
+    for ii in range(s.nm):
+        c.prev[ii] = c.head[s.mp[ii]]
+        c.head[s.mp[ii]] = ii
+    c.bh = <Pair **>calloc(s.N + 1, sizeof(Pair *))
+    c.bh_len = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    c.bh_ok = <bint *>calloc(s.N + 1, sizeof(bint))
+    for a in range(no):
+        n = order[a].b
+        hot = cap_by_heat(s, &c, n)
+        nhot = c.bh_len[n]
+        rest = c.mov[n] - c.caps[n]  # _pure._leavers
+        k = 0
+        ii = nhot - 1
+        while ii >= 0 and rest > 0:
+            rest -= hot[ii].a
+            k += 1
+            ii -= 1
+        actions = CAP_SLACK_NUM * k + CAP_SLACK_ADD
+        while c.mov[n] > c.caps[n] and actions > 0:
+            excess = c.mov[n] - c.caps[n]
+            hot = cap_by_heat(s, &c, n)
+            nhot = c.bh_len[n]
+            have = False
+            if s.count[n] > s.lo[n]:
+                nrooms = 0
+                for t in range(s.N):
+                    if s.elig[t] and t != n:
+                        rooms[nrooms].a = c.mov[t] - c.caps[t]
+                        rooms[nrooms].b = t
+                        rooms[nrooms].c = 0
+                        nrooms += 1
+                sort_pairs(rooms, nrooms)
+                have = cap_single(s, &c, n, excess, hot, nhot, rooms, nrooms, allowance, act)
+            if not have or act[0]:
+                have_swap = cap_swap(s, &c, n, excess, hot, nhot, allowance, swp)
+                if have_swap and (not have or act_less(swp, act)):
+                    memcpy(act, swp, 8 * sizeof(int64_t))
+                    have = True
+            if not have:
+                break
+            p = act[3]
+            t = act[4]
+            q = act[5]
+            if act[1] > 0:
+                actions -= 1
+            allowance -= cap_shift(s, &c, p, n, t, act[6])
+            c.mov[n] -= s.heat[p]
+            c.mov[t] += s.heat[p]
+            if q >= 0:
+                allowance -= cap_shift(s, &c, q, t, n, act[7])
+                c.mov[t] -= s.heat[q]
+                c.mov[n] += s.heat[q]
+            c.bh_ok[n] = False
+            c.bh_ok[t] = False
+    for n in range(s.N):
+        free(c.bh[n])
+    free(c.bh); free(c.bh_len); free(c.bh_ok); free(c.head); free(c.prev)
+    free(order); free(rooms); free(c.caps); free(c.mov)
     return allowance
 
 
@@ -1494,7 +1738,7 @@ def solve_dense(d):
                 status = 1
                 arg = failed
             else:
-                allowance = cool(&s, allowance)
+                allowance = cap(&s, &b, allowance)
                 allowance = shave(&s, allowance)
                 peak(&s, allowance)
                 mw = waves(&s)

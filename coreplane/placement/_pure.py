@@ -9,10 +9,17 @@ but the dense model.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 
-from coreplane.placement.bounds import Dense, lower_bound_dense, plan_lower_bound_dense
+from coreplane.placement.bounds import (
+    Dense,
+    heat_caps,
+    hottest_movable,
+    lower_bound_dense,
+    plan_lower_bound_dense,
+)
 
 __all__ = ["OK", "Raw", "solve_dense"]
 
@@ -391,44 +398,199 @@ def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
     return -1, -1
 
 
-def _cool(s: _State, allowance: int) -> int:
-    """Fix each node above its heat cap with one move, or one swap, to its roomiest zone peer.
+def _move_chains(s: _State) -> dict[int, list[int]]:
+    """Partition -> indexes of its moves so far, in plan order."""
+    chains: dict[int, list[int]] = {}
+    for i, p in enumerate(s.mp):
+        chains.setdefault(p, []).append(i)
+    return chains
 
-    The coldest replica that alone removes the excess goes; a node at the bottom of its band
-    (or a full peer) swaps for the peer's coldest replica. A node no single move or swap can fix
-    is left alone and reported: partial fixes would churn the same replicas on every event.
-    Split candidates stay where they are and raise their node's cap by their own heat.
+
+def _fresh(s: _State, chains: dict[int, list[int]], p: int, n: int) -> int:
+    """The index of the plan's move that brought p's replica to n (the last such), or -1."""
+    for i in reversed(chains.get(p, ())):
+        if s.md[i] == n:
+            return i
+    return -1
+
+
+def _by_heat(s: _State, t: int) -> list[tuple[int, int]]:
+    """t's movable replicas (split candidates aside) as (heat, index), coldest first."""
+    d = s.d
+    return sorted((d.heat[p], p) for p in s.node_reps[t] if not d.split[p])
+
+
+# (short, cost, heat key, replica p, target t, swapped-back q or -1, move of p to re-target or
+#  -1, move of q to re-target or -1): smaller is better, compared whole. `short`: the action
+#  leaves its node over its cap; `cost`: new moves (a re-target of a move of this plan is free).
+CapAct = tuple[int, int, int, int, int, int, int, int]
+CAP_SWAP_CANDIDATES = 8  # a swap sends one of the node's hottest this many replicas
+CAP_SLACK_NUM = 6        # paid actions per node: this many times the bound's count for it,
+CAP_SLACK_ADD = 6        # plus this many
+CAP_SWAP_SCAN = 8        # replicas of the taker tried past the first that keeps it under its cap
+
+
+def _cap_single(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+                rooms: list[tuple[int, int]], chains: dict[int, list[int]],
+                allowance: int) -> CapAct | None:
+    """The best single move of one of n's replicas to the roomiest node it fits under its cap.
+
+    One replica that alone brings n under (the coldest such) before any that does not (the
+    hottest such); a re-target of a move of this plan before a new move.
+    """
+    d = s.d
+    best: CapAct | None = None
+    for h, p in hot:
+        if h <= 0:
+            continue  # moving it gains nothing
+        i = _fresh(s, chains, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance:
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        used = {d.zone[m] for m in s.part_reps[p] if m != n}
+        for neg_room, t in rooms:
+            if -neg_room < h:
+                break
+            if d.zone[t] in used or s.count[t] >= d.hi[t] or t == src:
+                continue
+            short = int(h < excess)
+            cand = (short, cost, -h if short else h, p, t, -1, i, -1)
+            if best is None or cand < best:
+                best = cand
+            break
+    return best
+
+
+def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+              caps: list[int], mov: list[int], by_heat: dict[int, list[tuple[int, int]]],
+              chains: dict[int, list[int]], allowance: int) -> CapAct | None:
+    """The best swap of one of n's hottest replicas for a colder one of another node.
+
+    For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t and
+    replica r of heat h: t's coldest replica q of heat >= h - (t's room under its cap), so t
+    ends at or under its cap and n loses the most it can (h - heat of q > 0). Keys as in
+    `_cap_single`, on the heat n loses.
+    """
+    d = s.d
+    zn = d.zone[n]
+    best: CapAct | None = None
+    cands = hot[-CAP_SWAP_CANDIDATES:]
+    for t in range(len(d.zone)):
+        if not d.elig[t] or t == n:
+            continue
+        if t not in by_heat:
+            by_heat[t] = _by_heat(s, t)
+        row = by_heat[t]
+        room = caps[t] - mov[t]
+        zt = d.zone[t]
+        for h, p in cands:
+            if t in s.part_reps[p]:
+                continue
+            if zt != zn and any(d.zone[m] == zt for m in s.part_reps[p]):
+                continue
+            i = _fresh(s, chains, p, n)
+            if i >= 0 and s.ms[i] == t:
+                continue
+            k = bisect.bisect_left(row, (h - room, -1))
+            for b, q in row[k:k + CAP_SWAP_SCAN]:
+                if b >= h:
+                    break
+                if n in s.part_reps[q]:
+                    continue
+                if zt != zn and any(d.zone[m] == zn for m in s.part_reps[q]):
+                    continue
+                j = _fresh(s, chains, q, t)
+                if j >= 0 and s.ms[j] == n:
+                    continue
+                cost = (i < 0) + (j < 0)
+                if cost > allowance:
+                    break
+                gain = h - b
+                short = int(gain < excess)
+                cand = (short, cost, -gain if short else gain, p, t, q, i, j)
+                if best is None or cand < best:
+                    best = cand
+                break
+    return best
+
+
+def _cap_shift(s: _State, p: int, src: int, dst: int, i: int,
+               chains: dict[int, list[int]]) -> int:
+    """Move p's replica from src to dst: re-target move i when >= 0 (free), else a new move."""
+    s.remove(p, src)
+    s.add(p, dst)
+    if i >= 0:
+        s.md[i] = dst
+        return 0
+    chains.setdefault(p, []).append(len(s.mp))
+    s.move(p, src, dst)
+    return 1
+
+
+def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
+    """The fewest of the replicas `hot` (coldest first) whose heat adds up to `excess`."""
+    k = 0
+    for h, _ in reversed(hot):
+        if excess <= 0:
+            break
+        excess -= h
+        k += 1
+    return k
+
+
+def _cap(s: _State, allowance: int) -> int:
+    """Bring every node under its heat cap with the fewest moves (re-targets first).
+
+    The cap is the bound's: max(1.10 x fair heat, the hottest movable replica). Nodes go
+    hottest (over cap) first; each sheds, one action at a time, the replica that alone brings
+    it under (the coldest such) to the node with the most room under its own cap that the
+    partition's zones and the band allow, or swaps one of its hottest for a colder replica of a
+    node that stays under its cap (a node at the bottom of its band, or a replica that fits
+    nowhere alone); only when no action brings it under, the one that lowers it most. So a node
+    sends the replicas the lower bound counts for it when targets have room, and no node is
+    pushed over its cap. A replica this plan already moves onto the node is re-targeted, for
+    free (bootstrap, drain). A node gets at most one action more than the bound's count for
+    it: one no such sequence brings under is left, not churned. Split candidates never move.
     """
     d = s.d
     n_nodes = len(d.zone)
-    ecap = list(d.hcap)
-    for n in range(n_nodes):
-        for p in s.node_reps[n]:
-            if d.split[p]:
-                ecap[n] += d.heat[p]
-    order = sorted((-s.hkey(n), n) for n in range(n_nodes) if d.elig[n] and s.nheat[n] > ecap[n])
+    caps = heat_caps(d, hottest_movable(d))
+    mov = [_movable(s, n) for n in range(n_nodes)]
+    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
+                   if d.elig[n] and mov[n] > caps[n])
+    if not order:
+        return allowance
+    chains = _move_chains(s)
+    by_heat: dict[int, list[tuple[int, int]]] = {}
     for _, n in order:
-        excess = s.nheat[n] - ecap[n]
-        peers = [t for t in range(n_nodes) if d.elig[t] and t != n and d.zone[t] == d.zone[n]]
-        if excess <= 0 or not peers or allowance <= 0:
-            continue
-        t = min(peers, key=lambda t: (s.nheat[t] - d.hcap[t], t))
-        room = d.hcap[t] - s.nheat[t]
-        single = s.count[n] > d.lo[n] and s.count[t] < d.hi[t]
-        q = -1 if single else min(s.node_reps[t], key=lambda q: (d.heat[q], q), default=-1)
-        if not single and (q < 0 or allowance < 2):
-            continue
-        back = d.heat[q] if q >= 0 else 0
-        fits = [p for p in s.node_reps[n]
-                if not d.split[p] and excess <= d.heat[p] - back <= room]
-        if not fits:
-            continue
-        r = min(fits, key=lambda p: (d.heat[p], p))
-        s.relocate(r, n, t)
-        allowance -= 1
-        if q >= 0:
-            s.relocate(q, t, n)
-            allowance -= 1
+        hot = _by_heat(s, n)
+        actions = CAP_SLACK_NUM * _leavers(hot, mov[n] - caps[n]) + CAP_SLACK_ADD
+        while mov[n] > caps[n] and actions > 0:
+            excess = mov[n] - caps[n]
+            hot = _by_heat(s, n)
+            act: CapAct | None = None
+            if s.count[n] > d.lo[n]:
+                rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes)
+                               if d.elig[t] and t != n)
+                act = _cap_single(s, n, excess, hot, rooms, chains, allowance)
+            if act is None or act[0]:
+                swap = _cap_swap(s, n, excess, hot, caps, mov, by_heat, chains, allowance)
+                if swap is not None and (act is None or swap < act):
+                    act = swap
+            if act is None:
+                break
+            p, t, q = act[3], act[4], act[5]
+            actions -= act[1] > 0  # free re-targets never count
+            allowance -= _cap_shift(s, p, n, t, act[6], chains)
+            mov[n] -= d.heat[p]
+            mov[t] += d.heat[p]
+            if q >= 0:
+                allowance -= _cap_shift(s, q, t, n, act[7], chains)
+                mov[t] -= d.heat[q]
+                mov[n] += d.heat[q]
+            by_heat.pop(n, None)
+            by_heat.pop(t, None)
     return allowance
 
 
@@ -440,7 +602,7 @@ def _shave(s: _State, allowance: int) -> int:
     """One move off each node hotter than the hottest replica anywhere makes some node.
 
     U = max over nodes of (hottest movable replica on it) / fair heat is a ratio some node keeps
-    whatever the plan; a node above U (split candidates aside) after `_cool` gets one move that
+    whatever the plan; a node above U (split candidates aside) after `_cap` gets one move that
     brings it to U or closest, to the coolest node in any zone the partition allows that stays
     <= U. Nodes at U are left alone, so the same replicas are not moved again on every event.
     """
@@ -600,7 +762,7 @@ def solve_dense(d: Dense) -> Raw:
             failed = _place(s, shed)
     if failed >= 0:
         return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
-    allowance = _cool(s, allowance)
+    allowance = _cap(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]

@@ -176,10 +176,16 @@ def test_plan_bound_counts_heat_moves_on_nodes_that_got_under_their_cap() -> Non
     for backend in available_backends():
         plan = solve(problem, backend=backend)
         assert plan.feasible and plan.metrics.band_violations == 0
-        assert plan.metrics.heat_over_cap == 1  # n0 alone, at 400
-        assert [(m.partition, m.source, m.target) for m in plan.moves] == [
-            ("a", "n1", "n3"), ("f", "n0", "n1")]
-        assert plan.metrics.lower_bound == 2 == lower_bound(problem, reached=plan.assignment)
+        assert plan.metrics.heat_over_cap == 1  # n0 alone: it cannot get under 288
+        assert not ev.hard_violations(problem, plan.assignment)
+        # n1 ends under its cap (a leaves it), and n0 sheds what room the others have: the
+        # heat cap pass swaps its 100s for colder replicas (400 -> 350 here).
+        heat_of = {nid: sum(heat[pid] for pid, reps in plan.assignment.items() if nid in reps)
+                   for nid in ("n0", "n1", "n2", "n3")}
+        assert heat_of["n1"] <= 288 and heat_of["n2"] <= 288 and heat_of["n3"] <= 288
+        assert heat_of["n0"] == 350
+        bound = lower_bound(problem, reached=plan.assignment)
+        assert plan.metrics.lower_bound == bound <= plan.metrics.moves
 
 
 def test_plan_bound_holds_when_a_budget_leaves_bands_unmet() -> None:
@@ -430,5 +436,6 @@ def test_a_hot_peer_fills_a_deficit_only_when_that_never_costs_a_move_on_nine_no
     assert len(fewer) >= 29  # the gift's savings are kept (29 at 4cdfadf; more is welcome)
     # (200, 4, 1): d2 ends its gift 5 over its cap with one replica to spare, d3 is full; the
     # gift made 25 moves where the fullest-donor order makes 24 (bound 12): d3 fills d1 again.
-    assert len(plans[(200, 4, 1)].moves) == old[(200, 4, 1)] == 24
+    # The heat cap pass (issue 15) brings it to 19: never more than the fullest-donor order.
+    assert len(plans[(200, 4, 1)].moves) <= old[(200, 4, 1)] <= 24
     assert plans[(200, 4, 1)].moves[10][:3] == ("p000", "d3", "d1")
