@@ -1026,8 +1026,8 @@ cdef int64_t *split_heat(S *s) noexcept nogil:
 
 cdef enum:
     CAP_SWAP_CANDIDATES = 8
-    CAP_SLACK_NUM = 6
-    CAP_SLACK_ADD = 6
+    CAP_SLACK_NUM = 16
+    CAP_SLACK_ADD = 16
     CAP_SWAP_SCAN = 8
 
 
@@ -1230,17 +1230,106 @@ cdef int64_t cap_shift(S *s, Cap *c, int64_t p, int64_t src, int64_t dst,
     return 1
 
 
+cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) noexcept nogil:
+    """_pure._cap_node: actions until n is under its cap, all undone if it is not."""
+    cdef Pair *hot
+    cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0
+    cdef Py_ssize_t nhot, nrooms, ii
+    cdef bint have, have_swap
+    cdef int64_t act[8]
+    cdef int64_t swp[8]
+    cdef int64_t *log = NULL    # 4 per shift: partition, from, to, move re-targeted or -1
+    cdef Py_ssize_t logcap = 0
+    hot = cap_by_heat(s, c, n)
+    nhot = c.bh_len[n]
+    rest = c.mov[n] - c.caps[n]  # _pure._leavers
+    k = 0
+    ii = nhot - 1
+    while ii >= 0 and rest > 0:
+        rest -= hot[ii].a
+        k += 1
+        ii -= 1
+    actions = CAP_SLACK_NUM * k + CAP_SLACK_ADD
+    while c.mov[n] > c.caps[n] and actions > 0:
+        excess = c.mov[n] - c.caps[n]
+        hot = cap_by_heat(s, c, n)
+        nhot = c.bh_len[n]
+        have = False
+        if s.count[n] > s.lo[n]:
+            nrooms = 0
+            for t in range(s.N):
+                if s.elig[t] and t != n:
+                    rooms[nrooms].a = c.mov[t] - c.caps[t]
+                    rooms[nrooms].b = t
+                    rooms[nrooms].c = 0
+                    nrooms += 1
+            sort_pairs(rooms, nrooms)
+            have = cap_single(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid, act)
+        if not have or act[0]:
+            have_swap = cap_swap(s, c, n, excess, hot, nhot, allowance - paid, swp)
+            if have_swap and (not have or act_less(swp, act)):
+                memcpy(act, swp, 8 * sizeof(int64_t))
+                have = True
+        if not have:
+            break
+        p = act[3]
+        t = act[4]
+        q = act[5]
+        if act[1] > 0:
+            actions -= 1
+        if nlog + 8 > logcap:
+            logcap = logcap * 2 + 64
+            log = <int64_t *>realloc(log, logcap * sizeof(int64_t))
+        paid += cap_shift(s, c, p, n, t, act[6])
+        log[nlog] = p
+        log[nlog + 1] = n
+        log[nlog + 2] = t
+        log[nlog + 3] = act[6]
+        nlog += 4
+        c.mov[n] -= s.heat[p]
+        c.mov[t] += s.heat[p]
+        if q >= 0:
+            paid += cap_shift(s, c, q, t, n, act[7])
+            log[nlog] = q
+            log[nlog + 1] = t
+            log[nlog + 2] = n
+            log[nlog + 3] = act[7]
+            nlog += 4
+            c.mov[t] -= s.heat[q]
+            c.mov[n] += s.heat[q]
+        c.bh_ok[n] = False
+        c.bh_ok[t] = False
+    if c.mov[n] <= c.caps[n]:
+        free(log)
+        return allowance - paid
+    while nlog > 0:  # still over: undo, newest first
+        nlog -= 4
+        p = log[nlog]
+        src = log[nlog + 1]
+        dst = log[nlog + 2]
+        i = log[nlog + 3]
+        remove(s, p, dst)
+        add(s, p, src)
+        c.mov[dst] -= s.heat[p]
+        c.mov[src] += s.heat[p]
+        c.bh_ok[src] = False
+        c.bh_ok[dst] = False
+        if i >= 0:
+            s.md[i] = src
+        else:
+            s.nm -= 1
+            c.head[p] = c.prev[s.nm]
+    free(log)
+    return allowance
+
+
 cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     """_pure._cap: every node under its heat cap with the fewest moves, re-targets first."""
     cdef Cap c
     cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
     cdef Pair *rooms = <Pair *>malloc((s.N + 1) * sizeof(Pair))
-    cdef Pair *hot
-    cdef int64_t n, t, p, q, x, no = 0, actions, excess, k, rest
-    cdef Py_ssize_t a, nhot, nrooms, ii
-    cdef bint have, have_swap
-    cdef int64_t act[8]
-    cdef int64_t swp[8]
+    cdef int64_t n, p, x, no = 0
+    cdef Py_ssize_t a, ii
     c.caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     c.mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
     movable_and_u(s, c.mov)
@@ -1268,59 +1357,79 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     c.bh_len = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     c.bh_ok = <bint *>calloc(s.N + 1, sizeof(bint))
     for a in range(no):
-        n = order[a].b
-        hot = cap_by_heat(s, &c, n)
-        nhot = c.bh_len[n]
-        rest = c.mov[n] - c.caps[n]  # _pure._leavers
-        k = 0
-        ii = nhot - 1
-        while ii >= 0 and rest > 0:
-            rest -= hot[ii].a
-            k += 1
-            ii -= 1
-        actions = CAP_SLACK_NUM * k + CAP_SLACK_ADD
-        while c.mov[n] > c.caps[n] and actions > 0:
-            excess = c.mov[n] - c.caps[n]
-            hot = cap_by_heat(s, &c, n)
-            nhot = c.bh_len[n]
-            have = False
-            if s.count[n] > s.lo[n]:
-                nrooms = 0
-                for t in range(s.N):
-                    if s.elig[t] and t != n:
-                        rooms[nrooms].a = c.mov[t] - c.caps[t]
-                        rooms[nrooms].b = t
-                        rooms[nrooms].c = 0
-                        nrooms += 1
-                sort_pairs(rooms, nrooms)
-                have = cap_single(s, &c, n, excess, hot, nhot, rooms, nrooms, allowance, act)
-            if not have or act[0]:
-                have_swap = cap_swap(s, &c, n, excess, hot, nhot, allowance, swp)
-                if have_swap and (not have or act_less(swp, act)):
-                    memcpy(act, swp, 8 * sizeof(int64_t))
-                    have = True
-            if not have:
-                break
-            p = act[3]
-            t = act[4]
-            q = act[5]
-            if act[1] > 0:
-                actions -= 1
-            allowance -= cap_shift(s, &c, p, n, t, act[6])
-            c.mov[n] -= s.heat[p]
-            c.mov[t] += s.heat[p]
-            if q >= 0:
-                allowance -= cap_shift(s, &c, q, t, n, act[7])
-                c.mov[t] -= s.heat[q]
-                c.mov[n] += s.heat[q]
-            c.bh_ok[n] = False
-            c.bh_ok[t] = False
+        allowance = cap_node(s, &c, order[a].b, rooms, allowance)
     for n in range(s.N):
         free(c.bh[n])
     free(c.bh); free(c.bh_len); free(c.bh_ok); free(c.head); free(c.prev)
     free(order); free(rooms); free(c.caps); free(c.mov)
     return allowance
 
+
+cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
+    """_pure._hot_gifts: a node over its heat cap gives its hottest replica that fits to the
+    node below its band with the most room under its fair heat. Returns the moves made."""
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *takers = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, t, p, h, x, m, room, j, no = 0, nt = 0, moves = 0
+    cdef int64_t bh, broom, bp, bt
+    cdef Py_ssize_t a, i, k
+    cdef bint used
+    movable_and_u(s, mov)
+    for n in range(s.N):
+        caps[n] = target_cap(s, lb, n)
+        if s.elig[n] and mov[n] > caps[n] and s.count[n] > s.lo[n]:
+            x = caps[n] if caps[n] > 1 else 1
+            order[no].a = -((mov[n] << SHIFT) // x)
+            order[no].b = n
+            order[no].c = 0
+            no += 1
+        if s.elig[n] and s.count[n] < s.lo[n]:
+            takers[nt] = n
+            nt += 1
+    qsort(order, no, sizeof(Pair), _cmp_triple)
+    for a in range(no):
+        n = order[a].b
+        bp = -1
+        bh = 0
+        broom = 0
+        bt = -1
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            h = s.heat[p]
+            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h < bh):
+                continue
+            for k in range(nt):
+                t = takers[k]
+                room = (s.hcap[t] if s.count[t] + 1 == s.lo[t] else s.hfair[t]) - mov[t]
+                if s.count[t] >= s.lo[t] or h > room:
+                    continue
+                used = False
+                for j in range(s.pn_len[p]):
+                    m = s.pn[p * s.RMAX + j]
+                    if m != n and s.zone[m] == s.zone[t]:
+                        used = True
+                        break
+                if used:
+                    continue
+                # key (-h, -room, p, t), smallest wins
+                if (bp < 0 or h > bh or (h == bh and (room > broom or (room == broom and (
+                        p < bp or (p == bp and t < bt)))))):
+                    bp = p
+                    bh = h
+                    broom = room
+                    bt = t
+        if bp < 0:
+            continue
+        remove(s, bp, n)
+        add(s, bp, bt)
+        record(s, bp, n, bt)
+        mov[n] -= s.heat[bp]
+        mov[bt] += s.heat[bp]
+        moves += 1
+    free(caps); free(mov); free(takers); free(order)
+    return moves
 
 cdef inline int64_t fair_key(S *s, int64_t heat, int64_t n) noexcept nogil:
     cdef int64_t f = s.hfair[n]
@@ -1720,6 +1829,7 @@ def solve_dense(d):
             arg = hard
         else:
             if s.budget < 0:  # see _pure.solve_dense for the two orders
+                allowance -= hot_gifts(&s, &b)
                 i = s.no
                 shed(&s, allowance)
                 allowance -= s.no - i

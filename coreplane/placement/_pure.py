@@ -274,6 +274,50 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
     return best
 
 
+def _hot_gifts(s: _State) -> int:
+    """Each node over its heat cap gives its hottest replica that fits to a node below its band.
+
+    The taker is the node below its band with the most room under its fair heat (under its cap
+    if it lacks only this one), in a zone the partition may enter; the replica is the hottest
+    that fits there and brings the giver to its cap (else the gift saves no move). The taker's
+    later replicas are matched to the heat it still lacks (`_pick_gift`), so colder: an added
+    node isolates the hot replica instead of the old node keeping it and ending over its cap
+    with no replica to spare. One of the moves the band needs anyway: it costs none.
+    Returns the moves made.
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    caps = heat_caps(d, hottest_movable(d))
+    mov = [_movable(s, n) for n in range(n_nodes)]
+    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
+                   if d.elig[n] and mov[n] > caps[n] and s.count[n] > d.lo[n])
+    takers = [t for t in range(n_nodes) if d.elig[t] and s.count[t] < d.lo[t]]
+    moves = 0
+    for _, n in order:
+        best: tuple[int, int, int, int] | None = None
+        for p in s.node_reps[n]:
+            h = d.heat[p]
+            if (d.split[p] or h <= 0 or mov[n] - h > caps[n]
+                    or (best is not None and -h > best[0])):
+                continue  # a gift that leaves n over its cap saves no move
+            used = {d.zone[m] for m in s.part_reps[p] if m != n}
+            for t in takers:
+                # the room under its fair heat, or under its cap when this is its last one
+                room = (d.hcap[t] if s.count[t] + 1 == d.lo[t] else d.hfair[t]) - mov[t]
+                if s.count[t] < d.lo[t] and d.zone[t] not in used and h <= room:
+                    cand = (-h, -room, p, t)
+                    if best is None or cand < best:
+                        best = cand
+        if best is None:
+            continue
+        p, t = best[2], best[3]
+        s.relocate(p, n, t)
+        mov[n] -= d.heat[p]
+        mov[t] += d.heat[p]
+        moves += 1
+    return moves
+
+
 def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """Bring every node up to its band from the fullest node of its zone, else of another zone.
 
@@ -425,8 +469,8 @@ def _by_heat(s: _State, t: int) -> list[tuple[int, int]]:
 #  leaves its node over its cap; `cost`: new moves (a re-target of a move of this plan is free).
 CapAct = tuple[int, int, int, int, int, int, int, int]
 CAP_SWAP_CANDIDATES = 8  # a swap sends one of the node's hottest this many replicas
-CAP_SLACK_NUM = 6        # paid actions per node: this many times the bound's count for it,
-CAP_SLACK_ADD = 6        # plus this many
+CAP_SLACK_NUM = 16        # paid actions per node: this many times the bound's count for it,
+CAP_SLACK_ADD = 16        # plus this many
 CAP_SWAP_SCAN = 8        # replicas of the taker tried past the first that keeps it under its cap
 
 
@@ -550,8 +594,8 @@ def _cap(s: _State, allowance: int) -> int:
     nowhere alone); only when no action brings it under, the one that lowers it most. So a node
     sends the replicas the lower bound counts for it when targets have room, and no node is
     pushed over its cap. A replica this plan already moves onto the node is re-targeted, for
-    free (bootstrap, drain). A node gets at most one action more than the bound's count for
-    it: one no such sequence brings under is left, not churned. Split candidates never move.
+    free (bootstrap, drain). A node these actions do not bring under is left as it was
+    (`_cap_node`). Split candidates never move.
     """
     d = s.d
     n_nodes = len(d.zone)
@@ -564,33 +608,71 @@ def _cap(s: _State, allowance: int) -> int:
     chains = _move_chains(s)
     by_heat: dict[int, list[tuple[int, int]]] = {}
     for _, n in order:
+        allowance = _cap_node(s, n, caps, mov, chains, by_heat, allowance)
+    return allowance
+
+
+# One shift of a replica: (partition, from, to, the move re-targeted or -1 for a new move).
+Shift = tuple[int, int, int, int]
+
+
+def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
+              chains: dict[int, list[int]], by_heat: dict[int, list[tuple[int, int]]],
+              allowance: int) -> int:
+    """`_cap` on one node: actions until it is under its cap, all undone if it is not.
+
+    At most CAP_SLACK_NUM x (the bound's count for it) + CAP_SLACK_ADD paid actions; a node
+    they do not bring under gets none of its actions (a partial fix costs moves and still
+    leaves it over: the next event would churn the same replicas).
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    log: list[Shift] = []
+    paid = 0
+    actions = CAP_SLACK_NUM * _leavers(_by_heat(s, n), mov[n] - caps[n]) + CAP_SLACK_ADD
+    while mov[n] > caps[n] and actions > 0:
+        excess = mov[n] - caps[n]
         hot = _by_heat(s, n)
-        actions = CAP_SLACK_NUM * _leavers(hot, mov[n] - caps[n]) + CAP_SLACK_ADD
-        while mov[n] > caps[n] and actions > 0:
-            excess = mov[n] - caps[n]
-            hot = _by_heat(s, n)
-            act: CapAct | None = None
-            if s.count[n] > d.lo[n]:
-                rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes)
-                               if d.elig[t] and t != n)
-                act = _cap_single(s, n, excess, hot, rooms, chains, allowance)
-            if act is None or act[0]:
-                swap = _cap_swap(s, n, excess, hot, caps, mov, by_heat, chains, allowance)
-                if swap is not None and (act is None or swap < act):
-                    act = swap
-            if act is None:
-                break
-            p, t, q = act[3], act[4], act[5]
-            actions -= act[1] > 0  # free re-targets never count
-            allowance -= _cap_shift(s, p, n, t, act[6], chains)
-            mov[n] -= d.heat[p]
-            mov[t] += d.heat[p]
-            if q >= 0:
-                allowance -= _cap_shift(s, q, t, n, act[7], chains)
-                mov[t] -= d.heat[q]
-                mov[n] += d.heat[q]
-            by_heat.pop(n, None)
-            by_heat.pop(t, None)
+        act: CapAct | None = None
+        if s.count[n] > d.lo[n]:
+            rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes)
+                           if d.elig[t] and t != n)
+            act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
+        if act is None or act[0]:
+            swap = _cap_swap(s, n, excess, hot, caps, mov, by_heat, chains, allowance - paid)
+            if swap is not None and (act is None or swap < act):
+                act = swap
+        if act is None:
+            break
+        p, t, q = act[3], act[4], act[5]
+        actions -= act[1] > 0  # free re-targets never count
+        paid += _cap_shift(s, p, n, t, act[6], chains)
+        log.append((p, n, t, act[6]))
+        mov[n] -= d.heat[p]
+        mov[t] += d.heat[p]
+        if q >= 0:
+            paid += _cap_shift(s, q, t, n, act[7], chains)
+            log.append((q, t, n, act[7]))
+            mov[t] -= d.heat[q]
+            mov[n] += d.heat[q]
+        by_heat.pop(n, None)
+        by_heat.pop(t, None)
+    if mov[n] <= caps[n]:
+        return allowance - paid
+    for p, src, dst, i in reversed(log):  # still over: undo, newest first
+        s.remove(p, dst)
+        s.add(p, src)
+        mov[dst] -= d.heat[p]
+        mov[src] += d.heat[p]
+        by_heat.pop(src, None)
+        by_heat.pop(dst, None)
+        if i >= 0:
+            s.md[i] = src
+        else:
+            s.mp.pop()
+            s.ms.pop()
+            s.md.pop()
+            chains[p].pop()
     return allowance
 
 
@@ -744,6 +826,9 @@ def solve_dense(d: Dense) -> Raw:
     if d.budget < 0:
         # Shed first: a shed replica that lands on a node below its band does two jobs in one
         # move, which is what keeps the plan at the lower bound.
+        # Hot gifts before the shedding: once the orphans are placed, no node is below its
+        # band to take a hot replica and be filled with colder ones after it.
+        allowance -= _hot_gifts(s)
         shed_before = len(orphans)
         _shed(s, orphans, allowance)
         allowance -= len(orphans) - shed_before
