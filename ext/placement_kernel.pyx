@@ -1029,6 +1029,7 @@ cdef enum:
     CAP_SLACK_NUM = 16
     CAP_SLACK_ADD = 16
     CAP_SWAP_SCAN = 8
+    CAP_SWAP_TAKERS = 64
 
 
 cdef struct Cap:
@@ -1136,17 +1137,17 @@ cdef bint cap_single(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssiz
 
 
 cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
-                   int64_t allowance, int64_t *best) noexcept nogil:
+                   Pair *rooms, Py_ssize_t nrooms, int64_t allowance,
+                   int64_t *best) noexcept nogil:
     """_pure._cap_swap; the action into `best`, True if there is one."""
     cdef int64_t zn = s.zone[n], zt, t, room, h, p, i, j, m, q, bq, cost, gain, short
     cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
-    cdef Py_ssize_t lo, hi, mid, k, rlen
+    cdef Py_ssize_t lo, hi, mid, k, rlen, b
     cdef Pair *row
     cdef bint found = False, bad
     cdef int64_t cand[8]
-    for t in range(s.N):
-        if not s.elig[t] or t == n:
-            continue
+    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+        t = rooms[b].b
         row = cap_by_heat(s, c, t)
         rlen = c.bh_len[t]
         room = c.caps[t] - c.mov[t]
@@ -1255,18 +1256,19 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         hot = cap_by_heat(s, c, n)
         nhot = c.bh_len[n]
         have = False
+        nrooms = 0
+        for t in range(s.N):
+            if s.elig[t] and t != n:
+                rooms[nrooms].a = c.mov[t] - c.caps[t]
+                rooms[nrooms].b = t
+                rooms[nrooms].c = 0
+                nrooms += 1
+        sort_pairs(rooms, nrooms)
         if s.count[n] > s.lo[n]:
-            nrooms = 0
-            for t in range(s.N):
-                if s.elig[t] and t != n:
-                    rooms[nrooms].a = c.mov[t] - c.caps[t]
-                    rooms[nrooms].b = t
-                    rooms[nrooms].c = 0
-                    nrooms += 1
-            sort_pairs(rooms, nrooms)
             have = cap_single(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid, act)
         if not have or act[0]:
-            have_swap = cap_swap(s, c, n, excess, hot, nhot, allowance - paid, swp)
+            have_swap = cap_swap(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid,
+                                 swp)
             if have_swap and (not have or act_less(swp, act)):
                 memcpy(act, swp, 8 * sizeof(int64_t))
                 have = True

@@ -471,6 +471,7 @@ CapAct = tuple[int, int, int, int, int, int, int, int]
 CAP_SWAP_CANDIDATES = 8  # a swap sends one of the node's hottest this many replicas
 CAP_SLACK_NUM = 16        # paid actions per node: this many times the bound's count for it,
 CAP_SLACK_ADD = 16        # plus this many
+CAP_SWAP_TAKERS = 64     # a swap goes to one of the nodes with the most room
 CAP_SWAP_SCAN = 8        # replicas of the taker tried past the first that keeps it under its cap
 
 
@@ -507,22 +508,22 @@ def _cap_single(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
 
 
 def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
-              caps: list[int], mov: list[int], by_heat: dict[int, list[tuple[int, int]]],
-              chains: dict[int, list[int]], allowance: int) -> CapAct | None:
+              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
+              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
+              allowance: int) -> CapAct | None:
     """The best swap of one of n's hottest replicas for a colder one of another node.
 
-    For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t and
-    replica r of heat h: t's coldest replica q of heat >= h - (t's room under its cap), so t
-    ends at or under its cap and n loses the most it can (h - heat of q > 0). Keys as in
-    `_cap_single`, on the heat n loses.
+    For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t (the
+    CAP_SWAP_TAKERS nodes with the most room: the gain grows with it) and replica r of heat h:
+    t's coldest replica q of heat >= h - (t's room under its cap), so t ends at or under its
+    cap and n loses the most it can (h - heat of q > 0). Keys as in `_cap_single`, on the heat
+    n loses.
     """
     d = s.d
     zn = d.zone[n]
     best: CapAct | None = None
     cands = hot[-CAP_SWAP_CANDIDATES:]
-    for t in range(len(d.zone)):
-        if not d.elig[t] or t == n:
-            continue
+    for _, t in rooms[:CAP_SWAP_TAKERS]:
         if t not in by_heat:
             by_heat[t] = _by_heat(s, t)
         row = by_heat[t]
@@ -634,12 +635,12 @@ def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
         excess = mov[n] - caps[n]
         hot = _by_heat(s, n)
         act: CapAct | None = None
+        rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes) if d.elig[t] and t != n)
         if s.count[n] > d.lo[n]:
-            rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes)
-                           if d.elig[t] and t != n)
             act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
         if act is None or act[0]:
-            swap = _cap_swap(s, n, excess, hot, caps, mov, by_heat, chains, allowance - paid)
+            swap = _cap_swap(s, n, excess, hot, rooms, caps, mov, by_heat, chains,
+                             allowance - paid)
             if swap is not None and (act is None or swap < act):
                 act = swap
         if act is None:
