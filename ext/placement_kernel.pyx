@@ -32,6 +32,7 @@ cdef array.array _QARRAY = _array.array("q")
 
 cdef enum:
     SHIFT = 20
+    PLACE_HOT_DIV = 8
 cdef int64_t UNLIMITED = (<int64_t>1) << 62
 
 
@@ -741,7 +742,8 @@ cdef int64_t place(S *s) noexcept nogil:
     cdef int64_t *need = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
     cdef int64_t *supply = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
     cdef bint have
-    cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk
+    cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk, after, x, hot_floor = -1
+    cdef bint *free_zone = <bint *>calloc(s.Z + 1, sizeof(bint))
     # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
     # them, and a 64-bit division per comparison was most of this loop
     cdef int64_t *hk = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
@@ -754,6 +756,11 @@ cdef int64_t place(S *s) noexcept nogil:
     cdef int64_t *win
     for z in range(s.Z):
         zks[z] = zkey(s, z)
+    for n in range(s.N):  # the smallest fair heat of an eligible node (_pure._place)
+        if s.elig[n] and (hot_floor < 0 or s.hfair[n] < hot_floor):
+            hot_floor = s.hfair[n]
+    if hot_floor < 0:
+        hot_floor = 0
     hk[s.N] = INT64_MAX
     for n in range(s.N):
         hk[n] = hkey(s, n)
@@ -798,9 +805,33 @@ cdef int64_t place(S *s) noexcept nogil:
         src = order[i].c
         have = False
         for z in range(s.Z):
-            if zone_used(s, p, z):
+            free_zone[z] = not zone_used(s, p, z)
+            if free_zone[z]:
+                supply[z] -= 1
+        if s.heat[p] * PLACE_HOT_DIV > hot_floor:  # _pure._place_hot: the key after landing
+            for n in range(s.N):
+                z = s.zone[n]
+                if not s.elig[n] or not free_zone[z]:
+                    continue
+                k = klass(s, n)
+                if k == 2:
+                    continue
+                r = 2 * k
+                if k == 0 and need[z] <= supply[z]:
+                    r = 1
+                x = s.hcap[n] if s.hcap[n] > 1 else 1
+                after = ((s.nheat[n] + s.heat[p]) << SHIFT) // x
+                zk = zks[z]
+                if (not have or r < bk or (r == bk and (after < bkey or (
+                        after == bkey and (zk < bz or (zk == bz and n < bn)))))):
+                    have = True
+                    bk = r
+                    bz = zk
+                    bkey = after
+                    bn = n
+        for z in range(s.Z):
+            if s.heat[p] * PLACE_HOT_DIV > hot_floor or not free_zone[z]:
                 continue
-            supply[z] -= 1
             for k in range(2):
                 node = win[tbase[2 * z + k] + 1]
                 if node != empty:
@@ -840,6 +871,7 @@ cdef int64_t place(S *s) noexcept nogil:
     free(order)
     free(need)
     free(supply)
+    free(free_zone)
     free(hk)
     free(zks)
     free(tsize)

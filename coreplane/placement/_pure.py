@@ -186,6 +186,37 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
     return None
 
 
+PLACE_HOT_DIV = 8  # an orphan hotter than 1/8 of the smallest fair heat is placed by `_place_hot`
+
+
+def _place_hot(s: _State, p: int, used: set[int], need: list[int], supply: list[int]
+               ) -> tuple[int, int, int, int, int] | None:
+    """`_place`'s choice for a hot orphan: its heat key *after* landing, not before.
+
+    Before any replica lands every node's heat key is 0 and the index decides, so the hottest
+    partitions went to the first nodes, whatever their weight; the key after landing sends
+    them to the nodes with the largest caps, where the rest of the fill comes later and colder.
+    Same classes and zone tightness as `_place`; every eligible node of a free zone is scanned
+    (few orphans are this hot).
+    """
+    d = s.d
+    best: tuple[int, int, int, int, int] | None = None
+    h = d.heat[p]
+    for n in range(len(d.zone)):
+        z = d.zone[n]
+        if not d.elig[n] or z in used:
+            continue
+        k = s.klass(n)
+        if k == 2:
+            continue
+        loose = k + (k == 0 and need[z] <= supply[z])
+        after = ((s.nheat[n] + h) << SHIFT) // max(1, d.hcap[n])
+        cand = (k, loose, after, s.zkey(z), n)
+        if best is None or cand < best:
+            best = cand
+    return best
+
+
 def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
     """Place each orphan (hottest first) on the coolest node of the best free zone.
 
@@ -215,21 +246,27 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
         for z in range(d.zones):
             supply[z] += z not in used
     orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
+    hot_floor = min((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
     for p, src in orphans:
         used = {d.zone[n] for n in s.part_reps[p]}
         best: tuple[int, int, int, int, int] | None = None
         for z in range(d.zones):
-            if z in used:
-                continue
-            supply[z] -= 1
-            for k in (0, 1):
-                top = _peek(s, heaps[z][k], k)
-                if top is not None:
-                    loose = k + (k == 0 and need[z] <= supply[z])
-                    cand = (k, loose, top[0], s.zkey(z), top[1])
-                    if best is None or cand < best:
-                        best = cand
-                    break
+            if z not in used:
+                supply[z] -= 1
+        if d.heat[p] * PLACE_HOT_DIV > hot_floor:
+            best = _place_hot(s, p, used, need, supply)
+        else:
+            for z in range(d.zones):
+                if z in used:
+                    continue
+                for k in (0, 1):
+                    top = _peek(s, heaps[z][k], k)
+                    if top is not None:
+                        loose = k + (k == 0 and need[z] <= supply[z])
+                        cand = (k, loose, top[0], s.zkey(z), top[1])
+                        if best is None or cand < best:
+                            best = cand
+                        break
         if best is not None:
             dst = best[4]
         else:
