@@ -197,6 +197,7 @@ cdef struct S:
     int64_t *rep
     int64_t inflight
     int64_t budget
+    int64_t band_first
     # state
     int64_t *count
     int64_t *nheat
@@ -237,6 +238,20 @@ cdef inline int64_t hkey(S *s, int64_t n) noexcept nogil:
 
 cdef inline int64_t zkey(S *s, int64_t z) noexcept nogil:
     return (s.zc[z] << SHIFT) // s.zshare[z]
+
+
+cdef inline int64_t short_key(S *s, int64_t n) noexcept nogil:
+    """_pure._State.short_key."""
+    if s.band_first:
+        return s.lo[n] - s.count[n]
+    return fill(s, n)
+
+
+cdef inline int64_t over_key(S *s, int64_t n) noexcept nogil:
+    """_pure._State.over_key."""
+    if s.band_first:
+        return s.count[n] - s.hi[n]
+    return -fill(s, n)
 
 
 cdef inline int klass(S *s, int64_t n) noexcept nogil:
@@ -600,7 +615,7 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
     over.cap = 0
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.hi[n]:
-            heap_push(&over, -fill(s, n), n)
+            heap_push(&over, over_key(s, n), n)
     while over.size > 0 and allowance > 0:
         n = over.val[0]
         heap_pop(&over)
@@ -617,7 +632,7 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
         orphan(s, p, n)
         allowance -= 1
         if s.count[n] > s.hi[n]:
-            heap_push(&over, -fill(s, n), n)
+            heap_push(&over, over_key(s, n), n)
     free(over.key)
     free(over.val)
     free(need)
@@ -997,7 +1012,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
     short.cap = 0
     for n in range(s.N):
         if s.elig[n] and s.count[n] < s.lo[n]:
-            heap_push(&short, fill(s, n), n)
+            heap_push(&short, short_key(s, n), n)
     while short.size > 0 and allowance > 0:
         dst = short.val[0]
         heap_pop(&short)
@@ -1032,7 +1047,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
         if s.count[donor] > s.lo[donor]:
             heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
         if s.count[dst] < s.lo[dst]:
-            heap_push(&short, fill(s, dst), dst)
+            heap_push(&short, short_key(s, dst), dst)
     free(short.key)
     free(short.val)
     for z in range(s.Z):
@@ -1826,6 +1841,7 @@ def solve_dense(d):
     s.rep = to_c(d.rep, len(d.rep))
     s.inflight = d.inflight
     s.budget = d.budget
+    s.band_first = d.band_first
     s.count = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     s.nheat = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
     s.zc = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
@@ -1872,7 +1888,14 @@ def solve_dense(d):
                     allowance = fill_deficits(&s, allowance, True)
             else:
                 failed = place(&s)
-                if failed < 0:
+                if failed < 0 and s.band_first:
+                    s.no = 0
+                    shed(&s, allowance)
+                    allowance -= s.no
+                    failed = place(&s)
+                    if failed < 0:
+                        allowance = fill_deficits(&s, allowance, False)
+                elif failed < 0:
                     allowance = fill_deficits(&s, allowance, False)
                     s.no = 0
                     shed(&s, allowance)

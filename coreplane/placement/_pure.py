@@ -59,6 +59,20 @@ class _State:
     def zkey(self, z: int) -> int:
         return (self.zc[z] << SHIFT) // self.d.zshare[z]
 
+    def short_key(self, n: int) -> int:
+        """Which node below its band a move fills first (least first): the emptiest relative
+        to its fair count, or (budget objective "out_of_band") the one nearest its band."""
+        if self.d.band_first:
+            return self.d.lo[n] - self.count[n]
+        return self.fill(n)
+
+    def over_key(self, n: int) -> int:
+        """Which node above its band sheds first (least first): the fullest, or (budget
+        objective "out_of_band") the one nearest its band."""
+        if self.d.band_first:
+            return self.count[n] - self.d.hi[n]
+        return -self.fill(n)
+
     def klass(self, n: int) -> int:
         """0: below its band (deficit), 1: room left below hi, 2: full."""
         if self.count[n] < self.d.lo[n]:
@@ -142,7 +156,8 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
         if d.elig[n] and s.count[n] < d.lo[n]:
             need[d.zone[n]] += d.lo[n] - s.count[n]
     # Fullest node first, one replica at a time: with a budget the moves go where the excess is.
-    over = [(-s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] > d.hi[n]]
+    over = [(s.over_key(n), n) for n in range(len(d.zone))
+            if d.elig[n] and s.count[n] > d.hi[n]]
     heapq.heapify(over)
     while over and allowance > 0:
         _, n = heapq.heappop(over)
@@ -165,7 +180,7 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
         orphans.append((p, n))
         allowance -= 1
         if s.count[n] > d.hi[n]:
-            heapq.heappush(over, (-s.fill(n), n))
+            heapq.heappush(over, (s.over_key(n), n))
 
 
 def _wanted_zone(s: _State, p: int, need: list[int]) -> int:
@@ -364,7 +379,8 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """
     d = s.d
     # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
-    short = [(s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
+    short = [(s.short_key(n), n) for n in range(len(d.zone))
+             if d.elig[n] and s.count[n] < d.lo[n]]
     if not short:
         return allowance
     heapq.heapify(short)
@@ -408,7 +424,7 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
         if s.count[donor] > d.lo[donor]:
             heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
         if s.count[dst] < d.lo[dst]:
-            heapq.heappush(short, (s.fill(dst), dst))
+            heapq.heappush(short, (s.short_key(dst), dst))
     return allowance
 
 
@@ -876,10 +892,19 @@ def solve_dense(d: Dense) -> Raw:
     else:
         # Budget mode: hard repairs, then fullest-donor -> emptiest-node moves, which shrink
         # both ends of the imbalance with every move, then shedding if moves are left.
+        # Objective "out_of_band" sheds first, nodes nearest their band first: each node above
+        # its band is fixed by its own few moves, which land on nodes below theirs.
         failed = _place(s, orphans)
-        if failed < 0:
-            allowance = _fill_deficits(s, allowance, False)
+        if failed < 0 and d.band_first:
             shed: list[tuple[int, int]] = []
+            _shed(s, shed, allowance)
+            allowance -= len(shed)
+            failed = _place(s, shed)
+            if failed < 0:
+                allowance = _fill_deficits(s, allowance, False)
+        elif failed < 0:
+            allowance = _fill_deficits(s, allowance, False)
+            shed = []
             _shed(s, shed, allowance)
             allowance -= len(shed)
             failed = _place(s, shed)

@@ -68,3 +68,33 @@ def test_kernel_and_twin_agree_on_the_family() -> None:
             a = solve(problem, backend="cython")  # type: ignore[arg-type]
             b = solve(problem, backend="python")  # type: ignore[arg-type]
             assert a.canonical() == b.canonical(), (skew, event)
+
+
+def test_budget_objectives_trade_the_worst_node_for_the_count_out_of_band() -> None:
+    # Added nodes: 3 empty nodes far below their band, 30 old ones a little above theirs. Half
+    # the bound's moves: "worst" shrinks the largest imbalance; "out_of_band" brings every old
+    # node into its band first, so fewer nodes stay out of band.
+    nodes, parts = bench.family(*SIZE, 4, "mild", 1548)
+    empty = ev.bootstrap(nodes, parts)
+    grown = bench.family_event("add_nodes", ev.after(empty, solve(empty)), 4, 1549)
+    budget = solve(grown).metrics.lower_bound // 2
+    plans = {}
+    for objective in ("worst", "out_of_band"):
+        problem = ev.with_budget(grown, budget, objective=objective)
+        for backend in available_backends():
+            plan = solve(problem, backend=backend)
+            assert len(plan.moves) <= budget and not ev.hard_violations(problem, plan.assignment)
+            plans.setdefault(objective, plan)
+            assert plan.canonical() == plans[objective].canonical()
+    before = bench.score(grown, compile_problem(grown), grown.assignment, 0, 0)
+    assert before["band_violations"] == 33
+    worst = bench.score(grown, compile_problem(grown), plans["worst"].assignment, 0, 0)
+    band = bench.score(grown, compile_problem(grown), plans["out_of_band"].assignment, 0, 0)
+    assert band["band_violations"] < worst["band_violations"]
+    assert worst["count_max_off_fair"] < band["count_max_off_fair"]
+
+
+def test_an_unknown_budget_objective_is_refused() -> None:
+    nodes, parts = bench.family(60, 6, 3, "mild", 1)
+    with pytest.raises(ValueError, match="budget_objective"):
+        ev.with_budget(ev.bootstrap(nodes, parts), 5, objective="fewest")
