@@ -291,6 +291,11 @@ class Plan:
     metrics: Metrics
     backend: str = ""
 
+    def split_nodes(self) -> dict[str, tuple[str, ...]]:
+        """Each split candidate's replica nodes: where a partition too hot for any node's cap
+        sits (isolated on the nodes with the largest caps when it was placed), sorted by id."""
+        return {pid: tuple(sorted(self.assignment.get(pid, ()))) for pid in self.split_candidates}
+
     def by_wave(self) -> tuple[tuple[Move, ...], ...]:
         """The moves grouped into execution waves, in wave order (plan order inside a wave)."""
         count = max((m.wave for m in self.moves), default=-1) + 1
