@@ -1278,10 +1278,122 @@ cdef int64_t cap_shift(S *s, Cap *c, int64_t p, int64_t src, int64_t dst,
     return 1
 
 
+cdef void cap_log(int64_t **log, int64_t *nlog, Py_ssize_t *logcap, int64_t p, int64_t src,
+                  int64_t dst, int64_t i) noexcept nogil:
+    if nlog[0] + 4 > logcap[0]:
+        logcap[0] = logcap[0] * 2 + 64
+        log[0] = <int64_t *>realloc(log[0], logcap[0] * sizeof(int64_t))
+    log[0][nlog[0]] = p
+    log[0][nlog[0] + 1] = src
+    log[0][nlog[0] + 2] = dst
+    log[0][nlog[0] + 3] = i
+    nlog[0] += 4
+
+
+cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                      Pair *rooms, Py_ssize_t nrooms, int64_t budget, int64_t **log,
+                      int64_t *nlog, Py_ssize_t *logcap) noexcept nogil:
+    """_pure._cap_room: make room for n's hottest replica on another node, then send it."""
+    cdef int64_t h, r, t, need, k, j, m, q, hq, u, bk = 0, broom = 0, bt = -1, made = 0, i
+    cdef int64_t dkey, dbest, du
+    cdef Py_ssize_t b, a, rlen
+    cdef Pair *row
+    cdef bint bad
+    if nhot == 0 or hot[nhot - 1].a < excess:
+        return 0
+    h = hot[nhot - 1].a
+    r = hot[nhot - 1].b
+    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+        t = rooms[b].b
+        bad = False
+        for j in range(s.pn_len[r]):
+            m = s.pn[r * s.RMAX + j]
+            if m == t or (m != n and s.zone[m] == s.zone[t]):
+                bad = True
+                break
+        if bad:
+            continue
+        need = h + rooms[b].a
+        if need <= 0:
+            continue
+        row = cap_by_heat(s, c, t)
+        rlen = c.bh_len[t]
+        k = 0
+        a = rlen - 1
+        while a >= 0:
+            if need <= 0:
+                break
+            if row[a].a < h:
+                need -= row[a].a
+                k += 1
+            a -= 1
+        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < s.lo[t]:
+            continue
+        if bt < 0 or k < bk or (k == bk and (rooms[b].a < broom or (
+                rooms[b].a == broom and t < bt))):
+            bk = k
+            broom = rooms[b].a
+            bt = t
+    if bt < 0:
+        return 0
+    t = bt
+    need = h + broom
+    row = cap_by_heat(s, c, t)
+    rlen = c.bh_len[t]
+    cdef Pair *todo = <Pair *>malloc((rlen + 1) * sizeof(Pair))
+    memcpy(todo, row, rlen * sizeof(Pair))  # t's list changes as its replicas leave
+    a = rlen - 1
+    while a >= 0:
+        if need <= 0:
+            break
+        hq = todo[a].a
+        q = todo[a].b
+        a -= 1
+        if hq >= h:
+            continue
+        du = -1
+        dbest = 0
+        for u in range(s.N):
+            if not s.elig[u] or u == t or u == n or s.count[u] >= s.hi[u]:
+                continue
+            if c.caps[u] - c.mov[u] < hq:
+                continue
+            bad = False
+            for j in range(s.pn_len[q]):
+                m = s.pn[q * s.RMAX + j]
+                if m != t and s.zone[m] == s.zone[u]:
+                    bad = True
+                    break
+            if bad:
+                continue
+            dkey = c.mov[u] - c.caps[u]
+            if du < 0 or dkey < dbest:
+                du = u
+                dbest = dkey
+        if du < 0:
+            free(todo)
+            return -1
+        made += cap_shift(s, c, q, t, du, -1)
+        cap_log(log, nlog, logcap, q, t, du, -1)
+        c.mov[t] -= hq
+        c.mov[du] += hq
+        c.bh_ok[du] = False
+        need -= hq
+    free(todo)
+    i = cap_fresh(s, c, r, n)
+    made += cap_shift(s, c, r, n, t, i)
+    cap_log(log, nlog, logcap, r, n, t, i)
+    c.mov[n] -= h
+    c.mov[t] += h
+    c.bh_ok[n] = False
+    c.bh_ok[t] = False
+    return made
+
+
 cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) noexcept nogil:
     """_pure._cap_node: actions until n is under its cap, all undone if it is not."""
     cdef Pair *hot
-    cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0
+    cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0, made
     cdef Py_ssize_t nhot, nrooms, ii
     cdef bint have, have_swap
     cdef int64_t act[8]
@@ -1319,6 +1431,16 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
             if have_swap and (not have or act_less(swp, act)):
                 memcpy(act, swp, 8 * sizeof(int64_t))
                 have = True
+        if (not have or act[0]) and s.count[n] > s.lo[n]:
+            made = cap_room(s, c, n, excess, hot, nhot, rooms, nrooms,
+                            actions if actions < allowance - paid else allowance - paid,
+                            &log, &nlog, &logcap)
+            if made != 0:
+                if made > 0:
+                    paid += made
+                    actions -= made
+                    continue
+                break
         if not have:
             break
         p = act[3]
@@ -1326,24 +1448,13 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         q = act[5]
         if act[1] > 0:
             actions -= 1
-        if nlog + 8 > logcap:
-            logcap = logcap * 2 + 64
-            log = <int64_t *>realloc(log, logcap * sizeof(int64_t))
         paid += cap_shift(s, c, p, n, t, act[6])
-        log[nlog] = p
-        log[nlog + 1] = n
-        log[nlog + 2] = t
-        log[nlog + 3] = act[6]
-        nlog += 4
+        cap_log(&log, &nlog, &logcap, p, n, t, act[6])
         c.mov[n] -= s.heat[p]
         c.mov[t] += s.heat[p]
         if q >= 0:
             paid += cap_shift(s, c, q, t, n, act[7])
-            log[nlog] = q
-            log[nlog + 1] = t
-            log[nlog + 2] = n
-            log[nlog + 3] = act[7]
-            nlog += 4
+            cap_log(&log, &nlog, &logcap, q, t, n, act[7])
             c.mov[t] -= s.heat[q]
             c.mov[n] += s.heat[q]
         c.bh_ok[n] = False

@@ -626,6 +626,79 @@ def _cap_shift(s: _State, p: int, src: int, dst: int, i: int,
     return 1
 
 
+def _cap_room(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
+              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
+              log: list[Shift], budget: int) -> int:
+    """Make room for n's hottest replica on another node, then send it there (isolation).
+
+    For a replica that alone brings n under its cap but fits under no other node's cap (a heat
+    shift made a cold partition the hottest): among the CAP_SWAP_TAKERS roomiest nodes its
+    zones allow, the one that must shed the fewest of its own hottest replicas (each colder
+    than it) to take it under its cap and stay in its band; those go, one by one, to the
+    roomiest node each fits under, and the replica follows. Returns the moves made, 0 when no
+    node qualifies within `budget` moves, -1 when a shed replica found no node (some moves
+    are then made, in `log`: the caller undoes them).
+    """
+    d = s.d
+    if not hot or hot[-1][0] < excess:
+        return 0
+    h, r = hot[-1]
+    used = {d.zone[m] for m in s.part_reps[r] if m != n}
+    best: tuple[int, int, int] | None = None
+    for neg_room, t in rooms[:CAP_SWAP_TAKERS]:
+        if d.zone[t] in used or t in s.part_reps[r]:
+            continue
+        need = h + neg_room  # heat t must shed: h - (caps[t] - mov[t])
+        if need <= 0:
+            continue
+        if t not in by_heat:
+            by_heat[t] = _by_heat(s, t)
+        k = 0
+        for hq, _ in reversed(by_heat[t]):
+            if need <= 0:
+                break
+            if hq < h:
+                need -= hq
+                k += 1
+        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < d.lo[t]:
+            continue
+        cand = (k, neg_room, t)
+        if best is None or cand < best:
+            best = cand
+    if best is None:
+        return 0
+    t = best[2]
+    need = h + best[1]
+    made = 0
+    for hq, q in list(reversed(by_heat[t])):
+        if need <= 0:
+            break
+        if hq >= h:
+            continue
+        zq = {d.zone[m] for m in s.part_reps[q] if m != t}
+        dest = min(((mov[u] - caps[u], u) for u in range(len(d.zone))
+                    if d.elig[u] and u != t and u != n and d.zone[u] not in zq
+                    and s.count[u] < d.hi[u] and caps[u] - mov[u] >= hq), default=None)
+        if dest is None:
+            return -1
+        u = dest[1]
+        made += _cap_shift(s, q, t, u, -1, chains)
+        log.append((q, t, u, -1))
+        mov[t] -= hq
+        mov[u] += hq
+        by_heat.pop(u, None)
+        need -= hq
+    i = _fresh(s, chains, r, n)
+    made += _cap_shift(s, r, n, t, i, chains)
+    log.append((r, n, t, i))
+    mov[n] -= h
+    mov[t] += h
+    by_heat.pop(n, None)
+    by_heat.pop(t, None)
+    return made
+
+
 def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
     """The fewest of the replicas `hot` (coldest first) whose heat adds up to `excess`."""
     k = 0
@@ -696,6 +769,15 @@ def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
                              allowance - paid)
             if swap is not None and (act is None or swap < act):
                 act = swap
+        if (act is None or act[0]) and s.count[n] > d.lo[n]:
+            made = _cap_room(s, n, excess, hot, rooms, caps, mov, by_heat, chains, log,
+                             min(actions, allowance - paid))
+            if made:
+                paid += max(0, made)
+                actions -= max(0, made)
+                if made < 0:
+                    break  # a replica found no node: n stays over and all of it is undone
+                continue
         if act is None:
             break
         p, t, q = act[3], act[4], act[5]
