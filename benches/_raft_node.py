@@ -1,22 +1,29 @@
 """One replicated node in its own process for `benches.raft`, with its load generator inside.
 
 coreplane is embedded: its clients are threads of the host process, so the load runs in the
-node process and goes through the engine's asynchronous propose (the same path `kv.put` takes,
-without one waiting thread per request). Raw pysyncobj is driven the same way (a replicated
-``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on stdout
-(`coreplane.testing.procs`).
+node process and goes through the public API only: `kv.put` from many threads (the common
+embedding: one waiting thread per write in flight) and the pipelined `kv.put_async` (one
+submitting thread, completion by callback). Raw pysyncobj is driven like the pipelined path (a
+replicated ``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on
+stdout (`coreplane.testing.procs`).
 
-Ops: ``role`` (am I the leader), ``closed`` (keep `inflight` writes outstanding for
-`duration_s`), ``open`` (one write every 1/`rate` s for `duration_s`, latency from the
-scheduled send time to the callback, so queueing counts), ``writer_start``/``writer_stop``
-(sequential acknowledged writes for the kill -9 runs, with completion times on the shared
-CLOCK_MONOTONIC), ``keys`` (local keys with a prefix), ``stop``.
+Ops: ``role`` (am I the leader), ``closed`` (keep `inflight` pipelined writes outstanding for
+`duration_s`), ``threads`` (`threads` threads each calling the synchronous put in a loop for
+`duration_s`), ``open`` / ``open_sync`` (one write every 1/`rate` s for `duration_s`, pipelined
+or through the synchronous put from a pool of threads; latency from the scheduled send time to
+the acknowledgement, so queueing counts), ``writer_start``/``writer_stop`` (sequential
+acknowledged writes for the kill -9 runs, with completion times on the shared
+CLOCK_MONOTONIC), ``keys`` (local keys with a prefix), ``stop``. The load ops also return
+``caller_cpu_s``: the CPU time of the load's own threads (`time.thread_time`), i.e. the bench
+loop plus whatever the write call does on its caller's thread; everything else (replication,
+the journal, apply, callbacks) runs on the node's threads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -29,13 +36,11 @@ VALUE = b"v" * 64
 
 
 class CoreplaneNode:
-    """A ControlPlane; writes through its engine's async propose (commit + apply here)."""
+    """A ControlPlane; writes through its public API (commit + apply here)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        from coreplane.core import commands as C
-        from coreplane.runtime.controlplane import ControlPlane
+        from coreplane import ControlPlane
 
-        self._C = C
         self.cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"],
                                bytes.fromhex(cfg["secret"]), **cfg.get("options", {}))
         self.cp.start()
@@ -45,13 +50,13 @@ class CoreplaneNode:
         return self.cp.is_leader() and self.cp.fencing_token is not None
 
     def propose(self, key: str, done: Callable[[bool], None]) -> None:
-        C = self._C
-        data = C.encode(self.cp._with_session(C.Put(key=key, value=VALUE)))
-        engine = self.cp._engine
-        if engine is None:
+        """The public pipelined write (`kv.put_async`): retries and sessions included."""
+        try:
+            future = self.cp.kv.put_async(key, VALUE, timeout_s=10.0)
+        except Exception:  # noqa: BLE001 - not running: "not acknowledged"
             done(False)
             return
-        engine.propose(data, lambda result, code: done(code == 0))
+        future.add_done_callback(lambda f: done(f.exception() is None))
 
     def put_sync(self, key: str, timeout_s: float) -> bool:
         try:
@@ -134,6 +139,7 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
             counts["ok" if ok else "failed"] += 1
         sem.release()
 
+    cpu0 = time.thread_time()
     start = time.monotonic()
     end = start + duration_s
     i = 0
@@ -142,6 +148,7 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
             continue
         node.propose(f"{prefix}{i}", done)
         i += 1
+    caller_cpu_s = time.thread_time() - cpu0
     # Drain, bounded in total (not per write: the reply must beat the caller's timeout). A
     # write whose callback never comes (raw pysyncobj keeps a deposed leader's callbacks until
     # its log reaches their index) is counted, not waited for.
@@ -151,7 +158,44 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
         drained += 1
     elapsed = time.monotonic() - start
     return {"ok": counts["ok"], "failed": counts["failed"], "unfinished": inflight - drained,
-            "elapsed_s": elapsed, "writes_per_s": counts["ok"] / elapsed}
+            "elapsed_s": elapsed, "writes_per_s": counts["ok"] / elapsed,
+            "caller_cpu_s": caller_cpu_s}
+
+
+def closed_threads(node: Any, threads: int, duration_s: float, prefix: str) -> dict[str, Any]:
+    """`threads` threads, each calling the synchronous put in a loop (one write in flight per
+    thread); committed writes per second. Threads are started before the clock starts."""
+    ok = [0] * threads
+    failed = [0] * threads
+    cpu = [0.0] * threads
+    go = threading.Barrier(threads + 1)
+    window: dict[str, float] = {}
+
+    def work(t: int) -> None:
+        go.wait()
+        cpu0 = time.thread_time()
+        end = window["end"]
+        i = 0
+        while time.monotonic() < end:
+            if node.put_sync(f"{prefix}{t}-{i}", timeout_s=10.0):
+                ok[t] += 1
+            else:
+                failed[t] += 1
+            i += 1
+        cpu[t] = time.thread_time() - cpu0
+
+    workers = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start = time.monotonic()
+    window["end"] = start + duration_s
+    go.wait()
+    for w in workers:
+        w.join(timeout=duration_s + 60)
+    elapsed = time.monotonic() - start
+    return {"ok": sum(ok), "failed": sum(failed),
+            "unfinished": sum(w.is_alive() for w in workers), "elapsed_s": elapsed,
+            "writes_per_s": sum(ok) / elapsed, "caller_cpu_s": sum(cpu)}
 
 
 def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[str, Any]:
@@ -159,6 +203,7 @@ def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[st
     n = int(rate * duration_s)
     lat: list[float] = [-1.0] * n
     finished = threading.Semaphore(0)
+    cpu0 = time.thread_time()
     start = time.monotonic() + 0.05
 
     def make_done(i: int, scheduled: float) -> Callable[[bool], None]:
@@ -173,11 +218,52 @@ def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[st
         if delay > 0:
             time.sleep(delay)
         node.propose(f"{prefix}{i}", make_done(i, scheduled))
+    caller_cpu_s = time.thread_time() - cpu0
     for _ in range(n):
         if not finished.acquire(timeout=10):
             break
     ok = sorted(x for x in lat if x >= 0)
-    return {"sent": n, "ok": len(ok), "lat_ms": ok}
+    return {"sent": n, "ok": len(ok), "lat_ms": ok, "caller_cpu_s": caller_cpu_s}
+
+
+OPEN_SYNC_THREADS = 64  # at 1,000/s a write in flight for up to 64 ms finds a free thread
+
+
+def open_sync(node: Any, rate: float, duration_s: float, prefix: str) -> dict[str, Any]:
+    """One synchronous put every 1/rate s, each handed to a free thread of a pool (as a
+    threaded server would); latency from its scheduled time to the put's return."""
+    n = int(rate * duration_s)
+    lat: list[float] = [-1.0] * n
+    jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+    cpu = [0.0] * OPEN_SYNC_THREADS
+
+    def work(t: int) -> None:
+        cpu0 = time.thread_time()
+        while (job := jobs.get()) is not None:
+            i, scheduled = job
+            if node.put_sync(f"{prefix}{i}", timeout_s=10.0):
+                lat[i] = (time.monotonic() - scheduled) * 1000
+        cpu[t] = time.thread_time() - cpu0
+
+    workers = [threading.Thread(target=work, args=(t,), daemon=True)
+               for t in range(OPEN_SYNC_THREADS)]
+    for w in workers:
+        w.start()
+    cpu0 = time.thread_time()
+    start = time.monotonic() + 0.05
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        jobs.put((i, scheduled))
+    for _ in workers:
+        jobs.put(None)
+    dispatch_cpu_s = time.thread_time() - cpu0
+    for w in workers:
+        w.join(timeout=60)
+    ok = sorted(x for x in lat if x >= 0)
+    return {"sent": n, "ok": len(ok), "lat_ms": ok, "caller_cpu_s": dispatch_cpu_s + sum(cpu)}
 
 
 class Writer:
@@ -254,8 +340,12 @@ def main() -> int:
             return {"leader": node.is_leader()}
         if op == "closed":
             return closed_loop(node, req["inflight"], req["duration_s"], req["prefix"])
+        if op == "threads":
+            return closed_threads(node, req["threads"], req["duration_s"], req["prefix"])
         if op == "open":
             return open_loop(node, req["rate"], req["duration_s"], req["prefix"])
+        if op == "open_sync":
+            return open_sync(node, req["rate"], req["duration_s"], req["prefix"])
         if op == "writer_start":
             writers[req["prefix"]] = Writer(node, req["prefix"])
             return {}

@@ -1,10 +1,11 @@
 """Processes for `benches.raft`: node processes (coreplane, raw pysyncobj) and etcd members.
 
 Every process started here is killed by its owner's ``close()`` (used as a context manager);
-ports are free ports on 127.0.0.1. The etcd load client speaks etcd's v3 JSON gateway
-(``POST /v3/kv/put``, base64 key and value) over keep-alive HTTP/1.1 connections, one per
-client thread, spread over several client processes so the Python client is not the bottleneck
-of the measurement: etcd gets as many writes in flight as coreplane does.
+ports are free ports on 127.0.0.1. etcd's throughput and latency load goes through its gRPC
+API from separate processes (`benches._raft_etcd_client`); the helpers here speak its v3 JSON
+gateway (``POST /v3/...``, base64 keys) for what is not load: the leader each member names,
+the keys present after the kills, and the kill runs' sequential writers (`EtcdPutter`), so the
+driver itself needs no grpcio.
 """
 
 from __future__ import annotations

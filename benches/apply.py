@@ -56,7 +56,8 @@ def _mix(n: int, rng: random.Random) -> list[bytes]:
             cmd = C.Delete(key, **meta)
         elif r < 0.90:
             tick += 1
-            cmd = C.Tick(tick, tick * 200)
+            out.append(C.encode_internal(C.Tick(tick, 200)))  # as the leader's runtime does
+            continue
         elif r < 0.95:
             cmd = C.LeaseKeepAlive(rng.randint(1, 8), **meta)
         else:

@@ -12,23 +12,45 @@ throughput, then the kills:
   max over the kills), and ``acked_lost``: acknowledged writes missing from every replica at
   the end.
 
+Load, public paths only. coreplane is a library: its load runs in the leader's process, once
+through ``kv.put`` from `threads` threads (``coreplane_sync``: the common embedding, one
+waiting thread per write in flight; its latency through ``kv.put`` from a pool of threads) and
+once through the pipelined ``kv.put_async`` with `inflight` writes outstanding
+(``coreplane_async``). Raw pysyncobj is driven like the pipelined path (its callback
+``set``). etcd is a server: its load comes from separate processes on its native gRPC API
+(`benches._raft_etcd_client`, `etcd_inflight` Puts outstanding each) sent to the leader
+member, as etcd's own benchmark does; how many processes is found in the warm-up: processes
+are added one at a time until two more in a row no longer raise etcd's writes/s by
+`etcd_sweep_gain`, and the best count is used (the sweep is in the record).
+
+CPU (`benches._cpu`, /proc utime + stime before and after each throughput phase): every
+member's CPU per committed write (``leader_cpu_us_per_write`` is the leader's), and every load
+generator's CPU per write, the cores it used and whether it was near its ceiling (>= 90% of
+the cores it could use: one per Python process, its GIL, at most the machine's). coreplane's
+generator is the leader process itself (it shares the GIL), so its ceiling is that process's
+one core and ``caller_cpu_us_per_write`` is the load threads' own CPU (the bench loop plus the
+part of ``kv.put`` that runs on the caller's thread). A figure for etcd measured while its
+generator was near its ceiling is a floor.
+
 Durability: coreplane fsyncs its LMDB journal before any message leaves a node (default);
 etcd fsyncs its WAL (default); raw pysyncobj uses its file journal (an mmap it msyncs once a
 second: its only durable mode) with its full dump file (which a restart after log compaction
-needs) and every other option at its default (100 ms batching,
-0.4-1.4 s election timeout). Load: coreplane and pysyncobj are libraries, so the load runs in
-the leader's process through their asynchronous propose (callback on commit + apply). etcd is
-a server: its load comes from separate client processes over the v3 JSON gateway on keep-alive
-HTTP/1.1 connections (one per client thread, writes in flight = threads x processes), sent to
-the leader member, as etcd's own benchmark does. Each config runs `repeats` times; medians are
-reported. The anchor is etcd measured in the same run (``tput_ratio_vs_etcd``); when etcd is
-not installed it is recorded as ``"not installed"`` and the ratio is null.
+needs) and every other option at its default (100 ms batching, 0.4-1.4 s election timeout).
+Each config runs `repeats` times; medians are reported. The anchor is etcd measured in the same
+run (``tput_ratio_vs_etcd_sync`` / ``_async``). The full run installs what etcd's side needs
+where it is missing (etcd: ``apt-get install -y etcd-server`` as root; grpcio: pip); when it
+cannot, etcd is recorded as ``"not installed"`` with the command to run, and the ratios are
+null. ``--smoke`` installs nothing and skips etcd.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +60,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benches import _cpu
 from benches._raft_procs import (
     ROOT,
     EtcdCluster,
@@ -47,10 +70,14 @@ from benches._raft_procs import (
     etcd_keys,
 )
 
-FULL = {"tput_s": 5.0, "inflight": 256, "lat_s": 5.0, "rates": [100, 1000], "kills": 9,
-        "raw_kills": 3, "repeats": 3, "etcd_client_procs": 4, "etcd_client_threads": 64}
-SMOKE = {"tput_s": 1.5, "inflight": 32, "lat_s": 1.0, "rates": [100], "kills": 1,
-         "raw_kills": 0, "repeats": 1, "etcd_client_procs": 0, "etcd_client_threads": 0}
+FULL = {"tput_s": 5.0, "threads": 256, "inflight": 256, "lat_s": 5.0, "rates": [100, 1000],
+        "kills": 9, "raw_kills": 3, "repeats": 3, "etcd_inflight": 256, "etcd_procs_max": 6,
+        "etcd_sweep_s": 3.0, "etcd_sweep_gain": 0.05}
+SMOKE = {"tput_s": 1.5, "threads": 32, "inflight": 32, "lat_s": 1.0, "rates": [100],
+         "kills": 1, "raw_kills": 0, "repeats": 1, "etcd_inflight": 0, "etcd_procs_max": 0,
+         "etcd_sweep_s": 0.0, "etcd_sweep_gain": 0.0}
+ETCD_INSTALL = ["apt-get", "install", "-y", "etcd-server"]
+CLIENT_START_S = 2.0  # etcd client processes start (import grpc) before their common window
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -72,56 +99,173 @@ def _lat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p99_ms_runs": p99s, "ok": [r["ok"] for r in runs], "sent": [r["sent"] for r in runs]}
 
 
+def _tput_record(ok: int, elapsed_s: float, meter: _cpu.Meter, leader: str,
+                 generator: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """One throughput phase: writes/s, every member's CPU per write, the generator's cost."""
+    members = {name: _cpu.per_write_us(cpu, ok) for name, cpu in meter.cpu_s.items()}
+    leader_cpu = meter.cpu_s.get(leader)
+    return {"writes_per_s": ok / elapsed_s if elapsed_s > 0 else 0.0, "ok": ok,
+            "elapsed_s": elapsed_s, "leader_cpu_us_per_write": members.get(leader),
+            "leader_sys_us_per_write": _cpu.per_write_us(meter.sys_s.get(leader), ok),
+            "leader_cores": None if leader_cpu is None else leader_cpu / meter.wall_s,
+            "members_cpu_us_per_write": members,
+            "machine_busy_cores": meter.machine_busy_cores, "generator": generator, **extra}
+
+
+def _tput_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    gens = [r["generator"] for r in runs]
+    return {
+        "tput_writes_per_s": _median([r["writes_per_s"] for r in runs]),
+        "tput_runs": [r["writes_per_s"] for r in runs],
+        "leader_cpu_us_per_write": _median([r["leader_cpu_us_per_write"] for r in runs]),
+        "leader_sys_us_per_write": _median([r["leader_sys_us_per_write"] for r in runs]),
+        "leader_cores": _median([r["leader_cores"] for r in runs]),
+        "machine_busy_cores": _median([r["machine_busy_cores"] for r in runs]),
+        "generator": {
+            "cpu_us_per_write": _median([g["cpu_us_per_write"] for g in gens]),
+            "cores": _median([g["cores"] for g in gens]),
+            "ceiling_cores": gens[0]["ceiling_cores"] if gens else None,
+            "near_ceiling_runs": [g["near_ceiling"] for g in gens],
+            "near_ceiling": any(bool(g["near_ceiling"]) for g in gens),
+            **({"caller_cpu_us_per_write": _median([g["caller_cpu_us_per_write"]
+                                                    for g in gens])}
+               if gens and "caller_cpu_us_per_write" in gens[0] else {}),
+            **({"procs": gens[0]["procs"]} if gens and "procs" in gens[0] else {}),
+        },
+        "tput_phases": runs,
+    }
+
+
 # ------------------------------------------------------------------ coreplane and pysyncobj
 
 
 class _Library:
-    """Load phases of one library cluster (coreplane or raw pysyncobj), load in the leader."""
+    """Load phases of one library cluster, load in the leader's process: the pipelined path
+    (coreplane's ``kv.put_async``, raw pysyncobj's callback ``set``)."""
+
+    TPUT_OP, LAT_OP, WIDTH = "closed", "open", "inflight"
 
     def __init__(self, cluster: NodeCluster) -> None:
         self.cluster = cluster
 
-    def warm(self) -> None:
-        self.cluster.leader().request("closed", inflight=8, duration_s=0.5, prefix="warm-")
+    def warm(self, p: dict[str, Any]) -> None:
+        self.cluster.leader().request(self.TPUT_OP, **{self.WIDTH: 8}, duration_s=0.5,
+                                      prefix=f"warm{self.TPUT_OP}-")
 
     def lat(self, rate: int, r: int, p: dict[str, Any]) -> dict[str, Any]:
-        return self.cluster.leader().request("open", rate=rate, duration_s=p["lat_s"],
-                                             prefix=f"l{rate}-{r}-", timeout_s=p["lat_s"] + 60)
+        return self.cluster.leader().request(self.LAT_OP, rate=rate, duration_s=p["lat_s"],
+                                             prefix=f"l{self.LAT_OP}{rate}-{r}-",
+                                             timeout_s=p["lat_s"] + 60)
 
-    def tput(self, r: int, p: dict[str, Any]) -> float:
-        res = self.cluster.leader().request("closed", inflight=p["inflight"],
-                                            duration_s=p["tput_s"], prefix=f"t{r}-",
-                                            timeout_s=p["tput_s"] + 60)
-        return float(res["writes_per_s"])
+    def tput(self, r: int, p: dict[str, Any]) -> dict[str, Any]:
+        leader = self.cluster.leader()
+        pids = {nid: node.pid for nid, node in self.cluster.nodes.items()}
+        with _cpu.Meter(pids) as meter:
+            res = leader.request(self.TPUT_OP, **{self.WIDTH: p[self.WIDTH]},
+                                 duration_s=p["tput_s"], prefix=f"t{self.TPUT_OP}{r}-",
+                                 timeout_s=p["tput_s"] + 90)
+        leader_cpu = meter.cpu_s.get(leader.node_id)
+        # The generator is the leader process (same GIL): its ceiling is that one core.
+        generator = _cpu.generator(
+            leader_cpu, meter.wall_s, res["ok"], _cpu.ceiling_cores(1), in_process=True,
+            caller_cpu_us_per_write=_cpu.per_write_us(res["caller_cpu_s"], res["ok"]))
+        return _tput_record(res["ok"], res["elapsed_s"], meter, leader.node_id, generator,
+                            failed=res["failed"], unfinished=res["unfinished"])
+
+
+class _LibrarySync(_Library):
+    """coreplane's synchronous ``kv.put``: `threads` threads of the leader's process."""
+
+    TPUT_OP, LAT_OP, WIDTH = "threads", "open_sync", "threads"
+
+
+# ---------------------------------------------------------------------------------- etcd
 
 
 class _Etcd:
-    """Load phases of the etcd cluster, from separate client processes to the leader."""
+    """Load phases of the etcd cluster: gRPC client processes sending to the leader."""
 
     def __init__(self, etcd: EtcdCluster) -> None:
         self.etcd = etcd
+        self.procs = 1
+        self.sweep: list[dict[str, Any]] = []
 
-    def _port(self) -> int:
+    def _leader(self) -> str:
         deadline = time.monotonic() + 20
         leader = self.etcd.leader()
         while leader is None and time.monotonic() < deadline:
             time.sleep(0.05)
             leader = self.etcd.leader()
         assert leader is not None
-        return self.etcd.client[leader]
+        return leader
 
-    def warm(self) -> None:
-        _etcd_clients("closed", self._port(), ["8", "0.5", "warm-"], 1)
+    def warm(self, p: dict[str, Any]) -> None:
+        """Warm up, then find how many client processes etcd needs: add one at a time; stop
+        when two in a row did not raise its writes/s by `etcd_sweep_gain` over the best so
+        far (two, because the shared machine's noise can hide one step's gain), and load
+        with the best."""
+        self._closed(1, 8, 0.5, "warm-")
+        best = 0.0
+        misses = 0
+        for procs in range(1, p["etcd_procs_max"] + 1):
+            rec = self._closed(procs, p["etcd_inflight"], p["etcd_sweep_s"], f"s{procs}-")
+            self.sweep.append({"procs": procs, "writes_per_s": rec["writes_per_s"],
+                               "generator_cores": rec["generator"]["cores"],
+                               "generator_near_ceiling": rec["generator"]["near_ceiling"],
+                               "leader_cores": rec["leader_cores"],
+                               "machine_busy_cores": rec["machine_busy_cores"]})
+            if rec["writes_per_s"] > best * (1 + p["etcd_sweep_gain"]):
+                best, self.procs, misses = rec["writes_per_s"], procs, 0
+            else:
+                misses += 1
+                if misses == 2:
+                    break
 
     def lat(self, rate: int, r: int, p: dict[str, Any]) -> dict[str, Any]:
-        return _etcd_clients("open", self._port(), [str(rate), str(p["lat_s"]),
-                                                    f"l{rate}-{r}-"], 1)[0]
+        port = self.etcd.client[self._leader()]
+        return _etcd_clients("open", port, rate, p["lat_s"], f"l{rate}-{r}-", 1)[0]
 
-    def tput(self, r: int, p: dict[str, Any]) -> float:
-        res = _etcd_clients("closed", self._port(), [str(p["etcd_client_threads"]),
-                                                     str(p["tput_s"]), f"t{r}-"],
-                            p["etcd_client_procs"])
-        return sum(x["ok"] for x in res) / max(x["elapsed_s"] for x in res)
+    def tput(self, r: int, p: dict[str, Any]) -> dict[str, Any]:
+        return self._closed(self.procs, p["etcd_inflight"], p["tput_s"], f"t{r}-")
+
+    def _closed(self, procs: int, inflight: int, duration_s: float,
+                prefix: str) -> dict[str, Any]:
+        leader = self._leader()
+        pids = {name: proc.pid for name, proc in self.etcd.procs.items()}
+        meter = _cpu.Meter(pids)
+        res = _etcd_clients("closed", self.etcd.client[leader], inflight, duration_s, prefix,
+                            procs, meter=meter)
+        ok = sum(x["ok"] for x in res)
+        elapsed = max((x["elapsed_s"] for x in res), default=0.0)
+        cpu_s = _cpu.total(x.get("cpu_s") for x in res) if res else None
+        generator = _cpu.generator(cpu_s, elapsed, ok, _cpu.ceiling_cores(procs), procs=procs,
+                                   procs_answered=len(res),
+                                   cores_per_proc=[x["cpu_s"] / x["elapsed_s"] for x in res
+                                                   if x["elapsed_s"] > 0])
+        return _tput_record(ok, elapsed, meter, leader, generator,
+                            failed=sum(x["failed"] for x in res))
+
+
+def _etcd_clients(mode: str, port: int, load: float, duration_s: float, prefix: str,
+                  procs: int, meter: _cpu.Meter | None = None) -> list[dict[str, Any]]:
+    """Run `procs` client processes over one common window (starting CLIENT_START_S from
+    now, so that every one has imported grpc); `meter` spans that window."""
+    start_at = time.monotonic() + CLIENT_START_S
+    running = [subprocess.Popen([sys.executable, "-m", "benches._raft_etcd_client", mode,
+                                 str(port), str(load), str(duration_s), f"{prefix}{i}-",
+                                 repr(start_at)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+               for i in range(procs)]
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    results = []
+    with meter if meter is not None else contextlib.nullcontext():
+        for proc in running:
+            try:
+                stdout, _ = proc.communicate(timeout=duration_s + 120)
+                results.append(json.loads(stdout))
+            except (subprocess.TimeoutExpired, ValueError):
+                proc.kill()
+                proc.wait(timeout=10)
+    return results
 
 
 def _measure(systems: dict[str, Any], p: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -129,7 +273,7 @@ def _measure(systems: dict[str, Any], p: dict[str, Any]) -> dict[str, dict[str, 
     machine's background load hits all systems alike (the machine is shared)."""
     out: dict[str, dict[str, Any]] = {name: {} for name in systems}
     for system in systems.values():
-        system.warm()
+        system.warm(p)
     for rate in p["rates"]:  # latency first, on a small state, for every system alike
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
         for r in range(p["repeats"]):
@@ -137,14 +281,47 @@ def _measure(systems: dict[str, Any], p: dict[str, Any]) -> dict[str, dict[str, 
                 runs[name].append(system.lat(rate, r, p))
         for name in systems:
             out[name][f"lat_at_{rate}"] = _lat_summary(runs[name])
-    tputs: dict[str, list[float]] = {name: [] for name in systems}
+    tputs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     for r in range(p["repeats"]):
         for name, system in systems.items():
             tputs[name].append(system.tput(r, p))
     for name in systems:
-        out[name]["tput_writes_per_s"] = _median(tputs[name])
-        out[name]["tput_runs"] = tputs[name]
+        out[name].update(_tput_summary(tputs[name]))
     return out
+
+
+def _setup_etcd() -> str | None:
+    """None when etcd and grpcio are there (installing what is missing, as root), else why
+    etcd is not measured; the command to run goes to stderr."""
+    if etcd_binary() is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"bench raft: installing etcd: {' '.join(ETCD_INSTALL)}", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if not _run(ETCD_INSTALL, env) and _run(["apt-get", "update"], env):
+            _run(ETCD_INSTALL, env)
+    if etcd_binary() is None:
+        print(f"bench raft: etcd is not installed; to compare with it: sudo "
+              f"{' '.join(ETCD_INSTALL)}", file=sys.stderr)
+        return "not installed"
+    if importlib.util.find_spec("grpc") is None:
+        print("bench raft: installing grpcio (etcd's load client)", file=sys.stderr)
+        _run([sys.executable, "-m", "pip", "install", "-q", "grpcio"], dict(os.environ))
+        importlib.invalidate_caches()
+    if importlib.util.find_spec("grpc") is None:
+        print(f"bench raft: grpcio is missing; to compare with etcd: {sys.executable} -m pip "
+              "install grpcio  (or: pip install -e '.[bench]')", file=sys.stderr)
+        return "not installed (grpcio)"
+    return None
+
+
+def _run(argv: list[str], env: dict[str, str]) -> bool:
+    try:
+        return subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, timeout=900,
+                              check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# ---------------------------------------------------------------------------------- kills
 
 
 def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
@@ -192,24 +369,6 @@ def _failover_summary(failovers: list[float | None], acked: int,
             "failover_s_max": max(measured) if len(measured) == len(failovers) and measured
             else None,
             "acked": acked, "acked_lost": len(lost), "lost_sample": lost[:10]}
-
-
-# ---------------------------------------------------------------------------------- etcd
-
-
-def _etcd_clients(mode: str, port: int, args: list[str], procs: int) -> list[dict[str, Any]]:
-    running = [subprocess.Popen([sys.executable, "-m", "benches._raft_etcd_client", mode,
-                                 str(port), *args[:-1], f"{args[-1]}{i}-"], cwd=ROOT,
-                                stdout=subprocess.PIPE, text=True) for i in range(procs)]
-    results = []
-    for proc in running:
-        try:
-            stdout, _ = proc.communicate(timeout=120)
-            results.append(json.loads(stdout))
-        except (subprocess.TimeoutExpired, ValueError):
-            proc.kill()
-            proc.wait(timeout=10)
-    return results
 
 
 def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
@@ -273,45 +432,91 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
 def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
     p = dict(SMOKE if smoke else FULL)
     results: dict[str, Any] = {}
+    etcd_state = "skipped (--smoke)" if smoke else _setup_etcd()
     with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp, \
             contextlib.ExitStack() as stack:
         base = Path(tmp)
         core = stack.enter_context(NodeCluster("coreplane", base / "coreplane"))
         raw = stack.enter_context(NodeCluster("pysyncobj", base / "pysyncobj"))
-        systems: dict[str, Any] = {"coreplane": _Library(core), "pysyncobj": _Library(raw)}
+        systems: dict[str, Any] = {"coreplane_sync": _LibrarySync(core),
+                                   "coreplane_async": _Library(core),
+                                   "pysyncobj": _Library(raw)}
         etcd: EtcdCluster | None = None
-        if smoke:
-            results["etcd"] = "skipped (--smoke)"
-        elif etcd_binary() is None:
-            results["etcd"] = "not installed"
-        else:
+        if etcd_state is None:
             etcd = stack.enter_context(EtcdCluster(base / "etcd"))
             systems["etcd"] = _Etcd(etcd)
-        results.update(_measure(systems, p))
+        measured = _measure(systems, p)
+        results["coreplane"] = {"sync": measured["coreplane_sync"],
+                                "async": measured["coreplane_async"]}
+        results["pysyncobj"] = measured["pysyncobj"]
+        results["etcd"] = measured.get("etcd", etcd_state)
         results["coreplane"]["failover"] = _kills_library(core, p["kills"])
         if p["raw_kills"]:
             results["pysyncobj"]["failover"] = _kills_library(raw, p["raw_kills"])
         if etcd is not None:
-            results["etcd"]["writes_in_flight"] = (p["etcd_client_threads"]
-                                                   * p["etcd_client_procs"])
+            results["etcd"]["client_procs"] = systems["etcd"].procs
+            results["etcd"]["client_procs_sweep"] = systems["etcd"].sweep
+            results["etcd"]["writes_in_flight"] = p["etcd_inflight"] * systems["etcd"].procs
             results["etcd"]["failover"] = _kills_etcd(etcd, p["kills"])
-    cp = results["coreplane"]
+    return {"bench": "raft", "params": {**p, "smoke": smoke}, "results": results,
+            "summary": _summary(results)}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    sync, asyn = results["coreplane"]["sync"], results["coreplane"]["async"]
+    raw = results["pysyncobj"]
     etcd = results["etcd"] if isinstance(results["etcd"], dict) else None
-    failover = cp.get("failover", {})
-    summary = {
-        "tput_writes_per_s": cp["tput_writes_per_s"],
-        "tput_ratio_vs_etcd": (cp["tput_writes_per_s"] / etcd["tput_writes_per_s"]
-                               if etcd and etcd["tput_writes_per_s"] else None),
-        "tput_ratio_vs_pysyncobj": (cp["tput_writes_per_s"]
-                                    / results["pysyncobj"]["tput_writes_per_s"]),
-        "p50_ms_at_100": cp["lat_at_100"]["p50_ms"],
-        "p99_ms_at_100": cp["lat_at_100"]["p99_ms"],
-        "p50_ms_at_1000": cp.get("lat_at_1000", {}).get("p50_ms"),
-        "p99_ms_at_1000": cp.get("lat_at_1000", {}).get("p99_ms"),
+    failover = results["coreplane"].get("failover", {})
+    etcd_failover = etcd.get("failover", {}) if etcd else {}
+
+    def lat(system: dict[str, Any] | None, rate: int, q: str) -> float | None:
+        return system.get(f"lat_at_{rate}", {}).get(f"{q}_ms") if system else None
+
+    def tput(system: dict[str, Any] | None) -> float | None:
+        return system["tput_writes_per_s"] if system else None
+
+    generators = {"coreplane_sync": sync["generator"], "coreplane_async": asyn["generator"],
+                  "pysyncobj": raw["generator"]}
+    if etcd:
+        generators["etcd"] = etcd["generator"]
+    return {
+        "tput_writes_per_s_sync": tput(sync),
+        "tput_writes_per_s_async": tput(asyn),
+        "etcd_tput_writes_per_s": tput(etcd),
+        "tput_ratio_vs_etcd_sync": _ratio(tput(sync), tput(etcd)),
+        "tput_ratio_vs_etcd_async": _ratio(tput(asyn), tput(etcd)),
+        "tput_ratio_vs_pysyncobj": _ratio(tput(asyn), tput(raw)),  # both pipelined
+        "p50_ms_at_100_sync": lat(sync, 100, "p50"),
+        "p99_ms_at_100_sync": lat(sync, 100, "p99"),
+        "p50_ms_at_1000_sync": lat(sync, 1000, "p50"),
+        "p99_ms_at_1000_sync": lat(sync, 1000, "p99"),
+        "p50_ms_at_100_async": lat(asyn, 100, "p50"),
+        "p99_ms_at_1000_async": lat(asyn, 1000, "p99"),
+        "etcd_p50_ms_at_100": lat(etcd, 100, "p50"),
+        "etcd_p99_ms_at_1000": lat(etcd, 1000, "p99"),
+        "p50_at_100_ratio_vs_etcd_sync": _ratio(lat(sync, 100, "p50"), lat(etcd, 100, "p50")),
+        "p99_at_1000_ratio_vs_etcd_sync": _ratio(lat(sync, 1000, "p99"),
+                                                 lat(etcd, 1000, "p99")),
         "failover_s_median": failover.get("failover_s_median"),
         "failover_s_max": failover.get("failover_s_max"),
+        "etcd_failover_s_median": etcd_failover.get("failover_s_median"),
+        "failover_ratio_vs_etcd": _ratio(failover.get("failover_s_median"),
+                                         etcd_failover.get("failover_s_median")),
         "acked_lost": failover.get("acked_lost"),
+        "etcd_acked_lost": etcd_failover.get("acked_lost"),
+        "leader_cpu_us_per_write_sync": sync["leader_cpu_us_per_write"],
+        "leader_cpu_us_per_write_async": asyn["leader_cpu_us_per_write"],
+        "pysyncobj_leader_cpu_us_per_write": raw["leader_cpu_us_per_write"],
+        "etcd_leader_cpu_us_per_write": etcd["leader_cpu_us_per_write"] if etcd else None,
+        "generators": {name: {k: g.get(k) for k in ("cpu_us_per_write", "cores",
+                                                    "ceiling_cores", "near_ceiling",
+                                                    "caller_cpu_us_per_write", "procs")
+                              if k in g}
+                       for name, g in generators.items()},
+        "etcd_generator_near_ceiling": etcd["generator"]["near_ceiling"] if etcd else None,
         "etcd": "measured" if etcd else results["etcd"],
     }
-    return {"bench": "raft", "params": {**p, "smoke": smoke}, "results": results,
-            "summary": summary}

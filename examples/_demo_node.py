@@ -37,7 +37,7 @@ def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
         index, digest = cp.state_hash()
         return {"index": index, "hash": digest}
     if op == "status":
-        return {"status": cp.status()}
+        return {"status": cp.status().to_dict()}
     if op == "wait_leader":
         return {"leader": cp.wait_for_leader(timeout_s=timeout_s)}
     raise ValueError(f"unknown op {op!r}")

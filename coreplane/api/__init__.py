@@ -1,1 +1,1 @@
-"""coreplane.api (see DESIGN.md)."""
+"""coreplane.api: the HTTP API (planned; see docs/architecture.md)."""

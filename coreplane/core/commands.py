@@ -7,6 +7,12 @@ commands such as ticks are idempotent by their own numbering).
 
 Decoding validates every field's type and range and raises `DecodeError` naming the field, so
 the apply path only ever sees well-formed commands.
+
+*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment) move cluster time and
+fencing tokens, so only the runtime may write them: `encode_internal` marks their envelope,
+`encode` and `check_proposable` refuse them, and apply refuses an internal command without the
+marker (or a client command with it). A host, a client of the coming HTTP API or a forged log
+entry therefore cannot freeze time or mint a leader term.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from coreplane.core.codec import Value
 from coreplane.errors import DecodeError, InvalidArgument
 
 __all__ = [
+    "INTERNAL_TAGS",
+    "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
     "Delete",
@@ -27,11 +35,15 @@ __all__ = [
     "LeaseGrant",
     "LeaseKeepAlive",
     "LeaseRevoke",
+    "Proposable",
     "Put",
     "Tick",
     "UserCommand",
+    "check_proposable",
     "decode",
+    "decode_entry",
     "encode",
+    "encode_internal",
 ]
 
 _U63 = 2**63 - 1
@@ -41,6 +53,11 @@ def _check(cls_name: str, name: str, kind: type, value: Any) -> None:
     ok = kind is object or type(value) is kind
     if kind is int and ok and not 0 <= value <= _U63:
         raise DecodeError(f"{cls_name}.{name}: {value} is out of range [0, 2**63)")
+    if kind is str and ok and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(f"{cls_name}.{name}: not valid UTF-8 (a lone surrogate)") from None
     if not ok:
         raise DecodeError(
             f"{cls_name}.{name}: expected {kind.__name__}, got {type(value).__name__}"
@@ -79,14 +96,25 @@ class _Base:
                 raise InvalidArgument(f"{type(self).__name__}.{field_name}", str(exc)) from None
 
 
+# Apply advances cluster time by at most this much per tick, whatever the entry says: a sanity
+# bound far above any tick interval (the runtime itself caps a tick at two of its intervals).
+TICK_ELAPSED_MS_MAX = 600_000
+
+
 @dataclass(frozen=True, slots=True)
 class Tick(_Base):
-    """Leader-stamped time: the only way time enters replicated state."""
+    """Leader-stamped time: the only way time enters replicated state.
+
+    It carries the leader's *monotonic* time elapsed since its previous tick, not a wall-clock
+    reading: cluster time is the sum of those steps, so a wall clock stepped by a day (NTP, an
+    operator, a VM restore) moves nothing, and a new leader continues from the last committed
+    tick instead of from its own clock.
+    """
 
     TAG = 1
-    TYPES = {"n": int, "tick_ms": int}
+    TYPES = {"n": int, "elapsed_ms": int}
     n: int
-    tick_ms: int
+    elapsed_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +209,8 @@ class UserCommand(_Base):
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
 )
+# What `ControlPlane.propose` accepts: a client command, or its codec bytes.
+Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
@@ -188,19 +218,74 @@ _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
 }
 
 
+INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG})
+
+
+def _refuse_internal(name: str) -> InvalidArgument:
+    return InvalidArgument("command", f"{name} is an internal command: only the runtime "
+                                      "proposes it (ticks and leader entries are never accepted "
+                                      "from a host or a client)")
+
+
+# class -> its field names sorted, when every field is a scalar (no `object` field): such a
+# command's validated fields are already canonical, so `encode` packs them directly.
+_SCALAR_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _encode_checked(command: _Base, internal: bool) -> bytes:
+    cls = type(command)
+    names = _SCALAR_FIELDS.get(cls, ())
+    if names == ():
+        names = None if object in cls.TYPES.values() else tuple(sorted(cls.TYPES))
+        _SCALAR_FIELDS[cls] = names
+    if names is None:
+        return codec.encode(command.TAG, command.to_body(), internal=internal)
+    return codec.encode_scalars(command.TAG, names, [getattr(command, n) for n in names],
+                                internal=internal)
+
+
 def encode(command: Command) -> bytes:
-    """Canonical codec bytes of a command; bad fields raise `InvalidArgument` naming them."""
+    """Canonical codec bytes of a client command; bad fields raise `InvalidArgument` naming
+    them, and an internal command (`INTERNAL_TAGS`) is refused: use `encode_internal`."""
     if not isinstance(command, _Base):
         raise InvalidArgument("command", f"{type(command).__name__} is not a coreplane command")
+    if command.TAG in INTERNAL_TAGS:
+        raise _refuse_internal(type(command).__name__)
     command.validate()
-    return codec.encode(command.TAG, command.to_body())
+    return _encode_checked(command, False)
 
 
-def decode(data: bytes) -> Command:
-    """Decode and validate a command; any bad input raises `DecodeError`."""
+def encode_internal(command: Command) -> bytes:
+    """The runtime's own path: an internal command's bytes, carrying the marker apply checks."""
+    if not isinstance(command, _Base) or command.TAG not in INTERNAL_TAGS:
+        raise InvalidArgument("command", f"{type(command).__name__} is not an internal command")
+    command.validate()
+    return _encode_checked(command, True)
+
+
+def decode_entry(data: bytes) -> tuple[Command, bool]:
+    """Decode and validate a log entry: (command, whether it carries the runtime's marker)."""
     envelope = codec.decode(data)
     from_body = _BY_TAG.get(envelope.tag)
     if from_body is None:
         raise DecodeError(f"unknown command tag {envelope.tag}")
     command: Command = from_body(envelope.body)
+    return command, envelope.internal
+
+
+def decode(data: bytes) -> Command:
+    """Decode and validate a command; any bad input raises `DecodeError`."""
+    return decode_entry(data)[0]
+
+
+def check_proposable(data: bytes) -> Command:
+    """What a public path (``propose(bytes)``, the HTTP API) must call before proposing bytes:
+    the decoded command, or `InvalidArgument` for bytes that do not decode or that carry an
+    internal command or the runtime's marker."""
+    try:
+        command, internal = decode_entry(data)
+    except DecodeError as exc:
+        raise InvalidArgument("command", f"not a valid command encoding: {exc}") from None
+    if internal or command.TAG in INTERNAL_TAGS:
+        raise _refuse_internal(type(command).__name__)
     return command

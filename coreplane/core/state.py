@@ -27,7 +27,7 @@ from coreplane.core.machines.kv import KVMachine, Limits
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
-__all__ = ["SESSIONS_MAX", "SESSION_WINDOW", "Applied", "StateMachine"]
+__all__ = ["SESSIONS_MAX", "SESSION_WINDOW", "Applied", "StateMachine", "check_limits"]
 
 SNAPSHOT_FORMAT = 1
 SESSION_WINDOW = 128
@@ -60,6 +60,35 @@ class Applied:
                 or type(plain[3]) is not str):
             raise DecodeError("an apply result is [ok, value, code, message]")
         return Applied(plain[0], plain[1], plain[2], plain[3])
+
+
+def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) -> None:
+    """Refuse, before it is proposed, a command that apply would refuse for its size alone.
+
+    Raises `InvalidArgument` naming the limit. Apply re-checks every one of these (the entry
+    size here, the key, value and TTL bounds in `KVMachine`), so this only moves a refusal that
+    is certain from after replication and fsync on every node to the caller's own thread.
+    """
+    if entry_bytes > limits.entry_bytes_max:
+        raise InvalidArgument("limits.entry_bytes_max",
+                              f"the command encodes to {entry_bytes} bytes, over the "
+                              f"{limits.entry_bytes_max}-byte limit of one log entry")
+    key = getattr(command, "key", None)
+    if isinstance(key, str):
+        if not key:
+            raise InvalidArgument("key", "must not be empty")
+        if len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max:
+            raise InvalidArgument("limits.key_bytes_max",
+                                  f"key is over the {limits.key_bytes_max}-byte limit")
+    value = getattr(command, "value", None)
+    if isinstance(value, bytes) and len(value) > limits.value_bytes_max:
+        raise InvalidArgument("limits.value_bytes_max",
+                              f"value is {len(value)} bytes, over the {limits.value_bytes_max}-"
+                              "byte limit")
+    if isinstance(command, commands.LeaseGrant) and not (
+            limits.ttl_ms_min <= command.ttl_ms <= limits.ttl_ms_max):
+        raise InvalidArgument("ttl_ms", f"must be in [{limits.ttl_ms_min}, {limits.ttl_ms_max}]"
+                                        " (limits.ttl_ms_min, limits.ttl_ms_max)")
 
 
 @dataclass(slots=True)
@@ -105,10 +134,19 @@ class StateMachine:
         require(index > self.applied_index,
                 f"apply at index {index} after {self.applied_index}: the log went backwards")
         self.applied_index = index
+        if len(entry) > self.limits.entry_bytes_max:
+            return Applied(False, None, "entry_too_large",
+                           f"{len(entry)} bytes, over limits.entry_bytes_max")
         try:
-            command = commands.decode(entry)
+            command, internal = commands.decode_entry(entry)
         except DecodeError as exc:
             return Applied(False, None, "decode_error", str(exc))
+        if internal != (command.TAG in commands.INTERNAL_TAGS):
+            # An internal command without the runtime's marker (a forged entry), or a client
+            # command wearing it: refused alike on every replica.
+            return Applied(False, None, "internal_only" if not internal else "not_internal",
+                           f"{type(command).__name__} {'lacks' if not internal else 'carries'}"
+                           " the runtime's marker")
         client_id: str = getattr(command, "client_id", "")
         if not client_id:
             return self._dispatch(command, index)
@@ -174,8 +212,10 @@ class StateMachine:
     def _tick(self, tick: commands.Tick, index: int) -> Value:
         if tick.n <= self.tick_n:
             raise CommandRejected("stale_tick", f"tick {tick.n} is not after {self.tick_n}")
-        # Time never goes backwards, even when a new leader's clock is behind the old one's.
-        self.tick_n, self.tick_ms = tick.n, max(self.tick_ms, tick.tick_ms)
+        # Cluster time is the sum of the leaders' monotonic steps, each bounded: no clock, wall
+        # or monotonic, stepped or skewed, can move it backwards or more than the bound at once.
+        step_ms = min(tick.elapsed_ms, commands.TICK_ELAPSED_MS_MAX)
+        self.tick_n, self.tick_ms = tick.n, self.tick_ms + step_ms
         expired = self.kv.expire(self.tick_ms)
         ctx = ApplyContext(index, self.tick_ms, "")
         for name in sorted(self._machines):

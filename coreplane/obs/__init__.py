@@ -1,1 +1,1 @@
-"""coreplane.obs (see DESIGN.md)."""
+"""coreplane.obs: health hierarchy and metrics (planned; see docs/architecture.md)."""

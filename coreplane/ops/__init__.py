@@ -1,1 +1,1 @@
-"""coreplane.ops (see DESIGN.md)."""
+"""coreplane.ops: the operator CLI (planned; see docs/architecture.md)."""

@@ -68,7 +68,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport
 
-from coreplane.errors import InvalidArgument, InvariantViolation
+from coreplane.errors import InvalidArgument, InvariantViolation, StorageFull
 from coreplane.raft import seams, serialization
 from coreplane.raft.engine_overrides import (
     DRIFT_MAX,
@@ -225,9 +225,11 @@ def build_conf(
 
 
 def open_journal(path: str, *, node_id: str, cluster_id: str,
-                 durability: str = "fsync") -> LmdbJournal:
-    """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged."""
-    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability)
+                 durability: str = "fsync", create: bool = True) -> LmdbJournal:
+    """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged,
+    or (``create=False``) if no journal is there although one was created."""
+    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability,
+                       create=create)
 
 
 @contextlib.contextmanager
@@ -385,7 +387,11 @@ class RaftEngine(RaftOverrides, SyncObj):
         timeout: a write took 21 ms on a one-node group, 1.0 ms with the wake (p50)."""
         wrote = bool(getattr(self._cp_journal, "dirty", True))
         if self._cp_journal_flush is not None:
-            self._cp_journal_flush()
+            try:
+                self._cp_journal_flush()
+            except StorageFull as exc:  # retried next tick; a leader stops leading (overrides)
+                self._cp_step_down_unsynced(exc)
+                return
         if wrote and self._isLeader() and self._cp_own_copy_decides():
             self._cp_wake()
 
@@ -542,8 +548,15 @@ class RaftEngine(RaftOverrides, SyncObj):
         pysyncobj counts the leader's copy towards a commit only at the start of a tick, and
         the journal is flushed at the end of every tick (and right after the no-op a new
         leader appends), so the leader's copy is durable before it counts. Followers and
-        candidates must sync first: their replies and votes promise durability."""
-        return bool(self._isLeader())
+        candidates must sync first: their replies and votes promise durability. So must a
+        leader whose journal is full: it is about to step down (`storage_full`)."""
+        return bool(self._isLeader()) and not self.storage_full()
+
+    def storage_full(self) -> bool:
+        """True while the journal cannot be written (disk or map full): proposals are refused
+        with `StorageFull`, nothing unsynced is sent, and the first successful flush clears
+        it (the journal retries every tick)."""
+        return bool(getattr(self._cp_journal, "storage_full", False))
 
     def raft_role_is_leader(self) -> bool:
         """pysyncobj's own role, lease or not (diagnostics and tests)."""

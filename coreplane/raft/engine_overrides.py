@@ -67,6 +67,20 @@ What is corrected, and why:
    forever) marks the engine failed after `TICK_FAILURES_MAX` consecutive failures; the runtime
    stops the node and reports the error.
 
+7. **Full disk is not fatal** (etcd's NOSPACE alarm). A journal write that fails with
+   `StorageFull` keeps its batch in memory and is retried by every later flush; nothing that
+   depends on it leaves the node: the wire holds every outgoing message until a flush succeeds
+   (so a follower acks no entry and sends no vote that is not durable: `setCurrentTerm` here
+   only records the failure, and the vote waits with everything else), a leader with a full
+   journal syncs before it sends (`may_send_before_sync` is false) and, since pysyncobj counts
+   the leader's own copy towards a commit at the next tick, steps down in the same tick its
+   flush failed, so an entry only it holds unsynced is never counted. Such ticks do not count
+   towards `TICK_FAILURES_MAX`; the engine resumes by itself at the first successful flush,
+   and the runtime refuses proposals with `StorageFull` meanwhile.
+
+8. **No phantom voter**: a membership change that adds a second id at an existing member's
+   address is ignored where it applies, on every node alike (`_SyncObj__doChangeCluster`).
+
 Clocks: every decision here reads `monotonic_s()`, which calls the module global
 ``pysyncobj.syncobj.monotonicTime`` at call time, so a simulation that patches it reaches them.
 """
@@ -81,7 +95,8 @@ from typing import Any
 
 import pysyncobj.syncobj as _so
 
-from coreplane.errors import InvariantViolation
+from coreplane.core.address import endpoint_key
+from coreplane.errors import InvalidArgument, InvariantViolation, StorageFull
 
 __all__ = [
     "DRIFT_MAX",
@@ -185,7 +200,17 @@ class ConflictAwareLog:
         return int(self._journal.getRaftCommitIndex())
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
-        self._journal.setCurrentTerm(term, votedForNodeId)
+        """Store term and vote. On a full disk they stay in memory, unsynced: the journal stays
+        dirty, so nothing (the vote included) leaves before a flush succeeds (the wire)."""
+        try:
+            self._journal.setCurrentTerm(term, votedForNodeId)
+        except StorageFull:
+            logger.warning("term %d not durable yet (storage full); nothing is sent until it is",
+                           term)
+
+    @property
+    def storage_full(self) -> bool:
+        return bool(getattr(self._journal, "storage_full", False))
 
     def getCurrentTerm(self) -> int:
         return int(self._journal.getCurrentTerm())
@@ -194,7 +219,8 @@ class ConflictAwareLog:
         return self._journal.getVotedForNodeId()
 
     def onOneSecondTimer(self) -> None:
-        self._journal.onOneSecondTimer()
+        with contextlib.suppress(StorageFull):  # recorded by the journal; retried every tick
+            self._journal.onOneSecondTimer()
 
     def _destroy(self) -> None:
         self._journal._destroy()
@@ -240,6 +266,14 @@ def _stamp(engine: Any, node: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the overrides
+
+
+def _endpoint(address: str) -> tuple[str, int] | str:
+    """An address's canonical endpoint (the address itself if it does not parse)."""
+    try:
+        return endpoint_key(address)
+    except InvalidArgument:
+        return address
 
 
 class RaftOverrides:
@@ -547,6 +581,30 @@ class RaftOverrides:
 
     # -------------------------------------------------------------------- leadership
 
+    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
+        """8. No phantom voter: adding a member at an address another member already has is
+        ignored, identically on every node (membership applies in log order). A second id on
+        one endpoint raised the quorum to count a voter that can never answer, and no config
+        could reconstruct either node afterwards. The runtime refuses such a call up front;
+        this is the same check where the change applies, for anything that reaches the log."""
+        if not reverse and len(request) >= 3 and request[0] == "add":
+            node = request[2]
+            address = getattr(node, "address", None)
+            if isinstance(address, str):
+                key = _endpoint(address)
+                members = [self._SyncObj__selfNode,  # type: ignore[attr-defined]
+                           *self._SyncObj__otherNodes]  # type: ignore[attr-defined]
+                for member in members:
+                    other = getattr(member, "address", None)
+                    if member != node and isinstance(other, str) and _endpoint(other) == key:
+                        logger.warning("membership: not adding %s at %s, already %s's address",
+                                       getattr(node, "id", node), address,
+                                       getattr(member, "id", member))
+                        return False
+        result: bool = _so.SyncObj._SyncObj__doChangeCluster(  # type: ignore[attr-defined]
+            self, request, reverse)
+        return result
+
     def _SyncObj__onBecomeLeader(self) -> None:
         self._cp_acks.clear()
         self._cp_leader_since_floor = _stamp_us(monotonic_s()) / 1_000_000
@@ -554,7 +612,24 @@ class RaftOverrides:
         _so.SyncObj._SyncObj__onBecomeLeader(self)  # type: ignore[attr-defined]
         flush = getattr(self._cp_log, "flush", None)
         if flush is not None:
-            flush()  # the no-op may leave before the tick's flush (may_send_before_sync)
+            try:
+                flush()  # the no-op may leave before the tick's flush (may_send_before_sync)
+            except StorageFull as exc:
+                self._cp_step_down_unsynced(exc)
+
+    def _cp_step_down_unsynced(self, exc: BaseException) -> None:
+        """A leader whose own log is not durable must not lead: pysyncobj counts the leader's
+        copy towards a commit at the start of the next tick. Step down now, in this tick, and
+        wait a full election timeout before standing again (`_cp_storage_full_steps`)."""
+        if self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
+            return
+        self._cp_counters["storage_full_stepdowns"] = \
+            self._cp_counters.get("storage_full_stepdowns", 0) + 1
+        logger.error("leader steps down: its journal cannot be made durable (%s)", exc)
+        self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
+        self._SyncObj__raftLeader = None
+        self._SyncObj__raftElectionDeadline = (  # type: ignore[attr-defined]
+            monotonic_s() + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
 
     def _SyncObj__setState(self, new_state: int) -> None:
         """A leader that steps down fails, at once, its proposals still waiting to commit.
@@ -729,6 +804,14 @@ class RaftOverrides:
             flush = getattr(self._SyncObj__transport, "flush", None)  # type: ignore[attr-defined]
             if flush is not None:
                 flush()  # replies leave now, before the next tick applies what they committed
+        except StorageFull as exc:
+            # Not a failure of the engine: the batch waits in memory, nothing unsynced is sent,
+            # and a later flush resumes. The poll may not have run: wait as it would have.
+            self._cp_step_down_unsynced(exc)
+            self._cp_tick_failures = 0
+            if timeToWait > 0:
+                time.sleep(timeToWait)
+            return
         except Exception as exc:
             self._cp_tick_failures += 1
             if self._cp_tick_failures >= TICK_FAILURES_MAX:

@@ -17,10 +17,23 @@ indexes) on LMDB instead:
 - **Full map or disk.** `MapFullError` grows the map (doubling, up to `map_size_max_bytes`) and
   retries the same transaction; past the cap, or on ENOSPC, `flush` raises `StorageFull` and
   keeps the batch in memory. A failed transaction is aborted whole, so nothing half-written is
-  visible, and the next `flush` retries it.
+  visible, and the next `flush` retries it. `storage_full` says whether the last write failed
+  that way (the engine refuses proposals and sends nothing unsynced while it is set; the next
+  successful flush clears it).
 - **Identity.** A record of format version, node id and cluster id; a data dir written by
   another node or cluster, by something that is not this journal, or with a damaged record is
-  refused with `CorruptData` / `InvalidArgument` naming the path; it is never reset.
+  refused with `CorruptData` / `InvalidArgument` naming the path; it is never reset. With
+  ``create=False`` (the caller knows a journal was created here) a missing or empty journal is
+  refused too: an empty journal forgets the term and vote, so the node could vote twice.
+- **One owner.** An exclusive ``flock`` on ``owner.lock`` (holding the owner's pid) is taken
+  before LMDB is opened and held until `close`; a second opener, in any process, is refused
+  with `InvalidArgument` naming that pid. Nothing is ever deleted by a journal that does not
+  hold it, and the garbage sweep deletes only keys LMDB already held outside the live range
+  at open, or keys this journal's own truncations made garbage: an opener with a stale view of
+  the log end can no longer delete entries written after it looked.
+- **Truncated files.** Before mapping ``data.mdb``, both of LMDB's meta pages are read and
+  ``(last page + 1) x page size`` is checked against the file size; a shorter file (the map
+  would raise SIGBUS in the host process) is refused with `CorruptData`.
 - **Snapshots.** `save_snapshot` writes the snapshot in chunked transactions (so a tick-thread
   `flush` waits for at most one chunk) and publishes it in one final transaction together with
   its last included entries. That publish is what compacts the log: at the next open every
@@ -36,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -69,7 +83,8 @@ T = TypeVar("T")
 FORMAT_VERSION = 1
 MIB = 1024 * 1024
 SNAPSHOT_MARKER = "snapshot.present"
-_OWN_FILES = frozenset({"data.mdb", "lock.mdb", SNAPSHOT_MARKER})
+OWNER_LOCK = "owner.lock"
+_OWN_FILES = frozenset({"data.mdb", "lock.mdb", SNAPSHOT_MARKER, OWNER_LOCK})
 _KEY = struct.Struct(">Q")
 _HEAD = struct.Struct(">IQ")  # crc32, term
 _CRC = struct.Struct(">I")
@@ -81,6 +96,21 @@ _ENOSPC = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NEARLY_FULL_BYTES = 1 * MIB
 _LMDB_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
                  lmdb.VersionMismatchError, lmdb.PanicError, lmdb.BadTxnError)
+# LMDB's on-disk meta page (lmdb/mdb.c, 64-bit): a 16-byte page header (pgno, pad, flags, ...),
+# then MDB_meta: magic, version, address, mapsize, two MDB_db records of 48 bytes (the first's
+# leading pad field is the page size), last used page number, transaction id.
+_PAGE_HEAD = struct.Struct("=QHH")
+_META_HEAD = struct.Struct("=II")
+_META_PSIZE = struct.Struct("=I")
+_META_TAIL = struct.Struct("=QQ")
+_META_PSIZE_AT, _META_TAIL_AT = 16 + 24, 16 + 120
+_P_META = 0x08
+_MDB_MAGIC = 0xBEEFC0DE
+_LOST_JOURNAL_RECOVERY = (
+    "starting with an empty journal would forget this node's term and vote (it could vote "
+    "twice in one term), so it is refused. Recovery: remove the node from the cluster "
+    "(remove_voter on a healthy node), empty its data dir, and add it back as a new voter "
+    "(add_voter) with the empty data dir; it catches up from the leader")
 
 
 def snapshot_marker_path(path: str) -> str:
@@ -137,6 +167,45 @@ def _unpack_meta(raw: bytes, what: str, path: str) -> Any:
         return decode_value(raw[_CRC.size:])
     except DecodeError as exc:
         raise CorruptData(f"{path}: {what} record is not decodable: {exc}") from exc
+
+
+def check_lmdb_file_size(data_file: str) -> None:
+    """Refuse a ``data.mdb`` shorter than its own meta pages say (it would SIGBUS when mapped).
+
+    Reads both meta pages with plain reads (never the map); each valid one names the last page
+    in use and the page size; the file must hold ``last page + 1`` pages. A file too short to
+    hold the two meta pages, or whose meta pages are not LMDB's, is left to LMDB to refuse
+    (it reads them with ``pread``, which cannot fault)."""
+    if struct.calcsize("P") != 8:  # the layout below is the 64-bit one
+        return
+    try:
+        with open(data_file, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_META_TAIL_AT + _META_TAIL.size)
+            if len(head) < _META_TAIL_AT + _META_TAIL.size:
+                return
+            psize = _META_PSIZE.unpack_from(head, _META_PSIZE_AT)[0]
+            if psize < 512 or psize > 65536 or psize & (psize - 1):
+                return  # not a page size: LMDB refuses the header itself
+            f.seek(psize)
+            pages = [head, f.read(_META_TAIL_AT + _META_TAIL.size)]
+    except OSError as exc:
+        raise CorruptData(f"{data_file}: cannot read LMDB's meta pages: {exc}") from exc
+    for number, page in enumerate(pages):
+        if len(page) < _META_TAIL_AT + _META_TAIL.size:
+            raise CorruptData(f"{data_file} is truncated: {size} bytes cannot hold LMDB's two "
+                              f"meta pages of {psize} bytes")
+        flags = _PAGE_HEAD.unpack_from(page)[2]
+        magic = _META_HEAD.unpack_from(page, 16)[0]
+        if not flags & _P_META or magic != _MDB_MAGIC:
+            continue  # LMDB refuses a bad meta page itself, before mapping anything
+        last_page, txnid = _META_TAIL.unpack_from(page, _META_TAIL_AT)
+        needed = (last_page + 1) * psize
+        if needed > size:
+            raise CorruptData(
+                f"{data_file} is truncated: {size} bytes, but LMDB's meta page {number} "
+                f"(transaction {txnid}) uses pages up to {last_page} of {psize} bytes "
+                f"({needed} bytes); refusing to map it (restore the file or rebuild the node)")
 
 
 def _free_bytes(path: str) -> int | None:
@@ -216,7 +285,8 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
 
     ``LmdbJournal(path, *, node_id, cluster_id=None, durability="fsync",
     map_size_bytes=64 MiB, map_size_max_bytes=8 GiB, cache_entries_max=4096,
-    verify_on_open=True)``. `path` is a directory owned by this journal (created if missing).
+    verify_on_open=True, create=True)``. `path` is a directory owned by this journal (created
+    if missing, unless ``create=False``: then a journal must already be there).
     All methods are thread-safe; pysyncobj calls them on its tick thread, `save_snapshot` runs on
     a writer thread. Call `flush` before sending anything that depends on the log or the vote,
     and `close` (pysyncobj calls `_destroy`) when done.
@@ -233,6 +303,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         map_size_max_bytes: int = 8192 * MIB,
         cache_entries_max: int = 4096,
         verify_on_open: bool = True,
+        create: bool = True,
     ) -> None:
         if not isinstance(path, str) or not path:
             raise InvalidArgument("path", "must be a non-empty directory path")
@@ -263,7 +334,8 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         self._tail_start = 1
         self._dirty_from: int | None = None  # smallest index not yet written to LMDB
         self._meta_dirty = False
-        self._garbage = True  # keys outside [first, last] may exist in LMDB
+        self._garbage = False  # keys outside [first, last] may exist in LMDB (set at open)
+        self._full = False  # the last write failed with StorageFull
         self._head: Entry | None = None  # entry at `first`: pysyncobj reads [0] constantly
         self._term = 0
         self._voted_for: str | int | None = None
@@ -272,12 +344,21 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         self._snapshot_gen_next = 0
         self._snapshot_writing: set[int] = set()
         self._snapshot_meta: dict[str, Any] | None = None
+        self._create = create
+        self._owner_fd: int | None = None
         self._check_dir()
-        self._env = self._open_env(map_size_bytes)
+        self._owner_fd = self._take_owner_lock()
+        try:
+            self._check_data_file()
+            self._env = self._open_env(map_size_bytes)
+        except BaseException:
+            self._release_owner_lock()
+            raise
         try:
             self._load(verify_on_open)
         except BaseException:
             self._env.close()
+            self._release_owner_lock()
             raise
 
     # ------------------------------------------------------------------ open
@@ -285,6 +366,10 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
     def _check_dir(self) -> None:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise InvalidArgument("path", f"{self.path} exists and is not a directory")
+        if not self._create and not os.path.isdir(self.path):
+            raise CorruptData(f"{self.path}: the journal directory is missing although the "
+                              f"data dir records that a journal was created; "
+                              f"{_LOST_JOURNAL_RECOVERY}")
         try:
             os.makedirs(self.path, exist_ok=True)
             foreign = sorted(set(os.listdir(self.path)) - _OWN_FILES)
@@ -293,6 +378,53 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         if foreign:
             raise CorruptData(f"{self.path} is not a coreplane journal directory "
                               f"(unexpected files: {', '.join(foreign[:5])})")
+
+    def _take_owner_lock(self) -> int:
+        """The journal's exclusive lock, pid recorded; before LMDB is opened or anything read."""
+        lock_path = os.path.join(self.path, OWNER_LOCK)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise InvalidArgument("path", f"cannot create {lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise InvalidArgument("path", f"cannot lock {lock_path}: {exc} (a file "
+                                      "system without flock is not supported)") from exc
+            mine = ", this process" if holder == str(os.getpid()) else ""
+            raise InvalidArgument("path", f"{self.path} is already open (locked by pid "
+                                  f"{holder or '(unknown)'}{mine})") from exc
+        with contextlib.suppress(OSError):  # the pid only serves the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _release_owner_lock(self) -> None:
+        fd, self._owner_fd = self._owner_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _check_data_file(self) -> None:
+        data_file = os.path.join(self.path, "data.mdb")
+        try:
+            size = os.stat(data_file).st_size
+        except FileNotFoundError:
+            size = None
+        except OSError as exc:
+            raise CorruptData(f"{data_file}: {exc}") from exc
+        if not self._create and not size:
+            state = "missing" if size is None else "empty"
+            raise CorruptData(f"{data_file} is {state} although the data dir records that a "
+                              f"journal was created; {_LOST_JOURNAL_RECOVERY}")
+        if size:
+            check_lmdb_file_size(data_file)
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
         try:
@@ -322,6 +454,9 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             if has_entries or any(v is not None for v in meta.values()) or snap_raw is not None:
                 raise CorruptData(f"{self.path}: journal data without an identity record "
                                   "(foreign or damaged data dir); refusing to reuse it")
+            if not self._create:
+                raise CorruptData(f"{self.path}: the journal is empty although the data dir "
+                                  f"records that it was created; {_LOST_JOURNAL_RECOVERY}")
             self._write_identity()
         else:
             self._check_identity(_unpack_meta(identity, "identity", self.path))
@@ -338,8 +473,23 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             self._snapshot_gen = self._snapshot_meta["gen"]
             self._apply_snapshot_floor()
             self._touch_marker()
+        self._garbage = self._has_keys_outside_live_range()
         if verify:
             self.verify()
+
+    def _has_keys_outside_live_range(self) -> bool:
+        """True if LMDB holds log keys outside [first, last]: garbage this journal recorded
+        before (a bounded sweep left some) or a snapshot made at the last open."""
+        with _translated(self.path, "opening"), self._env.begin(db=self._dbs[b"log"]) as txn:
+            cursor = txn.cursor()
+            if not cursor.first():
+                return False
+            if not self._n:
+                return True
+            low = _KEY.unpack(cursor.key())[0]
+            cursor.last()
+            high = _KEY.unpack(cursor.key())[0]
+            return low < self._first or high > self._first + self._n - 1
 
     def _checked(self, raw: bytes, what: str, kind: type[T], size: int | None = None) -> T:
         value = _unpack_meta(raw, what, self.path)
@@ -593,6 +743,11 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         """True if `flush` has something to write."""
         return self._dirty_from is not None or self._meta_dirty
 
+    @property
+    def storage_full(self) -> bool:
+        """True from a flush that failed with `StorageFull` until one succeeds."""
+        return self._full
+
     def flush(self) -> None:
         """Write everything since the last flush in one transaction and sync it (group commit).
 
@@ -603,7 +758,17 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             self._require_open()
             if not self.dirty and not self._garbage:
                 return
-            self._with_map_growth(self._flush_txn, "flushing the log")
+            try:
+                self._with_map_growth(self._flush_txn, "flushing the log")
+            except StorageFull:
+                if not self._full:
+                    logger.error("journal %s: storage full; writes wait until space returns",
+                                 self.path)
+                self._full = True
+                raise
+            if self._full:
+                logger.warning("journal %s: storage writable again", self.path)
+            self._full = False
             self._dirty_from = None
             self._meta_dirty = False
             if len(self._tail) > self._cache_max:
@@ -796,6 +961,16 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             finally:
                 self._closed = True
                 self._env.close()
+                self._release_owner_lock()
+
+    def abandon(self) -> None:
+        """Close without the final flush, as a killed process would (simulated crashes): what
+        was not flushed is lost, and the lock goes as the OS would drop it."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._env.close()
+            self._release_owner_lock()
 
     def _destroy(self) -> None:
         self.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -260,3 +261,31 @@ def journal_factory(
             pysyncobj.syncobj.createJournal = _original_create_journal
             pysyncobj.syncobj.Serializer = _original_serializer
             _active = _journal_fn = _serializer_fn = None
+
+
+class _AppliedReplayFilter(logging.Filter):
+    """pysyncobj logs CRITICAL "state machine may have diverged" whenever a follower is sent
+    entries it has already applied again (a lost ack, a leader resending after a timeout) and
+    rewinds its log to re-add them. By Raft's log matching property the re-sent committed
+    entries equal the applied ones, and coreplane's journal only moves its end for such a
+    rewind (nothing applied is undone), so under normal load that line was a false alarm.
+    It is kept, reworded, at DEBUG; a real divergence shows as a state-hash mismatch."""
+
+    PREFIX = "truncating already-applied log entries"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            record.msg = ("re-receiving already-applied entries from index %d (last applied: "
+                          "%d); committed entries are identical by Raft's log matching")
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("pysyncobj.syncobj").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _install_log_filter() -> None:
+    upstream_logger = logging.getLogger("pysyncobj.syncobj")
+    if not any(isinstance(f, _AppliedReplayFilter) for f in upstream_logger.filters):
+        upstream_logger.addFilter(_AppliedReplayFilter())
+
+
+_install_log_filter()

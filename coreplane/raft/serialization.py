@@ -9,13 +9,21 @@ each rebuilt from plain data by a constructor we wrote). Pickle bytes, from a pe
 without the cluster secret, from disk or from a snapshot, fail with `DecodeError`; nothing in
 them can name a callable, so nothing runs.
 
+Host-process manners: importing this module swaps nothing; the first `RaftEngine` built calls
+`install` (so does the simulator), logs it once at INFO, and the swap lasts for the process.
+It cannot be limited to coreplane's own SyncObj: pysyncobj looks ``pickle`` up as a module
+global of syncobj.py at every call and takes no per-instance serializer, so any other SyncObj
+in the host process gets this codec too (plain data only: no floats, no custom classes) and
+cannot read a file journal or dump that stock pysyncobj pickled. The README's security section
+says so to users; a per-instance swap would need a private copy of pysyncobj's modules, that is
+a fork, which the pinned seams (`seams.UPSTREAM`) exist to avoid.
+
 Owns: the codec hooks, the node class registry, `install`/`uninstall`. Must not import pickle,
 msgpack (only through core.codec) or anything above raft.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +35,7 @@ import pysyncobj.pickle
 
 from coreplane.core.codec import MAX_DEPTH, MAX_ENCODED_BYTES, decode_tree, encode_tree
 from coreplane.errors import DecodeError, InvalidArgument
+from coreplane.raft.nodes import PEER_NODE_EXT_CODE, PeerNode
 
 __all__ = [
     "EXT_CODES_RESERVED",
@@ -43,8 +52,8 @@ __all__ = [
     "uninstall",
 ]
 
-# Ext codes 1..15 are this module's; 16..127 are for node classes registered by other raft
-# modules (the wire's PeerNode). Code 0 is codec's tuple marker.
+# Ext codes 1..15 are this module's; 16..127 are for node classes (16: coreplane's own PeerNode,
+# registered below). Code 0 is codec's tuple marker.
 _EXT_SET = 1
 _EXT_FROZENSET = 2
 _EXT_NODE = 3
@@ -185,6 +194,10 @@ _register(set, _EXT_SET, list, _set_from_plain)
 _register(frozenset, _EXT_FROZENSET, list, _frozenset_from_plain)
 _register(pysyncobj.node.Node, _EXT_NODE, _node_to_plain, _node_from_plain)
 _register(pysyncobj.node.TCPNode, _EXT_TCP_NODE, _tcp_node_to_plain, _tcp_node_from_plain)
+# The wire's node type, registered here (not by the wire) so that the serializer knows it before
+# any frame, snapshot or membership entry is decoded, whichever module was imported first.
+register_node_class(PeerNode, PEER_NODE_EXT_CODE, to_plain=PeerNode.to_plain,
+                    from_plain=PeerNode.from_plain)
 
 
 # ------------------------------------------------------------------------ the four functions
@@ -245,21 +258,19 @@ _TARGETS: tuple[tuple[Any, str, Callable[..., Any]], ...] = (
 )
 
 
-def _register_wire_nodes() -> None:
-    """Import the wire module if it exists so its PeerNode registers before the first frame."""
-    if importlib.util.find_spec("coreplane.raft.wire") is not None:
-        importlib.import_module("coreplane.raft.wire")
-
-
 def install() -> None:
     """Replace pysyncobj's pickle functions, process-wide. Idempotent and thread-safe."""
     with _lock:
-        if not _originals:
+        first = not _originals
+        if first:
             for module, name, _ in _TARGETS:
                 _originals[f"{module.__name__}.{name}"] = getattr(module, name)
         for module, name, replacement in _TARGETS:
             setattr(module, name, replacement)
-    _register_wire_nodes()
+    if first:  # a host that also uses pysyncobj directly should be able to find out why
+        logging.getLogger(__name__).info(
+            "replaced pysyncobj.pickle dumps/loads/dump/load process-wide: every SyncObj in "
+            "this process now encodes with coreplane's msgpack codec (plain data only)")
 
 
 def uninstall() -> None:

@@ -455,7 +455,4 @@ def crash_journal(journal: Any) -> None:
 
     inner = getattr(journal, "_journal", journal)  # unwrap ConflictAwareLog
     if isinstance(inner, LmdbJournal):
-        with inner._lock:
-            if not inner._closed:
-                inner._closed = True
-                inner._env.close()
+        inner.abandon()  # no final flush; its lock goes as the OS would drop it

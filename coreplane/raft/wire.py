@@ -5,7 +5,8 @@ commands and ``readonly`` clients without authentication, has no frame or decomp
 binds 0.0.0.0 and retries a dropped connection only every 5 s. This module owns the replacement:
 a `Transport` subclass built by `make_transport_class`, speaking the protocol of `_frames`
 (HMAC handshake, then per-frame HMAC with sequence numbers) on pysyncobj's own poller, and
-`PeerNode`, the node object the engine hands to SyncObj.
+`PeerNode` (defined in `coreplane.raft.nodes`, re-exported here), the node object the engine
+hands to SyncObj.
 
 What it guarantees: no byte from a peer is decoded before the peer has proven it holds the
 cluster secret (the HMAC covers the raw bytes); peers are known by node id proven in the
@@ -31,6 +32,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import os
 import socket
 import threading
@@ -45,8 +47,9 @@ from pysyncobj.node import Node
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from coreplane.errors import DecodeError, InvalidArgument
+from coreplane.errors import DecodeError, InvalidArgument, StorageFull
 from coreplane.raft import _frames, serialization
+from coreplane.raft.nodes import PEER_NODE_EXT_CODE, PeerNode, check_node_id, parse_address
 
 __all__ = [
     "MAX_FRAME_BYTES_DEFAULT",
@@ -59,82 +62,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES_DEFAULT = 16 * 1024 * 1024  # the codec's own decode cap; raise both together
-PEER_NODE_EXT_CODE = 16  # fixed forever: it is stored in snapshots and membership entries
 SECRET_BYTES_MIN = 16
+_AUTH_FAILURES = frozenset({"bad_hello_mac", "bad_reply_mac", "bad_confirm_mac"})
+_AUTH_WARN_EVERY_S = 60.0
 _PENDING_INBOUND_MAX = 64  # unauthenticated connections held at once; the oldest goes first
 _RECV_CHUNK_BYTES = 256 * 1024
 _ACCEPTS_PER_EVENT = 16
 _RECVS_PER_EVENT = 16
 
 
-# ---------------------------------------------------------------------------------- nodes
-
-
-class PeerNode(Node):
-    """A cluster member: `id` is its node id (proven on the wire), `address` where to dial it."""
-
-    def __init__(self, node_id: str, address: str) -> None:
-        _check_node_id("node_id", node_id)
-        _parse_address("address", address, port_zero_ok=True)
-        super().__init__(node_id)
-        self._address = address
-
-    @property
-    def address(self) -> str:
-        return self._address
-
-    def to_plain(self) -> dict[str, str]:
-        """Plain form for the codec (snapshots and membership entries carry nodes)."""
-        return {"id": self.id, "address": self._address}
-
-    @classmethod
-    def from_plain(cls, plain: Any) -> PeerNode:
-        """Rebuild from `to_plain` output; anything else raises `DecodeError`."""
-        if not isinstance(plain, dict) or set(plain) != {"id", "address"}:
-            raise DecodeError("PeerNode must be a map {id, address}")
-        node_id, address = plain["id"], plain["address"]
-        if not isinstance(node_id, str) or not isinstance(address, str):
-            raise DecodeError("PeerNode id and address must be str")
-        try:
-            return cls(node_id, address)
-        except InvalidArgument as exc:
-            raise DecodeError(f"bad PeerNode: {exc}") from exc
-
-    def __repr__(self) -> str:
-        return f"PeerNode({self.id!r}, {self._address!r})"
-
-
-serialization.register_node_class(
-    PeerNode, PEER_NODE_EXT_CODE, to_plain=PeerNode.to_plain, from_plain=PeerNode.from_plain)
-
-
 # ---------------------------------------------------------------------------------- config
-
-
-def _check_node_id(field_name: str, node_id: object) -> bytes:
-    if not isinstance(node_id, str) or not node_id:
-        raise InvalidArgument(field_name, "must be a non-empty str")
-    raw = node_id.encode("utf-8")
-    if len(raw) > _frames.NODE_ID_BYTES_MAX:
-        raise InvalidArgument(field_name, f"longer than {_frames.NODE_ID_BYTES_MAX} bytes")
-    if not node_id.isprintable() or any(ch.isspace() for ch in node_id):
-        raise InvalidArgument(field_name, "must be printable, without whitespace")
-    return raw
-
-
-def _parse_address(field_name: str, address: object, *, port_zero_ok: bool) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port); `InvalidArgument` naming the field."""
-    if not isinstance(address, str):
-        raise InvalidArgument(field_name, "must be a 'host:port' str")
-    host, sep, port_text = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or any(ch.isspace() for ch in host) or not port_text.isdigit():
-        raise InvalidArgument(field_name, f"{address!r} is not 'host:port'")
-    port = int(port_text)
-    if not (0 if port_zero_ok else 1) <= port <= 65535:
-        raise InvalidArgument(field_name, f"port {port} is out of range")
-    return host, port
 
 
 @dataclass(frozen=True)
@@ -158,12 +95,12 @@ def _validate(node_id: str, secret: bytes, listen: str, peers: Mapping[str, str]
               max_frame_bytes: int, reconnect_backoff_ms: tuple[int, int], cluster: str,
               handshake_timeout_ms: int,
               on_before_send: Callable[[], None] | None) -> _WireConfig:
-    _check_node_id("node_id", node_id)
+    check_node_id("node_id", node_id)
     if not isinstance(secret, (bytes, bytearray)):
         raise InvalidArgument("secret", "must be bytes")
     if len(secret) < SECRET_BYTES_MIN:
         raise InvalidArgument("secret", f"must be at least {SECRET_BYTES_MIN} bytes")
-    host, port = _parse_address("listen", listen, port_zero_ok=True)
+    host, port = parse_address("listen", listen, port_zero_ok=True)
     try:
         ipaddress.ip_address(host)
     except ValueError as exc:
@@ -171,10 +108,10 @@ def _validate(node_id: str, secret: bytes, listen: str, peers: Mapping[str, str]
     if not isinstance(peers, Mapping):
         raise InvalidArgument("peers", "must map node id -> 'host:port'")
     for peer_id, address in peers.items():
-        _check_node_id(f"peers[{peer_id!r}]", peer_id)
+        check_node_id(f"peers[{peer_id!r}]", peer_id)
         if peer_id == node_id:
             raise InvalidArgument("peers", f"contains this node's own id {node_id!r}")
-        _parse_address(f"peers[{peer_id!r}]", address, port_zero_ok=False)
+        parse_address(f"peers[{peer_id!r}]", address, port_zero_ok=False)
     if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int) \
             or not 1024 <= max_frame_bytes <= 2**31 - 1:
         raise InvalidArgument("max_frame_bytes", "must be an int in [1024, 2**31)")
@@ -315,6 +252,7 @@ class WireTransport(Transport):
         self._unsynced = False
         self._destroyed = False
         self._stats: Counter[str] = Counter()
+        self._auth_warned: dict[str, float] = {}  # peer -> monotonic time of the last warning
         self.bound_address: str | None = None
         for node in otherNodes:
             self.addNode(node)
@@ -429,6 +367,20 @@ class WireTransport(Transport):
         """Exactly one side of each pair dials: the one with the larger id."""
         return self._self_id > raw
 
+    def _warn_auth_failure(self, conn: _Conn, reason: str) -> None:
+        """Say once a minute per peer that it failed authentication: a member started with
+        the wrong secret otherwise shows only as 'not connected' on both sides."""
+        who = f"{conn.node.id} ({conn.peer_addr})" if conn.dialer and conn.node else \
+            conn.peer_addr.rpartition(":")[0]
+        now = time.monotonic()
+        if now - self._auth_warned.get(who, -math.inf) < _AUTH_WARN_EVERY_S:
+            return
+        if len(self._auth_warned) >= _PENDING_INBOUND_MAX:
+            self._auth_warned.clear()  # bounded: a scan from many addresses cannot grow it
+        self._auth_warned[who] = now
+        logger.warning("peer %s failed authentication (%s): is it a member of this cluster, "
+                       "started with the same secret?", who, reason)
+
     def _reject(self, reason: str) -> None:
         self._stats[f"reject:{reason}"] += 1
 
@@ -499,7 +451,7 @@ class WireTransport(Transport):
         try:
             if not isinstance(address, str):
                 raise OSError(f"no address for peer {node.id!r}")
-            host, port = _parse_address("address", address, port_zero_ok=False)
+            host, port = parse_address("address", address, port_zero_ok=False)
             ip = globalDnsResolver().resolve(host)
             if ip is None:
                 raise OSError(f"cannot resolve {host!r}")
@@ -581,7 +533,10 @@ class WireTransport(Transport):
                  if c.wbuf and c.state != _CONNECTING]
         if not conns:
             return
-        self._sync_if_needed()
+        try:
+            self._sync_if_needed()
+        except StorageFull:
+            return  # nothing leaves before the journal is durable; the next flush retries
         for conn in conns:
             self._write(conn)
 
@@ -653,6 +608,8 @@ class WireTransport(Transport):
                 self._reject(exc.reason)
                 if conn.state == _OPEN:
                     logger.warning("peer %s broke the protocol: %s", conn.node, exc.reason)
+                elif exc.reason in _AUTH_FAILURES:
+                    self._warn_auth_failure(conn, exc.reason)
                 else:
                     logger.debug("rejected connection %s: %s", conn.peer_addr, exc.reason)
                 self._close(conn, exc.reason)

@@ -7,20 +7,21 @@ so every check that can be done before any thread or socket exists is done here 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from coreplane.core.address import endpoint_key, parse_address
 from coreplane.errors import InvalidArgument
+from coreplane.raft.wire import SECRET_BYTES_MIN
 
-__all__ = ["SECRET_BYTES_MIN", "NodeConfig", "parse_address", "validate_config"]
+__all__ = [
+    "SECRET_BYTES_MIN", "NodeConfig", "check_node_id", "parse_address", "validate_config",
+]
 
-SECRET_BYTES_MIN = 16
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +40,7 @@ class NodeConfig:
         return {self.node_id: self.address, **self.peers}
 
 
-def parse_address(value: object, field_name: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); IPv4 literal or DNS name, port 1..65535."""
-    if not isinstance(value, str) or ":" not in value:
-        raise InvalidArgument(field_name, f"{value!r} is not 'host:port'")
-    host, _, port_text = value.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidArgument(field_name, f"{value!r}: port must be an integer in 1..65535")
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        if not _HOSTNAME.match(host):
-            raise InvalidArgument(field_name, f"{value!r}: bad host {host!r}") from None
-    return host, int(port_text)
-
-
-def _check_node_id(value: object, field_name: str) -> str:
+def check_node_id(value: object, field_name: str) -> str:
     if not isinstance(value, str) or not _NODE_ID.match(value):
         raise InvalidArgument(
             field_name, f"{value!r} is not a node id ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 64)"
@@ -65,6 +51,8 @@ def _check_node_id(value: object, field_name: str) -> str:
 def _check_data_dir(value: object) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise InvalidArgument("data_dir", "must be a path")
+    if not os.fspath(value):
+        raise InvalidArgument("data_dir", "must not be empty (say '.' for the working directory)")
     path = os.path.abspath(os.fspath(value))
     try:
         os.makedirs(path, exist_ok=True)
@@ -86,23 +74,24 @@ def validate_config(
     secret: object,
 ) -> NodeConfig:
     """Check everything that can be checked before starting; InvalidArgument names the field."""
-    node_id = _check_node_id(node_id, "node_id")
+    node_id = check_node_id(node_id, "node_id")
     parse_address(address, "address")
     if not isinstance(peers, Mapping):
         raise InvalidArgument("peers", "must be a mapping of node_id -> 'host:port'")
     clean: dict[str, str] = {}
-    seen_addresses = {str(address): node_id}
+    seen_addresses = {endpoint_key(str(address)): node_id}
     for peer_id, peer_address in peers.items():
-        _check_node_id(peer_id, f"peers[{peer_id!r}]")
+        check_node_id(peer_id, f"peers[{peer_id!r}]")
         if peer_id == node_id:
             raise InvalidArgument("peers", f"duplicate node id {peer_id!r}: it is this node's id")
         parse_address(peer_address, f"peers[{peer_id!r}]")
-        other = seen_addresses.get(peer_address)
+        key = endpoint_key(peer_address)
+        other = seen_addresses.get(key)
         if other is not None:
             raise InvalidArgument(
                 "peers", f"duplicate address {peer_address} (nodes {other!r} and {peer_id!r})"
             )
-        seen_addresses[peer_address] = peer_id
+        seen_addresses[key] = peer_id
         clean[peer_id] = peer_address
     if not isinstance(secret, (bytes, bytearray)):
         raise InvalidArgument("secret", "must be bytes")

@@ -17,7 +17,7 @@ Why the shapes:
   machine stays registered: logs written by earlier versions contain barrier entries.)
 - a leader acts (ticks, stepdowns, `fencing_token`, `on_leadership`) only while its lease
   holds (`RaftEngine.is_leader`); a node whose engine failed for good stops and says why in
-  `status()["error"]` instead of lingering as a silent non-voter;
+  `status().error` instead of lingering as a silent non-voter;
 - the engine is constructed on the runtime thread, because pysyncobj's tick thread stops when
   the thread that built it exits; the host may call `start()` from any thread;
 - pysyncobj callbacks run on its tick thread: ours only record and wake, never block;
@@ -30,30 +30,42 @@ Only `coreplane.errors` types leave this module's public methods.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
-import itertools
+import errno
 import logging
+import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from coreplane.core import commands as C
+from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import Limits
-from coreplane.core.state import Applied, StateMachine
+from coreplane.core.machines.user import Machine
+from coreplane.core.state import Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
     InvalidArgument,
     InvariantViolation,
+    StorageFull,
     Unavailable,
 )
 from coreplane.raft import engine as E
-from coreplane.runtime.config import NodeConfig, parse_address, validate_config
+from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.seams import Clock, Seams, SystemClock
+from coreplane.runtime.sessions import SessionLanes
+from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
+from coreplane.runtime.view import StateView
 
 __all__ = ["BARRIER_MACHINE", "KV", "STEPDOWN_MACHINE", "ControlPlane", "LeadershipCallback"]
 
@@ -80,19 +92,74 @@ def _stepdown_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
     return [body["node"], ctx.index], ctx.index
 
 
-class _Attempt:
-    """One proposal's outcome, filled in on the tick thread."""
+def _check_int(field: str, value: object, lo: int, hi: int) -> int:
+    """An integer option in [lo, hi]; bools, floats and strings are refused, never int()-ed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(field, f"must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be in [{lo}, {hi}], got {value}")
+    return value
 
-    __slots__ = ("code", "event", "result")
+
+def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float:
+    """A finite, non-negative duration in seconds (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(field, f"must be a number of seconds, got {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
+        raise InvalidArgument(field, f"must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _unwrap_int(applied: Applied) -> int:
+    return int(applied.unwrap())
+
+
+def register_builtins(sm: StateMachine) -> None:
+    """The runtime's own machines, registered alike by every node and by `replay`."""
+    sm.register(BARRIER_MACHINE, apply=_barrier_apply)
+    sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+
+
+class _Attempt:
+    """One proposal's outcome, filled in on the tick thread.
+
+    The waiter blocks on a bare lock the callback releases, not on a `threading.Event`: an
+    Event is a Condition in Python code, and with 256 writer threads its wait/notify
+    bookkeeping was over half of the leader's GIL time (py-spy --gil); a lock's acquire and
+    release are single C calls."""
+
+    __slots__ = ("_lock", "code", "fired", "result")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
         self.result: Any = None
         self.code: int | None = None
+        self.fired = False
 
     def __call__(self, result: Any, code: int) -> None:
-        self.result, self.code = result, code
-        self.event.set()
+        self.result, self.code, self.fired = result, code, True
+        with contextlib.suppress(RuntimeError):  # a second callback for the same attempt
+            self._lock.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once the callback ran; False after `timeout_s` without it."""
+        return self._lock.acquire(timeout=max(0.0, timeout_s))
+
+
+class _Waiting:
+    """The leader work's proposal in flight, and when to stop waiting for it."""
+
+    __slots__ = ("attempt", "deadline")
+
+    def __init__(self, attempt: _Attempt, deadline: float) -> None:
+        self.attempt = attempt
+        self.deadline = deadline
+
+
+class _Yield(Exception):
+    """Ends a pass of the leader work after it proposed an entry (see `ControlPlane.step`)."""
 
 
 class KV:
@@ -106,6 +173,14 @@ class KV:
         """Write and wait until committed and applied here; returns the new mod revision."""
         return int(self._cp.call_command(C.Put(key=key, value=value, lease_id=lease_id),
                                          timeout_s=timeout_s))
+
+    def put_async(self, key: str, value: bytes, *, lease_id: int = 0,
+                  timeout_s: float | None = None) -> ProposalFuture[int]:
+        """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
+        Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
+        for the ordering of writes in flight."""
+        return self._cp.propose_async(C.Put(key=key, value=value, lease_id=lease_id),
+                                      timeout_s=timeout_s, transform=_unwrap_int)
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
@@ -124,11 +199,11 @@ class KV:
         reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        got: tuple[bytes, int] | None = self._cp.read(lambda sm: sm.kv.get(key),
+        got: tuple[bytes, int] | None = self._cp._read_state(lambda sm: sm.kv.get(key),
                                                       stale_ok=stale_ok, timeout_s=timeout_s)
         return got
 
-    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, dict[str, Any]]:
+    def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, StaleReadBound]:
         """A local read and its staleness bound (`ControlPlane.stale_read_bound`)."""
         bound = self._cp.stale_read_bound()
         return self.get(key, stale_ok=True), bound
@@ -138,7 +213,9 @@ class KV:
         """Keys with `prefix` in key order as (key, value, mod_revision)."""
         if not isinstance(prefix, str):
             raise InvalidArgument("prefix", "must be a str")
-        items: list[tuple[str, bytes, int]] = self._cp.read(
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
+        items: list[tuple[str, bytes, int]] = self._cp._read_state(
             lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
         return items
 
@@ -180,55 +257,74 @@ class ControlPlane:
         log_compaction_min_time_s: int = 300,
         durability: str = "fsync",
         limits: Limits | None = None,
+        seams: Seams | None = None,
     ) -> None:
-        self._config: NodeConfig = validate_config(
-            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
-        if not isinstance(tick_interval_ms, int) or tick_interval_ms <= 0:
-            raise InvalidArgument("tick_interval_ms", "must be a positive integer")
-        if not (isinstance(propose_timeout_s, (int, float)) and propose_timeout_s > 0):
-            raise InvalidArgument("propose_timeout_s", "must be positive")
+        _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
+        self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
+        if self._propose_timeout_s > 24 * 3600:
+            raise InvalidArgument("propose_timeout_s", "must be at most one day")
         if durability not in ("fsync", "relaxed"):
             raise InvalidArgument("durability", "must be 'fsync' or 'relaxed'")
-        try:
-            lo, hi = (int(v) for v in election_timeout_ms)
-        except (TypeError, ValueError):
-            raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)") from None
-        if isinstance(heartbeat_ms, bool) or not isinstance(heartbeat_ms, int):
-            raise InvalidArgument("heartbeat_ms", "must be an integer")
+        if not isinstance(election_timeout_ms, (tuple, list)) or len(election_timeout_ms) != 2:
+            raise InvalidArgument("election_timeout_ms", "must be (min_ms, max_ms)")
+        lo = _check_int("election_timeout_ms", election_timeout_ms[0], 1, 60_000)
+        hi = _check_int("election_timeout_ms", election_timeout_ms[1], 1, 60_000)
+        _check_int("heartbeat_ms", heartbeat_ms, 1, 60_000)
         self._timing = E.EngineTiming(
             election_timeout_ms_min=lo, election_timeout_ms_max=hi,
             heartbeat_ms=heartbeat_ms, connection_timeout_ms=max(1000, hi))
         self._timing.validate()
-        if not isinstance(log_compaction_min_entries, int) or log_compaction_min_entries < 2:
-            raise InvalidArgument("log_compaction_min_entries", "must be an integer >= 2")
+        _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
+        _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
+        if seams is not None and not isinstance(seams, Seams):
+            raise InvalidArgument("seams", "must be a coreplane.runtime.seams.Seams")
+        self._seams = seams or Seams()
+        self._clock: Clock = self._seams.clock or SystemClock()
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidArgument("limits", f"must be a coreplane Limits, got "
+                                            f"{type(limits).__name__}")
         self._tick_interval_s = tick_interval_ms / 1000
-        self._propose_timeout_s = float(propose_timeout_s)
-        self._compaction = (log_compaction_min_entries, int(log_compaction_min_time_s))
+        self._compaction = (log_compaction_min_entries, log_compaction_min_time_s)
         self._durability = durability
+        # Last: it creates the data dir, so a call refused for another field leaves no trace.
+        self._config: NodeConfig = validate_config(
+            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
         self._fingerprint = cluster_fingerprint(self._config.secret)
+        # Locked (released by stop(), or below if anything is refused) and checked here.
         self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
                                      secret=self._config.secret, members=self._config.members)
-        self._transport_class = self._make_transport_class()
-        # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
         try:
-            self._journal: Any = E.open_journal(
-                self._datadir.lmdb_path, node_id=self._config.node_id,
-                cluster_id=self._fingerprint, durability=durability)
-        except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
-            raise InvalidArgument("data_dir", exc.reason) from None
+            self._transport_class = self._make_transport_class()
+            # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
+            try:
+                self._journal: Any = (self._seams.journal_factory or E.open_journal)(
+                    self._datadir.lmdb_path, node_id=self._config.node_id,
+                    cluster_id=self._fingerprint, durability=durability,
+                    create=not self._datadir.journal_created)
+            except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
+                raise InvalidArgument("data_dir", exc.reason) from None
+            try:
+                self._datadir.mark_journal_created()  # from now on, losing it is refused
+            except BaseException:
+                self._journal.close()
+                raise
+        except BaseException:
+            self._datadir.release()
+            raise
 
         self._sm = StateMachine(limits=limits)
-        self._sm.register(BARRIER_MACHINE, apply=_barrier_apply)
-        self._sm.register(STEPDOWN_MACHINE, apply=_stepdown_apply)
+        register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
 
-        self._client_id = f"{self._config.node_id}/{os.urandom(6).hex()}"
-        self._seq = itertools.count(1)
+        self._client_id = (self._seams.client_id
+                           or f"{self._config.node_id}/{os.urandom(6).hex()}")
+        self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
         self._engine: E.RaftEngine | None = None
+        self._pipeline: Pipeline | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping = threading.Event()
@@ -240,6 +336,9 @@ class ControlPlane:
         self._led_term: int | None = None
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
+        self._tick_mono: float | None = None  # monotonic time of this leader's last tick
+        self._tick_sent: tuple[int, float] | None = None  # (n, monotonic) of the tick in flight
+        self._waiting: _Waiting | None = None  # the leader work's proposal in flight
         self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
@@ -256,8 +355,10 @@ class ControlPlane:
     def address(self) -> str:
         return self._config.address
 
-    def register_machine(self, name: str, machine: Any = None, **functions: Any) -> None:
-        """Register a user machine; every node must register the same ones before start()."""
+    def register_machine(self, name: str, machine: Machine | None = None,
+                         **functions: Any) -> None:
+        """Register a user machine (a `Machine`, or its parts as ``apply=``, ``on_tick=``,
+        ``initial=``); every node must register the same ones, before start()."""
         if self._thread is not None:
             raise InvalidArgument("name", "register machines before start()")
         if name in (BARRIER_MACHINE, STEPDOWN_MACHINE):
@@ -266,13 +367,26 @@ class ControlPlane:
             self._sm.register(name, machine, **functions)
 
     def start(self) -> None:
-        """Start the engine and the runtime thread; returns once the node listens."""
-        if self._thread is not None:
+        """Start the engine and the runtime thread; returns once the node listens.
+
+        A ControlPlane runs once: start() while running is a no-op, and after stop() or a
+        failed start() it raises (the data dir was released; construct a new one)."""
+        if self._stopping.is_set() or self._start_error is not None:
+            raise InvalidArgument("start", "this ControlPlane was stopped or failed to start; "
+                                           "construct a new one on the same data dir")
+        if self._thread is not None or self._engine is not None:
+            return
+        if not self._seams.threaded:  # a driver ticks the engine and steps the runtime
+            self._engine = self._make_engine()
+            self._started.set()
             return
         self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
                                         daemon=True)
         self._thread.start()
         self._started.wait()
+        if self._start_error is None:
+            self._pipeline = Pipeline(self._require_engine, frozenset(_RETRY_CODES),
+                                      attempt_s=self._attempt_s(), name=self.node_id)
         if self._start_error is not None:
             err = self._start_error
             self._thread.join(timeout=5)
@@ -280,11 +394,20 @@ class ControlPlane:
                 raise err
             raise Unavailable(f"engine failed to start: {err}") from err
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, *, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
+        if self._pipeline is not None:
+            self._pipeline.close()
+        if not self._seams.threaded and self._engine is not None:
+            engine, self._engine = self._engine, None
+            try:
+                engine.destroy()  # autoTick off: destroys now, closing the journal after a flush
+            finally:
+                self._close_storage()
+            return
         if self._thread is None:  # never started: only the journal is open (close is idempotent)
-            self._journal.close()
+            self._close_storage()
             return
         self._thread.join(timeout=timeout_s)
 
@@ -298,6 +421,8 @@ class ControlPlane:
     def _make_transport_class(self) -> type:
         """The authenticated wire, bound to this node; journal synced before any send."""
         cfg = self._config
+        if self._seams.transport_factory is not None:
+            return self._seams.transport_factory(cfg.node_id, self._flush_journal)
         try:
             return E.make_transport_class(
                 node_id=cfg.node_id, secret=cfg.secret, listen=cfg.address, peers=cfg.peers,
@@ -327,6 +452,7 @@ class ControlPlane:
             log_compaction_min_entries=self._compaction[0],
             log_compaction_min_time_s=self._compaction[1],
             bind_address=cfg.address,
+            auto_tick=self._seams.threaded,
         )
         engine = E.RaftEngine(
             self_node=E.PeerNode(cfg.node_id, cfg.address),
@@ -351,40 +477,63 @@ class ControlPlane:
             self._engine = self._make_engine()
             if not self._engine.wait_bound():
                 self._engine.destroy_synchronous()
-                raise Unavailable(f"cannot listen on {self.address} (address in use?)")
+                raise Unavailable(f"cannot listen on {self.address}: "
+                                  f"{_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
-            self._journal.close()
+            self._close_storage()
             self._started.set()
             return
         self._started.set()
         try:
-            while not self._stopping.wait(0.02):
+            while not self._stopping.is_set():
                 engine_error = self._engine.fatal_error()
                 if engine_error is not None and self._fatal is None:
                     self._fatal = engine_error
                 if self._fatal is not None:
                     logger.error("node %s stops: %s", self.node_id, self._fatal)
                     break
+                waiting = self._waiting
+                if waiting is not None and not waiting.attempt.fired:
+                    left = waiting.deadline - self._clock.monotonic()
+                    if left > 0:
+                        waiting.attempt.wait(min(left, 0.02))
+                        continue
                 try:
-                    self._step()
+                    self.step()
                 except Exception:
                     logger.exception("runtime step failed on %s", self.node_id)
+                if self._waiting is None:
+                    self._stopping.wait(0.02)
         finally:
             self._stopping.set()
+            if self._pipeline is not None:
+                self._pipeline.close()
             self._lose_leadership()
             try:
                 self._engine.wait_snapshot_writer(5.0)
                 self._engine.destroy_synchronous()  # closes the journal after a last flush
             except Exception:
                 logger.exception("engine destroy failed on %s", self.node_id)
+            finally:
+                self._close_storage()
+
+    def _close_storage(self) -> None:
+        """Close the journal (idempotent), then release the data dir lock."""
+        try:
+            self._journal.close()
+        except Exception:
+            logger.exception("journal close failed on %s", self.node_id)
+        finally:
+            self._datadir.release()
 
     # ------------------------------------------------------------------------ apply (tick thread)
 
     def _apply(self, data: bytes, index: int) -> Applied:
+        observer = self._seams.on_apply
         with self._sm_lock:
             try:
-                return self._sm.apply(data, index)
+                result = self._sm.apply(data, index)
             except Exception as exc:
                 # Never let pysyncobj advance past an entry we could not apply: raising keeps
                 # its applied index where it is, and the runtime thread stops the node.
@@ -392,8 +541,44 @@ class ControlPlane:
                     self._fatal = exc if isinstance(exc, InvariantViolation) else \
                         InvariantViolation(f"apply failed at index {index}: {exc!r}")
                 raise
+        if observer is not None:
+            observer(data, index)
+        return result
 
     # ------------------------------------------------------------------------ leader work
+
+    def step(self) -> bool:
+        """One pass of this node's leader work (establish, tick, hand over, the fleet's work);
+        never blocks. The runtime thread calls it; a threadless driver (``Seams(threaded=
+        False)``) calls it itself. A pass that proposes an entry ends there: until that entry
+        answered or its deadline passed, `step` returns False without doing anything, and the
+        next pass starts from the top (the work re-derives everything from replicated state).
+        """
+        waiting = self._waiting
+        if waiting is not None:
+            if not waiting.attempt.fired and self._clock.monotonic() < waiting.deadline:
+                return False
+            self._waiting = None
+        if self._engine is None or self._stopping.is_set() or self._fatal is not None:
+            return True
+        try:
+            self._step()
+        except _Yield:
+            return False
+        return True
+
+    @property
+    def step_ready(self) -> bool:
+        """Whether `step` would do work now: no proposal of the leader work is in flight, or
+        it has been answered (a threadless driver's cue to call `step` again)."""
+        waiting = self._waiting
+        return waiting is None or waiting.attempt.fired
+
+    def tick_engine(self, timeout_s: float = 0.0) -> None:
+        """Threadless driving: one Raft tick (poll messages up to `timeout_s`, timers, apply)."""
+        if self._seams.threaded:
+            raise InvalidArgument("tick_engine", "only with Seams(threaded=False)")
+        self._require_engine().doTick(timeout_s)
 
     def _step(self) -> None:
         engine = self._engine
@@ -408,13 +593,43 @@ class ControlPlane:
             self._establish(engine, term)
             return
         self._maybe_step_down(engine)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
-            with self._sm_lock:
-                n, last_ms = self._sm.tick_n + 1, self._sm.tick_ms
-            tick = C.Tick(n=n, tick_ms=max(time.time_ns() // 1_000_000, last_ms))
-            self._attempt(C.encode(tick), timeout_s=self._tick_interval_s * 5)
+            self._propose_tick(now)
+
+    def _propose_tick(self, now: float) -> None:
+        """Advance cluster time by this leader's monotonic time since its last committed tick,
+        at most two intervals (a paused or starved leader slows cluster time down, never
+        speeds it up); a new leader's first tick is one interval after the last committed one.
+        No wall clock is read, so a clock stepped by a day moves nothing."""
+        with self._sm_lock:
+            n = self._sm.tick_n + 1
+        sent = self._tick_sent
+        if sent is not None and n > sent[0]:  # our previous tick committed
+            self._tick_mono = sent[1]
+        interval_ms = round(self._tick_interval_s * 1000)
+        last = self._tick_mono
+        elapsed_ms = interval_ms if last is None else round((now - last) * 1000)
+        elapsed_ms = max(0, min(elapsed_ms, 2 * interval_ms))
+        self._tick_sent = (n, now)
+        self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
+                               timeout_s=self._tick_interval_s * 5)
+
+    def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
+        """The runtime's own path into the log: internal commands (ticks, leader entries and
+        the leader's other decisions) carry the marker that `propose` refuses to forward.
+
+        Never returns: the pass of the leader work ends here (`_Yield`) and `step` runs it
+        again from the top once the entry answered or `timeout_s` passed."""
+        engine = self._require_engine()
+        attempt = _Attempt()
+        engine.propose(C.encode_internal(command), attempt)
+        self._waiting = _Waiting(attempt, self._clock.monotonic() + timeout_s)
+        hook = self._seams.on_runtime_propose
+        if hook is not None:
+            hook(timeout_s)
+        raise _Yield
 
     def _maybe_step_down(self, engine: E.RaftEngine) -> None:
         """Hand over leadership when a stepdown entry committed during this leadership (after
@@ -430,12 +645,12 @@ class ControlPlane:
         """Commit a Leader entry for this term; its index is the fencing token."""
         token = self._token_for(term)
         if token is None:  # not yet applied here (a retry must not mint a second token)
-            entry = C.encode(C.Leader(node_id=self.node_id, term=term))
-            self._attempt(entry, timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
-            token = self._token_for(term)
-        if token is not None and engine.is_leader() and engine.term() == term:
+            self._propose_internal(C.Leader(node_id=self.node_id, term=term),
+                                   timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
+        if engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
+            self._tick_mono = self._tick_sent = None
             self._emitted_token = token
             self._emit(True, token)
 
@@ -487,21 +702,29 @@ class ControlPlane:
         engine = self._require_engine()
         attempt = _Attempt()
         engine.propose(data, attempt)
-        if not attempt.event.wait(timeout_s):
+        if not attempt.wait(timeout_s):
             return None, None
         return attempt.result, attempt.code
 
-    def propose(self, command: bytes | C.Command, *, timeout_s: float | None = None) -> Applied:
+    def propose(self, command: C.Proposable, *, timeout_s: float | None = None) -> Applied:
         """Replicate one command and return how it applied (a refusal is not raised).
 
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
-        data = command if isinstance(command, bytes) else C.encode(self._with_session(command))
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
-        attempt_s = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        deadline = time.monotonic() + self._timeout(timeout_s)
+        data, release = self._proposal(command)
+        try:
+            return self._propose_until(data, deadline)
+        finally:
+            if release is not None:
+                release()
+
+    def _propose_until(self, data: bytes, deadline: float) -> Applied:
+        attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
+            self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Unavailable("no commit before the deadline; the outcome is unknown "
@@ -518,6 +741,78 @@ class ControlPlane:
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
 
+    def _refuse_if_storage_full(self) -> None:
+        """Writes wait for disk space (etcd's NOSPACE alarm): the journal retries every tick and
+        the node resumes by itself; reads and elections it can serve go on."""
+        engine = self._engine
+        if engine is not None and engine.storage_full():
+            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
+                              "cannot be written (disk or map full); writes resume by "
+                              "themselves once space is freed (the outcome of an earlier "
+                              "attempt of this command is unknown: retry the same bytes)")
+
+    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
+        """The bytes to propose for a host's command, after every check apply would make on
+        its own: internal commands and the runtime's marker are refused (only the runtime
+        ticks and establishes leaders), and so is anything over a size limit. The second item
+        releases the session seq the command was given (call it once the write completed)."""
+        release: Callable[[], None] | None = None
+        if isinstance(command, (bytes, bytearray, memoryview)):
+            data = bytes(command)
+            if len(data) > self._sm.limits.entry_bytes_max:
+                raise InvalidArgument("limits.entry_bytes_max",
+                                      f"the command is {len(data)} bytes, over the "
+                                      f"{self._sm.limits.entry_bytes_max}-byte limit")
+            decoded = C.check_proposable(data)
+        elif isinstance(command, C._Base):
+            if command.TAG in C.INTERNAL_TAGS:
+                C.encode(command)  # raises InvalidArgument: internal commands are the runtime's
+            decoded, release = self._with_session(command)
+            try:
+                data = C.encode(decoded)
+            except BaseException:
+                if release is not None:
+                    release()
+                raise
+        else:
+            raise InvalidArgument("command", f"{type(command).__name__} is not a command "
+                                             "(a coreplane.core.commands type or its bytes)")
+        try:
+            check_limits(decoded, len(data), self._sm.limits)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        return data, release
+
+    def _attempt_s(self) -> float:
+        """How long one attempt may go unanswered before the same bytes are sent again."""
+        return max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+
+    def _timeout(self, timeout_s: object) -> float:
+        """A caller's deadline in seconds: None means the configured default, 0 means now."""
+        if timeout_s is None:
+            return self._propose_timeout_s
+        return _check_seconds("timeout_s", timeout_s, zero_ok=True)
+
+    def propose_async(self, command: C.Proposable, *, timeout_s: float | None = None,
+                      transform: Callable[[Applied], Any] | None = None
+                      ) -> ProposalFuture[Any]:
+        """`propose` pipelined: returns at once with a future of the `Applied` (or of
+        ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
+        here, before anything is proposed; everything after is in the future."""
+        timeout = self._timeout(timeout_s)
+        pipeline = self._pipeline
+        if pipeline is None or self._stopping.is_set():
+            self._require_engine()
+            raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
+        data, release = self._proposal(command)
+        future = pipeline.submit(data, timeout, transform)
+        if release is not None:
+            future.add_done_callback(lambda _f: release())
+        return future
+
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""
         return self.propose(command, timeout_s=timeout_s).unwrap()
@@ -526,22 +821,41 @@ class ControlPlane:
         """Run a command on a registered user machine; its result or CommandRejected(code)."""
         return self.call_command(C.UserCommand(machine=machine, body=body), timeout_s=timeout_s)
 
-    def _with_session(self, command: C.Command) -> C.Command:
-        if not isinstance(command, C._Base):
-            raise InvalidArgument("command", f"{type(command).__name__} is not a command")
+    def _with_session(self, command: C.Command
+                      ) -> tuple[C.Command, Callable[[], None] | None]:
+        """The command with this node's session and a fresh seq (see `SessionLanes`) unless
+        it carries its own; and what releases that seq once the write completed."""
         fields: Any = command  # every client command has client_id and seq (commands.py)
         if "client_id" not in fields.TYPES or fields.client_id:
-            return command
-        with self._seq_lock:
-            seq = next(self._seq)
-        with_session: C.Command = dataclasses.replace(fields, client_id=self._client_id, seq=seq)
-        return with_session
+            return command, None
+        lanes = self._lanes
+        if lanes is None:
+            with self._seq_lock:
+                if self._lanes is None:
+                    self._lanes = SessionLanes(self._client_id)
+                lanes = self._lanes
+        got = lanes.acquire(timeout_s=self._propose_timeout_s)
+        if got is None:
+            raise Unavailable("too many writes in flight on this node")
+        lane, seq = got
+        with_session: C.Command = dataclasses.replace(fields, client_id=lane.client_id, seq=seq)
+        return with_session, lambda: lanes.release(lane, seq)
 
     # ------------------------------------------------------------------------ reads
 
-    def read(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
              timeout_s: float | None = None) -> Any:
-        """Run `fn` on the local state: linearizable (ReadIndex) unless `stale_ok`."""
+        """Run ``fn(view)`` on this replica's state and return its result: linearizable
+        (ReadIndex) unless `stale_ok`. `view` is a read-only `StateView`, valid during the
+        call only; apply waits while `fn` runs, so keep it short."""
+        if not callable(fn):
+            raise InvalidArgument("fn", "must be callable")
+        return self._read_state(lambda sm: fn(StateView(sm)), stale_ok=stale_ok,
+                                timeout_s=timeout_s)
+
+    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
+                    timeout_s: float | None = None) -> Any:
+        """`read` for the runtime's own facades, on the live state machine (never mutate)."""
         if not stale_ok:
             self._wait_read_index(timeout_s)
         else:
@@ -551,7 +865,7 @@ class ControlPlane:
 
     def _wait_read_index(self, timeout_s: float | None) -> int:
         """Get a confirmed read index from the leader, then wait until it is applied here."""
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         backoff_s = 0.005
         while True:
             engine = self._require_engine()
@@ -560,7 +874,7 @@ class ControlPlane:
                 raise Unavailable("no leader confirmed a read index before the deadline")
             attempt = _Attempt()
             engine.request_read_index(attempt)
-            if attempt.event.wait(remaining) and attempt.code == E.FAIL.SUCCESS:
+            if attempt.wait(remaining) and attempt.code == E.FAIL.SUCCESS:
                 index = int(attempt.result)
                 with self._applied_cond:
                     while engine.applied_index() < index:
@@ -572,21 +886,19 @@ class ControlPlane:
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.1)
 
-    def stale_read_bound(self) -> dict[str, Any]:
-        """How far behind a ``stale_ok=True`` read here may be: entries this replica knows are
-        committed but not applied, and how long ago it last heard a leader (0 on the leader).
-        Writes committed since then are unknown here, so the age is the real bound."""
+    def stale_read_bound(self) -> StaleReadBound:
+        """How far behind a ``stale_ok=True`` read here may be (see `StaleReadBound`)."""
         engine = self._require_engine()
         st = engine.safe_status()
         applied = engine.applied_index()
         known = max(int(st.get("commit_idx") or 0), int(st.get("leader_commit_idx") or 0))
-        return {"applied_index": applied, "known_commit_index": known,
-                "entries_behind_min": max(0, known - applied),
-                "ms_since_leader_heard": engine.ms_since_leader_heard()}
+        return StaleReadBound(applied_index=applied, known_commit_index=known,
+                              entries_behind_min=max(0, known - applied),
+                              ms_since_leader_heard=int(engine.ms_since_leader_heard()))
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
-        return self.read(lambda sm: sm.machine_states.get(name), stale_ok=stale_ok)
+        return self.read(lambda view: view.machine_state(name), stale_ok=stale_ok)
 
     def state_hash(self) -> tuple[int, str]:
         """(applied index of the core, state hash): replicas agree at equal indexes."""
@@ -603,7 +915,7 @@ class ControlPlane:
     def transfer_leadership(self, *, timeout_s: float | None = None) -> str:
         """Planned restart: hand leadership to the most caught-up follower; the new leader's
         id. This node stops acting as leader at once. No-op (its id) when not leader."""
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
             leader = self.leader_id
@@ -621,8 +933,11 @@ class ControlPlane:
 
     @property
     def leader_id(self) -> str | None:
+        """The current leader's id as this node knows it; None when unknown or stopped."""
         engine = self._engine
-        node = engine.leader_node() if engine is not None else None
+        if engine is None or self._stopping.is_set():
+            return None
+        node = engine.leader_node()
         return None if node is None else str(node.id)
 
     @property
@@ -646,7 +961,7 @@ class ControlPlane:
         with self._callbacks_lock:
             self._callbacks.append(callback)
 
-    def wait_for_leader(self, timeout_s: float = 10.0) -> str:
+    def wait_for_leader(self, *, timeout_s: float = 10.0) -> str:
         """Block until a leader is established (its Leader entry applied here); its id."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -669,12 +984,18 @@ class ControlPlane:
 
     def add_voter(self, node_id: str, address: str, *, timeout_s: float | None = None) -> None:
         """Add one voter and wait until this node sees it; no-op if it is already a voter."""
-        if not isinstance(node_id, str) or not node_id:
-            raise InvalidArgument("node_id", "must be a non-empty str")
+        check_node_id(node_id, "node_id")
         parse_address(address, "address")
         known = self._datadir.members.get(node_id)
         if known is not None and known != address:
             raise InvalidArgument("address", f"{node_id!r} is already a voter at {known}")
+        key = endpoint_key(address)
+        for other_id, other_address in sorted(self._datadir.members.items()):
+            if other_id != node_id and endpoint_key(other_address) == key:
+                # A second id on one endpoint is a phantom voter: it raises the quorum and no
+                # config can reconstruct either node afterwards.
+                raise InvalidArgument("address", f"{address} is already voter {other_id!r}'s "
+                                                 "address")
         self._change_membership(E.PeerNode(node_id, address), add=True, timeout_s=timeout_s)
 
     def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
@@ -687,7 +1008,7 @@ class ControlPlane:
         address = self._datadir.members.get(node_id)
         if address is None:
             return
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while self.leader_id in (node_id, None):
             if time.monotonic() >= deadline:
                 raise Unavailable(f"{node_id} did not hand over leadership before the deadline")
@@ -703,7 +1024,7 @@ class ControlPlane:
 
     def _change_membership(self, node: E.PeerNode, *, add: bool,
                            timeout_s: float | None) -> None:
-        deadline = time.monotonic() + (timeout_s or self._propose_timeout_s)
+        deadline = time.monotonic() + self._timeout(timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
             present = any(n.id == node.id for n in engine.members())
@@ -714,7 +1035,7 @@ class ControlPlane:
                 engine.add_voter(node, attempt)
             else:
                 engine.remove_voter(node, attempt)
-            attempt.event.wait(max(0.0, min(1.0, deadline - time.monotonic())))
+            attempt.wait(max(0.0, min(1.0, deadline - time.monotonic())))
             if node.id == self.node_id and not add and (
                     attempt.code == E.FAIL.SUCCESS or not engine.connected_peers()):
                 return  # pysyncobj never drops itself from its own view (see remove_voter)
@@ -723,39 +1044,62 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
-        """A plain dict: role, term, commit/applied index, leader, peers, token, tick."""
+    def status(self) -> NodeStatus:
+        """Role, term, commit/applied index, leader, peers, fencing token, cluster time."""
         engine = self._engine
         with self._sm_lock:
             core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
                     "tick_n": self._sm.tick_n}
+        fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core,
-                                "error": None if self._fatal is None else str(self._fatal)}
-        if engine is not None and engine.fatal_error() is not None and self._fatal is None:
-            base["error"] = str(engine.fatal_error())
-        if engine is None or self._stopping.is_set() or base["error"] is not None:
-            return {**base, "role": "stopped", "term": None, "commit_index": None,
-                    "applied_index": None, "leader": None, "peers": {}, "fencing_token": None}
+                                "error": None if fatal is None else str(fatal)}
+        if engine is None or self._stopping.is_set() or fatal is not None:
+            return NodeStatus(role="stopped", **base)
         st = engine.safe_status()
         peers = {
-            nid: {"address": addr,
-                  "connected": st.get(f"partner_node_status_server_{nid}") == 2}
+            nid: PeerStatus(addr, st.get(f"partner_node_status_server_{nid}") == 2)
             for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
         }
-        return {
+        return NodeStatus(
             **base,
-            "role": E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
-            "term": st.get("raft_term"),
-            "commit_index": st.get("commit_idx"),
-            "applied_index": st.get("last_applied"),
-            "leader": self.leader_id,
-            "has_quorum": st.get("has_quorum"),
-            "log_len": st.get("log_len"),
-            "peers": peers,
-            "fencing_token": self.fencing_token,
-            "lease_remaining_ms": max(0, int(engine.lease_remaining_s() * 1000)),
-            "raft": engine.counters(),
-        }
+            role=E.ROLE_NAMES.get(st.get("state", -1), "unknown"),
+            term=st.get("raft_term"),
+            commit_index=st.get("commit_idx"),
+            applied_index=st.get("last_applied"),
+            leader=self.leader_id,
+            has_quorum=st.get("has_quorum"),
+            log_len=st.get("log_len"),
+            peers=peers,
+            fencing_token=self.fencing_token,
+            lease_remaining_ms=_lease_ms(engine.lease_remaining_s()),
+            raft=dict(engine.counters()),
+            storage_full=bool(engine.storage_full()),
+        )
+
+
+def _bind_problem(address: str) -> str:
+    """Why this node cannot listen, in words: bind the address once more and read the error."""
+    host, port = parse_address(address, "address")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "the port is in use (another process, or this node already running?)"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine"
+        if exc.errno == errno.EACCES:
+            return f"permission denied for port {port}"
+        return str(exc)
+    return "the listener did not come up in time"
+
+
+def _lease_ms(remaining_s: float) -> int | None:
+    """The leader's lease left in ms; None when it never ends (a one-voter cluster)."""
+    if math.isinf(remaining_s):
+        return None
+    return max(0, int(remaining_s * 1000))
 
 
 class _SnapshotSource:

@@ -1,1 +1,1 @@
-"""coreplane.sdk (see DESIGN.md)."""
+"""coreplane.sdk: the client SDK (planned; see docs/architecture.md)."""

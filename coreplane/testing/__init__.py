@@ -1,4 +1,4 @@
-"""coreplane.testing: the public chaos kit (DESIGN.md section 10).
+"""coreplane.testing: the public chaos kit (docs/architecture.md).
 
 `SimCluster(seed)` runs real ControlPlane nodes on a simulated network, clock and disk in one
 thread; `run_schedule` is one seeded chaos experiment with its checks; `catch` runs a known-bug

@@ -38,7 +38,6 @@ from coreplane.core.state import Applied
 from coreplane.errors import InvalidArgument
 from coreplane.raft import engine as E
 from coreplane.raft.simnet import SimDisk, SimEnvironment, crash_journal
-from coreplane.runtime import controlplane as _cp_module
 from coreplane.runtime.controlplane import BARRIER_MACHINE
 from coreplane.testing.linearizability import Operation, Verdict, check_kv
 from coreplane.testing.node import Canaries, SimNode
@@ -127,23 +126,15 @@ class _Slot:
     inflight: list[Op] = field(default_factory=list)
 
 
-class _SimTime:
-    """Stands in for the `time` module inside coreplane.runtime.controlplane."""
+class _SimClock:
+    """The runtime's clock seam (`Seams.clock`): the monotonic clock of whichever node the
+    cluster is running, with that node's drift."""
 
     def __init__(self, cluster: SimCluster) -> None:
         self._c = cluster
 
     def monotonic(self) -> float:
         return self._c._local_us() / 1_000_000
-
-    def time_ns(self) -> int:
-        return self._c._wall_us() * 1000
-
-    def time(self) -> float:
-        return self._c._wall_us() / 1_000_000
-
-    def sleep(self, seconds: float) -> None:
-        raise RuntimeError("the runtime slept inside a simulation")
 
 
 class SimCluster:
@@ -202,7 +193,7 @@ class SimCluster:
         self._link_pending: set[tuple[str, str]] = set()
         self._last_delivery: dict[tuple[str, str], int] = {}
         self._env = SimEnvironment(self._local_s, self._raft_rng.random)
-        self._simtime = _SimTime(self)
+        self._simclock = _SimClock(self)
         # invariant state
         self._leader_of_term: dict[int, str] = {}
         self._log_crc: dict[int, int] = {}
@@ -239,13 +230,10 @@ class SimCluster:
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
-        saved = _cp_module.time
-        _cp_module.time = self._simtime  # type: ignore[assignment]
         try:
             with self._env:
                 yield
         finally:
-            _cp_module.time = saved
             self._current = None
 
     def _local_us(self) -> int:
@@ -286,7 +274,8 @@ class SimCluster:
         self._current = slot
         try:
             node = SimNode(slot.node_id, slot.address, peers, slot.data_dir, SECRET, hub=self,
-                           disk=slot.disk, on_propose=self._on_runtime_propose,
+                           disk=slot.disk, clock=self._simclock,
+                           on_propose=self._on_runtime_propose,
                            on_apply=self._on_apply, canaries=self.canaries, **self._options)
             for name, machine in self._machines:
                 if isinstance(machine, dict):  # plain functions: apply=, on_tick=, initial=
@@ -306,6 +295,7 @@ class SimCluster:
         slot.tick_ms_seen = slot.applied_seen = 0
         slot.last_tick_at = self.now
         slot.wake_at = slot.runtime_at = -1
+        slot.blocked_deadline = 0
         self._wake(slot, self.now + self.rng.randrange(0, AUTO_TICK_US))
         self._schedule_runtime(slot, self.now + self.rng.randrange(0, RUNTIME_STEP_US))
         self._relink()
@@ -327,9 +317,9 @@ class SimCluster:
     def _eps(self) -> int:
         return self.rng.randrange(50, 400)
 
-    def _on_runtime_propose(self, node: SimNode) -> None:
+    def _on_runtime_propose(self, node: SimNode, timeout_s: float) -> None:
         slot = self.slots[node.node_id]
-        slot.blocked_deadline = self.now + node.sim_deadline_us
+        slot.blocked_deadline = self.now + int(timeout_s * 1_000_000)
         self._wake(slot, self.now + self._eps())
 
     def _tick(self, slot: _Slot, *, reschedule: bool = True) -> None:
@@ -337,7 +327,7 @@ class SimCluster:
         assert node is not None
         self._current = slot
         try:
-            node.engine.doTick(0)
+            node.tick_engine(0)
         except Exception as exc:  # noqa: BLE001 - a node that fails stops, as the runtime does
             self.record("tick_failed", slot.node_id, type(exc).__name__)
             self._current = None
@@ -359,7 +349,7 @@ class SimCluster:
             elif holder != slot.node_id:
                 self.violate("one_leader_per_term",
                              f"term {term}: {holder} and {slot.node_id} both lead")
-        if node.sim_blocked is not None and node.sim_blocked[0]:
+        if slot.blocked_deadline and node.step_ready:  # its proposal answered: step again
             self._schedule_runtime(slot, self.now + self._eps())
         if slot.inflight:
             self._resolve_reads(slot)
@@ -373,13 +363,12 @@ class SimCluster:
     def _runtime(self, slot: _Slot) -> None:
         node = slot.node
         assert node is not None
-        box = node.sim_blocked
-        if box is not None:
-            if not box[0] and self.now < slot.blocked_deadline:
+        if slot.blocked_deadline:
+            if not node.step_ready and self.now < slot.blocked_deadline:
                 self._schedule_runtime(slot, min(slot.blocked_deadline,
                                                  self.now + RUNTIME_STEP_US))
                 return
-            node.sim_blocked = None
+            slot.blocked_deadline = 0
         if self.now - slot.last_tick_at > AUTO_TICK_US and not self.canaries.lease_unchecked:
             self._tick(slot, reschedule=False)  # re-check the lease before acting
             if slot.node is None:
@@ -388,7 +377,7 @@ class SimCluster:
         stale = node._emitted_token if self.canaries.lease_unchecked else None
         self._current = slot
         try:
-            node.sim_runtime_step()
+            node.step()
             if node.fatal is None:
                 token = stale if stale is not None else node.fencing_token
                 if token is not None:
@@ -460,6 +449,17 @@ class SimCluster:
             self.violate("tick_time_monotonic", f"{node.node_id}: tick time went from "
                          f"{slot.tick_ms_seen} to {tick_ms} at index {index}")
         slot.tick_ms_seen = tick_ms
+        self._check_cluster_time(node.node_id, tick_ms, index)
+
+    def _check_cluster_time(self, node_id: str, tick_ms: int, index: int) -> None:
+        """Cluster time may run ahead of real (simulated) time only by the clocks' drift bound
+        (2%) plus one tick interval per leadership, whatever any node's wall clock says: a
+        clock stepped by a day must not expire a lease early."""
+        allowed_ms = (self.now * 102 // 100_000 + 2 * self._options["tick_interval_ms"]
+                      * (len(self._leader_of_term) + 1))
+        if tick_ms > allowed_ms:
+            self.violate("cluster_time_rate", f"{node_id}: tick time {tick_ms} ms at index "
+                         f"{index} after {self.now // 1000} ms of real time")
 
     # ------------------------------------------------------------------ the network (hub)
     def attach(self, node_id: str, transport: Any) -> None:

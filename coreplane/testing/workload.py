@@ -6,7 +6,8 @@
 2. *chaos*: KV clients (linearizable reads, unique-valued writes, CAS) and lock clients (lease,
    acquire by CAS, act on a fenced model resource, keep-alive) run while faults are injected:
    partitions (random split, isolated node, isolated leader, one-way cut), crash and restart
-   (any node, the leader), process pauses, clock drift and wall-clock jumps, lossy,
+   (any node, the leader), process pauses, clock drift and wall-clock jumps (up to a day, on
+   the leader too), lossy,
    duplicating, reordering and slow network windows, and (``bitflips=True``) bit flips;
 3. *heal*: faults stop, crashed nodes restart, and the cluster must elect a leader and
    converge within `CONVERGE_MS`;
@@ -32,7 +33,7 @@ __all__ = ["CONVERGE_MS", "FAULTS", "ScheduleResult", "replay_command", "run_sch
 
 CONVERGE_MS = 20_000
 FAULTS = ("partition", "isolate", "isolate_leader", "cut", "crash", "crash_leader", "pause",
-          "pause_leader", "drift", "jump", "flaky", "slow")
+          "pause_leader", "drift", "jump", "jump_day", "flaky", "slow")
 LOCK_KEY = "lock/resource"
 LOCK_TTL_MS = 1_000
 
@@ -263,6 +264,9 @@ def _inject(cluster: SimCluster, fault: str, lockers: list[_LockClient]) -> Call
         return lambda: c.set_drift(victim, 0)
     if fault == "jump":
         c.jump_clock(victim, rng.choice((-1, 1)) * rng.randrange(1, 60_000))
+        return lambda: None
+    if fault == "jump_day":  # an NTP step, a VM restored from a day-old image, a typo
+        c.jump_clock(leader, rng.choice((-1, 1)) * 86_400_000)
         return lambda: None
     if fault == "flaky":
         c.net.drop = rng.random() * 0.2

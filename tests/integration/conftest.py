@@ -6,9 +6,11 @@ test never leaves threads or sockets behind for the next one.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -73,6 +75,25 @@ class InProcessCluster:
     def stop_all(self) -> None:
         for cp in self.created:
             cp.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_harness() -> ModuleType:
+    """examples/_demo_harness.py (ProcCluster: real node processes), loaded from its file.
+
+    The examples are scripts, not a package: loading the file keeps `sys.path` untouched."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "_demo_harness.py"
+    spec = importlib.util.spec_from_file_location("coreplane_examples_demo_harness", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """`wait_until(predicate, timeout_s=10.0, what="")`, for tests (never import conftest)."""
+    return wait_until
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from coreplane.core import commands as C
 from coreplane.errors import CommandRejected, InvalidArgument, Unavailable
 from coreplane.runtime.controlplane import ControlPlane
 
-from .conftest import wait_until
+# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
+pytestmark = pytest.mark.slow
 
 
 def _hashes_equal(nodes: list[ControlPlane]) -> bool:
@@ -27,7 +28,9 @@ def _hashes_equal(nodes: list[ControlPlane]) -> bool:
     return len(seen) == 1
 
 
-def test_write_forwarded_read_linearizable_everywhere(cluster_factory: Any) -> None:
+def test_write_forwarded_read_linearizable_everywhere(
+    wait_until: Any, cluster_factory: Any
+) -> None:
     cluster = cluster_factory().start_all()
     leader_id = cluster.nodes["a"].wait_for_leader(timeout_s=10)
     leader = cluster.nodes[leader_id]
@@ -85,7 +88,7 @@ def test_retried_command_applies_once(cluster_factory: Any) -> None:
     assert later == first + 1  # the retry did not consume a revision
 
 
-def test_leadership_callbacks_and_growing_tokens(cluster_factory: Any) -> None:
+def test_leadership_callbacks_and_growing_tokens(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory()
     events: list[tuple[str, bool, int | None]] = []
     for nid in cluster.addresses:
@@ -98,9 +101,9 @@ def test_leadership_callbacks_and_growing_tokens(cluster_factory: Any) -> None:
     assert all(cp.fencing_token is None for cp in cluster.followers())
     wait_until(lambda: (first.node_id, True, token1) in events, 5, "a gained event")
     status = first.status()
-    assert status["role"] == "leader" and status["leader"] == first.node_id
-    assert status["fencing_token"] == token1 and status["term"] >= 1
-    assert set(status["peers"]) == set(cluster.addresses) - {first.node_id}
+    assert status.role == "leader" and status.leader == first.node_id
+    assert status.fencing_token == token1 and status.term >= 1
+    assert set(status.peers) == set(cluster.addresses) - {first.node_id}
 
     first.stop()
     assert (first.node_id, False, token1) in events  # lost, with the token it gave up
@@ -160,7 +163,7 @@ def test_restart_from_data_dirs_after_compaction(cluster_factory: Any) -> None:
     assert again.nodes["b"].kv.put("after", b"restart") > max(revs.values())
 
 
-def test_add_and_remove_voter(cluster_factory: Any) -> None:
+def test_add_and_remove_voter(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory(("a", "b", "c", "d"))
     ids = ("a", "b", "c")
     for nid in ids:  # start as a 3-node cluster: d is not a voter yet
@@ -192,12 +195,12 @@ def test_add_and_remove_voter(cluster_factory: Any) -> None:
 def test_stopped_node_refuses_with_coreplane_errors(cluster_factory: Any) -> None:
     cluster = cluster_factory()
     with cluster.make("a", start=False) as cp:
-        assert cp.status()["role"] in {"follower", "candidate", "leader"}
+        assert cp.status().role in {"follower", "candidate", "leader"}
     with pytest.raises(Unavailable):
         cp.kv.put("k", b"v")
     with pytest.raises(Unavailable):
         cp.kv.get("k", stale_ok=True)
-    assert cp.status()["role"] == "stopped"
+    assert cp.status().role == "stopped"
     cp.stop()  # idempotent
 
 
@@ -209,7 +212,7 @@ def test_no_quorum_write_times_out_as_unavailable(cluster_factory: Any) -> None:
     assert "secret" not in repr(cp)
 
 
-def test_removing_the_leader_hands_over_first(cluster_factory: Any) -> None:
+def test_removing_the_leader_hands_over_first(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     f1, f2 = cluster.followers()
@@ -220,7 +223,7 @@ def test_removing_the_leader_hands_over_first(cluster_factory: Any) -> None:
     assert f2.kv.put("after", b"handover") > 0
 
 
-def test_leader_removes_itself(cluster_factory: Any) -> None:
+def test_leader_removes_itself(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     leader.remove_voter(leader.node_id)
@@ -244,7 +247,9 @@ def test_address_in_use_fails_start(cluster_factory: Any) -> None:
         blocker.close()
 
 
-def test_a_node_that_cannot_apply_stops_instead_of_diverging(cluster_factory: Any) -> None:
+def test_a_node_that_cannot_apply_stops_instead_of_diverging(
+    wait_until: Any, cluster_factory: Any
+) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     victim = cluster.followers()[0]
@@ -257,14 +262,15 @@ def test_a_node_that_cannot_apply_stops_instead_of_diverging(cluster_factory: An
 
     victim._sm.apply = broken_apply  # type: ignore[method-assign]
     leader.kv.put("poison", b"x")  # the other two still commit it
-    wait_until(lambda: victim.status()["role"] == "stopped", 10, "the victim to stop")
+    wait_until(lambda: victim.status().role == "stopped", 10, "the victim to stop")
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("poison", stale_ok=True)
     assert leader.kv.get("poison") is not None
 
 
 def test_a_node_whose_raft_tick_keeps_failing_stops_with_a_clear_error(
-        cluster_factory: Any) -> None:
+    wait_until: Any, cluster_factory: Any
+) -> None:
     # Issue 4, defect 10: pysyncobj's tick thread logs and retries a failing tick forever, so a
     # node whose log broke (IndexError on an empty log) lingered as a silent non-voter.
     cluster = cluster_factory().start_all()
@@ -276,15 +282,17 @@ def test_a_node_whose_raft_tick_keeps_failing_stops_with_a_clear_error(
         raise IndexError("list index out of range")
 
     victim._engine._SyncObj__applyLogEntries = broken  # type: ignore[attr-defined]
-    wait_until(lambda: victim.status()["error"] is not None, 15, "the victim to report")
+    wait_until(lambda: victim.status().error is not None, 15, "the victim to report")
     status = victim.status()
-    assert status["role"] == "stopped" and "IndexError" in status["error"]
+    assert status.role == "stopped" and "IndexError" in status.error
     with pytest.raises(Unavailable, match="fatal"):
         victim.kv.get("x", stale_ok=True)
     assert leader.kv.put("still", b"ok") > 0  # the other two go on
 
 
-def test_a_snapshot_that_cannot_be_loaded_stops_the_node(cluster_factory: Any) -> None:
+def test_a_snapshot_that_cannot_be_loaded_stops_the_node(
+    wait_until: Any, cluster_factory: Any
+) -> None:
     # pysyncobj catches and only logs a failed snapshot load, then runs on with an empty state.
     cluster = cluster_factory(log_compaction_min_entries=20)
     cluster.start_all()
@@ -301,5 +309,5 @@ def test_a_snapshot_that_cannot_be_loaded_stops_the_node(cluster_factory: Any) -
 
     b._sm.restore = broken_restore  # type: ignore[method-assign]
     b.start()
-    wait_until(lambda: b.status()["error"] is not None, 10, "b to report the failed load")
-    assert "snapshot could not be loaded" in b.status()["error"]
+    wait_until(lambda: b.status().error is not None, 10, "b to report the failed load")
+    assert "snapshot could not be loaded" in b.status().error

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from _demo_harness import NodeDown, ProcCluster
-
 from coreplane.testing.linearizability import Operation, check_kv
+from coreplane.testing.procs import ProcessDown  # the harness's NodeDown
 
 CYCLES = int(os.environ.get("COREPLANE_KILL9_CYCLES", "50"))
 SEED = int(os.environ.get("COREPLANE_KILL9_SEED", "20261129"))
@@ -39,7 +37,7 @@ OPTIONS = {
 }
 
 
-def _writer(cluster: ProcCluster, rng: random.Random, cycle: int, count: int,
+def _writer(cluster: Any, rng: random.Random, cycle: int, count: int,
             acked: dict[str, str]) -> None:
     """Write `count` unique keys through random nodes; record only acknowledged ones."""
     for i in range(count):
@@ -47,14 +45,14 @@ def _writer(cluster: ProcCluster, rng: random.Random, cycle: int, count: int,
         key, value = f"c{cycle:03d}-{i:02d}", f"v{cycle}.{i}@{via}"
         try:
             reply = cluster.nodes[via].request("put", key=key, value=value, timeout_s=3.0)
-        except (NodeDown, TimeoutError):
+        except (ProcessDown, TimeoutError):
             time.sleep(0.02)
             continue
         if reply.get("ok"):
             acked[key] = value
 
 
-def _check_replicas(cluster: ProcCluster, acked: dict[str, str], cycle: int, note: str) -> None:
+def _check_replicas(cluster: Any, acked: dict[str, str], cycle: int, note: str) -> None:
     cluster.wait_caught_up(timeout_s=30)
     for node_id, items in cluster.dumps().items():
         lost = sorted(k for k, v in acked.items() if items.get(k) != v)
@@ -66,11 +64,11 @@ def _check_replicas(cluster: ProcCluster, acked: dict[str, str], cycle: int, not
 
 
 @pytest.mark.slow
-def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path) -> None:
+def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path, demo_harness: Any) -> None:
     rng = random.Random(SEED)
     acked: dict[str, str] = {}
     kills = {"leader": 0, "follower": 0}
-    with ProcCluster(tmp_path, options=OPTIONS) as cluster:
+    with demo_harness.ProcCluster(tmp_path, options=OPTIONS) as cluster:
         cluster.start_all()
         for cycle in range(CYCLES):
             leader = cluster.wait_leader(timeout_s=20)
@@ -103,7 +101,7 @@ def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path) -> None:
     print(f"kill -9 cycles: {CYCLES} (seed {SEED}) {kills}; acknowledged writes: {len(acked)}")
 
 
-def _client(cluster: ProcCluster, rng: random.Random, name: str, keys: list[str],
+def _client(cluster: Any, rng: random.Random, name: str, keys: list[str],
             stop: threading.Event, history: list[Operation], lock: threading.Lock) -> None:
     """Random linearizable reads and unique writes on a few keys through random nodes."""
     n = 0
@@ -118,7 +116,7 @@ def _client(cluster: ProcCluster, rng: random.Random, name: str, keys: list[str]
                 reply = cluster.nodes[via].request("put", key=key, value=value, timeout_s=2.0)
             else:
                 reply = cluster.nodes[via].request("get", key=key, timeout_s=2.0)
-        except (NodeDown, TimeoutError):
+        except (ProcessDown, TimeoutError):
             reply = {"ok": False}
         ret = time.monotonic_ns() if reply.get("ok") else None
         op = Operation(client=name, call=call, ret=ret, kind="write" if write else "read",
@@ -131,14 +129,14 @@ def _client(cluster: ProcCluster, rng: random.Random, name: str, keys: list[str]
 
 
 @pytest.mark.slow
-def test_kill9_client_histories_are_linearizable(tmp_path: Path) -> None:
+def test_kill9_client_histories_are_linearizable(tmp_path: Path, demo_harness: Any) -> None:
     """Writes and default (linearizable) reads on 3 shared keys from 3 clients, through any
     node, while nodes are killed: the history checks out, key by key (Wing-Gong-Lowe)."""
     rng = random.Random(SEED + 1)
     history: list[Operation] = []
     lock, stop = threading.Lock(), threading.Event()
     keys = ["x", "y", "z"]
-    with ProcCluster(tmp_path, options=OPTIONS) as cluster:
+    with demo_harness.ProcCluster(tmp_path, options=OPTIONS) as cluster:
         cluster.start_all()
         cluster.wait_leader(timeout_s=20)
         clients = [threading.Thread(target=_client, args=(

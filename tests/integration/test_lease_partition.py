@@ -18,7 +18,8 @@ import pytest
 from coreplane.errors import Unavailable
 from coreplane.runtime.controlplane import ControlPlane
 
-from .conftest import wait_until
+# Real ControlPlanes on 127.0.0.1 sockets: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
+pytestmark = pytest.mark.slow
 
 
 def _isolate(cp: ControlPlane) -> Any:
@@ -44,7 +45,7 @@ def _first_time(predicate: Any, stop: threading.Event, out: dict[str, float], ke
         time.sleep(0.0005)
 
 
-def test_partitioned_leader_stops_before_the_majority_elects(cluster_factory: Any,
+def test_partitioned_leader_stops_before_the_majority_elects(wait_until: Any, cluster_factory: Any,
                                                              record_property: Any) -> None:
     cluster = cluster_factory().start_all()
     old = cluster.leader()
@@ -86,16 +87,18 @@ def test_partitioned_leader_stops_before_the_majority_elects(cluster_factory: An
     wait_until(lambda: old.kv.get("after", timeout_s=2) is not None, 15, "old leader to rejoin")
 
 
-def test_an_isolated_follower_rejoins_without_disrupting_the_leader(cluster_factory: Any) -> None:
+def test_an_isolated_follower_rejoins_without_disrupting_the_leader(
+    wait_until: Any, cluster_factory: Any
+) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     token = leader.fencing_token
     lonely = cluster.followers()[0]
-    term = lonely.status()["term"]
+    term = lonely.status().term
     heal = _isolate(lonely)
     time.sleep(1.5)  # it times out again and again: pre-vote rounds nobody answers
     assert leader.is_leader() and leader.fencing_token == token
-    assert lonely.status()["term"] == term  # pre-vote: no term climbed alone
+    assert lonely.status().term == term  # pre-vote: no term climbed alone
     leader.kv.put("while-away", b"1")
     heal()
     wait_until(lambda: lonely.kv.get("while-away", timeout_s=2) is not None, 15,
@@ -104,7 +107,7 @@ def test_an_isolated_follower_rejoins_without_disrupting_the_leader(cluster_fact
     assert cluster.leader() is leader and leader.fencing_token == token
 
 
-def test_planned_handover_stops_the_old_leader_first(cluster_factory: Any) -> None:
+def test_planned_handover_stops_the_old_leader_first(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory().start_all()
     old = cluster.leader()
     token = old.fencing_token

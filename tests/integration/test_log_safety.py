@@ -16,82 +16,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pysyncobj import SyncObj
 from pysyncobj.journal import MemoryJournal
 from pysyncobj.node import Node
-from pysyncobj.transport import Transport
 
 from coreplane.errors import InvariantViolation
 from coreplane.raft import engine as E
 
-ENTRY = E.ENTRY_COMMAND_TYPE
-
-
-class RecordingTransport(Transport):
-    """Always ready, every sent message recorded; `tryGetReady()` connects every peer."""
-
-    def __init__(self, syncObj: Any, selfNode: Node, otherNodes: Any) -> None:
-        super().__init__(syncObj, selfNode, otherNodes)
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self._others = list(otherNodes)
-
-    def tryGetReady(self) -> None:
-        for node in self._others:
-            self._onNodeConnected(node)
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def send(self, node: Node, message: Any) -> bool:
-        self.sent.append((node.id, message))
-        return True
-
-    def addNode(self, node: Node) -> None:
-        self._others.append(node)
-
-    def dropNode(self, node: Node) -> None:
-        pass
-
-    def destroy(self) -> None:
-        pass
-
-
-def _conf() -> Any:
-    return E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None,
-                        auto_tick=False)
-
-
-def _follower(upstream: bool) -> Any:
-    journal = MemoryJournal()
-    if upstream:
-        return SyncObj(Node("f"), [Node("leader"), Node("other")], _conf(), nodeClass=Node,
-                       transportClass=RecordingTransport)
-    return E.RaftEngine(self_node=Node("f"), other_nodes=[Node("leader"), Node("other")],
-                        conf=_conf(), apply_fn=lambda data, index: None,
-                        transport_class=RecordingTransport, journal=journal, node_class=Node)
-
 
 @pytest.fixture(params=["fixed", "upstream"])
-def follower(request: Any) -> Iterator[Any]:
-    node = _follower(request.param == "upstream")
+def follower(request: Any, make_follower: Any) -> Iterator[Any]:
+    node = make_follower(request.param == "upstream")
     node.doTick()  # ready: peers connected
     yield node
     node.destroy()
-
-
-def _append(node: Any, *, prev: int, prev_term: int, entries: list[tuple[int, int]],
-            commit: int, term: int = 1) -> dict[str, Any]:
-    """Deliver one AppendEntries from 'leader'; return the follower's reply."""
-    transport = node._SyncObj__transport
-    transport.sent.clear()
-    message = {"type": "append_entries", "term": term, "commit_index": commit,
-               "prevLogIdx": prev, "prevLogTerm": prev_term,
-               "entries": [(ENTRY + bytes([i]), i, t) for i, t in entries]}
-    node._SyncObj__onMessageReceived(Node("leader"), message)
-    replies = [m for to, m in transport.sent if m["type"] == "next_node_idx"]
-    assert len(replies) == 1
-    return replies[0]
 
 
 def _log(node: Any) -> list[tuple[int, int]]:
@@ -99,16 +36,17 @@ def _log(node: Any) -> list[tuple[int, int]]:
 
 
 def test_duplicate_append_entries_truncates_acknowledged_entries_upstream_only(
-        follower: Any) -> None:
+    append_entries: Any, follower: Any
+) -> None:
     upstream = not isinstance(follower, E.RaftEngine)
     # The follower's log starts with pysyncobj's (1, term 0) no-op.
-    reply = _append(follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 11)],
-                    commit=8)
+    reply = append_entries(follower, prev=1, prev_term=0,
+                           entries=[(i, 1) for i in range(2, 11)], commit=8)
     assert reply["success"] and reply["next_node_idx"] == 11  # acknowledged 2..10
     assert follower.raftCommitIndex == 8
     # A delayed duplicate of an earlier message (or a resend after a stale reset) arrives.
-    reply = _append(follower, prev=2, prev_term=1, entries=[(i, 1) for i in range(3, 6)],
-                    commit=8)
+    reply = append_entries(follower, prev=2, prev_term=1,
+                           entries=[(i, 1) for i in range(3, 6)], commit=8)
     assert reply["success"]
     if upstream:  # the defect, measured: acknowledged and committed entries deleted
         assert _log(follower)[-1] == (5, 1)
@@ -120,13 +58,16 @@ def test_duplicate_append_entries_truncates_acknowledged_entries_upstream_only(
     assert follower.counters()["conflict_truncations"] == 0
 
 
-def test_reordered_messages_keep_every_acknowledged_entry() -> None:
-    node = _follower(upstream=False)
+def test_reordered_messages_keep_every_acknowledged_entry(
+    make_follower: Any, append_entries: Any
+) -> None:
+    node = make_follower(upstream=False)
     node.doTick()
     batches = [(1, 0, [2, 3, 4]), (4, 1, [5, 6, 7]), (7, 1, [8, 9, 10])]
     # Deliver the batches, then each again, oldest first (duplicated and out of order).
     for prev, prev_term, idxs in batches + batches[::-1] + batches:
-        _append(node, prev=prev, prev_term=prev_term, entries=[(i, 1) for i in idxs], commit=6)
+        append_entries(node, prev=prev, prev_term=prev_term, entries=[(i, 1) for i in idxs],
+                       commit=6)
         assert [i for i, _ in _log(node)][:len(idxs) + prev] == list(range(1, prev + len(idxs)
                                                                           + 1))
     assert _log(node) == [(1, 0)] + [(i, 1) for i in range(2, 11)]
@@ -134,12 +75,14 @@ def test_reordered_messages_keep_every_acknowledged_entry() -> None:
     node.destroy()
 
 
-def test_a_real_conflict_truncates_uncommitted_entries_only() -> None:
-    node = _follower(upstream=False)
+def test_a_real_conflict_truncates_uncommitted_entries_only(
+    make_follower: Any, append_entries: Any
+) -> None:
+    node = make_follower(upstream=False)
     node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=4)
+    append_entries(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=4)
     # A new leader (term 2) never had 6..8 of term 1: it sends its own 6 and commits 5.
-    reply = _append(node, prev=5, prev_term=1, entries=[(6, 2)], commit=5, term=2)
+    reply = append_entries(node, prev=5, prev_term=1, entries=[(6, 2)], commit=5, term=2)
     assert reply["success"] and reply["next_node_idx"] == 7
     assert _log(node) == [(1, 0)] + [(i, 1) for i in range(2, 6)] + [(6, 2)]
     assert node.counters()["conflict_truncations"] == 1
@@ -147,31 +90,38 @@ def test_a_real_conflict_truncates_uncommitted_entries_only() -> None:
     node.destroy()
 
 
-def test_a_stale_tail_past_the_message_is_never_committed() -> None:
-    node = _follower(upstream=False)
+def test_a_stale_tail_past_the_message_is_never_committed(
+    make_follower: Any, append_entries: Any
+) -> None:
+    node = make_follower(upstream=False)
     node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
+    append_entries(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
     # Term 2 leader resends 3..4 only (batch cut) while its commit index is already 8: the
     # follower's 5..8 (term 1) may differ from the leader's, so it must not commit past 4.
-    _append(node, prev=2, prev_term=1, entries=[(3, 1), (4, 1)], commit=8, term=2)
+    append_entries(node, prev=2, prev_term=1, entries=[(3, 1), (4, 1)], commit=8, term=2)
     assert node.raftCommitIndex == 4
     assert len(_log(node)) == 8  # kept until a conflicting entry shows up
     node.destroy()
 
 
-def test_replacing_a_committed_entry_stops_the_engine() -> None:
-    node = _follower(upstream=False)
+def test_replacing_a_committed_entry_stops_the_engine(
+    make_follower: Any, append_entries: Any
+) -> None:
+    node = make_follower(upstream=False)
     node.doTick()
-    _append(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 6)], commit=5)
-    _append(node, prev=2, prev_term=1, entries=[(3, 2)], commit=5, term=2)  # impossible in Raft
+    append_entries(node, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 6)], commit=5)
+    # impossible in Raft: a term-2 entry at 3, below the commit index
+    append_entries(node, prev=2, prev_term=1, entries=[(3, 2)], commit=5, term=2)
     assert (3, 1) in _log(node)  # kept
     assert isinstance(node.fatal_error(), InvariantViolation)
     node.destroy()
 
 
-def _leader() -> tuple[Any, RecordingTransport]:
-    node = E.RaftEngine(self_node=Node("l"), other_nodes=[Node("f1"), Node("f2")], conf=_conf(),
-                        apply_fn=lambda data, index: None, transport_class=RecordingTransport,
+def _leader(transport_class: type) -> tuple[Any, Any]:
+    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None,
+                        auto_tick=False)
+    node = E.RaftEngine(self_node=Node("l"), other_nodes=[Node("f1"), Node("f2")], conf=conf,
+                        apply_fn=lambda data, index: None, transport_class=transport_class,
                         journal=MemoryJournal(), node_class=Node)
     node._SyncObj__transport.tryGetReady()  # connect the peers
     node._SyncObj__raftElectionDeadline = 0
@@ -186,8 +136,8 @@ def _leader() -> tuple[Any, RecordingTransport]:
     return node, transport
 
 
-def test_leader_ignores_a_stale_reset_reply() -> None:
-    node, _transport = _leader()
+def test_leader_ignores_a_stale_reset_reply(recording_transport: Any) -> None:
+    node, _transport = _leader(recording_transport)
     for i in range(5):
         node.propose(bytes([i]), lambda *_: None)
     node.doTick()
@@ -203,12 +153,12 @@ def test_leader_ignores_a_stale_reset_reply() -> None:
     node.destroy()
 
 
-def test_a_snapshot_chunk_moves_no_commit_index(follower: Any) -> None:
+def test_a_snapshot_chunk_moves_no_commit_index(append_entries: Any, follower: Any) -> None:
     # Found by the simulator (tests/chaos/test_raft_regressions.py): pysyncobj sets
     # commit = min(leader commit, own last index) after any append_entries, including a
     # snapshot chunk that verified nothing, so a rejoining ex-leader applied its stale tail.
     upstream = not isinstance(follower, E.RaftEngine)
-    _append(follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
+    append_entries(follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
     follower._SyncObj__onMessageReceived(Node("leader"), {
         "type": "append_entries", "term": 2, "commit_index": 8,
         "serialized": (b"first chunk of a snapshot", True, False)})

@@ -10,12 +10,14 @@ and a lagging node catches up from a snapshot streamed out of the leader's LMDB.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -93,6 +95,128 @@ def test_disk_full_stops_writes_keeps_synced_entries_and_recovers(tiny_disk: Pat
         journal.verify()
     finally:
         journal.close()
+
+
+@pytest.mark.slow
+def test_controlplane_on_a_full_disk_refuses_writes_and_resumes(tiny_disk: Path) -> None:
+    """A real full filesystem under a running node: writes fail with `StorageFull` (not
+    `Unavailable`), the node does not stop, stale reads work, and freeing space resumes writes
+    with no restart. Every write acknowledged before, during and after survives a restart."""
+    from coreplane.runtime.controlplane import ControlPlane
+    from coreplane.testing.ports import free_ports
+
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    data_dir = tiny_disk / "a"
+
+    def node() -> ControlPlane:
+        return ControlPlane("a", address, {}, data_dir, b"tiny-disk-secret-0123456789",
+                            election_timeout_ms=(200, 400), heartbeat_ms=40,
+                            tick_interval_ms=100)
+
+    def leader(cp: ControlPlane) -> None:
+        deadline = time.monotonic() + 10
+        while not (cp.is_leader() and cp.fencing_token is not None):
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.02)
+
+    cp = node()
+    cp.start()
+    acked: dict[str, bytes] = {}
+    try:
+        leader(cp)
+        (tiny_disk / "ballast").write_bytes(b"\x00" * 256 * 1024)  # what is freed later
+        with pytest.raises(StorageFull):
+            for i in range(10_000):  # bounded: 2 MiB cannot hold 10k x 4 KiB
+                value = i.to_bytes(4, "big") * 1024
+                cp.kv.put(f"k{i:05d}", value, timeout_s=5)
+                acked[f"k{i:05d}"] = value
+        assert acked
+        with pytest.raises(StorageFull):
+            cp.kv.put("while-full", b"x", timeout_s=2)
+        assert cp.status().error is None
+        last = max(acked)
+        got = cp.kv.get(last, stale_ok=True)
+        assert got is not None and got[0] == acked[last]
+        (tiny_disk / "ballast").unlink()  # space returns
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                cp.kv.put("after", b"back", timeout_s=2)
+                break
+            except StorageFull:
+                assert time.monotonic() < deadline, "writes did not resume"
+                time.sleep(0.1)
+        acked["after"] = b"back"
+    finally:
+        cp.stop()
+    cp = node()
+    cp.start()
+    try:
+        leader(cp)
+        for key, value in acked.items():
+            got = cp.kv.get(key)
+            assert got is not None and got[0] == value, key
+    finally:
+        cp.stop()
+
+
+def _enospc_switch(cp: Any) -> Callable[[bool], None]:
+    """Every journal write transaction of `cp` fails with ENOSPC while switched on."""
+    journal = cp._journal
+    real = journal._flush_txn
+    state = {"full": False}
+
+    def flush_txn() -> None:
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real()
+
+    journal._flush_txn = flush_txn
+    return lambda full: state.update(full=full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who", ["follower", "leader"])
+def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
+        cluster_factory: Any, wait_until: Any, who: str) -> None:
+    """Three in-process nodes on the real wire. One node's journal cannot be written: writes
+    through it fail with `StorageFull`, the other two keep committing (a full leader hands
+    over), and once space returns it catches up and holds every acknowledged write."""
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    victim = leader if who == "leader" else cluster.followers()[0]
+    full = _enospc_switch(victim)
+    acked: dict[str, bytes] = {}
+    for i in range(10):
+        leader.kv.put(f"before{i}", b"b%d" % i)
+        acked[f"before{i}"] = b"b%d" % i
+    full(True)
+    wait_until(lambda: _victim_full(victim), 10, "the victim's journal to fail")
+    with pytest.raises(StorageFull):
+        victim.kv.put("through-victim", b"x", timeout_s=3)
+    others = [cp for cp in cluster.nodes.values() if cp is not victim]
+    new_leader = wait_until(lambda: next((cp for cp in others if cp.is_leader()), None), 10,
+                            "a leader among the nodes with space")
+    for i in range(20):
+        new_leader.kv.put(f"during{i}", b"d%d" % i, timeout_s=10)
+        acked[f"during{i}"] = b"d%d" % i
+    assert victim.status().error is None
+    full(False)
+    wait_until(lambda: _has_all(victim, acked), 20, "the victim to catch up")
+    victim.kv.put("after", b"a", timeout_s=10)
+
+
+def _victim_full(cp: Any) -> bool:
+    engine = cp._engine
+    return engine is not None and engine.storage_full()
+
+
+def _has_all(cp: Any, acked: dict[str, bytes]) -> bool:
+    try:
+        return all(cp.kv.get(k, stale_ok=True) is not None
+                   and cp.kv.get(k, stale_ok=True)[0] == v for k, v in acked.items())
+    except Exception:  # noqa: BLE001 - not caught up yet
+        return False
 
 
 # ------------------------------------------------------------------------ real clusters

@@ -22,6 +22,9 @@ from pysyncobj.poller import createPoller
 
 from coreplane.raft.wire import PeerNode, make_transport_class
 
+# Real pysyncobj nodes on 127.0.0.1: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
+pytestmark = pytest.mark.slow
+
 SECRET = b"cluster-test-secret-0123456789ab"
 WAIT_S = 10.0
 STOCK_RETRY_S = 5.0  # pysyncobj's connectionRetryTime: the behaviour this transport replaces

@@ -26,6 +26,9 @@ from pysyncobj.utility import TcpUtility, UtilityException
 from coreplane.raft import _frames, serialization, wire
 from coreplane.raft.wire import PeerNode, make_transport_class
 
+# Attacks on a real listener on 127.0.0.1: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
+pytestmark = pytest.mark.slow
+
 SECRET = b"integration-test-secret-0123456789"
 MAX_FRAME = 64 * 1024
 WAIT_S = 10.0

@@ -6,6 +6,7 @@ import random
 
 from hypothesis import strategies as st
 
+from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.core.state import StateMachine
 
@@ -31,6 +32,11 @@ class TagSet:
         return {g: t for g, t in sorted(state.items()) if t}
 
 
+def encode(cmd: C.Command) -> bytes:
+    """A log entry as the runtime writes it: internal commands carry its marker."""
+    return C.encode_internal(cmd) if cmd.TAG in C.INTERNAL_TAGS else C.encode(cmd)
+
+
 def fresh() -> StateMachine:
     sm = StateMachine()
     sm.register("tags", TagSet())
@@ -46,11 +52,11 @@ def command_logs(draw: st.DrawFn, max_len: int = 60) -> list[bytes]:
     n = draw(st.integers(1, max_len))
     log: list[bytes] = []
     seqs = {c: 0 for c in CLIENTS}
-    tick_n, tick_ms = 0, 0
+    tick_n = 0
     for _ in range(n):
         kind = draw(st.sampled_from(
             ["put", "put", "delete", "cas", "tick", "grant", "keep", "revoke", "user",
-             "dup", "leader", "garbage"]))
+             "dup", "leader", "forged", "garbage"]))
         client = draw(st.sampled_from(CLIENTS))
         if client:
             seqs[client] += 1
@@ -65,8 +71,7 @@ def command_logs(draw: st.DrawFn, max_len: int = 60) -> list[bytes]:
             cmd = C.Cas(key, draw(st.integers(0, 12)), b"cas", lease_id=lease, **meta)
         elif kind == "tick":
             tick_n += draw(st.integers(0, 2))  # 0 makes a stale tick
-            tick_ms += draw(st.integers(-500, 3_000))
-            cmd = C.Tick(tick_n, max(tick_ms, 0))
+            cmd = C.Tick(tick_n, draw(st.integers(0, 3_000)))
         elif kind == "grant":
             cmd = C.LeaseGrant(draw(st.sampled_from([1_000, 2_000, 5_000, 10])), **meta)
         elif kind == "keep":
@@ -78,13 +83,17 @@ def command_logs(draw: st.DrawFn, max_len: int = 60) -> list[bytes]:
                                          draw(st.sampled_from("abcd"))], **meta)
         elif kind == "leader":
             cmd = C.Leader(draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 4)))
+        elif kind == "forged":  # an internal command without the runtime's marker
+            log.append(codec.encode(C.Tick.TAG, {"n": draw(st.integers(0, 9)),
+                                                 "elapsed_ms": draw(st.integers(0, 10**9))}))
+            continue
         elif kind == "dup" and log:
             log.append(log[draw(st.integers(0, len(log) - 1))])
             continue
         else:
             log.append(draw(st.binary(max_size=12)))
             continue
-        log.append(C.encode(cmd))
+        log.append(encode(cmd))
     return log
 
 
@@ -105,7 +114,7 @@ def seeded_log(seed: int, n: int) -> list[bytes]:
                                       client_id=rng.choice(["a", "b"]), seq=i + 1)))
         elif r < 0.5:
             tick += 1
-            out.append(C.encode(C.Tick(tick, tick * 700)))
+            out.append(encode(C.Tick(tick, 700)))
         elif r < 0.6:
             out.append(C.encode(C.LeaseGrant(rng.choice([1_000, 3_000]))))
         elif r < 0.8:

@@ -118,3 +118,20 @@ def test_tree_ext_constructor_errors_become_decode_errors() -> None:
     data = msgpack.packb(msgpack.ExtType(3, msgpack.packb(1)))
     with pytest.raises(DecodeError, match="bad extension 3"):
         codec.decode_tree(data, ext={3: boom})
+
+
+def test_the_scalar_fast_path_gives_the_canonical_bytes() -> None:
+    """commands.encode packs scalar-only commands without the generic canonical walk; the
+    bytes must be exactly codec.encode's, or state hashes and replay would change."""
+    from coreplane.core import commands as C
+
+    samples = [C.Put("k/é", b"\x00v", 7, "client/1", 2**63 - 1), C.Delete("k", "c", 1),
+               C.Cas("k", 3, b"", 0, "", 0), C.LeaseGrant(1_000, 5, "c", 9),
+               C.LeaseKeepAlive(5), C.LeaseRevoke(5, "c", 2)]
+    for command in samples:
+        assert C.encode(command) == codec.encode(command.TAG, command.to_body())
+    for command in (C.Tick(3, 200), C.Leader("n1", 4)):
+        assert C.encode_internal(command) == codec.encode(command.TAG, command.to_body(),
+                                                          internal=True)
+    user = C.UserCommand("m", {"b": [1, {"z": 1, "a": 2}]}, "c", 1)  # not scalar: the walk
+    assert C.encode(user) == codec.encode(user.TAG, user.to_body())

@@ -23,25 +23,25 @@ from pysyncobj.node import Node
 from coreplane.errors import InvariantViolation
 from coreplane.raft import engine as E
 from coreplane.raft.engine_overrides import TICK_FAILURES_MAX
-from tests.integration.test_log_safety import RecordingTransport, _append, _follower
-
-
-class SlowTransport(RecordingTransport):
-    """Each send costs 1 ms of (fake) time, like a busy socket."""
-
-    clock: list[float]
-
-    def send(self, node: Node, message: Any) -> bool:
-        self.clock[0] += 0.001
-        return super().send(node, message)
 
 
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     clock = [1000.0]
     monkeypatch.setattr(so, "monotonicTime", lambda: clock[0])
-    SlowTransport.clock = clock
     yield clock
+
+
+@pytest.fixture
+def slow_transport(recording_transport: Any, fake_clock: list[float]) -> type:
+    """A recording transport whose every send costs 1 ms of (fake) time, like a busy socket."""
+
+    class SlowTransport(recording_transport):  # type: ignore[misc, valid-type]
+        def send(self, node: Node, message: Any) -> bool:
+            fake_clock[0] += 0.001
+            return bool(super().send(node, message))
+
+    return SlowTransport
 
 
 def _conf(**extra: Any) -> Any:
@@ -80,21 +80,27 @@ def _elect(node: Any, upstream: bool = False) -> None:
                                                   "term": node.raftCurrentTerm})
 
 
-def _heard_leader(entries: list[tuple[int, int]], *, connected: bool = False) -> Any:
-    """A coreplane follower that just took `entries` ((index, term), from index 2) from its
-    leader; `connected` also connects its peers, as an election needs."""
-    node = _follower(upstream=False)
-    if connected:
-        node._SyncObj__transport.tryGetReady()
-    node.doTick()
-    _append(node, prev=1, prev_term=0, entries=entries, commit=2)
-    return node
+@pytest.fixture
+def heard_leader(make_follower: Any, append_entries: Any) -> Any:
+    """``heard_leader(entries, connected=False)``: a coreplane follower that just took `entries`
+    ((index, term), from index 2) from its leader; `connected` also connects its peers, as an
+    election needs."""
+
+    def build(entries: list[tuple[int, int]], *, connected: bool = False) -> Any:
+        node = make_follower(upstream=False)
+        if connected:
+            node._SyncObj__transport.tryGetReady()
+        node.doTick()
+        append_entries(node, prev=1, prev_term=0, entries=entries, commit=2)
+        return node
+
+    return build
 
 
 @pytest.mark.parametrize("upstream", [False, True])
-def test_every_lagging_follower_gets_its_own_budget(fake_clock: list[float],
+def test_every_lagging_follower_gets_its_own_budget(slow_transport: Any, fake_clock: list[float],
                                                     upstream: bool) -> None:
-    node = _leader(upstream, SlowTransport, appendEntriesBatchSizeBytes=64)
+    node = _leader(upstream, slow_transport, appendEntriesBatchSizeBytes=64)
     for _i in range(400):  # far more than one 50 ms round can send at 1 ms per message
         node._SyncObj__raftLog.add(bytes([0]) + bytes(80), node._SyncObj__raftLog[-1][1] + 1,
                                    node.raftCurrentTerm)
@@ -109,8 +115,10 @@ def test_every_lagging_follower_gets_its_own_budget(fake_clock: list[float],
     node.destroy()
 
 
-def test_proposals_queued_together_leave_in_one_message(fake_clock: list[float]) -> None:
-    node = _leader(False, RecordingTransport)
+def test_proposals_queued_together_leave_in_one_message(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
+    node = _leader(False, recording_transport)
     node.doTick()
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -123,8 +131,10 @@ def test_proposals_queued_together_leave_in_one_message(fake_clock: list[float])
     node.destroy()
 
 
-def test_a_tick_that_keeps_failing_stops_the_engine(fake_clock: list[float]) -> None:
-    node = _leader(False, RecordingTransport)
+def test_a_tick_that_keeps_failing_stops_the_engine(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
+    node = _leader(False, recording_transport)
     node._SyncObj__raftLog.clear()  # pysyncobj then raises IndexError in every tick
     failures = 0
     for _ in range(TICK_FAILURES_MAX + 5):
@@ -139,9 +149,11 @@ def test_a_tick_that_keeps_failing_stops_the_engine(fake_clock: list[float]) -> 
     node.destroy()
 
 
-def test_a_voter_that_heard_its_leader_ignores_vote_requests(fake_clock: list[float]) -> None:
+def test_a_voter_that_heard_its_leader_ignores_vote_requests(
+    heard_leader: Any, fake_clock: list[float]
+) -> None:
     # Leader stickiness makes the lease safe: pysyncobj grants a vote whenever asked.
-    node = _heard_leader([(2, 1)])
+    node = heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     vote = {"type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1}
@@ -157,8 +169,8 @@ def test_a_voter_that_heard_its_leader_ignores_vote_requests(fake_clock: list[fl
     node.destroy()
 
 
-def test_a_transfer_vote_is_granted_at_once(fake_clock: list[float]) -> None:
-    node = _heard_leader([(2, 1)])
+def test_a_transfer_vote_is_granted_at_once(heard_leader: Any, fake_clock: list[float]) -> None:
+    node = heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     node._SyncObj__onMessageReceived(Node("other"), {
@@ -168,11 +180,13 @@ def test_a_transfer_vote_is_granted_at_once(fake_clock: list[float]) -> None:
     node.destroy()
 
 
-def test_entries_carry_codec_bytes_after_their_own_type_byte(fake_clock: list[float]) -> None:
+def test_entries_carry_codec_bytes_after_their_own_type_byte(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
     # No pickled (funcID, args) wrapper: the log holds the type byte, then the proposal's bytes,
     # and apply_fn gets those bytes back at the entry's index.
     applied: list[tuple[bytes, int]] = []
-    node = _leader(False, RecordingTransport)
+    node = _leader(False, recording_transport)
     node._apply_fn = lambda data, index: applied.append((data, index)) or "ok"
     results: list[tuple[Any, int]] = []
     node.propose(b"\x93\x01\x0a\x80", lambda result, code: results.append((result, code)))
@@ -189,18 +203,22 @@ def test_entries_carry_codec_bytes_after_their_own_type_byte(fake_clock: list[fl
     node.destroy()
 
 
-def test_a_pysyncobj_replicated_entry_is_refused_not_unpickled(fake_clock: list[float]) -> None:
-    node = _leader(False, RecordingTransport)
+def test_a_pysyncobj_replicated_entry_is_refused_not_unpickled(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
+    node = _leader(False, recording_transport)
     with pytest.raises(InvariantViolation, match="@replicated"):
         node._SyncObj__doApplyCommand(b"\x00" + b"\x92\x00\x91\xc4\x01x")
     node.destroy()
 
 
-def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> None:
+def test_a_voter_with_a_longer_log_stands_at_once(
+    heard_leader: Any, fake_clock: list[float]
+) -> None:
     # After a leader crash the survivors' logs can differ; the one behind may time out first,
     # and its request is refused without a reply. The refuser stands right away (it is the one
     # that can win) instead of a whole election timeout later.
-    node = _heard_leader([(2, 1), (3, 1)], connected=True)
+    node = heard_leader([(2, 1), (3, 1)], connected=True)
     fake_clock[0] += 0.31  # out of its stickiness window: the leader went quiet
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -216,8 +234,10 @@ def test_a_voter_with_a_longer_log_stands_at_once(fake_clock: list[float]) -> No
     node.destroy()
 
 
-def test_a_voter_no_further_ahead_keeps_its_timer(fake_clock: list[float]) -> None:
-    node = _heard_leader([(2, 1)])
+def test_a_voter_no_further_ahead_keeps_its_timer(
+    heard_leader: Any, fake_clock: list[float]
+) -> None:
+    node = heard_leader([(2, 1)])
     fake_clock[0] += 0.31
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -229,8 +249,10 @@ def test_a_voter_no_further_ahead_keeps_its_timer(fake_clock: list[float]) -> No
     node.destroy()
 
 
-def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[float]) -> None:
-    node = _follower(upstream=False)  # id "f"
+def test_split_candidates_the_larger_id_stands_again_at_once(
+    make_follower: Any, fake_clock: list[float]
+) -> None:
+    node = make_follower(upstream=False)  # id "f"
     node._SyncObj__transport.tryGetReady()
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()  # a pre-vote round for term 1, won below
@@ -251,11 +273,13 @@ def test_split_candidates_the_larger_id_stands_again_at_once(fake_clock: list[fl
     node.destroy()
 
 
-def test_a_leader_whose_own_copy_decides_wakes_its_next_tick(fake_clock: list[float]) -> None:
+def test_a_leader_whose_own_copy_decides_wakes_its_next_tick(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
     # A one-voter group: the leader's own synced copy is the quorum. Without the wake, the
     # commit waited for the poll timeout (21 ms a write).
     node = E.RaftEngine(self_node=Node("solo"), other_nodes=[], conf=_conf(),
-                        apply_fn=lambda data, index: "ok", transport_class=RecordingTransport,
+                        apply_fn=lambda data, index: "ok", transport_class=recording_transport,
                         journal=MemoryJournal(), node_class=Node)
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()
@@ -272,8 +296,10 @@ def test_a_leader_whose_own_copy_decides_wakes_its_next_tick(fake_clock: list[fl
     node.destroy()
 
 
-def test_a_leader_waiting_for_followers_does_not_spin(fake_clock: list[float]) -> None:
-    node = _leader(False, RecordingTransport)
+def test_a_leader_waiting_for_followers_does_not_spin(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
+    node = _leader(False, recording_transport)
     node.doTick()
     wakes: list[int] = []
     node._cp_wake = lambda: wakes.append(1)
@@ -283,10 +309,12 @@ def test_a_leader_waiting_for_followers_does_not_spin(fake_clock: list[float]) -
     node.destroy()
 
 
-def test_an_isolated_node_never_raises_its_term_alone(fake_clock: list[float]) -> None:
+def test_an_isolated_node_never_raises_its_term_alone(
+    make_follower: Any, fake_clock: list[float]
+) -> None:
     # Pre-vote (Raft §9.6): a node that hears nobody asks "would you vote for me?" and keeps
     # its term until a majority says yes, so when it comes back it cannot depose a leader.
-    node = _follower(upstream=False)
+    node = make_follower(upstream=False)
     node._SyncObj__transport.tryGetReady()
     for _ in range(20):  # twenty election timeouts with no answer (partitioned)
         fake_clock[0] += 0.75
@@ -296,9 +324,9 @@ def test_an_isolated_node_never_raises_its_term_alone(fake_clock: list[float]) -
     node.destroy()
 
 
-def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
+def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(heard_leader: Any,
         fake_clock: list[float]) -> None:
-    node = _heard_leader([(2, 1)])
+    node = heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
     ask = {"type": "cp_prevote", "term": 2, "last_log_index": 9, "last_log_term": 1}
@@ -317,8 +345,9 @@ def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
 
 @pytest.mark.parametrize("upstream", [False, True])
 def test_a_deposed_leader_fails_its_uncommitted_proposals_at_once(
-        fake_clock: list[float], upstream: bool) -> None:
-    node = _leader(upstream, RecordingTransport)
+    recording_transport: Any, fake_clock: list[float], upstream: bool
+) -> None:
+    node = _leader(upstream, recording_transport)
     node.doTick()
     results: list[tuple[int, Any]] = []
     for i in range(3):  # (upstream: typed like a @replicated call; never applied here)

@@ -11,6 +11,7 @@ def test_all_is_sorted_and_exact() -> None:
     assert coreplane.__all__ == [
         "KV",
         "Applied",
+        "ApplyContext",
         "CommandRejected",
         "ControlPlane",
         "CoreplaneError",
@@ -18,9 +19,18 @@ def test_all_is_sorted_and_exact() -> None:
         "DecodeError",
         "InvalidArgument",
         "InvariantViolation",
+        "Limits",
+        "Machine",
+        "NodeStatus",
         "NotLeader",
+        "PeerStatus",
+        "Proposable",
+        "ProposalFuture",
         "Retryable",
+        "Seams",
+        "StaleReadBound",
         "StateMachine",
+        "StateView",
         "StorageFull",
         "Unavailable",
     ]
@@ -51,3 +61,15 @@ def test_require_raises_not_asserts() -> None:
         assert "two leaders" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("require(False) did not raise")
+
+
+def test_lazy_names_are_listed_and_resolve_to_their_home() -> None:
+    from coreplane.core.state import Applied, StateMachine
+    from coreplane.runtime.controlplane import KV, ControlPlane
+
+    assert set(coreplane.__all__) <= set(dir(coreplane))
+    assert coreplane.ControlPlane is ControlPlane
+    assert coreplane.KV is KV
+    assert coreplane.Applied is Applied
+    assert coreplane.StateMachine is StateMachine
+    assert not hasattr(coreplane, "NoSuchName")

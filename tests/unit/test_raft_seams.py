@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,6 @@ from pysyncobj import SyncObj, SyncObjConf
 from coreplane.errors import InvalidArgument
 from coreplane.raft import seams, serialization
 from coreplane.raft.journal import LmdbJournal
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _conf() -> SyncObjConf:
@@ -44,7 +37,9 @@ def test_every_pinned_target_is_hashed() -> None:
     assert set(seams.UPSTREAM) == set(seams.current_hashes())
 
 
-def test_journal_factory_installs_a_per_instance_journal(tmp_path: Path) -> None:
+def test_journal_factory_installs_a_per_instance_journal(
+    tmp_path: Path, recording_transport: Any
+) -> None:
     journal = LmdbJournal(str(tmp_path / "j"), node_id="n1")
     seen: list[Any] = []
 
@@ -53,7 +48,7 @@ def test_journal_factory_installs_a_per_instance_journal(tmp_path: Path) -> None
         return journal
 
     with seams.journal_factory(factory) as installed:
-        obj = SyncObj(f"127.0.0.1:{_free_port()}", [], _conf())
+        obj = SyncObj("127.0.0.1:4001", [], _conf(), transportClass=recording_transport)
     try:
         assert seen == [None]
         assert installed.journal is journal
@@ -76,13 +71,14 @@ def test_swap_is_undone_when_the_constructor_fails() -> None:
         pass
 
 
-def test_concurrent_constructions_each_get_their_own_journal() -> None:
+def test_concurrent_constructions_each_get_their_own_journal(recording_transport: Any) -> None:
     objs: dict[int, Any] = {}
     journals = {i: pysyncobj.journal.MemoryJournal() for i in range(4)}
 
     def build(i: int) -> None:
         with seams.journal_factory(lambda _p: journals[i]):
-            objs[i] = SyncObj(f"127.0.0.1:{_free_port()}", [], _conf())
+            objs[i] = SyncObj(f"127.0.0.1:{4001 + i}", [], _conf(),
+                              transportClass=recording_transport)
 
     threads = [threading.Thread(target=build, args=(i,)) for i in range(4)]
     for t in threads:
@@ -98,7 +94,9 @@ def test_concurrent_constructions_each_get_their_own_journal() -> None:
             obj._doDestroy()
 
 
-def test_serializer_factory_receives_the_journal(tmp_path: Path) -> None:
+def test_serializer_factory_receives_the_journal(
+    tmp_path: Path, recording_transport: Any
+) -> None:
     serialization.install()
     journal = LmdbJournal(str(tmp_path / "j"), node_id="n1")
     got: list[Any] = []
@@ -109,7 +107,7 @@ def test_serializer_factory_receives_the_journal(tmp_path: Path) -> None:
 
     try:
         with seams.journal_factory(lambda _p: journal, serializer_factory=make) as installed:
-            obj = SyncObj(f"127.0.0.1:{_free_port()}", [], _conf())
+            obj = SyncObj("127.0.0.1:4001", [], _conf(), transportClass=recording_transport)
         assert got and got[0][0] is journal
         assert obj._SyncObj__serializer is installed.serializer
         obj._doDestroy()

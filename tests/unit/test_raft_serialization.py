@@ -66,7 +66,9 @@ def _free_port() -> int:
 
 
 def test_install_is_idempotent_and_reversible() -> None:
+    serialization.uninstall()  # an engine built by an earlier test installs and never uninstalls
     stock = pysyncobj.pickle.loads
+    assert stock.__module__ == "pysyncobj.pickle"
     serialization.install()
     serialization.install()
     assert serialization.installed()
@@ -194,8 +196,10 @@ def test_payload_as_direct_call_to_every_module_function(installed: None, tmp_pa
 
 
 class _Counter(SyncObj):
-    def __init__(self, self_addr: str, others: list[str], conf: SyncObjConf) -> None:
-        super().__init__(self_addr, others, conf)
+    def __init__(self, self_addr: str, others: list[str], conf: SyncObjConf,
+                 transport: type | None = None) -> None:
+        kwargs = {} if transport is None else {"transportClass": transport}
+        super().__init__(self_addr, others, conf, **kwargs)
         self.value = 0
 
     @replicated
@@ -226,6 +230,7 @@ def _tick_until(objs: list[SyncObj], done: Any, seconds: float = 5.0) -> bool:
     return False
 
 
+@pytest.mark.slow  # a real listening socket on 127.0.0.1
 def test_payload_as_tcp_frame_is_dropped(installed: None, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     port = _free_port()
@@ -246,18 +251,19 @@ def test_payload_as_tcp_frame_is_dropped(installed: None, tmp_path: Path) -> Non
         obj.destroy()
 
 
-def _leader(tmp_path: Path, **kw: Any) -> _Counter:
-    obj = _Counter(f"127.0.0.1:{_free_port()}", [], _conf(**kw))
+def _leader(transport: type, **kw: Any) -> _Counter:
+    """A one-node group on a socket-free transport, ticked until it leads."""
+    obj = _Counter("127.0.0.1:4001", [], _conf(**kw), transport)
     assert _tick_until([obj], obj._isLeader)
     return obj
 
 
 @pytest.mark.parametrize("kind", [0, 2, 3], ids=["regular", "membership", "version"])
 def test_payload_as_committed_log_entry_is_never_applied(
-    installed: None, tmp_path: Path, kind: int
+    installed: None, tmp_path: Path, kind: int, recording_transport: Any
 ) -> None:
     marker = tmp_path / "pwned"
-    obj = _leader(tmp_path, dynamicMembershipChange=True)
+    obj = _leader(recording_transport, dynamicMembershipChange=True)
     try:
         log = obj._SyncObj__raftLog
         last_idx, term = log[-1][1], log[-1][2]
@@ -271,12 +277,14 @@ def test_payload_as_committed_log_entry_is_never_applied(
         obj.destroy()
 
 
-def test_payload_as_snapshot_file_is_never_loaded(installed: None, tmp_path: Path) -> None:
+def test_payload_as_snapshot_file_is_never_loaded(
+    installed: None, tmp_path: Path, recording_transport: Any
+) -> None:
     marker = tmp_path / "pwned"
     dump = tmp_path / "dump.bin"
     with gzip.open(dump, "wb") as g:
         g.write(_evil(marker))
-    obj = _Counter(f"127.0.0.1:{_free_port()}", [], _conf(fullDumpFile=str(dump)))
+    obj = _Counter("127.0.0.1:4001", [], _conf(fullDumpFile=str(dump)), recording_transport)
     try:
         _tick_until([obj], lambda: False, seconds=0.2)  # first tick loads the dump file
         assert not marker.exists()
@@ -473,10 +481,12 @@ def test_payload_as_stored_lmdb_snapshot_is_refused(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_payload_as_lmdb_log_entry_is_never_applied(installed: None, tmp_path: Path) -> None:
+def test_payload_as_lmdb_log_entry_is_never_applied(
+    installed: None, tmp_path: Path, recording_transport: Any
+) -> None:
     """The pickle payload survives a restart in the LMDB log and is still refused."""
     marker = tmp_path / "pwned"
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = "127.0.0.1:4001"
     path = str(tmp_path / "j")
 
     def build() -> tuple[_Counter, LmdbJournal]:
@@ -487,7 +497,7 @@ def test_payload_as_lmdb_log_entry_is_never_applied(installed: None, tmp_path: P
             return holder["j"]
 
         with seams.journal_factory(make):
-            obj = _Counter(addr, [], _conf())
+            obj = _Counter(addr, [], _conf(), recording_transport)
         return obj, holder["j"]
 
     obj, journal = build()
@@ -504,3 +514,34 @@ def test_payload_as_lmdb_log_entry_is_never_applied(installed: None, tmp_path: P
         assert not marker.exists()
     finally:
         obj._doDestroy()
+
+
+def test_peer_nodes_decode_without_the_wire_module() -> None:
+    """The serializer knows PeerNode by itself (raft/nodes.py), not because the wire happened to
+    be imported first: checked in a fresh interpreter that never imports the wire."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from coreplane.raft import serialization\n"
+        "from coreplane.raft.nodes import PeerNode\n"
+        "node = serialization.decode(serialization.encode({PeerNode('a', '10.0.0.1:4321')}))\n"
+        "print(repr(node), 'coreplane.raft.wire' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.stdout.split() == ["{PeerNode('a',", "'10.0.0.1:4321')}", "False"]
+
+
+def test_the_process_wide_swap_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A host that also uses pysyncobj can find out from its logs why pickle stopped working."""
+    serialization.uninstall()
+    caplog.set_level("INFO", logger="coreplane.raft.serialization")
+    try:
+        serialization.install()
+        serialization.install()
+        swaps = [r for r in caplog.records if "process-wide" in r.getMessage()]
+        assert len(swaps) == 1 and "pysyncobj.pickle" in swaps[0].getMessage()
+    finally:
+        serialization.uninstall()

@@ -21,7 +21,9 @@ class Log:
 
     def __call__(self, command: C.Command) -> Applied:
         self.index += 1
-        return self.sm.apply(C.encode(command), self.index)
+        internal = command.TAG in C.INTERNAL_TAGS  # as the runtime proposes them
+        return self.sm.apply(C.encode_internal(command) if internal else C.encode(command),
+                             self.index)
 
 
 def test_revisions_grow_with_every_write() -> None:
@@ -74,13 +76,41 @@ def test_bounds_are_refused_with_stable_codes() -> None:
     assert log.sm.kv.revision == 3
 
 
-def test_ticks_never_go_backwards() -> None:
+def test_tick_time_is_the_sum_of_bounded_steps() -> None:
+    """Cluster time adds up the leaders' monotonic steps: it never goes back, and no entry can
+    move it by more than TICK_ELAPSED_MS_MAX (a clock a day ahead moves it by one bound)."""
     log = Log()
     log(C.Tick(1, 5_000))
-    assert log(C.Tick(2, 4_000)).value["tick_ms"] == 5_000  # a new leader's slow clock
+    assert log(C.Tick(2, 0)).value["tick_ms"] == 5_000
     assert log(C.Tick(2, 9_000)).code == "stale_tick"  # an old leader's retried tick
-    assert log(C.Tick(3, 6_000)).ok
-    assert (log.sm.tick_n, log.sm.tick_ms) == (3, 6_000)
+    assert log(C.Tick(3, 86_400_000)).value["tick_ms"] == 5_000 + C.TICK_ELAPSED_MS_MAX
+    assert (log.sm.tick_n, log.sm.tick_ms) == (3, 5_000 + C.TICK_ELAPSED_MS_MAX)
+
+
+def test_internal_commands_need_the_runtimes_marker() -> None:
+    """A Tick or Leader that a host or client wrote (no marker) is refused on every replica,
+    and a client command cannot wear the marker; the public encoders refuse both."""
+    from coreplane.core import codec
+    sm = StateMachine()
+    forged_tick = codec.encode(C.Tick.TAG, {"n": 2**63 - 1, "elapsed_ms": 0})
+    forged_leader = codec.encode(C.Leader.TAG, {"node_id": "evil", "term": 2**62})
+    assert sm.apply(forged_tick, 1).code == "internal_only"
+    assert sm.apply(forged_leader, 2).code == "internal_only"
+    assert (sm.tick_n, sm.leader_term, sm.leader_node) == (0, 0, "")
+    marked_put = codec.encode(C.Put.TAG, C.Put("k", b"v").to_body(), internal=True)
+    assert sm.apply(marked_put, 3).code == "not_internal"
+    assert sm.kv.get("k") is None
+    assert sm.apply(C.encode_internal(C.Tick(1, 200)), 4).ok
+    for command in (C.Tick(1, 1), C.Leader("n", 1)):
+        with pytest.raises(InvalidArgument, match="internal command"):
+            C.encode(command)
+    for data in (forged_tick, forged_leader, marked_put, C.encode_internal(C.Tick(1, 1))):
+        with pytest.raises(InvalidArgument, match="internal command") as err:
+            C.check_proposable(data)
+        assert err.value.field == "command"
+    with pytest.raises(InvalidArgument):
+        C.encode_internal(C.Put("k", b""))
+    assert C.check_proposable(C.encode(C.Put("k", b"v"))) == C.Put("k", b"v")
 
 
 def test_lease_expiry_in_tick_time_deletes_attached_keys() -> None:
@@ -90,11 +120,11 @@ def test_lease_expiry_in_tick_time_deletes_attached_keys() -> None:
     log(C.Put("session/a", b"x", lease_id=lease))
     log(C.Put("session/b", b"y", lease_id=lease))
     log(C.Put("plain", b"z"))
-    log(C.Tick(2, 11_000))
+    log(C.Tick(2, 1_000))  # cluster time 11 s
     assert log(C.LeaseKeepAlive(lease)).value == 13_000
-    assert log(C.Tick(3, 12_999)).value["expired_leases"] == []
+    assert log(C.Tick(3, 1_999)).value["expired_leases"] == []
     before = log.sm.kv.revision
-    assert log(C.Tick(4, 13_000)).value["expired_leases"] == [lease]
+    assert log(C.Tick(4, 1)).value["expired_leases"] == [lease]
     assert log.sm.kv.range("session/") == []
     assert log.sm.kv.get("plain") is not None
     assert log.sm.kv.revision == before + 1  # one revision for the whole revocation

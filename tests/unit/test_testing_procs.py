@@ -10,6 +10,9 @@ import pytest
 
 from coreplane.testing.procs import JsonLineChild, ProcessDown
 
+# Real child processes: opt-in (`pytest -m slow`), as CONTRIBUTING.md says.
+pytestmark = pytest.mark.slow
+
 CHILD = """
 import os, sys, time
 from coreplane.testing.procs import emit, serve_json_lines

@@ -14,14 +14,19 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from coreplane.core.codec import Value
-from coreplane.errors import CommandRejected, DecodeError
+from coreplane.errors import CommandRejected, DecodeError, InvalidArgument
 
 __all__ = ["KVMachine", "KeyRecord", "Lease", "Limits", "Record"]
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on replicated state; at a bound apply refuses deterministically."""
+    """Bounds on replicated state; at a bound apply refuses deterministically.
+
+    Every node of a cluster must use the same limits (they decide what apply refuses). The
+    size bounds are also checked before a proposal leaves the node (`check_entry`), so an
+    oversize command is refused at the call instead of being replicated and fsynced first.
+    """
 
     key_bytes_max: int = 4096
     value_bytes_max: int = 1024 * 1024
@@ -30,6 +35,23 @@ class Limits:
     ttl_ms_min: int = 1_000
     ttl_ms_max: int = 7 * 24 * 3600 * 1000
     keys_per_lease_max: int = 100_000
+    # One log entry, encoded: far below what one AppendEntries frame carries, so an entry that
+    # passes can always be replicated (a 20 MB entry once deposed a leader that tried).
+    entry_bytes_max: int = 2 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("key_bytes_max", "value_bytes_max", "keys_max", "leases_max", "ttl_ms_min",
+                     "ttl_ms_max", "keys_per_lease_max", "entry_bytes_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+                raise InvalidArgument(f"limits.{name}", f"must be a positive integer, got "
+                                                        f"{value!r}")
+        if self.ttl_ms_min > self.ttl_ms_max:
+            raise InvalidArgument("limits.ttl_ms_min", "must not exceed limits.ttl_ms_max")
+        if self.entry_bytes_max < self.value_bytes_max + self.key_bytes_max:
+            raise InvalidArgument("limits.entry_bytes_max",
+                                  "must hold the largest key and value "
+                                  "(>= value_bytes_max + key_bytes_max)")
 
 
 class KeyRecord(NamedTuple):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from coreplane.core.codec import Value
 from coreplane.errors import InvalidArgument
 
-__all__ = ["ApplyContext", "UserMachine"]
+__all__ = ["ApplyContext", "Machine", "UserMachine"]
 
 ApplyFn = Callable[[Value, Value, "ApplyContext"], tuple[Value, Value]]
 TickFn = Callable[[Value, "ApplyContext"], Value]
@@ -33,6 +33,18 @@ class ApplyContext:
     index: int  # log index of the entry being applied
     tick_ms: int  # committed tick time (leader-stamped); never a local clock
     client_id: str  # "" for internal entries such as ticks
+
+
+@runtime_checkable
+class Machine(Protocol):
+    """What `ControlPlane.register_machine` accepts: an object with `apply`, and optionally
+    ``on_tick(state, ctx) -> new_state`` (run on every committed tick, in name order) and an
+    ``initial`` state (a value, or a callable returning one). All three must be deterministic
+    functions of their arguments: no clock, randomness, I/O or floats."""
+
+    def apply(self, state: Value, command: Value, ctx: ApplyContext) -> tuple[Value, Value]:
+        """(new_state, result) for `command`; raise `CommandRejected(code)` to refuse it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,106 @@
+"""`StateView`: what `ControlPlane.read(fn)` hands to `fn`, a read-only view of the state.
+
+`read` once passed the live `StateMachine`: a host's read function could call `apply`, mutate a
+user machine's state in place or keep a reference and read it later from another thread, and
+that replica would silently diverge from the others (different `state_hash`, no error). The view
+exposes only queries; values that are containers (user machine states) are copies, so nothing a
+read function does can reach replicated state. It is valid only during the read call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from coreplane.core import codec
+from coreplane.core.codec import Value
+from coreplane.core.machines.kv import KeyRecord
+from coreplane.core.state import StateMachine
+
+__all__ = ["KVView", "LeaseView", "StateView"]
+
+
+class _ReadOnly:
+    """Attributes are set once, in __init__; any later assignment raises AttributeError."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def _init(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+class LeaseView(_ReadOnly):
+    """A KV lease as of the read: its TTL, its expiry in cluster time, its keys (sorted)."""
+
+    __slots__ = ("expires_ms", "keys", "lease_id", "ttl_ms")
+    lease_id: int
+    ttl_ms: int
+    expires_ms: int
+    keys: tuple[str, ...]
+
+    def __init__(self, lease_id: int, ttl_ms: int, expires_ms: int, keys: tuple[str, ...]):
+        self._init(lease_id=lease_id, ttl_ms=ttl_ms, expires_ms=expires_ms, keys=keys)
+
+    def __repr__(self) -> str:
+        return (f"LeaseView(lease_id={self.lease_id}, ttl_ms={self.ttl_ms}, "
+                f"expires_ms={self.expires_ms}, keys={len(self.keys)})")
+
+
+class KVView(_ReadOnly):
+    """Queries on the replicated KV (records are immutable, so they are shared, not copied)."""
+
+    __slots__ = ("get", "lease", "range", "record", "revision")
+    revision: int
+    get: Callable[[str], tuple[bytes, int] | None]  # (value, mod_revision)
+    record: Callable[[str], KeyRecord | None]
+    range: Callable[..., list[tuple[str, bytes, int]]]  # (prefix, limit=0)
+    lease: Callable[[int], LeaseView | None]
+
+    def __init__(self, sm: StateMachine) -> None:
+        kv = sm.kv
+
+        def lease(lease_id: int) -> LeaseView | None:
+            found = kv.leases.get(lease_id)
+            if found is None:
+                return None
+            return LeaseView(lease_id, found.ttl_ms, found.expires_ms, tuple(sorted(found.keys)))
+
+        get: Callable[[str], tuple[bytes, int] | None] = kv.get
+        record: Callable[[str], KeyRecord | None] = kv.record
+        range_: Callable[..., list[tuple[str, bytes, int]]] = kv.range
+        self._init(revision=kv.revision, get=get, record=record, range=range_, lease=lease)
+
+
+class StateView(_ReadOnly):
+    """The replica's state at one applied index, for reading only."""
+
+    __slots__ = ("applied_index", "kv", "leader_node", "leader_term", "leader_token",
+                 "machine_state", "machines", "tick_ms", "tick_n")
+    applied_index: int
+    tick_n: int
+    tick_ms: int
+    leader_token: int
+    leader_node: str
+    leader_term: int
+    kv: KVView
+    machine_state: Callable[[str], Value]
+    machines: tuple[str, ...]
+
+    def __init__(self, sm: StateMachine) -> None:
+        states = sm.machine_states
+
+        def machine_state(name: str) -> Value:
+            """A copy of a registered machine's state (None if there is no such machine)."""
+            state = states.get(name)
+            if state is None or isinstance(state, (bool, int, str, bytes)):
+                return state
+            return codec.decode_value(codec.encode_value(state))
+
+        # tick_ms is cluster time (the sum of the leaders' ticks), never a wall clock.
+        self._init(applied_index=sm.applied_index, tick_n=sm.tick_n, tick_ms=sm.tick_ms,
+                   leader_token=sm.leader_token, leader_node=sm.leader_node,
+                   leader_term=sm.leader_term, kv=KVView(sm), machine_state=machine_state,
+                   machines=tuple(sorted(states)))
