@@ -25,7 +25,7 @@ import statistics
 import time
 from typing import Any
 
-from coreplane.placement import Node, Partition, Problem, available_backends
+from coreplane.placement import Node, Partition, Problem, available_backends, lower_bound
 from coreplane.placement import events as ev
 from coreplane.placement._pure import waves as first_fit_waves
 from coreplane.placement.backend import solve_timed
@@ -105,8 +105,11 @@ def score(problem: Problem, d: Dense, assignment: Any, moves: int, waves: int) -
 
 # --- baseline: threshold greedy ----------------------------------------------------------------
 
-def greedy(d: Dense) -> list[tuple[int, int, int]]:
-    """Repair, then fullest -> emptiest until in band, then hottest replica off hot nodes."""
+def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]]:
+    """Repair, then fullest -> emptiest until in band, then hottest replica off hot nodes.
+
+    With `caps` (the family's heat caps) the heat pass is cap-aware instead (`_greedy_caps`).
+    """
     n_nodes = len(d.zone)
     count = [0] * n_nodes
     heat = [0] * n_nodes
@@ -207,6 +210,9 @@ def greedy(d: Dense) -> list[tuple[int, int, int]]:
                             key=lambda n: (-fill(n), n))
             if not any(shift(src, dst) for src in donors[:8]):
                 break
+    if caps is not None:
+        _greedy_caps(d, caps, elig, heat, count, on, reps, take, put, moves)
+        return moves
     for n in sorted(elig, key=lambda n: (-heat[n], n)):  # heat
         for _ in range(8):
             if heat[n] <= d.hcap[n] or count[n] <= d.lo[n]:
@@ -223,6 +229,63 @@ def greedy(d: Dense) -> list[tuple[int, int, int]]:
             moves.append((p, n, t))
     return moves
 
+
+def _greedy_caps(d: Dense, caps: list[int], elig: list[int], heat: list[int], count: list[int],
+                 on: list[set[int]], reps: list[list[int]], take: Any, put: Any,
+                 moves: list[tuple[int, int, int]]) -> None:
+    """The textbook heat pass: each node over its cap, hottest first, sends its hottest replica
+    that fits to the coolest node that can take it under its own cap (a node at the bottom of
+    its band swaps instead: it takes that node's coldest replica back), until it is under."""
+    cold: dict[int, list[tuple[int, int]]] = {}  # node -> its replicas coldest first (a cache)
+
+    def coldest(t: int, n: int, p: int) -> int:
+        if t not in cold:
+            cold[t] = sorted((d.heat[x], x) for x in on[t])
+        for _, x in cold[t]:
+            if x != p and (d.zone[t] == d.zone[n] or all(d.zone[m] != d.zone[n]
+                                                          for m in reps[x])):
+                return x
+        return -1
+
+    def shift(p: int, src: int, dst: int) -> None:
+        take(p, src)
+        put(p, dst)
+        moves.append((p, src, dst))
+        cold.pop(src, None)
+        cold.pop(dst, None)
+
+    for n in sorted(elig, key=lambda n: (-heat[n], n)):
+        for _ in range(64):
+            if heat[n] <= caps[n]:
+                break
+            done = False
+            swap = count[n] <= d.lo[n]
+            for p in sorted(on[n], key=lambda q: (-d.heat[q], q)):
+                zones = {d.zone[m] for m in reps[p] if m != n}
+                best: tuple[int, int, int] | None = None
+                for t in elig:
+                    if t == n or d.zone[t] in zones or (not swap and count[t] >= d.hi[t]):
+                        continue
+                    q, back = -1, 0
+                    if swap:
+                        q = coldest(t, n, p)
+                        if q < 0 or d.heat[q] >= d.heat[p]:
+                            continue
+                        back = d.heat[q]
+                    if heat[t] + d.heat[p] - back <= caps[t]:
+                        key = ((heat[t] << SHIFT) // max(1, caps[t]), t, q)
+                        if best is None or key < best:
+                            best = key
+                if best is None:
+                    continue
+                t, q = best[1], best[2]
+                shift(p, n, t)
+                if q >= 0:
+                    shift(q, t, n)
+                done = True
+                break
+            if not done:
+                break
 
 # --- baseline: weighted rendezvous (straw2-like) ------------------------------------------------
 
@@ -343,6 +406,11 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
             before = score(problem, d, problem.assignment, 0, 0)
             rec["band_violations_before"] = before["band_violations"]
             rec["count_max_off_fair_before"] = before["count_max_off_fair"]
+            # the other objective on the same budget (Problem.budget_objective)
+            alt_problem = ev.with_budget(problem, problem.moves_max or 0, objective="out_of_band")
+            alt, ta = solve_timed(alt_problem, backend=kernel)
+            rec["out_of_band"] = {"solve_s": sum(ta.values()), **score(
+                alt_problem, d, alt.assignment, len(alt.moves), alt.metrics.waves)}
         if with_twin:
             twin, tt = solve_timed(problem, backend="python")
             rec["twin"] = {"solve_s": sum(tt.values()), **tt,
@@ -412,6 +480,13 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                     entry["count_max_off_fair_before"] = max(r["count_max_off_fair_before"]
                                                              for r in ok)
                     entry["count_max_off_fair"] = max(x["count_max_off_fair"] for x in k)
+                    alts = [r["out_of_band"] for r in ok if "out_of_band" in r]
+                    if alts:  # the same budgets spent with budget_objective="out_of_band"
+                        entry["out_of_band"] = {
+                            "band_violations": sum(x["band_violations"] for x in alts),
+                            "count_max_off_fair": max(x["count_max_off_fair"] for x in alts),
+                            "moves": sum(x["moves"] for x in alts),
+                            "hard_violations": sum(x["hard_violations"] for x in alts)}
                 for base in ("greedy", "rendezvous"):
                     bs = [r[base] for r in ok if base in r]
                     if bs:
@@ -428,6 +503,217 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             per_event[event] = entry
         out[f"P={size[0]}/N={size[1]}"] = per_event
     return out
+
+
+
+# --- the heat-cap family (issue 15) -------------------------------------------------------------
+
+FAMILY_SKEW = {"mild": 0.25, "moderate": 0.75, "boundary": 2.0}
+FAMILY_EVENTS = ("bootstrap", "add_nodes", "node_dead", "drain", "heat_shift")
+FAMILY_HEAT_TOP = 1_000_000  # the hottest partition's heat, integer units
+FAMILY_HOT_SHIFT_PCT = 2
+
+
+def _family_nodes(first: int, count: int, zones: int, replicas: int, weight_total: int,
+                  rng: random.Random, prefix: str) -> list[Node]:
+    """`count` nodes round-robin over zones (sizes within 1), 20% of each zone at weight 2.
+
+    Slots are about twice the node's initial fair share of `replicas` over `weight_total`.
+    """
+    members: list[list[int]] = [[] for _ in range(zones)]
+    for i in range(count):
+        members[(first + i) % zones].append(i)
+    heavy: set[int] = set()
+    for zone_members in members:
+        heavy.update(rng.sample(zone_members, round(0.2 * len(zone_members))))
+    out = []
+    for i in range(count):
+        weight = 2 if i in heavy else 1
+        slots = -(-2 * replicas * weight // max(1, weight_total))
+        out.append(Node(f"{prefix}{first + i:06d}", f"z{(first + i) % zones}", weight=weight,
+                        slots=slots))
+    return out
+
+
+def _zipf_exponent(parts: int, rf: int, weight_total: int, ratio: float) -> float:
+    """The exponent s with top / (rf * sum_k top * k**-s / weight_total) = ratio (bisection)."""
+    want = weight_total / (rf * ratio)  # sum_k k**-s must equal this
+    lo, hi = 0.0, 4.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        total = sum(k ** -mid for k in range(1, parts + 1))
+        lo, hi = (mid, hi) if total > want else (lo, mid)
+    return (lo + hi) / 2
+
+
+def family(parts: int, nodes: int, zones: int, skew: str, seed: int
+           ) -> tuple[list[Node], list[Partition]]:
+    """Issue 15's instance family, seeded.
+
+    Nodes in `zones` zones (sizes within 1), weight 1 with 20% of each zone at weight 2, slots
+    about 2x the initial fair share; RF 3 partitions whose heat is Zipf over a random rank,
+    the exponent set so that (hottest replica) / (fair heat of a weight-1 node, the mean over
+    zones) is FAMILY_SKEW[skew]: 0.25 mild, 0.75 moderate, 2.0 boundary.
+    """
+    rng = random.Random(seed)
+    rf = 3
+    count_w2 = sum(round(0.2 * len(range(z, nodes, zones))) for z in range(zones))
+    weight_total = nodes + count_w2
+    node_list = _family_nodes(0, nodes, zones, rf * parts, weight_total, rng, "n")
+    s = _zipf_exponent(parts, rf, weight_total, FAMILY_SKEW[skew])
+    ranks = list(range(1, parts + 1))
+    rng.shuffle(ranks)
+    part_list = [Partition(f"p{i:08d}", rf, max(1, round(FAMILY_HEAT_TOP * ranks[i] ** -s)))
+                 for i in range(parts)]
+    return node_list, part_list
+
+
+def family_event(event: str, base: Problem, zones: int, seed: int) -> Problem:
+    """add_nodes: 10% more nodes (same rules); node_dead: one at random; drain: zone z0;
+    heat_shift: the hottest 2% of partitions swap heat with as many random others."""
+    rng = random.Random(seed)
+    nodes = sorted(base.nodes, key=lambda n: n.id)
+    parts = sorted(base.partitions, key=lambda p: p.id)
+    if event == "add_nodes":
+        extra = max(1, len(nodes) // 10)
+        weight_total = sum(n.weight for n in nodes)
+        replicas = sum(p.rf for p in parts)
+        return ev.add_nodes(base, _family_nodes(len(nodes), extra, zones, replicas,
+                                                weight_total, rng, "m"))
+    if event == "node_dead":
+        return ev.node_dead(base, nodes[rng.randrange(len(nodes))].id)
+    if event == "drain":
+        return ev.drain_zone(base, "z0")
+    if event == "heat_shift":
+        by_heat = sorted(parts, key=lambda p: (-p.heat, p.id))
+        hot = by_heat[:max(1, len(parts) * FAMILY_HOT_SHIFT_PCT // 100)]
+        others = rng.sample(by_heat[len(hot):], len(hot))
+        new: dict[str, int] = {}
+        for a, b in zip(hot, others, strict=True):
+            new[a.id], new[b.id] = b.heat, a.heat
+        return ev.shift_heat(base, new)
+    raise ValueError(event)
+
+
+def family_caps(problem: Problem, d: Dense) -> list[int]:
+    """Issue 15's heat cap per node: max(1.10 x fair heat, the hottest replica's heat).
+
+    Fair heat is water-filled over zones, proportional to weight (`d.hcap` is floor(1.10 x it));
+    the hottest replica counts every partition, split candidates included.
+    """
+    hottest = max((p.heat for p in problem.partitions), default=0)
+    return [max(c, hottest) for c in d.hcap]
+
+
+def family_score(problem: Problem, d: Dense, assignment: Any, moves: int,
+                 lb: int) -> dict[str, Any]:
+    """Nodes over the family's heat cap (all heat counted), heat max / fair, moves / bound."""
+    index = {nid: i for i, nid in enumerate(d.node_ids)}
+    heat = [0] * len(d.node_ids)
+    for p, pid in enumerate(d.part_ids):
+        for nid in assignment.get(pid, ()):
+            heat[index[nid]] += d.heat[p]
+    caps = family_caps(problem, d)
+    over = [n for n in range(len(heat)) if d.elig[n] and heat[n] > caps[n]]
+    ratio = max((heat[n] / d.hfair[n] for n in range(len(heat)) if d.elig[n] and d.hfair[n]),
+                default=0.0)
+    return {"moves": moves, "heat_over_cap_nodes": len(over),
+            "moves_over_lb": round(moves / max(1, lb), 4) if lb or moves else 1.0,
+            "heat_max_over_fair_all": round(ratio, 4),
+            "hard_violations": len(ev.hard_violations(problem, assignment))}
+
+
+def run_family_case(parts: int, nodes: int, zones: int, skew: str, seed: int,
+                    with_twin: bool) -> list[dict[str, Any]]:
+    """Every family event on one instance: kernel (and twin) against the greedy, same run."""
+    node_list, part_list = family(parts, nodes, zones, skew, seed)
+    empty = ev.bootstrap(node_list, part_list)
+    kernel = "cython" if "cython" in available_backends() else "python"
+    boot_plan, _ = solve_timed(empty, backend=kernel)
+    base = ev.after(empty, boot_plan)
+    records = []
+    for event in FAMILY_EVENTS:
+        problem = empty if event == "bootstrap" else family_event(event, base, zones, seed + 1)
+        rec: dict[str, Any] = {"parts": parts, "nodes": nodes, "zones": zones, "skew": skew,
+                               "event": event, "seed": seed}
+        plan, t = solve_timed(problem, backend=kernel)
+        rec["feasible"] = plan.feasible
+        rec["reason"] = plan.reason
+        if not plan.feasible:
+            records.append(rec)
+            continue
+        d = compile_problem(problem)
+        lb = lower_bound(problem)  # over plans meeting every target (band and heat cap)
+        rec["lower_bound"] = lb
+        rec["plan_lower_bound"] = plan.metrics.lower_bound
+        rec["split_nodes"] = plan.split_nodes()
+        rec["kernel"] = {"backend": kernel, "solve_s": sum(t.values()),
+                         "split_candidates": len(plan.split_candidates),
+                         **family_score(problem, d, plan.assignment, len(plan.moves), lb)}
+        if with_twin:
+            twin, tt = solve_timed(problem, backend="python")
+            rec["twin"] = {"solve_s": sum(tt.values()),
+                           "identical": twin.canonical() == plan.canonical()}
+        t0 = time.perf_counter()
+        gm = greedy(d, family_caps(problem, d))
+        g_s = time.perf_counter() - t0
+        rec["greedy"] = {"solve_s": g_s, **family_score(problem, d, _apply(d, gm), len(gm), lb)}
+        records.append(rec)
+    return records
+
+
+def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per size, skew and event: the worst case and the median, for the kernel and the greedy."""
+    out: dict[str, Any] = {}
+    for size in sorted({(r["parts"], r["nodes"]) for r in records}):
+        for skew in FAMILY_SKEW:
+            per_event: dict[str, Any] = {}
+            for event in FAMILY_EVENTS:
+                rs = [r for r in records if (r["parts"], r["nodes"]) == size
+                      and r["skew"] == skew and r["event"] == event]
+                ok = [r for r in rs if r["feasible"]]
+                entry: dict[str, Any] = {"cases": len(rs), "infeasible": len(rs) - len(ok)}
+                if ok:
+                    for who in ("kernel", "greedy"):
+                        xs = [r[who] for r in ok]
+                        prefix = "" if who == "kernel" else "greedy_"
+                        entry.update({
+                            f"{prefix}heat_over_cap_nodes": max(x["heat_over_cap_nodes"]
+                                                                for x in xs),
+                            f"{prefix}heat_over_cap_nodes_total": sum(
+                                x["heat_over_cap_nodes"] for x in xs),
+                            f"{prefix}moves_over_lb": max(x["moves_over_lb"] for x in xs),
+                            f"{prefix}moves_over_lb_median": statistics.median(
+                                x["moves_over_lb"] for x in xs),
+                            f"{prefix}moves": sum(x["moves"] for x in xs),
+                            f"{prefix}heat_max_over_fair": max(x["heat_max_over_fair_all"]
+                                                               for x in xs),
+                            f"{prefix}hard_violations": sum(x["hard_violations"] for x in xs),
+                            f"{prefix}solve_s": statistics.median(x["solve_s"] for x in xs)})
+                    entry["lower_bound"] = sum(r["lower_bound"] for r in ok)
+                    entry["moves_le_greedy"] = all(r["kernel"]["moves"] <= r["greedy"]["moves"]
+                                                   for r in ok)
+                    twins = [r for r in ok if "twin" in r]
+                    if twins:
+                        entry["twin_identical"] = all(r["twin"]["identical"] for r in twins)
+                        entry["speedup_vs_twin"] = statistics.median(
+                            r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins)
+                per_event[event] = entry
+            out[f"P={size[0]}/N={size[1]}/{skew}"] = per_event
+    return out
+
+
+def run_family(sizes: list[tuple[int, int]], zone_counts: tuple[int, ...],
+               twin_max: int) -> dict[str, Any]:
+    """The family at each size, zone count and skew; the twin too up to `twin_max` partitions."""
+    records: list[dict[str, Any]] = []
+    for parts, nodes in sizes:
+        for zones in zone_counts:
+            for skew in FAMILY_SKEW:
+                records += run_family_case(parts, nodes, zones, skew,
+                                           seed=1500 + zones * 10 + len(skew),
+                                           with_twin=parts <= twin_max)
+    return {"summary": _family_summary(records), "records": records}
 
 
 def _huge(kernel: str) -> dict[str, Any]:
@@ -467,4 +753,17 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     }
     if not smoke and os.environ.get("COREPLANE_BENCH_SKIP_HUGE") != "1":
         result["summary"]["P=1000000/N=10000"] = _huge(kernel)
+    if os.environ.get("COREPLANE_BENCH_SKIP_FAMILY") != "1":
+        family_sizes = [(600, 15)] if smoke else [(10_000, 100), (100_000, 1_000)]
+        # the twin at 100k takes minutes per case: its speedup is measured above
+        twin_max = 10**9 if os.environ.get("COREPLANE_BENCH_FAMILY_TWIN") == "1" else 10_000
+        fam = run_family(family_sizes, zone_counts, twin_max)
+        result["family"] = {
+            "params": {"sizes": family_sizes, "zones": zone_counts, "skew": FAMILY_SKEW,
+                       "events": FAMILY_EVENTS, "rf": 3, "hot_shift_pct": FAMILY_HOT_SHIFT_PCT,
+                       "twin_up_to_parts": twin_max,
+                       "heat_cap": "max(1.10 x fair heat, hottest replica), all heat counted",
+                       "lower_bound": "lower_bound(problem): plans meeting band and heat cap",
+                       "anchor": "greedy with a cap-aware heat pass, same instances, same run"},
+            "summary": fam["summary"], "records": fam["records"]}
     return result

@@ -9,10 +9,17 @@ but the dense model.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 
-from coreplane.placement.bounds import Dense, lower_bound_dense, plan_lower_bound_dense
+from coreplane.placement.bounds import (
+    Dense,
+    heat_caps,
+    hottest_movable,
+    lower_bound_dense,
+    plan_lower_bound_dense,
+)
 
 __all__ = ["OK", "Raw", "solve_dense"]
 
@@ -51,6 +58,20 @@ class _State:
 
     def zkey(self, z: int) -> int:
         return (self.zc[z] << SHIFT) // self.d.zshare[z]
+
+    def short_key(self, n: int) -> int:
+        """Which node below its band a move fills first (least first): the emptiest relative
+        to its fair count, or (budget objective "out_of_band") the one nearest its band."""
+        if self.d.band_first:
+            return self.d.lo[n] - self.count[n]
+        return self.fill(n)
+
+    def over_key(self, n: int) -> int:
+        """Which node above its band sheds first (least first): the fullest, or (budget
+        objective "out_of_band") the one nearest its band."""
+        if self.d.band_first:
+            return self.count[n] - self.d.hi[n]
+        return -self.fill(n)
 
     def klass(self, n: int) -> int:
         """0: below its band (deficit), 1: room left below hi, 2: full."""
@@ -135,7 +156,8 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
         if d.elig[n] and s.count[n] < d.lo[n]:
             need[d.zone[n]] += d.lo[n] - s.count[n]
     # Fullest node first, one replica at a time: with a budget the moves go where the excess is.
-    over = [(-s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] > d.hi[n]]
+    over = [(s.over_key(n), n) for n in range(len(d.zone))
+            if d.elig[n] and s.count[n] > d.hi[n]]
     heapq.heapify(over)
     while over and allowance > 0:
         _, n = heapq.heappop(over)
@@ -158,7 +180,7 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
         orphans.append((p, n))
         allowance -= 1
         if s.count[n] > d.hi[n]:
-            heapq.heappush(over, (-s.fill(n), n))
+            heapq.heappush(over, (s.over_key(n), n))
 
 
 def _wanted_zone(s: _State, p: int, need: list[int]) -> int:
@@ -177,6 +199,37 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
             return key, n
         heapq.heappop(heap)
     return None
+
+
+PLACE_HOT_DIV = 8  # an orphan hotter than 1/8 of the smallest fair heat is placed by `_place_hot`
+
+
+def _place_hot(s: _State, p: int, used: set[int], need: list[int], supply: list[int]
+               ) -> tuple[int, int, int, int, int] | None:
+    """`_place`'s choice for a hot orphan: its heat key *after* landing, not before.
+
+    Before any replica lands every node's heat key is 0 and the index decides, so the hottest
+    partitions went to the first nodes, whatever their weight; the key after landing sends
+    them to the nodes with the largest caps, where the rest of the fill comes later and colder.
+    Same classes and zone tightness as `_place`; every eligible node of a free zone is scanned
+    (few orphans are this hot).
+    """
+    d = s.d
+    best: tuple[int, int, int, int, int] | None = None
+    h = d.heat[p]
+    for n in range(len(d.zone)):
+        z = d.zone[n]
+        if not d.elig[n] or z in used:
+            continue
+        k = s.klass(n)
+        if k == 2:
+            continue
+        loose = k + (k == 0 and need[z] <= supply[z])
+        after = ((s.nheat[n] + h) << SHIFT) // max(1, d.hcap[n])
+        cand = (k, loose, after, s.zkey(z), n)
+        if best is None or cand < best:
+            best = cand
+    return best
 
 
 def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
@@ -208,21 +261,27 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
         for z in range(d.zones):
             supply[z] += z not in used
     orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
+    hot_floor = min((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
     for p, src in orphans:
         used = {d.zone[n] for n in s.part_reps[p]}
         best: tuple[int, int, int, int, int] | None = None
         for z in range(d.zones):
-            if z in used:
-                continue
-            supply[z] -= 1
-            for k in (0, 1):
-                top = _peek(s, heaps[z][k], k)
-                if top is not None:
-                    loose = k + (k == 0 and need[z] <= supply[z])
-                    cand = (k, loose, top[0], s.zkey(z), top[1])
-                    if best is None or cand < best:
-                        best = cand
-                    break
+            if z not in used:
+                supply[z] -= 1
+        if d.heat[p] * PLACE_HOT_DIV > hot_floor:
+            best = _place_hot(s, p, used, need, supply)
+        else:
+            for z in range(d.zones):
+                if z in used:
+                    continue
+                for k in (0, 1):
+                    top = _peek(s, heaps[z][k], k)
+                    if top is not None:
+                        loose = k + (k == 0 and need[z] <= supply[z])
+                        cand = (k, loose, top[0], s.zkey(z), top[1])
+                        if best is None or cand < best:
+                            best = cand
+                        break
         if best is not None:
             dst = best[4]
         else:
@@ -267,6 +326,50 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
     return best
 
 
+def _hot_gifts(s: _State) -> int:
+    """Each node over its heat cap gives its hottest replica that fits to a node below its band.
+
+    The taker is the node below its band with the most room under its fair heat (under its cap
+    if it lacks only this one), in a zone the partition may enter; the replica is the hottest
+    that fits there and brings the giver to its cap (else the gift saves no move). The taker's
+    later replicas are matched to the heat it still lacks (`_pick_gift`), so colder: an added
+    node isolates the hot replica instead of the old node keeping it and ending over its cap
+    with no replica to spare. One of the moves the band needs anyway: it costs none.
+    Returns the moves made.
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    caps = heat_caps(d, hottest_movable(d))
+    mov = [_movable(s, n) for n in range(n_nodes)]
+    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
+                   if d.elig[n] and mov[n] > caps[n] and s.count[n] > d.lo[n])
+    takers = [t for t in range(n_nodes) if d.elig[t] and s.count[t] < d.lo[t]]
+    moves = 0
+    for _, n in order:
+        best: tuple[int, int, int, int] | None = None
+        for p in s.node_reps[n]:
+            h = d.heat[p]
+            if (d.split[p] or h <= 0 or mov[n] - h > caps[n]
+                    or (best is not None and -h > best[0])):
+                continue  # a gift that leaves n over its cap saves no move
+            used = {d.zone[m] for m in s.part_reps[p] if m != n}
+            for t in takers:
+                # the room under its fair heat, or under its cap when this is its last one
+                room = (d.hcap[t] if s.count[t] + 1 == d.lo[t] else d.hfair[t]) - mov[t]
+                if s.count[t] < d.lo[t] and d.zone[t] not in used and h <= room:
+                    cand = (-h, -room, p, t)
+                    if best is None or cand < best:
+                        best = cand
+        if best is None:
+            continue
+        p, t = best[2], best[3]
+        s.relocate(p, n, t)
+        mov[n] -= d.heat[p]
+        mov[t] += d.heat[p]
+        moves += 1
+    return moves
+
+
 def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """Bring every node up to its band from the fullest node of its zone, else of another zone.
 
@@ -276,7 +379,8 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """
     d = s.d
     # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
-    short = [(s.fill(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
+    short = [(s.short_key(n), n) for n in range(len(d.zone))
+             if d.elig[n] and s.count[n] < d.lo[n]]
     if not short:
         return allowance
     heapq.heapify(short)
@@ -320,7 +424,7 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
         if s.count[donor] > d.lo[donor]:
             heapq.heappush(donors[d.zone[donor]], (-s.fill(donor), donor))
         if s.count[dst] < d.lo[dst]:
-            heapq.heappush(short, (s.fill(dst), dst))
+            heapq.heappush(short, (s.short_key(dst), dst))
     return allowance
 
 
@@ -391,44 +495,320 @@ def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
     return -1, -1
 
 
-def _cool(s: _State, allowance: int) -> int:
-    """Fix each node above its heat cap with one move, or one swap, to its roomiest zone peer.
+def _move_chains(s: _State) -> dict[int, list[int]]:
+    """Partition -> indexes of its moves so far, in plan order."""
+    chains: dict[int, list[int]] = {}
+    for i, p in enumerate(s.mp):
+        chains.setdefault(p, []).append(i)
+    return chains
 
-    The coldest replica that alone removes the excess goes; a node at the bottom of its band
-    (or a full peer) swaps for the peer's coldest replica. A node no single move or swap can fix
-    is left alone and reported: partial fixes would churn the same replicas on every event.
-    Split candidates stay where they are and raise their node's cap by their own heat.
+
+def _fresh(s: _State, chains: dict[int, list[int]], p: int, n: int) -> int:
+    """The index of the plan's move that brought p's replica to n (the last such), or -1."""
+    for i in reversed(chains.get(p, ())):
+        if s.md[i] == n:
+            return i
+    return -1
+
+
+def _by_heat(s: _State, t: int) -> list[tuple[int, int]]:
+    """t's movable replicas (split candidates aside) as (heat, index), coldest first."""
+    d = s.d
+    return sorted((d.heat[p], p) for p in s.node_reps[t] if not d.split[p])
+
+
+# (short, cost, heat key, replica p, target t, swapped-back q or -1, move of p to re-target or
+#  -1, move of q to re-target or -1): smaller is better, compared whole. `short`: the action
+#  leaves its node over its cap; `cost`: new moves (a re-target of a move of this plan is free).
+CapAct = tuple[int, int, int, int, int, int, int, int]
+CAP_SWAP_CANDIDATES = 8  # a swap sends one of the node's hottest this many replicas
+CAP_SLACK_NUM = 16        # paid actions per node: this many times the bound's count for it,
+CAP_SLACK_ADD = 16        # plus this many
+CAP_SWAP_TAKERS = 64     # a swap goes to one of the nodes with the most room
+CAP_SWAP_SCAN = 8        # replicas of the taker tried past the first that keeps it under its cap
+
+
+def _cap_single(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+                rooms: list[tuple[int, int]], chains: dict[int, list[int]],
+                allowance: int) -> CapAct | None:
+    """The best single move of one of n's replicas to the roomiest node it fits under its cap.
+
+    One replica that alone brings n under (the coldest such) before any that does not (the
+    hottest such); a re-target of a move of this plan before a new move.
+    """
+    d = s.d
+    best: CapAct | None = None
+    for h, p in hot:
+        if h <= 0:
+            continue  # moving it gains nothing
+        i = _fresh(s, chains, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance:
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        used = {d.zone[m] for m in s.part_reps[p] if m != n}
+        for neg_room, t in rooms:
+            if -neg_room < h:
+                break
+            if d.zone[t] in used or s.count[t] >= d.hi[t] or t == src:
+                continue
+            short = int(h < excess)
+            cand = (short, cost, -h if short else h, p, t, -1, i, -1)
+            if best is None or cand < best:
+                best = cand
+            break
+    return best
+
+
+def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
+              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
+              allowance: int) -> CapAct | None:
+    """The best swap of one of n's hottest replicas for a colder one of another node.
+
+    For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t (the
+    CAP_SWAP_TAKERS nodes with the most room: the gain grows with it) and replica r of heat h:
+    t's coldest replica q of heat >= h - (t's room under its cap), so t ends at or under its
+    cap and n loses the most it can (h - heat of q > 0). Keys as in `_cap_single`, on the heat
+    n loses.
+    """
+    d = s.d
+    zn = d.zone[n]
+    best: CapAct | None = None
+    cands = hot[-CAP_SWAP_CANDIDATES:]
+    for _, t in rooms[:CAP_SWAP_TAKERS]:
+        if t not in by_heat:
+            by_heat[t] = _by_heat(s, t)
+        row = by_heat[t]
+        room = caps[t] - mov[t]
+        zt = d.zone[t]
+        for h, p in cands:
+            if t in s.part_reps[p]:
+                continue
+            if zt != zn and any(d.zone[m] == zt for m in s.part_reps[p]):
+                continue
+            i = _fresh(s, chains, p, n)
+            if i >= 0 and s.ms[i] == t:
+                continue
+            k = bisect.bisect_left(row, (h - room, -1))
+            for b, q in row[k:k + CAP_SWAP_SCAN]:
+                if b >= h:
+                    break
+                if n in s.part_reps[q]:
+                    continue
+                if zt != zn and any(d.zone[m] == zn for m in s.part_reps[q]):
+                    continue
+                j = _fresh(s, chains, q, t)
+                if j >= 0 and s.ms[j] == n:
+                    continue
+                cost = (i < 0) + (j < 0)
+                if cost > allowance:
+                    break
+                gain = h - b
+                short = int(gain < excess)
+                cand = (short, cost, -gain if short else gain, p, t, q, i, j)
+                if best is None or cand < best:
+                    best = cand
+                break
+    return best
+
+
+def _cap_shift(s: _State, p: int, src: int, dst: int, i: int,
+               chains: dict[int, list[int]]) -> int:
+    """Move p's replica from src to dst: re-target move i when >= 0 (free), else a new move."""
+    s.remove(p, src)
+    s.add(p, dst)
+    if i >= 0:
+        s.md[i] = dst
+        return 0
+    chains.setdefault(p, []).append(len(s.mp))
+    s.move(p, src, dst)
+    return 1
+
+
+def _cap_room(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
+              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
+              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
+              log: list[Shift], budget: int) -> int:
+    """Make room for n's hottest replica on another node, then send it there (isolation).
+
+    For a replica that alone brings n under its cap but fits under no other node's cap (a heat
+    shift made a cold partition the hottest): among the CAP_SWAP_TAKERS roomiest nodes its
+    zones allow, the one that must shed the fewest of its own hottest replicas (each colder
+    than it) to take it under its cap and stay in its band; those go, one by one, to the
+    roomiest node each fits under, and the replica follows. Returns the moves made, 0 when no
+    node qualifies within `budget` moves, -1 when a shed replica found no node (some moves
+    are then made, in `log`: the caller undoes them).
+    """
+    d = s.d
+    if not hot or hot[-1][0] < excess:
+        return 0
+    h, r = hot[-1]
+    used = {d.zone[m] for m in s.part_reps[r] if m != n}
+    best: tuple[int, int, int] | None = None
+    for neg_room, t in rooms[:CAP_SWAP_TAKERS]:
+        if d.zone[t] in used or t in s.part_reps[r]:
+            continue
+        need = h + neg_room  # heat t must shed: h - (caps[t] - mov[t])
+        if need <= 0:
+            continue
+        if t not in by_heat:
+            by_heat[t] = _by_heat(s, t)
+        k = 0
+        for hq, _ in reversed(by_heat[t]):
+            if need <= 0:
+                break
+            if hq < h:
+                need -= hq
+                k += 1
+        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < d.lo[t]:
+            continue
+        cand = (k, neg_room, t)
+        if best is None or cand < best:
+            best = cand
+    if best is None:
+        return 0
+    t = best[2]
+    need = h + best[1]
+    made = 0
+    for hq, q in list(reversed(by_heat[t])):
+        if need <= 0:
+            break
+        if hq >= h:
+            continue
+        zq = {d.zone[m] for m in s.part_reps[q] if m != t}
+        dest = min(((mov[u] - caps[u], u) for u in range(len(d.zone))
+                    if d.elig[u] and u != t and u != n and d.zone[u] not in zq
+                    and s.count[u] < d.hi[u] and caps[u] - mov[u] >= hq), default=None)
+        if dest is None:
+            return -1
+        u = dest[1]
+        made += _cap_shift(s, q, t, u, -1, chains)
+        log.append((q, t, u, -1))
+        mov[t] -= hq
+        mov[u] += hq
+        by_heat.pop(u, None)
+        need -= hq
+    i = _fresh(s, chains, r, n)
+    made += _cap_shift(s, r, n, t, i, chains)
+    log.append((r, n, t, i))
+    mov[n] -= h
+    mov[t] += h
+    by_heat.pop(n, None)
+    by_heat.pop(t, None)
+    return made
+
+
+def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
+    """The fewest of the replicas `hot` (coldest first) whose heat adds up to `excess`."""
+    k = 0
+    for h, _ in reversed(hot):
+        if excess <= 0:
+            break
+        excess -= h
+        k += 1
+    return k
+
+
+def _cap(s: _State, allowance: int) -> int:
+    """Bring every node under its heat cap with the fewest moves (re-targets first).
+
+    The cap is the bound's: max(1.10 x fair heat, the hottest movable replica). Nodes go
+    hottest (over cap) first; each sheds, one action at a time, the replica that alone brings
+    it under (the coldest such) to the node with the most room under its own cap that the
+    partition's zones and the band allow, or swaps one of its hottest for a colder replica of a
+    node that stays under its cap (a node at the bottom of its band, or a replica that fits
+    nowhere alone); only when no action brings it under, the one that lowers it most. So a node
+    sends the replicas the lower bound counts for it when targets have room, and no node is
+    pushed over its cap. A replica this plan already moves onto the node is re-targeted, for
+    free (bootstrap, drain). A node these actions do not bring under is left as it was
+    (`_cap_node`). Split candidates never move.
     """
     d = s.d
     n_nodes = len(d.zone)
-    ecap = list(d.hcap)
-    for n in range(n_nodes):
-        for p in s.node_reps[n]:
-            if d.split[p]:
-                ecap[n] += d.heat[p]
-    order = sorted((-s.hkey(n), n) for n in range(n_nodes) if d.elig[n] and s.nheat[n] > ecap[n])
+    caps = heat_caps(d, hottest_movable(d))
+    mov = [_movable(s, n) for n in range(n_nodes)]
+    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
+                   if d.elig[n] and mov[n] > caps[n])
+    if not order:
+        return allowance
+    chains = _move_chains(s)
+    by_heat: dict[int, list[tuple[int, int]]] = {}
     for _, n in order:
-        excess = s.nheat[n] - ecap[n]
-        peers = [t for t in range(n_nodes) if d.elig[t] and t != n and d.zone[t] == d.zone[n]]
-        if excess <= 0 or not peers or allowance <= 0:
-            continue
-        t = min(peers, key=lambda t: (s.nheat[t] - d.hcap[t], t))
-        room = d.hcap[t] - s.nheat[t]
-        single = s.count[n] > d.lo[n] and s.count[t] < d.hi[t]
-        q = -1 if single else min(s.node_reps[t], key=lambda q: (d.heat[q], q), default=-1)
-        if not single and (q < 0 or allowance < 2):
-            continue
-        back = d.heat[q] if q >= 0 else 0
-        fits = [p for p in s.node_reps[n]
-                if not d.split[p] and excess <= d.heat[p] - back <= room]
-        if not fits:
-            continue
-        r = min(fits, key=lambda p: (d.heat[p], p))
-        s.relocate(r, n, t)
-        allowance -= 1
+        allowance = _cap_node(s, n, caps, mov, chains, by_heat, allowance)
+    return allowance
+
+
+# One shift of a replica: (partition, from, to, the move re-targeted or -1 for a new move).
+Shift = tuple[int, int, int, int]
+
+
+def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
+              chains: dict[int, list[int]], by_heat: dict[int, list[tuple[int, int]]],
+              allowance: int) -> int:
+    """`_cap` on one node: actions until it is under its cap, all undone if it is not.
+
+    At most CAP_SLACK_NUM x (the bound's count for it) + CAP_SLACK_ADD paid actions; a node
+    they do not bring under gets none of its actions (a partial fix costs moves and still
+    leaves it over: the next event would churn the same replicas).
+    """
+    d = s.d
+    n_nodes = len(d.zone)
+    log: list[Shift] = []
+    paid = 0
+    actions = CAP_SLACK_NUM * _leavers(_by_heat(s, n), mov[n] - caps[n]) + CAP_SLACK_ADD
+    while mov[n] > caps[n] and actions > 0:
+        excess = mov[n] - caps[n]
+        hot = _by_heat(s, n)
+        act: CapAct | None = None
+        rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes) if d.elig[t] and t != n)
+        if s.count[n] > d.lo[n]:
+            act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
+        if act is None or act[0]:
+            swap = _cap_swap(s, n, excess, hot, rooms, caps, mov, by_heat, chains,
+                             allowance - paid)
+            if swap is not None and (act is None or swap < act):
+                act = swap
+        if (act is None or act[0]) and s.count[n] > d.lo[n]:
+            made = _cap_room(s, n, excess, hot, rooms, caps, mov, by_heat, chains, log,
+                             min(actions, allowance - paid))
+            if made:
+                paid += max(0, made)
+                actions -= max(0, made)
+                if made < 0:
+                    break  # a replica found no node: n stays over and all of it is undone
+                continue
+        if act is None:
+            break
+        p, t, q = act[3], act[4], act[5]
+        actions -= act[1] > 0  # free re-targets never count
+        paid += _cap_shift(s, p, n, t, act[6], chains)
+        log.append((p, n, t, act[6]))
+        mov[n] -= d.heat[p]
+        mov[t] += d.heat[p]
         if q >= 0:
-            s.relocate(q, t, n)
-            allowance -= 1
+            paid += _cap_shift(s, q, t, n, act[7], chains)
+            log.append((q, t, n, act[7]))
+            mov[t] -= d.heat[q]
+            mov[n] += d.heat[q]
+        by_heat.pop(n, None)
+        by_heat.pop(t, None)
+    if mov[n] <= caps[n]:
+        return allowance - paid
+    for p, src, dst, i in reversed(log):  # still over: undo, newest first
+        s.remove(p, dst)
+        s.add(p, src)
+        mov[dst] -= d.heat[p]
+        mov[src] += d.heat[p]
+        by_heat.pop(src, None)
+        by_heat.pop(dst, None)
+        if i >= 0:
+            s.md[i] = src
+        else:
+            s.mp.pop()
+            s.ms.pop()
+            s.md.pop()
+            chains[p].pop()
     return allowance
 
 
@@ -440,7 +820,7 @@ def _shave(s: _State, allowance: int) -> int:
     """One move off each node hotter than the hottest replica anywhere makes some node.
 
     U = max over nodes of (hottest movable replica on it) / fair heat is a ratio some node keeps
-    whatever the plan; a node above U (split candidates aside) after `_cool` gets one move that
+    whatever the plan; a node above U (split candidates aside) after `_cap` gets one move that
     brings it to U or closest, to the coolest node in any zone the partition allows that stays
     <= U. Nodes at U are left alone, so the same replicas are not moved again on every event.
     """
@@ -582,6 +962,9 @@ def solve_dense(d: Dense) -> Raw:
     if d.budget < 0:
         # Shed first: a shed replica that lands on a node below its band does two jobs in one
         # move, which is what keeps the plan at the lower bound.
+        # Hot gifts before the shedding: once the orphans are placed, no node is below its
+        # band to take a hot replica and be filled with colder ones after it.
+        allowance -= _hot_gifts(s)
         shed_before = len(orphans)
         _shed(s, orphans, allowance)
         allowance -= len(orphans) - shed_before
@@ -591,16 +974,25 @@ def solve_dense(d: Dense) -> Raw:
     else:
         # Budget mode: hard repairs, then fullest-donor -> emptiest-node moves, which shrink
         # both ends of the imbalance with every move, then shedding if moves are left.
+        # Objective "out_of_band" sheds first, nodes nearest their band first: each node above
+        # its band is fixed by its own few moves, which land on nodes below theirs.
         failed = _place(s, orphans)
-        if failed < 0:
-            allowance = _fill_deficits(s, allowance, False)
+        if failed < 0 and d.band_first:
             shed: list[tuple[int, int]] = []
+            _shed(s, shed, allowance)
+            allowance -= len(shed)
+            failed = _place(s, shed)
+            if failed < 0:
+                allowance = _fill_deficits(s, allowance, False)
+        elif failed < 0:
+            allowance = _fill_deficits(s, allowance, False)
+            shed = []
             _shed(s, shed, allowance)
             allowance -= len(shed)
             failed = _place(s, shed)
     if failed >= 0:
         return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
-    allowance = _cool(s, allowance)
+    allowance = _cap(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
     mheat = [sum(d.heat[p] for p in reps if not d.split[p]) for reps in s.node_reps]

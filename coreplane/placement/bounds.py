@@ -107,6 +107,7 @@ class Dense:
     replicas: int            # sum(rf) and max(rf) (0 without partitions), from the memo
     rf_max: int
     split_ids: tuple[str, ...]  # ids of the partitions flagged in `split`, ascending
+    band_first: int = 0      # budget mode spends moves on the nodes nearest their band first
 
 
 def _node_shares(weights: list[int], slots: list[int], zone_of: list[int], zones: int,
@@ -326,7 +327,8 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,
                  zshare, rf, heat, split, off, rep, problem.moves_in_flight_per_node, budget,
-                 eligible_zones, replicas_total, rf_max, split_ids)
+                 eligible_zones, replicas_total, rf_max, split_ids,
+                 int(budget >= 0 and problem.budget_objective == "out_of_band"))
 
 
 def hottest_movable(d: Dense) -> int:

@@ -37,7 +37,8 @@ def after(problem: Problem, plan: Plan) -> Problem:
     """The problem once `plan` has been carried out (budget mode switched off)."""
     if not plan.feasible:
         raise InvalidArgument("plan", f"infeasible plans cannot be applied: {plan.reason}")
-    return dataclasses.replace(problem, assignment=plan.assignment, moves_max=None)
+    return dataclasses.replace(problem, assignment=plan.assignment, moves_max=None,
+                               budget_objective="worst")
 
 
 def add_nodes(problem: Problem, nodes: Iterable[Node]) -> Problem:
@@ -87,8 +88,9 @@ def change_rf(problem: Problem, rf: Mapping[str, int]) -> Problem:
     return _replace_partitions(problem, rf, "rf")
 
 
-def with_budget(problem: Problem, moves_max: int) -> Problem:
-    return dataclasses.replace(problem, moves_max=moves_max)
+def with_budget(problem: Problem, moves_max: int, *, objective: str = "worst") -> Problem:
+    """Budget mode: at most `moves_max` moves, spent as `objective` says (`Problem`)."""
+    return dataclasses.replace(problem, moves_max=moves_max, budget_objective=objective)
 
 
 def hard_violations(problem: Problem, assignment: Mapping[str, tuple[str, ...]]) -> list[str]:

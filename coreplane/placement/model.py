@@ -14,6 +14,7 @@ from coreplane.errors import InvalidArgument
 
 __all__ = [
     "ALIVE",
+    "BUDGET_OBJECTIVES",
     "DEAD",
     "DRAINING",
     "NODE_STATES",
@@ -31,6 +32,7 @@ ALIVE = "alive"
 DRAINING = "draining"
 DEAD = "dead"
 NODE_STATES = (ALIVE, DRAINING, DEAD)
+BUDGET_OBJECTIVES = ("worst", "out_of_band")
 # Bounds keep every intermediate of the kernel inside int64 (heat is shifted left by 20 bits).
 HEAT_TOTAL_MAX = 1 << 40
 WEIGHT_MAX = 1 << 20
@@ -91,6 +93,12 @@ class Problem:
     """Everything one solve depends on; `assignment` maps partition id -> replica node ids.
 
     `moves_in_flight_per_node` throttles waves; `moves_max` (budget mode) caps the plan's moves.
+    What a budget that cannot fix everything spends its moves on is `budget_objective`:
+    "worst" (default) shrinks the worst imbalance first: each move goes from the fullest node
+    to the emptiest (relative to its fair count), so the largest |count / fair - 1| falls
+    fastest, but every node out of band may stay out by a little; "out_of_band" minimises the
+    number of nodes out of their band: the node nearest its band is brought into it first, so
+    a budget of k moves fixes as many nodes as k moves can.
     Construction validates and raises `InvalidArgument` naming the offending item.
     """
 
@@ -99,6 +107,7 @@ class Problem:
     assignment: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     moves_in_flight_per_node: int = 2
     moves_max: int | None = None
+    budget_objective: str = "worst"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(self.nodes))
@@ -180,6 +189,8 @@ def _validate(problem: Problem) -> None:
     if problem.moves_max is not None and (
             not _is_int(problem.moves_max) or problem.moves_max < 0):
         raise InvalidArgument("moves_max", "must be None or an int >= 0")
+    if problem.budget_objective not in BUDGET_OBJECTIVES:
+        raise InvalidArgument("budget_objective", f"must be one of {BUDGET_OBJECTIVES}")
 
 
 class Move(NamedTuple):
@@ -279,6 +290,11 @@ class Plan:
     split_candidates: tuple[str, ...]
     metrics: Metrics
     backend: str = ""
+
+    def split_nodes(self) -> dict[str, tuple[str, ...]]:
+        """Each split candidate's replica nodes: where a partition too hot for any node's cap
+        sits (isolated on the nodes with the largest caps when it was placed), sorted by id."""
+        return {pid: tuple(sorted(self.assignment.get(pid, ()))) for pid in self.split_candidates}
 
     def by_wave(self) -> tuple[tuple[Move, ...], ...]:
         """The moves grouped into execution waves, in wave order (plan order inside a wave)."""

@@ -33,3 +33,16 @@ def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
             assert entry["moves"] >= 0 and entry["lower_bound"] >= 0
     reasons = record["summary"]["P=600/N=15"]["drain"]["infeasible_reasons"]
     assert any("needs 3 zones" in r for r in reasons)  # draining a zone of three is refused
+    budget = record["summary"]["P=600/N=15"]["budget"]
+    assert {"band_violations", "count_max_off_fair"} <= set(budget["out_of_band"])
+    family = record["family"]["summary"]
+    assert set(family) == {f"P=600/N=15/{skew}" for skew in ("mild", "moderate", "boundary")}
+    for name, per_event in family.items():
+        assert set(per_event) == {"bootstrap", "add_nodes", "node_dead", "drain", "heat_shift"}
+        for event, entry in per_event.items():
+            if entry["infeasible"] == entry["cases"]:
+                continue
+            for key in ("heat_over_cap_nodes", "moves_over_lb", "greedy_heat_over_cap_nodes",
+                        "greedy_moves_over_lb", "heat_max_over_fair", "solve_s"):
+                assert key in entry, (name, event, key)
+            assert entry["hard_violations"] == 0 and entry["twin_identical"], (name, event)
