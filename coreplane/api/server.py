@@ -194,6 +194,10 @@ class ApiServer:
         self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
         self._routes = default_routes(Handlers(cp, self._api_urls))
+        if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
+            from coreplane.api.fleet_routes import fleet_routes
+
+            self._routes += fleet_routes(cp)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
