@@ -11,6 +11,7 @@ from typing import Any
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
+
 from tests.integration.cli_support import Cluster
 
 CFG = FleetConfig(suspect_after_ms=2_000, dead_after_ms=4_000, copy_timeout_ms=20_000,

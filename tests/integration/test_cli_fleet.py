@@ -15,7 +15,7 @@ import pytest
 from coreplane.ops.context import EXIT
 
 pytest.importorskip("coreplane.testing.fleet", reason="the fleet (issue 12) is not merged yet")
-from tests.integration.cli_fleet_support import FleetCluster, wait_until  # noqa: E402
+from tests.integration.cli_fleet_support import FleetCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
