@@ -301,24 +301,39 @@ def health(obj: Ctx, level: str, thing: str | None) -> None:
         raise SystemExit(EXIT["unhealthy"])
 
 
+def _places(where: Any) -> str:
+    """A finding's places as ``kind/id`` (what `health why` takes)."""
+    if isinstance(where, list):
+        return ", ".join(f"{p.get('kind')}/{p.get('id')}" if isinstance(p, dict) else str(p)
+                         for p in where)
+    return "" if where is None else str(where)
+
+
 def _health_table(level: str, d: Any) -> Any:
-    if not isinstance(d, dict):
-        return str(d)
-    rows = []
-    for key in ("places", "where", "items", "findings"):
-        if isinstance(d.get(key), list):
-            rows = d[key]
-            break
-    head = {k: v for k, v in d.items() if not isinstance(v, (list, dict))}
-    if not rows:
-        return kv_table(f"health {level}", d)
+    """what: one line; where: the places, worst first; why: findings and internal state.
+    Each level ends with the command for the next one down."""
     from rich.console import Group
 
-    cols = sorted({k for r in rows if isinstance(r, dict) for k in r})[:8]
-    return Group(kv_table(f"health {level}", head),
-                 table("", cols, [[json.dumps(r.get(c)) if isinstance(r.get(c), (list, dict))
-                                   else r.get(c) for c in cols] for r in rows
-                                  if isinstance(r, dict)]))
+    if not isinstance(d, dict):
+        return str(d)
+    ok = d.get("healthy")
+    mark = "[green]healthy[/green]" if ok else "[red]unhealthy[/red]"
+    if level == "what":
+        return Group(f"{mark}: {d.get('summary', '')}",
+                     "" if ok else "next: coreplane health where")
+    if level == "where":
+        places = d.get("places") or []
+        rows = [(p.get("severity"), f"{p.get('kind')}/{p.get('id')}",
+                 "; ".join(p.get("what") or [])) for p in places]
+        return Group(table("where", ("severity", "place", "what"), rows) if rows
+                     else f"{mark}: nowhere to look",
+                     "next: coreplane health why KIND/ID" if rows else "")
+    findings = d.get("findings") or []
+    rows = [(f.get("severity"), f.get("what"), f.get("why"), f.get("fix")) for f in findings]
+    return Group(table(f"why {d.get('thing', '')}", ("severity", "what", "why", "fix"), rows)
+                 if rows else f"{mark}: no finding about {d.get('thing', '')}",
+                 kv_table("state", d.get("state") or {}),
+                 "related: " + ", ".join(str(x) for x in d.get("related") or []))
 
 
 @command(main, "diagnose")
@@ -330,8 +345,8 @@ def diagnose(obj: Ctx) -> None:
     def show(d: dict[str, Any]) -> Any:
         if not d.get("findings"):
             return f"[green]healthy[/green]: {d.get('summary', 'no findings')}"
-        rows = [(f.get("severity", ""), f.get("check", f.get("what", "")),
-                 f.get("where", ""), f.get("why", ""), f.get("fix", ""))
+        rows = [(f.get("severity", ""), f.get("what", f.get("check", "")),
+                 _places(f.get("where")), f.get("why", ""), f.get("fix", ""))
                 for f in d["findings"]]
         return table(d.get("summary", "findings"), ("severity", "what", "where", "why", "fix"),
                      rows)
