@@ -17,7 +17,8 @@ for lists); every answer is plain data.
   moves the change causes (those not in the baseline plan), the blast-radius totals, the
   production flag, and an estimate: waves of the plan times the median duration of this
   cluster's last finished moves (cluster tick time between "started" and "done" in the
-  fleet's decision journal), or none while no move was measured. Nothing is proposed.
+  fleet's decision journal; the last five, so the estimate follows the throughput of now),
+  or none while no move was measured. Nothing is proposed.
 
 The plan handler reads the state machine through the node's private `_read_state` (as
 `cp.fleet` itself does): the capture needs the fleet's internal records, which no public
@@ -41,7 +42,7 @@ __all__ = ["PRODUCTION_KEY", "fleet_routes", "plan_change"]
 PRODUCTION_KEY = "coreplane/cluster/production"
 _ID = F("str", None, 256, True)
 _CHANGES_MAX = 1_000
-_MEASURED_MAX = 20
+_MEASURED_MAX = 5  # the most recent moves: throughput now, not at bootstrap
 _VERBS = ("cordon", "uncordon", "drain", "decommission", "set_rf", "create", "delete")
 _ADMIN_OF = {"cordon": "cordoned", "uncordon": "active", "drain": "draining",
              "decommission": "decommissioning"}

@@ -104,16 +104,18 @@ def _part_rows(rows: list[dict[str, Any]]) -> Any:
 def _estimate_words(plan: dict[str, Any]) -> str:
     est = plan.get("estimate") or {}
     moves = plan.get("moves") or []
-    copies = sum(1 for m in moves if m.get("target"))
-    removals = sum(1 for m in moves if not m.get("target"))
+    moved = sum(1 for m in moves if m.get("source") and m.get("target"))
+    added = sum(1 for m in moves if m.get("target") and not m.get("source"))
+    dropped = sum(1 for m in moves if m.get("source") and not m.get("target"))
     parts = sorted({m["partition"] for m in moves})
-    words = [f"{len(moves)} move(s): copy {copies} replica(s), remove {removals}"]
+    words = [f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
+             f"remove the source), add {added} new, drop {dropped}"]
     for m in moves[:12]:
         words.append(f"  {m['partition']}: {m.get('source') or '-'} -> {m.get('target') or '-'}")
     if len(moves) > 12:
         words.append(f"  ... and {len(moves) - 12} more")
     ms = est.get("ms_per_move")
-    if ms:
+    if est.get("measured_moves"):
         total = int(est.get("total_ms", 0))
         words.append(f"about {_duration(total)}: {len(moves)} move(s), {est.get('parallel', 1)} "
                      f"at a time, {_duration(int(ms))} per move as measured over the last "
@@ -129,7 +131,9 @@ def _estimate_words(plan: dict[str, Any]) -> str:
 
 
 def _duration(ms: int) -> str:
-    s = max(0, ms) // 1000
+    if ms <= 0:
+        return "under one tick"  # moves measured in cluster tick time, finished within one
+    s = ms // 1000
     if s < 60:
         return f"{s} s" if s else f"{ms} ms"
     m, s = divmod(s, 60)

@@ -64,10 +64,13 @@ def distance(goals: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
             p = parts.get(g["partition"])
             if p is None:
                 left += g["rf"]
-            else:
-                have = len(p.get("replicas") or [])
-                left += abs(g["rf"] - have) + max(0, g["rf"] - int(p.get("live_replicas", have)))
-                left += 1 if p.get("operation") and left == 0 else 0
+                continue
+            have = len(p.get("replicas") or [])
+            live = int(p.get("live_replicas", have))
+            # replicas to add or drop, plus dead ones to replace; a move still in flight
+            # counts as one unit until it is finished
+            mine = abs(g["rf"] - have) + max(0, min(g["rf"], have) - live)
+            left += mine if mine or not p.get("operation") else 1
         elif g["type"] == "partition_gone":
             left += 1 if g["partition"] in parts else 0
     return left

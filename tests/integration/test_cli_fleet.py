@@ -65,12 +65,12 @@ def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -
     assert len([m for m in moves if m["target"]]) == held
     assert all(m["target"] != "s1" for m in moves)
     est = plan["plan"]["estimate"]
-    assert est["measured_moves"] > 0 and est["ms_per_move"] > 0  # from this cluster's moves
+    assert est["measured_moves"] > 0 and est["ms_per_move"] >= 0  # this cluster's moves
     assert "as measured over the last" in plan["words"]
     scale = fleet.cli("update", "partition", "p0", "--scale-up", "--new-num-nodes", "3",
                       "--dry-run")
     assert scale.returncode == 0, scale.stderr
-    assert "copy 1 replica(s)" in scale.stdout and "affects 1 partition(s)" in scale.stdout
+    assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition(s)" in scale.stdout
     down = fleet.cli("update", "partition", "p0", "--scale-down", "--new-num-nodes", "1",
                      "--dry-run", "-o", "json")
     assert [m["target"] for m in json.loads(down.stdout)["plan"]["moves"]] == [None]

@@ -107,7 +107,11 @@ def test_distance_counts_replicas_left_to_move() -> None:
                                   {"verb": "set_rf", "subject": "p1", "rf": 3}])
     nodes = {"n1": {"replicas": 2}}
     parts = {"p1": {"replicas": ["a"], "live_replicas": 1, "operation": None}}
-    assert operations.distance(goals, nodes, parts) == 2 + 2 + 2
+    assert operations.distance(goals, nodes, parts) == 2 + 2  # two replicas off, two to add
+    dead = {"p1": {"replicas": ["a", "b", "c"], "live_replicas": 2, "operation": None}}
+    assert operations.distance(goals, {"n1": {"replicas": 0}}, dead) == 1  # replace one
+    moving = {"p1": {"replicas": ["a", "b", "c"], "live_replicas": 3, "operation": {"id": "x"}}}
+    assert operations.distance(goals, {"n1": {"replicas": 0}}, moving) == 1  # not done yet
     parts_done = {"p1": {"replicas": ["a", "b", "c"], "live_replicas": 3, "operation": None}}
     assert operations.distance(goals, {"n1": {"replicas": 0}}, parts_done) == 0
 
