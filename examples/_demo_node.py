@@ -10,12 +10,14 @@ their own threads, so a slow write does not hold up a status query.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 from typing import Any
 
+from coreplane.core.machines.fleet import FleetConfig
 from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.procs import emit, serve_json_lines
 
@@ -40,7 +42,35 @@ def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
         return {"status": cp.status().to_dict()}
     if op == "wait_leader":
         return {"leader": cp.wait_for_leader(timeout_s=timeout_s)}
+    if op.startswith("fleet_"):
+        return _fleet(cp, op[6:], req, timeout_s)
     raise ValueError(f"unknown op {op!r}")
+
+
+def _fleet(cp: ControlPlane, op: str, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The fleet agent protocol and desired state (tests/integration/test_fleet_procs.py)."""
+    fleet = cp.fleet
+    if op == "heartbeat":
+        return fleet.heartbeat(req["node_id"], zone=req["zone"], slots=req.get("slots", 1000),
+                               heat=req.get("heat") or {})
+    if op == "actions":
+        return {"actions": [dataclasses.asdict(a)
+                            for a in fleet.actions(req["node_id"], stale_ok=True)]}
+    if op == "ack":
+        return {"result": fleet.ack(req["node_id"], req["action_id"], req["token"], req["ok"],
+                                    req.get("detail", ""), timeout_s=timeout_s)}
+    if op == "create_partition":
+        return {"result": fleet.create_partition(req["pid"], rf=req.get("rf", 3),
+                                                 timeout_s=timeout_s)}
+    if op == "drain":
+        return {"result": fleet.drain(req["node_id"], timeout_s=timeout_s)}
+    if op == "partitions":
+        return {"partitions": fleet.partitions(stale_ok=True)}
+    if op == "operations":
+        return {"operations": fleet.operations(stale_ok=True)}
+    if op == "nodes":
+        return {"nodes": fleet.nodes(stale_ok=True)}
+    raise ValueError(f"unknown fleet op {op!r}")
 
 
 def main() -> int:
@@ -49,9 +79,12 @@ def main() -> int:
                         format=f"[{config['node_id']}] %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     secret = bytes.fromhex(os.environ["COREPLANE_DEMO_SECRET"])
+    options = dict(config.get("options", {}))
+    if "fleet_config" in options:
+        options["fleet_config"] = FleetConfig(**options["fleet_config"])
     cp = ControlPlane(
         config["node_id"], config["address"], config["peers"], config["data_dir"], secret,
-        **config.get("options", {}),
+        **options,
     )
     cp.on_leadership(lambda gained, token: emit(
         {"event": "leadership", "gained": gained, "token": token}))

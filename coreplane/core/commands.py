@@ -26,12 +26,26 @@ from coreplane.core.codec import Value
 from coreplane.errors import DecodeError, InvalidArgument
 
 __all__ = [
+    "FLEET_INTERNAL_TAGS",
+    "FLEET_TAGS",
     "INTERNAL_TAGS",
     "LOCK_COMMANDS",
     "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
     "Delete",
+    "FleetAck",
+    "FleetCordon",
+    "FleetCreatePartition",
+    "FleetDecommission",
+    "FleetDeletePartition",
+    "FleetDrain",
+    "FleetPlan",
+    "FleetProviderRequest",
+    "FleetProviderResult",
+    "FleetReport",
+    "FleetSetRF",
+    "FleetUncordon",
     "Leader",
     "LeaseGrant",
     "LeaseKeepAlive",
@@ -212,6 +226,163 @@ class UserCommand(_Base):
     seq: int = 0
 
 
+# ---------------------------------------------------------------------------- the fleet
+# Tags 40..69 belong to the fleet (70..99 to locks and quotas). Client commands carry
+# (client_id, seq); the internal ones (FLEET_INTERNAL_TAGS) only the leader's runtime proposes.
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCreatePartition(_Base):
+    """Desired state: partition `pid` with `rf` replicas of `heat` milli-units each."""
+
+    TAG = 40
+    TYPES = {"pid": str, "rf": int, "heat": int, "client_id": str, "seq": int}
+    pid: str
+    rf: int = 3
+    heat: int = 1
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSetRF(_Base):
+    TAG = 41
+    TYPES = {"pid": str, "rf": int, "client_id": str, "seq": int}
+    pid: str
+    rf: int
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDeletePartition(_Base):
+    TAG = 42
+    TYPES = {"pid": str, "client_id": str, "seq": int}
+    pid: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCordon(_Base):
+    """No new replicas on the node; the ones it holds stay."""
+
+    TAG = 43
+    TYPES = {"node_id": str, "client_id": str, "seq": int}
+    node_id: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetUncordon(_Base):
+    """Back to active (also ends a drain)."""
+
+    TAG = 44
+    TYPES = {"node_id": str, "client_id": str, "seq": int}
+    node_id: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDrain(_Base):
+    """Move every replica off the node; it stays registered."""
+
+    TAG = 45
+    TYPES = {"node_id": str, "client_id": str, "seq": int}
+    node_id: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDecommission(_Base):
+    """Drain, then mark the node decommissioned once it holds nothing."""
+
+    TAG = 46
+    TYPES = {"node_id": str, "client_id": str, "seq": int}
+    node_id: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetAck(_Base):
+    """An agent's answer to action `action_id`, fenced by the action's `token`."""
+
+    TAG = 47
+    TYPES = {"node_id": str, "action_id": str, "token": int, "ok": bool, "detail": str,
+             "client_id": str, "seq": int}
+    node_id: str
+    action_id: str
+    token: int
+    ok: bool = True
+    detail: str = ""
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetReport(_Base):
+    """Internal: the leader's batch of liveness changes, registrations, heat and lost replicas.
+
+    `nodes` [[id, zone, weight, slots]], `heard` [id], `silent` [[id, since_ms]],
+    `heat` [[pid, heat]], `lost` [[node_id, pid]]; checked in apply (a bad batch is refused
+    whole)."""
+
+    TAG = 50
+    TYPES = {"nodes": list, "heard": list, "silent": list, "heat": list, "lost": list}
+    nodes: list[Any]
+    heard: list[Any]
+    silent: list[Any]
+    heat: list[Any]
+    lost: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPlan(_Base):
+    """Internal: the solver's moves [[pid, source, target]] ("" for none), computed on the
+    fleet state at log index `base_index`, and the split candidates it found; `more` says the
+    plan had further moves (the leader solves again once these drain)."""
+
+    TAG = 51
+    TYPES = {"base_index": int, "moves": list, "splits": list, "more": bool}
+    base_index: int
+    moves: list[Any]
+    splits: list[Any]
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProviderRequest(_Base):
+    """Internal: the leader asks the host's provider to ``provision`` a node for `subject` (a
+    need such as ``zone-4``) in `zone` ("" = a zone the fleet lacks), or to ``decommission``
+    node `subject`; apply derives the request id."""
+
+    TAG = 52
+    TYPES = {"kind": str, "subject": str, "zone": str}
+    kind: str
+    subject: str
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProviderResult(_Base):
+    """Internal: the provider's answer to `request_id` (`result`: the new node id, or why not)."""
+
+    TAG = 53
+    TYPES = {"request_id": str, "ok": bool, "result": str}
+    request_id: str
+    ok: bool
+    result: str = ""
+
+
+FLEET_TAGS = frozenset(range(40, 70))
+FLEET_INTERNAL_TAGS = frozenset({FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG,
+                                 FleetProviderResult.TAG})
+
+
 # Locks (tags 70..89; see coreplane/core/machines/locks.py): sessions with a TTL in tick time
 # hold locks or wait for them in a FIFO queue; a grant's log index is its fencing token.
 
@@ -279,17 +450,22 @@ LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockA
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
     | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
+    | FleetCreatePartition | FleetSetRF | FleetDeletePartition | FleetCordon | FleetUncordon
+    | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan | FleetProviderRequest
+    | FleetProviderResult
 )
 # What `ControlPlane.propose` accepts: a client command, or its codec bytes.
 Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
-                UserCommand, *LOCK_COMMANDS)
+                UserCommand, *LOCK_COMMANDS, FleetCreatePartition, FleetSetRF,
+                FleetDeletePartition, FleetCordon, FleetUncordon, FleetDrain, FleetDecommission,
+                FleetAck, FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult)
 }
 
 
-INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG})
+INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG}) | FLEET_INTERNAL_TAGS
 
 
 def _refuse_internal(name: str) -> InvalidArgument:

@@ -23,6 +23,7 @@ from typing import Any
 
 from coreplane.core import codec, commands
 from coreplane.core.codec import Value
+from coreplane.core.machines.fleet import FleetConfig, FleetMachine
 from coreplane.core.machines.kv import KVMachine, Limits
 from coreplane.core.machines.locks import LockMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
@@ -101,10 +102,11 @@ class _Session:
 class StateMachine:
     """The whole replicated state and the one deterministic way to change it."""
 
-    def __init__(self, *, limits: Limits | None = None) -> None:
+    def __init__(self, *, limits: Limits | None = None, fleet: FleetConfig | None = None) -> None:
         self.limits = limits or Limits()
         self.kv = KVMachine(self.limits)
         self.locks = LockMachine()
+        self.fleet = FleetMachine(fleet)  # built-in: nodes, partitions, operations (DESIGN 7)
         self.applied_index = 0
         self.tick_n = 0
         self.tick_ms = 0
@@ -185,6 +187,8 @@ class StateMachine:
 
     def _execute(self, command: commands.Command, index: int) -> Value:
         kv = self.kv
+        if command.TAG in commands.FLEET_TAGS:
+            return self.fleet.execute(command, index)
         match command:
             case commands.Put(key=key, value=value, lease_id=lease_id):
                 return kv.put(key, value, lease_id)
@@ -206,6 +210,7 @@ class StateMachine:
                     raise CommandRejected("stale_leader",
                                           f"term {term} is older than {self.leader_term}")
                 self.leader_token, self.leader_node, self.leader_term = index, node_id, term
+                self.fleet.on_leader(index, self.tick_ms)
                 return index
             case commands.UserCommand(machine=name, body=body, client_id=client_id):
                 return self._user_apply(name, body, index, client_id)
@@ -230,6 +235,7 @@ class StateMachine:
         self.tick_n, self.tick_ms = tick.n, self.tick_ms + step_ms
         expired = self.kv.expire(self.tick_ms)
         self.locks.expire(self.tick_ms, index)  # waiters granted at this tick's index
+        self.fleet.on_tick(index, self.tick_ms)
         ctx = ApplyContext(index, self.tick_ms, "")
         for name in sorted(self._machines):
             machine = self._machines[name]
@@ -267,6 +273,7 @@ class StateMachine:
     def _capture_plain(self) -> Callable[[], dict[str, Value]]:
         kv = self.kv.capture()
         locks = self.locks.capture()
+        fleet = self.fleet.snapshot_capture()
         sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
         # User states are encoded now: a machine may (against its contract) mutate in place.
         machines = codec.encode_value(self.machine_states)
@@ -281,6 +288,7 @@ class StateMachine:
             return {
                 **head,
                 "kv": kv(),
+                "fleet": fleet(),
                 "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
                              for cid, floor, results in sessions],
                 "machines": codec.decode_value(machines),
@@ -324,6 +332,9 @@ class StateMachine:
                 raise DecodeError(f"unknown snapshot format {plain['format']!r}")
             kv = KVMachine.from_plain(plain["kv"], self.limits)
             locks = LockMachine.from_plain(plain.get("locks"), self.locks.limits)
+            kind = type(self.fleet)  # a subclass given to this replica stays in force
+            fleet = (kind.from_plain(plain["fleet"], self.fleet.config)
+                     if "fleet" in plain else kind(self.fleet.config))
             tick_n, tick_ms = plain["tick"]
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -333,7 +344,7 @@ class StateMachine:
             applied_index = plain["applied_index"]
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot is malformed: {exc!r}") from exc
-        self.kv, self.sessions, self.locks = kv, sessions, locks
+        self.kv, self.sessions, self.locks, self.fleet = kv, sessions, locks, fleet
         self.applied_index, self.tick_n, self.tick_ms = applied_index, tick_n, tick_ms
         self.leader_token, self.leader_node, self.leader_term = token, node, term
         for name, user in self._machines.items():

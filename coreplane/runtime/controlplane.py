@@ -47,6 +47,7 @@ from typing import Any
 from coreplane.core import commands as C
 from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
+from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.machines.kv import Limits
 from coreplane.core.machines.user import Machine
 from coreplane.core.state import Applied, StateMachine, check_limits
@@ -61,6 +62,7 @@ from coreplane.errors import (
 from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
+from coreplane.runtime.fleet import Fleet
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
@@ -258,6 +260,8 @@ class ControlPlane:
         durability: str = "fsync",
         limits: Limits | None = None,
         seams: Seams | None = None,
+        fleet_config: FleetConfig | None = None,
+        provider: Any = None,
     ) -> None:
         _check_int("tick_interval_ms", tick_interval_ms, 1, 3_600_000)
         self._propose_timeout_s = _check_seconds("propose_timeout_s", propose_timeout_s)
@@ -312,11 +316,12 @@ class ControlPlane:
             self._datadir.release()
             raise
 
-        self._sm = StateMachine(limits=limits)
+        self._sm = StateMachine(limits=limits, fleet=fleet_config)
         register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
+        self.fleet = Fleet(self, provider=provider)  # the fleet brain (runtime/fleet.py)
 
         self._client_id = (self._seams.client_id
                            or f"{self._config.node_id}/{os.urandom(6).hex()}")
@@ -597,6 +602,7 @@ class ControlPlane:
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
+        self.fleet.leader_step()
 
     def _propose_tick(self, now: float) -> None:
         """Advance cluster time by this leader's monotonic time since its last committed tick,

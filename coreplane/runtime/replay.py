@@ -67,12 +67,13 @@ def _identity(data_dir: str) -> tuple[str, str]:
 
 
 def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, Any]] = (),
-           upto: int | None = None) -> ReplayResult:
+           upto: int | None = None, fleet_config: Any = None) -> ReplayResult:
     """Rebuild the replicated state of the node whose data dir this is, from its log alone.
 
     `machines` are ``(name, machine)`` pairs as the host registers them (an object, or a dict
     of ``apply=``/``on_tick=``/``initial=``); `upto` stops at that log index (default: the
-    journal's commit index)."""
+    journal's commit index); `fleet_config` is the `FleetConfig` the cluster runs with (its
+    timings decide the fleet's apply)."""
     if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int) or upto < 0):
         raise InvalidArgument("upto", "must be a log index (an integer >= 0)")
     if not isinstance(data_dir, (str, os.PathLike)):
@@ -81,7 +82,7 @@ def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, An
     if not os.path.isdir(path):
         raise InvalidArgument("data_dir", f"{path} is not a directory")
     node_id, cluster = _identity(path)
-    sm = StateMachine()
+    sm = StateMachine(fleet=fleet_config)
     register_builtins(sm)
     for name, machine in machines:
         if isinstance(machine, dict):

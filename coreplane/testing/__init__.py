@@ -2,12 +2,15 @@
 
 `SimCluster(seed)` runs real ControlPlane nodes on a simulated network, clock and disk in one
 thread; `run_schedule` is one seeded chaos experiment with its checks; `catch` runs a known-bug
-canary; the Wing-Gong-Lowe checker is `check_kv` / `check`. The runner is
-``python -m coreplane.testing.chaos``.
+canary; the Wing-Gong-Lowe checker is `check_kv` / `check`. `FleetWorld` adds simulated storage
+agents to a SimCluster (`ThreadAgent` is one for real clusters) and `run_fleet_schedule` is one
+seeded fleet chaos experiment. The runner is ``python -m coreplane.testing.chaos``.
 """
 
 from coreplane.testing.canaries import CANARIES, CanaryResult, catch
 from coreplane.testing.cluster import NetworkConfig, Op, SimCluster, Violation
+from coreplane.testing.fleet import FleetWorld, SimAgent, SimProvider, ThreadAgent
+from coreplane.testing.fleet_chaos import FleetScheduleResult, run_fleet_schedule
 from coreplane.testing.linearizability import (
     CheckResult,
     Model,
@@ -27,13 +30,18 @@ __all__ = [
     "Canaries",
     "CanaryResult",
     "CheckResult",
+    "FleetScheduleResult",
+    "FleetWorld",
     "Model",
     "NetworkConfig",
     "Op",
     "Operation",
     "ScheduleResult",
+    "SimAgent",
     "SimCluster",
     "SimNode",
+    "SimProvider",
+    "ThreadAgent",
     "Verdict",
     "Violation",
     "catch",
@@ -43,5 +51,6 @@ __all__ = [
     "free_ports",
     "kv_register_model",
     "replay_command",
+    "run_fleet_schedule",
     "run_schedule",
 ]

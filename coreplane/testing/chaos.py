@@ -7,6 +7,10 @@ skip), and writes per-schedule results and a summary with `SUMMARY_KEYS`. It exi
 violation, unknown checker result or missed canary, and prints the command that replays each
 failing schedule (``--replay SEED``). ``--jobs K`` runs schedules in K processes; results do
 not depend on it. Nightly scale: ``--schedules 10000 --five-node-schedules 2000 --jobs 8``.
+
+``--fleet-schedules F`` adds F fleet schedules (`fleet_chaos.run_fleet_schedule`, seeds
+S+2000000, ...: storage agents, failovers mid-operation, the fleet invariants) and the two fleet
+canaries; ``--replay-fleet SEED`` replays one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from coreplane.testing.canaries import CANARIES, catch
+from coreplane.testing.fleet_chaos import FLEET_CANARIES, catch_fleet, run_fleet_schedule
 from coreplane.testing.workload import ScheduleResult, run_schedule
 
 __all__ = ["SUMMARY_KEYS", "main", "run"]
@@ -27,6 +32,7 @@ __all__ = ["SUMMARY_KEYS", "main", "run"]
 SUMMARY_KEYS = ("schedules", "violations", "ops_checked", "unknown_results", "sim_seconds",
                 "wall_seconds", "canaries_caught", "canaries_total")
 FIVE_NODE_SEED_OFFSET = 1_000_000
+FLEET_SEED_OFFSET = 2_000_000
 
 
 def _one(args: tuple[int, int, str]) -> dict[str, Any]:
@@ -34,9 +40,40 @@ def _one(args: tuple[int, int, str]) -> dict[str, Any]:
     return run_schedule(seed, nodes, journal=journal).to_json()
 
 
+def _one_fleet(seed: int) -> dict[str, Any]:
+    return run_fleet_schedule(seed).to_json()
+
+
+def _fleet(count: int, seed: int, jobs: int, canaries: bool,
+           progress: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    seeds = [seed + FLEET_SEED_OFFSET + i for i in range(count)]
+    results: list[dict[str, Any]] = []
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(_one_fleet, seeds, chunksize=2))
+    else:
+        results = [_one_fleet(s) for s in seeds]
+    if progress is not None:
+        for r in results:
+            if r["violations"]:
+                kinds = sorted({v["invariant"] for v in r["violations"]})
+                print(f"FAIL fleet seed {r['seed']}: {kinds}; replay: {r['replay']}",
+                      file=progress, flush=True)
+    found = []
+    if canaries and count:
+        for name in sorted(FLEET_CANARIES):
+            caught, at, invariants = catch_fleet(name)
+            found.append({"name": name, "caught": caught, "seed": at,
+                          "invariants": list(invariants)})
+            if progress is not None:
+                print(f"fleet canary {name}: {'caught' if caught else 'MISSED'} "
+                      f"(seed {at}, {list(invariants)})", file=progress)
+    return results, found
+
+
 def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: int = 0,
         journal: str = "memory", canaries: bool = True, jobs: int = 1,
-        progress: Any = None) -> dict[str, Any]:
+        progress: Any = None, fleet_schedules: int = 0) -> dict[str, Any]:
     """Run everything and return the report (``{"summary": ..., "schedules": [...],
     "canaries": [...]}``)."""
     wall0 = time.perf_counter()
@@ -63,7 +100,16 @@ def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: i
             if progress is not None:
                 print(f"canary {name}: {'caught' if found.caught else 'MISSED'} "
                       f"(seed {found.seed}, {list(found.invariants)})", file=progress)
+    fleet_results, fleet_canaries = _fleet(fleet_schedules, seed, jobs, canaries, progress)
     summary = {
+        "fleet_schedules": len(fleet_results),
+        "fleet_violations": sum(len(r["violations"]) for r in fleet_results),
+        "fleet_failed_schedules": sum(1 for r in fleet_results if r["violations"]),
+        "fleet_moves_completed": sum(r["moves_completed"] for r in fleet_results),
+        "fleet_repairs": sum(r["repairs"] for r in fleet_results),
+        "fleet_restore_ms_max": max((r["restore_ms"] for r in fleet_results), default=0),
+        "fleet_canaries_caught": sum(1 for c in fleet_canaries if c["caught"]),
+        "fleet_canaries_total": len(fleet_canaries),
         "schedules": len(results),
         "schedules_3_nodes": sum(1 for r in results if r["nodes"] == 3),
         "schedules_5_nodes": sum(1 for r in results if r["nodes"] == 5),
@@ -82,7 +128,8 @@ def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: i
     }
     per_wall = summary["schedule_wall_seconds"] or 1.0
     summary["sim_seconds_per_wall_second"] = round(summary["sim_seconds"] / per_wall, 2)
-    return {"summary": summary, "schedules": results, "canaries": canary_results}
+    return {"summary": summary, "schedules": results, "canaries": canary_results,
+            "fleet_schedules": fleet_results, "fleet_canaries": fleet_canaries}
 
 
 def _report_progress(progress: Any, result: dict[str, Any]) -> None:
@@ -97,7 +144,8 @@ def _report_progress(progress: Any, result: dict[str, Any]) -> None:
 def failed(report: dict[str, Any]) -> bool:
     s = report["summary"]
     return bool(s["violations"] or s["unknown_results"]
-                or s["canaries_caught"] != s["canaries_total"])
+                or s["canaries_caught"] != s["canaries_total"] or s["fleet_violations"]
+                or s["fleet_canaries_caught"] != s["fleet_canaries_total"])
 
 
 def _replay(seed: int, nodes: int, journal: str, canary: Sequence[str]) -> int:
@@ -119,14 +167,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-canaries", action="store_true")
     parser.add_argument("--replay", type=int, default=None, metavar="SEED",
                         help="run one schedule and print its full result")
-    parser.add_argument("--canary", action="append", default=[], choices=sorted(CANARIES),
-                        help="with --replay: switch a known bug on")
+    parser.add_argument("--canary", action="append", default=[],
+                        choices=sorted({*CANARIES, *FLEET_CANARIES}),
+                        help="with --replay or --replay-fleet: switch a known bug on")
+    parser.add_argument("--fleet-schedules", type=int, default=0)
+    parser.add_argument("--replay-fleet", type=int, default=None, metavar="SEED",
+                        help="run one fleet schedule and print its full result")
     args = parser.parse_args(argv)
+    if args.replay_fleet is not None:
+        fleet_result = run_fleet_schedule(args.replay_fleet, canaries=tuple(args.canary))
+        print(json.dumps(fleet_result.to_json(), indent=2, sort_keys=True))
+        return 0 if fleet_result.ok else 1
     if args.replay is not None:
         return _replay(args.replay, args.nodes, args.journal, args.canary)
     report = run(schedules=args.schedules, nodes=args.nodes, seed=args.seed,
                  five_node_schedules=args.five_node_schedules, journal=args.journal,
-                 canaries=not args.no_canaries, jobs=max(1, args.jobs), progress=sys.stdout)
+                 canaries=not args.no_canaries, jobs=max(1, args.jobs), progress=sys.stdout,
+                 fleet_schedules=args.fleet_schedules)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, sort_keys=True)

@@ -143,7 +143,9 @@ class SimCluster:
     ``SimCluster(seed, nodes=3, *, journal="memory"|"lmdb", canaries=Canaries(),
     network=NetworkConfig(), log_compaction_min_entries=200, machines=())``.
     `machines` is a sequence of ``(name, machine)`` registered on every node (user machines;
-    `machine` is an object, or a dict of ``apply=``/``on_tick=``/``initial=`` functions).
+    `machine` is an object, or a dict of ``apply=``/``on_tick=``/``initial=`` functions);
+    `fleet_config` (a `FleetConfig`) is given to every node's fleet machine; `node_hook(node)`
+    runs on every node built (also on restarts), before it starts (the fleet canaries use it).
     Use as a context manager, or call `close()`: it restores pysyncobj's globals and removes
     the temporary data dirs.
     """
@@ -151,7 +153,9 @@ class SimCluster:
     def __init__(self, seed: int, nodes: int = 3, *, journal: str = "memory",
                  canaries: Canaries | None = None, network: NetworkConfig | None = None,
                  log_compaction_min_entries: int = 200,
-                 machines: tuple[tuple[str, Any], ...] = (), keep_trace: bool = True) -> None:
+                 machines: tuple[tuple[str, Any], ...] = (), keep_trace: bool = True,
+                 fleet_config: Any = None,
+                 node_hook: Callable[[SimNode], None] | None = None) -> None:
         if not isinstance(seed, int):
             raise InvalidArgument("seed", "must be an int")
         if nodes not in (1, 3, 5, 7):
@@ -176,7 +180,11 @@ class SimCluster:
         self._options = {"log_compaction_min_entries": log_compaction_min_entries,
                          "tick_interval_ms": 100, "election_timeout_ms": (300, 700),
                          "heartbeat_ms": 50, "propose_timeout_s": 3.0}
+        if fleet_config is not None:
+            self._options["fleet_config"] = fleet_config
         self._machines = tuple(machines)
+        self.fleet_provider: Any = None  # given to each node's fleet at boot (testing.fleet)
+        self._node_hook = node_hook
         self._tmp = tempfile.mkdtemp(prefix="coreplane-sim-")
         ids = [f"n{i}" for i in range(1, nodes + 1)]
         self.slots: dict[str, _Slot] = {}
@@ -282,6 +290,9 @@ class SimCluster:
                     node.register_machine(name, **machine)
                 else:
                     node.register_machine(name, machine)
+            node.fleet.provider = self.fleet_provider
+            if self._node_hook is not None:
+                self._node_hook(node)
             node.on_leadership(lambda gained, token, s=slot: self._on_leadership(s, gained, token))
             node.start()
         except Exception as exc:  # noqa: BLE001 - e.g. CorruptData from a flipped bit

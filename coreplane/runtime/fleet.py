@@ -1,0 +1,535 @@
+"""`cp.fleet`: the fleet brain seen through one ControlPlane (DESIGN.md section 7).
+
+Three faces:
+
+- **desired state** (any node; proposals go through the engine, which forwards them to the
+  leader, as `kv.put` does): `create_partition`, `set_rf`, `delete_partition`, `cordon`,
+  `uncordon`, `drain`, `decommission`;
+- **the agent protocol**: `heartbeat` (leader soft state, never a log entry: a follower raises
+  `NotLeader` with the leader's id), `actions` (a read), `ack` (a replicated write, fenced by
+  the action's token);
+- **views**: `node`, `nodes`, `partition`, `partitions`, `operations`, `explain`; linearizable
+  (ReadIndex) by default, ``stale_ok=True`` reads this replica.
+
+And the leader's work, run from `ControlPlane._step` on the runtime thread while this node leads
+(`leader_step`): once per committed tick it turns its soft state into one `FleetReport` of
+*changes* only (registrations, "silent since t", "heard again", heat past the hysteresis, lost
+replicas); when the fleet's worklist asks for a plan it captures the fleet at index i (pointer
+copies under the state lock), builds the placement problem and solves it off the Raft thread (a
+worker thread; ``solver="inline"`` for the single-threaded simulation), then proposes the plan
+with i. Everything it decides is derived again from replicated state on every step, so a step
+cut short (a failover, a blocked proposal) is simply run again.
+
+A new leader knows nobody's last heartbeat: it counts every node as heard at the tick time it
+took over, so nobody looks silent before `silent_after_ms` of its own leadership (and apply
+declares nobody suspect or dead before `suspect_after_ms` of it).
+
+Tick time is read only from the state machine (`StateMachine.tick_ms`), never from a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from coreplane import placement
+from coreplane.core import commands as C
+from coreplane.core.codec import Value
+from coreplane.core.reconcile import plan_moves, problem_from_capture
+from coreplane.errors import InvalidArgument, NotLeader
+
+if TYPE_CHECKING:
+    from coreplane.runtime.controlplane import ControlPlane
+
+__all__ = ["Action", "Fleet"]
+
+logger = logging.getLogger(__name__)
+
+_ID_MAX = 256
+_HEAT_MAX = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Work for one agent: `kind` is ``add_replica`` (copy `partition` from `source`; an empty
+    source means create it empty) or ``remove_replica``; `token` fences it (keep the highest
+    token seen per partition and refuse lower ones); `operation` is the operation's id."""
+
+    id: str
+    kind: str
+    partition: str
+    source: str
+    token: int
+    operation: str
+
+
+def _propose_internal(cp: ControlPlane, command: C.Command, timeout_s: float) -> None:
+    """The one place internal fleet commands are proposed: the runtime's internal path, which
+    marks the entry and ends this pass of the leader work (the next pass starts from the top
+    and re-derives what to do from replicated state)."""
+    cp._propose_internal(command, timeout_s=timeout_s)
+
+
+def _check_id(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > _ID_MAX:
+        raise InvalidArgument(field, f"must be a non-empty str of at most {_ID_MAX} characters")
+    return value
+
+
+def _check_int(field: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be an int in [{lo}, {hi}]")
+    return value
+
+
+class Fleet:
+    """The fleet facade and the leader's fleet work for one ControlPlane; thread-safe.
+
+    Options (plain attributes, leader-side only, never replicated): `silent_after_ms` (2 s: a
+    node not heard for this long is committed as silent; apply then decides suspect and dead),
+    `heat_smoothing` (8: reports feed an integer moving average of weight 1/8 per partition),
+    `heat_hysteresis_pct` (20: the average is committed when it moved this much from the
+    committed value) and `heat_min_delta` (absolute floor), `solve_interval_ms` (500 ms of tick
+    time between solves), `plan_moves_max` (moves per proposed plan), `solver` ("thread" or
+    "inline"), `on_split_candidate(pid)` (called on the leader, once per flagged partition).
+    """
+
+    def __init__(self, cp: ControlPlane, *, provider: Any = None) -> None:
+        self._cp = cp
+        self.provider = provider
+        self.silent_after_ms = 2_000
+        self.heat_hysteresis_pct = 20
+        self.heat_smoothing = 8
+        self.heat_min_delta = 2
+        self.solve_interval_ms = 500
+        self.plan_moves_max = 2_000
+        seams = getattr(cp, "_seams", None)  # a threadless node (simulation) solves inline
+        self.solver = "thread" if seams is None or seams.threaded else "inline"
+        self.on_split_candidate: Callable[[str], None] | None = None
+        self.nodes_soft_max = 100_000
+        self._lock = threading.Lock()
+        self._lead_token: int | None = None
+        self._lead_start_ms = 0
+        self._heard: dict[str, int] = {}  # node -> tick time of its newest heartbeat
+        self._specs: dict[str, tuple[str, int, int]] = {}  # node -> (zone, weight, slots)
+        self._heat: dict[str, int] = {}  # pid -> newest reported heat
+        self._heat_changed: set[str] = set()
+        self._lost: set[tuple[str, str]] = set()
+        self._batch_tick = -1
+        self._solve_after_ms = 0
+        self._backoff_ms = 0
+        self._solving: _SolveJob | None = None
+        self._splits_seen: set[str] = set()
+        self._partition_cache: dict[str, Any] = {}  # reconcile's Partition reuse (one solve
+        # at a time uses it: a new job starts only once the previous one is done)
+        self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
+        self._provider_inflight: set[str] = set()
+        self._provider_tick = -1
+        self._provider_results: list[tuple[str, bool, str]] = []
+        self.stats = {"reports": 0, "report_bytes": 0, "plans": 0, "solves": 0,
+                      "heartbeats": 0}
+
+    # ------------------------------------------------------------------ desired state
+
+    def create_partition(self, pid: str, rf: int = 3, heat: int = 1, *,
+                         timeout_s: float | None = None) -> Value:
+        """Ask for partition `pid` with `rf` replicas; idempotent for the same rf."""
+        cmd = C.FleetCreatePartition(pid=_check_id("pid", pid), rf=_check_int("rf", rf, 1, 64),
+                                     heat=_check_int("heat", heat, 0, _HEAT_MAX))
+        return self._cp.call_command(cmd, timeout_s=timeout_s)
+
+    def set_rf(self, pid: str, rf: int, *, timeout_s: float | None = None) -> Value:
+        cmd = C.FleetSetRF(pid=_check_id("pid", pid), rf=_check_int("rf", rf, 1, 64))
+        return self._cp.call_command(cmd, timeout_s=timeout_s)
+
+    def delete_partition(self, pid: str, *, timeout_s: float | None = None) -> Value:
+        return self._cp.call_command(C.FleetDeletePartition(pid=_check_id("pid", pid)),
+                                     timeout_s=timeout_s)
+
+    def cordon(self, node_id: str, *, timeout_s: float | None = None) -> Value:
+        return self._admin(C.FleetCordon, node_id, timeout_s)
+
+    def uncordon(self, node_id: str, *, timeout_s: float | None = None) -> Value:
+        return self._admin(C.FleetUncordon, node_id, timeout_s)
+
+    def drain(self, node_id: str, *, timeout_s: float | None = None) -> Value:
+        return self._admin(C.FleetDrain, node_id, timeout_s)
+
+    def decommission(self, node_id: str, *, timeout_s: float | None = None) -> Value:
+        return self._admin(C.FleetDecommission, node_id, timeout_s)
+
+    def _admin(self, cls: Any, node_id: str, timeout_s: float | None) -> Value:
+        return self._cp.call_command(cls(node_id=_check_id("node_id", node_id)),
+                                     timeout_s=timeout_s)
+
+    # ------------------------------------------------------------------ agent protocol
+
+    def heartbeat(self, node_id: str, *, zone: str, weight: int = 1, slots: int = 1 << 20,
+                  heat: dict[str, int] | None = None, lost: tuple[str, ...] | list[str] = ()
+                  ) -> dict[str, Any]:
+        """Record a node's heartbeat on the leader (soft state; the first one registers it).
+
+        `heat` maps partitions it serves to their heat (integer milli-units), `lost` names
+        replicas it lost. Raises `NotLeader` (with the leader's id) on any other node."""
+        _check_id("node_id", node_id)
+        _check_id("zone", zone)
+        _check_int("weight", weight, 1, 1 << 20)
+        _check_int("slots", slots, 0, 1 << 30)
+        cp = self._cp
+        token = cp._emitted_token
+        if token is None or not cp.is_leader():
+            raise NotLeader(cp.leader_id)
+        tick_ms = cp._sm.tick_ms  # an int read: atomic
+        with self._lock:
+            if node_id not in self._heard and len(self._heard) >= self.nodes_soft_max:
+                raise InvalidArgument("node_id", "too many nodes heartbeating")
+            self.stats["heartbeats"] += 1
+            self._heard[node_id] = tick_ms
+            self._specs[node_id] = (zone, weight, slots)
+            if heat:
+                # An integer moving average per partition (weight 1/heat_smoothing), so noise
+                # in single samples never reaches the log; every replica's report is a sample.
+                reported, k = self._heat, self.heat_smoothing
+                for pid, value in heat.items():
+                    old = reported.get(pid)
+                    if old == value:
+                        continue
+                    _check_int(f"heat[{pid!r}]", value, 0, _HEAT_MAX)
+                    new = value if old is None else old + (value - old) // k
+                    if new != old:
+                        reported[pid] = new
+                        self._heat_changed.add(pid)
+            for pid in lost:
+                self._lost.add((node_id, _check_id("lost", pid)))
+        return {"leader": cp.node_id, "token": token, "tick_ms": tick_ms}
+
+    def actions(self, node_id: str, *, stale_ok: bool = False,
+                timeout_s: float | None = None) -> list[Action]:
+        """Pending actions for `node_id` (a read; linearizable unless `stale_ok`)."""
+        rows = self._cp._read_state(lambda sm: sm.fleet.actions(node_id), stale_ok=stale_ok,
+                                    timeout_s=timeout_s)
+        return [Action(r["id"], r["kind"], r["partition"], r["source"], r["token"],
+                       r["operation"]) for r in rows]
+
+    def ack(self, node_id: str, action_id: str, token: int, ok: bool = True, detail: str = "",
+            *, timeout_s: float | None = None) -> Value:
+        """Report an action done (or failed, `ok=False` with `detail`); replicated and fenced:
+        CommandRejected("stale_token") for an action a newer one replaced."""
+        cmd = C.FleetAck(node_id=_check_id("node_id", node_id),
+                         action_id=_check_id("action_id", action_id),
+                         token=_check_int("token", token, 0, 2**63 - 1), ok=bool(ok),
+                         detail=str(detail)[:1000])
+        return self._cp.call_command(cmd, timeout_s=timeout_s)
+
+    # ------------------------------------------------------------------ views
+
+    def _read(self, fn: Callable[[Any], Any], stale_ok: bool, timeout_s: float | None) -> Any:
+        return self._cp._read_state(lambda sm: fn(sm.fleet), stale_ok=stale_ok,
+                                    timeout_s=timeout_s)
+
+    def node(self, node_id: str, *, stale_ok: bool = False,
+             timeout_s: float | None = None) -> dict[str, Any] | None:
+        return self._read(lambda f: f.node_view(node_id), stale_ok, timeout_s)
+
+    def nodes(self, *, stale_ok: bool = False,
+              timeout_s: float | None = None) -> list[dict[str, Any]]:
+        return self._read(lambda f: [f.node_view(n) for n in sorted(f.nodes)], stale_ok,
+                          timeout_s)
+
+    def partition(self, pid: str, *, stale_ok: bool = False,
+                  timeout_s: float | None = None) -> dict[str, Any] | None:
+        return self._read(lambda f: f.partition_view(pid), stale_ok, timeout_s)
+
+    def partitions(self, *, stale_ok: bool = False,
+                   timeout_s: float | None = None) -> list[dict[str, Any]]:
+        return self._read(lambda f: [f.partition_view(p) for p in sorted(f.parts)], stale_ok,
+                          timeout_s)
+
+    def operations(self, *, stale_ok: bool = False,
+                   timeout_s: float | None = None) -> list[dict[str, Any]]:
+        return self._read(lambda f: [f.ops[o].view() for o in sorted(f.ops)], stale_ok,
+                          timeout_s)
+
+    def explain(self, thing: str, *, limit: int = 100, stale_ok: bool = False,
+                timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Committed decisions naming a node, partition or operation id: index, tick_ms, text."""
+        return self._read(lambda f: f.explain(thing, limit), stale_ok, timeout_s)
+
+    def split_candidates(self, *, stale_ok: bool = False,
+                         timeout_s: float | None = None) -> list[str]:
+        return self._read(lambda f: sorted(f.splits), stale_ok, timeout_s)
+
+    # ------------------------------------------------------------------ leader work
+
+    def leader_step(self) -> None:
+        """The leader's fleet work; runtime thread, only while this node leads."""
+        cp = self._cp
+        token = cp._emitted_token
+        if token is None:
+            return
+        sm = cp._sm
+        with self._lock:
+            if token != self._lead_token:
+                self._take_over(token, sm.tick_ms)
+        if sm.tick_n != self._batch_tick:
+            self._batch_tick = sm.tick_n
+            report = self._report()
+            if report is not None:
+                self.stats["reports"] += 1
+                self.stats["report_bytes"] += len(C.encode_internal(report))
+                _propose_internal(cp, report, timeout_s=2.0)
+        if self.provider is not None:
+            self._provider_step(token, sm.tick_n)
+        self._plan_step()
+        self._split_callbacks()
+
+    def _take_over(self, token: int, tick_ms: int) -> None:
+        """A new leadership: forget soft state; everybody counts as heard now."""
+        self._lead_token = token
+        self._lead_start_ms = tick_ms
+        self._heard.clear()
+        self._specs.clear()
+        self._heat.clear()
+        self._heat_changed.clear()
+        self._lost.clear()
+        self._batch_tick = -1
+        self._solve_after_ms = 0
+        self._solving = None
+        self._provider_inflight.clear()
+        self._provider_results.clear()
+        self._provider_tick = -1
+
+    def _report(self) -> C.FleetReport | None:
+        """The changes between this leader's soft state and the committed fleet, or None.
+
+        The state lock is held only for copies and for the few partitions whose heat or loss
+        was reported; the scan over every node runs outside it (apply is not held up)."""
+        cp = self._cp
+        with cp._sm_lock:
+            fleet = cp._sm.fleet
+            now = cp._sm.tick_ms
+            items = list(fleet.nodes.items())  # C-speed copy; fields are read below, unlocked
+            with self._lock:
+                heat = self._heat_report(fleet)
+                lost = sorted([n, p] for n, p in self._lost
+                              if p in fleet.parts and n in fleet.parts[p][2])
+                self._lost = {(n, p) for n, p in lost}
+        with self._lock:
+            specs = dict(self._specs)
+            last_heard = dict(self._heard)
+        # A field apply changes meanwhile is read old or new, never torn: at worst this batch
+        # misses a change the next tick's batch carries.
+        liveness = [(n, node.silent_since_ms, node.admin, node.zone, node.weight, node.slots)
+                    for n, node in items]
+        known = {row[0]: row[3:] for row in liveness}
+        nodes = [[n, *spec] for n, spec in sorted(specs.items()) if known.get(n) != spec]
+        heard, silent = [], []
+        start = self._lead_start_ms
+        for node_id, silent_since, admin, *_spec in sorted(liveness):
+            if admin == "decommissioned":
+                continue
+            last = last_heard.get(node_id)
+            if silent_since >= 0:
+                if last is not None and last > silent_since:
+                    heard.append(node_id)
+            elif now - (start if last is None else last) >= self.silent_after_ms:
+                silent.append([node_id, start if last is None else last])
+        if not (nodes or heard or silent or heat or lost):
+            return None
+        return C.FleetReport(nodes=nodes, heard=heard, silent=silent, heat=heat, lost=lost)
+
+    def _heat_report(self, fleet: Any) -> list[list[Any]]:
+        """Averages that moved past the hysteresis from the committed heat (state lock held)."""
+        heat = []
+        for pid in sorted(self._heat_changed):
+            rec = fleet.parts.get(pid)
+            if rec is None:
+                continue
+            value = self._heat[pid]
+            delta = abs(value - rec[1])
+            if delta >= self.heat_min_delta and (
+                    delta * 100 >= self.heat_hysteresis_pct * max(rec[1], 1)):
+                heat.append([pid, value])
+        self._heat_changed.clear()
+        return heat
+
+    def _plan_step(self) -> None:
+        cp = self._cp
+        job = self._solving
+        if job is not None:
+            if not job.done.is_set():
+                return
+            self._solving = None
+            self._zones_short = job.zones_short
+            if job.plan is not None:
+                self.stats["plans"] += 1
+                _propose_internal(cp, job.plan, timeout_s=5.0)
+            return
+        with cp._sm_lock:
+            fleet = cp._sm.fleet
+            now = cp._sm.tick_ms
+            if not fleet.needs_plan() or now < self._solve_after_ms:
+                return
+            view = fleet.capture()
+            per_node = fleet.config.moves_in_flight_per_node
+            by_plan = fleet.dirty_by_plan
+        # A solve asked for by the previous plan's own stale moves backs off (x2, up to 30 s):
+        # the solver and apply's per-move checks disagreeing must not become a solve loop.
+        self._backoff_ms = (min(max(self._backoff_ms * 2, self.solve_interval_ms), 30_000)
+                            if by_plan else self.solve_interval_ms)
+        self._solve_after_ms = now + self._backoff_ms
+        self.stats["solves"] += 1
+        job = _SolveJob(view, per_node, self.plan_moves_max, self._partition_cache)
+        if self.solver == "inline":
+            job.run()
+            self._zones_short = job.zones_short
+            if job.plan is not None:
+                self.stats["plans"] += 1
+                _propose_internal(cp, job.plan, timeout_s=5.0)
+            return
+        self._solving = job
+        threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}",
+                         daemon=True).start()
+
+    def _provider_step(self, token: int, tick_n: int) -> None:
+        """Ask for nodes the placement lacks, decommission what the fleet released, call the
+        provider for pending requests (worker threads; inline in simulation) and commit its
+        answers. Request ids come from the replicated state, so after a failover the new
+        leader calls again with the same id and the provider returns its first answer."""
+        cp = self._cp
+        if self._provider_results:  # one per pass: a proposal ends the pass
+            request_id, ok, result = self._provider_results.pop(0)
+            self._provider_inflight.discard(request_id)  # still pending later: call again
+            _propose_internal(cp, C.FleetProviderResult(request_id=request_id, ok=ok,
+                                                        result=result), timeout_s=2.0)
+        if tick_n == self._provider_tick:
+            return
+        self._provider_tick = tick_n
+        zones, rf_max = self._zones_short
+        with cp._sm_lock:
+            fleet = cp._sm.fleet
+            asked = {(r[0], r[1]) for r in fleet.requests.values() if r[3] != "failed"}
+            wanted = [("provision", f"zone-{z}") for z in range(zones + 1, rf_max + 1)]
+            wanted += [("decommission", n) for n in sorted(fleet.nodes)
+                       if fleet.nodes[n].admin == "decommissioned"]
+            pending = fleet.pending_requests()
+        for request_id, kind, subject, zone in pending:
+            if request_id in self._provider_inflight:
+                continue
+            self._provider_inflight.add(request_id)
+            call = _ProviderCall(self, request_id, kind, subject, zone, token)
+            if self.solver == "inline":
+                call.run()
+            else:
+                threading.Thread(target=call.run, name=f"coreplane-provider-{request_id}",
+                                 daemon=True).start()
+        for kind, subject in wanted:
+            if (kind, subject) not in asked:
+                _propose_internal(cp, C.FleetProviderRequest(kind=kind, subject=subject),
+                                  timeout_s=2.0)
+
+    def _split_callbacks(self) -> None:
+        cp = self._cp
+        with cp._sm_lock:
+            splits = cp._sm.fleet.splits
+            new = sorted(splits - self._splits_seen)
+            if new or len(splits) != len(self._splits_seen):
+                self._splits_seen = set(splits)
+        callback = self.on_split_candidate
+        if callback is None:
+            return
+        for pid in new:
+            try:
+                callback(pid)
+            except Exception:
+                logger.exception("on_split_candidate callback failed")
+
+
+class _ProviderCall:
+    """One call to the host's provider, off the runtime thread; the answer is committed by the
+    leader's next step (`FleetProviderResult`)."""
+
+    def __init__(self, fleet: Fleet, request_id: str, kind: str, subject: str, zone: str,
+                 token: int) -> None:
+        self.fleet, self.request_id, self.kind = fleet, request_id, kind
+        self.subject, self.zone, self.token = subject, zone, token
+
+    def run(self) -> None:
+        provider = self.fleet.provider
+        try:
+            if self.kind == "provision":
+                spec = {"reason": self.subject}
+                node_id = provider.provision(self.zone or None, spec, self.request_id,
+                                             token=self.token)
+                answer = (True, str(node_id))
+            else:
+                provider.decommission(self.subject, self.request_id, token=self.token)
+                answer = (True, "")
+        except Exception as exc:  # noqa: BLE001 - the host's failure is committed as such
+            answer = (False, f"{type(exc).__name__}: {exc}")
+        self.fleet._provider_results.append((self.request_id, *answer))
+
+
+_NAMED = re.compile(r"partition '([^']+)'")
+_SKIP_MAX = 16
+
+
+def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tuple[str, str]]]:
+    """Solve; when one partition makes the whole problem infeasible (no free slot in a free
+    zone for it), leave that partition out and solve again, up to `_SKIP_MAX` times, so one
+    unplaceable partition does not hold back the repair of all the others."""
+    skipped: list[tuple[str, str]] = []
+    while True:
+        plan = placement.solve(problem)
+        match = _NAMED.search(plan.reason) if not plan.feasible else None
+        if match is None or len(skipped) >= _SKIP_MAX:
+            return plan, skipped
+        pid = match.group(1)
+        skipped.append((pid, plan.reason))
+        problem = placement.Problem(
+            problem.nodes, tuple(p for p in problem.partitions if p.id != pid),
+            {k: v for k, v in problem.assignment.items() if k != pid},
+            moves_in_flight_per_node=problem.moves_in_flight_per_node)
+
+
+class _SolveJob:
+    """One solve off the Raft thread: capture -> problem -> plan -> FleetPlan."""
+
+    def __init__(self, view: Callable[[], dict[str, Any]], per_node: int, moves_max: int,
+                 cache: dict[str, Any]) -> None:
+        self._view = view
+        self._cache = cache
+        self._per_node = per_node
+        self._moves_max = moves_max
+        self.plan: C.FleetPlan | None = None
+        self.zones_short: tuple[int, int] = (0, 0)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            view = self._view()
+            solve = problem_from_capture(view, moves_in_flight_per_node=self._per_node,
+                                         cache=self._cache)
+            parts = view["parts"]
+            self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped),
+                                                 default=0))
+            plan, skipped = _solve_around(solve.problem)
+            if skipped:
+                logger.warning("fleet plan at index %d leaves out %s: %s", solve.index,
+                               ", ".join(p for p, _ in skipped), skipped[0][1])
+            if not plan.feasible:
+                logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
+                self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[],
+                                        more=False)
+                return
+            moves, more = plan_moves(plan, self._moves_max, solve.capped)
+            self.plan = C.FleetPlan(base_index=solve.index, moves=moves,
+                                    splits=list(plan.split_candidates), more=more)
+        except Exception:
+            logger.exception("fleet solve failed")
+        finally:
+            self.done.set()

@@ -1,0 +1,319 @@
+"""The fleet machine through the real apply path: liveness from tick time, operations, journal.
+
+Each test drives a `StateMachine` with encoded commands exactly as the log would, and asserts on
+the views the host sees (`node_view`, `partition_view`, `actions`, `explain`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from coreplane.core import commands as C
+from coreplane.core.machines.fleet import FleetConfig
+from coreplane.core.state import Applied, StateMachine
+
+CFG = FleetConfig(suspect_after_ms=5_000, dead_after_ms=10_000, copy_timeout_ms=4_000,
+                  cleanup_timeout_ms=4_000, retries_max=2, moves_in_flight_per_node=2,
+                  moves_in_flight_max=8)
+
+
+class Log:
+    """A StateMachine plus the log index and tick counter, fed one command at a time."""
+
+    def __init__(self, config: FleetConfig = CFG) -> None:
+        self.sm = StateMachine(fleet=config)
+        self.index = 0
+        self.tick_n = 0
+        self.seq = 0
+
+    def apply(self, command: C.Command) -> Applied:
+        self.index += 1
+        internal = command.TAG in C.INTERNAL_TAGS
+        return self.sm.apply(C.encode_internal(command) if internal else C.encode(command),
+                             self.index)
+
+    def ok(self, command: C.Command) -> Any:
+        result = self.apply(command)
+        assert result.ok, result
+        return result.value
+
+    def client(self, command: Any) -> Any:
+        self.seq += 1
+        return self.ok(type(command)(**{**command.to_body(), "client_id": "c", "seq": self.seq}))
+
+    def tick(self, ms: int) -> None:
+        """Advance cluster time to `ms` (ticks carry the elapsed step)."""
+        self.tick_n += 1
+        self.ok(C.Tick(self.tick_n, ms - self.sm.tick_ms))
+        assert self.sm.tick_ms == ms
+
+    def report(self, *, nodes: Any = (), heard: Any = (), silent: Any = (), heat: Any = (),
+               lost: Any = ()) -> Any:
+        return self.ok(C.FleetReport([list(n) for n in nodes], list(heard),
+                                     [list(s) for s in silent], [list(h) for h in heat],
+                                     [list(x) for x in lost]))
+
+    @property
+    def fleet(self) -> Any:
+        return self.sm.fleet
+
+
+def _cluster(nodes: int = 4, zones: int = 4) -> Log:
+    log = Log()
+    log.ok(C.Leader("cp1", 1))
+    log.tick(1_000)
+    log.report(nodes=[(f"n{i}", f"z{i % zones}", 1, 100) for i in range(nodes)])
+    return log
+
+
+def _place(log: Log, pid: str, replicas: list[str]) -> None:
+    """Create `pid` and bring it to `replicas` through real operations and acks."""
+    log.client(C.FleetCreatePartition(pid, rf=len(replicas)))
+    for node in replicas:
+        log.ok(C.FleetPlan(log.index, [[pid, "", node]], []))
+        _ack_all(log)
+
+
+def _ack_all(log: Log, ok: bool = True) -> int:
+    done = 0
+    for node in sorted(log.fleet.nodes):
+        for action in log.fleet.actions(node):
+            log.client(C.FleetAck(node, action["id"], action["token"], ok))
+            done += 1
+    return done
+
+
+def test_silence_turns_suspect_then_dead_in_tick_time_with_a_sentence() -> None:
+    log = _cluster()
+    log.tick(7_000)  # past the new leader's grace (first tick 1_000 + 5_000)
+    log.report(silent=[("n1", 7_000)])
+    log.tick(11_999)
+    assert log.fleet.node_view("n1")["state"] == "alive"
+    log.tick(12_000)
+    assert log.fleet.node_view("n1")["state"] == "suspect"
+    log.tick(16_999)
+    assert log.fleet.node_view("n1")["state"] == "suspect"
+    log.tick(17_000)
+    view = log.fleet.node_view("n1")
+    assert (view["state"], view["liveness_since_ms"]) == ("dead", 17_000)
+    texts = [e["text"] for e in log.fleet.explain("n1")]
+    assert ("n1 declared dead at tick time 17000 ms: last heartbeat at tick time 7000 ms, "
+            "dead_after 10000 ms") in texts
+
+
+def test_heard_again_cancels_the_pending_deadlines() -> None:
+    log = _cluster()
+    log.tick(7_000)
+    log.report(silent=[("n1", 7_000)])
+    log.tick(13_000)
+    assert log.fleet.node_view("n1")["state"] == "suspect"
+    log.report(heard=["n1"])
+    log.tick(40_000)
+    assert log.fleet.node_view("n1")["state"] == "alive"
+    assert any("heard again" in e["text"] for e in log.fleet.explain("n1"))
+
+
+def test_a_new_leader_declares_nobody_dead_before_it_led_for_suspect_after() -> None:
+    log = _cluster()
+    log.tick(7_000)
+    log.report(silent=[("n1", 7_000)])
+    log.ok(C.Leader("cp2", 2))
+    log.tick(30_000)  # the new leader's first tick: the grace runs to 35_000
+    assert log.fleet.node_view("n1")["state"] == "alive"
+    log.tick(34_999)
+    assert log.fleet.node_view("n1")["state"] == "alive"
+    log.tick(35_000)
+    assert log.fleet.node_view("n1")["state"] == "dead"
+
+
+def test_a_move_copies_then_cuts_over_then_cleans_up() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1", "n2"])
+    assert log.fleet.partition_view("p")["replicas"] == ["n0", "n1", "n2"]
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n3"]], []))
+    [action] = log.fleet.actions("n3")
+    assert action["kind"] == "add_replica" and action["source"] in ("n0", "n1", "n2")
+    assert log.fleet.partition_view("p")["replicas"] == ["n0", "n1", "n2"]  # not before caught up
+    log.client(C.FleetAck("n3", action["id"], action["token"]))
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2", "n3"]
+    [cleanup] = log.fleet.actions("n0")
+    assert cleanup["kind"] == "remove_replica" and cleanup["token"] > action["token"]
+    log.client(C.FleetAck("n0", cleanup["id"], cleanup["token"]))
+    assert not log.fleet.ops and not log.fleet.actions("n0")
+    assert log.fleet.partition_view("p")["health"] == "healthy"
+
+
+def test_one_operation_per_partition_and_stale_tokens_are_refused() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"], ["p", "n1", "n3"]], []))
+    assert len(log.fleet.ops) == 1 and len(log.fleet.queue) == 1
+    [action] = log.fleet.actions("n2")
+    refused = log.apply(C.FleetAck("n2", action["id"], action["token"] - 1))
+    assert (refused.ok, refused.code) == (False, "stale_token")
+    wrong = log.apply(C.FleetAck("n3", action["id"], action["token"]))
+    assert (wrong.ok, wrong.code) == (False, "wrong_node")
+
+
+def test_a_failing_copy_is_retried_then_rolled_back_with_the_reason() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0"])
+    log.client(C.FleetSetRF("p", 2))
+    log.ok(C.FleetPlan(log.index, [["p", "", "n1"]], []))
+    for _ in range(3):  # first try and two retries
+        [action] = log.fleet.actions("n1")
+        assert action["kind"] == "add_replica"
+        log.client(C.FleetAck("n1", action["id"], action["token"], False, "disk full"))
+    [abort] = log.fleet.actions("n1")
+    assert abort["kind"] == "remove_replica"
+    log.client(C.FleetAck("n1", abort["id"], abort["token"]))
+    assert not log.fleet.ops
+    assert log.fleet.partition_view("p")["replicas"] == ["n0"]
+    texts = " | ".join(e["text"] for e in log.fleet.explain("p"))
+    assert "disk full" in texts and "gave up after 2 retries" in texts and "rolled back" in texts
+    assert log.fleet.needs_plan()
+
+
+def test_a_missed_deadline_reissues_with_a_higher_token() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0"])
+    log.client(C.FleetSetRF("p", 2))
+    log.ok(C.FleetPlan(log.index, [["p", "", "n1"]], []))
+    [first] = log.fleet.actions("n1")
+    log.tick(1_000 + 4_000)
+    [second] = log.fleet.actions("n1")
+    assert second["token"] > first["token"] and second["id"] != first["id"]
+    late = log.apply(C.FleetAck("n1", first["id"], first["token"]))
+    assert (late.ok, late.code) == (False, "stale_token")
+
+
+def test_a_dead_node_is_replaced_exactly_once_without_cleanup() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1", "n2"])
+    log.tick(7_000)
+    log.report(silent=[("n0", 7_000)])
+    log.tick(17_000)
+    view = log.fleet.partition_view("p")
+    assert view["health"] == "under_replicated" and view["live_replicas"] == 2
+    assert log.fleet.needs_plan()
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n3"], ["p", "n0", "n3"]], []))
+    [action] = log.fleet.actions("n3")
+    assert action["source"] != "n0"
+    log.client(C.FleetAck("n3", action["id"], action["token"]))
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2", "n3"]
+    assert not log.fleet.ops and not log.fleet.actions("n0")
+    log.tick(18_000)  # the duplicate move is stale at admission and dropped
+    assert not log.fleet.ops and not log.fleet.queue
+    assert log.fleet.partition_view("p")["health"] == "healthy"
+
+
+def test_the_copy_target_dying_rolls_the_move_back() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))
+    log.tick(7_000)
+    log.report(silent=[("n2", 7_000)])
+    log.tick(17_000)
+    assert not log.fleet.ops
+    assert log.fleet.partition_view("p")["replicas"] == ["n0", "n1"]
+    assert any("target n2 is gone" in e["text"] for e in log.fleet.explain("p"))
+
+
+def test_never_a_target_in_a_zone_that_already_holds_a_replica() -> None:
+    log = _cluster(nodes=4, zones=2)  # n0,n2 in z0; n1,n3 in z1
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n1", "n2"]], []))
+    assert not log.fleet.ops and not log.fleet.queue
+
+
+def test_throttles_per_node_hold_moves_in_the_queue() -> None:
+    log = _cluster()
+    for i in range(4):
+        log.client(C.FleetCreatePartition(f"p{i}", rf=1))
+    log.ok(C.FleetPlan(log.index, [[f"p{i}", "", "n0"] for i in range(4)], []))
+    assert len(log.fleet.ops) == 2 and len(log.fleet.queue) == 2
+    _ack_all(log)
+    log.tick(2_000)
+    assert len(log.fleet.ops) == 2 and not log.fleet.queue
+    _ack_all(log)
+    assert sorted(log.fleet.node_parts["n0"]) == ["p0", "p1", "p2", "p3"]
+
+
+def test_drain_and_decommission() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.client(C.FleetDecommission("n0"))
+    assert log.fleet.node_view("n0")["state"] == "draining" and log.fleet.needs_plan()
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))
+    _ack_all(log)
+    assert log.fleet.node_view("n0")["admin"] == "decommissioning"
+    _ack_all(log)
+    assert log.fleet.node_view("n0")["state"] == "decommissioned"
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2"]
+    again = log.client(C.FleetDecommission("n0"))
+    assert again == "decommissioned"
+
+
+def test_split_candidates_are_flagged_once_and_explained() -> None:
+    log = _cluster()
+    _place(log, "hot", ["n0"])
+    log.ok(C.FleetPlan(log.index, [], ["hot"]))
+    log.ok(C.FleetPlan(log.index, [], ["hot"]))
+    assert log.fleet.partition_view("hot")["split_candidate"] is True
+    flagged = [e for e in log.fleet.explain("hot") if "split candidate" in e["text"]]
+    assert len(flagged) == 1
+
+
+def test_bad_batches_are_refused_whole() -> None:
+    log = _cluster()
+    before = log.sm.state_hash()
+    bad = log.apply(C.FleetReport([["n9", "z9", 1, 1]], ["n1"], [["n2", "soon"]], [], []))
+    assert (bad.ok, bad.code) == (False, "bad_argument")
+    assert "n9" not in log.fleet.nodes
+    assert log.sm.state_hash() != before  # only the applied index moved
+    garbage = log.apply(C.FleetPlan(0, [1, 2], []))
+    assert (garbage.ok, garbage.code) == (False, "bad_argument")
+
+
+def test_stale_plans_are_refused() -> None:
+    log = _cluster()
+    log.ok(C.FleetPlan(log.index, [], []))
+    old = log.apply(C.FleetPlan(1, [], []))
+    assert (old.ok, old.code) == (False, "stale_plan")
+
+
+def test_snapshot_restores_an_identical_fleet() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))
+    log.report(silent=[("n3", 900)])
+    snap = log.sm.snapshot()
+    other = StateMachine(fleet=CFG)
+    other.restore(snap)
+    assert other.snapshot() == snap
+    assert other.fleet.actions("n2") == log.fleet.actions("n2")
+
+
+@pytest.mark.parametrize("field", ["suspect_after_ms", "retries_max"])
+def test_config_is_validated(field: str) -> None:
+    from coreplane.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=field):
+        FleetConfig(**{field: 0}).validate()
+
+
+def test_the_rebalance_cooldown_holds_moves_back_but_never_a_repair() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))  # a rebalance: cooldown starts
+    _ack_all(log)
+    _ack_all(log)
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2"]
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))  # moving it back: held off
+    assert not log.fleet.ops and not log.fleet.queue
+    assert not log.fleet.needs_plan()  # a cooldown drop asks for no new solve
+    log.client(C.FleetSetRF("p", 3))  # now below RF: its plan may move it again
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))
+    assert len(log.fleet.ops) == 1
