@@ -435,13 +435,15 @@ def completion(obj: Ctx, shell: str) -> None:
 @command(main, "replay")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--upto", type=click.IntRange(0), default=None, help="stop at this log index")
-def replay_cmd(obj: Ctx, data_dir: str, upto: int | None) -> None:
+@click.option("--fleet-config", "fleet_config", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="YAML map of the FleetConfig the cluster runs with")
+def replay_cmd(obj: Ctx, data_dir: str, upto: int | None, fleet_config: str | None) -> None:
     """Rebuild a voter's state from a COPY of its data dir, offline; print the state hash
     and the fleet decisions with their sentences."""
     from coreplane.ops.replay import run_replay
 
     started = time.monotonic()
-    result = run_replay(data_dir, upto=upto)
+    result = run_replay(data_dir, upto=upto, fleet_config_path=fleet_config)
     result["elapsed_ms"] = int((time.monotonic() - started) * 1000)
 
     def show(d: dict[str, Any]) -> Any:

@@ -4,18 +4,19 @@ command resumes its operation after the CLI or the leader is killed, Ctrl-C deta
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coreplane.ops.context import EXIT
-
-pytest.importorskip("coreplane.testing.fleet", reason="the fleet (issue 12) is not merged yet")
-from tests.integration.cli_fleet_support import FleetCluster, wait_until
+from tests.integration.cli_fleet_support import CFG, FleetCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +173,27 @@ def test_plan_shows_the_diff_and_apply_makes_it_so(fleet: FleetCluster, tmp_path
     assert json.loads(applied.stdout)["state"] == "done"
     again = fleet.cli("plan", "-f", str(spec), "-o", "json")
     assert again.returncode == 0 and json.loads(again.stdout)["in_sync"] is True
+
+
+def test_replay_reproduces_the_hash_and_prints_the_fleet_decisions(
+        fleet: FleetCluster, tmp_path: Path) -> None:
+    assert fleet.cli("drain", "s3", "--confirm-cluster", "coreplane", timeout=120).returncode \
+        == 0
+    fleet.pause_ticks()
+    hashes = fleet.hashes()
+    follower = next(n for n in ("a", "b", "c") if n != fleet.leader())
+    index, digest = hashes[follower]
+    fleet.nodes[follower].stop()
+    copy = tmp_path / "copy"
+    shutil.copytree(fleet.tmp / follower, copy)
+    config = tmp_path / "fleet.yaml"
+    config.write_text(yaml.safe_dump(dataclasses.asdict(CFG)))
+    r = fleet.cli("replay", str(copy), "--fleet-config", str(config), "-o", "json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["applied_index"], out["state_hash"]) == (index, digest)
+    texts = [d["text"] for d in out["decisions"]]
+    assert any("s3" in t for t in texts)  # the drain's moves, each with its sentence
+    assert all(d["index"] <= index for d in out["decisions"])
+    table = fleet.cli("replay", str(copy), "--fleet-config", str(config))
+    assert digest in table.stdout and "fleet decisions" in table.stdout

@@ -45,8 +45,9 @@ FORBIDDEN_IN_CORE = {
 FORBIDDEN_EVERYWHERE = {"pickle", "_pickle", "marshal", "dill", "cloudpickle", "shelve"}
 FORBIDDEN_CALLS = {"eval", "exec"}
 # The one documented exception to `ops -> sdk`: `coreplane replay DATA_DIR` is offline (as
-# etcdutl beside etcdctl) and imports the runtime's replay lazily, in this module only.
-EXCEPTIONS = {("ops/replay.py", "coreplane.runtime")}
+# etcdutl beside etcdctl) and imports the runtime's replay (and the FleetConfig it takes)
+# lazily, in this module only.
+EXCEPTIONS = {("ops/replay.py", "coreplane.runtime"), ("ops/replay.py", "coreplane.core")}
 OWNERS = {"pysyncobj": "raft", "lmdb": "raft"}  # third-party module -> the only layer importing it
 
 
