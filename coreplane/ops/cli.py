@@ -230,8 +230,10 @@ def kv_put(obj: Ctx, key: str, value: str, dry_run: bool) -> None:
 @command(kv, "del")
 @click.argument("key")
 @click.option("--dry-run", is_flag=True, help="say what would change, change nothing")
-def kv_del(obj: Ctx, key: str, dry_run: bool) -> None:
-    """Delete KEY."""
+@click.option("--confirm-cluster", default=None, metavar="NAME",
+              help="the cluster's name (a production cluster asks for it)")
+def kv_del(obj: Ctx, key: str, dry_run: bool, confirm_cluster: str | None) -> None:
+    """Delete KEY (destructive: a production cluster asks for its name)."""
     client = obj.remote.client
     if dry_run:
         old = client.get(key)
@@ -239,6 +241,8 @@ def kv_del(obj: Ctx, key: str, dry_run: bool) -> None:
         obj.out.data({"dry_run": True, "key": key, "exists": old is not None, "plan": words},
                      lambda d: d["plan"])
         return
+    fleet.confirm(obj, radius=None, destructive=True, what=f"delete {key}",
+                  confirm_cluster=confirm_cluster)
     deleted = client.delete(key)
     obj.out.data({"key": key, "deleted": deleted}, lambda d: f"deleted {d['deleted']}")
 

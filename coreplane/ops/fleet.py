@@ -162,6 +162,22 @@ def _issue(obj: Ctx, ch: dict[str, Any]) -> Any:
     raise fail(f"unknown change {verb}", "error")
 
 
+def _limits(obj: Ctx) -> dict[str, int]:
+    """Blast-radius limits: the flags, else the config file's ``blast-radius:``, else the
+    defaults (`coreplane.ops.guard`)."""
+    from coreplane.ops.config import load_file
+
+    conf = load_file().get("blast-radius") or {}
+    nodes = (obj.nodes_pct if obj.nodes_pct is not None
+             else conf.get("nodes-pct", guard.NODES_PCT))
+    parts = (obj.partitions_pct if obj.partitions_pct is not None
+             else conf.get("partitions-pct", guard.PARTITIONS_PCT))
+    for name, value in (("nodes-pct", nodes), ("partitions-pct", parts)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise fail(f"blast-radius.{name} must be an integer percentage", "usage")
+    return {"nodes_pct": nodes, "partitions_pct": parts}
+
+
 def _dry_plan(obj: Ctx, changes: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(obj.remote.call("/v1/fleet/plan", {"changes": json.dumps(changes)}))
 
@@ -177,8 +193,7 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
                        moves=plan.get("moves") or [], nodes_total=plan.get("nodes_total", 0),
                        partitions_total=plan.get("partitions_total", 0),
                        destructive=destructive, production=bool(plan.get("production")),
-                       nodes_pct=obj.nodes_pct or obj.extra.get("nodes_pct", guard.NODES_PCT),
-                       partitions_pct=obj.partitions_pct or guard.PARTITIONS_PCT)
+                       **_limits(obj))
     oid = operations.op_id(verb, subject, changes)
     if dry_run:
         words = (f"{verb} {subject} (operation {oid})\n" + _estimate_words(plan) + "\n"

@@ -84,6 +84,10 @@ def test_production_needs_the_cluster_name_for_destructive_commands(cluster: Clu
     ok = cluster.cli("members", "remove", "zz", "--confirm-cluster", "prod-eu-1", "-o", "json")
     assert ok.returncode == 0, ok.stderr
     assert sorted(json.loads(ok.stdout)["members"]) == ["a", "b", "c"]
+    assert cluster.cli("kv", "put", "app/z", "1").returncode == 0  # a put is not destructive
+    assert cluster.cli("kv", "del", "app/z").returncode == EXIT["unconfirmed"]
+    assert cluster.cli("kv", "get", "app/z").returncode == 0  # still there
+    assert cluster.cli("kv", "del", "app/z", "--confirm-cluster", "prod-eu-1").returncode == 0
 
 
 def test_replay_of_a_copied_data_dir_reproduces_the_voters_hash(cluster: Cluster,

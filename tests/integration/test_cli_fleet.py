@@ -98,6 +98,10 @@ def test_a_wide_drain_is_refused_unless_the_cluster_is_named(fleet: FleetCluster
     assert ok.returncode == 0, ok.stderr
     assert cp.fleet.node("s0")["admin"] == "cordoned"
     assert fleet.cli("uncordon", "s0").returncode == 0
+    # the config file's limits count too
+    fleet.config.write_text("blast-radius: {nodes-pct: 100, partitions-pct: 100}\n")
+    relaxed = json.loads(fleet.cli("drain", "s0", "--dry-run", "-o", "json").stdout)
+    assert relaxed["blast_radius"]["needs_confirmation"] is False
 
 
 def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(
