@@ -523,7 +523,18 @@ def register(main: click.Group, command: Callable[..., Any]) -> None:
                                                               else "") for u in undo)
                              or "nothing to undo; the record is marked cancelled"))
             return
-        confirm(obj, radius=None, destructive=True, what=f"cancel {oid}",
+        rad = None
+        if undo:  # the undo is a change like any other: the same blast-radius rule
+            plan = _dry_plan(obj, undo)
+            rad = guard.radius(named_nodes=[u["subject"] for u in undo if u["verb"] != "set_rf"],
+                               named_partitions=[u["subject"] for u in undo
+                                                 if u["verb"] == "set_rf"],
+                               moves=plan.get("moves") or [],
+                               nodes_total=plan.get("nodes_total", 0),
+                               partitions_total=plan.get("partitions_total", 0),
+                               destructive=True, production=bool(plan.get("production")),
+                               **_limits(obj))
+        confirm(obj, radius=rad, destructive=True, what=f"cancel {oid}",
                 confirm_cluster=confirm_cluster)
         record["state"] = "cancelled"
         operations.save(client, record)

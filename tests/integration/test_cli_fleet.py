@@ -201,3 +201,24 @@ def test_replay_reproduces_the_hash_and_prints_the_fleet_decisions(
     assert all(d["index"] <= index for d in out["decisions"])
     table = fleet.cli("replay", str(copy), "--fleet-config", str(config))
     assert digest in table.stdout and "fleet decisions" in table.stdout
+
+
+def test_cancel_asks_for_the_state_before(fleet: FleetCluster) -> None:
+    fleet.slow_copies(2.0)
+    start = fleet.cli("update", "partition", "p4", "--scale-up", "--new-num-nodes", "3",
+                      "--no-wait", "-o", "json")
+    oid = json.loads(start.stdout)["operation"]
+    listed = json.loads(fleet.cli("ops", "list", "-o", "json").stdout)
+    assert [r["id"] for r in listed["operations"]] == [oid]
+    dry = json.loads(fleet.cli("ops", "cancel", oid, "--dry-run", "-o", "json").stdout)
+    assert dry["undo"] == [{"verb": "set_rf", "subject": "p4", "rf": 2}]
+    done = fleet.cli("ops", "cancel", oid, "-o", "json")  # narrow: no name asked
+    assert done.returncode == 0, done.stderr
+    cp = fleet.any_node()
+    assert cp.fleet.partition("p4")["rf"] == 2
+    assert json.loads(fleet.cli("ops", "show", oid, "-o", "json").stdout)["state"] == \
+        "cancelled"
+    assert fleet.cli("ops", "resume", oid).returncode == EXIT["rejected"]
+    fleet.slow_copies(0.05)
+    fleet.wait_converged()
+    assert len(cp.fleet.partition("p4")["replicas"]) == 2
