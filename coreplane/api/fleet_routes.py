@@ -18,7 +18,9 @@ for lists); every answer is plain data.
   production flag, and an estimate: waves of the plan times the median duration of this
   cluster's last finished moves (cluster tick time between "started" and "done" in the
   fleet's decision journal; the last five, so the estimate follows the throughput of now),
-  or none while no move was measured. Nothing is proposed.
+  or none while no move was measured; and `warnings` when the fleet would be left with
+  fewer zones or active nodes than its highest RF (the CLI then asks for confirmation).
+  Nothing is proposed.
 
 The plan handler reads the state machine through the node's private `_read_state` (as
 `cp.fleet` itself does): the capture needs the fleet's internal records, which no public
@@ -104,6 +106,22 @@ def _measured_move_ms(journal: list[dict[str, Any]]) -> list[int]:
     return took[-_MEASURED_MAX:]
 
 
+def _capacity_warnings(after: dict[str, Any]) -> list[str]:
+    """What the fleet is left short of after the change, counted on the whole fleet (earlier
+    drains and cordons included, not only this change): zones and nodes that still take
+    replicas, against the highest RF."""
+    rf_max = max((rec[0] for rec in after["parts"].values()), default=0)
+    left = {n[1] for n in after["nodes"] if n[4] == "alive" and n[5] == "active"}
+    out = []
+    if len(left) < rf_max:
+        out.append(f"afterwards {len(left)} zone(s) can take replicas and the highest RF is "
+                   f"{rf_max}: partitions above {len(left)} cannot be fully placed")
+    active = [n[0] for n in after["nodes"] if n[4] == "alive" and n[5] == "active"]
+    if len(active) < rf_max:
+        out.append(f"afterwards {len(active)} node(s) are active and take new replicas")
+    return out
+
+
 def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """The dry-run: what `changes` would make the fleet do, from the current state."""
     thunk, config, journal = cp._read_state(
@@ -125,10 +143,11 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     nodes = [n for n in view["nodes"] if n[5] != "decommissioned"]
     touched = {ch["subject"] for ch in changes}
     provision = max(0, max((ch.get("rf", 0) for ch in changes), default=0) - solve.zones)
+    warnings = _capacity_warnings(_apply_hypothetically(view, changes))
     production = cp.kv.get(PRODUCTION_KEY)
     return {
         "feasible": plan.feasible, "reason": plan.reason, "index": int(view["index"]),
-        "moves": moves, "baseline_moves": len(base.moves),
+        "moves": moves, "baseline_moves": len(base.moves), "warnings": warnings,
         "capped": [p for p in solve.capped if p in touched],
         "nodes_total": len(nodes), "partitions_total": len(view["parts"]),
         "production": production is not None

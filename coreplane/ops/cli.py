@@ -323,7 +323,10 @@ def _health_table(level: str, d: Any) -> Any:
     ok = d.get("healthy")
     mark = "[green]healthy[/green]" if ok else "[red]unhealthy[/red]"
     if level == "what":
-        return Group(f"{mark}: {d.get('summary', '')}",
+        summary = str(d.get("summary", ""))
+        for word in ("healthy: ", "unhealthy: "):
+            summary = summary.removeprefix(word)  # the mark says it, in colour
+        return Group(f"{mark}: {summary}",
                      "" if ok else "next: coreplane health where")
     if level == "where":
         places = d.get("places") or []
@@ -331,13 +334,14 @@ def _health_table(level: str, d: Any) -> Any:
                  "; ".join(p.get("what") or [])) for p in places]
         return Group(table("where", ("severity", "place", "what"), rows) if rows
                      else f"{mark}: nowhere to look",
-                     "next: coreplane health why KIND/ID" if rows else "")
+                     f"next: coreplane health why {rows[0][1]}" if rows else "")
     findings = d.get("findings") or []
     rows = [(f.get("severity"), f.get("what"), f.get("why"), f.get("fix")) for f in findings]
     return Group(table(f"why {d.get('thing', '')}", ("severity", "what", "why", "fix"), rows)
                  if rows else f"{mark}: no finding about {d.get('thing', '')}",
                  kv_table("state", d.get("state") or {}),
-                 "related: " + ", ".join(str(x) for x in d.get("related") or []))
+                 "related: " + ", ".join(str(x) for x in d["related"]) if d.get("related")
+                 else "")
 
 
 @command(main, "diagnose")

@@ -16,6 +16,7 @@ Every mutating command:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -116,15 +117,18 @@ def _estimate_words(plan: dict[str, Any]) -> str:
         words.append(f"  ... and {len(moves) - 12} more")
     ms = est.get("ms_per_move")
     if est.get("measured_moves"):
-        total = int(est.get("total_ms", 0))
-        words.append(f"about {_duration(total)}: {len(moves)} move(s), {est.get('parallel', 1)} "
-                     f"at a time, {_duration(int(ms))} per move as measured over the last "
-                     f"{est.get('measured_moves', 0)} move(s) of this cluster")
+        total, each = int(est.get("total_ms", 0)), int(ms or 0)
+        head = f"about {_duration(total)}" if total > 0 else "within a few ticks"
+        words.append(f"{head}: {len(moves)} move(s) in {est.get('waves', 0)} wave(s), up to "
+                     f"{est.get('parallel', 1)} at a time; a move took {_duration(each)} "
+                     f"(median of the last {est.get('measured_moves', 0)} of this cluster)")
     else:
         words.append("time: unknown until this cluster has finished a move to measure")
     if est.get("provision"):
         words.append(f"provision {est['provision']} node(s) (the host's provider)")
     words.append(f"affects {len(parts)} partition(s)")
+    for warning in plan.get("warnings") or []:
+        words.append(f"WARNING: {warning}")
     if plan.get("feasible") is False:
         words.append(f"NOT feasible as asked: {plan.get('reason', '')}")
     return "\n".join(words)
@@ -194,6 +198,8 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
                        partitions_total=plan.get("partitions_total", 0),
                        destructive=destructive, production=bool(plan.get("production")),
                        **_limits(obj))
+    if plan.get("warnings"):  # a change that leaves the fleet short always asks
+        rad = dataclasses.replace(rad, reasons=(*rad.reasons, *plan["warnings"]))
     oid = operations.op_id(verb, subject, changes)
     if dry_run:
         words = (f"{verb} {subject} (operation {oid})\n" + _estimate_words(plan) + "\n"
@@ -210,11 +216,16 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
                      f"{existing[0].get('created_revision', '?')}); not starting another")
         record = existing[0]
     else:
-        confirm(obj, radius=rad, destructive=destructive, what=f"{verb} {subject}",
-                confirm_cluster=confirm_cluster)
         nodes = {n["id"]: n for n in _nodes(obj)}
         parts = {p["id"]: p for p in _parts(obj)}
         goals = operations.goals_for(changes)
+        if existing is not None and existing[0].get("state") == "done" \
+                and operations.distance(goals, nodes, parts) == 0:
+            obj.out.note(f"operation {oid} is already done; nothing to do")
+            _report(obj, existing[0], 1, 1)
+            return
+        confirm(obj, radius=rad, destructive=destructive, what=f"{verb} {subject}",
+                confirm_cluster=confirm_cluster)
         record = {"id": oid, "verb": verb, "subject": subject, "changes": changes,
                   "goals": goals, "state": "running",
                   "initial": max(1, operations.distance(goals, nodes, parts)),

@@ -67,7 +67,7 @@ def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -
     assert all(m["target"] != "s1" for m in moves)
     est = plan["plan"]["estimate"]
     assert est["measured_moves"] > 0 and est["ms_per_move"] >= 0  # this cluster's moves
-    assert "as measured over the last" in plan["words"]
+    assert "(median of the last 5 of this cluster)" in plan["words"]
     scale = fleet.cli("update", "partition", "p0", "--scale-up", "--new-num-nodes", "3",
                       "--dry-run")
     assert scale.returncode == 0, scale.stderr
@@ -177,6 +177,19 @@ def test_plan_shows_the_diff_and_apply_makes_it_so(fleet: FleetCluster, tmp_path
     assert json.loads(applied.stdout)["state"] == "done"
     again = fleet.cli("plan", "-f", str(spec), "-o", "json")
     assert again.returncode == 0 and json.loads(again.stdout)["in_sync"] is True
+    # cordoning two zones of three leaves one zone for rf 3: always asks, whatever the share
+    short = tmp_path / "short.yaml"
+    short.write_text("cordoned: [s0, s3, s1, s4]\n")
+    dry = fleet.cli("--max-nodes-pct", "100", "--max-partitions-pct", "100", "apply", "-f",
+                    str(short), "--dry-run", "-o", "json")
+    reasons = json.loads(dry.stdout)["blast_radius"]["reasons"]
+    assert reasons == ["afterwards 1 zone(s) can take replicas and the highest RF is 3: "
+                       "partitions above 1 cannot be fully placed",
+                       "afterwards 2 node(s) are active and take new replicas"]
+    assert "WARNING: afterwards 1 zone(s)" in json.loads(dry.stdout)["words"]
+    refused = fleet.cli("--max-nodes-pct", "100", "--max-partitions-pct", "100", "apply", "-f",
+                        str(short))
+    assert refused.returncode == EXIT["unconfirmed"]
 
 
 def test_replay_reproduces_the_hash_and_prints_the_fleet_decisions(

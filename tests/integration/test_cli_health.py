@@ -45,6 +45,8 @@ def test_health_levels_and_diagnose_find_a_stopped_voter(cluster: Cluster) -> No
     where = cluster.cli("health", "where", "-o", "json", COREPLANE_ENDPOINTS=alive)
     places = [(p["kind"], p["id"]) for p in json.loads(where.stdout)["places"]]
     assert ("voter", victim) in places
+    where_table = cluster.cli("health", "where", COREPLANE_ENDPOINTS=alive)
+    assert "next: coreplane health why " in where_table.stdout
     why = cluster.cli("health", "why", f"voter/{victim}", "-o", "json",
                       COREPLANE_ENDPOINTS=alive)
     findings = json.loads(why.stdout)["findings"]
