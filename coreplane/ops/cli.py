@@ -8,44 +8,19 @@ Exit codes: `coreplane.ops.context.EXIT`, documented in docs/cli.md. Fleet comma
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from coreplane.ops import config as cfg
-from coreplane.ops import fleet
-from coreplane.ops.context import EXIT, Ctx, fail, guarded
+from coreplane.ops import fleet, fleet_commands
+from coreplane.ops.context import EXIT, Ctx, command, fail
 from coreplane.ops.output import FORMATS, kv_table, table
 
 __all__ = ["main"]
-
-def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[..., Any]:
-    """A leaf command: takes ``-o/--output``, gets the `Ctx`, maps errors to exit codes."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @group.command(name, **kw)
-        @click.option("-o", "--output", "output_", type=click.Choice(FORMATS), default=None,
-                      help="table (default), json or yaml")
-        @click.pass_obj
-        @functools.wraps(fn)
-        def run(obj: Ctx, output_: str | None, **args: Any) -> Any:
-            if output_:
-                obj.output = output_
-            try:
-                with guarded():
-                    return fn(obj, **args)
-            finally:
-                obj.close()
-
-        return run
-
-    return wrap
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--endpoints", envvar="COREPLANE_ENDPOINTS", default=None,
@@ -466,4 +441,5 @@ def replay_cmd(obj: Ctx, data_dir: str, upto: int | None, fleet_config: str | No
     obj.out.data(result, show)
 
 
-fleet.register(main, command)
+for _fleet_command in fleet_commands.COMMANDS:
+    main.add_command(_fleet_command)

@@ -4,8 +4,9 @@ mapping from errors to the documented exit codes (docs/cli.md)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,10 @@ from coreplane.errors import (
     Unavailable,
 )
 from coreplane.ops.config import Settings, resolve
-from coreplane.ops.output import Out
+from coreplane.ops.output import FORMATS, Out
 from coreplane.ops.remote import Remote
 
-__all__ = ["EXIT", "Ctx", "fail", "guarded"]
+__all__ = ["EXIT", "Ctx", "command", "fail", "guarded"]
 
 # The documented exit codes (docs/cli.md): scripts branch on these.
 EXIT = {
@@ -108,3 +109,28 @@ def guarded() -> Iterator[None]:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT["detached"])
+
+
+def command(group: click.Group | None, name: str | None = None,
+            **kw: Any) -> Callable[..., Any]:
+    """A leaf command (of `group`, or standalone with None): takes ``-o/--output``, gets the
+    `Ctx`, maps errors to exit codes."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @(group.command(name, **kw) if group is not None else click.command(name, **kw))
+        @click.option("-o", "--output", "output_", type=click.Choice(FORMATS), default=None,
+                      help="table (default), json or yaml")
+        @click.pass_obj
+        @functools.wraps(fn)
+        def run(obj: Ctx, output_: str | None, **args: Any) -> Any:
+            if output_:
+                obj.output = output_
+            try:
+                with guarded():
+                    return fn(obj, **args)
+            finally:
+                obj.close()
+
+        return run
+
+    return wrap

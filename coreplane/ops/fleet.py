@@ -1,4 +1,5 @@
-"""The fleet commands: views, admin verbs, scale, plan/apply and operations.
+"""What the fleet commands (`coreplane.ops.fleet_commands`) share: reading the fleet, the
+guards, and running a change as a resumable operation.
 
 Every mutating command:
 1. asks the server for a **dry-run plan** (``POST /v1/fleet/plan``: the real solver on the
@@ -19,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -27,9 +27,11 @@ import click
 from coreplane.errors import CommandRejected
 from coreplane.ops import guard, operations
 from coreplane.ops.context import EXIT, Ctx, fail
-from coreplane.ops.output import kv_table, table
+from coreplane.ops.output import table
 
-__all__ = ["cluster_flags", "confirm", "register"]
+__all__ = ["as_change", "cluster_flags", "confirm", "dry_plan", "estimate_words", "follow",
+           "issue", "limits", "list_nodes", "list_partitions", "node_rows", "part_rows",
+           "progress_of", "run_change"]
 
 CLUSTER_NAME_KEY = "coreplane/cluster/name"
 PRODUCTION_KEY = "coreplane/cluster/production"
@@ -81,28 +83,28 @@ def confirm(obj: Ctx, *, radius: guard.Radius | None, destructive: bool, what: s
 # ------------------------------------------------------------------------------ reading
 
 
-def _nodes(obj: Ctx) -> list[dict[str, Any]]:
+def list_nodes(obj: Ctx) -> list[dict[str, Any]]:
     return list(obj.remote.call("/v1/fleet/nodes", method="GET")["nodes"])
 
 
-def _parts(obj: Ctx) -> list[dict[str, Any]]:
+def list_partitions(obj: Ctx) -> list[dict[str, Any]]:
     return list(obj.remote.call("/v1/fleet/partitions", method="GET")["partitions"])
 
 
-def _node_rows(rows: list[dict[str, Any]]) -> Any:
+def node_rows(rows: list[dict[str, Any]]) -> Any:
     return table("nodes", ("id", "zone", "state", "liveness", "admin", "replicas", "heat",
                            "operations"),
                  [(n["id"], n["zone"], n["state"], n["liveness"], n["admin"], n["replicas"],
                    n["heat"], len(n.get("operations") or [])) for n in rows])
 
 
-def _part_rows(rows: list[dict[str, Any]]) -> Any:
+def part_rows(rows: list[dict[str, Any]]) -> Any:
     return table("partitions", ("id", "rf", "replicas", "live", "health", "heat", "operation"),
                  [(p["id"], p["rf"], ",".join(p["replicas"]), p["live_replicas"], p["health"],
                    p["heat"], (p.get("operation") or {}).get("id", "")) for p in rows])
 
 
-def _estimate_words(plan: dict[str, Any]) -> str:
+def estimate_words(plan: dict[str, Any]) -> str:
     est = plan.get("estimate") or {}
     moves = plan.get("moves") or []
     moved = sum(1 for m in moves if m.get("source") and m.get("target"))
@@ -150,7 +152,7 @@ def _duration(ms: int) -> str:
 # ------------------------------------------------------------------------------ changing
 
 
-def _issue(obj: Ctx, ch: dict[str, Any]) -> Any:
+def issue(obj: Ctx, ch: dict[str, Any]) -> Any:
     """Ask the fleet for one change; every change is idempotent, so re-asking is safe."""
     verb = ch["verb"]
     if verb in ("cordon", "uncordon", "drain", "decommission"):
@@ -166,7 +168,7 @@ def _issue(obj: Ctx, ch: dict[str, Any]) -> Any:
     raise fail(f"unknown change {verb}", "error")
 
 
-def _limits(obj: Ctx) -> dict[str, int]:
+def limits(obj: Ctx) -> dict[str, int]:
     """Blast-radius limits: the flags, else the config file's ``blast-radius:``, else the
     defaults (`coreplane.ops.guard`)."""
     from coreplane.ops.config import load_file
@@ -182,14 +184,14 @@ def _limits(obj: Ctx) -> dict[str, int]:
     return {"nodes_pct": nodes, "partitions_pct": parts}
 
 
-def _dry_plan(obj: Ctx, changes: list[dict[str, Any]]) -> dict[str, Any]:
+def dry_plan(obj: Ctx, changes: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(obj.remote.call("/v1/fleet/plan", {"changes": json.dumps(changes)}))
 
 
 def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any]],
                dry_run: bool, confirm_cluster: str | None, wait: bool,
                destructive: bool = True) -> None:
-    plan = _dry_plan(obj, changes)
+    plan = dry_plan(obj, changes)
     named_nodes = [c["subject"] for c in changes
                    if c["verb"] in ("cordon", "uncordon", "drain", "decommission")]
     named_parts = [c["subject"] for c in changes if c["verb"] in ("set_rf", "create", "delete")]
@@ -197,12 +199,12 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
                        moves=plan.get("moves") or [], nodes_total=plan.get("nodes_total", 0),
                        partitions_total=plan.get("partitions_total", 0),
                        destructive=destructive, production=bool(plan.get("production")),
-                       **_limits(obj))
+                       **limits(obj))
     if plan.get("warnings"):  # a change that leaves the fleet short always asks
         rad = dataclasses.replace(rad, reasons=(*rad.reasons, *plan["warnings"]))
     oid = operations.op_id(verb, subject, changes)
     if dry_run:
-        words = (f"{verb} {subject} (operation {oid})\n" + _estimate_words(plan) + "\n"
+        words = (f"{verb} {subject} (operation {oid})\n" + estimate_words(plan) + "\n"
                  + rad.sentence()
                  + ("\nneeds confirmation: " + "; ".join(rad.reasons) if rad.reasons else ""))
         obj.out.data({"dry_run": True, "operation": oid, "changes": changes,
@@ -216,8 +218,8 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
                      f"{existing[0].get('created_revision', '?')}); not starting another")
         record = existing[0]
     else:
-        nodes = {n["id"]: n for n in _nodes(obj)}
-        parts = {p["id"]: p for p in _parts(obj)}
+        nodes = {n["id"]: n for n in list_nodes(obj)}
+        parts = {p["id"]: p for p in list_partitions(obj)}
         goals = operations.goals_for(changes)
         if existing is not None and existing[0].get("state") == "done" \
                 and operations.distance(goals, nodes, parts) == 0:
@@ -242,7 +244,7 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
             else:
                 obj.out.note(f"attaching to operation {oid}: another client started it")
     for ch in record["changes"]:
-        _issue(obj, ch)
+        issue(obj, ch)
     follow(obj, record["id"], wait=wait)
 
 
@@ -265,8 +267,8 @@ def _undo(changes: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
 
 def progress_of(obj: Ctx, record: dict[str, Any]) -> tuple[int, int]:
     """(done units, total units) of an operation, from the fleet's views now."""
-    nodes = {n["id"]: n for n in _nodes(obj)}
-    parts = {p["id"]: p for p in _parts(obj)}
+    nodes = {n["id"]: n for n in list_nodes(obj)}
+    parts = {p["id"]: p for p in list_partitions(obj)}
     left = operations.distance(record["goals"], nodes, parts)
     total = max(int(record.get("initial", 1)), left, 1)
     return total - left, total
@@ -326,248 +328,7 @@ def _report(obj: Ctx, record: dict[str, Any], done: int, total: int) -> None:
                                  f"{d['total']})")
 
 
-# ------------------------------------------------------------------------------ commands
-
-
-def register(main: click.Group, command: Callable[..., Any]) -> None:
-    mutating = [
-        click.option("--dry-run", is_flag=True, help="the plan in words; change nothing"),
-        click.option("--confirm-cluster", default=None, metavar="NAME",
-                     help="the cluster's name: confirms a wide or production change"),
-        click.option("--wait/--no-wait", default=True, help="follow progress (default)"),
-    ]
-
-    def with_mutating(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for opt in reversed(mutating):
-            fn = opt(fn)
-        return fn
-
-    @main.group()
-    def nodes() -> None:
-        """Fleet nodes: list, show."""
-
-    @command(nodes, "list")
-    @click.option("--zone", default=None, help="only this zone")
-    def nodes_list(obj: Ctx, zone: str | None) -> None:
-        rows = [n for n in _nodes(obj) if zone is None or n["zone"] == zone]
-        obj.out.data(rows, _node_rows)
-
-    @command(nodes, "show")
-    @click.argument("node_id")
-    def nodes_show(obj: Ctx, node_id: str) -> None:
-        node = obj.remote.call("/v1/fleet/node", {"node_id": node_id})["node"]
-        if node is None:
-            raise fail(f"no node {node_id!r}", "rejected")
-        obj.out.data(node, lambda d: kv_table(f"node {node_id}", d))
-
-    @main.group()
-    def partitions() -> None:
-        """Partitions: list, show."""
-
-    @command(partitions, "list")
-    @click.option("--unhealthy", is_flag=True, help="only those not healthy")
-    def partitions_list(obj: Ctx, unhealthy: bool) -> None:
-        rows = [p for p in _parts(obj) if not unhealthy or p["health"] != "healthy"]
-        obj.out.data(rows, _part_rows)
-
-    @command(partitions, "show")
-    @click.argument("pid")
-    def partitions_show(obj: Ctx, pid: str) -> None:
-        part = obj.remote.call("/v1/fleet/partition", {"pid": pid})["partition"]
-        if part is None:
-            raise fail(f"no partition {pid!r}", "rejected")
-        obj.out.data(part, lambda d: kv_table(f"partition {pid}", d))
-
-    def admin_command(verb: str, doc: str, destructive: bool) -> None:
-        @command(main, verb, help=doc)
-        @click.argument("node_id")
-        @with_mutating
-        def run(obj: Ctx, node_id: str, dry_run: bool, confirm_cluster: str | None,
-                wait: bool) -> None:
-            run_change(obj, verb=verb, subject=node_id,
-                       changes=[{"verb": verb, "subject": node_id}], dry_run=dry_run,
-                       confirm_cluster=confirm_cluster, wait=wait, destructive=destructive)
-
-    admin_command("cordon", "Place no new replica on NODE.", True)
-    admin_command("uncordon", "Let NODE take replicas again.", False)
-    admin_command("drain", "Move every replica off NODE (it stays cordoned).", True)
-    admin_command("decommission", "Drain NODE, then release it for good.", True)
-
-    @main.group()
-    def update() -> None:
-        """Change desired state: `update partition ID --scale-up --new-num-nodes N`."""
-
-    @command(update, "partition")
-    @click.argument("pid")
-    @click.option("--scale-up", "direction", flag_value="up", help="more nodes hold it")
-    @click.option("--scale-down", "direction", flag_value="down", help="fewer nodes hold it")
-    @click.option("--new-num-nodes", type=click.IntRange(1, 64), required=True,
-                  help="how many nodes hold a replica (its RF) afterwards")
-    @with_mutating
-    def update_partition(obj: Ctx, pid: str, direction: str | None, new_num_nodes: int,
-                         dry_run: bool, confirm_cluster: str | None, wait: bool) -> None:
-        """Scale partition PID to --new-num-nodes replicas (one per node, distinct zones)."""
-        if direction is None:
-            raise fail("say --scale-up or --scale-down", "usage")
-        part = obj.remote.call("/v1/fleet/partition", {"pid": pid})["partition"]
-        if part is None:
-            raise fail(f"no partition {pid!r}", "rejected")
-        rf = int(part["rf"])
-        if (new_num_nodes < rf) if direction == "up" else (new_num_nodes > rf):
-            raise fail(f"--scale-{direction} to {new_num_nodes}, but {pid} has {rf} now",
-                       "usage")
-        run_change(obj, verb=f"scale-{direction}", subject=pid,
-                   changes=[{"verb": "set_rf", "subject": pid, "rf": new_num_nodes}],
-                   dry_run=dry_run, confirm_cluster=confirm_cluster, wait=wait)
-
-    def spec_changes(obj: Ctx, path: str) -> tuple[dict[str, Any], list[Any]]:
-        from coreplane.ops import spec as specs
-
-        with open(path, encoding="utf-8") as f:
-            desired = specs.parse(f.read())
-        return desired, specs.diff(desired, _parts(obj), _nodes(obj))
-
-    @command(main, "plan")
-    @click.option("-f", "--filename", "path", required=True, type=click.Path(exists=True))
-    def plan_cmd(obj: Ctx, path: str) -> None:
-        """Show what `apply -f` would change (as kubectl diff); exit 8 when something would."""
-        _desired, changes = spec_changes(obj, path)
-        moves: dict[str, Any] = {}
-        if changes:
-            moves = _dry_plan(obj, [_as_change(c) for c in changes])
-        data = {"in_sync": not changes, "changes": [c.to_dict() for c in changes],
-                "diff": [c.line() for c in changes], "plan": moves}
-        obj.out.data(data, lambda d: "\n".join(d["diff"]) + (
-            "\n\n" + _estimate_words(moves) if moves else "") if d["diff"] else "in sync")
-        if changes:
-            raise SystemExit(EXIT["pending"])
-
-    @command(main, "apply")
-    @click.option("-f", "--filename", "path", required=True, type=click.Path(exists=True))
-    @with_mutating
-    def apply_cmd(obj: Ctx, path: str, dry_run: bool, confirm_cluster: str | None,
-                  wait: bool) -> None:
-        """Make the fleet match the spec file (partitions with RF, cordons); resumable."""
-        desired, changes = spec_changes(obj, path)
-        if desired["cluster"]:
-            name = cluster_flags(obj)["name"]
-            if desired["cluster"] != name:
-                raise fail(f"the spec is for cluster {desired['cluster']!r}, this is {name!r}",
-                           "usage")
-        if not changes:
-            obj.out.data({"in_sync": True, "changes": []}, lambda d: "in sync: nothing to do")
-            return
-        run_change(obj, verb="apply", subject=path.rsplit("/", 1)[-1],
-                   changes=[_as_change(c) for c in changes], dry_run=dry_run,
-                   confirm_cluster=confirm_cluster, wait=wait)
-
-    @main.group()
-    def ops() -> None:
-        """Operations: list, show, resume, cancel."""
-
-    @command(ops, "list")
-    @click.option("--all", "show_all", is_flag=True, help="finished ones too")
-    def ops_list(obj: Ctx, show_all: bool) -> None:
-        client = obj.remote.client
-        records = [json.loads(v.decode("utf-8")) for _k, v, _r in
-                   client.range(operations.PREFIX)]
-        records = [r for r in records if show_all or r.get("state") == "running"]
-        moves = obj.remote.call("/v1/fleet/operations", method="GET")["operations"]
-        data = {"operations": records, "moves_in_flight": moves}
-
-        def show(d: dict[str, Any]) -> Any:
-            from rich.console import Group
-
-            return Group(
-                table("operations", ("id", "state", "changes", "attempt"),
-                      [(r["id"], r.get("state"), len(r.get("changes") or []), r.get("attempt"))
-                       for r in d["operations"]]),
-                table("moves in flight", ("id", "partition", "source", "target", "step",
-                                          "attempt"),
-                      [(m["id"], m["partition"], m.get("source"), m.get("target"), m["step"],
-                        m["attempt"]) for m in d["moves_in_flight"]]))
-
-        obj.out.data(data, show)
-
-    @command(ops, "show")
-    @click.argument("oid")
-    def ops_show(obj: Ctx, oid: str) -> None:
-        found = operations.fetch(obj.remote.client, oid)
-        if found is None:
-            raise fail(f"no operation {oid}", "rejected")
-        done, total = progress_of(obj, found[0])
-        obj.out.data({**found[0], "progress": [done, total]},
-                     lambda d: kv_table(f"operation {oid}", d))
-
-    @command(ops, "resume")
-    @click.argument("oid")
-    @click.option("--wait/--no-wait", default=True)
-    def ops_resume(obj: Ctx, oid: str, wait: bool) -> None:
-        """Ask again for the operation's changes (idempotent) and follow it."""
-        found = operations.fetch(obj.remote.client, oid)
-        if found is None:
-            raise fail(f"no operation {oid}", "rejected")
-        record = found[0]
-        if record.get("state") != "running":
-            raise fail(f"operation {oid} is {record.get('state')}; run its command again to "
-                       "start it anew", "rejected")
-        for ch in record["changes"]:
-            _issue(obj, ch)
-        follow(obj, oid, wait=wait)
-
-    @command(ops, "cancel")
-    @click.argument("oid")
-    @click.option("--dry-run", is_flag=True)
-    @click.option("--confirm-cluster", default=None, metavar="NAME")
-    def ops_cancel(obj: Ctx, oid: str, dry_run: bool, confirm_cluster: str | None) -> None:
-        """Stop an operation: ask for the state before it (where that can be asked for)."""
-        client = obj.remote.client
-        found = operations.fetch(client, oid)
-        if found is None:
-            raise fail(f"no operation {oid}", "rejected")
-        record = found[0]
-        undo = record.get("undo") or []
-        if dry_run:
-            obj.out.data({"dry_run": True, "operation": oid, "undo": undo},
-                         lambda d: f"cancel {oid}: " + (", ".join(
-                             f"{u['verb']} {u['subject']}" + (f" rf {u['rf']}" if "rf" in u
-                                                              else "") for u in undo)
-                             or "nothing to undo; the record is marked cancelled"))
-            return
-        rad = None
-        if undo:  # the undo is a change like any other: the same blast-radius rule
-            plan = _dry_plan(obj, undo)
-            rad = guard.radius(named_nodes=[u["subject"] for u in undo if u["verb"] != "set_rf"],
-                               named_partitions=[u["subject"] for u in undo
-                                                 if u["verb"] == "set_rf"],
-                               moves=plan.get("moves") or [],
-                               nodes_total=plan.get("nodes_total", 0),
-                               partitions_total=plan.get("partitions_total", 0),
-                               destructive=True, production=bool(plan.get("production")),
-                               **_limits(obj))
-        confirm(obj, radius=rad, destructive=True, what=f"cancel {oid}",
-                confirm_cluster=confirm_cluster)
-        record["state"] = "cancelled"
-        operations.save(client, record)
-        for ch in undo:
-            _issue(obj, ch)
-        obj.out.data({"operation": oid, "state": "cancelled", "undo": undo},
-                     lambda d: f"operation {oid} cancelled")
-
-    @command(main, "explain")
-    @click.argument("thing")
-    @click.option("--limit", type=click.IntRange(1, 1000), default=50)
-    def explain(obj: Ctx, thing: str, limit: int) -> None:
-        """The fleet's committed decisions about a node, partition or operation, in order."""
-        rows = obj.remote.call("/v1/fleet/explain", {"thing": thing, "limit": limit})[
-            "decisions"]
-        obj.out.data(rows, lambda r: table(f"decisions about {thing}",
-                                           ("index", "tick_ms", "decision"),
-                                           [(x["index"], x["tick_ms"], x["text"]) for x in r])
-                     if r else f"no decision names {thing}")
-
-
-def _as_change(c: Any) -> dict[str, Any]:
+def as_change(c: Any) -> dict[str, Any]:
     d = {"verb": c.verb, "subject": c.subject}
     if c.verb in ("set_rf", "create"):
         d["rf"] = c.new
