@@ -52,6 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
+from coreplane.api.dashboard import register as register_dashboard
 from coreplane.api.routes import (
     ROLES,
     F,
@@ -70,6 +71,8 @@ from coreplane.errors import (
     NotLeader,
     Unavailable,
 )
+from coreplane.obs.http import ObsEndpoints
+from coreplane.obs.http import register as register_obs
 
 __all__ = ["ROLES", "ApiServer", "F", "Route"]
 
@@ -174,7 +177,7 @@ class ApiServer:
                  api_peers: Mapping[str, str] | None = None,
                  body_bytes_max: int = 2 * 1024 * 1024, workers: int = 32,
                  keepalive_timeout_s: float = 75.0, watch_wait_ms_max: int = 30_000,
-                 advertise_url: str | None = None) -> None:
+                 advertise_url: str | None = None, obs: bool = True) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidArgument("address", "must be host:port")
@@ -204,6 +207,17 @@ class ApiServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.url = ""
+        # coreplane.obs: /health, /health/where, /health/why/..., /metrics, /v1/diagnose and
+        # request metrics, mounted through the extension points below (add_middleware,
+        # add_app_hook, add_route, authenticate_role, api_peers); obs=False leaves it out.
+        # Peers are asked for their samples with this server's first admin token.
+        self._middlewares: list[Any] = []
+        self._app_hooks: list[Callable[[web.Application], None]] = []
+        self.obs: ObsEndpoints | None = None
+        if obs:
+            admin = next((t for t, r in sorted(tokens.items()) if r == "admin"), None)
+            self.obs = register_obs(self, cp, peer_token=admin)
+        register_dashboard(self)  # GET /dashboard: the page (api/dashboard.py)
 
     @staticmethod
     def _parse_tokens(tokens: Mapping[str, str]) -> list[tuple[bytes, _Principal]]:
@@ -244,6 +258,8 @@ class ApiServer:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.obs is not None:
+            self.obs.close()
 
     def __enter__(self) -> ApiServer:
         self.start()
@@ -273,9 +289,11 @@ class ApiServer:
 
     async def _serve(self) -> None:
         app = web.Application(client_max_size=self._body_bytes_max,
-                              middlewares=[self._errors_middleware])
+                              middlewares=[*self._middlewares, self._errors_middleware])
         for route in self._routes:
             app.router.add_route(route.method, route.path, self._endpoint(route))
+        for hook in self._app_hooks:
+            hook(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
                                keepalive_timeout=self._keepalive_timeout_s, max_field_size=8190,
                                max_line_size=8190, max_headers=64)
@@ -396,6 +414,30 @@ class ApiServer:
             raise InvalidArgument("roles", f"roles among {ROLES}; node_field one of the fields")
         self._routes.append(Route(method, path, frozenset(roles), dict(fields), handler,
                                    frozenset(bytes_fields), node_field=node_field))
+
+    # -------------------------------------------------------------------------- extensions
+
+    def add_middleware(self, middleware: Any) -> None:
+        """An aiohttp middleware outside the error handler (sees every final status)."""
+        if self._thread is not None:
+            raise InvalidArgument("middleware", "add middlewares before start()")
+        self._middlewares.append(middleware)
+
+    def add_app_hook(self, hook: Callable[[web.Application], None]) -> None:
+        """`hook(app)` runs when the app is built: raw aiohttp routes outside /v1."""
+        if self._thread is not None:
+            raise InvalidArgument("hook", "add app hooks before start()")
+        self._app_hooks.append(hook)
+
+    def authenticate_role(self, request: web.Request) -> str | None:
+        """The role of the request's bearer token, or None (no or unknown token)."""
+        principal = self._authenticate(request)
+        return None if principal is None else principal.role
+
+    @property
+    def api_peers(self) -> dict[str, str]:
+        """The other nodes' API URLs, id -> URL, as configured."""
+        return dict(self._api_peers)
 
     @property
     def routes(self) -> list[tuple[str, str, frozenset[str]]]:

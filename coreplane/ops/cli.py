@@ -260,9 +260,11 @@ def _why_path(thing: str) -> str:
 
 @command(main, "health")
 @click.argument("level", type=click.Choice(["what", "where", "why"]), default="what")
-@click.argument("thing", required=False)
-def health(obj: Ctx, level: str, thing: str | None) -> None:
-    """Health, drilled down: `health` (what), `health where`, `health why KIND/ID`."""
+@click.argument("thing_words", nargs=-1, metavar="[KIND/ID]")
+def health(obj: Ctx, level: str, thing_words: tuple[str, ...]) -> None:
+    """Health, drilled down: `health` (what), `health where`, `health why KIND/ID` (or
+    `health why KIND ID`)."""
+    thing = "/".join(thing_words) if thing_words else None
     remote = obj.remote
     if level == "why":
         if not thing:
@@ -375,24 +377,39 @@ def use_context(obj: Ctx, name: str) -> None:
 
 
 @command(config_group, "set-context")
-@click.argument("name")
-@click.option("--endpoints", "eps", required=True, help="comma-separated API URLs")
+@click.argument("name", required=False)
+@click.option("--endpoints", "eps", default=None, help="comma-separated API URLs")
 @click.option("--token-file", default=None, help="file holding the token (preferred)")
 @click.option("--token-env", is_flag=True, help="store the token from $COREPLANE_TOKEN")
+@click.option("--token", "token_value", default=None,
+              help="store this token (it shows in `ps`: prefer --token-file or --token-env)")
 @click.option("--cluster", default=None, help="the cluster's name (asked back by guards)")
-def set_context(obj: Ctx, name: str, eps: str, token_file: str | None, token_env: bool,
-                cluster: str | None) -> None:
-    """Create or replace context NAME (the file is written owner-only)."""
+def set_context(obj: Ctx, name: str | None, eps: str | None, token_file: str | None,
+                token_env: bool, token_value: str | None, cluster: str | None) -> None:
+    """Create or update context NAME (default: the current one); the file is owner-only.
+    Only the fields given change: `set-context --token-file F` rotates a token."""
     import os
 
     data = cfg.load_file()
-    ctx: dict[str, Any] = {"endpoints": [e.strip() for e in eps.split(",") if e.strip()]}
+    name = name or data.get("current-context")
+    if not name:
+        raise fail("no context named and no current context", "usage")
+    ctx: dict[str, Any] = dict(data["contexts"].get(name) or {})
+    if eps:
+        ctx["endpoints"] = [e.strip() for e in eps.split(",") if e.strip()]
+    if not ctx.get("endpoints"):
+        raise fail(f"context {name!r} needs --endpoints", "usage")
+    if token_value:
+        ctx.pop("token-file", None)
+        ctx["token"] = token_value
     if token_file:
+        ctx.pop("token", None)
         ctx["token-file"] = token_file
     if token_env:
         token = os.environ.get("COREPLANE_TOKEN")
         if not token:
             raise fail("--token-env: COREPLANE_TOKEN is not set", "usage")
+        ctx.pop("token-file", None)
         ctx["token"] = token
     if cluster:
         ctx["cluster"] = cluster

@@ -32,7 +32,17 @@ from coreplane.ops.fleet import (
 )
 from coreplane.ops.output import kv_table, table
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "fleet_move"]
+
+
+def fleet_move(obj: Ctx, oid: str) -> dict[str, Any]:
+    """One of the fleet's moves in flight by id, or exit 5."""
+    moves = obj.remote.call("/v1/fleet/operations", method="GET")["operations"]
+    for move in moves:
+        if move.get("id") == oid:
+            return dict(move)
+    raise fail(f"no operation {oid} (neither the CLI's nor a fleet move in flight)",
+               "rejected")
 
 mutating = [
     click.option("--dry-run", is_flag=True, help="the plan in words; change nothing"),
@@ -201,9 +211,13 @@ def ops_list(obj: Ctx, show_all: bool) -> None:
 @command(ops, "show")
 @click.argument("oid")
 def ops_show(obj: Ctx, oid: str) -> None:
+    """An operation: the CLI's (its changes, progress) or one of the fleet's moves by its id
+    (``p6@1045``, as `ops list` and `diagnose` name them)."""
     found = operations.fetch(obj.remote.client, oid)
     if found is None:
-        raise fail(f"no operation {oid}", "rejected")
+        move = fleet_move(obj, oid)
+        obj.out.data(move, lambda d: kv_table(f"move {oid}", d))
+        return
     done, total = progress_of(obj, found[0])
     obj.out.data({**found[0], "progress": [done, total]},
                  lambda d: kv_table(f"operation {oid}", d))
@@ -215,7 +229,10 @@ def ops_resume(obj: Ctx, oid: str, wait: bool) -> None:
     """Ask again for the operation's changes (idempotent) and follow it."""
     found = operations.fetch(obj.remote.client, oid)
     if found is None:
-        raise fail(f"no operation {oid}", "rejected")
+        fleet_move(obj, oid)  # exits 5 when it is not a move either
+        raise fail(f"{oid} is one of the fleet's moves: the fleet retries a failed step "
+                   f"itself (up to its retries) and then rolls it back; there is nothing "
+                   f"to resume by hand. Watch it with `coreplane ops show {oid}`", "rejected")
     record = found[0]
     if record.get("state") != "running":
         raise fail(f"operation {oid} is {record.get('state')}; run its command again to "
@@ -233,7 +250,11 @@ def ops_cancel(obj: Ctx, oid: str, dry_run: bool, confirm_cluster: str | None) -
     client = obj.remote.client
     found = operations.fetch(client, oid)
     if found is None:
-        raise fail(f"no operation {oid}", "rejected")
+        move = fleet_move(obj, oid)
+        raise fail(f"{oid} is one of the fleet's moves ({move['partition']}); the API has no "
+                   f"cancel for a single move: the fleet rolls it back after its retries. "
+                   f"To stop it, change what asked for it (e.g. `coreplane uncordon NODE` or "
+                   f"the partition's RF)", "rejected")
     record = found[0]
     undo = record.get("undo") or []
     if dry_run:

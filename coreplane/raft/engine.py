@@ -77,7 +77,7 @@ from coreplane.raft.engine_overrides import (
     monotonic_s,
     stamping_transport,
 )
-from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
+from coreplane.raft.journal import LatencyHistogram, LmdbJournal, snapshot_marker_path
 from coreplane.raft.wire import PeerNode, make_transport_class
 
 __all__ = [
@@ -353,6 +353,13 @@ class RaftEngine(RaftOverrides, SyncObj):
         self._cp_remote_reads: dict[int, tuple[ReadCallback, float, Any]] = {}
         self._cp_read_ids = itertools.count(1)
         self._cp_read_timeout_s = 2 * float(conf.raftMaxTimeout)
+        # Observability (coreplane.obs): proposal -> callback latency on this node, and the
+        # terms and leaders this node saw, stamped with monotonic_s(); bounded.
+        self._cp_commit_latency = LatencyHistogram()
+        self._cp_terms: collections.deque[tuple[float, int]] = collections.deque(maxlen=256)
+        self._cp_seen: tuple[int, Any] | None = None  # (term, leader) at the last tick
+        self._cp_leader_changes = 0
+        self._cp_first_leader_at: float | None = None  # when this node first knew a leader
         serialization.install()  # idempotent; nothing pysyncobj stores or sends is pickled
         kwargs: dict[str, Any] = {
             "nodeClass": node_class,
@@ -427,7 +434,27 @@ class RaftEngine(RaftOverrides, SyncObj):
 
     def propose(self, data: bytes, callback: Callable[[Any, int], None]) -> None:
         """Queue codec bytes for replication; callback(result, fail_code) on the tick thread."""
-        self._applyCommand(data, callback, ENTRY_COMMAND_TYPE[0])
+        started = monotonic_s()
+        latency = self._cp_commit_latency
+
+        def timed(result: Any, code: int) -> None:
+            if code == FAIL.SUCCESS:  # committed and applied here: the caller's latency
+                latency.observe(monotonic_s() - started)
+            callback(result, code)
+
+        self._applyCommand(data, timed, ENTRY_COMMAND_TYPE[0])
+
+    def _cp_watch_term(self) -> None:
+        """Tick thread: note a new term or leader (two int compares per tick)."""
+        seen = (int(self.raftCurrentTerm), self._getLeader())
+        last = self._cp_seen
+        if last is None or seen[0] != last[0]:
+            self._cp_terms.append((monotonic_s(), seen[0]))
+        if last is not None and seen[1] is not None and seen[1] != last[1]:
+            self._cp_leader_changes += 1
+            if self._cp_first_leader_at is None:
+                self._cp_first_leader_at = monotonic_s()
+        self._cp_seen = seen
 
     # -------------------------------------------------------------------- ReadIndex
 
@@ -457,6 +484,7 @@ class RaftEngine(RaftOverrides, SyncObj):
                 notifier.notify()
 
     def _cp_reads_tick(self) -> None:
+        self._cp_watch_term()
         while self._cp_tick_calls:
             self._cp_tick_calls.popleft()()
         now = monotonic_s()
@@ -584,6 +612,46 @@ class RaftEngine(RaftOverrides, SyncObj):
 
     def leader_node(self) -> Node | None:
         return self._getLeader()
+
+    # -------------------------------------------------------------------- observability
+
+    def observations(self) -> dict[str, Any]:
+        """What coreplane.obs reads at scrape time, plain data, any thread: the journal's
+        stats and flush latency, commit latency, terms seen (age in seconds, term; newest
+        last), leader changes seen, the wire's counters and failed authentications by peer."""
+        now = monotonic_s()
+        journal = self._cp_journal
+        out: dict[str, Any] = {
+            "commit_latency": self._cp_commit_latency.snapshot(),
+            "terms": [(now - at, term) for at, term in list(self._cp_terms)],
+            "leader_changes": self._cp_leader_changes,
+            # None until this node knew a leader: elections before it are start-up, not churn
+            "first_leader_age_s": None if self._cp_first_leader_at is None
+            else now - self._cp_first_leader_at,
+            "journal": None, "flush_latency": None, "wire": {}, "auth_failures": {},
+            # on a leader: seconds since each follower last echoed a heartbeat stamp, and its
+            # match index; a connected follower that stops echoing is cut off
+            "ack_age_s": {},
+        }
+        if self._isLeader():
+            acks = dict(self._cp_acks)
+            others = list(self._SyncObj__otherNodes)  # type: ignore[attr-defined]
+            match = dict(self._SyncObj__raftMatchIndex)  # type: ignore[attr-defined]
+            out["ack_age_s"] = {str(n.id): None if n not in acks else now - acks[n]
+                                for n in others}  # None: no echo this leadership
+            out["match_index"] = {str(n.id): int(match.get(n, 0)) for n in others}
+        if journal is not None:
+            stats = getattr(journal, "stats", None)
+            hist = getattr(journal, "flush_latency", None)
+            with contextlib.suppress(Exception):  # a closed journal has no stats
+                out["journal"] = stats() if stats is not None else None
+            out["flush_latency"] = hist.snapshot() if hist is not None else None
+        transport = getattr(self, "_SyncObj__transport", None)
+        for name, key in (("stats", "wire"), ("auth_failures", "auth_failures")):
+            fn = getattr(transport, name, None)
+            if fn is not None:
+                out[key] = dict(fn())
+        return out
 
     def term(self) -> int:
         return int(self._getTerm())

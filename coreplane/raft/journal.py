@@ -55,6 +55,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -208,6 +209,40 @@ def check_lmdb_file_size(data_file: str) -> None:
                 f"({needed} bytes); refusing to map it (restore the file or rebuild the node)")
 
 
+class LatencyHistogram:
+    """Cumulative latency counts in fixed buckets (seconds), cheap enough for every flush.
+
+    Written by one thread (the tick thread), read by any: plain int increments under the GIL,
+    so a reader may see a count and a sum from adjacent observations, never a torn value. The
+    bounds follow Prometheus' default latency buckets, finer below 5 ms where fsyncs land."""
+
+    BOUNDS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+    __slots__ = ("counts", "max_s", "sum_s")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS_S) + 1)  # the last bucket is +Inf
+        self.sum_s = 0.0
+        self.max_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = 0
+        bounds = self.BOUNDS_S
+        while i < len(bounds) and seconds > bounds[i]:
+            i += 1
+        self.counts[i] += 1
+        self.sum_s += seconds
+        if seconds > self.max_s:
+            self.max_s = seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"bounds_s", "counts" (per bucket, not cumulative; last is +Inf), "count", "sum_s",
+        "max_s"}: plain data for metrics and health checks."""
+        counts = list(self.counts)
+        return {"bounds_s": list(self.BOUNDS_S), "counts": counts, "count": sum(counts),
+                "sum_s": self.sum_s, "max_s": self.max_s}
+
+
 def _free_bytes(path: str) -> int | None:
     try:
         st = os.statvfs(path)
@@ -336,6 +371,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         self._meta_dirty = False
         self._garbage = False  # keys outside [first, last] may exist in LMDB (set at open)
         self._full = False  # the last write failed with StorageFull
+        self.flush_latency = LatencyHistogram()  # flushes that wrote: transaction + sync
         self._head: Entry | None = None  # entry at `first`: pysyncobj reads [0] constantly
         self._term = 0
         self._voted_for: str | int | None = None
@@ -758,6 +794,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             self._require_open()
             if not self.dirty and not self._garbage:
                 return
+            started = time.monotonic()
             try:
                 self._with_map_growth(self._flush_txn, "flushing the log")
             except StorageFull:
@@ -766,6 +803,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                                  self.path)
                 self._full = True
                 raise
+            self.flush_latency.observe(time.monotonic() - started)
             if self._full:
                 logger.warning("journal %s: storage writable again", self.path)
             self._full = False
@@ -979,6 +1017,11 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         """Sizes for health checks and tests."""
         with self._lock, _translated(self.path, "reading stats"):
             info = self._env.info()
+            free = _free_bytes(self.path)
             return {"first_index": self._first, "entries": self._n,
                     "cached_entries": len(self._tail), "map_size_bytes": int(info["map_size"]),
-                    "last_page": int(info["last_pgno"]), "snapshot_gen": self._snapshot_gen}
+                    "last_page": int(info["last_pgno"]), "snapshot_gen": self._snapshot_gen,
+                    # for health checks: map use = (last_page + 1) * page_bytes against the cap
+                    "page_bytes": int(self._env.stat()["psize"]),
+                    "map_size_max_bytes": self._map_size_max,
+                    "disk_free_bytes": -1 if free is None else free}

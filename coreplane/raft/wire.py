@@ -253,6 +253,9 @@ class WireTransport(Transport):
         self._destroyed = False
         self._stats: Counter[str] = Counter()
         self._auth_warned: dict[str, float] = {}  # peer -> monotonic time of the last warning
+        # peer (node id, or the address of an inbound stranger) -> failed authentications;
+        # bounded like _auth_warned, the overflow counted under "other"
+        self._auth_failures: Counter[str] = Counter()
         self.bound_address: str | None = None
         for node in otherNodes:
             self.addNode(node)
@@ -263,6 +266,12 @@ class WireTransport(Transport):
     def stats(self) -> dict[str, int]:
         """Counters: handshakes, rejections by reason (``reject:<reason>``), frames, bytes."""
         return dict(self._stats)
+
+    def auth_failures(self) -> dict[str, int]:
+        """Failed authentications by peer since start: a node id when this node dialed a
+        configured peer, else the host of the inbound connection (which never proved who it
+        is). A peer running with the wrong secret grows here on every reconnect."""
+        return dict(self._auth_failures)
 
     def connected_peer_ids(self) -> list[str]:
         """Ids of peers with an authenticated connection, sorted."""
@@ -372,6 +381,10 @@ class WireTransport(Transport):
         the wrong secret otherwise shows only as 'not connected' on both sides."""
         who = f"{conn.node.id} ({conn.peer_addr})" if conn.dialer and conn.node else \
             conn.peer_addr.rpartition(":")[0]
+        key = str(conn.node.id) if conn.dialer and conn.node else who
+        if key not in self._auth_failures and len(self._auth_failures) >= _PENDING_INBOUND_MAX:
+            key = "other"
+        self._auth_failures[key] += 1
         now = time.monotonic()
         if now - self._auth_warned.get(who, -math.inf) < _AUTH_WARN_EVERY_S:
             return

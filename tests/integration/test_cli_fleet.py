@@ -115,6 +115,18 @@ def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(
     proc.kill()
     proc.wait(10)
     (record,) = _op_records(fleet)
+    # The fleet's own moves answer to their ids too (diagnose names them); a move may end
+    # between two commands, so look until one is caught in flight.
+    for _ in range(5):
+        moves = json.loads(fleet.cli("ops", "list", "-o", "json").stdout)["moves_in_flight"]
+        if not moves:
+            break
+        shown = fleet.cli("ops", "show", moves[0]["id"], "-o", "json")
+        if shown.returncode == 0:
+            assert json.loads(shown.stdout)["partition"] == moves[0]["partition"]
+            resumed = fleet.cli("ops", "resume", moves[0]["id"])
+            assert resumed.returncode == EXIT["rejected"]
+            break
     again = fleet.cli("drain", "s2", "--confirm-cluster", "coreplane", "-o", "json",
                       timeout=120)
     assert again.returncode == 0, again.stderr

@@ -154,6 +154,14 @@ def test_contexts_are_set_listed_without_tokens_and_switched(tmp_path: Path) -> 
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["current-context"] == "dev"
     r = runner.invoke(main, ["config", "use-context", "nope"], env=env)
     assert r.exit_code == EXIT["usage"]
+    # `diagnose` suggests `config set-context --token NEW` for a rotated token: the current
+    # context's token changes, nothing else, and the new token is not echoed
+    new = "rotated-token-0123456789abcdef"
+    r = runner.invoke(main, ["config", "set-context", "--token", new], env=env)
+    assert r.exit_code == 0, r.output
+    assert new not in r.output
+    dev = yaml.safe_load((tmp_path / "c.yaml").read_text())["contexts"]["dev"]
+    assert dev == {"endpoints": ["dev:1"], "token": new, "cluster": "dev-c"}
 
 
 def test_no_endpoints_is_a_usage_error(tmp_path: Path) -> None:
