@@ -52,8 +52,13 @@ def status(obj: Ctx) -> None:
     st = remote.client.status()
     flags = fleet.cluster_flags(obj)
     voters = []
+    peers = st.get("peers") or {}
     for node_id in sorted(members.get("members") or [st.get("node_id")]):
+        # reachable as the answering voter sees it (its authenticated Raft connection)
+        reachable = node_id == st.get("node_id") or bool(
+            (peers.get(node_id) or {}).get("connected"))
         voters.append({"id": node_id, "leader": node_id == members.get("leader"),
+                       "reachable": reachable,
                        "api": (members.get("api") or {}).get(node_id, "")})
     data = {"cluster": flags["name"], "production": flags["production"],
             "leader": members.get("leader") or None, "answered_by": st.get("node_id"),
@@ -67,8 +72,9 @@ def status(obj: Ctx) -> None:
         head = kv_table(f"cluster {d['cluster']}" + (" [PRODUCTION]" if d["production"] else ""),
                         {k: d[k] for k in ("leader", "answered_by", "term", "commit_index",
                                            "applied_index", "has_quorum", "tick_ms")})
-        rows = [(v["id"], "leader" if v["leader"] else "follower", v["api"]) for v in d["voters"]]
-        return Group(head, table("voters", ("id", "role", "api"), rows))
+        rows = [(v["id"], "leader" if v["leader"] else "follower",
+                 "yes" if v["reachable"] else "[red]NO[/red]", v["api"]) for v in d["voters"]]
+        return Group(head, table("voters", ("id", "role", "reachable", "api"), rows))
 
     obj.out.data(data, show)
     if not data["leader"] or data["has_quorum"] is False:
@@ -267,9 +273,9 @@ def health(obj: Ctx, level: str, thing_words: tuple[str, ...]) -> None:
     thing = "/".join(thing_words) if thing_words else None
     remote = obj.remote
     if level == "why":
-        if not thing:
-            raise fail("health why needs a THING such as voter/n2 (from `health where`)",
-                       "usage")
+        if not thing or "/" not in thing.strip("/"):
+            raise fail("health why needs KIND/ID (or KIND ID), such as voter/n2: "
+                       "`coreplane health where` lists them", "usage")
         status_code, body = remote.get_plain(_why_path(thing))
         if status_code == 404:
             raise fail(f"{thing}: {(body or {}).get('message', 'not found')}", "rejected")

@@ -34,6 +34,7 @@ def test_status_members_and_kv_answer_in_json_and_yaml(cluster: Cluster) -> None
     st = json.loads(r.stdout)
     assert st["leader"] == cluster.leader()
     assert sorted(v["id"] for v in st["voters"]) == ["a", "b", "c"]
+    assert all(v["reachable"] for v in st["voters"])
     assert st["cluster"] == "coreplane" and st["production"] is False
 
     assert cluster.cli("kv", "put", "app/x", "hello").returncode == 0

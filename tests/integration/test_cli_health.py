@@ -56,6 +56,10 @@ def test_health_levels_and_diagnose_find_a_stopped_voter(cluster: Cluster) -> No
     diag = cluster.cli("diagnose", "-o", "json", COREPLANE_ENDPOINTS=alive)
     assert diag.returncode == EXIT["unhealthy"]
     assert any(victim in json.dumps(f["where"]) for f in json.loads(diag.stdout)["findings"])
+    spaced = cluster.cli("health", "why", "voter", victim, "-o", "json",
+                         COREPLANE_ENDPOINTS=alive)  # the form diagnose's fixes print
+    assert json.loads(spaced.stdout)["findings"] == findings
+    assert cluster.cli("health", "why", "voter").returncode == EXIT["usage"]
     missing = cluster.cli("health", "why", "voter/nope", COREPLANE_ENDPOINTS=alive)
     assert missing.returncode == EXIT["rejected"]
     assert "no voter 'nope' is known here" in missing.stderr
