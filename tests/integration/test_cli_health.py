@@ -14,7 +14,6 @@ from coreplane.ops.context import EXIT
 from tests.integration.cli_support import Cluster
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("coreplane.obs.health", reason="coreplane.obs is not merged yet")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ if not os.path.exists(CHROMIUM):
                 ".ci/run does it)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install '.[ui]')")
-pytest.importorskip("coreplane.obs.health", reason="coreplane.obs is not merged yet")
 
 from tests.integration.cli_fleet_support import FleetCluster  # noqa: E402
 from tests.integration.cli_support import ADMIN  # noqa: E402
