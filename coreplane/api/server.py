@@ -53,6 +53,7 @@ from typing import Any
 from aiohttp import web
 
 from coreplane.api.dashboard import register as register_dashboard
+from coreplane.api.quotas import quota_routes
 from coreplane.api.routes import (
     ROLES,
     F,
@@ -196,7 +197,8 @@ class ApiServer:
             raise InvalidArgument("advertise_url", "must be a URL such as https://host:8470")
         self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
-        self._routes = default_routes(Handlers(cp, self._api_urls))
+        handlers = Handlers(cp, self._api_urls)
+        self._routes = [*default_routes(handlers), *quota_routes(handlers)]
         if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
             from coreplane.api.fleet_routes import fleet_routes
 

@@ -8,11 +8,11 @@ commands such as ticks are idempotent by their own numbering).
 Decoding validates every field's type and range and raises `DecodeError` naming the field, so
 the apply path only ever sees well-formed commands.
 
-*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment) move cluster time and
-fencing tokens, so only the runtime may write them: `encode_internal` marks their envelope,
-`encode` and `check_proposable` refuse them, and apply refuses an internal command without the
-marker (or a client command with it). A host, a client of the coming HTTP API or a forged log
-entry therefore cannot freeze time or mint a leader term.
+*Internal* commands (`INTERNAL_TAGS`: ticks, leader establishment, quota allotments) move
+cluster time, fencing tokens and routers' shares, so only the runtime may write them:
+`encode_internal` marks their envelope, `encode` and `check_proposable` refuse them, and apply
+refuses an internal command without the marker (or a client command with it). A host, a client
+of the HTTP API or a forged log entry therefore cannot freeze time or mint a leader term.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "FLEET_TAGS",
     "INTERNAL_TAGS",
     "LOCK_COMMANDS",
+    "QUOTA_COMMANDS",
     "TICK_ELAPSED_MS_MAX",
     "Cas",
     "Command",
@@ -57,6 +58,9 @@ __all__ = [
     "LockSessionKeepAlive",
     "Proposable",
     "Put",
+    "QuotaAllot",
+    "QuotaDeleteLimit",
+    "QuotaSetLimit",
     "Tick",
     "UserCommand",
     "check_proposable",
@@ -447,12 +451,60 @@ LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockA
                  LockRelease)
 
 
+# Quotas (tags 90..99; see coreplane/core/machines/quotas.py): global rate limits per key,
+# allotted to routers per epoch by the leader; an allotment's log index is its fencing token.
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSetLimit(_Base):
+    """Set key's global limit (milli-requests/s) for at most `routers_max` routers."""
+
+    TAG = 90
+    TYPES = {"key": str, "limit_milli": int, "routers_max": int, "client_id": str, "seq": int}
+    key: str
+    limit_milli: int
+    routers_max: int = 16
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDeleteLimit(_Base):
+    TAG = 91
+    TYPES = {"key": str, "client_id": str, "seq": int}
+    key: str
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaAllot(_Base):
+    """Internal: the leader's epoch `epoch` of key's limit: `shares` [[router, share_milli,
+    demand_milli]] sorted by router; the routers (sorted) that may be spending their fallback
+    share during this epoch, `reserved_now` while live epochs' shares are still spent and
+    `reserved` after; valid `lease_ms` of tick time from its commit."""
+
+    TAG = 92
+    TYPES = {"key": str, "epoch": int, "lease_ms": int, "shares": list, "reserved": list,
+             "reserved_now": list}
+    key: str
+    epoch: int
+    lease_ms: int
+    shares: list[Any]
+    reserved: list[Any]
+    reserved_now: list[Any]
+
+
+QUOTA_COMMANDS = (QuotaSetLimit, QuotaDeleteLimit, QuotaAllot)
+
+
 Command: TypeAlias = (
     Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
     | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
     | FleetCreatePartition | FleetSetRF | FleetDeletePartition | FleetCordon | FleetUncordon
     | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan | FleetProviderRequest
     | FleetProviderResult
+    | QuotaSetLimit | QuotaDeleteLimit | QuotaAllot
 )
 # What `ControlPlane.propose` accepts: a client command, or its codec bytes.
 Proposable: TypeAlias = bytes | Command
@@ -461,11 +513,13 @@ _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
                 UserCommand, *LOCK_COMMANDS, FleetCreatePartition, FleetSetRF,
                 FleetDeletePartition, FleetCordon, FleetUncordon, FleetDrain, FleetDecommission,
-                FleetAck, FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult)
+                FleetAck, FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult,
+                *QUOTA_COMMANDS)
 }
 
 
-INTERNAL_TAGS: frozenset[int] = frozenset({Tick.TAG, Leader.TAG}) | FLEET_INTERNAL_TAGS
+INTERNAL_TAGS: frozenset[int] = (frozenset({Tick.TAG, Leader.TAG, QuotaAllot.TAG})
+                                 | FLEET_INTERNAL_TAGS)
 
 
 def _refuse_internal(name: str) -> InvalidArgument:

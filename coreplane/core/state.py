@@ -26,6 +26,7 @@ from coreplane.core.codec import Value
 from coreplane.core.machines.fleet import FleetConfig, FleetMachine
 from coreplane.core.machines.kv import KVMachine, Limits
 from coreplane.core.machines.locks import LockMachine
+from coreplane.core.machines.quotas import QuotaMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
@@ -106,6 +107,7 @@ class StateMachine:
         self.limits = limits or Limits()
         self.kv = KVMachine(self.limits)
         self.locks = LockMachine()
+        self.quotas = QuotaMachine()
         self.fleet = FleetMachine(fleet)  # built-in: nodes, partitions, operations (DESIGN 7)
         self.applied_index = 0
         self.tick_n = 0
@@ -224,6 +226,14 @@ class StateMachine:
                 return self.locks.acquire(name, session_id, index)
             case commands.LockRelease(name=name, session_id=session_id):
                 return self.locks.release(name, session_id, index)
+            case commands.QuotaSetLimit(key=key, limit_milli=limit, routers_max=routers_max):
+                return self.quotas.set_limit(key, limit, routers_max)
+            case commands.QuotaDeleteLimit(key=key):
+                return self.quotas.delete_limit(key)
+            case commands.QuotaAllot(key=key, epoch=epoch, lease_ms=lease_ms, shares=shares,
+                                     reserved=reserved, reserved_now=reserved_now):
+                return self.quotas.allot(key, epoch, lease_ms, shares, reserved, reserved_now,
+                                         index, self.tick_ms, self.leader_token)
         raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
 
     def _tick(self, tick: commands.Tick, index: int) -> Value:
@@ -273,6 +283,7 @@ class StateMachine:
     def _capture_plain(self) -> Callable[[], dict[str, Value]]:
         kv = self.kv.capture()
         locks = self.locks.capture()
+        quotas = self.quotas.capture() if self.quotas.used else None
         fleet = self.fleet.snapshot_capture()
         sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
         # User states are encoded now: a machine may (against its contract) mutate in place.
@@ -296,6 +307,8 @@ class StateMachine:
                 # hashes they had before the lock machine existed (restore reads it as empty).
                 **({"locks": lock_plain} if (lock_plain := locks())["sessions"]
                    or lock_plain["next_session_id"] != 1 else {}),
+                # Likewise for quotas: only once a limit exists (restore reads it as empty).
+                **({"quotas": quotas()} if quotas is not None else {}),
             }
 
         return build
@@ -332,6 +345,7 @@ class StateMachine:
                 raise DecodeError(f"unknown snapshot format {plain['format']!r}")
             kv = KVMachine.from_plain(plain["kv"], self.limits)
             locks = LockMachine.from_plain(plain.get("locks"), self.locks.limits)
+            quotas = QuotaMachine.from_plain(plain.get("quotas"), self.quotas.limits)
             kind = type(self.fleet)  # a subclass given to this replica stays in force
             fleet = (kind.from_plain(plain["fleet"], self.fleet.config)
                      if "fleet" in plain else kind(self.fleet.config))
@@ -345,6 +359,7 @@ class StateMachine:
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot is malformed: {exc!r}") from exc
         self.kv, self.sessions, self.locks, self.fleet = kv, sessions, locks, fleet
+        self.quotas = quotas
         self.applied_index, self.tick_n, self.tick_ms = applied_index, tick_n, tick_ms
         self.leader_token, self.leader_node, self.leader_term = token, node, term
         for name, user in self._machines.items():

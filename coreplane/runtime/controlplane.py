@@ -64,6 +64,7 @@ from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.fleet import Fleet
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
@@ -260,6 +261,7 @@ class ControlPlane:
         durability: str = "fsync",
         limits: Limits | None = None,
         seams: Seams | None = None,
+        quota_config: QuotaConfig | None = None,
         fleet_config: FleetConfig | None = None,
         provider: Any = None,
     ) -> None:
@@ -321,6 +323,7 @@ class ControlPlane:
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
+        self.quotas = Quotas(self, quota_config)  # global rate limits (runtime/quotas.py)
         self.fleet = Fleet(self, provider=provider)  # the fleet brain (runtime/fleet.py)
 
         self._client_id = (self._seams.client_id
@@ -603,6 +606,7 @@ class ControlPlane:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
         self.fleet.leader_step()
+        self.quotas.leader_step()  # each proposes at most one entry per pass (and yields)
 
     def _propose_tick(self, now: float) -> None:
         """Advance cluster time by this leader's monotonic time since its last committed tick,
@@ -668,6 +672,7 @@ class ControlPlane:
         return None
 
     def _lose_leadership(self) -> None:
+        self.quotas.lost_leadership()
         if self._emitted_token is None:
             self._led_term = None
             return

@@ -16,7 +16,7 @@ from coreplane.core.codec import Value
 from coreplane.core.machines.kv import KeyRecord
 from coreplane.core.state import StateMachine
 
-__all__ = ["KVView", "LeaseView", "LocksView", "StateView"]
+__all__ = ["KVView", "LeaseView", "LocksView", "QuotasView", "StateView"]
 
 
 class _ReadOnly:
@@ -89,11 +89,27 @@ class LocksView(_ReadOnly):
         self._init(describe=sm.locks.describe, session=sm.locks.session)
 
 
+class QuotasView(_ReadOnly):
+    """Queries on the quota machine; both answer fresh plain dicts (nothing shared)."""
+
+    __slots__ = ("describe", "share")
+    describe: Callable[[str], dict[str, Value] | None]  # (key): limit, live epochs, routers
+    share: Callable[[str, str], dict[str, Value] | None]  # (key, router): newest epoch's share
+
+    def __init__(self, sm: StateMachine) -> None:
+        quotas, tick_ms = sm.quotas, sm.tick_ms
+
+        def describe(key: str) -> dict[str, Value] | None:
+            return quotas.describe(key, tick_ms)
+
+        self._init(describe=describe, share=quotas.share)
+
+
 class StateView(_ReadOnly):
     """The replica's state at one applied index, for reading only."""
 
     __slots__ = ("applied_index", "kv", "leader_node", "leader_term", "leader_token", "locks",
-                 "machine_state", "machines", "tick_ms", "tick_n")
+                 "machine_state", "machines", "quotas", "tick_ms", "tick_n")
     applied_index: int
     tick_n: int
     tick_ms: int
@@ -102,6 +118,7 @@ class StateView(_ReadOnly):
     leader_term: int
     kv: KVView
     locks: LocksView
+    quotas: QuotasView
     machine_state: Callable[[str], Value]
     machines: tuple[str, ...]
 
@@ -119,5 +136,6 @@ class StateView(_ReadOnly):
         self._init(applied_index=sm.applied_index, tick_n=sm.tick_n, tick_ms=sm.tick_ms,
                    leader_token=sm.leader_token, leader_node=sm.leader_node,
                    leader_term=sm.leader_term, kv=KVView(sm), locks=LocksView(sm),
+                   quotas=QuotasView(sm),
                    machine_state=machine_state,
                    machines=tuple(sorted(states)))

@@ -5,6 +5,7 @@ Re-exports only. Imports nothing of the server side but `coreplane.core.codec` a
 """
 
 from coreplane.errors import LockLost
+from coreplane.sdk.agent import Agent, FleetAction
 from coreplane.sdk.client import AsyncClient, Client, Endpoints
 from coreplane.sdk.config import (
     ClientConfig,
@@ -17,8 +18,10 @@ from coreplane.sdk.config import (
 from coreplane.sdk.fencing import FencedResource
 from coreplane.sdk.lock import AsyncLock, Lock
 from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
+from coreplane.sdk.router import Router
 
 __all__ = [
+    "Agent",
     "AsyncClient",
     "AsyncLock",
     "Backoff",
@@ -29,11 +32,13 @@ __all__ = [
     "ContainerConfig",
     "Endpoints",
     "FencedResource",
+    "FleetAction",
     "Lock",
     "LockLost",
     "LongRunningConfig",
     "Outcome",
     "RetryBudget",
+    "Router",
     "ServerlessConfig",
     "detect_config",
     "detect_profile",

@@ -1,0 +1,154 @@
+"""Global rate limits on a real 3-node cluster on 127.0.0.1: ten routers with skewed demand.
+
+Each router runs in a thread of this process with its own `Client` (HTTP to the cluster's
+ApiServers) and offers requests at its own paced rate; every admitted request is timestamped.
+The admitted rate of the whole fleet is then counted in every 1 s window (sliding, 50 ms apart):
+
+- steady state: within 5% of the limit (the budget keeps 2% plus one request per router for the
+  buckets' depth, so it sits just under the limit); asserted on the mean, the minimum reported;
+- the leader is stopped: no window ever exceeds the limit, and once the new leader's first
+  epoch reaches the routers, full use is back within one epoch (plus the report interval the
+  routers take to pick up the next epoch). The new leader's first epoch reserves every router's
+  fallback (it cannot know who fell back), so it caps the largest shares for that one epoch.
+
+The numbers are printed (run with ``-s``) and written to ``$COREPLANE_QUOTA_REPORT`` if set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from coreplane.sdk import Client, Router
+from tests.integration.api_support import CONFIG, TOKEN
+
+pytestmark = pytest.mark.slow
+
+LIMIT_RPS = 1_000
+DEMANDS_RPS = [10, 20, 40, 60, 80, 100, 150, 200, 300, 400]  # 1,360 offered in all
+WINDOW_S = 1.0
+STEP_S = 0.05
+
+
+class Offered(threading.Thread):
+    """Offers `rps` requests per second to `router`, paced every 10 ms; logs admissions."""
+
+    def __init__(self, router: Router, rps: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.router, self.rps, self.stop = router, rps, stop
+        self.admitted: list[float] = []
+
+    def run(self) -> None:
+        start = time.monotonic()
+        offered = 0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            due = int((now - start) * self.rps)
+            while offered < due:
+                offered += 1
+                if self.router.try_acquire():
+                    self.admitted.append(time.monotonic())
+            time.sleep(0.01)
+
+
+def windows(stamps: list[float], start: float, end: float) -> list[tuple[float, int]]:
+    """(window start, admitted in [start, start + 1 s)) every STEP_S."""
+    stamps = sorted(stamps)
+    out = []
+    lo = hi = 0
+    t = start
+    while t + WINDOW_S <= end:
+        while lo < len(stamps) and stamps[lo] < t:
+            lo += 1
+        while hi < len(stamps) and stamps[hi] < t + WINDOW_S:
+            hi += 1
+        out.append((t, hi - lo))
+        t += STEP_S
+    return out
+
+
+def test_ten_routers_share_one_limit_through_a_leader_change(
+        api_cluster: Any, wait_until: Callable[..., Any]) -> None:
+    cluster, servers = api_cluster
+    leader = cluster.leader()
+    leader.quotas.set_limit("global", LIMIT_RPS * 1000, routers_max=len(DEMANDS_RPS))
+    urls = [s.url for s in servers.values()]
+    stop = threading.Event()
+    clients = [Client(urls, TOKEN, CONFIG) for _ in DEMANDS_RPS]
+    routers = [Router(c, "global", f"edge-{i}") for i, c in enumerate(clients)]
+    offered = [Offered(r, rps, stop) for r, rps in zip(routers, DEMANDS_RPS, strict=True)]
+    t0 = time.monotonic()
+    for o in offered:
+        o.start()
+    try:
+        time.sleep(12.0)
+        old_token = max(r.schedule.token for r in routers)
+        kill_at = time.monotonic()
+        servers[leader.node_id].stop()
+        leader.stop()
+        del cluster.nodes[leader.node_id]
+        new_leader = cluster.leader(timeout_s=15)
+        elected_at = time.monotonic()
+        first_new = wait_until(
+            lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token),
+                         None), 15, "a share from the new leader")
+        time.sleep(10.0)
+    finally:
+        stop.set()
+        for o in offered:
+            o.join(5)
+        for r in routers:
+            r.close()
+        for c in clients:
+            c.close()
+    end = time.monotonic()
+    stamps = [t for o in offered for t in o.admitted]
+    every = windows(stamps, t0, end)
+    steady = [n for t, n in every if t0 + 5.0 <= t and t + WINDOW_S <= kill_at]
+    after_kill = [(t, n) for t, n in every if t + WINDOW_S > kill_at]
+    epoch_s = new_leader.quotas.config.epoch_ms / 1000
+    # One epoch after the new leader's first share reached a router, plus the time the
+    # routers take to pick up the next one (a report interval).
+    report_s = routers[0].report_ms / 1000
+    recovered = [n for t, n in every if t >= first_new + epoch_s + report_s]
+    first_full = next((t for t, n in every if t >= first_new and n >= 0.95 * LIMIT_RPS), None)
+    report = {
+        "limit_rps": LIMIT_RPS, "demands_rps": DEMANDS_RPS, "window_s": WINDOW_S,
+        "steady_min": min(steady), "steady_max": max(steady),
+        "steady_mean": round(sum(steady) / len(steady), 1),
+        "max_window_overall": max(n for _t, n in every),
+        "max_window_after_kill": max(n for _t, n in after_kill),
+        "min_window_after_kill": min(n for _t, n in after_kill),
+        "leader_elected_after_kill_s": round(elected_at - kill_at, 3),
+        "first_new_share_after_kill_s": round(first_new - kill_at, 3),
+        "full_use_again_after_kill_s": None if first_full is None else round(
+            first_full + WINDOW_S - kill_at, 3),
+        "full_window_starts_after_first_new_share_s": None if first_full is None else round(
+            first_full - first_new, 3),
+        "recovered_min_from_one_epoch_after_first_new_share": min(recovered),
+        "epoch_s": epoch_s, "report_s": report_s,
+        "windows_after_kill": [(round(t - kill_at, 2), n) for t, n in after_kill][::4],
+        "shares_milli": [r.schedule.share_milli for r in routers],
+        "admitted_per_router": [len(o.admitted) for o in offered],
+    }
+    print(json.dumps(report, indent=1))
+    path = os.environ.get("COREPLANE_QUOTA_REPORT")
+    if path:
+        with open(path, "w") as fh:
+            json.dump(report, fh, indent=1)
+    # Safety holds on any machine; the use figures depend on the offering threads getting the
+    # CPU (a starved one loses the tokens its 20 ms bucket cannot hold), so the test asserts
+    # means and the report gives every window's minimum.
+    assert report["max_window_overall"] <= LIMIT_RPS  # never above the limit, kill included
+    assert report["steady_mean"] >= 0.95 * LIMIT_RPS
+    # Measured (see the report): usually back within one epoch plus a report interval; on a
+    # loaded machine a router's report can miss the new leader's second epoch, which then still
+    # reserves its fallback. The test holds the bound of three epochs, the report says more.
+    late = [n for t, n in every if t >= first_new + 3 * epoch_s + report_s]
+    assert sum(late) / len(late) >= 0.95 * LIMIT_RPS
