@@ -53,6 +53,7 @@ from typing import Any
 from aiohttp import web
 
 from coreplane.api.dashboard import register as register_dashboard
+from coreplane.api.fleet_routes import fleet_routes
 from coreplane.api.quotas import quota_routes
 from coreplane.api.routes import (
     ROLES,
@@ -200,8 +201,6 @@ class ApiServer:
         handlers = Handlers(cp, self._api_urls)
         self._routes = [*default_routes(handlers), *quota_routes(handlers)]
         if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
-            from coreplane.api.fleet_routes import fleet_routes
-
             self._routes += fleet_routes(cp)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
