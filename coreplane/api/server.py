@@ -52,6 +52,8 @@ from typing import Any
 
 from aiohttp import web
 
+from coreplane.api.dashboard import register as register_dashboard
+from coreplane.api.fleet_routes import fleet_routes
 from coreplane.api.quotas import quota_routes
 from coreplane.api.routes import (
     ROLES,
@@ -198,6 +200,8 @@ class ApiServer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
         handlers = Handlers(cp, self._api_urls)
         self._routes = [*default_routes(handlers), *quota_routes(handlers)]
+        if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
+            self._routes += fleet_routes(cp)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -214,6 +218,7 @@ class ApiServer:
         if obs:
             admin = next((t for t, r in sorted(tokens.items()) if r == "admin"), None)
             self.obs = register_obs(self, cp, peer_token=admin)
+        register_dashboard(self)  # GET /dashboard: the page (api/dashboard.py)
 
     @staticmethod
     def _parse_tokens(tokens: Mapping[str, str]) -> list[tuple[bytes, _Principal]]:

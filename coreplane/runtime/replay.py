@@ -48,6 +48,9 @@ class ReplayResult:
     entries_applied: int  # coreplane entries applied after the snapshot
     refusals: dict[str, int] = field(default_factory=dict)  # code -> count
     unknown_machines: bool = False  # entries for machines not passed in: hash of built-ins
+    # The fleet's decision journal at that index (its last `journal_max`), oldest first:
+    # {index, tick_ms, subjects, text}, for `coreplane replay` to print.
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,7 +120,9 @@ def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, An
     return ReplayResult(node_id=node_id, snapshot_index=snapshot_index, commit_index=commit,
                         applied_index=sm.applied_index, state_hash=sm.state_hash(),
                         entries_applied=applied, refusals=dict(sorted(refusals.items())),
-                        unknown_machines=refusals.get("unknown_machine", 0) > 0)
+                        unknown_machines=refusals.get("unknown_machine", 0) > 0,
+                        decisions=[{"index": e[0], "tick_ms": e[1], "subjects": list(e[2]),
+                                    "text": e[3]} for e in sm.fleet.journal])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,336 @@
+"""What the fleet commands (`coreplane.ops.fleet_commands`) share: reading the fleet, the
+guards, and running a change as a resumable operation.
+
+Every mutating command:
+1. asks the server for a **dry-run plan** (``POST /v1/fleet/plan``: the real solver on the
+   current fleet with the change applied hypothetically, its moves and an estimate from the
+   measured move time; nothing is proposed) and prints it in words with ``--dry-run``;
+2. checks the **blast radius** (`coreplane.ops.guard`) and asks for the cluster's name when
+   the change is wide or the cluster is production (``--confirm-cluster NAME`` in automation);
+3. creates or **attaches to** its operation record (`coreplane.ops.operations`: deterministic
+   id, compare-and-set), re-asks the fleet for the idempotent changes, and
+4. follows progress with a bar, woken by the watch API on the record (a cancel from another
+   terminal shows at once) and measured against the fleet's views; Ctrl-C detaches (exit 130)
+   and never cancels: the same command, or ``ops resume ID``, attaches again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import click
+
+from coreplane.errors import CommandRejected
+from coreplane.ops import guard, operations
+from coreplane.ops.context import EXIT, Ctx, fail
+from coreplane.ops.output import table
+
+__all__ = ["as_change", "cluster_flags", "confirm", "dry_plan", "estimate_words", "follow",
+           "issue", "limits", "list_nodes", "list_partitions", "node_rows", "part_rows",
+           "progress_of", "run_change"]
+
+CLUSTER_NAME_KEY = "coreplane/cluster/name"
+PRODUCTION_KEY = "coreplane/cluster/production"
+WAIT_POLL_MS = 1_000
+
+
+# ------------------------------------------------------------------------------ guards
+
+
+def cluster_flags(obj: Ctx) -> dict[str, Any]:
+    """The cluster's name and production flag (KV keys; the context's name as fallback)."""
+    client = obj.remote.client
+    got = client.get(CLUSTER_NAME_KEY)
+    name = got[0].decode("utf-8", "replace") if got else (obj.settings.cluster or "coreplane")
+    prod = client.get(PRODUCTION_KEY)
+    production = bool(prod) and prod[0].strip().lower() in (b"1", b"true", b"yes")
+    return {"name": name, "production": production}
+
+
+def confirm(obj: Ctx, *, radius: guard.Radius | None, destructive: bool, what: str,
+            confirm_cluster: str | None = None, force: bool = False) -> None:
+    """Refuse (exit 6) unless the change is within the blast radius or confirmed by the
+    cluster's name: typed back on a terminal, or ``--confirm-cluster NAME``."""
+    flags = cluster_flags(obj)
+    reasons = list(radius.reasons) if radius is not None else []
+    if radius is None and flags["production"] and destructive:
+        reasons.append("the cluster is marked production")
+    if force:
+        reasons.append("it changes the voters of a cluster with fewer than 3 left")
+    if not reasons:
+        return
+    name = flags["name"]
+    why = "; ".join(reasons)
+    if confirm_cluster is not None:
+        if confirm_cluster == name:
+            return
+        raise fail(f"{what}: --confirm-cluster {confirm_cluster!r} is not this cluster "
+                   f"({why})", "unconfirmed")
+    if not sys.stdin.isatty():
+        raise fail(f"{what} needs confirmation: {why}. Pass --confirm-cluster {name} "
+                   f"to proceed", "unconfirmed")
+    click.echo(f"{what}: {why}.", err=True)
+    typed = click.prompt(f"Type the cluster's name ({name}) to proceed", default="",
+                         show_default=False, err=True)
+    if typed.strip() != name:
+        raise fail("confirmation did not match; nothing changed", "unconfirmed")
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def list_nodes(obj: Ctx) -> list[dict[str, Any]]:
+    return list(obj.remote.call("/v1/fleet/nodes", method="GET")["nodes"])
+
+
+def list_partitions(obj: Ctx) -> list[dict[str, Any]]:
+    return list(obj.remote.call("/v1/fleet/partitions", method="GET")["partitions"])
+
+
+def node_rows(rows: list[dict[str, Any]]) -> Any:
+    return table("nodes", ("id", "zone", "state", "liveness", "admin", "replicas", "heat",
+                           "operations"),
+                 [(n["id"], n["zone"], n["state"], n["liveness"], n["admin"], n["replicas"],
+                   n["heat"], len(n.get("operations") or [])) for n in rows])
+
+
+def part_rows(rows: list[dict[str, Any]]) -> Any:
+    return table("partitions", ("id", "rf", "replicas", "live", "health", "heat", "operation"),
+                 [(p["id"], p["rf"], ",".join(p["replicas"]), p["live_replicas"], p["health"],
+                   p["heat"], (p.get("operation") or {}).get("id", "")) for p in rows])
+
+
+def estimate_words(plan: dict[str, Any]) -> str:
+    est = plan.get("estimate") or {}
+    moves = plan.get("moves") or []
+    moved = sum(1 for m in moves if m.get("source") and m.get("target"))
+    added = sum(1 for m in moves if m.get("target") and not m.get("source"))
+    dropped = sum(1 for m in moves if m.get("source") and not m.get("target"))
+    parts = sorted({m["partition"] for m in moves})
+    words = [f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
+             f"remove the source), add {added} new, drop {dropped}"]
+    for m in moves[:12]:
+        words.append(f"  {m['partition']}: {m.get('source') or '-'} -> {m.get('target') or '-'}")
+    if len(moves) > 12:
+        words.append(f"  ... and {len(moves) - 12} more")
+    ms = est.get("ms_per_move")
+    if est.get("measured_moves"):
+        total, each = int(est.get("total_ms", 0)), int(ms or 0)
+        head = f"about {_duration(total)}" if total > 0 else "within a few ticks"
+        words.append(f"{head}: {len(moves)} move(s) in {est.get('waves', 0)} wave(s), up to "
+                     f"{est.get('parallel', 1)} at a time; a move took {_duration(each)} "
+                     f"(median of the last {est.get('measured_moves', 0)} of this cluster)")
+    else:
+        words.append("time: unknown until this cluster has finished a move to measure")
+    if est.get("provision"):
+        words.append(f"provision {est['provision']} node(s) (the host's provider)")
+    words.append(f"affects {len(parts)} partition(s)")
+    for warning in plan.get("warnings") or []:
+        words.append(f"WARNING: {warning}")
+    if plan.get("feasible") is False:
+        words.append(f"NOT feasible as asked: {plan.get('reason', '')}")
+    return "\n".join(words)
+
+
+def _duration(ms: int) -> str:
+    if ms <= 0:
+        return "under one tick"  # moves measured in cluster tick time, finished within one
+    s = ms // 1000
+    if s < 60:
+        return f"{s} s" if s else f"{ms} ms"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+# ------------------------------------------------------------------------------ changing
+
+
+def issue(obj: Ctx, ch: dict[str, Any]) -> Any:
+    """Ask the fleet for one change; every change is idempotent, so re-asking is safe."""
+    verb = ch["verb"]
+    if verb in ("cordon", "uncordon", "drain", "decommission"):
+        return obj.remote.call(f"/v1/fleet/{verb}", {"node_id": ch["subject"]})
+    if verb == "set_rf":
+        return obj.remote.call("/v1/fleet/partitions/set_rf",
+                               {"pid": ch["subject"], "rf": ch["rf"]})
+    if verb == "create":
+        return obj.remote.call("/v1/fleet/partitions/create",
+                               {"pid": ch["subject"], "rf": ch["rf"]})
+    if verb == "delete":
+        return obj.remote.call("/v1/fleet/partitions/delete", {"pid": ch["subject"]})
+    raise fail(f"unknown change {verb}", "error")
+
+
+def limits(obj: Ctx) -> dict[str, int]:
+    """Blast-radius limits: the flags, else the config file's ``blast-radius:``, else the
+    defaults (`coreplane.ops.guard`)."""
+    from coreplane.ops.config import load_file
+
+    conf = load_file().get("blast-radius") or {}
+    nodes = (obj.nodes_pct if obj.nodes_pct is not None
+             else conf.get("nodes-pct", guard.NODES_PCT))
+    parts = (obj.partitions_pct if obj.partitions_pct is not None
+             else conf.get("partitions-pct", guard.PARTITIONS_PCT))
+    for name, value in (("nodes-pct", nodes), ("partitions-pct", parts)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise fail(f"blast-radius.{name} must be an integer percentage", "usage")
+    return {"nodes_pct": nodes, "partitions_pct": parts}
+
+
+def dry_plan(obj: Ctx, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(obj.remote.call("/v1/fleet/plan", {"changes": json.dumps(changes)}))
+
+
+def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any]],
+               dry_run: bool, confirm_cluster: str | None, wait: bool,
+               destructive: bool = True) -> None:
+    plan = dry_plan(obj, changes)
+    named_nodes = [c["subject"] for c in changes
+                   if c["verb"] in ("cordon", "uncordon", "drain", "decommission")]
+    named_parts = [c["subject"] for c in changes if c["verb"] in ("set_rf", "create", "delete")]
+    rad = guard.radius(named_nodes=named_nodes, named_partitions=named_parts,
+                       moves=plan.get("moves") or [], nodes_total=plan.get("nodes_total", 0),
+                       partitions_total=plan.get("partitions_total", 0),
+                       destructive=destructive, production=bool(plan.get("production")),
+                       **limits(obj))
+    if plan.get("warnings"):  # a change that leaves the fleet short always asks
+        rad = dataclasses.replace(rad, reasons=(*rad.reasons, *plan["warnings"]))
+    oid = operations.op_id(verb, subject, changes)
+    if dry_run:
+        words = (f"{verb} {subject} (operation {oid})\n" + estimate_words(plan) + "\n"
+                 + rad.sentence()
+                 + ("\nneeds confirmation: " + "; ".join(rad.reasons) if rad.reasons else ""))
+        obj.out.data({"dry_run": True, "operation": oid, "changes": changes,
+                      "plan": plan, "blast_radius": rad.to_dict(), "words": words},
+                     lambda d: d["words"])
+        return
+    client = obj.remote.client
+    existing = operations.fetch(client, oid)
+    if existing is not None and existing[0].get("state") == "running":
+        obj.out.note(f"attaching to operation {oid} (started at revision "
+                     f"{existing[0].get('created_revision', '?')}); not starting another")
+        record = existing[0]
+    else:
+        nodes = {n["id"]: n for n in list_nodes(obj)}
+        parts = {p["id"]: p for p in list_partitions(obj)}
+        goals = operations.goals_for(changes)
+        if existing is not None and existing[0].get("state") == "done" \
+                and operations.distance(goals, nodes, parts) == 0:
+            obj.out.note(f"operation {oid} is already done; nothing to do")
+            _report(obj, existing[0], 1, 1)
+            return
+        confirm(obj, radius=rad, destructive=destructive, what=f"{verb} {subject}",
+                confirm_cluster=confirm_cluster)
+        record = {"id": oid, "verb": verb, "subject": subject, "changes": changes,
+                  "goals": goals, "state": "running",
+                  "initial": max(1, operations.distance(goals, nodes, parts)),
+                  "undo": _undo(changes, nodes, parts), "attempt": 1}
+        if existing is not None:  # done or cancelled before: the same operation, again
+            record["attempt"] = int(existing[0].get("attempt", 1)) + 1
+            record["created_revision"] = existing[0].get("created_revision")
+            operations.save(client, record)
+        else:
+            created, record, rev = operations.create(client, record)
+            if created:
+                record["created_revision"] = rev
+                operations.save(client, record)
+            else:
+                obj.out.note(f"attaching to operation {oid}: another client started it")
+    for ch in record["changes"]:
+        issue(obj, ch)
+    follow(obj, record["id"], wait=wait)
+
+
+def _undo(changes: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
+          parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `ops cancel` asks for: the state before, where it can be asked for."""
+    undo: list[dict[str, Any]] = []
+    for ch in changes:
+        if ch["verb"] in ("drain", "cordon", "decommission"):
+            node = nodes.get(ch["subject"])
+            if node is not None and node.get("admin") == "active":
+                undo.append({"verb": "uncordon", "subject": ch["subject"]})
+        elif ch["verb"] == "set_rf" and ch["subject"] in parts:
+            undo.append({"verb": "set_rf", "subject": ch["subject"],
+                         "rf": parts[ch["subject"]]["rf"]})
+        elif ch["verb"] == "uncordon":
+            undo.append({"verb": "cordon", "subject": ch["subject"]})
+    return undo
+
+
+def progress_of(obj: Ctx, record: dict[str, Any]) -> tuple[int, int]:
+    """(done units, total units) of an operation, from the fleet's views now."""
+    nodes = {n["id"]: n for n in list_nodes(obj)}
+    parts = {p["id"]: p for p in list_partitions(obj)}
+    left = operations.distance(record["goals"], nodes, parts)
+    total = max(int(record.get("initial", 1)), left, 1)
+    return total - left, total
+
+
+def follow(obj: Ctx, oid: str, *, wait: bool) -> None:
+    """Show the operation until it is done; the watch API on its record paces the loop."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    client = obj.remote.client
+    found = operations.fetch(client, oid)
+    if found is None:
+        raise fail(f"no operation {oid}", "rejected")
+    record, rev = found
+    done, total = progress_of(obj, record)
+    if not wait:
+        _report(obj, record, done, total)
+        return
+    show_bar = obj.output == "table" and sys.stderr.isatty()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                        console=obj.out.err, disable=not show_bar, transient=False)
+    try:
+        with progress:
+            task = progress.add_task(f"{oid}", total=total, completed=done)
+            while record.get("state") == "running" and done < total:
+                events, _next = client.watch(operations.PREFIX + oid, start_revision=rev + 1,
+                                             wait_ms=WAIT_POLL_MS)
+                for erev, kind, _key, value in events:
+                    rev = max(rev, erev)
+                    if kind == "put":
+                        record = json.loads(value.decode("utf-8"))
+                    else:
+                        record = {**record, "state": "deleted"}
+                done, total = progress_of(obj, record)
+                progress.update(task, completed=done, total=total)
+                if not show_bar and obj.output == "table":
+                    click.echo(f"{oid}: {done}/{total}", err=True)
+    except KeyboardInterrupt:
+        click.echo(f"\ndetached from {oid}; it goes on in the cluster. Run the same command "
+                   f"or `coreplane ops show {oid}` to attach again.", err=True)
+        sys.exit(EXIT["detached"])
+    if record.get("state") == "running" and done >= total:
+        record["state"] = "done"
+        record["finished_progress"] = [done, total]
+        with contextlib.suppress(CommandRejected):  # a refused put only loses the note
+            operations.save(client, record)
+    _report(obj, record, done, total)
+    if record.get("state") not in ("done", "running"):
+        raise fail(f"operation {oid} is {record.get('state')}", "rejected")
+
+
+def _report(obj: Ctx, record: dict[str, Any], done: int, total: int) -> None:
+    data = {"operation": record["id"], "state": record.get("state"), "done": done,
+            "total": total, "changes": record.get("changes"), "attempt": record.get("attempt")}
+    obj.out.data(data, lambda d: f"operation {d['operation']}: {d['state']} ({d['done']}/"
+                                 f"{d['total']})")
+
+
+def as_change(c: Any) -> dict[str, Any]:
+    d = {"verb": c.verb, "subject": c.subject}
+    if c.verb in ("set_rf", "create"):
+        d["rf"] = c.new
+    return d
+
