@@ -11,7 +11,6 @@ from typing import Any
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
-
 from tests.integration.cli_support import Cluster
 
 CFG = FleetConfig(suspect_after_ms=2_000, dead_after_ms=4_000, copy_timeout_ms=20_000,
