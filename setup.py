@@ -39,8 +39,10 @@ class OptionalBuildExt(build_ext):
     def _fallback(exc: Exception) -> None:
         if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
             raise exc
-        print(f"coreplane: kernel build failed ({exc}); the pure-Python twin will be used",
-              file=sys.stderr)
+        print(
+            f"coreplane: kernel build failed ({exc}); the pure-Python twin will be used",
+            file=sys.stderr,
+        )
 
 
 def _extensions() -> list:  # type: ignore[type-arg]
@@ -55,9 +57,11 @@ def _extensions() -> list:  # type: ignore[type-arg]
             raise
         return []
     exts = [Extension(mod, [src], extra_compile_args=["-O3"]) for src, mod in sources.items()]
-    return cythonize(exts, language_level=3, compiler_directives={"boundscheck": False,
-                                                                   "wraparound": False,
-                                                                   "cdivision": True})
+    return cythonize(
+        exts,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -22,8 +22,14 @@ def _names() -> list[str]:
 
 def _git_revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -39,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = module.run(json_out=args.json_out, smoke=args.smoke)
     result.setdefault("bench", args.name)
     result["git_revision"] = _git_revision()
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "platform": platform.platform()}
+    result["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     result["wall_s"] = time.perf_counter() - start
     text = json.dumps(result, indent=2, sort_keys=True, default=str)
     if args.json_out:

@@ -35,8 +35,9 @@ def _etcd_op(port: int, op: str, prefix: str, t: int) -> Callable[[int], bool]:
 
     b64 = lambda s: base64.b64encode(s.encode() if isinstance(s, str) else s).decode()  # noqa: E731
     if op == "put":
-        return lambda i: bool(post("/v3/kv/put", {"key": b64(f"{prefix}{t}-{i}"),
-                                                 "value": b64(VALUE)}) is not None)
+        return lambda i: bool(
+            post("/v3/kv/put", {"key": b64(f"{prefix}{t}-{i}"), "value": b64(VALUE)}) is not None
+        )
     if op == "get":
         post("/v3/kv/put", {"key": b64(f"{prefix}{t}"), "value": b64(VALUE)})
         return lambda i: "kvs" in post("/v3/kv/range", {"key": b64(f"{prefix}{t}")})
@@ -53,8 +54,11 @@ def _etcd_op(port: int, op: str, prefix: str, t: int) -> Callable[[int], bool]:
 def _coreplane_op(urls: list[str], op: str, prefix: str, t: int) -> Callable[[int], bool]:
     from coreplane.sdk import Client, LongRunningConfig
 
-    client = Client(urls, os.environ["BENCH_TOKEN"],
-                    LongRunningConfig(health_check_interval_ms=0, lock_poll_ms=5))
+    client = Client(
+        urls,
+        os.environ["BENCH_TOKEN"],
+        LongRunningConfig(health_check_interval_ms=0, lock_poll_ms=5),
+    )
     client.refresh()  # leader first
     if op == "put":
         return lambda i: client.put(f"{prefix}{t}-{i}", VALUE) > 0
@@ -109,8 +113,17 @@ def main() -> None:
     for w in workers:
         w.join()
     elapsed = time.monotonic() - start
-    print(json.dumps({"ok": sum(counts), "errors": sum(errors), "elapsed_s": elapsed,
-                      "lat_ms": [x for xs in lat for x in xs]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ok": sum(counts),
+                "errors": sum(errors),
+                "elapsed_s": elapsed,
+                "lat_ms": [x for xs in lat for x in xs],
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -18,11 +18,20 @@ from coreplane.testing.procs import emit, serve_json_lines
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"],
-                      bytes.fromhex(os.environ["BENCH_SECRET"]))
+    cp = ControlPlane(
+        cfg["node_id"],
+        cfg["address"],
+        cfg["peers"],
+        cfg["data_dir"],
+        bytes.fromhex(os.environ["BENCH_SECRET"]),
+    )
     cp.start()
-    api = ApiServer(cp, cfg["api_address"], tokens={os.environ["BENCH_TOKEN"]: "client"},
-                    api_peers=cfg["api_peers"])
+    api = ApiServer(
+        cp,
+        cfg["api_address"],
+        tokens={os.environ["BENCH_TOKEN"]: "client"},
+        api_peers=cfg["api_peers"],
+    )
     api.start()
 
     def handle(req: dict[str, Any]) -> dict[str, Any]:

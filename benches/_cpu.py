@@ -27,7 +27,7 @@ def process_times_s(pid: int | None) -> tuple[float, float] | None:
             text = f.read().decode()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
     return int(fields[11]) * _TICK_S, int(fields[12]) * _TICK_S  # fields 14, 15 of proc(5)
 
 
@@ -83,16 +83,21 @@ def per_write_us(cpu_s: float | None, writes: int) -> float | None:
     return None if cpu_s is None or writes <= 0 else cpu_s / writes * 1e6
 
 
-def generator(cpu_s: float | None, wall_s: float, writes: int, ceiling_cores: float,
-              **extra: Any) -> dict[str, Any]:
+def generator(
+    cpu_s: float | None, wall_s: float, writes: int, ceiling_cores: float, **extra: Any
+) -> dict[str, Any]:
     """One load generator's cost: CPU per write, cores used, and whether it was near the
     cores it could use (`ceiling_cores`: one per Python process, its GIL, at most the
     machine's cores)."""
     cores = None if cpu_s is None or wall_s <= 0 else cpu_s / wall_s
-    return {"cpu_s": cpu_s, "cpu_us_per_write": per_write_us(cpu_s, writes), "cores": cores,
-            "ceiling_cores": ceiling_cores,
-            "near_ceiling": None if cores is None else cores >= NEAR_CEILING * ceiling_cores,
-            **extra}
+    return {
+        "cpu_s": cpu_s,
+        "cpu_us_per_write": per_write_us(cpu_s, writes),
+        "cores": cores,
+        "ceiling_cores": ceiling_cores,
+        "near_ceiling": None if cores is None else cores >= NEAR_CEILING * ceiling_cores,
+        **extra,
+    }
 
 
 def ceiling_cores(python_processes: int) -> float:

@@ -38,10 +38,12 @@ def _puts(port: int) -> list[Any]:
     connections, not one connection shared by every channel of the process)."""
     calls = []
     for _ in range(CHANNELS):
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                            options=[("grpc.use_local_subchannel_pool", 1)])
-        calls.append(channel.unary_unary(PUT_METHOD, request_serializer=_raw,
-                                         response_deserializer=_raw))
+        channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        calls.append(
+            channel.unary_unary(PUT_METHOD, request_serializer=_raw, response_deserializer=_raw)
+        )
     return calls
 
 
@@ -51,8 +53,9 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def closed(port: int, inflight: int, duration_s: float, prefix: str,
-                 start_at: float) -> dict[str, Any]:
+async def closed(
+    port: int, inflight: int, duration_s: float, prefix: str, start_at: float
+) -> dict[str, Any]:
     calls = _puts(port)
     counts = {"ok": 0, "failed": 0}
     end = start_at + duration_s
@@ -74,16 +77,16 @@ async def closed(port: int, inflight: int, duration_s: float, prefix: str,
     return {**counts, "elapsed_s": time.monotonic() - t0, "cpu_s": time.process_time() - cpu0}
 
 
-async def open_loop(port: int, rate: float, duration_s: float, prefix: str,
-                    start_at: float) -> dict[str, Any]:
+async def open_loop(
+    port: int, rate: float, duration_s: float, prefix: str, start_at: float
+) -> dict[str, Any]:
     calls = _puts(port)
     n = int(rate * duration_s)
     lat: list[float] = []
 
     async def one(i: int, scheduled: float) -> None:
         try:
-            await calls[i % len(calls)](put_request(f"{prefix}{i}".encode(), VALUE),
-                                        timeout=10)
+            await calls[i % len(calls)](put_request(f"{prefix}{i}".encode(), VALUE), timeout=10)
         except grpc.RpcError:
             return
         lat.append((time.monotonic() - scheduled) * 1000)
@@ -96,15 +99,21 @@ async def open_loop(port: int, rate: float, duration_s: float, prefix: str,
         await _sleep_until(scheduled)
         tasks.append(asyncio.ensure_future(one(i, scheduled)))
     await asyncio.gather(*tasks)
-    return {"sent": n, "ok": len(lat), "lat_ms": sorted(lat),
-            "cpu_s": time.process_time() - cpu0}
+    return {"sent": n, "ok": len(lat), "lat_ms": sorted(lat), "cpu_s": time.process_time() - cpu0}
 
 
 def main() -> int:
     mode, port, load, duration_s, prefix, start_at = sys.argv[1:7]
     run = closed if mode == "closed" else open_loop
-    out = asyncio.run(run(int(port), int(float(load)) if mode == "closed" else float(load),
-                          float(duration_s), prefix, float(start_at)))
+    out = asyncio.run(
+        run(
+            int(port),
+            int(float(load)) if mode == "closed" else float(load),
+            float(duration_s),
+            prefix,
+            float(start_at),
+        )
+    )
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
 

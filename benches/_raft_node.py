@@ -41,8 +41,14 @@ class CoreplaneNode:
     def __init__(self, cfg: dict[str, Any]) -> None:
         from coreplane import ControlPlane
 
-        self.cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"],
-                               bytes.fromhex(cfg["secret"]), **cfg.get("options", {}))
+        self.cp = ControlPlane(
+            cfg["node_id"],
+            cfg["address"],
+            cfg["peers"],
+            cfg["data_dir"],
+            bytes.fromhex(cfg["secret"]),
+            **cfg.get("options", {}),
+        )
         self.cp.start()
         self._keys: set[str] = set()
 
@@ -93,8 +99,10 @@ class RawNode:
                 return True
 
         os.makedirs(cfg["data_dir"], exist_ok=True)
-        conf = SyncObjConf(journalFile=os.path.join(cfg["data_dir"], "journal.bin"),
-                           fullDumpFile=os.path.join(cfg["data_dir"], "dump.bin"))
+        conf = SyncObjConf(
+            journalFile=os.path.join(cfg["data_dir"], "journal.bin"),
+            fullDumpFile=os.path.join(cfg["data_dir"], "dump.bin"),
+        )
         self.obj = KV(cfg["address"], list(cfg["peers"].values()), conf)
 
     def is_leader(self) -> bool:
@@ -157,9 +165,14 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
     while drained < inflight and sem.acquire(timeout=max(0.0, drain_until - time.monotonic())):
         drained += 1
     elapsed = time.monotonic() - start
-    return {"ok": counts["ok"], "failed": counts["failed"], "unfinished": inflight - drained,
-            "elapsed_s": elapsed, "writes_per_s": counts["ok"] / elapsed,
-            "caller_cpu_s": caller_cpu_s}
+    return {
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "unfinished": inflight - drained,
+        "elapsed_s": elapsed,
+        "writes_per_s": counts["ok"] / elapsed,
+        "caller_cpu_s": caller_cpu_s,
+    }
 
 
 def closed_threads(node: Any, threads: int, duration_s: float, prefix: str) -> dict[str, Any]:
@@ -193,9 +206,14 @@ def closed_threads(node: Any, threads: int, duration_s: float, prefix: str) -> d
     for w in workers:
         w.join(timeout=duration_s + 60)
     elapsed = time.monotonic() - start
-    return {"ok": sum(ok), "failed": sum(failed),
-            "unfinished": sum(w.is_alive() for w in workers), "elapsed_s": elapsed,
-            "writes_per_s": sum(ok) / elapsed, "caller_cpu_s": sum(cpu)}
+    return {
+        "ok": sum(ok),
+        "failed": sum(failed),
+        "unfinished": sum(w.is_alive() for w in workers),
+        "elapsed_s": elapsed,
+        "writes_per_s": sum(ok) / elapsed,
+        "caller_cpu_s": sum(cpu),
+    }
 
 
 def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[str, Any]:
@@ -210,6 +228,7 @@ def open_loop(node: Any, rate: float, duration_s: float, prefix: str) -> dict[st
         def done(ok: bool) -> None:
             lat[i] = (time.monotonic() - scheduled) * 1000 if ok else -1.0
             finished.release()
+
         return done
 
     for i in range(n):
@@ -245,8 +264,9 @@ def open_sync(node: Any, rate: float, duration_s: float, prefix: str) -> dict[st
                 lat[i] = (time.monotonic() - scheduled) * 1000
         cpu[t] = time.thread_time() - cpu0
 
-    workers = [threading.Thread(target=work, args=(t,), daemon=True)
-               for t in range(OPEN_SYNC_THREADS)]
+    workers = [
+        threading.Thread(target=work, args=(t,), daemon=True) for t in range(OPEN_SYNC_THREADS)
+    ]
     for w in workers:
         w.start()
     cpu0 = time.thread_time()
@@ -309,8 +329,9 @@ def _sample_stacks(path: str, stop: threading.Event) -> None:
             names = []
             f: Any = frame
             while f is not None and len(names) < 40:
-                names.append(f"{f.f_code.co_name}:{os.path.basename(f.f_code.co_filename)}"
-                             f":{f.f_lineno}")
+                names.append(
+                    f"{f.f_code.co_name}:{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+                )
                 f = f.f_back
             counts[" <- ".join(names)] += 1
     with open(path, "w") as out:
@@ -326,9 +347,11 @@ def main() -> int:
     sample_path = os.environ.get("BENCH_SAMPLE")
     sampler = None
     if sample_path:
-        sampler = threading.Thread(target=_sample_stacks,
-                                   args=(f"{sample_path}.{cfg['node_id']}", sample_stop),
-                                   daemon=True)
+        sampler = threading.Thread(
+            target=_sample_stacks,
+            args=(f"{sample_path}.{cfg['node_id']}", sample_stop),
+            daemon=True,
+        )
         sampler.start()
     cfg["secret"] = os.environ.get("BENCH_SECRET", "00" * 32)
     node: Any = CoreplaneNode(cfg) if cfg["kind"] == "coreplane" else RawNode(cfg)

@@ -29,14 +29,17 @@ from coreplane.testing.procs import JsonLineChild
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 class NodeProcess(JsonLineChild):
     """One `_raft_node` process and its JSON-line channel (`coreplane.testing.procs`)."""
 
     def __init__(self, cfg: dict[str, Any], log_path: Path, secret_hex: str) -> None:
-        super().__init__(str(cfg["node_id"]),
-                         [sys.executable, "-m", "benches._raft_node", json.dumps(cfg)],
-                         log_path=log_path, env={"BENCH_SECRET": secret_hex}, cwd=ROOT)
+        super().__init__(
+            str(cfg["node_id"]),
+            [sys.executable, "-m", "benches._raft_node", json.dumps(cfg)],
+            log_path=log_path,
+            env={"BENCH_SECRET": secret_hex},
+            cwd=ROOT,
+        )
         self.cfg = cfg
 
     @property
@@ -53,19 +56,33 @@ class NodeProcess(JsonLineChild):
 class NodeCluster:
     """Three `NodeProcess`es of one kind ("coreplane" or "pysyncobj") on 127.0.0.1."""
 
-    def __init__(self, kind: str, base: Path, options: dict[str, Any] | None = None,
-                 switch_interval_s: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        base: Path,
+        options: dict[str, Any] | None = None,
+        switch_interval_s: float | None = None,
+    ) -> None:
         base.mkdir(parents=True, exist_ok=True)
         ids = ("a", "b", "c")
         addrs = {nid: f"127.0.0.1:{p}" for nid, p in zip(ids, free_ports(3), strict=True)}
         secret = os.urandom(32).hex()
         self.nodes = {
-            nid: NodeProcess({"kind": kind, "node_id": nid, "address": addrs[nid],
-                              "peers": {p: a for p, a in addrs.items() if p != nid},
-                              "data_dir": str(base / nid), "options": options or {},
-                              "switch_interval_s": switch_interval_s},
-                             base / f"{nid}.log", secret)
-            for nid in ids}
+            nid: NodeProcess(
+                {
+                    "kind": kind,
+                    "node_id": nid,
+                    "address": addrs[nid],
+                    "peers": {p: a for p, a in addrs.items() if p != nid},
+                    "data_dir": str(base / nid),
+                    "options": options or {},
+                    "switch_interval_s": switch_interval_s,
+                },
+                base / f"{nid}.log",
+                secret,
+            )
+            for nid in ids
+        }
 
     def __enter__(self) -> NodeCluster:
         for node in self.nodes.values():
@@ -114,18 +131,33 @@ class EtcdCluster:
         self.initial = ",".join(f"{n}=http://127.0.0.1:{self.peer[n]}" for n in self.names)
 
     def _args(self, name: str, state: str) -> list[str]:
-        return [str(etcd_binary()), "--name", name, "--data-dir", str(self.base / name),
-                "--listen-client-urls", f"http://127.0.0.1:{self.client[name]}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.client[name]}",
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer[name]}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer[name]}",
-                "--initial-cluster", self.initial, "--initial-cluster-state", state,
-                "--initial-cluster-token", "bench", "--log-level", "error"]
+        return [
+            str(etcd_binary()),
+            "--name",
+            name,
+            "--data-dir",
+            str(self.base / name),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{self.client[name]}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{self.client[name]}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{self.peer[name]}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{self.peer[name]}",
+            "--initial-cluster",
+            self.initial,
+            "--initial-cluster-state",
+            state,
+            "--initial-cluster-token",
+            "bench",
+            "--log-level",
+            "error",
+        ]
 
     def start(self, name: str, state: str = "new") -> None:
         with open(self.base / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(self._args(name, state), stdout=log,
-                                                stderr=log)
+            self.procs[name] = subprocess.Popen(self._args(name, state), stdout=log, stderr=log)
 
     def __enter__(self) -> EtcdCluster:
         for n in self.names:
@@ -201,8 +233,9 @@ class EtcdPutter:
         body = json.dumps({"key": _b64(key), "value": VALUE_B64})
         try:
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                       timeout=self.timeout_s)
+                self.conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=self.timeout_s
+                )
             self.conn.request("POST", "/v3/kv/put", body, {"Content-Type": "application/json"})
             resp = self.conn.getresponse()
             resp.read()
@@ -216,6 +249,10 @@ class EtcdPutter:
 
 def etcd_keys(port: int, prefix: str) -> list[str]:
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    got = post(port, "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end),
-                                      "keys_only": True}, timeout_s=30)
+    got = post(
+        port,
+        "/v3/kv/range",
+        {"key": _b64(prefix), "range_end": _b64(end), "keys_only": True},
+        timeout_s=30,
+    )
     return [base64.b64decode(kv["key"]).decode() for kv in got.get("kvs", [])]

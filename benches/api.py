@@ -49,14 +49,21 @@ class _Nodes:
         secret = os.urandom(32).hex()
         self.nodes = {}
         for nid in ids:
-            cfg = {"node_id": nid, "address": f"127.0.0.1:{raft[nid]}",
-                   "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
-                   "data_dir": str(base / nid), "api_address": f"127.0.0.1:{api[nid]}",
-                   "api_peers": {p: u for p, u in urls.items() if p != nid}}
+            cfg = {
+                "node_id": nid,
+                "address": f"127.0.0.1:{raft[nid]}",
+                "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
+                "data_dir": str(base / nid),
+                "api_address": f"127.0.0.1:{api[nid]}",
+                "api_peers": {p: u for p, u in urls.items() if p != nid},
+            }
             self.nodes[nid] = JsonLineChild(
-                nid, [sys.executable, "-m", "benches._api_node", json.dumps(cfg)],
-                log_path=base / f"{nid}.log", env={"BENCH_SECRET": secret,
-                                                   "BENCH_TOKEN": TOKEN}, cwd=ROOT)
+                nid,
+                [sys.executable, "-m", "benches._api_node", json.dumps(cfg)],
+                log_path=base / f"{nid}.log",
+                env={"BENCH_SECRET": secret, "BENCH_TOKEN": TOKEN},
+                cwd=ROOT,
+            )
         self.urls = [urls[n] for n in ids]
         self.by_id = urls
 
@@ -83,13 +90,30 @@ class _Nodes:
         raise TimeoutError("no coreplane leader")
 
 
-def _load(system: str, op: str, targets: list[str], params: dict[str, Any],
-          prefix: str) -> dict[str, Any]:
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "benches._api_client", system, op, str(params["threads"]),
-         str(params["duration_s"]), f"{prefix}{i}/", *targets],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "BENCH_TOKEN": TOKEN}) for i in range(params["procs"])]
+def _load(
+    system: str, op: str, targets: list[str], params: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benches._api_client",
+                system,
+                op,
+                str(params["threads"]),
+                str(params["duration_s"]),
+                f"{prefix}{i}/",
+                *targets,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "BENCH_TOKEN": TOKEN},
+        )
+        for i in range(params["procs"])
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=params["duration_s"] + 120)
@@ -98,9 +122,12 @@ def _load(system: str, op: str, targets: list[str], params: dict[str, Any],
         results.append(json.loads(out.strip().splitlines()[-1]))
     lat = [x for r in results for x in r["lat_ms"]]
     elapsed = max(r["elapsed_s"] for r in results)
-    return {"ops_per_s": sum(r["ok"] for r in results) / elapsed,
-            "p50_ms": statistics.median(lat) if lat else None,
-            "errors": sum(r["errors"] for r in results), "ops": sum(r["ok"] for r in results)}
+    return {
+        "ops_per_s": sum(r["ok"] for r in results) / elapsed,
+        "p50_ms": statistics.median(lat) if lat else None,
+        "errors": sum(r["errors"] for r in results),
+        "ops": sum(r["ok"] for r in results),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -110,22 +137,27 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     params = dict(SMOKE if smoke else FULL)
     results: dict[str, dict[str, Any]] = {"coreplane": {}, "etcd": {}}
-    etcd_state = "skipped (--smoke)" if smoke else (
-        "measured" if etcd_binary() else "not installed")
+    etcd_state = (
+        "skipped (--smoke)" if smoke else ("measured" if etcd_binary() else "not installed")
+    )
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         base = Path(tmp)
         with _Nodes(base / "cp") as nodes, contextlib.ExitStack() as stack:
             leader = nodes.leader_url()
             targets = [leader] + [u for u in nodes.urls if u != leader]
-            etcd = stack.enter_context(EtcdCluster(base / "etcd")) \
-                if etcd_state == "measured" else None
+            etcd = (
+                stack.enter_context(EtcdCluster(base / "etcd"))
+                if etcd_state == "measured"
+                else None
+            )
             for op in OPS:
                 results["coreplane"][op] = _load("coreplane", op, targets, params, f"cp-{op}")
                 if etcd is not None:
                     member = etcd.leader()
                     assert member is not None
-                    results["etcd"][op] = _load("etcd", op, [str(etcd.client[member])], params,
-                                                f"etcd-{op}")
+                    results["etcd"][op] = _load(
+                        "etcd", op, [str(etcd.client[member])], params, f"etcd-{op}"
+                    )
     cp, et = results["coreplane"], results["etcd"]
 
     def pick(system: dict[str, Any], op: str, key: str) -> float | None:
@@ -133,16 +165,20 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         return None if value is None else float(value)
 
     summary: dict[str, Any] = {"etcd": etcd_state}
-    for name, op, key, better in (("put_per_s", "put", "ops_per_s", "higher"),
-                                  ("get_per_s", "get", "ops_per_s", "higher"),
-                                  ("put_p50_ms", "put", "p50_ms", "lower"),
-                                  ("lock_cycle_per_s", "lock", "ops_per_s", "higher"),
-                                  ("lock_p50_ms", "lock", "p50_ms", "lower")):
+    for name, op, key, better in (
+        ("put_per_s", "put", "ops_per_s", "higher"),
+        ("get_per_s", "get", "ops_per_s", "higher"),
+        ("put_p50_ms", "put", "p50_ms", "lower"),
+        ("lock_cycle_per_s", "lock", "ops_per_s", "higher"),
+        ("lock_p50_ms", "lock", "p50_ms", "lower"),
+    ):
         ours, theirs = pick(cp, op, key), pick(et, op, key)
         summary[name] = ours
         summary[f"{name}_etcd"] = theirs
-        summary[f"{name}_ratio_vs_etcd"] = (_ratio(ours, theirs) if better == "higher"
-                                            else _ratio(theirs, ours))
-    summary["errors"] = {s: {op: r.get("errors") for op, r in res.items()}
-                         for s, res in results.items()}
+        summary[f"{name}_ratio_vs_etcd"] = (
+            _ratio(ours, theirs) if better == "higher" else _ratio(theirs, ours)
+        )
+    summary["errors"] = {
+        s: {op: r.get("errors") for op, r in res.items()} for s, res in results.items()
+    }
     return {"params": {**params, "smoke": smoke}, "results": results, "summary": summary}

@@ -36,8 +36,17 @@ def _best_of(fn: Any, repeat: int) -> float:
 
 
 def _puts(n: int, rng: random.Random) -> list[bytes]:
-    return [C.encode(C.Put(f"svc/{rng.randrange(10_000):05d}", rng.randbytes(32),
-                           client_id=f"client-{i % 16}", seq=i // 16 + 1)) for i in range(n)]
+    return [
+        C.encode(
+            C.Put(
+                f"svc/{rng.randrange(10_000):05d}",
+                rng.randbytes(32),
+                client_id=f"client-{i % 16}",
+                seq=i // 16 + 1,
+            )
+        )
+        for i in range(n)
+    ]
 
 
 def _mix(n: int, rng: random.Random) -> list[bytes]:
@@ -48,8 +57,9 @@ def _mix(n: int, rng: random.Random) -> list[bytes]:
         key = f"svc/{rng.randrange(10_000):05d}"
         meta = {"client_id": f"client-{i % 16}", "seq": i // 16 + 1}
         if r < 0.60:
-            cmd: C.Command = C.Put(key, rng.randbytes(32), lease_id=rng.choice([0, 0, 0, 1]),
-                                   **meta)
+            cmd: C.Command = C.Put(
+                key, rng.randbytes(32), lease_id=rng.choice([0, 0, 0, 1]), **meta
+            )
         elif r < 0.75:
             cmd = C.Cas(key, rng.randrange(3), rng.randbytes(32), **meta)
         elif r < 0.85:
@@ -88,8 +98,9 @@ def _anchor_apply(entries: list[bytes]) -> None:
 
 def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     rng = random.Random(20261129)
-    n_put, n_mix, n_keys, repeat = (2_000, 2_000, 5_000, 2) if smoke else (50_000, 50_000,
-                                                                          100_000, 3)
+    n_put, n_mix, n_keys, repeat = (
+        (2_000, 2_000, 5_000, 2) if smoke else (50_000, 50_000, 100_000, 3)
+    )
     puts, mix = _puts(n_put, rng), _mix(n_mix, rng)
     put_s = _best_of(lambda: _apply_all(puts), repeat)
     anchor_put_s = _best_of(lambda: _anchor_apply(puts), repeat)
@@ -128,8 +139,14 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     }
     return {
         "bench": "apply",
-        "params": {"n_put": n_put, "n_mix": n_mix, "keys": n_keys, "repeat": repeat,
-                   "smoke": smoke, "seed": 20261129},
+        "params": {
+            "n_put": n_put,
+            "n_mix": n_mix,
+            "keys": n_keys,
+            "repeat": repeat,
+            "smoke": smoke,
+            "seed": 20261129,
+        },
         "summary": summary,
         "goals": {"put_us_max": 20.0, "snapshot_s_max_at_100k": 0.5},
     }

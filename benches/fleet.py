@@ -71,8 +71,9 @@ class _StandIn:
 class Driver:
     """A fleet in tick time: one StateMachine, the real leader code, agents as heartbeats."""
 
-    def __init__(self, config: FleetConfig, *, nodes: int, zones: int, partitions: int,
-                 rf: int = 3) -> None:
+    def __init__(
+        self, config: FleetConfig, *, nodes: int, zones: int, partitions: int, rf: int = 3
+    ) -> None:
         self.sm = StateMachine(fleet=config)
         self.cp = _StandIn(self.sm)
         self.fleet_rt = Fleet(self.cp)  # type: ignore[arg-type]
@@ -87,8 +88,9 @@ class Driver:
         self.tick()
         self.node_ids = [f"n{i:05d}" for i in range(nodes)]
         self.zone_of = {n: f"z{i % zones}" for i, n in enumerate(self.node_ids)}
-        self.apply(C.FleetReport([[n, self.zone_of[n], 1, 1 << 20] for n in self.node_ids],
-                                 [], [], [], []))
+        self.apply(
+            C.FleetReport([[n, self.zone_of[n], 1, 1 << 20] for n in self.node_ids], [], [], [], [])
+        )
         self._place(partitions, rf, zones)
 
     def _place(self, partitions: int, rf: int, zones: int) -> None:
@@ -143,8 +145,17 @@ class Driver:
             if node_id in down or not fleet.node_ops[node_id]:
                 continue
             for action in fleet.actions(node_id):
-                self.apply(C.FleetAck(node_id, action["id"], action["token"], True, "",
-                                      client_id=f"agent/{node_id}", seq=self.index))
+                self.apply(
+                    C.FleetAck(
+                        node_id,
+                        action["id"],
+                        action["token"],
+                        True,
+                        "",
+                        client_id=f"agent/{node_id}",
+                        seq=self.index,
+                    )
+                )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -173,9 +184,13 @@ def steady_ticks(nodes: int, partitions: int, seconds: int) -> dict[str, Any]:
         d.tick()
         d.leader_step()
     ticks = d.apply_us["Tick"]
-    return {"tick_apply_us_p50": _pct(ticks, 0.5), "tick_apply_us_p99": _pct(ticks, 0.99),
-            "tick_apply_us_max": max(ticks), "ticks": len(ticks),
-            "reports_in_steady_state": d.proposed_count["FleetReport"]}
+    return {
+        "tick_apply_us_p50": _pct(ticks, 0.5),
+        "tick_apply_us_p99": _pct(ticks, 0.99),
+        "tick_apply_us_max": max(ticks),
+        "ticks": len(ticks),
+        "reports_in_steady_state": d.proposed_count["FleetReport"],
+    }
 
 
 def liveness(agents: int, partitions: int, seconds: int, seed: int) -> dict[str, Any]:
@@ -198,9 +213,13 @@ def liveness(agents: int, partitions: int, seconds: int, seed: int) -> dict[str,
         d.leader_step()
     entries = d.proposed_count["FleetReport"]
     data = d.proposed_bytes["FleetReport"]
-    return {"liveness_entries_per_s": entries / seconds, "liveness_bytes_per_s": data / seconds,
-            "liveness_agents": agents, "liveness_seconds": seconds,
-            "dead_declared": sum(1 for n in d.sm.fleet.nodes.values() if n.liveness == "dead")}
+    return {
+        "liveness_entries_per_s": entries / seconds,
+        "liveness_bytes_per_s": data / seconds,
+        "liveness_agents": agents,
+        "liveness_seconds": seconds,
+        "dead_declared": sum(1 for n in d.sm.fleet.nodes.values() if n.liveness == "dead"),
+    }
 
 
 def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, Any]:
@@ -238,20 +257,33 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
         if not d.sm.fleet.ops and not d.sm.fleet.queue:
             break
     during = d.apply_us["Tick"]
-    return {"plan_moves": len(moves), "plan_apply_ms": (t5 - t4) * 1e3,
-            "tick_apply_us_p99_during_heal": _pct(during, 0.99),
-            "heal_ticks": len(during), "heal_queue_left": len(d.sm.fleet.queue),
-            "heal_moves_over_lb": metrics.moves_over_lb,
-            "heal_lower_bound": metrics.lower_bound, "capture_ms": (t1 - t0) * 1e3,
-            "problem_ms": (t2 - t1) * 1e3, "solve_ms": (t3 - t2) * 1e3,
-            "solver_backend": placement.BACKEND, "plan_entry_bytes": len(entry),
-            "detect_to_plan_s": 0.020 + (t1 - t0) + (t2 - t1) + (t3 - t2) + (t5 - t4)}
+    return {
+        "plan_moves": len(moves),
+        "plan_apply_ms": (t5 - t4) * 1e3,
+        "tick_apply_us_p99_during_heal": _pct(during, 0.99),
+        "heal_ticks": len(during),
+        "heal_queue_left": len(d.sm.fleet.queue),
+        "heal_moves_over_lb": metrics.moves_over_lb,
+        "heal_lower_bound": metrics.lower_bound,
+        "capture_ms": (t1 - t0) * 1e3,
+        "problem_ms": (t2 - t1) * 1e3,
+        "solve_ms": (t3 - t2) * 1e3,
+        "solver_backend": placement.BACKEND,
+        "plan_entry_bytes": len(entry),
+        "detect_to_plan_s": 0.020 + (t1 - t0) + (t2 - t1) + (t3 - t2) + (t5 - t4),
+    }
 
 
 def day_of_churn(nodes: int, partitions: int, seconds: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    cfg = FleetConfig(suspect_after_ms=5_000, dead_after_ms=30_000, copy_timeout_ms=60_000,
-                      moves_in_flight_per_node=2, moves_in_flight_max=32, journal_max=1 << 20)
+    cfg = FleetConfig(
+        suspect_after_ms=5_000,
+        dead_after_ms=30_000,
+        copy_timeout_ms=60_000,
+        moves_in_flight_per_node=2,
+        moves_in_flight_max=32,
+        journal_max=1 << 20,
+    )
     d = Driver(cfg, nodes=nodes, zones=3, partitions=partitions)
     base = {p: 1_000 for p in d.sm.fleet.parts}
     pids = sorted(base)
@@ -280,21 +312,28 @@ def day_of_churn(nodes: int, partitions: int, seconds: int, seed: int) -> dict[s
         for n in d.node_ids:  # each agent every 1 s
             if n in down or flap_until.get(n, -1) > s:
                 continue
-            heat = {p: base[p] + rng.randrange(-base[p] // 3, base[p] // 3 + 1)
-                    for p in sorted(fleet.node_parts.get(n, ()))}
+            heat = {
+                p: base[p] + rng.randrange(-base[p] // 3, base[p] // 3 + 1)
+                for p in sorted(fleet.node_parts.get(n, ()))
+            }
             d.heartbeat(n, heat)
         d.tick(1_000)
         d.leader_step()
         d.ack_all(down | {n for n, u in flap_until.items() if u > s})
     fleet = d.sm.fleet
-    repairs = Counter((pid, src) for _i, pid, src, _t in completed_moves(fleet, "repair")
-                      if src in dead_for_good)
+    repairs = Counter(
+        (pid, src) for _i, pid, src, _t in completed_moves(fleet, "repair") if src in dead_for_good
+    )
     duplicates = sum(1 for r in fleet.parts.values() if len(set(r[2])) != len(r[2]))
-    return {"oscillating_moves": len(undone_moves(fleet)),
-            "exactly_once_violations": sum(c - 1 for c in repairs.values() if c > 1) + duplicates,
-            "churn_moves": len(started_moves(fleet)), "churn_repairs": len(repairs),
-            "churn_nodes_dead": len(dead_for_good), "churn_seconds": seconds,
-            "churn_under_replicated_at_end": len(fleet.under)}
+    return {
+        "oscillating_moves": len(undone_moves(fleet)),
+        "exactly_once_violations": sum(c - 1 for c in repairs.values() if c > 1) + duplicates,
+        "churn_moves": len(started_moves(fleet)),
+        "churn_repairs": len(repairs),
+        "churn_nodes_dead": len(dead_for_good),
+        "churn_seconds": seconds,
+        "churn_under_replicated_at_end": len(fleet.under),
+    }
 
 
 def anchor_tick_decode_us(n: int = 20_000) -> float:
@@ -308,22 +347,44 @@ def anchor_tick_decode_us(n: int = 20_000) -> float:
 
 def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
     if smoke:
-        sizes = {"nodes": 50, "partitions": 2_000, "seconds": 10, "agents": 200,
-                 "live_partitions": 2_000, "live_seconds": 30, "dead": 2, "churn_nodes": 15,
-                 "churn_partitions": 150, "churn_seconds": 3_600, "heal_ticks": 100}
+        sizes = {
+            "nodes": 50,
+            "partitions": 2_000,
+            "seconds": 10,
+            "agents": 200,
+            "live_partitions": 2_000,
+            "live_seconds": 30,
+            "dead": 2,
+            "churn_nodes": 15,
+            "churn_partitions": 150,
+            "churn_seconds": 3_600,
+            "heal_ticks": 100,
+        }
     else:
-        sizes = {"nodes": 1_000, "partitions": 100_000, "seconds": 60, "agents": 10_000,
-                 "live_partitions": 100_000, "live_seconds": 120, "dead": 5,
-                 "churn_nodes": 60, "churn_partitions": 1_800, "churn_seconds": 86_400,
-                 "heal_ticks": 600}
+        sizes = {
+            "nodes": 1_000,
+            "partitions": 100_000,
+            "seconds": 60,
+            "agents": 10_000,
+            "live_partitions": 100_000,
+            "live_seconds": 120,
+            "dead": 5,
+            "churn_nodes": 60,
+            "churn_partitions": 1_800,
+            "churn_seconds": 86_400,
+            "heal_ticks": 600,
+        }
     summary: dict[str, Any] = {}
     summary.update(steady_ticks(sizes["nodes"], sizes["partitions"], sizes["seconds"]))
-    summary.update(liveness(sizes["agents"], sizes["live_partitions"], sizes["live_seconds"],
-                            seed=7))
-    summary.update(heal(sizes["nodes"], sizes["partitions"], sizes["dead"],
-                        sizes["heal_ticks"]))
-    summary.update(day_of_churn(sizes["churn_nodes"], sizes["churn_partitions"],
-                                sizes["churn_seconds"], seed=11))
+    summary.update(
+        liveness(sizes["agents"], sizes["live_partitions"], sizes["live_seconds"], seed=7)
+    )
+    summary.update(heal(sizes["nodes"], sizes["partitions"], sizes["dead"], sizes["heal_ticks"]))
+    summary.update(
+        day_of_churn(
+            sizes["churn_nodes"], sizes["churn_partitions"], sizes["churn_seconds"], seed=11
+        )
+    )
     anchor = anchor_tick_decode_us()
     summary["anchor_tick_decode_us"] = anchor
     summary["load_avg_1m_at_end"] = os.getloadavg()[0]  # a shared machine inflates p99s

@@ -36,16 +36,20 @@ HEAT_SKEW = {"mild": 0.6, "skewed": 1.0}
 SHIFT = 20
 
 
-def generate(parts: int, nodes: int, zones: int, skew: float, seed: int
-             ) -> tuple[list[Node], list[Partition]]:
+def generate(
+    parts: int, nodes: int, zones: int, skew: float, seed: int
+) -> tuple[list[Node], list[Partition]]:
     """Nodes round-robin over zones, 20% double capacity; Zipf heat on shuffled ranks."""
     rng = random.Random(seed)
-    node_list = [Node(f"n{i:06d}", f"z{i % zones}", weight=2 if rng.random() < 0.2 else 1)
-                 for i in range(nodes)]
+    node_list = [
+        Node(f"n{i:06d}", f"z{i % zones}", weight=2 if rng.random() < 0.2 else 1)
+        for i in range(nodes)
+    ]
     ranks = list(range(1, parts + 1))
     rng.shuffle(ranks)
-    part_list = [Partition(f"p{i:08d}", 3, max(1, int(1_000_000 / ranks[i] ** skew)))
-                 for i in range(parts)]
+    part_list = [
+        Partition(f"p{i:08d}", 3, max(1, int(1_000_000 / ranks[i] ** skew))) for i in range(parts)
+    ]
     return node_list, part_list
 
 
@@ -55,9 +59,13 @@ def event_problem(event: str, base: Problem, zones: int, skew: float, seed: int)
     parts = sorted(base.partitions, key=lambda p: p.id)
     if event == "add_nodes" or event == "budget":
         extra = max(1, len(nodes) // 10)
-        grown = ev.add_nodes(base, [Node(f"m{i:06d}", f"z{i % zones}",
-                                         weight=2 if rng.random() < 0.2 else 1)
-                                    for i in range(extra)])
+        grown = ev.add_nodes(
+            base,
+            [
+                Node(f"m{i:06d}", f"z{i % zones}", weight=2 if rng.random() < 0.2 else 1)
+                for i in range(extra)
+            ],
+        )
         return grown
     if event == "node_dead":
         return ev.node_dead(base, nodes[rng.randrange(len(nodes))].id)
@@ -65,16 +73,20 @@ def event_problem(event: str, base: Problem, zones: int, skew: float, seed: int)
         return ev.drain_zone(base, "z0")
     if event == "heat_shift":
         picked = rng.sample(parts, max(1, len(parts) // 20))
-        return ev.shift_heat(base, {p.id: max(1, int(1_000_000 / rng.randint(1, len(parts))
-                                                     ** skew)) for p in picked})
+        return ev.shift_heat(
+            base,
+            {p.id: max(1, int(1_000_000 / rng.randint(1, len(parts)) ** skew)) for p in picked},
+        )
     if event == "rf_change":
         picked = rng.sample(parts, max(1, len(parts) // 10))
-        return ev.change_rf(base, {p.id: (2 if i % 2 == 0 or zones < 4 else 4)
-                                   for i, p in enumerate(picked)})
+        return ev.change_rf(
+            base, {p.id: (2 if i % 2 == 0 or zones < 4 else 4) for i, p in enumerate(picked)}
+        )
     raise ValueError(event)
 
 
 # --- scoring -----------------------------------------------------------------------------------
+
 
 def score(problem: Problem, d: Dense, assignment: Any, moves: int, waves: int) -> dict[str, Any]:
     """The same yardstick for every solver: bands, heat over fair, hard constraints."""
@@ -98,12 +110,18 @@ def score(problem: Problem, d: Dense, assignment: Any, moves: int, waves: int) -
         spread = max(spread, abs(count[n] / d.tq[n] - 1))
         if d.hfair[n]:
             ratio = max(ratio, heat[n] / d.hfair[n])
-    return {"moves": moves, "band_violations": band, "heat_max_over_fair": round(ratio, 4),
-            "count_max_off_fair": round(spread, 4),
-            "hard_violations": len(ev.hard_violations(problem, assignment)), "waves": waves}
+    return {
+        "moves": moves,
+        "band_violations": band,
+        "heat_max_over_fair": round(ratio, 4),
+        "count_max_off_fair": round(spread, 4),
+        "hard_violations": len(ev.hard_violations(problem, assignment)),
+        "waves": waves,
+    }
 
 
 # --- baseline: threshold greedy ----------------------------------------------------------------
+
 
 def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]]:
     """Repair, then fullest -> emptiest until in band, then hottest replica off hot nodes.
@@ -134,7 +152,7 @@ def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]
 
     for p in range(len(d.rf)):
         reps.append([])
-        for n in d.rep[d.off[p]:d.off[p + 1]]:
+        for n in d.rep[d.off[p] : d.off[p + 1]]:
             put(p, n)
     heaps: list[list[tuple[int, int]]] = [[] for _ in range(d.zones)]
     for n in range(n_nodes):
@@ -206,8 +224,10 @@ def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]
                 break
     for dst in elig:  # zone totals moved (weights changed): fill what is left across zones
         while count[dst] < d.lo[dst]:
-            donors = sorted((n for n in elig if d.zone[n] != d.zone[dst] and count[n] > d.lo[n]),
-                            key=lambda n: (-fill(n), n))
+            donors = sorted(
+                (n for n in elig if d.zone[n] != d.zone[dst] and count[n] > d.lo[n]),
+                key=lambda n: (-fill(n), n),
+            )
             if not any(shift(src, dst) for src in donors[:8]):
                 break
     if caps is not None:
@@ -219,8 +239,11 @@ def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]
                 break
             p = max(on[n], key=lambda q: (d.heat[q], -q))
             zones = {d.zone[m] for m in reps[p] if m != n}
-            targets = [t for t in elig if d.zone[t] not in zones and count[t] < d.hi[t]
-                       and heat[t] + d.heat[p] < heat[n]]
+            targets = [
+                t
+                for t in elig
+                if d.zone[t] not in zones and count[t] < d.hi[t] and heat[t] + d.heat[p] < heat[n]
+            ]
             if not targets:
                 break
             t = min(targets, key=lambda t: ((heat[t] << SHIFT) // max(1, d.hcap[t]), t))
@@ -230,9 +253,18 @@ def greedy(d: Dense, caps: list[int] | None = None) -> list[tuple[int, int, int]
     return moves
 
 
-def _greedy_caps(d: Dense, caps: list[int], elig: list[int], heat: list[int], count: list[int],
-                 on: list[set[int]], reps: list[list[int]], take: Any, put: Any,
-                 moves: list[tuple[int, int, int]]) -> None:
+def _greedy_caps(
+    d: Dense,
+    caps: list[int],
+    elig: list[int],
+    heat: list[int],
+    count: list[int],
+    on: list[set[int]],
+    reps: list[list[int]],
+    take: Any,
+    put: Any,
+    moves: list[tuple[int, int, int]],
+) -> None:
     """The textbook heat pass: each node over its cap, hottest first, sends its hottest replica
     that fits to the coolest node that can take it under its own cap (a node at the bottom of
     its band swaps instead: it takes that node's coldest replica back), until it is under."""
@@ -242,8 +274,7 @@ def _greedy_caps(d: Dense, caps: list[int], elig: list[int], heat: list[int], co
         if t not in cold:
             cold[t] = sorted((d.heat[x], x) for x in on[t])
         for _, x in cold[t]:
-            if x != p and (d.zone[t] == d.zone[n] or all(d.zone[m] != d.zone[n]
-                                                          for m in reps[x])):
+            if x != p and (d.zone[t] == d.zone[n] or all(d.zone[m] != d.zone[n] for m in reps[x])):
                 return x
         return -1
 
@@ -287,7 +318,9 @@ def _greedy_caps(d: Dense, caps: list[int], elig: list[int], heat: list[int], co
             if not done:
                 break
 
+
 # --- baseline: weighted rendezvous (straw2-like) ------------------------------------------------
+
 
 def _key64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
@@ -326,19 +359,20 @@ def rendezvous(d: Dense, weight_of: dict[str, int]) -> list[tuple[int, ...]] | N
         w = np.array([weights[n] for n in by_zone[z]], dtype=np.float64)
         picks = np.empty(len(pk), dtype=np.int64)
         for lo in range(0, len(pk), 8192):
-            s = np.log(unit(pk[lo:lo + 8192, None] ^ nk[None, members])) / w[None, :]
-            picks[lo:lo + 8192] = members[np.argmax(s, axis=1)]
+            s = np.log(unit(pk[lo : lo + 8192, None] ^ nk[None, members])) / w[None, :]
+            picks[lo : lo + 8192] = members[np.argmax(s, axis=1)]
         best_node[z] = picks
     order = np.argsort(-zscore, axis=1, kind="stable")
     out: list[tuple[int, ...]] = []
     for p in range(len(pk)):
-        chosen = [live[i] for i in order[p, :d.rf[p]]]
+        chosen = [live[i] for i in order[p, : d.rf[p]]]
         out.append(tuple(sorted(int(best_node[z][p]) for z in chosen)))
     return out
 
 
-def _diff_moves(old: list[tuple[int, ...]], new: list[tuple[int, ...]]
-                ) -> list[tuple[int, int, int]]:
+def _diff_moves(
+    old: list[tuple[int, ...]], new: list[tuple[int, ...]]
+) -> list[tuple[int, int, int]]:
     moves = []
     for p, (a, b) in enumerate(zip(old, new, strict=True)):
         gone = sorted(set(a) - set(b))
@@ -350,19 +384,22 @@ def _diff_moves(old: list[tuple[int, ...]], new: list[tuple[int, ...]]
 
 # --- driver ------------------------------------------------------------------------------------
 
+
 def _waves(moves: list[tuple[int, int, int]], inflight: int) -> int:
-    w = first_fit_waves([m[0] for m in moves], [m[1] for m in moves], [m[2] for m in moves],
-                        inflight)
+    w = first_fit_waves(
+        [m[0] for m in moves], [m[1] for m in moves], [m[2] for m in moves], inflight
+    )
     return max(w) + 1 if w else 0
 
 
 def _assignment(d: Dense, rows: list[tuple[int, ...]]) -> dict[str, tuple[str, ...]]:
-    return {pid: tuple(d.node_ids[n] for n in row) for pid, row in zip(d.part_ids, rows,
-                                                                         strict=True)}
+    return {
+        pid: tuple(d.node_ids[n] for n in row) for pid, row in zip(d.part_ids, rows, strict=True)
+    }
 
 
 def _apply(d: Dense, moves: list[tuple[int, int, int]]) -> dict[str, tuple[str, ...]]:
-    rows = [list(d.rep[d.off[p]:d.off[p + 1]]) for p in range(len(d.rf))]
+    rows = [list(d.rep[d.off[p] : d.off[p + 1]]) for p in range(len(d.rf))]
     for p, s, t in moves:
         if s >= 0:
             rows[p].remove(s)
@@ -371,8 +408,9 @@ def _apply(d: Dense, moves: list[tuple[int, int, int]]) -> dict[str, tuple[str, 
     return _assignment(d, [tuple(r) for r in rows])
 
 
-def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
-             with_twin: bool) -> list[dict[str, Any]]:
+def run_case(
+    parts: int, nodes: int, zones: int, heat: str, seed: int, with_twin: bool
+) -> list[dict[str, Any]]:
     """Every event on one instance; each record holds all four solvers' scores."""
     skew = HEAT_SKEW[heat]
     node_list, part_list = generate(parts, nodes, zones, skew, seed)
@@ -384,14 +422,21 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
     rv_boot = rendezvous(compile_problem(empty), weight_of)
     records = []
     for event in EVENTS:
-        problem = empty if event == "bootstrap" else event_problem(event, base, zones, skew,
-                                                                   seed + 1)
+        problem = (
+            empty if event == "bootstrap" else event_problem(event, base, zones, skew, seed + 1)
+        )
         if event == "budget":
             lb_full = solve_timed(problem, backend=kernel)[0].metrics.lower_bound
             problem = ev.with_budget(problem, max(1, lb_full // 10))
         d = compile_problem(problem)
-        rec: dict[str, Any] = {"parts": parts, "nodes": nodes, "zones": zones, "heat": heat,
-                               "event": event, "seed": seed}
+        rec: dict[str, Any] = {
+            "parts": parts,
+            "nodes": nodes,
+            "zones": zones,
+            "heat": heat,
+            "event": event,
+            "seed": seed,
+        }
         plan, t = solve_timed(problem, backend=kernel)
         rec["feasible"] = plan.feasible
         rec["reason"] = plan.reason
@@ -399,9 +444,12 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
         if not plan.feasible:
             records.append(rec)
             continue
-        rec["kernel"] = {"backend": kernel, "solve_s": sum(t.values()), **t,
-                         **score(problem, d, plan.assignment, len(plan.moves),
-                                 plan.metrics.waves)}
+        rec["kernel"] = {
+            "backend": kernel,
+            "solve_s": sum(t.values()),
+            **t,
+            **score(problem, d, plan.assignment, len(plan.moves), plan.metrics.waves),
+        }
         if event == "budget":
             before = score(problem, d, problem.assignment, 0, 0)
             rec["band_violations_before"] = before["band_violations"]
@@ -409,19 +457,28 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
             # the other objective on the same budget (Problem.budget_objective)
             alt_problem = ev.with_budget(problem, problem.moves_max or 0, objective="out_of_band")
             alt, ta = solve_timed(alt_problem, backend=kernel)
-            rec["out_of_band"] = {"solve_s": sum(ta.values()), **score(
-                alt_problem, d, alt.assignment, len(alt.moves), alt.metrics.waves)}
+            rec["out_of_band"] = {
+                "solve_s": sum(ta.values()),
+                **score(alt_problem, d, alt.assignment, len(alt.moves), alt.metrics.waves),
+            }
         if with_twin:
             twin, tt = solve_timed(problem, backend="python")
-            rec["twin"] = {"solve_s": sum(tt.values()), **tt,
-                           "identical": twin.canonical() == plan.canonical()}
+            rec["twin"] = {
+                "solve_s": sum(tt.values()),
+                **tt,
+                "identical": twin.canonical() == plan.canonical(),
+            }
         t0 = time.perf_counter()
         gm = greedy(d)
         if problem.moves_max is not None:
-            gm = gm[:problem.moves_max]
+            gm = gm[: problem.moves_max]
         g_s = time.perf_counter() - t0
-        rec["greedy"] = {"solve_s": g_s, **score(problem, d, _apply(d, gm), len(gm),
-                                                 _waves(gm, problem.moves_in_flight_per_node))}
+        rec["greedy"] = {
+            "solve_s": g_s,
+            **score(
+                problem, d, _apply(d, gm), len(gm), _waves(gm, problem.moves_in_flight_per_node)
+            ),
+        }
         t0 = time.perf_counter()
         weight_of.update({n.id: n.weight for n in problem.nodes})
         rv_new = rendezvous(d, weight_of)
@@ -434,9 +491,16 @@ def run_case(parts: int, nodes: int, zones: int, heat: str, seed: int,
                 remap = [d.node_ids.index(nid) for nid in base_d.node_ids]
                 rv_old = [tuple(remap[n] for n in row) for row in rv_boot]
             rm = _diff_moves(rv_old, rv_new)
-            rec["rendezvous"] = {"solve_s": rv_s, **score(
-                problem, d, _assignment(d, rv_new), len(rm),
-                _waves(rm, problem.moves_in_flight_per_node))}
+            rec["rendezvous"] = {
+                "solve_s": rv_s,
+                **score(
+                    problem,
+                    d,
+                    _assignment(d, rv_new),
+                    len(rm),
+                    _waves(rm, problem.moves_in_flight_per_node),
+                ),
+            }
         records.append(rec)
     return records
 
@@ -448,37 +512,45 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         for event in EVENTS:
             rs = [r for r in records if (r["parts"], r["nodes"]) == size and r["event"] == event]
             ok = [r for r in rs if r["feasible"]]
-            entry: dict[str, Any] = {"cases": len(rs), "infeasible": len(rs) - len(ok),
-                                     "infeasible_reasons": sorted({r["reason"] for r in rs
-                                                                   if not r["feasible"]})}
+            entry: dict[str, Any] = {
+                "cases": len(rs),
+                "infeasible": len(rs) - len(ok),
+                "infeasible_reasons": sorted({r["reason"] for r in rs if not r["feasible"]}),
+            }
             if ok:
                 k = [r["kernel"] for r in ok]
                 lbs = sum(r["lower_bound"] for r in ok)
-                entry.update({
-                    "solve_s": statistics.median(x["solve_s"] for x in k),
-                    "solve_s_max": max(x["solve_s"] for x in k),
-                    "core_s": statistics.median(x["core_s"] for x in k),
-                    "moves": sum(x["moves"] for x in k),
-                    "lower_bound": lbs,
-                    "moves_over_lb": max(x["moves"] / max(1, r["lower_bound"])
-                                         for x, r in zip(k, ok, strict=True)),
-                    "heat_max_over_fair": max(x["heat_max_over_fair"] for x in k),
-                    "band_violations": sum(x["band_violations"] for x in k),
-                    "hard_violations": sum(x["hard_violations"] for x in k),
-                    "waves": max(x["waves"] for x in k),
-                })
+                entry.update(
+                    {
+                        "solve_s": statistics.median(x["solve_s"] for x in k),
+                        "solve_s_max": max(x["solve_s"] for x in k),
+                        "core_s": statistics.median(x["core_s"] for x in k),
+                        "moves": sum(x["moves"] for x in k),
+                        "lower_bound": lbs,
+                        "moves_over_lb": max(
+                            x["moves"] / max(1, r["lower_bound"])
+                            for x, r in zip(k, ok, strict=True)
+                        ),
+                        "heat_max_over_fair": max(x["heat_max_over_fair"] for x in k),
+                        "band_violations": sum(x["band_violations"] for x in k),
+                        "hard_violations": sum(x["hard_violations"] for x in k),
+                        "waves": max(x["waves"] for x in k),
+                    }
+                )
                 twins = [r for r in ok if "twin" in r]
                 if twins:
                     entry["speedup_vs_twin"] = statistics.median(
-                        r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins)
+                        r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins
+                    )
                     entry["core_speedup_vs_twin"] = statistics.median(
-                        r["twin"]["core_s"] / max(1e-9, r["kernel"]["core_s"]) for r in twins)
+                        r["twin"]["core_s"] / max(1e-9, r["kernel"]["core_s"]) for r in twins
+                    )
                     entry["twin_identical"] = all(r["twin"]["identical"] for r in twins)
                 if event == "budget":
-                    entry["band_violations_before"] = sum(r["band_violations_before"]
-                                                          for r in ok)
-                    entry["count_max_off_fair_before"] = max(r["count_max_off_fair_before"]
-                                                             for r in ok)
+                    entry["band_violations_before"] = sum(r["band_violations_before"] for r in ok)
+                    entry["count_max_off_fair_before"] = max(
+                        r["count_max_off_fair_before"] for r in ok
+                    )
                     entry["count_max_off_fair"] = max(x["count_max_off_fair"] for x in k)
                     alts = [r["out_of_band"] for r in ok if "out_of_band" in r]
                     if alts:  # the same budgets spent with budget_objective="out_of_band"
@@ -486,24 +558,27 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                             "band_violations": sum(x["band_violations"] for x in alts),
                             "count_max_off_fair": max(x["count_max_off_fair"] for x in alts),
                             "moves": sum(x["moves"] for x in alts),
-                            "hard_violations": sum(x["hard_violations"] for x in alts)}
+                            "hard_violations": sum(x["hard_violations"] for x in alts),
+                        }
                 for base in ("greedy", "rendezvous"):
                     bs = [r[base] for r in ok if base in r]
                     if bs:
                         entry[base] = {
                             "solve_s": statistics.median(x["solve_s"] for x in bs),
                             "moves": sum(x["moves"] for x in bs),
-                            "moves_over_lb": max(x["moves"] / max(1, r["lower_bound"])
-                                                 for x, r in zip(bs, ok, strict=True)),
+                            "moves_over_lb": max(
+                                x["moves"] / max(1, r["lower_bound"])
+                                for x, r in zip(bs, ok, strict=True)
+                            ),
                             "heat_max_over_fair": max(x["heat_max_over_fair"] for x in bs),
                             "band_violations": sum(x["band_violations"] for x in bs),
                             "count_max_off_fair": max(x["count_max_off_fair"] for x in bs),
                             "hard_violations": sum(x["hard_violations"] for x in bs),
-                            "waves": max(x["waves"] for x in bs)}
+                            "waves": max(x["waves"] for x in bs),
+                        }
             per_event[event] = entry
         out[f"P={size[0]}/N={size[1]}"] = per_event
     return out
-
 
 
 # --- the heat-cap family (issue 15) -------------------------------------------------------------
@@ -514,8 +589,15 @@ FAMILY_HEAT_TOP = 1_000_000  # the hottest partition's heat, integer units
 FAMILY_HOT_SHIFT_PCT = 2
 
 
-def _family_nodes(first: int, count: int, zones: int, replicas: int, weight_total: int,
-                  rng: random.Random, prefix: str) -> list[Node]:
+def _family_nodes(
+    first: int,
+    count: int,
+    zones: int,
+    replicas: int,
+    weight_total: int,
+    rng: random.Random,
+    prefix: str,
+) -> list[Node]:
     """`count` nodes round-robin over zones (sizes within 1), 20% of each zone at weight 2.
 
     Slots are about twice the node's initial fair share of `replicas` over `weight_total`.
@@ -530,8 +612,9 @@ def _family_nodes(first: int, count: int, zones: int, replicas: int, weight_tota
     for i in range(count):
         weight = 2 if i in heavy else 1
         slots = -(-2 * replicas * weight // max(1, weight_total))
-        out.append(Node(f"{prefix}{first + i:06d}", f"z{(first + i) % zones}", weight=weight,
-                        slots=slots))
+        out.append(
+            Node(f"{prefix}{first + i:06d}", f"z{(first + i) % zones}", weight=weight, slots=slots)
+        )
     return out
 
 
@@ -541,13 +624,14 @@ def _zipf_exponent(parts: int, rf: int, weight_total: int, ratio: float) -> floa
     lo, hi = 0.0, 4.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        total = sum(k ** -mid for k in range(1, parts + 1))
+        total = sum(k**-mid for k in range(1, parts + 1))
         lo, hi = (mid, hi) if total > want else (lo, mid)
     return (lo + hi) / 2
 
 
-def family(parts: int, nodes: int, zones: int, skew: str, seed: int
-           ) -> tuple[list[Node], list[Partition]]:
+def family(
+    parts: int, nodes: int, zones: int, skew: str, seed: int
+) -> tuple[list[Node], list[Partition]]:
     """Issue 15's instance family, seeded.
 
     Nodes in `zones` zones (sizes within 1), weight 1 with 20% of each zone at weight 2, slots
@@ -563,8 +647,10 @@ def family(parts: int, nodes: int, zones: int, skew: str, seed: int
     s = _zipf_exponent(parts, rf, weight_total, FAMILY_SKEW[skew])
     ranks = list(range(1, parts + 1))
     rng.shuffle(ranks)
-    part_list = [Partition(f"p{i:08d}", rf, max(1, round(FAMILY_HEAT_TOP * ranks[i] ** -s)))
-                 for i in range(parts)]
+    part_list = [
+        Partition(f"p{i:08d}", rf, max(1, round(FAMILY_HEAT_TOP * ranks[i] ** -s)))
+        for i in range(parts)
+    ]
     return node_list, part_list
 
 
@@ -578,16 +664,17 @@ def family_event(event: str, base: Problem, zones: int, seed: int) -> Problem:
         extra = max(1, len(nodes) // 10)
         weight_total = sum(n.weight for n in nodes)
         replicas = sum(p.rf for p in parts)
-        return ev.add_nodes(base, _family_nodes(len(nodes), extra, zones, replicas,
-                                                weight_total, rng, "m"))
+        return ev.add_nodes(
+            base, _family_nodes(len(nodes), extra, zones, replicas, weight_total, rng, "m")
+        )
     if event == "node_dead":
         return ev.node_dead(base, nodes[rng.randrange(len(nodes))].id)
     if event == "drain":
         return ev.drain_zone(base, "z0")
     if event == "heat_shift":
         by_heat = sorted(parts, key=lambda p: (-p.heat, p.id))
-        hot = by_heat[:max(1, len(parts) * FAMILY_HOT_SHIFT_PCT // 100)]
-        others = rng.sample(by_heat[len(hot):], len(hot))
+        hot = by_heat[: max(1, len(parts) * FAMILY_HOT_SHIFT_PCT // 100)]
+        others = rng.sample(by_heat[len(hot) :], len(hot))
         new: dict[str, int] = {}
         for a, b in zip(hot, others, strict=True):
             new[a.id], new[b.id] = b.heat, a.heat
@@ -605,8 +692,9 @@ def family_caps(problem: Problem, d: Dense) -> list[int]:
     return [max(c, hottest) for c in d.hcap]
 
 
-def family_score(problem: Problem, d: Dense, assignment: Any, moves: int,
-                 lb: int) -> dict[str, Any]:
+def family_score(
+    problem: Problem, d: Dense, assignment: Any, moves: int, lb: int
+) -> dict[str, Any]:
     """Nodes over the family's heat cap (all heat counted), heat max / fair, moves / bound."""
     index = {nid: i for i, nid in enumerate(d.node_ids)}
     heat = [0] * len(d.node_ids)
@@ -615,16 +703,21 @@ def family_score(problem: Problem, d: Dense, assignment: Any, moves: int,
             heat[index[nid]] += d.heat[p]
     caps = family_caps(problem, d)
     over = [n for n in range(len(heat)) if d.elig[n] and heat[n] > caps[n]]
-    ratio = max((heat[n] / d.hfair[n] for n in range(len(heat)) if d.elig[n] and d.hfair[n]),
-                default=0.0)
-    return {"moves": moves, "heat_over_cap_nodes": len(over),
-            "moves_over_lb": round(moves / max(1, lb), 4) if lb or moves else 1.0,
-            "heat_max_over_fair_all": round(ratio, 4),
-            "hard_violations": len(ev.hard_violations(problem, assignment))}
+    ratio = max(
+        (heat[n] / d.hfair[n] for n in range(len(heat)) if d.elig[n] and d.hfair[n]), default=0.0
+    )
+    return {
+        "moves": moves,
+        "heat_over_cap_nodes": len(over),
+        "moves_over_lb": round(moves / max(1, lb), 4) if lb or moves else 1.0,
+        "heat_max_over_fair_all": round(ratio, 4),
+        "hard_violations": len(ev.hard_violations(problem, assignment)),
+    }
 
 
-def run_family_case(parts: int, nodes: int, zones: int, skew: str, seed: int,
-                    with_twin: bool) -> list[dict[str, Any]]:
+def run_family_case(
+    parts: int, nodes: int, zones: int, skew: str, seed: int, with_twin: bool
+) -> list[dict[str, Any]]:
     """Every family event on one instance: kernel (and twin) against the greedy, same run."""
     node_list, part_list = family(parts, nodes, zones, skew, seed)
     empty = ev.bootstrap(node_list, part_list)
@@ -634,8 +727,14 @@ def run_family_case(parts: int, nodes: int, zones: int, skew: str, seed: int,
     records = []
     for event in FAMILY_EVENTS:
         problem = empty if event == "bootstrap" else family_event(event, base, zones, seed + 1)
-        rec: dict[str, Any] = {"parts": parts, "nodes": nodes, "zones": zones, "skew": skew,
-                               "event": event, "seed": seed}
+        rec: dict[str, Any] = {
+            "parts": parts,
+            "nodes": nodes,
+            "zones": zones,
+            "skew": skew,
+            "event": event,
+            "seed": seed,
+        }
         plan, t = solve_timed(problem, backend=kernel)
         rec["feasible"] = plan.feasible
         rec["reason"] = plan.reason
@@ -647,13 +746,18 @@ def run_family_case(parts: int, nodes: int, zones: int, skew: str, seed: int,
         rec["lower_bound"] = lb
         rec["plan_lower_bound"] = plan.metrics.lower_bound
         rec["split_nodes"] = plan.split_nodes()
-        rec["kernel"] = {"backend": kernel, "solve_s": sum(t.values()),
-                         "split_candidates": len(plan.split_candidates),
-                         **family_score(problem, d, plan.assignment, len(plan.moves), lb)}
+        rec["kernel"] = {
+            "backend": kernel,
+            "solve_s": sum(t.values()),
+            "split_candidates": len(plan.split_candidates),
+            **family_score(problem, d, plan.assignment, len(plan.moves), lb),
+        }
         if with_twin:
             twin, tt = solve_timed(problem, backend="python")
-            rec["twin"] = {"solve_s": sum(tt.values()),
-                           "identical": twin.canonical() == plan.canonical()}
+            rec["twin"] = {
+                "solve_s": sum(tt.values()),
+                "identical": twin.canonical() == plan.canonical(),
+            }
         t0 = time.perf_counter()
         gm = greedy(d, family_caps(problem, d))
         g_s = time.perf_counter() - t0
@@ -669,50 +773,70 @@ def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         for skew in FAMILY_SKEW:
             per_event: dict[str, Any] = {}
             for event in FAMILY_EVENTS:
-                rs = [r for r in records if (r["parts"], r["nodes"]) == size
-                      and r["skew"] == skew and r["event"] == event]
+                rs = [
+                    r
+                    for r in records
+                    if (r["parts"], r["nodes"]) == size
+                    and r["skew"] == skew
+                    and r["event"] == event
+                ]
                 ok = [r for r in rs if r["feasible"]]
                 entry: dict[str, Any] = {"cases": len(rs), "infeasible": len(rs) - len(ok)}
                 if ok:
                     for who in ("kernel", "greedy"):
                         xs = [r[who] for r in ok]
                         prefix = "" if who == "kernel" else "greedy_"
-                        entry.update({
-                            f"{prefix}heat_over_cap_nodes": max(x["heat_over_cap_nodes"]
-                                                                for x in xs),
-                            f"{prefix}heat_over_cap_nodes_total": sum(
-                                x["heat_over_cap_nodes"] for x in xs),
-                            f"{prefix}moves_over_lb": max(x["moves_over_lb"] for x in xs),
-                            f"{prefix}moves_over_lb_median": statistics.median(
-                                x["moves_over_lb"] for x in xs),
-                            f"{prefix}moves": sum(x["moves"] for x in xs),
-                            f"{prefix}heat_max_over_fair": max(x["heat_max_over_fair_all"]
-                                                               for x in xs),
-                            f"{prefix}hard_violations": sum(x["hard_violations"] for x in xs),
-                            f"{prefix}solve_s": statistics.median(x["solve_s"] for x in xs)})
+                        entry.update(
+                            {
+                                f"{prefix}heat_over_cap_nodes": max(
+                                    x["heat_over_cap_nodes"] for x in xs
+                                ),
+                                f"{prefix}heat_over_cap_nodes_total": sum(
+                                    x["heat_over_cap_nodes"] for x in xs
+                                ),
+                                f"{prefix}moves_over_lb": max(x["moves_over_lb"] for x in xs),
+                                f"{prefix}moves_over_lb_median": statistics.median(
+                                    x["moves_over_lb"] for x in xs
+                                ),
+                                f"{prefix}moves": sum(x["moves"] for x in xs),
+                                f"{prefix}heat_max_over_fair": max(
+                                    x["heat_max_over_fair_all"] for x in xs
+                                ),
+                                f"{prefix}hard_violations": sum(x["hard_violations"] for x in xs),
+                                f"{prefix}solve_s": statistics.median(x["solve_s"] for x in xs),
+                            }
+                        )
                     entry["lower_bound"] = sum(r["lower_bound"] for r in ok)
-                    entry["moves_le_greedy"] = all(r["kernel"]["moves"] <= r["greedy"]["moves"]
-                                                   for r in ok)
+                    entry["moves_le_greedy"] = all(
+                        r["kernel"]["moves"] <= r["greedy"]["moves"] for r in ok
+                    )
                     twins = [r for r in ok if "twin" in r]
                     if twins:
                         entry["twin_identical"] = all(r["twin"]["identical"] for r in twins)
                         entry["speedup_vs_twin"] = statistics.median(
-                            r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins)
+                            r["twin"]["solve_s"] / r["kernel"]["solve_s"] for r in twins
+                        )
                 per_event[event] = entry
             out[f"P={size[0]}/N={size[1]}/{skew}"] = per_event
     return out
 
 
-def run_family(sizes: list[tuple[int, int]], zone_counts: tuple[int, ...],
-               twin_max: int) -> dict[str, Any]:
+def run_family(
+    sizes: list[tuple[int, int]], zone_counts: tuple[int, ...], twin_max: int
+) -> dict[str, Any]:
     """The family at each size, zone count and skew; the twin too up to `twin_max` partitions."""
     records: list[dict[str, Any]] = []
     for parts, nodes in sizes:
         for zones in zone_counts:
             for skew in FAMILY_SKEW:
-                records += run_family_case(parts, nodes, zones, skew,
-                                           seed=1500 + zones * 10 + len(skew),
-                                           with_twin=parts <= twin_max)
+                records += run_family_case(
+                    parts,
+                    nodes,
+                    zones,
+                    skew,
+                    seed=1500 + zones * 10 + len(skew),
+                    with_twin=parts <= twin_max,
+                )
     return {"summary": _family_summary(records), "records": records}
 
 
@@ -721,15 +845,24 @@ def _huge(kernel: str) -> dict[str, Any]:
     node_list, part_list = generate(1_000_000, 10_000, 4, HEAT_SKEW["mild"], 7)
     empty = ev.bootstrap(node_list, part_list)
     plan, t = solve_timed(empty, backend=kernel)
-    out: dict[str, Any] = {"bootstrap": {"solve_s": sum(t.values()), **t,
-                                         "moves": len(plan.moves),
-                                         "band_violations": plan.metrics.band_violations}}
+    out: dict[str, Any] = {
+        "bootstrap": {
+            "solve_s": sum(t.values()),
+            **t,
+            "moves": len(plan.moves),
+            "band_violations": plan.metrics.band_violations,
+        }
+    }
     dead = ev.node_dead(ev.after(empty, plan), "n000123")
     plan, t = solve_timed(dead, backend=kernel)
-    out["node_dead"] = {"solve_s": sum(t.values()), **t, "moves": len(plan.moves),
-                        "lower_bound": plan.metrics.lower_bound,
-                        "band_violations": plan.metrics.band_violations,
-                        "hard_violations": len(ev.hard_violations(dead, plan.assignment))}
+    out["node_dead"] = {
+        "solve_s": sum(t.values()),
+        **t,
+        "moves": len(plan.moves),
+        "lower_bound": plan.metrics.lower_bound,
+        "band_violations": plan.metrics.band_violations,
+        "hard_violations": len(ev.hard_violations(dead, plan.assignment)),
+    }
     return out
 
 
@@ -740,14 +873,22 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     for parts, nodes in sizes:
         for zones in zone_counts:
             for heat in HEAT_SKEW:
-                records += run_case(parts, nodes, zones, heat, seed=zones * 100 + len(heat),
-                                    with_twin=True)
+                records += run_case(
+                    parts, nodes, zones, heat, seed=zones * 100 + len(heat), with_twin=True
+                )
     kernel = "cython" if "cython" in available_backends() else "python"
     result: dict[str, Any] = {
         "bench": "placement",
-        "params": {"smoke": smoke, "sizes": sizes, "zones": zone_counts, "heat": HEAT_SKEW,
-                   "rf": 3, "events": EVENTS, "backend": kernel,
-                   "anchor": "pure-Python twin, same instances, same run"},
+        "params": {
+            "smoke": smoke,
+            "sizes": sizes,
+            "zones": zone_counts,
+            "heat": HEAT_SKEW,
+            "rf": 3,
+            "events": EVENTS,
+            "backend": kernel,
+            "anchor": "pure-Python twin, same instances, same run",
+        },
         "summary": _summary(records),
         "records": records,
     }
@@ -759,11 +900,19 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         twin_max = 10**9 if os.environ.get("COREPLANE_BENCH_FAMILY_TWIN") == "1" else 10_000
         fam = run_family(family_sizes, zone_counts, twin_max)
         result["family"] = {
-            "params": {"sizes": family_sizes, "zones": zone_counts, "skew": FAMILY_SKEW,
-                       "events": FAMILY_EVENTS, "rf": 3, "hot_shift_pct": FAMILY_HOT_SHIFT_PCT,
-                       "twin_up_to_parts": twin_max,
-                       "heat_cap": "max(1.10 x fair heat, hottest replica), all heat counted",
-                       "lower_bound": "lower_bound(problem): plans meeting band and heat cap",
-                       "anchor": "greedy with a cap-aware heat pass, same instances, same run"},
-            "summary": fam["summary"], "records": fam["records"]}
+            "params": {
+                "sizes": family_sizes,
+                "zones": zone_counts,
+                "skew": FAMILY_SKEW,
+                "events": FAMILY_EVENTS,
+                "rf": 3,
+                "hot_shift_pct": FAMILY_HOT_SHIFT_PCT,
+                "twin_up_to_parts": twin_max,
+                "heat_cap": "max(1.10 x fair heat, hottest replica), all heat counted",
+                "lower_bound": "lower_bound(problem): plans meeting band and heat cap",
+                "anchor": "greedy with a cap-aware heat pass, same instances, same run",
+            },
+            "summary": fam["summary"],
+            "records": fam["records"],
+        }
     return result

@@ -70,12 +70,34 @@ from benches._raft_procs import (
     etcd_keys,
 )
 
-FULL = {"tput_s": 5.0, "threads": 256, "inflight": 256, "lat_s": 5.0, "rates": [100, 1000],
-        "kills": 9, "raw_kills": 3, "repeats": 3, "etcd_inflight": 256, "etcd_procs_max": 6,
-        "etcd_sweep_s": 3.0, "etcd_sweep_gain": 0.05}
-SMOKE = {"tput_s": 1.5, "threads": 32, "inflight": 32, "lat_s": 1.0, "rates": [100],
-         "kills": 1, "raw_kills": 0, "repeats": 1, "etcd_inflight": 0, "etcd_procs_max": 0,
-         "etcd_sweep_s": 0.0, "etcd_sweep_gain": 0.0}
+FULL = {
+    "tput_s": 5.0,
+    "threads": 256,
+    "inflight": 256,
+    "lat_s": 5.0,
+    "rates": [100, 1000],
+    "kills": 9,
+    "raw_kills": 3,
+    "repeats": 3,
+    "etcd_inflight": 256,
+    "etcd_procs_max": 6,
+    "etcd_sweep_s": 3.0,
+    "etcd_sweep_gain": 0.05,
+}
+SMOKE = {
+    "tput_s": 1.5,
+    "threads": 32,
+    "inflight": 32,
+    "lat_s": 1.0,
+    "rates": [100],
+    "kills": 1,
+    "raw_kills": 0,
+    "repeats": 1,
+    "etcd_inflight": 0,
+    "etcd_procs_max": 0,
+    "etcd_sweep_s": 0.0,
+    "etcd_sweep_gain": 0.0,
+}
 ETCD_INSTALL = ["apt-get", "install", "-y", "etcd-server"]
 CLIENT_START_S = 2.0  # etcd client processes start (import grpc) before their common window
 
@@ -95,21 +117,39 @@ def _median(values: list[Any]) -> float | None:
 def _lat_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     p50s = [_pct(r["lat_ms"], 0.50) for r in runs]
     p99s = [_pct(r["lat_ms"], 0.99) for r in runs]
-    return {"p50_ms": _median(p50s), "p99_ms": _median(p99s), "p50_ms_runs": p50s,
-            "p99_ms_runs": p99s, "ok": [r["ok"] for r in runs], "sent": [r["sent"] for r in runs]}
+    return {
+        "p50_ms": _median(p50s),
+        "p99_ms": _median(p99s),
+        "p50_ms_runs": p50s,
+        "p99_ms_runs": p99s,
+        "ok": [r["ok"] for r in runs],
+        "sent": [r["sent"] for r in runs],
+    }
 
 
-def _tput_record(ok: int, elapsed_s: float, meter: _cpu.Meter, leader: str,
-                 generator: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _tput_record(
+    ok: int,
+    elapsed_s: float,
+    meter: _cpu.Meter,
+    leader: str,
+    generator: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
     """One throughput phase: writes/s, every member's CPU per write, the generator's cost."""
     members = {name: _cpu.per_write_us(cpu, ok) for name, cpu in meter.cpu_s.items()}
     leader_cpu = meter.cpu_s.get(leader)
-    return {"writes_per_s": ok / elapsed_s if elapsed_s > 0 else 0.0, "ok": ok,
-            "elapsed_s": elapsed_s, "leader_cpu_us_per_write": members.get(leader),
-            "leader_sys_us_per_write": _cpu.per_write_us(meter.sys_s.get(leader), ok),
-            "leader_cores": None if leader_cpu is None else leader_cpu / meter.wall_s,
-            "members_cpu_us_per_write": members,
-            "machine_busy_cores": meter.machine_busy_cores, "generator": generator, **extra}
+    return {
+        "writes_per_s": ok / elapsed_s if elapsed_s > 0 else 0.0,
+        "ok": ok,
+        "elapsed_s": elapsed_s,
+        "leader_cpu_us_per_write": members.get(leader),
+        "leader_sys_us_per_write": _cpu.per_write_us(meter.sys_s.get(leader), ok),
+        "leader_cores": None if leader_cpu is None else leader_cpu / meter.wall_s,
+        "members_cpu_us_per_write": members,
+        "machine_busy_cores": meter.machine_busy_cores,
+        "generator": generator,
+        **extra,
+    }
 
 
 def _tput_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,9 +167,11 @@ def _tput_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "ceiling_cores": gens[0]["ceiling_cores"] if gens else None,
             "near_ceiling_runs": [g["near_ceiling"] for g in gens],
             "near_ceiling": any(bool(g["near_ceiling"]) for g in gens),
-            **({"caller_cpu_us_per_write": _median([g["caller_cpu_us_per_write"]
-                                                    for g in gens])}
-               if gens and "caller_cpu_us_per_write" in gens[0] else {}),
+            **(
+                {"caller_cpu_us_per_write": _median([g["caller_cpu_us_per_write"] for g in gens])}
+                if gens and "caller_cpu_us_per_write" in gens[0]
+                else {}
+            ),
             **({"procs": gens[0]["procs"]} if gens and "procs" in gens[0] else {}),
         },
         "tput_phases": runs,
@@ -149,28 +191,49 @@ class _Library:
         self.cluster = cluster
 
     def warm(self, p: dict[str, Any]) -> None:
-        self.cluster.leader().request(self.TPUT_OP, **{self.WIDTH: 8}, duration_s=0.5,
-                                      prefix=f"warm{self.TPUT_OP}-")
+        self.cluster.leader().request(
+            self.TPUT_OP, **{self.WIDTH: 8}, duration_s=0.5, prefix=f"warm{self.TPUT_OP}-"
+        )
 
     def lat(self, rate: int, r: int, p: dict[str, Any]) -> dict[str, Any]:
-        return self.cluster.leader().request(self.LAT_OP, rate=rate, duration_s=p["lat_s"],
-                                             prefix=f"l{self.LAT_OP}{rate}-{r}-",
-                                             timeout_s=p["lat_s"] + 60)
+        return self.cluster.leader().request(
+            self.LAT_OP,
+            rate=rate,
+            duration_s=p["lat_s"],
+            prefix=f"l{self.LAT_OP}{rate}-{r}-",
+            timeout_s=p["lat_s"] + 60,
+        )
 
     def tput(self, r: int, p: dict[str, Any]) -> dict[str, Any]:
         leader = self.cluster.leader()
         pids = {nid: node.pid for nid, node in self.cluster.nodes.items()}
         with _cpu.Meter(pids) as meter:
-            res = leader.request(self.TPUT_OP, **{self.WIDTH: p[self.WIDTH]},
-                                 duration_s=p["tput_s"], prefix=f"t{self.TPUT_OP}{r}-",
-                                 timeout_s=p["tput_s"] + 90)
+            res = leader.request(
+                self.TPUT_OP,
+                **{self.WIDTH: p[self.WIDTH]},
+                duration_s=p["tput_s"],
+                prefix=f"t{self.TPUT_OP}{r}-",
+                timeout_s=p["tput_s"] + 90,
+            )
         leader_cpu = meter.cpu_s.get(leader.node_id)
         # The generator is the leader process (same GIL): its ceiling is that one core.
         generator = _cpu.generator(
-            leader_cpu, meter.wall_s, res["ok"], _cpu.ceiling_cores(1), in_process=True,
-            caller_cpu_us_per_write=_cpu.per_write_us(res["caller_cpu_s"], res["ok"]))
-        return _tput_record(res["ok"], res["elapsed_s"], meter, leader.node_id, generator,
-                            failed=res["failed"], unfinished=res["unfinished"])
+            leader_cpu,
+            meter.wall_s,
+            res["ok"],
+            _cpu.ceiling_cores(1),
+            in_process=True,
+            caller_cpu_us_per_write=_cpu.per_write_us(res["caller_cpu_s"], res["ok"]),
+        )
+        return _tput_record(
+            res["ok"],
+            res["elapsed_s"],
+            meter,
+            leader.node_id,
+            generator,
+            failed=res["failed"],
+            unfinished=res["unfinished"],
+        )
 
 
 class _LibrarySync(_Library):
@@ -209,11 +272,16 @@ class _Etcd:
         misses = 0
         for procs in range(1, p["etcd_procs_max"] + 1):
             rec = self._closed(procs, p["etcd_inflight"], p["etcd_sweep_s"], f"s{procs}-")
-            self.sweep.append({"procs": procs, "writes_per_s": rec["writes_per_s"],
-                               "generator_cores": rec["generator"]["cores"],
-                               "generator_near_ceiling": rec["generator"]["near_ceiling"],
-                               "leader_cores": rec["leader_cores"],
-                               "machine_busy_cores": rec["machine_busy_cores"]})
+            self.sweep.append(
+                {
+                    "procs": procs,
+                    "writes_per_s": rec["writes_per_s"],
+                    "generator_cores": rec["generator"]["cores"],
+                    "generator_near_ceiling": rec["generator"]["near_ceiling"],
+                    "leader_cores": rec["leader_cores"],
+                    "machine_busy_cores": rec["machine_busy_cores"],
+                }
+            )
             if rec["writes_per_s"] > best * (1 + p["etcd_sweep_gain"]):
                 best, self.procs, misses = rec["writes_per_s"], procs, 0
             else:
@@ -228,33 +296,61 @@ class _Etcd:
     def tput(self, r: int, p: dict[str, Any]) -> dict[str, Any]:
         return self._closed(self.procs, p["etcd_inflight"], p["tput_s"], f"t{r}-")
 
-    def _closed(self, procs: int, inflight: int, duration_s: float,
-                prefix: str) -> dict[str, Any]:
+    def _closed(self, procs: int, inflight: int, duration_s: float, prefix: str) -> dict[str, Any]:
         leader = self._leader()
         pids = {name: proc.pid for name, proc in self.etcd.procs.items()}
         meter = _cpu.Meter(pids)
-        res = _etcd_clients("closed", self.etcd.client[leader], inflight, duration_s, prefix,
-                            procs, meter=meter)
+        res = _etcd_clients(
+            "closed", self.etcd.client[leader], inflight, duration_s, prefix, procs, meter=meter
+        )
         ok = sum(x["ok"] for x in res)
         elapsed = max((x["elapsed_s"] for x in res), default=0.0)
         cpu_s = _cpu.total(x.get("cpu_s") for x in res) if res else None
-        generator = _cpu.generator(cpu_s, elapsed, ok, _cpu.ceiling_cores(procs), procs=procs,
-                                   procs_answered=len(res),
-                                   cores_per_proc=[x["cpu_s"] / x["elapsed_s"] for x in res
-                                                   if x["elapsed_s"] > 0])
-        return _tput_record(ok, elapsed, meter, leader, generator,
-                            failed=sum(x["failed"] for x in res))
+        generator = _cpu.generator(
+            cpu_s,
+            elapsed,
+            ok,
+            _cpu.ceiling_cores(procs),
+            procs=procs,
+            procs_answered=len(res),
+            cores_per_proc=[x["cpu_s"] / x["elapsed_s"] for x in res if x["elapsed_s"] > 0],
+        )
+        return _tput_record(
+            ok, elapsed, meter, leader, generator, failed=sum(x["failed"] for x in res)
+        )
 
 
-def _etcd_clients(mode: str, port: int, load: float, duration_s: float, prefix: str,
-                  procs: int, meter: _cpu.Meter | None = None) -> list[dict[str, Any]]:
+def _etcd_clients(
+    mode: str,
+    port: int,
+    load: float,
+    duration_s: float,
+    prefix: str,
+    procs: int,
+    meter: _cpu.Meter | None = None,
+) -> list[dict[str, Any]]:
     """Run `procs` client processes over one common window (starting CLIENT_START_S from
     now, so that every one has imported grpc); `meter` spans that window."""
     start_at = time.monotonic() + CLIENT_START_S
-    running = [subprocess.Popen([sys.executable, "-m", "benches._raft_etcd_client", mode,
-                                 str(port), str(load), str(duration_s), f"{prefix}{i}-",
-                                 repr(start_at)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-               for i in range(procs)]
+    running = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benches._raft_etcd_client",
+                mode,
+                str(port),
+                str(load),
+                str(duration_s),
+                f"{prefix}{i}-",
+                repr(start_at),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
     time.sleep(max(0.0, start_at - time.monotonic()))
     results = []
     with meter if meter is not None else contextlib.nullcontext():
@@ -299,24 +395,33 @@ def _setup_etcd() -> str | None:
         if not _run(ETCD_INSTALL, env) and _run(["apt-get", "update"], env):
             _run(ETCD_INSTALL, env)
     if etcd_binary() is None:
-        print(f"bench raft: etcd is not installed; to compare with it: sudo "
-              f"{' '.join(ETCD_INSTALL)}", file=sys.stderr)
+        print(
+            f"bench raft: etcd is not installed; to compare with it: sudo {' '.join(ETCD_INSTALL)}",
+            file=sys.stderr,
+        )
         return "not installed"
     if importlib.util.find_spec("grpc") is None:
         print("bench raft: installing grpcio (etcd's load client)", file=sys.stderr)
         _run([sys.executable, "-m", "pip", "install", "-q", "grpcio"], dict(os.environ))
         importlib.invalidate_caches()
     if importlib.util.find_spec("grpc") is None:
-        print(f"bench raft: grpcio is missing; to compare with etcd: {sys.executable} -m pip "
-              "install grpcio  (or: pip install -e '.[bench]')", file=sys.stderr)
+        print(
+            f"bench raft: grpcio is missing; to compare with etcd: {sys.executable} -m pip "
+            "install grpcio  (or: pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
         return "not installed (grpcio)"
     return None
 
 
 def _run(argv: list[str], env: dict[str, str]) -> bool:
     try:
-        return subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, timeout=900,
-                              check=False).returncode == 0
+        return (
+            subprocess.run(
+                argv, env=env, stdout=subprocess.DEVNULL, timeout=900, check=False
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -338,8 +443,9 @@ def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
         leader.kill9()
         deadline = killed_at + 10
         while time.monotonic() < deadline:
-            lasts = [n.request("writer_last", prefix=prefixes[n.node_id])["last"]
-                     for n in survivors]
+            lasts = [
+                n.request("writer_last", prefix=prefixes[n.node_id])["last"] for n in survivors
+            ]
             if any(t is not None and t >= killed_at for t in lasts):
                 break
             time.sleep(0.05)
@@ -347,8 +453,11 @@ def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
         for n in survivors:
             res = n.request("writer_stop", prefix=prefixes[n.node_id])
             acked.extend(res["acked"])
-            firsts += [done for started, done in zip(res["started_at"], res["done_at"],
-                                                     strict=True) if started >= killed_at]
+            firsts += [
+                done
+                for started, done in zip(res["started_at"], res["done_at"], strict=True)
+                if started >= killed_at
+            ]
         failovers.append(min(firsts) - killed_at if firsts else None)
         leader.start()
         time.sleep(1.0)  # catch up before the next kill
@@ -361,14 +470,17 @@ def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
     return _failover_summary(failovers, len(acked), lost)
 
 
-def _failover_summary(failovers: list[float | None], acked: int,
-                      lost: list[str]) -> dict[str, Any]:
+def _failover_summary(failovers: list[float | None], acked: int, lost: list[str]) -> dict[str, Any]:
     measured = [f for f in failovers if f is not None]
-    return {"kills": len(failovers), "failover_s": failovers,
-            "failover_s_median": _median(measured),
-            "failover_s_max": max(measured) if len(measured) == len(failovers) and measured
-            else None,
-            "acked": acked, "acked_lost": len(lost), "lost_sample": lost[:10]}
+    return {
+        "kills": len(failovers),
+        "failover_s": failovers,
+        "failover_s_median": _median(measured),
+        "failover_s_max": max(measured) if len(measured) == len(failovers) and measured else None,
+        "acked": acked,
+        "acked_lost": len(lost),
+        "lost_sample": lost[:10],
+    }
 
 
 def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
@@ -385,8 +497,12 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
         done_at: list[tuple[float, float]] = []  # (sent, acknowledged) per write
         stop = threading.Event()
 
-        def writer(name: str, k: int = k, sink: list[tuple[float, float]] = done_at,
-                   stop: threading.Event = stop) -> None:
+        def writer(
+            name: str,
+            k: int = k,
+            sink: list[tuple[float, float]] = done_at,
+            stop: threading.Event = stop,
+        ) -> None:
             putter = EtcdPutter(etcd.client[name], timeout_s=0.5)
             i = 0
             while not stop.is_set():
@@ -433,21 +549,24 @@ def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
     p = dict(SMOKE if smoke else FULL)
     results: dict[str, Any] = {}
     etcd_state = "skipped (--smoke)" if smoke else _setup_etcd()
-    with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp, \
-            contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
         core = stack.enter_context(NodeCluster("coreplane", base / "coreplane"))
         raw = stack.enter_context(NodeCluster("pysyncobj", base / "pysyncobj"))
-        systems: dict[str, Any] = {"coreplane_sync": _LibrarySync(core),
-                                   "coreplane_async": _Library(core),
-                                   "pysyncobj": _Library(raw)}
+        systems: dict[str, Any] = {
+            "coreplane_sync": _LibrarySync(core),
+            "coreplane_async": _Library(core),
+            "pysyncobj": _Library(raw),
+        }
         etcd: EtcdCluster | None = None
         if etcd_state is None:
             etcd = stack.enter_context(EtcdCluster(base / "etcd"))
             systems["etcd"] = _Etcd(etcd)
         measured = _measure(systems, p)
-        results["coreplane"] = {"sync": measured["coreplane_sync"],
-                                "async": measured["coreplane_async"]}
+        results["coreplane"] = {
+            "sync": measured["coreplane_sync"],
+            "async": measured["coreplane_async"],
+        }
         results["pysyncobj"] = measured["pysyncobj"]
         results["etcd"] = measured.get("etcd", etcd_state)
         results["coreplane"]["failover"] = _kills_library(core, p["kills"])
@@ -458,8 +577,12 @@ def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
             results["etcd"]["client_procs_sweep"] = systems["etcd"].sweep
             results["etcd"]["writes_in_flight"] = p["etcd_inflight"] * systems["etcd"].procs
             results["etcd"]["failover"] = _kills_etcd(etcd, p["kills"])
-    return {"bench": "raft", "params": {**p, "smoke": smoke}, "results": results,
-            "summary": _summary(results)}
+    return {
+        "bench": "raft",
+        "params": {**p, "smoke": smoke},
+        "results": results,
+        "summary": _summary(results),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -479,8 +602,11 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
     def tput(system: dict[str, Any] | None) -> float | None:
         return system["tput_writes_per_s"] if system else None
 
-    generators = {"coreplane_sync": sync["generator"], "coreplane_async": asyn["generator"],
-                  "pysyncobj": raw["generator"]}
+    generators = {
+        "coreplane_sync": sync["generator"],
+        "coreplane_async": asyn["generator"],
+        "pysyncobj": raw["generator"],
+    }
     if etcd:
         generators["etcd"] = etcd["generator"]
     return {
@@ -499,24 +625,34 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         "etcd_p50_ms_at_100": lat(etcd, 100, "p50"),
         "etcd_p99_ms_at_1000": lat(etcd, 1000, "p99"),
         "p50_at_100_ratio_vs_etcd_sync": _ratio(lat(sync, 100, "p50"), lat(etcd, 100, "p50")),
-        "p99_at_1000_ratio_vs_etcd_sync": _ratio(lat(sync, 1000, "p99"),
-                                                 lat(etcd, 1000, "p99")),
+        "p99_at_1000_ratio_vs_etcd_sync": _ratio(lat(sync, 1000, "p99"), lat(etcd, 1000, "p99")),
         "failover_s_median": failover.get("failover_s_median"),
         "failover_s_max": failover.get("failover_s_max"),
         "etcd_failover_s_median": etcd_failover.get("failover_s_median"),
-        "failover_ratio_vs_etcd": _ratio(failover.get("failover_s_median"),
-                                         etcd_failover.get("failover_s_median")),
+        "failover_ratio_vs_etcd": _ratio(
+            failover.get("failover_s_median"), etcd_failover.get("failover_s_median")
+        ),
         "acked_lost": failover.get("acked_lost"),
         "etcd_acked_lost": etcd_failover.get("acked_lost"),
         "leader_cpu_us_per_write_sync": sync["leader_cpu_us_per_write"],
         "leader_cpu_us_per_write_async": asyn["leader_cpu_us_per_write"],
         "pysyncobj_leader_cpu_us_per_write": raw["leader_cpu_us_per_write"],
         "etcd_leader_cpu_us_per_write": etcd["leader_cpu_us_per_write"] if etcd else None,
-        "generators": {name: {k: g.get(k) for k in ("cpu_us_per_write", "cores",
-                                                    "ceiling_cores", "near_ceiling",
-                                                    "caller_cpu_us_per_write", "procs")
-                              if k in g}
-                       for name, g in generators.items()},
+        "generators": {
+            name: {
+                k: g.get(k)
+                for k in (
+                    "cpu_us_per_write",
+                    "cores",
+                    "ceiling_cores",
+                    "near_ceiling",
+                    "caller_cpu_us_per_write",
+                    "procs",
+                )
+                if k in g
+            }
+            for name, g in generators.items()
+        },
         "etcd_generator_near_ceiling": etcd["generator"]["near_ceiling"] if etcd else None,
         "etcd": "measured" if etcd else results["etcd"],
     }

@@ -32,11 +32,16 @@ class ControlPlane(_Node):
     Tokens are secrets: never logged, never in repr.
     """
 
-    def __init__(self, *args: Any, api_address: str | None = None,
-                 api_tokens: Mapping[str, str] | None = None,
-                 api_ssl_context: ssl.SSLContext | None = None,
-                 api_peers: Mapping[str, str] | None = None,
-                 api_advertise_url: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        api_address: str | None = None,
+        api_tokens: Mapping[str, str] | None = None,
+        api_ssl_context: ssl.SSLContext | None = None,
+        api_peers: Mapping[str, str] | None = None,
+        api_advertise_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._api: ApiServer | None = None
         if api_address is None:
             if api_tokens is not None or api_ssl_context is not None or api_peers is not None:
@@ -46,9 +51,14 @@ class ControlPlane(_Node):
         super().__init__(*args, **kwargs)
         if api_address is not None:
             try:
-                self._api = ApiServer(self, api_address, tokens=api_tokens or {},
-                                      ssl_context=api_ssl_context, api_peers=api_peers,
-                                      advertise_url=api_advertise_url)
+                self._api = ApiServer(
+                    self,
+                    api_address,
+                    tokens=api_tokens or {},
+                    ssl_context=api_ssl_context,
+                    api_peers=api_peers,
+                    advertise_url=api_advertise_url,
+                )
             except BaseException:
                 super().stop()  # release the data dir this constructor took
                 raise

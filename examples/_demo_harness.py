@@ -29,10 +29,15 @@ NodeDown = ProcessDown  # the node process is not running (killed, crashed or no
 class NodeProc(JsonLineChild):
     """One `_demo_node.py` process; the cluster secret travels in its environment."""
 
-    def __init__(self, node_id: str, config: dict[str, Any], secret_hex: str,
-                 log_path: Path) -> None:
-        super().__init__(node_id, [sys.executable, str(NODE_SCRIPT), json.dumps(config)],
-                         log_path=log_path, env={"COREPLANE_DEMO_SECRET": secret_hex})
+    def __init__(
+        self, node_id: str, config: dict[str, Any], secret_hex: str, log_path: Path
+    ) -> None:
+        super().__init__(
+            node_id,
+            [sys.executable, str(NODE_SCRIPT), json.dumps(config)],
+            log_path=log_path,
+            env={"COREPLANE_DEMO_SECRET": secret_hex},
+        )
         self.node_id = node_id
         self.config = config
 
@@ -40,8 +45,14 @@ class NodeProc(JsonLineChild):
 class ProcCluster:
     """Nodes `ids` as processes on 127.0.0.1 with data dirs under `base_dir`."""
 
-    def __init__(self, base_dir: Path, ids: tuple[str, ...] = ("a", "b", "c"), *,
-                 options: dict[str, Any] | None = None, log_level: str = "WARNING") -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        ids: tuple[str, ...] = ("a", "b", "c"),
+        *,
+        options: dict[str, Any] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         ports = free_ports(len(ids))

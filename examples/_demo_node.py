@@ -30,8 +30,10 @@ def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
         return {"rev": rev}
     if op == "get":
         got = cp.kv.get(req["key"], stale_ok=bool(req.get("stale_ok")), timeout_s=timeout_s)
-        return {"value": None if got is None else got[0].decode(),
-                "rev": None if got is None else got[1]}
+        return {
+            "value": None if got is None else got[0].decode(),
+            "rev": None if got is None else got[1],
+        }
     if op == "dump":
         items = cp.kv.range(req.get("prefix", ""), stale_ok=True)
         return {"items": {k: v.decode() for k, v, _ in items}}
@@ -51,17 +53,31 @@ def _fleet(cp: ControlPlane, op: str, req: dict[str, Any], timeout_s: float) -> 
     """The fleet agent protocol and desired state (tests/integration/test_fleet_procs.py)."""
     fleet = cp.fleet
     if op == "heartbeat":
-        return fleet.heartbeat(req["node_id"], zone=req["zone"], slots=req.get("slots", 1000),
-                               heat=req.get("heat") or {})
+        return fleet.heartbeat(
+            req["node_id"],
+            zone=req["zone"],
+            slots=req.get("slots", 1000),
+            heat=req.get("heat") or {},
+        )
     if op == "actions":
-        return {"actions": [dataclasses.asdict(a)
-                            for a in fleet.actions(req["node_id"], stale_ok=True)]}
+        return {
+            "actions": [dataclasses.asdict(a) for a in fleet.actions(req["node_id"], stale_ok=True)]
+        }
     if op == "ack":
-        return {"result": fleet.ack(req["node_id"], req["action_id"], req["token"], req["ok"],
-                                    req.get("detail", ""), timeout_s=timeout_s)}
+        return {
+            "result": fleet.ack(
+                req["node_id"],
+                req["action_id"],
+                req["token"],
+                req["ok"],
+                req.get("detail", ""),
+                timeout_s=timeout_s,
+            )
+        }
     if op == "create_partition":
-        return {"result": fleet.create_partition(req["pid"], rf=req.get("rf", 3),
-                                                 timeout_s=timeout_s)}
+        return {
+            "result": fleet.create_partition(req["pid"], rf=req.get("rf", 3), timeout_s=timeout_s)
+        }
     if op == "drain":
         return {"result": fleet.drain(req["node_id"], timeout_s=timeout_s)}
     if op == "partitions":
@@ -75,19 +91,26 @@ def _fleet(cp: ControlPlane, op: str, req: dict[str, Any], timeout_s: float) -> 
 
 def main() -> int:
     config = json.loads(sys.argv[1])
-    logging.basicConfig(level=getattr(logging, config.get("log_level", "WARNING")),
-                        format=f"[{config['node_id']}] %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, config.get("log_level", "WARNING")),
+        format=f"[{config['node_id']}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     secret = bytes.fromhex(os.environ["COREPLANE_DEMO_SECRET"])
     options = dict(config.get("options", {}))
     if "fleet_config" in options:
         options["fleet_config"] = FleetConfig(**options["fleet_config"])
     cp = ControlPlane(
-        config["node_id"], config["address"], config["peers"], config["data_dir"], secret,
+        config["node_id"],
+        config["address"],
+        config["peers"],
+        config["data_dir"],
+        secret,
         **options,
     )
-    cp.on_leadership(lambda gained, token: emit(
-        {"event": "leadership", "gained": gained, "token": token}))
+    cp.on_leadership(
+        lambda gained, token: emit({"event": "leadership", "gained": gained, "token": token})
+    )
     cp.start()
     emit({"event": "ready", "node_id": cp.node_id})
     try:

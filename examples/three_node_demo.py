@@ -50,8 +50,11 @@ def verify(cluster: ProcCluster, acked: dict[str, str], checks: Checks, label: s
     cluster.wait_caught_up(timeout_s=20)
     for node_id, items in sorted(cluster.dumps().items()):
         missing = [k for k, v in acked.items() if items.get(k) != v]
-        checks.check(not missing, f"{label}: node {node_id} has all {len(acked)} acknowledged "
-                     f"writes" + (f" (missing {missing[:5]})" if missing else ""))
+        checks.check(
+            not missing,
+            f"{label}: node {node_id} has all {len(acked)} acknowledged "
+            f"writes" + (f" (missing {missing[:5]})" if missing else ""),
+        )
     index, digest = cluster.equal_hashes()
     checks.check(True, f"{label}: replicas agree on state hash {digest[:12]} at index {index}")
 
@@ -65,8 +68,10 @@ def run(base: Path) -> int:
         cluster.start_all()
         leader = cluster.wait_leader(timeout_s=15)
         token1 = cluster.status(leader)["fencing_token"]
-        say(f"leader elected: {leader} (fencing token {token1}), "
-            f"{time.monotonic() - t:.2f}s after the processes started")
+        say(
+            f"leader elected: {leader} (fencing token {token1}), "
+            f"{time.monotonic() - t:.2f}s after the processes started"
+        )
         followers = [n for n in cluster.nodes if n != leader]
 
         say("writing 30 keys through the leader and 10 through a follower (forwarded)")
@@ -84,8 +89,10 @@ def run(base: Path) -> int:
         for i in range(40, 60):
             if write(cluster, new_leader, f"k{i:03d}", acked) and first_write is None:
                 first_write = time.monotonic() - t_kill
-        say(f"new leader: {new_leader}, established {t_elected:.2f}s after the kill; "
-            f"first acknowledged write {first_write or float('nan'):.2f}s after the kill")
+        say(
+            f"new leader: {new_leader}, established {t_elected:.2f}s after the kill; "
+            f"first acknowledged write {first_write or float('nan'):.2f}s after the kill"
+        )
         checks.check(new_leader != leader, "a different node leads after the kill")
         token2 = cluster.status(new_leader)["fencing_token"]
         checks.check(token2 > token1, f"the new leader's fencing token {token2} > {token1}")
@@ -98,8 +105,10 @@ def run(base: Path) -> int:
         for i in range(60, 70):
             write(cluster, new_leader, f"k{i:03d}", acked)
         verify(cluster, acked, checks, f"after {leader} rejoined")
-        say(f"{leader} caught up {time.monotonic() - t:.2f}s after restart; "
-            f"status: {cluster.status(leader)['role']}, leader {cluster.status(leader)['leader']}")
+        say(
+            f"{leader} caught up {time.monotonic() - t:.2f}s after restart; "
+            f"status: {cluster.status(leader)['role']}, leader {cluster.status(leader)['leader']}"
+        )
 
         say("stopping all nodes cleanly")
         codes = {n: node.stop() for n, node in cluster.nodes.items()}

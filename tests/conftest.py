@@ -78,28 +78,49 @@ class RecordingTransport(Transport):
 
 
 def _manual_conf() -> Any:
-    return E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None,
-                        auto_tick=False)
+    return E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None, auto_tick=False)
 
 
 def _follower(upstream: bool = False) -> Any:
     if upstream:
-        return SyncObj(Node("f"), [Node("leader"), Node("other")], _manual_conf(),
-                       nodeClass=Node, transportClass=RecordingTransport)
-    return E.RaftEngine(self_node=Node("f"), other_nodes=[Node("leader"), Node("other")],
-                        conf=_manual_conf(), apply_fn=lambda data, index: None,
-                        transport_class=RecordingTransport, journal=MemoryJournal(),
-                        node_class=Node)
+        return SyncObj(
+            Node("f"),
+            [Node("leader"), Node("other")],
+            _manual_conf(),
+            nodeClass=Node,
+            transportClass=RecordingTransport,
+        )
+    return E.RaftEngine(
+        self_node=Node("f"),
+        other_nodes=[Node("leader"), Node("other")],
+        conf=_manual_conf(),
+        apply_fn=lambda data, index: None,
+        transport_class=RecordingTransport,
+        journal=MemoryJournal(),
+        node_class=Node,
+    )
 
 
-def _append(node: Any, *, prev: int, prev_term: int, entries: list[tuple[int, int]],
-            commit: int, term: int = 1) -> dict[str, Any]:
+def _append(
+    node: Any,
+    *,
+    prev: int,
+    prev_term: int,
+    entries: list[tuple[int, int]],
+    commit: int,
+    term: int = 1,
+) -> dict[str, Any]:
     """Deliver one AppendEntries from 'leader'; return the follower's reply."""
     transport = node._SyncObj__transport
     transport.sent.clear()
-    message = {"type": "append_entries", "term": term, "commit_index": commit,
-               "prevLogIdx": prev, "prevLogTerm": prev_term,
-               "entries": [(E.ENTRY_COMMAND_TYPE + bytes([i]), i, t) for i, t in entries]}
+    message = {
+        "type": "append_entries",
+        "term": term,
+        "commit_index": commit,
+        "prevLogIdx": prev,
+        "prevLogTerm": prev_term,
+        "entries": [(E.ENTRY_COMMAND_TYPE + bytes([i]), i, t) for i, t in entries],
+    }
     node._SyncObj__onMessageReceived(Node("leader"), message)
     replies = [m for to, m in transport.sent if m["type"] == "next_node_idx"]
     assert len(replies) == 1

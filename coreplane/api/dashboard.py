@@ -23,8 +23,8 @@ __all__ = ["PAGE", "register"]
 
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                               "style-src 'unsafe-inline'; connect-src 'self'; "
-                               "frame-ancestors 'none'",
+    "style-src 'unsafe-inline'; connect-src 'self'; "
+    "frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",

@@ -46,8 +46,12 @@ _ID = F("str", None, 256, True)
 _CHANGES_MAX = 1_000
 _MEASURED_MAX = 5  # the most recent moves: throughput now, not at bootstrap
 _VERBS = ("cordon", "uncordon", "drain", "decommission", "set_rf", "create", "delete")
-_ADMIN_OF = {"cordon": "cordoned", "uncordon": "active", "drain": "draining",
-             "decommission": "decommissioning"}
+_ADMIN_OF = {
+    "cordon": "cordoned",
+    "uncordon": "active",
+    "drain": "draining",
+    "decommission": "decommissioning",
+}
 
 
 def _changes(text: str) -> list[dict[str, Any]]:
@@ -58,11 +62,16 @@ def _changes(text: str) -> list[dict[str, Any]]:
     if not isinstance(changes, list) or len(changes) > _CHANGES_MAX:
         raise InvalidArgument("changes", f"must be a list of at most {_CHANGES_MAX}")
     for ch in changes:
-        if (not isinstance(ch, dict) or ch.get("verb") not in _VERBS
-                or not isinstance(ch.get("subject"), str) or not ch["subject"]):
+        if (
+            not isinstance(ch, dict)
+            or ch.get("verb") not in _VERBS
+            or not isinstance(ch.get("subject"), str)
+            or not ch["subject"]
+        ):
             raise InvalidArgument("changes", f"each is {{verb: one of {_VERBS}, subject}}")
         if ch["verb"] in ("set_rf", "create") and (
-                type(ch.get("rf")) is not int or not 1 <= ch["rf"] <= 64):
+            type(ch.get("rf")) is not int or not 1 <= ch["rf"] <= 64
+        ):
             raise InvalidArgument("changes", "set_rf and create need an rf in [1, 64]")
     return changes
 
@@ -114,8 +123,10 @@ def _capacity_warnings(after: dict[str, Any]) -> list[str]:
     left = {n[1] for n in after["nodes"] if n[4] == "alive" and n[5] == "active"}
     out = []
     if len(left) < rf_max:
-        out.append(f"afterwards {len(left)} zone(s) can take replicas and the highest RF is "
-                   f"{rf_max}: partitions above {len(left)} cannot be fully placed")
+        out.append(
+            f"afterwards {len(left)} zone(s) can take replicas and the highest RF is "
+            f"{rf_max}: partitions above {len(left)} cannot be fully placed"
+        )
     active = [n[0] for n in after["nodes"] if n[4] == "alive" and n[5] == "active"]
     if len(active) < rf_max:
         out.append(f"afterwards {len(active)} node(s) are active and take new replicas")
@@ -125,17 +136,24 @@ def _capacity_warnings(after: dict[str, Any]) -> list[str]:
 def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """The dry-run: what `changes` would make the fleet do, from the current state."""
     thunk, config, journal = cp._read_state(
-        lambda sm: (sm.fleet.capture(), sm.fleet.config,
-                    [{"tick_ms": e[1], "text": e[3]} for e in sm.fleet.journal]))
+        lambda sm: (
+            sm.fleet.capture(),
+            sm.fleet.config,
+            [{"tick_ms": e[1], "text": e[3]} for e in sm.fleet.journal],
+        )
+    )
     view = thunk()
     per_node = config.moves_in_flight_per_node
     _base_solve, base = _solve(view, per_node)
     solve, plan = _solve(_apply_hypothetically(view, changes), per_node)
     baseline = {(m.partition, m.source, m.target) for m in base.moves}
     waves = plan.by_wave()
-    moves = [{"partition": m.partition, "source": m.source, "target": m.target,
-              "wave": m.wave} for wave in waves for m in wave
-             if (m.partition, m.source, m.target) not in baseline]
+    moves = [
+        {"partition": m.partition, "source": m.source, "target": m.target, "wave": m.wave}
+        for wave in waves
+        for m in wave
+        if (m.partition, m.source, m.target) not in baseline
+    ]
     used_waves = len({m["wave"] for m in moves})
     measured = _measured_move_ms(journal)
     ms = int(statistics.median(measured)) if measured else 0
@@ -146,15 +164,25 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     warnings = _capacity_warnings(_apply_hypothetically(view, changes))
     production = cp.kv.get(PRODUCTION_KEY)
     return {
-        "feasible": plan.feasible, "reason": plan.reason, "index": int(view["index"]),
-        "moves": moves, "baseline_moves": len(base.moves), "warnings": warnings,
+        "feasible": plan.feasible,
+        "reason": plan.reason,
+        "index": int(view["index"]),
+        "moves": moves,
+        "baseline_moves": len(base.moves),
+        "warnings": warnings,
         "capped": [p for p in solve.capped if p in touched],
-        "nodes_total": len(nodes), "partitions_total": len(view["parts"]),
+        "nodes_total": len(nodes),
+        "partitions_total": len(view["parts"]),
         "production": production is not None
         and production[0].strip().lower() in (b"1", b"true", b"yes"),
-        "estimate": {"waves": used_waves, "parallel": min(parallel, config.moves_in_flight_max),
-                     "ms_per_move": ms, "measured_moves": len(measured),
-                     "total_ms": used_waves * ms, "provision": provision},
+        "estimate": {
+            "waves": used_waves,
+            "parallel": min(parallel, config.moves_in_flight_max),
+            "ms_per_move": ms,
+            "measured_moves": len(measured),
+            "total_ms": used_waves * ms,
+            "provision": provision,
+        },
     }
 
 
@@ -167,51 +195,135 @@ def fleet_routes(cp: Any) -> list[Route]:
 
     def admin(verb: str) -> Route:
         method = getattr(fleet, verb)
-        return Route("POST", f"/v1/fleet/{verb}", ADMIN, {"node_id": _ID},
-                     lambda b: {"result": method(b["node_id"])})
+        return Route(
+            "POST",
+            f"/v1/fleet/{verb}",
+            ADMIN,
+            {"node_id": _ID},
+            lambda b: {"result": method(b["node_id"])},
+        )
 
     def heartbeat(b: dict[str, Any]) -> Any:
         heat = json.loads(b["heat"]) if b["heat"] else {}
         lost = json.loads(b["lost"]) if b["lost"] else []
         if not isinstance(heat, dict) or not isinstance(lost, list):
             raise InvalidArgument("heat", "heat is a JSON map, lost a JSON list")
-        return fleet.heartbeat(b["node_id"], zone=b["zone"], weight=b["weight"] or 1,
-                               slots=b["slots"] or 1 << 20, heat=heat, lost=lost)
+        return fleet.heartbeat(
+            b["node_id"],
+            zone=b["zone"],
+            weight=b["weight"] or 1,
+            slots=b["slots"] or 1 << 20,
+            heat=heat,
+            lost=lost,
+        )
 
     return [
         Route("GET", "/v1/fleet/nodes", EVERYONE, {}, lambda b: {"nodes": fleet.nodes()}),
-        Route("GET", "/v1/fleet/partitions", EVERYONE, {},
-              lambda b: {"partitions": fleet.partitions()}),
-        Route("GET", "/v1/fleet/operations", EVERYONE, {},
-              lambda b: {"operations": fleet.operations()}),
-        Route("POST", "/v1/fleet/node", EVERYONE, {"node_id": _ID, **ok},
-              lambda b: {"node": fleet.node(b["node_id"], stale_ok=stale(b))}),
-        Route("POST", "/v1/fleet/partition", EVERYONE, {"pid": _ID, **ok},
-              lambda b: {"partition": fleet.partition(b["pid"], stale_ok=stale(b))}),
-        Route("POST", "/v1/fleet/explain", EVERYONE,
-              {"thing": _ID, "limit": F("int", 100), **ok},
-              lambda b: {"decisions": fleet.explain(b["thing"], limit=min(b["limit"] or 100,
-                                                                           1000))}),
+        Route(
+            "GET",
+            "/v1/fleet/partitions",
+            EVERYONE,
+            {},
+            lambda b: {"partitions": fleet.partitions()},
+        ),
+        Route(
+            "GET",
+            "/v1/fleet/operations",
+            EVERYONE,
+            {},
+            lambda b: {"operations": fleet.operations()},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/node",
+            EVERYONE,
+            {"node_id": _ID, **ok},
+            lambda b: {"node": fleet.node(b["node_id"], stale_ok=stale(b))},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/partition",
+            EVERYONE,
+            {"pid": _ID, **ok},
+            lambda b: {"partition": fleet.partition(b["pid"], stale_ok=stale(b))},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/explain",
+            EVERYONE,
+            {"thing": _ID, "limit": F("int", 100), **ok},
+            lambda b: {"decisions": fleet.explain(b["thing"], limit=min(b["limit"] or 100, 1000))},
+        ),
         *(admin(verb) for verb in ("cordon", "uncordon", "drain", "decommission")),
-        Route("POST", "/v1/fleet/partitions/create", ADMIN,
-              {"pid": _ID, "rf": F("int", 3), "heat": F("int", 1)},
-              lambda b: {"result": fleet.create_partition(b["pid"], b["rf"], b["heat"])}),
-        Route("POST", "/v1/fleet/partitions/set_rf", ADMIN, {"pid": _ID, "rf": F("int", None)},
-              lambda b: {"result": fleet.set_rf(b["pid"], b["rf"])}),
-        Route("POST", "/v1/fleet/partitions/delete", ADMIN, {"pid": _ID},
-              lambda b: {"result": fleet.delete_partition(b["pid"])}),
-        Route("POST", "/v1/fleet/plan", ADMIN, {"changes": F("str", None, 1 << 20)},
-              lambda b: plan_change(cp, _changes(b["changes"]))),
-        Route("POST", "/v1/fleet/heartbeat", frozenset({"admin", "agent"}),
-              {"node_id": _ID, "zone": _ID, "weight": F("int", 1), "slots": F("int", 0),
-               "heat": F("str", "", 1 << 20), "lost": F("str", "", 1 << 20)}, heartbeat,
-              node_field="node_id"),
-        Route("POST", "/v1/fleet/actions", frozenset({"admin", "agent"}), {"node_id": _ID},
-              lambda b: {"actions": [dataclasses.asdict(a) for a in fleet.actions(
-                  b["node_id"], stale_ok=True)]}, node_field="node_id"),
-        Route("POST", "/v1/fleet/ack", frozenset({"admin", "agent"}),
-              {"node_id": _ID, "action_id": _ID, "token": F("int", None), "ok": F("bool", True),
-               "detail": F("str", "", 1000)},
-              lambda b: {"result": fleet.ack(b["node_id"], b["action_id"], b["token"], b["ok"],
-                                             b["detail"])}, node_field="node_id"),
+        Route(
+            "POST",
+            "/v1/fleet/partitions/create",
+            ADMIN,
+            {"pid": _ID, "rf": F("int", 3), "heat": F("int", 1)},
+            lambda b: {"result": fleet.create_partition(b["pid"], b["rf"], b["heat"])},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/partitions/set_rf",
+            ADMIN,
+            {"pid": _ID, "rf": F("int", None)},
+            lambda b: {"result": fleet.set_rf(b["pid"], b["rf"])},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/partitions/delete",
+            ADMIN,
+            {"pid": _ID},
+            lambda b: {"result": fleet.delete_partition(b["pid"])},
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/plan",
+            ADMIN,
+            {"changes": F("str", None, 1 << 20)},
+            lambda b: plan_change(cp, _changes(b["changes"])),
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/heartbeat",
+            frozenset({"admin", "agent"}),
+            {
+                "node_id": _ID,
+                "zone": _ID,
+                "weight": F("int", 1),
+                "slots": F("int", 0),
+                "heat": F("str", "", 1 << 20),
+                "lost": F("str", "", 1 << 20),
+            },
+            heartbeat,
+            node_field="node_id",
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/actions",
+            frozenset({"admin", "agent"}),
+            {"node_id": _ID},
+            lambda b: {
+                "actions": [
+                    dataclasses.asdict(a) for a in fleet.actions(b["node_id"], stale_ok=True)
+                ]
+            },
+            node_field="node_id",
+        ),
+        Route(
+            "POST",
+            "/v1/fleet/ack",
+            frozenset({"admin", "agent"}),
+            {
+                "node_id": _ID,
+                "action_id": _ID,
+                "token": F("int", None),
+                "ok": F("bool", True),
+                "detail": F("str", "", 1000),
+            },
+            lambda b: {
+                "result": fleet.ack(b["node_id"], b["action_id"], b["token"], b["ok"], b["detail"])
+            },
+            node_field="node_id",
+        ),
     ]

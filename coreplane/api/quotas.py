@@ -44,8 +44,9 @@ class QuotaHandlers:
         return quotas
 
     def report(self, b: dict[str, Any]) -> Any:
-        return self.quotas.report(b["key"], b["router"], _rate(b, "demand_milli", 0),
-                                     b["held_epoch"])
+        return self.quotas.report(
+            b["key"], b["router"], _rate(b, "demand_milli", 0), b["held_epoch"]
+        )
 
     def share(self, b: dict[str, Any]) -> Any:
         """The share without a new demand (the leader keeps the last one reported)."""
@@ -54,8 +55,12 @@ class QuotaHandlers:
     def set_limit(self, b: dict[str, Any]) -> Any:
         if not 1 <= b["routers_max"] <= _ROUTERS_MAX_MAX:
             raise InvalidArgument("routers_max", f"must be in [1, {_ROUTERS_MAX_MAX}]")
-        command = C.QuotaSetLimit(key=b["key"], limit_milli=_rate(b, "limit_milli", 1),
-                                  routers_max=b["routers_max"], **_session(b))
+        command = C.QuotaSetLimit(
+            key=b["key"],
+            limit_milli=_rate(b, "limit_milli", 1),
+            routers_max=b["routers_max"],
+            **_session(b),
+        )
         return self.h._write(command, b, lambda v: {"created": bool(v)})
 
     def delete_limit(self, b: dict[str, Any]) -> Any:
@@ -71,15 +76,30 @@ def quota_routes(h: Handlers) -> list[Route]:
     q = QuotaHandlers(h)
     router = {"key": _QUOTA_KEY, "router": _ROUTER, "held_epoch": F("int", 0)}
     return [
-        Route("POST", "/v1/quotas/report", USERS, {**router, "demand_milli": F("int", None)},
-              q.report),
+        Route(
+            "POST", "/v1/quotas/report", USERS, {**router, "demand_milli": F("int", None)}, q.report
+        ),
         Route("POST", "/v1/quotas/share", USERS, router, q.share),
-        Route("POST", "/v1/quotas/describe", USERS,
-              {"key": _QUOTA_KEY, "stale_ok": F("bool", False), "timeout_ms": F("int", 0)},
-              q.describe),
-        Route("POST", "/v1/quotas/limits/set", ADMIN,
-              {"key": _QUOTA_KEY, "limit_milli": F("int", None), "routers_max": F("int", 16),
-               **_WRITE}, q.set_limit),
-        Route("POST", "/v1/quotas/limits/delete", ADMIN, {"key": _QUOTA_KEY, **_WRITE},
-              q.delete_limit),
+        Route(
+            "POST",
+            "/v1/quotas/describe",
+            USERS,
+            {"key": _QUOTA_KEY, "stale_ok": F("bool", False), "timeout_ms": F("int", 0)},
+            q.describe,
+        ),
+        Route(
+            "POST",
+            "/v1/quotas/limits/set",
+            ADMIN,
+            {
+                "key": _QUOTA_KEY,
+                "limit_milli": F("int", None),
+                "routers_max": F("int", 16),
+                **_WRITE,
+            },
+            q.set_limit,
+        ),
+        Route(
+            "POST", "/v1/quotas/limits/delete", ADMIN, {"key": _QUOTA_KEY, **_WRITE}, q.delete_limit
+        ),
     ]

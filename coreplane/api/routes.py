@@ -132,16 +132,18 @@ class Handlers:
         self.cp = cp
         self.api_urls = api_urls  # node id -> API URL, this node's included
 
-    def _write(self, command: Any, body: dict[str, Any],
-               shape: Callable[[Any], Any] = lambda value: value) -> Any:
+    def _write(
+        self, command: Any, body: dict[str, Any], shape: Callable[[Any], Any] = lambda value: value
+    ) -> Any:
         """Propose `command`; the answer is ``shape(value)``. With a pipelined ControlPlane
         (`propose_async`) this returns a future at once, which the server awaits on its event
         loop, so a write in flight holds no pool thread; otherwise it blocks until applied."""
         propose_async = getattr(self.cp, "propose_async", None)
         if propose_async is None:
             return shape(self.cp.call_command(command, timeout_s=_timeout_s(body)))
-        return propose_async(command, timeout_s=_timeout_s(body),
-                             transform=lambda applied: shape(applied.unwrap()))
+        return propose_async(
+            command, timeout_s=_timeout_s(body), transform=lambda applied: shape(applied.unwrap())
+        )
 
     # -- kv ------------------------------------------------------------------------------
 
@@ -154,8 +156,12 @@ class Handlers:
     def kv_range(self, b: dict[str, Any]) -> Any:
         if b["limit"] > _RANGE_LIMIT_MAX:
             raise InvalidArgument("limit", f"at most {_RANGE_LIMIT_MAX}")
-        items = self.cp.kv.range(b["prefix"], limit=b["limit"] or _RANGE_LIMIT_MAX,
-                                 stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
+        items = self.cp.kv.range(
+            b["prefix"],
+            limit=b["limit"] or _RANGE_LIMIT_MAX,
+            stale_ok=b["stale_ok"],
+            timeout_s=_timeout_s(b),
+        )
         return {"items": [{"key": k, "value": v, "mod_revision": r} for k, v, r in items]}
 
     def kv_put(self, b: dict[str, Any]) -> Any:
@@ -163,8 +169,13 @@ class Handlers:
         return self._write(put, b, lambda v: {"revision": v})
 
     def kv_cas(self, b: dict[str, Any]) -> Any:
-        cas = C.Cas(key=b["key"], expected_mod_revision=b["expected_mod_revision"],
-                    value=b["value"], lease_id=b["lease_id"], **_session(b))
+        cas = C.Cas(
+            key=b["key"],
+            expected_mod_revision=b["expected_mod_revision"],
+            value=b["value"],
+            lease_id=b["lease_id"],
+            **_session(b),
+        )
         return self._write(cas, b, lambda v: {"revision": v})
 
     def kv_delete(self, b: dict[str, Any]) -> Any:
@@ -179,9 +190,14 @@ class Handlers:
 
         def look(view: Any) -> Any:
             events, next_revision = view.kv.events(b["start_revision"], b["prefix"], b["limit"])
-            return {"events": [{"revision": rev, "type": kind, "key": key, "value": value}
-                               for rev, kind, key, value, _mod in events],
-                    "next_revision": next_revision, "revision": view.kv.revision}
+            return {
+                "events": [
+                    {"revision": rev, "type": kind, "key": key, "value": value}
+                    for rev, kind, key, value, _mod in events
+                ],
+                "next_revision": next_revision,
+                "revision": view.kv.revision,
+            }
 
         return self.cp.read(look, stale_ok=True)
 
@@ -202,8 +218,7 @@ class Handlers:
     # -- locks ---------------------------------------------------------------------------
 
     def lock_session(self, b: dict[str, Any]) -> Any:
-        grant = C.LockSessionGrant(ttl_ms=b["ttl_ms"], session_id=b["session_id"],
-                                   **_session(b))
+        grant = C.LockSessionGrant(ttl_ms=b["ttl_ms"], session_id=b["session_id"], **_session(b))
         return self._write(grant, b, lambda v: {"session_id": v})
 
     def lock_keepalive(self, b: dict[str, Any]) -> Any:
@@ -215,20 +230,24 @@ class Handlers:
         return self._write(close, b, lambda v: {"released": v})
 
     def lock_acquire(self, b: dict[str, Any]) -> Any:
-        return self._write(C.LockAcquire(name=b["name"], session_id=b["session_id"],
-                                         **_session(b)), b)
+        return self._write(
+            C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b)), b
+        )
 
     def lock_release(self, b: dict[str, Any]) -> Any:
-        return self._write(C.LockRelease(name=b["name"], session_id=b["session_id"],
-                                         **_session(b)), b)
+        return self._write(
+            C.LockRelease(name=b["name"], session_id=b["session_id"], **_session(b)), b
+        )
 
     def lock_describe(self, b: dict[str, Any]) -> Any:
         name, sid = b["name"], b["session_id"]
 
         def look(view: Any) -> Any:
-            return {**view.locks.describe(name, sid),
-                    "session": view.locks.session(sid) if sid else None,
-                    "tick_ms": view.tick_ms}
+            return {
+                **view.locks.describe(name, sid),
+                "session": view.locks.session(sid) if sid else None,
+                "tick_ms": view.tick_ms,
+            }
 
         return self.cp.read(look, stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
 
@@ -240,8 +259,12 @@ class Handlers:
 
     def members(self, _b: dict[str, Any]) -> Any:
         cp = self.cp
-        return {"node_id": cp.node_id, "leader": cp.leader_id or "", "members": cp.members(),
-                "api": self.api_urls()}
+        return {
+            "node_id": cp.node_id,
+            "leader": cp.leader_id or "",
+            "members": cp.members(),
+            "api": self.api_urls(),
+        }
 
     def health(self, _b: dict[str, Any]) -> Any:
         cp = self.cp
@@ -262,51 +285,106 @@ def _cluster_routes(h: Handlers) -> list[Route]:
         Route("GET", "/v1/health", EVERYONE, {}, h.health),
         Route("GET", "/v1/status", EVERYONE, {}, h.status),
         Route("GET", "/v1/members", EVERYONE, {}, h.members),
-        Route("POST", "/v1/members/add", ADMIN,
-              {"node_id": node, "address": F("str", None, 256, True), **_TIMEOUT}, h.add_voter),
-        Route("POST", "/v1/members/remove", ADMIN, {"node_id": node, **_TIMEOUT},
-              h.remove_voter),
+        Route(
+            "POST",
+            "/v1/members/add",
+            ADMIN,
+            {"node_id": node, "address": F("str", None, 256, True), **_TIMEOUT},
+            h.add_voter,
+        ),
+        Route("POST", "/v1/members/remove", ADMIN, {"node_id": node, **_TIMEOUT}, h.remove_voter),
     ]
 
 
 def _kv_routes(h: Handlers) -> list[Route]:
     return [
         Route("POST", "/v1/kv/get", USERS, {"key": _KEY, **_READ}, h.kv_get),
-        Route("POST", "/v1/kv/range", USERS,
-              {"prefix": F("str", None, _KEY_BYTES_MAX), "limit": F("int", 0), **_READ},
-              h.kv_range),
-        Route("POST", "/v1/kv/put", USERS, {"key": _KEY, **_VALUE, **_LEASE, **_WRITE},
-              h.kv_put, _BYTES),
-        Route("POST", "/v1/kv/cas", USERS,
-              {"key": _KEY, "expected_mod_revision": F("int", None), **_VALUE, **_LEASE,
-               **_WRITE}, h.kv_cas, _BYTES),
+        Route(
+            "POST",
+            "/v1/kv/range",
+            USERS,
+            {"prefix": F("str", None, _KEY_BYTES_MAX), "limit": F("int", 0), **_READ},
+            h.kv_range,
+        ),
+        Route(
+            "POST",
+            "/v1/kv/put",
+            USERS,
+            {"key": _KEY, **_VALUE, **_LEASE, **_WRITE},
+            h.kv_put,
+            _BYTES,
+        ),
+        Route(
+            "POST",
+            "/v1/kv/cas",
+            USERS,
+            {"key": _KEY, "expected_mod_revision": F("int", None), **_VALUE, **_LEASE, **_WRITE},
+            h.kv_cas,
+            _BYTES,
+        ),
         Route("POST", "/v1/kv/delete", USERS, {"key": _KEY, **_WRITE}, h.kv_delete),
-        Route("POST", "/v1/kv/watch", USERS,
-              {"prefix": F("str", "", _KEY_BYTES_MAX), "start_revision": F("int", None),
-               "limit": F("int", 1000), "wait_ms": F("int", 10_000)}, h.kv_watch,
-              long_poll=True),
+        Route(
+            "POST",
+            "/v1/kv/watch",
+            USERS,
+            {
+                "prefix": F("str", "", _KEY_BYTES_MAX),
+                "start_revision": F("int", None),
+                "limit": F("int", 1000),
+                "wait_ms": F("int", 10_000),
+            },
+            h.kv_watch,
+            long_poll=True,
+        ),
     ]
 
 
 def _lease_and_lock_routes(h: Handlers) -> list[Route]:
     session = {"session_id": F("int", None)}
     return [
-        Route("POST", "/v1/leases/grant", USERS,
-              {"ttl_ms": F("int", None), **_LEASE, **_WRITE}, h.lease_grant),
-        Route("POST", "/v1/leases/keepalive", USERS, {"lease_id": F("int", None), **_WRITE},
-              h.lease_keepalive),
-        Route("POST", "/v1/leases/revoke", USERS, {"lease_id": F("int", None), **_WRITE},
-              h.lease_revoke),
-        Route("POST", "/v1/locks/session", USERS,
-              {"ttl_ms": F("int", None), "session_id": F("int", 0), **_WRITE}, h.lock_session),
+        Route(
+            "POST",
+            "/v1/leases/grant",
+            USERS,
+            {"ttl_ms": F("int", None), **_LEASE, **_WRITE},
+            h.lease_grant,
+        ),
+        Route(
+            "POST",
+            "/v1/leases/keepalive",
+            USERS,
+            {"lease_id": F("int", None), **_WRITE},
+            h.lease_keepalive,
+        ),
+        Route(
+            "POST",
+            "/v1/leases/revoke",
+            USERS,
+            {"lease_id": F("int", None), **_WRITE},
+            h.lease_revoke,
+        ),
+        Route(
+            "POST",
+            "/v1/locks/session",
+            USERS,
+            {"ttl_ms": F("int", None), "session_id": F("int", 0), **_WRITE},
+            h.lock_session,
+        ),
         Route("POST", "/v1/locks/keepalive", USERS, {**session, **_WRITE}, h.lock_keepalive),
         Route("POST", "/v1/locks/close", USERS, {**session, **_WRITE}, h.lock_close),
-        Route("POST", "/v1/locks/acquire", USERS, {"name": _NAME, **session, **_WRITE},
-              h.lock_acquire),
-        Route("POST", "/v1/locks/release", USERS, {"name": _NAME, **session, **_WRITE},
-              h.lock_release),
-        Route("POST", "/v1/locks/describe", USERS,
-              {"name": _NAME, "session_id": F("int", 0), **_READ}, h.lock_describe),
+        Route(
+            "POST", "/v1/locks/acquire", USERS, {"name": _NAME, **session, **_WRITE}, h.lock_acquire
+        ),
+        Route(
+            "POST", "/v1/locks/release", USERS, {"name": _NAME, **session, **_WRITE}, h.lock_release
+        ),
+        Route(
+            "POST",
+            "/v1/locks/describe",
+            USERS,
+            {"name": _NAME, "session_id": F("int", 0), **_READ},
+            h.lock_describe,
+        ),
     ]
 
 

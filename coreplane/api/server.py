@@ -113,9 +113,11 @@ def _decode_body(raw: bytes, content_type: str, bytes_fields: frozenset[str]) ->
         return codec.decode_value(raw)
     if content_type not in (JSON, "", "application/octet-stream", "text/plain"):
         raise web.HTTPUnsupportedMediaType(
-            text=json.dumps({"error": "unsupported_media_type",
-                             "message": f"send {JSON} or {MSGPACK}"}),
-            content_type=JSON)
+            text=json.dumps(
+                {"error": "unsupported_media_type", "message": f"send {JSON} or {MSGPACK}"}
+            ),
+            content_type=JSON,
+        )
     if not raw:
         return {}
     try:
@@ -140,8 +142,11 @@ def _no_float(text: str) -> Any:
 
 def _encode(request: web.Request, status: int, payload: Any) -> web.Response:
     accept = request.headers.get("Accept", "")
-    wants = MSGPACK if (MSGPACK in accept or (request.content_type == MSGPACK
-                                              and JSON not in accept)) else JSON
+    wants = (
+        MSGPACK
+        if (MSGPACK in accept or (request.content_type == MSGPACK and JSON not in accept))
+        else JSON
+    )
     if wants == MSGPACK:
         try:
             data = codec.encode_value(_to_plain(payload))
@@ -174,12 +179,21 @@ class ApiServer:
     ``address`` with port 0 binds a free port; `url` says which.
     """
 
-    def __init__(self, cp: Any, address: str, *, tokens: Mapping[str, str],
-                 ssl_context: ssl.SSLContext | None = None,
-                 api_peers: Mapping[str, str] | None = None,
-                 body_bytes_max: int = 2 * 1024 * 1024, workers: int = 32,
-                 keepalive_timeout_s: float = 75.0, watch_wait_ms_max: int = 30_000,
-                 advertise_url: str | None = None, obs: bool = True) -> None:
+    def __init__(
+        self,
+        cp: Any,
+        address: str,
+        *,
+        tokens: Mapping[str, str],
+        ssl_context: ssl.SSLContext | None = None,
+        api_peers: Mapping[str, str] | None = None,
+        body_bytes_max: int = 2 * 1024 * 1024,
+        workers: int = 32,
+        keepalive_timeout_s: float = 75.0,
+        watch_wait_ms_max: int = 30_000,
+        advertise_url: str | None = None,
+        obs: bool = True,
+    ) -> None:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise InvalidArgument("address", "must be host:port")
@@ -193,8 +207,9 @@ class ApiServer:
         self._body_bytes_max = int(body_bytes_max)
         self._keepalive_timeout_s = float(keepalive_timeout_s)
         self._watch_wait_ms_max = int(watch_wait_ms_max)  # a longer wait_ms is shortened
-        if advertise_url is not None and (not isinstance(advertise_url, str)
-                                          or "://" not in advertise_url):
+        if advertise_url is not None and (
+            not isinstance(advertise_url, str) or "://" not in advertise_url
+        ):
             raise InvalidArgument("advertise_url", "must be a URL such as https://host:8470")
         self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
@@ -227,8 +242,9 @@ class ApiServer:
         out = []
         for token, role in tokens.items():
             if not isinstance(token, str) or len(token) < 16 or not token.isprintable():
-                raise InvalidArgument("tokens", "each token must be a printable str of >= 16 "
-                                                "characters")
+                raise InvalidArgument(
+                    "tokens", "each token must be a printable str of >= 16 characters"
+                )
             if not isinstance(role, str):
                 raise InvalidArgument("tokens", f"role of a token must be a str, got {role!r}")
             kind, _, node = role.partition(":")
@@ -249,8 +265,9 @@ class ApiServer:
         if self._error is not None:
             self._thread.join(5)
             err = self._error
-            raise Unavailable(f"API server cannot listen on {self._host}:{self._port}: "
-                              f"{err}") from err
+            raise Unavailable(
+                f"API server cannot listen on {self._host}:{self._port}: {err}"
+            ) from err
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish (up to 2 s), close; idempotent."""
@@ -289,15 +306,23 @@ class ApiServer:
             loop.close()
 
     async def _serve(self) -> None:
-        app = web.Application(client_max_size=self._body_bytes_max,
-                              middlewares=[*self._middlewares, self._errors_middleware])
+        app = web.Application(
+            client_max_size=self._body_bytes_max,
+            middlewares=[*self._middlewares, self._errors_middleware],
+        )
         for route in self._routes:
             app.router.add_route(route.method, route.path, self._endpoint(route))
         for hook in self._app_hooks:
             hook(app)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
-                               keepalive_timeout=self._keepalive_timeout_s, max_field_size=8190,
-                               max_line_size=8190, max_headers=64)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=self._keepalive_timeout_s,
+            max_field_size=8190,
+            max_line_size=8190,
+            max_headers=64,
+        )
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl)
@@ -309,9 +334,9 @@ class ApiServer:
     # -------------------------------------------------------------------------- dispatch
 
     @web.middleware
-    async def _errors_middleware(self, request: web.Request,
-                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                                 ) -> web.StreamResponse:
+    async def _errors_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -344,8 +369,10 @@ class ApiServer:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="coreplane"'
                 return response
             if principal.role not in route.roles:
-                return _encode(request, *_error(
-                    403, "forbidden", f"role {principal.role!r} may not call {route.path}"))
+                return _encode(
+                    request,
+                    *_error(403, "forbidden", f"role {principal.role!r} may not call {route.path}"),
+                )
             try:
                 if route.method == "GET":
                     body: Any = {}
@@ -353,11 +380,21 @@ class ApiServer:
                     raw = await request.read()
                     body = _decode_body(raw, request.content_type, route.bytes_fields)
                 args = check_fields(body, route.spec)
-                if (principal.role == "agent" and route.node_field
-                        and args.get(route.node_field) != principal.node_id):
-                    return _encode(request, *_error(
-                        403, "forbidden", f"an agent token of {principal.node_id!r} may only "
-                                          f"act for its own node", field=route.node_field))
+                if (
+                    principal.role == "agent"
+                    and route.node_field
+                    and args.get(route.node_field) != principal.node_id
+                ):
+                    return _encode(
+                        request,
+                        *_error(
+                            403,
+                            "forbidden",
+                            f"an agent token of {principal.node_id!r} may only "
+                            f"act for its own node",
+                            field=route.node_field,
+                        ),
+                    )
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._pool, route.handler, args)
                 if isinstance(result, concurrent.futures.Future):  # a pipelined write
@@ -368,16 +405,17 @@ class ApiServer:
             except web.HTTPException:
                 raise
             except InvalidArgument as exc:
-                return _encode(request, *_error(400, "invalid_argument", exc.reason,
-                                                field=exc.field))
+                return _encode(
+                    request, *_error(400, "invalid_argument", exc.reason, field=exc.field)
+                )
             except DecodeError as exc:
-                return _encode(request, *_error(400, "invalid_argument", str(exc),
-                                                field="body"))
+                return _encode(request, *_error(400, "invalid_argument", str(exc), field="body"))
             except CommandRejected as exc:
                 return _encode(request, *_error(409, "rejected", exc.message, code=exc.code))
             except NotLeader as exc:
-                return _encode(request, *_error(503, "not_leader", str(exc),
-                                                leader=exc.leader_hint or ""))
+                return _encode(
+                    request, *_error(503, "not_leader", str(exc), leader=exc.leader_hint or "")
+                )
             except (Unavailable, CoreplaneError) as exc:
                 return _encode(request, *_error(503, "unavailable", str(exc)))
 
@@ -401,9 +439,17 @@ class ApiServer:
     def _api_urls(self) -> dict[str, str]:
         return {self._cp.node_id: self._advertise_url or self.url, **self._api_peers}
 
-    def add_route(self, method: str, path: str, *, roles: set[str] | frozenset[str],
-                  fields: Mapping[str, F], handler: Handler, node_field: str = "",
-                  bytes_fields: set[str] | frozenset[str] = frozenset()) -> None:
+    def add_route(
+        self,
+        method: str,
+        path: str,
+        *,
+        roles: set[str] | frozenset[str],
+        fields: Mapping[str, F],
+        handler: Handler,
+        node_field: str = "",
+        bytes_fields: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         """Add a route before `start()` (how the fleet contract and hosts extend the API):
         `handler(args)` runs in the thread pool with the validated body and returns plain
         data; `node_field` names the body field an agent token must match to its own node."""
@@ -413,8 +459,17 @@ class ApiServer:
             raise InvalidArgument("path", "a GET or POST route under /v1/")
         if not set(roles) <= set(ROLES) or (node_field and node_field not in fields):
             raise InvalidArgument("roles", f"roles among {ROLES}; node_field one of the fields")
-        self._routes.append(Route(method, path, frozenset(roles), dict(fields), handler,
-                                   frozenset(bytes_fields), node_field=node_field))
+        self._routes.append(
+            Route(
+                method,
+                path,
+                frozenset(roles),
+                dict(fields),
+                handler,
+                frozenset(bytes_fields),
+                node_field=node_field,
+            )
+        )
 
     # -------------------------------------------------------------------------- extensions
 
@@ -447,5 +502,10 @@ class ApiServer:
 
 
 def _http_error_name(status: int) -> str:
-    return {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed",
-            413: "body_too_large", 415: "unsupported_media_type"}.get(status, "http_error")
+    return {
+        400: "invalid_argument",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+        415: "unsupported_media_type",
+    }.get(status, "http_error")

@@ -19,7 +19,8 @@ __all__ = ["endpoint_key", "parse_address"]
 _PORT = re.compile(r"^(0|[1-9][0-9]{0,4})$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-    r"[A-Za-z0-9])?)*$")
+    r"[A-Za-z0-9])?)*$"
+)
 _LOOPBACK_NAMES = {"localhost": "127.0.0.1", "localhost.localdomain": "127.0.0.1"}
 
 
@@ -34,9 +35,12 @@ def parse_address(value: object, field: str, *, port_zero_ok: bool = False) -> t
         raise InvalidArgument(field, f"{value!r} is not 'host:port'")
     host, _, port_text = value.rpartition(":")
     if not _PORT.match(port_text) or not (0 if port_zero_ok else 1) <= int(port_text) <= 65535:
-        raise InvalidArgument(field, f"{value!r}: the port must be an integer in "
-                                     f"{0 if port_zero_ok else 1}..65535 in ASCII digits, "
-                                     "without a leading zero")
+        raise InvalidArgument(
+            field,
+            f"{value!r}: the port must be an integer in "
+            f"{0 if port_zero_ok else 1}..65535 in ASCII digits, "
+            "without a leading zero",
+        )
     if host.startswith("[") and host.endswith("]"):
         try:
             ipaddress.IPv6Address(host[1:-1])
@@ -47,8 +51,10 @@ def parse_address(value: object, field: str, *, port_zero_ok: bool = False) -> t
         ipaddress.IPv4Address(host)
     except ValueError:
         if not host.isascii() or not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
-            raise InvalidArgument(field, f"{value!r}: bad host {host!r} (an IPv4 literal, "
-                                         "[an IPv6 literal] or a DNS name)") from None
+            raise InvalidArgument(
+                field,
+                f"{value!r}: bad host {host!r} (an IPv4 literal, [an IPv6 literal] or a DNS name)",
+            ) from None
     return host, int(port_text)
 
 

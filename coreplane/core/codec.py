@@ -139,8 +139,9 @@ def encode(tag: int, body: Mapping[str, Value], *, internal: bool = False) -> by
     return _pack(envelope)
 
 
-def encode_scalars(tag: int, names: tuple[str, ...], values: list[Value], *,
-                   internal: bool = False) -> bytes:
+def encode_scalars(
+    tag: int, names: tuple[str, ...], values: list[Value], *, internal: bool = False
+) -> bytes:
     """`encode` for a body of scalars whose caller already checked every value's exact type
     and range (the command types do, field by field) and passes the keys sorted: the same
     bytes without the generic canonical walk, which was most of the cost of encoding a write
@@ -223,8 +224,12 @@ def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
-def _unpack(data: bytes, max_bytes: int, ext_hook: Callable[[int, bytes], Any],
-            pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = _pairs) -> Any:
+def _unpack(
+    data: bytes,
+    max_bytes: int,
+    ext_hook: Callable[[int, bytes], Any],
+    pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = _pairs,
+) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
@@ -285,8 +290,9 @@ def _check_plain(value: Any, max_depth: int) -> None:
                 raise DecodeError(f"{kind.__name__} is not a plain value")
 
 
-def decode_value(data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES,
-                 max_depth: int = MAX_DEPTH) -> Value:
+def decode_value(
+    data: bytes, *, max_bytes: int = MAX_ENCODED_BYTES, max_depth: int = MAX_DEPTH
+) -> Value:
     """Decode one plain value; any bad input raises `DecodeError`.
 
     Only canonical-form bytes are accepted (minimal integer and length forms, no duplicate map

@@ -177,8 +177,12 @@ class Cas(_Base):
 
     TAG = 12
     TYPES = {
-        "key": str, "expected_mod_revision": int, "value": bytes, "lease_id": int,
-        "client_id": str, "seq": int,
+        "key": str,
+        "expected_mod_revision": int,
+        "value": bytes,
+        "lease_id": int,
+        "client_id": str,
+        "seq": int,
     }
     key: str
     expected_mod_revision: int
@@ -316,8 +320,15 @@ class FleetAck(_Base):
     """An agent's answer to action `action_id`, fenced by the action's `token`."""
 
     TAG = 47
-    TYPES = {"node_id": str, "action_id": str, "token": int, "ok": bool, "detail": str,
-             "client_id": str, "seq": int}
+    TYPES = {
+        "node_id": str,
+        "action_id": str,
+        "token": int,
+        "ok": bool,
+        "detail": str,
+        "client_id": str,
+        "seq": int,
+    }
     node_id: str
     action_id: str
     token: int
@@ -383,8 +394,9 @@ class FleetProviderResult(_Base):
 
 
 FLEET_TAGS = frozenset(range(40, 70))
-FLEET_INTERNAL_TAGS = frozenset({FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG,
-                                 FleetProviderResult.TAG})
+FLEET_INTERNAL_TAGS = frozenset(
+    {FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG, FleetProviderResult.TAG}
+)
 
 
 # Locks (tags 70..89; see coreplane/core/machines/locks.py): sessions with a TTL in tick time
@@ -447,8 +459,7 @@ class LockRelease(_Base):
     seq: int = 0
 
 
-LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockAcquire,
-                 LockRelease)
+LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockAcquire, LockRelease)
 
 
 # Quotas (tags 90..99; see coreplane/core/machines/quotas.py): global rate limits per key,
@@ -485,8 +496,14 @@ class QuotaAllot(_Base):
     `reserved` after; valid `lease_ms` of tick time from its commit."""
 
     TAG = 92
-    TYPES = {"key": str, "epoch": int, "lease_ms": int, "shares": list, "reserved": list,
-             "reserved_now": list}
+    TYPES = {
+        "key": str,
+        "epoch": int,
+        "lease_ms": int,
+        "shares": list,
+        "reserved": list,
+        "reserved_now": list,
+    }
     key: str
     epoch: int
     lease_ms: int
@@ -499,33 +516,80 @@ QUOTA_COMMANDS = (QuotaSetLimit, QuotaDeleteLimit, QuotaAllot)
 
 
 Command: TypeAlias = (
-    Tick | Leader | Put | Delete | Cas | LeaseGrant | LeaseKeepAlive | LeaseRevoke | UserCommand
-    | LockSessionGrant | LockSessionKeepAlive | LockSessionClose | LockAcquire | LockRelease
-    | FleetCreatePartition | FleetSetRF | FleetDeletePartition | FleetCordon | FleetUncordon
-    | FleetDrain | FleetDecommission | FleetAck | FleetReport | FleetPlan | FleetProviderRequest
+    Tick
+    | Leader
+    | Put
+    | Delete
+    | Cas
+    | LeaseGrant
+    | LeaseKeepAlive
+    | LeaseRevoke
+    | UserCommand
+    | LockSessionGrant
+    | LockSessionKeepAlive
+    | LockSessionClose
+    | LockAcquire
+    | LockRelease
+    | FleetCreatePartition
+    | FleetSetRF
+    | FleetDeletePartition
+    | FleetCordon
+    | FleetUncordon
+    | FleetDrain
+    | FleetDecommission
+    | FleetAck
+    | FleetReport
+    | FleetPlan
+    | FleetProviderRequest
     | FleetProviderResult
-    | QuotaSetLimit | QuotaDeleteLimit | QuotaAllot
+    | QuotaSetLimit
+    | QuotaDeleteLimit
+    | QuotaAllot
 )
 # What `ControlPlane.propose` accepts: a client command, or its codec bytes.
 Proposable: TypeAlias = bytes | Command
 _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
     cls.TAG: cls.from_body
-    for cls in (Tick, Leader, Put, Delete, Cas, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
-                UserCommand, *LOCK_COMMANDS, FleetCreatePartition, FleetSetRF,
-                FleetDeletePartition, FleetCordon, FleetUncordon, FleetDrain, FleetDecommission,
-                FleetAck, FleetReport, FleetPlan, FleetProviderRequest, FleetProviderResult,
-                *QUOTA_COMMANDS)
+    for cls in (
+        Tick,
+        Leader,
+        Put,
+        Delete,
+        Cas,
+        LeaseGrant,
+        LeaseKeepAlive,
+        LeaseRevoke,
+        UserCommand,
+        *LOCK_COMMANDS,
+        FleetCreatePartition,
+        FleetSetRF,
+        FleetDeletePartition,
+        FleetCordon,
+        FleetUncordon,
+        FleetDrain,
+        FleetDecommission,
+        FleetAck,
+        FleetReport,
+        FleetPlan,
+        FleetProviderRequest,
+        FleetProviderResult,
+        *QUOTA_COMMANDS,
+    )
 }
 
 
-INTERNAL_TAGS: frozenset[int] = (frozenset({Tick.TAG, Leader.TAG, QuotaAllot.TAG})
-                                 | FLEET_INTERNAL_TAGS)
+INTERNAL_TAGS: frozenset[int] = (
+    frozenset({Tick.TAG, Leader.TAG, QuotaAllot.TAG}) | FLEET_INTERNAL_TAGS
+)
 
 
 def _refuse_internal(name: str) -> InvalidArgument:
-    return InvalidArgument("command", f"{name} is an internal command: only the runtime "
-                                      "proposes it (ticks and leader entries are never accepted "
-                                      "from a host or a client)")
+    return InvalidArgument(
+        "command",
+        f"{name} is an internal command: only the runtime "
+        "proposes it (ticks and leader entries are never accepted "
+        "from a host or a client)",
+    )
 
 
 # class -> its field names sorted, when every field is a scalar (no `object` field): such a
@@ -541,8 +605,9 @@ def _encode_checked(command: _Base, internal: bool) -> bytes:
         _SCALAR_FIELDS[cls] = names
     if names is None:
         return codec.encode(command.TAG, command.to_body(), internal=internal)
-    return codec.encode_scalars(command.TAG, names, [getattr(command, n) for n in names],
-                                internal=internal)
+    return codec.encode_scalars(
+        command.TAG, names, [getattr(command, n) for n in names], internal=internal
+    )
 
 
 def encode(command: Command) -> bytes:

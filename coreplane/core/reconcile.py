@@ -41,8 +41,12 @@ class Solve:
     zones: int  # zones that can take a replica
 
 
-def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: int,
-                         cache: dict[str, Partition] | None = None) -> Solve:
+def problem_from_capture(
+    view: Mapping[str, Any],
+    *,
+    moves_in_flight_per_node: int,
+    cache: dict[str, Partition] | None = None,
+) -> Solve:
     """The placement problem of a `FleetMachine.capture()` result.
 
     `cache` (kept by the caller between solves) reuses the `Partition` objects of partitions
@@ -93,13 +97,18 @@ def problem_from_capture(view: Mapping[str, Any], *, moves_in_flight_per_node: i
         if part is None or part.rf != rf or part.heat != rec[_HEAT]:
             part = memo[pid] = Partition(pid, rf, rec[_HEAT])
         partitions.append(part)
-    problem = Problem(tuple(nodes), tuple(partitions), assignment,
-                      moves_in_flight_per_node=moves_in_flight_per_node)
+    problem = Problem(
+        tuple(nodes),
+        tuple(partitions),
+        assignment,
+        moves_in_flight_per_node=moves_in_flight_per_node,
+    )
     return Solve(int(view["index"]), problem, tuple(capped), zones_cap)
 
 
-def plan_moves(plan: Plan, limit: int,
-               capped: tuple[str, ...] = ()) -> tuple[list[list[str]], bool]:
+def plan_moves(
+    plan: Plan, limit: int, capped: tuple[str, ...] = ()
+) -> tuple[list[list[str]], bool]:
     """The first `limit` moves of a feasible plan in wave order as ``[pid, source, target]``
     ("" for none), and whether moves were left out (the leader solves again once the queue
     drains). A partition whose RF was `capped` for the solve keeps every replica it has: the

@@ -58,9 +58,13 @@ class Applied:
 
     @staticmethod
     def from_plain(plain: Any) -> Applied:
-        if (not isinstance(plain, (list, tuple)) or len(plain) != 4
-                or type(plain[0]) is not bool or type(plain[2]) is not str
-                or type(plain[3]) is not str):
+        if (
+            not isinstance(plain, (list, tuple))
+            or len(plain) != 4
+            or type(plain[0]) is not bool
+            or type(plain[2]) is not str
+            or type(plain[3]) is not str
+        ):
             raise DecodeError("an apply result is [ok, value, code, message]")
         return Applied(plain[0], plain[1], plain[2], plain[3])
 
@@ -73,25 +77,33 @@ def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) ->
     is certain from after replication and fsync on every node to the caller's own thread.
     """
     if entry_bytes > limits.entry_bytes_max:
-        raise InvalidArgument("limits.entry_bytes_max",
-                              f"the command encodes to {entry_bytes} bytes, over the "
-                              f"{limits.entry_bytes_max}-byte limit of one log entry")
+        raise InvalidArgument(
+            "limits.entry_bytes_max",
+            f"the command encodes to {entry_bytes} bytes, over the "
+            f"{limits.entry_bytes_max}-byte limit of one log entry",
+        )
     key = getattr(command, "key", None)
     if isinstance(key, str):
         if not key:
             raise InvalidArgument("key", "must not be empty")
         if len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max:
-            raise InvalidArgument("limits.key_bytes_max",
-                                  f"key is over the {limits.key_bytes_max}-byte limit")
+            raise InvalidArgument(
+                "limits.key_bytes_max", f"key is over the {limits.key_bytes_max}-byte limit"
+            )
     value = getattr(command, "value", None)
     if isinstance(value, bytes) and len(value) > limits.value_bytes_max:
-        raise InvalidArgument("limits.value_bytes_max",
-                              f"value is {len(value)} bytes, over the {limits.value_bytes_max}-"
-                              "byte limit")
+        raise InvalidArgument(
+            "limits.value_bytes_max",
+            f"value is {len(value)} bytes, over the {limits.value_bytes_max}-byte limit",
+        )
     if isinstance(command, commands.LeaseGrant) and not (
-            limits.ttl_ms_min <= command.ttl_ms <= limits.ttl_ms_max):
-        raise InvalidArgument("ttl_ms", f"must be in [{limits.ttl_ms_min}, {limits.ttl_ms_max}]"
-                                        " (limits.ttl_ms_min, limits.ttl_ms_max)")
+        limits.ttl_ms_min <= command.ttl_ms <= limits.ttl_ms_max
+    ):
+        raise InvalidArgument(
+            "ttl_ms",
+            f"must be in [{limits.ttl_ms_min}, {limits.ttl_ms_max}]"
+            " (limits.ttl_ms_min, limits.ttl_ms_max)",
+        )
 
 
 @dataclass(slots=True)
@@ -137,12 +149,15 @@ class StateMachine:
 
     def apply(self, entry: bytes, index: int) -> Applied:
         """Apply one committed entry at log `index`; deterministic, never raises for bad input."""
-        require(index > self.applied_index,
-                f"apply at index {index} after {self.applied_index}: the log went backwards")
+        require(
+            index > self.applied_index,
+            f"apply at index {index} after {self.applied_index}: the log went backwards",
+        )
         self.applied_index = index
         if len(entry) > self.limits.entry_bytes_max:
-            return Applied(False, None, "entry_too_large",
-                           f"{len(entry)} bytes, over limits.entry_bytes_max")
+            return Applied(
+                False, None, "entry_too_large", f"{len(entry)} bytes, over limits.entry_bytes_max"
+            )
         try:
             command, internal = commands.decode_entry(entry)
         except DecodeError as exc:
@@ -150,9 +165,13 @@ class StateMachine:
         if internal != (command.TAG in commands.INTERNAL_TAGS):
             # An internal command without the runtime's marker (a forged entry), or a client
             # command wearing it: refused alike on every replica.
-            return Applied(False, None, "internal_only" if not internal else "not_internal",
-                           f"{type(command).__name__} {'lacks' if not internal else 'carries'}"
-                           " the runtime's marker")
+            return Applied(
+                False,
+                None,
+                "internal_only" if not internal else "not_internal",
+                f"{type(command).__name__} {'lacks' if not internal else 'carries'}"
+                " the runtime's marker",
+            )
         client_id: str = getattr(command, "client_id", "")
         if not client_id:
             return self._dispatch(command, index)
@@ -164,8 +183,12 @@ class StateMachine:
             if cached is not None:
                 return Applied.from_plain(cached)
             if seq <= session.floor:
-                return Applied(False, None, "seq_expired",
-                               f"seq {seq} of {client_id!r} is older than the session window")
+                return Applied(
+                    False,
+                    None,
+                    "seq_expired",
+                    f"seq {seq} of {client_id!r} is older than the session window",
+                )
         else:
             session = _Session({}, 0)
             self.sessions[client_id] = session
@@ -198,8 +221,9 @@ class StateMachine:
                 return self._tick(command, index)
             case commands.Delete(key=key):
                 return kv.delete(key)
-            case commands.Cas(key=key, expected_mod_revision=expected, value=value,
-                              lease_id=lease_id):
+            case commands.Cas(
+                key=key, expected_mod_revision=expected, value=value, lease_id=lease_id
+            ):
                 return kv.cas(key, expected, value, lease_id)
             case commands.LeaseGrant(ttl_ms=ttl_ms, lease_id=lease_id):
                 return kv.lease_grant(ttl_ms, lease_id, self.tick_ms)
@@ -209,8 +233,9 @@ class StateMachine:
                 return kv.lease_revoke(lease_id)
             case commands.Leader(node_id=node_id, term=term):
                 if term < self.leader_term:
-                    raise CommandRejected("stale_leader",
-                                          f"term {term} is older than {self.leader_term}")
+                    raise CommandRejected(
+                        "stale_leader", f"term {term} is older than {self.leader_term}"
+                    )
                 self.leader_token, self.leader_node, self.leader_term = index, node_id, term
                 self.fleet.on_leader(index, self.tick_ms)
                 return index
@@ -230,10 +255,25 @@ class StateMachine:
                 return self.quotas.set_limit(key, limit, routers_max)
             case commands.QuotaDeleteLimit(key=key):
                 return self.quotas.delete_limit(key)
-            case commands.QuotaAllot(key=key, epoch=epoch, lease_ms=lease_ms, shares=shares,
-                                     reserved=reserved, reserved_now=reserved_now):
-                return self.quotas.allot(key, epoch, lease_ms, shares, reserved, reserved_now,
-                                         index, self.tick_ms, self.leader_token)
+            case commands.QuotaAllot(
+                key=key,
+                epoch=epoch,
+                lease_ms=lease_ms,
+                shares=shares,
+                reserved=reserved,
+                reserved_now=reserved_now,
+            ):
+                return self.quotas.allot(
+                    key,
+                    epoch,
+                    lease_ms,
+                    shares,
+                    reserved,
+                    reserved_now,
+                    index,
+                    self.tick_ms,
+                    self.leader_token,
+                )
         raise CommandRejected("unknown_command", type(command).__name__)  # pragma: no cover
 
     def _tick(self, tick: commands.Tick, index: int) -> Value:
@@ -300,13 +340,18 @@ class StateMachine:
                 **head,
                 "kv": kv(),
                 **({"fleet": fleet_plain} if (fleet_plain := fleet()) is not None else {}),
-                "sessions": [[cid, floor, [[seq, r] for seq, r in results]]
-                             for cid, floor, results in sessions],
+                "sessions": [
+                    [cid, floor, [[seq, r] for seq, r in results]]
+                    for cid, floor, results in sessions
+                ],
                 "machines": codec.decode_value(machines),
                 # Only once locks were used: states without them keep the snapshot bytes and
                 # hashes they had before the lock machine existed (restore reads it as empty).
-                **({"locks": lock_plain} if (lock_plain := locks())["sessions"]
-                   or lock_plain["next_session_id"] != 1 else {}),
+                **(
+                    {"locks": lock_plain}
+                    if (lock_plain := locks())["sessions"] or lock_plain["next_session_id"] != 1
+                    else {}
+                ),
                 # Likewise for quotas: only once a limit exists (restore reads it as empty).
                 **({"quotas": quotas()} if quotas is not None else {}),
             }
@@ -347,8 +392,11 @@ class StateMachine:
             locks = LockMachine.from_plain(plain.get("locks"), self.locks.limits)
             quotas = QuotaMachine.from_plain(plain.get("quotas"), self.quotas.limits)
             kind = type(self.fleet)  # a subclass given to this replica stays in force
-            fleet = (kind.from_plain(plain["fleet"], self.fleet.config)
-                     if "fleet" in plain else kind(self.fleet.config))
+            fleet = (
+                kind.from_plain(plain["fleet"], self.fleet.config)
+                if "fleet" in plain
+                else kind(self.fleet.config)
+            )
             tick_n, tick_ms = plain["tick"]
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()

@@ -56,10 +56,17 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "severity": self.severity, "what": self.what,
-                "where": [p.to_dict() for p in self.where], "why": self.why, "fix": self.fix,
-                "note": self.note, "evidence": dict(self.evidence),
-                "links": [p.path for p in self.where]}
+        return {
+            "check": self.check,
+            "severity": self.severity,
+            "what": self.what,
+            "where": [p.to_dict() for p in self.where],
+            "why": self.why,
+            "fix": self.fix,
+            "note": self.note,
+            "evidence": dict(self.evidence),
+            "links": [p.path for p in self.where],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,54 +126,81 @@ def check_quorum(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     local = inputs.local
     # a voter not asked (no API address known) counts as up while the observer's Raft
     # connection to it is
-    down = [n for n in members if (inputs.samples.get(n) is None if n in inputs.samples
-                                   else _connected(local, n) is False)]
+    down = [
+        n
+        for n in members
+        if (inputs.samples.get(n) is None if n in inputs.samples else _connected(local, n) is False)
+    ]
     reachable = [n for n in members if n not in down]
     majority = len(members) // 2 + 1
     for nid in down:
         connected = _connected(local, nid)
-        addr = (local.members.get(nid, "?") if local is not None else "?")
-        out.append(Finding(
-            "quorum", CRITICAL if len(reachable) < majority else WARNING,
-            f"voter {nid} is down or unreachable",
-            (_voter(nid),),
-            (f"{inputs.observer} got no sample from {nid} ({addr}) and its Raft connection "
-             f"to it is {'up' if connected else 'down'}" if nid in inputs.samples else
-             f"{inputs.observer}'s Raft connection to {nid} ({addr}) is down") +
-            f"; {len(reachable)} of {len(members)} voters "
-            f"answer, a quorum needs {majority}",
-            f"coreplane members remove {nid}",
-            f"first restart {nid}'s process on its host (its data dir is intact: it catches up "
-            f"by itself); remove it only if it is gone for good, then add a replacement with "
-            f"coreplane members add NEW_ID HOST:PORT",
-            {"reachable": len(reachable), "voters": len(members), "quorum": majority,
-             "raft_connected": connected}))
+        addr = local.members.get(nid, "?") if local is not None else "?"
+        out.append(
+            Finding(
+                "quorum",
+                CRITICAL if len(reachable) < majority else WARNING,
+                f"voter {nid} is down or unreachable",
+                (_voter(nid),),
+                (
+                    f"{inputs.observer} got no sample from {nid} ({addr}) and its Raft connection "
+                    f"to it is {'up' if connected else 'down'}"
+                    if nid in inputs.samples
+                    else f"{inputs.observer}'s Raft connection to {nid} ({addr}) is down"
+                )
+                + f"; {len(reachable)} of {len(members)} voters "
+                f"answer, a quorum needs {majority}",
+                f"coreplane members remove {nid}",
+                f"first restart {nid}'s process on its host (its data dir is intact: it catches up "
+                f"by itself); remove it only if it is gone for good, then add a replacement with "
+                f"coreplane members add NEW_ID HOST:PORT",
+                {
+                    "reachable": len(reachable),
+                    "voters": len(members),
+                    "quorum": majority,
+                    "raft_connected": connected,
+                },
+            )
+        )
     for nid in reachable:
         if inputs.samples.get(nid) is None:
             continue  # not asked: nothing more to say
         if nid != inputs.observer and _connected(local, nid) is False:
-            out.append(Finding(
-                "quorum", WARNING, f"voter {nid} answers but has no Raft connection to "
-                f"{inputs.observer}", (_voter(nid),),
-                f"{nid}'s process runs (its sample came back) but the authenticated peer "
-                f"connection {inputs.observer} -> {nid} is down: a network partition on the "
-                "Raft port, a firewall, or a secret mismatch (see auth_failures)",
-                f"coreplane health why voter {nid}",
-                f"check the network path to {local.members.get(nid, '?') if local else '?'}",
-                {"raft_connected": False}))
+            out.append(
+                Finding(
+                    "quorum",
+                    WARNING,
+                    f"voter {nid} answers but has no Raft connection to {inputs.observer}",
+                    (_voter(nid),),
+                    f"{nid}'s process runs (its sample came back) but the authenticated peer "
+                    f"connection {inputs.observer} -> {nid} is down: a network partition on the "
+                    "Raft port, a firewall, or a secret mismatch (see auth_failures)",
+                    f"coreplane health why voter {nid}",
+                    f"check the network path to {local.members.get(nid, '?') if local else '?'}",
+                    {"raft_connected": False},
+                )
+            )
     known = any(s is not None and s.status.get("leader") for s in inputs.samples.values())
     if inputs.leader_sample is None and not known and reachable:
-        roles = {n: s.status.get("role") for n, s in sorted(inputs.samples.items())
-                 if s is not None}
-        out.append(Finding(
-            "quorum", CRITICAL, "the cluster has no leader: writes and linearizable reads stop",
-            (Place("cluster", "leader"),),
-            f"roles: {', '.join(f'{n}={r}' for n, r in sorted(roles.items()))}; "
-            f"{len(reachable)} of {len(members)} voters answer, a quorum needs {majority}",
-            f"coreplane members remove {down[0]}" if down else "coreplane status",
-            "restart the voters that are down first; with a quorum back a leader is elected "
-            "within an election timeout" if down else "look at leader_stability findings",
-            {"roles": roles, "quorum": majority}))
+        roles = {
+            n: s.status.get("role") for n, s in sorted(inputs.samples.items()) if s is not None
+        }
+        out.append(
+            Finding(
+                "quorum",
+                CRITICAL,
+                "the cluster has no leader: writes and linearizable reads stop",
+                (Place("cluster", "leader"),),
+                f"roles: {', '.join(f'{n}={r}' for n, r in sorted(roles.items()))}; "
+                f"{len(reachable)} of {len(members)} voters answer, a quorum needs {majority}",
+                f"coreplane members remove {down[0]}" if down else "coreplane status",
+                "restart the voters that are down first; with a quorum back a leader is elected "
+                "within an election timeout"
+                if down
+                else "look at leader_stability findings",
+                {"roles": roles, "quorum": majority},
+            )
+        )
     return out
 
 
@@ -189,17 +223,23 @@ def check_leader_stability(inputs: ClusterInputs, th: Thresholds) -> list[Findin
             continue
         changes = _term_changes(s, th.term_window_s)
         if len(changes) > th.term_changes_max:
-            out.append(Finding(
-                "leader_stability", WARNING,
-                f"{len(changes)} elections in {th.term_window_s:.0f} s seen by {nid}",
-                (Place("cluster", "leader"), _voter(nid)),
-                f"{nid} saw terms {', '.join(str(t) for _, t in changes)} in the last "
-                f"{th.term_window_s:.0f} s (over {th.term_changes_max}); leader changes seen: "
-                f"{s.raft.get('leader_changes', 0)}. Churn comes from voters missing heartbeats: "
-                "a starved CPU, a slow disk (see fsync_latency), a flapping network",
-                "coreplane diagnose",
-                "fix the slow voter the other findings name; if none, raise election_timeout_ms",
-                {"terms": [t for _, t in changes], "window_s": th.term_window_s}))
+            out.append(
+                Finding(
+                    "leader_stability",
+                    WARNING,
+                    f"{len(changes)} elections in {th.term_window_s:.0f} s seen by {nid}",
+                    (Place("cluster", "leader"), _voter(nid)),
+                    f"{nid} saw terms {', '.join(str(t) for _, t in changes)} in the last "
+                    f"{th.term_window_s:.0f} s (over {th.term_changes_max}); leader changes seen: "
+                    f"{s.raft.get('leader_changes', 0)}. Churn comes from voters missing "
+                    "heartbeats: "
+                    "a starved CPU, a slow disk (see fsync_latency), a flapping network",
+                    "coreplane diagnose",
+                    "fix the slow voter the other findings name; if none, raise "
+                    "election_timeout_ms",
+                    {"terms": [t for _, t in changes], "window_s": th.term_window_s},
+                )
+            )
             break  # one voter's view is enough: the churn is cluster-wide
     return out
 
@@ -222,20 +262,31 @@ def check_replication(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         stale = age is None or age > th.ack_age_s_max
         if stale or lag > th.lag_entries_max:
             age_text = "never this leadership" if age is None else f"{age:.1f} s ago"
-            out.append(Finding(
-                "replication_lag", CRITICAL if stale else WARNING,
-                f"voter {nid} is cut off from leader {leader.node_id}" if stale else
-                f"voter {nid} lags {lag} entries behind",
-                (_voter(nid),),
-                f"leader {leader.node_id} (term {leader.status.get('term')}) has its connection "
-                f"to {nid} up, but {nid} last acknowledged a heartbeat {age_text} (over "
-                f"{th.ack_age_s_max} s) and matches index {match.get(nid, 0)} of {commit} "
-                f"committed ({lag} behind): messages are lost between them",
-                f"coreplane members remove {nid}",
-                f"first check the network between {leader.node_id} and {nid} (a half-open link, "
-                "a firewall dropping packets); remove it only if it stays cut off",
-                {"ack_age_s": age, "match_index": match.get(nid, 0), "commit_index": commit,
-                 "lag_entries": lag}))
+            out.append(
+                Finding(
+                    "replication_lag",
+                    CRITICAL if stale else WARNING,
+                    f"voter {nid} is cut off from leader {leader.node_id}"
+                    if stale
+                    else f"voter {nid} lags {lag} entries behind",
+                    (_voter(nid),),
+                    f"leader {leader.node_id} (term {leader.status.get('term')}) has its "
+                    "connection "
+                    f"to {nid} up, but {nid} last acknowledged a heartbeat {age_text} (over "
+                    f"{th.ack_age_s_max} s) and matches index {match.get(nid, 0)} of {commit} "
+                    f"committed ({lag} behind): messages are lost between them",
+                    f"coreplane members remove {nid}",
+                    f"first check the network between {leader.node_id} and {nid} (a half-open "
+                    "link, "
+                    "a firewall dropping packets); remove it only if it stays cut off",
+                    {
+                        "ack_age_s": age,
+                        "match_index": match.get(nid, 0),
+                        "commit_index": commit,
+                        "lag_entries": lag,
+                    },
+                )
+            )
     return out
 
 
@@ -252,16 +303,22 @@ def check_storage(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
             continue
         j = s.raft.get("journal") or {}
         if s.status.get("storage_full"):
-            out.append(Finding(
-                "storage", CRITICAL, f"voter {nid}'s journal is full: it refuses writes",
-                (_voter(nid),),
-                f"the last journal flush on {nid} failed with StorageFull (disk or LMDB map at "
-                f"its cap: map {j.get('map_size_bytes', '?')} of "
-                f"{j.get('map_size_max_bytes', '?')} bytes, {j.get('disk_free_bytes', '?')} "
-                "bytes free on disk); writes resume by themselves once space returns",
-                "df -h DATA_DIR",
-                f"free disk space on {nid}'s data dir, or restart it with a larger "
-                "map_size_max_bytes", {"journal": j}))
+            out.append(
+                Finding(
+                    "storage",
+                    CRITICAL,
+                    f"voter {nid}'s journal is full: it refuses writes",
+                    (_voter(nid),),
+                    f"the last journal flush on {nid} failed with StorageFull (disk or LMDB map at "
+                    f"its cap: map {j.get('map_size_bytes', '?')} of "
+                    f"{j.get('map_size_max_bytes', '?')} bytes, {j.get('disk_free_bytes', '?')} "
+                    "bytes free on disk); writes resume by themselves once space returns",
+                    "df -h DATA_DIR",
+                    f"free disk space on {nid}'s data dir, or restart it with a larger "
+                    "map_size_max_bytes",
+                    {"journal": j},
+                )
+            )
             continue
         if not j:
             continue
@@ -269,35 +326,48 @@ def check_storage(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         cap = int(j.get("map_size_max_bytes", 0))
         pct = _pct(used, cap)
         if pct >= th.map_use_pct_warn:
-            out.append(Finding(
-                "storage", CRITICAL if pct >= th.map_use_pct_crit else WARNING,
-                f"voter {nid}'s LMDB map is {pct}% full", (_voter(nid),),
-                f"{nid}'s journal uses {used} bytes ({int(j['last_page']) + 1} pages of "
-                f"{j.get('page_bytes')}) of its {cap}-byte cap (map_size_max_bytes), "
-                f"{j.get('entries')} log entries since index {j.get('first_index')}; at the "
-                "cap writes stop with StorageFull",
-                f"restart voter {nid} with a larger map_size_max_bytes",
-                "or compact sooner (log_compaction_min_entries) so old entries are dropped",
-                {"used_bytes": used, "cap_bytes": cap, "use_pct": pct}))
+            out.append(
+                Finding(
+                    "storage",
+                    CRITICAL if pct >= th.map_use_pct_crit else WARNING,
+                    f"voter {nid}'s LMDB map is {pct}% full",
+                    (_voter(nid),),
+                    f"{nid}'s journal uses {used} bytes ({int(j['last_page']) + 1} pages of "
+                    f"{j.get('page_bytes')}) of its {cap}-byte cap (map_size_max_bytes), "
+                    f"{j.get('entries')} log entries since index {j.get('first_index')}; at the "
+                    "cap writes stop with StorageFull",
+                    f"restart voter {nid} with a larger map_size_max_bytes",
+                    "or compact sooner (log_compaction_min_entries) so old entries are dropped",
+                    {"used_bytes": used, "cap_bytes": cap, "use_pct": pct},
+                )
+            )
         free = int(j.get("disk_free_bytes", -1))
         if 0 <= free < th.disk_free_bytes_min:
-            out.append(Finding(
-                "storage", WARNING, f"voter {nid}'s disk has {free >> 20} MiB free",
-                (_voter(nid),),
-                f"the filesystem of {nid}'s data dir has {free} bytes free (under "
-                f"{th.disk_free_bytes_min}); the journal grows its map by doubling",
-                "df -h DATA_DIR", f"free space on {nid}'s data dir filesystem",
-                {"disk_free_bytes": free}))
+            out.append(
+                Finding(
+                    "storage",
+                    WARNING,
+                    f"voter {nid}'s disk has {free >> 20} MiB free",
+                    (_voter(nid),),
+                    f"the filesystem of {nid}'s data dir has {free} bytes free (under "
+                    f"{th.disk_free_bytes_min}); the journal grows its map by doubling",
+                    "df -h DATA_DIR",
+                    f"free space on {nid}'s data dir filesystem",
+                    {"disk_free_bytes": free},
+                )
+            )
     return out
 
 
 def _hist_delta(now: Mapping[str, Any], before: Mapping[str, Any] | None) -> dict[str, Any]:
-    if before is None or len(before.get("counts", ())) != len(now["counts"]) \
-            or sum(before["counts"]) > sum(now["counts"]):
+    if (
+        before is None
+        or len(before.get("counts", ())) != len(now["counts"])
+        or sum(before["counts"]) > sum(now["counts"])
+    ):
         return dict(now)
     counts = [a - b for a, b in zip(now["counts"], before["counts"], strict=True)]
-    return {**now, "counts": counts, "count": sum(counts),
-            "sum_s": now["sum_s"] - before["sum_s"]}
+    return {**now, "counts": counts, "count": sum(counts), "sum_s": now["sum_s"] - before["sum_s"]}
 
 
 def quantile_s(hist: Mapping[str, Any], q: float) -> float | None:
@@ -321,27 +391,38 @@ def check_fsync(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         s = inputs.samples[nid]
         if s is None or not s.raft.get("flush_latency"):
             continue
-        before = prev.raft.get("flush_latency") if prev is not None and \
-            prev.node_id == nid else None
+        before = (
+            prev.raft.get("flush_latency") if prev is not None and prev.node_id == nid else None
+        )
         hist = _hist_delta(s.raft["flush_latency"], before)
         p99 = quantile_s(hist, 0.99)
         if hist["count"] < th.fsync_count_min or p99 is None or p99 <= th.fsync_p99_s_max:
             continue
         mean_ms = 1000 * hist["sum_s"] / hist["count"]
-        slow = sum(c for b, c in zip([*hist["bounds_s"], float("inf")], hist["counts"],
-                                     strict=True) if b > th.fsync_p99_s_max)
-        out.append(Finding(
-            "fsync_latency", WARNING, f"voter {nid}'s disk is slow: journal flush p99 > "
-            f"{int(th.fsync_p99_s_max * 1000)} ms", (_voter(nid),),
-            f"{slow} of {hist['count']} journal flushes (LMDB write + fsync) on {nid} took "
-            f"over {int(th.fsync_p99_s_max * 1000)} ms (mean {mean_ms:.1f} ms, max "
-            f"{1000 * hist['max_s']:.0f} ms); votes and acks wait for the flush, so a slow disk "
-            "delays commits and causes elections",
-            f"coreplane members remove {nid}",
-            f"move {nid}'s data dir to a faster disk (or find what else writes to it): add a "
-            "replacement voter on good storage with coreplane members add NEW_ID HOST:PORT, "
-            f"then remove {nid}", {"p99_s": p99, "mean_ms": round(mean_ms, 3),
-                                   "slow": slow, "count": hist["count"]}))
+        slow = sum(
+            c
+            for b, c in zip([*hist["bounds_s"], float("inf")], hist["counts"], strict=True)
+            if b > th.fsync_p99_s_max
+        )
+        out.append(
+            Finding(
+                "fsync_latency",
+                WARNING,
+                f"voter {nid}'s disk is slow: journal flush p99 > "
+                f"{int(th.fsync_p99_s_max * 1000)} ms",
+                (_voter(nid),),
+                f"{slow} of {hist['count']} journal flushes (LMDB write + fsync) on {nid} took "
+                f"over {int(th.fsync_p99_s_max * 1000)} ms (mean {mean_ms:.1f} ms, max "
+                f"{1000 * hist['max_s']:.0f} ms); votes and acks wait for the flush, so a slow "
+                "disk "
+                "delays commits and causes elections",
+                f"coreplane members remove {nid}",
+                f"move {nid}'s data dir to a faster disk (or find what else writes to it): add a "
+                "replacement voter on good storage with coreplane members add NEW_ID HOST:PORT, "
+                f"then remove {nid}",
+                {"p99_s": p99, "mean_ms": round(mean_ms, 3), "slow": slow, "count": hist["count"]},
+            )
+        )
     return out
 
 
@@ -356,17 +437,22 @@ def check_clock(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         c = inputs.clocks[nid]
         if abs(c.offset_ms) - c.error_ms > th.clock_skew_ms_max:
             ahead = "ahead of" if c.offset_ms > 0 else "behind"
-            out.append(Finding(
-                "clock_drift", WARNING,
-                f"voter {nid}'s clock is {abs(c.offset_ms)} ms {ahead} {inputs.observer}'s",
-                (_voter(nid),),
-                f"{nid}'s wall clock read {c.offset_ms:+d} ms against {inputs.observer}'s, "
-                f"measured within +-{c.error_ms} ms (half the exchange's round trip); over "
-                f"{th.clock_skew_ms_max} ms. Leases and ticks are unaffected (they use the "
-                "leader's monotonic clock); logs, certificates and dates shown to operators "
-                "are not", "chronyc makestep",
-                f"on {nid}'s host (as root); then check its time service: chronyc tracking",
-                {"offset_ms": c.offset_ms, "error_ms": c.error_ms}))
+            out.append(
+                Finding(
+                    "clock_drift",
+                    WARNING,
+                    f"voter {nid}'s clock is {abs(c.offset_ms)} ms {ahead} {inputs.observer}'s",
+                    (_voter(nid),),
+                    f"{nid}'s wall clock read {c.offset_ms:+d} ms against {inputs.observer}'s, "
+                    f"measured within +-{c.error_ms} ms (half the exchange's round trip); over "
+                    f"{th.clock_skew_ms_max} ms. Leases and ticks are unaffected (they use the "
+                    "leader's monotonic clock); logs, certificates and dates shown to operators "
+                    "are not",
+                    "chronyc makestep",
+                    f"on {nid}'s host (as root); then check its time service: chronyc tracking",
+                    {"offset_ms": c.offset_ms, "error_ms": c.error_ms},
+                )
+            )
     return out
 
 
@@ -375,8 +461,11 @@ def check_tick_lag(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     prev, now = inputs.previous, inputs.local
     if prev is None or now is None or prev.node_id != now.node_id:
         return []
-    if now.status.get("role") != "leader" or prev.status.get("role") != "leader" \
-            or now.status.get("term") != prev.status.get("term"):
+    if (
+        now.status.get("role") != "leader"
+        or prev.status.get("role") != "leader"
+        or now.status.get("term") != prev.status.get("term")
+    ):
         return []
     window_ms = int((now.mono_s - prev.mono_s) * 1000)
     if window_ms < th.tick_window_s_min * 1000:
@@ -385,19 +474,23 @@ def check_tick_lag(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     ticks = int(now.status.get("tick_n", 0)) - int(prev.status.get("tick_n", 0))
     if 100 * advanced >= (100 - th.tick_lag_pct_max) * window_ms:
         return []
-    return [Finding(
-        "tick_lag", CRITICAL if ticks == 0 else WARNING,
-        f"cluster time on leader {now.node_id} runs slow: {advanced} ms in {window_ms} ms",
-        (Place("cluster", "ticks"), _voter(now.node_id)),
-        f"{ticks} ticks committed while the leader's monotonic clock advanced {window_ms} ms; "
-        f"cluster time advanced {advanced} ms ({_pct(advanced, window_ms)}%). Leases, "
-        "heartbeat timeouts and operation deadlines all count cluster time, so they stretch: "
-        "the leader's runtime thread is starved (CPU, GIL, a blocking host callback) or its "
-        "tick proposals do not commit",
-        f"restart voter {now.node_id}'s process",
-        "coreplane has no command to move leadership yet: a restart hands it to a caught-up "
-        "voter (transfer_leadership on a planned stop); then look at that host's CPU",
-        {"window_ms": window_ms, "advanced_ms": advanced, "ticks": ticks})]
+    return [
+        Finding(
+            "tick_lag",
+            CRITICAL if ticks == 0 else WARNING,
+            f"cluster time on leader {now.node_id} runs slow: {advanced} ms in {window_ms} ms",
+            (Place("cluster", "ticks"), _voter(now.node_id)),
+            f"{ticks} ticks committed while the leader's monotonic clock advanced {window_ms} ms; "
+            f"cluster time advanced {advanced} ms ({_pct(advanced, window_ms)}%). Leases, "
+            "heartbeat timeouts and operation deadlines all count cluster time, so they stretch: "
+            "the leader's runtime thread is starved (CPU, GIL, a blocking host callback) or its "
+            "tick proposals do not commit",
+            f"restart voter {now.node_id}'s process",
+            "coreplane has no command to move leadership yet: a restart hands it to a caught-up "
+            "voter (transfer_leadership on a planned stop); then look at that host's CPU",
+            {"window_ms": window_ms, "advanced_ms": advanced, "ticks": ticks},
+        )
+    ]
 
 
 def check_auth(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
@@ -410,46 +503,67 @@ def check_auth(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         s = inputs.samples[nid]
         if s is None:
             continue
-        before = prev.raft.get("auth_failures", {}) if prev is not None and \
-            prev.node_id == nid else {}
+        before = (
+            prev.raft.get("auth_failures", {}) if prev is not None and prev.node_id == nid else {}
+        )
         for who, count in sorted((s.raft.get("auth_failures") or {}).items()):
             grew = count - int(before.get(who, 0))
             if grew <= 0 and before:
                 continue
-            suspects = sorted(m for m, addr in members.items()
-                              if m != nid and (m == who or addr.rpartition(":")[0] == who)
-                              and _connected(s, m) is not True)
+            suspects = sorted(
+                m
+                for m, addr in members.items()
+                if m != nid
+                and (m == who or addr.rpartition(":")[0] == who)
+                and _connected(s, m) is not True
+            )
             places = tuple(_voter(m) for m in suspects) or (Place("peer", who),)
-            out.append(Finding(
-                "auth_failures", CRITICAL if suspects else WARNING,
-                f"{who} fails authentication at voter {nid}" + (
-                    f" (voter {', '.join(suspects)} is not connected)" if suspects else ""),
-                places,
-                f"{count} connections from {who} to {nid} failed the wire's HMAC handshake "
-                f"({grew if before else count} since the previous look): the peer runs with "
-                "another cluster secret" + (f"; voter {', '.join(suspects)} at that address "
-                                            "has no connection" if suspects else
-                                            ", or something that is no member dials the "
-                                            "Raft port"),
-                f"coreplane members remove {suspects[0]}" if suspects else
-                f"coreplane health why peer {who}",
-                "restart that voter with the cluster's secret (the one the others use); remove "
-                "it only if it should not be a member" if suspects else
-                f"find the process on {who} dialing the Raft port and stop it or give it the "
-                "secret", {"failures": count, "peer": who, "at": nid}))
+            out.append(
+                Finding(
+                    "auth_failures",
+                    CRITICAL if suspects else WARNING,
+                    f"{who} fails authentication at voter {nid}"
+                    + (f" (voter {', '.join(suspects)} is not connected)" if suspects else ""),
+                    places,
+                    f"{count} connections from {who} to {nid} failed the wire's HMAC handshake "
+                    f"({grew if before else count} since the previous look): the peer runs with "
+                    "another cluster secret"
+                    + (
+                        f"; voter {', '.join(suspects)} at that address has no connection"
+                        if suspects
+                        else ", or something that is no member dials the Raft port"
+                    ),
+                    f"coreplane members remove {suspects[0]}"
+                    if suspects
+                    else f"coreplane health why peer {who}",
+                    "restart that voter with the cluster's secret (the one the others use); remove "
+                    "it only if it should not be a member"
+                    if suspects
+                    else f"find the process on {who} dialing the Raft port and stop it or give it "
+                    "the "
+                    "secret",
+                    {"failures": count, "peer": who, "at": nid},
+                )
+            )
     for nid in sorted(inputs.samples):
         s = inputs.samples[nid]
         if s is None:
             continue
         for remote, count in sorted((s.api.get("unauthorized_by_remote") or {}).items()):
-            out.append(Finding(
-                "token_mismatch", WARNING,
-                f"client {remote} sends a wrong API token to {nid}", (Place("client", remote),),
-                f"{count} requests from {remote} to {nid}'s API were refused with 401 (no or "
-                "unknown bearer token): a client or agent configured with an old or wrong "
-                "token", "coreplane config set-context --token NEW_TOKEN",
-                f"on the client at {remote}; mint the token in the API server's token table",
-                {"unauthorized": count, "remote": remote, "at": nid}))
+            out.append(
+                Finding(
+                    "token_mismatch",
+                    WARNING,
+                    f"client {remote} sends a wrong API token to {nid}",
+                    (Place("client", remote),),
+                    f"{count} requests from {remote} to {nid}'s API were refused with 401 (no or "
+                    "unknown bearer token): a client or agent configured with an old or wrong "
+                    "token",
+                    "coreplane config set-context --token NEW_TOKEN",
+                    f"on the client at {remote}; mint the token in the API server's token table",
+                    {"unauthorized": count, "remote": remote, "at": nid},
+                )
+            )
     return out
 
 
@@ -461,17 +575,24 @@ def check_versions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     counts: dict[str, int] = {}
     for v in versions.values():
         counts[v] = counts.get(v, 0) + 1
-    newest = max(counts, key=lambda v: (tuple(int(x) if x.isdigit() else 0
-                                              for x in v.split(".")), v))
+    newest = max(
+        counts, key=lambda v: (tuple(int(x) if x.isdigit() else 0 for x in v.split(".")), v)
+    )
     behind = sorted(n for n, v in versions.items() if v != newest)
-    return [Finding(
-        "version_skew", WARNING,
-        f"voters run {len(counts)} coreplane versions", tuple(_voter(n) for n in behind),
-        f"versions: {', '.join(f'{n}={v}' for n, v in versions.items())}; a rolling upgrade "
-        "left unfinished (mixed versions are supported only during an upgrade)",
-        f"pip install coreplane=={newest}",
-        f"on {', '.join(behind)}, one voter at a time, restarting each after the other "
-        "voters are connected", {"versions": versions})]
+    return [
+        Finding(
+            "version_skew",
+            WARNING,
+            f"voters run {len(counts)} coreplane versions",
+            tuple(_voter(n) for n in behind),
+            f"versions: {', '.join(f'{n}={v}' for n, v in versions.items())}; a rolling upgrade "
+            "left unfinished (mixed versions are supported only during an upgrade)",
+            f"pip install coreplane=={newest}",
+            f"on {', '.join(behind)}, one voter at a time, restarting each after the other "
+            "voters are connected",
+            {"versions": versions},
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------- fleet checks
@@ -508,20 +629,28 @@ def check_agents(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
             continue
         dead = n["liveness"] == "dead"
         last = silent if silent is not None else n["liveness_since_ms"]
-        out.append(Finding(
-            "silent_agent", CRITICAL if dead else WARNING,
-            f"node {n['id']}'s agent is silent ({n['liveness']})",
-            (Place("node", n["id"]), Place("zone", str(n["zone"]))),
-            f"the leader last heard {n['id']} at tick time {last} ms, {now - last} ms ago "
-            f"(cluster time {now} ms); liveness {n['liveness']} since "
-            f"{n['liveness_since_ms']} ms (suspect after {cfg.get('suspect_after_ms')} ms, "
-            f"dead after {cfg.get('dead_after_ms')} ms); it holds {n['replicas']} replicas "
-            f"and {len(n.get('operations') or [])} operations",
-            f"coreplane decommission {n['id']}",
-            f"restart the agent on {n['id']} first; decommission it if the machine is gone "
-            "(its replicas are re-created elsewhere once it is dead)",
-            {"silent_since_ms": silent, "tick_ms": now, "liveness": n["liveness"],
-             "replicas": n["replicas"]}))
+        out.append(
+            Finding(
+                "silent_agent",
+                CRITICAL if dead else WARNING,
+                f"node {n['id']}'s agent is silent ({n['liveness']})",
+                (Place("node", n["id"]), Place("zone", str(n["zone"]))),
+                f"the leader last heard {n['id']} at tick time {last} ms, {now - last} ms ago "
+                f"(cluster time {now} ms); liveness {n['liveness']} since "
+                f"{n['liveness_since_ms']} ms (suspect after {cfg.get('suspect_after_ms')} ms, "
+                f"dead after {cfg.get('dead_after_ms')} ms); it holds {n['replicas']} replicas "
+                f"and {len(n.get('operations') or [])} operations",
+                f"coreplane decommission {n['id']}",
+                f"restart the agent on {n['id']} first; decommission it if the machine is gone "
+                "(its replicas are re-created elsewhere once it is dead)",
+                {
+                    "silent_since_ms": silent,
+                    "tick_ms": now,
+                    "liveness": n["liveness"],
+                    "replicas": n["replicas"],
+                },
+            )
+        )
     return out
 
 
@@ -532,42 +661,66 @@ def check_partitions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         return []
     out: list[Finding] = []
     nodes = {n["id"]: n for n in fleet["nodes"]}
-    eligible_zones = sorted({str(n["zone"]) for n in nodes.values()
-                             if n["liveness"] == "alive" and n["admin"] == "active"})
-    cordoned = sorted(nid for nid, n in nodes.items() if n["admin"] == "cordoned"
-                      and n["liveness"] == "alive")
+    eligible_zones = sorted(
+        {
+            str(n["zone"])
+            for n in nodes.values()
+            if n["liveness"] == "alive" and n["admin"] == "active"
+        }
+    )
+    cordoned = sorted(
+        nid for nid, n in nodes.items() if n["admin"] == "cordoned" and n["liveness"] == "alive"
+    )
     for p in fleet["under_replicated"]:
         op = p.get("operation")
-        gone = [r for r in p["replicas"] if r not in nodes or nodes[r]["state"] in
-                ("dead", "decommissioned")]
+        gone = [
+            r
+            for r in p["replicas"]
+            if r not in nodes or nodes[r]["state"] in ("dead", "decommissioned")
+        ]
         if op is not None:
             fix, note = f"coreplane ops show {op['id']}", "a repair is in flight; watch it"
             repair = f"operation {op['id']} ({op['step']} on {op['node']}) is repairing it"
         elif len(eligible_zones) < p["rf"] and cordoned:
             fix = f"coreplane uncordon {cordoned[0]}"
             note = "or add a node in another zone"
-            repair = (f"no repair can start: {len(eligible_zones)} zones have nodes that may "
-                      f"take a replica ({', '.join(eligible_zones)}), rf is {p['rf']}, and "
-                      f"{', '.join(cordoned)} is cordoned")
+            repair = (
+                f"no repair can start: {len(eligible_zones)} zones have nodes that may "
+                f"take a replica ({', '.join(eligible_zones)}), rf is {p['rf']}, and "
+                f"{', '.join(cordoned)} is cordoned"
+            )
         elif len(eligible_zones) < p["rf"]:
             fix = f"coreplane partitions show {p['id']}"
             note = "add nodes in another zone (the provider is asked when one is configured)"
-            repair = (f"no repair can start: only {len(eligible_zones)} zones have eligible "
-                      f"nodes for rf {p['rf']}")
+            repair = (
+                f"no repair can start: only {len(eligible_zones)} zones have eligible "
+                f"nodes for rf {p['rf']}"
+            )
         else:
             fix, note = f"coreplane partitions show {p['id']}", "the next plan should repair it"
             repair = "no operation yet: waiting for the leader's next plan"
         places = [Place("partition", p["id"])] + [Place("node", r) for r in gone]
         if op is not None:
             places.append(Place("operation", op["id"]))
-        out.append(Finding(
-            "under_replicated", CRITICAL if p["health"] == "unavailable" else WARNING,
-            f"partition {p['id']} has {p['live_replicas']} of {p['rf']} live replicas",
-            tuple(places),
-            f"replicas {', '.join(p['replicas']) or '(none)'}"
-            + (f"; lost with {', '.join(gone)}" if gone else "") + f"; {repair}",
-            fix, note, {"rf": p["rf"], "live": p["live_replicas"], "replicas": p["replicas"],
-                        "eligible_zones": eligible_zones}))
+        out.append(
+            Finding(
+                "under_replicated",
+                CRITICAL if p["health"] == "unavailable" else WARNING,
+                f"partition {p['id']} has {p['live_replicas']} of {p['rf']} live replicas",
+                tuple(places),
+                f"replicas {', '.join(p['replicas']) or '(none)'}"
+                + (f"; lost with {', '.join(gone)}" if gone else "")
+                + f"; {repair}",
+                fix,
+                note,
+                {
+                    "rf": p["rf"],
+                    "live": p["live_replicas"],
+                    "replicas": p["replicas"],
+                    "eligible_zones": eligible_zones,
+                },
+            )
+        )
     return out
 
 
@@ -584,26 +737,43 @@ def check_operations(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
         node = nodes.get(op["node"])
         node_state = node["state"] if node is not None else "unknown"
         late = now > int(op["deadline_ms"])
-        if op["attempt"] < th.ops_attempts_max and not late and node_state in (
-                "alive", "cordoned", "draining"):
+        if (
+            op["attempt"] < th.ops_attempts_max
+            and not late
+            and node_state in ("alive", "cordoned", "draining")
+        ):
             continue
-        out.append(Finding(
-            "stuck_operation", WARNING,
-            f"operation {op['id']} on partition {op['partition']} is stuck in step {op['step']}",
-            (Place("operation", op["id"]), Place("partition", op["partition"]),
-             Place("node", op["node"])),
-            f"step {op['step']} ({op['kind']}) waits for node {op['node']} ({node_state}), "
-            f"attempt {op['attempt']} of {retries_max}, deadline at tick time "
-            f"{op['deadline_ms']} ms ({'passed' if late else 'in'} "
-            f"{abs(int(op['deadline_ms']) - now)} ms{' ago' if late else ''}), action "
-            f"{op['action_id']} fenced by token {op['token']}; cause: {op['cause']}",
-            f"coreplane ops cancel {op['id']}" if node_state in ("dead", "suspect", "unknown")
-            else f"coreplane ops resume {op['id']}",
-            f"its node {op['node']} is {node_state}: cancel rolls the move back" if
-            node_state in ("dead", "suspect", "unknown") else
-            f"check the agent on {op['node']} (its log for action {op['action_id']})",
-            {"attempt": op["attempt"], "deadline_ms": op["deadline_ms"], "tick_ms": now,
-             "node_state": node_state, "step": op["step"]}))
+        out.append(
+            Finding(
+                "stuck_operation",
+                WARNING,
+                f"operation {op['id']} on partition {op['partition']} is stuck in step "
+                f"{op['step']}",
+                (
+                    Place("operation", op["id"]),
+                    Place("partition", op["partition"]),
+                    Place("node", op["node"]),
+                ),
+                f"step {op['step']} ({op['kind']}) waits for node {op['node']} ({node_state}), "
+                f"attempt {op['attempt']} of {retries_max}, deadline at tick time "
+                f"{op['deadline_ms']} ms ({'passed' if late else 'in'} "
+                f"{abs(int(op['deadline_ms']) - now)} ms{' ago' if late else ''}), action "
+                f"{op['action_id']} fenced by token {op['token']}; cause: {op['cause']}",
+                f"coreplane ops cancel {op['id']}"
+                if node_state in ("dead", "suspect", "unknown")
+                else f"coreplane ops resume {op['id']}",
+                f"its node {op['node']} is {node_state}: cancel rolls the move back"
+                if node_state in ("dead", "suspect", "unknown")
+                else f"check the agent on {op['node']} (its log for action {op['action_id']})",
+                {
+                    "attempt": op["attempt"],
+                    "deadline_ms": op["deadline_ms"],
+                    "tick_ms": now,
+                    "node_state": node_state,
+                    "step": op["step"],
+                },
+            )
+        )
     return out
 
 
@@ -616,13 +786,19 @@ def check_splits(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     rf = {p["id"]: p["rf"] for p in fleet.get("split_views") or []}
     for pid in fleet["splits"]:
         n = rf.get(pid, 3) + 1
-        out.append(Finding(
-            "split_candidate", WARNING, f"partition {pid} is too hot for its nodes",
-            (Place("partition", pid),),
-            f"the placement solver flagged {pid}: its heat alone exceeds the heat cap of the "
-            "nodes that may hold it, so no move balances it",
-            f"coreplane update partition {pid} --scale-up --new-num-nodes {n}",
-            "or split it in the host (coreplane only flags it)", {"rf": rf.get(pid)}))
+        out.append(
+            Finding(
+                "split_candidate",
+                WARNING,
+                f"partition {pid} is too hot for its nodes",
+                (Place("partition", pid),),
+                f"the placement solver flagged {pid}: its heat alone exceeds the heat cap of the "
+                "nodes that may hold it, so no move balances it",
+                f"coreplane update partition {pid} --scale-up --new-num-nodes {n}",
+                "or split it in the host (coreplane only flags it)",
+                {"rf": rf.get(pid)},
+            )
+        )
     return out
 
 

@@ -22,8 +22,7 @@ from coreplane.errors import InvalidArgument
 from coreplane.obs.diagnose import CRITICAL, Finding, Place, quantile_s
 from coreplane.obs.sample import ClusterInputs
 
-__all__ = ["KINDS", "HealthWhat", "HealthWhere", "HealthWhy", "PlaceHealth", "what", "where",
-           "why"]
+__all__ = ["KINDS", "HealthWhat", "HealthWhere", "HealthWhy", "PlaceHealth", "what", "where", "why"]
 
 KINDS = ("cluster", "voter", "zone", "node", "partition", "operation", "peer", "client")
 _KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
@@ -39,8 +38,14 @@ class HealthWhat:
     links: tuple[str, ...] = ("/health/where",)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "summary": self.summary, "critical": self.critical,
-                "warning": self.warning, "observer": self.observer, "links": list(self.links)}
+        return {
+            "healthy": self.healthy,
+            "summary": self.summary,
+            "critical": self.critical,
+            "warning": self.warning,
+            "observer": self.observer,
+            "links": list(self.links),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,14 @@ class PlaceHealth:
         return Place(self.kind, self.id).path
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "severity": self.severity,
-                "checks": list(self.checks), "what": list(self.what), "link": self.link}
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "severity": self.severity,
+            "checks": list(self.checks),
+            "what": list(self.what),
+            "link": self.link,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +84,12 @@ class HealthWhere:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "places": [p.to_dict() for p in self.places],
-                "by_kind": self.by_kind(), "links": list(self.links)}
+        return {
+            "healthy": self.healthy,
+            "places": [p.to_dict() for p in self.places],
+            "by_kind": self.by_kind(),
+            "links": list(self.links),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +108,17 @@ class HealthWhy:
         return f"{self.kind}/{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"thing": self.thing, "kind": self.kind, "id": self.id, "healthy": self.healthy,
-                "findings": [f.to_dict() for f in self.findings], "state": self.state,
-                "up": self.up, "related": list(self.related), "links": list(self.links)}
+        return {
+            "thing": self.thing,
+            "kind": self.kind,
+            "id": self.id,
+            "healthy": self.healthy,
+            "findings": [f.to_dict() for f in self.findings],
+            "state": self.state,
+            "up": self.up,
+            "related": list(self.related),
+            "links": list(self.links),
+        }
 
 
 def what(inputs: ClusterInputs, findings: list[Finding]) -> HealthWhat:
@@ -105,16 +128,20 @@ def what(inputs: ClusterInputs, findings: list[Finding]) -> HealthWhat:
         local = inputs.local
         leader = inputs.leader_sample
         voters = sum(1 for s in inputs.samples.values() if s is not None)
-        summary = (f"healthy: leader {leader.node_id if leader else '?'}, term "
-                   f"{leader.status.get('term') if leader else '?'}, {voters}/"
-                   f"{len(inputs.samples)} voters, commit index "
-                   f"{local.status.get('commit_index') if local else '?'}")
+        summary = (
+            f"healthy: leader {leader.node_id if leader else '?'}, term "
+            f"{leader.status.get('term') if leader else '?'}, {voters}/"
+            f"{len(inputs.samples)} voters, commit index "
+            f"{local.status.get('commit_index') if local else '?'}"
+        )
     else:
         worst = findings[0]
-        summary = (f"unhealthy: {worst.what}" + (f" (+{len(findings) - 1} more)"
-                                                 if len(findings) > 1 else ""))
-    return HealthWhat(healthy=not findings, summary=summary, critical=crit, warning=warn,
-                      observer=inputs.observer)
+        summary = f"unhealthy: {worst.what}" + (
+            f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+        )
+    return HealthWhat(
+        healthy=not findings, summary=summary, critical=crit, warning=warn, observer=inputs.observer
+    )
 
 
 def _places(findings: list[Finding]) -> dict[Place, list[Finding]]:
@@ -129,12 +156,19 @@ def where(inputs: ClusterInputs, findings: list[Finding]) -> HealthWhere:
     rows = []
     for place, fs in _places(findings).items():
         sev = CRITICAL if any(f.severity == CRITICAL for f in fs) else "warning"
-        rows.append(PlaceHealth(place.kind, place.id, sev,
-                                tuple(sorted({f.check for f in fs})),
-                                tuple(f.what for f in fs)))
+        rows.append(
+            PlaceHealth(
+                place.kind,
+                place.id,
+                sev,
+                tuple(sorted({f.check for f in fs})),
+                tuple(f.what for f in fs),
+            )
+        )
     rows.sort(key=lambda r: (r.severity != CRITICAL, _KIND_ORDER.get(r.kind, 99), r.id))
-    return HealthWhere(healthy=not findings, places=tuple(rows),
-                       links=("/health", *(r.link for r in rows)))
+    return HealthWhere(
+        healthy=not findings, places=tuple(rows), links=("/health", *(r.link for r in rows))
+    )
 
 
 def parse_thing(thing: str) -> Place:
@@ -153,9 +187,15 @@ def why(inputs: ClusterInputs, findings: list[Finding], thing: str) -> HealthWhy
     if state is None and not mine:
         raise InvalidArgument("thing", f"no {place.kind} {place.id!r} is known here")
     related = sorted({p.path for f in mine for p in f.where if p != place})
-    return HealthWhy(kind=place.kind, id=place.id, healthy=not mine, findings=mine,
-                     state=state or {}, links=("/health/where", "/health", *related),
-                     related=tuple(related))
+    return HealthWhy(
+        kind=place.kind,
+        id=place.id,
+        healthy=not mine,
+        findings=mine,
+        state=state or {},
+        links=("/health/where", "/health", *related),
+        related=tuple(related),
+    )
 
 
 # ---------------------------------------------------------------------------- state per kind
@@ -208,9 +248,13 @@ def _latency(hist: dict[str, Any] | None) -> dict[str, Any] | None:
     if not hist:
         return None
     count = hist.get("count", 0)
-    return {"count": count, "p50_s_le": quantile_s(hist, 0.5),
-            "p99_s_le": quantile_s(hist, 0.99), "max_s": hist.get("max_s"),
-            "mean_s": (hist.get("sum_s", 0.0) / count) if count else None}
+    return {
+        "count": count,
+        "p50_s_le": quantile_s(hist, 0.5),
+        "p99_s_le": quantile_s(hist, 0.99),
+        "max_s": hist.get("max_s"),
+        "mean_s": (hist.get("sum_s", 0.0) / count) if count else None,
+    }
 
 
 def _voter_state(inputs: ClusterInputs, nid: str) -> dict[str, Any] | None:
@@ -218,8 +262,11 @@ def _voter_state(inputs: ClusterInputs, nid: str) -> dict[str, Any] | None:
     if nid not in inputs.samples and (local is None or nid not in local.members):
         return None
     s = inputs.samples.get(nid)
-    out: dict[str, Any] = {"voter": nid, "reachable": s is not None,
-                           "address": local.members.get(nid) if local is not None else None}
+    out: dict[str, Any] = {
+        "voter": nid,
+        "reachable": s is not None,
+        "address": local.members.get(nid) if local is not None else None,
+    }
     if local is not None and nid != local.node_id:
         peer = (local.status.get("peers") or {}).get(nid) or {}
         out["raft_connected_from_observer"] = peer.get("connected")
@@ -235,9 +282,23 @@ def _voter_state(inputs: ClusterInputs, nid: str) -> dict[str, Any] | None:
         out["clock_offset_ms"], out["clock_error_ms"] = clock.offset_ms, clock.error_ms
     if s is not None:
         st = s.status
-        out.update({k: st.get(k) for k in ("role", "term", "leader", "commit_index",
-                                           "applied_index", "has_quorum", "storage_full",
-                                           "tick_n", "tick_ms", "error")})
+        out.update(
+            {
+                k: st.get(k)
+                for k in (
+                    "role",
+                    "term",
+                    "leader",
+                    "commit_index",
+                    "applied_index",
+                    "has_quorum",
+                    "storage_full",
+                    "tick_n",
+                    "tick_ms",
+                    "error",
+                )
+            }
+        )
         out["version"] = s.version
         out["journal"] = s.raft.get("journal")
         out["flush_latency"] = _latency(s.raft.get("flush_latency"))
@@ -249,12 +310,16 @@ def _voter_state(inputs: ClusterInputs, nid: str) -> dict[str, Any] | None:
 
 def _cluster_state(inputs: ClusterInputs) -> dict[str, Any]:
     leader = inputs.leader_sample
-    return {"observer": inputs.observer,
-            "leader": None if leader is None else leader.node_id,
-            "term": None if leader is None else leader.status.get("term"),
-            "voters": {n: (None if s is None else s.status.get("role"))
-                       for n, s in sorted(inputs.samples.items())},
-            "tick_n": None if leader is None else leader.status.get("tick_n"),
-            "tick_ms": None if leader is None else leader.status.get("tick_ms"),
-            "terms_seen": None if leader is None else leader.raft.get("terms"),
-            "leader_changes_seen": None if leader is None else leader.raft.get("leader_changes")}
+    return {
+        "observer": inputs.observer,
+        "leader": None if leader is None else leader.node_id,
+        "term": None if leader is None else leader.status.get("term"),
+        "voters": {
+            n: (None if s is None else s.status.get("role"))
+            for n, s in sorted(inputs.samples.items())
+        },
+        "tick_n": None if leader is None else leader.status.get("tick_n"),
+        "tick_ms": None if leader is None else leader.status.get("tick_ms"),
+        "terms_seen": None if leader is None else leader.raft.get("terms"),
+        "leader_changes_seen": None if leader is None else leader.raft.get("leader_changes"),
+    }

@@ -65,15 +65,21 @@ class ObsEndpoints:
     caller's role or None; `peer_token` is sent to peers for their samples (None: peers are
     not asked, and each is judged by this node's Raft connection to it)."""
 
-    def __init__(self, cp: Any, *, api_peers: Callable[[], Mapping[str, str]],
-                 authenticate: Callable[[web.Request], str | None],
-                 peer_token: str | None = None, peer_ssl: ssl.SSLContext | None = None,
-                 metrics_public: bool = False, thresholds: Thresholds | None = None,
-                 wall_clock_s: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cp: Any,
+        *,
+        api_peers: Callable[[], Mapping[str, str]],
+        authenticate: Callable[[web.Request], str | None],
+        peer_token: str | None = None,
+        peer_ssl: ssl.SSLContext | None = None,
+        metrics_public: bool = False,
+        thresholds: Thresholds | None = None,
+        wall_clock_s: Callable[[], float] = time.time,
+    ) -> None:
         self.cp = cp
         self.metrics = Metrics(cp)
-        self.observer = Observer(cp, wall_clock_s=wall_clock_s,
-                                 api_stats=self.metrics.api.stats)
+        self.observer = Observer(cp, wall_clock_s=wall_clock_s, api_stats=self.metrics.api.stats)
         self.thresholds = thresholds or Thresholds()
         self._api_peers = api_peers
         self._authenticate = authenticate
@@ -86,14 +92,16 @@ class ObsEndpoints:
 
     def _fetch(self, url: str) -> tuple[LocalSample | None, ClockSample | None]:
         """One peer's sample and its clock offset (Cristian: the midpoint of the exchange)."""
-        request = urllib.request.Request(f"{url.rstrip('/')}/v1/obs/sample",
-                                         headers={"Authorization": f"Bearer {self._peer_token}",
-                                                  "Accept": JSON})
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/v1/obs/sample",
+            headers={"Authorization": f"Bearer {self._peer_token}", "Accept": JSON},
+        )
         wall = self.observer.wall_clock_s
         try:
             t0 = wall()
-            with urllib.request.urlopen(request, timeout=_PEER_TIMEOUT_S,
-                                        context=self._peer_ssl) as answer:
+            with urllib.request.urlopen(
+                request, timeout=_PEER_TIMEOUT_S, context=self._peer_ssl
+            ) as answer:
                 body = answer.read()
             t1 = wall()
             sample = LocalSample.from_dict(json.loads(body))
@@ -102,15 +110,17 @@ class ObsEndpoints:
         if sample.status.get("role") == "stopped":
             return None, None
         mid_ms = (t0 + t1) * 500
-        return sample, ClockSample(offset_ms=int(sample.wall_ms - mid_ms),
-                                   error_ms=int((t1 - t0) * 500) + 1)
+        return sample, ClockSample(
+            offset_ms=int(sample.wall_ms - mid_ms), error_ms=int((t1 - t0) * 500) + 1
+        )
 
     def inputs(self, *, window_s: float = 0.0) -> ClusterInputs:
         """This node's sample and every peer's it can get."""
         peers: dict[str, LocalSample | None] = {}
         clocks: dict[str, ClockSample] = {}
-        urls = {nid: url for nid, url in sorted(self._api_peers().items())
-                if nid != self.cp.node_id}
+        urls = {
+            nid: url for nid, url in sorted(self._api_peers().items()) if nid != self.cp.node_id
+        }
         if self._peer_token and urls:
             futures = {nid: self._pool.submit(self._fetch, url) for nid, url in urls.items()}
             for nid, future in futures.items():
@@ -131,9 +141,9 @@ class ObsEndpoints:
         api = self.metrics.api
 
         @web.middleware
-        async def observe(request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                          ) -> web.StreamResponse:
+        async def observe(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
             started = time.monotonic()
             code = 500
             try:
@@ -146,9 +156,14 @@ class ObsEndpoints:
             finally:
                 resource = request.match_info.route.resource
                 route = resource.canonical if resource is not None else "unmatched"
-                api.observe(route, request.method, code, time.monotonic() - started,
-                            request.remote,
-                            token_sent=bool(request.headers.get("Authorization")))
+                api.observe(
+                    route,
+                    request.method,
+                    code,
+                    time.monotonic() - started,
+                    request.remote,
+                    token_sent=bool(request.headers.get("Authorization")),
+                )
 
         return observe
 
@@ -164,9 +179,14 @@ class ObsEndpoints:
 
         def run_diagnose(_body: dict[str, Any]) -> Any:
             inputs, findings = self.diagnose()
-            return _plain({"healthy": not findings, "observer": inputs.observer,
-                           "findings": [f.to_dict() for f in findings],
-                           "summary": what(inputs, findings).summary})
+            return _plain(
+                {
+                    "healthy": not findings,
+                    "observer": inputs.observer,
+                    "findings": [f.to_dict() for f in findings],
+                    "summary": what(inputs, findings).summary,
+                }
+            )
 
         def sample(_body: dict[str, Any]) -> Any:
             return _plain(self.observer.sample(remember=False, fleet=False).to_dict())
@@ -179,8 +199,9 @@ class ObsEndpoints:
     def _denied(self, request: web.Request) -> web.Response | None:
         if self._authenticate(request) is not None:
             return None
-        response = _json(401, {"error": "unauthorized",
-                               "message": "a valid bearer token is required"})
+        response = _json(
+            401, {"error": "unauthorized", "message": "a valid bearer token is required"}
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="coreplane"'
         return response
 
@@ -216,8 +237,15 @@ class ObsEndpoints:
         try:
             answer = await self._off_loop(look)
         except InvalidArgument as exc:
-            return _json(404, {"error": "not_found", "field": exc.field, "message": exc.reason,
-                               "links": ["/health/where"]})
+            return _json(
+                404,
+                {
+                    "error": "not_found",
+                    "field": exc.field,
+                    "message": exc.reason,
+                    "links": ["/health/where"],
+                },
+            )
         return _json(200, answer.to_dict())
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -234,22 +262,40 @@ class ObsEndpoints:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def register(server: Any, cp: Any, *, peer_token: str | None = None,
-             metrics_public: bool = False, thresholds: Thresholds | None = None,
-             peer_ssl: ssl.SSLContext | None = None,
-             wall_clock_s: Callable[[], float] = time.time) -> ObsEndpoints:
+def register(
+    server: Any,
+    cp: Any,
+    *,
+    peer_token: str | None = None,
+    metrics_public: bool = False,
+    thresholds: Thresholds | None = None,
+    peer_ssl: ssl.SSLContext | None = None,
+    wall_clock_s: Callable[[], float] = time.time,
+) -> ObsEndpoints:
     """Mount obs on an `ApiServer` before its start(); the endpoints object (its `metrics`,
     `observer`). Uses the server's extension points: `add_middleware`, `add_app_hook`,
     `add_route`, `authenticate_role` and `api_peers`."""
-    endpoints = ObsEndpoints(cp, api_peers=lambda: server.api_peers,
-                             authenticate=server.authenticate_role, peer_token=peer_token,
-                             peer_ssl=peer_ssl, metrics_public=metrics_public,
-                             thresholds=thresholds, wall_clock_s=wall_clock_s)
+    endpoints = ObsEndpoints(
+        cp,
+        api_peers=lambda: server.api_peers,
+        authenticate=server.authenticate_role,
+        peer_token=peer_token,
+        peer_ssl=peer_ssl,
+        metrics_public=metrics_public,
+        thresholds=thresholds,
+        wall_clock_s=wall_clock_s,
+    )
     server.add_middleware(endpoints.middleware())
     server.add_app_hook(endpoints.add_routes)
     handlers = endpoints.v1_handlers()
-    server.add_route("GET", "/v1/diagnose", roles={"admin", "client"}, fields={},
-                     handler=handlers["/v1/diagnose"])
-    server.add_route("GET", "/v1/obs/sample", roles={"admin"}, fields={},
-                     handler=handlers["/v1/obs/sample"])
+    server.add_route(
+        "GET",
+        "/v1/diagnose",
+        roles={"admin", "client"},
+        fields={},
+        handler=handlers["/v1/diagnose"],
+    )
+    server.add_route(
+        "GET", "/v1/obs/sample", roles={"admin"}, fields={}, handler=handlers["/v1/obs/sample"]
+    )
     return endpoints

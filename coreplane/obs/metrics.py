@@ -33,21 +33,20 @@ __all__ = ["CONTENT_TYPE", "ApiMetrics", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _REMOTES_MAX = 64  # remotes remembered for unauthorized requests; the rest count as "other"
-API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                 30.0)
+API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROLES = ("follower", "candidate", "leader", "stopped", "unknown")
 
 
-def _histogram(name: str, doc: str, hist: dict[str, Any], labels: dict[str, str]
-               ) -> HistogramMetricFamily:
+def _histogram(
+    name: str, doc: str, hist: dict[str, Any], labels: dict[str, str]
+) -> HistogramMetricFamily:
     """Our per-bucket counts as a cumulative Prometheus histogram."""
     family = HistogramMetricFamily(name, doc, labels=sorted(labels))
     cumulative, buckets = 0, []
     for bound, count in zip([*hist["bounds_s"], float("inf")], hist["counts"], strict=True):
         cumulative += count
         buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-    family.add_metric([labels[k] for k in sorted(labels)], buckets,
-                      sum_value=float(hist["sum_s"]))
+    family.add_metric([labels[k] for k in sorted(labels)], buckets, sum_value=float(hist["sum_s"]))
     return family
 
 
@@ -87,59 +86,102 @@ class _ControlPlaneCollector(Collector):
 
     def _raft(self, cp: ControlPlane, st: Any, obs: dict[str, Any]) -> Iterator[Metric]:
         node = cp.node_id
-        role = GaugeMetricFamily("coreplane_raft_role", "1 for this node's current role",
-                                 labels=["node", "role"])
+        role = GaugeMetricFamily(
+            "coreplane_raft_role", "1 for this node's current role", labels=["node", "role"]
+        )
         for r in ROLES:
             role.add_metric([node, r], 1.0 if st.role == r else 0.0)
         yield role
         yield from _gauge("coreplane_raft_term", "Current Raft term", node, st.term)
-        yield from _gauge("coreplane_raft_commit_index", "Highest log index known committed",
-                          node, st.commit_index)
-        yield from _gauge("coreplane_raft_applied_index", "Highest log index applied here",
-                          node, st.applied_index)
+        yield from _gauge(
+            "coreplane_raft_commit_index",
+            "Highest log index known committed",
+            node,
+            st.commit_index,
+        )
+        yield from _gauge(
+            "coreplane_raft_applied_index", "Highest log index applied here", node, st.applied_index
+        )
         if st.commit_index is not None and st.applied_index is not None:
-            yield from _gauge("coreplane_raft_apply_lag_entries",
-                              "Committed entries not yet applied here", node,
-                              max(0, st.commit_index - st.applied_index))
-        yield from _gauge("coreplane_raft_log_entries", "Entries in the local log (since the "
-                          "last snapshot)", node, st.log_len)
-        yield from _gauge("coreplane_raft_is_leader", "1 while this node leads and holds its "
-                          "lease", node, 1 if cp.is_leader() else 0)
-        yield from _gauge("coreplane_raft_has_quorum", "1 when this node sees a quorum", node,
-                          None if st.has_quorum is None else int(bool(st.has_quorum)))
-        yield from _gauge("coreplane_storage_full", "1 while the journal refuses writes", node,
-                          int(st.storage_full))
+            yield from _gauge(
+                "coreplane_raft_apply_lag_entries",
+                "Committed entries not yet applied here",
+                node,
+                max(0, st.commit_index - st.applied_index),
+            )
+        yield from _gauge(
+            "coreplane_raft_log_entries",
+            "Entries in the local log (since the last snapshot)",
+            node,
+            st.log_len,
+        )
+        yield from _gauge(
+            "coreplane_raft_is_leader",
+            "1 while this node leads and holds its lease",
+            node,
+            1 if cp.is_leader() else 0,
+        )
+        yield from _gauge(
+            "coreplane_raft_has_quorum",
+            "1 when this node sees a quorum",
+            node,
+            None if st.has_quorum is None else int(bool(st.has_quorum)),
+        )
+        yield from _gauge(
+            "coreplane_storage_full",
+            "1 while the journal refuses writes",
+            node,
+            int(st.storage_full),
+        )
         yield from _gauge("coreplane_tick_n", "Committed ticks", node, st.tick_n)
-        yield from _gauge("coreplane_cluster_time_ms", "Cluster time: committed tick time",
-                          node, st.tick_ms)
+        yield from _gauge(
+            "coreplane_cluster_time_ms", "Cluster time: committed tick time", node, st.tick_ms
+        )
         if st.error is not None:
-            yield from _gauge("coreplane_node_stopped_on_error", "1: stopped on a fatal error",
-                              node, 1)
-        yield _counter("coreplane_raft_leader_changes", "Leader changes this node saw", node,
-                       obs.get("leader_changes", 0))
-        events = CounterMetricFamily("coreplane_raft_events", "Engine events by kind "
-                                     "(votes ignored, prevote rounds, stepdowns, ...)",
-                                     labels=["node", "event"])
+            yield from _gauge(
+                "coreplane_node_stopped_on_error", "1: stopped on a fatal error", node, 1
+            )
+        yield _counter(
+            "coreplane_raft_leader_changes",
+            "Leader changes this node saw",
+            node,
+            obs.get("leader_changes", 0),
+        )
+        events = CounterMetricFamily(
+            "coreplane_raft_events",
+            "Engine events by kind (votes ignored, prevote rounds, stepdowns, ...)",
+            labels=["node", "event"],
+        )
         for name, value in sorted(st.raft.items()):
             events.add_metric([node, name], float(value))
         yield events
         if obs.get("commit_latency"):
-            yield _histogram("coreplane_raft_commit_seconds", "Proposal to commit-and-apply "
-                             "latency of writes proposed on this node", obs["commit_latency"],
-                             {"node": node})
+            yield _histogram(
+                "coreplane_raft_commit_seconds",
+                "Proposal to commit-and-apply latency of writes proposed on this node",
+                obs["commit_latency"],
+                {"node": node},
+            )
 
     def _peers(self, node: str, st: Any, obs: dict[str, Any]) -> Iterator[Metric]:
-        peers = GaugeMetricFamily("coreplane_raft_peer_connected",
-                                  "1 while the authenticated connection to a voter is up",
-                                  labels=["node", "peer"])
+        peers = GaugeMetricFamily(
+            "coreplane_raft_peer_connected",
+            "1 while the authenticated connection to a voter is up",
+            labels=["node", "peer"],
+        )
         for pid, peer in sorted(st.peers.items()):
             peers.add_metric([node, pid], 1.0 if peer.connected else 0.0)
         yield peers
-        ack = GaugeMetricFamily("coreplane_raft_peer_ack_age_seconds", "Leader only: seconds "
-                                "since a follower last acknowledged a heartbeat",
-                                labels=["node", "peer"])
-        match = GaugeMetricFamily("coreplane_raft_peer_match_index", "Leader only: a "
-                                  "follower's match index", labels=["node", "peer"])
+        ack = GaugeMetricFamily(
+            "coreplane_raft_peer_ack_age_seconds",
+            "Leader only: seconds since a follower last acknowledged a heartbeat",
+            labels=["node", "peer"],
+        )
+        match = GaugeMetricFamily(
+            "coreplane_raft_peer_match_index",
+            "Leader only: a follower's match index",
+            labels=["node", "peer"],
+        )
         for pid, age in sorted((obs.get("ack_age_s") or {}).items()):
             if age is not None:
                 ack.add_metric([node, pid], float(age))
@@ -147,36 +189,58 @@ class _ControlPlaneCollector(Collector):
             match.add_metric([node, pid], float(idx))
         yield ack
         yield match
-        auth = CounterMetricFamily("coreplane_wire_auth_failures", "Peer connections that "
-                                   "failed the wire's HMAC handshake, by peer (node id or host)",
-                                   labels=["node", "peer"])
+        auth = CounterMetricFamily(
+            "coreplane_wire_auth_failures",
+            "Peer connections that failed the wire's HMAC handshake, by peer (node id or host)",
+            labels=["node", "peer"],
+        )
         for who, count in sorted((obs.get("auth_failures") or {}).items()):
             auth.add_metric([node, who], float(count))
         yield auth
         if "wire" in obs:  # counters start at 0 (a one-voter node never sends anything)
             wire = obs["wire"] or {}
-            for key, name in (("bytes_in", "coreplane_wire_received_bytes"),
-                              ("bytes_out", "coreplane_wire_sent_bytes"),
-                              ("handshakes", "coreplane_wire_handshakes")):
+            for key, name in (
+                ("bytes_in", "coreplane_wire_received_bytes"),
+                ("bytes_out", "coreplane_wire_sent_bytes"),
+                ("handshakes", "coreplane_wire_handshakes"),
+            ):
                 yield _counter(name, f"Wire {key.replace('_', ' ')}", node, wire.get(key, 0))
 
     def _storage(self, node: str, obs: dict[str, Any]) -> Iterator[Metric]:
         journal = obs.get("journal")
         if journal:
-            yield from _gauge("coreplane_journal_map_used_bytes", "LMDB pages in use x page "
-                              "size", node,
-                              (journal["last_page"] + 1) * journal.get("page_bytes", 4096))
-            yield from _gauge("coreplane_journal_map_size_bytes", "LMDB map size now", node,
-                              journal["map_size_bytes"])
-            yield from _gauge("coreplane_journal_map_max_bytes", "LMDB map cap "
-                              "(map_size_max_bytes)", node, journal.get("map_size_max_bytes"))
+            yield from _gauge(
+                "coreplane_journal_map_used_bytes",
+                "LMDB pages in use x page size",
+                node,
+                (journal["last_page"] + 1) * journal.get("page_bytes", 4096),
+            )
+            yield from _gauge(
+                "coreplane_journal_map_size_bytes",
+                "LMDB map size now",
+                node,
+                journal["map_size_bytes"],
+            )
+            yield from _gauge(
+                "coreplane_journal_map_max_bytes",
+                "LMDB map cap (map_size_max_bytes)",
+                node,
+                journal.get("map_size_max_bytes"),
+            )
             free = journal.get("disk_free_bytes", -1)
-            yield from _gauge("coreplane_disk_free_bytes", "Free bytes on the data dir's "
-                              "filesystem", node, None if free < 0 else free)
+            yield from _gauge(
+                "coreplane_disk_free_bytes",
+                "Free bytes on the data dir's filesystem",
+                node,
+                None if free < 0 else free,
+            )
         if obs.get("flush_latency"):
-            yield _histogram("coreplane_raft_fsync_seconds", "Journal flush latency (LMDB write "
-                             "transaction + fsync), flushes that wrote", obs["flush_latency"],
-                             {"node": node})
+            yield _histogram(
+                "coreplane_raft_fsync_seconds",
+                "Journal flush latency (LMDB write transaction + fsync), flushes that wrote",
+                obs["flush_latency"],
+                {"node": node},
+            )
 
     def _fleet(self, cp: ControlPlane, node: str) -> Iterator[Metric]:
         if getattr(cp, "fleet", None) is None:
@@ -190,29 +254,41 @@ class _ControlPlaneCollector(Collector):
             by_step: dict[str, int] = {}
             for op in f.ops.values():
                 by_step[op.step] = by_step.get(op.step, 0) + 1
-            return {"nodes": by_state, "ops": by_step, "under": len(f.under),
-                    "parts": len(f.parts), "splits": len(f.splits), "queue": len(f.queue)}
+            return {
+                "nodes": by_state,
+                "ops": by_step,
+                "under": len(f.under),
+                "parts": len(f.parts),
+                "splits": len(f.splits),
+                "queue": len(f.queue),
+            }
 
         try:
             c = cp._read_state(count, stale_ok=True)
         except Exception:  # noqa: BLE001 - a stopped node: no fleet metrics
             return
-        nodes = GaugeMetricFamily("coreplane_fleet_nodes", "Fleet nodes by state",
-                                  labels=["node", "state"])
+        nodes = GaugeMetricFamily(
+            "coreplane_fleet_nodes", "Fleet nodes by state", labels=["node", "state"]
+        )
         for state in ("alive", "cordoned", "draining", "suspect", "dead", "decommissioned"):
             nodes.add_metric([node, state], float(c["nodes"].get(state, 0)))
         yield nodes
-        ops = GaugeMetricFamily("coreplane_fleet_operations", "Operations in flight by step",
-                                labels=["node", "step"])
+        ops = GaugeMetricFamily(
+            "coreplane_fleet_operations", "Operations in flight by step", labels=["node", "step"]
+        )
         for step in ("copy", "cleanup", "abort"):
             ops.add_metric([node, step], float(c["ops"].get(step, 0)))
         yield ops
         for key, name, doc in (
-                ("parts", "coreplane_fleet_partitions", "Partitions"),
-                ("under", "coreplane_fleet_partitions_under_replicated",
-                 "Partitions with fewer live replicas than their RF"),
-                ("splits", "coreplane_fleet_split_candidates", "Partitions flagged too hot"),
-                ("queue", "coreplane_fleet_queued_moves", "Planned moves waiting for admission")):
+            ("parts", "coreplane_fleet_partitions", "Partitions"),
+            (
+                "under",
+                "coreplane_fleet_partitions_under_replicated",
+                "Partitions with fewer live replicas than their RF",
+            ),
+            ("splits", "coreplane_fleet_split_candidates", "Partitions flagged too hot"),
+            ("queue", "coreplane_fleet_queued_moves", "Planned moves waiting for admission"),
+        ):
             g = GaugeMetricFamily(name, doc, labels=["node"])
             g.add_metric([node], float(c[key]))
             yield g
@@ -224,17 +300,32 @@ class ApiMetrics:
 
     def __init__(self, registry: CollectorRegistry, node_id: str) -> None:
         self.node_id = node_id
-        self.requests = Counter("coreplane_api_requests", "API requests by route, method and "
-                                "status code", ["node", "route", "method", "code"],
-                                registry=registry)
-        self.latency = Histogram("coreplane_api_request_duration_seconds", "API request "
-                                 "latency by route and method", ["node", "route", "method"],
-                                 buckets=API_BUCKETS_S, registry=registry)
+        self.requests = Counter(
+            "coreplane_api_requests",
+            "API requests by route, method and status code",
+            ["node", "route", "method", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "coreplane_api_request_duration_seconds",
+            "API request latency by route and method",
+            ["node", "route", "method"],
+            buckets=API_BUCKETS_S,
+            registry=registry,
+        )
         self._lock = threading.Lock()
         self._unauthorized: dict[str, int] = {}
 
-    def observe(self, route: str, method: str, code: int, seconds: float,
-                remote: str | None = None, *, token_sent: bool = False) -> None:
+    def observe(
+        self,
+        route: str,
+        method: str,
+        code: int,
+        seconds: float,
+        remote: str | None = None,
+        *,
+        token_sent: bool = False,
+    ) -> None:
         """One answered request; a 401 to a request that sent a token is a wrong token
         (one without a token is only someone who did not log in)."""
         self.requests.labels(self.node_id, route, method, str(code)).inc()

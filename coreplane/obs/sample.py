@@ -107,11 +107,14 @@ class ClusterInputs:
         return best
 
     def to_dict(self) -> dict[str, Any]:
-        return {"observer": self.observer,
-                "samples": {k: None if v is None else v.to_dict()
-                            for k, v in sorted(self.samples.items())},
-                "previous": None if self.previous is None else self.previous.to_dict(),
-                "clocks": {k: dataclasses.asdict(v) for k, v in sorted(self.clocks.items())}}
+        return {
+            "observer": self.observer,
+            "samples": {
+                k: None if v is None else v.to_dict() for k, v in sorted(self.samples.items())
+            },
+            "previous": None if self.previous is None else self.previous.to_dict(),
+            "clocks": {k: dataclasses.asdict(v) for k, v in sorted(self.clocks.items())},
+        }
 
 
 def _engine_of(cp: ControlPlane) -> Any:
@@ -134,14 +137,22 @@ def _read_fleet(cp: ControlPlane) -> dict[str, Any] | None:
         parts = [f.partition_view(p) for p in sorted(f.under)[:_FLEET_ROWS_MAX]]
         ops = [f.ops[o].view() for o in sorted(f.ops)[:_FLEET_ROWS_MAX]]
         cfg = f.config
-        return {"tick_ms": sm.tick_ms, "nodes": nodes, "under_replicated": parts,
-                "operations": ops, "splits": sorted(f.splits)[:_FLEET_ROWS_MAX],
-                "split_views": [f.partition_view(p) for p in sorted(f.splits)[:100]],
-                "partitions_total": len(f.parts), "queue": len(f.queue),
-                "config": {"suspect_after_ms": cfg.suspect_after_ms,
-                           "dead_after_ms": cfg.dead_after_ms,
-                           "copy_timeout_ms": cfg.copy_timeout_ms,
-                           "retries_max": cfg.retries_max}}
+        return {
+            "tick_ms": sm.tick_ms,
+            "nodes": nodes,
+            "under_replicated": parts,
+            "operations": ops,
+            "splits": sorted(f.splits)[:_FLEET_ROWS_MAX],
+            "split_views": [f.partition_view(p) for p in sorted(f.splits)[:100]],
+            "partitions_total": len(f.parts),
+            "queue": len(f.queue),
+            "config": {
+                "suspect_after_ms": cfg.suspect_after_ms,
+                "dead_after_ms": cfg.dead_after_ms,
+                "copy_timeout_ms": cfg.copy_timeout_ms,
+                "retries_max": cfg.retries_max,
+            },
+        }
 
     try:  # the raw replica under its lock: the fleet's own views, no StateView wrapper
         out: dict[str, Any] = cp._read_state(look, stale_ok=True)
@@ -157,9 +168,14 @@ class Observer:
 
     `api_stats` (optional) returns what the API hooks counted (`coreplane.obs.metrics`)."""
 
-    def __init__(self, cp: ControlPlane, *, wall_clock_s: Callable[[], float] = time.time,
-                 api_stats: Callable[[], dict[str, Any]] | None = None,
-                 version: str | None = None) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        *,
+        wall_clock_s: Callable[[], float] = time.time,
+        api_stats: Callable[[], dict[str, Any]] | None = None,
+        version: str | None = None,
+    ) -> None:
         self.cp = cp
         self.version = version or package_version()
         self.wall_clock_s = wall_clock_s
@@ -185,17 +201,23 @@ class Observer:
                 raft = {}
         api = self.api_stats() if self.api_stats is not None else {}
         sample = LocalSample(
-            node_id=cp.node_id, address=cp.address, version=self.version,
-            wall_ms=int(self.wall_clock_s() * 1000), mono_s=time.monotonic(),
-            status=status, members=cp.members(), raft=raft,
-            fleet=_read_fleet(cp) if fleet else None, api=api)
+            node_id=cp.node_id,
+            address=cp.address,
+            version=self.version,
+            wall_ms=int(self.wall_clock_s() * 1000),
+            mono_s=time.monotonic(),
+            status=status,
+            members=cp.members(),
+            raft=raft,
+            fleet=_read_fleet(cp) if fleet else None,
+            api=api,
+        )
         if remember:
             with self._lock:
                 self._previous, self._last = self._last, sample
         return sample
 
-    def previous(self, *, min_age_s: float = 0.5, max_age_s: float = 120.0
-                 ) -> LocalSample | None:
+    def previous(self, *, min_age_s: float = 0.5, max_age_s: float = 120.0) -> LocalSample | None:
         """The sample before the newest, if its age suits a rate (else None)."""
         with self._lock:
             prev, last = self._previous, self._last
@@ -204,9 +226,13 @@ class Observer:
         age = last.mono_s - prev.mono_s
         return prev if min_age_s <= age <= max_age_s else None
 
-    def inputs(self, peers: Mapping[str, LocalSample | None] | None = None, *,
-               clocks: Mapping[str, ClockSample] | None = None,
-               window_s: float = 0.0) -> ClusterInputs:
+    def inputs(
+        self,
+        peers: Mapping[str, LocalSample | None] | None = None,
+        *,
+        clocks: Mapping[str, ClockSample] | None = None,
+        window_s: float = 0.0,
+    ) -> ClusterInputs:
         """Sample this node (twice, `window_s` apart, if no earlier sample suits a rate) and
         combine with the peers' samples (None: unreachable)."""
         if window_s > 0 and self.previous() is None:
@@ -215,13 +241,17 @@ class Observer:
         local = self.sample()
         samples: dict[str, LocalSample | None] = dict(peers or {})
         samples[local.node_id] = local
-        return ClusterInputs(observer=local.node_id, samples=samples,
-                             previous=self.previous(min_age_s=min(0.5, window_s or 0.5)),
-                             clocks=dict(clocks or {}))
+        return ClusterInputs(
+            observer=local.node_id,
+            samples=samples,
+            previous=self.previous(min_age_s=min(0.5, window_s or 0.5)),
+            clocks=dict(clocks or {}),
+        )
 
 
-def gather_inprocess(observer: Observer, others: Mapping[str, Observer | None], *,
-                     window_s: float = 0.0) -> ClusterInputs:
+def gather_inprocess(
+    observer: Observer, others: Mapping[str, Observer | None], *, window_s: float = 0.0
+) -> ClusterInputs:
     """Inputs for a cluster whose nodes run in this process (tests, a single-host demo):
     each reachable peer is sampled directly; clock offsets are exact (error 0), measured
     against `observer`'s wall clock at the same instant."""

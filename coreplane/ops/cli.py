@@ -22,21 +22,46 @@ from coreplane.ops.output import FORMATS, kv_table, table
 
 __all__ = ["main"]
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--endpoints", envvar="COREPLANE_ENDPOINTS", default=None,
-              help="comma-separated API URLs (env COREPLANE_ENDPOINTS)")
-@click.option("--token", envvar="COREPLANE_TOKEN", default=None, show_envvar=True,
-              help="bearer token (env COREPLANE_TOKEN; prefer the env or a token-file)")
+@click.option(
+    "--endpoints",
+    envvar="COREPLANE_ENDPOINTS",
+    default=None,
+    help="comma-separated API URLs (env COREPLANE_ENDPOINTS)",
+)
+@click.option(
+    "--token",
+    envvar="COREPLANE_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="bearer token (env COREPLANE_TOKEN; prefer the env or a token-file)",
+)
 @click.option("--context", "context_", default=None, help="config context to use")
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table")
-@click.option("--max-nodes-pct", type=click.IntRange(0, 100), default=None,
-              help="blast radius: share of nodes a change may touch unconfirmed (default 30)")
-@click.option("--max-partitions-pct", type=click.IntRange(0, 100), default=None,
-              help="blast radius: share of partitions (default 30)")
+@click.option(
+    "--max-nodes-pct",
+    type=click.IntRange(0, 100),
+    default=None,
+    help="blast radius: share of nodes a change may touch unconfirmed (default 30)",
+)
+@click.option(
+    "--max-partitions-pct",
+    type=click.IntRange(0, 100),
+    default=None,
+    help="blast radius: share of partitions (default 30)",
+)
 @click.version_option(package_name="coreplane", prog_name="coreplane")
 @click.pass_context
-def main(ctx: click.Context, endpoints: str | None, token: str | None, context_: str | None,
-         output: str, max_nodes_pct: int | None, max_partitions_pct: int | None) -> None:
+def main(
+    ctx: click.Context,
+    endpoints: str | None,
+    token: str | None,
+    context_: str | None,
+    output: str,
+    max_nodes_pct: int | None,
+    max_partitions_pct: int | None,
+) -> None:
     """coreplane: operate a coreplane cluster through its HTTP API."""
     ctx.obj = Ctx(endpoints, token, context_, output, max_nodes_pct, max_partitions_pct)
 
@@ -56,24 +81,56 @@ def status(obj: Ctx) -> None:
     for node_id in sorted(members.get("members") or [st.get("node_id")]):
         # reachable as the answering voter sees it (its authenticated Raft connection)
         reachable = node_id == st.get("node_id") or bool(
-            (peers.get(node_id) or {}).get("connected"))
-        voters.append({"id": node_id, "leader": node_id == members.get("leader"),
-                       "reachable": reachable,
-                       "api": (members.get("api") or {}).get(node_id, "")})
-    data = {"cluster": flags["name"], "production": flags["production"],
-            "leader": members.get("leader") or None, "answered_by": st.get("node_id"),
-            "term": st.get("term"), "commit_index": st.get("commit_index"),
-            "applied_index": st.get("applied_index"), "has_quorum": st.get("has_quorum"),
-            "tick_ms": st.get("tick_ms"), "voters": voters}
+            (peers.get(node_id) or {}).get("connected")
+        )
+        voters.append(
+            {
+                "id": node_id,
+                "leader": node_id == members.get("leader"),
+                "reachable": reachable,
+                "api": (members.get("api") or {}).get(node_id, ""),
+            }
+        )
+    data = {
+        "cluster": flags["name"],
+        "production": flags["production"],
+        "leader": members.get("leader") or None,
+        "answered_by": st.get("node_id"),
+        "term": st.get("term"),
+        "commit_index": st.get("commit_index"),
+        "applied_index": st.get("applied_index"),
+        "has_quorum": st.get("has_quorum"),
+        "tick_ms": st.get("tick_ms"),
+        "voters": voters,
+    }
 
     def show(d: dict[str, Any]) -> Any:
         from rich.console import Group
 
-        head = kv_table(f"cluster {d['cluster']}" + (" [PRODUCTION]" if d["production"] else ""),
-                        {k: d[k] for k in ("leader", "answered_by", "term", "commit_index",
-                                           "applied_index", "has_quorum", "tick_ms")})
-        rows = [(v["id"], "leader" if v["leader"] else "follower",
-                 "yes" if v["reachable"] else "[red]NO[/red]", v["api"]) for v in d["voters"]]
+        head = kv_table(
+            f"cluster {d['cluster']}" + (" [PRODUCTION]" if d["production"] else ""),
+            {
+                k: d[k]
+                for k in (
+                    "leader",
+                    "answered_by",
+                    "term",
+                    "commit_index",
+                    "applied_index",
+                    "has_quorum",
+                    "tick_ms",
+                )
+            },
+        )
+        rows = [
+            (
+                v["id"],
+                "leader" if v["leader"] else "follower",
+                "yes" if v["reachable"] else "[red]NO[/red]",
+                v["api"],
+            )
+            for v in d["voters"]
+        ]
         return Group(head, table("voters", ("id", "role", "reachable", "api"), rows))
 
     obj.out.data(data, show)
@@ -93,11 +150,18 @@ def members() -> None:
 def members_list(obj: Ctx) -> None:
     """The voters and which one leads."""
     m = obj.remote.client.members()
-    rows = [{"id": n, "leader": n == m.get("leader"), "api": (m.get("api") or {}).get(n, "")}
-            for n in sorted(m.get("members") or [])]
-    obj.out.data(rows, lambda r: table("voters", ("id", "leader", "api"),
-                                       [(x["id"], "*" if x["leader"] else "", x["api"])
-                                        for x in r]))
+    rows = [
+        {"id": n, "leader": n == m.get("leader"), "api": (m.get("api") or {}).get(n, "")}
+        for n in sorted(m.get("members") or [])
+    ]
+    obj.out.data(
+        rows,
+        lambda r: table(
+            "voters",
+            ("id", "leader", "api"),
+            [(x["id"], "*" if x["leader"] else "", x["api"]) for x in r],
+        ),
+    )
 
 
 @command(members, "add")
@@ -108,16 +172,23 @@ def members_add(obj: Ctx, node_id: str, address: str, dry_run: bool) -> None:
     """Add voter NODE_ID at raft ADDRESS (host:port)."""
     m = obj.remote.client.members()
     current = sorted(m.get("members") or [])
-    plan = {"action": "add_voter", "node_id": node_id, "address": address,
-            "voters_before": current, "voters_after": sorted({*current, node_id}),
-            "noop": node_id in current}
+    plan = {
+        "action": "add_voter",
+        "node_id": node_id,
+        "address": address,
+        "voters_before": current,
+        "voters_after": sorted({*current, node_id}),
+        "noop": node_id in current,
+    }
     if dry_run:
         _members_dry_run(obj, plan, len(current))
         return
     fleet.confirm(obj, radius=None, destructive=True, what=f"add voter {node_id}")
     answer = obj.remote.call("/v1/members/add", {"node_id": node_id, "address": address})
-    obj.out.data({"members": answer["members"]},
-                 lambda d: table("voters", ("id",), [(n,) for n in sorted(d["members"])]))
+    obj.out.data(
+        {"members": answer["members"]},
+        lambda d: table("voters", ("id",), [(n,) for n in sorted(d["members"])]),
+    )
 
 
 @command(members, "remove")
@@ -129,26 +200,46 @@ def members_remove(obj: Ctx, node_id: str, dry_run: bool, confirm_cluster: str |
     m = obj.remote.client.members()
     current = sorted(m.get("members") or [])
     after = [n for n in current if n != node_id]
-    plan = {"action": "remove_voter", "node_id": node_id, "voters_before": current,
-            "voters_after": after, "noop": node_id not in current,
-            "quorum_after": len(after) // 2 + 1}
+    plan = {
+        "action": "remove_voter",
+        "node_id": node_id,
+        "voters_before": current,
+        "voters_after": after,
+        "noop": node_id not in current,
+        "quorum_after": len(after) // 2 + 1,
+    }
     if dry_run:
         _members_dry_run(obj, plan, len(current))
         return
-    fleet.confirm(obj, radius=None, destructive=True, what=f"remove voter {node_id}",
-            confirm_cluster=confirm_cluster, force=len(after) < 3)
+    fleet.confirm(
+        obj,
+        radius=None,
+        destructive=True,
+        what=f"remove voter {node_id}",
+        confirm_cluster=confirm_cluster,
+        force=len(after) < 3,
+    )
     answer = obj.remote.call("/v1/members/remove", {"node_id": node_id})
-    obj.out.data({"members": answer["members"]},
-                 lambda d: table("voters", ("id",), [(n,) for n in sorted(d["members"])]))
+    obj.out.data(
+        {"members": answer["members"]},
+        lambda d: table("voters", ("id",), [(n,) for n in sorted(d["members"])]),
+    )
 
 
 def _members_dry_run(obj: Ctx, plan: dict[str, Any], n: int) -> None:
-    words = ("nothing to do: " + ("already a voter" if plan["action"] == "add_voter"
-                                  else "not a voter")) if plan["noop"] else (
-        f"{plan['action'].replace('_', ' ')} {plan['node_id']}: voters "
-        f"{', '.join(plan['voters_before'])} -> {', '.join(plan['voters_after'])} "
-        f"(one membership change, one log entry; quorum "
-        f"{n // 2 + 1} -> {len(plan['voters_after']) // 2 + 1})")
+    words = (
+        (
+            "nothing to do: "
+            + ("already a voter" if plan["action"] == "add_voter" else "not a voter")
+        )
+        if plan["noop"]
+        else (
+            f"{plan['action'].replace('_', ' ')} {plan['node_id']}: voters "
+            f"{', '.join(plan['voters_before'])} -> {', '.join(plan['voters_after'])} "
+            f"(one membership change, one log entry; quorum "
+            f"{n // 2 + 1} -> {len(plan['voters_after']) // 2 + 1})"
+        )
+    )
     obj.out.data({"dry_run": True, **plan, "plan": words}, lambda d: d["plan"])
 
 
@@ -177,15 +268,21 @@ def kv_get(obj: Ctx, key: str, prefix: bool, stale_ok: bool) -> None:
     if prefix:
         items = client.range(key, stale_ok=stale_ok)
         rows = [{"key": k, "value": v, "mod_revision": r} for k, v, r in items]
-        obj.out.data(rows, lambda d: table("", ("key", "value", "mod_revision"),
-                                           [(x["key"], x["value"], x["mod_revision"])
-                                            for x in d]))
+        obj.out.data(
+            rows,
+            lambda d: table(
+                "",
+                ("key", "value", "mod_revision"),
+                [(x["key"], x["value"], x["mod_revision"]) for x in d],
+            ),
+        )
         return
     got = client.get(key, stale_ok=stale_ok)
     if got is None:
         raise fail(f"key {key!r} not found", "rejected")
-    obj.out.data({"key": key, "value": got[0], "mod_revision": got[1]},
-                 lambda d: _value_text(got[0]))
+    obj.out.data(
+        {"key": key, "value": got[0], "mod_revision": got[1]}, lambda d: _value_text(got[0])
+    )
 
 
 @command(kv, "put")
@@ -198,11 +295,17 @@ def kv_put(obj: Ctx, key: str, value: str, dry_run: bool) -> None:
     client = obj.remote.client
     if dry_run:
         old = client.get(key)
-        words = (f"put {key}: {len(data)} bytes; " + (
-            "unchanged (same value)" if old and old[0] == data else
-            f"replaces {len(old[0])} bytes at revision {old[1]}" if old else "creates the key"))
-        obj.out.data({"dry_run": True, "key": key, "exists": old is not None,
-                      "plan": words}, lambda d: d["plan"])
+        words = f"put {key}: {len(data)} bytes; " + (
+            "unchanged (same value)"
+            if old and old[0] == data
+            else f"replaces {len(old[0])} bytes at revision {old[1]}"
+            if old
+            else "creates the key"
+        )
+        obj.out.data(
+            {"dry_run": True, "key": key, "exists": old is not None, "plan": words},
+            lambda d: d["plan"],
+        )
         return
     revision = client.put(key, data)
     obj.out.data({"key": key, "revision": revision}, lambda d: f"revision {d['revision']}")
@@ -211,27 +314,39 @@ def kv_put(obj: Ctx, key: str, value: str, dry_run: bool) -> None:
 @command(kv, "del")
 @click.argument("key")
 @click.option("--dry-run", is_flag=True, help="say what would change, change nothing")
-@click.option("--confirm-cluster", default=None, metavar="NAME",
-              help="the cluster's name (a production cluster asks for it)")
+@click.option(
+    "--confirm-cluster",
+    default=None,
+    metavar="NAME",
+    help="the cluster's name (a production cluster asks for it)",
+)
 def kv_del(obj: Ctx, key: str, dry_run: bool, confirm_cluster: str | None) -> None:
     """Delete KEY (destructive: a production cluster asks for its name)."""
     client = obj.remote.client
     if dry_run:
         old = client.get(key)
         words = f"delete {key} (revision {old[1]})" if old else f"nothing: {key} is absent"
-        obj.out.data({"dry_run": True, "key": key, "exists": old is not None, "plan": words},
-                     lambda d: d["plan"])
+        obj.out.data(
+            {"dry_run": True, "key": key, "exists": old is not None, "plan": words},
+            lambda d: d["plan"],
+        )
         return
-    fleet.confirm(obj, radius=None, destructive=True, what=f"delete {key}",
-                  confirm_cluster=confirm_cluster)
+    fleet.confirm(
+        obj, radius=None, destructive=True, what=f"delete {key}", confirm_cluster=confirm_cluster
+    )
     deleted = client.delete(key)
     obj.out.data({"key": key, "deleted": deleted}, lambda d: f"deleted {d['deleted']}")
 
 
 @command(kv, "watch")
 @click.argument("prefix", default="")
-@click.option("--rev", "start_revision", type=click.IntRange(1), default=None,
-              help="start at this revision (default: from now)")
+@click.option(
+    "--rev",
+    "start_revision",
+    type=click.IntRange(1),
+    default=None,
+    help="start at this revision (default: from now)",
+)
 @click.option("--count", type=click.IntRange(1), default=None, help="stop after N events")
 def kv_watch(obj: Ctx, prefix: str, start_revision: int | None, count: int | None) -> None:
     """Print every change under PREFIX as it happens (Ctrl-C stops); resumes by revision."""
@@ -242,8 +357,9 @@ def kv_watch(obj: Ctx, prefix: str, start_revision: int | None, count: int | Non
     seen = 0
     try:
         while count is None or seen < count:
-            events, start_revision = client.watch(prefix, start_revision=start_revision,
-                                                  wait_ms=5_000)
+            events, start_revision = client.watch(
+                prefix, start_revision=start_revision, wait_ms=5_000
+            )
             for rev, kind, key, value in events:
                 event = {"revision": rev, "type": kind, "key": key, "value": value}
                 if obj.output == "table":
@@ -274,8 +390,11 @@ def health(obj: Ctx, level: str, thing_words: tuple[str, ...]) -> None:
     remote = obj.remote
     if level == "why":
         if not thing or "/" not in thing.strip("/"):
-            raise fail("health why needs KIND/ID (or KIND ID), such as voter/n2: "
-                       "`coreplane health where` lists them", "usage")
+            raise fail(
+                "health why needs KIND/ID (or KIND ID), such as voter/n2: "
+                "`coreplane health where` lists them",
+                "usage",
+            )
         status_code, body = remote.get_plain(_why_path(thing))
         if status_code == 404:
             raise fail(f"{thing}: {(body or {}).get('message', 'not found')}", "rejected")
@@ -291,8 +410,9 @@ def health(obj: Ctx, level: str, thing_words: tuple[str, ...]) -> None:
 def _places(where: Any) -> str:
     """A finding's places as ``kind/id`` (what `health why` takes)."""
     if isinstance(where, list):
-        return ", ".join(f"{p.get('kind')}/{p.get('id')}" if isinstance(p, dict) else str(p)
-                         for p in where)
+        return ", ".join(
+            f"{p.get('kind')}/{p.get('id')}" if isinstance(p, dict) else str(p) for p in where
+        )
     return "" if where is None else str(where)
 
 
@@ -309,22 +429,28 @@ def _health_table(level: str, d: Any) -> Any:
         summary = str(d.get("summary", ""))
         for word in ("healthy: ", "unhealthy: "):
             summary = summary.removeprefix(word)  # the mark says it, in colour
-        return Group(f"{mark}: {summary}",
-                     "" if ok else "next: coreplane health where")
+        return Group(f"{mark}: {summary}", "" if ok else "next: coreplane health where")
     if level == "where":
         places = d.get("places") or []
-        rows = [(p.get("severity"), f"{p.get('kind')}/{p.get('id')}",
-                 "; ".join(p.get("what") or [])) for p in places]
-        return Group(table("where", ("severity", "place", "what"), rows) if rows
-                     else f"{mark}: nowhere to look",
-                     f"next: coreplane health why {rows[0][1]}" if rows else "")
+        rows = [
+            (p.get("severity"), f"{p.get('kind')}/{p.get('id')}", "; ".join(p.get("what") or []))
+            for p in places
+        ]
+        return Group(
+            table("where", ("severity", "place", "what"), rows)
+            if rows
+            else f"{mark}: nowhere to look",
+            f"next: coreplane health why {rows[0][1]}" if rows else "",
+        )
     findings = d.get("findings") or []
     rows = [(f.get("severity"), f.get("what"), f.get("why"), f.get("fix")) for f in findings]
-    return Group(table(f"why {d.get('thing', '')}", ("severity", "what", "why", "fix"), rows)
-                 if rows else f"{mark}: no finding about {d.get('thing', '')}",
-                 kv_table("state", d.get("state") or {}),
-                 "related: " + ", ".join(str(x) for x in d["related"]) if d.get("related")
-                 else "")
+    return Group(
+        table(f"why {d.get('thing', '')}", ("severity", "what", "why", "fix"), rows)
+        if rows
+        else f"{mark}: no finding about {d.get('thing', '')}",
+        kv_table("state", d.get("state") or {}),
+        "related: " + ", ".join(str(x) for x in d["related"]) if d.get("related") else "",
+    )
 
 
 @command(main, "diagnose")
@@ -336,11 +462,19 @@ def diagnose(obj: Ctx) -> None:
     def show(d: dict[str, Any]) -> Any:
         if not d.get("findings"):
             return f"[green]healthy[/green]: {d.get('summary', 'no findings')}"
-        rows = [(f.get("severity", ""), f.get("what", f.get("check", "")),
-                 _places(f.get("where")), f.get("why", ""), f.get("fix", ""))
-                for f in d["findings"]]
-        return table(d.get("summary", "findings"), ("severity", "what", "where", "why", "fix"),
-                     rows)
+        rows = [
+            (
+                f.get("severity", ""),
+                f.get("what", f.get("check", "")),
+                _places(f.get("where")),
+                f.get("why", ""),
+                f.get("fix", ""),
+            )
+            for f in d["findings"]
+        ]
+        return table(
+            d.get("summary", "findings"), ("severity", "what", "where", "why", "fix"), rows
+        )
 
     obj.out.data(answer, show)
     if findings:
@@ -360,13 +494,26 @@ def get_contexts(obj: Ctx) -> None:
     """Every context (tokens redacted) and which one is current."""
     data = cfg.load_file()
     cur = data.get("current-context", "")
-    rows = [{"name": n, "current": n == cur, **cfg.redacted(c)}
-            for n, c in sorted(data["contexts"].items())]
-    obj.out.data(rows, lambda r: table(str(cfg.config_path()),
-                                       ("current", "name", "endpoints", "cluster"),
-                                       [("*" if x["current"] else "", x["name"],
-                                         ",".join(x.get("endpoints") or []),
-                                         x.get("cluster", "")) for x in r]))
+    rows = [
+        {"name": n, "current": n == cur, **cfg.redacted(c)}
+        for n, c in sorted(data["contexts"].items())
+    ]
+    obj.out.data(
+        rows,
+        lambda r: table(
+            str(cfg.config_path()),
+            ("current", "name", "endpoints", "cluster"),
+            [
+                (
+                    "*" if x["current"] else "",
+                    x["name"],
+                    ",".join(x.get("endpoints") or []),
+                    x.get("cluster", ""),
+                )
+                for x in r
+            ],
+        ),
+    )
 
 
 @command(config_group, "use-context")
@@ -378,8 +525,10 @@ def use_context(obj: Ctx, name: str) -> None:
         raise fail(f"no context {name!r} in {cfg.config_path()}", "usage")
     data["current-context"] = name
     path = cfg.save_file(data)
-    obj.out.data({"current-context": name, "file": str(path)},
-                 lambda d: f"current context: {d['current-context']}")
+    obj.out.data(
+        {"current-context": name, "file": str(path)},
+        lambda d: f"current context: {d['current-context']}",
+    )
 
 
 @command(config_group, "set-context")
@@ -387,11 +536,22 @@ def use_context(obj: Ctx, name: str) -> None:
 @click.option("--endpoints", "eps", default=None, help="comma-separated API URLs")
 @click.option("--token-file", default=None, help="file holding the token (preferred)")
 @click.option("--token-env", is_flag=True, help="store the token from $COREPLANE_TOKEN")
-@click.option("--token", "token_value", default=None,
-              help="store this token (it shows in `ps`: prefer --token-file or --token-env)")
+@click.option(
+    "--token",
+    "token_value",
+    default=None,
+    help="store this token (it shows in `ps`: prefer --token-file or --token-env)",
+)
 @click.option("--cluster", default=None, help="the cluster's name (asked back by guards)")
-def set_context(obj: Ctx, name: str | None, eps: str | None, token_file: str | None,
-                token_env: bool, token_value: str | None, cluster: str | None) -> None:
+def set_context(
+    obj: Ctx,
+    name: str | None,
+    eps: str | None,
+    token_file: str | None,
+    token_env: bool,
+    token_value: str | None,
+    cluster: str | None,
+) -> None:
     """Create or update context NAME (default: the current one); the file is owner-only.
     Only the fields given change: `set-context --token-file F` rotates a token."""
     import os
@@ -422,8 +582,10 @@ def set_context(obj: Ctx, name: str | None, eps: str | None, token_file: str | N
     data["contexts"][name] = ctx
     data.setdefault("current-context", name)
     path = cfg.save_file(data)
-    obj.out.data({"context": name, "file": str(path), **cfg.redacted(ctx)},
-                 lambda d: f"context {name} saved in {path}")
+    obj.out.data(
+        {"context": name, "file": str(path), **cfg.redacted(ctx)},
+        lambda d: f"context {name} saved in {path}",
+    )
 
 
 @command(main, "completion")
@@ -441,8 +603,13 @@ def completion(obj: Ctx, shell: str) -> None:
 @command(main, "replay")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--upto", type=click.IntRange(0), default=None, help="stop at this log index")
-@click.option("--fleet-config", "fleet_config", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="YAML map of the FleetConfig the cluster runs with")
+@click.option(
+    "--fleet-config",
+    "fleet_config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML map of the FleetConfig the cluster runs with",
+)
 def replay_cmd(obj: Ctx, data_dir: str, upto: int | None, fleet_config: str | None) -> None:
     """Rebuild a voter's state from a COPY of its data dir, offline; print the state hash
     and the fleet decisions with their sentences."""
@@ -455,9 +622,20 @@ def replay_cmd(obj: Ctx, data_dir: str, upto: int | None, fleet_config: str | No
     def show(d: dict[str, Any]) -> Any:
         from rich.console import Group
 
-        head = kv_table(f"replay of {d['node_id']}",
-                        {k: d[k] for k in ("applied_index", "snapshot_index", "commit_index",
-                                           "state_hash", "entries_applied", "refusals")})
+        head = kv_table(
+            f"replay of {d['node_id']}",
+            {
+                k: d[k]
+                for k in (
+                    "applied_index",
+                    "snapshot_index",
+                    "commit_index",
+                    "state_hash",
+                    "entries_applied",
+                    "refusals",
+                )
+            },
+        )
         rows = [(x["index"], x["tick_ms"], x["text"]) for x in d.get("decisions", [])]
         return Group(head, table("fleet decisions", ("index", "tick_ms", "decision"), rows))
 

@@ -78,8 +78,10 @@ class Settings:
     cluster: str  # the name from the context ("" if unset; the cluster's own key wins)
 
     def __repr__(self) -> str:  # never show the token
-        return (f"Settings(endpoints={self.endpoints!r}, token=<redacted>, "
-                f"context={self.context!r}, cluster={self.cluster!r})")
+        return (
+            f"Settings(endpoints={self.endpoints!r}, token=<redacted>, "
+            f"context={self.context!r}, cluster={self.cluster!r})"
+        )
 
 
 def _token_of(ctx: dict[str, Any]) -> str:
@@ -94,8 +96,14 @@ def _token_of(ctx: dict[str, Any]) -> str:
     return ""
 
 
-def resolve(*, endpoints: str | None, token: str | None, context: str | None,
-            environ: dict[str, str] | None = None, path: Path | None = None) -> Settings:
+def resolve(
+    *,
+    endpoints: str | None,
+    token: str | None,
+    context: str | None,
+    environ: dict[str, str] | None = None,
+    path: Path | None = None,
+) -> Settings:
     env = os.environ if environ is None else environ
     data = load_file(path)
     name = context or env.get("COREPLANE_CONTEXT") or data.get("current-context") or ""
@@ -110,11 +118,16 @@ def resolve(*, endpoints: str | None, token: str | None, context: str | None,
     eps = tuple(str(e) for e in raw)
     tok = token or env.get("COREPLANE_TOKEN") or _token_of(ctx)
     if not eps:
-        raise InvalidArgument("endpoints", "no endpoints: pass --endpoints, set "
-                                           "COREPLANE_ENDPOINTS or use a config context")
+        raise InvalidArgument(
+            "endpoints",
+            "no endpoints: pass --endpoints, set COREPLANE_ENDPOINTS or use a config context",
+        )
     if not tok:
-        raise InvalidArgument("token", "no token: pass --token, set COREPLANE_TOKEN or put "
-                                       "token/token-file in a config context")
+        raise InvalidArgument(
+            "token",
+            "no token: pass --token, set COREPLANE_TOKEN or put "
+            "token/token-file in a config context",
+        )
     return Settings(eps, tok, name, str(ctx.get("cluster") or ""))
 
 

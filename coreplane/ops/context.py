@@ -72,8 +72,9 @@ class Ctx:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = resolve(endpoints=self.endpoints, token=self.token,
-                                     context=self.context)
+            self._settings = resolve(
+                endpoints=self.endpoints, token=self.token, context=self.context
+            )
         return self._settings
 
     @property
@@ -111,15 +112,20 @@ def guarded() -> Iterator[None]:
         sys.exit(EXIT["detached"])
 
 
-def command(group: click.Group | None, name: str | None = None,
-            **kw: Any) -> Callable[..., Any]:
+def command(group: click.Group | None, name: str | None = None, **kw: Any) -> Callable[..., Any]:
     """A leaf command (of `group`, or standalone with None): takes ``-o/--output``, gets the
     `Ctx`, maps errors to exit codes."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @(group.command(name, **kw) if group is not None else click.command(name, **kw))
-        @click.option("-o", "--output", "output_", type=click.Choice(FORMATS), default=None,
-                      help="table (default), json or yaml")
+        @click.option(
+            "-o",
+            "--output",
+            "output_",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="table (default), json or yaml",
+        )
         @click.pass_obj
         @functools.wraps(fn)
         def run(obj: Ctx, output_: str | None, **args: Any) -> Any:

@@ -29,9 +29,22 @@ from coreplane.ops import guard, operations
 from coreplane.ops.context import EXIT, Ctx, fail
 from coreplane.ops.output import table
 
-__all__ = ["as_change", "cluster_flags", "confirm", "dry_plan", "estimate_words", "follow",
-           "issue", "limits", "list_nodes", "list_partitions", "node_rows", "part_rows",
-           "progress_of", "run_change"]
+__all__ = [
+    "as_change",
+    "cluster_flags",
+    "confirm",
+    "dry_plan",
+    "estimate_words",
+    "follow",
+    "issue",
+    "limits",
+    "list_nodes",
+    "list_partitions",
+    "node_rows",
+    "part_rows",
+    "progress_of",
+    "run_change",
+]
 
 CLUSTER_NAME_KEY = "coreplane/cluster/name"
 PRODUCTION_KEY = "coreplane/cluster/production"
@@ -51,8 +64,15 @@ def cluster_flags(obj: Ctx) -> dict[str, Any]:
     return {"name": name, "production": production}
 
 
-def confirm(obj: Ctx, *, radius: guard.Radius | None, destructive: bool, what: str,
-            confirm_cluster: str | None = None, force: bool = False) -> None:
+def confirm(
+    obj: Ctx,
+    *,
+    radius: guard.Radius | None,
+    destructive: bool,
+    what: str,
+    confirm_cluster: str | None = None,
+    force: bool = False,
+) -> None:
     """Refuse (exit 6) unless the change is within the blast radius or confirmed by the
     cluster's name: typed back on a terminal, or ``--confirm-cluster NAME``."""
     flags = cluster_flags(obj)
@@ -68,14 +88,19 @@ def confirm(obj: Ctx, *, radius: guard.Radius | None, destructive: bool, what: s
     if confirm_cluster is not None:
         if confirm_cluster == name:
             return
-        raise fail(f"{what}: --confirm-cluster {confirm_cluster!r} is not this cluster "
-                   f"({why})", "unconfirmed")
+        raise fail(
+            f"{what}: --confirm-cluster {confirm_cluster!r} is not this cluster ({why})",
+            "unconfirmed",
+        )
     if not sys.stdin.isatty():
-        raise fail(f"{what} needs confirmation: {why}. Pass --confirm-cluster {name} "
-                   f"to proceed", "unconfirmed")
+        raise fail(
+            f"{what} needs confirmation: {why}. Pass --confirm-cluster {name} to proceed",
+            "unconfirmed",
+        )
     click.echo(f"{what}: {why}.", err=True)
-    typed = click.prompt(f"Type the cluster's name ({name}) to proceed", default="",
-                         show_default=False, err=True)
+    typed = click.prompt(
+        f"Type the cluster's name ({name}) to proceed", default="", show_default=False, err=True
+    )
     if typed.strip() != name:
         raise fail("confirmation did not match; nothing changed", "unconfirmed")
 
@@ -92,16 +117,42 @@ def list_partitions(obj: Ctx) -> list[dict[str, Any]]:
 
 
 def node_rows(rows: list[dict[str, Any]]) -> Any:
-    return table("nodes", ("id", "zone", "state", "liveness", "admin", "replicas", "heat",
-                           "operations"),
-                 [(n["id"], n["zone"], n["state"], n["liveness"], n["admin"], n["replicas"],
-                   n["heat"], len(n.get("operations") or [])) for n in rows])
+    return table(
+        "nodes",
+        ("id", "zone", "state", "liveness", "admin", "replicas", "heat", "operations"),
+        [
+            (
+                n["id"],
+                n["zone"],
+                n["state"],
+                n["liveness"],
+                n["admin"],
+                n["replicas"],
+                n["heat"],
+                len(n.get("operations") or []),
+            )
+            for n in rows
+        ],
+    )
 
 
 def part_rows(rows: list[dict[str, Any]]) -> Any:
-    return table("partitions", ("id", "rf", "replicas", "live", "health", "heat", "operation"),
-                 [(p["id"], p["rf"], ",".join(p["replicas"]), p["live_replicas"], p["health"],
-                   p["heat"], (p.get("operation") or {}).get("id", "")) for p in rows])
+    return table(
+        "partitions",
+        ("id", "rf", "replicas", "live", "health", "heat", "operation"),
+        [
+            (
+                p["id"],
+                p["rf"],
+                ",".join(p["replicas"]),
+                p["live_replicas"],
+                p["health"],
+                p["heat"],
+                (p.get("operation") or {}).get("id", ""),
+            )
+            for p in rows
+        ],
+    )
 
 
 def estimate_words(plan: dict[str, Any]) -> str:
@@ -111,8 +162,10 @@ def estimate_words(plan: dict[str, Any]) -> str:
     added = sum(1 for m in moves if m.get("target") and not m.get("source"))
     dropped = sum(1 for m in moves if m.get("source") and not m.get("target"))
     parts = sorted({m["partition"] for m in moves})
-    words = [f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
-             f"remove the source), add {added} new, drop {dropped}"]
+    words = [
+        f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
+        f"remove the source), add {added} new, drop {dropped}"
+    ]
     for m in moves[:12]:
         words.append(f"  {m['partition']}: {m.get('source') or '-'} -> {m.get('target') or '-'}")
     if len(moves) > 12:
@@ -121,9 +174,11 @@ def estimate_words(plan: dict[str, Any]) -> str:
     if est.get("measured_moves"):
         total, each = int(est.get("total_ms", 0)), int(ms or 0)
         head = f"about {_duration(total)}" if total > 0 else "within a few ticks"
-        words.append(f"{head}: {len(moves)} move(s) in {est.get('waves', 0)} wave(s), up to "
-                     f"{est.get('parallel', 1)} at a time; a move took {_duration(each)} "
-                     f"(median of the last {est.get('measured_moves', 0)} of this cluster)")
+        words.append(
+            f"{head}: {len(moves)} move(s) in {est.get('waves', 0)} wave(s), up to "
+            f"{est.get('parallel', 1)} at a time; a move took {_duration(each)} "
+            f"(median of the last {est.get('measured_moves', 0)} of this cluster)"
+        )
     else:
         words.append("time: unknown until this cluster has finished a move to measure")
     if est.get("provision"):
@@ -158,11 +213,13 @@ def issue(obj: Ctx, ch: dict[str, Any]) -> Any:
     if verb in ("cordon", "uncordon", "drain", "decommission"):
         return obj.remote.call(f"/v1/fleet/{verb}", {"node_id": ch["subject"]})
     if verb == "set_rf":
-        return obj.remote.call("/v1/fleet/partitions/set_rf",
-                               {"pid": ch["subject"], "rf": ch["rf"]})
+        return obj.remote.call(
+            "/v1/fleet/partitions/set_rf", {"pid": ch["subject"], "rf": ch["rf"]}
+        )
     if verb == "create":
-        return obj.remote.call("/v1/fleet/partitions/create",
-                               {"pid": ch["subject"], "rf": ch["rf"]})
+        return obj.remote.call(
+            "/v1/fleet/partitions/create", {"pid": ch["subject"], "rf": ch["rf"]}
+        )
     if verb == "delete":
         return obj.remote.call("/v1/fleet/partitions/delete", {"pid": ch["subject"]})
     raise fail(f"unknown change {verb}", "error")
@@ -174,10 +231,12 @@ def limits(obj: Ctx) -> dict[str, int]:
     from coreplane.ops.config import load_file
 
     conf = load_file().get("blast-radius") or {}
-    nodes = (obj.nodes_pct if obj.nodes_pct is not None
-             else conf.get("nodes-pct", guard.NODES_PCT))
-    parts = (obj.partitions_pct if obj.partitions_pct is not None
-             else conf.get("partitions-pct", guard.PARTITIONS_PCT))
+    nodes = obj.nodes_pct if obj.nodes_pct is not None else conf.get("nodes-pct", guard.NODES_PCT)
+    parts = (
+        obj.partitions_pct
+        if obj.partitions_pct is not None
+        else conf.get("partitions-pct", guard.PARTITIONS_PCT)
+    )
     for name, value in (("nodes-pct", nodes), ("partitions-pct", parts)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
             raise fail(f"blast-radius.{name} must be an integer percentage", "usage")
@@ -188,50 +247,95 @@ def dry_plan(obj: Ctx, changes: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(obj.remote.call("/v1/fleet/plan", {"changes": json.dumps(changes)}))
 
 
-def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any]],
-               dry_run: bool, confirm_cluster: str | None, wait: bool,
-               destructive: bool = True) -> None:
+def run_change(
+    obj: Ctx,
+    *,
+    verb: str,
+    subject: str,
+    changes: list[dict[str, Any]],
+    dry_run: bool,
+    confirm_cluster: str | None,
+    wait: bool,
+    destructive: bool = True,
+) -> None:
     plan = dry_plan(obj, changes)
-    named_nodes = [c["subject"] for c in changes
-                   if c["verb"] in ("cordon", "uncordon", "drain", "decommission")]
+    named_nodes = [
+        c["subject"]
+        for c in changes
+        if c["verb"] in ("cordon", "uncordon", "drain", "decommission")
+    ]
     named_parts = [c["subject"] for c in changes if c["verb"] in ("set_rf", "create", "delete")]
-    rad = guard.radius(named_nodes=named_nodes, named_partitions=named_parts,
-                       moves=plan.get("moves") or [], nodes_total=plan.get("nodes_total", 0),
-                       partitions_total=plan.get("partitions_total", 0),
-                       destructive=destructive, production=bool(plan.get("production")),
-                       **limits(obj))
+    rad = guard.radius(
+        named_nodes=named_nodes,
+        named_partitions=named_parts,
+        moves=plan.get("moves") or [],
+        nodes_total=plan.get("nodes_total", 0),
+        partitions_total=plan.get("partitions_total", 0),
+        destructive=destructive,
+        production=bool(plan.get("production")),
+        **limits(obj),
+    )
     if plan.get("warnings"):  # a change that leaves the fleet short always asks
         rad = dataclasses.replace(rad, reasons=(*rad.reasons, *plan["warnings"]))
     oid = operations.op_id(verb, subject, changes)
     if dry_run:
-        words = (f"{verb} {subject} (operation {oid})\n" + estimate_words(plan) + "\n"
-                 + rad.sentence()
-                 + ("\nneeds confirmation: " + "; ".join(rad.reasons) if rad.reasons else ""))
-        obj.out.data({"dry_run": True, "operation": oid, "changes": changes,
-                      "plan": plan, "blast_radius": rad.to_dict(), "words": words},
-                     lambda d: d["words"])
+        words = (
+            f"{verb} {subject} (operation {oid})\n"
+            + estimate_words(plan)
+            + "\n"
+            + rad.sentence()
+            + ("\nneeds confirmation: " + "; ".join(rad.reasons) if rad.reasons else "")
+        )
+        obj.out.data(
+            {
+                "dry_run": True,
+                "operation": oid,
+                "changes": changes,
+                "plan": plan,
+                "blast_radius": rad.to_dict(),
+                "words": words,
+            },
+            lambda d: d["words"],
+        )
         return
     client = obj.remote.client
     existing = operations.fetch(client, oid)
     if existing is not None and existing[0].get("state") == "running":
-        obj.out.note(f"attaching to operation {oid} (started at revision "
-                     f"{existing[0].get('created_revision', '?')}); not starting another")
+        obj.out.note(
+            f"attaching to operation {oid} (started at revision "
+            f"{existing[0].get('created_revision', '?')}); not starting another"
+        )
         record = existing[0]
     else:
         nodes = {n["id"]: n for n in list_nodes(obj)}
         parts = {p["id"]: p for p in list_partitions(obj)}
         goals = operations.goals_for(changes)
-        if existing is not None and existing[0].get("state") == "done" \
-                and operations.distance(goals, nodes, parts) == 0:
+        if (
+            existing is not None
+            and existing[0].get("state") == "done"
+            and operations.distance(goals, nodes, parts) == 0
+        ):
             obj.out.note(f"operation {oid} is already done; nothing to do")
             _report(obj, existing[0], 1, 1)
             return
-        confirm(obj, radius=rad, destructive=destructive, what=f"{verb} {subject}",
-                confirm_cluster=confirm_cluster)
-        record = {"id": oid, "verb": verb, "subject": subject, "changes": changes,
-                  "goals": goals, "state": "running",
-                  "initial": max(1, operations.distance(goals, nodes, parts)),
-                  "undo": _undo(changes, nodes, parts), "attempt": 1}
+        confirm(
+            obj,
+            radius=rad,
+            destructive=destructive,
+            what=f"{verb} {subject}",
+            confirm_cluster=confirm_cluster,
+        )
+        record = {
+            "id": oid,
+            "verb": verb,
+            "subject": subject,
+            "changes": changes,
+            "goals": goals,
+            "state": "running",
+            "initial": max(1, operations.distance(goals, nodes, parts)),
+            "undo": _undo(changes, nodes, parts),
+            "attempt": 1,
+        }
         if existing is not None:  # done or cancelled before: the same operation, again
             record["attempt"] = int(existing[0].get("attempt", 1)) + 1
             record["created_revision"] = existing[0].get("created_revision")
@@ -248,8 +352,11 @@ def run_change(obj: Ctx, *, verb: str, subject: str, changes: list[dict[str, Any
     follow(obj, record["id"], wait=wait)
 
 
-def _undo(changes: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
-          parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _undo(
+    changes: list[dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+    parts: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
     """What `ops cancel` asks for: the state before, where it can be asked for."""
     undo: list[dict[str, Any]] = []
     for ch in changes:
@@ -258,8 +365,9 @@ def _undo(changes: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
             if node is not None and node.get("admin") == "active":
                 undo.append({"verb": "uncordon", "subject": ch["subject"]})
         elif ch["verb"] == "set_rf" and ch["subject"] in parts:
-            undo.append({"verb": "set_rf", "subject": ch["subject"],
-                         "rf": parts[ch["subject"]]["rf"]})
+            undo.append(
+                {"verb": "set_rf", "subject": ch["subject"], "rf": parts[ch["subject"]]["rf"]}
+            )
         elif ch["verb"] == "uncordon":
             undo.append({"verb": "cordon", "subject": ch["subject"]})
     return undo
@@ -288,15 +396,22 @@ def follow(obj: Ctx, oid: str, *, wait: bool) -> None:
         _report(obj, record, done, total)
         return
     show_bar = obj.output == "table" and sys.stderr.isatty()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                        console=obj.out.err, disable=not show_bar, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=obj.out.err,
+        disable=not show_bar,
+        transient=False,
+    )
     try:
         with progress:
             task = progress.add_task(f"{oid}", total=total, completed=done)
             while record.get("state") == "running" and done < total:
-                events, _next = client.watch(operations.PREFIX + oid, start_revision=rev + 1,
-                                             wait_ms=WAIT_POLL_MS)
+                events, _next = client.watch(
+                    operations.PREFIX + oid, start_revision=rev + 1, wait_ms=WAIT_POLL_MS
+                )
                 for erev, kind, _key, value in events:
                     rev = max(rev, erev)
                     if kind == "put":
@@ -308,8 +423,11 @@ def follow(obj: Ctx, oid: str, *, wait: bool) -> None:
                 if not show_bar and obj.output == "table":
                     click.echo(f"{oid}: {done}/{total}", err=True)
     except KeyboardInterrupt:
-        click.echo(f"\ndetached from {oid}; it goes on in the cluster. Run the same command "
-                   f"or `coreplane ops show {oid}` to attach again.", err=True)
+        click.echo(
+            f"\ndetached from {oid}; it goes on in the cluster. Run the same command "
+            f"or `coreplane ops show {oid}` to attach again.",
+            err=True,
+        )
         sys.exit(EXIT["detached"])
     if record.get("state") == "running" and done >= total:
         record["state"] = "done"
@@ -322,10 +440,17 @@ def follow(obj: Ctx, oid: str, *, wait: bool) -> None:
 
 
 def _report(obj: Ctx, record: dict[str, Any], done: int, total: int) -> None:
-    data = {"operation": record["id"], "state": record.get("state"), "done": done,
-            "total": total, "changes": record.get("changes"), "attempt": record.get("attempt")}
-    obj.out.data(data, lambda d: f"operation {d['operation']}: {d['state']} ({d['done']}/"
-                                 f"{d['total']})")
+    data = {
+        "operation": record["id"],
+        "state": record.get("state"),
+        "done": done,
+        "total": total,
+        "changes": record.get("changes"),
+        "attempt": record.get("attempt"),
+    }
+    obj.out.data(
+        data, lambda d: f"operation {d['operation']}: {d['state']} ({d['done']}/{d['total']})"
+    )
 
 
 def as_change(c: Any) -> dict[str, Any]:
@@ -333,4 +458,3 @@ def as_change(c: Any) -> dict[str, Any]:
     if c.verb in ("set_rf", "create"):
         d["rf"] = c.new
     return d
-

@@ -41,30 +41,38 @@ def fleet_move(obj: Ctx, oid: str) -> dict[str, Any]:
     for move in moves:
         if move.get("id") == oid:
             return dict(move)
-    raise fail(f"no operation {oid} (neither the CLI's nor a fleet move in flight)",
-               "rejected")
+    raise fail(f"no operation {oid} (neither the CLI's nor a fleet move in flight)", "rejected")
+
 
 mutating = [
     click.option("--dry-run", is_flag=True, help="the plan in words; change nothing"),
-    click.option("--confirm-cluster", default=None, metavar="NAME",
-                 help="the cluster's name: confirms a wide or production change"),
+    click.option(
+        "--confirm-cluster",
+        default=None,
+        metavar="NAME",
+        help="the cluster's name: confirms a wide or production change",
+    ),
     click.option("--wait/--no-wait", default=True, help="follow progress (default)"),
 ]
+
 
 def with_mutating(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(mutating):
         fn = opt(fn)
     return fn
 
+
 @click.group()
 def nodes() -> None:
     """Fleet nodes: list, show."""
+
 
 @command(nodes, "list")
 @click.option("--zone", default=None, help="only this zone")
 def nodes_list(obj: Ctx, zone: str | None) -> None:
     rows = [n for n in list_nodes(obj) if zone is None or n["zone"] == zone]
     obj.out.data(rows, node_rows)
+
 
 @command(nodes, "show")
 @click.argument("node_id")
@@ -74,15 +82,18 @@ def nodes_show(obj: Ctx, node_id: str) -> None:
         raise fail(f"no node {node_id!r}", "rejected")
     obj.out.data(node, lambda d: kv_table(f"node {node_id}", d))
 
+
 @click.group()
 def partitions() -> None:
     """Partitions: list, show."""
+
 
 @command(partitions, "list")
 @click.option("--unhealthy", is_flag=True, help="only those not healthy")
 def partitions_list(obj: Ctx, unhealthy: bool) -> None:
     rows = [p for p in list_partitions(obj) if not unhealthy or p["health"] != "healthy"]
     obj.out.data(rows, part_rows)
+
 
 @command(partitions, "show")
 @click.argument("pid")
@@ -92,15 +103,22 @@ def partitions_show(obj: Ctx, pid: str) -> None:
         raise fail(f"no partition {pid!r}", "rejected")
     obj.out.data(part, lambda d: kv_table(f"partition {pid}", d))
 
+
 def admin_command(verb: str, doc: str, destructive: bool) -> click.Command:
     @command(None, verb, help=doc)
     @click.argument("node_id")
     @with_mutating
-    def run(obj: Ctx, node_id: str, dry_run: bool, confirm_cluster: str | None,
-            wait: bool) -> None:
-        run_change(obj, verb=verb, subject=node_id,
-                   changes=[{"verb": verb, "subject": node_id}], dry_run=dry_run,
-                   confirm_cluster=confirm_cluster, wait=wait, destructive=destructive)
+    def run(obj: Ctx, node_id: str, dry_run: bool, confirm_cluster: str | None, wait: bool) -> None:
+        run_change(
+            obj,
+            verb=verb,
+            subject=node_id,
+            changes=[{"verb": verb, "subject": node_id}],
+            dry_run=dry_run,
+            confirm_cluster=confirm_cluster,
+            wait=wait,
+            destructive=destructive,
+        )
 
     return run
 
@@ -112,19 +130,32 @@ ADMIN_COMMANDS = [
     admin_command("decommission", "Drain NODE, then release it for good.", True),
 ]
 
+
 @click.group()
 def update() -> None:
     """Change desired state: `update partition ID --scale-up --new-num-nodes N`."""
+
 
 @command(update, "partition")
 @click.argument("pid")
 @click.option("--scale-up", "direction", flag_value="up", help="more nodes hold it")
 @click.option("--scale-down", "direction", flag_value="down", help="fewer nodes hold it")
-@click.option("--new-num-nodes", type=click.IntRange(1, 64), required=True,
-              help="how many nodes hold a replica (its RF) afterwards")
+@click.option(
+    "--new-num-nodes",
+    type=click.IntRange(1, 64),
+    required=True,
+    help="how many nodes hold a replica (its RF) afterwards",
+)
 @with_mutating
-def update_partition(obj: Ctx, pid: str, direction: str | None, new_num_nodes: int,
-                     dry_run: bool, confirm_cluster: str | None, wait: bool) -> None:
+def update_partition(
+    obj: Ctx,
+    pid: str,
+    direction: str | None,
+    new_num_nodes: int,
+    dry_run: bool,
+    confirm_cluster: str | None,
+    wait: bool,
+) -> None:
     """Scale partition PID to --new-num-nodes replicas (one per node, distinct zones)."""
     if direction is None:
         raise fail("say --scale-up or --scale-down", "usage")
@@ -133,11 +164,17 @@ def update_partition(obj: Ctx, pid: str, direction: str | None, new_num_nodes: i
         raise fail(f"no partition {pid!r}", "rejected")
     rf = int(part["rf"])
     if (new_num_nodes < rf) if direction == "up" else (new_num_nodes > rf):
-        raise fail(f"--scale-{direction} to {new_num_nodes}, but {pid} has {rf} now",
-                   "usage")
-    run_change(obj, verb=f"scale-{direction}", subject=pid,
-               changes=[{"verb": "set_rf", "subject": pid, "rf": new_num_nodes}],
-               dry_run=dry_run, confirm_cluster=confirm_cluster, wait=wait)
+        raise fail(f"--scale-{direction} to {new_num_nodes}, but {pid} has {rf} now", "usage")
+    run_change(
+        obj,
+        verb=f"scale-{direction}",
+        subject=pid,
+        changes=[{"verb": "set_rf", "subject": pid, "rf": new_num_nodes}],
+        dry_run=dry_run,
+        confirm_cluster=confirm_cluster,
+        wait=wait,
+    )
+
 
 def spec_changes(obj: Ctx, path: str) -> tuple[dict[str, Any], list[Any]]:
     from coreplane.ops import spec as specs
@@ -145,6 +182,7 @@ def spec_changes(obj: Ctx, path: str) -> tuple[dict[str, Any], list[Any]]:
     with open(path, encoding="utf-8") as f:
         desired = specs.parse(f.read())
     return desired, specs.diff(desired, list_partitions(obj), list_nodes(obj))
+
 
 @command(None, "plan")
 @click.option("-f", "--filename", "path", required=True, type=click.Path(exists=True))
@@ -154,42 +192,58 @@ def plan_cmd(obj: Ctx, path: str) -> None:
     moves: dict[str, Any] = {}
     if changes:
         moves = dry_plan(obj, [as_change(c) for c in changes])
-    data = {"in_sync": not changes, "changes": [c.to_dict() for c in changes],
-            "diff": [c.line() for c in changes], "plan": moves}
-    obj.out.data(data, lambda d: "\n".join(d["diff"]) + (
-        "\n\n" + estimate_words(moves) if moves else "") if d["diff"] else "in sync")
+    data = {
+        "in_sync": not changes,
+        "changes": [c.to_dict() for c in changes],
+        "diff": [c.line() for c in changes],
+        "plan": moves,
+    }
+    obj.out.data(
+        data,
+        lambda d: (
+            "\n".join(d["diff"]) + ("\n\n" + estimate_words(moves) if moves else "")
+            if d["diff"]
+            else "in sync"
+        ),
+    )
     if changes:
         raise SystemExit(EXIT["pending"])
+
 
 @command(None, "apply")
 @click.option("-f", "--filename", "path", required=True, type=click.Path(exists=True))
 @with_mutating
-def apply_cmd(obj: Ctx, path: str, dry_run: bool, confirm_cluster: str | None,
-              wait: bool) -> None:
+def apply_cmd(obj: Ctx, path: str, dry_run: bool, confirm_cluster: str | None, wait: bool) -> None:
     """Make the fleet match the spec file (partitions with RF, cordons); resumable."""
     desired, changes = spec_changes(obj, path)
     if desired["cluster"]:
         name = cluster_flags(obj)["name"]
         if desired["cluster"] != name:
-            raise fail(f"the spec is for cluster {desired['cluster']!r}, this is {name!r}",
-                       "usage")
+            raise fail(f"the spec is for cluster {desired['cluster']!r}, this is {name!r}", "usage")
     if not changes:
         obj.out.data({"in_sync": True, "changes": []}, lambda d: "in sync: nothing to do")
         return
-    run_change(obj, verb="apply", subject=path.rsplit("/", 1)[-1],
-               changes=[as_change(c) for c in changes], dry_run=dry_run,
-               confirm_cluster=confirm_cluster, wait=wait)
+    run_change(
+        obj,
+        verb="apply",
+        subject=path.rsplit("/", 1)[-1],
+        changes=[as_change(c) for c in changes],
+        dry_run=dry_run,
+        confirm_cluster=confirm_cluster,
+        wait=wait,
+    )
+
 
 @click.group()
 def ops() -> None:
     """Operations: list, show, resume, cancel."""
 
+
 @command(ops, "list")
 @click.option("--all", "show_all", is_flag=True, help="finished ones too")
 def ops_list(obj: Ctx, show_all: bool) -> None:
     client = obj.remote.client
-    records = [json.loads(v.decode("utf-8")) for _k, v, _r in
-               client.range(operations.PREFIX)]
+    records = [json.loads(v.decode("utf-8")) for _k, v, _r in client.range(operations.PREFIX)]
     records = [r for r in records if show_all or r.get("state") == "running"]
     moves = obj.remote.call("/v1/fleet/operations", method="GET")["operations"]
     data = {"operations": records, "moves_in_flight": moves}
@@ -198,15 +252,33 @@ def ops_list(obj: Ctx, show_all: bool) -> None:
         from rich.console import Group
 
         return Group(
-            table("operations", ("id", "state", "changes", "attempt"),
-                  [(r["id"], r.get("state"), len(r.get("changes") or []), r.get("attempt"))
-                   for r in d["operations"]]),
-            table("moves in flight", ("id", "partition", "source", "target", "step",
-                                      "attempt"),
-                  [(m["id"], m["partition"], m.get("source"), m.get("target"), m["step"],
-                    m["attempt"]) for m in d["moves_in_flight"]]))
+            table(
+                "operations",
+                ("id", "state", "changes", "attempt"),
+                [
+                    (r["id"], r.get("state"), len(r.get("changes") or []), r.get("attempt"))
+                    for r in d["operations"]
+                ],
+            ),
+            table(
+                "moves in flight",
+                ("id", "partition", "source", "target", "step", "attempt"),
+                [
+                    (
+                        m["id"],
+                        m["partition"],
+                        m.get("source"),
+                        m.get("target"),
+                        m["step"],
+                        m["attempt"],
+                    )
+                    for m in d["moves_in_flight"]
+                ],
+            ),
+        )
 
     obj.out.data(data, show)
+
 
 @command(ops, "show")
 @click.argument("oid")
@@ -219,8 +291,8 @@ def ops_show(obj: Ctx, oid: str) -> None:
         obj.out.data(move, lambda d: kv_table(f"move {oid}", d))
         return
     done, total = progress_of(obj, found[0])
-    obj.out.data({**found[0], "progress": [done, total]},
-                 lambda d: kv_table(f"operation {oid}", d))
+    obj.out.data({**found[0], "progress": [done, total]}, lambda d: kv_table(f"operation {oid}", d))
+
 
 @command(ops, "resume")
 @click.argument("oid")
@@ -230,16 +302,22 @@ def ops_resume(obj: Ctx, oid: str, wait: bool) -> None:
     found = operations.fetch(obj.remote.client, oid)
     if found is None:
         fleet_move(obj, oid)  # exits 5 when it is not a move either
-        raise fail(f"{oid} is one of the fleet's moves: the fleet retries a failed step "
-                   f"itself (up to its retries) and then rolls it back; there is nothing "
-                   f"to resume by hand. Watch it with `coreplane ops show {oid}`", "rejected")
+        raise fail(
+            f"{oid} is one of the fleet's moves: the fleet retries a failed step "
+            f"itself (up to its retries) and then rolls it back; there is nothing "
+            f"to resume by hand. Watch it with `coreplane ops show {oid}`",
+            "rejected",
+        )
     record = found[0]
     if record.get("state") != "running":
-        raise fail(f"operation {oid} is {record.get('state')}; run its command again to "
-                   "start it anew", "rejected")
+        raise fail(
+            f"operation {oid} is {record.get('state')}; run its command again to start it anew",
+            "rejected",
+        )
     for ch in record["changes"]:
         issue(obj, ch)
     follow(obj, oid, wait=wait)
+
 
 @command(ops, "cancel")
 @click.argument("oid")
@@ -251,50 +329,74 @@ def ops_cancel(obj: Ctx, oid: str, dry_run: bool, confirm_cluster: str | None) -
     found = operations.fetch(client, oid)
     if found is None:
         move = fleet_move(obj, oid)
-        raise fail(f"{oid} is one of the fleet's moves ({move['partition']}); the API has no "
-                   f"cancel for a single move: the fleet rolls it back after its retries. "
-                   f"To stop it, change what asked for it (e.g. `coreplane uncordon NODE` or "
-                   f"the partition's RF)", "rejected")
+        raise fail(
+            f"{oid} is one of the fleet's moves ({move['partition']}); the API has no "
+            f"cancel for a single move: the fleet rolls it back after its retries. "
+            f"To stop it, change what asked for it (e.g. `coreplane uncordon NODE` or "
+            f"the partition's RF)",
+            "rejected",
+        )
     record = found[0]
     undo = record.get("undo") or []
     if dry_run:
-        obj.out.data({"dry_run": True, "operation": oid, "undo": undo},
-                     lambda d: f"cancel {oid}: " + (", ".join(
-                         f"{u['verb']} {u['subject']}" + (f" rf {u['rf']}" if "rf" in u
-                                                          else "") for u in undo)
-                         or "nothing to undo; the record is marked cancelled"))
+        obj.out.data(
+            {"dry_run": True, "operation": oid, "undo": undo},
+            lambda d: (
+                f"cancel {oid}: "
+                + (
+                    ", ".join(
+                        f"{u['verb']} {u['subject']}" + (f" rf {u['rf']}" if "rf" in u else "")
+                        for u in undo
+                    )
+                    or "nothing to undo; the record is marked cancelled"
+                )
+            ),
+        )
         return
     rad = None
     if undo:  # the undo is a change like any other: the same blast-radius rule
         plan = dry_plan(obj, undo)
-        rad = guard.radius(named_nodes=[u["subject"] for u in undo if u["verb"] != "set_rf"],
-                           named_partitions=[u["subject"] for u in undo
-                                             if u["verb"] == "set_rf"],
-                           moves=plan.get("moves") or [],
-                           nodes_total=plan.get("nodes_total", 0),
-                           partitions_total=plan.get("partitions_total", 0),
-                           destructive=True, production=bool(plan.get("production")),
-                           **limits(obj))
-    confirm(obj, radius=rad, destructive=True, what=f"cancel {oid}",
-            confirm_cluster=confirm_cluster)
+        rad = guard.radius(
+            named_nodes=[u["subject"] for u in undo if u["verb"] != "set_rf"],
+            named_partitions=[u["subject"] for u in undo if u["verb"] == "set_rf"],
+            moves=plan.get("moves") or [],
+            nodes_total=plan.get("nodes_total", 0),
+            partitions_total=plan.get("partitions_total", 0),
+            destructive=True,
+            production=bool(plan.get("production")),
+            **limits(obj),
+        )
+    confirm(
+        obj, radius=rad, destructive=True, what=f"cancel {oid}", confirm_cluster=confirm_cluster
+    )
     record["state"] = "cancelled"
     operations.save(client, record)
     for ch in undo:
         issue(obj, ch)
-    obj.out.data({"operation": oid, "state": "cancelled", "undo": undo},
-                 lambda d: f"operation {oid} cancelled")
+    obj.out.data(
+        {"operation": oid, "state": "cancelled", "undo": undo},
+        lambda d: f"operation {oid} cancelled",
+    )
+
 
 @command(None, "explain")
 @click.argument("thing")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 def explain(obj: Ctx, thing: str, limit: int) -> None:
     """The fleet's committed decisions about a node, partition or operation, in order."""
-    rows = obj.remote.call("/v1/fleet/explain", {"thing": thing, "limit": limit})[
-        "decisions"]
-    obj.out.data(rows, lambda r: table(f"decisions about {thing}",
-                                       ("index", "tick_ms", "decision"),
-                                       [(x["index"], x["tick_ms"], x["text"]) for x in r])
-                 if r else f"no decision names {thing}")
+    rows = obj.remote.call("/v1/fleet/explain", {"thing": thing, "limit": limit})["decisions"]
+    obj.out.data(
+        rows,
+        lambda r: (
+            table(
+                f"decisions about {thing}",
+                ("index", "tick_ms", "decision"),
+                [(x["index"], x["tick_ms"], x["text"]) for x in r],
+            )
+            if r
+            else f"no decision names {thing}"
+        ),
+    )
 
 
 COMMANDS = [nodes, partitions, *ADMIN_COMMANDS, update, plan_cmd, apply_cmd, ops, explain]

@@ -37,23 +37,38 @@ class Radius:
         return bool(self.reasons)
 
     def sentence(self) -> str:
-        return (f"affects {len(self.nodes)} of {self.nodes_total} nodes and "
-                f"{len(self.partitions)} of {self.partitions_total} partitions")
+        return (
+            f"affects {len(self.nodes)} of {self.nodes_total} nodes and "
+            f"{len(self.partitions)} of {self.partitions_total} partitions"
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return {"nodes": list(self.nodes), "partitions": list(self.partitions),
-                "nodes_total": self.nodes_total, "partitions_total": self.partitions_total,
-                "needs_confirmation": self.needs_confirmation, "reasons": list(self.reasons)}
+        return {
+            "nodes": list(self.nodes),
+            "partitions": list(self.partitions),
+            "nodes_total": self.nodes_total,
+            "partitions_total": self.partitions_total,
+            "needs_confirmation": self.needs_confirmation,
+            "reasons": list(self.reasons),
+        }
 
 
 def _over(count: int, total: int, pct: int) -> bool:
     return total > 0 and count * 100 > pct * total
 
 
-def radius(*, named_nodes: Iterable[str] = (), named_partitions: Iterable[str] = (),
-           moves: Iterable[dict[str, object]] = (), nodes_total: int, partitions_total: int,
-           destructive: bool, production: bool, nodes_pct: int = NODES_PCT,
-           partitions_pct: int = PARTITIONS_PCT) -> Radius:
+def radius(
+    *,
+    named_nodes: Iterable[str] = (),
+    named_partitions: Iterable[str] = (),
+    moves: Iterable[dict[str, object]] = (),
+    nodes_total: int,
+    partitions_total: int,
+    destructive: bool,
+    production: bool,
+    nodes_pct: int = NODES_PCT,
+    partitions_pct: int = PARTITIONS_PCT,
+) -> Radius:
     nodes = set(named_nodes)
     parts = set(named_partitions)
     for move in moves:
@@ -68,9 +83,11 @@ def radius(*, named_nodes: Iterable[str] = (), named_partitions: Iterable[str] =
     if _over(len(nodes), nodes_total, nodes_pct):
         reasons.append(f"touches {len(nodes)} of {nodes_total} nodes (over {nodes_pct}%)")
     if _over(len(parts), partitions_total, partitions_pct):
-        reasons.append(f"touches {len(parts)} of {partitions_total} partitions "
-                       f"(over {partitions_pct}%)")
+        reasons.append(
+            f"touches {len(parts)} of {partitions_total} partitions (over {partitions_pct}%)"
+        )
     if production and destructive:
         reasons.append("the cluster is marked production")
-    return Radius(tuple(sorted(nodes)), tuple(sorted(parts)), nodes_total, partitions_total,
-                  tuple(reasons))
+    return Radius(
+        tuple(sorted(nodes)), tuple(sorted(parts)), nodes_total, partitions_total, tuple(reasons)
+    )

@@ -25,8 +25,11 @@ PREFIX = "coreplane/ops/"
 
 
 def op_id(verb: str, subject: str, changes: list[dict[str, Any]]) -> str:
-    canon = json.dumps({"verb": verb, "subject": subject, "changes": changes},
-                       sort_keys=True, separators=(",", ":"))
+    canon = json.dumps(
+        {"verb": verb, "subject": subject, "changes": changes},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     digest = hashlib.sha256(canon.encode("utf-8")).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in subject)[:64]
     return f"{verb}-{safe}-{digest}"
@@ -40,8 +43,13 @@ def goals_for(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if verb in ("drain", "decommission"):
             goals.append({"type": "node_empty", "node": subject})
         elif verb in ("cordon", "uncordon"):
-            goals.append({"type": "node_admin", "node": subject,
-                          "admin": "cordoned" if verb == "cordon" else "active"})
+            goals.append(
+                {
+                    "type": "node_admin",
+                    "node": subject,
+                    "admin": "cordoned" if verb == "cordon" else "active",
+                }
+            )
         elif verb in ("set_rf", "create"):
             goals.append({"type": "partition_rf", "partition": subject, "rf": ch["rf"]})
         elif verb == "delete":
@@ -49,8 +57,9 @@ def goals_for(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return goals
 
 
-def distance(goals: list[dict[str, Any]], nodes: dict[str, dict[str, Any]],
-             parts: dict[str, dict[str, Any]]) -> int:
+def distance(
+    goals: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], parts: dict[str, dict[str, Any]]
+) -> int:
     """Units of work left: replicas still to move, plus one per unmet admin goal."""
     left = 0
     for g in goals:
@@ -100,5 +109,6 @@ def create(client: Any, record: dict[str, Any]) -> tuple[bool, dict[str, Any], i
 
 
 def save(client: Any, record: dict[str, Any]) -> int:
-    return int(client.put(PREFIX + record["id"],
-                          json.dumps(record, sort_keys=True).encode("utf-8")))
+    return int(
+        client.put(PREFIX + record["id"], json.dumps(record, sort_keys=True).encode("utf-8"))
+    )

@@ -38,8 +38,9 @@ class Out:
 
     def __init__(self, fmt: str = "table", *, color: bool | None = None) -> None:
         self.fmt = fmt
-        self.console = Console(highlight=False, no_color=color is False,
-                               force_terminal=color if color else None)
+        self.console = Console(
+            highlight=False, no_color=color is False, force_terminal=color if color else None
+        )
         self.err = Console(stderr=True, highlight=False, no_color=color is False)
 
     def data(self, value: Any, table: Callable[[Any], Any] | None = None) -> None:
@@ -72,6 +73,7 @@ def kv_table(title: str, mapping: dict[str, Any]) -> Table:
     t.add_column("field", style="bold")
     t.add_column("value")
     for k, v in mapping.items():
-        t.add_row(str(k), "" if v is None else json.dumps(v) if isinstance(v, (dict, list))
-                  else str(v))
+        t.add_row(
+            str(k), "" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        )
     return t

@@ -18,9 +18,14 @@ from coreplane.sdk import Client, ClientConfig
 
 __all__ = ["Remote"]
 
-CLI_CONFIG = ClientConfig(health_check_interval_ms=0, request_timeout_ms=15_000,
-                          connect_timeout_ms=2_000, max_attempts=6, backoff_base_ms=50,
-                          backoff_cap_ms=1_000)
+CLI_CONFIG = ClientConfig(
+    health_check_interval_ms=0,
+    request_timeout_ms=15_000,
+    connect_timeout_ms=2_000,
+    max_attempts=6,
+    backoff_base_ms=50,
+    backoff_cap_ms=1_000,
+)
 
 
 class Remote:
@@ -29,8 +34,14 @@ class Remote:
         self._endpoints = endpoints
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
-    def call(self, path: str, body: dict[str, Any] | None = None, *,
-             method: str = "POST", write: bool = False) -> Any:
+    def call(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        method: str = "POST",
+        write: bool = False,
+    ) -> Any:
         """One API call; `write=True` adds this client's (client_id, seq) session."""
         if method == "GET":
             return self.client._call(path, method="GET")  # the SDK's generic call

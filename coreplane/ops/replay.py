@@ -21,8 +21,9 @@ from coreplane.errors import InvalidArgument
 __all__ = ["run_replay"]
 
 
-def run_replay(data_dir: str, *, upto: int | None = None,
-               fleet_config_path: str | None = None) -> dict[str, Any]:
+def run_replay(
+    data_dir: str, *, upto: int | None = None, fleet_config_path: str | None = None
+) -> dict[str, Any]:
     from coreplane.core.machines.fleet import FleetConfig  # the documented exception
     from coreplane.runtime import replay as offline  # the documented exception
 

@@ -66,35 +66,52 @@ def parse(text: str) -> dict[str, Any]:
             raise InvalidArgument(f"spec.partitions.{pid}.rf", f"must be an int in [1, {_RF_MAX}]")
         out[str(pid)] = rf
     cordoned = data.get("cordoned")
-    if cordoned is not None and (not isinstance(cordoned, list)
-                                 or not all(isinstance(n, str) for n in cordoned)):
+    if cordoned is not None and (
+        not isinstance(cordoned, list) or not all(isinstance(n, str) for n in cordoned)
+    ):
         raise InvalidArgument("spec.cordoned", "must be a list of node ids")
     prune = data.get("prune", False)
     if not isinstance(prune, bool):
         raise InvalidArgument("spec.prune", "must be true or false")
-    return {"cluster": str(data.get("cluster") or ""), "partitions": out,
-            "cordoned": None if cordoned is None else sorted(set(cordoned)), "prune": prune}
+    return {
+        "cluster": str(data.get("cluster") or ""),
+        "partitions": out,
+        "cordoned": None if cordoned is None else sorted(set(cordoned)),
+        "prune": prune,
+    }
 
 
-def diff(spec: dict[str, Any], partitions: list[dict[str, Any]],
-         nodes: list[dict[str, Any]]) -> list[Change]:
+def diff(
+    spec: dict[str, Any], partitions: list[dict[str, Any]], nodes: list[dict[str, Any]]
+) -> list[Change]:
     have = {p["id"]: int(p["rf"]) for p in partitions}
     want: dict[str, int] = spec["partitions"]
-    changes = [Change("create", pid, None, rf) for pid, rf in sorted(want.items())
-               if pid not in have]
-    changes += [Change("set_rf", pid, have[pid], rf) for pid, rf in sorted(want.items())
-                if pid in have and have[pid] != rf]
+    changes = [
+        Change("create", pid, None, rf) for pid, rf in sorted(want.items()) if pid not in have
+    ]
+    changes += [
+        Change("set_rf", pid, have[pid], rf)
+        for pid, rf in sorted(want.items())
+        if pid in have and have[pid] != rf
+    ]
     if spec["prune"]:
-        changes += [Change("delete", pid, rf, None) for pid, rf in sorted(have.items())
-                    if pid not in want]
+        changes += [
+            Change("delete", pid, rf, None) for pid, rf in sorted(have.items()) if pid not in want
+        ]
     if spec["cordoned"] is not None:
         admin = {n["id"]: n.get("admin", "active") for n in nodes}
         wanted = set(spec["cordoned"])
         unknown = sorted(wanted - set(admin))
         if unknown:
             raise InvalidArgument("spec.cordoned", f"no node {unknown[0]!r} in the fleet")
-        changes += [Change("cordon", n, admin[n], "cordoned") for n in sorted(wanted)
-                    if admin[n] == "active"]
-        changes += [Change("uncordon", n, "cordoned", "active") for n in sorted(admin)
-                    if admin[n] == "cordoned" and n not in wanted]
+        changes += [
+            Change("cordon", n, admin[n], "cordoned")
+            for n in sorted(wanted)
+            if admin[n] == "active"
+        ]
+        changes += [
+            Change("uncordon", n, "cordoned", "active")
+            for n in sorted(admin)
+            if admin[n] == "cordoned" and n not in wanted
+        ]
     return changes

@@ -24,15 +24,27 @@ from coreplane.placement.bounds import (
 __all__ = ["OK", "Raw", "solve_dense"]
 
 OK = 0
-NO_ROOM = 1      # arg: partition index that found no node
+NO_ROOM = 1  # arg: partition index that found no node
 OVER_BUDGET = 2  # arg: moves the hard constraints need
-SHIFT = 20       # fixed-point bits of the integer fill and heat keys
+SHIFT = 20  # fixed-point bits of the integer fill and heat keys
 
 # (status, arg, lower bound (the plan's own when OK, else the problem's), move partitions,
 #  sources, targets, waves, final count per node, final heat per node without split candidates,
 #  final CSR offsets, final CSR nodes, number of waves)
-Raw = tuple[int, int, int, list[int], list[int], list[int], list[int], list[int], list[int],
-            list[int], list[int], int]
+Raw = tuple[
+    int,
+    int,
+    int,
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    int,
+]
 
 
 class _State:
@@ -112,7 +124,7 @@ def _normalize(s: _State, orphans: list[tuple[int, int]]) -> None:
     d = s.d
     for p in range(len(d.rf)):
         s.part_reps.append([])
-        for n in d.rep[d.off[p]:d.off[p + 1]]:
+        for n in d.rep[d.off[p] : d.off[p + 1]]:
             s.add(p, n)
     for p in range(len(d.rf)):
         kept: list[int] = []
@@ -156,8 +168,7 @@ def _shed(s: _State, orphans: list[tuple[int, int]], allowance: int) -> None:
         if d.elig[n] and s.count[n] < d.lo[n]:
             need[d.zone[n]] += d.lo[n] - s.count[n]
     # Fullest node first, one replica at a time: with a budget the moves go where the excess is.
-    over = [(s.over_key(n), n) for n in range(len(d.zone))
-            if d.elig[n] and s.count[n] > d.hi[n]]
+    over = [(s.over_key(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] > d.hi[n]]
     heapq.heapify(over)
     while over and allowance > 0:
         _, n = heapq.heappop(over)
@@ -204,8 +215,9 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
 PLACE_HOT_DIV = 8  # an orphan hotter than 1/8 of the smallest fair heat is placed by `_place_hot`
 
 
-def _place_hot(s: _State, p: int, used: set[int], need: list[int], supply: list[int]
-               ) -> tuple[int, int, int, int, int] | None:
+def _place_hot(
+    s: _State, p: int, used: set[int], need: list[int], supply: list[int]
+) -> tuple[int, int, int, int, int] | None:
     """`_place`'s choice for a hot orphan: its heat key *after* landing, not before.
 
     Before any replica lands every node's heat key is 0 and the index decides, so the hottest
@@ -301,8 +313,11 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
 def _fallback(s: _State, p: int, src: int, used: set[int]) -> int:
     """Every free zone is at its band: take the emptiest node that still has a slot."""
     d = s.d
-    cands = [n for n in range(len(d.zone))
-             if d.elig[n] and n != src and d.zone[n] not in used and s.count[n] < d.slots[n]]
+    cands = [
+        n
+        for n in range(len(d.zone))
+        if d.elig[n] and n != src and d.zone[n] not in used and s.count[n] < d.slots[n]
+    ]
     return min(cands, key=lambda n: (s.fill(n), n)) if cands else -1
 
 
@@ -341,16 +356,18 @@ def _hot_gifts(s: _State) -> int:
     n_nodes = len(d.zone)
     caps = heat_caps(d, hottest_movable(d))
     mov = [_movable(s, n) for n in range(n_nodes)]
-    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
-                   if d.elig[n] and mov[n] > caps[n] and s.count[n] > d.lo[n])
+    order = sorted(
+        (-((mov[n] << SHIFT) // max(1, caps[n])), n)
+        for n in range(n_nodes)
+        if d.elig[n] and mov[n] > caps[n] and s.count[n] > d.lo[n]
+    )
     takers = [t for t in range(n_nodes) if d.elig[t] and s.count[t] < d.lo[t]]
     moves = 0
     for _, n in order:
         best: tuple[int, int, int, int] | None = None
         for p in s.node_reps[n]:
             h = d.heat[p]
-            if (d.split[p] or h <= 0 or mov[n] - h > caps[n]
-                    or (best is not None and -h > best[0])):
+            if d.split[p] or h <= 0 or mov[n] - h > caps[n] or (best is not None and -h > best[0]):
                 continue  # a gift that leaves n over its cap saves no move
             used = {d.zone[m] for m in s.part_reps[p] if m != n}
             for t in takers:
@@ -379,8 +396,7 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     """
     d = s.d
     # Emptiest node first, one replica at a time: with a budget the worst deficits shrink first.
-    short = [(s.short_key(n), n) for n in range(len(d.zone))
-             if d.elig[n] and s.count[n] < d.lo[n]]
+    short = [(s.short_key(n), n) for n in range(len(d.zone)) if d.elig[n] and s.count[n] < d.lo[n]]
     if not short:
         return allowance
     heapq.heapify(short)
@@ -428,8 +444,7 @@ def _fill_deficits(s: _State, allowance: int, hot_first: bool) -> int:
     return allowance
 
 
-def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int
-               ) -> tuple[int, int]:
+def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int) -> tuple[int, int]:
     """A zone peer of `dst` that `_shave` would take a replica off, and that replica.
 
     After a node dies, the dead node's partitions that may still enter a zone can be fewer
@@ -455,8 +470,11 @@ def _hot_donor(s: _State, hot: list[int], dst: int, mov: list[int], ukey: int
         if best >= 0 and _fair_key(s, mov[n], n) <= _fair_key(s, mov[best], best):
             continue
         p = _shave_pick(s, n, mov[n], ukey)
-        if (p >= 0 and mov[dst] + d.heat[p] <= d.hcap[dst]
-                and (mov[n] - d.heat[p] <= d.hcap[n] or s.count[n] - d.lo[n] >= 3)):
+        if (
+            p >= 0
+            and mov[dst] + d.heat[p] <= d.hcap[dst]
+            and (mov[n] - d.heat[p] <= d.hcap[n] or s.count[n] - d.lo[n] >= 3)
+        ):
             best, best_p = n, p
     return best, best_p
 
@@ -468,8 +486,11 @@ def _shave_pick(s: _State, n: int, movable: int, ukey: int) -> int:
     if not cands:
         return -1
     enough = [p for p in cands if _fair_key(s, movable - d.heat[p], n) <= ukey]
-    return (min(enough, key=lambda p: (d.heat[p], p)) if enough
-            else max(cands, key=lambda p: (d.heat[p], -p)))
+    return (
+        min(enough, key=lambda p: (d.heat[p], p))
+        if enough
+        else max(cands, key=lambda p: (d.heat[p], -p))
+    )
 
 
 def _ukey(s: _State) -> int:
@@ -486,8 +507,11 @@ def _ukey(s: _State) -> int:
 def _cross_zone_donor(s: _State, dst: int) -> tuple[int, int]:
     d = s.d
     z = d.zone[dst]
-    cands = sorted((-s.fill(e), e) for e in range(len(d.zone))
-                   if d.elig[e] and d.zone[e] != z and s.count[e] > d.lo[e])
+    cands = sorted(
+        (-s.fill(e), e)
+        for e in range(len(d.zone))
+        if d.elig[e] and d.zone[e] != z and s.count[e] > d.lo[e]
+    )
     for _, e in cands:
         p = _pick_gift(s, e, dst, z)
         if p >= 0:
@@ -522,15 +546,21 @@ def _by_heat(s: _State, t: int) -> list[tuple[int, int]]:
 #  leaves its node over its cap; `cost`: new moves (a re-target of a move of this plan is free).
 CapAct = tuple[int, int, int, int, int, int, int, int]
 CAP_SWAP_CANDIDATES = 8  # a swap sends one of the node's hottest this many replicas
-CAP_SLACK_NUM = 16        # paid actions per node: this many times the bound's count for it,
-CAP_SLACK_ADD = 16        # plus this many
-CAP_SWAP_TAKERS = 64     # a swap goes to one of the nodes with the most room
-CAP_SWAP_SCAN = 8        # replicas of the taker tried past the first that keeps it under its cap
+CAP_SLACK_NUM = 16  # paid actions per node: this many times the bound's count for it,
+CAP_SLACK_ADD = 16  # plus this many
+CAP_SWAP_TAKERS = 64  # a swap goes to one of the nodes with the most room
+CAP_SWAP_SCAN = 8  # replicas of the taker tried past the first that keeps it under its cap
 
 
-def _cap_single(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
-                rooms: list[tuple[int, int]], chains: dict[int, list[int]],
-                allowance: int) -> CapAct | None:
+def _cap_single(
+    s: _State,
+    n: int,
+    excess: int,
+    hot: list[tuple[int, int]],
+    rooms: list[tuple[int, int]],
+    chains: dict[int, list[int]],
+    allowance: int,
+) -> CapAct | None:
     """The best single move of one of n's replicas to the roomiest node it fits under its cap.
 
     One replica that alone brings n under (the coldest such) before any that does not (the
@@ -560,10 +590,18 @@ def _cap_single(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
     return best
 
 
-def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
-              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
-              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
-              allowance: int) -> CapAct | None:
+def _cap_swap(
+    s: _State,
+    n: int,
+    excess: int,
+    hot: list[tuple[int, int]],
+    rooms: list[tuple[int, int]],
+    caps: list[int],
+    mov: list[int],
+    by_heat: dict[int, list[tuple[int, int]]],
+    chains: dict[int, list[int]],
+    allowance: int,
+) -> CapAct | None:
     """The best swap of one of n's hottest replicas for a colder one of another node.
 
     For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t (the
@@ -591,7 +629,7 @@ def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
             if i >= 0 and s.ms[i] == t:
                 continue
             k = bisect.bisect_left(row, (h - room, -1))
-            for b, q in row[k:k + CAP_SWAP_SCAN]:
+            for b, q in row[k : k + CAP_SWAP_SCAN]:
                 if b >= h:
                     break
                 if n in s.part_reps[q]:
@@ -613,8 +651,7 @@ def _cap_swap(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
     return best
 
 
-def _cap_shift(s: _State, p: int, src: int, dst: int, i: int,
-               chains: dict[int, list[int]]) -> int:
+def _cap_shift(s: _State, p: int, src: int, dst: int, i: int, chains: dict[int, list[int]]) -> int:
     """Move p's replica from src to dst: re-target move i when >= 0 (free), else a new move."""
     s.remove(p, src)
     s.add(p, dst)
@@ -626,10 +663,19 @@ def _cap_shift(s: _State, p: int, src: int, dst: int, i: int,
     return 1
 
 
-def _cap_room(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
-              rooms: list[tuple[int, int]], caps: list[int], mov: list[int],
-              by_heat: dict[int, list[tuple[int, int]]], chains: dict[int, list[int]],
-              log: list[Shift], budget: int) -> int:
+def _cap_room(
+    s: _State,
+    n: int,
+    excess: int,
+    hot: list[tuple[int, int]],
+    rooms: list[tuple[int, int]],
+    caps: list[int],
+    mov: list[int],
+    by_heat: dict[int, list[tuple[int, int]]],
+    chains: dict[int, list[int]],
+    log: list[Shift],
+    budget: int,
+) -> int:
     """Make room for n's hottest replica on another node, then send it there (isolation).
 
     For a replica that alone brings n under its cap but fits under no other node's cap (a heat
@@ -677,9 +723,19 @@ def _cap_room(s: _State, n: int, excess: int, hot: list[tuple[int, int]],
         if hq >= h:
             continue
         zq = {d.zone[m] for m in s.part_reps[q] if m != t}
-        dest = min(((mov[u] - caps[u], u) for u in range(len(d.zone))
-                    if d.elig[u] and u != t and u != n and d.zone[u] not in zq
-                    and s.count[u] < d.hi[u] and caps[u] - mov[u] >= hq), default=None)
+        dest = min(
+            (
+                (mov[u] - caps[u], u)
+                for u in range(len(d.zone))
+                if d.elig[u]
+                and u != t
+                and u != n
+                and d.zone[u] not in zq
+                and s.count[u] < d.hi[u]
+                and caps[u] - mov[u] >= hq
+            ),
+            default=None,
+        )
         if dest is None:
             return -1
         u = dest[1]
@@ -728,8 +784,11 @@ def _cap(s: _State, allowance: int) -> int:
     n_nodes = len(d.zone)
     caps = heat_caps(d, hottest_movable(d))
     mov = [_movable(s, n) for n in range(n_nodes)]
-    order = sorted((-((mov[n] << SHIFT) // max(1, caps[n])), n) for n in range(n_nodes)
-                   if d.elig[n] and mov[n] > caps[n])
+    order = sorted(
+        (-((mov[n] << SHIFT) // max(1, caps[n])), n)
+        for n in range(n_nodes)
+        if d.elig[n] and mov[n] > caps[n]
+    )
     if not order:
         return allowance
     chains = _move_chains(s)
@@ -743,9 +802,15 @@ def _cap(s: _State, allowance: int) -> int:
 Shift = tuple[int, int, int, int]
 
 
-def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
-              chains: dict[int, list[int]], by_heat: dict[int, list[tuple[int, int]]],
-              allowance: int) -> int:
+def _cap_node(
+    s: _State,
+    n: int,
+    caps: list[int],
+    mov: list[int],
+    chains: dict[int, list[int]],
+    by_heat: dict[int, list[tuple[int, int]]],
+    allowance: int,
+) -> int:
     """`_cap` on one node: actions until it is under its cap, all undone if it is not.
 
     At most CAP_SLACK_NUM x (the bound's count for it) + CAP_SLACK_ADD paid actions; a node
@@ -765,13 +830,23 @@ def _cap_node(s: _State, n: int, caps: list[int], mov: list[int],
         if s.count[n] > d.lo[n]:
             act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
         if act is None or act[0]:
-            swap = _cap_swap(s, n, excess, hot, rooms, caps, mov, by_heat, chains,
-                             allowance - paid)
+            swap = _cap_swap(s, n, excess, hot, rooms, caps, mov, by_heat, chains, allowance - paid)
             if swap is not None and (act is None or swap < act):
                 act = swap
         if (act is None or act[0]) and s.count[n] > d.lo[n]:
-            made = _cap_room(s, n, excess, hot, rooms, caps, mov, by_heat, chains, log,
-                             min(actions, allowance - paid))
+            made = _cap_room(
+                s,
+                n,
+                excess,
+                hot,
+                rooms,
+                caps,
+                mov,
+                by_heat,
+                chains,
+                log,
+                min(actions, allowance - paid),
+            )
             if made:
                 paid += max(0, made)
                 actions -= max(0, made)
@@ -828,8 +903,11 @@ def _shave(s: _State, allowance: int) -> int:
     n_nodes = len(d.zone)
     movable = [_movable(s, n) for n in range(n_nodes)]
     ukey = _ukey(s)
-    order = sorted((-_fair_key(s, movable[n], n), n) for n in range(n_nodes)
-                   if d.elig[n] and movable[n] > d.hcap[n] and _fair_key(s, movable[n], n) > ukey)
+    order = sorted(
+        (-_fair_key(s, movable[n], n), n)
+        for n in range(n_nodes)
+        if d.elig[n] and movable[n] > d.hcap[n] and _fair_key(s, movable[n], n) > ukey
+    )
     for _, n in order:
         if allowance <= 0:
             break
@@ -840,9 +918,15 @@ def _shave(s: _State, allowance: int) -> int:
             continue
         h = d.heat[r]
         used = {d.zone[m] for m in s.part_reps[r] if m != n}
-        targets = [t for t in range(n_nodes)
-                   if d.elig[t] and t != n and d.zone[t] not in used and s.count[t] < d.hi[t]
-                   and _fair_key(s, movable[t] + h, t) <= ukey]
+        targets = [
+            t
+            for t in range(n_nodes)
+            if d.elig[t]
+            and t != n
+            and d.zone[t] not in used
+            and s.count[t] < d.hi[t]
+            and _fair_key(s, movable[t] + h, t) <= ukey
+        ]
         if not targets:
             continue
         t = min(targets, key=lambda t: (s.hkey(t), t))
@@ -899,8 +983,11 @@ def _peak(s: _State, allowance: int) -> None:
                     if t not in coldest:
                         coldest[t] = min(s.node_reps[t], key=lambda p: (d.heat[p], p), default=-1)
                     q = coldest[t]
-                    if q < 0 or d.split[q] or any(d.zone[m] == d.zone[n] and m != t
-                                                  for m in s.part_reps[q]):
+                    if (
+                        q < 0
+                        or d.split[q]
+                        or any(d.zone[m] == d.zone[n] and m != t for m in s.part_reps[q])
+                    ):
                         continue
                     back = d.heat[q]
                 after_n = _fair_key(s, movable[n] - h + back, n)
@@ -949,8 +1036,9 @@ def waves(mp: list[int], ms: list[int], md: list[int], inflight: int) -> list[in
 def solve_dense(d: Dense) -> Raw:
     """Run every phase; see `Raw` for what comes back (lists empty unless status is OK)."""
     # Plain lists: the memoized arrays('q') suit the kernel's memcpy, lists index faster here.
-    d = dataclasses.replace(d, rf=list(d.rf), heat=list(d.heat), split=list(d.split),
-                            off=list(d.off), rep=list(d.rep))
+    d = dataclasses.replace(
+        d, rf=list(d.rf), heat=list(d.heat), split=list(d.split), off=list(d.off), rep=list(d.rep)
+    )
     s = _State(d)
     orphans: list[tuple[int, int]] = []
     _normalize(s, orphans)

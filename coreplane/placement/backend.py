@@ -30,8 +30,10 @@ def _load_kernel() -> tuple[Core, Accel] | None:
         kernel = importlib.import_module("coreplane.placement._kernel")
     except ImportError as exc:
         if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
-            raise ImportError("COREPLANE_REQUIRE_EXT=1 but the placement kernel "
-                              "coreplane.placement._kernel is not built (pip install .)") from exc
+            raise ImportError(
+                "COREPLANE_REQUIRE_EXT=1 but the placement kernel "
+                "coreplane.placement._kernel is not built (pip install .)"
+            ) from exc
         return None
     solve_dense: Core = kernel.solve_dense
     return solve_dense, Accel(kernel.dense_replicas, kernel.remap_nodes, kernel.touched_rows)
@@ -42,8 +44,9 @@ _KERNEL = _load_kernel()
 _CORES: dict[str, tuple[Core, Accel]] = {"python": (_pure.solve_dense, Accel())}
 if _KERNEL is not None:
     _CORES["cython"] = _KERNEL
-BACKEND = ("python" if os.environ.get("COREPLANE_PURE_PYTHON") == "1" or _KERNEL is None
-           else "cython")
+BACKEND = (
+    "python" if os.environ.get("COREPLANE_PURE_PYTHON") == "1" or _KERNEL is None else "cython"
+)
 
 
 def available_backends() -> tuple[str, ...]:
@@ -55,8 +58,10 @@ def _precheck(d: Dense) -> str:
     """The reason an instance is infeasible before any search, or ""."""
     if d.rf_max > d.eligible_zones:
         p = next(p for p, rf in enumerate(d.rf) if rf > d.eligible_zones)
-        return (f"partition {d.part_ids[p]!r} needs {d.rf[p]} zones but only "
-                f"{d.eligible_zones} zones have alive nodes")
+        return (
+            f"partition {d.part_ids[p]!r} needs {d.rf[p]} zones but only "
+            f"{d.eligible_zones} zones have alive nodes"
+        )
     slots = sum(s for s, e in zip(d.slots, d.elig, strict=True) if e)
     if slots < d.replicas:
         return f"{d.replicas} replicas do not fit in the {slots} slots of alive nodes"
@@ -65,8 +70,7 @@ def _precheck(d: Dense) -> str:
 
 def _empty(problem: Problem, d: Dense, lb: int, reason: str, backend: str) -> Plan:
     metrics = Metrics(0, lb, 0.0, 0.0, 0, 0, 0)
-    return Plan(False, reason, (), problem.assignment, (), metrics,
-                backend)
+    return Plan(False, reason, (), problem.assignment, (), metrics, backend)
 
 
 def solve(problem: Problem, *, backend: str | None = None) -> Plan:
@@ -74,8 +78,7 @@ def solve(problem: Problem, *, backend: str | None = None) -> Plan:
     return solve_timed(problem, backend=backend)[0]
 
 
-def solve_timed(problem: Problem, *,
-                backend: str | None = None) -> tuple[Plan, dict[str, float]]:
+def solve_timed(problem: Problem, *, backend: str | None = None) -> tuple[Plan, dict[str, float]]:
     """`solve`, plus the seconds spent compiling, in the backend core and assembling the plan.
 
     For benchmarks and the leader's metrics only; the plan never depends on a clock.
@@ -108,11 +111,21 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
     timings["core_s"] = t2 - t1
     status, arg, lb = raw[0], raw[1], raw[2]
     if status == _pure.NO_ROOM:
-        plan = _empty(problem, d, lb, f"no alive node with a free slot in a free zone for "
-                                      f"partition {d.part_ids[arg]!r}", name)
+        plan = _empty(
+            problem,
+            d,
+            lb,
+            f"no alive node with a free slot in a free zone for partition {d.part_ids[arg]!r}",
+            name,
+        )
     elif status == _pure.OVER_BUDGET:
-        plan = _empty(problem, d, lb, f"moves_max={d.budget} is below the {arg} moves the hard "
-                                      f"constraints need", name)
+        plan = _empty(
+            problem,
+            d,
+            lb,
+            f"moves_max={d.budget} is below the {arg} moves the hard constraints need",
+            name,
+        )
     else:
         require(status == _pure.OK, f"placement core returned status {status}")
         plan = _assemble(problem, d, name, raw, accel)

@@ -86,33 +86,40 @@ class Dense:
 
     node_ids: list[str]
     part_ids: list[str]
-    zone: list[int]          # node -> zone index (zones in sorted name order)
+    zone: list[int]  # node -> zone index (zones in sorted name order)
     zones: int
-    elig: list[int]          # 1 if alive (not draining, not dead)
+    elig: list[int]  # 1 if alive (not draining, not dead)
     slots: list[int]
-    lo: list[int]            # replica-count band per node (0 for ineligible nodes)
+    lo: list[int]  # replica-count band per node (0 for ineligible nodes)
     hi: list[int]
-    tq: list[int]            # integer fair count, >= 1: the denominator of a node's fill key
-    hcap: list[int]          # floor(1.10 * fair heat share)
-    hfair: list[int]         # floor(fair heat share)
-    zshare: list[int]        # integer fair count per zone, >= 1
-    rf: Sequence[int]        # per partition, sorted-id order (array('q') from the memo)
+    tq: list[int]  # integer fair count, >= 1: the denominator of a node's fill key
+    hcap: list[int]  # floor(1.10 * fair heat share)
+    hfair: list[int]  # floor(fair heat share)
+    zshare: list[int]  # integer fair count per zone, >= 1
+    rf: Sequence[int]  # per partition, sorted-id order (array('q') from the memo)
     heat: Sequence[int]
-    split: Sequence[int]     # 1 if the partition is hotter than every node's fair heat share
-    off: Sequence[int]       # CSR offsets into rep, length P + 1 (a list or an array('q'))
-    rep: Sequence[int]       # current replicas, node indexes ascending per partition
+    split: Sequence[int]  # 1 if the partition is hotter than every node's fair heat share
+    off: Sequence[int]  # CSR offsets into rep, length P + 1 (a list or an array('q'))
+    rep: Sequence[int]  # current replicas, node indexes ascending per partition
     inflight: int
-    budget: int              # -1 when unlimited
+    budget: int  # -1 when unlimited
     eligible_zones: int
-    replicas: int            # sum(rf) and max(rf) (0 without partitions), from the memo
+    replicas: int  # sum(rf) and max(rf) (0 without partitions), from the memo
     rf_max: int
     split_ids: tuple[str, ...]  # ids of the partitions flagged in `split`, ascending
-    band_first: int = 0      # budget mode spends moves on the nodes nearest their band first
+    band_first: int = 0  # budget mode spends moves on the nodes nearest their band first
 
 
-def _node_shares(weights: list[int], slots: list[int], zone_of: list[int], zones: int,
-                 elig: list[int], total: int, zone_cap: list[int],
-                 use_slots: bool) -> list[Fraction]:
+def _node_shares(
+    weights: list[int],
+    slots: list[int],
+    zone_of: list[int],
+    zones: int,
+    elig: list[int],
+    total: int,
+    zone_cap: list[int],
+    use_slots: bool,
+) -> list[Fraction]:
     """Water-fill `total` across zones (capped by `zone_cap`) then across each zone's nodes.
 
     Nodes of a zone with the same weight get the same Fraction object when no slot cap binds
@@ -142,8 +149,11 @@ def _node_shares(weights: list[int], slots: list[int], zone_of: list[int], zones
                     share_of[w] = Fraction(num * w, den * wz)
                 out[i] = share_of[w]
             continue
-        for i, s in zip(members, water_fill(zs, [weights[i] for i in members],
-                                            [slots[i] for i in members]), strict=True):
+        for i, s in zip(
+            members,
+            water_fill(zs, [weights[i] for i in members], [slots[i] for i in members]),
+            strict=True,
+        ):
             out[i] = s
     return out
 
@@ -168,8 +178,9 @@ def _per_share(shares: list[Fraction], derive: Callable[[Fraction], Targets]) ->
     return out
 
 
-def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]],
-                   node_idx: dict[str, int]) -> tuple[list[int], list[int]]:
+def dense_replicas(
+    part_ids: list[str], assignment: Mapping[str, tuple[str, ...]], node_idx: dict[str, int]
+) -> tuple[list[int], list[int]]:
     """Current replicas as CSR (offsets, node indexes ascending per partition).
 
     The kernel module has a compiled twin of this loop (`_kernel.dense_replicas`), the one
@@ -189,11 +200,14 @@ def dense_replicas(part_ids: list[str], assignment: Mapping[str, tuple[str, ...]
     return off, rep
 
 
-Replicas = Callable[[list[str], Mapping[str, tuple[str, ...]], dict[str, int]],
-                    tuple[list[int], list[int]]]
+Replicas = Callable[
+    [list[str], Mapping[str, tuple[str, ...]], dict[str, int]], tuple[list[int], list[int]]
+]
 Remap = Callable[[Sequence[int], list[int]], Sequence[int]]
-Rows = Callable[[dict[str, tuple[str, ...]], list[str], list[str], Sequence[int], Sequence[int],
-                 Sequence[int]], None]
+Rows = Callable[
+    [dict[str, tuple[str, ...]], list[str], list[str], Sequence[int], Sequence[int], Sequence[int]],
+    None,
+]
 
 
 def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
@@ -201,15 +215,26 @@ def remap_nodes(rep: Sequence[int], remap: list[int]) -> Sequence[int]:
     return [remap[n] for n in rep]
 
 
-def touched_rows(out: dict[str, tuple[str, ...]], part_ids: list[str], node_ids: list[str],
-                 moved: Sequence[int], off: Sequence[int], rep: Sequence[int]) -> None:
+def touched_rows(
+    out: dict[str, tuple[str, ...]],
+    part_ids: list[str],
+    node_ids: list[str],
+    moved: Sequence[int],
+    off: Sequence[int],
+    rep: Sequence[int],
+) -> None:
     """Set out[partition id] = final replica node ids for each partition a move touched.
 
     `out` is written with dict's own methods (an `Assignment` refuses item assignment once it is
     handed out; this is its construction), in ascending partition order.
     """
-    dict.update(out, [(part_ids[p], tuple(node_ids[n] for n in rep[off[p]:off[p + 1]]))
-                      for p in sorted(set(moved))])
+    dict.update(
+        out,
+        [
+            (part_ids[p], tuple(node_ids[n] for n in rep[off[p] : off[p + 1]]))
+            for p in sorted(set(moved))
+        ],
+    )
 
 
 class Accel(NamedTuple):
@@ -220,9 +245,13 @@ class Accel(NamedTuple):
     rows: Rows = touched_rows
 
 
-def _current_replicas(problem: Problem, node_ids: list[str], node_idx: dict[str, int],
-                      part_ids: list[str], accel: Accel
-                      ) -> tuple[Sequence[int], Sequence[int]]:
+def _current_replicas(
+    problem: Problem,
+    node_ids: list[str],
+    node_idx: dict[str, int],
+    part_ids: list[str],
+    accel: Accel,
+) -> tuple[Sequence[int], Sequence[int]]:
     """The CSR of the current assignment: the memo a plan left on it, else built (and kept).
 
     Added nodes only shift indexes, monotonically (ids are sorted), so a memo made before they
@@ -262,14 +291,22 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
     # array('q'): the kernel copies it with one memcpy instead of converting 100k ints.
     rf = array("q", map(attrgetter("rf"), parts))
     heat = array("q", map(attrgetter("heat"), parts))
-    out = (list(map(attrgetter("id"), parts)), rf, heat, sum(rf), sum(map(mul, heat, rf)),
-           sum(heat), max(rf, default=0))
+    out = (
+        list(map(attrgetter("id"), parts)),
+        rf,
+        heat,
+        sum(rf),
+        sum(map(mul, heat, rf)),
+        sum(heat),
+        max(rf, default=0),
+    )
     _PARTS_MEMO[:] = [(partitions, out)]
     return out
 
 
-def _split_flags(partitions: tuple[Partition, ...], part_ids: list[str], heat: Sequence[int],
-                 above: int) -> tuple[Sequence[int], tuple[str, ...]]:
+def _split_flags(
+    partitions: tuple[Partition, ...], part_ids: list[str], heat: Sequence[int], above: int
+) -> tuple[Sequence[int], tuple[str, ...]]:
     """1 for partitions hotter than `above` (every node's fair heat share), else 0; their ids."""
     memo = _SPLIT_MEMO[:1]
     if memo and memo[0][0] is partitions and memo[0][1] == above:
@@ -296,15 +333,25 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     slots = [n.slots for n in nodes]
     weights = [n.weight for n in nodes]
     part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max = _partition_arrays(
-        problem.partitions)
+        problem.partitions
+    )
     zones = len(zone_names)
-    count_sh = _node_shares(weights, slots, zone_of, zones, elig, replicas_total,
-                            [len(part_ids)] * zones, True)
-    heat_sh = _node_shares(weights, slots, zone_of, zones, elig, heat_total,
-                           [heat_sum] * zones, False)
-    count_t = _per_share(count_sh, lambda s: (
-        _floor_pct(s, BAND_LO_PCT), -_floor_pct(-s, BAND_HI_PCT), max(1, _ceil(s)),
-        s.numerator, s.denominator))
+    count_sh = _node_shares(
+        weights, slots, zone_of, zones, elig, replicas_total, [len(part_ids)] * zones, True
+    )
+    heat_sh = _node_shares(
+        weights, slots, zone_of, zones, elig, heat_total, [heat_sum] * zones, False
+    )
+    count_t = _per_share(
+        count_sh,
+        lambda s: (
+            _floor_pct(s, BAND_LO_PCT),
+            -_floor_pct(-s, BAND_HI_PCT),
+            max(1, _ceil(s)),
+            s.numerator,
+            s.denominator,
+        ),
+    )
     heat_t = _per_share(heat_sh, lambda s: (_floor_pct(s, HEAT_CAP_PCT), _floor(s), 0, 0, 0))
     lo = [t[0] if e else 0 for t, e in zip(count_t, elig, strict=True)]
     hi = [min(t[1], sl) if e else 0 for t, e, sl in zip(count_t, elig, slots, strict=True)]
@@ -325,10 +372,32 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel or Accel())
     budget = -1 if problem.moves_max is None else problem.moves_max
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
-    return Dense(node_ids, part_ids, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair,
-                 zshare, rf, heat, split, off, rep, problem.moves_in_flight_per_node, budget,
-                 eligible_zones, replicas_total, rf_max, split_ids,
-                 int(budget >= 0 and problem.budget_objective == "out_of_band"))
+    return Dense(
+        node_ids,
+        part_ids,
+        zone_of,
+        zones,
+        elig,
+        slots,
+        lo,
+        hi,
+        tq,
+        hcap,
+        hfair,
+        zshare,
+        rf,
+        heat,
+        split,
+        off,
+        rep,
+        problem.moves_in_flight_per_node,
+        budget,
+        eligible_zones,
+        replicas_total,
+        rf_max,
+        split_ids,
+        int(budget >= 0 and problem.budget_objective == "out_of_band"),
+    )
 
 
 def hottest_movable(d: Dense) -> int:
@@ -363,7 +432,7 @@ def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:
     for p in range(len(d.rf)):
         if d.split[p]:
             continue
-        for n in d.rep[d.off[p]:d.off[p + 1]]:
+        for n in d.rep[d.off[p] : d.off[p + 1]]:
             if n in heats:
                 heats[n].append(d.heat[p])
     out: dict[int, int] = {}
@@ -378,8 +447,12 @@ def _heat_leavers(d: Dense, caps: dict[int, int]) -> dict[int, int]:
     return out
 
 
-def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
-                      lo: Sequence[int] | None = None, hi: Sequence[int] | None = None) -> int:
+def lower_bound_dense(
+    d: Dense,
+    caps: Sequence[int] | None = None,
+    lo: Sequence[int] | None = None,
+    hi: Sequence[int] | None = None,
+) -> int:
     """max(replicas that must leave nodes, replicas that must arrive): each move does one of each.
 
     The bound holds over every plan that ends with each eligible node's replica count in
@@ -417,7 +490,7 @@ def lower_bound_dense(d: Dense, caps: Sequence[int] | None = None,
     for p in range(len(d.rf)):
         zones_seen: set[int] = set()
         valid = 0
-        reps = d.rep[d.off[p]:d.off[p + 1]]
+        reps = d.rep[d.off[p] : d.off[p + 1]]
         drops += max(0, len(reps) - d.rf[p])
         adds += max(0, d.rf[p] - len(reps))
         h = 0 if d.split[p] else d.heat[p]
@@ -461,8 +534,7 @@ def plan_lower_bound_dense(d: Dense, count: Sequence[int], mheat: Sequence[int])
     forced on every other node still count. What `Metrics.lower_bound` reports for a feasible
     plan.
     """
-    return lower_bound_dense(d, plan_heat_caps(d, mheat, hottest_movable(d)),
-                             *plan_bands(d, count))
+    return lower_bound_dense(d, plan_heat_caps(d, mheat, hottest_movable(d)), *plan_bands(d, count))
 
 
 def hard_lower_bound_dense(d: Dense) -> int:
@@ -471,7 +543,7 @@ def hard_lower_bound_dense(d: Dense) -> int:
     part_arrive = 0
     for p in range(len(d.rf)):
         zones_seen: set[int] = set()
-        reps = d.rep[d.off[p]:d.off[p + 1]]
+        reps = d.rep[d.off[p] : d.off[p + 1]]
         for n in reps:
             if d.elig[n]:
                 zones_seen.add(d.zone[n])
@@ -481,8 +553,7 @@ def hard_lower_bound_dense(d: Dense) -> int:
     return max(part_leave, part_arrive)
 
 
-def lower_bound(problem: Problem, *,
-                reached: Mapping[str, tuple[str, ...]] | None = None) -> int:
+def lower_bound(problem: Problem, *, reached: Mapping[str, tuple[str, ...]] | None = None) -> int:
     """The provable minimum number of moves for `problem` (see `lower_bound_dense`).
 
     By default over plans meeting the targets (band and heat cap). `reached=` an assignment the
@@ -496,8 +567,7 @@ def lower_bound(problem: Problem, *,
     return plan_lower_bound_dense(d, *_reached_load(d, reached))
 
 
-def _reached_load(d: Dense, reached: Mapping[str, tuple[str, ...]]
-                  ) -> tuple[list[int], list[int]]:
+def _reached_load(d: Dense, reached: Mapping[str, tuple[str, ...]]) -> tuple[list[int], list[int]]:
     """Replicas and movable heat per node (dense indexes) of the assignment `reached`."""
     node_idx = {nid: i for i, nid in enumerate(d.node_ids)}
     part_idx = {pid: p for p, pid in enumerate(d.part_ids)}

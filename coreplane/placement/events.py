@@ -26,19 +26,22 @@ __all__ = [
 ]
 
 
-def bootstrap(nodes: Iterable[Node], partitions: Iterable[Partition], *,
-              moves_in_flight_per_node: int = 2) -> Problem:
+def bootstrap(
+    nodes: Iterable[Node], partitions: Iterable[Partition], *, moves_in_flight_per_node: int = 2
+) -> Problem:
     """A fresh cluster: nothing placed yet."""
-    return Problem(tuple(nodes), tuple(partitions), {},
-                   moves_in_flight_per_node=moves_in_flight_per_node)
+    return Problem(
+        tuple(nodes), tuple(partitions), {}, moves_in_flight_per_node=moves_in_flight_per_node
+    )
 
 
 def after(problem: Problem, plan: Plan) -> Problem:
     """The problem once `plan` has been carried out (budget mode switched off)."""
     if not plan.feasible:
         raise InvalidArgument("plan", f"infeasible plans cannot be applied: {plan.reason}")
-    return dataclasses.replace(problem, assignment=plan.assignment, moves_max=None,
-                               budget_objective="worst")
+    return dataclasses.replace(
+        problem, assignment=plan.assignment, moves_max=None, budget_objective="worst"
+    )
 
 
 def add_nodes(problem: Problem, nodes: Iterable[Node]) -> Problem:
@@ -49,8 +52,7 @@ def _set_state(problem: Problem, ids: set[str], state: str) -> Problem:
     known = {n.id for n in problem.nodes}
     for nid in sorted(ids - known):
         raise InvalidArgument("node_id", f"unknown node id {nid!r}")
-    nodes = tuple(dataclasses.replace(n, state=state) if n.id in ids else n
-                  for n in problem.nodes)
+    nodes = tuple(dataclasses.replace(n, state=state) if n.id in ids else n for n in problem.nodes)
     return dataclasses.replace(problem, nodes=nodes)
 
 
@@ -69,6 +71,7 @@ def _replace_partitions(problem: Problem, values: Mapping[str, int], attr: str) 
     known = {p.id for p in problem.partitions}
     for pid in sorted(set(values) - known):
         raise InvalidArgument(attr, f"unknown partition id {pid!r}")
+
     def changed(p: Partition) -> Partition:
         if p.id not in values:
             return p
@@ -111,6 +114,3 @@ def hard_violations(problem: Problem, assignment: Mapping[str, tuple[str, ...]])
         if load[nid] > nodes[nid].slots:
             out.append(f"node {nid}: {load[nid]} replicas over {nodes[nid].slots} slots")
     return out
-
-
-

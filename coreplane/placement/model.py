@@ -156,7 +156,8 @@ def _validate_partitions(partitions: tuple[Partition, ...], zones: int) -> set[s
             raise InvalidArgument(f"{where}.rf", "must be an int >= 1")
         if part.rf > zones:
             raise InvalidArgument(
-                f"{where}.rf", f"rf={part.rf} exceeds the {zones} zones of the cluster")
+                f"{where}.rf", f"rf={part.rf} exceeds the {zones} zones of the cluster"
+            )
         if not _is_int(part.heat) or part.heat < 0:
             raise InvalidArgument(f"{where}.heat", "must be an int >= 0")
         heat_total += part.heat * part.rf
@@ -164,8 +165,10 @@ def _validate_partitions(partitions: tuple[Partition, ...], zones: int) -> set[s
     if heat_total >= HEAT_TOTAL_MAX:
         raise InvalidArgument("partitions", f"total heat must stay below 2**40, got {heat_total}")
     if heat_total * (replicas_total + 1) >= 1 << 62:  # the kernel multiplies heat by counts
-        raise InvalidArgument("partitions", "total heat times total replicas must stay below "
-                                            "2**62 (use coarser heat units)")
+        raise InvalidArgument(
+            "partitions",
+            "total heat times total replicas must stay below 2**62 (use coarser heat units)",
+        )
     return seen
 
 
@@ -186,8 +189,7 @@ def _validate(problem: Problem) -> None:
             raise InvalidArgument(where, "a node holds two replicas of the partition")
     if not _is_int(problem.moves_in_flight_per_node) or problem.moves_in_flight_per_node < 1:
         raise InvalidArgument("moves_in_flight_per_node", "must be an int >= 1")
-    if problem.moves_max is not None and (
-            not _is_int(problem.moves_max) or problem.moves_max < 0):
+    if problem.moves_max is not None and (not _is_int(problem.moves_max) or problem.moves_max < 0):
         raise InvalidArgument("moves_max", "must be None or an int >= 0")
     if problem.budget_objective not in BUDGET_OBJECTIVES:
         raise InvalidArgument("budget_objective", f"must be one of {BUDGET_OBJECTIVES}")
@@ -215,8 +217,12 @@ class MoveList(Sequence[Move]):
 
     __slots__ = ("_nodes", "_parts", "_raw")
 
-    def __init__(self, parts: Sequence[str], nodes: Sequence[str | None],
-                 raw: tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int]]) -> None:
+    def __init__(
+        self,
+        parts: Sequence[str],
+        nodes: Sequence[str | None],
+        raw: tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int]],
+    ) -> None:
         self._parts = parts
         self._nodes = nodes  # index -1 (no source or no target) must map to None
         self._raw = raw
@@ -242,8 +248,7 @@ class MoveList(Sequence[Move]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
-                                                                          strict=True))
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
@@ -310,6 +315,10 @@ class Plan:
         assignment = tuple((pid, self.assignment[pid]) for pid in sorted(self.assignment))
         m = self.metrics
         return (
-            self.feasible, self.reason, moves, assignment, self.split_candidates,
+            self.feasible,
+            self.reason,
+            moves,
+            assignment,
+            self.split_candidates,
             (m.moves, m.lower_bound, m.band_violations, m.heat_over_cap, m.waves),
         )

@@ -110,8 +110,9 @@ def session_key(key: bytes, id_c: bytes, id_s: bytes, nonce_c: bytes, nonce_s: b
 # ---------------------------------------------------------------------------------- handshake
 
 
-def _build_hello_like(label: bytes, key: bytes, nonce: bytes, node_id: bytes,
-                      mac_inputs: tuple[bytes, ...]) -> bytes:
+def _build_hello_like(
+    label: bytes, key: bytes, nonce: bytes, node_id: bytes, mac_inputs: tuple[bytes, ...]
+) -> bytes:
     if len(nonce) != NONCE_BYTES or not 0 < len(node_id) <= NODE_ID_BYTES_MAX:
         raise Rejected("bad_local_handshake_input")
     head = MAGIC + bytes((VERSION,)) + nonce + _lp(node_id)
@@ -161,12 +162,14 @@ def parse_hello(buf: bytes | bytearray, key: bytes) -> tuple[bytes, bytes, int] 
 
 def build_reply(key: bytes, id_c: bytes, id_s: bytes, nonce_c: bytes, nonce_s: bytes) -> bytes:
     """The listener's answer: proves it holds the secret, bound to the dialer's fresh nonce."""
-    return _build_hello_like(b"hello-s", key, nonce_s, id_s,
-                             (_lp(id_c), _lp(id_s), nonce_c, nonce_s))
+    return _build_hello_like(
+        b"hello-s", key, nonce_s, id_s, (_lp(id_c), _lp(id_s), nonce_c, nonce_s)
+    )
 
 
-def parse_reply(buf: bytes | bytearray, key: bytes, id_c: bytes, nonce_c: bytes,
-                expected_id_s: bytes) -> tuple[bytes, int] | None:
+def parse_reply(
+    buf: bytes | bytearray, key: bytes, id_c: bytes, nonce_c: bytes, expected_id_s: bytes
+) -> tuple[bytes, int] | None:
     """(nonce_s, consumed) once a whole REPLY is buffered, proven, and from `expected_id_s`."""
     parts = _parse_hello_like(buf)
     if parts is None:
@@ -185,8 +188,9 @@ def build_confirm(key: bytes, id_c: bytes, id_s: bytes, nonce_c: bytes, nonce_s:
     return _mac(key, b"confirm-c", _lp(id_c), _lp(id_s), nonce_c, nonce_s)
 
 
-def parse_confirm(buf: bytes | bytearray, key: bytes, id_c: bytes, id_s: bytes, nonce_c: bytes,
-                  nonce_s: bytes) -> int | None:
+def parse_confirm(
+    buf: bytes | bytearray, key: bytes, id_c: bytes, id_s: bytes, nonce_c: bytes, nonce_s: bytes
+) -> int | None:
     """Bytes consumed once a valid CONFIRM is buffered; None if incomplete; `Rejected` if bad."""
     if len(buf) < MAC_BYTES:
         return None

@@ -161,12 +161,14 @@ class EngineTiming:
 
     @property
     def lease_ms(self) -> int:
-        return lease_ms_for(self.election_timeout_ms_min, self.auto_tick_ms,
-                            self.heartbeat_ms, self.leader_lease_ms)
+        return lease_ms_for(
+            self.election_timeout_ms_min, self.auto_tick_ms, self.heartbeat_ms, self.leader_lease_ms
+        )
 
 
-def lease_ms_for(election_ms_min: float, auto_tick_ms: float, heartbeat_ms: float,
-                 wanted_ms: float = 0) -> int:
+def lease_ms_for(
+    election_ms_min: float, auto_tick_ms: float, heartbeat_ms: float, wanted_ms: float = 0
+) -> int:
     """The longest safe lease: inside the voters' stickiness window on a slow clock."""
     safe = int(election_ms_min * (1 - DRIFT_MAX) - auto_tick_ms)
     floor = int(2 * heartbeat_ms + 1)  # pysyncobj needs it above the heartbeat period
@@ -224,12 +226,14 @@ def build_conf(
 # ---------------------------------------------------------------------------------- engine
 
 
-def open_journal(path: str, *, node_id: str, cluster_id: str,
-                 durability: str = "fsync", create: bool = True) -> LmdbJournal:
+def open_journal(
+    path: str, *, node_id: str, cluster_id: str, durability: str = "fsync", create: bool = True
+) -> LmdbJournal:
     """The node's LMDB journal (log, term/vote, snapshots); CorruptData if foreign/damaged,
     or (``create=False``) if no journal is there although one was created."""
-    return LmdbJournal(path, node_id=node_id, cluster_id=cluster_id, durability=durability,
-                       create=create)
+    return LmdbJournal(
+        path, node_id=node_id, cluster_id=cluster_id, durability=durability, create=create
+    )
 
 
 @contextlib.contextmanager
@@ -249,8 +253,9 @@ def _journal_installed(
         return
 
     def serializer_factory(j: Any, _file: Any, batch: int, *_rest: Any) -> Any:
-        serializer = serialization.SnapshotSerializer(j, capture=capture, restore=restore,
-                                                      transmission_batch_bytes=batch)
+        serializer = serialization.SnapshotSerializer(
+            j, capture=capture, restore=restore, transmission_batch_bytes=batch
+        )
         if on_load_error is not None:
             load = serializer.deserialize
 
@@ -264,16 +269,19 @@ def _journal_installed(
             serializer.deserialize = deserialize
         if commit_index is not None:
             serializer.setTransmissionData = _refusing_stale_snapshots(
-                serializer.setTransmissionData, commit_index)
+                serializer.setTransmissionData, commit_index
+            )
         return serializer
 
-    with seams.journal_factory(lambda _path: journal,
-                               serializer_factory=serializer_factory) as installed:
+    with seams.journal_factory(
+        lambda _path: journal, serializer_factory=serializer_factory
+    ) as installed:
         yield installed
 
 
-def _refusing_stale_snapshots(set_data: Callable[[Any], bool],
-                              commit_index: Callable[[], int]) -> Callable[[Any], bool]:
+def _refusing_stale_snapshots(
+    set_data: Callable[[Any], bool], commit_index: Callable[[], int]
+) -> Callable[[Any], bool]:
     """Refuse a snapshot from the leader that ends at or below this node's commit index.
 
     pysyncobj installs any snapshot it is sent with ``clearJournal=True``: a follower sent an
@@ -293,8 +301,11 @@ def _refusing_stale_snapshots(set_data: Callable[[Any], bool],
                 chunks.clear()
                 index = _snapshot_last_index(blob)
                 if index is not None and index <= commit_index():
-                    logger.warning("refused a snapshot ending at %d: committed up to %d here",
-                                   index, commit_index())
+                    logger.warning(
+                        "refused a snapshot ending at %d: committed up to %d here",
+                        index,
+                        commit_index(),
+                    )
                     return False
         return set_data(data)
 
@@ -341,12 +352,21 @@ class RaftEngine(RaftOverrides, SyncObj):
         self._cp_journal = journal
         self._cp_installed: list[Any] = []
         stick_s = float(conf.raftMinTimeout)
-        lease_s = lease_ms_for(stick_s * 1000, conf.autoTickPeriod * 1000,
-                               conf.appendEntriesPeriod * 1000,
-                               conf.leaderFallbackTimeout * 1000) / 1000
-        self._cp_init_overrides(stick_s=stick_s, lease_s=lease_s,
-                                failover_spread_s=min(0.1, conf.raftMaxTimeout - stick_s),
-                                log=journal)
+        lease_s = (
+            lease_ms_for(
+                stick_s * 1000,
+                conf.autoTickPeriod * 1000,
+                conf.appendEntriesPeriod * 1000,
+                conf.leaderFallbackTimeout * 1000,
+            )
+            / 1000
+        )
+        self._cp_init_overrides(
+            stick_s=stick_s,
+            lease_s=lease_s,
+            failover_spread_s=min(0.1, conf.raftMaxTimeout - stick_s),
+            log=journal,
+        )
         self._cp_read_queue: collections.deque[ReadCallback] = collections.deque()
         self._cp_tick_calls: collections.deque[Callable[[], None]] = collections.deque()
         self._cp_leader_reads: list[list[Any]] = []  # [taken_at, index|None, callback, deadline]
@@ -371,13 +391,15 @@ class RaftEngine(RaftOverrides, SyncObj):
 
             capture = source.snapshot_view  # tick thread: capture; writer thread: encode
             restore = source.restore
+
         def on_load_error(exc: BaseException) -> None:
             if self._cp_fatal is None:
                 self._cp_fatal = InvariantViolation(f"snapshot could not be loaded: {exc!r}")
                 logger.critical("engine stops: %s", self._cp_fatal)
 
-        with _journal_installed(journal, capture, restore, on_load_error,
-                                lambda: int(self.raftCommitIndex)) as installed:
+        with _journal_installed(
+            journal, capture, restore, on_load_error, lambda: int(self.raftCommitIndex)
+        ) as installed:
             super().__init__(self_node, list(other_nodes), conf, **kwargs)
         if installed is not None:
             self._cp_installed.append(installed)
@@ -429,7 +451,8 @@ class RaftEngine(RaftOverrides, SyncObj):
         if kind == _REGULAR_COMMAND_TYPE:  # only @replicated methods write these; we have none
             raise InvariantViolation(
                 f"entry {self.raftLastApplied + 1} is a pysyncobj @replicated call, which "
-                "coreplane never writes: this log was not written by this version")
+                "coreplane never writes: this log was not written by this version"
+            )
         return SyncObj._SyncObj__doApplyCommand(self, command)  # type: ignore[attr-defined]
 
     def propose(self, data: bytes, callback: Callable[[Any, int], None]) -> None:
@@ -552,8 +575,9 @@ class RaftEngine(RaftOverrides, SyncObj):
             transport = self._SyncObj__transport  # type: ignore[attr-defined]
 
             def reply(index: int | None, code: int) -> None:
-                transport.send(node, {"type": "cp_read_index_resp", "rid": rid,
-                                      "index": index, "code": code})
+                transport.send(
+                    node, {"type": "cp_read_index_resp", "rid": rid, "index": index, "code": code}
+                )
 
             self._cp_start_read(reply, monotonic_s())
         elif kind == "cp_read_index_resp":
@@ -626,9 +650,13 @@ class RaftEngine(RaftOverrides, SyncObj):
             "terms": [(now - at, term) for at, term in list(self._cp_terms)],
             "leader_changes": self._cp_leader_changes,
             # None until this node knew a leader: elections before it are start-up, not churn
-            "first_leader_age_s": None if self._cp_first_leader_at is None
+            "first_leader_age_s": None
+            if self._cp_first_leader_at is None
             else now - self._cp_first_leader_at,
-            "journal": None, "flush_latency": None, "wire": {}, "auth_failures": {},
+            "journal": None,
+            "flush_latency": None,
+            "wire": {},
+            "auth_failures": {},
             # on a leader: seconds since each follower last echoed a heartbeat stamp, and its
             # match index; a connected follower that stops echoing is cut off
             "ack_age_s": {},
@@ -637,8 +665,9 @@ class RaftEngine(RaftOverrides, SyncObj):
             acks = dict(self._cp_acks)
             others = list(self._SyncObj__otherNodes)  # type: ignore[attr-defined]
             match = dict(self._SyncObj__raftMatchIndex)  # type: ignore[attr-defined]
-            out["ack_age_s"] = {str(n.id): None if n not in acks else now - acks[n]
-                                for n in others}  # None: no echo this leadership
+            out["ack_age_s"] = {
+                str(n.id): None if n not in acks else now - acks[n] for n in others
+            }  # None: no echo this leadership
             out["match_index"] = {str(n.id): int(match.get(n, 0)) for n in others}
         if journal is not None:
             stats = getattr(journal, "stats", None)

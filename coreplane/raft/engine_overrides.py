@@ -174,8 +174,10 @@ class ConflictAwareLog:
                 self._pending = pending + 1  # same index and term: the same entry (Raft)
                 return
             if idx <= self.commit_floor:
-                self.refused = (f"leader sent term {term} at index {idx}, which is committed "
-                                f"here with term {stored[2]}")
+                self.refused = (
+                    f"leader sent term {term} at index {idx}, which is committed "
+                    f"here with term {stored[2]}"
+                )
                 logger.critical("refusing to replace a committed entry: %s", self.refused)
                 self._pending = pending + 1
                 return
@@ -205,8 +207,9 @@ class ConflictAwareLog:
         try:
             self._journal.setCurrentTerm(term, votedForNodeId)
         except StorageFull:
-            logger.warning("term %d not durable yet (storage full); nothing is sent until it is",
-                           term)
+            logger.warning(
+                "term %d not durable yet (storage full); nothing is sent until it is", term
+            )
 
     @property
     def storage_full(self) -> bool:
@@ -259,8 +262,9 @@ def _stamp(engine: Any, node: Any, message: dict[str, Any]) -> dict[str, Any]:
         echo = getattr(engine, "_cp_echo", None)
         if echo is not None and echo[0] == node:
             return {**message, "cp_echo": echo[1]}
-    elif kind == "request_vote" and message.get("term") == getattr(engine, "_cp_transfer_term",
-                                                                     None):
+    elif kind == "request_vote" and message.get("term") == getattr(
+        engine, "_cp_transfer_term", None
+    ):
         return {**message, "cp_transfer": True}
     return message
 
@@ -285,8 +289,14 @@ class RaftOverrides:
 
     _cp_log: ConflictAwareLog | None
 
-    def _cp_init_overrides(self, *, stick_s: float, lease_s: float, failover_spread_s: float,
-                           log: ConflictAwareLog | None) -> None:
+    def _cp_init_overrides(
+        self,
+        *,
+        stick_s: float,
+        lease_s: float,
+        failover_spread_s: float,
+        log: ConflictAwareLog | None,
+    ) -> None:
         self._cp_stick_s = stick_s
         self._cp_lease_s = lease_s
         self._cp_failover_spread_s = failover_spread_s
@@ -303,10 +313,16 @@ class RaftOverrides:
         self._cp_fatal: BaseException | None = None
         self._cp_prevote: list[int] | None = None  # [term asked for, grants incl. own]
         self._cp_prevote_won: int | None = None  # the term a pre-vote round won
-        self._cp_counters = {"votes_ignored": 0, "term_notices": 0, "stale_resets": 0,
-                             "prevotes_refused": 0, "prevote_rounds": 0,
-                             "stepdowns_on_notice": 0, "stood_for_better_log": 0,
-                             "stood_after_split": 0}
+        self._cp_counters = {
+            "votes_ignored": 0,
+            "term_notices": 0,
+            "stale_resets": 0,
+            "prevotes_refused": 0,
+            "prevote_rounds": 0,
+            "stepdowns_on_notice": 0,
+            "stood_for_better_log": 0,
+            "stood_after_split": 0,
+        }
 
     # -------------------------------------------------------------------- lease
 
@@ -337,8 +353,10 @@ class RaftOverrides:
         """True while this node must not help elect anyone else (leader stickiness)."""
         if self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
             return self.lease_remaining_s() > 0
-        return (self._SyncObj__raftLeader is not None  # type: ignore[attr-defined]
-                and now - self._cp_heard_at < self._cp_stick_s)
+        return (
+            self._SyncObj__raftLeader is not None  # type: ignore[attr-defined]
+            and now - self._cp_heard_at < self._cp_stick_s
+        )
 
     def revoke_lease(self, duration_s: float) -> None:
         """Stop acting as leader for `duration_s` (a leadership transfer is under way)."""
@@ -353,8 +371,11 @@ class RaftOverrides:
         if isinstance(kind, str) and kind.startswith("cp_"):
             self._cp_on_message(node, message, current)
             return
-        if kind == "timeout_now" and message["term"] >= current \
-                and node == self._SyncObj__raftLeader:  # type: ignore[attr-defined]
+        if (
+            kind == "timeout_now"
+            and message["term"] >= current
+            and node == self._SyncObj__raftLeader
+        ):  # type: ignore[attr-defined]
             # pysyncobj clears its transfer flag before it asks for votes: remember the term.
             self._cp_transfer_term = current + 1
         if kind == "request_vote" and not message.get("cp_transfer") and self._cp_in_lease(now):
@@ -364,7 +385,8 @@ class RaftOverrides:
                 # a whole random election timeout later (fast failover after a leader crash).
                 wait_ms = int((self._cp_heard_at + self._cp_stick_s - now) * 1000) + 1
                 self._SyncObj__transport.send(  # type: ignore[attr-defined]
-                    node, {"type": "cp_vote_later", "term": message["term"], "ms": wait_ms})
+                    node, {"type": "cp_vote_later", "term": message["term"], "ms": wait_ms}
+                )
             return
         if kind == "request_vote":
             reason = self._cp_should_stand(node, message, current)
@@ -379,7 +401,8 @@ class RaftOverrides:
             if message["term"] < current:
                 self._cp_counters["term_notices"] += 1
                 self._SyncObj__transport.send(  # type: ignore[attr-defined]
-                    node, {"type": "cp_term", "term": current})
+                    node, {"type": "cp_term", "term": current}
+                )
                 return
             self._cp_on_append(node, message, now)
             return
@@ -389,8 +412,10 @@ class RaftOverrides:
 
     def _cp_last_log(self) -> tuple[int, int]:
         """(term, index) of this node's last entry: what Raft §5.4.1 compares for votes."""
-        return (self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
-                self._SyncObj__getCurrentLogIndex())  # type: ignore[attr-defined]
+        return (
+            self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
+            self._SyncObj__getCurrentLogIndex(),
+        )  # type: ignore[attr-defined]
 
     def _cp_should_stand(self, node: Any, request: dict[str, Any], current: int) -> str | None:
         """Why this node, refusing `request`, should call its own election at once, or None.
@@ -410,9 +435,13 @@ class RaftOverrides:
         if mine > theirs:
             return "stood_for_better_log"
         self_node = self._SyncObj__selfNode  # type: ignore[attr-defined]
-        if (mine == theirs and request["term"] == current
-                and self._SyncObj__raftState == _CANDIDATE  # type: ignore[attr-defined]
-                and self_node is not None and str(self_node.id) > str(node.id)):
+        if (
+            mine == theirs
+            and request["term"] == current
+            and self._SyncObj__raftState == _CANDIDATE  # type: ignore[attr-defined]
+            and self_node is not None
+            and str(self_node.id) > str(node.id)
+        ):
             return "stood_after_split"
         return None
 
@@ -433,8 +462,11 @@ class RaftOverrides:
             return
         if message["type"] == "cp_vote_later":
             if self._SyncObj__raftState == _CANDIDATE and message["term"] == current:  # type: ignore
-                retry_at = monotonic_s() + min(int(message["ms"]), 1000) / 1000 \
+                retry_at = (
+                    monotonic_s()
+                    + min(int(message["ms"]), 1000) / 1000
                     + 0.02 * _so.random.random()
+                )
                 if retry_at < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
                     self._SyncObj__raftElectionDeadline = retry_at
             return
@@ -467,10 +499,15 @@ class RaftOverrides:
         self._cp_counters["prevote_rounds"] += 1
         self._cp_prevote = [term, 1]
         self._SyncObj__raftElectionDeadline = (  # the next round, if this one fails
-            now + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
+            now + self._SyncObj__generateRaftTimeout()
+        )  # type: ignore[attr-defined]
         last_term, last_index = self._cp_last_log()
-        request = {"type": "cp_prevote", "term": term, "last_log_index": last_index,
-                   "last_log_term": last_term}
+        request = {
+            "type": "cp_prevote",
+            "term": term,
+            "last_log_index": last_index,
+            "last_log_term": last_term,
+        }
         for node in list(others):
             self._SyncObj__transport.send(node, dict(request))  # type: ignore[attr-defined]
 
@@ -487,14 +524,19 @@ class RaftOverrides:
                 wait_ms = int((self._cp_heard_at + self._cp_stick_s - now) * 1000) + 1
             elif not in_lease and mine > theirs and int(request["term"]) > current:
                 self._cp_stand_soon("stood_for_better_log", now)
-        self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
-            "type": "cp_prevote_reply", "term": int(request["term"]), "granted": granted,
-            "ms": wait_ms})
+        self._SyncObj__transport.send(
+            node,
+            {  # type: ignore[attr-defined]
+                "type": "cp_prevote_reply",
+                "term": int(request["term"]),
+                "granted": granted,
+                "ms": wait_ms,
+            },
+        )
 
     def _cp_on_prevote_reply(self, reply: dict[str, Any]) -> None:
         round_ = self._cp_prevote
-        if round_ is None or reply["term"] != round_[0] \
-                or self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
+        if round_ is None or reply["term"] != round_[0] or self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
             return
         now = monotonic_s()
         if reply.get("granted"):
@@ -525,8 +567,11 @@ class RaftOverrides:
             if stamp >= self._cp_leader_since_floor and stamp > self._cp_acks.get(node, -math.inf):
                 self._cp_acks[node] = stamp
         match = self._SyncObj__raftMatchIndex.get(node, 0)  # type: ignore[attr-defined]
-        if message.get("reset") and not message.get("success") \
-                and message.get("next_node_idx", 0) <= match:
+        if (
+            message.get("reset")
+            and not message.get("success")
+            and message.get("next_node_idx", 0) <= match
+        ):
             # Stale (reordered) reply: the follower already acknowledged up to `match`.
             self._cp_counters["stale_resets"] += 1
             message["next_node_idx"] = match + 1
@@ -546,8 +591,7 @@ class RaftOverrides:
             _so.SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore
         finally:
             self._cp_echo = None
-        if head is not None and raft_log[0] == head \
-                and self._SyncObj__raftCommitIndex > before:  # type: ignore[attr-defined]
+        if head is not None and raft_log[0] == head and self._SyncObj__raftCommitIndex > before:  # type: ignore[attr-defined]
             # A snapshot chunk that installed nothing verified nothing about this log, but
             # pysyncobj still set commit = min(leader commit, own last index): undo that.
             self._SyncObj__raftCommitIndex = before
@@ -573,7 +617,7 @@ class RaftOverrides:
             self._SyncObj__raftCommitIndex = cap
             raft_log.setRaftCommitIndex(cap)
         first = raft_log[0][1]
-        for entry in raft_log[last_new + 1 - first:]:
+        for entry in raft_log[last_new + 1 - first :]:
             # pysyncobj reverted every membership change past prevLogIdx; these stay.
             request = self._SyncObj__parseChangeClusterRequest(entry[0])  # type: ignore
             if request is not None:
@@ -592,17 +636,23 @@ class RaftOverrides:
             address = getattr(node, "address", None)
             if isinstance(address, str):
                 key = _endpoint(address)
-                members = [self._SyncObj__selfNode,  # type: ignore[attr-defined]
-                           *self._SyncObj__otherNodes]  # type: ignore[attr-defined]
+                members = [
+                    self._SyncObj__selfNode,  # type: ignore[attr-defined]
+                    *self._SyncObj__otherNodes,
+                ]  # type: ignore[attr-defined]
                 for member in members:
                     other = getattr(member, "address", None)
                     if member != node and isinstance(other, str) and _endpoint(other) == key:
-                        logger.warning("membership: not adding %s at %s, already %s's address",
-                                       getattr(node, "id", node), address,
-                                       getattr(member, "id", member))
+                        logger.warning(
+                            "membership: not adding %s at %s, already %s's address",
+                            getattr(node, "id", node),
+                            address,
+                            getattr(member, "id", member),
+                        )
                         return False
         result: bool = _so.SyncObj._SyncObj__doChangeCluster(  # type: ignore[attr-defined]
-            self, request, reverse)
+            self, request, reverse
+        )
         return result
 
     def _SyncObj__onBecomeLeader(self) -> None:
@@ -623,13 +673,15 @@ class RaftOverrides:
         wait a full election timeout before standing again (`_cp_storage_full_steps`)."""
         if self._SyncObj__raftState != _LEADER:  # type: ignore[attr-defined]
             return
-        self._cp_counters["storage_full_stepdowns"] = \
+        self._cp_counters["storage_full_stepdowns"] = (
             self._cp_counters.get("storage_full_stepdowns", 0) + 1
+        )
         logger.error("leader steps down: its journal cannot be made durable (%s)", exc)
         self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
         self._SyncObj__raftLeader = None
         self._SyncObj__raftElectionDeadline = (  # type: ignore[attr-defined]
-            monotonic_s() + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
+            monotonic_s() + self._SyncObj__generateRaftTimeout()
+        )  # type: ignore[attr-defined]
 
     def _SyncObj__setState(self, new_state: int) -> None:
         """A leader that steps down fails, at once, its proposals still waiting to commit.
@@ -662,8 +714,10 @@ class RaftOverrides:
                 match[node] = 0
         elif state == _FOLLOWER and node == self._SyncObj__raftLeader:  # type: ignore
             now = monotonic_s()
-            soon = max(now, self._cp_heard_at + self._cp_stick_s) \
+            soon = (
+                max(now, self._cp_heard_at + self._cp_stick_s)
                 + self._cp_failover_spread_s * _so.random.random()
+            )
             if soon < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
                 self._SyncObj__raftElectionDeadline = soon
 
@@ -706,8 +760,7 @@ class RaftOverrides:
         if self._cp_send_wanted:
             self._cp_send_wanted = False
             self._SyncObj__sendAppendEntries()
-        if self._SyncObj__commandsQueue._FastQueue__queue \
-                and self._SyncObj__raftLeader is not None:  # type: ignore[attr-defined]
+        if self._SyncObj__commandsQueue._FastQueue__queue and self._SyncObj__raftLeader is not None:  # type: ignore[attr-defined]
             self._cp_notify()  # stopped at its time budget: come back at once
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -736,12 +789,12 @@ class RaftOverrides:
             while node_next <= log[-1][1] or send_single or sending_serialized:
                 commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
                 if node_next > log[0][1]:
-                    prev_idx, prev_term = \
-                        self._SyncObj__getPrevLogIndexTerm(node_next)  # type: ignore
+                    prev_idx, prev_term = self._SyncObj__getPrevLogIndexTerm(node_next)  # type: ignore
                     entries: list[Any] = []
                     if node_next <= log[-1][1]:
                         entries = self._SyncObj__getEntries(  # type: ignore[attr-defined]
-                            node_next, None, batch_bytes)
+                            node_next, None, batch_bytes
+                        )
                         next_index[node] = entries[-1][1] + 1
                     if len(entries) == 1 and len(entries[0][0]) >= batch_bytes:
                         data = _so.pickle.dumps(entries[0])
@@ -752,24 +805,45 @@ class RaftOverrides:
                                 transmission = "finish"
                             else:
                                 transmission = "process"
-                            transport.send(node, {
-                                "type": "append_entries", "transmission": transmission,
-                                "data": data[pos:pos + batch_bytes], "term": term,
-                                "commit_index": commit, "prevLogIdx": prev_idx,
-                                "prevLogTerm": prev_term})
+                            transport.send(
+                                node,
+                                {
+                                    "type": "append_entries",
+                                    "transmission": transmission,
+                                    "data": data[pos : pos + batch_bytes],
+                                    "term": term,
+                                    "commit_index": commit,
+                                    "prevLogIdx": prev_idx,
+                                    "prevLogTerm": prev_term,
+                                },
+                            )
                             if node not in connected:
                                 break
                     else:
-                        transport.send(node, {
-                            "type": "append_entries", "term": term, "commit_index": commit,
-                            "entries": entries, "prevLogIdx": prev_idx,
-                            "prevLogTerm": prev_term})
+                        transport.send(
+                            node,
+                            {
+                                "type": "append_entries",
+                                "term": term,
+                                "commit_index": commit,
+                                "entries": entries,
+                                "prevLogIdx": prev_idx,
+                                "prevLogTerm": prev_term,
+                            },
+                        )
                         if node not in connected:
                             break
                 else:
                     data = serializer.getTransmissionData(node)
-                    transport.send(node, {"type": "append_entries", "term": term,
-                                          "commit_index": commit, "serialized": data})
+                    transport.send(
+                        node,
+                        {
+                            "type": "append_entries",
+                            "term": term,
+                            "commit_index": commit,
+                            "serialized": data,
+                        },
+                    )
                     if node not in connected:
                         break
                     if data is not None and data[2]:
@@ -816,7 +890,8 @@ class RaftOverrides:
             self._cp_tick_failures += 1
             if self._cp_tick_failures >= TICK_FAILURES_MAX:
                 self._cp_fatal = InvariantViolation(
-                    f"raft tick failed {self._cp_tick_failures} times in a row: {exc!r}")
+                    f"raft tick failed {self._cp_tick_failures} times in a row: {exc!r}"
+                )
                 logger.critical("engine stops ticking: %s", self._cp_fatal)
             raise
         self._cp_tick_failures = 0

@@ -95,8 +95,14 @@ _LAZY_BLOCK = 256  # entries read per LMDB transaction when iterating a lazy sli
 _SNAPSHOT_CHUNK_BYTES = 1 * MIB
 _ENOSPC = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NEARLY_FULL_BYTES = 1 * MIB
-_LMDB_CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-                 lmdb.VersionMismatchError, lmdb.PanicError, lmdb.BadTxnError)
+_LMDB_CORRUPT = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.PanicError,
+    lmdb.BadTxnError,
+)
 # LMDB's on-disk meta page (lmdb/mdb.c, 64-bit): a 16-byte page header (pgno, pad, flags, ...),
 # then MDB_meta: magic, version, address, mapsize, two MDB_db records of 48 bytes (the first's
 # leading pad field is the page size), last used page number, transaction id.
@@ -111,7 +117,8 @@ _LOST_JOURNAL_RECOVERY = (
     "starting with an empty journal would forget this node's term and vote (it could vote "
     "twice in one term), so it is refused. Recovery: remove the node from the cluster "
     "(remove_voter on a healthy node), empty its data dir, and add it back as a new voter "
-    "(add_voter) with the empty data dir; it catches up from the leader")
+    "(add_voter) with the empty data dir; it catches up from the leader"
+)
 
 
 def snapshot_marker_path(path: str) -> str:
@@ -150,7 +157,7 @@ def _unpack_entry(key: bytes, raw: bytes | None, idx: int) -> Entry:
     if len(raw) < _HEAD.size:
         raise CorruptData(f"journal entry {idx} is truncated")
     crc, term = _HEAD.unpack_from(raw)
-    command = bytes(raw[_HEAD.size:])
+    command = bytes(raw[_HEAD.size :])
     if _crc(key, term, command) != crc:
         raise CorruptData(f"journal entry {idx} failed its checksum")
     return command, idx, term
@@ -162,10 +169,10 @@ def _pack_meta(value: Any) -> bytes:
 
 
 def _unpack_meta(raw: bytes, what: str, path: str) -> Any:
-    if len(raw) < _CRC.size or _CRC.unpack_from(raw)[0] != zlib.crc32(raw[_CRC.size:]):
+    if len(raw) < _CRC.size or _CRC.unpack_from(raw)[0] != zlib.crc32(raw[_CRC.size :]):
         raise CorruptData(f"{path}: {what} record failed its checksum")
     try:
-        return decode_value(raw[_CRC.size:])
+        return decode_value(raw[_CRC.size :])
     except DecodeError as exc:
         raise CorruptData(f"{path}: {what} record is not decodable: {exc}") from exc
 
@@ -194,8 +201,10 @@ def check_lmdb_file_size(data_file: str) -> None:
         raise CorruptData(f"{data_file}: cannot read LMDB's meta pages: {exc}") from exc
     for number, page in enumerate(pages):
         if len(page) < _META_TAIL_AT + _META_TAIL.size:
-            raise CorruptData(f"{data_file} is truncated: {size} bytes cannot hold LMDB's two "
-                              f"meta pages of {psize} bytes")
+            raise CorruptData(
+                f"{data_file} is truncated: {size} bytes cannot hold LMDB's two "
+                f"meta pages of {psize} bytes"
+            )
         flags = _PAGE_HEAD.unpack_from(page)[2]
         magic = _META_HEAD.unpack_from(page, 16)[0]
         if not flags & _P_META or magic != _MDB_MAGIC:
@@ -206,7 +215,8 @@ def check_lmdb_file_size(data_file: str) -> None:
             raise CorruptData(
                 f"{data_file} is truncated: {size} bytes, but LMDB's meta page {number} "
                 f"(transaction {txnid}) uses pages up to {last_page} of {psize} bytes "
-                f"({needed} bytes); refusing to map it (restore the file or rebuild the node)")
+                f"({needed} bytes); refusing to map it (restore the file or rebuild the node)"
+            )
 
 
 class LatencyHistogram:
@@ -239,8 +249,13 @@ class LatencyHistogram:
         """{"bounds_s", "counts" (per bucket, not cumulative; last is +Inf), "count", "sum_s",
         "max_s"}: plain data for metrics and health checks."""
         counts = list(self.counts)
-        return {"bounds_s": list(self.BOUNDS_S), "counts": counts, "count": sum(counts),
-                "sum_s": self.sum_s, "max_s": self.max_s}
+        return {
+            "bounds_s": list(self.BOUNDS_S),
+            "counts": counts,
+            "count": sum(counts),
+            "sum_s": self.sum_s,
+            "max_s": self.max_s,
+        }
 
 
 def _free_bytes(path: str) -> int | None:
@@ -254,8 +269,12 @@ def _free_bytes(path: str) -> int | None:
 def _is_no_space(exc: BaseException, path: str | None = None) -> bool:
     code = getattr(exc, "errno", None)
     text = str(exc)
-    if code in _ENOSPC or "No space left" in text or "Disk quota" in text \
-            or "File too large" in text:
+    if (
+        code in _ENOSPC
+        or "No space left" in text
+        or "Disk quota" in text
+        or "File too large" in text
+    ):
         return True
     # LMDB reports a short write as EIO ("TODO: Use which error code?" in mdb_page_flush):
     # on a nearly full filesystem that is a full disk, not a failing one.
@@ -311,8 +330,9 @@ class _LazyEntries(Sequence[Entry]):
 
     def __iter__(self) -> Iterator[Entry]:
         for lo in range(0, self._count, _LAZY_BLOCK):
-            yield from self._journal._range(self._first_idx + lo,
-                                            min(_LAZY_BLOCK, self._count - lo))
+            yield from self._journal._range(
+                self._first_idx + lo, min(_LAZY_BLOCK, self._count - lo)
+            )
 
 
 class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
@@ -403,17 +423,21 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise InvalidArgument("path", f"{self.path} exists and is not a directory")
         if not self._create and not os.path.isdir(self.path):
-            raise CorruptData(f"{self.path}: the journal directory is missing although the "
-                              f"data dir records that a journal was created; "
-                              f"{_LOST_JOURNAL_RECOVERY}")
+            raise CorruptData(
+                f"{self.path}: the journal directory is missing although the "
+                f"data dir records that a journal was created; "
+                f"{_LOST_JOURNAL_RECOVERY}"
+            )
         try:
             os.makedirs(self.path, exist_ok=True)
             foreign = sorted(set(os.listdir(self.path)) - _OWN_FILES)
         except OSError as exc:
             raise InvalidArgument("path", f"{self.path}: {exc}") from exc
         if foreign:
-            raise CorruptData(f"{self.path} is not a coreplane journal directory "
-                              f"(unexpected files: {', '.join(foreign[:5])})")
+            raise CorruptData(
+                f"{self.path} is not a coreplane journal directory "
+                f"(unexpected files: {', '.join(foreign[:5])})"
+            )
 
     def _take_owner_lock(self) -> int:
         """The journal's exclusive lock, pid recorded; before LMDB is opened or anything read."""
@@ -431,11 +455,15 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 holder = ""
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise InvalidArgument("path", f"cannot lock {lock_path}: {exc} (a file "
-                                      "system without flock is not supported)") from exc
+                raise InvalidArgument(
+                    "path",
+                    f"cannot lock {lock_path}: {exc} (a file "
+                    "system without flock is not supported)",
+                ) from exc
             mine = ", this process" if holder == str(os.getpid()) else ""
-            raise InvalidArgument("path", f"{self.path} is already open (locked by pid "
-                                  f"{holder or '(unknown)'}{mine})") from exc
+            raise InvalidArgument(
+                "path", f"{self.path} is already open (locked by pid {holder or '(unknown)'}{mine})"
+            ) from exc
         with contextlib.suppress(OSError):  # the pid only serves the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -457,24 +485,35 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             raise CorruptData(f"{data_file}: {exc}") from exc
         if not self._create and not size:
             state = "missing" if size is None else "empty"
-            raise CorruptData(f"{data_file} is {state} although the data dir records that a "
-                              f"journal was created; {_LOST_JOURNAL_RECOVERY}")
+            raise CorruptData(
+                f"{data_file} is {state} although the data dir records that a "
+                f"journal was created; {_LOST_JOURNAL_RECOVERY}"
+            )
         if size:
             check_lmdb_file_size(data_file)
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
         try:
-            return lmdb.open(self.path, map_size=map_size, subdir=True, max_dbs=3,
-                             sync=True, metasync=self.durability == "fsync",
-                             writemap=False, readahead=False, lock=True)
+            return lmdb.open(
+                self.path,
+                map_size=map_size,
+                subdir=True,
+                max_dbs=3,
+                sync=True,
+                metasync=self.durability == "fsync",
+                writemap=False,
+                readahead=False,
+                lock=True,
+            )
         except lmdb.InvalidError as exc:
             raise CorruptData(f"{self.path}: data.mdb is not an LMDB file: {exc}") from exc
         except (lmdb.Error, OSError) as exc:
             if _is_no_space(exc):
                 raise StorageFull(f"{self.path}: disk full opening the journal") from exc
             if "already open" in str(exc):
-                raise InvalidArgument("path", f"{self.path} is already open in this process"
-                                      ) from exc
+                raise InvalidArgument(
+                    "path", f"{self.path} is already open in this process"
+                ) from exc
             raise CorruptData(f"{self.path}: cannot open the journal: {exc}") from exc
 
     def _load(self, verify: bool) -> None:
@@ -482,17 +521,22 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             self._dbs = {name: self._env.open_db(name) for name in (b"log", b"meta", b"snap")}
             with self._env.begin() as txn:
                 identity = txn.get(b"identity", db=self._dbs[b"meta"])
-                meta = {key: txn.get(key, db=self._dbs[b"meta"])
-                        for key in (b"log", b"term", b"commit")}
+                meta = {
+                    key: txn.get(key, db=self._dbs[b"meta"]) for key in (b"log", b"term", b"commit")
+                }
                 snap_raw = txn.get(b"current", db=self._dbs[b"snap"])
                 has_entries = txn.stat(self._dbs[b"log"])["entries"] > 0
         if identity is None:
             if has_entries or any(v is not None for v in meta.values()) or snap_raw is not None:
-                raise CorruptData(f"{self.path}: journal data without an identity record "
-                                  "(foreign or damaged data dir); refusing to reuse it")
+                raise CorruptData(
+                    f"{self.path}: journal data without an identity record "
+                    "(foreign or damaged data dir); refusing to reuse it"
+                )
             if not self._create:
-                raise CorruptData(f"{self.path}: the journal is empty although the data dir "
-                                  f"records that it was created; {_LOST_JOURNAL_RECOVERY}")
+                raise CorruptData(
+                    f"{self.path}: the journal is empty although the data dir "
+                    f"records that it was created; {_LOST_JOURNAL_RECOVERY}"
+                )
             self._write_identity()
         else:
             self._check_identity(_unpack_meta(identity, "identity", self.path))
@@ -537,8 +581,13 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         meta = self._checked(raw, "snapshot", dict)
         ints = all(type(meta.get(k)) is int and meta[k] >= 0 for k in ("gen", "size", "chunks"))
         entries = all(
-            isinstance(meta.get(k), list) and len(meta[k]) == 3 and isinstance(meta[k][0], bytes)
-            and type(meta[k][1]) is int and type(meta[k][2]) is int for k in ("last", "prev"))
+            isinstance(meta.get(k), list)
+            and len(meta[k]) == 3
+            and isinstance(meta[k][0], bytes)
+            and type(meta[k][1]) is int
+            and type(meta[k][2]) is int
+            for k in ("last", "prev")
+        )
         if not (ints and entries and isinstance(meta.get("digest"), bytes)):
             raise CorruptData(f"{self.path}: snapshot record has the wrong shape")
         return meta
@@ -552,14 +601,21 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         if not isinstance(record, dict) or "format" not in record:
             raise CorruptData(f"{self.path}: identity record has the wrong shape")
         if record["format"] != FORMAT_VERSION:
-            raise CorruptData(f"{self.path}: journal format {record['format']!r}, this code "
-                              f"reads {FORMAT_VERSION}")
+            raise CorruptData(
+                f"{self.path}: journal format {record['format']!r}, this code "
+                f"reads {FORMAT_VERSION}"
+            )
         if record.get("node_id") != self.node_id:
-            raise InvalidArgument("node_id", f"{self.path} belongs to node "
-                                  f"{record.get('node_id')!r}, not {self.node_id!r}")
+            raise InvalidArgument(
+                "node_id",
+                f"{self.path} belongs to node {record.get('node_id')!r}, not {self.node_id!r}",
+            )
         if record.get("cluster_id") != self.cluster_id:
-            raise InvalidArgument("cluster_id", f"{self.path} belongs to cluster "
-                                  f"{record.get('cluster_id')!r}, not {self.cluster_id!r}")
+            raise InvalidArgument(
+                "cluster_id",
+                f"{self.path} belongs to cluster "
+                f"{record.get('cluster_id')!r}, not {self.cluster_id!r}",
+            )
 
     def _apply_snapshot_floor(self) -> None:
         """Drop entries a published snapshot covers; reset a log that ends before it or
@@ -573,10 +629,16 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         boundary = prev[1]
         log_last = self._first + self._n - 1
         if self._n and self._first > boundary:
-            raise CorruptData(f"{self.path}: log starts at {self._first}, after the snapshot "
-                              f"boundary {boundary}: entries are missing")
-        if self._n and boundary + 1 <= log_last and self._entry(boundary) == prev \
-                and self._entry(boundary + 1) == last:
+            raise CorruptData(
+                f"{self.path}: log starts at {self._first}, after the snapshot "
+                f"boundary {boundary}: entries are missing"
+            )
+        if (
+            self._n
+            and boundary + 1 <= log_last
+            and self._entry(boundary) == prev
+            and self._entry(boundary + 1) == last
+        ):
             if self._first < boundary:
                 self._n -= boundary - self._first
                 self._first = boundary
@@ -584,8 +646,14 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 self._head = None
                 self._meta_dirty = True
             return
-        logger.warning("journal %s: log (%d..%d) ends before or contradicts snapshot at %d; "
-                       "reset to the snapshot", self.path, self._first, log_last, last[1])
+        logger.warning(
+            "journal %s: log (%d..%d) ends before or contradicts snapshot at %d; "
+            "reset to the snapshot",
+            self.path,
+            self._first,
+            log_last,
+            last[1],
+        )
         self._n, self._tail, self._dirty_from, self._head = 0, [], None, None
         self._append(prev)
         self._append(last)
@@ -628,8 +696,10 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             stop = first_idx + count
             lmdb_stop = min(stop, self._tail_start) if self._tail else stop
             if first_idx < lmdb_stop:
-                with _translated(self.path, "reading"), \
-                        self._env.begin(db=self._dbs[b"log"]) as txn:
+                with (
+                    _translated(self.path, "reading"),
+                    self._env.begin(db=self._dbs[b"log"]) as txn,
+                ):
                     cursor = txn.cursor()
                     idx = first_idx
                     if cursor.set_key(_KEY.pack(idx)):
@@ -691,14 +761,20 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         """Append one entry in memory; it becomes durable at the next `flush`."""
         if isinstance(command, str):
             command = command.encode("utf-8")  # pysyncobj's to_bytes does the same
-        if not isinstance(command, (bytes, bytearray)) or type(idx) is not int or \
-                type(term) is not int or idx < 0 or term < 0:
+        if (
+            not isinstance(command, (bytes, bytearray))
+            or type(idx) is not int
+            or type(term) is not int
+            or idx < 0
+            or term < 0
+        ):
             raise InvalidArgument("entry", "must be (bytes, int index, int term)")
         with self._lock:
             self._require_open()
             if self._n and idx != self._first + self._n:
                 raise InvariantViolation(
-                    f"journal append of index {idx} after {self._first + self._n - 1}")
+                    f"journal append of index {idx} after {self._first + self._n - 1}"
+                )
             self._append((bytes(command), idx, term))
 
     def clear(self) -> None:
@@ -799,8 +875,9 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 self._with_map_growth(self._flush_txn, "flushing the log")
             except StorageFull:
                 if not self._full:
-                    logger.error("journal %s: storage full; writes wait until space returns",
-                                 self.path)
+                    logger.error(
+                        "journal %s: storage full; writes wait until space returns", self.path
+                    )
                 self._full = True
                 raise
             self.flush_latency.observe(time.monotonic() - started)
@@ -825,7 +902,7 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         with self._env.begin(write=True) as txn:
             garbage_left = self._delete_garbage(txn, log_db, last) if self._garbage else False
             if self._dirty_from is not None:
-                for entry in self._tail[self._dirty_from - self._tail_start:]:
+                for entry in self._tail[self._dirty_from - self._tail_start :]:
                     key = _KEY.pack(entry[1])
                     txn.put(key, _pack_entry(key, entry[0], entry[2]), db=log_db)
             if self._meta_dirty:
@@ -859,8 +936,10 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
                 with _translated(self.path, "reading the map size"):
                     size = int(self._env.info()["map_size"])
                 if size >= self._map_size_max:
-                    raise StorageFull(f"{self.path}: LMDB map full at {size} bytes "
-                                      f"(map_size_max_bytes={self._map_size_max})") from exc
+                    raise StorageFull(
+                        f"{self.path}: LMDB map full at {size} bytes "
+                        f"(map_size_max_bytes={self._map_size_max})"
+                    ) from exc
                 new = min(self._map_size_max, size * 2)
                 logger.warning("journal %s: growing the LMDB map %d -> %d", self.path, size, new)
                 with _translated(self.path, "growing the map"):
@@ -887,9 +966,13 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise InvalidArgument("payload", "must be bytes")
         for name, entry in (("last_entry", last_entry), ("prev_entry", prev_entry)):
-            if not (isinstance(entry, tuple) and len(entry) == 3
-                    and isinstance(entry[0], bytes) and type(entry[1]) is int
-                    and type(entry[2]) is int):
+            if not (
+                isinstance(entry, tuple)
+                and len(entry) == 3
+                and isinstance(entry[0], bytes)
+                and type(entry[1]) is int
+                and type(entry[2]) is int
+            ):
                 raise InvalidArgument(name, "must be (bytes, int, int)")
         if prev_entry[1] + 1 != last_entry[1]:
             raise InvalidArgument("prev_entry", "must directly precede last_entry")
@@ -904,12 +987,11 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             with self._lock:
                 self._snapshot_writing.discard(gen)
 
-    def _write_snapshot(self, gen: int, data: bytes, last_entry: Entry,
-                        prev_entry: Entry) -> bool:
+    def _write_snapshot(self, gen: int, data: bytes, last_entry: Entry, prev_entry: Entry) -> bool:
         snap_db = self._dbs[b"snap"]
         chunks = max(1, -(-len(data) // _SNAPSHOT_CHUNK_BYTES))
         for i in range(chunks):
-            chunk = data[i * _SNAPSHOT_CHUNK_BYTES:(i + 1) * _SNAPSHOT_CHUNK_BYTES]
+            chunk = data[i * _SNAPSHOT_CHUNK_BYTES : (i + 1) * _SNAPSHOT_CHUNK_BYTES]
             key = b"d" + _KEY.pack(gen) + _CRC.pack(i)
 
             def put_chunk(key: bytes = key, chunk: bytes = chunk) -> None:
@@ -919,9 +1001,14 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             with self._lock:
                 self._require_open()
                 self._with_map_growth(put_chunk, "writing a snapshot")
-        meta = {"gen": gen, "size": len(data), "chunks": chunks,
-                "digest": hashlib.blake2b(data, digest_size=16).digest(),
-                "last": list(last_entry), "prev": list(prev_entry)}
+        meta = {
+            "gen": gen,
+            "size": len(data),
+            "chunks": chunks,
+            "digest": hashlib.blake2b(data, digest_size=16).digest(),
+            "last": list(last_entry),
+            "prev": list(prev_entry),
+        }
 
         current = self._snapshot_meta
 
@@ -958,16 +1045,20 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             if meta is None:
                 return None
             parts = []
-            with _translated(self.path, "reading a snapshot"), \
-                    self._env.begin(db=self._dbs[b"snap"]) as txn:
+            with (
+                _translated(self.path, "reading a snapshot"),
+                self._env.begin(db=self._dbs[b"snap"]) as txn,
+            ):
                 for i in range(int(meta["chunks"])):
                     raw = txn.get(b"d" + _KEY.pack(int(meta["gen"])) + _CRC.pack(i))
                     if raw is None:
                         raise CorruptData(f"{self.path}: snapshot chunk {i} is missing")
                     parts.append(raw)
             data = b"".join(parts)
-            if len(data) != meta["size"] or \
-                    hashlib.blake2b(data, digest_size=16).digest() != meta["digest"]:
+            if (
+                len(data) != meta["size"]
+                or hashlib.blake2b(data, digest_size=16).digest() != meta["digest"]
+            ):
                 raise CorruptData(f"{self.path}: snapshot {meta['gen']} failed its checksum")
             return Snapshot(data, self._meta_entry("last"), self._meta_entry("prev"))
 
@@ -994,8 +1085,9 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
             try:
                 self.flush()
             except StorageFull:
-                logger.error("journal %s: closing with an unflushed batch (storage full)",
-                             self.path)
+                logger.error(
+                    "journal %s: closing with an unflushed batch (storage full)", self.path
+                )
             finally:
                 self._closed = True
                 self._env.close()
@@ -1018,10 +1110,15 @@ class LmdbJournal(pysyncobj.journal.Journal):  # type: ignore[misc]
         with self._lock, _translated(self.path, "reading stats"):
             info = self._env.info()
             free = _free_bytes(self.path)
-            return {"first_index": self._first, "entries": self._n,
-                    "cached_entries": len(self._tail), "map_size_bytes": int(info["map_size"]),
-                    "last_page": int(info["last_pgno"]), "snapshot_gen": self._snapshot_gen,
-                    # for health checks: map use = (last_page + 1) * page_bytes against the cap
-                    "page_bytes": int(self._env.stat()["psize"]),
-                    "map_size_max_bytes": self._map_size_max,
-                    "disk_free_bytes": -1 if free is None else free}
+            return {
+                "first_index": self._first,
+                "entries": self._n,
+                "cached_entries": len(self._tail),
+                "map_size_bytes": int(info["map_size"]),
+                "last_page": int(info["last_pgno"]),
+                "snapshot_gen": self._snapshot_gen,
+                # for health checks: map use = (last_page + 1) * page_bytes against the cap
+                "page_bytes": int(self._env.stat()["psize"]),
+                "map_size_max_bytes": self._map_size_max,
+                "disk_free_bytes": -1 if free is None else free,
+            }

@@ -65,6 +65,8 @@ PINNED_VERSION = "0.3.17"
 #   SyncObj._autoTickThread ........ logs and retries a failing tick (the wedge we bound)
 #   SyncObj.transferLeadership ..... sends timeout_now; the target clears its flag before voting
 #   SyncObj.__applyLogEntries ...... bumps raftLastApplied after each apply (ReadIndex waits)
+# One pinned hash per entry, each on the line below its name (kept out of the formatter).
+# fmt: off
 UPSTREAM: dict[str, str] = {
     "pysyncobj.syncobj.createJournal":
         "9ea9e463ae2a0b8bc28887a9cc9ec1f58b2b789c33a2f88973182d69a47d1169",
@@ -127,6 +129,7 @@ UPSTREAM: dict[str, str] = {
     "TcpConnection.__processParseMessage":
         "4ecbfdad3baa2eacb0ad8d561281110fa5b06a3cd1f221614c31e4dc6e5a32ae",
 }
+# fmt: on
 
 
 def _targets() -> dict[str, Any]:
@@ -275,8 +278,10 @@ class _AppliedReplayFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
-            record.msg = ("re-receiving already-applied entries from index %d (last applied: "
-                          "%d); committed entries are identical by Raft's log matching")
+            record.msg = (
+                "re-receiving already-applied entries from index %d (last applied: "
+                "%d); committed entries are identical by Raft's log matching"
+            )
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger("pysyncobj.syncobj").isEnabledFor(logging.DEBUG)
         return True

@@ -196,8 +196,9 @@ _register(pysyncobj.node.Node, _EXT_NODE, _node_to_plain, _node_from_plain)
 _register(pysyncobj.node.TCPNode, _EXT_TCP_NODE, _tcp_node_to_plain, _tcp_node_from_plain)
 # The wire's node type, registered here (not by the wire) so that the serializer knows it before
 # any frame, snapshot or membership entry is decoded, whichever module was imported first.
-register_node_class(PeerNode, PEER_NODE_EXT_CODE, to_plain=PeerNode.to_plain,
-                    from_plain=PeerNode.from_plain)
+register_node_class(
+    PeerNode, PEER_NODE_EXT_CODE, to_plain=PeerNode.to_plain, from_plain=PeerNode.from_plain
+)
 
 
 # ------------------------------------------------------------------------ the four functions
@@ -211,8 +212,9 @@ def encode(obj: Any) -> bytes:
     return encode_tree(obj, ext=hooks)
 
 
-def decode(data: bytes | bytearray | memoryview | str, *,
-           max_bytes: int = MAX_ENCODED_BYTES) -> Any:
+def decode(
+    data: bytes | bytearray | memoryview | str, *, max_bytes: int = MAX_ENCODED_BYTES
+) -> Any:
     """Decode bytes written by `encode`; anything else raises `DecodeError`, never runs code."""
     if isinstance(data, str):
         data = data.encode("utf-8")  # pysyncobj's to_bytes did the same for str
@@ -270,7 +272,8 @@ def install() -> None:
     if first:  # a host that also uses pysyncobj directly should be able to find out why
         logging.getLogger(__name__).info(
             "replaced pysyncobj.pickle dumps/loads/dump/load process-wide: every SyncObj in "
-            "this process now encodes with coreplane's msgpack codec (plain data only)")
+            "this process now encodes with coreplane's msgpack codec (plain data only)"
+        )
 
 
 def uninstall() -> None:
@@ -369,8 +372,9 @@ class SnapshotSerializer:
         def write() -> None:
             try:
                 payload = encode([_SNAPSHOT_FORMAT, kind, thunk(), cluster_bytes])
-                if not self._journal.save_snapshot(payload, last_entry=tuple(last_entry),
-                                                   prev_entry=tuple(prev_entry)):
+                if not self._journal.save_snapshot(
+                    payload, last_entry=tuple(last_entry), prev_entry=tuple(prev_entry)
+                ):
                     # A later snapshot (from the leader) won: do not compact for this one.
                     self._failed = DecodeError("superseded by a later snapshot")
             except Exception as exc:  # noqa: BLE001 - reported through checkSerializing
@@ -408,13 +412,19 @@ class SnapshotSerializer:
 
     def _decode_payload(self, payload: bytes) -> tuple[int, bytes, set[Any]]:
         parts = decode(payload, max_bytes=self._max)
-        if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == _SNAPSHOT_FORMAT
-                and parts[1] in (_KIND_TREE, _KIND_HOST) and isinstance(parts[2], bytes)
-                and isinstance(parts[3], bytes)):
+        if not (
+            isinstance(parts, list)
+            and len(parts) == 4
+            and parts[0] == _SNAPSHOT_FORMAT
+            and parts[1] in (_KIND_TREE, _KIND_HOST)
+            and isinstance(parts[2], bytes)
+            and isinstance(parts[3], bytes)
+        ):
             raise DecodeError("snapshot payload has the wrong layout")
         cluster = decode(parts[3])
         if not isinstance(cluster, set) or not all(
-                isinstance(n, pysyncobj.node.Node) for n in cluster):
+            isinstance(n, pysyncobj.node.Node) for n in cluster
+        ):
             raise DecodeError("snapshot cluster must be a set of nodes")
         if parts[1] == _KIND_TREE:
             decode(parts[2], max_bytes=self._max)  # validate now; decoded again on load
@@ -450,7 +460,7 @@ class SnapshotSerializer:
             blob = encode([_TRANSMIT_FORMAT, snap.last_entry, snap.prev_entry, snap.payload])
             state = self._transmissions[transmissionID] = [blob, 0]
         blob, offset = state
-        chunk = blob[offset:offset + self._batch]
+        chunk = blob[offset : offset + self._batch]
         state[1] = offset + len(chunk)
         is_last = not chunk
         if is_last:
@@ -459,8 +469,13 @@ class SnapshotSerializer:
 
     def setTransmissionData(self, data: Any) -> bool:
         """Accumulate a chunk from the leader; True once a complete, valid snapshot is stored."""
-        if not (isinstance(data, tuple) and len(data) == 3 and isinstance(data[0], bytes)
-                and isinstance(data[1], bool) and isinstance(data[2], bool)):
+        if not (
+            isinstance(data, tuple)
+            and len(data) == 3
+            and isinstance(data[0], bytes)
+            and isinstance(data[1], bool)
+            and isinstance(data[2], bool)
+        ):
             return False
         chunk, is_first, is_last = data
         if is_first:
@@ -477,24 +492,34 @@ class SnapshotSerializer:
         blob, self._incoming = bytes(self._incoming), None
         try:
             parts = decode(blob, max_bytes=self._max + 1024)
-            if not (isinstance(parts, list) and len(parts) == 4 and parts[0] == _TRANSMIT_FORMAT
-                    and isinstance(parts[3], bytes)):
+            if not (
+                isinstance(parts, list)
+                and len(parts) == 4
+                and parts[0] == _TRANSMIT_FORMAT
+                and isinstance(parts[3], bytes)
+            ):
                 raise DecodeError("snapshot transmission has the wrong layout")
             last_entry, prev_entry = _entry(parts[1]), _entry(parts[2])
             self._decode_payload(parts[3])
         except DecodeError as exc:
             _log_error("snapshot from the leader refused", exc)
             return False
-        return bool(self._journal.save_snapshot(parts[3], last_entry=last_entry,
-                                                prev_entry=prev_entry))
+        return bool(
+            self._journal.save_snapshot(parts[3], last_entry=last_entry, prev_entry=prev_entry)
+        )
 
     def cancelTransmisstion(self, id: Any) -> None:
         self._transmissions.pop(id, None)
 
 
 def _entry(value: Any) -> tuple[bytes, int, int]:
-    if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], bytes)
-            and type(value[1]) is int and type(value[2]) is int):
+    if not (
+        isinstance(value, tuple)
+        and len(value) == 3
+        and isinstance(value[0], bytes)
+        and type(value[1]) is int
+        and type(value[2]) is int
+    ):
         raise DecodeError("snapshot entry must be (bytes, int, int)")
     return value
 

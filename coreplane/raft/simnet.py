@@ -227,12 +227,19 @@ class SimTransport(Transport):  # type: ignore[misc]
         return delivered
 
 
-def make_sim_transport_class(hub: Any, node_id: str,
-                             on_before_send: Callable[[], None] | None = None) -> type:
+def make_sim_transport_class(
+    hub: Any, node_id: str, on_before_send: Callable[[], None] | None = None
+) -> type:
     """A `SimTransport` subclass bound to one hub and node, for ``transportClass=``."""
-    return type("BoundSimTransport", (SimTransport,),
-                {"hub": hub, "node_id": node_id, "on_before_send": staticmethod(on_before_send)
-                 if on_before_send is not None else None})
+    return type(
+        "BoundSimTransport",
+        (SimTransport,),
+        {
+            "hub": hub,
+            "node_id": node_id,
+            "on_before_send": staticmethod(on_before_send) if on_before_send is not None else None,
+        },
+    )
 
 
 # ------------------------------------------------------------------------ disk and journal
@@ -279,8 +286,14 @@ class SimJournal:
     `marker_path` is the file pysyncobj checks at its first tick to load the snapshot.
     """
 
-    def __init__(self, disk: SimDisk, *, marker_path: str | None = None, fsync: bool = True,
-                 vote_durable: bool = True) -> None:
+    def __init__(
+        self,
+        disk: SimDisk,
+        *,
+        marker_path: str | None = None,
+        fsync: bool = True,
+        vote_durable: bool = True,
+    ) -> None:
         self.disk = disk
         self.fsync = fsync
         self.vote_durable = vote_durable
@@ -304,8 +317,12 @@ class SimJournal:
         """As `LmdbJournal` at open: keep the log from the snapshot's boundary, or reset to it."""
         prev, last = snap.prev_entry, snap.last_entry
         pos = prev[1] - self._first
-        if pos >= 0 and pos + 1 < len(self._log) and self._log[pos] == prev \
-                and self._log[pos + 1] == last:
+        if (
+            pos >= 0
+            and pos + 1 < len(self._log)
+            and self._log[pos] == prev
+            and self._log[pos + 1] == last
+        ):
             if pos:
                 del self._log[:pos]
                 self._first = prev[1]
@@ -441,8 +458,11 @@ class SimJournal:
         self.close()
 
     def stats(self) -> dict[str, int]:
-        return {"first_index": self._first, "entries": len(self._log),
-                "durable_entries": len(self.disk.log)}
+        return {
+            "first_index": self._first,
+            "entries": len(self._log),
+            "durable_entries": len(self.disk.log),
+        }
 
 
 def crash_journal(journal: Any) -> None:

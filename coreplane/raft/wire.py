@@ -91,10 +91,17 @@ class _WireConfig:
     key: bytes = field(repr=False)  # derived from the secret, never the secret itself
 
 
-def _validate(node_id: str, secret: bytes, listen: str, peers: Mapping[str, str],
-              max_frame_bytes: int, reconnect_backoff_ms: tuple[int, int], cluster: str,
-              handshake_timeout_ms: int,
-              on_before_send: Callable[[], None] | None) -> _WireConfig:
+def _validate(
+    node_id: str,
+    secret: bytes,
+    listen: str,
+    peers: Mapping[str, str],
+    max_frame_bytes: int,
+    reconnect_backoff_ms: tuple[int, int],
+    cluster: str,
+    handshake_timeout_ms: int,
+    on_before_send: Callable[[], None] | None,
+) -> _WireConfig:
     check_node_id("node_id", node_id)
     if not isinstance(secret, (bytes, bytearray)):
         raise InvalidArgument("secret", "must be bytes")
@@ -112,29 +119,44 @@ def _validate(node_id: str, secret: bytes, listen: str, peers: Mapping[str, str]
         if peer_id == node_id:
             raise InvalidArgument("peers", f"contains this node's own id {node_id!r}")
         parse_address(f"peers[{peer_id!r}]", address, port_zero_ok=False)
-    if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int) \
-            or not 1024 <= max_frame_bytes <= 2**31 - 1:
+    if (
+        isinstance(max_frame_bytes, bool)
+        or not isinstance(max_frame_bytes, int)
+        or not 1024 <= max_frame_bytes <= 2**31 - 1
+    ):
         raise InvalidArgument("max_frame_bytes", "must be an int in [1024, 2**31)")
     try:
         low_ms, high_ms = reconnect_backoff_ms
     except (TypeError, ValueError) as exc:
         raise InvalidArgument("reconnect_backoff_ms", "must be (min_ms, max_ms)") from exc
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low_ms, high_ms)) \
-            or not 1 <= low_ms <= high_ms <= 60_000:
+    if (
+        not all(isinstance(v, int) and not isinstance(v, bool) for v in (low_ms, high_ms))
+        or not 1 <= low_ms <= high_ms <= 60_000
+    ):
         raise InvalidArgument("reconnect_backoff_ms", "need 1 <= min_ms <= max_ms <= 60000")
     if not isinstance(cluster, str) or not cluster:
         raise InvalidArgument("cluster", "must be a non-empty str")
-    if isinstance(handshake_timeout_ms, bool) or not isinstance(handshake_timeout_ms, int) \
-            or not 10 <= handshake_timeout_ms <= 60_000:
+    if (
+        isinstance(handshake_timeout_ms, bool)
+        or not isinstance(handshake_timeout_ms, int)
+        or not 10 <= handshake_timeout_ms <= 60_000
+    ):
         raise InvalidArgument("handshake_timeout_ms", "must be an int in [10, 60000]")
     if on_before_send is not None and not callable(on_before_send):
         raise InvalidArgument("on_before_send", "must be callable or None")
     return _WireConfig(
-        node_id=node_id, cluster=cluster, listen_host=host, listen_port=port,
-        peers=dict(peers), max_frame_bytes=max_frame_bytes,
-        backoff_min_s=low_ms / 1000, backoff_max_s=high_ms / 1000,
-        handshake_timeout_s=handshake_timeout_ms / 1000, on_before_send=on_before_send,
-        key=_frames.cluster_key(bytes(secret), cluster))
+        node_id=node_id,
+        cluster=cluster,
+        listen_host=host,
+        listen_port=port,
+        peers=dict(peers),
+        max_frame_bytes=max_frame_bytes,
+        backoff_min_s=low_ms / 1000,
+        backoff_max_s=high_ms / 1000,
+        handshake_timeout_s=handshake_timeout_ms / 1000,
+        on_before_send=on_before_send,
+        key=_frames.cluster_key(bytes(secret), cluster),
+    )
 
 
 def make_transport_class(
@@ -157,8 +179,17 @@ def make_transport_class(
     per poll-loop iteration in steady state); if it raises, nothing is sent and it is retried.
     Bad values raise `InvalidArgument` naming the field; the secret is never echoed.
     """
-    config = _validate(node_id, secret, listen, peers, max_frame_bytes, reconnect_backoff_ms,
-                       cluster, handshake_timeout_ms, on_before_send)
+    config = _validate(
+        node_id,
+        secret,
+        listen,
+        peers,
+        max_frame_bytes,
+        reconnect_backoff_ms,
+        cluster,
+        handshake_timeout_ms,
+        on_before_send,
+    )
     return type("BoundWireTransport", (WireTransport,), {"_config": config})
 
 
@@ -191,8 +222,16 @@ class _Conn:
         "wbuf",
     )
 
-    def __init__(self, sock: socket.socket, *, dialer: bool, node: Node | None, now: float,
-                 deadline: float, peer_addr: str) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        dialer: bool,
+        node: Node | None,
+        now: float,
+        deadline: float,
+        peer_addr: str,
+    ) -> None:
         self.sock = sock
         self.fileno = sock.fileno()
         self.dialer = dialer
@@ -275,8 +314,9 @@ class WireTransport(Transport):
 
     def connected_peer_ids(self) -> list[str]:
         """Ids of peers with an authenticated connection, sorted."""
-        return sorted(raw.decode("utf-8") for raw, c in list(self._conns.items())
-                      if c.state == _OPEN)
+        return sorted(
+            raw.decode("utf-8") for raw, c in list(self._conns.items()) if c.state == _OPEN
+        )
 
     # ------------------------------------------------------------------ pysyncobj Transport API
 
@@ -292,8 +332,9 @@ class WireTransport(Transport):
             self._bind()
         except OSError as exc:
             self._bind_attempts += 1
-            logger.warning("cannot bind %s:%d: %s", self._cfg.listen_host,
-                           self._cfg.listen_port, exc)
+            logger.warning(
+                "cannot bind %s:%d: %s", self._cfg.listen_host, self._cfg.listen_port, exc
+            )
             if self._max_bind_retries and self._bind_attempts >= self._max_bind_retries:
                 self._bind_over.set()
                 raise TransportNotReadyError from exc
@@ -338,8 +379,9 @@ class WireTransport(Transport):
         try:
             payload = serialization.dumps(message)
         except InvalidArgument as exc:
-            logger.error("cannot encode %s message for %s: %s",
-                         _message_type(message), node.id, exc)
+            logger.error(
+                "cannot encode %s message for %s: %s", _message_type(message), node.id, exc
+            )
             return False
         if len(payload) + 1 > self._cfg.max_frame_bytes:
             logger.error("message for %s is %d bytes, over max_frame_bytes", node.id, len(payload))
@@ -379,8 +421,11 @@ class WireTransport(Transport):
     def _warn_auth_failure(self, conn: _Conn, reason: str) -> None:
         """Say once a minute per peer that it failed authentication: a member started with
         the wrong secret otherwise shows only as 'not connected' on both sides."""
-        who = f"{conn.node.id} ({conn.peer_addr})" if conn.dialer and conn.node else \
-            conn.peer_addr.rpartition(":")[0]
+        who = (
+            f"{conn.node.id} ({conn.peer_addr})"
+            if conn.dialer and conn.node
+            else conn.peer_addr.rpartition(":")[0]
+        )
         key = str(conn.node.id) if conn.dialer and conn.node else who
         if key not in self._auth_failures and len(self._auth_failures) >= _PENDING_INBOUND_MAX:
             key = "other"
@@ -391,8 +436,12 @@ class WireTransport(Transport):
         if len(self._auth_warned) >= _PENDING_INBOUND_MAX:
             self._auth_warned.clear()  # bounded: a scan from many addresses cannot grow it
         self._auth_warned[who] = now
-        logger.warning("peer %s failed authentication (%s): is it a member of this cluster, "
-                       "started with the same secret?", who, reason)
+        logger.warning(
+            "peer %s failed authentication (%s): is it a member of this cluster, "
+            "started with the same secret?",
+            who,
+            reason,
+        )
 
     def _reject(self, reason: str) -> None:
         self._stats[f"reject:{reason}"] += 1
@@ -422,10 +471,12 @@ class WireTransport(Transport):
             raise
         self._server = server
         bound = server.getsockname()
-        self.bound_address = f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 \
-            else f"{bound[0]}:{bound[1]}"
-        self._poller.subscribe(server.fileno(), self._on_accept,
-                               POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
+        self.bound_address = (
+            f"[{bound[0]}]:{bound[1]}" if family == socket.AF_INET6 else f"{bound[0]}:{bound[1]}"
+        )
+        self._poller.subscribe(
+            server.fileno(), self._on_accept, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR
+        )
 
     def _on_accept(self, fileno: int, event: int) -> None:
         server = self._server
@@ -447,9 +498,14 @@ class WireTransport(Transport):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             now = time.monotonic()
-            conn = _Conn(sock, dialer=False, node=None, now=now,
-                         deadline=now + self._cfg.handshake_timeout_s,
-                         peer_addr=f"{addr[0]}:{addr[1]}")
+            conn = _Conn(
+                sock,
+                dialer=False,
+                node=None,
+                now=now,
+                deadline=now + self._cfg.handshake_timeout_s,
+                peer_addr=f"{addr[0]}:{addr[1]}",
+            )
             conn.nonce_s = os.urandom(_frames.NONCE_BYTES)
             self._pending[conn.fileno] = conn
             self._stats["accepted"] += 1
@@ -481,8 +537,14 @@ class WireTransport(Transport):
             sock.close()
             self._schedule_redial(raw, now)
             return
-        conn = _Conn(sock, dialer=True, node=node, now=now,
-                     deadline=now + self._cfg.handshake_timeout_s, peer_addr=address)
+        conn = _Conn(
+            sock,
+            dialer=True,
+            node=node,
+            now=now,
+            deadline=now + self._cfg.handshake_timeout_s,
+            peer_addr=address,
+        )
         conn.id_c, conn.id_s = self._self_id, raw
         conn.nonce_c = os.urandom(_frames.NONCE_BYTES)
         conn.wbuf += _frames.build_hello(self._cfg.key, conn.id_c, conn.nonce_c)
@@ -542,8 +604,11 @@ class WireTransport(Transport):
             self._stats["syncs"] += 1
 
     def _flush_all(self) -> None:
-        conns = [c for c in list(self._conns.values()) + list(self._pending.values())
-                 if c.wbuf and c.state != _CONNECTING]
+        conns = [
+            c
+            for c in list(self._conns.values()) + list(self._pending.values())
+            if c.wbuf and c.state != _CONNECTING
+        ]
         if not conns:
             return
         try:
@@ -641,8 +706,9 @@ class WireTransport(Transport):
                 if conn.id_c not in self._nodes or self._dials(conn.id_c):
                     raise _frames.Rejected("unknown_peer_id")
                 conn.id_s = self._self_id
-                conn.wbuf += _frames.build_reply(key, conn.id_c, conn.id_s, conn.nonce_c,
-                                                 conn.nonce_s)
+                conn.wbuf += _frames.build_reply(
+                    key, conn.id_c, conn.id_s, conn.nonce_c, conn.nonce_s
+                )
                 conn.state = _CONFIRM
                 self._write(conn)
             elif conn.state == _HELLO and conn.dialer:
@@ -651,13 +717,15 @@ class WireTransport(Transport):
                     return
                 conn.nonce_s, used = reply
                 del conn.rbuf[:used]
-                conn.wbuf += _frames.build_confirm(key, conn.id_c, conn.id_s, conn.nonce_c,
-                                                   conn.nonce_s)
+                conn.wbuf += _frames.build_confirm(
+                    key, conn.id_c, conn.id_s, conn.nonce_c, conn.nonce_s
+                )
                 self._write(conn)  # before OPEN: nothing SyncObj queues may skip the sync hook
                 self._open(conn)
             elif conn.state == _CONFIRM:
-                used = _frames.parse_confirm(conn.rbuf, key, conn.id_c, conn.id_s, conn.nonce_c,
-                                             conn.nonce_s)
+                used = _frames.parse_confirm(
+                    conn.rbuf, key, conn.id_c, conn.id_s, conn.nonce_c, conn.nonce_s
+                )
                 if used is None:
                     return
                 del conn.rbuf[:used]
@@ -676,11 +744,14 @@ class WireTransport(Transport):
 
     def _open(self, conn: _Conn) -> None:
         """The peer is proven: key the session, register the connection, tell SyncObj."""
-        session = _frames.session_key(self._cfg.key, conn.id_c, conn.id_s, conn.nonce_c,
-                                      conn.nonce_s)
-        mine, theirs = ((_frames.DIRECTION_FROM_DIALER, _frames.DIRECTION_FROM_LISTENER)
-                        if conn.dialer else
-                        (_frames.DIRECTION_FROM_LISTENER, _frames.DIRECTION_FROM_DIALER))
+        session = _frames.session_key(
+            self._cfg.key, conn.id_c, conn.id_s, conn.nonce_c, conn.nonce_s
+        )
+        mine, theirs = (
+            (_frames.DIRECTION_FROM_DIALER, _frames.DIRECTION_FROM_LISTENER)
+            if conn.dialer
+            else (_frames.DIRECTION_FROM_LISTENER, _frames.DIRECTION_FROM_DIALER)
+        )
         conn.sealer = _frames.FrameSealer(session, mine)
         conn.opener = _frames.FrameOpener(session, theirs, self._cfg.max_frame_bytes)
         peer_raw = conn.id_s if conn.dialer else conn.id_c
@@ -707,8 +778,7 @@ class WireTransport(Transport):
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             # pysyncobj trusts its peers' message fields; a well-formed frame with bad fields
             # from an authenticated peer ends that connection instead of the tick.
-            logger.warning("message %s from %s failed: %r", _message_type(message), conn.node,
-                           exc)
+            logger.warning("message %s from %s failed: %r", _message_type(message), conn.node, exc)
             raise _frames.Rejected("bad_message_fields") from exc
 
     def _close(self, conn: _Conn, reason: str, *, notify: bool = True) -> None:

@@ -18,7 +18,11 @@ from coreplane.errors import InvalidArgument
 from coreplane.raft.wire import SECRET_BYTES_MIN
 
 __all__ = [
-    "SECRET_BYTES_MIN", "NodeConfig", "check_node_id", "parse_address", "validate_config",
+    "SECRET_BYTES_MIN",
+    "NodeConfig",
+    "check_node_id",
+    "parse_address",
+    "validate_config",
 ]
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

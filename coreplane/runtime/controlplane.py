@@ -78,8 +78,12 @@ BARRIER_MACHINE = "coreplane.barrier"
 STEPDOWN_MACHINE = "coreplane.stepdown"
 LeadershipCallback = Callable[[bool, "int | None"], None]
 _RETRY_CODES = {
-    E.FAIL.QUEUE_FULL, E.FAIL.MISSING_LEADER, E.FAIL.DISCARDED, E.FAIL.NOT_LEADER,
-    E.FAIL.LEADER_CHANGED, E.FAIL.UNKNOWN_OUTCOME,
+    E.FAIL.QUEUE_FULL,
+    E.FAIL.MISSING_LEADER,
+    E.FAIL.DISCARDED,
+    E.FAIL.NOT_LEADER,
+    E.FAIL.LEADER_CHANGED,
+    E.FAIL.UNKNOWN_OUTCOME,
 }
 
 
@@ -171,39 +175,64 @@ class KV:
     def __init__(self, cp: ControlPlane) -> None:
         self._cp = cp
 
-    def put(self, key: str, value: bytes, *, lease_id: int = 0,
-            timeout_s: float | None = None) -> int:
+    def put(
+        self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
+    ) -> int:
         """Write and wait until committed and applied here; returns the new mod revision."""
-        return int(self._cp.call_command(C.Put(key=key, value=value, lease_id=lease_id),
-                                         timeout_s=timeout_s))
+        return int(
+            self._cp.call_command(
+                C.Put(key=key, value=value, lease_id=lease_id), timeout_s=timeout_s
+            )
+        )
 
-    def put_async(self, key: str, value: bytes, *, lease_id: int = 0,
-                  timeout_s: float | None = None) -> ProposalFuture[int]:
+    def put_async(
+        self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
+    ) -> ProposalFuture[int]:
         """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
         Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
         for the ordering of writes in flight."""
-        return self._cp.propose_async(C.Put(key=key, value=value, lease_id=lease_id),
-                                      timeout_s=timeout_s, transform=_unwrap_int)
+        return self._cp.propose_async(
+            C.Put(key=key, value=value, lease_id=lease_id),
+            timeout_s=timeout_s,
+            transform=_unwrap_int,
+        )
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
         return int(self._cp.call_command(C.Delete(key=key), timeout_s=timeout_s))
 
-    def cas(self, key: str, expected_mod_revision: int, value: bytes, *, lease_id: int = 0,
-            timeout_s: float | None = None) -> int:
+    def cas(
+        self,
+        key: str,
+        expected_mod_revision: int,
+        value: bytes,
+        *,
+        lease_id: int = 0,
+        timeout_s: float | None = None,
+    ) -> int:
         """Compare-and-set on mod revision (0: absent); CommandRejected("compare_failed")."""
-        return int(self._cp.call_command(
-            C.Cas(key=key, expected_mod_revision=expected_mod_revision, value=value,
-                  lease_id=lease_id), timeout_s=timeout_s))
+        return int(
+            self._cp.call_command(
+                C.Cas(
+                    key=key,
+                    expected_mod_revision=expected_mod_revision,
+                    value=value,
+                    lease_id=lease_id,
+                ),
+                timeout_s=timeout_s,
+            )
+        )
 
-    def get(self, key: str, *, stale_ok: bool = False,
-            timeout_s: float | None = None) -> tuple[bytes, int] | None:
+    def get(
+        self, key: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> tuple[bytes, int] | None:
         """(value, mod_revision) or None; linearizable (ReadIndex) unless `stale_ok`, which
         reads this replica as it is (see `get_stale` for the bound on how old it may be)."""
         if not isinstance(key, str):
             raise InvalidArgument("key", "must be a str")
-        got: tuple[bytes, int] | None = self._cp._read_state(lambda sm: sm.kv.get(key),
-                                                      stale_ok=stale_ok, timeout_s=timeout_s)
+        got: tuple[bytes, int] | None = self._cp._read_state(
+            lambda sm: sm.kv.get(key), stale_ok=stale_ok, timeout_s=timeout_s
+        )
         return got
 
     def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, StaleReadBound]:
@@ -211,15 +240,17 @@ class KV:
         bound = self._cp.stale_read_bound()
         return self.get(key, stale_ok=True), bound
 
-    def range(self, prefix: str, *, limit: int = 0, stale_ok: bool = False,
-              timeout_s: float | None = None) -> list[tuple[str, bytes, int]]:
+    def range(
+        self, prefix: str, *, limit: int = 0, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[tuple[str, bytes, int]]:
         """Keys with `prefix` in key order as (key, value, mod_revision)."""
         if not isinstance(prefix, str):
             raise InvalidArgument("prefix", "must be a str")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgument("limit", f"must be an integer >= 0 (0: no limit), got {limit!r}")
         items: list[tuple[str, bytes, int]] = self._cp._read_state(
-            lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s)
+            lambda sm: sm.kv.range(prefix, limit), stale_ok=stale_ok, timeout_s=timeout_s
+        )
         return items
 
 
@@ -277,8 +308,11 @@ class ControlPlane:
         hi = _check_int("election_timeout_ms", election_timeout_ms[1], 1, 60_000)
         _check_int("heartbeat_ms", heartbeat_ms, 1, 60_000)
         self._timing = E.EngineTiming(
-            election_timeout_ms_min=lo, election_timeout_ms_max=hi,
-            heartbeat_ms=heartbeat_ms, connection_timeout_ms=max(1000, hi))
+            election_timeout_ms_min=lo,
+            election_timeout_ms_max=hi,
+            heartbeat_ms=heartbeat_ms,
+            connection_timeout_ms=max(1000, hi),
+        )
         self._timing.validate()
         _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
         _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
@@ -287,26 +321,35 @@ class ControlPlane:
         self._seams = seams or Seams()
         self._clock: Clock = self._seams.clock or SystemClock()
         if limits is not None and not isinstance(limits, Limits):
-            raise InvalidArgument("limits", f"must be a coreplane Limits, got "
-                                            f"{type(limits).__name__}")
+            raise InvalidArgument(
+                "limits", f"must be a coreplane Limits, got {type(limits).__name__}"
+            )
         self._tick_interval_s = tick_interval_ms / 1000
         self._compaction = (log_compaction_min_entries, log_compaction_min_time_s)
         self._durability = durability
         # Last: it creates the data dir, so a call refused for another field leaves no trace.
         self._config: NodeConfig = validate_config(
-            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret)
+            node_id=node_id, address=address, peers=peers, data_dir=data_dir, secret=secret
+        )
         self._fingerprint = cluster_fingerprint(self._config.secret)
         # Locked (released by stop(), or below if anything is refused) and checked here.
-        self._datadir = DataDir.open(self._config.data_dir, node_id=self._config.node_id,
-                                     secret=self._config.secret, members=self._config.members)
+        self._datadir = DataDir.open(
+            self._config.data_dir,
+            node_id=self._config.node_id,
+            secret=self._config.secret,
+            members=self._config.members,
+        )
         try:
             self._transport_class = self._make_transport_class()
             # Opened (and verified: identity, checksums) here so a bad data dir is refused now.
             try:
                 self._journal: Any = (self._seams.journal_factory or E.open_journal)(
-                    self._datadir.lmdb_path, node_id=self._config.node_id,
-                    cluster_id=self._fingerprint, durability=durability,
-                    create=not self._datadir.journal_created)
+                    self._datadir.lmdb_path,
+                    node_id=self._config.node_id,
+                    cluster_id=self._fingerprint,
+                    durability=durability,
+                    create=not self._datadir.journal_created,
+                )
             except InvalidArgument as exc:  # e.g. the same data dir open twice in this process
                 raise InvalidArgument("data_dir", exc.reason) from None
             try:
@@ -326,8 +369,7 @@ class ControlPlane:
         self.quotas = Quotas(self, quota_config)  # global rate limits (runtime/quotas.py)
         self.fleet = Fleet(self, provider=provider)  # the fleet brain (runtime/fleet.py)
 
-        self._client_id = (self._seams.client_id
-                           or f"{self._config.node_id}/{os.urandom(6).hex()}")
+        self._client_id = self._seams.client_id or f"{self._config.node_id}/{os.urandom(6).hex()}"
         self._lanes: SessionLanes | None = None  # built on first use, from _client_id
         self._seq_lock = threading.Lock()
 
@@ -350,8 +392,10 @@ class ControlPlane:
         self._applied_cond = threading.Condition()
 
     def __repr__(self) -> str:
-        return (f"ControlPlane(node_id={self._config.node_id!r}, "
-                f"address={self._config.address!r}, data_dir={self._config.data_dir!r})")
+        return (
+            f"ControlPlane(node_id={self._config.node_id!r}, "
+            f"address={self._config.address!r}, data_dir={self._config.data_dir!r})"
+        )
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -363,8 +407,7 @@ class ControlPlane:
     def address(self) -> str:
         return self._config.address
 
-    def register_machine(self, name: str, machine: Machine | None = None,
-                         **functions: Any) -> None:
+    def register_machine(self, name: str, machine: Machine | None = None, **functions: Any) -> None:
         """Register a user machine (a `Machine`, or its parts as ``apply=``, ``on_tick=``,
         ``initial=``); every node must register the same ones, before start()."""
         if self._thread is not None:
@@ -380,21 +423,29 @@ class ControlPlane:
         A ControlPlane runs once: start() while running is a no-op, and after stop() or a
         failed start() it raises (the data dir was released; construct a new one)."""
         if self._stopping.is_set() or self._start_error is not None:
-            raise InvalidArgument("start", "this ControlPlane was stopped or failed to start; "
-                                           "construct a new one on the same data dir")
+            raise InvalidArgument(
+                "start",
+                "this ControlPlane was stopped or failed to start; "
+                "construct a new one on the same data dir",
+            )
         if self._thread is not None or self._engine is not None:
             return
         if not self._seams.threaded:  # a driver ticks the engine and steps the runtime
             self._engine = self._make_engine()
             self._started.set()
             return
-        self._thread = threading.Thread(target=self._run, name=f"coreplane-{self.node_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"coreplane-{self.node_id}", daemon=True
+        )
         self._thread.start()
         self._started.wait()
         if self._start_error is None:
-            self._pipeline = Pipeline(self._require_engine, frozenset(_RETRY_CODES),
-                                      attempt_s=self._attempt_s(), name=self.node_id)
+            self._pipeline = Pipeline(
+                self._require_engine,
+                frozenset(_RETRY_CODES),
+                attempt_s=self._attempt_s(),
+                name=self.node_id,
+            )
         if self._start_error is not None:
             err = self._start_error
             self._thread.join(timeout=5)
@@ -433,8 +484,12 @@ class ControlPlane:
             return self._seams.transport_factory(cfg.node_id, self._flush_journal)
         try:
             return E.make_transport_class(
-                node_id=cfg.node_id, secret=cfg.secret, listen=cfg.address, peers=cfg.peers,
-                on_before_send=self._flush_journal)
+                node_id=cfg.node_id,
+                secret=cfg.secret,
+                listen=cfg.address,
+                peers=cfg.peers,
+                on_before_send=self._flush_journal,
+            )
         except InvalidArgument as exc:
             field = {"listen": "address"}.get(exc.field, exc.field)
             raise InvalidArgument(field, exc.reason) from None
@@ -464,8 +519,11 @@ class ControlPlane:
         )
         engine = E.RaftEngine(
             self_node=E.PeerNode(cfg.node_id, cfg.address),
-            other_nodes=[E.PeerNode(nid, addr) for nid, addr in self._datadir.members.items()
-                         if nid != cfg.node_id],
+            other_nodes=[
+                E.PeerNode(nid, addr)
+                for nid, addr in self._datadir.members.items()
+                if nid != cfg.node_id
+            ],
             conf=conf,
             apply_fn=self._apply,
             transport_class=self._transport_class,
@@ -485,8 +543,7 @@ class ControlPlane:
             self._engine = self._make_engine()
             if not self._engine.wait_bound():
                 self._engine.destroy_synchronous()
-                raise Unavailable(f"cannot listen on {self.address}: "
-                                  f"{_bind_problem(self.address)}")
+                raise Unavailable(f"cannot listen on {self.address}: {_bind_problem(self.address)}")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._close_storage()
@@ -546,8 +603,11 @@ class ControlPlane:
                 # Never let pysyncobj advance past an entry we could not apply: raising keeps
                 # its applied index where it is, and the runtime thread stops the node.
                 if self._fatal is None:
-                    self._fatal = exc if isinstance(exc, InvariantViolation) else \
-                        InvariantViolation(f"apply failed at index {index}: {exc!r}")
+                    self._fatal = (
+                        exc
+                        if isinstance(exc, InvariantViolation)
+                        else InvariantViolation(f"apply failed at index {index}: {exc!r}")
+                    )
                 raise
         if observer is not None:
             observer(data, index)
@@ -623,8 +683,9 @@ class ControlPlane:
         elapsed_ms = interval_ms if last is None else round((now - last) * 1000)
         elapsed_ms = max(0, min(elapsed_ms, 2 * interval_ms))
         self._tick_sent = (n, now)
-        self._propose_internal(C.Tick(n=n, elapsed_ms=elapsed_ms),
-                               timeout_s=self._tick_interval_s * 5)
+        self._propose_internal(
+            C.Tick(n=n, elapsed_ms=elapsed_ms), timeout_s=self._tick_interval_s * 5
+        )
 
     def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
         """The runtime's own path into the log: internal commands (ticks, leader entries and
@@ -655,8 +716,10 @@ class ControlPlane:
         """Commit a Leader entry for this term; its index is the fencing token."""
         token = self._token_for(term)
         if token is None:  # not yet applied here (a retry must not mint a second token)
-            self._propose_internal(C.Leader(node_id=self.node_id, term=term),
-                                   timeout_s=self._timing.election_timeout_ms_max / 1000 * 3)
+            self._propose_internal(
+                C.Leader(node_id=self.node_id, term=term),
+                timeout_s=self._timing.election_timeout_ms_max / 1000 * 3,
+            )
         if engine.is_leader() and engine.term() == term:
             self._led_term = term
             self._next_tick_at = 0.0
@@ -738,8 +801,10 @@ class ControlPlane:
             self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Unavailable("no commit before the deadline; the outcome is unknown "
-                                  "(propose() the same command bytes again to retry safely)")
+                raise Unavailable(
+                    "no commit before the deadline; the outcome is unknown "
+                    "(propose() the same command bytes again to retry safely)"
+                )
             result, code = self._attempt(data, min(remaining, attempt_s))
             if code == E.FAIL.SUCCESS:
                 if isinstance(result, Applied):
@@ -757,10 +822,12 @@ class ControlPlane:
         the node resumes by itself; reads and elections it can serve go on."""
         engine = self._engine
         if engine is not None and engine.storage_full():
-            raise StorageFull(f"node {self.node_id}: the journal in {self._config.data_dir} "
-                              "cannot be written (disk or map full); writes resume by "
-                              "themselves once space is freed (the outcome of an earlier "
-                              "attempt of this command is unknown: retry the same bytes)")
+            raise StorageFull(
+                f"node {self.node_id}: the journal in {self._config.data_dir} "
+                "cannot be written (disk or map full); writes resume by "
+                "themselves once space is freed (the outcome of an earlier "
+                "attempt of this command is unknown: retry the same bytes)"
+            )
 
     def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
         """The bytes to propose for a host's command, after every check apply would make on
@@ -771,9 +838,11 @@ class ControlPlane:
         if isinstance(command, (bytes, bytearray, memoryview)):
             data = bytes(command)
             if len(data) > self._sm.limits.entry_bytes_max:
-                raise InvalidArgument("limits.entry_bytes_max",
-                                      f"the command is {len(data)} bytes, over the "
-                                      f"{self._sm.limits.entry_bytes_max}-byte limit")
+                raise InvalidArgument(
+                    "limits.entry_bytes_max",
+                    f"the command is {len(data)} bytes, over the "
+                    f"{self._sm.limits.entry_bytes_max}-byte limit",
+                )
             decoded = C.check_proposable(data)
         elif isinstance(command, C._Base):
             if command.TAG in C.INTERNAL_TAGS:
@@ -786,8 +855,11 @@ class ControlPlane:
                     release()
                 raise
         else:
-            raise InvalidArgument("command", f"{type(command).__name__} is not a command "
-                                             "(a coreplane.core.commands type or its bytes)")
+            raise InvalidArgument(
+                "command",
+                f"{type(command).__name__} is not a command "
+                "(a coreplane.core.commands type or its bytes)",
+            )
         try:
             check_limits(decoded, len(data), self._sm.limits)
         except BaseException:
@@ -806,9 +878,13 @@ class ControlPlane:
             return self._propose_timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
-    def propose_async(self, command: C.Proposable, *, timeout_s: float | None = None,
-                      transform: Callable[[Applied], Any] | None = None
-                      ) -> ProposalFuture[Any]:
+    def propose_async(
+        self,
+        command: C.Proposable,
+        *,
+        timeout_s: float | None = None,
+        transform: Callable[[Applied], Any] | None = None,
+    ) -> ProposalFuture[Any]:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
         ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
         here, before anything is proposed; everything after is in the future."""
@@ -832,8 +908,7 @@ class ControlPlane:
         """Run a command on a registered user machine; its result or CommandRejected(code)."""
         return self.call_command(C.UserCommand(machine=machine, body=body), timeout_s=timeout_s)
 
-    def _with_session(self, command: C.Command
-                      ) -> tuple[C.Command, Callable[[], None] | None]:
+    def _with_session(self, command: C.Command) -> tuple[C.Command, Callable[[], None] | None]:
         """The command with this node's session and a fresh seq (see `SessionLanes`) unless
         it carries its own; and what releases that seq once the write completed."""
         fields: Any = command  # every client command has client_id and seq (commands.py)
@@ -854,18 +929,29 @@ class ControlPlane:
 
     # ------------------------------------------------------------------------ reads
 
-    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
-             timeout_s: float | None = None) -> Any:
+    def read(
+        self,
+        fn: Callable[[StateView], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         """Run ``fn(view)`` on this replica's state and return its result: linearizable
         (ReadIndex) unless `stale_ok`. `view` is a read-only `StateView`, valid during the
         call only; apply waits while `fn` runs, so keep it short."""
         if not callable(fn):
             raise InvalidArgument("fn", "must be callable")
-        return self._read_state(lambda sm: fn(StateView(sm)), stale_ok=stale_ok,
-                                timeout_s=timeout_s)
+        return self._read_state(
+            lambda sm: fn(StateView(sm)), stale_ok=stale_ok, timeout_s=timeout_s
+        )
 
-    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
-                    timeout_s: float | None = None) -> Any:
+    def _read_state(
+        self,
+        fn: Callable[[StateMachine], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         """`read` for the runtime's own facades, on the live state machine (never mutate)."""
         if not stale_ok:
             self._wait_read_index(timeout_s)
@@ -903,9 +989,12 @@ class ControlPlane:
         st = engine.safe_status()
         applied = engine.applied_index()
         known = max(int(st.get("commit_idx") or 0), int(st.get("leader_commit_idx") or 0))
-        return StaleReadBound(applied_index=applied, known_commit_index=known,
-                              entries_behind_min=max(0, known - applied),
-                              ms_since_leader_heard=int(engine.ms_since_leader_heard()))
+        return StaleReadBound(
+            applied_index=applied,
+            known_commit_index=known,
+            entries_behind_min=max(0, known - applied),
+            ms_since_leader_heard=int(engine.ms_since_leader_heard()),
+        )
 
     def machine_state(self, name: str, *, stale_ok: bool = False) -> Value:
         """The replicated state of a registered user machine."""
@@ -934,8 +1023,9 @@ class ControlPlane:
                 return leader
             if engine.is_leader():
                 engine.transfer_leadership(lambda _result, _code: None)
-                end = min(deadline, time.monotonic() + 2 * self._timing.election_timeout_ms_max
-                          / 1000)
+                end = min(
+                    deadline, time.monotonic() + 2 * self._timing.election_timeout_ms_max / 1000
+                )
                 while time.monotonic() < end and self.leader_id in (self.node_id, None):
                     time.sleep(0.01)
             else:
@@ -980,8 +1070,9 @@ class ControlPlane:
             leader = self.leader_id
             if leader is not None:
                 with self._sm_lock:
-                    established = (self._sm.leader_node == leader
-                                   and self._sm.leader_term == engine.term())
+                    established = (
+                        self._sm.leader_node == leader and self._sm.leader_term == engine.term()
+                    )
                 if established:
                     return leader
             time.sleep(0.02)
@@ -1005,8 +1096,9 @@ class ControlPlane:
             if other_id != node_id and endpoint_key(other_address) == key:
                 # A second id on one endpoint is a phantom voter: it raises the quorum and no
                 # config can reconstruct either node afterwards.
-                raise InvalidArgument("address", f"{address} is already voter {other_id!r}'s "
-                                                 "address")
+                raise InvalidArgument(
+                    "address", f"{address} is already voter {other_id!r}'s address"
+                )
         self._change_membership(E.PeerNode(node_id, address), add=True, timeout_s=timeout_s)
 
     def remove_voter(self, node_id: str, *, timeout_s: float | None = None) -> None:
@@ -1024,17 +1116,19 @@ class ControlPlane:
             if time.monotonic() >= deadline:
                 raise Unavailable(f"{node_id} did not hand over leadership before the deadline")
             if self.leader_id == node_id:
-                self.call_command(C.UserCommand(machine=STEPDOWN_MACHINE, body={"node": node_id}),
-                                  timeout_s=max(0.1, deadline - time.monotonic()))
+                self.call_command(
+                    C.UserCommand(machine=STEPDOWN_MACHINE, body={"node": node_id}),
+                    timeout_s=max(0.1, deadline - time.monotonic()),
+                )
             wait_s = min(1.0, max(0.0, deadline - time.monotonic()))
             end = time.monotonic() + wait_s
             while self.leader_id in (node_id, None) and time.monotonic() < end:
                 time.sleep(0.02)
-        self._change_membership(E.PeerNode(node_id, address), add=False,
-                                timeout_s=max(0.1, deadline - time.monotonic()))
+        self._change_membership(
+            E.PeerNode(node_id, address), add=False, timeout_s=max(0.1, deadline - time.monotonic())
+        )
 
-    def _change_membership(self, node: E.PeerNode, *, add: bool,
-                           timeout_s: float | None) -> None:
+    def _change_membership(self, node: E.PeerNode, *, add: bool, timeout_s: float | None) -> None:
         deadline = time.monotonic() + self._timeout(timeout_s)
         while time.monotonic() < deadline:
             engine = self._require_engine()
@@ -1047,8 +1141,11 @@ class ControlPlane:
             else:
                 engine.remove_voter(node, attempt)
             attempt.wait(max(0.0, min(1.0, deadline - time.monotonic())))
-            if node.id == self.node_id and not add and (
-                    attempt.code == E.FAIL.SUCCESS or not engine.connected_peers()):
+            if (
+                node.id == self.node_id
+                and not add
+                and (attempt.code == E.FAIL.SUCCESS or not engine.connected_peers())
+            ):
                 return  # pysyncobj never drops itself from its own view (see remove_voter)
             time.sleep(0.05)  # denied while another change or the leader's no-op is in flight
         raise Unavailable("membership change not confirmed before the deadline")
@@ -1059,17 +1156,25 @@ class ControlPlane:
         """Role, term, commit/applied index, leader, peers, fencing token, cluster time."""
         engine = self._engine
         with self._sm_lock:
-            core = {"core_applied_index": self._sm.applied_index, "tick_ms": self._sm.tick_ms,
-                    "tick_n": self._sm.tick_n}
+            core = {
+                "core_applied_index": self._sm.applied_index,
+                "tick_ms": self._sm.tick_ms,
+                "tick_n": self._sm.tick_n,
+            }
         fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
-        base: dict[str, Any] = {"node_id": self.node_id, "address": self.address, **core,
-                                "error": None if fatal is None else str(fatal)}
+        base: dict[str, Any] = {
+            "node_id": self.node_id,
+            "address": self.address,
+            **core,
+            "error": None if fatal is None else str(fatal),
+        }
         if engine is None or self._stopping.is_set() or fatal is not None:
             return NodeStatus(role="stopped", **base)
         st = engine.safe_status()
         peers = {
             nid: PeerStatus(addr, st.get(f"partner_node_status_server_{nid}") == 2)
-            for nid, addr in sorted(self._datadir.members.items()) if nid != self.node_id
+            for nid, addr in sorted(self._datadir.members.items())
+            if nid != self.node_id
         }
         return NodeStatus(
             **base,

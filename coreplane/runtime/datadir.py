@@ -79,12 +79,16 @@ def _lock_dir(path: str) -> int:
         holder = _read_holder(fd)
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise InvalidArgument("data_dir", f"cannot lock {lock_path}: {exc} (a file system "
-                                  "without flock is not supported)") from exc
+            raise InvalidArgument(
+                "data_dir",
+                f"cannot lock {lock_path}: {exc} (a file system without flock is not supported)",
+            ) from exc
         mine = " (this process)" if holder == str(os.getpid()) else ""
         raise InvalidArgument(
-            "data_dir", f"{path} is in use by another coreplane node: locked by pid "
-            f"{holder or '(unknown)'}{mine} ({lock_path}); stop that node first") from exc
+            "data_dir",
+            f"{path} is in use by another coreplane node: locked by pid "
+            f"{holder or '(unknown)'}{mine} ({lock_path}); stop that node first",
+        ) from exc
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -140,14 +144,22 @@ class DataDir:
             )
 
     @classmethod
-    def _open_locked(cls, path: str, fd: int, *, node_id: str, secret: bytes,
-                     members: dict[str, str]) -> DataDir:
+    def _open_locked(
+        cls, path: str, fd: int, *, node_id: str, secret: bytes, members: dict[str, str]
+    ) -> DataDir:
         meta_path = os.path.join(path, META_FILE)
         fingerprint = cluster_fingerprint(secret)
         if not os.path.exists(meta_path):
             cls._refuse_foreign(path)  # again, under the lock
-            made = cls(path, node_id, dict(members), fresh=True, journal_created=False,
-                       cluster=fingerprint, _lock_fd=fd)
+            made = cls(
+                path,
+                node_id,
+                dict(members),
+                fresh=True,
+                journal_created=False,
+                cluster=fingerprint,
+                _lock_fd=fd,
+            )
             made._write_meta()
             return made
         try:
@@ -177,12 +189,24 @@ class DataDir:
                 f"disagree with the data dir's membership {sorted(recorded.items())}; "
                 f"given {sorted(members.items())}",
             )
-        return cls(path, node_id, dict(recorded), fresh=False, journal_created=journal_created,
-                   cluster=fingerprint, _lock_fd=fd)
+        return cls(
+            path,
+            node_id,
+            dict(recorded),
+            fresh=False,
+            journal_created=journal_created,
+            cluster=fingerprint,
+            _lock_fd=fd,
+        )
 
     def _write_meta(self) -> None:
-        meta = {"format": FORMAT, "node_id": self.node_id, "cluster": self.cluster,
-                "members": dict(sorted(self.members.items())), "journal": self.journal_created}
+        meta = {
+            "format": FORMAT,
+            "node_id": self.node_id,
+            "cluster": self.cluster,
+            "members": dict(sorted(self.members.items())),
+            "journal": self.journal_created,
+        }
         meta_path = os.path.join(self.path, META_FILE)
         try:
             _write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())

@@ -128,16 +128,19 @@ class Fleet:
         self._provider_inflight: set[str] = set()
         self._provider_tick = -1
         self._provider_results: list[tuple[str, bool, str]] = []
-        self.stats = {"reports": 0, "report_bytes": 0, "plans": 0, "solves": 0,
-                      "heartbeats": 0}
+        self.stats = {"reports": 0, "report_bytes": 0, "plans": 0, "solves": 0, "heartbeats": 0}
 
     # ------------------------------------------------------------------ desired state
 
-    def create_partition(self, pid: str, rf: int = 3, heat: int = 1, *,
-                         timeout_s: float | None = None) -> Value:
+    def create_partition(
+        self, pid: str, rf: int = 3, heat: int = 1, *, timeout_s: float | None = None
+    ) -> Value:
         """Ask for partition `pid` with `rf` replicas; idempotent for the same rf."""
-        cmd = C.FleetCreatePartition(pid=_check_id("pid", pid), rf=_check_int("rf", rf, 1, 64),
-                                     heat=_check_int("heat", heat, 0, _HEAT_MAX))
+        cmd = C.FleetCreatePartition(
+            pid=_check_id("pid", pid),
+            rf=_check_int("rf", rf, 1, 64),
+            heat=_check_int("heat", heat, 0, _HEAT_MAX),
+        )
         return self._cp.call_command(cmd, timeout_s=timeout_s)
 
     def set_rf(self, pid: str, rf: int, *, timeout_s: float | None = None) -> Value:
@@ -145,8 +148,9 @@ class Fleet:
         return self._cp.call_command(cmd, timeout_s=timeout_s)
 
     def delete_partition(self, pid: str, *, timeout_s: float | None = None) -> Value:
-        return self._cp.call_command(C.FleetDeletePartition(pid=_check_id("pid", pid)),
-                                     timeout_s=timeout_s)
+        return self._cp.call_command(
+            C.FleetDeletePartition(pid=_check_id("pid", pid)), timeout_s=timeout_s
+        )
 
     def cordon(self, node_id: str, *, timeout_s: float | None = None) -> Value:
         return self._admin(C.FleetCordon, node_id, timeout_s)
@@ -161,14 +165,22 @@ class Fleet:
         return self._admin(C.FleetDecommission, node_id, timeout_s)
 
     def _admin(self, cls: Any, node_id: str, timeout_s: float | None) -> Value:
-        return self._cp.call_command(cls(node_id=_check_id("node_id", node_id)),
-                                     timeout_s=timeout_s)
+        return self._cp.call_command(
+            cls(node_id=_check_id("node_id", node_id)), timeout_s=timeout_s
+        )
 
     # ------------------------------------------------------------------ agent protocol
 
-    def heartbeat(self, node_id: str, *, zone: str, weight: int = 1, slots: int = 1 << 20,
-                  heat: dict[str, int] | None = None, lost: tuple[str, ...] | list[str] = ()
-                  ) -> dict[str, Any]:
+    def heartbeat(
+        self,
+        node_id: str,
+        *,
+        zone: str,
+        weight: int = 1,
+        slots: int = 1 << 20,
+        heat: dict[str, int] | None = None,
+        lost: tuple[str, ...] | list[str] = (),
+    ) -> dict[str, Any]:
         """Record a node's heartbeat on the leader (soft state; the first one registers it).
 
         `heat` maps partitions it serves to their heat (integer milli-units), `lost` names
@@ -205,60 +217,85 @@ class Fleet:
                 self._lost.add((node_id, _check_id("lost", pid)))
         return {"leader": cp.node_id, "token": token, "tick_ms": tick_ms}
 
-    def actions(self, node_id: str, *, stale_ok: bool = False,
-                timeout_s: float | None = None) -> list[Action]:
+    def actions(
+        self, node_id: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[Action]:
         """Pending actions for `node_id` (a read; linearizable unless `stale_ok`)."""
-        rows = self._cp._read_state(lambda sm: sm.fleet.actions(node_id), stale_ok=stale_ok,
-                                    timeout_s=timeout_s)
-        return [Action(r["id"], r["kind"], r["partition"], r["source"], r["token"],
-                       r["operation"]) for r in rows]
+        rows = self._cp._read_state(
+            lambda sm: sm.fleet.actions(node_id), stale_ok=stale_ok, timeout_s=timeout_s
+        )
+        return [
+            Action(r["id"], r["kind"], r["partition"], r["source"], r["token"], r["operation"])
+            for r in rows
+        ]
 
-    def ack(self, node_id: str, action_id: str, token: int, ok: bool = True, detail: str = "",
-            *, timeout_s: float | None = None) -> Value:
+    def ack(
+        self,
+        node_id: str,
+        action_id: str,
+        token: int,
+        ok: bool = True,
+        detail: str = "",
+        *,
+        timeout_s: float | None = None,
+    ) -> Value:
         """Report an action done (or failed, `ok=False` with `detail`); replicated and fenced:
         CommandRejected("stale_token") for an action a newer one replaced."""
-        cmd = C.FleetAck(node_id=_check_id("node_id", node_id),
-                         action_id=_check_id("action_id", action_id),
-                         token=_check_int("token", token, 0, 2**63 - 1), ok=bool(ok),
-                         detail=str(detail)[:1000])
+        cmd = C.FleetAck(
+            node_id=_check_id("node_id", node_id),
+            action_id=_check_id("action_id", action_id),
+            token=_check_int("token", token, 0, 2**63 - 1),
+            ok=bool(ok),
+            detail=str(detail)[:1000],
+        )
         return self._cp.call_command(cmd, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ views
 
     def _read(self, fn: Callable[[Any], Any], stale_ok: bool, timeout_s: float | None) -> Any:
-        return self._cp._read_state(lambda sm: fn(sm.fleet), stale_ok=stale_ok,
-                                    timeout_s=timeout_s)
+        return self._cp._read_state(lambda sm: fn(sm.fleet), stale_ok=stale_ok, timeout_s=timeout_s)
 
-    def node(self, node_id: str, *, stale_ok: bool = False,
-             timeout_s: float | None = None) -> dict[str, Any] | None:
+    def node(
+        self, node_id: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> dict[str, Any] | None:
         return self._read(lambda f: f.node_view(node_id), stale_ok, timeout_s)
 
-    def nodes(self, *, stale_ok: bool = False,
-              timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.node_view(n) for n in sorted(f.nodes)], stale_ok,
-                          timeout_s)
+    def nodes(
+        self, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        return self._read(lambda f: [f.node_view(n) for n in sorted(f.nodes)], stale_ok, timeout_s)
 
-    def partition(self, pid: str, *, stale_ok: bool = False,
-                  timeout_s: float | None = None) -> dict[str, Any] | None:
+    def partition(
+        self, pid: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> dict[str, Any] | None:
         return self._read(lambda f: f.partition_view(pid), stale_ok, timeout_s)
 
-    def partitions(self, *, stale_ok: bool = False,
-                   timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.partition_view(p) for p in sorted(f.parts)], stale_ok,
-                          timeout_s)
+    def partitions(
+        self, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        return self._read(
+            lambda f: [f.partition_view(p) for p in sorted(f.parts)], stale_ok, timeout_s
+        )
 
-    def operations(self, *, stale_ok: bool = False,
-                   timeout_s: float | None = None) -> list[dict[str, Any]]:
-        return self._read(lambda f: [f.ops[o].view() for o in sorted(f.ops)], stale_ok,
-                          timeout_s)
+    def operations(
+        self, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        return self._read(lambda f: [f.ops[o].view() for o in sorted(f.ops)], stale_ok, timeout_s)
 
-    def explain(self, thing: str, *, limit: int = 100, stale_ok: bool = False,
-                timeout_s: float | None = None) -> list[dict[str, Any]]:
+    def explain(
+        self,
+        thing: str,
+        *,
+        limit: int = 100,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Committed decisions naming a node, partition or operation id: index, tick_ms, text."""
         return self._read(lambda f: f.explain(thing, limit), stale_ok, timeout_s)
 
-    def split_candidates(self, *, stale_ok: bool = False,
-                         timeout_s: float | None = None) -> list[str]:
+    def split_candidates(
+        self, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> list[str]:
         return self._read(lambda f: sorted(f.splits), stale_ok, timeout_s)
 
     # ------------------------------------------------------------------ leader work
@@ -313,16 +350,19 @@ class Fleet:
             items = list(fleet.nodes.items())  # C-speed copy; fields are read below, unlocked
             with self._lock:
                 heat = self._heat_report(fleet)
-                lost = sorted([n, p] for n, p in self._lost
-                              if p in fleet.parts and n in fleet.parts[p][2])
+                lost = sorted(
+                    [n, p] for n, p in self._lost if p in fleet.parts and n in fleet.parts[p][2]
+                )
                 self._lost = {(n, p) for n, p in lost}
         with self._lock:
             specs = dict(self._specs)
             last_heard = dict(self._heard)
         # A field apply changes meanwhile is read old or new, never torn: at worst this batch
         # misses a change the next tick's batch carries.
-        liveness = [(n, node.silent_since_ms, node.admin, node.zone, node.weight, node.slots)
-                    for n, node in items]
+        liveness = [
+            (n, node.silent_since_ms, node.admin, node.zone, node.weight, node.slots)
+            for n, node in items
+        ]
         known = {row[0]: row[3:] for row in liveness}
         nodes = [[n, *spec] for n, spec in sorted(specs.items()) if known.get(n) != spec]
         heard, silent = [], []
@@ -350,7 +390,8 @@ class Fleet:
             value = self._heat[pid]
             delta = abs(value - rec[1])
             if delta >= self.heat_min_delta and (
-                    delta * 100 >= self.heat_hysteresis_pct * max(rec[1], 1)):
+                delta * 100 >= self.heat_hysteresis_pct * max(rec[1], 1)
+            ):
                 heat.append([pid, value])
         self._heat_changed.clear()
         return heat
@@ -377,8 +418,11 @@ class Fleet:
             by_plan = fleet.dirty_by_plan
         # A solve asked for by the previous plan's own stale moves backs off (x2, up to 30 s):
         # the solver and apply's per-move checks disagreeing must not become a solve loop.
-        self._backoff_ms = (min(max(self._backoff_ms * 2, self.solve_interval_ms), 30_000)
-                            if by_plan else self.solve_interval_ms)
+        self._backoff_ms = (
+            min(max(self._backoff_ms * 2, self.solve_interval_ms), 30_000)
+            if by_plan
+            else self.solve_interval_ms
+        )
         self._solve_after_ms = now + self._backoff_ms
         self.stats["solves"] += 1
         job = _SolveJob(view, per_node, self.plan_moves_max)
@@ -390,8 +434,7 @@ class Fleet:
                 _propose_internal(cp, job.plan, timeout_s=5.0)
             return
         self._solving = job
-        threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}",
-                         daemon=True).start()
+        threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}", daemon=True).start()
 
     def _provider_step(self, token: int, tick_n: int) -> None:
         """Ask for nodes the placement lacks, decommission what the fleet released, call the
@@ -402,8 +445,11 @@ class Fleet:
         if self._provider_results:  # one per pass: a proposal ends the pass
             request_id, ok, result = self._provider_results.pop(0)
             self._provider_inflight.discard(request_id)  # still pending later: call again
-            _propose_internal(cp, C.FleetProviderResult(request_id=request_id, ok=ok,
-                                                        result=result), timeout_s=2.0)
+            _propose_internal(
+                cp,
+                C.FleetProviderResult(request_id=request_id, ok=ok, result=result),
+                timeout_s=2.0,
+            )
         if tick_n == self._provider_tick:
             return
         self._provider_tick = tick_n
@@ -412,8 +458,11 @@ class Fleet:
             fleet = cp._sm.fleet
             asked = {(r[0], r[1]) for r in fleet.requests.values() if r[3] != "failed"}
             wanted = [("provision", f"zone-{z}") for z in range(zones + 1, rf_max + 1)]
-            wanted += [("decommission", n) for n in sorted(fleet.nodes)
-                       if fleet.nodes[n].admin == "decommissioned"]
+            wanted += [
+                ("decommission", n)
+                for n in sorted(fleet.nodes)
+                if fleet.nodes[n].admin == "decommissioned"
+            ]
             pending = fleet.pending_requests()
         for request_id, kind, subject, zone in pending:
             if request_id in self._provider_inflight:
@@ -423,12 +472,14 @@ class Fleet:
             if self.solver == "inline":
                 call.run()
             else:
-                threading.Thread(target=call.run, name=f"coreplane-provider-{request_id}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=call.run, name=f"coreplane-provider-{request_id}", daemon=True
+                ).start()
         for kind, subject in wanted:
             if (kind, subject) not in asked:
-                _propose_internal(cp, C.FleetProviderRequest(kind=kind, subject=subject),
-                                  timeout_s=2.0)
+                _propose_internal(
+                    cp, C.FleetProviderRequest(kind=kind, subject=subject), timeout_s=2.0
+                )
 
     def _split_callbacks(self) -> None:
         cp = self._cp
@@ -451,8 +502,9 @@ class _ProviderCall:
     """One call to the host's provider, off the runtime thread; the answer is committed by the
     leader's next step (`FleetProviderResult`)."""
 
-    def __init__(self, fleet: Fleet, request_id: str, kind: str, subject: str, zone: str,
-                 token: int) -> None:
+    def __init__(
+        self, fleet: Fleet, request_id: str, kind: str, subject: str, zone: str, token: int
+    ) -> None:
         self.fleet, self.request_id, self.kind = fleet, request_id, kind
         self.subject, self.zone, self.token = subject, zone, token
 
@@ -461,8 +513,9 @@ class _ProviderCall:
         try:
             if self.kind == "provision":
                 spec = {"reason": self.subject}
-                node_id = provider.provision(self.zone or None, spec, self.request_id,
-                                             token=self.token)
+                node_id = provider.provision(
+                    self.zone or None, spec, self.request_id, token=self.token
+                )
                 answer = (True, str(node_id))
             else:
                 provider.decommission(self.subject, self.request_id, token=self.token)
@@ -489,9 +542,11 @@ def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tupl
         pid = match.group(1)
         skipped.append((pid, plan.reason))
         problem = placement.Problem(
-            problem.nodes, tuple(p for p in problem.partitions if p.id != pid),
+            problem.nodes,
+            tuple(p for p in problem.partitions if p.id != pid),
             {k: v for k, v in problem.assignment.items() if k != pid},
-            moves_in_flight_per_node=problem.moves_in_flight_per_node)
+            moves_in_flight_per_node=problem.moves_in_flight_per_node,
+        )
 
 
 class _SolveJob:
@@ -512,20 +567,23 @@ class _SolveJob:
             # pass of this process, apply included (measured: 60 ms Tick apply during a heal).
             solve = problem_from_capture(view, moves_in_flight_per_node=self._per_node)
             parts = view["parts"]
-            self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped),
-                                                 default=0))
+            self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped), default=0))
             plan, skipped = _solve_around(solve.problem)
             if skipped:
-                logger.warning("fleet plan at index %d leaves out %s: %s", solve.index,
-                               ", ".join(p for p, _ in skipped), skipped[0][1])
+                logger.warning(
+                    "fleet plan at index %d leaves out %s: %s",
+                    solve.index,
+                    ", ".join(p for p, _ in skipped),
+                    skipped[0][1],
+                )
             if not plan.feasible:
                 logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
-                self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[],
-                                        more=False)
+                self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[], more=False)
                 return
             moves, more = plan_moves(plan, self._moves_max, solve.capped)
-            self.plan = C.FleetPlan(base_index=solve.index, moves=moves,
-                                    splits=list(plan.split_candidates), more=more)
+            self.plan = C.FleetPlan(
+                base_index=solve.index, moves=moves, splits=list(plan.split_candidates), more=more
+            )
         except Exception:
             logger.exception("fleet solve failed")
         finally:

@@ -52,11 +52,25 @@ class ProposalFuture(Future[T]):
 
 
 class _Pending:
-    __slots__ = ("attempt", "attempt_deadline", "backoff_s", "data", "deadline", "future", "key",
-                 "transform")
+    __slots__ = (
+        "attempt",
+        "attempt_deadline",
+        "backoff_s",
+        "data",
+        "deadline",
+        "future",
+        "key",
+        "transform",
+    )
 
-    def __init__(self, key: int, data: bytes, future: ProposalFuture[Any], deadline: float,
-                 transform: Callable[[Applied], Any] | None) -> None:
+    def __init__(
+        self,
+        key: int,
+        data: bytes,
+        future: ProposalFuture[Any],
+        deadline: float,
+        transform: Callable[[Applied], Any] | None,
+    ) -> None:
         self.key = key
         self.transform = transform
         self.data = data
@@ -70,8 +84,14 @@ class _Pending:
 class Pipeline:
     """The in-flight asynchronous proposals of one ControlPlane."""
 
-    def __init__(self, engine: Callable[[], E.RaftEngine], retry_codes: frozenset[int], *,
-                 attempt_s: float, name: str) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], E.RaftEngine],
+        retry_codes: frozenset[int],
+        *,
+        attempt_s: float,
+        name: str,
+    ) -> None:
         self._engine = engine  # raises Unavailable when the node is not running
         self._retry_codes = retry_codes
         self._attempt_s = attempt_s
@@ -81,18 +101,19 @@ class Pipeline:
         self._retries: list[tuple[float, int, _Pending]] = []  # (due, key, pending) heap
         self._keys = itertools.count()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"coreplane-pipeline-{name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"coreplane-pipeline-{name}", daemon=True
+        )
         self._thread.start()
 
-    def submit(self, data: bytes, timeout_s: float,
-               transform: Callable[[Applied], Any] | None = None) -> ProposalFuture[Any]:
+    def submit(
+        self, data: bytes, timeout_s: float, transform: Callable[[Applied], Any] | None = None
+    ) -> ProposalFuture[Any]:
         """Propose `data`; the future gets the `Applied`, or ``transform(applied)`` (whose
         exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's)."""
         future: ProposalFuture[Any] = ProposalFuture()
         future.set_running_or_notify_cancel()
-        pending = _Pending(next(self._keys), data, future, time.monotonic() + timeout_s,
-                           transform)
+        pending = _Pending(next(self._keys), data, future, time.monotonic() + timeout_s, transform)
         self._send(pending)
         return future
 
@@ -194,8 +215,13 @@ class Pipeline:
                 else:
                     self._send(p)
             for p in expired:
-                _fail(p, Unavailable("no commit before the deadline; the outcome is unknown "
-                                     "(propose the same command bytes again to retry safely)"))
+                _fail(
+                    p,
+                    Unavailable(
+                        "no commit before the deadline; the outcome is unknown "
+                        "(propose the same command bytes again to retry safely)"
+                    ),
+                )
 
 
 def _set(p: _Pending, result: Applied) -> None:

@@ -75,8 +75,13 @@ class QuotaConfig:
     def fallback_max_ms(self, tick_slack_ms: int) -> int:
         """How long a router spends its fallback before it fails closed: the leader forgets a
         silent router only after its share, dead zone and fallback have all run out."""
-        return (self.expiry_ms - self.lease_ms - self.zone_ms(tick_slack_ms)
-                - self.rtt_max_ms - self.margin_ms)
+        return (
+            self.expiry_ms
+            - self.lease_ms
+            - self.zone_ms(tick_slack_ms)
+            - self.rtt_max_ms
+            - self.margin_ms
+        )
 
 
 @dataclass(slots=True)
@@ -98,21 +103,22 @@ class Allotter:
     """The leader's soft state and decisions for one leadership; times are passed in (ms of
     the leader's monotonic clock), so the same code runs in the runtime and in tests."""
 
-    def __init__(self, config: QuotaConfig, leader_token: int, start_ms: int,
-                 tick_slack_ms: int) -> None:
+    def __init__(
+        self, config: QuotaConfig, leader_token: int, start_ms: int, tick_slack_ms: int
+    ) -> None:
         self.config = config
         self.leader_token = leader_token
         self.start_ms = start_ms
         self.tick_slack_ms = tick_slack_ms
         self.keys: dict[str, _Key] = {}
 
-    def report(self, key: str, router: str, demand_milli: int, held_epoch: int,
-               now_ms: int) -> None:
+    def report(
+        self, key: str, router: str, demand_milli: int, held_epoch: int, now_ms: int
+    ) -> None:
         k = self.keys.setdefault(key, _Key())
         k.routers[router] = _Router(demand_milli, now_ms, held_epoch)
 
-    def decide(self, key: str, quota: KeyQuota, tick_ms: int,
-               now_ms: int) -> C.QuotaAllot | None:
+    def decide(self, key: str, quota: KeyQuota, tick_ms: int, now_ms: int) -> C.QuotaAllot | None:
         """The next epoch of `key` if one is due and can pass apply's check now, else None."""
         cfg = self.config
         k = self.keys.setdefault(key, _Key())
@@ -124,8 +130,11 @@ class Allotter:
         forgotten_ok = now_ms - self.start_ms > cfg.expiry_ms
         known = {r for r in quota.routers() if r in k.routers or not forgotten_ok}
         known |= set(k.routers)
-        demands = {name: r.demand_milli for name, r in k.routers.items()
-                   if now_ms - r.heard_ms <= cfg.active_ms}
+        demands = {
+            name: r.demand_milli
+            for name, r in k.routers.items()
+            if now_ms - r.heard_ms <= cfg.active_ms
+        }
         if quota.epochs and now_ms - self.start_ms <= cfg.active_ms:
             # A new leader has heard few routers yet: the newest epoch's demands stand in for
             # the others, so its first epoch does not take their shares away.
@@ -133,8 +142,11 @@ class Allotter:
                 if name not in k.routers:
                     demands.setdefault(name, demand)
         previous = quota.next_epoch - 1
-        continuous = (quota.leader_token == self.leader_token and previous in k.proposed
-                      and now_ms - k.proposed[previous] <= cfg.spacing_max_ms)
+        continuous = (
+            quota.leader_token == self.leader_token
+            and previous in k.proposed
+            and now_ms - k.proposed[previous] <= cfg.spacing_max_ms
+        )
         listed = set(quota.routers())
 
         def may_fall_back(name: str) -> bool:
@@ -151,7 +163,7 @@ class Allotter:
             # Routers the key already lists (they may hold a share or spend a fallback) keep
             # their place; newcomers are admitted by how recently they were heard.
             newcomers = sorted(known - listed, key=lambda n: (-k.routers[n].heard_ms, n))
-            keep = listed | set(newcomers[:max(0, quota.routers_max - len(listed))])
+            keep = listed | set(newcomers[: max(0, quota.routers_max - len(listed))])
             demands = {n: d for n, d in demands.items() if n in keep}
             reserved = tuple(n for n in reserved if n in keep)
         # While the newest live epoch's shares are spent, only routers it reserved can be on
@@ -160,14 +172,22 @@ class Allotter:
         newest = quota.epochs[-1] if quota.epochs else None
         reserved_now: tuple[str, ...] = ()
         if newest is not None and newest.end_ms > tick_ms:
-            reserved_now = tuple(n for n in newest.reserved
-                                 if not (n in k.routers and k.routers[n].held_epoch >= newest.n))
+            reserved_now = tuple(
+                n
+                for n in newest.reserved
+                if not (n in k.routers and k.routers[n].held_epoch >= newest.n)
+            )
         plan = plan_allotment(quota, tick_ms, demands, reserved, reserved_now)
         if plan is None:
             return None
-        return C.QuotaAllot(key=key, epoch=quota.next_epoch, lease_ms=cfg.lease_ms,
-                            shares=plan, reserved=list(reserved),
-                            reserved_now=list(reserved_now))
+        return C.QuotaAllot(
+            key=key,
+            epoch=quota.next_epoch,
+            lease_ms=cfg.lease_ms,
+            shares=plan,
+            reserved=list(reserved),
+            reserved_now=list(reserved_now),
+        )
 
     def proposed(self, key: str, epoch: int, now_ms: int) -> None:
         k = self.keys.setdefault(key, _Key())
@@ -177,17 +197,24 @@ class Allotter:
             if old < epoch - 8:
                 del k.proposed[old]
 
-    def serve(self, key: str, router: str, quota: KeyQuota, tick_ms: int,
-              now_ms: int) -> dict[str, Value]:
+    def serve(
+        self, key: str, router: str, quota: KeyQuota, tick_ms: int, now_ms: int
+    ) -> dict[str, Value]:
         """The router's answer: the newest epoch if this leader proposed it, else epoch 0
         ("nothing new: keep what you hold")."""
         cfg = self.config
         slack = self.tick_slack_ms
         out: dict[str, Value] = {
-            "epoch": 0, "token": 0, "share_milli": 0, "remaining_ms": 0,
-            "limit_milli": quota.limit_milli, "fallback_milli": quota.fallback_milli,
-            "zone_ms": cfg.zone_ms(slack), "rtt_max_ms": cfg.rtt_max_ms,
-            "fallback_max_ms": cfg.fallback_max_ms(slack), "report_ms": cfg.epoch_ms // 4,
+            "epoch": 0,
+            "token": 0,
+            "share_milli": 0,
+            "remaining_ms": 0,
+            "limit_milli": quota.limit_milli,
+            "fallback_milli": quota.fallback_milli,
+            "zone_ms": cfg.zone_ms(slack),
+            "rtt_max_ms": cfg.rtt_max_ms,
+            "fallback_max_ms": cfg.fallback_max_ms(slack),
+            "report_ms": cfg.epoch_ms // 4,
             "burst_ms": BURST_MS,
         }
         k = self.keys.get(key)
@@ -205,14 +232,21 @@ class Allotter:
         remaining = min(remaining_tick, remaining_real) - cfg.margin_ms
         if remaining <= 0:
             return out
-        out.update(epoch=epoch.n, token=epoch.token, share_milli=epoch.share(router),
-                   remaining_ms=remaining)
+        out.update(
+            epoch=epoch.n,
+            token=epoch.token,
+            share_milli=epoch.share(router),
+            remaining_ms=remaining,
+        )
         return out
 
 
 def _check_str(name: str, value: object, max_bytes: int) -> str:
-    if (not isinstance(value, str) or not value
-            or len(value.encode("utf-8", "surrogatepass")) > max_bytes):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
         raise InvalidArgument(name, f"must be a non-empty str of at most {max_bytes} bytes")
     return value
 
@@ -234,27 +268,33 @@ class Quotas:
 
     # -- admin ---------------------------------------------------------------------------
 
-    def set_limit(self, key: str, limit_milli: int, *, routers_max: int = 16,
-                  timeout_s: float | None = None) -> Value:
-        command = C.QuotaSetLimit(key=_check_str("key", key, _KEY_BYTES_MAX),
-                                  limit_milli=_check_int("limit_milli", limit_milli),
-                                  routers_max=_check_int("routers_max", routers_max))
+    def set_limit(
+        self, key: str, limit_milli: int, *, routers_max: int = 16, timeout_s: float | None = None
+    ) -> Value:
+        command = C.QuotaSetLimit(
+            key=_check_str("key", key, _KEY_BYTES_MAX),
+            limit_milli=_check_int("limit_milli", limit_milli),
+            routers_max=_check_int("routers_max", routers_max),
+        )
         return self._cp.call_command(command, timeout_s=timeout_s)
 
     def delete_limit(self, key: str, *, timeout_s: float | None = None) -> Value:
         command = C.QuotaDeleteLimit(key=_check_str("key", key, _KEY_BYTES_MAX))
         return self._cp.call_command(command, timeout_s=timeout_s)
 
-    def describe(self, key: str, *, stale_ok: bool = False,
-                 timeout_s: float | None = None) -> Value:
+    def describe(
+        self, key: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> Value:
         _check_str("key", key, _KEY_BYTES_MAX)
-        return self._cp._read_state(lambda sm: sm.quotas.describe(key, sm.tick_ms),
-                                    stale_ok=stale_ok, timeout_s=timeout_s)
+        return self._cp._read_state(
+            lambda sm: sm.quotas.describe(key, sm.tick_ms), stale_ok=stale_ok, timeout_s=timeout_s
+        )
 
     # -- routers -------------------------------------------------------------------------
 
-    def report(self, key: str, router: str, demand_milli: int,
-               held_epoch: int = 0) -> dict[str, Value]:
+    def report(
+        self, key: str, router: str, demand_milli: int, held_epoch: int = 0
+    ) -> dict[str, Value]:
         """A router's demand report and share fetch in one call (leader only)."""
         return self._serve(key, router, demand_milli, held_epoch)
 
@@ -262,8 +302,9 @@ class Quotas:
         """The router's share, keeping the demand it last reported (leader only)."""
         return self._serve(key, router, None, held_epoch)
 
-    def _serve(self, key: str, router: str, demand_milli: int | None,
-               held_epoch: int) -> dict[str, Value]:
+    def _serve(
+        self, key: str, router: str, demand_milli: int | None, held_epoch: int
+    ) -> dict[str, Value]:
         _check_str("key", key, _KEY_BYTES_MAX)
         _check_str("router", router, _ID_BYTES_MAX)
         if demand_milli is not None:
@@ -273,11 +314,11 @@ class Quotas:
         now_ms = self._now_ms()
         with self._lock:
             allotter = self._allotter
-            if (allotter is None or not cp.is_leader()
-                    or cp._emitted_token != allotter.leader_token):
+            if allotter is None or not cp.is_leader() or cp._emitted_token != allotter.leader_token:
                 leader = cp.leader_id
-                raise NotLeader(leader if leader != cp.node_id else None,
-                                "quota reports go to the leader")
+                raise NotLeader(
+                    leader if leader != cp.node_id else None, "quota reports go to the leader"
+                )
             with cp._sm_lock:
                 quota = cp._sm.quotas.keys.get(key)
                 tick_ms = cp._sm.tick_ms

@@ -69,8 +69,13 @@ def _identity(data_dir: str) -> tuple[str, str]:
     return node_id, cluster
 
 
-def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, Any]] = (),
-           upto: int | None = None, fleet_config: Any = None) -> ReplayResult:
+def replay(
+    data_dir: str | os.PathLike[str],
+    *,
+    machines: Sequence[tuple[str, Any]] = (),
+    upto: int | None = None,
+    fleet_config: Any = None,
+) -> ReplayResult:
     """Rebuild the replicated state of the node whose data dir this is, from its log alone.
 
     `machines` are ``(name, machine)`` pairs as the host registers them (an object, or a dict
@@ -92,13 +97,15 @@ def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, An
             sm.register(name, **machine)
         else:
             sm.register(name, machine)
-    journal = E.open_journal(os.path.join(path, "journal.lmdb"), node_id=node_id,
-                             cluster_id=cluster)
+    journal = E.open_journal(
+        os.path.join(path, "journal.lmdb"), node_id=node_id, cluster_id=cluster
+    )
     try:
         snapshot_index = 0
         if journal.load_snapshot() is not None:
             loader = serialization.SnapshotSerializer(
-                journal, capture=lambda: (lambda: b""), restore=sm.restore)
+                journal, capture=lambda: lambda: b"", restore=sm.restore
+            )
             _app, last_entry, _prev, _cluster = loader.deserialize()
             snapshot_index = int(last_entry[1])
         commit = int(journal.getRaftCommitIndex())
@@ -117,17 +124,27 @@ def replay(data_dir: str | os.PathLike[str], *, machines: Sequence[tuple[str, An
                 refusals[result.code] += 1
     finally:
         journal.close()
-    return ReplayResult(node_id=node_id, snapshot_index=snapshot_index, commit_index=commit,
-                        applied_index=sm.applied_index, state_hash=sm.state_hash(),
-                        entries_applied=applied, refusals=dict(sorted(refusals.items())),
-                        unknown_machines=refusals.get("unknown_machine", 0) > 0,
-                        decisions=[{"index": e[0], "tick_ms": e[1], "subjects": list(e[2]),
-                                    "text": e[3]} for e in sm.fleet.journal])
+    return ReplayResult(
+        node_id=node_id,
+        snapshot_index=snapshot_index,
+        commit_index=commit,
+        applied_index=sm.applied_index,
+        state_hash=sm.state_hash(),
+        entries_applied=applied,
+        refusals=dict(sorted(refusals.items())),
+        unknown_machines=refusals.get("unknown_machine", 0) > 0,
+        decisions=[
+            {"index": e[0], "tick_ms": e[1], "subjects": list(e[2]), "text": e[3]}
+            for e in sm.fleet.journal
+        ],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coreplane.runtime.replay",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m coreplane.runtime.replay",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     parser.add_argument("data_dir")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--upto", type=int, default=None, help="stop at this log index")
@@ -140,14 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), sort_keys=True))
     else:
-        print(f"node {result.node_id}: applied index {result.applied_index} "
-              f"(snapshot {result.snapshot_index}, commit {result.commit_index}), "
-              f"state hash {result.state_hash}")
-        print(f"{result.entries_applied} entries applied after the snapshot; refusals: "
-              f"{result.refusals or 'none'}")
+        print(
+            f"node {result.node_id}: applied index {result.applied_index} "
+            f"(snapshot {result.snapshot_index}, commit {result.commit_index}), "
+            f"state hash {result.state_hash}"
+        )
+        print(
+            f"{result.entries_applied} entries applied after the snapshot; refusals: "
+            f"{result.refusals or 'none'}"
+        )
         if result.unknown_machines:
-            print("note: entries for host machines not given to replay were refused; the hash "
-                  "covers the built-in state only")
+            print(
+                "note: entries for host machines not given to replay were refused; the hash "
+                "covers the built-in state only"
+            )
     return 0
 
 

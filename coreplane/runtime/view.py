@@ -45,8 +45,10 @@ class LeaseView(_ReadOnly):
         self._init(lease_id=lease_id, ttl_ms=ttl_ms, expires_ms=expires_ms, keys=keys)
 
     def __repr__(self) -> str:
-        return (f"LeaseView(lease_id={self.lease_id}, ttl_ms={self.ttl_ms}, "
-                f"expires_ms={self.expires_ms}, keys={len(self.keys)})")
+        return (
+            f"LeaseView(lease_id={self.lease_id}, ttl_ms={self.ttl_ms}, "
+            f"expires_ms={self.expires_ms}, keys={len(self.keys)})"
+        )
 
 
 class KVView(_ReadOnly):
@@ -74,8 +76,14 @@ class KVView(_ReadOnly):
         get: Callable[[str], tuple[bytes, int] | None] = kv.get
         record: Callable[[str], KeyRecord | None] = kv.record
         range_: Callable[..., list[tuple[str, bytes, int]]] = kv.range
-        self._init(revision=kv.revision, get=get, record=record, range=range_, lease=lease,
-                   events=kv.history.since)
+        self._init(
+            revision=kv.revision,
+            get=get,
+            record=record,
+            range=range_,
+            lease=lease,
+            events=kv.history.since,
+        )
 
 
 class LocksView(_ReadOnly):
@@ -108,8 +116,19 @@ class QuotasView(_ReadOnly):
 class StateView(_ReadOnly):
     """The replica's state at one applied index, for reading only."""
 
-    __slots__ = ("applied_index", "kv", "leader_node", "leader_term", "leader_token", "locks",
-                 "machine_state", "machines", "quotas", "tick_ms", "tick_n")
+    __slots__ = (
+        "applied_index",
+        "kv",
+        "leader_node",
+        "leader_term",
+        "leader_token",
+        "locks",
+        "machine_state",
+        "machines",
+        "quotas",
+        "tick_ms",
+        "tick_n",
+    )
     applied_index: int
     tick_n: int
     tick_ms: int
@@ -133,9 +152,16 @@ class StateView(_ReadOnly):
             return codec.decode_value(codec.encode_value(state))
 
         # tick_ms is cluster time (the sum of the leaders' ticks), never a wall clock.
-        self._init(applied_index=sm.applied_index, tick_n=sm.tick_n, tick_ms=sm.tick_ms,
-                   leader_token=sm.leader_token, leader_node=sm.leader_node,
-                   leader_term=sm.leader_term, kv=KVView(sm), locks=LocksView(sm),
-                   quotas=QuotasView(sm),
-                   machine_state=machine_state,
-                   machines=tuple(sorted(states)))
+        self._init(
+            applied_index=sm.applied_index,
+            tick_n=sm.tick_n,
+            tick_ms=sm.tick_ms,
+            leader_token=sm.leader_token,
+            leader_node=sm.leader_node,
+            leader_term=sm.leader_term,
+            kv=KVView(sm),
+            locks=LocksView(sm),
+            quotas=QuotasView(sm),
+            machine_state=machine_state,
+            machines=tuple(sorted(states)),
+        )

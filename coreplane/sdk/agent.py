@@ -59,11 +59,20 @@ Handler = Callable[[FleetAction], Any]
 class Agent:
     """See the module docstring. `start=False` leaves the loop to you (`step`), for tests."""
 
-    def __init__(self, client: Any, node_id: str, *, zone: str,
-                 handlers: Mapping[str, Handler], weight: int = 1, slots: int = 1 << 20,
-                 heat: Callable[[], Mapping[str, int]] | None = None,
-                 lost: Callable[[], Iterable[str]] | None = None,
-                 heartbeat_ms: int = 500, start: bool = True) -> None:
+    def __init__(
+        self,
+        client: Any,
+        node_id: str,
+        *,
+        zone: str,
+        handlers: Mapping[str, Handler],
+        weight: int = 1,
+        slots: int = 1 << 20,
+        heat: Callable[[], Mapping[str, int]] | None = None,
+        lost: Callable[[], Iterable[str]] | None = None,
+        heartbeat_ms: int = 500,
+        start: bool = True,
+    ) -> None:
         for name, value in (("node_id", node_id), ("zone", zone)):
             if not isinstance(value, str) or not value or len(value) > 256:
                 raise InvalidArgument(name, "must be a non-empty str of at most 256 characters")
@@ -85,8 +94,9 @@ class Agent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start:
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name=f"coreplane-agent-{node_id}")
+            self._thread = threading.Thread(
+                target=self._loop, daemon=True, name=f"coreplane-agent-{node_id}"
+            )
             self._thread.start()
 
     # -- one round -----------------------------------------------------------------------
@@ -95,18 +105,32 @@ class Agent:
         """Heartbeat, fetch actions, run and ack them; the number of actions run now."""
         c = self.client
         heat = {str(p): int(h) for p, h in sorted(self._heat().items())}
-        c._call("/v1/fleet/heartbeat", {
-            "node_id": self.node_id, "zone": self.zone, "weight": self.weight,
-            "slots": self.slots, "heat": json.dumps(heat),
-            "lost": json.dumps(sorted(str(p) for p in self._lost()))})
+        c._call(
+            "/v1/fleet/heartbeat",
+            {
+                "node_id": self.node_id,
+                "zone": self.zone,
+                "weight": self.weight,
+                "slots": self.slots,
+                "heat": json.dumps(heat),
+                "lost": json.dumps(sorted(str(p) for p in self._lost())),
+            },
+        )
         answer = c._call("/v1/fleet/actions", {"node_id": self.node_id})
         ran = 0
         for row in answer.get("actions", []):
             if self._stop.is_set():
                 break
-            ran += self._handle(FleetAction(str(row["id"]), str(row["kind"]),
-                                            str(row["partition"]), str(row["source"]),
-                                            int(row["token"]), str(row["operation"])))
+            ran += self._handle(
+                FleetAction(
+                    str(row["id"]),
+                    str(row["kind"]),
+                    str(row["partition"]),
+                    str(row["source"]),
+                    int(row["token"]),
+                    str(row["operation"]),
+                )
+            )
         return ran
 
     def _handle(self, action: FleetAction) -> int:
@@ -115,8 +139,9 @@ class Agent:
             return 0
         if action.token < self.highest.get(action.partition, 0):
             self.refused += 1  # overtaken by a newer decision for this partition
-            self._ack(action, False, f"stale token {action.token} < "
-                                     f"{self.highest[action.partition]}")
+            self._ack(
+                action, False, f"stale token {action.token} < {self.highest[action.partition]}"
+            )
             return 0
         self.highest[action.partition] = action.token
         handler = self.handlers.get(action.kind)
@@ -138,9 +163,16 @@ class Agent:
     def _ack(self, action: FleetAction, ok: bool, detail: str) -> None:
         # Refused: already acknowledged, or replaced by a newer action; nothing left to do.
         with contextlib.suppress(CommandRejected):
-            self.client._call("/v1/fleet/ack", {
-                "node_id": self.node_id, "action_id": action.id, "token": action.token,
-                "ok": ok, "detail": detail})
+            self.client._call(
+                "/v1/fleet/ack",
+                {
+                    "node_id": self.node_id,
+                    "action_id": action.id,
+                    "token": action.token,
+                    "ok": ok,
+                    "detail": detail,
+                },
+            )
 
     # -- the loop ------------------------------------------------------------------------
 

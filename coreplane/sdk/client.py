@@ -72,8 +72,14 @@ class Endpoints:
     calls to an endpoint and forgets it once its in-flight calls are done.
     """
 
-    def __init__(self, endpoints: Sequence[str], config: ClientConfig, *,
-                 clock: Callable[[], float] = time.monotonic, rng: Random | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        config: ClientConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Random | None = None,
+    ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         urls = [_normalize(e) for e in endpoints]
@@ -94,9 +100,12 @@ class Endpoints:
             return
         c = self._config
         self.breakers[url] = CircuitBreaker(
-            failure_threshold=c.breaker_failures, reset_ms=c.breaker_reset_ms,
+            failure_threshold=c.breaker_failures,
+            reset_ms=c.breaker_reset_ms,
             reset_max_ms=max(c.breaker_reset_ms, c.breaker_reset_max_ms),
-            clock=self._clock, rng=self._rng)
+            clock=self._clock,
+            rng=self._rng,
+        )
         self._urls.append(url)
         self._inflight.setdefault(url, 0)
 
@@ -122,8 +131,9 @@ class Endpoints:
                     if isinstance(url, str) and url:
                         self._add(_normalize(url))
                 leader_url = api.get(leader) if isinstance(leader, str) else None
-                self.leader_url = _normalize(leader_url) if isinstance(leader_url, str) \
-                    and leader_url else None
+                self.leader_url = (
+                    _normalize(leader_url) if isinstance(leader_url, str) and leader_url else None
+                )
 
     def drain(self, url: str) -> None:
         """New calls avoid `url`; it is forgotten once its in-flight calls finish."""
@@ -156,28 +166,40 @@ class Endpoints:
 class _Core:
     """What the two clients share: config, sessions, encoding, classifying answers."""
 
-    def __init__(self, endpoints: str | Sequence[str], token: str,
-                 config: ClientConfig | None, client_id: str | None) -> None:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        token: str,
+        config: ClientConfig | None,
+        client_id: str | None,
+    ) -> None:
         if not isinstance(token, str) or not token:
             raise InvalidArgument("token", "must be a non-empty str")
         self.config = config if config is not None else detect_config()
         if not isinstance(self.config, ClientConfig):
             raise InvalidArgument("config", "must be a ClientConfig (see coreplane.sdk.config)")
         self._rng = Random()
-        self.endpoints = Endpoints(endpoints if not isinstance(endpoints, str) else [endpoints],
-                                   self.config, rng=self._rng)
+        self.endpoints = Endpoints(
+            endpoints if not isinstance(endpoints, str) else [endpoints], self.config, rng=self._rng
+        )
         c = self.config
-        self._budget = RetryBudget(ratio=c.budget_ratio,
-                                   min_retries_per_s=c.budget_min_retries_per_s,
-                                   window_s=c.budget_window_s, clock=time.monotonic)
+        self._budget = RetryBudget(
+            ratio=c.budget_ratio,
+            min_retries_per_s=c.budget_min_retries_per_s,
+            window_s=c.budget_window_s,
+            clock=time.monotonic,
+        )
         self._backoff = Backoff(c.backoff_base_ms, c.backoff_cap_ms, self._rng)
         self.client_id = client_id or os.urandom(12).hex()
         if len(self.client_id.encode()) > 120:
             raise InvalidArgument("client_id", "at most 120 bytes")
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK,
-                         "Accept": MSGPACK}
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": MSGPACK,
+            "Accept": MSGPACK,
+        }
         self._closed = False
         self._urls: dict[tuple[str, str], httpx.URL] = {}
 
@@ -191,9 +213,11 @@ class _Core:
 
     def _limits(self) -> httpx.Limits:
         c = self.config
-        return httpx.Limits(max_connections=c.pool_max * max(3, len(self.endpoints.all())),
-                            max_keepalive_connections=c.keepalive_max,
-                            keepalive_expiry=c.keepalive_expiry_ms / 1000)
+        return httpx.Limits(
+            max_connections=c.pool_max * max(3, len(self.endpoints.all())),
+            max_keepalive_connections=c.keepalive_max,
+            keepalive_expiry=c.keepalive_expiry_ms / 1000,
+        )
 
     def _timeout(self) -> httpx.Timeout:
         c = self.config
@@ -206,8 +230,14 @@ class _Core:
         return {**body, "client_id": self.client_id, "seq": seq}
 
     def _plan(self, safe: bool = True) -> CallPlan:
-        return CallPlan(self.endpoints.order(), self.endpoints.breakers, self._budget,
-                        self._backoff, max_attempts=self.config.max_attempts, safe=safe)
+        return CallPlan(
+            self.endpoints.order(),
+            self.endpoints.breakers,
+            self._budget,
+            self._backoff,
+            max_attempts=self.config.max_attempts,
+            safe=safe,
+        )
 
     @staticmethod
     def _classify(response: httpx.Response) -> tuple[Outcome, Any, CoreplaneError | None]:
@@ -226,25 +256,25 @@ class _Core:
         if status == 503 or status >= 500 or status == 429:
             return Outcome.FAILED, None, Unavailable(message)
         if status == 400:
-            return Outcome.OK, None, InvalidArgument(str(info.get("field") or "request"),
-                                                     message)
+            return Outcome.OK, None, InvalidArgument(str(info.get("field") or "request"), message)
         if status in (401, 403):
             return Outcome.OK, None, PermissionDenied(message, status)
         if status == 409:
-            return Outcome.OK, None, CommandRejected(str(info.get("code") or "rejected"),
-                                                     message)
+            return Outcome.OK, None, CommandRejected(str(info.get("code") or "rejected"), message)
         return Outcome.OK, None, CoreplaneError(f"HTTP {status}: {message}")
 
     @staticmethod
-    def _transport_error(url: str, exc: httpx.HTTPError
-                         ) -> tuple[Outcome, None, CoreplaneError]:
+    def _transport_error(url: str, exc: httpx.HTTPError) -> tuple[Outcome, None, CoreplaneError]:
         """A failed exchange: retryable (Unavailable), except a certificate the client does
         not trust, which no retry fixes (and which must not count against the endpoint)."""
         cause: BaseException | None = exc
         while cause is not None:
             if isinstance(cause, ssl.SSLCertVerificationError):
-                return Outcome.OK, None, PermissionDenied(
-                    f"{url}: TLS certificate not trusted: {cause}", 0)
+                return (
+                    Outcome.OK,
+                    None,
+                    PermissionDenied(f"{url}: TLS certificate not trusted: {cause}", 0),
+                )
             cause = cause.__cause__ or cause.__context__
         return Outcome.FAILED, None, Unavailable(f"{url}: {type(exc).__name__}: {exc}")
 
@@ -266,17 +296,19 @@ class _Core:
     def _items(answer: dict[str, Any]) -> list[tuple[str, bytes, int]]:
         return [(i["key"], i["value"], i["mod_revision"]) for i in answer["items"]]
 
-    def _watch_body(self, prefix: str, start_revision: int, wait_ms: int,
-                    limit: int) -> dict[str, Any]:
+    def _watch_body(
+        self, prefix: str, start_revision: int, wait_ms: int, limit: int
+    ) -> dict[str, Any]:
         # The long poll must end before the request times out, or it would count as a failure.
         wait = max(0, min(wait_ms, self.config.request_timeout_ms - 1_000))
-        return {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait,
-                "limit": limit}
+        return {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait, "limit": limit}
 
     @staticmethod
     def _events(answer: dict[str, Any]) -> tuple[list[WatchEvent], int]:
-        return ([(e["revision"], e["type"], e["key"], e["value"]) for e in answer["events"]],
-                int(answer["next_revision"]))
+        return (
+            [(e["revision"], e["type"], e["key"], e["value"]) for e in answer["events"]],
+            int(answer["next_revision"]),
+        )
 
 
 def _check_bytes(value: Any) -> bytes:
@@ -292,25 +324,40 @@ class Client(_Core):
     defaults to the profile detected from the environment (`coreplane.sdk.config`).
     """
 
-    def __init__(self, endpoints: str | Sequence[str], token: str,
-                 config: ClientConfig | None = None, *, client_id: str | None = None,
-                 verify: Any = True) -> None:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        token: str,
+        config: ClientConfig | None = None,
+        *,
+        client_id: str | None = None,
+        verify: Any = True,
+    ) -> None:
         super().__init__(endpoints, token, config, client_id)
-        self._http = httpx.Client(limits=self._limits(), timeout=self._timeout(),
-                                  verify=verify, headers=self._headers)
+        self._http = httpx.Client(
+            limits=self._limits(), timeout=self._timeout(), verify=verify, headers=self._headers
+        )
         self._sessions: dict[int, LockSession] = {}  # lock sessions by TTL
         self._sessions_lock = threading.Lock()
         self._stop = threading.Event()
         self._health: threading.Thread | None = None
         if self.config.health_check_interval_ms > 0:
-            self._health = threading.Thread(target=self._health_loop, daemon=True,
-                                            name="coreplane-sdk-health")
+            self._health = threading.Thread(
+                target=self._health_loop, daemon=True, name="coreplane-sdk-health"
+            )
             self._health.start()
 
     # -------------------------------------------------------------------------- plumbing
 
-    def _call(self, path: str, body: dict[str, Any] | None = None, *,
-              method: str = "POST", safe: bool = True, refresh: bool = True) -> Any:
+    def _call(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        method: str = "POST",
+        safe: bool = True,
+        refresh: bool = True,
+    ) -> Any:
         if self._closed:
             raise InvalidArgument("client", "the client is closed")
         data = encode_value(body) if body is not None else None
@@ -346,8 +393,11 @@ class Client(_Core):
         """Ask a node who leads and where every node's API is (one attempt, no retry)."""
         for url in self.endpoints.order():
             try:
-                response = self._http.get(url + "/v1/members", headers=self._headers,
-                                          timeout=self.config.connect_timeout_ms / 1000)
+                response = self._http.get(
+                    url + "/v1/members",
+                    headers=self._headers,
+                    timeout=self.config.connect_timeout_ms / 1000,
+                )
             except httpx.HTTPError:
                 continue
             outcome, answer, _ = self._classify(response)
@@ -416,10 +466,12 @@ class Client(_Core):
         """(value, mod_revision) or None; linearizable unless `stale_ok`."""
         return self._got(self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
 
-    def range(self, prefix: str, *, limit: int = 0,
-              stale_ok: bool = False) -> list[tuple[str, bytes, int]]:
-        return self._items(self._call("/v1/kv/range", {"prefix": prefix, "limit": limit,
-                                                       "stale_ok": stale_ok}))
+    def range(
+        self, prefix: str, *, limit: int = 0, stale_ok: bool = False
+    ) -> list[tuple[str, bytes, int]]:
+        return self._items(
+            self._call("/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok})
+        )
 
     def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
         """Write; the new revision. With ``guard=lock``, raises LockLost if the lock lapsed."""
@@ -428,13 +480,26 @@ class Client(_Core):
         body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
         return int(self._call("/v1/kv/put", body)["revision"])
 
-    def cas(self, key: str, expected_mod_revision: int, value: bytes, *, lease_id: int = 0,
-            guard: Any = None) -> int:
+    def cas(
+        self,
+        key: str,
+        expected_mod_revision: int,
+        value: bytes,
+        *,
+        lease_id: int = 0,
+        guard: Any = None,
+    ) -> int:
         """Compare-and-set on mod revision (0: absent); CommandRejected("compare_failed")."""
         if guard is not None:
             guard.check()
-        body = self._write({"key": key, "expected_mod_revision": expected_mod_revision,
-                            "value": _check_bytes(value), "lease_id": lease_id})
+        body = self._write(
+            {
+                "key": key,
+                "expected_mod_revision": expected_mod_revision,
+                "value": _check_bytes(value),
+                "lease_id": lease_id,
+            }
+        )
         return int(self._call("/v1/kv/cas", body)["revision"])
 
     def delete(self, key: str, *, guard: Any = None) -> int:
@@ -442,21 +507,25 @@ class Client(_Core):
             guard.check()
         return int(self._call("/v1/kv/delete", self._write({"key": key}))["deleted"])
 
-    def watch(self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000,
-              limit: int = 1000) -> tuple[list[WatchEvent], int]:
+    def watch(
+        self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
+    ) -> tuple[list[WatchEvent], int]:
         """One long poll: the events from `start_revision` on (keys with `prefix`) as soon as
         there are any, or none after `wait_ms`; and the revision to resume from. A revision
         older than the server's history raises CommandRejected("compacted"): re-read the
         state (`range`) and watch from its revision + 1."""
-        return self._events(self._call("/v1/kv/watch", self._watch_body(
-            prefix, start_revision, wait_ms, limit)))
+        return self._events(
+            self._call("/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit))
+        )
 
-    def watch_events(self, prefix: str = "", *, start_revision: int,
-                     wait_ms: int = 10_000) -> Iterator[WatchEvent]:
+    def watch_events(
+        self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
+    ) -> Iterator[WatchEvent]:
         """Every event from `start_revision` on, forever, resuming by revision (none missed)."""
         while True:
-            events, start_revision = self.watch(prefix, start_revision=start_revision,
-                                                wait_ms=wait_ms)
+            events, start_revision = self.watch(
+                prefix, start_revision=start_revision, wait_ms=wait_ms
+            )
             yield from events
 
     # -------------------------------------------------------------------------- leases
@@ -466,12 +535,14 @@ class Client(_Core):
         return int(self._call("/v1/leases/grant", body)["lease_id"])
 
     def lease_keep_alive(self, lease_id: int) -> int:
-        return int(self._call("/v1/leases/keepalive",
-                              self._write({"lease_id": lease_id}))["expires_ms"])
+        return int(
+            self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id}))["expires_ms"]
+        )
 
     def lease_revoke(self, lease_id: int) -> int:
-        return int(self._call("/v1/leases/revoke",
-                              self._write({"lease_id": lease_id}))["deleted_keys"])
+        return int(
+            self._call("/v1/leases/revoke", self._write({"lease_id": lease_id}))["deleted_keys"]
+        )
 
     # -------------------------------------------------------------------------- cluster
 
@@ -486,23 +557,34 @@ class Client(_Core):
 
     # -------------------------------------------------------------------------- locks
 
-    def lock(self, name: str, *, ttl_ms: int = 10_000,
-             on_lost: Callable[[Any], None] | None = None,
-             acquire_timeout_s: float | None = None) -> Lock:
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl_ms: int = 10_000,
+        on_lost: Callable[[Any], None] | None = None,
+        acquire_timeout_s: float | None = None,
+    ) -> Lock:
         """A `Lock` on `name`: ``with client.lock("name", ttl_ms=...) as lock: ...``."""
-        return Lock(self, name, ttl_ms=ttl_ms, on_lost=on_lost,
-                    acquire_timeout_s=acquire_timeout_s)
+        return Lock(self, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s)
 
 
 class AsyncClient(_Core):
     """The same API as `Client`, with coroutines: ``await client.put(...)``."""
 
-    def __init__(self, endpoints: str | Sequence[str], token: str,
-                 config: ClientConfig | None = None, *, client_id: str | None = None,
-                 verify: Any = True) -> None:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        token: str,
+        config: ClientConfig | None = None,
+        *,
+        client_id: str | None = None,
+        verify: Any = True,
+    ) -> None:
         super().__init__(endpoints, token, config, client_id)
-        self._http = httpx.AsyncClient(limits=self._limits(), timeout=self._timeout(),
-                                       verify=verify, headers=self._headers)
+        self._http = httpx.AsyncClient(
+            limits=self._limits(), timeout=self._timeout(), verify=verify, headers=self._headers
+        )
         self._health: asyncio.Task[None] | None = None
         self._sessions: dict[int, AsyncLockSession] = {}
         self._sessions_lock: asyncio.Lock | None = None
@@ -511,8 +593,15 @@ class AsyncClient(_Core):
         if self._health is None and self.config.health_check_interval_ms > 0:
             self._health = asyncio.get_running_loop().create_task(self._health_loop())
 
-    async def _call(self, path: str, body: dict[str, Any] | None = None, *,
-                    method: str = "POST", safe: bool = True, refresh: bool = True) -> Any:
+    async def _call(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        method: str = "POST",
+        safe: bool = True,
+        refresh: bool = True,
+    ) -> Any:
         if self._closed:
             raise InvalidArgument("client", "the client is closed")
         self._ensure_health()
@@ -525,8 +614,7 @@ class AsyncClient(_Core):
         while True:
             self.endpoints.started(url)
             try:
-                response = await self._http.request(method, self._url(url, path),
-                                                    content=data)
+                response = await self._http.request(method, self._url(url, path), content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
                 outcome, answer, error = self._transport_error(url, exc)
@@ -549,8 +637,11 @@ class AsyncClient(_Core):
     async def refresh(self) -> None:
         for url in self.endpoints.order():
             try:
-                response = await self._http.get(url + "/v1/members", headers=self._headers,
-                                                timeout=self.config.connect_timeout_ms / 1000)
+                response = await self._http.get(
+                    url + "/v1/members",
+                    headers=self._headers,
+                    timeout=self.config.connect_timeout_ms / 1000,
+                )
             except httpx.HTTPError:
                 continue
             outcome, answer, _ = self._classify(response)
@@ -566,8 +657,7 @@ class AsyncClient(_Core):
                 breaker = self.endpoints.breakers[url]
                 if breaker.state == CircuitBreaker.CLOSED or breaker.allow():
                     try:
-                        response = await self._http.get(url + "/v1/health",
-                                                        headers=self._headers)
+                        response = await self._http.get(url + "/v1/health", headers=self._headers)
                         ok = response.status_code == 200
                     except httpx.HTTPError:
                         ok = False
@@ -608,24 +698,40 @@ class AsyncClient(_Core):
     async def get(self, key: str, *, stale_ok: bool = False) -> tuple[bytes, int] | None:
         return self._got(await self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
 
-    async def range(self, prefix: str, *, limit: int = 0,
-                    stale_ok: bool = False) -> list[tuple[str, bytes, int]]:
-        return self._items(await self._call("/v1/kv/range", {
-            "prefix": prefix, "limit": limit, "stale_ok": stale_ok}))
+    async def range(
+        self, prefix: str, *, limit: int = 0, stale_ok: bool = False
+    ) -> list[tuple[str, bytes, int]]:
+        return self._items(
+            await self._call(
+                "/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok}
+            )
+        )
 
-    async def put(self, key: str, value: bytes, *, lease_id: int = 0,
-                  guard: Any = None) -> int:
+    async def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
         if guard is not None:
             guard.check()
         body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
         return int((await self._call("/v1/kv/put", body))["revision"])
 
-    async def cas(self, key: str, expected_mod_revision: int, value: bytes, *,
-                  lease_id: int = 0, guard: Any = None) -> int:
+    async def cas(
+        self,
+        key: str,
+        expected_mod_revision: int,
+        value: bytes,
+        *,
+        lease_id: int = 0,
+        guard: Any = None,
+    ) -> int:
         if guard is not None:
             guard.check()
-        body = self._write({"key": key, "expected_mod_revision": expected_mod_revision,
-                            "value": _check_bytes(value), "lease_id": lease_id})
+        body = self._write(
+            {
+                "key": key,
+                "expected_mod_revision": expected_mod_revision,
+                "value": _check_bytes(value),
+                "lease_id": lease_id,
+            }
+        )
         return int((await self._call("/v1/kv/cas", body))["revision"])
 
     async def delete(self, key: str, *, guard: Any = None) -> int:
@@ -633,16 +739,22 @@ class AsyncClient(_Core):
             guard.check()
         return int((await self._call("/v1/kv/delete", self._write({"key": key})))["deleted"])
 
-    async def watch(self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000,
-                    limit: int = 1000) -> tuple[list[WatchEvent], int]:
-        return self._events(await self._call("/v1/kv/watch", self._watch_body(
-            prefix, start_revision, wait_ms, limit)))
+    async def watch(
+        self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
+    ) -> tuple[list[WatchEvent], int]:
+        return self._events(
+            await self._call(
+                "/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit)
+            )
+        )
 
-    async def watch_events(self, prefix: str = "", *, start_revision: int,
-                           wait_ms: int = 10_000) -> AsyncIterator[WatchEvent]:
+    async def watch_events(
+        self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
+    ) -> AsyncIterator[WatchEvent]:
         while True:
-            events, start_revision = await self.watch(prefix, start_revision=start_revision,
-                                                      wait_ms=wait_ms)
+            events, start_revision = await self.watch(
+                prefix, start_revision=start_revision, wait_ms=wait_ms
+            )
             for event in events:
                 yield event
 
@@ -651,12 +763,18 @@ class AsyncClient(_Core):
         return int((await self._call("/v1/leases/grant", body))["lease_id"])
 
     async def lease_keep_alive(self, lease_id: int) -> int:
-        return int((await self._call("/v1/leases/keepalive",
-                                     self._write({"lease_id": lease_id})))["expires_ms"])
+        return int(
+            (await self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id})))[
+                "expires_ms"
+            ]
+        )
 
     async def lease_revoke(self, lease_id: int) -> int:
-        return int((await self._call("/v1/leases/revoke",
-                                     self._write({"lease_id": lease_id})))["deleted_keys"])
+        return int(
+            (await self._call("/v1/leases/revoke", self._write({"lease_id": lease_id})))[
+                "deleted_keys"
+            ]
+        )
 
     async def status(self) -> dict[str, Any]:
         answer: dict[str, Any] = await self._call("/v1/status", method="GET")
@@ -667,9 +785,15 @@ class AsyncClient(_Core):
         self.endpoints.learn(answer)
         return answer
 
-    def lock(self, name: str, *, ttl_ms: int = 10_000,
-             on_lost: Callable[[Any], None] | None = None,
-             acquire_timeout_s: float | None = None) -> AsyncLock:
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl_ms: int = 10_000,
+        on_lost: Callable[[Any], None] | None = None,
+        acquire_timeout_s: float | None = None,
+    ) -> AsyncLock:
         """An `AsyncLock`: ``async with client.lock("name") as lock: ...``."""
-        return AsyncLock(self, name, ttl_ms=ttl_ms, on_lost=on_lost,
-                         acquire_timeout_s=acquire_timeout_s)
+        return AsyncLock(
+            self, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s
+        )

@@ -131,12 +131,15 @@ class LongRunningConfig(ClientConfig):
 
 
 _PROFILES: dict[str, type[ClientConfig]] = {
-    "serverless": ServerlessConfig, "container": ContainerConfig,
-    "long_running": LongRunningConfig}
+    "serverless": ServerlessConfig,
+    "container": ContainerConfig,
+    "long_running": LongRunningConfig,
+}
 
 
-def detect_profile(environ: Mapping[str, str] | None = None, *,
-                   exists: Any = os.path.exists) -> str:
+def detect_profile(
+    environ: Mapping[str, str] | None = None, *, exists: Any = os.path.exists
+) -> str:
     """The profile name this environment calls for (see the module docstring)."""
     env = os.environ if environ is None else environ
     forced = env.get("COREPLANE_SDK_PROFILE", "")
@@ -144,16 +147,22 @@ def detect_profile(environ: Mapping[str, str] | None = None, *,
         if forced not in _PROFILES:
             raise InvalidArgument("COREPLANE_SDK_PROFILE", f"must be one of {sorted(_PROFILES)}")
         return forced
-    if any(env.get(k) for k in ("AWS_LAMBDA_FUNCTION_NAME", "K_SERVICE",
-                                "FUNCTIONS_WORKER_RUNTIME")):
+    if any(
+        env.get(k) for k in ("AWS_LAMBDA_FUNCTION_NAME", "K_SERVICE", "FUNCTIONS_WORKER_RUNTIME")
+    ):
         return "serverless"
-    if env.get("KUBERNETES_SERVICE_HOST") or env.get("container") or \
-            exists("/.dockerenv") or exists("/run/.containerenv"):
+    if (
+        env.get("KUBERNETES_SERVICE_HOST")
+        or env.get("container")
+        or exists("/.dockerenv")
+        or exists("/run/.containerenv")
+    ):
         return "container"
     return "long_running"
 
 
-def detect_config(environ: Mapping[str, str] | None = None, *, exists: Any = os.path.exists,
-                  **overrides: Any) -> ClientConfig:
+def detect_config(
+    environ: Mapping[str, str] | None = None, *, exists: Any = os.path.exists, **overrides: Any
+) -> ClientConfig:
     """The profile's config for this environment, with `overrides` applied."""
     return _PROFILES[detect_profile(environ, exists=exists)](**overrides)

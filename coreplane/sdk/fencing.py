@@ -41,11 +41,13 @@ class FencedResource:
         with self._lock:
             highest = self._highest.get(resource)
             if highest is not None and token < highest:
-                raise CommandRejected("stale_token",
-                                      f"{resource}: token {token} < highest seen {highest}")
+                raise CommandRejected(
+                    "stale_token", f"{resource}: token {token} < highest seen {highest}"
+                )
             if highest is None and len(self._highest) >= self._resources_max:
-                raise CommandRejected("too_many_resources",
-                                      f"more than {self._resources_max} fenced resources")
+                raise CommandRejected(
+                    "too_many_resources", f"more than {self._resources_max} fenced resources"
+                )
             self._highest[resource] = token
             return token
 

@@ -87,11 +87,13 @@ class LockSession(_SessionState):
     def open(self) -> LockSession:
         c = self.client
         sent = time.monotonic()
-        c._call("/v1/locks/session", c._write({"ttl_ms": self.ttl_ms,
-                                                "session_id": self.session_id}))
+        c._call(
+            "/v1/locks/session", c._write({"ttl_ms": self.ttl_ms, "session_id": self.session_id})
+        )
         self.acked(sent)
-        self._thread = threading.Thread(target=self._keep_alive, daemon=True,
-                                        name=f"coreplane-lock-session-{self.ttl_ms}")
+        self._thread = threading.Thread(
+            target=self._keep_alive, daemon=True, name=f"coreplane-lock-session-{self.ttl_ms}"
+        )
         self._thread.start()
         return self
 
@@ -132,8 +134,9 @@ class AsyncLockSession(_SessionState):
     async def open(self) -> AsyncLockSession:
         c = self.client
         sent = time.monotonic()
-        await c._call("/v1/locks/session", c._write({"ttl_ms": self.ttl_ms,
-                                                      "session_id": self.session_id}))
+        await c._call(
+            "/v1/locks/session", c._write({"ttl_ms": self.ttl_ms, "session_id": self.session_id})
+        )
         self.acked(sent)
         self._task = asyncio.get_running_loop().create_task(self._keep_alive())
         return self
@@ -167,8 +170,15 @@ class AsyncLockSession(_SessionState):
 
 
 class _LockBase:
-    def __init__(self, client: Any, name: str, *, ttl_ms: int,
-                 on_lost: Callable[[Any], None] | None, acquire_timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        ttl_ms: int,
+        on_lost: Callable[[Any], None] | None,
+        acquire_timeout_s: float | None,
+    ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgument("name", "must be a non-empty str")
         if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1_000:
@@ -232,22 +242,32 @@ class _LockBase:
         session.mark_lost("the cluster ended the session")
 
     def _timed_out(self, started: float) -> bool:
-        return (self.acquire_timeout_s is not None
-                and time.monotonic() - started > self.acquire_timeout_s)
+        return (
+            self.acquire_timeout_s is not None
+            and time.monotonic() - started > self.acquire_timeout_s
+        )
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, token={self.token}, "
-                f"lost={self._lost_flag})")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, token={self.token}, lost={self._lost_flag})"
+        )
 
 
 class Lock(_LockBase):
     """A held-or-lost lock for the sync `Client`; see the module docstring."""
 
-    def __init__(self, client: Any, name: str, *, ttl_ms: int = 10_000,
-                 on_lost: Callable[[Any], None] | None = None,
-                 acquire_timeout_s: float | None = None) -> None:
-        super().__init__(client, name, ttl_ms=ttl_ms, on_lost=on_lost,
-                         acquire_timeout_s=acquire_timeout_s)
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        ttl_ms: int = 10_000,
+        on_lost: Callable[[Any], None] | None = None,
+        acquire_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(
+            client, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s
+        )
 
     def acquire(self) -> Lock:
         """Block until granted (FIFO); raises LockLost or Unavailable (acquire timeout)."""
@@ -259,8 +279,10 @@ class Lock(_LockBase):
                 with session._mu:
                     session.locks.add(self)
                 try:
-                    answer = c._call("/v1/locks/acquire", c._write({
-                        "name": self.name, "session_id": session.session_id}))
+                    answer = c._call(
+                        "/v1/locks/acquire",
+                        c._write({"name": self.name, "session_id": session.session_id}),
+                    )
                     break
                 except CommandRejected as exc:
                     # The cluster ended the session before we noticed: open another, once.
@@ -270,11 +292,13 @@ class Lock(_LockBase):
             started = time.monotonic()
             while not self._granted(answer):
                 if self._timed_out(started):
-                    raise Unavailable(f"lock {self.name!r} not granted within "
-                                      f"{self.acquire_timeout_s} s")
+                    raise Unavailable(
+                        f"lock {self.name!r} not granted within {self.acquire_timeout_s} s"
+                    )
                 time.sleep(c.config.lock_poll_ms / 1000)
-                answer = c._call("/v1/locks/describe", {"name": self.name,
-                                                        "session_id": session.session_id})
+                answer = c._call(
+                    "/v1/locks/describe", {"name": self.name, "session_id": session.session_id}
+                )
         except BaseException:
             self.release()
             raise
@@ -293,8 +317,10 @@ class Lock(_LockBase):
         if not session.lost:
             c = self.client
             with contextlib.suppress(CoreplaneError):
-                c._call("/v1/locks/release", c._write({"name": self.name,
-                                                       "session_id": session.session_id}))
+                c._call(
+                    "/v1/locks/release",
+                    c._write({"name": self.name, "session_id": session.session_id}),
+                )
 
     def __enter__(self) -> Lock:
         return self.acquire()
@@ -306,11 +332,18 @@ class Lock(_LockBase):
 class AsyncLock(_LockBase):
     """The same for `AsyncClient`: ``async with client.lock("name") as lock:``."""
 
-    def __init__(self, client: Any, name: str, *, ttl_ms: int = 10_000,
-                 on_lost: Callable[[Any], None] | None = None,
-                 acquire_timeout_s: float | None = None) -> None:
-        super().__init__(client, name, ttl_ms=ttl_ms, on_lost=on_lost,
-                         acquire_timeout_s=acquire_timeout_s)
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        *,
+        ttl_ms: int = 10_000,
+        on_lost: Callable[[Any], None] | None = None,
+        acquire_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(
+            client, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s
+        )
 
     async def acquire(self) -> AsyncLock:
         c = self.client
@@ -321,8 +354,10 @@ class AsyncLock(_LockBase):
                 with session._mu:
                     session.locks.add(self)
                 try:
-                    answer = await c._call("/v1/locks/acquire", c._write({
-                        "name": self.name, "session_id": session.session_id}))
+                    answer = await c._call(
+                        "/v1/locks/acquire",
+                        c._write({"name": self.name, "session_id": session.session_id}),
+                    )
                     break
                 except CommandRejected as exc:
                     if exc.code != "session_not_found" or attempt:
@@ -331,11 +366,13 @@ class AsyncLock(_LockBase):
             started = time.monotonic()
             while not self._granted(answer):
                 if self._timed_out(started):
-                    raise Unavailable(f"lock {self.name!r} not granted within "
-                                      f"{self.acquire_timeout_s} s")
+                    raise Unavailable(
+                        f"lock {self.name!r} not granted within {self.acquire_timeout_s} s"
+                    )
                 await asyncio.sleep(c.config.lock_poll_ms / 1000)
-                answer = await c._call("/v1/locks/describe", {
-                    "name": self.name, "session_id": session.session_id})
+                answer = await c._call(
+                    "/v1/locks/describe", {"name": self.name, "session_id": session.session_id}
+                )
         except BaseException:
             await self.release()
             raise
@@ -353,8 +390,10 @@ class AsyncLock(_LockBase):
         if not session.lost:
             c = self.client
             with contextlib.suppress(CoreplaneError):
-                await c._call("/v1/locks/release", c._write({
-                    "name": self.name, "session_id": session.session_id}))
+                await c._call(
+                    "/v1/locks/release",
+                    c._write({"name": self.name, "session_id": session.session_id}),
+                )
 
     async def __aenter__(self) -> AsyncLock:
         return await self.acquire()

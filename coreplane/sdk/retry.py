@@ -75,8 +75,9 @@ class RetryBudget:
     refused and the caller fails instead of retrying.
     """
 
-    def __init__(self, *, ratio: float, min_retries_per_s: float, window_s: int,
-                 clock: Clock) -> None:
+    def __init__(
+        self, *, ratio: float, min_retries_per_s: float, window_s: int, clock: Clock
+    ) -> None:
         if not 0 <= ratio <= 1 or min_retries_per_s < 0 or window_s < 1:
             raise InvalidArgument("retry_budget", "need 0 <= ratio <= 1, floor >= 0, window >= 1")
         self.ratio, self.floor = ratio, min_retries_per_s * window_s
@@ -127,8 +128,9 @@ class CircuitBreaker:
 
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
-    def __init__(self, *, failure_threshold: int, reset_ms: int, reset_max_ms: int,
-                 clock: Clock, rng: Random) -> None:
+    def __init__(
+        self, *, failure_threshold: int, reset_ms: int, reset_max_ms: int, clock: Clock, rng: Random
+    ) -> None:
         if failure_threshold < 1 or reset_ms <= 0 or reset_max_ms < reset_ms:
             raise InvalidArgument("breaker", "need threshold >= 1, 0 < reset_ms <= reset_max_ms")
         self.failure_threshold = failure_threshold
@@ -211,9 +213,16 @@ class CallPlan:
 
     REDIRECTS_MAX = 3
 
-    def __init__(self, endpoints: Sequence[str], breakers: dict[str, CircuitBreaker],
-                 budget: RetryBudget, backoff: Backoff, *, max_attempts: int,
-                 safe: bool) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        breakers: dict[str, CircuitBreaker],
+        budget: RetryBudget,
+        backoff: Backoff,
+        *,
+        max_attempts: int,
+        safe: bool,
+    ) -> None:
         self.endpoints = list(endpoints)
         self.breakers, self.budget, self.backoff = breakers, budget, backoff
         self.max_attempts, self.safe = max_attempts, safe
@@ -225,8 +234,9 @@ class CallPlan:
 
     def _pick(self) -> str | None:
         # Prefer endpoints not yet tried in this call, in the given order (leader first).
-        ordered = ([e for e in self.endpoints if e not in self._tried]
-                   + [e for e in self.endpoints if e in self._tried])
+        ordered = [e for e in self.endpoints if e not in self._tried] + [
+            e for e in self.endpoints if e in self._tried
+        ]
         for endpoint in ordered:
             if self.breakers[endpoint].allow():
                 return endpoint

@@ -85,8 +85,11 @@ class Schedule:
         if self.epoch == 0:
             return [(-(2**62), 0)]
         d = self.deadline_ms
-        late = [(d, 0), (d + self.zone_ms, self.fallback_milli),
-                (d + self.zone_ms + self.fallback_max_ms, 0)]
+        late = [
+            (d, 0),
+            (d + self.zone_ms, self.fallback_milli),
+            (d + self.zone_ms + self.fallback_max_ms, 0),
+        ]
         p = min(self.previous_deadline_ms, d)
         if self.previous_milli > self.share_milli and p > -(2**62):
             return [(-(2**62), self.previous_milli), (p, self.share_milli), *late]
@@ -138,8 +141,15 @@ class Router:
     monotonic seconds.
     """
 
-    def __init__(self, client: Any, key: str, router_id: str, *, start: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: Any,
+        key: str,
+        router_id: str,
+        *,
+        start: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         for name, value, cap in (("key", key, 256), ("router_id", router_id, 128)):
             if not isinstance(value, str) or not value or len(value.encode()) > cap:
                 raise InvalidArgument(name, f"must be a non-empty str of at most {cap} bytes")
@@ -159,8 +169,9 @@ class Router:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start:
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name=f"coreplane-router-{router_id}")
+            self._thread = threading.Thread(
+                target=self._loop, daemon=True, name=f"coreplane-router-{router_id}"
+            )
             self._thread.start()
 
     def _now_ms(self) -> int:
@@ -196,7 +207,7 @@ class Router:
 
     @property
     def mode(self) -> str:
-        """"share", "zone" (lost the leader: admitting nothing), "fallback", "closed",
+        """ "share", "zone" (lost the leader: admitting nothing), "fallback", "closed",
         "none" (no share yet) or "unlimited" (the key has no limit)."""
         return self.schedule.mode(self._now_ms())
 
@@ -214,11 +225,16 @@ class Router:
             measured = self._asked * 1_000_000 // elapsed  # milli-requests/s
             # EWMA (1/4): a few requests per report interval are noisy, and every change of
             # the reported demand moves shares that may only grow an epoch later.
-            self._demand_milli = (3 * self._demand_milli + measured) // 4 \
-                if self._demand_milli else measured
+            self._demand_milli = (
+                (3 * self._demand_milli + measured) // 4 if self._demand_milli else measured
+            )
             self._asked, self._asked_since_ms = 0, send
-            body = {"key": self.key, "router": self.router_id,
-                    "demand_milli": self._demand_milli, "held_epoch": self.schedule.epoch}
+            body = {
+                "key": self.key,
+                "router": self.router_id,
+                "demand_milli": self._demand_milli,
+                "held_epoch": self.schedule.epoch,
+            }
         try:
             answer = self.client._call("/v1/quotas/report", body)
         except CoreplaneError as exc:

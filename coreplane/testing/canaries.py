@@ -82,6 +82,7 @@ def _schedule(name: str, **kwargs: Any) -> Scenario:
     def run(seed: int, on: bool) -> list[str]:
         result = run_schedule(seed, canaries=(name,) if on else (), **kwargs)
         return sorted({v["invariant"] for v in result.violations})
+
     return run
 
 
@@ -90,15 +91,27 @@ def _vote(seed: int, on: bool) -> list[str]:
 
 
 CANARIES: dict[str, Scenario] = {
-    "fsync_skipped": _schedule("fsync_skipped", faults=("crash", "crash_leader"),
-                               fault_gap_ms=(50, 400), fault_len_ms=(20, 600),
-                               chaos_ms=(3_000, 5_000)),
-    "lease_unchecked": _schedule("lease_unchecked", faults=("pause_leader",),
-                                 fault_gap_ms=(200, 800), chaos_ms=(3_000, 5_000)),
+    "fsync_skipped": _schedule(
+        "fsync_skipped",
+        faults=("crash", "crash_leader"),
+        fault_gap_ms=(50, 400),
+        fault_len_ms=(20, 600),
+        chaos_ms=(3_000, 5_000),
+    ),
+    "lease_unchecked": _schedule(
+        "lease_unchecked",
+        faults=("pause_leader",),
+        fault_gap_ms=(200, 800),
+        chaos_ms=(3_000, 5_000),
+    ),
     "stale_read": _schedule("stale_read", chaos_ms=(2_000, 3_000)),
-    "unfenced_lock": _schedule("unfenced_lock", faults=("pause", "pause_leader"),
-                               fault_gap_ms=(300, 900), chaos_ms=(6_000, 9_000),
-                               lock_clients=3),
+    "unfenced_lock": _schedule(
+        "unfenced_lock",
+        faults=("pause", "pause_leader"),
+        fault_gap_ms=(300, 900),
+        chaos_ms=(6_000, 9_000),
+        lock_clients=3,
+    ),
     "vote_not_durable": _vote,
 }
 

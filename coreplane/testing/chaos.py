@@ -29,8 +29,16 @@ from coreplane.testing.workload import ScheduleResult, run_schedule
 
 __all__ = ["SUMMARY_KEYS", "main", "run"]
 
-SUMMARY_KEYS = ("schedules", "violations", "ops_checked", "unknown_results", "sim_seconds",
-                "wall_seconds", "canaries_caught", "canaries_total")
+SUMMARY_KEYS = (
+    "schedules",
+    "violations",
+    "ops_checked",
+    "unknown_results",
+    "sim_seconds",
+    "wall_seconds",
+    "canaries_caught",
+    "canaries_total",
+)
 FIVE_NODE_SEED_OFFSET = 1_000_000
 FLEET_SEED_OFFSET = 2_000_000
 
@@ -44,8 +52,9 @@ def _one_fleet(seed: int) -> dict[str, Any]:
     return run_fleet_schedule(seed).to_json()
 
 
-def _fleet(count: int, seed: int, jobs: int, canaries: bool,
-           progress: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _fleet(
+    count: int, seed: int, jobs: int, canaries: bool, progress: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     seeds = [seed + FLEET_SEED_OFFSET + i for i in range(count)]
     results: list[dict[str, Any]] = []
     if jobs > 1:
@@ -57,23 +66,39 @@ def _fleet(count: int, seed: int, jobs: int, canaries: bool,
         for r in results:
             if r["violations"]:
                 kinds = sorted({v["invariant"] for v in r["violations"]})
-                print(f"FAIL fleet seed {r['seed']}: {kinds}; replay: {r['replay']}",
-                      file=progress, flush=True)
+                print(
+                    f"FAIL fleet seed {r['seed']}: {kinds}; replay: {r['replay']}",
+                    file=progress,
+                    flush=True,
+                )
     found = []
     if canaries and count:
         for name in sorted(FLEET_CANARIES):
             caught, at, invariants = catch_fleet(name)
-            found.append({"name": name, "caught": caught, "seed": at,
-                          "invariants": list(invariants)})
+            found.append(
+                {"name": name, "caught": caught, "seed": at, "invariants": list(invariants)}
+            )
             if progress is not None:
-                print(f"fleet canary {name}: {'caught' if caught else 'MISSED'} "
-                      f"(seed {at}, {list(invariants)})", file=progress)
+                print(
+                    f"fleet canary {name}: {'caught' if caught else 'MISSED'} "
+                    f"(seed {at}, {list(invariants)})",
+                    file=progress,
+                )
     return results, found
 
 
-def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: int = 0,
-        journal: str = "memory", canaries: bool = True, jobs: int = 1,
-        progress: Any = None, fleet_schedules: int = 0) -> dict[str, Any]:
+def run(
+    *,
+    schedules: int,
+    nodes: int = 3,
+    seed: int = 0,
+    five_node_schedules: int = 0,
+    journal: str = "memory",
+    canaries: bool = True,
+    jobs: int = 1,
+    progress: Any = None,
+    fleet_schedules: int = 0,
+) -> dict[str, Any]:
     """Run everything and return the report (``{"summary": ..., "schedules": [...],
     "canaries": [...]}``)."""
     wall0 = time.perf_counter()
@@ -94,12 +119,21 @@ def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: i
     if canaries:
         for name in sorted(CANARIES):
             found = catch(name)
-            canary_results.append({"name": name, "caught": found.caught, "seed": found.seed,
-                                   "seeds_tried": found.seeds_tried,
-                                   "invariants": list(found.invariants)})
+            canary_results.append(
+                {
+                    "name": name,
+                    "caught": found.caught,
+                    "seed": found.seed,
+                    "seeds_tried": found.seeds_tried,
+                    "invariants": list(found.invariants),
+                }
+            )
             if progress is not None:
-                print(f"canary {name}: {'caught' if found.caught else 'MISSED'} "
-                      f"(seed {found.seed}, {list(found.invariants)})", file=progress)
+                print(
+                    f"canary {name}: {'caught' if found.caught else 'MISSED'} "
+                    f"(seed {found.seed}, {list(found.invariants)})",
+                    file=progress,
+                )
     fleet_results, fleet_canaries = _fleet(fleet_schedules, seed, jobs, canaries, progress)
     summary = {
         "fleet_schedules": len(fleet_results),
@@ -128,8 +162,13 @@ def run(*, schedules: int, nodes: int = 3, seed: int = 0, five_node_schedules: i
     }
     per_wall = summary["schedule_wall_seconds"] or 1.0
     summary["sim_seconds_per_wall_second"] = round(summary["sim_seconds"] / per_wall, 2)
-    return {"summary": summary, "schedules": results, "canaries": canary_results,
-            "fleet_schedules": fleet_results, "fleet_canaries": fleet_canaries}
+    return {
+        "summary": summary,
+        "schedules": results,
+        "canaries": canary_results,
+        "fleet_schedules": fleet_results,
+        "fleet_canaries": fleet_canaries,
+    }
 
 
 def _report_progress(progress: Any, result: dict[str, Any]) -> None:
@@ -137,15 +176,23 @@ def _report_progress(progress: Any, result: dict[str, Any]) -> None:
         return
     if result["violations"] or result["unknown_results"]:
         kinds = sorted({v["invariant"] for v in result["violations"]})
-        print(f"FAIL seed {result['seed']} ({result['nodes']} nodes): {kinds}; replay: "
-              f"{result['replay']}", file=progress, flush=True)
+        print(
+            f"FAIL seed {result['seed']} ({result['nodes']} nodes): {kinds}; replay: "
+            f"{result['replay']}",
+            file=progress,
+            flush=True,
+        )
 
 
 def failed(report: dict[str, Any]) -> bool:
     s = report["summary"]
-    return bool(s["violations"] or s["unknown_results"]
-                or s["canaries_caught"] != s["canaries_total"] or s["fleet_violations"]
-                or s["fleet_canaries_caught"] != s["fleet_canaries_total"])
+    return bool(
+        s["violations"]
+        or s["unknown_results"]
+        or s["canaries_caught"] != s["canaries_total"]
+        or s["fleet_violations"]
+        or s["fleet_canaries_caught"] != s["fleet_canaries_total"]
+    )
 
 
 def _replay(seed: int, nodes: int, journal: str, canary: Sequence[str]) -> int:
@@ -155,8 +202,9 @@ def _replay(seed: int, nodes: int, journal: str, canary: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coreplane.testing.chaos",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m coreplane.testing.chaos", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--schedules", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     parser.add_argument("--five-node-schedules", type=int, default=0)
@@ -165,14 +213,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", default=None)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--no-canaries", action="store_true")
-    parser.add_argument("--replay", type=int, default=None, metavar="SEED",
-                        help="run one schedule and print its full result")
-    parser.add_argument("--canary", action="append", default=[],
-                        choices=sorted({*CANARIES, *FLEET_CANARIES}),
-                        help="with --replay or --replay-fleet: switch a known bug on")
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="run one schedule and print its full result",
+    )
+    parser.add_argument(
+        "--canary",
+        action="append",
+        default=[],
+        choices=sorted({*CANARIES, *FLEET_CANARIES}),
+        help="with --replay or --replay-fleet: switch a known bug on",
+    )
     parser.add_argument("--fleet-schedules", type=int, default=0)
-    parser.add_argument("--replay-fleet", type=int, default=None, metavar="SEED",
-                        help="run one fleet schedule and print its full result")
+    parser.add_argument(
+        "--replay-fleet",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="run one fleet schedule and print its full result",
+    )
     args = parser.parse_args(argv)
     if args.replay_fleet is not None:
         fleet_result = run_fleet_schedule(args.replay_fleet, canaries=tuple(args.canary))
@@ -180,18 +242,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if fleet_result.ok else 1
     if args.replay is not None:
         return _replay(args.replay, args.nodes, args.journal, args.canary)
-    report = run(schedules=args.schedules, nodes=args.nodes, seed=args.seed,
-                 five_node_schedules=args.five_node_schedules, journal=args.journal,
-                 canaries=not args.no_canaries, jobs=max(1, args.jobs), progress=sys.stdout,
-                 fleet_schedules=args.fleet_schedules)
+    report = run(
+        schedules=args.schedules,
+        nodes=args.nodes,
+        seed=args.seed,
+        five_node_schedules=args.five_node_schedules,
+        journal=args.journal,
+        canaries=not args.no_canaries,
+        jobs=max(1, args.jobs),
+        progress=sys.stdout,
+        fleet_schedules=args.fleet_schedules,
+    )
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, sort_keys=True)
     summary = report["summary"]
     print(json.dumps(summary, sort_keys=True))
     if failed(report):
-        print("chaos: FAILED; replay a schedule with: python -m coreplane.testing.chaos "
-              "--replay SEED --nodes N", file=sys.stderr)
+        print(
+            "chaos: FAILED; replay a schedule with: python -m coreplane.testing.chaos "
+            "--replay SEED --nodes N",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -150,12 +150,20 @@ class SimCluster:
     the temporary data dirs.
     """
 
-    def __init__(self, seed: int, nodes: int = 3, *, journal: str = "memory",
-                 canaries: Canaries | None = None, network: NetworkConfig | None = None,
-                 log_compaction_min_entries: int = 200,
-                 machines: tuple[tuple[str, Any], ...] = (), keep_trace: bool = True,
-                 fleet_config: Any = None,
-                 node_hook: Callable[[SimNode], None] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        nodes: int = 3,
+        *,
+        journal: str = "memory",
+        canaries: Canaries | None = None,
+        network: NetworkConfig | None = None,
+        log_compaction_min_entries: int = 200,
+        machines: tuple[tuple[str, Any], ...] = (),
+        keep_trace: bool = True,
+        fleet_config: Any = None,
+        node_hook: Callable[[SimNode], None] | None = None,
+    ) -> None:
         if not isinstance(seed, int):
             raise InvalidArgument("seed", "must be an int")
         if nodes not in (1, 3, 5, 7):
@@ -177,9 +185,13 @@ class SimCluster:
         self.violations: list[Violation] = []
         self.ops: list[Op] = []
         self._current: _Slot | None = None
-        self._options = {"log_compaction_min_entries": log_compaction_min_entries,
-                         "tick_interval_ms": 100, "election_timeout_ms": (300, 700),
-                         "heartbeat_ms": 50, "propose_timeout_s": 3.0}
+        self._options = {
+            "log_compaction_min_entries": log_compaction_min_entries,
+            "tick_interval_ms": 100,
+            "election_timeout_ms": (300, 700),
+            "heartbeat_ms": 50,
+            "propose_timeout_s": 3.0,
+        }
         if fleet_config is not None:
             self._options["fleet_config"] = fleet_config
         self._machines = tuple(machines)
@@ -191,10 +203,18 @@ class SimCluster:
         for i, node_id in enumerate(ids):
             data_dir = os.path.join(self._tmp, node_id)
             os.makedirs(data_dir)
-            clock = _Clock(0, self.rng.randrange(1_000_000, 50_000_000),
-                           WALL_EPOCH_US + self.rng.randrange(-5_000, 5_000))
-            self.slots[node_id] = _Slot(node_id, f"127.0.0.1:{17000 + i}", data_dir,
-                                        SimDisk() if journal == "memory" else None, clock)
+            clock = _Clock(
+                0,
+                self.rng.randrange(1_000_000, 50_000_000),
+                WALL_EPOCH_US + self.rng.randrange(-5_000, 5_000),
+            )
+            self.slots[node_id] = _Slot(
+                node_id,
+                f"127.0.0.1:{17000 + i}",
+                data_dir,
+                SimDisk() if journal == "memory" else None,
+                clock,
+            )
         self.node_ids = ids
         self._reach = {(a, b): True for a in ids for b in ids if a != b}
         self._view = dict.fromkeys(self._reach, False)
@@ -281,10 +301,20 @@ class SimCluster:
         peers = {s.node_id: s.address for s in self.slots.values() if s is not slot}
         self._current = slot
         try:
-            node = SimNode(slot.node_id, slot.address, peers, slot.data_dir, SECRET, hub=self,
-                           disk=slot.disk, clock=self._simclock,
-                           on_propose=self._on_runtime_propose,
-                           on_apply=self._on_apply, canaries=self.canaries, **self._options)
+            node = SimNode(
+                slot.node_id,
+                slot.address,
+                peers,
+                slot.data_dir,
+                SECRET,
+                hub=self,
+                disk=slot.disk,
+                clock=self._simclock,
+                on_propose=self._on_runtime_propose,
+                on_apply=self._on_apply,
+                canaries=self.canaries,
+                **self._options,
+            )
             for name, machine in self._machines:
                 if isinstance(machine, dict):  # plain functions: apply=, on_tick=, initial=
                     node.register_machine(name, **machine)
@@ -358,8 +388,9 @@ class SimCluster:
                 self._leader_of_term[term] = slot.node_id
                 self.record("leader", slot.node_id, term)
             elif holder != slot.node_id:
-                self.violate("one_leader_per_term",
-                             f"term {term}: {holder} and {slot.node_id} both lead")
+                self.violate(
+                    "one_leader_per_term", f"term {term}: {holder} and {slot.node_id} both lead"
+                )
         if slot.blocked_deadline and node.step_ready:  # its proposal answered: step again
             self._schedule_runtime(slot, self.now + self._eps())
         if slot.inflight:
@@ -376,8 +407,7 @@ class SimCluster:
         assert node is not None
         if slot.blocked_deadline:
             if not node.step_ready and self.now < slot.blocked_deadline:
-                self._schedule_runtime(slot, min(slot.blocked_deadline,
-                                                 self.now + RUNTIME_STEP_US))
+                self._schedule_runtime(slot, min(slot.blocked_deadline, self.now + RUNTIME_STEP_US))
                 return
             slot.blocked_deadline = 0
         if self.now - slot.last_tick_at > AUTO_TICK_US and not self.canaries.lease_unchecked:
@@ -417,9 +447,11 @@ class SimCluster:
             return
         for _t_prev, tok_prev, node_prev, term_prev in self._gained:
             if (term_prev < term) != (tok_prev < token) and term_prev != term:
-                self.violate("fencing_token_order",
-                             f"{node_prev} term {term_prev} token {tok_prev} vs {slot.node_id} "
-                             f"term {term} token {token}")
+                self.violate(
+                    "fencing_token_order",
+                    f"{node_prev} term {term_prev} token {tok_prev} vs {slot.node_id} "
+                    f"term {term} token {token}",
+                )
                 break
         self._gained.append((self.now, token, slot.node_id, term))
         if token > self._established[0]:
@@ -431,14 +463,19 @@ class SimCluster:
         self.leader_actions += 1
         newest, since = self._established
         if token < newest and since < self.now:
-            self.violate("leader_lease", f"{slot.node_id} acted with token {token} at "
-                         f"{self.now} us after the leader with token {newest} was established "
-                         f"at {since} us")
+            self.violate(
+                "leader_lease",
+                f"{slot.node_id} acted with token {token} at "
+                f"{self.now} us after the leader with token {newest} was established "
+                f"at {since} us",
+            )
         if token < self._resource_max and not self.canaries.unfenced_lock:
             return  # a fenced resource refuses a lower token
         if token < self._resource_max:
-            self.violate("fencing_resource", f"resource accepted token {token} after "
-                         f"{self._resource_max} from {slot.node_id}")
+            self.violate(
+                "fencing_resource",
+                f"resource accepted token {token} after {self._resource_max} from {slot.node_id}",
+            )
         if token != self._resource_max:
             self.resource_tokens.append((token, slot.node_id, self.now))
         self._resource_max = max(self._resource_max, token)
@@ -448,17 +485,24 @@ class SimCluster:
         crc = zlib.crc32(data)
         seen = self._log_crc.setdefault(index, crc)
         if seen != crc:
-            self.violate("log_agreement", f"{node.node_id} applied a different entry at "
-                         f"index {index}")
+            self.violate(
+                "log_agreement", f"{node.node_id} applied a different entry at index {index}"
+            )
         slot = self.slots[node.node_id]
         if index <= slot.applied_seen:
-            self.violate("applied_regressed", f"{node.node_id} applied index {index} after "
-                         f"{slot.applied_seen} (its state went back in time)")
+            self.violate(
+                "applied_regressed",
+                f"{node.node_id} applied index {index} after "
+                f"{slot.applied_seen} (its state went back in time)",
+            )
         slot.applied_seen = index
         tick_ms = node.state.tick_ms
         if tick_ms < slot.tick_ms_seen:
-            self.violate("tick_time_monotonic", f"{node.node_id}: tick time went from "
-                         f"{slot.tick_ms_seen} to {tick_ms} at index {index}")
+            self.violate(
+                "tick_time_monotonic",
+                f"{node.node_id}: tick time went from "
+                f"{slot.tick_ms_seen} to {tick_ms} at index {index}",
+            )
         slot.tick_ms_seen = tick_ms
         self._check_cluster_time(node.node_id, tick_ms, index)
 
@@ -466,11 +510,15 @@ class SimCluster:
         """Cluster time may run ahead of real (simulated) time only by the clocks' drift bound
         (2%) plus one tick interval per leadership, whatever any node's wall clock says: a
         clock stepped by a day must not expire a lease early."""
-        allowed_ms = (self.now * 102 // 100_000 + 2 * self._options["tick_interval_ms"]
-                      * (len(self._leader_of_term) + 1))
+        allowed_ms = self.now * 102 // 100_000 + 2 * self._options["tick_interval_ms"] * (
+            len(self._leader_of_term) + 1
+        )
         if tick_ms > allowed_ms:
-            self.violate("cluster_time_rate", f"{node_id}: tick time {tick_ms} ms at index "
-                         f"{index} after {self.now // 1000} ms of real time")
+            self.violate(
+                "cluster_time_rate",
+                f"{node_id}: tick time {tick_ms} ms at index "
+                f"{index} after {self.now // 1000} ms of real time",
+            )
 
     # ------------------------------------------------------------------ the network (hub)
     def attach(self, node_id: str, transport: Any) -> None:
@@ -763,30 +811,46 @@ class SimCluster:
 
     def _new_op(self, client: str, kind: str, key: str, arg: Any, via: str | None) -> Op:
         alive = self._alive()
-        target = via if via is not None else (self.rng.choice(alive) if alive else
-                                              self.node_ids[0])
+        target = via if via is not None else (self.rng.choice(alive) if alive else self.node_ids[0])
         op = Op(client, kind, key, arg, self.now, target)
         self.ops.append(op)
         return op
 
-    def put(self, client: str, seq: int, key: str, value: bytes, *,
-            via: str | None = None) -> Op:
+    def put(self, client: str, seq: int, key: str, value: bytes, *, via: str | None = None) -> Op:
         op = self._new_op(client, "write", key, value, via)
         data = C.encode(C.Put(key=key, value=value, client_id=client, seq=seq))
         self._propose(op, data, self._write_done)
         return op
 
-    def cas(self, client: str, seq: int, key: str, expected: tuple[bytes | None, int],
-            value: bytes, *, via: str | None = None) -> Op:
+    def cas(
+        self,
+        client: str,
+        seq: int,
+        key: str,
+        expected: tuple[bytes | None, int],
+        value: bytes,
+        *,
+        via: str | None = None,
+    ) -> Op:
         """CAS on mod revision; for the checker, `expected` is (value, its revision)."""
         op = self._new_op(client, "cas", key, (expected[0], value), via)
-        data = C.encode(C.Cas(key=key, expected_mod_revision=expected[1], value=value,
-                              client_id=client, seq=seq))
+        data = C.encode(
+            C.Cas(
+                key=key, expected_mod_revision=expected[1], value=value, client_id=client, seq=seq
+            )
+        )
         self._propose(op, data, self._write_done)
         return op
 
-    def command(self, client: str, command: C.Command, on_done: Callable[[Op], None], *,
-                via: str | None = None, kind: str = "command") -> Op:
+    def command(
+        self,
+        client: str,
+        command: C.Command,
+        on_done: Callable[[Op], None],
+        *,
+        via: str | None = None,
+        kind: str = "command",
+    ) -> Op:
         """Any replicated command; `on_done(op)` runs when it applied (``op.result`` is the
         `Applied`) or became unknown. Not part of the KV history."""
         op = self._new_op(client, kind, "", None, via)
@@ -814,8 +878,7 @@ class SimCluster:
         else:
             self._finish(op, unknown=True)
 
-    def get(self, client: str, key: str, *, via: str | None = None,
-            stale: bool = False) -> Op:
+    def get(self, client: str, key: str, *, via: str | None = None, stale: bool = False) -> Op:
         """A linearizable read as the runtime does it (a log barrier, then the local state);
         ``stale=True`` (or the stale_read canary) reads the local replica at once."""
         op = self._new_op(client, "read", key, None, via)
@@ -894,9 +957,17 @@ class SimCluster:
             result = op.result
             if op.kind == "read" and not op.unknown:
                 result = None if result is None else result[0]
-            out.append(Operation(client=op.client, call=op.call_us,
-                                 ret=None if op.unknown else op.ret_us, kind=op.kind,
-                                 key=op.key, arg=op.arg, result=result))
+            out.append(
+                Operation(
+                    client=op.client,
+                    call=op.call_us,
+                    ret=None if op.unknown else op.ret_us,
+                    kind=op.kind,
+                    key=op.key,
+                    arg=op.arg,
+                    result=result,
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ end-of-run checks
@@ -909,8 +980,10 @@ class SimCluster:
         if leader is None or self.ask(leader, lambda n: n.fencing_token) is None:
             return False
         commit = self.slots[leader].node.engine.raftCommitIndex  # type: ignore[union-attr]
-        return all(n.engine.raftLastApplied == commit and n.engine.raftCommitIndex == commit
-                   for n in running)
+        return all(
+            n.engine.raftLastApplied == commit and n.engine.raftCommitIndex == commit
+            for n in running
+        )
 
     def check_hashes(self) -> None:
         seen: dict[int, tuple[str, str]] = {}
@@ -937,15 +1010,18 @@ class SimCluster:
 
     def check_acknowledged(self) -> None:
         """Every acknowledged write's entry is in the agreed log and applied everywhere."""
-        applied = [slot.node.state.applied_index for slot in self.slots.values()
-                   if slot.node is not None]
+        applied = [
+            slot.node.state.applied_index for slot in self.slots.values() if slot.node is not None
+        ]
         low = min(applied) if applied else 0
         for op in self.ops:
             acked = op.kind in ("write", "cas") and op.done and not op.unknown
             if acked and op.index and op.index > low:
-                self.violate("acknowledged_write_lost",
-                             f"{op.client} {op.kind} {op.key} acked at index {op.index}, "
-                             f"a replica applied only {low}")
+                self.violate(
+                    "acknowledged_write_lost",
+                    f"{op.client} {op.kind} {op.key} acked at index {op.index}, "
+                    f"a replica applied only {low}",
+                )
                 return
 
     def check_linearizable(self, max_steps_per_key: int = 200_000) -> tuple[Verdict, int, str]:

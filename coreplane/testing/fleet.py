@@ -34,8 +34,15 @@ from coreplane.core import commands as C
 from coreplane.errors import CoreplaneError
 from coreplane.testing.cluster import Op, SimCluster
 
-__all__ = ["FleetWorld", "SimAgent", "SimProvider", "ThreadAgent", "completed_moves",
-           "started_moves", "undone_moves"]
+__all__ = [
+    "FleetWorld",
+    "SimAgent",
+    "SimProvider",
+    "ThreadAgent",
+    "completed_moves",
+    "started_moves",
+    "undone_moves",
+]
 
 
 @dataclass(slots=True)
@@ -70,8 +77,9 @@ class SimProvider:
         self.answers: dict[str, str] = {}
         self.calls: list[tuple[str, str, int]] = []  # (kind, request_id, token)
 
-    def provision(self, zone: str | None, spec: dict[str, Any], request_id: str, *,
-                  token: int) -> str:
+    def provision(
+        self, zone: str | None, spec: dict[str, Any], request_id: str, *, token: int
+    ) -> str:
         self.calls.append(("provision", request_id, token))
         if request_id in self.answers:
             return self.answers[request_id]
@@ -96,8 +104,13 @@ class SimProvider:
 class FleetWorld:
     """Agents of one SimCluster; see the module docstring."""
 
-    def __init__(self, cluster: SimCluster, *, heartbeat_ms: int = 1_000,
-                 copy_ms: tuple[int, int] = (200, 1_500)) -> None:
+    def __init__(
+        self,
+        cluster: SimCluster,
+        *,
+        heartbeat_ms: int = 1_000,
+        copy_ms: tuple[int, int] = (200, 1_500),
+    ) -> None:
         self.c = cluster
         self.heartbeat_ms = heartbeat_ms
         self.copy_ms = copy_ms
@@ -111,8 +124,9 @@ class FleetWorld:
 
     # ------------------------------------------------------------------ agents and faults
 
-    def add_agent(self, node_id: str, zone: str, *, weight: int = 1,
-                  slots: int = 1_000) -> SimAgent:
+    def add_agent(
+        self, node_id: str, zone: str, *, weight: int = 1, slots: int = 1_000
+    ) -> SimAgent:
         agent = SimAgent(node_id, zone, weight, slots)
         self.agents[node_id] = agent
         self.c.at(self.c.rng.randrange(0, self.heartbeat_ms), self._beat, agent, agent.gen)
@@ -182,8 +196,14 @@ class FleetWorld:
 
         def beat(node: Any) -> Any:
             try:
-                node.fleet.heartbeat(agent.node_id, zone=agent.zone, weight=agent.weight,
-                                     slots=agent.slots, heat=heat, lost=lost)
+                node.fleet.heartbeat(
+                    agent.node_id,
+                    zone=agent.zone,
+                    weight=agent.weight,
+                    slots=agent.slots,
+                    heat=heat,
+                    lost=lost,
+                )
                 return node.fleet.actions(agent.node_id, stale_ok=True)
             except CoreplaneError:
                 return None
@@ -219,10 +239,16 @@ class FleetWorld:
         c = self.c
         if action.kind == "remove_replica":
             fleet = self.fleet_state()
-            if (fleet is not None and pid in fleet.parts and agent.node_id in fleet.parts[pid][2]
-                    and pid in agent.held):
-                c.violate("fleet_removed_committed_replica",
-                          f"{agent.node_id} told to delete {pid}, which the state still counts")
+            if (
+                fleet is not None
+                and pid in fleet.parts
+                and agent.node_id in fleet.parts[pid][2]
+                and pid in agent.held
+            ):
+                c.violate(
+                    "fleet_removed_committed_replica",
+                    f"{agent.node_id} told to delete {pid}, which the state still counts",
+                )
             agent.held.discard(pid)
             self._ack(agent, action, True, "")
             return
@@ -237,8 +263,9 @@ class FleetWorld:
         if not agent.up or agent.gen != gen:
             return
         source = self.agents.get(action.source) if action.source else None
-        if action.source and (source is None or not source.up
-                              or action.partition not in source.held):
+        if action.source and (
+            source is None or not source.up or action.partition not in source.held
+        ):
             self._ack(agent, action, False, f"source {action.source} unavailable")
             return
         agent.held.add(action.partition)
@@ -251,8 +278,15 @@ class FleetWorld:
             return
         agent.seq += 1
         client = f"agent/{agent.node_id}/{agent.gen}"
-        cmd = C.FleetAck(node_id=agent.node_id, action_id=action.id, token=action.token, ok=ok,
-                         detail=detail, client_id=client, seq=agent.seq)
+        cmd = C.FleetAck(
+            node_id=agent.node_id,
+            action_id=action.id,
+            token=action.token,
+            ok=ok,
+            detail=detail,
+            client_id=client,
+            seq=agent.seq,
+        )
         gen = agent.gen
 
         def done(op: Op) -> None:
@@ -275,8 +309,9 @@ class FleetWorld:
         best = None
         for node_id in self.c.node_ids:
             node = self.c.slots[node_id].node
-            if node is not None and (best is None
-                                     or node.state.applied_index > best.state.applied_index):
+            if node is not None and (
+                best is None or node.state.applied_index > best.state.applied_index
+            ):
                 best = node
         return None if best is None else best.state.fleet
 
@@ -293,11 +328,17 @@ class FleetWorld:
                 self.c.violate("fleet_duplicate_replica", f"{pid} on {replicas}")
             for node_id in replicas:
                 agent = self.agents.get(node_id)
-                if (agent is not None and agent.up and pid not in agent.held
-                        and (node_id, pid) not in self.injected_loss
-                        and pid not in agent.lost):
-                    self.c.violate("fleet_replica_without_data",
-                                   f"{pid} is committed on {node_id}, which never got it")
+                if (
+                    agent is not None
+                    and agent.up
+                    and pid not in agent.held
+                    and (node_id, pid) not in self.injected_loss
+                    and pid not in agent.lost
+                ):
+                    self.c.violate(
+                        "fleet_replica_without_data",
+                        f"{pid} is committed on {node_id}, which never got it",
+                    )
 
     def _check_deaths(self, fleet: Any) -> None:
         """A node declared dead although a leader accepted its heartbeats all through the last
@@ -314,17 +355,24 @@ class FleetWorld:
             times = [start, *(t for t in agent.heard_at if t >= start), self.c.now]
             gap = max(b - a for a, b in itertools.pairwise(times))
             if len(times) > 2 and gap < window_us // 2:
-                self.c.violate("fleet_false_death", f"{node_id} declared dead, heard all "
-                               f"through the last {self.dead_after_ms} ms (gaps <= "
-                               f"{gap // 1000} ms)")
+                self.c.violate(
+                    "fleet_false_death",
+                    f"{node_id} declared dead, heard all "
+                    f"through the last {self.dead_after_ms} ms (gaps <= "
+                    f"{gap // 1000} ms)",
+                )
         self._dead_seen = dead
 
     def converged(self) -> bool:
         fleet = self.fleet_state()
-        return bool(fleet is not None and not fleet.ops and not fleet.queue
-                    and not fleet.under and not fleet.needs_plan()
-                    and all(fleet.partition_view(p)["health"] == "healthy"
-                            for p in fleet.parts))
+        return bool(
+            fleet is not None
+            and not fleet.ops
+            and not fleet.queue
+            and not fleet.under
+            and not fleet.needs_plan()
+            and all(fleet.partition_view(p)["health"] == "healthy" for p in fleet.parts)
+        )
 
     def repairs(self, node_id: str) -> Counter[str]:
         """How many operations were started to replace each replica lost on `node_id`."""
@@ -364,8 +412,10 @@ def started_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]
 def completed_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]]:
     """(index, pid, source, target) of every operation (for `cause`, if given) that reached
     its cutover."""
-    started = {f"{pid}@{index}": (pid, source, target)
-               for index, pid, source, target in started_moves(fleet, cause)}
+    started = {
+        f"{pid}@{index}": (pid, source, target)
+        for index, pid, source, target in started_moves(fleet, cause)
+    }
     out = []
     for index, _ms, _subjects, text in fleet.journal:
         if " cutover: " in text:
@@ -395,9 +445,17 @@ class ThreadAgent:
     its source's data. Copies take `copy_s`; acks are retried while the action stays listed.
     """
 
-    def __init__(self, node_id: str, zone: str, endpoints: list[Callable[..., Any]],
-                 peers: dict[str, ThreadAgent], *, heartbeat_s: float = 0.2,
-                 copy_s: float = 0.05, slots: int = 1_000) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        zone: str,
+        endpoints: list[Callable[..., Any]],
+        peers: dict[str, ThreadAgent],
+        *,
+        heartbeat_s: float = 0.2,
+        copy_s: float = 0.05,
+        slots: int = 1_000,
+    ) -> None:
         self.node_id, self.zone, self.slots = node_id, zone, slots
         self.endpoints = endpoints
         self.peers = peers
@@ -413,8 +471,7 @@ class ThreadAgent:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"agent-{self.node_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"agent-{self.node_id}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -444,8 +501,12 @@ class ThreadAgent:
         while not self._stop.wait(self.heartbeat_s):
             with self._lock:
                 heat = dict.fromkeys(sorted(self.held), 1)
-            if self._call("heartbeat", node_id=self.node_id, zone=self.zone, slots=self.slots,
-                          heat=heat) is None:
+            if (
+                self._call(
+                    "heartbeat", node_id=self.node_id, zone=self.zone, slots=self.slots, heat=heat
+                )
+                is None
+            ):
                 continue
             actions = self._call("actions", node_id=self.node_id) or []
             for action in actions:
@@ -466,12 +527,14 @@ class ThreadAgent:
         elif not self.holds(pid):
             source = self.peers.get(action["source"]) if action["source"] else None
             time.sleep(self.copy_s)
-            if action["source"] and (source is None or source._stop.is_set()
-                                     or not source.holds(pid)):
+            if action["source"] and (
+                source is None or source._stop.is_set() or not source.holds(pid)
+            ):
                 ok, detail = False, f"source {action['source']} unavailable"
             else:
                 with self._lock:
                     self.held.add(pid)
                 self.copies[pid] += 1
-        self._call("ack", node_id=self.node_id, action_id=action["id"], token=token, ok=ok,
-                   detail=detail)
+        self._call(
+            "ack", node_id=self.node_id, action_id=action["id"], token=token, ok=ok, detail=detail
+        )

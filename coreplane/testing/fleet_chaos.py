@@ -37,12 +37,23 @@ from coreplane.runtime.fleet import Fleet
 from coreplane.testing.cluster import SimCluster
 from coreplane.testing.fleet import FleetWorld, completed_moves
 
-__all__ = ["FLEET_CANARIES", "RESTORE_MS", "FleetScheduleResult", "catch_fleet",
-           "run_fleet_schedule"]
+__all__ = [
+    "FLEET_CANARIES",
+    "RESTORE_MS",
+    "FleetScheduleResult",
+    "catch_fleet",
+    "run_fleet_schedule",
+]
 
 RESTORE_MS = 120_000
-CFG = FleetConfig(suspect_after_ms=3_000, dead_after_ms=8_000, copy_timeout_ms=6_000,
-                  cleanup_timeout_ms=4_000, moves_in_flight_per_node=2, moves_in_flight_max=16)
+CFG = FleetConfig(
+    suspect_after_ms=3_000,
+    dead_after_ms=8_000,
+    copy_timeout_ms=6_000,
+    cleanup_timeout_ms=4_000,
+    moves_in_flight_per_node=2,
+    moves_in_flight_max=16,
+)
 AGENT_FAULTS = ("agent_crash", "agent_wipe", "agent_cut", "lose_replica", "slow_copies")
 CP_FAULTS = ("crash_leader", "isolate_leader", "crash", "partition", "drift", "jump_follower")
 ADMIN = ("drain", "uncordon", "set_rf")
@@ -118,16 +129,21 @@ def replay_fleet_command(seed: int, canaries: tuple[str, ...] = ()) -> str:
     return f"python -m coreplane.testing.chaos --replay-fleet {seed}{flags}"
 
 
-def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
-                       chaos_ms: tuple[int, int] = (20_000, 40_000),
-                       fault_gap_ms: tuple[int, int] = (1_000, 4_000),
-                       agent_faults: tuple[str, ...] = AGENT_FAULTS,
-                       cp_faults: tuple[str, ...] = CP_FAULTS,
-                       admin: tuple[str, ...] = ADMIN) -> FleetScheduleResult:
+def run_fleet_schedule(
+    seed: int,
+    *,
+    canaries: tuple[str, ...] = (),
+    chaos_ms: tuple[int, int] = (20_000, 40_000),
+    fault_gap_ms: tuple[int, int] = (1_000, 4_000),
+    agent_faults: tuple[str, ...] = AGENT_FAULTS,
+    cp_faults: tuple[str, ...] = CP_FAULTS,
+    admin: tuple[str, ...] = ADMIN,
+) -> FleetScheduleResult:
     """One seeded fleet experiment; see the module docstring."""
     wall0 = time.perf_counter()
-    with SimCluster(seed, fleet_config=CFG, keep_trace=False,
-                    node_hook=_canary_hook(canaries)) as c:
+    with SimCluster(
+        seed, fleet_config=CFG, keep_trace=False, node_hook=_canary_hook(canaries)
+    ) as c:
         rng = c.rng
         faults: list[str] = []
         if not c.run_until(c.converged, 10_000):
@@ -180,20 +196,31 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
             still holds them (else every copy was lost to injected faults), and enough zones
             have a running, active node (drains the admin left in place can make RF
             unreachable; coreplane then keeps what it has)."""
-            zones = {node.zone for n, node in fleet.nodes.items()
-                     if node.eligible and n in world.agents and world.agents[n].up}
-            return {p for p, rec in fleet.parts.items()
-                    if rec[0] <= len(zones) and any(
-                        world.agents[n].up and p in world.agents[n].held
-                        for n in rec[2] if n in world.agents)}
+            zones = {
+                node.zone
+                for n, node in fleet.nodes.items()
+                if node.eligible and n in world.agents and world.agents[n].up
+            }
+            return {
+                p
+                for p, rec in fleet.parts.items()
+                if rec[0] <= len(zones)
+                and any(
+                    world.agents[n].up and p in world.agents[n].held
+                    for n in rec[2]
+                    if n in world.agents
+                )
+            }
 
         def restored_now() -> bool:
             fleet = world.fleet_state()
             if fleet is None or fleet.ops or fleet.queue or fleet.needs_plan():
                 return False
             alive = recoverable(fleet)
-            return all(fleet.partition_view(p)["health"] == "healthy" or p not in alive
-                       for p in fleet.parts)
+            return all(
+                fleet.partition_view(p)["health"] == "healthy" or p not in alive
+                for p in fleet.parts
+            )
 
         restored = False
         while not restored and c.now - t0 < RESTORE_MS * 1000:
@@ -209,11 +236,16 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
             if fleet is None:
                 c.violate("fleet_rf_not_restored", "no control-plane node runs")
             else:
-                stuck = sorted(p for p in fleet.parts if p not in lost_by_faults
-                               and fleet.partition_view(p)["health"] != "healthy")
+                stuck = sorted(
+                    p
+                    for p in fleet.parts
+                    if p not in lost_by_faults and fleet.partition_view(p)["health"] != "healthy"
+                )
                 if stuck:
-                    c.violate("fleet_rf_not_restored", f"not at rf {RESTORE_MS} ms after "
-                              f"faults stopped: {stuck[:5]}")
+                    c.violate(
+                        "fleet_rf_not_restored",
+                        f"not at rf {RESTORE_MS} ms after faults stopped: {stuck[:5]}",
+                    )
         c.run_until(c.converged, 10_000)
         c.check_hashes()
         c.sample_hashes()
@@ -225,18 +257,34 @@ def run_fleet_schedule(seed: int, *, canaries: tuple[str, ...] = (),
             if count > 1:
                 c.violate("fleet_repair_twice", f"{pid} lost on {src} re-created {count} times")
         return FleetScheduleResult(
-            seed=seed, canaries=sorted(canaries),
-            violations=[{"invariant": v.invariant, "at_us": v.at_us, "detail": v.detail}
-                        for v in c.violations],
-            faults=faults, partitions=parts, agents=agents, moves_completed=len(completed),
-            repairs=len(repairs), restore_ms=restore_ms, lost_by_faults=lost_by_faults,
+            seed=seed,
+            canaries=sorted(canaries),
+            violations=[
+                {"invariant": v.invariant, "at_us": v.at_us, "detail": v.detail}
+                for v in c.violations
+            ],
+            faults=faults,
+            partitions=parts,
+            agents=agents,
+            moves_completed=len(completed),
+            repairs=len(repairs),
+            restore_ms=restore_ms,
+            lost_by_faults=lost_by_faults,
             sim_seconds=c.now / 1e6,
             wall_seconds=time.perf_counter() - wall0,
-            replay=replay_fleet_command(seed, canaries))
+            replay=replay_fleet_command(seed, canaries),
+        )
 
 
-def _inject(c: SimCluster, world: FleetWorld, fault: str, zones: int, rf: int,
-            admin_cmd: Callable[[Any], None], dead_for_good: set[str]) -> Callable[[], None] | None:
+def _inject(
+    c: SimCluster,
+    world: FleetWorld,
+    fault: str,
+    zones: int,
+    rf: int,
+    admin_cmd: Callable[[Any], None],
+    dead_for_good: set[str],
+) -> Callable[[], None] | None:
     """Start one fault; returns what ends it at heal time (None: nothing to end)."""
     rng = c.rng
     up = sorted(n for n, a in world.agents.items() if a.up)
@@ -310,8 +358,9 @@ def _control(name: str) -> Callable[[int, bool], list[str]]:
             kwargs = {"agent_faults": (), "cp_faults": ("crash_leader",), "admin": ()}
         else:
             kwargs = {"agent_faults": ("agent_crash",), "cp_faults": (), "admin": ("drain",)}
-        result = run_fleet_schedule(seed, canaries=(name,) if on else (),
-                                    chaos_ms=(15_000, 20_000), **kwargs)
+        result = run_fleet_schedule(
+            seed, canaries=(name,) if on else (), chaos_ms=(15_000, 20_000), **kwargs
+        )
         return sorted({v["invariant"] for v in result.violations})
 
     return run
@@ -323,8 +372,9 @@ FLEET_CANARIES: dict[str, Callable[[int, bool], list[str]]] = {
 }
 
 
-def catch_fleet(name: str, *, seed: int = 0, seeds_max: int = 10) -> tuple[bool, int | None,
-                                                                            tuple[str, ...]]:
+def catch_fleet(
+    name: str, *, seed: int = 0, seeds_max: int = 10
+) -> tuple[bool, int | None, tuple[str, ...]]:
     """Run the canary on seeds until a violation appears whose control (canary off) is clean:
     (caught, seed, invariants)."""
     scenario = FLEET_CANARIES[name]

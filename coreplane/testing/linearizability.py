@@ -179,8 +179,14 @@ def check(ops: Sequence[Operation], model: Model, *, max_steps: int = 2_000_000)
         else:
             # A return whose call is not linearized yet: backtrack.
             if not stack:
-                return CheckResult(Verdict.VIOLATION, n, steps, key=ops[0].key,
-                                   detail=_describe(ops, best), partial=best)
+                return CheckResult(
+                    Verdict.VIOLATION,
+                    n,
+                    steps,
+                    key=ops[0].key,
+                    detail=_describe(ops, best),
+                    partial=best,
+                )
             i, state = stack.pop()
             linearized &= ~(1 << i)
             relink(match_ret[i])
@@ -193,12 +199,15 @@ def _describe(ops: Sequence[Operation], prefix: tuple[int, ...]) -> str:
     done = set(prefix)
     stuck = [op for i, op in enumerate(ops) if i not in done]
     first = min(stuck, key=lambda op: (INFINITY if op.ret is None else op.ret, op.call))
-    return (f"no linearization: after {len(prefix)} operations none of the remaining fits; "
-            f"first to return among them: {first}")
+    return (
+        f"no linearization: after {len(prefix)} operations none of the remaining fits; "
+        f"first to return among them: {first}"
+    )
 
 
-def check_kv(ops: Iterable[Operation], *, initial: Hashable = None,
-             max_steps_per_key: int = 2_000_000) -> CheckResult:
+def check_kv(
+    ops: Iterable[Operation], *, initial: Hashable = None, max_steps_per_key: int = 2_000_000
+) -> CheckResult:
     """Check a KV history key by key; the first violation or unknown wins, in key order."""
     by_key: dict[Hashable, list[Operation]] = {}
     for op in ops:
@@ -210,8 +219,14 @@ def check_kv(ops: Iterable[Operation], *, initial: Hashable = None,
         total_ops += result.ops_checked
         total_steps += result.steps
         if not result.ok:
-            return CheckResult(result.verdict, total_ops, total_steps, key=key,
-                               detail=result.detail, partial=result.partial)
+            return CheckResult(
+                result.verdict,
+                total_ops,
+                total_steps,
+                key=key,
+                detail=result.detail,
+                partial=result.partial,
+            )
     return CheckResult(Verdict.OK, total_ops, total_steps)
 
 
@@ -232,8 +247,11 @@ def check_brute_force(ops: Sequence[Operation], model: Model) -> Verdict:
             members = known + list(chosen)
             for order in itertools.permutations(members):
                 position = {i: p for p, i in enumerate(order)}
-                if any(ret(a) < ops[b].call and position[a] > position[b]
-                       for a in members for b in members):
+                if any(
+                    ret(a) < ops[b].call and position[a] > position[b]
+                    for a in members
+                    for b in members
+                ):
                     continue
                 state = model.init
                 for i in order:

@@ -45,8 +45,13 @@ class Canaries:
 
     @staticmethod
     def names() -> tuple[str, ...]:
-        return ("fsync_skipped", "lease_unchecked", "stale_read", "unfenced_lock",
-                "vote_not_durable")
+        return (
+            "fsync_skipped",
+            "lease_unchecked",
+            "stale_read",
+            "unfenced_lock",
+            "vote_not_durable",
+        )
 
 
 class SimNode(ControlPlane):
@@ -56,26 +61,45 @@ class SimNode(ControlPlane):
     simulated transport and journal come from factories, the clock is the cluster's, the node
     runs threadless, and the cluster drives it with `tick_engine` and `step`."""
 
-    def __init__(self, node_id: str, address: str, peers: dict[str, str], data_dir: str,
-                 secret: bytes, *, hub: Any, disk: SimDisk | None, clock: Any,
-                 on_propose: Callable[[SimNode, float], None],
-                 on_apply: Callable[[SimNode, bytes, int], None],
-                 canaries: Canaries = Canaries(), **options: Any) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        peers: dict[str, str],
+        data_dir: str,
+        secret: bytes,
+        *,
+        hub: Any,
+        disk: SimDisk | None,
+        clock: Any,
+        on_propose: Callable[[SimNode, float], None],
+        on_apply: Callable[[SimNode, bytes, int], None],
+        canaries: Canaries = Canaries(),
+        **options: Any,
+    ) -> None:
         journal_factory = None
         if disk is not None:  # else the real LmdbJournal in the data dir
+
             def journal_factory(path: str, **_kw: Any) -> SimJournal:
-                return SimJournal(disk, marker_path=E.snapshot_marker_path(path),
-                                  fsync=not canaries.fsync_skipped,
-                                  vote_durable=not canaries.vote_not_durable)
+                return SimJournal(
+                    disk,
+                    marker_path=E.snapshot_marker_path(path),
+                    fsync=not canaries.fsync_skipped,
+                    vote_durable=not canaries.vote_not_durable,
+                )
 
         def transport_factory(node: str, on_before_send: Callable[[], None]) -> type:
             return make_sim_transport_class(hub, node, on_before_send=on_before_send)
 
-        seams = Seams(clock=clock, journal_factory=journal_factory,
-                      transport_factory=transport_factory, threaded=False,
-                      client_id=f"{node_id}/sim",  # deterministic (the real one is random)
-                      on_apply=lambda data, index: on_apply(self, data, index),
-                      on_runtime_propose=lambda timeout_s: on_propose(self, timeout_s))
+        seams = Seams(
+            clock=clock,
+            journal_factory=journal_factory,
+            transport_factory=transport_factory,
+            threaded=False,
+            client_id=f"{node_id}/sim",  # deterministic (the real one is random)
+            on_apply=lambda data, index: on_apply(self, data, index),
+            on_runtime_propose=lambda timeout_s: on_propose(self, timeout_s),
+        )
         super().__init__(node_id, address, peers, data_dir, secret, seams=seams, **options)
         # A simulated crash drops this object without stop(); the restart opens the same dir in
         # this process. The OS drops a killed process's lock, so the sim does not hold one.

@@ -44,8 +44,15 @@ class ProcessDown(CoreplaneError, ConnectionError):
 class JsonLineChild:
     """One child process and its JSON-line channel (see the module docstring)."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -71,11 +78,18 @@ class JsonLineChild:
         self._ready.clear()
         with open(self.log_path, "a") as log:
             self._proc = subprocess.Popen(
-                self.argv, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, text=True, bufsize=1,
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
-        threading.Thread(target=self._read, args=(self._proc,), daemon=True,
-                         name=f"{self.name}-reader").start()
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            )
+        threading.Thread(
+            target=self._read, args=(self._proc,), daemon=True, name=f"{self.name}-reader"
+        ).start()
         if not self._ready.wait(timeout_s):
             raise TimeoutError(f"{self.name} did not start within {timeout_s} s")
 
@@ -110,8 +124,9 @@ class JsonLineChild:
         try:
             assert proc.stdin is not None
             try:
-                proc.stdin.write(json.dumps({"id": rid, "op": op, "timeout_s": timeout_s,
-                                             **fields}) + "\n")
+                proc.stdin.write(
+                    json.dumps({"id": rid, "op": op, "timeout_s": timeout_s, **fields}) + "\n"
+                )
                 proc.stdin.flush()
             except OSError as exc:  # BrokenPipeError included
                 raise ProcessDown(self.name) from exc
@@ -178,8 +193,12 @@ def serve_json_lines(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None
         try:
             reply = {"id": req.get("id"), "ok": True, **handle(req)}
         except Exception as exc:  # noqa: BLE001 - a bad request must not kill the child
-            reply = {"id": req.get("id"), "ok": False, "error": type(exc).__name__,
-                     "message": str(exc)}
+            reply = {
+                "id": req.get("id"),
+                "ok": False,
+                "error": type(exc).__name__,
+                "message": str(exc),
+            }
         emit(reply)
 
     for line in sys.stdin:

@@ -31,8 +31,10 @@ seeds = st.integers(min_value=0, max_value=2**31 - 1)
 
 def fault_schedules(*, max_faults: int = 8) -> st.SearchStrategy[list[tuple[str, int, int]]]:
     """Lists of ``(fault, gap_ms, duration_ms)`` drawn from `workload.FAULTS`."""
-    return st.lists(st.tuples(st.sampled_from(FAULTS), st.integers(50, 1_500),
-                              st.integers(20, 2_500)), max_size=max_faults)
+    return st.lists(
+        st.tuples(st.sampled_from(FAULTS), st.integers(50, 1_500), st.integers(20, 2_500)),
+        max_size=max_faults,
+    )
 
 
 class ClusterMachine(RuleBasedStateMachine):
@@ -65,8 +67,11 @@ class ClusterMachine(RuleBasedStateMachine):
     def user_command(self, machine: str, body: Any) -> None:
         """Propose a command to a registered user machine through a random node."""
         seq = self._next()
-        self.c.command("user", C.UserCommand(machine=machine, body=body, client_id="user",
-                                             seq=seq), lambda op: None)
+        self.c.command(
+            "user",
+            C.UserCommand(machine=machine, body=body, client_id="user", seq=seq),
+            lambda op: None,
+        )
 
     @rule(key=st.sampled_from(keys))
     def write(self, key: str) -> None:
@@ -83,8 +88,11 @@ class ClusterMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def partition(self, data: st.DataObject) -> None:
-        group = data.draw(st.lists(st.sampled_from(self.c.node_ids), min_size=1,
-                                   max_size=self.nodes // 2, unique=True))
+        group = data.draw(
+            st.lists(
+                st.sampled_from(self.c.node_ids), min_size=1, max_size=self.nodes // 2, unique=True
+            )
+        )
         self.c.partition(sorted(group))
 
     @rule()

@@ -32,8 +32,21 @@ from coreplane.testing.node import Canaries
 __all__ = ["CONVERGE_MS", "FAULTS", "ScheduleResult", "replay_command", "run_schedule"]
 
 CONVERGE_MS = 20_000
-FAULTS = ("partition", "isolate", "isolate_leader", "cut", "crash", "crash_leader", "pause",
-          "pause_leader", "drift", "jump", "jump_day", "flaky", "slow")
+FAULTS = (
+    "partition",
+    "isolate",
+    "isolate_leader",
+    "cut",
+    "crash",
+    "crash_leader",
+    "pause",
+    "pause_leader",
+    "drift",
+    "jump",
+    "jump_day",
+    "flaky",
+    "slow",
+)
 LOCK_KEY = "lock/resource"
 LOCK_TTL_MS = 1_000
 
@@ -68,18 +81,22 @@ class ScheduleResult:
         return asdict(self)
 
 
-def replay_command(seed: int, nodes: int, journal: str = "memory",
-                   canaries: tuple[str, ...] = ()) -> str:
+def replay_command(
+    seed: int, nodes: int, journal: str = "memory", canaries: tuple[str, ...] = ()
+) -> str:
     flags = "".join(f" --canary {c}" for c in canaries)
-    return (f"python -m coreplane.testing.chaos --replay {seed} --nodes {nodes} "
-            f"--journal {journal}{flags}")
+    return (
+        f"python -m coreplane.testing.chaos --replay {seed} --nodes {nodes} "
+        f"--journal {journal}{flags}"
+    )
 
 
 class _KVClient:
     """Issues one operation at a time: read, write (unique value) or CAS on a random key."""
 
-    def __init__(self, cluster: SimCluster, name: str, keys: list[str],
-                 think_ms: tuple[int, int]) -> None:
+    def __init__(
+        self, cluster: SimCluster, name: str, keys: list[str], think_ms: tuple[int, int]
+    ) -> None:
         self.c, self.name, self.keys, self.think_ms = cluster, name, keys, think_ms
         self.seq = 0
         self.known: dict[str, tuple[bytes | None, int]] = {}
@@ -142,8 +159,8 @@ class _LockClient:
 
     def _send(self, command: Any, then: Callable[[Op], None]) -> None:
         self.seq += 1
-        command = type(command)(**{**command.to_body(), "client_id": self.name,
-                                   "seq": self.seq})
+        command = type(command)(**{**command.to_body(), "client_id": self.name, "seq": self.seq})
+
         def handle(op: Op) -> None:
             if self.c.now < self.paused_until:  # a paused process handles nothing
                 self.c.at_us(self.paused_until - self.c.now, handle, op)
@@ -181,8 +198,15 @@ class _LockClient:
             self._later(200, self.acquire)
             return
         self.lease_id = int(op.result.value)
-        self._send(C.Cas(key=LOCK_KEY, expected_mod_revision=0, value=self.name.encode(),
-                         lease_id=self.lease_id), self._acquired)
+        self._send(
+            C.Cas(
+                key=LOCK_KEY,
+                expected_mod_revision=0,
+                value=self.name.encode(),
+                lease_id=self.lease_id,
+            ),
+            self._acquired,
+        )
 
     def _acquired(self, op: Op) -> None:
         if op.unknown or not op.result.ok:
@@ -203,8 +227,11 @@ class _LockClient:
         res = self.resource
         if self.token < res["max"]:
             if self.c.canaries.unfenced_lock:
-                self.c.violate("lock_fencing", f"{self.name} acted with token {self.token} "
-                               f"after token {res['max']} (two holders acted)")
+                self.c.violate(
+                    "lock_fencing",
+                    f"{self.name} acted with token {self.token} "
+                    f"after token {res['max']} (two holders acted)",
+                )
             self.c.record("lock_refused", self.name, self.token)
             self.token = None  # refused: the holder learns it lost the lock
             self._later(100, self.acquire)
@@ -291,17 +318,28 @@ def _calm(c: SimCluster) -> None:
     c.record("calm")
 
 
-def run_schedule(seed: int, nodes: int = 3, *, journal: str = "memory",
-                 canaries: tuple[str, ...] = (), chaos_ms: tuple[int, int] = (6_000, 10_000),
-                 kv_clients: int = 3, think_ms: tuple[int, int] = (10, 100),
-                 faults: tuple[str, ...] = FAULTS, fault_gap_ms: tuple[int, int] = (200, 1_500),
-                 fault_len_ms: tuple[int, int] = (100, 2_500), lock_clients: int = 2,
-                 bitflips: bool = False, max_steps_per_key: int = 500_000) -> ScheduleResult:
+def run_schedule(
+    seed: int,
+    nodes: int = 3,
+    *,
+    journal: str = "memory",
+    canaries: tuple[str, ...] = (),
+    chaos_ms: tuple[int, int] = (6_000, 10_000),
+    kv_clients: int = 3,
+    think_ms: tuple[int, int] = (10, 100),
+    faults: tuple[str, ...] = FAULTS,
+    fault_gap_ms: tuple[int, int] = (200, 1_500),
+    fault_len_ms: tuple[int, int] = (100, 2_500),
+    lock_clients: int = 2,
+    bitflips: bool = False,
+    max_steps_per_key: int = 500_000,
+) -> ScheduleResult:
     """One seeded experiment; see the module docstring."""
     wall0 = time.perf_counter()
     flags = Canaries(**dict.fromkeys(canaries, True))
-    cluster = SimCluster(seed, nodes, journal=journal, canaries=flags,
-                         network=NetworkConfig(), keep_trace=False)
+    cluster = SimCluster(
+        seed, nodes, journal=journal, canaries=flags, network=NetworkConfig(), keep_trace=False
+    )
     notes: list[str] = []
     fault_log: list[str] = []
     try:
@@ -344,8 +382,10 @@ def run_schedule(seed: int, nodes: int = 3, *, journal: str = "memory",
         for client in clients:
             client.running = False
         if not cluster.run_until(cluster.converged, CONVERGE_MS):
-            cluster.violate("convergence", f"no leader and converged state {CONVERGE_MS} ms "
-                            "after faults stopped")
+            cluster.violate(
+                "convergence",
+                f"no leader and converged state {CONVERGE_MS} ms after faults stopped",
+            )
         cluster.run_until(lambda: all(op.done for op in cluster.ops), 5_000)
         finals = [cluster.get("final", key, via=cluster.leader()) for key in keys]
         cluster.run_until(lambda: all(op.done for op in finals), 5_000)
@@ -359,15 +399,26 @@ def run_schedule(seed: int, nodes: int = 3, *, journal: str = "memory",
             notes.append("checker budget exhausted")
         kv_ops = [op for op in cluster.ops if op.kind in ("read", "write", "cas")]
         return ScheduleResult(
-            seed=seed, nodes=nodes, journal=journal, canaries=sorted(canaries),
-            violations=[{"invariant": v.invariant, "at_us": v.at_us, "detail": v.detail}
-                        for v in cluster.violations],
-            ops_checked=checked, ops_total=len(kv_ops),
+            seed=seed,
+            nodes=nodes,
+            journal=journal,
+            canaries=sorted(canaries),
+            violations=[
+                {"invariant": v.invariant, "at_us": v.at_us, "detail": v.detail}
+                for v in cluster.violations
+            ],
+            ops_checked=checked,
+            ops_total=len(kv_ops),
             ops_unknown_outcome=sum(1 for op in kv_ops if op.unknown),
-            unknown_results=unknown_results, sim_seconds=cluster.now / 1e6,
-            wall_seconds=time.perf_counter() - wall0, faults=fault_log,
-            leader_actions=cluster.leader_actions, lock_actions=resource["accepted"],
+            unknown_results=unknown_results,
+            sim_seconds=cluster.now / 1e6,
+            wall_seconds=time.perf_counter() - wall0,
+            faults=fault_log,
+            leader_actions=cluster.leader_actions,
+            lock_actions=resource["accepted"],
             trace_hash=cluster.trace_hash(),
-            replay=replay_command(seed, nodes, journal, canaries), notes=notes)
+            replay=replay_command(seed, nodes, journal, canaries),
+            notes=notes,
+        )
     finally:
         cluster.close()

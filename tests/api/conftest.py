@@ -13,8 +13,9 @@ from tests.api.local import TOKENS, LocalControlPlane
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[LocalControlPlane, ApiServer]]:
     cp = LocalControlPlane()
-    server = ApiServer(cp, "127.0.0.1:0", tokens=TOKENS, body_bytes_max=64 * 1024,
-                       watch_wait_ms_max=300)
+    server = ApiServer(
+        cp, "127.0.0.1:0", tokens=TOKENS, body_bytes_max=64 * 1024, watch_wait_ms_max=300
+    )
     server.start()
     try:
         yield cp, server

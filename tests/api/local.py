@@ -50,8 +50,9 @@ class LocalControlPlane:
     def propose(self, command: Any, *, timeout_s: float | None = None) -> Applied:
         self._check()
         if not command.client_id and "client_id" in command.TYPES:
-            command = dataclasses.replace(command, client_id=f"{self.node_id}/local",
-                                          seq=next(self._seq))
+            command = dataclasses.replace(
+                command, client_id=f"{self.node_id}/local", seq=next(self._seq)
+            )
         data = C.encode(command)
         with self._lock:
             self.proposed.append(data)
@@ -69,21 +70,36 @@ class LocalControlPlane:
             step = C.Tick(self._ticks, tick_ms - self.sm.tick_ms)  # ticks carry elapsed time
             self.sm.apply(C.encode_internal(step), self._index)
 
-    def read(self, fn: Callable[[StateView], Any], *, stale_ok: bool = False,
-             timeout_s: float | None = None) -> Any:
+    def read(
+        self,
+        fn: Callable[[StateView], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         self._check()
         with self._lock:
             return fn(StateView(self.sm))
 
-    def _read_state(self, fn: Callable[[StateMachine], Any], *, stale_ok: bool = False,
-                    timeout_s: float | None = None) -> Any:
+    def _read_state(
+        self,
+        fn: Callable[[StateMachine], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         self._check()
         with self._lock:
             return fn(self.sm)
 
     def status(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "role": "leader", "applied_index": self._index,
-                "tick_ms": self.sm.tick_ms, "ratio": 0.5}
+        return {
+            "node_id": self.node_id,
+            "role": "leader",
+            "applied_index": self._index,
+            "tick_ms": self.sm.tick_ms,
+            "ratio": 0.5,
+        }
 
     def members(self) -> dict[str, str]:
         return {self.node_id: "127.0.0.1:1"}

@@ -16,33 +16,57 @@ from tests.api.local import ADMIN, AGENT, CLIENT
 B64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
 
 
-def post(server: ApiServer, path: str, body: object, token: str = CLIENT,
-         **kw: object) -> httpx.Response:
-    return httpx.post(server.url + path, json=body, headers={"Authorization": f"Bearer {token}"},
-                      **kw)
+def post(
+    server: ApiServer, path: str, body: object, token: str = CLIENT, **kw: object
+) -> httpx.Response:
+    return httpx.post(
+        server.url + path, json=body, headers={"Authorization": f"Bearer {token}"}, **kw
+    )
 
 
 def test_kv_round_trip_in_json(served) -> None:  # type: ignore[no-untyped-def]
     _cp, server = served
-    r = post(server, "/v1/kv/put", {"key": "a/1", "value": B64(b"\x00hi"), "client_id": "c1",
-                                    "seq": 1})
+    r = post(
+        server, "/v1/kv/put", {"key": "a/1", "value": B64(b"\x00hi"), "client_id": "c1", "seq": 1}
+    )
     assert r.status_code == 200 and r.json()["revision"] >= 1
     rev = r.json()["revision"]
     got = post(server, "/v1/kv/get", {"key": "a/1"}).json()
     assert got == {"found": True, "value": B64(b"\x00hi"), "mod_revision": rev}
     assert post(server, "/v1/kv/get", {"key": "nope", "stale_ok": True}).json()["found"] is False
-    r = post(server, "/v1/kv/cas", {"key": "a/1", "expected_mod_revision": rev + 100,
-                                    "value": B64(b"x"), "client_id": "c1", "seq": 2})
+    r = post(
+        server,
+        "/v1/kv/cas",
+        {
+            "key": "a/1",
+            "expected_mod_revision": rev + 100,
+            "value": B64(b"x"),
+            "client_id": "c1",
+            "seq": 2,
+        },
+    )
     assert r.status_code == 409 and r.json()["code"] == "compare_failed"
-    r = post(server, "/v1/kv/cas", {"key": "a/1", "expected_mod_revision": rev,
-                                    "value": B64(b"y"), "client_id": "c1", "seq": 3})
+    r = post(
+        server,
+        "/v1/kv/cas",
+        {
+            "key": "a/1",
+            "expected_mod_revision": rev,
+            "value": B64(b"y"),
+            "client_id": "c1",
+            "seq": 3,
+        },
+    )
     assert r.status_code == 200
     post(server, "/v1/kv/put", {"key": "a/2", "value": B64(b"z"), "client_id": "c1", "seq": 4})
     items = post(server, "/v1/kv/range", {"prefix": "a/"}).json()["items"]
-    assert [(i["key"], base64.b64decode(i["value"])) for i in items] == [("a/1", b"y"),
-                                                                         ("a/2", b"z")]
-    assert post(server, "/v1/kv/delete", {"key": "a/2", "client_id": "c1", "seq": 5}).json() \
-        == {"deleted": 1}
+    assert [(i["key"], base64.b64decode(i["value"])) for i in items] == [
+        ("a/1", b"y"),
+        ("a/2", b"z"),
+    ]
+    assert post(server, "/v1/kv/delete", {"key": "a/2", "client_id": "c1", "seq": 5}).json() == {
+        "deleted": 1
+    }
 
 
 def test_a_retried_write_applies_once(served) -> None:  # type: ignore[no-untyped-def]
@@ -57,17 +81,23 @@ def test_a_retried_write_applies_once(served) -> None:  # type: ignore[no-untype
 def test_msgpack_in_and_out(served) -> None:  # type: ignore[no-untyped-def]
     _cp, server = served
     body = codec.encode_value({"key": "mp", "value": b"\xff\x00", "client_id": "m", "seq": 1})
-    r = httpx.post(server.url + "/v1/kv/put", content=body,
-                   headers={"Authorization": f"Bearer {CLIENT}",
-                            "Content-Type": "application/msgpack"})
+    r = httpx.post(
+        server.url + "/v1/kv/put",
+        content=body,
+        headers={"Authorization": f"Bearer {CLIENT}", "Content-Type": "application/msgpack"},
+    )
     assert r.headers["content-type"].startswith("application/msgpack")
     assert codec.decode_value(r.content)["revision"] >= 1
-    r = httpx.post(server.url + "/v1/kv/get", content=codec.encode_value({"key": "mp"}),
-                   headers={"Authorization": f"Bearer {CLIENT}",
-                            "Content-Type": "application/msgpack"})
+    r = httpx.post(
+        server.url + "/v1/kv/get",
+        content=codec.encode_value({"key": "mp"}),
+        headers={"Authorization": f"Bearer {CLIENT}", "Content-Type": "application/msgpack"},
+    )
     assert codec.decode_value(r.content)["value"] == b"\xff\x00"
-    status = httpx.get(server.url + "/v1/status", headers={
-        "Authorization": f"Bearer {CLIENT}", "Accept": "application/msgpack"})
+    status = httpx.get(
+        server.url + "/v1/status",
+        headers={"Authorization": f"Bearer {CLIENT}", "Accept": "application/msgpack"},
+    )
     assert codec.decode_value(status.content)["ratio"] == "0.5"  # floats travel as text
 
 
@@ -77,29 +107,46 @@ def test_locks_over_http_fifo_and_tokens(served) -> None:  # type: ignore[no-unt
     a = post(server, "/v1/locks/session", {"ttl_ms": 2_000, "client_id": "la", "seq": 1}).json()
     b = post(server, "/v1/locks/session", {"ttl_ms": 5_000, "client_id": "lb", "seq": 1}).json()
     sa, sb = a["session_id"], b["session_id"]
-    got = post(server, "/v1/locks/acquire", {"name": "L", "session_id": sa, "client_id": "la",
-                                             "seq": 2}).json()
+    got = post(
+        server, "/v1/locks/acquire", {"name": "L", "session_id": sa, "client_id": "la", "seq": 2}
+    ).json()
     assert got["held"] and got["token"] > 0
-    queued = post(server, "/v1/locks/acquire", {"name": "L", "session_id": sb,
-                                                "client_id": "lb", "seq": 2}).json()
+    queued = post(
+        server, "/v1/locks/acquire", {"name": "L", "session_id": sb, "client_id": "lb", "seq": 2}
+    ).json()
     assert queued == {"held": False, "token": 0, "position": 1}
     cp.tick(3_500)  # a's session lapses: b is granted at the tick's index
     d = post(server, "/v1/locks/describe", {"name": "L", "session_id": sb}).json()
     assert d["held"] and d["token"] > got["token"] and d["session"]["session_id"] == sb
-    assert post(server, "/v1/locks/keepalive", {"session_id": sa, "client_id": "la",
-                                                "seq": 3}).json()["code"] == "session_not_found"
-    assert post(server, "/v1/locks/release", {"name": "L", "session_id": sb, "client_id": "lb",
-                                              "seq": 3}).json()["released"] is True
+    assert (
+        post(server, "/v1/locks/keepalive", {"session_id": sa, "client_id": "la", "seq": 3}).json()[
+            "code"
+        ]
+        == "session_not_found"
+    )
+    assert (
+        post(
+            server,
+            "/v1/locks/release",
+            {"name": "L", "session_id": sb, "client_id": "lb", "seq": 3},
+        ).json()["released"]
+        is True
+    )
 
 
 def test_leases_status_members(served) -> None:  # type: ignore[no-untyped-def]
     _cp, server = served
     lease = post(server, "/v1/leases/grant", {"ttl_ms": 5_000, "client_id": "L", "seq": 1})
     lease_id = lease.json()["lease_id"]
-    assert post(server, "/v1/leases/keepalive", {"lease_id": lease_id, "client_id": "L",
-                                                 "seq": 2}).status_code == 200
-    assert post(server, "/v1/leases/revoke", {"lease_id": lease_id, "client_id": "L",
-                                              "seq": 3}).json() == {"deleted_keys": 0}
+    assert (
+        post(
+            server, "/v1/leases/keepalive", {"lease_id": lease_id, "client_id": "L", "seq": 2}
+        ).status_code
+        == 200
+    )
+    assert post(
+        server, "/v1/leases/revoke", {"lease_id": lease_id, "client_id": "L", "seq": 3}
+    ).json() == {"deleted_keys": 0}
     m = httpx.get(server.url + "/v1/members", headers={"Authorization": f"Bearer {AGENT}"})
     assert m.json()["leader"] == "n1" and m.json()["api"]["n1"] == server.url
 
@@ -158,13 +205,16 @@ def test_transport_level_errors_are_json(served) -> None:  # type: ignore[no-unt
     big = httpx.post(server.url + "/v1/kv/get", content=b"x" * (65 * 1024), headers=h)
     assert big.status_code == 413 and big.json()["error"] == "body_too_large"
     assert httpx.get(server.url + "/v1/nope", headers=h).status_code == 404
-    assert httpx.get(server.url + "/v1/kv/get", headers=h).json()["error"] == \
-        "method_not_allowed"
-    r = httpx.post(server.url + "/v1/kv/get", content=b"{}", headers={**h,
-                   "Content-Type": "application/xml"})
+    assert httpx.get(server.url + "/v1/kv/get", headers=h).json()["error"] == "method_not_allowed"
+    r = httpx.post(
+        server.url + "/v1/kv/get", content=b"{}", headers={**h, "Content-Type": "application/xml"}
+    )
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
-    bad_mp = httpx.post(server.url + "/v1/kv/get", content=b"\xc1", headers={
-        **h, "Content-Type": "application/msgpack"})
+    bad_mp = httpx.post(
+        server.url + "/v1/kv/get",
+        content=b"\xc1",
+        headers={**h, "Content-Type": "application/msgpack"},
+    )
     assert bad_mp.status_code == 400  # answered in the request's own type
     assert codec.decode_value(bad_mp.content)["field"] == "body"
     cp.down = True
@@ -182,8 +232,11 @@ def test_no_route_accepts_internal_commands(served) -> None:  # type: ignore[no-
     leader = C.encode_internal(C.Leader(node_id="evil", term=10**6))
     for _method, path, _roles in server.routes:
         for payload in (tick, leader):
-            r = httpx.post(server.url + path, content=payload, headers={
-                "Authorization": f"Bearer {ADMIN}", "Content-Type": "application/msgpack"})
+            r = httpx.post(
+                server.url + path,
+                content=payload,
+                headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/msgpack"},
+            )
             assert r.status_code in (400, 405)
     assert cp.sm.tick_n < 10**6 and cp.sm.leader_node != "evil"
     assert all(C.decode(p).TAG not in (C.Tick.TAG, C.Leader.TAG) for p in cp.proposed)
@@ -193,9 +246,12 @@ def test_constructor_validates() -> None:
     from tests.api.local import LocalControlPlane
 
     cp = LocalControlPlane()
-    for kwargs, field in (({"tokens": {}}, "tokens"), ({"tokens": {"short": "admin"}}, "tokens"),
-                          ({"tokens": {"x" * 20: "root"}}, "tokens"),
-                          ({"tokens": {"x" * 20: "agent"}}, "tokens")):
+    for kwargs, field in (
+        ({"tokens": {}}, "tokens"),
+        ({"tokens": {"short": "admin"}}, "tokens"),
+        ({"tokens": {"x" * 20: "root"}}, "tokens"),
+        ({"tokens": {"x" * 20: "agent"}}, "tokens"),
+    ):
         with pytest.raises(InvalidArgument) as info:
             ApiServer(cp, "127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
         assert info.value.field == field
@@ -210,14 +266,14 @@ def test_watch_long_poll_answers_when_an_event_arrives(served) -> None:  # type:
     start = cp.sm.kv.revision + 1
     timer = threading.Timer(0.05, lambda: cp.call_command(C.Put(key="w/1", value=b"x")))
     timer.start()
-    r = post(server, "/v1/kv/watch", {"prefix": "w/", "start_revision": start,
-                                      "wait_ms": 5_000})
+    r = post(server, "/v1/kv/watch", {"prefix": "w/", "start_revision": start, "wait_ms": 5_000})
     timer.join()
     answer = r.json()
     assert [(e["type"], e["key"]) for e in answer["events"]] == [("put", "w/1")]
     assert answer["next_revision"] == answer["events"][0]["revision"] + 1
-    empty = post(server, "/v1/kv/watch", {"start_revision": answer["next_revision"],
-                                          "wait_ms": 50}).json()
+    empty = post(
+        server, "/v1/kv/watch", {"start_revision": answer["next_revision"], "wait_ms": 50}
+    ).json()
     assert empty["events"] == [] and empty["next_revision"] == answer["next_revision"]
     cp.sm.kv.history.floor = max(cp.sm.kv.history.floor, 1)  # as if revision 1 was evicted
     compacted = post(server, "/v1/kv/watch", {"start_revision": 1})
@@ -228,13 +284,18 @@ def test_an_agent_token_acts_only_for_its_own_node() -> None:
     from coreplane.api.server import F
     from tests.api.local import LocalControlPlane
 
-    server = ApiServer(LocalControlPlane(), "127.0.0.1:0", tokens={AGENT: "agent:n7",
-                                                                   ADMIN: "admin"})
+    server = ApiServer(
+        LocalControlPlane(), "127.0.0.1:0", tokens={AGENT: "agent:n7", ADMIN: "admin"}
+    )
     seen: list[str] = []
-    server.add_route("POST", "/v1/fleet/heartbeat", roles={"agent", "admin"},
-                     fields={"node_id": F("str", None, 128, True)},
-                     handler=lambda b: seen.append(b["node_id"]) or {"ok": True},
-                     node_field="node_id")
+    server.add_route(
+        "POST",
+        "/v1/fleet/heartbeat",
+        roles={"agent", "admin"},
+        fields={"node_id": F("str", None, 128, True)},
+        handler=lambda b: seen.append(b["node_id"]) or {"ok": True},
+        node_field="node_id",
+    )
     with server:
         own = post(server, "/v1/fleet/heartbeat", {"node_id": "n7"}, token=AGENT)
         other = post(server, "/v1/fleet/heartbeat", {"node_id": "n8"}, token=AGENT)

@@ -19,8 +19,14 @@ from coreplane.sdk import AsyncClient, Client, FencedResource, LongRunningConfig
 from coreplane.testing.ports import free_ports
 from tests.api.local import AGENT, CLIENT
 
-FAST = LongRunningConfig(backoff_base_ms=1, backoff_cap_ms=5, health_check_interval_ms=0,
-                         lock_poll_ms=5, connect_timeout_ms=500, request_timeout_ms=2_000)
+FAST = LongRunningConfig(
+    backoff_base_ms=1,
+    backoff_cap_ms=5,
+    health_check_interval_ms=0,
+    lock_poll_ms=5,
+    connect_timeout_ms=500,
+    request_timeout_ms=2_000,
+)
 
 
 def test_kv_and_leases_through_the_client(served) -> None:  # type: ignore[no-untyped-def]
@@ -176,8 +182,10 @@ def test_watch_through_the_client_resumes_by_revision(served) -> None:  # type: 
         c.delete("watch/a")
         events = c.watch_events("watch/", start_revision=first, wait_ms=100)
         got = [next(events), next(events)]
-        assert [(kind, key) for _r, kind, key, _v in got] == [("put", "watch/a"),
-                                                              ("delete", "watch/a")]
+        assert [(kind, key) for _r, kind, key, _v in got] == [
+            ("put", "watch/a"),
+            ("delete", "watch/a"),
+        ]
         assert got[0][3] == b"1"
         batch, resume = c.watch("watch/", start_revision=got[1][0] + 1, wait_ms=50)
         assert batch == [] and resume >= got[1][0] + 1

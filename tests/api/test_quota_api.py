@@ -64,8 +64,9 @@ def quota_served() -> Iterator[tuple[QuotaLocal, ApiServer]]:
 
 
 def post(server: ApiServer, path: str, body: object, token: str = CLIENT) -> httpx.Response:
-    return httpx.post(server.url + path, json=body,
-                      headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return httpx.post(
+        server.url + path, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
 
 
 def test_only_admins_set_limits_and_agents_do_not_route(quota_served) -> None:  # type: ignore[no-untyped-def]
@@ -77,28 +78,36 @@ def test_only_admins_set_limits_and_agents_do_not_route(quota_served) -> None:  
     report = {"key": "roles", "router": "r1", "demand_milli": 1}
     assert post(server, "/v1/quotas/report", report, AGENT).status_code == 403
     assert post(server, "/v1/quotas/report", report).status_code == 200
-    r = post(server, "/v1/quotas/limits/delete", {"key": "roles", "client_id": "a", "seq": 2},
-             ADMIN)
+    r = post(
+        server, "/v1/quotas/limits/delete", {"key": "roles", "client_id": "a", "seq": 2}, ADMIN
+    )
     assert r.json() == {"deleted": True}
     assert post(server, "/v1/quotas/report", report).json() == {"epoch": 0, "no_limit": True}
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": "1"}, "demand_milli"),
-    ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": -1}, "demand_milli"),
-    ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": 10**16}, "demand_milli"),
-    ("/v1/quotas/report", {"key": "k", "router": "r" * 129, "demand_milli": 1}, "router"),
-    ("/v1/quotas/report", {"key": "", "router": "r", "demand_milli": 1}, "key"),
-    ("/v1/quotas/report", {"router": "r", "demand_milli": 1}, "key"),
-    ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": 1, "x": 1}, "x"),
-    ("/v1/quotas/share", {"key": "k", "router": "r", "held_epoch": True}, "held_epoch"),
-    ("/v1/quotas/limits/set", {"key": "k", "limit_milli": 0}, "limit_milli"),
-    ("/v1/quotas/limits/set", {"key": "k", "limit_milli": 1, "routers_max": 0}, "routers_max"),
-    ("/v1/quotas/limits/set", {"key": "k" * 257, "limit_milli": 1}, "key"),
-    ("/v1/quotas/limits/delete", {"key": "k", "seq": 3}, "client_id"),
-])
-def test_bad_input_is_a_400_naming_the_field(quota_served, path: str, body: dict[str, Any],  # type: ignore[no-untyped-def]
-                                             field: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": "1"}, "demand_milli"),
+        ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": -1}, "demand_milli"),
+        ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": 10**16}, "demand_milli"),
+        ("/v1/quotas/report", {"key": "k", "router": "r" * 129, "demand_milli": 1}, "router"),
+        ("/v1/quotas/report", {"key": "", "router": "r", "demand_milli": 1}, "key"),
+        ("/v1/quotas/report", {"router": "r", "demand_milli": 1}, "key"),
+        ("/v1/quotas/report", {"key": "k", "router": "r", "demand_milli": 1, "x": 1}, "x"),
+        ("/v1/quotas/share", {"key": "k", "router": "r", "held_epoch": True}, "held_epoch"),
+        ("/v1/quotas/limits/set", {"key": "k", "limit_milli": 0}, "limit_milli"),
+        ("/v1/quotas/limits/set", {"key": "k", "limit_milli": 1, "routers_max": 0}, "routers_max"),
+        ("/v1/quotas/limits/set", {"key": "k" * 257, "limit_milli": 1}, "key"),
+        ("/v1/quotas/limits/delete", {"key": "k", "seq": 3}, "client_id"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(
+    quota_served,
+    path: str,
+    body: dict[str, Any],  # type: ignore[no-untyped-def]
+    field: str,
+) -> None:
     cp, server = quota_served
     before = len(cp.proposed)
     r = post(server, path, body, ADMIN)
@@ -106,22 +115,53 @@ def test_bad_input_is_a_400_naming_the_field(quota_served, path: str, body: dict
     assert len(cp.proposed) == before  # refused before anything was proposed
 
 
-FIELDS = ["key", "router", "demand_milli", "held_epoch", "limit_milli", "routers_max",
-          "client_id", "seq", "stale_ok", "timeout_ms", "epoch", "shares", "zzz"]
-values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                   st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
-                   st.lists(st.integers(), max_size=3),
-                   st.floats(allow_nan=False, allow_infinity=False))
+FIELDS = [
+    "key",
+    "router",
+    "demand_milli",
+    "held_epoch",
+    "limit_milli",
+    "routers_max",
+    "client_id",
+    "seq",
+    "stale_ok",
+    "timeout_ms",
+    "epoch",
+    "shares",
+    "zzz",
+]
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None,
-          max_examples=60)
-@given(path=st.sampled_from(["/v1/quotas/report", "/v1/quotas/share", "/v1/quotas/describe",
-                             "/v1/quotas/limits/set", "/v1/quotas/limits/delete"]),
-       body=st.dictionaries(st.sampled_from(FIELDS), values, max_size=6),
-       token=st.sampled_from([ADMIN, CLIENT, AGENT]))
-def test_fuzzed_bodies_never_make_a_server_error(quota_served, path: str,  # type: ignore[no-untyped-def]
-                                                 body: dict[str, Any], token: str) -> None:
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None, max_examples=60
+)
+@given(
+    path=st.sampled_from(
+        [
+            "/v1/quotas/report",
+            "/v1/quotas/share",
+            "/v1/quotas/describe",
+            "/v1/quotas/limits/set",
+            "/v1/quotas/limits/delete",
+        ]
+    ),
+    body=st.dictionaries(st.sampled_from(FIELDS), values, max_size=6),
+    token=st.sampled_from([ADMIN, CLIENT, AGENT]),
+)
+def test_fuzzed_bodies_never_make_a_server_error(
+    quota_served,
+    path: str,  # type: ignore[no-untyped-def]
+    body: dict[str, Any],
+    token: str,
+) -> None:
     _cp, server = quota_served
     r = post(server, path, body, token)
     assert r.status_code in (200, 400, 403, 409), (r.status_code, r.text[:300])
@@ -134,8 +174,9 @@ def test_router_reports_gets_a_share_and_admits_from_its_bucket(quota_served) ->
     cp.tick(1_000)
     client = Client([server.url], CLIENT, LongRunningConfig(health_check_interval_ms=0))
     clock = [1000.0]
-    routers = [Router(client, "edge", f"r{i}", start=False, clock=lambda: clock[0])
-               for i in range(2)]
+    routers = [
+        Router(client, "edge", f"r{i}", start=False, clock=lambda: clock[0]) for i in range(2)
+    ]
     try:
         for _ in range(6):  # two reports per epoch: demand, then "I hold it"
             for i, router in enumerate(routers):
@@ -166,13 +207,25 @@ def test_router_reports_gets_a_share_and_admits_from_its_bucket(quota_served) ->
 
 def test_schedule_spends_share_then_nothing_then_fallback_then_closes() -> None:
     s = Schedule()
-    answer = {"epoch": 3, "token": 77, "share_milli": 50_000, "remaining_ms": 1_000,
-              "zone_ms": 2_000, "fallback_milli": 10_000, "fallback_max_ms": 5_000,
-              "rtt_max_ms": 500, "burst_ms": 20}
+    answer = {
+        "epoch": 3,
+        "token": 77,
+        "share_milli": 50_000,
+        "remaining_ms": 1_000,
+        "zone_ms": 2_000,
+        "fallback_milli": 10_000,
+        "fallback_max_ms": 5_000,
+        "rtt_max_ms": 500,
+        "burst_ms": 20,
+    }
     assert not s.accept(answer, 0, 600)  # too slow an answer is not used
     assert s.accept(answer, 100, 200)
-    assert [s.mode(t) for t in (500, 1_200, 3_200, 9_000)] == ["share", "zone", "fallback",
-                                                               "closed"]
+    assert [s.mode(t) for t in (500, 1_200, 3_200, 9_000)] == [
+        "share",
+        "zone",
+        "fallback",
+        "closed",
+    ]
     assert [s.rate(t) for t in (500, 1_200, 3_200, 9_000)] == [50_000, 0, 10_000, 0]
     assert s.integral(0, 1_100) == 55_000 and s.integral(1_100, 3_100) == 0
     assert not s.accept({**answer, "epoch": 2}, 300, 310)  # an older epoch never replaces

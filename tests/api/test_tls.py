@@ -23,10 +23,29 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return key, crt
 
 
@@ -34,8 +53,9 @@ def test_https_with_a_verified_certificate(cert: tuple[Path, Path]) -> None:
     key, crt = cert
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(crt, key)
-    with ApiServer(LocalControlPlane(), "127.0.0.1:0", tokens=TOKENS,
-                   ssl_context=context) as server:
+    with ApiServer(
+        LocalControlPlane(), "127.0.0.1:0", tokens=TOKENS, ssl_context=context
+    ) as server:
         assert server.url.startswith("https://")
         trusted = ssl.create_default_context(cafile=str(crt))
         with Client([server.url], CLIENT, FAST, verify=trusted) as c:

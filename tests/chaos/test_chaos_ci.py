@@ -23,14 +23,33 @@ SEED = 20261129
 def test_ci_scale_chaos_run_is_clean(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "coreplane.testing.chaos", "--schedules", "250",
-         "--five-node-schedules", "50", "--seed", str(SEED), "--jobs", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=1500)
+        [
+            sys.executable,
+            "-m",
+            "coreplane.testing.chaos",
+            "--schedules",
+            "250",
+            "--five-node-schedules",
+            "50",
+            "--seed",
+            str(SEED),
+            "--jobs",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     report = json.loads(out.read_text())
     summary = report["summary"]
-    failing = [f"seed {r['seed']} ({r['nodes']} nodes): "
-               f"{sorted({v['invariant'] for v in r['violations']})} -> {r['replay']}"
-               for r in report["schedules"] if r["violations"] or r["unknown_results"]]
+    failing = [
+        f"seed {r['seed']} ({r['nodes']} nodes): "
+        f"{sorted({v['invariant'] for v in r['violations']})} -> {r['replay']}"
+        for r in report["schedules"]
+        if r["violations"] or r["unknown_results"]
+    ]
     print(json.dumps(summary, sort_keys=True))
     assert summary["schedules_3_nodes"] >= 250 and summary["schedules_5_nodes"] >= 50
     assert summary["violations"] == 0, "\n".join(failing[:20])

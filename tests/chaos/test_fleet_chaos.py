@@ -20,13 +20,32 @@ SEED = 20261207
 def test_two_hundred_fleet_schedules_are_clean_and_the_canaries_caught(tmp_path: Path) -> None:
     out = tmp_path / "fleet-chaos.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "coreplane.testing.chaos", "--schedules", "0",
-         "--fleet-schedules", "200", "--seed", str(SEED), "--jobs", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=3000)
+        [
+            sys.executable,
+            "-m",
+            "coreplane.testing.chaos",
+            "--schedules",
+            "0",
+            "--fleet-schedules",
+            "200",
+            "--seed",
+            str(SEED),
+            "--jobs",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     report = json.loads(out.read_text())
     summary = report["summary"]
-    failing = [f"seed {r['seed']}: {sorted({v['invariant'] for v in r['violations']})} -> "
-               f"{r['replay']}" for r in report["fleet_schedules"] if r["violations"]]
+    failing = [
+        f"seed {r['seed']}: {sorted({v['invariant'] for v in r['violations']})} -> {r['replay']}"
+        for r in report["fleet_schedules"]
+        if r["violations"]
+    ]
     print(json.dumps(summary, sort_keys=True))
     assert summary["fleet_schedules"] == 200
     assert summary["fleet_violations"] == 0, "\n".join(failing[:20])

@@ -28,8 +28,7 @@ import pytest
 
 from coreplane.testing import SimCluster, run_schedule
 
-STALE_SNAPSHOT = [(6, 3), (8, 3), (24, 3), (28, 3), (20261149, 3), (20261162, 3),
-                  (21261152, 5)]
+STALE_SNAPSHOT = [(6, 3), (8, 3), (24, 3), (28, 3), (20261149, 3), (20261162, 3), (21261152, 5)]
 SNAPSHOT_CHUNK_COMMIT = [(135, 3), (1000107, 5), (1000124, 5), (20261363, 3)]
 
 

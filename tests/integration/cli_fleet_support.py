@@ -13,8 +13,13 @@ from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
 from tests.integration.cli_support import Cluster
 
-CFG = FleetConfig(suspect_after_ms=2_000, dead_after_ms=4_000, copy_timeout_ms=20_000,
-                  cleanup_timeout_ms=10_000, moves_in_flight_per_node=1)
+CFG = FleetConfig(
+    suspect_after_ms=2_000,
+    dead_after_ms=4_000,
+    copy_timeout_ms=20_000,
+    cleanup_timeout_ms=10_000,
+    moves_in_flight_per_node=1,
+)
 
 
 def _endpoint(cp: Any) -> Callable[..., Any]:
@@ -23,11 +28,18 @@ def _endpoint(cp: Any) -> Callable[..., Any]:
             node_id = fields.pop("node_id")
             return cp.fleet.heartbeat(node_id, **fields)
         if op == "actions":
-            return [dataclasses.asdict(a)
-                    for a in cp.fleet.actions(fields["node_id"], stale_ok=True)]
+            return [
+                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
+            ]
         if op == "ack":
-            return cp.fleet.ack(fields["node_id"], fields["action_id"], fields["token"],
-                                fields["ok"], fields["detail"], timeout_s=2.0)
+            return cp.fleet.ack(
+                fields["node_id"],
+                fields["action_id"],
+                fields["token"],
+                fields["ok"],
+                fields["detail"],
+                timeout_s=2.0,
+            )
         raise ValueError(op)
 
     return call
@@ -46,14 +58,16 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 class FleetCluster(Cluster):
-    def __init__(self, tmp: Path, *, partitions: int = 6, rf: int = 2,
-                 copy_s: float = 0.05) -> None:
+    def __init__(
+        self, tmp: Path, *, partitions: int = 6, rf: int = 2, copy_s: float = 0.05
+    ) -> None:
         super().__init__(tmp, fleet_config=CFG)
         self.agents: dict[str, ThreadAgent] = {}
         endpoints = [_endpoint(cp) for cp in self.nodes.values()]
         for i in range(6):
-            self.agents[f"s{i}"] = ThreadAgent(f"s{i}", f"z{i % 3}", endpoints, self.agents,
-                                               heartbeat_s=0.1, copy_s=copy_s)
+            self.agents[f"s{i}"] = ThreadAgent(
+                f"s{i}", f"z{i % 3}", endpoints, self.agents, heartbeat_s=0.1, copy_s=copy_s
+            )
         for agent in self.agents.values():
             agent.start()
         cp = self.any_node()
@@ -68,8 +82,11 @@ class FleetCluster(Cluster):
     def converged(self) -> bool:
         cp = self.any_node()
         parts = cp.fleet.partitions()
-        return bool(parts) and all(p["health"] == "healthy" for p in parts) \
+        return (
+            bool(parts)
+            and all(p["health"] == "healthy" for p in parts)
             and not cp.fleet.operations()
+        )
 
     def wait_converged(self, timeout_s: float = 60) -> None:
         wait_until(self.converged, timeout_s, "the fleet converged")

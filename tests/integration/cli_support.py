@@ -37,10 +37,16 @@ class Cluster:
 
     def start_node(self, n: str) -> Any:
         cp = coreplane.ControlPlane(
-            n, self.raft[n], {k: v for k, v in self.raft.items() if k != n}, self.tmp / n,
-            SECRET, api_address=self.apis[n].removeprefix("http://"),
+            n,
+            self.raft[n],
+            {k: v for k, v in self.raft.items() if k != n},
+            self.tmp / n,
+            SECRET,
+            api_address=self.apis[n].removeprefix("http://"),
             api_tokens={ADMIN: "admin"},
-            api_peers={k: v for k, v in self.apis.items() if k != n}, **self.options)
+            api_peers={k: v for k, v in self.apis.items() if k != n},
+            **self.options,
+        )
         cp.start()
         self.nodes[n] = cp
         return cp
@@ -59,22 +65,40 @@ class Cluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COREPLANE_")}
-        env.update({"COREPLANE_ENDPOINTS": ",".join(self.apis.values()),
-                    "COREPLANE_TOKEN": ADMIN, "COREPLANE_CONFIG": str(self.config),
-                    "PYTHONPATH": str(ROOT), "COLUMNS": "160"})
+        env.update(
+            {
+                "COREPLANE_ENDPOINTS": ",".join(self.apis.values()),
+                "COREPLANE_TOKEN": ADMIN,
+                "COREPLANE_CONFIG": str(self.config),
+                "PYTHONPATH": str(ROOT),
+                "COLUMNS": "160",
+            }
+        )
         env.update(extra)
         return env
 
-    def cli(self, *args: str, stdin: str | None = None, timeout: float = 60,
-            **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coreplane.ops", *args], cwd=ROOT,
-                              env=self.env(**env), input=stdin, capture_output=True, text=True,
-                              timeout=timeout)
+    def cli(
+        self, *args: str, stdin: str | None = None, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "coreplane.ops", *args],
+            cwd=ROOT,
+            env=self.env(**env),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "coreplane.ops", *args], cwd=ROOT,
-                                env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "coreplane.ops", *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def pause_ticks(self) -> None:
         """Stop the leaders' Tick entries (test-only: the tick period is read each step), so

@@ -22,7 +22,6 @@ SECRET = b"integration-test-secret-0123456789"
 FAST = {"election_timeout_ms": (200, 400), "heartbeat_ms": 40, "tick_interval_ms": 100}
 
 
-
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
     """Poll `predicate` until truthy (bounded); its value, or AssertionError naming `what`."""
     deadline = time.monotonic() + timeout_s
@@ -40,15 +39,22 @@ class InProcessCluster:
     def __init__(self, base: Path, ids: tuple[str, ...] = ("a", "b", "c"), **options: Any):
         self.base = base
         self.options = {**FAST, **options}
-        self.addresses = {nid: f"127.0.0.1:{p}" for nid, p in zip(ids, free_ports(len(ids)),
-                                                                    strict=True)}
+        self.addresses = {
+            nid: f"127.0.0.1:{p}" for nid, p in zip(ids, free_ports(len(ids)), strict=True)
+        }
         self.nodes: dict[str, ControlPlane] = {}
         self.created: list[ControlPlane] = []
 
     def make(self, node_id: str, *, start: bool = True, **extra: Any) -> ControlPlane:
         peers = {p: a for p, a in self.addresses.items() if p != node_id}
-        cp = ControlPlane(node_id, self.addresses[node_id], peers, self.base / node_id, SECRET,
-                          **{**self.options, **extra})
+        cp = ControlPlane(
+            node_id,
+            self.addresses[node_id],
+            peers,
+            self.base / node_id,
+            SECRET,
+            **{**self.options, **extra},
+        )
         self.created.append(cp)
         self.nodes[node_id] = cp
         if start:
@@ -111,8 +117,9 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]
 
 
 @pytest.fixture
-def api_cluster(cluster_factory: Callable[..., InProcessCluster]
-                ) -> Iterator[tuple[InProcessCluster, dict[str, Any]]]:
+def api_cluster(
+    cluster_factory: Callable[..., InProcessCluster],
+) -> Iterator[tuple[InProcessCluster, dict[str, Any]]]:
     """A started 3-node cluster with an ApiServer per node (tests/integration/api_support.py);
     the servers stop in the finalizer, before the cluster does."""
     from tests.integration.api_support import start_api_servers

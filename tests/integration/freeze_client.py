@@ -28,8 +28,11 @@ def main() -> int:
         body = codec.encode_value({"key": "k", "stale_ok": True})
 
         def call() -> object:
-            r = http.post(url + "/v1/kv/get", content=body, headers={
-                "Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"})
+            r = http.post(
+                url + "/v1/kv/get",
+                content=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"},
+            )
             r.raise_for_status()
             return r
 

@@ -17,9 +17,15 @@ import httpx
 from coreplane.errors import LockLost
 from coreplane.sdk import Client, LongRunningConfig
 
-CONFIG = LongRunningConfig(backoff_base_ms=20, backoff_cap_ms=300, lock_poll_ms=20,
-                           health_check_interval_ms=0, request_timeout_ms=3_000,
-                           max_attempts=6, budget_min_retries_per_s=5.0)
+CONFIG = LongRunningConfig(
+    backoff_base_ms=20,
+    backoff_cap_ms=300,
+    lock_poll_ms=20,
+    health_check_interval_ms=0,
+    request_timeout_ms=3_000,
+    max_attempts=6,
+    budget_min_retries_per_s=5.0,
+)
 
 
 def main() -> int:

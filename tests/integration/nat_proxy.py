@@ -42,8 +42,9 @@ class NatProxy:
         dead = False
         try:
             while not self._stop.is_set():
-                readable, _, _ = select.select([client] + ([] if dead else [upstream]), [], [],
-                                               0.05)
+                readable, _, _ = select.select(
+                    [client] + ([] if dead else [upstream]), [], [], 0.05
+                )
                 if not dead and time.monotonic() - last > self.idle_s:
                     dead = True  # forget it silently: no FIN to the client
                     self.dropped += 1
@@ -53,8 +54,9 @@ class NatProxy:
                     data = sock.recv(65536)
                     if sock is client and dead:
                         self.reset += 1
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                          struct.pack("ii", 1, 0))
+                        client.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
                         return
                     if not data:
                         return

@@ -46,9 +46,17 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     secret = bytes.fromhex(os.environ["COREPLANE_TEST_SECRET"])
     factory = _journal_factory(cfg)
-    cp = ControlPlane(cfg["node_id"], cfg["address"], cfg["peers"], cfg["data_dir"], secret,
-                      election_timeout_ms=(200, 400), heartbeat_ms=40, tick_interval_ms=100,
-                      seams=Seams(journal_factory=factory) if factory else None)
+    cp = ControlPlane(
+        cfg["node_id"],
+        cfg["address"],
+        cfg["peers"],
+        cfg["data_dir"],
+        secret,
+        election_timeout_ms=(200, 400),
+        heartbeat_ms=40,
+        tick_interval_ms=100,
+        seams=Seams(journal_factory=factory) if factory else None,
+    )
     cp.start()
     api = ApiServer(cp, cfg["api_address"], tokens=cfg["tokens"], api_peers=cfg["api_peers"])
     skew_s = float(cfg.get("clock_skew_s", 0.0))

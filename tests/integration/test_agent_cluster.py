@@ -25,14 +25,24 @@ from coreplane.testing.ports import free_ports
 
 pytestmark = pytest.mark.slow
 
-CFG = FleetConfig(suspect_after_ms=1_000, dead_after_ms=2_000, copy_timeout_ms=3_000,
-                  cleanup_timeout_ms=3_000, moves_in_flight_per_node=4)
+CFG = FleetConfig(
+    suspect_after_ms=1_000,
+    dead_after_ms=2_000,
+    copy_timeout_ms=3_000,
+    cleanup_timeout_ms=3_000,
+    moves_in_flight_per_node=4,
+)
 ADMIN = "agent-test-admin-token-0123"
 AGENTS = [("s0", "z0"), ("s1", "z1"), ("s2", "z2"), ("s3", "z0")]
 TOKENS = {ADMIN: "admin", **{f"agent-token-{n}-0123456789": f"agent:{n}" for n, _z in AGENTS}}
-CONFIG = LongRunningConfig(backoff_base_ms=20, backoff_cap_ms=500, health_check_interval_ms=500,
-                           request_timeout_ms=5_000, max_attempts=8,
-                           budget_min_retries_per_s=5.0)
+CONFIG = LongRunningConfig(
+    backoff_base_ms=20,
+    backoff_cap_ms=500,
+    health_check_interval_ms=500,
+    request_timeout_ms=5_000,
+    max_attempts=8,
+    budget_min_retries_per_s=5.0,
+)
 
 
 def _agent_routes(server: ApiServer, cp: Any) -> None:
@@ -43,25 +53,58 @@ def _agent_routes(server: ApiServer, cp: Any) -> None:
     roles = {"admin", "agent"}
 
     def heartbeat(b: dict[str, Any]) -> Any:
-        return cp.fleet.heartbeat(b["node_id"], zone=b["zone"], weight=b["weight"] or 1,
-                                  slots=b["slots"] or 1 << 20,
-                                  heat=json.loads(b["heat"]) if b["heat"] else {},
-                                  lost=json.loads(b["lost"]) if b["lost"] else [])
+        return cp.fleet.heartbeat(
+            b["node_id"],
+            zone=b["zone"],
+            weight=b["weight"] or 1,
+            slots=b["slots"] or 1 << 20,
+            heat=json.loads(b["heat"]) if b["heat"] else {},
+            lost=json.loads(b["lost"]) if b["lost"] else [],
+        )
 
-    server.add_route("POST", "/v1/fleet/heartbeat", roles=roles, node_field="node_id",
-                     fields={"node_id": node, "zone": node, "weight": F("int", 1),
-                             "slots": F("int", 0), "heat": F("str", "", 1 << 20),
-                             "lost": F("str", "", 1 << 20)}, handler=heartbeat)
-    server.add_route("POST", "/v1/fleet/actions", roles=roles, node_field="node_id",
-                     fields={"node_id": node},
-                     handler=lambda b: {"actions": [dataclasses.asdict(a) for a in
-                                                    cp.fleet.actions(b["node_id"],
-                                                                     stale_ok=True)]})
-    server.add_route("POST", "/v1/fleet/ack", roles=roles, node_field="node_id",
-                     fields={"node_id": node, "action_id": node, "token": F("int", None),
-                             "ok": F("bool", True), "detail": F("str", "", 1000)},
-                     handler=lambda b: {"result": cp.fleet.ack(
-                         b["node_id"], b["action_id"], b["token"], b["ok"], b["detail"])})
+    server.add_route(
+        "POST",
+        "/v1/fleet/heartbeat",
+        roles=roles,
+        node_field="node_id",
+        fields={
+            "node_id": node,
+            "zone": node,
+            "weight": F("int", 1),
+            "slots": F("int", 0),
+            "heat": F("str", "", 1 << 20),
+            "lost": F("str", "", 1 << 20),
+        },
+        handler=heartbeat,
+    )
+    server.add_route(
+        "POST",
+        "/v1/fleet/actions",
+        roles=roles,
+        node_field="node_id",
+        fields={"node_id": node},
+        handler=lambda b: {
+            "actions": [
+                dataclasses.asdict(a) for a in cp.fleet.actions(b["node_id"], stale_ok=True)
+            ]
+        },
+    )
+    server.add_route(
+        "POST",
+        "/v1/fleet/ack",
+        roles=roles,
+        node_field="node_id",
+        fields={
+            "node_id": node,
+            "action_id": node,
+            "token": F("int", None),
+            "ok": F("bool", True),
+            "detail": F("str", "", 1000),
+        },
+        handler=lambda b: {
+            "result": cp.fleet.ack(b["node_id"], b["action_id"], b["token"], b["ok"], b["detail"])
+        },
+    )
 
 
 class Store:
@@ -92,8 +135,12 @@ def served(cluster_factory: Callable[..., Any]) -> Iterator[tuple[Any, dict[str,
     urls = {nid: f"http://127.0.0.1:{port}" for nid, port in ports.items()}
     servers = {}
     for nid, cp in cluster.nodes.items():
-        server = ApiServer(cp, f"127.0.0.1:{ports[nid]}", tokens=TOKENS,
-                           api_peers={n: u for n, u in urls.items() if n != nid})
+        server = ApiServer(
+            cp,
+            f"127.0.0.1:{ports[nid]}",
+            tokens=TOKENS,
+            api_peers={n: u for n, u in urls.items() if n != nid},
+        )
         _agent_routes(server, cp)
         server.start()
         servers[nid] = server
@@ -106,20 +153,32 @@ def served(cluster_factory: Callable[..., Any]) -> Iterator[tuple[Any, dict[str,
 
 def _converged(cp: Any) -> bool:
     parts = cp.fleet.partitions(stale_ok=True)
-    return bool(parts) and all(p["health"] == "healthy" for p in parts) and not \
-        cp.fleet.operations(stale_ok=True)
+    return (
+        bool(parts)
+        and all(p["health"] == "healthy" for p in parts)
+        and not cp.fleet.operations(stale_ok=True)
+    )
 
 
 def test_agents_place_partitions_fenced_and_survive_a_leader_change(
-        served: Any, wait_until: Callable[..., Any]) -> None:
+    served: Any, wait_until: Callable[..., Any]
+) -> None:
     cluster, servers = served
     urls = [s.url for s in servers.values()]
     token_of = {role.split(":")[1]: tok for tok, role in TOKENS.items() if role != "admin"}
     stores = {n: Store() for n, _z in AGENTS}
     clients = [Client(urls, token_of[n], CONFIG) for n, _z in AGENTS]
-    agents = [Agent(c, n, zone=z, heat=stores[n].heat, heartbeat_ms=100,
-                    handlers={"add_replica": stores[n].add, "remove_replica": stores[n].remove})
-              for c, (n, z) in zip(clients, AGENTS, strict=True)]
+    agents = [
+        Agent(
+            c,
+            n,
+            zone=z,
+            heat=stores[n].heat,
+            heartbeat_ms=100,
+            handlers={"add_replica": stores[n].add, "remove_replica": stores[n].remove},
+        )
+        for c, (n, z) in zip(clients, AGENTS, strict=True)
+    ]
     try:
         leader = cluster.leader()
         wait_until(lambda: len(leader.fleet.nodes()) == len(AGENTS), 10, "agents registered")
@@ -133,9 +192,14 @@ def test_agents_place_partitions_fenced_and_survive_a_leader_change(
         for i in range(6, 9):
             new_leader.fleet.create_partition(f"p{i}", rf=3)
         wait_until(lambda: _converged(new_leader), 40, "placement after the leader change")
-        wait_until(lambda: all(
-            sorted(n for n, s in stores.items() if p["id"] in s.held) == sorted(p["replicas"])
-            for p in new_leader.fleet.partitions()), 10, "stores match the replicas")
+        wait_until(
+            lambda: all(
+                sorted(n for n, s in stores.items() if p["id"] in s.held) == sorted(p["replicas"])
+                for p in new_leader.fleet.partitions()
+            ),
+            10,
+            "stores match the replicas",
+        )
     finally:
         for a in agents:
             a.close()

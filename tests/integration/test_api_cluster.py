@@ -15,8 +15,9 @@ from tests.integration.api_support import CONFIG, TOKEN
 pytestmark = pytest.mark.slow
 
 
-def test_kv_through_any_node_and_leader_discovery(api_cluster: Any,
-                                                  wait_until: Callable[..., Any]) -> None:
+def test_kv_through_any_node_and_leader_discovery(
+    api_cluster: Any, wait_until: Callable[..., Any]
+) -> None:
     cluster, servers = api_cluster
     leader = cluster.leader()
     follower = next(nid for nid in servers if nid != leader.node_id)
@@ -28,8 +29,11 @@ def test_kv_through_any_node_and_leader_discovery(api_cluster: Any,
         assert len(c.endpoints.all()) == 3
         assert c.status()["role"] in ("leader", "follower")
     for cp in cluster.nodes.values():
-        wait_until(lambda cp=cp: cp.kv.get("it/a", stale_ok=True) == (b"1", rev), 5,
-                   "the write on every replica")
+        wait_until(
+            lambda cp=cp: cp.kv.get("it/a", stale_ok=True) == (b"1", rev),
+            5,
+            "the write on every replica",
+        )
 
 
 def test_lock_fifo_and_fencing_across_clients(api_cluster: Any) -> None:
@@ -79,7 +83,8 @@ def test_client_survives_leader_failover_and_tokens_keep_growing(api_cluster: An
 
 
 def test_a_lock_whose_keepalives_stop_is_lost_and_the_next_holder_is_fenced(
-        api_cluster: Any) -> None:
+    api_cluster: Any,
+) -> None:
     _cluster, servers = api_cluster
     urls = [s.url for s in servers.values()]
     fence = FencedResource()
@@ -102,8 +107,10 @@ def test_watch_on_a_follower_sees_every_write_in_order(api_cluster: Any) -> None
     cluster, servers = api_cluster
     leader = cluster.leader()
     follower = next(nid for nid in servers if nid != leader.node_id)
-    with Client([servers[leader.node_id].url], TOKEN, CONFIG) as writer, \
-            Client([servers[follower].url], TOKEN, CONFIG) as watcher:
+    with (
+        Client([servers[leader.node_id].url], TOKEN, CONFIG) as writer,
+        Client([servers[follower].url], TOKEN, CONFIG) as watcher,
+    ):
         start = writer.put("watch/0", b"0")
         revisions = [start] + [writer.put(f"watch/{i}", str(i).encode()) for i in range(1, 20)]
         events = watcher.watch_events("watch/", start_revision=start, wait_ms=2_000)

@@ -59,14 +59,18 @@ def test_dry_runs_change_nothing_on_any_voter(cluster: Cluster) -> None:
     cluster.pause_ticks()
     before = cluster.hashes()
     assert len(set(before.values())) == 1  # every voter at the same index has the same hash
-    runs = [cluster.cli("kv", "put", "app/y", "two", "--dry-run", "-o", "json"),
-            cluster.cli("kv", "del", "app/y", "--dry-run", "-o", "json"),
-            cluster.cli("members", "remove", "c", "--dry-run", "-o", "json"),
-            cluster.cli("members", "add", "d", "127.0.0.1:1", "--dry-run", "-o", "json")]
+    runs = [
+        cluster.cli("kv", "put", "app/y", "two", "--dry-run", "-o", "json"),
+        cluster.cli("kv", "del", "app/y", "--dry-run", "-o", "json"),
+        cluster.cli("members", "remove", "c", "--dry-run", "-o", "json"),
+        cluster.cli("members", "add", "d", "127.0.0.1:1", "--dry-run", "-o", "json"),
+    ]
     plans = [json.loads(r.stdout) for r in runs]
     assert all(p["dry_run"] for p in plans)
-    assert plans[0]["plan"] == "put app/y: 3 bytes; replaces 3 bytes at revision " \
+    assert (
+        plans[0]["plan"] == "put app/y: 3 bytes; replaces 3 bytes at revision "
         f"{json.loads(cluster.cli('kv', 'get', 'app/y', '-o', 'json').stdout)['mod_revision']}"
+    )
     assert plans[2]["voters_after"] == ["a", "b"] and plans[2]["quorum_after"] == 2
     assert cluster.hashes() == before
     cluster.resume_ticks()
@@ -91,8 +95,9 @@ def test_production_needs_the_cluster_name_for_destructive_commands(cluster: Clu
     assert cluster.cli("kv", "del", "app/z", "--confirm-cluster", "prod-eu-1").returncode == 0
 
 
-def test_replay_of_a_copied_data_dir_reproduces_the_voters_hash(cluster: Cluster,
-                                                               tmp_path: Path) -> None:
+def test_replay_of_a_copied_data_dir_reproduces_the_voters_hash(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     for i in range(5):
         assert cluster.cli("kv", "put", f"r/{i}", str(i)).returncode == 0
     cluster.pause_ticks()

@@ -62,18 +62,29 @@ def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -
     moves = plan["plan"]["moves"]
     # every replica on s1 is copied elsewhere and removed from s1
     assert sorted(m["partition"] for m in moves if m["target"]) == sorted(
-        p["id"] for p in cp.fleet.partitions() if "s1" in p["replicas"])
+        p["id"] for p in cp.fleet.partitions() if "s1" in p["replicas"]
+    )
     assert len([m for m in moves if m["target"]]) == held
     assert all(m["target"] != "s1" for m in moves)
     est = plan["plan"]["estimate"]
     assert est["measured_moves"] > 0 and est["ms_per_move"] >= 0  # this cluster's moves
     assert "(median of the last 5 of this cluster)" in plan["words"]
-    scale = fleet.cli("update", "partition", "p0", "--scale-up", "--new-num-nodes", "3",
-                      "--dry-run")
+    scale = fleet.cli(
+        "update", "partition", "p0", "--scale-up", "--new-num-nodes", "3", "--dry-run"
+    )
     assert scale.returncode == 0, scale.stderr
     assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition(s)" in scale.stdout
-    down = fleet.cli("update", "partition", "p0", "--scale-down", "--new-num-nodes", "1",
-                     "--dry-run", "-o", "json")
+    down = fleet.cli(
+        "update",
+        "partition",
+        "p0",
+        "--scale-down",
+        "--new-num-nodes",
+        "1",
+        "--dry-run",
+        "-o",
+        "json",
+    )
     assert [m["target"] for m in json.loads(down.stdout)["plan"]["moves"]] == [None]
     wrong = fleet.cli("update", "partition", "p0", "--scale-down", "--new-num-nodes", "3")
     assert wrong.returncode == EXIT["usage"]
@@ -104,13 +115,13 @@ def test_a_wide_drain_is_refused_unless_the_cluster_is_named(fleet: FleetCluster
     assert relaxed["blast_radius"]["needs_confirmation"] is False
 
 
-def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(
-        fleet: FleetCluster) -> None:
+def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(fleet: FleetCluster) -> None:
     fleet.slow_copies(0.8)
     proc = fleet.popen("drain", "s2", "--confirm-cluster", "coreplane")
     cp = fleet.any_node()
-    wait_until(lambda: any(r["state"] == "running" for r in _op_records(fleet)), 30,
-               "the operation record")
+    wait_until(
+        lambda: any(r["state"] == "running" for r in _op_records(fleet)), 30, "the operation record"
+    )
     wait_until(lambda: cp.fleet.node("s2")["operations"], 30, "a move off s2")
     proc.kill()
     proc.wait(10)
@@ -127,8 +138,7 @@ def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(
             resumed = fleet.cli("ops", "resume", moves[0]["id"])
             assert resumed.returncode == EXIT["rejected"]
             break
-    again = fleet.cli("drain", "s2", "--confirm-cluster", "coreplane", "-o", "json",
-                      timeout=120)
+    again = fleet.cli("drain", "s2", "--confirm-cluster", "coreplane", "-o", "json", timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"attaching to operation {record['id']}" in again.stderr
     out = json.loads(again.stdout)
@@ -140,14 +150,16 @@ def test_the_same_drain_after_a_killed_cli_attaches_to_its_operation(
 
 def test_a_scale_up_resumes_after_the_leader_is_killed(fleet: FleetCluster) -> None:
     fleet.slow_copies(1.0)
-    start = fleet.cli("update", "partition", "p1", "--scale-up", "--new-num-nodes", "3",
-                      "--no-wait", "-o", "json")
+    start = fleet.cli(
+        "update", "partition", "p1", "--scale-up", "--new-num-nodes", "3", "--no-wait", "-o", "json"
+    )
     assert start.returncode == 0, start.stderr
     oid = json.loads(start.stdout)["operation"]
     old = fleet.leader()
     fleet.nodes[old].stop()
-    again = fleet.cli("update", "partition", "p1", "--scale-up", "--new-num-nodes", "3",
-                      "-o", "json", timeout=120)
+    again = fleet.cli(
+        "update", "partition", "p1", "--scale-up", "--new-num-nodes", "3", "-o", "json", timeout=120
+    )
     assert again.returncode == 0, again.stderr
     assert f"attaching to operation {oid}" in again.stderr
     assert json.loads(again.stdout)["state"] == "done"
@@ -161,8 +173,9 @@ def test_a_scale_up_resumes_after_the_leader_is_killed(fleet: FleetCluster) -> N
 def test_ctrl_c_detaches_and_the_operation_goes_on(fleet: FleetCluster) -> None:
     fleet.slow_copies(0.8)
     proc = fleet.popen("update", "partition", "p2", "--scale-up", "--new-num-nodes", "3")
-    wait_until(lambda: any(r["state"] == "running" for r in _op_records(fleet)), 30,
-               "the operation record")
+    wait_until(
+        lambda: any(r["state"] == "running" for r in _op_records(fleet)), 30, "the operation record"
+    )
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=20)
@@ -182,9 +195,13 @@ def test_plan_shows_the_diff_and_apply_makes_it_so(fleet: FleetCluster, tmp_path
     plan = fleet.cli("plan", "-f", str(spec))
     assert plan.returncode == EXIT["pending"], plan.stderr
     assert plan.stdout.splitlines()[:3] == [
-        "+ partition p9: rf 2", "~ partition p3: rf 2 -> 3", "~ node s5: active -> cordoned"]
-    applied = fleet.cli("apply", "-f", str(spec), "--confirm-cluster", "coreplane", "-o",
-                        "json", timeout=120)
+        "+ partition p9: rf 2",
+        "~ partition p3: rf 2 -> 3",
+        "~ node s5: active -> cordoned",
+    ]
+    applied = fleet.cli(
+        "apply", "-f", str(spec), "--confirm-cluster", "coreplane", "-o", "json", timeout=120
+    )
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["state"] == "done"
     again = fleet.cli("plan", "-f", str(spec), "-o", "json")
@@ -192,22 +209,35 @@ def test_plan_shows_the_diff_and_apply_makes_it_so(fleet: FleetCluster, tmp_path
     # cordoning two zones of three leaves one zone for rf 3: always asks, whatever the share
     short = tmp_path / "short.yaml"
     short.write_text("cordoned: [s0, s3, s1, s4]\n")
-    dry = fleet.cli("--max-nodes-pct", "100", "--max-partitions-pct", "100", "apply", "-f",
-                    str(short), "--dry-run", "-o", "json")
+    dry = fleet.cli(
+        "--max-nodes-pct",
+        "100",
+        "--max-partitions-pct",
+        "100",
+        "apply",
+        "-f",
+        str(short),
+        "--dry-run",
+        "-o",
+        "json",
+    )
     reasons = json.loads(dry.stdout)["blast_radius"]["reasons"]
-    assert reasons == ["afterwards 1 zone(s) can take replicas and the highest RF is 3: "
-                       "partitions above 1 cannot be fully placed",
-                       "afterwards 2 node(s) are active and take new replicas"]
+    assert reasons == [
+        "afterwards 1 zone(s) can take replicas and the highest RF is 3: "
+        "partitions above 1 cannot be fully placed",
+        "afterwards 2 node(s) are active and take new replicas",
+    ]
     assert "WARNING: afterwards 1 zone(s)" in json.loads(dry.stdout)["words"]
-    refused = fleet.cli("--max-nodes-pct", "100", "--max-partitions-pct", "100", "apply", "-f",
-                        str(short))
+    refused = fleet.cli(
+        "--max-nodes-pct", "100", "--max-partitions-pct", "100", "apply", "-f", str(short)
+    )
     assert refused.returncode == EXIT["unconfirmed"]
 
 
 def test_replay_reproduces_the_hash_and_prints_the_fleet_decisions(
-        fleet: FleetCluster, tmp_path: Path) -> None:
-    assert fleet.cli("drain", "s3", "--confirm-cluster", "coreplane", timeout=120).returncode \
-        == 0
+    fleet: FleetCluster, tmp_path: Path
+) -> None:
+    assert fleet.cli("drain", "s3", "--confirm-cluster", "coreplane", timeout=120).returncode == 0
     fleet.pause_ticks()
     hashes = fleet.hashes()
     follower = next(n for n in ("a", "b", "c") if n != fleet.leader())
@@ -230,8 +260,9 @@ def test_replay_reproduces_the_hash_and_prints_the_fleet_decisions(
 
 def test_cancel_asks_for_the_state_before(fleet: FleetCluster) -> None:
     fleet.slow_copies(2.0)
-    start = fleet.cli("update", "partition", "p4", "--scale-up", "--new-num-nodes", "3",
-                      "--no-wait", "-o", "json")
+    start = fleet.cli(
+        "update", "partition", "p4", "--scale-up", "--new-num-nodes", "3", "--no-wait", "-o", "json"
+    )
     oid = json.loads(start.stdout)["operation"]
     listed = json.loads(fleet.cli("ops", "list", "-o", "json").stdout)
     assert [r["id"] for r in listed["operations"]] == [oid]
@@ -241,8 +272,7 @@ def test_cancel_asks_for_the_state_before(fleet: FleetCluster) -> None:
     assert done.returncode == 0, done.stderr
     cp = fleet.any_node()
     assert cp.fleet.partition("p4")["rf"] == 2
-    assert json.loads(fleet.cli("ops", "show", oid, "-o", "json").stdout)["state"] == \
-        "cancelled"
+    assert json.loads(fleet.cli("ops", "show", oid, "-o", "json").stdout)["state"] == "cancelled"
     assert fleet.cli("ops", "resume", oid).returncode == EXIT["rejected"]
     fleet.slow_copies(0.05)
     fleet.wait_converged()

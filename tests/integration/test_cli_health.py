@@ -46,8 +46,7 @@ def test_health_levels_and_diagnose_find_a_stopped_voter(cluster: Cluster) -> No
     assert ("voter", victim) in places
     where_table = cluster.cli("health", "where", COREPLANE_ENDPOINTS=alive)
     assert "next: coreplane health why " in where_table.stdout
-    why = cluster.cli("health", "why", f"voter/{victim}", "-o", "json",
-                      COREPLANE_ENDPOINTS=alive)
+    why = cluster.cli("health", "why", f"voter/{victim}", "-o", "json", COREPLANE_ENDPOINTS=alive)
     findings = json.loads(why.stdout)["findings"]
     assert any(f["fix"] == f"coreplane members remove {victim}" for f in findings)
     table = cluster.cli("health", "why", f"voter/{victim}", COREPLANE_ENDPOINTS=alive)
@@ -55,8 +54,9 @@ def test_health_levels_and_diagnose_find_a_stopped_voter(cluster: Cluster) -> No
     diag = cluster.cli("diagnose", "-o", "json", COREPLANE_ENDPOINTS=alive)
     assert diag.returncode == EXIT["unhealthy"]
     assert any(victim in json.dumps(f["where"]) for f in json.loads(diag.stdout)["findings"])
-    spaced = cluster.cli("health", "why", "voter", victim, "-o", "json",
-                         COREPLANE_ENDPOINTS=alive)  # the form diagnose's fixes print
+    spaced = cluster.cli(
+        "health", "why", "voter", victim, "-o", "json", COREPLANE_ENDPOINTS=alive
+    )  # the form diagnose's fixes print
     assert json.loads(spaced.stdout)["findings"] == findings
     assert cluster.cli("health", "why", "voter").returncode == EXIT["usage"]
     missing = cluster.cli("health", "why", "voter/nope", COREPLANE_ENDPOINTS=alive)

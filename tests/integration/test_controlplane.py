@@ -66,8 +66,11 @@ def test_concurrent_puts_are_thread_safe(cluster_factory: Any) -> None:
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(cp, n))
-               for cp in cluster.nodes.values() for n in range(3)]
+    threads = [
+        threading.Thread(target=writer, args=(cp, n))
+        for cp in cluster.nodes.values()
+        for n in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -147,11 +150,12 @@ def test_restart_from_data_dirs_after_compaction(cluster_factory: Any) -> None:
     cluster = cluster_factory(log_compaction_min_entries=20)
     cluster.start_all()
     cluster.nodes["a"].wait_for_leader(timeout_s=10)
-    revs = {f"k{i}": cluster.nodes["abc"[i % 3]].kv.put(f"k{i}", str(i).encode())
-            for i in range(60)}
-    assert any((cluster.base / n / "journal.lmdb" / "snapshot.present").exists()
-               for n in cluster.addresses), \
-        "log compaction should have written a snapshot"
+    revs = {
+        f"k{i}": cluster.nodes["abc"[i % 3]].kv.put(f"k{i}", str(i).encode()) for i in range(60)
+    }
+    assert any(
+        (cluster.base / n / "journal.lmdb" / "snapshot.present").exists() for n in cluster.addresses
+    ), "log compaction should have written a snapshot"
     cluster.stop_all()
     cluster.created.clear()
 
@@ -168,8 +172,14 @@ def test_add_and_remove_voter(wait_until: Any, cluster_factory: Any) -> None:
     ids = ("a", "b", "c")
     for nid in ids:  # start as a 3-node cluster: d is not a voter yet
         peers = {p: cluster.addresses[p] for p in ids if p != nid}
-        cp = ControlPlane(nid, cluster.addresses[nid], peers, cluster.base / nid,
-                          b"integration-test-secret-0123456789", **cluster.options)
+        cp = ControlPlane(
+            nid,
+            cluster.addresses[nid],
+            peers,
+            cluster.base / nid,
+            b"integration-test-secret-0123456789",
+            **cluster.options,
+        )
         cluster.created.append(cp)
         cluster.nodes[nid] = cp
         cp.start()
@@ -180,8 +190,9 @@ def test_add_and_remove_voter(wait_until: Any, cluster_factory: Any) -> None:
     a.add_voter("d", cluster.addresses["d"])
     a.add_voter("d", cluster.addresses["d"])  # idempotent
     wait_until(lambda: d.kv.get("before", stale_ok=True) is not None, 10, "d to catch up")
-    wait_until(lambda: set(cluster.nodes["b"].members()) == {"a", "b", "c", "d"}, 10,
-               "b to record d")
+    wait_until(
+        lambda: set(cluster.nodes["b"].members()) == {"a", "b", "c", "d"}, 10, "b to record d"
+    )
     with pytest.raises(InvalidArgument):
         a.add_voter("d", "127.0.0.1:1")  # same id, other address
     leader = cluster.leader()
@@ -228,8 +239,11 @@ def test_leader_removes_itself(wait_until: Any, cluster_factory: Any) -> None:
     leader = cluster.leader()
     leader.remove_voter(leader.node_id)
     survivors = [cp for cp in cluster.nodes.values() if cp is not leader]
-    wait_until(lambda: all(leader.node_id not in cp.members() for cp in survivors), 10,
-               "the survivors to drop the old leader")
+    wait_until(
+        lambda: all(leader.node_id not in cp.members() for cp in survivors),
+        10,
+        "the survivors to drop the old leader",
+    )
     assert survivors[0].kv.put("after", b"self-removal") > 0
 
 
@@ -299,8 +313,11 @@ def test_a_snapshot_that_cannot_be_loaded_stops_the_node(
     cluster.nodes["a"].wait_for_leader(timeout_s=10)
     for i in range(60):
         cluster.nodes["a"].kv.put(f"k{i}", b"v")
-    wait_until(lambda: (cluster.base / "b" / "journal.lmdb" / "snapshot.present").exists(), 10,
-               "b to write a snapshot")
+    wait_until(
+        lambda: (cluster.base / "b" / "journal.lmdb" / "snapshot.present").exists(),
+        10,
+        "b to write a snapshot",
+    )
     cluster.nodes["b"].stop()
     b = cluster.make("b", start=False)
 

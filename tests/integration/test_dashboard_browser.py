@@ -15,16 +15,27 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
-    pytest.skip("Debian's chromium package is not installed (apt-get install -y chromium; "
-                ".ci/run does it)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="playwright is not installed (pip install '.[ui]')")
+    pytest.skip(
+        "Debian's chromium package is not installed (apt-get install -y chromium; .ci/run does it)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install '.[ui]')"
+)
 
 from tests.integration.cli_fleet_support import FleetCluster  # noqa: E402
 from tests.integration.cli_support import ADMIN  # noqa: E402
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -37,13 +48,15 @@ def fleet(tmp_path: Path) -> Iterator[FleetCluster]:
 
 
 def test_dashboard_shows_the_cluster_and_drills_a_fault_to_its_why(
-        fleet: FleetCluster, tmp_path: Path) -> None:
+    fleet: FleetCluster, tmp_path: Path
+) -> None:
     leader = fleet.leader()
     home = leader  # the page is served by the leader; a follower is stopped
     victim = next(n for n in ("a", "b", "c") if n != leader)
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS)
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS
+        )
         try:
             page = ctx.new_page()
             page.goto(f"{fleet.apis[home]}/dashboard#token={ADMIN}")
@@ -51,11 +64,11 @@ def test_dashboard_shows_the_cluster_and_drills_a_fault_to_its_why(
             assert ADMIN not in page.url  # the token left the address bar at once
             voters = page.locator("#voters tbody tr")
             assert voters.count() == 3
-            assert page.locator("#voters tbody tr", has_text="leader").inner_text() \
-                .startswith(leader)
+            assert (
+                page.locator("#voters tbody tr", has_text="leader").inner_text().startswith(leader)
+            )
             zones = page.locator("#zones .zone")
-            assert [zones.nth(i).get_attribute("data-zone") for i in range(3)] == \
-                ["z0", "z1", "z2"]
+            assert [zones.nth(i).get_attribute("data-zone") for i in range(3)] == ["z0", "z1", "z2"]
             assert page.locator("#zones .node.alive").count() == 6
             # Healthy, or at most warnings unrelated to the fault (a loaded CI machine may
             # show a slow journal flush): the victim is not among the places yet.

@@ -30,9 +30,12 @@ class ApiCluster:
         self.urls = {nid: f"http://127.0.0.1:{port}" for nid, port in ports.items()}
         self.servers: dict[str, ApiServer] = {}
         for nid, cp in nodes.items():
-            server = ApiServer(cp, f"127.0.0.1:{ports[nid]}",
-                               tokens={ADMIN: "admin", CLIENT: "client"},
-                               api_peers={n: u for n, u in self.urls.items() if n != nid})
+            server = ApiServer(
+                cp,
+                f"127.0.0.1:{ports[nid]}",
+                tokens={ADMIN: "admin", CLIENT: "client"},
+                api_peers={n: u for n, u in self.urls.items() if n != nid},
+            )
             server.start()
             self.servers[nid] = server
 
@@ -75,15 +78,30 @@ def test_a_healthy_cluster_over_http(api: ApiCluster) -> None:
     assert api.get(leader, "/health/why/voter/nobody").status_code == 404
     assert api.get(leader, "/metrics", token=None).status_code == 401
     text = api.get(leader, "/metrics").text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(text) for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
     assert samples[("coreplane_raft_is_leader", (("node", leader),))] == 1.0
-    assert samples[("coreplane_api_requests_total", (("code", "200"), ("method", "GET"),
-                                                      ("node", leader),
-                                                      ("route", "/health")))] == 1.0
-    assert samples[("coreplane_api_requests_total", (("code", "401"), ("method", "GET"),
-                                                      ("node", leader),
-                                                      ("route", "/metrics")))] == 1.0
+    assert (
+        samples[
+            (
+                "coreplane_api_requests_total",
+                (("code", "200"), ("method", "GET"), ("node", leader), ("route", "/health")),
+            )
+        ]
+        == 1.0
+    )
+    assert (
+        samples[
+            (
+                "coreplane_api_requests_total",
+                (("code", "401"), ("method", "GET"), ("node", leader), ("route", "/metrics")),
+            )
+        ]
+        == 1.0
+    )
     assert ("coreplane_raft_fsync_seconds_count", (("node", leader),)) in samples
 
 

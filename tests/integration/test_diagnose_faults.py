@@ -27,19 +27,26 @@ pytestmark = pytest.mark.slow
 WRONG_SECRET = b"not-the-cluster-secret-0123456789"
 
 
-def inspect(cluster: Any, observers: dict[str, Observer] | None = None, *,
-            window_s: float = 0.0, observer: str | None = None) -> Any:
+def inspect(
+    cluster: Any,
+    observers: dict[str, Observer] | None = None,
+    *,
+    window_s: float = 0.0,
+    observer: str | None = None,
+) -> Any:
     """Inputs as the leader (or `observer`) sees the cluster, every node sampled in-process."""
     observers = observers if observers is not None else {}
     for nid, cp in cluster.nodes.items():
         observers.setdefault(nid, Observer(cp))
     me = observer or cluster.leader().node_id
-    return gather_inprocess(observers[me], {n: o for n, o in observers.items() if n != me},
-                            window_s=window_s)
+    return gather_inprocess(
+        observers[me], {n: o for n, o in observers.items() if n != me}, window_s=window_s
+    )
 
 
 def found(cluster: Any, check: str, wait_until: Any, **kw: Any) -> Finding:
     """Wait (bounded) until diagnose reports `check`; that finding."""
+
     def look() -> Finding | None:
         hits = [f for f in diagnose(inspect(cluster, **kw)) if f.check == check]
         return hits[0] if hits else None
@@ -171,8 +178,9 @@ def test_wrong_secret(cluster_factory: Any, wait_until: Any) -> None:
     # c is a configured voter started with another secret (its data dir is new, so nothing
     # else refuses it): the handshakes with a and b fail
     peers = {p: a for p, a in cluster.addresses.items() if p != "c"}
-    c = ControlPlane("c", cluster.addresses["c"], peers, cluster.base / "c", WRONG_SECRET,
-                     **cluster.options)
+    c = ControlPlane(
+        "c", cluster.addresses["c"], peers, cluster.base / "c", WRONG_SECRET, **cluster.options
+    )
     cluster.created.append(c)
     cluster.nodes["c"] = c
     c.start()
@@ -181,8 +189,11 @@ def test_wrong_secret(cluster_factory: Any, wait_until: Any) -> None:
     assert f.where == (Place("voter", "c"),) and f.severity == "critical"
     assert "failed the wire's HMAC handshake" in f.why and "another cluster secret" in f.why
     assert f.fix == "coreplane members remove c" and "cluster's secret" in f.note
-    assert wait_until(lambda: all(p.connected is False for nid, p in
-                                  cluster.leader().status().peers.items() if nid == "c"))
+    assert wait_until(
+        lambda: all(
+            p.connected is False for nid, p in cluster.leader().status().peers.items() if nid == "c"
+        )
+    )
 
 
 def test_election_churn(cluster_factory: Any, wait_until: Any) -> None:

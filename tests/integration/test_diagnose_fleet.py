@@ -20,8 +20,13 @@ from coreplane.testing.fleet import ThreadAgent
 
 pytestmark = pytest.mark.slow
 
-CFG = FleetConfig(suspect_after_ms=1_000, dead_after_ms=2_000, copy_timeout_ms=1_500,
-                  cleanup_timeout_ms=1_500, moves_in_flight_per_node=4)
+CFG = FleetConfig(
+    suspect_after_ms=1_000,
+    dead_after_ms=2_000,
+    copy_timeout_ms=1_500,
+    cleanup_timeout_ms=1_500,
+    moves_in_flight_per_node=4,
+)
 
 
 def _endpoint(cp: ControlPlane) -> Any:
@@ -30,11 +35,18 @@ def _endpoint(cp: ControlPlane) -> Any:
             node_id = fields.pop("node_id")
             return cp.fleet.heartbeat(node_id, **fields)
         if op == "actions":
-            return [dataclasses.asdict(a)
-                    for a in cp.fleet.actions(fields["node_id"], stale_ok=True)]
+            return [
+                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
+            ]
         if op == "ack":
-            return cp.fleet.ack(fields["node_id"], fields["action_id"], fields["token"],
-                                fields["ok"], fields["detail"], timeout_s=2.0)
+            return cp.fleet.ack(
+                fields["node_id"],
+                fields["action_id"],
+                fields["token"],
+                fields["ok"],
+                fields["detail"],
+                timeout_s=2.0,
+            )
         raise ValueError(op)
 
     return call
@@ -57,8 +69,13 @@ def fleet(cluster_factory: Any) -> Iterator[tuple[Any, dict[str, ThreadAgent]]]:
         agent.stop()
 
 
-def _start(cluster: Any, agents: dict[str, ThreadAgent], node_id: str, zone: str,
-           kind: type[ThreadAgent] = ThreadAgent) -> None:
+def _start(
+    cluster: Any,
+    agents: dict[str, ThreadAgent],
+    node_id: str,
+    zone: str,
+    kind: type[ThreadAgent] = ThreadAgent,
+) -> None:
     endpoints = [_endpoint(cp) for cp in cluster.nodes.values()]
     agents[node_id] = kind(node_id, zone, endpoints, agents, heartbeat_s=0.1)
     agents[node_id].start()
@@ -67,14 +84,18 @@ def _start(cluster: Any, agents: dict[str, ThreadAgent], node_id: str, zone: str
 def _inspect(cluster: Any) -> Any:
     leader = cluster.leader()
     obs = {n: Observer(cp) for n, cp in cluster.nodes.items()}
-    return gather_inprocess(obs[leader.node_id],
-                            {n: o for n, o in obs.items() if n != leader.node_id})
+    return gather_inprocess(
+        obs[leader.node_id], {n: o for n, o in obs.items() if n != leader.node_id}
+    )
 
 
 def _converged(cp: ControlPlane) -> bool:
     parts = cp.fleet.partitions(stale_ok=True)
-    return bool(parts) and all(p["health"] == "healthy" for p in parts) and not \
-        cp.fleet.operations(stale_ok=True)
+    return (
+        bool(parts)
+        and all(p["health"] == "healthy" for p in parts)
+        and not cp.fleet.operations(stale_ok=True)
+    )
 
 
 def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until: Any) -> None:
@@ -93,8 +114,11 @@ def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until:
         findings = diagnose(_inspect(cluster))
         silent = [f for f in findings if f.check == "silent_agent"]
         under = [f for f in findings if f.check == "under_replicated"]
-        return (silent, under) if silent and silent[0].severity == "critical" and \
-            len(under) == 4 else None
+        return (
+            (silent, under)
+            if silent and silent[0].severity == "critical" and len(under) == 4
+            else None
+        )
 
     silent, under = wait_until(dead, 20, "s1 dead and four partitions short")
     f = silent[0]
@@ -109,8 +133,11 @@ def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until:
     assert where(inputs, findings).by_kind()["node"] == ["s1"]
     assert why(inputs, findings, "zone/z1").state["by_state"] == {"dead": 1}
     text = Metrics(cluster.leader()).generate().decode()
-    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
-           for fam in text_string_to_metric_families(text) for s in fam.samples}
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
     node = cluster.leader().node_id
     assert got[("coreplane_fleet_nodes", (("node", node), ("state", "dead")))] == 1.0
     assert got[("coreplane_fleet_nodes", (("node", node), ("state", "alive")))] == 2.0

@@ -26,9 +26,14 @@ ADMIN = "procs-admin-token-0123456789"
 
 
 class Procs:
-    def __init__(self, base: Path, *, skew: dict[str, float] | None = None,
-                 secrets: dict[str, str] | None = None,
-                 faults: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        skew: dict[str, float] | None = None,
+        secrets: dict[str, str] | None = None,
+        faults: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         ids = ("a", "b", "c")
         base.mkdir(parents=True, exist_ok=True)
         ports = free_ports(6)  # one call: six distinct ports
@@ -37,16 +42,25 @@ class Procs:
         self.urls = {n: f"http://127.0.0.1:{p}" for n, p in http.items()}
         self.nodes: dict[str, JsonLineChild] = {}
         for nid in ids:
-            cfg = {"node_id": nid, "address": f"127.0.0.1:{raft[nid]}",
-                   "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
-                   "data_dir": str(base / nid), "api_address": f"127.0.0.1:{http[nid]}",
-                   "api_peers": {p: u for p, u in self.urls.items() if p != nid},
-                   "tokens": {ADMIN: "admin"}, "clock_skew_s": (skew or {}).get(nid, 0.0),
-                   **(faults or {}).get(nid, {})}
+            cfg = {
+                "node_id": nid,
+                "address": f"127.0.0.1:{raft[nid]}",
+                "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
+                "data_dir": str(base / nid),
+                "api_address": f"127.0.0.1:{http[nid]}",
+                "api_peers": {p: u for p, u in self.urls.items() if p != nid},
+                "tokens": {ADMIN: "admin"},
+                "clock_skew_s": (skew or {}).get(nid, 0.0),
+                **(faults or {}).get(nid, {}),
+            }
             secret = (secrets or {}).get(nid, SECRET)
             self.nodes[nid] = JsonLineChild(
-                nid, [sys.executable, "-m", "tests.integration.obs_node", json.dumps(cfg)],
-                log_path=base / f"{nid}.log", env={"COREPLANE_TEST_SECRET": secret}, cwd=ROOT)
+                nid,
+                [sys.executable, "-m", "tests.integration.obs_node", json.dumps(cfg)],
+                log_path=base / f"{nid}.log",
+                env={"COREPLANE_TEST_SECRET": secret},
+                cwd=ROOT,
+            )
         for child in self.nodes.values():
             child.start(timeout_s=30)
 
@@ -64,8 +78,11 @@ class Procs:
         return found
 
     def diagnose(self, nid: str) -> list[dict[str, Any]]:
-        answer = httpx.get(self.urls[nid] + "/v1/diagnose", timeout=15.0,
-                           headers={"Authorization": f"Bearer {ADMIN}"})
+        answer = httpx.get(
+            self.urls[nid] + "/v1/diagnose",
+            timeout=15.0,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
         assert answer.status_code == 200, answer.text
         findings: list[dict[str, Any]] = answer.json()["findings"]
         return findings
@@ -100,8 +117,7 @@ def test_healthy_then_a_voter_killed(procs: Any, wait_until: Any) -> None:
         return [f for f in cluster.diagnose(leader) if f["check"] == "quorum"]
 
     f = wait_until(quorum, 15.0, "a quorum finding")[0]
-    assert f["where"] == [{"kind": "voter", "id": victim,
-                           "link": f"/health/why/voter/{victim}"}]
+    assert f["where"] == [{"kind": "voter", "id": victim, "link": f"/health/why/voter/{victim}"}]
     assert "2 of 3 voters answer, a quorum needs 2" in f["why"]
     assert f["fix"] == f"coreplane members remove {victim}"
 
@@ -159,8 +175,11 @@ def test_a_voter_with_its_lmdb_map_nearly_full(procs: Any, wait_until: Any) -> N
     leader = cluster.leader(wait_until)
 
     def use_pct() -> int:
-        answer = httpx.get(cluster.urls["b"] + "/v1/obs/sample", timeout=10.0,
-                           headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        answer = httpx.get(
+            cluster.urls["b"] + "/v1/obs/sample",
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ).json()
         j = answer["raft"]["journal"]
         return int((j["last_page"] + 1) * j["page_bytes"] * 100 // j["map_size_max_bytes"])
 
@@ -179,10 +198,16 @@ def test_a_client_with_a_wrong_token(procs: Any, wait_until: Any) -> None:
     cluster = procs()
     leader = cluster.leader(wait_until)
     for _ in range(2):
-        bad = httpx.get(cluster.urls[leader] + "/v1/status", timeout=10.0,
-                        headers={"Authorization": "Bearer not-this-clusters-token-000"})
+        bad = httpx.get(
+            cluster.urls[leader] + "/v1/status",
+            timeout=10.0,
+            headers={"Authorization": "Bearer not-this-clusters-token-000"},
+        )
         assert bad.status_code == 401
     f = _found(cluster, leader, "token_mismatch", wait_until)
-    assert f["where"][0] == {"kind": "client", "id": "127.0.0.1",
-                             "link": "/health/why/client/127.0.0.1"}
+    assert f["where"][0] == {
+        "kind": "client",
+        "id": "127.0.0.1",
+        "link": "/health/why/client/127.0.0.1",
+    }
     assert f["evidence"]["unauthorized"] == 2

@@ -14,8 +14,13 @@ from coreplane.errors import NotLeader
 from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.fleet import ThreadAgent, started_moves
 
-CFG = FleetConfig(suspect_after_ms=1_000, dead_after_ms=2_000, copy_timeout_ms=3_000,
-                  cleanup_timeout_ms=3_000, moves_in_flight_per_node=4)
+CFG = FleetConfig(
+    suspect_after_ms=1_000,
+    dead_after_ms=2_000,
+    copy_timeout_ms=3_000,
+    cleanup_timeout_ms=3_000,
+    moves_in_flight_per_node=4,
+)
 
 
 def _endpoint(cp: ControlPlane) -> Any:
@@ -24,11 +29,18 @@ def _endpoint(cp: ControlPlane) -> Any:
             node_id = fields.pop("node_id")
             return cp.fleet.heartbeat(node_id, **fields)
         if op == "actions":
-            return [dataclasses.asdict(a)
-                    for a in cp.fleet.actions(fields["node_id"], stale_ok=True)]
+            return [
+                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
+            ]
         if op == "ack":
-            return cp.fleet.ack(fields["node_id"], fields["action_id"], fields["token"],
-                                fields["ok"], fields["detail"], timeout_s=2.0)
+            return cp.fleet.ack(
+                fields["node_id"],
+                fields["action_id"],
+                fields["token"],
+                fields["ok"],
+                fields["detail"],
+                timeout_s=2.0,
+            )
         raise ValueError(op)
 
     return call
@@ -36,13 +48,17 @@ def _endpoint(cp: ControlPlane) -> Any:
 
 def _converged(cp: ControlPlane) -> bool:
     parts = cp.fleet.partitions(stale_ok=True)
-    return bool(parts) and all(p["health"] == "healthy" for p in parts) and not \
-        cp.fleet.operations(stale_ok=True)
+    return (
+        bool(parts)
+        and all(p["health"] == "healthy" for p in parts)
+        and not cp.fleet.operations(stale_ok=True)
+    )
 
 
 @pytest.mark.slow
-def test_fleet_bootstraps_and_repairs_a_dead_storage_node(cluster_factory: Any,
-                                                          wait_until: Any) -> None:
+def test_fleet_bootstraps_and_repairs_a_dead_storage_node(
+    cluster_factory: Any, wait_until: Any
+) -> None:
     cluster = cluster_factory().start_all(fleet_config=CFG)
     leader = cluster.leader()
     follower = cluster.followers()[0]

@@ -21,9 +21,14 @@ OPTIONS = {
     "election_timeout_ms": [250, 500],
     "heartbeat_ms": 50,
     "tick_interval_ms": 100,
-    "fleet_config": {"suspect_after_ms": 1_500, "dead_after_ms": 3_000,
-                     "copy_timeout_ms": 4_000, "cleanup_timeout_ms": 4_000,
-                     "moves_in_flight_per_node": 2, "moves_in_flight_max": 16},
+    "fleet_config": {
+        "suspect_after_ms": 1_500,
+        "dead_after_ms": 3_000,
+        "copy_timeout_ms": 4_000,
+        "cleanup_timeout_ms": 4_000,
+        "moves_in_flight_per_node": 2,
+        "moves_in_flight_max": 16,
+    },
 }
 
 
@@ -65,8 +70,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_kill9_leader_mid_move_and_a_storage_node(tmp_path: Path, demo_harness: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kill9_leader_mid_move_and_a_storage_node(
+    tmp_path: Path, demo_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the children run this checkout's coreplane
     with demo_harness.ProcCluster(tmp_path, options=OPTIONS) as cluster:
         cluster.start_all()
@@ -74,22 +80,30 @@ def test_kill9_leader_mid_move_and_a_storage_node(tmp_path: Path, demo_harness: 
         endpoints = [_endpoint(n) for n in cluster.nodes.values()]
         peers: dict[str, ThreadAgent] = {}
         for i in range(20):
-            peers[f"s{i:02d}"] = ThreadAgent(f"s{i:02d}", f"z{i % 4}", endpoints, peers,
-                                             heartbeat_s=0.3, copy_s=0.2)
+            peers[f"s{i:02d}"] = ThreadAgent(
+                f"s{i:02d}", f"z{i % 4}", endpoints, peers, heartbeat_s=0.3, copy_s=0.2
+            )
         for agent in peers.values():
             agent.start()
         try:
-            _wait(lambda: len(cluster.nodes[leader].request("fleet_nodes")["nodes"]) == 20,
-                  30, "20 nodes registered")
+            _wait(
+                lambda: len(cluster.nodes[leader].request("fleet_nodes")["nodes"]) == 20,
+                30,
+                "20 nodes registered",
+            )
             for i in range(40):
-                cluster.nodes[leader].request("fleet_create_partition", pid=f"p{i:02d}", rf=3,
-                                              timeout_s=5)
+                cluster.nodes[leader].request(
+                    "fleet_create_partition", pid=f"p{i:02d}", rf=3, timeout_s=5
+                )
             _wait(lambda: _healthy(cluster, 40), 90, "bootstrap")
             # Drain two nodes (moves start), then kill -9 the leader while they run.
             for victim in ("s00", "s01"):
                 cluster.nodes[leader].request("fleet_drain", node_id=victim, timeout_s=5)
-            _wait(lambda: cluster.nodes[leader].request("fleet_operations")["operations"], 10,
-                  "moves in flight")
+            _wait(
+                lambda: cluster.nodes[leader].request("fleet_operations")["operations"],
+                10,
+                "moves in flight",
+            )
             cluster.nodes[leader].kill9()
             new_leader = cluster.wait_leader(20, exclude=leader)
             peers["s05"].stop()  # and a storage node dies
@@ -97,9 +111,14 @@ def test_kill9_leader_mid_move_and_a_storage_node(tmp_path: Path, demo_harness: 
             gone = {"s00", "s01", "s05"}
             # Healthy is not enough: a failover counts every node as heard when it takes over,
             # so until s05 is declared dead its replicas still look healthy.
-            _wait(lambda: _healthy(cluster, 40) and not any(
-                gone & set(p["replicas"]) for p in _partitions(cluster)), 120,
-                "repaired and drained")
+            _wait(
+                lambda: (
+                    _healthy(cluster, 40)
+                    and not any(gone & set(p["replicas"]) for p in _partitions(cluster))
+                ),
+                120,
+                "repaired and drained",
+            )
             parts = _partitions(cluster)
             for part in parts:
                 replicas = part["replicas"]

@@ -18,17 +18,26 @@ from coreplane.testing.ports import free_ports
 
 pytestmark = pytest.mark.slow
 
-ADMIN, CLIENT, AGENT = "routes-admin-token-0123456789", "routes-client-token-012345", \
-    "routes-agent-token-s0-0123456"
+ADMIN, CLIENT, AGENT = (
+    "routes-admin-token-0123456789",
+    "routes-client-token-012345",
+    "routes-agent-token-s0-0123456",
+)
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Any]:
     raft, api = free_ports(2)
-    cp = coreplane.ControlPlane("a", f"127.0.0.1:{raft}", {}, tmp_path / "a",
-                                b"routes-secret-0123456789abcdef",
-                                api_address=f"127.0.0.1:{api}", tick_interval_ms=100,
-                                api_tokens={ADMIN: "admin", CLIENT: "client", AGENT: "agent:s0"})
+    cp = coreplane.ControlPlane(
+        "a",
+        f"127.0.0.1:{raft}",
+        {},
+        tmp_path / "a",
+        b"routes-secret-0123456789abcdef",
+        api_address=f"127.0.0.1:{api}",
+        tick_interval_ms=100,
+        api_tokens={ADMIN: "admin", CLIENT: "client", AGENT: "agent:s0"},
+    )
     cp.start()
     cp.wait_for_leader(timeout_s=10)
     try:
@@ -38,8 +47,9 @@ def node(tmp_path: Path) -> Iterator[Any]:
 
 
 def _post(cp: Any, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(cp.api_url + path, json=body, timeout=10,
-                      headers={"Authorization": f"Bearer {token}"})
+    return httpx.post(
+        cp.api_url + path, json=body, timeout=10, headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 def test_roles_agents_and_the_dry_run(node: Any) -> None:
@@ -50,27 +60,43 @@ def test_roles_agents_and_the_dry_run(node: Any) -> None:
     assert _post(node, "/v1/fleet/drain", CLIENT, {"node_id": "s0"}).status_code == 403
     assert _post(node, "/v1/fleet/plan", CLIENT, {"changes": "[]"}).status_code == 403
     for _ in range(100):  # registered by the leader's next report
-        nodes = httpx.get(node.api_url + "/v1/fleet/nodes", timeout=10,
-                          headers={"Authorization": f"Bearer {CLIENT}"}).json()["nodes"]
+        nodes = httpx.get(
+            node.api_url + "/v1/fleet/nodes",
+            timeout=10,
+            headers={"Authorization": f"Bearer {CLIENT}"},
+        ).json()["nodes"]
         if nodes:
             break
         assert _post(node, "/v1/fleet/heartbeat", AGENT, beat).status_code == 200
         time.sleep(0.1)
     assert [n["id"] for n in nodes] == ["s0"]
-    bad = _post(node, "/v1/fleet/plan", ADMIN, {"changes": json.dumps([{"verb": "explode",
-                                                                        "subject": "s0"}])})
+    bad = _post(
+        node,
+        "/v1/fleet/plan",
+        ADMIN,
+        {"changes": json.dumps([{"verb": "explode", "subject": "s0"}])},
+    )
     assert bad.status_code == 400 and bad.json()["field"] == "changes"
-    unknown = _post(node, "/v1/fleet/plan", ADMIN,
-                    {"changes": json.dumps([{"verb": "drain", "subject": "nope"}])})
+    unknown = _post(
+        node,
+        "/v1/fleet/plan",
+        ADMIN,
+        {"changes": json.dumps([{"verb": "drain", "subject": "nope"}])},
+    )
     assert unknown.status_code == 400 and "no node 'nope'" in unknown.json()["message"]
     node._tick_interval_s = 3600.0  # test-only: no Tick entries while we look
     time.sleep(0.3)
     before = node.state_hash()
-    plan = _post(node, "/v1/fleet/plan", ADMIN,
-                 {"changes": json.dumps([{"verb": "create", "subject": "p1", "rf": 1}])})
+    plan = _post(
+        node,
+        "/v1/fleet/plan",
+        ADMIN,
+        {"changes": json.dumps([{"verb": "create", "subject": "p1", "rf": 1}])},
+    )
     assert plan.status_code == 200, plan.text
     answer = plan.json()
     assert [(m["partition"], m["source"], m["target"]) for m in answer["moves"]] == [
-        ("p1", None, "s0")]
+        ("p1", None, "s0")
+    ]
     assert (answer["nodes_total"], answer["partitions_total"]) == (1, 0)
     assert node.state_hash() == before  # a dry-run proposes nothing

@@ -28,9 +28,16 @@ def test_three_hosts_serve_the_api_and_stop_cleanly(tmp_path: Path) -> None:
     try:
         for n in ids:
             cp = coreplane.ControlPlane(
-                n, raft[n], {k: v for k, v in raft.items() if k != n}, tmp_path / n, SECRET,
-                api_address=apis[n].removeprefix("http://"), api_tokens={TOKEN: "client"},
-                api_peers={k: v for k, v in apis.items() if k != n}, **FAST)
+                n,
+                raft[n],
+                {k: v for k, v in raft.items() if k != n},
+                tmp_path / n,
+                SECRET,
+                api_address=apis[n].removeprefix("http://"),
+                api_tokens={TOKEN: "client"},
+                api_peers={k: v for k, v in apis.items() if k != n},
+                **FAST,
+            )
             nodes.append(cp)
             cp.start()
         assert [cp.api_url for cp in nodes] == [apis[n] for n in ids]

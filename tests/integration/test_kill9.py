@@ -37,8 +37,9 @@ OPTIONS = {
 }
 
 
-def _writer(cluster: Any, rng: random.Random, cycle: int, count: int,
-            acked: dict[str, str]) -> None:
+def _writer(
+    cluster: Any, rng: random.Random, cycle: int, count: int, acked: dict[str, str]
+) -> None:
     """Write `count` unique keys through random nodes; record only acknowledged ones."""
     for i in range(count):
         via = rng.choice(sorted(cluster.nodes))
@@ -58,8 +59,10 @@ def _check_replicas(cluster: Any, acked: dict[str, str], cycle: int, note: str) 
         lost = sorted(k for k, v in acked.items() if items.get(k) != v)
         if lost:
             statuses = {n: cluster.status(n) for n in cluster.nodes}
-            raise AssertionError(f"seed {SEED} cycle {cycle} ({note}): node {node_id} lost acked "
-                                 f"writes {lost[:10]}; statuses {statuses}")
+            raise AssertionError(
+                f"seed {SEED} cycle {cycle} ({note}): node {node_id} lost acked "
+                f"writes {lost[:10]}; statuses {statuses}"
+            )
     cluster.equal_hashes()
 
 
@@ -73,11 +76,15 @@ def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path, demo_harness: A
         for cycle in range(CYCLES):
             leader = cluster.wait_leader(timeout_s=20)
             role = "leader" if rng.random() < 0.5 else "follower"
-            victim = leader if role == "leader" else rng.choice(
-                sorted(n for n in cluster.nodes if n != leader))
+            victim = (
+                leader
+                if role == "leader"
+                else rng.choice(sorted(n for n in cluster.nodes if n != leader))
+            )
             writer = threading.Thread(
                 target=_writer,
-                args=(cluster, random.Random(rng.random()), cycle, rng.randint(4, 10), acked))
+                args=(cluster, random.Random(rng.random()), cycle, rng.randint(4, 10), acked),
+            )
             writer.start()
             time.sleep(rng.uniform(0.0, 0.12))  # the random moment
             cluster.nodes[victim].kill9()
@@ -87,12 +94,20 @@ def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path, demo_harness: A
             cluster.nodes[victim].start()
             _check_replicas(cluster, acked, cycle, f"killed {role} {victim}")
 
-        tokens = sorted((e["at"], e["token"]) for n in cluster.nodes.values()
-                        for e in n.events if e.get("event") == "leadership" and e["gained"])
-        assert [t for _, t in tokens] == sorted({t for _, t in tokens}), \
+        tokens = sorted(
+            (e["at"], e["token"])
+            for n in cluster.nodes.values()
+            for e in n.events
+            if e.get("event") == "leadership" and e["gained"]
+        )
+        assert [t for _, t in tokens] == sorted({t for _, t in tokens}), (
             f"seed {SEED}: fencing tokens did not grow strictly: {tokens}"
-        snapshots = [n for n in cluster.nodes
-                     if (tmp_path / n / "journal.lmdb" / "snapshot.present").exists()]
+        )
+        snapshots = [
+            n
+            for n in cluster.nodes
+            if (tmp_path / n / "journal.lmdb" / "snapshot.present").exists()
+        ]
         assert snapshots, "log compaction never ran: restarts did not exercise snapshots"
         codes = {n: node.stop() for n, node in cluster.nodes.items()}
         assert all(c == 0 for c in codes.values()), codes
@@ -101,8 +116,15 @@ def test_kill9_cycles_lose_no_acknowledged_write(tmp_path: Path, demo_harness: A
     print(f"kill -9 cycles: {CYCLES} (seed {SEED}) {kills}; acknowledged writes: {len(acked)}")
 
 
-def _client(cluster: Any, rng: random.Random, name: str, keys: list[str],
-            stop: threading.Event, history: list[Operation], lock: threading.Lock) -> None:
+def _client(
+    cluster: Any,
+    rng: random.Random,
+    name: str,
+    keys: list[str],
+    stop: threading.Event,
+    history: list[Operation],
+    lock: threading.Lock,
+) -> None:
     """Random linearizable reads and unique writes on a few keys through random nodes."""
     n = 0
     while not stop.is_set():
@@ -119,9 +141,15 @@ def _client(cluster: Any, rng: random.Random, name: str, keys: list[str],
         except (ProcessDown, TimeoutError):
             reply = {"ok": False}
         ret = time.monotonic_ns() if reply.get("ok") else None
-        op = Operation(client=name, call=call, ret=ret, kind="write" if write else "read",
-                       key=key, arg=value if write else None,
-                       result=None if write or ret is None else reply.get("value"))
+        op = Operation(
+            client=name,
+            call=call,
+            ret=ret,
+            kind="write" if write else "read",
+            key=key,
+            arg=value if write else None,
+            result=None if write or ret is None else reply.get("value"),
+        )
         with lock:
             history.append(op)
         if ret is None:
@@ -139,9 +167,13 @@ def test_kill9_client_histories_are_linearizable(tmp_path: Path, demo_harness: A
     with demo_harness.ProcCluster(tmp_path, options=OPTIONS) as cluster:
         cluster.start_all()
         cluster.wait_leader(timeout_s=20)
-        clients = [threading.Thread(target=_client, args=(
-            cluster, random.Random(rng.random()), f"c{i}", keys, stop, history, lock))
-            for i in range(3)]
+        clients = [
+            threading.Thread(
+                target=_client,
+                args=(cluster, random.Random(rng.random()), f"c{i}", keys, stop, history, lock),
+            )
+            for i in range(3)
+        ]
         for t in clients:
             t.start()
         try:
@@ -160,5 +192,7 @@ def test_kill9_client_histories_are_linearizable(tmp_path: Path, demo_harness: A
     assert len(done) > 50, f"too few completed operations: {len(done)}"
     result = check_kv(history)
     assert result.ok, f"seed {SEED}: {result.verdict.value} on key {result.key}: {result.detail}"
-    print(f"linearizable history: {len(history)} operations ({len(done)} completed), "
-          f"{result.steps} search steps")
+    print(
+        f"linearizable history: {len(history)} operations ({len(done)} completed), "
+        f"{result.steps} search steps"
+    )

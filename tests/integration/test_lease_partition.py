@@ -45,8 +45,9 @@ def _first_time(predicate: Any, stop: threading.Event, out: dict[str, float], ke
         time.sleep(0.0005)
 
 
-def test_partitioned_leader_stops_before_the_majority_elects(wait_until: Any, cluster_factory: Any,
-                                                             record_property: Any) -> None:
+def test_partitioned_leader_stops_before_the_majority_elects(
+    wait_until: Any, cluster_factory: Any, record_property: Any
+) -> None:
     cluster = cluster_factory().start_all()
     old = cluster.leader()
     old.kv.put("before", b"1")
@@ -54,11 +55,20 @@ def test_partitioned_leader_stops_before_the_majority_elects(wait_until: Any, cl
     seen: dict[str, float] = {}
     stop = threading.Event()
     watchers = [
-        threading.Thread(target=_first_time, args=(lambda: not old.is_leader(), stop, seen,
-                                                   "old_stops")),
-        threading.Thread(target=_first_time, args=(
-            lambda: any(cp._engine is not None and cp._engine.raft_role_is_leader()
-                        for cp in others), stop, seen, "new_elected")),
+        threading.Thread(
+            target=_first_time, args=(lambda: not old.is_leader(), stop, seen, "old_stops")
+        ),
+        threading.Thread(
+            target=_first_time,
+            args=(
+                lambda: any(
+                    cp._engine is not None and cp._engine.raft_role_is_leader() for cp in others
+                ),
+                stop,
+                seen,
+                "new_elected",
+            ),
+        ),
     ]
     heal = _isolate(old)
     cut_at = time.monotonic()
@@ -73,8 +83,10 @@ def test_partitioned_leader_stops_before_the_majority_elects(wait_until: Any, cl
     margin_ms = (seen["new_elected"] - seen["old_stops"]) * 1000
     record_property("lease_margin_ms", round(margin_ms, 1))
     record_property("old_stops_after_cut_ms", round((seen["old_stops"] - cut_at) * 1000, 1))
-    print(f"old leader stopped {(seen['old_stops'] - cut_at) * 1000:.0f} ms after the cut; "
-          f"new leader elected {margin_ms:.0f} ms later")
+    print(
+        f"old leader stopped {(seen['old_stops'] - cut_at) * 1000:.0f} ms after the cut; "
+        f"new leader elected {margin_ms:.0f} ms later"
+    )
     assert seen["old_stops"] < seen["new_elected"]
     # The old leader's side effects stop with it: no token, no linearizable read.
     assert old.fencing_token is None
@@ -101,8 +113,11 @@ def test_an_isolated_follower_rejoins_without_disrupting_the_leader(
     assert lonely.status().term == term  # pre-vote: no term climbed alone
     leader.kv.put("while-away", b"1")
     heal()
-    wait_until(lambda: lonely.kv.get("while-away", timeout_s=2) is not None, 15,
-               "the isolated follower to catch up")
+    wait_until(
+        lambda: lonely.kv.get("while-away", timeout_s=2) is not None,
+        15,
+        "the isolated follower to catch up",
+    )
     # Without pre-vote its higher term made the leader step down on rejoin (a new token).
     assert cluster.leader() is leader and leader.fencing_token == token
 

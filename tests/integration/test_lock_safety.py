@@ -81,8 +81,21 @@ class Holder:
         self.name = name
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.lock_holder", name, resource.url, TOKEN,
-             "2", *urls], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.lock_holder",
+                name,
+                resource.url,
+                TOKEN,
+                "2",
+                *urls,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -107,15 +120,21 @@ def run_schedule(api_cluster: Any, fenced: bool) -> Resource:
     resource = Resource(fenced)
     holders = [Holder(f"h{i}", resource, urls) for i in range(2)]
     try:
-        paused = _wait(lambda: next((h for h in holders if any(
-            line.startswith("checked") for line in h.lines)), None), 60, "a first holder")
+        paused = _wait(
+            lambda: next(
+                (h for h in holders if any(line.startswith("checked") for line in h.lines)), None
+            ),
+            60,
+            "a first holder",
+        )
         os.kill(paused.proc.pid, signal.SIGSTOP)  # between its check and its write
         stale = int(next(line for line in paused.lines if line.startswith("checked")).split()[1])
         other = next(h for h in holders if h is not paused)
         # The pause outlives the TTL: the cluster expires the session, the other holder is
         # granted the lock with a higher token and writes.
-        _wait(lambda: any(token > stale for token, _h in resource.log), 60,
-              "the next holder's write")
+        _wait(
+            lambda: any(token > stale for token, _h in resource.log), 60, "the next holder's write"
+        )
         os.kill(paused.proc.pid, signal.SIGCONT)  # wakes up and sends the write it checked
         for h in holders:
             h.proc.wait(timeout=120)

@@ -40,13 +40,15 @@ def test_duplicate_append_entries_truncates_acknowledged_entries_upstream_only(
 ) -> None:
     upstream = not isinstance(follower, E.RaftEngine)
     # The follower's log starts with pysyncobj's (1, term 0) no-op.
-    reply = append_entries(follower, prev=1, prev_term=0,
-                           entries=[(i, 1) for i in range(2, 11)], commit=8)
+    reply = append_entries(
+        follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 11)], commit=8
+    )
     assert reply["success"] and reply["next_node_idx"] == 11  # acknowledged 2..10
     assert follower.raftCommitIndex == 8
     # A delayed duplicate of an earlier message (or a resend after a stale reset) arrives.
-    reply = append_entries(follower, prev=2, prev_term=1,
-                           entries=[(i, 1) for i in range(3, 6)], commit=8)
+    reply = append_entries(
+        follower, prev=2, prev_term=1, entries=[(i, 1) for i in range(3, 6)], commit=8
+    )
     assert reply["success"]
     if upstream:  # the defect, measured: acknowledged and committed entries deleted
         assert _log(follower)[-1] == (5, 1)
@@ -66,10 +68,12 @@ def test_reordered_messages_keep_every_acknowledged_entry(
     batches = [(1, 0, [2, 3, 4]), (4, 1, [5, 6, 7]), (7, 1, [8, 9, 10])]
     # Deliver the batches, then each again, oldest first (duplicated and out of order).
     for prev, prev_term, idxs in batches + batches[::-1] + batches:
-        append_entries(node, prev=prev, prev_term=prev_term, entries=[(i, 1) for i in idxs],
-                       commit=6)
-        assert [i for i, _ in _log(node)][:len(idxs) + prev] == list(range(1, prev + len(idxs)
-                                                                          + 1))
+        append_entries(
+            node, prev=prev, prev_term=prev_term, entries=[(i, 1) for i in idxs], commit=6
+        )
+        assert [i for i, _ in _log(node)][: len(idxs) + prev] == list(
+            range(1, prev + len(idxs) + 1)
+        )
     assert _log(node) == [(1, 0)] + [(i, 1) for i in range(2, 11)]
     assert node.raftCommitIndex == 6
     node.destroy()
@@ -118,20 +122,27 @@ def test_replacing_a_committed_entry_stops_the_engine(
 
 
 def _leader(transport_class: type) -> tuple[Any, Any]:
-    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None,
-                        auto_tick=False)
-    node = E.RaftEngine(self_node=Node("l"), other_nodes=[Node("f1"), Node("f2")], conf=conf,
-                        apply_fn=lambda data, index: None, transport_class=transport_class,
-                        journal=MemoryJournal(), node_class=Node)
+    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None, auto_tick=False)
+    node = E.RaftEngine(
+        self_node=Node("l"),
+        other_nodes=[Node("f1"), Node("f2")],
+        conf=conf,
+        apply_fn=lambda data, index: None,
+        transport_class=transport_class,
+        journal=MemoryJournal(),
+        node_class=Node,
+    )
     node._SyncObj__transport.tryGetReady()  # connect the peers
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()  # a pre-vote round for term 1
-    node._SyncObj__onMessageReceived(Node("f1"), {"type": "cp_prevote_reply", "term": 1,
-                                                  "granted": True, "ms": 0})
+    node._SyncObj__onMessageReceived(
+        Node("f1"), {"type": "cp_prevote_reply", "term": 1, "granted": True, "ms": 0}
+    )
     node.doTick()  # candidate
     transport = node._SyncObj__transport
-    node._SyncObj__onMessageReceived(Node("f1"), {"type": "response_vote",
-                                                  "term": node.raftCurrentTerm})
+    node._SyncObj__onMessageReceived(
+        Node("f1"), {"type": "response_vote", "term": node.raftCurrentTerm}
+    )
     assert node.raft_role_is_leader()
     return node, transport
 
@@ -143,11 +154,13 @@ def test_leader_ignores_a_stale_reset_reply(recording_transport: Any) -> None:
     node.doTick()
     last = node._SyncObj__raftLog[-1][1]
     f1 = Node("f1")
-    node._SyncObj__onMessageReceived(f1, {"type": "next_node_idx", "next_node_idx": last + 1,
-                                          "reset": False, "success": True})
+    node._SyncObj__onMessageReceived(
+        f1, {"type": "next_node_idx", "next_node_idx": last + 1, "reset": False, "success": True}
+    )
     # A reply to an old, reordered message: "reset to 2". Upstream would resend from 2.
-    node._SyncObj__onMessageReceived(f1, {"type": "next_node_idx", "next_node_idx": 2,
-                                          "reset": True, "success": False})
+    node._SyncObj__onMessageReceived(
+        f1, {"type": "next_node_idx", "next_node_idx": 2, "reset": True, "success": False}
+    )
     assert node._SyncObj__raftNextIndex[f1] == last + 1
     assert node.counters()["stale_resets"] == 1
     node.destroy()
@@ -159,7 +172,13 @@ def test_a_snapshot_chunk_moves_no_commit_index(append_entries: Any, follower: A
     # snapshot chunk that verified nothing, so a rejoining ex-leader applied its stale tail.
     upstream = not isinstance(follower, E.RaftEngine)
     append_entries(follower, prev=1, prev_term=0, entries=[(i, 1) for i in range(2, 9)], commit=2)
-    follower._SyncObj__onMessageReceived(Node("leader"), {
-        "type": "append_entries", "term": 2, "commit_index": 8,
-        "serialized": (b"first chunk of a snapshot", True, False)})
+    follower._SyncObj__onMessageReceived(
+        Node("leader"),
+        {
+            "type": "append_entries",
+            "term": 2,
+            "commit_index": 8,
+            "serialized": (b"first chunk of a snapshot", True, False),
+        },
+    )
     assert follower.raftCommitIndex == (8 if upstream else 2)

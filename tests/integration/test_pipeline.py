@@ -17,8 +17,7 @@ from coreplane.core import commands as C
 pytestmark = pytest.mark.slow
 
 
-def test_many_writes_in_flight_from_one_thread(
-        cluster_factory: Callable[..., Any]) -> None:
+def test_many_writes_in_flight_from_one_thread(cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     futures = [leader.kv.put_async(f"k/{i:04d}", b"v%d" % i) for i in range(2000)]
@@ -35,15 +34,17 @@ def test_through_a_follower_and_awaited(cluster_factory: Callable[..., Any]) -> 
     follower = cluster.followers()[0]
 
     async def writes() -> list[int]:
-        return list(await asyncio.gather(*(follower.kv.put_async(f"a/{i}", b"x")
-                                           for i in range(100))))
+        return list(
+            await asyncio.gather(*(follower.kv.put_async(f"a/{i}", b"x") for i in range(100)))
+        )
 
     assert len(set(asyncio.run(writes()))) == 100
     refused = follower.propose_async(C.Cas("a/0", 999, b"y")).result(timeout=10)
     assert (refused.ok, refused.code) == (False, "compare_failed")  # the Applied, not raised
     with pytest.raises(CommandRejected, match="compare_failed"):
-        follower.propose_async(C.Cas("a/0", 999, b"y"),
-                               transform=lambda a: a.unwrap()).result(timeout=10)
+        follower.propose_async(C.Cas("a/0", 999, b"y"), transform=lambda a: a.unwrap()).result(
+            timeout=10
+        )
 
 
 def test_bad_commands_raise_at_the_call(cluster_factory: Callable[..., Any]) -> None:
@@ -56,7 +57,8 @@ def test_bad_commands_raise_at_the_call(cluster_factory: Callable[..., Any]) -> 
 
 
 def test_writes_in_flight_survive_a_leader_failover(
-        wait_until: Any, cluster_factory: Callable[..., Any]) -> None:
+    wait_until: Any, cluster_factory: Callable[..., Any]
+) -> None:
     cluster = cluster_factory().start_all()
     old = cluster.leader()
     writer = cluster.followers()[0]
@@ -75,8 +77,7 @@ def test_writes_in_flight_survive_a_leader_failover(
         assert stored.get(key) == revision  # acknowledged, applied, not re-applied later
 
 
-def test_a_stopped_node_fails_its_futures(
-        cluster_factory: Callable[..., Any]) -> None:
+def test_a_stopped_node_fails_its_futures(cluster_factory: Callable[..., Any]) -> None:
     cluster = cluster_factory(ids=("solo",)).start_all()
     node = cluster.leader()
     node.stop()

@@ -74,7 +74,8 @@ def windows(stamps: list[float], start: float, end: float) -> list[tuple[float, 
 
 
 def test_ten_routers_share_one_limit_through_a_leader_change(
-        api_cluster: Any, wait_until: Callable[..., Any]) -> None:
+    api_cluster: Any, wait_until: Callable[..., Any]
+) -> None:
     cluster, servers = api_cluster
     leader = cluster.leader()
     leader.quotas.set_limit("global", LIMIT_RPS * 1000, routers_max=len(DEMANDS_RPS))
@@ -96,8 +97,10 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         new_leader = cluster.leader(timeout_s=15)
         elected_at = time.monotonic()
         first_new = wait_until(
-            lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token),
-                         None), 15, "a share from the new leader")
+            lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token), None),
+            15,
+            "a share from the new leader",
+        )
         time.sleep(10.0)
     finally:
         stop.set()
@@ -119,20 +122,26 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
     recovered = [n for t, n in every if t >= first_new + epoch_s + report_s]
     first_full = next((t for t, n in every if t >= first_new and n >= 0.95 * LIMIT_RPS), None)
     report = {
-        "limit_rps": LIMIT_RPS, "demands_rps": DEMANDS_RPS, "window_s": WINDOW_S,
-        "steady_min": min(steady), "steady_max": max(steady),
+        "limit_rps": LIMIT_RPS,
+        "demands_rps": DEMANDS_RPS,
+        "window_s": WINDOW_S,
+        "steady_min": min(steady),
+        "steady_max": max(steady),
         "steady_mean": round(sum(steady) / len(steady), 1),
         "max_window_overall": max(n for _t, n in every),
         "max_window_after_kill": max(n for _t, n in after_kill),
         "min_window_after_kill": min(n for _t, n in after_kill),
         "leader_elected_after_kill_s": round(elected_at - kill_at, 3),
         "first_new_share_after_kill_s": round(first_new - kill_at, 3),
-        "full_use_again_after_kill_s": None if first_full is None else round(
-            first_full + WINDOW_S - kill_at, 3),
-        "full_window_starts_after_first_new_share_s": None if first_full is None else round(
-            first_full - first_new, 3),
+        "full_use_again_after_kill_s": None
+        if first_full is None
+        else round(first_full + WINDOW_S - kill_at, 3),
+        "full_window_starts_after_first_new_share_s": None
+        if first_full is None
+        else round(first_full - first_new, 3),
         "recovered_min_from_one_epoch_after_first_new_share": min(recovered),
-        "epoch_s": epoch_s, "report_s": report_s,
+        "epoch_s": epoch_s,
+        "report_s": report_s,
         "windows_after_kill": [(round(t - kill_at, 2), n) for t, n in after_kill][::4],
         "shares_milli": [r.schedule.share_milli for r in routers],
         "admitted_per_router": [len(o.admitted) for o in offered],

@@ -33,8 +33,12 @@ from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a 2 MiB tmpfs (needs root): {result.stderr.strip()}")
     try:
@@ -109,9 +113,16 @@ def test_controlplane_on_a_full_disk_refuses_writes_and_resumes(tiny_disk: Path)
     data_dir = tiny_disk / "a"
 
     def node() -> ControlPlane:
-        return ControlPlane("a", address, {}, data_dir, b"tiny-disk-secret-0123456789",
-                            election_timeout_ms=(200, 400), heartbeat_ms=40,
-                            tick_interval_ms=100)
+        return ControlPlane(
+            "a",
+            address,
+            {},
+            data_dir,
+            b"tiny-disk-secret-0123456789",
+            election_timeout_ms=(200, 400),
+            heartbeat_ms=40,
+            tick_interval_ms=100,
+        )
 
     def leader(cp: ControlPlane) -> None:
         deadline = time.monotonic() + 10
@@ -178,7 +189,8 @@ def _enospc_switch(cp: Any) -> Callable[[bool], None]:
 @pytest.mark.slow
 @pytest.mark.parametrize("who", ["follower", "leader"])
 def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
-        cluster_factory: Any, wait_until: Any, who: str) -> None:
+    cluster_factory: Any, wait_until: Any, who: str
+) -> None:
     """Three in-process nodes on the real wire. One node's journal cannot be written: writes
     through it fail with `StorageFull`, the other two keep committing (a full leader hands
     over), and once space returns it catches up and holds every acknowledged write."""
@@ -195,8 +207,11 @@ def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
     with pytest.raises(StorageFull):
         victim.kv.put("through-victim", b"x", timeout_s=3)
     others = [cp for cp in cluster.nodes.values() if cp is not victim]
-    new_leader = wait_until(lambda: next((cp for cp in others if cp.is_leader()), None), 10,
-                            "a leader among the nodes with space")
+    new_leader = wait_until(
+        lambda: next((cp for cp in others if cp.is_leader()), None),
+        10,
+        "a leader among the nodes with space",
+    )
     for i in range(20):
         new_leader.kv.put(f"during{i}", b"d%d" % i, timeout_s=10)
         acked[f"during{i}"] = b"d%d" % i
@@ -213,8 +228,10 @@ def _victim_full(cp: Any) -> bool:
 
 def _has_all(cp: Any, acked: dict[str, bytes]) -> bool:
     try:
-        return all(cp.kv.get(k, stale_ok=True) is not None
-                   and cp.kv.get(k, stale_ok=True)[0] == v for k, v in acked.items())
+        return all(
+            cp.kv.get(k, stale_ok=True) is not None and cp.kv.get(k, stale_ok=True)[0] == v
+            for k, v in acked.items()
+        )
     except Exception:  # noqa: BLE001 - not caught up yet
         return False
 
@@ -251,11 +268,17 @@ class _Node:
         self.journal: LmdbJournal | None = None
 
     def start(self) -> _Counter:
-        conf = SyncObjConf(autoTick=False, raftMinTimeout=0.15, raftMaxTimeout=0.3,
-                           appendEntriesPeriod=0.03, connectionRetryTime=0.1,
-                           logCompactionMinEntries=30, logCompactionMinTime=0.3,
-                           logCompactionBatchSize=4096,
-                           fullDumpFile=snapshot_marker_path(self.path))
+        conf = SyncObjConf(
+            autoTick=False,
+            raftMinTimeout=0.15,
+            raftMaxTimeout=0.3,
+            appendEntriesPeriod=0.03,
+            connectionRetryTime=0.1,
+            logCompactionMinEntries=30,
+            logCompactionMinTime=0.3,
+            logCompactionBatchSize=4096,
+            fullDumpFile=snapshot_marker_path(self.path),
+        )
 
         def make_journal(_file: str | None) -> LmdbJournal:
             self.journal = LmdbJournal(self.path, node_id=self.addr, durability="relaxed")
@@ -264,7 +287,8 @@ class _Node:
         with seams.journal_factory(
             make_journal,
             serializer_factory=lambda j, _f, batch, *_: serialization.SnapshotSerializer(
-                j, transmission_batch_bytes=batch),
+                j, transmission_batch_bytes=batch
+            ),
         ):
             self.obj = _Counter(self.addr, self.others, conf)
         return self.obj
@@ -329,8 +353,9 @@ def test_cluster_snapshots_into_lmdb_and_restarts_from_it(cluster: list[_Node]) 
         node.start()
     _propose(cluster, 120)
     assert _run(cluster, lambda: _values(cluster) == [120] * 3)
-    assert _run(cluster, lambda: all(n.journal is not None and n.journal.load_snapshot()
-                                     for n in cluster))
+    assert _run(
+        cluster, lambda: all(n.journal is not None and n.journal.load_snapshot() for n in cluster)
+    )
     assert all(n.journal is not None and len(n.journal) < 120 for n in cluster)
     for node in cluster:
         node.stop()
@@ -353,12 +378,16 @@ def test_lagging_node_catches_up_from_a_streamed_lmdb_snapshot(cluster: list[_No
     lagging.stop()
     live = [n for n in cluster if n is not lagging]
     _propose(live, 150)
-    assert _run(live, lambda: all(n.journal is not None and n.journal.load_snapshot() is not None
-                                  and n.journal[0][1] > 20 for n in live))
+    assert _run(
+        live,
+        lambda: all(
+            n.journal is not None and n.journal.load_snapshot() is not None and n.journal[0][1] > 20
+            for n in live
+        ),
+    )
     lagging.start()
     assert _run(cluster, lambda: _values(cluster) == [160] * 3)
     assert lagging.journal is not None
     snap = lagging.journal.load_snapshot()
     assert snap is not None and snap.last_entry[1] > 20  # installed from the leader
     assert lagging.journal[0][1] > 20  # its log restarts at the snapshot, not at entry 1
-

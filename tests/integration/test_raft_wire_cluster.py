@@ -30,8 +30,9 @@ WAIT_S = 10.0
 STOCK_RETRY_S = 5.0  # pysyncobj's connectionRetryTime: the behaviour this transport replaces
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float = WAIT_S,
-               step: Callable[[], None] | None = None) -> None:
+def wait_until(
+    pred: Callable[[], bool], timeout_s: float = WAIT_S, step: Callable[[], None] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
@@ -45,16 +46,28 @@ def wait_until(pred: Callable[[], bool], timeout_s: float = WAIT_S,
 class Harness:
     """One transport on its own poller, ticked by the test thread like SyncObj would."""
 
-    def __init__(self, node_id: str, peers: dict[str, str], *, listen: str = "127.0.0.1:0",
-                 connection_timeout_s: float = 3.5,
-                 on_before_send: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        peers: dict[str, str],
+        *,
+        listen: str = "127.0.0.1:0",
+        connection_timeout_s: float = 3.5,
+        on_before_send: Callable[[], None] | None = None,
+    ) -> None:
         self._poller = createPoller("auto")
         self.conf = SyncObjConf(connectionTimeout=connection_timeout_s)
         self._ticks: list[Callable[[], None]] = []
-        cls = make_transport_class(node_id=node_id, secret=SECRET, listen=listen,
-                                   peers=peers, on_before_send=on_before_send)
-        self.transport = cls(self, PeerNode(node_id, listen),
-                             [PeerNode(i, a) for i, a in peers.items()])
+        cls = make_transport_class(
+            node_id=node_id,
+            secret=SECRET,
+            listen=listen,
+            peers=peers,
+            on_before_send=on_before_send,
+        )
+        self.transport = cls(
+            self, PeerNode(node_id, listen), [PeerNode(i, a) for i, a in peers.items()]
+        )
         self.received: list[tuple[str, Any]] = []
         self.events: list[tuple[str, str]] = []
         self.transport.setOnMessageReceivedCallback(lambda n, m: self.received.append((n.id, m)))
@@ -80,6 +93,7 @@ def run(*nodes: Harness) -> Callable[[], None]:
     def step() -> None:
         for node in nodes:
             node.step()
+
     return step
 
 
@@ -90,8 +104,12 @@ def pair() -> Iterator[tuple[Harness, Harness]]:
     a = Harness("a", {"b": "127.0.0.1:9"})
     b = Harness("b", {"a": a.address}, on_before_send=lambda: syncs.append(1))
     b.syncs = syncs  # type: ignore[attr-defined]
-    wait_until(lambda: a.transport.connected_peer_ids() == ["b"]
-               and b.transport.connected_peer_ids() == ["a"], step=run(a, b))
+    wait_until(
+        lambda: (
+            a.transport.connected_peer_ids() == ["b"] and b.transport.connected_peer_ids() == ["a"]
+        ),
+        step=run(a, b),
+    )
     yield a, b
     a.close()
     b.close()
@@ -159,14 +177,20 @@ def test_dropped_connection_is_redialed_quickly(pair: tuple[Harness, Harness]) -
     conn = a.transport._conns[b"b"]
     conn.sock.shutdown(socket.SHUT_RDWR)  # the network drops it
     started = time.monotonic()
-    wait_until(lambda: a.transport.stats()["handshakes"] > handshakes
-               and b.transport.connected_peer_ids() == ["a"], step=run(a, b))
+    wait_until(
+        lambda: (
+            a.transport.stats()["handshakes"] > handshakes
+            and b.transport.connected_peer_ids() == ["a"]
+        ),
+        step=run(a, b),
+    )
     elapsed = time.monotonic() - started
     assert ("down", "a") in b.events and b.events[-1] == ("up", "a")
     assert elapsed < STOCK_RETRY_S / 2  # generous: typically ~0.05 s, never the 5 s retry
     b.transport.send(PeerNode("a", a.address), {"type": "request_vote", "term": 5})
-    wait_until(lambda: a.received[-1:] == [("b", {"type": "request_vote", "term": 5})],
-               step=run(a, b))
+    wait_until(
+        lambda: a.received[-1:] == [("b", {"type": "request_vote", "term": 5})], step=run(a, b)
+    )
 
 
 def test_redial_backs_off_while_the_peer_is_down_and_connects_when_it_returns() -> None:
@@ -192,8 +216,9 @@ def test_dialer_refuses_a_listener_with_another_identity() -> None:
     impostor = Harness("0", {"b": "127.0.0.1:9"})  # holds the secret, but is not node "a"
     b = Harness("b", {"a": impostor.address})
     try:
-        wait_until(lambda: b.transport.stats().get("reject:wrong_peer_id", 0) >= 1,
-                   step=run(impostor, b))
+        wait_until(
+            lambda: b.transport.stats().get("reject:wrong_peer_id", 0) >= 1, step=run(impostor, b)
+        )
         assert b.transport.connected_peer_ids() == []
         assert impostor.received == [] and b.received == []
     finally:
@@ -205,8 +230,9 @@ def test_membership_changes_admit_and_expel_peers_by_id() -> None:
     a = Harness("a", {"b": "127.0.0.1:9"})
     c = Harness("c", {"a": a.address})
     try:
-        wait_until(lambda: a.transport.stats().get("reject:unknown_peer_id", 0) >= 1,
-                   step=run(a, c))  # not a member yet: refused after its MAC checked out
+        wait_until(
+            lambda: a.transport.stats().get("reject:unknown_peer_id", 0) >= 1, step=run(a, c)
+        )  # not a member yet: refused after its MAC checked out
         assert a.transport.connected_peer_ids() == []
         node_c = PeerNode("c", "127.0.0.1:9")  # a never dials c (c > a), so no address needed
         a.transport.addNode(node_c)
@@ -215,8 +241,9 @@ def test_membership_changes_admit_and_expel_peers_by_id() -> None:
         a.transport.dropNode(node_c)
         assert a.transport.connected_peer_ids() == [] and a.events[-1] == ("down", "c")
         rejected = a.transport.stats()["reject:unknown_peer_id"]
-        wait_until(lambda: a.transport.stats()["reject:unknown_peer_id"] > rejected,
-                   step=run(a, c))  # c keeps redialing and keeps being refused
+        wait_until(
+            lambda: a.transport.stats()["reject:unknown_peer_id"] > rejected, step=run(a, c)
+        )  # c keeps redialing and keeps being refused
         assert a.transport.connected_peer_ids() == [] and a.events[-1] == ("down", "c")
     finally:
         a.close()
@@ -243,8 +270,14 @@ def test_idle_connection_is_kept_alive_by_pings() -> None:
 def test_large_messages_round_trip_compressed(pair: tuple[Harness, Harness]) -> None:
     a, b = pair
     entries = [(b"x" * 2000 + bytes([i]), i, 1) for i in range(50)]
-    message = {"type": "append_entries", "term": 1, "commit_index": 0, "entries": entries,
-               "prevLogIdx": 0, "prevLogTerm": 0}
+    message = {
+        "type": "append_entries",
+        "term": 1,
+        "commit_index": 0,
+        "entries": entries,
+        "prevLogIdx": 0,
+        "prevLogTerm": 0,
+    }
     b.transport.send(PeerNode("a", a.address), message)
     wait_until(lambda: len(a.received) == 1, step=run(a, b))
     assert a.received[0] == ("b", message)
@@ -256,13 +289,28 @@ def test_large_messages_round_trip_compressed(pair: tuple[Harness, Harness]) -> 
 
 class Counter(SyncObj):
     def __init__(self, me: str, listen: str, peers: dict[str, str], syncs: list[int]) -> None:
-        cls = make_transport_class(node_id=me, secret=SECRET, listen=listen, peers=peers,
-                                   reconnect_backoff_ms=(50, 200),
-                                   on_before_send=lambda: syncs.append(1))
-        conf = SyncObjConf(raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05,
-                           connectionTimeout=1.5, autoTickPeriod=0.02)
-        super().__init__(PeerNode(me, listen), [PeerNode(i, a) for i, a in peers.items()], conf,
-                         transportClass=cls, nodeClass=PeerNode)
+        cls = make_transport_class(
+            node_id=me,
+            secret=SECRET,
+            listen=listen,
+            peers=peers,
+            reconnect_backoff_ms=(50, 200),
+            on_before_send=lambda: syncs.append(1),
+        )
+        conf = SyncObjConf(
+            raftMinTimeout=0.3,
+            raftMaxTimeout=0.6,
+            appendEntriesPeriod=0.05,
+            connectionTimeout=1.5,
+            autoTickPeriod=0.02,
+        )
+        super().__init__(
+            PeerNode(me, listen),
+            [PeerNode(i, a) for i, a in peers.items()],
+            conf,
+            transportClass=cls,
+            nodeClass=PeerNode,
+        )
         self.value = 0
 
     @replicated
@@ -351,9 +399,11 @@ def proxied_cluster() -> Iterator[tuple[list[Counter], Proxy, list[list[int]]]]:
     """Nodes a, b, c; c (the dialer of a) reaches a only through a proxy on another port."""
     listen = {i: free_address() for i in "abc"}
     proxy = Proxy(listen["a"])
-    dial = {"a": {"b": listen["b"], "c": listen["c"]},
-            "b": {"a": listen["a"], "c": listen["c"]},
-            "c": {"a": proxy.address, "b": listen["b"]}}
+    dial = {
+        "a": {"b": listen["b"], "c": listen["c"]},
+        "b": {"a": listen["a"], "c": listen["c"]},
+        "c": {"a": proxy.address, "b": listen["b"]},
+    }
     syncs: list[list[int]] = [[], [], []]
     nodes = [Counter(i, listen[i], dial[i], syncs[k]) for k, i in enumerate("abc")]
     try:
@@ -380,8 +430,12 @@ def test_three_nodes_elect_and_replicate_through_a_proxy(proxied_cluster) -> Non
     handshakes = a.transport.stats()["handshakes"]
     proxy.drop_all()  # the path c -> a breaks
     started = time.monotonic()
-    wait_until(lambda: a.transport.stats()["handshakes"] > handshakes
-               and "c" in a.transport.connected_peer_ids())
+    wait_until(
+        lambda: (
+            a.transport.stats()["handshakes"] > handshakes
+            and "c" in a.transport.connected_peer_ids()
+        )
+    )
     reconnect_s = time.monotonic() - started
     assert reconnect_s < STOCK_RETRY_S / 2  # generous bound; measured ~0.05-0.1 s
     leader_of(nodes).incr(sync=True, timeout=WAIT_S)

@@ -44,11 +44,20 @@ def wait_until(pred: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
 
 class Counter(SyncObj):
     def __init__(self, transport_class: type, peers: dict[str, str]) -> None:
-        conf = SyncObjConf(raftMinTimeout=0.3, raftMaxTimeout=0.6, appendEntriesPeriod=0.05,
-                           connectionTimeout=3.0, dynamicMembershipChange=True)
-        super().__init__(PeerNode("a", "127.0.0.1:0"),
-                         [PeerNode(i, addr) for i, addr in peers.items()], conf,
-                         transportClass=transport_class, nodeClass=PeerNode)
+        conf = SyncObjConf(
+            raftMinTimeout=0.3,
+            raftMaxTimeout=0.6,
+            appendEntriesPeriod=0.05,
+            connectionTimeout=3.0,
+            dynamicMembershipChange=True,
+        )
+        super().__init__(
+            PeerNode("a", "127.0.0.1:0"),
+            [PeerNode(i, addr) for i, addr in peers.items()],
+            conf,
+            transportClass=transport_class,
+            nodeClass=PeerNode,
+        )
         self.value = 0
 
     @replicated
@@ -70,13 +79,19 @@ class Node:
         self.before = self.transport.stats()
 
     def rejected(self, reason: str) -> int:
-        return self.transport.stats().get(f"reject:{reason}", 0) - \
-            self.before.get(f"reject:{reason}", 0)
+        return self.transport.stats().get(f"reject:{reason}", 0) - self.before.get(
+            f"reject:{reason}", 0
+        )
 
     def assert_no_trace(self) -> None:
         # SyncObj hears of the close on its own thread just after the transport forgets it.
-        wait_until(lambda: not self.transport._pending and not self.transport.connected_peer_ids()
-                   and self.obj.getStatus()["partner_node_status_server_b"] == 0)
+        wait_until(
+            lambda: (
+                not self.transport._pending
+                and not self.transport.connected_peer_ids()
+                and self.obj.getStatus()["partner_node_status_server_b"] == 0
+            )
+        )
         assert sorted(n.id for n in self.obj.otherNodes) == ["b", "c"]
         assert self.obj.getCodeVersion() == 0
         assert self.obj.getStatus()["readonly_nodes_count"] == 0
@@ -93,8 +108,9 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
 
     monkeypatch.setattr(wire, "_decode_message", spy)
     peers = {"b": "127.0.0.1:9", "c": "127.0.0.1:9"}  # never dialed: they dial "a"
-    cls = make_transport_class(node_id="a", secret=SECRET, listen="127.0.0.1:0", peers=peers,
-                               max_frame_bytes=MAX_FRAME)
+    cls = make_transport_class(
+        node_id="a", secret=SECRET, listen="127.0.0.1:0", peers=peers, max_frame_bytes=MAX_FRAME
+    )
     obj = Counter(cls, peers)
     try:
         obj.waitBinded()
@@ -145,16 +161,16 @@ class Peer:
     def handshake(self) -> None:
         self.sock.sendall(self.hello)
         buf = bytearray()
-        while (reply := _frames.parse_reply(buf, self.key, self.id_c, self.nonce_c,
-                                            self.id_s)) is None:
+        while (
+            reply := _frames.parse_reply(buf, self.key, self.id_c, self.nonce_c, self.id_s)
+        ) is None:
             chunk = self.sock.recv(4096)
             assert chunk, "node closed during the handshake"
             buf += chunk
         nonce_s, used = reply
         del buf[:used]
         self.nonce_s = nonce_s
-        self.confirm = _frames.build_confirm(self.key, self.id_c, self.id_s, self.nonce_c,
-                                             nonce_s)
+        self.confirm = _frames.build_confirm(self.key, self.id_c, self.id_s, self.nonce_c, nonce_s)
         self.sock.sendall(self.confirm)
         session = _frames.session_key(self.key, self.id_c, self.id_s, self.nonce_c, nonce_s)
         self.sealer = _frames.FrameSealer(session, _frames.DIRECTION_FROM_DIALER)
@@ -209,8 +225,10 @@ def test_stock_pickle_frame_with_reduce_gadget_runs_nothing(node: Node, tmp_path
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("command", [["status"], ["add", "127.0.0.1:1"], ["remove", "c"],
-                                     ["set_version", 7], ["transfer", "c"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["add", "127.0.0.1:1"], ["remove", "c"], ["set_version", 7], ["transfer", "c"]],
+)
 def test_admin_commands_from_unauthenticated_clients_get_nothing(node: Node, command) -> None:
     assert exchange(node, stock_frame(command)) == b""
     assert node.rejected("bad_magic") == 1
@@ -251,10 +269,12 @@ def test_hello_with_bad_mac_is_refused(node: Node) -> None:
     node.assert_no_trace()
 
 
-@pytest.mark.parametrize(("claimed", "reason"), [("z", "unknown_peer_id"),
-                                                 ("a", "unknown_peer_id")])
-def test_unknown_or_self_node_id_is_refused_even_with_the_secret(node: Node, claimed: str,
-                                                                 reason: str) -> None:
+@pytest.mark.parametrize(
+    ("claimed", "reason"), [("z", "unknown_peer_id"), ("a", "unknown_peer_id")]
+)
+def test_unknown_or_self_node_id_is_refused_even_with_the_secret(
+    node: Node, claimed: str, reason: str
+) -> None:
     key = _frames.cluster_key(SECRET, "coreplane")
     assert exchange(node, _frames.build_hello(key, claimed.encode(), os.urandom(32))) == b""
     assert node.rejected(reason) == 1
@@ -302,8 +322,14 @@ def test_binds_only_the_configured_address(node: Node) -> None:
 
 
 def test_authenticated_peer_is_a_member_and_gets_raft_messages(node: Node, peer: Peer) -> None:
-    peer.sock.sendall(peer.sealer.seal(_frames.KIND_MESSAGE, serialization.dumps(
-        {"type": "request_vote", "term": 1, "last_log_index": 0, "last_log_term": 0})))
+    peer.sock.sendall(
+        peer.sealer.seal(
+            _frames.KIND_MESSAGE,
+            serialization.dumps(
+                {"type": "request_vote", "term": 1, "last_log_index": 0, "last_log_term": 0}
+            ),
+        )
+    )
     wait_until(lambda: len(node.decoded) == 1)
     assert node.transport.connected_peer_ids() == ["b"]
 
@@ -335,8 +361,7 @@ def test_replayed_frame_is_refused(node: Node, peer: Peer) -> None:
     node.assert_no_trace()
 
 
-def test_oversize_length_prefix_is_refused_without_reading_the_body(node: Node,
-                                                                    peer: Peer) -> None:
+def test_oversize_length_prefix_is_refused_without_reading_the_body(node: Node, peer: Peer) -> None:
     peer.sock.sendall(struct.pack(">IQ", MAX_FRAME + 1, 0))  # no body follows
     drain(peer.sock)
     assert node.rejected("frame_too_large") == 1
@@ -353,8 +378,9 @@ def test_zlib_bomb_is_refused_before_decoding(node: Node, peer: Peer) -> None:
     node.assert_no_trace()
 
 
-def test_authenticated_pickled_global_is_refused_without_running(node: Node, peer: Peer,
-                                                                 tmp_path: Path) -> None:
+def test_authenticated_pickled_global_is_refused_without_running(
+    node: Node, peer: Peer, tmp_path: Path
+) -> None:
     marker = tmp_path / "marker"
     peer.sock.sendall(peer.sealer.seal(_frames.KIND_MESSAGE, pickle.dumps(Evil(marker))))
     drain(peer.sock)
@@ -365,11 +391,13 @@ def test_authenticated_pickled_global_is_refused_without_running(node: Node, pee
 
 
 def test_authenticated_admin_command_is_not_a_raft_message(node: Node, peer: Peer) -> None:
-    peer.sock.sendall(peer.sealer.seal(_frames.KIND_MESSAGE,
-                                       serialization.dumps(["add", "127.0.0.1:1"])))
+    peer.sock.sendall(
+        peer.sealer.seal(_frames.KIND_MESSAGE, serialization.dumps(["add", "127.0.0.1:1"]))
+    )
     answers = peer.messages(drain(peer.sock))
-    assert all(isinstance(m, dict) and m["type"] in {"request_vote", "append_entries"}
-               for m in answers)
+    assert all(
+        isinstance(m, dict) and m["type"] in {"request_vote", "append_entries"} for m in answers
+    )
     assert node.rejected("not_a_raft_message") == 1
     node.assert_no_trace()
 
@@ -377,8 +405,9 @@ def test_authenticated_admin_command_is_not_a_raft_message(node: Node, peer: Pee
 def test_flood_of_idle_connections_cannot_lock_out_a_peer(node: Node) -> None:
     idle = [socket.create_connection(node.endpoint, timeout=WAIT_S) for _ in range(80)]
     try:
-        wait_until(lambda: node.transport.stats().get("accepted", 0)
-                   - node.before.get("accepted", 0) >= 80)
+        wait_until(
+            lambda: node.transport.stats().get("accepted", 0) - node.before.get("accepted", 0) >= 80
+        )
         assert len(node.transport._pending) <= 64
         p = Peer(node)
         p.handshake()

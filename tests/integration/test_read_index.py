@@ -27,8 +27,11 @@ def test_reads_are_linearizable_and_write_nothing(wait_until: Any, cluster_facto
         leader = cluster.leader()
         follower = next(cp for cp in cluster.nodes.values() if cp is not leader)
         rev = leader.kv.put("k", b"v0")
-        wait_until(lambda f=follower, ld=leader: f.status().commit_index
-                   == ld.status().commit_index, 10, "the follower to learn the commit index")
+        wait_until(
+            lambda f=follower, ld=leader: f.status().commit_index == ld.status().commit_index,
+            10,
+            "the follower to learn the commit index",
+        )
         st = leader.status()
         term, before, ticks = st.term, st.commit_index, st.tick_n
         for i in range(20):
@@ -37,8 +40,9 @@ def test_reads_are_linearizable_and_write_nothing(wait_until: Any, cluster_facto
             # A read on the follower right after a write on the leader sees it (no stale read).
             assert follower.kv.get("k") == (f"v{i - i % 5}".encode(), rev)
             assert leader.kv.get("k") == (f"v{i - i % 5}".encode(), rev)
-        status = wait_until(lambda ld=leader: _settled(ld.status()), 10,
-                            "the leader to apply what it committed")
+        status = wait_until(
+            lambda ld=leader: _settled(ld.status()), 10, "the leader to apply what it committed"
+        )
         if status.term == term:
             # The 4 writes, and a Tick each time a lease lapse (CPU starvation) re-established
             # the leadership; the 40 reads appended nothing.

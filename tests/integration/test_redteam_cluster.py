@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_forged_internal_commands_change_nothing(
-        wait_until: Any, cluster_factory: Callable[..., Any]) -> None:
+    wait_until: Any, cluster_factory: Callable[..., Any]
+) -> None:
     cluster = cluster_factory().start_all()
     leader = cluster.leader()
     token = leader.fencing_token
     before = leader.status().tick_n
     for cp in cluster.nodes.values():
-        for forged in (C.Leader(node_id=cp.node_id, term=2**62), C.Tick(n=2**63 - 1,
-                                                                        elapsed_ms=0)):
+        for forged in (C.Leader(node_id=cp.node_id, term=2**62), C.Tick(n=2**63 - 1, elapsed_ms=0)):
             with pytest.raises(InvalidArgument):
                 cp.propose(forged)
             with pytest.raises(InvalidArgument):
@@ -39,24 +39,38 @@ def test_forged_internal_commands_change_nothing(
 
 def test_one_voter_status_has_no_finite_lease(tmp_path: Any) -> None:
     from coreplane.testing.ports import free_ports
+
     (port,) = free_ports(1)
-    with ControlPlane("solo", f"127.0.0.1:{port}", {}, tmp_path / "solo", b"s" * 32,
-                      election_timeout_ms=(200, 400), heartbeat_ms=40) as cp:
+    with ControlPlane(
+        "solo",
+        f"127.0.0.1:{port}",
+        {},
+        tmp_path / "solo",
+        b"s" * 32,
+        election_timeout_ms=(200, 400),
+        heartbeat_ms=40,
+    ) as cp:
         cp.wait_for_leader(timeout_s=10)
         status = cp.status()  # once: OverflowError (an infinite lease as int)
         assert status.role == "leader" and status.lease_remaining_ms is None
 
 
 def test_a_member_with_the_wrong_secret_is_named(
-        wait_until: Any, cluster_factory: Callable[..., Any],
-        caplog: pytest.LogCaptureFixture) -> None:
+    wait_until: Any, cluster_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="coreplane.raft.wire")
     cluster = cluster_factory()
     cluster.make("a")
     cluster.make("b")
     peers = {p: a for p, a in cluster.addresses.items() if p != "c"}
-    impostor = ControlPlane("c", cluster.addresses["c"], peers, cluster.base / "c",
-                            b"another-secret-entirely-0123456789", **cluster.options)
+    impostor = ControlPlane(
+        "c",
+        cluster.addresses["c"],
+        peers,
+        cluster.base / "c",
+        b"another-secret-entirely-0123456789",
+        **cluster.options,
+    )
     cluster.created.append(impostor)
     impostor.start()
     wait_until(lambda: "failed authentication" in caplog.text, 10, "an authentication warning")
@@ -102,8 +116,7 @@ def test_read_gets_a_read_only_view(cluster_factory: Callable[..., Any]) -> None
     assert node.machine_state("bag") == [{"x": [1, 2]}]
 
 
-def test_a_phantom_voter_never_joins(cluster_factory: Callable[..., Any],
-                                     wait_until: Any) -> None:
+def test_a_phantom_voter_never_joins(cluster_factory: Callable[..., Any], wait_until: Any) -> None:
     """add_voter('d', <b's address>) once made d a voter: the quorum counted a node that can
     never answer. The runtime refuses the call; the engine ignores such a change even if it
     reaches the log some other way (driven here through the engine directly)."""

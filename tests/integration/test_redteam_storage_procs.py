@@ -61,9 +61,14 @@ def test_second_process_on_a_live_data_dir_is_refused_and_harmless(tmp_path: Pat
         _leader_ready(a)
         for i in range(20):
             a.kv.put(f"before{i}", b"x")
-        b = subprocess.Popen([sys.executable, "-c", _SECOND, str(data_dir), address,
-                              SECRET.decode()], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        b = subprocess.Popen(
+            [sys.executable, "-c", _SECOND, str(data_dir), address, SECRET.decode()],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert b.stdout is not None and b.stdin is not None
         first = b.stdout.readline().strip()
         for i in range(50):  # written while B holds its view of the log end

@@ -24,7 +24,8 @@ TAGS = {"apply": lambda s, c, ctx: ({**s, c["k"]: ctx.tick_ms}, len(s)), "initia
 
 
 def test_a_copied_data_dir_replays_to_the_same_hash(
-        cluster_factory: Callable[..., Any], tmp_path: Path) -> None:
+    cluster_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     cluster = cluster_factory(log_compaction_min_entries=50)  # a snapshot, then a log tail
     for node_id in cluster.addresses:
         node = cluster.make(node_id, start=False)
@@ -48,9 +49,20 @@ def test_a_copied_data_dir_replays_to_the_same_hash(
     assert not result.unknown_machines
 
     out = subprocess.run(
-        [sys.executable, "-m", "coreplane.runtime.replay", str(copy), "--json", "--upto",
-         str(index)], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONHASHSEED": "4242"})
+        [
+            sys.executable,
+            "-m",
+            "coreplane.runtime.replay",
+            str(copy),
+            "--json",
+            "--upto",
+            str(index),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": "4242"},
+    )
     assert out.returncode == 0, out.stderr
     plain = json.loads(out.stdout)
     assert plain["applied_index"] == index and plain["unknown_machines"] is True  # no "tags"

@@ -41,9 +41,19 @@ def proxied() -> Iterator[NatProxy]:
 
 def _run_with_freeze(proxy: NatProxy, mode: str) -> list[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.freeze_client", mode,
-         f"http://127.0.0.1:{proxy.port}", TOKEN],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.freeze_client",
+            mode,
+            f"http://127.0.0.1:{proxy.port}",
+            TOKEN,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     ready = threading.Event()
 

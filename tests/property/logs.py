@@ -54,9 +54,25 @@ def command_logs(draw: st.DrawFn, max_len: int = 60) -> list[bytes]:
     seqs = {c: 0 for c in CLIENTS}
     tick_n = 0
     for _ in range(n):
-        kind = draw(st.sampled_from(
-            ["put", "put", "delete", "cas", "tick", "grant", "keep", "revoke", "user",
-             "dup", "leader", "forged", "garbage"]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "put",
+                    "put",
+                    "delete",
+                    "cas",
+                    "tick",
+                    "grant",
+                    "keep",
+                    "revoke",
+                    "user",
+                    "dup",
+                    "leader",
+                    "forged",
+                    "garbage",
+                ]
+            )
+        )
         client = draw(st.sampled_from(CLIENTS))
         if client:
             seqs[client] += 1
@@ -79,13 +95,18 @@ def command_logs(draw: st.DrawFn, max_len: int = 60) -> list[bytes]:
         elif kind == "revoke":
             cmd = C.LeaseRevoke(lease, **meta)
         elif kind == "user":
-            cmd = C.UserCommand("tags", [draw(st.sampled_from("xyz")),
-                                         draw(st.sampled_from("abcd"))], **meta)
+            cmd = C.UserCommand(
+                "tags", [draw(st.sampled_from("xyz")), draw(st.sampled_from("abcd"))], **meta
+            )
         elif kind == "leader":
             cmd = C.Leader(draw(st.sampled_from(["a", "b"])), draw(st.integers(0, 4)))
         elif kind == "forged":  # an internal command without the runtime's marker
-            log.append(codec.encode(C.Tick.TAG, {"n": draw(st.integers(0, 9)),
-                                                 "elapsed_ms": draw(st.integers(0, 10**9))}))
+            log.append(
+                codec.encode(
+                    C.Tick.TAG,
+                    {"n": draw(st.integers(0, 9)), "elapsed_ms": draw(st.integers(0, 10**9))},
+                )
+            )
             continue
         elif kind == "dup" and log:
             log.append(log[draw(st.integers(0, len(log) - 1))])
@@ -110,8 +131,17 @@ def seeded_log(seed: int, n: int) -> list[bytes]:
         r = rng.random()
         key = rng.choice(KEYS)
         if r < 0.4:
-            out.append(C.encode(C.Put(key, rng.randbytes(4), lease_id=rng.randint(0, 4),
-                                      client_id=rng.choice(["a", "b"]), seq=i + 1)))
+            out.append(
+                C.encode(
+                    C.Put(
+                        key,
+                        rng.randbytes(4),
+                        lease_id=rng.randint(0, 4),
+                        client_id=rng.choice(["a", "b"]),
+                        seq=i + 1,
+                    )
+                )
+            )
         elif r < 0.5:
             tick += 1
             out.append(encode(C.Tick(tick, 700)))

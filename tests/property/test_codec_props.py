@@ -11,16 +11,19 @@ from coreplane.core import codec, commands
 from coreplane.errors import DecodeError
 
 plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=20)
     | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
 
-@given(tag=st.integers(0, 2**16 - 1), body=st.dictionaries(st.text(max_size=8), plain,
-                                                             max_size=6))
+@given(tag=st.integers(0, 2**16 - 1), body=st.dictionaries(st.text(max_size=8), plain, max_size=6))
 def test_envelope_round_trip(tag: int, body: dict[str, object]) -> None:
     env = codec.decode(codec.encode(tag, body))
     assert (env.tag, env.body) == (tag, body)
@@ -56,8 +59,10 @@ def _seeds() -> list[bytes]:
         commands.UserCommand("m", {"a": [1, 2, {"b": b"x"}]}),
         commands.LeaseGrant(5_000),
     ]
-    out = [commands.encode_internal(c) if c.TAG in commands.INTERNAL_TAGS else commands.encode(c)
-           for c in cmds]
+    out = [
+        commands.encode_internal(c) if c.TAG in commands.INTERNAL_TAGS else commands.encode(c)
+        for c in cmds
+    ]
     out.append(codec.encode_tree({"t": (1, [b"x", (2, 3)])}))
     return out
 
@@ -78,7 +83,7 @@ def _hostile_inputs(n_random: int, n_mutated: int) -> list[bytes]:
             elif op == 2:
                 data[pos:pos] = rng.randbytes(rng.randint(1, 5))
             else:
-                del data[pos:pos + rng.randint(1, 4)]
+                del data[pos : pos + rng.randint(1, 4)]
         inputs.append(bytes(data))
     return inputs
 

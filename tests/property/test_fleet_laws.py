@@ -20,9 +20,17 @@ from coreplane.core import commands as C
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.state import StateMachine
 
-CFG = FleetConfig(suspect_after_ms=2_000, dead_after_ms=4_000, copy_timeout_ms=3_000,
-                  cleanup_timeout_ms=2_000, retries_max=1, moves_in_flight_per_node=2,
-                  moves_in_flight_max=6, journal_max=50, admit_scan_max=4)
+CFG = FleetConfig(
+    suspect_after_ms=2_000,
+    dead_after_ms=4_000,
+    copy_timeout_ms=3_000,
+    cleanup_timeout_ms=2_000,
+    retries_max=1,
+    moves_in_flight_per_node=2,
+    moves_in_flight_max=6,
+    journal_max=50,
+    admit_scan_max=4,
+)
 NODES = [f"n{i}" for i in range(6)]
 PIDS = [f"p{i}" for i in range(5)]
 
@@ -50,8 +58,9 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
             sm.apply(data, len(log))
 
     emit(C.Leader("cp", 1))
-    emit(C.FleetReport([[n, f"z{i % 4}", 1 + i % 2, 4] for i, n in enumerate(NODES)],
-                       [], [], [], []))
+    emit(
+        C.FleetReport([[n, f"z{i % 4}", 1 + i % 2, 4] for i, n in enumerate(NODES)], [], [], [], [])
+    )
     for seq in range(1, len(choices) // 3 + 1):
         kind = pick(13)
         node, pid = NODES[pick(len(NODES))], PIDS[pick(len(PIDS))]
@@ -63,9 +72,11 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
         elif kind == 2:
             emit(C.FleetCreatePartition(pid, rf=1 + pick(3), client_id="c", seq=seq))
         elif kind == 3:
-            moves = [[PIDS[pick(5)], ["", NODES[pick(6)]][pick(2)], ["", NODES[pick(6)]][pick(2)]]
-                     for _ in range(pick(5))]
-            moves += [[p, "", n] for p in PIDS[:pick(5)] for n in NODES[pick(6):pick(6) + 2]]
+            moves = [
+                [PIDS[pick(5)], ["", NODES[pick(6)]][pick(2)], ["", NODES[pick(6)]][pick(2)]]
+                for _ in range(pick(5))
+            ]
+            moves += [[p, "", n] for p in PIDS[: pick(5)] for n in NODES[pick(6) : pick(6) + 2]]
             emit(C.FleetPlan(sm.applied_index - pick(3), moves, [pid] if pick(4) == 0 else []))
         elif kind in (4, 5, 6):
             actions = [(n, a) for n in NODES for a in sm.fleet.actions(n)]
@@ -83,20 +94,27 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
         elif kind == 10:
             emit(C.FleetSetRF(pid, 1 + pick(3), client_id="c", seq=seq))
         elif kind == 11:
-            emit([C.FleetDeletePartition(pid, client_id="c", seq=seq),
-                  C.Leader("cp", 1 + pick(3))][pick(2)])
+            emit(
+                [C.FleetDeletePartition(pid, client_id="c", seq=seq), C.Leader("cp", 1 + pick(3))][
+                    pick(2)
+                ]
+            )
         else:
             pending = sm.fleet.pending_requests()
             if pending and pick(2):
                 emit(C.FleetProviderResult(pending[0][0], pick(3) != 0, f"new{seq}"))
             else:
-                emit(C.FleetProviderRequest(["provision", "decommission"][pick(2)],
-                                            [f"zone-{pick(3)}", node][pick(2)]))
+                emit(
+                    C.FleetProviderRequest(
+                        ["provision", "decommission"][pick(2)], [f"zone-{pick(3)}", node][pick(2)]
+                    )
+                )
     return log
 
 
 fleet_logs = st.lists(st.integers(0, 1_000), min_size=30, max_size=300).map(
-    lambda xs: build_log(xs))
+    lambda xs: build_log(xs)
+)
 
 
 def apply_all(sm: StateMachine, log: list[bytes], start: int = 0) -> list[list[object]]:
@@ -182,8 +200,15 @@ def test_replay_is_byte_identical_under_another_hash_seed() -> None:
     outs = []
     for seed in ("0", "99"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
-                             capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         outs.append(out.stdout.strip())
     assert outs[0] == outs[1]
     assert int(outs[0].split()[1]) > 10

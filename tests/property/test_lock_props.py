@@ -18,8 +18,11 @@ def lock_logs(draw: st.DrawFn, max_len: int = 60) -> list[C.Command]:
     seq = 0
     tick_n = 0
     for _ in range(draw(st.integers(1, max_len))):
-        kind = draw(st.sampled_from(["grant", "keep", "close", "acquire", "acquire", "release",
-                                     "tick", "tick"]))
+        kind = draw(
+            st.sampled_from(
+                ["grant", "keep", "close", "acquire", "acquire", "release", "tick", "tick"]
+            )
+        )
         client = draw(st.sampled_from(["", "c1"]))
         if client:
             seq += 1
@@ -27,8 +30,13 @@ def lock_logs(draw: st.DrawFn, max_len: int = 60) -> list[C.Command]:
         sid = draw(st.integers(1, 4))
         name = draw(st.sampled_from(NAMES))
         if kind == "grant":
-            out.append(C.LockSessionGrant(draw(st.sampled_from([1_000, 2_500, 6_000])),
-                                          draw(st.sampled_from([0, 0, sid])), **meta))
+            out.append(
+                C.LockSessionGrant(
+                    draw(st.sampled_from([1_000, 2_500, 6_000])),
+                    draw(st.sampled_from([0, 0, sid])),
+                    **meta,
+                )
+            )
         elif kind == "keep":
             out.append(C.LockSessionKeepAlive(sid, **meta))
         elif kind == "close":
@@ -114,16 +122,20 @@ def test_machine_matches_the_simple_model_and_tokens_only_grow(log: list[C.Comma
     seen_tokens: dict[str, int] = {}
     last_grant = 0
     for i, cmd in enumerate(log, start=1):
-        first_time = not (getattr(cmd, "client_id", "") and _entry(cmd) in
-                          [_entry(c) for c in log[: i - 1]])
+        first_time = not (
+            getattr(cmd, "client_id", "") and _entry(cmd) in [_entry(c) for c in log[: i - 1]]
+        )
         sm.apply(_entry(cmd), i)
         if first_time:
             model.apply(cmd, i)
-        actual = {name: [lock.holder, lock.token, list(lock.waiters)]
-                  for name, lock in sm.locks.locks.items()}
+        actual = {
+            name: [lock.holder, lock.token, list(lock.waiters)]
+            for name, lock in sm.locks.locks.items()
+        }
         assert actual == model.locks
-        assert {sid: [s.ttl_ms, s.expires_ms] for sid, s in sm.locks.sessions.items()} \
-            == model.sessions
+        assert {
+            sid: [s.ttl_ms, s.expires_ms] for sid, s in sm.locks.sessions.items()
+        } == model.sessions
         for name, (holder, token, waiters) in actual.items():
             assert holder in sm.locks.sessions and holder not in waiters
             assert len(set(waiters)) == len(waiters)
@@ -136,8 +148,9 @@ def test_machine_matches_the_simple_model_and_tokens_only_grow(log: list[C.Comma
 
 
 @given(log=lock_logs(), data=st.data())
-def test_replicas_agree_and_snapshot_then_rest_equals_whole(log: list[C.Command],
-                                                            data: st.DataObject) -> None:
+def test_replicas_agree_and_snapshot_then_rest_equals_whole(
+    log: list[C.Command], data: st.DataObject
+) -> None:
     k = data.draw(st.integers(0, len(log)))
     whole, other = StateMachine(), StateMachine()
     results = _run(log, whole)
@@ -165,5 +178,6 @@ def test_duplicated_lock_commands_apply_once(log: list[C.Command]) -> None:
     # Tokens are log indexes, which differ between the two logs; compare everything else.
     assert [r[0] for r in picked] == [r[0] for r in results]
     assert sorted(twice.locks.sessions) == sorted(once.locks.sessions)
-    assert {n: [lk.holder, list(lk.waiters)] for n, lk in twice.locks.locks.items()} == \
-        {n: [lk.holder, list(lk.waiters)] for n, lk in once.locks.locks.items()}
+    assert {n: [lk.holder, list(lk.waiters)] for n, lk in twice.locks.locks.items()} == {
+        n: [lk.holder, list(lk.waiters)] for n, lk in once.locks.locks.items()
+    }

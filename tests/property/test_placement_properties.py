@@ -30,13 +30,21 @@ EVENTS = ("none", "add", "dead", "drain", "heat", "rf", "budget")
 def instances(draw: st.DrawFn) -> tuple[Problem, str, int]:
     zones = draw(st.integers(2, 5))
     n_nodes = draw(st.integers(zones, 14))
-    nodes = [Node(f"n{i:02d}", f"z{i % zones}", weight=draw(st.integers(1, 3)),
-                  slots=draw(st.sampled_from([1 << 20, 1 << 20, 2, 5, 12])))
-             for i in range(n_nodes)]
+    nodes = [
+        Node(
+            f"n{i:02d}",
+            f"z{i % zones}",
+            weight=draw(st.integers(1, 3)),
+            slots=draw(st.sampled_from([1 << 20, 1 << 20, 2, 5, 12])),
+        )
+        for i in range(n_nodes)
+    ]
     n_parts = draw(st.integers(1, 40))
     rf_max = min(3, zones)
-    parts = [Partition(f"p{i:03d}", draw(st.integers(1, rf_max)), draw(st.integers(0, 1000)))
-             for i in range(n_parts)]
+    parts = [
+        Partition(f"p{i:03d}", draw(st.integers(1, rf_max)), draw(st.integers(0, 1000)))
+        for i in range(n_parts)
+    ]
     inflight = draw(st.integers(1, 3))
     problem = ev.bootstrap(nodes, parts, moves_in_flight_per_node=inflight)
     return problem, draw(st.sampled_from(EVENTS)), draw(st.integers(0, 10**6))
@@ -47,21 +55,26 @@ def _event(problem: Problem, event: str, seed: int) -> Problem:
     parts = sorted(problem.partitions, key=lambda p: p.id)
     zones = sorted({n.zone for n in nodes})
     if event == "add":
-        return ev.add_nodes(problem, [Node(f"m{i}", zones[(seed + i) % len(zones)], weight=2)
-                                      for i in range(1 + seed % 3)])
+        return ev.add_nodes(
+            problem,
+            [Node(f"m{i}", zones[(seed + i) % len(zones)], weight=2) for i in range(1 + seed % 3)],
+        )
     if event == "dead":
         return ev.node_dead(problem, nodes[seed % len(nodes)].id)
     if event == "drain":
         return ev.drain_zone(problem, zones[seed % len(zones)])
     if event == "heat":
-        return ev.shift_heat(problem, {p.id: (seed * (i + 7)) % 2000
-                                       for i, p in enumerate(parts) if i % 3 == seed % 3})
+        return ev.shift_heat(
+            problem,
+            {p.id: (seed * (i + 7)) % 2000 for i, p in enumerate(parts) if i % 3 == seed % 3},
+        )
     if event == "rf":
-        return ev.change_rf(problem, {p.id: 1 + (seed + i) % min(3, len(zones))
-                                      for i, p in enumerate(parts) if i % 2 == 0})
+        return ev.change_rf(
+            problem,
+            {p.id: 1 + (seed + i) % min(3, len(zones)) for i, p in enumerate(parts) if i % 2 == 0},
+        )
     if event == "budget":
-        return ev.with_budget(ev.add_nodes(problem, [Node("m0", zones[0], weight=3)]),
-                              seed % 20)
+        return ev.with_budget(ev.add_nodes(problem, [Node("m0", zones[0], weight=3)]), seed % 20)
     return problem
 
 
@@ -103,15 +116,17 @@ def _solve_all(problem: Problem) -> Plan:
         memo = plan.assignment.dense if isinstance(plan.assignment, Assignment) else None
         if plan.feasible and memo is not None:
             node_ids, part_ids, off, rep = memo
-            fresh = dense_replicas(part_ids, plan.assignment,
-                                   {n: i for i, n in enumerate(node_ids)})
+            fresh = dense_replicas(
+                part_ids, plan.assignment, {n: i for i, n in enumerate(node_ids)}
+            )
             assert (list(off), list(rep)) == fresh
     return plans[0]
 
 
 @given(instances())
 def test_backends_agree_and_hard_constraints_hold_after_events(
-        case: tuple[Problem, str, int]) -> None:
+    case: tuple[Problem, str, int],
+) -> None:
     problem, event, seed = case
     plan = _solve_all(problem)
     _check(problem, plan)
@@ -143,12 +158,14 @@ def test_relabeling_ids_relabels_the_plan(case: tuple[Problem, str, int]) -> Non
     renamed = Problem(
         tuple(dataclasses.replace(n, id="x" + n.id, zone="y" + n.zone) for n in problem.nodes),
         tuple(dataclasses.replace(p, id="x" + p.id) for p in problem.partitions),
-        moves_in_flight_per_node=problem.moves_in_flight_per_node)
+        moves_in_flight_per_node=problem.moves_in_flight_per_node,
+    )
     a = solve(problem)
     b = solve(renamed)
     assert [(m.partition, m.source, m.target, m.wave) for m in a.moves] == [
         (m.partition[1:], m.source and m.source[1:], m.target and m.target[1:], m.wave)
-        for m in b.moves]
+        for m in b.moves
+    ]
 
 
 def test_regression_targets_met_after_a_budget_means_no_more_moves() -> None:
@@ -158,11 +175,47 @@ def test_regression_targets_met_after_a_budget_means_no_more_moves() -> None:
     """
     weights = [1, 1, 1, 2, 3, 1, 1, 1, 3]
     nodes = [Node(f"n{i:02d}", f"z{i % 3}", weight=w) for i, w in enumerate(weights)]
-    spec = [(1, 501), (1, 0), (1, 0), (1, 0), (2, 771), (3, 509), (1, 0), (2, 744), (2, 0),
-            (2, 160), (1, 0), (1, 0), (1, 0), (3, 0), (2, 183), (1, 0), (1, 215), (2, 181),
-            (1, 142), (1, 0), (1, 0), (3, 249), (3, 267), (2, 233), (1, 218), (1, 0), (1, 0),
-            (1, 0), (1, 0), (2, 2), (2, 143), (3, 181), (1, 306), (3, 539), (1, 2), (1, 241),
-            (1, 233), (2, 4)]
+    spec = [
+        (1, 501),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (2, 771),
+        (3, 509),
+        (1, 0),
+        (2, 744),
+        (2, 0),
+        (2, 160),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (3, 0),
+        (2, 183),
+        (1, 0),
+        (1, 215),
+        (2, 181),
+        (1, 142),
+        (1, 0),
+        (1, 0),
+        (3, 249),
+        (3, 267),
+        (2, 233),
+        (1, 218),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (2, 2),
+        (2, 143),
+        (3, 181),
+        (1, 306),
+        (3, 539),
+        (1, 2),
+        (1, 241),
+        (1, 233),
+        (2, 4),
+    ]
     parts = [Partition(f"p{i:03d}", rf, heat) for i, (rf, heat) in enumerate(spec)]
     test_backends_agree_and_hard_constraints_hold_after_events.hypothesis.inner_test(  # type: ignore[attr-defined]
-        (ev.bootstrap(nodes, parts, moves_in_flight_per_node=1), "budget", 13))
+        (ev.bootstrap(nodes, parts, moves_in_flight_per_node=1), "budget", 13)
+    )

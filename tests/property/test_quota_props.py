@@ -92,8 +92,9 @@ class Cluster:
         self.allotter: Allotter | None = None
         self.next_tick = 0
         self.pending: tuple[int, C.QuotaAllot] | None = None
-        self.routers = [RouterModel(f"r{i}", rng.choice([0, 50_000, 200_000, 900_000]))
-                        for i in range(routers)]
+        self.routers = [
+            RouterModel(f"r{i}", rng.choice([0, 50_000, 200_000, 900_000])) for i in range(routers)
+        ]
         self.apply(C.QuotaSetLimit(key="k", limit_milli=LIMIT, routers_max=routers_max))
         self.usable = usable_milli(LIMIT, routers_max)
         self.accepted = 0
@@ -171,7 +172,8 @@ def test_routers_never_spend_more_than_the_limit(seed: int, routers: int, spare:
         worst = max(worst, spent)
         assert spent <= cluster.usable, (
             f"seed {seed}: routers spend {spent} > {cluster.usable} at {now} ms: "
-            f"{[(r.name, r.spend(now), r.held, r.deadline) for r in cluster.routers]}")
+            f"{[(r.name, r.spend(now), r.held, r.deadline) for r in cluster.routers]}"
+        )
     assert cluster.accepted > 0  # the history did allot (the law is not vacuous)
 
 
@@ -232,8 +234,14 @@ class _NoReservations(Allotter):
         got = super().decide(key, quota, tick_ms, now_ms)
         if got is None or quota.leader_token != self.leader_token:
             return got
-        return C.QuotaAllot(key=got.key, epoch=got.epoch, lease_ms=got.lease_ms,
-                            shares=got.shares, reserved=[], reserved_now=[])
+        return C.QuotaAllot(
+            key=got.key,
+            epoch=got.epoch,
+            lease_ms=got.lease_ms,
+            shares=got.shares,
+            reserved=[],
+            reserved_now=[],
+        )
 
 
 class _TrustingCluster(Cluster):

@@ -73,7 +73,12 @@ def test_hash_is_independent_of_python_hash_seed() -> None:
         env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root))
         out = subprocess.run(
             [sys.executable, "-m", "tests.property.logs", "7", "3000"],
-            cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True,
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         ).stdout.strip()
         outputs.add(out)
     assert len(outputs) == 1, outputs

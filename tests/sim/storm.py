@@ -49,17 +49,24 @@ class _Client:
         clock = sim.clock
         if naive:  # "retry 3 times" with backoff: no budget, no breaker
             self.budget = RetryBudget(ratio=1.0, min_retries_per_s=1e9, window_s=1, clock=clock)
-            breaker = CircuitBreaker(failure_threshold=10**9, reset_ms=1, reset_max_ms=1,
-                                     clock=clock, rng=rng)
+            breaker = CircuitBreaker(
+                failure_threshold=10**9, reset_ms=1, reset_max_ms=1, clock=clock, rng=rng
+            )
             self.max_attempts = 4
         else:
-            self.budget = RetryBudget(ratio=config.budget_ratio,
-                                      min_retries_per_s=config.budget_min_retries_per_s,
-                                      window_s=config.budget_window_s, clock=clock)
-            breaker = CircuitBreaker(failure_threshold=config.breaker_failures,
-                                     reset_ms=config.breaker_reset_ms,
-                                     reset_max_ms=config.breaker_reset_max_ms,
-                                     clock=clock, rng=rng)
+            self.budget = RetryBudget(
+                ratio=config.budget_ratio,
+                min_retries_per_s=config.budget_min_retries_per_s,
+                window_s=config.budget_window_s,
+                clock=clock,
+            )
+            breaker = CircuitBreaker(
+                failure_threshold=config.breaker_failures,
+                reset_ms=config.breaker_reset_ms,
+                reset_max_ms=config.breaker_reset_max_ms,
+                clock=clock,
+                rng=rng,
+            )
             self.max_attempts = config.max_attempts
         self.breakers = {ENDPOINT: breaker}
         self.backoff = Backoff(config.backoff_base_ms, config.backoff_cap_ms, rng)
@@ -70,17 +77,27 @@ class Storm:
     """The simulation: `clients` each make Poisson requests at `rate_per_s` for `duration_s`;
     every attempt in ``[spike_start_s, spike_end_s)`` fails, every other succeeds."""
 
-    def __init__(self, *, clients: int = 500, rate_per_s: float = 2.0, duration_s: float = 40.0,
-                 spike_start_s: float = 10.0, spike_end_s: float = 20.0,
-                 latency_s: float = 0.005, seed: int = 1, naive: bool = False,
-                 config: ClientConfig | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clients: int = 500,
+        rate_per_s: float = 2.0,
+        duration_s: float = 40.0,
+        spike_start_s: float = 10.0,
+        spike_end_s: float = 20.0,
+        latency_s: float = 0.005,
+        seed: int = 1,
+        naive: bool = False,
+        config: ClientConfig | None = None,
+    ) -> None:
         self.now = 0.0
         self.rng = Random(seed)
         self.spike = (spike_start_s, spike_end_s)
         self.duration_s, self.latency_s, self.rate = duration_s, latency_s, rate_per_s
         config = config or LongRunningConfig()
-        self.clients = [_Client(self, config, Random(seed * 1_000_003 + i), naive)
-                        for i in range(clients)]
+        self.clients = [
+            _Client(self, config, Random(seed * 1_000_003 + i), naive) for i in range(clients)
+        ]
         self.result = StormResult()
         self._events: list[tuple[float, int, object]] = []
         self._n = 0
@@ -121,8 +138,9 @@ class Storm:
         r.requests += 1
         if self._in_spike(t):
             r.spike_requests += 1
-        plan = CallPlan([ENDPOINT], c.breakers, c.budget, c.backoff,
-                        max_attempts=c.max_attempts, safe=True)
+        plan = CallPlan(
+            [ENDPOINT], c.breakers, c.budget, c.backoff, max_attempts=c.max_attempts, safe=True
+        )
         if plan.first() is None:
             self._fail(i, t, "every endpoint's circuit breaker is open")
             return
@@ -164,8 +182,9 @@ class Storm:
                 r.breaker_closed += b.state == CircuitBreaker.CLOSED
             r.open_at_end += b.state != CircuitBreaker.CLOSED
             if c.first_success_after_spike is not None:
-                r.recovery_s_max = max(r.recovery_s_max,
-                                       c.first_success_after_spike - self.spike[1])
+                r.recovery_s_max = max(
+                    r.recovery_s_max, c.first_success_after_spike - self.spike[1]
+                )
 
 
 def simulate(**kwargs: object) -> StormResult:
@@ -182,13 +201,15 @@ def report(defaults: StormResult, naive: StormResult) -> str:
             f"({r.failed_after_spike} after the spike); breakers opened {r.breaker_opened}, "
             f"closed again {r.breaker_closed}, open at end {r.open_at_end}; "
             f"last client recovered {r.recovery_s_max:.2f} s after the spike; "
-            f"gave up: {dict(sorted(r.give_up_reasons.items()))}")
+            f"gave up: {dict(sorted(r.give_up_reasons.items()))}"
+        )
     lines.append(
         "why: in the spike each default client retries its first failures (budget floor), "
         "its breaker opens after 5 consecutive failures and later requests fail fast without "
         "reaching the backend, a jittered half-open probe every 0.5..2 s (doubling) finds the "
         "recovery; the budget caps retries at 10% of requests + 1/s. Naive retry-3 sends "
-        "every request 4 times while the backend is down.")
+        "every request 4 times while the backend is down."
+    )
     return "\n".join(lines)
 
 

@@ -16,12 +16,19 @@ from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing import SimCluster
 from coreplane.testing.fleet import FleetWorld, started_moves, undone_moves
 
-CFG = FleetConfig(suspect_after_ms=3_000, dead_after_ms=6_000, copy_timeout_ms=8_000,
-                  cleanup_timeout_ms=5_000, moves_in_flight_per_node=2, moves_in_flight_max=16)
+CFG = FleetConfig(
+    suspect_after_ms=3_000,
+    dead_after_ms=6_000,
+    copy_timeout_ms=8_000,
+    cleanup_timeout_ms=5_000,
+    moves_in_flight_per_node=2,
+    moves_in_flight_max=16,
+)
 
 
-def _world(seed: int, agents: int = 6, zones: int = 3, partitions: int = 12,
-           rf: int = 3) -> tuple[SimCluster, FleetWorld]:
+def _world(
+    seed: int, agents: int = 6, zones: int = 3, partitions: int = 12, rf: int = 3
+) -> tuple[SimCluster, FleetWorld]:
     c = SimCluster(seed, fleet_config=CFG)
     assert c.run_until(c.converged, 5_000), f"seed {seed}: no leader"
     world = FleetWorld(c)
@@ -29,8 +36,11 @@ def _world(seed: int, agents: int = 6, zones: int = 3, partitions: int = 12,
         world.add_agent(f"s{i}", f"z{i % zones}")
     world.run(3_000)
     for i in range(partitions):
-        c.command("admin", C.FleetCreatePartition(f"p{i}", rf=rf, client_id="admin", seq=i + 1),
-                  lambda op: None)
+        c.command(
+            "admin",
+            C.FleetCreatePartition(f"p{i}", rf=rf, client_id="admin", seq=i + 1),
+            lambda op: None,
+        )
     return c, world
 
 
@@ -84,8 +94,11 @@ def _reached(world: FleetWorld, step: str, holder: str) -> bool:
     if step == "copy_issued":
         return op is not None and op.step == "copy"
     if step == "copy_done_unacked":
-        return op is not None and op.step == "copy" and any(
-            world.copies[("p0", n)] for n in world.agents if n != holder)
+        return (
+            op is not None
+            and op.step == "copy"
+            and any(world.copies[("p0", n)] for n in world.agents if n != holder)
+        )
     if step == "cleanup_issued":
         return op is not None and op.step == "cleanup"
     return not fleet.ops and holder not in fleet.parts["p0"][2]
@@ -160,9 +173,13 @@ def test_scale_up_past_the_zones_provisions_through_the_provider_then_places() -
         provider = world.provider()
         assert world.run_until_converged(60_000)
         c.command("admin", C.FleetSetRF("p0", 4, client_id="admin", seq=100), lambda op: None)
-        assert c.run_until(lambda: world.fleet_state().partition_view("p0")["health"]
-                           == "healthy" and len(world.fleet_state().parts["p0"][2]) == 4,
-                           60_000)
+        assert c.run_until(
+            lambda: (
+                world.fleet_state().partition_view("p0")["health"] == "healthy"
+                and len(world.fleet_state().parts["p0"][2]) == 4
+            ),
+            60_000,
+        )
         assert [k for k, _r, _t in provider.calls] == ["provision"]
         request_id = provider.calls[0][1]
         assert request_id == "provision/zone-4#1"
@@ -179,10 +196,8 @@ def test_decommission_drains_then_releases_the_node_through_the_provider() -> No
         provider = world.provider()
         assert world.run_until_converged(60_000)
         holder = world.fleet_state().parts["p0"][2][0]
-        c.command("admin", C.FleetDecommission(holder, client_id="admin", seq=100),
-                  lambda op: None)
-        assert c.run_until(lambda: any(k == "decommission" for k, _r, _t in provider.calls),
-                           60_000)
+        c.command("admin", C.FleetDecommission(holder, client_id="admin", seq=100), lambda op: None)
+        assert c.run_until(lambda: any(k == "decommission" for k, _r, _t in provider.calls), 60_000)
         _kind, request_id, token = provider.calls[-1]
         assert request_id == f"decommission/{holder}#1" and token > 0
         assert not world.agents[holder].up

@@ -27,8 +27,9 @@ def _grant(c: SimCluster, ttl_ms: int) -> int:
 
 
 def _lease_everywhere(c: SimCluster, lease_id: int) -> list[bool]:
-    return [lease_id in slot.node.state.kv.leases
-            for slot in c.slots.values() if slot.node is not None]
+    return [
+        lease_id in slot.node.state.kv.leases for slot in c.slots.values() if slot.node is not None
+    ]
 
 
 def _tick_ms(c: SimCluster) -> int:

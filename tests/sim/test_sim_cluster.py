@@ -35,8 +35,14 @@ with SimCluster(7) as c:
 
 def _trace_in_subprocess(hash_seed: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -183,8 +189,9 @@ def test_checker_agrees_with_brute_force_on_simulated_histories() -> None:
         if reads:
             i = reads[0]
             bad = list(ops)
-            bad[i] = Operation(bad[i].client, bad[i].call, bad[i].ret, "read", key,
-                               None, b"never written")
+            bad[i] = Operation(
+                bad[i].client, bad[i].call, bad[i].ret, "read", key, None, b"never written"
+            )
             assert check(bad, model).verdict is Verdict.VIOLATION
             assert check_brute_force(bad, model) is Verdict.VIOLATION
         compared += 1

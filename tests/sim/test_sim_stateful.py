@@ -41,11 +41,17 @@ class CounterMachine(ClusterMachine):
 # its own, much larger number of examples.
 _LONG = os.environ.get("COREPLANE_HYPOTHESIS_PROFILE") == "chaos"
 TestCluster = ClusterMachine.TestCase
-TestCluster.settings = settings(max_examples=settings.default.max_examples if _LONG else 6,
-                                stateful_step_count=50 if _LONG else 25, deadline=None)
+TestCluster.settings = settings(
+    max_examples=settings.default.max_examples if _LONG else 6,
+    stateful_step_count=50 if _LONG else 25,
+    deadline=None,
+)
 TestCounter = CounterMachine.TestCase
-TestCounter.settings = settings(max_examples=settings.default.max_examples if _LONG else 4,
-                                stateful_step_count=50 if _LONG else 25, deadline=None)
+TestCounter.settings = settings(
+    max_examples=settings.default.max_examples if _LONG else 4,
+    stateful_step_count=50 if _LONG else 25,
+    deadline=None,
+)
 
 
 def test_fault_schedule_strategy_draws_known_faults() -> None:

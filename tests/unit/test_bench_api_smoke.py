@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_api_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "api.json"
-    done = subprocess.run([sys.executable, "-m", "benches", "api", "--json", str(out),
-                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "benches", "api", "--json", str(out), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     record = json.loads(out.read_text())
     summary = record["summary"]

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_apply_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "apply.json"
-    subprocess.run([sys.executable, "-m", "benches", "apply", "--json", str(out), "--smoke"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "benches", "apply", "--json", str(out), "--smoke"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     record = json.loads(out.read_text())
     assert record["bench"] == "apply"
     assert record["params"]["smoke"] is True

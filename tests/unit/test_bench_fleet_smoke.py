@@ -13,13 +13,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_fleet_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
-    subprocess.run([sys.executable, "-m", "benches", "fleet", "--json", str(out), "--smoke"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "benches", "fleet", "--json", str(out), "--smoke"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     record = json.loads(out.read_text())
     assert record["bench"] == "fleet" and record["params"]["smoke"] is True
     summary = record["summary"]
-    for key in ("tick_apply_us_p50", "tick_apply_us_p99", "plan_apply_ms", "detect_to_plan_s",
-                "heal_moves_over_lb", "anchor_tick_decode_us"):
+    for key in (
+        "tick_apply_us_p50",
+        "tick_apply_us_p99",
+        "plan_apply_ms",
+        "detect_to_plan_s",
+        "heal_moves_over_lb",
+        "anchor_tick_decode_us",
+    ):
         assert summary[key] > 0, key
     for key in ("liveness_entries_per_s", "liveness_bytes_per_s"):
         assert summary[key] >= 0, key

@@ -8,21 +8,42 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ("solve_s", "moves", "lower_bound", "moves_over_lb", "heat_max_over_fair",
-        "band_violations", "hard_violations", "waves", "speedup_vs_twin")
+KEYS = (
+    "solve_s",
+    "moves",
+    "lower_bound",
+    "moves_over_lb",
+    "heat_max_over_fair",
+    "band_violations",
+    "hard_violations",
+    "waves",
+    "speedup_vs_twin",
+)
 
 
 def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "placement.json"
-    subprocess.run([sys.executable, "-m", "benches", "placement", "--json", str(out), "--smoke"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "benches", "placement", "--json", str(out), "--smoke"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     record = json.loads(out.read_text())
     assert record["bench"] == "placement"
     assert record["params"]["smoke"] is True
     assert record["git_revision"]
     for size, events in record["summary"].items():
-        assert set(events) == {"bootstrap", "add_nodes", "node_dead", "drain", "heat_shift",
-                               "rf_change", "budget"}, size
+        assert set(events) == {
+            "bootstrap",
+            "add_nodes",
+            "node_dead",
+            "drain",
+            "heat_shift",
+            "rf_change",
+            "budget",
+        }, size
         for event, entry in events.items():
             if entry["infeasible"] == entry["cases"]:
                 continue
@@ -42,7 +63,13 @@ def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
         for event, entry in per_event.items():
             if entry["infeasible"] == entry["cases"]:
                 continue
-            for key in ("heat_over_cap_nodes", "moves_over_lb", "greedy_heat_over_cap_nodes",
-                        "greedy_moves_over_lb", "heat_max_over_fair", "solve_s"):
+            for key in (
+                "heat_over_cap_nodes",
+                "moves_over_lb",
+                "greedy_heat_over_cap_nodes",
+                "greedy_moves_over_lb",
+                "heat_max_over_fair",
+                "solve_s",
+            ):
                 assert key in entry, (name, event, key)
             assert entry["hard_violations"] == 0 and entry["twin_identical"], (name, event)

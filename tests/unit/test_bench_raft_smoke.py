@@ -51,21 +51,39 @@ def test_process_cpu_is_read_from_proc() -> None:
 @pytest.mark.slow
 def test_raft_bench_smoke_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "raft.json"
-    done = subprocess.run([sys.executable, "-m", "benches", "raft", "--json", str(out),
-                           "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "benches", "raft", "--json", str(out), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-4000:]  # the bench's traceback, in CI's log
     record = json.loads(out.read_text())
     assert record["bench"] == "raft" and record["params"]["smoke"] is True
     summary = record["summary"]
-    for key in ("tput_writes_per_s_sync", "tput_writes_per_s_async", "tput_ratio_vs_pysyncobj",
-                "p50_ms_at_100_sync", "p50_ms_at_100_async", "failover_s_median",
-                "failover_s_max", "leader_cpu_us_per_write_sync",
-                "leader_cpu_us_per_write_async", "pysyncobj_leader_cpu_us_per_write"):
+    for key in (
+        "tput_writes_per_s_sync",
+        "tput_writes_per_s_async",
+        "tput_ratio_vs_pysyncobj",
+        "p50_ms_at_100_sync",
+        "p50_ms_at_100_async",
+        "failover_s_median",
+        "failover_s_max",
+        "leader_cpu_us_per_write_sync",
+        "leader_cpu_us_per_write_async",
+        "pysyncobj_leader_cpu_us_per_write",
+    ):
         assert summary[key] > 0, key
     assert summary["acked_lost"] == 0
     assert summary["etcd"] == "skipped (--smoke)"
-    for key in ("tput_ratio_vs_etcd_sync", "tput_ratio_vs_etcd_async", "etcd_tput_writes_per_s",
-                "etcd_leader_cpu_us_per_write", "etcd_generator_near_ceiling"):
+    for key in (
+        "tput_ratio_vs_etcd_sync",
+        "tput_ratio_vs_etcd_async",
+        "etcd_tput_writes_per_s",
+        "etcd_leader_cpu_us_per_write",
+        "etcd_generator_near_ceiling",
+    ):
         assert summary[key] is None, key
     for name in ("coreplane_sync", "coreplane_async", "pysyncobj"):
         generator = summary["generators"][name]

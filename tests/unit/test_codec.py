@@ -18,7 +18,8 @@ def test_envelope_round_trip() -> None:
 
 def test_canonical_bytes_ignore_insertion_order() -> None:
     assert codec.encode(1, {"a": 1, "b": {"c": 2, "d": 3}}) == codec.encode(
-        1, {"b": {"d": 3, "c": 2}, "a": 1})
+        1, {"b": {"d": 3, "c": 2}, "a": 1}
+    )
     assert codec.encode_value((1, 2)) == codec.encode_value([1, 2])
 
 
@@ -125,13 +126,19 @@ def test_the_scalar_fast_path_gives_the_canonical_bytes() -> None:
     bytes must be exactly codec.encode's, or state hashes and replay would change."""
     from coreplane.core import commands as C
 
-    samples = [C.Put("k/é", b"\x00v", 7, "client/1", 2**63 - 1), C.Delete("k", "c", 1),
-               C.Cas("k", 3, b"", 0, "", 0), C.LeaseGrant(1_000, 5, "c", 9),
-               C.LeaseKeepAlive(5), C.LeaseRevoke(5, "c", 2)]
+    samples = [
+        C.Put("k/é", b"\x00v", 7, "client/1", 2**63 - 1),
+        C.Delete("k", "c", 1),
+        C.Cas("k", 3, b"", 0, "", 0),
+        C.LeaseGrant(1_000, 5, "c", 9),
+        C.LeaseKeepAlive(5),
+        C.LeaseRevoke(5, "c", 2),
+    ]
     for command in samples:
         assert C.encode(command) == codec.encode(command.TAG, command.to_body())
     for command in (C.Tick(3, 200), C.Leader("n1", 4)):
-        assert C.encode_internal(command) == codec.encode(command.TAG, command.to_body(),
-                                                          internal=True)
+        assert C.encode_internal(command) == codec.encode(
+            command.TAG, command.to_body(), internal=True
+        )
     user = C.UserCommand("m", {"b": [1, {"z": 1, "a": 2}]}, "c", 1)  # not scalar: the walk
     assert C.encode(user) == codec.encode(user.TAG, user.to_body())

@@ -88,7 +88,10 @@ def test_the_checker_runs_blocks_and_honours_markers() -> None:
     )
     blocks = python_blocks(page)
     assert [(b.line, b.skip_reason) for b in blocks] == [
-        (3, None), (8, "needs a cluster"), (14, None)]
+        (3, None),
+        (8, "needs a cluster"),
+        (14, None),
+    ]
     assert run_page("docs/t.md", page) == 2
 
 

@@ -45,8 +45,7 @@ def slow_transport(recording_transport: Any, fake_clock: list[float]) -> type:
 
 
 def _conf(**extra: Any) -> Any:
-    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None,
-                        auto_tick=False)
+    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None, auto_tick=False)
     for key, value in extra.items():
         setattr(conf, key, value)
     return conf
@@ -57,9 +56,15 @@ def _leader(upstream: bool, transport: type, **conf: Any) -> Any:
     if upstream:
         node = SyncObj(Node("l"), nodes, _conf(**conf), nodeClass=Node, transportClass=transport)
     else:
-        node = E.RaftEngine(self_node=Node("l"), other_nodes=nodes, conf=_conf(**conf),
-                            apply_fn=lambda data, index: None, transport_class=transport,
-                            journal=MemoryJournal(), node_class=Node)
+        node = E.RaftEngine(
+            self_node=Node("l"),
+            other_nodes=nodes,
+            conf=_conf(**conf),
+            apply_fn=lambda data, index: None,
+            transport_class=transport,
+            journal=MemoryJournal(),
+            node_class=Node,
+        )
     node._SyncObj__transport.tryGetReady()
     _elect(node, upstream)
     assert node._isLeader()
@@ -71,13 +76,16 @@ def _elect(node: Any, upstream: bool = False) -> None:
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()
     if not upstream:
-        (prevote,) = {m["term"] for _, m in node._SyncObj__transport.sent
-                      if m["type"] == "cp_prevote"}
-        node._SyncObj__onMessageReceived(Node("f1"), {"type": "cp_prevote_reply",
-                                                      "term": prevote, "granted": True, "ms": 0})
+        (prevote,) = {
+            m["term"] for _, m in node._SyncObj__transport.sent if m["type"] == "cp_prevote"
+        }
+        node._SyncObj__onMessageReceived(
+            Node("f1"), {"type": "cp_prevote_reply", "term": prevote, "granted": True, "ms": 0}
+        )
         node.doTick()
-    node._SyncObj__onMessageReceived(Node("f1"), {"type": "response_vote",
-                                                  "term": node.raftCurrentTerm})
+    node._SyncObj__onMessageReceived(
+        Node("f1"), {"type": "response_vote", "term": node.raftCurrentTerm}
+    )
 
 
 @pytest.fixture
@@ -98,12 +106,14 @@ def heard_leader(make_follower: Any, append_entries: Any) -> Any:
 
 
 @pytest.mark.parametrize("upstream", [False, True])
-def test_every_lagging_follower_gets_its_own_budget(slow_transport: Any, fake_clock: list[float],
-                                                    upstream: bool) -> None:
+def test_every_lagging_follower_gets_its_own_budget(
+    slow_transport: Any, fake_clock: list[float], upstream: bool
+) -> None:
     node = _leader(upstream, slow_transport, appendEntriesBatchSizeBytes=64)
     for _i in range(400):  # far more than one 50 ms round can send at 1 ms per message
-        node._SyncObj__raftLog.add(bytes([0]) + bytes(80), node._SyncObj__raftLog[-1][1] + 1,
-                                   node.raftCurrentTerm)
+        node._SyncObj__raftLog.add(
+            bytes([0]) + bytes(80), node._SyncObj__raftLog[-1][1] + 1, node.raftCurrentTerm
+        )
     transport = node._SyncObj__transport
     transport.sent.clear()
     node._SyncObj__sendAppendEntries()
@@ -173,9 +183,16 @@ def test_a_transfer_vote_is_granted_at_once(heard_leader: Any, fake_clock: list[
     node = heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
-    node._SyncObj__onMessageReceived(Node("other"), {
-        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1,
-        "cp_transfer": True})
+    node._SyncObj__onMessageReceived(
+        Node("other"),
+        {
+            "type": "request_vote",
+            "term": 2,
+            "last_log_index": 2,
+            "last_log_term": 1,
+            "cp_transfer": True,
+        },
+    )
     assert [m["type"] for _, m in transport.sent] == ["response_vote"]
     node.destroy()
 
@@ -194,9 +211,16 @@ def test_entries_carry_codec_bytes_after_their_own_type_byte(
     last = node._SyncObj__raftLog[-1]
     assert last[0] == E.ENTRY_COMMAND_TYPE + b"\x93\x01\x0a\x80"
     for follower in ("f1", "f2"):
-        node._SyncObj__onMessageReceived(Node(follower), {
-            "type": "next_node_idx", "term": node.raftCurrentTerm, "success": True,
-            "next_node_idx": last[1] + 1, "reset": False})
+        node._SyncObj__onMessageReceived(
+            Node(follower),
+            {
+                "type": "next_node_idx",
+                "term": node.raftCurrentTerm,
+                "success": True,
+                "next_node_idx": last[1] + 1,
+                "reset": False,
+            },
+        )
     node.doTick()
     assert applied == [(b"\x93\x01\x0a\x80", last[1])]
     assert results == [("ok", E.FAIL.SUCCESS)]
@@ -222,8 +246,9 @@ def test_a_voter_with_a_longer_log_stands_at_once(
     fake_clock[0] += 0.31  # out of its stickiness window: the leader went quiet
     transport = node._SyncObj__transport
     transport.sent.clear()
-    node._SyncObj__onMessageReceived(Node("other"), {
-        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1})
+    node._SyncObj__onMessageReceived(
+        Node("other"), {"type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1}
+    )
     assert transport.sent == []  # refused: its log (index 3) is ahead of the candidate's (2)
     assert node._SyncObj__raftElectionDeadline <= fake_clock[0] + 0.01
     fake_clock[0] += 0.011
@@ -241,8 +266,9 @@ def test_a_voter_no_further_ahead_keeps_its_timer(
     fake_clock[0] += 0.31
     transport = node._SyncObj__transport
     transport.sent.clear()
-    node._SyncObj__onMessageReceived(Node("other"), {
-        "type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1})
+    node._SyncObj__onMessageReceived(
+        Node("other"), {"type": "request_vote", "term": 2, "last_log_index": 2, "last_log_term": 1}
+    )
     assert [m["type"] for _, m in transport.sent] == ["response_vote"]  # granted as before
     assert node._SyncObj__raftElectionDeadline > fake_clock[0] + 0.2
     assert node.counters()["stood_for_better_log"] == 0
@@ -256,8 +282,9 @@ def test_split_candidates_the_larger_id_stands_again_at_once(
     node._SyncObj__transport.tryGetReady()
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()  # a pre-vote round for term 1, won below
-    node._SyncObj__onMessageReceived(Node("other"), {"type": "cp_prevote_reply", "term": 1,
-                                                     "granted": True, "ms": 0})
+    node._SyncObj__onMessageReceived(
+        Node("other"), {"type": "cp_prevote_reply", "term": 1, "granted": True, "ms": 0}
+    )
     node.doTick()  # candidate at term 1, voted for itself
     assert node._SyncObj__raftState == 1 and node.raftCurrentTerm == 1
     transport = node._SyncObj__transport
@@ -278,9 +305,15 @@ def test_a_leader_whose_own_copy_decides_wakes_its_next_tick(
 ) -> None:
     # A one-voter group: the leader's own synced copy is the quorum. Without the wake, the
     # commit waited for the poll timeout (21 ms a write).
-    node = E.RaftEngine(self_node=Node("solo"), other_nodes=[], conf=_conf(),
-                        apply_fn=lambda data, index: "ok", transport_class=recording_transport,
-                        journal=MemoryJournal(), node_class=Node)
+    node = E.RaftEngine(
+        self_node=Node("solo"),
+        other_nodes=[],
+        conf=_conf(),
+        apply_fn=lambda data, index: "ok",
+        transport_class=recording_transport,
+        journal=MemoryJournal(),
+        node_class=Node,
+    )
     node._SyncObj__raftElectionDeadline = 0
     node.doTick()
     node.doTick()
@@ -324,8 +357,9 @@ def test_an_isolated_node_never_raises_its_term_alone(
     node.destroy()
 
 
-def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(heard_leader: Any,
-        fake_clock: list[float]) -> None:
+def test_a_voter_that_hears_its_leader_refuses_a_prevote_and_says_when(
+    heard_leader: Any, fake_clock: list[float]
+) -> None:
     node = heard_leader([(2, 1)])
     transport = node._SyncObj__transport
     transport.sent.clear()
@@ -351,15 +385,26 @@ def test_a_deposed_leader_fails_its_uncommitted_proposals_at_once(
     node.doTick()
     results: list[tuple[int, Any]] = []
     for i in range(3):  # (upstream: typed like a @replicated call; never applied here)
-        propose = node.propose if not upstream else lambda data, cb: node._applyCommand(
-            bytes([0]) + data, cb)
+        propose = (
+            node.propose
+            if not upstream
+            else lambda data, cb: node._applyCommand(bytes([0]) + data, cb)
+        )
         propose(bytes([i]), lambda _r, code, i=i: results.append((i, code)))
     node.doTick()  # appended to the leader's log, sent, never acknowledged
     assert results == []
     # A new leader at a higher term writes to this node: it steps down.
-    node._SyncObj__onMessageReceived(Node("f1"), {
-        "type": "append_entries", "term": node.raftCurrentTerm + 1, "commit_index": 1,
-        "prevLogIdx": 1, "prevLogTerm": 0, "entries": []})
+    node._SyncObj__onMessageReceived(
+        Node("f1"),
+        {
+            "type": "append_entries",
+            "term": node.raftCurrentTerm + 1,
+            "commit_index": 1,
+            "prevLogIdx": 1,
+            "prevLogTerm": 0,
+            "entries": [],
+        },
+    )
     assert not node._isLeader()
     node.doTick()
     if upstream:  # the defect: the writers hear nothing until some entry reaches their index

@@ -26,8 +26,12 @@ def test_lower_tokens_are_refused_per_resource() -> None:
 
 def test_bad_arguments_name_the_field() -> None:
     fence = FencedResource()
-    for resource, token, field in (("", 1, "resource"), ("r", -1, "token"), ("r", True, "token"),
-                                   ("r", 1.5, "token")):
+    for resource, token, field in (
+        ("", 1, "resource"),
+        ("r", -1, "token"),
+        ("r", True, "token"),
+        ("r", 1.5, "token"),
+    ):
         with pytest.raises(InvalidArgument) as info:
             fence.check(resource, token)  # type: ignore[arg-type]
         assert info.value.field == field

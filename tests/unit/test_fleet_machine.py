@@ -14,9 +14,15 @@ from coreplane.core import commands as C
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.state import Applied, StateMachine
 
-CFG = FleetConfig(suspect_after_ms=5_000, dead_after_ms=10_000, copy_timeout_ms=4_000,
-                  cleanup_timeout_ms=4_000, retries_max=2, moves_in_flight_per_node=2,
-                  moves_in_flight_max=8)
+CFG = FleetConfig(
+    suspect_after_ms=5_000,
+    dead_after_ms=10_000,
+    copy_timeout_ms=4_000,
+    cleanup_timeout_ms=4_000,
+    retries_max=2,
+    moves_in_flight_per_node=2,
+    moves_in_flight_max=8,
+)
 
 
 class Log:
@@ -31,8 +37,9 @@ class Log:
     def apply(self, command: C.Command) -> Applied:
         self.index += 1
         internal = command.TAG in C.INTERNAL_TAGS
-        return self.sm.apply(C.encode_internal(command) if internal else C.encode(command),
-                             self.index)
+        return self.sm.apply(
+            C.encode_internal(command) if internal else C.encode(command), self.index
+        )
 
     def ok(self, command: C.Command) -> Any:
         result = self.apply(command)
@@ -49,11 +56,18 @@ class Log:
         self.ok(C.Tick(self.tick_n, ms - self.sm.tick_ms))
         assert self.sm.tick_ms == ms
 
-    def report(self, *, nodes: Any = (), heard: Any = (), silent: Any = (), heat: Any = (),
-               lost: Any = ()) -> Any:
-        return self.ok(C.FleetReport([list(n) for n in nodes], list(heard),
-                                     [list(s) for s in silent], [list(h) for h in heat],
-                                     [list(x) for x in lost]))
+    def report(
+        self, *, nodes: Any = (), heard: Any = (), silent: Any = (), heat: Any = (), lost: Any = ()
+    ) -> Any:
+        return self.ok(
+            C.FleetReport(
+                [list(n) for n in nodes],
+                list(heard),
+                [list(s) for s in silent],
+                [list(h) for h in heat],
+                [list(x) for x in lost],
+            )
+        )
 
     @property
     def fleet(self) -> Any:
@@ -99,8 +113,10 @@ def test_silence_turns_suspect_then_dead_in_tick_time_with_a_sentence() -> None:
     view = log.fleet.node_view("n1")
     assert (view["state"], view["liveness_since_ms"]) == ("dead", 17_000)
     texts = [e["text"] for e in log.fleet.explain("n1")]
-    assert ("n1 declared dead at tick time 17000 ms: last heartbeat at tick time 7000 ms, "
-            "dead_after 10000 ms") in texts
+    assert (
+        "n1 declared dead at tick time 17000 ms: last heartbeat at tick time 7000 ms, "
+        "dead_after 10000 ms"
+    ) in texts
 
 
 def test_heard_again_cancels_the_pending_deadlines() -> None:

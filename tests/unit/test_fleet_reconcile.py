@@ -16,8 +16,9 @@ from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.reconcile import plan_moves, problem_from_capture
 from coreplane.core.state import StateMachine
 
-CFG = FleetConfig(suspect_after_ms=2_000, dead_after_ms=4_000, moves_in_flight_per_node=4,
-                  moves_in_flight_max=32)
+CFG = FleetConfig(
+    suspect_after_ms=2_000, dead_after_ms=4_000, moves_in_flight_per_node=4, moves_in_flight_max=32
+)
 
 
 class Loop:
@@ -26,8 +27,11 @@ class Loop:
         self.index, self.tick_n, self.ms, self.seq = 0, 0, 0, 0
         self.down: set[str] = set()
         self.apply(C.Leader("cp", 1))
-        self.apply(C.FleetReport([[f"n{i}", f"z{i % zones}", 1, 1000] for i in range(nodes)],
-                                 [], [], [], []))
+        self.apply(
+            C.FleetReport(
+                [[f"n{i}", f"z{i % zones}", 1, 1000] for i in range(nodes)], [], [], [], []
+            )
+        )
 
     def apply(self, cmd: Any) -> Any:
         self.index += 1
@@ -118,8 +122,7 @@ def test_drain_empties_the_node() -> None:
     loop.run(60)
     assert loop.converged()
     assert not loop.sm.fleet.node_parts["n2"]
-    assert all(loop.sm.fleet.partition_view(p)["health"] == "healthy"
-               for p in loop.sm.fleet.parts)
+    assert all(loop.sm.fleet.partition_view(p)["health"] == "healthy" for p in loop.sm.fleet.parts)
 
 
 def test_rf_above_the_zones_is_capped_for_the_solve() -> None:
@@ -133,10 +136,14 @@ def test_rf_above_the_zones_is_capped_for_the_solve() -> None:
 def test_one_unplaceable_partition_does_not_hold_back_the_others() -> None:
     from coreplane.runtime.fleet import _solve_around
 
-    nodes = (placement.Node("n0", "z0", 1, 10), placement.Node("n1", "z1", 1, 10),
-             placement.Node("n2", "z2", 1, 0))  # z2 has no free slot: b (rf=3) cannot fit
-    problem = placement.Problem(nodes, (placement.Partition("a", 2, 1),
-                                        placement.Partition("b", 3, 1)), {})
+    nodes = (
+        placement.Node("n0", "z0", 1, 10),
+        placement.Node("n1", "z1", 1, 10),
+        placement.Node("n2", "z2", 1, 0),
+    )  # z2 has no free slot: b (rf=3) cannot fit
+    problem = placement.Problem(
+        nodes, (placement.Partition("a", 2, 1), placement.Partition("b", 3, 1)), {}
+    )
     assert not placement.solve(problem).feasible
     plan, skipped = _solve_around(problem)
     assert plan.feasible and [pid for pid, _ in skipped] == ["b"]

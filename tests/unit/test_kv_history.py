@@ -20,12 +20,24 @@ def _apply(sm: StateMachine, *commands: C.Command) -> None:
 
 def test_puts_deletes_and_lease_expiry_are_events_in_revision_order() -> None:
     sm = StateMachine()
-    _apply(sm, C.LeaseGrant(ttl_ms=1_000), C.Put("a", b"1"), C.Put("b/x", b"2", lease_id=1),
-           C.Put("b/y", b"3", lease_id=1), C.Delete("a"), C.Tick(1, 1_000))
+    _apply(
+        sm,
+        C.LeaseGrant(ttl_ms=1_000),
+        C.Put("a", b"1"),
+        C.Put("b/x", b"2", lease_id=1),
+        C.Put("b/y", b"3", lease_id=1),
+        C.Delete("a"),
+        C.Tick(1, 1_000),
+    )
     events, next_revision = sm.kv.history.since(1)
     assert [(r, kind, key) for r, kind, key, _v, _m in events] == [
-        (1, "put", "a"), (2, "put", "b/x"), (3, "put", "b/y"), (4, "delete", "a"),
-        (5, "delete", "b/x"), (5, "delete", "b/y")]  # one revocation, one revision
+        (1, "put", "a"),
+        (2, "put", "b/x"),
+        (3, "put", "b/y"),
+        (4, "delete", "a"),
+        (5, "delete", "b/x"),
+        (5, "delete", "b/y"),
+    ]  # one revocation, one revision
     assert next_revision == 6 == sm.kv.revision + 1
     assert sm.kv.history.since(2, prefix="b/")[0][0][2] == "b/x"
     assert sm.kv.history.since(6) == ([], 6)
@@ -59,17 +71,19 @@ def test_a_restored_replica_knows_no_events_before_its_snapshot() -> None:
     assert [e[2] for e in restored.kv.history.since(3)[0]] == ["c"]
 
 
-@given(ops=st.lists(st.tuples(st.sampled_from(["put", "delete"]), st.sampled_from("abc")),
-                    max_size=40),
-       polls=st.lists(st.integers(1, 5), max_size=20))
-def test_resuming_by_revision_misses_nothing(ops: list[tuple[str, str]],
-                                             polls: list[int]) -> None:
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["put", "delete"]), st.sampled_from("abc")), max_size=40
+    ),
+    polls=st.lists(st.integers(1, 5), max_size=20),
+)
+def test_resuming_by_revision_misses_nothing(ops: list[tuple[str, str]], polls: list[int]) -> None:
     sm = StateMachine()
     seen: list[tuple[int, str, str]] = []
     start = 1
     cursor = 0
     for step in [*polls, len(ops)]:
-        chunk, cursor = ops[cursor: cursor + step], cursor + step
+        chunk, cursor = ops[cursor : cursor + step], cursor + step
         for kind, key in chunk:
             _apply(sm, C.Put(key, b"v") if kind == "put" else C.Delete(key))
         events, start = sm.kv.history.since(start, limit=2)

@@ -39,8 +39,22 @@ ALLOWED: dict[str, set[str]] = {
     "host": {"errors", "core", "raft", "runtime", "placement", "api", "obs"},
 }
 FORBIDDEN_IN_CORE = {
-    "time", "datetime", "threading", "_thread", "socket", "random", "secrets", "os", "pickle",
-    "asyncio", "subprocess", "multiprocessing", "selectors", "signal", "uuid", "concurrent",
+    "time",
+    "datetime",
+    "threading",
+    "_thread",
+    "socket",
+    "random",
+    "secrets",
+    "os",
+    "pickle",
+    "asyncio",
+    "subprocess",
+    "multiprocessing",
+    "selectors",
+    "signal",
+    "uuid",
+    "concurrent",
 }
 FORBIDDEN_EVERYWHERE = {"pickle", "_pickle", "marshal", "dill", "cloudpickle", "shelve"}
 FORBIDDEN_CALLS = {"eval", "exec"}
@@ -108,15 +122,20 @@ def check_module(rel: Path, source: str) -> list[Violation]:
             if not target:
                 found.append(Violation(name, line, "imports the package root"))
                 continue
-            if target[0] == layer or (rel.as_posix(), ".".join(imported.split(".")[:2])) \
-                    in EXCEPTIONS:
+            if (
+                target[0] == layer
+                or (rel.as_posix(), ".".join(imported.split(".")[:2])) in EXCEPTIONS
+            ):
                 continue
             allowed = ALLOWED.get(layer, set())
             if target[0] not in allowed and ".".join(target[:2]) not in allowed:
                 found.append(Violation(name, line, f"{layer} -> {'.'.join(target)} points up"))
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in FORBIDDEN_CALLS):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FORBIDDEN_CALLS
+        ):
             found.append(Violation(name, node.lineno, f"calls {node.func.id}()"))
     return found
 
@@ -145,21 +164,30 @@ def test_checker_catches_bad_import() -> None:
     }
     caught = {str(rel): check_module(rel, src) for rel, src in bad.items()}
     assert {v.what for v in caught["core/bad.py"]} == {
-        "core imports time (impure)", "core -> runtime points up"}
+        "core imports time (impure)",
+        "core -> runtime points up",
+    }
     assert [v.what for v in caught["placement/bad.py"]] == ["placement -> core points up"]
     assert [v.what for v in caught["sdk/bad.py"]] == ["sdk -> core.state points up"]
     assert {v.what for v in caught["api/bad.py"]} == {
-        "imports pickle (forbidden everywhere)", "api imports lmdb"}
+        "imports pickle (forbidden everywhere)",
+        "api imports lmdb",
+    }
     assert {v.what for v in caught["core/machines/bad.py"]} == {
-        "core -> runtime points up", "core imports random (impure)"}
+        "core -> runtime points up",
+        "core imports random (impure)",
+    }
     assert {v.what for v in caught["raft/bad.py"]} == {
-        "calls eval()", "msgpack outside core/codec.py"}
+        "calls eval()",
+        "msgpack outside core/codec.py",
+    }
 
 
 def test_allowed_imports_pass() -> None:
     ok = {
         Path("sdk/client.py"): (
-            "from coreplane.core.codec import encode\nfrom coreplane import errors\n"),
+            "from coreplane.core.codec import encode\nfrom coreplane import errors\n"
+        ),
         Path("core/state.py"): "from coreplane.core import codec\nfrom .codec import encode\n",
         Path("runtime/cp.py"): "from coreplane.raft.engine import Engine\n",
     }
@@ -189,8 +217,14 @@ print(json.dumps({
 def test_importing_the_light_layers_loads_no_pysyncobj_nor_lmdb() -> None:
     """A client (sdk, codec, placement) must not pay for the server side: checked in a fresh
     interpreter, since this one has long imported everything."""
-    out = subprocess.run([sys.executable, "-c", _LIGHT_ROOT_PROBE], capture_output=True,
-                         text=True, check=True, cwd=PACKAGE.parent, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _LIGHT_ROOT_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PACKAGE.parent,
+        timeout=60,
+    )
     probe = json.loads(out.stdout)
     assert probe["light"] == []
     assert probe["runtime_loaded"] is False
@@ -246,9 +280,13 @@ def module_imports(rel: Path, source: str, modules: set[str]) -> set[str]:
             for alias in node.names:
                 sub = f"{name}.{alias.name}"
                 found.add(sub if sub in modules else name)
-        elif (isinstance(node, ast.Call) and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-              and getattr(node.func, "attr", getattr(node.func, "id", "")) in _DYNAMIC_IMPORTS):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in _DYNAMIC_IMPORTS
+        ):
             found.add(node.args[0].value)
     return {name for name in found if name in modules}
 
@@ -307,9 +345,11 @@ def _a_cycle_in(graph: dict[str, set[str]], component: list[str]) -> list[str]:
 def package_graph() -> dict[str, set[str]]:
     files = {_module_name(p.relative_to(PACKAGE)): p for p in sorted(PACKAGE.rglob("*.py"))}
     modules = set(files)
-    return {name: module_imports(path.relative_to(PACKAGE), path.read_text(encoding="utf-8"),
-                                 modules) - {name}
-            for name, path in files.items()}
+    return {
+        name: module_imports(path.relative_to(PACKAGE), path.read_text(encoding="utf-8"), modules)
+        - {name}
+        for name, path in files.items()
+    }
 
 
 def test_no_import_cycles_in_the_package() -> None:
@@ -323,17 +363,21 @@ def test_cycle_check_sees_function_level_and_dynamic_imports() -> None:
     b = "def f():\n    from . import c\n"
     c = "import importlib\nimportlib.import_module('coreplane.raft.a')\n"
     typed = (
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from coreplane.raft import a\n")
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from coreplane.raft import a\n"
+    )
     graph = {
         "coreplane.raft.a": module_imports(Path("raft/a.py"), a, modules),
         "coreplane.raft.b": module_imports(Path("raft/b.py"), b, modules),
         "coreplane.raft.c": module_imports(Path("raft/c.py"), c, modules),
     }
-    assert graph == {"coreplane.raft.a": {"coreplane.raft.b"},
-                     "coreplane.raft.b": {"coreplane.raft.c"},
-                     "coreplane.raft.c": {"coreplane.raft.a"}}
+    assert graph == {
+        "coreplane.raft.a": {"coreplane.raft.b"},
+        "coreplane.raft.b": {"coreplane.raft.c"},
+        "coreplane.raft.c": {"coreplane.raft.a"},
+    }
     assert find_cycles(graph) == [
-        ["coreplane.raft.a", "coreplane.raft.b", "coreplane.raft.c", "coreplane.raft.a"]]
+        ["coreplane.raft.a", "coreplane.raft.b", "coreplane.raft.c", "coreplane.raft.a"]
+    ]
     graph["coreplane.raft.c"] = module_imports(Path("raft/c.py"), typed, modules)
     assert find_cycles(graph) == []
 
@@ -344,8 +388,12 @@ TESTS = PACKAGE.parent / "tests"
 
 
 def _is_sys_path(node: ast.AST | None) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "path"
-            and isinstance(node.value, ast.Name) and node.value.id == "sys")
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
 
 
 def hygiene_violations(source: str) -> list[str]:
@@ -365,11 +413,15 @@ def hygiene_violations(source: str) -> list[str]:
             if last == "conftest" or last.startswith("test_"):
                 found.append(f"line {node.lineno}: imports {name} (use a fixture)")
                 break
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and _is_sys_path(node.func.value):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and _is_sys_path(node.func.value)
+        ):
             found.append(f"line {node.lineno}: edits sys.path")
         if isinstance(node, (ast.Assign, ast.AugAssign)) and any(
-                _is_sys_path(t) for t in getattr(node, "targets", [getattr(node, "target", None)])):
+            _is_sys_path(t) for t in getattr(node, "targets", [getattr(node, "target", None)])
+        ):
             found.append(f"line {node.lineno}: edits sys.path")
     return sorted(set(found))
 
@@ -383,9 +435,11 @@ def test_tests_share_setup_through_fixtures() -> None:
 
 
 def test_hygiene_check_catches_imports_and_path_edits() -> None:
-    bad = ("import sys\nfrom tests.integration.conftest import wait_until\n"
-           "from .conftest import x\nfrom tests.integration.test_log_safety import _append\n"
-           "import test_codec\nsys.path.insert(0, 'examples')\n")
+    bad = (
+        "import sys\nfrom tests.integration.conftest import wait_until\n"
+        "from .conftest import x\nfrom tests.integration.test_log_safety import _append\n"
+        "import test_codec\nsys.path.insert(0, 'examples')\n"
+    )
     assert hygiene_violations(bad) == [
         "line 2: imports tests.integration.conftest (use a fixture)",
         "line 3: imports conftest (use a fixture)",

@@ -20,14 +20,25 @@ from coreplane.testing.linearizability import (
 W, R, CAS = "write", "read", "cas"
 
 
-def op(client: int, call: int, ret: int | None, kind: str, arg: object = None,
-       result: object = None, key: str = "x") -> Operation:
+def op(
+    client: int,
+    call: int,
+    ret: int | None,
+    kind: str,
+    arg: object = None,
+    result: object = None,
+    key: str = "x",
+) -> Operation:
     return Operation(client, call, ret, kind, key, arg, result)
 
 
 def test_sequential_history_is_linearizable() -> None:
-    h = [op(1, 0, 1, W, 1), op(1, 2, 3, R, result=1), op(1, 4, 5, CAS, (1, 2), True),
-         op(1, 6, 7, R, result=2)]
+    h = [
+        op(1, 0, 1, W, 1),
+        op(1, 2, 3, R, result=1),
+        op(1, 4, 5, CAS, (1, 2), True),
+        op(1, 6, 7, R, result=2),
+    ]
     assert check_kv(h).verdict is Verdict.OK
 
 
@@ -72,8 +83,12 @@ def test_cas_results_are_checked() -> None:
 
 
 def test_keys_are_checked_independently() -> None:
-    h = [op(1, 0, 1, W, 1, key="a"), op(1, 2, 3, R, result=1, key="a"),
-         op(2, 0, 1, W, 5, key="b"), op(2, 2, 3, R, result=4, key="b")]
+    h = [
+        op(1, 0, 1, W, 1, key="a"),
+        op(1, 2, 3, R, result=1, key="a"),
+        op(2, 0, 1, W, 5, key="b"),
+        op(2, 2, 3, R, result=4, key="b"),
+    ]
     result = check_kv(h)
     assert result.verdict is Verdict.VIOLATION and result.key == "b"
 
@@ -118,8 +133,9 @@ def small_histories(draw: st.DrawFn) -> list[Operation]:
         elif kind == R:
             ops.append(op(i, call, ret, R, result=value))
         else:
-            ops.append(op(i, call, ret, CAS, (value, draw(st.sampled_from([1, 2]))),
-                          draw(st.booleans())))
+            ops.append(
+                op(i, call, ret, CAS, (value, draw(st.sampled_from([1, 2]))), draw(st.booleans()))
+            )
     return ops
 
 

@@ -139,8 +139,9 @@ def test_refusals_have_stable_codes(command: C.Command, code: str) -> None:
 
 
 def test_bounds_refuse_deterministically() -> None:
-    machine = LockMachine(LockLimits(sessions_max=3, locks_max=1, waiters_per_lock_max=1,
-                                     locks_per_session_max=1))
+    machine = LockMachine(
+        LockLimits(sessions_max=3, locks_max=1, waiters_per_lock_max=1, locks_per_session_max=1)
+    )
     a, b, c = (machine.session_grant(1_000, 0, 0) for _ in range(3))
     with pytest.raises(CommandRejected, match="too_many_sessions"):
         machine.session_grant(1_000, 0, 0)
@@ -165,9 +166,11 @@ def test_snapshot_round_trip_and_bad_snapshots() -> None:
     restored = StateMachine.from_snapshot(log.sm.snapshot())
     assert restored.state_hash() == log.sm.state_hash()
     assert restored.locks.sessions[s[2]].names == {"a", "b"}
-    for bad in ({"next_session_id": 1, "sessions": [], "locks": [["a", 5, 1, []]]},
-                {"next_session_id": 1, "sessions": [[1, 1, 1]], "locks": [[3, 1, 1, []]]},
-                {"sessions": []}):
+    for bad in (
+        {"next_session_id": 1, "sessions": [], "locks": [["a", 5, 1, []]]},
+        {"next_session_id": 1, "sessions": [[1, 1, 1]], "locks": [[3, 1, 1, []]]},
+        {"sessions": []},
+    ):
         with pytest.raises(DecodeError):
             LockMachine.from_plain(bad)
     assert LockMachine.from_plain(None).sessions == {}  # snapshots from before locks

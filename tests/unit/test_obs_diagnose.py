@@ -30,44 +30,100 @@ def hist(fast: int = 100, slow: int = 0) -> dict[str, Any]:
     counts = [0] * (len(BOUNDS) + 1)
     counts[2] = fast  # <= 2.5 ms
     counts[9] = slow  # <= 500 ms
-    return {"bounds_s": BOUNDS, "counts": counts, "count": fast + slow,
-            "sum_s": fast * 0.002 + slow * 0.4, "max_s": 0.4 if slow else 0.002}
+    return {
+        "bounds_s": BOUNDS,
+        "counts": counts,
+        "count": fast + slow,
+        "sum_s": fast * 0.002 + slow * 0.4,
+        "max_s": 0.4 if slow else 0.002,
+    }
 
 
 def journal(last_page: int = 100, cap: int = 8 << 30, free: int = 50 << 30) -> dict[str, Any]:
-    return {"first_index": 1, "entries": 500, "cached_entries": 500, "map_size_bytes": 64 << 20,
-            "last_page": last_page, "snapshot_gen": 0, "page_bytes": 4096,
-            "map_size_max_bytes": cap, "disk_free_bytes": free}
+    return {
+        "first_index": 1,
+        "entries": 500,
+        "cached_entries": 500,
+        "map_size_bytes": 64 << 20,
+        "last_page": last_page,
+        "snapshot_gen": 0,
+        "page_bytes": 4096,
+        "map_size_max_bytes": cap,
+        "disk_free_bytes": free,
+    }
 
 
-def sample(nid: str, *, role: str = "follower", term: int = 3, commit: int = 500,
-           tick_ms: int = 10_000, tick_n: int = 50, mono_s: float = 100.0,
-           connected: dict[str, bool] | None = None, **extra: Any) -> LocalSample:
-    peers = {p: {"address": MEMBERS[p], "connected": (connected or {}).get(p, True)}
-             for p in MEMBERS if p != nid}
-    status = {"node_id": nid, "address": MEMBERS[nid], "role": role, "term": term,
-              "commit_index": commit, "applied_index": commit,
-              "leader": None if role == "candidate" else "a",
-              "has_quorum": True, "peers": peers, "tick_ms": tick_ms, "tick_n": tick_n,
-              "storage_full": extra.pop("storage_full", False), "raft": {}}
-    raft = {"journal": journal(), "flush_latency": hist(), "commit_latency": hist(),
-            "terms": [[50.0, 2], [40.0, 3]], "leader_changes": 1, "wire": {},
-            "auth_failures": {}, "ack_age_s": {}, "match_index": {}}
+def sample(
+    nid: str,
+    *,
+    role: str = "follower",
+    term: int = 3,
+    commit: int = 500,
+    tick_ms: int = 10_000,
+    tick_n: int = 50,
+    mono_s: float = 100.0,
+    connected: dict[str, bool] | None = None,
+    **extra: Any,
+) -> LocalSample:
+    peers = {
+        p: {"address": MEMBERS[p], "connected": (connected or {}).get(p, True)}
+        for p in MEMBERS
+        if p != nid
+    }
+    status = {
+        "node_id": nid,
+        "address": MEMBERS[nid],
+        "role": role,
+        "term": term,
+        "commit_index": commit,
+        "applied_index": commit,
+        "leader": None if role == "candidate" else "a",
+        "has_quorum": True,
+        "peers": peers,
+        "tick_ms": tick_ms,
+        "tick_n": tick_n,
+        "storage_full": extra.pop("storage_full", False),
+        "raft": {},
+    }
+    raft = {
+        "journal": journal(),
+        "flush_latency": hist(),
+        "commit_latency": hist(),
+        "terms": [[50.0, 2], [40.0, 3]],
+        "leader_changes": 1,
+        "wire": {},
+        "auth_failures": {},
+        "ack_age_s": {},
+        "match_index": {},
+    }
     if role == "leader":
         raft["ack_age_s"] = {p: 0.05 for p in peers}
         raft["match_index"] = dict.fromkeys(peers, commit)
     raft.update(extra.pop("raft", {}))
-    return LocalSample(node_id=nid, address=MEMBERS[nid], version=extra.pop("version", "0.1.0"),
-                       wall_ms=1_000_000, mono_s=mono_s, status=status, members=dict(MEMBERS),
-                       raft=raft, fleet=extra.pop("fleet", None), api=extra.pop("api", {}))
+    return LocalSample(
+        node_id=nid,
+        address=MEMBERS[nid],
+        version=extra.pop("version", "0.1.0"),
+        wall_ms=1_000_000,
+        mono_s=mono_s,
+        status=status,
+        members=dict(MEMBERS),
+        raft=raft,
+        fleet=extra.pop("fleet", None),
+        api=extra.pop("api", {}),
+    )
 
 
 def cluster(**over: LocalSample | None) -> ClusterInputs:
-    samples: dict[str, LocalSample | None] = {"a": sample("a", role="leader"), "b": sample("b"),
-                                              "c": sample("c")}
+    samples: dict[str, LocalSample | None] = {
+        "a": sample("a", role="leader"),
+        "b": sample("b"),
+        "c": sample("c"),
+    }
     samples.update(over)
-    return ClusterInputs(observer="a", samples=samples,
-                         clocks={"b": ClockSample(3, 1), "c": ClockSample(-2, 1)})
+    return ClusterInputs(
+        observer="a", samples=samples, clocks={"b": ClockSample(3, 1), "c": ClockSample(-2, 1)}
+    )
 
 
 def only(findings: list[Any], check: str) -> Any:
@@ -97,13 +153,20 @@ def test_two_down_voters_are_critical_and_a_missing_leader_is_reported() -> None
     a = sample("a", role="candidate", connected={"b": False, "c": False})
     findings = diagnose(cluster(a=a, b=None, c=None))
     assert {f.where[0] for f in findings if f.check == "quorum"} == {
-        Place("voter", "b"), Place("voter", "c"), Place("cluster", "leader")}
+        Place("voter", "b"),
+        Place("voter", "c"),
+        Place("cluster", "leader"),
+    }
     assert all(f.severity == "critical" for f in findings if f.check == "quorum")
 
 
 def test_a_connected_but_silent_voter_is_cut_off() -> None:
-    a = sample("a", role="leader", commit=900,
-               raft={"ack_age_s": {"b": 4.2, "c": 0.05}, "match_index": {"b": 600, "c": 900}})
+    a = sample(
+        "a",
+        role="leader",
+        commit=900,
+        raft={"ack_age_s": {"b": 4.2, "c": 0.05}, "match_index": {"b": 600, "c": 900}},
+    )
     f = only(diagnose(cluster(a=a)), "replication_lag")
     assert f.where == (Place("voter", "b"),)
     assert "last acknowledged a heartbeat 4.2 s ago" in f.why and "(300 behind)" in f.why
@@ -111,8 +174,12 @@ def test_a_connected_but_silent_voter_is_cut_off() -> None:
 
 
 def test_a_far_behind_voter_is_a_warning() -> None:
-    a = sample("a", role="leader", commit=50_000,
-               raft={"ack_age_s": {"b": 0.05, "c": 0.05}, "match_index": {"b": 100, "c": 50_000}})
+    a = sample(
+        "a",
+        role="leader",
+        commit=50_000,
+        raft={"ack_age_s": {"b": 0.05, "c": 0.05}, "match_index": {"b": 100, "c": 50_000}},
+    )
     f = only(diagnose(cluster(a=a)), "replication_lag")
     assert f.severity == "warning" and f.what == "voter b lags 49900 entries behind"
 
@@ -150,14 +217,16 @@ def test_slow_fsync_counts_the_window_since_the_previous_look() -> None:
     assert f.where == (Place("voter", "a"),) and "30 of 1030 journal flushes" in f.why
     # the same slow flushes, all before the previous look: nothing new in the window
     before = sample("a", role="leader", raft={"flush_latency": hist(fast=900, slow=30)})
-    inputs = ClusterInputs("a", {"a": slow_now, "b": sample("b"), "c": sample("c")},
-                           previous=before)
+    inputs = ClusterInputs(
+        "a", {"a": slow_now, "b": sample("b"), "c": sample("c")}, previous=before
+    )
     assert [x for x in diagnose(inputs) if x.check == "fsync_latency"] == []
 
 
 def test_clock_skew_beyond_the_measurement_error() -> None:
-    inputs = ClusterInputs("a", cluster().samples,
-                           clocks={"b": ClockSample(2_400, 30), "c": ClockSample(520, 40)})
+    inputs = ClusterInputs(
+        "a", cluster().samples, clocks={"b": ClockSample(2_400, 30), "c": ClockSample(520, 40)}
+    )
     f = only(diagnose(inputs), "clock_drift")  # c: 520 - 40 is within 500 ms
     assert f.where == (Place("voter", "b"),) and f.fix == "chronyc makestep"
     assert "+2400 ms" in f.why and "+-30 ms" in f.why
@@ -170,17 +239,21 @@ def test_tick_lag_needs_the_same_leadership_over_the_window() -> None:
     f = only(diagnose(inputs), "tick_lag")
     assert f.severity == "warning" and "300 ms in 2000 ms" in f.what
     stopped = sample("a", role="leader", tick_ms=10_000, tick_n=50, mono_s=102.0)
-    g = only(diagnose(ClusterInputs("a", {**cluster().samples, "a": stopped},
-                                    previous=before)), "tick_lag")
+    g = only(
+        diagnose(ClusterInputs("a", {**cluster().samples, "a": stopped}, previous=before)),
+        "tick_lag",
+    )
     assert g.severity == "critical"
     new_term = sample("a", role="leader", term=4, tick_ms=10_000, tick_n=50, mono_s=102.0)
-    assert not [x for x in diagnose(ClusterInputs("a", {**cluster().samples, "a": new_term},
-                                                  previous=before)) if x.check == "tick_lag"]
+    assert not [
+        x
+        for x in diagnose(ClusterInputs("a", {**cluster().samples, "a": new_term}, previous=before))
+        if x.check == "tick_lag"
+    ]
 
 
 def test_a_wrong_secret_is_pinned_on_the_unconnected_voter_at_that_host() -> None:
-    a = sample("a", role="leader", connected={"c": False},
-               raft={"auth_failures": {"10.0.0.3": 12}})
+    a = sample("a", role="leader", connected={"c": False}, raft={"auth_failures": {"10.0.0.3": 12}})
     findings = diagnose(cluster(a=a))
     f = only(findings, "auth_failures")
     assert f.where == (Place("voter", "c"),) and f.severity == "critical"
@@ -203,16 +276,39 @@ def test_version_skew_names_the_voters_behind() -> None:
 
 def fleet(**over: Any) -> dict[str, Any]:
     def node(nid: str, zone: str, **kw: Any) -> dict[str, Any]:
-        return {"id": nid, "state": "alive", "liveness": "alive", "liveness_since_ms": 0,
-                "admin": "active", "admin_since_ms": 0, "zone": zone, "weight": 1,
-                "slots": 100, "silent_since_ms": None, "replicas": 2, "heat": 10,
-                "operations": [], **kw}
+        return {
+            "id": nid,
+            "state": "alive",
+            "liveness": "alive",
+            "liveness_since_ms": 0,
+            "admin": "active",
+            "admin_since_ms": 0,
+            "zone": zone,
+            "weight": 1,
+            "slots": 100,
+            "silent_since_ms": None,
+            "replicas": 2,
+            "heat": 10,
+            "operations": [],
+            **kw,
+        }
 
-    base = {"tick_ms": 60_000, "nodes": [node("n1", "z1"), node("n2", "z2"), node("n3", "z3")],
-            "under_replicated": [], "operations": [], "splits": [], "split_views": [],
-            "partitions_total": 2, "queue": 0,
-            "config": {"suspect_after_ms": 5_000, "dead_after_ms": 30_000,
-                       "copy_timeout_ms": 60_000, "retries_max": 3}}
+    base = {
+        "tick_ms": 60_000,
+        "nodes": [node("n1", "z1"), node("n2", "z2"), node("n3", "z3")],
+        "under_replicated": [],
+        "operations": [],
+        "splits": [],
+        "split_views": [],
+        "partitions_total": 2,
+        "queue": 0,
+        "config": {
+            "suspect_after_ms": 5_000,
+            "dead_after_ms": 30_000,
+            "copy_timeout_ms": 60_000,
+            "retries_max": 3,
+        },
+    }
     base.update(over)
     base["node"] = node
     return base
@@ -229,8 +325,9 @@ def test_a_healthy_fleet_has_no_findings() -> None:
 
 def test_a_silent_agent() -> None:
     f0 = fleet()
-    f0["nodes"][1].update(silent_since_ms=52_000, liveness="suspect", state="suspect",
-                          liveness_since_ms=57_000)
+    f0["nodes"][1].update(
+        silent_since_ms=52_000, liveness="suspect", state="suspect", liveness_since_ms=57_000
+    )
     f = only(diagnose(with_fleet(f0)), "silent_agent")
     assert f.where == (Place("node", "n2"), Place("zone", "z2"))
     assert "last heard n2 at tick time 52000 ms, 8000 ms ago" in f.why
@@ -241,9 +338,18 @@ def test_an_under_replicated_partition_blocked_by_a_cordon() -> None:
     f0 = fleet()
     f0["nodes"][2].update(admin="cordoned", state="cordoned")
     f0["nodes"][1].update(liveness="dead", state="dead")
-    f0["under_replicated"] = [{"id": "p1", "rf": 3, "heat": 5, "replicas": ["n1", "n2", "n3"],
-                               "live_replicas": 2, "health": "under_replicated",
-                               "split_candidate": False, "operation": None}]
+    f0["under_replicated"] = [
+        {
+            "id": "p1",
+            "rf": 3,
+            "heat": 5,
+            "replicas": ["n1", "n2", "n3"],
+            "live_replicas": 2,
+            "health": "under_replicated",
+            "split_candidate": False,
+            "operation": None,
+        }
+    ]
     findings = diagnose(with_fleet(f0))
     f = only(findings, "under_replicated")
     assert f.where == (Place("partition", "p1"), Place("node", "n2"))
@@ -252,15 +358,29 @@ def test_an_under_replicated_partition_blocked_by_a_cordon() -> None:
 
 def test_a_stuck_operation_with_its_step_and_deadline() -> None:
     f0 = fleet()
-    f0["operations"] = [{"id": "op-7", "partition": "p1", "source": "n1", "target": "n3",
-                        "step": "copy", "node": "n3", "action_id": "op-7#812",
-                        "kind": "add_replica", "copy_from": "n1", "token": 812,
-                        "deadline_ms": 58_000, "attempt": 2, "created_index": 700,
-                        "cause": "rebalance"}]
+    f0["operations"] = [
+        {
+            "id": "op-7",
+            "partition": "p1",
+            "source": "n1",
+            "target": "n3",
+            "step": "copy",
+            "node": "n3",
+            "action_id": "op-7#812",
+            "kind": "add_replica",
+            "copy_from": "n1",
+            "token": 812,
+            "deadline_ms": 58_000,
+            "attempt": 2,
+            "created_index": 700,
+            "cause": "rebalance",
+        }
+    ]
     f = only(diagnose(with_fleet(f0)), "stuck_operation")
     assert f.where[0] == Place("operation", "op-7")
-    assert "attempt 2 of 3" in f.why and "deadline at tick time 58000 ms (passed 2000 ms ago)" \
-        in f.why
+    assert (
+        "attempt 2 of 3" in f.why and "deadline at tick time 58000 ms (passed 2000 ms ago)" in f.why
+    )
     assert f.fix == "coreplane ops resume op-7"
 
 
@@ -319,11 +439,24 @@ def test_a_node_that_asked_no_peer_judges_them_by_its_raft_connections() -> None
 def test_why_drills_from_an_operation_to_its_node_and_zone() -> None:
     f0 = fleet()
     f0["nodes"][2].update(liveness="dead", state="dead", silent_since_ms=20_000)
-    f0["operations"] = [{"id": "op-9", "partition": "p2", "source": "n3", "target": "n1",
-                        "step": "copy", "node": "n1", "action_id": "op-9#900",
-                        "kind": "add_replica", "copy_from": "n3", "token": 900,
-                        "deadline_ms": 50_000, "attempt": 1, "created_index": 880,
-                        "cause": "repair"}]
+    f0["operations"] = [
+        {
+            "id": "op-9",
+            "partition": "p2",
+            "source": "n3",
+            "target": "n1",
+            "step": "copy",
+            "node": "n1",
+            "action_id": "op-9#900",
+            "kind": "add_replica",
+            "copy_from": "n3",
+            "token": 900,
+            "deadline_ms": 50_000,
+            "attempt": 1,
+            "created_index": 880,
+            "cause": "repair",
+        }
+    ]
     inputs = with_fleet(f0)
     findings = diagnose(inputs)
     op = why(inputs, findings, "operation/op-9")

@@ -47,10 +47,12 @@ def test_api_metrics_count_routes_codes_and_unauthorized_remotes(tmp_path: Path)
         m.api.observe("/v1/kv/put", "POST", 401, 0.001, "10.0.0.7", token_sent=True)
         m.api.observe("/health/where", "GET", 401, 0.001, "10.0.0.8")  # no token: no mismatch
         got = families(m)
-        counts = {(lab["route"], lab["code"]): v for lab, v in
-                  got["coreplane_api_requests_total"]}
-        assert counts == {("/v1/kv/get", "200"): 2.0, ("/v1/kv/put", "401"): 1.0,
-                          ("/health/where", "401"): 1.0}
+        counts = {(lab["route"], lab["code"]): v for lab, v in got["coreplane_api_requests_total"]}
+        assert counts == {
+            ("/v1/kv/get", "200"): 2.0,
+            ("/v1/kv/put", "401"): 1.0,
+            ("/health/where", "401"): 1.0,
+        }
         hist = {lab["route"]: v for lab, v in got["coreplane_api_request_duration_seconds_count"]}
         assert hist == {"/v1/kv/get": 2.0, "/v1/kv/put": 1.0, "/health/where": 1.0}
         assert m.api.stats() == {"unauthorized_by_remote": {"10.0.0.7": 1}}

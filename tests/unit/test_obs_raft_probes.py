@@ -93,8 +93,11 @@ def test_every_exported_metric_is_documented_and_back(tmp_path: Path) -> None:
         cp.kv.put("k", b"v")
         m = Metrics(cp)
         m.api.observe("/v1/kv/get", "GET", 200, 0.001)
-        exported = {f.name for f in text_string_to_metric_families(m.generate().decode())
-                    if not f.name.endswith("_created")}  # prometheus_client's own timestamps
+        exported = {
+            f.name
+            for f in text_string_to_metric_families(m.generate().decode())
+            if not f.name.endswith("_created")
+        }  # prometheus_client's own timestamps
     documented = _documented("Raft and storage") | _documented("Fleet") | _documented("API")
     assert exported - documented == set()
     assert documented - exported == {"coreplane_node_stopped_on_error"}  # after a fatal error

@@ -38,19 +38,24 @@ def pipeline(engine: ScriptedEngine, attempt_s: float = 0.2) -> Pipeline:
 
 
 def test_retryable_failures_and_silence_resend_the_same_bytes() -> None:
-    engine = ScriptedEngine({b"a": [E.FAIL.LEADER_CHANGED, E.FAIL.UNKNOWN_OUTCOME],
-                             b"b": [None], b"c": []})
+    engine = ScriptedEngine(
+        {b"a": [E.FAIL.LEADER_CHANGED, E.FAIL.UNKNOWN_OUTCOME], b"b": [None], b"c": []}
+    )
     p = pipeline(engine)
     futures = {k: p.submit(k, timeout_s=5) for k in (b"a", b"b", b"c")}
-    assert {k: f.result(timeout=5).value for k, f in futures.items()} == \
-        {b"a": "a", b"b": "b", b"c": "c"}
+    assert {k: f.result(timeout=5).value for k, f in futures.items()} == {
+        b"a": "a",
+        b"b": "b",
+        b"c": "c",
+    }
     assert engine.sent.count(b"a") == 3 and engine.sent.count(b"b") == 2
     p.close()
 
 
 def test_deadline_denial_and_other_codes_fail_the_future() -> None:
-    engine = ScriptedEngine({b"lost": [None] * 100, b"denied": [E.FAIL.REQUEST_DENIED],
-                             b"odd": [12345]})
+    engine = ScriptedEngine(
+        {b"lost": [None] * 100, b"denied": [E.FAIL.REQUEST_DENIED], b"odd": [12345]}
+    )
     p = pipeline(engine, attempt_s=0.05)
     lost, denied, odd = (p.submit(k, timeout_s=0.3) for k in (b"lost", b"denied", b"odd"))
     with pytest.raises(Unavailable, match="outcome is unknown"):

@@ -25,16 +25,22 @@ def _feasible(d: Dense) -> bool:
     for n in nodes:
         if d.elig[n]:
             by_zone.setdefault(d.zone[n], []).append(n)
-    options = {p: [c for zs in itertools.combinations(sorted(by_zone), d.rf[p])
-                   for c in itertools.product(*(by_zone[z] for z in zs))]
-               for p in range(len(d.rf))}
+    options = {
+        p: [
+            c
+            for zs in itertools.combinations(sorted(by_zone), d.rf[p])
+            for c in itertools.product(*(by_zone[z] for z in zs))
+        ]
+        for p in range(len(d.rf))
+    }
     order = sorted(range(len(d.rf)), key=lambda p: -d.heat[p])
     count = [0] * len(d.zone)
     heat = [0] * len(d.zone)
 
     def search(i: int) -> bool:
         if sum(max(0, d.lo[n] - count[n]) for n in nodes if d.elig[n]) > sum(
-                d.rf[q] for q in order[i:]):
+            d.rf[q] for q in order[i:]
+        ):
             return False
         if i == len(order):
             return True
@@ -63,14 +69,17 @@ def test_bootstrap_meets_the_caps_where_an_exhaustive_search_can() -> None:
     for _ in range(150):
         zones = rng.choice([3, 3, 4])
         n_nodes = rng.randint(zones, 7)
-        nodes = [Node(f"n{i}", f"z{i % zones}", weight=rng.choice([1, 1, 1, 2]))
-                 for i in range(n_nodes)]
+        nodes = [
+            Node(f"n{i}", f"z{i % zones}", weight=rng.choice([1, 1, 1, 2])) for i in range(n_nodes)
+        ]
         count = rng.randint(3, 9 if n_nodes <= 5 else 7)
         skew = rng.choice([0.5, 0.8, 1.2])
         ranks = list(range(1, count + 1))
         rng.shuffle(ranks)
-        parts = [Partition(f"p{i}", rng.choice([2, 3]), max(1, int(1000 / ranks[i] ** skew)))
-                 for i in range(count)]
+        parts = [
+            Partition(f"p{i}", rng.choice([2, 3]), max(1, int(1000 / ranks[i] ** skew)))
+            for i in range(count)
+        ]
         problem = ev.bootstrap(nodes, parts)
         plan = solve(problem)
         d = compile_problem(problem)

@@ -48,24 +48,39 @@ def test_all_is_sorted() -> None:
     assert {"solve", "lower_bound", "BACKEND", "Problem", "Plan"} <= set(placement.__all__)
 
 
-@pytest.mark.parametrize(("build", "field"), [
-    (lambda: Problem((Node("a", "z"), Node("a", "y")), ()), "nodes[1].id"),
-    (lambda: Problem((Node("a", "z"),), (Partition("p", 2),)), "partitions[0].rf"),
-    (lambda: Problem((Node("a", "z"),), (Partition("p", 1, heat=-1),)), "partitions[0].heat"),
-    (lambda: Problem((Node("a", "z"),), (Partition("p", 1), Partition("p", 1))),
-     "partitions[1].id"),
-    (lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"p": ("b",)}),
-     "assignment['p']"),
-    (lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"q": ("a",)}),
-     "assignment['q']"),
-    (lambda: Problem((Node("a", "z"), Node("b", "y")), (Partition("p", 2),), {"p": ("a", "a")}),
-     "assignment['p']"),
-    (lambda: Problem((Node("a", "z", weight=0),), ()), "nodes[0].weight"),
-    (lambda: Problem((Node("a", "z", state="gone"),), ()), "nodes[0].state"),
-    (lambda: Problem((Node("a", "z"),), (), moves_in_flight_per_node=0),
-     "moves_in_flight_per_node"),
-    (lambda: Problem((Node("a", "z"),), (), moves_max=-1), "moves_max"),
-])
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Problem((Node("a", "z"), Node("a", "y")), ()), "nodes[1].id"),
+        (lambda: Problem((Node("a", "z"),), (Partition("p", 2),)), "partitions[0].rf"),
+        (lambda: Problem((Node("a", "z"),), (Partition("p", 1, heat=-1),)), "partitions[0].heat"),
+        (
+            lambda: Problem((Node("a", "z"),), (Partition("p", 1), Partition("p", 1))),
+            "partitions[1].id",
+        ),
+        (
+            lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"p": ("b",)}),
+            "assignment['p']",
+        ),
+        (
+            lambda: Problem((Node("a", "z"),), (Partition("p", 1),), {"q": ("a",)}),
+            "assignment['q']",
+        ),
+        (
+            lambda: Problem(
+                (Node("a", "z"), Node("b", "y")), (Partition("p", 2),), {"p": ("a", "a")}
+            ),
+            "assignment['p']",
+        ),
+        (lambda: Problem((Node("a", "z", weight=0),), ()), "nodes[0].weight"),
+        (lambda: Problem((Node("a", "z", state="gone"),), ()), "nodes[0].state"),
+        (
+            lambda: Problem((Node("a", "z"),), (), moves_in_flight_per_node=0),
+            "moves_in_flight_per_node",
+        ),
+        (lambda: Problem((Node("a", "z"),), (), moves_max=-1), "moves_max"),
+    ],
+)
 def test_bad_input_names_the_item(build: object, field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         build()  # type: ignore[operator]
@@ -164,8 +179,12 @@ def test_plan_bound_counts_heat_moves_on_nodes_that_got_under_their_cap() -> Non
     # (a + b = 300) can get under its cap and the plan does it (a to n3, then n0 refills n1
     # with one 100). A cap relaxed globally to n0's 1.53x let n1 keep 300 and counted one move;
     # relaxed per node, n1 keeps its 288 cap and its move counts: the bound is the plan's 2.
-    nodes = (Node("n0", "z0", slots=100), Node("n1", "z0", slots=2),
-             Node("n2", "z0", slots=2), Node("n3", "z0", slots=2))
+    nodes = (
+        Node("n0", "z0", slots=100),
+        Node("n1", "z0", slots=2),
+        Node("n2", "z0", slots=2),
+        Node("n3", "z0", slots=2),
+    )
     heat = {"a": 150, "b": 150, "c": 50, "d": 100, "e": 100, **dict.fromkeys("fghij", 100)}
     parts = tuple(Partition(pid, 1, heat=h) for pid, h in heat.items())
     where = {"a": "n1", "b": "n1", "c": "n3", "d": "n2", "e": "n2", **dict.fromkeys("fghij", "n0")}
@@ -180,8 +199,10 @@ def test_plan_bound_counts_heat_moves_on_nodes_that_got_under_their_cap() -> Non
         assert not ev.hard_violations(problem, plan.assignment)
         # n1 ends under its cap (a leaves it); n0 cannot get under 288 (the others have two
         # slots each), so the heat cap pass leaves it as it was rather than churn its replicas.
-        heat_of = {nid: sum(heat[pid] for pid, reps in plan.assignment.items() if nid in reps)
-                   for nid in ("n0", "n1", "n2", "n3")}
+        heat_of = {
+            nid: sum(heat[pid] for pid, reps in plan.assignment.items() if nid in reps)
+            for nid in ("n0", "n1", "n2", "n3")
+        }
         assert heat_of["n1"] <= 288 and heat_of["n2"] <= 288 and heat_of["n3"] <= 288
         assert heat_of["n0"] == 400
         bound = lower_bound(problem, reached=plan.assignment)
@@ -198,10 +219,13 @@ def test_plan_bound_holds_when_a_budget_leaves_bands_unmet() -> None:
     assert plan.metrics.lower_bound == lower_bound(grown, reached=plan.assignment)
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"reached": {"nope": ("n00",)}}, "reached"),
-    ({"reached": {"p000": ("nope",)}}, "reached"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"reached": {"nope": ("n00",)}}, "reached"),
+        ({"reached": {"p000": ("nope",)}}, "reached"),
+    ],
+)
 def test_lower_bound_options_are_checked(kwargs: dict[str, object], field: str) -> None:
     problem = ev.bootstrap(_nodes(3, 1), _parts(2))
     with pytest.raises(InvalidArgument) as info:
@@ -220,7 +244,9 @@ def test_rf_change_adds_and_drops_replicas() -> None:
     base = ev.after(problem, solve(problem))
     plan = solve(ev.change_rf(base, {"p000": 3, "p001": 1}))
     assert sorted((m.partition, m.source is None, m.target is None) for m in plan.moves) == [
-        ("p000", True, False), ("p001", False, True)]
+        ("p000", True, False),
+        ("p001", False, True),
+    ]
 
 
 def test_backend_switch() -> None:
@@ -230,23 +256,30 @@ def test_backend_switch() -> None:
     if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
         assert "cython" in available_backends()
     env = {**os.environ, "COREPLANE_PURE_PYTHON": "1"}
-    out = subprocess.run([sys.executable, "-c",
-                          "import coreplane.placement as p; print(p.BACKEND)"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import coreplane.placement as p; print(p.BACKEND)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "python"
 
 
 def test_require_ext_fails_loudly_without_the_kernel() -> None:
     # sys.modules[name] = None makes that import raise ImportError, as a missing build would.
-    code = ("import sys; sys.modules['coreplane.placement._kernel'] = None\n"
-            "import coreplane.placement as p; print(p.BACKEND)")
+    code = (
+        "import sys; sys.modules['coreplane.placement._kernel'] = None\n"
+        "import coreplane.placement as p; print(p.BACKEND)"
+    )
     env = {**os.environ, "COREPLANE_REQUIRE_EXT": "1"}
     env.pop("COREPLANE_PURE_PYTHON", None)
     loud = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert loud.returncode != 0 and "COREPLANE_REQUIRE_EXT=1" in loud.stderr
     env["COREPLANE_REQUIRE_EXT"] = "0"
-    quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           check=True)
+    quiet = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert quiet.stdout.strip() == "python"
 
 
@@ -284,7 +317,7 @@ def test_compiled_rows_match_the_python_loop() -> None:
 
 
 def problem_row(d: Dense, p: int) -> tuple[str, ...]:
-    return tuple(d.node_ids[n] for n in d.rep[d.off[p]:d.off[p + 1]])
+    return tuple(d.node_ids[n] for n in d.rep[d.off[p] : d.off[p + 1]])
 
 
 def test_kernel_heat_order_cache_keeps_plans_identical() -> None:
@@ -298,11 +331,12 @@ def test_kernel_heat_order_cache_keeps_plans_identical() -> None:
     twin = solve(problem, backend="python")
     assert first.canonical() == again.canonical() == twin.canonical()
     base = ev.after(problem, first)
-    for nxt in (ev.drain_zone(base, "z1"),
-                ev.shift_heat(base, {f"p{i:03d}": 50 + i for i in range(0, 300, 3)}),
-                ev.node_dead(base, "n20")):
-        assert (solve(nxt, backend="cython").canonical()
-                == solve(nxt, backend="python").canonical())
+    for nxt in (
+        ev.drain_zone(base, "z1"),
+        ev.shift_heat(base, {f"p{i:03d}": 50 + i for i in range(0, 300, 3)}),
+        ev.node_dead(base, "n20"),
+    ):
+        assert solve(nxt, backend="cython").canonical() == solve(nxt, backend="python").canonical()
 
 
 def test_moves_are_a_lazy_sequence_of_moves() -> None:
@@ -324,12 +358,14 @@ def test_same_bytes_whatever_the_hash_seed() -> None:
         "parts = [Partition(f'p{i}', 3, heat=(i * 7919) % 1000) for i in range(200)]\n"
         "p = ev.bootstrap(nodes, parts)\n"
         "plan = solve(ev.node_dead(ev.after(p, solve(p)), 'n3'))\n"
-        "print(hashlib.sha256(repr(plan.canonical()).encode()).hexdigest())\n")
+        "print(hashlib.sha256(repr(plan.canonical()).encode()).hexdigest())\n"
+    )
     digests = set()
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         digests.add(out.stdout.strip())
     assert len(digests) == 1
 
@@ -340,23 +376,48 @@ def test_orphans_fill_a_zone_only_few_of_them_can_enter() -> None:
     # p05 must land on n02 even where z2 looks as good, or a replica moves inside z0 afterwards
     # (4 moves where the bound is 3).
     nodes = [Node(f"n{z}{i}", f"z{z}") for z in range(3) for i in range(3)]
-    rows = ["n00 n10", "n00 n20", "n10 n20", "n01 n11", "n01 n21", "n11 n21", "n02 n12",
-            "n02 n22", "n12 n22", "n00 n10", "n00 n20", "n10 n20", "n01 n11", "n01 n21"]
+    rows = [
+        "n00 n10",
+        "n00 n20",
+        "n10 n20",
+        "n01 n11",
+        "n01 n21",
+        "n11 n21",
+        "n02 n12",
+        "n02 n22",
+        "n12 n22",
+        "n00 n10",
+        "n00 n20",
+        "n10 n20",
+        "n01 n11",
+        "n01 n21",
+    ]
     assignment = {f"p{i:02d}": tuple(row.split()) for i, row in enumerate(rows)}
-    base = Problem(tuple(nodes), tuple(Partition(pid, 2, heat=0) for pid in assignment),
-                   assignment)
+    base = Problem(tuple(nodes), tuple(Partition(pid, 2, heat=0) for pid in assignment), assignment)
     problem = ev.node_dead(base, "n21")
     assert lower_bound(problem) == 3
     for backend in available_backends():
         plan = solve(problem, backend=backend)
         assert plan.metrics.band_violations == 0
         assert [(m.partition, m.source, m.target) for m in plan.moves] == [
-            ("p04", "n21", "n12"), ("p05", "n21", "n02"), ("p13", "n21", "n22")]
+            ("p04", "n21", "n12"),
+            ("p05", "n21", "n02"),
+            ("p13", "n21", "n22"),
+        ]
         assert plan.metrics.lower_bound == 3
 
 
-NINE_NODE_COUNTS = {"a1": 10, "a2": 31, "b1": 30, "b2": 30, "c1": 30, "c2": 30,
-                    "d1": 24, "d2": 27, "d3": 28}
+NINE_NODE_COUNTS = {
+    "a1": 10,
+    "a2": 31,
+    "b1": 30,
+    "b2": 30,
+    "c1": 30,
+    "c2": 30,
+    "d1": 24,
+    "d2": 27,
+    "d3": 28,
+}
 
 
 def _nine_node_rows() -> list[tuple[str, ...]]:
@@ -370,8 +431,10 @@ def _nine_node_rows() -> list[tuple[str, ...]]:
     while len(rows) < 80:
         zone_left = {z: sum(v for nid, v in left.items() if nid[0] == z) for z in "abcd"}
         zones = sorted(zone_left, key=lambda z: (-zone_left[z], z))[:3]
-        row = tuple(max((nid for nid in left if nid[0] == z), key=lambda nid: (left[nid], nid))
-                    for z in zones)
+        row = tuple(
+            max((nid for nid in left if nid[0] == z), key=lambda nid: (left[nid], nid))
+            for z in zones
+        )
         for nid in row:
             left[nid] -= 1
         rows.append(row)
@@ -416,17 +479,23 @@ def _nine_node_dead(extra_heat: int, n_hot: int, cold_heat: int) -> Problem:
     return ev.node_dead(base, "a1")
 
 
-NINE_NODE_GRID = [(extra, n_hot, cold) for extra in (10, 50, 100, 150, 200, 250, 300, 350)
-                  for n_hot in range(2, 18, 2) for cold in (1, 3, 5, 8)]
+NINE_NODE_GRID = [
+    (extra, n_hot, cold)
+    for extra in (10, 50, 100, 150, 200, 250, 300, 350)
+    for n_hot in range(2, 18, 2)
+    for cold in (1, 3, 5, 8)
+]
 
 
 def test_a_hot_peer_fills_a_deficit_only_when_that_never_costs_a_move_on_nine_nodes(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # 256 small node-dead cases. The hot peer's gift saves a move where it brings the peer to
     # its heat cap; without the guard it cost one in 22 of them (the peer, one replica above
     # its band, then swapped with d3, which stayed full). Pinned: never more moves than the
     # fullest-donor order, fewer in 29 (the gift 119 times better, 22 worse before the guard).
     from coreplane.placement import _pure
+
     plans = {k: solve(_nine_node_dead(*k), backend="python") for k in NINE_NODE_GRID}
     if "cython" in available_backends():
         for k, plan in plans.items():

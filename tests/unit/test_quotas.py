@@ -51,10 +51,20 @@ USABLE = usable_milli(LIMIT, 4)
 FALLBACK = fallback_milli(LIMIT, 4)
 
 
-def allot(epoch: int, shares: list[list[object]], reserved: list[str] = (),  # type: ignore[assignment]
-          lease_ms: int = 1500) -> C.QuotaAllot:
-    return C.QuotaAllot(key="api", epoch=epoch, lease_ms=lease_ms, shares=shares,
-                        reserved=list(reserved), reserved_now=[])
+def allot(
+    epoch: int,
+    shares: list[list[object]],
+    reserved: list[str] = (),  # type: ignore[assignment]
+    lease_ms: int = 1500,
+) -> C.QuotaAllot:
+    return C.QuotaAllot(
+        key="api",
+        epoch=epoch,
+        lease_ms=lease_ms,
+        shares=shares,
+        reserved=list(reserved),
+        reserved_now=[],
+    )
 
 
 def started() -> Log:
@@ -78,6 +88,7 @@ def test_tags_are_fixed_and_the_allotment_is_internal() -> None:
 def test_a_forged_allotment_without_the_marker_is_refused_in_apply() -> None:
     log = started()
     from coreplane.core import codec
+
     forged = codec.encode(92, allot(1, [["a", 1, 1]]).to_body())
     log.index += 1
     got = log.sm.apply(forged, log.index)
@@ -96,8 +107,9 @@ def test_epoch_token_is_its_log_index_and_shares_expire_in_tick_time() -> None:
     got = log.ok(allot(1, [["a", 60_000_000, 6], ["b", 30_000_000, 3]], ["a", "b"]))
     assert got["token"] == log.index and got["end_ms"] == 1_000 + 1500
     share = log.sm.quotas.share("api", "a")
-    assert share is not None and share["share_milli"] == 60_000_000 and share["token"] == got[
-        "token"]
+    assert (
+        share is not None and share["share_milli"] == 60_000_000 and share["token"] == got["token"]
+    )
     log.tick(2_499)
     assert len(log.sm.quotas.keys["api"].live(log.sm.tick_ms)) == 1
     log.tick(2_500)
@@ -134,22 +146,29 @@ def test_reserved_routers_count_their_fallback() -> None:
     assert log.run(allot(1, [["a", USABLE - FALLBACK, 1]], ["a", "b"])).ok
 
 
-@pytest.mark.parametrize(("shares", "reserved", "code"), [
-    ([["b", 1, 1], ["a", 1, 1]], [], "bad_share"),
-    ([["a", 1, 1], ["a", 1, 1]], [], "bad_share"),
-    ([["a", -1, 1]], [], "bad_share"),
-    ([["a", 1]], [], "bad_share"),
-    ([[1, 1, 1]], [], "bad_share"),
-    ([["", 1, 1]], [], "bad_router"),
-    ([], ["b", "a"], "bad_reserved"),
-    ([["a", 1, 1], ["b", 1, 1], ["c", 1, 1], ["d", 1, 1], ["e", 1, 1]], [], "too_many_routers"),
-    ([["a", 1, 1]], ["b", "c", "d", "e"], "too_many_routers"),
-])
+@pytest.mark.parametrize(
+    ("shares", "reserved", "code"),
+    [
+        ([["b", 1, 1], ["a", 1, 1]], [], "bad_share"),
+        ([["a", 1, 1], ["a", 1, 1]], [], "bad_share"),
+        ([["a", -1, 1]], [], "bad_share"),
+        ([["a", 1]], [], "bad_share"),
+        ([[1, 1, 1]], [], "bad_share"),
+        ([["", 1, 1]], [], "bad_router"),
+        ([], ["b", "a"], "bad_reserved"),
+        ([["a", 1, 1], ["b", 1, 1], ["c", 1, 1], ["d", 1, 1], ["e", 1, 1]], [], "too_many_routers"),
+        ([["a", 1, 1]], ["b", "c", "d", "e"], "too_many_routers"),
+    ],
+)
 def test_malformed_allotments_are_refused_with_stable_codes(
-        shares: list[object], reserved: list[str], code: str) -> None:
+    shares: list[object], reserved: list[str], code: str
+) -> None:
     log = started()
-    got = log.run(C.QuotaAllot(key="api", epoch=1, lease_ms=1500, shares=shares,
-                               reserved=reserved, reserved_now=[]))
+    got = log.run(
+        C.QuotaAllot(
+            key="api", epoch=1, lease_ms=1500, shares=shares, reserved=reserved, reserved_now=[]
+        )
+    )
     assert not got.ok and got.code == code
 
 
@@ -157,15 +176,23 @@ def test_stale_epoch_no_limit_and_lease_range() -> None:
     log = started()
     assert log.run(allot(2, [])).code == "stale_epoch"
     assert log.run(allot(1, [], lease_ms=10)).code == "lease_out_of_range"
-    assert log.run(C.QuotaAllot(key="nope", epoch=1, lease_ms=1500, shares=[],
-                                reserved=[], reserved_now=[])).code == "no_limit"
+    assert (
+        log.run(
+            C.QuotaAllot(
+                key="nope", epoch=1, lease_ms=1500, shares=[], reserved=[], reserved_now=[]
+            )
+        ).code
+        == "no_limit"
+    )
 
 
 def test_set_limit_bounds_and_delete() -> None:
     log = Log()
     assert log.run(C.QuotaSetLimit(key="k", limit_milli=0)).code == "limit_out_of_range"
-    assert log.run(C.QuotaSetLimit(key="k", limit_milli=1, routers_max=0)).code == \
-        "routers_max_out_of_range"
+    assert (
+        log.run(C.QuotaSetLimit(key="k", limit_milli=1, routers_max=0)).code
+        == "routers_max_out_of_range"
+    )
     assert log.run(C.QuotaSetLimit(key="x" * 300, limit_milli=1)).code == "key_too_large"
     assert log.ok(C.QuotaSetLimit(key="k", limit_milli=5)) == 1
     assert log.ok(C.QuotaSetLimit(key="k", limit_milli=6)) == 0
@@ -200,8 +227,7 @@ def test_plan_waits_when_reservations_and_live_shares_fill_the_budget() -> None:
     # fallback only after the live shares end: b gets nothing now, a keeps its share
     assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [["b", 0, 1]]
     log.tick(1_000 + 1500)
-    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [
-        ["b", USABLE - FALLBACK, 1]]
+    assert plan_allotment(q, log.sm.tick_ms, {"b": 1}, ("a", "b")) == [["b", USABLE - FALLBACK, 1]]
 
 
 def test_a_new_leader_allots_at_once_within_old_shares_and_fallbacks() -> None:
@@ -215,12 +241,18 @@ def test_a_new_leader_allots_at_once_within_old_shares_and_fallbacks() -> None:
     plan = plan_allotment(q, log.sm.tick_ms, {"a": 3, "b": 1}, ("a", "b"))
     # two of four routers: phase B leaves room for a's old share next to b's fallback
     assert plan == [["a", big, 3], ["b", small, 1]]
-    got = log.run(C.QuotaAllot(key="api", epoch=2, lease_ms=1500, shares=plan,
-                               reserved=["a", "b"], reserved_now=[]))
+    got = log.run(
+        C.QuotaAllot(
+            key="api", epoch=2, lease_ms=1500, shares=plan, reserved=["a", "b"], reserved_now=[]
+        )
+    )
     assert got.ok, got
     over = [["a", USABLE - 1000, 3], ["b", 1000, 1]]  # b's fallback on top: phase B overflows
-    refused = log.run(C.QuotaAllot(key="api", epoch=3, lease_ms=1500, shares=over,
-                                   reserved=["a", "b"], reserved_now=[]))
+    refused = log.run(
+        C.QuotaAllot(
+            key="api", epoch=3, lease_ms=1500, shares=over, reserved=["a", "b"], reserved_now=[]
+        )
+    )
     assert refused.code == "over_limit"
 
 

@@ -221,7 +221,7 @@ def _build(path: Path, count: int = 40, batch: int = 7) -> list[Entry]:
     journal = _open(path)
     model = [(_cmd(i, 24), i, 1 + i // 10) for i in range(1, count + 1)]
     for lo in range(0, count, batch):  # several batches: LMDB keeps stale copies of pages
-        for entry in model[lo:lo + batch]:
+        for entry in model[lo : lo + batch]:
             journal.add(*entry)
         journal.flush()
     journal.setCurrentTerm(9, "n2")
@@ -234,8 +234,10 @@ def _entry_ranges(data: bytes, model: list[Entry]) -> list[tuple[int, int]]:
     ranges = []
     for command, idx, term in model:
         key = struct.pack(">Q", idx)
-        value = struct.pack(">IQ", zlib.crc32(command, zlib.crc32(key + struct.pack(">Q", term))),
-                            term) + command
+        value = (
+            struct.pack(">IQ", zlib.crc32(command, zlib.crc32(key + struct.pack(">Q", term))), term)
+            + command
+        )
         start = data.find(key + value)
         while start >= 0:
             ranges.append((start, start + len(key) + len(value)))
@@ -371,8 +373,12 @@ def test_same_dir_twice_in_one_process_is_refused(tmp_path: Path) -> None:
 
 
 def test_map_grows_until_its_cap(tmp_path: Path) -> None:
-    journal = _open(tmp_path / "j", map_size_bytes=64 * 1024, map_size_max_bytes=8 * 1024 * 1024,
-                    durability="relaxed")
+    journal = _open(
+        tmp_path / "j",
+        map_size_bytes=64 * 1024,
+        map_size_max_bytes=8 * 1024 * 1024,
+        durability="relaxed",
+    )
     try:
         for i in range(1, 401):
             journal.add(b"\x00" + b"v" * 1000, i, 1)
@@ -389,8 +395,9 @@ def test_map_grows_until_its_cap(tmp_path: Path) -> None:
 
 def test_map_full_at_cap_raises_storage_full_keeps_synced_and_recovers(tmp_path: Path) -> None:
     cap = 256 * 1024
-    journal = _open(tmp_path / "j", map_size_bytes=64 * 1024, map_size_max_bytes=cap,
-                    durability="relaxed")
+    journal = _open(
+        tmp_path / "j", map_size_bytes=64 * 1024, map_size_max_bytes=cap, durability="relaxed"
+    )
     synced = 0
     idx = 0
     with pytest.raises(StorageFull, match="map full"):
@@ -503,8 +510,9 @@ def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
         for i in range(1, 31):
             journal.add(_cmd(i), i, 1)
         journal.flush()
-        assert journal.save_snapshot(b"new" * 400_000, last_entry=journal[20],
-                                     prev_entry=journal[19])
+        assert journal.save_snapshot(
+            b"new" * 400_000, last_entry=journal[20], prev_entry=journal[19]
+        )
         assert not journal.save_snapshot(b"old", last_entry=journal[5], prev_entry=journal[4])
         snap = journal.load_snapshot()
         assert snap is not None and snap.payload == b"new" * 400_000
@@ -519,10 +527,14 @@ def test_concurrent_snapshot_writers_leave_one_intact_snapshot(tmp_path: Path) -
             journal.add(_cmd(i), i, 1)
         journal.flush()
         payloads = {k: bytes([k]) * 2_500_000 for k in range(4)}
-        threads = [threading.Thread(target=journal.save_snapshot, args=(payloads[k],),
-                                    kwargs={"last_entry": journal[10 + k],
-                                            "prev_entry": journal[9 + k]})
-                   for k in range(4)]
+        threads = [
+            threading.Thread(
+                target=journal.save_snapshot,
+                args=(payloads[k],),
+                kwargs={"last_entry": journal[10 + k], "prev_entry": journal[9 + k]},
+            )
+            for k in range(4)
+        ]
         for t in threads:
             t.start()
         for i in range(41, 61):  # the tick thread keeps flushing meanwhile

@@ -18,8 +18,9 @@ from coreplane.raft.journal import LmdbJournal
 
 
 def _conf() -> SyncObjConf:
-    return SyncObjConf(autoTick=False, raftMinTimeout=0.1, raftMaxTimeout=0.2,
-                       appendEntriesPeriod=0.02)
+    return SyncObjConf(
+        autoTick=False, raftMinTimeout=0.1, raftMaxTimeout=0.2, appendEntriesPeriod=0.02
+    )
 
 
 def test_pinned_version_and_upstream_sources_unchanged() -> None:
@@ -66,8 +67,7 @@ def test_swap_is_undone_when_the_constructor_fails() -> None:
         raise RuntimeError("boom")
     assert pysyncobj.syncobj.createJournal is pysyncobj.journal.createJournal
     assert pysyncobj.syncobj.Serializer is pysyncobj.serializer.Serializer
-    with pytest.raises(InvalidArgument), \
-            seams.journal_factory("not callable"):  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument), seams.journal_factory("not callable"):  # type: ignore[arg-type]
         pass
 
 
@@ -77,8 +77,9 @@ def test_concurrent_constructions_each_get_their_own_journal(recording_transport
 
     def build(i: int) -> None:
         with seams.journal_factory(lambda _p: journals[i]):
-            objs[i] = SyncObj(f"127.0.0.1:{4001 + i}", [], _conf(),
-                              transportClass=recording_transport)
+            objs[i] = SyncObj(
+                f"127.0.0.1:{4001 + i}", [], _conf(), transportClass=recording_transport
+            )
 
     threads = [threading.Thread(target=build, args=(i,)) for i in range(4)]
     for t in threads:
@@ -94,9 +95,7 @@ def test_concurrent_constructions_each_get_their_own_journal(recording_transport
             obj._doDestroy()
 
 
-def test_serializer_factory_receives_the_journal(
-    tmp_path: Path, recording_transport: Any
-) -> None:
+def test_serializer_factory_receives_the_journal(tmp_path: Path, recording_transport: Any) -> None:
     serialization.install()
     journal = LmdbJournal(str(tmp_path / "j"), node_id="n1")
     got: list[Any] = []

@@ -81,8 +81,14 @@ def test_install_is_idempotent_and_reversible() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        {"type": "append_entries", "term": 3, "commit_index": 7, "prevLogIdx": 6,
-         "prevLogTerm": 2, "entries": [(b"\x00abc", 7, 3), (b"\x01", 8, 3)]},
+        {
+            "type": "append_entries",
+            "term": 3,
+            "commit_index": 7,
+            "prevLogIdx": 6,
+            "prevLogTerm": 2,
+            "entries": [(b"\x00abc", 7, 3), (b"\x01", 8, 3)],
+        },
         {"type": "append_entries", "serialized": (b"chunk", True, False), "term": 1},
         ["add", "n2", Node("n2")],
         ["rem", "127.0.0.1:4001", TCPNode("127.0.0.1:4001")],
@@ -196,8 +202,9 @@ def test_payload_as_direct_call_to_every_module_function(installed: None, tmp_pa
 
 
 class _Counter(SyncObj):
-    def __init__(self, self_addr: str, others: list[str], conf: SyncObjConf,
-                 transport: type | None = None) -> None:
+    def __init__(
+        self, self_addr: str, others: list[str], conf: SyncObjConf, transport: type | None = None
+    ) -> None:
         kwargs = {} if transport is None else {"transportClass": transport}
         super().__init__(self_addr, others, conf, **kwargs)
         self.value = 0
@@ -213,9 +220,13 @@ class _Counter(SyncObj):
 
 
 def _conf(**kw: Any) -> SyncObjConf:
-    base: dict[str, Any] = {"autoTick": False, "raftMinTimeout": 0.1, "raftMaxTimeout": 0.2,
-                            "appendEntriesPeriod": 0.02,
-                            "connectionRetryTime": 0.1}
+    base: dict[str, Any] = {
+        "autoTick": False,
+        "raftMinTimeout": 0.1,
+        "raftMaxTimeout": 0.2,
+        "appendEntriesPeriod": 0.02,
+        "connectionRetryTime": 0.1,
+    }
     base.update(kw)
     return SyncObjConf(**base)
 
@@ -293,9 +304,7 @@ def test_payload_as_snapshot_file_is_never_loaded(
         obj.destroy()
 
 
-def test_payload_as_snapshot_transmission_is_never_loaded(
-    installed: None, tmp_path: Path
-) -> None:
+def test_payload_as_snapshot_transmission_is_never_loaded(installed: None, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     serializer = Serializer(None, 1024, False, None, None, None)  # in-memory, as on followers
     buf = io.BytesIO()
@@ -318,9 +327,13 @@ def test_three_node_cluster_replicates_and_compacts_through_the_replacement(
     ports = [_free_port() for _ in range(3)]
     addrs = [f"127.0.0.1:{p}" for p in ports]
     objs = [
-        _Counter(a, [b for b in addrs if b != a],
-                 _conf(logCompactionMinEntries=20, logCompactionMinTime=0.2,
-                       dynamicMembershipChange=True))
+        _Counter(
+            a,
+            [b for b in addrs if b != a],
+            _conf(
+                logCompactionMinEntries=20, logCompactionMinTime=0.2, dynamicMembershipChange=True
+            ),
+        )
         for a in addrs
     ]
     try:
@@ -529,8 +542,14 @@ def test_peer_nodes_decode_without_the_wire_module() -> None:
         "node = serialization.decode(serialization.encode({PeerNode('a', '10.0.0.1:4321')}))\n"
         "print(repr(node), 'coreplane.raft.wire' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert out.stdout.split() == ["{PeerNode('a',", "'10.0.0.1:4321')}", "False"]
 
 

@@ -42,8 +42,10 @@ def _handshake() -> tuple[bytes, bytes, bytes]:
 
 def _pair(max_frame_bytes: int = 1 << 20) -> tuple[_frames.FrameSealer, _frames.FrameOpener]:
     *_, session = _handshake()
-    return (_frames.FrameSealer(session, _frames.DIRECTION_FROM_DIALER),
-            _frames.FrameOpener(session, _frames.DIRECTION_FROM_DIALER, max_frame_bytes))
+    return (
+        _frames.FrameSealer(session, _frames.DIRECTION_FROM_DIALER),
+        _frames.FrameOpener(session, _frames.DIRECTION_FROM_DIALER, max_frame_bytes),
+    )
 
 
 def _reason(fn, *args) -> str:
@@ -85,10 +87,13 @@ def test_bad_version_and_id_length_are_refused_before_the_mac() -> None:
         assert _reason(_frames.parse_hello, head, KEY) == "bad_id_length"
 
 
-@pytest.mark.parametrize("key", [
-    _frames.cluster_key(b"w" * 32, "coreplane"),  # wrong secret
-    _frames.cluster_key(SECRET, "other-cluster"),  # right secret, other cluster
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        _frames.cluster_key(b"w" * 32, "coreplane"),  # wrong secret
+        _frames.cluster_key(SECRET, "other-cluster"),  # right secret, other cluster
+    ],
+)
 def test_hello_under_another_key_is_refused(key: bytes) -> None:
     hello = _frames.build_hello(key, ID_C, os.urandom(32))
     assert _reason(_frames.parse_hello, hello, KEY) == "bad_hello_mac"
@@ -118,8 +123,9 @@ def test_replayed_reply_and_confirm_are_refused() -> None:
     confirm = _frames.build_confirm(KEY, ID_C, ID_S, old_c, old_s)
     new_c, new_s = os.urandom(32), os.urandom(32)
     assert _reason(_frames.parse_reply, reply, KEY, ID_C, new_c, ID_S) == "bad_reply_mac"
-    assert _reason(_frames.parse_confirm, confirm, KEY, ID_C, ID_S, old_c, new_s) == \
-        "bad_confirm_mac"
+    assert (
+        _reason(_frames.parse_confirm, confirm, KEY, ID_C, ID_S, old_c, new_s) == "bad_confirm_mac"
+    )
 
 
 def test_session_keys_are_fresh_and_bound_to_both_ids() -> None:
@@ -128,8 +134,9 @@ def test_session_keys_are_fresh_and_bound_to_both_ids() -> None:
     assert base != _frames.session_key(KEY, ID_C, ID_S, n1, os.urandom(32))
     assert base != _frames.session_key(KEY, ID_S, ID_C, n1, n2)
     # ids are length-prefixed in the MAC input, so moving a byte between them changes the key
-    assert _frames.session_key(KEY, b"ab", b"c", n1, n2) != \
-        _frames.session_key(KEY, b"a", b"bc", n1, n2)
+    assert _frames.session_key(KEY, b"ab", b"c", n1, n2) != _frames.session_key(
+        KEY, b"a", b"bc", n1, n2
+    )
 
 
 # ---------------------------------------------------------------------------------- frames
@@ -138,8 +145,11 @@ def test_session_keys_are_fresh_and_bound_to_both_ids() -> None:
 def test_frames_round_trip_in_one_buffer_and_in_pieces() -> None:
     sealer, opener = _pair()
     big = bytes(range(256)) * 40  # compressible, so it travels deflated
-    wire = sealer.seal(_frames.KIND_MESSAGE, b"hi") + sealer.seal(_frames.KIND_PING) + \
-        sealer.seal(_frames.KIND_MESSAGE, big)
+    wire = (
+        sealer.seal(_frames.KIND_MESSAGE, b"hi")
+        + sealer.seal(_frames.KIND_PING)
+        + sealer.seal(_frames.KIND_MESSAGE, big)
+    )
     buf = bytearray()
     got = []
     for byte in wire:
@@ -147,8 +157,11 @@ def test_frames_round_trip_in_one_buffer_and_in_pieces() -> None:
         frame = opener.pop(buf)
         if frame is not None:
             got.append(frame)
-    assert got == [(_frames.KIND_MESSAGE, b"hi"), (_frames.KIND_PING, b""),
-                   (_frames.KIND_MESSAGE, big)]
+    assert got == [
+        (_frames.KIND_MESSAGE, b"hi"),
+        (_frames.KIND_PING, b""),
+        (_frames.KIND_MESSAGE, big),
+    ]
     assert buf == bytearray()
 
 
@@ -174,20 +187,25 @@ def test_replayed_and_skipped_frames_are_refused() -> None:
     assert _reason(opener.pop, bytearray(first)) == "replayed_frame"
     sealer2, opener2 = _pair()
     sealer2.seal(_frames.KIND_MESSAGE, b"lost")
-    assert _reason(opener2.pop, bytearray(sealer2.seal(_frames.KIND_MESSAGE, b"two"))) == \
-        "skipped_frame"
+    assert (
+        _reason(opener2.pop, bytearray(sealer2.seal(_frames.KIND_MESSAGE, b"two")))
+        == "skipped_frame"
+    )
 
 
 def test_reflected_frame_and_other_session_frame_are_refused() -> None:
     *_, session = _handshake()
     mine = _frames.FrameSealer(session, _frames.DIRECTION_FROM_DIALER)
     my_opener = _frames.FrameOpener(session, _frames.DIRECTION_FROM_LISTENER, 1 << 20)
-    assert _reason(my_opener.pop, bytearray(mine.seal(_frames.KIND_MESSAGE, b"x"))) == \
-        "bad_frame_mac"
+    assert (
+        _reason(my_opener.pop, bytearray(mine.seal(_frames.KIND_MESSAGE, b"x"))) == "bad_frame_mac"
+    )
     other, _ = _pair()
     _, fresh_opener = _pair()
-    assert _reason(fresh_opener.pop, bytearray(other.seal(_frames.KIND_MESSAGE, b"x"))) == \
-        "bad_frame_mac"
+    assert (
+        _reason(fresh_opener.pop, bytearray(other.seal(_frames.KIND_MESSAGE, b"x")))
+        == "bad_frame_mac"
+    )
 
 
 def test_oversize_length_prefix_is_refused_from_its_four_bytes() -> None:
@@ -223,28 +241,35 @@ def test_bad_compression_and_unknown_kind_are_refused() -> None:
 
 # ---------------------------------------------------------------------------------- config
 
-GOOD = {"node_id": "a", "secret": SECRET, "listen": "127.0.0.1:4321",
-        "peers": {"b": "127.0.0.1:4322", "c": "db.internal:7000"}}
+GOOD = {
+    "node_id": "a",
+    "secret": SECRET,
+    "listen": "127.0.0.1:4321",
+    "peers": {"b": "127.0.0.1:4322", "c": "db.internal:7000"},
+}
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"secret": b"short-secret"}, "secret"),
-    ({"secret": "a str secret of length"}, "secret"),
-    ({"listen": "127.0.0.1"}, "listen"),
-    ({"listen": "127.0.0.1:http"}, "listen"),
-    ({"listen": "127.0.0.1:70000"}, "listen"),
-    ({"listen": "somehost:4321"}, "listen"),
-    ({"peers": {"a": "127.0.0.1:1"}}, "peers"),
-    ({"peers": {"b": "nowhere"}}, "peers['b']"),
-    ({"peers": {"b": "127.0.0.1:0"}}, "peers['b']"),
-    ({"peers": {"has space": "127.0.0.1:1"}}, "peers['has space']"),
-    ({"node_id": ""}, "node_id"),
-    ({"node_id": "x" * 200}, "node_id"),
-    ({"max_frame_bytes": 10}, "max_frame_bytes"),
-    ({"reconnect_backoff_ms": (500, 50)}, "reconnect_backoff_ms"),
-    ({"reconnect_backoff_ms": 50}, "reconnect_backoff_ms"),
-    ({"on_before_send": 3}, "on_before_send"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"secret": b"short-secret"}, "secret"),
+        ({"secret": "a str secret of length"}, "secret"),
+        ({"listen": "127.0.0.1"}, "listen"),
+        ({"listen": "127.0.0.1:http"}, "listen"),
+        ({"listen": "127.0.0.1:70000"}, "listen"),
+        ({"listen": "somehost:4321"}, "listen"),
+        ({"peers": {"a": "127.0.0.1:1"}}, "peers"),
+        ({"peers": {"b": "nowhere"}}, "peers['b']"),
+        ({"peers": {"b": "127.0.0.1:0"}}, "peers['b']"),
+        ({"peers": {"has space": "127.0.0.1:1"}}, "peers['has space']"),
+        ({"node_id": ""}, "node_id"),
+        ({"node_id": "x" * 200}, "node_id"),
+        ({"max_frame_bytes": 10}, "max_frame_bytes"),
+        ({"reconnect_backoff_ms": (500, 50)}, "reconnect_backoff_ms"),
+        ({"reconnect_backoff_ms": 50}, "reconnect_backoff_ms"),
+        ({"on_before_send": 3}, "on_before_send"),
+    ],
+)
 def test_bad_config_names_the_field_and_never_echoes_the_secret(change, field) -> None:
     with pytest.raises(InvalidArgument) as info:
         make_transport_class(**{**GOOD, **change})
@@ -279,10 +304,18 @@ def test_peer_node_is_known_by_id_and_travels_through_serialization() -> None:
     assert PEER_NODE_EXT_CODE not in serialization.EXT_CODES_RESERVED
 
 
-@pytest.mark.parametrize("plain", [
-    None, [], {"id": "b"}, {"id": 1, "address": "h:1"}, {"id": "b", "address": "nope"},
-    {"id": "b", "address": "h:1", "extra": 1}, {"id": "b c", "address": "h:1"},
-])
+@pytest.mark.parametrize(
+    "plain",
+    [
+        None,
+        [],
+        {"id": "b"},
+        {"id": 1, "address": "h:1"},
+        {"id": "b", "address": "nope"},
+        {"id": "b", "address": "h:1", "extra": 1},
+        {"id": "b c", "address": "h:1"},
+    ],
+)
 def test_bad_peer_node_plain_forms_raise_decode_error(plain) -> None:
     with pytest.raises(DecodeError):
         PeerNode.from_plain(plain)
@@ -304,11 +337,21 @@ def test_pysyncobj_seams_the_transport_relies_on_are_unchanged() -> None:
     assert pysyncobj.version.VERSION == "0.3.17"
     init = inspect.getsource(SyncObj.__init__)
     assert "self._poller = createPoller(" in init
-    assert init.index("self._poller = createPoller(") < \
-        init.index("transportClass(self, self.__selfNode, self.__otherNodes)")
+    assert init.index("self._poller = createPoller(") < init.index(
+        "transportClass(self, self.__selfNode, self.__otherNodes)"
+    )
     assert callable(SyncObj.addOnTickCallback)
     tick = inspect.getsource(SyncObj._onTick)
     assert tick.index("callback()") < tick.index("self._poller.poll(timeToWait)")
-    for name in ("tryGetReady", "waitReady", "addNode", "dropNode", "send", "destroy",
-                 "_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected"):
+    for name in (
+        "tryGetReady",
+        "waitReady",
+        "addNode",
+        "dropNode",
+        "send",
+        "destroy",
+        "_onMessageReceived",
+        "_onNodeConnected",
+        "_onNodeDisconnected",
+    ):
         assert callable(getattr(Transport, name)), name

@@ -34,8 +34,13 @@ def _stop_all() -> Iterator[None]:
 
 
 def make(tmp_path: Path, **overrides: Any) -> ControlPlane:
-    args: dict[str, Any] = {"node_id": "a", "address": "127.0.0.1:7101", "peers": dict(PEERS),
-                            "data_dir": tmp_path / "a", "secret": SECRET}
+    args: dict[str, Any] = {
+        "node_id": "a",
+        "address": "127.0.0.1:7101",
+        "peers": dict(PEERS),
+        "data_dir": tmp_path / "a",
+        "secret": SECRET,
+    }
     args.update(overrides)
     cp = ControlPlane(**args)
     _made.append(cp)
@@ -51,31 +56,35 @@ def refused(tmp_path: Path, **overrides: Any) -> InvalidArgument:
 # ---------------------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"address": "127.0.0.1:\uff17\uff11\uff10\uff11"}, "address"),  # Unicode digits
-    ({"address": "127.0.0.1:07101"}, "address"),  # zero-padded: a second spelling
-    ({"peers": {"b": "127.0.0.1:0007102"}}, "peers['b']"),
-    ({"peers": {"b": "localhost:7101"}}, "peers"),  # this node's own endpoint
-    ({"peers": {"b": "127.0.0.1:7102", "c": "LOCALHOST:7102"}}, "peers"),
-    ({"election_timeout_ms": (300.0, 700)}, "election_timeout_ms"),  # never int()-ed
-    ({"election_timeout_ms": ("300", "700")}, "election_timeout_ms"),
-    ({"election_timeout_ms": (10**9, 10**9 + 1)}, "election_timeout_ms"),  # would never elect
-    ({"election_timeout_ms": 300}, "election_timeout_ms"),
-    ({"tick_interval_ms": True}, "tick_interval_ms"),
-    ({"tick_interval_ms": 200.0}, "tick_interval_ms"),
-    ({"heartbeat_ms": True}, "heartbeat_ms"),
-    ({"propose_timeout_s": True}, "propose_timeout_s"),
-    ({"propose_timeout_s": math.inf}, "propose_timeout_s"),
-    ({"propose_timeout_s": math.nan}, "propose_timeout_s"),
-    ({"propose_timeout_s": "10"}, "propose_timeout_s"),
-    ({"log_compaction_min_time_s": -5}, "log_compaction_min_time_s"),
-    ({"log_compaction_min_time_s": 1.5}, "log_compaction_min_time_s"),
-    ({"log_compaction_min_entries": True}, "log_compaction_min_entries"),
-    ({"data_dir": ""}, "data_dir"),
-    ({"limits": {"value_bytes_max": 10}}, "limits"),  # a dict once stopped the node for good
-])
-def test_bad_options_are_refused_at_construction(tmp_path: Path, overrides: dict[str, Any],
-                                                 field: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"address": "127.0.0.1:\uff17\uff11\uff10\uff11"}, "address"),  # Unicode digits
+        ({"address": "127.0.0.1:07101"}, "address"),  # zero-padded: a second spelling
+        ({"peers": {"b": "127.0.0.1:0007102"}}, "peers['b']"),
+        ({"peers": {"b": "localhost:7101"}}, "peers"),  # this node's own endpoint
+        ({"peers": {"b": "127.0.0.1:7102", "c": "LOCALHOST:7102"}}, "peers"),
+        ({"election_timeout_ms": (300.0, 700)}, "election_timeout_ms"),  # never int()-ed
+        ({"election_timeout_ms": ("300", "700")}, "election_timeout_ms"),
+        ({"election_timeout_ms": (10**9, 10**9 + 1)}, "election_timeout_ms"),  # would never elect
+        ({"election_timeout_ms": 300}, "election_timeout_ms"),
+        ({"tick_interval_ms": True}, "tick_interval_ms"),
+        ({"tick_interval_ms": 200.0}, "tick_interval_ms"),
+        ({"heartbeat_ms": True}, "heartbeat_ms"),
+        ({"propose_timeout_s": True}, "propose_timeout_s"),
+        ({"propose_timeout_s": math.inf}, "propose_timeout_s"),
+        ({"propose_timeout_s": math.nan}, "propose_timeout_s"),
+        ({"propose_timeout_s": "10"}, "propose_timeout_s"),
+        ({"log_compaction_min_time_s": -5}, "log_compaction_min_time_s"),
+        ({"log_compaction_min_time_s": 1.5}, "log_compaction_min_time_s"),
+        ({"log_compaction_min_entries": True}, "log_compaction_min_entries"),
+        ({"data_dir": ""}, "data_dir"),
+        ({"limits": {"value_bytes_max": 10}}, "limits"),  # a dict once stopped the node for good
+    ],
+)
+def test_bad_options_are_refused_at_construction(
+    tmp_path: Path, overrides: dict[str, Any], field: str
+) -> None:
     assert refused(tmp_path, **overrides).field == field
 
 
@@ -84,13 +93,16 @@ def test_a_refused_option_leaves_no_data_dir(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"key_bytes_max": 0}, "limits.key_bytes_max"),
-    ({"value_bytes_max": "1"}, "limits.value_bytes_max"),
-    ({"keys_max": True}, "limits.keys_max"),
-    ({"ttl_ms_min": 10, "ttl_ms_max": 5}, "limits.ttl_ms_min"),
-    ({"entry_bytes_max": 1024}, "limits.entry_bytes_max"),  # smaller than one max value
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"key_bytes_max": 0}, "limits.key_bytes_max"),
+        ({"value_bytes_max": "1"}, "limits.value_bytes_max"),
+        ({"keys_max": True}, "limits.keys_max"),
+        ({"ttl_ms_min": 10, "ttl_ms_max": 5}, "limits.ttl_ms_min"),
+        ({"entry_bytes_max": 1024}, "limits.entry_bytes_max"),  # smaller than one max value
+    ],
+)
 def test_limits_are_validated_by_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         Limits(**kwargs)
@@ -100,8 +112,7 @@ def test_limits_are_validated_by_field(kwargs: dict[str, Any], field: str) -> No
 def test_ipv6_literals_are_one_address_syntax(tmp_path: Path) -> None:
     cp = make(tmp_path, peers={"b": "[::1]:7102", "c": "127.0.0.1:7103"})
     assert cp.members()["b"] == "[::1]:7102"
-    assert refused(tmp_path / "x", peers={"b": "[::1]:7102", "c": "[0:0::1]:7102"}).field \
-        == "peers"
+    assert refused(tmp_path / "x", peers={"b": "[::1]:7102", "c": "[0:0::1]:7102"}).field == "peers"
     assert refused(tmp_path / "y", peers={"b": "[nope]:7102"}).field == "peers['b']"
 
 
@@ -118,8 +129,11 @@ FORGED = [
 def test_internal_commands_are_refused_from_hosts(tmp_path: Path, command: C.Command) -> None:
     cp = make(tmp_path)
     body = command.to_body()
-    for attempt in (command, codec.encode(command.TAG, body),
-                    codec.encode(command.TAG, body, internal=True)):
+    for attempt in (
+        command,
+        codec.encode(command.TAG, body),
+        codec.encode(command.TAG, body, internal=True),
+    ):
         with pytest.raises(InvalidArgument, match="internal command") as info:
             cp.propose(attempt)  # type: ignore[arg-type]
         assert info.value.field == "command"
@@ -185,27 +199,30 @@ def test_custom_limits_are_checked_before_proposing(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- bad calls
 
 
-@pytest.mark.parametrize("call", [
-    lambda cp: cp.kv.put("\ud800", b"v"),  # a lone surrogate: once a UnicodeEncodeError
-    lambda cp: cp.kv.put("", b"v"),
-    lambda cp: cp.kv.put("k", "str, not bytes"),
-    lambda cp: cp.kv.put("k", b"v", lease_id=-1),
-    lambda cp: cp.kv.put("k", b"v", timeout_s="x"),
-    lambda cp: cp.kv.put("k", b"v", timeout_s=-1),
-    lambda cp: cp.kv.put("k", b"v", timeout_s=math.inf),
-    lambda cp: cp.kv.get(5),
-    lambda cp: cp.kv.range("p", limit="5"),
-    lambda cp: cp.kv.range("p", limit=-1),
-    lambda cp: cp.kv.range("p", limit=2.5),
-    lambda cp: cp.kv.cas("k", -1, b"v"),
-    lambda cp: cp.call("m", 0.5),  # floats are not replicated
-    lambda cp: cp.call("m", {"\udcff": 1}),
-    lambda cp: cp.add_voter("d", "127.0.0.1:7102"),  # b's address: a phantom voter
-    lambda cp: cp.add_voter("d", "localhost:7101"),  # this node's own endpoint
-    lambda cp: cp.add_voter("d", "127.0.0.1:07104"),
-    lambda cp: cp.add_voter("bad id", "127.0.0.1:7104"),
-    lambda cp: cp.on_leadership("not callable"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda cp: cp.kv.put("\ud800", b"v"),  # a lone surrogate: once a UnicodeEncodeError
+        lambda cp: cp.kv.put("", b"v"),
+        lambda cp: cp.kv.put("k", "str, not bytes"),
+        lambda cp: cp.kv.put("k", b"v", lease_id=-1),
+        lambda cp: cp.kv.put("k", b"v", timeout_s="x"),
+        lambda cp: cp.kv.put("k", b"v", timeout_s=-1),
+        lambda cp: cp.kv.put("k", b"v", timeout_s=math.inf),
+        lambda cp: cp.kv.get(5),
+        lambda cp: cp.kv.range("p", limit="5"),
+        lambda cp: cp.kv.range("p", limit=-1),
+        lambda cp: cp.kv.range("p", limit=2.5),
+        lambda cp: cp.kv.cas("k", -1, b"v"),
+        lambda cp: cp.call("m", 0.5),  # floats are not replicated
+        lambda cp: cp.call("m", {"\udcff": 1}),
+        lambda cp: cp.add_voter("d", "127.0.0.1:7102"),  # b's address: a phantom voter
+        lambda cp: cp.add_voter("d", "localhost:7101"),  # this node's own endpoint
+        lambda cp: cp.add_voter("d", "127.0.0.1:07104"),
+        lambda cp: cp.add_voter("bad id", "127.0.0.1:7104"),
+        lambda cp: cp.on_leadership("not callable"),
+    ],
+)
 def test_bad_calls_raise_invalid_argument_only(tmp_path: Path, call: Any) -> None:
     cp = make(tmp_path)
     with pytest.raises(CoreplaneError) as info:

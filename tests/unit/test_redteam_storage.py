@@ -190,7 +190,8 @@ def test_leftover_garbage_recorded_by_a_shrunk_log_is_still_swept(tmp_path: Path
 
 
 def test_corrupt_journal_at_construction_leaves_no_lock_and_no_change(
-        stopped_node_dir: Path) -> None:
+    stopped_node_dir: Path,
+) -> None:
     data = stopped_node_dir / "journal.lmdb" / "data.mdb"
     raw = bytearray(data.read_bytes())
     # Damage a stored entry's bytes (not LMDB's structure): the checksum catches it.
@@ -224,9 +225,14 @@ _OPEN_CHILD = textwrap.dedent("""
 
 def _open_in_child(data_dir: Path) -> subprocess.CompletedProcess[str]:
     address = json.loads((data_dir / META_FILE).read_text())["members"]["a"]
-    return subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(data_dir), address,
-                           SECRET.decode()], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", _OPEN_CHILD, str(data_dir), address, SECRET.decode()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_truncated_data_mdb_is_refused_not_a_sigbus(stopped_node_dir: Path) -> None:
@@ -385,12 +391,14 @@ def _sim_disk_full(c: Any, node_id: str) -> Callable[[bool], None]:
     return lambda full: state.update(full=full)
 
 
-def _load(c: Any, client: str, first_seq: int, count: int, via: str | None = None,
-          keys: str = "k") -> list[Any]:
+def _load(
+    c: Any, client: str, first_seq: int, count: int, via: str | None = None, keys: str = "k"
+) -> list[Any]:
     ops = []
     for i in range(count):
-        ops.append(c.put(client, first_seq + i, f"{keys}{i % 4}",
-                         b"%s-%d" % (client.encode(), i), via=via))
+        ops.append(
+            c.put(client, first_seq + i, f"{keys}{i % 4}", b"%s-%d" % (client.encode(), i), via=via)
+        )
         c.run_for(9)
     return ops
 

@@ -34,8 +34,13 @@ def _close_journals() -> Iterator[None]:
 
 
 def make(tmp_path: Path, **overrides: Any) -> ControlPlane:
-    args: dict[str, Any] = {"node_id": "a", "address": "127.0.0.1:7001", "peers": dict(PEERS),
-                            "data_dir": tmp_path / "a", "secret": SECRET}
+    args: dict[str, Any] = {
+        "node_id": "a",
+        "address": "127.0.0.1:7001",
+        "peers": dict(PEERS),
+        "data_dir": tmp_path / "a",
+        "secret": SECRET,
+    }
     args.update(overrides)
     cp = ControlPlane(**args)
     _made.append(cp)
@@ -84,8 +89,7 @@ def test_valid_config_constructs_without_threads(tmp_path: Path) -> None:
         ({"log_compaction_min_entries": 1}, "log_compaction_min_entries"),
     ],
 )
-def test_bad_values_name_their_field(tmp_path: Path, overrides: dict[str, Any],
-                                     field: str) -> None:
+def test_bad_values_name_their_field(tmp_path: Path, overrides: dict[str, Any], field: str) -> None:
     assert field_of(tmp_path, **overrides) == field
 
 

@@ -32,15 +32,27 @@ class Script:
 
 
 def action(aid: str, pid: str, token: int, kind: str = "add_replica") -> dict[str, Any]:
-    return {"id": aid, "kind": kind, "partition": pid, "source": "", "token": token,
-            "operation": "op"}
+    return {
+        "id": aid,
+        "kind": kind,
+        "partition": pid,
+        "source": "",
+        "token": token,
+        "operation": "op",
+    }
 
 
 def test_actions_run_once_fenced_per_partition_and_acked() -> None:
     ran: list[FleetAction] = []
     client = Script([action("a1", "p", 10), action("a0", "p", 7), action("b1", "q", 3)])
-    agent = Agent(client, "n1", zone="z", handlers={"add_replica": ran.append},
-                  heat=lambda: {"p": 5}, start=False)
+    agent = Agent(
+        client,
+        "n1",
+        zone="z",
+        handlers={"add_replica": ran.append},
+        heat=lambda: {"p": 5},
+        start=False,
+    )
     assert agent.step() == 2
     assert [(a.id, a.token) for a in ran] == [("a1", 10), ("b1", 3)]
     assert agent.refused == 1 and agent.highest == {"p": 10, "q": 3}
@@ -57,9 +69,13 @@ def test_a_failing_handler_is_acked_not_ok_and_a_refused_ack_is_done() -> None:
         raise OSError("disk full")
 
     client = Script([action("x", "p", 4), action("already", "q", 5, "remove_replica")])
-    agent = Agent(client, "n1", zone="z", handlers={"add_replica": boom,
-                                                    "remove_replica": lambda a: None},
-                  start=False)
+    agent = Agent(
+        client,
+        "n1",
+        zone="z",
+        handlers={"add_replica": boom, "remove_replica": lambda a: None},
+        start=False,
+    )
     assert agent.step() == 2
     acks = [b for p, b in client.calls if p == "/v1/fleet/ack"]
     assert acks[0]["ok"] is False and "disk full" in acks[0]["detail"]

@@ -32,8 +32,9 @@ def _nothing(_path: str) -> bool:
         ({"COREPLANE_SDK_PROFILE": "long_running", "K_SERVICE": "s"}, (), "long_running"),
     ],
 )
-def test_profile_follows_the_environment(env: dict[str, str], files: tuple[str, ...],
-                                         profile: str) -> None:
+def test_profile_follows_the_environment(
+    env: dict[str, str], files: tuple[str, ...], profile: str
+) -> None:
     assert detect_profile(env, exists=lambda p: p in files) == profile
     assert detect_config(env, exists=lambda p: p in files).profile == profile
 

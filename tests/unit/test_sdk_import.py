@@ -10,10 +10,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _loaded_after(statement: str) -> set[str]:
-    code = (f"import sys\n{statement}\n"
-            "print(' '.join(m for m in ('pysyncobj', 'lmdb') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True, timeout=60)
+    code = (
+        f"import sys\n{statement}\n"
+        "print(' '.join(m for m in ('pysyncobj', 'lmdb') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return set(out.stdout.split())
 
 

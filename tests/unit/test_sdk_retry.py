@@ -42,8 +42,9 @@ def test_budget_allows_ten_percent_plus_the_floor_per_window() -> None:
 
 def test_breaker_opens_after_consecutive_failures_probes_once_and_closes() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=3, reset_ms=1_000, reset_max_ms=4_000,
-                             clock=clock, rng=Random(2))
+    breaker = CircuitBreaker(
+        failure_threshold=3, reset_ms=1_000, reset_max_ms=4_000, clock=clock, rng=Random(2)
+    )
     breaker.record(Outcome.FAILED)
     breaker.record(Outcome.OK)  # not consecutive: stays closed
     for _ in range(3):
@@ -64,14 +65,28 @@ def test_breaker_opens_after_consecutive_failures_probes_once_and_closes() -> No
     assert breaker.state == "closed" and breaker.closed == 1 and breaker.allow()
 
 
-def _plan(endpoints: list[str], clock: FakeClock, *, safe: bool = True, attempts: int = 3,
-          threshold: int = 5) -> CallPlan:
-    breakers = {e: CircuitBreaker(failure_threshold=threshold, reset_ms=1_000,
-                                  reset_max_ms=2_000, clock=clock, rng=Random(0))
-                for e in endpoints}
+def _plan(
+    endpoints: list[str],
+    clock: FakeClock,
+    *,
+    safe: bool = True,
+    attempts: int = 3,
+    threshold: int = 5,
+) -> CallPlan:
+    breakers = {
+        e: CircuitBreaker(
+            failure_threshold=threshold,
+            reset_ms=1_000,
+            reset_max_ms=2_000,
+            clock=clock,
+            rng=Random(0),
+        )
+        for e in endpoints
+    }
     budget = RetryBudget(ratio=0.1, min_retries_per_s=1, window_s=10, clock=clock)
-    return CallPlan(endpoints, breakers, budget, Backoff(10, 100, Random(0)),
-                    max_attempts=attempts, safe=safe)
+    return CallPlan(
+        endpoints, breakers, budget, Backoff(10, 100, Random(0)), max_attempts=attempts, safe=safe
+    )
 
 
 def test_plan_moves_to_another_endpoint_and_gives_up_with_a_reason() -> None:

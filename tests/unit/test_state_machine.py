@@ -22,8 +22,9 @@ class Log:
     def __call__(self, command: C.Command) -> Applied:
         self.index += 1
         internal = command.TAG in C.INTERNAL_TAGS  # as the runtime proposes them
-        return self.sm.apply(C.encode_internal(command) if internal else C.encode(command),
-                             self.index)
+        return self.sm.apply(
+            C.encode_internal(command) if internal else C.encode(command), self.index
+        )
 
 
 def test_revisions_grow_with_every_write() -> None:
@@ -91,6 +92,7 @@ def test_internal_commands_need_the_runtimes_marker() -> None:
     """A Tick or Leader that a host or client wrote (no marker) is refused on every replica,
     and a client command cannot wear the marker; the public encoders refuse both."""
     from coreplane.core import codec
+
     sm = StateMachine()
     forged_tick = codec.encode(C.Tick.TAG, {"n": 2**63 - 1, "elapsed_ms": 0})
     forged_leader = codec.encode(C.Leader.TAG, {"node_id": "evil", "term": 2**62})
@@ -197,8 +199,9 @@ def test_user_machine_as_object_and_as_functions() -> None:
 
     sm = StateMachine()
     sm.register("counter", Counter())
-    sm.register("log", apply=lambda s, c, ctx: ([*s, [ctx.index, ctx.tick_ms, c]], len(s) + 1),
-                initial=[])
+    sm.register(
+        "log", apply=lambda s, c, ctx: ([*s, [ctx.index, ctx.tick_ms, c]], len(s) + 1), initial=[]
+    )
     log = Log(sm)
     assert log(C.UserCommand("counter", {"add": 2})).value == 2
     assert log(C.UserCommand("counter", {"add": -1})).code == "negative"
@@ -239,10 +242,13 @@ def test_command_fields_are_validated_by_name() -> None:
     assert err.value.field == "Put.value"
     with pytest.raises(DecodeError, match=r"Put\.seq"):
         from coreplane.core import codec
-        C.decode(codec.encode(10, {"key": "k", "value": b"", "lease_id": 0, "client_id": "",
-                                   "seq": -1}))
+
+        C.decode(
+            codec.encode(10, {"key": "k", "value": b"", "lease_id": 0, "client_id": "", "seq": -1})
+        )
     with pytest.raises(DecodeError, match="unknown command tag 999"):
         from coreplane.core import codec
+
         C.decode(codec.encode(999, {}))
 
 

@@ -33,15 +33,24 @@ emit({"event": "stopped"})
 
 @pytest.fixture
 def child(tmp_path: Path) -> JsonLineChild:
-    proc = JsonLineChild("c1", [sys.executable, "-c", CHILD], log_path=tmp_path / "c1.log",
-                         env={"SECRET": "s3"}, cwd=Path(__file__).resolve().parents[2])
+    proc = JsonLineChild(
+        "c1",
+        [sys.executable, "-c", CHILD],
+        log_path=tmp_path / "c1.log",
+        env={"SECRET": "s3"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
     proc.start(timeout_s=20)
     return proc
 
 
 def test_replies_match_requests_and_errors_come_back_named(child: JsonLineChild) -> None:
     assert child.request("echo", value=[1, "x"]) == {
-        "id": 1, "ok": True, "value": [1, "x"], "secret_seen": True}
+        "id": 1,
+        "ok": True,
+        "value": [1, "x"],
+        "secret_seen": True,
+    }
     bad = child.request("nope")
     assert bad["ok"] is False and bad["error"] == "KeyError"
     assert child.request("echo", value=2)["value"] == 2  # still serving after a bad request

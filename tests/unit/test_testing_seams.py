@@ -29,8 +29,11 @@ def test_no_private_controlplane_method_is_overridden() -> None:
             if "ControlPlane" not in bases:
                 continue
             for item in cls.body:
-                if (isinstance(item, ast.FunctionDef) and item.name.startswith("_")
-                        and item.name not in _DUNDER_OK):
+                if (
+                    isinstance(item, ast.FunctionDef)
+                    and item.name.startswith("_")
+                    and item.name not in _DUNDER_OK
+                ):
                     offenders.append(f"{path.name}: {cls.name}.{item.name}")
     assert offenders == []
 
@@ -38,19 +41,28 @@ def test_no_private_controlplane_method_is_overridden() -> None:
 def test_no_module_global_of_coreplane_is_swapped() -> None:
     offenders = []
     for path, tree in _modules():
-        imported_modules = {alias.asname or alias.name for node in ast.walk(tree)
-                            if isinstance(node, ast.ImportFrom) and node.module
-                            and node.module.startswith("coreplane")
-                            for alias in node.names if alias.name[0].islower()}
+        imported_modules = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("coreplane")
+            for alias in node.names
+            if alias.name[0].islower()
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setattr":
                 offenders.append(f"{path.name}:{node.lineno}: setattr")
             targets = node.targets if isinstance(node, ast.Assign) else []
             for target in targets:
-                if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                        and target.value.id in imported_modules):
-                    offenders.append(f"{path.name}:{node.lineno}: {target.value.id}."
-                                     f"{target.attr} = ...")
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id in imported_modules
+                ):
+                    offenders.append(
+                        f"{path.name}:{node.lineno}: {target.value.id}.{target.attr} = ..."
+                    )
     assert offenders == []
 
 

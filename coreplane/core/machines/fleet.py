@@ -83,7 +83,7 @@ _MOVED: Final = 5
 
 
 def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
-    out: PartRecord = (*rec[:field], value, *rec[field + 1:])
+    out: PartRecord = (*rec[:field], value, *rec[field + 1 :])
     return out
 
 
@@ -144,9 +144,19 @@ class FleetNode:
     silent_gen: int = 0  # bumps on every silence change; stale liveness deadlines are skipped
 
     def to_plain(self, node_id: str) -> list[Value]:
-        return [node_id, self.zone, self.weight, self.slots, self.registered_index,
-                self.liveness, self.liveness_since_ms, self.admin, self.admin_since_ms,
-                self.silent_since_ms, self.silent_gen]
+        return [
+            node_id,
+            self.zone,
+            self.weight,
+            self.slots,
+            self.registered_index,
+            self.liveness,
+            self.liveness_since_ms,
+            self.admin,
+            self.admin_since_ms,
+            self.silent_since_ms,
+            self.silent_gen,
+        ]
 
     @property
     def state(self) -> str:
@@ -197,22 +207,45 @@ class Operation:
         return ADD_REPLICA if self.step == COPY else REMOVE_REPLICA
 
     def to_plain(self) -> list[Value]:
-        return [self.op_id, self.pid, self.source, self.target, self.step, self.node,
-                self.copy_from, self.token, self.deadline_ms, self.attempt, self.created_index,
-                self.cause]
+        return [
+            self.op_id,
+            self.pid,
+            self.source,
+            self.target,
+            self.step,
+            self.node,
+            self.copy_from,
+            self.token,
+            self.deadline_ms,
+            self.attempt,
+            self.created_index,
+            self.cause,
+        ]
 
     def view(self) -> dict[str, Value]:
-        return {"id": self.op_id, "partition": self.pid, "source": self.source or None,
-                "target": self.target or None, "step": self.step, "node": self.node,
-                "action_id": self.action_id, "kind": self.kind, "copy_from": self.copy_from,
-                "token": self.token, "deadline_ms": self.deadline_ms, "attempt": self.attempt,
-                "created_index": self.created_index, "cause": self.cause}
+        return {
+            "id": self.op_id,
+            "partition": self.pid,
+            "source": self.source or None,
+            "target": self.target or None,
+            "step": self.step,
+            "node": self.node,
+            "action_id": self.action_id,
+            "kind": self.kind,
+            "copy_from": self.copy_from,
+            "token": self.token,
+            "deadline_ms": self.deadline_ms,
+            "attempt": self.attempt,
+            "created_index": self.created_index,
+            "cause": self.cause,
+        }
 
 
 def _check_id(field: str, value: Value) -> str:
     if type(value) is not str or not value or len(value) > ID_CHARS_MAX:
-        raise CommandRejected("bad_argument", f"{field} must be a non-empty str of at most "
-                                              f"{ID_CHARS_MAX} characters")
+        raise CommandRejected(
+            "bad_argument", f"{field} must be a non-empty str of at most {ID_CHARS_MAX} characters"
+        )
     return value
 
 
@@ -333,8 +366,11 @@ class FleetMachine:
         self.index, self.tick_ms = index, tick_ms
         if self.grace_until_ms < 0:
             self.grace_until_ms = tick_ms + self.config.suspect_after_ms
-            self._note(("leader",), f"a new leader's first tick: nobody turns suspect or dead "
-                                    f"before tick time {self.grace_until_ms} ms")
+            self._note(
+                ("leader",),
+                f"a new leader's first tick: nobody turns suspect or dead "
+                f"before tick time {self.grace_until_ms} ms",
+            )
         elif tick_ms >= self.grace_until_ms:
             self._liveness_due()
         heap = self._op_heap
@@ -354,10 +390,13 @@ class FleetMachine:
             return
         cfg = self.config
         if node.liveness == ALIVE:
-            heapq.heappush(self._live_heap, (node.silent_since_ms + cfg.suspect_after_ms,
-                                             node_id, node.silent_gen, 0))
-        heapq.heappush(self._live_heap, (node.silent_since_ms + cfg.dead_after_ms, node_id,
-                                         node.silent_gen, 1))
+            heapq.heappush(
+                self._live_heap,
+                (node.silent_since_ms + cfg.suspect_after_ms, node_id, node.silent_gen, 0),
+            )
+        heapq.heappush(
+            self._live_heap, (node.silent_since_ms + cfg.dead_after_ms, node_id, node.silent_gen, 1)
+        )
 
     def _liveness_due(self) -> None:
         heap, cfg = self._live_heap, self.config
@@ -367,13 +406,24 @@ class FleetMachine:
             if node is None or node.silent_gen != gen or node.silent_since_ms < 0:
                 continue
             if dead and node.liveness != DEAD and node.admin != DECOMMISSIONED:
-                self._set_liveness(node_id, DEAD, (
-                    f"{node_id} declared dead at tick time {self.tick_ms} ms: last heartbeat at "
-                    f"tick time {node.silent_since_ms} ms, dead_after {cfg.dead_after_ms} ms"))
+                self._set_liveness(
+                    node_id,
+                    DEAD,
+                    (
+                        f"{node_id} declared dead at tick time {self.tick_ms} ms: last heartbeat "
+                        "at "
+                        f"tick time {node.silent_since_ms} ms, dead_after {cfg.dead_after_ms} ms"
+                    ),
+                )
             elif not dead and node.liveness == ALIVE:
-                self._set_liveness(node_id, SUSPECT, (
-                    f"{node_id} suspect at tick time {self.tick_ms} ms: last heartbeat at tick "
-                    f"time {node.silent_since_ms} ms, suspect_after {cfg.suspect_after_ms} ms"))
+                self._set_liveness(
+                    node_id,
+                    SUSPECT,
+                    (
+                        f"{node_id} suspect at tick time {self.tick_ms} ms: last heartbeat at tick "
+                        f"time {node.silent_since_ms} ms, suspect_after {cfg.suspect_after_ms} ms"
+                    ),
+                )
 
     def _set_liveness(self, node_id: str, liveness: str, text: str) -> None:
         node = self.nodes[node_id]
@@ -406,22 +456,33 @@ class FleetMachine:
 
         Validated whole before anything changes, so a bad batch changes nothing."""
         self.index = index
-        nodes = [(_check_id("node_id", a), _check_id("zone", b),
-                  _check_int("weight", c, 1, _WEIGHT_MAX), _check_int("slots", d, 0, _SLOTS_MAX))
-                 for a, b, c, d in (_fields(i, 4, "nodes") for i in _as_list(body["nodes"],
-                                                                              "nodes"))]
+        nodes = [
+            (
+                _check_id("node_id", a),
+                _check_id("zone", b),
+                _check_int("weight", c, 1, _WEIGHT_MAX),
+                _check_int("slots", d, 0, _SLOTS_MAX),
+            )
+            for a, b, c, d in (_fields(i, 4, "nodes") for i in _as_list(body["nodes"], "nodes"))
+        ]
         heard = [_check_id("heard", n) for n in _as_list(body["heard"], "heard")]
-        silent = [(_check_id("silent", a), _check_int("since_ms", b, 0, 2**62))
-                  for a, b in (_fields(i, 2, "silent") for i in _as_list(body["silent"],
-                                                                          "silent"))]
-        heat = [(_check_id("heat", a), _check_int("heat", b, 0, _HEAT_MAX))
-                for a, b in (_fields(i, 2, "heat") for i in _as_list(body["heat"], "heat"))]
-        lost = [(_check_id("lost", a), _check_id("lost", b))
-                for a, b in (_fields(i, 2, "lost") for i in _as_list(body["lost"], "lost"))]
+        silent = [
+            (_check_id("silent", a), _check_int("since_ms", b, 0, 2**62))
+            for a, b in (_fields(i, 2, "silent") for i in _as_list(body["silent"], "silent"))
+        ]
+        heat = [
+            (_check_id("heat", a), _check_int("heat", b, 0, _HEAT_MAX))
+            for a, b in (_fields(i, 2, "heat") for i in _as_list(body["heat"], "heat"))
+        ]
+        lost = [
+            (_check_id("lost", a), _check_id("lost", b))
+            for a, b in (_fields(i, 2, "lost") for i in _as_list(body["lost"], "lost"))
+        ]
         new = sum(1 for node_id, *_ in nodes if node_id not in self.nodes)
         if len(self.nodes) + new > self.config.nodes_max:
-            raise CommandRejected("too_many_nodes", f"over the bound of "
-                                                    f"{self.config.nodes_max} nodes")
+            raise CommandRejected(
+                "too_many_nodes", f"over the bound of {self.config.nodes_max} nodes"
+            )
         counts = [0, 0, 0, 0, 0]
         for node_id, zone, weight, slots in nodes:
             counts[0] += self._register(node_id, zone, weight, slots)
@@ -440,21 +501,32 @@ class FleetMachine:
     def _register(self, node_id: str, zone: str, weight: int, slots: int) -> int:
         node = self.nodes.get(node_id)
         if node is None:
-            self.nodes[node_id] = FleetNode(zone, weight, slots, self.index,
-                                            liveness_since_ms=self.tick_ms,
-                                            admin_since_ms=self.tick_ms)
+            self.nodes[node_id] = FleetNode(
+                zone,
+                weight,
+                slots,
+                self.index,
+                liveness_since_ms=self.tick_ms,
+                admin_since_ms=self.tick_ms,
+            )
             self.node_parts[node_id], self.node_ops[node_id] = set(), set()
             self.node_heat[node_id] = 0
             self._weight_total = self._compute_weight_total()
-            self._note((node_id,), f"{node_id} registered in zone {zone} (weight {weight}, "
-                                   f"{slots} slots) at tick time {self.tick_ms} ms")
+            self._note(
+                (node_id,),
+                f"{node_id} registered in zone {zone} (weight {weight}, "
+                f"{slots} slots) at tick time {self.tick_ms} ms",
+            )
             self._dirty()
             return 1
         if (node.zone, node.weight, node.slots) == (zone, weight, slots):
             return 0
         if node.zone != zone and self.node_parts[node_id]:
-            self._note((node_id,), f"{node_id} reports zone {zone} but holds replicas in zone "
-                                   f"{node.zone}: ignored until it is drained")
+            self._note(
+                (node_id,),
+                f"{node_id} reports zone {zone} but holds replicas in zone "
+                f"{node.zone}: ignored until it is drained",
+            )
             return 0
         node.zone, node.weight, node.slots = zone, weight, slots
         self._weight_total = self._compute_weight_total()
@@ -469,9 +541,14 @@ class FleetMachine:
         since = node.silent_since_ms
         node.silent_since_ms, node.silent_gen = -1, node.silent_gen + 1
         if node.liveness != ALIVE:
-            self._set_liveness(node_id, ALIVE, (
-                f"{node_id} heard again at tick time {self.tick_ms} ms after being "
-                f"{node.liveness} since {node.liveness_since_ms} ms (silent since {since} ms)"))
+            self._set_liveness(
+                node_id,
+                ALIVE,
+                (
+                    f"{node_id} heard again at tick time {self.tick_ms} ms after being "
+                    f"{node.liveness} since {node.liveness_since_ms} ms (silent since {since} ms)"
+                ),
+            )
         return 1
 
     def _silent(self, node_id: str, since_ms: int) -> int:
@@ -498,8 +575,10 @@ class FleetMachine:
         node = self.nodes[node_id]
         if node.gone or self._weight_total == 0:
             return False
-        return (self.node_heat[node_id] * self._weight_total * 100
-                > (pct or self.config.heat_cap_pct) * self.heat_total * node.weight)
+        return (
+            self.node_heat[node_id] * self._weight_total * 100
+            > (pct or self.config.heat_cap_pct) * self.heat_total * node.weight
+        )
 
     def _check_heat(self, pids: list[str]) -> None:
         """A rebalance is asked for only past `rebalance_trigger_pct` (hysteresis above the
@@ -508,8 +587,10 @@ class FleetMachine:
         trigger = self.config.rebalance_trigger_pct
         hot = [n for n in touched if self.over_cap(n, trigger)]
         if hot:
-            self._note(tuple(hot[:8]), f"{', '.join(hot[:8])} over {trigger}% of its fair "
-                                       f"heat share: rebalance asked for")
+            self._note(
+                tuple(hot[:8]),
+                f"{', '.join(hot[:8])} over {trigger}% of its fair heat share: rebalance asked for",
+            )
             self._dirty()
 
     def _lost(self, node_id: str, pid: str) -> int:
@@ -536,8 +617,9 @@ class FleetMachine:
                 return {"created": False}
             raise CommandRejected("partition_exists", f"{pid} exists with rf={rec[_RF]}")
         if len(self.parts) >= self.config.partitions_max:
-            raise CommandRejected("too_many_partitions",
-                                  f"at the bound of {self.config.partitions_max} partitions")
+            raise CommandRejected(
+                "too_many_partitions", f"at the bound of {self.config.partitions_max} partitions"
+            )
         self.parts[pid] = (rf, heat, (), 0, self.index, -1)
         self.under.add(pid)
         self._note((pid,), f"{pid} created with rf={rf}, heat={heat}")
@@ -593,21 +675,28 @@ class FleetMachine:
             return admin
         before, node.admin, node.admin_since_ms = node.admin, admin, self.tick_ms
         self._note((node_id,), f"{node_id} {before} -> {admin} at tick time {self.tick_ms} ms")
-        if admin in (DRAINING, DECOMMISSIONING) or before in (DRAINING, DECOMMISSIONING) or (
-                admin == ACTIVE):
+        if (
+            admin in (DRAINING, DECOMMISSIONING)
+            or before in (DRAINING, DECOMMISSIONING)
+            or (admin == ACTIVE)
+        ):
             self._dirty()
         self._maybe_decommissioned(node_id)
         return node.admin
 
     def _maybe_decommissioned(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        if (node.admin == DECOMMISSIONING and not self.node_parts[node_id]
-                and not self.node_ops[node_id]):
+        if (
+            node.admin == DECOMMISSIONING
+            and not self.node_parts[node_id]
+            and not self.node_ops[node_id]
+        ):
             node.admin, node.admin_since_ms = DECOMMISSIONED, self.tick_ms
             node.silent_since_ms, node.silent_gen = -1, node.silent_gen + 1
             self._weight_total = self._compute_weight_total()
-            self._note((node_id,), f"{node_id} decommissioned: it holds no replica and runs no "
-                                   f"operation")
+            self._note(
+                (node_id,), f"{node_id} decommissioned: it holds no replica and runs no operation"
+            )
 
     # ------------------------------------------------------------------ provider requests
 
@@ -637,14 +726,12 @@ class FleetMachine:
         if row is not None:
             return request_id
         if len(self.requests) >= self.config.requests_max:
-            finished = sorted((r[5], rid) for rid, r in self.requests.items()
-                              if r[3] != "pending")
+            finished = sorted((r[5], rid) for rid, r in self.requests.items() if r[3] != "pending")
             if not finished:
                 raise CommandRejected("too_many_requests", "provider requests at their bound")
             del self.requests[finished[0][1]]
         self.requests[request_id] = [kind, subject, zone, "pending", "", index]
-        self._note((request_id, subject), f"provider asked to {kind} {subject} "
-                                          f"({request_id})")
+        self._note((request_id, subject), f"provider asked to {kind} {subject} ({request_id})")
         return request_id
 
     def request_done(self, request_id: str, ok: bool, result: str, index: int) -> Value:
@@ -655,26 +742,32 @@ class FleetMachine:
         if row[3] != "pending":
             return row[3]
         row[3], row[4] = ("done" if ok else "failed"), str(result)[:ID_CHARS_MAX]
-        self._note((request_id, row[1], *((row[4],) if ok and row[4] else ())),
-                   f"provider {row[0]} {row[1]} {'done' if ok else 'failed'}: {row[4]}")
+        self._note(
+            (request_id, row[1], *((row[4],) if ok and row[4] else ())),
+            f"provider {row[0]} {row[1]} {'done' if ok else 'failed'}: {row[4]}",
+        )
         if not ok:
             self._dirty()  # the need is still there: the leader may ask again
         return row[3]
 
     def pending_requests(self) -> list[tuple[str, str, str, str]]:
         """(request_id, kind, subject, zone) of requests still waiting, in id order."""
-        return [(rid, r[0], r[1], r[2]) for rid, r in sorted(self.requests.items())
-                if r[3] == "pending"]
+        return [
+            (rid, r[0], r[1], r[2]) for rid, r in sorted(self.requests.items()) if r[3] == "pending"
+        ]
 
     # ------------------------------------------------------------------ plans
 
-    def plan(self, base_index: int, moves: Value, splits: Value, index: int,
-             more: bool = False) -> Value:
+    def plan(
+        self, base_index: int, moves: Value, splits: Value, index: int, more: bool = False
+    ) -> Value:
         """Replace the queue with the moves of a plan computed at `base_index`."""
         self.index = index
         if base_index < self.plan_index:
-            raise CommandRejected("stale_plan", f"plan at {base_index} is older than the "
-                                                f"current plan at {self.plan_index}")
+            raise CommandRejected(
+                "stale_plan",
+                f"plan at {base_index} is older than the current plan at {self.plan_index}",
+            )
         moves_list = _as_list(moves, "moves")
         if len(moves_list) > self.config.queue_max:
             raise CommandRejected("plan_too_large", f"over {self.config.queue_max} moves")
@@ -697,11 +790,17 @@ class FleetMachine:
             if rec is not None and not rec[_SPLIT]:
                 self.parts[pid] = _with(rec, _SPLIT, 1)
                 self.splits.add(pid)
-                self._note((pid,), f"{pid} flagged as a split candidate: heat {rec[_HEAT]} "
-                                   f"alone exceeds what a node's heat cap allows")
+                self._note(
+                    (pid,),
+                    f"{pid} flagged as a split candidate: heat {rec[_HEAT]} "
+                    f"alone exceeds what a node's heat cap allows",
+                )
         if moves_list or dropped:
-            self._note(("plan",), f"plan computed at index {base_index}: {len(queue)} moves "
-                                  f"queued, {dropped} stale dropped")
+            self._note(
+                ("plan",),
+                f"plan computed at index {base_index}: {len(queue)} moves "
+                f"queued, {dropped} stale dropped",
+            )
         if dropped:
             self._dirty(by_plan=True)
         self._admit()
@@ -719,10 +818,15 @@ class FleetMachine:
             return f"{source} no longer holds it"
         if not target:
             return "" if len(replicas) > rec[_RF] else "would go below rf"
-        if (source and rec[_MOVED] >= 0 and len(replicas) <= rec[_RF] and pid not in self.under
-                and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
-                and self.nodes[source].admin in (ACTIVE, CORDONED)
-                and not self.nodes[source].gone):
+        if (
+            source
+            and rec[_MOVED] >= 0
+            and len(replicas) <= rec[_RF]
+            and pid not in self.under
+            and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
+            and self.nodes[source].admin in (ACTIVE, CORDONED)
+            and not self.nodes[source].gone
+        ):
             return _COOLDOWN
         node = self.nodes.get(target)
         if node is None or not node.eligible:
@@ -734,8 +838,9 @@ class FleetMachine:
         zone = node.zone
         # A replica on a gone node does not hold its zone: it is about to be replaced (a plan
         # replacing two dead replicas may reuse one's zone for the other).
-        if any(self.nodes[n].zone == zone and not self.nodes[n].gone
-               for n in replicas if n != source):
+        if any(
+            self.nodes[n].zone == zone and not self.nodes[n].gone for n in replicas if n != source
+        ):
             return f"zone {zone} already holds a replica"
         if len(self.node_parts[target]) >= node.slots:
             return f"{target} has no free slot"
@@ -748,15 +853,22 @@ class FleetMachine:
             node = self.nodes[node_id]
             if node_id == target or node.liveness != ALIVE or node.admin == DECOMMISSIONED:
                 continue
-            key = (int(self.over_cap(node_id)), len(self.node_ops[node_id]),
-                   0 if node_id == source else 1, node_id)
+            key = (
+                int(self.over_cap(node_id)),
+                len(self.node_ops[node_id]),
+                0 if node_id == source else 1,
+                node_id,
+            )
             best = key if best is None or key < best else best
         return "" if best is None else best[3]
 
     def _busy(self, node_id: str) -> bool:
         """At its per-node throttle (a gone node is never busy: nothing runs there)."""
-        return (bool(node_id) and not self.nodes[node_id].gone
-                and len(self.node_ops[node_id]) >= self.config.moves_in_flight_per_node)
+        return (
+            bool(node_id)
+            and not self.nodes[node_id].gone
+            and len(self.node_ops[node_id]) >= self.config.moves_in_flight_per_node
+        )
 
     def _admit(self) -> None:
         """Start queued moves while throttles allow; look at most `admit_scan_max` of them.
@@ -794,16 +906,33 @@ class FleetMachine:
 
     def _start(self, pid: str, source: str, target: str, copy_from: str) -> None:
         op_id = f"{pid}@{self.index}"
-        cause = "repair" if source and self.nodes[source].gone else (
-            "rf" if not source or not target else "rebalance")
-        op = Operation(op_id, pid, source, target, COPY if target else CLEANUP, "", copy_from,
-                       0, 0, 0, self.index, cause)
+        cause = (
+            "repair"
+            if source and self.nodes[source].gone
+            else ("rf" if not source or not target else "rebalance")
+        )
+        op = Operation(
+            op_id,
+            pid,
+            source,
+            target,
+            COPY if target else CLEANUP,
+            "",
+            copy_from,
+            0,
+            0,
+            0,
+            self.index,
+            cause,
+        )
         self.ops[op_id] = op
         self.op_of_pid[pid] = op_id
         for node_id in self._op_nodes(op):
             self.node_ops[node_id].add(op_id)
-        self._note((pid, op_id, *self._op_nodes(op)),
-                   f"{op_id} started ({cause}): {pid} {source or '-'} -> {target or '-'}")
+        self._note(
+            (pid, op_id, *self._op_nodes(op)),
+            f"{op_id} started ({cause}): {pid} {source or '-'} -> {target or '-'}",
+        )
         if target:
             self._issue(op, "", retry=False)
         else:
@@ -829,8 +958,10 @@ class FleetMachine:
         op.token, op.deadline_ms = self.index, self.tick_ms + timeout
         heapq.heappush(self._op_heap, (op.deadline_ms, op.op_id, op.token))
         if retry:
-            self._note((op.pid, op.op_id, op.node),
-                       f"{op.op_id} {op.step} retried on {op.node} (attempt {op.attempt}): {why}")
+            self._note(
+                (op.pid, op.op_id, op.node),
+                f"{op.op_id} {op.step} retried on {op.node} (attempt {op.attempt}): {why}",
+            )
 
     def _set_copy_from(self, op: Operation, copy_from: str) -> None:
         if copy_from == op.copy_from:
@@ -847,8 +978,11 @@ class FleetMachine:
             self._finish(op, f"skipped the last step: {op.node} is gone")
             return
         if op.step == ABORT:
-            self._finish(op, f"rolled back (removing the partial copy on {op.node} abandoned: "
-                             f"{why})", rolled_back=True)
+            self._finish(
+                op,
+                f"rolled back (removing the partial copy on {op.node} abandoned: {why})",
+                rolled_back=True,
+            )
             return
         if op.step == CLEANUP and op.attempt >= self.config.retries_max:
             self._finish(op, f"cleanup on {op.node} abandoned: {why}")
@@ -862,8 +996,10 @@ class FleetMachine:
             return
         op.step, op.node, op.attempt = ABORT, op.target, 0
         self._set_copy_from(op, "")
-        self._note((op.pid, op.op_id, op.target),
-                   f"{op.op_id} rolling back: {why}; removing the partial copy on {op.target}")
+        self._note(
+            (op.pid, op.op_id, op.target),
+            f"{op.op_id} rolling back: {why}; removing the partial copy on {op.target}",
+        )
         self._issue(op, why, retry=False)
 
     def _cutover(self, op: Operation) -> None:
@@ -874,12 +1010,15 @@ class FleetMachine:
         self._set_replicas(op.pid, tuple(sorted(replicas)))
         if op.source and op.target:
             self.parts[op.pid] = _with(self.parts[op.pid], _MOVED, self.tick_ms)
-        self._note((op.pid, op.op_id), f"{op.op_id} cutover: {op.pid} on "
-                                       f"{', '.join(sorted(replicas)) or 'no node'}")
+        self._note(
+            (op.pid, op.op_id),
+            f"{op.op_id} cutover: {op.pid} on {', '.join(sorted(replicas)) or 'no node'}",
+        )
         source = self.nodes.get(op.source)
         if source is None or source.gone:
-            self._finish(op, "done" if not op.source else f"done ({op.source} is gone, "
-                                                           f"nothing to clean up)")
+            self._finish(
+                op, "done" if not op.source else f"done ({op.source} is gone, nothing to clean up)"
+            )
             return
         op.step, op.node, op.attempt = CLEANUP, op.source, 0
         self._set_copy_from(op, "")
@@ -925,13 +1064,18 @@ class FleetMachine:
         if token < op.token:
             raise CommandRejected("stale_token", f"token {token} is older than {op.token}")
         if op.action_id != action_id or token != op.token:
-            raise CommandRejected("unknown_action", f"{action_id} is not the current action "
-                                                    f"of {op.op_id} ({op.action_id})")
+            raise CommandRejected(
+                "unknown_action",
+                f"{action_id} is not the current action of {op.op_id} ({op.action_id})",
+            )
         if node_id != op.node:
             raise CommandRejected("wrong_node", f"{action_id} runs on {op.node}, not {node_id}")
         if not ok:
-            why = f"{node_id} reported failure: {detail[:200]}" if detail else \
-                f"{node_id} reported failure"
+            why = (
+                f"{node_id} reported failure: {detail[:200]}"
+                if detail
+                else f"{node_id} reported failure"
+            )
             if op.step == ABORT:
                 self._finish(op, f"rolled back ({why})", rolled_back=True)
             else:
@@ -943,8 +1087,7 @@ class FleetMachine:
         elif op.step == CLEANUP:
             self._finish(op, f"done: {op.pid} removed from {node_id}")
         else:
-            self._finish(op, f"rolled back: partial copy removed from {node_id}",
-                         rolled_back=True)
+            self._finish(op, f"rolled back: partial copy removed from {node_id}", rolled_back=True)
         return {"op": op_id, "step": op.step if op_id in self.ops else "finished"}
 
     # ------------------------------------------------------------------ dispatch
@@ -952,8 +1095,17 @@ class FleetMachine:
     def pristine(self) -> bool:
         """Nothing was ever asked of the fleet: no node, partition, request or decision. A
         pristine fleet is left out of snapshots (so is everything that ticks cannot change)."""
-        return not (self.nodes or self.parts or self.requests or self.journal or self.ops
-                    or self.queue or self.dirty_index or self.plan_index or self.plan_more)
+        return not (
+            self.nodes
+            or self.parts
+            or self.requests
+            or self.journal
+            or self.ops
+            or self.queue
+            or self.dirty_index
+            or self.plan_index
+            or self.plan_more
+        )
 
     def execute(self, command: Any, index: int, tick_ms: int) -> Value:
         """Apply one fleet command (a `coreplane.core.commands` Fleet* instance) at log
@@ -963,11 +1115,11 @@ class FleetMachine:
         if tag == 50:
             return self.report(command.to_body(), index)
         if tag == 51:
-            return self.plan(command.base_index, command.moves, command.splits, index,
-                             command.more)
+            return self.plan(command.base_index, command.moves, command.splits, index, command.more)
         if tag == 47:
-            return self.ack(command.node_id, command.action_id, command.token, command.ok,
-                            command.detail)
+            return self.ack(
+                command.node_id, command.action_id, command.token, command.ok, command.detail
+            )
         if tag == 40:
             return self.create_partition(command.pid, command.rf, command.heat)
         if tag == 41:
@@ -989,13 +1141,21 @@ class FleetMachine:
         node = self.nodes.get(node_id)
         if node is None:
             return None
-        return {"id": node_id, "state": node.state, "liveness": node.liveness,
-                "liveness_since_ms": node.liveness_since_ms, "admin": node.admin,
-                "admin_since_ms": node.admin_since_ms, "zone": node.zone,
-                "weight": node.weight, "slots": node.slots,
-                "silent_since_ms": None if node.silent_since_ms < 0 else node.silent_since_ms,
-                "replicas": len(self.node_parts[node_id]), "heat": self.node_heat[node_id],
-                "operations": sorted(self.node_ops[node_id])}
+        return {
+            "id": node_id,
+            "state": node.state,
+            "liveness": node.liveness,
+            "liveness_since_ms": node.liveness_since_ms,
+            "admin": node.admin,
+            "admin_since_ms": node.admin_since_ms,
+            "zone": node.zone,
+            "weight": node.weight,
+            "slots": node.slots,
+            "silent_since_ms": None if node.silent_since_ms < 0 else node.silent_since_ms,
+            "replicas": len(self.node_parts[node_id]),
+            "heat": self.node_heat[node_id],
+            "operations": sorted(self.node_ops[node_id]),
+        }
 
     def partition_view(self, pid: str) -> dict[str, Value] | None:
         rec = self.parts.get(pid)
@@ -1003,13 +1163,26 @@ class FleetMachine:
             return None
         live = self._live_count(rec[_REPLICAS])
         rf = rec[_RF]
-        health = ("healthy" if live == rf == len(rec[_REPLICAS]) else
-                  "unavailable" if live <= rf // 2 else
-                  "under_replicated" if live < rf else "over_replicated")
+        health = (
+            "healthy"
+            if live == rf == len(rec[_REPLICAS])
+            else "unavailable"
+            if live <= rf // 2
+            else "under_replicated"
+            if live < rf
+            else "over_replicated"
+        )
         op_id = self.op_of_pid.get(pid)
-        return {"id": pid, "rf": rf, "heat": rec[_HEAT], "replicas": list(rec[_REPLICAS]),
-                "live_replicas": live, "health": health, "split_candidate": bool(rec[_SPLIT]),
-                "operation": None if op_id is None else self.ops[op_id].view()}
+        return {
+            "id": pid,
+            "rf": rf,
+            "heat": rec[_HEAT],
+            "replicas": list(rec[_REPLICAS]),
+            "live_replicas": live,
+            "health": health,
+            "split_candidate": bool(rec[_SPLIT]),
+            "operation": None if op_id is None else self.ops[op_id].view(),
+        }
 
     def actions(self, node_id: str) -> list[dict[str, Value]]:
         """Pending actions for one node, in operation-id order."""
@@ -1017,28 +1190,43 @@ class FleetMachine:
         for op_id in sorted(self.node_ops.get(node_id, ())):
             op = self.ops[op_id]
             if op.node == node_id:
-                out.append({"id": op.action_id, "kind": op.kind, "partition": op.pid,
-                            "source": op.copy_from if op.step == COPY else "",
-                            "token": op.token, "operation": op_id})
+                out.append(
+                    {
+                        "id": op.action_id,
+                        "kind": op.kind,
+                        "partition": op.pid,
+                        "source": op.copy_from if op.step == COPY else "",
+                        "token": op.token,
+                        "operation": op_id,
+                    }
+                )
         return out
 
     def explain(self, thing: str, limit: int = 100) -> list[dict[str, Value]]:
         """The journaled decisions that name `thing`, oldest first (the newest `limit`)."""
         hits = [e for e in self.journal if thing in e[2]]
-        return [{"index": e[0], "tick_ms": e[1], "subjects": list(e[2]), "text": e[3]}
-                for e in hits[-limit:]]
+        return [
+            {"index": e[0], "tick_ms": e[1], "subjects": list(e[2]), "text": e[3]}
+            for e in hits[-limit:]
+        ]
 
     def capture(self) -> Callable[[], dict[str, Any]]:
         """A consistent view for the solver, taken in pointer copies on the apply thread."""
-        nodes = [(nid, n.zone, n.weight, n.slots, n.liveness, n.admin)
-                 for nid, n in self.nodes.items()]
+        nodes = [
+            (nid, n.zone, n.weight, n.slots, n.liveness, n.admin) for nid, n in self.nodes.items()
+        ]
         parts = self.parts.copy()
         inflight = [(op.pid, op.source, op.target, op.step) for op in self.ops.values()]
         index, tick_ms = self.index, self.tick_ms
 
         def build() -> dict[str, Any]:
-            return {"index": index, "tick_ms": tick_ms, "nodes": sorted(nodes),
-                    "parts": parts, "inflight": sorted(inflight)}
+            return {
+                "index": index,
+                "tick_ms": tick_ms,
+                "nodes": sorted(nodes),
+                "parts": parts,
+                "inflight": sorted(inflight),
+            }
 
         return build
 
@@ -1059,14 +1247,31 @@ class FleetMachine:
         queue = list(self.queue)
         journal = list(self.journal)
         requests = [[rid, *row] for rid, row in self.requests.items()]
-        scalars = [self.dirty_index, self.plan_index, self.plan_more, self.dirty_by_plan,
-                   self.grace_until_ms, self.tick_ms, self.index]
+        scalars = [
+            self.dirty_index,
+            self.plan_index,
+            self.plan_more,
+            self.dirty_by_plan,
+            self.grace_until_ms,
+            self.tick_ms,
+            self.index,
+        ]
 
         def build() -> dict[str, Value]:
             return {
                 "nodes": sorted(nodes),
-                "parts": [[pid, rec[_RF], rec[_HEAT], list(rec[_REPLICAS]), rec[_SPLIT],
-                           rec[_CREATED], rec[_MOVED]] for pid, rec in sorted(parts.items())],
+                "parts": [
+                    [
+                        pid,
+                        rec[_RF],
+                        rec[_HEAT],
+                        list(rec[_REPLICAS]),
+                        rec[_SPLIT],
+                        rec[_CREATED],
+                        rec[_MOVED],
+                    ]
+                    for pid, rec in sorted(parts.items())
+                ],
                 "ops": sorted(ops),
                 "queue": [list(m) for m in queue],
                 "journal": [[i, t, list(s), x] for i, t, s, x in journal],
@@ -1081,10 +1286,22 @@ class FleetMachine:
         machine = cls(config)
         try:
             for row in plain["nodes"]:
-                (node_id, zone, weight, slots, reg, liveness, lsince, admin, asince, silent,
-                 gen) = row
-                machine.nodes[node_id] = FleetNode(zone, weight, slots, reg, liveness, lsince,
-                                                   admin, asince, silent, gen)
+                (
+                    node_id,
+                    zone,
+                    weight,
+                    slots,
+                    reg,
+                    liveness,
+                    lsince,
+                    admin,
+                    asince,
+                    silent,
+                    gen,
+                ) = row
+                machine.nodes[node_id] = FleetNode(
+                    zone, weight, slots, reg, liveness, lsince, admin, asince, silent, gen
+                )
             for pid, rf, heat, replicas, split, created, moved in plain["parts"]:
                 machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved)
             for row in plain["ops"]:
@@ -1092,13 +1309,22 @@ class FleetMachine:
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
             machine.journal = deque((i, t, tuple(s), x) for i, t, s, x in plain["journal"])
             machine.requests = {row[0]: list(row[1:]) for row in plain["requests"]}
-            (machine.dirty_index, machine.plan_index, machine.plan_more, machine.dirty_by_plan,
-             machine.grace_until_ms, machine.tick_ms, machine.index) = plain["scalars"]
+            (
+                machine.dirty_index,
+                machine.plan_index,
+                machine.plan_more,
+                machine.dirty_by_plan,
+                machine.grace_until_ms,
+                machine.tick_ms,
+                machine.index,
+            ) = plain["scalars"]
             machine._derive()
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot fleet section is malformed: {exc!r}") from exc
-        require(all(n in machine.nodes for p in machine.parts.values() for n in p[_REPLICAS]),
-                "snapshot fleet: a replica on an unknown node")
+        require(
+            all(n in machine.nodes for p in machine.parts.values() for n in p[_REPLICAS]),
+            "snapshot fleet: a replica on an unknown node",
+        )
         return machine
 
 

@@ -27,8 +27,9 @@ _EVENT_OVERHEAD_BYTES = 100  # a tuple, its ints and the key object, roughly
 
 
 class History:
-    def __init__(self, *, events_max: int = 10_000, bytes_max: int = 64 * 1024 * 1024,
-                 floor: int = 0) -> None:
+    def __init__(
+        self, *, events_max: int = 10_000, bytes_max: int = 64 * 1024 * 1024, floor: int = 0
+    ) -> None:
         self.events_max, self.bytes_max = events_max, bytes_max
         self.floor = floor
         self._events: list[Event] = []
@@ -53,14 +54,17 @@ class History:
             del self._revisions[: self._start]
             self._start = 0
 
-    def since(self, start_revision: int, prefix: str = "",
-              limit: int = 1000) -> tuple[list[Event], int]:
+    def since(
+        self, start_revision: int, prefix: str = "", limit: int = 1000
+    ) -> tuple[list[Event], int]:
         """Events with revision >= `start_revision` whose key starts with `prefix`, oldest
         first, at most about `limit` (one revision's events are never split), and the revision
         to resume from. Raises CommandRejected("compacted") if some may have been evicted."""
         if start_revision <= self.floor:
-            raise CommandRejected("compacted", f"revision {start_revision} is compacted; the "
-                                               f"oldest available is {self.floor + 1}")
+            raise CommandRejected(
+                "compacted",
+                f"revision {start_revision} is compacted; the oldest available is {self.floor + 1}",
+            )
         i = max(self._start, bisect.bisect_left(self._revisions, start_revision))
         out: list[Event] = []
         events = self._events

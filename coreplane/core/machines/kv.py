@@ -41,18 +41,28 @@ class Limits:
     entry_bytes_max: int = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("key_bytes_max", "value_bytes_max", "keys_max", "leases_max", "ttl_ms_min",
-                     "ttl_ms_max", "keys_per_lease_max", "entry_bytes_max"):
+        for name in (
+            "key_bytes_max",
+            "value_bytes_max",
+            "keys_max",
+            "leases_max",
+            "ttl_ms_min",
+            "ttl_ms_max",
+            "keys_per_lease_max",
+            "entry_bytes_max",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
-                raise InvalidArgument(f"limits.{name}", f"must be a positive integer, got "
-                                                        f"{value!r}")
+                raise InvalidArgument(
+                    f"limits.{name}", f"must be a positive integer, got {value!r}"
+                )
         if self.ttl_ms_min > self.ttl_ms_max:
             raise InvalidArgument("limits.ttl_ms_min", "must not exceed limits.ttl_ms_max")
         if self.entry_bytes_max < self.value_bytes_max + self.key_bytes_max:
-            raise InvalidArgument("limits.entry_bytes_max",
-                                  "must hold the largest key and value "
-                                  "(>= value_bytes_max + key_bytes_max)")
+            raise InvalidArgument(
+                "limits.entry_bytes_max",
+                "must hold the largest key and value (>= value_bytes_max + key_bytes_max)",
+            )
 
 
 class KeyRecord(NamedTuple):
@@ -137,7 +147,8 @@ class KVMachine:
         self._check_key(key)
         if len(value) > self.limits.value_bytes_max:
             raise CommandRejected(
-                "value_too_large", f"value over {self.limits.value_bytes_max} bytes")
+                "value_too_large", f"value over {self.limits.value_bytes_max} bytes"
+            )
         if key not in self.keys and len(self.keys) >= self.limits.keys_max:
             raise CommandRejected("too_many_keys", f"at the bound of {self.limits.keys_max} keys")
         if lease_id:
@@ -157,8 +168,7 @@ class KVMachine:
         else:
             if record[_LEASE] and record[_LEASE] != lease_id:
                 self._detach(key, record[_LEASE])
-            self.keys[key] = (value, record[_CREATE], self.revision, record[_VERSION] + 1,
-                              lease_id)
+            self.keys[key] = (value, record[_CREATE], self.revision, record[_VERSION] + 1, lease_id)
         if lease_id:
             self.leases[lease_id].keys.add(key)
         self.history.record(self.revision, "put", key, value, self.revision)
@@ -169,7 +179,8 @@ class KVMachine:
         actual = 0 if record is None else record[_MOD]
         if actual != expected_mod_revision:
             raise CommandRejected(
-                "compare_failed", f"mod revision is {actual}, not {expected_mod_revision}")
+                "compare_failed", f"mod revision is {actual}, not {expected_mod_revision}"
+            )
         return self.put(key, value, lease_id)
 
     def delete(self, key: str) -> int:
@@ -199,7 +210,8 @@ class KVMachine:
         if not self.limits.ttl_ms_min <= ttl_ms <= self.limits.ttl_ms_max:
             raise CommandRejected(
                 "ttl_out_of_range",
-                f"ttl_ms must be in [{self.limits.ttl_ms_min}, {self.limits.ttl_ms_max}]")
+                f"ttl_ms must be in [{self.limits.ttl_ms_min}, {self.limits.ttl_ms_max}]",
+            )
         if len(self.leases) >= self.limits.leases_max:
             raise CommandRejected("too_many_leases", f"at the bound of {self.limits.leases_max}")
         if lease_id == 0:
@@ -239,11 +251,15 @@ class KVMachine:
         """Revoke every lease whose deadline `now_ms` has reached, in (deadline, id) order."""
         if self._next_expiry_ms is None:
             self._next_expiry_ms = min(
-                (lease.expires_ms for lease in self.leases.values()), default=-1)
+                (lease.expires_ms for lease in self.leases.values()), default=-1
+            )
         if self._next_expiry_ms < 0 or now_ms < self._next_expiry_ms:
             return []
-        due = sorted((lease.expires_ms, lease_id) for lease_id, lease in self.leases.items()
-                     if lease.expires_ms <= now_ms)
+        due = sorted(
+            (lease.expires_ms, lease_id)
+            for lease_id, lease in self.leases.items()
+            if lease.expires_ms <= now_ms
+        )
         for _, lease_id in due:
             self.lease_revoke(lease_id)
         return [lease_id for _, lease_id in due]
@@ -285,8 +301,7 @@ class KVMachine:
             for key, value, create, mod, version, lease_id in plain["keys"]:
                 if type(key) is not str or type(value) is not bytes:
                     raise DecodeError("snapshot kv: key must be str and value bytes")
-                machine.keys[key] = (value, _int(create), _int(mod), _int(version),
-                                     _int(lease_id))
+                machine.keys[key] = (value, _int(create), _int(mod), _int(version), _int(lease_id))
                 if lease_id:
                     if lease_id not in machine.leases:
                         raise DecodeError(f"snapshot kv: key {key!r} names missing lease")

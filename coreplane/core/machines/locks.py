@@ -76,21 +76,37 @@ class LockMachine:
         """A lock as plain data: holder, token, waiters, and `session_id`'s place in it."""
         lock = self.locks.get(name)
         if lock is None:
-            return {"name": name, "holder": 0, "token": 0, "waiters": 0, "held": False,
-                    "position": -1}
+            return {
+                "name": name,
+                "holder": 0,
+                "token": 0,
+                "waiters": 0,
+                "held": False,
+                "position": -1,
+            }
         position = -1
         if session_id and session_id != lock.holder and session_id in lock.waiters:
             position = list(lock.waiters).index(session_id) + 1
         held = bool(session_id) and lock.holder == session_id
-        return {"name": name, "holder": lock.holder, "token": lock.token,
-                "waiters": len(lock.waiters), "held": held, "position": 0 if held else position}
+        return {
+            "name": name,
+            "holder": lock.holder,
+            "token": lock.token,
+            "waiters": len(lock.waiters),
+            "held": held,
+            "position": 0 if held else position,
+        }
 
     def session(self, session_id: int) -> dict[str, Value] | None:
         s = self.sessions.get(session_id)
         if s is None:
             return None
-        return {"session_id": session_id, "ttl_ms": s.ttl_ms, "expires_ms": s.expires_ms,
-                "locks": sorted(s.names)}
+        return {
+            "session_id": session_id,
+            "ttl_ms": s.ttl_ms,
+            "expires_ms": s.expires_ms,
+            "locks": sorted(s.names),
+        }
 
     # ------------------------------------------------------------------------- sessions
 
@@ -98,7 +114,8 @@ class LockMachine:
         limits = self.limits
         if not limits.ttl_ms_min <= ttl_ms <= limits.ttl_ms_max:
             raise CommandRejected(
-                "ttl_out_of_range", f"ttl_ms must be in [{limits.ttl_ms_min}, {limits.ttl_ms_max}]")
+                "ttl_out_of_range", f"ttl_ms must be in [{limits.ttl_ms_min}, {limits.ttl_ms_max}]"
+            )
         if len(self.sessions) >= limits.sessions_max:
             raise CommandRejected("too_many_sessions", f"at the bound of {limits.sessions_max}")
         if session_id == 0:
@@ -154,8 +171,9 @@ class LockMachine:
                 position = list(lock.waiters).index(session_id) + 1
                 return {"held": False, "token": 0, "position": position}
         if len(s.names) >= self.limits.locks_per_session_max:
-            raise CommandRejected("session_full",
-                                  f"session {session_id} holds or waits for too many locks")
+            raise CommandRejected(
+                "session_full", f"session {session_id} holds or waits for too many locks"
+            )
         if lock is None:
             if len(self.locks) >= self.limits.locks_max:
                 raise CommandRejected("too_many_locks", f"at the bound of {self.limits.locks_max}")
@@ -198,8 +216,9 @@ class LockMachine:
         if not name:
             raise CommandRejected("name_empty", "lock name must not be empty")
         if len(name.encode("utf-8", "surrogatepass")) > self.limits.name_bytes_max:
-            raise CommandRejected("name_too_large",
-                                  f"lock name over {self.limits.name_bytes_max} bytes")
+            raise CommandRejected(
+                "name_too_large", f"lock name over {self.limits.name_bytes_max} bytes"
+            )
 
     # ------------------------------------------------------------------------- ticks
 
@@ -207,12 +226,14 @@ class LockMachine:
         """Expire every session whose deadline `now_ms` reached, in (deadline, id) order;
         their locks go to the next waiters with `index` (the tick's) as the token."""
         if self._next_expiry_ms is None:
-            self._next_expiry_ms = min((s.expires_ms for s in self.sessions.values()),
-                                       default=_U63)  # no session: nothing can fall due
+            self._next_expiry_ms = min(
+                (s.expires_ms for s in self.sessions.values()), default=_U63
+            )  # no session: nothing can fall due
         if now_ms < self._next_expiry_ms:
             return []
-        due = sorted((s.expires_ms, sid) for sid, s in self.sessions.items()
-                     if s.expires_ms <= now_ms)
+        due = sorted(
+            (s.expires_ms, sid) for sid, s in self.sessions.items() if s.expires_ms <= now_ms
+        )
         for _, sid in due:
             self._drop_session(sid, self.sessions[sid], index)
         self._next_expiry_ms = None
@@ -223,8 +244,9 @@ class LockMachine:
     def capture(self) -> Callable[[], dict[str, Value]]:
         """A consistent copy taken on the apply thread; the thunk builds the plain form."""
         sessions = sorted([sid, s.ttl_ms, s.expires_ms] for sid, s in self.sessions.items())
-        locks = sorted([name, lock.holder, lock.token, list(lock.waiters)]
-                       for name, lock in self.locks.items())
+        locks = sorted(
+            [name, lock.holder, lock.token, list(lock.waiters)] for name, lock in self.locks.items()
+        )
         next_session_id = self.next_session_id
 
         def build() -> dict[str, Value]:

@@ -39,8 +39,18 @@ from dataclasses import dataclass, field
 from coreplane.core.codec import Value
 from coreplane.errors import CommandRejected, DecodeError
 
-__all__ = ["BURST_MS", "HYSTERESIS_PERMILLE", "Epoch", "KeyQuota", "QuotaLimits",
-           "QuotaMachine", "fallback_milli", "plan_allotment", "spend_bounds", "usable_milli"]
+__all__ = [
+    "BURST_MS",
+    "HYSTERESIS_PERMILLE",
+    "Epoch",
+    "KeyQuota",
+    "QuotaLimits",
+    "QuotaMachine",
+    "fallback_milli",
+    "plan_allotment",
+    "spend_bounds",
+    "usable_milli",
+]
 
 _U63 = 2**63 - 1
 BURST_MS = 20  # a router's bucket holds this much of its share, plus one request
@@ -88,8 +98,14 @@ class Epoch:
         return 0
 
     def to_plain(self) -> list[Value]:
-        return [self.n, self.token, self.start_ms, self.end_ms,
-                [list(s) for s in self.shares], list(self.reserved)]
+        return [
+            self.n,
+            self.token,
+            self.start_ms,
+            self.end_ms,
+            [list(s) for s in self.shares],
+            list(self.reserved),
+        ]
 
 
 @dataclass(slots=True)
@@ -119,8 +135,13 @@ class KeyQuota:
         return tuple(sorted({r for r, _s, _d in newest.shares} | set(newest.reserved)))
 
 
-def spend_bounds(quota: KeyQuota, now_ms: int, new: Mapping[str, int],
-                 reserved_now: Collection[str], reserved: Collection[str]) -> tuple[int, int]:
+def spend_bounds(
+    quota: KeyQuota,
+    now_ms: int,
+    new: Mapping[str, int],
+    reserved_now: Collection[str],
+    reserved: Collection[str],
+) -> tuple[int, int]:
     """What the routers could spend at once during the new epoch, in its two phases.
 
     (A) while a share of a live epoch may still be spent: per router the largest of its new
@@ -134,14 +155,17 @@ def spend_bounds(quota: KeyQuota, now_ms: int, new: Mapping[str, int],
     for name in names_a:
         spend = max([new.get(name, 0), *(e.share(name) for e in live)])
         total_a += max(spend, fallback) if name in reserved_now else spend
-    total_b = sum(new.values()) + sum(max(0, fallback - new.get(name, 0))
-                                      for name in set(reserved))
+    total_b = sum(new.values()) + sum(max(0, fallback - new.get(name, 0)) for name in set(reserved))
     return total_a, total_b
 
 
-def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
-                   reserved: tuple[str, ...],
-                   reserved_now: tuple[str, ...] = ()) -> list[list[Value]] | None:
+def plan_allotment(
+    quota: KeyQuota,
+    now_ms: int,
+    demands: Mapping[str, int],
+    reserved: tuple[str, ...],
+    reserved_now: tuple[str, ...] = (),
+) -> list[list[Value]] | None:
     """Shares proportional to demand that pass apply's two checks (`spend_bounds`) at tick
     time `now_ms`, as [[router, share_milli, demand_milli]] sorted; None if none can pass yet
     (what the routers may already be spending fills the budget: wait for it to end).
@@ -154,8 +178,12 @@ def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
     budget only from the next epoch on, and leave it unused in this one."""
     usable, fallback = quota.usable_milli, quota.fallback_milli
     live = quota.live(now_ms)
-    names = sorted(set(demands) | set(reserved) | set(reserved_now)
-                   | {r for e in live for r, _s, _d in e.shares})
+    names = sorted(
+        set(demands)
+        | set(reserved)
+        | set(reserved_now)
+        | {r for e in live for r, _s, _d in e.shares}
+    )
     held = {n: max((e.share(n) for e in live), default=0) for n in names}
     floor_a = {n: max(held[n], fallback if n in reserved_now else 0) for n in names}
     floor_b = {n: fallback if n in reserved else 0 for n in names}
@@ -164,8 +192,10 @@ def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
     if room_a < 0 or room_b < 0:
         return None
     total_demand = sum(max(0, d) for d in demands.values())
-    targets = {n: (usable * max(0, demands.get(n, 0)) // total_demand if total_demand else 0)
-               for n in names}
+    targets = {
+        n: (usable * max(0, demands.get(n, 0)) // total_demand if total_demand else 0)
+        for n in names
+    }
     for n in names:
         if held[n] > targets[n] >= held[n] - held[n] * HYSTERESIS_PERMILLE // 1000:
             targets[n] = held[n]
@@ -173,8 +203,9 @@ def plan_allotment(quota: KeyQuota, now_ms: int, demands: Mapping[str, int],
     for floors, room in ((floor_a, room_a), (floor_b, room_b)):
         wants = {n: targets[n] - floors[n] for n in names if targets[n] > floors[n]}
         want_total = sum(wants.values())
-        grants.append({n: (w if want_total <= room else w * room // want_total)
-                       for n, w in wants.items()})
+        grants.append(
+            {n: (w if want_total <= room else w * room // want_total) for n, w in wants.items()}
+        )
     out: list[list[Value]] = []
     for n in names:
         if n not in demands:
@@ -204,10 +235,16 @@ class QuotaMachine:
         q = self.keys.get(key)
         if q is None:
             return None
-        return {"key": key, "limit_milli": q.limit_milli, "routers_max": q.routers_max,
-                "usable_milli": q.usable_milli, "fallback_milli": q.fallback_milli,
-                "next_epoch": q.next_epoch, "routers": list(q.routers()),
-                "epochs": [e.to_plain() for e in q.live(now_ms)]}
+        return {
+            "key": key,
+            "limit_milli": q.limit_milli,
+            "routers_max": q.routers_max,
+            "usable_milli": q.usable_milli,
+            "fallback_milli": q.fallback_milli,
+            "next_epoch": q.next_epoch,
+            "routers": list(q.routers()),
+            "epochs": [e.to_plain() for e in q.live(now_ms)],
+        }
 
     def share(self, key: str, router: str) -> dict[str, Value] | None:
         """The newest epoch's share for `router` (0 if the epoch does not list it)."""
@@ -215,12 +252,23 @@ class QuotaMachine:
         if q is None:
             return None
         if not q.epochs:
-            return {"epoch": 0, "token": 0, "share_milli": 0, "end_ms": 0,
-                    "limit_milli": q.limit_milli, "fallback_milli": q.fallback_milli}
+            return {
+                "epoch": 0,
+                "token": 0,
+                "share_milli": 0,
+                "end_ms": 0,
+                "limit_milli": q.limit_milli,
+                "fallback_milli": q.fallback_milli,
+            }
         e = q.epochs[-1]
-        return {"epoch": e.n, "token": e.token, "share_milli": e.share(router),
-                "end_ms": e.end_ms, "limit_milli": q.limit_milli,
-                "fallback_milli": q.fallback_milli}
+        return {
+            "epoch": e.n,
+            "token": e.token,
+            "share_milli": e.share(router),
+            "end_ms": e.end_ms,
+            "limit_milli": q.limit_milli,
+            "fallback_milli": q.fallback_milli,
+        }
 
     # ------------------------------------------------------------------------- limits
 
@@ -229,11 +277,13 @@ class QuotaMachine:
         lim = self.limits
         self._check_key(key)
         if not 1 <= limit_milli <= lim.limit_milli_max:
-            raise CommandRejected("limit_out_of_range",
-                                  f"limit_milli must be in [1, {lim.limit_milli_max}]")
+            raise CommandRejected(
+                "limit_out_of_range", f"limit_milli must be in [1, {lim.limit_milli_max}]"
+            )
         if not 1 <= routers_max <= lim.routers_max_max:
-            raise CommandRejected("routers_max_out_of_range",
-                                  f"routers_max must be in [1, {lim.routers_max_max}]")
+            raise CommandRejected(
+                "routers_max_out_of_range", f"routers_max must be in [1, {lim.routers_max_max}]"
+            )
         q = self.keys.get(key)
         if q is None:
             if len(self.keys) >= lim.keys_max:
@@ -255,9 +305,18 @@ class QuotaMachine:
 
     # ------------------------------------------------------------------------- epochs
 
-    def allot(self, key: str, epoch: int, lease_ms: int, shares: list[Value],
-              reserved: list[Value], reserved_now: list[Value], index: int, now_ms: int,
-              leader_token: int) -> dict[str, Value]:
+    def allot(
+        self,
+        key: str,
+        epoch: int,
+        lease_ms: int,
+        shares: list[Value],
+        reserved: list[Value],
+        reserved_now: list[Value],
+        index: int,
+        now_ms: int,
+        leader_token: int,
+    ) -> dict[str, Value]:
         """Accept epoch `epoch` of `key` at log `index` (its token) if it passes the overlap
         rule at tick time `now_ms`; refused with a stable code otherwise."""
         q = self.keys.get(key)
@@ -267,42 +326,58 @@ class QuotaMachine:
             raise CommandRejected("stale_epoch", f"epoch {epoch}, expected {q.next_epoch}")
         lim = self.limits
         if not lim.lease_ms_min <= lease_ms <= lim.lease_ms_max:
-            raise CommandRejected("lease_out_of_range",
-                                  f"lease_ms must be in [{lim.lease_ms_min}, {lim.lease_ms_max}]")
+            raise CommandRejected(
+                "lease_out_of_range",
+                f"lease_ms must be in [{lim.lease_ms_min}, {lim.lease_ms_max}]",
+            )
         rows = self._check_shares(shares, q.routers_max)
         marks = self._check_reserved(reserved)
         if len({r for r, _s, _d in rows} | set(marks)) > q.routers_max:
             raise CommandRejected("too_many_routers", f"over routers_max={q.routers_max}")
         live = q.live(now_ms)
         if len(live) >= lim.live_epochs_max:
-            raise CommandRejected("too_many_live_epochs",
-                                  f"{len(live)} epochs of {key!r} are still live")
+            raise CommandRejected(
+                "too_many_live_epochs", f"{len(live)} epochs of {key!r} are still live"
+            )
         if q.leader_token != leader_token and not set(q.routers()) <= set(marks):
-            raise CommandRejected("reserve_required", "the first epoch under a new leader "
-                                                      "must reserve every known router")
+            raise CommandRejected(
+                "reserve_required",
+                "the first epoch under a new leader must reserve every known router",
+            )
         new = {r: s for r, s, _d in rows}
         now_marks = self._check_reserved(reserved_now)
         total_a, total_b = spend_bounds(q, now_ms, new, now_marks, marks)
         total = max(total_a, total_b)
         if total > q.usable_milli:
-            raise CommandRejected("over_limit", f"the routers could spend {total} > "
-                                                f"{q.usable_milli} milli-requests/s at once")
+            raise CommandRejected(
+                "over_limit",
+                f"the routers could spend {total} > {q.usable_milli} milli-requests/s at once",
+            )
         q.epochs = [*live, Epoch(epoch, index, now_ms, now_ms + lease_ms, rows, marks)]
         q.next_epoch += 1
         q.leader_token = leader_token
         return {"epoch": epoch, "token": index, "end_ms": now_ms + lease_ms, "spend": total}
 
-    def _check_shares(self, shares: list[Value],
-                      routers_max: int) -> tuple[tuple[str, int, int], ...]:
+    def _check_shares(
+        self, shares: list[Value], routers_max: int
+    ) -> tuple[tuple[str, int, int], ...]:
         if len(shares) > routers_max:
             raise CommandRejected("too_many_routers", f"over routers_max={routers_max}")
         rows: list[tuple[str, int, int]] = []
         for row in shares:
-            if (type(row) is not list or len(row) != 3 or type(row[0]) is not str
-                    or type(row[1]) is not int or type(row[2]) is not int
-                    or not 0 <= row[1] <= _U63 or not 0 <= row[2] <= _U63):
-                raise CommandRejected("bad_share", "each share is [router, share_milli, "
-                                                   "demand_milli] with non-negative ints")
+            if (
+                type(row) is not list
+                or len(row) != 3
+                or type(row[0]) is not str
+                or type(row[1]) is not int
+                or type(row[2]) is not int
+                or not 0 <= row[1] <= _U63
+                or not 0 <= row[2] <= _U63
+            ):
+                raise CommandRejected(
+                    "bad_share",
+                    "each share is [router, share_milli, demand_milli] with non-negative ints",
+                )
             self._check_router(row[0])
             if rows and row[0] <= rows[-1][0]:
                 raise CommandRejected("bad_share", "shares must be sorted by router, unique")
@@ -324,19 +399,24 @@ class QuotaMachine:
 
     def _check_router(self, name: str) -> None:
         if not name or len(name.encode("utf-8", "surrogatepass")) > self.limits.router_bytes_max:
-            raise CommandRejected("bad_router", f"router ids are 1..{self.limits.router_bytes_max}"
-                                                " bytes")
+            raise CommandRejected(
+                "bad_router", f"router ids are 1..{self.limits.router_bytes_max} bytes"
+            )
 
     # ------------------------------------------------------------------------- snapshot
 
     def capture(self) -> Callable[[], list[Value]]:
         """A consistent copy taken on the apply thread (epochs are immutable)."""
-        rows = [(key, q.limit_milli, q.routers_max, q.next_epoch, q.leader_token,
-                 list(q.epochs)) for key, q in sorted(self.keys.items())]
+        rows = [
+            (key, q.limit_milli, q.routers_max, q.next_epoch, q.leader_token, list(q.epochs))
+            for key, q in sorted(self.keys.items())
+        ]
 
         def build() -> list[Value]:
-            return [[key, limit, rmax, nxt, lt, [e.to_plain() for e in epochs]]
-                    for key, limit, rmax, nxt, lt, epochs in rows]
+            return [
+                [key, limit, rmax, nxt, lt, [e.to_plain() for e in epochs]]
+                for key, limit, rmax, nxt, lt, epochs in rows
+            ]
 
         return build
 
@@ -355,8 +435,16 @@ class QuotaMachine:
                 q = KeyQuota(_int(limit), _int(rmax), _int(nxt), _int(lt))
                 for n, token, start, end, shares, reserved in epochs:
                     rows = tuple((str(r), _int(s), _int(d)) for r, s, d in shares)
-                    q.epochs.append(Epoch(_int(n), _int(token), _int(start), _int(end), rows,
-                                          tuple(str(r) for r in reserved)))
+                    q.epochs.append(
+                        Epoch(
+                            _int(n),
+                            _int(token),
+                            _int(start),
+                            _int(end),
+                            rows,
+                            tuple(str(r) for r in reserved),
+                        )
+                    )
                 machine.keys[key] = q
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot quotas section is malformed: {exc!r}") from exc

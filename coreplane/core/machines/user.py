@@ -57,8 +57,14 @@ class UserMachine:
     initial: Value
 
     @staticmethod
-    def of(name: str, machine: Any = None, *, apply: ApplyFn | None = None,
-           on_tick: TickFn | None = None, initial: Value = None) -> UserMachine:
+    def of(
+        name: str,
+        machine: Any = None,
+        *,
+        apply: ApplyFn | None = None,
+        on_tick: TickFn | None = None,
+        initial: Value = None,
+    ) -> UserMachine:
         if not isinstance(name, str) or not name or len(name) > 128:
             raise InvalidArgument("name", "must be a non-empty str of at most 128 characters")
         if machine is not None:
