@@ -45,6 +45,11 @@ class OptionalBuildExt(build_ext):
         )
 
 
+def _parts(pyx: Path) -> list[Path]:
+    """The .pxd/.pxi files a kernel's .pyx includes or cimports (all of them in its folder)."""
+    return [*pyx.parent.glob("*.pxd"), *pyx.parent.glob("*.pxi")]
+
+
 def _extensions() -> list:  # type: ignore[type-arg]
     sources = {src: mod for src, mod in KERNELS.items() if (HERE / src).exists()}
     if not sources:
@@ -56,7 +61,17 @@ def _extensions() -> list:  # type: ignore[type-arg]
         if os.environ.get("COREPLANE_REQUIRE_EXT") == "1":
             raise
         return []
-    exts = [Extension(mod, [src], extra_compile_args=["-O3"]) for src, mod in sources.items()]
+    # A kernel's shared declarations (.pxd) and per-phase parts (.pxi) sit next to its .pyx; as
+    # `depends` they trigger a rebuild when edited and ride along in the sdist.
+    exts = [
+        Extension(
+            mod,
+            [src],
+            depends=sorted(p.relative_to(HERE).as_posix() for p in _parts(HERE / src)),
+            extra_compile_args=["-O3"],
+        )
+        for src, mod in sources.items()
+    ]
     return cythonize(
         exts,
         language_level=3,

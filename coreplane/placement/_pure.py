@@ -5,6 +5,32 @@ ext/placement_kernel.pyx implements the same phases with the same keys, so both 
 moves byte for byte. Every choice is the minimum of an explicit integer key with the index
 breaking ties, so the heaps here and the kernel's own heaps agree. Imports nothing from coreplane
 but the dense model.
+
+Glossary: the short names the kernel and the twin (coreplane/placement/_pure.py) share.
+  n, p, z, t   a node, partition, zone index; t a target node (indexes in sorted-id order)
+  N, Z, P      how many nodes, zones, partitions; RMAX (kernel) max replicas per partition + 1
+  S            the solver state (the twin's `_State`): inputs, counts, replica sets, moves
+  rf           replication factor per partition
+  elig         1 if a node is alive (not draining, not dead)
+  lo, hi       a node's replica-count band
+  tq           a node's integer fair replica count (>= 1): the denominator of its fill key
+  hcap, hfair  a node's heat cap and its fair heat share
+  zshare, zc   a zone's fair replica count and its current replica count (eligible nodes)
+  heat, nheat  heat per partition; heat per node (sum over its replicas)
+  split        1 if a partition is hotter than every fair share (a split candidate)
+  mheat, mov   per node, heat without split candidates (movable heat)
+  off, rep     the assignment as CSR: per partition offsets into rep, node indexes ascending
+  nr, pn       node -> its partitions; partition -> its nodes (the twin's node_reps, part_reps)
+  mp, ms, md   the move list as parallel arrays: partition, source node, destination node
+               (-1: no source, a new replica); nm moves; mw the wave of each move
+  op, os       orphans (replicas to place) as parallel arrays: partition, source; no orphans
+  SHIFT        fixed-point bits of the integer keys: fill (count/tq), hkey (nheat/hcap),
+               zkey (zc/zshare); klass 0 below band, 1 room below hi, 2 full
+  lb, LB       lower bound on the moves (bounds.lower_bound_dense); LB its kernel state
+  budget       moves_max (-1 unlimited); allowance the moves left of it
+  inflight     moves one node may run at once (the waves)
+  ukey         U of the shave pass: the largest hottest-movable-replica / fair-heat key
+  horder       every partition by (-heat, p) (kernel: cached across solves)
 """
 
 from __future__ import annotations

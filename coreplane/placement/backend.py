@@ -12,8 +12,8 @@ import gc
 import importlib
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from coreplane.errors import InvalidArgument, require
 from coreplane.placement import _pure
@@ -23,6 +23,26 @@ from coreplane.placement.model import Assignment, Metrics, MoveList, Plan, Probl
 __all__ = ["BACKEND", "available_backends", "solve", "solve_timed"]
 
 Core = Callable[[Dense], tuple[Any, ...]]
+
+
+class Raw(NamedTuple):
+    """A core's raw answer, named: both cores return this 12-tuple positionally (the twin as
+    `_pure.Raw`, the kernel as a plain tuple) and `_solve_timed` names it once. The lists are
+    empty unless status is `_pure.OK`; the kernel hands the move arrays and the CSR as
+    array('q'), the twin as lists, and the plan's bytes do not depend on which."""
+
+    status: int  # _pure.OK, NO_ROOM or OVER_BUDGET
+    arg: int  # NO_ROOM: the partition index that found no node; OVER_BUDGET: moves needed
+    lb: int  # lower bound: the plan's own when OK, else the problem's
+    mp: Sequence[int]  # per move: partition
+    ms: Sequence[int]  # per move: source node (-1: a new replica)
+    md: Sequence[int]  # per move: destination node (-1: a dropped replica)
+    mw: Sequence[int]  # per move: its wave
+    node_count: Sequence[int]  # final replicas per node
+    mheat: Sequence[int]  # final heat per node without split candidates
+    off: Sequence[int]  # final assignment, CSR offsets (P + 1)
+    rep: Sequence[int]  # final assignment, CSR node indexes, ascending per partition
+    wave_count: int  # number of waves
 
 
 def _load_kernel() -> tuple[Core, Accel] | None:
@@ -106,10 +126,10 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
     reason = _precheck(d)
     if reason:
         return _empty(problem, d, lower_bound_dense(d), reason, name), timings
-    raw = core(d)
+    raw = Raw._make(core(d))
     t2 = time.perf_counter()
     timings["core_s"] = t2 - t1
-    status, arg, lb = raw[0], raw[1], raw[2]
+    status, arg, lb = raw.status, raw.arg, raw.lb
     if status == _pure.NO_ROOM:
         plan = _empty(
             problem,
@@ -133,10 +153,11 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
     return plan, timings
 
 
-def _assemble(problem: Problem, d: Dense, name: str, raw: tuple[Any, ...], accel: Accel) -> Plan:
+def _assemble(problem: Problem, d: Dense, name: str, raw: Raw, accel: Accel) -> Plan:
     """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
-    lb = int(raw[2])
-    mp, ms, md, mw, count, mheat, off, rep, wave_count = raw[3:12]
+    lb = int(raw.lb)
+    mp, ms, md, mw, count, mheat = raw.mp, raw.ms, raw.md, raw.mw, raw.node_count, raw.mheat
+    off, rep, wave_count = raw.off, raw.rep, raw.wave_count
     nid = [*d.node_ids, None]  # index -1 (no source / no target) maps to None
     pid = d.part_ids
     moves = MoveList(pid, nid, (mp, ms, md, mw))

@@ -1,0 +1,160 @@
+# Included by placement_kernel.pyx (one extension module); declarations in pk_types.pxd.
+# Lower bounds (bounds.lower_bound_dense / plan_lower_bound_dense): LB set-up and finish.
+
+
+cdef inline int64_t target_cap(S *s, LB *b, int64_t n) noexcept nogil:
+    return s.hcap[n] if s.hcap[n] > b.hottest else b.hottest
+
+
+cdef void add_all(S *s, LB *b) noexcept nogil:
+    """Every current replica added (as `add` would, in partition order), with the bound's
+    partition view, per-node load and the sorted heats of nodes over their target cap taken on
+    the way (bounds.lower_bound_dense). A plan's caps are never below the target caps
+    (bounds.plan_heat_caps), so only those nodes can be over one. Node lists are sized once from a
+    count, not grown replica by replica.
+
+    Replicas on ineligible nodes are left out: `normalize` would take every one of them off
+    again, and nothing reads an ineligible node's count, heat or list before it does (the only
+    state they touch). Partitions `normalize` has work on are listed in `s.dirty`."""
+    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0, h, zn, pos, placed
+    cdef int64_t *row
+    cdef const int64_t *cur
+    b.drops = 0
+    b.adds = 0
+    b.part_leave = 0
+    b.part_arrive = 0
+    b.hottest = 0
+    b.count0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    b.mheat0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    b.hs_off = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    s.dirty = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    s.nd = 0
+    for j in range(s.off[s.P]):
+        b.count0[s.rep[j]] += 1
+    for n in range(s.N):
+        s.nr_cap[n] = (b.count0[n] if s.elig[n] else 0) + 8
+        s.nr[n] = <int64_t *>malloc(s.nr_cap[n] * sizeof(int64_t))
+    for p in range(s.P):
+        valid = 0
+        placed = 0
+        h = s.heat[p]
+        row = &s.pn[p * s.RMAX]
+        cur = &s.rep[s.off[p]]
+        size = s.off[p + 1] - s.off[p]
+        for j in range(size):
+            n = cur[j]
+            if not s.split[p]:
+                b.mheat0[n] += h
+            if not s.elig[n]:
+                continue
+            pos = s.nr_len[n]
+            s.nr[n][pos] = p
+            s.nr_len[n] = pos + 1
+            row[placed] = n
+            s.pn_pos[p * s.RMAX + placed] = pos
+            placed += 1
+            s.count[n] += 1
+            s.nheat[n] += h
+            zn = s.zone[n]
+            s.zc[zn] += 1
+            dup = 0
+            for i in range(j):
+                if s.elig[cur[i]] and s.zone[cur[i]] == zn:
+                    dup = 1
+            valid += 1 - dup
+        s.pn_len[p] = placed
+        if valid != size or size > s.rf[p]:  # evictions or drops for normalize
+            s.dirty[s.nd] = p
+            s.nd += 1
+        kept = valid if valid < s.rf[p] else s.rf[p]
+        if size > s.rf[p]:
+            b.drops += size - s.rf[p]
+        else:
+            b.adds += s.rf[p] - size
+        b.part_leave += size - kept
+        b.part_arrive += s.rf[p] - kept
+        if not s.split[p] and h > b.hottest:
+            b.hottest = h
+    for n in range(s.N):
+        b.hs_off[n] = total
+        if s.elig[n] and b.mheat0[n] > target_cap(s, b, n):
+            total += s.nr_len[n]
+    b.hs_off[s.N] = total
+    b.hs = <int64_t *>malloc((total + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        if b.hs_off[n + 1] == b.hs_off[n]:
+            continue
+        m = 0
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            if not s.split[p]:
+                b.hs[b.hs_off[n] + m] = s.heat[p]
+                m += 1
+        qsort(&b.hs[b.hs_off[n]], m, sizeof(int64_t), _cmp_desc)
+        # split replicas take no heat: the tail is zeros, never reached (heat left > cap >= 0)
+        for i in range(m, b.hs_off[n + 1] - b.hs_off[n]):
+            b.hs[b.hs_off[n] + i] = 0
+
+
+cdef int64_t lb_finish(S *s, LB *b, int64_t *caps, int64_t *lo, int64_t *hi) noexcept nogil:
+    """The bound over plans within `caps` (never below the target caps) and the bands."""
+    cdef int64_t n, total, k, leave, node_leave = 0, node_arrive = 0
+    for n in range(s.N):
+        if not s.elig[n]:
+            node_leave += b.count0[n]
+            continue
+        leave = b.count0[n] - hi[n]
+        if leave < 0:
+            leave = 0
+        if b.mheat0[n] > caps[n]:
+            total = b.mheat0[n]
+            k = 0
+            while total > caps[n]:
+                total -= b.hs[b.hs_off[n] + k]
+                k += 1
+            if k > leave:
+                leave = k
+        node_leave += leave
+        if lo[n] > b.count0[n]:
+            node_arrive += lo[n] - b.count0[n]
+    return max(b.drops + max(node_arrive, b.part_arrive),
+               b.adds + max(node_leave, b.part_leave))
+
+
+cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
+    """bounds.lower_bound_dense(d): the bound over plans meeting the targets."""
+    cdef int64_t n, out
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        caps[n] = target_cap(s, b, n)
+    out = lb_finish(s, b, caps, s.lo, s.hi)
+    free(caps)
+    return out
+
+
+cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
+    """bounds.plan_lower_bound_dense(d, count, mheat) on the final state: each node's band
+    widened to its final count and its heat cap raised to its final movable heat, per node
+    (bounds.plan_bands, bounds.plan_heat_caps). Never below the target caps, as lb_finish needs."""
+    cdef int64_t n, out
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *lo = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *hi = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    for n in range(s.N):
+        lo[n] = s.lo[n] if s.lo[n] < s.count[n] else s.count[n]
+        hi[n] = s.hi[n] if s.hi[n] > s.count[n] else s.count[n]
+        caps[n] = target_cap(s, b, n)
+        if mheat[n] > caps[n]:
+            caps[n] = mheat[n]
+    out = lb_finish(s, b, caps, lo, hi)
+    free(caps)
+    free(lo)
+    free(hi)
+    return out
+
+
+cdef void lb_free(LB *b) noexcept nogil:
+    free(b.count0)
+    free(b.mheat0)
+    free(b.hs_off)
+    free(b.hs)

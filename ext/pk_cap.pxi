@@ -1,0 +1,504 @@
+# Included by placement_kernel.pyx (one extension module); declarations in pk_types.pxd.
+# Phase 4: the heat cap (_pure._cap, _cap_node, _cap_room, _cap_single, _cap_swap) and the
+# hot gifts of an unbudgeted solve (_pure._hot_gifts).
+
+
+cdef int64_t cap_fresh(S *s, Cap *c, int64_t p, int64_t n) noexcept nogil:
+    """_pure._fresh: the last move of p onto n in the plan, or -1."""
+    cdef int64_t i = c.head[p]
+    while i >= 0:
+        if s.md[i] == n:
+            return i
+        i = c.prev[i]
+    return -1
+
+
+cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
+    """_pure._by_heat, cached until t changes."""
+    cdef int64_t j, p, k = 0
+    if not c.bh_ok[t]:
+        free(c.bh[t])
+        c.bh[t] = <Pair *>malloc((s.nr_len[t] + 1) * sizeof(Pair))
+        for j in range(s.nr_len[t]):
+            p = s.nr[t][j]
+            if not s.split[p]:
+                c.bh[t][k].a = s.heat[p]
+                c.bh[t][k].b = p
+                c.bh[t][k].c = 0
+                k += 1
+        sort_pairs(c.bh[t], k)
+        c.bh_len[t] = k
+        c.bh_ok[t] = True
+    return c.bh[t]
+
+
+cdef inline bint on_node(S *s, int64_t p, int64_t n) noexcept nogil:
+    cdef int64_t j
+    for j in range(s.pn_len[p]):
+        if s.pn[p * s.RMAX + j] == n:
+            return True
+    return False
+
+
+cdef inline bint act_less(int64_t *x, int64_t *y) noexcept nogil:
+    """x < y on the 8-int actions of _pure.CapAct, compared whole."""
+    cdef int k
+    for k in range(8):
+        if x[k] != y[k]:
+            return x[k] < y[k]
+    return False
+
+
+cdef bint cap_single(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                     Pair *rooms, Py_ssize_t nrooms, int64_t allowance,
+                     int64_t *best) noexcept nogil:
+    """_pure._cap_single; the action into `best`, True if there is one."""
+    cdef Py_ssize_t a, b
+    cdef int64_t h, p, i, cost, src, t, j, m, short
+    cdef bint found = False, used
+    cdef int64_t cand[8]
+    for a in range(nhot):
+        h = hot[a].a
+        p = hot[a].b
+        if h <= 0:
+            continue
+        i = cap_fresh(s, c, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance:
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        for b in range(nrooms):
+            t = rooms[b].b
+            if -rooms[b].a < h:
+                break
+            used = False
+            for j in range(s.pn_len[p]):
+                m = s.pn[p * s.RMAX + j]
+                if m != n and s.zone[m] == s.zone[t]:
+                    used = True
+                    break
+            if used or s.count[t] >= s.hi[t] or t == src:
+                continue
+            short = 1 if h < excess else 0
+            cand[0] = short
+            cand[1] = cost
+            cand[2] = -h if short else h
+            cand[3] = p
+            cand[4] = t
+            cand[5] = -1
+            cand[6] = i
+            cand[7] = -1
+            if not found or act_less(cand, best):
+                memcpy(best, cand, 8 * sizeof(int64_t))
+                found = True
+            break
+    return found
+
+
+cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                   Pair *rooms, Py_ssize_t nrooms, int64_t allowance,
+                   int64_t *best) noexcept nogil:
+    """_pure._cap_swap; the action into `best`, True if there is one."""
+    cdef int64_t zn = s.zone[n], zt, t, room, h, p, i, j, m, q, bq, cost, gain, short
+    cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
+    cdef Py_ssize_t lo, hi, mid, k, rlen, b
+    cdef Pair *row
+    cdef bint found = False, bad
+    cdef int64_t cand[8]
+    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+        t = rooms[b].b
+        row = cap_by_heat(s, c, t)
+        rlen = c.bh_len[t]
+        room = c.caps[t] - c.mov[t]
+        zt = s.zone[t]
+        for a in range(first, nhot):
+            h = hot[a].a
+            p = hot[a].b
+            if on_node(s, p, t):
+                continue
+            if zt != zn:
+                bad = False
+                for j in range(s.pn_len[p]):
+                    if s.zone[s.pn[p * s.RMAX + j]] == zt:
+                        bad = True
+                        break
+                if bad:
+                    continue
+            i = cap_fresh(s, c, p, n)
+            if i >= 0 and s.ms[i] == t:
+                continue
+            lo = 0  # bisect_left(row, (h - room, -1)): the first heat >= h - room
+            hi = rlen
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if row[mid].a < h - room:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for k in range(lo, min(lo + CAP_SWAP_SCAN, rlen)):
+                bq = row[k].a
+                q = row[k].b
+                if bq >= h:
+                    break
+                if on_node(s, q, n):
+                    continue
+                if zt != zn:
+                    bad = False
+                    for j in range(s.pn_len[q]):
+                        if s.zone[s.pn[q * s.RMAX + j]] == zn:
+                            bad = True
+                            break
+                    if bad:
+                        continue
+                j = cap_fresh(s, c, q, t)
+                if j >= 0 and s.ms[j] == n:
+                    continue
+                cost = (1 if i < 0 else 0) + (1 if j < 0 else 0)
+                if cost > allowance:
+                    break
+                gain = h - bq
+                short = 1 if gain < excess else 0
+                cand[0] = short
+                cand[1] = cost
+                cand[2] = -gain if short else gain
+                cand[3] = p
+                cand[4] = t
+                cand[5] = q
+                cand[6] = i
+                cand[7] = j
+                if not found or act_less(cand, best):
+                    memcpy(best, cand, 8 * sizeof(int64_t))
+                    found = True
+                break
+    return found
+
+
+cdef int64_t cap_shift(S *s, Cap *c, int64_t p, int64_t src, int64_t dst,
+                       int64_t i) noexcept nogil:
+    """_pure._cap_shift: re-target move i when >= 0 (free), else record a new move."""
+    remove(s, p, src)
+    add(s, p, dst)
+    if i >= 0:
+        s.md[i] = dst
+        return 0
+    if s.nm >= c.pcap:
+        c.pcap = c.pcap * 2 + 64
+        c.prev = <int64_t *>realloc(c.prev, c.pcap * sizeof(int64_t))
+    c.prev[s.nm] = c.head[p]
+    c.head[p] = s.nm
+    record(s, p, src, dst)
+    return 1
+
+
+cdef void cap_log(int64_t **log, int64_t *nlog, Py_ssize_t *logcap, int64_t p, int64_t src,
+                  int64_t dst, int64_t i) noexcept nogil:
+    if nlog[0] + 4 > logcap[0]:
+        logcap[0] = logcap[0] * 2 + 64
+        log[0] = <int64_t *>realloc(log[0], logcap[0] * sizeof(int64_t))
+    log[0][nlog[0]] = p
+    log[0][nlog[0] + 1] = src
+    log[0][nlog[0] + 2] = dst
+    log[0][nlog[0] + 3] = i
+    nlog[0] += 4
+
+
+cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                      Pair *rooms, Py_ssize_t nrooms, int64_t budget, int64_t **log,
+                      int64_t *nlog, Py_ssize_t *logcap) noexcept nogil:
+    """_pure._cap_room: make room for n's hottest replica on another node, then send it."""
+    cdef int64_t h, r, t, need, k, j, m, q, hq, u, bk = 0, broom = 0, bt = -1, made = 0, i
+    cdef int64_t dkey, dbest, du
+    cdef Py_ssize_t b, a, rlen
+    cdef Pair *row
+    cdef bint bad
+    if nhot == 0 or hot[nhot - 1].a < excess:
+        return 0
+    h = hot[nhot - 1].a
+    r = hot[nhot - 1].b
+    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+        t = rooms[b].b
+        bad = False
+        for j in range(s.pn_len[r]):
+            m = s.pn[r * s.RMAX + j]
+            if m == t or (m != n and s.zone[m] == s.zone[t]):
+                bad = True
+                break
+        if bad:
+            continue
+        need = h + rooms[b].a
+        if need <= 0:
+            continue
+        row = cap_by_heat(s, c, t)
+        rlen = c.bh_len[t]
+        k = 0
+        a = rlen - 1
+        while a >= 0:
+            if need <= 0:
+                break
+            if row[a].a < h:
+                need -= row[a].a
+                k += 1
+            a -= 1
+        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < s.lo[t]:
+            continue
+        if bt < 0 or k < bk or (k == bk and (rooms[b].a < broom or (
+                rooms[b].a == broom and t < bt))):
+            bk = k
+            broom = rooms[b].a
+            bt = t
+    if bt < 0:
+        return 0
+    t = bt
+    need = h + broom
+    row = cap_by_heat(s, c, t)
+    rlen = c.bh_len[t]
+    cdef Pair *todo = <Pair *>malloc((rlen + 1) * sizeof(Pair))
+    memcpy(todo, row, rlen * sizeof(Pair))  # t's list changes as its replicas leave
+    a = rlen - 1
+    while a >= 0:
+        if need <= 0:
+            break
+        hq = todo[a].a
+        q = todo[a].b
+        a -= 1
+        if hq >= h:
+            continue
+        du = -1
+        dbest = 0
+        for u in range(s.N):
+            if not s.elig[u] or u == t or u == n or s.count[u] >= s.hi[u]:
+                continue
+            if c.caps[u] - c.mov[u] < hq:
+                continue
+            bad = False
+            for j in range(s.pn_len[q]):
+                m = s.pn[q * s.RMAX + j]
+                if m != t and s.zone[m] == s.zone[u]:
+                    bad = True
+                    break
+            if bad:
+                continue
+            dkey = c.mov[u] - c.caps[u]
+            if du < 0 or dkey < dbest:
+                du = u
+                dbest = dkey
+        if du < 0:
+            free(todo)
+            return -1
+        made += cap_shift(s, c, q, t, du, -1)
+        cap_log(log, nlog, logcap, q, t, du, -1)
+        c.mov[t] -= hq
+        c.mov[du] += hq
+        c.bh_ok[du] = False
+        need -= hq
+    free(todo)
+    i = cap_fresh(s, c, r, n)
+    made += cap_shift(s, c, r, n, t, i)
+    cap_log(log, nlog, logcap, r, n, t, i)
+    c.mov[n] -= h
+    c.mov[t] += h
+    c.bh_ok[n] = False
+    c.bh_ok[t] = False
+    return made
+
+
+cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) noexcept nogil:
+    """_pure._cap_node: actions until n is under its cap, all undone if it is not."""
+    cdef Pair *hot
+    cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0, made
+    cdef Py_ssize_t nhot, nrooms, ii
+    cdef bint have, have_swap
+    cdef int64_t act[8]
+    cdef int64_t swp[8]
+    cdef int64_t *log = NULL    # 4 per shift: partition, from, to, move re-targeted or -1
+    cdef Py_ssize_t logcap = 0
+    hot = cap_by_heat(s, c, n)
+    nhot = c.bh_len[n]
+    rest = c.mov[n] - c.caps[n]  # _pure._leavers
+    k = 0
+    ii = nhot - 1
+    while ii >= 0 and rest > 0:
+        rest -= hot[ii].a
+        k += 1
+        ii -= 1
+    actions = CAP_SLACK_NUM * k + CAP_SLACK_ADD
+    while c.mov[n] > c.caps[n] and actions > 0:
+        excess = c.mov[n] - c.caps[n]
+        hot = cap_by_heat(s, c, n)
+        nhot = c.bh_len[n]
+        have = False
+        nrooms = 0
+        for t in range(s.N):
+            if s.elig[t] and t != n:
+                rooms[nrooms].a = c.mov[t] - c.caps[t]
+                rooms[nrooms].b = t
+                rooms[nrooms].c = 0
+                nrooms += 1
+        sort_pairs(rooms, nrooms)
+        if s.count[n] > s.lo[n]:
+            have = cap_single(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid, act)
+        if not have or act[0]:
+            have_swap = cap_swap(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid,
+                                 swp)
+            if have_swap and (not have or act_less(swp, act)):
+                memcpy(act, swp, 8 * sizeof(int64_t))
+                have = True
+        if (not have or act[0]) and s.count[n] > s.lo[n]:
+            made = cap_room(s, c, n, excess, hot, nhot, rooms, nrooms,
+                            actions if actions < allowance - paid else allowance - paid,
+                            &log, &nlog, &logcap)
+            if made != 0:
+                if made > 0:
+                    paid += made
+                    actions -= made
+                    continue
+                break
+        if not have:
+            break
+        p = act[3]
+        t = act[4]
+        q = act[5]
+        if act[1] > 0:
+            actions -= 1
+        paid += cap_shift(s, c, p, n, t, act[6])
+        cap_log(&log, &nlog, &logcap, p, n, t, act[6])
+        c.mov[n] -= s.heat[p]
+        c.mov[t] += s.heat[p]
+        if q >= 0:
+            paid += cap_shift(s, c, q, t, n, act[7])
+            cap_log(&log, &nlog, &logcap, q, t, n, act[7])
+            c.mov[t] -= s.heat[q]
+            c.mov[n] += s.heat[q]
+        c.bh_ok[n] = False
+        c.bh_ok[t] = False
+    if c.mov[n] <= c.caps[n]:
+        free(log)
+        return allowance - paid
+    while nlog > 0:  # still over: undo, newest first
+        nlog -= 4
+        p = log[nlog]
+        src = log[nlog + 1]
+        dst = log[nlog + 2]
+        i = log[nlog + 3]
+        remove(s, p, dst)
+        add(s, p, src)
+        c.mov[dst] -= s.heat[p]
+        c.mov[src] += s.heat[p]
+        c.bh_ok[src] = False
+        c.bh_ok[dst] = False
+        if i >= 0:
+            s.md[i] = src
+        else:
+            s.nm -= 1
+            c.head[p] = c.prev[s.nm]
+    free(log)
+    return allowance
+
+
+cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
+    """_pure._cap: every node under its heat cap with the fewest moves, re-targets first."""
+    cdef Cap c
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef Pair *rooms = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, p, x, no = 0
+    cdef Py_ssize_t a, ii
+    c.caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    c.mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    movable_and_u(s, c.mov)
+    for n in range(s.N):
+        c.caps[n] = target_cap(s, lb, n)
+        if s.elig[n] and c.mov[n] > c.caps[n]:
+            x = c.caps[n] if c.caps[n] > 1 else 1
+            order[no].a = -((c.mov[n] << SHIFT) // x)
+            order[no].b = n
+            order[no].c = 0
+            no += 1
+    if no == 0:
+        free(order); free(rooms); free(c.caps); free(c.mov)
+        return allowance
+    qsort(order, no, sizeof(Pair), _cmp_triple)
+    c.head = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    c.pcap = s.nm + 64
+    c.prev = <int64_t *>malloc(c.pcap * sizeof(int64_t))
+    for p in range(s.P):
+        c.head[p] = -1
+    for ii in range(s.nm):
+        c.prev[ii] = c.head[s.mp[ii]]
+        c.head[s.mp[ii]] = ii
+    c.bh = <Pair **>calloc(s.N + 1, sizeof(Pair *))
+    c.bh_len = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    c.bh_ok = <bint *>calloc(s.N + 1, sizeof(bint))
+    for a in range(no):
+        allowance = cap_node(s, &c, order[a].b, rooms, allowance)
+    for n in range(s.N):
+        free(c.bh[n])
+    free(c.bh); free(c.bh_len); free(c.bh_ok); free(c.head); free(c.prev)
+    free(order); free(rooms); free(c.caps); free(c.mov)
+    return allowance
+
+
+cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
+    """_pure._hot_gifts: a node over its heat cap gives its hottest replica that fits to the
+    node below its band with the most room under its fair heat. Returns the moves made."""
+    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *takers = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t n, t, p, h, x, m, room, j, no = 0, nt = 0, moves = 0
+    cdef int64_t bh, broom, bp, bt
+    cdef Py_ssize_t a, i, k
+    cdef bint used
+    movable_and_u(s, mov)
+    for n in range(s.N):
+        caps[n] = target_cap(s, lb, n)
+        if s.elig[n] and mov[n] > caps[n] and s.count[n] > s.lo[n]:
+            x = caps[n] if caps[n] > 1 else 1
+            order[no].a = -((mov[n] << SHIFT) // x)
+            order[no].b = n
+            order[no].c = 0
+            no += 1
+        if s.elig[n] and s.count[n] < s.lo[n]:
+            takers[nt] = n
+            nt += 1
+    qsort(order, no, sizeof(Pair), _cmp_triple)
+    for a in range(no):
+        n = order[a].b
+        bp = -1
+        bh = 0
+        broom = 0
+        bt = -1
+        for i in range(s.nr_len[n]):
+            p = s.nr[n][i]
+            h = s.heat[p]
+            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h < bh):
+                continue
+            for k in range(nt):
+                t = takers[k]
+                room = (s.hcap[t] if s.count[t] + 1 == s.lo[t] else s.hfair[t]) - mov[t]
+                if s.count[t] >= s.lo[t] or h > room:
+                    continue
+                used = False
+                for j in range(s.pn_len[p]):
+                    m = s.pn[p * s.RMAX + j]
+                    if m != n and s.zone[m] == s.zone[t]:
+                        used = True
+                        break
+                if used:
+                    continue
+                # key (-h, -room, p, t), smallest wins
+                if (bp < 0 or h > bh or (h == bh and (room > broom or (room == broom and (
+                        p < bp or (p == bp and t < bt)))))):
+                    bp = p
+                    bh = h
+                    broom = room
+                    bt = t
+        if bp < 0:
+            continue
+        remove(s, bp, n)
+        add(s, bp, bt)
+        record(s, bp, n, bt)
+        mov[n] -= s.heat[bp]
+        mov[bt] += s.heat[bp]
+        moves += 1
+    free(caps); free(mov); free(takers); free(order)
+    return moves
