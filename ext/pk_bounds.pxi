@@ -24,16 +24,16 @@ cdef void add_all(S *s, LB *b) noexcept nogil:
     b.part_leave = 0
     b.part_arrive = 0
     b.hottest = 0
-    b.count0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    b.mheat0 = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    b.hs_off = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    s.dirty = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    b.count0 = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
+    b.mheat0 = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
+    b.hs_off = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
+    s.dirty = <int64_t *>cp_xmalloc((s.P + 1) * sizeof(int64_t))
     s.nd = 0
     for j in range(s.off[s.P]):
         b.count0[s.rep[j]] += 1
     for n in range(s.N):
         s.nr_cap[n] = (b.count0[n] if s.elig[n] else 0) + 8
-        s.nr[n] = <int64_t *>malloc(s.nr_cap[n] * sizeof(int64_t))
+        s.nr[n] = <int64_t *>cp_xmalloc(s.nr_cap[n] * sizeof(int64_t))
     for p in range(s.P):
         valid = 0
         placed = 0
@@ -80,7 +80,7 @@ cdef void add_all(S *s, LB *b) noexcept nogil:
         if s.elig[n] and b.mheat0[n] > target_cap(s, b, n):
             total += s.nr_len[n]
     b.hs_off[s.N] = total
-    b.hs = <int64_t *>malloc((total + 1) * sizeof(int64_t))
+    b.hs = <int64_t *>cp_xmalloc((total + 1) * sizeof(int64_t))
     for n in range(s.N):
         if b.hs_off[n + 1] == b.hs_off[n]:
             continue
@@ -124,7 +124,7 @@ cdef int64_t lb_finish(S *s, LB *b, int64_t *caps, int64_t *lo, int64_t *hi) noe
 cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
     """bounds.lower_bound_dense(d): the bound over plans meeting the targets."""
     cdef int64_t n, out
-    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     for n in range(s.N):
         caps[n] = target_cap(s, b, n)
     out = lb_finish(s, b, caps, s.lo, s.hi)
@@ -137,9 +137,9 @@ cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
     widened to its final count and its heat cap raised to its final movable heat, per node
     (bounds.plan_bands, bounds.plan_heat_caps). Never below the target caps, as lb_finish needs."""
     cdef int64_t n, out
-    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef int64_t *lo = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef int64_t *hi = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *lo = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *hi = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     for n in range(s.N):
         lo[n] = s.lo[n] if s.lo[n] < s.count[n] else s.count[n]
         hi[n] = s.hi[n] if s.hi[n] > s.count[n] else s.count[n]

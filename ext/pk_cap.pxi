@@ -18,7 +18,7 @@ cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
     cdef int64_t j, p, k = 0
     if not c.bh_ok[t]:
         free(c.bh[t])
-        c.bh[t] = <Pair *>malloc((s.nr_len[t] + 1) * sizeof(Pair))
+        c.bh[t] = <Pair *>cp_xmalloc((s.nr_len[t] + 1) * sizeof(Pair))
         for j in range(s.nr_len[t]):
             p = s.nr[t][j]
             if not s.split[p]:
@@ -183,7 +183,7 @@ cdef int64_t cap_shift(S *s, Cap *c, int64_t p, int64_t src, int64_t dst,
         return 0
     if s.nm >= c.pcap:
         c.pcap = c.pcap * 2 + 64
-        c.prev = <int64_t *>realloc(c.prev, c.pcap * sizeof(int64_t))
+        c.prev = <int64_t *>cp_xrealloc(c.prev, c.pcap * sizeof(int64_t))
     c.prev[s.nm] = c.head[p]
     c.head[p] = s.nm
     record(s, p, src, dst)
@@ -194,7 +194,7 @@ cdef void cap_log(int64_t **log, int64_t *nlog, Py_ssize_t *logcap, int64_t p, i
                   int64_t dst, int64_t i) noexcept nogil:
     if nlog[0] + 4 > logcap[0]:
         logcap[0] = logcap[0] * 2 + 64
-        log[0] = <int64_t *>realloc(log[0], logcap[0] * sizeof(int64_t))
+        log[0] = <int64_t *>cp_xrealloc(log[0], logcap[0] * sizeof(int64_t))
     log[0][nlog[0]] = p
     log[0][nlog[0] + 1] = src
     log[0][nlog[0] + 2] = dst
@@ -252,7 +252,7 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
     need = h + broom
     row = cap_by_heat(s, c, t)
     rlen = c.bh_len[t]
-    cdef Pair *todo = <Pair *>malloc((rlen + 1) * sizeof(Pair))
+    cdef Pair *todo = <Pair *>cp_xmalloc((rlen + 1) * sizeof(Pair))
     memcpy(todo, row, rlen * sizeof(Pair))  # t's list changes as its replicas leave
     a = rlen - 1
     while a >= 0:
@@ -398,12 +398,12 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
 cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     """_pure._cap: every node under its heat cap with the fewest moves, re-targets first."""
     cdef Cap c
-    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
-    cdef Pair *rooms = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef Pair *order = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
+    cdef Pair *rooms = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, p, x, no = 0
     cdef Py_ssize_t a, ii
-    c.caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    c.mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    c.caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    c.mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     movable_and_u(s, c.mov)
     for n in range(s.N):
         c.caps[n] = target_cap(s, lb, n)
@@ -417,17 +417,17 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
         free(order); free(rooms); free(c.caps); free(c.mov)
         return allowance
     qsort(order, no, sizeof(Pair), _cmp_triple)
-    c.head = <int64_t *>malloc((s.P + 1) * sizeof(int64_t))
+    c.head = <int64_t *>cp_xmalloc((s.P + 1) * sizeof(int64_t))
     c.pcap = s.nm + 64
-    c.prev = <int64_t *>malloc(c.pcap * sizeof(int64_t))
+    c.prev = <int64_t *>cp_xmalloc(c.pcap * sizeof(int64_t))
     for p in range(s.P):
         c.head[p] = -1
     for ii in range(s.nm):
         c.prev[ii] = c.head[s.mp[ii]]
         c.head[s.mp[ii]] = ii
-    c.bh = <Pair **>calloc(s.N + 1, sizeof(Pair *))
-    c.bh_len = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    c.bh_ok = <bint *>calloc(s.N + 1, sizeof(bint))
+    c.bh = <Pair **>cp_xcalloc(s.N + 1, sizeof(Pair *))
+    c.bh_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
+    c.bh_ok = <bint *>cp_xcalloc(s.N + 1, sizeof(bint))
     for a in range(no):
         allowance = cap_node(s, &c, order[a].b, rooms, allowance)
     for n in range(s.N):
@@ -440,10 +440,10 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
 cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
     """_pure._hot_gifts: a node over its heat cap gives its hottest replica that fits to the
     node below its band with the most room under its fair heat. Returns the moves made."""
-    cdef int64_t *caps = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef int64_t *mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef int64_t *takers = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t *caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *takers = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, t, p, h, x, m, room, j, no = 0, nt = 0, moves = 0
     cdef int64_t bh, broom, bp, bt
     cdef Py_ssize_t a, i, k

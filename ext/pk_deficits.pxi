@@ -26,7 +26,7 @@ cdef int64_t pick_gift(S *s, int64_t donor, int64_t dst, int64_t zone_ok) noexce
 
 
 cdef int64_t cross_zone_donor(S *s, int64_t dst, int64_t *pout) noexcept nogil:
-    cdef Pair *cands = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef Pair *cands = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
     cdef int64_t e, nc = 0, i, p, z = s.zone[dst], found = -1
     pout[0] = -1
     for e in range(s.N):
@@ -99,9 +99,9 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
             break
     else:
         return allowance  # no node is short: as _pure, skip the set-up
-    donors = <Heap *>calloc(s.Z, sizeof(Heap))
-    mov = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    hot = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
+    donors = <Heap *>cp_xcalloc(s.Z, sizeof(Heap))
+    mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    hot = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.lo[n]:
             heap_push(&donors[s.zone[n]], -fill(s, n), n)
@@ -168,7 +168,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
 cdef int64_t *split_heat(S *s) noexcept nogil:
     """Per node, the heat of its split-candidate replicas (node heat minus this is its movable
     heat): a scan of the partitions, in order, instead of every replica's split flag at random."""
-    cdef int64_t *out = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t *out = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     cdef int64_t p, j
     for p in range(s.P):
         if s.split[p]:

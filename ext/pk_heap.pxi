@@ -10,8 +10,8 @@ cdef void heap_push(Heap *h, int64_t k, int64_t v) noexcept nogil:
     cdef Py_ssize_t i, parent
     if h.size == h.cap:
         h.cap = h.cap * 2 + 16
-        h.key = <int64_t *>realloc(h.key, h.cap * sizeof(int64_t))
-        h.val = <int64_t *>realloc(h.val, h.cap * sizeof(int64_t))
+        h.key = <int64_t *>cp_xrealloc(h.key, h.cap * sizeof(int64_t))
+        h.val = <int64_t *>cp_xrealloc(h.val, h.cap * sizeof(int64_t))
     i = h.size
     h.size += 1
     while i > 0:
@@ -94,7 +94,7 @@ cdef void sort_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
         lo = hi
     if n <= run:
         return
-    tmp = <Pair *>malloc(n * sizeof(Pair))
+    tmp = <Pair *>cp_xmalloc(n * sizeof(Pair))
     dst = tmp
     while run < n:
         lo = 0

@@ -107,7 +107,7 @@ cdef int64_t pick_shed(S *s, int64_t n, int64_t *need, bint restrict) noexcept n
 
 cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
     cdef int64_t n, p, z, home
-    cdef int64_t *need = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
+    cdef int64_t *need = <int64_t *>cp_xcalloc(s.Z + 1, sizeof(int64_t))
     for n in range(s.N):
         if s.elig[n] and s.count[n] < s.lo[n]:
             need[s.zone[n]] += s.lo[n] - s.count[n]

@@ -14,8 +14,8 @@ cdef void orphan_order(S *s, Pair *order) noexcept nogil:
     """The orphans as (-heat, partition, source), sorted: the partitions (a bootstrap has a third
     as many as orphans) are sorted, then each one's orphans are laid out in its slot and sorted
     by source. The same order as sorting every triple."""
-    cdef int64_t *start = <int64_t *>calloc(s.P + 1, sizeof(int64_t))
-    cdef Pair *parts = <Pair *>malloc((s.no + 1) * sizeof(Pair))
+    cdef int64_t *start = <int64_t *>cp_xcalloc(s.P + 1, sizeof(int64_t))
+    cdef Pair *parts = <Pair *>cp_xmalloc((s.no + 1) * sizeof(Pair))
     cdef Py_ssize_t i, j, k, m, np = 0, pos = 0
     cdef int64_t p
     cdef Pair t
@@ -29,7 +29,7 @@ cdef void orphan_order(S *s, Pair *order) noexcept nogil:
             np += 1
         start[p] += 1
     if np * 16 > s.P and not s.horder_ok:  # many partitions: sort them all once, keep the order
-        every = <Pair *>malloc((s.P + 1) * sizeof(Pair))
+        every = <Pair *>cp_xmalloc((s.P + 1) * sizeof(Pair))
         for i in range(s.P):
             every[i].a = -s.heat[i]
             every[i].b = i
@@ -104,22 +104,22 @@ cdef int64_t place(S *s) noexcept nogil:
     entry (the heap pops were the largest cost of a bootstrap). A candidate's rank is the
     twin's (class, looseness) pair as one number: 0 a deficit node in a tight zone, 1 another
     deficit node, 2 a node with room."""
-    cdef Pair *order = <Pair *>malloc((s.no + 1) * sizeof(Pair))
+    cdef Pair *order = <Pair *>cp_xmalloc((s.no + 1) * sizeof(Pair))
     cdef int64_t n, z, i, p, src, dst, node, failed = -1
     cdef int k, k1, k2, r
-    cdef int64_t *need = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
-    cdef int64_t *supply = <int64_t *>calloc(s.Z + 1, sizeof(int64_t))
+    cdef int64_t *need = <int64_t *>cp_xcalloc(s.Z + 1, sizeof(int64_t))
+    cdef int64_t *supply = <int64_t *>cp_xcalloc(s.Z + 1, sizeof(int64_t))
     cdef bint have
     cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk, after, x, hot_floor = -1
-    cdef bint *free_zone = <bint *>calloc(s.Z + 1, sizeof(bint))
+    cdef bint *free_zone = <bint *>cp_xcalloc(s.Z + 1, sizeof(bint))
     # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
     # them, and a 64-bit division per comparison was most of this loop
-    cdef int64_t *hk = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef int64_t *zks = <int64_t *>malloc((s.Z + 1) * sizeof(int64_t))
+    cdef int64_t *hk = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef int64_t *zks = <int64_t *>cp_xmalloc((s.Z + 1) * sizeof(int64_t))
     cdef int64_t empty = s.N
-    cdef Py_ssize_t *tsize = <Py_ssize_t *>calloc(s.Z + 1, sizeof(Py_ssize_t))
-    cdef Py_ssize_t *tbase = <Py_ssize_t *>malloc((2 * s.Z + 1) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t *leaf = <Py_ssize_t *>malloc((s.N + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *tsize = <Py_ssize_t *>cp_xcalloc(s.Z + 1, sizeof(Py_ssize_t))
+    cdef Py_ssize_t *tbase = <Py_ssize_t *>cp_xmalloc((2 * s.Z + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t *leaf = <Py_ssize_t *>cp_xmalloc((s.N + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t total = 0, j, size
     cdef int64_t *win
     for z in range(s.Z):
@@ -144,7 +144,7 @@ cdef int64_t place(S *s) noexcept nogil:
         tbase[2 * z] = total
         tbase[2 * z + 1] = total + 2 * size
         total += 4 * size
-    win = <int64_t *>malloc((total + 1) * sizeof(int64_t))
+    win = <int64_t *>cp_xmalloc((total + 1) * sizeof(int64_t))
     for j in range(total):
         win[j] = empty
     for n in range(s.N):

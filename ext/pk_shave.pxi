@@ -30,8 +30,8 @@ cdef int64_t movable_and_u(S *s, int64_t *mov) noexcept nogil:
 
 cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
     """_pure._shave: one move off each node above the unavoidable ratio U."""
-    cdef int64_t *movable = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))
-    cdef Pair *order = <Pair *>malloc((s.N + 1) * sizeof(Pair))
+    cdef int64_t *movable = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    cdef Pair *order = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, i, j, p, no = 0, r, h, t, m, k
     cdef bint ok
     cdef int64_t ukey = movable_and_u(s, movable)
@@ -78,8 +78,8 @@ cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
 
 cdef void peak(S *s, int64_t allowance) noexcept nogil:
     """_pure._peak: lower the hottest node while one move does it."""
-    cdef int64_t *movable = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
-    cdef int64_t *cold = <int64_t *>malloc((s.N + 1) * sizeof(int64_t))  # -2: not computed
+    cdef int64_t *movable = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t *cold = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))  # -2: not computed
     cdef int64_t hot[PEAK_CANDIDATES]
     cdef int64_t n, m, i, j, k, p, r, t, h, round_, nh, top, after_n, after_t, worst
     cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back

@@ -44,7 +44,7 @@ cdef void add(S *s, int64_t p, int64_t n) noexcept nogil:
     s.nheat[n] += s.heat[p]
     if s.nr_len[n] == s.nr_cap[n]:
         s.nr_cap[n] = s.nr_cap[n] * 2 + 8
-        s.nr[n] = <int64_t *>realloc(s.nr[n], s.nr_cap[n] * sizeof(int64_t))
+        s.nr[n] = <int64_t *>cp_xrealloc(s.nr[n], s.nr_cap[n] * sizeof(int64_t))
     s.nr[n][s.nr_len[n]] = p
     j = s.pn_len[p]
     s.pn[p * s.RMAX + j] = n
@@ -85,9 +85,9 @@ cdef void remove(S *s, int64_t p, int64_t n) noexcept nogil:
 cdef void record(S *s, int64_t p, int64_t src, int64_t dst) noexcept nogil:
     if s.nm == s.mcap:
         s.mcap = s.mcap * 2 + 64
-        s.mp = <int64_t *>realloc(s.mp, s.mcap * sizeof(int64_t))
-        s.ms = <int64_t *>realloc(s.ms, s.mcap * sizeof(int64_t))
-        s.md = <int64_t *>realloc(s.md, s.mcap * sizeof(int64_t))
+        s.mp = <int64_t *>cp_xrealloc(s.mp, s.mcap * sizeof(int64_t))
+        s.ms = <int64_t *>cp_xrealloc(s.ms, s.mcap * sizeof(int64_t))
+        s.md = <int64_t *>cp_xrealloc(s.md, s.mcap * sizeof(int64_t))
     s.mp[s.nm] = p
     s.ms[s.nm] = src
     s.md[s.nm] = dst
@@ -97,8 +97,8 @@ cdef void record(S *s, int64_t p, int64_t src, int64_t dst) noexcept nogil:
 cdef void orphan(S *s, int64_t p, int64_t src) noexcept nogil:
     if s.no == s.ocap:
         s.ocap = s.ocap * 2 + 64
-        s.op = <int64_t *>realloc(s.op, s.ocap * sizeof(int64_t))
-        s.os = <int64_t *>realloc(s.os, s.ocap * sizeof(int64_t))
+        s.op = <int64_t *>cp_xrealloc(s.op, s.ocap * sizeof(int64_t))
+        s.os = <int64_t *>cp_xrealloc(s.os, s.ocap * sizeof(int64_t))
     s.op[s.no] = p
     s.os[s.no] = src
     s.no += 1

@@ -70,6 +70,39 @@ cdef extern from *:
     int CP_DICT_SETITEM_KNOWN_HASH(object mp, object key, object item, Py_ssize_t hash) except -1
 
 
+# Checked allocation for the phases, which run without the GIL and cannot raise: a failed
+# malloc/calloc/realloc stops the process with a message (abort) instead of writing through
+# NULL. Never NULL, so no phase needs its own check; a size of 0 asks for 1 byte. The GIL-held
+# glue in placement_kernel.pyx uses the plain calls and raises MemoryError, freeing everything.
+# TODO(issue 11): unwind a failed phase allocation into MemoryError too (tracked arena).
+cdef extern from *:
+    """
+    #include <stdio.h>
+    #include <stdlib.h>
+    static void *cp_out_of_memory(size_t bytes) {
+        fprintf(stderr, "coreplane placement kernel: out of memory (%zu bytes)\\n", bytes);
+        fflush(stderr);
+        abort();
+        return NULL;
+    }
+    static void *cp_xmalloc(size_t n) {
+        void *p = malloc(n ? n : 1);
+        return p ? p : cp_out_of_memory(n);
+    }
+    static void *cp_xcalloc(size_t count, size_t size) {
+        void *p = calloc(count ? count : 1, size ? size : 1);
+        return p ? p : cp_out_of_memory(count * size);
+    }
+    static void *cp_xrealloc(void *old, size_t n) {
+        void *p = realloc(old, n ? n : 1);
+        return p ? p : cp_out_of_memory(n);
+    }
+    """
+    void *cp_xmalloc(size_t n) noexcept nogil
+    void *cp_xcalloc(size_t count, size_t size) noexcept nogil
+    void *cp_xrealloc(void *old, size_t n) noexcept nogil
+
+
 cdef enum:
     SHIFT = 20
     PLACE_HOT_DIV = 8

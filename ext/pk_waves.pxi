@@ -3,11 +3,11 @@
 
 
 cdef int64_t *waves(S *s) noexcept nogil:
-    cdef int64_t *out = <int64_t *>malloc((s.nm + 1) * sizeof(int64_t))
-    cdef int64_t *next_wave = <int64_t *>calloc(s.P + 1, sizeof(int64_t))
-    cdef int64_t *first_free = <int64_t *>calloc(s.N + 1, sizeof(int64_t))
+    cdef int64_t *out = <int64_t *>cp_xmalloc((s.nm + 1) * sizeof(int64_t))
+    cdef int64_t *next_wave = <int64_t *>cp_xcalloc(s.P + 1, sizeof(int64_t))
+    cdef int64_t *first_free = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     cdef Py_ssize_t wcap = 64, newcap
-    cdef int64_t *load = <int64_t *>calloc(s.N * wcap + 1, sizeof(int64_t))
+    cdef int64_t *load = <int64_t *>cp_xcalloc(s.N * wcap + 1, sizeof(int64_t))
     cdef int64_t *grown
     cdef Py_ssize_t i
     cdef int64_t p, w, e, n, f, L = s.inflight
@@ -30,7 +30,7 @@ cdef int64_t *waves(S *s) noexcept nogil:
         while True:
             if w + 2 >= wcap:
                 newcap = 2 * wcap + w + 2
-                grown = <int64_t *>calloc(s.N * newcap + 1, sizeof(int64_t))
+                grown = <int64_t *>cp_xcalloc(s.N * newcap + 1, sizeof(int64_t))
                 for n in range(s.N):
                     for e in range(wcap):
                         grown[n * newcap + e] = load[n * wcap + e]
