@@ -128,7 +128,7 @@ cdef int64_t lb_target(S *s, LB *b) noexcept nogil:
     for n in range(s.N):
         caps[n] = target_cap(s, b, n)
     out = lb_finish(s, b, caps, s.lo, s.hi)
-    free(caps)
+    cp_xfree(caps)
     return out
 
 
@@ -147,14 +147,14 @@ cdef int64_t lb_plan(S *s, LB *b, int64_t *mheat) noexcept nogil:
         if mheat[n] > caps[n]:
             caps[n] = mheat[n]
     out = lb_finish(s, b, caps, lo, hi)
-    free(caps)
-    free(lo)
-    free(hi)
+    cp_xfree(caps)
+    cp_xfree(lo)
+    cp_xfree(hi)
     return out
 
 
 cdef void lb_free(LB *b) noexcept nogil:
-    free(b.count0)
-    free(b.mheat0)
-    free(b.hs_off)
-    free(b.hs)
+    cp_xfree(b.count0)
+    cp_xfree(b.mheat0)
+    cp_xfree(b.hs_off)
+    cp_xfree(b.hs)

@@ -17,7 +17,7 @@ cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
     """_pure._by_heat, cached until t changes."""
     cdef int64_t j, p, k = 0
     if not c.bh_ok[t]:
-        free(c.bh[t])
+        cp_xfree(c.bh[t])
         c.bh[t] = <Pair *>cp_xmalloc((s.nr_len[t] + 1) * sizeof(Pair))
         for j in range(s.nr_len[t]):
             p = s.nr[t][j]
@@ -283,7 +283,7 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
                 du = u
                 dbest = dkey
         if du < 0:
-            free(todo)
+            cp_xfree(todo)
             return -1
         made += cap_shift(s, c, q, t, du, -1)
         cap_log(log, nlog, logcap, q, t, du, -1)
@@ -291,7 +291,7 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
         c.mov[du] += hq
         c.bh_ok[du] = False
         need -= hq
-    free(todo)
+    cp_xfree(todo)
     i = cap_fresh(s, c, r, n)
     made += cap_shift(s, c, r, n, t, i)
     cap_log(log, nlog, logcap, r, n, t, i)
@@ -372,7 +372,7 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         c.bh_ok[n] = False
         c.bh_ok[t] = False
     if c.mov[n] <= c.caps[n]:
-        free(log)
+        cp_xfree(log)
         return allowance - paid
     while nlog > 0:  # still over: undo, newest first
         nlog -= 4
@@ -391,7 +391,7 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         else:
             s.nm -= 1
             c.head[p] = c.prev[s.nm]
-    free(log)
+    cp_xfree(log)
     return allowance
 
 
@@ -414,7 +414,7 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
             order[no].c = 0
             no += 1
     if no == 0:
-        free(order); free(rooms); free(c.caps); free(c.mov)
+        cp_xfree(order); cp_xfree(rooms); cp_xfree(c.caps); cp_xfree(c.mov)
         return allowance
     qsort(order, no, sizeof(Pair), _cmp_triple)
     c.head = <int64_t *>cp_xmalloc((s.P + 1) * sizeof(int64_t))
@@ -431,9 +431,9 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     for a in range(no):
         allowance = cap_node(s, &c, order[a].b, rooms, allowance)
     for n in range(s.N):
-        free(c.bh[n])
-    free(c.bh); free(c.bh_len); free(c.bh_ok); free(c.head); free(c.prev)
-    free(order); free(rooms); free(c.caps); free(c.mov)
+        cp_xfree(c.bh[n])
+    cp_xfree(c.bh); cp_xfree(c.bh_len); cp_xfree(c.bh_ok); cp_xfree(c.head); cp_xfree(c.prev)
+    cp_xfree(order); cp_xfree(rooms); cp_xfree(c.caps); cp_xfree(c.mov)
     return allowance
 
 
@@ -500,5 +500,5 @@ cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
         mov[n] -= s.heat[bp]
         mov[bt] += s.heat[bp]
         moves += 1
-    free(caps); free(mov); free(takers); free(order)
+    cp_xfree(caps); cp_xfree(mov); cp_xfree(takers); cp_xfree(order)
     return moves

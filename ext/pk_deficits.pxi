@@ -42,7 +42,7 @@ cdef int64_t cross_zone_donor(S *s, int64_t dst, int64_t *pout) noexcept nogil:
             found = cands[i].b
             pout[0] = p
             break
-    free(cands)
+    cp_xfree(cands)
     return found
 
 
@@ -154,14 +154,14 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
             heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
         if s.count[dst] < s.lo[dst]:
             heap_push(&short, short_key(s, dst), dst)
-    free(short.key)
-    free(short.val)
+    cp_xfree(short.key)
+    cp_xfree(short.val)
     for z in range(s.Z):
-        free(donors[z].key)
-        free(donors[z].val)
-    free(donors)
-    free(mov)
-    free(hot)
+        cp_xfree(donors[z].key)
+        cp_xfree(donors[z].val)
+    cp_xfree(donors)
+    cp_xfree(mov)
+    cp_xfree(hot)
     return allowance
 
 

@@ -127,4 +127,4 @@ cdef void sort_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
         run *= 2
     if src != items:
         memcpy(items, src, n * sizeof(Pair))
-    free(tmp)
+    cp_xfree(tmp)

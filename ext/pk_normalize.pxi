@@ -136,9 +136,9 @@ cdef int64_t shed(S *s, int64_t allowance) noexcept nogil:
         allowance -= 1
         if s.count[n] > s.hi[n]:
             heap_push(&over, over_key(s, n), n)
-    free(over.key)
-    free(over.val)
-    free(need)
+    cp_xfree(over.key)
+    cp_xfree(over.val)
+    cp_xfree(need)
     return allowance
 
 

@@ -37,7 +37,7 @@ cdef void orphan_order(S *s, Pair *order) noexcept nogil:
         sort_pairs(every, s.P)
         for i in range(s.P):
             s.horder[i] = every[i].b
-        free(every)
+        cp_xfree(every)
         s.horder_ok = True
         s.horder_new = True
     if np * 16 > s.P:  # the orphans' partitions, picked out of the order of all
@@ -72,8 +72,8 @@ cdef void orphan_order(S *s, Pair *order) noexcept nogil:
                 m -= 1
             order[m] = t
         pos = k
-    free(parts)
-    free(start)
+    cp_xfree(parts)
+    cp_xfree(start)
 
 
 cdef inline int64_t _winner(const int64_t *hk, int64_t a, int64_t b) noexcept nogil:
@@ -236,14 +236,14 @@ cdef int64_t place(S *s) noexcept nogil:
                      hk)
         if k2 < 2 and k2 != k1:
             tree_set(&win[tbase[2 * z + k2]], tsize[z], leaf[dst], dst, hk)
-    free(order)
-    free(need)
-    free(supply)
-    free(free_zone)
-    free(hk)
-    free(zks)
-    free(tsize)
-    free(tbase)
-    free(leaf)
-    free(win)
+    cp_xfree(order)
+    cp_xfree(need)
+    cp_xfree(supply)
+    cp_xfree(free_zone)
+    cp_xfree(hk)
+    cp_xfree(zks)
+    cp_xfree(tsize)
+    cp_xfree(tbase)
+    cp_xfree(leaf)
+    cp_xfree(win)
     return failed

@@ -71,8 +71,8 @@ cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
         movable[n] -= h
         movable[t] += h
         allowance -= 1
-    free(movable)
-    free(order)
+    cp_xfree(movable)
+    cp_xfree(order)
     return allowance
 
 
@@ -176,6 +176,6 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
             movable[bt] -= s.heat[bq]
             movable[n] += s.heat[bq]
             allowance -= 1
-    free(movable)
-    free(cold)
-    free(sh)
+    cp_xfree(movable)
+    cp_xfree(cold)
+    cp_xfree(sh)

@@ -70,37 +70,106 @@ cdef extern from *:
     int CP_DICT_SETITEM_KNOWN_HASH(object mp, object key, object item, Py_ssize_t hash) except -1
 
 
-# Checked allocation for the phases, which run without the GIL and cannot raise: a failed
-# malloc/calloc/realloc stops the process with a message (abort) instead of writing through
-# NULL. Never NULL, so no phase needs its own check; a size of 0 asks for 1 byte. The GIL-held
-# glue in placement_kernel.pyx uses the plain calls and raises MemoryError, freeing everything.
-# TODO(issue 11): unwind a failed phase allocation into MemoryError too (tracked arena).
+# Checked allocation for the phases, which run without the GIL and cannot raise. Every block a
+# phase makes (cp_xmalloc/cp_xcalloc/cp_xrealloc) carries a small header that links it into
+# this thread's list of live phase blocks, and is given back with cp_xfree (never plain free;
+# the glue's own arrays use plain malloc/free). The glue runs the phases through
+# cp_run_guarded: when an allocation fails there, every live phase block is freed, control
+# jumps back (longjmp) and cp_run_guarded returns -1, so the glue raises MemoryError with
+# nothing leaked. Nothing between the jump and its target holds a Python object. A failed
+# allocation outside cp_run_guarded (none today) stops the process with a message (abort).
+# A size of 0 asks for 1 byte, so a legal NULL from malloc(0) is never taken for a failure.
 cdef extern from *:
     """
+    #include <setjmp.h>
+    #include <string.h>
     #include <stdio.h>
     #include <stdlib.h>
-    static void *cp_out_of_memory(size_t bytes) {
+    #if defined(_MSC_VER)
+    #define CP_TLS __declspec(thread)
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define CP_TLS __thread
+    #else
+    #define CP_TLS _Thread_local
+    #endif
+    typedef union cp_hdr {
+        struct { union cp_hdr *prev, *next; } l;
+        long double align_ld;
+        long long align_ll;
+        void *align_p;
+    } cp_hdr;
+    static CP_TLS cp_hdr cp_live;       /* sentinel of the live-block list (lazily linked) */
+    static CP_TLS int cp_guarded = 0;   /* inside cp_run_guarded */
+    static CP_TLS jmp_buf cp_jump;
+    static void cp_live_init(void) {
+        if (cp_live.l.next == NULL) { cp_live.l.next = &cp_live; cp_live.l.prev = &cp_live; }
+    }
+    static void cp_fail(size_t bytes) {
+        if (cp_guarded) { longjmp(cp_jump, 1); }
         fprintf(stderr, "coreplane placement kernel: out of memory (%zu bytes)\\n", bytes);
         fflush(stderr);
         abort();
-        return NULL;
+    }
+    static void *cp_link(cp_hdr *h) {
+        cp_live_init();
+        h->l.next = cp_live.l.next; h->l.prev = &cp_live;
+        cp_live.l.next->l.prev = h; cp_live.l.next = h;
+        return (void *)(h + 1);
     }
     static void *cp_xmalloc(size_t n) {
-        void *p = malloc(n ? n : 1);
-        return p ? p : cp_out_of_memory(n);
+        cp_hdr *h = (n > (size_t)-1 - sizeof(cp_hdr)) ? NULL : (cp_hdr *)malloc(sizeof(cp_hdr) + n);
+        if (h == NULL) { cp_fail(n); return NULL; }
+        return cp_link(h);
     }
     static void *cp_xcalloc(size_t count, size_t size) {
-        void *p = calloc(count ? count : 1, size ? size : 1);
-        return p ? p : cp_out_of_memory(count * size);
+        size_t n;
+        void *p;
+        if (size != 0 && count > ((size_t)-1 - sizeof(cp_hdr)) / size) { cp_fail((size_t)-1); }
+        n = count * size;
+        p = cp_xmalloc(n);
+        memset(p, 0, n);
+        return p;
+    }
+    static void cp_xfree(void *p) {
+        cp_hdr *h;
+        if (p == NULL) return;
+        h = (cp_hdr *)p - 1;
+        h->l.prev->l.next = h->l.next; h->l.next->l.prev = h->l.prev;
+        free(h);
     }
     static void *cp_xrealloc(void *old, size_t n) {
-        void *p = realloc(old, n ? n : 1);
-        return p ? p : cp_out_of_memory(n);
+        cp_hdr *h, *q;
+        if (old == NULL) return cp_xmalloc(n);
+        h = (cp_hdr *)old - 1;
+        q = (n > (size_t)-1 - sizeof(cp_hdr)) ? NULL : (cp_hdr *)realloc(h, sizeof(cp_hdr) + n);
+        if (q == NULL) { cp_fail(n); return NULL; }  /* the old block stays linked: freed */
+        q->l.prev->l.next = q; q->l.next->l.prev = q;
+        return (void *)(q + 1);
+    }
+    typedef void (*cp_phases_fn)(void *);
+    /* Run fn(ctx); 0 when it returns, -1 when an allocation failed (every live phase block
+       is freed then; the caller must drop its pointers to them). */
+    static int cp_run_guarded(cp_phases_fn fn, void *ctx) {
+        cp_live_init();
+        if (setjmp(cp_jump) != 0) {
+            cp_hdr *h = cp_live.l.next;
+            cp_guarded = 0;
+            while (h != &cp_live) { cp_hdr *next = h->l.next; free(h); h = next; }
+            cp_live.l.next = &cp_live; cp_live.l.prev = &cp_live;
+            return -1;
+        }
+        cp_guarded = 1;
+        fn(ctx);
+        cp_guarded = 0;
+        return 0;
     }
     """
     void *cp_xmalloc(size_t n) noexcept nogil
     void *cp_xcalloc(size_t count, size_t size) noexcept nogil
     void *cp_xrealloc(void *old, size_t n) noexcept nogil
+    void cp_xfree(void *p) noexcept nogil
+    ctypedef void (*cp_phases_fn)(void *) noexcept nogil
+    int cp_run_guarded(cp_phases_fn fn, void *ctx) noexcept nogil
 
 
 cdef enum:

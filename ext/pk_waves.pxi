@@ -34,7 +34,7 @@ cdef int64_t *waves(S *s) noexcept nogil:
                 for n in range(s.N):
                     for e in range(wcap):
                         grown[n * newcap + e] = load[n * wcap + e]
-                free(load)
+                cp_xfree(load)
                 load = grown
                 wcap = newcap
             busy = False
@@ -53,7 +53,7 @@ cdef int64_t *waves(S *s) noexcept nogil:
             first_free[n] = f
         next_wave[p] = w + 1
         out[i] = w
-    free(next_wave)
-    free(first_free)
-    free(load)
+    cp_xfree(next_wave)
+    cp_xfree(first_free)
+    cp_xfree(load)
     return out

@@ -116,14 +116,77 @@ cdef void _keep_heat_order(S *s):
     s.horder = NULL
 
 
+cdef struct Run:
+    # solve_dense's phases: their state and what they hand back
+    S *s
+    LB *b
+    int64_t status, arg, lb
+    int64_t *mw
+    int64_t *mheat
+
+
+cdef void _phases(void *ctx) noexcept nogil:
+    """Every phase in solve order, without the GIL, under cp_run_guarded (see pk_types.pxd)."""
+    cdef Run *r = <Run *>ctx
+    cdef S *s = r.s
+    cdef LB *b = r.b
+    cdef int64_t allowance, hard, failed = -1
+    cdef Py_ssize_t i
+    add_all(s, b)
+    normalize(s)
+    hard = s.nm + s.no
+    allowance = UNLIMITED if s.budget < 0 else s.budget - hard
+    if allowance < 0:
+        r.status = 2
+        r.arg = hard
+    else:
+        if s.budget < 0:  # see _pure.solve_dense for the two orders
+            allowance -= hot_gifts(s, b)
+            i = s.no
+            shed(s, allowance)
+            allowance -= s.no - i
+            failed = place(s)
+            if failed < 0:
+                allowance = fill_deficits(s, allowance, True)
+        else:
+            failed = place(s)
+            if failed < 0 and s.band_first:
+                s.no = 0
+                shed(s, allowance)
+                allowance -= s.no
+                failed = place(s)
+                if failed < 0:
+                    allowance = fill_deficits(s, allowance, False)
+            elif failed < 0:
+                allowance = fill_deficits(s, allowance, False)
+                s.no = 0
+                shed(s, allowance)
+                allowance -= s.no
+                failed = place(s)
+        if failed >= 0:
+            r.status = 1
+            r.arg = failed
+        else:
+            allowance = cap(s, b, allowance)
+            allowance = shave(s, allowance)
+            peak(s, allowance)
+            r.mw = waves(s)
+            r.mheat = movable_heat(s)
+            r.lb = lb_plan(s, b, r.mheat)
+    if r.status != 0:
+        r.lb = lb_target(s, b)
+
+
 def solve_dense(d):
     """Same contract as `_pure.solve_dense` (see `_pure.Raw`)."""
     cdef S s
     cdef LB b
     cdef int64_t *mheat = NULL
     cdef Py_ssize_t i, maxlen = 0
-    cdef int64_t allowance, hard, failed = -1, status = 0, arg = 0, lb = 0, wave_count = 0
+    cdef int64_t status = 0, arg = 0, lb = 0, wave_count = 0
     cdef int64_t *mw = NULL
+    cdef Run run
+    cdef int guarded
     # Every pointer NULL before the first allocation, so the one `finally` frees exactly what was
     # made, whichever allocation or conversion fails first.
     memset(&s, 0, sizeof(S))
@@ -176,50 +239,24 @@ def solve_dense(d):
         if _HEAT_N == s.P and s.P > 0 and memcmp(_HEAT_KEY, s.heat, s.P * sizeof(int64_t)) == 0:
             memcpy(s.horder, _HEAT_ORDER, s.P * sizeof(int64_t))
             s.horder_ok = True
+        run.s = &s
+        run.b = &b
+        run.status = 0
+        run.arg = 0
+        run.lb = 0
+        run.mw = NULL
+        run.mheat = NULL
         with nogil:
-            add_all(&s, &b)
-            normalize(&s)
-            hard = s.nm + s.no
-            allowance = UNLIMITED if s.budget < 0 else s.budget - hard
-            if allowance < 0:
-                status = 2
-                arg = hard
-            else:
-                if s.budget < 0:  # see _pure.solve_dense for the two orders
-                    allowance -= hot_gifts(&s, &b)
-                    i = s.no
-                    shed(&s, allowance)
-                    allowance -= s.no - i
-                    failed = place(&s)
-                    if failed < 0:
-                        allowance = fill_deficits(&s, allowance, True)
-                else:
-                    failed = place(&s)
-                    if failed < 0 and s.band_first:
-                        s.no = 0
-                        shed(&s, allowance)
-                        allowance -= s.no
-                        failed = place(&s)
-                        if failed < 0:
-                            allowance = fill_deficits(&s, allowance, False)
-                    elif failed < 0:
-                        allowance = fill_deficits(&s, allowance, False)
-                        s.no = 0
-                        shed(&s, allowance)
-                        allowance -= s.no
-                        failed = place(&s)
-                if failed >= 0:
-                    status = 1
-                    arg = failed
-                else:
-                    allowance = cap(&s, &b, allowance)
-                    allowance = shave(&s, allowance)
-                    peak(&s, allowance)
-                    mw = waves(&s)
-                    mheat = movable_heat(&s)
-                    lb = lb_plan(&s, &b, mheat)
-            if status != 0:
-                lb = lb_target(&s, &b)
+            guarded = cp_run_guarded(_phases, &run)
+        if guarded != 0:
+            # A phase allocation failed: cp_run_guarded freed every block the phases made, so
+            # forget the pointers to them (the finally frees the glue's own arrays only).
+            for i in range(s.N):
+                s.nr[i] = NULL
+            s.mp = s.ms = s.md = s.op = s.os = s.dirty = NULL
+            memset(&b, 0, sizeof(LB))
+            raise MemoryError()
+        status, arg, lb, mw, mheat = run.status, run.arg, run.lb, run.mw, run.mheat
         _keep_heat_order(&s)
         if status != 0:
             return status, arg, lb, [], [], [], [], [], [], [], [], 0
@@ -233,14 +270,15 @@ def solve_dense(d):
         lb_free(&b)
         if s.nr != NULL:
             for i in range(s.N):
-                free(s.nr[i])
+                cp_xfree(s.nr[i])
         free(s.zone); free(s.elig); free(s.slots); free(s.lo); free(s.hi); free(s.tq)
         free(s.hcap); free(s.hfair); free(s.zshare); free(s.rf); free(s.heat); free(s.split)
         free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
         free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
-        free(s.mp); free(s.ms); free(s.md); free(s.op); free(s.os); free(mw); free(s.horder)
-        free(mheat)
-        free(s.dirty)
+        free(s.horder)
+        # made by the phases (cp_x* blocks)
+        cp_xfree(s.mp); cp_xfree(s.ms); cp_xfree(s.md); cp_xfree(s.op); cp_xfree(s.os)
+        cp_xfree(s.dirty); cp_xfree(mw); cp_xfree(mheat)
 
 
 def dense_replicas(list part_ids, object assignment, dict node_idx):
