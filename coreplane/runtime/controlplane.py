@@ -895,10 +895,7 @@ class ControlPlane:
             raise Unavailable("the control plane is not running")
         self._refuse_if_storage_full()
         data, release = self._proposal(command)
-        future = pipeline.submit(data, timeout, transform)
-        if release is not None:
-            future.add_done_callback(lambda _f: release())
-        return future
+        return pipeline.submit(data, timeout, transform, release)
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""

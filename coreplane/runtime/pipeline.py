@@ -60,6 +60,7 @@ class _Pending:
         "deadline",
         "future",
         "key",
+        "release",
         "transform",
     )
 
@@ -70,8 +71,10 @@ class _Pending:
         future: ProposalFuture[Any],
         deadline: float,
         transform: Callable[[Applied], Any] | None,
+        release: Callable[[], None] | None,
     ) -> None:
         self.key = key
+        self.release = release
         self.transform = transform
         self.data = data
         self.future = future
@@ -107,13 +110,21 @@ class Pipeline:
         self._thread.start()
 
     def submit(
-        self, data: bytes, timeout_s: float, transform: Callable[[Applied], Any] | None = None
+        self,
+        data: bytes,
+        timeout_s: float,
+        transform: Callable[[Applied], Any] | None = None,
+        release: Callable[[], None] | None = None,
     ) -> ProposalFuture[Any]:
         """Propose `data`; the future gets the `Applied`, or ``transform(applied)`` (whose
-        exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's)."""
+        exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's).
+        `release` runs once when the write completes, however it completes, before the
+        future's callbacks (the session seq it frees is then free when a waiter wakes)."""
         future: ProposalFuture[Any] = ProposalFuture()
         future.set_running_or_notify_cancel()
-        pending = _Pending(next(self._keys), data, future, time.monotonic() + timeout_s, transform)
+        pending = _Pending(
+            next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
+        )
         self._send(pending)
         return future
 
@@ -224,7 +235,15 @@ class Pipeline:
                 )
 
 
+def _released(p: _Pending) -> None:
+    """Free what the write held (its session seq), once: the first completion wins."""
+    release, p.release = p.release, None
+    if release is not None:
+        release()
+
+
 def _set(p: _Pending, result: Applied) -> None:
+    _released(p)
     if p.transform is not None:
         try:
             value: Any = p.transform(result)
@@ -238,5 +257,6 @@ def _set(p: _Pending, result: Applied) -> None:
 
 
 def _fail(p: _Pending, exc: BaseException) -> None:
+    _released(p)
     with contextlib.suppress(InvalidStateError):  # lost a race with another completion
         p.future.set_exception(exc)
