@@ -30,11 +30,21 @@ from coreplane.core.machines.quotas import QuotaMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
-__all__ = ["SESSIONS_MAX", "SESSION_WINDOW", "Applied", "StateMachine", "check_limits"]
+__all__ = [
+    "BATCHABLE_TAGS",
+    "SESSIONS_MAX",
+    "SESSION_WINDOW",
+    "Applied",
+    "StateMachine",
+    "check_limits",
+]
 
 SNAPSHOT_FORMAT = 1
 SESSION_WINDOW = 128
 SESSIONS_MAX = 10_000
+# Commands that may share a log entry (`StateMachine.apply_batch`): their effect does not
+# depend on the entry's index (the KV's revision is its own counter).
+BATCHABLE_TAGS = frozenset({commands.Put.TAG, commands.Delete.TAG, commands.Cas.TAG})
 SNAPSHOT_BYTES_MAX = 4 * 1024**3
 
 
@@ -154,6 +164,24 @@ class StateMachine:
             f"apply at index {index} after {self.applied_index}: the log went backwards",
         )
         self.applied_index = index
+        return self._apply_one(entry, index, False)
+
+    def apply_batch(self, entries: list[bytes], index: int) -> list[Applied]:
+        """Apply the commands of one batch entry at log `index`, in order, each exactly as if
+        it were an entry of its own (sessions, limits, refusals), with one result each.
+
+        Commands share the batch's index, so only commands whose effect does not depend on
+        the index may be batched (`BATCHABLE_TAGS`: KV writes; fencing tokens, lock grants,
+        leader entries and user machines see the index); any other is refused with
+        ``not_batchable``, alike on every replica."""
+        require(
+            index > self.applied_index,
+            f"apply at index {index} after {self.applied_index}: the log went backwards",
+        )
+        self.applied_index = index
+        return [self._apply_one(entry, index, True) for entry in entries]
+
+    def _apply_one(self, entry: bytes, index: int, batched: bool) -> Applied:
         if len(entry) > self.limits.entry_bytes_max:
             return Applied(
                 False, None, "entry_too_large", f"{len(entry)} bytes, over limits.entry_bytes_max"
@@ -171,6 +199,13 @@ class StateMachine:
                 "internal_only" if not internal else "not_internal",
                 f"{type(command).__name__} {'lacks' if not internal else 'carries'}"
                 " the runtime's marker",
+            )
+        if batched and command.TAG not in BATCHABLE_TAGS:
+            return Applied(
+                False,
+                None,
+                "not_batchable",
+                f"{type(command).__name__} depends on its log index and cannot share an entry",
             )
         client_id: str = getattr(command, "client_id", "")
         if not client_id:

@@ -50,7 +50,7 @@ from coreplane.core.codec import Value
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.machines.kv import Limits
 from coreplane.core.machines.user import Machine
-from coreplane.core.state import Applied, StateMachine, check_limits
+from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine, check_limits
 from coreplane.errors import (
     CommandRejected,
     CoreplaneError,
@@ -526,6 +526,7 @@ class ControlPlane:
             ],
             conf=conf,
             apply_fn=self._apply,
+            apply_batch_fn=self._apply_batch,
             transport_class=self._transport_class,
             journal=self._journal,
             snapshot_source=_SnapshotSource(self),
@@ -612,6 +613,24 @@ class ControlPlane:
         if observer is not None:
             observer(data, index)
         return result
+
+    def _apply_batch(self, entries: list[bytes], index: int) -> list[Applied]:
+        """A batch entry (several KV writes proposed together; see `RaftEngine.propose`)."""
+        observer = self._seams.on_apply
+        with self._sm_lock:
+            try:
+                results = self._sm.apply_batch(entries, index)
+            except Exception as exc:
+                if self._fatal is None:
+                    self._fatal = (
+                        exc
+                        if isinstance(exc, InvariantViolation)
+                        else InvariantViolation(f"apply failed at index {index}: {exc!r}")
+                    )
+                raise
+        if observer is not None:
+            observer(E.join_batch(entries), index)
+        return results
 
     # ------------------------------------------------------------------------ leader work
 
@@ -771,11 +790,16 @@ class ControlPlane:
             raise Unavailable("the control plane is not running")
         return engine
 
-    def _attempt(self, data: bytes, timeout_s: float) -> tuple[Any, int | None]:
+    def _attempt(
+        self, data: bytes, timeout_s: float, batchable: bool = False
+    ) -> tuple[Any, int | None]:
         """Propose once; (result, fail code) or (None, None) if no answer in time."""
         engine = self._require_engine()
         attempt = _Attempt()
-        engine.propose(data, attempt)
+        if batchable:
+            engine.propose(data, attempt, batchable=True)
+        else:
+            engine.propose(data, attempt)
         if not attempt.wait(timeout_s):
             return None, None
         return attempt.result, attempt.code
@@ -787,14 +811,14 @@ class ControlPlane:
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
         deadline = time.monotonic() + self._timeout(timeout_s)
-        data, release = self._proposal(command)
+        data, release, batchable = self._proposal(command)
         try:
-            return self._propose_until(data, deadline)
+            return self._propose_until(data, deadline, batchable)
         finally:
             if release is not None:
                 release()
 
-    def _propose_until(self, data: bytes, deadline: float) -> Applied:
+    def _propose_until(self, data: bytes, deadline: float, batchable: bool = False) -> Applied:
         attempt_s = self._attempt_s()
         backoff_s = 0.02
         while True:
@@ -805,7 +829,7 @@ class ControlPlane:
                     "no commit before the deadline; the outcome is unknown "
                     "(propose() the same command bytes again to retry safely)"
                 )
-            result, code = self._attempt(data, min(remaining, attempt_s))
+            result, code = self._attempt(data, min(remaining, attempt_s), batchable)
             if code == E.FAIL.SUCCESS:
                 if isinstance(result, Applied):
                     return result
@@ -829,11 +853,12 @@ class ControlPlane:
                 "attempt of this command is unknown: retry the same bytes)"
             )
 
-    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None]:
+    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None, bool]:
         """The bytes to propose for a host's command, after every check apply would make on
         its own: internal commands and the runtime's marker are refused (only the runtime
         ticks and establishes leaders), and so is anything over a size limit. The second item
-        releases the session seq the command was given (call it once the write completed)."""
+        releases the session seq the command was given (call it once the write completed);
+        the third says whether it may share a log entry with others (`BATCHABLE_TAGS`)."""
         release: Callable[[], None] | None = None
         if isinstance(command, (bytes, bytearray, memoryview)):
             data = bytes(command)
@@ -866,7 +891,7 @@ class ControlPlane:
             if release is not None:
                 release()
             raise
-        return data, release
+        return data, release, decoded.TAG in BATCHABLE_TAGS
 
     def _attempt_s(self) -> float:
         """How long one attempt may go unanswered before the same bytes are sent again."""
@@ -894,8 +919,8 @@ class ControlPlane:
             self._require_engine()
             raise Unavailable("the control plane is not running")
         self._refuse_if_storage_full()
-        data, release = self._proposal(command)
-        return pipeline.submit(data, timeout, transform, release)
+        data, release, batchable = self._proposal(command)
+        return pipeline.submit(data, timeout, transform, release, batchable=batchable)
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
         """`propose` and unwrap: the value, or CommandRejected(code)."""

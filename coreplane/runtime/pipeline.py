@@ -56,6 +56,7 @@ class _Pending:
         "attempt",
         "attempt_deadline",
         "backoff_s",
+        "batchable",
         "data",
         "deadline",
         "future",
@@ -82,6 +83,7 @@ class _Pending:
         self.attempt = 0
         self.attempt_deadline = 0.0
         self.backoff_s = 0.02
+        self.batchable = False
 
 
 class Pipeline:
@@ -115,16 +117,20 @@ class Pipeline:
         timeout_s: float,
         transform: Callable[[Applied], Any] | None = None,
         release: Callable[[], None] | None = None,
+        *,
+        batchable: bool = False,
     ) -> ProposalFuture[Any]:
         """Propose `data`; the future gets the `Applied`, or ``transform(applied)`` (whose
         exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's).
         `release` runs once when the write completes, however it completes, before the
-        future's callbacks (the session seq it frees is then free when a waiter wakes)."""
+        future's callbacks (the session seq it frees is then free when a waiter wakes);
+        `batchable` lets the engine put it in one log entry with others (`RaftEngine.propose`)."""
         future: ProposalFuture[Any] = ProposalFuture()
         future.set_running_or_notify_cancel()
         pending = _Pending(
             next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
         )
+        pending.batchable = batchable
         self._send(pending)
         return future
 
@@ -160,7 +166,14 @@ class Pipeline:
             _fail(p, Unavailable("the control plane stopped"))
             return
         attempt = p.attempt
-        engine.propose(p.data, lambda result, code: self._done(p, attempt, result, code))
+
+        def done(result: Any, code: int) -> None:
+            self._done(p, attempt, result, code)
+
+        if p.batchable:
+            engine.propose(p.data, done, batchable=True)
+        else:
+            engine.propose(p.data, done)
 
     def _done(self, p: _Pending, attempt: int, result: Any, code: int) -> None:
         """Engine callback, tick thread: complete, or schedule a re-send of the same bytes."""
