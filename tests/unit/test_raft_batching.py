@@ -173,3 +173,24 @@ def test_a_failed_batch_fails_every_write_in_it() -> None:
     assert [r.value for r, _ in got] == [1, 2, 3]
     with pytest.raises(InvariantViolation):
         callback("not a list", E.FAIL.SUCCESS)
+
+
+# ------------------------------------------------------------------ the proposer's shortcut
+
+
+def test_a_proposer_applying_its_own_decoded_writes_ends_in_the_same_state() -> None:
+    commands = [
+        C.Put("a", b"1", client_id="c", seq=1),
+        C.Cas("a", 1, b"2", client_id="c", seq=2),
+        C.Delete("a", client_id="c", seq=3),
+        C.Put("a", b"1", client_id="c", seq=1),  # a re-sent seq
+        C.LockSessionGrant(ttl_ms=10_000, client_id="c", seq=4),  # not a KV write: decoded
+    ]
+    datas = [C.encode(c) for c in commands]
+    follower, proposer = StateMachine(), StateMachine()
+    for i, data in enumerate(datas):
+        assert proposer.apply(data, i + 1, commands[i]) == follower.apply(data, i + 1)
+    assert proposer.apply_batch(datas[:3], 9, list(commands[:3])) == follower.apply_batch(
+        datas[:3], 9
+    )
+    assert proposer.state_hash() == follower.state_hash()
