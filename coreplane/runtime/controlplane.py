@@ -36,6 +36,7 @@ import dataclasses
 import errno
 import logging
 import math
+import operator
 import os
 import random
 import socket
@@ -100,6 +101,30 @@ def _stepdown_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
 
 
 OWN_WRITES_MAX = 65_536  # decoded own KV writes kept for apply (see ControlPlane._own_writes)
+
+
+_SESSION_FIELDS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], int, int] | None] = {}
+
+
+def _with_client(command: C.Command, client_id: str, seq: int) -> C.Command:
+    """``dataclasses.replace(command, client_id=, seq=)`` in a third of its time (it runs for
+    every write): the fields read by one attrgetter, the new command built positionally."""
+    cls = type(command)
+    how = _SESSION_FIELDS.get(cls, False)
+    if how is False:
+        fields = dataclasses.fields(cls)
+        names = tuple(f.name for f in fields)
+        how = None
+        if not any(f.kw_only for f in fields):
+            how = (operator.attrgetter(*names), names.index("client_id"), names.index("seq"))
+        _SESSION_FIELDS[cls] = how
+    if how is None:
+        return dataclasses.replace(command, client_id=client_id, seq=seq)
+    get, at_client, at_seq = how
+    values = list(get(command))
+    values[at_client], values[at_seq] = client_id, seq
+    made: C.Command = cls(*values)
+    return made
 
 
 def _check_int(field: str, value: object, lo: int, hi: int) -> int:
@@ -960,7 +985,7 @@ class ControlPlane:
         if got is None:
             raise Unavailable("too many writes in flight on this node")
         lane, seq = got
-        with_session: C.Command = dataclasses.replace(fields, client_id=lane.client_id, seq=seq)
+        with_session: C.Command = _with_client(command, lane.client_id, seq)
         return with_session, lambda: lanes.release(lane, seq)
 
     # ------------------------------------------------------------------------ reads

@@ -59,6 +59,7 @@ class _Pending:
         "batchable",
         "data",
         "deadline",
+        "finished",
         "future",
         "key",
         "release",
@@ -84,6 +85,7 @@ class _Pending:
         self.attempt_deadline = 0.0
         self.backoff_s = 0.02
         self.batchable = False
+        self.finished = False  # set by the first completion (cheaper than future.done())
 
 
 class Pipeline:
@@ -177,7 +179,7 @@ class Pipeline:
 
     def _done(self, p: _Pending, attempt: int, result: Any, code: int) -> None:
         """Engine callback, tick thread: complete, or schedule a re-send of the same bytes."""
-        if p.future.done():
+        if p.finished:
             return
         if code == E.FAIL.SUCCESS:  # any attempt's success is the answer (same bytes)
             self._forget(p)
@@ -232,7 +234,7 @@ class Pipeline:
                     del self._inflight[p.key]
                     (expired if now >= p.deadline else resend).append(p)
             for p in resend:
-                if p.future.done():
+                if p.finished:
                     continue
                 if now >= p.deadline:
                     expired.append(p)
@@ -250,6 +252,7 @@ class Pipeline:
 
 def _released(p: _Pending) -> None:
     """Free what the write held (its session seq), once: the first completion wins."""
+    p.finished = True
     release, p.release = p.release, None
     if release is not None:
         release()
