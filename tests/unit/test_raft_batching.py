@@ -194,3 +194,24 @@ def test_a_proposer_applying_its_own_decoded_writes_ends_in_the_same_state() -> 
         datas[:3], 9
     )
     assert proposer.state_hash() == follower.state_hash()
+
+
+def test_a_batch_counts_as_its_writes_towards_log_compaction(recording_transport: Any) -> None:
+    # A log of batch entries would otherwise hold ~100x more writes between snapshots, and a
+    # restarted node replays them all in one tick before it answers a vote.
+    applied: list[tuple[str, Any, int]] = []
+    node = _solo(applied, recording_transport)
+    node.conf.logCompactionMinEntries = 20
+    forced: list[int] = []
+    node.forceLogCompaction = lambda: forced.append(len(node._SyncObj__raftLog))
+    for i in range(12):
+        node.propose(b"%d" % i, lambda r, c: None, batchable=True)
+    node.doTick()
+    node.doTick()
+    assert applied[-1][0] == "batch" and forced == []  # 12 writes + a few entries: not yet
+    for i in range(12):
+        node.propose(b"%d" % i, lambda r, c: None, batchable=True)
+    node.doTick()
+    node.doTick()
+    assert len(forced) == 1 and forced[0] < 20  # few entries, but over 20 writes
+    node.destroy()
