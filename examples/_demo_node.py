@@ -6,20 +6,74 @@ Used by `three_node_demo.py` and the kill -9 tests: the parent writes one reques
 cluster secret comes in the environment (``COREPLANE_DEMO_SECRET``, hex) so it is never on a
 command line that `ps` shows. The channel is `coreplane.testing.procs`: requests are served on
 their own threads, so a slow write does not hold up a status query.
+
+The node is the package's `coreplane.ControlPlane`, so it also serves the HTTP API when its
+options name an ``api_address`` (the bearer tokens come in ``COREPLANE_DEMO_TOKENS``, JSON, for
+the same reason as the secret). ``provider_dir`` gives it a `DirProvider` (new storage nodes are
+asked for by writing a file there; the demo starts their agents), ``fleet_attrs`` sets the
+fleet's leader-side options (``silent_after_ms``, ``solve_interval_ms``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from coreplane import ControlPlane
 from coreplane.core.machines.fleet import FleetConfig
-from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.procs import emit, serve_json_lines
+
+_FLEET_ATTRS = ("silent_after_ms", "solve_interval_ms")
+
+
+class DirProvider:
+    """The fleet's provider for the demo: a storage node is "provisioned" by writing
+    ``<dir>/<n>.json`` ({request_id, node_id, zone}); the process that runs the agents watches
+    the directory and starts one. The answer for a request id is the first one written, by
+    whichever voter led then (the file is created with O_EXCL), as the provider contract asks.
+    `decommission` writes ``<dir>/decommission-<node>.json``."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _existing(self, request_id: str) -> str | None:
+        for path in sorted(self.dir.glob("s*.json")):
+            with contextlib.suppress(ValueError, OSError):
+                row = json.loads(path.read_text())
+                if row.get("request_id") == request_id:
+                    return str(row["node_id"])
+        return None
+
+    def provision(
+        self, zone: str | None, spec: dict[str, Any], request_id: str, *, token: int
+    ) -> str:
+        for _attempt in range(100):
+            found = self._existing(request_id)
+            if found is not None:
+                return found
+            number = len(list(self.dir.glob("s*.json"))) + 100
+            node_id = f"s{number}"
+            row = {"request_id": request_id, "node_id": node_id, "zone": zone or spec["reason"]}
+            tmp = self.dir / f".{node_id}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(row))
+            try:
+                os.link(tmp, self.dir / f"{node_id}.json")  # atomic, fails if taken
+                return node_id
+            except FileExistsError:
+                continue
+            finally:
+                tmp.unlink()
+        raise RuntimeError(f"could not provision for {request_id}")
+
+    def decommission(self, node_id: str, request_id: str, *, token: int) -> None:
+        (self.dir / f"decommission-{node_id}.json").write_text(json.dumps({"node_id": node_id}))
 
 
 def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +98,11 @@ def _handle(cp: ControlPlane, req: dict[str, Any]) -> dict[str, Any]:
         return {"status": cp.status().to_dict()}
     if op == "wait_leader":
         return {"leader": cp.wait_for_leader(timeout_s=timeout_s)}
+    if op == "quota_set_limit":
+        cp.quotas.set_limit(
+            req["key"], req["limit_milli"], routers_max=req["routers_max"], timeout_s=timeout_s
+        )
+        return {}
     if op.startswith("fleet_"):
         return _fleet(cp, op[6:], req, timeout_s)
     raise ValueError(f"unknown op {op!r}")
@@ -100,6 +159,11 @@ def main() -> int:
     options = dict(config.get("options", {}))
     if "fleet_config" in options:
         options["fleet_config"] = FleetConfig(**options["fleet_config"])
+    tokens = os.environ.get("COREPLANE_DEMO_TOKENS")
+    if tokens:
+        options["api_tokens"] = json.loads(tokens)
+    if config.get("provider_dir"):
+        options["provider"] = DirProvider(config["provider_dir"])
     cp = ControlPlane(
         config["node_id"],
         config["address"],
@@ -108,11 +172,15 @@ def main() -> int:
         secret,
         **options,
     )
+    for name, value in (config.get("fleet_attrs") or {}).items():
+        if name not in _FLEET_ATTRS:
+            raise ValueError(f"unknown fleet attribute {name!r}")
+        setattr(cp.fleet, name, value)
     cp.on_leadership(
         lambda gained, token: emit({"event": "leadership", "gained": gained, "token": token})
     )
     cp.start()
-    emit({"event": "ready", "node_id": cp.node_id})
+    emit({"event": "ready", "node_id": cp.node_id, "api_url": cp.api_url})
     try:
         serve_json_lines(lambda req: _handle(cp, req))
     finally:
