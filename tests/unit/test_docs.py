@@ -18,7 +18,10 @@ order. Blocks of the default run must therefore not need the names a slow block 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +100,26 @@ SLOW_PAGES = [p for p in PAGES if any(b.slow_reason for b in python_blocks(p.rea
 @pytest.mark.slow
 @pytest.mark.parametrize("page", SLOW_PAGES, ids=[p.name for p in SLOW_PAGES])
 def test_slow_python_blocks_run(page: Path) -> None:
-    text = page.read_text(encoding="utf-8")
-    blocks = python_blocks(text)
-    assert run_page(f"docs/{page.name}", text, slow=True) == sum(
-        b.skip_reason is None for b in blocks
+    """In a process of its own: a failing block must not leave its cluster's threads here."""
+    blocks = python_blocks(page.read_text(encoding="utf-8"))
+    root = DOCS.parent
+    code = (
+        "import sys; from pathlib import Path; from tests.unit.test_docs import run_page; "
+        f"p = Path({str(page)!r}); "
+        "print('ran', run_page('docs/' + p.name, p.read_text(encoding='utf-8'), slow=True))"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COREPLANE_")}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.stdout.split()[-2:] == ["ran", str(sum(b.skip_reason is None for b in blocks))]
 
 
 def test_the_checker_runs_blocks_and_honours_markers() -> None:
