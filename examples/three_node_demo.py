@@ -785,6 +785,10 @@ class Demo:
             "dry_run",
             f"the dry run planned and changed nothing (exit {code}; {HOT} still rf 3)",
         )
+        s.say(
+            "the fleet has 3 zones and RF 4 needs 4: the leader asks the host's provider for a "
+            "node in a new zone; the CLI asks for the cluster's name (--confirm-cluster)"
+        )
         s.say("$ coreplane " + " ".join(args) + " --confirm-cluster coreplane")
         t = time.monotonic()
         code, out = self.cli(
