@@ -854,7 +854,30 @@ class Demo:
                 while True:
                     time.sleep(1)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the clients, then every daemon cleanly (`cp.stop()`), all at once."""
+        s = self.screen
+        s.scene("11. a clean stop")
+        self.close_clients()
+        codes: dict[str, int | None] = {}
+
+        def stop(nid: str) -> None:
+            codes[nid] = self.cluster.nodes[nid].stop(timeout_s=15)
+
+        threads = [threading.Thread(target=stop, args=(n,)) for n in self.cluster.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        s.check(
+            all(c == 0 for c in codes.values()),
+            "clean_stop",
+            f"every daemon stopped cleanly: exit statuses {dict(sorted(codes.items()))}",
+        )
+
+    def close_clients(self) -> None:
+        if self.stop.is_set():
+            return  # closed already
         self.stop.set()
         for closer in self.closers:
             with contextlib.suppress(Exception):
@@ -863,6 +886,9 @@ class Demo:
             self.lock.release()
             self.client.close()
         self.fleet.close()
+
+    def close(self) -> None:
+        self.close_clients()
         self.http.close()
         self.resource.server.shutdown()
         self.cluster.kill_all()
@@ -888,6 +914,7 @@ def run(screen: Screen, base: Path, keep_running: bool) -> int:
         demo.scale_up()
         demo.diagnose()
         demo.dashboard(keep_running)
+        demo.shutdown()
     except Exception as exc:  # noqa: BLE001 - any error is a failed demo, with its reason
         screen.check(False, "demo", f"{type(exc).__name__}: {exc} (node logs: {base})")
     finally:

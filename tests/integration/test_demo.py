@@ -32,6 +32,7 @@ SCENES = (
     "diagnose",
     "dashboard",
     "replicas_agree",
+    "clean_stop",
 )
 
 
@@ -51,7 +52,7 @@ def test_the_demo_passes_every_check_in_order(tmp_path: Path) -> None:
     passed = re.findall(r"^\[ *[\d.]+s\]  ok   \[(\w+)\] ", out, re.M)
     assert tuple(passed) == SCENES, out[-4000:]
     assert not re.search(r"^\[ *[\d.]+s\]  FAIL ", out, re.M)
-    assert re.search(r"all 13 checks passed in [\d.]+s$", out.rstrip()), out[-500:]
+    assert re.search(r"all 14 checks passed in [\d.]+s$", out.rstrip()), out[-500:]
     # what each scene must show on screen, beyond its check line
     for shown in (
         "kill -9 ",
