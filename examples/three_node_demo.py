@@ -91,6 +91,10 @@ class Screen:
 
             self.console = Console(highlight=False)
 
+    @property
+    def width(self) -> int:
+        return 126 if self.plain else max(80, int(self.console.width))
+
     def _stamp(self) -> str:
         return f"[{time.monotonic() - T0:6.2f}s]"
 
@@ -455,7 +459,7 @@ class Demo:
             COREPLANE_ENDPOINTS=",".join(self.urls),
             COREPLANE_TOKEN=self.admin,
             COREPLANE_CONFIG=str(self.cli_config),
-            COLUMNS="110",
+            COLUMNS=str(self.screen.width - 16),  # the CLI's tables fit in the demo's blocks
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "coreplane.ops", *args],
