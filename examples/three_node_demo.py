@@ -744,6 +744,13 @@ class Demo:
             reps = parts[pid]["replicas"]
             rows.append((pid, " ".join(f"{r}/{zone[r]}" for r in reps)))
         s.table(("partition", "replicas now"), rows)
+        decisions = self.api("/v1/fleet/explain", {"thing": victim, "limit": 50})["decisions"]
+        s.say(f"the fleet's own account (`coreplane explain {victim}`), from the log:")
+        since = next(
+            (i for i, d in enumerate(decisions) if "declared" in d["text"]), len(decisions) - 6
+        )
+        for d in decisions[since : since + 8]:
+            s.block(f"index {d['index']}, cluster time {d['tick_ms']} ms: {d['text']}")
         ok = all(
             len(set(parts[p]["replicas"])) == 3
             and len({zone[r] for r in parts[p]["replicas"]}) == 3
