@@ -16,8 +16,8 @@ fleet's leader-side options (``silent_after_ms``, ``solve_interval_ms``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -34,43 +34,31 @@ _FLEET_ATTRS = ("silent_after_ms", "solve_interval_ms")
 
 class DirProvider:
     """The fleet's provider for the demo: a storage node is "provisioned" by writing
-    ``<dir>/<n>.json`` ({request_id, node_id, zone}); the process that runs the agents watches
-    the directory and starts one. The answer for a request id is the first one written, by
-    whichever voter led then (the file is created with O_EXCL), as the provider contract asks.
-    `decommission` writes ``<dir>/decommission-<node>.json``."""
+    ``<dir>/s<n>.json`` ({request_id, node_id, zone}); the process that runs the agents watches
+    the directory and starts one. Every voter of the demo shares the directory, and a lock file
+    (flock) serializes them, so a request id asked again (by a new leader after a failover)
+    gets the first answer, as the provider contract asks. `decommission` writes
+    ``<dir>/decommission-<node>.json``."""
 
     def __init__(self, directory: str) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _existing(self, request_id: str) -> str | None:
-        for path in sorted(self.dir.glob("s*.json")):
-            with contextlib.suppress(ValueError, OSError):
-                row = json.loads(path.read_text())
-                if row.get("request_id") == request_id:
-                    return str(row["node_id"])
-        return None
-
     def provision(
         self, zone: str | None, spec: dict[str, Any], request_id: str, *, token: int
     ) -> str:
-        for _attempt in range(100):
-            found = self._existing(request_id)
-            if found is not None:
-                return found
-            number = len(list(self.dir.glob("s*.json"))) + 100
-            node_id = f"s{number}"
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            rows = [json.loads(p.read_text()) for p in sorted(self.dir.glob("s*.json"))]
+            for row in rows:
+                if row["request_id"] == request_id:
+                    return str(row["node_id"])
+            node_id = f"s{100 + len(rows)}"
             row = {"request_id": request_id, "node_id": node_id, "zone": zone or spec["reason"]}
-            tmp = self.dir / f".{node_id}.{os.getpid()}.tmp"
+            tmp = self.dir / f".{node_id}.tmp"
             tmp.write_text(json.dumps(row))
-            try:
-                os.link(tmp, self.dir / f"{node_id}.json")  # atomic, fails if taken
-                return node_id
-            except FileExistsError:
-                continue
-            finally:
-                tmp.unlink()
-        raise RuntimeError(f"could not provision for {request_id}")
+            tmp.replace(self.dir / f"{node_id}.json")  # whole, for the watcher
+            return node_id
 
     def decommission(self, node_id: str, request_id: str, *, token: int) -> None:
         (self.dir / f"decommission-{node_id}.json").write_text(json.dumps({"node_id": node_id}))
