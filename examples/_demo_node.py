@@ -7,11 +7,13 @@ cluster secret comes in the environment (``COREPLANE_DEMO_SECRET``, hex) so it i
 command line that `ps` shows. The channel is `coreplane.testing.procs`: requests are served on
 their own threads, so a slow write does not hold up a status query.
 
-The node is the package's `coreplane.ControlPlane`, so it also serves the HTTP API when its
-options name an ``api_address`` (the bearer tokens come in ``COREPLANE_DEMO_TOKENS``, JSON, for
-the same reason as the secret). ``provider_dir`` gives it a `DirProvider` (new storage nodes are
-asked for by writing a file there; the demo starts their agents), ``fleet_attrs`` sets the
-fleet's leader-side options (``silent_after_ms``, ``solve_interval_ms``).
+With an ``api_address`` in its options the node is the package's `coreplane.ControlPlane`,
+which also serves the HTTP API; its bearer tokens come in ``COREPLANE_DEMO_TOKENS`` (JSON), for
+the same reason as the secret. Without one it is the plain node (aiohttp is not even imported,
+so the kill -9 tests' restarts stay quick). ``provider_dir`` gives it a `DirProvider` (new
+storage nodes are asked for by writing a file there; the demo starts their agents);
+``fleet_attrs`` sets the fleet's leader-side options (``silent_after_ms``,
+``solve_interval_ms``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coreplane import ControlPlane
 from coreplane.core.machines.fleet import FleetConfig
+from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.procs import emit, serve_json_lines
 
 _FLEET_ATTRS = ("silent_after_ms", "solve_interval_ms")
@@ -152,7 +154,10 @@ def main() -> int:
         options["api_tokens"] = json.loads(tokens)
     if config.get("provider_dir"):
         options["provider"] = DirProvider(config["provider_dir"])
-    cp = ControlPlane(
+    node_class = ControlPlane
+    if "api_address" in options:
+        from coreplane import ControlPlane as node_class  # the node and its HTTP API
+    cp = node_class(
         config["node_id"],
         config["address"],
         config["peers"],
