@@ -173,7 +173,7 @@ def main() -> int:
         lambda gained, token: emit({"event": "leadership", "gained": gained, "token": token})
     )
     cp.start()
-    emit({"event": "ready", "node_id": cp.node_id, "api_url": cp.api_url})
+    emit({"event": "ready", "node_id": cp.node_id, "api_url": getattr(cp, "api_url", None)})
     try:
         serve_json_lines(lambda req: _handle(cp, req))
     finally:
