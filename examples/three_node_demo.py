@@ -726,9 +726,12 @@ class Demo:
             return st == want or (want == "suspect" and st == "dead")
 
         wait_for(lambda: reached("suspect"), 20, f"{victim} suspect", every_s=0.05)
-        s.say(f"{victim} suspect after {time.monotonic() - t:.2f}s (suspect_after_ms=1000)")
+        if "suspect" in seen:
+            s.say(f"{victim} suspect after {seen['suspect']:.2f}s (suspect_after_ms=1000)")
+        else:  # a loaded machine can delay one look past the whole suspect second
+            s.say(f"{victim} suspect: passed between two looks")
         wait_for(lambda: reached("dead"), 20, f"{victim} dead", every_s=0.05)
-        s.say(f"{victim} dead after {time.monotonic() - t:.2f}s (dead_after_ms=2000)")
+        s.say(f"{victim} dead after {seen['dead']:.2f}s (dead_after_ms=2000)")
         wait_for(
             lambda: (
                 self.converged()
@@ -751,17 +754,21 @@ class Demo:
         )
         for d in decisions[since : since + 8]:
             s.block(f"index {d['index']}, cluster time {d['tick_ms']} ms: {d['text']}")
-        ok = all(
-            len(set(parts[p]["replicas"])) == 3
-            and len({zone[r] for r in parts[p]["replicas"]}) == 3
-            and sorted(self.fleet.holders(p)) == sorted(parts[p]["replicas"])
+        restored = time.monotonic() - t
+        # every replica the fleet lists is held by its agent (a node that came back after a
+        # false alarm may hold an extra copy the fleet no longer counts: not a loss)
+        problems = [
+            f"{p}: replicas {parts[p]['replicas']}, held by {self.fleet.holders(p)}"
             for p in held
-        )
+            if len(set(parts[p]["replicas"])) != 3
+            or len({zone[r] for r in parts[p]["replicas"]}) != 3
+            or not set(parts[p]["replicas"]) <= set(self.fleet.holders(p))
+        ]
         s.check(
-            ok and "suspect" in seen and "dead" in seen,
+            not problems,
             "re_replication",
             f"{len(held)} replicas of {victim} re-created elsewhere, RF 3 restored in 3 zones, "
-            f"{time.monotonic() - t:.2f}s after the kill",
+            f"{restored:.2f}s after the kill" + (f"; but {problems}" if problems else ""),
         )
         self.victim = victim
 
