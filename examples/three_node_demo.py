@@ -10,7 +10,7 @@ routers, a fenced lock, failures and the operator's tools, on 127.0.0.1.
   that a stale holder (another process, SIGSTOPped past its TTL) tries to write to;
 - then: kill -9 of the leader, kill of a storage agent, a hot partition, a scale-up through
   the real `coreplane` CLI (dry run first), `coreplane diagnose` finding an injected fault,
-  the dashboard.
+  the dashboard, and a clean stop of every daemon.
 
 Each scene ends in checks (``ok [name] ...`` or ``FAIL [name] ...``); the exit status is 0
 only if every check held. ``--plain`` prints plain lines (for logs and the test);
@@ -51,6 +51,9 @@ PARTITIONS = [f"p{i}" for i in range(8)]
 HOT = "p3"
 LIMIT_RPS = 100
 OFFERED_RPS = (90, 90)  # two routers, 180 requests/s offered against a limit of 100
+# Demo timing: ticks every 100 ms (default 200), a silent agent is suspect after 1 s and dead
+# after 2 s (defaults 5 s and 30 s: a real fleet should not re-replicate on a 2 s hiccup), and
+# the leader commits "silent" after 0.5 s and re-plans every 0.2 s of cluster time.
 OPTIONS = {
     "election_timeout_ms": [300, 600],
     "heartbeat_ms": 50,
