@@ -40,9 +40,7 @@ def main() -> int:
                         print(f"checked {fencing}", flush=True)
                         time.sleep(0.15)
                         try:
-                            r = http.post(
-                                resource, json={"holder": name, "token": fencing, "i": i}
-                            )
+                            r = http.post(resource, json={"holder": name, "token": fencing, "i": i})
                         except httpx.HTTPError as exc:
                             print(f"write-failed {fencing} {type(exc).__name__}", flush=True)
                             break
