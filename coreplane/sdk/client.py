@@ -13,8 +13,10 @@ What a call does, in both clients (the decision code is `coreplane.sdk.retry.Cal
   ``(client_id, seq)``, fixed before the first attempt, so a retry can never apply twice and
   **every request is safe to retry**;
 - retries failures (transport errors, timeouts, 503) with backoff and full jitter, within the
-  retry budget, on another endpoint when there is one; answers (including refusals: 400, 409)
-  are never retried. Errors come out as the `coreplane.errors` tree, never an httpx exception.
+  retry budget, on another endpoint when there is one; a follower's ``not_leader`` naming the
+  leader is a redirect: the call goes there at once (no backoff, not a failure); answers
+  (including refusals: 400, 409) are never retried. Errors come out as the `coreplane.errors`
+  tree, never an httpx exception.
 
 Health checks (``health_check_interval_ms`` > 0; none in the serverless profile) run on a
 daemon thread (sync) or a task (async): each probes ``GET /v1/health`` on endpoints whose
@@ -49,7 +51,14 @@ from coreplane.errors import (
 )
 from coreplane.sdk.config import ClientConfig, detect_config
 from coreplane.sdk.lock import AsyncLock, AsyncLockSession, Lock, LockSession
-from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
+from coreplane.sdk.retry import (
+    Backoff,
+    CallPlan,
+    CircuitBreaker,
+    Decision,
+    Outcome,
+    RetryBudget,
+)
 
 __all__ = ["AsyncClient", "Client", "Endpoints", "WatchEvent"]
 
@@ -91,6 +100,7 @@ class Endpoints:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._inflight: dict[str, int] = {}
         self._draining: set[str] = set()
+        self._by_id: dict[str, str] = {}  # node id -> API URL, from /v1/members
         self.leader_url: str | None = None
         for url in urls:
             self._add(url)
@@ -127,13 +137,23 @@ class Endpoints:
         leader = members.get("leader")
         with self._lock:
             if isinstance(api, dict):
-                for url in api.values():
+                for node_id, url in api.items():
                     if isinstance(url, str) and url:
                         self._add(_normalize(url))
+                        self._by_id[str(node_id)] = _normalize(url)
                 leader_url = api.get(leader) if isinstance(leader, str) else None
                 self.leader_url = (
                     _normalize(leader_url) if isinstance(leader_url, str) and leader_url else None
                 )
+
+    def leader_hint(self, node_id: object) -> str | None:
+        """A follower named the leader: its URL (now the preferred endpoint), if known."""
+        with self._lock:
+            url = self._by_id.get(node_id) if isinstance(node_id, str) else None
+            if url is None or url not in self._urls or url in self._draining:
+                return None
+            self.leader_url = url
+            return url
 
     def drain(self, url: str) -> None:
         """New calls avoid `url`; it is forgotten once its in-flight calls finish."""
@@ -253,6 +273,8 @@ class _Core:
             return Outcome.OK, payload, None
         info = payload if isinstance(payload, dict) else {}
         message = str(info.get("message") or f"HTTP {status}")
+        if status == 503 and info.get("error") == "not_leader" and info.get("leader"):
+            return Outcome.REDIRECT, info["leader"], Unavailable(message)
         if status == 503 or status >= 500 or status == 429:
             return Outcome.FAILED, None, Unavailable(message)
         if status == 400:
@@ -262,6 +284,18 @@ class _Core:
         if status == 409:
             return Outcome.OK, None, CommandRejected(str(info.get("code") or "rejected"), message)
         return Outcome.OK, None, CoreplaneError(f"HTTP {status}: {message}")
+
+    def _decide(self, plan: CallPlan, outcome: Outcome, answer: Any) -> tuple[Outcome, Decision]:
+        """The plan's next step after one attempt. A follower's "not the leader, it is X"
+        goes straight to X (no backoff, no breaker count) while X's URL is known and the
+        call has redirects left; otherwise it is a failure like any 503."""
+        target = None
+        if outcome is Outcome.REDIRECT:
+            if plan.redirects < plan.REDIRECTS_MAX:
+                target = self.endpoints.leader_hint(answer)
+            if target is None:
+                outcome = Outcome.FAILED
+        return outcome, plan.after(outcome, redirect_to=target)
 
     @staticmethod
     def _transport_error(url: str, exc: httpx.HTTPError) -> tuple[Outcome, None, CoreplaneError]:
@@ -375,7 +409,7 @@ class Client(_Core):
                 outcome, answer, error = self._transport_error(url, exc)
             finally:
                 self.endpoints.finished(url)
-            decision = plan.after(outcome)
+            outcome, decision = self._decide(plan, outcome, answer)
             if decision.done:
                 if error is not None:
                     raise error
@@ -620,7 +654,7 @@ class AsyncClient(_Core):
                 outcome, answer, error = self._transport_error(url, exc)
             finally:
                 self.endpoints.finished(url)
-            decision = plan.after(outcome)
+            outcome, decision = self._decide(plan, outcome, answer)
             if decision.done:
                 if error is not None:
                     raise error

@@ -99,6 +99,16 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         del cluster.nodes[leader.node_id]
         new_leader = cluster.leader(timeout_s=15)
         elected_at = time.monotonic()
+        picked = {}  # router -> (time, epoch) it first held a share of the new leader
+
+        def watch_pickups() -> None:
+            while len(picked) < len(routers) and not stop.is_set():
+                for r in routers:
+                    if r.router_id not in picked and r.schedule.token > old_token:
+                        picked[r.router_id] = (time.monotonic(), r.schedule.epoch)
+                time.sleep(0.005)
+
+        threading.Thread(target=watch_pickups, daemon=True).start()
         first_new = wait_until(
             lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token), None),
             15,
@@ -160,6 +170,11 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         "new_leader_first_epoch_shares_sum_milli": sum(s[1] for s in first_epoch[4]),
         "new_leader_second_epoch_shares_sum_milli": sum(s[1] for s in second_epoch[4]),
         "usable_milli": usable_milli,
+        "new_leader_epochs": [e[:4] for e in (first_epoch, second_epoch)],
+        "routers_first_new_share_after_first_new_s": {
+            name: (round(t - first_new, 3), n) for name, (t, n) in sorted(picked.items())
+        },
+        "routers_last_error": {r.router_id: repr(r.last_error) for r in routers if r.last_error},
         "epoch_s": epoch_s,
         "report_s": report_s,
         "windows_after_kill": [(round(t - kill_at, 2), n) for t, n in after_kill][::4],
