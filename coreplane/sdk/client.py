@@ -49,6 +49,7 @@ from coreplane.errors import (
     PermissionDenied,
     Unavailable,
 )
+from coreplane.sdk._wire import StdlibTransport
 from coreplane.sdk.config import ClientConfig, detect_config
 from coreplane.sdk.lock import AsyncLock, AsyncLockSession, Lock, LockSession
 from coreplane.sdk.retry import (
@@ -260,7 +261,8 @@ class _Core:
         )
 
     @staticmethod
-    def _classify(response: httpx.Response) -> tuple[Outcome, Any, CoreplaneError | None]:
+    def _classify(response: Any) -> tuple[Outcome, Any, CoreplaneError | None]:
+        """An httpx.Response or a `RawResponse`: status_code, headers.get, content."""
         status = response.status_code
         try:
             if response.headers.get("content-type", "").startswith(MSGPACK):
@@ -368,8 +370,27 @@ class Client(_Core):
         verify: Any = True,
     ) -> None:
         super().__init__(endpoints, token, config, client_id)
+        limits = self._limits()
+        c = self.config
+        # Plain HTTP goes over http.client (coreplane/sdk/_wire.py: a third of httpcore's CPU);
+        # a call's hot path uses it directly, anything else through httpx, which it is mounted
+        # under. https:// stays on httpx's own transport.
+        self._wire = StdlibTransport(
+            keepalive_max=c.keepalive_max,
+            keepalive_expiry_s=c.keepalive_expiry_ms / 1000,
+            connections_max=limits.max_connections or 1,
+        )
+        self._wire_timeouts = {
+            "connect_s": c.connect_timeout_ms / 1000,
+            "read_s": c.request_timeout_ms / 1000,
+            "pool_s": c.request_timeout_ms / 1000,
+        }
         self._http = httpx.Client(
-            limits=self._limits(), timeout=self._timeout(), verify=verify, headers=self._headers
+            limits=limits,
+            timeout=self._timeout(),
+            verify=verify,
+            headers=self._headers,
+            mounts={"http://": self._wire},
         )
         self._sessions: dict[int, LockSession] = {}  # lock sessions by TTL
         self._sessions_lock = threading.Lock()
@@ -403,7 +424,18 @@ class Client(_Core):
         while True:
             self.endpoints.started(url)
             try:
-                response = self._http.request(method, self._url(url, path), content=data)
+                target = self._url(url, path)
+                if target.scheme == "http":
+                    response: Any = self._wire.exchange(
+                        method,
+                        (target.host, target.port or 80),
+                        target.raw_path.decode("ascii"),
+                        data,
+                        self._headers,
+                        **self._wire_timeouts,
+                    )
+                else:
+                    response = self._http.request(method, target, content=data)
                 outcome, answer, error = self._classify(response)
             except httpx.HTTPError as exc:
                 outcome, answer, error = self._transport_error(url, exc)

@@ -240,14 +240,15 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
             )
         return httpx.Response(200, json={"found": False})
 
-    with Client(["http://follower", "http://leader"], CLIENT, FAST) as c:
+    # https: the calls go through httpx (plain http takes the http.client wire), mocked here.
+    with Client(["https://follower", "https://leader"], CLIENT, FAST) as c:
         c._http = httpx.Client(transport=httpx.MockTransport(handler))
-        c.endpoints.learn({"api": {"f": "http://follower", "l": "http://leader"}, "leader": None})
-        c.endpoints.leader_url = "http://follower"  # a stale idea of who leads
+        c.endpoints.learn({"api": {"f": "https://follower", "l": "https://leader"}, "leader": None})
+        c.endpoints.leader_url = "https://follower"  # a stale idea of who leads
         assert c.get("k") is None
         assert seen == ["follower", "leader"]
-        assert c.endpoints.breakers["http://follower"].failures == 0  # healthy, not failed
-        assert c.endpoints.leader_url == "http://leader"
+        assert c.endpoints.breakers["https://follower"].failures == 0  # healthy, not failed
+        assert c.endpoints.leader_url == "https://leader"
         seen.clear()
         c.get("k")
         assert seen == ["leader"]  # the next call goes to the leader first
