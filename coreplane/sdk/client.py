@@ -34,9 +34,9 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from random import Random
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import httpx
 
@@ -64,6 +64,7 @@ from coreplane.sdk.retry import (
 __all__ = ["AsyncClient", "Client", "Endpoints", "WatchEvent"]
 
 WatchEvent = tuple[int, str, str, bytes]  # (revision, "put" | "delete", key, value)
+T = TypeVar("T")
 
 MSGPACK = "application/msgpack"
 
@@ -322,29 +323,114 @@ class _Core:
             return Unavailable(f"{error} ({reason})")
         return error
 
-    # -- request bodies and answers, shared by both clients' methods ---------------------
+    # -- one call's retry loop, without I/O (each client drives it with its own) ---------
+
+    def _steps(
+        self, path: str, body: dict[str, Any] | None, method: str, safe: bool, refresh: bool
+    ) -> Generator[tuple[str, Any], Any, Any]:
+        """Yields what to do: ``("send", (url, data))`` (send back the classified answer:
+        outcome, payload, error), ``("refresh", None)`` or ``("sleep", seconds)``; returns
+        the call's answer or raises its error."""
+        if self._closed:
+            raise InvalidArgument("client", "the client is closed")
+        data = encode_value(body) if body is not None else None
+        plan = self._plan(safe)
+        url = plan.first()
+        if url is None:
+            raise Unavailable("every endpoint's circuit breaker is open")
+        while True:
+            self.endpoints.started(url)
+            try:
+                outcome, answer, error = yield "send", (url, data)
+            finally:
+                self.endpoints.finished(url)
+            outcome, decision = self._decide(plan, outcome, answer)
+            if decision.done:
+                if error is not None:
+                    raise error
+                return answer
+            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
+                refresh = False  # once per call: who leads now, which nodes exist
+                yield "refresh", None
+            if decision.endpoint is None:
+                raise self._give_up(error, decision.reason)
+            yield "sleep", decision.delay_s
+            url = decision.endpoint
+
+    # -- each public call's request and answer, shared by both clients -------------------
 
     @staticmethod
-    def _got(answer: dict[str, Any]) -> tuple[bytes, int] | None:
-        return (answer["value"], answer["mod_revision"]) if answer["found"] else None
+    def _get(key: str, stale_ok: bool) -> _Req[tuple[bytes, int] | None]:
+        got = lambda a: (a["value"], a["mod_revision"]) if a["found"] else None  # noqa: E731
+        return _Req("/v1/kv/get", {"key": key, "stale_ok": stale_ok}, got)
 
     @staticmethod
-    def _items(answer: dict[str, Any]) -> list[tuple[str, bytes, int]]:
-        return [(i["key"], i["value"], i["mod_revision"]) for i in answer["items"]]
+    def _range(prefix: str, limit: int, stale_ok: bool) -> _Req[list[tuple[str, bytes, int]]]:
+        body = {"prefix": prefix, "limit": limit, "stale_ok": stale_ok}
+        return _Req(
+            "/v1/kv/range",
+            body,
+            lambda a: [(i["key"], i["value"], i["mod_revision"]) for i in a["items"]],
+        )
 
-    def _watch_body(
+    def _put(self, key: str, value: bytes, lease_id: int, guard: Any) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
+        return _Req("/v1/kv/put", body, _field("revision"))
+
+    def _cas(
+        self, key: str, expected_mod_revision: int, value: bytes, lease_id: int, guard: Any
+    ) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        body = {
+            "key": key,
+            "expected_mod_revision": expected_mod_revision,
+            "value": _check_bytes(value),
+            "lease_id": lease_id,
+        }
+        return _Req("/v1/kv/cas", self._write(body), _field("revision"))
+
+    def _delete(self, key: str, guard: Any) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        return _Req("/v1/kv/delete", self._write({"key": key}), _field("deleted"))
+
+    def _watch(
         self, prefix: str, start_revision: int, wait_ms: int, limit: int
-    ) -> dict[str, Any]:
+    ) -> _Req[tuple[list[WatchEvent], int]]:
         # The long poll must end before the request times out, or it would count as a failure.
         wait = max(0, min(wait_ms, self.config.request_timeout_ms - 1_000))
-        return {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait, "limit": limit}
-
-    @staticmethod
-    def _events(answer: dict[str, Any]) -> tuple[list[WatchEvent], int]:
-        return (
-            [(e["revision"], e["type"], e["key"], e["value"]) for e in answer["events"]],
-            int(answer["next_revision"]),
+        body = {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait, "limit": limit}
+        events = lambda a: (  # noqa: E731
+            [(e["revision"], e["type"], e["key"], e["value"]) for e in a["events"]],
+            int(a["next_revision"]),
         )
+        return _Req("/v1/kv/watch", body, events)
+
+    def _lease(self, verb: str, body: dict[str, Any], answer: str) -> _Req[int]:
+        return _Req(f"/v1/leases/{verb}", self._write(body), _field(answer))
+
+    def _members(self) -> _Req[dict[str, Any]]:
+        def learn(answer: dict[str, Any]) -> dict[str, Any]:
+            self.endpoints.learn(answer)
+            return answer
+
+        return _Req("/v1/members", None, learn, "GET")
+
+
+class _Req(NamedTuple, Generic[T]):
+    """A public call's request (path, body, method) and how its answer becomes the result."""
+
+    path: str
+    body: dict[str, Any] | None
+    shape: Callable[[Any], T]
+    method: str = "POST"
+
+
+def _field(name: str) -> Callable[[Any], int]:
+    return lambda answer: int(answer[name])
 
 
 def _check_bytes(value: Any) -> bytes:
@@ -413,47 +499,44 @@ class Client(_Core):
         safe: bool = True,
         refresh: bool = True,
     ) -> Any:
-        if self._closed:
-            raise InvalidArgument("client", "the client is closed")
-        data = encode_value(body) if body is not None else None
-        plan = self._plan(safe)
-        url = plan.first()
-        if url is None:
-            raise Unavailable("every endpoint's circuit breaker is open")
-        error: CoreplaneError | None = None
-        while True:
-            self.endpoints.started(url)
-            try:
-                target = self._url(url, path)
-                if target.scheme == "http":
-                    response: Any = self._wire.exchange(
-                        method,
-                        (target.host, target.port or 80),
-                        target.raw_path.decode("ascii"),
-                        data,
-                        self._headers,
-                        **self._wire_timeouts,
-                    )
+        steps = self._steps(path, body, method, safe, refresh)
+        reply: Any = None
+        try:
+            while True:
+                step, arg = steps.send(reply)
+                reply = None
+                if step == "send":
+                    reply = self._send(method, path, *arg)
+                elif step == "refresh":
+                    with contextlib.suppress(CoreplaneError):
+                        self.refresh()
                 else:
-                    response = self._http.request(method, target, content=data)
-                outcome, answer, error = self._classify(response)
-            except httpx.HTTPError as exc:
-                outcome, answer, error = self._transport_error(url, exc)
-            finally:
-                self.endpoints.finished(url)
-            outcome, decision = self._decide(plan, outcome, answer)
-            if decision.done:
-                if error is not None:
-                    raise error
-                return answer
-            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
-                refresh = False  # once per call: who leads now, which nodes exist
-                with contextlib.suppress(CoreplaneError):
-                    self.refresh()
-            if decision.endpoint is None:
-                raise self._give_up(error, decision.reason)
-            time.sleep(decision.delay_s)
-            url = decision.endpoint
+                    time.sleep(arg)
+        except StopIteration as done:
+            return done.value
+
+    def _send(
+        self, method: str, path: str, url: str, data: bytes | None
+    ) -> tuple[Outcome, Any, CoreplaneError | None]:
+        try:
+            target = self._url(url, path)
+            if target.scheme == "http":
+                response: Any = self._wire.exchange(
+                    method,
+                    (target.host, target.port or 80),
+                    target.raw_path.decode("ascii"),
+                    data,
+                    self._headers,
+                    **self._wire_timeouts,
+                )
+            else:
+                response = self._http.request(method, target, content=data)
+            return self._classify(response)
+        except httpx.HTTPError as exc:
+            return self._transport_error(url, exc)
+
+    def _run(self, req: _Req[T]) -> T:
+        return req.shape(self._call(req.path, req.body, method=req.method))
 
     def refresh(self) -> None:
         """Ask a node who leads and where every node's API is (one attempt, no retry)."""
@@ -530,21 +613,17 @@ class Client(_Core):
 
     def get(self, key: str, *, stale_ok: bool = False) -> tuple[bytes, int] | None:
         """(value, mod_revision) or None; linearizable unless `stale_ok`."""
-        return self._got(self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
+        return self._run(self._get(key, stale_ok))
 
     def range(
         self, prefix: str, *, limit: int = 0, stale_ok: bool = False
     ) -> list[tuple[str, bytes, int]]:
-        return self._items(
-            self._call("/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok})
-        )
+        """(key, value, mod_revision) of the keys with `prefix`, in key order."""
+        return self._run(self._range(prefix, limit, stale_ok))
 
     def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
         """Write; the new revision. With ``guard=lock``, raises LockLost if the lock lapsed."""
-        if guard is not None:
-            guard.check()
-        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
-        return int(self._call("/v1/kv/put", body)["revision"])
+        return self._run(self._put(key, value, lease_id, guard))
 
     def cas(
         self,
@@ -556,22 +635,12 @@ class Client(_Core):
         guard: Any = None,
     ) -> int:
         """Compare-and-set on mod revision (0: absent); CommandRejected("compare_failed")."""
-        if guard is not None:
-            guard.check()
-        body = self._write(
-            {
-                "key": key,
-                "expected_mod_revision": expected_mod_revision,
-                "value": _check_bytes(value),
-                "lease_id": lease_id,
-            }
-        )
-        return int(self._call("/v1/kv/cas", body)["revision"])
+        req = self._cas(key, expected_mod_revision, value, lease_id, guard)
+        return self._run(req)
 
     def delete(self, key: str, *, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        return int(self._call("/v1/kv/delete", self._write({"key": key}))["deleted"])
+        """Delete `key`; 1 if it existed, else 0."""
+        return self._run(self._delete(key, guard))
 
     def watch(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
@@ -580,9 +649,8 @@ class Client(_Core):
         there are any, or none after `wait_ms`; and the revision to resume from. A revision
         older than the server's history raises CommandRejected("compacted"): re-read the
         state (`range`) and watch from its revision + 1."""
-        return self._events(
-            self._call("/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit))
-        )
+        req = self._watch(prefix, start_revision, wait_ms, limit)
+        return self._run(req)
 
     def watch_events(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
@@ -597,29 +665,24 @@ class Client(_Core):
     # -------------------------------------------------------------------------- leases
 
     def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> int:
-        body = self._write({"ttl_ms": ttl_ms, "lease_id": lease_id})
-        return int(self._call("/v1/leases/grant", body)["lease_id"])
+        req = self._lease("grant", {"ttl_ms": ttl_ms, "lease_id": lease_id}, "lease_id")
+        return self._run(req)
 
     def lease_keep_alive(self, lease_id: int) -> int:
-        return int(
-            self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id}))["expires_ms"]
-        )
+        req = self._lease("keepalive", {"lease_id": lease_id}, "expires_ms")
+        return self._run(req)
 
     def lease_revoke(self, lease_id: int) -> int:
-        return int(
-            self._call("/v1/leases/revoke", self._write({"lease_id": lease_id}))["deleted_keys"]
-        )
+        req = self._lease("revoke", {"lease_id": lease_id}, "deleted_keys")
+        return self._run(req)
 
     # -------------------------------------------------------------------------- cluster
 
     def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("/v1/status", method="GET")
-        return answer
+        return self._run(_Req[dict[str, Any]]("/v1/status", None, dict, "GET"))
 
     def members(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("/v1/members", method="GET")
-        self.endpoints.learn(answer)
-        return answer
+        return self._run(self._members())
 
     # -------------------------------------------------------------------------- locks
 
@@ -668,37 +731,31 @@ class AsyncClient(_Core):
         safe: bool = True,
         refresh: bool = True,
     ) -> Any:
-        if self._closed:
-            raise InvalidArgument("client", "the client is closed")
         self._ensure_health()
-        data = encode_value(body) if body is not None else None
-        plan = self._plan(safe)
-        url = plan.first()
-        if url is None:
-            raise Unavailable("every endpoint's circuit breaker is open")
-        error: CoreplaneError | None = None
-        while True:
-            self.endpoints.started(url)
-            try:
-                response = await self._http.request(method, self._url(url, path), content=data)
-                outcome, answer, error = self._classify(response)
-            except httpx.HTTPError as exc:
-                outcome, answer, error = self._transport_error(url, exc)
-            finally:
-                self.endpoints.finished(url)
-            outcome, decision = self._decide(plan, outcome, answer)
-            if decision.done:
-                if error is not None:
-                    raise error
-                return answer
-            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
-                refresh = False
-                with contextlib.suppress(CoreplaneError):
-                    await self.refresh()
-            if decision.endpoint is None:
-                raise self._give_up(error, decision.reason)
-            await asyncio.sleep(decision.delay_s)
-            url = decision.endpoint
+        steps = self._steps(path, body, method, safe, refresh)
+        reply: Any = None
+        try:
+            while True:
+                step, arg = steps.send(reply)
+                reply = None
+                if step == "send":
+                    url, data = arg
+                    try:
+                        target = self._url(url, path)
+                        response = await self._http.request(method, target, content=data)
+                        reply = self._classify(response)
+                    except httpx.HTTPError as exc:
+                        reply = self._transport_error(url, exc)
+                elif step == "refresh":
+                    with contextlib.suppress(CoreplaneError):
+                        await self.refresh()
+                else:
+                    await asyncio.sleep(arg)
+        except StopIteration as done:
+            return done.value
+
+    async def _run(self, req: _Req[T]) -> T:
+        return req.shape(await self._call(req.path, req.body, method=req.method))
 
     async def refresh(self) -> None:
         for url in self.endpoints.order():
@@ -761,23 +818,19 @@ class AsyncClient(_Core):
     def drain(self, endpoint: str) -> None:
         self.endpoints.drain(endpoint)
 
+    # The same calls as `Client`'s (their docstrings say what each does).
+
     async def get(self, key: str, *, stale_ok: bool = False) -> tuple[bytes, int] | None:
-        return self._got(await self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
+        return await self._run(self._get(key, stale_ok))
 
     async def range(
         self, prefix: str, *, limit: int = 0, stale_ok: bool = False
     ) -> list[tuple[str, bytes, int]]:
-        return self._items(
-            await self._call(
-                "/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok}
-            )
-        )
+        return await self._run(self._range(prefix, limit, stale_ok))
 
     async def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
-        return int((await self._call("/v1/kv/put", body))["revision"])
+        req = self._put(key, value, lease_id, guard)
+        return await self._run(req)
 
     async def cas(
         self,
@@ -788,31 +841,17 @@ class AsyncClient(_Core):
         lease_id: int = 0,
         guard: Any = None,
     ) -> int:
-        if guard is not None:
-            guard.check()
-        body = self._write(
-            {
-                "key": key,
-                "expected_mod_revision": expected_mod_revision,
-                "value": _check_bytes(value),
-                "lease_id": lease_id,
-            }
-        )
-        return int((await self._call("/v1/kv/cas", body))["revision"])
+        req = self._cas(key, expected_mod_revision, value, lease_id, guard)
+        return await self._run(req)
 
     async def delete(self, key: str, *, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        return int((await self._call("/v1/kv/delete", self._write({"key": key})))["deleted"])
+        return await self._run(self._delete(key, guard))
 
     async def watch(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
     ) -> tuple[list[WatchEvent], int]:
-        return self._events(
-            await self._call(
-                "/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit)
-            )
-        )
+        req = self._watch(prefix, start_revision, wait_ms, limit)
+        return await self._run(req)
 
     async def watch_events(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
@@ -825,31 +864,22 @@ class AsyncClient(_Core):
                 yield event
 
     async def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> int:
-        body = self._write({"ttl_ms": ttl_ms, "lease_id": lease_id})
-        return int((await self._call("/v1/leases/grant", body))["lease_id"])
+        req = self._lease("grant", {"ttl_ms": ttl_ms, "lease_id": lease_id}, "lease_id")
+        return await self._run(req)
 
     async def lease_keep_alive(self, lease_id: int) -> int:
-        return int(
-            (await self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id})))[
-                "expires_ms"
-            ]
-        )
+        req = self._lease("keepalive", {"lease_id": lease_id}, "expires_ms")
+        return await self._run(req)
 
     async def lease_revoke(self, lease_id: int) -> int:
-        return int(
-            (await self._call("/v1/leases/revoke", self._write({"lease_id": lease_id})))[
-                "deleted_keys"
-            ]
-        )
+        req = self._lease("revoke", {"lease_id": lease_id}, "deleted_keys")
+        return await self._run(req)
 
     async def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("/v1/status", method="GET")
-        return answer
+        return await self._run(_Req[dict[str, Any]]("/v1/status", None, dict, "GET"))
 
     async def members(self) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("/v1/members", method="GET")
-        self.endpoints.learn(answer)
-        return answer
+        return await self._run(self._members())
 
     def lock(
         self,
