@@ -36,6 +36,7 @@ import pytest
 from coreplane.errors import CommandRejected
 from coreplane.sdk import FencedResource
 from tests.integration.api_support import TOKEN
+from tests.integration.nat_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def violations(log: list[tuple[int, str]]) -> list[str]:
     return out
 
 
-class PartitionProxy:
+class PartitionProxy(TcpProxy):
     """A TCP proxy that can be cut: while cut it moves no byte in either direction.
 
     The bytes stay in the kernel's socket buffers, as packets stay in a partitioned network
@@ -96,24 +97,8 @@ class PartitionProxy:
     """
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
         self.cut = threading.Event()
-        self._stop = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+        super().__init__(upstream)
 
     def _pump(self, client: socket.socket) -> None:
         try:
