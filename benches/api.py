@@ -15,6 +15,10 @@ Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd 
 throughput, etcd / coreplane for latency: > 1 is better for coreplane either way). The clients
 share the machine with the servers (2 cores here): the figures compare, they do not size.
 
+``put_local`` is the reference for what HTTP and the SDK add: the same number of puts in
+flight, issued inside the leader's process (`kv.put_async`, no HTTP), reported as
+``put_local_per_s`` and ``put_local_p50_ms`` (coreplane only; etcd has no such row).
+
 CPU per operation (`benches._cpu`), per phase and system: ``gen_cpu_us_per_op`` is the load
 generator processes' own CPU (the SDK for coreplane, a bare http.client loop for etcd: the same
 closed loop, threads and concurrency), ``servers_cpu_us_per_op`` the three members' (all
@@ -156,6 +160,20 @@ def _load(
     }
 
 
+def _local_puts(nodes: _Nodes, leader: str, concurrency: int, duration_s: float) -> dict[str, Any]:
+    got = nodes.nodes[leader].request(
+        "local_puts", concurrency=concurrency, duration_s=duration_s, timeout_s=duration_s + 60
+    )
+    lat = got["lat_ms"]
+    return {
+        "ops_per_s": got["ok"] / got["elapsed_s"],
+        "p50_ms": statistics.median(lat) if lat else None,
+        "errors": got["errors"],
+        "ops": got["ok"],
+        "leader_cpu_us_per_op": _cpu.per_write_us(got["cpu_s"], got["ok"]),
+    }
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -177,6 +195,10 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 stack.enter_context(EtcdCluster(base / "etcd"))
                 if etcd_state == "measured"
                 else None
+            )
+            concurrency = params["procs"] * params["threads"]
+            results["coreplane"]["put_local"] = _local_puts(
+                nodes, cp_leader, concurrency, params["duration_s"]
             )
             for op in OPS:
                 results["coreplane"][op] = _load(
@@ -219,7 +241,9 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         for key in ("gen_cpu_us_per_op", "servers_cpu_us_per_op", "machine_busy_cores"):
             summary[f"{op}_{key}"] = pick(cp, op, key)
             summary[f"{op}_{key}_etcd"] = pick(et, op, key)
+    summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
+    summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {
-        s: {op: r.get("errors") for op, r in res.items()} for s, res in results.items()
+        s: {op: r.get("errors") for op, r in res.items() if op in OPS} for s, res in results.items()
     }
     return {"params": {**params, "smoke": smoke}, "results": results, "summary": summary}
