@@ -195,4 +195,8 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
     # log): the second epoch follows the first by less than an epoch and allots the budget.
     assert report["new_leader_epochs_tick_ms_apart"] < new_leader.quotas.config.epoch_ms
     assert report["new_leader_second_epoch_shares_sum_milli"] >= 0.95 * usable_milli
-    assert report["recovered_mean_from_one_epoch_after_first_new_share"] >= 0.95 * LIMIT_RPS
+    # ... and the routers use it: from one epoch after the first new share on, the admitted
+    # rate is the steady one (compared with steady state, so a starved offering thread on a
+    # loaded machine, which the steady assertion already answers for, does not count twice).
+    recovered_mean = report["recovered_mean_from_one_epoch_after_first_new_share"]
+    assert recovered_mean >= report["steady_mean"] - 0.02 * LIMIT_RPS
