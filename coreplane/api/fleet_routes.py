@@ -204,10 +204,16 @@ def fleet_routes(cp: Any) -> list[Route]:
         )
 
     def heartbeat(b: dict[str, Any]) -> Any:
-        heat = json.loads(b["heat"]) if b["heat"] else {}
-        lost = json.loads(b["lost"]) if b["lost"] else []
+        try:
+            heat = json.loads(b["heat"]) if b["heat"] else {}
+            lost = json.loads(b["lost"]) if b["lost"] else []
+            sizes = json.loads(b["sizes"]) if b["sizes"] else {}
+        except ValueError:
+            raise InvalidArgument("heat", "heat, sizes: JSON maps; lost: a JSON list") from None
         if not isinstance(heat, dict) or not isinstance(lost, list):
             raise InvalidArgument("heat", "heat is a JSON map, lost a JSON list")
+        if not isinstance(sizes, dict):
+            raise InvalidArgument("sizes", "a JSON map of partition to size in bytes")
         return fleet.heartbeat(
             b["node_id"],
             zone=b["zone"],
@@ -215,6 +221,7 @@ def fleet_routes(cp: Any) -> list[Route]:
             slots=b["slots"] or 1 << 20,
             heat=heat,
             lost=lost,
+            sizes=sizes,
         )
 
     return [
@@ -294,6 +301,7 @@ def fleet_routes(cp: Any) -> list[Route]:
                 "slots": F("int", 0),
                 "heat": F("str", "", 1 << 20),
                 "lost": F("str", "", 1 << 20),
+                "sizes": F("str", "", 1 << 20),
             },
             heartbeat,
             node_field="node_id",
