@@ -73,7 +73,7 @@ def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -
         "update", "partition", "p0", "--scale-up", "--new-num-nodes", "3", "--dry-run"
     )
     assert scale.returncode == 0, scale.stderr
-    assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition(s)" in scale.stdout
+    assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition, 0 others" in scale.stdout
     down = fleet.cli(
         "update",
         "partition",
