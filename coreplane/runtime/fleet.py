@@ -235,10 +235,16 @@ class Fleet:
                         self._heat_changed.add(pid)
             for pid in lost:
                 self._lost.add((node_id, _check_id("lost", pid)))
-            for pid, value in (sizes or {}).items():
-                _check_int(f"sizes[{_check_id('sizes', pid)!r}]", value, 0, SIZE_BYTES_MAX)
-                if self._size.get(pid, (None, ""))[0] != value:
-                    self._size[pid] = (value, node_id)
+            if sizes is not None and not isinstance(sizes, dict):
+                raise InvalidArgument("sizes", "must map partition ids to sizes in bytes")
+            if sizes:
+                known = self._size
+                for pid, value in sizes.items():
+                    old = known.get(pid)
+                    if old is not None and old[0] == value:
+                        continue  # the common case, checked before anything else (as heat)
+                    _check_int(f"sizes[{_check_id('sizes', pid)!r}]", value, 0, SIZE_BYTES_MAX)
+                    known[pid] = (value, node_id)
                     self._size_changed.add(pid)
         return {"leader": cp.node_id, "token": token, "tick_ms": tick_ms}
 
