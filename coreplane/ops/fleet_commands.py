@@ -343,6 +343,8 @@ def ops_cancel(
     ``--move`` (or a move's id as OID), roll one move back while it copies."""
     client = obj.remote.client
     found = operations.fetch(client, oid)
+    if found is None and move_id is not None and move_id != oid:
+        raise fail(f"no operation {oid}: `ops list` shows the operations", "rejected")
     if found is None or move_id is not None:
         _cancel_move(
             obj, found[0] if found else None, move_id or oid, reason, dry_run, confirm_cluster
