@@ -124,7 +124,8 @@ class Fleet:
         self._heat: dict[str, int] = {}  # pid -> newest reported heat
         self._heat_changed: set[str] = set()
         self._lost: set[tuple[str, str]] = set()
-        self._size: dict[str, tuple[int, str]] = {}  # pid -> (newest size reported, by node)
+        self._size: dict[str, int] = {}  # pid -> newest size reported
+        self._size_by: dict[str, str] = {}  # pid -> the node that reported it
         self._size_changed: set[str] = set()
         self._batch_tick = -1
         self._solve_after_ms = 0
@@ -240,11 +241,11 @@ class Fleet:
             if sizes:
                 known = self._size
                 for pid, value in sizes.items():
-                    old = known.get(pid)
-                    if old is not None and old[0] == value:
+                    if known.get(pid) == value:
                         continue  # the common case, checked before anything else (as heat)
                     _check_int(f"sizes[{_check_id('sizes', pid)!r}]", value, 0, SIZE_BYTES_MAX)
-                    known[pid] = (value, node_id)
+                    known[pid] = value
+                    self._size_by[pid] = node_id
                     self._size_changed.add(pid)
         return {"leader": cp.node_id, "token": token, "tick_ms": tick_ms}
 
@@ -363,6 +364,7 @@ class Fleet:
         self._heat_changed.clear()
         self._lost.clear()
         self._size.clear()
+        self._size_by.clear()
         self._size_changed.clear()
         self._batch_tick = -1
         self._solve_after_ms = 0
@@ -439,8 +441,9 @@ class Fleet:
         for pid in sorted(self._size_changed):
             if pid not in fleet.parts:
                 self._size.pop(pid, None)
+                self._size_by.pop(pid, None)
                 continue
-            value, node_id = self._size[pid]
+            value, node_id = self._size[pid], self._size_by[pid]
             op = fleet.ops.get(fleet.op_of_pid.get(pid, ""))
             if op is not None and op.step == "copy" and op.target == node_id:
                 later.add(pid)  # looked at again once the copy is over
