@@ -454,8 +454,15 @@ def _cancel_move(
 @click.argument("thing")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 def explain(obj: Ctx, thing: str, limit: int) -> None:
-    """The fleet's committed decisions about a node, partition or operation, in order."""
+    """The fleet's committed decisions about a node, partition or operation, in order. For
+    one of the CLI's operations: the decisions about the moves cancelled in it, with why."""
     rows = obj.remote.call("/v1/fleet/explain", {"thing": thing, "limit": limit})["decisions"]
+    found = None if rows else operations.fetch(obj.remote.client, thing)
+    if found is not None:
+        for cancelled in found[0].get("cancelled_moves") or []:
+            body = {"thing": cancelled["move"], "limit": limit}
+            rows += obj.remote.call("/v1/fleet/explain", body)["decisions"]
+        rows = sorted(rows, key=lambda r: r["index"])[-limit:]
     obj.out.data(
         rows,
         lambda r: (

@@ -381,6 +381,8 @@ def test_estimates_use_sizes_and_throughput_and_one_move_is_cancelled(procs: Pro
     assert other.returncode == EXIT["rejected"]
     (record,) = [r for r in procs.records() if r["id"] == oid]
     assert record["cancelled_moves"] == [{"move": move["id"], "reason": "wrong rack"}]
+    by_op = json.loads(procs.cli("explain", oid, "-o", "json").stdout)  # the operation's id
+    assert any("cancelled by the operator: wrong rack" in d["text"] for d in by_op)
     procs.copy_s[0] = 0.05  # the operation still asks for rf 3: the fleet plans p5 again
     done = procs.cli("ops", "resume", oid, "-o", "json", timeout=60)
     assert done.returncode == 0, done.stderr
