@@ -17,8 +17,9 @@ one `ClientMetrics` serves any number of clients, told apart by the `client` lab
   budget's balance.
 
 prometheus_client is imported here only, when metrics are asked for: ``import coreplane.sdk``
-does not load it. Instrumenting wraps the client's HTTP transport and its retry budget (both
-the SDK's own objects); a client that is not instrumented pays nothing.
+does not load it. Instrumenting wraps the client's HTTP transports (the sync client's plain-HTTP
+wire and httpx's) and its retry budget, all the SDK's own objects; a client that is not
+instrumented pays nothing.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ class _AsyncTimed(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _timed_exchange(inner: Any, record: Any) -> Any:
+    """The sync client's `StdlibTransport.exchange` (plain HTTP, also under httpx), timed."""
+
+    def exchange(method: str, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            response = inner(method, *args, **kwargs)
+        except Exception:
+            record(method, "error", time.perf_counter() - start)
+            raise
+        record(method, str(response.status_code), time.perf_counter() - start)
+        return response
+
+    return exchange
 
 
 class _CountedBudget:
@@ -191,7 +208,10 @@ class ClientMetrics:
         if isinstance(http, httpx.AsyncClient):
             http._transport = _AsyncTimed(http._transport, record)
         else:
-            http._transport = _Timed(http._transport, record)
+            http._transport = _Timed(http._transport, record)  # https://
+        wire = getattr(client, "_wire", None)  # the sync client's plain-HTTP hot path
+        if wire is not None:
+            wire.exchange = _timed_exchange(wire.exchange, record)
         client._budget = _CountedBudget(
             budget,
             self.calls.labels(name),
