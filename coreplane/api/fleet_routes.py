@@ -25,7 +25,7 @@ for lists); every answer is plain data.
 **The estimate** is made of this cluster's own numbers, read from the fleet's decision journal
 in cluster tick time (the last five of each, so it follows the throughput of now): a copy
 moves the partition's size (`size_bytes`, reported by its agents) at the copy rate, which is
-the measured copy throughput (the bytes of moves' copies from a source replica over their time
+the measured copy throughput (the bytes of copies from an existing replica over their time
 from "started" to "caught up") where there is one, never above the copy throttle (the KV key
 `THROTTLE_KEY`, bytes/s; default 50 MiB/s), plus the measured rest of a move (cutover and
 cleanup); a move whose partition has no size yet counts the median measured whole move. Moves
@@ -120,29 +120,34 @@ class _Measured:
     """What this cluster's journal says moves take (the newest `_MEASURED_MAX` of each)."""
 
     move_ms: list[int]  # whole moves: "started" -> "done"
-    copies: list[tuple[str, int]]  # (partition, ms) of moves' copies: started -> caught up
+    copies: list[tuple[str, int]]  # (partition, ms) of real copies: started -> caught up
     rest_ms: list[int]  # moves': "caught up" -> "done" (cutover and cleanup)
     provision_ms: list[int]  # the provider asked -> done
 
 
 def _measured(journal: list[dict[str, Any]]) -> _Measured:
-    started: dict[str, tuple[str, int]] = {}
+    started: dict[str, tuple[str, int, bool]] = {}  # op -> (pid if it copies, t0, from a source)
     caught: dict[str, int] = {}
     asked: dict[str, int] = {}
+    held: dict[str, bool] = {}  # pid -> a replica existed after its last cutover
     m = _Measured([], [], [], [])
     for entry in journal:
         op, _, rest = entry["text"].partition(" ")
         subjects, t = entry["subjects"], entry["tick_ms"]
         if rest.startswith("started") and subjects:
-            # "started (cause): pid source -> target"; a new partition's first replicas
-            # (no source, nothing held yet) copy nothing: not a measure of throughput
+            # "started (cause): pid source -> target". A move from a source copies; so does a
+            # new replica of a partition that has one; a new partition's first does not
             _, _, what = rest.partition(": ")
-            moved = what.split(" ")[1:2] not in (["-"], [])
-            started[op] = (subjects[0] if moved else "", t)
+            sourced = what.split(" ")[1:2] not in (["-"], [])
+            copies = sourced or held.get(subjects[0], False)
+            started[op] = (subjects[0] if copies else "", t, sourced)
+        elif rest.startswith("cutover: ") and subjects:
+            held[subjects[0]] = not rest.endswith(" on no node")
         elif rest.startswith("copy on") and rest.endswith("caught up") and op in started:
-            pid, t0 = started[op]
+            pid, t0, sourced = started[op]
             if pid:
                 m.copies.append((pid, t - t0))
+            if sourced:
                 caught[op] = t
         elif rest.startswith("done") and op in started:
             m.move_ms.append(t - started.pop(op)[1])

@@ -15,10 +15,11 @@ def _journal(*rows: tuple[int, str, str]) -> list[dict[str, Any]]:
 
 
 # p1 moved s0 -> s3: copied 1 GiB in 4 s (256 MiB/s), cut over and cleaned up 1 s later;
-# p9 was created (no source): its first copy measures nothing
+# p9 was created (no source, nothing to copy from): its first copy measures nothing
 JOURNAL = _journal(
     (1_000, "p9", "p9@5 started (rf): p9 - -> s1"),
     (1_100, "p9", "p9@5 copy on s1 caught up"),
+    (1_100, "p9", "p9@5 cutover: p9 on s1"),
     (1_100, "p9", "p9@5 done"),
     (10_000, "p1", "p1@40 started (rebalance): p1 s0 -> s3"),
     (14_000, "p1", "p1@40 copy on s3 caught up"),
@@ -52,6 +53,18 @@ def test_waves_run_their_moves_in_flight_limit_at_a_time() -> None:
     assert (one, two) == (3_000, 2_000)
     nothing = _estimate(moves, sizes, m, GIB, 2)
     assert nothing["measured_bytes_per_s"] is None and nothing["rate_bytes_per_s"] == GIB
+
+
+def test_a_new_replica_of_a_partition_that_has_one_is_a_copy_too() -> None:
+    added = _journal(
+        (20_000, "p9", "p9@60 started (rf): p9 - -> s2"),
+        (22_000, "p9", "p9@60 copy on s2 caught up"),
+        (22_000, "p9", "p9@60 cutover: p9 on s1, s2"),
+        (22_000, "p9", "p9@60 done"),
+    )
+    m = _measured(JOURNAL + added)
+    assert m.copies == [("p1", 4_000), ("p9", 2_000)]
+    assert m.rest_ms == [1_000]  # an addition has no cleanup: not a measure of one
 
 
 def test_an_unsized_partition_needs_a_measured_move_or_the_time_is_unknown() -> None:
