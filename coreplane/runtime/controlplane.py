@@ -64,6 +64,7 @@ from coreplane.raft import engine as E
 from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.fleet import Fleet
+from coreplane.runtime.observations import ROWS_MAX, Observations, observe
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
@@ -1212,6 +1213,14 @@ class ControlPlane:
         raise Unavailable("membership change not confirmed before the deadline")
 
     # ------------------------------------------------------------------------ status
+
+    def observations(self, *, rows_max: int = ROWS_MAX) -> Observations:
+        """What coreplane.obs reads (health, diagnose, metrics): the Raft engine's own
+        observations and this replica's fleet views and totals (`Observations`); any thread,
+        no quorum, nothing proposed. `rows_max` bounds each list of fleet views (0: totals)."""
+        if isinstance(rows_max, bool) or not isinstance(rows_max, int) or rows_max < 0:
+            raise InvalidArgument("rows_max", "must be an int >= 0")
+        return observe(self, rows_max)
 
     def status(self) -> NodeStatus:
         """Role, term, commit/applied index, leader, peers, fencing token, cluster time."""
