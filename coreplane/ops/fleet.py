@@ -256,11 +256,16 @@ def _pending_words(est: dict[str, Any], pending: list[dict[str, Any]]) -> str:
         names += f" and {len(pending) - 3} more"
     size = int(est.get("pending_bytes") or 0)
     unsized = int(est.get("pending_unsized") or 0)
-    what = f"{size_words(size)}{_at(est)}" if size or not unsized else "size not reported yet"
-    if size and unsized:
-        what += f" (+{unsized} of unknown size)"
     took = est.get("pending_ms")
-    what += f": {_duration(int(took))}" if took is not None else ": time unknown"
+    if size or not unsized:
+        what = f"{size_words(size)}{_at(est)}"
+        if unsized:
+            what += f" (+{unsized} of unknown size)"
+        what += f": {_duration(int(took))}" if took is not None else ": time unknown"
+    elif took is not None:  # unsized: the median whole move of this cluster
+        what = f"size not reported yet: {_duration(int(took))}, as a move here takes"
+    else:
+        what = "size not reported yet: time unknown"
     return f"then add {n} replica{'s' if n > 1 else ''} of {names} on it ({what})"
 
 

@@ -144,6 +144,11 @@ def test_a_replica_waiting_for_a_provisioned_node_is_said_as_one_plan() -> None:
         "(1 once the new node has joined), drop 0"
     )
     assert lines[2] == "  p3: - -> the new node"
+    unsized = _scale_past_the_zones()
+    unsized["estimate"].update(pending_bytes=0, pending_unsized=1, pending_ms=110)
+    assert "then add 1 replica of p3 on it (size not reported yet: 110 ms, as a move here " in (
+        estimate_words(unsized, ["p3"])
+    )
 
 
 def test_the_blast_radius_line_counts_what_the_plan_line_counts() -> None:
