@@ -261,8 +261,11 @@ class MoveList(Sequence[Move]):
 class Metrics:
     """Plan quality; floats appear only here, never in anything the plan depends on.
 
-    Heat figures leave out split candidates (reported instead of moved): `heat_max_over_fair`
-    is the largest node heat over its fair share, `heat_over_cap` counts nodes above 1.10x.
+    Heat figures count every replica, split candidates included: `heat_max_over_fair` is the
+    largest node heat over its fair share; `heat_over_cap` counts nodes whose heat is above
+    their heat cap, max(1.10 x fair heat, the hottest partition's heat) (issue 15's cap, and
+    the bench's). Without split candidates that is exactly the cap the lower bound uses
+    (`bounds.heat_caps`, on movable heat); with them, the bound leaves their heat out.
     `lower_bound` of a feasible plan is the fewest moves of any plan whose every node ends no
     further outside its band and no further over its heat cap than in this one
     (`lower_bound(problem, reached=plan.assignment)`), so `moves >= lower_bound` always holds;

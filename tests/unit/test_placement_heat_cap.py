@@ -98,3 +98,16 @@ def test_an_unknown_budget_objective_is_refused() -> None:
     nodes, parts = bench.family(60, 6, 3, "mild", 1)
     with pytest.raises(ValueError, match="budget_objective"):
         ev.with_budget(ev.bootstrap(nodes, parts), 5, objective="fewest")
+
+
+@pytest.mark.parametrize("skew", list(bench.FAMILY_SKEW))
+def test_metrics_heat_over_cap_is_the_benchs_count(skew: str) -> None:
+    # One cap definition: max(1.10 x fair heat, the hottest replica), all heat counted (split
+    # candidates included), in Metrics and in the bench's family score alike.
+    for event, problem in _events(4, skew):
+        plan = solve(problem)  # type: ignore[arg-type]
+        d = compile_problem(problem)  # type: ignore[arg-type]
+        lb = plan.metrics.lower_bound
+        scored = bench.family_score(problem, d, plan.assignment, len(plan.moves), lb)
+        assert plan.metrics.heat_over_cap == scored["heat_over_cap_nodes"], (skew, event)
+        assert round(plan.metrics.heat_max_over_fair, 4) == scored["heat_max_over_fair_all"]
