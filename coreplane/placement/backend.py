@@ -151,9 +151,7 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
     return plan, timings
 
 
-def _node_heat(
-    d: Dense, mheat: Sequence[int], off: Sequence[int], rep: Sequence[int]
-) -> list[int]:
+def _node_heat(d: Dense, mheat: Sequence[int], off: Sequence[int], rep: Sequence[int]) -> list[int]:
     """Every node's final heat, split candidates included: the movable heat the core hands
     back plus the few split candidates' replicas, read off the final CSR."""
     heat = list(mheat)

@@ -334,8 +334,8 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     elig = [1 if n.state == ALIVE else 0 for n in nodes]
     slots = [n.slots for n in nodes]
     weights = [n.weight for n in nodes]
-    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = (
-        _partition_arrays(problem.partitions)
+    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
+        problem.partitions
     )
     zones = len(zone_names)
     count_sh = _node_shares(
