@@ -438,8 +438,9 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
 
 
 cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
-    """_pure._hot_gifts: a node over its heat cap gives its hottest replica that fits to the
-    node below its band with the most room under its fair heat. Returns the moves made."""
+    """_pure._hot_gifts: a node over its heat cap gives its coldest replica that brings it to
+    its cap to the node below its band with the most room under its fair heat. Returns the
+    moves made."""
     cdef int64_t *caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *takers = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
@@ -470,7 +471,7 @@ cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
         for i in range(s.nr_len[n]):
             p = s.nr[n][i]
             h = s.heat[p]
-            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h < bh):
+            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h > bh):
                 continue
             for k in range(nt):
                 t = takers[k]
@@ -485,8 +486,8 @@ cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
                         break
                 if used:
                     continue
-                # key (-h, -room, p, t), smallest wins
-                if (bp < 0 or h > bh or (h == bh and (room > broom or (room == broom and (
+                # key (h, -room, p, t), smallest wins
+                if (bp < 0 or h < bh or (h == bh and (room > broom or (room == broom and (
                         p < bp or (p == bp and t < bt)))))):
                     bp = p
                     bh = h

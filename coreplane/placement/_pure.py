@@ -368,14 +368,15 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
 
 
 def _hot_gifts(s: _State) -> int:
-    """Each node over its heat cap gives its hottest replica that fits to a node below its band.
+    """Each node over its heat cap gives one replica to a node below its band.
 
-    The taker is the node below its band with the most room under its fair heat (under its cap
-    if it lacks only this one), in a zone the partition may enter; the replica is the hottest
-    that fits there and brings the giver to its cap (else the gift saves no move). The taker's
-    later replicas are matched to the heat it still lacks (`_pick_gift`), so colder: an added
-    node isolates the hot replica instead of the old node keeping it and ending over its cap
-    with no replica to spare. One of the moves the band needs anyway: it costs none.
+    The replica is the coldest that brings the giver to its cap (a gift that leaves it over
+    saves no move); the taker is the node below its band with the most room under its fair
+    heat (under its cap if it lacks only this one), in a zone the partition may enter. The
+    coldest such, not the hottest: the taker still has its band to fill, and a hot gift plus
+    that fill left a weight-1 newcomer over its cap with no replica to spare (family P=10k,
+    moderate skew, add, Z=4: the 1M partition went to a weight-1 node). One of the moves the
+    band needs anyway: it costs none.
     Returns the moves made.
     """
     d = s.d
@@ -393,14 +394,14 @@ def _hot_gifts(s: _State) -> int:
         best: tuple[int, int, int, int] | None = None
         for p in s.node_reps[n]:
             h = d.heat[p]
-            if d.split[p] or h <= 0 or mov[n] - h > caps[n] or (best is not None and -h > best[0]):
+            if d.split[p] or h <= 0 or mov[n] - h > caps[n] or (best is not None and h > best[0]):
                 continue  # a gift that leaves n over its cap saves no move
             used = {d.zone[m] for m in s.part_reps[p] if m != n}
             for t in takers:
                 # the room under its fair heat, or under its cap when this is its last one
                 room = (d.hcap[t] if s.count[t] + 1 == d.lo[t] else d.hfair[t]) - mov[t]
                 if s.count[t] < d.lo[t] and d.zone[t] not in used and h <= room:
-                    cand = (-h, -room, p, t)
+                    cand = (h, -room, p, t)
                     if best is None or cand < best:
                         best = cand
         if best is None:
