@@ -266,7 +266,7 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
         du = -1
         dbest = 0
         for u in range(s.N):
-            if not s.elig[u] or u == t or u == n or s.count[u] >= s.hi[u]:
+            if not s.elig[u] or u == t or u == n or s.pinned[u] or s.count[u] >= s.hi[u]:
                 continue
             if c.caps[u] - c.mov[u] < hq:
                 continue
@@ -329,7 +329,7 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         have = False
         nrooms = 0
         for t in range(s.N):
-            if s.elig[t] and t != n:
+            if s.elig[t] and t != n and not s.pinned[t]:
                 rooms[nrooms].a = c.mov[t] - c.caps[t]
                 rooms[nrooms].b = t
                 rooms[nrooms].c = 0

@@ -87,6 +87,7 @@ class _State:
         self.mp: list[int] = []
         self.ms: list[int] = []
         self.md: list[int] = []
+        self.pinned = [0] * n_nodes  # 1: holds a split candidate (`_isolate` owns its heat)
 
     def fill(self, n: int) -> int:
         return (self.count[n] << SHIFT) // self.d.tq[n]
@@ -757,6 +758,7 @@ def _cap_room(
                 if d.elig[u]
                 and u != t
                 and u != n
+                and not s.pinned[u]
                 and d.zone[u] not in zq
                 and s.count[u] < d.hi[u]
                 and caps[u] - mov[u] >= hq
@@ -791,6 +793,140 @@ def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
         excess -= h
         k += 1
     return k
+
+
+ISOLATE_CANDIDATES = 8  # homes tried per split replica, largest fair heat first
+
+
+def _isolate(s: _State, allowance: int) -> int:
+    """Isolate each split candidate (hotter than every fair share): least harm, few moves.
+
+    A split candidate fits under no node's 1.10x cap; it is reported, not moved by the heat
+    passes, and every node holding one is `pinned`: no later phase sends it heat. Each of its
+    replicas (hottest partition first) goes to a node with a larger fair heat when one in a
+    zone it may use can take it (`_isolate_home`) and its node is over its cap as `Metrics`
+    counts it (max(1.10 x fair heat, the hottest replica), all heat), and its node then sends
+    away its hottest
+    other replicas while it is over its 1.10x cap and above its band (`_isolate_shed`), so it
+    carries the split candidate and its coldest replicas. A replica on a node under that cap,
+    or already on one with the largest fair heat it may use, stays: an isolated cluster stays
+    put. Moves this plan made
+    onto the node are re-targeted, for free. Returns the allowance left.
+    """
+    d = s.d
+    splits = sorted((p for p in range(len(d.rf)) if d.split[p]), key=lambda p: (-d.heat[p], p))
+    if not splits:
+        return allowance
+    for p in splits:
+        for n in s.part_reps[p]:
+            s.pinned[n] = 1
+    caps = heat_caps(d, hottest_movable(d))
+    chains = _move_chains(s)
+    for p in splits:
+        for n in sorted(s.part_reps[p]):
+            if allowance <= 0:
+                return allowance
+            home = n
+            t, q = -1, -1
+            if s.nheat[n] > max(d.hcap[n], d.heat_top):  # over Metrics' cap: worth moves
+                t, q = _isolate_home(s, p, n, caps)
+            if t >= 0 and allowance >= 1 + (q >= 0):
+                allowance -= _cap_shift(s, p, n, t, _fresh(s, chains, p, n), chains)
+                s.pinned[t] = 1
+                s.pinned[n] = int(any(d.split[x] for x in s.node_reps[n]))
+                if q >= 0:
+                    allowance -= _cap_shift(s, q, t, n, _fresh(s, chains, q, t), chains)
+                home = t
+            allowance = _isolate_shed(s, home, caps, chains, allowance, home != n)
+    return allowance
+
+
+def _isolate_home(s: _State, p: int, n: int, caps: list[int]) -> tuple[int, int]:
+    """A better node for split replica p on n, and the replica it sends back (-1: none).
+
+    Candidates: eligible, unpinned nodes not holding p, in n's zone or one p does not use, with
+    a larger fair heat than n; the ISOLATE_CANDIDATES whose heat over fair would be least once
+    isolated (`_kept`) are tried, in that order. One with
+    a slot below its band's top takes p; else (or when n would fall below its band) it sends
+    back its hottest replica that n may hold under its cap. (-1, -1) when none qualifies.
+    """
+    d = s.d
+    used = {d.zone[m] for m in s.part_reps[p] if m != n}
+    cands = sorted(
+        (_fair_key(s, d.heat[p] + _kept(s, t), t), t)
+        for t in range(len(d.zone))
+        if d.elig[t]
+        and not s.pinned[t]
+        and d.hfair[t] > d.hfair[n]
+        and d.zone[t] not in used
+        and t not in s.part_reps[p]
+    )
+    for _, t in cands[:ISOLATE_CANDIDATES]:
+        if s.count[n] > d.lo[n] and s.count[t] < d.hi[t]:
+            return t, -1
+        back = sorted(
+            (-d.heat[q], q)
+            for q in s.node_reps[t]
+            if not d.split[q]
+            and n not in s.part_reps[q]
+            and (d.zone[t] == d.zone[n] or all(d.zone[m] != d.zone[n] for m in s.part_reps[q]))
+            and s.nheat[n] - d.heat[p] + d.heat[q] <= caps[n]
+        )
+        if back:
+            return t, back[0][1]
+    return -1, -1
+
+
+def _kept(s: _State, t: int) -> int:
+    """The heat t keeps once it holds a split replica and sheds down to its band: its coldest
+    lo - 1 movable replicas (what `_isolate_home` ranks homes by, with the split heat)."""
+    d = s.d
+    cold = sorted(d.heat[q] for q in s.node_reps[t] if not d.split[q])
+    return sum(cold[: max(0, d.lo[t] - 1)])
+
+
+def _isolate_shed(
+    s: _State, n: int, caps: list[int], chains: dict[int, list[int]], allowance: int, paid: bool
+) -> int:
+    """Send n's hottest other replicas away while n is over its 1.10x cap and above its band.
+
+    Each goes to the unpinned node with the most room under its cap that the zones allow and
+    that stays under it; a replica that fits nowhere is passed over. Only a node that just
+    took a split replica pays moves for it (`paid`); elsewhere only replicas this plan moved
+    onto n are re-targeted, for free: a node that already held its split candidate is as
+    isolated as the last plan left it, and the moves of an add or a drain stay at the bound.
+    Returns the allowance left.
+    """
+    d = s.d
+    while allowance > 0 and s.nheat[n] > d.hcap[n] and s.count[n] > d.lo[n]:
+        move: tuple[int, int] | None = None
+        for _, q in sorted((-d.heat[q], q) for q in s.node_reps[n] if not d.split[q]):
+            if not paid and _fresh(s, chains, q, n) < 0:
+                continue
+            h = d.heat[q]
+            used = {d.zone[m] for m in s.part_reps[q] if m != n}
+            dest = min(
+                (
+                    (s.nheat[u] - caps[u], u)
+                    for u in range(len(d.zone))
+                    if d.elig[u]
+                    and u != n
+                    and not s.pinned[u]
+                    and s.count[u] < d.hi[u]
+                    and d.zone[u] not in used
+                    and u not in s.part_reps[q]
+                    and s.nheat[u] + h <= caps[u]
+                ),
+                default=None,
+            )
+            if dest is not None:
+                move = (q, dest[1])
+                break
+        if move is None:
+            break
+        q, u = move
+        allowance -= _cap_shift(s, q, n, u, _fresh(s, chains, q, n), chains)
+    return allowance
 
 
 def _cap(s: _State, allowance: int) -> int:
@@ -853,7 +989,11 @@ def _cap_node(
         excess = mov[n] - caps[n]
         hot = _by_heat(s, n)
         act: CapAct | None = None
-        rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes) if d.elig[t] and t != n)
+        rooms = sorted(
+            (mov[t] - caps[t], t)
+            for t in range(n_nodes)
+            if d.elig[t] and t != n and not s.pinned[t]
+        )
         if s.count[n] > d.lo[n]:
             act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
         if act is None or act[0]:
@@ -950,6 +1090,7 @@ def _shave(s: _State, allowance: int) -> int:
             for t in range(n_nodes)
             if d.elig[t]
             and t != n
+            and not s.pinned[t]
             and d.zone[t] not in used
             and s.count[t] < d.hi[t]
             and _fair_key(s, movable[t] + h, t) <= ukey
@@ -986,7 +1127,8 @@ def _peak(s: _State, allowance: int) -> None:
     n_nodes = len(d.zone)
     movable = [_movable(s, n) for n in range(n_nodes)]
     elig = [n for n in range(n_nodes) if d.elig[n]]
-    if all(movable[n] <= d.hcap[n] for n in elig):
+    caps = heat_caps(d, hottest_movable(d))  # `_cap`'s and the bound's, not 1.10x alone:
+    if all(movable[n] <= caps[n] for n in elig):  # else it undid `_cap`'s moves, move by move
         return  # every heat target is met: fewer moves beat a lower peak
     coldest: dict[int, int] = {}  # node -> its coldest replica, dropped when the node changes
     for _ in range(PEAK_ROUNDS):
@@ -1003,7 +1145,9 @@ def _peak(s: _State, allowance: int) -> None:
             h = d.heat[r]
             used = {d.zone[m] for m in s.part_reps[r] if m != n}
             for t in elig:
-                if t == n or d.zone[t] in used or (not swap and s.count[t] >= d.hi[t]):
+                if t == n or s.pinned[t] or d.zone[t] in used:
+                    continue
+                if not swap and s.count[t] >= d.hi[t]:
                     continue
                 q, back = -1, 0
                 if swap:
@@ -1107,6 +1251,7 @@ def solve_dense(d: Dense) -> Raw:
             failed = _place(s, shed)
     if failed >= 0:
         return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
+    allowance = _isolate(s, allowance)
     allowance = _cap(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)
