@@ -27,16 +27,6 @@ cdef int64_t kept(S *s, int64_t t, Pair *buf) noexcept nogil:
     return total
 
 
-cdef bint zone_free(S *s, int64_t p, int64_t skip, int64_t z) noexcept nogil:
-    """No replica of p in zone z, the one on node `skip` aside."""
-    cdef int64_t j, m
-    for j in range(s.pn_len[p]):
-        m = s.pn[p * s.RMAX + j]
-        if m != skip and s.zone[m] == z:
-            return False
-    return True
-
-
 cdef int64_t isolate_home(S *s, Cap *c, int64_t p, int64_t n, Pair *cands, Pair *buf,
                           int64_t *qout) noexcept nogil:
     """_pure._isolate_home: the new node for split replica p on n (-1: none), its send-back

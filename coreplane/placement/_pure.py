@@ -709,8 +709,9 @@ def _cap_room(
     For a replica that alone brings n under its cap but fits under no other node's cap (a heat
     shift made a cold partition the hottest): among the CAP_SWAP_TAKERS roomiest nodes its
     zones allow, the one that must shed the fewest of its own hottest replicas (each colder
-    than it) to take it under its cap and stay in its band; those go, one by one, to the
-    roomiest node each fits under, and the replica follows. Returns the moves made, 0 when no
+    than it) to take it under its cap, n sending back its coldest replicas where t would
+    leave its band (`_room_plan`); those go, one by one, to the roomiest node each fits
+    under (n too, once r has left it), and the replica follows. Returns the moves made, 0 when no
     node qualifies within `budget` moves, -1 when a shed replica found no node (some moves
     are then made, in `log`: the caller undoes them).
     """
@@ -719,6 +720,8 @@ def _cap_room(
         return 0
     h, r = hot[-1]
     used = {d.zone[m] for m in s.part_reps[r] if m != n}
+    # A shed replica must fit somewhere: under the roomiest node's cap, or on n once r left it.
+    fits = max(h - excess, -rooms[0][0] if rooms else 0)
     best: tuple[int, int, int] | None = None
     for neg_room, t in rooms[:CAP_SWAP_TAKERS]:
         if d.zone[t] in used or t in s.part_reps[r]:
@@ -728,40 +731,34 @@ def _cap_room(
             continue
         if t not in by_heat:
             by_heat[t] = _by_heat(s, t)
-        k = 0
-        for hq, _ in reversed(by_heat[t]):
-            if need <= 0:
-                break
-            if hq < h:
-                need -= hq
-                k += 1
-        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < d.lo[t]:
+        k, back = _room_plan(s, n, r, t, need, fits, hot, by_heat[t])
+        if k < 0 or k + len(back) + 1 > budget or s.count[n] - 1 - len(back) < d.lo[n]:
             continue
-        cand = (k, neg_room, t)
+        cand = (k + len(back), neg_room, t)
         if best is None or cand < best:
             best = cand
     if best is None:
         return 0
     t = best[2]
-    need = h + best[1]
+    k, back = _room_plan(s, n, r, t, h + best[1], fits, hot, by_heat[t])
+    need = h + best[1] + sum(d.heat[q] for q in back)
     made = 0
     for hq, q in list(reversed(by_heat[t])):
         if need <= 0:
             break
-        if hq >= h:
+        if hq >= h or hq > fits:
             continue
         zq = {d.zone[m] for m in s.part_reps[q] if m != t}
         dest = min(
             (
-                (mov[u] - caps[u], u)
+                (mov[u] - (h if u == n else 0) - caps[u], u)  # n: its room once r has left
                 for u in range(len(d.zone))
                 if d.elig[u]
                 and u != t
-                and u != n
                 and not s.pinned[u]
                 and d.zone[u] not in zq
                 and s.count[u] < d.hi[u]
-                and caps[u] - mov[u] >= hq
+                and caps[u] - mov[u] + (h if u == n else 0) >= hq
             ),
             default=None,
         )
@@ -774,6 +771,11 @@ def _cap_room(
         mov[u] += hq
         by_heat.pop(u, None)
         need -= hq
+    for q in back:  # n's coldest keep t in its band
+        made += _cap_shift(s, q, n, t, -1, chains)
+        log.append((q, n, t, -1))
+        mov[n] -= d.heat[q]
+        mov[t] += d.heat[q]
     i = _fresh(s, chains, r, n)
     made += _cap_shift(s, r, n, t, i, chains)
     log.append((r, n, t, i))
@@ -782,6 +784,65 @@ def _cap_room(
     by_heat.pop(n, None)
     by_heat.pop(t, None)
     return made
+
+
+def _room_plan(
+    s: _State,
+    n: int,
+    r: int,
+    t: int,
+    need0: int,
+    fits: int,
+    hot: list[tuple[int, int]],
+    row: list[tuple[int, int]],
+) -> tuple[int, list[int]]:
+    """How t makes room for n's replica r: (its hottest replicas to shed, n's coldest to send
+    back so t stays in its band), or (-1, []) when t cannot.
+
+    `need0` is the heat t must shed for r alone; a replica n sends back adds its heat to it.
+    Shed replicas are colder than r and no hotter than `fits` (so some node can take them).
+    Two rounds: the send-back's heat can ask for one more shed, which can ask for one more
+    send-back; the plan is checked whole after them.
+    """
+    d = s.d
+    h = d.heat[r]
+    zt = d.zone[t]
+    allowed = [
+        q
+        for _, q in hot
+        if q != r
+        and t not in s.part_reps[q]
+        and (zt == d.zone[n] or all(d.zone[m] != zt for m in s.part_reps[q]))
+    ]
+    back: list[int] = []
+    k = 0
+    for _ in range(2):
+        need = need0 + sum(d.heat[q] for q in back)
+        k = 0
+        for hq, _ in reversed(row):
+            if need <= 0:
+                break
+            if hq < h and hq <= fits:
+                need -= hq
+                k += 1
+        if need > 0:
+            return -1, []
+        b = max(0, d.lo[t] - (s.count[t] - k + 1))
+        if b > len(allowed):
+            return -1, []
+        back = allowed[:b]
+    shed = 0
+    left = k
+    for hq, _ in reversed(row):
+        if left <= 0:
+            break
+        if hq < h and hq <= fits:
+            shed += hq
+            left -= 1
+    b = max(0, d.lo[t] - (s.count[t] - k + 1))
+    if len(back) < b or shed < need0 + sum(d.heat[q] for q in back):
+        return -1, []
+    return k, back
 
 
 def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
