@@ -150,6 +150,9 @@ cdef void peak(S *s, LB *lb, int64_t allowance) noexcept nogil:
                     if not ok:
                         continue
                     back = s.heat[q]
+                if (movable[t] + h - back > target_cap(s, lb, t)
+                        and movable[t] + h - back > movable[t]):
+                    continue  # _pure._peak: never pushes another node over its cap
                 after_n = fair_key(s, movable[n] - h + back, n)
                 after_t = fair_key(s, movable[t] + h - back, t)
                 worst = after_n if after_n > after_t else after_t

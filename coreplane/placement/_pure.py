@@ -1222,6 +1222,8 @@ def _peak(s: _State, allowance: int) -> None:
                     ):
                         continue
                     back = d.heat[q]
+                if movable[t] + h - back > max(caps[t], movable[t]):
+                    continue  # a lower peak never pushes another node over its cap
                 after_n = _fair_key(s, movable[n] - h + back, n)
                 after_t = _fair_key(s, movable[t] + h - back, t)
                 key = (max(after_n, after_t), after_t, r, t, q)
