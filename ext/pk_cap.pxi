@@ -281,7 +281,7 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
     cdef Pair *row
     cdef bint bad
     cdef int64_t *allowed
-    if nhot == 0 or hot[nhot - 1].a < excess:
+    if nhot == 0:
         return 0
     h = hot[nhot - 1].a
     r = hot[nhot - 1].b

@@ -713,10 +713,12 @@ def _cap_room(
     leave its band (`_room_plan`); those go, one by one, to the roomiest node each fits
     under (n too, once r has left it), and the replica follows. Returns the moves made, 0 when no
     node qualifies within `budget` moves, -1 when a shed replica found no node (some moves
-    are then made, in `log`: the caller undoes them).
+    are then made, in `log`: the caller undoes them). Also for a replica that does not bring
+    n under alone (the rest then follows as single moves): P=3000/N=30 moderate heat shift,
+    Z=4, a weight-1 node held two hot replicas that fit nowhere and stayed over its cap.
     """
     d = s.d
-    if not hot or hot[-1][0] < excess:
+    if not hot:
         return 0
     h, r = hot[-1]
     used = {d.zone[m] for m in s.part_reps[r] if m != n}
