@@ -111,3 +111,51 @@ def test_metrics_heat_over_cap_is_the_benchs_count(skew: str) -> None:
         scored = bench.family_score(problem, d, plan.assignment, len(plan.moves), lb)
         assert plan.metrics.heat_over_cap == scored["heat_over_cap_nodes"], (skew, event)
         assert round(plan.metrics.heat_max_over_fair, 4) == scored["heat_max_over_fair_all"]
+
+
+def _greedy(problem: object) -> tuple[int, dict[str, object]]:
+    d = compile_problem(problem)  # type: ignore[arg-type]
+    moves = bench.greedy(d, bench.family_caps(problem, d))  # type: ignore[arg-type]
+    scored = bench.family_score(problem, d, bench._apply(d, moves), len(moves), 1)  # type: ignore[arg-type]
+    return len(moves), scored
+
+
+@pytest.mark.parametrize("zones", [3, 4, 5])
+def test_moderate_skew_meets_the_cap_on_every_event_and_heat_shifts_beat_the_greedy(
+    zones: int,
+) -> None:
+    # Issue 15: 0 nodes over the cap where the greedy reaches 0 too (and on every event here);
+    # a heat shift never takes more moves than the greedy in the same run. Z=4's heat shift
+    # left a weight-1 node over its cap before _cap_room took a hot replica that alone is not
+    # enough; Z=4's add left one before hot gifts became the coldest that suffices.
+    for event, problem in _events(zones, "moderate"):
+        plan = solve(problem)  # type: ignore[arg-type]
+        assert plan.metrics.heat_over_cap == 0, event
+        assert plan.metrics.band_violations == 0, event
+        if event == "heat_shift":
+            greedy_moves, _ = _greedy(problem)
+            assert len(plan.moves) <= greedy_moves
+        elif event != "bootstrap":
+            assert len(plan.moves) <= 1.02 * lower_bound(problem), event  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("zones", [3, 4])
+def test_a_split_candidate_is_isolated_on_the_largest_nodes_after_a_heat_shift(
+    zones: int,
+) -> None:
+    # Boundary skew: the heat shift hands the hottest heat (a split candidate: hotter than
+    # every fair share) to a partition on random nodes. It is isolated on weight-2 nodes (the
+    # largest fair heat), reported with its nodes, still a split candidate, and the hottest
+    # node over its fair heat is well below the greedy's in the same run (about 2.1-2.2x).
+    problem = dict(_events(zones, "boundary"))["heat_shift"]
+    plan = solve(problem)  # type: ignore[arg-type]
+    weight = {n.id: n.weight for n in problem.nodes}  # type: ignore[attr-defined]
+    assert len(plan.split_candidates) == 1
+    (pid,) = plan.split_candidates
+    assert plan.split_nodes()[pid] == tuple(sorted(plan.assignment[pid]))
+    assert [weight[nid] for nid in plan.split_nodes()[pid]] == [2, 2, 2]
+    _, greedy = _greedy(problem)
+    assert plan.metrics.heat_max_over_fair < 0.8 * greedy["heat_max_over_fair_all"]
+    assert plan.metrics.heat_over_cap <= greedy["heat_over_cap_nodes"]
+    again = solve(ev.after(problem, plan))  # type: ignore[arg-type]
+    assert again.moves == ()  # isolated: the next solve leaves it there
