@@ -692,6 +692,35 @@ def family_caps(problem: Problem, d: Dense) -> list[int]:
     return [max(c, hottest) for c in d.hcap]
 
 
+def heat_over_cap_floor(problem: Problem, d: Dense, hottest: int = 32) -> int:
+    """Nodes over the family's cap in every plan that keeps each node in its band.
+
+    A node holding a replica of partition p holds at least lo - 1 others, so its heat is at
+    least heat(p) plus the lo - 1 coldest other heats anywhere; when that is over the cap of
+    every eligible node, each of p's rf replicas puts a distinct node over its cap. The floor
+    is the largest such rf among the `hottest` partitions (only the hottest can qualify).
+    """
+    caps = family_caps(problem, d)
+    by_heat = sorted(range(len(d.rf)), key=lambda p: (d.heat[p], p))
+    prefix = [0]
+    for p in by_heat:
+        prefix.append(prefix[-1] + d.heat[p])
+    floor = 0
+    for p in by_heat[-hottest:]:
+        fits = False
+        for n in range(len(d.zone)):
+            if not d.elig[n]:
+                continue
+            # the lo - 1 coldest heats anywhere: no lo - 1 others of p are colder
+            others = prefix[min(max(0, d.lo[n] - 1), len(by_heat))]
+            if d.heat[p] + others <= caps[n]:
+                fits = True
+                break
+        if not fits:
+            floor = max(floor, d.rf[p])
+    return floor
+
+
 def family_score(
     problem: Problem, d: Dense, assignment: Any, moves: int, lb: int
 ) -> dict[str, Any]:
@@ -746,6 +775,7 @@ def run_family_case(
         rec["lower_bound"] = lb
         rec["plan_lower_bound"] = plan.metrics.lower_bound
         rec["split_nodes"] = plan.split_nodes()
+        rec["heat_over_cap_floor"] = heat_over_cap_floor(problem, d)
         rec["kernel"] = {
             "backend": kernel,
             "solve_s": sum(t.values()),
@@ -865,6 +895,14 @@ def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                             }
                         )
                     entry["lower_bound"] = sum(r["lower_bound"] for r in ok)
+                    # nodes over the cap in every in-band plan (heat_over_cap_floor), and how
+                    # many each solver left over it: 0 is the best any plan can do
+                    entry["heat_over_cap_floor"] = max(r["heat_over_cap_floor"] for r in ok)
+                    for who in ("kernel", "greedy"):
+                        prefix = "" if who == "kernel" else "greedy_"
+                        entry[f"{prefix}heat_over_cap_above_floor"] = max(
+                            r[who]["heat_over_cap_nodes"] - r["heat_over_cap_floor"] for r in ok
+                        )
                     entry["moves_le_greedy"] = all(
                         r["kernel"]["moves"] <= r["greedy"]["moves"] for r in ok
                     )

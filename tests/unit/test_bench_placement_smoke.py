@@ -70,6 +70,9 @@ def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
                 "greedy_moves_over_lb",
                 "heat_max_over_fair",
                 "solve_s",
+                "heat_over_cap_floor",
+                "heat_over_cap_above_floor",
+                "greedy_heat_over_cap_above_floor",
             ):
                 assert key in entry, (name, event, key)
             assert entry["hard_violations"] == 0 and entry["twin_identical"], (name, event)

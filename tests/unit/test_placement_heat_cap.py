@@ -159,3 +159,20 @@ def test_a_split_candidate_is_isolated_on_the_largest_nodes_after_a_heat_shift(
     assert plan.metrics.heat_over_cap <= greedy["heat_over_cap_nodes"]
     again = solve(ev.after(problem, plan))  # type: ignore[arg-type]
     assert again.moves == ()  # isolated: the next solve leaves it there
+
+
+def test_the_over_cap_floor_bounds_every_plan_and_bootstrap_meets_it() -> None:
+    # The bench's floor: nodes over the cap in every in-band plan (the hottest partition
+    # plus the coldest lo - 1 other heats is over every node's cap: each replica costs one).
+    # No plan beats it (boundary skew: 0 or 3, one partition of RF 3), and a bootstrap,
+    # which places that partition first on empty weight-2 nodes, leaves no other node over.
+    for zones in (3, 4):
+        for event, problem in _events(zones, "boundary"):
+            d = compile_problem(problem)  # type: ignore[arg-type]
+            floor = bench.heat_over_cap_floor(problem, d)  # type: ignore[arg-type]
+            over = solve(problem).metrics.heat_over_cap  # type: ignore[arg-type]
+            assert over >= floor, (zones, event)
+            if event == "bootstrap":
+                assert over == floor, zones
+    problem = _events(4, "moderate")[0][1]
+    assert bench.heat_over_cap_floor(problem, compile_problem(problem)) == 0  # type: ignore[arg-type]
