@@ -2,6 +2,12 @@
 # Phase 4b: isolate split candidates (_pure._isolate, _isolate_home, _kept, _isolate_shed).
 
 
+cdef int _cmp_asc(const void *x, const void *y) noexcept nogil:
+    cdef int64_t a = (<const int64_t *>x)[0]
+    cdef int64_t b = (<const int64_t *>y)[0]
+    return -1 if a < b else (1 if a > b else 0)
+
+
 cdef void pin_all(S *s) noexcept nogil:
     """s.pinned[n] = 1 for every node holding a split candidate (_pure._State.pinned)."""
     cdef int64_t p, j
@@ -66,13 +72,18 @@ cdef int64_t isolate_home(S *s, Cap *c, int64_t p, int64_t n, Pair *cands, Pair 
     return -1
 
 
-cdef int64_t isolate_shed(S *s, Cap *c, int64_t n, int64_t allowance, bint paid,
+cdef int64_t isolate_shed(S *s, Cap *c, int64_t n, int64_t allowance, int64_t paid_above,
                           Pair *buf) noexcept nogil:
     """_pure._isolate_shed: n's hottest other replicas away while it is over its 1.10x cap and
-    above its band (only re-targets unless `paid`)."""
-    cdef int64_t i, k, q, u, h, du, dkey, bq, fresh
+    above its band (new moves only while its other heat is above `paid_above`)."""
+    cdef int64_t i, k, q, u, h, du, dkey, bq, fresh, pinned_heat = 0
     cdef Py_ssize_t a
+    cdef bint paid
+    for i in range(s.nr_len[n]):
+        if s.split[s.nr[n][i]]:
+            pinned_heat += s.heat[s.nr[n][i]]
     while allowance > 0 and s.nheat[n] > s.hcap[n] and s.count[n] > s.lo[n]:
+        paid = s.nheat[n] - pinned_heat > paid_above
         k = 0
         for i in range(s.nr_len[n]):
             q = s.nr[n][i]
@@ -111,7 +122,9 @@ cdef int64_t isolate_shed(S *s, Cap *c, int64_t n, int64_t allowance, bint paid,
 cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
     """_pure._isolate: each split candidate's replicas on the nodes where they do least harm."""
     cdef Cap c
-    cdef int64_t p, n, t, q, i, j, k, tmp, home, ns = 0, nmax = 0, top = 0
+    cdef int64_t p, n, t, q, i, j, k, tmp, home, ns = 0, nmax = 0, top = 0, paid_above
+    cdef int64_t *cold
+    cdef Py_ssize_t ncold = 0
     cdef int64_t reps[64]
     cdef Pair *splits
     cdef Pair *cands
@@ -149,6 +162,18 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
     for ii in range(s.nm):
         c.prev[ii] = c.head[s.mp[ii]]
         c.head[s.mp[ii]] = ii
+    cold = <int64_t *>cp_xmalloc((s.P + 1) * sizeof(int64_t))  # prefix sums, coldest first
+    for p in range(s.P):
+        if not s.split[p]:
+            cold[ncold] = s.heat[p]
+            ncold += 1
+    qsort(cold, ncold, sizeof(int64_t), _cmp_asc)
+    tmp = 0
+    for ii in range(ncold):  # cold[i] becomes the sum of the i coldest
+        k = cold[ii]
+        cold[ii] = tmp
+        tmp += k
+    cold[ncold] = tmp
     for a in range(ns):
         p = splits[a].b
         k = s.pn_len[p]
@@ -180,9 +205,18 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
                 if q >= 0:
                     allowance -= cap_shift(s, &c, q, t, n, cap_fresh(s, &c, q, t))
                 home = t
-            allowance = isolate_shed(s, &c, home, allowance, home != n, buf)
+            if home != n:
+                paid_above = -1
+            else:  # _pure._isolate: twice the coldest lo - 1 movable heats anywhere
+                i = s.lo[n] - 1
+                if i < 0:
+                    i = 0
+                if i > ncold:
+                    i = ncold
+                paid_above = 2 * cold[i]
+            allowance = isolate_shed(s, &c, home, allowance, paid_above, buf)
         if allowance <= 0:
             break
-    cp_xfree(splits); cp_xfree(cands); cp_xfree(buf); cp_xfree(c.caps); cp_xfree(c.head)
+    cp_xfree(cold); cp_xfree(splits); cp_xfree(cands); cp_xfree(buf); cp_xfree(c.caps); cp_xfree(c.head)
     cp_xfree(c.prev)
     return allowance

@@ -885,6 +885,9 @@ def _isolate(s: _State, allowance: int) -> int:
             s.pinned[n] = 1
     caps = heat_caps(d, hottest_movable(d))
     chains = _move_chains(s)
+    cold = [0]  # prefix sums of the movable partitions' heats, coldest first
+    for h in sorted(d.heat[p] for p in range(len(d.rf)) if not d.split[p]):
+        cold.append(cold[-1] + h)
     for p in splits:
         for n in sorted(s.part_reps[p]):
             if allowance <= 0:
@@ -900,7 +903,10 @@ def _isolate(s: _State, allowance: int) -> int:
                 if q >= 0:
                     allowance -= _cap_shift(s, q, t, n, _fresh(s, chains, q, t), chains)
                 home = t
-            allowance = _isolate_shed(s, home, caps, chains, allowance, home != n)
+            # A home that already held it pays for sheds only while its other heat is over
+            # twice the coldest lo - 1 heats anywhere (a heat shift made it hot there).
+            paid_above = -1 if home != n else 2 * cold[min(max(0, d.lo[n] - 1), len(cold) - 1)]
+            allowance = _isolate_shed(s, home, caps, chains, allowance, paid_above)
     return allowance
 
 
@@ -949,20 +955,28 @@ def _kept(s: _State, t: int) -> int:
 
 
 def _isolate_shed(
-    s: _State, n: int, caps: list[int], chains: dict[int, list[int]], allowance: int, paid: bool
+    s: _State,
+    n: int,
+    caps: list[int],
+    chains: dict[int, list[int]],
+    allowance: int,
+    paid_above: int,
 ) -> int:
     """Send n's hottest other replicas away while n is over its 1.10x cap and above its band.
 
     Each goes to the unpinned node with the most room under its cap that the zones allow and
-    that stays under it; a replica that fits nowhere is passed over. Only a node that just
-    took a split replica pays moves for it (`paid`); elsewhere only replicas this plan moved
-    onto n are re-targeted, for free: a node that already held its split candidate is as
-    isolated as the last plan left it, and the moves of an add or a drain stay at the bound.
+    that stays under it; a replica that fits nowhere is passed over. New moves are made only
+    while n's other (movable) heat is above `paid_above` (-1 for a node that just took its
+    split replica); below it only replicas this plan moved onto n are re-targeted, for free:
+    a node that already held its split candidate with cold replicas is as isolated as the
+    last plan left it, and the moves of an add or a drain stay at the bound.
     Returns the allowance left.
     """
     d = s.d
+    pinned_heat = sum(d.heat[q] for q in s.node_reps[n] if d.split[q])
     while allowance > 0 and s.nheat[n] > d.hcap[n] and s.count[n] > d.lo[n]:
         move: tuple[int, int] | None = None
+        paid = s.nheat[n] - pinned_heat > paid_above
         for _, q in sorted((-d.heat[q], q) for q in s.node_reps[n] if not d.split[q]):
             if not paid and _fresh(s, chains, q, n) < 0:
                 continue
