@@ -123,6 +123,8 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
     """_pure._isolate: each split candidate's replicas on the nodes where they do least harm."""
     cdef Cap c
     cdef int64_t p, n, t, q, i, j, k, tmp, home, ns = 0, nmax = 0, top = 0, paid_above
+    cdef int64_t fair_max, floor_key
+    cdef bint low
     cdef int64_t *cold
     cdef Py_ssize_t ncold = 0
     cdef int64_t reps[64]
@@ -174,6 +176,11 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
         cold[ii] = tmp
         tmp += k
     cold[ncold] = tmp
+    fair_max = 0  # _pure._isolate: the peak no plan avoids
+    for n in range(s.N):
+        if s.elig[n] and s.hfair[n] > fair_max:
+            fair_max = s.hfair[n]
+    floor_key = (s.heat[splits[0].b] << SHIFT) // (fair_max if fair_max > 1 else 1)
     for a in range(ns):
         p = splits[a].b
         k = s.pn_len[p]
@@ -193,7 +200,8 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
             home = n
             t = -1
             q = -1
-            if s.nheat[n] > (s.hcap[n] if s.hcap[n] > top else top):
+            low = 4 * fair_key(s, s.nheat[n], n) <= 5 * floor_key
+            if s.nheat[n] > (s.hcap[n] if s.hcap[n] > top else top) and not low:
                 t = isolate_home(s, &c, p, n, cands, buf, &q)
             if t >= 0 and allowance >= 1 + (1 if q >= 0 else 0):
                 allowance -= cap_shift(s, &c, p, n, t, cap_fresh(s, &c, p, n))
@@ -214,6 +222,8 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
                 if i > ncold:
                     i = ncold
                 paid_above = 2 * cold[i]
+                if low:
+                    paid_above = UNLIMITED
             allowance = isolate_shed(s, &c, home, allowance, paid_above, buf)
         if allowance <= 0:
             break
