@@ -11,8 +11,10 @@ each through the host's handler for its kind and acknowledge it when the handler
 **Handlers off the heartbeat thread.** A copy can take longer than the fleet's suspect_after
 (5 s) or dead_after (30 s); run on the heartbeat thread it would make its own node suspect,
 then dead, and its replicas re-created elsewhere. So handlers run on `workers` threads (2 by
-default), one action per partition at a time, at most `queued_max` waiting (more wait in the
-fleet, delivered again next round), while heartbeats keep their schedule. An action queued
+default, the fleet's default moves in flight per node), one action per partition at a time, at
+most `queued_max` waiting (more wait in the fleet, delivered again next round), while
+heartbeats keep their schedule. Handlers of different partitions may run at the same time:
+make them thread-safe, or pass ``workers=1`` to have them run one after another. An action queued
 or running is not accepted again when the fleet delivers it again (it is not acknowledged
 yet). `close(drain_s=...)` stops heartbeats and new handlers, waits for the running ones up to
 `drain_s` and abandons the rest unacknowledged (delivered again, with the same token).
