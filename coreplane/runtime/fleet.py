@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from coreplane import placement
 from coreplane.core import commands as C
 from coreplane.core.codec import Value
-from coreplane.core.reconcile import plan_moves, problem_from_capture
+from coreplane.core.reconcile import plan_moves, problem_from_capture, trusted_problem
 from coreplane.errors import InvalidArgument, NotLeader
 
 if TYPE_CHECKING:
@@ -541,7 +541,7 @@ def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tupl
             return plan, skipped
         pid = match.group(1)
         skipped.append((pid, plan.reason))
-        problem = placement.Problem(
+        problem = trusted_problem(  # a subset of a trusted problem: no re-validation
             problem.nodes,
             tuple(p for p in problem.partitions if p.id != pid),
             {k: v for k, v in problem.assignment.items() if k != pid},

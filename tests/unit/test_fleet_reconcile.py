@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from coreplane import placement
 from coreplane.core import commands as C
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.core.reconcile import plan_moves, problem_from_capture
 from coreplane.core.state import StateMachine
+from coreplane.errors import InvalidArgument
 
 CFG = FleetConfig(
     suspect_after_ms=2_000, dead_after_ms=4_000, moves_in_flight_per_node=4, moves_in_flight_max=32
@@ -148,3 +151,38 @@ def test_one_unplaceable_partition_does_not_hold_back_the_others() -> None:
     plan, skipped = _solve_around(problem)
     assert plan.feasible and [pid for pid, _ in skipped] == ["b"]
     assert sorted(m.target for m in plan.moves if m.partition == "a") == ["n0", "n1"]
+
+
+def test_the_trusted_problem_equals_the_validated_one_and_users_keep_their_errors() -> None:
+    loop = Loop(nodes=7, zones=3)
+    for i in range(20):
+        loop.apply(C.FleetCreatePartition(f"p{i}", rf=3 + (i == 0), heat=1 + i))
+    loop.run(30)
+    loop.down.add("n1")
+    loop.apply(C.FleetReport([], [], [["n1", loop.ms]], [], []))
+    loop.apply(C.FleetDrain("n2"))
+    fleet = loop.sm.fleet
+    loop.down = set(fleet.nodes)  # nobody acks: the moves stay in flight
+    for _ in range(12):  # n1 dead, n2 draining, rf 4 capped at the 3 zones
+        loop.step()
+    assert fleet.nodes["n1"].liveness == "dead" and fleet.ops
+    solve = problem_from_capture(fleet.capture()(), moves_in_flight_per_node=4)
+    problem = solve.problem
+    checked = placement.Problem(
+        problem.nodes,
+        problem.partitions,
+        dict(problem.assignment),
+        moves_in_flight_per_node=problem.moves_in_flight_per_node,
+    )
+    assert solve.capped == ("p0",)
+    assert problem == checked
+    assert placement.solve(problem).moves == placement.solve(checked).moves
+    with pytest.raises(InvalidArgument, match=r"partitions\[1\]\.rf"):
+        placement.Problem(problem.nodes, (problem.partitions[0], placement.Partition("x", 9)), {})
+
+
+def test_the_trusted_problem_still_checks_the_aggregate_heat_bound() -> None:
+    loop = Loop(nodes=3, zones=3)
+    loop.apply(C.FleetCreatePartition("a", rf=3, heat=1 << 39))
+    with pytest.raises(InvalidArgument, match="partitions"):
+        problem_from_capture(loop.sm.fleet.capture()(), moves_in_flight_per_node=4)
