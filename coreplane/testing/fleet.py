@@ -400,10 +400,13 @@ class FleetWorld:
 
 def started_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]]:
     """(index, pid, source, target) of every operation started (only those started for
-    `cause`, e.g. "repair", if given), from the decision journal."""
+    `cause`, e.g. "repair", if given), from the decision journal. Orphan removals (cause
+    "gc") move no replica: they are listed only when asked for by cause."""
     out = []
     for index, _ms, _subjects, text in fleet.journal:
-        if " started (" in text and (not cause or f" started ({cause}): " in text):
+        if " started (" not in text or (cause != "gc" and " started (gc): " in text):
+            continue
+        if not cause or f" started ({cause}): " in text:
             pid, source, _arrow, target = text.split(": ", 1)[1].split(" ")[:4]
             out.append((index, pid, source, target))
     return out
