@@ -416,13 +416,20 @@ class Fleet:
         with cp._sm_lock:
             fleet = cp._sm.fleet
             now, cfg = cp._sm.tick_ms, fleet.config
+            room = min(cfg.moves_in_flight_max - len(fleet.ops), cfg.orphans_per_entry_max)
             with self._lock:
                 for node_id in sorted(self._orphans):
                     node = fleet.nodes.get(node_id)
                     if node is None or node.liveness != "alive" or node.admin == "decommissioned":
                         continue
+                    # The throttles apply checks: what would be skipped waits here, unproposed.
+                    node_room = cfg.moves_in_flight_per_node - len(fleet.node_ops[node_id])
                     candidates = self._orphans[node_id]
                     for pid in sorted(candidates):
+                        if room <= 0:
+                            return out
+                        if node_room <= 0:
+                            break
                         since = candidates[pid]
                         if now - since < cfg.orphan_grace_ms or pid in fleet.op_of_pid:
                             continue
@@ -431,8 +438,8 @@ class Fleet:
                             continue
                         out.append([node_id, pid, since])
                         candidates[pid] = now
-                        if len(out) >= cfg.orphans_per_entry_max:
-                            return out
+                        room -= 1
+                        node_room -= 1
         return out
 
     def _heat_report(self, fleet: Any) -> list[list[Any]]:
