@@ -45,7 +45,7 @@ from coreplane.placement.model import (
     Problem,
 )
 
-__all__ = ["Solve", "plan_moves", "problem_from_capture", "trusted_problem"]
+__all__ = ["Solve", "pair_by_zone", "plan_moves", "problem_from_capture", "trusted_problem"]
 
 _RF, _HEAT, _REPLICAS = 0, 1, 2
 
@@ -170,19 +170,63 @@ def trusted_problem(
 
 
 def plan_moves(
-    plan: Plan, limit: int, capped: tuple[str, ...] = ()
+    plan: Plan,
+    limit: int,
+    capped: tuple[str, ...] = (),
+    zone_of: Mapping[str, str] | None = None,
 ) -> tuple[list[list[str]], bool]:
     """The first `limit` moves of a feasible plan in wave order as ``[pid, source, target]``
     ("" for none), and whether moves were left out (the leader solves again once the queue
     drains). A partition whose RF was `capped` for the solve keeps every replica it has: the
-    solver's drops for it would take it further below its real RF (apply refuses them)."""
+    solver's drops for it would take it further below its real RF (apply refuses them).
+    Given the nodes' zones (`zone_of`), the moves of one partition are re-paired so each can
+    run alone (`pair_by_zone`)."""
     out: list[list[str]] = []
     keep = set(capped)
+    more = False
     for wave in plan.by_wave():
         for move in wave:
             if move.target is None and move.partition in keep:
                 continue
             if len(out) >= limit:
-                return out, True
+                more = True
+                break
             out.append([move.partition, move.source or "", move.target or ""])
-    return out, False
+        if more:
+            break
+    if zone_of is not None:
+        pair_by_zone(out, zone_of)
+    return out, more
+
+
+def pair_by_zone(moves: list[list[str]], zone_of: Mapping[str, str]) -> None:
+    """Re-pair, in place, the sources and targets of each partition's moves so that a move
+    whose target's zone is the zone of another of its moving replicas becomes a move within
+    that replica's zone. Apply checks moves one at a time against the replica set of the
+    moment, so a zone swap as the solver may plan it (a in zone A -> b in zone B, c in zone B
+    -> d in zone A) has no valid first step; re-paired (a -> d, c -> b) both steps are valid
+    and the final replica set is the same. Each exchange makes one more move stay in its zone,
+    so it ends after at most one exchange per move."""
+    by_pid: dict[str, list[int]] = {}
+    for i, (pid, source, target) in enumerate(moves):
+        if source and target:
+            by_pid.setdefault(pid, []).append(i)
+    for idx in by_pid.values():
+        if len(idx) < 2:
+            continue
+        changed = True
+        while changed:
+            changed = False
+            for i in idx:
+                zone = zone_of.get(moves[i][2])
+                if zone is None or zone == zone_of.get(moves[i][1]):
+                    continue
+                for j in idx:
+                    if (
+                        j != i
+                        and zone_of.get(moves[j][1]) == zone
+                        and zone_of.get(moves[j][2]) != zone
+                    ):
+                        moves[i][2], moves[j][2] = moves[j][2], moves[i][2]
+                        changed = True
+                        break

@@ -642,7 +642,8 @@ class _SolveJob:
                 logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
                 self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[], more=False)
                 return
-            moves, more = plan_moves(plan, self._moves_max, solve.capped)
+            zone_of = {node.id: node.zone for node in solve.problem.nodes}
+            moves, more = plan_moves(plan, self._moves_max, solve.capped, zone_of)
             self.plan = C.FleetPlan(
                 base_index=solve.index, moves=moves, splits=list(plan.split_candidates), more=more
             )
