@@ -105,7 +105,7 @@ class Driver:
             for k in range(rf):
                 members = by_zone[zone_names[(i + k) % zones]]
                 replicas.append(members[(i // zones + k) % len(members)])
-            fleet.parts[f"p{i:06d}"] = (rf, 1_000, tuple(sorted(replicas)), 0, self.index, -1)
+            fleet.parts[f"p{i:06d}"] = (rf, 1_000, tuple(sorted(replicas)), 0, self.index, -1, ())
         fleet._derive()
 
     def apply(self, command: C.Command | bytes) -> Any:
@@ -240,7 +240,7 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
     t2 = time.perf_counter()
     plan = placement.solve(solve.problem)
     t3 = time.perf_counter()
-    moves, more = plan_moves(plan, 2_000)
+    moves, more = plan_moves(plan, 2_000, solve.capped, {n.id: n.zone for n in solve.problem.nodes})
     entry = C.encode_internal(C.FleetPlan(solve.index, moves, list(plan.split_candidates), more))
     metrics = plan.metrics
     del plan, solve, view  # the leader drops them too: they must not weigh on GC below

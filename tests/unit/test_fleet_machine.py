@@ -464,3 +464,35 @@ def test_a_node_over_its_heat_cap_is_never_a_copy_source_while_another_can_be() 
     assert all(log.fleet.over_cap(n) for n in ("n0", "n1", "n2"))
     [same] = log.fleet.actions("n3")
     assert same == fresh
+
+
+def test_a_rebalance_never_takes_a_partition_back_to_a_node_it_left_within_the_day() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))  # a rebalance: n0 -> n2
+    _ack_all(log)
+    _ack_all(log)
+    log.tick(1_000 + CFG.rebalance_cooldown_ms)  # past the cooldown, not the return cooldown
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))  # back: an oscillation
+    assert not log.fleet.ops and not log.fleet.queue and not log.fleet.needs_plan()
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n3"]], []))  # elsewhere: fine
+    assert len(log.fleet.ops) == 1
+    _ack_all(log)
+    _ack_all(log)
+    assert log.fleet.parts["p"][6] == ("n0", "n2")  # it remembers both nodes it left
+    snap = log.sm.snapshot()
+    other = StateMachine(fleet=CFG)
+    other.restore(snap)
+    assert other.snapshot() == snap and other.fleet.parts["p"][6] == ("n0", "n2")
+    end = log.sm.tick_ms + CFG.return_cooldown_ms
+    while log.sm.tick_ms < end:  # a day of one-minute ticks
+        log.tick(min(end, log.sm.tick_ms + 60_000))
+    log.ok(C.FleetPlan(log.index, [["p", "n3", "n0"]], []))  # a day later it may return
+    assert len(log.fleet.ops) == 1
+    log.report(silent=[("n1", log.sm.tick_ms)])
+    log.tick(log.sm.tick_ms + CFG.dead_after_ms + CFG.suspect_after_ms)
+    _ack_all(log)
+    _ack_all(log)
+    assert "p" in log.fleet.under  # n1 dead
+    log.ok(C.FleetPlan(log.index, [["p", "n1", "n2"]], []))  # a repair is never held back
+    assert len(log.fleet.ops) == 1

@@ -70,16 +70,20 @@ _HEAT_MAX = 1 << 40
 _WEIGHT_MAX = 1 << 20
 _SLOTS_MAX = 1 << 30
 
-# A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms):
-# immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
-# kv.Record). moved_ms is the tick time of its last rebalance cutover (-1: never).
-PartRecord = tuple[int, int, tuple[str, ...], int, int, int]
+# A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms,
+# left): immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
+# kv.Record). moved_ms is the tick time of its last move's cutover (-1: never); left the nodes
+# its last moves took it from (at most LEFT_MAX, newest last), which a rebalance does not take
+# it back to before `return_cooldown_ms` (a move undone is an oscillation).
+PartRecord = tuple[int, int, tuple[str, ...], int, int, int, tuple[str, ...]]
 _RF: Final = 0
 _HEAT: Final = 1
 _REPLICAS: Final = 2
 _SPLIT: Final = 3
 _CREATED: Final = 4
 _MOVED: Final = 5
+_LEFT: Final = 6
+LEFT_MAX: Final = 3
 
 
 def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
@@ -109,6 +113,9 @@ class FleetConfig:
     heat_cap_pct: int = 110
     rebalance_trigger_pct: int = 125
     rebalance_cooldown_ms: int = 600_000  # not for a partition below its RF (its repair)
+    # A rebalance never moves a partition back to a node its last moves took it from for
+    # this long after its last move (1 day): the solver has no memory, apply has.
+    return_cooldown_ms: int = 86_400_000
     nodes_max: int = 10_000
     partitions_max: int = 1_000_000
     queue_max: int = 1_000_000
@@ -698,7 +705,7 @@ class FleetMachine:
             raise CommandRejected(
                 "too_many_partitions", f"at the bound of {self.config.partitions_max} partitions"
             )
-        self.parts[pid] = (rf, heat, (), 0, self.index, -1)
+        self.parts[pid] = (rf, heat, (), 0, self.index, -1, ())
         self.under.add(pid)
         self._note((pid,), f"{pid} created with rf={rf}, heat={heat}")
         self._dirty()
@@ -937,11 +944,14 @@ class FleetMachine:
             and rec[_MOVED] >= 0
             and len(replicas) <= rec[_RF]
             and pid not in self.under
-            and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
             and self.nodes[source].admin in (ACTIVE, CORDONED)
             and not self.nodes[source].gone
-        ):
-            return _COOLDOWN
+        ):  # a rebalance (a repair, a drain or an RF change is never held back)
+            since = self.tick_ms - rec[_MOVED]
+            if since < self.config.rebalance_cooldown_ms:
+                return _COOLDOWN
+            if target in rec[_LEFT] and since < self.config.return_cooldown_ms:
+                return _RETURN
         node = self.nodes.get(target)
         if node is None or not node.eligible:
             return f"target {target} not eligible"
@@ -1147,7 +1157,10 @@ class FleetMachine:
             replicas.append(op.target)
         self._set_replicas(op.pid, tuple(sorted(replicas)))
         if op.source and op.target:
-            self.parts[op.pid] = _with(self.parts[op.pid], _MOVED, self.tick_ms)
+            rec = self.parts[op.pid]
+            left = (*(n for n in rec[_LEFT] if n != op.source and n != op.target), op.source)
+            rec = _with(rec, _MOVED, self.tick_ms)
+            self.parts[op.pid] = _with(rec, _LEFT, left[-LEFT_MAX:])
         self._note(
             (op.pid, op.op_id),
             f"{op.op_id} cutover: {op.pid} on {', '.join(sorted(replicas)) or 'no node'}",
@@ -1413,6 +1426,7 @@ class FleetMachine:
                         rec[_SPLIT],
                         rec[_CREATED],
                         rec[_MOVED],
+                        list(rec[_LEFT]),
                     ]
                     for pid, rec in sorted(parts.items())
                 ],
@@ -1446,8 +1460,9 @@ class FleetMachine:
                 machine.nodes[node_id] = FleetNode(
                     zone, weight, slots, reg, liveness, lsince, admin, asince, silent, gen
                 )
-            for pid, rf, heat, replicas, split, created, moved in plain["parts"]:
-                machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved)
+            for pid, rf, heat, replicas, split, created, moved, *left in plain["parts"]:
+                left_nodes = tuple(left[0]) if left else ()  # none before the return cooldown
+                machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved, left_nodes)
             for row in plain["ops"]:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
@@ -1477,9 +1492,10 @@ class FleetMachine:
 
 
 _COOLDOWN: Final = "moved recently (rebalance cooldown)"
+_RETURN: Final = "a move back to a node it left (return cooldown)"
 _NO_SOURCE: Final = "no live replica to copy from"
 # Drops that a new solve cannot fix (only a later change can, and that change dirties anyway).
-_QUIET: Final = frozenset({_COOLDOWN, _NO_SOURCE})
+_QUIET: Final = frozenset({_COOLDOWN, _RETURN, _NO_SOURCE})
 _ADMIN_BY_TAG: Final = {43: CORDONED, 44: ACTIVE, 45: DRAINING, 46: DECOMMISSIONING}
 
 
