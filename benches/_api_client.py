@@ -5,7 +5,9 @@
 (TARGET is the client port of the leader member; etcd's v3 JSON gateway on one keep-alive
 HTTP/1.1 connection per thread). OP is ``put``, ``get`` or ``lock`` (a lock cycle: acquire
 and release; etcd: its v3lock service with a lease granted once per thread). Closed loop: each
-thread keeps one request outstanding. Reports completed operations and per-op latencies.
+thread keeps one request outstanding. Reports completed operations, per-op latencies and the
+process's own CPU time (every thread, user + system) over the measured span: the load
+generator's cost per operation, so the two systems' generators can be compared.
 """
 
 from __future__ import annotations
@@ -109,16 +111,19 @@ def main() -> None:
         w.start()
     ready.wait()
     start = time.monotonic()
+    cpu_start = time.process_time()
     go.set()
     for w in workers:
         w.join()
     elapsed = time.monotonic() - start
+    cpu_s = time.process_time() - cpu_start
     print(
         json.dumps(
             {
                 "ok": sum(counts),
                 "errors": sum(errors),
                 "elapsed_s": elapsed,
+                "cpu_s": cpu_s,
                 "lat_ms": [x for xs in lat for x in xs],
             }
         ),

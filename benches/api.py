@@ -14,6 +14,16 @@ outstanding per thread), the same concurrency for both:
 Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd for
 throughput, etcd / coreplane for latency: > 1 is better for coreplane either way). The clients
 share the machine with the servers (2 cores here): the figures compare, they do not size.
+
+``put_local`` is the reference for what HTTP and the SDK add: the same number of puts in
+flight, issued inside the leader's process (`kv.put_async`, no HTTP), reported as
+``put_local_per_s`` and ``put_local_p50_ms`` (coreplane only; etcd has no such row).
+
+CPU per operation (`benches._cpu`), per phase and system: ``gen_cpu_us_per_op`` is the load
+generator processes' own CPU (the SDK for coreplane, a bare http.client loop for etcd: the same
+closed loop, threads and concurrency), ``servers_cpu_us_per_op`` the three members' (all
+threads, kernel time included), ``leader_cpu_us_per_op`` the leader's; ``machine_busy_cores``
+says how busy the shared machine was over the phase (all processes, other agents' included).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benches import _cpu
 from benches._raft_procs import ROOT, EtcdCluster, etcd_binary
 from coreplane.testing.ports import free_ports
 from coreplane.testing.procs import JsonLineChild
@@ -91,8 +102,16 @@ class _Nodes:
 
 
 def _load(
-    system: str, op: str, targets: list[str], params: dict[str, Any], prefix: str
+    system: str,
+    op: str,
+    targets: list[str],
+    params: dict[str, Any],
+    prefix: str,
+    servers: dict[str, int | None] | None = None,
+    leader: str | None = None,
 ) -> dict[str, Any]:
+    meter = _cpu.Meter(dict(servers or {}))
+    meter.__enter__()
     procs = [
         subprocess.Popen(
             [
@@ -120,13 +139,38 @@ def _load(
         if proc.returncode != 0:
             raise RuntimeError(f"{system} {op} client failed: {err[-2000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
+    meter.__exit__(
+        None, None, None
+    )  # spans the clients' set-up too: servers' CPU is an upper bound
     lat = [x for r in results for x in r["lat_ms"]]
     elapsed = max(r["elapsed_s"] for r in results)
+    ops = sum(r["ok"] for r in results)
     return {
-        "ops_per_s": sum(r["ok"] for r in results) / elapsed,
+        "ops_per_s": ops / elapsed,
         "p50_ms": statistics.median(lat) if lat else None,
         "errors": sum(r["errors"] for r in results),
-        "ops": sum(r["ok"] for r in results),
+        "ops": ops,
+        "gen_cpu_us_per_op": _cpu.per_write_us(sum(r["cpu_s"] for r in results), ops),
+        "gen_cores": sum(r["cpu_s"] for r in results) / elapsed,
+        "servers_cpu_us_per_op": _cpu.per_write_us(_cpu.total(meter.cpu_s.values()), ops)
+        if meter.cpu_s
+        else None,
+        "leader_cpu_us_per_op": _cpu.per_write_us(meter.cpu_s.get(leader or ""), ops),
+        "machine_busy_cores": meter.machine_busy_cores,
+    }
+
+
+def _local_puts(nodes: _Nodes, leader: str, concurrency: int, duration_s: float) -> dict[str, Any]:
+    got = nodes.nodes[leader].request(
+        "local_puts", concurrency=concurrency, duration_s=duration_s, timeout_s=duration_s + 60
+    )
+    lat = got["lat_ms"]
+    return {
+        "ops_per_s": got["ok"] / got["elapsed_s"],
+        "p50_ms": statistics.median(lat) if lat else None,
+        "errors": got["errors"],
+        "ops": got["ok"],
+        "leader_cpu_us_per_op": _cpu.per_write_us(got["cpu_s"], got["ok"]),
     }
 
 
@@ -145,18 +189,33 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         with _Nodes(base / "cp") as nodes, contextlib.ExitStack() as stack:
             leader = nodes.leader_url()
             targets = [leader] + [u for u in nodes.urls if u != leader]
+            cp_pids = {nid: node.pid for nid, node in nodes.nodes.items()}
+            cp_leader = next(nid for nid, url in nodes.by_id.items() if url == leader)
             etcd = (
                 stack.enter_context(EtcdCluster(base / "etcd"))
                 if etcd_state == "measured"
                 else None
             )
+            concurrency = params["procs"] * params["threads"]
+            results["coreplane"]["put_local"] = _local_puts(
+                nodes, cp_leader, concurrency, params["duration_s"]
+            )
             for op in OPS:
-                results["coreplane"][op] = _load("coreplane", op, targets, params, f"cp-{op}")
+                results["coreplane"][op] = _load(
+                    "coreplane", op, targets, params, f"cp-{op}", cp_pids, cp_leader
+                )
                 if etcd is not None:
                     member = etcd.leader()
                     assert member is not None
+                    etcd_pids: dict[str, int | None] = {n: p.pid for n, p in etcd.procs.items()}
                     results["etcd"][op] = _load(
-                        "etcd", op, [str(etcd.client[member])], params, f"etcd-{op}"
+                        "etcd",
+                        op,
+                        [str(etcd.client[member])],
+                        params,
+                        f"etcd-{op}",
+                        etcd_pids,
+                        member,
                     )
     cp, et = results["coreplane"], results["etcd"]
 
@@ -178,7 +237,13 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         summary[f"{name}_ratio_vs_etcd"] = (
             _ratio(ours, theirs) if better == "higher" else _ratio(theirs, ours)
         )
+    for op in OPS:
+        for key in ("gen_cpu_us_per_op", "servers_cpu_us_per_op", "machine_busy_cores"):
+            summary[f"{op}_{key}"] = pick(cp, op, key)
+            summary[f"{op}_{key}_etcd"] = pick(et, op, key)
+    summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
+    summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {
-        s: {op: r.get("errors") for op, r in res.items()} for s, res in results.items()
+        s: {op: r.get("errors") for op, r in res.items() if op in OPS} for s, res in results.items()
     }
     return {"params": {**params, "smoke": smoke}, "results": results, "summary": summary}

@@ -8,6 +8,7 @@ ControlPlane's public methods.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,9 @@ class Route:
     bytes_fields: frozenset[str] = frozenset()
     long_poll: bool = False  # re-run the handler until it has "events" or wait_ms passes
     node_field: str = ""  # the body field naming a node: an agent may only name its own
+    # The handler only checks and proposes (`Handlers._write`): with a pipelined ControlPlane
+    # it never blocks, so the server runs it on its event loop, with no pool thread hop.
+    inline: bool = False
 
 
 EVERYONE = frozenset({"admin", "client", "agent"})
@@ -390,4 +394,18 @@ def _lease_and_lock_routes(h: Handlers) -> list[Route]:
 
 def default_routes(h: Handlers) -> list[Route]:
     """The built-in routes (tests/api/test_api_fuzz.py throws bad input at every one)."""
-    return [*_cluster_routes(h), *_kv_routes(h), *_lease_and_lock_routes(h)]
+    writes = {
+        h.kv_put,
+        h.kv_cas,
+        h.kv_delete,
+        h.lease_grant,
+        h.lease_keepalive,
+        h.lease_revoke,
+        h.lock_session,
+        h.lock_keepalive,
+        h.lock_close,
+        h.lock_acquire,
+        h.lock_release,
+    }
+    routes = [*_cluster_routes(h), *_kv_routes(h), *_lease_and_lock_routes(h)]
+    return [dataclasses.replace(r, inline=True) if r.handler in writes else r for r in routes]

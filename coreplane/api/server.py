@@ -2,9 +2,11 @@
 
 Why the shapes:
 - **aiohttp's server** (asyncio, well kept, no extra process): it runs on a thread and event loop
-  of its own, started and stopped by the host, so it shares nothing with the Raft tick thread;
-  every call into the ControlPlane blocks (a commit wait, a ReadIndex round), so each one runs
-  in a bounded thread pool, never on the event loop.
+  of its own, started and stopped by the host, so it shares nothing with the Raft tick thread.
+  A call that blocks (a ReadIndex round, a read of state) runs in a bounded thread pool, never
+  on the event loop; a write only checks its fields and proposes (`propose_async`), so it runs
+  on the loop and its future is awaited there: no thread hop, no pool thread held while the
+  entry commits.
 - **Any node answers anything**: a follower's linearizable read confirms a read index with the
   leader (ReadIndex) and a follower's write is forwarded to the leader by Raft itself (pysyncobj
   sends a follower's proposal to its leader), so no request is refused or redirected for want
@@ -213,6 +215,8 @@ class ApiServer:
             raise InvalidArgument("advertise_url", "must be a URL such as https://host:8470")
         self._advertise_url = advertise_url
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreplane-api")
+        # Write handlers run on the loop only if writes are pipelined (they never block then).
+        self._inline_ok = callable(getattr(cp, "propose_async", None))
         handlers = Handlers(cp, self._api_urls)
         self._routes = [*default_routes(handlers), *quota_routes(handlers)]
         if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
@@ -395,8 +399,11 @@ class ApiServer:
                             field=route.node_field,
                         ),
                     )
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._pool, route.handler, args)
+                if route.inline and self._inline_ok:
+                    result = route.handler(args)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._pool, route.handler, args)
                 if isinstance(result, concurrent.futures.Future):  # a pipelined write
                     result = await asyncio.wrap_future(result)
                 if route.long_poll:

@@ -28,6 +28,14 @@ slack - margin`` after the proposal of the newest epoch it holds):
   end). A router it did not reserve cannot be on fallback before its shares end, by the rule
   above applied to that epoch.
 
+**Catching up after a leader change.** A new leader's first epoch must reserve every router's
+fallback (it cannot know who fell back), which caps the large shares. The second epoch lifts
+the cap for every router that reported holding the first, so this leader does not wait a whole
+`epoch_ms` for it: while its first epoch is the newest, its answers ask routers to report every
+``epoch_ms // 20``, and the second epoch is proposed as soon as every router the first one
+reserved has reported holding it (`Allotter.caught_up`). Full use is back well within one epoch
+of the first (tests/property/test_quota_props.py asserts it in simulated time).
+
 tests/property/test_quota_props.py checks the sum law on random histories with crashes, late
 commits, dropped and slow answers and routers cut off alone, and shows that an allotter
 without reservations breaks it.
@@ -97,6 +105,7 @@ class _Key:
     proposed: dict[int, int] = field(default_factory=dict)  # epoch -> propose time (mono ms)
     last_epoch: int = 0
     last_propose_ms: int = -1
+    first_epoch: int = 0  # the first epoch this leader proposed for the key
 
 
 class Allotter:
@@ -122,7 +131,11 @@ class Allotter:
         """The next epoch of `key` if one is due and can pass apply's check now, else None."""
         cfg = self.config
         k = self.keys.setdefault(key, _Key())
-        if k.last_propose_ms >= 0 and now_ms - k.last_propose_ms < cfg.epoch_ms:
+        if (
+            k.last_propose_ms >= 0
+            and now_ms - k.last_propose_ms < cfg.epoch_ms
+            and not self.caught_up(key, quota)
+        ):
             return None
         for name in sorted(k.routers):  # forget routers silent past expiry
             if now_ms - k.routers[name].heard_ms > cfg.expiry_ms:
@@ -189,8 +202,34 @@ class Allotter:
             reserved_now=list(reserved_now),
         )
 
+    def catching_up(self, key: str, quota: KeyQuota) -> bool:
+        """Is this leader's first epoch of `key` the newest (committed) one?"""
+        k = self.keys.get(key)
+        return (
+            k is not None
+            and k.first_epoch != 0
+            and quota.leader_token == self.leader_token
+            and bool(quota.epochs)
+            and quota.epochs[-1].n == k.first_epoch
+        )
+
+    def caught_up(self, key: str, quota: KeyQuota) -> bool:
+        """This leader's first epoch is the newest and every router it reserved has reported
+        holding it: the next epoch may lift the cap now rather than an epoch later."""
+        if not self.catching_up(key, quota):
+            return False
+        k = self.keys[key]
+        first = quota.epochs[-1]
+        if k.last_epoch != first.n:
+            return False  # the next one is proposed already
+        return all(
+            name in k.routers and k.routers[name].held_epoch >= first.n for name in first.reserved
+        )
+
     def proposed(self, key: str, epoch: int, now_ms: int) -> None:
         k = self.keys.setdefault(key, _Key())
+        if k.first_epoch == 0:
+            k.first_epoch = epoch
         k.proposed.setdefault(epoch, now_ms)  # the earliest: a retry may commit the first
         k.last_epoch, k.last_propose_ms = epoch, now_ms
         for old in sorted(k.proposed):
@@ -214,7 +253,7 @@ class Allotter:
             "zone_ms": cfg.zone_ms(slack),
             "rtt_max_ms": cfg.rtt_max_ms,
             "fallback_max_ms": cfg.fallback_max_ms(slack),
-            "report_ms": cfg.epoch_ms // 4,
+            "report_ms": cfg.epoch_ms // 20 if self.catching_up(key, quota) else cfg.epoch_ms // 4,
             "burst_ms": BURST_MS,
         }
         k = self.keys.get(key)

@@ -13,8 +13,10 @@ What a call does, in both clients (the decision code is `coreplane.sdk.retry.Cal
   ``(client_id, seq)``, fixed before the first attempt, so a retry can never apply twice and
   **every request is safe to retry**;
 - retries failures (transport errors, timeouts, 503) with backoff and full jitter, within the
-  retry budget, on another endpoint when there is one; answers (including refusals: 400, 409)
-  are never retried. Errors come out as the `coreplane.errors` tree, never an httpx exception.
+  retry budget, on another endpoint when there is one; a follower's ``not_leader`` naming the
+  leader is a redirect: the call goes there at once (no backoff, not a failure); answers
+  (including refusals: 400, 409) are never retried. Errors come out as the `coreplane.errors`
+  tree, never an httpx exception.
 
 Health checks (``health_check_interval_ms`` > 0; none in the serverless profile) run on a
 daemon thread (sync) or a task (async): each probes ``GET /v1/health`` on endpoints whose
@@ -32,9 +34,9 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from random import Random
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import httpx
 
@@ -47,13 +49,22 @@ from coreplane.errors import (
     PermissionDenied,
     Unavailable,
 )
+from coreplane.sdk._wire import StdlibTransport
 from coreplane.sdk.config import ClientConfig, detect_config
 from coreplane.sdk.lock import AsyncLock, AsyncLockSession, Lock, LockSession
-from coreplane.sdk.retry import Backoff, CallPlan, CircuitBreaker, Outcome, RetryBudget
+from coreplane.sdk.retry import (
+    Backoff,
+    CallPlan,
+    CircuitBreaker,
+    Decision,
+    Outcome,
+    RetryBudget,
+)
 
 __all__ = ["AsyncClient", "Client", "Endpoints", "WatchEvent"]
 
 WatchEvent = tuple[int, str, str, bytes]  # (revision, "put" | "delete", key, value)
+T = TypeVar("T")
 
 MSGPACK = "application/msgpack"
 
@@ -91,6 +102,7 @@ class Endpoints:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._inflight: dict[str, int] = {}
         self._draining: set[str] = set()
+        self._by_id: dict[str, str] = {}  # node id -> API URL, from /v1/members
         self.leader_url: str | None = None
         for url in urls:
             self._add(url)
@@ -127,13 +139,23 @@ class Endpoints:
         leader = members.get("leader")
         with self._lock:
             if isinstance(api, dict):
-                for url in api.values():
+                for node_id, url in api.items():
                     if isinstance(url, str) and url:
                         self._add(_normalize(url))
+                        self._by_id[str(node_id)] = _normalize(url)
                 leader_url = api.get(leader) if isinstance(leader, str) else None
                 self.leader_url = (
                     _normalize(leader_url) if isinstance(leader_url, str) and leader_url else None
                 )
+
+    def leader_hint(self, node_id: object) -> str | None:
+        """A follower named the leader: its URL (now the preferred endpoint), if known."""
+        with self._lock:
+            url = self._by_id.get(node_id) if isinstance(node_id, str) else None
+            if url is None or url not in self._urls or url in self._draining:
+                return None
+            self.leader_url = url
+            return url
 
     def drain(self, url: str) -> None:
         """New calls avoid `url`; it is forgotten once its in-flight calls finish."""
@@ -240,7 +262,8 @@ class _Core:
         )
 
     @staticmethod
-    def _classify(response: httpx.Response) -> tuple[Outcome, Any, CoreplaneError | None]:
+    def _classify(response: Any) -> tuple[Outcome, Any, CoreplaneError | None]:
+        """An httpx.Response or a `RawResponse`: status_code, headers.get, content."""
         status = response.status_code
         try:
             if response.headers.get("content-type", "").startswith(MSGPACK):
@@ -253,6 +276,8 @@ class _Core:
             return Outcome.OK, payload, None
         info = payload if isinstance(payload, dict) else {}
         message = str(info.get("message") or f"HTTP {status}")
+        if status == 503 and info.get("error") == "not_leader" and info.get("leader"):
+            return Outcome.REDIRECT, info["leader"], Unavailable(message)
         if status == 503 or status >= 500 or status == 429:
             return Outcome.FAILED, None, Unavailable(message)
         if status == 400:
@@ -262,6 +287,18 @@ class _Core:
         if status == 409:
             return Outcome.OK, None, CommandRejected(str(info.get("code") or "rejected"), message)
         return Outcome.OK, None, CoreplaneError(f"HTTP {status}: {message}")
+
+    def _decide(self, plan: CallPlan, outcome: Outcome, answer: Any) -> tuple[Outcome, Decision]:
+        """The plan's next step after one attempt. A follower's "not the leader, it is X"
+        goes straight to X (no backoff, no breaker count) while X's URL is known and the
+        call has redirects left; otherwise it is a failure like any 503."""
+        target = None
+        if outcome is Outcome.REDIRECT:
+            if plan.redirects < plan.REDIRECTS_MAX:
+                target = self.endpoints.leader_hint(answer)
+            if target is None:
+                outcome = Outcome.FAILED
+        return outcome, plan.after(outcome, redirect_to=target)
 
     @staticmethod
     def _transport_error(url: str, exc: httpx.HTTPError) -> tuple[Outcome, None, CoreplaneError]:
@@ -286,29 +323,114 @@ class _Core:
             return Unavailable(f"{error} ({reason})")
         return error
 
-    # -- request bodies and answers, shared by both clients' methods ---------------------
+    # -- one call's retry loop, without I/O (each client drives it with its own) ---------
+
+    def _steps(
+        self, path: str, body: dict[str, Any] | None, method: str, safe: bool, refresh: bool
+    ) -> Generator[tuple[str, Any], Any, Any]:
+        """Yields what to do: ``("send", (url, data))`` (send back the classified answer:
+        outcome, payload, error), ``("refresh", None)`` or ``("sleep", seconds)``; returns
+        the call's answer or raises its error."""
+        if self._closed:
+            raise InvalidArgument("client", "the client is closed")
+        data = encode_value(body) if body is not None else None
+        plan = self._plan(safe)
+        url = plan.first()
+        if url is None:
+            raise Unavailable("every endpoint's circuit breaker is open")
+        while True:
+            self.endpoints.started(url)
+            try:
+                outcome, answer, error = yield "send", (url, data)
+            finally:
+                self.endpoints.finished(url)
+            outcome, decision = self._decide(plan, outcome, answer)
+            if decision.done:
+                if error is not None:
+                    raise error
+                return answer
+            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
+                refresh = False  # once per call: who leads now, which nodes exist
+                yield "refresh", None
+            if decision.endpoint is None:
+                raise self._give_up(error, decision.reason)
+            yield "sleep", decision.delay_s
+            url = decision.endpoint
+
+    # -- each public call's request and answer, shared by both clients -------------------
 
     @staticmethod
-    def _got(answer: dict[str, Any]) -> tuple[bytes, int] | None:
-        return (answer["value"], answer["mod_revision"]) if answer["found"] else None
+    def _get(key: str, stale_ok: bool) -> _Req[tuple[bytes, int] | None]:
+        got = lambda a: (a["value"], a["mod_revision"]) if a["found"] else None  # noqa: E731
+        return _Req("/v1/kv/get", {"key": key, "stale_ok": stale_ok}, got)
 
     @staticmethod
-    def _items(answer: dict[str, Any]) -> list[tuple[str, bytes, int]]:
-        return [(i["key"], i["value"], i["mod_revision"]) for i in answer["items"]]
+    def _range(prefix: str, limit: int, stale_ok: bool) -> _Req[list[tuple[str, bytes, int]]]:
+        body = {"prefix": prefix, "limit": limit, "stale_ok": stale_ok}
+        return _Req(
+            "/v1/kv/range",
+            body,
+            lambda a: [(i["key"], i["value"], i["mod_revision"]) for i in a["items"]],
+        )
 
-    def _watch_body(
+    def _put(self, key: str, value: bytes, lease_id: int, guard: Any) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
+        return _Req("/v1/kv/put", body, _field("revision"))
+
+    def _cas(
+        self, key: str, expected_mod_revision: int, value: bytes, lease_id: int, guard: Any
+    ) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        body = {
+            "key": key,
+            "expected_mod_revision": expected_mod_revision,
+            "value": _check_bytes(value),
+            "lease_id": lease_id,
+        }
+        return _Req("/v1/kv/cas", self._write(body), _field("revision"))
+
+    def _delete(self, key: str, guard: Any) -> _Req[int]:
+        if guard is not None:
+            guard.check()
+        return _Req("/v1/kv/delete", self._write({"key": key}), _field("deleted"))
+
+    def _watch(
         self, prefix: str, start_revision: int, wait_ms: int, limit: int
-    ) -> dict[str, Any]:
+    ) -> _Req[tuple[list[WatchEvent], int]]:
         # The long poll must end before the request times out, or it would count as a failure.
         wait = max(0, min(wait_ms, self.config.request_timeout_ms - 1_000))
-        return {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait, "limit": limit}
-
-    @staticmethod
-    def _events(answer: dict[str, Any]) -> tuple[list[WatchEvent], int]:
-        return (
-            [(e["revision"], e["type"], e["key"], e["value"]) for e in answer["events"]],
-            int(answer["next_revision"]),
+        body = {"prefix": prefix, "start_revision": start_revision, "wait_ms": wait, "limit": limit}
+        events = lambda a: (  # noqa: E731
+            [(e["revision"], e["type"], e["key"], e["value"]) for e in a["events"]],
+            int(a["next_revision"]),
         )
+        return _Req("/v1/kv/watch", body, events)
+
+    def _lease(self, verb: str, body: dict[str, Any], answer: str) -> _Req[int]:
+        return _Req(f"/v1/leases/{verb}", self._write(body), _field(answer))
+
+    def _members(self) -> _Req[dict[str, Any]]:
+        def learn(answer: dict[str, Any]) -> dict[str, Any]:
+            self.endpoints.learn(answer)
+            return answer
+
+        return _Req("/v1/members", None, learn, "GET")
+
+
+class _Req(NamedTuple, Generic[T]):
+    """A public call's request (path, body, method) and how its answer becomes the result."""
+
+    path: str
+    body: dict[str, Any] | None
+    shape: Callable[[Any], T]
+    method: str = "POST"
+
+
+def _field(name: str) -> Callable[[Any], int]:
+    return lambda answer: int(answer[name])
 
 
 def _check_bytes(value: Any) -> bytes:
@@ -334,8 +456,27 @@ class Client(_Core):
         verify: Any = True,
     ) -> None:
         super().__init__(endpoints, token, config, client_id)
+        limits = self._limits()
+        c = self.config
+        # Plain HTTP goes over http.client (coreplane/sdk/_wire.py: a third of httpcore's CPU);
+        # a call's hot path uses it directly, anything else through httpx, which it is mounted
+        # under. https:// stays on httpx's own transport.
+        self._wire = StdlibTransport(
+            keepalive_max=c.keepalive_max,
+            keepalive_expiry_s=c.keepalive_expiry_ms / 1000,
+            connections_max=limits.max_connections or 1,
+        )
+        self._wire_timeouts = {
+            "connect_s": c.connect_timeout_ms / 1000,
+            "read_s": c.request_timeout_ms / 1000,
+            "pool_s": c.request_timeout_ms / 1000,
+        }
         self._http = httpx.Client(
-            limits=self._limits(), timeout=self._timeout(), verify=verify, headers=self._headers
+            limits=limits,
+            timeout=self._timeout(),
+            verify=verify,
+            headers=self._headers,
+            mounts={"http://": self._wire},
         )
         self._sessions: dict[int, LockSession] = {}  # lock sessions by TTL
         self._sessions_lock = threading.Lock()
@@ -358,36 +499,44 @@ class Client(_Core):
         safe: bool = True,
         refresh: bool = True,
     ) -> Any:
-        if self._closed:
-            raise InvalidArgument("client", "the client is closed")
-        data = encode_value(body) if body is not None else None
-        plan = self._plan(safe)
-        url = plan.first()
-        if url is None:
-            raise Unavailable("every endpoint's circuit breaker is open")
-        error: CoreplaneError | None = None
-        while True:
-            self.endpoints.started(url)
-            try:
-                response = self._http.request(method, self._url(url, path), content=data)
-                outcome, answer, error = self._classify(response)
-            except httpx.HTTPError as exc:
-                outcome, answer, error = self._transport_error(url, exc)
-            finally:
-                self.endpoints.finished(url)
-            decision = plan.after(outcome)
-            if decision.done:
-                if error is not None:
-                    raise error
-                return answer
-            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
-                refresh = False  # once per call: who leads now, which nodes exist
-                with contextlib.suppress(CoreplaneError):
-                    self.refresh()
-            if decision.endpoint is None:
-                raise self._give_up(error, decision.reason)
-            time.sleep(decision.delay_s)
-            url = decision.endpoint
+        steps = self._steps(path, body, method, safe, refresh)
+        reply: Any = None
+        try:
+            while True:
+                step, arg = steps.send(reply)
+                reply = None
+                if step == "send":
+                    reply = self._send(method, path, *arg)
+                elif step == "refresh":
+                    with contextlib.suppress(CoreplaneError):
+                        self.refresh()
+                else:
+                    time.sleep(arg)
+        except StopIteration as done:
+            return done.value
+
+    def _send(
+        self, method: str, path: str, url: str, data: bytes | None
+    ) -> tuple[Outcome, Any, CoreplaneError | None]:
+        try:
+            target = self._url(url, path)
+            if target.scheme == "http":
+                response: Any = self._wire.exchange(
+                    method,
+                    (target.host, target.port or 80),
+                    target.raw_path.decode("ascii"),
+                    data,
+                    self._headers,
+                    **self._wire_timeouts,
+                )
+            else:
+                response = self._http.request(method, target, content=data)
+            return self._classify(response)
+        except httpx.HTTPError as exc:
+            return self._transport_error(url, exc)
+
+    def _run(self, req: _Req[T]) -> T:
+        return req.shape(self._call(req.path, req.body, method=req.method))
 
     def refresh(self) -> None:
         """Ask a node who leads and where every node's API is (one attempt, no retry)."""
@@ -464,21 +613,17 @@ class Client(_Core):
 
     def get(self, key: str, *, stale_ok: bool = False) -> tuple[bytes, int] | None:
         """(value, mod_revision) or None; linearizable unless `stale_ok`."""
-        return self._got(self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
+        return self._run(self._get(key, stale_ok))
 
     def range(
         self, prefix: str, *, limit: int = 0, stale_ok: bool = False
     ) -> list[tuple[str, bytes, int]]:
-        return self._items(
-            self._call("/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok})
-        )
+        """(key, value, mod_revision) of the keys with `prefix`, in key order."""
+        return self._run(self._range(prefix, limit, stale_ok))
 
     def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
         """Write; the new revision. With ``guard=lock``, raises LockLost if the lock lapsed."""
-        if guard is not None:
-            guard.check()
-        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
-        return int(self._call("/v1/kv/put", body)["revision"])
+        return self._run(self._put(key, value, lease_id, guard))
 
     def cas(
         self,
@@ -490,22 +635,12 @@ class Client(_Core):
         guard: Any = None,
     ) -> int:
         """Compare-and-set on mod revision (0: absent); CommandRejected("compare_failed")."""
-        if guard is not None:
-            guard.check()
-        body = self._write(
-            {
-                "key": key,
-                "expected_mod_revision": expected_mod_revision,
-                "value": _check_bytes(value),
-                "lease_id": lease_id,
-            }
-        )
-        return int(self._call("/v1/kv/cas", body)["revision"])
+        req = self._cas(key, expected_mod_revision, value, lease_id, guard)
+        return self._run(req)
 
     def delete(self, key: str, *, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        return int(self._call("/v1/kv/delete", self._write({"key": key}))["deleted"])
+        """Delete `key`; 1 if it existed, else 0."""
+        return self._run(self._delete(key, guard))
 
     def watch(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
@@ -514,9 +649,8 @@ class Client(_Core):
         there are any, or none after `wait_ms`; and the revision to resume from. A revision
         older than the server's history raises CommandRejected("compacted"): re-read the
         state (`range`) and watch from its revision + 1."""
-        return self._events(
-            self._call("/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit))
-        )
+        req = self._watch(prefix, start_revision, wait_ms, limit)
+        return self._run(req)
 
     def watch_events(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
@@ -531,29 +665,24 @@ class Client(_Core):
     # -------------------------------------------------------------------------- leases
 
     def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> int:
-        body = self._write({"ttl_ms": ttl_ms, "lease_id": lease_id})
-        return int(self._call("/v1/leases/grant", body)["lease_id"])
+        req = self._lease("grant", {"ttl_ms": ttl_ms, "lease_id": lease_id}, "lease_id")
+        return self._run(req)
 
     def lease_keep_alive(self, lease_id: int) -> int:
-        return int(
-            self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id}))["expires_ms"]
-        )
+        req = self._lease("keepalive", {"lease_id": lease_id}, "expires_ms")
+        return self._run(req)
 
     def lease_revoke(self, lease_id: int) -> int:
-        return int(
-            self._call("/v1/leases/revoke", self._write({"lease_id": lease_id}))["deleted_keys"]
-        )
+        req = self._lease("revoke", {"lease_id": lease_id}, "deleted_keys")
+        return self._run(req)
 
     # -------------------------------------------------------------------------- cluster
 
     def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("/v1/status", method="GET")
-        return answer
+        return self._run(_Req[dict[str, Any]]("/v1/status", None, dict, "GET"))
 
     def members(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("/v1/members", method="GET")
-        self.endpoints.learn(answer)
-        return answer
+        return self._run(self._members())
 
     # -------------------------------------------------------------------------- locks
 
@@ -602,37 +731,31 @@ class AsyncClient(_Core):
         safe: bool = True,
         refresh: bool = True,
     ) -> Any:
-        if self._closed:
-            raise InvalidArgument("client", "the client is closed")
         self._ensure_health()
-        data = encode_value(body) if body is not None else None
-        plan = self._plan(safe)
-        url = plan.first()
-        if url is None:
-            raise Unavailable("every endpoint's circuit breaker is open")
-        error: CoreplaneError | None = None
-        while True:
-            self.endpoints.started(url)
-            try:
-                response = await self._http.request(method, self._url(url, path), content=data)
-                outcome, answer, error = self._classify(response)
-            except httpx.HTTPError as exc:
-                outcome, answer, error = self._transport_error(url, exc)
-            finally:
-                self.endpoints.finished(url)
-            decision = plan.after(outcome)
-            if decision.done:
-                if error is not None:
-                    raise error
-                return answer
-            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
-                refresh = False
-                with contextlib.suppress(CoreplaneError):
-                    await self.refresh()
-            if decision.endpoint is None:
-                raise self._give_up(error, decision.reason)
-            await asyncio.sleep(decision.delay_s)
-            url = decision.endpoint
+        steps = self._steps(path, body, method, safe, refresh)
+        reply: Any = None
+        try:
+            while True:
+                step, arg = steps.send(reply)
+                reply = None
+                if step == "send":
+                    url, data = arg
+                    try:
+                        target = self._url(url, path)
+                        response = await self._http.request(method, target, content=data)
+                        reply = self._classify(response)
+                    except httpx.HTTPError as exc:
+                        reply = self._transport_error(url, exc)
+                elif step == "refresh":
+                    with contextlib.suppress(CoreplaneError):
+                        await self.refresh()
+                else:
+                    await asyncio.sleep(arg)
+        except StopIteration as done:
+            return done.value
+
+    async def _run(self, req: _Req[T]) -> T:
+        return req.shape(await self._call(req.path, req.body, method=req.method))
 
     async def refresh(self) -> None:
         for url in self.endpoints.order():
@@ -695,23 +818,19 @@ class AsyncClient(_Core):
     def drain(self, endpoint: str) -> None:
         self.endpoints.drain(endpoint)
 
+    # The same calls as `Client`'s (their docstrings say what each does).
+
     async def get(self, key: str, *, stale_ok: bool = False) -> tuple[bytes, int] | None:
-        return self._got(await self._call("/v1/kv/get", {"key": key, "stale_ok": stale_ok}))
+        return await self._run(self._get(key, stale_ok))
 
     async def range(
         self, prefix: str, *, limit: int = 0, stale_ok: bool = False
     ) -> list[tuple[str, bytes, int]]:
-        return self._items(
-            await self._call(
-                "/v1/kv/range", {"prefix": prefix, "limit": limit, "stale_ok": stale_ok}
-            )
-        )
+        return await self._run(self._range(prefix, limit, stale_ok))
 
     async def put(self, key: str, value: bytes, *, lease_id: int = 0, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
-        return int((await self._call("/v1/kv/put", body))["revision"])
+        req = self._put(key, value, lease_id, guard)
+        return await self._run(req)
 
     async def cas(
         self,
@@ -722,31 +841,17 @@ class AsyncClient(_Core):
         lease_id: int = 0,
         guard: Any = None,
     ) -> int:
-        if guard is not None:
-            guard.check()
-        body = self._write(
-            {
-                "key": key,
-                "expected_mod_revision": expected_mod_revision,
-                "value": _check_bytes(value),
-                "lease_id": lease_id,
-            }
-        )
-        return int((await self._call("/v1/kv/cas", body))["revision"])
+        req = self._cas(key, expected_mod_revision, value, lease_id, guard)
+        return await self._run(req)
 
     async def delete(self, key: str, *, guard: Any = None) -> int:
-        if guard is not None:
-            guard.check()
-        return int((await self._call("/v1/kv/delete", self._write({"key": key})))["deleted"])
+        return await self._run(self._delete(key, guard))
 
     async def watch(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000, limit: int = 1000
     ) -> tuple[list[WatchEvent], int]:
-        return self._events(
-            await self._call(
-                "/v1/kv/watch", self._watch_body(prefix, start_revision, wait_ms, limit)
-            )
-        )
+        req = self._watch(prefix, start_revision, wait_ms, limit)
+        return await self._run(req)
 
     async def watch_events(
         self, prefix: str = "", *, start_revision: int, wait_ms: int = 10_000
@@ -759,31 +864,22 @@ class AsyncClient(_Core):
                 yield event
 
     async def lease_grant(self, ttl_ms: int, *, lease_id: int = 0) -> int:
-        body = self._write({"ttl_ms": ttl_ms, "lease_id": lease_id})
-        return int((await self._call("/v1/leases/grant", body))["lease_id"])
+        req = self._lease("grant", {"ttl_ms": ttl_ms, "lease_id": lease_id}, "lease_id")
+        return await self._run(req)
 
     async def lease_keep_alive(self, lease_id: int) -> int:
-        return int(
-            (await self._call("/v1/leases/keepalive", self._write({"lease_id": lease_id})))[
-                "expires_ms"
-            ]
-        )
+        req = self._lease("keepalive", {"lease_id": lease_id}, "expires_ms")
+        return await self._run(req)
 
     async def lease_revoke(self, lease_id: int) -> int:
-        return int(
-            (await self._call("/v1/leases/revoke", self._write({"lease_id": lease_id})))[
-                "deleted_keys"
-            ]
-        )
+        req = self._lease("revoke", {"lease_id": lease_id}, "deleted_keys")
+        return await self._run(req)
 
     async def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("/v1/status", method="GET")
-        return answer
+        return await self._run(_Req[dict[str, Any]]("/v1/status", None, dict, "GET"))
 
     async def members(self) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._call("/v1/members", method="GET")
-        self.endpoints.learn(answer)
-        return answer
+        return await self._run(self._members())
 
     def lock(
         self,

@@ -20,6 +20,11 @@ True, `on_lost(lock)` is called once, and the next guarded call (`lock.check()`,
 write with ``guard=lock``) raises `LockLost`. The token still matters after that: a write
 already in flight when the pause began reaches the resource with the old token and is refused
 there, which no local check can do (tests/integration/test_lock_safety.py shows both).
+
+Sync and async share every decision: each operation (open a session, one keep-alive round,
+close, acquire, release) is a generator of steps without I/O (``("call", (path, body))``,
+``("session", ttl_ms)``, ``("sleep", seconds)``) that `_run_sync` or `_run_async` carries out
+with the client's own I/O, throwing a `CoreplaneError` back in where the call failed.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from coreplane.errors import CommandRejected, CoreplaneError, InvalidArgument, LockLost, Unavailable
@@ -38,16 +43,62 @@ __all__ = ["AsyncLock", "Lock"]
 
 _SAFETY = 0.9  # of the TTL: the part of a lease a holder may count on after its last ack
 
+Steps = Generator[tuple[str, Any], Any, Any]
+
 
 def _new_session_id() -> int:
     # Client-chosen and random: another API client cannot guess it to release our locks.
     return int.from_bytes(os.urandom(8), "big") % (2**63 - 1) + 1
 
 
-class _SessionState:
-    """What sync and async sessions share: the deadline, the lost flag, the locks to tell."""
+def _run_sync(client: Any, steps: Steps) -> Any:
+    """Carry out `steps` with the sync client; the generator's return value."""
+    reply: Any = None
+    error: CoreplaneError | None = None
+    while True:
+        try:
+            kind, arg = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            if kind == "call":
+                reply = client._call(*arg)
+            elif kind == "session":
+                reply = client._lock_session(arg)
+            else:
+                time.sleep(arg)
+        except CoreplaneError as exc:
+            error = exc
 
-    def __init__(self, ttl_ms: int) -> None:
+
+async def _run_async(client: Any, steps: Steps) -> Any:
+    """The same with the async client."""
+    reply: Any = None
+    error: CoreplaneError | None = None
+    while True:
+        try:
+            kind, arg = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            if kind == "call":
+                reply = await client._call(*arg)
+            elif kind == "session":
+                reply = await client._lock_session(arg)
+            else:
+                await asyncio.sleep(arg)
+        except CoreplaneError as exc:
+            error = exc
+
+
+class _SessionState:
+    """What sync and async sessions share: the deadline, the lost flag, the locks to tell,
+    and the steps of opening, keeping alive and closing."""
+
+    def __init__(self, client: Any, ttl_ms: int) -> None:
+        self.client = client
         self.ttl_ms = ttl_ms
         self.session_id = _new_session_id()
         self.deadline = 0.0
@@ -74,23 +125,46 @@ class _SessionState:
         for lock in locks:
             lock._session_lost(reason)
 
+    def _open_steps(self) -> Steps:
+        sent = time.monotonic()
+        body = {"ttl_ms": self.ttl_ms, "session_id": self.session_id}
+        yield "call", ("/v1/locks/session", self.client._write(body))
+        self.acked(sent)
+
+    def _keep_alive_steps(self) -> Steps:
+        """One keep-alive round; returns False when the session is over."""
+        if self.lost:
+            return False
+        sent = time.monotonic()
+        body = self.client._write({"session_id": self.session_id})
+        try:
+            yield "call", ("/v1/locks/keepalive", body)
+        except CommandRejected as exc:
+            self.mark_lost(f"keep-alive refused: {exc.code}")
+            return False
+        except CoreplaneError:
+            return True  # tried again next round; lost once the deadline passes
+        self.acked(sent)
+        return True
+
+    def _close_steps(self) -> Steps:
+        if not self._lost:
+            body = self.client._write({"session_id": self.session_id})
+            with contextlib.suppress(CoreplaneError):
+                yield "call", ("/v1/locks/close", body)
+        self._lost, self.reason = True, "session closed"
+
 
 class LockSession(_SessionState):
     """A sync client's lock session of one TTL, kept alive by a daemon thread."""
 
     def __init__(self, client: Any, ttl_ms: int) -> None:
-        super().__init__(ttl_ms)
-        self.client = client
+        super().__init__(client, ttl_ms)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def open(self) -> LockSession:
-        c = self.client
-        sent = time.monotonic()
-        c._call(
-            "/v1/locks/session", c._write({"ttl_ms": self.ttl_ms, "session_id": self.session_id})
-        )
-        self.acked(sent)
+        _run_sync(self.client, self._open_steps())
         self._thread = threading.Thread(
             target=self._keep_alive, daemon=True, name=f"coreplane-lock-session-{self.ttl_ms}"
         )
@@ -98,75 +172,41 @@ class LockSession(_SessionState):
         return self
 
     def _keep_alive(self) -> None:
-        c = self.client
         while not self._stop.wait(self.ttl_ms / 3000):
-            if self.lost:
+            if not _run_sync(self.client, self._keep_alive_steps()):
                 return
-            sent = time.monotonic()
-            try:
-                c._call("/v1/locks/keepalive", c._write({"session_id": self.session_id}))
-            except CommandRejected as exc:
-                self.mark_lost(f"keep-alive refused: {exc.code}")
-                return
-            except CoreplaneError:
-                continue  # tried again next round; lost once the deadline passes
-            self.acked(sent)
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.ttl_ms / 1000)
-        if not self._lost:
-            c = self.client
-            with contextlib.suppress(CoreplaneError):
-                c._call("/v1/locks/close", c._write({"session_id": self.session_id}))
-        self._lost, self.reason = True, "session closed"
+        _run_sync(self.client, self._close_steps())
 
 
 class AsyncLockSession(_SessionState):
     """An async client's lock session, kept alive by a task."""
 
     def __init__(self, client: Any, ttl_ms: int) -> None:
-        super().__init__(ttl_ms)
-        self.client = client
+        super().__init__(client, ttl_ms)
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> AsyncLockSession:
-        c = self.client
-        sent = time.monotonic()
-        await c._call(
-            "/v1/locks/session", c._write({"ttl_ms": self.ttl_ms, "session_id": self.session_id})
-        )
-        self.acked(sent)
+        await _run_async(self.client, self._open_steps())
         self._task = asyncio.get_running_loop().create_task(self._keep_alive())
         return self
 
     async def _keep_alive(self) -> None:
-        c = self.client
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            if self.lost:
+            if not await _run_async(self.client, self._keep_alive_steps()):
                 return
-            sent = time.monotonic()
-            try:
-                await c._call("/v1/locks/keepalive", c._write({"session_id": self.session_id}))
-            except CommandRejected as exc:
-                self.mark_lost(f"keep-alive refused: {exc.code}")
-                return
-            except CoreplaneError:
-                continue
-            self.acked(sent)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if not self._lost:
-            c = self.client
-            with contextlib.suppress(CoreplaneError):
-                await c._call("/v1/locks/close", c._write({"session_id": self.session_id}))
-        self._lost, self.reason = True, "session closed"
+        await _run_async(self.client, self._close_steps())
 
 
 class _LockBase:
@@ -175,9 +215,9 @@ class _LockBase:
         client: Any,
         name: str,
         *,
-        ttl_ms: int,
-        on_lost: Callable[[Any], None] | None,
-        acquire_timeout_s: float | None,
+        ttl_ms: int = 10_000,
+        on_lost: Callable[[Any], None] | None = None,
+        acquire_timeout_s: float | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgument("name", "must be a non-empty str")
@@ -241,70 +281,38 @@ class _LockBase:
             session.locks.discard(self)
         session.mark_lost("the cluster ended the session")
 
-    def _timed_out(self, started: float) -> bool:
-        return (
-            self.acquire_timeout_s is not None
-            and time.monotonic() - started > self.acquire_timeout_s
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, token={self.token}, lost={self._lost_flag})"
-        )
-
-
-class Lock(_LockBase):
-    """A held-or-lost lock for the sync `Client`; see the module docstring."""
-
-    def __init__(
-        self,
-        client: Any,
-        name: str,
-        *,
-        ttl_ms: int = 10_000,
-        on_lost: Callable[[Any], None] | None = None,
-        acquire_timeout_s: float | None = None,
-    ) -> None:
-        super().__init__(
-            client, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s
-        )
-
-    def acquire(self) -> Lock:
-        """Block until granted (FIFO); raises LockLost or Unavailable (acquire timeout)."""
+    def _acquire_steps(self) -> Steps:
+        """Queue for the lock (FIFO) and wait until granted; LockLost or Unavailable (the
+        acquire timeout) otherwise."""
         c = self.client
-        try:
-            for attempt in range(2):
-                session = c._lock_session(self.ttl_ms)
-                self._session = session
-                with session._mu:
-                    session.locks.add(self)
-                try:
-                    answer = c._call(
-                        "/v1/locks/acquire",
-                        c._write({"name": self.name, "session_id": session.session_id}),
-                    )
-                    break
-                except CommandRejected as exc:
-                    # The cluster ended the session before we noticed: open another, once.
-                    if exc.code != "session_not_found" or attempt:
-                        raise
-                    self._forget(session)
-            started = time.monotonic()
-            while not self._granted(answer):
-                if self._timed_out(started):
-                    raise Unavailable(
-                        f"lock {self.name!r} not granted within {self.acquire_timeout_s} s"
-                    )
-                time.sleep(c.config.lock_poll_ms / 1000)
-                answer = c._call(
-                    "/v1/locks/describe", {"name": self.name, "session_id": session.session_id}
+        for attempt in range(2):
+            session = yield "session", self.ttl_ms
+            self._session = session
+            with session._mu:
+                session.locks.add(self)
+            body = c._write({"name": self.name, "session_id": session.session_id})
+            try:
+                answer = yield "call", ("/v1/locks/acquire", body)
+                break
+            except CommandRejected as exc:
+                # The cluster ended the session before we noticed: open another, once.
+                if exc.code != "session_not_found" or attempt:
+                    raise
+                self._forget(session)
+        started = time.monotonic()
+        while not self._granted(answer):
+            if (
+                self.acquire_timeout_s is not None
+                and time.monotonic() - started > self.acquire_timeout_s
+            ):
+                raise Unavailable(
+                    f"lock {self.name!r} not granted within {self.acquire_timeout_s} s"
                 )
-        except BaseException:
-            self.release()
-            raise
-        return self
+            yield "sleep", c.config.lock_poll_ms / 1000
+            describe = {"name": self.name, "session_id": session.session_id}
+            answer = yield "call", ("/v1/locks/describe", describe)
 
-    def release(self) -> None:
+    def _release_steps(self) -> Steps:
         """Release the lock (or leave its queue); the session stays for the next lock."""
         if self._released:
             return
@@ -315,12 +323,31 @@ class Lock(_LockBase):
         with session._mu:
             session.locks.discard(self)
         if not session.lost:
-            c = self.client
+            body = self.client._write({"name": self.name, "session_id": session.session_id})
             with contextlib.suppress(CoreplaneError):
-                c._call(
-                    "/v1/locks/release",
-                    c._write({"name": self.name, "session_id": session.session_id}),
-                )
+                yield "call", ("/v1/locks/release", body)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, token={self.token}, lost={self._lost_flag})"
+        )
+
+
+class Lock(_LockBase):
+    """A held-or-lost lock for the sync `Client`; see the module docstring."""
+
+    def acquire(self) -> Lock:
+        """Block until granted (FIFO); raises LockLost or Unavailable (acquire timeout)."""
+        try:
+            _run_sync(self.client, self._acquire_steps())
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        """Release the lock (or leave its queue); the session stays for the next lock."""
+        _run_sync(self.client, self._release_steps())
 
     def __enter__(self) -> Lock:
         return self.acquire()
@@ -332,68 +359,16 @@ class Lock(_LockBase):
 class AsyncLock(_LockBase):
     """The same for `AsyncClient`: ``async with client.lock("name") as lock:``."""
 
-    def __init__(
-        self,
-        client: Any,
-        name: str,
-        *,
-        ttl_ms: int = 10_000,
-        on_lost: Callable[[Any], None] | None = None,
-        acquire_timeout_s: float | None = None,
-    ) -> None:
-        super().__init__(
-            client, name, ttl_ms=ttl_ms, on_lost=on_lost, acquire_timeout_s=acquire_timeout_s
-        )
-
     async def acquire(self) -> AsyncLock:
-        c = self.client
         try:
-            for attempt in range(2):
-                session = await c._lock_session(self.ttl_ms)
-                self._session = session
-                with session._mu:
-                    session.locks.add(self)
-                try:
-                    answer = await c._call(
-                        "/v1/locks/acquire",
-                        c._write({"name": self.name, "session_id": session.session_id}),
-                    )
-                    break
-                except CommandRejected as exc:
-                    if exc.code != "session_not_found" or attempt:
-                        raise
-                    self._forget(session)
-            started = time.monotonic()
-            while not self._granted(answer):
-                if self._timed_out(started):
-                    raise Unavailable(
-                        f"lock {self.name!r} not granted within {self.acquire_timeout_s} s"
-                    )
-                await asyncio.sleep(c.config.lock_poll_ms / 1000)
-                answer = await c._call(
-                    "/v1/locks/describe", {"name": self.name, "session_id": session.session_id}
-                )
+            await _run_async(self.client, self._acquire_steps())
         except BaseException:
             await self.release()
             raise
         return self
 
     async def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        session = self._session
-        if session is None:
-            return
-        with session._mu:
-            session.locks.discard(self)
-        if not session.lost:
-            c = self.client
-            with contextlib.suppress(CoreplaneError):
-                await c._call(
-                    "/v1/locks/release",
-                    c._write({"name": self.name, "session_id": session.session_id}),
-                )
+        await _run_async(self.client, self._release_steps())
 
     async def __aenter__(self) -> AsyncLock:
         return await self.acquire()

@@ -163,6 +163,7 @@ class Router:
         self._asked_since_ms = self._filled_ms
         self._demand_milli = 0
         self.report_ms = 250
+        self._nothing_new = False  # the leader answered, with no epoch for us yet
         self.admitted = 0
         self.refused = 0
         self.last_error: CoreplaneError | None = None
@@ -235,12 +236,14 @@ class Router:
                 "demand_milli": self._demand_milli,
                 "held_epoch": self.schedule.epoch,
             }
+        self._nothing_new = False
         try:
             answer = self.client._call("/v1/quotas/report", body)
         except CoreplaneError as exc:
             self.last_error = exc
             return False
         receive = self._now_ms()
+        self._nothing_new = not answer.get("no_limit") and int(answer.get("epoch", 0)) == 0
         with self._mu:
             self._refill(receive)  # tokens earned under the old schedule stay earned
             used = self.schedule.accept(answer, send, receive)
@@ -255,7 +258,11 @@ class Router:
             with contextlib.suppress(Exception):
                 self.report_once()
             spent = self._now_ms() - started
-            self._stop.wait(max(0.0, (self.report_ms - spent) / 1000))
+            # A leader that answered "nothing for you yet" (a new leader before its first
+            # epoch, a router the newest epoch does not list) is asked again soon; a failed
+            # call waits the whole interval (no extra load on a struggling cluster).
+            interval = max(50, self.report_ms // 5) if self._nothing_new else self.report_ms
+            self._stop.wait(max(0.0, (interval - spent) / 1000))
 
     def close(self) -> None:
         self._stop.set()

@@ -305,3 +305,34 @@ def test_an_agent_token_acts_only_for_its_own_node() -> None:
     assert own.status_code == 200 and admin.status_code == 200
     assert other.status_code == 403 and other.json()["field"] == "node_id"
     assert seen == ["n7", "n8"]
+
+
+def test_writes_run_on_the_event_loop_when_the_control_plane_pipelines_them() -> None:
+    """With `propose_async`, a write handler only proposes: it runs on the server's loop
+    thread (no pool hop) and its future is awaited there; reads still go to the pool."""
+    import concurrent.futures
+    import threading
+
+    from tests.api.local import TOKENS, LocalControlPlane
+
+    class Pipelined(LocalControlPlane):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[str] = []
+
+        def propose_async(self, command, *, timeout_s=None, transform=None):  # type: ignore[no-untyped-def]
+            self.threads.append(threading.current_thread().name)
+            future: concurrent.futures.Future[object] = concurrent.futures.Future()
+            applied = self.propose(command, timeout_s=timeout_s)
+            future.set_result(transform(applied) if transform else applied)
+            return future
+
+    cp = Pipelined()
+    with ApiServer(cp, "127.0.0.1:0", tokens=TOKENS, obs=False) as server:
+        headers = {"Authorization": f"Bearer {CLIENT}"}
+        put = {"key": "k", "value": base64.b64encode(b"v").decode(), "client_id": "c", "seq": 1}
+        r = httpx.post(server.url + "/v1/kv/put", json=put, headers=headers)
+        assert r.status_code == 200 and r.json()["revision"] >= 1
+        assert cp.threads == ["coreplane-api"]  # the server's loop thread, not a pool worker
+        r = httpx.post(server.url + "/v1/kv/get", json={"key": "k"}, headers=headers)
+        assert base64.b64decode(r.json()["value"]) == b"v"

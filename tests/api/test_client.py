@@ -225,3 +225,30 @@ def test_health_checks_open_a_dead_endpoints_breaker_without_user_traffic(served
         assert c.endpoints.breakers[server.url].state == "closed"
         assert c.endpoints.leader_url == server.url  # refreshed by the health loop too
     assert not c._health.is_alive()  # close() waited for the health thread
+
+
+def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> None:
+    import httpx
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "follower":
+            return httpx.Response(
+                503, json={"error": "not_leader", "message": "go to l", "leader": "l"}
+            )
+        return httpx.Response(200, json={"found": False})
+
+    # https: the calls go through httpx (plain http takes the http.client wire), mocked here.
+    with Client(["https://follower", "https://leader"], CLIENT, FAST) as c:
+        c._http = httpx.Client(transport=httpx.MockTransport(handler))
+        c.endpoints.learn({"api": {"f": "https://follower", "l": "https://leader"}, "leader": None})
+        c.endpoints.leader_url = "https://follower"  # a stale idea of who leads
+        assert c.get("k") is None
+        assert seen == ["follower", "leader"]
+        assert c.endpoints.breakers["https://follower"].failures == 0  # healthy, not failed
+        assert c.endpoints.leader_url == "https://leader"
+        seen.clear()
+        c.get("k")
+        assert seen == ["leader"]  # the next call goes to the leader first

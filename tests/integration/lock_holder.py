@@ -4,7 +4,8 @@
 
 Each round: take the lock, then three times: check the lock (`lock.check()`), say so on stdout,
 wait a little (the window a GC pause or SIGSTOP lands in between check and write), and write to
-the resource with the token. A write the resource refuses ends the round.
+the resource with the token. A write the resource refuses (or that times out, as one held in
+a partition does) ends the round.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def main() -> int:
                         fencing = lock.check()
                         print(f"checked {fencing}", flush=True)
                         time.sleep(0.15)
-                        r = http.post(resource, json={"holder": name, "token": fencing, "i": i})
+                        try:
+                            r = http.post(resource, json={"holder": name, "token": fencing, "i": i})
+                        except httpx.HTTPError as exc:
+                            print(f"write-failed {fencing} {type(exc).__name__}", flush=True)
+                            break
                         print(f"wrote {fencing} {r.status_code}", flush=True)
                         if r.status_code != 200:
                             break

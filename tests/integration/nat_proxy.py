@@ -14,13 +14,13 @@ import threading
 import time
 
 
-class NatProxy:
-    def __init__(self, upstream: tuple[str, int], idle_s: float) -> None:
-        self.upstream, self.idle_s = upstream, idle_s
+class TcpProxy:
+    """A listener on 127.0.0.1 that hands each accepted connection to `_pump` on a thread."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.dropped = 0
-        self.reset = 0
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -35,6 +35,17 @@ class NatProxy:
             except OSError:
                 return
             threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _pump(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class NatProxy(TcpProxy):
+    def __init__(self, upstream: tuple[str, int], idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.dropped = 0
+        self.reset = 0
+        super().__init__(upstream)
 
     def _pump(self, client: socket.socket) -> None:
         upstream = socket.create_connection(self.upstream)

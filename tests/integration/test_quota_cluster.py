@@ -6,10 +6,13 @@ The admitted rate of the whole fleet is then counted in every 1 s window (slidin
 
 - steady state: within 5% of the limit (the budget keeps 2% plus one request per router for the
   buckets' depth, so it sits just under the limit); asserted on the mean, the minimum reported;
-- the leader is stopped: no window ever exceeds the limit, and once the new leader's first
-  epoch reaches the routers, full use is back within one epoch (plus the report interval the
-  routers take to pick up the next epoch). The new leader's first epoch reserves every router's
-  fallback (it cannot know who fell back), so it caps the largest shares for that one epoch.
+- the leader is stopped: no window ever exceeds the limit, and full use is back within one
+  epoch of the new leader's first. The new leader's first epoch reserves every router's
+  fallback (it cannot know who fell back), so it caps the largest shares; its second epoch lifts
+  the cap as soon as every router holds the first (coreplane/runtime/quotas.py, "Catching up").
+  Asserted in epoch terms: the second epoch's tick time is less than `epoch_ms` after the
+  first's, and it allots the budget; and the admitted rate from one epoch after the first new
+  share on is the steady one.
 
 The numbers are printed (run with ``-s``) and written to ``$COREPLANE_QUOTA_REPORT`` if set.
 """
@@ -96,11 +99,31 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         del cluster.nodes[leader.node_id]
         new_leader = cluster.leader(timeout_s=15)
         elected_at = time.monotonic()
+        picked = {}  # router -> (time, epoch) it first held a share of the new leader
+
+        def watch_pickups() -> None:
+            while len(picked) < len(routers) and not stop.is_set():
+                for r in routers:
+                    if r.router_id not in picked and r.schedule.token > old_token:
+                        picked[r.router_id] = (time.monotonic(), r.schedule.epoch)
+                time.sleep(0.005)
+
+        threading.Thread(target=watch_pickups, daemon=True).start()
         first_new = wait_until(
             lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token), None),
             15,
             "a share from the new leader",
         )
+        new_epochs: dict[int, list[Any]] = {}  # epoch n -> [n, token, start_ms, end_ms, ...]
+
+        def two_new_epochs() -> bool:
+            got = new_leader.quotas.describe("global", stale_ok=True) or {"epochs": []}
+            for e in got["epochs"]:
+                if e[1] > old_token:
+                    new_epochs.setdefault(e[0], e)
+            return len(new_epochs) >= 2
+
+        wait_until(two_new_epochs, 15, "two epochs from the new leader")
         time.sleep(10.0)
     finally:
         stop.set()
@@ -116,10 +139,10 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
     steady = [n for t, n in every if t0 + 5.0 <= t and t + WINDOW_S <= kill_at]
     after_kill = [(t, n) for t, n in every if t + WINDOW_S > kill_at]
     epoch_s = new_leader.quotas.config.epoch_ms / 1000
-    # One epoch after the new leader's first share reached a router, plus the time the
-    # routers take to pick up the next one (a report interval).
     report_s = routers[0].report_ms / 1000
-    recovered = [n for t, n in every if t >= first_new + epoch_s + report_s]
+    first_epoch, second_epoch = (new_epochs[n] for n in sorted(new_epochs)[:2])
+    usable_milli = new_leader.quotas.describe("global", stale_ok=True)["usable_milli"]
+    recovered = [n for t, n in every if t >= first_new + epoch_s]
     first_full = next((t for t, n in every if t >= first_new and n >= 0.95 * LIMIT_RPS), None)
     report = {
         "limit_rps": LIMIT_RPS,
@@ -140,6 +163,18 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         if first_full is None
         else round(first_full - first_new, 3),
         "recovered_min_from_one_epoch_after_first_new_share": min(recovered),
+        "recovered_mean_from_one_epoch_after_first_new_share": round(
+            sum(recovered) / len(recovered), 1
+        ),
+        "new_leader_epochs_tick_ms_apart": second_epoch[2] - first_epoch[2],
+        "new_leader_first_epoch_shares_sum_milli": sum(s[1] for s in first_epoch[4]),
+        "new_leader_second_epoch_shares_sum_milli": sum(s[1] for s in second_epoch[4]),
+        "usable_milli": usable_milli,
+        "new_leader_epochs": [e[:4] for e in (first_epoch, second_epoch)],
+        "routers_first_new_share_after_first_new_s": {
+            name: (round(t - first_new, 3), n) for name, (t, n) in sorted(picked.items())
+        },
+        "routers_last_error": {r.router_id: repr(r.last_error) for r in routers if r.last_error},
         "epoch_s": epoch_s,
         "report_s": report_s,
         "windows_after_kill": [(round(t - kill_at, 2), n) for t, n in after_kill][::4],
@@ -156,8 +191,12 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
     # means and the report gives every window's minimum.
     assert report["max_window_overall"] <= LIMIT_RPS  # never above the limit, kill included
     assert report["steady_mean"] >= 0.95 * LIMIT_RPS
-    # Measured (see the report): usually back within one epoch plus a report interval; on a
-    # loaded machine a router's report can miss the new leader's second epoch, which then still
-    # reserves its fallback. The test holds the bound of three epochs, the report says more.
-    late = [n for t, n in every if t >= first_new + 3 * epoch_s + report_s]
-    assert sum(late) / len(late) >= 0.95 * LIMIT_RPS
+    # Full use within one epoch of the new leader's first, in epoch terms (tick time from the
+    # log): the second epoch follows the first by less than an epoch and allots the budget.
+    assert report["new_leader_epochs_tick_ms_apart"] < new_leader.quotas.config.epoch_ms
+    assert report["new_leader_second_epoch_shares_sum_milli"] >= 0.95 * usable_milli
+    # ... and the routers use it: from one epoch after the first new share on, the admitted
+    # rate is the steady one (compared with steady state, so a starved offering thread on a
+    # loaded machine, which the steady assertion already answers for, does not count twice).
+    recovered_mean = report["recovered_mean_from_one_epoch_after_first_new_share"]
+    assert recovered_mean >= report["steady_mean"] - 0.02 * LIMIT_RPS

@@ -48,6 +48,7 @@ class RouterModel:
     fallback_max: int = 0
     busy_until: int = -1
     cut_until: int = -1  # cut off from the cluster until then
+    report_ms: int = 250  # as the leader's last used answer asks
     pending: tuple[int, int, dict] | None = None  # (arrive_ms, send_ms, answer)
 
     prev_share: int = 0
@@ -79,6 +80,7 @@ class RouterModel:
         self.deadline = send + answer["remaining_ms"]
         self.fallback, self.zone = answer["fallback_milli"], answer["zone_ms"]
         self.fallback_max = answer["fallback_max_ms"]
+        self.report_ms = answer["report_ms"]
 
 
 class Cluster:
@@ -140,7 +142,7 @@ class Cluster:
                 r.cut_until = now + self.rng.choice([1_000, 3_000, 6_000, 10_000])
             if now < r.busy_until or now < r.cut_until or self.rng.random() < 0.3:
                 continue
-            r.busy_until = now + 250
+            r.busy_until = now + r.report_ms
             if not self.up or allotter is None or self.rng.random() < 0.15:
                 continue  # unreachable leader or a dropped request
             allotter.report("k", r.name, r.demand, r.held, now)
@@ -177,27 +179,53 @@ def test_routers_never_spend_more_than_the_limit(seed: int, routers: int, spare:
     assert cluster.accepted > 0  # the history did allot (the law is not vacuous)
 
 
-def test_a_steady_history_uses_the_budget_and_a_leader_change_recovers() -> None:
-    """Not only safe but useful: with every request answered, skewed demand above the limit
-    spends the whole budget in steady state, and again two epochs after a new leader."""
-    rng = random.Random(7)
-    cluster = Cluster(rng, 4, 4)
+def _failover_history() -> tuple[Cluster, dict[int, int], dict[int, tuple[int, int]]]:
+    """Four routers with skewed demand above the limit, every request answered at once; the
+    leader crashes at 10 s and a new one is elected at 10.7 s. What the routers may spend at
+    each step, and each epoch's commit as (real ms, tick ms)."""
+    cluster = Cluster(random.Random(7), 4, 4)
     for r, demand in zip(cluster.routers, [100_000, 300_000, 600_000, 900_000], strict=True):
         r.demand = demand
     cluster.rng = _NoFaults()  # type: ignore[assignment]
     cluster.elect(0)
+    quota = cluster.sm.quotas.keys["k"]
     spent_at: dict[int, int] = {}
+    committed: dict[int, tuple[int, int]] = {}
     for now in range(0, 20_000, STEP_MS):
         if now == 10_000:
             cluster.crash()
         if now == 10_700:
             cluster.elect(now)
         cluster.step(now)
+        if quota.epochs and quota.epochs[-1].n not in committed:
+            committed[quota.epochs[-1].n] = (now, quota.epochs[-1].start_ms)
         spent_at[now] = cluster.spent(now)
-        assert spent_at[now] <= cluster.usable
+    return cluster, spent_at, committed
+
+
+def test_a_steady_history_uses_the_budget_and_a_leader_change_recovers() -> None:
+    """Not only safe but useful: with every request answered, skewed demand above the limit
+    spends the whole budget in steady state, and again after a new leader."""
+    cluster, spent_at, _committed = _failover_history()
+    assert max(spent_at.values()) <= cluster.usable
     steady = [spent_at[t] for t in range(5_000, 10_000, STEP_MS)]
     assert min(steady) >= cluster.usable * 99 // 100
     after = [spent_at[t] for t in range(15_000, 20_000, STEP_MS)]
+    assert min(after) >= cluster.usable * 99 // 100
+
+
+def test_a_new_leader_is_back_to_full_use_within_one_epoch_of_its_first() -> None:
+    """In epoch terms: the new leader's first epoch must reserve every router's fallback (it
+    caps the large shares); its second epoch, which lifts the cap, commits less than one
+    `epoch_ms` after the first, and from one epoch after the first on the routers spend the
+    whole budget."""
+    cluster, spent_at, committed = _failover_history()
+    first = min(n for n, (t, _tick) in committed.items() if t >= 10_700)
+    epoch_ms = cluster.config.epoch_ms
+    (first_ms, first_tick), (_second_ms, second_tick) = committed[first], committed[first + 1]
+    assert second_tick - first_tick < epoch_ms  # tick time, from the log
+    assert spent_at[first_ms] < cluster.usable  # the first epoch does cap (the test has teeth)
+    after = [spent_at[t] for t in range(first_ms + epoch_ms, 20_000, STEP_MS)]
     assert min(after) >= cluster.usable * 99 // 100
 
 
