@@ -428,12 +428,17 @@ def completed_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, st
     return out
 
 
-def undone_moves(fleet: Any) -> list[tuple[str, str, str]]:
-    """Completed moves later reversed (a replica of p went a -> b, then b -> a)."""
+def undone_moves(fleet: Any, cause: str = "") -> list[tuple[str, str, str]]:
+    """Completed moves later reversed (a replica of p went a -> b, then b -> a); given a
+    `cause`, only reversals that were started for it: "rebalance" is the controller undoing
+    its own choice (an oscillation), "repair" a reversal forced by b's death."""
     seen: set[tuple[str, str, str]] = set()
+    of_cause = {(i, p, s, t) for i, p, s, t in completed_moves(fleet, cause)} if cause else None
     undone = []
-    for _index, pid, source, target in completed_moves(fleet):
-        if source != "-" and target != "-" and (pid, target, source) in seen:
+    for move in completed_moves(fleet):
+        _index, pid, source, target = move
+        reversal = source != "-" and target != "-" and (pid, target, source) in seen
+        if reversal and (of_cause is None or move in of_cause):
             undone.append((pid, source, target))
         seen.add((pid, source, target))
     return undone
