@@ -74,6 +74,11 @@ class CoreplaneNode:
     def keys(self, prefix: str) -> list[str]:
         return [k for k, _, _ in self.cp.kv.range(prefix, stale_ok=True)]
 
+    def batch_stats(self) -> tuple[int, int]:
+        """(batch entries, writes in them) this node wrote so far (diagnostics)."""
+        engine = self.cp._engine
+        return engine.batch_stats() if engine is not None else (0, 0)
+
     def stop(self) -> None:
         self.cp.stop()
 
@@ -136,6 +141,19 @@ class RawNode:
         self.obj.destroy()
 
 
+def _batches(node: Any) -> tuple[int, int] | None:
+    stats = getattr(node, "batch_stats", None)
+    return stats() if stats is not None else None
+
+
+def _batched(before: tuple[int, int] | None, node: Any) -> dict[str, Any]:
+    """How many batch entries a load phase wrote and how many writes they held."""
+    after = _batches(node)
+    if before is None or after is None:
+        return {}
+    return {"batch_entries": after[0] - before[0], "batched_writes": after[1] - before[1]}
+
+
 def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dict[str, Any]:
     """Keep `inflight` writes outstanding; committed writes per second."""
     sem = threading.Semaphore(inflight)
@@ -147,6 +165,7 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
             counts["ok" if ok else "failed"] += 1
         sem.release()
 
+    batches0 = _batches(node)
     cpu0 = time.thread_time()
     start = time.monotonic()
     end = start + duration_s
@@ -172,6 +191,7 @@ def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dic
         "elapsed_s": elapsed,
         "writes_per_s": counts["ok"] / elapsed,
         "caller_cpu_s": caller_cpu_s,
+        **_batched(batches0, node),
     }
 
 
@@ -200,6 +220,7 @@ def closed_threads(node: Any, threads: int, duration_s: float, prefix: str) -> d
     workers = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(threads)]
     for w in workers:
         w.start()
+    batches0 = _batches(node)
     start = time.monotonic()
     window["end"] = start + duration_s
     go.wait()
@@ -213,6 +234,7 @@ def closed_threads(node: Any, threads: int, duration_s: float, prefix: str) -> d
         "elapsed_s": elapsed,
         "writes_per_s": sum(ok) / elapsed,
         "caller_cpu_s": sum(cpu),
+        **_batched(batches0, node),
     }
 
 

@@ -692,6 +692,35 @@ def family_caps(problem: Problem, d: Dense) -> list[int]:
     return [max(c, hottest) for c in d.hcap]
 
 
+def heat_over_cap_floor(problem: Problem, d: Dense, hottest: int = 32) -> int:
+    """Nodes over the family's cap in every plan that keeps each node in its band.
+
+    A node holding a replica of partition p holds at least lo - 1 others, so its heat is at
+    least heat(p) plus the lo - 1 coldest other heats anywhere; when that is over the cap of
+    every eligible node, each of p's rf replicas puts a distinct node over its cap. The floor
+    is the largest such rf among the `hottest` partitions (only the hottest can qualify).
+    """
+    caps = family_caps(problem, d)
+    by_heat = sorted(range(len(d.rf)), key=lambda p: (d.heat[p], p))
+    prefix = [0]
+    for p in by_heat:
+        prefix.append(prefix[-1] + d.heat[p])
+    floor = 0
+    for p in by_heat[-hottest:]:
+        fits = False
+        for n in range(len(d.zone)):
+            if not d.elig[n]:
+                continue
+            # the lo - 1 coldest heats anywhere: no lo - 1 others of p are colder
+            others = prefix[min(max(0, d.lo[n] - 1), len(by_heat))]
+            if d.heat[p] + others <= caps[n]:
+                fits = True
+                break
+        if not fits:
+            floor = max(floor, d.rf[p])
+    return floor
+
+
 def family_score(
     problem: Problem, d: Dense, assignment: Any, moves: int, lb: int
 ) -> dict[str, Any]:
@@ -746,6 +775,7 @@ def run_family_case(
         rec["lower_bound"] = lb
         rec["plan_lower_bound"] = plan.metrics.lower_bound
         rec["split_nodes"] = plan.split_nodes()
+        rec["heat_over_cap_floor"] = heat_over_cap_floor(problem, d)
         rec["kernel"] = {
             "backend": kernel,
             "solve_s": sum(t.values()),
@@ -763,7 +793,65 @@ def run_family_case(
         g_s = time.perf_counter() - t0
         rec["greedy"] = {"solve_s": g_s, **family_score(problem, d, _apply(d, gm), len(gm), lb)}
         records.append(rec)
+    records.append(_family_budget(base, zones, skew, seed, parts, nodes, kernel))
     return records
+
+
+def _family_budget(
+    base: Problem, zones: int, skew: str, seed: int, parts: int, nodes: int, kernel: str
+) -> dict[str, Any]:
+    """The family's add with 10% of its bound as moves_max, spent by each budget objective:
+    "worst" (the largest |count / fair - 1| first) and "out_of_band" (fewest nodes out of band).
+    """
+    grown = family_event("add_nodes", base, zones, seed + 1)
+    budget = max(1, solve_timed(grown, backend=kernel)[0].metrics.lower_bound // 10)
+    d = compile_problem(grown)
+    rec: dict[str, Any] = {
+        "parts": parts,
+        "nodes": nodes,
+        "zones": zones,
+        "skew": skew,
+        "event": "budget",
+        "seed": seed,
+        "moves_max": budget,
+        "before": score(grown, d, grown.assignment, 0, 0),
+    }
+    for objective in ("worst", "out_of_band"):
+        problem = ev.with_budget(grown, budget, objective=objective)
+        plan, t = solve_timed(problem, backend=kernel)
+        rec[objective] = {
+            "solve_s": sum(t.values()),
+            **score(problem, d, plan.assignment, len(plan.moves), plan.metrics.waves),
+        }
+    return rec
+
+
+def _family_budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per size and skew: nodes out of band and the worst node's |count / fair - 1| before the
+    budgeted add and after it under each objective (sums and maxima over the zone counts)."""
+    out: dict[str, Any] = {}
+    budget = [r for r in records if r["event"] == "budget"]
+    for size in sorted({(r["parts"], r["nodes"]) for r in budget}):
+        for skew in FAMILY_SKEW:
+            rs = [r for r in budget if (r["parts"], r["nodes"]) == size and r["skew"] == skew]
+            if not rs:
+                continue
+            entry: dict[str, Any] = {
+                "cases": len(rs),
+                "moves_max": sum(r["moves_max"] for r in rs),
+                "band_violations_before": sum(r["before"]["band_violations"] for r in rs),
+                "count_max_off_fair_before": max(r["before"]["count_max_off_fair"] for r in rs),
+            }
+            for objective in ("worst", "out_of_band"):
+                xs = [r[objective] for r in rs]
+                entry[objective] = {
+                    "moves": sum(x["moves"] for x in xs),
+                    "band_violations": sum(x["band_violations"] for x in xs),
+                    "count_max_off_fair": max(x["count_max_off_fair"] for x in xs),
+                    "hard_violations": sum(x["hard_violations"] for x in xs),
+                }
+            out[f"P={size[0]}/N={size[1]}/{skew}"] = entry
+    return out
 
 
 def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -807,6 +895,14 @@ def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                             }
                         )
                     entry["lower_bound"] = sum(r["lower_bound"] for r in ok)
+                    # nodes over the cap in every in-band plan (heat_over_cap_floor), and how
+                    # many each solver left over it: 0 is the best any plan can do
+                    entry["heat_over_cap_floor"] = max(r["heat_over_cap_floor"] for r in ok)
+                    for who in ("kernel", "greedy"):
+                        prefix = "" if who == "kernel" else "greedy_"
+                        entry[f"{prefix}heat_over_cap_above_floor"] = max(
+                            r[who]["heat_over_cap_nodes"] - r["heat_over_cap_floor"] for r in ok
+                        )
                     entry["moves_le_greedy"] = all(
                         r["kernel"]["moves"] <= r["greedy"]["moves"] for r in ok
                     )
@@ -837,7 +933,11 @@ def run_family(
                     seed=1500 + zones * 10 + len(skew),
                     with_twin=parts <= twin_max,
                 )
-    return {"summary": _family_summary(records), "records": records}
+    return {
+        "summary": _family_summary(records),
+        "budget": _family_budget_summary(records),
+        "records": records,
+    }
 
 
 def _huge(kernel: str) -> dict[str, Any]:
@@ -913,6 +1013,7 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 "anchor": "greedy with a cap-aware heat pass, same instances, same run",
             },
             "summary": fam["summary"],
+            "budget": fam["budget"],
             "records": fam["records"],
         }
     return result

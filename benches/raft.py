@@ -233,6 +233,7 @@ class _Library:
             generator,
             failed=res["failed"],
             unfinished=res["unfinished"],
+            **{k: res[k] for k in ("batch_entries", "batched_writes") if k in res},
         )
 
 
@@ -589,6 +590,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _writes_per_batch(system: dict[str, Any]) -> float | None:
+    """Mean writes per batch entry the leader wrote in the throughput phases (batch entries
+    only: a write alone in the queue is a plain entry and not counted)."""
+    phases = system.get("tput_phases", [])
+    entries = sum(p.get("batch_entries", 0) for p in phases)
+    writes = sum(p.get("batched_writes", 0) for p in phases)
+    return writes / entries if entries else None
+
+
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
     sync, asyn = results["coreplane"]["sync"], results["coreplane"]["async"]
     raw = results["pysyncobj"]
@@ -634,6 +644,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         ),
         "acked_lost": failover.get("acked_lost"),
         "etcd_acked_lost": etcd_failover.get("acked_lost"),
+        "writes_per_batch_entry_sync": _writes_per_batch(sync),
+        "writes_per_batch_entry_async": _writes_per_batch(asyn),
         "leader_cpu_us_per_write_sync": sync["leader_cpu_us_per_write"],
         "leader_cpu_us_per_write_async": asyn["leader_cpu_us_per_write"],
         "pysyncobj_leader_cpu_us_per_write": raw["leader_cpu_us_per_write"],

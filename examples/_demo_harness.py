@@ -30,20 +30,34 @@ class NodeProc(JsonLineChild):
     """One `_demo_node.py` process; the cluster secret travels in its environment."""
 
     def __init__(
-        self, node_id: str, config: dict[str, Any], secret_hex: str, log_path: Path
+        self,
+        node_id: str,
+        config: dict[str, Any],
+        secret_hex: str,
+        log_path: Path,
+        *,
+        api_tokens: dict[str, str] | None = None,
     ) -> None:
+        env = {"COREPLANE_DEMO_SECRET": secret_hex}
+        if api_tokens:
+            env["COREPLANE_DEMO_TOKENS"] = json.dumps(api_tokens)  # never on a command line
         super().__init__(
             node_id,
             [sys.executable, str(NODE_SCRIPT), json.dumps(config)],
             log_path=log_path,
-            env={"COREPLANE_DEMO_SECRET": secret_hex},
+            env=env,
         )
         self.node_id = node_id
         self.config = config
 
 
 class ProcCluster:
-    """Nodes `ids` as processes on 127.0.0.1 with data dirs under `base_dir`."""
+    """Nodes `ids` as processes on 127.0.0.1 with data dirs under `base_dir`.
+
+    With `api_tokens` each node also serves the HTTP API on a port of its own (`api_urls`),
+    knowing the others' URLs; `config` adds keys to every node's configuration (see
+    `_demo_node.py`: ``provider_dir``, ``fleet_attrs``).
+    """
 
     def __init__(
         self,
@@ -52,23 +66,38 @@ class ProcCluster:
         *,
         options: dict[str, Any] | None = None,
         log_level: str = "WARNING",
+        api_tokens: dict[str, str] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(len(ids))
-        self.addresses = {nid: f"127.0.0.1:{port}" for nid, port in zip(ids, ports, strict=True)}
+        ports = free_ports(2 * len(ids) if api_tokens else len(ids))  # one call: distinct
+        self.addresses = {nid: f"127.0.0.1:{port}" for nid, port in zip(ids, ports, strict=False)}
+        self.api_urls: dict[str, str] = {}
+        if api_tokens:
+            api_ports = ports[len(ids) :]
+            self.api_urls = {
+                n: f"http://127.0.0.1:{p}" for n, p in zip(ids, api_ports, strict=True)
+            }
         secret_hex = os.urandom(32).hex()
         self.nodes: dict[str, NodeProc] = {}
         for nid in ids:
-            config = {
+            node_options = dict(options or {})
+            if api_tokens:
+                node_options["api_address"] = self.api_urls[nid].removeprefix("http://")
+                node_options["api_peers"] = {p: u for p, u in self.api_urls.items() if p != nid}
+            node_config = {
                 "node_id": nid,
                 "address": self.addresses[nid],
                 "peers": {p: a for p, a in self.addresses.items() if p != nid},
                 "data_dir": str(self.base_dir / nid),
-                "options": options or {},
+                "options": node_options,
                 "log_level": log_level,
+                **(config or {}),
             }
-            self.nodes[nid] = NodeProc(nid, config, secret_hex, self.base_dir / f"{nid}.log")
+            self.nodes[nid] = NodeProc(
+                nid, node_config, secret_hex, self.base_dir / f"{nid}.log", api_tokens=api_tokens
+            )
 
     def __enter__(self) -> ProcCluster:
         return self
@@ -76,9 +105,27 @@ class ProcCluster:
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
 
-    def start_all(self) -> None:
-        for node in self.nodes.values():
-            node.start()
+    def start_all(self, *, parallel: bool = False) -> None:
+        """Start every node (`parallel`: all at once, each waited for on its own thread)."""
+        if not parallel:
+            for node in self.nodes.values():
+                node.start()
+            return
+        errors: list[BaseException] = []
+
+        def start(node: NodeProc) -> None:
+            try:
+                node.start(timeout_s=30)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, on the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(n,)) for n in self.nodes.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     def kill_all(self) -> None:
         for node in self.nodes.values():

@@ -40,6 +40,16 @@ cdef inline bint on_node(S *s, int64_t p, int64_t n) noexcept nogil:
     return False
 
 
+cdef bint zone_free(S *s, int64_t p, int64_t skip, int64_t z) noexcept nogil:
+    """No replica of p in zone z, the one on node `skip` aside."""
+    cdef int64_t j, m
+    for j in range(s.pn_len[p]):
+        m = s.pn[p * s.RMAX + j]
+        if m != skip and s.zone[m] == z:
+            return False
+    return True
+
+
 cdef inline bint act_less(int64_t *x, int64_t *y) noexcept nogil:
     """x < y on the 8-int actions of _pure.CapAct, compared whole."""
     cdef int k
@@ -202,19 +212,83 @@ cdef void cap_log(int64_t **log, int64_t *nlog, Py_ssize_t *logcap, int64_t p, i
     nlog[0] += 4
 
 
+cdef int64_t room_plan(S *s, int64_t n, int64_t r, int64_t t, int64_t need0, int64_t fits,
+                       Pair *hot, Py_ssize_t nhot, Pair *row, Py_ssize_t rlen, int64_t *allowed,
+                       int64_t *nb) noexcept nogil:
+    """_pure._room_plan: how many of t's hottest replicas it sheds (-1: it cannot make room);
+    the first nb[0] of `allowed` (n's coldest replicas t may take) go to t."""
+    cdef int64_t h = s.heat[r], zt = s.zone[t], k = 0, need, b, q, bh, shed, left, rnd
+    cdef Py_ssize_t a, na = 0
+    for a in range(nhot):
+        q = hot[a].b
+        if q == r or on_node(s, q, t):
+            continue
+        if zt != s.zone[n] and not zone_free(s, q, -1, zt):
+            continue
+        allowed[na] = q
+        na += 1
+    nb[0] = 0
+    for rnd in range(2):
+        bh = 0
+        for a in range(nb[0]):
+            bh += s.heat[allowed[a]]
+        need = need0 + bh
+        k = 0
+        a = rlen - 1
+        while a >= 0:
+            if need <= 0:
+                break
+            if row[a].a < h and row[a].a <= fits:
+                need -= row[a].a
+                k += 1
+            a -= 1
+        if need > 0:
+            return -1
+        b = s.lo[t] - (s.count[t] - k + 1)
+        if b < 0:
+            b = 0
+        if b > na:
+            return -1
+        nb[0] = b
+    shed = 0
+    left = k
+    a = rlen - 1
+    while a >= 0:
+        if left <= 0:
+            break
+        if row[a].a < h and row[a].a <= fits:
+            shed += row[a].a
+            left -= 1
+        a -= 1
+    b = s.lo[t] - (s.count[t] - k + 1)
+    if b < 0:
+        b = 0
+    bh = 0
+    for a in range(nb[0]):
+        bh += s.heat[allowed[a]]
+    if nb[0] < b or shed < need0 + bh:
+        return -1
+    return k
+
+
 cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
                       Pair *rooms, Py_ssize_t nrooms, int64_t budget, int64_t **log,
                       int64_t *nlog, Py_ssize_t *logcap) noexcept nogil:
     """_pure._cap_room: make room for n's hottest replica on another node, then send it."""
     cdef int64_t h, r, t, need, k, j, m, q, hq, u, bk = 0, broom = 0, bt = -1, made = 0, i
-    cdef int64_t dkey, dbest, du
+    cdef int64_t dkey, dbest, du, fits, nb = 0, vacated
     cdef Py_ssize_t b, a, rlen
     cdef Pair *row
     cdef bint bad
-    if nhot == 0 or hot[nhot - 1].a < excess:
+    cdef int64_t *allowed
+    if nhot == 0:
         return 0
     h = hot[nhot - 1].a
     r = hot[nhot - 1].b
+    fits = h - excess
+    if nrooms > 0 and -rooms[0].a > fits:
+        fits = -rooms[0].a
+    allowed = <int64_t *>cp_xmalloc((nhot + 1) * sizeof(int64_t))
     for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
         t = rooms[b].b
         bad = False
@@ -230,28 +304,24 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
             continue
         row = cap_by_heat(s, c, t)
         rlen = c.bh_len[t]
-        k = 0
-        a = rlen - 1
-        while a >= 0:
-            if need <= 0:
-                break
-            if row[a].a < h:
-                need -= row[a].a
-                k += 1
-            a -= 1
-        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < s.lo[t]:
+        k = room_plan(s, n, r, t, need, fits, hot, nhot, row, rlen, allowed, &nb)
+        if k < 0 or k + nb + 1 > budget or s.count[n] - 1 - nb < s.lo[n]:
             continue
-        if bt < 0 or k < bk or (k == bk and (rooms[b].a < broom or (
+        if bt < 0 or k + nb < bk or (k + nb == bk and (rooms[b].a < broom or (
                 rooms[b].a == broom and t < bt))):
-            bk = k
+            bk = k + nb
             broom = rooms[b].a
             bt = t
     if bt < 0:
+        cp_xfree(allowed)
         return 0
     t = bt
-    need = h + broom
     row = cap_by_heat(s, c, t)
     rlen = c.bh_len[t]
+    k = room_plan(s, n, r, t, h + broom, fits, hot, nhot, row, rlen, allowed, &nb)
+    need = h + broom
+    for a in range(nb):
+        need += s.heat[allowed[a]]
     cdef Pair *todo = <Pair *>cp_xmalloc((rlen + 1) * sizeof(Pair))
     memcpy(todo, row, rlen * sizeof(Pair))  # t's list changes as its replicas leave
     a = rlen - 1
@@ -261,14 +331,15 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
         hq = todo[a].a
         q = todo[a].b
         a -= 1
-        if hq >= h:
+        if hq >= h or hq > fits:
             continue
         du = -1
         dbest = 0
         for u in range(s.N):
-            if not s.elig[u] or u == t or u == n or s.count[u] >= s.hi[u]:
+            if not s.elig[u] or u == t or s.pinned[u] or s.count[u] >= s.hi[u]:
                 continue
-            if c.caps[u] - c.mov[u] < hq:
+            vacated = h if u == n else 0  # n: its room once r has left
+            if c.caps[u] - c.mov[u] + vacated < hq:
                 continue
             bad = False
             for j in range(s.pn_len[q]):
@@ -278,12 +349,13 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
                     break
             if bad:
                 continue
-            dkey = c.mov[u] - c.caps[u]
+            dkey = c.mov[u] - vacated - c.caps[u]
             if du < 0 or dkey < dbest:
                 du = u
                 dbest = dkey
         if du < 0:
             cp_xfree(todo)
+            cp_xfree(allowed)
             return -1
         made += cap_shift(s, c, q, t, du, -1)
         cap_log(log, nlog, logcap, q, t, du, -1)
@@ -292,6 +364,13 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
         c.bh_ok[du] = False
         need -= hq
     cp_xfree(todo)
+    for a in range(nb):  # n's coldest keep t in its band
+        q = allowed[a]
+        made += cap_shift(s, c, q, n, t, -1)
+        cap_log(log, nlog, logcap, q, n, t, -1)
+        c.mov[n] -= s.heat[q]
+        c.mov[t] += s.heat[q]
+    cp_xfree(allowed)
     i = cap_fresh(s, c, r, n)
     made += cap_shift(s, c, r, n, t, i)
     cap_log(log, nlog, logcap, r, n, t, i)
@@ -329,7 +408,7 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
         have = False
         nrooms = 0
         for t in range(s.N):
-            if s.elig[t] and t != n:
+            if s.elig[t] and t != n and not s.pinned[t]:
                 rooms[nrooms].a = c.mov[t] - c.caps[t]
                 rooms[nrooms].b = t
                 rooms[nrooms].c = 0
@@ -438,8 +517,9 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
 
 
 cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
-    """_pure._hot_gifts: a node over its heat cap gives its hottest replica that fits to the
-    node below its band with the most room under its fair heat. Returns the moves made."""
+    """_pure._hot_gifts: a node over its heat cap gives its coldest replica that brings it to
+    its cap to the node below its band with the most room under its fair heat. Returns the
+    moves made."""
     cdef int64_t *caps = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     cdef int64_t *takers = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
@@ -470,7 +550,7 @@ cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
         for i in range(s.nr_len[n]):
             p = s.nr[n][i]
             h = s.heat[p]
-            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h < bh):
+            if s.split[p] or h <= 0 or mov[n] - h > caps[n] or (bp >= 0 and h > bh):
                 continue
             for k in range(nt):
                 t = takers[k]
@@ -485,8 +565,8 @@ cdef int64_t hot_gifts(S *s, LB *lb) noexcept nogil:
                         break
                 if used:
                     continue
-                # key (-h, -room, p, t), smallest wins
-                if (bp < 0 or h > bh or (h == bh and (room > broom or (room == broom and (
+                # key (h, -room, p, t), smallest wins
+                if (bp < 0 or h < bh or (h == bh and (room > broom or (room == broom and (
                         p < bp or (p == bp and t < bt)))))):
                     bp = p
                     bh = h

@@ -54,7 +54,7 @@ cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
         h = s.heat[r]
         t = -1
         for m in range(s.N):
-            if (not s.elig[m] or m == n or s.count[m] >= s.hi[m]
+            if (not s.elig[m] or m == n or s.pinned[m] or s.count[m] >= s.hi[m]
                     or fair_key(s, movable[m] + h, m) > ukey):
                 continue
             ok = True
@@ -76,7 +76,7 @@ cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
     return allowance
 
 
-cdef void peak(S *s, int64_t allowance) noexcept nogil:
+cdef void peak(S *s, LB *lb, int64_t allowance) noexcept nogil:
     """_pure._peak: lower the hottest node while one move does it."""
     cdef int64_t *movable = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     cdef int64_t *cold = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))  # -2: not computed
@@ -89,7 +89,7 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
     for n in range(s.N):
         cold[n] = -2
         movable[n] = s.nheat[n] - sh[n]
-        if s.elig[n] and movable[n] > s.hcap[n]:
+        if s.elig[n] and movable[n] > target_cap(s, lb, n):
             over = True
     for round_ in range(PEAK_ROUNDS if over else 0):
         if allowance <= 0:
@@ -125,7 +125,8 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
             r = hot[k]
             h = s.heat[r]
             for t in range(s.N):
-                if not s.elig[t] or t == n or (not swap and s.count[t] >= s.hi[t]):
+                if (not s.elig[t] or t == n or s.pinned[t]
+                        or (not swap and s.count[t] >= s.hi[t])):
                     continue
                 ok = True
                 for i in range(s.pn_len[r]):
@@ -149,6 +150,9 @@ cdef void peak(S *s, int64_t allowance) noexcept nogil:
                     if not ok:
                         continue
                     back = s.heat[q]
+                if (movable[t] + h - back > target_cap(s, lb, t)
+                        and movable[t] + h - back > movable[t]):
+                    continue  # _pure._peak: never pushes another node over its cap
                 after_n = fair_key(s, movable[n] - h + back, n)
                 after_t = fair_key(s, movable[t] + h - back, t)
                 worst = after_n if after_n > after_t else after_t

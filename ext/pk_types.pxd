@@ -3,7 +3,7 @@
 Included by `from pk_types cimport *` (structs, enums and C shims only: nothing here needs a
 runtime import). The phases live in ext/pk_*.pxi, one per phase of the twin, in solve order:
 pk_heap (heaps, sort), pk_state (S), pk_bounds, pk_normalize, pk_place, pk_deficits, pk_cap,
-pk_shave, pk_waves; placement_kernel.pyx holds the Python-facing glue.
+pk_isolate, pk_shave, pk_waves; placement_kernel.pyx holds the Python-facing glue.
 
 Glossary: the short names the kernel and the twin (coreplane/placement/_pure.py) share.
   n, p, z, t   a node, partition, zone index; t a target node (indexes in sorted-id order)
@@ -236,6 +236,8 @@ cdef struct S:
     # every partition by (-heat, p): from the module cache, or made here by a big orphan_order
     int64_t *horder
     bint horder_ok, horder_new
+    # 1: the node holds a split candidate (_pure._State.pinned); made by the phases
+    int64_t *pinned
 
 
 cdef struct LB:
@@ -266,6 +268,10 @@ cdef struct Cap:
     Pair **bh            # node -> movable replicas as (heat, index, 0), coldest first
     int64_t *bh_len
     bint *bh_ok
+
+
+cdef enum:
+    ISOLATE_CANDIDATES = 8
 
 
 cdef enum:

@@ -25,6 +25,7 @@ include "pk_normalize.pxi"
 include "pk_place.pxi"
 include "pk_deficits.pxi"
 include "pk_cap.pxi"
+include "pk_isolate.pxi"
 include "pk_shave.pxi"
 include "pk_waves.pxi"
 
@@ -132,6 +133,7 @@ cdef void _phases(void *ctx) noexcept nogil:
     cdef LB *b = r.b
     cdef int64_t allowance, hard, failed = -1
     cdef Py_ssize_t i
+    s.pinned = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     add_all(s, b)
     normalize(s)
     hard = s.nm + s.no
@@ -167,9 +169,10 @@ cdef void _phases(void *ctx) noexcept nogil:
             r.status = 1
             r.arg = failed
         else:
+            allowance = isolate(s, b, allowance)
             allowance = cap(s, b, allowance)
             allowance = shave(s, allowance)
-            peak(s, allowance)
+            peak(s, b, allowance)
             r.mw = waves(s)
             r.mheat = movable_heat(s)
             r.lb = lb_plan(s, b, r.mheat)
@@ -253,7 +256,7 @@ def solve_dense(d):
             # forget the pointers to them (the finally frees the glue's own arrays only).
             for i in range(s.N):
                 s.nr[i] = NULL
-            s.mp = s.ms = s.md = s.op = s.os = s.dirty = NULL
+            s.mp = s.ms = s.md = s.op = s.os = s.dirty = s.pinned = NULL
             memset(&b, 0, sizeof(LB))
             raise MemoryError()
         status, arg, lb, mw, mheat = run.status, run.arg, run.lb, run.mw, run.mheat
@@ -278,7 +281,7 @@ def solve_dense(d):
         free(s.horder)
         # made by the phases (cp_x* blocks)
         cp_xfree(s.mp); cp_xfree(s.ms); cp_xfree(s.md); cp_xfree(s.op); cp_xfree(s.os)
-        cp_xfree(s.dirty); cp_xfree(mw); cp_xfree(mheat)
+        cp_xfree(s.dirty); cp_xfree(s.pinned); cp_xfree(mw); cp_xfree(mheat)
 
 
 def dense_replicas(list part_ids, object assignment, dict node_idx):

@@ -84,6 +84,13 @@ let token = "", whereOpen = false, whyThing = "";
 const $ = (id) => document.getElementById(id);
 function esc(s) { return String(s ?? "").replace(/[&<>"']/g,
   (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c])); }
+function bytes(n) {
+  const units = [["TiB", 2 ** 40], ["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+  for (const [u, k] of units) {
+    if (n >= k) { return (n / k).toFixed(1).replace(".0", "") + " " + u; }
+  }
+  return n + " B";
+}
 async function api(path, body) {
   const init = {headers: {"Authorization": "Bearer " + token, "Accept": "application/json"}};
   if (body !== undefined) { init.method = "POST"; init.body = JSON.stringify(body);
@@ -120,7 +127,8 @@ async function fleet() {
   $("zones").innerHTML = Object.keys(zones).sort().map((z) =>
     "<div class='zone' data-zone='" + esc(z) + "'><h3>" + esc(z) + " (" + zones[z].length +
     ")</h3>" + zones[z].map((x) => "<div class='node " + esc(x.state) + "'>" + esc(x.id) +
-    " " + esc(x.state) + " · " + esc(x.replicas) + " replicas</div>").join("") + "</div>")
+    " " + esc(x.state) + " · " + esc(x.replicas) + " replicas" +
+    (x.size_bytes ? " · " + esc(bytes(x.size_bytes)) : "") + "</div>").join("") + "</div>")
     .join("") || "<span class='muted'>no nodes</span>";
 }
 async function operations() {

@@ -18,7 +18,7 @@ of the HTTP API or a forged log entry therefore cannot freeze time or mint a lea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias, cast
 
 from coreplane.core import codec
@@ -36,6 +36,7 @@ __all__ = [
     "Command",
     "Delete",
     "FleetAck",
+    "FleetCancelMove",
     "FleetCordon",
     "FleetCreatePartition",
     "FleetDecommission",
@@ -340,20 +341,49 @@ class FleetAck(_Base):
 
 
 @dataclass(frozen=True, slots=True)
+class FleetCancelMove(_Base):
+    """Cancel one move in flight (`operation`: its id, such as ``p6@1045``) while it copies:
+    the copy is rolled back through the fenced action protocol (a new token; the partial copy
+    removed from the target), `reason` journaled. After the cutover it is too late."""
+
+    TAG = 48
+    TYPES = {"operation": str, "reason": str, "client_id": str, "seq": int}
+    operation: str
+    reason: str = ""
+    client_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FleetReport(_Base):
     """Internal: the leader's batch of liveness changes, registrations, heat and lost replicas.
 
     `nodes` [[id, zone, weight, slots]], `heard` [id], `silent` [[id, since_ms]],
-    `heat` [[pid, heat]], `lost` [[node_id, pid]]; checked in apply (a bad batch is refused
-    whole)."""
+    `heat` [[pid, heat]], `lost` [[node_id, pid]], `sizes` [[pid, size_bytes]]; checked in
+    apply (a bad batch is refused whole). `sizes` came later: an entry written without it
+    decodes with none."""
 
     TAG = 50
-    TYPES = {"nodes": list, "heard": list, "silent": list, "heat": list, "lost": list}
+    TYPES = {
+        "nodes": list,
+        "heard": list,
+        "silent": list,
+        "heat": list,
+        "lost": list,
+        "sizes": list,
+    }
     nodes: list[Any]
     heard: list[Any]
     silent: list[Any]
     heat: list[Any]
     lost: list[Any]
+    sizes: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Value]) -> Any:
+        if "sizes" not in body:  # written before partition sizes existed
+            body = {**body, "sizes": []}
+        return _Base.from_body.__func__(cls, body)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +586,7 @@ Command: TypeAlias = (
     | FleetDrain
     | FleetDecommission
     | FleetAck
+    | FleetCancelMove
     | FleetReport
     | FleetPlan
     | FleetProviderRequest
@@ -588,6 +619,7 @@ _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
         FleetDrain,
         FleetDecommission,
         FleetAck,
+        FleetCancelMove,
         FleetReport,
         FleetPlan,
         FleetProviderRequest,

@@ -30,11 +30,21 @@ from coreplane.core.machines.quotas import QuotaMachine
 from coreplane.core.machines.user import ApplyContext, UserMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, require
 
-__all__ = ["SESSIONS_MAX", "SESSION_WINDOW", "Applied", "StateMachine", "check_limits"]
+__all__ = [
+    "BATCHABLE_TAGS",
+    "SESSIONS_MAX",
+    "SESSION_WINDOW",
+    "Applied",
+    "StateMachine",
+    "check_limits",
+]
 
 SNAPSHOT_FORMAT = 1
 SESSION_WINDOW = 128
 SESSIONS_MAX = 10_000
+# Commands that may share a log entry (`StateMachine.apply_batch`): their effect does not
+# depend on the entry's index (the KV's revision is its own counter).
+BATCHABLE_TAGS = frozenset({commands.Put.TAG, commands.Delete.TAG, commands.Cas.TAG})
 SNAPSHOT_BYTES_MAX = 4 * 1024**3
 
 
@@ -147,21 +157,61 @@ class StateMachine:
 
     # ------------------------------------------------------------------------ apply
 
-    def apply(self, entry: bytes, index: int) -> Applied:
-        """Apply one committed entry at log `index`; deterministic, never raises for bad input."""
+    def apply(self, entry: bytes, index: int, decoded: commands.Command | None = None) -> Applied:
+        """Apply one committed entry at log `index`; deterministic, never raises for bad input.
+
+        `decoded` is an optional shortcut for the node that proposed the entry: the KV write
+        (`BATCHABLE_TAGS`) it encoded into exactly these bytes, so it need not decode them
+        again. Those commands' fields have exact types (str, bytes, int), checked by
+        `commands.encode`, so decoding the bytes gives an equal command; anything else is
+        decoded as usual."""
         require(
             index > self.applied_index,
             f"apply at index {index} after {self.applied_index}: the log went backwards",
         )
         self.applied_index = index
+        return self._apply_one(entry, index, False, decoded)
+
+    def apply_batch(
+        self,
+        entries: list[bytes],
+        index: int,
+        decoded: list[commands.Command | None] | None = None,
+    ) -> list[Applied]:
+        """Apply the commands of one batch entry at log `index`, in order, each exactly as if
+        it were an entry of its own (sessions, limits, refusals), with one result each.
+
+        Commands share the batch's index, so only commands whose effect does not depend on
+        the index may be batched (`BATCHABLE_TAGS`: KV writes; fencing tokens, lock grants,
+        leader entries and user machines see the index); any other is refused with
+        ``not_batchable``, alike on every replica."""
+        require(
+            index > self.applied_index,
+            f"apply at index {index} after {self.applied_index}: the log went backwards",
+        )
+        self.applied_index = index
+        if decoded is None or len(decoded) != len(entries):
+            return [self._apply_one(entry, index, True, None) for entry in entries]
+        return [
+            self._apply_one(entry, index, True, known)
+            for entry, known in zip(entries, decoded, strict=True)
+        ]
+
+    def _apply_one(
+        self, entry: bytes, index: int, batched: bool, known: commands.Command | None
+    ) -> Applied:
         if len(entry) > self.limits.entry_bytes_max:
             return Applied(
                 False, None, "entry_too_large", f"{len(entry)} bytes, over limits.entry_bytes_max"
             )
-        try:
-            command, internal = commands.decode_entry(entry)
-        except DecodeError as exc:
-            return Applied(False, None, "decode_error", str(exc))
+        command: commands.Command
+        if known is not None and known.TAG in BATCHABLE_TAGS:
+            command, internal = known, False  # the proposer's own KV write (see `apply`)
+        else:
+            try:
+                command, internal = commands.decode_entry(entry)
+            except DecodeError as exc:
+                return Applied(False, None, "decode_error", str(exc))
         if internal != (command.TAG in commands.INTERNAL_TAGS):
             # An internal command without the runtime's marker (a forged entry), or a client
             # command wearing it: refused alike on every replica.
@@ -171,6 +221,13 @@ class StateMachine:
                 "internal_only" if not internal else "not_internal",
                 f"{type(command).__name__} {'lacks' if not internal else 'carries'}"
                 " the runtime's marker",
+            )
+        if batched and command.TAG not in BATCHABLE_TAGS:
+            return Applied(
+                False,
+                None,
+                "not_batchable",
+                f"{type(command).__name__} depends on its log index and cannot share an entry",
             )
         client_id: str = getattr(command, "client_id", "")
         if not client_id:

@@ -72,17 +72,13 @@ class _ControlPlaneCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         cp = self._cp
         st = cp.status()
-        engine = getattr(cp, "_engine", None)
-        obs: dict[str, Any] = {}
-        if engine is not None and st.role != "stopped":
-            try:
-                obs = engine.observations()
-            except Exception:  # noqa: BLE001 - a racing shutdown: status alone
-                obs = {}
+        observe = getattr(cp, "observations", None)  # a host's stand-in may have none
+        got = observe(rows_max=0) if observe is not None else None
+        obs: dict[str, Any] = got.raft if got is not None else {}
         yield from self._raft(cp, st, obs)
         yield from self._peers(cp.node_id, st, obs)
         yield from self._storage(cp.node_id, obs)
-        yield from self._fleet(cp, cp.node_id)
+        yield from self._fleet(cp.node_id, got.fleet if got is not None else None)
 
     def _raft(self, cp: ControlPlane, st: Any, obs: dict[str, Any]) -> Iterator[Metric]:
         node = cp.node_id
@@ -242,31 +238,17 @@ class _ControlPlaneCollector(Collector):
                 {"node": node},
             )
 
-    def _fleet(self, cp: ControlPlane, node: str) -> Iterator[Metric]:
-        if getattr(cp, "fleet", None) is None:
+    def _fleet(self, node: str, f: Any) -> Iterator[Metric]:
+        if f is None:  # a stopped node: no fleet metrics
             return
-
-        def count(sm: Any) -> dict[str, Any]:
-            f = sm.fleet
-            by_state: dict[str, int] = {}
-            for n in f.nodes.values():
-                by_state[n.state] = by_state.get(n.state, 0) + 1
-            by_step: dict[str, int] = {}
-            for op in f.ops.values():
-                by_step[op.step] = by_step.get(op.step, 0) + 1
-            return {
-                "nodes": by_state,
-                "ops": by_step,
-                "under": len(f.under),
-                "parts": len(f.parts),
-                "splits": len(f.splits),
-                "queue": len(f.queue),
-            }
-
-        try:
-            c = cp._read_state(count, stale_ok=True)
-        except Exception:  # noqa: BLE001 - a stopped node: no fleet metrics
-            return
+        c = {
+            "nodes": f.nodes_by_state,
+            "ops": f.operations_by_step,
+            "under": f.under_total,
+            "parts": f.partitions_total,
+            "splits": f.splits_total,
+            "queue": f.queue,
+        }
         nodes = GaugeMetricFamily(
             "coreplane_fleet_nodes", "Fleet nodes by state", labels=["node", "state"]
         )

@@ -10,10 +10,9 @@ rates over a window (cluster time against the monotonic clock, flushes since the
 need no background thread. Its `wall_clock_s` is the only place obs reads the wall clock; a
 test may hand it a skewed one (the same seam as `Seams.clock` for the runtime).
 
-What obs reads of the runtime that is not public API yet lives here, in one place:
-`ControlPlane._engine` for `RaftEngine.observations()` and `ControlPlane._read_state` for the
-fleet machine's own views of under-replicated partitions (a public `read` hands out a
-`StateView`, which has no fleet).
+What obs reads of the runtime beyond `status()` and `members()` comes from the public, typed
+`ControlPlane.observations()` (the Raft engine's observations and the fleet machine's own
+views of this replica), in one place: `_observations` below.
 
 Imports coreplane.runtime and below only; nothing below imports obs.
 """
@@ -117,50 +116,31 @@ class ClusterInputs:
         }
 
 
-def _engine_of(cp: ControlPlane) -> Any:
-    return getattr(cp, "_engine", None)
-
-
-def _fleet_of(cp: ControlPlane) -> Any:
-    return getattr(cp, "fleet", None)
-
-
-def _read_fleet(cp: ControlPlane) -> dict[str, Any] | None:
-    """The fleet as this replica has it (stale_ok: no quorum needed), or None."""
-    fleet = _fleet_of(cp)
-    if fleet is None:
-        return None
-
-    def look(sm: Any) -> dict[str, Any]:
-        f = sm.fleet
-        nodes = [f.node_view(n) for n in sorted(f.nodes)[:_FLEET_ROWS_MAX]]
-        parts = [f.partition_view(p) for p in sorted(f.under)[:_FLEET_ROWS_MAX]]
-        ops = [f.ops[o].view() for o in sorted(f.ops)[:_FLEET_ROWS_MAX]]
-        cfg = f.config
-        return {
-            "tick_ms": sm.tick_ms,
-            "nodes": nodes,
-            "under_replicated": parts,
-            "operations": ops,
-            "splits": sorted(f.splits)[:_FLEET_ROWS_MAX],
-            "split_views": [f.partition_view(p) for p in sorted(f.splits)[:100]],
-            "partitions_total": len(f.parts),
-            "queue": len(f.queue),
-            "config": {
-                "suspect_after_ms": cfg.suspect_after_ms,
-                "dead_after_ms": cfg.dead_after_ms,
-                "copy_timeout_ms": cfg.copy_timeout_ms,
-                "retries_max": cfg.retries_max,
-            },
-        }
-
-    try:  # the raw replica under its lock: the fleet's own views, no StateView wrapper
-        out: dict[str, Any] = cp._read_state(look, stale_ok=True)
-    except Exception:  # noqa: BLE001 - a stopped node has no fleet to show
-        return None
-    silent_after = getattr(fleet, "silent_after_ms", None)
-    out["silent_after_ms"] = silent_after
-    return out
+def _observations(cp: ControlPlane, *, fleet: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(raft observations, the fleet as this replica has it) through the public
+    `ControlPlane.observations()`; a host's stand-in without it has neither."""
+    observe = getattr(cp, "observations", None)
+    if observe is None:
+        return {}, None
+    try:
+        got = observe(rows_max=_FLEET_ROWS_MAX if fleet else 0)
+    except Exception:  # noqa: BLE001 - a racing shutdown: report what status says
+        return {}, None
+    f = got.fleet
+    if not fleet or f is None:
+        return got.raft, None
+    return got.raft, {
+        "tick_ms": f.tick_ms,
+        "nodes": f.nodes,
+        "under_replicated": f.under_replicated,
+        "operations": f.operations,
+        "splits": f.splits,
+        "split_views": f.split_views,
+        "partitions_total": f.partitions_total,
+        "queue": f.queue,
+        "config": f.config,
+        "silent_after_ms": f.silent_after_ms,
+    }
 
 
 class Observer:
@@ -192,13 +172,7 @@ class Observer:
         cp = self.cp
         st: Any = cp.status()  # a NodeStatus (a host's stand-in may hand out a plain dict)
         status = st.to_dict() if hasattr(st, "to_dict") else dict(st)
-        engine = _engine_of(cp)
-        raft: dict[str, Any] = {}
-        if engine is not None and status.get("role") != "stopped":
-            try:
-                raft = engine.observations()
-            except Exception:  # noqa: BLE001 - a racing shutdown: report what status says
-                raft = {}
+        raft, fleet_views = _observations(cp, fleet=fleet)
         api = self.api_stats() if self.api_stats is not None else {}
         sample = LocalSample(
             node_id=cp.node_id,
@@ -209,7 +183,7 @@ class Observer:
             status=status,
             members=cp.members(),
             raft=raft,
-            fleet=_read_fleet(cp) if fleet else None,
+            fleet=fleet_views,
             api=api,
         )
         if remember:

@@ -44,6 +44,7 @@ __all__ = [
     "part_rows",
     "progress_of",
     "run_change",
+    "size_words",
 ]
 
 CLUSTER_NAME_KEY = "coreplane/cluster/name"
@@ -119,7 +120,7 @@ def list_partitions(obj: Ctx) -> list[dict[str, Any]]:
 def node_rows(rows: list[dict[str, Any]]) -> Any:
     return table(
         "nodes",
-        ("id", "zone", "state", "liveness", "admin", "replicas", "heat", "operations"),
+        ("id", "zone", "state", "liveness", "admin", "replicas", "size", "heat", "operations"),
         [
             (
                 n["id"],
@@ -128,6 +129,7 @@ def node_rows(rows: list[dict[str, Any]]) -> Any:
                 n["liveness"],
                 n["admin"],
                 n["replicas"],
+                size_words(n["size_bytes"]) if n.get("size_bytes") is not None else "-",
                 n["heat"],
                 len(n.get("operations") or []),
             )
@@ -139,7 +141,7 @@ def node_rows(rows: list[dict[str, Any]]) -> Any:
 def part_rows(rows: list[dict[str, Any]]) -> Any:
     return table(
         "partitions",
-        ("id", "rf", "replicas", "live", "health", "heat", "operation"),
+        ("id", "rf", "replicas", "live", "health", "size", "heat", "operation"),
         [
             (
                 p["id"],
@@ -147,6 +149,7 @@ def part_rows(rows: list[dict[str, Any]]) -> Any:
                 ",".join(p["replicas"]),
                 p["live_replicas"],
                 p["health"],
+                size_words(p["size_bytes"]) if p.get("size_bytes") is not None else "-",
                 p["heat"],
                 (p.get("operation") or {}).get("id", ""),
             )
@@ -156,39 +159,107 @@ def part_rows(rows: list[dict[str, Any]]) -> Any:
 
 
 def estimate_words(plan: dict[str, Any]) -> str:
+    """The dry run in words: a headline as an operator says it ("copy 3 replicas, 2.4 GiB at
+    the 50 MiB/s throttle: about 2 min 40 s; affects 3 partitions, 0 others"), then the moves
+    and where each number comes from."""
     est = plan.get("estimate") or {}
     moves = plan.get("moves") or []
     moved = sum(1 for m in moves if m.get("source") and m.get("target"))
     added = sum(1 for m in moves if m.get("target") and not m.get("source"))
     dropped = sum(1 for m in moves if m.get("source") and not m.get("target"))
     parts = sorted({m["partition"] for m in moves})
-    words = [
+    others = plan.get("others") or []
+    words = [_headline(est, dropped, len(parts), len(others))]
+    words.append(
         f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
         f"remove the source), add {added} new, drop {dropped}"
-    ]
+    )
     for m in moves[:12]:
         words.append(f"  {m['partition']}: {m.get('source') or '-'} -> {m.get('target') or '-'}")
     if len(moves) > 12:
         words.append(f"  ... and {len(moves) - 12} more")
-    ms = est.get("ms_per_move")
-    if est.get("measured_moves"):
-        total, each = int(est.get("total_ms", 0)), int(ms or 0)
-        head = f"about {_duration(total)}" if total > 0 else "within a few ticks"
+    if moves:
         words.append(
-            f"{head}: {len(moves)} move(s) in {est.get('waves', 0)} wave(s), up to "
-            f"{est.get('parallel', 1)} at a time; a move took {_duration(each)} "
-            f"(median of the last {est.get('measured_moves', 0)} of this cluster)"
+            f"{est.get('waves', 0)} wave(s), up to {est.get('parallel', 1)} move(s) at a time"
         )
-    else:
-        words.append("time: unknown until this cluster has finished a move to measure")
-    if est.get("provision"):
-        words.append(f"provision {est['provision']} node(s) (the host's provider)")
-    words.append(f"affects {len(parts)} partition(s)")
+    words.extend(_sources(est))
+    if others:
+        words.append(f"moved around the change: {', '.join(others[:12])}")
     for warning in plan.get("warnings") or []:
         words.append(f"WARNING: {warning}")
     if plan.get("feasible") is False:
         words.append(f"NOT feasible as asked: {plan.get('reason', '')}")
     return "\n".join(words)
+
+
+def _headline(est: dict[str, Any], dropped: int, parts: int, others: int) -> str:
+    steps = []
+    if est.get("provision"):
+        n = est["provision"]
+        took = est.get("provision_ms")
+        steps.append(
+            f"provision {n} node{'s' if n > 1 else ''} in a new zone "
+            + (f"(typically {_duration(took)})" if took is not None else "(time not measured yet)")
+        )
+    copies = int(est.get("copies") or 0)
+    if copies:
+        what = f"copy {copies} replica{'s' if copies > 1 else ''}"
+        if est.get("bytes") or not est.get("unsized"):
+            what += f", {size_words(int(est.get('bytes') or 0))}"
+            if est.get("unsized"):
+                what += f" (+{est['unsized']} of unknown size)"
+            rate, throttle = est.get("rate_bytes_per_s"), est.get("throttle_bytes_per_s")
+            what += (
+                f" at the measured {size_words(rate)}/s"
+                if rate and throttle and rate < throttle
+                else f" at the {size_words(throttle or 0)}/s throttle"
+            )
+        else:
+            what += " of unknown size"
+        steps.append(what)
+    if dropped:
+        steps.append(f"drop {dropped} replica{'s' if dropped > 1 else ''}")
+    head = ", ".join(steps) or "no move"
+    total = est.get("total_ms")
+    if total is not None:
+        head += f": about {_duration(int(total))}" if total > 0 else ": within a few ticks"
+    elif steps:
+        head += ": time unknown until this cluster has finished a move to measure"
+    partitions = f"{parts} partition{'' if parts == 1 else 's'}"
+    return f"{head}; affects {partitions}, {others} other{'' if others == 1 else 's'}"
+
+
+def _sources(est: dict[str, Any]) -> list[str]:
+    """Where the estimate's numbers come from, in words."""
+    out = []
+    if est.get("measured_copies"):
+        out.append(
+            f"copy rate: {size_words(int(est.get('rate_bytes_per_s') or 0))}/s "
+            f"(measured {size_words(int(est.get('measured_bytes_per_s') or 0))}/s over the last "
+            f"{est['measured_copies']} copies of this cluster, at most the "
+            f"{size_words(int(est.get('throttle_bytes_per_s') or 0))}/s throttle)"
+        )
+    elif est.get("copies"):
+        out.append(
+            f"copy rate: the {size_words(int(est.get('throttle_bytes_per_s') or 0))}/s throttle "
+            "(no copy of a sized partition measured yet)"
+        )
+    if est.get("measured_moves"):
+        out.append(
+            f"a move took {_duration(int(est.get('ms_per_move') or 0))} "
+            f"(median of the last {est['measured_moves']} of this cluster); cutover and "
+            f"cleanup {_duration(int(est.get('rest_ms') or 0))}"
+        )
+    return out
+
+
+def size_words(n: int) -> str:
+    """Bytes as an operator reads them: 2.4 GiB, 50 MiB, 512 B."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} B"
 
 
 def _duration(ms: int) -> str:

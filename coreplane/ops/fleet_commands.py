@@ -321,21 +321,35 @@ def ops_resume(obj: Ctx, oid: str, wait: bool) -> None:
 
 @command(ops, "cancel")
 @click.argument("oid")
+@click.option(
+    "--move",
+    "move_id",
+    default=None,
+    metavar="MOVE",
+    help="cancel only this move of the operation (an id as `ops list` shows, e.g. p6@1045)",
+)
+@click.option("--reason", default="", help="why (journaled; `explain` shows it)")
 @click.option("--dry-run", is_flag=True)
 @click.option("--confirm-cluster", default=None, metavar="NAME")
-def ops_cancel(obj: Ctx, oid: str, dry_run: bool, confirm_cluster: str | None) -> None:
-    """Stop an operation: ask for the state before it (where that can be asked for)."""
+def ops_cancel(
+    obj: Ctx,
+    oid: str,
+    move_id: str | None,
+    reason: str,
+    dry_run: bool,
+    confirm_cluster: str | None,
+) -> None:
+    """Stop an operation: ask for the state before it (where that can be asked for); or, with
+    ``--move`` (or a move's id as OID), roll one move back while it copies."""
     client = obj.remote.client
     found = operations.fetch(client, oid)
-    if found is None:
-        move = fleet_move(obj, oid)
-        raise fail(
-            f"{oid} is one of the fleet's moves ({move['partition']}); the API has no "
-            f"cancel for a single move: the fleet rolls it back after its retries. "
-            f"To stop it, change what asked for it (e.g. `coreplane uncordon NODE` or "
-            f"the partition's RF)",
-            "rejected",
+    if found is None and move_id is not None and move_id != oid:
+        raise fail(f"no operation {oid}: `ops list` shows the operations", "rejected")
+    if found is None or move_id is not None:
+        _cancel_move(
+            obj, found[0] if found else None, move_id or oid, reason, dry_run, confirm_cluster
         )
+        return
     record = found[0]
     undo = record.get("undo") or []
     if dry_run:
@@ -379,12 +393,76 @@ def ops_cancel(obj: Ctx, oid: str, dry_run: bool, confirm_cluster: str | None) -
     )
 
 
+def _belongs(record: dict[str, Any], move: dict[str, Any]) -> bool:
+    """A move belongs to an operation when it carries a partition the operation names or
+    moves a replica to or from a node it names."""
+    subjects = {ch["subject"] for ch in record.get("changes") or []}
+    return bool(subjects & {move.get("partition"), move.get("source"), move.get("target")})
+
+
+def _cancel_move(
+    obj: Ctx,
+    record: dict[str, Any] | None,
+    move_id: str,
+    reason: str,
+    dry_run: bool,
+    confirm_cluster: str | None,
+) -> None:
+    """Roll one move back while it copies (POST /v1/fleet/operations/cancel): the fleet
+    issues an abort with a new fencing token (a late copy ack is refused), removes the
+    partial copy from the target and journals the reason. The change that asked for the move
+    still stands, so the fleet may plan the partition again, from the state as it is then."""
+    move = fleet_move(obj, move_id)  # exits 5 when no such move is in flight
+    if record is not None and not _belongs(record, move):
+        raise fail(
+            f"move {move_id} ({move['partition']}: {move.get('source') or '-'} -> "
+            f"{move.get('target') or '-'}) is not part of operation {record['id']}",
+            "rejected",
+        )
+    if move.get("step") != "copy":
+        raise fail(
+            f"move {move_id} is at step {move.get('step')}: only a move that is still copying "
+            f"can be cancelled (after the cutover it is finishing; an abort is under way)",
+            "rejected",
+        )
+    what = (
+        f"cancel move {move_id} ({move['partition']}: {move.get('source') or '-'} -> "
+        f"{move.get('target')}): roll the copy back and remove the partial copy on "
+        f"{move.get('target')}"
+    )
+    data: dict[str, Any] = {"move": move_id, "partition": move["partition"], "reason": reason}
+    if record is not None:
+        data["operation"] = record["id"]
+    if dry_run:
+        obj.out.data({**data, "dry_run": True}, lambda d: what)
+        return
+    # one move touches one partition: never past a share; production still asks for the name
+    confirm(obj, radius=None, destructive=True, what=what, confirm_cluster=confirm_cluster)
+    answer = obj.remote.call(
+        "/v1/fleet/operations/cancel", {"operation": move_id, "reason": reason}
+    )["result"]
+    if record is not None:
+        record.setdefault("cancelled_moves", []).append({"move": move_id, "reason": reason})
+        operations.save(obj.remote.client, record)
+    obj.out.data(
+        {**data, "step": answer.get("step")},
+        lambda d: f"move {move_id} rolling back (see `coreplane explain {move_id}`)",
+    )
+
+
 @command(None, "explain")
 @click.argument("thing")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 def explain(obj: Ctx, thing: str, limit: int) -> None:
-    """The fleet's committed decisions about a node, partition or operation, in order."""
+    """The fleet's committed decisions about a node, partition or operation, in order. For
+    one of the CLI's operations: the decisions about the moves cancelled in it, with why."""
     rows = obj.remote.call("/v1/fleet/explain", {"thing": thing, "limit": limit})["decisions"]
+    found = None if rows else operations.fetch(obj.remote.client, thing)
+    if found is not None:
+        for cancelled in found[0].get("cancelled_moves") or []:
+            body = {"thing": cancelled["move"], "limit": limit}
+            rows += obj.remote.call("/v1/fleet/explain", body)["decisions"]
+        rows = sorted(rows, key=lambda r: r["index"])[-limit:]
     obj.out.data(
         rows,
         lambda r: (

@@ -1,6 +1,7 @@
 """The CLI's one door to the cluster: an SDK `Client` plus the few plain GETs outside /v1.
 
-`call(path, body)` goes through the SDK (retries, leader discovery, breakers, typed errors).
+`call(path, body)` goes through the SDK's public `Client.request` (retries, leader discovery,
+breakers, typed errors).
 The health levels (``/health``, ``/health/where``, ``/health/why/...``) live outside /v1 and
 ``/health`` answers 503 when unhealthy, which the SDK would retry as a failure; `get_plain`
 asks each endpoint once with httpx and returns the status with the body.
@@ -40,15 +41,13 @@ class Remote:
         body: dict[str, Any] | None = None,
         *,
         method: str = "POST",
-        write: bool = False,
     ) -> Any:
-        """One API call; `write=True` adds this client's (client_id, seq) session."""
+        """One API call through the SDK's public `Client.request`. Every call the CLI makes is
+        idempotent: reads, and fleet changes that set a state (cordon, set_rf, ...), which the
+        CLI asks again on resume anyway."""
         if method == "GET":
-            return self.client._call(path, method="GET")  # the SDK's generic call
-        payload = dict(body or {})
-        if write:
-            payload = self.client._write(payload)
-        return self.client._call(path, payload)
+            return self.client.request("GET", path, idempotent=True)
+        return self.client.request("POST", path, dict(body or {}), idempotent=True)
 
     def get_plain(self, path: str) -> tuple[int, Any]:
         """(status, JSON body) of a GET outside /v1 from the first endpoint that answers."""

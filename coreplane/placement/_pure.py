@@ -87,6 +87,7 @@ class _State:
         self.mp: list[int] = []
         self.ms: list[int] = []
         self.md: list[int] = []
+        self.pinned = [0] * n_nodes  # 1: holds a split candidate (`_isolate` owns its heat)
 
     def fill(self, n: int) -> int:
         return (self.count[n] << SHIFT) // self.d.tq[n]
@@ -368,14 +369,15 @@ def _pick_gift(s: _State, donor: int, dst: int, zone_ok: int) -> int:
 
 
 def _hot_gifts(s: _State) -> int:
-    """Each node over its heat cap gives its hottest replica that fits to a node below its band.
+    """Each node over its heat cap gives one replica to a node below its band.
 
-    The taker is the node below its band with the most room under its fair heat (under its cap
-    if it lacks only this one), in a zone the partition may enter; the replica is the hottest
-    that fits there and brings the giver to its cap (else the gift saves no move). The taker's
-    later replicas are matched to the heat it still lacks (`_pick_gift`), so colder: an added
-    node isolates the hot replica instead of the old node keeping it and ending over its cap
-    with no replica to spare. One of the moves the band needs anyway: it costs none.
+    The replica is the coldest that brings the giver to its cap (a gift that leaves it over
+    saves no move); the taker is the node below its band with the most room under its fair
+    heat (under its cap if it lacks only this one), in a zone the partition may enter. The
+    coldest such, not the hottest: the taker still has its band to fill, and a hot gift plus
+    that fill left a weight-1 newcomer over its cap with no replica to spare (family P=10k,
+    moderate skew, add, Z=4: the 1M partition went to a weight-1 node). One of the moves the
+    band needs anyway: it costs none.
     Returns the moves made.
     """
     d = s.d
@@ -393,14 +395,14 @@ def _hot_gifts(s: _State) -> int:
         best: tuple[int, int, int, int] | None = None
         for p in s.node_reps[n]:
             h = d.heat[p]
-            if d.split[p] or h <= 0 or mov[n] - h > caps[n] or (best is not None and -h > best[0]):
+            if d.split[p] or h <= 0 or mov[n] - h > caps[n] or (best is not None and h > best[0]):
                 continue  # a gift that leaves n over its cap saves no move
             used = {d.zone[m] for m in s.part_reps[p] if m != n}
             for t in takers:
                 # the room under its fair heat, or under its cap when this is its last one
                 room = (d.hcap[t] if s.count[t] + 1 == d.lo[t] else d.hfair[t]) - mov[t]
                 if s.count[t] < d.lo[t] and d.zone[t] not in used and h <= room:
-                    cand = (-h, -room, p, t)
+                    cand = (h, -room, p, t)
                     if best is None or cand < best:
                         best = cand
         if best is None:
@@ -707,16 +709,21 @@ def _cap_room(
     For a replica that alone brings n under its cap but fits under no other node's cap (a heat
     shift made a cold partition the hottest): among the CAP_SWAP_TAKERS roomiest nodes its
     zones allow, the one that must shed the fewest of its own hottest replicas (each colder
-    than it) to take it under its cap and stay in its band; those go, one by one, to the
-    roomiest node each fits under, and the replica follows. Returns the moves made, 0 when no
+    than it) to take it under its cap, n sending back its coldest replicas where t would
+    leave its band (`_room_plan`); those go, one by one, to the roomiest node each fits
+    under (n too, once r has left it), and the replica follows. Returns the moves made, 0 when no
     node qualifies within `budget` moves, -1 when a shed replica found no node (some moves
-    are then made, in `log`: the caller undoes them).
+    are then made, in `log`: the caller undoes them). Also for a replica that does not bring
+    n under alone (the rest then follows as single moves): P=3000/N=30 moderate heat shift,
+    Z=4, a weight-1 node held two hot replicas that fit nowhere and stayed over its cap.
     """
     d = s.d
-    if not hot or hot[-1][0] < excess:
+    if not hot:
         return 0
     h, r = hot[-1]
     used = {d.zone[m] for m in s.part_reps[r] if m != n}
+    # A shed replica must fit somewhere: under the roomiest node's cap, or on n once r left it.
+    fits = max(h - excess, -rooms[0][0] if rooms else 0)
     best: tuple[int, int, int] | None = None
     for neg_room, t in rooms[:CAP_SWAP_TAKERS]:
         if d.zone[t] in used or t in s.part_reps[r]:
@@ -726,39 +733,34 @@ def _cap_room(
             continue
         if t not in by_heat:
             by_heat[t] = _by_heat(s, t)
-        k = 0
-        for hq, _ in reversed(by_heat[t]):
-            if need <= 0:
-                break
-            if hq < h:
-                need -= hq
-                k += 1
-        if need > 0 or k + 1 > budget or s.count[t] - k + 1 < d.lo[t]:
+        k, back = _room_plan(s, n, r, t, need, fits, hot, by_heat[t])
+        if k < 0 or k + len(back) + 1 > budget or s.count[n] - 1 - len(back) < d.lo[n]:
             continue
-        cand = (k, neg_room, t)
+        cand = (k + len(back), neg_room, t)
         if best is None or cand < best:
             best = cand
     if best is None:
         return 0
     t = best[2]
-    need = h + best[1]
+    k, back = _room_plan(s, n, r, t, h + best[1], fits, hot, by_heat[t])
+    need = h + best[1] + sum(d.heat[q] for q in back)
     made = 0
     for hq, q in list(reversed(by_heat[t])):
         if need <= 0:
             break
-        if hq >= h:
+        if hq >= h or hq > fits:
             continue
         zq = {d.zone[m] for m in s.part_reps[q] if m != t}
         dest = min(
             (
-                (mov[u] - caps[u], u)
+                (mov[u] - (h if u == n else 0) - caps[u], u)  # n: its room once r has left
                 for u in range(len(d.zone))
                 if d.elig[u]
                 and u != t
-                and u != n
+                and not s.pinned[u]
                 and d.zone[u] not in zq
                 and s.count[u] < d.hi[u]
-                and caps[u] - mov[u] >= hq
+                and caps[u] - mov[u] + (h if u == n else 0) >= hq
             ),
             default=None,
         )
@@ -771,6 +773,11 @@ def _cap_room(
         mov[u] += hq
         by_heat.pop(u, None)
         need -= hq
+    for q in back:  # n's coldest keep t in its band
+        made += _cap_shift(s, q, n, t, -1, chains)
+        log.append((q, n, t, -1))
+        mov[n] -= d.heat[q]
+        mov[t] += d.heat[q]
     i = _fresh(s, chains, r, n)
     made += _cap_shift(s, r, n, t, i, chains)
     log.append((r, n, t, i))
@@ -779,6 +786,65 @@ def _cap_room(
     by_heat.pop(n, None)
     by_heat.pop(t, None)
     return made
+
+
+def _room_plan(
+    s: _State,
+    n: int,
+    r: int,
+    t: int,
+    need0: int,
+    fits: int,
+    hot: list[tuple[int, int]],
+    row: list[tuple[int, int]],
+) -> tuple[int, list[int]]:
+    """How t makes room for n's replica r: (its hottest replicas to shed, n's coldest to send
+    back so t stays in its band), or (-1, []) when t cannot.
+
+    `need0` is the heat t must shed for r alone; a replica n sends back adds its heat to it.
+    Shed replicas are colder than r and no hotter than `fits` (so some node can take them).
+    Two rounds: the send-back's heat can ask for one more shed, which can ask for one more
+    send-back; the plan is checked whole after them.
+    """
+    d = s.d
+    h = d.heat[r]
+    zt = d.zone[t]
+    allowed = [
+        q
+        for _, q in hot
+        if q != r
+        and t not in s.part_reps[q]
+        and (zt == d.zone[n] or all(d.zone[m] != zt for m in s.part_reps[q]))
+    ]
+    back: list[int] = []
+    k = 0
+    for _ in range(2):
+        need = need0 + sum(d.heat[q] for q in back)
+        k = 0
+        for hq, _ in reversed(row):
+            if need <= 0:
+                break
+            if hq < h and hq <= fits:
+                need -= hq
+                k += 1
+        if need > 0:
+            return -1, []
+        b = max(0, d.lo[t] - (s.count[t] - k + 1))
+        if b > len(allowed):
+            return -1, []
+        back = allowed[:b]
+    shed = 0
+    left = k
+    for hq, _ in reversed(row):
+        if left <= 0:
+            break
+        if hq < h and hq <= fits:
+            shed += hq
+            left -= 1
+    b = max(0, d.lo[t] - (s.count[t] - k + 1))
+    if len(back) < b or shed < need0 + sum(d.heat[q] for q in back):
+        return -1, []
+    return k, back
 
 
 def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
@@ -790,6 +856,162 @@ def _leavers(hot: list[tuple[int, int]], excess: int) -> int:
         excess -= h
         k += 1
     return k
+
+
+ISOLATE_CANDIDATES = 8  # homes tried per split replica, largest fair heat first
+
+
+def _isolate(s: _State, allowance: int) -> int:
+    """Isolate each split candidate (hotter than every fair share): least harm, few moves.
+
+    A split candidate fits under no node's 1.10x cap; it is reported, not moved by the heat
+    passes, and every node holding one is `pinned`: no later phase sends it heat. Each of its
+    replicas (hottest partition first) goes to a node with a larger fair heat when one in a
+    zone it may use can take it (`_isolate_home`) and its node is over its cap as `Metrics`
+    counts it (max(1.10 x fair heat, the hottest replica), all heat), and its node then sends
+    away its hottest
+    other replicas while it is over its 1.10x cap and above its band (`_isolate_shed`), so it
+    carries the split candidate and its coldest replicas. A replica on a node under that cap,
+    or already on one with the largest fair heat it may use, stays: an isolated cluster stays
+    put. Moves this plan made
+    onto the node are re-targeted, for free. Returns the allowance left.
+    """
+    d = s.d
+    splits = sorted((p for p in range(len(d.rf)) if d.split[p]), key=lambda p: (-d.heat[p], p))
+    if not splits:
+        return allowance
+    for p in splits:
+        for n in s.part_reps[p]:
+            s.pinned[n] = 1
+    caps = heat_caps(d, hottest_movable(d))
+    chains = _move_chains(s)
+    cold = [0]  # prefix sums of the movable partitions' heats, coldest first
+    for h in sorted(d.heat[p] for p in range(len(d.rf)) if not d.split[p]):
+        cold.append(cold[-1] + h)
+    # The peak no plan avoids: the hottest split candidate alone on the largest node. A node
+    # within 1.25x of it is left as it is (isolating it lowers no peak: moves for nothing;
+    # P=100k main-bench heat shift, Z=5: 111 moves where 7 did).
+    fair_max = max((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
+    floor_key = (d.heat[splits[0]] << SHIFT) // max(1, fair_max)
+    for p in splits:
+        for n in sorted(s.part_reps[p]):
+            if allowance <= 0:
+                return allowance
+            home = n
+            t, q = -1, -1
+            low = 4 * _fair_key(s, s.nheat[n], n) <= 5 * floor_key  # within 1.25x of it
+            if s.nheat[n] > max(d.hcap[n], d.heat_top) and not low:  # over Metrics' cap
+                t, q = _isolate_home(s, p, n, caps)
+            if t >= 0 and allowance >= 1 + (q >= 0):
+                allowance -= _cap_shift(s, p, n, t, _fresh(s, chains, p, n), chains)
+                s.pinned[t] = 1
+                s.pinned[n] = int(any(d.split[x] for x in s.node_reps[n]))
+                if q >= 0:
+                    allowance -= _cap_shift(s, q, t, n, _fresh(s, chains, q, t), chains)
+                home = t
+            # A home that already held it pays for sheds only while its other heat is over
+            # twice the coldest lo - 1 heats anywhere (a heat shift made it hot there).
+            paid_above = -1 if home != n else 2 * cold[min(max(0, d.lo[n] - 1), len(cold) - 1)]
+            if low and home == n:
+                paid_above = 1 << 62
+            allowance = _isolate_shed(s, home, caps, chains, allowance, paid_above)
+    return allowance
+
+
+def _isolate_home(s: _State, p: int, n: int, caps: list[int]) -> tuple[int, int]:
+    """A better node for split replica p on n, and the replica it sends back (-1: none).
+
+    Candidates: eligible, unpinned nodes not holding p, in n's zone or one p does not use, with
+    a larger fair heat than n; the ISOLATE_CANDIDATES whose heat over fair would be least once
+    isolated (`_kept`) are tried, in that order. One with
+    a slot below its band's top takes p; else (or when n would fall below its band) it sends
+    back its hottest replica that n may hold under its cap. (-1, -1) when none qualifies.
+    """
+    d = s.d
+    used = {d.zone[m] for m in s.part_reps[p] if m != n}
+    cands = sorted(
+        (_fair_key(s, d.heat[p] + _kept(s, t), t), t)
+        for t in range(len(d.zone))
+        if d.elig[t]
+        and not s.pinned[t]
+        and d.hfair[t] > d.hfair[n]
+        and d.zone[t] not in used
+        and t not in s.part_reps[p]
+    )
+    for _, t in cands[:ISOLATE_CANDIDATES]:
+        if s.count[n] > d.lo[n] and s.count[t] < d.hi[t]:
+            return t, -1
+        back = sorted(
+            (-d.heat[q], q)
+            for q in s.node_reps[t]
+            if not d.split[q]
+            and n not in s.part_reps[q]
+            and (d.zone[t] == d.zone[n] or all(d.zone[m] != d.zone[n] for m in s.part_reps[q]))
+            and s.nheat[n] - d.heat[p] + d.heat[q] <= caps[n]
+        )
+        if back:
+            return t, back[0][1]
+    return -1, -1
+
+
+def _kept(s: _State, t: int) -> int:
+    """The heat t keeps once it holds a split replica and sheds down to its band: its coldest
+    lo - 1 movable replicas (what `_isolate_home` ranks homes by, with the split heat)."""
+    d = s.d
+    cold = sorted(d.heat[q] for q in s.node_reps[t] if not d.split[q])
+    return sum(cold[: max(0, d.lo[t] - 1)])
+
+
+def _isolate_shed(
+    s: _State,
+    n: int,
+    caps: list[int],
+    chains: dict[int, list[int]],
+    allowance: int,
+    paid_above: int,
+) -> int:
+    """Send n's hottest other replicas away while n is over its 1.10x cap and above its band.
+
+    Each goes to the unpinned node with the most room under its cap that the zones allow and
+    that stays under it; a replica that fits nowhere is passed over. New moves are made only
+    while n's other (movable) heat is above `paid_above` (-1 for a node that just took its
+    split replica); below it only replicas this plan moved onto n are re-targeted, for free:
+    a node that already held its split candidate with cold replicas is as isolated as the
+    last plan left it, and the moves of an add or a drain stay at the bound.
+    Returns the allowance left.
+    """
+    d = s.d
+    pinned_heat = sum(d.heat[q] for q in s.node_reps[n] if d.split[q])
+    while allowance > 0 and s.nheat[n] > d.hcap[n] and s.count[n] > d.lo[n]:
+        move: tuple[int, int] | None = None
+        paid = s.nheat[n] - pinned_heat > paid_above
+        for _, q in sorted((-d.heat[q], q) for q in s.node_reps[n] if not d.split[q]):
+            if not paid and _fresh(s, chains, q, n) < 0:
+                continue
+            h = d.heat[q]
+            used = {d.zone[m] for m in s.part_reps[q] if m != n}
+            dest = min(
+                (
+                    (s.nheat[u] - caps[u], u)
+                    for u in range(len(d.zone))
+                    if d.elig[u]
+                    and u != n
+                    and not s.pinned[u]
+                    and s.count[u] < d.hi[u]
+                    and d.zone[u] not in used
+                    and u not in s.part_reps[q]
+                    and s.nheat[u] + h <= caps[u]
+                ),
+                default=None,
+            )
+            if dest is not None:
+                move = (q, dest[1])
+                break
+        if move is None:
+            break
+        q, u = move
+        allowance -= _cap_shift(s, q, n, u, _fresh(s, chains, q, n), chains)
+    return allowance
 
 
 def _cap(s: _State, allowance: int) -> int:
@@ -852,7 +1074,11 @@ def _cap_node(
         excess = mov[n] - caps[n]
         hot = _by_heat(s, n)
         act: CapAct | None = None
-        rooms = sorted((mov[t] - caps[t], t) for t in range(n_nodes) if d.elig[t] and t != n)
+        rooms = sorted(
+            (mov[t] - caps[t], t)
+            for t in range(n_nodes)
+            if d.elig[t] and t != n and not s.pinned[t]
+        )
         if s.count[n] > d.lo[n]:
             act = _cap_single(s, n, excess, hot, rooms, chains, allowance - paid)
         if act is None or act[0]:
@@ -949,6 +1175,7 @@ def _shave(s: _State, allowance: int) -> int:
             for t in range(n_nodes)
             if d.elig[t]
             and t != n
+            and not s.pinned[t]
             and d.zone[t] not in used
             and s.count[t] < d.hi[t]
             and _fair_key(s, movable[t] + h, t) <= ukey
@@ -985,7 +1212,8 @@ def _peak(s: _State, allowance: int) -> None:
     n_nodes = len(d.zone)
     movable = [_movable(s, n) for n in range(n_nodes)]
     elig = [n for n in range(n_nodes) if d.elig[n]]
-    if all(movable[n] <= d.hcap[n] for n in elig):
+    caps = heat_caps(d, hottest_movable(d))  # `_cap`'s and the bound's, not 1.10x alone:
+    if all(movable[n] <= caps[n] for n in elig):  # else it undid `_cap`'s moves, move by move
         return  # every heat target is met: fewer moves beat a lower peak
     coldest: dict[int, int] = {}  # node -> its coldest replica, dropped when the node changes
     for _ in range(PEAK_ROUNDS):
@@ -1002,7 +1230,9 @@ def _peak(s: _State, allowance: int) -> None:
             h = d.heat[r]
             used = {d.zone[m] for m in s.part_reps[r] if m != n}
             for t in elig:
-                if t == n or d.zone[t] in used or (not swap and s.count[t] >= d.hi[t]):
+                if t == n or s.pinned[t] or d.zone[t] in used:
+                    continue
+                if not swap and s.count[t] >= d.hi[t]:
                     continue
                 q, back = -1, 0
                 if swap:
@@ -1016,6 +1246,8 @@ def _peak(s: _State, allowance: int) -> None:
                     ):
                         continue
                     back = d.heat[q]
+                if movable[t] + h - back > max(caps[t], movable[t]):
+                    continue  # a lower peak never pushes another node over its cap
                 after_n = _fair_key(s, movable[n] - h + back, n)
                 after_t = _fair_key(s, movable[t] + h - back, t)
                 key = (max(after_n, after_t), after_t, r, t, q)
@@ -1106,6 +1338,7 @@ def solve_dense(d: Dense) -> Raw:
             failed = _place(s, shed)
     if failed >= 0:
         return NO_ROOM, failed, lower_bound_dense(d), [], [], [], [], [], [], [], [], 0
+    allowance = _isolate(s, allowance)
     allowance = _cap(s, allowance)
     allowance = _shave(s, allowance)
     _peak(s, allowance)

@@ -108,6 +108,7 @@ class Dense:
     rf_max: int
     split_ids: tuple[str, ...]  # ids of the partitions flagged in `split`, ascending
     band_first: int = 0  # budget mode spends moves on the nodes nearest their band first
+    heat_top: int = 0  # the hottest partition's heat, split candidates included (0 if none)
 
 
 def _node_shares(
@@ -274,7 +275,7 @@ def _current_replicas(
     return off, rep
 
 
-PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int, int]
+PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int, int, int]
 # One-entry memo of the per-partition arrays, keyed by the identity of the (immutable) partitions
 # tuple: node events (dead, drain, add) reuse the same tuple, and re-deriving 100k partitions'
 # arrays would cost more than the solve. The value is a pure function of the key.
@@ -283,7 +284,7 @@ _SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, tuple[Sequence[int], tuple[s
 
 
 def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
-    """Ids, RF and heat in sorted-id order, with the totals the shares need and the top RF."""
+    """Ids, RF and heat in sorted-id order, the totals the shares need, the top RF and heat."""
     memo = _PARTS_MEMO[:1]
     if memo and memo[0][0] is partitions:
         return memo[0][1]
@@ -299,6 +300,7 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
         sum(map(mul, heat, rf)),
         sum(heat),
         max(rf, default=0),
+        max(heat, default=0),
     )
     _PARTS_MEMO[:] = [(partitions, out)]
     return out
@@ -332,7 +334,7 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     elig = [1 if n.state == ALIVE else 0 for n in nodes]
     slots = [n.slots for n in nodes]
     weights = [n.weight for n in nodes]
-    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max = _partition_arrays(
+    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
         problem.partitions
     )
     zones = len(zone_names)
@@ -397,6 +399,7 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
         rf_max,
         split_ids,
         int(budget >= 0 and problem.budget_objective == "out_of_band"),
+        heat_top,
     )
 
 

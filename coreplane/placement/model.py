@@ -93,12 +93,18 @@ class Problem:
     """Everything one solve depends on; `assignment` maps partition id -> replica node ids.
 
     `moves_in_flight_per_node` throttles waves; `moves_max` (budget mode) caps the plan's moves.
-    What a budget that cannot fix everything spends its moves on is `budget_objective`:
-    "worst" (default) shrinks the worst imbalance first: each move goes from the fullest node
-    to the emptiest (relative to its fair count), so the largest |count / fair - 1| falls
-    fastest, but every node out of band may stay out by a little; "out_of_band" minimises the
-    number of nodes out of their band: the node nearest its band is brought into it first, so
-    a budget of k moves fixes as many nodes as k moves can.
+    The hard repairs (replicas on dead or draining nodes, RF changes) come first and are never
+    cut; a budget below them makes the plan infeasible. What the moves left are spent on is
+    `budget_objective`, both greedy, one move at a time:
+    - "worst" (default) minimises the worst imbalance, max over nodes of |count / fair - 1|:
+      each move goes from the fullest node to the emptiest, relative to their fair counts, so
+      both ends of the spread shrink with every move; many nodes may stay a little out of
+      band.
+    - "out_of_band" minimises the number of nodes out of their band: nodes above their band
+      shed first, then nodes below fill, each side nearest its band first, so k moves fix the
+      nodes needing the fewest moves. Smallest-first is what fixes the most nodes for a given
+      number of moves on each side (zones permitting); the worst node may stay further out.
+    Heat passes run on what is left of the budget, after either.
     Construction validates and raises `InvalidArgument` naming the offending item.
     """
 
@@ -261,8 +267,11 @@ class MoveList(Sequence[Move]):
 class Metrics:
     """Plan quality; floats appear only here, never in anything the plan depends on.
 
-    Heat figures leave out split candidates (reported instead of moved): `heat_max_over_fair`
-    is the largest node heat over its fair share, `heat_over_cap` counts nodes above 1.10x.
+    Heat figures count every replica, split candidates included: `heat_max_over_fair` is the
+    largest node heat over its fair share; `heat_over_cap` counts nodes whose heat is above
+    their heat cap, max(1.10 x fair heat, the hottest partition's heat) (issue 15's cap, and
+    the bench's). Without split candidates that is exactly the cap the lower bound uses
+    (`bounds.heat_caps`, on movable heat); with them, the bound leaves their heat out.
     `lower_bound` of a feasible plan is the fewest moves of any plan whose every node ends no
     further outside its band and no further over its heat cap than in this one
     (`lower_bound(problem, reached=plan.assignment)`), so `moves >= lower_bound` always holds;

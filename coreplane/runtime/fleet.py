@@ -4,7 +4,7 @@ Three faces:
 
 - **desired state** (any node; proposals go through the engine, which forwards them to the
   leader, as `kv.put` does): `create_partition`, `set_rf`, `delete_partition`, `cordon`,
-  `uncordon`, `drain`, `decommission`;
+  `uncordon`, `drain`, `decommission`; and `cancel_move` (one move, by the operator);
 - **the agent protocol**: `heartbeat` (leader soft state, never a log entry: a follower raises
   `NotLeader` with the leader's id), `actions` (a read), `ack` (a replicated write, fenced by
   the action's token);
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from coreplane import placement
 from coreplane.core import commands as C
 from coreplane.core.codec import Value
+from coreplane.core.machines.fleet import SIZE_BYTES_MAX
 from coreplane.core.reconcile import plan_moves, problem_from_capture, trusted_problem
 from coreplane.errors import InvalidArgument, NotLeader
 
@@ -95,7 +96,9 @@ class Fleet:
     `heat_hysteresis_pct` (20: the average is committed when it moved this much from the
     committed value) and `heat_min_delta` (absolute floor), `solve_interval_ms` (500 ms of tick
     time between solves), `plan_moves_max` (moves per proposed plan), `solver` ("thread" or
-    "inline"), `on_split_candidate(pid)` (called on the leader, once per flagged partition).
+    "inline"), `on_split_candidate(pid)` (called on the leader, once per flagged partition);
+    `size_hysteresis_pct` (10) and `size_min_delta_bytes` (1 MiB): a reported partition size is
+    committed when it moved this much from the committed one (the first report at once).
     """
 
     def __init__(self, cp: ControlPlane, *, provider: Any = None) -> None:
@@ -105,6 +108,8 @@ class Fleet:
         self.heat_hysteresis_pct = 20
         self.heat_smoothing = 8
         self.heat_min_delta = 2
+        self.size_hysteresis_pct = 10
+        self.size_min_delta_bytes = 1 << 20
         self.solve_interval_ms = 500
         self.plan_moves_max = 2_000
         seams = getattr(cp, "_seams", None)  # a threadless node (simulation) solves inline
@@ -121,6 +126,9 @@ class Fleet:
         self._lost: set[tuple[str, str]] = set()
         self._orphans: dict[str, dict[str, int]] = {}  # node -> {pid: reported since (tick ms)}
         self._orphan_tick = -1
+        self._size: dict[str, int] = {}  # pid -> newest size reported
+        self._size_by: dict[str, str] = {}  # pid -> the node that reported it
+        self._size_changed: set[str] = set()
         self._batch_tick = -1
         self._solve_after_ms = 0
         self._backoff_ms = 0
@@ -154,6 +162,17 @@ class Fleet:
             C.FleetDeletePartition(pid=_check_id("pid", pid)), timeout_s=timeout_s
         )
 
+    def cancel_move(
+        self, operation: str, reason: str = "", *, timeout_s: float | None = None
+    ) -> Value:
+        """Cancel one move while it copies (rolled back through the fenced action protocol,
+        `reason` journaled); CommandRejected("too_late") after its cutover,
+        ("not_in_flight") when there is no such move."""
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise InvalidArgument("reason", "must be a str of at most 1000 characters")
+        cmd = C.FleetCancelMove(operation=_check_id("operation", operation), reason=reason)
+        return self._cp.call_command(cmd, timeout_s=timeout_s)
+
     def cordon(self, node_id: str, *, timeout_s: float | None = None) -> Value:
         return self._admin(C.FleetCordon, node_id, timeout_s)
 
@@ -182,11 +201,13 @@ class Fleet:
         slots: int = 1 << 20,
         heat: dict[str, int] | None = None,
         lost: tuple[str, ...] | list[str] = (),
+        sizes: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Record a node's heartbeat on the leader (soft state; the first one registers it).
 
         `heat` maps partitions it serves to their heat (integer milli-units), `lost` names
-        replicas it lost. Raises `NotLeader` (with the leader's id) on any other node."""
+        replicas it lost, `sizes` maps partitions it serves to their size in bytes. Raises
+        `NotLeader` (with the leader's id) on any other node."""
         _check_id("node_id", node_id)
         _check_id("zone", zone)
         _check_int("weight", weight, 1, 1 << 20)
@@ -211,12 +232,12 @@ class Fleet:
                 # A copy no replica set holds is no sample (it serves nothing): it is an orphan
                 # candidate, reported since the first heartbeat that named it.
                 reported, k = self._heat, self.heat_smoothing
-                known = self._orphans.get(node_id, {})
+                since_of = self._orphans.get(node_id, {})
                 for pid, value in heat.items():
                     rec = parts.get(pid)
                     if rec is None or node_id not in rec[2]:
                         if type(pid) is str and 0 < len(pid) <= _ID_MAX:
-                            orphans[pid] = known.get(pid, tick_ms)
+                            orphans[pid] = since_of.get(pid, tick_ms)
                         continue
                     old = reported.get(pid)
                     if old == value:
@@ -232,6 +253,17 @@ class Fleet:
                 self._orphans.pop(node_id, None)
             for pid in lost:
                 self._lost.add((node_id, _check_id("lost", pid)))
+            if sizes is not None and not isinstance(sizes, dict):
+                raise InvalidArgument("sizes", "must map partition ids to sizes in bytes")
+            if sizes:
+                known = self._size
+                for pid, value in sizes.items():
+                    if known.get(pid) == value:
+                        continue  # the common case, checked before anything else (as heat)
+                    _check_int(f"sizes[{_check_id('sizes', pid)!r}]", value, 0, SIZE_BYTES_MAX)
+                    known[pid] = value
+                    self._size_by[pid] = node_id
+                    self._size_changed.add(pid)
         return {"leader": cp.node_id, "token": token, "tick_ms": tick_ms}
 
     def actions(
@@ -355,6 +387,9 @@ class Fleet:
         self._lost.clear()
         self._orphans.clear()
         self._orphan_tick = -1
+        self._size.clear()
+        self._size_by.clear()
+        self._size_changed.clear()
         self._batch_tick = -1
         self._solve_after_ms = 0
         self._solving = None
@@ -378,6 +413,7 @@ class Fleet:
                     [n, p] for n, p in self._lost if p in fleet.parts and n in fleet.parts[p][2]
                 )
                 self._lost = {(n, p) for n, p in lost}
+                sizes = self._size_report(fleet)
         with self._lock:
             specs = dict(self._specs)
             last_heard = dict(self._heard)
@@ -400,9 +436,11 @@ class Fleet:
                     heard.append(node_id)
             elif now - (start if last is None else last) >= self.silent_after_ms:
                 silent.append([node_id, start if last is None else last])
-        if not (nodes or heard or silent or heat or lost):
+        if not (nodes or heard or silent or heat or lost or sizes):
             return None
-        return C.FleetReport(nodes=nodes, heard=heard, silent=silent, heat=heat, lost=lost)
+        return C.FleetReport(
+            nodes=nodes, heard=heard, silent=silent, heat=heat, lost=lost, sizes=sizes
+        )
 
     def _orphan_report(self) -> list[list[Any]]:
         """Orphan candidates reported for at least the grace that are orphans in the committed
@@ -457,6 +495,30 @@ class Fleet:
                 heat.append([pid, value])
         self._heat_changed.clear()
         return heat
+
+    def _size_report(self, fleet: Any) -> list[list[Any]]:
+        """Sizes that moved past the hysteresis from the committed size (state lock held). A
+        copy in progress is not a size: the target of a copy in flight is not listened to."""
+        sizes, later = [], set()
+        for pid in sorted(self._size_changed):
+            if pid not in fleet.parts:
+                self._size.pop(pid, None)
+                self._size_by.pop(pid, None)
+                continue
+            value, node_id = self._size[pid], self._size_by[pid]
+            op = fleet.ops.get(fleet.op_of_pid.get(pid, ""))
+            if op is not None and op.step == "copy" and op.target == node_id:
+                later.add(pid)  # looked at again once the copy is over
+                continue
+            committed = fleet.sizes.get(pid)
+            delta = abs(value - (committed or 0))
+            if committed is None or (
+                delta >= self.size_min_delta_bytes
+                and delta * 100 >= self.size_hysteresis_pct * max(committed, 1)
+            ):
+                sizes.append([pid, value])
+        self._size_changed = later
+        return sizes
 
     def _plan_step(self) -> None:
         cp = self._cp

@@ -56,10 +56,13 @@ class _Pending:
         "attempt",
         "attempt_deadline",
         "backoff_s",
+        "batchable",
         "data",
         "deadline",
+        "finished",
         "future",
         "key",
+        "release",
         "transform",
     )
 
@@ -70,8 +73,10 @@ class _Pending:
         future: ProposalFuture[Any],
         deadline: float,
         transform: Callable[[Applied], Any] | None,
+        release: Callable[[], None] | None,
     ) -> None:
         self.key = key
+        self.release = release
         self.transform = transform
         self.data = data
         self.future = future
@@ -79,6 +84,8 @@ class _Pending:
         self.attempt = 0
         self.attempt_deadline = 0.0
         self.backoff_s = 0.02
+        self.batchable = False
+        self.finished = False  # set by the first completion (cheaper than future.done())
 
 
 class Pipeline:
@@ -107,13 +114,25 @@ class Pipeline:
         self._thread.start()
 
     def submit(
-        self, data: bytes, timeout_s: float, transform: Callable[[Applied], Any] | None = None
+        self,
+        data: bytes,
+        timeout_s: float,
+        transform: Callable[[Applied], Any] | None = None,
+        release: Callable[[], None] | None = None,
+        *,
+        batchable: bool = False,
     ) -> ProposalFuture[Any]:
         """Propose `data`; the future gets the `Applied`, or ``transform(applied)`` (whose
-        exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's)."""
+        exception, e.g. `CommandRejected` from ``Applied.unwrap``, becomes the future's).
+        `release` runs once when the write completes, however it completes, before the
+        future's callbacks (the session seq it frees is then free when a waiter wakes);
+        `batchable` lets the engine put it in one log entry with others (`RaftEngine.propose`)."""
         future: ProposalFuture[Any] = ProposalFuture()
         future.set_running_or_notify_cancel()
-        pending = _Pending(next(self._keys), data, future, time.monotonic() + timeout_s, transform)
+        pending = _Pending(
+            next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
+        )
+        pending.batchable = batchable
         self._send(pending)
         return future
 
@@ -149,11 +168,18 @@ class Pipeline:
             _fail(p, Unavailable("the control plane stopped"))
             return
         attempt = p.attempt
-        engine.propose(p.data, lambda result, code: self._done(p, attempt, result, code))
+
+        def done(result: Any, code: int) -> None:
+            self._done(p, attempt, result, code)
+
+        if p.batchable:
+            engine.propose(p.data, done, batchable=True)
+        else:
+            engine.propose(p.data, done)
 
     def _done(self, p: _Pending, attempt: int, result: Any, code: int) -> None:
         """Engine callback, tick thread: complete, or schedule a re-send of the same bytes."""
-        if p.future.done():
+        if p.finished:
             return
         if code == E.FAIL.SUCCESS:  # any attempt's success is the answer (same bytes)
             self._forget(p)
@@ -208,7 +234,7 @@ class Pipeline:
                     del self._inflight[p.key]
                     (expired if now >= p.deadline else resend).append(p)
             for p in resend:
-                if p.future.done():
+                if p.finished:
                     continue
                 if now >= p.deadline:
                     expired.append(p)
@@ -224,7 +250,16 @@ class Pipeline:
                 )
 
 
+def _released(p: _Pending) -> None:
+    """Free what the write held (its session seq), once: the first completion wins."""
+    p.finished = True
+    release, p.release = p.release, None
+    if release is not None:
+        release()
+
+
 def _set(p: _Pending, result: Applied) -> None:
+    _released(p)
     if p.transform is not None:
         try:
             value: Any = p.transform(result)
@@ -238,5 +273,6 @@ def _set(p: _Pending, result: Applied) -> None:
 
 
 def _fail(p: _Pending, exc: BaseException) -> None:
+    _released(p)
     with contextlib.suppress(InvalidStateError):  # lost a race with another completion
         p.future.set_exception(exc)

@@ -116,12 +116,17 @@ def replay(
             command, index, _term = journal[position]
             if index <= snapshot_index or index > last:
                 continue
-            if command[:1] != E.ENTRY_COMMAND_TYPE:
+            kind = command[:1]
+            if kind == E.BATCH_COMMAND_TYPE:  # several KV writes in one entry
+                results = sm.apply_batch(E.split_batch(bytes(command[1:])), index)
+            elif kind == E.ENTRY_COMMAND_TYPE:
+                results = [sm.apply(bytes(command[1:]), index)]
+            else:
                 continue  # pysyncobj's own entries (no-op, membership): no replicated state
-            result = sm.apply(bytes(command[1:]), index)
             applied += 1
-            if not result.ok:
-                refusals[result.code] += 1
+            for result in results:
+                if not result.ok:
+                    refusals[result.code] += 1
     finally:
         journal.close()
     return ReplayResult(

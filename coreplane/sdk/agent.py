@@ -2,9 +2,10 @@
 
 ``Agent(client, node_id, zone=..., handlers={"add_replica": fn, "remove_replica": fn})`` runs a
 loop on its own thread: every `heartbeat_ms` it sends a heartbeat with the node's heat report
-(``heat()`` -> {partition: heat milli-units}) and the replicas it lost (``lost()``), fetches its
-pending actions, runs each through the host's handler for its kind, and acknowledges it
-(`ok=False` with the handler's exception as detail when it raised).
+(``heat()`` -> {partition: heat milli-units}), the sizes of the replicas it serves
+(``sizes()`` -> {partition: bytes}; what a dry run's copy estimate is made of) and the replicas
+it lost (``lost()``), fetches its pending actions, runs each through the host's handler for its
+kind, and acknowledges it (`ok=False` with the handler's exception as detail when it raised).
 
 **Idempotent and fenced.** An action carries a fencing token (the log index that issued it).
 The agent keeps the highest token it has run per partition and refuses an action with a lower
@@ -70,6 +71,7 @@ class Agent:
         slots: int = 1 << 20,
         heat: Callable[[], Mapping[str, int]] | None = None,
         lost: Callable[[], Iterable[str]] | None = None,
+        sizes: Callable[[], Mapping[str, int]] | None = None,
         heartbeat_ms: int = 500,
         start: bool = True,
     ) -> None:
@@ -85,6 +87,7 @@ class Agent:
         self.weight, self.slots = weight, slots
         self._heat = heat or (lambda: {})
         self._lost = lost or (lambda: ())
+        self._sizes = sizes or (lambda: {})
         self.heartbeat_ms = heartbeat_ms
         self.highest: dict[str, int] = {}  # partition -> highest token run
         self._done: OrderedDict[str, bool] = OrderedDict()  # action id -> ok
@@ -105,7 +108,9 @@ class Agent:
         """Heartbeat, fetch actions, run and ack them; the number of actions run now."""
         c = self.client
         heat = {str(p): int(h) for p, h in sorted(self._heat().items())}
-        c._call(
+        sizes = {str(p): int(b) for p, b in sorted(self._sizes().items())}
+        c.request(
+            "POST",
             "/v1/fleet/heartbeat",
             {
                 "node_id": self.node_id,
@@ -114,9 +119,11 @@ class Agent:
                 "slots": self.slots,
                 "heat": json.dumps(heat),
                 "lost": json.dumps(sorted(str(p) for p in self._lost())),
+                "sizes": json.dumps(sizes) if sizes else "",
             },
+            idempotent=True,
         )
-        answer = c._call("/v1/fleet/actions", {"node_id": self.node_id})
+        answer = c.request("POST", "/v1/fleet/actions", {"node_id": self.node_id}, idempotent=True)
         ran = 0
         for row in answer.get("actions", []):
             if self._stop.is_set():
@@ -163,7 +170,8 @@ class Agent:
     def _ack(self, action: FleetAction, ok: bool, detail: str) -> None:
         # Refused: already acknowledged, or replaced by a newer action; nothing left to do.
         with contextlib.suppress(CommandRejected):
-            self.client._call(
+            self.client.request(
+                "POST",
                 "/v1/fleet/ack",
                 {
                     "node_id": self.node_id,
@@ -172,6 +180,7 @@ class Agent:
                     "ok": ok,
                     "detail": detail,
                 },
+                idempotent=True,  # fenced: a repeated ack is refused as already applied
             )
 
     # -- the loop ------------------------------------------------------------------------

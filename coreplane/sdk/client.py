@@ -433,6 +433,27 @@ def _field(name: str) -> Callable[[Any], int]:
     return lambda answer: int(answer[name])
 
 
+def _request_args(
+    method: str, path: str, body: dict[str, Any] | None
+) -> tuple[str, dict[str, Any] | None]:
+    """`request`'s arguments, checked."""
+    if method not in ("GET", "POST"):
+        raise InvalidArgument("method", "must be 'GET' or 'POST'")
+    if not isinstance(path, str) or not path.startswith("/") or len(path) > 1024:
+        raise InvalidArgument("path", "must be a str starting with '/' (at most 1024 chars)")
+    if body is not None and not isinstance(body, dict):
+        raise InvalidArgument("body", "must be a dict or None")
+    if method == "GET" and body is not None:
+        raise InvalidArgument("body", "a GET has no body")
+    return path, body
+
+
+def _flag(idempotent: object) -> bool:
+    if not isinstance(idempotent, bool):
+        raise InvalidArgument("idempotent", "must be a bool")
+    return idempotent
+
+
 def _check_bytes(value: Any) -> bytes:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidArgument("value", "must be bytes")
@@ -537,6 +558,27 @@ class Client(_Core):
 
     def _run(self, req: _Req[T]) -> T:
         return req.shape(self._call(req.path, req.body, method=req.method))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotent: bool,
+    ) -> Any:
+        """One call to any route of the API, for routes this client has no method for (the
+        fleet's, diagnose): ``client.request("GET", "/v1/fleet/nodes", idempotent=True)``.
+
+        The same path as every method: leader first, breakers, backoff within the retry
+        budget, answers decoded, errors from `coreplane.errors`. `idempotent` says whether the
+        request may run twice harmlessly: ``True`` (reads, and writes that set a state, such
+        as a cordon) is retried after a failure like any call; ``False`` is sent once: a
+        failure after it may have reached a node raises `Unavailable` (outcome unknown).
+        Writes with a method here (``put``, ``cas``, ...) carry this client's
+        ``(client_id, seq)`` and are retry-safe; prefer them for the KV."""
+        path, body = _request_args(method, path, body)
+        return self._call(path, body, method=method, safe=_flag(idempotent))
 
     def refresh(self) -> None:
         """Ask a node who leads and where every node's API is (one attempt, no retry)."""
@@ -756,6 +798,18 @@ class AsyncClient(_Core):
 
     async def _run(self, req: _Req[T]) -> T:
         return req.shape(await self._call(req.path, req.body, method=req.method))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotent: bool,
+    ) -> Any:
+        """`Client.request` as a coroutine."""
+        path, body = _request_args(method, path, body)
+        return await self._call(path, body, method=method, safe=_flag(idempotent))
 
     async def refresh(self) -> None:
         for url in self.endpoints.order():

@@ -769,7 +769,14 @@ class SimCluster:
     def _alive(self) -> list[str]:
         return [n for n in self.node_ids if self.slots[n].node is not None]
 
-    def _propose(self, op: Op, data: bytes, on_done: Callable[[Op, Any, int], None]) -> None:
+    def _propose(
+        self,
+        op: Op,
+        data: bytes,
+        on_done: Callable[[Op, Any, int], None],
+        *,
+        batchable: bool = False,
+    ) -> None:
         slot = self.slots[op.via]
         node = slot.node
         if node is None:
@@ -786,17 +793,26 @@ class SimCluster:
             on_done(op, result, code)
 
         if slot.paused_until > self.now:  # a paused process reads its socket on resume
-            self.at_us(slot.paused_until - self.now, self._submit, slot, data, callback)
+            self.at_us(slot.paused_until - self.now, self._submit, slot, data, callback, batchable)
             return
-        self._submit(slot, data, callback)
+        self._submit(slot, data, callback, batchable)
 
-    def _submit(self, slot: _Slot, data: bytes, callback: Callable[[Any, int], None]) -> None:
+    def _submit(
+        self,
+        slot: _Slot,
+        data: bytes,
+        callback: Callable[[Any, int], None],
+        batchable: bool = False,
+    ) -> None:
         node = slot.node
         if node is None:
             return  # crashed meanwhile: `_drop_node` made the op unknown
         with self._running():
             self._current = slot
-            node.engine.propose(data, callback)
+            if batchable:  # KV writes queued together share a log entry, as in production
+                node.engine.propose(data, callback, batchable=True)
+            else:
+                node.engine.propose(data, callback)
         self._flush_sends()
         self._wake(slot, max(self.now + self._eps(), slot.paused_until))
 
@@ -819,7 +835,7 @@ class SimCluster:
     def put(self, client: str, seq: int, key: str, value: bytes, *, via: str | None = None) -> Op:
         op = self._new_op(client, "write", key, value, via)
         data = C.encode(C.Put(key=key, value=value, client_id=client, seq=seq))
-        self._propose(op, data, self._write_done)
+        self._propose(op, data, self._write_done, batchable=True)
         return op
 
     def cas(
@@ -839,7 +855,7 @@ class SimCluster:
                 key=key, expected_mod_revision=expected[1], value=value, client_id=client, seq=seq
             )
         )
-        self._propose(op, data, self._write_done)
+        self._propose(op, data, self._write_done, batchable=True)
         return op
 
     def command(

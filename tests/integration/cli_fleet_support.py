@@ -22,11 +22,15 @@ CFG = FleetConfig(
 )
 
 
+SIZE_BYTES = 256 << 20  # every partition's size, as its agents report it
+
+
 def _endpoint(cp: Any) -> Callable[..., Any]:
     def call(op: str, **fields: Any) -> Any:
         if op == "heartbeat":
             node_id = fields.pop("node_id")
-            return cp.fleet.heartbeat(node_id, **fields)
+            sizes = dict.fromkeys(fields.get("heat") or {}, SIZE_BYTES)  # heat: what it holds
+            return cp.fleet.heartbeat(node_id, sizes=sizes, **fields)
         if op == "actions":
             return [
                 dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)

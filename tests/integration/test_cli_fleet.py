@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from coreplane.ops.context import EXIT
-from tests.integration.cli_fleet_support import CFG, FleetCluster, wait_until
+from tests.integration.cli_fleet_support import CFG, SIZE_BYTES, FleetCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,14 @@ def test_views_list_and_show_nodes_partitions_and_decisions(fleet: FleetCluster)
     assert why and all("p0" in d["subjects"] for d in why)
     table = fleet.cli("nodes", "list")
     assert "s5" in table.stdout and "z2" in table.stdout
+    # sizes: reported by the agents, committed by the leader, shown in the views
+    cp = fleet.any_node()
+    wait_until(
+        lambda: {p["size_bytes"] for p in cp.fleet.partitions()} == {SIZE_BYTES}, 20, "sizes"
+    )
+    parts = json.loads(fleet.cli("partitions", "list", "-o", "json").stdout)
+    assert {p["size_bytes"] for p in parts} == {SIZE_BYTES}
+    assert "256 MiB" in fleet.cli("partitions", "list").stdout
 
 
 def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -> None:
@@ -73,7 +81,7 @@ def test_dry_runs_plan_with_the_solver_and_change_nothing(fleet: FleetCluster) -
         "update", "partition", "p0", "--scale-up", "--new-num-nodes", "3", "--dry-run"
     )
     assert scale.returncode == 0, scale.stderr
-    assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition(s)" in scale.stdout
+    assert "add 1 new, drop 0" in scale.stdout and "affects 1 partition, 0 others" in scale.stdout
     down = fleet.cli(
         "update",
         "partition",

@@ -70,6 +70,8 @@ def test_dashboard_shows_the_cluster_and_drills_a_fault_to_its_why(
             zones = page.locator("#zones .zone")
             assert [zones.nth(i).get_attribute("data-zone") for i in range(3)] == ["z0", "z1", "z2"]
             assert page.locator("#zones .node.alive").count() == 6
+            # the sizes the agents report: 2 replicas of 256 MiB on each node
+            assert "512 MiB" in page.locator("#zones").inner_text()
             # Healthy, or at most warnings unrelated to the fault (a loaded CI machine may
             # show a slow journal flush): the victim is not among the places yet.
             page.wait_for_selector("#health-what.ok, #health-what.bad", timeout=30_000)

@@ -100,3 +100,48 @@ def test_roles_agents_and_the_dry_run(node: Any) -> None:
     ]
     assert (answer["nodes_total"], answer["partitions_total"]) == (1, 0)
     assert node.state_hash() == before  # a dry-run proposes nothing
+
+
+def _size_of(cp: Any, pid: str) -> Any:
+    return cp.fleet.partition(pid)["size_bytes"]
+
+
+def _beat(cp: Any, body: dict[str, Any]) -> None:
+    """One round of agent s0: a heartbeat, then every pending action done and acknowledged
+    (a copy target's sizes are not listened to while its copy is in flight)."""
+    assert _post(cp, "/v1/fleet/heartbeat", AGENT, body).status_code == 200
+    actions = _post(cp, "/v1/fleet/actions", AGENT, {"node_id": "s0"}).json()["actions"]
+    for a in actions:
+        ack = {"node_id": "s0", "action_id": a["id"], "token": a["token"], "ok": True}
+        assert _post(cp, "/v1/fleet/ack", AGENT, ack).status_code in (200, 409)
+
+
+def _beat_until(cp: Any, body: dict[str, Any], cond: Any, what: str) -> None:
+    for _ in range(100):  # committed by the leader's next report (one per tick)
+        _beat(cp, body)
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sizes_in_heartbeats_are_committed_past_the_hysteresis(node: Any) -> None:
+    node.fleet.create_partition("p", 1)
+    gib = 1 << 30
+
+    def beat(size: int) -> dict[str, Any]:
+        return {"node_id": "s0", "zone": "z0", "sizes": json.dumps({"p": size})}
+
+    assert _size_of(node, "p") is None  # never reported
+    _beat_until(node, beat(gib), lambda: _size_of(node, "p") == gib, "the first size")
+    _beat_until(node, beat(gib), lambda: not node.fleet.operations(), "p placed on s0")
+    # 5 % more: under the 10 % hysteresis, so the log is not written for it
+    for _ in range(5):
+        _beat(node, beat(gib * 105 // 100))
+        time.sleep(0.15)
+    assert _size_of(node, "p") == gib
+    _beat_until(node, beat(gib * 2), lambda: _size_of(node, "p") == 2 * gib, "a doubled size")
+    bad = _post(node, "/v1/fleet/heartbeat", AGENT, {**beat(0), "sizes": "[1]"})
+    assert bad.status_code == 400 and bad.json()["field"] == "sizes"
+    negative = _post(node, "/v1/fleet/heartbeat", AGENT, beat(-1))
+    assert negative.status_code == 400

@@ -74,3 +74,22 @@ def test_replay_refuses_what_is_not_a_data_dir(tmp_path: Path) -> None:
         replay(tmp_path / "missing")
     with pytest.raises(CorruptData):
         replay(tmp_path)
+
+
+def test_batch_entries_replay_to_the_same_hash(
+    cluster_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    cluster = cluster_factory().start_all()
+    leader = cluster.leader()
+    futures = [leader.kv.put_async(f"b/{i % 50}", b"v%d" % i) for i in range(1500)]
+    assert len({f.result(timeout=60) for f in futures}) == 1500
+    batches, batched = leader._engine.batch_stats()
+    assert batches > 0 and batched > batches  # the pipeline's writes shared entries
+    follower = cluster.followers()[0]
+    index, expected = follower.state_hash()
+    follower.stop()
+    copy = tmp_path / "copy"
+    shutil.copytree(cluster.base / follower.node_id, copy)
+    result = replay(copy, upto=index)
+    assert (result.applied_index, result.state_hash) == (index, expected)
+    assert result.refusals == {}

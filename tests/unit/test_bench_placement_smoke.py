@@ -70,6 +70,16 @@ def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
                 "greedy_moves_over_lb",
                 "heat_max_over_fair",
                 "solve_s",
+                "heat_over_cap_floor",
+                "heat_over_cap_above_floor",
+                "greedy_heat_over_cap_above_floor",
             ):
                 assert key in entry, (name, event, key)
             assert entry["hard_violations"] == 0 and entry["twin_identical"], (name, event)
+    budget = record["family"]["budget"]  # both budget objectives on the family's add
+    assert set(budget) == set(family)
+    for name, entry in budget.items():
+        for objective in ("worst", "out_of_band"):
+            assert {"band_violations", "count_max_off_fair", "moves"} <= set(entry[objective])
+            assert entry[objective]["moves"] <= entry["moves_max"], (name, objective)
+            assert entry[objective]["hard_violations"] == 0, (name, objective)

@@ -92,5 +92,7 @@ def test_raft_bench_smoke_writes_json(tmp_path: Path) -> None:
     for path in ("sync", "async"):  # every write of both paths acknowledged, none failed
         for phase in core[path]["tput_phases"]:
             assert phase["ok"] > 0 and phase["failed"] == 0, path
+            # a batch entry holds at least two writes (one alone is a plain entry)
+            assert phase["batched_writes"] >= 2 * phase["batch_entries"] >= 0, path
     assert record["results"]["pysyncobj"]["tput_writes_per_s"] > 0
     assert record["git_revision"]

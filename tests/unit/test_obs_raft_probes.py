@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from coreplane.errors import InvalidArgument
 from coreplane.obs.diagnose import quantile_s
 from coreplane.raft.journal import LatencyHistogram, LmdbJournal
 from coreplane.runtime.controlplane import ControlPlane
@@ -67,6 +68,30 @@ def test_a_single_voter_observes_its_term_commits_and_flushes(tmp_path: Path) ->
         assert obs["leader_changes"] == 1
         assert obs["ack_age_s"] == {} and obs["match_index"] == {}  # no followers
         assert obs["journal"]["entries"] >= 5 and obs["auth_failures"] == {}
+
+
+@pytest.mark.slow  # one real node on a 127.0.0.1 socket
+def test_observations_are_the_public_typed_door_for_obs(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    cp = ControlPlane("a", f"127.0.0.1:{port}", {}, tmp_path / "a", SECRET)
+    with cp:
+        cp.wait_for_leader(timeout_s=10)
+        for pid in ("p1", "p2", "p3"):
+            cp.fleet.create_partition(pid, 3)
+        got = cp.observations()
+        assert got.raft["leader_changes"] == 1 and got.fleet is not None
+        assert (got.fleet.partitions_total, got.fleet.under_total) == (3, 3)
+        assert [p["id"] for p in got.fleet.under_replicated] == ["p1", "p2", "p3"]
+        assert got.fleet.silent_after_ms == cp.fleet.silent_after_ms
+        totals = cp.observations(rows_max=1).fleet
+        assert totals is not None and totals.under_total == 3
+        assert [p["id"] for p in totals.under_replicated] == ["p1"]
+        assert cp.observations(rows_max=0).fleet.under_replicated == []  # type: ignore[union-attr]
+        with pytest.raises(InvalidArgument) as bad:
+            cp.observations(rows_max=-1)
+        assert bad.value.field == "rows_max"
+    stopped = cp.observations()
+    assert (stopped.raft, stopped.fleet) == ({}, None)
 
 
 def _documented(section: str) -> set[str]:

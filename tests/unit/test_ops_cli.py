@@ -253,3 +253,15 @@ def test_an_unreachable_cluster_exits_unavailable_and_never_prints_the_token(
 def test_completion_scripts_name_the_command() -> None:
     r = CliRunner().invoke(main, ["completion", "bash"])
     assert r.exit_code == 0 and "_COREPLANE_COMPLETE" in r.output
+
+
+def test_a_move_belongs_to_the_operation_that_names_its_partition_or_a_node() -> None:
+    from coreplane.ops.fleet_commands import _belongs
+
+    drain = {"changes": [{"verb": "drain", "subject": "n3"}]}
+    scale = {"changes": [{"verb": "set_rf", "subject": "p6", "rf": 3}]}
+    off_n3 = {"partition": "p1", "source": "n3", "target": "n5"}
+    to_n3 = {"partition": "p2", "source": None, "target": "n3"}
+    p6 = {"partition": "p6", "source": None, "target": "n1"}
+    assert _belongs(drain, off_n3) and _belongs(drain, to_n3) and not _belongs(drain, p6)
+    assert _belongs(scale, p6) and not _belongs(scale, off_n3)

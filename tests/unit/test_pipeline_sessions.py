@@ -92,3 +92,40 @@ def test_a_lane_never_runs_more_than_its_window_past_a_write_in_flight() -> None
     lane, seq = lanes.acquire()
     assert lane is first_lane  # idle lanes are reused first: sessions follow peak concurrency
     assert seq == first_lane.next_seq - 1
+
+
+def test_out_of_order_completions_move_the_lane_floor_to_the_oldest_in_flight() -> None:
+    lanes = SessionLanes("n/1")
+    got = [lanes.acquire() for _ in range(5)]  # seqs 1..5 of one lane
+    lane = got[0][0]
+    for i in (1, 3):  # seqs 2 and 4 complete first: 1 is still the oldest in flight
+        lanes.release(*got[i])
+    assert lane.low == 1
+    lanes.release(*got[0])  # 1 completes: 3 is now the oldest
+    assert lane.low == 3
+    lanes.release(*got[0])  # a second release of the same seq changes nothing
+    assert lane.low == 3
+    lanes.release(*got[2])
+    lanes.release(*got[4])
+    assert lane.low == lane.next_seq == 6 and not lane.inflight
+
+
+def test_release_runs_once_however_the_write_completes() -> None:
+    engine = ScriptedEngine(
+        {b"ok": [], b"denied": [E.FAIL.REQUEST_DENIED], b"lost": [None] * 100, b"bad": []}
+    )
+    p = pipeline(engine, attempt_s=0.05)
+    released: list[bytes] = []
+
+    def submit(k: bytes, timeout_s: float = 5, **kw: Any) -> Any:
+        return p.submit(k, timeout_s, release=lambda: released.append(k), **kw)
+
+    assert submit(b"ok").result(timeout=5).value == "ok"
+    with pytest.raises(CommandRejected):
+        submit(b"denied").result(timeout=5)
+    with pytest.raises(Unavailable):
+        submit(b"lost", timeout_s=0.2).result(timeout=5)
+    with pytest.raises(ValueError):
+        submit(b"bad", transform=lambda a: int("nope")).result(timeout=5)
+    assert sorted(released) == [b"bad", b"denied", b"lost", b"ok"]
+    p.close()

@@ -1,5 +1,5 @@
 """`coreplane.sdk.Agent` with a scripted client: fencing per partition, idempotent re-delivery,
-a failing handler reported in the ack, and the heartbeat's heat report."""
+a failing handler reported in the ack, and the heartbeat's heat and size reports."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class Script:
         self.actions = actions
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
+    def request(self, method: str, path: str, body: dict[str, Any], *, idempotent: bool) -> Any:
+        assert method == "POST" and idempotent  # every agent call may be repeated harmlessly
         self.calls.append((path, body))
         if path == "/v1/fleet/actions":
             return {"actions": self.actions}
@@ -51,6 +52,7 @@ def test_actions_run_once_fenced_per_partition_and_acked() -> None:
         zone="z",
         handlers={"add_replica": ran.append},
         heat=lambda: {"p": 5},
+        sizes=lambda: {"p": 3 << 30, "q": 0},
         start=False,
     )
     assert agent.step() == 2
@@ -59,6 +61,7 @@ def test_actions_run_once_fenced_per_partition_and_acked() -> None:
     assert client.acks() == [("a1", True), ("a0", False), ("b1", True)]
     beat = client.calls[0][1]
     assert client.calls[0][0] == "/v1/fleet/heartbeat" and json.loads(beat["heat"]) == {"p": 5}
+    assert json.loads(beat["sizes"]) == {"p": 3 << 30, "q": 0}
     # delivered again (its ack was lost): acknowledged again, not run again
     client.actions = [action("a1", "p", 10)]
     assert agent.step() == 0 and len(ran) == 2 and client.acks()[-1] == ("a1", True)

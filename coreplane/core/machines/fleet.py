@@ -13,7 +13,10 @@ What it owns:
   and into dead after `dead_after_ms`. A new leader's first `suspect_after_ms` of tick time is a
   grace period in which nobody becomes suspect or dead (no mass death after a failover);
   administrative state (cordoned / draining / decommissioning / decommissioned) beside it.
-- **partitions**: desired RF, heat (integer milli-units), replica set, split-candidate flag.
+- **partitions**: desired RF, heat (integer milli-units), replica set, split-candidate flag;
+  and the size in bytes its agents report (`sizes`, beside the records: committed by the
+  leader past a hysteresis, as heat is; absent until first reported; what a dry run's estimate
+  of a copy is made of).
 - **operations**: a move is ``add replica on target (copy) -> caught up (the target's ack) ->
   cutover (the replica set changes here) -> remove from source (cleanup)``; each step is one
   action for one agent, fenced by the log index that issued it (its token) and bounded by a
@@ -69,6 +72,7 @@ ID_CHARS_MAX = 256
 _HEAT_MAX = 1 << 40
 _WEIGHT_MAX = 1 << 20
 _SLOTS_MAX = 1 << 30
+SIZE_BYTES_MAX = 1 << 62
 
 # A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms,
 # left): immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
@@ -283,6 +287,7 @@ class FleetMachine:
         self.config.validate()
         self.nodes: dict[str, FleetNode] = {}
         self.parts: dict[str, PartRecord] = {}
+        self.sizes: dict[str, int] = {}  # pid -> size in bytes, as reported; only pids in parts
         self.ops: dict[str, Operation] = {}
         self.queue: deque[tuple[str, str, str]] = deque()
         # (index, tick_ms, subjects, text) tuples: immutable, so the GC stops tracking them
@@ -505,6 +510,10 @@ class FleetMachine:
             (_check_id("lost", a), _check_id("lost", b))
             for a, b in (_fields(i, 2, "lost") for i in _as_list(body["lost"], "lost"))
         ]
+        sizes = [
+            (_check_id("sizes", a), _check_int("size_bytes", b, 0, SIZE_BYTES_MAX))
+            for a, b in (_fields(i, 2, "sizes") for i in _as_list(body.get("sizes", []), "sizes"))
+        ]
         new = sum(1 for node_id, *_ in nodes if node_id not in self.nodes)
         if len(self.nodes) + new > self.config.nodes_max:
             raise CommandRejected(
@@ -523,6 +532,9 @@ class FleetMachine:
             self._check_heat(heat_changed)
         for node_id, pid in lost:
             counts[4] += self._lost(node_id, pid)
+        for pid, size_bytes in sizes:
+            if pid in self.parts:  # bounded by the partitions; a deleted one is dropped
+                self.sizes[pid] = size_bytes
         return counts
 
     def _register(self, node_id: str, zone: str, weight: int, slots: int) -> int:
@@ -732,6 +744,7 @@ class FleetMachine:
             rec = self.parts[pid]
         self._set_replicas(pid, ())
         del self.parts[pid]
+        self.sizes.pop(pid, None)
         self.under.discard(pid)
         self.splits.discard(pid)
         self._note((pid,), f"{pid} deleted (held on {', '.join(rec[_REPLICAS]) or 'no node'})")
@@ -1243,6 +1256,23 @@ class FleetMachine:
             self._finish(op, f"rolled back: partial copy removed from {node_id}", rolled_back=True)
         return {"op": op_id, "step": op.step if op_id in self.ops else "finished"}
 
+    def cancel_move(self, op_id: str, reason: str) -> Value:
+        """The operator cancels one move while it copies: rolled back like a failed copy (the
+        abort is a new action with a new token, so a late ack of the copy is refused), the
+        reason journaled. Asked again while it rolls back: the same answer. Once cut over,
+        the move is finishing (its source is being cleaned up): refused as ``too_late``."""
+        op = self.ops.get(_check_id("operation", op_id))
+        if op is None:
+            raise CommandRejected("not_in_flight", f"no move {op_id} in flight")
+        if op.step == CLEANUP:
+            raise CommandRejected(
+                "too_late", f"{op_id} is past its cutover; the source is being cleaned up"
+            )
+        if op.step == COPY:
+            why = "cancelled by the operator" + (f": {reason[:200]}" if reason else "")
+            self._roll_back(op, why)
+        return {"op": op_id, "step": op.step if op_id in self.ops else "finished"}
+
     # ------------------------------------------------------------------ dispatch
 
     def pristine(self) -> bool:
@@ -1273,6 +1303,8 @@ class FleetMachine:
             return self.ack(
                 command.node_id, command.action_id, command.token, command.ok, command.detail
             )
+        if tag == 48:
+            return self.cancel_move(command.operation, command.reason)
         if tag == 40:
             return self.create_partition(command.pid, command.rf, command.heat)
         if tag == 41:
@@ -1309,6 +1341,7 @@ class FleetMachine:
             "silent_since_ms": None if node.silent_since_ms < 0 else node.silent_since_ms,
             "replicas": len(self.node_parts[node_id]),
             "heat": self.node_heat[node_id],
+            "size_bytes": sum(self.sizes.get(p, 0) for p in self.node_parts[node_id]),
             "operations": sorted(self.node_ops[node_id]),
         }
 
@@ -1332,6 +1365,7 @@ class FleetMachine:
             "id": pid,
             "rf": rf,
             "heat": rec[_HEAT],
+            "size_bytes": self.sizes.get(pid),  # None: never reported
             "replicas": list(rec[_REPLICAS]),
             "live_replicas": live,
             "health": health,
@@ -1371,6 +1405,7 @@ class FleetMachine:
             (nid, n.zone, n.weight, n.slots, n.liveness, n.admin) for nid, n in self.nodes.items()
         ]
         parts = self.parts.copy()
+        sizes = self.sizes.copy()
         inflight = [(op.pid, op.source, op.target, op.step) for op in self.ops.values()]
         index, tick_ms = self.index, self.tick_ms
 
@@ -1380,6 +1415,7 @@ class FleetMachine:
                 "tick_ms": tick_ms,
                 "nodes": sorted(nodes),
                 "parts": parts,
+                "sizes": sizes,
                 "inflight": sorted(inflight),
             }
 
@@ -1398,6 +1434,7 @@ class FleetMachine:
             return lambda: None
         nodes = [self.nodes[n].to_plain(n) for n in self.nodes]
         parts = self.parts.copy()
+        sizes = self.sizes.copy()
         ops = [op.to_plain() for op in self.ops.values()]
         queue = list(self.queue)
         journal = list(self.journal)
@@ -1415,7 +1452,7 @@ class FleetMachine:
         ]
 
         def build() -> dict[str, Value]:
-            return {
+            plain: dict[str, Value] = {
                 "nodes": sorted(nodes),
                 "parts": [
                     [
@@ -1436,6 +1473,9 @@ class FleetMachine:
                 "requests": sorted(requests),
                 "scalars": scalars,
             }
+            if sizes:  # left out until reported, so snapshots from before sizes are unchanged
+                plain["sizes"] = [[pid, sizes[pid]] for pid in sorted(sizes)]
+            return plain
 
         return build
 
@@ -1463,6 +1503,8 @@ class FleetMachine:
             for pid, rf, heat, replicas, split, created, moved, *left in plain["parts"]:
                 left_nodes = tuple(left[0]) if left else ()  # none before the return cooldown
                 machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved, left_nodes)
+            for pid, size_bytes in plain.get("sizes", []):
+                machine.sizes[pid] = size_bytes
             for row in plain["ops"]:
                 machine.ops[row[0]] = Operation(*row)
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
@@ -1487,6 +1529,10 @@ class FleetMachine:
         require(
             all(n in machine.nodes for p in machine.parts.values() for n in p[_REPLICAS]),
             "snapshot fleet: a replica on an unknown node",
+        )
+        require(
+            all(pid in machine.parts for pid in machine.sizes),
+            "snapshot fleet: a size for an unknown partition",
         )
         return machine
 

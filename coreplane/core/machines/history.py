@@ -26,6 +26,10 @@ Event = tuple[int, str, str, bytes, int]  # (revision, kind, key, value, mod_rev
 _EVENT_OVERHEAD_BYTES = 100  # a tuple, its ints and the key object, roughly
 
 
+def _revision(event: Event) -> int:
+    return event[0]
+
+
 class History:
     def __init__(
         self, *, events_max: int = 10_000, bytes_max: int = 64 * 1024 * 1024, floor: int = 0
@@ -33,7 +37,6 @@ class History:
         self.events_max, self.bytes_max = events_max, bytes_max
         self.floor = floor
         self._events: list[Event] = []
-        self._revisions: list[int] = []  # parallel to _events, for bisect
         self._start = 0  # events before this position are evicted (trimmed in batches)
         self._bytes = 0
 
@@ -41,17 +44,25 @@ class History:
         return len(self._events) - self._start
 
     def record(self, revision: int, kind: str, key: str, value: bytes, mod_revision: int) -> None:
-        self._events.append((revision, kind, key, value, mod_revision))
-        self._revisions.append(revision)
+        """Append one event. Runs on every replica for every KV change: one append and one
+        add, with eviction only past a bound."""
+        events = self._events
+        events.append((revision, kind, key, value, mod_revision))
         self._bytes += len(key) + len(value) + _EVENT_OVERHEAD_BYTES
-        while len(self) > self.events_max or (self._bytes > self.bytes_max and len(self) > 1):
-            old = self._events[self._start]
+        if len(events) - self._start > self.events_max or self._bytes > self.bytes_max:
+            self._evict()
+
+    def _evict(self) -> None:
+        events = self._events
+        while len(events) - self._start > self.events_max or (
+            self._bytes > self.bytes_max and len(events) - self._start > 1
+        ):
+            old = events[self._start]
             self._bytes -= len(old[2]) + len(old[3]) + _EVENT_OVERHEAD_BYTES
             self.floor = max(self.floor, old[0])
             self._start += 1
-        if self._start > 1024 and self._start * 2 > len(self._events):  # amortized trim
-            del self._events[: self._start]
-            del self._revisions[: self._start]
+        if self._start > 1024 and self._start * 2 > len(events):  # amortized trim
+            del events[: self._start]
             self._start = 0
 
     def since(
@@ -65,7 +76,7 @@ class History:
                 "compacted",
                 f"revision {start_revision} is compacted; the oldest available is {self.floor + 1}",
             )
-        i = max(self._start, bisect.bisect_left(self._revisions, start_revision))
+        i = bisect.bisect_left(self._events, start_revision, lo=self._start, key=_revision)
         out: list[Event] = []
         events = self._events
         next_revision = start_revision
