@@ -23,9 +23,10 @@ Keys (targets from issue 12):
   every action one tick after it is issued);
 - `oscillating_moves`, `exactly_once_violations`: a simulated day (86,400 ticks of 1 s) of
   churn on 60 nodes / 1,800 partitions: nodes die for good and are replaced, nodes flap, heat is
-  noisy with hot spots moving every two hours; a move undone later (a replica of p going
-  a -> b and later b -> a) is oscillation; a lost replica repaired twice, or a duplicate replica,
-  is an exactly-once violation (targets 0 and 0).
+  noisy with hot spots moving every two hours; a move undone later by a rebalance (a replica of
+  p going a -> b and later b -> a) is oscillation (`undone_by_repair` counts the reversals a
+  repair made because b died: not the controller's choice); a lost replica repaired twice, or a
+  duplicate replica, is an exactly-once violation (targets 0 and 0).
 Anchor: `anchor_tick_decode_us`, a raw msgpack decode of the same Tick bytes plus a dict store.
 """
 
@@ -105,7 +106,7 @@ class Driver:
             for k in range(rf):
                 members = by_zone[zone_names[(i + k) % zones]]
                 replicas.append(members[(i // zones + k) % len(members)])
-            fleet.parts[f"p{i:06d}"] = (rf, 1_000, tuple(sorted(replicas)), 0, self.index, -1)
+            fleet.parts[f"p{i:06d}"] = (rf, 1_000, tuple(sorted(replicas)), 0, self.index, -1, ())
         fleet._derive()
 
     def apply(self, command: C.Command | bytes) -> Any:
@@ -240,7 +241,7 @@ def heal(nodes: int, partitions: int, dead: int, heal_ticks: int) -> dict[str, A
     t2 = time.perf_counter()
     plan = placement.solve(solve.problem)
     t3 = time.perf_counter()
-    moves, more = plan_moves(plan, 2_000)
+    moves, more = plan_moves(plan, 2_000, solve.capped, {n.id: n.zone for n in solve.problem.nodes})
     entry = C.encode_internal(C.FleetPlan(solve.index, moves, list(plan.split_candidates), more))
     metrics = plan.metrics
     del plan, solve, view  # the leader drops them too: they must not weigh on GC below
@@ -326,7 +327,10 @@ def day_of_churn(nodes: int, partitions: int, seconds: int, seed: int) -> dict[s
     )
     duplicates = sum(1 for r in fleet.parts.values() if len(set(r[2])) != len(r[2]))
     return {
-        "oscillating_moves": len(undone_moves(fleet)),
+        # A move the controller undid by its own choice (a rebalance back) is an oscillation; a
+        # replica put back on the node it left because the node it went to died is a repair.
+        "oscillating_moves": len(undone_moves(fleet, "rebalance")),
+        "undone_by_repair": len(undone_moves(fleet, "repair")),
         "exactly_once_violations": sum(c - 1 for c in repairs.values() if c > 1) + duplicates,
         "churn_moves": len(started_moves(fleet)),
         "churn_repairs": len(repairs),

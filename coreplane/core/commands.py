@@ -42,6 +42,7 @@ __all__ = [
     "FleetDecommission",
     "FleetDeletePartition",
     "FleetDrain",
+    "FleetOrphans",
     "FleetPlan",
     "FleetProviderRequest",
     "FleetProviderResult",
@@ -423,9 +424,26 @@ class FleetProviderResult(_Base):
     result: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class FleetOrphans(_Base):
+    """Internal: copies agents report that no replica set holds, ``[[node_id, pid,
+    since_ms]]`` (reported since tick time `since_ms`); apply removes each through a fenced
+    ``remove_replica`` once it is still an orphan past the grace (`FleetMachine.orphans`)."""
+
+    TAG = 54
+    TYPES = {"orphans": list}
+    orphans: list[Any]
+
+
 FLEET_TAGS = frozenset(range(40, 70))
 FLEET_INTERNAL_TAGS = frozenset(
-    {FleetReport.TAG, FleetPlan.TAG, FleetProviderRequest.TAG, FleetProviderResult.TAG}
+    {
+        FleetReport.TAG,
+        FleetPlan.TAG,
+        FleetProviderRequest.TAG,
+        FleetProviderResult.TAG,
+        FleetOrphans.TAG,
+    }
 )
 
 
@@ -573,6 +591,7 @@ Command: TypeAlias = (
     | FleetPlan
     | FleetProviderRequest
     | FleetProviderResult
+    | FleetOrphans
     | QuotaSetLimit
     | QuotaDeleteLimit
     | QuotaAllot
@@ -605,6 +624,7 @@ _BY_TAG: dict[int, Callable[[dict[str, Value]], Any]] = {
         FleetPlan,
         FleetProviderRequest,
         FleetProviderResult,
+        FleetOrphans,
         *QUOTA_COMMANDS,
     )
 }

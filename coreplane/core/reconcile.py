@@ -13,6 +13,14 @@ nothing). Operations in flight count as done (their target holds the replica), s
 never plans them again. An RF above the number of zones that can take a replica is capped at
 that number for this solve (the caller may provision more).
 
+The problem is built *trusted* (`trusted_problem`): the placement model's validation (0.25 s of
+detect-to-plan at 100k partitions) is skipped, because every field it checks was already checked
+when the fleet state was applied (ids, zones, weights, slots, RF, heat: `FleetMachine.report`,
+`create_partition`), replica sets are distinct by the machine's invariants, RF is capped at the
+zones here, and the two aggregate heat bounds (which no single apply checks) are checked here in
+the same pass that builds the partitions. `placement.Problem(...)` still validates: a problem a
+user builds keeps its `InvalidArgument` naming the bad item.
+
 Imports only `coreplane.placement` (its model) and `coreplane.errors`.
 """
 
@@ -20,13 +28,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from itertools import chain
 from typing import Any
 
-from coreplane.placement.model import ALIVE, DEAD, DRAINING, Node, Partition, Plan, Problem
+from coreplane.errors import InvalidArgument
+from coreplane.placement.model import (
+    ALIVE,
+    DEAD,
+    DRAINING,
+    HEAT_TOTAL_MAX,
+    Assignment,
+    Node,
+    Partition,
+    Plan,
+    Problem,
+)
 
-__all__ = ["Solve", "plan_moves", "problem_from_capture"]
+__all__ = ["Solve", "pair_by_zone", "plan_moves", "problem_from_capture", "trusted_problem"]
 
 _RF, _HEAT, _REPLICAS = 0, 1, 2
 
@@ -59,11 +78,9 @@ def problem_from_capture(
         if rec is None or step != "copy":
             continue
         projected[pid] = tuple(sorted({n for n in rec[_REPLICAS] if n != source} | {target}))
-    assignment: dict[str, tuple[str, ...]] = {}
-    for pid in pids:
-        replicas = projected.get(pid) or parts[pid][_REPLICAS]
-        if replicas:
-            assignment[pid] = replicas
+    assignment = Assignment(
+        {pid: r for pid in pids if (r := projected.get(pid) or parts[pid][_REPLICAS])}
+    )
     holding = Counter(chain.from_iterable(assignment.values()))
     nodes: list[Node] = []
     eligible_zones: set[str] = set()
@@ -87,17 +104,22 @@ def problem_from_capture(
         memo.clear()  # deleted partitions: start over rather than grow
     partitions: list[Partition] = []
     capped: list[str] = []
+    rf_max = max(1, zones_cap)
+    heat_total = replicas_total = 0
     for pid in pids:
         rec = parts[pid]
-        rf = rec[_RF]
+        rf, heat = rec[_RF], rec[_HEAT]
         if rf > zones_cap:
             capped.append(pid)
-            rf = max(1, zones_cap)
+            rf = rf_max
+        heat_total += heat * rf
+        replicas_total += rf
         part = memo.get(pid)
-        if part is None or part.rf != rf or part.heat != rec[_HEAT]:
-            part = memo[pid] = Partition(pid, rf, rec[_HEAT])
+        if part is None or part.rf != rf or part.heat != heat:
+            part = memo[pid] = Partition(pid, rf, heat)
         partitions.append(part)
-    problem = Problem(
+    _check_heat_totals(heat_total, replicas_total)
+    problem = trusted_problem(
         tuple(nodes),
         tuple(partitions),
         assignment,
@@ -106,20 +128,105 @@ def problem_from_capture(
     return Solve(int(view["index"]), problem, tuple(capped), zones_cap)
 
 
+def _check_heat_totals(heat_total: int, replicas_total: int) -> None:
+    """The model's two aggregate bounds (per-item bounds hold by the fleet's own checks)."""
+    if heat_total >= HEAT_TOTAL_MAX:
+        raise InvalidArgument("partitions", f"total heat must stay below 2**40, got {heat_total}")
+    if heat_total * (replicas_total + 1) >= 1 << 62:
+        raise InvalidArgument("partitions", "total heat times total replicas must stay below 2**62")
+
+
+def trusted_problem(
+    nodes: tuple[Node, ...],
+    partitions: tuple[Partition, ...],
+    assignment: Mapping[str, tuple[str, ...]],
+    **options: Any,
+) -> Problem:
+    """A `Problem` built without the model's validation, for input already validated (the
+    replicated fleet state, or a subset of a trusted problem). Equal (``==``) to
+    ``Problem(nodes, partitions, assignment, **options)`` on valid input; fields the caller
+    does not give take the model's defaults, so a field added to `Problem` later keeps working.
+    """
+    problem: Problem = object.__new__(Problem)
+    given = {
+        "nodes": nodes,
+        "partitions": partitions,
+        "assignment": assignment if isinstance(assignment, Assignment) else Assignment(assignment),
+        **options,
+    }
+    for f in fields(Problem):
+        if f.name in given:
+            value = given.pop(f.name)
+        elif f.default is not MISSING:
+            value = f.default
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        else:
+            raise InvalidArgument(f.name, "is required")
+        object.__setattr__(problem, f.name, value)
+    if given:
+        raise InvalidArgument(sorted(given)[0], "is not a Problem field")
+    return problem
+
+
 def plan_moves(
-    plan: Plan, limit: int, capped: tuple[str, ...] = ()
+    plan: Plan,
+    limit: int,
+    capped: tuple[str, ...] = (),
+    zone_of: Mapping[str, str] | None = None,
 ) -> tuple[list[list[str]], bool]:
     """The first `limit` moves of a feasible plan in wave order as ``[pid, source, target]``
     ("" for none), and whether moves were left out (the leader solves again once the queue
     drains). A partition whose RF was `capped` for the solve keeps every replica it has: the
-    solver's drops for it would take it further below its real RF (apply refuses them)."""
+    solver's drops for it would take it further below its real RF (apply refuses them).
+    Given the nodes' zones (`zone_of`), the moves of one partition are re-paired so each can
+    run alone (`pair_by_zone`)."""
     out: list[list[str]] = []
     keep = set(capped)
+    more = False
     for wave in plan.by_wave():
         for move in wave:
             if move.target is None and move.partition in keep:
                 continue
             if len(out) >= limit:
-                return out, True
+                more = True
+                break
             out.append([move.partition, move.source or "", move.target or ""])
-    return out, False
+        if more:
+            break
+    if zone_of is not None:
+        pair_by_zone(out, zone_of)
+    return out, more
+
+
+def pair_by_zone(moves: list[list[str]], zone_of: Mapping[str, str]) -> None:
+    """Re-pair, in place, the sources and targets of each partition's moves so that a move
+    whose target's zone is the zone of another of its moving replicas becomes a move within
+    that replica's zone. Apply checks moves one at a time against the replica set of the
+    moment, so a zone swap as the solver may plan it (a in zone A -> b in zone B, c in zone B
+    -> d in zone A) has no valid first step; re-paired (a -> d, c -> b) both steps are valid
+    and the final replica set is the same. Each exchange makes one more move stay in its zone,
+    so it ends after at most one exchange per move."""
+    by_pid: dict[str, list[int]] = {}
+    for i, (pid, source, target) in enumerate(moves):
+        if source and target:
+            by_pid.setdefault(pid, []).append(i)
+    for idx in by_pid.values():
+        if len(idx) < 2:
+            continue
+        changed = True
+        while changed:
+            changed = False
+            for i in idx:
+                zone = zone_of.get(moves[i][2])
+                if zone is None or zone == zone_of.get(moves[i][1]):
+                    continue
+                for j in idx:
+                    if (
+                        j != i
+                        and zone_of.get(moves[j][1]) == zone
+                        and zone_of.get(moves[j][2]) != zone
+                    ):
+                        moves[i][2], moves[j][2] = moves[j][2], moves[i][2]
+                        changed = True
+                        break

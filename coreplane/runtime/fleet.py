@@ -40,7 +40,7 @@ from coreplane import placement
 from coreplane.core import commands as C
 from coreplane.core.codec import Value
 from coreplane.core.machines.fleet import SIZE_BYTES_MAX
-from coreplane.core.reconcile import plan_moves, problem_from_capture
+from coreplane.core.reconcile import plan_moves, problem_from_capture, trusted_problem
 from coreplane.errors import InvalidArgument, NotLeader
 
 if TYPE_CHECKING:
@@ -124,6 +124,8 @@ class Fleet:
         self._heat: dict[str, int] = {}  # pid -> newest reported heat
         self._heat_changed: set[str] = set()
         self._lost: set[tuple[str, str]] = set()
+        self._orphans: dict[str, dict[str, int]] = {}  # node -> {pid: reported since (tick ms)}
+        self._orphan_tick = -1
         self._size: dict[str, int] = {}  # pid -> newest size reported
         self._size_by: dict[str, str] = {}  # pid -> the node that reported it
         self._size_changed: set[str] = set()
@@ -215,17 +217,28 @@ class Fleet:
         if token is None or not cp.is_leader():
             raise NotLeader(cp.leader_id)
         tick_ms = cp._sm.tick_ms  # an int read: atomic
+        # Dict reads of immutable records: safe without the state lock (old or new, not torn).
+        parts = cp._sm.fleet.parts
         with self._lock:
             if node_id not in self._heard and len(self._heard) >= self.nodes_soft_max:
                 raise InvalidArgument("node_id", "too many nodes heartbeating")
             self.stats["heartbeats"] += 1
             self._heard[node_id] = tick_ms
             self._specs[node_id] = (zone, weight, slots)
+            orphans: dict[str, int] = {}
             if heat:
                 # An integer moving average per partition (weight 1/heat_smoothing), so noise
                 # in single samples never reaches the log; every replica's report is a sample.
+                # A copy no replica set holds is no sample (it serves nothing): it is an orphan
+                # candidate, reported since the first heartbeat that named it.
                 reported, k = self._heat, self.heat_smoothing
+                since_of = self._orphans.get(node_id, {})
                 for pid, value in heat.items():
+                    rec = parts.get(pid)
+                    if rec is None or node_id not in rec[2]:
+                        if type(pid) is str and 0 < len(pid) <= _ID_MAX:
+                            orphans[pid] = since_of.get(pid, tick_ms)
+                        continue
                     old = reported.get(pid)
                     if old == value:
                         continue
@@ -234,6 +247,10 @@ class Fleet:
                     if new != old:
                         reported[pid] = new
                         self._heat_changed.add(pid)
+            if orphans:
+                self._orphans[node_id] = orphans
+            else:
+                self._orphans.pop(node_id, None)
             for pid in lost:
                 self._lost.add((node_id, _check_id("lost", pid)))
             if sizes is not None and not isinstance(sizes, dict):
@@ -349,6 +366,11 @@ class Fleet:
                 self.stats["reports"] += 1
                 self.stats["report_bytes"] += len(C.encode_internal(report))
                 _propose_internal(cp, report, timeout_s=2.0)
+        if sm.tick_n != self._orphan_tick:
+            self._orphan_tick = sm.tick_n
+            orphans = self._orphan_report()
+            if orphans:
+                _propose_internal(cp, C.FleetOrphans(orphans=orphans), timeout_s=2.0)
         if self.provider is not None:
             self._provider_step(token, sm.tick_n)
         self._plan_step()
@@ -363,6 +385,8 @@ class Fleet:
         self._heat.clear()
         self._heat_changed.clear()
         self._lost.clear()
+        self._orphans.clear()
+        self._orphan_tick = -1
         self._size.clear()
         self._size_by.clear()
         self._size_changed.clear()
@@ -417,6 +441,44 @@ class Fleet:
         return C.FleetReport(
             nodes=nodes, heard=heard, silent=silent, heat=heat, lost=lost, sizes=sizes
         )
+
+    def _orphan_report(self) -> list[list[Any]]:
+        """Orphan candidates reported for at least the grace that are orphans in the committed
+        state now (apply checks again). A candidate proposed starts its grace again, so it is
+        proposed again only if its agent still reports it a whole grace later: after a removal
+        the next heartbeat drops it, and a removal is never asked for twice."""
+        if not self._orphans:
+            return []
+        cp = self._cp
+        out: list[list[Any]] = []
+        with cp._sm_lock:
+            fleet = cp._sm.fleet
+            now, cfg = cp._sm.tick_ms, fleet.config
+            room = min(cfg.moves_in_flight_max - len(fleet.ops), cfg.orphans_per_entry_max)
+            with self._lock:
+                for node_id in sorted(self._orphans):
+                    node = fleet.nodes.get(node_id)
+                    if node is None or node.liveness != "alive" or node.admin == "decommissioned":
+                        continue
+                    # The throttles apply checks: what would be skipped waits here, unproposed.
+                    node_room = cfg.moves_in_flight_per_node - len(fleet.node_ops[node_id])
+                    candidates = self._orphans[node_id]
+                    for pid in sorted(candidates):
+                        if room <= 0:
+                            return out
+                        if node_room <= 0:
+                            break
+                        since = candidates[pid]
+                        if now - since < cfg.orphan_grace_ms or pid in fleet.op_of_pid:
+                            continue
+                        rec = fleet.parts.get(pid)
+                        if (rec is not None and node_id in rec[2]) or pid in fleet.under:
+                            continue
+                        out.append([node_id, pid, since])
+                        candidates[pid] = now
+                        room -= 1
+                        node_room -= 1
+        return out
 
     def _heat_report(self, fleet: Any) -> list[list[Any]]:
         """Averages that moved past the hysteresis from the committed heat (state lock held)."""
@@ -603,7 +665,7 @@ def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tupl
             return plan, skipped
         pid = match.group(1)
         skipped.append((pid, plan.reason))
-        problem = placement.Problem(
+        problem = trusted_problem(  # a subset of a trusted problem: no re-validation
             problem.nodes,
             tuple(p for p in problem.partitions if p.id != pid),
             {k: v for k, v in problem.assignment.items() if k != pid},
@@ -642,7 +704,8 @@ class _SolveJob:
                 logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
                 self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[], more=False)
                 return
-            moves, more = plan_moves(plan, self._moves_max, solve.capped)
+            zone_of = {node.id: node.zone for node in solve.problem.nodes}
+            moves, more = plan_moves(plan, self._moves_max, solve.capped, zone_of)
             self.plan = C.FleetPlan(
                 base_index=solve.index, moves=moves, splits=list(plan.split_candidates), more=more
             )

@@ -141,6 +141,7 @@ def run(
         "fleet_failed_schedules": sum(1 for r in fleet_results if r["violations"]),
         "fleet_moves_completed": sum(r["moves_completed"] for r in fleet_results),
         "fleet_repairs": sum(r["repairs"] for r in fleet_results),
+        "fleet_orphans_removed": sum(r["orphans_removed"] for r in fleet_results),
         "fleet_restore_ms_max": max((r["restore_ms"] for r in fleet_results), default=0),
         "fleet_canaries_caught": sum(1 for c in fleet_canaries if c["caught"]),
         "fleet_canaries_total": len(fleet_canaries),

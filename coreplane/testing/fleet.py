@@ -400,10 +400,13 @@ class FleetWorld:
 
 def started_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, str]]:
     """(index, pid, source, target) of every operation started (only those started for
-    `cause`, e.g. "repair", if given), from the decision journal."""
+    `cause`, e.g. "repair", if given), from the decision journal. Orphan removals (cause
+    "gc") move no replica: they are listed only when asked for by cause."""
     out = []
     for index, _ms, _subjects, text in fleet.journal:
-        if " started (" in text and (not cause or f" started ({cause}): " in text):
+        if " started (" not in text or (cause != "gc" and " started (gc): " in text):
+            continue
+        if not cause or f" started ({cause}): " in text:
             pid, source, _arrow, target = text.split(": ", 1)[1].split(" ")[:4]
             out.append((index, pid, source, target))
     return out
@@ -425,12 +428,17 @@ def completed_moves(fleet: Any, cause: str = "") -> list[tuple[int, str, str, st
     return out
 
 
-def undone_moves(fleet: Any) -> list[tuple[str, str, str]]:
-    """Completed moves later reversed (a replica of p went a -> b, then b -> a)."""
+def undone_moves(fleet: Any, cause: str = "") -> list[tuple[str, str, str]]:
+    """Completed moves later reversed (a replica of p went a -> b, then b -> a); given a
+    `cause`, only reversals that were started for it: "rebalance" is the controller undoing
+    its own choice (an oscillation), "repair" a reversal forced by b's death."""
     seen: set[tuple[str, str, str]] = set()
+    of_cause = {(i, p, s, t) for i, p, s, t in completed_moves(fleet, cause)} if cause else None
     undone = []
-    for _index, pid, source, target in completed_moves(fleet):
-        if source != "-" and target != "-" and (pid, target, source) in seen:
+    for move in completed_moves(fleet):
+        _index, pid, source, target = move
+        reversal = source != "-" and target != "-" and (pid, target, source) in seen
+        if reversal and (of_cause is None or move in of_cause):
             undone.append((pid, source, target))
         seen.add((pid, source, target))
     return undone

@@ -16,7 +16,8 @@
    (a cutover before the copy caught up); no replica deleted while the state still counts it
    (remove before add); no node declared dead while its agent was heard within half of
    dead_after (death after a failover); every repair of a dead node's replica exactly once;
-   RF restored within the bound.
+   RF restored within the bound; then, within `ORPHANS_MS`, no running agent holds a copy no
+   replica set counts (orphans garbage-collected).
 
 `FLEET_CANARIES` are two deliberate bugs the checks must catch: ``remove_before_add`` (a move
 cuts over as it starts, before its copy) and ``dead_on_failover`` (a new leader treats nodes it
@@ -35,7 +36,7 @@ from coreplane.core import commands as C
 from coreplane.core.machines.fleet import COPY, FleetConfig, FleetMachine
 from coreplane.runtime.fleet import Fleet
 from coreplane.testing.cluster import SimCluster
-from coreplane.testing.fleet import FleetWorld, completed_moves
+from coreplane.testing.fleet import FleetWorld, completed_moves, started_moves
 
 __all__ = [
     "FLEET_CANARIES",
@@ -53,7 +54,9 @@ CFG = FleetConfig(
     cleanup_timeout_ms=4_000,
     moves_in_flight_per_node=2,
     moves_in_flight_max=16,
+    orphan_grace_ms=10_000,
 )
+ORPHANS_MS = CFG.orphan_grace_ms + 30_000  # after RF is restored, orphan copies are gone
 AGENT_FAULTS = ("agent_crash", "agent_wipe", "agent_cut", "lose_replica", "slow_copies")
 CP_FAULTS = ("crash_leader", "isolate_leader", "crash", "partition", "drift", "jump_follower")
 ADMIN = ("drain", "uncordon", "set_rf")
@@ -69,6 +72,7 @@ class FleetScheduleResult:
     agents: int
     moves_completed: int
     repairs: int
+    orphans_removed: int
     restore_ms: int
     lost_by_faults: list[str]  # lost every copy, or RF unreachable with the zones left
     sim_seconds: float
@@ -246,6 +250,8 @@ def run_fleet_schedule(
                         "fleet_rf_not_restored",
                         f"not at rf {RESTORE_MS} ms after faults stopped: {stuck[:5]}",
                     )
+        if restored and fleet is not None:
+            _check_orphans(c, world, set(lost_by_faults))
         c.run_until(c.converged, 10_000)
         c.check_hashes()
         c.sample_hashes()
@@ -268,12 +274,37 @@ def run_fleet_schedule(
             agents=agents,
             moves_completed=len(completed),
             repairs=len(repairs),
+            orphans_removed=len(started_moves(fleet, "gc")) if fleet is not None else 0,
             restore_ms=restore_ms,
             lost_by_faults=lost_by_faults,
             sim_seconds=c.now / 1e6,
             wall_seconds=time.perf_counter() - wall0,
             replay=replay_fleet_command(seed, canaries),
         )
+
+
+def _check_orphans(c: SimCluster, world: FleetWorld, lost: set[str]) -> None:
+    """Within `ORPHANS_MS` after RF is restored, every running agent holds only replicas its
+    replica sets count: a copy left by a node declared dead and back, a rolled-back move or
+    an abandoned removal was garbage-collected (partitions lost to faults aside)."""
+
+    def left() -> list[str]:
+        fleet = world.fleet_state()
+        if fleet is None:
+            return ["no control-plane node runs"]
+        return [
+            f"{pid} on {node_id}"
+            for node_id, agent in sorted(world.agents.items())
+            if agent.up
+            for pid in sorted(agent.held - fleet.node_parts.get(node_id, set()) - lost)
+        ]
+
+    t0 = c.now
+    while left() and c.now - t0 < ORPHANS_MS * 1000:
+        world.run(500)
+    orphans = left()
+    if orphans:
+        c.violate("fleet_orphan_left", f"{ORPHANS_MS} ms after RF was restored: {orphans[:5]}")
 
 
 def _inject(

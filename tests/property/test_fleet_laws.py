@@ -1,9 +1,9 @@
 """The state-machine laws on random fleet logs: replay determinism, the snapshot law, and
 duplicate delivery of client commands (acks included) applying once.
 
-The logs mix registrations, silences, heat, lost replicas, plans with valid and stale moves,
-acks (current, stale and failing), admin commands and ticks that fire deadlines, so operations
-go through copy, cutover, cleanup, retry and roll-back.
+The logs mix registrations, silences, heat, lost replicas, orphan copies, plans with valid and
+stale moves, acks (current, stale and failing), admin commands and ticks that fire deadlines, so
+operations go through copy, cutover, cleanup, orphan removal, retry and roll-back.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CFG = FleetConfig(
     moves_in_flight_max=6,
     journal_max=50,
     admit_scan_max=4,
+    orphan_grace_ms=1_000,
 )
 NODES = [f"n{i}" for i in range(6)]
 PIDS = [f"p{i}" for i in range(5)]
@@ -84,8 +85,11 @@ def build_log(choices: list[int], duplicate: bool = False) -> list[bytes]:
                 n, a = actions[pick(len(actions))]
                 token = a["token"] - (1 if pick(6) == 0 else 0)
                 emit(C.FleetAck(n, a["id"], token, pick(4) != 0, "x", client_id="a", seq=seq))
-        elif kind == 7:
+        elif kind == 7 and pick(2):
             emit(C.FleetReport([], [], [[node, max(0, tick_ms - 500)]], [], []))
+        elif kind == 7:  # orphan copies, some reported long enough, some in a replica set
+            since = max(0, tick_ms - 500 * pick(4))
+            emit(C.FleetOrphans([[NODES[pick(6)], PIDS[pick(5)], since] for _ in range(pick(3))]))
         elif kind == 8:
             emit(C.FleetReport([], [node], [], [[pid, pick(5000)]], [[node, pid]] * pick(2)))
         elif kind == 9:

@@ -9,6 +9,9 @@ candidate and not moved back and forth; no committed replica ever lacks its data
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+
 import pytest
 
 from coreplane.core import commands as C
@@ -27,9 +30,14 @@ CFG = FleetConfig(
 
 
 def _world(
-    seed: int, agents: int = 6, zones: int = 3, partitions: int = 12, rf: int = 3
+    seed: int,
+    agents: int = 6,
+    zones: int = 3,
+    partitions: int = 12,
+    rf: int = 3,
+    config: FleetConfig = CFG,
 ) -> tuple[SimCluster, FleetWorld]:
-    c = SimCluster(seed, fleet_config=CFG)
+    c = SimCluster(seed, fleet_config=config)
     assert c.run_until(c.converged, 5_000), f"seed {seed}: no leader"
     world = FleetWorld(c)
     for i in range(agents):
@@ -73,6 +81,36 @@ def test_a_killed_storage_node_is_repaired_exactly_once(seed: int) -> None:
         for pid in lost:
             assert "s1" not in fleet.parts[pid][2]
         assert c.violations == [], f"seed {seed}: {c.violations}"
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_orphan_copies_are_removed_exactly_once_after_the_grace(seed: int) -> None:
+    """A node declared dead comes back with the replicas it held (repaired elsewhere in the
+    meantime), and another holds a copy a rolled-back move left: each copy gets one fenced
+    remove_replica after the grace, never a replica a replica set still counts."""
+    config = dataclasses.replace(CFG, orphan_grace_ms=5_000)
+    c, world = _world(seed, config=config)
+    with c:
+        assert world.run_until_converged(60_000), f"seed {seed}"
+        fleet = world.fleet_state()
+        held = sorted(fleet.node_parts["s1"])
+        stray = next(p for p in sorted(fleet.parts) if "s2" not in fleet.parts[p][2])
+        world.agents["s2"].held.add(stray)  # a partial copy whose removal was abandoned
+        world.crash("s1")  # its disk survives
+        assert c.run_until(lambda: world.fleet_state().nodes["s1"].liveness == "dead", 30_000)
+        assert world.run_until_converged(90_000), f"seed {seed}: no repair"
+        world.restart("s1")
+        world.run(30_000)
+        fleet = world.fleet_state()
+        assert fleet.node_view("s1")["state"] == "alive"
+        for node_id in ("s1", "s2"):  # it holds what its replica sets say, nothing else
+            assert world.agents[node_id].held == fleet.node_parts[node_id], node_id
+        gc = Counter((pid, node) for _i, pid, node, _t in started_moves(fleet, "gc"))
+        assert gc[(stray, "s2")] == 1
+        assert {p for p, n in gc if n == "s1"} | fleet.node_parts["s1"] >= set(held)
+        assert set(gc.values()) == {1}  # exactly once
+        assert any("no replica set holds it" in e["text"] for e in fleet.explain("s1"))
+        assert world.converged() and c.violations == [], f"seed {seed}: {c.violations}"
 
 
 def _one_move_world(seed: int) -> tuple[SimCluster, FleetWorld, str]:

@@ -333,3 +333,166 @@ def test_the_rebalance_cooldown_holds_moves_back_but_never_a_repair() -> None:
     log.client(C.FleetSetRF("p", 3))  # now below RF: its plan may move it again
     log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))
     assert len(log.fleet.ops) == 1
+
+
+def test_a_plan_that_makes_no_progress_backs_the_next_solve_off_with_its_reason() -> None:
+    log = _cluster(nodes=6, zones=3)  # z0: n0 n3, z1: n1 n4, z2: n2 n5
+    _place(log, "p", ["n0", "n1", "n2"])
+    swap = [["p", "n0", "n4"], ["p", "n1", "n3"]]  # a zone swap: each step alone breaks zones
+    base = log.index
+    log.ok(C.FleetPlan(base, swap, []))
+    assert not log.fleet.ops and not log.fleet.queue
+    assert not log.fleet.needs_plan()  # held back 1 s (tick time), not re-solved every tick
+    log.tick(1_999)
+    assert not log.fleet.needs_plan()
+    log.tick(2_000)
+    assert log.fleet.needs_plan()
+    log.ok(C.FleetPlan(log.index, swap, []))
+    log.tick(3_999)
+    assert not log.fleet.needs_plan()  # doubled: 2 s
+    log.tick(4_000)
+    assert log.fleet.needs_plan()
+    texts = [e["text"] for e in log.fleet.explain("plan") if "no progress" in e["text"]]
+    assert texts[0] == (
+        f"plan computed at index {base} made no progress (2 stale moves dropped, first "
+        "p n0 -> n4: zone z1 already holds a replica): next solve not before tick time "
+        "2000 ms (back-off 1000 ms)"
+    )
+    assert "(back-off 2000 ms)" in texts[1]
+    log.ok(C.FleetPlan(log.index, swap, []))
+    assert not log.fleet.needs_plan()
+    log.report(nodes=[("n6", "z3", 1, 100)])  # a change in the fleet ends the back-off
+    assert log.fleet.needs_plan() and log.fleet.solve_backoff_ms == 0
+
+
+def test_backoff_survives_a_snapshot_and_an_empty_plan_for_stuck_partitions() -> None:
+    log = _cluster(nodes=3, zones=3)
+    log.client(C.FleetCreatePartition("p", rf=3))
+    log.ok(C.FleetPlan(log.index, [], []))  # the solver found no move for an under partition
+    assert not log.fleet.needs_plan()
+    texts = [e["text"] for e in log.fleet.explain("p")]
+    assert any("no move for 1 under-replicated partitions (p)" in t for t in texts)
+    snap = log.sm.snapshot()
+    other = StateMachine(fleet=CFG)
+    other.restore(snap)
+    assert (other.fleet.solve_backoff_ms, other.fleet.solve_after_ms) == (1_000, 2_000)
+    assert other.snapshot() == snap
+
+
+def _orphan_world() -> Log:
+    """p on n0 n1 n2, and n3 holding a copy no replica set names."""
+    log = _cluster()
+    _place(log, "p", ["n0", "n1", "n2"])
+    return log
+
+
+def test_an_orphan_copy_is_removed_once_after_the_grace_with_a_fenced_action() -> None:
+    cfg = CFG
+    log = _orphan_world()
+    since = log.sm.tick_ms
+    early = log.ok(C.FleetOrphans([["n3", "p", since]]))
+    assert early == {"started": 0, "skipped": 1}  # reported for less than the grace
+    log.tick(since + cfg.orphan_grace_ms)
+    member = log.ok(C.FleetOrphans([["n0", "p", since]]))
+    assert member == {"started": 0, "skipped": 1}  # n0 is in the replica set: never removed
+    assert log.ok(C.FleetOrphans([["n3", "p", since], ["n3", "p", since]])) == {
+        "started": 1,
+        "skipped": 1,
+    }
+    [action] = log.fleet.actions("n3")
+    assert action["kind"] == "remove_replica" and action["partition"] == "p"
+    assert action["token"] == log.index  # fenced by the entry that started it
+    stale = log.apply(C.FleetAck("n3", action["id"], action["token"] - 1))
+    assert (stale.ok, stale.code) == (False, "stale_token")
+    log.client(C.FleetAck("n3", action["id"], action["token"]))
+    assert not log.fleet.ops
+    assert log.fleet.partition_view("p")["replicas"] == ["n0", "n1", "n2"]
+    texts = [e["text"] for e in log.fleet.explain("n3")]
+    assert any("started (gc): p n3 -> -" in t and "no replica set holds it" in t for t in texts)
+    assert any("the orphan copy of p removed from n3" in t for t in texts)
+
+
+def test_orphans_wait_for_operations_repairs_and_live_nodes() -> None:
+    log = _orphan_world()
+    log.tick(1_000 + CFG.orphan_grace_ms)
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n3"]], []))  # n3's copy is a move's target
+    assert log.ok(C.FleetOrphans([["n3", "p", 0]])) == {"started": 0, "skipped": 1}
+    _ack_all(log)  # cutover: n3 holds it now
+    _ack_all(log)  # n0 cleaned up
+    assert log.fleet.partition_view("p")["replicas"] == ["n1", "n2", "n3"]
+    log.report(silent=[("n0", log.sm.tick_ms)])
+    assert log.ok(C.FleetOrphans([["n0", "p", 0]])) == {"started": 1, "skipped": 0}
+    _ack_all(log)
+    log.tick(log.sm.tick_ms + CFG.dead_after_ms)  # n0 silent: dead, never told anything
+    assert log.fleet.node_view("n0")["state"] == "dead"
+    assert log.ok(C.FleetOrphans([["n0", "p", 0]])) == {"started": 0, "skipped": 1}
+    bad = log.apply(C.FleetOrphans([["n0", "p"]]))
+    assert (bad.ok, bad.code) == (False, "bad_argument")
+
+
+def test_a_node_over_its_heat_cap_is_never_a_copy_source_while_another_can_be() -> None:
+    log = _cluster(nodes=8, zones=4)  # z0: n0 n4, z1: n1 n5, z2: n2 n6, z3: n3 n7
+    for i in range(8):  # every node carries heat 10, so fair shares are even
+        log.client(C.FleetCreatePartition(f"f{i}", rf=1, heat=10))
+        log.ok(C.FleetPlan(log.index, [[f"f{i}", "", f"n{i}"]], []))
+        _ack_all(log)
+    _place(log, "p", ["n0", "n1"])
+    log.client(C.FleetSetRF("p", 3))
+    log.ok(C.FleetPlan(log.index, [["p", "", "n2"]], []))
+    [copy] = log.fleet.actions("n2")
+    assert copy["source"] == "n0"  # both cool and idle: the first by id
+    log.report(heat=[["f0", 40]])  # n0 goes over its heat cap mid-copy
+    assert log.fleet.over_cap("n0") and not log.fleet.over_cap("n1")
+    [moved] = log.fleet.actions("n2")
+    assert moved["source"] == "n1" and moved["token"] > copy["token"]
+    assert log.fleet.ops[moved["operation"]].attempt == 0  # not counted as a retry
+    assert any(
+        "copy source n0 is over its heat cap: copy re-issued from n1" in e["text"]
+        for e in log.fleet.explain("p")
+    )
+    late = log.apply(C.FleetAck("n2", copy["id"], copy["token"]))
+    assert (late.ok, late.code) == (False, "stale_token")
+    log.client(C.FleetAck("n2", moved["id"], moved["token"]))
+    # A new copy never starts from it while a cool replica can serve, even a busier one.
+    log.client(C.FleetCreatePartition("q", rf=1))
+    log.ok(C.FleetPlan(log.index, [["q", "", "n1"]], []))  # n1 busy with one operation
+    log.client(C.FleetSetRF("p", 4))
+    log.ok(C.FleetPlan(log.index, [["p", "", "n3"]], []))
+    [fresh] = log.fleet.actions("n3")
+    assert fresh["source"] == "n2"
+    log.report(heat=[["f1", 40], ["f2", 40]])  # every replica hot: the least loaded serves
+    assert all(log.fleet.over_cap(n) for n in ("n0", "n1", "n2"))
+    [same] = log.fleet.actions("n3")
+    assert same == fresh
+
+
+def test_a_rebalance_never_takes_a_partition_back_to_a_node_it_left_within_the_day() -> None:
+    log = _cluster()
+    _place(log, "p", ["n0", "n1"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n2"]], []))  # a rebalance: n0 -> n2
+    _ack_all(log)
+    _ack_all(log)
+    log.tick(1_000 + CFG.rebalance_cooldown_ms)  # past the cooldown, not the return cooldown
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))  # back: an oscillation
+    assert not log.fleet.ops and not log.fleet.queue and not log.fleet.needs_plan()
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n3"]], []))  # elsewhere: fine
+    assert len(log.fleet.ops) == 1
+    _ack_all(log)
+    _ack_all(log)
+    assert log.fleet.parts["p"][6] == ("n0", "n2")  # it remembers both nodes it left
+    snap = log.sm.snapshot()
+    other = StateMachine(fleet=CFG)
+    other.restore(snap)
+    assert other.snapshot() == snap and other.fleet.parts["p"][6] == ("n0", "n2")
+    end = log.sm.tick_ms + CFG.return_cooldown_ms
+    while log.sm.tick_ms < end:  # a day of one-minute ticks
+        log.tick(min(end, log.sm.tick_ms + 60_000))
+    log.ok(C.FleetPlan(log.index, [["p", "n3", "n0"]], []))  # a day later it may return
+    assert len(log.fleet.ops) == 1
+    log.report(silent=[("n1", log.sm.tick_ms)])
+    log.tick(log.sm.tick_ms + CFG.dead_after_ms + CFG.suspect_after_ms)
+    _ack_all(log)
+    _ack_all(log)
+    assert "p" in log.fleet.under  # n1 dead
+    log.ok(C.FleetPlan(log.index, [["p", "n1", "n2"]], []))  # a repair is never held back
+    assert len(log.fleet.ops) == 1

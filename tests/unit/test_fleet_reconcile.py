@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from coreplane import placement
 from coreplane.core import commands as C
 from coreplane.core.machines.fleet import FleetConfig
-from coreplane.core.reconcile import plan_moves, problem_from_capture
+from coreplane.core.reconcile import pair_by_zone, plan_moves, problem_from_capture
 from coreplane.core.state import StateMachine
+from coreplane.errors import InvalidArgument
 
 CFG = FleetConfig(
     suspect_after_ms=2_000, dead_after_ms=4_000, moves_in_flight_per_node=4, moves_in_flight_max=32
@@ -148,3 +151,59 @@ def test_one_unplaceable_partition_does_not_hold_back_the_others() -> None:
     plan, skipped = _solve_around(problem)
     assert plan.feasible and [pid for pid, _ in skipped] == ["b"]
     assert sorted(m.target for m in plan.moves if m.partition == "a") == ["n0", "n1"]
+
+
+def test_the_trusted_problem_equals_the_validated_one_and_users_keep_their_errors() -> None:
+    loop = Loop(nodes=7, zones=3)
+    for i in range(20):
+        loop.apply(C.FleetCreatePartition(f"p{i}", rf=3 + (i == 0), heat=1 + i))
+    loop.run(30)
+    loop.down.add("n1")
+    loop.apply(C.FleetReport([], [], [["n1", loop.ms]], [], []))
+    loop.apply(C.FleetDrain("n2"))
+    fleet = loop.sm.fleet
+    loop.down = set(fleet.nodes)  # nobody acks: the moves stay in flight
+    for _ in range(12):  # n1 dead, n2 draining, rf 4 capped at the 3 zones
+        loop.step()
+    assert fleet.nodes["n1"].liveness == "dead" and fleet.ops
+    solve = problem_from_capture(fleet.capture()(), moves_in_flight_per_node=4)
+    problem = solve.problem
+    checked = placement.Problem(
+        problem.nodes,
+        problem.partitions,
+        dict(problem.assignment),
+        moves_in_flight_per_node=problem.moves_in_flight_per_node,
+    )
+    assert solve.capped == ("p0",)
+    assert problem == checked
+    assert placement.solve(problem).moves == placement.solve(checked).moves
+    with pytest.raises(InvalidArgument, match=r"partitions\[1\]\.rf"):
+        placement.Problem(problem.nodes, (problem.partitions[0], placement.Partition("x", 9)), {})
+
+
+def test_the_trusted_problem_still_checks_the_aggregate_heat_bound() -> None:
+    loop = Loop(nodes=3, zones=3)
+    loop.apply(C.FleetCreatePartition("a", rf=3, heat=1 << 39))
+    with pytest.raises(InvalidArgument, match="partitions"):
+        problem_from_capture(loop.sm.fleet.capture()(), moves_in_flight_per_node=4)
+
+
+def test_a_zone_swap_is_re_paired_into_moves_apply_can_run_one_at_a_time() -> None:
+    zone_of = {"a": "A", "b": "B", "c": "B", "d": "A", "e": "C", "f": "C", "g": "D"}
+    swap = [["p", "a", "b"], ["q", "e", "g"], ["p", "c", "d"]]
+    pair_by_zone(swap, zone_of)
+    assert swap == [["p", "a", "d"], ["q", "e", "g"], ["p", "c", "b"]]
+    cycle = [["p", "a", "b"], ["p", "c", "f"], ["p", "e", "d"]]  # A->B, B->C, C->A
+    pair_by_zone(cycle, zone_of)
+    assert sorted(m[1:] for m in cycle) == [["a", "d"], ["c", "b"], ["e", "f"]]
+    # The final replica sets are the solver's; and apply admits the re-paired first step.
+    loop = Loop(nodes=6, zones=3)  # z0: n0 n3, z1: n1 n4, z2: n2 n5
+    loop.apply(C.FleetCreatePartition("p", rf=3))
+    loop.run(10)
+    assert loop.sm.fleet.parts["p"][2] == ("n0", "n1", "n2")
+    zones = {f"n{i}": f"z{i % 3}" for i in range(6)}
+    moves = [["p", "n0", "n4"], ["p", "n1", "n3"]]
+    pair_by_zone(moves, zones)
+    assert moves == [["p", "n0", "n3"], ["p", "n1", "n4"]]
+    loop.apply(C.FleetPlan(loop.index, moves, []))
+    assert [op.target for op in loop.sm.fleet.ops.values()] == ["n3"]

@@ -67,23 +67,27 @@ ALIVE, SUSPECT, DEAD = "alive", "suspect", "dead"
 ACTIVE, CORDONED, DRAINING = "active", "cordoned", "draining"
 DECOMMISSIONING, DECOMMISSIONED = "decommissioning", "decommissioned"
 ADD_REPLICA, REMOVE_REPLICA = "add_replica", "remove_replica"
-COPY, CLEANUP, ABORT = "copy", "cleanup", "abort"
+COPY, CLEANUP, ABORT, GC = "copy", "cleanup", "abort", "gc"
 ID_CHARS_MAX = 256
 _HEAT_MAX = 1 << 40
 _WEIGHT_MAX = 1 << 20
 _SLOTS_MAX = 1 << 30
 SIZE_BYTES_MAX = 1 << 62
 
-# A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms):
-# immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
-# kv.Record). moved_ms is the tick time of its last rebalance cutover (-1: never).
-PartRecord = tuple[int, int, tuple[str, ...], int, int, int]
+# A partition record is a plain tuple (rf, heat, replicas, split, created_index, moved_ms,
+# left): immutable, so a solver capture is one dict copy, and CPython stops GC-tracking it (see
+# kv.Record). moved_ms is the tick time of its last move's cutover (-1: never); left the nodes
+# its last moves took it from (at most LEFT_MAX, newest last), which a rebalance does not take
+# it back to before `return_cooldown_ms` (a move undone is an oscillation).
+PartRecord = tuple[int, int, tuple[str, ...], int, int, int, tuple[str, ...]]
 _RF: Final = 0
 _HEAT: Final = 1
 _REPLICAS: Final = 2
 _SPLIT: Final = 3
 _CREATED: Final = 4
 _MOVED: Final = 5
+_LEFT: Final = 6
+LEFT_MAX: Final = 3
 
 
 def _with(rec: PartRecord, field: int, value: Any) -> PartRecord:
@@ -113,6 +117,9 @@ class FleetConfig:
     heat_cap_pct: int = 110
     rebalance_trigger_pct: int = 125
     rebalance_cooldown_ms: int = 600_000  # not for a partition below its RF (its repair)
+    # A rebalance never moves a partition back to a node its last moves took it from for
+    # this long after its last move (1 day): the solver has no memory, apply has.
+    return_cooldown_ms: int = 86_400_000
     nodes_max: int = 10_000
     partitions_max: int = 1_000_000
     queue_max: int = 1_000_000
@@ -120,6 +127,17 @@ class FleetConfig:
     requests_max: int = 1_000
     admit_scan_max: int = 128
     admit_per_tick_max: int = 16  # operations started per entry: bounds a tick's apply cost
+    # A plan that queues nothing while work remains (every move stale, or no move for an
+    # under-replicated partition) backs the next solve off: solve_backoff_ms, doubling per
+    # such plan up to solve_backoff_max_ms; a change in the fleet (a node, a liveness, an RF,
+    # an admin state, a partition) ends the back-off.
+    solve_backoff_ms: int = 1_000
+    solve_backoff_max_ms: int = 60_000
+    # A replica an agent reports that no replica set holds (a rolled-back copy whose removal
+    # was abandoned, a node back after it was declared dead, a deleted partition) is removed
+    # through a fenced `remove_replica` once the leader heard it reported this long.
+    orphan_grace_ms: int = 60_000
+    orphans_per_entry_max: int = 64
 
     def validate(self) -> None:
         for name in self.__dataclass_fields__:
@@ -132,6 +150,8 @@ class FleetConfig:
             raise InvalidArgument("fleet.heat_cap_pct", "must be >= 100")
         if self.rebalance_trigger_pct < self.heat_cap_pct:
             raise InvalidArgument("fleet.rebalance_trigger_pct", "must be >= heat_cap_pct")
+        if self.solve_backoff_max_ms < self.solve_backoff_ms:
+            raise InvalidArgument("fleet.solve_backoff_max_ms", "must be >= solve_backoff_ms")
 
 
 @dataclass(slots=True)
@@ -278,6 +298,8 @@ class FleetMachine:
         self.plan_index = 0
         self.plan_more = 0  # 1: the newest plan left moves out; solve again once the queue drains
         self.dirty_by_plan = 0
+        self.solve_backoff_ms = 0  # > 0: the last plans made no progress (see FleetConfig)
+        self.solve_after_ms = 0  # no solve before this tick time
         self.grace_until_ms = 0
         self.tick_ms = 0
         self.index = 0
@@ -343,16 +365,21 @@ class FleetMachine:
         if len(self.journal) > self.config.journal_max:
             self.journal.popleft()
 
-    def _dirty(self, *, by_plan: bool = False) -> None:
+    def _dirty(self, *, by_plan: bool = False, fresh: bool = True) -> None:
         """Ask for a solve. `by_plan`: the cause is a plan's own stale moves, which the leader
-        answers with a growing back-off rather than a solve loop."""
+        answers with a growing back-off rather than a solve loop. `fresh`: a change in the
+        fleet itself (not heat, not a plan's own failure), which ends a solve back-off."""
         self.dirty_index = self.index
         self.dirty_by_plan = int(by_plan)
+        if fresh and not by_plan and self.solve_backoff_ms:
+            self.solve_backoff_ms = self.solve_after_ms = 0
 
     def needs_plan(self) -> bool:
         """A change since the newest plan calls for the solver (or the plan left moves out and
-        its queue drained)."""
-        return self.dirty_index > self.plan_index or bool(self.plan_more and not self.queue)
+        its queue drained), and no back-off holds the next solve."""
+        return (
+            self.dirty_index > self.plan_index or bool(self.plan_more and not self.queue)
+        ) and self.tick_ms >= self.solve_after_ms
 
     # ------------------------------------------------------------------ hooks from StateMachine
 
@@ -603,7 +630,8 @@ class FleetMachine:
                 tuple(hot[:8]),
                 f"{', '.join(hot[:8])} over {trigger}% of its fair heat share: rebalance asked for",
             )
-            self._dirty()
+            self._dirty(fresh=False)
+        self._avoid_hot_sources(touched)
 
     def _lost(self, node_id: str, pid: str) -> int:
         rec = self.parts.get(pid)
@@ -616,6 +644,63 @@ class FleetMachine:
         if op is not None and op.step == COPY and op.copy_from == node_id:
             self._issue(op, f"copy source {node_id} lost its replica", retry=True)
         return 1
+
+    def orphans(self, rows: Value, index: int) -> Value:
+        """The leader's list of orphan copies: ``[node_id, pid, since_ms]``, a replica the
+        node's agent has reported since tick time `since_ms` that no replica set holds. Each
+        one gets a fenced ``remove_replica`` (an operation of cause ``gc``) when it is still an
+        orphan now: the node is alive, the report is at least `orphan_grace_ms` old, no
+        operation runs on the partition (a copy's target holds data before its cutover), the
+        partition is not waiting for a repair, and the throttles allow; otherwise it is skipped
+        (the leader reports it again later). Validated whole before anything changes."""
+        self.index = index
+        items = [
+            (_check_id("node_id", a), _check_id("pid", b), _check_int("since_ms", c, 0, 2**62))
+            for a, b, c in (_fields(i, 3, "orphans") for i in _as_list(rows, "orphans"))
+        ]
+        if len(items) > self.config.orphans_per_entry_max:
+            raise CommandRejected(
+                "bad_argument", f"over {self.config.orphans_per_entry_max} orphans in one entry"
+            )
+        started = 0
+        for node_id, pid, since_ms in items:
+            if not self._orphan_problem(node_id, pid, since_ms):
+                self._start_gc(node_id, pid, since_ms)
+                started += 1
+        return {"started": started, "skipped": len(items) - started}
+
+    def _orphan_problem(self, node_id: str, pid: str, since_ms: int) -> str:
+        """Why this copy is not removed now ("" to remove it); O(RF)."""
+        node = self.nodes.get(node_id)
+        if node is None or node.liveness != ALIVE or node.admin == DECOMMISSIONED:
+            return "node not alive"
+        if self.tick_ms - since_ms < self.config.orphan_grace_ms:
+            return "reported for less than the grace"
+        rec = self.parts.get(pid)
+        if rec is not None and node_id in rec[_REPLICAS]:
+            return "in the replica set"
+        if pid in self.op_of_pid:
+            return "an operation runs on the partition"
+        if pid in self.under:
+            return "the partition waits for a repair"
+        if len(self.ops) >= self.config.moves_in_flight_max or self._busy(node_id):
+            return "throttled"
+        return ""
+
+    def _start_gc(self, node_id: str, pid: str, since_ms: int) -> None:
+        op_id = f"{pid}@{self.index}"
+        op = Operation(op_id, pid, node_id, "", GC, node_id, "", 0, 0, 0, self.index, "gc")
+        self.ops[op_id] = op
+        self.op_of_pid[pid] = op_id
+        self.node_ops[node_id].add(op_id)
+        held = "no replica set holds it" if pid in self.parts else f"{pid} was deleted"
+        self._note(
+            (pid, op_id, node_id),
+            f"{op_id} started (gc): {pid} {node_id} -> - ({node_id} has reported a copy "
+            f"since tick time {since_ms} ms and {held}; grace "
+            f"{self.config.orphan_grace_ms} ms)",
+        )
+        self._issue(op, "", retry=False)
 
     # ------------------------------------------------------------------ desired state
 
@@ -632,7 +717,7 @@ class FleetMachine:
             raise CommandRejected(
                 "too_many_partitions", f"at the bound of {self.config.partitions_max} partitions"
             )
-        self.parts[pid] = (rf, heat, (), 0, self.index, -1)
+        self.parts[pid] = (rf, heat, (), 0, self.index, -1, ())
         self.under.add(pid)
         self._note((pid,), f"{pid} created with rf={rf}, heat={heat}")
         self._dirty()
@@ -787,13 +872,18 @@ class FleetMachine:
         split_ids = sorted({_check_id("splits", p) for p in _as_list(splits, "splits")})
         queue: deque[tuple[str, str, str]] = deque()
         dropped = 0
+        first_drop = ""
         for item in moves_list:
             pid, source, target = _fields(item, 3, "moves")
             if type(pid) is not str or type(source) is not str or type(target) is not str:
                 raise CommandRejected("bad_argument", "a move is [pid, source, target] of str")
             problem = self._move_problem(pid, source, target)
             if problem:
-                dropped += problem not in _QUIET
+                if problem not in _QUIET:
+                    dropped += 1
+                    first_drop = first_drop or (
+                        f"{pid} {source or '-'} -> {target or '-'}: {problem}"
+                    )
             else:
                 queue.append((pid, source, target))
         self.queue = queue
@@ -816,8 +906,39 @@ class FleetMachine:
             )
         if dropped:
             self._dirty(by_plan=True)
+        if queue:
+            self.solve_backoff_ms = 0
+        else:
+            self._back_off(base_index, dropped, first_drop, bool(more))
         self._admit()
         return {"queued": len(queue), "dropped": dropped}
+
+    def _back_off(self, base_index: int, dropped: int, first_drop: str, more: bool) -> None:
+        """A plan that queued nothing while work remains: hold the next solve back, doubling
+        per such plan (deterministic, in tick time), with the reason in the journal."""
+        stuck = sorted(p for p in self.under if p not in self.op_of_pid)
+        if not (dropped or stuck or more):
+            return  # nothing left to do: an empty plan is progress
+        cfg = self.config
+        self.solve_backoff_ms = min(
+            max(2 * self.solve_backoff_ms, cfg.solve_backoff_ms), cfg.solve_backoff_max_ms
+        )
+        self.solve_after_ms = self.tick_ms + self.solve_backoff_ms
+        why = []
+        if dropped:
+            why.append(f"{dropped} stale moves dropped, first {first_drop}")
+        if stuck:
+            why.append(
+                f"no move for {len(stuck)} under-replicated partitions ({', '.join(stuck[:4])})"
+            )
+        if not why:
+            why.append("it left moves out and queued none")
+        self._note(
+            ("plan", *stuck[:8]),
+            f"plan computed at index {base_index} made no progress ({'; '.join(why)}): next "
+            f"solve not before tick time {self.solve_after_ms} ms "
+            f"(back-off {self.solve_backoff_ms} ms)",
+        )
 
     def _move_problem(self, pid: str, source: str, target: str) -> str:
         """Why this move is invalid now ("" if it is valid); cheap, O(RF)."""
@@ -836,11 +957,14 @@ class FleetMachine:
             and rec[_MOVED] >= 0
             and len(replicas) <= rec[_RF]
             and pid not in self.under
-            and self.tick_ms - rec[_MOVED] < self.config.rebalance_cooldown_ms
             and self.nodes[source].admin in (ACTIVE, CORDONED)
             and not self.nodes[source].gone
-        ):
-            return _COOLDOWN
+        ):  # a rebalance (a repair, a drain or an RF change is never held back)
+            since = self.tick_ms - rec[_MOVED]
+            if since < self.config.rebalance_cooldown_ms:
+                return _COOLDOWN
+            if target in rec[_LEFT] and since < self.config.return_cooldown_ms:
+                return _RETURN
         node = self.nodes.get(target)
         if node is None or not node.eligible:
             return f"target {target} not eligible"
@@ -859,21 +983,45 @@ class FleetMachine:
             return f"{target} has no free slot"
         return ""
 
-    def _copy_source(self, pid: str, target: str, source: str) -> str:
-        """The replica to copy from: live, not over its heat cap if any is, least loaded."""
+    def _copy_source(self, pid: str, target: str, source: str, op_id: str = "") -> str:
+        """The replica to copy from: live, and never over its heat cap while another live
+        replica is not (the key's first field), then least loaded (not counting operation
+        `op_id` itself, which is choosing), then the move's source."""
         best: tuple[int, int, int, str] | None = None
         for node_id in self.parts[pid][_REPLICAS]:
             node = self.nodes[node_id]
             if node_id == target or node.liveness != ALIVE or node.admin == DECOMMISSIONED:
                 continue
+            ops = self.node_ops[node_id]
             key = (
                 int(self.over_cap(node_id)),
-                len(self.node_ops[node_id]),
+                len(ops) - (op_id in ops),
                 0 if node_id == source else 1,
                 node_id,
             )
             best = key if best is None or key < best else best
         return "" if best is None else best[3]
+
+    def _avoid_hot_sources(self, nodes: list[str]) -> None:
+        """A node over its heat cap is never a copy source while another live replica can be
+        one: its copies in flight are re-issued from that replica (a fresh token, not counted
+        as a retry). O(operations on the touched nodes)."""
+        for node_id in nodes:
+            if not self.node_ops.get(node_id) or not self.over_cap(node_id):
+                continue
+            for op_id in sorted(self.node_ops[node_id]):
+                op = self.ops[op_id]
+                if op.step != COPY or op.copy_from != node_id:
+                    continue
+                better = self._copy_source(op.pid, op.target, op.source, op.op_id)
+                if not better or better == node_id or self.over_cap(better):
+                    continue
+                self._issue(op, "", retry=False)
+                self._note(
+                    (op.pid, op.op_id, node_id, better),
+                    f"{op.op_id} copy source {node_id} is over its heat cap: copy re-issued "
+                    f"from {better}",
+                )
 
     def _busy(self, node_id: str) -> bool:
         """At its per-node throttle (a gone node is never busy: nothing runs there)."""
@@ -959,7 +1107,7 @@ class FleetMachine:
                 self._roll_back(op, f"{why}; gave up after {self.config.retries_max} retries")
                 return
         if op.step == COPY:
-            copy_from = self._copy_source(op.pid, op.target, op.source)
+            copy_from = self._copy_source(op.pid, op.target, op.source, op.op_id)
             if not copy_from and self.parts[op.pid][_REPLICAS]:  # none at all: a new, empty one
                 self._roll_back(op, "no live replica to copy from")
                 return
@@ -997,8 +1145,8 @@ class FleetMachine:
                 rolled_back=True,
             )
             return
-        if op.step == CLEANUP and op.attempt >= self.config.retries_max:
-            self._finish(op, f"cleanup on {op.node} abandoned: {why}")
+        if op.step in (CLEANUP, GC) and op.attempt >= self.config.retries_max:
+            self._finish(op, f"{op.step} on {op.node} abandoned: {why}")
             return
         self._issue(op, why, retry=True)
 
@@ -1022,7 +1170,10 @@ class FleetMachine:
             replicas.append(op.target)
         self._set_replicas(op.pid, tuple(sorted(replicas)))
         if op.source and op.target:
-            self.parts[op.pid] = _with(self.parts[op.pid], _MOVED, self.tick_ms)
+            rec = self.parts[op.pid]
+            left = (*(n for n in rec[_LEFT] if n != op.source and n != op.target), op.source)
+            rec = _with(rec, _MOVED, self.tick_ms)
+            self.parts[op.pid] = _with(rec, _LEFT, left[-LEFT_MAX:])
         self._note(
             (op.pid, op.op_id),
             f"{op.op_id} cutover: {op.pid} on {', '.join(sorted(replicas)) or 'no node'}",
@@ -1063,7 +1214,7 @@ class FleetMachine:
             self.node_ops[node_id].discard(op.op_id)
         self._note((op.pid, op.op_id, *nodes), f"{op.op_id} {why}")
         if rolled_back:
-            self._dirty()
+            self._dirty(fresh=False)
         for node_id in nodes:
             self._maybe_decommissioned(node_id)
 
@@ -1099,6 +1250,8 @@ class FleetMachine:
             self._cutover(op)
         elif op.step == CLEANUP:
             self._finish(op, f"done: {op.pid} removed from {node_id}")
+        elif op.step == GC:
+            self._finish(op, f"done: the orphan copy of {op.pid} removed from {node_id}")
         else:
             self._finish(op, f"rolled back: partial copy removed from {node_id}", rolled_back=True)
         return {"op": op_id, "step": op.step if op_id in self.ops else "finished"}
@@ -1162,6 +1315,8 @@ class FleetMachine:
             return self.request(command.kind, command.subject, command.zone, index)
         if tag == 53:
             return self.request_done(command.request_id, command.ok, command.result, index)
+        if tag == 54:
+            return self.orphans(command.orphans, index)
         admin = _ADMIN_BY_TAG.get(tag)
         if admin is not None:
             return self.set_admin(command.node_id, admin)
@@ -1292,6 +1447,8 @@ class FleetMachine:
             self.grace_until_ms,
             self.tick_ms,
             self.index,
+            self.solve_backoff_ms,
+            self.solve_after_ms,
         ]
 
         def build() -> dict[str, Value]:
@@ -1306,6 +1463,7 @@ class FleetMachine:
                         rec[_SPLIT],
                         rec[_CREATED],
                         rec[_MOVED],
+                        list(rec[_LEFT]),
                     ]
                     for pid, rec in sorted(parts.items())
                 ],
@@ -1342,8 +1500,9 @@ class FleetMachine:
                 machine.nodes[node_id] = FleetNode(
                     zone, weight, slots, reg, liveness, lsince, admin, asince, silent, gen
                 )
-            for pid, rf, heat, replicas, split, created, moved in plain["parts"]:
-                machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved)
+            for pid, rf, heat, replicas, split, created, moved, *left in plain["parts"]:
+                left_nodes = tuple(left[0]) if left else ()  # none before the return cooldown
+                machine.parts[pid] = (rf, heat, tuple(replicas), split, created, moved, left_nodes)
             for pid, size_bytes in plain.get("sizes", []):
                 machine.sizes[pid] = size_bytes
             for row in plain["ops"]:
@@ -1351,6 +1510,8 @@ class FleetMachine:
             machine.queue = deque((p, s, t) for p, s, t in plain["queue"])
             machine.journal = deque((i, t, tuple(s), x) for i, t, s, x in plain["journal"])
             machine.requests = {row[0]: list(row[1:]) for row in plain["requests"]}
+            scalars = list(plain["scalars"])
+            scalars += [0] * (9 - len(scalars))  # a snapshot from before the solve back-off
             (
                 machine.dirty_index,
                 machine.plan_index,
@@ -1359,7 +1520,9 @@ class FleetMachine:
                 machine.grace_until_ms,
                 machine.tick_ms,
                 machine.index,
-            ) = plain["scalars"]
+                machine.solve_backoff_ms,
+                machine.solve_after_ms,
+            ) = scalars
             machine._derive()
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"snapshot fleet section is malformed: {exc!r}") from exc
@@ -1375,9 +1538,10 @@ class FleetMachine:
 
 
 _COOLDOWN: Final = "moved recently (rebalance cooldown)"
+_RETURN: Final = "a move back to a node it left (return cooldown)"
 _NO_SOURCE: Final = "no live replica to copy from"
 # Drops that a new solve cannot fix (only a later change can, and that change dirties anyway).
-_QUIET: Final = frozenset({_COOLDOWN, _NO_SOURCE})
+_QUIET: Final = frozenset({_COOLDOWN, _RETURN, _NO_SOURCE})
 _ADMIN_BY_TAG: Final = {43: CORDONED, 44: ACTIVE, 45: DRAINING, 46: DECOMMISSIONING}
 
 
