@@ -132,6 +132,8 @@ class Fleet:
         self._batch_tick = -1
         self._solve_after_ms = 0
         self._backoff_ms = 0
+        self._solved_at_ms = 0
+        self._solved_index = 0  # the dirty index the newest solve answered
         self._solving: _SolveJob | None = None
         self._splits_seen: set[str] = set()
         self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
@@ -392,6 +394,7 @@ class Fleet:
         self._size_changed.clear()
         self._batch_tick = -1
         self._solve_after_ms = 0
+        self._solved_index = 0
         self._solving = None
         self._provider_inflight.clear()
         self._provider_results.clear()
@@ -535,11 +538,18 @@ class Fleet:
         with cp._sm_lock:
             fleet = cp._sm.fleet
             now = cp._sm.tick_ms
-            if not fleet.needs_plan() or now < self._solve_after_ms:
+            if not fleet.needs_plan():
                 return
+            if now < self._solve_after_ms:
+                # A change in the fleet itself since the last solve (not the plan's own stale
+                # moves) ends this leader's back-off: the solve interval alone holds it then.
+                fresh = fleet.dirty_index > self._solved_index and not fleet.dirty_by_plan
+                if not fresh or now < self._solved_at_ms + self.solve_interval_ms:
+                    return
             view = fleet.capture()
             per_node = fleet.config.moves_in_flight_per_node
             by_plan = fleet.dirty_by_plan
+            view_index = fleet.dirty_index
         # A solve asked for by the previous plan's own stale moves backs off (x2, up to 30 s):
         # the solver and apply's per-move checks disagreeing must not become a solve loop.
         self._backoff_ms = (
@@ -548,6 +558,7 @@ class Fleet:
             else self.solve_interval_ms
         )
         self._solve_after_ms = now + self._backoff_ms
+        self._solved_at_ms, self._solved_index = now, view_index
         self.stats["solves"] += 1
         job = _SolveJob(view, per_node, self.plan_moves_max)
         if self.solver == "inline":

@@ -280,3 +280,31 @@ def test_fleet_chaos_schedules_hold_the_fleet_invariants(seed: int) -> None:
     result = run_fleet_schedule(seed)
     assert result.ok, f"{result.violations[:3]}; replay: {result.replay}"
     assert result.moves_completed > 0 and result.faults
+
+
+def test_a_suspect_node_heard_again_gets_the_replica_it_alone_can_take() -> None:
+    """A partition whose only usable target was suspect when it was planned is planned again
+    once that node is heard again (regression: alive <-> suspect did not mark the fleet
+    dirty, so the worklist never asked for the solve and the partition stayed under RF)."""
+    config = dataclasses.replace(CFG, dead_after_ms=60_000)
+    c = SimCluster(11, fleet_config=config)
+    with c:
+        assert c.run_until(c.converged, 5_000), "no leader"
+        world = FleetWorld(c)
+        for i in range(3):
+            world.add_agent(f"s{i}", f"z{i}")
+        world.run(3_000)
+        world.cut("s2", 12_000)
+        assert c.run_until(lambda: world.fleet_state().nodes["s2"].liveness == "suspect", 10_000)
+        c.command(
+            "admin", C.FleetCreatePartition("p0", rf=3, client_id="admin", seq=1), lambda op: None
+        )
+        world.run(3_000)  # planned while s2 is suspect: it cannot take the third replica
+        fleet = world.fleet_state()
+        assert fleet.nodes["s2"].liveness == "suspect"
+        assert "s2" not in fleet.parts["p0"][2]
+        assert c.run_until(lambda: world.fleet_state().nodes["s2"].liveness == "alive", 20_000)
+        assert world.run_until_converged(30_000), world.fleet_state().explain("plan", 5)
+        fleet = world.fleet_state()
+        assert sorted(fleet.parts["p0"][2]) == ["s0", "s1", "s2"]
+        assert c.violations == []

@@ -131,6 +131,21 @@ def test_heard_again_cancels_the_pending_deadlines() -> None:
     assert any("heard again" in e["text"] for e in log.fleet.explain("n1"))
 
 
+def test_a_suspect_node_heard_again_asks_for_a_solve_and_ends_the_back_off() -> None:
+    log = _cluster(nodes=3, zones=3)
+    log.tick(7_000)
+    log.report(silent=[("n2", 7_000)])
+    log.tick(12_000)
+    assert log.fleet.node_view("n2")["state"] == "suspect"
+    log.client(C.FleetCreatePartition("p", rf=3))
+    log.ok(C.FleetPlan(log.index, [], []))  # n2 suspect: no target for p's third replica
+    assert not log.fleet.needs_plan() and log.fleet.solve_backoff_ms == 1_000
+    log.report(heard=["n2"])
+    assert log.fleet.node_view("n2")["state"] == "alive"
+    assert log.fleet.needs_plan() and log.fleet.solve_backoff_ms == 0
+    assert log.fleet.dirty_index == log.index
+
+
 def test_a_new_leader_declares_nobody_dead_before_it_led_for_suspect_after() -> None:
     log = _cluster()
     log.tick(7_000)

@@ -466,7 +466,10 @@ class FleetMachine:
             self._weight_total = self._compute_weight_total()
             for pid in sorted(self.node_parts[node_id]):
                 self._recheck(pid)
-            self._dirty()
+        # Every liveness change changes the solver's input (a suspect node receives nothing,
+        # an alive one does), not only alive <-> dead: a node heard again must ask for a solve
+        # and end a back-off, or a partition only it can take stays under-replicated.
+        self._dirty()
         if node.gone:
             self._node_lost(node_id)
 
