@@ -135,6 +135,9 @@ class Fleet:
         self._solved_at_ms = 0
         self._solved_index = 0  # the dirty index the newest solve answered
         self._solving: _SolveJob | None = None
+        self._solve_status: dict[str, Any] | None = None
+        self._solve_logged: tuple[Any, int] = (None, 0)  # (what was logged, tick ms)
+        self.solve_log_interval_ms = 60_000
         self._splits_seen: set[str] = set()
         self._zones_short: tuple[int, int] = (0, 0)  # (zones that can take replicas, max rf)
         self._provider_inflight: set[str] = set()
@@ -530,10 +533,7 @@ class Fleet:
             if not job.done.is_set():
                 return
             self._solving = None
-            self._zones_short = job.zones_short
-            if job.plan is not None:
-                self.stats["plans"] += 1
-                _propose_internal(cp, job.plan, timeout_s=5.0)
+            self._solved(job)
             return
         with cp._sm_lock:
             fleet = cp._sm.fleet
@@ -560,16 +560,50 @@ class Fleet:
         self._solve_after_ms = now + self._backoff_ms
         self._solved_at_ms, self._solved_index = now, view_index
         self.stats["solves"] += 1
-        job = _SolveJob(view, per_node, self.plan_moves_max)
+        job = _SolveJob(view, per_node, self.plan_moves_max, now)
         if self.solver == "inline":
             job.run()
-            self._zones_short = job.zones_short
-            if job.plan is not None:
-                self.stats["plans"] += 1
-                _propose_internal(cp, job.plan, timeout_s=5.0)
+            self._solved(job)
             return
         self._solving = job
         threading.Thread(target=job.run, name=f"coreplane-solve-{cp.node_id}", daemon=True).start()
+
+    def _solved(self, job: _SolveJob) -> None:
+        """A finished solve: note what the solver could not do (one line, rate-limited: an
+        infeasible problem is a normal state, e.g. an RF above the zones before the nodes
+        registered, and is solved again on every change), then propose its plan."""
+        self._zones_short = job.zones_short
+        if job.index >= 0:
+            self._solve_status = {
+                "index": job.index,
+                "tick_ms": job.tick_ms,
+                "feasible": not job.reason,
+                "reason": job.reason,
+                "left_out": list(job.left_out),
+            }
+        if job.reason:
+            key = _NAMES.sub("", job.reason.partition(": ")[2] or job.reason)  # the kind
+            last_key, last_ms = self._solve_logged
+            if key != last_key or job.tick_ms - last_ms >= self.solve_log_interval_ms:
+                self._solve_logged = (key, job.tick_ms)
+                logger.log(
+                    logging.WARNING if job.nodes else logging.INFO,
+                    "fleet plan at index %d %s",
+                    job.index,
+                    job.reason,
+                )
+        elif job.plan is not None:
+            self._solve_logged = (None, 0)  # the next infeasibility is news again
+        if job.plan is not None:
+            self.stats["plans"] += 1
+            _propose_internal(self._cp, job.plan, timeout_s=5.0)
+
+    def solve_status(self) -> dict[str, Any] | None:
+        """The newest solve this node ran as leader (None before its first): its base
+        `index`, `tick_ms`, whether the plan was `feasible`, the solver's `reason` when it was
+        not (or what it `left_out` to place the rest). Leader soft state, not replicated."""
+        status = self._solve_status
+        return None if status is None else {**status, "left_out": list(status["left_out"])}
 
     def _provider_step(self, token: int, tick_n: int) -> None:
         """Ask for nodes the placement lacks, decommission what the fleet released, call the
@@ -661,6 +695,7 @@ class _ProviderCall:
 
 
 _NAMED = re.compile(r"partition '([^']+)'")
+_NAMES = re.compile(r"'[^']*'|\d+")  # what varies between two reasons of one kind
 _SKIP_MAX = 16
 
 
@@ -685,12 +720,26 @@ def _solve_around(problem: placement.Problem) -> tuple[placement.Plan, list[tupl
 
 
 class _SolveJob:
-    """One solve off the Raft thread: capture -> problem -> plan -> FleetPlan."""
+    """One solve off the Raft thread: capture -> problem -> plan -> FleetPlan.
 
-    def __init__(self, view: Callable[[], dict[str, Any]], per_node: int, moves_max: int) -> None:
+    A problem the solver cannot fully answer is an expected state, not an error: `reason`
+    says why (empty when the plan is feasible and complete) and `left_out` names the
+    partitions left out to place the rest; the leader logs it once (`Fleet._solved`). An
+    `InvalidArgument` from the translation (a bound of the placement model) is such a reason
+    too and proposes an empty plan, so the machine backs off and journals it. Anything else
+    is a bug: logged with its traceback, no plan."""
+
+    def __init__(
+        self, view: Callable[[], dict[str, Any]], per_node: int, moves_max: int, tick_ms: int = 0
+    ) -> None:
         self._view = view
         self._per_node = per_node
         self._moves_max = moves_max
+        self.tick_ms = tick_ms
+        self.index = -1
+        self.nodes = 0  # nodes in the captured fleet
+        self.reason = ""
+        self.left_out: tuple[str, ...] = ()
         self.plan: C.FleetPlan | None = None
         self.zones_short: tuple[int, int] = (0, 0)
         self.done = threading.Event()
@@ -698,29 +747,34 @@ class _SolveJob:
     def run(self) -> None:
         try:
             view = self._view()
-            # No Partition cache across solves: 100k cached objects would lengthen every GC
-            # pass of this process, apply included (measured: 60 ms Tick apply during a heal).
-            solve = problem_from_capture(view, moves_in_flight_per_node=self._per_node)
-            parts = view["parts"]
-            self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped), default=0))
-            plan, skipped = _solve_around(solve.problem)
-            if skipped:
-                logger.warning(
-                    "fleet plan at index %d leaves out %s: %s",
-                    solve.index,
-                    ", ".join(p for p, _ in skipped),
-                    skipped[0][1],
-                )
-            if not plan.feasible:
-                logger.warning("fleet plan at index %d infeasible: %s", solve.index, plan.reason)
-                self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[], more=False)
-                return
-            zone_of = {node.id: node.zone for node in solve.problem.nodes}
-            moves, more = plan_moves(plan, self._moves_max, solve.capped, zone_of)
-            self.plan = C.FleetPlan(
-                base_index=solve.index, moves=moves, splits=list(plan.split_candidates), more=more
-            )
+            self.index, self.nodes = int(view["index"]), len(view["nodes"])
+            self._run(view)
+        except InvalidArgument as exc:
+            self.reason = f"infeasible: {exc}"
+            self.plan = C.FleetPlan(base_index=self.index, moves=[], splits=[], more=False)
         except Exception:
             logger.exception("fleet solve failed")
+            self.reason = ""
+            self.plan = None
         finally:
             self.done.set()
+
+    def _run(self, view: dict[str, Any]) -> None:
+        # No Partition cache across solves: 100k cached objects would lengthen every GC
+        # pass of this process, apply included (measured: 60 ms Tick apply during a heal).
+        solve = problem_from_capture(view, moves_in_flight_per_node=self._per_node)
+        parts = view["parts"]
+        self.zones_short = (solve.zones, max((parts[p][0] for p in solve.capped), default=0))
+        plan, skipped = _solve_around(solve.problem)
+        if skipped:
+            self.left_out = tuple(p for p, _ in skipped)
+            self.reason = f"leaves out {', '.join(self.left_out)}: {skipped[0][1]}"
+        if not plan.feasible:
+            self.reason = f"infeasible: {plan.reason}"
+            self.plan = C.FleetPlan(base_index=solve.index, moves=[], splits=[], more=False)
+            return
+        zone_of = {node.id: node.zone for node in solve.problem.nodes}
+        moves, more = plan_moves(plan, self._moves_max, solve.capped, zone_of)
+        self.plan = C.FleetPlan(
+            base_index=solve.index, moves=moves, splits=list(plan.split_candidates), more=more
+        )

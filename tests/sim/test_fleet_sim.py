@@ -10,6 +10,7 @@ candidate and not moved back and forth; no committed replica ever lacks its data
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 
 import pytest
@@ -308,3 +309,30 @@ def test_a_suspect_node_heard_again_gets_the_replica_it_alone_can_take() -> None
         fleet = world.fleet_state()
         assert sorted(fleet.parts["p0"][2]) == ["s0", "s1", "s2"]
         assert c.violations == []
+
+
+def test_an_rf_above_the_zones_before_any_node_registered_logs_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A normal start-up state (partitions asked for, no node yet) is not an error: each solve
+    finds the problem infeasible, but the reason is logged once, as one line without a
+    traceback, and the leader's `solve_status()` carries it."""
+    c = SimCluster(12, fleet_config=CFG)
+    with c, caplog.at_level(logging.DEBUG, logger="coreplane.runtime.fleet"):
+        assert c.run_until(c.converged, 5_000), "no leader"
+        for i in range(3):  # each a change in the fleet: solved again, infeasible again
+            c.command(
+                "admin",
+                C.FleetCreatePartition(f"p{i}", rf=3, client_id="admin", seq=i + 1),
+                lambda op: None,
+            )
+            c.run_for(5_000)
+        fleet = c.slots[c.leader()].node.fleet
+        assert fleet.stats["solves"] == 3
+        records = [r for r in caplog.records if r.name == "coreplane.runtime.fleet"]
+        assert [(r.levelno, r.exc_info) for r in records] == [(logging.INFO, None)]
+        assert "p0" in records[0].getMessage() and "0 zones" in records[0].getMessage()
+        status = fleet.solve_status()
+        assert status["feasible"] is False and status["left_out"] == ["p0", "p1", "p2"]
+        texts = [e["text"] for e in FleetWorld(c).fleet_state().explain("plan", 10)]
+        assert any("no move for 3 under-replicated partitions (p0, p1, p2)" in t for t in texts)
