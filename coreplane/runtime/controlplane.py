@@ -634,18 +634,21 @@ class ControlPlane:
             try:
                 result = self._sm.apply(data, index, self._own_writes.pop(data, None))
             except Exception as exc:
-                # Never let pysyncobj advance past an entry we could not apply: raising keeps
-                # its applied index where it is, and the runtime thread stops the node.
-                if self._fatal is None:
-                    self._fatal = (
-                        exc
-                        if isinstance(exc, InvariantViolation)
-                        else InvariantViolation(f"apply failed at index {index}: {exc!r}")
-                    )
+                self._apply_failed(exc, index)
                 raise
         if observer is not None:
             observer(data, index)
         return result
+
+    def _apply_failed(self, exc: Exception, index: int) -> None:
+        """Never let pysyncobj advance past an entry we could not apply: the caller re-raises,
+        which keeps its applied index where it is, and the runtime thread stops the node."""
+        if self._fatal is None:
+            self._fatal = (
+                exc
+                if isinstance(exc, InvariantViolation)
+                else InvariantViolation(f"apply failed at index {index}: {exc!r}")
+            )
 
     def _apply_batch(self, entries: list[bytes], index: int) -> list[Applied]:
         """A batch entry (several KV writes proposed together; see `RaftEngine.propose`)."""
@@ -655,12 +658,7 @@ class ControlPlane:
                 own = self._own_writes
                 results = self._sm.apply_batch(entries, index, [own.pop(e, None) for e in entries])
             except Exception as exc:
-                if self._fatal is None:
-                    self._fatal = (
-                        exc
-                        if isinstance(exc, InvariantViolation)
-                        else InvariantViolation(f"apply failed at index {index}: {exc!r}")
-                    )
+                self._apply_failed(exc, index)
                 raise
         if observer is not None:
             observer(E.join_batch(entries), index)
