@@ -65,6 +65,9 @@ class _StandIn:
     def is_leader(self) -> bool:
         return True
 
+    def leadership_token(self) -> int | None:
+        return self._emitted_token
+
     def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
         self.proposed.append(C.encode_internal(command))  # the real one also ends the pass
 
@@ -77,7 +80,9 @@ class Driver:
     ) -> None:
         self.sm = StateMachine(fleet=config)
         self.cp = _StandIn(self.sm)
-        self.fleet_rt = Fleet(self.cp)  # type: ignore[arg-type]
+        self.fleet_rt = Fleet(  # type: ignore[arg-type]
+            self.cp, state=self.sm, state_lock=self.cp._sm_lock
+        )
         self.fleet_rt.solver = "inline"
         self.index = 0
         self.tick_n = 0

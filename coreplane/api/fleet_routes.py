@@ -251,13 +251,7 @@ def _capacity_warnings(after: dict[str, Any]) -> list[str]:
 
 def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """The dry-run: what `changes` would make the fleet do, from the current state."""
-    thunk, config, journal = cp._read_state(
-        lambda sm: (
-            sm.fleet.capture(),
-            sm.fleet.config,
-            [{"tick_ms": e[1], "subjects": e[2], "text": e[3]} for e in sm.fleet.journal],
-        )
-    )
+    thunk, config, journal = cp.fleet.dry_run_inputs()
     view = thunk()
     per_node = config.moves_in_flight_per_node
     _base_solve, base = _solve(view, per_node)

@@ -396,7 +396,9 @@ class ControlPlane:
         self._sm_lock = threading.Lock()
         self.kv = KV(self)
         self.quotas = Quotas(self, quota_config)  # global rate limits (runtime/quotas.py)
-        self.fleet = Fleet(self, provider=provider)  # the fleet brain (runtime/fleet.py)
+        # the fleet brain (runtime/fleet.py); it reads the live state under its lock (apply-side
+        # captures, the leader's fleet work), so it is handed both here
+        self.fleet = Fleet(self, provider=provider, state=self._sm, state_lock=self._sm_lock)
 
         self._client_id = self._seams.client_id or f"{self._config.node_id}/{os.urandom(6).hex()}"
         self._lanes: SessionLanes | None = None  # built on first use, from _client_id
@@ -1109,6 +1111,13 @@ class ControlPlane:
         if engine is None or term is None or not engine.is_leader() or engine.term() != term:
             return None
         return self._token_for(term)
+
+    def leadership_token(self) -> int | None:
+        """The token this node's `on_leadership` callbacks were given for its current
+        leadership (the index of its Leader entry), None once they were told it ended. A plain
+        read, no lock and no engine call (for hot paths such as fleet heartbeats); pair it
+        with `is_leader()` where leading *now* matters, or use `fencing_token`."""
+        return self._emitted_token
 
     def on_leadership(self, callback: LeadershipCallback) -> None:
         """callback(gained, token) on the runtime thread: gained=True once established with

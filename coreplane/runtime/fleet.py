@@ -44,6 +44,7 @@ from coreplane.core.reconcile import plan_moves, problem_from_capture, trusted_p
 from coreplane.errors import InvalidArgument, NotLeader
 
 if TYPE_CHECKING:
+    from coreplane.core.state import StateMachine
     from coreplane.runtime.controlplane import ControlPlane
 
 __all__ = ["Action", "Fleet"]
@@ -101,8 +102,19 @@ class Fleet:
     committed when it moved this much from the committed one (the first report at once).
     """
 
-    def __init__(self, cp: ControlPlane, *, provider: Any = None) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        *,
+        provider: Any = None,
+        state: StateMachine,
+        state_lock: threading.Lock,
+    ) -> None:
         self._cp = cp
+        # The ControlPlane's live state machine and its lock (restored in place, never
+        # replaced): fleet reads copy what they need under the lock and never mutate.
+        self._sm = state
+        self._sm_lock = state_lock
         self.provider = provider
         self.silent_after_ms = 2_000
         self.heat_hysteresis_pct = 20
@@ -218,12 +230,12 @@ class Fleet:
         _check_int("weight", weight, 1, 1 << 20)
         _check_int("slots", slots, 0, 1 << 30)
         cp = self._cp
-        token = cp._emitted_token
+        token = cp.leadership_token()
         if token is None or not cp.is_leader():
             raise NotLeader(cp.leader_id)
-        tick_ms = cp._sm.tick_ms  # an int read: atomic
+        tick_ms = self._sm.tick_ms  # an int read: atomic
         # Dict reads of immutable records: safe without the state lock (old or new, not torn).
-        parts = cp._sm.fleet.parts
+        parts = self._sm.fleet.parts
         with self._lock:
             if node_id not in self._heard and len(self._heard) >= self.nodes_soft_max:
                 raise InvalidArgument("node_id", "too many nodes heartbeating")
@@ -347,6 +359,19 @@ class Fleet:
         """Committed decisions naming a node, partition or operation id: index, tick_ms, text."""
         return self._read(lambda f: f.explain(thing, limit), stale_ok, timeout_s)
 
+    def dry_run_inputs(self, *, timeout_s: float | None = None) -> tuple[Any, Any, list[Any]]:
+        """What a dry run (`api.fleet_routes.plan_change`) starts from, read linearizably: the
+        fleet's capture (a thunk, as `FleetMachine.capture` returns), its config, and its
+        journal as ``{"tick_ms", "subjects", "text"}`` dicts, oldest first."""
+        return self._cp._read_state(
+            lambda sm: (
+                sm.fleet.capture(),
+                sm.fleet.config,
+                [{"tick_ms": e[1], "subjects": e[2], "text": e[3]} for e in sm.fleet.journal],
+            ),
+            timeout_s=timeout_s,
+        )
+
     def split_candidates(
         self, *, stale_ok: bool = False, timeout_s: float | None = None
     ) -> list[str]:
@@ -357,10 +382,10 @@ class Fleet:
     def leader_step(self) -> None:
         """The leader's fleet work; runtime thread, only while this node leads."""
         cp = self._cp
-        token = cp._emitted_token
+        token = cp.leadership_token()
         if token is None:
             return
-        sm = cp._sm
+        sm = self._sm
         with self._lock:
             if token != self._lead_token:
                 self._take_over(token, sm.tick_ms)
@@ -408,10 +433,9 @@ class Fleet:
 
         The state lock is held only for copies and for the few partitions whose heat or loss
         was reported; the scan over every node runs outside it (apply is not held up)."""
-        cp = self._cp
-        with cp._sm_lock:
-            fleet = cp._sm.fleet
-            now = cp._sm.tick_ms
+        with self._sm_lock:
+            fleet = self._sm.fleet
+            now = self._sm.tick_ms
             items = list(fleet.nodes.items())  # C-speed copy; fields are read below, unlocked
             with self._lock:
                 heat = self._heat_report(fleet)
@@ -455,11 +479,10 @@ class Fleet:
         the next heartbeat drops it, and a removal is never asked for twice."""
         if not self._orphans:
             return []
-        cp = self._cp
         out: list[list[Any]] = []
-        with cp._sm_lock:
-            fleet = cp._sm.fleet
-            now, cfg = cp._sm.tick_ms, fleet.config
+        with self._sm_lock:
+            fleet = self._sm.fleet
+            now, cfg = self._sm.tick_ms, fleet.config
             room = min(cfg.moves_in_flight_max - len(fleet.ops), cfg.orphans_per_entry_max)
             with self._lock:
                 for node_id in sorted(self._orphans):
@@ -535,9 +558,9 @@ class Fleet:
             self._solving = None
             self._solved(job)
             return
-        with cp._sm_lock:
-            fleet = cp._sm.fleet
-            now = cp._sm.tick_ms
+        with self._sm_lock:
+            fleet = self._sm.fleet
+            now = self._sm.tick_ms
             if not fleet.needs_plan():
                 return
             if now < self._solve_after_ms:
@@ -623,8 +646,8 @@ class Fleet:
             return
         self._provider_tick = tick_n
         zones, rf_max = self._zones_short
-        with cp._sm_lock:
-            fleet = cp._sm.fleet
+        with self._sm_lock:
+            fleet = self._sm.fleet
             asked = {(r[0], r[1]) for r in fleet.requests.values() if r[3] != "failed"}
             wanted = [("provision", f"zone-{z}") for z in range(zones + 1, rf_max + 1)]
             wanted += [
@@ -651,9 +674,8 @@ class Fleet:
                 )
 
     def _split_callbacks(self) -> None:
-        cp = self._cp
-        with cp._sm_lock:
-            splits = cp._sm.fleet.splits
+        with self._sm_lock:
+            splits = self._sm.fleet.splits
             new = sorted(splits - self._splits_seen)
             if new or len(splits) != len(self._splits_seen):
                 self._splits_seen = set(splits)
