@@ -187,12 +187,16 @@ def _pinned_taker_problem() -> Problem:
         nodes += [Node(f"W{z}", f"z{z}", 2), Node(f"V{z}", f"z{z}", 2)]
         nodes += [Node(f"k{z}{i:02d}", f"z{z}", 1) for i in range(18)]
     parts = [Partition("S1", 3, 14_000), Partition("S2", 3, 7_000), Partition("H", 3, 1_600)]
-    assignment = {"S1": ("W0", "W1", "W2"), "S2": ("V0", "V1", "V2"), "H": ("k000", "k100", "k200")}
+    assignment: dict[str, tuple[str, ...]] = {
+        "S1": ("W0", "W1", "W2"),
+        "S2": ("V0", "V1", "V2"),
+        "H": ("k000", "k100", "k200"),
+    }
     homes = ["W"] * 26 + ["V"] * 26 + [f"k{i:02d}" for i in range(18) for _ in range(13)]
     for i, home in enumerate(homes):
         parts.append(Partition(f"f{i:04d}", 3, 100))
         assignment[f"f{i:04d}"] = tuple(f"{home[0]}{z}{home[1:]}" for z in range(3))
-    return Problem(nodes, parts, assignment)
+    return Problem(tuple(nodes), tuple(parts), assignment)
 
 
 def test_a_replica_no_unpinned_node_can_take_goes_to_a_split_node_below_the_peak() -> None:
