@@ -113,14 +113,34 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
     cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
     cdef Py_ssize_t lo, hi, mid, k, rlen, b
     cdef Pair *row
-    cdef bint found = False, bad
+    cdef bint found = False, bad, usable
     cdef int64_t cand[8]
-    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+    cdef int64_t takers = 0
+    for b in range(nrooms):
+        if takers >= CAP_SWAP_TAKERS:
+            break
         t = rooms[b].b
+        zt = s.zone[t]
+        usable = False  # the zones let one of the candidates go to t
+        for a in range(first, nhot):
+            p = hot[a].b
+            if on_node(s, p, t):
+                continue
+            bad = False
+            if zt != zn:
+                for j in range(s.pn_len[p]):
+                    if s.zone[s.pn[p * s.RMAX + j]] == zt:
+                        bad = True
+                        break
+            if not bad:
+                usable = True
+                break
+        if not usable:
+            continue
+        takers += 1
         row = cap_by_heat(s, c, t)
         rlen = c.bh_len[t]
         room = c.caps[t] - c.mov[t]
-        zt = s.zone[t]
         for a in range(first, nhot):
             h = hot[a].a
             p = hot[a].b

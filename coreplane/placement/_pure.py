@@ -633,7 +633,9 @@ def _cap_swap(
     """The best swap of one of n's hottest replicas for a colder one of another node.
 
     For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t (the
-    CAP_SWAP_TAKERS nodes with the most room: the gain grows with it) and replica r of heat h:
+    CAP_SWAP_TAKERS nodes with the most room, the gain grows with it, among those the zones let
+    one of the candidates go to: at RF = Z only n's zone; P=100k boundary bootstrap, Z=3, the
+    64 roomiest were all in another zone) and replica r of heat h:
     t's coldest replica q of heat >= h - (t's room under its cap), so t ends at or under its
     cap and n loses the most it can (h - heat of q > 0). Keys as in `_cap_single`, on the heat
     n loses.
@@ -642,12 +644,21 @@ def _cap_swap(
     zn = d.zone[n]
     best: CapAct | None = None
     cands = hot[-CAP_SWAP_CANDIDATES:]
-    for _, t in rooms[:CAP_SWAP_TAKERS]:
+    takers = 0
+    for _, t in rooms:
+        if takers >= CAP_SWAP_TAKERS:
+            break
+        zt = d.zone[t]
+        if not any(
+            t not in s.part_reps[p] and (zt == zn or all(d.zone[m] != zt for m in s.part_reps[p]))
+            for _, p in cands
+        ):
+            continue  # the zones let no candidate go to t: not a taker
+        takers += 1
         if t not in by_heat:
             by_heat[t] = _by_heat(s, t)
         row = by_heat[t]
         room = caps[t] - mov[t]
-        zt = d.zone[t]
         for h, p in cands:
             if t in s.part_reps[p]:
                 continue
