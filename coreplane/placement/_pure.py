@@ -240,6 +240,7 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
 
 
 PLACE_HOT_DIV = 8  # an orphan hotter than 1/8 of the smallest fair heat is placed by `_place_hot`
+PLACE_HOT_WAIT = 8  # a deficit node over its heat cap lacking at most this many waits (`_place`)
 
 
 def _place_hot(
@@ -301,6 +302,9 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
             supply[z] += z not in used
     orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
     hot_floor = min((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
+    # A node that lacked at most PLACE_HOT_WAIT replicas when placement began (after a node
+    # died, not a bootstrap's empty node) may wait for colder orphans once over its heat cap.
+    wait = [d.lo[n] - s.count[n] <= PLACE_HOT_WAIT for n in range(len(d.zone))]
     for p, src in orphans:
         used = {d.zone[n] for n in s.part_reps[p]}
         best: tuple[int, int, int, int, int] | None = None
@@ -318,6 +322,22 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
                     if top is not None:
                         loose = k + (k == 0 and need[z] <= supply[z])
                         cand = (k, loose, top[0], s.zkey(z), top[1])
+                        n = top[1]
+                        if (
+                            loose == 1
+                            and top[0] > 1 << SHIFT
+                            and wait[n]
+                            and 2 * need[z] <= supply[z]
+                        ):
+                            # The zone's coolest deficit node is over its heat cap, lacked
+                            # few replicas and the zone has orphans to spare: it competes as
+                            # a node with room, so the orphans that fill it come later and
+                            # colder (P=10k boundary node_dead: the nodes of the hottest
+                            # partition took 3 warm orphans each, 1.204x fair heat).
+                            cand = (1, 1, top[0], s.zkey(z), top[1])
+                            if best is None or cand < best:
+                                best = cand
+                            continue
                         if best is None or cand < best:
                             best = cand
                         break
