@@ -274,9 +274,8 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     parallel = min(max((len(w) for w in waves), default=0), config.moves_in_flight_max)
     nodes = [n for n in view["nodes"] if n[5] != "decommissioned"]
     touched = {ch["subject"] for ch in changes}
-    estimate = _estimate(
-        moves, view.get("sizes") or {}, _measured(journal), _throttle(cp), parallel
-    )
+    sizes, measured, throttle = view.get("sizes") or {}, _measured(journal), _throttle(cp)
+    estimate = _estimate(moves, sizes, measured, throttle, parallel)
     # the partitions the change names or that have a replica on a node it names; the others
     # are moved only because the solver rebalances around the change
     parts = view["parts"]
@@ -290,11 +289,33 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
     )
     provision = max(0, max((ch.get("rf", 0) for ch in changes), default=0) - solve.zones)
     warnings = _capacity_warnings(_apply_hypothetically(view, changes))
+    pending = _pending(changes, solve, sizes) if provision else []
     if provision and estimate["total_ms"] is not None:
         if estimate["provision_ms"] is None:
             estimate["known"], estimate["total_ms"] = False, None
         else:
             estimate["total_ms"] += estimate["provision_ms"]
+    # the replicas that wait for the provisioned node(s): copied once it has joined
+    later = _estimate(
+        [
+            {"partition": p["partition"], "source": "", "target": "(new)", "wave": 0}
+            for p in pending
+            for _ in range(p["replicas"])
+        ],
+        sizes,
+        measured,
+        throttle,
+        max(1, parallel),
+    )
+    estimate["pending_replicas"] = sum(p["replicas"] for p in pending)
+    estimate["pending_bytes"] = later["bytes"]
+    estimate["pending_unsized"] = later["unsized"]
+    estimate["pending_ms"] = later["total_ms"]
+    if estimate["total_ms"] is not None:
+        if later["total_ms"] is None:
+            estimate["known"], estimate["total_ms"] = False, None
+        else:
+            estimate["total_ms"] += later["total_ms"]
     production = cp.kv.get(PRODUCTION_KEY)
     return {
         "feasible": plan.feasible,
@@ -309,6 +330,7 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
         "production": production is not None
         and production[0].strip().lower() in (b"1", b"true", b"yes"),
         "others": others,
+        "pending": pending,
         "estimate": {
             **estimate,
             "waves": used_waves,
@@ -316,6 +338,21 @@ def plan_change(cp: Any, changes: list[dict[str, Any]]) -> dict[str, Any]:
             "provision": provision,
         },
     }
+
+
+def _pending(
+    changes: list[dict[str, Any]], solve: Any, sizes: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Partitions the change asks more replicas of than the fleet has zones: the replicas
+    beyond the zones wait for a provisioned node, so no move of the plan carries them."""
+    out = []
+    for ch in changes:
+        pid, rf = str(ch.get("subject", "")), int(ch.get("rf", 0) or 0)
+        if pid in solve.capped and rf > solve.zones:
+            out.append(
+                {"partition": pid, "replicas": rf - solve.zones, "size_bytes": sizes.get(pid)}
+            )
+    return sorted(out, key=lambda p: p["partition"])
 
 
 def fleet_routes(cp: Any) -> list[Route]:

@@ -778,25 +778,34 @@ def check_operations(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
 
 
 def check_splits(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
-    """Partitions the solver flagged as too hot for one node."""
+    """Partitions the solver flagged as too hot for one node.
+
+    Every replica carries its partition's full heat, so more replicas (a scale-up) never clear
+    the flag: the advice is to split the partition (coreplane only flags it; the host splits)
+    or to give the nodes more capacity (their weight)."""
     fleet = _fleet(inputs)
     if fleet is None:
         return []
     out = []
-    rf = {p["id"]: p["rf"] for p in fleet.get("split_views") or []}
+    views = {p["id"]: p for p in fleet.get("split_views") or []}
     for pid in fleet["splits"]:
-        n = rf.get(pid, 3) + 1
+        view = views.get(pid, {})
+        heat = view.get("heat")
         out.append(
             Finding(
                 "split_candidate",
                 WARNING,
                 f"partition {pid} is too hot for its nodes",
                 (Place("partition", pid),),
-                f"the placement solver flagged {pid}: its heat alone exceeds the heat cap of the "
-                "nodes that may hold it, so no move balances it",
-                f"coreplane update partition {pid} --scale-up --new-num-nodes {n}",
-                "or split it in the host (coreplane only flags it)",
-                {"rf": rf.get(pid)},
+                f"the placement solver flagged {pid}: its heat"
+                f"{'' if heat is None else f' ({heat} milli-units)'} alone exceeds the heat cap "
+                "of every node that may hold it, so no move balances it; each replica carries "
+                "the partition's full heat, so adding replicas (--scale-up) cannot clear it",
+                f"split {pid} in the host (cp.fleet.on_split_candidate is called with it), or "
+                "raise its nodes' capacity (the agents' weight)",
+                "coreplane does not split partitions: the host owns the key space; the flag "
+                "clears once the parts, or the raised caps, fit",
+                {"rf": view.get("rf"), "heat": heat},
             )
         )
     return out

@@ -156,13 +156,14 @@ class ObsEndpoints:
             finally:
                 resource = request.match_info.route.resource
                 route = resource.canonical if resource is not None else "unmatched"
+                denied = code == 401  # only then are the remote and the token looked at
                 api.observe(
                     route,
                     request.method,
                     code,
                     time.monotonic() - started,
-                    request.remote,
-                    token_sent=bool(request.headers.get("Authorization")),
+                    request.remote if denied else None,
+                    token_sent=denied and bool(request.headers.get("Authorization")),
                 )
 
         return observe

@@ -33,6 +33,7 @@ __all__ = ["CONTENT_TYPE", "ApiMetrics", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _REMOTES_MAX = 64  # remotes remembered for unauthorized requests; the rest count as "other"
+_CHILDREN_MAX = 1024  # (route, method, code) series whose metric children are cached
 API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROLES = ("follower", "candidate", "leader", "stopped", "unknown")
 
@@ -297,6 +298,10 @@ class ApiMetrics:
         )
         self._lock = threading.Lock()
         self._unauthorized: dict[str, int] = {}
+        # (route, method, code) -> its counter and histogram children: `.labels()` builds and
+        # looks up a label tuple under the metric's lock on every call, per request; bounded
+        # (past the bound, uncached: the same series, looked up each time)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(
         self,
@@ -310,8 +315,17 @@ class ApiMetrics:
     ) -> None:
         """One answered request; a 401 to a request that sent a token is a wrong token
         (one without a token is only someone who did not log in)."""
-        self.requests.labels(self.node_id, route, method, str(code)).inc()
-        self.latency.labels(self.node_id, route, method).observe(seconds)
+        key = (route, method, code)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(self.node_id, route, method, str(code)),
+                self.latency.labels(self.node_id, route, method),
+            )
+            if len(self._children) < _CHILDREN_MAX:  # racing writers store equal children
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if code == 401 and token_sent:
             who = remote or "unknown"
             with self._lock:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -158,26 +159,37 @@ def part_rows(rows: list[dict[str, Any]]) -> Any:
     )
 
 
-def estimate_words(plan: dict[str, Any]) -> str:
+def estimate_words(plan: dict[str, Any], named_partitions: Iterable[str] = ()) -> str:
     """The dry run in words: a headline as an operator says it ("copy 3 replicas, 2.4 GiB at
     the 50 MiB/s throttle: about 2 min 40 s; affects 3 partitions, 0 others"), then the moves
-    and where each number comes from."""
+    and where each number comes from. Replicas that wait for a node to be provisioned (more
+    replicas asked than the fleet has zones) are said as such: "provision 1 node in a new zone
+    (...), then add 1 replica of p3 (...)". The partitions counted are those the change names
+    or moves, as in the blast-radius line."""
     est = plan.get("estimate") or {}
     moves = plan.get("moves") or []
+    pending = plan.get("pending") or []
     moved = sum(1 for m in moves if m.get("source") and m.get("target"))
     added = sum(1 for m in moves if m.get("target") and not m.get("source"))
     dropped = sum(1 for m in moves if m.get("source") and not m.get("target"))
-    parts = sorted({m["partition"] for m in moves})
+    parts = {m["partition"] for m in moves} | {p["partition"] for p in pending}
+    parts |= set(named_partitions)
     others = plan.get("others") or []
-    words = [_headline(est, dropped, len(parts), len(others))]
+    words = [_headline(est, dropped, len(parts), len(others), pending)]
+    later = sum(int(p["replicas"]) for p in pending)
     words.append(
-        f"{len(moves)} move(s): move {moved} replica(s) (copy, catch up, cut over, "
-        f"remove the source), add {added} new, drop {dropped}"
+        f"{len(moves) + later} move(s): move {moved} replica(s) (copy, catch up, cut over, "
+        f"remove the source), add {added + later} new"
+        + (f" ({later} once the new node has joined)" if later else "")
+        + f", drop {dropped}"
     )
     for m in moves[:12]:
         words.append(f"  {m['partition']}: {m.get('source') or '-'} -> {m.get('target') or '-'}")
     if len(moves) > 12:
         words.append(f"  ... and {len(moves) - 12} more")
+    for p in pending[:12]:
+        n = int(p["replicas"])
+        words.append(f"  {p['partition']}: - -> {'the new node' if n == 1 else f'{n} new nodes'}")
     if moves:
         words.append(
             f"{est.get('waves', 0)} wave(s), up to {est.get('parallel', 1)} move(s) at a time"
@@ -192,7 +204,9 @@ def estimate_words(plan: dict[str, Any]) -> str:
     return "\n".join(words)
 
 
-def _headline(est: dict[str, Any], dropped: int, parts: int, others: int) -> str:
+def _headline(
+    est: dict[str, Any], dropped: int, parts: int, others: int, pending: list[dict[str, Any]]
+) -> str:
     steps = []
     if est.get("provision"):
         n = est["provision"]
@@ -205,28 +219,54 @@ def _headline(est: dict[str, Any], dropped: int, parts: int, others: int) -> str
     if copies:
         what = f"copy {copies} replica{'s' if copies > 1 else ''}"
         if est.get("bytes") or not est.get("unsized"):
-            what += f", {size_words(int(est.get('bytes') or 0))}"
+            what += f", {size_words(int(est.get('bytes') or 0))}{_at(est)}"
             if est.get("unsized"):
                 what += f" (+{est['unsized']} of unknown size)"
-            rate, throttle = est.get("rate_bytes_per_s"), est.get("throttle_bytes_per_s")
-            what += (
-                f" at the measured {size_words(rate)}/s"
-                if rate and throttle and rate < throttle
-                else f" at the {size_words(throttle or 0)}/s throttle"
-            )
         else:
             what += " of unknown size"
         steps.append(what)
     if dropped:
         steps.append(f"drop {dropped} replica{'s' if dropped > 1 else ''}")
+    if pending:
+        steps.append(_pending_words(est, pending))
     head = ", ".join(steps) or "no move"
     total = est.get("total_ms")
     if total is not None:
         head += f": about {_duration(int(total))}" if total > 0 else ": within a few ticks"
+    elif est.get("provision") and est.get("provision_ms") is None:
+        head += ": time unknown until this cluster has provisioned a node to measure"
     elif steps:
         head += ": time unknown until this cluster has finished a move to measure"
     partitions = f"{parts} partition{'' if parts == 1 else 's'}"
     return f"{head}; affects {partitions}, {others} other{'' if others == 1 else 's'}"
+
+
+def _at(est: dict[str, Any]) -> str:
+    rate, throttle = est.get("rate_bytes_per_s"), est.get("throttle_bytes_per_s")
+    if rate and throttle and rate < throttle:
+        return f" at the measured {size_words(rate)}/s"
+    return f" at the {size_words(throttle or 0)}/s throttle"
+
+
+def _pending_words(est: dict[str, Any], pending: list[dict[str, Any]]) -> str:
+    """ "then add 1 replica of p3 (3 GiB at the 50 MiB/s throttle: 1 min 1 s)"."""
+    n = sum(int(p["replicas"]) for p in pending)
+    names = ", ".join(p["partition"] for p in pending[:3])
+    if len(pending) > 3:
+        names += f" and {len(pending) - 3} more"
+    size = int(est.get("pending_bytes") or 0)
+    unsized = int(est.get("pending_unsized") or 0)
+    took = est.get("pending_ms")
+    if size or not unsized:
+        what = f"{size_words(size)}{_at(est)}"
+        if unsized:
+            what += f" (+{unsized} of unknown size)"
+        what += f": {_duration(int(took))}" if took is not None else ": time unknown"
+    elif took is not None:  # unsized: the median whole move of this cluster
+        what = f"size not reported yet: {_duration(int(took))}, as a move here takes"
+    else:
+        what = "size not reported yet: time unknown"
+    return f"then add {n} replica{'s' if n > 1 else ''} of {names} on it ({what})"
 
 
 def _sources(est: dict[str, Any]) -> list[str]:
@@ -239,7 +279,7 @@ def _sources(est: dict[str, Any]) -> list[str]:
             f"{est['measured_copies']} copies of this cluster, at most the "
             f"{size_words(int(est.get('throttle_bytes_per_s') or 0))}/s throttle)"
         )
-    elif est.get("copies"):
+    elif est.get("copies") or est.get("pending_replicas"):
         out.append(
             f"copy rate: the {size_words(int(est.get('throttle_bytes_per_s') or 0))}/s throttle "
             "(no copy of a sized partition measured yet)"
@@ -338,12 +378,13 @@ def run_change(
     named_parts = [c["subject"] for c in changes if c["verb"] in ("set_rf", "create", "delete")]
     rad = guard.radius(
         named_nodes=named_nodes,
-        named_partitions=named_parts,
+        named_partitions=[*named_parts, *(p["partition"] for p in plan.get("pending") or [])],
         moves=plan.get("moves") or [],
         nodes_total=plan.get("nodes_total", 0),
         partitions_total=plan.get("partitions_total", 0),
         destructive=destructive,
         production=bool(plan.get("production")),
+        provision=int((plan.get("estimate") or {}).get("provision") or 0),
         **limits(obj),
     )
     if plan.get("warnings"):  # a change that leaves the fleet short always asks
@@ -352,7 +393,7 @@ def run_change(
     if dry_run:
         words = (
             f"{verb} {subject} (operation {oid})\n"
-            + estimate_words(plan)
+            + estimate_words(plan, named_parts)
             + "\n"
             + rad.sentence()
             + ("\nneeds confirmation: " + "; ".join(rad.reasons) if rad.reasons else "")

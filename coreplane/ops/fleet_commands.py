@@ -190,8 +190,10 @@ def plan_cmd(obj: Ctx, path: str) -> None:
     """Show what `apply -f` would change (as kubectl diff); exit 8 when something would."""
     _desired, changes = spec_changes(obj, path)
     moves: dict[str, Any] = {}
+    asked = [as_change(c) for c in changes]
     if changes:
-        moves = dry_plan(obj, [as_change(c) for c in changes])
+        moves = dry_plan(obj, asked)
+    named = [c["subject"] for c in asked if c["verb"] in ("set_rf", "create", "delete")]
     data = {
         "in_sync": not changes,
         "changes": [c.to_dict() for c in changes],
@@ -201,7 +203,7 @@ def plan_cmd(obj: Ctx, path: str) -> None:
     obj.out.data(
         data,
         lambda d: (
-            "\n".join(d["diff"]) + ("\n\n" + estimate_words(moves) if moves else "")
+            "\n".join(d["diff"]) + ("\n\n" + estimate_words(moves, named) if moves else "")
             if d["diff"]
             else "in sync"
         ),

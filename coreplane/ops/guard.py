@@ -31,14 +31,20 @@ class Radius:
     nodes_total: int
     partitions_total: int
     reasons: tuple[str, ...]  # why confirmation is needed; empty: it is not
+    provision: int = 0  # nodes the change has the provider add (not among nodes_total yet)
 
     @property
     def needs_confirmation(self) -> bool:
         return bool(self.reasons)
 
     def sentence(self) -> str:
+        new = (
+            f" (plus {self.provision} new node{'s' if self.provision > 1 else ''} to provision)"
+            if self.provision
+            else ""
+        )
         return (
-            f"affects {len(self.nodes)} of {self.nodes_total} nodes and "
+            f"affects {len(self.nodes)} of {self.nodes_total} nodes{new} and "
             f"{len(self.partitions)} of {self.partitions_total} partitions"
         )
 
@@ -50,6 +56,7 @@ class Radius:
             "partitions_total": self.partitions_total,
             "needs_confirmation": self.needs_confirmation,
             "reasons": list(self.reasons),
+            "provision": self.provision,
         }
 
 
@@ -68,6 +75,7 @@ def radius(
     production: bool,
     nodes_pct: int = NODES_PCT,
     partitions_pct: int = PARTITIONS_PCT,
+    provision: int = 0,
 ) -> Radius:
     nodes = set(named_nodes)
     parts = set(named_partitions)
@@ -89,5 +97,10 @@ def radius(
     if production and destructive:
         reasons.append("the cluster is marked production")
     return Radius(
-        tuple(sorted(nodes)), tuple(sorted(parts)), nodes_total, partitions_total, tuple(reasons)
+        tuple(sorted(nodes)),
+        tuple(sorted(parts)),
+        nodes_total,
+        partitions_total,
+        tuple(reasons),
+        provision,
     )

@@ -1,10 +1,13 @@
-"""The dry run's estimate: sizes, the copy throttle and this cluster's measured throughput."""
+"""The dry run's estimate: sizes, the copy throttle and this cluster's measured throughput; a
+replica that waits for a provisioned node, said in the same voice as the blast radius."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from coreplane.api.fleet_routes import _estimate, _measured
+from coreplane.api.fleet_routes import _estimate, _measured, _pending
+from coreplane.ops import guard
 from coreplane.ops.fleet import estimate_words, size_words
 
 GIB, MIB = 1 << 30, 1 << 20
@@ -101,3 +104,82 @@ def test_the_words_say_it_as_the_issue_does() -> None:
         "3 MiB",
         "5 TiB",
     )
+
+
+def _scale_past_the_zones() -> dict[str, Any]:
+    """`update partition p3 --scale-up --new-num-nodes 4` on a fleet of 3 zones: no move of
+    the plan carries p3's 4th replica; it waits for the node the provider adds."""
+    return {
+        "moves": [],
+        "others": [],
+        "pending": [{"partition": "p3", "replicas": 1, "size_bytes": 3 * GIB}],
+        "estimate": {
+            "provision": 1,
+            "provision_ms": 90_000,
+            "copies": 0,
+            "bytes": 0,
+            "unsized": 0,
+            "rate_bytes_per_s": 50 * MIB,
+            "throttle_bytes_per_s": 50 * MIB,
+            "pending_replicas": 1,
+            "pending_bytes": 3 * GIB,
+            "pending_unsized": 0,
+            "pending_ms": 61_440,
+            "total_ms": 151_440,
+            "waves": 0,
+            "parallel": 0,
+        },
+    }
+
+
+def test_a_replica_waiting_for_a_provisioned_node_is_said_as_one_plan() -> None:
+    lines = estimate_words(_scale_past_the_zones(), ["p3"]).splitlines()
+    assert lines[0] == (
+        "provision 1 node in a new zone (typically 1 min 30 s), then add 1 replica of p3 on it "
+        "(3 GiB at the 50 MiB/s throttle: 1 min 1 s): about 2 min 31 s; affects 1 partition, "
+        "0 others"
+    )
+    assert lines[1] == (
+        "1 move(s): move 0 replica(s) (copy, catch up, cut over, remove the source), add 1 new "
+        "(1 once the new node has joined), drop 0"
+    )
+    assert lines[2] == "  p3: - -> the new node"
+    unsized = _scale_past_the_zones()
+    unsized["estimate"].update(pending_bytes=0, pending_unsized=1, pending_ms=110)
+    assert "then add 1 replica of p3 on it (size not reported yet: 110 ms, as a move here " in (
+        estimate_words(unsized, ["p3"])
+    )
+
+
+def test_the_blast_radius_line_counts_what_the_plan_line_counts() -> None:
+    plan = _scale_past_the_zones()
+    rad = guard.radius(
+        named_partitions=["p3", *(p["partition"] for p in plan["pending"])],
+        moves=plan["moves"],
+        nodes_total=12,
+        partitions_total=9,
+        destructive=True,
+        production=False,
+        provision=plan["estimate"]["provision"],
+    )
+    assert rad.sentence() == (
+        "affects 0 of 12 nodes (plus 1 new node to provision) and 1 of 9 partitions"
+    )
+    head = estimate_words(plan, ["p3"]).splitlines()[0]
+    assert head.endswith(f"affects {len(rad.partitions)} partition, 0 others")
+    # a change that names a partition and moves nothing still affects it, in both lines
+    quiet = estimate_words({"moves": [], "estimate": {}}, ["p5"]).splitlines()[0]
+    assert quiet == "no move; affects 1 partition, 0 others"
+
+
+def test_the_replicas_beyond_the_zones_are_the_pending_ones() -> None:
+    solve = SimpleNamespace(capped=["p3", "p4"], zones=3)
+    changes = [
+        {"verb": "set_rf", "subject": "p3", "rf": 4},
+        {"verb": "set_rf", "subject": "p4", "rf": 5},
+        {"verb": "set_rf", "subject": "p5", "rf": 3},  # within the zones: moves carry it
+    ]
+    assert _pending(changes, solve, {"p3": GIB}) == [
+        {"partition": "p3", "replicas": 1, "size_bytes": GIB},
+        {"partition": "p4", "replicas": 2, "size_bytes": None},
+    ]

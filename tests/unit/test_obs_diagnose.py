@@ -385,9 +385,13 @@ def test_a_stuck_operation_with_its_step_and_deadline() -> None:
 
 
 def test_a_split_candidate() -> None:
-    f0 = fleet(splits=["hot"], split_views=[{"id": "hot", "rf": 3}])
+    f0 = fleet(splits=["hot"], split_views=[{"id": "hot", "rf": 3, "heat": 90_000}])
     f = only(diagnose(with_fleet(f0)), "split_candidate")
-    assert f.fix == "coreplane update partition hot --scale-up --new-num-nodes 4"
+    # every replica carries the full heat: a scale-up cannot help, so it is not the advice
+    assert "--scale-up" not in f.fix and "--new-num-nodes" not in f.fix
+    assert f.fix.startswith("split hot in the host") and "weight" in f.fix
+    assert "90000 milli-units" in f.why and "cannot clear it" in f.why
+    assert f.evidence == {"rf": 3, "heat": 90_000}
 
 
 def test_the_hierarchy_links_what_to_where_to_why() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from coreplane.obs import Metrics
+from coreplane.obs.metrics import _CHILDREN_MAX, ApiMetrics
 from coreplane.runtime.controlplane import ControlPlane
 
 SECRET = b"unit-test-secret-0123456789abcdef"
@@ -58,3 +60,38 @@ def test_api_metrics_count_routes_codes_and_unauthorized_remotes(tmp_path: Path)
         assert m.api.stats() == {"unauthorized_by_remote": {"10.0.0.7": 1}}
     finally:
         cp.stop()
+
+
+def test_api_metric_children_are_looked_up_once_per_series_and_bounded() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    api = ApiMetrics(registry, "a")
+    lookups: list[tuple[str, ...]] = []
+    for metric in (api.requests, api.latency):
+        labels = metric.labels
+
+        def counted(*values: str, _labels: Any = labels) -> Any:
+            lookups.append(values)
+            return _labels(*values)
+
+        metric.labels = counted  # type: ignore[method-assign]
+    for _ in range(3):
+        api.observe("/v1/kv/get", "POST", 200, 0.002)
+    api.observe("/v1/kv/get", "POST", 404, 0.002)
+    assert lookups == [  # once per (route, method, code), not once per request
+        ("a", "/v1/kv/get", "POST", "200"),
+        ("a", "/v1/kv/get", "POST"),
+        ("a", "/v1/kv/get", "POST", "404"),
+        ("a", "/v1/kv/get", "POST"),
+    ]
+    for i in range(_CHILDREN_MAX + 10):  # past the bound: still counted, not cached
+        api.observe(f"/r{i}", "GET", 200, 0.001)
+    api.observe("/r0", "GET", 200, 0.001)
+    assert len(api._children) == _CHILDREN_MAX
+    got = {
+        (s.labels["route"], s.labels["code"]): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.name == "coreplane_api_requests_total"
+    }
+    assert got[("/v1/kv/get", "200")] == 3.0 and got[("/v1/kv/get", "404")] == 1.0
+    assert got[("/r0", "200")] == 2.0 and got[(f"/r{_CHILDREN_MAX + 9}", "200")] == 1.0
