@@ -113,14 +113,34 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
     cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
     cdef Py_ssize_t lo, hi, mid, k, rlen, b
     cdef Pair *row
-    cdef bint found = False, bad
+    cdef bint found = False, bad, usable
     cdef int64_t cand[8]
-    for b in range(nrooms if nrooms < CAP_SWAP_TAKERS else CAP_SWAP_TAKERS):
+    cdef int64_t takers = 0
+    for b in range(nrooms):
+        if takers >= CAP_SWAP_TAKERS:
+            break
         t = rooms[b].b
+        zt = s.zone[t]
+        usable = False  # the zones let one of the candidates go to t
+        for a in range(first, nhot):
+            p = hot[a].b
+            if on_node(s, p, t):
+                continue
+            bad = False
+            if zt != zn:
+                for j in range(s.pn_len[p]):
+                    if s.zone[s.pn[p * s.RMAX + j]] == zt:
+                        bad = True
+                        break
+            if not bad:
+                usable = True
+                break
+        if not usable:
+            continue
+        takers += 1
         row = cap_by_heat(s, c, t)
         rlen = c.bh_len[t]
         room = c.caps[t] - c.mov[t]
-        zt = s.zone[t]
         for a in range(first, nhot):
             h = hot[a].a
             p = hot[a].b
@@ -381,7 +401,84 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
     return made
 
 
-cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) noexcept nogil:
+cdef int64_t peak_key(S *s) noexcept nogil:
+    """_pure._peak_key: the hottest split candidate alone on the largest node, or -1."""
+    cdef int64_t p, n, top = -1, fair_max = 0
+    for p in range(s.P):
+        if s.split[p] and s.heat[p] > top:
+            top = s.heat[p]
+    if top < 0:
+        return -1
+    for n in range(s.N):
+        if s.elig[n] and s.hfair[n] > fair_max:
+            fair_max = s.hfair[n]
+    return (top << SHIFT) // (fair_max if fair_max > 1 else 1)
+
+
+cdef bint cap_pinned(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_t nhot,
+                     int64_t allowance, int64_t peak, int64_t *best) noexcept nogil:
+    """_pure._cap_pinned; the action into `best`, True if there is one."""
+    cdef Py_ssize_t a
+    cdef int64_t h, p, i, cost, src, t, j, m, key
+    cdef int64_t bcost = 0, bh = 0, bkey = 0, bt = 0, bp = 0, bi = 0
+    cdef bint found = False, used, better
+    if peak < 0:
+        return False
+    for a in range(nhot):
+        h = hot[a].a
+        p = hot[a].b
+        if h < excess:
+            continue
+        i = cap_fresh(s, c, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance:
+            continue
+        if found and (cost > bcost or (cost == bcost and h > bh)):
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        for t in range(s.N):
+            if (not s.pinned[t] or not s.elig[t] or t == n or t == src
+                    or s.count[t] >= s.hi[t] or c.mov[t] + h > c.caps[t]):
+                continue
+            used = False
+            for j in range(s.pn_len[p]):
+                m = s.pn[p * s.RMAX + j]
+                if m != n and s.zone[m] == s.zone[t]:
+                    used = True
+                    break
+            if used:
+                continue
+            key = fair_key(s, s.nheat[t] + h, t)
+            if key > peak:
+                continue
+            # (cost, h, key, t, p, i) < the best's; i follows from p
+            better = not found or cost < bcost
+            if not better and cost == bcost:
+                better = h < bh or (h == bh and (key < bkey or (key == bkey and (
+                    t < bt or (t == bt and p < bp)))))
+            if better:
+                bcost = cost
+                bh = h
+                bkey = key
+                bt = t
+                bp = p
+                bi = i
+                found = True
+    if not found:
+        return False
+    best[0] = 0
+    best[1] = bcost
+    best[2] = bh
+    best[3] = bp
+    best[4] = bt
+    best[5] = -1
+    best[6] = bi
+    best[7] = -1
+    return True
+
+
+cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance,
+                      int64_t peak) noexcept nogil:
     """_pure._cap_node: actions until n is under its cap, all undone if it is not."""
     cdef Pair *hot
     cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0, made
@@ -420,6 +517,10 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance) n
             have_swap = cap_swap(s, c, n, excess, hot, nhot, rooms, nrooms, allowance - paid,
                                  swp)
             if have_swap and (not have or act_less(swp, act)):
+                memcpy(act, swp, 8 * sizeof(int64_t))
+                have = True
+        if (not have or act[0]) and s.count[n] > s.lo[n]:
+            if cap_pinned(s, c, n, excess, hot, nhot, allowance - paid, peak, swp):
                 memcpy(act, swp, 8 * sizeof(int64_t))
                 have = True
         if (not have or act[0]) and s.count[n] > s.lo[n]:
@@ -507,8 +608,9 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     c.bh = <Pair **>cp_xcalloc(s.N + 1, sizeof(Pair *))
     c.bh_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     c.bh_ok = <bint *>cp_xcalloc(s.N + 1, sizeof(bint))
+    x = peak_key(s)
     for a in range(no):
-        allowance = cap_node(s, &c, order[a].b, rooms, allowance)
+        allowance = cap_node(s, &c, order[a].b, rooms, allowance, x)
     for n in range(s.N):
         cp_xfree(c.bh[n])
     cp_xfree(c.bh); cp_xfree(c.bh_len); cp_xfree(c.bh_ok); cp_xfree(c.head); cp_xfree(c.prev)

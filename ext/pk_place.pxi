@@ -109,9 +109,10 @@ cdef int64_t place(S *s) noexcept nogil:
     cdef int k, k1, k2, r
     cdef int64_t *need = <int64_t *>cp_xcalloc(s.Z + 1, sizeof(int64_t))
     cdef int64_t *supply = <int64_t *>cp_xcalloc(s.Z + 1, sizeof(int64_t))
-    cdef bint have
+    cdef bint have, hot_deficit
     cdef int64_t bk = 0, bz = 0, bkey = 0, bn = 0, zk, after, x, hot_floor = -1
     cdef bint *free_zone = <bint *>cp_xcalloc(s.Z + 1, sizeof(bint))
+    cdef bint *wait = <bint *>cp_xcalloc(s.N + 1, sizeof(bint))  # _pure._place's `wait`
     # hkey per node and zkey per zone, kept current as replicas land: only `add` below changes
     # them, and a 64-bit division per comparison was most of this loop
     cdef int64_t *hk = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
@@ -131,6 +132,7 @@ cdef int64_t place(S *s) noexcept nogil:
         hot_floor = 0
     hk[s.N] = INT64_MAX
     for n in range(s.N):
+        wait[n] = s.lo[n] - s.count[n] <= PLACE_HOT_WAIT
         hk[n] = hkey(s, n)
         leaf[n] = -1
         if s.elig[n]:
@@ -207,6 +209,11 @@ cdef int64_t place(S *s) noexcept nogil:
                     r = 2 * k
                     if k == 0 and need[z] <= supply[z]:
                         r = 1  # a deficit node in a zone that is not tight
+                    hot_deficit = (r == 1 and hk[node] > (<int64_t>1 << SHIFT)
+                                   and wait[node]
+                                   and 2 * need[z] <= supply[z])
+                    if hot_deficit:
+                        r = 2  # _pure._place: over its heat cap, it competes as a node with room
                     if (not have or r < bk or (r == bk and (hk[node] < bkey or (
                             hk[node] == bkey and (zk < bz or (zk == bz and node < bn)))))):
                         have = True
@@ -214,7 +221,8 @@ cdef int64_t place(S *s) noexcept nogil:
                         bz = zk
                         bkey = hk[node]
                         bn = node
-                    break
+                    if not hot_deficit:
+                        break
         if have:
             dst = bn
         else:
@@ -240,6 +248,7 @@ cdef int64_t place(S *s) noexcept nogil:
     cp_xfree(need)
     cp_xfree(supply)
     cp_xfree(free_zone)
+    cp_xfree(wait)
     cp_xfree(hk)
     cp_xfree(zks)
     cp_xfree(tsize)

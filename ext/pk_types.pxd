@@ -175,6 +175,7 @@ cdef extern from *:
 cdef enum:
     SHIFT = 20
     PLACE_HOT_DIV = 8
+    PLACE_HOT_WAIT = 8
 
 
 cdef struct Heap:

@@ -240,6 +240,7 @@ def _peek(s: _State, heap: list[tuple[int, int]], klass: int) -> tuple[int, int]
 
 
 PLACE_HOT_DIV = 8  # an orphan hotter than 1/8 of the smallest fair heat is placed by `_place_hot`
+PLACE_HOT_WAIT = 8  # a deficit node over its heat cap lacking at most this many waits (`_place`)
 
 
 def _place_hot(
@@ -301,6 +302,9 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
             supply[z] += z not in used
     orphans.sort(key=lambda o: (-d.heat[o[0]], o[0], o[1]))
     hot_floor = min((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
+    # A node that lacked at most PLACE_HOT_WAIT replicas when placement began (after a node
+    # died, not a bootstrap's empty node) may wait for colder orphans once over its heat cap.
+    wait = [d.lo[n] - s.count[n] <= PLACE_HOT_WAIT for n in range(len(d.zone))]
     for p, src in orphans:
         used = {d.zone[n] for n in s.part_reps[p]}
         best: tuple[int, int, int, int, int] | None = None
@@ -318,6 +322,22 @@ def _place(s: _State, orphans: list[tuple[int, int]]) -> int:
                     if top is not None:
                         loose = k + (k == 0 and need[z] <= supply[z])
                         cand = (k, loose, top[0], s.zkey(z), top[1])
+                        n = top[1]
+                        if (
+                            loose == 1
+                            and top[0] > 1 << SHIFT
+                            and wait[n]
+                            and 2 * need[z] <= supply[z]
+                        ):
+                            # The zone's coolest deficit node is over its heat cap, lacked
+                            # few replicas and the zone has orphans to spare: it competes as
+                            # a node with room, so the orphans that fill it come later and
+                            # colder (P=10k boundary node_dead: the nodes of the hottest
+                            # partition took 3 warm orphans each, 1.204x fair heat).
+                            cand = (1, 1, top[0], s.zkey(z), top[1])
+                            if best is None or cand < best:
+                                best = cand
+                            continue
                         if best is None or cand < best:
                             best = cand
                         break
@@ -633,7 +653,9 @@ def _cap_swap(
     """The best swap of one of n's hottest replicas for a colder one of another node.
 
     For a node at the bottom of its band, or whose replicas fit nowhere alone. Per taker t (the
-    CAP_SWAP_TAKERS nodes with the most room: the gain grows with it) and replica r of heat h:
+    CAP_SWAP_TAKERS nodes with the most room, the gain grows with it, among those the zones let
+    one of the candidates go to: at RF = Z only n's zone; P=100k boundary bootstrap, Z=3, the
+    64 roomiest were all in another zone) and replica r of heat h:
     t's coldest replica q of heat >= h - (t's room under its cap), so t ends at or under its
     cap and n loses the most it can (h - heat of q > 0). Keys as in `_cap_single`, on the heat
     n loses.
@@ -642,12 +664,21 @@ def _cap_swap(
     zn = d.zone[n]
     best: CapAct | None = None
     cands = hot[-CAP_SWAP_CANDIDATES:]
-    for _, t in rooms[:CAP_SWAP_TAKERS]:
+    takers = 0
+    for _, t in rooms:
+        if takers >= CAP_SWAP_TAKERS:
+            break
+        zt = d.zone[t]
+        if not any(
+            t not in s.part_reps[p] and (zt == zn or all(d.zone[m] != zt for m in s.part_reps[p]))
+            for _, p in cands
+        ):
+            continue  # the zones let no candidate go to t: not a taker
+        takers += 1
         if t not in by_heat:
             by_heat[t] = _by_heat(s, t)
         row = by_heat[t]
         room = caps[t] - mov[t]
-        zt = d.zone[t]
         for h, p in cands:
             if t in s.part_reps[p]:
                 continue
@@ -1041,9 +1072,76 @@ def _cap(s: _State, allowance: int) -> int:
         return allowance
     chains = _move_chains(s)
     by_heat: dict[int, list[tuple[int, int]]] = {}
+    peak = _peak_key(s)
     for _, n in order:
-        allowance = _cap_node(s, n, caps, mov, chains, by_heat, allowance)
+        allowance = _cap_node(s, n, caps, mov, chains, by_heat, allowance, peak)
     return allowance
+
+
+def _peak_key(s: _State) -> int:
+    """The peak no plan avoids, as a `_fair_key`: the hottest split candidate alone on the node
+    with the largest fair heat; -1 when there is no split candidate (nothing is pinned)."""
+    d = s.d
+    top = max((d.heat[p] for p in range(len(d.rf)) if d.split[p]), default=-1)
+    if top < 0:
+        return -1
+    fair_max = max((d.hfair[n] for n in range(len(d.zone)) if d.elig[n]), default=0)
+    return (top << SHIFT) // max(1, fair_max)
+
+
+def _cap_pinned(
+    s: _State,
+    n: int,
+    excess: int,
+    hot: list[tuple[int, int]],
+    caps: list[int],
+    mov: list[int],
+    chains: dict[int, list[int]],
+    allowance: int,
+    peak: int,
+) -> CapAct | None:
+    """One move that alone brings n under its cap, onto a node that holds a split candidate.
+
+    For when no unpinned node takes one of n's replicas alone and no swap brings n under: the
+    taker stays under its movable-heat cap and its heat over fair (all heat) stays at or under
+    the unavoidable peak `peak`, so the move raises neither the count of nodes over the cap
+    (the taker already is) nor the peak. The coldest such replica (a re-target first), to the
+    taker it leaves least hot. Without it `_cap_room` emptied a node for the replica: P=100k
+    main-bench heat shift, Z=5: 111 moves where these 7 do.
+    """
+    d = s.d
+    if peak < 0:
+        return None
+    best: tuple[int, int, int, int, int, int] | None = None
+    for h, p in hot:
+        if h < excess:
+            continue
+        i = _fresh(s, chains, p, n)
+        cost = 0 if i >= 0 else 1
+        if cost > allowance or (best is not None and (cost, h) > best[:2]):
+            continue
+        src = s.ms[i] if i >= 0 else -1
+        used = {d.zone[m] for m in s.part_reps[p] if m != n}
+        for t in range(len(d.zone)):
+            if (
+                not s.pinned[t]
+                or not d.elig[t]
+                or t in (n, src)
+                or s.count[t] >= d.hi[t]
+                or d.zone[t] in used
+                or mov[t] + h > caps[t]
+            ):
+                continue
+            key = _fair_key(s, s.nheat[t] + h, t)
+            if key > peak:
+                continue
+            cand = (cost, h, key, t, p, i)
+            if best is None or cand < best:
+                best = cand
+    if best is None:
+        return None
+    cost, h, _, t, p, i = best
+    return (0, cost, h, p, t, -1, i, -1)
 
 
 # One shift of a replica: (partition, from, to, the move re-targeted or -1 for a new move).
@@ -1058,6 +1156,7 @@ def _cap_node(
     chains: dict[int, list[int]],
     by_heat: dict[int, list[tuple[int, int]]],
     allowance: int,
+    peak: int,
 ) -> int:
     """`_cap` on one node: actions until it is under its cap, all undone if it is not.
 
@@ -1085,6 +1184,10 @@ def _cap_node(
             swap = _cap_swap(s, n, excess, hot, rooms, caps, mov, by_heat, chains, allowance - paid)
             if swap is not None and (act is None or swap < act):
                 act = swap
+        if (act is None or act[0]) and s.count[n] > d.lo[n]:
+            pin = _cap_pinned(s, n, excess, hot, caps, mov, chains, allowance - paid, peak)
+            if pin is not None:
+                act = pin
         if (act is None or act[0]) and s.count[n] > d.lo[n]:
             made = _cap_room(
                 s,
