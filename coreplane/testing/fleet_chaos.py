@@ -231,7 +231,7 @@ def run_fleet_schedule(
             world.run(250)
             restored = restored_now()
         restore_ms = (c.now - t0) // 1000
-        lost_by_faults: list[str]  # lost every copy, or RF unreachable with the zones left = []
+        lost_by_faults: list[str] = []  # lost every copy, or RF unreachable with the zones left
         fleet = world.fleet_state()
         if fleet is not None:
             alive = recoverable(fleet)
