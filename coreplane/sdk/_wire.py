@@ -33,11 +33,27 @@ __all__ = ["RawResponse", "StdlibTransport"]
 
 
 class _Conn(http.client.HTTPConnection):
-    """One keep-alive connection; Nagle off (a request goes out in one write)."""
+    """One keep-alive connection; Nagle off, and a request goes out in one write.
+
+    `http.client` sends the header block and the body in two ``send`` calls (Python 3.11's
+    ``_send_output``): with Nagle off that is two segments, so the server wakes up, reads and
+    parses twice per request (aiohttp: two ``data_received``, and the handler's body read
+    waits for the second). Joining them for a bytes body is one syscall here and one read
+    there (measured on a 64-byte put against the API: see benches/api.py's notes)."""
 
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        buffer: list[bytes] = getattr(self, "_buffer", None)  # type: ignore[assignment]
+        if type(message_body) is not bytes or encode_chunked or not isinstance(buffer, list) or __import__("os").environ.get("AB_OFF"):
+            super()._send_output(message_body, encode_chunked)
+            return
+        buffer.extend((b"", b""))
+        msg = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(msg + message_body)
 
 
 def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
