@@ -47,7 +47,7 @@ class _Conn(http.client.HTTPConnection):
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         buffer: list[bytes] = getattr(self, "_buffer", None)  # type: ignore[assignment]
-        if type(message_body) is not bytes or encode_chunked or not isinstance(buffer, list) or __import__("os").environ.get("AB_OFF"):
+        if type(message_body) is not bytes or encode_chunked or not isinstance(buffer, list):
             super()._send_output(message_body, encode_chunked)
             return
         buffer.extend((b"", b""))
