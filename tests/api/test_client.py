@@ -240,7 +240,7 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
             )
         return httpx.Response(200, json={"found": False})
 
-    # https: the calls go through httpx (plain http takes the http.client wire), mocked here.
+    # https: the calls go through httpx (plain http takes the SDK's own wire), mocked here.
     with Client(["https://follower", "https://leader"], CLIENT, FAST) as c:
         c._http = httpx.Client(transport=httpx.MockTransport(handler))
         c.endpoints.learn({"api": {"f": "https://follower", "l": "https://leader"}, "leader": None})
@@ -252,3 +252,44 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
         seen.clear()
         c.get("k")
         assert seen == ["leader"]  # the next call goes to the leader first
+
+
+def test_stale_reads_go_to_the_followers_in_turn_and_the_rest_to_the_leader() -> None:
+    import httpx
+
+    seen: list[tuple[str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        from coreplane.core.codec import decode_value
+
+        body = decode_value(request.content)
+        seen.append((request.url.host, bool(body.get("stale_ok"))))
+        if request.url.host == "f2" and body.get("stale_ok"):
+            return httpx.Response(503, json={"error": "unavailable", "message": "down"})
+        if request.url.path == "/v1/kv/put":
+            return httpx.Response(200, json={"revision": 1})
+        if request.url.path == "/v1/kv/range":
+            return httpx.Response(200, json={"items": []})
+        return httpx.Response(200, json={"found": False})
+
+    urls = {"l": "https://l", "f1": "https://f1", "f2": "https://f2"}
+    with Client(list(urls.values()), CLIENT, FAST) as c:
+        c._http = httpx.Client(transport=httpx.MockTransport(handler))
+        c.endpoints.learn({"api": urls, "leader": "l"})
+        c.get("k", stale_ok=True)
+        c.get("k", stale_ok=True)
+        c.range("k", stale_ok=True)
+        c.get("k")
+        c.put("k", b"v")
+    hosts = [h for h, _stale in seen]
+    assert seen[-2:] == [("l", False), ("l", False)]  # linearizable read and write: leader
+    stale = hosts[:-2]
+    assert "l" not in stale[:1] and set(stale) <= {"f1", "f2"}  # never the leader first
+    assert stale.count("f1") == 3  # every stale read was answered by f1 in the end ...
+    assert "f2" in stale  # ... after f2 was asked first in its turn (and failed over)
+    with Client(list(urls.values()), CLIENT, FAST) as c:
+        c.endpoints.learn({"api": urls, "leader": "l"})
+        firsts = {c.endpoints.order(followers_first=True)[0] for _ in range(4)}
+        assert firsts == {"https://f1", "https://f2"}  # in turn
+        assert c.endpoints.order(followers_first=True)[-1] == "https://l"
+        assert c.endpoints.order()[0] == "https://l"
