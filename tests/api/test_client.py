@@ -293,3 +293,91 @@ def test_stale_reads_go_to_the_followers_in_turn_and_the_rest_to_the_leader() ->
         assert firsts == {"https://f1", "https://f2"}  # in turn
         assert c.endpoints.order(followers_first=True)[-1] == "https://l"
         assert c.endpoints.order()[0] == "https://l"
+
+
+def _routes_answered(server) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    out: dict[str, float] = {}
+    for metric in server.obs.metrics.api.requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                route = sample.labels["route"]
+                out[route] = out.get(route, 0.0) + sample.value
+    return out
+
+
+def test_a_deferred_release_rides_on_the_next_acquire(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.core import commands as C
+
+    cp, server = served
+    slow = FAST.with_(lock_release_linger_ms=60_000)  # only an acquire or close sends it
+    with Client([server.url], CLIENT, slow) as c:
+        with c.lock("ride", ttl_ms=5_000) as first:
+            pass
+        with pytest.raises(LockLost):
+            first.check()  # ended here at once
+        holder = lambda: cp.read(lambda sm: sm.locks.describe("ride")["holder"])  # noqa: E731
+        assert holder() == first.session_id  # the cluster has not seen the release yet
+        before, proposed = _routes_answered(server), len(cp.proposed)
+        with c.lock("ride", ttl_ms=5_000) as second:
+            assert second.token > first.token  # released, then granted afresh
+        after = _routes_answered(server)
+        assert after.get("/v1/locks/acquire", 0) - before.get("/v1/locks/acquire", 0) == 1
+        assert after.get("/v1/locks/release", 0) == before.get("/v1/locks/release", 0)
+        tags = [C.decode(p).TAG for p in cp.proposed[proposed:]]
+        assert tags == [C.LockRelease.TAG, C.LockAcquire.TAG]  # one request, both applied
+    assert holder() == 0  # closing the client released the last one
+
+
+def test_a_deferred_release_goes_on_its_own_after_the_linger(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    holder = lambda: cp.read(lambda sm: sm.locks.describe("linger")["holder"])  # noqa: E731
+    lingering = FAST.with_(lock_release_linger_ms=20)
+    with Client([server.url], CLIENT, lingering) as a, Client([server.url], CLIENT, FAST) as b:
+        with a.lock("linger", ttl_ms=5_000):
+            pass
+        deadline = time.monotonic() + 5
+        while holder() != 0:  # no other request from a: its timer sent the release
+            assert time.monotonic() < deadline, "the deferred release never went out"
+            time.sleep(0.01)
+        with b.lock("linger", ttl_ms=5_000) as lb:
+            assert lb.check() > 0
+
+
+def test_without_linger_the_release_is_sent_at_once(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.sdk import ServerlessConfig
+
+    cp, server = served
+    assert ServerlessConfig().lock_release_linger_ms == 0
+    with Client([server.url], CLIENT, FAST.with_(lock_release_linger_ms=0)) as c:
+        with c.lock("at-once", ttl_ms=5_000):
+            pass
+        assert cp.read(lambda sm: sm.locks.describe("at-once")["holder"]) == 0
+
+
+def test_the_async_lock_defers_its_release_too(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    holder = lambda: cp.read(lambda sm: sm.locks.describe("async-ride")["holder"])  # noqa: E731
+
+    async def main() -> list[int]:
+        async with AsyncClient([server.url], CLIENT, FAST.with_(lock_release_linger_ms=20)) as c:
+            tokens = []
+            for _ in range(3):
+                async with c.lock("async-ride", ttl_ms=5_000) as lock:
+                    tokens.append(lock.token)
+            deadline = time.monotonic() + 5
+            while holder() != 0:  # the loop's timer sent the last one
+                assert time.monotonic() < deadline, "the deferred release never went out"
+                await asyncio.sleep(0.01)
+            return tokens
+
+    tokens = asyncio.run(main())
+    assert tokens == sorted(set(tokens))
+
+
+def test_acquire_with_a_release_is_checked(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], CLIENT, FAST) as c:
+        body = {"name": "chk", "session_id": 1, "release": "other", "release_seq": 5}
+        with pytest.raises(InvalidArgument) as info:
+            c.request("POST", "/v1/locks/acquire", body, idempotent=True)  # no client_id
+        assert info.value.field == "release_seq"
