@@ -275,10 +275,14 @@ class LockSession(_SessionState):
             else:
                 return
 
-    def close(self) -> None:
+    def stop_keep_alive(self) -> None:
+        """Stop the background thread (keep-alives, deferred releases); `close` does it too."""
         with self._mu:
             self._stopping = True
             self._wake.notify()
+
+    def close(self) -> None:
+        self.stop_keep_alive()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.ttl_ms / 1000)
         if self._at_exit:

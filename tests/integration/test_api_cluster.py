@@ -125,7 +125,7 @@ def test_a_lock_whose_keepalives_stop_is_lost_and_the_next_holder_is_fenced(
     with Client(urls, TOKEN, CONFIG) as a, Client(urls, TOKEN, CONFIG) as b:
         la = a.lock("paused", ttl_ms=1_000, on_lost=lost.append).acquire()
         fence.check("r", la.token)
-        la._session._stop.set()  # the holder's keep-alives stop, as in a long pause
+        la._session.stop_keep_alive()  # the holder's keep-alives stop, as in a long pause
         with b.lock("paused", ttl_ms=2_000, acquire_timeout_s=20) as lb:
             assert lb.token > la.token
             fence.check("r", lb.token)
