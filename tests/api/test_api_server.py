@@ -366,3 +366,26 @@ def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_hav
         pair(Unavailable("no quorum"), "acquired").result()
     with pytest.raises(CommandRejected):
         pair("released", CommandRejected("queue_full", "x")).result()
+
+
+def test_request_metrics_have_bounded_labels_whatever_the_method_or_path(served) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    _cp, server = served
+    auth = {"Authorization": f"Bearer {CLIENT}"}
+    with httpx.Client() as http:
+        for method in ("PROPFIND", "PURGE", "MKCOL", "SEARCH", "GET", "POST"):
+            for _ in range(2):
+                path = f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}"  # never the same path twice
+                http.request(method, server.url + path, headers=auth)
+                http.request(method, server.url + "/v1/kv/get", headers=auth)
+    labels = {
+        (s.labels["route"], s.labels["method"])
+        for metric in server.obs.metrics.api.requests.collect()
+        for s in metric.samples
+    }
+    methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
+    assert {m for _r, m in labels} <= methods
+    assert ("unmatched", "other") in labels and ("/v1/kv/get", "POST") in labels
+    known = {path for _method, path, _roles in server.routes}
+    assert {r for r, _m in labels} <= known | {"unmatched", "/health", "/metrics"}
