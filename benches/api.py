@@ -9,8 +9,12 @@ outstanding per thread), the same concurrency for both:
   etcd's v3 JSON gateway ``/v3/kv/put``, to the leader;
 - ``get``: linearizable reads (`Client.get`: ReadIndex) vs ``/v3/kv/range`` (linearizable);
 - ``lock``: a lock cycle, acquire + release, uncontended (one lock name per thread):
-  ``with client.lock(...)`` (session, acquire, close: three proposals) vs etcd's v3lock
-  service ``/v3/lock/lock`` + ``/v3/lock/unlock`` with a lease granted once per thread.
+  ``with client.lock(...)`` vs etcd's v3lock service ``/v3/lock/lock`` + ``/v3/lock/unlock``
+  with a lease granted once per thread. The SDK opens one lock session per client and TTL
+  (once), and defers a release by its linger (5 ms): in this loop each release rides on the
+  thread's next acquire, so a cycle is one request carrying two proposals (release, then
+  acquire: both applied, a new grant and token each cycle). ``lock_sync`` (coreplane only)
+  is the same with the deferral off: two requests, each waited for, as etcd's.
 Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd for
 throughput, etcd / coreplane for latency: > 1 is better for coreplane either way). The clients
 share the machine with the servers (2 cores here): the figures compare, they do not size.
@@ -200,6 +204,9 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
             results["coreplane"]["put_local"] = _local_puts(
                 nodes, cp_leader, concurrency, params["duration_s"]
             )
+            results["coreplane"]["lock_sync"] = _load(
+                "coreplane", "lock_sync", targets, params, "cp-lock_sync", cp_pids, cp_leader
+            )
             for op in OPS:
                 results["coreplane"][op] = _load(
                     "coreplane", op, targets, params, f"cp-{op}", cp_pids, cp_leader
@@ -241,6 +248,12 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         for key in ("gen_cpu_us_per_op", "servers_cpu_us_per_op", "machine_busy_cores"):
             summary[f"{op}_{key}"] = pick(cp, op, key)
             summary[f"{op}_{key}_etcd"] = pick(et, op, key)
+    summary["lock_sync_cycle_per_s"] = pick(cp, "lock_sync", "ops_per_s")
+    summary["lock_sync_p50_ms"] = pick(cp, "lock_sync", "p50_ms")
+    summary["lock_sync_gen_cpu_us_per_op"] = pick(cp, "lock_sync", "gen_cpu_us_per_op")
+    summary["lock_sync_servers_cpu_us_per_op"] = pick(
+        cp, "lock_sync", "servers_cpu_us_per_op"
+    )
     summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
     summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {
