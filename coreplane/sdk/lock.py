@@ -142,8 +142,25 @@ class _SessionState:
             self._arm(linger_ms / 1000)
         return True
 
+    def restore(self, body: dict[str, Any]) -> None:
+        """Put back a release an acquire carried but may not have delivered (same seq)."""
+        with self._mu:
+            if self._lost or self._closing or body["name"] in self._deferred:
+                return
+            self._deferred[body["name"]] = body
+            if self._flush_due is not None:
+                return
+            linger_s = max(self.client.config.lock_release_linger_ms, 1) / 1000
+            self._flush_due = time.monotonic() + linger_s
+        self._arm(linger_s)
+
     def take_deferred(self, name: str) -> dict[str, Any] | None:
-        """A deferred release to carry on an acquire: `name`'s if pending, else the oldest."""
+        """A deferred release to carry on an acquire: `name`'s if pending, else the oldest.
+
+        Taken even while a flush is sending it: both send the same body (the same seq), so
+        the cluster applies it once, and always before this acquire. That is what makes a
+        re-acquire of the same name safe: a release of it still pending could otherwise
+        land after the new grant and end it."""
         with self._mu:
             if not self._deferred:
                 return None
@@ -158,19 +175,39 @@ class _SessionState:
         """Make sure the deferred releases go out within `delay_s` (the subclass's timer)."""
 
     def _flush_steps(self) -> Steps:
-        """Send every deferred release on its own; one the cluster could not take (no
-        quorum) is deferred again, so a lock is never left held by a live session."""
+        """Send every deferred release on its own. Each stays pending until it is answered
+        (an acquire may still carry it, see `take_deferred`); one the cluster could not take
+        (no quorum) stays for the next flush, so a lock is never left held by a live
+        session; one whose seq fell out of the cluster's session window is sent again with
+        a new seq (unless an acquire took it meanwhile: then that acquire settled it)."""
         with self._mu:
-            bodies = list(self._deferred.values())
-            self._deferred.clear()
+            pending = list(self._deferred.items())
             self._flush_due = None
-        for body in bodies:
+        retry = False
+        for name, body in pending:
             try:
                 yield "call", ("/v1/locks/release", body)
-            except CommandRejected:
-                pass  # not held any more (the session ended): nothing to release
+                outcome = "done"
+            except CommandRejected as exc:
+                outcome = "stale" if exc.code == "seq_expired" else "done"
             except CoreplaneError:
-                self.defer(body)
+                outcome = "again"
+            with self._mu:
+                if self._deferred.get(name) is not body:
+                    continue  # an acquire carried it (or the session closed)
+                if outcome == "done":
+                    del self._deferred[name]
+                    continue
+                if outcome == "stale":
+                    fresh = self.client._write({"name": name, "session_id": self.session_id})
+                    self._deferred[name] = fresh
+                retry = True
+        if retry:
+            linger_s = max(self.client.config.lock_release_linger_ms, 1) / 1000
+            with self._mu:
+                if self._flush_due is None and self._deferred:
+                    self._flush_due = time.monotonic() + linger_s
+            self._arm(linger_s)
 
     def acked(self, sent: float) -> None:
         self.deadline = max(self.deadline, sent + self.ttl_ms / 1000 * _SAFETY)
@@ -428,7 +465,7 @@ class _LockBase:
                 self._forget(session)
             except CoreplaneError:
                 if carried is not None:  # not known to be applied: it goes out again
-                    session.defer(carried)
+                    session.restore(carried)
                 raise
         started = time.monotonic()
         while not self._granted(answer):

@@ -381,3 +381,46 @@ def test_acquire_with_a_release_is_checked(served) -> None:  # type: ignore[no-u
         with pytest.raises(InvalidArgument) as info:
             c.request("POST", "/v1/locks/acquire", body, idempotent=True)  # no client_id
         assert info.value.field == "release_seq"
+
+
+class _SeqClient:
+    """What a lock session uses of its client: the config, seqs, nothing else."""
+
+    def __init__(self) -> None:
+        self.config = FAST.with_(lock_release_linger_ms=60_000)
+        self.seq = 0
+
+    def _write(self, body: dict[str, object]) -> dict[str, object]:
+        self.seq += 1
+        return {**body, "client_id": "c", "seq": self.seq}
+
+
+def test_a_release_being_flushed_is_carried_with_its_own_seq_and_settled_once() -> None:
+    from coreplane.sdk.lock import _SessionState
+
+    client = _SeqClient()
+    session = _SessionState(client, 5_000)
+    r1 = client._write({"name": "L", "session_id": session.session_id})
+    assert session.defer(r1)
+    flush = session._flush_steps()
+    assert next(flush) == ("call", ("/v1/locks/release", r1))  # in flight ...
+    assert session.take_deferred("L") is r1  # ... and a re-acquire carries the same seq
+    with pytest.raises(StopIteration):
+        flush.send({"released": True})
+    assert session.take_deferred("L") is None  # settled once, nothing left to send
+
+    r2 = client._write({"name": "M", "session_id": session.session_id})
+    session.defer(r2)
+    flush = session._flush_steps()
+    next(flush)
+    with pytest.raises(StopIteration):
+        flush.throw(Unavailable("no quorum"))
+    assert session.take_deferred("M") is r2  # kept (same seq) for the next try
+    session.defer(r2)
+    flush = session._flush_steps()
+    next(flush)
+    with pytest.raises(StopIteration):
+        flush.throw(CommandRejected("seq_expired", "too old"))
+    again = session.take_deferred("M")
+    assert again is not None and again["name"] == "M" and again["seq"] > r2["seq"]  # new seq
+    assert session.take_deferred("M") is None
