@@ -97,6 +97,11 @@ class _Nodes:
             with contextlib.suppress(Exception):
                 node.kill9()
 
+    def leader_id(self) -> str:
+        """Who leads now (for whose CPU is the leader's: leadership may move under load)."""
+        url = self.leader_url()
+        return next(nid for nid, u in self.by_id.items() if u == url)
+
     def leader_url(self, timeout_s: float = 30) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -227,7 +232,9 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
             results["coreplane"]["put_local"] = _local_puts(
                 nodes, cp_leader, concurrency, params["duration_s"]
             )
-            sync = _load("coreplane", "lock_sync", targets, params, "cp-sync", cp_pids, cp_leader)
+            sync = _load(
+                "coreplane", "lock_sync", targets, params, "cp-sync", cp_pids, nodes.leader_id()
+            )
             results["coreplane"]["lock_sync"] = _summary([sync])
             for op in OPS:
                 rounds: dict[str, list[dict[str, Any]]] = {"coreplane": [], "etcd": []}
@@ -245,7 +252,7 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                                     params,
                                     f"cp-{op}-{i}",
                                     cp_pids,
-                                    cp_leader,
+                                    nodes.leader_id(),  # it may move under load
                                 )
                             )
                         elif etcd is not None:
