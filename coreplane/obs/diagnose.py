@@ -92,6 +92,10 @@ class Thresholds:
     tick_lag_pct_max: int = 50  # cluster time advanced less than half the leader's clock
     tick_window_s_min: float = 0.5
     ops_attempts_max: int = 1  # an operation retried this often (or past its deadline) is stuck
+    # While the fleet needs a plan the leader solves again on every change and, unchanged, at
+    # least every 30 s (its back-off cap); an infeasible solve older than this in cluster time
+    # was not followed by another because nothing needed placing since: it is history.
+    solve_age_ms_max: int = 120_000
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -811,6 +815,65 @@ def check_splits(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     return out
 
 
+_LEFT_OUT_PLACES_MAX = 20  # partitions named as places by one placement finding
+
+
+def check_placement(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
+    """The leader's newest placement solve was infeasible, or placed the rest only by leaving
+    partitions out: the solver's reason is the why (leader soft state, from its sample)."""
+    leader = inputs.leader_sample
+    solve = None if leader is None else leader.solve
+    if not solve or solve.get("feasible", True):
+        return []
+    now = leader.status.get("tick_ms") if leader is not None else None
+    solved_ms = int(solve.get("tick_ms") or 0)
+    age_ms = None if now is None else int(now) - solved_ms
+    if age_ms is not None and age_ms > th.solve_age_ms_max:
+        return []
+    left_out = [str(p) for p in solve.get("left_out") or []]
+    reason = str(solve.get("reason") or "no reason given")
+    places = (
+        Place("cluster", "placement"),
+        *(Place("partition", p) for p in left_out[:_LEFT_OUT_PLACES_MAX]),
+    )
+    named = ", ".join(left_out[:_LEFT_OUT_PLACES_MAX]) + (
+        f" and {len(left_out) - _LEFT_OUT_PLACES_MAX} more"
+        if len(left_out) > _LEFT_OUT_PLACES_MAX
+        else ""
+    )
+    what = (
+        f"the leader's placement solve left out {len(left_out)} "
+        f"partition{'s' if len(left_out) != 1 else ''} ({named})"
+        if left_out
+        else "the leader's placement solve is infeasible: no plan was made"
+    )
+    leader_id = leader.node_id if leader is not None else "?"
+    return [
+        Finding(
+            "placement",
+            WARNING,
+            what,
+            places,
+            f"leader {leader_id} solved the fleet as of log index {solve.get('index')} at tick "
+            f"time {solved_ms} ms"
+            + ("" if age_ms is None else f" ({age_ms} ms ago)")
+            + f"; the solver says: {reason}",
+            f"coreplane partitions show {left_out[0]}" if left_out else "coreplane explain plan",
+            "add nodes where the reason says room is short (another zone when it counts zones; "
+            "the provider is asked when one is configured), uncordon a node, or lower the rf "
+            "with coreplane update partition ID --scale-down --new-num-nodes N; the leader "
+            "solves again on every fleet change",
+            {
+                "index": solve.get("index"),
+                "tick_ms": solved_ms,
+                "age_ms": age_ms,
+                "reason": reason,
+                "left_out": left_out,
+            },
+        )
+    ]
+
+
 Check = Callable[[ClusterInputs, Thresholds], list[Finding]]
 CHECKS: dict[str, Check] = {
     "quorum": check_quorum,
@@ -826,6 +889,7 @@ CHECKS: dict[str, Check] = {
     "under_replicated": check_partitions,
     "stuck_operation": check_operations,
     "split_candidate": check_splits,
+    "placement": check_placement,
 }
 
 

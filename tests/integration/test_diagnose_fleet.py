@@ -183,3 +183,38 @@ def test_a_partition_too_hot_for_any_node(fleet: Any, wait_until: Any) -> None:
     assert f.where == (Place("partition", "hot"),)
     assert f.fix.startswith("split hot in the host") and "--scale-up" not in f.fix
     assert why(_inspect(cluster), [f], "partition/hot").state["partition"]["split_candidate"]
+
+
+def test_an_infeasible_solve_is_a_why_seen_from_a_follower(fleet: Any, wait_until: Any) -> None:
+    """A partition asked for before any node registered: the leader's solve cannot place it,
+    and diagnose on a follower (the leader's sample carries its solve status) says so and
+    why; once nodes register the next solve is feasible and the finding goes away."""
+    cluster, agents = fleet
+    cluster.leader().fleet.create_partition("p0", rf=2)
+
+    def from_follower() -> Any:
+        lead = cluster.leader()
+        obs = {n: Observer(cp) for n, cp in cluster.nodes.items()}
+        me = next(n for n in sorted(obs) if n != lead.node_id)
+        return gather_inprocess(obs[me], {n: o for n, o in obs.items() if n != me})
+
+    def infeasible() -> Any:
+        inputs = from_follower()
+        hits = [f for f in diagnose(inputs) if f.check == "placement"]
+        return (inputs, hits[0]) if hits else None
+
+    inputs, f = wait_until(infeasible, 20, "an infeasible solve found")
+    assert inputs.observer != cluster.leader().node_id
+    assert f.where == (Place("cluster", "placement"), Place("partition", "p0"))
+    assert "the solver says: leaves out p0" in f.why and f.evidence["left_out"] == ["p0"]
+    answer = why(inputs, diagnose(inputs), "cluster/placement")
+    assert answer.state["placement_solve"]["feasible"] is False and not answer.healthy
+    for i in range(2):
+        _start(cluster, agents, f"s{i}", f"z{i}")
+
+    def feasible() -> bool:
+        inputs = from_follower()
+        return not [f for f in diagnose(inputs) if f.check == "placement"]
+
+    wait_until(feasible, 30, "the next solve feasible")
+    assert cluster.leader().fleet.solve_status()["feasible"] is True
