@@ -16,35 +16,7 @@ from coreplane.core.machines.quotas import (
 from coreplane.core.state import StateMachine
 from coreplane.errors import CommandRejected, InvalidArgument
 from coreplane.runtime.quotas import Allotter, QuotaConfig
-
-
-def entry(command: C.Command) -> bytes:
-    if command.TAG in C.INTERNAL_TAGS:
-        return C.encode_internal(command)
-    return C.encode(command)
-
-
-class Log:
-    def __init__(self) -> None:
-        self.sm = StateMachine()
-        self.index = 0
-        self.ticks = 0
-
-    def run(self, command: C.Command):  # type: ignore[no-untyped-def]
-        self.index += 1
-        return self.sm.apply(entry(command), self.index)
-
-    def ok(self, command: C.Command):  # type: ignore[no-untyped-def]
-        return self.run(command).unwrap()
-
-    def tick(self, tick_ms: int) -> None:
-        self.ticks += 1
-        self.ok(C.Tick(self.ticks, tick_ms - self.sm.tick_ms))
-
-    def leader(self, node: str = "n1") -> int:
-        term = self.sm.leader_term + 1
-        return int(self.ok(C.Leader(node_id=node, term=term)))
-
+from tests.unit.replicated_log import Log
 
 LIMIT = 100_000_000  # 100,000 requests/s
 USABLE = usable_milli(LIMIT, 4)
