@@ -3,7 +3,6 @@ placed and converged; for the CLI's fleet tests."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
 from tests.integration.cli_support import Cluster
+from tests.integration.fleet_support import agent_endpoint, converged
 
 CFG = FleetConfig(
     suspect_after_ms=2_000,
@@ -23,30 +23,6 @@ CFG = FleetConfig(
 
 
 SIZE_BYTES = 256 << 20  # every partition's size, as its agents report it
-
-
-def _endpoint(cp: Any) -> Callable[..., Any]:
-    def call(op: str, **fields: Any) -> Any:
-        if op == "heartbeat":
-            node_id = fields.pop("node_id")
-            sizes = dict.fromkeys(fields.get("heat") or {}, SIZE_BYTES)  # heat: what it holds
-            return cp.fleet.heartbeat(node_id, sizes=sizes, **fields)
-        if op == "actions":
-            return [
-                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
-            ]
-        if op == "ack":
-            return cp.fleet.ack(
-                fields["node_id"],
-                fields["action_id"],
-                fields["token"],
-                fields["ok"],
-                fields["detail"],
-                timeout_s=2.0,
-            )
-        raise ValueError(op)
-
-    return call
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -67,7 +43,7 @@ class FleetCluster(Cluster):
     ) -> None:
         super().__init__(tmp, fleet_config=CFG)
         self.agents: dict[str, ThreadAgent] = {}
-        endpoints = [_endpoint(cp) for cp in self.nodes.values()]
+        endpoints = [agent_endpoint(cp, size_bytes=SIZE_BYTES) for cp in self.nodes.values()]
         for i in range(6):
             self.agents[f"s{i}"] = ThreadAgent(
                 f"s{i}", f"z{i % 3}", endpoints, self.agents, heartbeat_s=0.1, copy_s=copy_s
@@ -84,13 +60,7 @@ class FleetCluster(Cluster):
         return self.nodes[self.leader()]
 
     def converged(self) -> bool:
-        cp = self.any_node()
-        parts = cp.fleet.partitions()
-        return (
-            bool(parts)
-            and all(p["health"] == "healthy" for p in parts)
-            and not cp.fleet.operations()
-        )
+        return converged(self.any_node(), stale_ok=False)
 
     def wait_converged(self, timeout_s: float = 60) -> None:
         wait_until(self.converged, timeout_s, "the fleet converged")

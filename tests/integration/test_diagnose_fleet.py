@@ -6,7 +6,6 @@ candidate). A converged fleet gives no finding."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.obs import Metrics, Observer, Place, diagnose, gather_inprocess, where, why
-from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.fleet import ThreadAgent
+from tests.integration.fleet_support import agent_endpoint, converged
 
 pytestmark = pytest.mark.slow
 
@@ -27,29 +26,6 @@ CFG = FleetConfig(
     cleanup_timeout_ms=1_500,
     moves_in_flight_per_node=4,
 )
-
-
-def _endpoint(cp: ControlPlane) -> Any:
-    def call(op: str, **fields: Any) -> Any:
-        if op == "heartbeat":
-            node_id = fields.pop("node_id")
-            return cp.fleet.heartbeat(node_id, **fields)
-        if op == "actions":
-            return [
-                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
-            ]
-        if op == "ack":
-            return cp.fleet.ack(
-                fields["node_id"],
-                fields["action_id"],
-                fields["token"],
-                fields["ok"],
-                fields["detail"],
-                timeout_s=2.0,
-            )
-        raise ValueError(op)
-
-    return call
 
 
 class _IdleAgent(ThreadAgent):
@@ -76,7 +52,7 @@ def _start(
     zone: str,
     kind: type[ThreadAgent] = ThreadAgent,
 ) -> None:
-    endpoints = [_endpoint(cp) for cp in cluster.nodes.values()]
+    endpoints = [agent_endpoint(cp) for cp in cluster.nodes.values()]
     agents[node_id] = kind(node_id, zone, endpoints, agents, heartbeat_s=0.1)
     agents[node_id].start()
 
@@ -89,15 +65,6 @@ def _inspect(cluster: Any) -> Any:
     )
 
 
-def _converged(cp: ControlPlane) -> bool:
-    parts = cp.fleet.partitions(stale_ok=True)
-    return (
-        bool(parts)
-        and all(p["health"] == "healthy" for p in parts)
-        and not cp.fleet.operations(stale_ok=True)
-    )
-
-
 def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until: Any) -> None:
     cluster, agents = fleet
     for i in range(3):
@@ -106,7 +73,7 @@ def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until:
     wait_until(lambda: len(leader.fleet.nodes()) == 3, 10, "three nodes")
     for i in range(4):
         leader.fleet.create_partition(f"p{i}", rf=3)
-    wait_until(lambda: _converged(cluster.leader()), 30, "bootstrap to rf")
+    wait_until(lambda: converged(cluster.leader()), 30, "bootstrap to rf")
     assert diagnose(_inspect(cluster)) == []  # a converged fleet: nothing to say
     agents["s1"].stop()
 
