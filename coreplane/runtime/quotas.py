@@ -128,6 +128,15 @@ class Allotter:
         k = self.keys.setdefault(key, _Key())
         k.routers[router] = _Router(demand_milli, now_ms, held_epoch)
 
+    def may_decide(self, key: str, now_ms: int) -> bool:
+        """False when `decide` would answer None whatever the key's record holds: its next
+        epoch is not due and this leader is past catching up on it (`caught_up` can only hold
+        while its newest proposal is its first). Lets the leader skip reading the record."""
+        k = self.keys.get(key)
+        if k is None or k.last_propose_ms < 0 or now_ms - k.last_propose_ms >= self.config.epoch_ms:
+            return True
+        return k.first_epoch != 0 and k.last_epoch == k.first_epoch
+
     def decide(self, key: str, quota: KeyQuota, tick_ms: int, now_ms: int) -> C.QuotaAllot | None:
         """The next epoch of `key` if one is due and can pass apply's check now, else None."""
         cfg = self.config
@@ -404,6 +413,8 @@ class Quotas:
 
             def decide(view: StateView) -> C.QuotaAllot | None:
                 for key in view.quotas.limited_keys():
+                    if not allotter.may_decide(key, now_ms):
+                        continue  # not due: no need to copy its record
                     quota = view.quotas.record(key)
                     if quota is None:
                         continue

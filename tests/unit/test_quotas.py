@@ -362,3 +362,25 @@ def test_quota_runtime_reads_the_control_plane_only_through_its_public_seams() -
     cp.token = None  # leadership ended: routers are sent away, naming no leader of its own
     with pytest.raises(NotLeader):
         quotas.report("api", "r1", 1_000)
+
+
+def test_may_decide_is_false_only_where_decide_answers_none() -> None:
+    log = started()
+    cfg = QuotaConfig()
+    allotter = Allotter(cfg, log.sm.leader_token, 0, 400)
+    assert allotter.may_decide("api", 0)  # never proposed: due
+    allotter.report("api", "a", 1000, 0, 0)
+    first = allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, 0)
+    assert first is not None
+    log.ok(first)
+    allotter.proposed("api", first.epoch, 0)
+    assert allotter.may_decide("api", 10)  # catching up: caught_up may hold at any time
+    allotter.report("api", "a", 1000, first.epoch, 20)
+    second = allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, 30)
+    assert second is not None  # caught up: proposed before the epoch is over
+    log.ok(second)
+    allotter.proposed("api", second.epoch, 30)
+    for now_ms in (40, 30 + cfg.epoch_ms - 1):
+        assert not allotter.may_decide("api", now_ms)
+        assert allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, now_ms) is None
+    assert allotter.may_decide("api", 30 + cfg.epoch_ms)  # due again
