@@ -3,8 +3,6 @@ placed and converged; for the CLI's fleet tests."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
 from tests.integration.cli_support import Cluster
 from tests.integration.fleet_support import agent_endpoint, converged
+from tests.integration.procs_support import eventually as wait_until
 
 CFG = FleetConfig(
     suspect_after_ms=2_000,
@@ -23,18 +22,6 @@ CFG = FleetConfig(
 
 
 SIZE_BYTES = 256 << 20  # every partition's size, as its agents report it
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - a node mid-failover answers nothing: look again
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FleetCluster(Cluster):

@@ -168,11 +168,12 @@ class Cluster:
             cp._tick_interval_s = self.options["tick_interval_ms"] / 1000
             cp._next_tick_at = 0.0
 
-    def hashes(self) -> dict[str, tuple[int, str]]:
-        """Every voter's (applied index, state hash) once they agree on the index."""
-        for _ in range(100):
+    def hashes(self, timeout_s: float = 30.0) -> dict[str, tuple[int, str]]:
+        """Every voter's (applied index, state hash) once they agree on the index; as they
+        stand after `timeout_s` if they never do (the caller's assertion shows them)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
             got = {n: cp.state_hash() for n, cp in self.nodes.items()}
-            if len({h[0] for h in got.values()}) == 1:
+            if len({h[0] for h in got.values()}) == 1 or time.monotonic() > deadline:
                 return got
-            time.sleep(0.05)
-        return got
+            time.sleep(POLL_S)
