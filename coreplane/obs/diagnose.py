@@ -675,6 +675,9 @@ def check_partitions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     cordoned = sorted(
         nid for nid, n in nodes.items() if n["admin"] == "cordoned" and n["liveness"] == "alive"
     )
+    solve, _age_ms = _failed_solve(inputs, th)
+    left_out = {str(pid) for pid in solve.get("left_out") or []}
+    solve_reason = str(solve.get("reason") or "no reason given")
     for p in fleet["under_replicated"]:
         op = p.get("operation")
         gone = [
@@ -700,6 +703,10 @@ def check_partitions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
                 f"no repair can start: only {len(eligible_zones)} zones have eligible "
                 f"nodes for rf {p['rf']}"
             )
+        elif p["id"] in left_out:
+            fix = "coreplane health why cluster/placement"
+            note = "see the placement finding: add nodes, uncordon one, or lower the rf"
+            repair = f"the leader's newest placement solve left it out: {solve_reason}"
         else:
             fix, note = f"coreplane partitions show {p['id']}", "the next plan should repair it"
             repair = "no operation yet: waiting for the leader's next plan"
@@ -818,18 +825,28 @@ def check_splits(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
 _LEFT_OUT_PLACES_MAX = 20  # partitions named as places by one placement finding
 
 
-def check_placement(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
-    """The leader's newest placement solve was infeasible, or placed the rest only by leaving
-    partitions out: the solver's reason is the why (leader soft state, from its sample)."""
+def _failed_solve(inputs: ClusterInputs, th: Thresholds) -> tuple[dict[str, Any], int | None]:
+    """The leader's newest placement solve if it failed and is recent, with its age in cluster
+    time (None if unknown); ({}, None) otherwise."""
     leader = inputs.leader_sample
     solve = None if leader is None else leader.solve
     if not solve or solve.get("feasible", True):
-        return []
+        return {}, None
     now = leader.status.get("tick_ms") if leader is not None else None
-    solved_ms = int(solve.get("tick_ms") or 0)
-    age_ms = None if now is None else int(now) - solved_ms
+    age_ms = None if now is None else int(now) - int(solve.get("tick_ms") or 0)
     if age_ms is not None and age_ms > th.solve_age_ms_max:
+        return {}, None
+    return solve, age_ms
+
+
+def check_placement(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
+    """The leader's newest placement solve was infeasible, or placed the rest only by leaving
+    partitions out: the solver's reason is the why (leader soft state, from its sample)."""
+    solve, age_ms = _failed_solve(inputs, th)
+    if not solve:
         return []
+    leader = inputs.leader_sample
+    solved_ms = int(solve.get("tick_ms") or 0)
     left_out = [str(p) for p in solve.get("left_out") or []]
     reason = str(solve.get("reason") or "no reason given")
     places = (

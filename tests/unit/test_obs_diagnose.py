@@ -558,3 +558,32 @@ def test_the_sample_carries_the_fleets_solve_status_and_reads_old_samples() -> N
     assert back == got
     older = {k: v for k, v in got.to_dict().items() if k != "solve"}  # a peer not upgraded
     assert LocalSample.from_dict(older).solve is None
+
+
+def test_an_under_replicated_partition_left_out_by_the_solver_says_so() -> None:
+    f0 = fleet()
+    f0.pop("node")
+    f0["under_replicated"] = [
+        {
+            "id": "p0",
+            "rf": 3,
+            "heat": 5,
+            "replicas": ["n1"],
+            "live_replicas": 1,
+            "health": "under_replicated",
+            "split_candidate": False,
+            "operation": None,
+        }
+    ]
+    leader = sample("a", role="leader", fleet=f0, solve=solve(False, left_out=["p0"]))
+    inputs = cluster(a=leader)
+    findings = diagnose(inputs)
+    under = only(findings, "under_replicated")
+    assert "the leader's newest placement solve left it out: leaves out p0" in under.why
+    assert under.fix == "coreplane health why cluster/placement"
+    placement = only(findings, "placement")
+    about = why(inputs, findings, "partition/p0").findings
+    assert len(about) == 2 and under in about and placement in about
+    # without the solver's word, the old answer: wait for the next plan
+    plain = only(diagnose(cluster(a=sample("a", role="leader", fleet=f0))), "under_replicated")
+    assert "waiting for the leader's next plan" in plain.why
