@@ -93,8 +93,9 @@ class Thresholds:
     tick_window_s_min: float = 0.5
     ops_attempts_max: int = 1  # an operation retried this often (or past its deadline) is stuck
     # While the fleet needs a plan the leader solves again on every change and, unchanged, at
-    # least every 30 s (its back-off cap); an infeasible solve older than this in cluster time
-    # was not followed by another because nothing needed placing since: it is history.
+    # least every 60 s (FleetConfig.solve_backoff_max_ms; the runtime's own back-off caps at
+    # 30 s); an infeasible solve older than this in cluster time was not followed by another
+    # because nothing needed placing since: it is history. Keep it above twice that back-off.
     solve_age_ms_max: int = 120_000
 
     def to_dict(self) -> dict[str, Any]:
