@@ -122,7 +122,7 @@ class QuotasView(_ReadOnly):
             q = quotas.keys.get(key)
             if q is None:
                 return None
-            # Built directly (dataclasses.replace costs 3x): the leader copies every key per step.
+            # Built directly (dataclasses.replace costs 3x): the leader's step copies many.
             return KeyQuota(
                 limit_milli=q.limit_milli,
                 routers_max=q.routers_max,

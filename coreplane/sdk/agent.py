@@ -126,7 +126,7 @@ class Agent:
         # The last `ran_max` actions run: their ids -> ok (answered again, not run again), and
         # the actions themselves, oldest first (for the host and tests).
         self._done: OrderedDict[str, bool] = OrderedDict()
-        self.ran: deque[FleetAction] = deque(maxlen=ran_max)
+        self._ran: deque[FleetAction] = deque(maxlen=ran_max)
         self.refused = 0
         self.heartbeats = 0  # heartbeats sent (for the host and tests)
         self.last_error: CoreplaneError | None = None
@@ -153,6 +153,13 @@ class Agent:
                 target=self._loop, daemon=True, name=f"coreplane-agent-{node_id}"
             )
             self._thread.start()
+
+    @property
+    def ran(self) -> list[FleetAction]:
+        """The last `ran_max` actions run here, oldest first: a copy, safe to iterate while
+        the workers run more."""
+        with self._mu:
+            return list(self._ran)
 
     @property
     def stopping(self) -> bool:
@@ -278,7 +285,7 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - the host's failure, reported in the ack
                 ok, detail = False, f"{type(exc).__name__}: {exc}"[:1000]
         with self._mu:
-            self.ran.append(action)  # the deque drops its oldest past ran_max
+            self._ran.append(action)  # the deque drops its oldest past ran_max
             self._done[action.id] = ok
             if len(self._done) > self.ran_max:
                 self._done.popitem(last=False)

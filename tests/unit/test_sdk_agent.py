@@ -114,6 +114,8 @@ def test_memory_of_actions_run_is_bounded_and_past_the_bound_only_the_fence_hold
         client.actions = [action(f"a{i}", f"p{i}", 10)]
         assert agent.step() == 1 and agent.wait_idle(WAIT_S)
     assert [a.id for a in agent.ran] == ["a3", "a4", "a5"]  # the last ran_max, oldest first
+    agent.ran.clear()  # a copy: the agent's memory is its own
+    assert len(agent.ran) == 3
     # within the bound: delivered again (ack lost), acknowledged again, not run again
     client.actions = [action("a3", "p3", 10)]
     assert agent.step() == 0 and runs == ["a1", "a2", "a3", "a4", "a5"]
