@@ -302,9 +302,7 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     summary["lock_sync_cycle_per_s"] = pick(cp, "lock_sync", "ops_per_s")
     summary["lock_sync_p50_ms"] = pick(cp, "lock_sync", "p50_ms")
     summary["lock_sync_gen_cpu_us_per_op"] = pick(cp, "lock_sync", "gen_cpu_us_per_op")
-    summary["lock_sync_servers_cpu_us_per_op"] = pick(
-        cp, "lock_sync", "servers_cpu_us_per_op"
-    )
+    summary["lock_sync_servers_cpu_us_per_op"] = pick(cp, "lock_sync", "servers_cpu_us_per_op")
     summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
     summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {

@@ -345,9 +345,7 @@ class AsyncLockSession(_SessionState):
         if time.monotonic() < due:  # a newer batch: its own timer
             asyncio.get_running_loop().call_later(due - time.monotonic(), self._flush_if_due)
             return
-        task = asyncio.get_running_loop().create_task(
-            _run_async(self.client, self._flush_steps())
-        )
+        task = asyncio.get_running_loop().create_task(_run_async(self.client, self._flush_steps()))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 

@@ -338,9 +338,7 @@ def test_writes_run_on_the_event_loop_when_the_control_plane_pipelines_them() ->
         assert base64.b64decode(r.json()["value"]) == b"v"
 
 
-def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_have_applied() -> (
-    None
-):
+def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_have_applied() -> None:
     import concurrent.futures
 
     from coreplane.api.routes import _after_both
