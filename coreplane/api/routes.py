@@ -8,15 +8,13 @@ ControlPlane's public methods.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from coreplane.core import commands as C
-from coreplane.errors import CommandRejected, InvalidArgument
+from coreplane.errors import InvalidArgument
 
 __all__ = ["ROLES", "F", "Handler", "Handlers", "Route", "check_fields", "default_routes"]
 
@@ -239,30 +237,25 @@ class Handlers:
         """Queue for a lock; with ``release`` (a lock name of the same session, and its own
         ``release_seq``), release that one first, in the same request: the SDK's deferred
         release rides on its next acquire (coreplane/sdk/lock.py), one round trip less per
-        lock cycle. Both are proposed back to back (applied in that order, usually in one
-        log entry); the answer is the acquire's, once both are applied. A release that
-        failed for want of a quorum fails the request (503): the client retries it whole,
-        and the session's (client_id, seq) applies each part once. A refused release
-        (not held any more) is no error: the acquire's answer says where the session is."""
-        acquire = C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b))
+        lock cycle. The pair is one `LockReleaseAcquire`, one log entry (a grant's token is
+        that entry's index), applied exactly as the release then the acquire; the answer is
+        the acquire's. The session's (client_id, seq) applies each part once: a retry of the
+        request, or a release already applied on its own, is answered from the session. A
+        refused release (not held any more) is no error: the acquire's answer says where the
+        session is."""
         if not b["release"]:
+            acquire = C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b))
             return self._write(acquire, b)
         if not b["client_id"] or not b["release_seq"] or b["release_seq"] == b["seq"]:
             raise InvalidArgument("release_seq", "a release needs a client_id and its own seq")
-        session = _session(b)
-        release = C.LockRelease(
-            name=b["release"],
+        both = C.LockReleaseAcquire(
+            release=b["release"],
+            name=b["name"],
             session_id=b["session_id"],
-            client_id=session["client_id"],
-            seq=b["release_seq"],
+            release_seq=b["release_seq"],
+            **_session(b),
         )
-        try:
-            released = self._write(release, b)
-        except CommandRejected:  # not pipelined: applied (or refused) already
-            released = None
-        if not isinstance(released, concurrent.futures.Future):
-            return self._write(acquire, b)
-        return _after_both(released, self._write(acquire, b))
+        return self._write(both, b)
 
     def lock_release(self, b: dict[str, Any]) -> Any:
         return self._write(
@@ -307,34 +300,6 @@ class Handlers:
     def remove_voter(self, b: dict[str, Any]) -> Any:
         self.cp.remove_voter(b["node_id"], timeout_s=_timeout_s(b))
         return {"members": self.cp.members()}
-
-
-def _after_both(
-    first: concurrent.futures.Future[Any], second: concurrent.futures.Future[Any]
-) -> concurrent.futures.Future[Any]:
-    """`second`'s outcome once both are done; `first`'s failure wins unless it is a
-    deterministic refusal (CommandRejected), which is ignored."""
-    out: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    out.set_running_or_notify_cancel()
-    left = [2]
-    mu = threading.Lock()
-
-    def done(_f: concurrent.futures.Future[Any]) -> None:
-        with mu:
-            left[0] -= 1
-            if left[0]:
-                return
-        exc = first.exception()
-        if exc is not None and not isinstance(exc, CommandRejected):
-            out.set_exception(exc)
-        elif second.exception() is not None:
-            out.set_exception(second.exception())
-        else:
-            out.set_result(second.result())
-
-    first.add_done_callback(done)
-    second.add_done_callback(done)
-    return out
 
 
 def _cluster_routes(h: Handlers) -> list[Route]:

@@ -338,34 +338,6 @@ def test_writes_run_on_the_event_loop_when_the_control_plane_pipelines_them() ->
         assert base64.b64decode(r.json()["value"]) == b"v"
 
 
-def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_have_applied() -> None:
-    import concurrent.futures
-
-    from coreplane.api.routes import _after_both
-    from coreplane.errors import CommandRejected, Unavailable
-
-    def pair(
-        first: BaseException | str, second: BaseException | str
-    ) -> concurrent.futures.Future[object]:
-        a: concurrent.futures.Future[object] = concurrent.futures.Future()
-        b: concurrent.futures.Future[object] = concurrent.futures.Future()
-        out = _after_both(a, b)
-        for f, v in ((b, second), (a, first)):  # completed out of order
-            assert not out.done()
-            if isinstance(v, BaseException):
-                f.set_exception(v)
-            else:
-                f.set_result(v)
-        return out
-
-    assert pair("released", "acquired").result() == "acquired"
-    assert pair(CommandRejected("not_held", "x"), "acquired").result() == "acquired"
-    with pytest.raises(Unavailable):  # the release's outcome is unknown: retry it all
-        pair(Unavailable("no quorum"), "acquired").result()
-    with pytest.raises(CommandRejected):
-        pair("released", CommandRejected("queue_full", "x")).result()
-
-
 def test_request_metrics_have_bounded_labels_whatever_the_method_or_path(served) -> None:  # type: ignore[no-untyped-def]
     import uuid
 
