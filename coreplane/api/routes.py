@@ -8,6 +8,7 @@ ControlPlane's public methods.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -152,10 +153,16 @@ class Handlers:
     # -- kv ------------------------------------------------------------------------------
 
     def kv_get(self, b: dict[str, Any]) -> Any:
-        got = self.cp.kv.get(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
-        if got is None:
-            return {"found": False, "value": b"", "mod_revision": 0}
-        return {"found": True, "value": got[0], "mod_revision": got[1]}
+        """With a ControlPlane that reads without blocking (`read_async`), this runs on the
+        server's loop: a `stale_ok` read or a leader's read under its lease is answered at
+        once (a short read under the state lock), any other read is a future completed on
+        the Raft thread once its read index is applied here; no pool thread either way."""
+        if callable(getattr(self.cp, "read_async", None)):
+            future = self.cp.kv.get_async(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
+            if future.done():
+                return _got(future.result())
+            return _then(future, _got)
+        return _got(self.cp.kv.get(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b)))
 
     def kv_range(self, b: dict[str, Any]) -> Any:
         if b["limit"] > _RANGE_LIMIT_MAX:
@@ -302,6 +309,33 @@ class Handlers:
         return {"members": self.cp.members()}
 
 
+def _got(got: tuple[bytes, int] | None) -> dict[str, Any]:
+    if got is None:
+        return {"found": False, "value": b"", "mod_revision": 0}
+    return {"found": True, "value": got[0], "mod_revision": got[1]}
+
+
+def _then(
+    future: concurrent.futures.Future[Any], shape: Callable[[Any], Any]
+) -> concurrent.futures.Future[Any]:
+    """A future of ``shape(future's result)``, or of its exception."""
+    out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    out.set_running_or_notify_cancel()
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        exc = f.exception()
+        if exc is not None:
+            out.set_exception(exc)
+            return
+        try:
+            out.set_result(shape(f.result()))
+        except BaseException as err:  # noqa: BLE001 - the future carries it
+            out.set_exception(err)
+
+    future.add_done_callback(done)
+    return out
+
+
 def _cluster_routes(h: Handlers) -> list[Route]:
     node = F("str", None, 128, True)
     return [
@@ -423,7 +457,7 @@ def _lease_and_lock_routes(h: Handlers) -> list[Route]:
 
 def default_routes(h: Handlers) -> list[Route]:
     """The built-in routes (tests/api/test_api_fuzz.py throws bad input at every one)."""
-    writes = {
+    on_loop = {  # never block: writes are proposed, their futures awaited on the loop
         h.kv_put,
         h.kv_cas,
         h.kv_delete,
@@ -436,5 +470,7 @@ def default_routes(h: Handlers) -> list[Route]:
         h.lock_acquire,
         h.lock_release,
     }
+    if callable(getattr(h.cp, "read_async", None)):  # reads that never block (kv_get)
+        on_loop.add(h.kv_get)
     routes = [*_cluster_routes(h), *_kv_routes(h), *_lease_and_lock_routes(h)]
-    return [dataclasses.replace(r, inline=True) if r.handler in writes else r for r in routes]
+    return [dataclasses.replace(r, inline=True) if r.handler in on_loop else r for r in routes]
