@@ -69,6 +69,11 @@ def _coreplane_op(urls: list[str], op: str, prefix: str, t: int) -> Callable[[in
     if op in ("get", "get_stale"):
         client.put(f"{prefix}{t}", VALUE)
         stale = op == "get_stale"
+        deadline = time.monotonic() + 10
+        while stale and client.get(f"{prefix}{t}", stale_ok=True) is None:  # replicated yet?
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica never saw the key")
+            time.sleep(0.01)
         return lambda i: client.get(f"{prefix}{t}", stale_ok=stale) is not None
 
     def cycle(_i: int) -> bool:
