@@ -16,33 +16,40 @@ def _completed(baton: _Baton, n: int) -> list[_BatonAttempt]:
     return attempts
 
 
-def test_a_batch_wakes_one_caller_and_each_passes_on_before_it_blocks() -> None:
+def test_a_batch_wakes_one_caller_and_each_passes_on_when_its_call_returns() -> None:
     baton = _Baton()
     a, b, c = _completed(baton, 3)
     assert (a.result, b.result, c.result) == ("r0", "r1", "r2")  # results are in at once
-    assert a.wait(0)  # the first is woken by the callback
-    # the others wait for the holder; in this thread, waiting on b passes the baton to b
+    assert a.wait(0)  # the first is woken by the callback; the others wait for it
     assert b._lock.locked() and c._lock.locked()
-    assert b.wait(0) and c._lock.locked()
+    baton.pass_on()  # a's call returns
+    assert not b._lock.locked() and c._lock.locked()
+    assert b.wait(0)
+    baton.pass_on()
     assert c.wait(0)
+    baton.pass_on()  # nobody queued: the baton is put down
+    (d,) = _completed(baton, 1)
+    assert not d._lock.locked()  # released by its own callback
 
 
-def test_a_holder_with_nobody_queued_puts_the_baton_down_when_its_call_returns() -> None:
-    baton = _Baton()
-    (a,) = _completed(baton, 1)
-    assert a.wait(0)
-    baton.after_call()
-    (b,) = _completed(baton, 1)
-    assert not b._lock.locked()  # released by its callback: nobody held the baton
-
-
-def test_a_holder_that_never_writes_again_is_passed_over_by_the_tick() -> None:
+def test_a_thread_without_the_baton_passes_nothing() -> None:
     baton = _Baton()
     a, b = _completed(baton, 2)
-    holder = threading.Thread(target=lambda: (a.wait(1), baton.after_call()))
-    holder.start()
-    holder.join()  # woke, kept the baton (b is queued), then left without writing again
+    baton.pass_on()  # this thread has not woken from a: no-op
     assert b._lock.locked()
+    other = threading.Thread(target=baton.pass_on)
+    other.start()
+    other.join()
+    assert b._lock.locked()
+    assert a.wait(0)
+    baton.pass_on()
+    assert b.wait(0)
+
+
+def test_a_baton_nobody_passes_on_is_passed_by_the_tick() -> None:
+    baton = _Baton()
+    a, b = _completed(baton, 2)
+    assert not a._lock.locked()  # a's caller gave up waiting: it never takes the baton
     baton.tick()  # the baton moved since the last tick: left alone
     assert b._lock.locked()
     baton.tick()  # a whole tick without moving: the tick thread passes it
@@ -53,15 +60,17 @@ def test_a_second_callback_for_the_same_attempt_queues_nobody_twice() -> None:
     baton = _Baton()
     a, b = _completed(baton, 2)
     b("late", 0)  # a duplicate callback while b is queued
-    assert a.wait(0) and b.wait(0)
-    baton.after_call()
+    assert a.wait(0)
+    baton.pass_on()
+    assert b.wait(0)
+    baton.pass_on()
     (c,) = _completed(baton, 1)
     assert not c._lock.locked()  # the baton was down: b was queued once, not twice
 
 
 def test_many_callers_all_complete_whatever_they_do_after_a_write() -> None:
-    """Writers that keep writing, stop early, or time out: every completed write wakes its
-    caller (a tick thread completes queued writes in batches and passes stuck batons)."""
+    """Writers that keep writing or stop early: every completed write wakes its caller (a
+    tick thread completes queued writes in batches)."""
     baton = _Baton()
     queue: list[_BatonAttempt] = []
     guard = threading.Lock()
@@ -83,7 +92,7 @@ def test_many_callers_all_complete_whatever_they_do_after_a_write() -> None:
             with guard:
                 queue.append(attempt)
             assert attempt.wait(10.0) and attempt.result == "ok"
-            baton.after_call()
+            baton.pass_on()  # what ControlPlane.propose does when it returns
         done.append(k)
 
     ticker = threading.Thread(target=tick_thread)
