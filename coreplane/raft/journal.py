@@ -10,7 +10,9 @@ indexes) on LMDB instead:
   data and meta pages before the commit returns, so an entry is durable before any ack, vote or
   leader send that the caller makes after `flush`. ``"relaxed"`` skips the meta-page sync: the
   store stays consistent but a power loss may undo the last batch. `setCurrentTerm` flushes at
-  once because a vote must never be sent before its term and vote are durable.
+  once because a vote must never be sent before its term and vote are durable. The commit
+  index (Raft volatile state, a hint here) never makes a sync of its own: it is written with
+  the next batch, or by the one-second timer, or at close.
 - **Checksums.** Each entry is stored as ``crc32(key, term, command) | term | command`` and
   verified whenever it is read from LMDB (and, by default, all of them at open); a mismatch or a
   hole raises `CorruptData` naming the index. The entry is never returned, so never applied.
