@@ -269,6 +269,8 @@ cdef struct Cap:
     Pair **bh            # node -> movable replicas as (heat, index, 0), coldest first
     int64_t *bh_len
     bint *bh_ok
+    Pair **fr            # node -> those of bh a move of this plan brings there (_fresh_row)
+    int64_t *fr_len
 
 
 cdef enum:
