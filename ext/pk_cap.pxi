@@ -198,8 +198,12 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
                     gain = h - bq
                     short = 1 if gain < excess else 0
                     cand[0] = short
-                    cand[1] = cost
-                    cand[2] = -gain if short else gain
+                    if short:  # _pure: a paid swap that leaves n over, the most heat per move
+                        cand[1] = 1 if cost > 0 else 0
+                        cand[2] = -(gain // (cost if cost > 1 else 1))
+                    else:
+                        cand[1] = cost
+                        cand[2] = gain
                     cand[3] = p
                     cand[4] = t
                     cand[5] = q

@@ -284,6 +284,10 @@ cdef void polish(S *s, LB *lb) noexcept nogil:
     c.fr = <Pair **>cp_xcalloc(s.N + 1, sizeof(Pair *))
     c.fr_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     order = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
+    cdef char *filled = <char *>cp_xcalloc(s.N + 1, 1)  # a move of this plan ends there
+    for ii in range(s.nm):
+        if s.md[ii] >= 0:
+            filled[s.md[ii]] = 1
     for round_ in range(POLISH_ROUNDS):
         n = -1
         for m in range(s.N):
@@ -295,7 +299,7 @@ cdef void polish(S *s, LB *lb) noexcept nogil:
         cap_by_heat(s, &c, n)
         no = 0
         for m in range(s.N):
-            if s.elig[m] and m != n and not s.pinned[m]:
+            if s.elig[m] and m != n and not s.pinned[m] and filled[m]:
                 order[no].a = fair_key(s, s.nheat[m], m)
                 order[no].b = m
                 order[no].c = 0
@@ -385,3 +389,4 @@ cdef void polish(S *s, LB *lb) noexcept nogil:
         cp_xfree(c.fr[n])
     cp_xfree(c.bh); cp_xfree(c.bh_len); cp_xfree(c.bh_ok); cp_xfree(c.fr); cp_xfree(c.fr_len)
     cp_xfree(c.head); cp_xfree(c.prev); cp_xfree(c.caps); cp_xfree(c.mov); cp_xfree(order)
+    cp_xfree(filled)
