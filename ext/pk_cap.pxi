@@ -314,8 +314,8 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
     cdef Pair *row
     cdef bint bad
     cdef int64_t *allowed
-    if nhot == 0:
-        return 0
+    if nhot == 0 or budget < 1:
+        return 0  # _pure._cap_room: every plan takes a move at least
     h = hot[nhot - 1].a
     r = hot[nhot - 1].b
     fits = h - excess

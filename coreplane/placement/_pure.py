@@ -804,8 +804,8 @@ def _cap_room(
     Z=4, a weight-1 node held two hot replicas that fit nowhere and stayed over its cap.
     """
     d = s.d
-    if not hot:
-        return 0
+    if not hot or budget < 1:
+        return 0  # every plan below takes a move at least
     h, r = hot[-1]
     used = {d.zone[m] for m in s.part_reps[r] if m != n}
     # A shed replica must fit somewhere: under the roomiest node's cap, or on n once r left it.
