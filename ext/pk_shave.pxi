@@ -132,7 +132,7 @@ cdef void peak(S *s, LB *lb, int64_t allowance) noexcept nogil:
     cdef int64_t *cold = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))  # -2: not computed
     cdef int64_t hot[PEAK_CANDIDATES]
     cdef int64_t n, m, i, j, k, p, r, t, h, round_, nh, top, after_n, after_t, worst
-    cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back
+    cdef int64_t bk0 = 0, bk1 = 0, br = -1, bt = -1, bq = -1, q, back, gain
     cdef bint ok, swap
     cdef bint over = False
     cdef int64_t *sh = split_heat(s)
@@ -144,6 +144,10 @@ cdef void peak(S *s, LB *lb, int64_t allowance) noexcept nogil:
         movable[n] = s.nheat[n] - sh[n]
         if s.elig[n] and movable[n] > target_cap(s, lb, n):
             over = True
+    cdef int64_t slack_end = 0  # _pure._peak: moves the relaxed gain may take the plan to
+    if over:
+        slack_end = lb_target(s, lb)
+        slack_end += slack_end * PEAK_SLACK_PCT // 100
     for round_ in range(PEAK_ROUNDS if over else 0):
         if allowance <= 0:
             break
@@ -223,7 +227,10 @@ cdef void peak(S *s, LB *lb, int64_t allowance) noexcept nogil:
                     br = r
                     bt = t
                     bq = q
-        if br < 0 or bk0 * 100 > top * (100 - PEAK_GAIN_PCT):
+        gain = PEAK_GAIN_PERMILLE
+        if movable[n] > target_cap(s, lb, n) and s.nm + 1 + (1 if swap else 0) <= slack_end:
+            gain = PEAK_GAIN_OVER_PERMILLE
+        if br < 0 or bk0 * 1000 > top * (1000 - gain):
             break
         cold[n] = -2
         cold[bt] = -2
