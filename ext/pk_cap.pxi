@@ -625,7 +625,14 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     c.fr_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     x = peak_key(s)
     for a in range(no):
-        allowance = cap_node(s, &c, order[a].b, rooms, allowance, x)
+        n = order[a].b
+        if allowance <= 0:  # _pure._cap: a spent budget leaves re-targets only
+            for ii in range(s.nr_len[n]):
+                if cap_fresh(s, &c, s.nr[n][ii], n) >= 0:
+                    break
+            else:
+                continue  # no move of this plan ends on n: no action
+        allowance = cap_node(s, &c, n, rooms, allowance, x)
     for n in range(s.N):
         cp_xfree(c.bh[n])
         cp_xfree(c.fr[n])

@@ -1130,6 +1130,8 @@ def _cap(s: _State, allowance: int) -> int:
     fresh: dict[int, FreshRow] = {}
     peak = _peak_key(s)
     for _, n in order:
+        if allowance <= 0 and all(_fresh(s, chains, p, n) < 0 for p in s.node_reps[n]):
+            continue  # a spent budget leaves re-targets only, and no move ends on n: no action
         allowance = _cap_node(s, n, caps, mov, chains, by_heat, fresh, allowance, peak)
     return allowance
 
