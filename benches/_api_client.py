@@ -3,7 +3,8 @@
 ``python -m benches._api_client SYSTEM OP THREADS DURATION_S PREFIX TARGET...``: SYSTEM is
 ``coreplane`` (TARGETs are API URLs, the SDK's sync `Client`, one per thread) or ``etcd``
 (TARGET is the client port of the leader member; etcd's v3 JSON gateway on one keep-alive
-HTTP/1.1 connection per thread). OP is ``put``, ``get`` or ``lock`` (a lock cycle: acquire
+HTTP/1.1 connection per thread). OP is ``put``, ``get``, ``get_stale`` (a read of the
+replica it reaches: ``stale_ok``; etcd: ``serializable``) or ``lock`` (a lock cycle: acquire
 and release; etcd: its v3lock service with a lease granted once per thread); ``lock_sync``
 (coreplane only) is ``lock`` with the SDK's deferred release off (`lock_release_linger_ms=0`).
 Closed loop: each thread keeps one request outstanding. Reports completed operations, per-op
@@ -41,9 +42,10 @@ def _etcd_op(port: int, op: str, prefix: str, t: int) -> Callable[[int], bool]:
         return lambda i: bool(
             post("/v3/kv/put", {"key": b64(f"{prefix}{t}-{i}"), "value": b64(VALUE)}) is not None
         )
-    if op == "get":
+    if op in ("get", "get_stale"):
         post("/v3/kv/put", {"key": b64(f"{prefix}{t}"), "value": b64(VALUE)})
-        return lambda i: "kvs" in post("/v3/kv/range", {"key": b64(f"{prefix}{t}")})
+        ask = {"key": b64(f"{prefix}{t}"), **({"serializable": True} if op != "get" else {})}
+        return lambda i: "kvs" in post("/v3/kv/range", ask)
     lease = post("/v3/lease/grant", {"TTL": 30})["ID"]
 
     def cycle(_i: int) -> bool:
@@ -64,9 +66,15 @@ def _coreplane_op(urls: list[str], op: str, prefix: str, t: int) -> Callable[[in
     client.refresh()  # leader first
     if op == "put":
         return lambda i: client.put(f"{prefix}{t}-{i}", VALUE) > 0
-    if op == "get":
+    if op in ("get", "get_stale"):
         client.put(f"{prefix}{t}", VALUE)
-        return lambda i: client.get(f"{prefix}{t}") is not None
+        stale = op == "get_stale"
+        deadline = time.monotonic() + 10
+        while stale and client.get(f"{prefix}{t}", stale_ok=True) is None:  # replicated yet?
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica never saw the key")
+            time.sleep(0.01)
+        return lambda i: client.get(f"{prefix}{t}", stale_ok=stale) is not None
 
     def cycle(_i: int) -> bool:
         with client.lock(f"{prefix}lock{t}", ttl_ms=30_000):

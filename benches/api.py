@@ -8,12 +8,14 @@ outstanding per thread), the same concurrency for both:
 - ``put``: coreplane through the SDK (`Client.put`, msgpack over HTTP/1.1 keep-alive) vs
   etcd's v3 JSON gateway ``/v3/kv/put``, to the leader;
 - ``get``: linearizable reads (`Client.get`: ReadIndex) vs ``/v3/kv/range`` (linearizable);
+- ``get_stale``: reads of whichever replica answers (`Client.get(stale_ok=True)`, which the
+  SDK sends to a follower first) vs ``/v3/kv/range`` with ``serializable`` (the leader's);
 - ``lock``: a lock cycle, acquire + release, uncontended (one lock name per thread):
   ``with client.lock(...)`` vs etcd's v3lock service ``/v3/lock/lock`` + ``/v3/lock/unlock``
   with a lease granted once per thread. The SDK opens one lock session per client and TTL
   (once), and defers a release by its linger (5 ms): in this loop each release rides on the
-  thread's next acquire, so a cycle is one request carrying two proposals (release, then
-  acquire: both applied, a new grant and token each cycle). ``lock_sync`` (coreplane only)
+  thread's next acquire, so a cycle is one request and one log entry (`LockReleaseAcquire`:
+  the release, then the acquire, a new grant and token each cycle). ``lock_sync`` (coreplane only)
   is the same with the deferral off: two requests, each waited for, as etcd's.
 Each phase runs ``rounds`` times per system in ABBA order (coreplane, etcd, etcd, coreplane):
 the machine is shared and its load drifts, and one 5 s phase per system swung the ratios by
@@ -54,7 +56,7 @@ from coreplane.testing.procs import JsonLineChild
 FULL = {"duration_s": 5.0, "procs": 2, "threads": 16, "rounds": 2}
 SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2, "rounds": 1}
 TOKEN = "bench-api-token-" + os.urandom(8).hex()
-OPS = ("put", "get", "lock")
+OPS = ("put", "get", "get_stale", "lock")
 
 
 class _Nodes:
@@ -285,6 +287,8 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     for name, op, key, better in (
         ("put_per_s", "put", "ops_per_s", "higher"),
         ("get_per_s", "get", "ops_per_s", "higher"),
+        ("get_stale_per_s", "get_stale", "ops_per_s", "higher"),
+        ("get_stale_p50_ms", "get_stale", "p50_ms", "lower"),
         ("put_p50_ms", "put", "p50_ms", "lower"),
         ("lock_cycle_per_s", "lock", "ops_per_s", "higher"),
         ("lock_p50_ms", "lock", "p50_ms", "lower"),

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from coreplane.core import commands as C
-from coreplane.errors import CommandRejected, InvalidArgument
+from coreplane.errors import InvalidArgument
 
 __all__ = ["ROLES", "F", "Handler", "Handlers", "Route", "check_fields", "default_routes"]
 
@@ -154,10 +153,16 @@ class Handlers:
     # -- kv ------------------------------------------------------------------------------
 
     def kv_get(self, b: dict[str, Any]) -> Any:
-        got = self.cp.kv.get(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
-        if got is None:
-            return {"found": False, "value": b"", "mod_revision": 0}
-        return {"found": True, "value": got[0], "mod_revision": got[1]}
+        """With a ControlPlane that reads without blocking (`read_async`), this runs on the
+        server's loop: a `stale_ok` read or a leader's read under its lease is answered at
+        once (a short read under the state lock), any other read is a future completed on
+        the Raft thread once its read index is applied here; no pool thread either way."""
+        if callable(getattr(self.cp, "read_async", None)):
+            future = self.cp.kv.get_async(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b))
+            if future.done():
+                return _got(future.result())
+            return _then(future, _got)
+        return _got(self.cp.kv.get(b["key"], stale_ok=b["stale_ok"], timeout_s=_timeout_s(b)))
 
     def kv_range(self, b: dict[str, Any]) -> Any:
         if b["limit"] > _RANGE_LIMIT_MAX:
@@ -239,30 +244,25 @@ class Handlers:
         """Queue for a lock; with ``release`` (a lock name of the same session, and its own
         ``release_seq``), release that one first, in the same request: the SDK's deferred
         release rides on its next acquire (coreplane/sdk/lock.py), one round trip less per
-        lock cycle. Both are proposed back to back (applied in that order, usually in one
-        log entry); the answer is the acquire's, once both are applied. A release that
-        failed for want of a quorum fails the request (503): the client retries it whole,
-        and the session's (client_id, seq) applies each part once. A refused release
-        (not held any more) is no error: the acquire's answer says where the session is."""
-        acquire = C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b))
+        lock cycle. The pair is one `LockReleaseAcquire`, one log entry (a grant's token is
+        that entry's index), applied exactly as the release then the acquire; the answer is
+        the acquire's. The session's (client_id, seq) applies each part once: a retry of the
+        request, or a release already applied on its own, is answered from the session. A
+        refused release (not held any more) is no error: the acquire's answer says where the
+        session is."""
         if not b["release"]:
+            acquire = C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b))
             return self._write(acquire, b)
         if not b["client_id"] or not b["release_seq"] or b["release_seq"] == b["seq"]:
             raise InvalidArgument("release_seq", "a release needs a client_id and its own seq")
-        session = _session(b)
-        release = C.LockRelease(
-            name=b["release"],
+        both = C.LockReleaseAcquire(
+            release=b["release"],
+            name=b["name"],
             session_id=b["session_id"],
-            client_id=session["client_id"],
-            seq=b["release_seq"],
+            release_seq=b["release_seq"],
+            **_session(b),
         )
-        try:
-            released = self._write(release, b)
-        except CommandRejected:  # not pipelined: applied (or refused) already
-            released = None
-        if not isinstance(released, concurrent.futures.Future):
-            return self._write(acquire, b)
-        return _after_both(released, self._write(acquire, b))
+        return self._write(both, b)
 
     def lock_release(self, b: dict[str, Any]) -> Any:
         return self._write(
@@ -309,31 +309,30 @@ class Handlers:
         return {"members": self.cp.members()}
 
 
-def _after_both(
-    first: concurrent.futures.Future[Any], second: concurrent.futures.Future[Any]
+def _got(got: tuple[bytes, int] | None) -> dict[str, Any]:
+    if got is None:
+        return {"found": False, "value": b"", "mod_revision": 0}
+    return {"found": True, "value": got[0], "mod_revision": got[1]}
+
+
+def _then(
+    future: concurrent.futures.Future[Any], shape: Callable[[Any], Any]
 ) -> concurrent.futures.Future[Any]:
-    """`second`'s outcome once both are done; `first`'s failure wins unless it is a
-    deterministic refusal (CommandRejected), which is ignored."""
+    """A future of ``shape(future's result)``, or of its exception."""
     out: concurrent.futures.Future[Any] = concurrent.futures.Future()
     out.set_running_or_notify_cancel()
-    left = [2]
-    mu = threading.Lock()
 
-    def done(_f: concurrent.futures.Future[Any]) -> None:
-        with mu:
-            left[0] -= 1
-            if left[0]:
-                return
-        exc = first.exception()
-        if exc is not None and not isinstance(exc, CommandRejected):
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        exc = f.exception()
+        if exc is not None:
             out.set_exception(exc)
-        elif second.exception() is not None:
-            out.set_exception(second.exception())
-        else:
-            out.set_result(second.result())
+            return
+        try:
+            out.set_result(shape(f.result()))
+        except BaseException as err:  # noqa: BLE001 - the future carries it
+            out.set_exception(err)
 
-    first.add_done_callback(done)
-    second.add_done_callback(done)
+    future.add_done_callback(done)
     return out
 
 
@@ -458,7 +457,7 @@ def _lease_and_lock_routes(h: Handlers) -> list[Route]:
 
 def default_routes(h: Handlers) -> list[Route]:
     """The built-in routes (tests/api/test_api_fuzz.py throws bad input at every one)."""
-    writes = {
+    on_loop = {  # never block: writes are proposed, their futures awaited on the loop
         h.kv_put,
         h.kv_cas,
         h.kv_delete,
@@ -471,5 +470,7 @@ def default_routes(h: Handlers) -> list[Route]:
         h.lock_acquire,
         h.lock_release,
     }
+    if callable(getattr(h.cp, "read_async", None)):  # reads that never block (kv_get)
+        on_loop.add(h.kv_get)
     routes = [*_cluster_routes(h), *_kv_routes(h), *_lease_and_lock_routes(h)]
-    return [dataclasses.replace(r, inline=True) if r.handler in writes else r for r in routes]
+    return [dataclasses.replace(r, inline=True) if r.handler in on_loop else r for r in routes]

@@ -55,6 +55,7 @@ __all__ = [
     "LeaseRevoke",
     "LockAcquire",
     "LockRelease",
+    "LockReleaseAcquire",
     "LockSessionClose",
     "LockSessionGrant",
     "LockSessionKeepAlive",
@@ -507,7 +508,41 @@ class LockRelease(_Base):
     seq: int = 0
 
 
-LOCK_COMMANDS = (LockSessionGrant, LockSessionKeepAlive, LockSessionClose, LockAcquire, LockRelease)
+@dataclass(frozen=True, slots=True)
+class LockReleaseAcquire(_Base):
+    """Release lock `release` of the session, then take `name` or join its queue: one log
+    entry for a lock cycle whose release rides on the next acquire, so a grant's token is
+    still its entry's index. Applied exactly as `LockRelease` then `LockAcquire` at this
+    index, the release refused or not. With a `client_id`, the acquire is `seq` and the
+    release `release_seq` of that session, each applied once (a retry, or a release already
+    applied on its own, is answered from the session); `release_seq` 0 makes the pair one
+    command of `seq`. The answer is the acquire's."""
+
+    TAG = 75
+    TYPES = {
+        "release": str,
+        "name": str,
+        "session_id": int,
+        "client_id": str,
+        "seq": int,
+        "release_seq": int,
+    }
+    release: str
+    name: str
+    session_id: int
+    client_id: str = ""
+    seq: int = 0
+    release_seq: int = 0
+
+
+LOCK_COMMANDS = (
+    LockSessionGrant,
+    LockSessionKeepAlive,
+    LockSessionClose,
+    LockAcquire,
+    LockRelease,
+    LockReleaseAcquire,
+)
 
 
 # Quotas (tags 90..99; see coreplane/core/machines/quotas.py): global rate limits per key,
@@ -578,6 +613,7 @@ Command: TypeAlias = (
     | LockSessionClose
     | LockAcquire
     | LockRelease
+    | LockReleaseAcquire
     | FleetCreatePartition
     | FleetSetRF
     | FleetDeletePartition

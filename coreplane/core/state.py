@@ -15,6 +15,7 @@ least-recently-used, an order that depends only on the log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -229,6 +230,29 @@ class StateMachine:
                 "not_batchable",
                 f"{type(command).__name__} depends on its log index and cannot share an entry",
             )
+        if isinstance(command, commands.LockReleaseAcquire) and command.release_seq:
+            return self._release_acquire(command, index)
+        return self._apply_session(command, index)
+
+    def _release_acquire(self, command: commands.LockReleaseAcquire, index: int) -> Applied:
+        """A `LockReleaseAcquire` whose parts carry seqs of their own: applied as its
+        `LockRelease` (`release_seq`) then its `LockAcquire` (`seq`) at this index, each
+        through the session exactly as if it were an entry of its own; the acquire's answer."""
+        client_id = command.client_id
+        if client_id and command.release_seq == command.seq:
+            return Applied(
+                False, None, "seq_conflict", "release_seq must differ from seq (two commands)"
+            )
+        sid, release_seq = command.session_id, command.release_seq
+        self._apply_session(
+            commands.LockRelease(command.release, sid, client_id, release_seq), index
+        )
+        acquire = commands.LockAcquire(command.name, sid, client_id, command.seq)
+        return self._apply_session(acquire, index)
+
+    def _apply_session(self, command: commands.Command, index: int) -> Applied:
+        """Apply through the client's session: a remembered (client_id, seq) is answered from
+        it, a forgotten one refused, a new one executed once and remembered."""
         client_id: str = getattr(command, "client_id", "")
         if not client_id:
             return self._dispatch(command, index)
@@ -308,6 +332,12 @@ class StateMachine:
                 return self.locks.acquire(name, session_id, index)
             case commands.LockRelease(name=name, session_id=session_id):
                 return self.locks.release(name, session_id, index)
+            case commands.LockReleaseAcquire(
+                release=release, name=name, session_id=session_id
+            ):  # one seq for both (release_seq 0; see `_release_acquire` otherwise)
+                with contextlib.suppress(CommandRejected):  # as a refused LockRelease entry
+                    self.locks.release(release, session_id, index)
+                return self.locks.acquire(name, session_id, index)
             case commands.QuotaSetLimit(key=key, limit_milli=limit, routers_max=routers_max):
                 return self.quotas.set_limit(key, limit, routers_max)
             case commands.QuotaDeleteLimit(key=key):

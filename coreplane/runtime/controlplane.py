@@ -362,6 +362,18 @@ class KV:
         )
         return got
 
+    def get_async(
+        self, key: str, *, stale_ok: bool = False, timeout_s: float | None = None
+    ) -> ProposalFuture[tuple[bytes, int] | None]:
+        """`get` holding no thread while it waits: a future (``.result()`` or ``await``);
+        see `ControlPlane.read_async`."""
+        if not isinstance(key, str):
+            raise InvalidArgument("key", "must be a str")
+        got: ProposalFuture[tuple[bytes, int] | None] = self._cp._read_state_async(
+            lambda sm: sm.kv.get(key), stale_ok=stale_ok, timeout_s=timeout_s
+        )
+        return got
+
     def get_stale(self, key: str) -> tuple[tuple[bytes, int] | None, StaleReadBound]:
         """A local read and its staleness bound (`ControlPlane.stale_read_bound`)."""
         bound = self._cp.stale_read_bound()
@@ -1124,6 +1136,58 @@ class ControlPlane:
             self._require_engine()
         with self._sm_lock:
             return fn(self._sm)
+
+    def read_async(
+        self,
+        fn: Callable[[StateView], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> ProposalFuture[Any]:
+        """`read` holding no thread while it waits: a future of ``fn(view)`` (``.result()``
+        or ``await``). `fn` runs on the thread that finds its read index applied: the
+        caller's (a leader holding its lease, or `stale_ok`), else the Raft tick thread, so
+        it must be as short as `read` asks (coreplane/runtime/async_reads.py)."""
+        if not callable(fn):
+            raise InvalidArgument("fn", "must be callable")
+        return self._read_state_async(
+            lambda sm: fn(StateView(sm)), stale_ok=stale_ok, timeout_s=timeout_s
+        )
+
+    def _read_state_async(
+        self,
+        fn: Callable[[StateMachine], Any],
+        *,
+        stale_ok: bool = False,
+        timeout_s: float | None = None,
+    ) -> ProposalFuture[Any]:
+        """`read_async` for the runtime's own facades, on the live state machine."""
+        from coreplane.runtime.async_reads import MAKE_LOCK, AsyncReads  # apart from `read`
+
+        deadline = time.monotonic() + self._timeout(timeout_s)
+        engine = self._require_engine()
+        sm, sm_lock = self._sm, self._sm_lock
+
+        def run(read: Callable[[], Any]) -> Any:
+            with sm_lock:
+                return read()
+
+        if stale_ok:
+            future: ProposalFuture[Any] = ProposalFuture()
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(run(lambda: fn(sm)))
+            except BaseException as exc:  # noqa: BLE001 - the future carries it
+                future.set_exception(exc)
+            return future
+        reads: AsyncReads | None = getattr(self, "_async_reads", None)
+        if reads is None or reads.engine is not engine:
+            with MAKE_LOCK:  # one AsyncReads per engine, made by the first read
+                reads = getattr(self, "_async_reads", None)
+                if reads is None or reads.engine is not engine:
+                    reads = AsyncReads(engine, run, self._stopping)
+                    self._async_reads = reads
+        return reads.submit(lambda: fn(sm), deadline)
 
     def _wait_read_index(self, timeout_s: float | None) -> int:
         """Get a confirmed read index from the leader, then wait until it is applied here."""

@@ -8,7 +8,8 @@ write to the guarded resource, which keeps the highest token it has seen and ref
 Liveness is a **lock session** (as etcd's ``concurrency.Session`` or a ZooKeeper session): a
 client opens one session per TTL on first use, keeps it alive in the background (every TTL/3)
 and reuses it for all its locks of that TTL, so a lock cycle costs two proposals (acquire,
-release). A session the cluster expired is replaced on the next `lock()`.
+release), or one when the release rides on the next acquire (below). A session the cluster
+expired is replaced on the next `lock()`.
 
 When can a lock be lost? If no keep-alive sent at time t is acknowledged, the cluster may
 expire the session at t + TTL of its own (tick) time, and then grant the lock to the next
@@ -24,10 +25,11 @@ there, which no local check can do (tests/integration/test_lock_safety.py shows 
 **Release is deferred** by `lock_release_linger_ms` (`ClientConfig`; 5 ms by default, 0 in
 the serverless profile, where a frozen process must not sit on one): leaving the ``with``
 block ends the lock *here* at once (`check()` raises, ``guard=lock`` writes are refused), and
-the release reaches the cluster with this session's next acquire (one request: the route
-releases, then queues; `coreplane/api/routes.py`), or on its own once the linger is over,
-whichever comes first. A lock taken and given back in a loop then costs one round trip per
-cycle instead of two; a waiter elsewhere gets the lock at most the linger later. Safety does
+the release reaches the cluster with this session's next acquire (one request and one log
+entry, `LockReleaseAcquire`: the release, then the acquire; `coreplane/api/routes.py`), or
+on its own once the linger is over, whichever comes first. A lock taken and given back in a
+loop then costs one round trip and one entry per cycle instead of two; a waiter elsewhere
+gets the lock at most the linger later. Safety does
 not depend on it (the cluster hands the lock on only after the release is applied, and the
 holder stopped using it before). Closing the client or the session releases everything at
 once; a process that exits without closing flushes what is pending at exit.

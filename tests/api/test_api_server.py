@@ -338,32 +338,52 @@ def test_writes_run_on_the_event_loop_when_the_control_plane_pipelines_them() ->
         assert base64.b64decode(r.json()["value"]) == b"v"
 
 
-def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_have_applied() -> None:
+def test_gets_run_on_the_event_loop_when_the_control_plane_reads_without_blocking() -> None:
+    """With `read_async`, /v1/kv/get never takes a pool thread: an answer ready at once
+    (stale_ok, a leased leader) is encoded on the loop, a pending one is awaited there."""
     import concurrent.futures
+    import threading
 
-    from coreplane.api.routes import _after_both
-    from coreplane.errors import CommandRejected, Unavailable
+    from tests.api.local import TOKENS, LocalControlPlane
 
-    def pair(
-        first: BaseException | str, second: BaseException | str
-    ) -> concurrent.futures.Future[object]:
-        a: concurrent.futures.Future[object] = concurrent.futures.Future()
-        b: concurrent.futures.Future[object] = concurrent.futures.Future()
-        out = _after_both(a, b)
-        for f, v in ((b, second), (a, first)):  # completed out of order
-            assert not out.done()
-            if isinstance(v, BaseException):
-                f.set_exception(v)
-            else:
-                f.set_result(v)
-        return out
+    class AsyncReads(LocalControlPlane):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[tuple[str, bool]] = []
+            self.pending: list[concurrent.futures.Future[object]] = []
 
-    assert pair("released", "acquired").result() == "acquired"
-    assert pair(CommandRejected("not_held", "x"), "acquired").result() == "acquired"
-    with pytest.raises(Unavailable):  # the release's outcome is unknown: retry it all
-        pair(Unavailable("no quorum"), "acquired").result()
-    with pytest.raises(CommandRejected):
-        pair("released", CommandRejected("queue_full", "x")).result()
+        def propose_async(self, command, *, timeout_s=None, transform=None):  # type: ignore[no-untyped-def]
+            future: concurrent.futures.Future[object] = concurrent.futures.Future()
+            applied = self.propose(command, timeout_s=timeout_s)
+            future.set_result(transform(applied) if transform else applied)
+            return future
+
+        def read_async(self, fn, *, stale_ok=False, timeout_s=None):  # type: ignore[no-untyped-def]
+            raise AssertionError("the route reads through kv.get_async")
+
+        def _read_state_async(self, fn, *, stale_ok=False, timeout_s=None):  # type: ignore[no-untyped-def]
+            self.threads.append((threading.current_thread().name, stale_ok))
+            future: concurrent.futures.Future[object] = concurrent.futures.Future()
+            value = self._read_state(fn, stale_ok=True)
+            if stale_ok:
+                future.set_result(value)
+            else:  # completed later, from another thread (as the Raft thread does)
+                threading.Timer(0.05, future.set_result, args=(value,)).start()
+            return future
+
+    cp = AsyncReads()
+    with ApiServer(cp, "127.0.0.1:0", tokens=TOKENS, obs=False) as server:
+        headers = {"Authorization": f"Bearer {CLIENT}"}
+        put = {"key": "k", "value": base64.b64encode(b"v").decode(), "client_id": "c", "seq": 1}
+        assert httpx.post(server.url + "/v1/kv/put", json=put, headers=headers).status_code == 200
+        for stale in (True, False):
+            r = httpx.post(
+                server.url + "/v1/kv/get", json={"key": "k", "stale_ok": stale}, headers=headers
+            )
+            assert base64.b64decode(r.json()["value"]) == b"v" and r.json()["found"]
+        r = httpx.post(server.url + "/v1/kv/get", json={"key": "nope"}, headers=headers)
+        assert r.json() == {"found": False, "value": "", "mod_revision": 0}
+    assert cp.threads == [("coreplane-api", stale) for stale in (True, False, False)]
 
 
 def test_request_metrics_have_bounded_labels_whatever_the_method_or_path(served) -> None:  # type: ignore[no-untyped-def]

@@ -323,8 +323,10 @@ def test_a_deferred_release_rides_on_the_next_acquire(served) -> None:  # type: 
         after = _routes_answered(server)
         assert after.get("/v1/locks/acquire", 0) - before.get("/v1/locks/acquire", 0) == 1
         assert after.get("/v1/locks/release", 0) == before.get("/v1/locks/release", 0)
-        tags = [C.decode(p).TAG for p in cp.proposed[proposed:]]
-        assert tags == [C.LockRelease.TAG, C.LockAcquire.TAG]  # one request, both applied
+        both = [C.decode(p) for p in cp.proposed[proposed:]]
+        assert [type(x) for x in both] == [C.LockReleaseAcquire]  # one request, one entry
+        assert both[0].release == both[0].name == "ride"
+        assert both[0].release_seq and both[0].release_seq != both[0].seq
     assert holder() == 0  # closing the client released the last one
 
 

@@ -181,3 +181,87 @@ def test_duplicated_lock_commands_apply_once(log: list[C.Command]) -> None:
     assert {n: [lk.holder, list(lk.waiters)] for n, lk in twice.locks.locks.items()} == {
         n: [lk.holder, list(lk.waiters)] for n, lk in once.locks.locks.items()
     }
+
+
+def _ride_parts(ride: C.LockReleaseAcquire) -> tuple[C.LockRelease, C.LockAcquire]:
+    cid, sid = ride.client_id, ride.session_id
+    return (
+        C.LockRelease(ride.release, sid, cid, ride.release_seq if cid else 0),
+        C.LockAcquire(ride.name, sid, cid, ride.seq if cid else 0),
+    )
+
+
+@st.composite
+def ride_logs(draw: st.DrawFn) -> list[C.Command]:
+    """Lock logs with release-then-acquire cycles in one entry: without a session, with two
+    seqs, retried, and with the release already applied on its own (a request that failed
+    after its release was committed, then retried whole)."""
+    out: list[C.Command] = []
+    rides: list[C.LockReleaseAcquire] = []
+    seq = 10_000  # above lock_logs' own seqs of the same client
+    for cmd in draw(lock_logs(max_len=40)):
+        out.append(cmd)
+        mode = draw(st.sampled_from(["", "", "none", "two", "two", "retry", "split"]))
+        if not mode or (mode == "retry" and not rides):
+            continue
+        if mode == "retry":
+            out.append(draw(st.sampled_from(rides)))
+            continue
+        sid = draw(st.integers(1, 4))
+        release, name = draw(st.sampled_from(NAMES)), draw(st.sampled_from(NAMES))
+        if mode == "none":
+            ride = C.LockReleaseAcquire(release, name, sid, "", 0, 0)
+        else:
+            seq += 2
+            ride = C.LockReleaseAcquire(release, name, sid, "c1", seq, seq - 1)
+        if mode == "split":
+            out.append(_ride_parts(ride)[0])
+        rides.append(ride)
+        out.append(ride)
+    return out
+
+
+@given(log=ride_logs())
+def test_a_release_acquire_entry_applies_as_the_release_then_the_acquire(
+    log: list[C.Command],
+) -> None:
+    """The composite at index i equals its LockRelease then its LockAcquire, each applied at
+    index i: same answer as the acquire's, same state (locks, tokens, sessions' seqs)."""
+    ours, ref = StateMachine(), StateMachine()
+    for i, cmd in enumerate(log, start=1):
+        got = ours.apply(_entry(cmd), i).to_plain()
+        if isinstance(cmd, C.LockReleaseAcquire):
+            release, acquire = _ride_parts(cmd)
+            ref.apply(_entry(release), i)
+            want = ref._apply_one(_entry(acquire), i, False, None).to_plain()
+        else:
+            want = ref.apply(_entry(cmd), i).to_plain()
+        assert got == want
+        assert ours.state_hash() == ref.state_hash()
+
+
+def test_a_release_acquire_with_one_seq_applies_once_and_keeps_fencing() -> None:
+    sm = StateMachine()
+    for i, cmd in enumerate(
+        [C.LockSessionGrant(5_000, 1), C.LockSessionGrant(5_000, 2), C.LockAcquire("a", 1)],
+        start=1,
+    ):
+        sm.apply(_entry(cmd), i)
+    sm.apply(_entry(C.LockAcquire("a", 2)), 4)  # 2 waits for a
+    ride = C.LockReleaseAcquire("a", "b", 1, "c9", 7, 0)
+    first = sm.apply(_entry(ride), 5)
+    assert first.ok and first.value == {"held": True, "token": 5, "position": 0}
+    assert sm.locks.describe("a")["holder"] == 2 and sm.locks.locks["a"].token == 5
+    sm.apply(_entry(C.LockRelease("b", 1)), 6)
+    again = sm.apply(_entry(ride), 7)  # a retry: answered from the session, nothing re-run
+    assert again.to_plain() == first.to_plain() and "b" not in sm.locks.locks
+    assert sm.locks.describe("a")["holder"] == 2
+    clash = sm.apply(_entry(C.LockReleaseAcquire("a", "b", 1, "c9", 8, 8)), 8)
+    assert not clash.ok and clash.code == "seq_conflict" and "b" not in sm.locks.locks
+
+
+def test_the_release_acquire_command_round_trips_with_its_tag() -> None:
+    ride = C.LockReleaseAcquire("a", "b", 3, "c", 9, 8)
+    data = C.encode(ride)
+    assert C.decode(data) == ride and C.LockReleaseAcquire.TAG == 75
+    assert C.check_proposable(data) == ride

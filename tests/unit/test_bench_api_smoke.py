@@ -26,11 +26,18 @@ def test_api_bench_smoke_writes_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     record = json.loads(out.read_text())
     summary = record["summary"]
-    for key in ("put_per_s", "get_per_s", "put_p50_ms", "lock_cycle_per_s", "lock_p50_ms"):
+    for key in (
+        "put_per_s",
+        "get_per_s",
+        "get_stale_per_s",
+        "put_p50_ms",
+        "lock_cycle_per_s",
+        "lock_p50_ms",
+    ):
         assert summary[key] > 0, key
         assert summary[f"{key}_ratio_vs_etcd"] is None  # etcd is skipped under --smoke
-    assert summary["errors"]["coreplane"] == {"put": 0, "get": 0, "lock": 0}
+    assert summary["errors"]["coreplane"] == {"put": 0, "get": 0, "get_stale": 0, "lock": 0}
     assert summary["lock_sync_cycle_per_s"] > 0  # the lock cycle with every release waited for
-    for op in ("put", "get", "lock"):  # CPU per op of the generator and of the members
+    for op in ("put", "get", "get_stale", "lock"):  # CPU per op of the generator and of the members
         assert summary[f"{op}_gen_cpu_us_per_op"] > 0, op
         assert summary[f"{op}_servers_cpu_us_per_op"] > 0, op

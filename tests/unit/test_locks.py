@@ -12,7 +12,7 @@ from tests.unit.replicated_log import Log
 
 
 def test_tags_are_fixed_in_the_lock_range() -> None:
-    assert [c.TAG for c in C.LOCK_COMMANDS] == [70, 71, 72, 73, 74]
+    assert [c.TAG for c in C.LOCK_COMMANDS] == [70, 71, 72, 73, 74, 75]
 
 
 def test_first_acquirer_holds_with_the_grant_index_as_token_and_others_queue_fifo() -> None:
