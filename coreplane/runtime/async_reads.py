@@ -60,14 +60,23 @@ class AsyncReads:
         self._run = run  # fn -> fn() under the state machine's lock
         self._stopping = stopping
         self._mu = threading.Lock()
-        self._pending: list[_Read] = []
+        self._pending: list[_Read] = []  # waiting for a tick: not applied yet, or a retry due
+        self._live: set[_Read] = set()  # every read not answered yet (for `fail_all`)
         engine.addOnTickCallback(self._on_tick)
 
     def submit(self, fn: Callable[[], Any], deadline: float) -> ProposalFuture[Any]:
         future: ProposalFuture[Any] = ProposalFuture()
         future.set_running_or_notify_cancel()
-        self._ask(_Read(fn, future, deadline))
+        read = _Read(fn, future, deadline)
+        with self._mu:
+            self._live.add(read)
+        future.add_done_callback(lambda _f: self._forget(read))
+        self._ask(read)
         return future
+
+    def _forget(self, read: _Read) -> None:
+        with self._mu:
+            self._live.discard(read)
 
     def _ask(self, read: _Read) -> None:
         read.attempt += 1
@@ -110,6 +119,14 @@ class AsyncReads:
     def _finish(read: _Read, exc: BaseException) -> None:
         if not read.future.done():
             read.future.set_exception(exc)
+
+    def fail_all(self) -> None:
+        """At stop, after the tick thread ended: a read still waiting fails now rather than at
+        its caller's own timeout (no tick will walk the list again)."""
+        with self._mu:
+            live, self._pending = list(self._live), []
+        for read in live:  # waiting for a tick, or for a read index the engine never answers
+            self._finish(read, Unavailable("the control plane stopped"))
 
     def _on_tick(self) -> None:
         """Tick thread, after apply: run, retry or expire the pending reads."""

@@ -602,6 +602,14 @@ class ControlPlane:
     def stop(self, *, timeout_s: float = 10.0) -> None:
         """Stop ticking, close sockets and files; the data dir is left consistent."""
         self._stopping.set()
+        try:
+            self._stop_engine(timeout_s)
+        finally:
+            reads = getattr(self, "_async_reads", None)
+            if reads is not None:
+                reads.fail_all()
+
+    def _stop_engine(self, timeout_s: float) -> None:
         if self._pipeline is not None:
             self._pipeline.close()
         if not self._seams.threaded and self._engine is not None:

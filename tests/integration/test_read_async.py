@@ -54,3 +54,19 @@ def test_async_read_errors_are_the_futures(cluster_factory: Any) -> None:
     pending = lone.kv.get_async("k", timeout_s=1.0)  # no quorum: fails by its deadline
     with pytest.raises(Unavailable):
         pending.result(timeout=10)
+
+
+def test_a_read_waiting_when_its_node_stops_fails_at_once(cluster_factory: Any) -> None:
+    """A read still waiting for a read index when its node stops fails with the stop, not at
+    its own deadline (no tick walks the pending list after the tick thread ended)."""
+    cluster = cluster_factory().start_all()
+    lone = cluster.followers()[0]
+    assert lone.kv.get_async("warm").result(timeout=10) is None  # the node's reader exists
+    for cp in cluster.nodes.values():
+        if cp is not lone:
+            cp.stop()
+    pending = lone.kv.get_async("k", timeout_s=600.0)  # no quorum: would wait 10 minutes
+    assert not pending.done()
+    lone.stop()
+    with pytest.raises(Unavailable, match=r"stopped|not running"):
+        pending.result(timeout=30)
