@@ -28,14 +28,19 @@ cdef int64_t movable_and_u(S *s, int64_t *mov) noexcept nogil:
     return ukey
 
 
-cdef int64_t shave(S *s, int64_t allowance) noexcept nogil:
-    """_pure._shave: one move off each node above the unavoidable ratio U."""
+cdef int64_t shave(S *s, LB *lb, int64_t allowance) noexcept nogil:
+    """_pure._shave: one move off each node above the unavoidable ratio U, unless every node
+    meets its heat cap."""
     cdef int64_t *movable = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     cdef Pair *order = <Pair *>cp_xmalloc((s.N + 1) * sizeof(Pair))
     cdef int64_t n, i, j, p, no = 0, r, h, t, m, k
     cdef bint ok
+    cdef bint over = False
     cdef int64_t ukey = movable_and_u(s, movable)
     for n in range(s.N):
+        if s.elig[n] and movable[n] > target_cap(s, lb, n):
+            over = True
+    for n in range(s.N if over else 0):
         if s.elig[n] and movable[n] > s.hcap[n] and fair_key(s, movable[n], n) > ukey:
             order[no].a = -fair_key(s, movable[n], n)
             order[no].b = n

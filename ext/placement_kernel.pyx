@@ -171,7 +171,7 @@ cdef void _phases(void *ctx) noexcept nogil:
         else:
             allowance = isolate(s, b, allowance)
             allowance = cap(s, b, allowance)
-            allowance = shave(s, allowance)
+            allowance = shave(s, b, allowance)
             peak(s, b, allowance)
             polish(s, b)
             r.mw = waves(s)

@@ -1314,10 +1314,15 @@ def _shave(s: _State, allowance: int) -> int:
     whatever the plan; a node above U (split candidates aside) after `_cap` gets one move that
     brings it to U or closest, to the coolest node in any zone the partition allows that stays
     <= U. Nodes at U are left alone, so the same replicas are not moved again on every event.
+    When every node meets its heat cap it moves nothing, as `_peak`: fewer moves come first, and
+    a plan `_polish` left above U (under every cap) is not shaved on the next solve.
     """
     d = s.d
     n_nodes = len(d.zone)
     movable = [_movable(s, n) for n in range(n_nodes)]
+    caps = heat_caps(d, hottest_movable(d))
+    if all(movable[n] <= caps[n] for n in range(n_nodes) if d.elig[n]):
+        return allowance  # every heat target is met: fewer moves beat a lower peak (`_peak`)
     ukey = _ukey(s)
     order = sorted(
         (-_fair_key(s, movable[n], n), n)

@@ -137,8 +137,27 @@ def _split_budget_case() -> tuple[Problem, str, int]:
     return Problem(nodes, parts, moves_in_flight_per_node=1), "budget", 182
 
 
+def _shave_after_polish_case() -> tuple[Problem, str, int]:
+    """After an rf change the plan meets every target, `_polish` having swapped a 682 onto a
+    weight-1 node (1.58 of fair, under its cap, the hottest replica); `_shave` then moved a
+    replica off it on the next solve, and `_peak` followed (found by hypothesis, 2026-12-07)."""
+    weights = [3, 2, 3, 2, 3, 1, 3, 3, 2, 3, 1, 3, 2]
+    slots = {7: 5, 9: 2}
+    nodes = tuple(
+        Node(f"n{i:02d}", f"z{i % 4}", weight=w, slots=slots.get(i, 1 << 20))
+        for i, w in enumerate(weights)
+    )
+    rh = [(1, 165), (3, 137), (3, 120), (2, 171), (1, 445), (2, 246), (1, 272), (3, 116)]
+    rh += [(3, 116), (1, 995), (2, 524), (1, 304), (3, 682), (3, 98), (3, 204), (1, 6)]
+    rh += [(2, 682), (3, 24), (3, 150), (3, 30), (3, 178), (2, 999), (3, 344), (3, 719)]
+    rh += [(1, 267), (1, 0)]
+    parts = tuple(Partition(f"p{i:03d}", rf=r, heat=h) for i, (r, h) in enumerate(rh))
+    return Problem(nodes, parts, moves_in_flight_per_node=1), "rf", 86
+
+
 @given(instances())
 @example(_split_budget_case())
+@example(_shave_after_polish_case())
 def test_backends_agree_and_hard_constraints_hold_after_events(
     case: tuple[Problem, str, int],
 ) -> None:
