@@ -92,6 +92,11 @@ class Thresholds:
     tick_lag_pct_max: int = 50  # cluster time advanced less than half the leader's clock
     tick_window_s_min: float = 0.5
     ops_attempts_max: int = 1  # an operation retried this often (or past its deadline) is stuck
+    # While the fleet needs a plan the leader solves again on every change and, unchanged, at
+    # least every 60 s (FleetConfig.solve_backoff_max_ms; the runtime's own back-off caps at
+    # 30 s); an infeasible solve older than this in cluster time was not followed by another
+    # because nothing needed placing since: it is history. Keep it above twice that back-off.
+    solve_age_ms_max: int = 120_000
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -671,6 +676,9 @@ def check_partitions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     cordoned = sorted(
         nid for nid, n in nodes.items() if n["admin"] == "cordoned" and n["liveness"] == "alive"
     )
+    solve, _age_ms = _failed_solve(inputs, th)
+    left_out = {str(pid) for pid in solve.get("left_out") or []}
+    solve_reason = str(solve.get("reason") or "no reason given")
     for p in fleet["under_replicated"]:
         op = p.get("operation")
         gone = [
@@ -696,6 +704,10 @@ def check_partitions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
                 f"no repair can start: only {len(eligible_zones)} zones have eligible "
                 f"nodes for rf {p['rf']}"
             )
+        elif p["id"] in left_out:
+            fix = "coreplane health why cluster/placement"
+            note = "see the placement finding: add nodes, uncordon one, or lower the rf"
+            repair = f"the leader's newest placement solve left it out: {solve_reason}"
         else:
             fix, note = f"coreplane partitions show {p['id']}", "the next plan should repair it"
             repair = "no operation yet: waiting for the leader's next plan"
@@ -811,6 +823,75 @@ def check_splits(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     return out
 
 
+_LEFT_OUT_PLACES_MAX = 20  # partitions named as places by one placement finding
+
+
+def _failed_solve(inputs: ClusterInputs, th: Thresholds) -> tuple[dict[str, Any], int | None]:
+    """The leader's newest placement solve if it failed and is recent, with its age in cluster
+    time (None if unknown); ({}, None) otherwise."""
+    leader = inputs.leader_sample
+    solve = None if leader is None else leader.solve
+    if not solve or solve.get("feasible", True):
+        return {}, None
+    now = leader.status.get("tick_ms") if leader is not None else None
+    age_ms = None if now is None else int(now) - int(solve.get("tick_ms") or 0)
+    if age_ms is not None and age_ms > th.solve_age_ms_max:
+        return {}, None
+    return solve, age_ms
+
+
+def check_placement(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
+    """The leader's newest placement solve was infeasible, or placed the rest only by leaving
+    partitions out: the solver's reason is the why (leader soft state, from its sample)."""
+    solve, age_ms = _failed_solve(inputs, th)
+    if not solve:
+        return []
+    leader = inputs.leader_sample
+    solved_ms = int(solve.get("tick_ms") or 0)
+    left_out = [str(p) for p in solve.get("left_out") or []]
+    reason = str(solve.get("reason") or "no reason given")
+    places = (
+        Place("cluster", "placement"),
+        *(Place("partition", p) for p in left_out[:_LEFT_OUT_PLACES_MAX]),
+    )
+    named = ", ".join(left_out[:_LEFT_OUT_PLACES_MAX]) + (
+        f" and {len(left_out) - _LEFT_OUT_PLACES_MAX} more"
+        if len(left_out) > _LEFT_OUT_PLACES_MAX
+        else ""
+    )
+    what = (
+        f"the leader's placement solve left out {len(left_out)} "
+        f"partition{'s' if len(left_out) != 1 else ''} ({named})"
+        if left_out
+        else "the leader's placement solve is infeasible: no plan was made"
+    )
+    leader_id = leader.node_id if leader is not None else "?"
+    return [
+        Finding(
+            "placement",
+            WARNING,
+            what,
+            places,
+            f"leader {leader_id} solved the fleet as of log index {solve.get('index')} at tick "
+            f"time {solved_ms} ms"
+            + ("" if age_ms is None else f" ({age_ms} ms ago)")
+            + f"; the solver says: {reason}",
+            f"coreplane partitions show {left_out[0]}" if left_out else "coreplane explain plan",
+            "add nodes where the reason says room is short (another zone when it counts zones; "
+            "the provider is asked when one is configured), uncordon a node, or lower the rf "
+            "with coreplane update partition ID --scale-down --new-num-nodes N; the leader "
+            "solves again on every fleet change",
+            {
+                "index": solve.get("index"),
+                "tick_ms": solved_ms,
+                "age_ms": age_ms,
+                "reason": reason,
+                "left_out": left_out,
+            },
+        )
+    ]
+
+
 Check = Callable[[ClusterInputs, Thresholds], list[Finding]]
 CHECKS: dict[str, Check] = {
     "quorum": check_quorum,
@@ -826,6 +907,7 @@ CHECKS: dict[str, Check] = {
     "under_replicated": check_partitions,
     "stuck_operation": check_operations,
     "split_candidate": check_splits,
+    "placement": check_placement,
 }
 
 

@@ -322,4 +322,6 @@ def _cluster_state(inputs: ClusterInputs) -> dict[str, Any]:
         "tick_ms": None if leader is None else leader.status.get("tick_ms"),
         "terms_seen": None if leader is None else leader.raft.get("terms"),
         "leader_changes_seen": None if leader is None else leader.raft.get("leader_changes"),
+        # the leader's newest placement solve (`cp.fleet.solve_status()`): feasible or why not
+        "placement_solve": None if leader is None else leader.solve,
     }

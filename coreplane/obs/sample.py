@@ -12,7 +12,8 @@ test may hand it a skewed one (the same seam as `Seams.clock` for the runtime).
 
 What obs reads of the runtime beyond `status()` and `members()` comes from the public, typed
 `ControlPlane.observations()` (the Raft engine's observations and the fleet machine's own
-views of this replica), in one place: `_observations` below.
+views of this replica), in one place: `_observations` below; and the leader's newest placement
+solve from the public `cp.fleet.solve_status()`, in `_solve_status`.
 
 Imports coreplane.runtime and below only; nothing below imports obs.
 """
@@ -44,7 +45,11 @@ def package_version() -> str:
 class LocalSample:
     """One node's own view, plain data: `status` is `NodeStatus.to_dict()`, `raft` is
     `RaftEngine.observations()` ({} on a stopped node), `fleet` the fleet views read from
-    this replica (None before the fleet exists), `api` what the API hooks counted."""
+    this replica (None before the fleet exists), `api` what the API hooks counted, `solve`
+    the newest placement solve this node ran as leader (`cp.fleet.solve_status()`: base
+    `index`, `tick_ms`, `feasible`, `reason`, `left_out`; None before its first). `solve` is
+    leader soft state, so unlike `fleet` it travels in the samples handed to other nodes: the
+    observer reads it from the leader's."""
 
     node_id: str
     address: str
@@ -56,6 +61,7 @@ class LocalSample:
     raft: dict[str, Any] = field(default_factory=dict)
     fleet: dict[str, Any] | None = None
     api: dict[str, Any] = field(default_factory=dict)
+    solve: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +149,18 @@ def _observations(cp: ControlPlane, *, fleet: bool) -> tuple[dict[str, Any], dic
     }
 
 
+def _solve_status(cp: ControlPlane) -> dict[str, Any] | None:
+    """The public `cp.fleet.solve_status()`; None on a host's stand-in without a fleet."""
+    status = getattr(getattr(cp, "fleet", None), "solve_status", None)
+    if status is None:
+        return None
+    try:
+        got = status()
+    except Exception:  # noqa: BLE001 - a racing shutdown: report what status says
+        return None
+    return dict(got) if got is not None else None
+
+
 class Observer:
     """Samples one ControlPlane; keeps the previous sample for rates. Thread-safe.
 
@@ -185,6 +203,7 @@ class Observer:
             raft=raft,
             fleet=fleet_views,
             api=api,
+            solve=_solve_status(cp),
         )
         if remember:
             with self._lock:

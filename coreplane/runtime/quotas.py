@@ -57,6 +57,7 @@ from coreplane.errors import InvalidArgument, NotLeader
 
 if TYPE_CHECKING:
     from coreplane.runtime.controlplane import ControlPlane
+    from coreplane.runtime.view import StateView
 
 __all__ = ["Allotter", "QuotaConfig", "Quotas"]
 
@@ -126,6 +127,15 @@ class Allotter:
     ) -> None:
         k = self.keys.setdefault(key, _Key())
         k.routers[router] = _Router(demand_milli, now_ms, held_epoch)
+
+    def may_decide(self, key: str, now_ms: int) -> bool:
+        """False when `decide` would answer None whatever the key's record holds: its next
+        epoch is not due and this leader is past catching up on it (`caught_up` can only hold
+        while its newest proposal is its first). Lets the leader skip reading the record."""
+        k = self.keys.get(key)
+        if k is None or k.last_propose_ms < 0 or now_ms - k.last_propose_ms >= self.config.epoch_ms:
+            return True
+        return k.first_epoch != 0 and k.last_epoch == k.first_epoch
 
     def decide(self, key: str, quota: KeyQuota, tick_ms: int, now_ms: int) -> C.QuotaAllot | None:
         """The next epoch of `key` if one is due and can pass apply's check now, else None."""
@@ -325,8 +335,8 @@ class Quotas:
         self, key: str, *, stale_ok: bool = False, timeout_s: float | None = None
     ) -> Value:
         _check_str("key", key, _KEY_BYTES_MAX)
-        return self._cp._read_state(
-            lambda sm: sm.quotas.describe(key, sm.tick_ms), stale_ok=stale_ok, timeout_s=timeout_s
+        return self._cp.read(
+            lambda view: view.quotas.describe(key), stale_ok=stale_ok, timeout_s=timeout_s
         )
 
     # -- routers -------------------------------------------------------------------------
@@ -353,24 +363,32 @@ class Quotas:
         now_ms = self._now_ms()
         with self._lock:
             allotter = self._allotter
-            if allotter is None or not cp.is_leader() or cp._emitted_token != allotter.leader_token:
+            if (
+                allotter is None
+                or not cp.is_leader()
+                or cp.leadership_token() != allotter.leader_token
+            ):
                 leader = cp.leader_id
                 raise NotLeader(
                     leader if leader != cp.node_id else None, "quota reports go to the leader"
                 )
-            with cp._sm_lock:
-                quota = cp._sm.quotas.keys.get(key)
-                tick_ms = cp._sm.tick_ms
-                if quota is None:
-                    return {"epoch": 0, "no_limit": True}
-                if demand_milli is None:
-                    known = allotter.keys.get(key)
-                    current = known.routers.get(router) if known is not None else None
-                    demand_milli = current.demand_milli if current is not None else 0
-                allotter.report(key, router, demand_milli, held_epoch, now_ms)
-                return allotter.serve(key, router, quota, tick_ms, now_ms)
+            # A copy of the key's record and the tick time, read together at one index.
+            quota, tick_ms = cp.read(
+                lambda view: (view.quotas.record(key), view.tick_ms), stale_ok=True
+            )
+            if quota is None:
+                return {"epoch": 0, "no_limit": True}
+            if demand_milli is None:
+                known = allotter.keys.get(key)
+                current = known.routers.get(router) if known is not None else None
+                demand_milli = current.demand_milli if current is not None else 0
+            allotter.report(key, router, demand_milli, held_epoch, now_ms)
+            return allotter.serve(key, router, quota, tick_ms, now_ms)
 
     # -- leader work (runtime thread) ----------------------------------------------------
+    # Three ControlPlane internals have no public seam yet, so they are read here and only
+    # here: its clock (`Seams.clock`, simulated in tests), its tick period, and the runtime's
+    # internal proposal path (which marks the entry and ends this pass of the leader work).
 
     def _now_ms(self) -> int:
         return int(self._cp._clock.monotonic() * 1000)
@@ -378,10 +396,13 @@ class Quotas:
     def _tick_slack_ms(self) -> int:
         return 2 * round(self._cp._tick_interval_s * 1000)
 
+    def _propose(self, decision: C.QuotaAllot) -> None:
+        self._cp._propose_internal(decision, timeout_s=2.0)
+
     def leader_step(self) -> None:
         """The leader's quota work; runtime thread, only while this node leads."""
         cp = self._cp
-        token = cp._emitted_token
+        token = cp.leadership_token()
         if token is None:
             return
         now_ms = self._now_ms()
@@ -389,17 +410,24 @@ class Quotas:
             if self._allotter is None or self._allotter.leader_token != token:
                 self._allotter = Allotter(self.config, token, now_ms, self._tick_slack_ms())
             allotter = self._allotter
-            with cp._sm_lock:
-                sm = cp._sm
-                decision = None
-                for key in sorted(sm.quotas.keys):
-                    decision = allotter.decide(key, sm.quotas.keys[key], sm.tick_ms, now_ms)
+
+            def decide(view: StateView) -> C.QuotaAllot | None:
+                for key in view.quotas.limited_keys():
+                    if not allotter.may_decide(key, now_ms):
+                        continue  # not due: no need to copy its record
+                    quota = view.quotas.record(key)
+                    if quota is None:
+                        continue
+                    decision = allotter.decide(key, quota, view.tick_ms, now_ms)
                     if decision is not None:
-                        break
+                        return decision
+                return None
+
+            decision = cp.read(decide, stale_ok=True)
             if decision is None:
                 return
             allotter.proposed(decision.key, decision.epoch, now_ms)
-        cp._propose_internal(decision, timeout_s=2.0)
+        self._propose(decision)
 
     def lost_leadership(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from coreplane.core import codec
 from coreplane.core.codec import Value
 from coreplane.core.machines.kv import KeyRecord
+from coreplane.core.machines.quotas import KeyQuota
 from coreplane.core.state import StateMachine
 
 __all__ = ["KVView", "LeaseView", "LocksView", "QuotasView", "StateView"]
@@ -98,11 +99,15 @@ class LocksView(_ReadOnly):
 
 
 class QuotasView(_ReadOnly):
-    """Queries on the quota machine; both answer fresh plain dicts (nothing shared)."""
+    """Queries on the quota machine; nothing they answer is shared with replicated state:
+    `describe` and `share` build fresh plain dicts, `record` copies the key's record (its
+    epochs are frozen, so the copy's list holds the same immutable epochs)."""
 
-    __slots__ = ("describe", "share")
+    __slots__ = ("describe", "limited_keys", "record", "share")
     describe: Callable[[str], dict[str, Value] | None]  # (key): limit, live epochs, routers
     share: Callable[[str, str], dict[str, Value] | None]  # (key, router): newest epoch's share
+    limited_keys: Callable[[], tuple[str, ...]]  # every key with a limit, sorted
+    record: Callable[[str], KeyQuota | None]  # (key): a copy of its record (the leader's input)
 
     def __init__(self, sm: StateMachine) -> None:
         quotas, tick_ms = sm.quotas, sm.tick_ms
@@ -110,7 +115,23 @@ class QuotasView(_ReadOnly):
         def describe(key: str) -> dict[str, Value] | None:
             return quotas.describe(key, tick_ms)
 
-        self._init(describe=describe, share=quotas.share)
+        def limited_keys() -> tuple[str, ...]:
+            return tuple(sorted(quotas.keys))
+
+        def record(key: str) -> KeyQuota | None:
+            q = quotas.keys.get(key)
+            if q is None:
+                return None
+            # Built directly (dataclasses.replace costs 3x): the leader's step copies many.
+            return KeyQuota(
+                limit_milli=q.limit_milli,
+                routers_max=q.routers_max,
+                next_epoch=q.next_epoch,
+                leader_token=q.leader_token,
+                epochs=[*q.epochs],
+            )
+
+        self._init(describe=describe, share=quotas.share, limited_keys=limited_keys, record=record)
 
 
 class StateView(_ReadOnly):

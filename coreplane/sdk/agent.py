@@ -26,6 +26,15 @@ action it already ran (same id) is acknowledged again without running twice (the
 been lost). Handlers get the `FleetAction`, token included, and should pass the token on to
 the data they touch (as with `FencedResource`).
 
+**Bounded memory.** A long-running agent remembers the last `ran_max` actions it ran (10,000
+by default): `ran` lists them, oldest first, and their ids are acknowledged again without
+running. Past the bound the oldest are forgotten. The fleet delivers an action only until it
+is acknowledged and keeps few in flight per node, so one delivered again after `ran_max`
+others ran here is one whose acks were all lost; it then runs again if its token is still
+the highest of its partition (a newer action for the partition ran since: refused as stale, as
+within the bound). Handlers must therefore be idempotent, as `close` already requires. The
+highest token per partition (`highest`) is never forgotten: it is the fence.
+
 **Failover.** Heartbeats go to the leader: a follower answers ``not_leader`` and the client's
 connection provider finds the new leader (retries with backoff and a budget, breakers per
 endpoint); an ack the new leader already has is refused by the state machine as stale, which
@@ -50,7 +59,7 @@ from coreplane.errors import CommandRejected, CoreplaneError, InvalidArgument
 
 __all__ = ["Agent", "FleetAction"]
 
-_DONE_MAX = 10_000  # action ids remembered as run
+RAN_MAX = 10_000  # default `ran_max`: actions remembered as run (see "Bounded memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ class Agent:
         heartbeat_ms: int = 500,
         workers: int = 2,
         queued_max: int = 1024,
+        ran_max: int = RAN_MAX,
         start: bool = True,
     ) -> None:
         for name, value in (("node_id", node_id), ("zone", zone)):
@@ -101,6 +111,8 @@ class Agent:
             raise InvalidArgument("workers", "must be an int in [1, 64]")
         if type(queued_max) is not int or not 1 <= queued_max <= 100_000:
             raise InvalidArgument("queued_max", "must be an int in [1, 100000]")
+        if type(ran_max) is not int or not 1 <= ran_max <= 1_000_000:
+            raise InvalidArgument("ran_max", "must be an int in [1, 1000000]")
         self.client, self.node_id, self.zone = client, node_id, zone
         self.handlers = dict(handlers)
         self.weight, self.slots = weight, slots
@@ -110,8 +122,11 @@ class Agent:
         self.heartbeat_ms = heartbeat_ms
         self.queued_max = queued_max
         self.highest: dict[str, int] = {}  # partition -> highest token run
-        self._done: OrderedDict[str, bool] = OrderedDict()  # action id -> ok
-        self.ran: list[FleetAction] = []  # every action run, in order (for the host and tests)
+        self.ran_max = ran_max
+        # The last `ran_max` actions run: their ids -> ok (answered again, not run again), and
+        # the actions themselves, oldest first (for the host and tests).
+        self._done: OrderedDict[str, bool] = OrderedDict()
+        self._ran: deque[FleetAction] = deque(maxlen=ran_max)
         self.refused = 0
         self.heartbeats = 0  # heartbeats sent (for the host and tests)
         self.last_error: CoreplaneError | None = None
@@ -138,6 +153,13 @@ class Agent:
                 target=self._loop, daemon=True, name=f"coreplane-agent-{node_id}"
             )
             self._thread.start()
+
+    @property
+    def ran(self) -> list[FleetAction]:
+        """The last `ran_max` actions run here, oldest first: a copy, safe to iterate while
+        the workers run more."""
+        with self._mu:
+            return list(self._ran)
 
     @property
     def stopping(self) -> bool:
@@ -263,9 +285,9 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - the host's failure, reported in the ack
                 ok, detail = False, f"{type(exc).__name__}: {exc}"[:1000]
         with self._mu:
-            self.ran.append(action)
+            self._ran.append(action)  # the deque drops its oldest past ran_max
             self._done[action.id] = ok
-            if len(self._done) > _DONE_MAX:
+            if len(self._done) > self.ran_max:
                 self._done.popitem(last=False)
         if not self._abandon.is_set():  # closed meanwhile: the client may be gone
             self._ack(action, ok, detail)

@@ -415,7 +415,7 @@ class SimCluster:
             if slot.node is None:
                 return
         # The canary acts on the token it held before this step, without asking the engine.
-        stale = node._emitted_token if self.canaries.lease_unchecked else None
+        stale = node.leadership_token() if self.canaries.lease_unchecked else None
         self._current = slot
         try:
             node.step()

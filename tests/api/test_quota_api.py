@@ -31,20 +31,22 @@ class _Clock:
 
 
 class QuotaLocal(LocalControlPlane):
-    """The stand-in plus what the quota runtime reads: state lock, leader token, a clock."""
+    """The stand-in plus what the quota runtime reads: the leadership token, and the clock, tick
+    period and internal proposal path it still reads from ControlPlane's internals."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._sm = self.sm
-        self._sm_lock = self._lock
         self._clock = _Clock()
         self._tick_interval_s = 0.2
         self.results: list[Any] = []
         self._index += 1
-        self._emitted_token = self._index
+        self._token = self._index
         self.sm.apply(C.encode_internal(C.Leader(node_id=self.node_id, term=1)), self._index)
         self.quotas = Quotas(self)  # type: ignore[arg-type]
         self.quotas.leader_step()  # this leader's allotter: reports are served from now on
+
+    def leadership_token(self) -> int | None:
+        return self._token
 
     def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
         with self._lock:

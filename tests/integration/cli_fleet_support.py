@@ -3,15 +3,14 @@ placed and converged; for the CLI's fleet tests."""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.testing.fleet import ThreadAgent
 from tests.integration.cli_support import Cluster
+from tests.integration.fleet_support import agent_endpoint, converged
+from tests.integration.procs_support import eventually as wait_until
 
 CFG = FleetConfig(
     suspect_after_ms=2_000,
@@ -25,49 +24,13 @@ CFG = FleetConfig(
 SIZE_BYTES = 256 << 20  # every partition's size, as its agents report it
 
 
-def _endpoint(cp: Any) -> Callable[..., Any]:
-    def call(op: str, **fields: Any) -> Any:
-        if op == "heartbeat":
-            node_id = fields.pop("node_id")
-            sizes = dict.fromkeys(fields.get("heat") or {}, SIZE_BYTES)  # heat: what it holds
-            return cp.fleet.heartbeat(node_id, sizes=sizes, **fields)
-        if op == "actions":
-            return [
-                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
-            ]
-        if op == "ack":
-            return cp.fleet.ack(
-                fields["node_id"],
-                fields["action_id"],
-                fields["token"],
-                fields["ok"],
-                fields["detail"],
-                timeout_s=2.0,
-            )
-        raise ValueError(op)
-
-    return call
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - a node mid-failover answers nothing: look again
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class FleetCluster(Cluster):
     def __init__(
         self, tmp: Path, *, partitions: int = 6, rf: int = 2, copy_s: float = 0.05
     ) -> None:
         super().__init__(tmp, fleet_config=CFG)
         self.agents: dict[str, ThreadAgent] = {}
-        endpoints = [_endpoint(cp) for cp in self.nodes.values()]
+        endpoints = [agent_endpoint(cp, size_bytes=SIZE_BYTES) for cp in self.nodes.values()]
         for i in range(6):
             self.agents[f"s{i}"] = ThreadAgent(
                 f"s{i}", f"z{i % 3}", endpoints, self.agents, heartbeat_s=0.1, copy_s=copy_s
@@ -84,13 +47,7 @@ class FleetCluster(Cluster):
         return self.nodes[self.leader()]
 
     def converged(self) -> bool:
-        cp = self.any_node()
-        parts = cp.fleet.partitions()
-        return (
-            bool(parts)
-            and all(p["health"] == "healthy" for p in parts)
-            and not cp.fleet.operations()
-        )
+        return converged(self.any_node(), stale_ok=False)
 
     def wait_converged(self, timeout_s: float = 60) -> None:
         wait_until(self.converged, timeout_s, "the fleet converged")

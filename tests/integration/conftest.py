@@ -117,6 +117,20 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]
 
 
 @pytest.fixture
+def cli_cluster(tmp_path: Path) -> Iterator[Any]:
+    """Three voters serving the HTTP API, for the CLI as a separate process
+    (tests/integration/cli_support.py: `cli()`, `pause_ticks()`, `hashes()`); stopped in the
+    finalizer."""
+    from tests.integration.cli_support import Cluster
+
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
 def api_cluster(
     cluster_factory: Callable[..., InProcessCluster],
 ) -> Iterator[tuple[InProcessCluster, dict[str, Any]]]:

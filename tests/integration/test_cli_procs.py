@@ -18,10 +18,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,12 @@ import pytest
 
 from coreplane.ops.context import EXIT
 from coreplane.sdk import Agent, Client, FleetAction, LongRunningConfig
-from coreplane.testing.ports import free_ports
-from coreplane.testing.procs import JsonLineChild
+from tests.integration.cli_support import cli_env, popen_cli, run_cli
+from tests.integration.procs_support import VoterProcs, eventually
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "0123456789abcdef0123456789abcdef"  # hex: 16 bytes
 ADMIN = "procs-admin-token-0123456789"
-IDS = ("a", "b", "c")
 AGENTS = tuple(f"s{i}" for i in range(6))
 GIB = 1 << 30
 SIZES = {f"p{i}": (i + 1) * GIB // 2 for i in range(6)}  # p0 0.5 GiB ... p5 3 GiB
@@ -49,20 +45,6 @@ SDK = LongRunningConfig(
     request_timeout_ms=5_000,
     max_attempts=6,
 )
-
-
-def eventually(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """`cond()` once truthy; errors count as "not yet" (a node mid-failover answers nothing)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception:  # noqa: BLE001 - look again
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class StorageNode:
@@ -102,35 +84,10 @@ class StorageNode:
         self.client.close()
 
 
-class Procs:
+class Procs(VoterProcs):
     def __init__(self, base: Path) -> None:
-        base.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(6)
-        raft = dict(zip(IDS, ports[:3], strict=True))
-        http = dict(zip(IDS, ports[3:], strict=True))
-        self.base = base
-        self.urls = {n: f"http://127.0.0.1:{p}" for n, p in http.items()}
         tokens = {ADMIN: "admin", **{f"agent-token-{s}-0123456789": f"agent:{s}" for s in AGENTS}}
-        self.nodes: dict[str, JsonLineChild] = {}
-        for nid in IDS:
-            cfg = {
-                "node_id": nid,
-                "address": f"127.0.0.1:{raft[nid]}",
-                "peers": {p: f"127.0.0.1:{raft[p]}" for p in IDS if p != nid},
-                "data_dir": str(base / nid),
-                "api_address": f"127.0.0.1:{http[nid]}",
-                "api_peers": {p: u for p, u in self.urls.items() if p != nid},
-                "tokens": tokens,
-            }
-            self.nodes[nid] = JsonLineChild(
-                nid,
-                [sys.executable, "-m", "tests.integration.obs_node", json.dumps(cfg)],
-                log_path=base / f"{nid}.log",
-                env={"COREPLANE_TEST_SECRET": SECRET},
-                cwd=ROOT,
-            )
-        for child in self.nodes.values():
-            child.start(timeout_s=30)
+        super().__init__(base, tokens=tokens)
         self.copy_s = [0.05]
         self.storage: dict[str, StorageNode] = {}
         self.admin = Client(list(self.urls.values()), ADMIN, SDK)
@@ -163,60 +120,23 @@ class Procs:
     def wait_converged(self, timeout_s: float = 90) -> None:
         eventually(self.converged, timeout_s, "the fleet converged")
 
-    def leader(self) -> str:
-        def find() -> str | None:
-            for nid, child in self.nodes.items():
-                if child.alive:
-                    st = child.request("status")["status"]
-                    if st["role"] == "leader" and st.get("fencing_token"):
-                        return nid
-            return None
-
-        found: str = eventually(find, 20, "a leader")
-        return found
-
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(v) for _k, v, _r in self.admin.range("coreplane/ops/")]
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COREPLANE_")}
-        env.update(
-            {
-                "COREPLANE_ENDPOINTS": ",".join(self.urls.values()),
-                "COREPLANE_TOKEN": ADMIN,
-                "COREPLANE_CONFIG": str(self.base / "config.yaml"),
-                "PYTHONPATH": str(ROOT),
-                "COLUMNS": "160",
-            }
-        )
-        return env
+        return cli_env(self.urls.values(), ADMIN, self.base / "config.yaml")
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "coreplane.ops", *args],
-            cwd=ROOT,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(self.env(), *args, timeout=timeout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "coreplane.ops", *args],
-            cwd=ROOT,
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return popen_cli(self.env(), *args)
 
     def stop(self) -> None:
         for node in self.storage.values():
             node.close()
         self.admin.close()
-        for child in self.nodes.values():
-            child.stop()
+        super().stop()
 
 
 @pytest.fixture

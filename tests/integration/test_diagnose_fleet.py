@@ -6,7 +6,6 @@ candidate). A converged fleet gives no finding."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.obs import Metrics, Observer, Place, diagnose, gather_inprocess, where, why
-from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.fleet import ThreadAgent
+from tests.integration.fleet_support import agent_endpoint, converged
 
 pytestmark = pytest.mark.slow
 
@@ -27,29 +26,6 @@ CFG = FleetConfig(
     cleanup_timeout_ms=1_500,
     moves_in_flight_per_node=4,
 )
-
-
-def _endpoint(cp: ControlPlane) -> Any:
-    def call(op: str, **fields: Any) -> Any:
-        if op == "heartbeat":
-            node_id = fields.pop("node_id")
-            return cp.fleet.heartbeat(node_id, **fields)
-        if op == "actions":
-            return [
-                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
-            ]
-        if op == "ack":
-            return cp.fleet.ack(
-                fields["node_id"],
-                fields["action_id"],
-                fields["token"],
-                fields["ok"],
-                fields["detail"],
-                timeout_s=2.0,
-            )
-        raise ValueError(op)
-
-    return call
 
 
 class _IdleAgent(ThreadAgent):
@@ -76,7 +52,7 @@ def _start(
     zone: str,
     kind: type[ThreadAgent] = ThreadAgent,
 ) -> None:
-    endpoints = [_endpoint(cp) for cp in cluster.nodes.values()]
+    endpoints = [agent_endpoint(cp) for cp in cluster.nodes.values()]
     agents[node_id] = kind(node_id, zone, endpoints, agents, heartbeat_s=0.1)
     agents[node_id].start()
 
@@ -89,15 +65,6 @@ def _inspect(cluster: Any) -> Any:
     )
 
 
-def _converged(cp: ControlPlane) -> bool:
-    parts = cp.fleet.partitions(stale_ok=True)
-    return (
-        bool(parts)
-        and all(p["health"] == "healthy" for p in parts)
-        and not cp.fleet.operations(stale_ok=True)
-    )
-
-
 def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until: Any) -> None:
     cluster, agents = fleet
     for i in range(3):
@@ -106,7 +73,7 @@ def test_silent_agent_and_the_partitions_it_leaves_short(fleet: Any, wait_until:
     wait_until(lambda: len(leader.fleet.nodes()) == 3, 10, "three nodes")
     for i in range(4):
         leader.fleet.create_partition(f"p{i}", rf=3)
-    wait_until(lambda: _converged(cluster.leader()), 30, "bootstrap to rf")
+    wait_until(lambda: converged(cluster.leader()), 30, "bootstrap to rf")
     assert diagnose(_inspect(cluster)) == []  # a converged fleet: nothing to say
     agents["s1"].stop()
 
@@ -183,3 +150,38 @@ def test_a_partition_too_hot_for_any_node(fleet: Any, wait_until: Any) -> None:
     assert f.where == (Place("partition", "hot"),)
     assert f.fix.startswith("split hot in the host") and "--scale-up" not in f.fix
     assert why(_inspect(cluster), [f], "partition/hot").state["partition"]["split_candidate"]
+
+
+def test_an_infeasible_solve_is_a_why_seen_from_a_follower(fleet: Any, wait_until: Any) -> None:
+    """A partition asked for before any node registered: the leader's solve cannot place it,
+    and diagnose on a follower (the leader's sample carries its solve status) says so and
+    why; once nodes register the next solve is feasible and the finding goes away."""
+    cluster, agents = fleet
+    cluster.leader().fleet.create_partition("p0", rf=2)
+
+    def from_follower() -> Any:
+        lead = cluster.leader()
+        obs = {n: Observer(cp) for n, cp in cluster.nodes.items()}
+        me = next(n for n in sorted(obs) if n != lead.node_id)
+        return gather_inprocess(obs[me], {n: o for n, o in obs.items() if n != me})
+
+    def infeasible() -> Any:
+        inputs = from_follower()
+        hits = [f for f in diagnose(inputs) if f.check == "placement"]
+        return (inputs, hits[0]) if hits else None
+
+    inputs, f = wait_until(infeasible, 20, "an infeasible solve found")
+    assert inputs.observer != cluster.leader().node_id
+    assert f.where == (Place("cluster", "placement"), Place("partition", "p0"))
+    assert "the solver says: leaves out p0" in f.why and f.evidence["left_out"] == ["p0"]
+    answer = why(inputs, diagnose(inputs), "cluster/placement")
+    assert answer.state["placement_solve"]["feasible"] is False and not answer.healthy
+    for i in range(2):
+        _start(cluster, agents, f"s{i}", f"z{i}")
+
+    def feasible() -> bool:
+        inputs = from_follower()
+        return not [f for f in diagnose(inputs) if f.check == "placement"]
+
+    wait_until(feasible, 30, "the next solve feasible")
+    assert cluster.leader().fleet.solve_status()["feasible"] is True

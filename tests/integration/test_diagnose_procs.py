@@ -5,8 +5,6 @@ a client sending a wrong token are each found, placed, explained and given a fix
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from coreplane.testing.ports import free_ports
-from coreplane.testing.procs import JsonLineChild
+from tests.integration.procs_support import IDS, VoterProcs
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "0123456789abcdef0123456789abcdef"  # hex: 16 bytes
 WRONG = "fedcba9876543210fedcba9876543210"
 ADMIN = "procs-admin-token-0123456789"
 
 
-class Procs:
+class Procs(VoterProcs):
     def __init__(
         self,
         base: Path,
@@ -34,48 +29,11 @@ class Procs:
         secrets: dict[str, str] | None = None,
         faults: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        ids = ("a", "b", "c")
-        base.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(6)  # one call: six distinct ports
-        raft = dict(zip(ids, ports[:3], strict=True))
-        http = dict(zip(ids, ports[3:], strict=True))
-        self.urls = {n: f"http://127.0.0.1:{p}" for n, p in http.items()}
-        self.nodes: dict[str, JsonLineChild] = {}
-        for nid in ids:
-            cfg = {
-                "node_id": nid,
-                "address": f"127.0.0.1:{raft[nid]}",
-                "peers": {p: f"127.0.0.1:{raft[p]}" for p in ids if p != nid},
-                "data_dir": str(base / nid),
-                "api_address": f"127.0.0.1:{http[nid]}",
-                "api_peers": {p: u for p, u in self.urls.items() if p != nid},
-                "tokens": {ADMIN: "admin"},
-                "clock_skew_s": (skew or {}).get(nid, 0.0),
-                **(faults or {}).get(nid, {}),
-            }
-            secret = (secrets or {}).get(nid, SECRET)
-            self.nodes[nid] = JsonLineChild(
-                nid,
-                [sys.executable, "-m", "tests.integration.obs_node", json.dumps(cfg)],
-                log_path=base / f"{nid}.log",
-                env={"COREPLANE_TEST_SECRET": secret},
-                cwd=ROOT,
-            )
-        for child in self.nodes.values():
-            child.start(timeout_s=30)
-
-    def leader(self, wait_until: Any) -> str:
-        def find() -> str | None:
-            for nid, child in self.nodes.items():
-                if not child.alive:
-                    continue
-                st = child.request("status")["status"]
-                if st["role"] == "leader" and st.get("fencing_token"):
-                    return nid
-            return None
-
-        found: str = wait_until(find, 20.0, "a leader")
-        return found
+        options = {
+            nid: {"clock_skew_s": (skew or {}).get(nid, 0.0), **(faults or {}).get(nid, {})}
+            for nid in IDS
+        }
+        super().__init__(base, tokens={ADMIN: "admin"}, secrets=secrets, node_options=options)
 
     def diagnose(self, nid: str) -> list[dict[str, Any]]:
         answer = httpx.get(
@@ -86,10 +44,6 @@ class Procs:
         assert answer.status_code == 200, answer.text
         findings: list[dict[str, Any]] = answer.json()["findings"]
         return findings
-
-    def stop(self) -> None:
-        for child in self.nodes.values():
-            child.stop()
 
 
 @pytest.fixture

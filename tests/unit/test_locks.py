@@ -8,34 +8,7 @@ from coreplane.core import commands as C
 from coreplane.core.machines.locks import LockLimits, LockMachine
 from coreplane.core.state import StateMachine
 from coreplane.errors import CommandRejected, DecodeError
-
-
-def entry(command: C.Command) -> bytes:
-    """A log entry as the runtime writes it (internal commands carry its marker)."""
-    if command.TAG in C.INTERNAL_TAGS:
-        return C.encode_internal(command)
-    return C.encode(command)
-
-
-class Log:
-    """A state machine fed through encoded commands at consecutive indexes."""
-
-    def __init__(self) -> None:
-        self.sm = StateMachine()
-        self.index = 0
-        self.ticks = 0
-
-    def run(self, command: C.Command):  # type: ignore[no-untyped-def]
-        self.index += 1
-        return self.sm.apply(entry(command), self.index)
-
-    def ok(self, command: C.Command):  # type: ignore[no-untyped-def]
-        return self.run(command).unwrap()
-
-    def tick(self, tick_ms: int):  # type: ignore[no-untyped-def]
-        """Advance cluster time to `tick_ms` (ticks carry the elapsed step)."""
-        self.ticks += 1
-        return self.ok(C.Tick(self.ticks, tick_ms - self.sm.tick_ms))
+from tests.unit.replicated_log import Log
 
 
 def test_tags_are_fixed_in_the_lock_range() -> None:

@@ -111,6 +111,7 @@ def sample(
         raft=raft,
         fleet=extra.pop("fleet", None),
         api=extra.pop("api", {}),
+        solve=extra.pop("solve", None),
     )
 
 
@@ -473,3 +474,116 @@ def test_why_drills_from_an_operation_to_its_node_and_zone() -> None:
     assert zone.state == {"zone": "z3", "nodes": ["n3"], "by_state": {"dead": 1}}
     kinds = where(inputs, findings).by_kind()
     assert kinds["node"] == ["n3", "n1"] and kinds["operation"] == ["op-9"]
+
+
+def solve(
+    feasible: bool, tick_ms: int = 9_000, left_out: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "index": 812,
+        "tick_ms": tick_ms,
+        "feasible": feasible,
+        "reason": "" if feasible else "leaves out p0: no free slot in 2 zones for rf 3",
+        "left_out": list(left_out or []),
+    }
+
+
+def test_an_infeasible_solve_is_found_from_the_what_down_to_its_why() -> None:
+    inputs = cluster(a=sample("a", role="leader", solve=solve(False, left_out=["p0", "p1"])))
+    findings = diagnose(inputs)
+    f = only(findings, "placement")
+    assert f.severity == "warning" and f.what.startswith("the leader's placement solve left out 2")
+    assert f.where == (
+        Place("cluster", "placement"),
+        Place("partition", "p0"),
+        Place("partition", "p1"),
+    )
+    assert "the solver says: leaves out p0: no free slot in 2 zones" in f.why
+    assert "log index 812 at tick time 9000 ms (1000 ms ago)" in f.why
+    assert f.fix == "coreplane partitions show p0" and f.evidence["left_out"] == ["p0", "p1"]
+    # is it broken -> where -> why
+    assert not what(inputs, findings).healthy
+    assert [(p.kind, p.id) for p in where(inputs, findings).places] == [
+        ("cluster", "placement"),
+        ("partition", "p0"),
+        ("partition", "p1"),
+    ]
+    answer = why(inputs, findings, "cluster/placement")
+    assert answer.findings == (f,) and answer.state["placement_solve"]["feasible"] is False
+    assert answer.findings[0].to_dict()["why"] == f.why
+    assert why(inputs, findings, "partition/p1").findings == (f,)
+    json.dumps(answer.to_dict())
+
+
+def test_a_wholly_infeasible_solve_names_the_cluster_only() -> None:
+    inputs = cluster(
+        a=sample("a", role="leader", solve={**solve(False), "reason": "infeasible: x"})
+    )
+    f = only(diagnose(inputs), "placement")
+    assert f.where == (Place("cluster", "placement"),) and f.fix == "coreplane explain plan"
+    assert f.what == "the leader's placement solve is infeasible: no plan was made"
+
+
+def test_only_the_leaders_fresh_infeasible_solve_is_a_finding() -> None:
+    assert diagnose(cluster(a=sample("a", role="leader", solve=solve(True)))) == []
+    assert diagnose(cluster(a=sample("a", role="leader"))) == []  # no solve yet
+    # a follower's is from an old leadership of its own
+    assert diagnose(cluster(b=sample("b", solve=solve(False, left_out=["p0"])))) == []
+    # older than the leader's longest back-off allows: nothing needed placing since
+    old = solve(False, tick_ms=10_000 - Thresholds().solve_age_ms_max - 1, left_out=["p0"])
+    assert diagnose(cluster(a=sample("a", role="leader", solve=old))) == []
+    assert why(cluster(), [], "cluster/placement").state["placement_solve"] is None
+
+
+def test_the_sample_carries_the_fleets_solve_status_and_reads_old_samples() -> None:
+    from coreplane.obs import Observer
+
+    class Host:  # what Observer reads of a ControlPlane, and the public cp.fleet.solve_status
+        node_id, address = "a", MEMBERS["a"]
+
+        class fleet:  # stands in for the attribute cp.fleet
+            @staticmethod
+            def solve_status() -> dict[str, Any]:
+                return solve(False, left_out=["p0"])
+
+        def status(self) -> dict[str, Any]:
+            return {"role": "leader", "node_id": "a", "tick_ms": 9_500}
+
+        def members(self) -> dict[str, str]:
+            return dict(MEMBERS)
+
+    got = Observer(Host(), version="0.1.0").sample(fleet=False)  # type: ignore[arg-type]
+    assert got.solve == solve(False, left_out=["p0"])  # also in samples handed to peers
+    back = LocalSample.from_dict(got.to_dict())
+    assert back == got
+    older = {k: v for k, v in got.to_dict().items() if k != "solve"}  # a peer not upgraded
+    assert LocalSample.from_dict(older).solve is None
+
+
+def test_an_under_replicated_partition_left_out_by_the_solver_says_so() -> None:
+    f0 = fleet()
+    f0.pop("node")
+    f0["under_replicated"] = [
+        {
+            "id": "p0",
+            "rf": 3,
+            "heat": 5,
+            "replicas": ["n1"],
+            "live_replicas": 1,
+            "health": "under_replicated",
+            "split_candidate": False,
+            "operation": None,
+        }
+    ]
+    leader = sample("a", role="leader", fleet=f0, solve=solve(False, left_out=["p0"]))
+    inputs = cluster(a=leader)
+    findings = diagnose(inputs)
+    under = only(findings, "under_replicated")
+    assert "the leader's newest placement solve left it out: leaves out p0" in under.why
+    assert under.fix == "coreplane health why cluster/placement"
+    placement = only(findings, "placement")
+    about = why(inputs, findings, "partition/p0").findings
+    assert len(about) == 2 and under in about and placement in about
+    # without the solver's word, the old answer: wait for the next plan
+    plain = only(diagnose(cluster(a=sample("a", role="leader", fleet=f0))), "under_replicated")
+    assert "waiting for the leader's next plan" in plain.why

@@ -16,35 +16,7 @@ from coreplane.core.machines.quotas import (
 from coreplane.core.state import StateMachine
 from coreplane.errors import CommandRejected, InvalidArgument
 from coreplane.runtime.quotas import Allotter, QuotaConfig
-
-
-def entry(command: C.Command) -> bytes:
-    if command.TAG in C.INTERNAL_TAGS:
-        return C.encode_internal(command)
-    return C.encode(command)
-
-
-class Log:
-    def __init__(self) -> None:
-        self.sm = StateMachine()
-        self.index = 0
-        self.ticks = 0
-
-    def run(self, command: C.Command):  # type: ignore[no-untyped-def]
-        self.index += 1
-        return self.sm.apply(entry(command), self.index)
-
-    def ok(self, command: C.Command):  # type: ignore[no-untyped-def]
-        return self.run(command).unwrap()
-
-    def tick(self, tick_ms: int) -> None:
-        self.ticks += 1
-        self.ok(C.Tick(self.ticks, tick_ms - self.sm.tick_ms))
-
-    def leader(self, node: str = "n1") -> int:
-        term = self.sm.leader_term + 1
-        return int(self.ok(C.Leader(node_id=node, term=term)))
-
+from tests.unit.replicated_log import Log
 
 LIMIT = 100_000_000  # 100,000 requests/s
 USABLE = usable_milli(LIMIT, 4)
@@ -311,3 +283,104 @@ def test_state_view_reads_quotas_as_plain_data() -> None:
     assert described is not None and described["limit_milli"] == LIMIT
     assert view.quotas.share("api", "a")["share_milli"] == 5  # type: ignore[index]
     assert view.quotas.describe("nope") is None
+
+
+def test_state_view_quota_records_are_copies_of_replicated_state() -> None:
+    from coreplane.runtime.view import StateView
+
+    log = started()
+    log.ok(C.QuotaSetLimit(key="aaa", limit_milli=LIMIT))
+    log.ok(allot(1, [["a", 5, 1]]))
+    before = log.sm.state_hash()
+    view = StateView(log.sm)
+    assert view.quotas.limited_keys() == ("aaa", "api")
+    record = view.quotas.record("api")
+    assert record is not None and record.next_epoch == 2 and record.epochs[-1].share("a") == 5
+    record.epochs.clear()
+    record.next_epoch = 99
+    assert log.sm.quotas.keys["api"].next_epoch == 2 and len(log.sm.quotas.keys["api"].epochs) == 1
+    assert log.sm.state_hash() == before
+    assert view.quotas.record("nope") is None
+
+
+class _PublicSeams:
+    """What `Quotas` may use of a ControlPlane: its public face (`node_id`, `leader_id`,
+    `is_leader`, `leadership_token`, `read`, `call_command`) and the three internals its
+    docstring names (`_clock`, `_tick_interval_s`, `_propose_internal`). Nothing else exists
+    here, so a reach into any other private (`_sm`, `_sm_lock`, `_emitted_token`) fails."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.node_id = "n1"
+        self.leader_id: str | None = "n1"
+        self.token: int | None = log.sm.leader_token
+        self.proposed: list[C.Command] = []
+        self._tick_interval_s = 0.2
+        self._clock = self
+        self.now_s = 10.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def is_leader(self) -> bool:
+        return self.token is not None
+
+    def leadership_token(self) -> int | None:
+        return self.token
+
+    def read(self, fn, *, stale_ok: bool = False, timeout_s: float | None = None):  # type: ignore[no-untyped-def]
+        from coreplane.runtime.view import StateView
+
+        return fn(StateView(self.log.sm))
+
+    def call_command(self, command: C.Command, *, timeout_s: float | None = None):  # type: ignore[no-untyped-def]
+        return self.log.ok(command)
+
+    def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
+        self.proposed.append(command)
+        self.log.ok(command)
+
+
+def test_quota_runtime_reads_the_control_plane_only_through_its_public_seams() -> None:
+    from coreplane.errors import NotLeader
+    from coreplane.runtime.quotas import Quotas
+
+    log = started()
+    cp = _PublicSeams(log)
+    quotas = Quotas(cp)  # type: ignore[arg-type]
+    quotas.leader_step()  # this leadership's allotter; nobody reported yet: an empty epoch
+    assert [type(c) for c in cp.proposed] == [C.QuotaAllot]
+    # Epoch 1 lists no router: r1 holds nothing of it (epoch 0, "keep what you hold").
+    assert quotas.report("api", "r1", 1_000)["epoch"] == 0
+    assert quotas.report("nope", "r1", 1)["no_limit"] is True
+    assert quotas.describe("api")["limit_milli"] == LIMIT  # type: ignore[index]
+    cp.now_s += 1.0  # an epoch later: the next one shares by the reported demand
+    quotas.leader_step()
+    assert len(cp.proposed) == 2 and cp.proposed[-1].shares == [["r1", USABLE, 1_000]]  # type: ignore[attr-defined]
+    got = quotas.share("api", "r1", held_epoch=2)
+    assert got["epoch"] == 2 and got["share_milli"] == USABLE
+    cp.token = None  # leadership ended: routers are sent away, naming no leader of its own
+    with pytest.raises(NotLeader):
+        quotas.report("api", "r1", 1_000)
+
+
+def test_may_decide_is_false_only_where_decide_answers_none() -> None:
+    log = started()
+    cfg = QuotaConfig()
+    allotter = Allotter(cfg, log.sm.leader_token, 0, 400)
+    assert allotter.may_decide("api", 0)  # never proposed: due
+    allotter.report("api", "a", 1000, 0, 0)
+    first = allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, 0)
+    assert first is not None
+    log.ok(first)
+    allotter.proposed("api", first.epoch, 0)
+    assert allotter.may_decide("api", 10)  # catching up: caught_up may hold at any time
+    allotter.report("api", "a", 1000, first.epoch, 20)
+    second = allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, 30)
+    assert second is not None  # caught up: proposed before the epoch is over
+    log.ok(second)
+    allotter.proposed("api", second.epoch, 30)
+    for now_ms in (40, 30 + cfg.epoch_ms - 1):
+        assert not allotter.may_decide("api", now_ms)
+        assert allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, now_ms) is None
+    assert allotter.may_decide("api", 30 + cfg.epoch_ms)  # due again

@@ -105,6 +105,37 @@ def test_actions_run_once_fenced_per_partition_and_acked() -> None:
     agent.close()
 
 
+def test_memory_of_actions_run_is_bounded_and_past_the_bound_only_the_fence_holds() -> None:
+    runs: list[str] = []
+    client = Script([])
+    handlers = {"add_replica": lambda a: runs.append(a.id)}
+    agent = Agent(client, "n1", zone="z", handlers=handlers, workers=1, ran_max=3, start=False)
+    for i in range(1, 6):  # five actions, one partition each, run one round at a time
+        client.actions = [action(f"a{i}", f"p{i}", 10)]
+        assert agent.step() == 1 and agent.wait_idle(WAIT_S)
+    assert [a.id for a in agent.ran] == ["a3", "a4", "a5"]  # the last ran_max, oldest first
+    agent.ran.clear()  # a copy: the agent's memory is its own
+    assert len(agent.ran) == 3
+    # within the bound: delivered again (ack lost), acknowledged again, not run again
+    client.actions = [action("a3", "p3", 10)]
+    assert agent.step() == 0 and runs == ["a1", "a2", "a3", "a4", "a5"]
+    assert client.acks()[-1] == ("a3", True)
+    # past the bound a1 is forgotten: still its partition's highest token, so it runs again
+    # (handlers are idempotent); the fence is never forgotten, so an older one is refused
+    client.actions = [action("a1", "p1", 10), action("old", "p2", 9)]
+    assert agent.step() == 1 and agent.wait_idle(WAIT_S)  # "old" is refused on arrival
+    assert runs == ["a1", "a2", "a3", "a4", "a5", "a1"] and agent.refused == 1
+    assert [a.id for a in agent.ran] == ["a4", "a5", "a1"] and len(agent._done) == 3
+    assert ("old", False) in client.acks()
+    agent.close()
+
+
+def test_ran_max_is_checked() -> None:
+    for bad in (0, -1, 1.5, True, 2_000_000):
+        with pytest.raises(InvalidArgument, match="ran_max"):
+            Agent(Script([]), "n1", zone="z", handlers={}, ran_max=bad, start=False)  # type: ignore[arg-type]
+
+
 def test_a_failing_handler_is_acked_not_ok_and_a_refused_ack_is_done() -> None:
     def boom(_a: FleetAction) -> None:
         raise OSError("disk full")
