@@ -4,10 +4,11 @@
 ``coreplane`` (TARGETs are API URLs, the SDK's sync `Client`, one per thread) or ``etcd``
 (TARGET is the client port of the leader member; etcd's v3 JSON gateway on one keep-alive
 HTTP/1.1 connection per thread). OP is ``put``, ``get`` or ``lock`` (a lock cycle: acquire
-and release; etcd: its v3lock service with a lease granted once per thread). Closed loop: each
-thread keeps one request outstanding. Reports completed operations, per-op latencies and the
-process's own CPU time (every thread, user + system) over the measured span: the load
-generator's cost per operation, so the two systems' generators can be compared.
+and release; etcd: its v3lock service with a lease granted once per thread); ``lock_sync``
+(coreplane only) is ``lock`` with the SDK's deferred release off (`lock_release_linger_ms=0`).
+Closed loop: each thread keeps one request outstanding. Reports completed operations, per-op
+latencies and the process's own CPU time (every thread, user + system) over the measured
+span: the load generator's cost per operation, so the two systems' generators can be compared.
 """
 
 from __future__ import annotations
@@ -56,11 +57,10 @@ def _etcd_op(port: int, op: str, prefix: str, t: int) -> Callable[[int], bool]:
 def _coreplane_op(urls: list[str], op: str, prefix: str, t: int) -> Callable[[int], bool]:
     from coreplane.sdk import Client, LongRunningConfig
 
-    client = Client(
-        urls,
-        os.environ["BENCH_TOKEN"],
-        LongRunningConfig(health_check_interval_ms=0, lock_poll_ms=5),
-    )
+    config = LongRunningConfig(health_check_interval_ms=0, lock_poll_ms=5)
+    if op == "lock_sync":  # every release sent on its own and waited for
+        op, config = "lock", config.with_(lock_release_linger_ms=0)
+    client = Client(urls, os.environ["BENCH_TOKEN"], config)
     client.refresh()  # leader first
     if op == "put":
         return lambda i: client.put(f"{prefix}{t}-{i}", VALUE) > 0

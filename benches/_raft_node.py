@@ -75,9 +75,10 @@ class CoreplaneNode:
         return [k for k, _, _ in self.cp.kv.range(prefix, stale_ok=True)]
 
     def batch_stats(self) -> tuple[int, int]:
-        """(batch entries, writes in them) this node wrote so far (diagnostics)."""
-        engine = self.cp._engine
-        return engine.batch_stats() if engine is not None else (0, 0)
+        """(batch entries, writes in them) this node wrote so far (diagnostics), from the
+        public `observations()` (its ``raft["batches"]``; empty while stopped)."""
+        batches = self.cp.observations(rows_max=0).raft.get("batches") or {}
+        return int(batches.get("entries", 0)), int(batches.get("commands", 0))
 
     def stop(self) -> None:
         self.cp.stop()

@@ -9,9 +9,16 @@ outstanding per thread), the same concurrency for both:
   etcd's v3 JSON gateway ``/v3/kv/put``, to the leader;
 - ``get``: linearizable reads (`Client.get`: ReadIndex) vs ``/v3/kv/range`` (linearizable);
 - ``lock``: a lock cycle, acquire + release, uncontended (one lock name per thread):
-  ``with client.lock(...)`` (session, acquire, close: three proposals) vs etcd's v3lock
-  service ``/v3/lock/lock`` + ``/v3/lock/unlock`` with a lease granted once per thread.
-Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd for
+  ``with client.lock(...)`` vs etcd's v3lock service ``/v3/lock/lock`` + ``/v3/lock/unlock``
+  with a lease granted once per thread. The SDK opens one lock session per client and TTL
+  (once), and defers a release by its linger (5 ms): in this loop each release rides on the
+  thread's next acquire, so a cycle is one request carrying two proposals (release, then
+  acquire: both applied, a new grant and token each cycle). ``lock_sync`` (coreplane only)
+  is the same with the deferral off: two requests, each waited for, as etcd's.
+Each phase runs ``rounds`` times per system in ABBA order (coreplane, etcd, etcd, coreplane):
+the machine is shared and its load drifts, and one 5 s phase per system swung the ratios by
+half from run to run; the figures are totals over the rounds (``rounds_ops_per_s`` keeps
+each). Reports ops/s and p50 latency per phase and ``ratio_vs_etcd`` (coreplane / etcd for
 throughput, etcd / coreplane for latency: > 1 is better for coreplane either way). The clients
 share the machine with the servers (2 cores here): the figures compare, they do not size.
 
@@ -44,8 +51,8 @@ from benches._raft_procs import ROOT, EtcdCluster, etcd_binary
 from coreplane.testing.ports import free_ports
 from coreplane.testing.procs import JsonLineChild
 
-FULL = {"duration_s": 5.0, "procs": 2, "threads": 16}
-SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2}
+FULL = {"duration_s": 5.0, "procs": 2, "threads": 16, "rounds": 2}
+SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2, "rounds": 1}
 TOKEN = "bench-api-token-" + os.urandom(8).hex()
 OPS = ("put", "get", "lock")
 
@@ -89,6 +96,11 @@ class _Nodes:
                 node.stop()
             with contextlib.suppress(Exception):
                 node.kill9()
+
+    def leader_id(self) -> str:
+        """Who leads now (for whose CPU is the leader's: leadership may move under load)."""
+        url = self.leader_url()
+        return next(nid for nid, u in self.by_id.items() if u == url)
 
     def leader_url(self, timeout_s: float = 30) -> str:
         deadline = time.monotonic() + timeout_s
@@ -142,21 +154,41 @@ def _load(
     meter.__exit__(
         None, None, None
     )  # spans the clients' set-up too: servers' CPU is an upper bound
-    lat = [x for r in results for x in r["lat_ms"]]
-    elapsed = max(r["elapsed_s"] for r in results)
-    ops = sum(r["ok"] for r in results)
+    return {
+        "lat_ms": [x for r in results for x in r["lat_ms"]],
+        "elapsed_s": max(r["elapsed_s"] for r in results),
+        "ops": sum(r["ok"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "gen_cpu_s": sum(r["cpu_s"] for r in results),
+        "servers_cpu_s": _cpu.total(meter.cpu_s.values()) if meter.cpu_s else None,
+        "leader_cpu_s": meter.cpu_s.get(leader or ""),
+        "busy_core_s": (meter.machine_busy_cores or 0.0) * meter.wall_s,
+        "wall_s": meter.wall_s,
+    }
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's figures over its rounds (see `ROUNDS`): totals over total time."""
+    lat = [x for r in rounds for x in r["lat_ms"]]
+    elapsed = sum(r["elapsed_s"] for r in rounds)
+    ops = sum(r["ops"] for r in rounds)
+
+    def cpu(key: str) -> float | None:
+        values = [r[key] for r in rounds]
+        return None if any(v is None for v in values) else sum(values)
+
     return {
         "ops_per_s": ops / elapsed,
         "p50_ms": statistics.median(lat) if lat else None,
-        "errors": sum(r["errors"] for r in results),
+        "errors": sum(r["errors"] for r in rounds),
         "ops": ops,
-        "gen_cpu_us_per_op": _cpu.per_write_us(sum(r["cpu_s"] for r in results), ops),
-        "gen_cores": sum(r["cpu_s"] for r in results) / elapsed,
-        "servers_cpu_us_per_op": _cpu.per_write_us(_cpu.total(meter.cpu_s.values()), ops)
-        if meter.cpu_s
-        else None,
-        "leader_cpu_us_per_op": _cpu.per_write_us(meter.cpu_s.get(leader or ""), ops),
-        "machine_busy_cores": meter.machine_busy_cores,
+        "rounds_ops_per_s": [r["ops"] / r["elapsed_s"] for r in rounds],
+        "gen_cpu_us_per_op": _cpu.per_write_us(cpu("gen_cpu_s"), ops),
+        "gen_cores": (cpu("gen_cpu_s") or 0.0) / elapsed,
+        "servers_cpu_us_per_op": _cpu.per_write_us(cpu("servers_cpu_s"), ops),
+        "leader_cpu_us_per_op": _cpu.per_write_us(cpu("leader_cpu_s"), ops),
+        "machine_busy_cores": sum(r["busy_core_s"] for r in rounds)
+        / max(sum(r["wall_s"] for r in rounds), 1e-9),
     }
 
 
@@ -196,27 +228,53 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 if etcd_state == "measured"
                 else None
             )
-            concurrency = params["procs"] * params["threads"]
+            concurrency = int(params["procs"] * params["threads"])
             results["coreplane"]["put_local"] = _local_puts(
                 nodes, cp_leader, concurrency, params["duration_s"]
             )
+            sync = _load(
+                "coreplane", "lock_sync", targets, params, "cp-sync", cp_pids, nodes.leader_id()
+            )
+            results["coreplane"]["lock_sync"] = _summary([sync])
             for op in OPS:
-                results["coreplane"][op] = _load(
-                    "coreplane", op, targets, params, f"cp-{op}", cp_pids, cp_leader
-                )
-                if etcd is not None:
-                    member = etcd.leader()
-                    assert member is not None
-                    etcd_pids: dict[str, int | None] = {n: p.pid for n, p in etcd.procs.items()}
-                    results["etcd"][op] = _load(
-                        "etcd",
-                        op,
-                        [str(etcd.client[member])],
-                        params,
-                        f"etcd-{op}",
-                        etcd_pids,
-                        member,
-                    )
+                rounds: dict[str, list[dict[str, Any]]] = {"coreplane": [], "etcd": []}
+                for i in range(int(params["rounds"])):
+                    # ABBA: coreplane, etcd, then etcd, coreplane: the shared machine's load
+                    # drifts over a run, and this order gives both systems the same drift.
+                    systems = ("coreplane", "etcd") if i % 2 == 0 else ("etcd", "coreplane")
+                    for system in systems:
+                        if system == "coreplane":
+                            rounds[system].append(
+                                _load(
+                                    "coreplane",
+                                    op,
+                                    targets,
+                                    params,
+                                    f"cp-{op}-{i}",
+                                    cp_pids,
+                                    nodes.leader_id(),  # it may move under load
+                                )
+                            )
+                        elif etcd is not None:
+                            member = etcd.leader()
+                            assert member is not None
+                            etcd_pids: dict[str, int | None] = {
+                                n: p.pid for n, p in etcd.procs.items()
+                            }
+                            rounds[system].append(
+                                _load(
+                                    "etcd",
+                                    op,
+                                    [str(etcd.client[member])],
+                                    params,
+                                    f"etcd-{op}-{i}",
+                                    etcd_pids,
+                                    member,
+                                )
+                            )
+                for system, done in rounds.items():
+                    if done:
+                        results[system][op] = _summary(done)
     cp, et = results["coreplane"], results["etcd"]
 
     def pick(system: dict[str, Any], op: str, key: str) -> float | None:
@@ -241,6 +299,10 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         for key in ("gen_cpu_us_per_op", "servers_cpu_us_per_op", "machine_busy_cores"):
             summary[f"{op}_{key}"] = pick(cp, op, key)
             summary[f"{op}_{key}_etcd"] = pick(et, op, key)
+    summary["lock_sync_cycle_per_s"] = pick(cp, "lock_sync", "ops_per_s")
+    summary["lock_sync_p50_ms"] = pick(cp, "lock_sync", "p50_ms")
+    summary["lock_sync_gen_cpu_us_per_op"] = pick(cp, "lock_sync", "gen_cpu_us_per_op")
+    summary["lock_sync_servers_cpu_us_per_op"] = pick(cp, "lock_sync", "servers_cpu_us_per_op")
     summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
     summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {

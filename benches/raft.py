@@ -546,9 +546,18 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- run
 
 
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (a shared machine: how loaded it was)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
     p = dict(SMOKE if smoke else FULL)
     results: dict[str, Any] = {}
+    load_at_start = _load_average()
     etcd_state = "skipped (--smoke)" if smoke else _setup_etcd()
     with tempfile.TemporaryDirectory(prefix="bench-raft-") as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
@@ -583,6 +592,9 @@ def run(*, json_out: str | None, smoke: bool) -> dict[str, Any]:
         "params": {**p, "smoke": smoke},
         "results": results,
         "summary": _summary(results),
+        # 1-minute load averages at the start and the end (2 cores: above ~2 the systems
+        # competed with other work for CPU, and every figure here is noisier)
+        "load_average": [load_at_start, _load_average()],
     }
 
 

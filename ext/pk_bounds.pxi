@@ -90,7 +90,7 @@ cdef void add_all(S *s, LB *b) noexcept nogil:
             if not s.split[p]:
                 b.hs[b.hs_off[n] + m] = s.heat[p]
                 m += 1
-        qsort(&b.hs[b.hs_off[n]], m, sizeof(int64_t), _cmp_desc)
+        top_desc(&b.hs[b.hs_off[n]], m, b.mheat0[n] - target_cap(s, b, n))
         # split replicas take no heat: the tail is zeros, never reached (heat left > cap >= 0)
         for i in range(m, b.hs_off[n + 1] - b.hs_off[n]):
             b.hs[b.hs_off[n] + i] = 0

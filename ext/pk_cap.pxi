@@ -14,10 +14,11 @@ cdef int64_t cap_fresh(S *s, Cap *c, int64_t p, int64_t n) noexcept nogil:
 
 
 cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
-    """_pure._by_heat, cached until t changes."""
-    cdef int64_t j, p, k = 0
+    """_pure._by_heat, cached until t changes; with it _pure._fresh_row (c.fr[t])."""
+    cdef int64_t j, p, k = 0, f = 0
     if not c.bh_ok[t]:
         cp_xfree(c.bh[t])
+        cp_xfree(c.fr[t])
         c.bh[t] = <Pair *>cp_xmalloc((s.nr_len[t] + 1) * sizeof(Pair))
         for j in range(s.nr_len[t]):
             p = s.nr[t][j]
@@ -28,6 +29,12 @@ cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
                 k += 1
         sort_pairs(c.bh[t], k)
         c.bh_len[t] = k
+        c.fr[t] = <Pair *>cp_xmalloc((k + 1) * sizeof(Pair))
+        for j in range(k):
+            if cap_fresh(s, c, c.bh[t][j].b, t) >= 0:
+                c.fr[t][f] = c.bh[t][j]
+                f += 1
+        c.fr_len[t] = f
         c.bh_ok[t] = True
     return c.bh[t]
 
@@ -112,6 +119,7 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
     cdef int64_t zn = s.zone[n], zt, t, room, h, p, i, j, m, q, bq, cost, gain, short
     cdef Py_ssize_t a, first = nhot - CAP_SWAP_CANDIDATES if nhot > CAP_SWAP_CANDIDATES else 0
     cdef Py_ssize_t lo, hi, mid, k, rlen, b
+    cdef int scan
     cdef Pair *row
     cdef bint found = False, bad, usable
     cdef int64_t cand[8]
@@ -138,8 +146,6 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
         if not usable:
             continue
         takers += 1
-        row = cap_by_heat(s, c, t)
-        rlen = c.bh_len[t]
         room = c.caps[t] - c.mov[t]
         for a in range(first, nhot):
             h = hot[a].a
@@ -157,49 +163,56 @@ cdef bint cap_swap(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssize_
             i = cap_fresh(s, c, p, n)
             if i >= 0 and s.ms[i] == t:
                 continue
-            lo = 0  # bisect_left(row, (h - room, -1)): the first heat >= h - room
-            hi = rlen
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if row[mid].a < h - room:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            for k in range(lo, min(lo + CAP_SWAP_SCAN, rlen)):
-                bq = row[k].a
-                q = row[k].b
-                if bq >= h:
-                    break
-                if on_node(s, q, n):
-                    continue
-                if zt != zn:
-                    bad = False
-                    for j in range(s.pn_len[q]):
-                        if s.zone[s.pn[q * s.RMAX + j]] == zn:
-                            bad = True
-                            break
-                    if bad:
+            for scan in range(2):  # t's replicas, then those this plan moves onto t
+                row = cap_by_heat(s, c, t) if scan == 0 else c.fr[t]
+                rlen = c.bh_len[t] if scan == 0 else c.fr_len[t]
+                lo = 0  # bisect_left(row, (h - room, -1)): the first heat >= h - room
+                hi = rlen
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if row[mid].a < h - room:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                for k in range(lo, min(lo + CAP_SWAP_SCAN, rlen)):
+                    bq = row[k].a
+                    q = row[k].b
+                    if bq >= h:
+                        break
+                    if on_node(s, q, n):
                         continue
-                j = cap_fresh(s, c, q, t)
-                if j >= 0 and s.ms[j] == n:
-                    continue
-                cost = (1 if i < 0 else 0) + (1 if j < 0 else 0)
-                if cost > allowance:
+                    if zt != zn:
+                        bad = False
+                        for j in range(s.pn_len[q]):
+                            if s.zone[s.pn[q * s.RMAX + j]] == zn:
+                                bad = True
+                                break
+                        if bad:
+                            continue
+                    j = cap_fresh(s, c, q, t)
+                    if j >= 0 and s.ms[j] == n:
+                        continue
+                    cost = (1 if i < 0 else 0) + (1 if j < 0 else 0)
+                    if cost > allowance:
+                        break
+                    gain = h - bq
+                    short = 1 if gain < excess else 0
+                    cand[0] = short
+                    if short:  # _pure: a paid swap that leaves n over, the most heat per move
+                        cand[1] = 1 if cost > 0 else 0
+                        cand[2] = -(gain // (cost if cost > 1 else 1))
+                    else:
+                        cand[1] = cost
+                        cand[2] = gain
+                    cand[3] = p
+                    cand[4] = t
+                    cand[5] = q
+                    cand[6] = i
+                    cand[7] = j
+                    if not found or act_less(cand, best):
+                        memcpy(best, cand, 8 * sizeof(int64_t))
+                        found = True
                     break
-                gain = h - bq
-                short = 1 if gain < excess else 0
-                cand[0] = short
-                cand[1] = cost
-                cand[2] = -gain if short else gain
-                cand[3] = p
-                cand[4] = t
-                cand[5] = q
-                cand[6] = i
-                cand[7] = j
-                if not found or act_less(cand, best):
-                    memcpy(best, cand, 8 * sizeof(int64_t))
-                    found = True
-                break
     return found
 
 
@@ -301,8 +314,8 @@ cdef int64_t cap_room(S *s, Cap *c, int64_t n, int64_t excess, Pair *hot, Py_ssi
     cdef Pair *row
     cdef bint bad
     cdef int64_t *allowed
-    if nhot == 0:
-        return 0
+    if nhot == 0 or budget < 1:
+        return 0  # _pure._cap_room: every plan takes a move at least
     h = hot[nhot - 1].a
     r = hot[nhot - 1].b
     fits = h - excess
@@ -608,12 +621,23 @@ cdef int64_t cap(S *s, LB *lb, int64_t allowance) noexcept nogil:
     c.bh = <Pair **>cp_xcalloc(s.N + 1, sizeof(Pair *))
     c.bh_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     c.bh_ok = <bint *>cp_xcalloc(s.N + 1, sizeof(bint))
+    c.fr = <Pair **>cp_xcalloc(s.N + 1, sizeof(Pair *))
+    c.fr_len = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
     x = peak_key(s)
     for a in range(no):
-        allowance = cap_node(s, &c, order[a].b, rooms, allowance, x)
+        n = order[a].b
+        if allowance <= 0:  # _pure._cap: a spent budget leaves re-targets only
+            for ii in range(s.nr_len[n]):
+                if cap_fresh(s, &c, s.nr[n][ii], n) >= 0:
+                    break
+            else:
+                continue  # no move of this plan ends on n: no action
+        allowance = cap_node(s, &c, n, rooms, allowance, x)
     for n in range(s.N):
         cp_xfree(c.bh[n])
+        cp_xfree(c.fr[n])
     cp_xfree(c.bh); cp_xfree(c.bh_len); cp_xfree(c.bh_ok); cp_xfree(c.head); cp_xfree(c.prev)
+    cp_xfree(c.fr); cp_xfree(c.fr_len)
     cp_xfree(order); cp_xfree(rooms); cp_xfree(c.caps); cp_xfree(c.mov)
     return allowance
 

@@ -87,12 +87,26 @@ cdef int64_t hot_donor(S *s, int64_t *hot, Py_ssize_t nhot, int64_t dst, int64_t
     return best
 
 
+cdef int64_t hold_gift(S *s, int64_t donor, int64_t dst) noexcept nogil:
+    """_pure._hold_gift: a split candidate's node gives its hottest other replica that keeps
+    dst under its heat cap, or -1."""
+    cdef int64_t j, p, best = -1
+    for j in range(s.nr_len[donor]):
+        p = s.nr[donor][j]
+        if s.split[p] or s.nheat[dst] + s.heat[p] > s.hcap[dst]:
+            continue
+        if best < 0 or s.heat[p] > s.heat[best] or (s.heat[p] == s.heat[best] and p < best):
+            best = p
+    return best
+
+
 cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nogil:
     cdef Heap *donors
     cdef Heap *h
     cdef int64_t n, dst, donor, e, p, z
     cdef int64_t *mov
     cdef int64_t *hot
+    cdef int64_t *hold
     cdef Py_ssize_t nhot = 0, j
     for n in range(s.N):
         if s.elig[n] and s.count[n] < s.lo[n]:
@@ -102,9 +116,16 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
     donors = <Heap *>cp_xcalloc(s.Z, sizeof(Heap))
     mov = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
     hot = <int64_t *>cp_xmalloc((s.N + 1) * sizeof(int64_t))
+    hold = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))  # _pure: a split's node gives first
+    if hot_first:
+        for n in range(s.N):
+            for j in range(s.nr_len[n]):
+                if s.split[s.nr[n][j]]:
+                    hold[n] = (<int64_t>1) << DONOR_HOLD_SHIFT
+                    break
     for n in range(s.N):
         if s.elig[n] and s.count[n] > s.lo[n]:
-            heap_push(&donors[s.zone[n]], -fill(s, n), n)
+            heap_push(&donors[s.zone[n]], -fill(s, n) - hold[n], n)
     cdef int64_t ukey = movable_and_u(s, mov)
     for n in range(s.N):
         if (hot_first and s.elig[n] and mov[n] > s.hcap[n]
@@ -134,9 +155,11 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
                     hot[j] = -1
         while p < 0 and h.size > 0:
             e = h.val[0]
-            if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e):
+            if s.count[e] > s.lo[e] and h.key[0] == -fill(s, e) - hold[e]:
                 donor = e
-                p = pick_gift(s, donor, dst, -1)
+                p = hold_gift(s, donor, dst) if hold[e] else -1
+                if p < 0:
+                    p = pick_gift(s, donor, dst, -1)
                 break
             heap_pop(h)
         if p < 0:
@@ -151,7 +174,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
             mov[dst] += s.heat[p]
         allowance -= 1
         if s.count[donor] > s.lo[donor]:
-            heap_push(&donors[s.zone[donor]], -fill(s, donor), donor)
+            heap_push(&donors[s.zone[donor]], -fill(s, donor) - hold[donor], donor)
         if s.count[dst] < s.lo[dst]:
             heap_push(&short, short_key(s, dst), dst)
     cp_xfree(short.key)
@@ -162,6 +185,7 @@ cdef int64_t fill_deficits(S *s, int64_t allowance, bint hot_first) noexcept nog
     cp_xfree(donors)
     cp_xfree(mov)
     cp_xfree(hot)
+    cp_xfree(hold)
     return allowance
 
 

@@ -128,3 +128,47 @@ cdef void sort_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
     if src != items:
         memcpy(items, src, n * sizeof(Pair))
     cp_xfree(tmp)
+
+
+cdef inline void heap_sift_max(int64_t *a, Py_ssize_t size, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t c
+    cdef int64_t v = a[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and a[c + 1] > a[c]:
+            c += 1
+        if a[c] <= v:
+            break
+        a[i] = a[c]
+        i = c
+    a[i] = v
+
+
+cdef void top_desc(int64_t *a, Py_ssize_t m, int64_t need) noexcept nogil:
+    """The largest values of a[:m] first, largest first, until they add up to `need` (the rest
+    after them, in no order): what the bound reads of a node's heats (`lb_finish` stops there,
+    and a plan's caps are never below the target caps). A max-heap popped that far, instead of
+    sorting every heat of every node over its cap (most nodes after an add)."""
+    cdef Py_ssize_t size = m, i, lo, hi
+    cdef int64_t v, got = 0
+    i = m // 2 - 1
+    while i >= 0:  # heapify
+        heap_sift_max(a, size, i)
+        i -= 1
+    while size > 0 and got < need:  # the max to the end, then the heap shrinks
+        v = a[0]
+        a[0] = a[size - 1]
+        a[size - 1] = v
+        size -= 1
+        heap_sift_max(a, size, 0)
+        got += v
+    lo = 0  # reverse: the popped values (at the end, largest last) come first, largest first
+    hi = m - 1
+    while lo < hi:
+        v = a[lo]
+        a[lo] = a[hi]
+        a[hi] = v
+        lo += 1
+        hi -= 1

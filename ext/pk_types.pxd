@@ -269,6 +269,8 @@ cdef struct Cap:
     Pair **bh            # node -> movable replicas as (heat, index, 0), coldest first
     int64_t *bh_len
     bint *bh_ok
+    Pair **fr            # node -> those of bh a move of this plan brings there (_fresh_row)
+    int64_t *fr_len
 
 
 cdef enum:
@@ -278,4 +280,12 @@ cdef enum:
 cdef enum:
     PEAK_ROUNDS = 256
     PEAK_CANDIDATES = 4
-    PEAK_GAIN_PCT = 1
+    PEAK_GAIN_PERMILLE = 10
+    PEAK_GAIN_OVER_PERMILLE = 5
+    PEAK_SLACK_PCT = 1
+    PEAK_BACK_SCAN = 8
+    DONOR_HOLD_SHIFT = 40
+    POLISH_ROUNDS = 16
+    POLISH_CANDIDATES = 4
+    POLISH_TAKERS = 32
+    POLISH_SCAN = 8

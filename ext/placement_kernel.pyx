@@ -173,6 +173,7 @@ cdef void _phases(void *ctx) noexcept nogil:
             allowance = cap(s, b, allowance)
             allowance = shave(s, allowance)
             peak(s, b, allowance)
+            polish(s, b)
             r.mw = waves(s)
             r.mheat = movable_heat(s)
             r.lb = lb_plan(s, b, r.mheat)

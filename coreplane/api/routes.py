@@ -8,13 +8,15 @@ ControlPlane's public methods.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from coreplane.core import commands as C
-from coreplane.errors import InvalidArgument
+from coreplane.errors import CommandRejected, InvalidArgument
 
 __all__ = ["ROLES", "F", "Handler", "Handlers", "Route", "check_fields", "default_routes"]
 
@@ -234,9 +236,33 @@ class Handlers:
         return self._write(close, b, lambda v: {"released": v})
 
     def lock_acquire(self, b: dict[str, Any]) -> Any:
-        return self._write(
-            C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b)), b
+        """Queue for a lock; with ``release`` (a lock name of the same session, and its own
+        ``release_seq``), release that one first, in the same request: the SDK's deferred
+        release rides on its next acquire (coreplane/sdk/lock.py), one round trip less per
+        lock cycle. Both are proposed back to back (applied in that order, usually in one
+        log entry); the answer is the acquire's, once both are applied. A release that
+        failed for want of a quorum fails the request (503): the client retries it whole,
+        and the session's (client_id, seq) applies each part once. A refused release
+        (not held any more) is no error: the acquire's answer says where the session is."""
+        acquire = C.LockAcquire(name=b["name"], session_id=b["session_id"], **_session(b))
+        if not b["release"]:
+            return self._write(acquire, b)
+        if not b["client_id"] or not b["release_seq"] or b["release_seq"] == b["seq"]:
+            raise InvalidArgument("release_seq", "a release needs a client_id and its own seq")
+        session = _session(b)
+        release = C.LockRelease(
+            name=b["release"],
+            session_id=b["session_id"],
+            client_id=session["client_id"],
+            seq=b["release_seq"],
         )
+        try:
+            released = self._write(release, b)
+        except CommandRejected:  # not pipelined: applied (or refused) already
+            released = None
+        if not isinstance(released, concurrent.futures.Future):
+            return self._write(acquire, b)
+        return _after_both(released, self._write(acquire, b))
 
     def lock_release(self, b: dict[str, Any]) -> Any:
         return self._write(
@@ -281,6 +307,34 @@ class Handlers:
     def remove_voter(self, b: dict[str, Any]) -> Any:
         self.cp.remove_voter(b["node_id"], timeout_s=_timeout_s(b))
         return {"members": self.cp.members()}
+
+
+def _after_both(
+    first: concurrent.futures.Future[Any], second: concurrent.futures.Future[Any]
+) -> concurrent.futures.Future[Any]:
+    """`second`'s outcome once both are done; `first`'s failure wins unless it is a
+    deterministic refusal (CommandRejected), which is ignored."""
+    out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    out.set_running_or_notify_cancel()
+    left = [2]
+    mu = threading.Lock()
+
+    def done(_f: concurrent.futures.Future[Any]) -> None:
+        with mu:
+            left[0] -= 1
+            if left[0]:
+                return
+        exc = first.exception()
+        if exc is not None and not isinstance(exc, CommandRejected):
+            out.set_exception(exc)
+        elif second.exception() is not None:
+            out.set_exception(second.exception())
+        else:
+            out.set_result(second.result())
+
+    first.add_done_callback(done)
+    second.add_done_callback(done)
+    return out
 
 
 def _cluster_routes(h: Handlers) -> list[Route]:
@@ -377,7 +431,17 @@ def _lease_and_lock_routes(h: Handlers) -> list[Route]:
         Route("POST", "/v1/locks/keepalive", USERS, {**session, **_WRITE}, h.lock_keepalive),
         Route("POST", "/v1/locks/close", USERS, {**session, **_WRITE}, h.lock_close),
         Route(
-            "POST", "/v1/locks/acquire", USERS, {"name": _NAME, **session, **_WRITE}, h.lock_acquire
+            "POST",
+            "/v1/locks/acquire",
+            USERS,
+            {
+                "name": _NAME,
+                **session,
+                **_WRITE,
+                "release": F("str", "", _NAME_BYTES_MAX),
+                "release_seq": F("int", 0),
+            },
+            h.lock_acquire,
         ),
         Route(
             "POST", "/v1/locks/release", USERS, {"name": _NAME, **session, **_WRITE}, h.lock_release

@@ -42,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import hmac
 import json
 import logging
@@ -222,6 +223,7 @@ class ApiServer:
         if getattr(cp, "fleet", None) is not None:  # the fleet's routes (api/fleet_routes.py)
             self._routes += fleet_routes(cp)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._completions: _Completions | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -293,6 +295,7 @@ class ApiServer:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
+        self._completions = _Completions(loop)
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve())
@@ -405,7 +408,8 @@ class ApiServer:
                     loop = asyncio.get_running_loop()
                     result = await loop.run_in_executor(self._pool, route.handler, args)
                 if isinstance(result, concurrent.futures.Future):  # a pipelined write
-                    result = await asyncio.wrap_future(result)
+                    assert self._completions is not None
+                    result = await self._completions.wait(result)
                 if route.long_poll:
                     result = await self._long_poll(route, args, result)
                 return _encode(request, 200, result)
@@ -506,6 +510,61 @@ class ApiServer:
     def routes(self) -> list[tuple[str, str, frozenset[str]]]:
         """(method, path, roles) of every route: for tests and docs."""
         return [(r.method, r.path, r.roles) for r in self._routes]
+
+
+class _Completions:
+    """Writes' futures, completed on the Raft thread, handed to the event loop in batches.
+
+    `asyncio.wrap_future` costs one ``call_soon_threadsafe`` per completed future: a
+    self-pipe write on the completing (tick) thread and a wake-up and pipe read on the loop,
+    per request. The tick thread completes a whole batch of entries at once, so here the
+    first completion of a batch schedules one `_drain` and the others only join its list:
+    one cross-thread wake-up per batch. The loop sets every waiting future's outcome in
+    `_drain`; a waiter that went away (its client disconnected) is skipped.
+    """
+
+    __slots__ = ("_loop", "_mu", "_ready")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._mu = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Any], concurrent.futures.Future[Any]]] = []
+
+    def wait(self, future: concurrent.futures.Future[Any]) -> asyncio.Future[Any]:
+        """An asyncio future of the loop, with `future`'s outcome once it has one."""
+        waiter: asyncio.Future[Any] = self._loop.create_future()
+        if future.done():
+            _settle(waiter, future)
+        else:
+            future.add_done_callback(lambda done: self._done(waiter, done))
+        return waiter
+
+    def _done(self, waiter: asyncio.Future[Any], future: concurrent.futures.Future[Any]) -> None:
+        with self._mu:
+            first = not self._ready
+            self._ready.append((waiter, future))
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._mu:
+            ready, self._ready = self._ready, []
+        for waiter, future in ready:
+            _settle(waiter, future)
+
+
+def _settle(waiter: asyncio.Future[Any], future: concurrent.futures.Future[Any]) -> None:
+    if waiter.done():  # cancelled: the request went away
+        return
+    if future.cancelled():
+        waiter.cancel()
+        return
+    exc = future.exception()
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(future.result())
 
 
 def _http_error_name(status: int) -> str:

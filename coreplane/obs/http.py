@@ -58,6 +58,9 @@ def _json(status: int, payload: Any) -> web.Response:
     return web.Response(status=status, text=json.dumps(_plain(payload)), content_type=JSON)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class ObsEndpoints:
     """Health, diagnose and metrics of one ControlPlane behind one API server.
 
@@ -137,7 +140,10 @@ class ObsEndpoints:
     # ------------------------------------------------------------------ HTTP
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """Counts every request by route pattern, method and status, with its latency."""
+        """Counts every request by route pattern, method and status, with its latency.
+        Every label is from a bounded set: the route is a registered pattern or
+        "unmatched" (never the raw path), the method one of `_METHODS` or "other" (a
+        client may send any token), the status one the server answers."""
         api = self.metrics.api
 
         @web.middleware
@@ -159,7 +165,7 @@ class ObsEndpoints:
                 denied = code == 401  # only then are the remote and the token looked at
                 api.observe(
                     route,
-                    request.method,
+                    request.method if request.method in _METHODS else "other",
                     code,
                     time.monotonic() - started,
                     request.remote if denied else None,

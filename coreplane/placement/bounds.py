@@ -22,7 +22,7 @@ from operator import attrgetter, mul
 from typing import NamedTuple
 
 from coreplane.errors import InvalidArgument
-from coreplane.placement.model import ALIVE, Assignment, Partition, Problem
+from coreplane.placement.model import ALIVE, Assignment, Node, Partition, Problem
 
 __all__ = [
     "Accel",
@@ -319,27 +319,51 @@ def _split_flags(
     return out
 
 
-def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
-    """Map ids to dense indexes and derive every integer target the solvers use.
+# One-entry memo of what a compile derives from the nodes, keyed by the identity of the
+# (immutable) nodes tuple and the partition totals the shares water-fill: partition events (heat
+# shift, RF change) and budget variants reuse the tuple, and the Fraction shares of a hundred
+# nodes cost a fifth of a P=10k budget solve in the kernel. The value is a pure function of the
+# key; its lists are shared by the Dense made from it, which nothing writes.
+NodeArrays = tuple[
+    list[str],
+    dict[str, int],
+    list[int],
+    int,
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    list[int],
+    int,
+    int,
+]
+_NODES_MEMO: list[tuple[tuple[Node, ...], tuple[int, int, int, int], NodeArrays]] = []
 
-    `accel` swaps in the compiled helpers (when the kernel backend runs); same lists either way.
-    """
-    node_ids = sorted(n.id for n in problem.nodes)
+
+def _node_arrays(
+    nodes_in: tuple[Node, ...], replicas_total: int, parts: int, heat_total: int, heat_sum: int
+) -> NodeArrays:
+    """Ids, zones, eligibility, slots, bands, heat targets and zone shares of the nodes."""
+    key = (replicas_total, parts, heat_total, heat_sum)
+    memo = _NODES_MEMO[:1]
+    if memo and memo[0][0] is nodes_in and memo[0][1] == key:
+        return memo[0][2]
+    node_ids = sorted(n.id for n in nodes_in)
     node_idx = {nid: i for i, nid in enumerate(node_ids)}
-    by_id = {n.id: n for n in problem.nodes}
+    by_id = {n.id: n for n in nodes_in}
     nodes = [by_id[nid] for nid in node_ids]
-    zone_names = sorted({n.zone for n in problem.nodes})
+    zone_names = sorted({n.zone for n in nodes_in})
     zone_idx = {z: i for i, z in enumerate(zone_names)}
     zone_of = [zone_idx[n.zone] for n in nodes]
     elig = [1 if n.state == ALIVE else 0 for n in nodes]
     slots = [n.slots for n in nodes]
     weights = [n.weight for n in nodes]
-    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
-        problem.partitions
-    )
     zones = len(zone_names)
     count_sh = _node_shares(
-        weights, slots, zone_of, zones, elig, replicas_total, [len(part_ids)] * zones, True
+        weights, slots, zone_of, zones, elig, replicas_total, [parts] * zones, True
     )
     heat_sh = _node_shares(
         weights, slots, zone_of, zones, elig, heat_total, [heat_sum] * zones, False
@@ -370,10 +394,54 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     # h > share <=> h > floor(share) for an integer h: compare ints, not Fractions, per partition.
     # floor is monotonic: the floor of the largest share is the largest floor.
     split_above = max((f for f, e in zip(hfair, elig, strict=True) if e), default=0)
+    eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
+    out = (
+        node_ids,
+        node_idx,
+        zone_of,
+        zones,
+        elig,
+        slots,
+        lo,
+        hi,
+        tq,
+        hcap,
+        hfair,
+        zshare,
+        split_above,
+        eligible_zones,
+    )
+    _NODES_MEMO[:] = [(nodes_in, key, out)]
+    return out
+
+
+def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
+    """Map ids to dense indexes and derive every integer target the solvers use.
+
+    `accel` swaps in the compiled helpers (when the kernel backend runs); same lists either way.
+    """
+    part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
+        problem.partitions
+    )
+    (
+        node_ids,
+        node_idx,
+        zone_of,
+        zones,
+        elig,
+        slots,
+        lo,
+        hi,
+        tq,
+        hcap,
+        hfair,
+        zshare,
+        split_above,
+        eligible_zones,
+    ) = _node_arrays(problem.nodes, replicas_total, len(part_ids), heat_total, heat_sum)
     split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above)
     off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel or Accel())
     budget = -1 if problem.moves_max is None else problem.moves_max
-    eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
     return Dense(
         node_ids,
         part_ids,

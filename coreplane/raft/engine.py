@@ -785,7 +785,8 @@ class RaftEngine(RaftOverrides, SyncObj):
     def observations(self) -> dict[str, Any]:
         """What coreplane.obs reads at scrape time, plain data, any thread: the journal's
         stats and flush latency, commit latency, terms seen (age in seconds, term; newest
-        last), leader changes seen, the wire's counters and failed authentications by peer."""
+        last), leader changes seen, the wire's counters and failed authentications by peer,
+        and ``batches`` (``{"entries", "commands"}``: `batch_stats`)."""
         now = monotonic_s()
         journal = self._cp_journal
         out: dict[str, Any] = {
@@ -803,6 +804,8 @@ class RaftEngine(RaftOverrides, SyncObj):
             # on a leader: seconds since each follower last echoed a heartbeat stamp, and its
             # match index; a connected follower that stops echoing is cut off
             "ack_age_s": {},
+            # batch entries this node wrote as leader and the proposals in them (coalescing)
+            "batches": dict(zip(("entries", "commands"), self.batch_stats(), strict=True)),
         }
         if self._isLeader():
             acks = dict(self._cp_acks)

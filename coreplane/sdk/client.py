@@ -5,7 +5,9 @@ limits, timeouts and TLS settings (requests has no async side; aiohttp no sync o
 
 What a call does, in both clients (the decision code is `coreplane.sdk.retry.CallPlan`):
 - picks an endpoint from the **connection provider** (`Endpoints`): the leader first when
-  known (one hop less: followers forward writes to it), then the others; endpoints whose
+  known (one hop less: followers forward writes to it), then the others; a ``stale_ok`` read
+  asks the followers first, in turn (any replica answers it from its own state, so reads
+  spread off the leader), the leader last; endpoints whose
   circuit breaker is open are skipped, endpoints being **drained** get no new request (their
   in-flight ones finish), and the list refreshes from ``GET /v1/members`` (leader id and every
   node's API URL) on failures and on each health check;
@@ -104,6 +106,7 @@ class Endpoints:
         self._draining: set[str] = set()
         self._by_id: dict[str, str] = {}  # node id -> API URL, from /v1/members
         self.leader_url: str | None = None
+        self._turn = 0  # the follower a stale read goes to first, in turn
         for url in urls:
             self._add(url)
 
@@ -121,12 +124,21 @@ class Endpoints:
         self._urls.append(url)
         self._inflight.setdefault(url, 0)
 
-    def order(self) -> list[str]:
+    def order(self, *, followers_first: bool = False) -> list[str]:
+        """The leader first (writes and linearizable reads: one hop less); with
+        `followers_first` (``stale_ok`` reads, which any node answers from its own replica)
+        the followers first, taken in turn so that reads spread over them, the leader last."""
         with self._lock:
             urls = [u for u in self._urls if u not in self._draining]
             if self.leader_url in urls:
                 urls.remove(self.leader_url)
-                urls.insert(0, self.leader_url)
+                if followers_first:
+                    if urls:
+                        self._turn = (self._turn + 1) % len(urls)
+                        urls = urls[self._turn :] + urls[: self._turn]
+                    urls.append(self.leader_url)
+                else:
+                    urls.insert(0, self.leader_url)
             return urls
 
     def all(self) -> list[str]:
@@ -251,9 +263,9 @@ class _Core:
             seq = next(self._seq)
         return {**body, "client_id": self.client_id, "seq": seq}
 
-    def _plan(self, safe: bool = True) -> CallPlan:
+    def _plan(self, safe: bool = True, followers_first: bool = False) -> CallPlan:
         return CallPlan(
-            self.endpoints.order(),
+            self.endpoints.order(followers_first=followers_first),
             self.endpoints.breakers,
             self._budget,
             self._backoff,
@@ -326,7 +338,13 @@ class _Core:
     # -- one call's retry loop, without I/O (each client drives it with its own) ---------
 
     def _steps(
-        self, path: str, body: dict[str, Any] | None, method: str, safe: bool, refresh: bool
+        self,
+        path: str,
+        body: dict[str, Any] | None,
+        method: str,
+        safe: bool,
+        refresh: bool,
+        followers_first: bool = False,
     ) -> Generator[tuple[str, Any], Any, Any]:
         """Yields what to do: ``("send", (url, data))`` (send back the classified answer:
         outcome, payload, error), ``("refresh", None)`` or ``("sleep", seconds)``; returns
@@ -334,7 +352,7 @@ class _Core:
         if self._closed:
             raise InvalidArgument("client", "the client is closed")
         data = encode_value(body) if body is not None else None
-        plan = self._plan(safe)
+        plan = self._plan(safe, followers_first)
         url = plan.first()
         if url is None:
             raise Unavailable("every endpoint's circuit breaker is open")
@@ -362,7 +380,7 @@ class _Core:
     @staticmethod
     def _get(key: str, stale_ok: bool) -> _Req[tuple[bytes, int] | None]:
         got = lambda a: (a["value"], a["mod_revision"]) if a["found"] else None  # noqa: E731
-        return _Req("/v1/kv/get", {"key": key, "stale_ok": stale_ok}, got)
+        return _Req("/v1/kv/get", {"key": key, "stale_ok": stale_ok}, got, stale=stale_ok)
 
     @staticmethod
     def _range(prefix: str, limit: int, stale_ok: bool) -> _Req[list[tuple[str, bytes, int]]]:
@@ -371,6 +389,7 @@ class _Core:
             "/v1/kv/range",
             body,
             lambda a: [(i["key"], i["value"], i["mod_revision"]) for i in a["items"]],
+            stale=stale_ok,
         )
 
     def _put(self, key: str, value: bytes, lease_id: int, guard: Any) -> _Req[int]:
@@ -427,6 +446,7 @@ class _Req(NamedTuple, Generic[T]):
     body: dict[str, Any] | None
     shape: Callable[[Any], T]
     method: str = "POST"
+    stale: bool = False  # a stale_ok read: any replica answers, followers are asked first
 
 
 def _field(name: str) -> Callable[[Any], int]:
@@ -519,8 +539,9 @@ class Client(_Core):
         method: str = "POST",
         safe: bool = True,
         refresh: bool = True,
+        followers_first: bool = False,
     ) -> Any:
-        steps = self._steps(path, body, method, safe, refresh)
+        steps = self._steps(path, body, method, safe, refresh, followers_first)
         reply: Any = None
         try:
             while True:
@@ -557,7 +578,9 @@ class Client(_Core):
             return self._transport_error(url, exc)
 
     def _run(self, req: _Req[T]) -> T:
-        return req.shape(self._call(req.path, req.body, method=req.method))
+        return req.shape(
+            self._call(req.path, req.body, method=req.method, followers_first=req.stale)
+        )
 
     def request(
         self,
@@ -772,9 +795,10 @@ class AsyncClient(_Core):
         method: str = "POST",
         safe: bool = True,
         refresh: bool = True,
+        followers_first: bool = False,
     ) -> Any:
         self._ensure_health()
-        steps = self._steps(path, body, method, safe, refresh)
+        steps = self._steps(path, body, method, safe, refresh, followers_first)
         reply: Any = None
         try:
             while True:
@@ -797,7 +821,9 @@ class AsyncClient(_Core):
             return done.value
 
     async def _run(self, req: _Req[T]) -> T:
-        return req.shape(await self._call(req.path, req.body, method=req.method))
+        return req.shape(
+            await self._call(req.path, req.body, method=req.method, followers_first=req.stale)
+        )
 
     async def request(
         self,

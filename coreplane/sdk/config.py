@@ -11,13 +11,20 @@
   request, ~0.1 ms on a LAN, the price of never sending on a dead socket), a small pool (4: one
   invocation rarely runs more in parallel), short timeouts (connect 1 s, request 5 s: a function
   has a deadline of its own and must fail fast enough to answer it), 3 attempts, no background
-  health checks (a frozen process cannot run them).
+  health checks (a frozen process cannot run them), and a lock's release sent at once
+  (``lock_release_linger_ms = 0``: a release deferred into a freeze would hold the lock until
+  the session's TTL).
 - `ContainerConfig` (Kubernetes, Docker): long-lived but rescheduled at will; pods of one
   deployment start together, so jitter matters. Keep-alive 30 s (below the server's 75 s and
   common proxies' 60 s idle timeouts, so the client always closes first), pool 32, connect 2 s,
   request 10 s, 4 attempts, health checks every 5 s.
 - `LongRunningConfig` (VMs, daemons, the CLI's default elsewhere): keep-alive 50 s, pool 64,
   connect 3 s, request 30 s, 5 attempts, health checks every 5 s.
+
+Shared by the other two: a lock's release waits up to 5 ms (``lock_release_linger_ms``) for
+the session's next acquire to carry it, then goes on its own (coreplane/sdk/lock.py): a lock
+taken in a loop costs one round trip per cycle instead of two, and a waiter elsewhere gets it
+at most 5 ms later (measured: benches/api.py, ``lock`` against ``lock_sync``).
 
 Shared by all: backoff with full jitter from 50 ms (25 ms serverless) to a cap; a retry budget of
 10% of requests plus a floor of 1 retry/s over a 10 s window (Finagle's shape; its floor of 10/s
@@ -72,6 +79,9 @@ class ClientConfig:
     breaker_reset_max_ms: int = 2_000
     health_check_interval_ms: int = 5_000  # 0: no background health checks
     lock_poll_ms: int = 50  # how often a queued Lock asks whether it was granted
+    # A Lock's release waits this long for the session's next acquire to carry it (one
+    # round trip less per lock cycle), then goes on its own; 0: sent at once (sdk/lock.py)
+    lock_release_linger_ms: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,6 +118,7 @@ class ServerlessConfig(ClientConfig):
     backoff_base_ms: int = 25
     backoff_cap_ms: int = 1_000
     health_check_interval_ms: int = 0
+    lock_release_linger_ms: int = 0  # a frozen function must not sit on a release
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,17 @@ write with ``guard=lock``) raises `LockLost`. The token still matters after that
 already in flight when the pause began reaches the resource with the old token and is refused
 there, which no local check can do (tests/integration/test_lock_safety.py shows both).
 
+**Release is deferred** by `lock_release_linger_ms` (`ClientConfig`; 5 ms by default, 0 in
+the serverless profile, where a frozen process must not sit on one): leaving the ``with``
+block ends the lock *here* at once (`check()` raises, ``guard=lock`` writes are refused), and
+the release reaches the cluster with this session's next acquire (one request: the route
+releases, then queues; `coreplane/api/routes.py`), or on its own once the linger is over,
+whichever comes first. A lock taken and given back in a loop then costs one round trip per
+cycle instead of two; a waiter elsewhere gets the lock at most the linger later. Safety does
+not depend on it (the cluster hands the lock on only after the release is applied, and the
+holder stopped using it before). Closing the client or the session releases everything at
+once; a process that exits without closing flushes what is pending at exit.
+
 Sync and async share every decision: each operation (open a session, one keep-alive round,
 close, acquire, release) is a generator of steps without I/O (``("call", (path, body))``,
 ``("session", ttl_ms)``, ``("sleep", seconds)``) that `_run_sync` or `_run_async` carries out
@@ -30,6 +41,7 @@ with the client's own I/O, throwing a `CoreplaneError` back in where the call fa
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import threading
@@ -106,6 +118,96 @@ class _SessionState:
         self._lost = False
         self._mu = threading.Lock()
         self.locks: set[_LockBase] = set()
+        # Deferred releases, by lock name: their bodies (each with its own seq), and when
+        # the oldest must go out on its own.
+        self._deferred: dict[str, dict[str, Any]] = {}
+        self._flush_due: float | None = None
+        self._closing = False
+
+    # -- deferred releases ---------------------------------------------------------------
+
+    def defer(self, body: dict[str, Any]) -> bool:
+        """Hold a release for the next acquire (or the linger's end); False: send it now."""
+        linger_ms = self.client.config.lock_release_linger_ms
+        if linger_ms <= 0:
+            return False
+        with self._mu:
+            if self._lost or self._closing:
+                return False
+            self._deferred[body["name"]] = body
+            first = self._flush_due is None
+            if first:
+                self._flush_due = time.monotonic() + linger_ms / 1000
+        if first:
+            self._arm(linger_ms / 1000)
+        return True
+
+    def restore(self, body: dict[str, Any]) -> None:
+        """Put back a release an acquire carried but may not have delivered (same seq)."""
+        with self._mu:
+            if self._lost or self._closing or body["name"] in self._deferred:
+                return
+            self._deferred[body["name"]] = body
+            if self._flush_due is not None:
+                return
+            linger_s = max(self.client.config.lock_release_linger_ms, 1) / 1000
+            self._flush_due = time.monotonic() + linger_s
+        self._arm(linger_s)
+
+    def take_deferred(self, name: str) -> dict[str, Any] | None:
+        """A deferred release to carry on an acquire: `name`'s if pending, else the oldest.
+
+        Taken even while a flush is sending it: both send the same body (the same seq), so
+        the cluster applies it once, and always before this acquire. That is what makes a
+        re-acquire of the same name safe: a release of it still pending could otherwise
+        land after the new grant and end it."""
+        with self._mu:
+            if not self._deferred:
+                return None
+            body = self._deferred.pop(name, None)
+            if body is None:
+                body = self._deferred.pop(next(iter(self._deferred)))
+            if not self._deferred:
+                self._flush_due = None
+            return body
+
+    def _arm(self, delay_s: float) -> None:
+        """Make sure the deferred releases go out within `delay_s` (the subclass's timer)."""
+
+    def _flush_steps(self) -> Steps:
+        """Send every deferred release on its own. Each stays pending until it is answered
+        (an acquire may still carry it, see `take_deferred`); one the cluster could not take
+        (no quorum) stays for the next flush, so a lock is never left held by a live
+        session; one whose seq fell out of the cluster's session window is sent again with
+        a new seq (unless an acquire took it meanwhile: then that acquire settled it)."""
+        with self._mu:
+            pending = list(self._deferred.items())
+            self._flush_due = None
+        retry = False
+        for name, body in pending:
+            try:
+                yield "call", ("/v1/locks/release", body)
+                outcome = "done"
+            except CommandRejected as exc:
+                outcome = "stale" if exc.code == "seq_expired" else "done"
+            except CoreplaneError:
+                outcome = "again"
+            with self._mu:
+                if self._deferred.get(name) is not body:
+                    continue  # an acquire carried it (or the session closed)
+                if outcome == "done":
+                    del self._deferred[name]
+                    continue
+                if outcome == "stale":
+                    fresh = self.client._write({"name": name, "session_id": self.session_id})
+                    self._deferred[name] = fresh
+                retry = True
+        if retry:
+            linger_s = max(self.client.config.lock_release_linger_ms, 1) / 1000
+            with self._mu:
+                if self._flush_due is None and self._deferred:
+                    self._flush_due = time.monotonic() + linger_s
+            self._arm(linger_s)
 
     def acked(self, sent: float) -> None:
         self.deadline = max(self.deadline, sent + self.ttl_ms / 1000 * _SAFETY)
@@ -148,6 +250,10 @@ class _SessionState:
         return True
 
     def _close_steps(self) -> Steps:
+        with self._mu:
+            self._closing = True
+            self._deferred.clear()  # the session's close releases every lock it has
+            self._flush_due = None
         if not self._lost:
             body = self.client._write({"session_id": self.session_id})
             with contextlib.suppress(CoreplaneError):
@@ -160,7 +266,9 @@ class LockSession(_SessionState):
 
     def __init__(self, client: Any, ttl_ms: int) -> None:
         super().__init__(client, ttl_ms)
-        self._stop = threading.Event()
+        self._wake = threading.Condition(self._mu)
+        self._stopping = False
+        self._at_exit = False
         self._thread: threading.Thread | None = None
 
     def open(self) -> LockSession:
@@ -171,15 +279,51 @@ class LockSession(_SessionState):
         self._thread.start()
         return self
 
+    def _arm(self, delay_s: float) -> None:
+        with self._mu:
+            self._wake.notify()  # the thread below now waits for the flush, not a TTL/3
+            register = not self._at_exit
+            self._at_exit = True
+        if register:
+            atexit.register(self.flush)
+
+    def flush(self) -> None:
+        """Send the deferred releases now."""
+        _run_sync(self.client, self._flush_steps())
+
     def _keep_alive(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            if not _run_sync(self.client, self._keep_alive_steps()):
+        """Keep-alives every TTL/3, and the deferred releases when their linger is over."""
+        period_s = self.ttl_ms / 3000
+        next_keep_alive = time.monotonic() + period_s
+        while True:
+            with self._mu:
+                while True:
+                    if self._stopping:
+                        return
+                    now, due = time.monotonic(), self._flush_due
+                    flush = due is not None and now >= due
+                    if flush or now >= next_keep_alive:
+                        break
+                    self._wake.wait(min(next_keep_alive, due or next_keep_alive) - now)
+            if flush:
+                self.flush()
+            elif _run_sync(self.client, self._keep_alive_steps()):
+                next_keep_alive = time.monotonic() + period_s
+            else:
                 return
 
+    def stop_keep_alive(self) -> None:
+        """Stop the background thread (keep-alives, deferred releases); `close` does it too."""
+        with self._mu:
+            self._stopping = True
+            self._wake.notify()
+
     def close(self) -> None:
-        self._stop.set()
+        self.stop_keep_alive()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self.ttl_ms / 1000)
+        if self._at_exit:
+            atexit.unregister(self.flush)
         _run_sync(self.client, self._close_steps())
 
 
@@ -189,6 +333,21 @@ class AsyncLockSession(_SessionState):
     def __init__(self, client: Any, ttl_ms: int) -> None:
         super().__init__(client, ttl_ms)
         self._task: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[Any]] = set()
+
+    def _arm(self, delay_s: float) -> None:
+        asyncio.get_running_loop().call_later(delay_s, self._flush_if_due)
+
+    def _flush_if_due(self) -> None:
+        due = self._flush_due
+        if due is None or self._closing:
+            return
+        if time.monotonic() < due:  # a newer batch: its own timer
+            asyncio.get_running_loop().call_later(due - time.monotonic(), self._flush_if_due)
+            return
+        task = asyncio.get_running_loop().create_task(_run_async(self.client, self._flush_steps()))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def open(self) -> AsyncLockSession:
         await _run_async(self.client, self._open_steps())
@@ -291,6 +450,9 @@ class _LockBase:
             with session._mu:
                 session.locks.add(self)
             body = c._write({"name": self.name, "session_id": session.session_id})
+            carried = session.take_deferred(self.name)
+            if carried is not None:  # a deferred release of this session rides along
+                body["release"], body["release_seq"] = carried["name"], carried["seq"]
             try:
                 answer = yield "call", ("/v1/locks/acquire", body)
                 break
@@ -299,6 +461,10 @@ class _LockBase:
                 if exc.code != "session_not_found" or attempt:
                     raise
                 self._forget(session)
+            except CoreplaneError:
+                if carried is not None:  # not known to be applied: it goes out again
+                    session.restore(carried)
+                raise
         started = time.monotonic()
         while not self._granted(answer):
             if (
@@ -324,6 +490,8 @@ class _LockBase:
             session.locks.discard(self)
         if not session.lost:
             body = self.client._write({"name": self.name, "session_id": session.session_id})
+            if session.defer(body):
+                return  # with the session's next acquire, or after the linger
             with contextlib.suppress(CoreplaneError):
                 yield "call", ("/v1/locks/release", body)
 

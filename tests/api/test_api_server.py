@@ -336,3 +336,54 @@ def test_writes_run_on_the_event_loop_when_the_control_plane_pipelines_them() ->
         assert cp.threads == ["coreplane-api"]  # the server's loop thread, not a pool worker
         r = httpx.post(server.url + "/v1/kv/get", json={"key": "k"}, headers=headers)
         assert base64.b64decode(r.json()["value"]) == b"v"
+
+
+def test_a_release_riding_on_an_acquire_fails_the_request_only_if_it_may_not_have_applied() -> None:
+    import concurrent.futures
+
+    from coreplane.api.routes import _after_both
+    from coreplane.errors import CommandRejected, Unavailable
+
+    def pair(
+        first: BaseException | str, second: BaseException | str
+    ) -> concurrent.futures.Future[object]:
+        a: concurrent.futures.Future[object] = concurrent.futures.Future()
+        b: concurrent.futures.Future[object] = concurrent.futures.Future()
+        out = _after_both(a, b)
+        for f, v in ((b, second), (a, first)):  # completed out of order
+            assert not out.done()
+            if isinstance(v, BaseException):
+                f.set_exception(v)
+            else:
+                f.set_result(v)
+        return out
+
+    assert pair("released", "acquired").result() == "acquired"
+    assert pair(CommandRejected("not_held", "x"), "acquired").result() == "acquired"
+    with pytest.raises(Unavailable):  # the release's outcome is unknown: retry it all
+        pair(Unavailable("no quorum"), "acquired").result()
+    with pytest.raises(CommandRejected):
+        pair("released", CommandRejected("queue_full", "x")).result()
+
+
+def test_request_metrics_have_bounded_labels_whatever_the_method_or_path(served) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    _cp, server = served
+    auth = {"Authorization": f"Bearer {CLIENT}"}
+    with httpx.Client() as http:
+        for method in ("PROPFIND", "PURGE", "MKCOL", "SEARCH", "GET", "POST"):
+            for _ in range(2):
+                path = f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}"  # never the same path twice
+                http.request(method, server.url + path, headers=auth)
+                http.request(method, server.url + "/v1/kv/get", headers=auth)
+    labels = {
+        (s.labels["route"], s.labels["method"])
+        for metric in server.obs.metrics.api.requests.collect()
+        for s in metric.samples
+    }
+    methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
+    assert {m for _r, m in labels} <= methods
+    assert ("unmatched", "other") in labels and ("/v1/kv/get", "POST") in labels
+    known = {path for _method, path, _roles in server.routes}
+    assert {r for r, _m in labels} <= known | {"unmatched", "/health", "/metrics"}

@@ -240,7 +240,7 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
             )
         return httpx.Response(200, json={"found": False})
 
-    # https: the calls go through httpx (plain http takes the http.client wire), mocked here.
+    # https: the calls go through httpx (plain http takes the SDK's own wire), mocked here.
     with Client(["https://follower", "https://leader"], CLIENT, FAST) as c:
         c._http = httpx.Client(transport=httpx.MockTransport(handler))
         c.endpoints.learn({"api": {"f": "https://follower", "l": "https://leader"}, "leader": None})
@@ -252,3 +252,175 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
         seen.clear()
         c.get("k")
         assert seen == ["leader"]  # the next call goes to the leader first
+
+
+def test_stale_reads_go_to_the_followers_in_turn_and_the_rest_to_the_leader() -> None:
+    import httpx
+
+    seen: list[tuple[str, bool]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        from coreplane.core.codec import decode_value
+
+        body = decode_value(request.content)
+        seen.append((request.url.host, bool(body.get("stale_ok"))))
+        if request.url.host == "f2" and body.get("stale_ok"):
+            return httpx.Response(503, json={"error": "unavailable", "message": "down"})
+        if request.url.path == "/v1/kv/put":
+            return httpx.Response(200, json={"revision": 1})
+        if request.url.path == "/v1/kv/range":
+            return httpx.Response(200, json={"items": []})
+        return httpx.Response(200, json={"found": False})
+
+    urls = {"l": "https://l", "f1": "https://f1", "f2": "https://f2"}
+    with Client(list(urls.values()), CLIENT, FAST) as c:
+        c._http = httpx.Client(transport=httpx.MockTransport(handler))
+        c.endpoints.learn({"api": urls, "leader": "l"})
+        c.get("k", stale_ok=True)
+        c.get("k", stale_ok=True)
+        c.range("k", stale_ok=True)
+        c.get("k")
+        c.put("k", b"v")
+    hosts = [h for h, _stale in seen]
+    assert seen[-2:] == [("l", False), ("l", False)]  # linearizable read and write: leader
+    stale = hosts[:-2]
+    assert "l" not in stale[:1] and set(stale) <= {"f1", "f2"}  # never the leader first
+    assert stale.count("f1") == 3  # every stale read was answered by f1 in the end ...
+    assert "f2" in stale  # ... after f2 was asked first in its turn (and failed over)
+    with Client(list(urls.values()), CLIENT, FAST) as c:
+        c.endpoints.learn({"api": urls, "leader": "l"})
+        firsts = {c.endpoints.order(followers_first=True)[0] for _ in range(4)}
+        assert firsts == {"https://f1", "https://f2"}  # in turn
+        assert c.endpoints.order(followers_first=True)[-1] == "https://l"
+        assert c.endpoints.order()[0] == "https://l"
+
+
+def _routes_answered(server) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    out: dict[str, float] = {}
+    for metric in server.obs.metrics.api.requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                route = sample.labels["route"]
+                out[route] = out.get(route, 0.0) + sample.value
+    return out
+
+
+def test_a_deferred_release_rides_on_the_next_acquire(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.core import commands as C
+
+    cp, server = served
+    slow = FAST.with_(lock_release_linger_ms=60_000)  # only an acquire or close sends it
+    with Client([server.url], CLIENT, slow) as c:
+        with c.lock("ride", ttl_ms=5_000) as first:
+            pass
+        with pytest.raises(LockLost):
+            first.check()  # ended here at once
+        holder = lambda: cp.read(lambda sm: sm.locks.describe("ride")["holder"])  # noqa: E731
+        assert holder() == first.session_id  # the cluster has not seen the release yet
+        before, proposed = _routes_answered(server), len(cp.proposed)
+        with c.lock("ride", ttl_ms=5_000) as second:
+            assert second.token > first.token  # released, then granted afresh
+        after = _routes_answered(server)
+        assert after.get("/v1/locks/acquire", 0) - before.get("/v1/locks/acquire", 0) == 1
+        assert after.get("/v1/locks/release", 0) == before.get("/v1/locks/release", 0)
+        tags = [C.decode(p).TAG for p in cp.proposed[proposed:]]
+        assert tags == [C.LockRelease.TAG, C.LockAcquire.TAG]  # one request, both applied
+    assert holder() == 0  # closing the client released the last one
+
+
+def test_a_deferred_release_goes_on_its_own_after_the_linger(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    holder = lambda: cp.read(lambda sm: sm.locks.describe("linger")["holder"])  # noqa: E731
+    lingering = FAST.with_(lock_release_linger_ms=20)
+    with Client([server.url], CLIENT, lingering) as a, Client([server.url], CLIENT, FAST) as b:
+        with a.lock("linger", ttl_ms=5_000):
+            pass
+        deadline = time.monotonic() + 5
+        while holder() != 0:  # no other request from a: its timer sent the release
+            assert time.monotonic() < deadline, "the deferred release never went out"
+            time.sleep(0.01)
+        with b.lock("linger", ttl_ms=5_000) as lb:
+            assert lb.check() > 0
+
+
+def test_without_linger_the_release_is_sent_at_once(served) -> None:  # type: ignore[no-untyped-def]
+    from coreplane.sdk import ServerlessConfig
+
+    cp, server = served
+    assert ServerlessConfig().lock_release_linger_ms == 0
+    with Client([server.url], CLIENT, FAST.with_(lock_release_linger_ms=0)) as c:
+        with c.lock("at-once", ttl_ms=5_000):
+            pass
+        assert cp.read(lambda sm: sm.locks.describe("at-once")["holder"]) == 0
+
+
+def test_the_async_lock_defers_its_release_too(served) -> None:  # type: ignore[no-untyped-def]
+    cp, server = served
+    holder = lambda: cp.read(lambda sm: sm.locks.describe("async-ride")["holder"])  # noqa: E731
+
+    async def main() -> list[int]:
+        async with AsyncClient([server.url], CLIENT, FAST.with_(lock_release_linger_ms=20)) as c:
+            tokens = []
+            for _ in range(3):
+                async with c.lock("async-ride", ttl_ms=5_000) as lock:
+                    tokens.append(lock.token)
+            deadline = time.monotonic() + 5
+            while holder() != 0:  # the loop's timer sent the last one
+                assert time.monotonic() < deadline, "the deferred release never went out"
+                await asyncio.sleep(0.01)
+            return tokens
+
+    tokens = asyncio.run(main())
+    assert tokens == sorted(set(tokens))
+
+
+def test_acquire_with_a_release_is_checked(served) -> None:  # type: ignore[no-untyped-def]
+    _cp, server = served
+    with Client([server.url], CLIENT, FAST) as c:
+        body = {"name": "chk", "session_id": 1, "release": "other", "release_seq": 5}
+        with pytest.raises(InvalidArgument) as info:
+            c.request("POST", "/v1/locks/acquire", body, idempotent=True)  # no client_id
+        assert info.value.field == "release_seq"
+
+
+class _SeqClient:
+    """What a lock session uses of its client: the config, seqs, nothing else."""
+
+    def __init__(self) -> None:
+        self.config = FAST.with_(lock_release_linger_ms=60_000)
+        self.seq = 0
+
+    def _write(self, body: dict[str, object]) -> dict[str, object]:
+        self.seq += 1
+        return {**body, "client_id": "c", "seq": self.seq}
+
+
+def test_a_release_being_flushed_is_carried_with_its_own_seq_and_settled_once() -> None:
+    from coreplane.sdk.lock import _SessionState
+
+    client = _SeqClient()
+    session = _SessionState(client, 5_000)
+    r1 = client._write({"name": "L", "session_id": session.session_id})
+    assert session.defer(r1)
+    flush = session._flush_steps()
+    assert next(flush) == ("call", ("/v1/locks/release", r1))  # in flight ...
+    assert session.take_deferred("L") is r1  # ... and a re-acquire carries the same seq
+    with pytest.raises(StopIteration):
+        flush.send({"released": True})
+    assert session.take_deferred("L") is None  # settled once, nothing left to send
+
+    r2 = client._write({"name": "M", "session_id": session.session_id})
+    session.defer(r2)
+    flush = session._flush_steps()
+    next(flush)
+    with pytest.raises(StopIteration):
+        flush.throw(Unavailable("no quorum"))
+    assert session.take_deferred("M") is r2  # kept (same seq) for the next try
+    session.defer(r2)
+    flush = session._flush_steps()
+    next(flush)
+    with pytest.raises(StopIteration):
+        flush.throw(CommandRejected("seq_expired", "too old"))
+    again = session.take_deferred("M")
+    assert again is not None and again["name"] == "M" and again["seq"] > r2["seq"]  # new seq
+    assert session.take_deferred("M") is None

@@ -36,6 +36,39 @@ def test_kv_through_any_node_and_leader_discovery(
         )
 
 
+def _answered(server: Any, path: str) -> float:
+    """How many requests to `path` this server answered 200 (its request metrics)."""
+    api = server.obs.metrics.api
+    return float(api.requests.labels(api.node_id, path, "POST", "200")._value.get())
+
+
+def test_stale_reads_are_answered_by_followers(
+    api_cluster: Any, wait_until: Callable[..., Any]
+) -> None:
+    cluster, servers = api_cluster
+    leader = cluster.leader().node_id
+    with Client([s.url for s in servers.values()], TOKEN, CONFIG) as c:
+        rev = c.put("it/stale", b"s")
+        c.refresh()
+        assert c.endpoints.leader_url == servers[leader].url
+        before = {nid: _answered(s, "/v1/kv/get") for nid, s in servers.items()}
+        wait_until(
+            lambda: all(
+                cp.kv.get("it/stale", stale_ok=True) == (b"s", rev) for cp in cluster.nodes.values()
+            ),
+            5,
+            "the write on every replica",
+        )
+        for _ in range(4):
+            assert c.get("it/stale", stale_ok=True) == (b"s", rev)
+        after = {nid: _answered(s, "/v1/kv/get") for nid, s in servers.items()}
+        served = {nid: after[nid] - before[nid] for nid in servers}
+        assert served[leader] == 0  # the followers answered, in turn
+        assert sorted(v for nid, v in served.items() if nid != leader) == [2, 2]
+        c.get("it/stale")  # linearizable: the leader
+        assert _answered(servers[leader], "/v1/kv/get") == before[leader] + 1
+
+
 def test_lock_fifo_and_fencing_across_clients(api_cluster: Any) -> None:
     _cluster, servers = api_cluster
     urls = [s.url for s in servers.values()]
@@ -92,7 +125,7 @@ def test_a_lock_whose_keepalives_stop_is_lost_and_the_next_holder_is_fenced(
     with Client(urls, TOKEN, CONFIG) as a, Client(urls, TOKEN, CONFIG) as b:
         la = a.lock("paused", ttl_ms=1_000, on_lost=lost.append).acquire()
         fence.check("r", la.token)
-        la._session._stop.set()  # the holder's keep-alives stop, as in a long pause
+        la._session.stop_keep_alive()  # the holder's keep-alives stop, as in a long pause
         with b.lock("paused", ttl_ms=2_000, acquire_timeout_s=20) as lb:
             assert lb.token > la.token
             fence.check("r", lb.token)

@@ -30,6 +30,7 @@ def test_api_bench_smoke_writes_json(tmp_path: Path) -> None:
         assert summary[key] > 0, key
         assert summary[f"{key}_ratio_vs_etcd"] is None  # etcd is skipped under --smoke
     assert summary["errors"]["coreplane"] == {"put": 0, "get": 0, "lock": 0}
+    assert summary["lock_sync_cycle_per_s"] > 0  # the lock cycle with every release waited for
     for op in ("put", "get", "lock"):  # CPU per op of the generator and of the members
         assert summary[f"{op}_gen_cpu_us_per_op"] > 0, op
         assert summary[f"{op}_servers_cpu_us_per_op"] > 0, op

@@ -61,6 +61,7 @@ def test_raft_bench_smoke_writes_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]  # the bench's traceback, in CI's log
     record = json.loads(out.read_text())
     assert record["bench"] == "raft" and record["params"]["smoke"] is True
+    assert len(record["load_average"]) == 2 and all(x >= 0 for x in record["load_average"])
     summary = record["summary"]
     for key in (
         "tput_writes_per_s_sync",

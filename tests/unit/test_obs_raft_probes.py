@@ -80,6 +80,8 @@ def test_observations_are_the_public_typed_door_for_obs(tmp_path: Path) -> None:
             cp.fleet.create_partition(pid, 3)
         got = cp.observations()
         assert got.raft["leader_changes"] == 1 and got.fleet is not None
+        batches = got.raft["batches"]  # the bench reads coalescing here, not in the engine
+        assert set(batches) == {"entries", "commands"} and batches["commands"] >= 0
         assert (got.fleet.partitions_total, got.fleet.under_total) == (3, 3)
         assert [p["id"] for p in got.fleet.under_replicated] == ["p1", "p2", "p3"]
         assert got.fleet.silent_after_ms == cp.fleet.silent_after_ms

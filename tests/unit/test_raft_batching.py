@@ -137,6 +137,7 @@ def test_queued_writes_share_an_entry_and_each_hears_its_own_result(
     assert results["e"] == (f"r{batch2[2]}.1", 0)
     assert batch1[2] < plain[2] < batch2[2]  # queue order is log order
     assert node.batch_stats() == (2, 5)
+    assert node.observations()["batches"] == {"entries": 2, "commands": 5}  # cp.observations()
     log = node._SyncObj__raftLog
     kinds = [log[i][0][:1] for i in range(len(log))]
     assert bytes([0x12]) not in kinds  # the queue's marker never reaches the log

@@ -156,6 +156,52 @@ def test_flush_is_one_transaction_per_batch_and_nothing_before_it(tmp_path: Path
         journal.close()
 
 
+def test_a_commit_index_alone_costs_no_sync_and_rides_on_the_next_write(tmp_path: Path) -> None:
+    journal = _open(tmp_path / "j")
+    try:
+        for i in range(1, 4):
+            journal.add(_cmd(i), i, 1)
+        journal.flush()
+        before = _txn_id(journal)
+        journal.setRaftCommitIndex(2)
+        assert not journal.dirty  # a group commit now writes nothing
+        journal.flush()
+        assert _txn_id(journal) == before
+        journal.add(_cmd(4), 4, 1)
+        journal.flush()  # the entry's transaction carries the commit index along
+        assert _txn_id(journal) == before + 1
+        journal.setRaftCommitIndex(3)
+        journal.onOneSecondTimer()  # at most one sync a second stores a moved commit index
+        assert _txn_id(journal) == before + 2
+        journal.onOneSecondTimer()  # nothing moved: nothing written
+        assert _txn_id(journal) == before + 2
+        journal.setRaftCommitIndex(4)
+    finally:
+        journal.close()  # stores the newest commit index on the way out
+    journal = _open(tmp_path / "j")
+    try:
+        assert journal.getRaftCommitIndex() == 4 and len(journal) == 4
+    finally:
+        journal.close()
+
+
+def test_a_lost_commit_index_update_only_lags(tmp_path: Path) -> None:
+    """A crash before the commit index was written leaves an older one (Raft volatile
+    state: the node applies less at start and learns the rest from its leader)."""
+    journal = _open(tmp_path / "j")
+    journal.add(_cmd(1), 1, 1)
+    journal.add(_cmd(2), 2, 1)
+    journal.setRaftCommitIndex(1)
+    journal.flush()
+    journal.setRaftCommitIndex(2)
+    journal.abandon()  # killed: the unwritten commit index is lost, nothing else
+    journal = _open(tmp_path / "j")
+    try:
+        assert journal.getRaftCommitIndex() == 1 and len(journal) == 2
+    finally:
+        journal.close()
+
+
 def test_set_current_term_is_durable_before_it_returns(tmp_path: Path) -> None:
     journal = _open(tmp_path / "j")
     try:
