@@ -44,7 +44,7 @@ import msgpack
 
 from coreplane import placement
 from coreplane.core import commands as C
-from coreplane.core.machines.fleet import FleetConfig
+from coreplane.core.machines.fleet import FleetConfig, FleetMachine
 from coreplane.core.reconcile import plan_moves, problem_from_capture
 from coreplane.core.state import StateMachine
 from coreplane.runtime.fleet import Fleet
@@ -52,24 +52,25 @@ from coreplane.testing.fleet import completed_moves, started_moves, undone_moves
 
 
 class _StandIn:
-    """What `Fleet` needs of a ControlPlane: the state, its lock, leadership, a proposer."""
+    """What `Fleet`'s leader work needs of a ControlPlane: its id, leadership and a token.
 
-    def __init__(self, sm: StateMachine) -> None:
-        self._sm = sm
-        self._sm_lock = threading.Lock()
-        self._emitted_token: int | None = 1
+    Proposals do not go through it: the driver gives `Fleet` its own `proposer`, which keeps
+    the entries for the driver to apply at the next log indexes."""
+
+    def __init__(self) -> None:
         self.node_id = "cp1"
         self.leader_id = "cp1"
+        self.token: int | None = 1
         self.proposed: list[bytes] = []
 
     def is_leader(self) -> bool:
         return True
 
     def leadership_token(self) -> int | None:
-        return self._emitted_token
+        return self.token
 
-    def _propose_internal(self, command: C.Command, *, timeout_s: float) -> None:
-        self.proposed.append(C.encode_internal(command))  # the real one also ends the pass
+    def propose(self, command: C.Command, timeout_s: float) -> None:
+        self.proposed.append(C.encode_internal(command))
 
 
 class Driver:
@@ -79,9 +80,12 @@ class Driver:
         self, config: FleetConfig, *, nodes: int, zones: int, partitions: int, rf: int = 3
     ) -> None:
         self.sm = StateMachine(fleet=config)
-        self.cp = _StandIn(self.sm)
-        self.fleet_rt = Fleet(  # type: ignore[arg-type]
-            self.cp, state=self.sm, state_lock=self.cp._sm_lock
+        self.cp = _StandIn()
+        self.fleet_rt = Fleet(
+            self.cp,  # type: ignore[arg-type]  # the leader work reads only public members
+            state=self.sm,
+            state_lock=threading.Lock(),
+            proposer=self.cp.propose,
         )
         self.fleet_rt.solver = "inline"
         self.index = 0
@@ -100,19 +104,22 @@ class Driver:
         self._place(partitions, rf, zones)
 
     def _place(self, partitions: int, rf: int, zones: int) -> None:
-        """Partitions spread round-robin over zones and nodes (a valid, balanced placement)."""
-        fleet = self.sm.fleet
+        """Partitions spread round-robin over zones and nodes (a valid, balanced placement),
+        loaded as a restored snapshot would hold them (`FleetMachine.from_plain`)."""
         by_zone: dict[str, list[str]] = {}
         for n in self.node_ids:
             by_zone.setdefault(self.zone_of[n], []).append(n)
         zone_names = sorted(by_zone)
+        plain = self.sm.fleet.to_plain()
+        assert plain is not None  # the nodes are registered
+        rows = plain["parts"]
         for i in range(partitions):
             replicas = []
             for k in range(rf):
                 members = by_zone[zone_names[(i + k) % zones]]
                 replicas.append(members[(i // zones + k) % len(members)])
-            fleet.parts[f"p{i:06d}"] = (rf, 1_000, tuple(sorted(replicas)), 0, self.index, -1, ())
-        fleet._derive()
+            rows.append([f"p{i:06d}", rf, 1_000, sorted(replicas), 0, self.index, -1, []])
+        self.sm.fleet = FleetMachine.from_plain(plain, self.sm.fleet.config)
 
     def apply(self, command: C.Command | bytes) -> Any:
         if isinstance(command, bytes):

@@ -205,11 +205,14 @@ def pair_by_zone(moves: list[list[str]], zone_of: Mapping[str, str]) -> None:
     that replica's zone. Apply checks moves one at a time against the replica set of the
     moment, so a zone swap as the solver may plan it (a in zone A -> b in zone B, c in zone B
     -> d in zone A) has no valid first step; re-paired (a -> d, c -> b) both steps are valid
-    and the final replica set is the same. Each exchange makes one more move stay in its zone,
-    so it ends after at most one exchange per move."""
+    and the final replica set is the same. A new replica (no source) takes part as a move
+    from no zone: an add in zone B while b in B moves to zone C (the solver's repair plus its
+    balance) becomes b -> (the add's node) and an add in C, so the add never waits for the
+    move, which a cooldown may hold back. Each exchange makes one more move stay in its zone
+    (never an add), so it ends after at most one exchange per move."""
     by_pid: dict[str, list[int]] = {}
-    for i, (pid, source, target) in enumerate(moves):
-        if source and target:
+    for i, (pid, _source, target) in enumerate(moves):
+        if target:
             by_pid.setdefault(pid, []).append(i)
     for idx in by_pid.values():
         if len(idx) < 2:
@@ -224,6 +227,7 @@ def pair_by_zone(moves: list[list[str]], zone_of: Mapping[str, str]) -> None:
                 for j in idx:
                     if (
                         j != i
+                        and moves[j][1]
                         and zone_of.get(moves[j][1]) == zone
                         and zone_of.get(moves[j][2]) != zone
                     ):

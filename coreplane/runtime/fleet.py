@@ -69,13 +69,6 @@ class Action:
     operation: str
 
 
-def _propose_internal(cp: ControlPlane, command: C.Command, timeout_s: float) -> None:
-    """The one place internal fleet commands are proposed: the runtime's internal path, which
-    marks the entry and ends this pass of the leader work (the next pass starts from the top
-    and re-derives what to do from replicated state)."""
-    cp._propose_internal(command, timeout_s=timeout_s)
-
-
 def _check_id(field: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > _ID_MAX:
         raise InvalidArgument(field, f"must be a non-empty str of at most {_ID_MAX} characters")
@@ -100,6 +93,14 @@ class Fleet:
     "inline"), `on_split_candidate(pid)` (called on the leader, once per flagged partition);
     `size_hysteresis_pct` (10) and `size_min_delta_bytes` (1 MiB): a reported partition size is
     committed when it moved this much from the committed one (the first report at once).
+
+    Constructor: `cp` is the ControlPlane it serves (the leader work reads only its public
+    `node_id`, `leader_id`, `is_leader()` and `leadership_token()`); `state` and `state_lock`
+    are its live state machine and the lock apply holds; `proposer(command, timeout_s)` is how
+    the leader's own entries (reports, plans, provider answers) go into the log, by default
+    the ControlPlane's internal path, which marks the entry internal and ends this pass of the
+    leader work. A driver without a ControlPlane (the fleet bench applies every proposal to a
+    `StateMachine` itself) passes its own: it may return, and the pass goes on.
     """
 
     def __init__(
@@ -109,8 +110,12 @@ class Fleet:
         provider: Any = None,
         state: StateMachine,
         state_lock: threading.Lock,
+        proposer: Callable[[C.Command, float], None] | None = None,
     ) -> None:
         self._cp = cp
+        self._propose: Callable[[C.Command, float], None] = proposer or (
+            lambda command, timeout_s: cp._propose_internal(command, timeout_s=timeout_s)
+        )
         # The ControlPlane's live state machine and its lock (restored in place, never
         # replaced): fleet reads copy what they need under the lock and never mutate.
         self._sm = state
@@ -395,12 +400,12 @@ class Fleet:
             if report is not None:
                 self.stats["reports"] += 1
                 self.stats["report_bytes"] += len(C.encode_internal(report))
-                _propose_internal(cp, report, timeout_s=2.0)
+                self._propose(report, 2.0)
         if sm.tick_n != self._orphan_tick:
             self._orphan_tick = sm.tick_n
             orphans = self._orphan_report()
             if orphans:
-                _propose_internal(cp, C.FleetOrphans(orphans=orphans), timeout_s=2.0)
+                self._propose(C.FleetOrphans(orphans=orphans), 2.0)
         if self.provider is not None:
             self._provider_step(token, sm.tick_n)
         self._plan_step()
@@ -619,7 +624,7 @@ class Fleet:
             self._solve_logged = (None, 0)  # the next infeasibility is news again
         if job.plan is not None:
             self.stats["plans"] += 1
-            _propose_internal(self._cp, job.plan, timeout_s=5.0)
+            self._propose(job.plan, 5.0)
 
     def solve_status(self) -> dict[str, Any] | None:
         """The newest solve this node ran as leader (None before its first): its base
@@ -633,14 +638,11 @@ class Fleet:
         provider for pending requests (worker threads; inline in simulation) and commit its
         answers. Request ids come from the replicated state, so after a failover the new
         leader calls again with the same id and the provider returns its first answer."""
-        cp = self._cp
         if self._provider_results:  # one per pass: a proposal ends the pass
             request_id, ok, result = self._provider_results.pop(0)
             self._provider_inflight.discard(request_id)  # still pending later: call again
-            _propose_internal(
-                cp,
-                C.FleetProviderResult(request_id=request_id, ok=ok, result=result),
-                timeout_s=2.0,
+            self._propose(
+                C.FleetProviderResult(request_id=request_id, ok=ok, result=result), 2.0
             )
         if tick_n == self._provider_tick:
             return
@@ -669,9 +671,7 @@ class Fleet:
                 ).start()
         for kind, subject in wanted:
             if (kind, subject) not in asked:
-                _propose_internal(
-                    cp, C.FleetProviderRequest(kind=kind, subject=subject), timeout_s=2.0
-                )
+                self._propose(C.FleetProviderRequest(kind=kind, subject=subject), 2.0)
 
     def _split_callbacks(self) -> None:
         with self._sm_lock:

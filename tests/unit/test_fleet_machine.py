@@ -346,7 +346,9 @@ def test_the_rebalance_cooldown_holds_moves_back_but_never_a_repair() -> None:
     assert not log.fleet.ops and not log.fleet.queue
     assert not log.fleet.needs_plan()  # a cooldown drop asks for no new solve
     log.client(C.FleetSetRF("p", 3))  # now below RF: its plan may move it again
-    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n0"]], []))  # but never back (return cooldown)
+    assert not log.fleet.ops
+    log.ok(C.FleetPlan(log.index, [["p", "n2", "n3"]], []))
     assert len(log.fleet.ops) == 1
 
 
@@ -511,3 +513,26 @@ def test_a_rebalance_never_takes_a_partition_back_to_a_node_it_left_within_the_d
     assert "p" in log.fleet.under  # n1 dead
     log.ok(C.FleetPlan(log.index, [["p", "n1", "n2"]], []))  # a repair is never held back
     assert len(log.fleet.ops) == 1
+
+
+def test_a_partition_below_rf_is_not_taken_back_to_a_node_it_left() -> None:
+    """Below its RF, a partition's repair is never held back, but a rebalance of its live
+    replicas still is: a plan made while it waits for its repair may move a live replica back
+    to the node it left (the solver has no memory), which is an oscillation, not a repair."""
+    log = _cluster(nodes=6, zones=3)
+    _place(log, "p", ["n0", "n1", "n2"])
+    log.ok(C.FleetPlan(log.index, [["p", "n0", "n3"]], []))  # a rebalance within zone z0
+    _ack_all(log)
+    _ack_all(log)
+    log.tick(log.sm.tick_ms + CFG.rebalance_cooldown_ms)  # past the cooldown, not the return
+    log.report(silent=[("n1", log.sm.tick_ms)])
+    log.tick(log.sm.tick_ms + CFG.dead_after_ms)
+    assert log.fleet.nodes["n1"].liveness == "dead" and "p" in log.fleet.under
+    # The solver's plan for it: n3 back to n0 (its balance) first, then the repair n1 -> n4.
+    log.ok(C.FleetPlan(log.index, [["p", "n3", "n0"], ["p", "n1", "n4"]], []))
+    (op,) = log.fleet.ops.values()
+    assert (op.source, op.target, op.cause) == ("n1", "n4", "repair")
+    assert not log.fleet.queue and not log.fleet.needs_plan()  # dropped quietly
+    _ack_all(log)
+    assert log.fleet.partition_view("p")["replicas"] == ["n2", "n3", "n4"]
+    assert not log.fleet.under

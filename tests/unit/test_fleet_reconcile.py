@@ -207,3 +207,17 @@ def test_a_zone_swap_is_re_paired_into_moves_apply_can_run_one_at_a_time() -> No
     assert moves == [["p", "n0", "n3"], ["p", "n1", "n4"]]
     loop.apply(C.FleetPlan(loop.index, moves, []))
     assert [op.target for op in loop.sm.fleet.ops.values()] == ["n3"]
+
+
+def test_an_add_in_the_zone_a_moving_replica_leaves_is_re_paired_with_it() -> None:
+    """The solver's repair of a partition below its RF may add a replica in the zone one of
+    its live replicas leaves for balance. Re-paired, the live replica moves within its zone
+    and the add goes where the move went: neither waits for the other (the move may be held
+    back by a cooldown, the add must not be)."""
+    zone_of = {"s0": "z0", "s1": "z1", "s2": "z2", "s6": "z2"}
+    moves = [["p", "s6", "s1"], ["p", "", "s2"]]
+    pair_by_zone(moves, zone_of)
+    assert moves == [["p", "s6", "s2"], ["p", "", "s1"]]
+    lone = [["p", "", "s1"], ["p", "", "s2"]]  # adds alone: nothing to re-pair
+    pair_by_zone(lone, zone_of)
+    assert lone == [["p", "", "s1"], ["p", "", "s2"]]

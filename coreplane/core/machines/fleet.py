@@ -958,13 +958,19 @@ class FleetMachine:
         if (
             source
             and rec[_MOVED] >= 0
-            and len(replicas) <= rec[_RF]
-            and pid not in self.under
             and self.nodes[source].admin in (ACTIVE, CORDONED)
             and not self.nodes[source].gone
-        ):  # a rebalance (a repair, a drain or an RF change is never held back)
+        ):  # a rebalance: a live replica moves (a repair, a drain or an RF change never waits)
             since = self.tick_ms - rec[_MOVED]
-            if since < self.config.rebalance_cooldown_ms:
+            # A partition below its RF (or above it) skips the short cooldown: its plan may
+            # move a recently moved replica to free the zone its repair needs. It never skips
+            # the return cooldown: a move back to a node it left is the solver undoing its own
+            # choice, and the re-paired plan (reconcile.pair_by_zone) lets its repair run alone.
+            if (
+                since < self.config.rebalance_cooldown_ms
+                and len(replicas) <= rec[_RF]
+                and pid not in self.under
+            ):
                 return _COOLDOWN
             if target in rec[_LEFT] and since < self.config.return_cooldown_ms:
                 return _RETURN
