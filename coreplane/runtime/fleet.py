@@ -641,9 +641,7 @@ class Fleet:
         if self._provider_results:  # one per pass: a proposal ends the pass
             request_id, ok, result = self._provider_results.pop(0)
             self._provider_inflight.discard(request_id)  # still pending later: call again
-            self._propose(
-                C.FleetProviderResult(request_id=request_id, ok=ok, result=result), 2.0
-            )
+            self._propose(C.FleetProviderResult(request_id=request_id, ok=ok, result=result), 2.0)
         if tick_n == self._provider_tick:
             return
         self._provider_tick = tick_n
