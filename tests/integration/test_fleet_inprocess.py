@@ -4,15 +4,14 @@ repaired, each lost replica re-created once, and the host-facing views and expla
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 
 from coreplane.core.machines.fleet import FleetConfig
 from coreplane.errors import NotLeader
-from coreplane.runtime.controlplane import ControlPlane
 from coreplane.testing.fleet import ThreadAgent, started_moves
+from tests.integration.fleet_support import agent_endpoint, converged
 
 CFG = FleetConfig(
     suspect_after_ms=1_000,
@@ -21,38 +20,6 @@ CFG = FleetConfig(
     cleanup_timeout_ms=3_000,
     moves_in_flight_per_node=4,
 )
-
-
-def _endpoint(cp: ControlPlane) -> Any:
-    def call(op: str, **fields: Any) -> Any:
-        if op == "heartbeat":
-            node_id = fields.pop("node_id")
-            return cp.fleet.heartbeat(node_id, **fields)
-        if op == "actions":
-            return [
-                dataclasses.asdict(a) for a in cp.fleet.actions(fields["node_id"], stale_ok=True)
-            ]
-        if op == "ack":
-            return cp.fleet.ack(
-                fields["node_id"],
-                fields["action_id"],
-                fields["token"],
-                fields["ok"],
-                fields["detail"],
-                timeout_s=2.0,
-            )
-        raise ValueError(op)
-
-    return call
-
-
-def _converged(cp: ControlPlane) -> bool:
-    parts = cp.fleet.partitions(stale_ok=True)
-    return (
-        bool(parts)
-        and all(p["health"] == "healthy" for p in parts)
-        and not cp.fleet.operations(stale_ok=True)
-    )
 
 
 @pytest.mark.slow
@@ -64,7 +31,7 @@ def test_fleet_bootstraps_and_repairs_a_dead_storage_node(
     follower = cluster.followers()[0]
     with pytest.raises(NotLeader):
         follower.fleet.heartbeat("x", zone="z")
-    endpoints = [_endpoint(cp) for cp in cluster.nodes.values()]
+    endpoints = [agent_endpoint(cp) for cp in cluster.nodes.values()]
     peers: dict[str, ThreadAgent] = {}
     for i in range(6):
         peers[f"s{i}"] = ThreadAgent(f"s{i}", f"z{i % 3}", endpoints, peers, heartbeat_s=0.1)
@@ -74,13 +41,13 @@ def test_fleet_bootstraps_and_repairs_a_dead_storage_node(
         wait_until(lambda: len(leader.fleet.nodes()) == 6, 10, "six nodes registered")
         for i in range(12):
             follower.fleet.create_partition(f"p{i}", rf=3)  # forwarded to the leader
-        wait_until(lambda: _converged(leader), 30, "bootstrap to rf")
+        wait_until(lambda: converged(leader), 30, "bootstrap to rf")
         victim = "s2"
         held = sorted(p["id"] for p in leader.fleet.partitions() if victim in p["replicas"])
         assert held
         peers[victim].stop()
         wait_until(lambda: leader.fleet.node(victim)["state"] == "dead", 15, "dead")
-        wait_until(lambda: _converged(leader), 30, "repair")
+        wait_until(lambda: converged(leader), 30, "repair")
         for cp in cluster.nodes.values():
             for pid in held:
                 view = cp.fleet.partition(pid)
