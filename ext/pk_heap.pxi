@@ -69,31 +69,170 @@ cdef inline bint _pair_less(const Pair *p, const Pair *q) noexcept nogil:
     return p.c < q.c
 
 
+cdef inline int _bitlen(uint64_t x) noexcept nogil:
+    cdef int k = 0
+    while x:
+        x >>= 1
+        k += 1
+    return k
+
+
+cdef inline uint64_t _mask(int w) noexcept nogil:
+    """The w low bits set (0 <= w <= 64)."""
+    return 0 if w == 0 else (<uint64_t>0xFFFFFFFFFFFFFFFF) >> (64 - w)
+
+
+cdef void radix_keys(uint64_t *keys, uint64_t *tmp, Py_ssize_t n, int bits) noexcept nogil:
+    """keys[:n] sorted ascending, byte by byte from the lowest (LSD radix; `tmp` holds n more);
+    only the low `bits` bits are read, and a byte every key shares is skipped."""
+    cdef Py_ssize_t cnt[8][256]
+    cdef Py_ssize_t i, total, c
+    cdef int d, passes = (bits + 7) // 8
+    cdef unsigned int sh
+    cdef uint64_t k
+    cdef uint64_t *src = keys
+    cdef uint64_t *dst = tmp
+    cdef uint64_t *swap
+    if passes == 0 or n < 2:
+        return
+    memset(cnt, 0, passes * 256 * sizeof(Py_ssize_t))
+    for i in range(n):
+        k = keys[i]
+        for d in range(passes):
+            cnt[d][(k >> (8 * d)) & 255] += 1
+    for d in range(passes):
+        sh = 8 * d
+        if cnt[d][(src[0] >> sh) & 255] == n:
+            continue  # every key has this byte: the pass would move nothing
+        total = 0
+        for i in range(256):
+            c = cnt[d][i]
+            cnt[d][i] = total
+            total += c
+        for i in range(n):
+            k = src[i]
+            c = (k >> sh) & 255
+            dst[cnt[d][c]] = k
+            cnt[d][c] += 1
+        swap = src
+        src = dst
+        dst = swap
+    if src != keys:
+        memcpy(keys, src, n * sizeof(uint64_t))
+
+
+cdef void sort_i64(int64_t *values, Py_ssize_t n) noexcept nogil:
+    """values[:n] ascending: a radix sort of their offsets from the smallest (the order
+    qsort(_cmp_asc) gives)."""
+    cdef Py_ssize_t i
+    cdef int64_t lo, hi
+    cdef uint64_t *keys
+    if n < 2:
+        return
+    lo = hi = values[0]
+    for i in range(1, n):
+        if values[i] < lo:
+            lo = values[i]
+        elif values[i] > hi:
+            hi = values[i]
+    keys = <uint64_t *>cp_xmalloc(2 * n * sizeof(uint64_t))
+    for i in range(n):
+        keys[i] = <uint64_t>values[i] - <uint64_t>lo
+    radix_keys(keys, keys + n, n, _bitlen(<uint64_t>hi - <uint64_t>lo))
+    for i in range(n):
+        values[i] = <int64_t>(<uint64_t>lo + keys[i])
+    cp_xfree(keys)
+
+
+cdef void _insertion_pairs(Pair *items, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef Pair t
+    for i in range(lo + 1, hi):
+        t = items[i]
+        j = i - 1
+        while j >= lo and _pair_less(&t, &items[j]):
+            items[j + 1] = items[j]
+            j -= 1
+        items[j + 1] = t
+
+
+cdef bint _radix_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
+    """Sort by (a, b, c) packed into one 64-bit key (each field's offset from its smallest, in
+    as many bits as its range needs), when the three ranges fit; False (nothing done) if not.
+    The packing keeps the order of the triples, so the result is the triples' sorted order."""
+    cdef Py_ssize_t i
+    cdef int64_t amin, amax, bmin, bmax, cmin, cmax
+    cdef int wa, wb, wc, sa, sb
+    cdef uint64_t k, ma, mb, mc
+    cdef uint64_t *keys
+    amin = amax = items[0].a
+    bmin = bmax = items[0].b
+    cmin = cmax = items[0].c
+    for i in range(1, n):
+        if items[i].a < amin:
+            amin = items[i].a
+        elif items[i].a > amax:
+            amax = items[i].a
+        if items[i].b < bmin:
+            bmin = items[i].b
+        elif items[i].b > bmax:
+            bmax = items[i].b
+        if items[i].c < cmin:
+            cmin = items[i].c
+        elif items[i].c > cmax:
+            cmax = items[i].c
+    wa = _bitlen(<uint64_t>amax - <uint64_t>amin)
+    wb = _bitlen(<uint64_t>bmax - <uint64_t>bmin)
+    wc = _bitlen(<uint64_t>cmax - <uint64_t>cmin)
+    if wa + wb + wc > 64:
+        return False
+    sb = wc  # below 64 whenever b has bits of its own (likewise sa for a)
+    sa = wb + wc
+    ma = _mask(wa)
+    mb = _mask(wb)
+    mc = _mask(wc)
+    keys = <uint64_t *>cp_xmalloc(2 * n * sizeof(uint64_t))
+    for i in range(n):
+        k = <uint64_t>items[i].c - <uint64_t>cmin
+        if wb:
+            k |= (<uint64_t>items[i].b - <uint64_t>bmin) << sb
+        if wa:
+            k |= (<uint64_t>items[i].a - <uint64_t>amin) << sa
+        keys[i] = k
+    radix_keys(keys, keys + n, n, wa + wb + wc)
+    for i in range(n):
+        k = keys[i]
+        items[i].c = <int64_t>(<uint64_t>cmin + (k & mc))
+        items[i].b = <int64_t>(<uint64_t>bmin + ((k >> sb) & mb if wb else 0))
+        items[i].a = <int64_t>(<uint64_t>amin + ((k >> sa) & ma if wa else 0))
+    cp_xfree(keys)
+    return True
+
+
 cdef void sort_pairs(Pair *items, Py_ssize_t n) noexcept nogil:
-    """The order qsort(_cmp_triple) gives (a total order, so any sort agrees), as a bottom-up
-    merge sort with the comparison inlined: glibc's qsort calling back per comparison was the
-    largest single cost of a bootstrap (300k orphans)."""
+    """The order qsort(_cmp_triple) gives (a total order, so any sort agrees). A few items: an
+    insertion sort; more: a radix sort of the triples packed into 64-bit keys (they nearly
+    always fit: heats, keys and indexes of one solve), else a bottom-up merge sort with the
+    comparison inlined. glibc's qsort calling back per comparison was the largest single cost
+    of a bootstrap (300k orphans); the merge sort's mispredicted branches were next (the rows
+    of node heats the cap phases sort, and their re-sorts)."""
     cdef Pair *tmp
     cdef Pair *src = items
     cdef Pair *dst
     cdef Pair *swap
-    cdef Pair t
     cdef Py_ssize_t run = 16, lo, mid, hi, i, j, k
     if n < 2:
+        return
+    if n <= SORT_SMALL:
+        _insertion_pairs(items, 0, n)
+        return
+    if _radix_pairs(items, n):
         return
     lo = 0
     while lo < n:  # insertion-sort runs of 16
         hi = lo + run if lo + run < n else n
-        for i in range(lo + 1, hi):
-            t = items[i]
-            j = i - 1
-            while j >= lo and _pair_less(&t, &items[j]):
-                items[j + 1] = items[j]
-                j -= 1
-            items[j + 1] = t
+        _insertion_pairs(items, lo, hi)
         lo = hi
-    if n <= run:
-        return
     tmp = <Pair *>cp_xmalloc(n * sizeof(Pair))
     dst = tmp
     while run < n:

@@ -2,12 +2,6 @@
 # Phase 4b: isolate split candidates (_pure._isolate, _isolate_home, _kept, _isolate_shed).
 
 
-cdef int _cmp_asc(const void *x, const void *y) noexcept nogil:
-    cdef int64_t a = (<const int64_t *>x)[0]
-    cdef int64_t b = (<const int64_t *>y)[0]
-    return -1 if a < b else (1 if a > b else 0)
-
-
 cdef void pin_all(S *s) noexcept nogil:
     """s.pinned[n] = 1 for every node holding a split candidate (_pure._State.pinned)."""
     cdef int64_t p, j
@@ -169,7 +163,7 @@ cdef int64_t isolate(S *s, LB *lb, int64_t allowance) noexcept nogil:
         if not s.split[p]:
             cold[ncold] = s.heat[p]
             ncold += 1
-    qsort(cold, ncold, sizeof(int64_t), _cmp_asc)
+    sort_i64(cold, ncold)
     tmp = 0
     for ii in range(ncold):  # cold[i] becomes the sum of the i coldest
         k = cold[ii]

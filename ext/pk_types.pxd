@@ -32,7 +32,7 @@ Glossary: the short names the kernel and the twin (coreplane/placement/_pure.py)
   horder       every partition by (-heat, p) (kernel: cached across solves)
 """
 
-from libc.stdint cimport int64_t, INT64_MAX
+from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcmp, memcpy, memset
 from cpython cimport array
@@ -174,6 +174,7 @@ cdef extern from *:
 
 cdef enum:
     SHIFT = 20
+    SORT_SMALL = 24  # sort_pairs: at most this many triples take an insertion sort
     PLACE_HOT_DIV = 8
     PLACE_HOT_WAIT = 8
 
