@@ -12,19 +12,33 @@ cdef inline int64_t fair_key(S *s, int64_t heat, int64_t n) noexcept nogil:
 
 cdef int64_t movable_and_u(S *s, int64_t *mov) noexcept nogil:
     """Each node's movable (unsplit) heat into `mov`; returns U (_pure._ukey), the largest
-    fair key of a node's hottest movable replica over eligible nodes."""
-    cdef int64_t n, i, p, top, ukey = 0
-    for n in range(s.N):
-        mov[n] = 0
-        top = 0
-        for i in range(s.nr_len[n]):
-            p = s.nr[n][i]
-            if not s.split[p]:
-                mov[n] += s.heat[p]
-                if s.heat[p] > top:
-                    top = s.heat[p]
-        if s.elig[n] and fair_key(s, top, n) > ukey:
-            ukey = fair_key(s, top, n)
+    fair key of a node's hottest movable replica over eligible nodes. Read partition by
+    partition (s.pn is laid out in partition order; sums and maxima do not depend on the order),
+    not node by node through every replica's heat at random: several phases call this."""
+    cdef int64_t n, j, p, h, k, ukey = 0, rmax = s.RMAX, parts = s.P, nodes = s.N
+    cdef const int64_t *heat = s.heat
+    cdef const int64_t *split = s.split
+    cdef const int64_t *pn = s.pn
+    cdef const int64_t *pn_len = s.pn_len
+    cdef const int64_t *row
+    cdef int64_t *top = <int64_t *>cp_xcalloc(nodes + 1, sizeof(int64_t))
+    memset(mov, 0, nodes * sizeof(int64_t))
+    for p in range(parts):
+        if split[p]:
+            continue
+        h = heat[p]
+        row = &pn[p * rmax]
+        for j in range(pn_len[p]):
+            n = row[j]
+            mov[n] += h
+            if h > top[n]:
+                top[n] = h
+    for n in range(nodes):
+        if s.elig[n]:
+            k = fair_key(s, top[n], n)
+            if k > ukey:
+                ukey = k
+    cp_xfree(top)
     return ukey
 
 

@@ -51,6 +51,18 @@ cdef int64_t *to_c(object values, Py_ssize_t n) except NULL:
     return out
 
 
+cdef int64_t *borrow(object values, Py_ssize_t n, list views) except? NULL:
+    """The int64 data of `values` itself when it is an array('q') of at least n items (n > 0),
+    else NULL (copy it with to_c). No copy: the inputs are read-only to the kernel, and the
+    buffer export kept in `views` pins the array (it cannot be resized) until `views` goes."""
+    cdef array.array arr
+    if n > 0 and isinstance(values, array.array) and values.typecode == "q" and len(values) >= n:
+        arr = values
+        views.append(memoryview(arr))
+        return <int64_t *>arr.data.as_longlongs
+    return NULL
+
+
 cdef array.array to_array(int64_t *values, Py_ssize_t n):
     cdef array.array out = array.clone(_QARRAY, n, False)
     if n:
@@ -193,14 +205,23 @@ def solve_dense(d):
     cdef int guarded
     # Every pointer NULL before the first allocation, so the one `finally` frees exactly what was
     # made, whichever allocation or conversion fails first.
+    # The per-partition inputs (P-sized, often array('q') from the memos) are read in place;
+    # those that are not arrays are copied, and only those copies are freed (`owned`).
+    cdef list views = []
+    cdef int64_t *owned[5]
+    memset(owned, 0, sizeof(owned))
     memset(&s, 0, sizeof(S))
     memset(&b, 0, sizeof(LB))
     s.N = len(d.zone)
     s.Z = d.zones
     s.P = len(d.rf)
     try:
-        s.rf = to_c(d.rf, s.P)
-        s.off = to_c(d.off, s.P + 1)
+        s.rf = borrow(d.rf, s.P, views)
+        if s.rf == NULL:
+            s.rf = owned[0] = to_c(d.rf, s.P)
+        s.off = borrow(d.off, s.P + 1, views)
+        if s.off == NULL:
+            s.off = owned[1] = to_c(d.off, s.P + 1)
         for i in range(s.P):  # in C: a Python-level loop here cost more than a small solve
             if s.off[i + 1] - s.off[i] > maxlen:
                 maxlen = s.off[i + 1] - s.off[i]
@@ -218,9 +239,15 @@ def solve_dense(d):
         s.hcap = to_c(d.hcap, s.N)
         s.hfair = to_c(d.hfair, s.N)
         s.zshare = to_c(d.zshare, s.Z)
-        s.heat = to_c(d.heat, s.P)
-        s.split = to_c(d.split, s.P)
-        s.rep = to_c(d.rep, len(d.rep))
+        s.heat = borrow(d.heat, s.P, views)
+        if s.heat == NULL:
+            s.heat = owned[2] = to_c(d.heat, s.P)
+        s.split = borrow(d.split, s.P, views)
+        if s.split == NULL:
+            s.split = owned[3] = to_c(d.split, s.P)
+        s.rep = borrow(d.rep, len(d.rep), views)
+        if s.rep == NULL:
+            s.rep = owned[4] = to_c(d.rep, len(d.rep))
         s.inflight = d.inflight
         s.budget = d.budget
         s.band_first = d.band_first
@@ -276,8 +303,10 @@ def solve_dense(d):
             for i in range(s.N):
                 cp_xfree(s.nr[i])
         free(s.zone); free(s.elig); free(s.slots); free(s.lo); free(s.hi); free(s.tq)
-        free(s.hcap); free(s.hfair); free(s.zshare); free(s.rf); free(s.heat); free(s.split)
-        free(s.off); free(s.rep); free(s.count); free(s.nheat); free(s.zc); free(s.nr)
+        free(s.hcap); free(s.hfair); free(s.zshare)
+        for i in range(5):
+            free(owned[i])
+        free(s.count); free(s.nheat); free(s.zc); free(s.nr)
         free(s.nr_len); free(s.nr_cap); free(s.pn); free(s.pn_pos); free(s.pn_len)
         free(s.horder)
         # made by the phases (cp_x* blocks)
@@ -323,13 +352,17 @@ def remap_nodes(object rep, list remap):
     cdef long long *o = out.data.as_longlongs
     cdef int64_t *table = to_c(remap, m)
     cdef int64_t *src = NULL
+    cdef int64_t *own = NULL
+    cdef list views = []
     try:
-        src = to_c(rep, n)
+        src = borrow(rep, n, views)
+        if src == NULL:
+            src = own = to_c(rep, n)
         for i in range(n):
             o[i] = table[src[i]]
     finally:
         free(table)
-        free(src)
+        free(own)
     return out
 
 
@@ -349,10 +382,19 @@ def touched_rows(object out, list part_ids, list node_ids, object moved, object 
     cdef Py_ssize_t h
     cdef object row
     cdef object target
+    cdef int64_t *owned[3]
+    cdef list views = []
+    memset(owned, 0, sizeof(owned))
     try:
-        mp = to_c(moved, nm)
-        o = to_c(off, P + 1)
-        r = to_c(rep, len(rep))
+        mp = borrow(moved, nm, views)
+        if mp == NULL:
+            mp = owned[0] = to_c(moved, nm)
+        o = borrow(off, P + 1, views)
+        if o == NULL:
+            o = owned[1] = to_c(off, P + 1)
+        r = borrow(rep, len(rep), views)
+        if r == NULL:
+            r = owned[2] = to_c(rep, len(rep))
         seen = <char *>calloc(P + 1, 1)
         if seen == NULL:
             raise MemoryError()
@@ -378,7 +420,7 @@ def touched_rows(object out, list part_ids, list node_ids, object moved, object 
         if target is not out:
             PyDict_Update(out, target)
     finally:
-        free(mp)
-        free(o)
-        free(r)
+        free(owned[0])
+        free(owned[1])
+        free(owned[2])
         free(seen)
