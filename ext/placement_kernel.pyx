@@ -424,3 +424,69 @@ def touched_rows(object out, list part_ids, list node_ids, object moved, object 
         free(owned[1])
         free(owned[2])
         free(seen)
+
+
+cdef int64_t *view_or_copy(object values, Py_ssize_t n, list views, int64_t **owned,
+                           int *nowned) except NULL:
+    """`borrow`, else a copy listed in owned[*nowned] (the caller frees those)."""
+    cdef int64_t *ptr = borrow(values, n, views)
+    if ptr == NULL:
+        ptr = to_c(values, n)
+        owned[nowned[0]] = ptr
+        nowned[0] += 1
+    return ptr
+
+
+def plan_metrics(d, object count, object mheat, object off, object rep):
+    """Compiled `bounds.plan_metrics`: the same band violations, nodes over their heat cap and
+    heat max/fair (a double divided in C as Python divides two ints below 2**53)."""
+    cdef Py_ssize_t N = len(d.node_ids), P = len(d.part_ids), n, p, j
+    cdef list views = []
+    cdef int64_t *owned[12]
+    cdef int nowned = 0, k
+    cdef int64_t *heat = NULL
+    cdef int64_t *cnt
+    cdef int64_t *o
+    cdef int64_t *r
+    cdef int64_t *split
+    cdef int64_t *pheat
+    cdef int64_t *elig
+    cdef int64_t *lo
+    cdef int64_t *hi
+    cdef int64_t *hcap
+    cdef int64_t *hfair
+    cdef int64_t cap_floor = d.heat_top, cap, band = 0, hot = 0
+    cdef double ratio = 0.0, x
+    memset(owned, 0, sizeof(owned))
+    try:
+        heat = to_c(mheat, N)
+        cnt = view_or_copy(count, N, views, owned, &nowned)
+        o = view_or_copy(off, P + 1, views, owned, &nowned)
+        r = view_or_copy(rep, len(rep), views, owned, &nowned)
+        split = view_or_copy(d.split, P, views, owned, &nowned)
+        pheat = view_or_copy(d.heat, P, views, owned, &nowned)
+        elig = view_or_copy(d.elig, N, views, owned, &nowned)
+        lo = view_or_copy(d.lo, N, views, owned, &nowned)
+        hi = view_or_copy(d.hi, N, views, owned, &nowned)
+        hcap = view_or_copy(d.hcap, N, views, owned, &nowned)
+        hfair = view_or_copy(d.hfair, N, views, owned, &nowned)
+        for p in range(P):
+            if split[p]:
+                for j in range(o[p], o[p + 1]):
+                    heat[r[j]] += pheat[p]
+        for n in range(N):
+            if not elig[n]:
+                band += cnt[n] > 0
+                continue
+            band += not (lo[n] <= cnt[n] <= hi[n])
+            cap = hcap[n] if hcap[n] > cap_floor else cap_floor
+            hot += heat[n] > cap
+            if hfair[n] > 0:
+                x = <double>heat[n] / <double>hfair[n]
+                if x > ratio:
+                    ratio = x
+        return band, hot, ratio
+    finally:
+        free(heat)
+        for k in range(nowned):
+            free(owned[k])

@@ -8,7 +8,6 @@ plan's bytes depend only on the moves. Imports only coreplane.errors and placeme
 
 from __future__ import annotations
 
-import bisect
 import importlib
 import os
 import time
@@ -56,7 +55,9 @@ def _load_kernel() -> tuple[Core, Accel] | None:
             ) from exc
         return None
     solve_dense: Core = kernel.solve_dense
-    return solve_dense, Accel(kernel.dense_replicas, kernel.remap_nodes, kernel.touched_rows)
+    return solve_dense, Accel(
+        kernel.dense_replicas, kernel.remap_nodes, kernel.touched_rows, kernel.plan_metrics
+    )
 
 
 _KERNEL = _load_kernel()
@@ -151,17 +152,6 @@ def _solve_timed(problem: Problem, name: str) -> tuple[Plan, dict[str, float]]:
     return plan, timings
 
 
-def _node_heat(d: Dense, mheat: Sequence[int], off: Sequence[int], rep: Sequence[int]) -> list[int]:
-    """Every node's final heat, split candidates included: the movable heat the core hands
-    back plus the few split candidates' replicas, read off the final CSR."""
-    heat = list(mheat)
-    for pid in d.split_ids:
-        p = bisect.bisect_left(d.part_ids, pid)
-        for j in range(off[p], off[p + 1]):
-            heat[rep[j]] += d.heat[p]
-    return heat
-
-
 def _assemble(problem: Problem, d: Dense, name: str, raw: Raw, accel: Accel) -> Plan:
     """Turn a core's raw answer into a Plan; shared, so plan bytes depend only on the raw lists."""
     lb = int(raw.lb)
@@ -175,19 +165,7 @@ def _assemble(problem: Problem, d: Dense, name: str, raw: Raw, accel: Accel) -> 
     # written with dict's methods: the Assignment refuses writes once handed out; this is its
     # construction.
     accel.rows(assignment, pid, d.node_ids, mp, off, rep)
-    heat = _node_heat(d, mheat, off, rep)
-    cap_floor = d.heat_top  # the family's cap: max(1.10 x fair heat, the hottest replica)
-    band = 0
-    hot = 0
-    ratio = 0.0
-    for n in range(len(d.node_ids)):
-        if not d.elig[n]:
-            band += count[n] > 0
-            continue
-        band += not d.lo[n] <= count[n] <= d.hi[n]
-        hot += heat[n] > max(d.hcap[n], cap_floor)
-        if d.hfair[n] > 0:
-            ratio = max(ratio, heat[n] / d.hfair[n])
+    band, hot, ratio = accel.metrics(d, count, mheat, off, rep)
     over_lb = 1.0 if len(moves) == lb == 0 else len(moves) / max(lb, 1)
     metrics = Metrics(len(moves), lb, over_lb, ratio, band, hot, wave_count)
     return Plan(True, "", moves, assignment, d.split_ids, metrics, name)

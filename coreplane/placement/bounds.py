@@ -13,6 +13,7 @@ indexes in sorted order). Imports only coreplane.errors and the model.
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "plan_bands",
     "plan_heat_caps",
     "plan_lower_bound_dense",
+    "plan_metrics",
     "water_fill",
 ]
 
@@ -238,12 +240,47 @@ def touched_rows(
     )
 
 
+def plan_metrics(
+    d: Dense, count: Sequence[int], mheat: Sequence[int], off: Sequence[int], rep: Sequence[int]
+) -> tuple[int, int, float]:
+    """A plan's band violations, nodes over their heat cap and largest heat over fair share.
+
+    From its final replicas per node (`count`), movable heat per node (`mheat`) and assignment
+    (CSR `off`, `rep`): a node's heat counts its split candidates' replicas too, read off the
+    CSR; its cap is max(heat cap, the hottest partition's heat) (`Metrics.heat_over_cap`).
+    """
+    heat = list(mheat)
+    for pid in d.split_ids:
+        p = bisect.bisect_left(d.part_ids, pid)
+        for j in range(off[p], off[p + 1]):
+            heat[rep[j]] += d.heat[p]
+    cap_floor = d.heat_top  # the family's cap: max(1.10 x fair heat, the hottest replica)
+    band = 0
+    hot = 0
+    ratio = 0.0
+    for n in range(len(d.node_ids)):
+        if not d.elig[n]:
+            band += count[n] > 0
+            continue
+        band += not d.lo[n] <= count[n] <= d.hi[n]
+        hot += heat[n] > max(d.hcap[n], cap_floor)
+        if d.hfair[n] > 0:
+            ratio = max(ratio, heat[n] / d.hfair[n])
+    return band, hot, ratio
+
+
+Metrics3 = Callable[
+    [Dense, Sequence[int], Sequence[int], Sequence[int], Sequence[int]], tuple[int, int, float]
+]
+
+
 class Accel(NamedTuple):
     """The O(P) steps around a solve; the kernel module has compiled twins of each."""
 
     replicas: Replicas = dense_replicas
     remap: Remap = remap_nodes
     rows: Rows = touched_rows
+    metrics: Metrics3 = plan_metrics
 
 
 def _current_replicas(

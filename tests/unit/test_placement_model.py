@@ -25,6 +25,7 @@ from coreplane.placement.bounds import (
     Dense,
     compile_problem,
     dense_replicas,
+    plan_metrics,
     touched_rows,
     water_fill,
 )
@@ -314,6 +315,26 @@ def test_compiled_rows_match_the_python_loop() -> None:
     kernel.touched_rows(theirs, d.part_ids, d.node_ids, moved, d.off, d.rep)
     assert list(ours.items()) == list(theirs.items())
     assert ours["p001"] == ("x",) and ours["p002"] == problem_row(d, 2)
+
+
+def test_compiled_metrics_match_the_python_loop() -> None:
+    # A dead node (out of band with replicas left), a split candidate (its heat counted from the
+    # CSR), heat caps that some nodes exceed: the same three numbers, the ratio bit for bit.
+    kernel = pytest.importorskip("coreplane.placement._kernel")
+    parts = [*_parts(60), Partition("hot", 3, heat=10_000)]
+    problem = ev.bootstrap(_nodes(3, 4), parts)
+    base = ev.after(problem, solve(problem))
+    d = compile_problem(ev.node_dead(base, "n01"))
+    assert d.split_ids == ("hot",)
+    count = [0] * len(d.node_ids)
+    for n in d.rep:
+        count[n] += 1
+    mheat = [7 * n + 3 for n in range(len(d.node_ids))]
+    off, rep = list(d.off), list(d.rep)
+    ours = plan_metrics(d, count, mheat, off, rep)
+    theirs = kernel.plan_metrics(d, count, mheat, off, rep)
+    assert ours == theirs
+    assert ours[0] >= 1 and ours[1] >= 1 and ours[2] > 1.0
 
 
 def problem_row(d: Dense, p: int) -> tuple[str, ...]:
