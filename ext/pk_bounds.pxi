@@ -16,65 +16,85 @@ cdef void add_all(S *s, LB *b) noexcept nogil:
     Replicas on ineligible nodes are left out: `normalize` would take every one of them off
     again, and nothing reads an ineligible node's count, heat or list before it does (the only
     state they touch). Partitions `normalize` has work on are listed in `s.dirty`."""
-    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0, h, zn, pos, placed
+    cdef int64_t p, j, i, n, valid, kept, dup, size, m, total = 0, h, hm, zn, pos, placed
     cdef int64_t *row
+    cdef int64_t *prow
     cdef const int64_t *cur
-    b.drops = 0
-    b.adds = 0
-    b.part_leave = 0
-    b.part_arrive = 0
-    b.hottest = 0
-    b.count0 = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
-    b.mheat0 = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
-    b.hs_off = <int64_t *>cp_xcalloc(s.N + 1, sizeof(int64_t))
-    s.dirty = <int64_t *>cp_xmalloc((s.P + 1) * sizeof(int64_t))
-    s.nd = 0
-    for j in range(s.off[s.P]):
-        b.count0[s.rep[j]] += 1
-    for n in range(s.N):
-        s.nr_cap[n] = (b.count0[n] if s.elig[n] else 0) + 8
-        s.nr[n] = <int64_t *>cp_xmalloc(s.nr_cap[n] * sizeof(int64_t))
-    for p in range(s.P):
+    # The arrays as locals: stores through one int64 pointer would otherwise make the compiler
+    # reload every field of s (it may alias them) for each replica.
+    cdef int64_t **nr = s.nr
+    cdef int64_t *nr_len = s.nr_len
+    cdef int64_t *count = s.count
+    cdef int64_t *nheat = s.nheat
+    cdef int64_t *zc = s.zc
+    cdef int64_t *mheat0
+    cdef int64_t *count0
+    cdef const int64_t *zone = s.zone
+    cdef const int64_t *elig = s.elig
+    cdef const int64_t *heat = s.heat
+    cdef const int64_t *split = s.split
+    cdef const int64_t *rf = s.rf
+    cdef const int64_t *off = s.off
+    cdef const int64_t *rep = s.rep
+    cdef int64_t rmax = s.RMAX, parts = s.P, nodes = s.N
+    cdef int64_t drops = 0, adds = 0, part_leave = 0, part_arrive = 0, hottest = 0, nd = 0
+    b.count0 = count0 = <int64_t *>cp_xcalloc(nodes + 1, sizeof(int64_t))
+    b.mheat0 = mheat0 = <int64_t *>cp_xcalloc(nodes + 1, sizeof(int64_t))
+    b.hs_off = <int64_t *>cp_xcalloc(nodes + 1, sizeof(int64_t))
+    s.dirty = <int64_t *>cp_xmalloc((parts + 1) * sizeof(int64_t))
+    for j in range(off[parts]):
+        count0[rep[j]] += 1
+    for n in range(nodes):
+        s.nr_cap[n] = (count0[n] if elig[n] else 0) + 8
+        nr[n] = <int64_t *>cp_xmalloc(s.nr_cap[n] * sizeof(int64_t))
+    for p in range(parts):
         valid = 0
         placed = 0
-        h = s.heat[p]
-        row = &s.pn[p * s.RMAX]
-        cur = &s.rep[s.off[p]]
-        size = s.off[p + 1] - s.off[p]
+        h = heat[p]
+        hm = 0 if split[p] else h
+        row = &s.pn[p * rmax]
+        prow = &s.pn_pos[p * rmax]
+        cur = &rep[off[p]]
+        size = off[p + 1] - off[p]
         for j in range(size):
             n = cur[j]
-            if not s.split[p]:
-                b.mheat0[n] += h
-            if not s.elig[n]:
+            mheat0[n] += hm
+            if not elig[n]:
                 continue
-            pos = s.nr_len[n]
-            s.nr[n][pos] = p
-            s.nr_len[n] = pos + 1
+            pos = nr_len[n]
+            nr[n][pos] = p
+            nr_len[n] = pos + 1
             row[placed] = n
-            s.pn_pos[p * s.RMAX + placed] = pos
+            prow[placed] = pos
             placed += 1
-            s.count[n] += 1
-            s.nheat[n] += h
-            zn = s.zone[n]
-            s.zc[zn] += 1
+            count[n] += 1
+            nheat[n] += h
+            zn = zone[n]
+            zc[zn] += 1
             dup = 0
             for i in range(j):
-                if s.elig[cur[i]] and s.zone[cur[i]] == zn:
+                if elig[cur[i]] and zone[cur[i]] == zn:
                     dup = 1
             valid += 1 - dup
         s.pn_len[p] = placed
-        if valid != size or size > s.rf[p]:  # evictions or drops for normalize
-            s.dirty[s.nd] = p
-            s.nd += 1
-        kept = valid if valid < s.rf[p] else s.rf[p]
-        if size > s.rf[p]:
-            b.drops += size - s.rf[p]
+        if valid != size or size > rf[p]:  # evictions or drops for normalize
+            s.dirty[nd] = p
+            nd += 1
+        kept = valid if valid < rf[p] else rf[p]
+        if size > rf[p]:
+            drops += size - rf[p]
         else:
-            b.adds += s.rf[p] - size
-        b.part_leave += size - kept
-        b.part_arrive += s.rf[p] - kept
-        if not s.split[p] and h > b.hottest:
-            b.hottest = h
+            adds += rf[p] - size
+        part_leave += size - kept
+        part_arrive += rf[p] - kept
+        if hm > hottest:
+            hottest = hm
+    s.nd = nd
+    b.drops = drops
+    b.adds = adds
+    b.part_leave = part_leave
+    b.part_arrive = part_arrive
+    b.hottest = hottest
     for n in range(s.N):
         b.hs_off[n] = total
         if s.elig[n] and b.mheat0[n] > target_cap(s, b, n):

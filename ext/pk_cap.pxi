@@ -13,22 +13,91 @@ cdef int64_t cap_fresh(S *s, Cap *c, int64_t p, int64_t n) noexcept nogil:
     return -1
 
 
+cdef void by_heat_fresh_sort(S *s, Cap *c, int64_t t) noexcept nogil:
+    """c.bh[t]: t's movable replicas as (heat, index, 0), sorted."""
+    cdef int64_t j, p, k = 0
+    cp_xfree(c.bh[t])
+    c.bh[t] = <Pair *>cp_xmalloc((s.nr_len[t] + 1) * sizeof(Pair))
+    for j in range(s.nr_len[t]):
+        p = s.nr[t][j]
+        if not s.split[p]:
+            c.bh[t][k].a = s.heat[p]
+            c.bh[t][k].b = p
+            c.bh[t][k].c = 0
+            k += 1
+    sort_pairs(c.bh[t], k)
+    c.bh_len[t] = k
+
+
+cdef void by_heat_resort(S *s, Cap *c, int64_t t) noexcept nogil:
+    """c.bh[t] brought up to date from its stale self: the replicas still on t keep their
+    order, the few that came since are sorted and merged in. The same row as sorting afresh
+    (a total order), without sorting the hundreds that stayed after every move."""
+    cdef int64_t j, p, i, e, k = 0, nadd = 0, a, b
+    cdef int64_t *mark
+    cdef Pair *old = c.bh[t]
+    cdef Pair *out
+    cdef Pair *add
+    cdef int64_t *cur = s.nr[t]
+    cdef int64_t nlen = s.nr_len[t]
+    if s.bh_mark == NULL:
+        s.bh_mark = <int64_t *>cp_xcalloc(s.P + 1, sizeof(int64_t))
+    mark = s.bh_mark
+    s.bh_epoch += 2
+    e = s.bh_epoch  # e: on t now; e + 1: on t now and in the stale row
+    for j in range(nlen):
+        mark[cur[j]] = e
+    for i in range(c.bh_len[t]):
+        p = old[i].b
+        if mark[p] == e:
+            mark[p] = e + 1
+            old[k] = old[i]
+            k += 1
+    out = <Pair *>cp_xmalloc((nlen + 1) * sizeof(Pair))
+    add = <Pair *>cp_xmalloc((nlen + 1) * sizeof(Pair))
+    for j in range(nlen):
+        p = cur[j]
+        if mark[p] == e and not s.split[p]:
+            add[nadd].a = s.heat[p]
+            add[nadd].b = p
+            add[nadd].c = 0
+            nadd += 1
+    sort_pairs(add, nadd)
+    a = 0
+    b = 0
+    j = 0
+    while a < k and b < nadd:
+        if _pair_less(&add[b], &old[a]):
+            out[j] = add[b]
+            b += 1
+        else:
+            out[j] = old[a]
+            a += 1
+        j += 1
+    while a < k:
+        out[j] = old[a]
+        a += 1
+        j += 1
+    while b < nadd:
+        out[j] = add[b]
+        b += 1
+        j += 1
+    cp_xfree(add)
+    cp_xfree(old)
+    c.bh[t] = out
+    c.bh_len[t] = j
+
+
 cdef Pair *cap_by_heat(S *s, Cap *c, int64_t t) noexcept nogil:
     """_pure._by_heat, cached until t changes; with it _pure._fresh_row (c.fr[t])."""
-    cdef int64_t j, p, k = 0, f = 0
+    cdef int64_t j, k, f = 0
     if not c.bh_ok[t]:
-        cp_xfree(c.bh[t])
+        if c.bh[t] == NULL:
+            by_heat_fresh_sort(s, c, t)
+        else:
+            by_heat_resort(s, c, t)
+        k = c.bh_len[t]
         cp_xfree(c.fr[t])
-        c.bh[t] = <Pair *>cp_xmalloc((s.nr_len[t] + 1) * sizeof(Pair))
-        for j in range(s.nr_len[t]):
-            p = s.nr[t][j]
-            if not s.split[p]:
-                c.bh[t][k].a = s.heat[p]
-                c.bh[t][k].b = p
-                c.bh[t][k].c = 0
-                k += 1
-        sort_pairs(c.bh[t], k)
-        c.bh_len[t] = k
         c.fr[t] = <Pair *>cp_xmalloc((k + 1) * sizeof(Pair))
         for j in range(k):
             if cap_fresh(s, c, c.bh[t][j].b, t) >= 0:

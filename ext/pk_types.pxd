@@ -240,6 +240,9 @@ cdef struct S:
     bint horder_ok, horder_new
     # 1: the node holds a split candidate (_pure._State.pinned); made by the phases
     int64_t *pinned
+    # cap_by_heat's scratch for re-sorting a stale row: a stamp per partition, made on first use
+    int64_t *bh_mark
+    int64_t bh_epoch
 
 
 cdef struct LB:

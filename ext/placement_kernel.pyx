@@ -284,7 +284,7 @@ def solve_dense(d):
             # forget the pointers to them (the finally frees the glue's own arrays only).
             for i in range(s.N):
                 s.nr[i] = NULL
-            s.mp = s.ms = s.md = s.op = s.os = s.dirty = s.pinned = NULL
+            s.mp = s.ms = s.md = s.op = s.os = s.dirty = s.pinned = s.bh_mark = NULL
             memset(&b, 0, sizeof(LB))
             raise MemoryError()
         status, arg, lb, mw, mheat = run.status, run.arg, run.lb, run.mw, run.mheat
@@ -312,6 +312,7 @@ def solve_dense(d):
         # made by the phases (cp_x* blocks)
         cp_xfree(s.mp); cp_xfree(s.ms); cp_xfree(s.md); cp_xfree(s.op); cp_xfree(s.os)
         cp_xfree(s.dirty); cp_xfree(s.pinned); cp_xfree(mw); cp_xfree(mheat)
+        cp_xfree(s.bh_mark)
 
 
 def dense_replicas(list part_ids, object assignment, dict node_idx):
