@@ -491,3 +491,25 @@ def plan_metrics(d, object count, object mheat, object off, object rep):
         free(heat)
         for k in range(nowned):
             free(owned[k])
+
+
+def hotter_than(object heat, long long above, list part_ids):
+    """Compiled `bounds.hotter_than`: array('q') of 1 where heat > above, else 0, and the ids
+    flagged, in order."""
+    cdef Py_ssize_t i, n = len(heat), k = 0
+    cdef array.array out = array.clone(_QARRAY, n, False)
+    cdef long long *o = out.data.as_longlongs
+    cdef list views = []
+    cdef int64_t *h = borrow(heat, n, views)
+    cdef int64_t *own = NULL
+    cdef list ids = []
+    if h == NULL:
+        h = own = to_c(heat, n)
+    try:
+        for i in range(n):
+            o[i] = 1 if h[i] > above else 0
+            if o[i]:
+                ids.append(part_ids[i])
+    finally:
+        free(own)
+    return out, tuple(ids)

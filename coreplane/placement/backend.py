@@ -56,7 +56,11 @@ def _load_kernel() -> tuple[Core, Accel] | None:
         return None
     solve_dense: Core = kernel.solve_dense
     return solve_dense, Accel(
-        kernel.dense_replicas, kernel.remap_nodes, kernel.touched_rows, kernel.plan_metrics
+        kernel.dense_replicas,
+        kernel.remap_nodes,
+        kernel.touched_rows,
+        kernel.plan_metrics,
+        kernel.hotter_than,
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Dense",
     "compile_problem",
     "heat_caps",
+    "hotter_than",
     "lower_bound",
     "lower_bound_dense",
     "plan_bands",
@@ -240,6 +241,15 @@ def touched_rows(
     )
 
 
+def hotter_than(
+    heat: Sequence[int], above: int, part_ids: list[str]
+) -> tuple[Sequence[int], tuple[str, ...]]:
+    """array('q') of 1 where heat > `above`, else 0, and the ids flagged, in order (the kernel
+    module has a compiled twin)."""
+    flags = array("q", [int(h > above) for h in heat])
+    return flags, tuple(compress(part_ids, flags))
+
+
 def plan_metrics(
     d: Dense, count: Sequence[int], mheat: Sequence[int], off: Sequence[int], rep: Sequence[int]
 ) -> tuple[int, int, float]:
@@ -272,6 +282,7 @@ def plan_metrics(
 Metrics3 = Callable[
     [Dense, Sequence[int], Sequence[int], Sequence[int], Sequence[int]], tuple[int, int, float]
 ]
+Hotter = Callable[[Sequence[int], int, list[str]], tuple[Sequence[int], tuple[str, ...]]]
 
 
 class Accel(NamedTuple):
@@ -281,6 +292,7 @@ class Accel(NamedTuple):
     remap: Remap = remap_nodes
     rows: Rows = touched_rows
     metrics: Metrics3 = plan_metrics
+    hotter: Hotter = hotter_than
 
 
 def _current_replicas(
@@ -344,14 +356,20 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
 
 
 def _split_flags(
-    partitions: tuple[Partition, ...], part_ids: list[str], heat: Sequence[int], above: int
+    partitions: tuple[Partition, ...],
+    part_ids: list[str],
+    heat: Sequence[int],
+    above: int,
+    accel: Accel,
 ) -> tuple[Sequence[int], tuple[str, ...]]:
-    """1 for partitions hotter than `above` (every node's fair heat share), else 0; their ids."""
+    """1 for partitions hotter than `above` (every node's fair heat share), else 0; their ids.
+
+    Memoized on the partitions and `above`, which moves with the nodes' fair shares: a node
+    event usually misses, and the flags are then made again over every partition."""
     memo = _SPLIT_MEMO[:1]
     if memo and memo[0][0] is partitions and memo[0][1] == above:
         return memo[0][2]
-    flags = array("q", [int(h > above) for h in heat])
-    out = (flags, tuple(compress(part_ids, flags)))
+    out = accel.hotter(heat, above, part_ids)
     _SPLIT_MEMO[:] = [(partitions, above, out)]
     return out
 
@@ -476,8 +494,9 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
         split_above,
         eligible_zones,
     ) = _node_arrays(problem.nodes, replicas_total, len(part_ids), heat_total, heat_sum)
-    split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above)
-    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel or Accel())
+    accel = accel or Accel()
+    split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above, accel)
+    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel)
     budget = -1 if problem.moves_max is None else problem.moves_max
     return Dense(
         node_ids,

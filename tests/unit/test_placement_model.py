@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from array import array
 from fractions import Fraction
 
 import pytest
@@ -25,6 +26,7 @@ from coreplane.placement.bounds import (
     Dense,
     compile_problem,
     dense_replicas,
+    hotter_than,
     plan_metrics,
     touched_rows,
     water_fill,
@@ -335,6 +337,18 @@ def test_compiled_metrics_match_the_python_loop() -> None:
     theirs = kernel.plan_metrics(d, count, mheat, off, rep)
     assert ours == theirs
     assert ours[0] >= 1 and ours[1] >= 1 and ours[2] > 1.0
+
+
+def test_compiled_split_flags_match_the_python_loop() -> None:
+    kernel = pytest.importorskip("coreplane.placement._kernel")
+    heat = [0, 5, 6, 7, 1 << 39, 6]
+    ids = [f"p{i}" for i in range(len(heat))]
+    for above in (-1, 0, 6, 1 << 39):
+        ours, theirs = hotter_than(heat, above, ids), kernel.hotter_than(heat, above, ids)
+        assert (list(ours[0]), ours[1]) == (list(theirs[0]), theirs[1])
+    flags, flagged = kernel.hotter_than(array("q", heat), 6, ids)
+    assert (list(flags), flagged) == ([0, 0, 0, 1, 1, 0], ("p3", "p4"))
+    assert kernel.hotter_than([], 0, [])[1] == ()
 
 
 def problem_row(d: Dense, p: int) -> tuple[str, ...]:
