@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import os
 import random
 import statistics
@@ -892,7 +893,8 @@ def run_family_case(
         rec["heat_over_cap_floor"] = heat_over_cap_floor(problem, d)
         if event in FAMILY_BOUND_EVENTS:  # the least peak any plan within the bound reaches
             floor = heat_max_floor(d, lb)
-            rec["heat_max_floor"] = None if floor is None else round(floor, 4)
+            # rounded down to 4 digits: still a lower bound
+            rec["heat_max_floor"] = None if floor is None else math.floor(floor * 1e4) / 1e4
         rec["kernel"] = {
             "backend": kernel,
             "solve_s": sum(t.values()),
