@@ -40,6 +40,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.dict cimport PyDict_Update
 from cpython.list cimport PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.object cimport PyObject, PyObject_Hash
 
 # Portability shims. The GCC/Clang prefetch hint is a no-op on other compilers. The private

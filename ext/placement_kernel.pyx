@@ -513,3 +513,53 @@ def hotter_than(object heat, long long above, list part_ids):
     finally:
         free(own)
     return out, tuple(ids)
+
+
+def same_items(list parts, tuple partitions):
+    """True if `parts` holds the very objects of `partitions`, in the same order."""
+    cdef Py_ssize_t i, n = len(parts)
+    if n != len(partitions):
+        return False
+    for i in range(n):
+        if PyList_GET_ITEM(parts, i) != PyTuple_GET_ITEM(partitions, i):
+            return False
+    return True
+
+
+def parts_delta(tuple old, tuple new, object rf_old, object heat_old):
+    """The partition arrays of `new` (see bounds._partition_arrays) from those of `old`, an
+    earlier tuple in sorted-id order whose arrays are `rf_old` and `heat_old`: the partitions
+    `new` shares with it (the same objects at the same places) keep their values, the others
+    are read. None when `new` is longer or shorter or has another id anywhere."""
+    cdef Py_ssize_t i, n = len(new)
+    cdef array.array rf, heat
+    cdef long long *r
+    cdef long long *h
+    cdef PyObject *a
+    cdef long long replicas = 0, heat_total = 0, heat_sum = 0, rf_max = 0, heat_top = 0
+    if (len(old) != n or not isinstance(rf_old, array.array) or not isinstance(heat_old, array.array)
+            or len(rf_old) != n or len(heat_old) != n):
+        return None
+    rf = array.copy(rf_old)
+    heat = array.copy(heat_old)
+    if rf.typecode != "q" or heat.typecode != "q":
+        return None
+    r = rf.data.as_longlongs
+    h = heat.data.as_longlongs
+    for i in range(n):
+        a = PyTuple_GET_ITEM(new, i)
+        if a == PyTuple_GET_ITEM(old, i):
+            continue
+        if (<object>a).id != (<object>PyTuple_GET_ITEM(old, i)).id:
+            return None
+        r[i] = (<object>a).rf
+        h[i] = (<object>a).heat
+    for i in range(n):
+        replicas += r[i]
+        heat_total += h[i] * r[i]
+        heat_sum += h[i]
+        if r[i] > rf_max:
+            rf_max = r[i]
+        if h[i] > heat_top:
+            heat_top = h[i]
+    return rf, heat, replicas, heat_total, heat_sum, rf_max, heat_top

@@ -61,6 +61,8 @@ def _load_kernel() -> tuple[Core, Accel] | None:
         kernel.touched_rows,
         kernel.plan_metrics,
         kernel.hotter_than,
+        kernel.parts_delta,
+        kernel.same_items,
     )
 
 

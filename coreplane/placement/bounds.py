@@ -283,6 +283,11 @@ Metrics3 = Callable[
     [Dense, Sequence[int], Sequence[int], Sequence[int], Sequence[int]], tuple[int, int, float]
 ]
 Hotter = Callable[[Sequence[int], int, list[str]], tuple[Sequence[int], tuple[str, ...]]]
+PartsDelta = Callable[
+    [tuple[Partition, ...], tuple[Partition, ...], Sequence[int], Sequence[int]],
+    tuple[Sequence[int], Sequence[int], int, int, int, int, int] | None,
+]
+SameItems = Callable[[list[Partition], tuple[Partition, ...]], bool]
 
 
 class Accel(NamedTuple):
@@ -293,6 +298,10 @@ class Accel(NamedTuple):
     rows: Rows = touched_rows
     metrics: Metrics3 = plan_metrics
     hotter: Hotter = hotter_than
+    # kernel only: the partition arrays of a tuple that changed a few partitions (ids kept, in
+    # sorted order) from the memo's, else None; and whether a list holds a tuple's own items
+    parts_delta: PartsDelta | None = None
+    same_items: SameItems | None = None
 
 
 def _current_replicas(
@@ -305,7 +314,7 @@ def _current_replicas(
     """The CSR of the current assignment: the memo a plan left on it, else built (and kept).
 
     Added nodes only shift indexes, monotonically (ids are sorted), so a memo made before they
-    joined is remapped rather than rebuilt.
+    joined is remapped rather than rebuilt, and the remap kept beside it (`dense_grown`).
     """
     assignment = problem.assignment
     memo = assignment.dense if isinstance(assignment, Assignment) else None
@@ -313,10 +322,13 @@ def _current_replicas(
         old_nodes, _, off, rep = memo
         if old_nodes == node_ids:
             return off, rep
+        grown = assignment.dense_grown if isinstance(assignment, Assignment) else None
+        if grown is not None and grown[0] == node_ids and grown[2] is off:
+            return grown[2], grown[3]
         if all(nid in node_idx for nid in old_nodes):
             rep = accel.remap(rep, [node_idx[nid] for nid in old_nodes])
             if isinstance(assignment, Assignment):
-                assignment.dense = (node_ids, part_ids, off, rep)
+                assignment.dense_grown = (node_ids, part_ids, off, rep)
             return off, rep
     off, rep = accel.replicas(part_ids, assignment, node_idx)
     if isinstance(assignment, Assignment):
@@ -327,16 +339,25 @@ def _current_replicas(
 PartitionArrays = tuple[list[str], Sequence[int], Sequence[int], int, int, int, int, int]
 # One-entry memo of the per-partition arrays, keyed by the identity of the (immutable) partitions
 # tuple: node events (dead, drain, add) reuse the same tuple, and re-deriving 100k partitions'
-# arrays would cost more than the solve. The value is a pure function of the key.
-_PARTS_MEMO: list[tuple[tuple[Partition, ...], PartitionArrays]] = []
+# arrays would cost more than the solve. The value is a pure function of the key. The flag says
+# the tuple was already in sorted-id order (then `Accel.parts_delta` may derive the arrays of a
+# tuple that differs from it in a few partitions with the same ids: a heat shift, an RF change).
+_PARTS_MEMO: list[tuple[tuple[Partition, ...], PartitionArrays, bool]] = []
 _SPLIT_MEMO: list[tuple[tuple[Partition, ...], int, tuple[Sequence[int], tuple[str, ...]]]] = []
 
 
-def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
+def _partition_arrays(partitions: tuple[Partition, ...], accel: Accel) -> PartitionArrays:
     """Ids, RF and heat in sorted-id order, the totals the shares need, the top RF and heat."""
     memo = _PARTS_MEMO[:1]
     if memo and memo[0][0] is partitions:
         return memo[0][1]
+    if memo and memo[0][2] and accel.parts_delta is not None:
+        old, prev, _ = memo[0]
+        got = accel.parts_delta(old, partitions, prev[1], prev[2])
+        if got is not None:  # same ids in the same (sorted) order: the same id list serves
+            out = (prev[0], *got)
+            _PARTS_MEMO[:] = [(partitions, out, True)]
+            return out
     parts = sorted(partitions, key=attrgetter("id"))
     # array('q'): the kernel copies it with one memcpy instead of converting 100k ints.
     rf = array("q", map(attrgetter("rf"), parts))
@@ -351,7 +372,8 @@ def _partition_arrays(partitions: tuple[Partition, ...]) -> PartitionArrays:
         max(rf, default=0),
         max(heat, default=0),
     )
-    _PARTS_MEMO[:] = [(partitions, out)]
+    in_order = accel.same_items is not None and accel.same_items(parts, partitions)
+    _PARTS_MEMO[:] = [(partitions, out, in_order)]
     return out
 
 
@@ -475,8 +497,9 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
 
     `accel` swaps in the compiled helpers (when the kernel backend runs); same lists either way.
     """
+    accel = accel or Accel()
     part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
-        problem.partitions
+        problem.partitions, accel
     )
     (
         node_ids,
@@ -494,7 +517,6 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
         split_above,
         eligible_zones,
     ) = _node_arrays(problem.nodes, replicas_total, len(part_ids), heat_total, heat_sum)
-    accel = accel or Accel()
     split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above, accel)
     off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel)
     budget = -1 if problem.moves_max is None else problem.moves_max

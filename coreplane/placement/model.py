@@ -69,14 +69,17 @@ class Assignment(dict[str, tuple[str, ...]]):
     Plans hand their result over as one, and a Problem keeps one as is, so the dense form the
     solver already computed (`dense`, a memo: sorted node ids, sorted partition ids, CSR offsets
     and node indexes) follows the assignment into the next event instead of being rebuilt from
-    100k string tuples.
+    100k string tuples. `dense_grown` is the same memo for a node set that grew since (ids
+    remapped): kept beside `dense`, not over it, so events on the original nodes after one that
+    added nodes (a node dies after an add was planned) still find theirs.
     """
 
-    __slots__ = ("dense",)
+    __slots__ = ("dense", "dense_grown")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.dense: tuple[list[str], list[str], Sequence[int], Sequence[int]] | None = None
+        self.dense_grown: tuple[list[str], list[str], Sequence[int], Sequence[int]] | None = None
 
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("Assignment is read-only")

@@ -351,6 +351,57 @@ def test_compiled_split_flags_match_the_python_loop() -> None:
     assert kernel.hotter_than([], 0, [])[1] == ()
 
 
+def test_replica_memo_survives_a_compile_with_added_nodes() -> None:
+    # An add_nodes compile remaps the plan's CSR beside it, not over it: a later event on the
+    # original nodes (a node dies) reads the plan's own memo, and both give the same CSR as
+    # building it from the assignment.
+    problem = ev.bootstrap(_nodes(3, 2), _parts(40))
+    base = ev.after(problem, solve(problem))
+    assert isinstance(base.assignment, Assignment) and base.assignment.dense is not None
+    memo = base.assignment.dense
+    grown = compile_problem(ev.add_nodes(base, [Node("n00a", "z0")]))
+    dead = compile_problem(ev.node_dead(base, "n10"))
+    assert base.assignment.dense is memo and dead.rep is memo[3]
+    again = compile_problem(ev.add_nodes(base, [Node("n00a", "z0")]))
+    assert again.rep is grown.rep
+    for d in (grown, dead):
+        fresh = dense_replicas(
+            d.part_ids, dict(base.assignment), {n: i for i, n in enumerate(d.node_ids)}
+        )
+        assert (list(d.off), list(d.rep)) == fresh
+
+
+def _dense_values(d: Dense) -> list[object]:
+    return [list(v) if isinstance(v, array) else v for v in vars(d).values()]
+
+
+def test_kernel_partition_arrays_from_the_memo_match_a_fresh_compile() -> None:
+    # A heat shift or an RF change keeps most Partition objects: the kernel derives the arrays
+    # from the memo's; the same Dense as compiling from scratch in Python.
+    if "cython" not in available_backends():
+        pytest.skip("kernel not built")
+    from coreplane.placement import bounds
+    from coreplane.placement.backend import _CORES
+
+    accel = _CORES["cython"][1]
+    problem = ev.bootstrap(_nodes(4, 2), _parts(50))
+    base = ev.after(problem, solve(problem))
+    for event in (
+        ev.shift_heat(base, {"p003": 900, "p047": 0}),
+        ev.change_rf(base, {"p001": 2, "p010": 4}),
+        ev.shift_heat(base, {}),
+    ):
+        compile_problem(base, accel)  # the memo holds base's partitions
+        ours = compile_problem(event, accel)
+        assert bounds._PARTS_MEMO[0][2]  # derived, and still known to be in order
+        bounds._PARTS_MEMO.clear()
+        bounds._SPLIT_MEMO.clear()
+        assert _dense_values(ours) == _dense_values(compile_problem(event))
+    shuffled = Problem(base.nodes, base.partitions[::-1])
+    compile_problem(shuffled, accel)
+    assert not bounds._PARTS_MEMO[0][2]  # not in sorted order: never derived from
+
+
 def problem_row(d: Dense, p: int) -> tuple[str, ...]:
     return tuple(d.node_ids[n] for n in d.rep[d.off[p] : d.off[p + 1]])
 
