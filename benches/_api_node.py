@@ -6,6 +6,9 @@ Answers ``{"op": "role"}`` with ``{"leader": bool}``; ``{"op": "local_puts", "co
 their count and latencies: the commit path alone, the reference for what the API adds. Stops on
 ``{"op": "stop"}`` or EOF.
 
+``{"op": "switch_interval", "seconds": S}`` sets this process's `sys.setswitchinterval` (None:
+back to the default), for the bench's same-run A/B of the GIL's switch interval.
+
 Where a request's time goes, for `benches.api`: ``{"op": "phase_start"}`` and ``{"op":
 "phase_end"}`` bracket a load phase; the end answers, per route, the server's own time of
 each request (from the middleware seeing it, the request parsed, to its answer built: what the
@@ -46,6 +49,7 @@ def main() -> None:
         tokens={os.environ["BENCH_TOKEN"]: "client"},
         api_peers=cfg["api_peers"],
     )
+    default_switch_s = sys.getswitchinterval()
     timings = _Timings()
     api.add_middleware(timings.middleware)
     api.start()
@@ -53,6 +57,10 @@ def main() -> None:
     def handle(req: dict[str, Any]) -> dict[str, Any]:
         if req.get("op") == "role":
             return {"leader": cp.is_leader() and cp.fencing_token is not None}
+        if req.get("op") == "switch_interval":  # benches.api's A/B of the GIL's switch interval
+            seconds = req.get("seconds")
+            sys.setswitchinterval(default_switch_s if seconds is None else float(seconds))
+            return {"seconds": sys.getswitchinterval()}
         if req.get("op") == "phase_start":
             timings.start()
             return {}

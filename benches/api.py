@@ -28,6 +28,12 @@ share the machine with the servers (2 cores here): the figures compare, they do 
 flight, issued inside the leader's process (`kv.put_async`, no HTTP), reported as
 ``put_local_per_s`` and ``put_local_p50_ms`` (coreplane only; etcd has no such row).
 
+``put_switch`` is the GIL's switch interval A/B, in the same run (coreplane only): puts as in
+``put`` with every node's `sys.setswitchinterval` at `SWITCH_INTERVAL_S` (CPython's default is
+5 ms: a thread woken by I/O may wait that long for the GIL while another runs), in ABBA order
+with rounds at the default (``put_pair``); ``put_switch_ratio`` is its throughput over
+``put_pair``'s. The library sets no switch interval; this row says whether one would pay.
+
 CPU per operation (`benches._cpu`), per phase and system: ``gen_cpu_us_per_op`` is the load
 generator processes' own CPU (the SDK for coreplane, a bare http.client loop for etcd: the same
 closed loop, threads and concurrency), ``servers_cpu_us_per_op`` the three members' (all
@@ -66,6 +72,7 @@ FULL = {"duration_s": 5.0, "procs": 2, "threads": 16, "rounds": 2}
 SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2, "rounds": 1}
 TOKEN = "bench-api-token-" + os.urandom(8).hex()
 OPS = ("put", "get", "get_stale", "lock")
+SWITCH_INTERVAL_S = 0.0005
 ROUTES = {  # the route whose server time a phase reports (on the leader)
     "put": "/v1/kv/put",
     "get": "/v1/kv/get",
@@ -316,6 +323,30 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 for system, done in rounds.items():
                     if done:
                         results[system][op] = _summary(done)
+            pair: dict[str, list[dict[str, Any]]] = {"put_pair": [], "put_switch": []}
+            for i in range(int(params["rounds"])):
+                variants = ("put_pair", "put_switch") if i % 2 == 0 else ("put_switch", "put_pair")
+                for variant in variants:
+                    seconds = SWITCH_INTERVAL_S if variant == "put_switch" else None
+                    for node in nodes.nodes.values():
+                        node.request("switch_interval", seconds=seconds)
+                    lead = nodes.leader_id()
+                    pair[variant].append(
+                        _load(
+                            "coreplane",
+                            "put",
+                            targets,
+                            params,
+                            f"cp-{variant}-{i}",
+                            cp_pids,
+                            lead,
+                            nodes.nodes[lead],
+                        )
+                    )
+            for node in nodes.nodes.values():
+                node.request("switch_interval", seconds=None)
+            for variant, done in pair.items():
+                results["coreplane"][variant] = _summary(done)
     cp, et = results["coreplane"], results["etcd"]
 
     def pick(system: dict[str, Any], op: str, key: str) -> float | None:
@@ -349,6 +380,11 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     for op in ("put", "get", "lock"):
         for key in ("server_p50_ms", "leader_api_cpu_us_per_op", "leader_raft_cpu_us_per_op"):
             summary[f"{op}_{key}"] = pick(cp, op, key)
+    for variant in ("put_pair", "put_switch"):
+        summary[f"{variant}_per_s"] = pick(cp, variant, "ops_per_s")
+        summary[f"{variant}_p50_ms"] = pick(cp, variant, "p50_ms")
+        summary[f"{variant}_leader_cpu_us_per_op"] = pick(cp, variant, "leader_cpu_us_per_op")
+    summary["put_switch_ratio"] = _ratio(summary["put_switch_per_s"], summary["put_pair_per_s"])
     summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
     summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {
