@@ -43,6 +43,10 @@ from cpython.list cimport PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.object cimport PyObject, PyObject_Hash
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void *op)
+    bint PyUnicode_CheckExact(object o)
+
 # Portability shims. The GCC/Clang prefetch hint is a no-op on other compilers. The private
 # CPython calls (presized dict, insert with a known hash, a str's cached hash) are used on CPython
 # <= 3.12 only; elsewhere (PyPy, the limited API, newer CPythons) the public PyDict_New and

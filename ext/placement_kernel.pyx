@@ -383,6 +383,7 @@ def touched_rows(object out, list part_ids, list node_ids, object moved, object 
     cdef Py_ssize_t h
     cdef object row
     cdef object target
+    cdef bint strs
     cdef int64_t *owned[3]
     cdef list views = []
     memset(owned, 0, sizeof(owned))
@@ -410,10 +411,16 @@ def touched_rows(object out, list part_ids, list node_ids, object moved, object 
             lo = o[i]
             hi = o[i + 1]
             row = PyTuple_New(hi - lo)
+            strs = True
             for j in range(lo, hi):
                 name = PyList_GET_ITEM(node_ids, r[j])
                 Py_INCREF(<object>name)
                 PyTuple_SET_ITEM(row, j - lo, <object>name)
+                strs = strs and PyUnicode_CheckExact(<object>name)
+            # A tuple of strs joins no cycle: the collector would untrack it on its first pass
+            # (_PyTuple_MaybeUntrack); untracked now, a drain's thousands of rows cost it nothing.
+            if strs:
+                PyObject_GC_UnTrack(<PyObject *>row)
             key = PyList_GET_ITEM(part_ids, i)
             h = CP_CACHED_HASH(key)  # the str's cached hash; -1 until first hashed (or unknown)
             CP_DICT_SETITEM_KNOWN_HASH(target, <object>key, row,
