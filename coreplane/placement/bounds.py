@@ -320,6 +320,10 @@ def _current_replicas(
     memo = assignment.dense if isinstance(assignment, Assignment) else None
     if memo is not None and (memo[1] is part_ids or memo[1] == part_ids):
         old_nodes, _, off, rep = memo
+        if memo[1] is not part_ids and isinstance(assignment, Assignment):
+            # equal ids in another list (the partitions memo was remade): keep this list, so
+            # the next compile finds it by identity instead of comparing every id again
+            assignment.dense = (old_nodes, part_ids, off, rep)
         if old_nodes == node_ids:
             return off, rep
         grown = assignment.dense_grown if isinstance(assignment, Assignment) else None
