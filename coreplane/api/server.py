@@ -100,8 +100,15 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+
+
 def _to_plain(value: Any) -> Any:
     """For msgpack: the codec admits no floats (status counters may hold some)."""
+    if type(value) is dict and all(  # most answers ({"revision": n}): nothing to convert
+        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+    ):
+        return value
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
@@ -145,12 +152,7 @@ def _no_float(text: str) -> Any:
 
 def _encode(request: web.Request, status: int, payload: Any) -> web.Response:
     accept = request.headers.get("Accept", "")
-    wants = (
-        MSGPACK
-        if (MSGPACK in accept or (request.content_type == MSGPACK and JSON not in accept))
-        else JSON
-    )
-    if wants == MSGPACK:
+    if MSGPACK in accept or (JSON not in accept and request.content_type == MSGPACK):
         try:
             data = codec.encode_value(_to_plain(payload))
         except InvalidArgument:  # pragma: no cover - payloads are built here, plain
