@@ -50,15 +50,25 @@ class _Conn:
     line) is a protocol error, which the SDK's retry policy treats as a failed exchange.
     """
 
-    __slots__ = ("_buf", "host", "port", "sock", "timeout")
+    __slots__ = ("_buf", "host", "port", "read_s", "sock", "timeout")
 
     def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.sock: socket.socket | None = None
         self._buf = b""
+        self.read_s: float | None = -1.0  # the socket's timeout as last set (-1: not yet)
+
+    def set_read_timeout(self, read_s: float | None) -> None:
+        """`settimeout` only when it changes: each call is a syscall (the socket's blocking
+        mode is set again), and a client sends every request with the same timeout."""
+        if read_s != self.read_s:
+            assert self.sock is not None
+            self.sock.settimeout(read_s)
+            self.read_s = read_s
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.read_s = self.timeout
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
@@ -331,7 +341,7 @@ class StdlibTransport(httpx.BaseTransport):
                 if fresh:
                     conn.connect()
                 assert conn.sock is not None
-                conn.sock.settimeout(read_s)
+                conn.set_read_timeout(read_s)
                 status, items, by_name, content, will_close = conn.exchange(
                     method, path, body, headers
                 )

@@ -250,6 +250,8 @@ class _Core:
         }
         self._closed = False
         self._urls: dict[tuple[str, str], httpx.URL] = {}
+        # (endpoint, path) -> the wire's (host, port) and path, None for https: see _send
+        self._targets: dict[tuple[str, str], tuple[tuple[str, int], str] | None] = {}
 
     def _url(self, endpoint: str, path: str) -> httpx.URL:
         """Parsed once per (endpoint, path): httpx's URL parsing is a visible share of a call."""
@@ -576,18 +578,23 @@ class Client(_Core):
         self, method: str, path: str, url: str, data: bytes | None
     ) -> tuple[Outcome, Any, CoreplaneError | None]:
         try:
-            target = self._url(url, path)
-            if target.scheme == "http":
+            key = (url, path)
+            if key in self._targets:
+                wire = self._targets[key]
+            else:  # once per (endpoint, path): httpx.URL's properties cost ~1 us a call
+                target = self._url(url, path)
+                wire = (
+                    ((target.host, target.port or 80), target.raw_path.decode("ascii"))
+                    if target.scheme == "http"
+                    else None
+                )
+                self._targets[key] = wire
+            if wire is not None:
                 response: Any = self._wire.exchange(
-                    method,
-                    (target.host, target.port or 80),
-                    target.raw_path.decode("ascii"),
-                    data,
-                    self._headers,
-                    **self._wire_timeouts,
+                    method, wire[0], wire[1], data, self._headers, **self._wire_timeouts
                 )
             else:
-                response = self._http.request(method, target, content=data)
+                response = self._http.request(method, self._url(url, path), content=data)
             return self._classify(response)
         except httpx.HTTPError as exc:
             return self._transport_error(url, exc)
