@@ -141,6 +141,7 @@ class StateMachine:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self.machine_states: dict[str, Value] = {}
         self._machines: dict[str, UserMachine] = {}
+        self._decoder = commands.EntryDecoder()  # apply's decoder (used under apply's lock)
 
     # ------------------------------------------------------------------------ user machines
 
@@ -205,12 +206,21 @@ class StateMachine:
             return Applied(
                 False, None, "entry_too_large", f"{len(entry)} bytes, over limits.entry_bytes_max"
             )
+        # The common entry, a KV put (the proposer's own, or decoded from bytes that hold a
+        # valid unmarked Put), skips the command object: `_put` is what the steps below do
+        # for a Put, field for field (tests/property/test_apply_fast_path.py).
+        if known is None:
+            fields = self._decoder.put(entry)
+            if fields is not None:
+                return self._put(*fields)
+        elif type(known) is commands.Put:
+            return self._put(known.key, known.value, known.lease_id, known.client_id, known.seq)
         command: commands.Command
         if known is not None and known.TAG in BATCHABLE_TAGS:
             command, internal = known, False  # the proposer's own KV write (see `apply`)
         else:
             try:
-                command, internal = commands.decode_entry(entry)
+                command, internal = self._decoder.decode_entry(entry)
             except DecodeError as exc:
                 return Applied(False, None, "decode_error", str(exc))
         if internal != (command.TAG in commands.INTERNAL_TAGS):
@@ -233,6 +243,22 @@ class StateMachine:
         if isinstance(command, commands.LockReleaseAcquire) and command.release_seq:
             return self._release_acquire(command, index)
         return self._apply_session(command, index)
+
+    def _put(self, key: str, value: bytes, lease_id: int, client_id: str, seq: int) -> Applied:
+        """A valid `Put` without the command object: `_apply_session` then `_dispatch` of
+        ``Put(key, value, lease_id, client_id, seq)``, inlined (a Put, unmarked and batchable,
+        passes every check of `_apply_one` before them, at any index)."""
+        if client_id:
+            begun = self._session_begin(client_id, seq)
+            if type(begun) is Applied:
+                return begun
+        try:
+            result = Applied(True, self.kv.put(key, value, lease_id))
+        except CommandRejected as exc:
+            result = Applied(False, None, exc.code, exc.message)
+        if client_id:
+            self._session_end(begun, seq, result)  # type: ignore[arg-type]
+        return result
 
     def _release_acquire(self, command: commands.LockReleaseAcquire, index: int) -> Applied:
         """A `LockReleaseAcquire` whose parts carry seqs of their own: applied as its
@@ -257,6 +283,17 @@ class StateMachine:
         if not client_id:
             return self._dispatch(command, index)
         seq: int = command.seq  # type: ignore[union-attr]
+        begun = self._session_begin(client_id, seq)
+        if type(begun) is Applied:
+            return begun
+        result = self._dispatch(command, index)
+        self._session_end(begun, seq, result)  # type: ignore[arg-type]
+        return result
+
+    def _session_begin(self, client_id: str, seq: int) -> Applied | _Session:
+        """The answer to (client_id, seq) if the session settles it (a remembered result, or
+        a refusal of a forgotten seq); else the session that will remember the result, made
+        if new (evicting the least recently used past `SESSIONS_MAX`)."""
         session = self.sessions.get(client_id)
         if session is not None:
             self.sessions.move_to_end(client_id)
@@ -275,15 +312,19 @@ class StateMachine:
             self.sessions[client_id] = session
             if len(self.sessions) > SESSIONS_MAX:
                 self.sessions.popitem(last=False)
-        result = self._dispatch(command, index)
-        session.results[seq] = result.to_plain()
-        if len(session.results) > SESSION_WINDOW:
+        return session
+
+    @staticmethod
+    def _session_end(session: _Session, seq: int, result: Applied) -> None:
+        """Remember `result` as seq's answer in `session`, forgetting past the window."""
+        results = session.results
+        results[seq] = result.to_plain()
+        if len(results) > SESSION_WINDOW:
             # Forget the earliest-applied seq (O(1); insertion order depends only on the log).
             # Anything at or below the floor that is not remembered is refused, never re-run.
-            oldest = next(iter(session.results))
-            del session.results[oldest]
+            oldest = next(iter(results))
+            del results[oldest]
             session.floor = max(session.floor, oldest)
-        return result
 
     def _dispatch(self, command: commands.Command, index: int) -> Applied:
         try:
