@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from coreplane.core import codec
 from coreplane.core import commands as C
-from coreplane.core.machines.kv import Limits
+from coreplane.core.machines.history import _EVENT_OVERHEAD_BYTES, History
+from coreplane.core.machines.kv import _CREATE, _LEASE, _VERSION, KVMachine, Limits
 from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine
 from coreplane.errors import DecodeError
 
@@ -29,9 +30,51 @@ from .logs import TagSet, command_logs
 SMALL = Limits(key_bytes_max=8, value_bytes_max=16, keys_max=6, entry_bytes_max=80)
 
 
+class ReferenceHistory(History):
+    """The history's eviction as it was: one event at a time, straight on the attributes."""
+
+    def _evict(self) -> None:
+        events = self._events
+        while len(events) - self._start > self.events_max or (
+            self._bytes > self.bytes_max and len(events) - self._start > 1
+        ):
+            old = events[self._start]
+            self._bytes -= len(old[2]) + len(old[3]) + _EVENT_OVERHEAD_BYTES
+            self.floor = max(self.floor, old[0])
+            self._start += 1
+        if self._start > 1024 and self._start * 2 > len(events):
+            del events[: self._start]
+            self._start = 0
+
+
+class ReferenceKV(KVMachine):
+    """`put` as it was: every check of `_check_write` first, then the write."""
+
+    def put(self, key: str, value: bytes, lease_id: int) -> int:
+        self._check_write(key, value, lease_id)
+        self.revision += 1
+        record = self.keys.get(key)
+        if record is None:
+            self.keys[key] = (value, self.revision, self.revision, 1, lease_id)
+            self._sorted_keys = None
+        else:
+            if record[_LEASE] and record[_LEASE] != lease_id:
+                self._detach(key, record[_LEASE])
+            self.keys[key] = (value, record[_CREATE], self.revision, record[_VERSION] + 1, lease_id)
+        if lease_id:
+            self.leases[lease_id].keys.add(key)
+        self.history.record(self.revision, "put", key, value, self.revision)
+        return self.revision
+
+
 class Reference(StateMachine):
     """The generic path only: every entry decoded by `commands.decode_entry`, every command
-    object through `_apply_session`, as before the fast path existed."""
+    object through `_apply_session`, as before the fast path existed; the KV's `put` and
+    its history's eviction as they were (`ReferenceKV`, `ReferenceHistory`)."""
+
+    def __init__(self, *, limits: Limits | None = None) -> None:
+        super().__init__(limits=limits)
+        self.kv = ReferenceKV(self.limits)
 
     def _apply_one(
         self, entry: bytes, index: int, batched: bool, known: C.Command | None
@@ -69,7 +112,14 @@ class Reference(StateMachine):
 
 
 def _machines(limits: Limits | None) -> tuple[StateMachine, StateMachine]:
+    """The machine under test and the reference; with `limits`, short histories as well, so
+    that evictions (by count and by bytes) happen within a short log."""
     fast, slow = StateMachine(limits=limits), Reference(limits=limits)
+    if limits is not None:
+        fast.kv.history = History(events_max=5, bytes_max=400)
+        slow.kv.history = ReferenceHistory(events_max=5, bytes_max=400)
+    else:
+        slow.kv.history = ReferenceHistory()
     fast.register("tags", TagSet())
     slow.register("tags", TagSet())
     return fast, slow
@@ -181,7 +231,7 @@ def _variants(key: str, value: bytes, lease: int, client: str, seq: int) -> list
 
 _puts = st.builds(
     _variants,
-    key=st.sampled_from(["k0", "k1", "", "ü/é", "éééé", "k" * 9, "dir/a"]),
+    key=st.sampled_from(["k0", "k1", "", "ü/é", "éééé", "ééééé", "k" * 9, "dir/a"]),
     value=st.sampled_from([b"", b"v", b"x" * 16, b"y" * 17]),
     lease=st.sampled_from([0, 0, 1, 2, 7]),
     client=st.sampled_from(["", "c1", "c2"]),
