@@ -20,7 +20,7 @@ wrong; no other exception escapes a decoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -141,7 +141,7 @@ def encode(tag: int, body: Mapping[str, Value], *, internal: bool = False) -> by
 
 
 def encode_scalars(
-    tag: int, names: tuple[str, ...], values: list[Value], *, internal: bool = False
+    tag: int, names: tuple[str, ...], values: Sequence[Value], *, internal: bool = False
 ) -> bytes:
     """`encode` for a body of scalars whose caller already checked every value's exact type
     and range (the command types do, field by field) and passes the keys sorted: the same

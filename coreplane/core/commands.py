@@ -18,6 +18,7 @@ of the HTTP API or a forged log entry therefore cannot freeze time or mint a lea
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias, cast
@@ -120,8 +121,19 @@ class _Base:
     def validate(self) -> None:
         """Raise `InvalidArgument` naming the field if this command cannot be encoded."""
         for field_name, kind in self.TYPES.items():
+            value = getattr(self, field_name)
+            # What `_check` passes without a word, decided inline (it runs for every field
+            # of every write a caller makes); anything else gets its verdict from `_check`.
+            if type(value) is kind:
+                if kind is int:
+                    if 0 <= cast(int, value) <= _U63:
+                        continue
+                elif kind is not str or cast(str, value).isascii():
+                    continue
+            elif kind is object:
+                continue
             try:
-                _check(type(self).__name__, field_name, kind, getattr(self, field_name))
+                _check(type(self).__name__, field_name, kind, value)
             except DecodeError as exc:
                 raise InvalidArgument(f"{type(self).__name__}.{field_name}", str(exc)) from None
 
@@ -683,22 +695,32 @@ def _refuse_internal(name: str) -> InvalidArgument:
     )
 
 
-# class -> its field names sorted, when every field is a scalar (no `object` field): such a
-# command's validated fields are already canonical, so `encode` packs them directly.
-_SCALAR_FIELDS: dict[type, tuple[str, ...] | None] = {}
+# class -> its field names sorted and a getter of their values in that order, when every
+# field is a scalar (no `object` field): such a command's validated fields are already
+# canonical, so `encode` packs them directly.
+_SCALAR_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], Any]] | None] = {}
+
+
+def _scalar_fields(cls: type[_Base]) -> tuple[tuple[str, ...], Callable[[Any], Any]] | None:
+    if object in cls.TYPES.values():
+        return None
+    names = tuple(sorted(cls.TYPES))
+    getter = operator.attrgetter(*names)
+    if len(names) == 1:  # attrgetter of one name gives the value, not a tuple
+        return names, lambda command: (getter(command),)
+    return names, getter
 
 
 def _encode_checked(command: _Base, internal: bool) -> bytes:
     cls = type(command)
-    names = _SCALAR_FIELDS.get(cls, ())
-    if names == ():
-        names = None if object in cls.TYPES.values() else tuple(sorted(cls.TYPES))
-        _SCALAR_FIELDS[cls] = names
-    if names is None:
+    try:
+        scalar = _SCALAR_FIELDS[cls]
+    except KeyError:
+        scalar = _SCALAR_FIELDS[cls] = _scalar_fields(cls)
+    if scalar is None:
         return codec.encode(command.TAG, command.to_body(), internal=internal)
-    return codec.encode_scalars(
-        command.TAG, names, [getattr(command, n) for n in names], internal=internal
-    )
+    names, getter = scalar
+    return codec.encode_scalars(command.TAG, names, getter(command), internal=internal)
 
 
 def encode(command: Command) -> bytes:

@@ -97,7 +97,10 @@ def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) ->
     if isinstance(key, str):
         if not key:
             raise InvalidArgument("key", "must not be empty")
-        if len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max:
+        if (  # UTF-8 takes at most 4 bytes a character: most keys need no encoding here
+            len(key) * 4 > limits.key_bytes_max
+            and len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max
+        ):
             raise InvalidArgument(
                 "limits.key_bytes_max", f"key is over the {limits.key_bytes_max}-byte limit"
             )
