@@ -2,6 +2,8 @@
 
 Measures, in one run, on seeded inputs:
 - `put_us`: apply of a small KV put (decode + session dedup + write), per entry;
+- `encode_put_us`: what the proposer's own thread pays in the core for one `kv.put`:
+  `commands.encode` of the Put with its session, then `check_limits`;
 - `batch`: the cost per write of a raft batch entry of `kv.put`s as every replica applies
   it (`split_batch`, then `StateMachine.apply_batch`): `follower_us` decodes each command,
   `leader_us` is handed the proposer's own decoded commands (`ControlPlane._own_writes`);
@@ -27,7 +29,7 @@ from typing import Any
 import msgpack
 
 from coreplane.core import commands as C
-from coreplane.core.state import StateMachine
+from coreplane.core.state import StateMachine, check_limits
 from coreplane.raft.engine import join_batch, split_batch
 
 
@@ -136,6 +138,12 @@ def _batch_at(n: int, per_batch: int, repeat: int) -> dict[str, float]:
     }
 
 
+def _encode_puts(commands: list[C.Command]) -> None:
+    limits = StateMachine().limits
+    for command in commands:
+        check_limits(command, len(C.encode(command)), limits)
+
+
 def _batch_section(n: int, repeat: int) -> dict[str, Any]:
     return {str(per_batch): _batch_at(n, per_batch, repeat) for per_batch in BATCH_SIZES}
 
@@ -170,6 +178,8 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     anchor_put_s = _best_of(lambda: _anchor_apply(puts), repeat)
     mix_s = _best_of(lambda: _apply_all(mix), repeat)
     batch = _batch_section(n_put, repeat)
+    to_encode = [c for _, decoded in _session_batches(n_put, 125) for c in decoded]
+    encode_s = _best_of(lambda: _encode_puts(to_encode), repeat)
 
     big = _fresh()
     for i in range(n_keys):
@@ -191,6 +201,7 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
         "mix_apply_per_s": n_mix / mix_s,
         "mix_us": mix_s / n_mix * 1e6,
         "batch": batch,
+        "encode_put_us": encode_s / n_put * 1e6,
         "keys": n_keys,
         "snapshot_s": snapshot_s,
         "snapshot_over_anchor": snapshot_s / anchor_pack_s,
