@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coreplane.core import codec, commands
@@ -124,6 +124,9 @@ def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) ->
 class _Session:
     results: dict[int, list[Value]]
     floor: int  # every seq <= floor has been forgotten
+    # results' seqs in insertion order (derived, not snapshotted), to forget the oldest in
+    # O(1): `next(iter(results))` walks past every slot deleted since the dict last resized.
+    order: deque[int] = field(default_factory=deque)
 
 
 class StateMachine:
@@ -196,7 +199,16 @@ class StateMachine:
         )
         self.applied_index = index
         if decoded is None or len(decoded) != len(entries):
-            return [self._apply_one(entry, index, True, None) for entry in entries]
+            # A follower's batch: the loop of `_apply_one` with its Put case in line.
+            put_fields, put, size_max = self._decoder.put, self._put, self.limits.entry_bytes_max
+            out: list[Applied] = []
+            for entry in entries:
+                fields = put_fields(entry) if len(entry) <= size_max else None
+                if fields is not None:
+                    out.append(put(*fields))
+                else:
+                    out.append(self._apply_one(entry, index, True, None))
+            return out
         return [
             self._apply_one(entry, index, True, known)
             for entry, known in zip(entries, decoded, strict=True)
@@ -322,12 +334,14 @@ class StateMachine:
         """Remember `result` as seq's answer in `session`, forgetting past the window."""
         results = session.results
         results[seq] = result.to_plain()
+        session.order.append(seq)
         if len(results) > SESSION_WINDOW:
             # Forget the earliest-applied seq (O(1); insertion order depends only on the log).
             # Anything at or below the floor that is not remembered is refused, never re-run.
-            oldest = next(iter(results))
+            oldest = session.order.popleft()
             del results[oldest]
-            session.floor = max(session.floor, oldest)
+            if oldest > session.floor:
+                session.floor = oldest
 
     def _dispatch(self, command: commands.Command, index: int) -> Applied:
         try:
@@ -532,7 +546,8 @@ class StateMachine:
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()
             for cid, floor, results in plain["sessions"]:
-                sessions[cid] = _Session({seq: r for seq, r in results}, floor)
+                remembered = {seq: r for seq, r in results}
+                sessions[cid] = _Session(remembered, floor, deque(remembered))
             machines = dict(plain["machines"])
             applied_index = plain["applied_index"]
         except (KeyError, TypeError, ValueError) as exc:

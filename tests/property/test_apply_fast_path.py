@@ -23,7 +23,8 @@ from coreplane.core import commands as C
 from coreplane.core.machines.history import _EVENT_OVERHEAD_BYTES, History
 from coreplane.core.machines.kv import _CREATE, _LEASE, _VERSION, KVMachine, Limits
 from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine
-from coreplane.errors import DecodeError, InvalidArgument
+from coreplane.errors import DecodeError, InvalidArgument, InvariantViolation
+from coreplane.raft import engine as E
 
 from .logs import TagSet, command_logs
 
@@ -377,3 +378,46 @@ def test_encode_equals_the_reference_encode(cls: Any, data: st.DataObject) -> No
     except InvalidArgument as exc:
         got = (exc.field, str(exc))
     assert got == want
+
+
+# ------------------------------------------------------------------ splitting a batch
+
+
+def _reference_split(payload: bytes) -> list[bytes]:
+    """`split_batch` as it was (through a memoryview)."""
+    out: list[bytes] = []
+    view = memoryview(payload)
+    i, n = 0, len(payload)
+    while i < n:
+        size = int.from_bytes(view[i : i + 4], "big")
+        i += 4
+        if size == 0 or i + size > n:
+            raise InvariantViolation(f"a batch entry does not split at byte {i - 4} of {n}")
+        out.append(bytes(view[i : i + size]))
+        i += size
+    if not out:
+        raise InvariantViolation("an empty batch entry")
+    return out
+
+
+def _split_answer(split: Any, payload: bytes) -> Any:
+    try:
+        return split(payload)
+    except InvariantViolation as exc:
+        return str(exc)
+
+
+@given(
+    commands=st.lists(st.binary(min_size=1, max_size=300), max_size=8),
+    cut=st.integers(0, 3000),
+    noise=st.binary(max_size=6),
+)
+def test_split_batch_equals_the_reference(commands: list[bytes], cut: int, noise: bytes) -> None:
+    """Whole payloads split back into their commands; cut or padded ones are refused with
+    the same message."""
+    payload = E.join_batch(commands)
+    if commands:
+        assert E.split_batch(payload) == commands
+        assert E.split_batch(bytearray(payload)) == commands
+    for bad in (payload, payload[: cut % (len(payload) + 1)], payload + noise, noise):
+        assert _split_answer(E.split_batch, bad) == _split_answer(_reference_split, bad)
