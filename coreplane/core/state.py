@@ -80,6 +80,28 @@ class Applied:
         return Applied(plain[0], plain[1], plain[2], plain[3])
 
 
+_SLOTS = {name: Applied.__dict__[name].__set__ for name in ("ok", "value", "code", "message")}
+
+
+def _applied_ok(
+    value: Value,
+    _new: Callable[[type[Applied]], Applied] = object.__new__,
+    _set_ok: Callable[[Applied, bool], None] = _SLOTS["ok"],
+    _set_value: Callable[[Applied, Value], None] = _SLOTS["value"],
+    _set_code: Callable[[Applied, str], None] = _SLOTS["code"],
+    _set_message: Callable[[Applied, str], None] = _SLOTS["message"],
+) -> Applied:
+    """``Applied(True, value)``, built through its slots: the frozen dataclass's __init__
+    sets each field with ``object.__setattr__`` (a lookup per field), and every applied
+    write makes one. Equal to the constructor's (test_apply_fast_path)."""
+    applied = _new(Applied)
+    _set_ok(applied, True)
+    _set_value(applied, value)
+    _set_code(applied, "")
+    _set_message(applied, "")
+    return applied
+
+
 def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) -> None:
     """Refuse, before it is proposed, a command that apply would refuse for its size alone.
 
@@ -268,11 +290,14 @@ class StateMachine:
             if type(begun) is Applied:
                 return begun
         try:
-            result = Applied(True, self.kv.put(key, value, lease_id))
+            revision = self.kv.put(key, value, lease_id)
         except CommandRejected as exc:
             result = Applied(False, None, exc.code, exc.message)
+            plain = result.to_plain()
+        else:
+            result, plain = _applied_ok(revision), [True, revision, "", ""]
         if client_id:
-            self._session_end(begun, seq, result)  # type: ignore[arg-type]
+            self._session_end(begun, seq, plain)  # type: ignore[arg-type]
         return result
 
     def _release_acquire(self, command: commands.LockReleaseAcquire, index: int) -> Applied:
@@ -302,7 +327,7 @@ class StateMachine:
         if type(begun) is Applied:
             return begun
         result = self._dispatch(command, index)
-        self._session_end(begun, seq, result)  # type: ignore[arg-type]
+        self._session_end(begun, seq, result.to_plain())  # type: ignore[arg-type]
         return result
 
     def _session_begin(self, client_id: str, seq: int) -> Applied | _Session:
@@ -330,10 +355,11 @@ class StateMachine:
         return session
 
     @staticmethod
-    def _session_end(session: _Session, seq: int, result: Applied) -> None:
-        """Remember `result` as seq's answer in `session`, forgetting past the window."""
+    def _session_end(session: _Session, seq: int, plain: list[Value]) -> None:
+        """Remember `plain` (an `Applied.to_plain`) as seq's answer in `session`, forgetting
+        the oldest past the window."""
         results = session.results
-        results[seq] = result.to_plain()
+        results[seq] = plain
         session.order.append(seq)
         if len(results) > SESSION_WINDOW:
             # Forget the earliest-applied seq (O(1); insertion order depends only on the log).

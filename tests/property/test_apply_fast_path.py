@@ -11,10 +11,12 @@ decoded commands.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +24,7 @@ from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.core.machines.history import _EVENT_OVERHEAD_BYTES, History
 from coreplane.core.machines.kv import _CREATE, _LEASE, _VERSION, KVMachine, Limits
-from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine
+from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine, _applied_ok
 from coreplane.errors import DecodeError, InvalidArgument, InvariantViolation
 from coreplane.raft import engine as E
 
@@ -421,3 +423,18 @@ def test_split_batch_equals_the_reference(commands: list[bytes], cut: int, noise
         assert E.split_batch(bytearray(payload)) == commands
     for bad in (payload, payload[: cut % (len(payload) + 1)], payload + noise, noise):
         assert _split_answer(E.split_batch, bad) == _split_answer(_reference_split, bad)
+
+
+@given(value=st.one_of(st.integers(0, 2**63), st.none(), st.binary(max_size=3)))
+def test_applied_ok_is_the_constructors(value: Any) -> None:
+    made = _applied_ok(value)
+    want = Applied(True, value)
+    assert type(made) is Applied
+    assert (made, repr(made), hash(made), made.to_plain()) == (
+        want,
+        repr(want),
+        hash(want),
+        want.to_plain(),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.ok = False  # type: ignore[misc]
