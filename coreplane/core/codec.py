@@ -341,9 +341,15 @@ class FlatDecoder:
     def __init__(self) -> None:
         self._pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 
-    def decode(self, data: bytes) -> tuple[int, dict[str, Value]] | None:
+    def decode(
+        self, data: bytes, *, check_body: bool = True
+    ) -> tuple[int, dict[str, Value]] | None:
         """(tag, body) of `data` if `decode` gives ``Envelope(FORMAT_VERSION, tag, body,
-        internal=False)`` with only scalars (`_PLAIN_TYPES`) in `body`, else None."""
+        internal=False)`` with only scalars (`_PLAIN_TYPES`) in `body`, else None.
+
+        ``check_body=False`` leaves out the check of the body's keys and values: only for a
+        caller that then checks each of them itself, an exact scalar type under a str key
+        it names, and refuses anything else (`commands.EntryDecoder.put` does)."""
         if type(data) is not bytes or len(data) > MAX_ENCODED_BYTES:
             return None
         try:
@@ -364,9 +370,10 @@ class FlatDecoder:
             or type(body) is not dict
         ):
             return None
-        for key, item in body.items():
-            if type(key) is not str or type(item) not in _PLAIN_TYPES:
-                return None
+        if check_body:
+            for key, item in body.items():
+                if type(key) is not str or type(item) not in _PLAIN_TYPES:
+                    return None
         try:
             canonical = self._pack(value)
         except Exception:  # noqa: BLE001 - cannot happen for decoded scalars; `decode` decides

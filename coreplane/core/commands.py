@@ -771,14 +771,16 @@ class EntryDecoder:
     def put(self, data: bytes) -> PutFields | None:
         """The fields of the `Put` that ``decode_entry(data)`` gives as ``(Put, False)``;
         None if it gives anything else (another command, the runtime's marker, a refusal)."""
-        flat = self._flat.decode(data)
+        flat = self._flat.decode(data, check_body=False)  # checked here, field by field
         if flat is None or flat[0] != Put.TAG:
             return None
         body = flat[1]
         if len(body) != 5:
             return None
         # `Put.from_body`'s checks: exactly these five keys, each of its exact type, the
-        # integers in [0, 2**63). Strings decoded by msgpack are valid UTF-8 already.
+        # integers in [0, 2**63). Strings decoded by msgpack are valid UTF-8 already. Five
+        # entries holding these five str keys with scalar values: the body is plain, as
+        # `codec.decode` requires.
         key, value = body.get("key"), body.get("value")
         lease_id, client_id, seq = body.get("lease_id"), body.get("client_id"), body.get("seq")
         if (
