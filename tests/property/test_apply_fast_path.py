@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 from typing import Any
 
 import msgpack
@@ -438,3 +439,28 @@ def test_applied_ok_is_the_constructors(value: Any) -> None:
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.ok = False  # type: ignore[misc]
+
+
+def test_encode_from_many_threads_gives_each_its_own_bytes() -> None:
+    """`encode_scalars` reuses Packers: threads encoding at once each get their own bytes,
+    small and large (a large one's Packer is not kept)."""
+    commands = [
+        C.Put(f"k{i}", bytes([i % 256]) * (i % 7 if i % 50 else 70_000), client_id="c", seq=i)
+        for i in range(1, 600)
+    ]
+    want = [codec.encode(c.TAG, c.to_body()) for c in commands]
+    got: dict[int, list[bytes]] = {}
+
+    def work(t: int) -> None:
+        out = []
+        for c in commands:
+            out.append(C.encode(c))
+        got[t] = out
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(got[t] == want for t in range(6))
+    assert len(codec._IDLE_PACKERS) <= codec._IDLE_PACKERS_MAX
