@@ -220,10 +220,11 @@ class StateMachine:
             f"apply at index {index} after {self.applied_index}: the log went backwards",
         )
         self.applied_index = index
+        put, size_max = self._put, self.limits.entry_bytes_max
+        out: list[Applied] = []
         if decoded is None or len(decoded) != len(entries):
             # A follower's batch: the loop of `_apply_one` with its Put case in line.
-            put_fields, put, size_max = self._decoder.put, self._put, self.limits.entry_bytes_max
-            out: list[Applied] = []
+            put_fields = self._decoder.put
             for entry in entries:
                 fields = put_fields(entry) if len(entry) <= size_max else None
                 if fields is not None:
@@ -231,10 +232,14 @@ class StateMachine:
                 else:
                     out.append(self._apply_one(entry, index, True, None))
             return out
-        return [
-            self._apply_one(entry, index, True, known)
-            for entry, known in zip(entries, decoded, strict=True)
-        ]
+        # The proposer's batch: its own Puts straight to `_put` (as `_apply_one` does).
+        put_type = commands.Put
+        for entry, known in zip(entries, decoded, strict=True):
+            if type(known) is put_type and len(entry) <= size_max:
+                out.append(put(known.key, known.value, known.lease_id, known.client_id, known.seq))
+            else:
+                out.append(self._apply_one(entry, index, True, known))
+        return out
 
     def _apply_one(
         self, entry: bytes, index: int, batched: bool, known: commands.Command | None
