@@ -464,3 +464,24 @@ def test_encode_from_many_threads_gives_each_its_own_bytes() -> None:
         thread.join()
     assert all(got[t] == want for t in range(6))
     assert len(codec._IDLE_PACKERS) <= codec._IDLE_PACKERS_MAX
+
+
+def test_restored_sessions_forget_in_the_same_order() -> None:
+    """A session's eviction order (`_Session.order`) is rebuilt on restore: past the window,
+    a restored replica forgets, refuses and answers exactly as the one that never stopped."""
+    log = [
+        C.encode(C.Put(f"k{seq % 5}", b"v", client_id="c", seq=seq))
+        for seq in (*range(1, 150), 3, 149, *range(152, 140, -1), *range(150, 400))
+    ]
+    log += [log[i] for i in (0, 20, 200, 300, -1)]  # retries: forgotten and remembered
+    whole = StateMachine()
+    results = [whole.apply(entry, i) for i, entry in enumerate(log, 1)]
+    for k in (100, 160, 170, 300):
+        prefix = StateMachine()
+        for i, entry in enumerate(log[:k], 1):
+            prefix.apply(entry, i)
+        restored = StateMachine()
+        restored.restore(prefix.snapshot())
+        assert [restored.apply(e, i) for i, e in enumerate(log[k:], k + 1)] == results[k:]
+        assert restored.snapshot() == whole.snapshot()
+        assert list(restored.sessions["c"].order) == list(whole.sessions["c"].results)
