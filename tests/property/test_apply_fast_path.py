@@ -475,13 +475,17 @@ def test_restored_sessions_forget_in_the_same_order() -> None:
     ]
     log += [log[i] for i in (0, 20, 200, 300, -1)]  # retries: forgotten and remembered
     whole = StateMachine()
-    results = [whole.apply(entry, i) for i, entry in enumerate(log, 1)]
+    results, snapshots = [], []
+    for i, entry in enumerate(log, 1):
+        results.append(whole.apply(entry, i))
+        snapshots.append(whole.snapshot())
     for k in (100, 160, 170, 300):
         prefix = StateMachine()
         for i, entry in enumerate(log[:k], 1):
             prefix.apply(entry, i)
         restored = StateMachine()
         restored.restore(prefix.snapshot())
-        assert [restored.apply(e, i) for i, e in enumerate(log[k:], k + 1)] == results[k:]
-        assert restored.snapshot() == whole.snapshot()
+        for i, entry in enumerate(log[k:], k + 1):
+            assert restored.apply(entry, i) == results[i - 1]
+            assert restored.snapshot() == snapshots[i - 1]
         assert list(restored.sessions["c"].order) == list(whole.sessions["c"].results)
