@@ -69,7 +69,7 @@ from coreplane.runtime.observations import ROWS_MAX, Observations, observe
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
-from coreplane.runtime.sessions import SessionLanes
+from coreplane.runtime.sessions import SessionLanes, Ticket
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 from coreplane.runtime.view import StateView
 
@@ -306,11 +306,10 @@ class KV:
         self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
     ) -> int:
         """Write and wait until committed and applied here; returns the new mod revision."""
-        return int(
-            self._cp.call_command(
-                C.Put(key=key, value=value, lease_id=lease_id), timeout_s=timeout_s
-            )
-        )
+        cp = self._cp
+        ticket = cp._ticket()
+        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
+        return int(cp._propose(command, timeout_s, ticket).unwrap())
 
     def put_async(
         self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
@@ -318,11 +317,10 @@ class KV:
         """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
         Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
         for the ordering of writes in flight."""
-        return self._cp.propose_async(
-            C.Put(key=key, value=value, lease_id=lease_id),
-            timeout_s=timeout_s,
-            transform=_unwrap_int,
-        )
+        cp = self._cp
+        ticket = cp._ticket()
+        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
+        return cp._propose_async(command, timeout_s, _unwrap_int, ticket)
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
@@ -965,8 +963,19 @@ class ControlPlane:
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
-        deadline = time.monotonic() + self._timeout(timeout_s)
-        data, release, batchable = self._proposal(command)
+        return self._propose(command, timeout_s, None)
+
+    def _propose(
+        self, command: C.Proposable, timeout_s: float | None, ticket: Ticket | None
+    ) -> Applied:
+        """`propose`; with `ticket`, `command` already carries that session seq."""
+        try:
+            deadline = time.monotonic() + self._timeout(timeout_s)
+        except BaseException:
+            if ticket is not None:
+                ticket()
+            raise
+        data, release, batchable = self._proposal(command, ticket)
         try:
             return self._propose_until(data, deadline, batchable)
         finally:
@@ -1010,14 +1019,25 @@ class ControlPlane:
                 "attempt of this command is unknown: retry the same bytes)"
             )
 
-    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None, bool]:
+    def _proposal(
+        self, command: object, ticket: Ticket | None = None
+    ) -> tuple[bytes, Callable[[], None] | None, bool]:
         """The bytes to propose for a host's command, after every check apply would make on
         its own: internal commands and the runtime's marker are refused (only the runtime
         ticks and establishes leaders), and so is anything over a size limit. The second item
         releases the session seq the command was given (call it once the write completed);
-        the third says whether it may share a log entry with others (`BATCHABLE_TAGS`)."""
-        release: Callable[[], None] | None = None
-        if isinstance(command, (bytes, bytearray, memoryview)):
+        the third says whether it may share a log entry with others (`BATCHABLE_TAGS`).
+        With `ticket` (`_ticket`), `command` already carries its session: it is released
+        here if the command is refused, else returned as the release."""
+        release: Callable[[], None] | None = ticket
+        if ticket is not None:
+            decoded: C.Command = command  # type: ignore[assignment]
+            try:
+                data = C.encode(decoded)
+            except BaseException:
+                ticket()
+                raise
+        elif isinstance(command, (bytes, bytearray, memoryview)):
             data = bytes(command)
             if len(data) > self._sm.limits.entry_bytes_max:
                 raise InvalidArgument(
@@ -1076,13 +1096,28 @@ class ControlPlane:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
         ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
         here, before anything is proposed; everything after is in the future."""
-        timeout = self._timeout(timeout_s)
-        pipeline = self._pipeline
-        if pipeline is None or self._stopping.is_set():
-            self._require_engine()
-            raise Unavailable("the control plane is not running")
-        self._refuse_if_storage_full()
-        data, release, batchable = self._proposal(command)
+        return self._propose_async(command, timeout_s, transform, None)
+
+    def _propose_async(
+        self,
+        command: C.Proposable,
+        timeout_s: float | None,
+        transform: Callable[[Applied], Any] | None,
+        ticket: Ticket | None,
+    ) -> ProposalFuture[Any]:
+        """`propose_async`; with `ticket`, `command` already carries that session seq."""
+        try:
+            timeout = self._timeout(timeout_s)
+            pipeline = self._pipeline
+            if pipeline is None or self._stopping.is_set():
+                self._require_engine()
+                raise Unavailable("the control plane is not running")
+            self._refuse_if_storage_full()
+        except BaseException:
+            if ticket is not None:
+                ticket()
+            raise
+        data, release, batchable = self._proposal(command, ticket)
         return pipeline.submit(data, timeout, transform, release, batchable=batchable)
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
@@ -1099,18 +1134,22 @@ class ControlPlane:
         fields: Any = command  # every client command has client_id and seq (commands.py)
         if "client_id" not in fields.TYPES or fields.client_id:
             return command, None
+        ticket = self._ticket()
+        with_session: C.Command = _with_client(command, ticket.client_id, ticket.seq)
+        return with_session, ticket
+
+    def _ticket(self) -> Ticket:
+        """A fresh session seq of this node (`SessionLanes`); call it once the write is done."""
         lanes = self._lanes
         if lanes is None:
             with self._seq_lock:
                 if self._lanes is None:
                     self._lanes = SessionLanes(self._client_id)
                 lanes = self._lanes
-        got = lanes.acquire(timeout_s=self._propose_timeout_s)
-        if got is None:
+        ticket = lanes.take(timeout_s=self._propose_timeout_s)
+        if ticket is None:
             raise Unavailable("too many writes in flight on this node")
-        lane, seq = got
-        with_session: C.Command = _with_client(command, lane.client_id, seq)
-        return with_session, lambda: lanes.release(lane, seq)
+        return ticket
 
     # ------------------------------------------------------------------------ reads
 
