@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import _thread
 import collections
-import contextlib
 import dataclasses
 import errno
 import logging
@@ -177,8 +176,10 @@ class _Attempt:
 
     def __call__(self, result: Any, code: int) -> None:
         self.result, self.code, self.fired = result, code, True
-        with contextlib.suppress(RuntimeError):  # a second callback for the same attempt
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per write
             self._lock.release()
+        except RuntimeError:  # a second callback for the same attempt
+            pass
 
     def wait(self, timeout_s: float) -> bool:
         """True once the callback ran; False after `timeout_s` without it."""
@@ -260,8 +261,12 @@ class _BatonAttempt(_Attempt):
 
     __slots__ = ("baton", "gen")
 
-    def __init__(self, baton: _Baton) -> None:
-        super().__init__()
+    def __init__(self, baton: _Baton) -> None:  # _Attempt's, inlined (one per write)
+        self._lock = lock = _thread.allocate_lock()
+        lock.acquire()
+        self.result: Any = None
+        self.code: int | None = None
+        self.fired = False
         self.baton = baton
         self.gen = 0
 
@@ -272,8 +277,10 @@ class _BatonAttempt(_Attempt):
             self.baton.completed(self)
 
     def wake(self) -> None:
-        with contextlib.suppress(RuntimeError):
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per write
             self._lock.release()
+        except RuntimeError:
+            pass
 
     def wait(self, timeout_s: float) -> bool:
         if not self._lock.acquire(timeout=max(0.0, timeout_s)):
