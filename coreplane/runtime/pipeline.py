@@ -18,7 +18,8 @@ one submitted later. A caller that needs B after A waits for A's future first (a
 client, whose requests in flight are ordered only by their commit).
 
 One daemon thread owns the timers (backoffs, attempt timeouts, deadlines); the hot path (submit
-and completion) is a dict insert and delete under one lock.
+and completion) is a dict insert and delete, without a lock (each is atomic; the timer thread
+allows for a write that completes while it looks). Retries take the lock.
 """
 
 from __future__ import annotations
@@ -247,9 +248,14 @@ class Pipeline:
         """Fail what is still in flight (outcome unknown) and stop the timer thread."""
         with self._lock:
             self._closed = True
-            pending = list(self._inflight.values()) + [p for _, _, p in self._retries]
-            self._inflight.clear()
+            pending = [p for _, _, p in self._retries]
             self._retries.clear()
+            inflight = self._inflight
+            while inflight:  # one atomic pop each: a racing `_send` pops p, or this does
+                try:
+                    pending.append(inflight.popitem()[1])
+                except KeyError:  # emptied meanwhile (`_forget`)
+                    break
             self._wake.notify()
         for p in pending:
             _fail(p, Unavailable("the control plane stopped; the outcome is unknown"))
@@ -262,15 +268,22 @@ class Pipeline:
         except Unavailable as exc:
             _fail(p, exc)
             return
-        with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
-                p.attempt += 1
-                p.attempt_deadline = time.monotonic() + self._attempt_s
-                self._inflight.pop(p.key, None)
-                self._inflight[p.key] = p
+        if p.attempt == 0:  # the first attempt: no lock (each dict operation is atomic)
+            p.attempt = 1
+            p.attempt_deadline = time.monotonic() + self._attempt_s
+            inflight = self._inflight
+            inflight[p.key] = p  # a new key: at the end, as the newest attempt
+            # close() sets _closed before it takes what is in flight: either it took p, or
+            # p is seen here (and failed once: only one of the two pops gets it)
+            closed = self._closed and inflight.pop(p.key, None) is not None
+        else:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    p.attempt += 1
+                    p.attempt_deadline = time.monotonic() + self._attempt_s
+                    self._inflight.pop(p.key, None)
+                    self._inflight[p.key] = p
         if closed:
             _fail(p, Unavailable("the control plane stopped"))
             return
@@ -315,8 +328,7 @@ class Pipeline:
             self._wake.notify()
 
     def _forget(self, p: _Pending) -> None:
-        with self._lock:
-            self._inflight.pop(p.key, None)
+        self._inflight.pop(p.key, None)  # atomic; the timer thread's pops allow for it
 
     # ------------------------------------------------------------------ timers
 
@@ -340,7 +352,8 @@ class Pipeline:
                 for p in list(self._inflight.values()):  # oldest attempt first
                     if p.attempt_deadline > now:
                         break
-                    del self._inflight[p.key]
+                    if self._inflight.pop(p.key, None) is None:
+                        continue  # completed meanwhile (`_forget` takes no lock)
                     (expired if now >= p.deadline else resend).append(p)
             for p in resend:
                 if p.finished:
