@@ -166,8 +166,13 @@ class _BatchCallback:
                 raise InvariantViolation(
                     f"a batch of {len(callbacks)} applied as {type(result).__name__}"
                 )
+            now = monotonic_s()  # once per batch, not per proposal (`_Timed`)
             for callback, one in zip(callbacks, result, strict=True):
-                callback(one, code)
+                if type(callback) is _Batchable:
+                    callback.latency.observe(now - callback.started)
+                    callback.callback(one, code)
+                else:
+                    callback(one, code)
         else:
             for callback in callbacks:
                 callback(None, code)

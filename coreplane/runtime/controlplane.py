@@ -458,6 +458,8 @@ class ControlPlane:
             connection_timeout_ms=max(1000, hi),
         )
         self._timing.validate()
+        # how long one attempt may go unanswered (`_attempt_s`; read by every kv.put)
+        self._attempt_s_value = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
         _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
         _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
         if seams is not None and not isinstance(seams, Seams):
@@ -1085,7 +1087,7 @@ class ControlPlane:
 
     def _attempt_s(self) -> float:
         """How long one attempt may go unanswered before the same bytes are sent again."""
-        return max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        return self._attempt_s_value
 
     def _timeout(self, timeout_s: object) -> float:
         """A caller's deadline in seconds: None means the configured default, 0 means now."""
