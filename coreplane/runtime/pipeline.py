@@ -68,17 +68,20 @@ class ProposalFuture(Future[T]):
         self._state = _RUNNING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
         self._done_callbacks: list[Callable[[Future[T]], object]] = []
 
     def __getattr__(self, name: str) -> Any:
-        if name != "_condition":
+        """The condition, and the waiters list (`concurrent.futures.wait` takes the condition
+        before it adds to it), are made when first asked for."""
+        if name not in ("_condition", "_waiters"):
             raise AttributeError(name)
         with _LIGHT:
-            cond = self.__dict__.get("_condition")
-            if cond is None:
-                cond = self.__dict__["_condition"] = threading.Condition()
-        return cond
+            made = self.__dict__.get(name)
+            if made is None:
+                made = self.__dict__[name] = (
+                    threading.Condition() if name == "_condition" else []
+                )
+        return made
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
