@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import os
 import random
 import statistics
@@ -587,6 +588,7 @@ FAMILY_SKEW = {"mild": 0.25, "moderate": 0.75, "boundary": 2.0}
 FAMILY_EVENTS = ("bootstrap", "add_nodes", "node_dead", "drain", "heat_shift")
 FAMILY_HEAT_TOP = 1_000_000  # the hottest partition's heat, integer units
 FAMILY_HOT_SHIFT_PCT = 2
+FAMILY_BOUND_EVENTS = ("add_nodes", "node_dead", "drain")  # moves held to 1.02 x the bound
 
 
 def _family_nodes(
@@ -721,6 +723,119 @@ def heat_over_cap_floor(problem: Problem, d: Dense, hottest: int = 32) -> int:
     return floor
 
 
+def _host_curves(
+    d: Dense, hot: int, spares: tuple[int, int]
+) -> list[list[tuple[int, list[float]]]]:
+    """Per way (by source, by target) and eligible node t: (zone, f), f[k] the least heat /
+    fair heat t can end with while it holds partition `hot` and at most k paid moves touch it
+    (inf: out of reach); f stops where more moves change nothing (at most spare + 1 long).
+
+    A final set keeps t in its band, so it holds `hot` and at least lo - 1 others. By source:
+    the paid moves are departures beyond t's excess over hi (arrivals are free: a repair's
+    target is a free choice); t keeps its own replicas but the k hottest, and the rest of lo - 1
+    are the coldest heats anywhere. By target: the paid moves are arrivals beyond t's deficit
+    under lo (departures are free: they may fill a node below its band); t keeps the coldest of
+    its own. Zones, slots and which partitions t holds already are ignored: each f[k] is at most
+    what any plan reaches.
+    """
+    n_nodes = len(d.zone)
+    own: list[list[int]] = [[] for _ in range(n_nodes)]
+    for p in range(len(d.rf)):
+        for n in d.rep[d.off[p] : d.off[p + 1]]:
+            own[n].append(p)
+    top = d.heat[hot]
+    most = max((d.lo[n] for n in range(n_nodes) if d.elig[n]), default=0)
+    glob = [0]  # the coldest heats anywhere, summed
+    for h in sorted(d.heat[p] for p in range(len(d.rf)) if p != hot)[:most]:
+        glob.append(glob[-1] + h)
+    out: list[list[tuple[int, list[float]]]] = [[], []]
+    for t in range(n_nodes):
+        if not d.elig[t] or not d.hfair[t]:
+            continue
+        heats = sorted(d.heat[p] for p in own[t] if p != hot)
+        pre = [0]
+        for h in heats:
+            pre.append(pre[-1] + h)
+        need = max(0, min(d.lo[t] - 1, len(glob) - 1))  # replicas besides `hot`
+        count = len(own[t])
+        arrives = len(heats) == count  # `hot` itself is one of t's arrivals
+        for way in (0, 1):
+            f: list[float] = []  # non-increasing: the least over 0..k paid moves
+            for k in range(min(spares[way], (len(heats), need)[way] + 1) + 1):
+                heat = -1
+                if way == 0:
+                    kept = len(heats) - min(len(heats), k + max(0, count - d.hi[t]))
+                    heat = top + pre[kept] + glob[max(0, need - kept)]
+                else:
+                    came = min(need, k + max(0, d.lo[t] - count) - arrives)
+                    if came >= 0 and need - came <= len(heats):
+                        heat = top + pre[need - came] + glob[came]
+                x = float("inf") if heat < 0 else heat / d.hfair[t]
+                f.append(min(x, f[-1]) if f else x)
+            out[way].append((d.zone[t], f))
+    return out
+
+
+def _least_k(f: list[float], r: float) -> int:
+    """The least k with f[k] <= r, f non-increasing and f[-1] <= r."""
+    lo, hi = 0, len(f) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if f[mid] <= r else (mid + 1, hi)
+    return lo
+
+
+def heat_max_floor(d: Dense, lb: int) -> float | None:
+    """The least heat max / fair (all heat) of any in-band plan within floor(1.02 x lb) moves.
+
+    A lower bound, from the hottest partition's rf hosts (distinct zones) alone. Moves counted
+    by source: every replica on a node that left (dead, drained) moves once, a node above its
+    band sends its excess, and a host's departures beyond that are paid; by target: a node
+    below its band takes its deficit, and a host's arrivals beyond that are paid. A peak r is
+    in reach only if, both ways, the cheapest hosts (one per zone, paid moves each the least
+    that brings it to r, see `_host_curves`) cost at most the moves left of the bound.
+    Boundary skew, node_dead at P=10k, Z=4: the hosts keep 475 replicas of heat <= 419 beside
+    the 1,000,000 one, the coldest anywhere is 384, so each paid move gains <= 35 of the
+    greedy's 1,452 lead, and 8 moves are left (261 - 253 repairs).
+    """
+    if not d.rf:
+        return 0.0
+    bound = lb * 102 // 100
+    hot = max(range(len(d.rf)), key=lambda p: (d.heat[p], -p))
+    rf = d.rf[hot]
+    counts = [0] * len(d.zone)
+    for n in d.rep:
+        counts[n] += 1
+    left = sum(counts[n] for n in range(len(d.zone)) if not d.elig[n])
+    excess = sum(max(0, counts[n] - d.hi[n]) for n in range(len(d.zone)) if d.elig[n])
+    short = sum(max(0, d.lo[n] - counts[n]) for n in range(len(d.zone)) if d.elig[n])
+    spares = (max(0, bound - left - excess), max(0, bound - short))
+    ways = list(zip(spares, _host_curves(d, hot, spares), strict=True))
+
+    def reach(r: float) -> bool:
+        for spare, curves in ways:
+            per_zone: dict[int, int] = {}
+            for z, f in curves:
+                if f[-1] > r:
+                    continue
+                k = _least_k(f, r)
+                if k < per_zone.get(z, spare + 1):
+                    per_zone[z] = k
+            paid = sorted(per_zone.values())
+            if len(paid) < rf or sum(paid[:rf]) > spare:
+                return False
+        return True
+
+    finite = [x for _, curves in ways for _, f in curves for x in f if x != float("inf")]
+    lo, hi = 0.0, max(finite, default=0.0)
+    if not reach(hi):
+        return None
+    for _ in range(60):  # bisection: hi stays in reach, lo out of it
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reach(mid) else (mid, hi)
+    return hi
+
+
 def family_score(
     problem: Problem, d: Dense, assignment: Any, moves: int, lb: int
 ) -> dict[str, Any]:
@@ -776,6 +891,10 @@ def run_family_case(
         rec["plan_lower_bound"] = plan.metrics.lower_bound
         rec["split_nodes"] = plan.split_nodes()
         rec["heat_over_cap_floor"] = heat_over_cap_floor(problem, d)
+        if event in FAMILY_BOUND_EVENTS:  # the least peak any plan within the bound reaches
+            floor = heat_max_floor(d, lb)
+            # rounded down to 4 digits: still a lower bound
+            rec["heat_max_floor"] = None if floor is None else math.floor(floor * 1e4) / 1e4
         rec["kernel"] = {
             "backend": kernel,
             "solve_s": sum(t.values()),
@@ -906,6 +1025,28 @@ def _family_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                     entry["moves_le_greedy"] = all(
                         r["kernel"]["moves"] <= r["greedy"]["moves"] for r in ok
                     )
+                    floors = [r for r in ok if r.get("heat_max_floor") is not None]
+                    if floors:
+                        # the least peak (heat max / fair) any in-band plan within 1.02 x the
+                        # bound reaches, how far above it each solver ends, and whether the
+                        # kernel's peak is the greedy's or lower wherever the greedy's is in
+                        # reach of such a plan (below it, the greedy paid more moves)
+                        entry["heat_max_floor"] = max(r["heat_max_floor"] for r in floors)
+                        for who in ("kernel", "greedy"):
+                            prefix = "" if who == "kernel" else "greedy_"
+                            entry[f"{prefix}heat_max_above_floor"] = round(
+                                max(
+                                    r[who]["heat_max_over_fair_all"] - r["heat_max_floor"]
+                                    for r in floors
+                                ),
+                                4,
+                            )
+                        entry["heat_max_le_greedy_within_bound"] = all(
+                            r["kernel"]["heat_max_over_fair_all"]
+                            <= r["greedy"]["heat_max_over_fair_all"]
+                            or r["greedy"]["heat_max_over_fair_all"] < r["heat_max_floor"]
+                            for r in floors
+                        )
                     twins = [r for r in ok if "twin" in r]
                     if twins:
                         entry["twin_identical"] = all(r["twin"]["identical"] for r in twins)
@@ -1010,6 +1151,9 @@ def run(*, json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 "twin_up_to_parts": twin_max,
                 "heat_cap": "max(1.10 x fair heat, hottest replica), all heat counted",
                 "lower_bound": "lower_bound(problem): plans meeting band and heat cap",
+                "heat_max_floor": "heat_max_floor: the least heat max / fair of in-band plans "
+                "within floor(1.02 x lower_bound) moves (a bound), on "
+                + ", ".join(FAMILY_BOUND_EVENTS),
                 "anchor": "greedy with a cap-aware heat pass, same instances, same run",
             },
             "summary": fam["summary"],

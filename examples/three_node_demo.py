@@ -31,15 +31,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _demo_harness import NodeDown, ProcCluster
 
-from coreplane.errors import CommandRejected, CoreplaneError
-from coreplane.sdk import Agent, Client, FencedResource, FleetAction, LongRunningConfig, Router
+from coreplane.errors import CoreplaneError
+from coreplane.sdk import Agent, Client, FleetAction, LongRunningConfig, Router
+from coreplane.testing.resource import FencedHttpResource
 
 HERE = Path(__file__).resolve().parent
 T0 = time.monotonic()
@@ -269,49 +269,6 @@ def watch_provider(directory: Path, fleet: Fleet, stop: threading.Event) -> None
 # ------------------------------------------------------------------------------ the resource
 
 
-class Resource:
-    """A resource behind HTTP that accepts a write only with a current fencing token."""
-
-    def __init__(self) -> None:
-        self.fence = FencedResource()
-        self.accepted: list[tuple[int, str]] = []
-        self.refused: list[tuple[int, str]] = []
-        self.lock = threading.Lock()
-        resource = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = 200
-                with resource.lock:
-                    try:
-                        resource.fence.check("orders-db", body["token"])
-                        resource.accepted.append((body["token"], body["holder"]))
-                    except CommandRejected:
-                        resource.refused.append((body["token"], body["holder"]))
-                        status = 409
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/write"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def write(self, holder: str, token: int) -> bool:
-        with self.lock:
-            try:
-                self.fence.check("orders-db", token)
-            except CommandRejected:
-                self.refused.append((token, holder))
-                return False
-            self.accepted.append((token, holder))
-            return True
-
-
 # ------------------------------------------------------------------------------ the routers
 
 
@@ -352,7 +309,7 @@ class Writer(threading.Thread):
     """The lock holder at work: every 20 ms a KV write guarded by its lock (`LockLost` if the
     lock lapsed) and a write to the fenced resource with the lock's token."""
 
-    def __init__(self, client: Client, lock: Any, resource: Resource) -> None:
+    def __init__(self, client: Client, lock: Any, resource: FencedHttpResource) -> None:
         super().__init__(daemon=True)
         self.client, self.lock, self.resource = client, lock, resource
         self.acked: dict[str, bytes] = {}
@@ -414,7 +371,7 @@ class Demo:
         )
         self.stop = threading.Event()
         self.fleet = Fleet(self.urls, self.agent_tokens)
-        self.resource = Resource()
+        self.resource = FencedHttpResource("orders-db")
         self.cli_config = base / "cli-config.yaml"
         self.leader = ""
         self.closers: list[Callable[[], None]] = []
@@ -911,7 +868,7 @@ class Demo:
     def close(self) -> None:
         self.close_clients()
         self.http.close()
-        self.resource.server.shutdown()
+        self.resource.close()
         self.cluster.kill_all()
 
 

@@ -4,7 +4,9 @@
 thread; `run_schedule` is one seeded chaos experiment with its checks; `catch` runs a known-bug
 canary; the Wing-Gong-Lowe checker is `check_kv` / `check`. `FleetWorld` adds simulated storage
 agents to a SimCluster (`ThreadAgent` is one for real clusters) and `run_fleet_schedule` is one
-seeded fleet chaos experiment. The runner is ``python -m coreplane.testing.chaos``.
+seeded fleet chaos experiment. `FencedHttpResource` is a downstream resource behind HTTP that
+checks fencing tokens (or, as a negative control, does not) for lock-safety experiments. The
+runner is ``python -m coreplane.testing.chaos``.
 """
 
 from coreplane.testing.canaries import CANARIES, CanaryResult, catch
@@ -23,6 +25,7 @@ from coreplane.testing.linearizability import (
 )
 from coreplane.testing.node import Canaries, SimNode
 from coreplane.testing.ports import free_ports
+from coreplane.testing.resource import FencedHttpResource, violations
 from coreplane.testing.workload import ScheduleResult, replay_command, run_schedule
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "Canaries",
     "CanaryResult",
     "CheckResult",
+    "FencedHttpResource",
     "FleetScheduleResult",
     "FleetWorld",
     "Model",
@@ -53,4 +57,5 @@ __all__ = [
     "replay_command",
     "run_fleet_schedule",
     "run_schedule",
+    "violations",
 ]

@@ -18,7 +18,6 @@ would prove nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -27,65 +26,17 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coreplane.errors import CommandRejected
-from coreplane.sdk import FencedResource
+from coreplane.testing.resource import FencedHttpResource, violations
 from tests.integration.api_support import TOKEN
 from tests.integration.nat_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Resource:
-    """An HTTP resource that logs accepted writes, fenced or (negative control) not."""
-
-    def __init__(self, fenced: bool) -> None:
-        self.fenced = fenced
-        self.fence = FencedResource()
-        self.log: list[tuple[int, str]] = []
-        self.refused: list[tuple[int, str]] = []
-        self.lock = threading.Lock()
-        resource = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = 200
-                with resource.lock:
-                    try:
-                        if resource.fenced:
-                            resource.fence.check("r", body["token"])
-                        resource.log.append((body["token"], body["holder"]))
-                    except CommandRejected:
-                        resource.refused.append((body["token"], body["holder"]))
-                        status = 409
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/write"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def violations(log: list[tuple[int, str]]) -> list[str]:
-    """Writes whose token is lower than one already accepted: a stale holder got through."""
-    out = []
-    highest = 0
-    for n, (token, holder) in enumerate(log):
-        if token < highest:
-            out.append(f"write {n} by {holder} with token {token} after token {highest}")
-        highest = max(highest, token)
-    return out
 
 
 class PartitionProxy(TcpProxy):
@@ -136,7 +87,12 @@ class Holder:
     """A lock_holder process; with `partitionable`, all its connections go through proxies."""
 
     def __init__(
-        self, name: str, resource: Resource, urls: list[str], *, partitionable: bool = False
+        self,
+        name: str,
+        resource: FencedHttpResource,
+        urls: list[str],
+        *,
+        partitionable: bool = False,
     ) -> None:
         self.name = name
         self.lines: list[str] = []
@@ -190,12 +146,12 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run_schedule(api_cluster: Any, fenced: bool, fault: str) -> Resource:
+def run_schedule(api_cluster: Any, fenced: bool, fault: str) -> FencedHttpResource:
     """Two holders; the first to check the lock is paused (`sigstop`) or cut off (`partition`)
     until the other holder has been granted the lock and written, then resumed or healed."""
     _cluster, servers = api_cluster
     urls = [s.url for s in servers.values()]
-    resource = Resource(fenced)
+    resource = FencedHttpResource("r", fenced=fenced)
     partitionable = fault == "partition"
     holders = [Holder(f"h{i}", resource, urls, partitionable=partitionable) for i in range(2)]
     try:
@@ -211,7 +167,9 @@ def run_schedule(api_cluster: Any, fenced: bool, fault: str) -> Resource:
         # The fault outlives the TTL: the cluster expires the session, the other holder is
         # granted the lock with a higher token and writes.
         _wait(
-            lambda: any(token > stale for token, _h in resource.log), 60, "the next holder's write"
+            lambda: any(token > stale for token, _h in resource.accepted),
+            60,
+            "the next holder's write",
         )
         if fault == "sigstop":
             os.kill(faulty.proc.pid, signal.SIGCONT)  # wakes up and sends the write it checked
@@ -228,7 +186,7 @@ def run_schedule(api_cluster: Any, fenced: bool, fault: str) -> Resource:
                 h.proc.kill()
             for proxy in h.proxies:
                 proxy.close()
-        resource.server.shutdown()
+        resource.close()
     return resource
 
 
@@ -240,10 +198,10 @@ def test_fenced_writes_never_go_back_even_after_a_fault_past_the_ttl(
     api_cluster: Any, fault: str
 ) -> None:
     resource = run_schedule(api_cluster, fenced=True, fault=fault)
-    print(fault, "fenced: accepted", resource.log, "refused", resource.refused)
-    assert violations(resource.log) == []
+    print(fault, "fenced: accepted", resource.accepted, "refused", resource.refused)
+    assert violations(resource.accepted) == []
     assert resource.refused, "the faulty holder's stale write must reach the resource"
-    assert len({h for _t, h in resource.log}) == 2  # both holders wrote
+    assert len({h for _t, h in resource.accepted}) == 2  # both holders wrote
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -251,5 +209,7 @@ def test_negative_control_without_the_token_check_shows_the_violation(
     api_cluster: Any, fault: str
 ) -> None:
     resource = run_schedule(api_cluster, fenced=False, fault=fault)
-    print(fault, "unfenced: accepted", resource.log, "violations", violations(resource.log))
-    assert violations(resource.log), "without fencing the stale write must get through"
+    print(
+        fault, "unfenced: accepted", resource.accepted, "violations", violations(resource.accepted)
+    )
+    assert violations(resource.accepted), "without fencing the stale write must get through"

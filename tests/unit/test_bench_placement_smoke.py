@@ -76,6 +76,17 @@ def test_placement_bench_smoke_writes_json(tmp_path: Path) -> None:
             ):
                 assert key in entry, (name, event, key)
             assert entry["hard_violations"] == 0 and entry["twin_identical"], (name, event)
+            if event in ("add_nodes", "node_dead", "drain"):  # held to 1.02 x the bound
+                for key in (
+                    "heat_max_floor",
+                    "heat_max_above_floor",
+                    "greedy_heat_max_above_floor",
+                    "heat_max_le_greedy_within_bound",
+                ):
+                    assert key in entry, (name, event, key)
+    for r in record["family"]["records"]:  # the floor bounds every plan within 1.02 x LB
+        if r.get("heat_max_floor") is not None and r["kernel"]["moves"] <= 1.02 * r["lower_bound"]:
+            assert r["kernel"]["heat_max_over_fair_all"] >= r["heat_max_floor"], r
     budget = record["family"]["budget"]  # both budget objectives on the family's add
     assert set(budget) == set(family)
     for name, entry in budget.items():

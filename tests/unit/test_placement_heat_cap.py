@@ -7,12 +7,14 @@ the kernel and the twin give the same bytes; the generator is seeded.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from benches import placement as bench
 from coreplane.placement import Node, Partition, Problem, available_backends, lower_bound, solve
 from coreplane.placement import events as ev
-from coreplane.placement.bounds import compile_problem
+from coreplane.placement.bounds import Dense, compile_problem
 
 SIZE = (3000, 30)
 
@@ -244,3 +246,93 @@ def test_a_drain_that_stacks_the_two_hottest_partitions_unstacks_them() -> None:
     assert plan.metrics.heat_max_over_fair < greedy["heat_max_over_fair_all"]  # type: ignore[operator]
     assert plan.metrics.heat_over_cap <= greedy["heat_over_cap_nodes"]  # type: ignore[operator]
     assert len(plan.moves) <= 1.02 * lower_bound(problem)
+
+
+def _least_peak_by_search(dd: Dense, moves_max: int) -> float:
+    """The least heat max / fair over every in-band plan of at most `moves_max` moves (a branch
+    and bound over each partition's zone-distinct node sets, hottest partition first)."""
+    elig = [n for n in range(len(dd.zone)) if dd.elig[n]]
+    options = []
+    for p in range(len(dd.rf)):
+        have = set(dd.rep[dd.off[p] : dd.off[p + 1]])
+        row = [
+            (len(set(nodes) - have), nodes)
+            for nodes in itertools.combinations(elig, dd.rf[p])
+            if len({dd.zone[n] for n in nodes}) == dd.rf[p]
+        ]
+        options.append(sorted(row))
+    order = sorted(range(len(dd.rf)), key=lambda p: -dd.heat[p])
+    count = [0] * len(dd.zone)
+    heat = [0] * len(dd.zone)
+    best = [float("inf")]
+
+    def search(i: int, moves: int, peak: float) -> None:
+        if peak >= best[0]:
+            return
+        if i == len(order):
+            if all(dd.lo[n] <= count[n] <= dd.hi[n] for n in elig):
+                best[0] = peak
+            return
+        p = order[i]
+        for cost, nodes in options[p]:
+            if moves + cost > moves_max:
+                break
+            if any(count[n] >= dd.hi[n] for n in nodes):
+                continue
+            for n in nodes:
+                count[n] += 1
+                heat[n] += dd.heat[p]
+            top = max(heat[n] / dd.hfair[n] for n in nodes)
+            search(i + 1, moves + cost, max(peak, top))
+            for n in nodes:
+                count[n] -= 1
+                heat[n] -= dd.heat[p]
+
+    search(0, 0, 0.0)
+    return best[0]
+
+
+@pytest.mark.parametrize(("zones", "nodes", "parts"), [(3, 6, 12), (4, 8, 9), (3, 9, 10)])
+def test_the_peak_floor_is_below_every_plan_within_the_bound(
+    zones: int, nodes: int, parts: int
+) -> None:
+    # heat_max_floor (the bench's): the least heat max / fair of an in-band plan within
+    # floor(1.02 x the bound) moves. Exhaustive search on tiny boundary-skew instances: no such
+    # plan is below it, and it is near the best one (within 4%; 0.01% at 6 nodes).
+    for seed in (1, 2):
+        node_list, part_list = bench.family(parts, nodes, zones, "boundary", seed)
+        empty = ev.bootstrap(node_list, part_list)
+        base = ev.after(empty, solve(empty))
+        for event in ("node_dead", "add_nodes"):
+            problem = bench.family_event(event, base, zones, seed + 1)
+            d = compile_problem(problem)
+            lb = lower_bound(problem)
+            best = _least_peak_by_search(d, lb * 102 // 100)
+            floor = bench.heat_max_floor(d, lb)
+            assert floor is not None, (seed, event)
+            assert best * 0.95 <= floor <= best, (seed, event, floor, best)
+
+
+def test_the_greedys_lower_peak_after_a_node_death_is_out_of_reach_within_the_bound() -> None:
+    # Issue 15, boundary skew, P=10k, Z=4, node_dead: the greedy's peak (1.1844 of fair) is
+    # lower than ours (1.1858) but takes 569 moves for a bound of 256. The three nodes of the
+    # 1,000,000-heat partition hold 474 other replicas of heat <= 419 each; a plan within
+    # floor(1.02 x 256) = 261 moves has 8 beyond the 253 repairs, each of which swaps one 419
+    # for at best a 384: no such plan gets under 1.1853. Ours is within 0.0005 of that floor.
+    zones, skew = 4, "boundary"
+    seed = 1500 + zones * 10 + len(skew)
+    node_list, part_list = bench.family(10_000, 100, zones, skew, seed)
+    empty = ev.bootstrap(node_list, part_list)
+    base = ev.after(empty, solve(empty))
+    problem = bench.family_event("node_dead", base, zones, seed + 1)
+    d = compile_problem(problem)
+    lb = lower_bound(problem)
+    floor = bench.heat_max_floor(d, lb)
+    assert floor is not None
+    plan = solve(problem)
+    ours = bench.family_score(problem, d, plan.assignment, len(plan.moves), lb)
+    moves = bench.greedy(d, bench.family_caps(problem, d))
+    greedy = bench.family_score(problem, d, bench._apply(d, moves), len(moves), lb)
+    assert len(plan.moves) <= 1.02 * lb < len(moves)
+    assert greedy["heat_max_over_fair_all"] < floor <= ours["heat_max_over_fair_all"]
+    assert ours["heat_max_over_fair_all"] - floor < 0.0005
