@@ -47,6 +47,7 @@ _RUNNING, _FINISHED = _futures.RUNNING, _futures.FINISHED
 _CANCELLED = frozenset((_futures.CANCELLED, _futures.CANCELLED_AND_NOTIFIED))
 _DONE = _CANCELLED | {_FINISHED}
 _LOGGER = _futures.LOGGER
+_SUCCESS = E.FAIL.SUCCESS
 _LIGHT = threading.Lock()  # guards every ProposalFuture that has no condition yet
 
 
@@ -196,8 +197,13 @@ class _Pending:
         self.finished = False  # set by the first completion (cheaper than future.done())
 
     def __call__(self, result: Any, code: int) -> None:
-        """The first attempt's engine callback (tick thread)."""
-        self.pipeline._done(self, 1, result, code)
+        """The first attempt's engine callback (tick thread); a success is `_done`'s first
+        case, inlined (it is almost every write)."""
+        if code == _SUCCESS and not self.finished and isinstance(result, Applied):
+            self.pipeline._inflight.pop(self.key, None)
+            _set(self, result)
+        else:
+            self.pipeline._done(self, 1, result, code)
 
 
 class Pipeline:
