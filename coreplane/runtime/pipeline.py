@@ -135,6 +135,12 @@ class ProposalFuture(Future[T]):
     def cancelled(self) -> bool:
         return self._state in _CANCELLED
 
+    def set_running_or_notify_cancel(self) -> bool:
+        """True: created running (kept for callers that start a future themselves)."""
+        if self._state == _RUNNING:
+            return True
+        return super().set_running_or_notify_cancel()
+
     def cancel(self) -> bool:
         if self._state in (_RUNNING, _FINISHED):  # never goes back to pending
             return False

@@ -14,6 +14,7 @@ from coreplane.runtime.pipeline import ProposalFuture
 def test_starts_running_and_cannot_be_cancelled() -> None:
     f: ProposalFuture[int] = ProposalFuture()
     assert f.running() and not f.done() and not f.cancelled()
+    assert f.set_running_or_notify_cancel() is True  # already running: no error
     assert f.cancel() is False
     f.set_result(3)
     assert f.done() and not f.running() and f.cancel() is False
