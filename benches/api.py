@@ -28,11 +28,26 @@ share the machine with the servers (2 cores here): the figures compare, they do 
 flight, issued inside the leader's process (`kv.put_async`, no HTTP), reported as
 ``put_local_per_s`` and ``put_local_p50_ms`` (coreplane only; etcd has no such row).
 
+``put_switch`` is the GIL's switch interval A/B, in the same run (coreplane only): puts as in
+``put`` with every node's `sys.setswitchinterval` at `SWITCH_INTERVAL_S` (CPython's default is
+5 ms: a thread woken by I/O may wait that long for the GIL while another runs), in ABBA order
+with rounds at the default (``put_pair``); ``put_switch_ratio`` is its throughput over
+``put_pair``'s. The library sets no switch interval; this row says whether one would pay.
+
 CPU per operation (`benches._cpu`), per phase and system: ``gen_cpu_us_per_op`` is the load
 generator processes' own CPU (the SDK for coreplane, a bare http.client loop for etcd: the same
 closed loop, threads and concurrency), ``servers_cpu_us_per_op`` the three members' (all
 threads, kernel time included), ``leader_cpu_us_per_op`` the leader's; ``machine_busy_cores``
 says how busy the shared machine was over the phase (all processes, other agents' included).
+
+Where the time and the leader's CPU go (coreplane only, read from the leader: `_api_node`'s
+phase brackets): ``server_p50_ms`` is the leader's own time per request of the phase's route
+(parsed request to built answer: the commit wait included, the client, the network, reading
+the request and writing the answer excluded), so ``p50_ms - server_p50_ms`` is roughly what
+the client side and the event loop's queueing add; ``leader_api_cpu_us_per_op`` is the API's
+event loop and pool threads, ``leader_raft_cpu_us_per_op`` the engine's tick thread. Put
+against ``put_local`` they say whether a slow phase waits on CPU (the loop or the tick
+thread) or on something else.
 """
 
 from __future__ import annotations
@@ -57,6 +72,13 @@ FULL = {"duration_s": 5.0, "procs": 2, "threads": 16, "rounds": 2}
 SMOKE = {"duration_s": 1.0, "procs": 1, "threads": 2, "rounds": 1}
 TOKEN = "bench-api-token-" + os.urandom(8).hex()
 OPS = ("put", "get", "get_stale", "lock")
+SWITCH_INTERVAL_S = 0.0005
+ROUTES = {  # the route whose server time a phase reports (on the leader)
+    "put": "/v1/kv/put",
+    "get": "/v1/kv/get",
+    "lock": "/v1/locks/acquire",
+    "lock_sync": "/v1/locks/acquire",
+}
 
 
 class _Nodes:
@@ -123,7 +145,10 @@ def _load(
     prefix: str,
     servers: dict[str, int | None] | None = None,
     leader: str | None = None,
+    leader_node: JsonLineChild | None = None,
 ) -> dict[str, Any]:
+    if leader_node is not None:
+        leader_node.request("phase_start")
     meter = _cpu.Meter(dict(servers or {}))
     meter.__enter__()
     procs = [
@@ -156,7 +181,14 @@ def _load(
     meter.__exit__(
         None, None, None
     )  # spans the clients' set-up too: servers' CPU is an upper bound
+    inside: dict[str, Any] = {}
+    if leader_node is not None:
+        inside = leader_node.request("phase_end", timeout_s=30)
+    threads = inside.get("threads_cpu_s", {})
     return {
+        "server_ms": inside.get("server_ms", {}).get(ROUTES.get(op, ""), []),
+        "leader_api_cpu_s": (threads["api_loop"] + threads["api_pool"]) if threads else None,
+        "leader_raft_cpu_s": threads.get("raft"),
         "lat_ms": [x for r in results for x in r["lat_ms"]],
         "elapsed_s": max(r["elapsed_s"] for r in results),
         "ops": sum(r["ok"] for r in results),
@@ -172,11 +204,12 @@ def _load(
 def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One phase's figures over its rounds (see `ROUNDS`): totals over total time."""
     lat = [x for r in rounds for x in r["lat_ms"]]
+    server_ms = [x for r in rounds for x in r.get("server_ms", [])]
     elapsed = sum(r["elapsed_s"] for r in rounds)
     ops = sum(r["ops"] for r in rounds)
 
     def cpu(key: str) -> float | None:
-        values = [r[key] for r in rounds]
+        values = [r.get(key) for r in rounds]
         return None if any(v is None for v in values) else sum(values)
 
     return {
@@ -189,6 +222,9 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_cores": (cpu("gen_cpu_s") or 0.0) / elapsed,
         "servers_cpu_us_per_op": _cpu.per_write_us(cpu("servers_cpu_s"), ops),
         "leader_cpu_us_per_op": _cpu.per_write_us(cpu("leader_cpu_s"), ops),
+        "server_p50_ms": statistics.median(server_ms) if server_ms else None,
+        "leader_api_cpu_us_per_op": _cpu.per_write_us(cpu("leader_api_cpu_s"), ops),
+        "leader_raft_cpu_us_per_op": _cpu.per_write_us(cpu("leader_raft_cpu_s"), ops),
         "machine_busy_cores": sum(r["busy_core_s"] for r in rounds)
         / max(sum(r["wall_s"] for r in rounds), 1e-9),
     }
@@ -234,8 +270,16 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
             results["coreplane"]["put_local"] = _local_puts(
                 nodes, cp_leader, concurrency, params["duration_s"]
             )
+            lead = nodes.leader_id()
             sync = _load(
-                "coreplane", "lock_sync", targets, params, "cp-sync", cp_pids, nodes.leader_id()
+                "coreplane",
+                "lock_sync",
+                targets,
+                params,
+                "cp-sync",
+                cp_pids,
+                lead,
+                nodes.nodes[lead],
             )
             results["coreplane"]["lock_sync"] = _summary([sync])
             for op in OPS:
@@ -246,6 +290,7 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                     systems = ("coreplane", "etcd") if i % 2 == 0 else ("etcd", "coreplane")
                     for system in systems:
                         if system == "coreplane":
+                            lead = nodes.leader_id()  # it may move under load
                             rounds[system].append(
                                 _load(
                                     "coreplane",
@@ -254,7 +299,8 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                                     params,
                                     f"cp-{op}-{i}",
                                     cp_pids,
-                                    nodes.leader_id(),  # it may move under load
+                                    lead,
+                                    nodes.nodes[lead] if op != "get_stale" else None,
                                 )
                             )
                         elif etcd is not None:
@@ -277,6 +323,30 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
                 for system, done in rounds.items():
                     if done:
                         results[system][op] = _summary(done)
+            pair: dict[str, list[dict[str, Any]]] = {"put_pair": [], "put_switch": []}
+            for i in range(int(params["rounds"])):
+                variants = ("put_pair", "put_switch") if i % 2 == 0 else ("put_switch", "put_pair")
+                for variant in variants:
+                    seconds = SWITCH_INTERVAL_S if variant == "put_switch" else None
+                    for node in nodes.nodes.values():
+                        node.request("switch_interval", seconds=seconds)
+                    lead = nodes.leader_id()
+                    pair[variant].append(
+                        _load(
+                            "coreplane",
+                            "put",
+                            targets,
+                            params,
+                            f"cp-{variant}-{i}",
+                            cp_pids,
+                            lead,
+                            nodes.nodes[lead],
+                        )
+                    )
+            for node in nodes.nodes.values():
+                node.request("switch_interval", seconds=None)
+            for variant, done in pair.items():
+                results["coreplane"][variant] = _summary(done)
     cp, et = results["coreplane"], results["etcd"]
 
     def pick(system: dict[str, Any], op: str, key: str) -> float | None:
@@ -307,6 +377,14 @@ def run(json_out: str | None = None, smoke: bool = False) -> dict[str, Any]:
     summary["lock_sync_p50_ms"] = pick(cp, "lock_sync", "p50_ms")
     summary["lock_sync_gen_cpu_us_per_op"] = pick(cp, "lock_sync", "gen_cpu_us_per_op")
     summary["lock_sync_servers_cpu_us_per_op"] = pick(cp, "lock_sync", "servers_cpu_us_per_op")
+    for op in ("put", "get", "lock"):
+        for key in ("server_p50_ms", "leader_api_cpu_us_per_op", "leader_raft_cpu_us_per_op"):
+            summary[f"{op}_{key}"] = pick(cp, op, key)
+    for variant in ("put_pair", "put_switch"):
+        summary[f"{variant}_per_s"] = pick(cp, variant, "ops_per_s")
+        summary[f"{variant}_p50_ms"] = pick(cp, variant, "p50_ms")
+        summary[f"{variant}_leader_cpu_us_per_op"] = pick(cp, variant, "leader_cpu_us_per_op")
+    summary["put_switch_ratio"] = _ratio(summary["put_switch_per_s"], summary["put_pair_per_s"])
     summary["put_local_per_s"] = pick(cp, "put_local", "ops_per_s")
     summary["put_local_p50_ms"] = pick(cp, "put_local", "p50_ms")
     summary["errors"] = {

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from coreplane.errors import CommandRejected
-from coreplane.sdk.fencing import FencedResource
+from coreplane.runtime.fencing import FencedResource
 
 __all__ = ["FencedHttpResource", "violations"]
 

@@ -41,3 +41,10 @@ def test_api_bench_smoke_writes_json(tmp_path: Path) -> None:
     for op in ("put", "get", "get_stale", "lock"):  # CPU per op of the generator and of the members
         assert summary[f"{op}_gen_cpu_us_per_op"] > 0, op
         assert summary[f"{op}_servers_cpu_us_per_op"] > 0, op
+    for op in ("put", "get", "lock"):  # read from the leader: its server time and thread roles
+        assert summary[f"{op}_server_p50_ms"] > 0, op
+        assert summary[f"{op}_leader_api_cpu_us_per_op"] is not None, op
+        assert summary[f"{op}_leader_raft_cpu_us_per_op"] is not None, op
+    # the switch interval's A/B: both variants ran, and their ratio is reported
+    assert summary["put_pair_per_s"] > 0 and summary["put_switch_per_s"] > 0
+    assert summary["put_switch_ratio"] > 0
