@@ -50,8 +50,8 @@ def check_fields(body: Any, spec: Mapping[str, F]) -> dict[str, Any]:
     """The validated body, or InvalidArgument naming the first bad field."""
     if not isinstance(body, dict):
         raise InvalidArgument("body", "must be a map")
-    unknown = sorted(k for k in body if k not in spec)
-    if unknown:
+    if not body.keys() <= spec.keys():
+        unknown = sorted(k for k in body if k not in spec)
         raise InvalidArgument(str(unknown[0])[:64], "unknown field")
     out: dict[str, Any] = {}
     for name, f in spec.items():

@@ -100,8 +100,15 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({int, str, bytes, bool, type(None)})
+
+
 def _to_plain(value: Any) -> Any:
     """For msgpack: the codec admits no floats (status counters may hold some)."""
+    if type(value) is dict and all(  # most answers ({"revision": n}): nothing to convert
+        type(k) is str and type(v) in _SCALARS for k, v in value.items()
+    ):
+        return value
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
@@ -143,14 +150,16 @@ def _no_float(text: str) -> Any:
     raise InvalidArgument("body", f"numbers must be integers, got {text[:32]}")
 
 
+def _content_type(request: web.Request) -> str:
+    """The request's media type. The SDK sends exactly ``application/msgpack``: that one is
+    taken as it is, without aiohttp's parse of the header (parameters, case)."""
+    raw = request.headers.get("Content-Type")
+    return MSGPACK if raw == MSGPACK else request.content_type
+
+
 def _encode(request: web.Request, status: int, payload: Any) -> web.Response:
     accept = request.headers.get("Accept", "")
-    wants = (
-        MSGPACK
-        if (MSGPACK in accept or (request.content_type == MSGPACK and JSON not in accept))
-        else JSON
-    )
-    if wants == MSGPACK:
+    if MSGPACK in accept or (JSON not in accept and _content_type(request) == MSGPACK):
         try:
             data = codec.encode_value(_to_plain(payload))
         except InvalidArgument:  # pragma: no cover - payloads are built here, plain
@@ -385,7 +394,7 @@ class ApiServer:
                     body: Any = {}
                 else:
                     raw = await request.read()
-                    body = _decode_body(raw, request.content_type, route.bytes_fields)
+                    body = _decode_body(raw, _content_type(request), route.bytes_fields)
                 args = check_fields(body, route.spec)
                 if (
                     principal.role == "agent"

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coreplane.core import codec, commands
@@ -80,6 +80,28 @@ class Applied:
         return Applied(plain[0], plain[1], plain[2], plain[3])
 
 
+_SLOTS = {name: Applied.__dict__[name].__set__ for name in ("ok", "value", "code", "message")}
+
+
+def _applied_ok(
+    value: Value,
+    _new: Callable[[type[Applied]], Applied] = object.__new__,
+    _set_ok: Callable[[Applied, bool], None] = _SLOTS["ok"],
+    _set_value: Callable[[Applied, Value], None] = _SLOTS["value"],
+    _set_code: Callable[[Applied, str], None] = _SLOTS["code"],
+    _set_message: Callable[[Applied, str], None] = _SLOTS["message"],
+) -> Applied:
+    """``Applied(True, value)``, built through its slots: the frozen dataclass's __init__
+    sets each field with ``object.__setattr__`` (a lookup per field), and every applied
+    write makes one. Equal to the constructor's (test_apply_fast_path)."""
+    applied = _new(Applied)
+    _set_ok(applied, True)
+    _set_value(applied, value)
+    _set_code(applied, "")
+    _set_message(applied, "")
+    return applied
+
+
 def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) -> None:
     """Refuse, before it is proposed, a command that apply would refuse for its size alone.
 
@@ -97,7 +119,10 @@ def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) ->
     if isinstance(key, str):
         if not key:
             raise InvalidArgument("key", "must not be empty")
-        if len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max:
+        if (  # UTF-8 takes at most 4 bytes a character: most keys need no encoding here
+            len(key) * 4 > limits.key_bytes_max
+            and len(key.encode("utf-8", "surrogatepass")) > limits.key_bytes_max
+        ):
             raise InvalidArgument(
                 "limits.key_bytes_max", f"key is over the {limits.key_bytes_max}-byte limit"
             )
@@ -121,6 +146,9 @@ def check_limits(command: commands.Command, entry_bytes: int, limits: Limits) ->
 class _Session:
     results: dict[int, list[Value]]
     floor: int  # every seq <= floor has been forgotten
+    # results' seqs in insertion order (derived, not snapshotted), to forget the oldest in
+    # O(1): `next(iter(results))` walks past every slot deleted since the dict last resized.
+    order: deque[int] = field(default_factory=deque)
 
 
 class StateMachine:
@@ -141,6 +169,7 @@ class StateMachine:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self.machine_states: dict[str, Value] = {}
         self._machines: dict[str, UserMachine] = {}
+        self._decoder = commands.EntryDecoder()  # apply's decoder (used under apply's lock)
 
     # ------------------------------------------------------------------------ user machines
 
@@ -191,12 +220,26 @@ class StateMachine:
             f"apply at index {index} after {self.applied_index}: the log went backwards",
         )
         self.applied_index = index
+        put, size_max = self._put, self.limits.entry_bytes_max
+        out: list[Applied] = []
         if decoded is None or len(decoded) != len(entries):
-            return [self._apply_one(entry, index, True, None) for entry in entries]
-        return [
-            self._apply_one(entry, index, True, known)
-            for entry, known in zip(entries, decoded, strict=True)
-        ]
+            # A follower's batch: the loop of `_apply_one` with its Put case in line.
+            put_fields = self._decoder.put
+            for entry in entries:
+                fields = put_fields(entry) if len(entry) <= size_max else None
+                if fields is not None:
+                    out.append(put(*fields))
+                else:
+                    out.append(self._apply_one(entry, index, True, None))
+            return out
+        # The proposer's batch: its own Puts straight to `_put` (as `_apply_one` does).
+        put_type = commands.Put
+        for entry, known in zip(entries, decoded, strict=True):
+            if type(known) is put_type and len(entry) <= size_max:
+                out.append(put(known.key, known.value, known.lease_id, known.client_id, known.seq))
+            else:
+                out.append(self._apply_one(entry, index, True, known))
+        return out
 
     def _apply_one(
         self, entry: bytes, index: int, batched: bool, known: commands.Command | None
@@ -205,12 +248,21 @@ class StateMachine:
             return Applied(
                 False, None, "entry_too_large", f"{len(entry)} bytes, over limits.entry_bytes_max"
             )
+        # The common entry, a KV put (the proposer's own, or decoded from bytes that hold a
+        # valid unmarked Put), skips the command object: `_put` is what the steps below do
+        # for a Put, field for field (tests/property/test_apply_fast_path.py).
+        if known is None:
+            fields = self._decoder.put(entry)
+            if fields is not None:
+                return self._put(*fields)
+        elif type(known) is commands.Put:
+            return self._put(known.key, known.value, known.lease_id, known.client_id, known.seq)
         command: commands.Command
         if known is not None and known.TAG in BATCHABLE_TAGS:
             command, internal = known, False  # the proposer's own KV write (see `apply`)
         else:
             try:
-                command, internal = commands.decode_entry(entry)
+                command, internal = self._decoder.decode_entry(entry)
             except DecodeError as exc:
                 return Applied(False, None, "decode_error", str(exc))
         if internal != (command.TAG in commands.INTERNAL_TAGS):
@@ -233,6 +285,25 @@ class StateMachine:
         if isinstance(command, commands.LockReleaseAcquire) and command.release_seq:
             return self._release_acquire(command, index)
         return self._apply_session(command, index)
+
+    def _put(self, key: str, value: bytes, lease_id: int, client_id: str, seq: int) -> Applied:
+        """A valid `Put` without the command object: `_apply_session` then `_dispatch` of
+        ``Put(key, value, lease_id, client_id, seq)``, inlined (a Put, unmarked and batchable,
+        passes every check of `_apply_one` before them, at any index)."""
+        if client_id:
+            begun = self._session_begin(client_id, seq)
+            if type(begun) is Applied:
+                return begun
+        try:
+            revision = self.kv.put(key, value, lease_id)
+        except CommandRejected as exc:
+            result = Applied(False, None, exc.code, exc.message)
+            plain = result.to_plain()
+        else:
+            result, plain = _applied_ok(revision), [True, revision, "", ""]
+        if client_id:
+            self._session_end(begun, seq, plain)  # type: ignore[arg-type]
+        return result
 
     def _release_acquire(self, command: commands.LockReleaseAcquire, index: int) -> Applied:
         """A `LockReleaseAcquire` whose parts carry seqs of their own: applied as its
@@ -257,6 +328,17 @@ class StateMachine:
         if not client_id:
             return self._dispatch(command, index)
         seq: int = command.seq  # type: ignore[union-attr]
+        begun = self._session_begin(client_id, seq)
+        if type(begun) is Applied:
+            return begun
+        result = self._dispatch(command, index)
+        self._session_end(begun, seq, result.to_plain())  # type: ignore[arg-type]
+        return result
+
+    def _session_begin(self, client_id: str, seq: int) -> Applied | _Session:
+        """The answer to (client_id, seq) if the session settles it (a remembered result, or
+        a refusal of a forgotten seq); else the session that will remember the result, made
+        if new (evicting the least recently used past `SESSIONS_MAX`)."""
         session = self.sessions.get(client_id)
         if session is not None:
             self.sessions.move_to_end(client_id)
@@ -275,15 +357,22 @@ class StateMachine:
             self.sessions[client_id] = session
             if len(self.sessions) > SESSIONS_MAX:
                 self.sessions.popitem(last=False)
-        result = self._dispatch(command, index)
-        session.results[seq] = result.to_plain()
-        if len(session.results) > SESSION_WINDOW:
+        return session
+
+    @staticmethod
+    def _session_end(session: _Session, seq: int, plain: list[Value]) -> None:
+        """Remember `plain` (an `Applied.to_plain`) as seq's answer in `session`, forgetting
+        the oldest past the window."""
+        results = session.results
+        results[seq] = plain
+        session.order.append(seq)
+        if len(results) > SESSION_WINDOW:
             # Forget the earliest-applied seq (O(1); insertion order depends only on the log).
             # Anything at or below the floor that is not remembered is refused, never re-run.
-            oldest = next(iter(session.results))
-            del session.results[oldest]
-            session.floor = max(session.floor, oldest)
-        return result
+            oldest = session.order.popleft()
+            del results[oldest]
+            if oldest > session.floor:
+                session.floor = oldest
 
     def _dispatch(self, command: commands.Command, index: int) -> Applied:
         try:
@@ -488,7 +577,8 @@ class StateMachine:
             token, node, term = plain["leader"]
             sessions: OrderedDict[str, _Session] = OrderedDict()
             for cid, floor, results in plain["sessions"]:
-                sessions[cid] = _Session({seq: r for seq, r in results}, floor)
+                remembered = {seq: r for seq, r in results}
+                sessions[cid] = _Session(remembered, floor, deque(remembered))
             machines = dict(plain["machines"])
             applied_index = plain["applied_index"]
         except (KeyError, TypeError, ValueError) as exc:

@@ -22,6 +22,7 @@ It never retries by itself: the SDK's retry policy (`CallPlan`) decides.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import select
 import socket
@@ -49,15 +50,25 @@ class _Conn:
     line) is a protocol error, which the SDK's retry policy treats as a failed exchange.
     """
 
-    __slots__ = ("_buf", "host", "port", "sock", "timeout")
+    __slots__ = ("_buf", "host", "port", "read_s", "sock", "timeout")
 
     def __init__(self, host: str, port: int, timeout: float | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.sock: socket.socket | None = None
         self._buf = b""
+        self.read_s: float | None = -1.0  # the socket's timeout as last set (-1: not yet)
+
+    def set_read_timeout(self, read_s: float | None) -> None:
+        """`settimeout` only when it changes: each call is a syscall (the socket's blocking
+        mode is set again), and a client sends every request with the same timeout."""
+        if read_s != self.read_s:
+            assert self.sock is not None
+            self.sock.settimeout(read_s)
+            self.read_s = read_s
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.read_s = self.timeout
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
@@ -68,18 +79,17 @@ class _Conn:
 
     def exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, list[tuple[str, str]], bytes, bool]:
-        """Send one request, read its answer: (status, headers, body, will_close)."""
+    ) -> tuple[int, list[tuple[str, str]], dict[str, str], bytes, bool]:
+        """Send one request, read its answer: (status, headers as sent and by lower-case
+        name, body, will_close)."""
         sock = self.sock
         assert sock is not None
-        lines = [f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"]
-        lines += [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host"]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
-        sock.sendall(head + body if body else head)
-        status, items, length, chunked, will_close = self._head()
+        head = _request_head(method, path, self.host, self.port, tuple(headers.items()))
+        if body is None:
+            sock.sendall(head + b"\r\n")
+        else:
+            sock.sendall(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
+        status, items, by_name, length, chunked, will_close = self._head()
         if method == "HEAD" or status in (204, 304):
             content = b""
         elif chunked:
@@ -89,7 +99,7 @@ class _Conn:
         else:  # no length: the body runs to the end of the connection
             content = self._to_eof()
             will_close = True
-        return status, items, content, will_close or bool(self._buf)  # junk after: drop it
+        return status, items, by_name, content, will_close or bool(self._buf)  # junk: drop it
 
     # -------------------------------------------------------------------- reading
 
@@ -100,7 +110,9 @@ class _Conn:
             raise http.client.RemoteDisconnected("the server closed the connection")
         self._buf += data
 
-    def _head(self) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
+    def _head(
+        self,
+    ) -> tuple[int, list[tuple[str, str]], dict[str, str], int | None, bool, bool]:
         while True:
             end = self._buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -115,28 +127,32 @@ class _Conn:
         if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or code[0] == "1":
             raise http.client.BadStatusLine(status_line[:80])
         items: list[tuple[str, str]] = []
-        length: int | None = None
-        chunked = False
-        will_close = version == "HTTP/1.0"
+        by_name: dict[str, str] = {}
         for line in header_lines:
             name, sep, value = line.partition(":")
             if not sep:
                 raise http.client.HTTPException(f"malformed header line {line[:80]!r}")
             value = value.strip()
             items.append((name, value))
-            lname = name.lower()
-            if lname == "content-length":
-                if not value.isdigit():
-                    raise http.client.HTTPException(f"bad Content-Length {value[:20]!r}")
-                length = int(value)
-            elif lname == "transfer-encoding":
-                if value.lower() != "chunked":
-                    raise http.client.HTTPException(f"unsupported transfer coding {value!r}")
-                chunked = True
-            elif lname == "connection":
-                tokens = {t.strip().lower() for t in value.split(",")}
-                will_close = "close" in tokens or (will_close and "keep-alive" not in tokens)
-        return int(code), items, length, chunked, will_close
+            by_name[name.lower()] = value
+        length: int | None = None
+        chunked = False
+        will_close = version == "HTTP/1.0"
+        value = by_name.get("content-length")
+        if value is not None:
+            if not value.isdigit():
+                raise http.client.HTTPException(f"bad Content-Length {value[:20]!r}")
+            length = int(value)
+        value = by_name.get("transfer-encoding")
+        if value is not None:
+            if value.lower() != "chunked":
+                raise http.client.HTTPException(f"unsupported transfer coding {value!r}")
+            chunked = True
+        value = by_name.get("connection")
+        if value is not None:
+            tokens = {t.strip().lower() for t in value.split(",")}
+            will_close = "close" in tokens or (will_close and "keep-alive" not in tokens)
+        return int(code), items, by_name, length, chunked, will_close
 
     def _exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -180,6 +196,56 @@ class _Conn:
 _HEAD_BYTES_MAX = 65536
 
 
+@functools.lru_cache(maxsize=256)
+def _request_head(
+    method: str, path: str, host: str, port: int, headers: tuple[tuple[str, str], ...]
+) -> bytes:
+    """A request's line and header block, without its Content-Length and final CRLF: a
+    client sends the same few (method, path, headers) over and over, so built once each."""
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in headers if k.lower() != "host"]
+    return "".join(lines).encode("latin-1")
+
+
+class _Slots:
+    """`threading.BoundedSemaphore`'s acquire(timeout)/release, a plain lock's cost when a
+    slot is free (the Condition is only waited on, and notified, when the pool is full)."""
+
+    __slots__ = ("_cond", "_free", "_max", "_mu", "_waiting")
+
+    def __init__(self, n: int) -> None:
+        self._free = self._max = n
+        self._mu = threading.Lock()
+        self._cond = threading.Condition(self._mu)
+        self._waiting = 0
+
+    def acquire(self, timeout: float = -1) -> bool:
+        with self._mu:
+            if self._free > 0:
+                self._free -= 1
+                return True
+            deadline = None if timeout < 0 else time.monotonic() + timeout
+            self._waiting += 1
+            try:
+                while self._free <= 0:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._free -= 1
+                return True
+            finally:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        with self._mu:
+            if self._free >= self._max:
+                raise ValueError("slot released too many times")
+            self._free += 1
+            if self._waiting:
+                self._cond.notify()
+
+
 def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
     t: dict[str, Any] = request.extensions.get("timeout", {})
     return t.get("connect"), t.get("read"), t.get("pool")
@@ -193,7 +259,7 @@ class StdlibTransport(httpx.BaseTransport):
         self._expiry_s = keepalive_expiry_s
         self._idle: dict[tuple[str, int], list[tuple[float, _Conn]]] = {}
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(connections_max)
+        self._slots = _Slots(connections_max)
         self._closed = False
 
     # -------------------------------------------------------------------------- pool
@@ -275,8 +341,10 @@ class StdlibTransport(httpx.BaseTransport):
                 if fresh:
                     conn.connect()
                 assert conn.sock is not None
-                conn.sock.settimeout(read_s)
-                status, items, content, will_close = conn.exchange(method, path, body, headers)
+                conn.set_read_timeout(read_s)
+                status, items, by_name, content, will_close = conn.exchange(
+                    method, path, body, headers
+                )
             except BaseException as exc:
                 connecting = fresh and conn.sock is None  # before close() forgets the socket
                 conn.close()
@@ -285,7 +353,7 @@ class StdlibTransport(httpx.BaseTransport):
                 conn.close()
             else:
                 self._checkin(key, conn)
-            return RawResponse(status, items, content)
+            return RawResponse(status, items, content, by_name)
         finally:
             self._slots.release()
 
@@ -295,10 +363,16 @@ class RawResponse:
 
     __slots__ = ("content", "header_items", "headers", "status_code")
 
-    def __init__(self, status: int, header_items: list[tuple[str, str]], content: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        header_items: list[tuple[str, str]],
+        content: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.status_code = status
         self.header_items = header_items
-        self.headers = {k.lower(): v for k, v in header_items}
+        self.headers = {k.lower(): v for k, v in header_items} if headers is None else headers
         self.content = content
 
 

@@ -107,6 +107,10 @@ class Endpoints:
         self._by_id: dict[str, str] = {}  # node id -> API URL, from /v1/members
         self.leader_url: str | None = None
         self._turn = 0  # the follower a stale read goes to first, in turn
+        # order() for a call to the leader, computed once per (leader, endpoint set): every
+        # call asks for it; `_version` moves whenever the endpoint set or draining does.
+        self._version = 0
+        self._leader_first: tuple[str | None, int, list[str]] | None = None
         for url in urls:
             self._add(url)
 
@@ -123,11 +127,16 @@ class Endpoints:
         )
         self._urls.append(url)
         self._inflight.setdefault(url, 0)
+        self._version += 1
 
     def order(self, *, followers_first: bool = False) -> list[str]:
         """The leader first (writes and linearizable reads: one hop less); with
         `followers_first` (``stale_ok`` reads, which any node answers from its own replica)
         the followers first, taken in turn so that reads spread over them, the leader last."""
+        if not followers_first:
+            cached = self._leader_first  # one read: a tuple replaced whole, never changed
+            if cached is not None and cached[0] == self.leader_url and cached[1] == self._version:
+                return cached[2][:]
         with self._lock:
             urls = [u for u in self._urls if u not in self._draining]
             if self.leader_url in urls:
@@ -139,6 +148,8 @@ class Endpoints:
                     urls.append(self.leader_url)
                 else:
                     urls.insert(0, self.leader_url)
+            if not followers_first:
+                self._leader_first = (self.leader_url, self._version, urls[:])
             return urls
 
     def all(self) -> list[str]:
@@ -175,11 +186,13 @@ class Endpoints:
         with self._lock:
             if url in self.breakers:
                 self._draining.add(url)
+                self._version += 1
                 self._forget_if_idle(url)
 
     def _forget_if_idle(self, url: str) -> None:
         if url in self._draining and self._inflight.get(url, 0) == 0 and url in self._urls:
             self._urls.remove(url)
+            self._version += 1
             if self.leader_url == url:
                 self.leader_url = None
 
@@ -227,8 +240,9 @@ class _Core:
         self.client_id = client_id or os.urandom(12).hex()
         if len(self.client_id.encode()) > 120:
             raise InvalidArgument("client_id", "at most 120 bytes")
+        # next() on an itertools.count is one C call that never releases the GIL: atomic,
+        # so concurrent writes never share a seq without a lock of our own.
         self._seq = itertools.count(1)
-        self._seq_lock = threading.Lock()
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": MSGPACK,
@@ -236,6 +250,8 @@ class _Core:
         }
         self._closed = False
         self._urls: dict[tuple[str, str], httpx.URL] = {}
+        # (endpoint, path) -> the wire's (host, port) and path, None for https: see _send
+        self._targets: dict[tuple[str, str], tuple[tuple[str, int], str] | None] = {}
 
     def _url(self, endpoint: str, path: str) -> httpx.URL:
         """Parsed once per (endpoint, path): httpx's URL parsing is a visible share of a call."""
@@ -259,9 +275,7 @@ class _Core:
 
     def _write(self, body: dict[str, Any]) -> dict[str, Any]:
         """A write's body with this client's session: the seq is fixed before any attempt."""
-        with self._seq_lock:
-            seq = next(self._seq)
-        return {**body, "client_id": self.client_id, "seq": seq}
+        return {**body, "client_id": self.client_id, "seq": next(self._seq)}
 
     def _plan(self, safe: bool = True, followers_first: bool = False) -> CallPlan:
         return CallPlan(
@@ -396,7 +410,7 @@ class _Core:
         if guard is not None:
             guard.check()
         body = self._write({"key": key, "value": _check_bytes(value), "lease_id": lease_id})
-        return _Req("/v1/kv/put", body, _field("revision"))
+        return _Req("/v1/kv/put", body, _REVISION)
 
     def _cas(
         self, key: str, expected_mod_revision: int, value: bytes, lease_id: int, guard: Any
@@ -409,7 +423,7 @@ class _Core:
             "value": _check_bytes(value),
             "lease_id": lease_id,
         }
-        return _Req("/v1/kv/cas", self._write(body), _field("revision"))
+        return _Req("/v1/kv/cas", self._write(body), _REVISION)
 
     def _delete(self, key: str, guard: Any) -> _Req[int]:
         if guard is not None:
@@ -451,6 +465,9 @@ class _Req(NamedTuple, Generic[T]):
 
 def _field(name: str) -> Callable[[Any], int]:
     return lambda answer: int(answer[name])
+
+
+_REVISION = _field("revision")
 
 
 def _request_args(
@@ -561,18 +578,23 @@ class Client(_Core):
         self, method: str, path: str, url: str, data: bytes | None
     ) -> tuple[Outcome, Any, CoreplaneError | None]:
         try:
-            target = self._url(url, path)
-            if target.scheme == "http":
+            key = (url, path)
+            if key in self._targets:
+                wire = self._targets[key]
+            else:  # once per (endpoint, path): httpx.URL's properties cost ~1 us a call
+                target = self._url(url, path)
+                wire = (
+                    ((target.host, target.port or 80), target.raw_path.decode("ascii"))
+                    if target.scheme == "http"
+                    else None
+                )
+                self._targets[key] = wire
+            if wire is not None:
                 response: Any = self._wire.exchange(
-                    method,
-                    (target.host, target.port or 80),
-                    target.raw_path.decode("ascii"),
-                    data,
-                    self._headers,
-                    **self._wire_timeouts,
+                    method, wire[0], wire[1], data, self._headers, **self._wire_timeouts
                 )
             else:
-                response = self._http.request(method, target, content=data)
+                response = self._http.request(method, self._url(url, path), content=data)
             return self._classify(response)
         except httpx.HTTPError as exc:
             return self._transport_error(url, exc)

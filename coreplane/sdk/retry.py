@@ -147,6 +147,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May an attempt go to this endpoint now? (Half-open admits one probe at a time.)"""
+        if self.state == self.CLOSED:  # one attribute read (atomic): no lock on the hot path
+            return True
         with self._lock:
             if self.state == self.CLOSED:
                 return True
@@ -162,6 +164,8 @@ class CircuitBreaker:
             return True
 
     def record(self, outcome: Outcome) -> None:
+        if outcome is Outcome.OK and self.failures == 0 and self.state == self.CLOSED:
+            return  # nothing to reset (the common case): no lock
         with self._lock:
             if outcome is Outcome.FAILED:
                 self.failures += 1
@@ -194,6 +198,9 @@ class Decision:
     endpoint: str | None = None
     delay_s: float = 0.0
     reason: str = ""
+
+
+_DONE = Decision(done=True)  # every successful attempt's: one object, not one per call
 
 
 class CallPlan:
@@ -234,6 +241,12 @@ class CallPlan:
 
     def _pick(self) -> str | None:
         # Prefer endpoints not yet tried in this call, in the given order (leader first).
+        if not self._tried:  # the first attempt (every call's): the order as given
+            breakers = self.breakers
+            for endpoint in self.endpoints:
+                if breakers[endpoint].allow():
+                    return endpoint
+            return None
         ordered = [e for e in self.endpoints if e not in self._tried] + [
             e for e in self.endpoints if e in self._tried
         ]
@@ -259,7 +272,7 @@ class CallPlan:
         if current is not None and outcome is not Outcome.REDIRECT:
             self.breakers[current].record(outcome)
         if outcome is Outcome.OK:
-            return Decision(done=True)
+            return _DONE
         if outcome is Outcome.REDIRECT:
             self.redirects += 1
             if self.redirects > self.REDIRECTS_MAX:

@@ -53,17 +53,21 @@ class History:
             self._evict()
 
     def _evict(self) -> None:
+        # Runs after every record once the history is full: the state is in locals for the
+        # loop (the usual case evicts exactly one event) and written back once.
         events = self._events
-        while len(events) - self._start > self.events_max or (
-            self._bytes > self.bytes_max and len(events) - self._start > 1
-        ):
-            old = events[self._start]
-            self._bytes -= len(old[2]) + len(old[3]) + _EVENT_OVERHEAD_BYTES
-            self.floor = max(self.floor, old[0])
-            self._start += 1
-        if self._start > 1024 and self._start * 2 > len(events):  # amortized trim
-            del events[: self._start]
-            self._start = 0
+        start, size, floor = self._start, self._bytes, self.floor
+        events_max, bytes_max, n = self.events_max, self.bytes_max, len(events)
+        while n - start > events_max or (size > bytes_max and n - start > 1):
+            old = events[start]
+            size -= len(old[2]) + len(old[3]) + _EVENT_OVERHEAD_BYTES
+            if old[0] > floor:
+                floor = old[0]
+            start += 1
+        if start > 1024 and start * 2 > n:  # amortized trim
+            del events[:start]
+            start = 0
+        self._start, self._bytes, self.floor = start, size, floor
 
     def since(
         self, start_revision: int, prefix: str = "", limit: int = 1000

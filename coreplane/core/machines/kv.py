@@ -159,20 +159,30 @@ class KVMachine:
                 raise CommandRejected("lease_full", f"lease {lease_id} holds too many keys")
 
     def put(self, key: str, value: bytes, lease_id: int) -> int:
-        self._check_write(key, value, lease_id)
-        self.revision += 1
-        record = self.keys.get(key)
+        keys, limits = self.keys, self.limits
+        record = keys.get(key)
+        # `_check_write`'s checks, answered here when they all pass without encoding the key
+        # (UTF-8 takes at most 4 bytes a character, surrogates included); else it decides.
+        if (
+            lease_id
+            or not key
+            or len(key) * 4 > limits.key_bytes_max
+            or len(value) > limits.value_bytes_max
+            or (record is None and len(keys) >= limits.keys_max)
+        ):
+            self._check_write(key, value, lease_id)
+        revision = self.revision = self.revision + 1
         if record is None:
-            self.keys[key] = (value, self.revision, self.revision, 1, lease_id)
+            keys[key] = (value, revision, revision, 1, lease_id)
             self._sorted_keys = None
         else:
             if record[_LEASE] and record[_LEASE] != lease_id:
                 self._detach(key, record[_LEASE])
-            self.keys[key] = (value, record[_CREATE], self.revision, record[_VERSION] + 1, lease_id)
+            keys[key] = (value, record[_CREATE], revision, record[_VERSION] + 1, lease_id)
         if lease_id:
             self.leases[lease_id].keys.add(key)
-        self.history.record(self.revision, "put", key, value, self.revision)
-        return self.revision
+        self.history.record(revision, "put", key, value, revision)
+        return revision
 
     def cas(self, key: str, expected_mod_revision: int, value: bytes, lease_id: int) -> int:
         record = self.keys.get(key)
