@@ -564,7 +564,8 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance,
     """_pure._cap_node: actions until n is under its cap, all undone if it is not."""
     cdef Pair *hot
     cdef int64_t t, p, q, src, dst, i, actions, excess, k, rest, paid = 0, nlog = 0, made
-    cdef Py_ssize_t nhot, nrooms, ii
+    cdef int64_t fit, total
+    cdef Py_ssize_t nhot, nrooms, ii, jj
     cdef bint have, have_swap
     cdef int64_t act[8]
     cdef int64_t swp[8]
@@ -572,9 +573,20 @@ cdef int64_t cap_node(S *s, Cap *c, int64_t n, Pair *rooms, int64_t allowance,
     cdef Py_ssize_t logcap = 0
     hot = cap_by_heat(s, c, n)
     nhot = c.bh_len[n]
-    rest = c.mov[n] - c.caps[n]  # _pure._leavers
-    k = 0
-    ii = nhot - 1
+    fit = 0  # the most room under its cap of any other node (0 when there is none)
+    have = False
+    for t in range(s.N):
+        if s.elig[t] and t != n and not s.pinned[t] and (not have or c.caps[t] - c.mov[t] > fit):
+            fit = c.caps[t] - c.mov[t]
+            have = True
+    rest = c.mov[n] - c.caps[n]
+    total = 0
+    jj = 0  # hot[:jj]: the replicas that fit somewhere, then the coldest others while short
+    while jj < nhot and (hot[jj].a <= fit or total < rest):
+        total += hot[jj].a
+        jj += 1
+    k = 0  # _pure._leavers over hot[:jj]
+    ii = jj - 1
     while ii >= 0 and rest > 0:
         rest -= hot[ii].a
         k += 1

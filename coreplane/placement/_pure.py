@@ -1219,15 +1219,30 @@ def _cap_node(
 ) -> int:
     """`_cap` on one node: actions until it is under its cap, all undone if it is not.
 
-    At most CAP_SLACK_NUM x (the bound's count for it) + CAP_SLACK_ADD paid actions; a node
-    they do not bring under gets none of its actions (a partial fix costs moves and still
-    leaves it over: the next event would churn the same replicas).
+    At most CAP_SLACK_NUM x k + CAP_SLACK_ADD paid actions, k the bound's count for it (the
+    fewest of its hottest replicas whose leaving brings it under) over the replicas that fit
+    under some other node's cap alone and, only as many as its excess needs, the coldest of
+    those that fit nowhere: a node whose hottest replica fits nowhere keeps it and sends colder
+    ones (P=10k family boundary drain, Z=5: a weight-2 node took the 1,000,000 replica, 391,331
+    fit nowhere either, and k = 1 allowed 32 actions where it takes about 90). A node they do
+    not bring under gets none of its actions (a partial fix costs moves and still leaves it
+    over: the next event would churn the same replicas).
     """
     d = s.d
     n_nodes = len(d.zone)
     log: list[Shift] = []
     paid = 0
-    actions = CAP_SLACK_NUM * _leavers(_by_heat(s, n), mov[n] - caps[n]) + CAP_SLACK_ADD
+    hot0 = _by_heat(s, n)
+    fit = max(
+        (caps[t] - mov[t] for t in range(n_nodes) if d.elig[t] and t != n and not s.pinned[t]),
+        default=0,
+    )
+    total = 0
+    j = 0  # hot0[:j]: the replicas that fit somewhere, then the coldest others while short
+    while j < len(hot0) and (hot0[j][0] <= fit or total < mov[n] - caps[n]):
+        total += hot0[j][0]
+        j += 1
+    actions = CAP_SLACK_NUM * _leavers(hot0[:j], mov[n] - caps[n]) + CAP_SLACK_ADD
     while mov[n] > caps[n] and actions > 0:
         excess = mov[n] - caps[n]
         hot = _by_heat(s, n)

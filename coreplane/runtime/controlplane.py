@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import _thread
 import collections
-import contextlib
 import dataclasses
 import errno
 import logging
@@ -69,7 +68,7 @@ from coreplane.runtime.observations import ROWS_MAX, Observations, observe
 from coreplane.runtime.pipeline import Pipeline, ProposalFuture
 from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
-from coreplane.runtime.sessions import SessionLanes
+from coreplane.runtime.sessions import SessionLanes, Ticket
 from coreplane.runtime.status import NodeStatus, PeerStatus, StaleReadBound
 from coreplane.runtime.view import StateView
 
@@ -177,8 +176,10 @@ class _Attempt:
 
     def __call__(self, result: Any, code: int) -> None:
         self.result, self.code, self.fired = result, code, True
-        with contextlib.suppress(RuntimeError):  # a second callback for the same attempt
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per write
             self._lock.release()
+        except RuntimeError:  # a second callback for the same attempt
+            pass
 
     def wait(self, timeout_s: float) -> bool:
         """True once the callback ran; False after `timeout_s` without it."""
@@ -260,8 +261,12 @@ class _BatonAttempt(_Attempt):
 
     __slots__ = ("baton", "gen")
 
-    def __init__(self, baton: _Baton) -> None:
-        super().__init__()
+    def __init__(self, baton: _Baton) -> None:  # _Attempt's, inlined (one per write)
+        self._lock = lock = _thread.allocate_lock()
+        lock.acquire()
+        self.result: Any = None
+        self.code: int | None = None
+        self.fired = False
         self.baton = baton
         self.gen = 0
 
@@ -272,8 +277,10 @@ class _BatonAttempt(_Attempt):
             self.baton.completed(self)
 
     def wake(self) -> None:
-        with contextlib.suppress(RuntimeError):
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per write
             self._lock.release()
+        except RuntimeError:
+            pass
 
     def wait(self, timeout_s: float) -> bool:
         if not self._lock.acquire(timeout=max(0.0, timeout_s)):
@@ -306,11 +313,10 @@ class KV:
         self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
     ) -> int:
         """Write and wait until committed and applied here; returns the new mod revision."""
-        return int(
-            self._cp.call_command(
-                C.Put(key=key, value=value, lease_id=lease_id), timeout_s=timeout_s
-            )
-        )
+        cp = self._cp
+        ticket = cp._ticket()
+        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
+        return int(cp._propose(command, timeout_s, ticket).unwrap())
 
     def put_async(
         self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
@@ -318,11 +324,10 @@ class KV:
         """`put` without waiting: a future of the mod revision (``.result()`` or ``await``).
         Same checks, retries and exactly-once session as `put`; see `coreplane.runtime.pipeline`
         for the ordering of writes in flight."""
-        return self._cp.propose_async(
-            C.Put(key=key, value=value, lease_id=lease_id),
-            timeout_s=timeout_s,
-            transform=_unwrap_int,
-        )
+        cp = self._cp
+        ticket = cp._ticket()
+        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
+        return cp._propose_async(command, timeout_s, _unwrap_int, ticket)
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
@@ -453,6 +458,8 @@ class ControlPlane:
             connection_timeout_ms=max(1000, hi),
         )
         self._timing.validate()
+        # how long one attempt may go unanswered (`_attempt_s`; read by every kv.put)
+        self._attempt_s_value = max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
         _check_int("log_compaction_min_entries", log_compaction_min_entries, 2, 2**40)
         _check_int("log_compaction_min_time_s", log_compaction_min_time_s, 0, 365 * 24 * 3600)
         if seams is not None and not isinstance(seams, Seams):
@@ -965,8 +972,19 @@ class ControlPlane:
         Commands with a ``client_id`` field get this node's client id and a fresh seq if they
         carry none. The same bytes are re-sent until applied or the deadline passes.
         """
-        deadline = time.monotonic() + self._timeout(timeout_s)
-        data, release, batchable = self._proposal(command)
+        return self._propose(command, timeout_s, None)
+
+    def _propose(
+        self, command: C.Proposable, timeout_s: float | None, ticket: Ticket | None
+    ) -> Applied:
+        """`propose`; with `ticket`, `command` already carries that session seq."""
+        try:
+            deadline = time.monotonic() + self._timeout(timeout_s)
+        except BaseException:
+            if ticket is not None:
+                ticket()
+            raise
+        data, release, batchable = self._proposal(command, ticket)
         try:
             return self._propose_until(data, deadline, batchable)
         finally:
@@ -1010,14 +1028,25 @@ class ControlPlane:
                 "attempt of this command is unknown: retry the same bytes)"
             )
 
-    def _proposal(self, command: object) -> tuple[bytes, Callable[[], None] | None, bool]:
+    def _proposal(
+        self, command: object, ticket: Ticket | None = None
+    ) -> tuple[bytes, Callable[[], None] | None, bool]:
         """The bytes to propose for a host's command, after every check apply would make on
         its own: internal commands and the runtime's marker are refused (only the runtime
         ticks and establishes leaders), and so is anything over a size limit. The second item
         releases the session seq the command was given (call it once the write completed);
-        the third says whether it may share a log entry with others (`BATCHABLE_TAGS`)."""
-        release: Callable[[], None] | None = None
-        if isinstance(command, (bytes, bytearray, memoryview)):
+        the third says whether it may share a log entry with others (`BATCHABLE_TAGS`).
+        With `ticket` (`_ticket`), `command` already carries its session: it is released
+        here if the command is refused, else returned as the release."""
+        release: Callable[[], None] | None = ticket
+        if ticket is not None:
+            decoded: C.Command = command  # type: ignore[assignment]
+            try:
+                data = C.encode(decoded)
+            except BaseException:
+                ticket()
+                raise
+        elif isinstance(command, (bytes, bytearray, memoryview)):
             data = bytes(command)
             if len(data) > self._sm.limits.entry_bytes_max:
                 raise InvalidArgument(
@@ -1058,7 +1087,7 @@ class ControlPlane:
 
     def _attempt_s(self) -> float:
         """How long one attempt may go unanswered before the same bytes are sent again."""
-        return max(1.0, 3 * self._timing.election_timeout_ms_max / 1000)
+        return self._attempt_s_value
 
     def _timeout(self, timeout_s: object) -> float:
         """A caller's deadline in seconds: None means the configured default, 0 means now."""
@@ -1076,13 +1105,28 @@ class ControlPlane:
         """`propose` pipelined: returns at once with a future of the `Applied` (or of
         ``transform(applied)``), usable with ``.result()`` or ``await``. Bad commands raise
         here, before anything is proposed; everything after is in the future."""
-        timeout = self._timeout(timeout_s)
-        pipeline = self._pipeline
-        if pipeline is None or self._stopping.is_set():
-            self._require_engine()
-            raise Unavailable("the control plane is not running")
-        self._refuse_if_storage_full()
-        data, release, batchable = self._proposal(command)
+        return self._propose_async(command, timeout_s, transform, None)
+
+    def _propose_async(
+        self,
+        command: C.Proposable,
+        timeout_s: float | None,
+        transform: Callable[[Applied], Any] | None,
+        ticket: Ticket | None,
+    ) -> ProposalFuture[Any]:
+        """`propose_async`; with `ticket`, `command` already carries that session seq."""
+        try:
+            timeout = self._timeout(timeout_s)
+            pipeline = self._pipeline
+            if pipeline is None or self._stopping.is_set():
+                self._require_engine()
+                raise Unavailable("the control plane is not running")
+            self._refuse_if_storage_full()
+        except BaseException:
+            if ticket is not None:
+                ticket()
+            raise
+        data, release, batchable = self._proposal(command, ticket)
         return pipeline.submit(data, timeout, transform, release, batchable=batchable)
 
     def call_command(self, command: C.Command, *, timeout_s: float | None = None) -> Value:
@@ -1099,18 +1143,22 @@ class ControlPlane:
         fields: Any = command  # every client command has client_id and seq (commands.py)
         if "client_id" not in fields.TYPES or fields.client_id:
             return command, None
+        ticket = self._ticket()
+        with_session: C.Command = _with_client(command, ticket.client_id, ticket.seq)
+        return with_session, ticket
+
+    def _ticket(self) -> Ticket:
+        """A fresh session seq of this node (`SessionLanes`); call it once the write is done."""
         lanes = self._lanes
         if lanes is None:
             with self._seq_lock:
                 if self._lanes is None:
                     self._lanes = SessionLanes(self._client_id)
                 lanes = self._lanes
-        got = lanes.acquire(timeout_s=self._propose_timeout_s)
-        if got is None:
+        ticket = lanes.take(timeout_s=self._propose_timeout_s)
+        if ticket is None:
             raise Unavailable("too many writes in flight on this node")
-        lane, seq = got
-        with_session: C.Command = _with_client(command, lane.client_id, seq)
-        return with_session, lambda: lanes.release(lane, seq)
+        return ticket
 
     # ------------------------------------------------------------------------ reads
 

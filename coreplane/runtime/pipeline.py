@@ -18,13 +18,13 @@ one submitted later. A caller that needs B after A waits for A's future first (a
 client, whose requests in flight are ordered only by their commit).
 
 One daemon thread owns the timers (backoffs, attempt timeouts, deadlines); the hot path (submit
-and completion) is a dict insert and delete under one lock.
+and completion) is a dict insert and delete, without a lock (each is atomic; the timer thread
+allows for a write that completes while it looks). Retries take the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import random
@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import _base as _futures
 from typing import Any, TypeVar
 
 from coreplane.core.state import Applied
@@ -42,16 +43,127 @@ __all__ = ["Pipeline", "ProposalFuture"]
 
 T = TypeVar("T")
 _SWEEP_S = 0.05  # how often attempt timeouts and deadlines are looked at
+_RUNNING, _FINISHED = _futures.RUNNING, _futures.FINISHED
+_CANCELLED = frozenset((_futures.CANCELLED, _futures.CANCELLED_AND_NOTIFIED))
+_DONE = _CANCELLED | {_FINISHED}
+_LOGGER = _futures.LOGGER
+_SUCCESS = E.FAIL.SUCCESS
+_LIGHT = threading.Lock()  # guards every ProposalFuture that has no condition yet
 
 
 class ProposalFuture(Future[T]):
-    """A `concurrent.futures.Future` that an asyncio coroutine may also ``await``."""
+    """A `concurrent.futures.Future` that an asyncio coroutine may also ``await``.
+
+    Lighter than its base on the write path: a base Future builds a `threading.Condition` in
+    its constructor (about ten objects for the cyclic GC to track while the write is in
+    flight) and takes it for every state change and query. Here the condition is made on
+    first use only (a blocking `result`, `concurrent.futures.wait`, ...); until then state
+    changes and callback registration take one module lock (`_LIGHT`), and `done`, and
+    `result`/`exception` of a finished future, read the state without a lock (a finished
+    future never changes). Once made, the condition guards everything as in the base class:
+    a change under `_LIGHT` happens only while no condition exists, and the condition is
+    made under `_LIGHT`, so the two never overlap. Created running (it cannot be cancelled).
+    """
+
+    def __init__(self) -> None:
+        self._state = _RUNNING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        """The condition, and the waiters list (`concurrent.futures.wait` takes the condition
+        before it adds to it), are made when first asked for."""
+        if name not in ("_condition", "_waiters"):
+            raise AttributeError(name)
+        with _LIGHT:
+            made = self.__dict__.get(name)
+            if made is None:
+                made = self.__dict__[name] = (
+                    threading.Condition() if name == "_condition" else []
+                )
+        return made
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self).__await__()
 
+    def _finish(self, result: Any, exception: BaseException | None) -> bool:
+        """Finish without a condition (none was made yet): True if done here."""
+        with _LIGHT:
+            if "_condition" in self.__dict__:
+                return False
+            state = self._state
+            if state not in _DONE:
+                self._result, self._exception, self._state = result, exception, _FINISHED
+        if state in _DONE:  # outside the lock: repr() makes the condition
+            raise InvalidStateError(f"{state}: {self!r}")
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+        return True
+
+    def set_result(self, result: T) -> None:
+        if not self._finish(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._finish(None, exception):
+            super().set_exception(exception)
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        with _LIGHT:
+            light = "_condition" not in self.__dict__
+            if light and self._state not in _DONE:
+                self._done_callbacks.append(fn)
+                return
+        if not light:
+            super().add_done_callback(fn)
+            return
+        try:
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """True: created running (kept for callers that start a future themselves)."""
+        if self._state == _RUNNING:
+            return True
+        return super().set_running_or_notify_cancel()
+
+    def cancel(self) -> bool:
+        if self._state in (_RUNNING, _FINISHED):  # never goes back to pending
+            return False
+        return super().cancel()
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == _FINISHED:
+            if self._exception is not None:
+                raise self._exception
+            value: T = self._result
+            return value
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == _FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
 
 class _Pending:
+    """One write in flight; also its first attempt's engine callback (no closure per write:
+    a re-send's callback is a closure that carries its attempt number)."""
+
     __slots__ = (
         "attempt",
         "attempt_deadline",
@@ -62,12 +174,14 @@ class _Pending:
         "finished",
         "future",
         "key",
+        "pipeline",
         "release",
         "transform",
     )
 
     def __init__(
         self,
+        pipeline: Pipeline,
         key: int,
         data: bytes,
         future: ProposalFuture[Any],
@@ -75,6 +189,7 @@ class _Pending:
         transform: Callable[[Applied], Any] | None,
         release: Callable[[], None] | None,
     ) -> None:
+        self.pipeline = pipeline
         self.key = key
         self.release = release
         self.transform = transform
@@ -86,6 +201,15 @@ class _Pending:
         self.backoff_s = 0.02
         self.batchable = False
         self.finished = False  # set by the first completion (cheaper than future.done())
+
+    def __call__(self, result: Any, code: int) -> None:
+        """The first attempt's engine callback (tick thread); a success is `_done`'s first
+        case, inlined (it is almost every write)."""
+        if code == _SUCCESS and not self.finished and isinstance(result, Applied):
+            self.pipeline._inflight.pop(self.key, None)
+            _set(self, result)
+        else:
+            self.pipeline._done(self, 1, result, code)
 
 
 class Pipeline:
@@ -127,10 +251,9 @@ class Pipeline:
         `release` runs once when the write completes, however it completes, before the
         future's callbacks (the session seq it frees is then free when a waiter wakes);
         `batchable` lets the engine put it in one log entry with others (`RaftEngine.propose`)."""
-        future: ProposalFuture[Any] = ProposalFuture()
-        future.set_running_or_notify_cancel()
+        future: ProposalFuture[Any] = ProposalFuture()  # running from the start
         pending = _Pending(
-            next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
+            self, next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
         )
         pending.batchable = batchable
         self._send(pending)
@@ -140,9 +263,14 @@ class Pipeline:
         """Fail what is still in flight (outcome unknown) and stop the timer thread."""
         with self._lock:
             self._closed = True
-            pending = list(self._inflight.values()) + [p for _, _, p in self._retries]
-            self._inflight.clear()
+            pending = [p for _, _, p in self._retries]
             self._retries.clear()
+            inflight = self._inflight
+            while inflight:  # one atomic pop each: a racing `_send` pops p, or this does
+                try:
+                    pending.append(inflight.popitem()[1])
+                except KeyError:  # emptied meanwhile (`_forget`)
+                    break
             self._wake.notify()
         for p in pending:
             _fail(p, Unavailable("the control plane stopped; the outcome is unknown"))
@@ -155,22 +283,31 @@ class Pipeline:
         except Unavailable as exc:
             _fail(p, exc)
             return
-        with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
-                p.attempt += 1
-                p.attempt_deadline = time.monotonic() + self._attempt_s
-                self._inflight.pop(p.key, None)
-                self._inflight[p.key] = p
+        if p.attempt == 0:  # the first attempt: no lock (each dict operation is atomic)
+            p.attempt = 1
+            p.attempt_deadline = time.monotonic() + self._attempt_s
+            inflight = self._inflight
+            inflight[p.key] = p  # a new key: at the end, as the newest attempt
+            # close() sets _closed before it takes what is in flight: either it took p, or
+            # p is seen here (and failed once: only one of the two pops gets it)
+            closed = self._closed and inflight.pop(p.key, None) is not None
+        else:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    p.attempt += 1
+                    p.attempt_deadline = time.monotonic() + self._attempt_s
+                    self._inflight.pop(p.key, None)
+                    self._inflight[p.key] = p
         if closed:
             _fail(p, Unavailable("the control plane stopped"))
             return
         attempt = p.attempt
+        done: Callable[[Any, int], None] = p
+        if attempt != 1:
 
-        def done(result: Any, code: int) -> None:
-            self._done(p, attempt, result, code)
+            def done(result: Any, code: int) -> None:
+                self._done(p, attempt, result, code)
 
         if p.batchable:
             engine.propose(p.data, done, batchable=True)
@@ -206,8 +343,7 @@ class Pipeline:
             self._wake.notify()
 
     def _forget(self, p: _Pending) -> None:
-        with self._lock:
-            self._inflight.pop(p.key, None)
+        self._inflight.pop(p.key, None)  # atomic; the timer thread's pops allow for it
 
     # ------------------------------------------------------------------ timers
 
@@ -231,7 +367,8 @@ class Pipeline:
                 for p in list(self._inflight.values()):  # oldest attempt first
                     if p.attempt_deadline > now:
                         break
-                    del self._inflight[p.key]
+                    if self._inflight.pop(p.key, None) is None:
+                        continue  # completed meanwhile (`_forget` takes no lock)
                     (expired if now >= p.deadline else resend).append(p)
             for p in resend:
                 if p.finished:
@@ -268,11 +405,15 @@ def _set(p: _Pending, result: Applied) -> None:
             return
     else:
         value = result
-    with contextlib.suppress(InvalidStateError):  # lost a race with another completion
+    try:  # noqa: SIM105 - not contextlib.suppress: an object per write
         p.future.set_result(value)
+    except InvalidStateError:  # lost a race with another completion
+        pass
 
 
 def _fail(p: _Pending, exc: BaseException) -> None:
     _released(p)
-    with contextlib.suppress(InvalidStateError):  # lost a race with another completion
+    try:  # noqa: SIM105 - not contextlib.suppress: an object per write
         p.future.set_exception(exc)
+    except InvalidStateError:  # lost a race with another completion
+        pass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from coreplane.core.state import SESSION_WINDOW
 
-__all__ = ["LANE_WINDOW", "Lane", "SessionLanes"]
+__all__ = ["LANE_WINDOW", "Lane", "SessionLanes", "Ticket"]
 
 LANE_WINDOW = SESSION_WINDOW // 2  # half the core's window: a margin, not a need
 LANES_MAX = 1024  # x LANE_WINDOW writes in flight; beyond that, callers wait for a free seq
@@ -37,6 +37,19 @@ class Lane:
 
     def open(self) -> bool:
         return self.next_seq - self.low < LANE_WINDOW
+
+
+class Ticket:
+    """One write's ``(client_id, seq)``; calling it releases the seq (`SessionLanes.release`).
+    One object per write (a closure over lanes, lane and seq was five for the cyclic GC)."""
+
+    __slots__ = ("client_id", "lane", "lanes", "seq")
+
+    def __init__(self, lanes: SessionLanes, lane: Lane, seq: int) -> None:
+        self.lanes, self.lane, self.seq, self.client_id = lanes, lane, seq, lane.client_id
+
+    def __call__(self) -> None:
+        self.lanes.release(self.lane, self.seq)
 
 
 class SessionLanes:
@@ -70,6 +83,11 @@ class SessionLanes:
                         return None
                 finally:
                     self._waiters -= 1
+
+    def take(self, timeout_s: float | None = None) -> Ticket | None:
+        """`acquire` as a `Ticket` (call it to release), or None."""
+        got = self.acquire(timeout_s)
+        return None if got is None else Ticket(self, got[0], got[1])
 
     def release(self, lane: Lane, seq: int) -> None:
         """The write with this seq completed (applied, refused, or given up at its deadline).

@@ -79,6 +79,41 @@ def test_transform_and_close() -> None:
         waiting.result(timeout=5)
 
 
+class _Silent:
+    def propose(self, data: bytes, callback: Any) -> None:
+        pass  # never answers
+
+
+def _submit_while_closing(p: Pipeline) -> list[Any]:
+    futures: list[Any] = []
+    go = threading.Event()
+
+    def writer() -> None:
+        go.wait()
+        for i in range(200):
+            futures.append(p.submit(b"%d" % i, 60))
+
+    writers = [threading.Thread(target=writer) for _ in range(4)]
+    for t in writers:
+        t.start()
+    go.set()
+    p.close()
+    for t in writers:
+        t.join()
+    return futures
+
+
+def test_writes_submitted_while_closing_all_finish() -> None:
+    """Submit and completion take no lock: a write racing close() is failed by one of them."""
+    for _ in range(20):
+        p = Pipeline(lambda: _Silent(), RETRY, attempt_s=60, name="t")  # type: ignore[arg-type,return-value]
+        futures = _submit_while_closing(p)
+        assert len(futures) == 800
+        for f in futures:
+            with pytest.raises(Unavailable, match="stopped"):
+                f.result(timeout=5)
+
+
 def test_a_lane_never_runs_more_than_its_window_past_a_write_in_flight() -> None:
     lanes = SessionLanes("n/1")
     first_lane, first_seq = lanes.acquire()  # stays in flight (its first attempt was lost)
