@@ -7,12 +7,12 @@ submitting thread, completion by callback). Raw pysyncobj is driven like the pip
 replicated ``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on
 stdout (`coreplane.testing.procs`).
 
-Ops: ``role`` (am I the leader), ``closed`` (keep `inflight` pipelined writes outstanding for
-`duration_s`), ``threads`` (`threads` threads each calling the synchronous put in a loop for
-`duration_s`), ``open`` / ``open_sync`` (one write every 1/`rate` s for `duration_s`, pipelined
-or through the synchronous put from a pool of threads; latency from the scheduled send time to
-the acknowledgement, so queueing counts), ``writer_start``/``writer_stop`` (sequential
-acknowledged writes for the kill -9 runs, with completion times on the shared
+Ops: ``role`` (am I the leader), ``indexes`` (commit and applied index), ``closed`` (keep `inflight`
+pipelined writes outstanding for `duration_s`), ``threads`` (`threads` threads each calling the
+synchronous put in a loop for `duration_s`), ``open`` / ``open_sync`` (one write every 1/`rate` s
+for `duration_s`, pipelined or through the synchronous put from a pool of threads; latency from the
+scheduled send time to the acknowledgement, so queueing counts), ``writer_start``/``writer_stop``
+(sequential acknowledged writes for the kill -9 runs, with completion times on the shared
 CLOCK_MONOTONIC), ``keys`` (local keys with a prefix), ``stop``. The load ops also return
 ``caller_cpu_s``: the CPU time of the load's own threads (`time.thread_time`), i.e. the bench
 loop plus whatever the write call does on its caller's thread; everything else (replication,
@@ -54,6 +54,11 @@ class CoreplaneNode:
 
     def is_leader(self) -> bool:
         return self.cp.is_leader() and self.cp.fencing_token is not None
+
+    def indexes(self) -> tuple[int, int]:
+        """(commit index, applied index) as this node knows them (`cp.status()`)."""
+        st = self.cp.status()
+        return int(st.commit_index or 0), int(st.applied_index or 0)
 
     def propose(self, key: str, done: Callable[[bool], None]) -> None:
         """The public pipelined write (`kv.put_async`): retries and sessions included."""
@@ -113,6 +118,10 @@ class RawNode:
 
     def is_leader(self) -> bool:
         return bool(self.obj._isLeader())
+
+    def indexes(self) -> tuple[int, int]:
+        status = self.obj.getStatus()
+        return int(status["commit_idx"]), int(status["last_applied"])
 
     def propose(self, key: str, done: Callable[[bool], None]) -> None:
         self.obj.set(key, VALUE, callback=lambda result, err: done(err == 0))
@@ -413,6 +422,9 @@ def main() -> int:
             return {"last": w.started_at[-1] if w.started_at else None}
         if op == "writer_stop":
             return writers.pop(req["prefix"]).stop()
+        if op == "indexes":
+            commit, applied = node.indexes()
+            return {"commit": commit, "applied": applied}
         if op == "keys":
             return {"keys": node.keys(req["prefix"])}
         raise ValueError(f"unknown op {op!r}")

@@ -10,7 +10,9 @@ throughput, then the kills:
 - ``failover``: leader kill -9 -> the first acknowledged write among those sent after the kill
   (sequential writers on every survivor, so this includes the client's own retry; median and
   max over the kills), and ``acked_lost``: acknowledged writes missing from every replica at
-  the end.
+  the end. The killed node restarts and the next kill waits until it has applied what the
+  cluster had committed when it came back (``catch_up_s`` per kill, both systems alike): each
+  failover starts from a healthy cluster.
 
 Load, public paths only. coreplane is a library: its load runs in the leader's process, once
 through ``kv.put`` from `threads` threads (``coreplane_sync``: the common embedding, one
@@ -68,6 +70,7 @@ from benches._raft_procs import (
     NodeCluster,
     etcd_binary,
     etcd_keys,
+    post,
 )
 
 FULL = {
@@ -430,9 +433,25 @@ def _run(argv: list[str], env: dict[str, str]) -> bool:
 # ---------------------------------------------------------------------------------- kills
 
 
+def _caught_up_library(cluster: NodeCluster, restarted: Any, timeout_s: float = 60.0) -> float:
+    """Seconds until a restarted node has applied what its leader had committed when it came
+    back. The next kill waits for it: a failover is measured from a healthy cluster, not from
+    one whose other survivor is still loading a large snapshot (which once made later kills
+    look 5x slower than the first)."""
+    started = time.monotonic()
+    target = cluster.leader().request("indexes")["commit"]
+    while time.monotonic() - started < timeout_s:
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            if restarted.request("indexes", timeout_s=2)["applied"] >= target:
+                break
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
     failovers: list[float | None] = []
     acked: list[str] = []
+    catch_up: list[float] = []
     for k in range(kills):
         leader = cluster.leader()
         survivors = [n for n in cluster.nodes.values() if n is not leader]
@@ -461,14 +480,15 @@ def _kills_library(cluster: NodeCluster, kills: int) -> dict[str, Any]:
             ]
         failovers.append(min(firsts) - killed_at if firsts else None)
         leader.start()
-        time.sleep(1.0)  # catch up before the next kill
+        catch_up.append(_caught_up_library(cluster, leader))
+        time.sleep(1.0)
     cluster.leader()
     time.sleep(3.0)  # let a restarted node catch up (raw pysyncobj redials every 5 s)
     present: set[str] = set()
     for n in cluster.nodes.values():  # a write is lost if no replica has it
         present |= set(n.request("keys", prefix="k")["keys"])
     lost = [key for key in acked if key not in present]
-    return _failover_summary(failovers, len(acked), lost)
+    return {**_failover_summary(failovers, len(acked), lost), "catch_up_s": catch_up}
 
 
 def _failover_summary(failovers: list[float | None], acked: int, lost: list[str]) -> dict[str, Any]:
@@ -484,9 +504,31 @@ def _failover_summary(failovers: list[float | None], acked: int, lost: list[str]
     }
 
 
+def _raft_index(etcd: EtcdCluster, name: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        status = post(etcd.client[name], "/v3/maintenance/status", {}, timeout_s=1)
+        return int(status["raftIndex"])
+    return None
+
+
+def _caught_up_etcd(etcd: EtcdCluster, restarted: str, timeout_s: float = 60.0) -> float:
+    """As `_caught_up_library`: until the restarted member's raft index reaches what the
+    others had when it came back."""
+    started = time.monotonic()
+    others = [i for i in (_raft_index(etcd, n) for n in etcd.names if n != restarted) if i]
+    target = max(others, default=0)
+    while time.monotonic() - started < timeout_s:
+        index = _raft_index(etcd, restarted)
+        if index is not None and index >= target:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
     failovers: list[float | None] = []
     acked: list[str] = []
+    catch_up: list[float] = []
     for k in range(kills):
         leader = etcd.leader()
         deadline = time.monotonic() + 20
@@ -530,6 +572,7 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
         after = [done for started, done in done_at if started >= killed_at]
         failovers.append(min(after) - killed_at if after else None)
         etcd.start(leader, state="existing")
+        catch_up.append(_caught_up_etcd(etcd, leader))
         time.sleep(1.0)
         settle = time.monotonic() + 10
         while etcd.leader() is None and time.monotonic() < settle:
@@ -540,7 +583,7 @@ def _kills_etcd(etcd: EtcdCluster, kills: int) -> dict[str, Any]:
         with contextlib.suppress(OSError):
             present |= set(etcd_keys(etcd.client[name], "k"))
     lost = [key for key in acked if key not in present]
-    return _failover_summary(failovers, len(acked), lost)
+    return {**_failover_summary(failovers, len(acked), lost), "catch_up_s": catch_up}
 
 
 # ---------------------------------------------------------------------------------- run
