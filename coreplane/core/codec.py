@@ -136,9 +136,7 @@ def _canonical(value: Value, depth: int, path: _Path) -> Value:
             if type(key) is not str:
                 raise InvalidArgument(_render(path), f"map key {key!r} is not a str")
         return {k: _canonical(value[k], depth + 1, (path, k)) for k in sorted(value)}
-    raise InvalidArgument(
-        _render(path), f"{kind.__name__} is not encodable (integers, not floats)"
-    )
+    raise InvalidArgument(_render(path), f"{kind.__name__} is not encodable (integers, not floats)")
 
 
 # Packers for `encode_scalars` (every write a caller makes), reused: `packb` builds a Packer

@@ -79,9 +79,7 @@ class ProposalFuture(Future[T]):
         with _LIGHT:
             made = self.__dict__.get(name)
             if made is None:
-                made = self.__dict__[name] = (
-                    threading.Condition() if name == "_condition" else []
-                )
+                made = self.__dict__[name] = threading.Condition() if name == "_condition" else []
         return made
 
     def __await__(self) -> Generator[Any, None, T]:
