@@ -405,22 +405,25 @@ def _split_flags(
 # shift, RF change) and budget variants reuse the tuple, and the Fraction shares of a hundred
 # nodes cost a fifth of a P=10k budget solve in the kernel. The value is a pure function of the
 # key; its lists are shared by the Dense made from it, which nothing writes.
-NodeArrays = tuple[
-    list[str],
-    dict[str, int],
-    list[int],
-    int,
-    list[int],
-    list[int],
-    list[int],
-    list[int],
-    list[int],
-    list[int],
-    list[int],
-    list[int],
-    int,
-    int,
-]
+class NodeArrays(NamedTuple):
+    """What `compile_problem` derives from the nodes alone (and the partition totals)."""
+
+    node_ids: list[str]
+    node_idx: dict[str, int]
+    zone_of: list[int]
+    zones: int
+    elig: list[int]
+    slots: list[int]
+    lo: list[int]
+    hi: list[int]
+    tq: list[int]
+    hcap: list[int]
+    hfair: list[int]
+    zshare: list[int]
+    split_above: int
+    eligible_zones: int
+
+
 _NODES_MEMO: list[tuple[tuple[Node, ...], tuple[int, int, int, int], NodeArrays]] = []
 
 
@@ -476,22 +479,10 @@ def _node_arrays(
     # floor is monotonic: the floor of the largest share is the largest floor.
     split_above = max((f for f, e in zip(hfair, elig, strict=True) if e), default=0)
     eligible_zones = len({zone_of[i] for i in range(len(node_ids)) if elig[i]})
-    out = (
-        node_ids,
-        node_idx,
-        zone_of,
-        zones,
-        elig,
-        slots,
-        lo,
-        hi,
-        tq,
-        hcap,
-        hfair,
-        zshare,
-        split_above,
-        eligible_zones,
-    )
+    out = NodeArrays(
+        node_ids, node_idx, zone_of, zones, elig, slots, lo, hi, tq, hcap, hfair, zshare,
+        split_above, eligible_zones,
+    )  # fmt: skip
     _NODES_MEMO[:] = [(nodes_in, key, out)]
     return out
 
@@ -505,38 +496,23 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
     part_ids, rf, heat, replicas_total, heat_total, heat_sum, rf_max, heat_top = _partition_arrays(
         problem.partitions, accel
     )
-    (
-        node_ids,
-        node_idx,
-        zone_of,
-        zones,
-        elig,
-        slots,
-        lo,
-        hi,
-        tq,
-        hcap,
-        hfair,
-        zshare,
-        split_above,
-        eligible_zones,
-    ) = _node_arrays(problem.nodes, replicas_total, len(part_ids), heat_total, heat_sum)
-    split, split_ids = _split_flags(problem.partitions, part_ids, heat, split_above, accel)
-    off, rep = _current_replicas(problem, node_ids, node_idx, part_ids, accel)
+    na = _node_arrays(problem.nodes, replicas_total, len(part_ids), heat_total, heat_sum)
+    split, split_ids = _split_flags(problem.partitions, part_ids, heat, na.split_above, accel)
+    off, rep = _current_replicas(problem, na.node_ids, na.node_idx, part_ids, accel)
     budget = -1 if problem.moves_max is None else problem.moves_max
     return Dense(
-        node_ids,
+        na.node_ids,
         part_ids,
-        zone_of,
-        zones,
-        elig,
-        slots,
-        lo,
-        hi,
-        tq,
-        hcap,
-        hfair,
-        zshare,
+        na.zone_of,
+        na.zones,
+        na.elig,
+        na.slots,
+        na.lo,
+        na.hi,
+        na.tq,
+        na.hcap,
+        na.hfair,
+        na.zshare,
         rf,
         heat,
         split,
@@ -544,7 +520,7 @@ def compile_problem(problem: Problem, accel: Accel | None = None) -> Dense:
         rep,
         problem.moves_in_flight_per_node,
         budget,
-        eligible_zones,
+        na.eligible_zones,
         replicas_total,
         rf_max,
         split_ids,
