@@ -469,3 +469,25 @@ def test_the_table_routes_answer_alike_on_both_ways_in_and_pass_host_middlewares
         }
     finally:
         server.stop()
+
+
+def test_the_server_loop_is_uvloops_when_installed_unless_forced_to_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from coreplane.api.server import _new_event_loop
+
+    monkeypatch.setenv("COREPLANE_API_LOOP", "asyncio")
+    loop = _new_event_loop()
+    try:
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+    finally:
+        loop.close()
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.delenv("COREPLANE_API_LOOP")
+    loop = _new_event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
