@@ -353,6 +353,11 @@ class ApiMetrics:
         self._series[key] = series  # after _created: a scrape finds both
         return series
 
+    def count(self, route: str, method: str, code: int) -> int:
+        """Requests answered so far on (route, method) with status `code`."""
+        series = self._series.get((route, method, code))
+        return 0 if series is None else int(sum(series[:-1]))
+
     def snapshot(self) -> list[tuple[tuple[str, str, int], list[float], float]]:
         """Every series as (key, [bucket counts..., sum_s], created), in key order."""
         items = sorted(self._series.items())  # one C call: no update interleaves

@@ -78,6 +78,7 @@ def test_api_metrics_are_plain_counts_exported_as_prometheus_families_and_bounde
         if s.labels.get("route") == "/v1/kv/get"
     }
     assert samples[("coreplane_api_requests_total", "200", "")] == 3.0
+    assert api.count("/v1/kv/get", "POST", 200) == 3 and api.count("/v1/kv/get", "GET", 200) == 0
     assert samples[("coreplane_api_requests_total", "404", "")] == 1.0
     assert samples[("coreplane_api_requests_created", "200", "")] == 1000.0
     hist = "coreplane_api_request_duration_seconds"
