@@ -66,7 +66,7 @@ from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.fleet import Fleet
 from coreplane.runtime.observations import ROWS_MAX, Observations, observe
-from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.pipeline import Pipeline, ProposalFuture, _unwrap_int
 from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes, Ticket
@@ -151,9 +151,6 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
         raise InvalidArgument(field, f"must be a finite number of seconds > 0, got {value!r}")
     return seconds
 
-
-def _unwrap_int(applied: Applied) -> int:
-    return int(applied.unwrap())
 
 
 def register_builtins(sm: StateMachine) -> None:
