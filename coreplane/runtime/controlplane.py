@@ -1156,6 +1156,8 @@ class ControlPlane:
         """A caller's deadline in seconds: None means the configured default, 0 means now."""
         if timeout_s is None:
             return self._propose_timeout_s
+        if type(timeout_s) is float and 0.0 <= timeout_s < math.inf:  # plainly fine (NaN is not)
+            return timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
     def propose_async(

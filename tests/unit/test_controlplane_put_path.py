@@ -95,3 +95,20 @@ def test_an_entry_over_the_limit_is_refused_by_the_generic_check(tmp_path: Path)
         assert _in_flight(node) == 0
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), float("inf"), -1.0, True, "1"])
+def test_a_bad_timeout_is_refused_and_frees_its_seq(cp: ControlPlane, timeout_s: Any) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        cp.kv.put("k", b"v", timeout_s=timeout_s)
+    assert raised.value.field == "timeout_s"
+    with pytest.raises(InvalidArgument):
+        cp.kv.put_async("k", b"v", timeout_s=timeout_s)
+    assert _in_flight(cp) == 0
+
+
+def test_a_plain_timeout_is_taken_as_given(cp: ControlPlane) -> None:
+    assert cp._timeout(0.0) == 0.0
+    assert cp._timeout(2.5) == 2.5
+    assert cp._timeout(3) == 3.0
+    assert cp._timeout(None) == cp._propose_timeout_s
