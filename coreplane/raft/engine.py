@@ -670,12 +670,13 @@ class RaftEngine(RaftOverrides, SyncObj):
         queue = self._cp_batch_queue
         if batchable and queue is not None:
             items = queue._FastQueue__queue
+            item = (data, callback, monotonic_s())  # not under the lock: no Python call there
             with queue._FastQueue__lock:
                 size_max = queue._FastQueue__maxSize
                 full = size_max > 0 and len(items) >= size_max
                 was_empty = not items
                 if not full:
-                    items.append((data, callback, monotonic_s()))
+                    items.append(item)
             if full:
                 self._SyncObj__callErrCallback(FAIL.QUEUE_FULL, callback)  # type: ignore[attr-defined]
             elif was_empty:
