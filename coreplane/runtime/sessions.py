@@ -90,15 +90,17 @@ class SessionLanes:
         """`acquire` as a `Ticket` (call it to release), or None. The lane of the previous
         seq is tried first, without a scan (it has room for most writes: a lane takes
         `LANE_WINDOW` writes in flight); a new lane is still made only when all are full."""
-        with self._lock:
+        with self._lock:  # no Python call while it is held (a GIL hand-off there blocks others)
             lane = self._last
             seq = lane.next_seq
-            if seq - lane.low < LANE_WINDOW:
+            took = seq - lane.low < LANE_WINDOW
+            if took:
                 lane.next_seq = seq + 1
                 if not lane.inflight:
                     lane.low = seq
                 lane.inflight.add(seq)
-                return Ticket(self, lane, seq)
+        if took:
+            return Ticket(self, lane, seq)
         got = self.acquire(timeout_s)
         return None if got is None else Ticket(self, got[0], got[1])
 
