@@ -3,9 +3,9 @@
 coreplane is embedded: its clients are threads of the host process, so the load runs in the
 node process and goes through the public API only: `kv.put` from many threads (the common
 embedding: one waiting thread per write in flight) and the pipelined `kv.put_async` (each
-write's completion callback sends the next: see `closed_loop`). Raw pysyncobj is driven like the pipelined path (a
-replicated ``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on
-stdout (`coreplane.testing.procs`).
+write's completion callback sends the next: see `closed_loop`). Raw pysyncobj is driven like
+the pipelined path (a replicated ``set`` with a callback). Requests arrive as JSON lines on
+stdin, replies leave on stdout (`coreplane.testing.procs`).
 
 Ops: ``role`` (am I the leader), ``indexes`` (commit and applied index), ``closed`` (keep `inflight`
 pipelined writes outstanding for `duration_s`), ``threads`` (`threads` threads each calling the
