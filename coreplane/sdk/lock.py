@@ -271,9 +271,10 @@ class _LingerClock:
     Why not each session's thread on its own timer (as before): a deferral then woke that
     thread twice (told of the new deadline, then at it), and in a loop of lock cycles the
     next acquire carries the release long before the linger is over, so both wakes were for
-    nothing: two context switches and GIL hand-offs per cycle. On the bench machine that was
-    the largest share of the SDK's own CPU per lock cycle (16 threads, one client each: ~250
-    against ~145 us per cycle with this clock; 3.5 against 1.5 voluntary context switches).
+    nothing: two context switches and GIL hand-offs per cycle. On the 2-core bench machine
+    that was the largest share of the SDK's own CPU per lock cycle: a process of 16 threads
+    (one client each, lock cycles in a loop against one API server) spent 197-272 us of CPU
+    per cycle before, 117-152 us with this clock (paired, interleaved runs on a loaded machine).
 
     The rule (`plan`): a release is due at its deadline (the deferral's time plus the linger,
     the session's `_flush_due`) and goes out at the first wake at or after it, never sooner
