@@ -121,3 +121,15 @@ def test_the_clock_thread_tells_a_session_at_its_deadline() -> None:
     clock.schedule(s, s.due, nap_s=0.01)  # type: ignore[arg-type]
     assert s.told.wait(10)
     assert s.due is not None and time.monotonic() >= s.due
+
+
+def test_a_forked_child_starts_its_own_clock_on_its_first_deferral() -> None:
+    t = FakeClock()
+    clock = CountingClock(t)
+    s = FakeSession(t.t + 0.005)
+    clock.schedule(s, s.due, nap_s=0.005)
+    clock.wake(t.t)  # napping: the next deferral would not wake it ...
+    clock._forked()  # ... but a forked child has no clock thread
+    assert clock.planned == float("inf") and clock._thread is None
+    clock.schedule(s, t.t + 0.006, nap_s=0.005)
+    assert clock.kicks == 2  # told (started), not left napping in the parent
