@@ -13,7 +13,10 @@ through these fixtures, never by importing each other.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
 from coreplane.raft import engine as E
+from coreplane.runtime.controlplane import ControlPlane
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -146,3 +150,51 @@ def append_entries() -> Callable[..., dict[str, Any]]:
     """``append_entries(node, prev=, prev_term=, entries=[(index, term)], commit=, term=1)``:
     deliver one AppendEntries from "leader" to a `make_follower` node; its one reply."""
     return _append
+
+
+# ------------------------------------------------------------------ no node outlives its module
+
+_STARTED: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _track_started_control_planes() -> Iterator[None]:
+    """Remember every ControlPlane started in this process (weakly), for the check below."""
+    real = ControlPlane.start
+
+    def start(self: ControlPlane) -> None:
+        _STARTED.add(self)
+        real(self)
+
+    ControlPlane.start = start  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ControlPlane.start = real  # type: ignore[method-assign]
+
+
+def _running(cp: ControlPlane) -> bool:
+    thread: threading.Thread | None = getattr(cp, "_thread", None)
+    return thread is not None and thread.is_alive()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_control_plane_outlives_its_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A node a test module left running (a finalizer that raised half-way once did) kept
+    ticking and dialling its peers' ports into later modules, where another test's listener
+    had taken one of them: that test then saw a stranger's frames. Stop such nodes when their
+    module ends, warn naming the module, and fail only if a node cannot be stopped."""
+    yield
+    leaked = [cp for cp in list(_STARTED) if _running(cp)]
+    for cp in leaked:
+        warnings.warn(
+            f"{request.module.__name__} left ControlPlane {cp.node_id!r} running; stopped it",
+            stacklevel=1,
+        )
+        try:
+            cp.stop()
+        except Exception as exc:  # noqa: BLE001 - reported below with the node
+            warnings.warn(f"stopping leaked ControlPlane {cp.node_id!r}: {exc!r}", stacklevel=1)
+    stuck = [cp.node_id for cp in leaked if _running(cp)]
+    if stuck:
+        pytest.fail(f"{request.module.__name__}: ControlPlane(s) {stuck} could not be stopped")

@@ -20,7 +20,7 @@ wrong; no other exception escapes a decoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -32,6 +32,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_DEPTH",
     "MAX_ENCODED_BYTES",
+    "EncodedList",
     "Envelope",
     "FlatDecoder",
     "Value",
@@ -39,7 +40,9 @@ __all__ = [
     "decode_tree",
     "decode_value",
     "encode",
+    "encode_list_items",
     "encode_scalars",
+    "encode_snapshot",
     "encode_tree",
     "encode_value",
 ]
@@ -136,6 +139,8 @@ def _canonical(value: Value, depth: int, path: _Path) -> Value:
             if type(key) is not str:
                 raise InvalidArgument(_render(path), f"map key {key!r} is not a str")
         return {k: _canonical(value[k], depth + 1, (path, k)) for k in sorted(value)}
+    if kind is EncodedList:  # canonical already (encode_list_items); only encode_snapshot packs it
+        return value
     raise InvalidArgument(_render(path), f"{kind.__name__} is not encodable (integers, not floats)")
 
 
@@ -148,13 +153,15 @@ _IDLE_PACKERS_MAX = 8
 _IDLE_PACKER_BYTES_MAX = 64 * 1024
 
 
-def _pack(value: Value) -> bytes:
+def _pack(value: Value, max_bytes: int = MAX_ENCODED_BYTES) -> bytes:
     try:
         data: bytes = msgpack.packb(value, use_bin_type=True)
     except UnicodeEncodeError:
         raise InvalidArgument("value", "a string is not valid UTF-8 (a lone surrogate)") from None
-    if len(data) > MAX_ENCODED_BYTES:
-        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {MAX_ENCODED_BYTES}")
+    except TypeError as exc:  # an EncodedList outside encode_snapshot
+        raise InvalidArgument("value", str(exc)) from None
+    if len(data) > max_bytes:
+        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {max_bytes}")
     return data
 
 
@@ -200,15 +207,100 @@ def encode_scalars(
     return data
 
 
-def encode_value(value: Value) -> bytes:
-    """Canonical bytes of one plain value (snapshots, hashes)."""
-    return _pack(_canonical(value, 0, "value"))
+def encode_value(value: Value, *, max_bytes: int = MAX_ENCODED_BYTES) -> bytes:
+    """Canonical bytes of one plain value (hashes, small records); `max_bytes` caps them."""
+    return _pack(_canonical(value, 0, "value"), max_bytes)
+
+
+# ------------------------------------------------------------------ snapshots, in pieces
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedList:
+    """A list already in canonical bytes: its items' encodings joined, and how many items.
+
+    Why: a snapshot is mostly one long list (the KV rows). Encoded as one value it was one
+    msgpack call holding the GIL for the whole state (and a list of lists built first), on
+    every replica; `encode_list_items` encodes it in chunks, each a short call, and
+    `encode_snapshot` splices the bytes in where the list sits. The bytes are exactly those
+    `encode_value` gives for the list itself.
+    """
+
+    count: int
+    body: bytes
+
+
+def _header(count: int, fix: int, b16: int) -> bytes:
+    """msgpack's shortest array (fix 0x90, b16 0xdc) or map (0x80, 0xde) header for `count`."""
+    if count <= 15:
+        return bytes((fix | count,))
+    if count <= 0xFFFF:
+        return bytes((b16,)) + count.to_bytes(2, "big")
+    return bytes((b16 + 1,)) + count.to_bytes(4, "big")
+
+
+def encode_list_items(items: Iterable[Value], chunk: int = 2048) -> EncodedList:
+    """The canonical encoding of ``list(items)`` as an `EncodedList`, `chunk` items a call.
+
+    Items are checked as `encode_value` checks them (a list of scalars takes the fast path),
+    so nothing unencodable gets in; each chunk is one short msgpack call."""
+    parts: list[bytes] = []
+    count = 0
+    batch: list[Value] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= chunk:
+            count += len(batch)
+            parts.append(_items_bytes(batch))
+            batch = []
+    if batch:
+        count += len(batch)
+        parts.append(_items_bytes(batch))
+    return EncodedList(count, b"".join(parts))
+
+
+def _items_bytes(batch: list[Value]) -> bytes:
+    data = _pack(_canonical(batch, 1, "items"), 1 << 62)
+    return data[len(_header(len(batch), 0x90, 0xDC)) :]  # the items, without the array header
+
+
+def _holds_encoded(value: Value) -> bool:
+    """Whether an `EncodedList` sits somewhere under `value` through map values."""
+    if type(value) is EncodedList:
+        return True
+    return type(value) is dict and any(_holds_encoded(v) for v in value.values())
+
+
+def _pack_spliced(value: Value, out: list[bytes], max_bytes: int) -> None:
+    if type(value) is EncodedList:
+        out.append(_header(value.count, 0x90, 0xDC))
+        out.append(value.body)
+    elif type(value) is dict and _holds_encoded(value):
+        out.append(_header(len(value), 0x80, 0xDE))
+        for key, item in value.items():  # canonical: keys sorted already
+            out.append(_pack(key, max_bytes))
+            _pack_spliced(item, out, max_bytes)
+    else:
+        out.append(_pack(value, max_bytes))
+
+
+def encode_snapshot(value: Value, *, max_bytes: int) -> bytes:
+    """`encode_value` for a value whose maps may hold `EncodedList`s (at any depth, as map
+    values): the same bytes as encoding the lists themselves, under the snapshot's own cap."""
+    canonical = _canonical(value, 0, "value")
+    out: list[bytes] = []
+    _pack_spliced(canonical, out, max_bytes)
+    size = sum(len(part) for part in out)
+    if size > max_bytes:
+        raise InvalidArgument("value", f"encodes to {size} bytes, over {max_bytes}")
+    return b"".join(out)
 
 
 def encode_tree(
     value: Any,
     *,
     ext: Mapping[type, tuple[int, Callable[[Any], Any]]] | None = None,
+    max_bytes: int = MAX_ENCODED_BYTES,
 ) -> bytes:
     """Bytes of a wire tree: plain values plus tuples and registered types.
 
@@ -251,8 +343,8 @@ def encode_tree(
         if isinstance(exc, InvalidArgument):
             raise
         raise InvalidArgument("value", str(exc)) from exc
-    if len(data) > MAX_ENCODED_BYTES:
-        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {MAX_ENCODED_BYTES}")
+    if len(data) > max_bytes:
+        raise InvalidArgument("value", f"encodes to {len(data)} bytes, over {max_bytes}")
     return data
 
 

@@ -496,14 +496,16 @@ class StateMachine:
     def to_plain(self) -> dict[str, Value]:
         return self._capture_plain()()
 
-    def _capture_plain(self) -> Callable[[], dict[str, Value]]:
-        kv = self.kv.capture()
+    def _capture_plain(self, *, encoded: bool = False) -> Callable[[], dict[str, Value]]:
+        """The state's plain form, captured now and built by the returned thunk; `encoded`:
+        with the KV rows as a `codec.EncodedList` (for `codec.encode_snapshot`)."""
+        kv = self.kv.capture(encoded=encoded)
         locks = self.locks.capture()
         quotas = self.quotas.capture() if self.quotas.used else None
         fleet = self.fleet.snapshot_capture()
         sessions = [(cid, s.floor, list(s.results.items())) for cid, s in self.sessions.items()]
         # User states are encoded now: a machine may (against its contract) mutate in place.
-        machines = codec.encode_value(self.machine_states)
+        machines = codec.encode_value(self.machine_states, max_bytes=SNAPSHOT_BYTES_MAX)
         head = {
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
@@ -520,7 +522,7 @@ class StateMachine:
                     [cid, floor, [[seq, r] for seq, r in results]]
                     for cid, floor, results in sessions
                 ],
-                "machines": codec.decode_value(machines),
+                "machines": codec.decode_value(machines, max_bytes=SNAPSHOT_BYTES_MAX),
                 # Only once locks were used: states without them keep the snapshot bytes and
                 # hashes they had before the lock machine existed (restore reads it as empty).
                 **(
@@ -545,12 +547,14 @@ class StateMachine:
         apply for milliseconds rather than for the whole encode.
         """
         try:
-            build = self._capture_plain()
+            build = self._capture_plain(encoded=True)
         except InvalidArgument as exc:  # a user machine stored something that is not plain
             raise InvalidArgument("machine_states", f"state is not plain data: {exc}") from exc
 
         def encode() -> bytes:
-            return codec.encode_value(build())
+            # Its own cap, not a command's 16 MiB: a larger state must still compact its log
+            # (it once could not: every attempt failed after a full encode, on every replica).
+            return codec.encode_snapshot(build(), max_bytes=SNAPSHOT_BYTES_MAX)
 
         return encode
 

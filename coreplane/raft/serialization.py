@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -204,12 +205,12 @@ register_node_class(
 # ------------------------------------------------------------------------ the four functions
 
 
-def encode(obj: Any) -> bytes:
+def encode(obj: Any, *, max_bytes: int = MAX_ENCODED_BYTES) -> bytes:
     """Bytes of a pysyncobj value (message, command, snapshot part); `InvalidArgument` if the
-    value holds a type that is not allowlisted (floats included)."""
+    value holds a type that is not allowlisted (floats included) or encodes over `max_bytes`."""
     with _lock:
         hooks = dict(_encoders)
-    return encode_tree(obj, ext=hooks)
+    return encode_tree(obj, ext=hooks, max_bytes=max_bytes)
 
 
 def decode(
@@ -299,6 +300,7 @@ _KIND_TREE = 0  # pysyncobj's own capture (SyncObj attributes, consumers), as a 
 _KIND_HOST = 1  # opaque bytes from the host's capture hook, handed back to its restore hook
 _TRANSMIT_FORMAT = 1
 SNAPSHOT_BYTES_MAX = 1 << 30
+_RETRY_MIN_S, _RETRY_MAX_S = 1.0, 60.0  # after a failed snapshot (see `_back_off`)
 
 Capture = Callable[[], Callable[[], bytes]]
 
@@ -346,12 +348,18 @@ class SnapshotSerializer:
         self._transmissions: dict[Any, list[Any]] = {}
         self._incoming: bytearray | None = None
         self.last_error: BaseException | None = None
+        self._retry_at = 0.0  # monotonic s: no new snapshot before it, after a failure
+        self._backoff_s = 0.0
 
     # ---------------------------------------------------------------- taking a snapshot
 
     def serialize(self, data: Any, id: Any) -> None:
         """Start a snapshot of ``(data, last_entry, prev_entry, cluster)``; returns at once."""
         if self._thread is not None:
+            return
+        if time.monotonic() < self._retry_at:
+            # pysyncobj asks again at every tick once a compaction is due; after a failure
+            # each try was a full-state encode on every replica, back to back.
             return
         self._current_id = id
         self._failed = None
@@ -367,11 +375,14 @@ class SnapshotSerializer:
             _log_error("snapshot capture failed", exc)
             self._failed = self.last_error = exc
             self._thread = _DoneThread()
+            self._back_off()
             return
 
         def write() -> None:
             try:
-                payload = encode([_SNAPSHOT_FORMAT, kind, thunk(), cluster_bytes])
+                payload = encode(
+                    [_SNAPSHOT_FORMAT, kind, thunk(), cluster_bytes], max_bytes=self._max
+                )
                 if not self._journal.save_snapshot(
                     payload, last_entry=tuple(last_entry), prev_entry=tuple(prev_entry)
                 ):
@@ -380,9 +391,17 @@ class SnapshotSerializer:
             except Exception as exc:  # noqa: BLE001 - reported through checkSerializing
                 _log_error("snapshot write failed", exc)
                 self._failed = self.last_error = exc
+                self._back_off()
+            else:
+                self._backoff_s = 0.0
 
         self._thread = threading.Thread(target=write, name="coreplane-snapshot", daemon=True)
         self._thread.start()
+
+    def _back_off(self) -> None:
+        """Space the next attempt after a failure: 1 s, doubling to 60 s; a success resets."""
+        self._backoff_s = min(_RETRY_MAX_S, max(_RETRY_MIN_S, self._backoff_s * 2))
+        self._retry_at = time.monotonic() + self._backoff_s
 
     def checkSerializing(self) -> tuple[int, Any]:
         """pysyncobj polls this each tick: SERIALIZING, then SUCCESS or FAILED once."""

@@ -407,9 +407,10 @@ class ControlPlane:
     (>= 16 bytes) authenticates every peer frame and is never logged. Keyword options:
     `tick_interval_ms` (leader's Tick period), `election_timeout_ms` (min, max),
     `heartbeat_ms`, `propose_timeout_s` (default deadline of a write or linearizable read),
-    `log_compaction_min_entries`/`log_compaction_min_time_s` (50,000 entries by default; etcd
-    snapshots every 100,000: a snapshot encodes the whole state, which at thousands of writes/s
-    every 5,000 entries meant a full-state encode every second or two), `durability`
+    `log_compaction_min_entries`/`log_compaction_min_time_s` (50,000 entries by default, or
+    the number of keys if larger; etcd snapshots every 100,000: a snapshot encodes the whole
+    state, which at thousands of writes/s every 5,000 entries meant a full-state encode every
+    second or two, and with a fixed count its cost per write grows with the state), `durability`
     ("fsync" or "relaxed": may lose the last batch on power loss, never on a process crash),
     `limits`. Timing: election timeout 300..700 ms and heartbeat 50 ms by default; a leader
     acts only while its check-quorum lease (~274 ms from the newest quorum-acknowledged
@@ -1531,3 +1532,7 @@ class _SnapshotSource:
     def restore(self, data: bytes) -> None:
         with self._cp._sm_lock:
             self._cp._sm.restore(data)
+
+    def size_hint(self) -> int:
+        """Keys in the state (read without the lock: a len is atomic; a hint, not a fact)."""
+        return len(self._cp._sm.kv.keys)

@@ -79,8 +79,16 @@ class InProcessCluster:
         return [cp for cp in self.nodes.values() if not cp.is_leader()]
 
     def stop_all(self) -> None:
+        """Stop every node made, even when stopping one raises (then re-raise the first
+        error): a raise half-way once left the rest of a cluster running into later tests."""
+        errors: list[BaseException] = []
         for cp in self.created:
-            cp.stop()
+            try:
+                cp.stop()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,43 @@ def test_restart_from_data_dirs_after_compaction(cluster_factory: Any) -> None:
     assert again.nodes["b"].kv.put("after", b"restart") > max(revs.values())
 
 
+def test_a_state_over_16_mib_compacts_and_restarts(cluster_factory: Any, wait_until: Any) -> None:
+    """A snapshot has its own size cap: a state past a command's 16 MiB once failed every
+    compaction (after a full encode, retried at every tick on every node), so the log grew
+    without bound and throughput collapsed. 20 values of 1 MB, then small writes until every
+    node has stored a snapshot; a restart from the data dirs serves them all."""
+    cluster = cluster_factory(log_compaction_min_entries=20)
+    cluster.start_all()
+    leader = cluster.leader()
+    big = {f"big{i:02d}": bytes([i]) * 1_000_000 for i in range(20)}
+    for key, value in big.items():
+        leader.kv.put(key, value, timeout_s=20)
+    written = leader.status().applied_index
+    i = 0
+
+    def snapshot_len(cp: Any) -> int:  # the stored snapshot's size, if it covers the big keys
+        stored = cp._journal.load_snapshot()
+        return len(stored.payload) if stored and stored.last_entry[1] > written else 0
+
+    def compacted() -> bool:
+        nonlocal i
+        for _ in range(10):
+            i += 1
+            leader.kv.put(f"small{i:04d}", b"x")
+        return all(snapshot_len(cp) > 20_000_000 for cp in cluster.nodes.values())
+
+    wait_until(compacted, 60, "a snapshot of a 20 MB state on every node")
+    cluster.stop_all()
+    cluster.created.clear()
+    again = cluster.start_all()
+    again.leader()
+    for cp in again.nodes.values():
+        wait_until(lambda cp=cp: cp.kv.get("small0001", stale_ok=True) is not None, 20)
+        for key, value in big.items():
+            got = cp.kv.get(key, stale_ok=True)
+            assert got is not None and got[0] == value, key
+
+
 def test_add_and_remove_voter(wait_until: Any, cluster_factory: Any) -> None:
     cluster = cluster_factory(("a", "b", "c", "d"))
     ids = ("a", "b", "c")

@@ -142,3 +142,42 @@ def test_the_scalar_fast_path_gives_the_canonical_bytes() -> None:
         )
     user = C.UserCommand("m", {"b": [1, {"z": 1, "a": 2}]}, "c", 1)  # not scalar: the walk
     assert C.encode(user) == codec.encode(user.TAG, user.to_body())
+
+
+# ------------------------------------------------------------------ snapshots, in pieces
+
+_ROW_COUNTS = [0, 1, 15, 16, 2047, 2048, 2049, 65535, 65536, 70000]
+
+
+@pytest.mark.parametrize("count", _ROW_COUNTS)
+def test_spliced_rows_give_the_bytes_of_the_list_itself(count: int) -> None:
+    """Every header form (fix, 16-bit, 32-bit) for the list and its chunks, any chunk split."""
+    rows = [[f"k{i:06d}", bytes([i % 256]) * (i % 5), i, 2**40 + i, -i] for i in range(count)]
+    value = {"z": 1, "kv": {"keys": rows, "leases": [], "revision": count}, "a": [[1, 2]]}
+    expected = codec.encode_value(value, max_bytes=1 << 40)
+    spliced = {**value, "kv": {**value["kv"], "keys": codec.encode_list_items(iter(rows))}}
+    assert codec.encode_snapshot(spliced, max_bytes=1 << 40) == expected
+    small = codec.encode_list_items(rows, chunk=7)
+    assert small.count == count
+    assert codec.encode_snapshot({"keys": small}, max_bytes=1 << 40) == codec.encode_value(
+        {"keys": rows}, max_bytes=1 << 40
+    )
+
+
+def test_spliced_items_are_checked_and_the_snapshot_cap_holds() -> None:
+    with pytest.raises(InvalidArgument):
+        codec.encode_list_items([[1, 1.5]])  # a float inside a row
+    with pytest.raises(InvalidArgument):
+        codec.encode_list_items([2**64])
+    items = codec.encode_list_items([b"x" * 100] * 10)
+    with pytest.raises(InvalidArgument, match="over 1000"):
+        codec.encode_snapshot({"keys": items}, max_bytes=1000)
+    with pytest.raises(InvalidArgument):
+        codec.encode_value({"keys": items})  # only encode_snapshot splices
+
+
+def test_encode_value_takes_a_larger_cap_for_snapshots() -> None:
+    big = b"x" * (codec.MAX_ENCODED_BYTES + 1)
+    with pytest.raises(InvalidArgument, match="over"):
+        codec.encode_value(big)
+    assert len(codec.encode_value(big, max_bytes=2 * codec.MAX_ENCODED_BYTES)) > len(big)

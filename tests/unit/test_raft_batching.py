@@ -82,7 +82,9 @@ def test_a_batch_index_must_grow_like_any_entry() -> None:
 # ------------------------------------------------------------------ the engine
 
 
-def _solo(applied: list[tuple[str, Any, int]], recording_transport: Any) -> Any:
+def _solo(
+    applied: list[tuple[str, Any, int]], recording_transport: Any, snapshot_source: Any = None
+) -> Any:
     def apply_one(data: bytes, index: int) -> str:
         applied.append(("one", data, index))
         return f"r{index}"
@@ -100,6 +102,7 @@ def _solo(applied: list[tuple[str, Any, int]], recording_transport: Any) -> Any:
         apply_batch_fn=apply_batch,
         transport_class=recording_transport,
         journal=MemoryJournal(),
+        snapshot_source=snapshot_source,
         node_class=Node,
     )
     node._SyncObj__raftElectionDeadline = 0
@@ -215,4 +218,36 @@ def test_a_batch_counts_as_its_writes_towards_log_compaction(recording_transport
     node.doTick()
     node.doTick()
     assert len(forced) == 1 and forced[0] < 20  # few entries, but over 20 writes
+    node.destroy()
+
+
+class _SizedSource:
+    def __init__(self) -> None:
+        self.keys = 0
+
+    def snapshot_view(self) -> Any:
+        return lambda: b""
+
+    def restore(self, data: bytes) -> None:
+        raise AssertionError("not loaded in this test")
+
+    def size_hint(self) -> int:
+        return self.keys
+
+
+def test_the_compaction_threshold_grows_with_the_state(recording_transport: Any) -> None:
+    """A snapshot encodes the whole state: at a fixed count its cost per write grew with the
+    state (at 250k keys, more than the write itself on every replica). The threshold is
+    max(the configured count, the state's size hint), read at every tick."""
+    source = _SizedSource()
+    node = _solo([], recording_transport, snapshot_source=source)
+    base = node.conf.logCompactionMinEntries
+    node.doTick()
+    assert node.conf.logCompactionMinEntries == base
+    source.keys = base * 3
+    node.doTick()
+    assert node.conf.logCompactionMinEntries == base * 3
+    source.keys = 1  # keys deleted: back to the configured floor
+    node.doTick()
+    assert node.conf.logCompactionMinEntries == base
     node.destroy()

@@ -441,6 +441,70 @@ def test_snapshot_failures_are_reported_not_raised(tmp_path: Path) -> None:
         journal.close()
 
 
+def test_a_failed_snapshot_is_retried_after_a_backoff_not_at_every_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pysyncobj asks for a snapshot at every tick while compaction is due: after a failure
+    that was a full-state encode per tick on every replica. Now the next try waits 1 s,
+    doubling; a success resets the wait."""
+    clock = [1000.0]
+    monkeypatch.setattr(serialization.time, "monotonic", lambda: clock[0])
+    journal = _journal(tmp_path)
+    calls: list[int] = []
+    fail = [True]
+
+    def capture() -> Any:
+        calls.append(1)
+
+        def thunk() -> bytes:
+            if fail[0]:
+                raise InvalidArgument("value", "too large")
+            return b"state"
+
+        return thunk
+
+    try:
+        ser = serialization.SnapshotSerializer(journal, capture=capture, restore=lambda _: None)
+        entry = (journal[1], journal[0], {Node("n1")})
+
+        def attempt() -> int:
+            ser.serialize((None, *entry), 1)
+            return int(_finish(ser))
+
+        assert attempt() == SERIALIZER_STATE.FAILED and len(calls) == 1
+        for _ in range(50):  # ticks inside the backoff: no new attempt, nothing reported
+            assert attempt() == SERIALIZER_STATE.NOT_SERIALIZING
+        assert len(calls) == 1
+        clock[0] += 1.0
+        assert attempt() == SERIALIZER_STATE.FAILED and len(calls) == 2
+        clock[0] += 1.5  # the second wait is 2 s
+        assert attempt() == SERIALIZER_STATE.NOT_SERIALIZING and len(calls) == 2
+        clock[0] += 0.5
+        fail[0] = False
+        assert attempt() == SERIALIZER_STATE.SUCCESS and len(calls) == 3
+        assert attempt() == SERIALIZER_STATE.SUCCESS and len(calls) == 4  # no wait after one
+    finally:
+        journal.close()
+
+
+def test_a_snapshot_over_the_command_size_cap_is_stored(tmp_path: Path) -> None:
+    """A command is capped at 16 MiB; a snapshot has its own cap (`SNAPSHOT_BYTES_MAX`): a
+    state past 16 MiB once failed every snapshot, so the log never compacted."""
+    journal = _journal(tmp_path)
+    big = os.urandom(20 * 1024 * 1024)
+    restored: list[bytes] = []
+    try:
+        ser = serialization.SnapshotSerializer(
+            journal, capture=lambda: lambda: big, restore=restored.append
+        )
+        ser.serialize((None, journal[1], journal[0], {Node("n1")}), 1)
+        assert _finish(ser) == SERIALIZER_STATE.SUCCESS
+        ser.deserialize()
+        assert restored == [big]
+    finally:
+        journal.close()
+
+
 def _stream(src: serialization.SnapshotSerializer, dst: serialization.SnapshotSerializer) -> bool:
     for _ in range(1000):
         chunk = src.getTransmissionData("dst")

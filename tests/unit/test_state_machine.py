@@ -6,6 +6,7 @@ import gc
 
 import pytest
 
+from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.core.machines.kv import Limits
 from coreplane.core.state import SESSION_WINDOW, Applied, StateMachine
@@ -269,6 +270,21 @@ def test_snapshot_restore_round_trip_and_hash() -> None:
     assert restored.kv.get("a") is None
     with pytest.raises(DecodeError):
         StateMachine.from_snapshot(b"\x80")
+
+
+def test_a_state_over_the_command_cap_snapshots_and_restores() -> None:
+    """A snapshot is capped by `SNAPSHOT_BYTES_MAX`, not by a command's 16 MiB: a state of
+    17 MB (e.g. 180k keys of 64 bytes) once failed every snapshot, and the log could never
+    be compacted. Its bytes are those of the plain form encoded whole (rows in chunks)."""
+    sm = StateMachine()
+    for i in range(20_000):
+        sm.kv.put(f"key-{i:08d}", b"v" * 1000, 0)
+    data = sm.snapshot()
+    assert len(data) > codec.MAX_ENCODED_BYTES
+    assert data == codec.encode_value(sm.to_plain(), max_bytes=len(data))
+    restored = StateMachine.from_snapshot(data)
+    assert restored.kv.get("key-00019999") == (b"v" * 1000, 20_000)
+    assert restored.state_hash() == sm.state_hash()
 
 
 def test_snapshot_view_is_unaffected_by_later_applies() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+from coreplane.core import codec
 from coreplane.core.codec import Value
 from coreplane.core.machines.history import History
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument
@@ -279,21 +280,27 @@ class KVMachine:
     def to_plain(self) -> dict[str, Value]:
         return self.capture()()
 
-    def capture(self) -> Callable[[], dict[str, Value]]:
+    def capture(self, *, encoded: bool = False) -> Callable[[], dict[str, Value]]:
         """A consistent view taken in pointer copies; the returned thunk builds the plain form.
 
         Records are immutable and leases are copied, so the thunk may run on another thread
-        while apply goes on: the apply thread pays a dict copy, not an encode.
+        while apply goes on: the apply thread pays a dict copy, not an encode. `encoded`: the
+        rows come as one `codec.EncodedList`, encoded in short chunks (for snapshots: see
+        `codec.encode_snapshot`), instead of a list of lists.
         """
         keys = self.keys.copy()
         leases = [[i, lease.ttl_ms, lease.expires_ms] for i, lease in self.leases.items()]
         revision, next_lease_id = self.revision, self.next_lease_id
 
         def build() -> dict[str, Value]:
+            if encoded:
+                rows: Value = codec.encode_list_items([k, *keys[k]] for k in sorted(keys))
+            else:
+                rows = [[k, *r] for k, r in sorted(keys.items())]
             return {
                 "revision": revision,
                 "next_lease_id": next_lease_id,
-                "keys": [[k, *r] for k, r in sorted(keys.items())],
+                "keys": rows,
                 "leases": sorted(leases),
             }
 
