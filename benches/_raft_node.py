@@ -2,8 +2,8 @@
 
 coreplane is embedded: its clients are threads of the host process, so the load runs in the
 node process and goes through the public API only: `kv.put` from many threads (the common
-embedding: one waiting thread per write in flight) and the pipelined `kv.put_async` (one
-submitting thread, completion by callback). Raw pysyncobj is driven like the pipelined path (a
+embedding: one waiting thread per write in flight) and the pipelined `kv.put_async` (each
+write's completion callback sends the next: see `closed_loop`). Raw pysyncobj is driven like the pipelined path (a
 replicated ``set`` with a callback). Requests arrive as JSON lines on stdin, replies leave on
 stdout (`coreplane.testing.procs`).
 
@@ -21,6 +21,7 @@ the journal, apply, callbacks) runs on the node's threads.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -167,50 +168,56 @@ def _batched(before: tuple[int, int] | None, node: Any) -> dict[str, Any]:
 def closed_loop(node: Any, inflight: int, duration_s: float, prefix: str) -> dict[str, Any]:
     """Keep `inflight` writes outstanding; committed writes per second.
 
-    The window is a queue of tokens (`queue.SimpleQueue`, in C), not a `threading.Semaphore`:
-    the semaphore is a Condition in Python code, and its release and acquire were ~8% of the
-    leader's CPU under `kv.put_async` (py-spy --gil), a cost of this loop, not of the write."""
-    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
-    for _ in range(inflight):
-        tokens.put(None)
+    A pipelined host chains: a write's completion callback sends the next one, on whatever
+    thread completed it (as an asyncio host's done-callback would), so no thread is woken per
+    write. The first version woke a submitting thread per completion through a token queue:
+    py-spy --gil put that hand-off at ~16% of the leader's GIL time under `kv.put_async`, a
+    cost of the load generator, not of the write. A write that fails hands its slot back to
+    the submitting thread (no chaining on failure: a node that refuses at once would recurse),
+    which sends again until the end; the drain waits for every slot to come back."""
+    slots: queue.SimpleQueue[None] = queue.SimpleQueue()
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
+    seq = itertools.count()
+    end = time.monotonic() + duration_s
 
     def done(ok: bool) -> None:
         with lock:
             counts["ok" if ok else "failed"] += 1
-        tokens.put(None)
-
-    def take(timeout: float) -> bool:
-        try:
-            tokens.get(timeout=timeout)
-        except queue.Empty:
-            return False
-        return True
+        if ok and time.monotonic() < end:
+            node.propose(f"{prefix}{next(seq)}", done)
+        else:
+            slots.put(None)
 
     batches0 = _batches(node)
     cpu0 = time.thread_time()
     start = time.monotonic()
     end = start + duration_s
-    i = 0
+    for _ in range(inflight):
+        node.propose(f"{prefix}{next(seq)}", done)
+    returned = 0
     while time.monotonic() < end:
-        if not take(0.5):
+        try:
+            slots.get(timeout=0.5)
+        except queue.Empty:
             continue
-        node.propose(f"{prefix}{i}", done)
-        i += 1
+        node.propose(f"{prefix}{next(seq)}", done)  # a failed write's slot, sent again
     caller_cpu_s = time.thread_time() - cpu0
     # Drain, bounded in total (not per write: the reply must beat the caller's timeout). A
     # write whose callback never comes (raw pysyncobj keeps a deposed leader's callbacks until
     # its log reaches their index) is counted, not waited for.
     drain_until = time.monotonic() + 10.0
-    drained = 0
-    while drained < inflight and take(max(0.0, drain_until - time.monotonic())):
-        drained += 1
+    while returned < inflight:
+        try:
+            slots.get(timeout=max(0.0, drain_until - time.monotonic()))
+        except queue.Empty:
+            break
+        returned += 1
     elapsed = time.monotonic() - start
     return {
         "ok": counts["ok"],
         "failed": counts["failed"],
-        "unfinished": inflight - drained,
+        "unfinished": inflight - returned,
         "elapsed_s": elapsed,
         "writes_per_s": counts["ok"] / elapsed,
         "caller_cpu_s": caller_cpu_s,

@@ -1,5 +1,5 @@
 """coreplane.obs on the HTTP API: `/health`, `/health/where`, `/health/why/{kind}/{id}`,
-`/metrics`, `/v1/diagnose`, `/v1/obs/sample`, and the request metrics middleware.
+`/metrics`, `/v1/diagnose`, `/v1/obs/sample`, and the request metrics (a request observer).
 
 `register(server, cp)` is what `coreplane.api.ApiServer` calls (or a host, for a server built
 with ``obs=False``); it returns the `ObsEndpoints` bound to that server. Shapes:
@@ -139,15 +139,30 @@ class ObsEndpoints:
 
     # ------------------------------------------------------------------ HTTP
 
+    def observe_request(
+        self, route: str, method: str, code: int, seconds: float, request: web.Request
+    ) -> None:
+        """Counts one answered request by route pattern, method and status, with its latency
+        (an `ApiServer` request observer). Every label is from a bounded set: the route is a
+        registered pattern or "unmatched" (never the raw path), the method one of `_METHODS`
+        or "other" (a client may send any token), the status one the server answers."""
+        denied = code == 401  # only then are the remote and the token looked at
+        self.metrics.api.observe(
+            route,
+            method if method in _METHODS else "other",
+            code,
+            seconds,
+            request.remote if denied else None,
+            token_sent=denied and bool(request.headers.get("Authorization")),
+        )
+
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """Counts every request by route pattern, method and status, with its latency.
-        Every label is from a bounded set: the route is a registered pattern or
-        "unmatched" (never the raw path), the method one of `_METHODS` or "other" (a
-        client may send any token), the status one the server answers."""
-        api = self.metrics.api
+        """`observe_request` as an aiohttp middleware, for a host's own Application (an
+        `ApiServer` calls the observer itself, on its fast path too)."""
+        observe = self.observe_request
 
         @web.middleware
-        async def observe(
+        async def observe_mw(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
             started = time.monotonic()
@@ -162,17 +177,9 @@ class ObsEndpoints:
             finally:
                 resource = request.match_info.route.resource
                 route = resource.canonical if resource is not None else "unmatched"
-                denied = code == 401  # only then are the remote and the token looked at
-                api.observe(
-                    route,
-                    request.method if request.method in _METHODS else "other",
-                    code,
-                    time.monotonic() - started,
-                    request.remote if denied else None,
-                    token_sent=denied and bool(request.headers.get("Authorization")),
-                )
+                observe(route, request.method, code, time.monotonic() - started, request)
 
-        return observe
+        return observe_mw
 
     def add_routes(self, app: web.Application) -> None:
         """The routes outside /v1 (raw aiohttp: text answers, a public /health)."""
@@ -280,7 +287,7 @@ def register(
     wall_clock_s: Callable[[], float] = time.time,
 ) -> ObsEndpoints:
     """Mount obs on an `ApiServer` before its start(); the endpoints object (its `metrics`,
-    `observer`). Uses the server's extension points: `add_middleware`, `add_app_hook`,
+    `observer`). Uses the server's extension points: `add_request_observer`, `add_app_hook`,
     `add_route`, `authenticate_role` and `api_peers`."""
     endpoints = ObsEndpoints(
         cp,
@@ -292,7 +299,7 @@ def register(
         thresholds=thresholds,
         wall_clock_s=wall_clock_s,
     )
-    server.add_middleware(endpoints.middleware())
+    server.add_request_observer(endpoints.observe_request)
     server.add_app_hook(endpoints.add_routes)
     handlers = endpoints.v1_handlers()
     server.add_route(

@@ -161,12 +161,20 @@ def split_batch(payload: bytes) -> list[bytes]:
 
 
 class _BatchCallback:
-    """One batch entry's callback: hands each proposal its own result (or the failure)."""
+    """One batch entry's callback: hands each proposal its own result (or the failure), after
+    noting each one's commit latency (`started`: when it was proposed; None: not timed)."""
 
-    __slots__ = ("callbacks",)
+    __slots__ = ("callbacks", "latency", "started")
 
-    def __init__(self, callbacks: list[Callable[[Any, int], None]]) -> None:
+    def __init__(
+        self,
+        callbacks: list[Callable[[Any, int], None]],
+        started: list[float] | None = None,
+        latency: LatencyHistogram | None = None,
+    ) -> None:
         self.callbacks = callbacks
+        self.started = started
+        self.latency = latency
 
     def __call__(self, result: Any, code: int) -> None:
         callbacks = self.callbacks
@@ -175,13 +183,14 @@ class _BatchCallback:
                 raise InvariantViolation(
                     f"a batch of {len(callbacks)} applied as {type(result).__name__}"
                 )
-            now = monotonic_s()  # once per batch, not per proposal (`_Timed`)
+            started, latency = self.started, self.latency
+            if started is not None and latency is not None:
+                now = monotonic_s()  # once per batch, not per proposal (`_Timed`)
+                observe = latency.observe
+                for at in started:
+                    observe(now - at)
             for callback, one in zip(callbacks, result, strict=True):
-                if type(callback) is _Batchable:
-                    callback.latency.observe(now - callback.started)
-                    callback.callback(one, code)
-                else:
-                    callback(one, code)
+                callback(one, code)
         else:
             for callback in callbacks:
                 callback(None, code)
@@ -189,7 +198,7 @@ class _BatchCallback:
 
 class _Timed:
     """A proposal's callback that notes its commit latency first (one object per proposal:
-    a closure was five for the cyclic GC). `_Batchable`: it may share an entry."""
+    a closure was five for the cyclic GC)."""
 
     __slots__ = ("callback", "latency", "started")
 
@@ -204,52 +213,52 @@ class _Timed:
         self.callback(result, code)
 
 
-class _Batchable(_Timed):
-    """The callback of a proposal that may share a log entry; its bytes are queued without
-    a type byte, and `_BatchingQueue` gives them one when they leave the queue."""
-
-    __slots__ = ()
-
-
 class _BatchingQueue(FastQueue):  # type: ignore[misc]
     """pysyncobj's proposal queue, handing out each run of queued batchable proposals as
     one batch entry (`join_batch`) when the tick thread drains it, order kept.
 
-    A batchable proposal is queued as its bare codec bytes with a `_Batchable` callback (no
-    type byte put in front and taken off again: two copies per write). Coalescing happens in
-    `get_nowait`, under the queue's lock, so every batchable item gets its entry type before
-    it leaves the queue. A run is cut at `BATCH_COMMANDS_MAX` commands or `BATCH_BYTES_MAX`
-    bytes; a run of one leaves as a plain entry (an idle node writes exactly what it wrote
-    before batching existed)."""
+    A batchable proposal is queued as a 3-tuple ``(codec bytes, callback, proposed at)``
+    (`RaftEngine.propose`), anything else as pysyncobj's ``(typed command, callback)``: no
+    type byte put in front and taken off again (two copies per write), and no wrapper object
+    per write. Coalescing happens in `get_nowait`, under the queue's lock, so every batchable
+    item gets its entry type before it leaves the queue. A run is cut at `BATCH_COMMANDS_MAX`
+    commands or `BATCH_BYTES_MAX` bytes; a run of one leaves as a plain entry (an idle node
+    writes exactly what it wrote before batching existed)."""
 
-    def __init__(self, size_max: int) -> None:
+    def __init__(self, size_max: int, latency: LatencyHistogram | None = None) -> None:
         super().__init__(size_max)
         self.stats = [0, 0]  # [batch entries handed out, commands in them]
+        self.latency = latency if latency is not None else LatencyHistogram()
 
     def get_nowait(self) -> tuple[bytes, Any]:
         with self._FastQueue__lock:
             items = self._FastQueue__queue
             if not items:
                 raise _queue.Empty()
-            command, callback = items.popleft()
-            if type(callback) is not _Batchable:
-                return command, callback
+            item = items.popleft()
+            if len(item) == 2:
+                return item  # type: ignore[no-any-return]
+            command, callback, at = item
             run = [command]
             callbacks = [callback]
+            started = [at]
             size = len(command) + 4
             while items and len(run) < BATCH_COMMANDS_MAX:
-                command, callback = items[0]
-                if type(callback) is not _Batchable or size + len(command) + 4 > BATCH_BYTES_MAX:
+                item = items[0]
+                if len(item) == 2 or size + len(item[0]) + 4 > BATCH_BYTES_MAX:
                     break
                 items.popleft()
+                command, callback, at = item
                 run.append(command)
                 callbacks.append(callback)
+                started.append(at)
                 size += len(command) + 4
         if len(run) == 1:
-            return ENTRY_COMMAND_TYPE + run[0], callbacks[0]
+            return ENTRY_COMMAND_TYPE + run[0], _Timed(callbacks[0], self.latency, started[0])
         self.stats[0] += 1
         self.stats[1] += len(run)
-        return BATCH_COMMAND_TYPE + join_batch(run), _BatchCallback(callbacks)
+        entry = BATCH_COMMAND_TYPE + join_batch(run)
+        return entry, _BatchCallback(callbacks, started, self.latency)
 
 
 class SnapshotSource(Protocol):
@@ -496,6 +505,7 @@ class RaftEngine(RaftOverrides, SyncObj):
         self._apply_fn = apply_fn
         self._apply_batch_fn = apply_batch_fn  # None: this engine never writes batches
         self._cp_batched_extra = 0  # writes in batch entries beyond one each, since compaction
+        self._cp_batch_queue: _BatchingQueue | None = None  # set once SyncObj is built
         if journal is not None:
             journal = ConflictAwareLog(journal)  # truncate on term conflicts only (Raft §5.3)
         self._cp_journal = journal
@@ -555,7 +565,8 @@ class RaftEngine(RaftOverrides, SyncObj):
         if installed is not None:
             self._cp_installed.append(installed)
         if apply_batch_fn is not None:  # nothing is queued yet: proposals start after this
-            self._SyncObj__commandsQueue = _BatchingQueue(conf.commandsQueueSize)
+            self._cp_batch_queue = _BatchingQueue(conf.commandsQueueSize, self._cp_commit_latency)
+            self._SyncObj__commandsQueue = self._cp_batch_queue
         self.addOnTickCallback(self._cp_reads_tick)
         if self._cp_size_hint is not None:
             self.addOnTickCallback(self._cp_scale_compaction)
@@ -651,10 +662,25 @@ class RaftEngine(RaftOverrides, SyncObj):
         log index: see `apply_batch_fn`): proposals that are queued together when the tick
         thread drains the queue go into one log entry, so a deep queue costs one entry, one
         journal record and one wire item per batch instead of per proposal. A proposal alone
-        in the queue is written as a plain entry."""
-        if batchable and self._apply_batch_fn is not None:
-            # bare bytes: `_BatchingQueue` tells them by their callback's type
-            self._applyCommand(data, _Batchable(callback, self._cp_commit_latency, monotonic_s()))
+        in the queue is written as a plain entry.
+
+        A batchable proposal is queued here directly (what `_applyCommand` does, without its
+        wrapper object and type byte per write): the tick thread is woken only when the queue
+        was empty, since it drains the whole queue (`engine_overrides`)."""
+        queue = self._cp_batch_queue
+        if batchable and queue is not None:
+            items = queue._FastQueue__queue
+            item = (data, callback, monotonic_s())  # not under the lock: no Python call there
+            with queue._FastQueue__lock:
+                size_max = queue._FastQueue__maxSize
+                full = size_max > 0 and len(items) >= size_max
+                was_empty = not items
+                if not full:
+                    items.append(item)
+            if full:
+                self._SyncObj__callErrCallback(FAIL.QUEUE_FULL, callback)  # type: ignore[attr-defined]
+            elif was_empty:
+                self._cp_notify()
         else:
             timed = _Timed(callback, self._cp_commit_latency, monotonic_s())
             self._applyCommand(data, timed, ENTRY_COMMAND_TYPE[0])

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.core.address import endpoint_key, parse_address
 from coreplane.core.codec import Value
@@ -65,7 +66,7 @@ from coreplane.runtime.config import NodeConfig, check_node_id, validate_config
 from coreplane.runtime.datadir import DataDir, cluster_fingerprint
 from coreplane.runtime.fleet import Fleet
 from coreplane.runtime.observations import ROWS_MAX, Observations, observe
-from coreplane.runtime.pipeline import Pipeline, ProposalFuture
+from coreplane.runtime.pipeline import Pipeline, ProposalFuture, _unwrap_int
 from coreplane.runtime.quotas import QuotaConfig, Quotas
 from coreplane.runtime.seams import Clock, Seams, SystemClock
 from coreplane.runtime.sessions import SessionLanes, Ticket
@@ -102,6 +103,10 @@ def _stepdown_apply(state: Value, body: Value, ctx: Any) -> tuple[Value, Value]:
 
 
 OWN_WRITES_MAX = 65_536  # decoded own KV writes kept for apply (see ControlPlane._own_writes)
+# A Put's fields in the order `codec.encode_scalars` takes them (sorted: what `C.encode` does)
+_PUT_NAMES = tuple(sorted(C.Put.TYPES))
+_PUT_VALUES = operator.attrgetter(*_PUT_NAMES)
+_U63 = 2**63 - 1
 
 
 _SESSION_FIELDS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], int, int] | None] = {}
@@ -146,9 +151,6 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
         raise InvalidArgument(field, f"must be a finite number of seconds > 0, got {value!r}")
     return seconds
 
-
-def _unwrap_int(applied: Applied) -> int:
-    return int(applied.unwrap())
 
 
 def register_builtins(sm: StateMachine) -> None:
@@ -315,8 +317,18 @@ class KV:
         """Write and wait until committed and applied here; returns the new mod revision."""
         cp = self._cp
         ticket = cp._ticket()
-        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
-        return int(cp._propose(command, timeout_s, ticket).unwrap())
+        try:
+            deadline = time.monotonic() + cp._timeout(timeout_s)
+        except BaseException:
+            ticket()
+            raise
+        data = cp._put_bytes(key, value, lease_id, ticket)
+        try:
+            applied = cp._propose_until(data, deadline, True)
+        finally:
+            ticket()
+            cp._baton.pass_on()
+        return int(applied.unwrap())
 
     def put_async(
         self, key: str, value: bytes, *, lease_id: int = 0, timeout_s: float | None = None
@@ -326,8 +338,18 @@ class KV:
         for the ordering of writes in flight."""
         cp = self._cp
         ticket = cp._ticket()
-        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)
-        return cp._propose_async(command, timeout_s, _unwrap_int, ticket)
+        try:
+            timeout = cp._timeout(timeout_s)
+            pipeline = cp._pipeline
+            if pipeline is None or cp._stopping.is_set():
+                cp._require_engine()
+                raise Unavailable("the control plane is not running")
+            cp._refuse_if_storage_full()
+        except BaseException:
+            ticket()
+            raise
+        data = cp._put_bytes(key, value, lease_id, ticket)
+        return pipeline.submit(data, timeout, _unwrap_int, ticket, batchable=True)
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> int:
         """Delete; returns 1 if the key existed, else 0."""
@@ -994,8 +1016,9 @@ class ControlPlane:
             self._baton.pass_on()
 
     def _propose_until(self, data: bytes, deadline: float, batchable: bool = False) -> Applied:
-        attempt_s = self._attempt_s()
+        attempt_s = self._attempt_s_value
         backoff_s = 0.02
+        baton = self._baton
         while True:
             self._refuse_if_storage_full()
             remaining = deadline - time.monotonic()
@@ -1004,16 +1027,25 @@ class ControlPlane:
                     "no commit before the deadline; the outcome is unknown "
                     "(propose() the same command bytes again to retry safely)"
                 )
-            result, code = self._attempt(data, min(remaining, attempt_s), batchable)
-            if code == E.FAIL.SUCCESS:
-                if isinstance(result, Applied):
-                    return result
-                raise InvariantViolation(f"engine returned {type(result).__name__}")
-            if code == E.FAIL.REQUEST_DENIED:
-                raise CommandRejected("request_denied", "the leader refused the proposal")
-            if code is not None and code not in _RETRY_CODES:
-                raise Unavailable(f"proposal failed with engine code {code}")
-            self._baton.pass_on()  # nobody waits on this caller's backoff
+            # `_attempt`, inlined (every kv.put runs it)
+            engine = self._require_engine()
+            attempt = _BatonAttempt(baton)
+            if batchable:
+                engine.propose(data, attempt, batchable=True)
+            else:
+                engine.propose(data, attempt)
+            if attempt.wait(remaining if remaining < attempt_s else attempt_s):
+                code = attempt.code
+                if code == E.FAIL.SUCCESS:
+                    result = attempt.result
+                    if isinstance(result, Applied):
+                        return result
+                    raise InvariantViolation(f"engine returned {type(result).__name__}")
+                if code == E.FAIL.REQUEST_DENIED:
+                    raise CommandRejected("request_denied", "the leader refused the proposal")
+                if code not in _RETRY_CODES:
+                    raise Unavailable(f"proposal failed with engine code {code}")
+            baton.pass_on()  # nobody waits on this caller's backoff
             time.sleep(min(backoff_s * (0.5 + random.random()), max(0.0, remaining)))
             backoff_s = min(backoff_s * 2, 0.2)
 
@@ -1086,6 +1118,37 @@ class ControlPlane:
             own[data] = decoded
         return data, release, batchable
 
+    def _put_bytes(self, key: object, value: object, lease_id: object, ticket: Ticket) -> bytes:
+        """`_proposal` of a `Put` carrying `ticket`'s session: the bytes to propose. A put
+        whose fields are plainly fine (an ASCII key, bytes, an integer lease id, all within
+        the limits) is encoded without the generic checks, which would all pass (`C.encode`
+        gives the same bytes: its fields are packed the same way, sorted); anything else
+        takes `_proposal`, which raises what a bad field deserves and releases the ticket."""
+        command = C.Put(key, value, lease_id, ticket.client_id, ticket.seq)  # type: ignore[arg-type]
+        limits = self._sm.limits
+        if (
+            type(key) is str
+            and type(value) is bytes
+            and type(lease_id) is int
+            and 0 < len(key) <= limits.key_bytes_max
+            and key.isascii()
+            and len(value) <= limits.value_bytes_max
+            and 0 <= lease_id <= _U63
+            and ticket.client_id.isascii()
+        ):
+            try:
+                data = codec.encode_scalars(C.Put.TAG, _PUT_NAMES, _PUT_VALUES(command))
+            except BaseException:
+                ticket()
+                raise
+            if len(data) <= limits.entry_bytes_max:
+                own = self._own_writes
+                if len(own) >= OWN_WRITES_MAX:
+                    own.clear()
+                own[data] = command
+                return data
+        return self._proposal(command, ticket)[0]
+
     def _attempt_s(self) -> float:
         """How long one attempt may go unanswered before the same bytes are sent again."""
         return self._attempt_s_value
@@ -1094,6 +1157,8 @@ class ControlPlane:
         """A caller's deadline in seconds: None means the configured default, 0 means now."""
         if timeout_s is None:
             return self._propose_timeout_s
+        if type(timeout_s) is float and 0.0 <= timeout_s < math.inf:  # plainly fine (NaN is not)
+            return timeout_s
         return _check_seconds("timeout_s", timeout_s, zero_ok=True)
 
     def propose_async(

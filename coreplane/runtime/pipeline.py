@@ -202,12 +202,34 @@ class _Pending:
 
     def __call__(self, result: Any, code: int) -> None:
         """The first attempt's engine callback (tick thread); a success is `_done`'s first
-        case, inlined (it is almost every write)."""
-        if code == _SUCCESS and not self.finished and isinstance(result, Applied):
-            self.pipeline._inflight.pop(self.key, None)
-            _set(self, result)
-        else:
+        case, with `_set` and `_released` inlined (it is almost every write)."""
+        if code != _SUCCESS or self.finished or not isinstance(result, Applied):
             self.pipeline._done(self, 1, result, code)
+            return
+        self.pipeline._inflight.pop(self.key, None)
+        self.finished = True
+        release = self.release
+        if release is not None:
+            self.release = None
+            release()
+        transform = self.transform
+        value: Any = result
+        if transform is not None:
+            try:  # `_unwrap_int` of a success (kv.put_async), inlined
+                value = (
+                    int(result.value)  # type: ignore[arg-type]
+                    if transform is _unwrap_int and result.ok
+                    else transform(result)
+                )
+            except Exception as exc:  # noqa: BLE001 - the caller's refusal travels in the future
+                _fail(self, exc)
+                return
+        future = self.future
+        try:
+            if not future._finish(value, None):  # a condition exists: the base class's way
+                Future.set_result(future, value)
+        except InvalidStateError:  # lost a race with another completion
+            pass
 
 
 class Pipeline:
@@ -250,11 +272,27 @@ class Pipeline:
         future's callbacks (the session seq it frees is then free when a waiter wakes);
         `batchable` lets the engine put it in one log entry with others (`RaftEngine.propose`)."""
         future: ProposalFuture[Any] = ProposalFuture()  # running from the start
-        pending = _Pending(
-            self, next(self._keys), data, future, time.monotonic() + timeout_s, transform, release
-        )
-        pending.batchable = batchable
-        self._send(pending)
+        now = time.monotonic()
+        p = _Pending(self, next(self._keys), data, future, now + timeout_s, transform, release)
+        p.batchable = batchable
+        # `_send`'s first attempt, inlined (every write takes it): no lock, one clock read
+        try:
+            engine = self._engine()
+        except Unavailable as exc:
+            _fail(p, exc)
+            return future
+        p.attempt = 1
+        p.attempt_deadline = now + self._attempt_s
+        inflight = self._inflight
+        inflight[p.key] = p  # a new key: at the end, as the newest attempt
+        # close() sets _closed before it takes what is in flight: either it took p, or p is
+        # seen here (and failed once: only one of the two pops gets it)
+        if self._closed and inflight.pop(p.key, None) is not None:
+            _fail(p, Unavailable("the control plane stopped"))
+        elif batchable:
+            engine.propose(data, p, batchable=True)
+        else:
+            engine.propose(data, p)
         return future
 
     def close(self) -> None:
@@ -383,6 +421,11 @@ class Pipeline:
                         "(propose the same command bytes again to retry safely)"
                     ),
                 )
+
+
+def _unwrap_int(applied: Applied) -> int:
+    """A write's mod revision (`KV.put_async`'s transform), or its refusal."""
+    return int(applied.unwrap())  # type: ignore[arg-type]
 
 
 def _released(p: _Pending) -> None:

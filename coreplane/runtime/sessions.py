@@ -61,6 +61,7 @@ class SessionLanes:
         self._lock = threading.Lock()  # `with lock` is one C call; a Condition's is Python
         self._cond = threading.Condition(self._lock)  # for waiters only (all lanes full)
         self._waiters = 0  # threads waiting in `acquire` for a free seq (notify only then)
+        self._last = self._lanes[0]  # the lane of the latest seq handed out: tried first
 
     def acquire(self, timeout_s: float | None = None) -> tuple[Lane, int] | None:
         """A lane and the seq to use, or None if none freed up within `timeout_s`."""
@@ -73,6 +74,7 @@ class SessionLanes:
                         if not lane.inflight:
                             lane.low = seq
                         lane.inflight.add(seq)
+                        self._last = lane
                         return lane, seq
                 if len(self._lanes) < LANES_MAX:
                     self._lanes.append(Lane(f"{self._base}.{len(self._lanes)}"))
@@ -85,7 +87,20 @@ class SessionLanes:
                     self._waiters -= 1
 
     def take(self, timeout_s: float | None = None) -> Ticket | None:
-        """`acquire` as a `Ticket` (call it to release), or None."""
+        """`acquire` as a `Ticket` (call it to release), or None. The lane of the previous
+        seq is tried first, without a scan (it has room for most writes: a lane takes
+        `LANE_WINDOW` writes in flight); a new lane is still made only when all are full."""
+        with self._lock:  # no Python call while it is held (a GIL hand-off there blocks others)
+            lane = self._last
+            seq = lane.next_seq
+            took = seq - lane.low < LANE_WINDOW
+            if took:
+                lane.next_seq = seq + 1
+                if not lane.inflight:
+                    lane.low = seq
+                lane.inflight.add(seq)
+        if took:
+            return Ticket(self, lane, seq)
         got = self.acquire(timeout_s)
         return None if got is None else Ticket(self, got[0], got[1])
 

@@ -407,3 +407,87 @@ def test_request_metrics_have_bounded_labels_whatever_the_method_or_path(served)
     assert ("unmatched", "other") in labels and ("/v1/kv/get", "POST") in labels
     known = {path for _method, path, _roles in server.routes}
     assert {r for r, _m in labels} <= known | {"unmatched", "/health", "/metrics"}
+
+
+def test_the_table_routes_answer_alike_on_both_ways_in_and_pass_host_middlewares() -> None:
+    """A table route is found by an exact (method, path) lookup, past aiohttp's router; a
+    query string or an ``Expect`` header takes the Application's way. Both answer the same,
+    a host's middleware sees every request with its route's match info, and the request
+    metrics count each under the route's pattern."""
+    from aiohttp import web
+
+    from tests.api.local import LocalControlPlane
+
+    seen: list[tuple[str, str, int]] = []
+
+    @web.middleware
+    async def host_mw(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        response = await handler(request)
+        seen.append((request.path, request.match_info.route.resource.canonical, response.status))
+        return response
+
+    cp = LocalControlPlane()
+    server = ApiServer(cp, "127.0.0.1:0", tokens={CLIENT: "client"})
+    server.add_middleware(host_mw)
+    server.start()
+    try:
+        auth = {"Authorization": f"Bearer {CLIENT}"}
+        put = {"key": "k", "value": B64(b"v"), "client_id": "c", "seq": 1}
+        fast = httpx.post(server.url + "/v1/kv/put", json=put, headers=auth)
+        app = httpx.post(server.url + "/v1/kv/put?x=1", json=put, headers=auth)  # a retry
+        assert fast.status_code == app.status_code == 200 and fast.json() == app.json()
+        cont = httpx.post(
+            server.url + "/v1/kv/get", json={"key": "k"}, headers={**auth, "Expect": "100-continue"}
+        )
+        assert cont.status_code == 200 and cont.json()["found"]
+        bad = httpx.post(server.url + "/v1/kv/put", json={**put, "seq": "1"}, headers=auth)
+        bad_app = httpx.post(server.url + "/v1/kv/put?y", json={**put, "seq": "1"}, headers=auth)
+        assert bad.status_code == bad_app.status_code == 400
+        assert bad.json() == bad_app.json() and bad.json()["field"] == "seq"
+        denied = httpx.post(server.url + "/v1/kv/put", json=put)
+        assert denied.status_code == 401 and denied.headers["WWW-Authenticate"]
+        assert seen == [
+            ("/v1/kv/put", "/v1/kv/put", 200),
+            ("/v1/kv/put", "/v1/kv/put", 200),
+            ("/v1/kv/get", "/v1/kv/get", 200),
+            ("/v1/kv/put", "/v1/kv/put", 400),
+            ("/v1/kv/put", "/v1/kv/put", 400),
+            ("/v1/kv/put", "/v1/kv/put", 401),
+        ]
+        assert server.obs is not None
+        counts = {
+            (s.labels["route"], s.labels["code"]): s.value
+            for metric in server.obs.metrics.api.requests.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
+        assert counts == {
+            ("/v1/kv/put", "200"): 2.0,
+            ("/v1/kv/get", "200"): 1.0,
+            ("/v1/kv/put", "400"): 2.0,
+            ("/v1/kv/put", "401"): 1.0,
+        }
+    finally:
+        server.stop()
+
+
+def test_the_server_loop_is_uvloops_when_installed_unless_forced_to_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from coreplane.api.server import _new_event_loop
+
+    monkeypatch.setenv("COREPLANE_API_LOOP", "asyncio")
+    loop = _new_event_loop()
+    try:
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+    finally:
+        loop.close()
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.delenv("COREPLANE_API_LOOP")
+    loop = _new_event_loop()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()

@@ -39,7 +39,7 @@ def test_kv_through_any_node_and_leader_discovery(
 def _answered(server: Any, path: str) -> float:
     """How many requests to `path` this server answered 200 (its request metrics)."""
     api = server.obs.metrics.api
-    return float(api.requests.labels(api.node_id, path, "POST", "200")._value.get())
+    return float(api.count(path, "POST", 200))
 
 
 def test_stale_reads_are_answered_by_followers(

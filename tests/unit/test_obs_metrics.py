@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,31 +62,36 @@ def test_api_metrics_count_routes_codes_and_unauthorized_remotes(tmp_path: Path)
         cp.stop()
 
 
-def test_api_metric_children_are_looked_up_once_per_series_and_bounded() -> None:
+def test_api_metrics_are_plain_counts_exported_as_prometheus_families_and_bounded() -> None:
+    """Counted in plain numbers, exported at scrape time as a counter and a histogram (bucket
+    bounds inclusive, as Prometheus' ``le``); past the bound, new series fold into one per
+    code, every request still counted."""
     registry = CollectorRegistry(auto_describe=False)
-    api = ApiMetrics(registry, "a")
-    lookups: list[tuple[str, ...]] = []
-    for metric in (api.requests, api.latency):
-        labels = metric.labels
-
-        def counted(*values: str, _labels: Any = labels) -> Any:
-            lookups.append(values)
-            return _labels(*values)
-
-        metric.labels = counted  # type: ignore[method-assign]
-    for _ in range(3):
-        api.observe("/v1/kv/get", "POST", 200, 0.002)
-    api.observe("/v1/kv/get", "POST", 404, 0.002)
-    assert lookups == [  # once per (route, method, code), not once per request
-        ("a", "/v1/kv/get", "POST", "200"),
-        ("a", "/v1/kv/get", "POST"),
-        ("a", "/v1/kv/get", "POST", "404"),
-        ("a", "/v1/kv/get", "POST"),
-    ]
-    for i in range(_CHILDREN_MAX + 10):  # past the bound: still counted, not cached
+    api = ApiMetrics(registry, "a", wall_clock_s=lambda: 1000.0)
+    for seconds in (0.001, 0.0011, 0.002):
+        api.observe("/v1/kv/get", "POST", 200, seconds)
+    api.observe("/v1/kv/get", "POST", 404, 99.0)
+    samples = {
+        (s.name, s.labels.get("code", ""), s.labels.get("le", "")): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.labels.get("route") == "/v1/kv/get"
+    }
+    assert samples[("coreplane_api_requests_total", "200", "")] == 3.0
+    assert api.count("/v1/kv/get", "POST", 200) == 3 and api.count("/v1/kv/get", "GET", 200) == 0
+    assert samples[("coreplane_api_requests_total", "404", "")] == 1.0
+    assert samples[("coreplane_api_requests_created", "200", "")] == 1000.0
+    hist = "coreplane_api_request_duration_seconds"
+    assert samples[(f"{hist}_bucket", "", "0.001")] == 1.0  # 0.001 <= 0.001
+    assert samples[(f"{hist}_bucket", "", "0.0025")] == 3.0
+    assert samples[(f"{hist}_bucket", "", "30.0")] == 3.0
+    assert samples[(f"{hist}_bucket", "", "+Inf")] == samples[(f"{hist}_count", "", "")] == 4.0
+    assert samples[(f"{hist}_sum", "", "")] == pytest.approx(99.0041)
+    assert samples[(f"{hist}_created", "", "")] == 1000.0
+    for i in range(_CHILDREN_MAX + 10):  # past the bound: still counted, as (other, other)
         api.observe(f"/r{i}", "GET", 200, 0.001)
     api.observe("/r0", "GET", 200, 0.001)
-    assert len(api._children) == _CHILDREN_MAX
+    assert len(api.snapshot()) == _CHILDREN_MAX + 1
     got = {
         (s.labels["route"], s.labels["code"]): s.value
         for family in text_string_to_metric_families(generate_latest(registry).decode())
@@ -94,4 +99,5 @@ def test_api_metric_children_are_looked_up_once_per_series_and_bounded() -> None
         if s.name == "coreplane_api_requests_total"
     }
     assert got[("/v1/kv/get", "200")] == 3.0 and got[("/v1/kv/get", "404")] == 1.0
-    assert got[("/r0", "200")] == 2.0 and got[(f"/r{_CHILDREN_MAX + 9}", "200")] == 1.0
+    assert got[("/r0", "200")] == 2.0 and (f"/r{_CHILDREN_MAX + 9}", "200") not in got
+    assert got[("other", "200")] == 10 + 2 and sum(got.values()) == 4 + _CHILDREN_MAX + 11
