@@ -309,6 +309,7 @@ class RaftOverrides:
         self._cp_transfer_term: int | None = None  # the election a leader asked this node for
         self._cp_coalesce = False
         self._cp_send_wanted = False
+        self._cp_send_deferred = False
         self._cp_tick_failures = 0
         self._cp_fatal: BaseException | None = None
         self._cp_prevote: list[int] | None = None  # [term asked for, grants incl. own]
@@ -759,15 +760,41 @@ class RaftOverrides:
             self._cp_coalesce = False
         if self._cp_send_wanted:
             self._cp_send_wanted = False
-            self._SyncObj__sendAppendEntries()
+            self._cp_send_now()
+        self._cp_send_deferred_now()
         if self._SyncObj__commandsQueue._FastQueue__queue and self._SyncObj__raftLeader is not None:  # type: ignore[attr-defined]
             self._cp_notify()  # stopped at its time budget: come back at once
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        """Upstream's send loop with one time budget per follower (not one shared)."""
+        """Send now, or with the proposals this tick is about to drain.
+
+        Upstream sends every follower a message whenever the leader's commit index moves
+        (``__applyLogEntries`` returned True), then drains the proposal queue in the same tick
+        and sends again: under load two messages per follower per tick, the first carrying
+        only the new commit index. When proposals are queued and no heartbeat is due, that
+        first send waits for the drain (`_checkCommandsToApply`, or the end of the tick at
+        the latest), and one message carries both."""
         if self._cp_coalesce:
             self._cp_send_wanted = True
             return
+        if (
+            self._SyncObj__commandsQueue._FastQueue__queue  # type: ignore[attr-defined]
+            and self._SyncObj__raftState == _LEADER  # type: ignore[attr-defined]
+            and monotonic_s() <= self._SyncObj__newAppendEntriesTime  # type: ignore[attr-defined]
+        ):
+            self._cp_send_deferred = True
+            return
+        self._cp_send_now()
+
+    def _cp_send_deferred_now(self) -> None:
+        if self._cp_send_deferred:
+            self._cp_send_deferred = False
+            if self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
+                self._cp_send_now()
+
+    def _cp_send_now(self) -> None:
+        """Upstream's send loop with one time budget per follower (not one shared)."""
+        self._cp_send_deferred = False
         conf = self._SyncObj__conf  # type: ignore[attr-defined]
         period = conf.appendEntriesPeriod
         self._SyncObj__newAppendEntriesTime = monotonic_s() + period
@@ -875,6 +902,7 @@ class RaftOverrides:
                 if 0 < until < timeToWait:
                     timeToWait = until + 0.0005
             _so.SyncObj._onTick(self, timeToWait)  # ends with the poll that handles messages
+            self._cp_send_deferred_now()  # deferred where no drain followed (not the usual path)
             flush = getattr(self._SyncObj__transport, "flush", None)  # type: ignore[attr-defined]
             if flush is not None:
                 flush()  # replies leave now, before the next tick applies what they committed

@@ -386,7 +386,7 @@ class WireTransport(Transport):
         if len(payload) + 1 > self._cfg.max_frame_bytes:
             logger.error("message for %s is %d bytes, over max_frame_bytes", node.id, len(payload))
             return False
-        conn.wbuf += conn.sealer.seal(_frames.KIND_MESSAGE, payload)
+        conn.sealer.seal_into(conn.wbuf, _frames.KIND_MESSAGE, payload)
         conn.last_sent = time.monotonic()
         self._unsynced = True
         self._stats["frames_out"] += 1
@@ -582,7 +582,7 @@ class WireTransport(Transport):
                 self._close(conn, "idle_timeout")
             elif conn.state == _OPEN and now - conn.last_sent > self._ping_interval_s:
                 assert conn.sealer is not None
-                conn.wbuf += conn.sealer.seal(_frames.KIND_PING)
+                conn.sealer.seal_into(conn.wbuf, _frames.KIND_PING)
                 conn.last_sent = now
         self._flush_all()
 

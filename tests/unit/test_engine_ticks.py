@@ -412,3 +412,44 @@ def test_a_deposed_leader_fails_its_uncommitted_proposals_at_once(
     else:
         assert results == [(i, E.FAIL.UNKNOWN_OUTCOME) for i in range(3)]
     node.destroy()
+
+
+def _ack_all(node: Any) -> None:
+    last = node._SyncObj__raftLog[-1][1]
+    for nid in ("f1", "f2"):
+        node._SyncObj__onMessageReceived(
+            Node(nid),
+            {
+                "type": "next_node_idx",
+                "term": node.raftCurrentTerm,
+                "next_node_idx": last + 1,
+                "success": True,
+                "reset": False,
+            },
+        )
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_a_new_commit_index_rides_with_the_proposals_of_the_same_tick(
+    recording_transport: Any, fake_clock: list[float], queued: bool
+) -> None:
+    """Upstream sends every follower the new commit index alone, then the proposals it
+    drains in the same tick in a second message; with proposals queued, one message carries
+    both. With none queued the commit index still leaves at once, alone."""
+    node = _leader(False, recording_transport)
+    node.propose(b"\x00", lambda *_: None)
+    node.doTick()
+    _ack_all(node)
+    commit_before = node.raftCommitIndex
+    transport = node._SyncObj__transport
+    transport.sent.clear()
+    if queued:
+        for i in range(5):
+            node.propose(bytes([i]), lambda *_: None)
+    node.doTick()  # counts the acks: the commit index moves, then the queue drains
+    assert node.raftCommitIndex > commit_before
+    appends = [m for to, m in transport.sent if m["type"] == "append_entries"]
+    assert sorted(to for to, m in transport.sent if m["type"] == "append_entries") == ["f1", "f2"]
+    assert all(m["commit_index"] == node.raftCommitIndex for m in appends)
+    assert all(len(m["entries"]) == (5 if queued else 0) for m in appends)
+    node.destroy()

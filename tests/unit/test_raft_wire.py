@@ -6,6 +6,7 @@ bad bytes (or rejects them later, after decoding) shows up here before any socke
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import os
 import struct
@@ -144,7 +145,7 @@ def test_session_keys_are_fresh_and_bound_to_both_ids() -> None:
 
 def test_frames_round_trip_in_one_buffer_and_in_pieces() -> None:
     sealer, opener = _pair()
-    big = bytes(range(256)) * 40  # compressible, so it travels deflated
+    big = bytes(range(256)) * 400  # compressible and over 64 KiB, so it travels deflated
     wire = (
         sealer.seal(_frames.KIND_MESSAGE, b"hi")
         + sealer.seal(_frames.KIND_PING)
@@ -163,6 +164,46 @@ def test_frames_round_trip_in_one_buffer_and_in_pieces() -> None:
         (_frames.KIND_MESSAGE, big),
     ]
     assert buf == bytearray()
+
+
+@pytest.mark.parametrize("key_bytes", [1, 32, 64, 65, 200])
+@pytest.mark.parametrize("size", [0, 1, 2047, 2048, 5000, 70_000])
+def test_frame_mac_is_hmac_sha256_of_the_joined_parts(key_bytes: int, size: int) -> None:
+    key, data = os.urandom(key_bytes), os.urandom(size)
+    mac = _frames.FrameMac(key)
+    want = hmac.digest(key, b"C" + data, "sha256")
+    assert mac.digest(b"C", data) == want
+    assert mac.digest(b"C", memoryview(data)[:7], bytearray(data[7:])) == want
+    assert mac.digest(b"C", data) == want  # the keyed state is copied, never consumed
+
+
+@pytest.mark.parametrize("size", [0, 5, 4000, 64 * 1024])
+def test_frame_bytes_are_the_documented_layout(size: int) -> None:
+    """len | seq | kind | payload | HMAC(session, direction | len | seq | kind | payload): the
+    bytes a peer on the previous release computes, so mixed versions still talk."""
+    *_, session = _handshake()
+    sealer = _frames.FrameSealer(session, _frames.DIRECTION_FROM_DIALER)
+    sealer.seal(_frames.KIND_PING)
+    payload = os.urandom(size)  # incompressible: sent raw whatever its size
+    frame = sealer.seal(_frames.KIND_MESSAGE, payload)
+    head = struct.pack(">IQ", size + 1, 1) + bytes((_frames.KIND_MESSAGE,))
+    mac = hmac.digest(session, _frames.DIRECTION_FROM_DIALER + head + payload, "sha256")
+    assert frame == head + payload + mac
+    out = bytearray(b"queued")
+    sealer.seal_into(out, _frames.KIND_MESSAGE, payload)
+    assert out[:6] == b"queued" and out[6:18] == struct.pack(">IQ", size + 1, 2)
+
+
+def test_only_large_compressible_messages_travel_deflated() -> None:
+    sealer, opener = _pair()
+    for payload, kind in [
+        (bytes(60 * 1024), _frames.KIND_MESSAGE),  # under the threshold: raw
+        (bytes(64 * 1024), 0x01),  # at it and compressible: deflated
+        (os.urandom(64 * 1024), _frames.KIND_MESSAGE),  # deflating would not shrink it
+    ]:
+        frame = sealer.seal(_frames.KIND_MESSAGE, payload)
+        assert frame[12] == kind
+        assert opener.pop(bytearray(frame)) == (_frames.KIND_MESSAGE, payload)
 
 
 @pytest.mark.parametrize("offset", [3, 5, 12, -1])  # length, seq, body, mac
