@@ -152,7 +152,6 @@ def _check_seconds(field: str, value: object, *, zero_ok: bool = False) -> float
     return seconds
 
 
-
 def register_builtins(sm: StateMachine) -> None:
     """The runtime's own machines, registered alike by every node and by `replay`."""
     sm.register(BARRIER_MACHINE, apply=_barrier_apply)
