@@ -81,7 +81,7 @@ from coreplane.errors import (
     NotLeader,
     Unavailable,
 )
-from coreplane.obs.http import ObsEndpoints
+from coreplane.obs.http import ObsEndpoints, observing_middleware
 from coreplane.obs.http import register as register_obs
 
 __all__ = ["ROLES", "ApiServer", "F", "RequestObserver", "Route"]
@@ -345,7 +345,7 @@ class ApiServer:
             loop.close()
 
     async def _serve(self) -> None:
-        observe = [self._observe_middleware] if self._observers else []
+        observe = [observing_middleware(self._notify_observers)] if self._observers else []
         app = web.Application(
             client_max_size=self._body_bytes_max,
             middlewares=[*observe, *self._middlewares, self._errors_middleware],
@@ -435,6 +435,8 @@ class ApiServer:
 
             return plain
 
+        # `obs.http.observing_middleware` inlined: no middleware layer and no route lookup
+        # per request on this path (the route is known here).
         async def observed(request: web.Request) -> web.StreamResponse:
             request._match_info = info
             started = time.monotonic()
@@ -453,27 +455,12 @@ class ApiServer:
 
         return observed
 
-    @web.middleware
-    async def _observe_middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        """The observers on the Application's path, outermost: the route is the registered
-        pattern or "unmatched", never the raw path."""
-        started = time.monotonic()
-        code = 500
-        try:
-            response = await handler(request)
-            code = response.status
-            return response
-        except web.HTTPException as exc:
-            code = exc.status
-            raise
-        finally:
-            seconds = time.monotonic() - started
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            for observe in self._observers:
-                observe(route, request.method, code, seconds, request)
+    def _notify_observers(
+        self, route: str, method: str, code: int, seconds: float, request: web.Request
+    ) -> None:
+        """The observers on the Application's path (outermost middleware, see `_serve`)."""
+        for observe in self._observers:
+            observe(route, method, code, seconds, request)
 
     @web.middleware
     async def _errors_middleware(

@@ -159,27 +159,7 @@ class ObsEndpoints:
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         """`observe_request` as an aiohttp middleware, for a host's own Application (an
         `ApiServer` calls the observer itself, on its fast path too)."""
-        observe = self.observe_request
-
-        @web.middleware
-        async def observe_mw(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            started = time.monotonic()
-            code = 500
-            try:
-                response = await handler(request)
-                code = response.status
-                return response
-            except web.HTTPException as exc:
-                code = exc.status
-                raise
-            finally:
-                resource = request.match_info.route.resource
-                route = resource.canonical if resource is not None else "unmatched"
-                observe(route, request.method, code, time.monotonic() - started, request)
-
-        return observe_mw
+        return observing_middleware(self.observe_request)
 
     def add_routes(self, app: web.Application) -> None:
         """The routes outside /v1 (raw aiohttp: text answers, a public /health)."""
@@ -313,3 +293,31 @@ def register(
         "GET", "/v1/obs/sample", roles={"admin"}, fields={}, handler=handlers["/v1/obs/sample"]
     )
     return endpoints
+
+
+def observing_middleware(
+    observe: Callable[[str, str, int, float, web.Request], None],
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """An aiohttp middleware that calls ``observe(route, method, code, seconds, request)``
+    once per answered request: the route is the registered pattern or "unmatched" (never the
+    raw path), the code the answer's status (500 if the handler raised something else)."""
+
+    @web.middleware
+    async def observe_mw(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        code = 500
+        try:
+            response = await handler(request)
+            code = response.status
+            return response
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            observe(route, request.method, code, time.monotonic() - started, request)
+
+    return observe_mw

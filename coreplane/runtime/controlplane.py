@@ -338,12 +338,7 @@ class KV:
         cp = self._cp
         ticket = cp._ticket()
         try:
-            timeout = cp._timeout(timeout_s)
-            pipeline = cp._pipeline
-            if pipeline is None or cp._stopping.is_set():
-                cp._require_engine()
-                raise Unavailable("the control plane is not running")
-            cp._refuse_if_storage_full()
+            timeout, pipeline = cp._pipeline_for(timeout_s)
         except BaseException:
             ticket()
             raise
@@ -1172,6 +1167,17 @@ class ControlPlane:
         here, before anything is proposed; everything after is in the future."""
         return self._propose_async(command, timeout_s, transform, None)
 
+    def _pipeline_for(self, timeout_s: float | None) -> tuple[float, Pipeline]:
+        """A pipelined write's checked timeout and the running pipeline, or the error the
+        write gets now (not running, stopping, storage full)."""
+        timeout = self._timeout(timeout_s)
+        pipeline = self._pipeline
+        if pipeline is None or self._stopping.is_set():
+            self._require_engine()
+            raise Unavailable("the control plane is not running")
+        self._refuse_if_storage_full()
+        return timeout, pipeline
+
     def _propose_async(
         self,
         command: C.Proposable,
@@ -1181,12 +1187,7 @@ class ControlPlane:
     ) -> ProposalFuture[Any]:
         """`propose_async`; with `ticket`, `command` already carries that session seq."""
         try:
-            timeout = self._timeout(timeout_s)
-            pipeline = self._pipeline
-            if pipeline is None or self._stopping.is_set():
-                self._require_engine()
-                raise Unavailable("the control plane is not running")
-            self._refuse_if_storage_full()
+            timeout, pipeline = self._pipeline_for(timeout_s)
         except BaseException:
             if ticket is not None:
                 ticket()
