@@ -33,8 +33,11 @@ fallback (it cannot know who fell back), which caps the large shares. The second
 the cap for every router that reported holding the first, so this leader does not wait a whole
 `epoch_ms` for it: while its first epoch is the newest, its answers ask routers to report every
 ``epoch_ms // 20``, and the second epoch is proposed as soon as every router the first one
-reserved has reported holding it (`Allotter.caught_up`). Full use is back well within one epoch
-of the first (tests/property/test_quota_props.py asserts it in simulated time).
+reserved has reported holding it (`Allotter.caught_up`), and at the latest once tick time is
+within one tick of `epoch_ms` after the first's start (`Allotter.catch_up_due`), so it starts
+less than `epoch_ms` after the first in tick time whoever is late (a router still retrying its
+report to the dead leader keeps its fallback reserved in it). Full use is back well within one
+epoch of the first (tests/property/test_quota_props.py asserts it in simulated time).
 
 tests/property/test_quota_props.py checks the sum law on random histories with crashes, late
 commits, dropped and slow answers and routers cut off alone, and shows that an allotter
@@ -130,8 +133,9 @@ class Allotter:
 
     def may_decide(self, key: str, now_ms: int) -> bool:
         """False when `decide` would answer None whatever the key's record holds: its next
-        epoch is not due and this leader is past catching up on it (`caught_up` can only hold
-        while its newest proposal is its first). Lets the leader skip reading the record."""
+        epoch is not due and this leader is past catching up on it (`caught_up` and
+        `catch_up_due` only hold while its newest proposal is its first). Lets the leader skip
+        reading the record."""
         k = self.keys.get(key)
         if k is None or k.last_propose_ms < 0 or now_ms - k.last_propose_ms >= self.config.epoch_ms:
             return True
@@ -145,6 +149,7 @@ class Allotter:
             k.last_propose_ms >= 0
             and now_ms - k.last_propose_ms < cfg.epoch_ms
             and not self.caught_up(key, quota)
+            and not self.catch_up_due(key, quota, tick_ms)
         ):
             return None
         for name in sorted(k.routers):  # forget routers silent past expiry
@@ -235,6 +240,25 @@ class Allotter:
         return all(
             name in k.routers and k.routers[name].held_epoch >= first.n for name in first.reserved
         )
+
+    def catch_up_due(self, key: str, quota: KeyQuota, tick_ms: int) -> bool:
+        """This leader's first epoch is the newest and tick time has come within one tick of
+        `epoch_ms` after its start: the second is due now, caught up or not (its reservations
+        keep the fallback of every router that has not said it holds the first).
+
+        Decided in tick time, the clock the epochs are stamped in, not in this leader's own:
+        a tick advances tick time by at most `tick_slack_ms` (two intervals), so an epoch
+        proposed at the first pass at or past ``start + epoch_ms - tick_slack_ms`` commits at
+        a tick time under ``start + epoch_ms`` (the runtime proposes one entry at a time: no
+        tick commits between this decision and the allotment's commit). Counted from this
+        leader's monotonic proposal time instead, it committed up to a tick interval later
+        (the first epoch's start is the tick *before* its proposal)."""
+        if not self.catching_up(key, quota):
+            return False
+        first = quota.epochs[-1]
+        if self.keys[key].last_epoch != first.n:
+            return False  # the next one is proposed already
+        return tick_ms - first.start_ms >= self.config.epoch_ms - self.tick_slack_ms
 
     def proposed(self, key: str, epoch: int, now_ms: int) -> None:
         k = self.keys.setdefault(key, _Key())

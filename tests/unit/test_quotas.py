@@ -384,3 +384,66 @@ def test_may_decide_is_false_only_where_decide_answers_none() -> None:
         assert not allotter.may_decide("api", now_ms)
         assert allotter.decide("api", log.sm.quotas.keys["api"], log.sm.tick_ms, now_ms) is None
     assert allotter.may_decide("api", 30 + cfg.epoch_ms)  # due again
+
+
+def _new_leader_epochs(late_from_ms: int) -> tuple[QuotaConfig, list[C.QuotaAllot], list[int]]:
+    """The leader's work after a leader change, driven as the runtime drives it: a pass every
+    20 ms of the new leader's monotonic clock, a Tick every 200 ms carrying the time since the
+    previous one (a pass that proposes ends there; its entry applies 30 ms later), routers a
+    and b reporting as the answers ask, router c silent until `late_from_ms` (its report to
+    the dead leader failed and it is still retrying). The new leader's allotments and, for
+    each, the tick time it committed at (its epoch's start)."""
+    log = started()
+    third = USABLE // 3
+    log.ok(allot(1, [["a", third, 1_000], ["b", third, 1_000], ["c", third, 1_000]]))
+    token = log.leader("n2")
+    cfg = QuotaConfig()
+    allotter = Allotter(cfg, token, 0, 2 * 200)
+    quota = log.sm.quotas.keys["api"]
+    held = {"a": 1, "b": 1, "c": 1}
+    due = {"a": 0, "b": 0, "c": late_from_ms}
+    proposed: list[C.QuotaAllot] = []
+    starts: list[int] = []
+    next_tick_ms, last_tick_ms = 0, -1
+    now = 0
+    while now < 2 * cfg.epoch_ms and len(proposed) < 2:
+        for router in "abc":
+            if now >= due[router]:
+                allotter.report("api", router, 1_000, held[router], now)
+                answer = allotter.serve("api", router, quota, log.sm.tick_ms, now)
+                held[router] = max(held[router], int(answer["epoch"]))  # type: ignore[call-overload]
+                due[router] = now + int(answer["report_ms"])  # type: ignore[call-overload]
+        if now >= next_tick_ms:
+            elapsed = 200 if last_tick_ms < 0 else now - last_tick_ms
+            log.tick(log.sm.tick_ms + min(elapsed, 400))
+            next_tick_ms, last_tick_ms = now + 200, now
+            now += 30
+            continue
+        decision = allotter.decide("api", quota, log.sm.tick_ms, now)
+        if decision is None:
+            now += 20
+            continue
+        allotter.proposed("api", decision.epoch, now)
+        now += 30
+        log.ok(decision)
+        proposed.append(decision)
+        starts.append(quota.epochs[-1].start_ms)
+    return cfg, proposed, starts
+
+
+@pytest.mark.parametrize(("late_from_ms", "still_reserved"), [(0, []), (300, []), (10_000, ["c"])])
+def test_a_new_leader_s_second_epoch_starts_within_an_epoch_of_its_first_in_tick_time(
+    late_from_ms: int, still_reserved: list[str]
+) -> None:
+    """The catch-up after a leader change (coreplane/runtime/quotas.py): the second epoch
+    lifts the first one's cap as soon as every router holds the first, and in any case
+    commits less than `epoch_ms` of tick time after it, a router still silent or not (it once
+    came 1,062 tick-ms after, a router still in its client's retry backoff); a router that has
+    not said it holds the first keeps its fallback reserved."""
+    cfg, (first, second), (first_ms, second_ms) = _new_leader_epochs(late_from_ms)
+    assert first.reserved == ["a", "b", "c"]  # the first under a new leader reserves all
+    assert second_ms - first_ms < cfg.epoch_ms
+    assert second.reserved == still_reserved
+    assert second.reserved_now == still_reserved
+    if not still_reserved:  # everyone holds the first: the cap is lifted at once
+        assert sum(s[1] for s in second.shares) > USABLE * 95 // 100
