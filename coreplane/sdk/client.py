@@ -277,13 +277,18 @@ class _Core:
         """A write's body with this client's session: the seq is fixed before any attempt."""
         return {**body, "client_id": self.client_id, "seq": next(self._seq)}
 
-    def _plan(self, safe: bool = True, followers_first: bool = False) -> CallPlan:
+    def _plan(
+        self, safe: bool = True, followers_first: bool = False, attempts_max: int = 0
+    ) -> CallPlan:
+        """`attempts_max` (> 0) caps the config's `max_attempts` for this call: a caller that
+        paces its own retries (a Router's reports) sends once, redirects still followed."""
+        max_attempts = self.config.max_attempts
         return CallPlan(
             self.endpoints.order(followers_first=followers_first),
             self.endpoints.breakers,
             self._budget,
             self._backoff,
-            max_attempts=self.config.max_attempts,
+            max_attempts=min(max_attempts, attempts_max) if attempts_max > 0 else max_attempts,
             safe=safe,
         )
 
@@ -359,6 +364,7 @@ class _Core:
         safe: bool,
         refresh: bool,
         followers_first: bool = False,
+        attempts_max: int = 0,
     ) -> Generator[tuple[str, Any], Any, Any]:
         """Yields what to do: ``("send", (url, data))`` (send back the classified answer:
         outcome, payload, error), ``("refresh", None)`` or ``("sleep", seconds)``; returns
@@ -366,7 +372,7 @@ class _Core:
         if self._closed:
             raise InvalidArgument("client", "the client is closed")
         data = encode_value(body) if body is not None else None
-        plan = self._plan(safe, followers_first)
+        plan = self._plan(safe, followers_first, attempts_max)
         url = plan.first()
         if url is None:
             raise Unavailable("every endpoint's circuit breaker is open")
@@ -557,8 +563,9 @@ class Client(_Core):
         safe: bool = True,
         refresh: bool = True,
         followers_first: bool = False,
+        attempts_max: int = 0,
     ) -> Any:
-        steps = self._steps(path, body, method, safe, refresh, followers_first)
+        steps = self._steps(path, body, method, safe, refresh, followers_first, attempts_max)
         reply: Any = None
         try:
             while True:

@@ -21,6 +21,15 @@ local bucket filled at the share's rate: no network on the request path.
 A bucket holds at most ``burst_ms`` of its share plus one request; the budget the leader allots
 leaves room for every bucket's depth, so any one-second window stays within the limit.
 
+**Reporting after a failure.** Each report is one attempt (a follower's redirect to the leader
+is followed), not a call the client retries with its growing backoff: a report that sat out
+that backoff arrived late, and a router that lost the leader reached the new one up to
+0.75 s after its first epoch (which reserves every router's fallback until each has said it
+holds it). The router's own loop is the retry: after a failed report it reports again after a
+jittered wait doubling from 50 ms up to its report interval (`Router.next_report_ms`), so it
+finds a new leader within a report interval of its election, at about the rate the client's
+retries sent.
+
 `Schedule` is the rule with explicit times (ms), for tests; the background thread is the only
 part that reads a clock or does I/O. Imports only `coreplane.errors` of the server side.
 """
@@ -31,6 +40,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from random import Random
 from typing import Any
 
 from coreplane.errors import CoreplaneError, InvalidArgument
@@ -38,6 +48,7 @@ from coreplane.errors import CoreplaneError, InvalidArgument
 __all__ = ["Router", "Schedule"]
 
 _TOKEN_MILLI = 1000
+_RETRY_MS_MIN = 50  # the first wait after a failed report (then doubling up to report_ms)
 
 
 class Schedule:
@@ -164,6 +175,8 @@ class Router:
         self._demand_milli = 0
         self.report_ms = 250
         self._nothing_new = False  # the leader answered, with no epoch for us yet
+        self._failures = 0  # reports in a row that got no answer
+        self._rng = Random()
         self.admitted = 0
         self.refused = 0
         self.last_error: CoreplaneError | None = None
@@ -238,10 +251,13 @@ class Router:
             }
         self._nothing_new = False
         try:
-            answer = self.client._call("/v1/quotas/report", body)
+            # One attempt: the loop is the retry (the module docstring, `next_report_ms`).
+            answer = self.client._call("/v1/quotas/report", body, attempts_max=1)
         except CoreplaneError as exc:
             self.last_error = exc
+            self._failures += 1
             return False
+        self._failures = 0
         receive = self._now_ms()
         self._nothing_new = not answer.get("no_limit") and int(answer.get("epoch", 0)) == 0
         with self._mu:
@@ -252,17 +268,30 @@ class Router:
             self._tokens_milli = min(self._tokens_milli, self.schedule.capacity(receive))
         return used
 
+    def next_report_ms(self) -> int:
+        """How long after the start of the last report the next one goes.
+
+        The leader answered: `report_ms`, as its answers ask, or a fifth of it (50 ms at
+        least) when it had nothing for this router yet (a new leader before its first epoch,
+        a router the newest epoch does not list). The report failed (the leader is gone, an
+        election is on): a wait drawn in [cap/2, cap], the cap doubling from 50 ms with each
+        failure in a row up to `report_ms`: routers that lost the leader together do not
+        report together, and each finds the new leader within `report_ms` of a node naming
+        it."""
+        if self._failures:
+            cap = min(self.report_ms, _RETRY_MS_MIN << min(self._failures - 1, 16))
+            return cap - self._rng.randrange(cap // 2 + 1)
+        if self._nothing_new:
+            return max(50, self.report_ms // 5)
+        return self.report_ms
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = self._now_ms()
             with contextlib.suppress(Exception):
                 self.report_once()
             spent = self._now_ms() - started
-            # A leader that answered "nothing for you yet" (a new leader before its first
-            # epoch, a router the newest epoch does not list) is asked again soon; a failed
-            # call waits the whole interval (no extra load on a struggling cluster).
-            interval = max(50, self.report_ms // 5) if self._nothing_new else self.report_ms
-            self._stop.wait(max(0.0, (interval - spent) / 1000))
+            self._stop.wait(max(0.0, (self.next_report_ms() - spent) / 1000))
 
     def close(self) -> None:
         self._stop.set()

@@ -240,3 +240,77 @@ def test_router_thread_stops_on_close(quota_served) -> None:  # type: ignore[no-
     router.close()
     client.close()
     assert not any(t.name == "coreplane-router-r9" for t in threading.enumerate())
+
+
+class _Failover:
+    """Three API endpoints through httpx's MockTransport: `old` (the dead leader: connection
+    refused), `a` and `b` (followers that know no leader while `elected` is None, then name
+    it; the leader answers a share). Records each report sent."""
+
+    SHARE = {
+        "epoch": 7,
+        "token": 90,
+        "share_milli": 10_000,
+        "remaining_ms": 1_800,
+        "limit_milli": 100_000,
+        "fallback_milli": 5_000,
+        "zone_ms": 2_100,
+        "rtt_max_ms": 500,
+        "fallback_max_ms": 110_000,
+        "report_ms": 50,
+        "burst_ms": BURST_MS,
+    }
+
+    def __init__(self) -> None:
+        self.elected: str | None = None
+        self.reports: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host == "old":
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/v1/members":
+            api = {n: f"https://{n}" for n in ("old", "a", "b")}
+            return httpx.Response(200, json={"api": api, "leader": self.elected})
+        self.reports.append(host)
+        if host != self.elected:
+            leader = self.elected or ""
+            return httpx.Response(
+                503, json={"error": "not_leader", "message": "not me", "leader": leader}
+            )
+        return httpx.Response(200, json=self.SHARE)
+
+
+def test_a_router_that_lost_the_leader_retries_at_its_own_pace_and_finds_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report is one attempt, not a call the client retries with its growing backoff (a
+    router once sat in that backoff and reached the new leader 0.75 s after its first epoch,
+    which held up the epoch that lifts the new leader's cap): the router reports again after
+    a jittered wait doubling from 50 ms to its report interval, and the first report after
+    the election that reaches a live node gets the new leader's share."""
+    slept: list[float] = []
+    monkeypatch.setattr("coreplane.sdk.client.time.sleep", slept.append)
+    cluster = _Failover()
+    config = LongRunningConfig(health_check_interval_ms=0, max_attempts=8)
+    with Client(["https://old", "https://a", "https://b"], CLIENT, config) as client:
+        client._http = httpx.Client(transport=httpx.MockTransport(cluster))
+        client.endpoints.learn({"api": {n: f"https://{n}" for n in ("old", "a", "b")}})
+        client.endpoints.leader_url = "https://old"
+        router = Router(client, "edge", "r1", start=False, clock=lambda: 5.0)
+        assert router.next_report_ms() == router.report_ms == 250  # before any answer
+        waits = []
+        for _ in range(8):  # the election: nobody leads
+            before = len(cluster.reports)
+            assert not router.report_once()
+            assert len(cluster.reports) - before <= 1  # the dead leader's never arrives
+            waits.append(router.next_report_ms())
+        assert not any(slept)  # no backoff inside a report
+        caps = [min(250, 50 << i) for i in range(8)]
+        assert all(cap - cap // 2 <= w <= cap for w, cap in zip(waits, caps, strict=True)), waits
+        cluster.elected = "b"
+        used = [router.report_once() for _ in range(2)]
+        assert used[0] or used[1]  # at most one more failure: the client learns who leads
+        assert router.schedule.epoch == 7 and router.mode == "share"
+        assert router.next_report_ms() == 50  # as the new leader's answer asks
+        assert not any(slept)  # a redirect to the leader named goes at once
