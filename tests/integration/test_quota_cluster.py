@@ -98,25 +98,31 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         o.start()
     try:
         time.sleep(12.0)
-        old_token = max(r.schedule.token for r in routers)
         kill_at = time.monotonic()
         servers[leader.node_id].stop()
         leader.stop()
         del cluster.nodes[leader.node_id]
         new_leader = cluster.leader(timeout_s=15)
         elected_at = time.monotonic()
+        # The new leader's epochs are those allotted after its Leader entry (their tokens are
+        # log indexes). Not "newer than any share a router held at the kill": the old leader
+        # may commit an epoch no router picks up (proposed just before the kill, or after its
+        # API server stopped and before it did), full-budget and before the election; taken
+        # for the new leader's first, it made the check of the gap measure old-to-new.
+        new_token = new_leader.fencing_token
+        assert new_token is not None
         picked = {}  # router -> (time, epoch) it first held a share of the new leader
 
         def watch_pickups() -> None:
             while len(picked) < len(routers) and not stop.is_set():
                 for r in routers:
-                    if r.router_id not in picked and r.schedule.token > old_token:
+                    if r.router_id not in picked and r.schedule.token > new_token:
                         picked[r.router_id] = (time.monotonic(), r.schedule.epoch)
                 time.sleep(0.005)
 
         threading.Thread(target=watch_pickups, daemon=True).start()
         first_new = wait_until(
-            lambda: next((time.monotonic() for r in routers if r.schedule.token > old_token), None),
+            lambda: next((time.monotonic() for r in routers if r.schedule.token > new_token), None),
             15,
             "a share from the new leader",
         )
@@ -125,7 +131,7 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         def two_new_epochs() -> bool:
             got = new_leader.quotas.describe("global", stale_ok=True) or {"epochs": []}
             for e in got["epochs"]:
-                if e[1] > old_token:
+                if e[1] > new_token:
                     new_epochs.setdefault(e[0], e)
             return len(new_epochs) >= 2
 
@@ -187,6 +193,7 @@ def test_ten_routers_share_one_limit_through_a_leader_change(
         "new_leader_second_epoch_shares_sum_milli": sum(s[1] for s in second_epoch[4]),
         "usable_milli": usable_milli,
         "new_leader_epochs": [e[:4] for e in (first_epoch, second_epoch)],
+        "new_leader_epochs_reserved": [e[5] for e in (first_epoch, second_epoch)],
         "routers_first_new_share_after_first_new_s": {
             name: (round(t - first_new, 3), n) for name, (t, n) in sorted(picked.items())
         },
