@@ -248,11 +248,13 @@ class Allotter:
 
         Decided in tick time, the clock the epochs are stamped in, not in this leader's own:
         a tick advances tick time by at most `tick_slack_ms` (two intervals), so an epoch
-        proposed at the first pass at or past ``start + epoch_ms - tick_slack_ms`` commits at
-        a tick time under ``start + epoch_ms`` (the runtime proposes one entry at a time: no
-        tick commits between this decision and the allotment's commit). Counted from this
-        leader's monotonic proposal time instead, it committed up to a tick interval later
-        (the first epoch's start is the tick *before* its proposal)."""
+        decided in the first pass after the tick that reached ``start + epoch_ms -
+        tick_slack_ms`` commits at a tick time under ``start + epoch_ms``: the runtime
+        proposes one entry at a time and waits for it, so no tick commits in between (unless
+        an earlier proposal outlived its wait), and its passes run between ticks while a
+        commit takes less than a tick interval. Counted in this leader's monotonic time
+        instead, it could commit up to a tick interval late (the first epoch's start is the
+        tick *before* its proposal)."""
         if not self.catching_up(key, quota):
             return False
         first = quota.epochs[-1]

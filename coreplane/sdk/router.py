@@ -27,8 +27,9 @@ that backoff arrived late, and a router that lost the leader reached the new one
 0.75 s after its first epoch (which reserves every router's fallback until each has said it
 holds it). The router's own loop is the retry: after a failed report it reports again after a
 jittered wait doubling from 50 ms up to its report interval (`Router.next_report_ms`), so it
-finds a new leader within a report interval of its election, at about the rate the client's
-retries sent.
+finds a new leader within one or two report intervals of a node naming it (the first may go
+to the dead leader still taken for the leader and learn the new one), at about the rate the
+client's retries sent.
 
 `Schedule` is the rule with explicit times (ms), for tests; the background thread is the only
 part that reads a clock or does I/O. Imports only `coreplane.errors` of the server side.
@@ -232,7 +233,8 @@ class Router:
     # -- reporting -----------------------------------------------------------------------
 
     def report_once(self) -> bool:
-        """One demand report and share fetch; True if the answer was used."""
+        """One demand report and share fetch, one attempt (a redirect to the leader a
+        follower names is followed); True if the answer was used."""
         send = self._now_ms()
         with self._mu:
             elapsed = max(1, send - self._asked_since_ms)
@@ -276,8 +278,7 @@ class Router:
         a router the newest epoch does not list). The report failed (the leader is gone, an
         election is on): a wait drawn in [cap/2, cap], the cap doubling from 50 ms with each
         failure in a row up to `report_ms`: routers that lost the leader together do not
-        report together, and each finds the new leader within `report_ms` of a node naming
-        it."""
+        report together, and none sits out a backoff longer than its report interval."""
         if self._failures:
             cap = min(self.report_ms, _RETRY_MS_MIN << min(self._failures - 1, 16))
             return cap - self._rng.randrange(cap // 2 + 1)
