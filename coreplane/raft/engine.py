@@ -74,6 +74,8 @@ from pysyncobj.transport import TCPTransport
 from coreplane.errors import InvalidArgument, InvariantViolation, StorageFull
 from coreplane.raft import seams, serialization
 from coreplane.raft.engine_overrides import (
+    APPLY_BUDGET_MS,
+    APPLY_ENTRIES_MAX,
     DRIFT_MAX,
     ConflictAwareLog,
     RaftOverrides,
@@ -498,9 +500,15 @@ class RaftEngine(RaftOverrides, SyncObj):
         journal: Any | None = None,
         snapshot_source: SnapshotSource | None = None,
         node_class: type = PeerNode,
+        apply_budget_ms: float = APPLY_BUDGET_MS,
+        apply_entries_max: int = APPLY_ENTRIES_MAX,
     ) -> None:
         """With `journal` (an LmdbJournal), snapshots of `snapshot_source` are stored in it
-        (conf.fullDumpFile must be its marker path); without, conf's own hooks apply."""
+        (conf.fullDumpFile must be its marker path); without, conf's own hooks apply.
+
+        One tick applies at most `apply_entries_max` committed entries and starts none after
+        `apply_budget_ms` of applying; the rest follows in the next ticks, right after each
+        tick's poll (a restart's replay no longer silences the node: `engine_overrides` 9.)."""
         # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
         self._apply_fn = apply_fn
         self._apply_batch_fn = apply_batch_fn  # None: this engine never writes batches
@@ -525,6 +533,8 @@ class RaftEngine(RaftOverrides, SyncObj):
             lease_s=lease_s,
             failover_spread_s=min(0.1, conf.raftMaxTimeout - stick_s),
             log=journal,
+            apply_budget_s=apply_budget_ms / 1000,
+            apply_entries_max=apply_entries_max,
         )
         self._cp_read_queue: collections.deque[ReadCallback] = collections.deque()
         self._cp_tick_calls: collections.deque[Callable[[], None]] = collections.deque()
@@ -580,7 +590,8 @@ class RaftEngine(RaftOverrides, SyncObj):
         encodes the whole state: every 50,000 writes at 250k keys that was ~15 us of CPU per
         write on every replica, more than following the write itself; with the threshold
         growing with the state it is a bounded share (a restart then replays at most about
-        as many writes as the snapshot it loads holds keys). pysyncobj reads the threshold
+        as many writes as the snapshot it loads holds keys, over several ticks that each
+        answer messages: `engine_overrides` 9.). pysyncobj reads the threshold
         from its conf at each check, and so does `_cp_count_towards_compaction`."""
         hint = self._cp_size_hint
         assert hint is not None
@@ -645,7 +656,8 @@ class RaftEngine(RaftOverrides, SyncObj):
         """pysyncobj compacts the log after `logCompactionMinEntries` entries; a batch entry
         holds many writes, so without this a log of batches grew 100x more writes between
         snapshots, and a restarted node replayed them all in one tick (seconds without
-        answering votes: a kill -9 of the next leader then took 2.5-5.7 s to fail over).
+        answering votes: a kill -9 of the next leader then took 2.5-5.7 s to fail over; the
+        replay is now also cut into per-tick chunks, `engine_overrides` 9.).
         Count a batch as its writes: past the threshold, ask for a compaction."""
         self._cp_batched_extra += writes - 1
         threshold = int(self.conf.logCompactionMinEntries)
@@ -840,6 +852,11 @@ class RaftEngine(RaftOverrides, SyncObj):
 
     def applied_index(self) -> int:
         return int(self.raftLastApplied)
+
+    def apply_backlog(self) -> int:
+        """Committed entries not applied here yet (a restart's replay, a far-behind follower):
+        the next tick goes on with them at once (see `engine_overrides` 9.)."""
+        return max(0, int(self.raftCommitIndex) - int(self.raftLastApplied))
 
     def ms_since_leader_heard(self) -> int | None:
         """0 on a leader with its lease; else ms since the last append from a leader (None:

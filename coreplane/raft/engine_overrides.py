@@ -81,6 +81,20 @@ What is corrected, and why:
 8. **No phantom voter**: a membership change that adds a second id at an existing member's
    address is ignored where it applies, on every node alike (`_SyncObj__doChangeCluster`).
 
+9. **Bounded apply per tick** (`_SyncObj__applyLogEntries`). Upstream applies every committed
+   entry from ``raftLastApplied + 1`` to the commit index in one tick, and a node reads no
+   socket while it applies. A restarted node restores its commit index from the journal and
+   loads its snapshot in its first tick, so that tick replayed the whole log tail (up to about
+   as many writes as the snapshot holds keys: seconds at 250k keys) without answering a vote
+   or a heartbeat; a far-behind follower did the same with what one poll brought. Now a tick
+   applies at most `APPLY_ENTRIES_MAX` entries and stops starting new ones after
+   `APPLY_BUDGET_MS` of applying, then wakes the next tick at once (`_cp_notify`): the poll in
+   between answers messages, and the next tick goes on from ``raftLastApplied + 1``. Entries
+   are still applied exactly once, in order, each with its callbacks, and the applied index
+   stays a consistent point (a snapshot is taken there). A leader that still has committed
+   entries to apply takes no new proposals in that tick (they wait in the bounded queue), so
+   under overload its log cannot run ahead of what it applies.
+
 Clocks: every decision here reads `monotonic_s()`, which calls the module global
 ``pysyncobj.syncobj.monotonicTime`` at call time, so a simulation that patches it reaches them.
 """
@@ -91,6 +105,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pysyncobj.syncobj as _so
@@ -99,6 +114,8 @@ from coreplane.core.address import endpoint_key
 from coreplane.errors import InvalidArgument, InvariantViolation, StorageFull
 
 __all__ = [
+    "APPLY_BUDGET_MS",
+    "APPLY_ENTRIES_MAX",
     "DRIFT_MAX",
     "MEMBERSHIP_COMMAND_TYPE",
     "TICK_FAILURES_MAX",
@@ -113,6 +130,8 @@ logger = logging.getLogger(__name__)
 MEMBERSHIP_COMMAND_TYPE = b"\x02"  # pysyncobj _COMMAND_TYPE.MEMBERSHIP, first byte of a command
 DRIFT_MAX = 0.02  # how much slower than a follower's clock the leader's may run (2%, generous)
 TICK_FAILURES_MAX = 50  # consecutive failed ticks (about a second) before the engine gives up
+APPLY_BUDGET_MS = 10  # a tick starts no new entry after this long applying (then polls)
+APPLY_ENTRIES_MAX = 4096  # entries one tick applies at most (a simulated clock never moves)
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
 
@@ -296,8 +315,17 @@ class RaftOverrides:
         lease_s: float,
         failover_spread_s: float,
         log: ConflictAwareLog | None,
+        apply_budget_s: float = APPLY_BUDGET_MS / 1000,
+        apply_entries_max: int = APPLY_ENTRIES_MAX,
     ) -> None:
+        if apply_entries_max < 1 or apply_budget_s <= 0:
+            raise InvalidArgument("apply_budget", "entries and time per tick must be positive")
         self._cp_stick_s = stick_s
+        self._cp_apply_budget_s = apply_budget_s
+        self._cp_apply_entries_max = apply_entries_max
+        self._cp_apply_deadline = 0.0
+        self._cp_apply_reading = False  # the next __getEntries call is __applyLogEntries' own
+        self._cp_apply_told: int | None = None  # commit index last announced after an apply
         self._cp_lease_s = lease_s
         self._cp_failover_spread_s = failover_spread_s
         self._cp_log = log
@@ -323,6 +351,7 @@ class RaftOverrides:
             "stepdowns_on_notice": 0,
             "stood_for_better_log": 0,
             "stood_after_split": 0,
+            "apply_yields": 0,  # ticks that left committed entries for the next tick
         }
 
     # -------------------------------------------------------------------- lease
@@ -752,7 +781,17 @@ class RaftOverrides:
                 notifier.notify()
 
     def _checkCommandsToApply(self) -> None:
-        """Drain queued proposals, then send once: adaptive batching."""
+        """Drain queued proposals, then send once: adaptive batching.
+
+        Not while a leader has committed entries left to apply (its apply stopped at its
+        per-tick budget, 9.): the proposals wait in the bounded queue until it caught up,
+        so an overloaded leader's log does not run ahead of what it applies."""
+        if (
+            self._SyncObj__raftState == _LEADER  # type: ignore[attr-defined]
+            and self._SyncObj__raftLastApplied < self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+        ):
+            self._cp_send_deferred_now()
+            return
         self._cp_coalesce, self._cp_send_wanted = True, False
         try:
             _so.SyncObj._checkCommandsToApply(self)
@@ -884,6 +923,52 @@ class RaftOverrides:
                     break
 
     # -------------------------------------------------------------------- ticks
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """9. Upstream's apply, bounded per tick (see the module doc): a backlog is applied
+        over several ticks, each followed by a poll, and the next tick is woken at once.
+
+        Upstream returns True whenever it applied anything, and a leader then sends every
+        follower an AppendEntries (the new commit index); while it works through a backlog
+        only a tick that sees a new commit index asks for that send."""
+        self._cp_apply_deadline = monotonic_s() + self._cp_apply_budget_s
+        self._cp_apply_reading = True
+        try:
+            applied_some = _so.SyncObj._SyncObj__applyLogEntries(self)  # type: ignore[attr-defined]
+        finally:
+            self._cp_apply_reading = False
+        commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+        if self._SyncObj__raftLastApplied < commit:  # type: ignore[attr-defined]
+            self._cp_counters["apply_yields"] += 1
+            self._cp_notify()  # the rest right after the poll, not at the next auto tick
+        told, self._cp_apply_told = self._cp_apply_told, commit
+        return bool(applied_some) and commit != told
+
+    def _SyncObj__getEntries(
+        self, fromIDx: Any, count: Any = None, maxSizeBytes: Any = None
+    ) -> Any:
+        """Upstream's read; the one `_SyncObj__applyLogEntries` makes comes back as a bounded
+        iterator. Upstream's apply loop bumps ``raftLastApplied`` inside its body, after the
+        entry's callbacks, so stopping the iteration stops after a whole entry (pinned in
+        `seams`). Reads made while applying (a membership change) are not bounded."""
+        entries = _so.SyncObj._SyncObj__getEntries(  # type: ignore[attr-defined]
+            self, fromIDx, count, maxSizeBytes
+        )
+        if not self._cp_apply_reading:
+            return entries
+        self._cp_apply_reading = False
+        if len(entries) <= 1:
+            return entries  # the usual tick: nothing to bound
+        return self._cp_apply_chunk(entries)
+
+    def _cp_apply_chunk(self, entries: list[Any]) -> Iterator[Any]:
+        """`entries` until `APPLY_ENTRIES_MAX` of them or the tick's time budget (the first
+        entry always: every tick makes progress)."""
+        entries_max, deadline = self._cp_apply_entries_max, self._cp_apply_deadline
+        for n, entry in enumerate(entries):
+            if n >= entries_max or (n and monotonic_s() > deadline):
+                return
+            yield entry
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """Upstream's tick; a tick that keeps failing marks the engine failed (no wedge)."""

@@ -64,7 +64,10 @@ PINNED_VERSION = "0.3.17"
 #   SyncObj.__doChangeCluster / __getPrevLogIndexTerm  called by the overrides
 #   SyncObj._autoTickThread ........ logs and retries a failing tick (the wedge we bound)
 #   SyncObj.transferLeadership ..... sends timeout_now; the target clears its flag before voting
-#   SyncObj.__applyLogEntries ...... bumps raftLastApplied after each apply (ReadIndex waits)
+#   SyncObj.__applyLogEntries ...... overridden (bounded per tick): it reads its entries with
+#     one __getEntries call, iterates them once and bumps raftLastApplied inside the loop body,
+#     after each entry's callbacks (ReadIndex waits; stopping the iteration stops cleanly)
+#   SyncObj.__getEntries ........... overridden: the apply's own read comes back bounded
 # One pinned hash per entry, each on the line below its name (kept out of the formatter).
 # fmt: off
 UPSTREAM: dict[str, str] = {
