@@ -132,6 +132,7 @@ DRIFT_MAX = 0.02  # how much slower than a follower's clock the leader's may run
 TICK_FAILURES_MAX = 50  # consecutive failed ticks (about a second) before the engine gives up
 APPLY_BUDGET_MS = 10  # a tick starts no new entry after this long applying (then polls)
 APPLY_ENTRIES_MAX = 4096  # entries one tick applies at most (a simulated clock never moves)
+_APPLY_READ_ENTRIES = 16  # entries the bounded apply reads from the journal at a time
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
 
@@ -951,24 +952,33 @@ class RaftOverrides:
         iterator. Upstream's apply loop bumps ``raftLastApplied`` inside its body, after the
         entry's callbacks, so stopping the iteration stops after a whole entry (pinned in
         `seams`). Reads made while applying (a membership change) are not bounded."""
-        entries = _so.SyncObj._SyncObj__getEntries(  # type: ignore[attr-defined]
+        if self._cp_apply_reading:
+            self._cp_apply_reading = False
+            if count is not None and count > 1 and maxSizeBytes is None:
+                return self._cp_apply_chunk(fromIDx, count)
+        return _so.SyncObj._SyncObj__getEntries(  # type: ignore[attr-defined]
             self, fromIDx, count, maxSizeBytes
         )
-        if not self._cp_apply_reading:
-            return entries
-        self._cp_apply_reading = False
-        if len(entries) <= 1:
-            return entries  # the usual tick: nothing to bound
-        return self._cp_apply_chunk(entries)
 
-    def _cp_apply_chunk(self, entries: list[Any]) -> Iterator[Any]:
-        """`entries` until `APPLY_ENTRIES_MAX` of them or the tick's time budget (the first
-        entry always: every tick makes progress)."""
-        entries_max, deadline = self._cp_apply_entries_max, self._cp_apply_deadline
-        for n, entry in enumerate(entries):
-            if n >= entries_max or (n and monotonic_s() > deadline):
+    def _cp_apply_chunk(self, first: int, count: int) -> Iterator[Any]:
+        """The entries from `first` on, until `count` of them, `APPLY_ENTRIES_MAX` or the
+        tick's time budget (the first entry always: every tick makes progress). Read a few
+        at a time: a backlog read whole every tick (the journal reads a long slice in blocks
+        of 256 entries, up to 32 KiB each) cost more than applying the chunk taken from it."""
+        limit = min(count, self._cp_apply_entries_max)
+        deadline = self._cp_apply_deadline
+        n = 0
+        while n < limit:
+            part = _so.SyncObj._SyncObj__getEntries(  # type: ignore[attr-defined]
+                self, first + n, min(limit - n, _APPLY_READ_ENTRIES)
+            )
+            if not part:
                 return
-            yield entry
+            for entry in part:
+                if n and monotonic_s() > deadline:
+                    return
+                yield entry
+                n += 1
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """Upstream's tick; a tick that keeps failing marks the engine failed (no wedge)."""
