@@ -399,7 +399,11 @@ class SimCluster:
         if reschedule:
             poller = engine._poller
             transport = self._transports.get(slot.node_id)
-            busy = poller.delivered or (transport is not None and transport.sim_pending())
+            busy = (
+                poller.delivered
+                or (transport is not None and transport.sim_pending())
+                or engine.apply_backlog() > 0  # the tick stopped at its apply budget
+            )
             self._wake(slot, self.now + (self._eps() if busy else AUTO_TICK_US))
 
     def _runtime(self, slot: _Slot) -> None:
