@@ -93,7 +93,9 @@ What is corrected, and why:
    are still applied exactly once, in order, each with its callbacks, and the applied index
    stays a consistent point (a snapshot is taken there). A leader that still has committed
    entries to apply takes no new proposals in that tick (they wait in the bounded queue), so
-   under overload its log cannot run ahead of what it applies.
+   under overload its log cannot run ahead of what it applies. A node with entries left to
+   apply answers votes but does not stand itself until it caught up (`_cp_hold_candidacy`:
+   after a restart, the membership changes in its log take effect only as they are applied).
 
 Clocks: every decision here reads `monotonic_s()`, which calls the module global
 ``pysyncobj.syncobj.monotonicTime`` at call time, so a simulation that patches it reaches them.
@@ -327,6 +329,7 @@ class RaftOverrides:
         self._cp_apply_deadline = 0.0
         self._cp_apply_reading = False  # the next __getEntries call is __applyLogEntries' own
         self._cp_apply_told: int | None = None  # commit index last announced after an apply
+        self._cp_apply_behind = False  # the last apply stopped at its budget
         self._cp_lease_s = lease_s
         self._cp_failover_spread_s = failover_spread_s
         self._cp_log = log
@@ -353,6 +356,7 @@ class RaftOverrides:
             "stood_for_better_log": 0,
             "stood_after_split": 0,
             "apply_yields": 0,  # ticks that left committed entries for the next tick
+            "candidacy_held": 0,  # ticks an election was due with entries left to apply
         }
 
     # -------------------------------------------------------------------- lease
@@ -939,11 +943,30 @@ class RaftOverrides:
         finally:
             self._cp_apply_reading = False
         commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
-        if self._SyncObj__raftLastApplied < commit:  # type: ignore[attr-defined]
+        self._cp_apply_behind = self._SyncObj__raftLastApplied < commit  # type: ignore[attr-defined]
+        if self._cp_apply_behind:
             self._cp_counters["apply_yields"] += 1
             self._cp_notify()  # the rest right after the poll, not at the next auto tick
         told, self._cp_apply_told = self._cp_apply_told, commit
         return bool(applied_some) and commit != told
+
+    def _cp_hold_candidacy(self, now: float) -> None:
+        """A node with committed entries left to apply does not stand for election yet; it
+        still votes. After a restart pysyncobj learns the membership changes in its log only
+        as it applies them (`__doApplyCommand`), from the snapshot's member list on: with the
+        replay spread over ticks, a candidate in mid-replay could count votes against a member
+        list that misses voters added since, and win with no majority of the real cluster.
+        It stands within a budget's time of catching up (the replay itself never waits).
+        Held: before the first apply (a restart) and after a tick that stopped at its budget;
+        not for a commit index that the last poll moved (applied in this very tick)."""
+        if (
+            self._SyncObj__raftElectionDeadline <= now  # type: ignore[attr-defined]
+            and self._SyncObj__raftState != _LEADER  # type: ignore[attr-defined]
+            and (self._cp_apply_behind or self._cp_apply_told is None)  # not just a new commit
+            and self._SyncObj__raftLastApplied < self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
+        ):
+            self._SyncObj__raftElectionDeadline = now + self._cp_apply_budget_s
+            self._cp_counters["candidacy_held"] += 1
 
     def _SyncObj__getEntries(
         self, fromIDx: Any, count: Any = None, maxSizeBytes: Any = None
@@ -987,6 +1010,7 @@ class RaftOverrides:
                 time.sleep(timeToWait)  # failed: no more Raft work; the runtime stops the node
             return
         try:
+            self._cp_hold_candidacy(monotonic_s())
             self._cp_prevote_gate(monotonic_s())
             if timeToWait > 0 and self._SyncObj__raftState != _LEADER:  # type: ignore
                 # Wake for the election deadline, not at the next auto tick (20 ms later):

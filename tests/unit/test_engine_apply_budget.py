@@ -243,3 +243,24 @@ def test_a_leader_applies_a_backlog_in_chunks_and_waits_to_take_more(
     assert done == [(f"r{i}", E.FAIL.SUCCESS) for i in range(3, 15)]  # once each, in order
     assert replica.applied == list(range(3, 15))  # the no-op is pysyncobj's own
     node.destroy()
+
+
+def test_a_node_with_entries_left_to_apply_votes_but_does_not_stand(
+    recording_transport: Any, fake_clock: list[float]
+) -> None:
+    # After a restart, membership changes in the log take effect as they are applied: a
+    # candidate in mid-replay could count votes against an old member list.
+    replica = _Replica()
+    node = _restarted(recording_transport, replica, 21, apply_entries_max=5)
+    node._SyncObj__transport.tryGetReady()  # peers connected: an election could start
+    node._SyncObj__raftElectionDeadline = 0  # due
+    ticks = 0
+    while node.apply_backlog():
+        node.doTick()
+        ticks += 1
+        assert _sent(node, "cp_prevote") == [] and _sent(node, "request_vote") == []
+    assert ticks == 4 and node.counters()["candidacy_held"] == 1
+    fake_clock[0] += 0.011  # the held deadline (one apply budget) passes, caught up now
+    node.doTick()
+    assert {to for to, _ in _sent(node, "cp_prevote")} == {"leader", "other"}
+    node.destroy()
