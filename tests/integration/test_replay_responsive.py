@@ -124,7 +124,7 @@ def test_a_restart_replays_in_chunks_and_keeps_polling(
         log_compaction_min_entries=10 * WRITES, durability="relaxed"
     ).start_all()
     leader = cluster.leader()
-    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i) for i in range(WRITES)]
+    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i, timeout_s=120) for i in range(WRITES)]
     for future in futures:
         future.result()
     follower = next(cp.node_id for cp in cluster.followers())
@@ -214,7 +214,7 @@ def test_a_leader_crash_during_a_replay_fails_over(
         log_compaction_min_entries=10 * writes, durability="relaxed"
     ).start_all()
     leader = cluster.leader()
-    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i) for i in range(writes)]
+    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i, timeout_s=120) for i in range(writes)]
     for future in futures:
         future.result()
 
