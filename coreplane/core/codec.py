@@ -259,6 +259,38 @@ def encode_list_items(items: Iterable[Value], chunk: int = 2048) -> EncodedList:
     return EncodedList(count, b"".join(parts))
 
 
+def encode_record_rows(
+    keys: Iterable[str], records: Mapping[str, tuple[Value, ...]], chunk: int = 2048
+) -> EncodedList:
+    """``encode_list_items([k, *records[k]] for k in keys)``, trusting the fields, in about
+    two thirds of the time: rows go to msgpack as tuples, `chunk` a call, without the
+    per-field walk of `_canonical` or a list per row.
+
+    Only for a state's own records, whose fields apply already checked (a str key that was
+    msgpack-encoded in the entry that wrote it, bytes, 64-bit integers): a snapshot of
+    300k keys spent 1.8-2.1 us a key encoding, on every replica at every compaction, and the
+    walk and the row lists were two thirds of it. A field msgpack cannot take still raises
+    `InvalidArgument`; the bytes equal `encode_list_items`'s (tests/unit/test_codec.py)."""
+    parts: list[bytes] = []
+    count = 0
+    batch: list[tuple[Value, ...]] = []
+    for key in keys:
+        batch.append((key, *records[key]))
+        if len(batch) >= chunk:
+            count += len(batch)
+            parts.append(_rows_bytes(batch))
+            batch = []
+    if batch:
+        count += len(batch)
+        parts.append(_rows_bytes(batch))
+    return EncodedList(count, b"".join(parts))
+
+
+def _rows_bytes(batch: list[tuple[Value, ...]]) -> bytes:
+    data = _pack(batch, 1 << 62)
+    return data[len(_header(len(batch), 0x90, 0xDC)) :]
+
+
 def _items_bytes(batch: list[Value]) -> bytes:
     data = _pack(_canonical(batch, 1, "items"), 1 << 62)
     return data[len(_header(len(batch), 0x90, 0xDC)) :]  # the items, without the array header

@@ -469,6 +469,28 @@ def _refusing_stale_snapshots(
     return set_transmission
 
 
+def compaction_rank(self_node: Node | str, other_nodes: Iterable[Node | str]) -> tuple[int, int]:
+    """(this voter's place among all voters' ids in sorted order, how many voters)."""
+    ids = sorted({_node_id(n) for n in other_nodes} | {_node_id(self_node)})
+    return ids.index(_node_id(self_node)), len(ids)
+
+
+def _node_id(node: Node | str) -> str:
+    return node if isinstance(node, str) else str(node.id)
+
+
+def staggered_threshold(threshold: int, rank: int, voters: int) -> int:
+    """`threshold` stretched by rank/(2 x voters): voter r of n compacts every T(1 + r/2n)
+    writes. Every voter used to compact at the same index, so all replicas encoded a
+    snapshot at once (each ~1 s of CPU at 200k keys) on machines they may share, and every
+    replica's writes slowed together; with distinct periods the snapshots fall apart and only
+    rarely coincide again. Compaction is each node's own affair: nothing replicated depends
+    on when it happens."""
+    if voters <= 1:
+        return threshold
+    return threshold + threshold * rank // (2 * voters)
+
+
 def _snapshot_last_index(blob: bytes) -> int | None:
     try:
         parts = serialization.decode(blob)
@@ -509,6 +531,7 @@ class RaftEngine(RaftOverrides, SyncObj):
         One tick applies at most `apply_entries_max` committed entries and starts none after
         `apply_budget_ms` of applying; the rest follows in the next ticks, right after each
         tick's poll (a restart's replay no longer silences the node: `engine_overrides` 9.)."""
+        other_nodes = list(other_nodes)  # read twice below
         # Set before SyncObj.__init__: excluded from pysyncobj's own snapshot capture.
         self._apply_fn = apply_fn
         self._apply_batch_fn = apply_batch_fn  # None: this engine never writes batches
@@ -556,12 +579,16 @@ class RaftEngine(RaftOverrides, SyncObj):
         }
         capture = restore = None
         self._cp_compaction_base = int(conf.logCompactionMinEntries)
+        self._cp_compaction_rank = compaction_rank(self_node, other_nodes)
+        self._cp_snapshot_size = 0  # the size hint at this node's last snapshot, taken or loaded
         self._cp_size_hint: Callable[[], int] | None = getattr(snapshot_source, "size_hint", None)
         if journal is not None and snapshot_source is not None:
-            source = snapshot_source
-
-            capture = source.snapshot_view  # tick thread: capture; writer thread: encode
-            restore = source.restore
+            capture = snapshot_source.snapshot_view  # tick thread: capture; writer: encode
+            restore = snapshot_source.restore
+            if self._cp_size_hint is not None:
+                self._cp_conf = conf
+                self._cp_scale_compaction()
+                capture, restore = self._cp_sized(capture, restore, self._cp_size_hint)
 
         def on_load_error(exc: BaseException) -> None:
             if self._cp_fatal is None:
@@ -578,24 +605,52 @@ class RaftEngine(RaftOverrides, SyncObj):
             self._cp_batch_queue = _BatchingQueue(conf.commandsQueueSize, self._cp_commit_latency)
             self._SyncObj__commandsQueue = self._cp_batch_queue
         self.addOnTickCallback(self._cp_reads_tick)
-        if self._cp_size_hint is not None:
-            self.addOnTickCallback(self._cp_scale_compaction)
         # Resolved once: the group commit runs at the end of every tick.
         self._cp_journal_flush = getattr(journal, "flush", None)  # a memory journal has none
         if journal is not None:
             self.addOnTickCallback(self._cp_group_commit)
 
     def _cp_scale_compaction(self) -> None:
-        """Compact after max(configured entries, the state's size hint) writes. A snapshot
-        encodes the whole state: every 50,000 writes at 250k keys that was ~15 us of CPU per
-        write on every replica, more than following the write itself; with the threshold
-        growing with the state it is a bounded share (a restart then replays at most about
-        as many writes as the snapshot it loads holds keys, over several ticks that each
-        answer messages: `engine_overrides` 9.). pysyncobj reads the threshold
-        from its conf at each check, and so does `_cp_count_towards_compaction`."""
-        hint = self._cp_size_hint
-        assert hint is not None
-        self.conf.logCompactionMinEntries = max(self._cp_compaction_base, hint())
+        """Compact after max(configured entries, the size hint at this node's last snapshot)
+        writes. A snapshot encodes the whole state: every 50,000 writes at 250k keys that was
+        ~15 us of CPU per write on every replica, more than following the write itself; with
+        the threshold growing with the state it is a bounded share (a restart then replays at
+        most about as many writes as the snapshot it loads holds keys, over several ticks that
+        each answer messages: `engine_overrides` 9.).
+
+        The size at the last snapshot, not the size now: writes that add keys grow the state
+        as fast as they count towards the threshold, so under inserts alone "more writes
+        than keys now" never came true once past the configured count, and the log grew
+        without bound (a restart replayed all of it). Against the last snapshot's size, the
+        next one comes once the writes since match it: at most a doubling of the state.
+        Each voter also stretches the threshold by its rank (`staggered_threshold`), so the
+        replicas do not all encode a snapshot at the same index. pysyncobj reads the
+        threshold from its conf at each check, and so does `_cp_count_towards_compaction`;
+        it changes only when a snapshot is taken or loaded (`_cp_sized`)."""
+        self._cp_conf.logCompactionMinEntries = staggered_threshold(
+            max(self._cp_compaction_base, self._cp_snapshot_size), *self._cp_compaction_rank
+        )
+
+    def _cp_sized(
+        self,
+        capture: Callable[[], Callable[[], bytes]],
+        restore: Callable[[bytes], None],
+        size_hint: Callable[[], int],
+    ) -> tuple[Callable[[], Callable[[], bytes]], Callable[[bytes], None]]:
+        """`capture` and `restore` that note the state's size at a snapshot taken or loaded
+        and rescale the compaction threshold (`_cp_scale_compaction`)."""
+
+        def sized_capture() -> Callable[[], bytes]:
+            self._cp_snapshot_size = size_hint()
+            self._cp_scale_compaction()
+            return capture()
+
+        def sized_restore(data: bytes) -> None:
+            restore(data)
+            self._cp_snapshot_size = size_hint()
+            self._cp_scale_compaction()
+
+        return sized_capture, sized_restore
 
     def _cp_group_commit(self) -> None:
         """Sync the journal; wake the next tick at once if the leader's copy now decides a

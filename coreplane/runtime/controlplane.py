@@ -187,58 +187,80 @@ class _Attempt:
         return self._lock.acquire(timeout=max(0.0, timeout_s))
 
 
+# How many completed `kv.put` callers may be awake at once (`_Baton`). Measured with 256
+# writer threads on 2 cores, 3 voters in one machine (/tmp-style A/B, same run, 4 phases
+# each): width 1 gave 3.7-8.7k writes/s at 21-40 writes per batch entry, 8 gave 8.1-8.9k
+# (86-106), 16 gave 9.7-11.7k (111-115), 32 gave 10.2-12.1k (119-121), 64 no better (9.8-
+# 12.2k). One at a time left the GIL idle while each woken caller waited for a CPU (py-spy
+# --gil: ~40% of the leader's samples idle in the wait), and the small batches that slow
+# chain made cost every replica ~35 us of CPU per write, against ~22 at width 32.
+BATON_WIDTH = 32
+
+
 class _Baton:
-    """Wakes the synchronous writers whose writes completed one at a time, not all at once.
+    """Wakes the synchronous writers whose writes completed a few at a time, not all at once.
 
     A batch entry completes hundreds of `kv.put` callers in one callback loop on the tick
     thread. Releasing every caller's lock there made them all runnable at once while the tick
     thread still held the GIL: each woke in the kernel, found the GIL taken and slept on it
-    again, and hundreds of threads contended with the tick thread for the GIL. Now one caller
-    holds the baton: the callback wakes a caller only when no other holds it, else queues it;
-    the holder passes the baton to the next queued caller when its `propose` returns (or
-    before a retry's backoff). A baton whose holder never returns (it gave up waiting just as
-    its write completed) is passed on by the tick thread after a whole tick without moving.
+    again, and hundreds of threads contended with the tick thread for the GIL. Now at most
+    `width` callers hold a baton: the callback wakes a caller only while fewer hold one, else
+    queues it; a holder passes its baton to the next queued caller when its `propose`
+    returns (or before a retry's backoff). A baton whose holder never returns (it gave up
+    waiting just as its write completed) is passed on by the tick thread after a whole tick
+    without moving.
 
-    Passing it later, just before the holder blocked on its next write, made one fewer
+    One baton (width 1) was the first design: the fewest threads awake, but the chain of
+    hand-overs then paced the whole node. Each hand-over waits for the kernel to run the
+    woken thread, with the GIL idle meanwhile, and the writes trickling back from that chain
+    made small batch entries that cost every replica more per write (`BATON_WIDTH`).
+
+    Passing a baton later, just before the holder blocked on its next write, made one fewer
     context switch for a loop of writes but stalled the others of a batch whenever the holder
     did not write again soon (a thread pool: up to two idle ticks, p50 at 1,000 writes/s went
     from 10 to 64 ms); passing on return was also cheaper per write in A/B runs."""
 
-    __slots__ = ("_gen", "_guard", "_held", "_local", "_ready", "_seen")
+    __slots__ = ("_gen", "_guard", "_held", "_local", "_ready", "_seen", "_width")
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = BATON_WIDTH) -> None:
+        if width < 1:
+            raise InvalidArgument("width", f"must be at least 1, got {width!r}")
         self._guard = _thread.allocate_lock()
         self._ready: collections.deque[_BatonAttempt] = collections.deque()
-        self._held = False
+        self._width = width
+        self._held: set[int] = set()  # the generations of the batons held now
         self._gen = 0  # bumped at every hand-over: a stale pass is ignored
-        self._seen = -1  # the generation the tick thread saw at its previous tick
+        self._seen: set[int] = set()  # the generations held at the tick thread's previous tick
         self._local = threading.local()  # .owed: the generation this thread holds, or None
 
     def completed(self, attempt: _BatonAttempt) -> None:
         """Tick thread (the write's callback): wake its caller now, or queue it."""
         with self._guard:
-            if self._held:
+            held = self._held
+            if len(held) >= self._width:
                 self._ready.append(attempt)
                 return
-            self._held = True
-            self._gen += 1
-            attempt.gen = self._gen
+            gen = self._gen = self._gen + 1
+            held.add(gen)
+            attempt.gen = gen
         attempt.wake()
 
     def _pass(self, gen: int) -> None:
         with self._guard:
-            if gen != self._gen or not self._held:
+            held = self._held
+            if gen not in held:
                 return  # already passed on (the tick did it)
-            self._gen += 1
+            held.discard(gen)
             if not self._ready:
-                self._held = False
                 return
             attempt = self._ready.popleft()
-            attempt.gen = self._gen
+            gen = self._gen = self._gen + 1
+            held.add(gen)
+            attempt.gen = gen
         attempt.wake()
 
     def woke(self, attempt: _BatonAttempt) -> None:
-        """The caller of `attempt` woke holding the baton (its generation)."""
+        """The caller of `attempt` woke holding a baton (its generation)."""
         self._local.owed = attempt.gen
 
     def pass_on(self) -> None:
@@ -249,12 +271,17 @@ class _Baton:
             self._local.owed = None
             self._pass(gen)
 
+    def holders(self) -> int:
+        """How many batons are held now (diagnostics and tests)."""
+        return len(self._held)
+
     def tick(self) -> None:
-        """Tick thread: pass on a baton that did not move since the previous tick."""
-        gen = self._gen
-        if self._held and gen == self._seen:
-            self._pass(gen)
-        self._seen = self._gen
+        """Tick thread: pass on every baton that did not move since the previous tick."""
+        held = self._held
+        if held:
+            for gen in sorted(held & self._seen):
+                self._pass(gen)
+        self._seen = set(held)
 
 
 class _BatonAttempt(_Attempt):
@@ -559,7 +586,7 @@ class ControlPlane:
         self._tick_sent: tuple[int, float] | None = None  # (n, monotonic) of the tick in flight
         self._waiting: _Waiting | None = None  # the leader work's proposal in flight
         self._applied_cond = threading.Condition()
-        self._baton = _Baton()  # wakes the kv.put callers of a batch one at a time
+        self._baton = _Baton()  # wakes the kv.put callers of a batch a few at a time
 
     def __repr__(self) -> str:
         return (

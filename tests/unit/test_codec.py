@@ -164,6 +164,24 @@ def test_spliced_rows_give_the_bytes_of_the_list_itself(count: int) -> None:
     )
 
 
+@pytest.mark.parametrize("count", _ROW_COUNTS)
+def test_record_rows_give_the_bytes_of_the_checked_rows(count: int) -> None:
+    """A state's own records, encoded without the field walk: the same bytes, any chunk."""
+    records = {
+        f"k{i:06d}": (bytes([i % 256]) * (i % 5), i, 2**40 + i, i % 3, -i) for i in range(count)
+    }
+    keys = sorted(records, reverse=True)  # the order given is kept
+    checked = codec.encode_list_items([k, *records[k]] for k in keys)
+    for chunk in (1, 7, 2048):
+        rows = codec.encode_record_rows(iter(keys), records, chunk=chunk)
+        assert (rows.count, rows.body) == (checked.count, checked.body)
+
+
+def test_a_record_row_msgpack_cannot_take_is_still_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        codec.encode_record_rows(["\udc80"], {"\udc80": (b"v", 1)})  # a lone surrogate
+
+
 def test_spliced_items_are_checked_and_the_snapshot_cap_holds() -> None:
     with pytest.raises(InvalidArgument):
         codec.encode_list_items([[1, 1.5]])  # a float inside a row

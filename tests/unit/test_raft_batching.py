@@ -3,6 +3,8 @@ batchable=True)`), each applied exactly as if it were an entry of its own."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from coreplane.core import commands as C
 from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine
 from coreplane.errors import InvariantViolation
 from coreplane.raft import engine as E
+from coreplane.raft.journal import LmdbJournal, snapshot_marker_path
 
 
 def _put(key: str, seq: int = 0, client: str = "") -> bytes:
@@ -235,19 +238,143 @@ class _SizedSource:
         return self.keys
 
 
-def test_the_compaction_threshold_grows_with_the_state(recording_transport: Any) -> None:
+def _sized_solo(path: Path, recording_transport: Any, source: _SizedSource, base: int) -> Any:
+    """A one-voter leader on an LMDB journal (snapshots need one) over a sized source."""
+    journal = LmdbJournal(str(path), node_id="solo")
+    conf = E.build_conf(
+        timing=E.EngineTiming(),
+        journal_file=None,
+        dump_file=snapshot_marker_path(str(path)),
+        auto_tick=False,
+        log_compaction_min_entries=base,
+    )
+    node = E.RaftEngine(
+        self_node=Node("solo"),
+        other_nodes=[],
+        conf=conf,
+        apply_fn=lambda data, index: None,
+        apply_batch_fn=lambda entries, index: [None] * len(entries),
+        transport_class=recording_transport,
+        journal=journal,
+        snapshot_source=source,
+        node_class=Node,
+    )
+    node._SyncObj__raftElectionDeadline = 0
+    node.doTick()
+    node.doTick()
+    assert node._isLeader()
+    return node
+
+
+def _finish_snapshot(node: Any) -> None:
+    """Let a snapshot under way (captured on a tick, written on its own thread) complete and
+    the next tick compact the log with it."""
+    assert node.wait_snapshot_writer(10.0)
+    node.doTick()
+
+
+def _serializing(node: Any) -> bool:
+    """A snapshot was captured and is being written (without taking its outcome, which the
+    engine's next tick must see to compact)."""
+    return any(i.serializer._thread is not None for i in node._cp_installed)
+
+
+def _snapshot(node: Any) -> None:
+    node.forceLogCompaction()
+    node.doTick()
+    _finish_snapshot(node)
+
+
+def test_the_compaction_threshold_grows_with_the_state_at_the_last_snapshot(
+    tmp_path: Path, recording_transport: Any
+) -> None:
     """A snapshot encodes the whole state: at a fixed count its cost per write grew with the
     state (at 250k keys, more than the write itself on every replica). The threshold is
-    max(the configured count, the state's size hint), read at every tick."""
+    max(the configured count, the state's size hint when the last snapshot was taken)."""
     source = _SizedSource()
-    node = _solo([], recording_transport, snapshot_source=source)
-    base = node.conf.logCompactionMinEntries
-    node.doTick()
-    assert node.conf.logCompactionMinEntries == base
-    source.keys = base * 3
-    node.doTick()
-    assert node.conf.logCompactionMinEntries == base * 3
-    source.keys = 1  # keys deleted: back to the configured floor
-    node.doTick()
-    assert node.conf.logCompactionMinEntries == base
-    node.destroy()
+    node = _sized_solo(tmp_path, recording_transport, source, base=20)
+    try:
+        node.propose(b"w", lambda r, c: None, batchable=True)
+        node.doTick()
+        source.keys = 60
+        node.doTick()
+        assert node.conf.logCompactionMinEntries == 20  # no snapshot of that state yet
+        _snapshot(node)
+        assert node.conf.logCompactionMinEntries == 60
+        source.keys = 1  # keys deleted: back to the configured floor at the next snapshot
+        node.propose(b"w", lambda r, c: None, batchable=True)
+        node.doTick()
+        _snapshot(node)
+        assert node.conf.logCompactionMinEntries == 20
+    finally:
+        node.destroy()
+
+
+def test_writes_that_only_add_keys_still_compact_the_log(
+    tmp_path: Path, recording_transport: Any
+) -> None:
+    """Against the size *now*, a write that adds a key grows the threshold as fast as it
+    counts towards it: past the configured count the log was never compacted again and grew
+    without bound. Against the last snapshot's size, snapshots come at least at every
+    doubling of the state."""
+    source = _SizedSource()
+    node = _sized_solo(tmp_path, recording_transport, source, base=20)
+    snapshots: list[int] = []
+    try:
+        for i in range(400):  # every write a new key
+            node.propose(b"%d" % i, lambda r, c: None, batchable=True)
+            source.keys += 1
+            node.doTick()
+            if _serializing(node):  # captured on this tick
+                snapshots.append(source.keys)
+                _finish_snapshot(node)
+    finally:
+        node.destroy()
+    assert len(snapshots) >= 3  # ~20, ~40, ~80, ~160, ~320 keys
+    assert all(b <= 2 * a + 4 for a, b in itertools.pairwise(snapshots))
+
+
+def test_each_voter_compacts_at_its_own_stretch_of_the_threshold() -> None:
+    """All replicas used to snapshot at the same index (each ~1 s of CPU at 200k keys, on
+    machines they may share); voter r of n now compacts every T(1 + r/2n) writes."""
+    ranks = [E.compaction_rank(Node(me), [Node(x) for x in "abc" if x != me]) for me in "cab"]
+    assert ranks == [(2, 3), (0, 3), (1, 3)]  # by sorted id, whatever the peers' order
+    assert [E.staggered_threshold(30_000, r, n) for r, n in sorted(ranks)] == [
+        30_000,
+        35_000,
+        40_000,
+    ]
+    assert E.staggered_threshold(30_000, 0, 1) == 30_000  # a lone voter: nothing to spread
+    assert E.compaction_rank("b", iter(["a", "c", "a"])) == (1, 3)
+
+
+def test_a_voters_threshold_is_stretched_by_its_rank(recording_transport: Any) -> None:
+    source = _SizedSource()
+    conf = E.build_conf(timing=E.EngineTiming(), journal_file=None, dump_file=None, auto_tick=False)
+    node = E.RaftEngine(
+        self_node=Node("c"),
+        other_nodes=(Node(x) for x in "ab"),  # any iterable, read once
+        conf=conf,
+        apply_fn=lambda data, index: None,
+        apply_batch_fn=lambda entries, index: [None] * len(entries),
+        transport_class=recording_transport,
+        journal=MemoryJournal(),
+        snapshot_source=source,
+        node_class=Node,
+    )
+    try:
+        assert {n.id for n in node._SyncObj__otherNodes} == {"a", "b"}
+        base = node.conf.logCompactionMinEntries
+        assert base == conf.logCompactionMinEntries
+        assert (
+            E.staggered_threshold(
+                E.build_conf(
+                    timing=E.EngineTiming(), journal_file=None, dump_file=None, auto_tick=False
+                ).logCompactionMinEntries,
+                2,
+                3,
+            )
+            == base
+        )  # stretched from the start
+    finally:
+        node.destroy()

@@ -1,11 +1,15 @@
-"""How `kv.put` callers of a batch are woken: one baton holder at a time (`_Baton`)."""
+"""How `kv.put` callers of a batch are woken: at most `width` baton holders at a time
+(`_Baton`)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from coreplane.runtime.controlplane import _Baton, _BatonAttempt
+import pytest
+
+from coreplane.errors import InvalidArgument
+from coreplane.runtime.controlplane import BATON_WIDTH, _Baton, _BatonAttempt
 
 
 def _completed(baton: _Baton, n: int) -> list[_BatonAttempt]:
@@ -17,7 +21,7 @@ def _completed(baton: _Baton, n: int) -> list[_BatonAttempt]:
 
 
 def test_a_batch_wakes_one_caller_and_each_passes_on_when_its_call_returns() -> None:
-    baton = _Baton()
+    baton = _Baton(1)
     a, b, c = _completed(baton, 3)
     assert (a.result, b.result, c.result) == ("r0", "r1", "r2")  # results are in at once
     assert a.wait(0)  # the first is woken by the callback; the others wait for it
@@ -33,7 +37,7 @@ def test_a_batch_wakes_one_caller_and_each_passes_on_when_its_call_returns() -> 
 
 
 def test_a_thread_without_the_baton_passes_nothing() -> None:
-    baton = _Baton()
+    baton = _Baton(1)
     a, b = _completed(baton, 2)
     baton.pass_on()  # this thread has not woken from a: no-op
     assert b._lock.locked()
@@ -47,7 +51,7 @@ def test_a_thread_without_the_baton_passes_nothing() -> None:
 
 
 def test_a_baton_nobody_passes_on_is_passed_by_the_tick() -> None:
-    baton = _Baton()
+    baton = _Baton(1)
     a, b = _completed(baton, 2)
     assert not a._lock.locked()  # a's caller gave up waiting: it never takes the baton
     baton.tick()  # the baton moved since the last tick: left alone
@@ -57,7 +61,7 @@ def test_a_baton_nobody_passes_on_is_passed_by_the_tick() -> None:
 
 
 def test_a_second_callback_for_the_same_attempt_queues_nobody_twice() -> None:
-    baton = _Baton()
+    baton = _Baton(1)
     a, b = _completed(baton, 2)
     b("late", 0)  # a duplicate callback while b is queued
     assert a.wait(0)
@@ -68,10 +72,11 @@ def test_a_second_callback_for_the_same_attempt_queues_nobody_twice() -> None:
     assert not c._lock.locked()  # the baton was down: b was queued once, not twice
 
 
-def test_many_callers_all_complete_whatever_they_do_after_a_write() -> None:
+@pytest.mark.parametrize("width", [1, 3, BATON_WIDTH])
+def test_many_callers_all_complete_whatever_they_do_after_a_write(width: int) -> None:
     """Writers that keep writing or stop early: every completed write wakes its caller (a
     tick thread completes queued writes in batches)."""
-    baton = _Baton()
+    baton = _Baton(width)
     queue: list[_BatonAttempt] = []
     guard = threading.Lock()
     stop = threading.Event()
@@ -105,3 +110,45 @@ def test_many_callers_all_complete_whatever_they_do_after_a_write() -> None:
     stop.set()
     ticker.join()
     assert sorted(done) == list(range(40))
+
+
+def test_a_batch_wakes_up_to_width_callers_and_each_hands_its_baton_to_one_more() -> None:
+    baton = _Baton(2)
+    a, b, c, d = _completed(baton, 4)
+    assert not a._lock.locked() and not b._lock.locked()  # two woken by the callbacks
+    assert c._lock.locked() and d._lock.locked()
+    assert baton.holders() == 2
+    assert b.wait(0)  # b's caller runs first: the order they run in does not matter
+    baton.pass_on()
+    assert not c._lock.locked() and d._lock.locked()  # b's baton went to c, not to d too
+    assert baton.holders() == 2
+    assert a.wait(0)
+    baton.pass_on()
+    assert not d._lock.locked()
+    assert c.wait(0)
+    baton.pass_on()  # nobody queued: a baton is put down
+    assert baton.holders() == 1
+    assert d.wait(0)
+    baton.pass_on()
+    assert baton.holders() == 0
+    e, f, g = _completed(baton, 3)
+    assert not e._lock.locked() and not f._lock.locked() and g._lock.locked()
+
+
+def test_the_tick_passes_on_only_the_batons_that_did_not_move() -> None:
+    baton = _Baton(2)
+    a, b, c, d = _completed(baton, 4)
+    assert a.fired  # a's caller gave up waiting: it never wakes to take its baton
+    baton.tick()  # both batons are new since the last tick: left alone
+    assert c._lock.locked() and d._lock.locked()
+    assert b.wait(0)
+    baton.pass_on()  # b's moved to c; a's caller gave up and never takes its baton
+    assert not c._lock.locked() and d._lock.locked()
+    baton.tick()  # a's was held at the previous tick too: passed to d; c's is new: kept
+    assert not d._lock.locked()
+    assert baton.holders() == 2
+
+
+def test_a_baton_needs_a_width_of_at_least_one() -> None:
+    with pytest.raises(InvalidArgument, match="width"):
+        _Baton(0)

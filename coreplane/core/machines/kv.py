@@ -294,7 +294,7 @@ class KVMachine:
 
         def build() -> dict[str, Value]:
             if encoded:
-                rows: Value = codec.encode_list_items([k, *keys[k]] for k in sorted(keys))
+                rows: Value = codec.encode_record_rows(sorted(keys), keys)
             else:
                 rows = [[k, *r] for k, r in sorted(keys.items())]
             return {
