@@ -51,6 +51,13 @@ Value: TypeAlias = Any  # None | bool | int | str | bytes | list[Value] | dict[s
 
 FORMAT_VERSION = 1
 MAX_ENCODED_BYTES = 16 * 1024 * 1024  # checked before decoding; a snapshot may raise its own cap
+# A host state's snapshot, at most. The one cap both layers derive from: the raft layer wraps
+# these bytes in its own envelope (`raft.serialization.SNAPSHOT_BYTES_MAX`, a little larger)
+# and stores them as one LMDB value, whose limit is 4 GiB, in a map that must also hold the
+# previous snapshot while the new one replaces it, and the log (8 GiB at most by default).
+# The state once allowed 4 GiB where the raft layer allowed 1: a state in between encoded,
+# then failed the envelope at every compaction, and the log was never compacted again.
+SNAPSHOT_BYTES_MAX = 1 << 30
 MAX_DEPTH = 32
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1

@@ -46,7 +46,7 @@ SESSIONS_MAX = 10_000
 # Commands that may share a log entry (`StateMachine.apply_batch`): their effect does not
 # depend on the entry's index (the KV's revision is its own counter).
 BATCHABLE_TAGS = frozenset({commands.Put.TAG, commands.Delete.TAG, commands.Cas.TAG})
-SNAPSHOT_BYTES_MAX = 4 * 1024**3
+SNAPSHOT_BYTES_MAX = codec.SNAPSHOT_BYTES_MAX  # see there: the raft layer's cap is derived from it
 
 
 @dataclass(frozen=True, slots=True)

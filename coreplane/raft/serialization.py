@@ -35,6 +35,7 @@ import pysyncobj.node
 import pysyncobj.pickle
 
 from coreplane.core.codec import MAX_DEPTH, MAX_ENCODED_BYTES, decode_tree, encode_tree
+from coreplane.core.codec import SNAPSHOT_BYTES_MAX as SNAPSHOT_BYTES_MAX_HOST
 from coreplane.errors import DecodeError, InvalidArgument
 from coreplane.raft.nodes import PEER_NODE_EXT_CODE, PeerNode
 
@@ -299,7 +300,10 @@ _SNAPSHOT_FORMAT = 1
 _KIND_TREE = 0  # pysyncobj's own capture (SyncObj attributes, consumers), as a wire tree
 _KIND_HOST = 1  # opaque bytes from the host's capture hook, handed back to its restore hook
 _TRANSMIT_FORMAT = 1
-SNAPSHOT_BYTES_MAX = 1 << 30
+# The host's snapshot (`codec.SNAPSHOT_BYTES_MAX`) plus this layer's envelope around it: the
+# format, the kind, the member list and msgpack's headers (far below 1 MiB).
+SNAPSHOT_ENVELOPE_BYTES = 1 << 20
+SNAPSHOT_BYTES_MAX = SNAPSHOT_BYTES_MAX_HOST + SNAPSHOT_ENVELOPE_BYTES
 _RETRY_MIN_S, _RETRY_MAX_S = 1.0, 60.0  # after a failed snapshot (see `_back_off`)
 
 Capture = Callable[[], Callable[[], bytes]]

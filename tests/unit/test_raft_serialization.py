@@ -628,3 +628,20 @@ def test_the_process_wide_swap_is_logged_once(caplog: pytest.LogCaptureFixture) 
         assert len(swaps) == 1 and "pysyncobj.pickle" in swaps[0].getMessage()
     finally:
         serialization.uninstall()
+
+
+def test_the_snapshot_caps_of_state_and_raft_layer_agree() -> None:
+    """The state allowed 4 GiB where this layer allowed 1: a state in between encoded and then
+    failed the envelope at every compaction. Both derive from `codec.SNAPSHOT_BYTES_MAX`, and
+    the envelope around a host snapshot at that cap (format, kind, a 7-voter member list,
+    msgpack's 32-bit bin header) fits this layer's cap."""
+    from coreplane.core import codec
+    from coreplane.core import state as core_state
+
+    host = codec.SNAPSHOT_BYTES_MAX
+    assert host == core_state.SNAPSHOT_BYTES_MAX
+    assert host + serialization.SNAPSHOT_ENVELOPE_BYTES == serialization.SNAPSHOT_BYTES_MAX
+    members = serialization.encode({TCPNode(f"10.0.0.{i}:4321") for i in range(7)})
+    payload = b"x" * 70_000  # a bin 32 header, as at the cap
+    envelope = serialization.encode([1, 1, payload, members])
+    assert len(envelope) - len(payload) < serialization.SNAPSHOT_ENVELOPE_BYTES
