@@ -17,6 +17,7 @@ established new leader and to its first write, with each budget.
 
 from __future__ import annotations
 
+import collections
 import gc
 import time
 from typing import Any
@@ -117,6 +118,18 @@ def _measure(
     }
 
 
+def _bulk_load(leader: Any, writes: int, window: int = 1000) -> None:
+    """`writes` pipelined puts, at most `window` in flight: all at once, a slow machine ran
+    out of session seqs ("too many writes in flight on this node")."""
+    pending: collections.deque[Any] = collections.deque()
+    for i in range(writes):
+        if len(pending) >= window:
+            pending.popleft().result()
+        pending.append(leader.kv.put_async(f"k{i:06d}", b"v%d" % i, timeout_s=120))
+    for future in pending:
+        future.result()
+
+
 def test_a_restart_replays_in_chunks_and_keeps_polling(
     cluster_factory: Any, wait_until: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,9 +137,7 @@ def test_a_restart_replays_in_chunks_and_keeps_polling(
         log_compaction_min_entries=10 * WRITES, durability="relaxed"
     ).start_all()
     leader = cluster.leader()
-    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i, timeout_s=120) for i in range(WRITES)]
-    for future in futures:
-        future.result()
+    _bulk_load(leader, WRITES)
     follower = next(cp.node_id for cp in cluster.followers())
 
     bounded = _restart(cluster, follower, {}, monkeypatch)
@@ -214,9 +225,7 @@ def test_a_leader_crash_during_a_replay_fails_over(
         log_compaction_min_entries=10 * writes, durability="relaxed"
     ).start_all()
     leader = cluster.leader()
-    futures = [leader.kv.put_async(f"k{i:06d}", b"v%d" % i, timeout_s=120) for i in range(writes)]
-    for future in futures:
-        future.result()
+    _bulk_load(leader, writes)
 
     bounded = _failover_during_replay(cluster, {}, monkeypatch)
     unbounded = _failover_during_replay(cluster, UNBOUNDED, monkeypatch)
