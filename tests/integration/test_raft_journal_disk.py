@@ -217,6 +217,9 @@ def test_three_nodes_one_full_disk_others_write_then_it_catches_up(
         acked[f"during{i}"] = b"d%d" % i
     assert victim.status().error is None
     full(False)
+    # The victim may hold every entry in memory already; its journal is writable again only
+    # once a tick's flush succeeds, and `status()` is how a host sees that.
+    wait_until(lambda: not victim.status().storage_full, 10, "the victim's journal to write")
     wait_until(lambda: _has_all(victim, acked), 20, "the victim to catch up")
     victim.kv.put("after", b"a", timeout_s=10)
 
