@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from coreplane.core.machines.kv import RECORD_OVERHEAD_BYTES
 from coreplane.obs.sample import ClusterInputs, LocalSample
 
 __all__ = ["CHECKS", "Finding", "Place", "Thresholds", "diagnose"]
@@ -83,6 +84,10 @@ class Thresholds:
     term_window_s: float = 60.0
     map_use_pct_warn: int = 80  # LMDB map use against map_size_max_bytes
     map_use_pct_crit: int = 95
+    # stored keys and values against Limits.kv_bytes_max: at the cap writes that grow the
+    # state are refused (`space_exceeded`), so warn while there is room to delete first
+    kv_use_pct_warn: int = 80
+    kv_use_pct_crit: int = 95
     disk_free_bytes_min: int = 1 << 30  # 1 GiB free on the data dir's filesystem
     # 1 % of journal flushes (write + fsync) slower than this: heartbeats (50 ms) and votes
     # wait for the flush, so elections follow; etcd's own guidance is p99 < 10 ms.
@@ -300,8 +305,8 @@ def _pct(numer: int, denom: int) -> int:
 
 
 def check_storage(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
-    """Journal full, LMDB map nearly full, little disk left."""
-    out: list[Finding] = []
+    """Journal full, LMDB map nearly full, little disk left, the KV near its byte quota."""
+    out: list[Finding] = _kv_quota(inputs, th)
     for nid in sorted(inputs.samples):
         s = inputs.samples[nid]
         if s is None:
@@ -386,6 +391,40 @@ def quantile_s(hist: Mapping[str, Any], q: float) -> float | None:
         if seen >= q * total:
             return float(bound)
     return float("inf")
+
+
+def _kv_quota(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
+    """The replicated KV near `Limits.kv_bytes_max`: one cluster-wide finding, read from the
+    sample that has applied the most (every replica reaches the same count at an index)."""
+    newest: LocalSample | None = None
+    for s in inputs.samples.values():
+        if s is not None and int(s.status.get("kv_bytes_max") or 0) > 0:
+            applied = int(s.status.get("core_applied_index") or 0)
+            if newest is None or applied > int(newest.status.get("core_applied_index") or 0):
+                newest = s
+    if newest is None:
+        return []
+    used, cap = int(newest.status.get("kv_bytes") or 0), int(newest.status["kv_bytes_max"])
+    pct = _pct(used, cap)
+    if pct < th.kv_use_pct_warn:
+        return []
+    return [
+        Finding(
+            "storage",
+            CRITICAL if pct >= th.kv_use_pct_crit else WARNING,
+            f"the stored keys and values are {pct}% of limits.kv_bytes_max",
+            (Place("cluster", "kv"),),
+            f"the KV holds {used} bytes (keys, values and {RECORD_OVERHEAD_BYTES} bytes a key) "
+            f"of its {cap}-byte quota (limits.kv_bytes_max) at applied index "
+            f"{newest.status.get('core_applied_index')}; at the quota every write that would "
+            "grow it is refused with space_exceeded (deletes and shrinking writes still apply)",
+            "coreplane kv del KEY",
+            "delete keys that are no longer needed (or attach them to leases); the quota keeps "
+            "the whole state under the snapshot cap, so raise limits.kv_bytes_max on every "
+            "voter only while it is below its maximum",
+            {"kv_bytes": used, "kv_bytes_max": cap, "use_pct": pct},
+        )
+    ]
 
 
 def check_fsync(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:

@@ -320,6 +320,9 @@ def _cluster_state(inputs: ClusterInputs) -> dict[str, Any]:
         },
         "tick_n": None if leader is None else leader.status.get("tick_n"),
         "tick_ms": None if leader is None else leader.status.get("tick_ms"),
+        # the replicated KV against its byte quota (Limits.kv_bytes_max)
+        "kv_bytes": None if leader is None else leader.status.get("kv_bytes"),
+        "kv_bytes_max": None if leader is None else leader.status.get("kv_bytes_max"),
         "terms_seen": None if leader is None else leader.raft.get("terms"),
         "leader_changes_seen": None if leader is None else leader.raft.get("leader_changes"),
         # the leader's newest placement solve (`cp.fleet.solve_status()`): feasible or why not

@@ -133,6 +133,18 @@ class _ControlPlaneCollector(Collector):
             node,
             int(st.storage_full),
         )
+        yield from _gauge(
+            "coreplane_kv_bytes",
+            "Stored KV keys and values (Limits.kv_bytes_max)",
+            node,
+            st.kv_bytes,
+        )
+        yield from _gauge(
+            "coreplane_kv_bytes_max",
+            "The KV's byte quota: growing writes past it are refused",
+            node,
+            st.kv_bytes_max,
+        )
         yield from _gauge("coreplane_tick_n", "Committed ticks", node, st.tick_n)
         yield from _gauge(
             "coreplane_cluster_time_ms", "Cluster time: committed tick time", node, st.tick_ms

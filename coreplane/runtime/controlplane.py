@@ -1553,6 +1553,8 @@ class ControlPlane:
                 "core_applied_index": self._sm.applied_index,
                 "tick_ms": self._sm.tick_ms,
                 "tick_n": self._sm.tick_n,
+                "kv_bytes": self._sm.kv.stored_bytes,
+                "kv_bytes_max": self._sm.limits.kv_bytes_max,
             }
         fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {

@@ -32,6 +32,9 @@ class NodeStatus:
     core_applied_index: int  # the replicated state's applied index
     tick_n: int  # committed ticks
     tick_ms: int  # cluster time: the sum of the leaders' monotonic ticks, never a wall clock
+    # the keys and values stored (`Limits.kv_bytes_max` refuses writes that would pass the cap)
+    kv_bytes: int = 0
+    kv_bytes_max: int = 0
     error: str | None = None  # why the node stopped after a fatal error
     term: int | None = None
     commit_index: int | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from coreplane.core import commands as C
+from coreplane.core.machines.kv import Limits, record_bytes
 from coreplane.errors import CommandRejected, InvalidArgument, Unavailable
 from coreplane.runtime.controlplane import ControlPlane
 
@@ -202,6 +203,50 @@ def test_a_state_over_16_mib_compacts_and_restarts(cluster_factory: Any, wait_un
         for key, value in big.items():
             got = cp.kv.get(key, stale_ok=True)
             assert got is not None and got[0] == value, key
+
+
+def test_the_kv_byte_quota_refuses_growth_everywhere_and_survives_a_restart(
+    cluster_factory: Any, wait_until: Any
+) -> None:
+    """Three nodes with a 1 MB `kv_bytes_max`: writes through any node, synchronous or
+    pipelined, stop at the quota with `space_exceeded`; deletes make room; every replica and
+    a restart from the data dirs (snapshot plus log) count the same bytes."""
+    quota = 1_000_000
+    cluster = cluster_factory(limits=Limits(kv_bytes_max=quota), log_compaction_min_entries=20)
+    cluster.start_all()
+    leader = cluster.leader()
+    follower = next(cp for cp in cluster.nodes.values() if cp is not leader)
+    value = b"v" * 10_000
+    written = []
+    with pytest.raises(CommandRejected) as refused:
+        for i in range(200):
+            (leader if i % 2 else follower).kv.put(f"k{i:03d}", value)
+            written.append(f"k{i:03d}")
+    assert refused.value.code == "space_exceeded"
+    assert "limits.kv_bytes_max" in str(refused.value)
+    per_key = record_bytes("k000", value)
+    assert len(written) == quota // per_key
+    with pytest.raises(CommandRejected) as pipelined:
+        follower.kv.put_async("one-more", value).result(timeout=10)
+    assert pipelined.value.code == "space_exceeded"
+    assert leader.kv.put(written[0], b"smaller") > 0  # a shrinking write applies
+    assert leader.kv.delete(written[1]) == 1
+    assert follower.kv.put("room-again", value) > 0
+    total = leader.status().kv_bytes
+    kept = (len(written) - 1) * per_key - len(value) + len(b"smaller")
+    assert total == kept + record_bytes("room-again", value)
+    assert total <= quota and leader.status().kv_bytes_max == quota
+    applied = leader.status().core_applied_index
+    for cp in cluster.nodes.values():
+        wait_until(lambda cp=cp: cp.status().core_applied_index >= applied, 10, "apply")
+        assert cp.status().kv_bytes == total
+    cluster.stop_all()
+    cluster.created.clear()
+    again = cluster.start_all()
+    again.leader()
+    for cp in again.nodes.values():
+        wait_until(lambda cp=cp: cp.kv.get("room-again", stale_ok=True) is not None, 20)
+        assert cp.status().kv_bytes == total
 
 
 def test_add_and_remove_voter(wait_until: Any, cluster_factory: Any) -> None:

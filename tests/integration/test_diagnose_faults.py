@@ -4,10 +4,10 @@ healthy cluster gives no finding at all.
 
 Faults here need neither the fleet nor the API: voter down, partitioned voter (messages lost
 while the TCP connections stay up), slow disk (a journal whose write transaction is delayed),
-LMDB map nearly full (a journal with a small map cap), clock skew (one node's wall clock, as
-obs reads it, set ahead), a voter with the wrong secret, election churn (five leadership
-transfers), and a starved leader
-whose cluster time falls behind (its runtime clock slowed).
+LMDB map nearly full (a journal with a small map cap), the KV near its byte quota, clock
+skew (one node's wall clock, as obs reads it, set ahead), a voter with the wrong secret,
+election churn (five leadership transfers), and a starved leader whose cluster time falls
+behind (its runtime clock slowed).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from coreplane.core.machines.kv import Limits
 from coreplane.obs import Finding, Observer, Place, diagnose, gather_inprocess, what, where, why
 from coreplane.raft.journal import LmdbJournal
 from coreplane.runtime.controlplane import ControlPlane
@@ -158,6 +159,18 @@ def test_lmdb_map_nearly_full(cluster_factory: Any, wait_until: Any) -> None:
     assert f"of its {1 << 20}-byte cap (map_size_max_bytes)" in f.why
     assert f.fix == "restart voter b with a larger map_size_max_bytes"
     assert not cluster.nodes["b"].status().storage_full  # nearly full, still writing
+
+
+def test_the_kv_near_its_byte_quota(cluster_factory: Any, wait_until: Any) -> None:
+    cluster = cluster_factory(limits=Limits(kv_bytes_max=100_000)).start_all()
+    leader = cluster.leader()
+    for i in range(9):  # 9 x 10,052 bytes (key, value, 48 a key): 90% of the quota
+        leader.kv.put(f"big{i}", b"x" * 10_000)
+    f = found(cluster, "storage", wait_until)
+    assert f.where == (Place("cluster", "kv"),) and f.severity == "warning"
+    assert f.what == "the stored keys and values are 90% of limits.kv_bytes_max"
+    assert f.evidence["kv_bytes"] == leader.status().kv_bytes == 9 * 10_052
+    assert f.fix == "coreplane kv del KEY"
 
 
 def test_clock_skew(cluster_factory: Any, wait_until: Any) -> None:

@@ -24,14 +24,24 @@ from hypothesis import strategies as st
 from coreplane.core import codec
 from coreplane.core import commands as C
 from coreplane.core.machines.history import _EVENT_OVERHEAD_BYTES, History
-from coreplane.core.machines.kv import _CREATE, _LEASE, _VERSION, KVMachine, Limits
+from coreplane.core.machines.kv import (
+    _CREATE,
+    _LEASE,
+    _VALUE,
+    _VERSION,
+    KVMachine,
+    Limits,
+    record_bytes,
+)
 from coreplane.core.state import BATCHABLE_TAGS, Applied, StateMachine, _applied_ok
-from coreplane.errors import DecodeError, InvalidArgument, InvariantViolation
+from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, InvariantViolation
 from coreplane.raft import engine as E
 
 from .logs import TagSet, command_logs
 
 SMALL = Limits(key_bytes_max=8, value_bytes_max=16, keys_max=6, entry_bytes_max=80)
+# a byte quota with room for two keys (49 to 72 bytes each here), so short logs meet it
+TIGHT = dataclasses.replace(SMALL, kv_bytes_max=130)
 
 
 class ReferenceHistory(History):
@@ -52,12 +62,24 @@ class ReferenceHistory(History):
 
 
 class ReferenceKV(KVMachine):
-    """`put` as it was: every check of `_check_write` first, then the write."""
+    """`put` as it was: every check of `_check_write` first, then the byte quota (counted
+    from scratch), then the write."""
 
     def put(self, key: str, value: bytes, lease_id: int) -> int:
         self._check_write(key, value, lease_id)
-        self.revision += 1
         record = self.keys.get(key)
+        grown = sum(record_bytes(k, r[_VALUE]) for k, r in self.keys.items() if k != key)
+        grown += record_bytes(key, value)
+        if grown > self.limits.kv_bytes_max and grown > self.stored_bytes:
+            grow, cap = grown - self.stored_bytes, self.limits.kv_bytes_max
+            raise CommandRejected(
+                "space_exceeded",
+                f"the keys and values stored would pass limits.kv_bytes_max "
+                f"({self.stored_bytes} + {grow} > {cap} bytes); delete keys "
+                "or shrink values first (writes that do not grow the state still apply)",
+            )
+        self.stored_bytes = grown
+        self.revision += 1
         if record is None:
             self.keys[key] = (value, self.revision, self.revision, 1, lease_id)
             self._sorted_keys = None
@@ -134,6 +156,7 @@ def _state(sm: StateMachine) -> tuple[Any, ...]:
     return (
         sm.snapshot(),
         sm.state_hash(),
+        sm.kv.stored_bytes,
         history.floor,
         history.since(history.floor + 1, limit=10**6),
         {cid: (s.floor, list(s.results.items())) for cid, s in sm.sessions.items()},
@@ -274,6 +297,15 @@ def test_fast_path_equals_generic_path_at_the_limits(
 ) -> None:
     """Small limits: the key, value, entry and key-count refusals on both paths."""
     _apply_both(log, cuts, mode, SMALL)
+
+
+@given(log=_logs(), cuts=st.lists(st.integers(0, 200), max_size=8), mode=_modes)
+def test_fast_path_equals_generic_path_at_the_byte_quota(
+    log: list[bytes], cuts: list[int], mode: str
+) -> None:
+    """A byte quota that short logs reach: `space_exceeded`, and the count kept by deletes,
+    overwrites, lease revocations and restores, on both paths."""
+    _apply_both(log, cuts, mode, TIGHT)
 
 
 def test_session_window_and_lease_refusals_agree() -> None:

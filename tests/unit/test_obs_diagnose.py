@@ -84,6 +84,7 @@ def sample(
         "tick_n": tick_n,
         "storage_full": extra.pop("storage_full", False),
         "raft": {},
+        **extra.pop("status", {}),
     }
     raft = {
         "journal": journal(),
@@ -204,6 +205,24 @@ def test_lmdb_map_nearly_full_and_storage_full() -> None:
     b = sample("b", storage_full=True)
     g = only(diagnose(cluster(b=b)), "storage")
     assert g.severity == "critical" and "StorageFull" in g.why
+
+
+def test_the_kv_near_its_byte_quota_is_one_cluster_finding() -> None:
+    """Read from the sample that applied the most: every replica counts the same bytes at
+    the same index, so the freshest one speaks for the cluster."""
+    cap = 1_000_000
+    quota = {"kv_bytes_max": cap, "core_applied_index": 500}
+    b = sample("b", status={**quota, "kv_bytes": 850_000})
+    c = sample("c", status={**quota, "kv_bytes": 960_000, "core_applied_index": 510})
+    f = only(diagnose(cluster(b=b, c=c)), "storage")
+    assert f.severity == "critical" and f.where == (Place("cluster", "kv"),)
+    assert f.what == "the stored keys and values are 96% of limits.kv_bytes_max"
+    assert "space_exceeded" in f.why and f.fix == "coreplane kv del KEY"
+    assert f.evidence == {"kv_bytes": 960_000, "kv_bytes_max": cap, "use_pct": 96}
+    g = only(diagnose(cluster(b=b)), "storage")
+    assert g.severity == "warning" and g.evidence["use_pct"] == 85
+    low = sample("b", status={**quota, "kv_bytes": 790_000})
+    assert [x for x in diagnose(cluster(b=low)) if x.check == "storage"] == []
 
 
 def test_low_disk_space() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from coreplane.core import codec
 from coreplane.core import commands as C
-from coreplane.core.machines.kv import Limits
+from coreplane.core.machines.kv import RECORD_OVERHEAD_BYTES, Limits, record_bytes
 from coreplane.core.state import SESSION_WINDOW, Applied, StateMachine
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument, InvariantViolation
 
@@ -76,6 +76,54 @@ def test_bounds_are_refused_with_stable_codes() -> None:
     assert log(C.Put("c", b"")).code == "too_many_keys"
     assert log(C.Put("a", b"ok")).ok  # overwriting is not a new key
     assert log.sm.kv.revision == 3
+
+
+def test_the_byte_quota_refuses_growth_and_lets_deletes_and_shrinks_through() -> None:
+    """`kv_bytes_max` counts UTF-8 keys, values and a fixed cost a key; at the quota a write
+    that would grow the state is refused on every replica, anything else still applies."""
+    per_key = RECORD_OVERHEAD_BYTES + 1  # a one-character key
+    log = Log(StateMachine(limits=Limits(kv_bytes_max=3 * per_key + 10)))
+    assert record_bytes("é", b"ab") == 2 + 2 + RECORD_OVERHEAD_BYTES  # UTF-8, not characters
+    for key in "abc":
+        assert log(C.Put(key, b"")).ok
+    assert log.sm.kv.stored_bytes == 3 * per_key
+    refused = log(C.Put("d", b""))
+    assert refused.code == "space_exceeded" and "limits.kv_bytes_max" in refused.message
+    assert log.sm.kv.get("d") is None and log.sm.kv.revision == 3  # nothing applied
+    assert log(C.Put("a", b"x" * 10)).ok  # grows a key within the quota
+    assert log(C.Put("a", b"x" * 11)).code == "space_exceeded"
+    assert log(C.Cas("b", 2, b"x")).code == "space_exceeded"  # a CAS that grows, too
+    assert log(C.Put("a", b"x" * 4)).ok  # shrinking always applies
+    assert log(C.Delete("b")).value == 1
+    assert log(C.Put("d", b"")).ok  # room again
+    assert log.sm.kv.stored_bytes == 3 * per_key + 4
+
+
+def test_the_byte_quota_is_kept_through_leases_and_restores() -> None:
+    log = Log(StateMachine(limits=Limits(kv_bytes_max=1_000)))
+    log(C.Tick(1, 10_000))
+    lease = log(C.LeaseGrant(ttl_ms=2_000)).value
+    log(C.Put("s/a", b"x" * 100, lease_id=lease))
+    log(C.Put("s/b", b"y" * 100, lease_id=lease))
+    log(C.Put("plain", b"z" * 300))
+    held = record_bytes("plain", b"z" * 300)
+    assert log.sm.kv.stored_bytes == held + 2 * record_bytes("s/a", b"x" * 100)
+    restored = StateMachine(limits=Limits(kv_bytes_max=1_000))
+    restored.restore(log.sm.snapshot())
+    assert restored.kv.stored_bytes == log.sm.kv.stored_bytes  # derived, rebuilt on restore
+    log(C.Tick(2, 2_000))  # the lease expires and takes its keys with it
+    assert log.sm.kv.stored_bytes == held
+    lease = log(C.LeaseGrant(ttl_ms=2_000)).value
+    log(C.Put("s/c", b"c", lease_id=lease))
+    assert log(C.LeaseRevoke(lease)).value == 1
+    assert log.sm.kv.stored_bytes == held
+
+
+def test_the_byte_quota_stays_under_the_snapshot_cap() -> None:
+    assert Limits().kv_bytes_max == codec.SNAPSHOT_BYTES_MAX // 2
+    with pytest.raises(InvalidArgument) as err:
+        Limits(kv_bytes_max=codec.SNAPSHOT_BYTES_MAX)
+    assert err.value.field == "limits.kv_bytes_max"
 
 
 def test_tick_time_is_the_sum_of_bounded_steps() -> None:

@@ -18,7 +18,15 @@ from coreplane.core.codec import Value
 from coreplane.core.machines.history import History
 from coreplane.errors import CommandRejected, DecodeError, InvalidArgument
 
-__all__ = ["KVMachine", "KeyRecord", "Lease", "Limits", "Record"]
+__all__ = [
+    "RECORD_OVERHEAD_BYTES",
+    "KVMachine",
+    "KeyRecord",
+    "Lease",
+    "Limits",
+    "Record",
+    "record_bytes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,12 @@ class Limits:
     ttl_ms_min: int = 1_000
     ttl_ms_max: int = 7 * 24 * 3600 * 1000
     keys_per_lease_max: int = 100_000
+    # The stored keys and values (`KVMachine.stored_bytes`): a write that would grow them past
+    # this is refused (`space_exceeded`), as etcd's NOSPACE alarm refuses writes at its quota.
+    # The whole state is one snapshot, capped at `codec.SNAPSHOT_BYTES_MAX` (1 GiB): a state
+    # past that cannot be snapshotted, so its log is never compacted and grows until the disk
+    # is full. Half the cap leaves room for leases, sessions, fleet and user machines.
+    kv_bytes_max: int = codec.SNAPSHOT_BYTES_MAX // 2
     # One log entry, encoded: far below what one AppendEntries frame carries, so an entry that
     # passes can always be replicated (a 20 MB entry once deposed a leader that tried).
     entry_bytes_max: int = 2 * 1024 * 1024
@@ -50,6 +64,7 @@ class Limits:
             "ttl_ms_min",
             "ttl_ms_max",
             "keys_per_lease_max",
+            "kv_bytes_max",
             "entry_bytes_max",
         ):
             value = getattr(self, name)
@@ -59,6 +74,12 @@ class Limits:
                 )
         if self.ttl_ms_min > self.ttl_ms_max:
             raise InvalidArgument("limits.ttl_ms_min", "must not exceed limits.ttl_ms_max")
+        if self.kv_bytes_max > codec.SNAPSHOT_BYTES_MAX // 2:
+            raise InvalidArgument(
+                "limits.kv_bytes_max",
+                f"must be at most {codec.SNAPSHOT_BYTES_MAX // 2} (half the "
+                f"{codec.SNAPSHOT_BYTES_MAX}-byte snapshot cap), got {self.kv_bytes_max}",
+            )
         if self.entry_bytes_max < self.value_bytes_max + self.key_bytes_max:
             raise InvalidArgument(
                 "limits.entry_bytes_max",
@@ -89,6 +110,16 @@ _CREATE: Final = 1
 _MOD: Final = 2
 _VERSION: Final = 3
 _LEASE: Final = 4
+# What a record costs in a snapshot beyond its key and value: its row's array, string and bin
+# headers and four integers, at most 1 + 5 + 5 + 4 * 9 bytes. Counted per key, so a state of
+# many tiny keys meets `kv_bytes_max` before its snapshot meets the cap.
+RECORD_OVERHEAD_BYTES: Final = 48
+
+
+def record_bytes(key: str, value: bytes) -> int:
+    """What one key counts against `Limits.kv_bytes_max`: UTF-8 key, value and overhead."""
+    key_bytes = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
+    return key_bytes + len(value) + RECORD_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -106,6 +137,8 @@ class KVMachine:
         self.history = History()  # for watches: derived, not snapshotted (history.py)
         self.revision = 0
         self.keys: dict[str, Record] = {}  # plain tuples: see Record
+        # sum of `record_bytes` over `keys`: derived (rebuilt by from_plain), never snapshotted
+        self.stored_bytes = 0
         self.leases: dict[int, Lease] = {}
         self.next_lease_id = 1
         self._sorted_keys: list[str] | None = None  # lazily rebuilt for prefix ranges
@@ -172,6 +205,20 @@ class KVMachine:
             or (record is None and len(keys) >= limits.keys_max)
         ):
             self._check_write(key, value, lease_id)
+        if record is not None:
+            grow = len(value) - len(record[_VALUE])
+        elif key.isascii():  # `record_bytes`, inlined: every put of a new key runs it
+            grow = len(key) + len(value) + RECORD_OVERHEAD_BYTES
+        else:
+            grow = record_bytes(key, value)
+        if grow > 0 and self.stored_bytes + grow > limits.kv_bytes_max:
+            raise CommandRejected(
+                "space_exceeded",
+                f"the keys and values stored would pass limits.kv_bytes_max "
+                f"({self.stored_bytes} + {grow} > {limits.kv_bytes_max} bytes); delete keys "
+                "or shrink values first (writes that do not grow the state still apply)",
+            )
+        self.stored_bytes += grow
         revision = self.revision = self.revision + 1
         if record is None:
             keys[key] = (value, revision, revision, 1, lease_id)
@@ -206,6 +253,7 @@ class KVMachine:
 
     def _remove(self, key: str) -> None:
         record = self.keys.pop(key)
+        self.stored_bytes -= record_bytes(key, record[_VALUE])
         self._sorted_keys = None
         if record[_LEASE]:
             self._detach(key, record[_LEASE])
@@ -253,7 +301,8 @@ class KVMachine:
         if lease.keys:
             self.revision += 1
             for key in sorted(lease.keys):
-                del self.keys[key]
+                record = self.keys.pop(key)
+                self.stored_bytes -= record_bytes(key, record[_VALUE])
                 self.history.record(self.revision, "delete", key, b"", self.revision)
             self._sorted_keys = None
         return len(lease.keys)
@@ -319,6 +368,7 @@ class KVMachine:
                 if type(key) is not str or type(value) is not bytes:
                     raise DecodeError("snapshot kv: key must be str and value bytes")
                 machine.keys[key] = (value, _int(create), _int(mod), _int(version), _int(lease_id))
+                machine.stored_bytes += record_bytes(key, value)
                 if lease_id:
                     if lease_id not in machine.leases:
                         raise DecodeError(f"snapshot kv: key {key!r} names missing lease")
