@@ -16,7 +16,9 @@ What a call does, in both clients (the decision code is `coreplane.sdk.retry.Cal
   **every request is safe to retry**;
 - retries failures (transport errors, timeouts, 503) with backoff and full jitter, within the
   retry budget, on another endpoint when there is one; a follower's ``not_leader`` naming the
-  leader is a redirect: the call goes there at once (no backoff, not a failure); answers
+  leader is a redirect: the call goes there at once (no backoff, not a failure), and one
+  that knows no leader yet (an election) is retried after backoff without counting against
+  that live node's breaker; answers
   (including refusals: 400, 409) are never retried. Errors come out as the `coreplane.errors`
   tree, never an httpx exception.
 
@@ -69,6 +71,8 @@ WatchEvent = tuple[int, str, str, bytes]  # (revision, "put" | "delete", key, va
 T = TypeVar("T")
 
 MSGPACK = "application/msgpack"
+# After these a call refreshes the membership once: who leads now, which nodes exist.
+_REFRESH_AFTER = frozenset({Outcome.FAILED, Outcome.NO_LEADER})
 
 
 def _normalize(endpoint: str) -> str:
@@ -307,8 +311,10 @@ class _Core:
             return Outcome.OK, payload, None
         info = payload if isinstance(payload, dict) else {}
         message = str(info.get("message") or f"HTTP {status}")
-        if status == 503 and info.get("error") == "not_leader" and info.get("leader"):
-            return Outcome.REDIRECT, info["leader"], Unavailable(message)
+        if status == 503 and info.get("error") == "not_leader":
+            if info.get("leader"):
+                return Outcome.REDIRECT, info["leader"], Unavailable(message)
+            return Outcome.NO_LEADER, None, Unavailable(message)
         if status == 503 or status >= 500 or status == 429:
             return Outcome.FAILED, None, Unavailable(message)
         if status == 400:
@@ -322,13 +328,14 @@ class _Core:
     def _decide(self, plan: CallPlan, outcome: Outcome, answer: Any) -> tuple[Outcome, Decision]:
         """The plan's next step after one attempt. A follower's "not the leader, it is X"
         goes straight to X (no backoff, no breaker count) while X's URL is known and the
-        call has redirects left; otherwise it is a failure like any 503."""
+        call has redirects left; otherwise it is retried after backoff like "no leader yet",
+        which does not count against that healthy follower either."""
         target = None
         if outcome is Outcome.REDIRECT:
             if plan.redirects < plan.REDIRECTS_MAX:
                 target = self.endpoints.leader_hint(answer)
             if target is None:
-                outcome = Outcome.FAILED
+                outcome = Outcome.NO_LEADER
         return outcome, plan.after(outcome, redirect_to=target)
 
     @staticmethod
@@ -387,7 +394,7 @@ class _Core:
                 if error is not None:
                     raise error
                 return answer
-            if refresh and outcome is Outcome.FAILED and plan.retries <= 1:
+            if refresh and outcome in _REFRESH_AFTER and plan.retries <= 1:
                 refresh = False  # once per call: who leads now, which nodes exist
                 yield "refresh", None
             if decision.endpoint is None:

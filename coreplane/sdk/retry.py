@@ -52,6 +52,10 @@ class Outcome(enum.Enum):
     OK = "ok"  # an answer, including a deterministic refusal (4xx): never retried
     FAILED = "failed"  # transport error, timeout, 5xx, 503: counts against the endpoint
     REDIRECT = "redirect"  # a healthy "not the leader, go there": not a failure, not a retry
+    # A healthy "not the leader, and none known" (an election): the endpoint did nothing, so
+    # the call is retried after backoff even when unsafe, and the endpoint's breaker counts it
+    # as an answer: elections must not open the breakers of live nodes.
+    NO_LEADER = "no_leader"
 
 
 class Backoff:
@@ -270,7 +274,7 @@ class CallPlan:
     def after(self, outcome: Outcome, *, redirect_to: str | None = None) -> Decision:
         current = self._current
         if current is not None and outcome is not Outcome.REDIRECT:
-            self.breakers[current].record(outcome)
+            self.breakers[current].record(Outcome.OK if outcome is Outcome.NO_LEADER else outcome)
         if outcome is Outcome.OK:
             return _DONE
         if outcome is Outcome.REDIRECT:
@@ -285,7 +289,7 @@ class CallPlan:
                 return Decision(reason="every endpoint's circuit breaker is open")
             self._sent(target)
             return Decision(endpoint=target)
-        if not self.safe:
+        if not self.safe and outcome is not Outcome.NO_LEADER:
             return Decision(reason="the request is not safe to retry (outcome unknown)")
         if self.retries + 1 >= self.max_attempts:
             return Decision(reason=f"gave up after {self.retries + 1} attempts")

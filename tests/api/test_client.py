@@ -254,6 +254,36 @@ def test_a_followers_not_leader_hint_redirects_at_once_without_a_failure() -> No
         assert seen == ["leader"]  # the next call goes to the leader first
 
 
+def test_an_election_retries_without_opening_the_breakers_of_live_nodes() -> None:
+    """While no leader is known every node answers 503 ``not_leader`` without a hint: the
+    call is retried after backoff until a leader is elected, and neither live node's
+    breaker counts a failure, even at a threshold of one."""
+    import dataclasses
+
+    import httpx
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/members":
+            api = {"a": "https://a", "b": "https://b"}
+            return httpx.Response(200, json={"api": api, "leader": None})
+        seen.append(request.url.host)
+        if len(seen) <= 3:
+            return httpx.Response(503, json={"error": "not_leader", "message": "no leader"})
+        return httpx.Response(200, json={"found": False})
+
+    config = dataclasses.replace(FAST, breaker_failures=1, max_attempts=6)
+    with Client(["https://a", "https://b"], CLIENT, config) as c:
+        c._http = httpx.Client(transport=httpx.MockTransport(handler))
+        assert c.get("k") is None
+        assert len(seen) == 4
+        assert {u: b.failures for u, b in c.endpoints.breakers.items()} == {
+            "https://a": 0,
+            "https://b": 0,
+        }
+
+
 def test_stale_reads_go_to_the_followers_in_turn_and_the_rest_to_the_leader() -> None:
     import httpx
 

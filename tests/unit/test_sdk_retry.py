@@ -115,6 +115,23 @@ def test_plan_never_retries_an_unsafe_request_and_follows_redirects_for_free() -
     assert ok.after(Outcome.OK).done
 
 
+def test_no_leader_yet_is_retried_after_backoff_and_never_opens_a_breaker() -> None:
+    """During an election every follower answers "not the leader, none known": the call is
+    retried after backoff (even an unsafe one: that node did nothing) and those live
+    endpoints' breakers stay closed, while a real failure still counts."""
+    clock = FakeClock()
+    plan = _plan(["a", "b"], clock, threshold=1, safe=False, attempts=5)
+    assert plan.first() == "a"
+    d = plan.after(Outcome.NO_LEADER)
+    assert d.endpoint == "b" and 0 <= d.delay_s <= 0.01 and plan.retries == 1
+    d = plan.after(Outcome.NO_LEADER)
+    assert d.endpoint == "a" and plan.retries == 2
+    assert all(b.state == CircuitBreaker.CLOSED for b in plan.breakers.values())
+    d = plan.after(Outcome.FAILED)  # a transport error is still a failure, and unsafe
+    assert d.endpoint is None and "not safe" in d.reason
+    assert plan.breakers["a"].state == CircuitBreaker.OPEN
+
+
 def test_plan_fails_fast_when_every_breaker_is_open() -> None:
     clock = FakeClock()
     plan = _plan(["a"], clock, threshold=1)
