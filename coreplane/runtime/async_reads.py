@@ -72,6 +72,8 @@ class AsyncReads:
             self._live.add(read)
         future.add_done_callback(lambda _f: self._forget(read))
         self._ask(read)
+        if self._stopping.is_set():  # `fail_all` may have run before this read was live
+            self._finish(read, Unavailable("the control plane is not running"))
         return future
 
     def _forget(self, read: _Read) -> None:
@@ -120,13 +122,14 @@ class AsyncReads:
         if not read.future.done():
             read.future.set_exception(exc)
 
-    def fail_all(self) -> None:
-        """At stop, after the tick thread ended: a read still waiting fails now rather than at
-        its caller's own timeout (no tick will walk the list again)."""
+    def fail_all(self, reason: str = "the control plane stopped") -> None:
+        """Once the node stops (`stop()`, or a fatal error that ended its threads): a read
+        still waiting fails now rather than at its caller's own timeout (no tick will walk
+        the list again). Call it after setting the stopping event (see `submit`)."""
         with self._mu:
             live, self._pending = list(self._live), []
         for read in live:  # waiting for a tick, or for a read index the engine never answers
-            self._finish(read, Unavailable("the control plane stopped"))
+            self._finish(read, Unavailable(reason))
 
     def _on_tick(self) -> None:
         """Tick thread, after apply: run, retry or expire the pending reads."""

@@ -656,9 +656,12 @@ class ControlPlane:
         try:
             self._stop_engine(timeout_s)
         finally:
-            reads = getattr(self, "_async_reads", None)
-            if reads is not None:
-                reads.fail_all()
+            self._fail_async_reads("the control plane stopped")
+
+    def _fail_async_reads(self, reason: str) -> None:
+        reads = getattr(self, "_async_reads", None)
+        if reads is not None:
+            reads.fail_all(reason)
 
     def _stop_engine(self, timeout_s: float) -> None:
         if self._pipeline is not None:
@@ -790,6 +793,12 @@ class ControlPlane:
                 logger.exception("engine destroy failed on %s", self.node_id)
             finally:
                 self._close_storage()
+                fatal = self._fatal
+                self._fail_async_reads(
+                    "the control plane stopped"
+                    if fatal is None
+                    else f"node stopped after a fatal error: {fatal}"
+                )
 
     def _close_storage(self) -> None:
         """Close the journal (idempotent), then release the data dir lock."""

@@ -75,3 +75,31 @@ def test_a_read_waiting_when_its_node_stops_fails_at_once(cluster_factory: Any) 
     lone.stop()
     with pytest.raises(Unavailable, match=r"stopped|not running"):
         pending.result(timeout=30)
+
+
+def test_a_read_waiting_when_its_node_dies_fails_with_the_fatal_error(
+    cluster_factory: Any,
+) -> None:
+    """A node whose raft tick fails stops by itself (no `stop()` call): a read still waiting
+    then fails at once, naming the error, not at its own ten-minute deadline."""
+    cluster = cluster_factory().start_all()
+    lone = cluster.followers()[0]
+    assert lone.kv.get_async("warm").result(timeout=10) is None  # the node's reader exists
+    for cp in cluster.nodes.values():
+        if cp is not lone:
+            cp.stop()
+    for _ in range(100):  # a read the old leader still answered may finish: ask until one waits
+        pending = lone.kv.get_async("k", timeout_s=600.0)  # no quorum: would wait 10 minutes
+        if not pending.done():
+            break
+        time.sleep(0.05)
+    assert not pending.done()
+
+    def broken() -> bool:
+        raise IndexError("list index out of range")
+
+    lone._engine._SyncObj__applyLogEntries = broken  # type: ignore[union-attr]
+    with pytest.raises(Unavailable, match=r"fatal error: .*IndexError"):
+        pending.result(timeout=30)
+    with pytest.raises(Unavailable, match="fatal"):  # and a read asked afterwards at once
+        lone.kv.get_async("k", timeout_s=600.0).result(timeout=5)
