@@ -582,6 +582,7 @@ class ControlPlane:
         self._led_term: int | None = None
         self._emitted_token: int | None = None
         self._next_tick_at = 0.0
+        self._first_worker = 0  # which leader worker a pass starts with (`_step`)
         self._tick_mono: float | None = None  # monotonic time of this leader's last tick
         self._tick_sent: tuple[int, float] | None = None  # (n, monotonic) of the tick in flight
         self._waiting: _Waiting | None = None  # the leader work's proposal in flight
@@ -895,12 +896,24 @@ class ControlPlane:
             self._establish(engine, term)
             return
         self._maybe_step_down(engine)
+        # Each worker proposes at most one entry per pass (and yields). They take turns: the
+        # pass after one proposed starts with the next, so when every commit takes longer
+        # than a tick interval (a tick always due) the fleet and quota work still get theirs.
+        workers = (self._tick_if_due, self.fleet.leader_step, self.quotas.leader_step)
+        first = self._first_worker
+        for turn in range(len(workers)):
+            k = (first + turn) % len(workers)
+            try:
+                workers[k]()
+            except _Yield:
+                self._first_worker = (k + 1) % len(workers)
+                raise
+
+    def _tick_if_due(self) -> None:
         now = self._clock.monotonic()
         if now >= self._next_tick_at:
             self._next_tick_at = now + self._tick_interval_s
             self._propose_tick(now)
-        self.fleet.leader_step()
-        self.quotas.leader_step()  # each proposes at most one entry per pass (and yields)
 
     def _propose_tick(self, now: float) -> None:
         """Advance cluster time by this leader's monotonic time since its last committed tick,
