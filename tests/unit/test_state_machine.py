@@ -320,6 +320,25 @@ def test_snapshot_restore_round_trip_and_hash() -> None:
         StateMachine.from_snapshot(b"\x80")
 
 
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        (["a", b"1", 1, 1, 1, 0, "extra"], "malformed"),
+        (["a", "text", 1, 1, 1, 0], r"row 'a' is not \[str, bytes, int, int, int, int\]"),
+        (["a", b"1", 1, True, 1, 0], "row 'a' is not"),
+        (["a", b"1", 1, 1, 1, 7], "names missing lease"),
+        (["b", b"1", 1, 1, 1, 0], "a key appears twice"),
+    ],
+)
+def test_a_snapshot_with_a_bad_kv_row_is_refused(row: list[object], error: str) -> None:
+    sm = StateMachine()
+    sm.kv.put("b", b"0", 0)
+    plain = sm.to_plain()
+    plain["kv"]["keys"].append(row)  # type: ignore[index, union-attr]
+    with pytest.raises(DecodeError, match=error):
+        StateMachine.from_snapshot(codec.encode_value(plain))
+
+
 def test_a_state_over_the_command_cap_snapshots_and_restores() -> None:
     """A snapshot is capped by `SNAPSHOT_BYTES_MAX`, not by a command's 16 MiB: a state of
     17 MB (e.g. 180k keys of 64 bytes) once failed every snapshot, and the log could never
