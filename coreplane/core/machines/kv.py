@@ -45,15 +45,16 @@ class Limits:
     ttl_ms_min: int = 1_000
     ttl_ms_max: int = 7 * 24 * 3600 * 1000
     keys_per_lease_max: int = 100_000
+    # One log entry, encoded: far below what one AppendEntries frame carries, so an entry that
+    # passes can always be replicated (a 20 MB entry once deposed a leader that tried).
+    entry_bytes_max: int = 2 * 1024 * 1024
     # The stored keys and values (`KVMachine.stored_bytes`): a write that would grow them past
     # this is refused (`space_exceeded`), as etcd's NOSPACE alarm refuses writes at its quota.
     # The whole state is one snapshot, capped at `codec.SNAPSHOT_BYTES_MAX` (1 GiB): a state
     # past that cannot be snapshotted, so its log is never compacted and grows until the disk
-    # is full. Half the cap leaves room for leases, sessions, fleet and user machines.
+    # is full. Half the cap leaves room for leases, sessions, fleet and user machines. (Last,
+    # so that a positional ``Limits(...)`` keeps its meaning.)
     kv_bytes_max: int = codec.SNAPSHOT_BYTES_MAX // 2
-    # One log entry, encoded: far below what one AppendEntries frame carries, so an entry that
-    # passes can always be replicated (a 20 MB entry once deposed a leader that tried).
-    entry_bytes_max: int = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,8 +65,8 @@ class Limits:
             "ttl_ms_min",
             "ttl_ms_max",
             "keys_per_lease_max",
-            "kv_bytes_max",
             "entry_bytes_max",
+            "kv_bytes_max",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
