@@ -57,9 +57,9 @@ def test_async_read_errors_are_the_futures(cluster_factory: Any) -> None:
         pending.result(timeout=10)
 
 
-def test_a_read_waiting_when_its_node_stops_fails_at_once(cluster_factory: Any) -> None:
-    """A read still waiting for a read index when its node stops fails with the stop, not at
-    its own deadline (no tick walks the pending list after the tick thread ended)."""
+def _a_read_waiting_without_quorum(cluster_factory: Any) -> tuple[Any, Any]:
+    """A follower left alone (the other two stopped) and a read of it still waiting for a read
+    index no leader will give (its deadline ten minutes away)."""
     cluster = cluster_factory().start_all()
     lone = cluster.followers()[0]
     assert lone.kv.get_async("warm").result(timeout=10) is None  # the node's reader exists
@@ -72,6 +72,13 @@ def test_a_read_waiting_when_its_node_stops_fails_at_once(cluster_factory: Any) 
             break
         time.sleep(0.05)
     assert not pending.done()
+    return lone, pending
+
+
+def test_a_read_waiting_when_its_node_stops_fails_at_once(cluster_factory: Any) -> None:
+    """A read still waiting for a read index when its node stops fails with the stop, not at
+    its own deadline (no tick walks the pending list after the tick thread ended)."""
+    lone, pending = _a_read_waiting_without_quorum(cluster_factory)
     lone.stop()
     with pytest.raises(Unavailable, match=r"stopped|not running"):
         pending.result(timeout=30)
@@ -82,18 +89,7 @@ def test_a_read_waiting_when_its_node_dies_fails_with_the_fatal_error(
 ) -> None:
     """A node whose raft tick fails stops by itself (no `stop()` call): a read still waiting
     then fails at once, naming the error, not at its own ten-minute deadline."""
-    cluster = cluster_factory().start_all()
-    lone = cluster.followers()[0]
-    assert lone.kv.get_async("warm").result(timeout=10) is None  # the node's reader exists
-    for cp in cluster.nodes.values():
-        if cp is not lone:
-            cp.stop()
-    for _ in range(100):  # a read the old leader still answered may finish: ask until one waits
-        pending = lone.kv.get_async("k", timeout_s=600.0)  # no quorum: would wait 10 minutes
-        if not pending.done():
-            break
-        time.sleep(0.05)
-    assert not pending.done()
+    lone, pending = _a_read_waiting_without_quorum(cluster_factory)
 
     def broken() -> bool:
         raise IndexError("list index out of range")
