@@ -639,6 +639,61 @@ def check_versions(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
     ]
 
 
+def check_apply_config(inputs: ClusterInputs, th: Thresholds) -> list[Finding]:
+    """Voters whose `Limits` or `FleetConfig` differ from the leader's (or, with no leader,
+    from most voters'): apply decides by them, so such a replica can refuse an entry the others
+    applied, or the reverse, and its state diverges at the same index without a word."""
+    configs = {
+        n: s.status.get("apply_config")
+        for n, s in sorted(inputs.samples.items())
+        if s is not None and s.status.get("apply_config")
+    }
+    if len(configs) < 2:
+        return []
+    leader = inputs.leader_sample
+    if leader is not None and leader.node_id in configs:
+        reference, ref_name = configs[leader.node_id], f"the leader ({leader.node_id})"
+    else:
+        keys = [repr(sorted(_flat(c).items())) for c in configs.values()]
+        most = max(set(keys), key=lambda k: (keys.count(k), k))
+        reference = next(c for c, k in zip(configs.values(), keys, strict=True) if k == most)
+        ref_name = "most voters"
+    want = _flat(reference)
+    out: list[Finding] = []
+    for nid, config in configs.items():
+        have = _flat(config)
+        differ = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        if not differ:
+            continue
+        shown = ", ".join(f"{k}={have.get(k)!r} (not {want.get(k)!r})" for k in differ[:6])
+        out.append(
+            Finding(
+                "apply_config_skew",
+                CRITICAL,
+                f"voter {nid} applies with other settings than {ref_name}: {', '.join(differ[:6])}",
+                (_voter(nid),),
+                f"{nid} has {shown}; apply refuses by these bounds and times, so {nid} can "
+                "refuse an entry the others applied (or apply one they refused) and hold "
+                "another state at the same index",
+                f"restart voter {nid} with the same Limits and FleetConfig as {ref_name}",
+                "every voter must be built with equal limits= and fleet_config=; change them "
+                "on all voters, one at a time, only while no write is near a bound that differs",
+                {"differ": differ, "have": {k: have.get(k) for k in differ}},
+            )
+        )
+    return out
+
+
+def _flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"limits": {...}, "fleet": {...}}`` as ``{"limits.key_bytes_max": ..., ...}``."""
+    return {
+        f"{part}.{name}": value
+        for part, fields in sorted(config.items())
+        if isinstance(fields, Mapping)
+        for name, value in sorted(fields.items())
+    }
+
+
 # ---------------------------------------------------------------------------- fleet checks
 
 
@@ -942,6 +997,7 @@ CHECKS: dict[str, Check] = {
     "tick_lag": check_tick_lag,
     "auth": check_auth,
     "version_skew": check_versions,
+    "apply_config_skew": check_apply_config,
     "silent_agent": check_agents,
     "under_replicated": check_partitions,
     "stuck_operation": check_operations,

@@ -1579,6 +1579,10 @@ class ControlPlane:
                 "tick_n": self._sm.tick_n,
                 "kv_bytes": self._sm.kv.stored_bytes,
                 "kv_bytes_max": self._sm.limits.kv_bytes_max,
+                "apply_config": {
+                    "limits": dataclasses.asdict(self._sm.limits),
+                    "fleet": dataclasses.asdict(self._sm.fleet.config),
+                },
             }
         fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {

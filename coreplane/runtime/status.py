@@ -35,6 +35,9 @@ class NodeStatus:
     # the keys and values stored (`Limits.kv_bytes_max` refuses writes that would pass the cap)
     kv_bytes: int = 0
     kv_bytes_max: int = 0
+    # what this node's apply decides by: ``{"limits": Limits, "fleet": FleetConfig}`` as plain
+    # dicts; voters that differ can apply one entry differently (diagnose: apply_config_skew)
+    apply_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None  # why the node stopped after a fatal error
     term: int | None = None
     commit_index: int | None = None

@@ -4,10 +4,10 @@ healthy cluster gives no finding at all.
 
 Faults here need neither the fleet nor the API: voter down, partitioned voter (messages lost
 while the TCP connections stay up), slow disk (a journal whose write transaction is delayed),
-LMDB map nearly full (a journal with a small map cap), the KV near its byte quota, clock
-skew (one node's wall clock, as obs reads it, set ahead), a voter with the wrong secret,
-election churn (five leadership transfers), and a starved leader whose cluster time falls
-behind (its runtime clock slowed).
+LMDB map nearly full (a journal with a small map cap), the KV near its byte quota, a voter
+built with other limits, clock skew (one node's wall clock, as obs reads it, set ahead), a
+voter with the wrong secret, election churn (five leadership transfers), and a starved leader
+whose cluster time falls behind (its runtime clock slowed).
 """
 
 from __future__ import annotations
@@ -171,6 +171,21 @@ def test_the_kv_near_its_byte_quota(cluster_factory: Any, wait_until: Any) -> No
     assert f.what == "the stored keys and values are 90% of limits.kv_bytes_max"
     assert f.evidence["kv_bytes"] == leader.status().kv_bytes == 9 * 10_052
     assert f.fix == "coreplane kv del KEY"
+
+
+def test_a_voter_built_with_other_limits(cluster_factory: Any, wait_until: Any) -> None:
+    cluster = cluster_factory()
+    cluster.make("a")
+    cluster.make("b", limits=Limits(keys_max=10))
+    cluster.make("c")
+    leader = cluster.leader()
+    f = found(cluster, "apply_config_skew", wait_until)
+    if leader.node_id == "b":  # then a and c are the ones that differ from the leader
+        assert f.where in ((Place("voter", "a"),), (Place("voter", "c"),))
+        assert "limits.keys_max=2000000 (not 10)" in f.why
+    else:
+        assert f.where == (Place("voter", "b"),) and f.severity == "critical"
+        assert "limits.keys_max=10 (not 2000000)" in f.why
 
 
 def test_clock_skew(cluster_factory: Any, wait_until: Any) -> None:

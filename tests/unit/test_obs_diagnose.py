@@ -225,6 +225,31 @@ def test_the_kv_near_its_byte_quota_is_one_cluster_finding() -> None:
     assert [x for x in diagnose(cluster(b=low)) if x.check == "storage"] == []
 
 
+def _config(**limits: int) -> dict[str, Any]:
+    return {"limits": {"keys_max": 100, "kv_bytes_max": 1_000, **limits}, "fleet": {"x": 1}}
+
+
+def test_a_voter_with_other_limits_than_the_leader_is_named_with_the_fields() -> None:
+    a = sample("a", role="leader", status={"apply_config": _config()})
+    b = sample("b", status={"apply_config": _config(kv_bytes_max=2_000)})
+    c = sample("c", status={"apply_config": _config()})
+    f = only(diagnose(cluster(a=a, b=b, c=c)), "apply_config_skew")
+    assert f.severity == "critical" and f.where == (Place("voter", "b"),)
+    assert f.what == "voter b applies with other settings than the leader (a): limits.kv_bytes_max"
+    assert "limits.kv_bytes_max=2000 (not 1000)" in f.why
+    assert f.evidence == {"differ": ["limits.kv_bytes_max"], "have": {"limits.kv_bytes_max": 2000}}
+    same = sample("b", status={"apply_config": _config()})
+    assert [x for x in diagnose(cluster(a=a, b=same, c=c)) if x.check == "apply_config_skew"] == []
+
+
+def test_without_a_leader_the_odd_voter_out_is_the_one_named() -> None:
+    a = sample("a", role="candidate", status={"apply_config": _config()})
+    b = sample("b", role="candidate", status={"apply_config": _config(keys_max=5)})
+    c = sample("c", role="candidate", status={"apply_config": _config()})
+    f = only(diagnose(cluster(a=a, b=b, c=c)), "apply_config_skew")
+    assert f.where == (Place("voter", "b"),) and "than most voters" in f.what
+
+
 def test_low_disk_space() -> None:
     c = sample("c", raft={"journal": journal(free=100 << 20)})
     f = only(diagnose(cluster(c=c)), "storage")
