@@ -554,6 +554,11 @@ class ControlPlane:
             raise
 
         self._sm = StateMachine(limits=limits, fleet=fleet_config)
+        # what apply decides by, for status(): fixed for this node's life (a restore keeps both)
+        self._apply_config = {
+            "limits": dataclasses.asdict(self._sm.limits),
+            "fleet": dataclasses.asdict(self._sm.fleet.config),
+        }
         register_builtins(self._sm)
         self._stepdown_handled = 0
         self._sm_lock = threading.Lock()
@@ -1579,11 +1584,8 @@ class ControlPlane:
                 "tick_n": self._sm.tick_n,
                 "kv_bytes": self._sm.kv.stored_bytes,
                 "kv_bytes_max": self._sm.limits.kv_bytes_max,
-                "apply_config": {
-                    "limits": dataclasses.asdict(self._sm.limits),
-                    "fleet": dataclasses.asdict(self._sm.fleet.config),
-                },
             }
+        core["apply_config"] = {part: dict(fields) for part, fields in self._apply_config.items()}
         fatal = self._fatal or (engine.fatal_error() if engine is not None else None)
         base: dict[str, Any] = {
             "node_id": self.node_id,
