@@ -70,10 +70,18 @@ def _coreplane_op(urls: list[str], op: str, prefix: str, t: int) -> Callable[[in
         client.put(f"{prefix}{t}", VALUE)
         stale = op == "get_stale"
         deadline = time.monotonic() + 10
-        while stale and client.get(f"{prefix}{t}", stale_ok=True) is None:  # replicated yet?
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica never saw the key")
-            time.sleep(0.01)
+        # Replicated yet? Stale reads go to the replicas in turn, so one that answered says
+        # nothing of the next: wait until as many reads in a row as there are endpoints saw
+        # the key (a lagging replica's None once counted as a failed read).
+        seen = 0
+        while stale and seen < len(urls):
+            if client.get(f"{prefix}{t}", stale_ok=True) is None:
+                seen = 0
+                if time.monotonic() > deadline:
+                    raise RuntimeError("a replica never saw the key")
+                time.sleep(0.01)
+            else:
+                seen += 1
         return lambda i: client.get(f"{prefix}{t}", stale_ok=stale) is not None
 
     def cycle(_i: int) -> bool:
